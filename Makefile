@@ -1,0 +1,36 @@
+# hotdesk — build, demo, test.
+#
+#   make demo   install what is missing (Debian), build, run the scripted hot-desk
+#   make test   install what is missing (Debian), build, run every test against real components
+
+GO      ?= go
+BIN     := bin
+CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo
+# Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules).
+DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper
+
+.PHONY: all build deps demo test test-short vet fuzz clean
+
+all: build
+
+deps:
+	@./.ci/deps $(DEB_PKGS)
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+demo: deps build
+	./$(BIN)/hotdesk-demo -bin $(BIN)
+
+test: deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+# The fuzz targets, briefly (not part of `make test`).
+fuzz:
+	$(GO) test ./proto -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s
+	$(GO) test ./proto -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime 30s
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,392 @@
+// Package broker is the session state machine and the hot-desking flow of
+// hotdesk (ADR-004):
+//
+//	NoSession --insert--> Creating --> Active --remove--> Suspended --timeout--> Destroyed
+//	                                     ^  |                 |
+//	                                     |  +--insert at another terminal (takeover)
+//	                                     +-----insert (same or other terminal)
+//
+// A Broker accepts terminal connections (package proto), turns their token
+// events into transitions, keeps each session's location in the group
+// registry (package registry) and drives the compositor backend (package
+// compositor). Every transition of a session runs under its token's lock,
+// so concurrent events for one token are applied one at a time; events for
+// different tokens never wait for each other. Timers come from an injected
+// clock. The broker never blocks one terminal on another terminal's
+// authentication or compositor start.
+//
+// Who closes what: Serve returns when its context is cancelled or its
+// listener fails; Shutdown detaches every terminal (reason shutdown) and
+// destroys the sessions the broker runs unless told to keep them.
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Registry is the part of the group registry the broker uses; *registry.Registry implements it.
+type Registry interface {
+	ServerID() string
+	Claim(ctx context.Context, key string, s registry.Session) (registry.Claim, bool, error)
+	Update(ctx context.Context, c registry.Claim, s registry.Session) (registry.Claim, error)
+	Release(ctx context.Context, c registry.Claim) error
+	Lookup(ctx context.Context, key string) (registry.Claim, error)
+	Server(ctx context.Context, id string) (registry.ServerRecord, error)
+	Token(ctx context.Context, id string) (registry.TokenRecord, error)
+	Done() <-chan struct{}
+}
+
+// Pairer redeems one-time pairing codes; *pairing.Pairer implements it.
+type Pairer interface {
+	Redeem(ctx context.Context, source, code, kind string, pub []byte, label string) (registry.TokenRecord, error)
+}
+
+// Config holds what a Broker needs. Registry, Compositor and Auth are required.
+type Config struct {
+	ServerID       string
+	Registry       Registry
+	Compositor     compositor.Backend
+	Auth           auth.Authenticator
+	Pairer         Pairer // nil: pairing refused
+	Clock          clock.Clock
+	Logger         hclog.Logger
+	SuspendTimeout time.Duration // default 24h
+	PingInterval   time.Duration // default 15s; a silent terminal is dropped after 3 intervals
+	// ProofTimeout bounds a token challenge; AuthTimeout one authentication.
+	ProofTimeout time.Duration // default 10s
+	AuthTimeout  time.Duration // default 2m
+	// KeepSessionsOnShutdown leaves compositors running at Shutdown.
+	KeepSessionsOnShutdown bool
+}
+
+// State is a session's lifecycle state.
+type State uint8
+
+const (
+	Creating State = iota + 1
+	Active
+	Suspended
+	Destroyed
+)
+
+func (s State) String() string {
+	switch s {
+	case Creating:
+		return "creating"
+	case Active:
+		return "active"
+	case Suspended:
+		return "suspended"
+	case Destroyed:
+		return "destroyed"
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// Session is one brokered desktop. Fields are guarded by the broker's mutex
+// and changed only under the session token's key lock.
+type Session struct {
+	ID      string
+	Token   string
+	User    string
+	state   State
+	term    *terminal
+	claim   registry.Claim
+	info    compositor.Info
+	created time.Time
+	updated time.Time
+	// suspendedAt and timer are set while Suspended.
+	suspendedAt time.Time
+	timer       clock.Timer
+}
+
+// SessionInfo is a snapshot of a session for administrators.
+type SessionInfo struct {
+	ID          string
+	Token       string
+	User        string
+	State       State
+	Terminal    string
+	ServerID    string
+	Endpoint    string
+	PID         int
+	Fence       int64
+	Created     time.Time
+	Updated     time.Time
+	SuspendedAt time.Time // zero unless suspended
+	ExpiresAt   time.Time // zero unless suspended
+}
+
+// Errors returned by administrative calls.
+var (
+	ErrNotFound = errors.New("broker: session not found")
+	ErrClosed   = errors.New("broker: shut down")
+)
+
+// Broker runs the sessions of one server.
+type Broker struct {
+	cfg  Config
+	log  hclog.Logger
+	clk  clock.Clock
+	keys keyLock
+
+	mu       sync.Mutex
+	byID     map[string]*Session
+	byToken  map[string]*Session
+	terms    map[*terminal]struct{}
+	closed   bool
+	hooks    Hooks
+	wg       sync.WaitGroup
+	exitDone chan struct{}
+}
+
+// Hooks observe transitions; tests and the benchmark use them. Each hook
+// runs synchronously after the transition, outside the broker's locks.
+type Hooks struct {
+	OnTransition func(sessionID string, from, to State)
+}
+
+// New returns a Broker. It starts one goroutine that turns compositor exits
+// into destroyed sessions; Shutdown stops it.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Registry == nil || cfg.Compositor == nil || cfg.Auth == nil {
+		return nil, errors.New("broker: registry, compositor and auth are required")
+	}
+	if cfg.ServerID == "" {
+		cfg.ServerID = cfg.Registry.ServerID()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.SuspendTimeout <= 0 {
+		cfg.SuspendTimeout = 24 * time.Hour
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 15 * time.Second
+	}
+	if cfg.ProofTimeout <= 0 {
+		cfg.ProofTimeout = 10 * time.Second
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = 2 * time.Minute
+	}
+	b := &Broker{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		clk:      cfg.Clock,
+		byID:     make(map[string]*Session),
+		byToken:  make(map[string]*Session),
+		terms:    make(map[*terminal]struct{}),
+		exitDone: make(chan struct{}),
+	}
+	go b.watchExits()
+	return b, nil
+}
+
+// SetHooks installs observation hooks; call before serving.
+func (b *Broker) SetHooks(h Hooks) {
+	b.mu.Lock()
+	b.hooks = h
+	b.mu.Unlock()
+}
+
+// Ready reports whether the broker can attach and claim: it holds its
+// registry lease and is not shut down.
+func (b *Broker) Ready() error {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	select {
+	case <-b.cfg.Registry.Done():
+		return errors.New("broker: registry lease lost")
+	default:
+		return nil
+	}
+}
+
+// Sessions returns a snapshot of every session this broker runs, oldest first.
+func (b *Broker) Sessions() []SessionInfo {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]SessionInfo, 0, len(b.byID))
+	for _, s := range b.byID {
+		out = append(out, b.infoLocked(s))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+func (b *Broker) infoLocked(s *Session) SessionInfo {
+	si := SessionInfo{
+		ID: s.ID, Token: s.Token, User: s.User, State: s.state,
+		ServerID: b.cfg.ServerID, Endpoint: s.info.Endpoint, PID: s.info.PID,
+		Fence: s.claim.Fence, Created: s.created, Updated: s.updated,
+	}
+	if s.term != nil {
+		si.Terminal = s.term.id
+	}
+	if s.state == Suspended {
+		si.SuspendedAt = s.suspendedAt
+		si.ExpiresAt = s.suspendedAt.Add(b.cfg.SuspendTimeout)
+	}
+	return si
+}
+
+// Kill destroys the session with the given id (administrator action); its
+// terminal, if any, is told the reason.
+func (b *Broker) Kill(ctx context.Context, id string) error {
+	b.mu.Lock()
+	s := b.byID[id]
+	b.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("broker: kill %q: %w", id, ErrNotFound)
+	}
+	unlock := b.keys.Lock(s.Token)
+	defer unlock()
+	if b.current(s) == nil {
+		return fmt.Errorf("broker: kill %q: %w", id, ErrNotFound)
+	}
+	b.destroyLocked(ctx, s, proto.DetachAdmin, "killed by an administrator")
+	return nil
+}
+
+// current returns s if it is still the live session for its token.
+func (b *Broker) current(s *Session) *Session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byID[s.ID] == s && s.state != Destroyed {
+		return s
+	}
+	return nil
+}
+
+// Shutdown detaches every terminal, closes their connections and, unless
+// KeepSessionsOnShutdown, destroys every session. It returns when done or
+// when ctx expires.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	terms := make([]*terminal, 0, len(b.terms))
+	for t := range b.terms {
+		terms = append(terms, t)
+	}
+	sessions := make([]*Session, 0, len(b.byID))
+	for _, s := range b.byID {
+		sessions = append(sessions, s)
+	}
+	b.mu.Unlock()
+
+	for _, t := range terms {
+		t.detachAll(proto.DetachShutdown, "server shutting down")
+		t.close()
+	}
+	if !b.cfg.KeepSessionsOnShutdown {
+		for _, s := range sessions {
+			unlock := b.keys.Lock(s.Token)
+			if b.current(s) != nil {
+				b.destroyLocked(ctx, s, proto.DetachShutdown, "server shutting down")
+			}
+			unlock()
+		}
+	}
+	done := make(chan struct{})
+	go func() { b.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("broker: shutdown: %w", ctx.Err())
+	}
+	return nil
+}
+
+// watchExits turns compositors that ended on their own into destroyed sessions.
+func (b *Broker) watchExits() {
+	defer close(b.exitDone)
+	for ex := range b.cfg.Compositor.Exits() {
+		b.mu.Lock()
+		s := b.byID[ex.SessionID]
+		b.mu.Unlock()
+		if s == nil {
+			continue
+		}
+		reason := "compositor exited"
+		if ex.Err != nil {
+			reason = fmt.Sprintf("compositor exited: %v", ex.Err)
+		}
+		b.log.Warn("compositor exited", "session", s.ID, "pid", ex.PID, "error", ex.Err)
+		unlock := b.keys.Lock(s.Token)
+		if b.current(s) != nil {
+			s.info.PID = 0 // already gone: do not try to stop it again
+			b.destroyLocked(context.Background(), s, proto.DetachDestroyed, reason)
+		}
+		unlock()
+	}
+}
+
+var sessionIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func newSessionID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return "s-" + sessionIDEncoding.EncodeToString(b[:])
+}
+
+func newNonce() []byte {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func (b *Broker) transitioned(s *Session, from, to State) {
+	b.mu.Lock()
+	h := b.hooks.OnTransition
+	b.mu.Unlock()
+	b.log.Debug("session transition", "session", s.ID, "from", from.String(), "to", to.String())
+	if h != nil {
+		h(s.ID, from, to)
+	}
+}
+
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,384 @@
+package broker
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+func sessionInfo(t *testing.T, b *Broker, id string) SessionInfo {
+	t.Helper()
+	for _, s := range b.Sessions() {
+		if s.ID == id {
+			return s
+		}
+	}
+	t.Fatalf("session %s not listed", id)
+	return SessionInfo{}
+}
+
+// TestLifecycle walks every transition of ADR-004 through the real
+// protocol: create at term-1, suspend on removal, resume at term-2,
+// takeover back at term-1, then suspend on disconnect.
+func TestLifecycle(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("alice")
+	t1, t2 := e.dial("term-1"), e.dial("term-2")
+	t1.hold(tok, key)
+	t2.hold(tok, key)
+
+	// NoSession → Creating → Active.
+	t1.insert(tok)
+	att := expectMsg[proto.Attached](t1)
+	if att.Resumed || att.Token != tok || att.User != "kiosk" || att.ServerID != "b1" || att.Endpoint == "" {
+		t.Fatalf("attached = %+v; want a new session of %s for kiosk on b1 with an endpoint", att, tok)
+	}
+	si := sessionInfo(t, e.b, att.SessionID)
+	if si.State != Active || si.Terminal != "term-1" || !pidAlive(si.PID) {
+		t.Fatalf("after create: %+v; want active at term-1 with a live compositor", si)
+	}
+	pid := si.PID
+	c, err := e.reg.Lookup(e.ctx, tok)
+	if err != nil || c.Session.ID != att.SessionID || c.Session.ServerID != "b1" {
+		t.Fatalf("registry lookup = %+v, %v; want session %s on b1", c, err, att.SessionID)
+	}
+
+	// Active → Suspended on removal; the compositor keeps running.
+	t1.remove(tok)
+	det := expectMsg[proto.Detached](t1)
+	if det.Reason != proto.DetachTokenRemoved || det.SessionID != att.SessionID {
+		t.Fatalf("detached = %+v; want token_removed for %s", det, att.SessionID)
+	}
+	e.waitTransition(att.SessionID, Suspended)
+	si = sessionInfo(t, e.b, att.SessionID)
+	if si.State != Suspended || si.PID != pid || !pidAlive(pid) || si.Terminal != "" {
+		t.Fatalf("after remove: %+v; want suspended, pid %d alive, no terminal", si, pid)
+	}
+	if want := si.SuspendedAt.Add(24 * time.Hour); !si.ExpiresAt.Equal(want) {
+		t.Fatalf("expires = %v; want %v", si.ExpiresAt, want)
+	}
+
+	// Suspended → Active at another terminal: same session, same compositor.
+	t2.insert(tok)
+	att2 := expectMsg[proto.Attached](t2)
+	if att2.SessionID != att.SessionID || !att2.Resumed {
+		t.Fatalf("resume at term-2 = %+v; want resumed %s", att2, att.SessionID)
+	}
+	if si = sessionInfo(t, e.b, att.SessionID); si.PID != pid || si.Terminal != "term-2" || si.State != Active {
+		t.Fatalf("after resume: %+v; want active at term-2 with pid %d", si, pid)
+	}
+
+	// Takeover: inserted at term-1 while active at term-2.
+	t1.insert(tok)
+	att3 := expectMsg[proto.Attached](t1)
+	det2 := expectMsg[proto.Detached](t2)
+	if att3.SessionID != att.SessionID || !att3.Resumed {
+		t.Fatalf("takeover attach = %+v; want resumed %s", att3, att.SessionID)
+	}
+	if det2.Reason != proto.DetachTakeover || det2.Terminal != "term-1" {
+		t.Fatalf("term-2 told %+v; want takeover by term-1", det2)
+	}
+	// The registry follows the session (fenced update under the same claim).
+	c2, err := e.reg.Lookup(e.ctx, tok)
+	if err != nil || c2.Fence != c.Fence || c2.Session.Terminal != "term-1" {
+		t.Fatalf("registry after takeover = %+v, %v; want fence %d at term-1", c2, err, c.Fence)
+	}
+
+	// Terminal gone → Suspended.
+	t1.conn.Close()
+	e.waitTransition(att.SessionID, Suspended)
+	if si = sessionInfo(t, e.b, att.SessionID); si.State != Suspended || !pidAlive(pid) {
+		t.Fatalf("after disconnect: %+v; want suspended with pid %d alive", si, pid)
+	}
+}
+
+// TestSuspendTimeout checks the suspend timer with the injected clock: a
+// resume before the deadline cancels it; after the deadline the session is
+// destroyed, its compositor stopped and its claim released.
+func TestSuspendTimeout(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("bob")
+	t1 := e.dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	att := expectMsg[proto.Attached](t1)
+	pid := sessionInfo(t, e.b, att.SessionID).PID
+
+	t1.remove(tok)
+	expectMsg[proto.Detached](t1)
+	e.waitTransition(att.SessionID, Suspended)
+	e.clk.Advance(23 * time.Hour)
+	t1.insert(tok)
+	if a := expectMsg[proto.Attached](t1); a.SessionID != att.SessionID {
+		t.Fatalf("resumed %s; want %s", a.SessionID, att.SessionID)
+	}
+	e.clk.Advance(2 * time.Hour) // past the first deadline: must not fire
+	if si := sessionInfo(t, e.b, att.SessionID); si.State != Active {
+		t.Fatalf("state = %v after the cancelled deadline; want active", si.State)
+	}
+
+	t1.remove(tok)
+	expectMsg[proto.Detached](t1)
+	e.waitTransition(att.SessionID, Suspended)
+	e.clk.Advance(24*time.Hour - time.Second)
+	if si := sessionInfo(t, e.b, att.SessionID); si.State != Suspended {
+		t.Fatalf("state = %v a second before the timeout; want suspended", si.State)
+	}
+	e.clk.Advance(time.Second)
+	e.waitTransition(att.SessionID, Destroyed)
+	if len(e.b.Sessions()) != 0 {
+		t.Fatalf("sessions = %+v; want none", e.b.Sessions())
+	}
+	if pidAlive(pid) {
+		t.Fatalf("compositor %d still running after the timeout", pid)
+	}
+	if _, err := e.reg.Lookup(e.ctx, tok); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("lookup after destroy: %v; want ErrNotFound", err)
+	}
+	// The token starts a new session afterwards.
+	t1.insert(tok)
+	if a := expectMsg[proto.Attached](t1); a.Resumed || a.SessionID == att.SessionID {
+		t.Fatalf("after destroy got %+v; want a new session", a)
+	}
+}
+
+// TestCompositorCrash: a compositor that dies becomes a destroyed session
+// and the terminal is told why.
+func TestCompositorCrash(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("carol")
+	t1 := e.dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	att := expectMsg[proto.Attached](t1)
+	pid := sessionInfo(t, e.b, att.SessionID).PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	det := expectMsg[proto.Detached](t1)
+	if det.Reason != proto.DetachDestroyed || det.SessionID != att.SessionID || det.Message == "" {
+		t.Fatalf("detached = %+v; want destroyed with a reason", det)
+	}
+	e.waitTransition(att.SessionID, Destroyed)
+	if _, err := e.reg.Lookup(e.ctx, tok); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("lookup after crash: %v; want ErrNotFound", err)
+	}
+}
+
+// TestAdminKill destroys a session on the administrator's request.
+func TestAdminKill(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("dave")
+	t1 := e.dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	att := expectMsg[proto.Attached](t1)
+	if err := e.b.Kill(e.ctx, "s-nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("kill unknown = %v; want ErrNotFound", err)
+	}
+	if err := e.b.Kill(e.ctx, att.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachAdmin {
+		t.Fatalf("detached = %+v; want admin", det)
+	}
+}
+
+// TestTokenProof: a token id without its key is refused, so is an unknown
+// token and a disabled one.
+func TestTokenProof(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, _ := e.enroll("erin")
+	_, wrong, _ := ed25519.GenerateKey(rand.Reader)
+	thief := e.dial("term-x")
+	thief.hold(tok, wrong) // copied id, some other key
+	thief.insert(tok)
+	if er := expectMsg[proto.Error](thief); er.Code != proto.ErrAuthFailed || er.Token != tok {
+		t.Fatalf("copied id: %+v; want auth failed", er)
+	}
+	noKey := e.dial("term-y") // cannot answer the challenge at all
+	noKey.insert(tok)
+	ch := expectMsg[proto.Challenge](noKey)
+	_ = noKey.conn.Send(&proto.Proof{ID: ch.ID, Token: tok, Signature: make([]byte, 64)})
+	if er := expectMsg[proto.Error](noKey); er.Code != proto.ErrAuthFailed {
+		t.Fatalf("zero signature: %+v; want auth failed", er)
+	}
+	noKey.insert("soft.unknowntoken")
+	if er := expectMsg[proto.Error](noKey); er.Code != proto.ErrUnknownToken {
+		t.Fatalf("unknown token: %+v; want unknown token", er)
+	}
+	noKey.insert("not a token/../x")
+	if er := expectMsg[proto.Error](noKey); er.Code != proto.ErrUnknownToken {
+		t.Fatalf("malformed token: %+v; want unknown token", er)
+	}
+	if len(e.b.Sessions()) != 0 {
+		t.Fatalf("sessions = %+v; want none", e.b.Sessions())
+	}
+}
+
+// TestBadFramesCloseOnlyThatConnection sends broken frames on fresh
+// connections; each is told why and closed, while another terminal keeps working.
+func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("frank")
+	good := e.dial("term-good")
+	good.hold(tok, key)
+	good.insert(tok)
+	att := expectMsg[proto.Attached](good)
+
+	frame := func(payload []byte) []byte {
+		b := make([]byte, 4+len(payload))
+		binary.BigEndian.PutUint32(b, uint32(len(payload)))
+		copy(b[4:], payload)
+		return b
+	}
+	nested := []byte{0xa2, 0x01, 0x03, 0x02}
+	for i := 0; i < 100; i++ {
+		nested = append(nested, 0x81)
+	}
+	nested = append(nested, 0x00)
+	cases := []struct {
+		name string
+		raw  []byte
+	}{
+		{"garbage", frame([]byte{0xff, 0xfe, 0xfd})},
+		{"oversized", []byte{0x7f, 0xff, 0xff, 0xff}},
+		{"truncated", append([]byte{0, 0, 0, 50}, 0xa2, 0x01)},
+		{"duplicate keys", frame([]byte{0xa3, 0x01, 0x03, 0x01, 0x03, 0x02, 0xa1, 0x01, 0x61, 0x78})},
+		{"deeply nested", frame(nested)},
+		{"unknown type", frame([]byte{0xa2, 0x01, 0x19, 0x03, 0xe7, 0x02, 0xa0})},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-bad"})
+			if _, err := bad.conn.NetConn().Write(tc.raw); err != nil {
+				t.Fatal(err)
+			}
+			if tc.name == "truncated" {
+				bad.conn.NetConn().(interface{ CloseWrite() error }).CloseWrite()
+			}
+			got, closed := bad.closedAfter()
+			if !closed {
+				t.Fatalf("connection still open after %s", tc.name)
+			}
+			if tc.name != "truncated" {
+				if len(got) == 0 {
+					t.Fatalf("no error message before close")
+				}
+				if er, ok := got[len(got)-1].(*proto.Error); !ok || er.Message == "" {
+					t.Fatalf("last message = %+v; want a proto.Error with a reason", got[len(got)-1])
+				}
+			}
+		})
+	}
+	// An unknown protocol version is refused at the handshake.
+	cfg, _ := proto.ClientTLSConfig("", e.pin, nil)
+	c, err := proto.Dial(e.ctx, e.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = proto.ClientHandshake(c, proto.Hello{Versions: []uint16{99}, TerminalID: "term-future"})
+	var pe *proto.ProtocolError
+	if !errors.As(err, &pe) || pe.Code != proto.ErrBadVersion {
+		t.Fatalf("handshake with version 99: %v; want ErrBadVersion", err)
+	}
+	c.Close()
+
+	// The good terminal is undisturbed.
+	good.remove(tok)
+	if det := expectMsg[proto.Detached](good); det.SessionID != att.SessionID {
+		t.Fatalf("good terminal: %+v", det)
+	}
+	good.insert(tok)
+	if a := expectMsg[proto.Attached](good); a.SessionID != att.SessionID {
+		t.Fatalf("good terminal resumed %s; want %s", a.SessionID, att.SessionID)
+	}
+}
+
+// TestSameTokenTwoTerminalsAtOnce: every terminal gets a definite answer and
+// there is exactly one session.
+func TestSameTokenTwoTerminalsAtOnce(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("gina")
+	for round := 0; round < 3; round++ {
+		t1, t2 := e.dial("term-a"), e.dial("term-b")
+		t1.hold(tok, key)
+		t2.hold(tok, key)
+		var wg sync.WaitGroup
+		for _, tm := range []*term{t1, t2} {
+			wg.Add(1)
+			go func() { defer wg.Done(); tm.insert(tok) }()
+		}
+		wg.Wait()
+		a1, a2 := expectMsg[proto.Attached](t1), expectMsg[proto.Attached](t2)
+		if a1.SessionID != a2.SessionID {
+			t.Fatalf("round %d: two sessions %s and %s for one token", round, a1.SessionID, a2.SessionID)
+		}
+		// The loser of the race is detached by the later takeover.
+		var loser *term
+		select {
+		case m := <-t1.msgs:
+			if d, ok := m.(*proto.Detached); ok && d.Reason == proto.DetachTakeover {
+				loser = t1
+			}
+		case m := <-t2.msgs:
+			if d, ok := m.(*proto.Detached); ok && d.Reason == proto.DetachTakeover {
+				loser = t2
+			}
+		case <-time.After(10 * time.Second):
+		}
+		if loser == nil {
+			t.Fatalf("round %d: nobody was told about the takeover", round)
+		}
+		if n := len(e.b.Sessions()); n != 1 {
+			t.Fatalf("round %d: %d sessions; want 1", round, n)
+		}
+		t1.conn.Close()
+		t2.conn.Close()
+	}
+}
+
+// TestRedirectToOwner: a token whose session runs on another broker of the
+// group is redirected there with the owner's address, pin and fence.
+func TestRedirectToOwner(t *testing.T) {
+	a := newEnv(t, "b1", nil)
+	b := newEnv(t, "b2", a.etcdEndpoints) // same group: one etcd
+	tok, key := a.enroll("hank")
+	ta := a.dial("term-a")
+	ta.hold(tok, key)
+	ta.insert(tok)
+	att := expectMsg[proto.Attached](ta)
+	ta.remove(tok)
+	expectMsg[proto.Detached](ta)
+
+	tb := b.dial("term-b")
+	tb.hold(tok, key)
+	tb.insert(tok)
+	red := expectMsg[proto.Redirect](tb)
+	c, _ := a.reg.Lookup(a.ctx, tok)
+	if red.ServerID != "b1" || red.Addr != a.addr || string(red.Fingerprint) != string(a.pin) || red.Fence != c.Fence {
+		t.Fatalf("redirect = %+v; want b1 at %s with its pin and fence %d", red, a.addr, c.Fence)
+	}
+	// Following it: the owner resumes the session there.
+	tf := dialTerm(t, red.Addr, red.Fingerprint, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-b", Hops: 1, Fence: red.Fence, Token: tok})
+	tf.hold(tok, key)
+	tf.insert(tok)
+	if at := expectMsg[proto.Attached](tf); at.SessionID != att.SessionID || !at.Resumed {
+		t.Fatalf("after redirect: %+v; want resumed %s", at, att.SessionID)
+	}
+	// A terminal that already hopped 3 times is not redirected again.
+	tl := dialTerm(t, b.addr, b.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-loop", Hops: 3})
+	tl.hold(tok, key)
+	tl.insert(tok)
+	if er := expectMsg[proto.Error](tl); er.Code != proto.ErrTooManyHops {
+		t.Fatalf("hop limit: %+v; want too many hops", er)
+	}
+}

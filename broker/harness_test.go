@@ -1,0 +1,295 @@
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/compositor/weston"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// env is one real broker for a test: embedded etcd, real weston, a TLS
+// listener on loopback and a fake clock.
+type env struct {
+	t      *testing.T
+	b      *Broker
+	reg    *registry.Registry
+	clk    *clock.Fake
+	addr   string
+	pin    []byte
+	comp   *weston.Backend
+	ctx    context.Context
+	trans  chan transition
+	// etcdEndpoints lets a second broker join the same group.
+	etcdEndpoints []string
+}
+
+type transition struct {
+	id       string
+	from, to State
+}
+
+func requireWeston(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("weston"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("weston is required in CI: %v", err)
+		}
+		t.Skipf("weston not installed: %v", err)
+	}
+}
+
+// newEnv starts a broker with server id id on etcd endpoints eps (a new
+// embedded member if eps is nil).
+func newEnv(t *testing.T, id string, eps []string) *env {
+	t.Helper()
+	requireWeston(t)
+	if eps == nil {
+		eps = etcdtest.Start(t)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	pin := proto.Fingerprint(leaf.Raw)
+	cli := etcdtest.Client(t, eps)
+	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: ln.Addr().String(), Fingerprint: pin, Weight: 1},
+		registry.WithLeaseTTL(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	logger := hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.Warn, Output: testWriter{t}})
+	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	b, err := New(Config{
+		ServerID: id, Registry: reg, Compositor: comp, Auth: auth.Kiosk{User: "kiosk"},
+		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, b: b, reg: reg, clk: clk, addr: ln.Addr().String(), pin: pin, comp: comp, ctx: ctx,
+		trans: make(chan transition, 256), etcdEndpoints: eps}
+	b.SetHooks(Hooks{OnTransition: func(id string, from, to State) { e.trans <- transition{id, from, to} }})
+	served := make(chan struct{})
+	go func() { defer close(served); b.Serve(ctx, ln, proto.ServerTLSConfig(cert)) }()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer scancel()
+		b.Shutdown(sctx)
+		cancel()
+		<-served
+		comp.Close()
+	})
+	return e
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Logf("%s", p); return len(p), nil }
+
+// enroll registers a new software token for user and returns its key.
+func (e *env) enroll(user string) (string, ed25519.PrivateKey) {
+	e.t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	id := soft.TokenID(pub)
+	if err := e.reg.EnrollToken(e.ctx, registry.TokenRecord{ID: id, Kind: "soft", PublicKey: pub, User: user}); err != nil {
+		e.t.Fatal(err)
+	}
+	return id, priv
+}
+
+// waitTransition waits for session id (any if "") to reach state to.
+func (e *env) waitTransition(id string, to State) string {
+	e.t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case tr := <-e.trans:
+			if (id == "" || tr.id == id) && tr.to == to {
+				return tr.id
+			}
+		case <-timeout:
+			e.t.Fatalf("session %q never reached %v", id, to)
+		}
+	}
+}
+
+// term is a test terminal speaking the real protocol. It answers
+// challenges with its keys and queues every other message.
+type term struct {
+	t       *testing.T
+	id      string
+	conn    *proto.Conn
+	welcome proto.Welcome
+	mu      sync.Mutex
+	keys    map[string]ed25519.PrivateKey
+	msgs    chan any
+}
+
+func (e *env) dial(id string) *term {
+	e.t.Helper()
+	return dialTerm(e.t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: id})
+}
+
+func dialTerm(t *testing.T, addr string, pin []byte, hello proto.Hello) *term {
+	t.Helper()
+	cfg, err := proto.ClientTLSConfig("", pin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := proto.Dial(ctx, addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := proto.ClientHandshake(c, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &term{t: t, id: hello.TerminalID, conn: c, welcome: w, keys: map[string]ed25519.PrivateKey{}, msgs: make(chan any, 64)}
+	go tm.read()
+	t.Cleanup(func() { c.Close() })
+	return tm
+}
+
+func (tm *term) read() {
+	defer close(tm.msgs)
+	for {
+		m, err := tm.conn.Recv()
+		if err != nil {
+			return
+		}
+		if ch, ok := m.Body.(*proto.Challenge); ok {
+			tm.mu.Lock()
+			key := tm.keys[ch.Token]
+			tm.mu.Unlock()
+			if key != nil {
+				msg, err := soft.ChallengeMessage(tm.id, ch.ServerID, tm.welcome.Nonce, ch.Nonce, ch.Token)
+				if err == nil {
+					_ = tm.conn.Send(&proto.Proof{ID: ch.ID, Token: ch.Token, Signature: ed25519.Sign(key, msg)})
+					continue
+				}
+			}
+		}
+		tm.msgs <- m.Body
+	}
+}
+
+func (tm *term) hold(token string, key ed25519.PrivateKey) {
+	tm.mu.Lock()
+	tm.keys[token] = key
+	tm.mu.Unlock()
+}
+
+func (tm *term) insert(token string) {
+	tm.t.Helper()
+	if err := tm.conn.Send(&proto.TokenInserted{Token: token, Reader: "soft"}); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
+func (tm *term) remove(token string) {
+	tm.t.Helper()
+	if err := tm.conn.Send(&proto.TokenRemoved{Token: token, Reader: "soft"}); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
+// next returns the next message that is not a Ping/Pong.
+func (tm *term) next() any {
+	tm.t.Helper()
+	for {
+		select {
+		case m, ok := <-tm.msgs:
+			if !ok {
+				tm.t.Fatalf("terminal %s: connection closed", tm.id)
+			}
+			switch m.(type) {
+			case *proto.Ping, *proto.Pong:
+				continue
+			}
+			return m
+		case <-time.After(20 * time.Second):
+			tm.t.Fatalf("terminal %s: no message in 20s", tm.id)
+		}
+	}
+}
+
+func expectMsg[T any](tm *term) *T {
+	tm.t.Helper()
+	m := tm.next()
+	v, ok := m.(*T)
+	if !ok {
+		tm.t.Fatalf("terminal %s: got %T %+v; want %T", tm.id, m, m, new(T))
+	}
+	return v
+}
+
+// closed reports whether the broker closed the connection (after draining
+// any queued messages, which are returned).
+func (tm *term) closedAfter() ([]any, bool) {
+	var got []any
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-tm.msgs:
+			if !ok {
+				return got, true
+			}
+			got = append(got, m)
+		case <-timeout:
+			return got, false
+		}
+	}
+}
+
+func pidAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie ("Z") is dead for our purposes.
+	for i := len(b) - 1; i > 0; i-- {
+		if b[i] == ')' && i+2 < len(b) {
+			return b[i+2] != 'Z'
+		}
+	}
+	return true
+}

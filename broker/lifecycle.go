@@ -1,0 +1,430 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/tokens"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// remoteTimeout bounds one registry call on the hot path.
+const remoteTimeout = 5 * time.Second
+
+// insertError is an outcome to report to the terminal as a proto Error.
+type insertError struct {
+	code proto.ErrorCode
+	msg  string
+	err  error // cause, for the log only
+}
+
+func (e *insertError) Error() string {
+	if e.err != nil {
+		return fmt.Sprintf("%s: %v", e.msg, e.err)
+	}
+	return e.msg
+}
+
+func (e *insertError) Unwrap() error { return e.err }
+
+func fail(code proto.ErrorCode, msg string, err error) *insertError {
+	return &insertError{code: code, msg: msg, err: err}
+}
+
+// insert handles a token presented at terminal t: locate or create the
+// session and attach it there, or redirect t to the session's owner.
+func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
+	if _, _, err := tokens.ParseID(token); err != nil {
+		return fail(proto.ErrUnknownToken, "malformed token id", err)
+	}
+	if err := b.Ready(); err != nil {
+		return fail(proto.ErrUnavailable, "server not ready", err)
+	}
+	rec, err := b.verifyToken(ctx, t, token)
+	if err != nil {
+		return err
+	}
+
+	unlock := b.keys.Lock(token)
+	defer unlock()
+	if err := ctx.Err(); err != nil {
+		return fail(proto.ErrUnavailable, "token removed", err)
+	}
+
+	b.mu.Lock()
+	s := b.byToken[token]
+	b.mu.Unlock()
+	if s != nil {
+		return b.resumeLocked(ctx, t, s, rec)
+	}
+
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	c, err := b.cfg.Registry.Lookup(lctx, token)
+	cancel()
+	switch {
+	case err == nil && c.Session.ServerID != b.cfg.ServerID:
+		return b.redirect(ctx, t, c)
+	case err == nil:
+		// Our own id holds a claim we do not run (a session lost before a
+		// restart, or a crash mid-create). Release it so the token can start afresh.
+		b.log.Warn("releasing stale claim of this server", "session", c.Session.ID, "fence", c.Fence)
+		rctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+		rerr := b.cfg.Registry.Release(rctx, c)
+		cancel()
+		if rerr != nil && !errors.Is(rerr, registry.ErrFenced) {
+			return fail(proto.ErrUnavailable, "registry unavailable", rerr)
+		}
+	case !errors.Is(err, registry.ErrNotFound):
+		return fail(proto.ErrUnavailable, "registry unavailable", err)
+	}
+	return b.create(ctx, t, token, rec)
+}
+
+// verifyToken checks that token may be used and that t holds its key.
+func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (registry.TokenRecord, error) {
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	rec, err := b.cfg.Registry.Token(lctx, token)
+	cancel()
+	if errors.Is(err, registry.ErrNotFound) {
+		return rec, fail(proto.ErrUnknownToken, "token not enrolled", err)
+	}
+	if err != nil {
+		return rec, fail(proto.ErrUnavailable, "registry unavailable", err)
+	}
+	if rec.Disabled {
+		return rec, fail(proto.ErrTokenDisabled, "token disabled", nil)
+	}
+	switch rec.Kind {
+	case "soft":
+		if err := b.challenge(ctx, t, token, rec.PublicKey); err != nil {
+			return rec, err
+		}
+	default:
+		return rec, fail(proto.ErrUnknownToken, "token kind not supported: "+sanitize(rec.Kind), nil)
+	}
+	return rec, nil
+}
+
+// challenge asks t to sign a fresh nonce bound to terminal, server and
+// connection with the token's key.
+func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub []byte) error {
+	nonce := newNonce()
+	id, answer := t.expect()
+	defer t.forget(id)
+	if err := t.send(&proto.Challenge{ID: id, Token: token, Nonce: nonce, ServerID: b.cfg.ServerID}); err != nil {
+		return fail(proto.ErrInternal, "terminal unreachable", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, b.cfg.ProofTimeout)
+	defer cancel()
+	var msg any
+	select {
+	case msg = <-answer:
+	case <-cctx.Done():
+		_ = t.send(&proto.Cancel{ID: id})
+		return fail(proto.ErrAuthFailed, "no proof of possession", cctx.Err())
+	}
+	p, ok := msg.(*proto.Proof)
+	if !ok || p.Token != token {
+		return fail(proto.ErrAuthFailed, "proof of possession failed", nil)
+	}
+	signed, err := soft.ChallengeMessage(t.id, b.cfg.ServerID, t.nonce, nonce, token)
+	if err != nil {
+		return fail(proto.ErrAuthFailed, "proof of possession failed", err)
+	}
+	if err := soft.Verify(pub, signed, p.Signature); err != nil {
+		b.log.Warn("token proof refused", "token", token, "terminal", t.id, "remote", t.remote)
+		return fail(proto.ErrAuthFailed, "proof of possession failed", err)
+	}
+	return nil
+}
+
+func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing bool) (auth.Result, error) {
+	actx, cancel := context.WithTimeout(ctx, b.cfg.AuthTimeout)
+	defer cancel()
+	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
+		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing,
+	}, t)
+	if err != nil {
+		b.log.Info("authentication failed", "token", token, "terminal", t.id, "error", err)
+		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
+	}
+	return res, nil
+}
+
+// redirect sends t to the owner of claim c.
+func (b *Broker) redirect(ctx context.Context, t *terminal, c registry.Claim) error {
+	if t.hops >= 3 {
+		return fail(proto.ErrTooManyHops, "too many redirects", nil)
+	}
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	srv, err := b.cfg.Registry.Server(lctx, c.Session.ServerID)
+	cancel()
+	if err != nil {
+		// The owner's lease is gone or going: its claims vanish with it.
+		return fail(proto.ErrUnavailable, "session owner unreachable; retry shortly", err)
+	}
+	b.log.Debug("redirecting terminal", "terminal", t.id, "token", c.Key, "server", srv.ID, "fence", c.Fence)
+	return t.send(&proto.Redirect{
+		Token: c.Key, ServerID: srv.ID, Addr: srv.Addr, Fingerprint: srv.Fingerprint, Fence: c.Fence,
+	})
+}
+
+// create starts a new session for token at t. Caller holds the token lock.
+func (b *Broker) create(ctx context.Context, t *terminal, token string, rec registry.TokenRecord) error {
+	res, err := b.authenticate(ctx, t, token, rec, false)
+	if err != nil {
+		return err
+	}
+	now := b.clk.Now()
+	s := &Session{ID: newSessionID(), Token: token, User: res.User, state: Creating, created: now, updated: now}
+	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	c, won, err := b.cfg.Registry.Claim(cctx, token, b.record(s, t))
+	cancel()
+	if err != nil {
+		return fail(proto.ErrUnavailable, "registry unavailable", err)
+	}
+	if !won {
+		// Another broker claimed the token first: the terminal goes to the winner.
+		if c.Session.ServerID == b.cfg.ServerID {
+			return fail(proto.ErrInternal, "claim held by this server without a session", nil)
+		}
+		return b.redirect(ctx, t, c)
+	}
+	s.claim = c
+	b.mu.Lock()
+	b.byID[s.ID] = s
+	b.byToken[token] = s
+	b.mu.Unlock()
+	b.transitioned(s, 0, Creating)
+
+	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User})
+	if err != nil {
+		b.log.Error("compositor create failed", "session", s.ID, "error", err)
+		b.forget(s)
+		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		_ = b.cfg.Registry.Release(rctx, c)
+		cancel()
+		b.transitioned(s, Creating, Destroyed)
+		return fail(proto.ErrCompositor, "could not start the session", err)
+	}
+	b.mu.Lock()
+	s.info = info
+	b.mu.Unlock()
+	b.log.Info("session created", "session", s.ID, "user", s.User, "terminal", t.id, "pid", info.PID)
+	return b.attachLocked(ctx, t, s, false)
+}
+
+// resumeLocked attaches existing session s at t: a resume of a suspended
+// session or a takeover from another terminal. Caller holds the token lock.
+func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord) error {
+	b.mu.Lock()
+	st, old := s.state, s.term
+	b.mu.Unlock()
+	if st == Active && old == t {
+		return t.send(b.attachedMsg(s, true)) // the same terminal again: idempotent
+	}
+	if _, err := b.authenticate(ctx, t, s.Token, rec, true); err != nil {
+		return err
+	}
+	if b.current(s) == nil {
+		return fail(proto.ErrUnavailable, "session ended", nil)
+	}
+	if st == Active && old != nil {
+		b.detachLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
+	}
+	if st == Suspended {
+		if err := b.cfg.Compositor.Resume(ctx, s.ID); err != nil {
+			b.log.Error("compositor resume failed", "session", s.ID, "error", err)
+			b.destroyLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
+			return fail(proto.ErrCompositor, "could not resume the session", err)
+		}
+	}
+	return b.attachLocked(ctx, t, s, true)
+}
+
+// attachLocked makes s active at t and tells t. Caller holds the token lock.
+func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
+	// A terminal shows one session: whatever it showed before is suspended.
+	if prev := t.attached(); prev != nil && prev != s {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			unlock := b.keys.Lock(prev.Token)
+			defer unlock()
+			if b.current(prev) != nil && prev.term == t {
+				b.suspendLocked(context.Background(), prev, proto.DetachTokenRemoved, "another token was presented")
+			}
+		}()
+	}
+	b.mu.Lock()
+	from := s.state
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.state = Active
+	s.term = t
+	s.suspendedAt = time.Time{}
+	s.updated = b.clk.Now()
+	b.mu.Unlock()
+	t.setAttached(s)
+	err := t.send(b.attachedMsg(s, resumed))
+	b.transitioned(s, from, Active)
+	b.publish(ctx, s)
+	return err
+}
+
+func (b *Broker) attachedMsg(s *Session, resumed bool) *proto.Attached {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return &proto.Attached{
+		SessionID: s.ID, Token: s.Token, User: s.User, Endpoint: s.info.Endpoint,
+		Resumed: resumed, ServerID: b.cfg.ServerID,
+	}
+}
+
+// remove handles a token leaving terminal t: the session it shows there is suspended.
+func (b *Broker) remove(ctx context.Context, t *terminal, token string) {
+	unlock := b.keys.Lock(token)
+	defer unlock()
+	b.mu.Lock()
+	s := b.byToken[token]
+	b.mu.Unlock()
+	if s == nil || s.term != t {
+		return // not shown here (taken over meanwhile, or never attached)
+	}
+	b.suspendLocked(ctx, s, proto.DetachTokenRemoved, "token removed")
+}
+
+// suspendLocked cuts s from its terminal and starts the suspend timer.
+// Caller holds the token lock.
+func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
+	if b.current(s) == nil {
+		return
+	}
+	b.detachLocked(s, reason, msg, "")
+	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil && !errors.Is(err, compositor.ErrNotFound) {
+		b.log.Error("compositor suspend failed", "session", s.ID, "error", err)
+	}
+	b.mu.Lock()
+	from := s.state
+	s.state = Suspended
+	s.suspendedAt = b.clk.Now()
+	s.updated = s.suspendedAt
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timer = b.clk.AfterFunc(b.cfg.SuspendTimeout, func() { b.expire(s) })
+	b.mu.Unlock()
+	b.log.Info("session suspended", "session", s.ID, "reason", msg)
+	b.transitioned(s, from, Suspended)
+	b.publish(ctx, s)
+}
+
+// expire destroys s if it is still suspended when its timer fires.
+func (b *Broker) expire(s *Session) {
+	unlock := b.keys.Lock(s.Token)
+	defer unlock()
+	b.mu.Lock()
+	due := b.byID[s.ID] == s && s.state == Suspended &&
+		!b.clk.Now().Before(s.suspendedAt.Add(b.cfg.SuspendTimeout))
+	b.mu.Unlock()
+	if due {
+		b.destroyLocked(context.Background(), s, proto.DetachDestroyed, "suspend timeout")
+	}
+}
+
+// detachLocked tells s's terminal it no longer shows s. Caller holds the token lock.
+func (b *Broker) detachLocked(s *Session, reason proto.DetachReason, msg, by string) {
+	b.mu.Lock()
+	t := s.term
+	s.term = nil
+	b.mu.Unlock()
+	if t == nil {
+		return
+	}
+	t.clearAttached(s)
+	if err := t.send(&proto.Detached{SessionID: s.ID, Reason: reason, Message: msg, Terminal: by}); err != nil {
+		b.log.Debug("detach not delivered", "terminal", t.id, "error", err)
+	}
+}
+
+// destroyLocked ends s: terminal told, compositor stopped, claim released.
+// Caller holds the token lock.
+func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
+	b.detachLocked(s, reason, msg, "")
+	b.mu.Lock()
+	from := s.state
+	pid := s.info.PID
+	b.mu.Unlock()
+	if pid != 0 {
+		if err := b.cfg.Compositor.Destroy(ctx, s.ID); err != nil {
+			b.log.Error("compositor destroy failed", "session", s.ID, "error", err)
+		}
+	}
+	b.forget(s)
+	rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	if err := b.cfg.Registry.Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
+		b.log.Warn("registry release failed", "session", s.ID, "error", err)
+	}
+	cancel()
+	b.log.Info("session destroyed", "session", s.ID, "reason", msg)
+	b.transitioned(s, from, Destroyed)
+}
+
+// forget removes s from the broker's maps and stops its timer.
+func (b *Broker) forget(s *Session) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s.state = Destroyed
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	if b.byID[s.ID] == s {
+		delete(b.byID, s.ID)
+	}
+	if b.byToken[s.Token] == s {
+		delete(b.byToken, s.Token)
+	}
+}
+
+// record is the registry view of s.
+func (b *Broker) record(s *Session, t *terminal) registry.Session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := registry.Session{
+		ID: s.ID, Key: s.Token, ServerID: b.cfg.ServerID, User: s.User, State: s.state.String(),
+		CreatedUnixMs: s.created.UnixMilli(), UpdatedUnixMs: s.updated.UnixMilli(),
+	}
+	if t != nil {
+		r.Terminal = t.id
+	}
+	return r
+}
+
+// publish writes s's state to the registry, fenced on its claim. A fenced
+// write means another owner holds the token now: s is reported orphaned
+// and kept suspended, never silently destroyed.
+func (b *Broker) publish(ctx context.Context, s *Session) {
+	b.mu.Lock()
+	t := s.term
+	c := s.claim
+	b.mu.Unlock()
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteTimeout)
+	defer cancel()
+	nc, err := b.cfg.Registry.Update(uctx, c, b.record(s, t))
+	if err != nil {
+		b.log.Warn("registry update failed", "session", s.ID, "error", err)
+		return
+	}
+	b.mu.Lock()
+	s.claim = nc
+	b.mu.Unlock()
+}

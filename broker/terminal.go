@@ -1,0 +1,387 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/pairing"
+)
+
+// Limits on what one terminal connection may have outstanding.
+const (
+	maxQueuedEvents   = 32 // token events waiting to be handled
+	handshakeTimeout  = 10 * time.Second
+	maxPendingAnswers = 4
+)
+
+// terminal is one connected terminal. Token events from it are handled
+// strictly in order by one worker goroutine; answers to challenges and
+// prompts are routed to the waiting transition by the reader goroutine.
+type terminal struct {
+	b      *Broker
+	conn   *proto.Conn
+	id     string
+	name   string
+	remote string
+	nonce  []byte // Welcome nonce, bound into challenges
+	hops   uint8
+
+	events chan event
+
+	mu       sync.Mutex
+	session  *Session // the session shown here, if any
+	pending  map[uint32]chan any
+	nextID   uint32
+	inflight map[string]inflight // token → its queued or running insert
+	gen      uint64
+	closed   bool
+}
+
+type event struct {
+	ctx   context.Context
+	done  func()
+	msg   any
+	token string
+	gen   uint64
+}
+
+type inflight struct {
+	gen    uint64
+	cancel context.CancelFunc
+}
+
+var _ auth.Conversation = (*terminal)(nil)
+
+// Serve accepts terminal connections on ln (a TCP listener; Serve wraps it
+// in TLS with tlsCfg) until ctx is cancelled. It returns nil after ctx is
+// cancelled, or the listener's error.
+func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("broker: accept: %w", err)
+		}
+		delay = 0
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.serveConn(ctx, tls.Server(c, tlsCfg))
+		}()
+	}
+}
+
+// serveConn runs one terminal connection to its end.
+func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
+	remote := c.RemoteAddr().String()
+	log := b.log.With("remote", remote)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	err := c.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		log.Debug("tls handshake failed", "error", err)
+		c.Close()
+		return
+	}
+	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
+	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval)
+	if err != nil {
+		log.Info("terminal handshake failed", "error", err)
+		conn.Close()
+		return
+	}
+	t := &terminal{
+		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
+		nonce: welcome.Nonce, hops: hello.Hops,
+		events:   make(chan event, maxQueuedEvents),
+		pending:  make(map[uint32]chan any),
+		inflight: make(map[string]inflight),
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		conn.Close()
+		return
+	}
+	b.terms[t] = struct{}{}
+	b.mu.Unlock()
+	log.Info("terminal connected", "terminal", t.id, "hops", hello.Hops)
+
+	tctx, tcancel := context.WithCancel(ctx)
+	workerDone := make(chan struct{})
+	go func() { defer close(workerDone); t.work(tctx) }()
+
+	err = t.read(tctx)
+	tcancel()
+	t.close()
+	<-workerDone
+	// Whatever the terminal showed is suspended: the person walked away
+	// or the link dropped; the desktop keeps running.
+	t.detachAll(proto.DetachTokenRemoved, "terminal disconnected")
+	b.mu.Lock()
+	delete(b.terms, t)
+	b.mu.Unlock()
+	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+		log.Info("terminal connection closed", "terminal", t.id, "error", err)
+	} else {
+		log.Debug("terminal disconnected", "terminal", t.id)
+	}
+}
+
+// read is the connection's reader loop. It returns when the connection
+// fails or sends something invalid (after telling the terminal why).
+func (t *terminal) read(ctx context.Context) error {
+	for {
+		m, err := t.conn.Recv()
+		if err != nil {
+			if perr := proto.ErrorFor(err); perr != nil && ctx.Err() == nil {
+				_ = t.conn.Send(perr)
+			}
+			return err
+		}
+		switch body := m.Body.(type) {
+		case *proto.TokenInserted:
+			if err := t.enqueue(ctx, body, body.Token); err != nil {
+				return err
+			}
+		case *proto.TokenRemoved:
+			// A removal cancels an insert of the same token still being
+			// handled (card pulled during the challenge or the prompt).
+			t.mu.Lock()
+			if in, ok := t.inflight[body.Token]; ok {
+				in.cancel()
+			}
+			t.mu.Unlock()
+			if err := t.enqueue(ctx, body, body.Token); err != nil {
+				return err
+			}
+		case *proto.Pair:
+			if err := t.enqueue(ctx, body, ""); err != nil {
+				return err
+			}
+		case *proto.Proof:
+			t.answer(body.ID, body)
+		case *proto.AuthAnswer:
+			t.answer(body.ID, body)
+		case *proto.Ping:
+			if err := t.conn.Send(&proto.Pong{Seq: body.Seq}); err != nil {
+				return err
+			}
+		case *proto.Pong:
+		case *proto.CardError:
+			t.b.log.Info("card error at terminal", "terminal", t.id, "reader", sanitize(body.Reader), "message", sanitize(body.Message))
+		default:
+			_ = t.conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: fmt.Sprintf("unexpected message type %d", m.Type)})
+			return fmt.Errorf("broker: unexpected message type %d from terminal", m.Type)
+		}
+	}
+}
+
+func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
+	ectx, cancel := context.WithCancel(ctx)
+	t.mu.Lock()
+	t.gen++
+	gen := t.gen
+	if _, ok := msg.(*proto.TokenInserted); ok {
+		t.inflight[token] = inflight{gen: gen, cancel: cancel}
+	}
+	t.mu.Unlock()
+	select {
+	case t.events <- event{ctx: ectx, done: cancel, msg: msg, token: token, gen: gen}:
+		return nil
+	default:
+		cancel()
+		_ = t.conn.Send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many outstanding token events"})
+		return errors.New("broker: terminal event queue full")
+	}
+}
+
+// work handles the terminal's token events one at a time, in order.
+func (t *terminal) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-t.events:
+			t.handle(ev)
+			ev.done()
+			t.mu.Lock()
+			// Only drop our own entry; a newer insert may have replaced it.
+			if in, ok := t.inflight[ev.token]; ok && in.gen == ev.gen {
+				delete(t.inflight, ev.token)
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+func (t *terminal) handle(ev event) {
+	b := t.b
+	switch m := ev.msg.(type) {
+	case *proto.TokenInserted:
+		start := b.clk.Now()
+		err := b.insert(ev.ctx, t, m.Token)
+		if err != nil {
+			var ie *insertError
+			if !errors.As(err, &ie) {
+				ie = fail(proto.ErrInternal, "internal error", err)
+			}
+			b.log.Info("token refused", "token", m.Token, "terminal", t.id, "code", ie.code, "error", ie)
+			_ = t.send(&proto.Error{Code: ie.code, Message: ie.msg, Token: m.Token})
+			return
+		}
+		b.log.Debug("token handled", "token", m.Token, "terminal", t.id, "elapsed", b.clk.Now().Sub(start))
+	case *proto.TokenRemoved:
+		b.remove(ev.ctx, t, m.Token)
+	case *proto.Pair:
+		t.pair(ev.ctx, m)
+	}
+}
+
+func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
+	b := t.b
+	if b.cfg.Pairer == nil {
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing disabled"})
+		return
+	}
+	host, _, _ := net.SplitHostPort(t.remote)
+	rec, err := b.cfg.Pairer.Redeem(ctx, t.id+"@"+host, m.Code, m.Kind, m.PublicKey, m.Label)
+	switch {
+	case err == nil:
+		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)
+		_ = t.send(&proto.Paired{Token: rec.ID, User: rec.User})
+	case errors.Is(err, pairing.ErrRateLimited):
+		b.log.Warn("pairing rate limited", "terminal", t.id, "remote", t.remote)
+		_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many pairing attempts; try later"})
+	default:
+		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"})
+	}
+}
+
+// send writes one message to the terminal.
+func (t *terminal) send(m any) error {
+	if err := t.conn.Send(m); err != nil {
+		return fmt.Errorf("broker: send to terminal %s: %w", t.id, err)
+	}
+	return nil
+}
+
+// expect registers a waiter for the answer with a new id.
+func (t *terminal) expect() (uint32, <-chan any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.nextID++
+	ch := make(chan any, 1)
+	if len(t.pending) < maxPendingAnswers {
+		t.pending[t.nextID] = ch
+	}
+	return t.nextID, ch
+}
+
+func (t *terminal) forget(id uint32) {
+	t.mu.Lock()
+	delete(t.pending, id)
+	t.mu.Unlock()
+}
+
+// answer routes an answer to its waiter; unsolicited answers are dropped.
+func (t *terminal) answer(id uint32, m any) {
+	t.mu.Lock()
+	ch := t.pending[id]
+	delete(t.pending, id)
+	t.mu.Unlock()
+	if ch != nil {
+		ch <- m
+	}
+}
+
+// Prompt implements auth.Conversation over the terminal protocol.
+func (t *terminal) Prompt(ctx context.Context, style proto.PromptStyle, text string) (string, error) {
+	id, ch := t.expect()
+	defer t.forget(id)
+	if err := t.send(&proto.AuthPrompt{ID: id, Style: style, Text: text}); err != nil {
+		return "", err
+	}
+	if style == proto.PromptInfo || style == proto.PromptError {
+		return "", nil
+	}
+	select {
+	case m := <-ch:
+		a, ok := m.(*proto.AuthAnswer)
+		if !ok {
+			return "", errors.New("broker: unexpected answer")
+		}
+		return a.Text, nil
+	case <-ctx.Done():
+		_ = t.send(&proto.Cancel{ID: id})
+		return "", fmt.Errorf("broker: prompt: %w", ctx.Err())
+	}
+}
+
+func (t *terminal) attached() *Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.session
+}
+
+func (t *terminal) setAttached(s *Session) {
+	t.mu.Lock()
+	t.session = s
+	t.mu.Unlock()
+}
+
+func (t *terminal) clearAttached(s *Session) {
+	t.mu.Lock()
+	if t.session == s {
+		t.session = nil
+	}
+	t.mu.Unlock()
+}
+
+// detachAll suspends the session shown at t, if any.
+func (t *terminal) detachAll(reason proto.DetachReason, msg string) {
+	s := t.attached()
+	if s == nil {
+		return
+	}
+	b := t.b
+	unlock := b.keys.Lock(s.Token)
+	defer unlock()
+	b.mu.Lock()
+	here := s.term == t
+	b.mu.Unlock()
+	if here && b.current(s) != nil {
+		b.suspendLocked(context.Background(), s, reason, msg)
+	}
+}
+
+func (t *terminal) close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	t.mu.Unlock()
+	t.conn.Close()
+}

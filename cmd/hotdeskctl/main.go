@@ -1,0 +1,161 @@
+// Command hotdeskctl is the administrator's CLI for hotdeskd. It talks to
+// the daemon's admin API over a local unix socket; the daemon checks the
+// caller's credentials (root, the daemon's user, or the admin group).
+//
+//	hotdeskctl [-socket PATH] sessions [--json]
+//	hotdeskctl [-socket PATH] session kill ID
+//	hotdeskctl [-socket PATH] token pair -user USER [-label L] [-ttl 10m] [--json]
+//	hotdeskctl [-socket PATH] ready
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+)
+
+const defaultSocket = "/run/hotdesk/admin.sock"
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "hotdeskctl:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError string
+
+func (u usageError) Error() string { return string(u) }
+
+const usage = `usage:
+  hotdeskctl [-socket PATH] sessions [-json]
+  hotdeskctl [-socket PATH] session kill ID
+  hotdeskctl [-socket PATH] token pair -user USER [-label LABEL] [-ttl 10m] [-json]
+  hotdeskctl [-socket PATH] ready`
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("hotdeskctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	socket := fs.String("socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole command")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error() + "\n" + usage)
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return usageError(usage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	c := adminapi.NewClient(*socket)
+
+	switch rest[0] {
+	case "sessions":
+		return sessions(ctx, c, rest[1:], out)
+	case "session":
+		if len(rest) != 3 || rest[1] != "kill" {
+			return usageError(usage)
+		}
+		if err := c.KillSession(ctx, rest[2]); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "session %s killed\n", rest[2])
+		return nil
+	case "token":
+		if len(rest) < 2 || rest[1] != "pair" {
+			return usageError(usage)
+		}
+		return pair(ctx, c, rest[2:], out)
+	case "ready":
+		if err := c.Ready(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "ready")
+		return nil
+	}
+	return usageError(fmt.Sprintf("unknown command %q\n%s", rest[0], usage))
+}
+
+func sessions(ctx context.Context, c *adminapi.Client, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("sessions", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	ss, err := c.Sessions(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if ss == nil {
+			ss = []adminapi.SessionInfo{}
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(ss)
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tSTATE\tUSER\tTERMINAL\tSERVER\tPID\tCREATED\tEXPIRES")
+	for _, s := range ss {
+		exp := "-"
+		if s.ExpiresAt != nil {
+			exp = s.ExpiresAt.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.State, dash(s.User), dash(s.Terminal),
+			s.ServerID, s.PID, s.Created.Local().Format(time.DateTime), exp)
+	}
+	return tw.Flush()
+}
+
+func pair(ctx context.Context, c *adminapi.Client, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("token pair", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	user := fs.String("user", "", "user the token will belong to (required)")
+	label := fs.String("label", "", "label for the token (e.g. \"alice's laptop\")")
+	ttl := fs.Duration("ttl", 0, "code lifetime (default: the daemon's pairing.code_ttl)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	if strings.TrimSpace(*user) == "" {
+		return usageError("token pair: -user is required")
+	}
+	resp, err := c.PairToken(ctx, adminapi.PairRequest{User: *user, Label: *label, TTLSeconds: int(ttl.Seconds())})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(out).Encode(resp)
+	}
+	fmt.Fprintf(out, "pairing code: %s (single use, expires %s)\n", resp.Code, resp.Expires.Local().Format(time.DateTime))
+	fmt.Fprintf(out, "on the terminal: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,710 @@
+// Package config is the HCL configuration of hotdeskd.
+//
+// Contract:
+//
+//   - Load and Parse return a fully defaulted and validated *Config, or an
+//     error. Every error about the file's contents is an *Error (errors.Is
+//     ErrInvalid) built from hcl.Diagnostics; its message starts with
+//     "file:line:column: " naming the offending item, e.g.
+//     `hotdesk.hcl:7:3: unsupported argument: An argument named "bogus" is not expected here.`
+//     A file that cannot be read is reported with the os error wrapped
+//     (errors.Is(err, fs.ErrNotExist) tells "absent" from "invalid").
+//   - The schema is closed: unknown attributes and blocks are errors. Every
+//     block is optional and may appear at most once; a duplicate block is an
+//     error at the second block's position.
+//   - Durations are strings in time.ParseDuration syntax ("24h", "500ms").
+//   - Relative paths (data_dir, admin_socket, tls and etcd files,
+//     compositor state_dir, and a compositor binary containing a "/") are
+//     resolved against the directory of the configuration file: Load makes
+//     them absolute; Parse joins them to filepath.Dir(filename). A binary
+//     without a "/" is looked up in $PATH by whoever starts it.
+//   - Derived defaults: server_id = hostname; advertise = listen with an
+//     unspecified host (0.0.0.0, ::, "") replaced by the hostname;
+//     tls files = <data_dir>/tls/server.crt|key; compositor state_dir =
+//     <data_dir>/sessions. An embedded etcd (no endpoints) keeps its data in
+//     <data_dir>/etcd.
+//   - A Config is plain data: two configs with the same settings compare
+//     equal with reflect.DeepEqual, whatever the layout of their files.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// Default values of the settings that have a fixed default.
+const (
+	DefaultDataDir     = "/var/lib/hotdesk"
+	DefaultListen      = "0.0.0.0:4500"
+	DefaultAdminSocket = "/run/hotdesk/admin.sock"
+	DefaultLogLevel    = "info"
+	DefaultEtcdPrefix  = "/hotdesk/"
+	// The embedded etcd member listens on loopback only, on ports next to
+	// the terminal listener's so that it does not collide with a system etcd.
+	DefaultEmbeddedClientURL = "http://127.0.0.1:4501"
+	DefaultEmbeddedPeerURL   = "http://127.0.0.1:4502"
+)
+
+// MaxFileSize bounds the size of a configuration file.
+const MaxFileSize = 1 << 20
+
+// MinLeaseTTL is the smallest etcd lease TTL accepted (etcd's own minimum
+// with default timings is about 2 s).
+const MinLeaseTTL = 2 * time.Second
+
+var (
+	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
+	authPolicies    = []string{"kiosk"}
+	compositorTypes = []string{"weston"}
+	westonBackends  = []string{"headless", "rdp"}
+	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// Config is the daemon's configuration.
+type Config struct {
+	ServerID    string // server_id; default: hostname
+	DataDir     string // data_dir
+	Listen      string // listen: terminal TLS listener host:port
+	Advertise   string // advertise: host:port other brokers and terminals use
+	AdminSocket string // admin_socket
+	// AdminGroup is the unix group whose members may use the admin socket
+	// besides root and the daemon's uid; "" = none.
+	AdminGroup string
+	LogLevel   string // log_level: trace|debug|info|warn|error
+	LogJSON    bool   // log_json
+
+	TLS        TLS
+	Etcd       Etcd
+	Session    Session
+	Compositor Compositor
+	Pairing    Pairing
+}
+
+// TLS is the terminal listener's certificate (generated on first start
+// when the files do not exist).
+type TLS struct {
+	CertFile string // cert_file; default <data_dir>/tls/server.crt
+	KeyFile  string // key_file; default <data_dir>/tls/server.key
+}
+
+// Etcd is the registry's etcd connection.
+type Etcd struct {
+	// Endpoints of a real etcd cluster; none = an embedded single member.
+	Endpoints   []string
+	LeaseTTL    time.Duration // lease_ttl; default 5s, at least MinLeaseTTL
+	DialTimeout time.Duration // dial_timeout; default 5s
+	Prefix      string        // prefix; default "/hotdesk/", starts and ends with "/"
+	// mTLS for a real cluster; CertFile and KeyFile go together.
+	CAFile   string
+	CertFile string
+	KeyFile  string
+	Embedded EmbeddedEtcd
+}
+
+// EmbeddedEtcd configures the embedded member used when no endpoints are set.
+type EmbeddedEtcd struct {
+	ClientURL string // client_url; default DefaultEmbeddedClientURL
+	PeerURL   string // peer_url; default DefaultEmbeddedPeerURL
+}
+
+// Session is the session policy.
+type Session struct {
+	SuspendTimeout time.Duration // suspend_timeout; default 24h
+	Auth           string        // auth: policy name; "kiosk"
+	KioskUser      string        // kiosk_user: local user of kiosk sessions; "" = the token's user
+	MaxSessions    int           // max_sessions on this server; 0 = unlimited
+}
+
+// Compositor configures the desktop sessions.
+type Compositor struct {
+	Type         string        // type: "weston"
+	Binary       string        // binary; default "weston" (looked up in $PATH)
+	Backend      string        // backend: headless|rdp
+	Args         []string      // args: extra arguments
+	StateDir     string        // state_dir; default <data_dir>/sessions
+	StartTimeout time.Duration // start_timeout; default 10s
+	StopGrace    time.Duration // stop_grace; default 5s
+}
+
+// Pairing configures pairing codes (enrolling a new token from the admin CLI).
+type Pairing struct {
+	CodeTTL       time.Duration // code_ttl; default 10m
+	MaxFailures   int           // max_failures within failure_window before lockout; default 5
+	FailureWindow time.Duration // failure_window; default 15m
+	Lockout       time.Duration // lockout; default 15m
+}
+
+// ErrInvalid is matched (errors.Is) by every *Error.
+var ErrInvalid = errors.New("config: invalid")
+
+// Error is an invalid configuration. Diagnostics holds every problem found;
+// Error() prints one per line as "file:line:column: summary: detail"
+// (without the position when the problem has none).
+type Error struct {
+	Diagnostics hcl.Diagnostics
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	for _, d := range e.Diagnostics {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(formatDiag(d))
+	}
+	if b.Len() == 0 {
+		return "config: invalid configuration"
+	}
+	return b.String()
+}
+
+// Is reports whether target is ErrInvalid.
+func (e *Error) Is(target error) bool { return target == ErrInvalid }
+
+func formatDiag(d *hcl.Diagnostic) string {
+	msg := lowerFirst(d.Summary)
+	if d.Detail != "" {
+		msg += ": " + d.Detail
+	}
+	if d.Subject == nil {
+		return msg
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, msg)
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	// Summaries are ASCII English ("Unsupported argument").
+	if s[0] >= 'A' && s[0] <= 'Z' && (len(s) == 1 || !(s[1] >= 'A' && s[1] <= 'Z')) {
+		return string(s[0]+'a'-'A') + s[1:]
+	}
+	return s
+}
+
+// Default returns a Config with every default filled in.
+func Default() *Config {
+	c := base()
+	c.deriveDefaults()
+	return c
+}
+
+// base is the defaults that do not depend on other settings.
+func base() *Config {
+	return &Config{
+		DataDir:     DefaultDataDir,
+		Listen:      DefaultListen,
+		AdminSocket: DefaultAdminSocket,
+		LogLevel:    DefaultLogLevel,
+		Etcd: Etcd{
+			LeaseTTL:    5 * time.Second,
+			DialTimeout: 5 * time.Second,
+			Prefix:      DefaultEtcdPrefix,
+			Embedded: EmbeddedEtcd{
+				ClientURL: DefaultEmbeddedClientURL,
+				PeerURL:   DefaultEmbeddedPeerURL,
+			},
+		},
+		Session: Session{
+			SuspendTimeout: 24 * time.Hour,
+			Auth:           "kiosk",
+		},
+		Compositor: Compositor{
+			Type:         "weston",
+			Binary:       "weston",
+			Backend:      "headless",
+			StartTimeout: 10 * time.Second,
+			StopGrace:    5 * time.Second,
+		},
+		Pairing: Pairing{
+			CodeTTL:       10 * time.Minute,
+			MaxFailures:   5,
+			FailureWindow: 15 * time.Minute,
+			Lockout:       15 * time.Minute,
+		},
+	}
+}
+
+// deriveDefaults fills the settings whose defaults depend on others, where
+// they are empty.
+func (c *Config) deriveDefaults() {
+	if c.ServerID == "" {
+		c.ServerID = hostname()
+	}
+	if c.Advertise == "" {
+		c.Advertise = deriveAdvertise(c.Listen)
+	}
+	if c.TLS.CertFile == "" {
+		c.TLS.CertFile = filepath.Join(c.DataDir, "tls", "server.crt")
+	}
+	if c.TLS.KeyFile == "" {
+		c.TLS.KeyFile = filepath.Join(c.DataDir, "tls", "server.key")
+	}
+	if c.Compositor.StateDir == "" {
+		c.Compositor.StateDir = filepath.Join(c.DataDir, "sessions")
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// deriveAdvertise returns listen with an unspecified host replaced by the
+// hostname; an unparsable listen is returned unchanged (Validate reports it).
+func deriveAdvertise(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = hostname()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// UsesEmbeddedEtcd reports whether no endpoints are configured, i.e. the
+// daemon runs an embedded single etcd member in <data_dir>/etcd.
+func (c *Config) UsesEmbeddedEtcd() bool { return len(c.Etcd.Endpoints) == 0 }
+
+// Load reads, parses and validates the configuration file at path. Relative
+// paths in it are resolved against the file's directory.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: load: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: load: %w", err)
+	}
+	if len(src) > MaxFileSize {
+		return nil, &Error{Diagnostics: hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Configuration file too large",
+			Detail:   fmt.Sprintf("The file is larger than %d bytes.", MaxFileSize),
+			Subject:  &hcl.Range{Filename: path, Start: hcl.InitialPos, End: hcl.InitialPos},
+		}}}
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config: load: %w", err)
+	}
+	return parse(src, path, dir)
+}
+
+// Parse parses and validates configuration source; filename is used in
+// error positions and relative paths are joined to filepath.Dir(filename).
+func Parse(src []byte, filename string) (*Config, error) {
+	return parse(src, filename, filepath.Dir(filename))
+}
+
+// raw* mirror the file's schema; durations are strings converted afterwards.
+type rawConfig struct {
+	ServerID    string `hcl:"server_id,optional"`
+	DataDir     string `hcl:"data_dir,optional"`
+	Listen      string `hcl:"listen,optional"`
+	Advertise   string `hcl:"advertise,optional"`
+	AdminSocket string `hcl:"admin_socket,optional"`
+	AdminGroup  string `hcl:"admin_group,optional"`
+	LogLevel    string `hcl:"log_level,optional"`
+	LogJSON     bool   `hcl:"log_json,optional"`
+
+	TLS        *rawTLS        `hcl:"tls,block"`
+	Etcd       *rawEtcd       `hcl:"etcd,block"`
+	Session    *rawSession    `hcl:"session,block"`
+	Compositor *rawCompositor `hcl:"compositor,block"`
+	Pairing    *rawPairing    `hcl:"pairing,block"`
+}
+
+type rawTLS struct {
+	CertFile string `hcl:"cert_file,optional"`
+	KeyFile  string `hcl:"key_file,optional"`
+}
+
+type rawEtcd struct {
+	Endpoints   []string     `hcl:"endpoints,optional"`
+	LeaseTTL    string       `hcl:"lease_ttl,optional"`
+	DialTimeout string       `hcl:"dial_timeout,optional"`
+	Prefix      string       `hcl:"prefix,optional"`
+	CAFile      string       `hcl:"ca_file,optional"`
+	CertFile    string       `hcl:"cert_file,optional"`
+	KeyFile     string       `hcl:"key_file,optional"`
+	Embedded    *rawEmbedded `hcl:"embedded,block"`
+}
+
+type rawEmbedded struct {
+	ClientURL string `hcl:"client_url,optional"`
+	PeerURL   string `hcl:"peer_url,optional"`
+}
+
+type rawSession struct {
+	SuspendTimeout string `hcl:"suspend_timeout,optional"`
+	Auth           string `hcl:"auth,optional"`
+	KioskUser      string `hcl:"kiosk_user,optional"`
+	MaxSessions    int    `hcl:"max_sessions,optional"`
+}
+
+type rawCompositor struct {
+	Type         string   `hcl:"type,optional"`
+	Binary       string   `hcl:"binary,optional"`
+	Backend      string   `hcl:"backend,optional"`
+	Args         []string `hcl:"args,optional"`
+	StateDir     string   `hcl:"state_dir,optional"`
+	StartTimeout string   `hcl:"start_timeout,optional"`
+	StopGrace    string   `hcl:"stop_grace,optional"`
+}
+
+type rawPairing struct {
+	CodeTTL       string `hcl:"code_ttl,optional"`
+	MaxFailures   int    `hcl:"max_failures,optional"`
+	FailureWindow string `hcl:"failure_window,optional"`
+	Lockout       string `hcl:"lockout,optional"`
+}
+
+// ranges maps "block.attr" (e.g. "etcd.lease_ttl") to its value's range,
+// "block" to the block's definition and "" to the start of the file.
+type ranges map[string]hcl.Range
+
+// ptr returns the range of key, else of its closest enclosing block, else
+// of the file; nil when the config did not come from a file.
+func (r ranges) ptr(key string) *hcl.Range {
+	if r == nil {
+		return nil
+	}
+	for {
+		if rg, ok := r[key]; ok {
+			return &rg
+		}
+		if key == "" {
+			return nil
+		}
+		i := strings.LastIndexByte(key, '.')
+		if i < 0 {
+			key = ""
+		} else {
+			key = key[:i]
+		}
+	}
+}
+
+func collectRanges(body *hclsyntax.Body, prefix string, out ranges) {
+	for name, a := range body.Attributes {
+		out[prefix+name] = a.Expr.Range()
+	}
+	for _, b := range body.Blocks {
+		key := prefix + b.Type
+		if _, dup := out[key]; !dup {
+			out[key] = b.DefRange()
+		}
+		collectRanges(b.Body, key+".", out)
+	}
+}
+
+func parse(src []byte, filename, dir string) (*Config, error) {
+	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	if diags.HasErrors() {
+		return nil, &Error{Diagnostics: diags}
+	}
+	rg := ranges{"": {Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}}
+	if body, ok := file.Body.(*hclsyntax.Body); ok {
+		collectRanges(body, "", rg)
+	}
+
+	// Decode over the defaults: gohcl leaves absent attributes untouched.
+	d := base()
+	raw := rawConfig{
+		DataDir: d.DataDir, Listen: d.Listen, AdminSocket: d.AdminSocket, LogLevel: d.LogLevel,
+		TLS: &rawTLS{},
+		Etcd: &rawEtcd{
+			LeaseTTL: d.Etcd.LeaseTTL.String(), DialTimeout: d.Etcd.DialTimeout.String(),
+			Prefix:   d.Etcd.Prefix,
+			Embedded: &rawEmbedded{ClientURL: d.Etcd.Embedded.ClientURL, PeerURL: d.Etcd.Embedded.PeerURL},
+		},
+		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth},
+		Compositor: &rawCompositor{
+			Type: d.Compositor.Type, Binary: d.Compositor.Binary, Backend: d.Compositor.Backend,
+			StartTimeout: d.Compositor.StartTimeout.String(), StopGrace: d.Compositor.StopGrace.String(),
+		},
+		Pairing: &rawPairing{
+			CodeTTL: d.Pairing.CodeTTL.String(), MaxFailures: d.Pairing.MaxFailures,
+			FailureWindow: d.Pairing.FailureWindow.String(), Lockout: d.Pairing.Lockout.String(),
+		},
+	}
+	diags = gohcl.DecodeBody(file.Body, nil, &raw)
+	if diags.HasErrors() {
+		return nil, &Error{Diagnostics: diags}
+	}
+
+	var dd hcl.Diagnostics
+	dur := func(key, s string) time.Duration {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			dd = append(dd, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Invalid duration",
+				Detail:   fmt.Sprintf("%s = %q is not a duration such as \"500ms\", \"10s\" or \"24h\".", key, s),
+				Subject:  rg.ptr(key),
+			})
+		}
+		return v
+	}
+	c := &Config{
+		ServerID:    raw.ServerID,
+		DataDir:     resolve(dir, raw.DataDir),
+		Listen:      raw.Listen,
+		Advertise:   raw.Advertise,
+		AdminSocket: resolve(dir, raw.AdminSocket),
+		AdminGroup:  raw.AdminGroup,
+		LogLevel:    raw.LogLevel,
+		LogJSON:     raw.LogJSON,
+		TLS: TLS{
+			CertFile: resolve(dir, raw.TLS.CertFile),
+			KeyFile:  resolve(dir, raw.TLS.KeyFile),
+		},
+		Etcd: Etcd{
+			Endpoints:   raw.Etcd.Endpoints,
+			LeaseTTL:    dur("etcd.lease_ttl", raw.Etcd.LeaseTTL),
+			DialTimeout: dur("etcd.dial_timeout", raw.Etcd.DialTimeout),
+			Prefix:      raw.Etcd.Prefix,
+			CAFile:      resolve(dir, raw.Etcd.CAFile),
+			CertFile:    resolve(dir, raw.Etcd.CertFile),
+			KeyFile:     resolve(dir, raw.Etcd.KeyFile),
+			Embedded: EmbeddedEtcd{
+				ClientURL: raw.Etcd.Embedded.ClientURL,
+				PeerURL:   raw.Etcd.Embedded.PeerURL,
+			},
+		},
+		Session: Session{
+			SuspendTimeout: dur("session.suspend_timeout", raw.Session.SuspendTimeout),
+			Auth:           raw.Session.Auth,
+			KioskUser:      raw.Session.KioskUser,
+			MaxSessions:    raw.Session.MaxSessions,
+		},
+		Compositor: Compositor{
+			Type:         raw.Compositor.Type,
+			Binary:       resolveBinary(dir, raw.Compositor.Binary),
+			Backend:      raw.Compositor.Backend,
+			Args:         raw.Compositor.Args,
+			StateDir:     resolve(dir, raw.Compositor.StateDir),
+			StartTimeout: dur("compositor.start_timeout", raw.Compositor.StartTimeout),
+			StopGrace:    dur("compositor.stop_grace", raw.Compositor.StopGrace),
+		},
+		Pairing: Pairing{
+			CodeTTL:       dur("pairing.code_ttl", raw.Pairing.CodeTTL),
+			MaxFailures:   raw.Pairing.MaxFailures,
+			FailureWindow: dur("pairing.failure_window", raw.Pairing.FailureWindow),
+			Lockout:       dur("pairing.lockout", raw.Pairing.Lockout),
+		},
+	}
+	if dd.HasErrors() {
+		return nil, &Error{Diagnostics: dd}
+	}
+	// An empty list in the file means "none", like an absent one.
+	if len(c.Etcd.Endpoints) == 0 {
+		c.Etcd.Endpoints = nil
+	}
+	if len(c.Compositor.Args) == 0 {
+		c.Compositor.Args = nil
+	}
+	if c.DataDir != "" {
+		c.deriveDefaults()
+	}
+	if err := c.validate(rg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// resolve joins a relative path to dir; "" stays "".
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// resolveBinary resolves a binary path containing a "/"; a bare name is
+// left for $PATH lookup.
+func resolveBinary(dir, p string) string {
+	if !strings.Contains(p, "/") {
+		return p
+	}
+	return resolve(dir, p)
+}
+
+// Validate checks the settings and their combinations. Its error is an
+// *Error; for a Config that did not come from a file the problems carry no
+// position. Load and Parse validate already.
+func (c *Config) Validate() error { return c.validate(nil) }
+
+func (c *Config) validate(rg ranges) error {
+	var diags hcl.Diagnostics
+	bad := func(key, summary, format string, args ...any) {
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  summary,
+			Detail:   key + ": " + fmt.Sprintf(format, args...),
+			Subject:  rg.ptr(key),
+		})
+	}
+	oneOf := func(key, summary, v string, allowed []string) {
+		if !slices.Contains(allowed, v) {
+			bad(key, summary, "%q is not one of %s.", v, strings.Join(allowed, ", "))
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "Invalid duration", "must be greater than zero, got %s.", d)
+		}
+	}
+
+	if !serverIDRe.MatchString(c.ServerID) {
+		bad("server_id", "Invalid server id", "%q must be 1-63 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.", c.ServerID)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "Missing data directory", "must not be empty.")
+	}
+	if err := checkHostPort(c.Listen, true); err != nil {
+		bad("listen", "Invalid listen address", "%q: %v.", c.Listen, err)
+	}
+	if err := checkHostPort(c.Advertise, false); err != nil {
+		bad("advertise", "Invalid advertise address", "%q: %v.", c.Advertise, err)
+	}
+	if c.AdminSocket == "" {
+		bad("admin_socket", "Missing admin socket", "must not be empty.")
+	}
+	if strings.ContainsAny(c.AdminGroup, " \t\n:/") {
+		bad("admin_group", "Invalid admin group", "%q is not a group name.", c.AdminGroup)
+	}
+	oneOf("log_level", "Invalid log level", c.LogLevel, logLevels)
+
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls.cert_file", "Incomplete TLS settings", "cert_file and key_file must be set together.")
+	}
+
+	e := c.Etcd
+	for i, ep := range e.Endpoints {
+		if err := checkEndpoint(ep); err != nil {
+			bad("etcd.endpoints", "Invalid etcd endpoint", "endpoint %d %q: %v.", i, ep, err)
+		}
+	}
+	if e.LeaseTTL < MinLeaseTTL {
+		bad("etcd.lease_ttl", "Invalid duration", "must be at least %s, got %s.", MinLeaseTTL, e.LeaseTTL)
+	}
+	positive("etcd.dial_timeout", e.DialTimeout)
+	if len(e.Prefix) < 2 || !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
+		bad("etcd.prefix", "Invalid etcd prefix", "%q must start and end with \"/\" and not be \"/\" alone.", e.Prefix)
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		bad("etcd.cert_file", "Incomplete etcd TLS settings", "cert_file and key_file must be set together.")
+	}
+	if (e.CAFile != "" || e.CertFile != "") && len(e.Endpoints) == 0 {
+		bad("etcd.endpoints", "Etcd TLS without endpoints", "ca_file, cert_file and key_file are for a real cluster; set endpoints too.")
+	}
+	if len(e.Endpoints) == 0 {
+		if err := checkURL(e.Embedded.ClientURL); err != nil {
+			bad("etcd.embedded.client_url", "Invalid embedded etcd URL", "%q: %v.", e.Embedded.ClientURL, err)
+		}
+		if err := checkURL(e.Embedded.PeerURL); err != nil {
+			bad("etcd.embedded.peer_url", "Invalid embedded etcd URL", "%q: %v.", e.Embedded.PeerURL, err)
+		}
+	}
+
+	positive("session.suspend_timeout", c.Session.SuspendTimeout)
+	oneOf("session.auth", "Unknown auth policy", c.Session.Auth, authPolicies)
+	if c.Session.MaxSessions < 0 {
+		bad("session.max_sessions", "Invalid session limit", "must be 0 (unlimited) or more, got %d.", c.Session.MaxSessions)
+	}
+
+	oneOf("compositor.type", "Unknown compositor type", c.Compositor.Type, compositorTypes)
+	oneOf("compositor.backend", "Unknown compositor backend", c.Compositor.Backend, westonBackends)
+	if c.Compositor.Binary == "" {
+		bad("compositor.binary", "Missing compositor binary", "must not be empty.")
+	}
+	if c.Compositor.StateDir == "" {
+		bad("compositor.state_dir", "Missing compositor state directory", "must not be empty.")
+	}
+	positive("compositor.start_timeout", c.Compositor.StartTimeout)
+	if c.Compositor.StopGrace < 0 {
+		bad("compositor.stop_grace", "Invalid duration", "must not be negative, got %s.", c.Compositor.StopGrace)
+	}
+
+	positive("pairing.code_ttl", c.Pairing.CodeTTL)
+	if c.Pairing.MaxFailures < 1 {
+		bad("pairing.max_failures", "Invalid failure limit", "must be at least 1, got %d.", c.Pairing.MaxFailures)
+	}
+	positive("pairing.failure_window", c.Pairing.FailureWindow)
+	positive("pairing.lockout", c.Pairing.Lockout)
+
+	if diags.HasErrors() {
+		return &Error{Diagnostics: diags}
+	}
+	return nil
+}
+
+// checkHostPort checks a host:port; the host may be empty only if
+// emptyHostOK (listen on every address), the port is 0-65535.
+func checkHostPort(s string, emptyHostOK bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return errors.New(ae.Err)
+		}
+		return err
+	}
+	if host == "" && !emptyHostOK {
+		return errors.New("missing host")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port %q", port)
+	}
+	return nil
+}
+
+// checkEndpoint accepts an etcd client endpoint: http(s)://host:port or
+// host:port.
+func checkEndpoint(s string) error {
+	if strings.Contains(s, "://") {
+		return checkURL(s)
+	}
+	return checkHostPort(s, false)
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("scheme must be http or https")
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return errors.New("only scheme://host:port is allowed")
+	}
+	return checkHostPort(u.Host, false)
+}

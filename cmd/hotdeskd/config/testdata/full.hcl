@@ -1,0 +1,53 @@
+# Every setting with a non-default value.
+server_id    = "broker-7"
+data_dir     = "/srv/hotdesk"
+listen       = "10.0.0.7:4600"
+advertise    = "broker-7.example.org:4600"
+admin_socket = "/run/hd/admin.sock"
+admin_group  = "hotdesk-admin"
+log_level    = "debug"
+log_json     = true
+
+tls {
+  cert_file = "/etc/hotdesk/tls/broker.crt"
+  key_file  = "/etc/hotdesk/tls/broker.key"
+}
+
+etcd {
+  endpoints    = ["https://etcd-1:2379", "https://etcd-2:2379", "etcd-3:2379"]
+  lease_ttl    = "3s"
+  dial_timeout = "1500ms"
+  prefix       = "/hd/prod/"
+  ca_file      = "/etc/hotdesk/etcd/ca.crt"
+  cert_file    = "/etc/hotdesk/etcd/client.crt"
+  key_file     = "/etc/hotdesk/etcd/client.key"
+
+  embedded {
+    client_url = "http://127.0.0.1:12379"
+    peer_url   = "http://127.0.0.1:12380"
+  }
+}
+
+session {
+  suspend_timeout = "8h30m"
+  auth            = "kiosk"
+  kiosk_user      = "guest"
+  max_sessions    = 50
+}
+
+compositor {
+  type          = "weston"
+  binary        = "/opt/weston/bin/weston"
+  backend       = "rdp"
+  args          = ["--idle-time=0", "--width=1920"]
+  state_dir     = "/srv/hotdesk/state"
+  start_timeout = "20s"
+  stop_grace    = "0s"
+}
+
+pairing {
+  code_ttl       = "2m"
+  max_failures   = 3
+  failure_window = "1h"
+  lockout        = "30m"
+}

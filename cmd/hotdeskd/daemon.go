@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/weston"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/tokens/pairing"
+)
+
+// stopTimeout bounds a graceful stop.
+const stopTimeout = 20 * time.Second
+
+// daemon holds the running subsystems, in start order. It is built only
+// here; packages get what they need through their constructors.
+type daemon struct {
+	cfg      *config.Config
+	embedded *registry.Embedded
+	etcd     *clientv3.Client
+	reg      *registry.Registry
+	comp     compositor.Backend
+	broker   *broker.Broker
+	pairer   *pairing.Pairer
+	termLn   net.Listener
+	adminLn  net.Listener
+
+	cancel context.CancelFunc
+	done   []chan error
+	fatal  chan error
+	stops  []func(context.Context) // rollback/stop steps, run in reverse
+}
+
+func (d *daemon) listenAddr() string {
+	if d.termLn == nil {
+		return ""
+	}
+	return d.termLn.Addr().String()
+}
+
+// start brings every subsystem up in order. If one fails, the ones already
+// started are stopped in reverse order.
+func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *daemon, err error) {
+	d := &daemon{cfg: cfg, fatal: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			d.stop(logger)
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+
+	// Terminal listener first: its address is published in the server record.
+	cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	d.termLn, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("terminal listener: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) { d.termLn.Close() })
+	advertise := cfg.Advertise
+	if host, port, _ := net.SplitHostPort(advertise); port == "0" {
+		_, realPort, _ := net.SplitHostPort(d.termLn.Addr().String())
+		advertise = net.JoinHostPort(host, realPort)
+	}
+	fingerprint := proto.Fingerprint(leaf.Raw)
+	logger.Info("terminal listener", "addr", d.termLn.Addr().String(), "advertise", advertise,
+		"fingerprint", proto.FormatFingerprint(fingerprint))
+
+	// Registry: embedded etcd by default, a real cluster when configured.
+	endpoints := cfg.Etcd.Endpoints
+	if cfg.UsesEmbeddedEtcd() {
+		d.embedded, err = registry.StartEmbedded(ctx, registry.EmbedConfig{
+			Dir:       filepath.Join(cfg.DataDir, "etcd"),
+			Name:      cfg.ServerID,
+			ClientURL: cfg.Etcd.Embedded.ClientURL,
+			PeerURL:   cfg.Etcd.Embedded.PeerURL,
+			Logger:    logger.Named("etcd"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("embedded etcd: %w", err)
+		}
+		d.stops = append(d.stops, func(context.Context) { d.embedded.Close() })
+		endpoints = d.embedded.Endpoints()
+	}
+	etcdTLS, err := etcdClientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.etcd, err = clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: cfg.Etcd.DialTimeout,
+		TLS:         etcdTLS,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
+	d.reg, err = registry.New(ctx, d.etcd, registry.ServerRecord{
+		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
+		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
+	}, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithLeaseTTL(cfg.Etcd.LeaseTTL),
+		registry.WithLogger(logger.Named("registry")))
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	d.stops = append(d.stops, func(ctx context.Context) {
+		if err := d.reg.Close(ctx); err != nil {
+			logger.Warn("revoking registry lease", "error", err)
+		}
+	})
+
+	// Compositor backend.
+	switch cfg.Compositor.Type {
+	case "weston":
+		d.comp, err = weston.New(weston.Config{
+			Binary:       cfg.Compositor.Binary,
+			Backend:      cfg.Compositor.Backend,
+			StateDir:     cfg.Compositor.StateDir,
+			ExtraArgs:    cfg.Compositor.Args,
+			StartTimeout: cfg.Compositor.StartTimeout,
+			StopGrace:    cfg.Compositor.StopGrace,
+			Logger:       logger.Named("weston"),
+		})
+	default:
+		err = fmt.Errorf("unknown compositor type %q", cfg.Compositor.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("compositor: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) { d.comp.Close() })
+	if _, lost, err := d.comp.Adopt(ctx); err != nil {
+		logger.Warn("adopting compositors", "error", err)
+	} else {
+		for _, l := range lost {
+			logger.Warn("compositor from a previous run could not be adopted", "session", l.SessionID, "pid", l.PID, "reason", l.Err)
+		}
+	}
+
+	// Authentication policy.
+	var authn auth.Authenticator
+	switch cfg.Session.Auth {
+	case "kiosk":
+		authn = auth.Kiosk{User: cfg.Session.KioskUser}
+	default:
+		return nil, fmt.Errorf("unknown auth policy %q", cfg.Session.Auth)
+	}
+
+	d.pairer = pairing.New(d.reg,
+		pairing.WithLogger(logger.Named("pairing")),
+		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
+
+	d.broker, err = broker.New(broker.Config{
+		ServerID:       cfg.ServerID,
+		Registry:       d.reg,
+		Compositor:     d.comp,
+		Auth:           authn,
+		Pairer:         d.pairer,
+		Clock:          clock.Real{},
+		Logger:         logger.Named("broker"),
+		SuspendTimeout: cfg.Session.SuspendTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	d.cancel = cancel
+	d.stops = append(d.stops, func(ctx context.Context) {
+		if err := d.broker.Shutdown(ctx); err != nil {
+			logger.Warn("broker shutdown", "error", err)
+		}
+	})
+	d.serve(func() error {
+		return d.broker.Serve(sctx, d.termLn, proto.ServerTLSConfig(cert))
+	}, "terminal listener")
+
+	// Admin API on a local unix socket.
+	d.adminLn, err = adminapi.Listen(cfg.AdminSocket, 0o660)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) { d.adminLn.Close(); os.Remove(cfg.AdminSocket) })
+	gid, err := lookupGroup(cfg.AdminGroup)
+	if err != nil {
+		return nil, fmt.Errorf("admin group: %w", err)
+	}
+	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
+	d.serve(func() error { return admin.Serve(sctx, d.adminLn) }, "admin api")
+
+	// Lease loss makes the broker not ready; the registry reports it.
+	go func() {
+		select {
+		case <-d.reg.Done():
+			if sctx.Err() == nil {
+				logger.Error("registry lease lost: not attaching or claiming until restarted")
+			}
+		case <-sctx.Done():
+		}
+	}()
+	return d, nil
+}
+
+// serve runs f in the background; an unexpected error is fatal.
+func (d *daemon) serve(f func() error, what string) {
+	ch := make(chan error, 1)
+	d.done = append(d.done, ch)
+	go func() {
+		err := f()
+		ch <- err
+		if err != nil {
+			d.fatal <- fmt.Errorf("%s: %w", what, err)
+		}
+	}()
+}
+
+// stop stops every started subsystem in reverse order within stopTimeout.
+func (d *daemon) stop(logger hclog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if d.cancel != nil {
+		d.cancel()
+	}
+	for _, ch := range d.done {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i](ctx)
+	}
+	d.stops = nil
+	if ctx.Err() != nil {
+		logger.Warn("stop did not finish in time", "timeout", stopTimeout)
+	}
+}
+
+func certHosts(cfg *config.Config) []string {
+	var hosts []string
+	if h, _, err := net.SplitHostPort(cfg.Advertise); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	if hn, err := os.Hostname(); err == nil {
+		hosts = append(hosts, hn)
+	}
+	return hosts
+}
+
+func etcdClientTLS(cfg *config.Config) (*tls.Config, error) {
+	e := cfg.Etcd
+	if e.CAFile == "" && e.CertFile == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if e.CAFile != "" {
+		pem, err := os.ReadFile(e.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, errors.New("etcd ca: no certificate found")
+		}
+	}
+	if e.CertFile != "" {
+		c, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc, nil
+}
+
+func notify(logger hclog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		logger.Debug("sd_notify failed", "error", err)
+	}
+}

@@ -1,0 +1,157 @@
+// Command hotdeskd is the hotdesk session broker daemon: the one place where
+// token providers, authentication, the group registry, the compositor
+// backend and the terminal and admin listeners are wired together.
+//
+// Usage:
+//
+//	hotdeskd [-config /etc/hotdesk/hotdesk.hcl]
+//
+// SIGINT/SIGTERM stop it gracefully (a second signal forces exit), SIGHUP
+// reloads the configuration (a bad new configuration is logged and the old
+// one kept). With no etcd endpoints configured it runs an embedded
+// single-member etcd in its data directory.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+)
+
+const defaultConfigPath = "/etc/hotdesk/hotdesk.hcl"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "hotdeskd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("hotdeskd", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
+	checkOnly := fs.Bool("check", false, "validate the configuration and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, path, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	if *checkOnly {
+		fmt.Printf("%s: ok\n", displayPath(path))
+		return nil
+	}
+	logger := newLogger(cfg)
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	d, err := start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	notify(logger, "READY=1")
+	logger.Info("hotdeskd ready", "server_id", cfg.ServerID, "listen", d.listenAddr(), "admin_socket", cfg.AdminSocket,
+		"embedded_etcd", cfg.UsesEmbeddedEtcd())
+
+	for {
+		select {
+		case err := <-d.fatal:
+			logger.Error("subsystem failed", "error", err)
+			d.stop(logger)
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				notify(logger, "RELOADING=1")
+				reload(logger, path, cfg)
+				notify(logger, "READY=1")
+				continue
+			}
+			logger.Info("stopping", "signal", sig.String())
+			notify(logger, "STOPPING=1")
+			go func() {
+				<-sigs
+				logger.Warn("second signal: exiting now")
+				os.Exit(1)
+			}()
+			d.stop(logger)
+			return nil
+		}
+	}
+}
+
+// loadConfig reads path, or the default path if it exists, or the defaults.
+func loadConfig(path string) (*config.Config, string, error) {
+	if path == "" {
+		if _, err := os.Stat(defaultConfigPath); err == nil {
+			path = defaultConfigPath
+		}
+	}
+	if path == "" {
+		cfg := config.Default()
+		return cfg, "", cfg.Validate()
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, path, err
+	}
+	return cfg, path, nil
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "(defaults)"
+	}
+	return p
+}
+
+func newLogger(cfg *config.Config) hclog.InterceptLogger {
+	return hclog.NewInterceptLogger(&hclog.LoggerOptions{
+		Name:       "hotdeskd",
+		Level:      hclog.LevelFromString(cfg.LogLevel),
+		JSONFormat: cfg.LogJSON,
+		Output:     os.Stderr,
+	})
+}
+
+// reload re-reads the configuration on SIGHUP. Settings that can change at
+// run time (log level) are applied; a bad file is reported and ignored.
+func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
+	if path == "" {
+		logger.Info("reload: running on defaults, nothing to reload")
+		return
+	}
+	next, err := config.Load(path)
+	if err != nil {
+		logger.Error("reload: keeping the running configuration", "error", err)
+		return
+	}
+	if next.LogLevel != cur.LogLevel {
+		logger.SetLevel(hclog.LevelFromString(next.LogLevel))
+		cur.LogLevel = next.LogLevel
+	}
+	if restartNeeded(cur, next) {
+		logger.Warn("reload: some changed settings take effect only after a restart")
+	}
+	logger.Info("configuration reloaded", "log_level", cur.LogLevel)
+}
+
+func restartNeeded(a, b *config.Config) bool {
+	a2, b2 := *a, *b
+	a2.LogLevel, b2.LogLevel = "", ""
+	return fmt.Sprintf("%+v", a2) != fmt.Sprintf("%+v", b2)
+}
+
+var errStopped = errors.New("hotdeskd: stopped")

@@ -1,0 +1,162 @@
+package weston
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode"
+)
+
+const (
+	recordName    = "session.json"
+	recordVersion = 1
+	// maxRecordSize bounds what Adopt reads from a session.json.
+	maxRecordSize = 64 << 10
+	// logTailSize is how much of weston.log goes into errors and logs.
+	logTailSize = 2 << 10
+)
+
+// record is the on-disk description of a running compositor, written to
+// <StateDir>/<id>/session.json; Adopt uses it to find and verify the
+// process after a broker restart.
+type record struct {
+	Version    int       `json:"version"`
+	SessionID  string    `json:"session_id"`
+	User       string    `json:"user"`
+	PID        int       `json:"pid"`
+	StartTicks uint64    `json:"start_ticks"` // /proc/<pid>/stat field 22
+	BootID     string    `json:"boot_id"`
+	Endpoint   string    `json:"endpoint"`
+	Started    time.Time `json:"started"`
+	Suspended  bool      `json:"suspended"`
+}
+
+// writeRecord atomically replaces dir/session.json (0600).
+func writeRecord(dir string, r record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, recordName+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, recordName)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// readRecord reads and checks dir/session.json. The error wraps
+// os.ErrNotExist when there is no record, ErrBadRecord when it is invalid.
+func readRecord(dir, wantID string) (record, error) {
+	f, err := os.Open(filepath.Join(dir, recordName))
+	if err != nil {
+		return record{}, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
+	if err != nil {
+		return record{}, err
+	}
+	if len(b) > maxRecordSize {
+		return record{}, fmt.Errorf("%w: larger than %d bytes", ErrBadRecord, maxRecordSize)
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return record{}, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	}
+	switch {
+	case r.Version != recordVersion:
+		return r, fmt.Errorf("%w: version %d", ErrBadRecord, r.Version)
+	case r.SessionID != wantID:
+		return r, fmt.Errorf("%w: session id %q in dir %q", ErrBadRecord, r.SessionID, wantID)
+	case r.PID <= 1:
+		return r, fmt.Errorf("%w: pid %d", ErrBadRecord, r.PID)
+	case r.BootID == "":
+		return r, fmt.Errorf("%w: no boot id", ErrBadRecord)
+	}
+	return r, nil
+}
+
+// logTail returns the last logTailSize bytes of the log at path, made
+// printable, or "" if there is none.
+func logTail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := fi.Size() - logTailSize
+	if off < 0 {
+		off = 0
+	}
+	b, err := io.ReadAll(io.NewSectionReader(f, off, logTailSize))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	s := strings.ToValidUTF8(string(b), "?")
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, s)
+	return strings.TrimSpace(s)
+}
+
+// rotateLog keeps the log at path under max bytes: when it is larger, its
+// last max bytes are copied to path+".1" and path is truncated to zero.
+// Weston holds the log open with O_APPEND, so its next write lands at the
+// new end of file. Lines written during the copy may be lost.
+func rotateLog(path string, max int64) (bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() <= max {
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+		return false, err
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(path+".1", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return false, err
+	}
+	_, cerr := io.Copy(dst, io.NewSectionReader(src, fi.Size()-max, max))
+	if err := dst.Close(); cerr == nil {
+		cerr = err
+	}
+	if cerr != nil {
+		return false, cerr
+	}
+	return true, os.Truncate(path, 0)
+}

@@ -1,0 +1,126 @@
+# hotdesk.hcl: configuration of hotdeskd, the hotdesk session broker.
+#
+# Install as /etc/hotdesk/hotdesk.hcl. Every setting is shown with its
+# default; a file with only the lines you change works the same. Unknown
+# settings are an error. Durations are Go durations: "500ms", "10s", "24h".
+# Relative paths are resolved against the directory of this file.
+# SIGHUP re-reads the file (log_level applies at once; other changes on the
+# next restart). A file with an error is reported and the running
+# configuration is kept.
+
+# Name of this server in the server group; unique per group.
+# Letters, digits, ".", "_" and "-". Default: the hostname.
+# server_id = "broker-1"
+
+# Where hotdeskd keeps its state: the TLS key pair, the embedded etcd
+# member (<data_dir>/etcd), session state (<data_dir>/sessions).
+data_dir = "/var/lib/hotdesk"
+
+# Terminal listener (TLS), host:port. "0.0.0.0" or "[::]" listens on every
+# address.
+listen = "0.0.0.0:4500"
+
+# Address other brokers and the terminals use to reach this server.
+# Default: listen, with an unspecified host replaced by the hostname.
+# advertise = "broker-1.example.org:4500"
+
+# Local admin API (hotdeskctl) socket.
+admin_socket = "/run/hotdesk/admin.sock"
+
+# Members of this unix group may use the admin socket, besides root and
+# the daemon's own user. "" = nobody else.
+admin_group = ""
+
+# trace | debug | info | warn | error
+log_level = "info"
+
+# Log one JSON object per line instead of text.
+log_json = false
+
+tls {
+  # Certificate and key of the terminal listener; generated on first start
+  # when missing. Default: <data_dir>/tls/server.crt and server.key.
+  # cert_file = "/var/lib/hotdesk/tls/server.crt"
+  # key_file  = "/var/lib/hotdesk/tls/server.key"
+}
+
+etcd {
+  # Client endpoints of a real etcd cluster shared by the server group, e.g.
+  # ["https://etcd-1:2379", "https://etcd-2:2379", "https://etcd-3:2379"].
+  # None: hotdeskd runs an embedded single etcd member in <data_dir>/etcd
+  # (a single-server install).
+  endpoints = []
+
+  # TTL of this server's lease. Its sessions leave the registry this long
+  # (plus an etcd election timeout) after the server dies. At least "2s".
+  lease_ttl = "5s"
+
+  # Timeout to connect to the cluster.
+  dial_timeout = "5s"
+
+  # Key prefix of every hotdesk key; starts and ends with "/".
+  prefix = "/hotdesk/"
+
+  # mTLS for a real cluster (with endpoints only); cert_file and key_file
+  # go together.
+  ca_file   = ""
+  cert_file = ""
+  key_file  = ""
+
+  # The embedded member (used when endpoints is empty). Keep it on loopback.
+  embedded {
+    client_url = "http://127.0.0.1:4501"
+    peer_url   = "http://127.0.0.1:4502"
+  }
+}
+
+session {
+  # How long a session stays suspended (token removed) before it is
+  # destroyed.
+  suspend_timeout = "24h"
+
+  # Authentication policy. "kiosk": no login, every token gets a session.
+  auth = "kiosk"
+
+  # Kiosk mode: the local user every session runs as. "" = the user the
+  # token is registered to (or "kiosk").
+  kiosk_user = ""
+
+  # Most sessions this server hosts; 0 = unlimited.
+  max_sessions = 0
+}
+
+compositor {
+  # Compositor implementation.
+  type = "weston"
+
+  # Compositor binary: a name looked up in $PATH, or a path.
+  binary = "weston"
+
+  # headless (local display clients) | rdp (served over RDP on loopback)
+  backend = "headless"
+
+  # Extra arguments for every compositor.
+  args = []
+
+  # Per-session state (sockets, pid files) so that a restarted hotdeskd
+  # adopts the running sessions. Default: <data_dir>/sessions.
+  # state_dir = "/var/lib/hotdesk/sessions"
+
+  # How long a compositor may take to become ready.
+  start_timeout = "10s"
+
+  # How long a compositor gets to exit after SIGTERM before SIGKILL.
+  stop_grace = "5s"
+}
+
+pairing {
+  # How long a pairing code (hotdeskctl token pair) stays valid.
+  code_ttl = "10m"
+
+  # After max_failures wrong codes within failure_window, pairing from
+  # that terminal is refused for lockout.
+  max_failures   = 5
+  failure_window = "15m"
+  lockout        = "15m"
+}
