@@ -71,7 +71,7 @@ var (
 	authPolicies    = []string{"kiosk"}
 	compositorTypes = []string{"weston"}
 	westonBackends  = []string{"headless", "rdp"}
-	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 )
 
 // Config is the daemon's configuration.
@@ -582,16 +582,20 @@ func (c *Config) validate(rg ranges) error {
 	}
 
 	if !serverIDRe.MatchString(c.ServerID) {
-		bad("server_id", "Invalid server id", "%q must be 1-63 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.", c.ServerID)
+		bad("server_id", "Invalid server id", "%q must be 1-253 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.", c.ServerID)
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "Missing data directory", "must not be empty.")
 	}
-	if err := checkHostPort(c.Listen, true); err != nil {
-		bad("listen", "Invalid listen address", "%q: %v.", c.Listen, err)
+	listenErr := checkHostPort(c.Listen, true)
+	if listenErr != nil {
+		bad("listen", "Invalid listen address", "%q: %v.", c.Listen, listenErr)
 	}
-	if err := checkHostPort(c.Advertise, false); err != nil {
-		bad("advertise", "Invalid advertise address", "%q: %v.", c.Advertise, err)
+	// An advertise derived from a bad listen would repeat the listen error.
+	if listenErr == nil || c.Advertise != c.Listen {
+		if err := checkHostPort(c.Advertise, false); err != nil {
+			bad("advertise", "Invalid advertise address", "%q: %v.", c.Advertise, err)
+		}
 	}
 	if c.AdminSocket == "" {
 		bad("admin_socket", "Missing admin socket", "must not be empty.")

@@ -1,0 +1,507 @@
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustHostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+func TestLoadGolden(t *testing.T) {
+	host := mustHostname(t)
+	testdata, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		file string
+		want func() *Config
+	}{
+		{"full.hcl", func() *Config {
+			return &Config{
+				ServerID:    "broker-7",
+				DataDir:     "/srv/hotdesk",
+				Listen:      "10.0.0.7:4600",
+				Advertise:   "broker-7.example.org:4600",
+				AdminSocket: "/run/hd/admin.sock",
+				AdminGroup:  "hotdesk-admin",
+				LogLevel:    "debug",
+				LogJSON:     true,
+				TLS: TLS{
+					CertFile: "/etc/hotdesk/tls/broker.crt",
+					KeyFile:  "/etc/hotdesk/tls/broker.key",
+				},
+				Etcd: Etcd{
+					Endpoints:   []string{"https://etcd-1:2379", "https://etcd-2:2379", "etcd-3:2379"},
+					LeaseTTL:    3 * time.Second,
+					DialTimeout: 1500 * time.Millisecond,
+					Prefix:      "/hd/prod/",
+					CAFile:      "/etc/hotdesk/etcd/ca.crt",
+					CertFile:    "/etc/hotdesk/etcd/client.crt",
+					KeyFile:     "/etc/hotdesk/etcd/client.key",
+					Embedded: EmbeddedEtcd{
+						ClientURL: "http://127.0.0.1:12379",
+						PeerURL:   "http://127.0.0.1:12380",
+					},
+				},
+				Session: Session{
+					SuspendTimeout: 8*time.Hour + 30*time.Minute,
+					Auth:           "kiosk",
+					KioskUser:      "guest",
+					MaxSessions:    50,
+				},
+				Compositor: Compositor{
+					Type:         "weston",
+					Binary:       "/opt/weston/bin/weston",
+					Backend:      "rdp",
+					Args:         []string{"--idle-time=0", "--width=1920"},
+					StateDir:     "/srv/hotdesk/state",
+					StartTimeout: 20 * time.Second,
+					StopGrace:    0,
+				},
+				Pairing: Pairing{
+					CodeTTL:       2 * time.Minute,
+					MaxFailures:   3,
+					FailureWindow: time.Hour,
+					Lockout:       30 * time.Minute,
+				},
+			}
+		}},
+		{"empty.hcl", Default},
+		{"partial.hcl", func() *Config {
+			c := Default()
+			c.DataDir = "/data"
+			c.Listen = "127.0.0.1:0"
+			c.Advertise = "127.0.0.1:0"
+			c.TLS = TLS{CertFile: "/data/tls/server.crt", KeyFile: "/data/tls/server.key"}
+			c.Compositor.StateDir = "/data/sessions"
+			c.Etcd.LeaseTTL = 10 * time.Second
+			c.Session.MaxSessions = 10
+			return c
+		}},
+		{"relative.hcl", func() *Config {
+			c := Default()
+			c.DataDir = filepath.Join(testdata, "state")
+			c.AdminSocket = filepath.Join(testdata, "run/admin.sock")
+			c.Listen = "[::]:4500"
+			c.Advertise = host + ":4500"
+			c.TLS = TLS{CertFile: filepath.Join(testdata, "tls/a.crt"), KeyFile: filepath.Join(filepath.Dir(testdata), "keys/a.key")}
+			c.Compositor.Binary = filepath.Join(testdata, "bin/weston")
+			c.Compositor.StateDir = filepath.Join(testdata, "state/sessions")
+			return c
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			got, err := Load(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if want := tt.want(); !reflect.DeepEqual(got, want) {
+				t.Errorf("got = %+v; want %+v", got, want)
+			}
+			if err := got.Validate(); err != nil {
+				t.Errorf("Validate() of a loaded config = %v; want nil", err)
+			}
+		})
+	}
+}
+
+// The shipped example documents every default: it must load to exactly
+// the defaults.
+func TestShippedExample(t *testing.T) {
+	got, err := Load("../../../configs/hotdesk.hcl")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("got = %+v; want %+v", got, want)
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v; want nil", err)
+	}
+	host := mustHostname(t)
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"server_id", c.ServerID, host},
+		{"advertise", c.Advertise, host + ":4500"},
+		{"listen", c.Listen, "0.0.0.0:4500"},
+		{"data_dir", c.DataDir, "/var/lib/hotdesk"},
+		{"admin_socket", c.AdminSocket, "/run/hotdesk/admin.sock"},
+		{"tls.cert_file", c.TLS.CertFile, "/var/lib/hotdesk/tls/server.crt"},
+		{"tls.key_file", c.TLS.KeyFile, "/var/lib/hotdesk/tls/server.key"},
+		{"compositor.state_dir", c.Compositor.StateDir, "/var/lib/hotdesk/sessions"},
+		{"etcd.lease_ttl", c.Etcd.LeaseTTL, 5 * time.Second},
+		{"session.suspend_timeout", c.Session.SuspendTimeout, 24 * time.Hour},
+		{"pairing.code_ttl", c.Pairing.CodeTTL, 10 * time.Minute},
+		{"embedded", c.UsesEmbeddedEtcd(), true},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: got = %v; want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	// Default returns a fresh value every time.
+	c.Etcd.Endpoints = append(c.Etcd.Endpoints, "x:1")
+	if d := Default(); !d.UsesEmbeddedEtcd() {
+		t.Errorf("Default() shares state with an earlier result")
+	}
+}
+
+// Two files with the same settings in a different layout give equal configs.
+func TestLayoutIndependent(t *testing.T) {
+	a, err := Parse([]byte("listen = \"127.0.0.1:1\"\netcd {\n  lease_ttl = \"3s\"\n}\n"), "a.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte("# comment\n\n\netcd { lease_ttl = \"3000ms\" }\n  listen =   \"127.0.0.1:1\"\n"), "b.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("got = %+v; want %+v", b, a)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		src        string
+		wantPrefix string // exact "file:line:col: " of the first line
+		wantIn     string // part of the message
+	}{
+		{"unknown attribute", "listen = \"127.0.0.1:1\"\n\netcd {\n  bogus = 1\n}\n",
+			"hotdesk.hcl:4:3: ", `unsupported argument: An argument named "bogus" is not expected here.`},
+		{"unknown top-level attribute", "log_levle = \"info\"\n",
+			"hotdesk.hcl:1:1: ", `Did you mean "log_level"?`},
+		{"unknown block", "session {\n}\nfrobnicate {\n}\n",
+			"hotdesk.hcl:3:1: ", `unsupported block type: Blocks of type "frobnicate" are not expected here.`},
+		{"unknown nested block", "etcd {\n  embedded {}\n  cluster {}\n}\n",
+			"hotdesk.hcl:3:3: ", "unsupported block type"},
+		{"block with a label", "tls \"main\" {\n}\n",
+			"hotdesk.hcl:1:5: ", "extraneous label"},
+		{"wrong type", "session {\n  max_sessions = \"many\"\n}\n",
+			"hotdesk.hcl:2:19: ", "unsuitable value type: Unsuitable value: a number is required"},
+		{"wrong type list", "etcd {\n  endpoints = \"a:1\"\n}\n",
+			"hotdesk.hcl:2:16: ", "unsuitable value type"},
+		{"wrong type bool", "log_json = \"yes please\"\n",
+			"hotdesk.hcl:1:13: ", "unsuitable value type"},
+		{"bad duration", "session {\n  suspend_timeout = \"1 day\"\n}\n",
+			"hotdesk.hcl:2:21: ", `invalid duration: session.suspend_timeout = "1 day" is not a duration`},
+		{"duration without unit", "pairing {\n  lockout = \"15\"\n}\n",
+			"hotdesk.hcl:2:13: ", "invalid duration"},
+		{"duplicate block", "etcd {\n  lease_ttl = \"5s\"\n}\n\netcd {\n}\n",
+			"hotdesk.hcl:5:1: ", "duplicate etcd block: Only one etcd block is allowed. Another was defined at hotdesk.hcl:1,1-5."},
+		{"duplicate nested block", "etcd {\n  embedded {}\n  embedded {}\n}\n",
+			"hotdesk.hcl:3:3: ", "duplicate embedded block"},
+		{"invalid listen address", "log_level = \"info\"\nlisten = \"0.0.0.0\"\n",
+			"hotdesk.hcl:2:10: ", `invalid listen address: listen: "0.0.0.0": missing port in address.`},
+		{"invalid listen port", "listen = \"0.0.0.0:http\"\n",
+			"hotdesk.hcl:1:10: ", "invalid listen address"},
+		{"bad log level", "\n  log_level = \"verbose\"\n",
+			"hotdesk.hcl:2:15: ", `invalid log level: log_level: "verbose" is not one of trace, debug, info, warn, error.`},
+		{"log level is case sensitive", "log_level = \"INFO\"\n",
+			"hotdesk.hcl:1:13: ", "invalid log level"},
+		{"lease ttl too small", "etcd {\n  lease_ttl = \"1s\"\n}\n",
+			"hotdesk.hcl:2:15: ", "must be at least 2s"},
+		{"unknown auth policy", "session {\n  auth = \"pam\"\n}\n",
+			"hotdesk.hcl:2:10: ", "unknown auth policy"},
+		{"unknown compositor type", "compositor {\n  type = \"sway\"\n}\n",
+			"hotdesk.hcl:2:10: ", "unknown compositor type"},
+		{"unknown backend", "compositor {\n  backend = \"drm\"\n}\n",
+			"hotdesk.hcl:2:13: ", "unknown compositor backend"},
+		{"zero suspend timeout", "session {\n  suspend_timeout = \"0s\"\n}\n",
+			"hotdesk.hcl:2:21: ", "must be greater than zero"},
+		{"negative max sessions", "session {\n  max_sessions = -1\n}\n",
+			"hotdesk.hcl:2:18: ", "invalid session limit"},
+		{"bad etcd endpoint", "etcd {\n  endpoints = [\"ftp://x:1\"]\n}\n",
+			"hotdesk.hcl:2:15: ", "scheme must be http or https"},
+		{"bad prefix", "etcd {\n  prefix = \"hotdesk\"\n}\n",
+			"hotdesk.hcl:2:12: ", "invalid etcd prefix"},
+		{"etcd cert without key", "etcd {\n  endpoints = [\"a:1\"]\n  cert_file = \"/c\"\n}\n",
+			"hotdesk.hcl:3:15: ", "incomplete etcd TLS settings"},
+		// No attribute to point at: the enclosing block.
+		{"etcd tls without endpoints", "\netcd {\n  ca_file = \"/ca\"\n}\n",
+			"hotdesk.hcl:2:1: ", "etcd TLS without endpoints"},
+		{"bad embedded url", "etcd {\n  embedded {\n    peer_url = \"127.0.0.1:2380\"\n  }\n}\n",
+			"hotdesk.hcl:3:16: ", "invalid embedded etcd URL"},
+		{"bad server id", "server_id = \"a/b\"\n",
+			"hotdesk.hcl:1:13: ", "invalid server id"},
+		{"variables are not allowed", "data_dir = env.HOME\n",
+			"hotdesk.hcl:1:12: ", "variables not allowed"},
+		{"syntax error", "listen = \n",
+			"hotdesk.hcl:1:10: ", "invalid expression"},
+		{"null value", "listen = null\n",
+			"hotdesk.hcl:1:10: ", "unsuitable value type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.src), "hotdesk.hcl")
+			if err == nil {
+				t.Fatalf("Parse() = %+v, nil; want an error", c)
+			}
+			if c != nil {
+				t.Errorf("Parse() config = %+v; want nil on error", c)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(%v, ErrInvalid) = false; want true", err)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || len(ce.Diagnostics) == 0 {
+				t.Errorf("error %T has no diagnostics", err)
+			}
+			msg := err.Error()
+			first, _, _ := strings.Cut(msg, "\n")
+			if !strings.HasPrefix(first, tt.wantPrefix) {
+				t.Errorf("got = %q; want prefix %q", first, tt.wantPrefix)
+			}
+			if !strings.Contains(msg, tt.wantIn) {
+				t.Errorf("got = %q; want it to contain %q", msg, tt.wantIn)
+			}
+		})
+	}
+}
+
+// Several problems are all reported, one per line, each with its position.
+func TestParseSeveralErrors(t *testing.T) {
+	src := "log_level = \"loud\"\nlisten = \"nope\"\n"
+	_, err := Parse([]byte(src), "x.hcl")
+	if err == nil {
+		t.Fatal("Parse() = nil error; want an error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"x.hcl:2:10: invalid listen address", "x.hcl:1:13: invalid log level"}
+	if len(lines) != len(want) {
+		t.Fatalf("got = %q; want %d lines", err.Error(), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("line %d: got = %q; want prefix %q", i, lines[i], want[i])
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(c *Config)
+		wantIn string // "" = valid
+	}{
+		{"defaults", func(c *Config) {}, ""},
+		{"listen port 0", func(c *Config) { c.Listen = "127.0.0.1:0" }, ""},
+		{"listen without host", func(c *Config) { c.Listen = ":4500" }, ""},
+		{"listen without port", func(c *Config) { c.Listen = "localhost" }, "invalid listen address"},
+		{"listen port out of range", func(c *Config) { c.Listen = "localhost:70000" }, "invalid port"},
+		{"advertise without host", func(c *Config) { c.Advertise = ":4500" }, "missing host"},
+		{"empty server id", func(c *Config) { c.ServerID = "" }, "invalid server id"},
+		{"empty data dir", func(c *Config) { c.DataDir = "" }, "missing data directory"},
+		{"empty admin socket", func(c *Config) { c.AdminSocket = "" }, "missing admin socket"},
+		{"admin group with a colon", func(c *Config) { c.AdminGroup = "a:b" }, "invalid admin group"},
+		{"log level", func(c *Config) { c.LogLevel = "" }, "invalid log level"},
+		{"tls key without cert", func(c *Config) { c.TLS.CertFile = "" }, "incomplete TLS settings"},
+		{"lease ttl 2s", func(c *Config) { c.Etcd.LeaseTTL = 2 * time.Second }, ""},
+		{"lease ttl below 2s", func(c *Config) { c.Etcd.LeaseTTL = 1999 * time.Millisecond }, "must be at least 2s"},
+		{"dial timeout", func(c *Config) { c.Etcd.DialTimeout = 0 }, "etcd.dial_timeout"},
+		{"prefix root", func(c *Config) { c.Etcd.Prefix = "/" }, "invalid etcd prefix"},
+		{"endpoints", func(c *Config) { c.Etcd.Endpoints = []string{"http://a:2379", "b:2379"} }, ""},
+		{"endpoint with path", func(c *Config) { c.Etcd.Endpoints = []string{"http://a:2379/x"} }, "only scheme://host:port"},
+		{"endpoint without port", func(c *Config) { c.Etcd.Endpoints = []string{"a"} }, "invalid etcd endpoint"},
+		{"mtls", func(c *Config) {
+			c.Etcd.Endpoints = []string{"https://a:2379"}
+			c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile = "/ca", "/c", "/k"
+		}, ""},
+		{"embedded url ignored with endpoints", func(c *Config) {
+			c.Etcd.Endpoints = []string{"https://a:2379"}
+			c.Etcd.Embedded.ClientURL = ""
+		}, ""},
+		{"embedded client url", func(c *Config) { c.Etcd.Embedded.ClientURL = "" }, "invalid embedded etcd URL"},
+		{"suspend timeout", func(c *Config) { c.Session.SuspendTimeout = -time.Second }, "session.suspend_timeout"},
+		{"auth", func(c *Config) { c.Session.Auth = "" }, "unknown auth policy"},
+		{"max sessions", func(c *Config) { c.Session.MaxSessions = -5 }, "invalid session limit"},
+		{"compositor type", func(c *Config) { c.Compositor.Type = "mutter" }, "unknown compositor type"},
+		{"compositor backend", func(c *Config) { c.Compositor.Backend = "x11" }, "unknown compositor backend"},
+		{"rdp backend", func(c *Config) { c.Compositor.Backend = "rdp" }, ""},
+		{"compositor binary", func(c *Config) { c.Compositor.Binary = "" }, "missing compositor binary"},
+		{"state dir", func(c *Config) { c.Compositor.StateDir = "" }, "missing compositor state directory"},
+		{"start timeout", func(c *Config) { c.Compositor.StartTimeout = 0 }, "compositor.start_timeout"},
+		{"stop grace", func(c *Config) { c.Compositor.StopGrace = -1 }, "must not be negative"},
+		{"code ttl", func(c *Config) { c.Pairing.CodeTTL = 0 }, "pairing.code_ttl"},
+		{"max failures", func(c *Config) { c.Pairing.MaxFailures = 0 }, "invalid failure limit"},
+		{"failure window", func(c *Config) { c.Pairing.FailureWindow = 0 }, "pairing.failure_window"},
+		{"lockout", func(c *Config) { c.Pairing.Lockout = 0 }, "pairing.lockout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(c)
+			err := c.Validate()
+			if tt.wantIn == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil; want an error containing %q", tt.wantIn)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("errors.Is(%v, ErrInvalid) = false; want true", err)
+			}
+			if !strings.Contains(err.Error(), tt.wantIn) {
+				t.Errorf("got = %q; want it to contain %q", err.Error(), tt.wantIn)
+			}
+		})
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	dir := t.TempDir()
+
+	_, err := Load(filepath.Join(dir, "missing.hcl"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: got = %v; want fs.ErrNotExist", err)
+	}
+	if errors.Is(err, ErrInvalid) {
+		t.Errorf("missing file: errors.Is(%v, ErrInvalid) = true; want false", err)
+	}
+
+	big := filepath.Join(dir, "big.hcl")
+	if err := os.WriteFile(big, []byte(strings.Repeat("# padding\n", MaxFileSize/10+1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(big)
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("big file: errors.Is(%v, ErrInvalid) = false; want true", err)
+	}
+	if want := big + ":1:1: configuration file too large"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("big file: got = %v; want prefix %q", err, want)
+	}
+
+	// Load reports positions with the path as given.
+	bad := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(bad, []byte("pairing {\n  max_failures = 0\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad)
+	if want := bad + ":2:18: invalid failure limit"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("bad file: got = %v; want prefix %q", err, want)
+	}
+}
+
+func TestUsesEmbeddedEtcd(t *testing.T) {
+	tests := []struct {
+		src  string
+		want bool
+	}{
+		{"", true},
+		{"etcd {\n  endpoints = []\n}\n", true},
+		{"etcd {\n  endpoints = [\"127.0.0.1:2379\"]\n}\n", false},
+	}
+	for _, tt := range tests {
+		c, err := Parse([]byte(tt.src), "t.hcl")
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tt.src, err)
+		}
+		if got := c.UsesEmbeddedEtcd(); got != tt.want {
+			t.Errorf("UsesEmbeddedEtcd() for %q: got = %v; want %v", tt.src, got, tt.want)
+		}
+	}
+}
+
+func TestDeriveAdvertise(t *testing.T) {
+	host := mustHostname(t)
+	tests := []struct{ listen, want string }{
+		{"0.0.0.0:4500", host + ":4500"},
+		{"[::]:4501", host + ":4501"},
+		{":4502", host + ":4502"},
+		{"10.1.2.3:4500", "10.1.2.3:4500"},
+		{"[fd00::1]:4500", "[fd00::1]:4500"},
+		{"broker.example.org:1", "broker.example.org:1"},
+		{"garbage", "garbage"},
+	}
+	for _, tt := range tests {
+		if got := deriveAdvertise(tt.listen); got != tt.want {
+			t.Errorf("deriveAdvertise(%q): got = %q; want %q", tt.listen, got, tt.want)
+		}
+	}
+}
+
+// The shipped systemd unit keeps the properties the daemon relies on.
+func TestShippedSystemdUnit(t *testing.T) {
+	f, err := os.Open("../../../configs/hotdeskd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			t.Errorf("line %q is not key=value", line)
+			continue
+		}
+		if _, dup := got[k]; dup {
+			t.Errorf("%s set twice", k)
+		}
+		got[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"Type":                 "notify",
+		"ExecStart":            "/usr/local/bin/hotdeskd -config /etc/hotdesk/hotdesk.hcl",
+		"ExecReload":           "/bin/kill -HUP $MAINPID",
+		"KillMode":             "process",
+		"Restart":              "on-failure",
+		"RuntimeDirectory":     "hotdesk",
+		"RuntimeDirectoryMode": "0750",
+		"StateDirectory":       "hotdesk",
+		"TimeoutStopSec":       "30",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: got = %q; want %q", k, got[k], v)
+		}
+	}
+	// Settings that would break the desktop sessions hotdeskd spawns.
+	for _, k := range []string{"NoNewPrivileges", "PrivateTmp", "ProtectHome", "ProtectSystem", "PrivateDevices", "DeviceAllow", "ProtectClock", "MemoryDenyWriteExecute", "User"} {
+		if v, ok := got[k]; ok {
+			t.Errorf("%s=%s is set; it breaks spawning compositors", k, v)
+		}
+	}
+	// The unit's paths match the defaults.
+	d := Default()
+	if !strings.HasPrefix(d.AdminSocket, "/run/"+got["RuntimeDirectory"]+"/") {
+		t.Errorf("admin socket %s is not in RuntimeDirectory %s", d.AdminSocket, got["RuntimeDirectory"])
+	}
+	if want := fmt.Sprintf("/var/lib/%s", got["StateDirectory"]); d.DataDir != want {
+		t.Errorf("data_dir: got = %s; want %s", d.DataDir, want)
+	}
+}

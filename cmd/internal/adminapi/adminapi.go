@@ -1,0 +1,95 @@
+// Package adminapi is hotdesk's local admin API, shared by hotdeskd (Server)
+// and hotdeskctl (Client): HTTP/1.1 with JSON bodies over a unix socket.
+//
+// Routes:
+//
+//	GET    /v1/sessions       → []SessionInfo
+//	DELETE /v1/sessions/{id}  → 204; 404 if the backend reports ErrNotFound
+//	POST   /v1/tokens/pair    PairRequest → PairResponse
+//	GET    /livez             → 200 {"status":"ok"} while the server answers
+//	GET    /readyz            → 200 {"status":"ready"}, or 503 with the reason
+//
+// Errors are an ErrorResponse with status 400 (bad request, or the backend
+// returned ErrInvalid), 403 (peer refused), 404, 405, 413 (body over
+// MaxBodyBytes), 500 or 503.
+//
+// Access control: every request is checked against the credentials the
+// kernel recorded when the peer connected (SO_PEERCRED). Allowed are uid 0,
+// the daemon's own uid, and, when an admin group is configured, a peer whose
+// effective gid or supplementary groups (from /proc/<pid>/status) include it.
+// Refused peers get 403 and the server logs one line with their uid, gid and
+// pid. Request and response bodies are bounded; the server never logs a
+// request body.
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors, matched with errors.Is.
+var (
+	// ErrNotFound: no such session. Backend.KillSession wraps it for an
+	// unknown id (→ 404); Client methods return it for a 404.
+	ErrNotFound = errors.New("adminapi: not found")
+	// ErrInvalid: the request is malformed or refused by the backend as
+	// invalid (→ 400/413).
+	ErrInvalid = errors.New("adminapi: invalid request")
+	// ErrForbidden: the peer is not allowed to use the admin API (→ 403).
+	ErrForbidden = errors.New("adminapi: forbidden")
+	// ErrNotReady: the daemon reports not ready (→ 503 on /readyz).
+	ErrNotReady = errors.New("adminapi: not ready")
+)
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 64 << 10
+
+// SessionInfo describes one session as the admin sees it.
+type SessionInfo struct {
+	ID          string     `json:"id"`
+	Token       string     `json:"token"`
+	User        string     `json:"user"`
+	State       string     `json:"state"`
+	Terminal    string     `json:"terminal,omitempty"`
+	ServerID    string     `json:"server_id"`
+	Endpoint    string     `json:"endpoint,omitempty"`
+	PID         int        `json:"pid,omitempty"`
+	Created     time.Time  `json:"created"`
+	Updated     time.Time  `json:"updated"`
+	SuspendedAt *time.Time `json:"suspended_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+}
+
+// PairRequest asks for a pairing code that registers the next token
+// presented with it to User.
+type PairRequest struct {
+	User       string `json:"user"`
+	Label      string `json:"label,omitempty"`
+	TTLSeconds int    `json:"ttl_seconds,omitempty"` // 0 = the daemon's default
+}
+
+// PairResponse is a pairing code and when it expires.
+type PairResponse struct {
+	Code    string    `json:"code"`
+	Expires time.Time `json:"expires"`
+}
+
+// ErrorResponse is the body of every error status.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// Backend is what the daemon provides to the Server. Methods are called
+// concurrently, with the request's context.
+type Backend interface {
+	Sessions(ctx context.Context) ([]SessionInfo, error)
+	// KillSession destroys a session; an unknown id returns an error
+	// wrapping ErrNotFound.
+	KillSession(ctx context.Context, id string) error
+	// PairToken creates a pairing code; createdBy is "uid:<n>" of the peer.
+	// req.User is non-empty and req.TTLSeconds >= 0 (the server checks).
+	PairToken(ctx context.Context, createdBy string, req PairRequest) (PairResponse, error)
+	// Ready returns nil when the daemon is ready, else the reason.
+	Ready() error
+}

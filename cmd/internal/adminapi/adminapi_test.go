@@ -1,0 +1,705 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// fakeBackend is an in-memory Backend.
+type fakeBackend struct {
+	mu        sync.Mutex
+	sessions  []SessionInfo
+	notReady  error
+	pairs     []pairCall
+	sessErr   error
+	pairErr   error
+	block     chan struct{} // if set, Sessions waits for it (or ctx)
+	inSession chan struct{} // if set, Sessions signals entry
+}
+
+type pairCall struct {
+	createdBy string
+	req       PairRequest
+}
+
+var _ Backend = (*fakeBackend)(nil)
+
+func (b *fakeBackend) Sessions(ctx context.Context) ([]SessionInfo, error) {
+	if b.inSession != nil {
+		b.inSession <- struct{}{}
+	}
+	if b.block != nil {
+		select {
+		case <-b.block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sessErr != nil {
+		return nil, b.sessErr
+	}
+	return append([]SessionInfo(nil), b.sessions...), nil
+}
+
+func (b *fakeBackend) KillSession(_ context.Context, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, s := range b.sessions {
+		if s.ID == id {
+			b.sessions = append(b.sessions[:i], b.sessions[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("fake: kill %s: %w", id, ErrNotFound)
+}
+
+func (b *fakeBackend) PairToken(_ context.Context, createdBy string, req PairRequest) (PairResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pairErr != nil {
+		return PairResponse{}, b.pairErr
+	}
+	b.pairs = append(b.pairs, pairCall{createdBy, req})
+	return PairResponse{Code: "123-456", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}, nil
+}
+
+func (b *fakeBackend) Ready() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.notReady
+}
+
+// lockedBuffer collects log output safely.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type testServer struct {
+	path   string
+	srv    *Server
+	logs   *lockedBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startServer serves b on a fresh socket made by Listen in t.TempDir().
+func startServer(t *testing.T, b Backend, adminGID int, tune ...func(*Server)) *testServer {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run", "admin.sock")
+	ln, err := Listen(path, 0o660)
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	return serveOn(t, ln, path, b, adminGID, tune...)
+}
+
+func serveOn(t *testing.T, ln net.Listener, path string, b Backend, adminGID int, tune ...func(*Server)) *testServer {
+	t.Helper()
+	logs := &lockedBuffer{}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "adminapi", Output: logs, Level: hclog.Debug})
+	ts := &testServer{path: path, srv: NewServer(b, logger, adminGID), logs: logs, done: make(chan error, 1)}
+	for _, f := range tune {
+		f(ts.srv)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts.cancel = cancel
+	go func() { ts.done <- ts.srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { ts.stop(t) })
+	return ts
+}
+
+// stop cancels Serve and checks it returned nil (idempotent).
+func (ts *testServer) stop(t *testing.T) {
+	t.Helper()
+	ts.cancel()
+	select {
+	case err, ok := <-ts.done:
+		if ok && err != nil {
+			t.Errorf("Serve() = %v; want nil after cancel", err)
+		}
+		if ok {
+			close(ts.done)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+}
+
+func mustTime(s string) time.Time {
+	tm, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return tm
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestClientRoundTrip(t *testing.T) {
+	b := &fakeBackend{sessions: []SessionInfo{
+		{ID: "s1", Token: "pcsc:04a1b2", User: "alice", State: "active", Terminal: "term-1", ServerID: "srv-a",
+			Endpoint: "rdp://127.0.0.1:3390", PID: 4242, Created: mustTime("2026-01-02T03:04:05Z"), Updated: mustTime("2026-01-02T03:05:00Z")},
+		{ID: "s2", Token: "soft:bob", User: "bob", State: "suspended", ServerID: "srv-b",
+			Created: mustTime("2026-01-02T03:04:05Z"), Updated: mustTime("2026-01-02T04:00:00Z"),
+			SuspendedAt: ptr(mustTime("2026-01-02T04:00:00Z")), ExpiresAt: ptr(mustTime("2026-01-03T04:00:00Z"))},
+	}}
+	ts := startServer(t, b, -1)
+	c := NewClient(ts.path)
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+
+	if err := c.Live(ctx); err != nil {
+		t.Errorf("Live() = %v; want nil", err)
+	}
+	if err := c.Ready(ctx); err != nil {
+		t.Errorf("Ready() = %v; want nil", err)
+	}
+
+	got, err := c.Sessions(ctx)
+	if err != nil {
+		t.Fatalf("Sessions() error = %v", err)
+	}
+	if want := b.sessions; !reflect.DeepEqual(got, want) {
+		t.Errorf("Sessions() got = %+v; want %+v", got, want)
+	}
+
+	if err := c.KillSession(ctx, "s1"); err != nil {
+		t.Errorf("KillSession(s1) = %v; want nil", err)
+	}
+	got, err = c.Sessions(ctx)
+	if err != nil || len(got) != 1 || got[0].ID != "s2" {
+		t.Errorf("Sessions() after kill got = %+v, %v; want [s2], nil", got, err)
+	}
+
+	err = c.KillSession(ctx, "nope")
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("KillSession(nope) = %v; want ErrNotFound", err)
+	}
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
+		t.Errorf("KillSession(nope) error = %#v; want a 404 StatusError", err)
+	}
+	// Ids are path-escaped: a slash is part of the id, not the route.
+	if err := c.KillSession(ctx, "a/b"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("KillSession(a/b) = %v; want ErrNotFound", err)
+	}
+	if err := c.KillSession(ctx, ""); !errors.Is(err, ErrInvalid) {
+		t.Errorf("KillSession(\"\") = %v; want ErrInvalid", err)
+	}
+
+	pr, err := c.PairToken(ctx, PairRequest{User: " carol ", Label: "phone", TTLSeconds: 60})
+	if err != nil {
+		t.Fatalf("PairToken() error = %v", err)
+	}
+	if want := (PairResponse{Code: "123-456", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}); !pr.Expires.Equal(want.Expires) || pr.Code != want.Code {
+		t.Errorf("PairToken() got = %+v; want %+v", pr, want)
+	}
+	wantCall := pairCall{createdBy: fmt.Sprintf("uid:%d", os.Geteuid()), req: PairRequest{User: "carol", Label: "phone", TTLSeconds: 60}}
+	if len(b.pairs) != 1 || b.pairs[0] != wantCall {
+		t.Errorf("backend pair calls got = %+v; want [%+v]", b.pairs, wantCall)
+	}
+	if strings.Contains(ts.logs.String(), "123-456") {
+		t.Errorf("the pairing code was logged: %s", ts.logs.String())
+	}
+
+	b.mu.Lock()
+	b.notReady = errors.New("registry lease lost")
+	b.mu.Unlock()
+	err = c.Ready(ctx)
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "registry lease lost") {
+		t.Errorf("Ready() = %v; want ErrNotReady with the reason", err)
+	}
+	if err := c.Live(ctx); err != nil {
+		t.Errorf("Live() while not ready = %v; want nil", err)
+	}
+
+	// An empty list is [], not null.
+	b.mu.Lock()
+	b.sessions = nil
+	b.mu.Unlock()
+	got, err = c.Sessions(ctx)
+	if err != nil || got == nil || len(got) != 0 {
+		t.Errorf("Sessions() empty got = %#v, %v; want [], nil", got, err)
+	}
+}
+
+func TestPairValidation(t *testing.T) {
+	b := &fakeBackend{}
+	ts := startServer(t, b, -1)
+	c := NewClient(ts.path)
+	t.Cleanup(c.Close)
+	tests := []struct {
+		name string
+		req  PairRequest
+	}{
+		{"no user", PairRequest{Label: "x"}},
+		{"blank user", PairRequest{User: "  "}},
+		{"negative ttl", PairRequest{User: "a", TTLSeconds: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.PairToken(context.Background(), tt.req)
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("PairToken(%+v) = %v; want ErrInvalid", tt.req, err)
+			}
+		})
+	}
+	if len(b.pairs) != 0 {
+		t.Errorf("backend called %d times; want 0", len(b.pairs))
+	}
+}
+
+func TestBackendErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		wantStatus int
+		wantIs     error
+	}{
+		{"internal", errors.New("etcd unavailable"), http.StatusInternalServerError, nil},
+		{"invalid", fmt.Errorf("backend: %w: unknown user", ErrInvalid), http.StatusBadRequest, ErrInvalid},
+		{"not ready", fmt.Errorf("backend: %w", ErrNotReady), http.StatusServiceUnavailable, ErrNotReady},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &fakeBackend{sessErr: tt.err, pairErr: tt.err}
+			ts := startServer(t, b, -1)
+			c := NewClient(ts.path)
+			t.Cleanup(c.Close)
+			_, err1 := c.Sessions(context.Background())
+			_, err2 := c.PairToken(context.Background(), PairRequest{User: "a"})
+			for _, err := range []error{err1, err2} {
+				var se *StatusError
+				if !errors.As(err, &se) || se.Status != tt.wantStatus {
+					t.Errorf("got = %v; want status %d", err, tt.wantStatus)
+					continue
+				}
+				if !strings.Contains(se.Message, tt.err.Error()) {
+					t.Errorf("message got = %q; want it to contain %q", se.Message, tt.err.Error())
+				}
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Errorf("errors.Is(%v, %v) = false; want true", err, tt.wantIs)
+				}
+			}
+		})
+	}
+}
+
+// rawClient sends arbitrary requests over the socket.
+func rawClient(t *testing.T, path string) *http.Client {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func TestRequestLimits(t *testing.T) {
+	b := &fakeBackend{}
+	ts := startServer(t, b, -1)
+	hc := rawClient(t, ts.path)
+
+	// A valid body of exactly MaxBodyBytes.
+	prefix, suffix := `{"user":"a","label":"`, `"}`
+	exact := prefix + strings.Repeat("x", MaxBodyBytes-len(prefix)-len(suffix)) + suffix
+	over := prefix + strings.Repeat("x", MaxBodyBytes) + suffix
+
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		body       string
+		wantStatus int
+		wantIn     string
+	}{
+		{"body at the limit", "POST", "/v1/tokens/pair", exact, 200, `"code":"123-456"`},
+		{"oversized body", "POST", "/v1/tokens/pair", over, 413, "request body over 65536 bytes"},
+		{"oversized body after a valid object", "POST", "/v1/tokens/pair", `{"user":"a"}` + strings.Repeat(" ", MaxBodyBytes), 413, "over"},
+		{"unknown field", "POST", "/v1/tokens/pair", `{"user":"a","admin":true}`, 400, `unknown field \"admin\"`},
+		{"trailing data", "POST", "/v1/tokens/pair", `{"user":"a"}{"user":"b"}`, 400, "unexpected data"},
+		{"not json", "POST", "/v1/tokens/pair", `user=a`, 400, "invalid request body"},
+		{"empty body", "POST", "/v1/tokens/pair", ``, 400, "invalid request body"},
+		{"wrong type", "POST", "/v1/tokens/pair", `{"user":"a","ttl_seconds":"10"}`, 400, "invalid request body"},
+		{"wrong method", "GET", "/v1/tokens/pair", ``, 405, "method GET not allowed"},
+		{"wrong method on sessions", "POST", "/v1/sessions", `{}`, 405, "not allowed"},
+		{"unknown path", "GET", "/v2/everything", ``, 404, "no such endpoint"},
+		{"livez", "GET", "/livez", ``, 200, `"status":"ok"`},
+		{"readyz", "GET", "/readyz", ``, 200, `"status":"ready"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, "http://hotdesk"+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("Do: %v", err)
+			}
+			defer resp.Body.Close()
+			data, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("status got = %d; want %d (body %s)", resp.StatusCode, tt.wantStatus, data)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type got = %q; want application/json", ct)
+			}
+			if !json.Valid(data) {
+				t.Errorf("body %q is not JSON", data)
+			}
+			if !strings.Contains(string(data), tt.wantIn) {
+				t.Errorf("body got = %s; want it to contain %s", data, tt.wantIn)
+			}
+			if tt.wantStatus == 405 && resp.Header.Get("Allow") == "" {
+				t.Errorf("405 without an Allow header")
+			}
+		})
+	}
+	if len(b.pairs) != 1 {
+		t.Errorf("backend pair calls got = %d; want 1 (only the valid body)", len(b.pairs))
+	}
+}
+
+func TestAllowPeer(t *testing.T) {
+	const self, admin = 990, 4242
+	tests := []struct {
+		name     string
+		uid, gid int
+		groups   []int
+		adminGID int
+		want     bool
+	}{
+		{"root", 0, 0, nil, -1, true},
+		{"root with any gid", 0, 1000, nil, admin, true},
+		{"daemon uid", self, self, nil, -1, true},
+		{"other user, no admin group", 1000, 1000, []int{admin}, -1, false},
+		{"other user, primary gid is admin", 1000, admin, nil, admin, true},
+		{"other user, supplementary admin", 1000, 1000, []int{4, 24, admin}, admin, true},
+		{"other user, not in admin group", 1000, 1000, []int{4, 24}, admin, false},
+		{"other user, no groups", 1000, 1000, nil, admin, false},
+		{"gid 0 is not root", 1000, 0, []int{0}, -1, false},
+		{"root group as admin group", 1000, 0, nil, 0, true},
+		{"nobody", 65534, 65534, []int{65534}, admin, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := allowPeer(tt.uid, tt.gid, tt.groups, self, tt.adminGID); got != tt.want {
+				t.Errorf("allowPeer(uid %d, gid %d, groups %v, admin %d) got = %v; want %v",
+					tt.uid, tt.gid, tt.groups, tt.adminGID, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     string
+		wantUID    int
+		wantGroups []int
+		wantErr    bool
+	}{
+		{"typical", "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1001\t1000\t1001\nGid:\t1000\t1000\t1000\t1000\nFDSize:\t256\nGroups:\t4 24 27 4242 \nNStgid:\t1\n",
+			1001, []int{4, 24, 27, 4242}, false},
+		{"no groups", "Uid:\t0\t0\t0\t0\nGroups:\t\n", 0, nil, false},
+		{"missing groups line", "Uid:\t0\t0\t0\t0\n", 0, nil, true},
+		{"missing uid line", "Groups:\t1\n", 0, nil, true},
+		{"bad group", "Uid:\t0\t0\t0\t0\nGroups:\t1 x\n", 0, nil, true},
+		{"short uid", "Uid:\t0\nGroups:\t\n", 0, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			uid, groups, err := parseStatus([]byte(tt.status))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseStatus() error got = %v; want error %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if uid != tt.wantUID || !reflect.DeepEqual(groups, tt.wantGroups) {
+				t.Errorf("parseStatus() got = %d %v; want %d %v", uid, groups, tt.wantUID, tt.wantGroups)
+			}
+		})
+	}
+
+	// The real /proc agrees with the process's own view.
+	groups, err := procGroups("/proc", os.Getpid(), os.Geteuid())
+	if err != nil {
+		t.Fatalf("procGroups(self): %v", err)
+	}
+	want, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) == 0 {
+		want = nil
+	}
+	if !reflect.DeepEqual(groups, want) {
+		t.Errorf("procGroups(self) got = %v; want %v", groups, want)
+	}
+	if _, err := procGroups("/proc", os.Getpid(), os.Geteuid()+1); err == nil {
+		t.Errorf("procGroups with the wrong uid got = nil error; want an error")
+	}
+}
+
+// decide reads supplementary groups from procRoot only when needed.
+func TestDecideWithProcGroups(t *testing.T) {
+	const admin = 4242
+	proc := t.TempDir()
+	writeStatus := func(pid int, status string) {
+		dir := filepath.Join(proc, fmt.Sprint(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeStatus(100, "Uid:\t1000\t1000\t1000\t1000\nGroups:\t27 4242\n")
+	writeStatus(101, "Uid:\t1000\t1000\t1000\t1000\nGroups:\t27\n")
+	writeStatus(102, "Uid:\t2000\t2000\t2000\t2000\nGroups:\t4242\n") // pid reused by someone else
+
+	tests := []struct {
+		name        string
+		pid, uid    int
+		adminGID    int
+		wantAllowed bool
+		wantErr     bool
+	}{
+		{"member via /proc", 100, 1000, admin, true, false},
+		{"not a member", 101, 1000, admin, false, false},
+		{"pid now belongs to another uid", 102, 1000, admin, false, true},
+		{"process gone", 103, 1000, admin, false, true},
+		{"no admin group: /proc not consulted", 100, 1000, -1, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := NewServer(&fakeBackend{}, nil, tt.adminGID)
+			s.procRoot = proc
+			s.selfUID = 990
+			p := &peer{PID: tt.pid, UID: tt.uid, GID: tt.uid, Known: true}
+			s.decide(p)
+			if p.Allowed != tt.wantAllowed || (p.Err != nil) != tt.wantErr {
+				t.Errorf("decide() got = allowed %v, err %v; want allowed %v, error %v", p.Allowed, p.Err, tt.wantAllowed, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestListen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	path := filepath.Join(dir, "admin.sock")
+
+	// A stale socket: a listener that closed without unlinking.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("stale socket missing: %v", err)
+	}
+
+	ln, err := Listen(path, 0o660)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o660 {
+		t.Errorf("socket mode got = %v; want %v", got, os.FileMode(0o660))
+	}
+
+	// A live socket is not taken over.
+	if _, err := Listen(path, 0o660); !errors.Is(err, ErrInUse) {
+		t.Errorf("Listen on a live socket got = %v; want ErrInUse", err)
+	}
+	ln.Close()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket after Close: Lstat got = %v; want not exist", err)
+	}
+
+	// Something that is not a socket is never removed.
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(file, 0o660); err == nil {
+		t.Errorf("Listen over a regular file got = nil error; want an error")
+	}
+	if data, err := os.ReadFile(file); err != nil || string(data) != "keep" {
+		t.Errorf("regular file got = %q, %v; want it untouched", data, err)
+	}
+
+	// Missing directories are created 0755.
+	path2 := filepath.Join(t.TempDir(), "new", "admin.sock")
+	ln2, err := Listen(path2, 0o600)
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	defer ln2.Close()
+	if fi, err := os.Stat(filepath.Dir(path2)); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("created dir got = %v, %v; want mode 0755", fi.Mode(), err)
+	}
+}
+
+func TestShareWithGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "chgrp to another group needs root")
+	}
+	const gid = 65534
+	dir := filepath.Join(t.TempDir(), "run")
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "admin.sock")
+	ln, err := Listen(path, 0o660)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := ShareWithGroup(path, -1); err != nil {
+		t.Errorf("ShareWithGroup(-1) = %v; want nil", err)
+	}
+	if err := ShareWithGroup(path, gid); err != nil {
+		t.Fatalf("ShareWithGroup: %v", err)
+	}
+	for _, p := range []string{path, dir} {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Sys().(*syscall.Stat_t).Gid; got != gid {
+			t.Errorf("%s group got = %d; want %d", p, got, gid)
+		}
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o750 {
+		t.Errorf("dir mode got = %v; want 0750", fi.Mode().Perm())
+	}
+
+	shared := filepath.Join(t.TempDir(), "tmp")
+	if err := os.Mkdir(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	ln2, err := Listen(filepath.Join(shared, "admin.sock"), 0o660)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	if err := ShareWithGroup(filepath.Join(shared, "admin.sock"), gid); err == nil {
+		t.Errorf("ShareWithGroup in a sticky world-writable dir got = nil; want an error")
+	}
+}
+
+// skipOrFail skips a test that needs the CI machine's conditions, except
+// under CI=true where it fails.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+// Shutdown lets a request in flight finish, and Serve returns nil.
+func TestServeGracefulShutdown(t *testing.T) {
+	b := &fakeBackend{block: make(chan struct{}), inSession: make(chan struct{}, 1)}
+	ts := startServer(t, b, -1)
+	c := NewClient(ts.path)
+	t.Cleanup(c.Close)
+
+	type result struct {
+		ss  []SessionInfo
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		ss, err := c.Sessions(context.Background())
+		res <- result{ss, err}
+	}()
+	<-b.inSession // the request is in the backend
+	ts.cancel()
+	close(b.block)
+	r := <-res
+	if r.err != nil {
+		t.Errorf("request in flight during shutdown got = %v; want nil", r.err)
+	}
+	ts.stop(t)
+	if _, err := os.Lstat(ts.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket after Serve returned: Lstat got = %v; want not exist", err)
+	}
+	if err := c.Live(context.Background()); !IsUnavailable(err) {
+		t.Errorf("Live() after shutdown got = %v; want unavailable", err)
+	}
+}
+
+// A request stuck in the backend does not hold up shutdown beyond its bound.
+func TestServeShutdownBound(t *testing.T) {
+	b := &fakeBackend{block: make(chan struct{}), inSession: make(chan struct{}, 1)}
+	ts := startServer(t, b, -1, func(s *Server) { s.shutdownTimeout = 50 * time.Millisecond })
+	c := NewClient(ts.path)
+	t.Cleanup(c.Close)
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Sessions(context.Background())
+		res <- err
+	}()
+	<-b.inSession
+	ts.stop(t) // fails the test if Serve does not return
+	if err := <-res; err == nil {
+		t.Errorf("stuck request got = nil error; want a transport error after forced close")
+	}
+}
+
+func TestClientUnavailable(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "none.sock"))
+	err := c.Live(context.Background())
+	if err == nil || !IsUnavailable(err) {
+		t.Errorf("Live() on a missing socket got = %v; want unavailable", err)
+	}
+	if IsUnavailable(&StatusError{Status: 500}) {
+		t.Errorf("IsUnavailable(StatusError) = true; want false")
+	}
+}

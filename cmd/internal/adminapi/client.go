@@ -1,0 +1,171 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Bounds of the client.
+const (
+	// DefaultClientTimeout bounds one call when ctx has no earlier deadline.
+	DefaultClientTimeout = 30 * time.Second
+	// maxResponseBytes bounds a response body (a list of 10,000 sessions is
+	// a few MiB).
+	maxResponseBytes = 64 << 20
+	maxErrorBytes    = 64 << 10
+)
+
+// StatusError is a non-2xx answer. It unwraps to the sentinel matching its
+// status (ErrNotFound, ErrForbidden, ErrInvalid, ErrNotReady), if any.
+type StatusError struct {
+	Op      string // "sessions", "kill session", "pair token", "ready", "live"
+	Status  int
+	Message string // the server's ErrorResponse.Error, or the body's text
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("adminapi: %s: %s (%d %s)", e.Op, e.Message, e.Status, http.StatusText(e.Status))
+}
+
+// Unwrap returns the sentinel for the status.
+func (e *StatusError) Unwrap() error {
+	switch e.Status {
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusForbidden:
+		return ErrForbidden
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return ErrInvalid
+	case http.StatusServiceUnavailable:
+		return ErrNotReady
+	}
+	return nil
+}
+
+// Client talks to a Server over its unix socket. It is safe for concurrent
+// use; connections are reused.
+type Client struct {
+	hc *http.Client
+}
+
+// NewClient returns a client for the admin socket at socketPath. Nothing is
+// dialled until the first call.
+func NewClient(socketPath string) *Client {
+	var d net.Dialer
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socketPath)
+		},
+		MaxIdleConns:          2,
+		IdleConnTimeout:       30 * time.Second,
+		ResponseHeaderTimeout: DefaultClientTimeout,
+		DisableCompression:    true,
+	}
+	return &Client{hc: &http.Client{Transport: tr, Timeout: DefaultClientTimeout}}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Sessions lists the sessions.
+func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
+	var out []SessionInfo
+	if err := c.do(ctx, "sessions", http.MethodGet, "/v1/sessions", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// KillSession destroys a session; an unknown id returns an error matching
+// ErrNotFound.
+func (c *Client) KillSession(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("adminapi: kill session: %w: empty id", ErrInvalid)
+	}
+	return c.do(ctx, "kill session", http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, nil)
+}
+
+// PairToken asks for a pairing code.
+func (c *Client) PairToken(ctx context.Context, req PairRequest) (PairResponse, error) {
+	var out PairResponse
+	if err := c.do(ctx, "pair token", http.MethodPost, "/v1/tokens/pair", req, &out); err != nil {
+		return PairResponse{}, err
+	}
+	return out, nil
+}
+
+// Ready returns nil when the daemon is ready, an error matching ErrNotReady
+// (with the daemon's reason) when it is not, or the transport error.
+func (c *Client) Ready(ctx context.Context) error {
+	return c.do(ctx, "ready", http.MethodGet, "/readyz", nil, nil)
+}
+
+// Live returns nil when the daemon answers.
+func (c *Client) Live(ctx context.Context) error {
+	return c.do(ctx, "live", http.MethodGet, "/livez", nil, nil)
+}
+
+func (c *Client) do(ctx context.Context, op, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("adminapi: %s: %w", op, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	// The host is ignored: the transport always dials the socket.
+	req, err := http.NewRequestWithContext(ctx, method, "http://hotdesk"+path, body)
+	if err != nil {
+		return fmt.Errorf("adminapi: %s: %w", op, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("adminapi: %s: %w", op, err)
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+		var er ErrorResponse
+		msg := strings.TrimSpace(string(data))
+		if json.Unmarshal(data, &er) == nil && er.Error != "" {
+			msg = er.Error
+		}
+		return &StatusError{Op: op, Status: resp.StatusCode, Message: msg}
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBytes))
+		return nil
+	}
+	lr := &io.LimitedReader{R: resp.Body, N: maxResponseBytes + 1}
+	if err := json.NewDecoder(lr).Decode(out); err != nil {
+		if lr.N <= 0 {
+			return fmt.Errorf("adminapi: %s: response over %d bytes", op, maxResponseBytes)
+		}
+		return fmt.Errorf("adminapi: %s: decode response: %w", op, err)
+	}
+	return nil
+}
+
+var _ error = (*StatusError)(nil)
+
+// IsUnavailable reports whether err means the daemon could not be reached
+// (no socket, nobody listening).
+func IsUnavailable(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}

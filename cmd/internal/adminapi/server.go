@@ -1,0 +1,363 @@
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// ErrInUse is returned by Listen when another process answers on the socket.
+var ErrInUse = errors.New("adminapi: socket in use")
+
+// Listen creates the admin socket at path: it creates the directory (0755)
+// if missing, removes a stale socket left by a dead daemon (refusing with
+// ErrInUse if a live one answers, and refusing to remove anything that is
+// not a socket), listens and chmods the socket to mode. Closing the listener
+// removes the socket file.
+//
+// The socket exists with the umask's permissions for a moment before the
+// chmod; every request is checked against the peer's credentials anyway.
+func Listen(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("adminapi: listen: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, fmt.Errorf("adminapi: listen: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("adminapi: listen: %w", err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("adminapi: listen: %w", err)
+	}
+	return ln, nil
+}
+
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %s", ErrInUse, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ShareWithGroup lets members of group gid reach the socket at path: the
+// socket and its directory get group gid and the directory gets group search
+// permission (with the socket's mode, e.g. 0660, this lets them connect).
+// The directory must be dedicated to hotdesk, as /run/hotdesk is; a
+// world-writable or sticky directory (/tmp) is refused. gid < 0 does nothing.
+func ShareWithGroup(path string, gid int) error {
+	if gid < 0 {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("adminapi: share with group: %w", err)
+	}
+	if fi.Mode()&(fs.ModeSticky|0o002) != 0 || dir == "/" {
+		return fmt.Errorf("adminapi: share with group: %s is a shared directory; put the socket in a directory of its own", dir)
+	}
+	if err := os.Lchown(path, -1, gid); err != nil {
+		return fmt.Errorf("adminapi: share with group: %w", err)
+	}
+	if err := os.Chown(dir, -1, gid); err != nil {
+		return fmt.Errorf("adminapi: share with group: %w", err)
+	}
+	if err := os.Chmod(dir, fi.Mode().Perm()|0o010); err != nil {
+		return fmt.Errorf("adminapi: share with group: %w", err)
+	}
+	return nil
+}
+
+// Server serves the admin API on a unix socket.
+type Server struct {
+	backend  Backend
+	logger   hclog.Logger
+	adminGID int
+	selfUID  int
+	handler  http.Handler
+
+	// Tunables, set by tests.
+	procRoot        string
+	maxConns        int
+	shutdownTimeout time.Duration
+}
+
+// NewServer returns a Server for b. adminGID is the group whose members may
+// use the API besides root and the daemon's uid; -1 for none. logger may be
+// nil.
+func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	s := &Server{
+		backend:         b,
+		logger:          logger,
+		adminGID:        adminGID,
+		selfUID:         os.Geteuid(),
+		procRoot:        "/proc",
+		maxConns:        32,
+		shutdownTimeout: 2 * time.Second,
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/sessions", methods{http.MethodGet: s.listSessions})
+	mux.Handle("/v1/sessions/{id}", methods{http.MethodDelete: s.killSession})
+	mux.Handle("/v1/tokens/pair", methods{http.MethodPost: s.pairToken})
+	mux.Handle("/livez", methods{http.MethodGet: s.livez})
+	mux.Handle("/readyz", methods{http.MethodGet: s.readyz})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	s.handler = s.guard(mux)
+	return s
+}
+
+// Serve serves HTTP on ln until ctx is cancelled, then shuts down: requests
+// in flight get a short bound to finish, after which connections are
+// closed. Serve closes ln (removing a socket made by Listen). It returns nil
+// after ctx is cancelled, or the listener's error if it fails first.
+//
+// Credentials are read from connections that are *net.UnixConn; on any
+// other listener every request is refused.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	pl := newPeerListener(ln, s.maxConns, s.decide)
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		// Requests are not cancelled by ctx: Shutdown lets them finish.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peerConn); ok {
+				return context.WithValue(ctx, peerKey{}, pc.peer)
+			}
+			return ctx
+		},
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(pl) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("adminapi: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.logger.Warn("admin api shutdown did not finish in time, closing connections", "error", err)
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+type peerKey struct{}
+
+// decide makes the access decision for a connection's peer.
+func (s *Server) decide(p *peer) {
+	if allowPeer(p.UID, p.GID, nil, s.selfUID, s.adminGID) {
+		p.Allowed = true
+		return
+	}
+	if s.adminGID < 0 {
+		return
+	}
+	groups, err := procGroups(s.procRoot, p.PID, p.UID)
+	if err != nil {
+		p.Err = err
+		return
+	}
+	p.Allowed = allowPeer(p.UID, p.GID, groups, s.selfUID, s.adminGID)
+}
+
+// guard refuses requests from peers that are not allowed.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := r.Context().Value(peerKey{}).(*peer)
+		if p == nil || !p.Allowed {
+			if p == nil {
+				p = &peer{PID: -1, UID: -1, GID: -1, Err: errors.New("no peer credentials")}
+			}
+			args := []any{"uid", p.UID, "gid", p.GID, "pid", p.PID, "method", r.Method, "path", r.URL.Path}
+			if p.Err != nil {
+				args = append(args, "error", p.Err)
+			}
+			s.logger.Warn("admin api request refused", args...)
+			writeError(w, http.StatusForbidden, fmt.Sprintf(
+				"uid %d may not use the admin API: it is not root, the daemon's user or in the admin group", p.UID))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// methods routes one path by method and answers 405 otherwise.
+type methods map[string]http.HandlerFunc
+
+func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := m[r.Method]; ok {
+		h(w, r)
+		return
+	}
+	w.Header().Set("Allow", strings.Join(slices.Sorted(maps.Keys(m)), ", "))
+	writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
+}
+
+func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
+	ss, err := s.backend.Sessions(r.Context())
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if ss == nil {
+		ss = []SessionInfo{}
+	}
+	writeJSON(w, http.StatusOK, ss)
+}
+
+func (s *Server) killSession(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if id == "" {
+		writeError(w, http.StatusBadRequest, "missing session id")
+		return
+	}
+	p := r.Context().Value(peerKey{}).(*peer)
+	if err := s.backend.KillSession(r.Context(), id); err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	s.logger.Info("session killed by admin", "session_id", id, "peer", p.createdBy())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
+	var req PairRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	req.User = strings.TrimSpace(req.User)
+	switch {
+	case req.User == "":
+		writeError(w, http.StatusBadRequest, "user is required")
+		return
+	case req.TTLSeconds < 0:
+		writeError(w, http.StatusBadRequest, "ttl_seconds must not be negative")
+		return
+	}
+	p := r.Context().Value(peerKey{}).(*peer)
+	resp, err := s.backend.PairToken(r.Context(), p.createdBy(), req)
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	// Never log the code.
+	s.logger.Info("pairing code created", "user", req.User, "peer", p.createdBy(), "expires", resp.Expires)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.backend.Ready(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// backendError maps a backend error to a status.
+func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrNotReady):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		s.logger.Error("admin api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// decodeBody decodes a bounded JSON body into v with unknown fields
+// refused; on failure it has written the error response.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Exactly one JSON value.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("unexpected data after the JSON object")
+			if terr != nil && isTooLarge(terr) {
+				err = terr
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	if isTooLarge(err) {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBodyBytes))
+		return false
+	}
+	writeError(w, http.StatusBadRequest, "invalid request body: "+err.Error())
+	return false
+}
+
+func isTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, ErrorResponse{Error: msg})
+}

@@ -1,0 +1,253 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"unicode/utf8"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// ErrUnknownType reports a message type this package does not know, either
+// in a received envelope or as a Go body type given to Encode/TypeOf.
+var ErrUnknownType = errors.New("proto: unknown message type")
+
+// Decoder limits for untrusted input; PROTOCOL.md documents them for peers.
+const (
+	maxNestedLevels  = 8  // envelope map, body map, and a little room for unknown fields
+	maxArrayElements = 64 // Hello.Versions is the only array
+	maxMapPairs      = 64
+)
+
+// Msg is one decoded message. Body is a pointer to the struct for Type,
+// e.g. *Hello for TypeHello.
+type Msg struct {
+	Type Type
+	Body any
+}
+
+// typeInfo ties a Type to its body struct and its name.
+type typeInfo struct {
+	name string
+	rt   reflect.Type
+}
+
+var (
+	types = map[Type]typeInfo{
+		TypeHello:         {"hello", reflect.TypeFor[Hello]()},
+		TypeWelcome:       {"welcome", reflect.TypeFor[Welcome]()},
+		TypeTokenInserted: {"token_inserted", reflect.TypeFor[TokenInserted]()},
+		TypeTokenRemoved:  {"token_removed", reflect.TypeFor[TokenRemoved]()},
+		TypeChallenge:     {"challenge", reflect.TypeFor[Challenge]()},
+		TypeProof:         {"proof", reflect.TypeFor[Proof]()},
+		TypeAuthPrompt:    {"auth_prompt", reflect.TypeFor[AuthPrompt]()},
+		TypeAuthAnswer:    {"auth_answer", reflect.TypeFor[AuthAnswer]()},
+		TypeAttached:      {"attached", reflect.TypeFor[Attached]()},
+		TypeDetached:      {"detached", reflect.TypeFor[Detached]()},
+		TypeRedirect:      {"redirect", reflect.TypeFor[Redirect]()},
+		TypeError:         {"error", reflect.TypeFor[Error]()},
+		TypePing:          {"ping", reflect.TypeFor[Ping]()},
+		TypePong:          {"pong", reflect.TypeFor[Pong]()},
+		TypePair:          {"pair", reflect.TypeFor[Pair]()},
+		TypePaired:        {"paired", reflect.TypeFor[Paired]()},
+		TypeCardError:     {"card_error", reflect.TypeFor[CardError]()},
+		TypeCancel:        {"cancel", reflect.TypeFor[Cancel]()},
+	}
+	typeByGo = func() map[reflect.Type]Type {
+		m := make(map[reflect.Type]Type, len(types))
+		for t, ti := range types {
+			m[ti.rt] = t
+		}
+		return m
+	}()
+)
+
+// Types returns every known message type in ascending order.
+func Types() []Type {
+	out := make([]Type, 0, len(types))
+	for t := Type(1); len(out) < len(types); t++ {
+		if _, ok := types[t]; ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+var (
+	encMode cbor.EncMode
+	// envMode decodes the envelope: unknown envelope keys are an error.
+	envMode cbor.DecMode
+	// bodyMode decodes bodies: unknown keys are ignored (forward compatibility).
+	bodyMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic("proto: cbor enc mode: " + err.Error())
+	}
+	// Only false, true and null are accepted simple values.
+	var reject []func(*cbor.SimpleValueRegistry) error
+	for sv := 0; sv <= 255; sv++ {
+		if sv <= 19 || sv == 23 || sv >= 32 {
+			reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
+		}
+	}
+	simple, err := cbor.NewSimpleValueRegistryFromDefaults(reject...)
+	if err != nil {
+		panic("proto: cbor simple values: " + err.Error())
+	}
+	opts := cbor.DecOptions{
+		SimpleValues:       simple,
+		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
+		IndefLength:        cbor.IndefLengthForbidden,
+		TagsMd:             cbor.TagsForbidden,
+		MaxNestedLevels:    maxNestedLevels,
+		MaxArrayElements:   maxArrayElements,
+		MaxMapPairs:        maxMapPairs,
+		UTF8:               cbor.UTF8RejectInvalid,
+		FieldNameMatching:  cbor.FieldNameMatchingCaseSensitive,
+		ByteStringToString: cbor.ByteStringToStringForbidden,
+	}
+	if bodyMode, err = opts.DecMode(); err != nil {
+		panic("proto: cbor dec mode: " + err.Error())
+	}
+	opts.ExtraReturnErrors = cbor.ExtraDecErrorUnknownField
+	if envMode, err = opts.DecMode(); err != nil {
+		panic("proto: cbor dec mode: " + err.Error())
+	}
+}
+
+// envelopeOut is the encoded form of a message.
+type envelopeOut struct {
+	Type Type `cbor:"1,keyasint"`
+	Body any  `cbor:"2,keyasint"`
+}
+
+// envelopeIn is the decoded form; pointers/raw tell "absent" from "zero".
+type envelopeIn struct {
+	Type *uint64         `cbor:"1,keyasint"`
+	Body cbor.RawMessage `cbor:"2,keyasint"`
+}
+
+// NewBody returns a pointer to a new zero body struct for t (e.g. *Hello for
+// TypeHello), or an error wrapping ErrUnknownType.
+func NewBody(t Type) (any, error) {
+	ti, ok := types[t]
+	if !ok {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint16(t))
+	}
+	return reflect.New(ti.rt).Interface(), nil
+}
+
+// TypeOf returns the message type of body, which may be a message struct or
+// a pointer to one (Hello or *Hello give TypeHello). Anything else is an
+// error wrapping ErrUnknownType.
+func TypeOf(body any) (Type, error) {
+	rt := reflect.TypeOf(body)
+	if rt == nil {
+		return 0, fmt.Errorf("%w: nil body", ErrUnknownType)
+	}
+	if rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	t, ok := typeByGo[rt]
+	if !ok {
+		return 0, fmt.Errorf("%w: go type %T", ErrUnknownType, body)
+	}
+	return t, nil
+}
+
+// Encode returns the frame payload (without length prefix) carrying body as
+// a message of type t, in core deterministic CBOR. body must be the struct
+// for t or a non-nil pointer to it. Encode refuses what a peer's Decode would
+// refuse: invalid UTF-8 in a string, too many array elements (ErrMalformed),
+// or more than MaxFrame bytes (ErrFrameTooLarge).
+func Encode(t Type, body any) ([]byte, error) {
+	bt, err := TypeOf(body)
+	if err != nil {
+		return nil, err
+	}
+	if bt != t {
+		return nil, fmt.Errorf("%w: encode: body %T is not a %v message", ErrMalformed, body, t)
+	}
+	v := reflect.ValueOf(body)
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil, fmt.Errorf("%w: encode: nil %T body", ErrMalformed, body)
+		}
+		v = v.Elem()
+	}
+	if err := checkEncodable(t, v); err != nil {
+		return nil, err
+	}
+	b, err := encMode.Marshal(envelopeOut{Type: t, Body: v.Interface()})
+	if err != nil {
+		return nil, fmt.Errorf("proto: encode %v: %w", t, err)
+	}
+	if len(b) > MaxFrame {
+		return nil, fmt.Errorf("%w: encode %v: %d bytes, limit %d", ErrFrameTooLarge, t, len(b), MaxFrame)
+	}
+	return b, nil
+}
+
+// checkEncodable rejects field values the strict decoder would refuse.
+func checkEncodable(t Type, v reflect.Value) error {
+	rt := v.Type()
+	for i := range rt.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			if !utf8.ValidString(f.String()) {
+				return fmt.Errorf("%w: encode %v: field %s is not valid UTF-8", ErrMalformed, t, rt.Field(i).Name)
+			}
+		case reflect.Slice:
+			if f.Type().Elem().Kind() != reflect.Uint8 && f.Len() > maxArrayElements {
+				return fmt.Errorf("%w: encode %v: field %s has %d elements, limit %d", ErrMalformed, t, rt.Field(i).Name, f.Len(), maxArrayElements)
+			}
+		}
+	}
+	return nil
+}
+
+// Decode parses a frame payload strictly. Errors wrap ErrFrameTooLarge
+// (payload over MaxFrame), ErrUnknownType (a well-formed envelope with a type
+// this package does not know) or ErrMalformed (everything else: not CBOR,
+// trailing bytes, duplicate keys, indefinite lengths, tags, nesting or size
+// limits, missing or extra envelope keys, a body that is not a map or does
+// not fit its type). On error the returned Msg is the zero value.
+func Decode(payload []byte) (Msg, error) {
+	switch {
+	case len(payload) == 0:
+		return Msg{}, fmt.Errorf("%w: empty payload", ErrMalformed)
+	case len(payload) > MaxFrame:
+		return Msg{}, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, len(payload), MaxFrame)
+	}
+	var env envelopeIn
+	if err := envMode.Unmarshal(payload, &env); err != nil {
+		return Msg{}, fmt.Errorf("%w: envelope: %w", ErrMalformed, err)
+	}
+	if env.Type == nil {
+		return Msg{}, fmt.Errorf("%w: envelope has no type", ErrMalformed)
+	}
+	if len(env.Body) == 0 {
+		return Msg{}, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+	}
+	if *env.Type > 0xffff {
+		return Msg{}, fmt.Errorf("%w: %d", ErrUnknownType, *env.Type)
+	}
+	t := Type(*env.Type)
+	body, err := NewBody(t)
+	if err != nil {
+		return Msg{}, err
+	}
+	// Major type 5 (map); definite length is guaranteed by the decoder options.
+	if env.Body[0]>>5 != 5 {
+		return Msg{}, fmt.Errorf("%w: %v body is not a map", ErrMalformed, t)
+	}
+	if err := bodyMode.Unmarshal(env.Body, body); err != nil {
+		return Msg{}, fmt.Errorf("%w: %v body: %w", ErrMalformed, t, err)
+	}
+	return Msg{Type: t, Body: body}, nil
+}

@@ -1,0 +1,307 @@
+package proto
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ALPN is the TLS application protocol name of this protocol.
+const ALPN = "hotdesk/1"
+
+// certValidity is the lifetime of a generated self-signed certificate.
+const certValidity = 10 * 365 * 24 * time.Hour
+
+var (
+	// ErrPinMismatch reports a server certificate that does not match the pinned fingerprint.
+	ErrPinMismatch = errors.New("proto: server certificate does not match pinned fingerprint")
+	// ErrALPN reports a peer that did not agree on ALPN "hotdesk/1".
+	ErrALPN = errors.New("proto: peer did not negotiate " + ALPN)
+)
+
+// LoadOrCreateCert loads the PEM certificate chain and private key from
+// certFile and keyFile. If both are absent it generates a self-signed ECDSA
+// P-256 certificate valid for 10 years for hosts (DNS names or IP addresses)
+// plus "localhost", 127.0.0.1 and ::1, writes the certificate (0644) and the
+// key (0600, PKCS#8), creating missing directories with mode 0700, and
+// returns it. If only one of the two files exists it fails rather than
+// overwrite anything. The returned certificate has Leaf set.
+func LoadOrCreateCert(certFile, keyFile string, hosts []string) (tls.Certificate, error) {
+	certExists, err := exists(certFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proto: load cert: %w", err)
+	}
+	keyExists, err := exists(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proto: load cert: %w", err)
+	}
+	switch {
+	case certExists && keyExists:
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("proto: load cert: %w", err)
+		}
+		return withLeaf(cert)
+	case certExists || keyExists:
+		return tls.Certificate{}, fmt.Errorf("proto: load cert: only one of %s and %s exists; provide both or neither", certFile, keyFile)
+	}
+	certPEM, keyPEM, err := generateCert(hosts)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proto: create cert: %w", err)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{keyFile, keyPEM, 0o600}, {certFile, certPEM, 0o644}} {
+		if err := writeFileAtomic(f.path, f.data, f.mode); err != nil {
+			return tls.Certificate{}, fmt.Errorf("proto: create cert: %w", err)
+		}
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proto: create cert: %w", err)
+	}
+	return withLeaf(cert)
+}
+
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}
+
+func withLeaf(cert tls.Certificate) (tls.Certificate, error) {
+	if cert.Leaf != nil {
+		return cert, nil
+	}
+	if len(cert.Certificate) == 0 {
+		return tls.Certificate{}, errors.New("proto: certificate file holds no certificate")
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("proto: parse certificate: %w", err)
+	}
+	cert.Leaf = leaf
+	return cert, nil
+}
+
+// generateCert makes a self-signed P-256 certificate and returns it and its
+// key in PEM.
+func generateCert(hosts []string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "hotdesk broker"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(certValidity),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	seen := map[string]bool{}
+	for _, h := range append(slices.Clone(hosts), "localhost", "127.0.0.1", "::1") {
+		h = strings.TrimSpace(h)
+		if h == "" || seen[h] {
+			continue
+		}
+		seen[h] = true
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
+	return certPEM, keyPEM, nil
+}
+
+// writeFileAtomic writes data to path with mode via a temporary file in the
+// same directory and a rename, creating the directory (0700) if needed.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Fingerprint returns the SHA-256 of a certificate's DER encoding (use the
+// leaf certificate).
+func Fingerprint(der []byte) []byte {
+	sum := sha256.Sum256(der)
+	return sum[:]
+}
+
+// FormatFingerprint renders fp as "sha256:" followed by lower-case hex.
+func FormatFingerprint(fp []byte) string { return "sha256:" + hex.EncodeToString(fp) }
+
+// ParseFingerprint parses "sha256:<hex>" or bare hex, with or without colons
+// between bytes, in either case, and requires 32 bytes.
+func ParseFingerprint(s string) ([]byte, error) {
+	h := strings.TrimSpace(s)
+	if len(h) >= 7 && strings.EqualFold(h[:7], "sha256:") {
+		h = h[7:]
+	}
+	h = strings.ReplaceAll(h, ":", "")
+	fp, err := hex.DecodeString(h)
+	if err != nil {
+		return nil, fmt.Errorf("proto: parse fingerprint: %w", err)
+	}
+	if len(fp) != sha256.Size {
+		return nil, fmt.Errorf("proto: parse fingerprint: %d bytes; want %d", len(fp), sha256.Size)
+	}
+	return fp, nil
+}
+
+// ServerTLSConfig returns the broker's TLS configuration: TLS 1.3 only, ALPN
+// "hotdesk/1" required (a client offering no ALPN or another one is refused),
+// no client certificates.
+func ServerTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS13,
+		NextProtos:   []string{ALPN},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.NegotiatedProtocol != ALPN {
+				return ErrALPN
+			}
+			return nil
+		},
+	}
+}
+
+// ClientTLSConfig returns a terminal's TLS configuration: TLS 1.3 only, ALPN
+// "hotdesk/1" required. If pin is not nil, the server's leaf certificate
+// must have exactly that SHA-256 fingerprint (compared in constant time) and
+// nothing else about it is checked (ErrPinMismatch otherwise); serverName is
+// then only sent as SNI and may be empty. Else, if roots is not nil, the
+// chain is verified against roots for serverName, which must not be empty.
+// Both nil is an error.
+func ClientTLSConfig(serverName string, pin []byte, roots *x509.CertPool) (*tls.Config, error) {
+	cfg := &tls.Config{
+		ServerName: serverName,
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{ALPN},
+	}
+	checkALPN := func(cs tls.ConnectionState) error {
+		if cs.NegotiatedProtocol != ALPN {
+			return ErrALPN
+		}
+		return nil
+	}
+	switch {
+	case pin != nil:
+		if len(pin) != sha256.Size {
+			return nil, fmt.Errorf("proto: client tls: pin is %d bytes; want %d", len(pin), sha256.Size)
+		}
+		want := bytes.Clone(pin)
+		cfg.InsecureSkipVerify = true // replaced by the exact pin check below
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return ErrPinMismatch
+			}
+			if subtle.ConstantTimeCompare(Fingerprint(cs.PeerCertificates[0].Raw), want) != 1 {
+				return fmt.Errorf("%w: got %s", ErrPinMismatch, FormatFingerprint(Fingerprint(cs.PeerCertificates[0].Raw)))
+			}
+			return checkALPN(cs)
+		}
+	case roots != nil:
+		if serverName == "" {
+			return nil, errors.New("proto: client tls: server name required to verify against roots")
+		}
+		cfg.RootCAs = roots
+		cfg.VerifyConnection = checkALPN
+	default:
+		return nil, errors.New("proto: client tls: neither a pin nor roots given")
+	}
+	return cfg, nil
+}
+
+// Dial connects to addr over TCP and completes the TLS handshake with cfg,
+// both bounded by ctx, and returns the Conn. If cfg has no ServerName and
+// does not skip verification, the host part of addr is used.
+func Dial(ctx context.Context, addr string, cfg *tls.Config, opts ...ConnOption) (*Conn, error) {
+	if cfg == nil {
+		return nil, errors.New("proto: dial: nil tls config")
+	}
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("proto: dial %s: %w", addr, err)
+	}
+	cfg = cfg.Clone()
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("proto: dial %s: tls handshake: %w", addr, err)
+	}
+	return NewConn(tc, opts...), nil
+}
