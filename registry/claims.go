@@ -1,0 +1,224 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Claim creates sessions/<key> holding s under this server's lease if the
+// key is absent:
+//
+//	Txn(If(CreateRevision(k)==0)).Then(Put(k, s, WithLease(ours))).Else(Get(k))
+//
+// won=true: c is our new claim. won=false: c is the current owner's claim
+// (redirect there). s.Key and s.ServerID are forced to key and our id; zero
+// timestamps are set to the clock's now; s.ID must not be empty.
+//
+// If the transaction's outcome is unknown (ctx cancelled or a timeout while
+// it was in flight), Claim resolves it before returning: it re-reads the key
+// with a fresh short context and reports won if the key holds our lease and
+// s.ID, or the other owner's claim; only if the key is absent or cannot be
+// read does it return an error. (A request still in flight may be applied
+// after that read: the key then appears as a stale claim of this server,
+// which Lookup shows and Release removes.)
+//
+// Errors: ErrInvalidKey, ErrLeaseLost (our lease is gone: nothing written),
+// ErrCorrupt (the current value is undecodable), or the etcd error.
+func (r *Registry) Claim(ctx context.Context, key string, s Session) (c Claim, won bool, err error) {
+	if err := validateKey(key); err != nil {
+		return Claim{}, false, fmt.Errorf("registry: claim: %w", err)
+	}
+	if s.ID == "" {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: empty session id: %w", key, ErrInvalidKey)
+	}
+	if r.lost() {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, ErrLeaseLost)
+	}
+	s.Key = key
+	s.ServerID = r.id
+	now := r.opts.clock.Now().UnixMilli()
+	if s.CreatedUnixMs == 0 {
+		s.CreatedUnixMs = now
+	}
+	if s.UpdatedUnixMs == 0 {
+		s.UpdatedUnixMs = s.CreatedUnixMs
+	}
+	v, err := json.Marshal(s)
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
+	}
+	k := r.sessionKey(key)
+	cctx, cancel := r.callCtx(ctx)
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	cancel()
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, mapLeaseErr(err))
+	case err != nil:
+		return r.resolveClaim(ctx, key, s, err)
+	case resp.Succeeded:
+		rev := resp.Header.Revision
+		return Claim{Key: key, Fence: rev, ModRev: rev, Session: s}, true, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 { // cannot happen: the compare saw the key in the same txn
+		return Claim{}, false, fmt.Errorf("registry: claim %q: key vanished inside the txn", key)
+	}
+	c, err = decodeClaim(key, kvs[0])
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
+	}
+	return c, false, nil
+}
+
+// resolveClaim finds out whether a claim txn that returned cause was applied.
+func (r *Registry) resolveClaim(ctx context.Context, key string, s Session, cause error) (Claim, bool, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
+	defer cancel()
+	resp, err := r.kv.Get(rctx, r.sessionKey(key))
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: outcome unknown (re-read: %v): %w", key, err, cause)
+	}
+	if len(resp.Kvs) == 0 {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, cause)
+	}
+	kv := resp.Kvs[0]
+	c, err := decodeClaim(key, kv)
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
+	}
+	won := clientv3.LeaseID(kv.Lease) == r.lease && c.Session.ID == s.ID
+	r.log.Debug("resolved claim of unknown outcome", "key", key, "won", won, "cause", cause)
+	return c, won, nil
+}
+
+// Update writes s to c's key, fenced: only if the key still has create
+// revision c.Fence and is held by our lease. It returns the new claim (same
+// Fence, new ModRev). s.Key and s.ServerID are forced; a zero UpdatedUnixMs
+// is set to the clock's now. ErrFenced if the key is gone, was re-created by
+// anyone, or belongs to another server; ErrLeaseLost if our lease is gone.
+// If the outcome is unknown (an error other than those), the caller may
+// simply retry the same Update.
+func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error) {
+	if err := validateKey(c.Key); err != nil {
+		return Claim{}, fmt.Errorf("registry: update: %w", err)
+	}
+	if c.Fence <= 0 {
+		return Claim{}, fmt.Errorf("registry: update %q: no fence: %w", c.Key, ErrFenced)
+	}
+	if r.lost() {
+		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, ErrLeaseLost)
+	}
+	s.Key = c.Key
+	s.ServerID = r.id
+	if s.CreatedUnixMs == 0 {
+		s.CreatedUnixMs = c.Session.CreatedUnixMs
+	}
+	if s.UpdatedUnixMs == 0 {
+		s.UpdatedUnixMs = r.opts.clock.Now().UnixMilli()
+	}
+	v, err := json.Marshal(s)
+	if err != nil {
+		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, err)
+	}
+	k := r.sessionKey(c.Key)
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).
+		If(
+			clientv3.Compare(clientv3.CreateRevision(k), "=", c.Fence),
+			clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease),
+		).
+		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+		Commit()
+	if err != nil {
+		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, mapLeaseErr(err))
+	}
+	if !resp.Succeeded {
+		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, ErrFenced)
+	}
+	return Claim{Key: c.Key, Fence: c.Fence, ModRev: resp.Header.Revision, Session: s}, nil
+}
+
+// Release deletes c's key if its create revision is still c.Fence, whoever
+// holds it. ErrFenced if the key is absent or was re-created since.
+func (r *Registry) Release(ctx context.Context, c Claim) error {
+	if err := validateKey(c.Key); err != nil {
+		return fmt.Errorf("registry: release: %w", err)
+	}
+	if c.Fence <= 0 {
+		return fmt.Errorf("registry: release %q: no fence: %w", c.Key, ErrFenced)
+	}
+	k := r.sessionKey(c.Key)
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", c.Fence)).
+		Then(clientv3.OpDelete(k)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("registry: release %q: %w", c.Key, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("registry: release %q: %w", c.Key, ErrFenced)
+	}
+	return nil
+}
+
+// Lookup returns the current claim on key; ErrNotFound if there is none.
+func (r *Registry) Lookup(ctx context.Context, key string) (Claim, error) {
+	if err := validateKey(key); err != nil {
+		return Claim{}, fmt.Errorf("registry: lookup: %w", err)
+	}
+	kv, err := r.get(ctx, r.sessionKey(key))
+	if err != nil {
+		return Claim{}, fmt.Errorf("registry: lookup %q: %w", key, err)
+	}
+	c, err := decodeClaim(key, kv)
+	if err != nil {
+		return Claim{}, fmt.Errorf("registry: lookup %q: %w", key, err)
+	}
+	return c, nil
+}
+
+// Sessions lists every claim of every server, ordered by key, as one
+// consistent snapshot. Undecodable values are skipped (and logged).
+func (r *Registry) Sessions(ctx context.Context) ([]Claim, error) {
+	var out []Claim
+	err := r.list(ctx, r.opts.prefix+"sessions/", func(name string, kv *mvccpb.KeyValue) {
+		c, err := decodeClaim(name, kv)
+		if err != nil {
+			r.log.Warn("skipping undecodable session", "key", string(kv.Key), "error", err)
+			return
+		}
+		out = append(out, c)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: sessions: %w", err)
+	}
+	return out, nil
+}
+
+func decodeClaim(key string, kv *mvccpb.KeyValue) (Claim, error) {
+	var s Session
+	if err := json.Unmarshal(kv.Value, &s); err != nil {
+		return Claim{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if s.Key == "" {
+		s.Key = key
+	}
+	if s.Key != key {
+		return Claim{}, fmt.Errorf("%w: session key %q under key %q", ErrCorrupt, s.Key, key)
+	}
+	return Claim{Key: key, Fence: kv.CreateRevision, ModRev: kv.ModRevision, Session: s}, nil
+}

@@ -1,0 +1,208 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap/zapcore"
+)
+
+// embedReadyTimeout bounds how long StartEmbedded waits for the member to
+// become ready when the caller's context has no earlier deadline.
+const embedReadyTimeout = 60 * time.Second
+
+// EmbedConfig configures an in-process etcd member.
+type EmbedConfig struct {
+	Dir            string // data directory (created 0700); required
+	Name           string // member name, default "default"
+	ClientURL      string // e.g. "http://127.0.0.1:2379"; "" = a free 127.0.0.1 port
+	PeerURL        string // "" = a free 127.0.0.1 port
+	InitialCluster string // "" = the single member "name=peerURL"; set for multi-member clusters
+	ClusterState   string // "new" (default) or "existing"
+	UnsafeNoFsync  bool   // tests only: skip fsync (data may be lost on a crash)
+	Logger         hclog.Logger
+}
+
+// Embedded is a running in-process etcd member. It is the registry's default
+// backend when no endpoints are configured: one registry code path from one
+// machine to a group.
+type Embedded struct {
+	etcd      *embed.Etcd
+	name      string
+	clientURL string
+	peerURL   string
+
+	closeOnce sync.Once
+	closing   *atomic.Bool // demotes etcd's shutdown noise to debug
+}
+
+// StartEmbedded starts an etcd member with cfg and waits until it is ready
+// to serve (it has joined or formed its cluster and has a leader), until ctx
+// is done, or at most 60 s. On any failure the member is closed again and an
+// error is returned. When the member's ports were picked automatically and
+// another process took one between picking and binding, it retries with new
+// ports (at most 3 attempts).
+//
+// Starting again on the same Dir reuses the data: the member keeps its
+// identity and its keys (the URLs given on the first start should be reused;
+// a single member also survives new ports).
+func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("registry: embedded etcd: empty data directory")
+	}
+	if cfg.Name == "" {
+		cfg.Name = embed.DefaultName
+	}
+	switch cfg.ClusterState {
+	case "":
+		cfg.ClusterState = embed.ClusterStateFlagNew
+	case embed.ClusterStateFlagNew, embed.ClusterStateFlagExisting:
+	default:
+		return nil, fmt.Errorf("registry: embedded etcd: cluster state %q is neither %q nor %q",
+			cfg.ClusterState, embed.ClusterStateFlagNew, embed.ClusterStateFlagExisting)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("registry: embedded etcd: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	autoPorts := cfg.ClientURL == "" || cfg.PeerURL == ""
+	ctx, cancel := context.WithTimeout(ctx, embedReadyTimeout)
+	defer cancel()
+
+	const attempts = 3
+	var lastErr error
+	for i := 0; i < attempts; i++ {
+		e, err := startEmbeddedOnce(ctx, cfg)
+		if err == nil {
+			return e, nil
+		}
+		lastErr = err
+		if !autoPorts || !isAddrInUse(err) || ctx.Err() != nil {
+			break
+		}
+		cfg.Logger.Debug("embedded etcd port taken, retrying", "attempt", i+1, "error", err)
+	}
+	return nil, lastErr
+}
+
+func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
+	var err error
+	if clientURL == "" {
+		if clientURL, err = FreeLoopbackURL(); err != nil {
+			return nil, fmt.Errorf("registry: embedded etcd: %w", err)
+		}
+	}
+	if peerURL == "" {
+		if peerURL, err = FreeLoopbackURL(); err != nil {
+			return nil, fmt.Errorf("registry: embedded etcd: %w", err)
+		}
+	}
+	cu, err := url.Parse(clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("registry: embedded etcd: client url: %w", err)
+	}
+	pu, err := url.Parse(peerURL)
+	if err != nil {
+		return nil, fmt.Errorf("registry: embedded etcd: peer url: %w", err)
+	}
+
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.Dir
+	ec.ListenClientUrls = []url.URL{*cu}
+	ec.AdvertiseClientUrls = []url.URL{*cu}
+	ec.ListenPeerUrls = []url.URL{*pu}
+	ec.AdvertisePeerUrls = []url.URL{*pu}
+	ec.InitialCluster = cfg.InitialCluster
+	if ec.InitialCluster == "" {
+		ec.InitialCluster = cfg.Name + "=" + peerURL
+	}
+	ec.ClusterState = cfg.ClusterState
+	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	// Registry keys churn (claims, updates): keep one hour of history.
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = "1h"
+	ec.LogLevel = "error"
+	closing := new(atomic.Bool)
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(cfg.Logger, zapcore.ErrorLevel, closing))
+
+	e, err := embed.StartEtcd(ec) // closes itself on error
+	if err != nil {
+		return nil, fmt.Errorf("registry: embedded etcd: start: %w", err)
+	}
+	abort := func() {
+		closing.Store(true)
+		// embed.Etcd.Close waits for the client servers, which only start
+		// (or give up) once the member is ready or stopping: stop the
+		// member first, or Close blocks forever.
+		e.Server.HardStop()
+		e.Close()
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-e.Server.StopNotify():
+		abort()
+		return nil, errors.New("registry: embedded etcd: member stopped before it was ready")
+	case <-ctx.Done():
+		abort()
+		return nil, fmt.Errorf("registry: embedded etcd: waiting for ready: %w", ctx.Err())
+	}
+	cfg.Logger.Info("embedded etcd ready", "name", cfg.Name, "client_url", clientURL, "peer_url", peerURL)
+	return &Embedded{etcd: e, name: cfg.Name, clientURL: clientURL, peerURL: peerURL, closing: closing}, nil
+}
+
+// Endpoints returns the member's client URLs, for clientv3.Config.Endpoints.
+func (e *Embedded) Endpoints() []string { return []string{e.clientURL} }
+
+// Name returns the member name.
+func (e *Embedded) Name() string { return e.name }
+
+// PeerURL returns the member's peer URL.
+func (e *Embedded) PeerURL() string { return e.peerURL }
+
+// Err reports fatal errors of the running member (e.g. a listener failing).
+// It is closed after Close returns.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops the member, waiting for its goroutines to end. It is
+// idempotent and safe for concurrent use; it always returns nil.
+func (e *Embedded) Close() error {
+	e.closeOnce.Do(func() {
+		e.closing.Store(true)
+		e.etcd.Close()
+	})
+	return nil
+}
+
+// FreeLoopbackURL returns "http://127.0.0.1:<port>" for a TCP port that was
+// free a moment ago. Another process may take it before it is bound;
+// StartEmbedded retries in that case.
+func FreeLoopbackURL() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		return "", err
+	}
+	return "http://" + addr, nil
+}
+
+func isAddrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}

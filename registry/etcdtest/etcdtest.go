@@ -1,0 +1,167 @@
+// Package etcdtest starts real etcd members in-process for tests: one member
+// (Start) or a cluster of several (StartCluster), on free loopback ports, in
+// t.TempDir(), with fsync off. Everything it starts is stopped by t.Cleanup.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// startTimeout bounds the start of a member or cluster.
+const startTimeout = 60 * time.Second
+
+// Start starts an embedded single member on free loopback ports in
+// t.TempDir() with UnsafeNoFsync, registers its Close with t.Cleanup, and
+// returns its client endpoints. It fails the test if the member cannot start.
+func Start(t testing.TB) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{
+		Dir:           t.TempDir(),
+		UnsafeNoFsync: true,
+		Logger:        logger(t, "etcd"),
+	})
+	if err != nil {
+		t.Fatalf("etcdtest: start: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e.Endpoints()
+}
+
+// Client returns a clientv3 client for endpoints, closed by t.Cleanup.
+func Client(t testing.TB, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcdtest: client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// StartCluster starts n members forming one cluster on free loopback ports
+// (each in its own t.TempDir()), waits until all are ready, and returns all
+// client endpoints and the members (to stop one in a test: Close is
+// idempotent). Everything is closed by t.Cleanup.
+func StartCluster(t testing.TB, n int) (endpoints []string, members []*registry.Embedded) {
+	t.Helper()
+	if n < 1 {
+		t.Fatalf("etcdtest: start cluster: n = %d", n)
+	}
+	const attempts = 3
+	var err error
+	for range attempts {
+		members, err = startCluster(t, n)
+		if err == nil {
+			break
+		}
+		t.Logf("etcdtest: start cluster: %v; retrying", err)
+	}
+	if err != nil {
+		t.Fatalf("etcdtest: start cluster: %v", err)
+	}
+	for _, m := range members {
+		t.Cleanup(func() { m.Close() })
+		endpoints = append(endpoints, m.Endpoints()...)
+	}
+	return endpoints, members
+}
+
+// startCluster makes one attempt; on failure it closes what it started.
+func startCluster(t testing.TB, n int) ([]*registry.Embedded, error) {
+	cfgs := make([]registry.EmbedConfig, n)
+	peers := make([]string, n)
+	for i := range cfgs {
+		cu, err := registry.FreeLoopbackURL()
+		if err != nil {
+			return nil, err
+		}
+		pu, err := registry.FreeLoopbackURL()
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("m%d", i)
+		cfgs[i] = registry.EmbedConfig{
+			Dir: t.TempDir(), Name: name, ClientURL: cu, PeerURL: pu,
+			UnsafeNoFsync: true, Logger: logger(t, "etcd."+name),
+		}
+		peers[i] = name + "=" + pu
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	members := make([]*registry.Embedded, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		cfgs[i].InitialCluster = strings.Join(peers, ",")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			members[i], errs[i] = registry.StartEmbedded(ctx, cfgs[i])
+			if errs[i] != nil {
+				cancel() // the others cannot reach quorum without this one
+			}
+		}()
+	}
+	wg.Wait()
+	var first error
+	for i, err := range errs {
+		if err != nil && first == nil {
+			first = fmt.Errorf("member %d: %w", i, err)
+		}
+	}
+	if first != nil {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+		return nil, first
+	}
+	return members, nil
+}
+
+// logger returns an hclog logger writing etcd's errors into the test log.
+// Call it before registering the member's Close, so that the writer is
+// silenced only after the member has stopped.
+func logger(t testing.TB, name string) hclog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Error, Output: w})
+}
+
+// testWriter writes to t.Log until the test has finished.
+type testWriter struct {
+	mu   sync.Mutex
+	t    testing.TB
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}

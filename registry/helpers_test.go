@@ -1,0 +1,58 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// waitBound is a safety bound for things that happen "eventually" (lease
+// expiry, keepalive noticing a revoke). Tests never assert how fast.
+const waitBound = 30 * time.Second
+
+func testLogger(t testing.TB) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Warn, Output: tWriter{t}})
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// newReg registers server id on cli and closes it on cleanup.
+func newReg(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Option) *registry.Registry {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts = append([]registry.Option{registry.WithLeaseTTL(2 * time.Second), registry.WithLogger(testLogger(t))}, opts...)
+	r, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1", Weight: 1}, opts...)
+	if err != nil {
+		t.Fatalf("New(%q) = %v", id, err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	return r
+}
+
+func waitClosed(t testing.TB, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(waitBound):
+		t.Fatalf("%s not closed within %v", what, waitBound)
+	}
+}
+
+func tctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func errorsIsCtx(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

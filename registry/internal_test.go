@@ -1,0 +1,87 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func TestValidateKey(t *testing.T) {
+	tests := []struct {
+		key  string
+		want error
+	}{
+		{"soft.abc-1_X", nil},
+		{"alice@example.com", nil},
+		{"DOMAIN\\user", nil},
+		{"ünïcode", nil},
+		{strings.Repeat("k", MaxKeyLen), nil},
+		{"", ErrInvalidKey},
+		{strings.Repeat("k", MaxKeyLen+1), ErrInvalidKey},
+		{"a/b", ErrInvalidKey},
+		{"/", ErrInvalidKey},
+		{".", ErrInvalidKey},
+		{"..", ErrInvalidKey},
+		{"a b", ErrInvalidKey},
+		{"a\tb", ErrInvalidKey},
+		{"a\x00b", ErrInvalidKey},
+		{"a\x7fb", ErrInvalidKey},
+		{"\xff\xfe", ErrInvalidKey},
+		{"a\u2028b", ErrInvalidKey},
+	}
+	for _, tt := range tests {
+		if got := validateKey(tt.key); !errors.Is(got, tt.want) {
+			t.Errorf("validateKey(%q) = %v; want %v", tt.key, got, tt.want)
+		}
+	}
+}
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		name       string
+		opt        Option
+		wantPrefix string
+		wantTTL    string
+	}{
+		{"defaults", func(*options) {}, "/hotdesk/", "5s"},
+		{"prefix slash added", WithPrefix("/x"), "/x/", "5s"},
+		{"empty prefix keeps default", WithPrefix(""), "/hotdesk/", "5s"},
+		{"ttl below minimum", WithLeaseTTL(500_000_000), "/hotdesk/", "2s"},
+		{"zero ttl keeps default", WithLeaseTTL(0), "/hotdesk/", "5s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := options{prefix: DefaultPrefix, leaseTTL: DefaultLeaseTTL}
+			tt.opt(&o)
+			if o.prefix != tt.wantPrefix || o.leaseTTL.String() != tt.wantTTL {
+				t.Errorf("prefix, ttl = %q, %v; want %q, %s", o.prefix, o.leaseTTL, tt.wantPrefix, tt.wantTTL)
+			}
+		})
+	}
+}
+
+func TestZapBridge(t *testing.T) {
+	var buf bytes.Buffer
+	lg := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: &buf})
+	var quiet atomic.Bool
+	z := newZapLogger(lg, zapcore.ErrorLevel, &quiet).With(zap.String("member", "m0"))
+	z.Warn("dropped warning")
+	z.Error("disk failed", zap.Int("code", 5))
+	quiet.Store(true)
+	z.Error("listener closed")
+	out := buf.String()
+	for _, want := range []string{"[ERROR] disk failed: code=5 member=m0", "[DEBUG] listener closed: member=m0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log = %q; want it to contain %q", out, want)
+		}
+	}
+	if strings.Contains(out, "dropped warning") {
+		t.Errorf("log = %q; want no warning below error level", out)
+	}
+}

@@ -1,0 +1,90 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// validateKey checks a session key or record id before it becomes part of
+// an etcd key: it must name exactly one entry directly under its directory.
+func validateKey(k string) error {
+	switch {
+	case k == "":
+		return fmt.Errorf("%w: empty", ErrInvalidKey)
+	case len(k) > MaxKeyLen:
+		return fmt.Errorf("%w: %d bytes, more than %d", ErrInvalidKey, len(k), MaxKeyLen)
+	case !utf8.ValidString(k):
+		return fmt.Errorf("%w: not UTF-8", ErrInvalidKey)
+	case k == "." || k == "..":
+		return fmt.Errorf("%w: %q", ErrInvalidKey, k)
+	}
+	for _, c := range k {
+		if c == '/' || unicode.IsSpace(c) || unicode.IsControl(c) || c == utf8.RuneError {
+			return fmt.Errorf("%w: %q has character %q", ErrInvalidKey, k, c)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) serverKey(id string) string   { return r.opts.prefix + "servers/" + id }
+func (r *Registry) sessionKey(key string) string { return r.opts.prefix + "sessions/" + key }
+func (r *Registry) tokenKey(id string) string    { return r.opts.prefix + "tokens/" + id }
+func (r *Registry) pairingKey(id string) string  { return r.opts.prefix + "pairing/" + id }
+
+// get reads one key; ErrNotFound if it is absent.
+func (r *Registry) get(ctx context.Context, key string) (*mvccpb.KeyValue, error) {
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Get(cctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, ErrNotFound
+	}
+	return resp.Kvs[0], nil
+}
+
+// list calls fn for every key directly under dir (which ends in "/"), in key
+// order, reading pages of listPageSize keys at one revision so the listing is
+// a consistent snapshot. name is the key without dir.
+func (r *Registry) list(ctx context.Context, dir string, fn func(name string, kv *mvccpb.KeyValue)) error {
+	end := clientv3.GetPrefixRangeEnd(dir)
+	from := dir
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{
+			clientv3.WithRange(end),
+			clientv3.WithLimit(listPageSize),
+		}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		cctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Get(cctx, from, opts...)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			name := strings.TrimPrefix(string(kv.Key), dir)
+			if validateKey(name) != nil {
+				continue // e.g. a deeper path written by hand
+			}
+			fn(name, kv)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}

@@ -1,0 +1,451 @@
+// Package registry records where sessions live across a hotdesk server group,
+// on etcd.
+//
+// Every broker holds exactly one etcd lease (a concurrency.Session). Its
+// server record and every session claim it makes are attached to that lease,
+// so when the broker dies (or Close revokes the lease) all of them vanish at
+// once, within the lease TTL. Done is closed as soon as the lease is known to
+// be lost; after that the Registry refuses to claim (ErrLeaseLost) and the
+// owner must build a new one and re-claim what it still runs.
+//
+// Key layout under the prefix (default "/hotdesk/"), values are small JSON:
+//
+//	servers/<id>    ServerRecord, under the server's lease
+//	sessions/<key>  Session, under the owning server's lease
+//	tokens/<id>     TokenRecord, no lease (outlives servers)
+//	pairing/<id>    Pairing, under a lease of its own (expires by itself)
+//
+// A claim is made with Txn(If(CreateRevision(k)==0)).Then(Put(k, WithLease))
+// .Else(Get(k)): exactly one claimant wins, the others see the winner's
+// claim. The claim's Fence is the key's create revision; Update and Release
+// are fenced on it, so a writer holding a stale claim (its key was deleted and
+// re-created by someone else meanwhile) is refused with ErrFenced.
+//
+// Every remote call is bounded by the caller's context and a per-call
+// timeout (default 5 s). Keys and ids are validated: non-empty, at most 256
+// bytes of UTF-8, no '/', whitespace or control characters, not "." or "..".
+// The Registry is safe for concurrent use.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+)
+
+// Errors. Test for them with errors.Is.
+var (
+	// ErrNotFound: the key, record or code does not exist (or has expired).
+	ErrNotFound = errors.New("registry: not found")
+	// ErrFenced: the claim's key is gone or was re-created by another owner.
+	ErrFenced = errors.New("registry: fenced: claim no longer held")
+	// ErrExists: create-if-absent found the id taken.
+	ErrExists = errors.New("registry: already exists")
+	// ErrServerIDInUse: another live lease holds the server record.
+	ErrServerIDInUse = errors.New("registry: server id in use")
+	// ErrLeaseLost: the server's lease (and with it its registrations) is gone.
+	ErrLeaseLost = errors.New("registry: lease lost")
+	// ErrInvalidKey: a key or id failed validation (never sent to etcd).
+	ErrInvalidKey = errors.New("registry: invalid key")
+	// ErrCorrupt: a stored value could not be decoded.
+	ErrCorrupt = errors.New("registry: corrupt record")
+)
+
+const (
+	// DefaultPrefix is the root of all registry keys.
+	DefaultPrefix = "/hotdesk/"
+	// DefaultLeaseTTL is the server lease TTL; MinLeaseTTL is the smallest accepted.
+	DefaultLeaseTTL = 5 * time.Second
+	MinLeaseTTL     = 2 * time.Second
+	// DefaultCallTimeout bounds every remote call on top of the caller's context.
+	DefaultCallTimeout = 5 * time.Second
+	// MaxKeyLen bounds keys and ids, in bytes.
+	MaxKeyLen = 256
+
+	listPageSize = 500
+)
+
+// ServerRecord describes one broker of the group; it lives under the
+// broker's lease.
+type ServerRecord struct {
+	ID            string `json:"id"`
+	Addr          string `json:"addr"`
+	Fingerprint   []byte `json:"fingerprint,omitempty"`
+	Capacity      int    `json:"capacity,omitempty"`
+	Weight        int    `json:"weight,omitempty"`
+	Sessions      int    `json:"sessions"`
+	Draining      bool   `json:"draining,omitempty"`
+	StartedUnixMs int64  `json:"started_unix_ms"`
+}
+
+// Session is the registry's view of one desktop session, stored under
+// sessions/<Key> and the owning server's lease.
+type Session struct {
+	ID            string `json:"id"`
+	Key           string `json:"key"`
+	ServerID      string `json:"server_id"`
+	User          string `json:"user,omitempty"`
+	Terminal      string `json:"terminal,omitempty"`
+	State         string `json:"state,omitempty"`
+	CreatedUnixMs int64  `json:"created_unix_ms"`
+	UpdatedUnixMs int64  `json:"updated_unix_ms"`
+}
+
+// Claim is a session key as read from etcd.
+type Claim struct {
+	Key     string
+	Fence   int64 // create revision of the key: identifies this ownership
+	ModRev  int64 // revision of the last write
+	Session Session
+}
+
+type options struct {
+	prefix      string
+	leaseTTL    time.Duration
+	callTimeout time.Duration
+	logger      hclog.Logger
+	clock       clock.Clock
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithPrefix sets the key prefix (default "/hotdesk/"); a missing trailing
+// "/" is added. "" keeps the default.
+func WithPrefix(p string) Option {
+	return func(o *options) {
+		if p == "" {
+			return
+		}
+		if p[len(p)-1] != '/' {
+			p += "/"
+		}
+		o.prefix = p
+	}
+}
+
+// WithLeaseTTL sets the server lease TTL: default 5 s, at least 2 s, rounded
+// up to whole seconds. Zero keeps the default.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.leaseTTL = max(d, MinLeaseTTL)
+		}
+	}
+}
+
+// WithCallTimeout sets the bound on each remote call (default 5 s).
+func WithCallTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.callTimeout = d
+		}
+	}
+}
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l hclog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithClock sets the clock used to fill in zero timestamps and to check
+// pairing expiry (default clock.Real).
+func WithClock(c clock.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
+
+// Registry is one broker's handle on the group registry. Build it with New;
+// release it with Close.
+type Registry struct {
+	kv     clientv3.KV
+	leases clientv3.Lease
+	sess   *concurrency.Session
+	opts   options
+	log    hclog.Logger
+	id     string
+	lease  clientv3.LeaseID
+
+	mu     sync.Mutex
+	server ServerRecord // last record written
+
+	closeOnce sync.Once
+	closing   chan struct{}
+	closeErr  error
+	watchDone chan struct{}
+}
+
+// New grants the broker's lease (TTL from WithLeaseTTL), keeps it alive with
+// one concurrency.Session, and creates the server record under it. If another
+// live lease already holds servers/<id> — another process, or this server's
+// previous incarnation whose lease has not expired yet — New fails with
+// ErrServerIDInUse and the caller may retry after the lease TTL. On any
+// failure the new lease is revoked again.
+//
+// The lease outlives ctx: ctx only bounds the start-up calls. A zero
+// server.StartedUnixMs is set to the clock's now.
+func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ...Option) (*Registry, error) {
+	o := options{
+		prefix:      DefaultPrefix,
+		leaseTTL:    DefaultLeaseTTL,
+		callTimeout: DefaultCallTimeout,
+		logger:      hclog.NewNullLogger(),
+		clock:       clock.Real{},
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := validateKey(server.ID); err != nil {
+		return nil, fmt.Errorf("registry: new: server id: %w", err)
+	}
+	if cli == nil {
+		return nil, errors.New("registry: new: nil etcd client")
+	}
+	if server.StartedUnixMs == 0 {
+		server.StartedUnixMs = o.clock.Now().UnixMilli()
+	}
+	r := &Registry{
+		kv:        cli.KV,
+		leases:    cli.Lease,
+		opts:      o,
+		log:       o.logger,
+		id:        server.ID,
+		server:    server,
+		closing:   make(chan struct{}),
+		watchDone: make(chan struct{}),
+	}
+
+	ttl := int64((o.leaseTTL + time.Second - 1) / time.Second)
+	cctx, cancel := r.callCtx(ctx)
+	grant, err := r.leases.Grant(cctx, ttl)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("registry: new: grant lease: %w", err)
+	}
+	r.lease = grant.ID
+	// The session's own context is the client's: the keepalive lives until
+	// Close, a lost lease, or the client's Close.
+	r.sess, err = concurrency.NewSession(cli, concurrency.WithLease(grant.ID), concurrency.WithTTL(int(ttl)))
+	if err != nil {
+		r.revokeDetached(ctx)
+		return nil, fmt.Errorf("registry: new: keepalive: %w", err)
+	}
+
+	if err := r.register(ctx, server); err != nil {
+		r.sess.Orphan()
+		r.revokeDetached(ctx)
+		return nil, err
+	}
+	go r.watchLease()
+	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)), "ttl_s", ttl)
+	return r, nil
+}
+
+// register creates servers/<id> under our lease if absent.
+func (r *Registry) register(ctx context.Context, server ServerRecord) error {
+	k := r.serverKey(r.id)
+	v, err := json.Marshal(server)
+	if err != nil {
+		return fmt.Errorf("registry: new: %w", err)
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		// Outcome unknown: the caller revokes our lease, which removes the
+		// record if it was written.
+		return fmt.Errorf("registry: new: register server: %w", err)
+	}
+	if !resp.Succeeded {
+		holder := int64(0)
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			holder = kvs[0].Lease
+		}
+		return fmt.Errorf("registry: new: server %q held by lease %x: %w", r.id, holder, ErrServerIDInUse)
+	}
+	return nil
+}
+
+// watchLease logs the loss of the lease; it ends when Done is closed.
+func (r *Registry) watchLease() {
+	defer close(r.watchDone)
+	<-r.sess.Done()
+	select {
+	case <-r.closing:
+	default:
+		r.log.Error("registry lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
+	}
+}
+
+// revokeDetached revokes our lease with a fresh bounded context: used on
+// failure paths where the caller's ctx may already be done.
+func (r *Registry) revokeDetached(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
+	defer cancel()
+	if _, err := r.leases.Revoke(rctx, r.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.log.Warn("revoke lease failed; it expires by itself", "lease_id", fmt.Sprintf("%x", int64(r.lease)), "error", err)
+	}
+}
+
+// ServerID returns this broker's server id.
+func (r *Registry) ServerID() string { return r.id }
+
+// LeaseID returns the broker's lease.
+func (r *Registry) LeaseID() clientv3.LeaseID { return r.lease }
+
+// Done is closed when the lease is lost: its keepalive failed or it expired
+// or was revoked (by Close or by anyone else), or the etcd client was
+// closed. After that the server record and all claims are gone (or going
+// within the TTL) and writes fail with ErrLeaseLost.
+func (r *Registry) Done() <-chan struct{} { return r.sess.Done() }
+
+func (r *Registry) lost() bool {
+	select {
+	case <-r.sess.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops the keepalive and revokes the lease: the server record and all
+// its claims vanish at once. Done is closed when Close returns. Close is
+// idempotent; only the first call's ctx is used. A lease that is already
+// gone is not an error; if the revoke fails the lease expires by itself
+// within its TTL.
+func (r *Registry) Close(ctx context.Context) error {
+	r.closeOnce.Do(func() {
+		close(r.closing)
+		r.sess.Orphan()
+		cctx, cancel := r.callCtx(ctx)
+		defer cancel()
+		if _, err := r.leases.Revoke(cctx, r.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			r.closeErr = fmt.Errorf("registry: close: revoke lease: %w", err)
+		}
+		<-r.watchDone
+		r.log.Info("released server", "server_id", r.id)
+	})
+	return r.closeErr
+}
+
+// callCtx bounds one remote call by ctx and the per-call timeout.
+func (r *Registry) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.opts.callTimeout)
+}
+
+// UpdateServer applies f to a copy of this server's record and writes it
+// under the lease, provided the record is still ours. The ID cannot be
+// changed. ErrLeaseLost if the lease or the record is gone,
+// ErrServerIDInUse if another lease holds the record now.
+func (r *Registry) UpdateServer(ctx context.Context, f func(*ServerRecord)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lost() {
+		return fmt.Errorf("registry: update server: %w", ErrLeaseLost)
+	}
+	rec := r.server
+	rec.Fingerprint = append([]byte(nil), rec.Fingerprint...)
+	f(&rec)
+	rec.ID = r.id
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("registry: update server: %w", err)
+	}
+	k := r.serverKey(r.id)
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease)).
+		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("registry: update server: %w", mapLeaseErr(err))
+	}
+	if !resp.Succeeded {
+		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+			return fmt.Errorf("registry: update server: record gone: %w", ErrLeaseLost)
+		}
+		return fmt.Errorf("registry: update server: %w", ErrServerIDInUse)
+	}
+	r.server = rec
+	return nil
+}
+
+// Servers lists every registered server, ordered by id.
+func (r *Registry) Servers(ctx context.Context) ([]ServerRecord, error) {
+	var out []ServerRecord
+	err := r.list(ctx, r.opts.prefix+"servers/", func(name string, kv *mvccpb.KeyValue) {
+		rec, err := decodeServer(name, kv.Value)
+		if err != nil {
+			r.log.Warn("skipping undecodable server record", "key", string(kv.Key), "error", err)
+			return
+		}
+		out = append(out, rec)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: servers: %w", err)
+	}
+	return out, nil
+}
+
+// Server returns the record of server id; ErrNotFound if it is not registered.
+func (r *Registry) Server(ctx context.Context, id string) (ServerRecord, error) {
+	if err := validateKey(id); err != nil {
+		return ServerRecord{}, fmt.Errorf("registry: server: %w", err)
+	}
+	kv, err := r.get(ctx, r.serverKey(id))
+	if err != nil {
+		return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
+	}
+	rec, err := decodeServer(id, kv.Value)
+	if err != nil {
+		return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
+	}
+	return rec, nil
+}
+
+func decodeServer(id string, val []byte) (ServerRecord, error) {
+	var rec ServerRecord
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return rec, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if rec.ID == "" {
+		rec.ID = id
+	}
+	if rec.ID != id {
+		return rec, fmt.Errorf("%w: record id %q under key %q", ErrCorrupt, rec.ID, id)
+	}
+	return rec, nil
+}
+
+// mapLeaseErr turns etcd's "lease not found" (a put under a revoked or
+// expired lease) into ErrLeaseLost.
+func mapLeaseErr(err error) error {
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("%w: %v", ErrLeaseLost, err)
+	}
+	return err
+}

@@ -1,0 +1,283 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TokenRecord is an enrolled token, stored under tokens/<ID> without a lease:
+// enrolment outlives every server.
+type TokenRecord struct {
+	ID               string `json:"id"`
+	Kind             string `json:"kind"`
+	PublicKey        []byte `json:"public_key,omitempty"`
+	User             string `json:"user,omitempty"`
+	Label            string `json:"label,omitempty"`
+	RegisteredBy     string `json:"registered_by,omitempty"`
+	RegisteredUnixMs int64  `json:"registered_unix_ms"`
+	Disabled         bool   `json:"disabled,omitempty"`
+}
+
+// Pairing is a one-time pairing code, stored under pairing/<ID> with a lease
+// of its own so that it vanishes by itself. Only a hash of the secret is
+// stored; it is never logged.
+type Pairing struct {
+	ID            string `json:"id"`
+	SecretHash    []byte `json:"secret_hash"`
+	User          string `json:"user,omitempty"`
+	Label         string `json:"label,omitempty"`
+	CreatedBy     string `json:"created_by,omitempty"`
+	ExpiresUnixMs int64  `json:"expires_unix_ms"`
+}
+
+// maxTokenUpdateRetries bounds UpdateToken's compare-and-swap loop.
+const maxTokenUpdateRetries = 8
+
+// EnrollToken stores t if no token with its id is enrolled; ErrExists
+// otherwise. A zero RegisteredUnixMs is set to the clock's now.
+func (r *Registry) EnrollToken(ctx context.Context, t TokenRecord) error {
+	if err := validateKey(t.ID); err != nil {
+		return fmt.Errorf("registry: enroll token: %w", err)
+	}
+	if t.RegisteredUnixMs == 0 {
+		t.RegisteredUnixMs = r.opts.clock.Now().UnixMilli()
+	}
+	v, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("registry: enroll token %q: %w", t.ID, err)
+	}
+	k := r.tokenKey(t.ID)
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(v))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("registry: enroll token %q: %w", t.ID, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("registry: enroll token %q: %w", t.ID, ErrExists)
+	}
+	r.log.Info("token enrolled", "token_id", t.ID, "kind", t.Kind, "user", t.User)
+	return nil
+}
+
+// Token returns the enrolled token id; ErrNotFound if there is none.
+func (r *Registry) Token(ctx context.Context, id string) (TokenRecord, error) {
+	t, _, err := r.token(ctx, id)
+	if err != nil {
+		return TokenRecord{}, fmt.Errorf("registry: token: %w", err)
+	}
+	return t, nil
+}
+
+func (r *Registry) token(ctx context.Context, id string) (TokenRecord, int64, error) {
+	if err := validateKey(id); err != nil {
+		return TokenRecord{}, 0, err
+	}
+	kv, err := r.get(ctx, r.tokenKey(id))
+	if err != nil {
+		return TokenRecord{}, 0, fmt.Errorf("%q: %w", id, err)
+	}
+	t, err := decodeToken(id, kv.Value)
+	if err != nil {
+		return TokenRecord{}, 0, fmt.Errorf("%q: %w", id, err)
+	}
+	return t, kv.ModRevision, nil
+}
+
+// Tokens lists every enrolled token, ordered by id. Undecodable values are
+// skipped (and logged).
+func (r *Registry) Tokens(ctx context.Context) ([]TokenRecord, error) {
+	var out []TokenRecord
+	err := r.list(ctx, r.opts.prefix+"tokens/", func(name string, kv *mvccpb.KeyValue) {
+		t, err := decodeToken(name, kv.Value)
+		if err != nil {
+			r.log.Warn("skipping undecodable token", "key", string(kv.Key), "error", err)
+			return
+		}
+		out = append(out, t)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: tokens: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateToken applies f to token id and writes it back if nobody changed it
+// meanwhile (compare-and-swap on its mod revision, retried a few times). The
+// id cannot be changed. ErrNotFound if the token is not enrolled.
+func (r *Registry) UpdateToken(ctx context.Context, id string, f func(*TokenRecord)) error {
+	for range maxTokenUpdateRetries {
+		t, modRev, err := r.token(ctx, id)
+		if err != nil {
+			return fmt.Errorf("registry: update token: %w", err)
+		}
+		f(&t)
+		t.ID = id
+		v, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("registry: update token %q: %w", id, err)
+		}
+		k := r.tokenKey(id)
+		cctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Txn(cctx).
+			If(clientv3.Compare(clientv3.ModRevision(k), "=", modRev)).
+			Then(clientv3.OpPut(k, string(v))).
+			Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("registry: update token %q: %w", id, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("registry: update token %q: too much contention", id)
+}
+
+// DeleteToken removes token id; ErrNotFound if it is not enrolled.
+func (r *Registry) DeleteToken(ctx context.Context, id string) error {
+	if err := validateKey(id); err != nil {
+		return fmt.Errorf("registry: delete token: %w", err)
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Delete(cctx, r.tokenKey(id))
+	if err != nil {
+		return fmt.Errorf("registry: delete token %q: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("registry: delete token %q: %w", id, ErrNotFound)
+	}
+	r.log.Info("token deleted", "token_id", id)
+	return nil
+}
+
+func decodeToken(id string, val []byte) (TokenRecord, error) {
+	var t TokenRecord
+	if err := json.Unmarshal(val, &t); err != nil {
+		return t, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if t.ID == "" {
+		t.ID = id
+	}
+	if t.ID != id {
+		return t, fmt.Errorf("%w: token id %q under key %q", ErrCorrupt, t.ID, id)
+	}
+	return t, nil
+}
+
+// PutPairing stores p under a new lease of ttl (rounded up to whole seconds;
+// etcd may raise very short TTLs to its minimum, about 2 s), so the code
+// vanishes by itself. A zero ExpiresUnixMs is set to now+ttl; Pairing also
+// treats a code past ExpiresUnixMs as absent. ErrExists if the id is taken.
+// On any failure the new lease is revoked, so a code of unknown outcome is
+// never left behind usable.
+func (r *Registry) PutPairing(ctx context.Context, p Pairing, ttl time.Duration) error {
+	if err := validateKey(p.ID); err != nil {
+		return fmt.Errorf("registry: put pairing: %w", err)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("registry: put pairing %q: ttl %v is not positive", p.ID, ttl)
+	}
+	if p.ExpiresUnixMs == 0 {
+		p.ExpiresUnixMs = r.opts.clock.Now().Add(ttl).UnixMilli()
+	}
+	v, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("registry: put pairing %q: %w", p.ID, err)
+	}
+	secs := int64((ttl + time.Second - 1) / time.Second)
+	cctx, cancel := r.callCtx(ctx)
+	grant, err := r.leases.Grant(cctx, secs)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("registry: put pairing %q: grant lease: %w", p.ID, err)
+	}
+	k := r.pairingKey(p.ID)
+	cctx, cancel = r.callCtx(ctx)
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(grant.ID))).
+		Commit()
+	cancel()
+	if err == nil && resp.Succeeded {
+		return nil
+	}
+	r.revokeLease(ctx, grant.ID)
+	if err != nil {
+		return fmt.Errorf("registry: put pairing %q: %w", p.ID, err)
+	}
+	return fmt.Errorf("registry: put pairing %q: %w", p.ID, ErrExists)
+}
+
+// Pairing returns code id and its mod revision (to pass to ConsumePairing);
+// ErrNotFound if it is absent or past its ExpiresUnixMs.
+func (r *Registry) Pairing(ctx context.Context, id string) (p Pairing, modRev int64, err error) {
+	if err := validateKey(id); err != nil {
+		return Pairing{}, 0, fmt.Errorf("registry: pairing: %w", err)
+	}
+	kv, err := r.get(ctx, r.pairingKey(id))
+	if err != nil {
+		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: %w", id, err)
+	}
+	if err := json.Unmarshal(kv.Value, &p); err != nil {
+		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: %w: %v", id, ErrCorrupt, err)
+	}
+	if p.ID != id {
+		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: %w: id %q", id, ErrCorrupt, p.ID)
+	}
+	if p.ExpiresUnixMs != 0 && r.opts.clock.Now().UnixMilli() >= p.ExpiresUnixMs {
+		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: expired: %w", id, ErrNotFound)
+	}
+	return p, kv.ModRevision, nil
+}
+
+// ConsumePairing deletes code id iff its mod revision is still modRev, so of
+// several concurrent consumers of one read exactly one succeeds; the others
+// (and any consumer of an absent, expired or changed code) get ErrNotFound.
+// The code's lease is revoked afterwards (best effort).
+func (r *Registry) ConsumePairing(ctx context.Context, id string, modRev int64) error {
+	if err := validateKey(id); err != nil {
+		return fmt.Errorf("registry: consume pairing: %w", err)
+	}
+	if modRev <= 0 {
+		return fmt.Errorf("registry: consume pairing %q: %w", id, ErrNotFound)
+	}
+	k := r.pairingKey(id)
+	cctx, cancel := r.callCtx(ctx)
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", modRev)).
+		Then(clientv3.OpGet(k), clientv3.OpDelete(k)).
+		Commit()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("registry: consume pairing %q: %w", id, err)
+	}
+	if !resp.Succeeded || resp.Responses[1].GetResponseDeleteRange().Deleted != 1 {
+		return fmt.Errorf("registry: consume pairing %q: %w", id, ErrNotFound)
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].Lease != 0 {
+		r.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
+	}
+	return nil
+}
+
+// revokeLease revokes a pairing lease with a fresh bounded context, ignoring
+// failure: the lease expires by itself.
+func (r *Registry) revokeLease(ctx context.Context, id clientv3.LeaseID) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
+	defer cancel()
+	if _, err := r.leases.Revoke(rctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.log.Debug("revoke pairing lease failed; it expires by itself", "lease_id", fmt.Sprintf("%x", int64(id)), "error", err)
+	}
+}

@@ -1,0 +1,188 @@
+package registry_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+func TestTokens(t *testing.T) {
+	eps := etcdtest.Start(t)
+	a := newReg(t, etcdtest.Client(t, eps), "s1")
+	b := newReg(t, etcdtest.Client(t, eps), "s2")
+	ctx := tctx(t)
+
+	tok := registry.TokenRecord{ID: "soft.abc", Kind: "soft", PublicKey: []byte{1, 2, 3}, User: "alice", RegisteredBy: "admin"}
+	if err := a.EnrollToken(ctx, tok); err != nil {
+		t.Fatalf("EnrollToken err = %v; want nil", err)
+	}
+	tests := []struct {
+		name string
+		rec  registry.TokenRecord
+		want error
+	}{
+		{"duplicate from another server", registry.TokenRecord{ID: "soft.abc", Kind: "soft", User: "mallory"}, registry.ErrExists},
+		{"invalid id", registry.TokenRecord{ID: "soft/../abc"}, registry.ErrInvalidKey},
+		{"second token", registry.TokenRecord{ID: "pcsc.0102", Kind: "pcsc", User: "bob"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := b.EnrollToken(ctx, tt.rec); !errors.Is(err, tt.want) {
+				t.Errorf("EnrollToken err = %v; want %v", err, tt.want)
+			}
+		})
+	}
+	got, err := b.Token(ctx, "soft.abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.User != "alice" || string(got.PublicKey) != "\x01\x02\x03" || got.RegisteredUnixMs == 0 {
+		t.Errorf("Token = %+v; want alice's with key and registration time", got)
+	}
+	if _, err := b.Token(ctx, "soft.none"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Token(absent) err = %v; want ErrNotFound", err)
+	}
+	// Tokens outlive the server that enrolled them.
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all, err := b.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].ID != "pcsc.0102" || all[1].ID != "soft.abc" {
+		t.Errorf("Tokens = %+v; want pcsc.0102, soft.abc", all)
+	}
+
+	if err := b.UpdateToken(ctx, "soft.abc", func(r *registry.TokenRecord) { r.Disabled = true; r.ID = "other" }); err != nil {
+		t.Fatalf("UpdateToken err = %v; want nil", err)
+	}
+	if got, _ := b.Token(ctx, "soft.abc"); !got.Disabled || got.User != "alice" {
+		t.Errorf("after UpdateToken: %+v; want disabled alice", got)
+	}
+	if err := b.UpdateToken(ctx, "soft.none", func(*registry.TokenRecord) {}); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("UpdateToken(absent) err = %v; want ErrNotFound", err)
+	}
+	if err := b.DeleteToken(ctx, "soft.abc"); err != nil {
+		t.Errorf("DeleteToken err = %v; want nil", err)
+	}
+	if err := b.DeleteToken(ctx, "soft.abc"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("second DeleteToken err = %v; want ErrNotFound", err)
+	}
+}
+
+// TestPairingSingleUse: of many concurrent consumers of one code exactly one
+// succeeds, every round.
+func TestPairingSingleUse(t *testing.T) {
+	eps := etcdtest.Start(t)
+	regs := []*registry.Registry{
+		newReg(t, etcdtest.Client(t, eps), "s1"),
+		newReg(t, etcdtest.Client(t, eps), "s2"),
+	}
+	ctx := tctx(t)
+	const rounds, consumers = 20, 8
+	for i := range rounds {
+		id := fmt.Sprintf("code-%d", i)
+		p := registry.Pairing{ID: id, SecretHash: []byte("hash"), User: "alice", CreatedBy: "admin"}
+		if err := regs[0].PutPairing(ctx, p, time.Minute); err != nil {
+			t.Fatalf("PutPairing err = %v; want nil", err)
+		}
+		if err := regs[1].PutPairing(ctx, p, time.Minute); !errors.Is(err, registry.ErrExists) {
+			t.Fatalf("duplicate PutPairing err = %v; want ErrExists", err)
+		}
+		got, modRev, err := regs[1].Pairing(ctx, id)
+		if err != nil || got.User != "alice" || string(got.SecretHash) != "hash" || got.ExpiresUnixMs == 0 {
+			t.Fatalf("Pairing = %+v, %d, %v", got, modRev, err)
+		}
+		start := make(chan struct{})
+		errs := make([]error, consumers)
+		var wg sync.WaitGroup
+		for j := range consumers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[j] = regs[j%2].ConsumePairing(ctx, id, modRev)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, registry.ErrNotFound):
+				t.Fatalf("round %d: ConsumePairing err = %v; want nil or ErrNotFound", i, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: successful consumes = %d; want 1", i, ok)
+		}
+		if _, _, err := regs[0].Pairing(ctx, id); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("round %d: Pairing after consume err = %v; want ErrNotFound", i, err)
+		}
+	}
+	if err := regs[0].ConsumePairing(ctx, "code-none", 1); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("ConsumePairing(absent) err = %v; want ErrNotFound", err)
+	}
+	// The id of a consumed code is free again.
+	if err := regs[0].PutPairing(ctx, registry.Pairing{ID: "code-0"}, time.Minute); err != nil {
+		t.Errorf("PutPairing(reused id) err = %v; want nil", err)
+	}
+}
+
+// TestPairingExpiry: a code vanishes by itself when its lease expires, and
+// is refused as soon as the clock passes its expiry.
+func TestPairingExpiry(t *testing.T) {
+	eps := etcdtest.Start(t)
+	r := newReg(t, etcdtest.Client(t, eps), "s1")
+	ctx := tctx(t)
+
+	t.Run("lease", func(t *testing.T) {
+		// A generous ExpiresUnixMs: only the lease can remove it.
+		p := registry.Pairing{ID: "short", ExpiresUnixMs: time.Now().Add(time.Hour).UnixMilli()}
+		if err := r.PutPairing(ctx, p, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(waitBound)
+		for {
+			_, _, err := r.Pairing(ctx, "short")
+			if errors.Is(err, registry.ErrNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Pairing err = %v", err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pairing code still present after %v", waitBound)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
+	t.Run("clock", func(t *testing.T) {
+		clk := clock.NewFake(time.Now())
+		rc := newReg(t, etcdtest.Client(t, eps), "s2", registry.WithClock(clk))
+		if err := rc.PutPairing(ctx, registry.Pairing{ID: "clocked"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := rc.Pairing(ctx, "clocked"); err != nil {
+			t.Fatalf("Pairing before expiry err = %v; want nil", err)
+		}
+		clk.Advance(time.Minute)
+		if _, _, err := rc.Pairing(ctx, "clocked"); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("Pairing after expiry err = %v; want ErrNotFound", err)
+		}
+	})
+
+	if err := r.PutPairing(ctx, registry.Pairing{ID: "zero"}, 0); err == nil {
+		t.Error("PutPairing(ttl 0) err = nil; want an error")
+	}
+}

@@ -1,0 +1,82 @@
+package registry
+
+import (
+	"sort"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// newZapLogger returns a zap logger that forwards entries at min level and
+// above to lg, so that the embedded etcd member logs through the daemon's
+// hclog tree instead of its own stderr writer. Once quiet is set (the member
+// is being closed, when etcd reports its listeners closing as errors),
+// entries are logged at debug level only.
+func newZapLogger(lg hclog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.Logger {
+	return zap.New(&hclogCore{lg: lg, min: min, quiet: quiet})
+}
+
+// hclogCore is a zapcore.Core writing to an hclog.Logger. Fields are
+// rendered with zap's map encoder and passed as sorted key/value pairs.
+type hclogCore struct {
+	lg     hclog.Logger
+	min    zapcore.Level
+	quiet  *atomic.Bool
+	fields []zapcore.Field
+}
+
+var _ zapcore.Core = (*hclogCore)(nil)
+
+func (c *hclogCore) Enabled(l zapcore.Level) bool { return l >= c.min }
+
+func (c *hclogCore) With(fields []zapcore.Field) zapcore.Core {
+	n := &hclogCore{lg: c.lg, min: c.min, quiet: c.quiet}
+	n.fields = append(append(n.fields, c.fields...), fields...)
+	return n
+}
+
+func (c *hclogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *hclogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range c.fields {
+		f.AddTo(enc)
+	}
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	keys := make([]string, 0, len(enc.Fields))
+	for k := range enc.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	args := make([]any, 0, 2*len(keys)+2)
+	if e.LoggerName != "" {
+		args = append(args, "component", e.LoggerName)
+	}
+	for _, k := range keys {
+		args = append(args, k, enc.Fields[k])
+	}
+	switch {
+	case c.quiet.Load():
+		c.lg.Debug(e.Message, args...)
+	case e.Level >= zapcore.ErrorLevel:
+		c.lg.Error(e.Message, args...)
+	case e.Level == zapcore.WarnLevel:
+		c.lg.Warn(e.Message, args...)
+	case e.Level == zapcore.InfoLevel:
+		c.lg.Info(e.Message, args...)
+	default:
+		c.lg.Debug(e.Message, args...)
+	}
+	return nil
+}
+
+func (c *hclogCore) Sync() error { return nil }
