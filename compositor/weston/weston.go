@@ -1,0 +1,1067 @@
+// Package weston implements compositor.Backend with one real weston process
+// per session.
+//
+// Layout. Every session gets <StateDir>/<id>/ (0700, root-owned) holding
+// session.json (the record Adopt uses), weston.log (weston's stdout and
+// stderr; rotated to weston.log.1 when it grows past Config.LogMaxBytes) and
+// run/ (0700), the session's private XDG_RUNTIME_DIR. Weston listens on
+// run/wayland-hd; Info.Endpoint is "wayland:" + that absolute path. The
+// backend holds an exclusive flock on <StateDir>/.lock from New to Close, so
+// two backends never manage one state directory at the same time.
+//
+// Processes. Weston runs in its own process group (its helper clients,
+// e.g. weston-desktop-shell, and the session's applications share it) with
+// a clean environment: HOME, USER, LOGNAME, PATH, XDG_RUNTIME_DIR, LANG and
+// Spec.Env; nothing of the broker's environment leaks in. Weston 10 runs as
+// root without any special flag; with Config.RunAsUser it runs as
+// Spec.User instead. Create returns once the socket accepts a connection.
+//
+// Supervision. A compositor started by this Backend is waited for by one
+// goroutine; an adopted one (not our child) is checked every
+// Config.PollInterval of the injected clock: it is alive while
+// /proc/<pid>/stat exists, is not a zombie and has the recorded start time.
+// An exit not requested through Destroy is logged with the tail of
+// weston.log, the rest of its process group is killed, its state directory
+// (log included: the tail is in the broker's log) is removed, the session
+// is forgotten and then reported once on Exits.
+//
+// Suspend and Resume only record the Suspended flag (in memory and in
+// session.json): the headless backend has no display stream to cut, and
+// the compositor is never stopped, so applications keep running.
+//
+// Destroy sends SIGTERM to the process group, SIGKILL after
+// Config.StopGrace, waits for the exit and removes the state directory.
+// Close stops supervising and leaves every compositor running; a later
+// Backend on the same StateDir takes them over with Adopt.
+package weston
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/compositor"
+)
+
+var _ compositor.Backend = (*Backend)(nil)
+
+// Errors. Suspend, Resume and Destroy of an unknown session use
+// compositor.ErrNotFound (Destroy returns nil instead).
+var (
+	// ErrInvalidSessionID: a session id is not [A-Za-z0-9-]{1,64}.
+	ErrInvalidSessionID = errors.New("weston: invalid session id")
+	// ErrInvalidSpec: a Spec's user or environment is unusable.
+	ErrInvalidSpec = errors.New("weston: invalid spec")
+	// ErrExists: the session id is already running or its state directory
+	// exists (left by a previous broker: run Adopt first).
+	ErrExists = errors.New("weston: session exists")
+	// ErrTooManySessions: Config.MaxSessions compositors are running.
+	ErrTooManySessions = errors.New("weston: too many sessions")
+	// ErrClosed: the Backend has been closed.
+	ErrClosed = errors.New("weston: backend closed")
+	// ErrLocked: another Backend holds the state directory.
+	ErrLocked = errors.New("weston: state directory in use")
+	// ErrStartFailed: weston exited or did not become ready in time.
+	ErrStartFailed = errors.New("weston: start failed")
+	// ErrUnsupportedBackend: Config.Backend names a backend not implemented.
+	ErrUnsupportedBackend = errors.New("weston: unsupported backend")
+	// ErrProcessGone: the recorded process no longer runs.
+	ErrProcessGone = errors.New("weston: process gone")
+	// ErrPIDReused: the recorded pid now belongs to another process.
+	ErrPIDReused = errors.New("weston: pid reused")
+	// ErrRebooted: the record is from an earlier boot.
+	ErrRebooted = errors.New("weston: boot id changed")
+	// ErrBadRecord: session.json is missing, unreadable or inconsistent.
+	ErrBadRecord = errors.New("weston: bad session record")
+	// ErrExitedCleanly is the Exit.Err of a compositor that exited with
+	// status 0 on its own.
+	ErrExitedCleanly = errors.New("weston: exit status 0")
+)
+
+const (
+	socketName = "wayland-hd"
+	logName    = "weston.log"
+	lockName   = ".lock"
+	// maxSocketPath is the longest unix socket path (sun_path minus NUL).
+	maxSocketPath = 107
+	// Bounds on Spec.Env.
+	maxEnvEntries = 128
+	maxEnvEntry   = 4096
+	exitsBuffer   = 64
+)
+
+var (
+	sessionIDRe = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	userRe      = regexp.MustCompile(`^[A-Za-z0-9_.@][A-Za-z0-9_.@-]{0,255}\$?$`)
+	envKeyRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Config configures a Backend. StateDir is required.
+type Config struct {
+	// Binary is the weston executable, looked up in PATH; default "weston".
+	Binary string
+	// Backend is the weston backend: "headless" (default). "rdp" is not
+	// implemented yet.
+	Backend string
+	// StateDir holds one directory per session (created 0700 if missing).
+	// Keep it short: <StateDir>/<id>/run/wayland-hd must fit in a unix
+	// socket path (107 bytes).
+	StateDir string
+	// ExtraArgs are appended to weston's command line. Unless they contain
+	// -c/--config, weston gets --no-config.
+	ExtraArgs []string
+	// StartTimeout bounds Create's wait for the socket; default 10s.
+	StartTimeout time.Duration
+	// StopGrace is how long Destroy waits after SIGTERM before SIGKILL;
+	// default 5s.
+	StopGrace time.Duration
+	// PollInterval is how often adopted compositors are checked and logs
+	// are rotated; default 2s.
+	PollInterval time.Duration
+	// LogMaxBytes bounds weston.log (and weston.log.1); default 4 MiB.
+	LogMaxBytes int64
+	// MaxSessions bounds how many compositors Create runs at once (adopted
+	// ones count but are never refused); 0 means unlimited.
+	MaxSessions int
+	// RunAsUser runs weston as Spec.User (looked up locally; must exist)
+	// instead of as the broker's user. StateDir is then made 0711 (its
+	// parents must be searchable too), a session directory becomes
+	// root:<user's group> 0710 and its run/ is owned by the user.
+	RunAsUser bool
+	// Logger is the backend's logger; default a null logger.
+	Logger hclog.Logger
+	// Clock drives StartTimeout, StopGrace and PollInterval; default
+	// clock.Real{}.
+	Clock clock.Clock
+
+	// procRoot is /proc; tests may point it elsewhere.
+	procRoot string
+}
+
+// Backend runs weston compositors. It is safe for concurrent use.
+type Backend struct {
+	cfg    Config
+	binary string // resolved path
+	log    hclog.Logger
+	clock  clock.Clock
+	bootID string
+	lock   *os.File
+
+	exits chan compositor.Exit
+	done  chan struct{} // closed by Close
+	// wg counts background work (ticks, exit handling) that may send on
+	// exits; Close waits for it before closing exits.
+	wg sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[string]*session
+	tick     clock.Timer
+}
+
+// session is one compositor. Fields without a comment are set before the
+// session is shared and never change.
+type session struct {
+	id, user         string
+	dir, runDir, log string
+	sock             string
+	started          time.Time
+	adopted          bool
+	logger           hclog.Logger
+
+	pid        int    // set by Create once started
+	startTicks uint64 // set by Create once started
+
+	// Guarded by Backend.mu.
+	ready     bool          // Create (or Adopt) completed
+	stopping  bool          // Destroy (or a failing Create) is stopping it
+	suspended bool          // last Suspend/Resume
+	readyCh   chan struct{} // closed when Create or Adopt is finished with it
+
+	fileMu sync.Mutex // serializes session.json writes
+
+	once    sync.Once
+	exitErr error         // set before exited is closed
+	exited  chan struct{} // closed once the process is known gone
+	done    chan struct{} // closed after exit handling (dir removed)
+}
+
+func newSession(b *Backend, id, user string) *session {
+	dir := filepath.Join(b.cfg.StateDir, id)
+	run := filepath.Join(dir, "run")
+	return &session{
+		id:      id,
+		user:    user,
+		dir:     dir,
+		runDir:  run,
+		log:     filepath.Join(dir, logName),
+		sock:    filepath.Join(run, socketName),
+		logger:  b.log.With("session_id", id),
+		readyCh: make(chan struct{}),
+		exited:  make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+}
+
+func (s *session) endpoint() string { return "wayland:" + s.sock }
+
+// info must be called with Backend.mu held.
+func (s *session) info() compositor.Info {
+	return compositor.Info{
+		SessionID: s.id,
+		User:      s.user,
+		PID:       s.pid,
+		Endpoint:  s.endpoint(),
+		Started:   s.started,
+		Suspended: s.suspended,
+	}
+}
+
+// ValidateSessionID reports whether id is usable: [A-Za-z0-9-]{1,64}.
+func ValidateSessionID(id string) error {
+	if !sessionIDRe.MatchString(id) {
+		return fmt.Errorf("%w: %q", ErrInvalidSessionID, id)
+	}
+	return nil
+}
+
+// New checks cfg, creates StateDir and locks it. The Backend supervises
+// nothing until Create or Adopt; call Close to release it.
+func New(cfg Config) (*Backend, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("weston: new: state dir required")
+	}
+	dir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("weston: new: state dir: %w", err)
+	}
+	cfg.StateDir = dir
+	switch cfg.Backend {
+	case "", "headless":
+		cfg.Backend = "headless"
+	default:
+		return nil, fmt.Errorf("weston: new: %w: %q", ErrUnsupportedBackend, cfg.Backend)
+	}
+	if cfg.Binary == "" {
+		cfg.Binary = "weston"
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Second
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 5 * time.Second
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 2 * time.Second
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = 4 << 20
+	}
+	if cfg.MaxSessions < 0 {
+		return nil, fmt.Errorf("weston: new: negative max sessions %d", cfg.MaxSessions)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.procRoot == "" {
+		cfg.procRoot = "/proc"
+	}
+	cfg.ExtraArgs = slices.Clone(cfg.ExtraArgs)
+	bin, err := exec.LookPath(cfg.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("weston: new: %w", err)
+	}
+	if len(filepath.Join(cfg.StateDir, "x", "run", socketName)) > maxSocketPath {
+		return nil, fmt.Errorf("weston: new: state dir %q too long for a unix socket path", cfg.StateDir)
+	}
+	bootID, err := readBootID(cfg.procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("weston: new: boot id: %w", err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("weston: new: %w", err)
+	}
+	if cfg.RunAsUser {
+		// Users must traverse StateDir to reach their own session dir.
+		if err := os.Chmod(cfg.StateDir, 0o711); err != nil {
+			return nil, fmt.Errorf("weston: new: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("weston: new: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("weston: new: %w: %s", ErrLocked, cfg.StateDir)
+		}
+		return nil, fmt.Errorf("weston: new: lock state dir: %w", err)
+	}
+	b := &Backend{
+		cfg:      cfg,
+		binary:   bin,
+		log:      cfg.Logger,
+		clock:    cfg.Clock,
+		bootID:   bootID,
+		lock:     lock,
+		exits:    make(chan compositor.Exit, exitsBuffer),
+		done:     make(chan struct{}),
+		sessions: make(map[string]*session),
+	}
+	b.mu.Lock()
+	b.tick = b.clock.AfterFunc(cfg.PollInterval, b.onTick)
+	b.mu.Unlock()
+	return b, nil
+}
+
+// Exits reports compositors that ended on their own, once each. It is
+// closed by Close. The buffer is bounded: a reader that falls behind holds
+// up exit handling (never Create, Destroy or List).
+func (b *Backend) Exits() <-chan compositor.Exit { return b.exits }
+
+// Create starts weston for spec and returns once its socket accepts a
+// connection. On failure (including ctx cancellation and StartTimeout,
+// whose error wraps ErrStartFailed and carries the tail of weston.log)
+// nothing is left behind.
+func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.Info, error) {
+	if err := ValidateSessionID(spec.SessionID); err != nil {
+		return compositor.Info{}, fmt.Errorf("weston: create: %w", err)
+	}
+	if !userRe.MatchString(spec.User) {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w: user %q", spec.SessionID, ErrInvalidSpec, spec.User)
+	}
+	if err := checkEnv(spec.Env); err != nil {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, err)
+	}
+	s := newSession(b, spec.SessionID, spec.User)
+	if len(s.sock) > maxSocketPath {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w: socket path %q too long", spec.SessionID, ErrInvalidSpec, s.sock)
+	}
+	var cred *syscall.Credential
+	home := s.dir
+	uid, gid := -1, -1
+	if u, err := user.Lookup(spec.User); err == nil {
+		home = u.HomeDir
+		if b.cfg.RunAsUser {
+			if cred, uid, gid, err = credential(u); err != nil {
+				return compositor.Info{}, fmt.Errorf("weston: create %s: %w: %w", spec.SessionID, ErrInvalidSpec, err)
+			}
+		}
+	} else if b.cfg.RunAsUser {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w: %w", spec.SessionID, ErrInvalidSpec, err)
+	}
+
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, ErrClosed)
+	case b.sessions[s.id] != nil:
+		b.mu.Unlock()
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, ErrExists)
+	case b.cfg.MaxSessions > 0 && len(b.sessions) >= b.cfg.MaxSessions:
+		b.mu.Unlock()
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w (max %d)", spec.SessionID, ErrTooManySessions, b.cfg.MaxSessions)
+	}
+	b.sessions[s.id] = s // reservation: not ready, invisible to List
+	b.mu.Unlock()
+	defer close(s.readyCh)
+
+	info, err := b.start(ctx, s, spec.Env, home, cred, uid, gid)
+	if err != nil {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, err)
+	}
+	s.logger.Info("compositor started", "pid", info.PID, "endpoint", info.Endpoint)
+	return info, nil
+}
+
+// start runs weston for the reserved session s and waits until it is ready;
+// on error it undoes everything, reservation included.
+func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home string, cred *syscall.Credential, uid, gid int) (compositor.Info, error) {
+	unreserve := func() {
+		b.mu.Lock()
+		if b.sessions[s.id] == s {
+			delete(b.sessions, s.id)
+		}
+		b.mu.Unlock()
+	}
+	if err := os.Mkdir(s.dir, 0o700); err != nil {
+		unreserve()
+		if errors.Is(err, os.ErrExist) {
+			return compositor.Info{}, fmt.Errorf("%w: state dir %s exists (adopt it first)", ErrExists, s.dir)
+		}
+		return compositor.Info{}, err
+	}
+	cleanDir := func() {
+		if err := os.RemoveAll(s.dir); err != nil {
+			s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
+		}
+		unreserve()
+	}
+	logf, err := b.prepareDir(s, uid, gid)
+	if err != nil {
+		cleanDir()
+		return compositor.Info{}, err
+	}
+
+	args := []string{
+		"--backend=" + b.cfg.Backend + "-backend.so",
+		"--socket=" + socketName,
+		"--idle-time=0",
+	}
+	if !hasConfigFlag(b.cfg.ExtraArgs) {
+		args = append(args, "--no-config")
+	}
+	args = append(args, b.cfg.ExtraArgs...)
+	cmd := exec.Command(b.binary, args...)
+	cmd.Env = buildEnv(home, s.user, s.runDir, extraEnv)
+	cmd.Dir = s.runDir
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	s.started = b.clock.Now()
+	err = cmd.Start()
+	logf.Close() // the child has its own copy
+	if err != nil {
+		cleanDir()
+		return compositor.Info{}, err
+	}
+	s.pid = cmd.Process.Pid
+	go func() {
+		err := cmd.Wait()
+		if err == nil {
+			err = ErrExitedCleanly
+		}
+		s.markExited(b, err)
+	}()
+
+	// From here on a failure kills the process group and waits for it.
+	fail := func(err error) (compositor.Info, error) {
+		b.mu.Lock()
+		s.stopping = true
+		b.mu.Unlock()
+		if kerr := signalGroup(s.pid, syscall.SIGKILL); kerr != nil {
+			s.logger.Warn("cannot kill compositor", "pid", s.pid, "error", kerr)
+		}
+		_ = cmd.Process.Kill() // the leader, even if the group is gone
+		<-s.exited             // SIGKILL: Wait returns promptly
+		_ = signalGroup(s.pid, syscall.SIGKILL)
+		if tail := logTail(s.log); tail != "" {
+			err = fmt.Errorf("%w; weston.log tail:\n%s", err, tail)
+		}
+		cleanDir()
+		return compositor.Info{}, err
+	}
+
+	st, err := readProcStat(b.cfg.procRoot, s.pid)
+	if err != nil {
+		return fail(fmt.Errorf("read stat of pid %d: %w", s.pid, err))
+	}
+	s.startTicks = st.startTicks
+	s.fileMu.Lock()
+	err = writeRecord(s.dir, b.recordOf(s, false))
+	s.fileMu.Unlock()
+	if err != nil {
+		return fail(fmt.Errorf("write session record: %w", err))
+	}
+	if err := b.waitReady(ctx, s); err != nil {
+		return fail(err)
+	}
+
+	// Becoming ready and exiting are decided under b.mu: onExit leaves a
+	// session that is not ready to us, so check exited here.
+	b.mu.Lock()
+	var ferr error
+	select {
+	case <-s.exited:
+		ferr = fmt.Errorf("%w: weston exited: %w", ErrStartFailed, s.exitErr)
+	default:
+		if b.closed {
+			ferr = ErrClosed
+		}
+	}
+	if ferr != nil {
+		b.mu.Unlock()
+		return fail(ferr)
+	}
+	s.ready = true
+	info := s.info()
+	b.mu.Unlock()
+	return info, nil
+}
+
+// prepareDir finishes the session directory and opens weston.log.
+func (b *Backend) prepareDir(s *session, uid, gid int) (*os.File, error) {
+	// Mkdir's mode is subject to the umask; set it explicitly.
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(s.runDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(s.runDir, 0o700); err != nil {
+		return nil, err
+	}
+	if uid >= 0 {
+		// The user may traverse its session dir but not write it, so it
+		// cannot forge session.json; run/ is its own.
+		if err := os.Chown(s.dir, 0, gid); err != nil {
+			return nil, err
+		}
+		if err := os.Chmod(s.dir, 0o710); err != nil {
+			return nil, err
+		}
+		if err := os.Chown(s.runDir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	return os.OpenFile(s.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+}
+
+// waitReady polls the socket with short, growing sleeps until it accepts a
+// connection, weston exits, StartTimeout passes on the injected clock or
+// ctx ends.
+func (b *Backend) waitReady(ctx context.Context, s *session) error {
+	expired := make(chan struct{})
+	t := b.clock.AfterFunc(b.cfg.StartTimeout, func() { close(expired) })
+	defer t.Stop()
+	backoff := 2 * time.Millisecond
+	sleep := time.NewTimer(0)
+	defer sleep.Stop()
+	<-sleep.C
+	for {
+		c, err := net.DialTimeout("unix", s.sock, 250*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		sleep.Reset(backoff)
+		select {
+		case <-sleep.C:
+		case <-s.exited:
+			return fmt.Errorf("%w: weston exited: %w", ErrStartFailed, s.exitErr)
+		case <-expired:
+			return fmt.Errorf("%w: socket not ready after %s", ErrStartFailed, b.cfg.StartTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 50*time.Millisecond)
+	}
+}
+
+func (b *Backend) recordOf(s *session, suspended bool) record {
+	return record{
+		Version:    recordVersion,
+		SessionID:  s.id,
+		User:       s.user,
+		PID:        s.pid,
+		StartTicks: s.startTicks,
+		BootID:     b.bootID,
+		Endpoint:   s.endpoint(),
+		Started:    s.started,
+		Suspended:  suspended,
+	}
+}
+
+// Suspend records the session as suspended; the compositor keeps running.
+func (b *Backend) Suspend(ctx context.Context, sessionID string) error {
+	if _, err := b.setSuspended(sessionID, true); err != nil {
+		return fmt.Errorf("weston: suspend %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+// Resume records the session as not suspended and returns its Info.
+func (b *Backend) Resume(ctx context.Context, sessionID string) (compositor.Info, error) {
+	info, err := b.setSuspended(sessionID, false)
+	if err != nil {
+		return compositor.Info{}, fmt.Errorf("weston: resume %s: %w", sessionID, err)
+	}
+	return info, nil
+}
+
+func (b *Backend) setSuspended(id string, v bool) (compositor.Info, error) {
+	b.mu.Lock()
+	s, err := b.liveLocked(id)
+	b.mu.Unlock()
+	if err != nil {
+		return compositor.Info{}, err
+	}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	b.mu.Lock()
+	if _, err := b.liveLocked(id); err != nil {
+		b.mu.Unlock()
+		return compositor.Info{}, err
+	}
+	old := s.suspended
+	s.suspended = v
+	rec := b.recordOf(s, v)
+	b.mu.Unlock()
+	if old == v {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return s.info(), nil
+	}
+	if err := writeRecord(s.dir, rec); err != nil {
+		b.mu.Lock()
+		if s.suspended == v {
+			s.suspended = old
+		}
+		b.mu.Unlock()
+		return compositor.Info{}, fmt.Errorf("write session record: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return s.info(), nil
+}
+
+// liveLocked returns the ready, not stopping session id; b.mu must be held.
+func (b *Backend) liveLocked(id string) (*session, error) {
+	if b.closed {
+		return nil, ErrClosed
+	}
+	s := b.sessions[id]
+	if s == nil || !s.ready || s.stopping {
+		return nil, compositor.ErrNotFound
+	}
+	return s, nil
+}
+
+// Destroy stops the session's compositor: SIGTERM to its process group,
+// SIGKILL after StopGrace, then waits for it to exit and removes its state
+// directory. An unknown session is not an error. If ctx ends first, the
+// group is sent SIGKILL and the cleanup finishes in the background.
+func (b *Backend) Destroy(ctx context.Context, sessionID string) error {
+	var s *session
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return fmt.Errorf("weston: destroy %s: %w", sessionID, ErrClosed)
+		}
+		s = b.sessions[sessionID]
+		if s == nil {
+			b.mu.Unlock()
+			return nil
+		}
+		if s.ready {
+			s.stopping = true
+			b.mu.Unlock()
+			break
+		}
+		b.mu.Unlock()
+		// Create or Adopt is still working on it: wait for the outcome.
+		select {
+		case <-s.readyCh:
+		case <-ctx.Done():
+			return fmt.Errorf("weston: destroy %s: %w", sessionID, ctx.Err())
+		}
+	}
+
+	if err := b.signal(s, syscall.SIGTERM); err != nil {
+		s.logger.Warn("cannot signal compositor", "pid", s.pid, "signal", "SIGTERM", "error", err)
+	}
+	gone, err := b.waitExited(ctx, s, b.cfg.StopGrace)
+	if err == nil && !gone {
+		s.logger.Warn("compositor ignored SIGTERM, killing", "pid", s.pid, "grace", b.cfg.StopGrace)
+		if err := b.signal(s, syscall.SIGKILL); err != nil {
+			s.logger.Warn("cannot signal compositor", "pid", s.pid, "signal", "SIGKILL", "error", err)
+		}
+		_, err = b.waitExited(ctx, s, 0)
+	}
+	if err == nil {
+		select {
+		case <-s.done:
+			s.logger.Info("compositor destroyed", "pid", s.pid)
+			return nil
+		case <-b.done:
+			err = ErrClosed
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if !errors.Is(err, ErrClosed) {
+		_ = b.signal(s, syscall.SIGKILL)
+	}
+	return fmt.Errorf("weston: destroy %s: %w", sessionID, err)
+}
+
+// signal sends sig to the session's process group, after checking that an
+// adopted process is still the recorded one.
+func (b *Backend) signal(s *session, sig syscall.Signal) error {
+	select {
+	case <-s.exited:
+		return nil
+	default:
+	}
+	if s.adopted {
+		if err := checkProc(b.cfg.procRoot, s.pid, s.startTicks); err != nil {
+			if errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
+				s.markExited(b, err)
+				return nil
+			}
+			return err
+		}
+	}
+	return signalGroup(s.pid, sig)
+}
+
+// waitExited waits until the process has exited (true), d has passed on the
+// injected clock (false; d == 0 means no limit), ctx ends or the Backend is
+// closed. Adopted processes are polled quickly meanwhile.
+func (b *Backend) waitExited(ctx context.Context, s *session, d time.Duration) (bool, error) {
+	var expired chan struct{}
+	if d > 0 {
+		expired = make(chan struct{})
+		t := b.clock.AfterFunc(d, func() { close(expired) })
+		defer t.Stop()
+	}
+	var poll <-chan time.Time
+	if s.adopted {
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		poll = tk.C
+	}
+	for {
+		select {
+		case <-s.exited:
+			return true, nil
+		case <-expired:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-b.done:
+			return false, ErrClosed
+		case <-poll:
+			if err := checkProc(b.cfg.procRoot, s.pid, s.startTicks); errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
+				s.markExited(b, err)
+			}
+		}
+	}
+}
+
+// markExited records that the process is gone (once) and handles it.
+func (s *session) markExited(b *Backend, err error) {
+	s.once.Do(func() {
+		s.exitErr = err
+		close(s.exited)
+		b.onExit(s)
+	})
+}
+
+// onExit cleans up after a ready session's process ended: kills what is
+// left of its process group, removes its state dir, forgets it and, unless
+// Destroy asked for it, reports it on Exits. After Close it does nothing
+// (the process is only reaped), and a session Create is still starting is
+// left to Create.
+func (b *Backend) onExit(s *session) {
+	b.mu.Lock()
+	if b.closed || !s.ready {
+		b.mu.Unlock()
+		return
+	}
+	stopping := s.stopping
+	b.wg.Add(1)
+	b.mu.Unlock()
+	defer b.wg.Done()
+
+	if !errors.Is(s.exitErr, ErrPIDReused) {
+		// The leader is gone; its helpers and the session's applications
+		// may not be.
+		if err := signalGroup(s.pid, syscall.SIGKILL); err != nil {
+			s.logger.Warn("cannot kill process group", "pgid", s.pid, "error", err)
+		}
+	}
+	if !stopping {
+		s.logger.Warn("compositor exited", "pid", s.pid, "error", s.exitErr, "log_tail", logTail(s.log))
+	}
+	if err := os.RemoveAll(s.dir); err != nil {
+		s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
+	}
+	b.mu.Lock()
+	if b.sessions[s.id] == s {
+		delete(b.sessions, s.id)
+	}
+	b.mu.Unlock()
+	close(s.done)
+	if !stopping {
+		select {
+		case b.exits <- compositor.Exit{SessionID: s.id, PID: s.pid, Err: s.exitErr}:
+		case <-b.done:
+		}
+	}
+}
+
+// onTick checks adopted compositors and rotates logs, then reschedules.
+func (b *Backend) onTick() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.wg.Add(1)
+	var live []*session
+	for _, s := range b.sessions {
+		if s.ready && !s.stopping {
+			live = append(live, s)
+		}
+	}
+	b.mu.Unlock()
+	defer b.wg.Done()
+
+	for _, s := range live {
+		if s.adopted {
+			err := checkProc(b.cfg.procRoot, s.pid, s.startTicks)
+			if errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
+				s.markExited(b, err)
+				continue
+			}
+			if err != nil {
+				s.logger.Warn("cannot check compositor", "pid", s.pid, "error", err)
+			}
+		}
+		if rotated, err := rotateLog(s.log, b.cfg.LogMaxBytes); err != nil {
+			s.logger.Warn("cannot rotate log", "path", s.log, "error", err)
+		} else if rotated {
+			s.logger.Debug("log rotated", "path", s.log)
+		}
+	}
+
+	b.mu.Lock()
+	if !b.closed {
+		b.tick = b.clock.AfterFunc(b.cfg.PollInterval, b.onTick)
+	}
+	b.mu.Unlock()
+}
+
+// List returns every running compositor, sorted by session id.
+func (b *Backend) List(ctx context.Context) ([]compositor.Info, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("weston: list: %w", ErrClosed)
+	}
+	out := make([]compositor.Info, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		if s.ready && !s.stopping {
+			out = append(out, s.info())
+		}
+	}
+	slices.SortFunc(out, func(x, y compositor.Info) int { return strings.Compare(x.SessionID, y.SessionID) })
+	return out, nil
+}
+
+// Adopt scans StateDir for session directories this Backend does not
+// supervise. A session whose recorded process is alive, on this boot, with
+// the recorded start time is adopted: supervised by polling from now on.
+// Any other session directory is removed and reported in lost, with an Err
+// wrapping ErrRebooted, ErrProcessGone, ErrPIDReused or ErrBadRecord; a
+// process that cannot be verified is never signalled. If ctx ends, the
+// sessions handled so far are returned with the error.
+func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []compositor.Exit, err error) {
+	entries, err := os.ReadDir(b.cfg.StateDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("weston: adopt: %w", err)
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return adopted, lost, fmt.Errorf("weston: adopt: %w", err)
+		}
+		id := e.Name()
+		if !e.IsDir() || ValidateSessionID(id) != nil {
+			continue
+		}
+		s := newSession(b, id, "")
+		s.adopted = true
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return adopted, lost, fmt.Errorf("weston: adopt: %w", ErrClosed)
+		}
+		if b.sessions[id] != nil {
+			b.mu.Unlock()
+			continue
+		}
+		b.sessions[id] = s // reservation
+		b.mu.Unlock()
+
+		info, ex, ok := b.adoptOne(s)
+		b.mu.Lock()
+		if ok {
+			s.ready = true
+			adopted = append(adopted, s.info())
+		} else if b.sessions[id] == s {
+			delete(b.sessions, id)
+		}
+		b.mu.Unlock()
+		close(s.readyCh)
+		if ok {
+			s.logger.Info("compositor adopted", "pid", info.PID, "endpoint", info.Endpoint)
+		} else {
+			s.logger.Warn("compositor lost", "pid", ex.PID, "error", ex.Err)
+			lost = append(lost, ex)
+		}
+	}
+	return adopted, lost, nil
+}
+
+// adoptOne verifies the reserved session s from its record.
+func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) {
+	lose := func(pid int, err error) (compositor.Info, compositor.Exit, bool) {
+		if err := os.RemoveAll(s.dir); err != nil {
+			s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
+		}
+		return compositor.Info{}, compositor.Exit{SessionID: s.id, PID: pid, Err: err}, false
+	}
+	rec, err := readRecord(s.dir, s.id)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return lose(0, fmt.Errorf("%w: no %s", ErrBadRecord, recordName))
+	case errors.Is(err, ErrBadRecord):
+		return lose(0, err)
+	case err != nil:
+		return lose(0, fmt.Errorf("%w: %w", ErrBadRecord, err))
+	case rec.BootID != b.bootID:
+		return lose(rec.PID, ErrRebooted)
+	}
+	switch err := checkProc(b.cfg.procRoot, rec.PID, rec.StartTicks); {
+	case errors.Is(err, ErrProcessGone):
+		// Leftovers of its process group die with it.
+		_ = signalGroup(rec.PID, syscall.SIGKILL)
+		return lose(rec.PID, err)
+	case err != nil:
+		return lose(rec.PID, err)
+	}
+	s.user = rec.User
+	s.pid = rec.PID
+	s.startTicks = rec.StartTicks
+	s.started = rec.Started
+	s.suspended = rec.Suspended
+	return s.info(), compositor.Exit{}, true
+}
+
+// Close stops supervising: no more Exits are sent and Exits is closed, but
+// every compositor keeps running and can be adopted by a new Backend on the
+// same StateDir. The state directory lock is released. Close is
+// idempotent. Compositors started by this Backend are still its process's
+// children: one goroutine each keeps waiting to reap them, and does nothing
+// else, until they exit.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	if b.tick != nil {
+		b.tick.Stop()
+	}
+	b.mu.Unlock()
+	close(b.done)
+	b.wg.Wait()
+	close(b.exits)
+	if err := b.lock.Close(); err != nil {
+		return fmt.Errorf("weston: close: %w", err)
+	}
+	return nil
+}
+
+// checkEnv bounds and validates Spec.Env.
+func checkEnv(env []string) error {
+	if len(env) > maxEnvEntries {
+		return fmt.Errorf("%w: %d env entries (max %d)", ErrInvalidSpec, len(env), maxEnvEntries)
+	}
+	for i, kv := range env {
+		k, _, ok := strings.Cut(kv, "=")
+		switch {
+		case len(kv) > maxEnvEntry:
+			return fmt.Errorf("%w: env entry %d longer than %d bytes", ErrInvalidSpec, i, maxEnvEntry)
+		case !ok || !envKeyRe.MatchString(k):
+			return fmt.Errorf("%w: env entry %d is not KEY=VALUE", ErrInvalidSpec, i)
+		case strings.IndexByte(kv, 0) >= 0:
+			return fmt.Errorf("%w: env entry %d holds NUL", ErrInvalidSpec, i)
+		case k == "XDG_RUNTIME_DIR":
+			return fmt.Errorf("%w: env may not set %s", ErrInvalidSpec, k)
+		}
+	}
+	return nil
+}
+
+// buildEnv is weston's whole environment; later entries win.
+func buildEnv(home, usr, runDir string, extra []string) []string {
+	env := []string{
+		"HOME=" + home,
+		"USER=" + usr,
+		"LOGNAME=" + usr,
+		"PATH=/usr/local/bin:/usr/bin:/bin",
+		"LANG=C.UTF-8",
+	}
+	env = append(env, extra...)
+	env = append(env, "XDG_RUNTIME_DIR="+runDir)
+	// Dedupe, keeping the last value of each key in first-seen order.
+	idx := make(map[string]int, len(env))
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+func hasConfigFlag(args []string) bool {
+	for _, a := range args {
+		if a == "-c" || a == "--config" || strings.HasPrefix(a, "--config=") || (strings.HasPrefix(a, "-c") && len(a) > 2) {
+			return true
+		}
+	}
+	return false
+}
+
+// credential is the uid/gid/groups weston runs with under RunAsUser.
+func credential(u *user.User) (*syscall.Credential, int, int, error) {
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("uid %q: %w", u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("gid %q: %w", u.Gid, err)
+	}
+	var groups []uint32
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				groups = append(groups, uint32(n))
+			}
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, int(uid), int(gid), nil
+}

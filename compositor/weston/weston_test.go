@@ -1,0 +1,867 @@
+package weston
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/compositor"
+)
+
+// waitLimit bounds every wait for something asynchronous; it is a failure
+// limit, never a timing assertion.
+const waitLimit = 20 * time.Second
+
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// requireWeston returns the weston binary; it fails the test when CI=true
+// and weston is missing, and skips it otherwise.
+func requireWeston(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("weston")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("weston not installed (CI=true): %v", err)
+		}
+		t.Skipf("weston not installed: %v", err)
+	}
+	return p
+}
+
+// stateDir is a short state directory (unix socket paths are limited).
+func stateDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "hdw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// syncWriter lets background goroutines log after the test has ended.
+type syncWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func testLogger(t *testing.T) hclog.Logger {
+	w := &syncWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return hclog.New(&hclog.LoggerOptions{Name: "weston", Output: w, Level: hclog.Debug})
+}
+
+// newBackend builds a Backend on a fake clock, closed at cleanup.
+func newBackend(t *testing.T, cfg Config) (*Backend, *clock.Fake) {
+	t.Helper()
+	fc := clock.NewFake(epoch)
+	if cfg.Clock == nil {
+		cfg.Clock = fc
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, fc
+}
+
+// helperConfig runs this test binary as a fake compositor.
+func helperConfig(t *testing.T) Config {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Config{Binary: exe, StateDir: stateDir(t)}
+}
+
+func helperSpec(id, mode string) compositor.Spec {
+	return compositor.Spec{SessionID: id, User: "root", Env: []string{helperEnv + "=" + mode}}
+}
+
+// track kills pid's process group at cleanup if it is still the same
+// process, so no test leaves compositors behind.
+func track(t *testing.T, pid int) {
+	t.Helper()
+	st, err := readProcStat("/proc", pid)
+	if err != nil {
+		return
+	}
+	t.Cleanup(func() {
+		switch err := checkProc("/proc", pid, st.startTicks); {
+		case err == nil:
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL) // in case it is not a group leader
+		case errors.Is(err, ErrProcessGone):
+			syscall.Kill(-pid, syscall.SIGKILL) // what is left of its group
+		}
+	})
+}
+
+// destroy calls Destroy with a failure limit, so a broken Destroy fails the
+// test instead of hanging it.
+func destroy(t *testing.T, b *Backend, id string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	return b.Destroy(ctx, id)
+}
+
+func create(t *testing.T, b *Backend, spec compositor.Spec) compositor.Info {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	info, err := b.Create(ctx, spec)
+	if err != nil {
+		t.Fatalf("Create(%s): %v", spec.SessionID, err)
+	}
+	track(t, info.PID)
+	return info
+}
+
+func alive(pid int) bool {
+	st, err := readProcStat("/proc", pid)
+	return err == nil && st.state != 'Z' && st.state != 'X'
+}
+
+// groupGone waits until no live process is left in process group pgid.
+// Zombies do not count: orphans are reaped by init, at its own pace.
+func groupGone(t *testing.T, pgid int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		left := liveInGroup(pgid)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process group %d still has live processes %v", pgid, left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func liveInGroup(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readProcStat("/proc", pid); err == nil && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func dial(t *testing.T, endpoint string) {
+	t.Helper()
+	path, ok := strings.CutPrefix(endpoint, "wayland:")
+	if !ok || !filepath.IsAbs(path) {
+		t.Fatalf("endpoint = %q; want wayland:<absolute path>", endpoint)
+	}
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	c.Close()
+}
+
+func perm(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+func readRec(t *testing.T, dir string) record {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, recordName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func noExit(t *testing.T, b *Backend) {
+	t.Helper()
+	select {
+	case e := <-b.Exits():
+		t.Fatalf("unexpected exit %+v", e)
+	default:
+	}
+}
+
+func environ(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	slices.Sort(env)
+	return env
+}
+
+func TestLifecycle(t *testing.T) {
+	requireWeston(t)
+	t.Setenv("HOTDESK_BROKER_SECRET", "must-not-leak")
+	dir := stateDir(t)
+	b, _ := newBackend(t, Config{StateDir: dir})
+	ctx := context.Background()
+
+	info := create(t, b, compositor.Spec{SessionID: "s-1", User: "root", Env: []string{"LANG=de_DE.UTF-8", "FROM_PAM=1"}})
+	sdir := filepath.Join(dir, "s-1")
+	sock := filepath.Join(sdir, "run", socketName)
+	want := compositor.Info{SessionID: "s-1", User: "root", PID: info.PID, Endpoint: "wayland:" + sock, Started: epoch}
+	if info != want {
+		t.Fatalf("Create = %+v; want %+v", info, want)
+	}
+	dial(t, info.Endpoint)
+	if !alive(info.PID) {
+		t.Fatalf("pid %d not alive after Create", info.PID)
+	}
+	if pg, err := syscall.Getpgid(info.PID); err != nil || pg != info.PID {
+		t.Fatalf("pgid of %d = %d, %v; want its own group %d", info.PID, pg, err, info.PID)
+	}
+	if got := perm(t, sdir); got != 0o700 {
+		t.Fatalf("state dir mode = %v; want 0700", got)
+	}
+	if got := perm(t, filepath.Join(sdir, "run")); got != 0o700 {
+		t.Fatalf("run dir mode = %v; want 0700", got)
+	}
+	if fi, err := os.Stat(filepath.Join(sdir, logName)); err != nil || fi.Size() == 0 {
+		t.Fatalf("weston.log: %v, %v; want a non-empty log", fi, err)
+	}
+	gotEnv := environ(t, info.PID)
+	home := "/root"
+	if u, err := user.Lookup("root"); err == nil {
+		home = u.HomeDir
+	}
+	wantEnv := []string{"FROM_PAM=1", "HOME=" + home, "LANG=de_DE.UTF-8", "LOGNAME=root", "PATH=/usr/local/bin:/usr/bin:/bin", "USER=root", "XDG_RUNTIME_DIR=" + filepath.Join(sdir, "run")}
+	if !slices.Equal(gotEnv, wantEnv) {
+		t.Fatalf("environ = %q; want %q", gotEnv, wantEnv)
+	}
+
+	bootID, _ := readBootID("/proc")
+	st, _ := readProcStat("/proc", info.PID)
+	rec := readRec(t, sdir)
+	wantRec := record{Version: 1, SessionID: "s-1", User: "root", PID: info.PID, StartTicks: st.startTicks, BootID: bootID, Endpoint: info.Endpoint, Started: epoch}
+	if rec != wantRec {
+		t.Fatalf("session.json = %+v; want %+v", rec, wantRec)
+	}
+
+	if list, err := b.List(ctx); err != nil || !slices.Equal(list, []compositor.Info{info}) {
+		t.Fatalf("List = %+v, %v; want [%+v]", list, err, info)
+	}
+	if _, err := b.Create(ctx, compositor.Spec{SessionID: "s-1", User: "root"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second Create err = %v; want ErrExists", err)
+	}
+
+	// Suspend: same process, still running (not stopped), flag recorded.
+	if err := b.Suspend(ctx, "s-1"); err != nil {
+		t.Fatalf("Suspend: %v", err)
+	}
+	st2, err := readProcStat("/proc", info.PID)
+	if err != nil || st2.startTicks != st.startTicks || st2.state == 'T' || st2.state == 't' {
+		t.Fatalf("after Suspend stat = %+v, %v; want the same running process", st2, err)
+	}
+	dial(t, info.Endpoint)
+	if list, _ := b.List(ctx); len(list) != 1 || !list[0].Suspended {
+		t.Fatalf("List after Suspend = %+v; want one suspended", list)
+	}
+	if !readRec(t, sdir).Suspended {
+		t.Fatalf("session.json suspended = false; want true")
+	}
+
+	got, err := b.Resume(ctx, "s-1")
+	if err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if got != info {
+		t.Fatalf("Resume = %+v; want %+v", got, info)
+	}
+	if readRec(t, sdir).Suspended {
+		t.Fatalf("session.json suspended = true; want false")
+	}
+
+	if err := destroy(t, b, "s-1"); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if alive(info.PID) {
+		t.Fatalf("pid %d alive after Destroy", info.PID)
+	}
+	groupGone(t, info.PID)
+	if _, err := os.Stat(sdir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state dir after Destroy: %v; want it removed", err)
+	}
+	if list, _ := b.List(ctx); len(list) != 0 {
+		t.Fatalf("List after Destroy = %+v; want none", list)
+	}
+	if err := destroy(t, b, "s-1"); err != nil {
+		t.Fatalf("second Destroy = %v; want nil", err)
+	}
+	for name, err := range map[string]error{
+		"Suspend": b.Suspend(ctx, "s-1"),
+		"Resume":  func() error { _, err := b.Resume(ctx, "s-1"); return err }(),
+	} {
+		if !errors.Is(err, compositor.ErrNotFound) {
+			t.Fatalf("%s after Destroy = %v; want ErrNotFound", name, err)
+		}
+	}
+	noExit(t, b)
+}
+
+func TestUnexpectedExit(t *testing.T) {
+	requireWeston(t)
+	dir := stateDir(t)
+	b, _ := newBackend(t, Config{StateDir: dir})
+	ctx := context.Background()
+	keep := create(t, b, compositor.Spec{SessionID: "keep", User: "root"})
+	info := create(t, b, compositor.Spec{SessionID: "victim", User: "root"})
+
+	if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var e compositor.Exit
+	select {
+	case e = <-b.Exits():
+	case <-time.After(waitLimit):
+		t.Fatalf("no exit reported after SIGKILL")
+	}
+	if e.SessionID != "victim" || e.PID != info.PID || e.Err == nil || e.Err.Error() != "signal: killed" {
+		t.Fatalf("exit = %+v; want {victim %d signal: killed}", e, info.PID)
+	}
+	// Forgotten: gone from List, dir and helpers gone, id reusable.
+	if list, _ := b.List(ctx); len(list) != 1 || list[0].SessionID != "keep" {
+		t.Fatalf("List = %+v; want only keep", list)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "victim")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state dir of victim: %v; want removed", err)
+	}
+	groupGone(t, info.PID)
+	again := create(t, b, compositor.Spec{SessionID: "victim", User: "root"})
+	if again.PID == info.PID {
+		t.Fatalf("recreated pid = %d; want a new process", again.PID)
+	}
+	if !alive(keep.PID) {
+		t.Fatalf("unrelated compositor %d died", keep.PID)
+	}
+	for _, id := range []string{"keep", "victim"} {
+		if err := destroy(t, b, id); err != nil {
+			t.Fatalf("Destroy(%s): %v", id, err)
+		}
+	}
+	noExit(t, b)
+}
+
+func TestExitKillsGroup(t *testing.T) {
+	b, _ := newBackend(t, helperConfig(t))
+	info := create(t, b, helperSpec("grp", "with-child"))
+	deadline := time.Now().Add(waitLimit)
+	for len(liveInGroup(info.PID)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("helper child did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-b.Exits():
+		if e.SessionID != "grp" {
+			t.Fatalf("exit = %+v; want session grp", e)
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("no exit reported")
+	}
+	// The application left in the group was killed with the session.
+	groupGone(t, info.PID)
+}
+
+// writeStale writes a session dir with a hand-made record.
+func writeStale(t *testing.T, dir, id string, r *record) {
+	t.Helper()
+	d := filepath.Join(dir, id)
+	if err := os.MkdirAll(filepath.Join(d, "run"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if r != nil {
+		r.Version, r.SessionID = 1, id
+		if err := writeRecord(d, *r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestAdopt(t *testing.T) {
+	requireWeston(t)
+	dir := stateDir(t)
+	ctx := context.Background()
+	b1, _ := newBackend(t, Config{StateDir: dir})
+	live := create(t, b1, compositor.Spec{SessionID: "live", User: "root"})
+	other := create(t, b1, compositor.Spec{SessionID: "other", User: "root"})
+	if err := b1.Suspend(ctx, "live"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Records that must not be adopted.
+	bootID, _ := readBootID("/proc")
+	dead := exec.Command("/bin/true")
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadStat, _ := readProcStat("/proc", dead.Process.Pid)
+	dead.Wait()
+	self, _ := readProcStat("/proc", os.Getpid())
+	writeStale(t, dir, "dead", &record{PID: dead.Process.Pid, StartTicks: deadStat.startTicks, BootID: bootID})
+	writeStale(t, dir, "reused", &record{PID: os.Getpid(), StartTicks: self.startTicks + 1, BootID: bootID})
+	writeStale(t, dir, "oldboot", &record{PID: os.Getpid(), StartTicks: self.startTicks, BootID: "00000000-old"})
+	writeStale(t, dir, "norecord", nil)
+	if err := os.WriteFile(filepath.Join(dir, "not a session"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := New(Config{StateDir: dir}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("New on a held state dir err = %v; want ErrLocked", err)
+	}
+	if err := b1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, ok := <-b1.Exits(); ok {
+		t.Fatalf("Exits not closed after Close")
+	}
+	if !alive(live.PID) || !alive(other.PID) {
+		t.Fatalf("Close killed compositors")
+	}
+	if _, err := b1.List(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("List after Close err = %v; want ErrClosed", err)
+	}
+
+	b2, fc := newBackend(t, Config{StateDir: dir, PollInterval: time.Second})
+	adopted, lost, err := b2.Adopt(ctx)
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	wantLive := live
+	wantLive.Suspended = true
+	if want := []compositor.Info{wantLive, other}; !slices.Equal(adopted, want) {
+		t.Fatalf("adopted = %+v; want %+v", adopted, want)
+	}
+	wantLost := map[string]struct {
+		pid int
+		err error
+	}{
+		"dead":     {dead.Process.Pid, ErrProcessGone},
+		"reused":   {os.Getpid(), ErrPIDReused},
+		"oldboot":  {os.Getpid(), ErrRebooted},
+		"norecord": {0, ErrBadRecord},
+	}
+	if len(lost) != len(wantLost) {
+		t.Fatalf("lost = %+v; want %d entries", lost, len(wantLost))
+	}
+	for _, e := range lost {
+		w, ok := wantLost[e.SessionID]
+		if !ok || e.PID != w.pid || !errors.Is(e.Err, w.err) {
+			t.Fatalf("lost %+v; want pid %d err %v", e, w.pid, w.err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, e.SessionID)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("dir of lost %s: %v; want removed", e.SessionID, err)
+		}
+	}
+	if list, _ := b2.List(ctx); !slices.Equal(list, adopted) {
+		t.Fatalf("List = %+v; want %+v", list, adopted)
+	}
+	if again, lost, err := b2.Adopt(ctx); len(again) != 0 || len(lost) != 0 || err != nil {
+		t.Fatalf("second Adopt = %+v, %+v, %v; want nothing", again, lost, err)
+	}
+	if _, err := b2.Resume(ctx, "live"); err != nil {
+		t.Fatalf("Resume adopted: %v", err)
+	}
+	dial(t, live.Endpoint)
+
+	// An adopted compositor that dies is found by polling on the clock.
+	if err := syscall.Kill(other.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var e compositor.Exit
+	deadline := time.Now().Add(waitLimit)
+	for e.SessionID == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no exit reported for adopted compositor")
+		}
+		fc.Advance(time.Second)
+		select {
+		case e = <-b2.Exits():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if e.SessionID != "other" || e.PID != other.PID || !errors.Is(e.Err, ErrProcessGone) {
+		t.Fatalf("exit = %+v; want {other %d %v}", e, other.PID, ErrProcessGone)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dir of exited adopted: %v; want removed", err)
+	}
+
+	if err := destroy(t, b2, "live"); err != nil {
+		t.Fatalf("Destroy adopted: %v", err)
+	}
+	if alive(live.PID) {
+		t.Fatalf("adopted pid %d alive after Destroy", live.PID)
+	}
+	groupGone(t, live.PID)
+	if list, _ := b2.List(ctx); len(list) != 0 {
+		t.Fatalf("List after Destroy = %+v; want none", list)
+	}
+	noExit(t, b2)
+}
+
+func TestInvalidSpec(t *testing.T) {
+	b, _ := newBackend(t, helperConfig(t))
+	long := strings.Repeat("a", 65)
+	tests := []struct {
+		name string
+		spec compositor.Spec
+		want error
+	}{
+		{"empty id", compositor.Spec{SessionID: "", User: "root"}, ErrInvalidSessionID},
+		{"slash", compositor.Spec{SessionID: "a/b", User: "root"}, ErrInvalidSessionID},
+		{"dotdot", compositor.Spec{SessionID: "..", User: "root"}, ErrInvalidSessionID},
+		{"space", compositor.Spec{SessionID: "a b", User: "root"}, ErrInvalidSessionID},
+		{"underscore", compositor.Spec{SessionID: "a_b", User: "root"}, ErrInvalidSessionID},
+		{"non-ascii", compositor.Spec{SessionID: "ä", User: "root"}, ErrInvalidSessionID},
+		{"too long", compositor.Spec{SessionID: long, User: "root"}, ErrInvalidSessionID},
+		{"no user", compositor.Spec{SessionID: "a", User: ""}, ErrInvalidSpec},
+		{"user path", compositor.Spec{SessionID: "a", User: "../root"}, ErrInvalidSpec},
+		{"env no =", compositor.Spec{SessionID: "a", User: "root", Env: []string{"NOEQ"}}, ErrInvalidSpec},
+		{"env empty key", compositor.Spec{SessionID: "a", User: "root", Env: []string{"=x"}}, ErrInvalidSpec},
+		{"env runtime dir", compositor.Spec{SessionID: "a", User: "root", Env: []string{"XDG_RUNTIME_DIR=/tmp"}}, ErrInvalidSpec},
+		{"env too many", compositor.Spec{SessionID: "a", User: "root", Env: slices.Repeat([]string{"A=1"}, maxEnvEntries+1)}, ErrInvalidSpec},
+		{"env too big", compositor.Spec{SessionID: "a", User: "root", Env: []string{"A=" + strings.Repeat("x", maxEnvEntry)}}, ErrInvalidSpec},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := b.Create(context.Background(), tt.spec)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Create err = %v; want %v", err, tt.want)
+			}
+		})
+	}
+	if ents, _ := os.ReadDir(b.cfg.StateDir); len(ents) != 1 || ents[0].Name() != lockName {
+		t.Fatalf("state dir holds %v; want only %s", ents, lockName)
+	}
+	if err := ValidateSessionID(strings.Repeat("a", 64)); err != nil {
+		t.Fatalf("ValidateSessionID(64 chars) = %v; want nil", err)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no state dir", Config{}},
+		{"rdp not yet", Config{StateDir: "/tmp/x", Backend: "rdp"}},
+		{"missing binary", Config{StateDir: "/tmp/x", Binary: "/nonexistent/weston"}},
+		{"state dir too long", Config{StateDir: "/" + strings.Repeat("d", 100), Binary: "/bin/true"}},
+		{"negative max", Config{StateDir: "/tmp/x", MaxSessions: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if b, err := New(tt.cfg); err == nil {
+				b.Close()
+				t.Fatalf("New(%+v) err = nil; want an error", tt.cfg)
+			}
+		})
+	}
+	if _, err := New(Config{StateDir: "/tmp/x", Backend: "rdp"}); !errors.Is(err, ErrUnsupportedBackend) {
+		t.Fatalf("New(rdp) err = %v; want ErrUnsupportedBackend", err)
+	}
+}
+
+func TestStartFailure(t *testing.T) {
+	tests := []struct {
+		name    string
+		mode    string
+		advance bool // move the fake clock past StartTimeout
+		cancel  bool // cancel Create's context instead
+		want    error
+		tail    string
+	}{
+		{name: "exits", mode: "exit1", want: ErrStartFailed, tail: "boom"},
+		{name: "timeout", mode: "hang", advance: true, want: ErrStartFailed, tail: "started"},
+		{name: "cancelled", mode: "hang", cancel: true, want: context.Canceled, tail: "started"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := helperConfig(t)
+			cfg.StartTimeout = time.Minute
+			b, fc := newBackend(t, cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := b.Create(ctx, helperSpec("f", tt.mode))
+				errc <- err
+			}()
+			if tt.advance || tt.cancel {
+				// Wait until the helper runs and Create waits for it.
+				logPath := filepath.Join(cfg.StateDir, "f", logName)
+				deadline := time.Now().Add(waitLimit)
+				for {
+					if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte("started")) && fc.Pending() >= 2 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("helper did not start")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				if tt.advance {
+					fc.Advance(cfg.StartTimeout)
+				} else {
+					cancel()
+				}
+			}
+			var err error
+			select {
+			case err = <-errc:
+			case <-time.After(waitLimit):
+				t.Fatalf("Create did not return")
+			}
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.tail) {
+				t.Fatalf("Create err = %v; want %v with log tail %q", err, tt.want, tt.tail)
+			}
+			if _, err := os.Stat(filepath.Join(cfg.StateDir, "f")); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("state dir after failed Create: %v; want removed", err)
+			}
+			if list, _ := b.List(context.Background()); len(list) != 0 {
+				t.Fatalf("List = %+v; want none", list)
+			}
+			noExit(t, b)
+		})
+	}
+}
+
+func TestDestroyEscalates(t *testing.T) {
+	cfg := helperConfig(t)
+	cfg.StopGrace = time.Minute
+	b, fc := newBackend(t, cfg)
+	info := create(t, b, helperSpec("stubborn", "ignore-term"))
+	pending := fc.Pending() // the poll tick
+	errc := make(chan error, 1)
+	go func() { errc <- destroy(t, b, "stubborn") }()
+	deadline := time.Now().Add(waitLimit)
+	for fc.Pending() <= pending {
+		if time.Now().After(deadline) {
+			t.Fatalf("Destroy did not start its grace timer")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !alive(info.PID) {
+		t.Fatalf("pid %d died of SIGTERM; the helper should ignore it", info.PID)
+	}
+	fc.Advance(cfg.StopGrace)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Destroy: %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("Destroy did not return after the grace period")
+	}
+	if alive(info.PID) {
+		t.Fatalf("pid %d alive after Destroy", info.PID)
+	}
+	noExit(t, b)
+}
+
+func TestMaxSessions(t *testing.T) {
+	cfg := helperConfig(t)
+	cfg.MaxSessions = 1
+	b, _ := newBackend(t, cfg)
+	create(t, b, helperSpec("one", "listen"))
+	if _, err := b.Create(context.Background(), helperSpec("two", "listen")); !errors.Is(err, ErrTooManySessions) {
+		t.Fatalf("Create over the limit err = %v; want ErrTooManySessions", err)
+	}
+	if err := destroy(t, b, "one"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, b, helperSpec("two", "listen"))
+	if err := destroy(t, b, "two"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCreateOverLeftover(t *testing.T) {
+	cfg := helperConfig(t)
+	b, _ := newBackend(t, cfg)
+	writeStale(t, cfg.StateDir, "left", &record{PID: 12345, BootID: "x"})
+	if _, err := b.Create(context.Background(), helperSpec("left", "listen")); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create over a leftover dir err = %v; want ErrExists", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "left", recordName)); err != nil {
+		t.Fatalf("leftover record: %v; want it untouched for Adopt", err)
+	}
+	if list, _ := b.List(context.Background()); len(list) != 0 {
+		t.Fatalf("List = %+v; want none", list)
+	}
+}
+
+func TestLogRotation(t *testing.T) {
+	cfg := helperConfig(t)
+	cfg.LogMaxBytes = 1024
+	cfg.PollInterval = time.Second
+	b, fc := newBackend(t, cfg)
+	create(t, b, helperSpec("chatty", "chatty"))
+	logPath := filepath.Join(cfg.StateDir, "chatty", logName)
+	if fi, err := os.Stat(logPath); err != nil || fi.Size() != 4096 {
+		t.Fatalf("weston.log = %v, %v; want 4096 bytes", fi, err)
+	}
+	fc.Advance(time.Second)
+	if fi, err := os.Stat(logPath); err != nil || fi.Size() != 0 {
+		t.Fatalf("weston.log after rotation = %v, %v; want 0 bytes", fi, err)
+	}
+	if fi, err := os.Stat(logPath + ".1"); err != nil || fi.Size() != cfg.LogMaxBytes {
+		t.Fatalf("weston.log.1 = %v, %v; want %d bytes", fi, err, cfg.LogMaxBytes)
+	}
+	// The next tick leaves a small log alone and the tick keeps running.
+	fc.Advance(time.Second)
+	if fc.Pending() != 1 {
+		t.Fatalf("pending timers = %d; want the poll tick", fc.Pending())
+	}
+	if err := destroy(t, b, "chatty"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	b, _ := newBackend(t, helperConfig(t))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close = %v; want nil", err)
+	}
+	ctx := context.Background()
+	if _, err := b.Create(ctx, helperSpec("x", "listen")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Create err = %v; want ErrClosed", err)
+	}
+	if err := destroy(t, b, "x"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Destroy err = %v; want ErrClosed", err)
+	}
+	if err := b.Suspend(ctx, "x"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Suspend err = %v; want ErrClosed", err)
+	}
+	if _, ok := <-b.Exits(); ok {
+		t.Fatalf("Exits open after Close")
+	}
+}
+
+func TestRunAsUser(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	b, _ := newBackend(t, Config{StateDir: stateDir(t), RunAsUser: true})
+	info := create(t, b, compositor.Spec{SessionID: "u", User: "nobody"})
+	dial(t, info.Endpoint)
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uidLine string
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "Uid:") {
+			uidLine = l
+		}
+	}
+	if f := strings.Fields(uidLine); len(f) < 3 || f[1] != u.Uid || f[2] != u.Uid {
+		t.Fatalf("weston %s; want uid %s", uidLine, u.Uid)
+	}
+	sdir := filepath.Join(b.cfg.StateDir, "u")
+	if got := perm(t, sdir); got != 0o710 {
+		t.Fatalf("session dir mode = %v; want 0710", got)
+	}
+	if err := destroy(t, b, "u"); err != nil {
+		t.Fatal(err)
+	}
+	if alive(info.PID) {
+		t.Fatalf("pid %d alive after Destroy", info.PID)
+	}
+	if _, err := b.Create(context.Background(), compositor.Spec{SessionID: "v", User: "no-such-user-hd"}); !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("Create for unknown user err = %v; want ErrInvalidSpec", err)
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	// Fields 6 to 21, then starttime (22) and two more.
+	tail := " 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 12345 23 24"
+	tests := []struct {
+		name    string
+		line    string
+		want    procStat
+		wantErr bool
+	}{
+		{"plain", "42 (weston) S 1 42" + tail, procStat{state: 'S', pgrp: 42, startTicks: 12345}, false},
+		{"comm with parens", "42 (a) (b) R 1 7" + tail, procStat{state: 'R', pgrp: 7, startTicks: 12345}, false},
+		{"zombie", "42 (x y) Z 1 9" + tail, procStat{state: 'Z', pgrp: 9, startTicks: 12345}, false},
+		{"no comm", "42 weston S 1 42", procStat{}, true},
+		{"short", "42 (weston) S 1 42 3", procStat{}, true},
+		{"bad start", "42 (weston) S 1 42 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 x", procStat{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseProcStat([]byte(tt.line))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseProcStat(%q) = %+v, %v; want %+v, err %v", tt.line, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
