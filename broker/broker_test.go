@@ -87,9 +87,16 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("term-2 told %+v; want takeover by term-1", det2)
 	}
 	// The registry follows the session (fenced update under the same claim).
-	c2, err := e.reg.Lookup(e.ctx, tok)
-	if err != nil || c2.Fence != c.Fence || c2.Session.Terminal != "term-1" {
-		t.Fatalf("registry after takeover = %+v, %v; want fence %d at term-1", c2, err, c.Fence)
+	// The registry is written right after the terminal is told: poll for it.
+	var c2 registry.Claim
+	for i := 0; i < 200; i++ {
+		if c2, err = e.reg.Lookup(e.ctx, tok); err == nil && c2.Session.Terminal == "term-1" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil || c2.Fence != c.Fence || c2.Session.Terminal != "term-1" || c2.Session.State != "active" {
+		t.Fatalf("registry after takeover = %+v, %v; want fence %d, active at term-1", c2, err, c.Fence)
 	}
 
 	// Terminal gone → Suspended.

@@ -239,11 +239,15 @@ func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec 
 		b.detachLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
 	}
 	if st == Suspended {
-		if err := b.cfg.Compositor.Resume(ctx, s.ID); err != nil {
+		info, err := b.cfg.Compositor.Resume(ctx, s.ID)
+		if err != nil {
 			b.log.Error("compositor resume failed", "session", s.ID, "error", err)
 			b.destroyLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
 			return fail(proto.ErrCompositor, "could not resume the session", err)
 		}
+		b.mu.Lock()
+		s.info = info
+		b.mu.Unlock()
 	}
 	return b.attachLocked(ctx, t, s, true)
 }

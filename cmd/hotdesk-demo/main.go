@@ -72,6 +72,11 @@ func (d *demo) script(ctx context.Context) error {
 		return err
 	}
 	d.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	etcdClient, err1 := freePort()
+	etcdPeer, err2 := freePort()
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
 	cfgPath := filepath.Join(d.dir, "hotdesk.hcl")
 	cfg := fmt.Sprintf(`server_id    = "demo-1"
 data_dir     = %q
@@ -79,12 +84,18 @@ listen       = %q
 advertise    = %q
 admin_socket = %q
 log_level    = "info"
+etcd {
+  embedded {
+    client_url = "http://127.0.0.1:%d"
+    peer_url   = "http://127.0.0.1:%d"
+  }
+}
 session {
   suspend_timeout = "1h"
   auth            = "kiosk"
   kiosk_user      = "demo"
 }
-`, filepath.Join(d.dir, "data"), d.addr, d.addr, d.socket)
+`, filepath.Join(d.dir, "data"), d.addr, d.addr, d.socket, etcdClient, etcdPeer)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -123,11 +123,10 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
-	d.reg, err = registry.New(ctx, d.etcd, registry.ServerRecord{
+	d.reg, err = newRegistry(ctx, d.etcd, cfg, registry.ServerRecord{
 		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
-	}, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithLeaseTTL(cfg.Etcd.LeaseTTL),
-		registry.WithLogger(logger.Named("registry")))
+	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
@@ -212,6 +211,11 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	if err != nil {
 		return nil, fmt.Errorf("admin group: %w", err)
 	}
+	if gid >= 0 {
+		if err := adminapi.ShareWithGroup(cfg.AdminSocket, gid); err != nil {
+			return nil, fmt.Errorf("admin socket: %w", err)
+		}
+	}
 	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
 	d.serve(func() error { return admin.Serve(sctx, d.adminLn) }, "admin api")
 
@@ -226,6 +230,26 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		}
 	}()
 	return d, nil
+}
+
+// newRegistry takes this server's lease. After a crash the previous
+// process's lease still holds the server id until it expires (TTL plus an
+// etcd election timeout), so an id in use is retried for a while.
+func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger) (*registry.Registry, error) {
+	deadline := time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
+	for {
+		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
+			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")))
+		if !errors.Is(err, registry.ErrServerIDInUse) || time.Now().After(deadline) {
+			return reg, err
+		}
+		logger.Warn("server id still held by a previous lease; waiting for it to expire", "server_id", rec.ID)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // serve runs f in the background; an unexpected error is fatal.
@@ -301,7 +325,7 @@ func etcdClientTLS(cfg *config.Config) (*tls.Config, error) {
 }
 
 func notify(logger hclog.Logger, state string) {
-	if _, err := daemon.SdNotify(false, state); err != nil {
+	if _, err := sd.SdNotify(false, state); err != nil {
 		logger.Debug("sd_notify failed", "error", err)
 	}
 }

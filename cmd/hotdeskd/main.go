@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -153,5 +152,3 @@ func restartNeeded(a, b *config.Config) bool {
 	a2.LogLevel, b2.LogLevel = "", ""
 	return fmt.Sprintf("%+v", a2) != fmt.Sprintf("%+v", b2)
 }
-
-var errStopped = errors.New("hotdeskd: stopped")

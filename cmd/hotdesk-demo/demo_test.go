@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// buildBinaries builds the real commands into a temporary directory.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("weston"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("weston is required in CI: %v", err)
+		}
+		t.Skipf("weston not installed: %v", err)
+	}
+	bin := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", bin+"/", "../hotdeskd", "../hotdesk-term", "../hotdeskctl")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestDemoScript runs the scripted hot-desk of `make demo` against the real
+// binaries: it fails if any step of the lifecycle does not happen.
+func TestDemoScript(t *testing.T) {
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	d := &demo{bin: bin, dir: dir, socket: filepath.Join(dir, "admin.sock")}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	defer d.stopDaemon()
+	if err := d.script(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
