@@ -28,15 +28,15 @@ import (
 // env is one real broker for a test: embedded etcd, real weston, a TLS
 // listener on loopback and a fake clock.
 type env struct {
-	t      *testing.T
-	b      *Broker
-	reg    *registry.Registry
-	clk    *clock.Fake
-	addr   string
-	pin    []byte
-	comp   *weston.Backend
-	ctx    context.Context
-	trans  chan transition
+	t     *testing.T
+	b     *Broker
+	reg   *registry.Registry
+	clk   *clock.Fake
+	addr  string
+	pin   []byte
+	comp  *weston.Backend
+	ctx   context.Context
+	trans chan transition
 	// etcdEndpoints lets a second broker join the same group.
 	etcdEndpoints []string
 }
