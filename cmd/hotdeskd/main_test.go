@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+)
+
+func TestCheckReportsPosition(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(bad, []byte("log_level = \"info\"\n\nsession {\n  suspend_timeout = \"soon\"\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run([]string{"-config", bad, "-check"})
+	if err == nil || !strings.Contains(err.Error(), "bad.hcl:4:") {
+		t.Fatalf("run -check on a bad duration = %v; want an error naming bad.hcl:4:col", err)
+	}
+	good := filepath.Join(dir, "good.hcl")
+	if err := os.WriteFile(good, []byte("log_level = \"debug\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := run([]string{"-config", good, "-check"}); err != nil {
+		t.Fatalf("run -check on a good file = %v", err)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestDaemonSignals runs the real binary: it becomes ready, survives a
+// SIGHUP with a broken config (keeping the old one), and stops cleanly on
+// SIGTERM, removing its admin socket.
+func TestDaemonSignals(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "hotdeskd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "admin.sock")
+	cfgPath := filepath.Join(dir, "hotdesk.hcl")
+	cfg := fmt.Sprintf(`server_id = "sig-test"
+data_dir = %q
+listen = %q
+admin_socket = %q
+etcd {
+  embedded {
+    client_url = "http://%s"
+    peer_url = "http://%s"
+  }
+}
+`, filepath.Join(dir, "data"), freeAddr(t), sock, freeAddr(t), freeAddr(t))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-config", cfgPath)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waitLine := func(substr string) {
+		t.Helper()
+		timeout := time.After(60 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("hotdeskd exited before logging %q", substr)
+				}
+				if strings.Contains(l, substr) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no log line containing %q", substr)
+			}
+		}
+	}
+	waitLine("hotdeskd ready")
+	c := adminapi.NewClient(sock)
+	if err := c.Ready(context.Background()); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+
+	// A broken config on SIGHUP is reported and the daemon keeps running.
+	if err := os.WriteFile(cfgPath, []byte("bogus = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLine("keeping the running configuration")
+	if err := c.Ready(context.Background()); err != nil {
+		t.Fatalf("ready after bad reload: %v", err)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v; want status 0", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("hotdeskd did not stop after SIGTERM")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("admin socket left behind: %v", err)
+	}
+}
