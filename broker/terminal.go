@@ -264,7 +264,8 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		return
 	}
 	host, _, _ := net.SplitHostPort(t.remote)
-	rec, err := b.cfg.Pairer.Redeem(ctx, t.id+"@"+host, m.Code, m.Kind, m.PublicKey, m.Label)
+	// Rate-limit by address: a terminal id is chosen by the peer.
+	rec, err := b.cfg.Pairer.Redeem(ctx, host, m.Code, m.Kind, m.PublicKey, m.Label)
 	switch {
 	case err == nil:
 		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)

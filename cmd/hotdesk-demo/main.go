@@ -159,12 +159,13 @@ session {
 	if err != nil {
 		return err
 	}
+	took := ms(t0)
 	session := att["session"].(string)
 	pid, state, err := d.sessionPID(ctx, session)
 	if err != nil {
 		return err
 	}
-	d.step("token inserted at term-1 → session %s created, weston pid %d, %s  [%s]", session, pid, state, ms(t0))
+	d.step("token inserted at term-1 → session %s created, weston pid %d, %s  [%s]", session, pid, state, took)
 
 	// 2. Remove: suspended, compositor still running.
 	t0 = time.Now()
@@ -173,6 +174,7 @@ session {
 	if err != nil {
 		return err
 	}
+	took = ms(t0)
 	pid2, state, err := d.sessionPID(ctx, session)
 	if err != nil {
 		return err
@@ -180,7 +182,7 @@ session {
 	if state != "suspended" || pid2 != pid || !alive(pid) {
 		return fmt.Errorf("after removal: state %s pid %d (alive %v); want suspended pid %d alive", state, pid2, alive(pid2), pid)
 	}
-	d.step("token removed at term-1 → %s, session %s, weston pid %d still running  [%s]", det["reason"], state, pid2, ms(t0))
+	d.step("token removed at term-1 → %s, session %s, weston pid %d still running  [%s]", det["reason"], state, pid2, took)
 
 	// 3. Insert at terminal 2: the same session resumes there.
 	t0 = time.Now()
@@ -189,6 +191,7 @@ session {
 	if err != nil {
 		return err
 	}
+	took = ms(t0)
 	pid3, state, err := d.sessionPID(ctx, session)
 	if err != nil {
 		return err
@@ -196,7 +199,7 @@ session {
 	if att["session"] != session || att["resumed"] != true || pid3 != pid {
 		return fmt.Errorf("at term-2: session %v resumed %v pid %d; want %s resumed pid %d", att["session"], att["resumed"], pid3, session, pid)
 	}
-	d.step("token inserted at term-2 → session %s resumed (same id, weston pid %d), %s  [%s]", session, pid3, state, ms(t0))
+	d.step("token inserted at term-2 → session %s resumed (same id, weston pid %d), %s  [%s]", session, pid3, state, took)
 
 	// 4. Insert at terminal 1 while active at terminal 2: takeover.
 	t0 = time.Now()

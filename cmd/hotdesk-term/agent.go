@@ -1,0 +1,662 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// Defaults of Config.
+const (
+	defaultTimeout      = 10 * time.Second
+	defaultMinBackoff   = 500 * time.Millisecond
+	defaultMaxBackoff   = 30 * time.Second
+	defaultPingInterval = 15 * time.Second
+	// missedPongs unanswered Pings mean the connection is lost.
+	missedPongs = 3
+	// maxQueuedAnswers bounds answers typed ahead of their prompts.
+	maxQueuedAnswers = 16
+	// inboxSize bounds messages read but not yet handled.
+	inboxSize = 16
+)
+
+// Config configures an agent.
+type Config struct {
+	// Server is the home broker, host:port; TLS verifies it (a pin or CA
+	// roots, see proto.ClientTLSConfig).
+	Server string
+	TLS    *tls.Config
+	// TerminalID and Name go into Hello.
+	TerminalID string
+	Name       string
+	Keystore   *soft.Keystore
+	// Answers answer the next EchoOn/EchoOff prompts in order.
+	Answers []string
+	// Insert names keys to insert right after the first connection.
+	Insert []string
+	// Timeout bounds each dial + handshake (default 10 s), and the wait for
+	// the broker's answer to Pair.
+	Timeout time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 0.5 s, 30 s).
+	MinBackoff, MaxBackoff time.Duration
+	Clock                  clock.Clock  // default clock.Real
+	Logger                 hclog.Logger // default: none
+	Out                    io.Writer    // events, one per line
+	JSON                   bool         // events as JSON lines
+}
+
+// agent is the terminal agent: it keeps a connection to a broker, reports
+// token events, proves possession of software tokens, relays prompts, and
+// follows redirects. Run's loop owns all connection state; commands from
+// stdin reach it over channels.
+type agent struct {
+	cfg  Config
+	clk  clock.Clock
+	log  hclog.Logger
+	out  *emitter
+	prov *soft.Provider
+
+	// Channels into the loop.
+	ctrl   chan command // answer, status, quit
+	inbox  chan inMsg   // messages read from a link
+	ticks  chan *link   // ping timer fired
+	dialed chan dialResult
+	retry  chan struct{} // reconnect timer fired
+
+	// Loop state.
+	conn      *link
+	dialing   bool
+	retrying  clock.Timer
+	backoff   time.Duration
+	answers   []string
+	prompt    uint32 // id of the prompt waiting for an answer command, if hasPrompt
+	hasPrompt bool
+	session   string
+}
+
+// link is one connection to a broker.
+type link struct {
+	c       *proto.Conn
+	addr    string
+	welcome proto.Welcome
+	hops    uint8
+	done    chan struct{} // closed by close
+
+	pingSeq    uint64
+	unanswered int
+	timer      clock.Timer
+}
+
+func (l *link) close() {
+	select {
+	case <-l.done:
+		return
+	default:
+	}
+	close(l.done)
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.c.Close()
+}
+
+// target says where to connect and what to do once connected.
+type target struct {
+	addr  string
+	tls   *tls.Config
+	hops  uint8
+	fence int64
+	token string // Hello.Token, for a redirect
+	// present lists tokens to report (if still inserted) once connected;
+	// all means every inserted token.
+	present []string
+	all     bool
+}
+
+type inMsg struct {
+	l   *link
+	m   proto.Msg
+	err error
+}
+
+type dialResult struct {
+	t   target
+	l   *link
+	err error
+}
+
+func newAgent(cfg Config) (*agent, error) {
+	switch {
+	case cfg.Server == "":
+		return nil, errors.New("agent: no server address")
+	case cfg.TLS == nil:
+		return nil, errors.New("agent: no tls configuration")
+	case cfg.Keystore == nil:
+		return nil, errors.New("agent: no keystore")
+	case cfg.TerminalID == "":
+		return nil, errors.New("agent: no terminal id")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultTimeout
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = defaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(defaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if len(cfg.Answers) > maxQueuedAnswers {
+		return nil, fmt.Errorf("agent: more than %d scripted answers", maxQueuedAnswers)
+	}
+	return &agent{
+		cfg:     cfg,
+		clk:     cfg.Clock,
+		log:     cfg.Logger,
+		out:     &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now},
+		prov:    soft.NewProvider(cfg.Keystore, cfg.Clock),
+		ctrl:    make(chan command),
+		inbox:   make(chan inMsg, inboxSize),
+		ticks:   make(chan *link),
+		dialed:  make(chan dialResult),
+		retry:   make(chan struct{}, 1),
+		backoff: cfg.MinBackoff,
+		answers: slices.Clone(cfg.Answers),
+	}, nil
+}
+
+func (a *agent) home() target {
+	return target{addr: a.cfg.Server, tls: a.cfg.TLS}
+}
+
+// dial connects to t and completes the handshake within cfg.Timeout.
+func (a *agent) dial(ctx context.Context, t target) (*link, error) {
+	dctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	// No read deadline: liveness is checked with Pings on the agent's clock.
+	c, err := proto.Dial(dctx, t.addr, t.tls, proto.WithReadTimeout(0))
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(dctx, func() { c.Close() })
+	w, err := proto.ClientHandshake(c, proto.Hello{
+		TerminalID: a.cfg.TerminalID, Name: a.cfg.Name, Hops: t.hops, Fence: t.fence, Token: t.token,
+	})
+	if !stop() {
+		// The deadline closed the connection, whatever the handshake says.
+		c.Close()
+		return nil, fmt.Errorf("handshake with %s: %w", t.addr, dctx.Err())
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &link{c: c, addr: t.addr, welcome: w, hops: t.hops, done: make(chan struct{})}, nil
+}
+
+// Pair generates a key named tokenName (label: label), enrolls it at the
+// home broker with code, and saves the keystore once the broker confirms.
+// It returns the new token id. A broker Error is printed and returned.
+func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string, error) {
+	key, err := a.cfg.Keystore.Generate(tokenName, label)
+	if err != nil {
+		return "", fmt.Errorf("pair: %w", err)
+	}
+	l, err := a.dial(ctx, a.home())
+	if err != nil {
+		return "", fmt.Errorf("pair: connect to %s: %w", a.cfg.Server, err)
+	}
+	defer l.close()
+	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
+
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	stop := context.AfterFunc(wctx, func() { l.c.Close() })
+	defer stop()
+	if err := l.c.Send(&proto.Pair{Code: strings.TrimSpace(code), Kind: soft.Kind, PublicKey: key.Public, Label: label}); err != nil {
+		return "", fmt.Errorf("pair: %w", err)
+	}
+	for {
+		m, err := l.c.Recv()
+		if err != nil {
+			if wctx.Err() != nil {
+				err = wctx.Err()
+			}
+			return "", fmt.Errorf("pair: waiting for the broker: %w", err)
+		}
+		switch b := m.Body.(type) {
+		case *proto.Paired:
+			if b.Token != key.Token {
+				return "", fmt.Errorf("pair: broker enrolled token %q; want %q", b.Token, key.Token)
+			}
+			if err := a.cfg.Keystore.Save(); err != nil {
+				return "", fmt.Errorf("pair: token %s enrolled but not saved: %w", key.Token, err)
+			}
+			a.out.emit(pairedEvent(b))
+			return key.Token, nil
+		case *proto.Error:
+			a.out.emit(protoErrorEvent(b))
+			return "", fmt.Errorf("pair: broker refused: %w", &proto.ProtocolError{Code: b.Code, Message: b.Message})
+		case *proto.Ping:
+			if err := l.c.Send(&proto.Pong{Seq: b.Seq}); err != nil {
+				return "", fmt.Errorf("pair: %w", err)
+			}
+		default:
+			a.log.Debug("ignoring message while pairing", "type", m.Type.String())
+		}
+	}
+}
+
+// Run connects to the home broker and runs the agent until ctx is
+// cancelled (it returns ctx.Err()), a quit command, or the end of lines
+// (both return nil). The first connection must succeed; later losses are
+// reported and retried with backoff. lines are stdin commands (see
+// parseCommand); Run does not close it.
+func (a *agent) Run(ctx context.Context, lines <-chan string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := a.prov.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	l, err := a.dial(ctx, a.home())
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", a.cfg.Server, err)
+	}
+	a.up(ctx, l, target{})
+	defer func() {
+		if a.conn != nil {
+			a.conn.close()
+		}
+		if a.retrying != nil {
+			a.retrying.Stop()
+		}
+	}()
+
+	go a.readCommands(ctx, lines)
+
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case cmd := <-a.ctrl:
+			if cmd.op == opQuit {
+				return nil
+			}
+			a.command(cmd)
+		case ev, ok := <-events:
+			if !ok {
+				return ctx.Err()
+			}
+			a.tokenEvent(ev)
+		case m := <-a.inbox:
+			a.message(ctx, m)
+		case l := <-a.ticks:
+			a.ping(l)
+		case r := <-a.dialed:
+			a.dialDone(ctx, r)
+		case <-a.retry:
+			a.retrying = nil
+			if a.conn == nil && !a.dialing {
+				a.startDial(ctx, target{addr: a.cfg.Server, tls: a.cfg.TLS, all: true})
+			}
+		}
+	}
+}
+
+// readCommands parses lines. insert and remove act on the provider here,
+// outside the loop, like a card reader would; the loop sees their events.
+// The other commands go to the loop. End of lines is quit.
+func (a *agent) readCommands(ctx context.Context, lines <-chan string) {
+	toLoop := func(c command) bool {
+		select {
+		case a.ctrl <- c:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	do := func(c command) bool {
+		var err error
+		switch c.op {
+		case opInsert:
+			err = a.prov.Insert(c.arg)
+		case opRemove:
+			err = a.prov.Remove(c.arg)
+		default:
+			return toLoop(c)
+		}
+		if err != nil {
+			a.out.emit(errorEvent(0, errCommand, err.Error()))
+		}
+		return true
+	}
+	for _, name := range a.cfg.Insert {
+		if !do(command{op: opInsert, arg: name}) {
+			return
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case line, ok := <-lines:
+			if !ok {
+				toLoop(command{op: opQuit})
+				return
+			}
+			c, err := parseCommand(line)
+			if err != nil {
+				a.out.emit(errorEvent(0, errCommand, err.Error()))
+				continue
+			}
+			if c.op == opNone {
+				continue
+			}
+			if !do(c) || c.op == opQuit {
+				return
+			}
+		}
+	}
+}
+
+// up makes l the current connection: starts its reader and pinger, and
+// reports the tokens t asks for.
+func (a *agent) up(ctx context.Context, l *link, t target) {
+	a.conn = l
+	a.backoff = a.cfg.MinBackoff
+	a.hasPrompt = false
+	a.session = ""
+	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
+	a.log.Info("connected", "server", l.welcome.ServerID, "addr", l.addr, "hops", l.hops)
+	go func() {
+		for {
+			m, err := l.c.Recv()
+			select {
+			case a.inbox <- inMsg{l: l, m: m, err: err}:
+			case <-l.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	a.schedulePing(l)
+	inserted := a.prov.Inserted()
+	for _, tok := range inserted {
+		if t.all || slices.Contains(t.present, tok) {
+			a.send(&proto.TokenInserted{Token: tok, Reader: soft.Reader})
+		}
+	}
+}
+
+func (a *agent) pingInterval(l *link) time.Duration {
+	if l.welcome.PingInterval == 0 {
+		return defaultPingInterval
+	}
+	return time.Duration(l.welcome.PingInterval) * time.Millisecond
+}
+
+func (a *agent) schedulePing(l *link) {
+	l.timer = a.clk.AfterFunc(a.pingInterval(l), func() {
+		select {
+		case a.ticks <- l:
+		case <-l.done:
+		}
+	})
+}
+
+// ping runs when l's ping timer fires.
+func (a *agent) ping(l *link) {
+	if l != a.conn {
+		return
+	}
+	if l.unanswered >= missedPongs {
+		a.lost(fmt.Errorf("%d pings unanswered", l.unanswered))
+		return
+	}
+	l.pingSeq++
+	l.unanswered++
+	a.send(&proto.Ping{Seq: l.pingSeq})
+	if a.conn == l {
+		a.schedulePing(l)
+	}
+}
+
+// send writes m to the current connection; a failure loses the connection.
+func (a *agent) send(m any) {
+	if a.conn == nil {
+		return
+	}
+	if err := a.conn.c.Send(m); err != nil {
+		a.lost(err)
+	}
+}
+
+// lost reports the loss of the current connection and schedules a
+// reconnect to the home broker.
+func (a *agent) lost(err error) {
+	if a.conn == nil {
+		return
+	}
+	a.log.Warn("connection lost", "addr", a.conn.addr, "error", err)
+	a.conn.close()
+	a.conn = nil
+	a.out.emit(disconnectedEvent(err))
+	a.scheduleRetry()
+}
+
+func (a *agent) scheduleRetry() {
+	if a.retrying != nil {
+		return
+	}
+	d := a.backoff
+	// ±20% jitter keeps a room full of terminals from reconnecting in step.
+	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	a.backoff = min(2*a.backoff, a.cfg.MaxBackoff)
+	a.log.Debug("reconnecting", "in", d)
+	a.retrying = a.clk.AfterFunc(d, func() {
+		select {
+		case a.retry <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// startDial connects to t in the background; the result reaches the loop.
+func (a *agent) startDial(ctx context.Context, t target) {
+	a.dialing = true
+	go func() {
+		l, err := a.dial(ctx, t)
+		select {
+		case a.dialed <- dialResult{t: t, l: l, err: err}:
+		case <-ctx.Done():
+			if l != nil {
+				l.close()
+			}
+		}
+	}()
+}
+
+func (a *agent) dialDone(ctx context.Context, r dialResult) {
+	a.dialing = false
+	if r.err == nil {
+		a.up(ctx, r.l, r.t)
+		return
+	}
+	if r.t.hops == 0 {
+		a.log.Warn("reconnect failed", "addr", r.t.addr, "error", r.err)
+		a.scheduleRetry()
+		return
+	}
+	// A redirect could not be followed: say why, go home, and do not
+	// present the token again (it would be redirected again).
+	var perr *proto.ProtocolError
+	if errors.As(r.err, &perr) {
+		a.out.emit(errorEvent(int(perr.Code), perr.Code.String(), fmt.Sprintf("redirect to %s refused: %s", r.t.addr, perr.Message)))
+	} else {
+		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v", r.t.addr, r.err)))
+	}
+	a.startDial(ctx, a.home())
+}
+
+// tokenEvent reports a token event of the provider to the current broker.
+// Without a connection nothing is sent: the inserted tokens are reported
+// when the agent reconnects.
+func (a *agent) tokenEvent(ev tokens.Event) {
+	switch ev.Kind {
+	case tokens.Inserted:
+		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
+	case tokens.Removed:
+		a.send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader})
+	case tokens.Error:
+		msg := "token device error"
+		if ev.Err != nil {
+			msg = ev.Err.Error()
+		}
+		a.send(&proto.CardError{Reader: ev.Reader, Message: msg})
+	}
+}
+
+func (a *agent) command(c command) {
+	switch c.op {
+	case opAnswer:
+		if a.hasPrompt && a.conn != nil {
+			a.hasPrompt = false
+			a.send(&proto.AuthAnswer{ID: a.prompt, Text: c.arg})
+			return
+		}
+		if len(a.answers) >= maxQueuedAnswers {
+			a.out.emit(errorEvent(0, errCommand, "too many answers waiting for prompts"))
+			return
+		}
+		a.answers = append(a.answers, c.arg)
+	case opStatus:
+		s := status{Session: a.session, Inserted: a.prov.Inserted()}
+		if a.conn != nil {
+			s.Connected, s.Server, s.Addr, s.Hops = true, a.conn.welcome.ServerID, a.conn.addr, a.conn.hops
+		}
+		a.out.emit(statusEvent(s))
+	}
+}
+
+// message handles one message (or read error) from a link.
+func (a *agent) message(ctx context.Context, in inMsg) {
+	l := in.l
+	if l != a.conn {
+		return // from a connection already closed
+	}
+	if in.err != nil {
+		if errors.Is(in.err, io.EOF) {
+			in.err = errors.New("broker closed the connection")
+		}
+		a.lost(in.err)
+		return
+	}
+	switch m := in.m.Body.(type) {
+	case *proto.Challenge:
+		a.challenge(l, m)
+	case *proto.AuthPrompt:
+		a.out.emit(promptEvent(m))
+		if m.Style != proto.PromptEchoOff && m.Style != proto.PromptEchoOn {
+			return
+		}
+		if len(a.answers) > 0 {
+			text := a.answers[0]
+			a.answers = a.answers[1:]
+			a.send(&proto.AuthAnswer{ID: m.ID, Text: text})
+			return
+		}
+		a.prompt, a.hasPrompt = m.ID, true
+	case *proto.Cancel:
+		if a.hasPrompt && a.prompt == m.ID {
+			a.hasPrompt = false
+		}
+	case *proto.Attached:
+		a.session = m.SessionID
+		a.out.emit(attachedEvent(m))
+	case *proto.Detached:
+		if a.session == m.SessionID {
+			a.session = ""
+		}
+		a.out.emit(detachedEvent(m))
+	case *proto.Error:
+		a.out.emit(protoErrorEvent(m))
+	case *proto.Redirect:
+		a.redirect(ctx, l, m)
+	case *proto.Ping:
+		a.send(&proto.Pong{Seq: m.Seq})
+	case *proto.Pong:
+		l.unanswered = 0
+	default:
+		a.log.Debug("ignoring message", "type", in.m.Type.String())
+	}
+}
+
+// challenge proves possession of a token key.
+func (a *agent) challenge(l *link, ch *proto.Challenge) {
+	a.out.emit(challengeEvent(ch.Token))
+	msg, err := soft.ChallengeMessage(a.cfg.TerminalID, l.welcome.ServerID, l.welcome.Nonce, ch.Nonce, ch.Token)
+	if err != nil {
+		a.out.emit(errorEvent(0, errNoKey, err.Error()))
+		return
+	}
+	sig, err := a.cfg.Keystore.Sign(ch.Token, msg)
+	if err != nil {
+		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s", ch.Token)))
+		return
+	}
+	a.send(&proto.Proof{ID: ch.ID, Token: ch.Token, Signature: sig})
+}
+
+// redirect follows a Redirect: close this connection and connect to the
+// named broker, pinning its fingerprint, with one more hop. Past
+// proto.MaxHops, or without a fingerprint, the redirect is refused and the
+// agent goes back to its home broker.
+func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
+	a.out.emit(redirectEvent(r))
+	l.close()
+	a.conn = nil
+	hops := int(l.hops) + 1
+	var tcfg *tls.Config
+	var err error
+	switch {
+	case hops > proto.MaxHops:
+		a.out.emit(errorEvent(int(proto.ErrTooManyHops), proto.ErrTooManyHops.String(),
+			fmt.Sprintf("redirect to %s would be hop %d; limit %d", r.Addr, hops, proto.MaxHops)))
+	case len(r.Fingerprint) == 0 || r.Addr == "":
+		err = errors.New("redirect without address or fingerprint")
+	default:
+		tcfg, err = proto.ClientTLSConfig("", r.Fingerprint, nil)
+	}
+	if err != nil {
+		a.out.emit(errorEvent(0, errRedirect, err.Error()))
+	}
+	if tcfg == nil {
+		a.startDial(ctx, a.home())
+		return
+	}
+	a.startDial(ctx, target{addr: r.Addr, tls: tcfg, hops: uint8(hops), fence: r.Fence, token: r.Token, present: []string{r.Token}})
+}

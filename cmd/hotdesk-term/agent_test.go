@@ -1,0 +1,388 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+func nonce(t *testing.T) []byte {
+	t.Helper()
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestAgentSession(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	const secret = "s3cret-pw"
+	ta := startAgent(t, a, func(c *Config) {
+		c.Insert = []string{"default"}
+		c.Answers = []string{secret}
+	})
+	p := a.accept()
+	if p.hello.TerminalID != "term-1" || p.hello.Name != "Desk 1" || p.hello.Hops != 0 || p.hello.Fence != 0 {
+		t.Errorf("hello = %+v; want terminal term-1, name Desk 1, no hops, no fence", p.hello)
+	}
+	if ev := ta.out.wait("connected"); ev["server"] != "broker-a" || ev["addr"] != a.addr {
+		t.Errorf("connected event = %v; want server broker-a, addr %s", ev, a.addr)
+	}
+	ins := expect[proto.TokenInserted](p)
+	if ins.Token != ta.key.Token || ins.Reader != "soft" {
+		t.Fatalf("TokenInserted = %+v; want token %s, reader soft", ins, ta.key.Token)
+	}
+
+	// Proof of possession, bound to this terminal, broker and connection.
+	chNonce := nonce(t)
+	p.send(&proto.Challenge{ID: 7, Token: ta.key.Token, Nonce: chNonce, ServerID: "broker-a"})
+	proof := expect[proto.Proof](p)
+	if proof.ID != 7 || proof.Token != ta.key.Token {
+		t.Errorf("proof = id %d token %s; want 7, %s", proof.ID, proof.Token, ta.key.Token)
+	}
+	msg, err := soft.ChallengeMessage("term-1", "broker-a", p.welcome.Nonce, chNonce, ta.key.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := soft.Verify(ta.key.Public, msg, proof.Signature); err != nil {
+		t.Errorf("Verify(proof) = %v; want nil", err)
+	}
+	other, _ := soft.ChallengeMessage("term-2", "broker-a", p.welcome.Nonce, chNonce, ta.key.Token)
+	if err := soft.Verify(ta.key.Public, other, proof.Signature); !errors.Is(err, soft.ErrBadProof) {
+		t.Errorf("Verify(proof for another terminal) = %v; want ErrBadProof", err)
+	}
+	if ev := ta.out.wait("challenge"); ev["token"] != ta.key.Token {
+		t.Errorf("challenge event = %v; want token %s", ev, ta.key.Token)
+	}
+
+	// A challenge for a token the terminal has no key for is not answered.
+	p.send(&proto.Challenge{ID: 70, Token: "soft.unknown", Nonce: chNonce, ServerID: "broker-a"})
+	if ev := ta.out.wait("error"); ev["name"] != errNoKey {
+		t.Errorf("error event = %v; want name %s", ev, errNoKey)
+	}
+
+	// Prompts: the scripted answer first, then one typed on stdin.
+	p.send(&proto.AuthPrompt{ID: 8, Style: proto.PromptEchoOff, Text: "Password: "})
+	if ans := expect[proto.AuthAnswer](p); ans.ID != 8 || ans.Text != secret {
+		t.Errorf("answer = %+v; want id 8 and the scripted answer", ans)
+	}
+	if ev := ta.out.wait("prompt"); ev["style"] != "echo_off" || ev["text"] != "Password: " {
+		t.Errorf("prompt event = %v; want echo_off \"Password: \"", ev)
+	}
+	p.send(&proto.AuthPrompt{ID: 9, Style: proto.PromptEchoOn, Text: "Name: "})
+	if ev := ta.out.wait("prompt"); ev["style"] != "echo_on" {
+		t.Errorf("prompt event = %v; want echo_on", ev)
+	}
+	ta.command(t, "answer bob the builder")
+	if ans := expect[proto.AuthAnswer](p); ans.ID != 9 || ans.Text != "bob the builder" {
+		t.Errorf("answer = %+v; want id 9, \"bob the builder\"", ans)
+	}
+	p.send(&proto.AuthPrompt{ID: 10, Style: proto.PromptInfo, Text: "Welcome \x1b[31mback"})
+	if ev := ta.out.wait("prompt"); ev["style"] != "info" || ev["text"] != "Welcome \x1b[31mback" {
+		t.Errorf("prompt event = %v; want info", ev)
+	}
+
+	p.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, User: "alice", Endpoint: "rdp://127.0.0.1:3390", ServerID: "broker-a"})
+	ev := ta.out.wait("attached")
+	for k, want := range map[string]any{"session": "s1", "token": ta.key.Token, "user": "alice", "endpoint": "rdp://127.0.0.1:3390", "server": "broker-a", "resumed": false} {
+		if ev[k] != want {
+			t.Errorf("attached event %s = %v; want %v", k, ev[k], want)
+		}
+	}
+
+	p.send(&proto.Ping{Seq: 5})
+	if pong := expect[proto.Pong](p); pong.Seq != 5 {
+		t.Errorf("pong seq = %d; want 5", pong.Seq)
+	}
+
+	ta.command(t, "status")
+	st := ta.out.wait("status")
+	if st["connected"] != true || st["server"] != "broker-a" || st["session"] != "s1" {
+		t.Errorf("status = %v; want connected to broker-a, session s1", st)
+	}
+	if ins, _ := st["inserted"].([]any); len(ins) != 1 || ins[0] != ta.key.Token {
+		t.Errorf("status inserted = %v; want [%s]", st["inserted"], ta.key.Token)
+	}
+
+	ta.command(t, "insert nosuchkey")
+	if ev := ta.out.wait("error"); ev["name"] != errCommand {
+		t.Errorf("error event = %v; want name %s", ev, errCommand)
+	}
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](p); rm.Token != ta.key.Token || rm.Reader != "soft" {
+		t.Errorf("TokenRemoved = %+v; want token %s", rm, ta.key.Token)
+	}
+	p.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachTokenRemoved, Message: "suspended"})
+	if ev := ta.out.wait("detached"); ev["session"] != "s1" || ev["reason"] != "token_removed" || ev["message"] != "suspended" {
+		t.Errorf("detached event = %v; want s1, token_removed, suspended", ev)
+	}
+	p.send(&proto.Error{Code: proto.ErrUnknownToken, Message: "not enrolled", Token: "soft.x"})
+	if ev := ta.out.wait("error"); ev["code"] != float64(proto.ErrUnknownToken) || ev["name"] != "unknown_token" || ev["message"] != "not enrolled" {
+		t.Errorf("error event = %v; want code 4 unknown_token", ev)
+	}
+
+	close(ta.lines) // end of input = quit
+	select {
+	case <-ta.done:
+		if ta.err != nil {
+			t.Errorf("Run = %v; want nil at end of input", ta.err)
+		}
+	case <-time.After(waitBound):
+		t.Fatal("agent did not quit at end of input")
+	}
+	if strings.Contains(ta.out.text(), secret) {
+		t.Errorf("an answer to an echo-off prompt was printed:\n%s", ta.out.text())
+	}
+}
+
+func TestAgentRedirect(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	b := startBroker(t, "broker-b", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 42})
+
+	pb := b.accept()
+	if h := pb.hello; h.Hops != 1 || h.Fence != 42 || h.Token != ta.key.Token || h.TerminalID != "term-1" {
+		t.Errorf("hello at b = %+v; want hops 1, fence 42, token %s, terminal term-1", h, ta.key.Token)
+	}
+	if ins := expect[proto.TokenInserted](pb); ins.Token != ta.key.Token {
+		t.Errorf("TokenInserted at b = %+v; want %s", ins, ta.key.Token)
+	}
+	if ev := ta.out.wait("redirect"); ev["server"] != "broker-b" || ev["addr"] != b.addr || ev["fence"] != float64(42) {
+		t.Errorf("redirect event = %v; want broker-b at %s, fence 42", ev, b.addr)
+	}
+	if ev := ta.out.wait("connected"); ev["server"] != "broker-b" {
+		t.Errorf("connected event = %v; want broker-b", ev)
+	}
+	// The agent left a.
+	if m, err := pa.c.Recv(); err == nil {
+		t.Errorf("a got %v after the redirect; want the connection closed", m.Type)
+	}
+	pb.send(&proto.Attached{SessionID: "s9", Token: ta.key.Token, Endpoint: "rdp://b", ServerID: "broker-b", Resumed: true})
+	if ev := ta.out.wait("attached"); ev["server"] != "broker-b" || ev["resumed"] != true {
+		t.Errorf("attached event = %v; want broker-b, resumed", ev)
+	}
+	// Removal goes to the broker the terminal is connected to.
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](pb); rm.Token != ta.key.Token {
+		t.Errorf("TokenRemoved at b = %+v; want %s", rm, ta.key.Token)
+	}
+}
+
+func TestAgentRedirectHopLimit(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	b := startBroker(t, "broker-b", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	redirect := &proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 7}
+	pa.send(redirect)
+	// b keeps redirecting to itself: hops 1, 2, 3, then the agent refuses.
+	for hop := 1; hop <= proto.MaxHops; hop++ {
+		pb := b.accept()
+		if pb.hello.Hops != uint8(hop) {
+			t.Fatalf("hello %d at b has hops %d; want %d", hop, pb.hello.Hops, hop)
+		}
+		expect[proto.TokenInserted](pb)
+		pb.send(redirect)
+	}
+	ev := ta.out.wait("error")
+	if ev["name"] != "too_many_hops" || ev["code"] != float64(proto.ErrTooManyHops) {
+		t.Errorf("error event = %v; want too_many_hops", ev)
+	}
+	// Back home, without presenting the token again (it would loop).
+	home := a.accept()
+	if home.hello.Hops != 0 || home.hello.Fence != 0 {
+		t.Errorf("hello back home = %+v; want no hops, no fence", home.hello)
+	}
+	home.send(&proto.Ping{Seq: 1})
+	if pong := expect[proto.Pong](home); pong.Seq != 1 {
+		t.Errorf("first message back home = pong %d; want pong 1 (no token re-presented)", pong.Seq)
+	}
+	if got := b.accepted.Load(); got != proto.MaxHops {
+		t.Errorf("connections to b = %d; want %d", got, proto.MaxHops)
+	}
+}
+
+func TestAgentRedirectPinMismatch(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	b := startBroker(t, "broker-b", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	// The fingerprint is a's, but b answers at that address.
+	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: a.fp, Fence: 3})
+	ev := ta.out.wait("error")
+	if ev["name"] != errRedirect || !strings.Contains(ev["message"].(string), "does not match") {
+		t.Errorf("error event = %v; want %s about the pin", ev, errRedirect)
+	}
+	home := a.accept()
+	if home.hello.Hops != 0 {
+		t.Errorf("hello back home has hops %d; want 0", home.hello.Hops)
+	}
+	if got := b.accepted.Load(); got != 0 {
+		t.Errorf("handshakes completed at b = %d; want 0", got)
+	}
+	// A redirect without a fingerprint is refused as well.
+	home.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fence: 3})
+	if ev := ta.out.wait("error"); ev["name"] != errRedirect {
+		t.Errorf("error event = %v; want %s", ev, errRedirect)
+	}
+	a.accept()
+	if got := b.accepted.Load(); got != 0 {
+		t.Errorf("handshakes completed at b = %d; want 0", got)
+	}
+}
+
+func TestAgentReconnect(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	p := a.accept()
+	expect[proto.TokenInserted](p)
+	p.c.Close()
+	if ev := ta.out.wait("disconnected"); ev["error"] == "" {
+		t.Errorf("disconnected event = %v; want an error text", ev)
+	}
+	p2 := a.accept()
+	if ins := expect[proto.TokenInserted](p2); ins.Token != ta.key.Token {
+		t.Errorf("re-presented token = %s; want %s", ins.Token, ta.key.Token)
+	}
+	ta.out.wait("connected")
+}
+
+// The agent pings at the broker's interval and gives up after 3 missed
+// pongs, then reconnects; all driven by a fake clock.
+func TestAgentPingLoss(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Second)
+	clk := clock.NewFake(time.Now())
+	ta := startAgent(t, a, func(c *Config) { c.Clock = clk; c.MinBackoff = time.Second; c.MaxBackoff = 4 * time.Second })
+	p := a.accept()
+	ta.out.wait("connected")
+	advance := func() {
+		t.Helper()
+		deadline := time.Now().Add(waitBound)
+		for clk.Pending() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no timer pending")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		clk.Advance(time.Second)
+	}
+	advance()
+	if ping := expect[proto.Ping](p); ping.Seq != 1 {
+		t.Fatalf("ping seq = %d; want 1", ping.Seq)
+	}
+	// An answered ping resets the count. The broker's own ping, answered
+	// after the pong was read, shows the agent has seen the pong.
+	p.send(&proto.Pong{Seq: 1})
+	p.send(&proto.Ping{Seq: 99})
+	if pong := expect[proto.Pong](p); pong.Seq != 99 {
+		t.Fatalf("pong seq = %d; want 99", pong.Seq)
+	}
+	for seq := uint64(2); seq < 2+missedPongs; seq++ {
+		advance()
+		if ping := expect[proto.Ping](p); ping.Seq != seq {
+			t.Fatalf("ping seq = %d; want %d", ping.Seq, seq)
+		}
+	}
+	advance() // another interval without a pong: lost
+	if ev := ta.out.wait("disconnected"); !strings.Contains(ev["error"].(string), "pings unanswered") {
+		t.Errorf("disconnected event = %v; want pings unanswered", ev)
+	}
+	advance()
+	advance() // the reconnect timer (backoff 1 s ± 20 %)
+	a.accept()
+	ta.out.wait("connected")
+}
+
+func TestAgentPair(t *testing.T) {
+	tests := []struct {
+		name    string
+		reply   func(pub []byte) any
+		wantErr bool
+		event   string
+	}{
+		{"paired", func(pub []byte) any { return &proto.Paired{Token: soft.TokenID(pub), User: "alice"} }, false, "paired"},
+		{"refused", func([]byte) any {
+			return &proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"}
+		}, true, "error"},
+		{"wrong token id", func([]byte) any { return &proto.Paired{Token: "soft.other"} }, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := startBroker(t, "broker-a", time.Minute)
+			tcfg, _ := proto.ClientTLSConfig("", a.fp, nil)
+			path := filepath.Join(t.TempDir(), "hotdesk", "tokens.json")
+			ks, err := soft.OpenKeystore(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := newOutput(t)
+			ag, err := newAgent(Config{Server: a.addr, TLS: tcfg, TerminalID: "term-1", Keystore: ks, Timeout: waitBound,
+				Logger: testLogger(t), Out: out, JSON: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				token string
+				err   error
+			}
+			done := make(chan result, 1)
+			go func() {
+				tok, err := ag.Pair(context.Background(), " abcd-efgh-jkmn ", "laptop", "Alice's laptop")
+				done <- result{tok, err}
+			}()
+			p := a.accept()
+			pair := expect[proto.Pair](p)
+			if pair.Code != "abcd-efgh-jkmn" || pair.Kind != "soft" || len(pair.PublicKey) != 32 || pair.Label != "Alice's laptop" {
+				t.Errorf("pair = %+v; want the code, kind soft, a 32-byte key, the label", pair)
+			}
+			p.send(tt.reply(pair.PublicKey))
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(waitBound):
+				t.Fatal("Pair did not return")
+			}
+			if gotErr := r.err != nil; gotErr != tt.wantErr {
+				t.Fatalf("Pair = %q, %v; want error %v", r.token, r.err, tt.wantErr)
+			}
+			if tt.event != "" {
+				ev := out.wait(tt.event)
+				if tt.event == "paired" && ev["token"] != soft.TokenID(pair.PublicKey) {
+					t.Errorf("paired event = %v; want token %s", ev, soft.TokenID(pair.PublicKey))
+				}
+				if tt.event == "error" && ev["name"] != "pairing" {
+					t.Errorf("error event = %v; want name pairing", ev)
+				}
+			}
+			reopened, err := soft.OpenKeystore(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := reopened.Get("laptop")
+			if tt.wantErr {
+				if !errors.Is(err, soft.ErrNotFound) {
+					t.Errorf("keystore after a failed pairing: Get = %+v, %v; want ErrNotFound", key, err)
+				}
+				return
+			}
+			if err != nil || key.Token != r.token || !bytes.Equal(key.Public, pair.PublicKey) || key.Label != "Alice's laptop" {
+				t.Errorf("saved key = %+v, %v; want token %s with the sent public key", key, err, r.token)
+			}
+		})
+	}
+}

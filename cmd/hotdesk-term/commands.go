@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// op is a stdin command.
+type op int
+
+const (
+	opNone op = iota // empty or comment line
+	opInsert
+	opRemove
+	opAnswer
+	opStatus
+	opQuit
+)
+
+// command is one parsed stdin line.
+type command struct {
+	op  op
+	arg string
+}
+
+// maxCommandLen bounds a command line, in bytes.
+const maxCommandLen = 4096
+
+// parseCommand parses one line of the run mode's stdin:
+//
+//	insert NAME | remove NAME | answer TEXT | status | quit
+//
+// Keywords are case-insensitive. TEXT is the rest of the line after one
+// space, kept verbatim (it may be empty or contain spaces; a trailing "\r"
+// is dropped). Blank lines and lines starting with "#" are opNone.
+func parseCommand(line string) (command, error) {
+	if len(line) > maxCommandLen {
+		return command{}, fmt.Errorf("command longer than %d bytes", maxCommandLen)
+	}
+	line = strings.TrimSuffix(line, "\r")
+	trimmed := strings.TrimSpace(line)
+	if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+		return command{op: opNone}, nil
+	}
+	word, rest, _ := strings.Cut(strings.TrimLeft(line, " \t"), " ")
+	switch kw := strings.ToLower(word); kw {
+	case "answer":
+		return command{op: opAnswer, arg: rest}, nil
+	case "insert", "remove":
+		name := strings.TrimSpace(rest)
+		if name == "" || strings.ContainsAny(name, " \t") {
+			return command{}, fmt.Errorf("usage: %s NAME", kw)
+		}
+		if kw == "insert" {
+			return command{op: opInsert, arg: name}, nil
+		}
+		return command{op: opRemove, arg: name}, nil
+	case "status", "quit":
+		if strings.TrimSpace(rest) != "" {
+			return command{}, fmt.Errorf("usage: %s", kw)
+		}
+		if kw == "status" {
+			return command{op: opStatus}, nil
+		}
+		return command{op: opQuit}, nil
+	}
+	return command{}, fmt.Errorf("unknown command %q (want insert NAME, remove NAME, answer TEXT, status or quit)", clean(truncate(word, 32)))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

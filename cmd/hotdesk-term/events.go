@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// event is one line of the agent's output: a name and ordered fields for
+// JSON, and a human-readable line for text mode.
+type event struct {
+	name   string
+	fields []field
+	text   string
+}
+
+type field struct {
+	key string
+	val any
+}
+
+// Local error events carry code 0 and one of these names.
+const (
+	errCommand  = "command"         // a stdin command could not be carried out
+	errRedirect = "redirect_failed" // a redirect could not be followed
+	errNoKey    = "no_key"          // a challenge for a token not in the keystore
+	errConnect  = "connect_failed"  // a connection attempt failed
+)
+
+func connectedEvent(server, addr string) event {
+	return event{name: "connected",
+		fields: []field{{"server", server}, {"addr", addr}},
+		text:   fmt.Sprintf("connected to server %s at %s", clean(server), clean(addr))}
+}
+
+func challengeEvent(token string) event {
+	return event{name: "challenge",
+		fields: []field{{"token", token}},
+		text:   fmt.Sprintf("challenge for token %s", clean(token))}
+}
+
+func promptEvent(p *proto.AuthPrompt) event {
+	return event{name: "prompt",
+		fields: []field{{"style", p.Style.String()}, {"text", p.Text}},
+		text:   fmt.Sprintf("prompt (%s): %s", p.Style, clean(p.Text))}
+}
+
+func attachedEvent(m *proto.Attached) event {
+	how := "new"
+	if m.Resumed {
+		how = "resumed"
+	}
+	text := fmt.Sprintf("attached session %s on server %s (%s)", clean(m.SessionID), clean(m.ServerID), how)
+	if m.User != "" {
+		text += ", user " + clean(m.User)
+	}
+	text += fmt.Sprintf(", token %s, endpoint %s", clean(m.Token), clean(m.Endpoint))
+	return event{name: "attached",
+		fields: []field{{"session", m.SessionID}, {"token", m.Token}, {"user", m.User}, {"endpoint", m.Endpoint},
+			{"server", m.ServerID}, {"resumed", m.Resumed}},
+		text: text}
+}
+
+func detachedEvent(m *proto.Detached) event {
+	fields := []field{{"session", m.SessionID}, {"reason", m.Reason.String()}}
+	text := fmt.Sprintf("detached from session %s: %s", clean(m.SessionID), m.Reason)
+	if m.Message != "" {
+		fields = append(fields, field{"message", m.Message})
+		text += " (" + clean(m.Message) + ")"
+	}
+	if m.Terminal != "" {
+		fields = append(fields, field{"by", m.Terminal})
+		text += " by terminal " + clean(m.Terminal)
+	}
+	return event{name: "detached", fields: fields, text: text}
+}
+
+func redirectEvent(m *proto.Redirect) event {
+	return event{name: "redirect",
+		fields: []field{{"server", m.ServerID}, {"addr", m.Addr}, {"fence", m.Fence}},
+		text:   fmt.Sprintf("redirected to server %s at %s (fence %d)", clean(m.ServerID), clean(m.Addr), m.Fence)}
+}
+
+// protoErrorEvent reports an Error from a broker.
+func protoErrorEvent(m *proto.Error) event {
+	ev := errorEvent(int(m.Code), m.Code.String(), m.Message)
+	if m.Token != "" {
+		ev.fields = append(ev.fields, field{"token", m.Token})
+		ev.text += " (token " + clean(m.Token) + ")"
+	}
+	return ev
+}
+
+func errorEvent(code int, name, message string) event {
+	text := "error " + clean(name)
+	if code != 0 {
+		text += fmt.Sprintf(" (%d)", code)
+	}
+	if message != "" {
+		text += ": " + clean(message)
+	}
+	return event{name: "error",
+		fields: []field{{"code", code}, {"name", name}, {"message", message}},
+		text:   text}
+}
+
+func pairedEvent(m *proto.Paired) event {
+	fields := []field{{"token", m.Token}}
+	text := "paired token " + clean(m.Token)
+	if m.User != "" {
+		fields = append(fields, field{"user", m.User})
+		text += " for user " + clean(m.User)
+	}
+	return event{name: "paired", fields: fields, text: text}
+}
+
+func disconnectedEvent(err error) event {
+	msg := "connection closed"
+	if err != nil {
+		msg = err.Error()
+	}
+	return event{name: "disconnected",
+		fields: []field{{"error", msg}},
+		text:   "disconnected: " + clean(msg)}
+}
+
+// status is what the "status" command reports.
+type status struct {
+	Connected bool
+	Server    string
+	Addr      string
+	Hops      uint8
+	Session   string
+	Inserted  []string
+}
+
+func statusEvent(s status) event {
+	inserted := s.Inserted
+	if inserted == nil {
+		inserted = []string{}
+	}
+	text := "status: not connected"
+	if s.Connected {
+		text = fmt.Sprintf("status: connected to server %s at %s", clean(s.Server), clean(s.Addr))
+		if s.Hops > 0 {
+			text += fmt.Sprintf(" (%d hops)", s.Hops)
+		}
+	}
+	if len(inserted) > 0 {
+		text += ", tokens inserted: " + strings.Join(inserted, ", ")
+	} else {
+		text += ", no token inserted"
+	}
+	if s.Session != "" {
+		text += ", session " + clean(s.Session)
+	}
+	return event{name: "status",
+		fields: []field{{"connected", s.Connected}, {"server", s.Server}, {"addr", s.Addr}, {"hops", s.Hops},
+			{"session", s.Session}, {"inserted", inserted}},
+		text: text}
+}
+
+// clean makes untrusted text safe for a terminal: unprintable characters
+// (control characters, escape sequences) become U+FFFD.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return unicode.ReplacementChar
+	}, s)
+}
+
+// emitter writes events, one line each, as JSON or text. It is safe for
+// concurrent use.
+type emitter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	json bool
+	now  func() time.Time
+}
+
+func (e *emitter) emit(ev event) {
+	line := ev.format(e.json, e.now())
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, _ = e.w.Write(line)
+}
+
+// format renders ev as one line ending in '\n'.
+func (ev event) format(asJSON bool, now time.Time) []byte {
+	if !asJSON {
+		return []byte(ev.text + "\n")
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"event":`)
+	writeJSON(&b, ev.name)
+	for _, f := range ev.fields {
+		b.WriteByte(',')
+		writeJSON(&b, f.key)
+		b.WriteByte(':')
+		writeJSON(&b, f.val)
+	}
+	b.WriteString(`,"time":`)
+	writeJSON(&b, now.Format(time.RFC3339Nano))
+	b.WriteString("}\n")
+	return b.Bytes()
+}
+
+func writeJSON(b *bytes.Buffer, v any) {
+	out, err := json.Marshal(v)
+	if err != nil {
+		// Only plain strings, numbers, booleans and string slices are
+		// used; this cannot happen.
+		out = []byte(`null`)
+	}
+	b.Write(out)
+}

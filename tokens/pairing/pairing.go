@@ -1,0 +1,354 @@
+// Package pairing enrolls token keys with one-time pairing codes.
+//
+// An administrator asks for a code for a user (Create); the user types it
+// at a terminal, which sends it with a freshly generated token public key
+// (proto.Pair); the broker calls Redeem, which checks the code, consumes it
+// and enrolls the key as a token of that user.
+//
+// A code reads "XXXX-XXXX-XXXX" in Crockford base32: the first group is the
+// code's id (20 bits, the registry key), the other eight characters its
+// secret (40 bits). The registry stores only SHA-256 of the secret, under a
+// lease of the code's lifetime. Codes are single use: of any number of
+// concurrent redemptions of one code exactly one succeeds.
+//
+// Guessing is bounded three ways: a source (terminal id and address) with
+// too many failures within a window is locked out; all sources together get
+// a global number of attempts per window; and a code whose secret was
+// guessed wrong MaxWrongSecrets times is burned (deleted). The failure
+// counters live in this Pairer's memory (bounded, least recently used
+// evicted), so each broker of a group counts on its own. The peer is never
+// told why a code was refused (ErrInvalidCode); logs say why, without ever
+// containing a code's secret.
+package pairing
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// Errors. Test for them with errors.Is.
+var (
+	// ErrInvalidCode: the code is malformed, unknown, expired, already used
+	// or its secret is wrong (deliberately not told apart).
+	ErrInvalidCode = errors.New("pairing: invalid code")
+	// ErrRateLimited: the source is locked out or the global limit is hit.
+	ErrRateLimited = errors.New("pairing: rate limited")
+	// ErrBadKey: the token kind is not supported or its key is malformed.
+	ErrBadKey = errors.New("pairing: bad token key")
+)
+
+// Defaults and limits.
+const (
+	DefaultMaxFailures   = 5
+	DefaultFailureWindow = 15 * time.Minute
+	DefaultLockout       = 15 * time.Minute
+	DefaultGlobalLimit   = 50
+	DefaultGlobalWindow  = time.Minute
+	// MaxWrongSecrets is how many wrong secrets burn a code.
+	MaxWrongSecrets = 3
+	// MaxLabelLen and MaxUserLen bound labels and user names, in bytes.
+	MaxLabelLen = 128
+	MaxUserLen  = 256
+	// maxSourceLen bounds a source key kept in memory.
+	maxSourceLen = 256
+	// defaultMaxSources bounds the sources tracked; defaultMaxCodes the
+	// codes whose wrong secrets are counted.
+	defaultMaxSources = 10000
+	defaultMaxCodes   = 10000
+	// createAttempts bounds retries when a new code's id is taken.
+	createAttempts = 8
+)
+
+// Store is the part of the registry pairing needs; *registry.Registry
+// implements it.
+type Store interface {
+	// PutPairing stores p under a lease of ttl; registry.ErrExists if its id is taken.
+	PutPairing(ctx context.Context, p registry.Pairing, ttl time.Duration) error
+	// Pairing returns code id and its mod revision; registry.ErrNotFound if absent or expired.
+	Pairing(ctx context.Context, id string) (registry.Pairing, int64, error)
+	// ConsumePairing deletes code id iff unchanged since modRev; registry.ErrNotFound otherwise.
+	ConsumePairing(ctx context.Context, id string, modRev int64) error
+	// EnrollToken stores t; registry.ErrExists if its id is enrolled.
+	EnrollToken(ctx context.Context, t registry.TokenRecord) error
+}
+
+var _ Store = (*registry.Registry)(nil)
+
+// Option configures a Pairer.
+type Option func(*Pairer)
+
+// WithClock sets the clock for expiry and rate limits (default clock.Real).
+func WithClock(c clock.Clock) Option { return func(p *Pairer) { p.clk = c } }
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l hclog.Logger) Option { return func(p *Pairer) { p.log = l } }
+
+// WithLimits sets the per-source limit: maxFailures failed redemptions
+// within window lock the source out for lockout. Non-positive values keep
+// the defaults (5, 15 min, 15 min).
+func WithLimits(maxFailures int, window, lockout time.Duration) Option {
+	return func(p *Pairer) {
+		if maxFailures > 0 {
+			p.lim.maxFailures = maxFailures
+		}
+		if window > 0 {
+			p.lim.window = window
+		}
+		if lockout > 0 {
+			p.lim.lockout = lockout
+		}
+	}
+}
+
+// WithGlobalLimit lets at most n redemption attempts from all sources
+// together through per window. Non-positive values keep the defaults (50
+// per minute).
+func WithGlobalLimit(n int, window time.Duration) Option {
+	return func(p *Pairer) {
+		if n > 0 {
+			p.lim.globalN = n
+		}
+		if window > 0 {
+			p.lim.globalWindow = window
+		}
+	}
+}
+
+// WithMaxSources bounds the number of sources whose failures are tracked
+// (default 10000); the least recently seen is forgotten first.
+func WithMaxSources(n int) Option {
+	return func(p *Pairer) {
+		if n > 0 {
+			p.maxSources = n
+		}
+	}
+}
+
+// Pairer creates and redeems pairing codes. It is safe for concurrent use.
+type Pairer struct {
+	store      Store
+	clk        clock.Clock
+	log        hclog.Logger
+	lim        limiter
+	maxSources int
+
+	// wrong counts wrong secrets per code ("<id>@<modRev>"), under lim.mu.
+	wrong *lru[int]
+}
+
+// New returns a Pairer storing codes and tokens in store.
+func New(store Store, opts ...Option) *Pairer {
+	p := &Pairer{
+		store: store,
+		clk:   clock.Real{},
+		log:   hclog.NewNullLogger(),
+		lim: limiter{
+			maxFailures:  DefaultMaxFailures,
+			window:       DefaultFailureWindow,
+			lockout:      DefaultLockout,
+			globalN:      DefaultGlobalLimit,
+			globalWindow: DefaultGlobalWindow,
+		},
+		maxSources: defaultMaxSources,
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	p.lim.clk = p.clk
+	p.lim.sources = newLRU[*sourceState](p.maxSources)
+	p.wrong = newLRU[int](defaultMaxCodes)
+	return p
+}
+
+// Create makes a new code for user, valid for ttl, and returns it as
+// "XXXX-XXXX-XXXX" with its expiry. label becomes the token's label unless
+// the redeeming terminal sends one; createdBy (the administrator) is
+// recorded as "pairing:<createdBy>" in the enrolled token.
+func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl time.Duration) (code string, expires time.Time, err error) {
+	switch {
+	case user == "" || len(user) > MaxUserLen || !printable(user):
+		return "", time.Time{}, fmt.Errorf("pairing: create: user must be 1 to %d printable bytes", MaxUserLen)
+	case len(label) > MaxLabelLen || !printable(label):
+		return "", time.Time{}, fmt.Errorf("pairing: create: label must be at most %d printable bytes", MaxLabelLen)
+	case len(createdBy) > MaxUserLen || !printable(createdBy):
+		return "", time.Time{}, fmt.Errorf("pairing: create: created-by must be at most %d printable bytes", MaxUserLen)
+	case ttl <= 0:
+		return "", time.Time{}, fmt.Errorf("pairing: create: ttl %v is not positive", ttl)
+	}
+	for range createAttempts {
+		canon, err := newCode()
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("pairing: create: %w", err)
+		}
+		id, secret := canon[:IDLen], canon[IDLen:]
+		sum := sha256.Sum256([]byte(secret))
+		expires = p.clk.Now().Add(ttl)
+		err = p.store.PutPairing(ctx, registry.Pairing{
+			ID:            id,
+			SecretHash:    sum[:],
+			User:          user,
+			Label:         label,
+			CreatedBy:     createdBy,
+			ExpiresUnixMs: expires.UnixMilli(),
+		}, ttl)
+		if errors.Is(err, registry.ErrExists) {
+			continue
+		}
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("pairing: create: %w", err)
+		}
+		p.log.Info("pairing code created", "code_id", id, "user", user, "created_by", createdBy, "expires", expires)
+		return format(canon), expires, nil
+	}
+	return "", time.Time{}, fmt.Errorf("pairing: create: no free code id after %d attempts", createAttempts)
+}
+
+// Redeem checks code and, if it is valid, consumes it and enrolls pub as a
+// token of the code's user: ID soft.TokenID(pub) for kind "soft" (the only
+// kind so far; pub must be a 32-byte ed25519 key), Label the requested label
+// or else the code's, RegisteredBy "pairing:<createdBy>".
+//
+// source identifies the requester (terminal id and remote address) for rate
+// limiting, which is checked first: a locked-out source, or any source while
+// the global limit is hit, gets ErrRateLimited whatever the code. A bad kind,
+// key or label is ErrBadKey (the code is untouched). A malformed, unknown,
+// expired, used or wrong code is ErrInvalidCode and counts as a failure of
+// source; the secret is compared in constant time, and the code is burned
+// after MaxWrongSecrets wrong secrets. Registry failures are returned
+// wrapped; an already enrolled key wraps registry.ErrExists (its code is
+// consumed all the same).
+func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind string, pub []byte, label string) (registry.TokenRecord, error) {
+	if len(source) > maxSourceLen {
+		source = source[:maxSourceLen]
+	}
+	if r := p.lim.allow(source); r != allowed {
+		p.log.Warn("pairing attempt rate limited", "source", source, "reason", r.String())
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
+	}
+	tokenID, err := keyID(kind, pub)
+	if err != nil {
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+	}
+	if len(label) > MaxLabelLen || !printable(label) {
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
+	}
+
+	refuse := func(reason string, codeID string) (registry.TokenRecord, error) {
+		locked := p.lim.fail(source)
+		p.log.Info("pairing code refused", "source", source, "code_id", codeID, "reason", reason)
+		if locked {
+			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
+		}
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+	}
+	id, secret, err := ParseCode(code)
+	if err != nil {
+		return refuse("malformed", "")
+	}
+	pr, rev, err := p.store.Pairing(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return refuse("unknown, expired or used", id)
+	}
+	if err != nil {
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+	}
+	sum := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(sum[:], pr.SecretHash) != 1 {
+		if p.countWrong(id, rev) >= MaxWrongSecrets {
+			switch err := p.store.ConsumePairing(ctx, id, rev); {
+			case err == nil:
+				p.log.Warn("pairing code burned after wrong secrets", "code_id", id, "user", pr.User, "wrong_secrets", MaxWrongSecrets)
+			case errors.Is(err, registry.ErrNotFound):
+				// Consumed or burned meanwhile.
+			default:
+				p.log.Error("burn pairing code", "code_id", id, "error", err)
+			}
+		}
+		return refuse("wrong secret", id)
+	}
+	if err := p.store.ConsumePairing(ctx, id, rev); err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			// Lost a race with another redemption of the same code: not a
+			// guess, so not counted against source.
+			p.log.Info("pairing code refused", "source", source, "code_id", id, "reason", "consumed concurrently")
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+		}
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: consume code: %w", err)
+	}
+	p.forgetWrong(id, rev)
+	p.lim.succeed(source)
+	if label == "" {
+		label = pr.Label
+	}
+	rec := registry.TokenRecord{
+		ID:               tokenID,
+		Kind:             kind,
+		PublicKey:        append([]byte(nil), pub...),
+		User:             pr.User,
+		Label:            label,
+		RegisteredBy:     "pairing:" + pr.CreatedBy,
+		RegisteredUnixMs: p.clk.Now().UnixMilli(),
+	}
+	if err := p.store.EnrollToken(ctx, rec); err != nil {
+		p.log.Warn("pairing code consumed but token not enrolled", "code_id", id, "token_id", tokenID, "user", pr.User, "error", err)
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: enroll token %s: %w", tokenID, err)
+	}
+	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
+	return rec, nil
+}
+
+// keyID validates a token key of kind and returns its token id.
+func keyID(kind string, pub []byte) (string, error) {
+	switch kind {
+	case soft.Kind:
+		if len(pub) != 32 {
+			return "", fmt.Errorf("%w: soft public key is %d bytes; want 32", ErrBadKey, len(pub))
+		}
+		return soft.TokenID(pub), nil
+	}
+	return "", fmt.Errorf("%w: unsupported token kind %q", ErrBadKey, kind)
+}
+
+// countWrong counts one more wrong secret for code id at revision rev and
+// returns the count.
+func (p *Pairer) countWrong(id string, rev int64) int {
+	k := id + "@" + strconv.FormatInt(rev, 10)
+	p.lim.mu.Lock()
+	defer p.lim.mu.Unlock()
+	n, _ := p.wrong.get(k)
+	n++
+	p.wrong.put(k, n)
+	return n
+}
+
+func (p *Pairer) forgetWrong(id string, rev int64) {
+	p.lim.mu.Lock()
+	defer p.lim.mu.Unlock()
+	p.wrong.remove(id + "@" + strconv.FormatInt(rev, 10))
+}
+
+// printable reports whether s is UTF-8 made of printable characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,355 @@
+package pairing_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/tokens/pairing"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// env is one Pairer on a real registry (its own key prefix on a shared
+// embedded etcd) with a fake clock and captured logs.
+type env struct {
+	t     *testing.T
+	ctx   context.Context
+	clk   *clock.Fake
+	reg   *registry.Registry
+	p     *pairing.Pairer
+	logMu sync.Mutex
+	logs  bytes.Buffer
+}
+
+func (e *env) Write(p []byte) (int, error) {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	e.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return e.logs.Write(p)
+}
+
+func (e *env) logText() string {
+	e.logMu.Lock()
+	defer e.logMu.Unlock()
+	return e.logs.String()
+}
+
+var prefixSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newEnv(t *testing.T, cli *clientv3.Client, opts ...pairing.Option) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	prefixSeq.Lock()
+	prefixSeq.n++
+	prefix := fmt.Sprintf("/pairing-test-%d/", prefixSeq.n)
+	prefixSeq.Unlock()
+	e := &env{t: t, ctx: ctx, clk: clock.NewFake(time.Now())}
+	log := hclog.New(&hclog.LoggerOptions{Name: "pairing", Level: hclog.Debug, Output: e})
+	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "t1"},
+		registry.WithPrefix(prefix), registry.WithClock(e.clk), registry.WithLeaseTTL(2*time.Second), registry.WithLogger(log.Named("registry")))
+	if err != nil {
+		t.Fatalf("registry.New = %v", err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	e.reg = reg
+	e.p = pairing.New(reg, append([]pairing.Option{pairing.WithClock(e.clk), pairing.WithLogger(log)}, opts...)...)
+	return e
+}
+
+func (e *env) create(user string, ttl time.Duration) string {
+	e.t.Helper()
+	code, exp, err := e.p.Create(e.ctx, user, "from admin", "uid:0", ttl)
+	if err != nil {
+		e.t.Fatalf("Create = %v", err)
+	}
+	if !exp.Equal(e.clk.Now().Add(ttl)) {
+		e.t.Errorf("expires = %v; want %v", exp, e.clk.Now().Add(ttl))
+	}
+	return code
+}
+
+func newKey(t *testing.T) ed25519.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// wrongSecret returns code with its last character changed.
+func wrongSecret(code string) string {
+	last := code[len(code)-1]
+	repl := byte('0')
+	if last == '0' {
+		repl = '1'
+	}
+	return code[:len(code)-1] + string(repl)
+}
+
+// otherID returns a well-formed code whose id differs from code's.
+func otherID(code string, i int) string {
+	id := fmt.Sprintf("%04d", i%10000)
+	if strings.HasPrefix(code, id) {
+		id = fmt.Sprintf("%04d", (i+1)%10000)
+	}
+	return id + code[4:]
+}
+
+func checkErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+		t.Fatalf("%s: err = %v; want %v", what, err, want)
+	}
+}
+
+func TestPairing(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+
+	t.Run("redeem enrolls the token", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("alice", 10*time.Minute)
+		pub := newKey(t)
+		rec, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", code, "soft", pub, "")
+		checkErr(t, "Redeem", err, nil)
+		want := registry.TokenRecord{ID: soft.TokenID(pub), Kind: "soft", PublicKey: pub, User: "alice", Label: "from admin",
+			RegisteredBy: "pairing:uid:0", RegisteredUnixMs: e.clk.Now().UnixMilli()}
+		got, err := e.reg.Token(e.ctx, rec.ID)
+		checkErr(t, "Token", err, nil)
+		for _, r := range []registry.TokenRecord{rec, got} {
+			if r.ID != want.ID || r.Kind != want.Kind || !bytes.Equal(r.PublicKey, want.PublicKey) || r.User != want.User ||
+				r.Label != want.Label || r.RegisteredBy != want.RegisteredBy || r.RegisteredUnixMs != want.RegisteredUnixMs || r.Disabled {
+				t.Errorf("token = %+v; want %+v", r, want)
+			}
+		}
+		// The terminal's label wins over the code's.
+		code2 := e.create("bob", time.Minute)
+		rec2, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", code2, "soft", newKey(t), "Bob's phone")
+		checkErr(t, "Redeem with label", err, nil)
+		if rec2.Label != "Bob's phone" || rec2.User != "bob" {
+			t.Errorf("token = %+v; want label \"Bob's phone\", user bob", rec2)
+		}
+		if logs := e.logText(); strings.Contains(logs, code[5:]) || strings.Contains(logs, code2[5:]) ||
+			strings.Contains(logs, strings.ReplaceAll(code, "-", "")[4:]) {
+			t.Errorf("a code's secret was logged:\n%s", logs)
+		}
+	})
+
+	t.Run("input normalisation", func(t *testing.T) {
+		e := newEnv(t, cli)
+		tests := []struct {
+			name string
+			edit func(string) string
+		}{
+			{"lower case", strings.ToLower},
+			{"no dashes", func(s string) string { return strings.ReplaceAll(s, "-", "") }},
+			{"lower case without dashes", func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "-", "")) }},
+			{"spaces", func(s string) string { return " " + strings.ReplaceAll(s, "-", " ") + " " }},
+		}
+		for _, tt := range tests {
+			code := e.create("carol", time.Minute)
+			if _, err := e.p.Redeem(e.ctx, "t@h", tt.edit(code), "soft", newKey(t), ""); err != nil {
+				t.Errorf("%s: Redeem(%q) = %v; want nil", tt.name, tt.edit(code), err)
+			}
+		}
+	})
+
+	t.Run("expired code refused", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("dave", 5*time.Minute)
+		e.clk.Advance(5 * time.Minute)
+		_, err := e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
+		checkErr(t, "Redeem(expired)", err, pairing.ErrInvalidCode)
+	})
+
+	t.Run("reused code refused", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("erin", time.Minute)
+		_, err := e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
+		checkErr(t, "first Redeem", err, nil)
+		_, err = e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
+		checkErr(t, "second Redeem", err, pairing.ErrInvalidCode)
+	})
+
+	t.Run("guesses lead to lockout", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("frank", time.Hour)
+		pub := newKey(t)
+		const src = "evil@10.0.0.9"
+		guesses := []string{
+			wrongSecret(code),   // right id, wrong secret (1 of 3: not burned)
+			otherID(code, 1),    // unknown id
+			otherID(code, 2),    // unknown id
+			"not a code at all", // malformed
+			wrongSecret(code),   // 2 of 3 wrong secrets; 5th failure: locked
+		}
+		for i, g := range guesses {
+			_, err := e.p.Redeem(e.ctx, src, g, "soft", pub, "")
+			checkErr(t, fmt.Sprintf("guess %d", i), err, pairing.ErrInvalidCode)
+		}
+		_, err := e.p.Redeem(e.ctx, src, code, "soft", pub, "")
+		checkErr(t, "right code while locked out", err, pairing.ErrRateLimited)
+		e.clk.Advance(pairing.DefaultLockout - time.Millisecond)
+		_, err = e.p.Redeem(e.ctx, src, code, "soft", pub, "")
+		checkErr(t, "right code just before the lockout ends", err, pairing.ErrRateLimited)
+		e.clk.Advance(time.Millisecond)
+		_, err = e.p.Redeem(e.ctx, src, code, "soft", pub, "")
+		checkErr(t, "right code after the lockout", err, nil)
+	})
+
+	t.Run("other sources are not locked out", func(t *testing.T) {
+		e := newEnv(t, cli, pairing.WithLimits(2, time.Minute, time.Hour))
+		code := e.create("gina", time.Hour)
+		for i := range 2 {
+			_, err := e.p.Redeem(e.ctx, "evil@h", otherID(code, i), "soft", newKey(t), "")
+			checkErr(t, "guess", err, pairing.ErrInvalidCode)
+		}
+		_, err := e.p.Redeem(e.ctx, "evil@h", code, "soft", newKey(t), "")
+		checkErr(t, "locked source", err, pairing.ErrRateLimited)
+		_, err = e.p.Redeem(e.ctx, "good@h", code, "soft", newKey(t), "")
+		checkErr(t, "other source", err, nil)
+	})
+
+	t.Run("burn after 3 wrong secrets", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("hank", time.Hour)
+		for i := range pairing.MaxWrongSecrets {
+			// Different sources, so no lockout gets in the way.
+			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), wrongSecret(code), "soft", newKey(t), "")
+			checkErr(t, "wrong secret", err, pairing.ErrInvalidCode)
+		}
+		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
+		checkErr(t, "right code after burn", err, pairing.ErrInvalidCode)
+		id, _, _ := pairing.ParseCode(code)
+		_, _, err = e.reg.Pairing(e.ctx, id)
+		checkErr(t, "registry lookup of burned code", err, registry.ErrNotFound)
+	})
+
+	t.Run("two wrong secrets do not burn", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("ivan", time.Hour)
+		for i := range pairing.MaxWrongSecrets - 1 {
+			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), wrongSecret(code), "soft", newKey(t), "")
+			checkErr(t, "wrong secret", err, pairing.ErrInvalidCode)
+		}
+		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
+		checkErr(t, "right code", err, nil)
+	})
+
+	t.Run("concurrent redeem: exactly one success", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("judy", time.Hour)
+		const n = 16
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), code, "soft", newKey(t), "")
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, pairing.ErrInvalidCode):
+				t.Errorf("redeem %d: err = %v; want nil or ErrInvalidCode", i, err)
+			}
+		}
+		if ok != 1 {
+			t.Errorf("successes = %d; want 1", ok)
+		}
+	})
+
+	t.Run("global limit", func(t *testing.T) {
+		e := newEnv(t, cli, pairing.WithGlobalLimit(3, time.Minute))
+		code := e.create("kim", time.Hour)
+		for i := range 3 {
+			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), otherID(code, i), "soft", newKey(t), "")
+			checkErr(t, "guess", err, pairing.ErrInvalidCode)
+		}
+		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
+		checkErr(t, "right code over the global limit", err, pairing.ErrRateLimited)
+		e.clk.Advance(time.Minute)
+		_, err = e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
+		checkErr(t, "right code after the window", err, nil)
+	})
+
+	t.Run("bad keys leave the code usable", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("lee", time.Hour)
+		tests := []struct {
+			name  string
+			kind  string
+			pub   []byte
+			label string
+		}{
+			{"unknown kind", "piv", newKey(t), ""},
+			{"empty kind", "", newKey(t), ""},
+			{"short key", "soft", make([]byte, 31), ""},
+			{"long key", "soft", make([]byte, 33), ""},
+			{"nil key", "soft", nil, ""},
+			{"long label", "soft", newKey(t), strings.Repeat("x", pairing.MaxLabelLen+1)},
+			{"control in label", "soft", newKey(t), "a\x00b"},
+		}
+		for _, tt := range tests {
+			_, err := e.p.Redeem(e.ctx, "t@h", code, tt.kind, tt.pub, tt.label)
+			if !errors.Is(err, pairing.ErrBadKey) {
+				t.Errorf("%s: err = %v; want ErrBadKey", tt.name, err)
+			}
+		}
+		_, err := e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
+		checkErr(t, "good key", err, nil)
+	})
+
+	t.Run("key enrolled twice", func(t *testing.T) {
+		e := newEnv(t, cli)
+		pub := newKey(t)
+		_, err := e.p.Redeem(e.ctx, "t@h", e.create("mia", time.Hour), "soft", pub, "")
+		checkErr(t, "first", err, nil)
+		_, err = e.p.Redeem(e.ctx, "t@h", e.create("mallory", time.Hour), "soft", pub, "")
+		checkErr(t, "same key again", err, registry.ErrExists)
+		rec, err := e.reg.Token(e.ctx, soft.TokenID(pub))
+		checkErr(t, "Token", err, nil)
+		if rec.User != "mia" {
+			t.Errorf("user = %q; want mia (first enrolment kept)", rec.User)
+		}
+	})
+
+	t.Run("create validation", func(t *testing.T) {
+		e := newEnv(t, cli)
+		tests := []struct {
+			name, user, label string
+			ttl               time.Duration
+		}{
+			{"no user", "", "", time.Minute},
+			{"zero ttl", "u", "", 0},
+			{"negative ttl", "u", "", -time.Second},
+			{"long label", "u", strings.Repeat("x", pairing.MaxLabelLen+1), time.Minute},
+			{"newline in user", "u\n", "", time.Minute},
+		}
+		for _, tt := range tests {
+			if _, _, err := e.p.Create(e.ctx, tt.user, tt.label, "admin", tt.ttl); err == nil {
+				t.Errorf("%s: Create = nil error; want error", tt.name)
+			}
+		}
+	})
+}

@@ -1,0 +1,192 @@
+package soft_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+func TestKeystoreRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "conf", "hotdesk", "tokens.json")
+	ks, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatalf("OpenKeystore(missing) = %v; want empty keystore", err)
+	}
+	if got := ks.List(); len(got) != 0 {
+		t.Fatalf("List = %v; want empty", got)
+	}
+	a, err := ks.Generate("default", "Alice's laptop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Token != soft.TokenID(a.Public) || a.Name != "default" || a.Label != "Alice's laptop" {
+		t.Errorf("Generate = %+v; want name default, its label and token id", a)
+	}
+	if _, err := ks.Generate("default", ""); !errors.Is(err, soft.ErrExists) {
+		t.Errorf("Generate(taken name) = %v; want ErrExists", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("file exists before Save (stat err %v)", err)
+	}
+	b, err := ks.Generate("badge-2", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Save(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != 0o600 {
+		t.Errorf("file mode = %04o; want 0600", got)
+	}
+	dst, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.Mode().Perm(); got != 0o700 {
+		t.Errorf("dir mode = %04o; want 0700", got)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("directory holds %d entries; want only the keystore (no temp files)", len(ents))
+	}
+
+	ks2, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ks2.List()
+	if len(got) != 2 || got[0].Name != "default" || got[1].Name != "badge-2" ||
+		got[0].Token != a.Token || got[1].Token != b.Token || !got[0].Public.Equal(a.Public) || got[0].Label != a.Label {
+		t.Fatalf("reopened List = %+v; want default (%s), badge-2 (%s)", got, a.Token, b.Token)
+	}
+	msg := []byte("challenge")
+	sig, err := ks2.Sign(a.Token, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := soft.Verify(a.Public, msg, sig); err != nil {
+		t.Errorf("Verify(reopened key's signature) = %v; want nil", err)
+	}
+	if err := soft.Verify(b.Public, msg, sig); !errors.Is(err, soft.ErrBadProof) {
+		t.Errorf("Verify(with other key) = %v; want ErrBadProof", err)
+	}
+	if _, err := ks2.Sign("soft.nosuchtoken", msg); !errors.Is(err, soft.ErrNotFound) {
+		t.Errorf("Sign(unknown token) = %v; want ErrNotFound", err)
+	}
+	if _, err := ks2.Get("nope"); !errors.Is(err, soft.ErrNotFound) {
+		t.Errorf("Get(unknown) = %v; want ErrNotFound", err)
+	}
+	if k, err := ks2.Get("badge-2"); err != nil || k.Token != b.Token {
+		t.Errorf("Get(badge-2) = %+v, %v; want token %s", k, err, b.Token)
+	}
+	// The private key is stored as its seed under the documented field.
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), `"seed"`) {
+		t.Errorf("keystore file lacks seeds: %s", raw)
+	}
+}
+
+func TestKeystoreGenerateValidation(t *testing.T) {
+	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "k.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, key, label string
+		wantErr          bool
+	}{
+		{"ok", "desk_1.a-b", "Desk 1 ☕", false},
+		{"empty name", "", "", true},
+		{"slash", "a/b", "", true},
+		{"space", "a b", "", true},
+		{"long name", strings.Repeat("n", soft.MaxNameLen+1), "", true},
+		{"max name", strings.Repeat("n", soft.MaxNameLen), "", false},
+		{"long label", "l1", strings.Repeat("l", soft.MaxLabelLen+1), true},
+		{"control in label", "l2", "a\nb", true},
+		{"bad utf8 label", "l3", "\xff", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ks.Generate(tt.key, tt.label)
+			if gotErr := err != nil; gotErr != tt.wantErr {
+				t.Errorf("Generate(%q, %q) = %v; want error %v", tt.key, tt.label, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestOpenKeystoreRefuses(t *testing.T) {
+	// A valid file to tamper with.
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.json")
+	ks, _ := soft.OpenKeystore(good)
+	if _, err := ks.Generate("a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Generate("b", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Save(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func(k0, k1 map[string]any, doc map[string]any)) []byte {
+		var d map[string]any
+		_ = json.Unmarshal(raw, &d)
+		ks := d["keys"].([]any)
+		f(ks[0].(map[string]any), ks[1].(map[string]any), d)
+		out, _ := json.Marshal(d)
+		return out
+	}
+
+	tests := []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{"world readable", raw, 0o644},
+		{"group readable", raw, 0o640},
+		{"not json", []byte("{"), 0o600},
+		{"wrong version", edit(func(_, _, d map[string]any) { d["version"] = 2 }), 0o600},
+		{"token mismatch", edit(func(k0, k1, _ map[string]any) { k0["token"] = k1["token"] }), 0o600},
+		{"public key mismatch", edit(func(k0, k1, _ map[string]any) { k0["public_key"] = k1["public_key"] }), 0o600},
+		{"short seed", edit(func(k0, _, _ map[string]any) { k0["seed"] = "AAAA" }), 0o600},
+		{"duplicate name", edit(func(k0, k1, _ map[string]any) { k1["name"] = k0["name"] }), 0o600},
+		{"bad name", edit(func(k0, _, _ map[string]any) { k0["name"] = "../x" }), 0o600},
+		{"too large", append(raw, make([]byte, 1<<20)...), 0o600},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, "bad"+string(rune('a'+i))+".json")
+			if err := os.WriteFile(p, tt.data, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := soft.OpenKeystore(p); err == nil {
+				t.Errorf("OpenKeystore = nil error; want refusal")
+			}
+		})
+	}
+	if _, err := soft.OpenKeystore(good); err != nil {
+		t.Errorf("OpenKeystore(untampered) = %v; want nil", err)
+	}
+	if _, err := soft.OpenKeystore(dir); err == nil {
+		t.Errorf("OpenKeystore(directory) = nil error; want refusal")
+	}
+}
