@@ -8,9 +8,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -110,9 +108,11 @@ session {
 		return err
 	}
 	d.step("hotdeskd ready on %s (embedded etcd, weston backend)", d.addr)
-	if d.pin, err = fingerprint(filepath.Join(d.dir, "data", "tls", "server.crt")); err != nil {
-		return err
+	fp, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
+	if err != nil {
+		return fmt.Errorf("hotdeskd -fingerprint: %w", err)
 	}
+	d.pin = strings.TrimSpace(string(fp))
 
 	var pr struct{ Code string }
 	if err := d.ctlJSON(ctx, &pr, "token", "pair", "-user", "demo", "-label", "demo token", "-json"); err != nil {
@@ -399,19 +399,6 @@ func jsonField(out []byte, event, field string) string {
 		}
 	}
 	return ""
-}
-
-func fingerprint(certPath string) (string, error) {
-	b, err := os.ReadFile(certPath)
-	if err != nil {
-		return "", err
-	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return "", fmt.Errorf("%s: no PEM certificate", certPath)
-	}
-	sum := sha256.Sum256(blk.Bytes)
-	return fmt.Sprintf("sha256:%x", sum), nil
 }
 
 func copyFile(src, dst string) error {

@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	hotdeskd [-config /etc/hotdesk/hotdesk.hcl]
+//	hotdeskd [-config /etc/hotdesk/hotdesk.hcl] [-check] [-fingerprint]
 //
 // SIGINT/SIGTERM stop it gracefully (a second signal forces exit), SIGHUP
 // reloads the configuration (a bad new configuration is logged and the old
@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 const defaultConfigPath = "/etc/hotdesk/hotdesk.hcl"
@@ -38,6 +39,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("hotdeskd", flag.ContinueOnError)
 	configPath := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
 	checkOnly := fs.Bool("check", false, "validate the configuration and exit")
+	printFP := fs.Bool("fingerprint", false, "print the terminal listener's certificate fingerprint (creating the certificate if needed) and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,6 +49,14 @@ func run(args []string) error {
 	}
 	if *checkOnly {
 		fmt.Printf("%s: ok\n", displayPath(path))
+		return nil
+	}
+	if *printFP {
+		cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		fmt.Println(proto.FormatFingerprint(proto.Fingerprint(cert.Certificate[0])))
 		return nil
 	}
 	logger := newLogger(cfg)

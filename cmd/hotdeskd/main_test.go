@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 func TestCheckReportsPosition(t *testing.T) {
@@ -33,6 +35,37 @@ func TestCheckReportsPosition(t *testing.T) {
 	if err := run([]string{"-config", good, "-check"}); err != nil {
 		t.Fatalf("run -check on a good file = %v", err)
 	}
+}
+
+func TestFingerprintIsStable(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "h.hcl")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("data_dir = %q\n", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "tls", "server.crt"), filepath.Join(dir, "tls", "server.key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := proto.FormatFingerprint(proto.Fingerprint(cert.Certificate[0]))
+	out, err := captureStdout(func() error { return run([]string{"-config", cfgPath, "-fingerprint"}) })
+	if err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("-fingerprint printed %q, %v; want %q", out, err, want)
+	}
+}
+
+func captureStdout(f func() error) (string, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return "", err
+	}
+	old := os.Stdout
+	os.Stdout = w
+	ferr := f()
+	os.Stdout = old
+	w.Close()
+	b, _ := io.ReadAll(r)
+	return string(b), ferr
 }
 
 func freeAddr(t *testing.T) string {
