@@ -28,8 +28,31 @@ type Request struct {
 }
 
 // Result is a successful authentication.
+//
+// An Authenticator that fails may still fill in User when it learned who was
+// trying (e.g. PAM asked for the login name); it is used only for rate
+// limiting and audit (see Limiter.Guard), never as an identity.
 type Result struct {
 	User string
+	// Env is the environment the authenticator prepared for the user's
+	// session ("NAME=value", e.g. from pam_env), for the compositor. Nil when
+	// there is none.
+	Env []string
+	// Session, when non-nil, holds resources opened for the desktop session
+	// (a PAM session and credentials). The caller owns it and must Close it
+	// exactly once when the desktop session is destroyed, or when it decides
+	// not to create the session after all.
+	Session Session
+}
+
+// Session is an open login session held by an authenticator (for PAM:
+// pam_open_session and pam_setcred(ESTABLISH) done, the handle kept alive).
+type Session interface {
+	// Close ends the session: for PAM, pam_close_session, then
+	// pam_setcred(DELETE), then pam_end. It is safe to call more than once;
+	// calls after the first return the first call's result. ctx bounds the
+	// wait; when it expires the session's resources are forcibly released.
+	Close(ctx context.Context) error
 }
 
 // Conversation relays prompts to the person at the terminal.

@@ -1,0 +1,276 @@
+package auth
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+)
+
+// ErrLocked is returned (wrapped, together with ErrDenied) when a token, user
+// or terminal is locked out after too many failed attempts. The request is
+// refused before any authenticator runs, even with the right secret.
+var ErrLocked = errors.New("auth: locked out")
+
+// LimiterConfig configures a Limiter. Zero fields take the defaults.
+type LimiterConfig struct {
+	// MaxFailures is the number of failures within Window that locks a key
+	// (default 5).
+	MaxFailures int
+	// Window is how long a failure counts (default 15 minutes). A key whose
+	// last failure and lockout are older than Window is forgotten.
+	Window time.Duration
+	// BaseLockout is the first lockout (default 30 s); every further lockout
+	// of the same key within Window doubles it, up to MaxLockout (default
+	// 15 minutes).
+	BaseLockout time.Duration
+	MaxLockout  time.Duration
+	// MaxKeys bounds memory: at most this many keys are tracked (default
+	// 65536). When full, the least recently failed key is forgotten.
+	MaxKeys int
+	// Clock is the time source (default clock.Real).
+	Clock clock.Clock
+	// Logger receives the audit lines ("auth decision"); default: none.
+	Logger hclog.Logger
+}
+
+// Limiter counts failed authentications per token, per user and per
+// terminal and locks a key out with exponential back-off. It is safe for
+// concurrent use and its memory is bounded by MaxKeys.
+//
+// Success clears the token's and the user's counters; a terminal's counter
+// is not cleared by a success (an attacker at a terminal could otherwise
+// interleave a login of their own), it decays after Window.
+type Limiter struct {
+	cfg LimiterConfig
+	clk clock.Clock
+	log hclog.Logger
+
+	mu   sync.Mutex
+	keys map[string]*list.Element // of *entry
+	lru  *list.List               // front = most recently failed
+}
+
+type entry struct {
+	key         string
+	failures    int
+	first       time.Time // of the current counting window
+	last        time.Time // last failure or lockout
+	level       int       // lockouts so far (back-off exponent)
+	lockedUntil time.Time
+}
+
+// NewLimiter returns a Limiter for cfg.
+func NewLimiter(cfg LimiterConfig) *Limiter {
+	if cfg.MaxFailures <= 0 {
+		cfg.MaxFailures = 5
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 15 * time.Minute
+	}
+	if cfg.BaseLockout <= 0 {
+		cfg.BaseLockout = 30 * time.Second
+	}
+	if cfg.MaxLockout <= 0 {
+		cfg.MaxLockout = 15 * time.Minute
+	}
+	if cfg.MaxLockout < cfg.BaseLockout {
+		cfg.MaxLockout = cfg.BaseLockout
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = 65536
+	}
+	l := &Limiter{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, keys: make(map[string]*list.Element), lru: list.New()}
+	if l.clk == nil {
+		l.clk = clock.Real{}
+	}
+	if l.log == nil {
+		l.log = hclog.NewNullLogger()
+	}
+	return l
+}
+
+// keysOf returns the limiter keys of an attempt; empty parts are skipped.
+func keysOf(token, user, terminal string) []string {
+	out := make([]string, 0, 3)
+	if token != "" {
+		out = append(out, "token:"+token)
+	}
+	if user != "" {
+		out = append(out, "user:"+user)
+	}
+	if terminal != "" {
+		out = append(out, "terminal:"+terminal)
+	}
+	return out
+}
+
+// Check reports whether an attempt by token, user and terminal may proceed.
+// It returns nil, or an error wrapping ErrDenied and ErrLocked that names
+// the locked key kind and the remaining lockout.
+func (l *Limiter) Check(token, user, terminal string) error {
+	now := l.clk.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keysOf(token, user, terminal) {
+		el, ok := l.keys[k]
+		if !ok {
+			continue
+		}
+		e := el.Value.(*entry)
+		if now.Before(e.lockedUntil) {
+			kind, _, _ := strings.Cut(k, ":")
+			return fmt.Errorf("auth: check: %w: %w: %s locked for %s", ErrDenied, ErrLocked, kind, e.lockedUntil.Sub(now).Round(time.Second))
+		}
+	}
+	return nil
+}
+
+// Failure records a failed attempt against every non-empty key.
+func (l *Limiter) Failure(token, user, terminal string) {
+	now := l.clk.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keysOf(token, user, terminal) {
+		e := l.get(k, now)
+		if now.Sub(e.first) > l.cfg.Window {
+			e.failures, e.first = 0, now
+		}
+		e.failures++
+		e.last = now
+		if e.failures >= l.cfg.MaxFailures {
+			d := l.cfg.BaseLockout
+			for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
+				d *= 2
+			}
+			d = min(d, l.cfg.MaxLockout)
+			e.level++
+			e.failures, e.first = 0, now
+			e.lockedUntil = now.Add(d)
+		}
+	}
+}
+
+// Success clears the counters and lockout level of token and user (see the
+// type's doc for terminals).
+func (l *Limiter) Success(token, user string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keysOf(token, user, "") {
+		if el, ok := l.keys[k]; ok {
+			l.lru.Remove(el)
+			delete(l.keys, k)
+		}
+	}
+}
+
+// Len reports how many keys are tracked.
+func (l *Limiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.keys)
+}
+
+// get returns k's entry, creating it (and evicting) as needed, and marks it
+// most recently used. Caller holds l.mu.
+func (l *Limiter) get(k string, now time.Time) *entry {
+	if el, ok := l.keys[k]; ok {
+		e := el.Value.(*entry)
+		// A key quiet for a whole window starts over, back-off included.
+		if now.Sub(e.last) > l.cfg.Window && !now.Before(e.lockedUntil) {
+			*e = entry{key: k, first: now}
+		}
+		l.lru.MoveToFront(el)
+		return e
+	}
+	for len(l.keys) >= l.cfg.MaxKeys {
+		el := l.lru.Back()
+		l.lru.Remove(el)
+		delete(l.keys, el.Value.(*entry).key)
+	}
+	e := &entry{key: k, first: now}
+	l.keys[k] = l.lru.PushFront(e)
+	return e
+}
+
+// Guard wraps next: every request is checked against the limiter before next
+// runs, failures that are denials (errors.Is(err, ErrDenied)) are counted,
+// and every decision is one audit line at info level:
+//
+//	"auth decision" token=… user=… terminal=… rhost=… outcome=granted|denied|locked|aborted|error reason=…
+//
+// Answers never reach the log. Aborts (ctx cancelled, conversation failed)
+// are not counted as failures: no secret was judged. When next learns the
+// user only during authentication (Result.User on a request without User),
+// that user's lockout is checked afterwards and a success is refused if the
+// user is locked (closing any Session that was opened).
+func (l *Limiter) Guard(next Authenticator) Authenticator {
+	return &guard{l: l, next: next}
+}
+
+type guard struct {
+	l    *Limiter
+	next Authenticator
+}
+
+func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation) (Result, error) {
+	l := g.l
+	if err := l.Check(req.Token, req.User, req.TerminalID); err != nil {
+		Audit(l.log, req, req.User, "locked", err.Error())
+		return Result{}, err
+	}
+	res, err := g.next.Authenticate(ctx, req, conv)
+	user := req.User
+	if user == "" {
+		user = res.User
+	}
+	switch {
+	case err == nil && req.User == "" && user != "":
+		if lerr := l.Check("", user, ""); lerr != nil {
+			if res.Session != nil {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				_ = res.Session.Close(cctx)
+				cancel()
+			}
+			Audit(l.log, req, user, "locked", lerr.Error())
+			return Result{}, lerr
+		}
+	case err == nil:
+	case errors.Is(err, ErrDenied):
+		l.Failure(req.Token, user, req.TerminalID)
+		Audit(l.log, req, user, "denied", err.Error())
+		return Result{User: res.User}, err
+	case ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		Audit(l.log, req, user, "aborted", err.Error())
+		return Result{User: res.User}, err
+	default:
+		Audit(l.log, req, user, "error", err.Error())
+		return Result{User: res.User}, err
+	}
+	l.Success(req.Token, user)
+	Audit(l.log, req, user, "granted", "")
+	return res, nil
+}
+
+// Audit writes one "auth decision" line. reason must not contain secrets
+// (error texts of this module and of auth/pam never do).
+func Audit(log hclog.Logger, req Request, user, outcome, reason string) {
+	if log == nil {
+		return
+	}
+	args := []any{"token", req.Token, "user", user, "terminal", req.TerminalID, "rhost", req.RemoteAddr, "outcome", outcome}
+	if req.Existing {
+		args = append(args, "existing", true)
+	}
+	if reason != "" {
+		args = append(args, "reason", reason)
+	}
+	log.Info("auth decision", args...)
+}

@@ -1,0 +1,171 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/broker/clock"
+)
+
+func newLimiter(cfg auth.LimiterConfig) (*auth.Limiter, *clock.Fake) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	cfg.Clock = clk
+	return auth.NewLimiter(cfg), clk
+}
+
+func TestLimiterBackoff(t *testing.T) {
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 2, Window: time.Hour, BaseLockout: 10 * time.Second, MaxLockout: 35 * time.Second})
+	for _, lockout := range []time.Duration{10 * time.Second, 20 * time.Second, 35 * time.Second, 35 * time.Second} {
+		l.Failure("", "alice", "")
+		if err := l.Check("", "alice", ""); err != nil {
+			t.Fatalf("after one failure: err = %v; want nil", err)
+		}
+		l.Failure("", "alice", "")
+		if err := l.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) || !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("after two failures: err = %v; want %v", err, auth.ErrLocked)
+		}
+		clk.Advance(lockout - time.Second)
+		if err := l.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
+			t.Fatalf("1s before the end of a %s lockout: err = %v; want %v", lockout, err, auth.ErrLocked)
+		}
+		clk.Advance(time.Second)
+		if err := l.Check("", "alice", ""); err != nil {
+			t.Fatalf("at the end of a %s lockout: err = %v; want nil", lockout, err)
+		}
+	}
+}
+
+func TestLimiterWindowAndKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		fail    func(l *auth.Limiter, clk *clock.Fake)
+		token   string
+		user    string
+		term    string
+		wantErr error
+	}{
+		{"failures spread beyond the window", func(l *auth.Limiter, clk *clock.Fake) {
+			for range 5 {
+				l.Failure("tok", "alice", "t1")
+				clk.Advance(11 * time.Minute)
+			}
+		}, "tok", "alice", "t1", nil},
+		{"token locked, other user and terminal", func(l *auth.Limiter, _ *clock.Fake) {
+			for range 3 {
+				l.Failure("tok", "alice", "t1")
+			}
+		}, "tok", "bob", "t2", auth.ErrLocked},
+		{"terminal locked", func(l *auth.Limiter, _ *clock.Fake) {
+			for i := range 3 {
+				l.Failure(fmt.Sprint("tok", i), fmt.Sprint("user", i), "t1")
+			}
+		}, "tokX", "bob", "t1", auth.ErrLocked},
+		{"success clears token and user", func(l *auth.Limiter, _ *clock.Fake) {
+			for range 2 {
+				l.Failure("tok", "alice", "t1")
+			}
+			l.Success("tok", "alice")
+			l.Failure("tok", "alice", "t2")
+		}, "tok", "alice", "t3", nil},
+		{"success keeps the terminal count", func(l *auth.Limiter, _ *clock.Fake) {
+			for range 2 {
+				l.Failure("tok", "alice", "t1")
+			}
+			l.Success("tok", "alice")
+			l.Failure("tok2", "bob", "t1")
+		}, "tok3", "carol", "t1", auth.ErrLocked},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 3, Window: 10 * time.Minute})
+			tt.fail(l, clk)
+			err := l.Check(tt.token, tt.user, tt.term)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Errorf("err = %v; want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestLimiterBounded(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxKeys: 8})
+	for i := range 1000 {
+		l.Failure(fmt.Sprint("tok", i), fmt.Sprint("user", i), fmt.Sprint("term", i))
+	}
+	if got := l.Len(); got != 8 {
+		t.Errorf("keys = %d; want 8", got)
+	}
+}
+
+// fakeAuth is an Authenticator with a scripted outcome.
+type fakeAuth struct {
+	res   auth.Result
+	err   error
+	calls int
+}
+
+func (f *fakeAuth) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	f.calls++
+	return f.res, f.err
+}
+
+type fakeSession struct{ closed int }
+
+func (s *fakeSession) Close(context.Context) error { s.closed++; return nil }
+
+func TestGuard(t *testing.T) {
+	var logs strings.Builder
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, Logger: hclog.New(&hclog.LoggerOptions{Output: &logs})})
+	req := auth.Request{Token: "uid.01", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
+	sess := &fakeSession{}
+
+	steps := []struct {
+		name      string
+		next      *fakeAuth
+		wantErr   error
+		wantCalls int
+		wantLog   string
+	}{
+		{"aborted is not counted", &fakeAuth{err: context.Canceled}, context.Canceled, 1, "outcome=aborted"},
+		{"denied learns the user", &fakeAuth{res: auth.Result{User: "eve"}, err: auth.ErrDenied}, auth.ErrDenied, 1, "user=eve terminal=t1 rhost=192.0.2.1:1 outcome=denied"},
+		{"denied again locks", &fakeAuth{res: auth.Result{User: "eve"}, err: auth.ErrDenied}, auth.ErrDenied, 1, "outcome=denied"},
+		{"locked before running", &fakeAuth{}, auth.ErrLocked, 0, "outcome=locked"},
+	}
+	for _, s := range steps {
+		_, err := l.Guard(s.next).Authenticate(t.Context(), req, nil)
+		if !errors.Is(err, s.wantErr) {
+			t.Errorf("%s: err = %v; want %v", s.name, err, s.wantErr)
+		}
+		if s.next.calls != s.wantCalls {
+			t.Errorf("%s: calls = %d; want %d", s.name, s.next.calls, s.wantCalls)
+		}
+		if !strings.Contains(logs.String(), s.wantLog) {
+			t.Errorf("%s: log %q lacks %q", s.name, logs.String(), s.wantLog)
+		}
+	}
+	// A user learned during authentication is checked afterwards: eve is
+	// locked, so her success from another token and terminal is refused and
+	// the opened session closed.
+	other := auth.Request{Token: "uid.02", TerminalID: "t2"}
+	next := &fakeAuth{res: auth.Result{User: "eve", Session: sess}}
+	if _, err := l.Guard(next).Authenticate(t.Context(), other, nil); !errors.Is(err, auth.ErrLocked) {
+		t.Errorf("learned locked user: err = %v; want %v", err, auth.ErrLocked)
+	}
+	if sess.closed != 1 {
+		t.Errorf("session closed %d times; want 1", sess.closed)
+	}
+	next = &fakeAuth{res: auth.Result{User: "mallory"}}
+	if res, err := l.Guard(next).Authenticate(t.Context(), other, nil); err != nil || res.User != "mallory" {
+		t.Errorf("other user: user, err = %q, %v; want mallory, nil", res.User, err)
+	}
+	if !strings.Contains(logs.String(), "user=mallory terminal=t2 rhost=\"\" outcome=granted") {
+		t.Errorf("log %q lacks the grant", logs.String())
+	}
+}

@@ -1,0 +1,215 @@
+package pam
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+
+	"github.com/msteinert/pam/v2"
+	"golang.org/x/sys/unix"
+)
+
+// Helper exit codes.
+const (
+	helperOK       = 0 // a result was delivered (whatever the outcome)
+	helperProtocol = 2 // the parent spoke nonsense or went away early
+)
+
+// HelperMain is the entry point of the helper process ("hotdeskd pam-helper"):
+// it speaks the helper protocol on file descriptors 3 (from the parent) and 4
+// (to the parent), as set up by Authenticator, and returns the exit code.
+// Stdout and stderr stay free for whatever PAM modules print.
+func HelperMain() int {
+	in := os.NewFile(3, "pam-helper-in")
+	out := os.NewFile(4, "pam-helper-out")
+	defer in.Close()
+	defer out.Close()
+	return RunHelper(in, out)
+}
+
+// RunHelper runs one PAM transaction driven by the parent over r/w and
+// returns the process exit code. The whole transaction runs on one locked OS
+// thread, and End is called on every path. If the transaction opened a
+// session, RunHelper keeps it until the parent sends close or r ends (the
+// parent died), then closes the session, deletes the credentials and ends.
+func RunHelper(r io.Reader, w io.Writer) int {
+	runtime.LockOSThread()
+	// Orphans of module-spawned processes become our children, so the parent
+	// can find (and kill) them while we live.
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	// The thread is never unlocked: it dies with the process, so no other
+	// goroutine ever runs on a thread that PAM modules touched.
+	m, err := readMsg(r)
+	if err == nil && m.Start == nil {
+		err = fmt.Errorf("pam: %w: first message is not start", ErrProtocol)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pam-helper: %v\n", err)
+		return helperProtocol
+	}
+	h := &helper{r: r, w: w, start: m.Start}
+	return h.run()
+}
+
+type helper struct {
+	r     io.Reader
+	w     io.Writer
+	start *wireStart
+	// broken is set once the parent is gone or spoke nonsense.
+	broken error
+}
+
+// RespondPAM relays one PAM message to the parent and waits for the answer.
+func (h *helper) RespondPAM(style pam.Style, msg string) (string, error) {
+	if h.broken != nil {
+		return "", h.broken
+	}
+	if len(msg) > maxText {
+		msg = msg[:maxText]
+	}
+	if err := writeMsg(h.w, &wireMsg{Prompt: &wirePrompt{Style: uint8(style), Text: msg}}); err != nil {
+		h.broken = err
+		return "", err
+	}
+	m, err := readMsg(h.r)
+	if err == nil && m.Answer == nil {
+		err = fmt.Errorf("pam: %w: expected answer", ErrProtocol)
+	}
+	if err != nil {
+		h.broken = err
+		return "", err
+	}
+	// Go strings cannot be wiped: the answer lives on as the string handed to
+	// libpam (which copies it into C memory that PAM wipes) until collected.
+	s := string(m.Answer.Text)
+	clear(m.Answer.Text)
+	return s, nil
+}
+
+func (h *helper) run() int {
+	st := h.start
+	var (
+		tx  *pam.Transaction
+		err error
+	)
+	if st.ConfDir != "" {
+		tx, err = pam.StartConfDir(st.Service, st.User, h, st.ConfDir)
+	} else {
+		tx, err = pam.Start(st.Service, st.User, h)
+	}
+	if err != nil {
+		return h.result(&wireResult{Stage: "start", Code: code(err), Message: err.Error()})
+	}
+	ended := false
+	end := func() {
+		if !ended {
+			ended = true
+			_ = tx.End()
+		}
+	}
+	defer end()
+
+	fail := func(stage string, err error) int {
+		user, _ := tx.GetItem(pam.User)
+		end()
+		return h.result(&wireResult{Stage: stage, Code: code(err), Message: err.Error(), User: user})
+	}
+	if st.TTY != "" {
+		if err := tx.SetItem(pam.Tty, st.TTY); err != nil {
+			return fail("set_item", err)
+		}
+	}
+	if st.RHost != "" {
+		if err := tx.SetItem(pam.Rhost, st.RHost); err != nil {
+			return fail("set_item", err)
+		}
+	}
+	var flags pam.Flags
+	if !st.AllowNullAuthtok {
+		flags |= pam.DisallowNullAuthtok
+	}
+	if err := tx.Authenticate(flags); err != nil {
+		return fail("authenticate", err)
+	}
+	if err := tx.AcctMgmt(flags); err != nil {
+		if !errors.Is(err, pam.ErrNewAuthtokReqd) {
+			return fail("account", err)
+		}
+		if err := tx.ChangeAuthTok(pam.ChangeExpiredAuthtok); err != nil {
+			return fail("chauthtok", err)
+		}
+	}
+	user, err := tx.GetItem(pam.User)
+	if err != nil {
+		return fail("get_item", err)
+	}
+	if !st.OpenSession {
+		end()
+		return h.result(&wireResult{OK: true, User: user})
+	}
+	if err := tx.SetCred(pam.EstablishCred); err != nil {
+		return fail("setcred", err)
+	}
+	if err := tx.OpenSession(0); err != nil {
+		_ = tx.SetCred(pam.DeleteCred)
+		return fail("open_session", err)
+	}
+	envMap, _ := tx.GetEnvList()
+	env := make([]string, 0, len(envMap))
+	for k, v := range envMap {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	if len(env) > maxEnv {
+		env = env[:maxEnv]
+	}
+	if code := h.result(&wireResult{OK: true, User: user, Env: env}); code != helperOK {
+		// The parent is gone: nobody owns the session; close it now.
+		_ = tx.CloseSession(0)
+		_ = tx.SetCred(pam.DeleteCred)
+		return code
+	}
+	// Hold the session until told to close it or until the parent is gone.
+	m, rerr := readMsg(h.r)
+	closed := &wireClosed{}
+	if err := tx.CloseSession(0); err != nil {
+		closed = &wireClosed{Stage: "close_session", Code: code(err), Message: err.Error()}
+	}
+	if err := tx.SetCred(pam.DeleteCred); err != nil && closed.Stage == "" {
+		closed = &wireClosed{Stage: "setcred", Code: code(err), Message: err.Error()}
+	}
+	if err := tx.End(); err != nil && closed.Stage == "" {
+		closed = &wireClosed{Stage: "end", Code: code(err), Message: err.Error()}
+	}
+	ended = true
+	if rerr != nil || m.Close == nil {
+		return helperProtocol
+	}
+	if err := writeMsg(h.w, &wireMsg{Closed: closed}); err != nil {
+		return helperProtocol
+	}
+	return helperOK
+}
+
+// result sends the transaction's result.
+func (h *helper) result(res *wireResult) int {
+	if h.broken != nil {
+		return helperProtocol
+	}
+	if err := writeMsg(h.w, &wireMsg{Result: res}); err != nil {
+		return helperProtocol
+	}
+	return helperOK
+}
+
+// code extracts the PAM status from err (0 if it carries none).
+func code(err error) int {
+	var pe pam.Error
+	if errors.As(err, &pe) {
+		return int(pe)
+	}
+	return 0
+}

@@ -1,0 +1,623 @@
+// Package pam authenticates hotdesk users with Linux-PAM
+// (github.com/msteinert/pam/v2), relaying every PAM message to the terminal
+// through an auth.Conversation.
+//
+// Isolation: each login runs in its own helper process — the daemon
+// re-executed as "hotdeskd pam-helper", whose main calls HelperMain — on one
+// locked OS thread, with pam_end always called. A module that crashes, hangs
+// or sleeps (fail delay) harms only its own login; the broker and other
+// terminals never wait for it. The helper runs in its own process group,
+// which is killed (SIGKILL) when the login's context is cancelled (card
+// pulled, terminal gone), when the conversation fails, or when the login or
+// a prompt times out.
+//
+// The full login sequence is: pam_start(service, user) (with the configured
+// PAM config directory, if any), PAM_TTY = terminal id, PAM_RHOST = terminal
+// address, pam_authenticate, pam_acct_mgmt (an expired password leads to
+// pam_chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK), whose prompts also go to the
+// terminal), and with Config.OpenSession pam_setcred(ESTABLISH) and
+// pam_open_session; the helper then holds the handle until the returned
+// auth.Result.Session is closed (pam_close_session, pam_setcred(DELETE),
+// pam_end) or the daemon dies (its pipe closes and the helper cleans up).
+//
+// Secrets: answers travel as CBOR byte strings and every buffer holding one
+// is wiped after use, on both sides. The Conversation returns a Go string and
+// libpam needs one, and Go strings cannot be wiped: those copies live until
+// garbage-collected (in the helper, until it exits). Answers are never logged.
+package pam
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/msteinert/pam/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+var (
+	// ErrAccountExpired: the account has expired (pam_acct_mgmt said
+	// PAM_ACCT_EXPIRED). Wrapped together with auth.ErrDenied.
+	ErrAccountExpired = errors.New("pam: account expired")
+	// ErrPasswordChange: a password change was required and did not succeed.
+	// Wrapped together with auth.ErrDenied.
+	ErrPasswordChange = errors.New("pam: password change failed")
+	// ErrTimeout: the whole login took longer than Config.Timeout.
+	ErrTimeout = errors.New("pam: login timed out")
+	// ErrPromptTimeout: the person did not answer a prompt within
+	// Config.PromptTimeout.
+	ErrPromptTimeout = errors.New("pam: prompt timed out")
+	// ErrConversation: the conversation failed (terminal gone); the login was
+	// aborted.
+	ErrConversation = errors.New("pam: conversation failed")
+	// ErrHelper: the helper process failed (crashed, killed, could not start).
+	ErrHelper = errors.New("pam: helper failed")
+	// ErrProtocol: a malformed helper protocol frame.
+	ErrProtocol = errors.New("pam: helper protocol error")
+	// ErrSystem: PAM failed for a reason that is not a decision about the
+	// user (bad service file, module missing, session could not be opened).
+	ErrSystem = errors.New("pam: system error")
+)
+
+// Config configures an Authenticator. Zero fields take the defaults.
+type Config struct {
+	// Service is the default PAM service (default "hotdesk").
+	Service string
+	// ConfDir is the PAM configuration directory ("" = the system's
+	// /etc/pam.d). Needs Linux-PAM ≥ 1.4 (pam_start_confdir).
+	ConfDir string
+	// HelperCommand is the argv that starts a helper (default
+	// {os.Executable(), "pam-helper"}); the program must call HelperMain.
+	HelperCommand []string
+	// HelperEnv is appended to the daemon's environment for the helper.
+	HelperEnv []string
+	// Timeout bounds a whole login, prompts included (default 2 minutes).
+	Timeout time.Duration
+	// PromptTimeout bounds the wait for one answer (default 1 minute).
+	PromptTimeout time.Duration
+	// OpenSession opens a PAM session and establishes credentials after a
+	// successful login; the Result then carries Session and Env.
+	OpenSession bool
+	// AllowNullAuthtok lets accounts with an empty password in (default:
+	// PAM_DISALLOW_NULL_AUTHTOK is passed).
+	AllowNullAuthtok bool
+	// MaxHelpers bounds concurrent logins (default 128); further logins wait
+	// for a slot (or their ctx). Helpers holding an open session do not count.
+	MaxHelpers int
+	// Limiter, if set, refuses locked tokens/users/terminals before PAM runs,
+	// counts denials and writes the audit lines (auth.Limiter.Guard, to the
+	// limiter's logger). Without it the audit lines go to Logger. Set a
+	// limiter either here or around an auth.Chooser, not both.
+	Limiter *auth.Limiter
+	// Clock is the time source for the timeouts (default clock.Real).
+	Clock clock.Clock
+	// Logger receives debug and error lines (default: none). Never answers.
+	Logger hclog.Logger
+}
+
+// Authenticator authenticates with PAM through helper processes. It is safe
+// for concurrent use.
+type Authenticator struct {
+	cfg   Config
+	clk   clock.Clock
+	log   hclog.Logger
+	slots chan struct{}
+}
+
+var (
+	_ auth.Authenticator        = (*Authenticator)(nil)
+	_ auth.ServiceAuthenticator = (*Authenticator)(nil)
+)
+
+// New validates cfg and returns an Authenticator.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.Service == "" {
+		cfg.Service = auth.DefaultService
+	}
+	if cfg.ConfDir != "" {
+		if fi, err := os.Stat(cfg.ConfDir); err != nil {
+			return nil, fmt.Errorf("pam: config dir: %w", err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("pam: config dir %s is not a directory", cfg.ConfDir)
+		}
+		if !pam.CheckPamHasStartConfdir() {
+			return nil, fmt.Errorf("pam: config dir %s: %w: libpam lacks pam_start_confdir", cfg.ConfDir, ErrSystem)
+		}
+	}
+	if len(cfg.HelperCommand) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("pam: helper command: %w", err)
+		}
+		cfg.HelperCommand = []string{exe, "pam-helper"}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
+	if cfg.PromptTimeout <= 0 {
+		cfg.PromptTimeout = time.Minute
+	}
+	if cfg.MaxHelpers <= 0 {
+		cfg.MaxHelpers = 128
+	}
+	a := &Authenticator{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxHelpers)}
+	if a.clk == nil {
+		a.clk = clock.Real{}
+	}
+	if a.log == nil {
+		a.log = hclog.NewNullLogger()
+	}
+	return a, nil
+}
+
+// Authenticate runs the login with the default service. See
+// AuthenticateService.
+func (a *Authenticator) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	return a.AuthenticateService(ctx, a.cfg.Service, req, conv)
+}
+
+// AuthenticateService runs one PAM login against service. req.User, when
+// set, becomes PAM_USER (PAM does not ask for a login name); otherwise PAM
+// asks and Result.User is PAM_USER after authentication. Denials wrap
+// auth.ErrDenied (and ErrAccountExpired / ErrPasswordChange, and the
+// pam.Error status); a cancelled ctx returns an error wrapping ctx's error;
+// a failed conversation wraps ErrConversation and the conversation's error.
+func (a *Authenticator) AuthenticateService(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	run := loginFunc(func(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+		return a.login(ctx, service, req, conv)
+	})
+	if a.cfg.Limiter != nil {
+		return a.cfg.Limiter.Guard(run).Authenticate(ctx, req, conv)
+	}
+	// Without a limiter, still one audit line per decision.
+	res, err := run(ctx, req, conv)
+	user := req.User
+	if user == "" {
+		user = res.User
+	}
+	switch {
+	case err == nil:
+		auth.Audit(a.log, req, user, "granted", "")
+	case errors.Is(err, auth.ErrDenied):
+		auth.Audit(a.log, req, user, "denied", err.Error())
+	case ctx.Err() != nil:
+		auth.Audit(a.log, req, user, "aborted", err.Error())
+	default:
+		auth.Audit(a.log, req, user, "error", err.Error())
+	}
+	return res, err
+}
+
+type loginFunc func(context.Context, auth.Request, auth.Conversation) (auth.Result, error)
+
+func (f loginFunc) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	return f(ctx, req, conv)
+}
+
+// helperProc is a running helper.
+type helperProc struct {
+	cmd    *exec.Cmd
+	toH    *os.File // parent's write end
+	fromH  *os.File // parent's read end
+	stderr *boundedBuffer
+
+	mu   sync.Mutex
+	done chan struct{} // closed, under mu, once the helper is reaped
+	werr error
+}
+
+// kill kills the helper's process group if it has not been reaped.
+func (p *helperProc) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.done:
+		return // reaped: the pid may be reused
+	default:
+	}
+	// Not reaped yet (reaping happens under p.mu): the pid, and with it the
+	// process group id, still belongs to the helper.
+	killTree(p.cmd.Process.Pid)
+}
+
+// killTree kills the helper's process group and every descendant of the
+// helper, including those that left the group (pam_exec runs its command in
+// a new session). The helper is a child subreaper, so a module's
+// double-forked daemons are still its descendants while it lives. The tree
+// is stopped first so that nothing forks while it is being collected.
+func killTree(pid int) {
+	_ = syscall.Kill(-pid, syscall.SIGSTOP)
+	seen := map[int]bool{}
+	for range 8 {
+		grew := false
+		for _, d := range descendants(pid) {
+			if !seen[d] {
+				seen[d] = true
+				grew = true
+				_ = syscall.Kill(d, syscall.SIGSTOP)
+			}
+		}
+		if !grew {
+			break
+		}
+	}
+	for d := range seen {
+		_ = syscall.Kill(d, syscall.SIGKILL)
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// descendants lists the live descendants of pid from /proc.
+func descendants(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			children[pp] = append(children[pp], c)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 && len(out) < 4096 {
+		q := queue[0]
+		queue = queue[1:]
+		for _, c := range children[q] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// wait waits for the helper to be reaped and returns its exit error.
+func (p *helperProc) wait() error {
+	<-p.done
+	return p.werr
+}
+
+func (a *Authenticator) spawn() (*helperProc, error) {
+	hin, toH, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("pam: %w: pipe: %w", ErrHelper, err)
+	}
+	fromH, hout, err := os.Pipe()
+	if err != nil {
+		hin.Close()
+		toH.Close()
+		return nil, fmt.Errorf("pam: %w: pipe: %w", ErrHelper, err)
+	}
+	p := &helperProc{toH: toH, fromH: fromH, stderr: &boundedBuffer{max: 4096}, done: make(chan struct{})}
+	cmd := exec.Command(a.cfg.HelperCommand[0], a.cfg.HelperCommand[1:]...)
+	cmd.Env = append(os.Environ(), a.cfg.HelperEnv...)
+	cmd.ExtraFiles = []*os.File{hin, hout} // fds 3 and 4
+	cmd.Stderr = p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A process a module started that left the group may hold stderr open;
+	// do not wait for it forever.
+	cmd.WaitDelay = 2 * time.Second
+	p.cmd = cmd
+	err = cmd.Start()
+	hin.Close()
+	hout.Close()
+	if err != nil {
+		toH.Close()
+		fromH.Close()
+		return nil, fmt.Errorf("pam: %w: start: %w", ErrHelper, err)
+	}
+	go func() {
+		pid := cmd.Process.Pid
+		// Wait for the exit without reaping, so kill can still target the
+		// process group safely; then kill stragglers (processes modules left
+		// behind) and reap.
+		var info unix.Siginfo
+		for {
+			err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			if err != unix.EINTR {
+				break
+			}
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		p.mu.Lock()
+		p.werr = cmd.Wait()
+		close(p.done)
+		p.mu.Unlock()
+		toH.Close()
+	}()
+	return p, nil
+}
+
+// login runs one transaction in a fresh helper.
+func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	select {
+	case a.slots <- struct{}{}:
+	case <-ctx.Done():
+		return auth.Result{}, fmt.Errorf("pam: waiting for a helper slot: %w", ctx.Err())
+	}
+	release := func() { <-a.slots }
+
+	lctx, cancel := context.WithCancelCause(ctx)
+	timer := a.clk.AfterFunc(a.cfg.Timeout, func() { cancel(ErrTimeout) })
+	p, err := a.spawn()
+	if err != nil {
+		timer.Stop()
+		cancel(nil)
+		release()
+		return auth.Result{}, err
+	}
+	log := a.log.With("terminal", req.TerminalID, "token", req.Token, "service", service, "helper_pid", p.cmd.Process.Pid)
+	log.Debug("pam helper started")
+	// Kill the helper when the login is cancelled, unless it finished first.
+	stopKiller := context.AfterFunc(lctx, p.kill)
+	cleanup := func() {
+		stopKiller()
+		timer.Stop()
+		cancel(nil)
+		release()
+	}
+	abort := func(err error) (auth.Result, error) {
+		p.kill()
+		_ = p.wait()
+		p.fromH.Close()
+		cleanup()
+		log.Debug("pam login aborted", "error", err)
+		return auth.Result{}, err
+	}
+
+	err = writeMsg(p.toH, &wireMsg{Start: &wireStart{
+		Service: service, ConfDir: a.cfg.ConfDir, User: req.User, TTY: req.TerminalID, RHost: hostOf(req.RemoteAddr),
+		OpenSession: a.cfg.OpenSession, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
+	}})
+	if err != nil {
+		return abort(a.helperError(lctx, p, err))
+	}
+	prompts := 0
+	for {
+		m, err := readMsg(p.fromH)
+		if err != nil {
+			return abort(a.helperError(lctx, p, err))
+		}
+		switch {
+		case m.Prompt != nil:
+			prompts++
+			if prompts > maxPrompts {
+				return abort(fmt.Errorf("pam: %w: more than %d prompts", ErrProtocol, maxPrompts))
+			}
+			answer, err := a.ask(lctx, conv, m.Prompt)
+			if err != nil {
+				if lctx.Err() != nil {
+					return abort(a.ctxError(ctx, lctx))
+				}
+				if errors.Is(err, ErrPromptTimeout) {
+					return abort(err)
+				}
+				return abort(fmt.Errorf("pam: %w: %w", ErrConversation, err))
+			}
+			err = writeMsg(p.toH, &wireMsg{Answer: &wireAnswer{Text: answer}})
+			clear(answer)
+			if err != nil {
+				return abort(a.helperError(lctx, p, err))
+			}
+		case m.Result != nil:
+			return a.finish(lctx, p, m.Result, log, cleanup, abort)
+		default:
+			return abort(fmt.Errorf("pam: %w: unexpected message", ErrProtocol))
+		}
+	}
+}
+
+// ask relays one prompt with the prompt timeout and returns the answer as
+// bytes (nil for info and error messages).
+func (a *Authenticator) ask(ctx context.Context, conv auth.Conversation, pr *wirePrompt) ([]byte, error) {
+	style := proto.PromptStyle(pr.Style)
+	switch style {
+	case proto.PromptEchoOff, proto.PromptEchoOn, proto.PromptError, proto.PromptInfo:
+	default:
+		return nil, fmt.Errorf("pam: unsupported message style %d", pr.Style)
+	}
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t := a.clk.AfterFunc(a.cfg.PromptTimeout, func() { cancel(ErrPromptTimeout) })
+	defer t.Stop()
+	text, err := conv.Prompt(pctx, style, pr.Text)
+	if err != nil {
+		if errors.Is(context.Cause(pctx), ErrPromptTimeout) && ctx.Err() == nil {
+			return nil, fmt.Errorf("%w: %w", ErrPromptTimeout, err)
+		}
+		return nil, err
+	}
+	if style == proto.PromptError || style == proto.PromptInfo {
+		return nil, nil
+	}
+	if len(text) > maxText {
+		return nil, fmt.Errorf("pam: answer longer than %d bytes", maxText)
+	}
+	return []byte(text), nil
+}
+
+// finish turns the helper's result into the login's outcome.
+func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, log hclog.Logger,
+	cleanup func(), abort func(error) (auth.Result, error)) (auth.Result, error) {
+	if !res.OK || !a.cfg.OpenSession {
+		// The helper ends the transaction and exits by itself.
+		p.toH.Close()
+		werr := p.wait()
+		p.fromH.Close()
+		cleanup()
+		if !res.OK {
+			err := resultError(res)
+			log.Debug("pam login failed", "stage", res.Stage, "error", err)
+			return auth.Result{User: res.User}, err
+		}
+		if werr != nil {
+			log.Debug("pam helper exit", "error", werr)
+		}
+		return auth.Result{User: res.User}, nil
+	}
+	// The helper holds the session: it outlives this login's context.
+	cleanup()
+	s := &session{p: p, clk: a.clk, log: log}
+	return auth.Result{User: res.User, Env: res.Env, Session: s}, nil
+}
+
+// resultError maps a failed helper result to an error.
+func resultError(res *wireResult) error {
+	pe := pam.Error(res.Code)
+	var status error = pe
+	if res.Code == 0 {
+		status = errors.New(res.Message)
+	}
+	switch {
+	case pe == pam.ErrAcctExpired:
+		return fmt.Errorf("pam: %s: %w: %w: %w", res.Stage, auth.ErrDenied, ErrAccountExpired, status)
+	case res.Stage == "chauthtok", pe == pam.ErrNewAuthtokReqd, pe == pam.ErrAuthtokExpired:
+		if pe == pam.ErrConv {
+			return fmt.Errorf("pam: %s: %w: %w", res.Stage, ErrConversation, status)
+		}
+		return fmt.Errorf("pam: %s: %w: %w: %w", res.Stage, auth.ErrDenied, ErrPasswordChange, status)
+	case pe == pam.ErrAuth, pe == pam.ErrUserUnknown, pe == pam.ErrMaxtries, pe == pam.ErrPermDenied,
+		pe == pam.ErrCredInsufficient, pe == pam.ErrAuthinfoUnavail, pe == pam.ErrCredExpired:
+		return fmt.Errorf("pam: %s: %w: %w", res.Stage, auth.ErrDenied, status)
+	case pe == pam.ErrConv:
+		return fmt.Errorf("pam: %s: %w: %w", res.Stage, ErrConversation, status)
+	}
+	return fmt.Errorf("pam: %s: %w: %w", res.Stage, ErrSystem, status)
+}
+
+// ctxError reports why lctx (derived from the caller's ctx) ended.
+func (a *Authenticator) ctxError(ctx, lctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pam: login aborted: %w", err)
+	}
+	return fmt.Errorf("pam: login aborted: %w", context.Cause(lctx))
+}
+
+// helperError explains a broken pipe to the helper: the context, a crash, or
+// a protocol error.
+func (a *Authenticator) helperError(lctx context.Context, p *helperProc, err error) error {
+	if lctx.Err() != nil {
+		p.kill()
+		_ = p.wait()
+		if cerr := context.Cause(lctx); errors.Is(cerr, ErrTimeout) {
+			return fmt.Errorf("pam: login aborted: %w", cerr)
+		}
+		return fmt.Errorf("pam: login aborted: %w", lctx.Err())
+	}
+	if errors.Is(err, ErrProtocol) || errors.Is(err, proto.ErrFrameTooLarge) {
+		return err
+	}
+	// Most likely the helper died: report how.
+	p.toH.Close()
+	werr := p.wait()
+	msg := p.stderr.String()
+	if werr != nil {
+		return fmt.Errorf("pam: %w: %w (stderr: %q)", ErrHelper, werr, msg)
+	}
+	return fmt.Errorf("pam: %w: %w (stderr: %q)", ErrHelper, err, msg)
+}
+
+// session is an open PAM session held by a helper.
+type session struct {
+	p    *helperProc
+	clk  clock.Clock
+	log  hclog.Logger
+	once sync.Once
+	err  error
+}
+
+// Close implements auth.Session.
+func (s *session) Close(ctx context.Context) error {
+	s.once.Do(func() { s.err = s.close(ctx) })
+	return s.err
+}
+
+func (s *session) close(ctx context.Context) error {
+	p := s.p
+	defer p.fromH.Close()
+	stop := context.AfterFunc(ctx, p.kill)
+	defer stop()
+	if err := writeMsg(p.toH, &wireMsg{Close: &wireClose{}}); err != nil {
+		p.kill()
+		_ = p.wait()
+		return fmt.Errorf("pam: close session: %w: %w", ErrHelper, err)
+	}
+	m, err := readMsg(p.fromH)
+	p.toH.Close()
+	if err != nil || m.Closed == nil {
+		p.kill()
+		_ = p.wait()
+		if ctx.Err() != nil {
+			return fmt.Errorf("pam: close session: %w", ctx.Err())
+		}
+		return fmt.Errorf("pam: close session: %w: %v", ErrHelper, err)
+	}
+	_ = p.wait()
+	if m.Closed.Stage != "" {
+		return fmt.Errorf("pam: %s: %w: %w", m.Closed.Stage, ErrSystem, pam.Error(m.Closed.Code))
+	}
+	s.log.Debug("pam session closed")
+	return nil
+}
+
+// hostOf strips the port from a "host:port" address.
+func hostOf(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// boundedBuffer keeps the first max bytes written to it.
+type boundedBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf bytes.Buffer
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (b *boundedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

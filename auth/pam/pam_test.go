@@ -1,0 +1,490 @@
+package pam_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"context"
+	"errors"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+func TestMatrixLogin(t *testing.T) {
+	needMatrix(t)
+	db := passdb(t, "alice:secret:hotdesk", "bob:hunter2:hotdesk", "carol:other:elsewhere")
+	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)})})
+
+	tests := []struct {
+		name     string
+		reqUser  string // known from the token registry
+		typed    string // typed at a login prompt
+		answer   string
+		wantUser string
+		wantErr  error
+		wantAsk  []prompt
+	}{
+		{name: "right password", reqUser: "alice", answer: "secret", wantUser: "alice",
+			wantAsk: []prompt{{proto.PromptEchoOff, "Password: "}}},
+		{name: "wrong password", reqUser: "alice", answer: "Secret", wantErr: auth.ErrDenied,
+			wantAsk: []prompt{{proto.PromptEchoOff, "Password: "}}},
+		{name: "empty password", reqUser: "bob", answer: "", wantErr: auth.ErrDenied},
+		{name: "unknown user", reqUser: "mallory", answer: "secret", wantErr: auth.ErrDenied},
+		{name: "user of another service", reqUser: "carol", answer: "other", wantErr: auth.ErrDenied},
+		{name: "login name asked", typed: "bob", answer: "hunter2", wantUser: "bob",
+			wantAsk: []prompt{{proto.PromptEchoOn, "login:"}, {proto.PromptEchoOff, "Password: "}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conv := newScript(tt.typed, tt.answer)
+			res, err := a.Authenticate(t.Context(), req(tt.reqUser), conv)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("err = %v; want %v", err, tt.wantErr)
+			}
+			if err == nil && res.User != tt.wantUser {
+				t.Errorf("user = %q; want %q", res.User, tt.wantUser)
+			}
+			if res.Session != nil {
+				t.Errorf("session = %v; want none without OpenSession", res.Session)
+			}
+			if tt.wantAsk != nil {
+				if got := conv.prompts(); !equalPrompts(got, tt.wantAsk) {
+					t.Errorf("prompts = %q; want %q", got, tt.wantAsk)
+				}
+			}
+		})
+	}
+}
+
+func equalPrompts(a, b []prompt) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPINPrompt runs a real module with its own prompt text (a card PIN),
+// plus an informational message that must reach the terminal too.
+func TestPINPrompt(t *testing.T) {
+	mod := testModule(t)
+	dir := confDir(t, map[string]string{
+		"hotdesk-pin": "auth required " + mod + " prompt=PIN: secret=123456 info=Insert-card-PIN\naccount required " + mod + "\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, Service: "hotdesk-pin"})
+	tests := []struct {
+		name    string
+		pin     string
+		wantErr error
+	}{
+		{"right PIN", "123456", nil},
+		{"wrong PIN", "654321", auth.ErrDenied},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conv := newScript("", tt.pin)
+			res, err := a.Authenticate(t.Context(), req("alice"), conv)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("err = %v; want %v", err, tt.wantErr)
+			}
+			if err == nil && res.User != "alice" {
+				t.Errorf("user = %q; want alice", res.User)
+			}
+			want := []prompt{{proto.PromptInfo, "Insert-card-PIN"}, {proto.PromptEchoOff, "PIN: "}}
+			if got := conv.prompts(); !equalPrompts(got, want) {
+				t.Errorf("prompts = %q; want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestModuleCrash: a module that aborts kills only its own login.
+func TestModuleCrash(t *testing.T) {
+	needMatrix(t)
+	mod := testModule(t)
+	db := passdb(t, "alice:secret:hotdesk")
+	dir := confDir(t, map[string]string{
+		"crash":   "auth required " + mod + " crash\n",
+		"hotdesk": matrixService(db),
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir})
+	_, err := a.AuthenticateService(t.Context(), "crash", req("alice"), newScript("", "x"))
+	if !errors.Is(err, pam.ErrHelper) {
+		t.Fatalf("crash: err = %v; want %v", err, pam.ErrHelper)
+	}
+	if errors.Is(err, auth.ErrDenied) {
+		t.Errorf("crash: err = %v; a crash is not a denial", err)
+	}
+	res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret"))
+	if err != nil || res.User != "alice" {
+		t.Fatalf("after crash: user, err = %q, %v; want alice, nil", res.User, err)
+	}
+}
+
+// waitFor polls cond (a bounded wait for a condition, not a timing assert).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type outcome struct {
+	res auth.Result
+	err error
+}
+
+func goAuth(ctx context.Context, a *pam.Authenticator, service string, r auth.Request, conv auth.Conversation) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		res, err := a.AuthenticateService(ctx, service, r, conv)
+		ch <- outcome{res, err}
+	}()
+	return ch
+}
+
+// TestSleepingModule: a module that hangs (pam_exec sleep) holds up only its
+// own login; cancelling it kills the helper's whole process group.
+func TestSleepingModule(t *testing.T) {
+	needMatrix(t)
+	db := passdb(t, "alice:secret:hotdesk", "alice:secret:sleepy")
+	marker := fmt.Sprintf("%d.%d", 50+os.Getpid()%40, os.Getpid())
+	dir := confDir(t, map[string]string{
+		"hotdesk": matrixService(db),
+		"sleepy":  matrixService(db) + "auth required pam_exec.so quiet /bin/sleep " + marker + "\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conv := newScript("", "secret")
+	slow := goAuth(ctx, a, "sleepy", req("alice"), conv)
+	<-conv.answered
+	waitFor(t, "the module to sleep", func() bool { return len(processesWith(t, "sleep "+marker)) > 0 })
+
+	for i := range 3 {
+		res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret"))
+		if err != nil || res.User != "alice" {
+			t.Fatalf("login %d beside the sleeper: user, err = %q, %v; want alice, nil", i, res.User, err)
+		}
+	}
+	select {
+	case o := <-slow:
+		t.Fatalf("sleeping login finished early: %+v", o)
+	default:
+	}
+	cancel()
+	o := <-slow
+	if !errors.Is(o.err, context.Canceled) {
+		t.Errorf("err = %v; want %v", o.err, context.Canceled)
+	}
+	noHelpers(t, "sleep "+marker)
+}
+
+// TestCardPulledMidPrompt: the context is cancelled while the terminal shows
+// the password prompt.
+func TestCardPulledMidPrompt(t *testing.T) {
+	needMatrix(t)
+	db := passdb(t, "alice:secret:hotdesk")
+	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)})})
+	before := runtime.NumGoroutine()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	conv := newScript("", "secret")
+	conv.block = true
+	ch := goAuth(ctx, a, "hotdesk", req("alice"), conv)
+	<-conv.answered
+	cancel()
+	o := <-ch
+	if !errors.Is(o.err, context.Canceled) {
+		t.Errorf("err = %v; want %v", o.err, context.Canceled)
+	}
+	if errors.Is(o.err, auth.ErrDenied) {
+		t.Errorf("err = %v; a pulled card is not a denial", o.err)
+	}
+	noHelpers(t)
+	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestTerminalGoneMidPrompt: the conversation fails (terminal disconnected).
+func TestTerminalGoneMidPrompt(t *testing.T) {
+	needMatrix(t)
+	db := passdb(t, "alice:secret:hotdesk")
+	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)})})
+	errGone := errors.New("terminal disconnected")
+	conv := newScript("", "secret")
+	conv.err = errGone
+	_, err := a.Authenticate(t.Context(), req("alice"), conv)
+	for _, want := range []error{pam.ErrConversation, errGone} {
+		if !errors.Is(err, want) {
+			t.Errorf("err = %v; want %v", err, want)
+		}
+	}
+	if errors.Is(err, auth.ErrDenied) {
+		t.Errorf("err = %v; want no denial", err)
+	}
+	noHelpers(t)
+}
+
+// TestTimeouts drives the prompt and login timeouts with a fake clock.
+func TestTimeouts(t *testing.T) {
+	needMatrix(t)
+	db := passdb(t, "alice:secret:hotdesk")
+	dir := confDir(t, map[string]string{"hotdesk": matrixService(db)})
+	tests := []struct {
+		name    string
+		advance time.Duration
+		want    error
+	}{
+		{"prompt", 30 * time.Second, pam.ErrPromptTimeout},
+		{"login", time.Minute, pam.ErrTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Unix(1_000_000, 0))
+			a := newAuth(t, pam.Config{ConfDir: dir, Clock: clk, PromptTimeout: 30 * time.Second, Timeout: time.Minute})
+			if tt.name == "login" {
+				a = newAuth(t, pam.Config{ConfDir: dir, Clock: clk, PromptTimeout: 2 * time.Minute, Timeout: time.Minute})
+			}
+			conv := newScript("", "secret")
+			conv.block = true
+			ch := goAuth(t.Context(), a, "hotdesk", req("alice"), conv)
+			<-conv.answered
+			clk.Advance(tt.advance)
+			o := <-ch
+			if !errors.Is(o.err, tt.want) {
+				t.Errorf("err = %v; want %v", o.err, tt.want)
+			}
+			noHelpers(t)
+		})
+	}
+}
+
+// TestLockout: after N failures the right password is refused without PAM
+// running, until the lockout ends; every decision is audited, no secret is.
+func TestLockout(t *testing.T) {
+	needMatrix(t)
+	db := passdb(t, "alice:Right-Pw-3141:hotdesk", "bob:Bobs-Pw-2718:hotdesk")
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	var logs strings.Builder
+	var logMu sync.Mutex
+	audit := hclog.New(&hclog.LoggerOptions{Name: "audit", Output: lockedWriter{&logMu, &logs}, JSONFormat: true})
+	lim := auth.NewLimiter(auth.LimiterConfig{MaxFailures: 3, BaseLockout: time.Minute, Clock: clk, Logger: audit})
+	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)}), Limiter: lim})
+
+	login := func(user, term, pw string) (*script, error) {
+		conv := newScript("", pw)
+		r := req(user)
+		r.TerminalID = term
+		r.Token = "uid." + user
+		_, err := a.Authenticate(t.Context(), r, conv)
+		return conv, err
+	}
+	for i := range 3 {
+		if _, err := login("alice", "term-a", fmt.Sprintf("Wrong-Pw-%d", i)); !errors.Is(err, auth.ErrDenied) || errors.Is(err, auth.ErrLocked) {
+			t.Fatalf("failure %d: err = %v; want denied, not locked", i, err)
+		}
+	}
+	steps := []struct {
+		name, user, term, pw string
+		want                 error
+	}{
+		{"right password while locked", "alice", "term-b", "Right-Pw-3141", auth.ErrLocked},
+		{"other user at the locked terminal", "bob", "term-a", "Bobs-Pw-2718", auth.ErrLocked},
+		{"other user elsewhere", "bob", "term-c", "Bobs-Pw-2718", nil},
+	}
+	for _, s := range steps {
+		conv, err := login(s.user, s.term, s.pw)
+		if !errors.Is(err, s.want) || (s.want == nil && err != nil) {
+			t.Fatalf("%s: err = %v; want %v", s.name, err, s.want)
+		}
+		if s.want != nil && len(conv.prompts()) != 0 {
+			t.Errorf("%s: prompts = %q; want none (PAM must not run)", s.name, conv.prompts())
+		}
+	}
+	clk.Advance(time.Minute + time.Second)
+	if _, err := login("alice", "term-a", "Right-Pw-3141"); err != nil {
+		t.Fatalf("after the lockout: err = %v; want nil", err)
+	}
+
+	logMu.Lock()
+	out := logs.String()
+	logMu.Unlock()
+	for _, secret := range []string{"Right-Pw", "Wrong-Pw", "Bobs-Pw"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("audit log contains a secret (%s):\n%s", secret, out)
+		}
+	}
+	var outcomes []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if m["@message"] != "auth decision" || m["token"] == "" || m["terminal"] == "" || m["rhost"] != "192.0.2.7:4242" {
+			t.Errorf("audit line %q lacks fields", line)
+		}
+		outcomes = append(outcomes, fmt.Sprint(m["outcome"]))
+	}
+	want := []string{"denied", "denied", "denied", "locked", "locked", "granted", "granted"}
+	if !slices.Equal(outcomes, want) {
+		t.Errorf("audit outcomes = %v; want %v", outcomes, want)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestConcurrentLogins: 50 logins at once, some failing with a fail delay;
+// the successes must not wait for the failures' delay.
+func TestConcurrentLogins(t *testing.T) {
+	needMatrix(t)
+	const n, failing = 50, 10
+	var lines []string
+	for i := range n {
+		lines = append(lines, fmt.Sprintf("user%d:pw%d:hotdesk", i, i))
+	}
+	db := passdb(t, lines...)
+	dir := confDir(t, map[string]string{
+		"hotdesk": "auth optional pam_faildelay.so delay=4000000\n" + matrixService(db),
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, Logger: hclog.NewNullLogger()})
+
+	type done struct {
+		i   int
+		err error
+	}
+	finished := make(chan done, n)
+	run := func(i int, pw string) *script {
+		conv := newScript("", pw)
+		go func() {
+			_, err := a.Authenticate(t.Context(), req(fmt.Sprintf("user%d", i)), conv)
+			finished <- done{i, err}
+		}()
+		return conv
+	}
+	// The failures go first: once they have answered, PAM is judging or
+	// sleeping in its fail delay.
+	for i := range failing {
+		conv := run(i, "wrong")
+		<-conv.answered
+	}
+	for i := failing; i < n; i++ {
+		run(i, fmt.Sprintf("pw%d", i))
+	}
+	var order []int
+	for range n {
+		d := <-finished
+		order = append(order, d.i)
+		wantFail := d.i < failing
+		if got := errors.Is(d.err, auth.ErrDenied); got != wantFail || (!wantFail && d.err != nil) {
+			t.Errorf("login %d: err = %v; want denied = %v", d.i, d.err, wantFail)
+		}
+	}
+	// Every success completes before the first failure does.
+	for k, i := range order {
+		if i < failing {
+			if k != n-failing {
+				t.Errorf("completion order %v: failure %d finished at position %d; want all %d successes first", order, i, k, n-failing)
+			}
+			break
+		}
+	}
+}
+
+// TestOpenSession: with OpenSession the helper holds the PAM session (PAM_TTY
+// and PAM_RHOST set, env from pam_env) until Result.Session is closed.
+func TestOpenSession(t *testing.T) {
+	needMatrix(t)
+	tmp := t.TempDir()
+	db := passdb(t, "alice:secret:hotdesk")
+	hookLog := filepath.Join(tmp, "hook.log")
+	hook := filepath.Join(tmp, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER $PAM_TTY $PAM_RHOST\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	envFile := filepath.Join(tmp, "env")
+	if err := os.WriteFile(envFile, []byte("HOTDESK_TEST=yes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	emptyConf := filepath.Join(tmp, "pam_env.conf")
+	if err := os.WriteFile(emptyConf, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := confDir(t, map[string]string{"hotdesk": matrixService(db) +
+		"auth optional pam_exec.so quiet " + hook + "\n" +
+		"session required pam_env.so readenv=1 user_readenv=0 conffile=" + emptyConf + " envfile=" + envFile + "\n" +
+		"session required pam_exec.so quiet " + hook + "\n"})
+	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
+	readHook := func() string {
+		b, err := os.ReadFile(hookLog)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret"))
+	if err != nil {
+		t.Fatalf("err = %v; want nil", err)
+	}
+	if res.Session == nil {
+		t.Fatal("session = nil; want an open session")
+	}
+	if !slices.Contains(res.Env, "HOTDESK_TEST=yes") {
+		t.Errorf("env = %q; want HOTDESK_TEST=yes", res.Env)
+	}
+	want := "auth alice term-1 192.0.2.7\nopen_session alice term-1 192.0.2.7\n"
+	if got := readHook(); got != want {
+		t.Errorf("hook log = %q; want %q", got, want)
+	}
+	if len(processesWith(t, helperMarker(t))) != 1 {
+		t.Errorf("helpers = %v; want one holding the session", processesWith(t, helperMarker(t)))
+	}
+	if err := res.Session.Close(t.Context()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	want += "close_session alice term-1 192.0.2.7\n"
+	if got := readHook(); got != want {
+		t.Errorf("hook log = %q; want %q", got, want)
+	}
+	if err := res.Session.Close(t.Context()); err != nil {
+		t.Errorf("second close: %v; want nil", err)
+	}
+	noHelpers(t)
+
+	// A failed login opens nothing and leaves no helper.
+	if res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "wrong")); !errors.Is(err, auth.ErrDenied) || res.Session != nil {
+		t.Errorf("wrong password: session, err = %v, %v; want nil, denied", res.Session, err)
+	}
+	noHelpers(t)
+}

@@ -1,0 +1,144 @@
+package pam_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// unixUser creates a real local user with password pw (removed in cleanup);
+// extra runs after creation, e.g. chage.
+func unixUser(t *testing.T, pw string, chage ...string) string {
+	t.Helper()
+	needRoot(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "hdpt" + hex.EncodeToString(b)
+	run := func(stdin string, argv ...string) {
+		t.Helper()
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stdin = strings.NewReader(stdin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+	}
+	run("", "useradd", "-M", "-s", "/usr/sbin/nologin", name)
+	t.Cleanup(func() {
+		if out, err := exec.Command("userdel", "-f", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v\n%s", name, err, out)
+		}
+	})
+	run(name+":"+pw+"\n", "chpasswd")
+	if len(chage) > 0 {
+		run("", append(append([]string{"chage"}, chage...), name)...)
+	}
+	return name
+}
+
+const unixService = "auth required pam_unix.so\naccount required pam_unix.so\npassword required pam_unix.so\nsession required pam_unix.so\n"
+
+// TestUnixAccounts: real pam_unix with real users: right and wrong password,
+// expired account, password change required.
+func TestUnixAccounts(t *testing.T) {
+	needRoot(t)
+	dir := confDir(t, map[string]string{"hotdesk": unixService})
+	a := newAuth(t, pam.Config{ConfDir: dir})
+	const pw, newPW = "Old-Pw-5821", "Fresh-Pw-7713x"
+
+	t.Run("right and wrong password", func(t *testing.T) {
+		u := unixUser(t, pw)
+		if res, err := a.Authenticate(t.Context(), req(u), newScript("", pw)); err != nil || res.User != u {
+			t.Fatalf("right: user, err = %q, %v; want %q, nil", res.User, err, u)
+		}
+		if _, err := a.Authenticate(t.Context(), req(u), newScript("", "nope")); !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("wrong: err = %v; want %v", err, auth.ErrDenied)
+		}
+	})
+	t.Run("expired account", func(t *testing.T) {
+		u := unixUser(t, pw, "-E", "0")
+		_, err := a.Authenticate(t.Context(), req(u), newScript("", pw))
+		for _, want := range []error{auth.ErrDenied, pam.ErrAccountExpired} {
+			if !errors.Is(err, want) {
+				t.Errorf("err = %v; want %v", err, want)
+			}
+		}
+	})
+	t.Run("password change required", func(t *testing.T) {
+		u := unixUser(t, pw, "-d", "0")
+		conv := newScript("", pw)
+		conv.by = map[string]string{"urrent": pw, "New": newPW, "new": newPW}
+		res, err := a.Authenticate(t.Context(), req(u), conv)
+		if err != nil || res.User != u {
+			t.Fatalf("user, err = %q, %v; want %q, nil (prompts %q)", res.User, err, u, conv.prompts())
+		}
+		var asked []string
+		for _, p := range conv.prompts() {
+			if p.Style == proto.PromptEchoOff {
+				asked = append(asked, p.Text)
+			}
+		}
+		if !slices.ContainsFunc(asked, func(s string) bool { return strings.Contains(s, "New") }) {
+			t.Errorf("secret prompts = %q; want a new-password prompt", asked)
+		}
+		// The change is real: the new password works, the old one no longer.
+		if _, err := a.Authenticate(t.Context(), req(u), newScript("", newPW)); err != nil {
+			t.Errorf("new password: err = %v; want nil", err)
+		}
+		if _, err := a.Authenticate(t.Context(), req(u), newScript("", pw)); !errors.Is(err, auth.ErrDenied) {
+			t.Errorf("old password: err = %v; want %v", err, auth.ErrDenied)
+		}
+	})
+	t.Run("password change refused", func(t *testing.T) {
+		u := unixUser(t, pw, "-d", "0")
+		conv := newScript("", pw)
+		conv.by = map[string]string{"urrent": pw, "New": "", "new": ""}
+		_, err := a.Authenticate(t.Context(), req(u), conv)
+		for _, want := range []error{auth.ErrDenied, pam.ErrPasswordChange} {
+			if !errors.Is(err, want) {
+				t.Errorf("err = %v; want %v (prompts %q)", err, want, conv.prompts())
+			}
+		}
+	})
+}
+
+// TestShippedService runs configs/pam.d/hotdesk (with this system's common-*
+// files) against a real user, session included.
+func TestShippedService(t *testing.T) {
+	needRoot(t)
+	services := map[string]string{}
+	for _, f := range []string{"common-auth", "common-account", "common-password", "common-session"} {
+		b, err := os.ReadFile(filepath.Join("/etc/pam.d", f))
+		if err != nil {
+			need(t, "system PAM config %s: %v", f, err)
+		}
+		services[f] = string(b)
+	}
+	b, err := os.ReadFile("../../configs/pam.d/hotdesk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	services["hotdesk"] = string(b)
+	a := newAuth(t, pam.Config{ConfDir: confDir(t, services), OpenSession: true})
+	u := unixUser(t, "Shipped-Pw-1")
+	res, err := a.Authenticate(t.Context(), req(u), newScript("", "Shipped-Pw-1"))
+	if err != nil || res.User != u {
+		t.Fatalf("user, err = %q, %v; want %q, nil", res.User, err, u)
+	}
+	if res.Session == nil {
+		t.Fatal("session = nil; want open")
+	}
+	if err := res.Session.Close(t.Context()); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	noHelpers(t)
+}

@@ -1,0 +1,138 @@
+package pam
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// The parent↔helper protocol: length-prefixed frames (proto.ReadFrame /
+// proto.AppendFrame, at most proto.MaxFrame bytes) each carrying one CBOR
+// map with exactly one of the fields of wireMsg set.
+//
+//	parent → helper: start, then one answer per prompt, then (session only) close
+//	helper → parent: prompt*, result, then (session only) closed
+type wireMsg struct {
+	Start  *wireStart  `cbor:"1,keyasint,omitempty"`
+	Prompt *wirePrompt `cbor:"2,keyasint,omitempty"`
+	Answer *wireAnswer `cbor:"3,keyasint,omitempty"`
+	Result *wireResult `cbor:"4,keyasint,omitempty"`
+	Close  *wireClose  `cbor:"5,keyasint,omitempty"`
+	Closed *wireClosed `cbor:"6,keyasint,omitempty"`
+}
+
+type wireStart struct {
+	Service     string `cbor:"1,keyasint"`
+	ConfDir     string `cbor:"2,keyasint,omitempty"`
+	User        string `cbor:"3,keyasint,omitempty"`
+	TTY         string `cbor:"4,keyasint,omitempty"`
+	RHost       string `cbor:"5,keyasint,omitempty"`
+	OpenSession bool   `cbor:"6,keyasint,omitempty"`
+	// AllowNullAuthtok drops PAM_DISALLOW_NULL_AUTHTOK.
+	AllowNullAuthtok bool `cbor:"7,keyasint,omitempty"`
+}
+
+type wirePrompt struct {
+	Style uint8  `cbor:"1,keyasint"`
+	Text  string `cbor:"2,keyasint"`
+}
+
+type wireAnswer struct {
+	// Text is the answer; a byte string so both ends can wipe it.
+	Text []byte `cbor:"1,keyasint,omitempty"`
+}
+
+type wireResult struct {
+	OK      bool     `cbor:"1,keyasint,omitempty"`
+	User    string   `cbor:"2,keyasint,omitempty"`
+	Stage   string   `cbor:"3,keyasint,omitempty"`
+	Code    int      `cbor:"4,keyasint,omitempty"`
+	Message string   `cbor:"5,keyasint,omitempty"`
+	Env     []string `cbor:"6,keyasint,omitempty"`
+}
+
+type wireClose struct{}
+
+type wireClosed struct {
+	Stage   string `cbor:"1,keyasint,omitempty"`
+	Code    int    `cbor:"2,keyasint,omitempty"`
+	Message string `cbor:"3,keyasint,omitempty"`
+}
+
+// Bounds of the helper protocol.
+const (
+	maxEnv     = 128 // PAM environment entries passed back
+	maxPrompts = 64  // prompts per transaction
+	maxText    = 4096
+)
+
+var (
+	wireEnc cbor.EncMode
+	wireDec cbor.DecMode
+)
+
+func init() {
+	var err error
+	if wireEnc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic("pam: cbor enc mode: " + err.Error())
+	}
+	wireDec, err = cbor.DecOptions{
+		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
+		IndefLength:        cbor.IndefLengthForbidden,
+		TagsMd:             cbor.TagsForbidden,
+		MaxNestedLevels:    4,
+		MaxArrayElements:   maxEnv,
+		MaxMapPairs:        16,
+		UTF8:               cbor.UTF8RejectInvalid,
+		ExtraReturnErrors:  cbor.ExtraDecErrorUnknownField,
+		ByteStringToString: cbor.ByteStringToStringForbidden,
+	}.DecMode()
+	if err != nil {
+		panic("pam: cbor dec mode: " + err.Error())
+	}
+}
+
+// writeMsg writes m as one frame with a single Write. The encoded bytes are
+// wiped afterwards (they may hold an answer).
+func writeMsg(w io.Writer, m *wireMsg) error {
+	payload, err := wireEnc.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("pam: encode: %w", err)
+	}
+	defer clear(payload)
+	buf, err := proto.AppendFrame(make([]byte, 0, 4+len(payload)), payload)
+	defer clear(buf)
+	if err != nil {
+		return fmt.Errorf("pam: encode: %w", err)
+	}
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("pam: write: %w", err)
+	}
+	return nil
+}
+
+// readMsg reads and strictly decodes one frame holding exactly one message.
+func readMsg(r io.Reader) (*wireMsg, error) {
+	payload, err := proto.ReadFrame(r)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(payload)
+	var m wireMsg
+	if err := wireDec.Unmarshal(payload, &m); err != nil {
+		return nil, fmt.Errorf("pam: %w: %w", ErrProtocol, err)
+	}
+	n := 0
+	for _, set := range []bool{m.Start != nil, m.Prompt != nil, m.Answer != nil, m.Result != nil, m.Close != nil, m.Closed != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("pam: %w: frame carries %d messages", ErrProtocol, n)
+	}
+	return &m, nil
+}

@@ -1,0 +1,208 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Kind is how a session is authenticated.
+type Kind string
+
+const (
+	// KindKiosk: no login; every token gets a session as Policy.KioskUser.
+	KindKiosk Kind = "kiosk"
+	// KindCard: the card alone, registered tokens only, no prompt.
+	KindCard Kind = "card"
+	// KindCardPIN: card plus a PIN asked by the PAM service.
+	KindCardPIN Kind = "card+pin"
+	// KindCardPassword: card plus the user's password.
+	KindCardPassword Kind = "card+password"
+	// KindPassword: user name and password, no card; the user name locates
+	// the session.
+	KindPassword Kind = "password"
+)
+
+// Default PAM service names per kind.
+const (
+	DefaultService    = "hotdesk"
+	DefaultPINService = "hotdesk-pin"
+)
+
+// ErrUnknownKind reports a Policy with a Kind this package does not know.
+var ErrUnknownKind = errors.New("auth: unknown policy kind")
+
+// Policy says how sessions of a token or user are authenticated.
+type Policy struct {
+	Kind Kind
+	// Service is the PAM service (stack) used for the PIN or password;
+	// "" takes DefaultPINService for KindCardPIN and DefaultService otherwise.
+	Service string
+	// NoReauth skips authentication when a token resumes or takes over an
+	// existing session (hot-desking without a prompt). The default (false)
+	// asks again on every hot-desk.
+	NoReauth bool
+	// SelfRegister lets an unknown card enroll itself on first use (the user
+	// then proves who they are through the PAM service).
+	SelfRegister bool
+	// MaxSessions bounds the sessions one user may hold (0 = no limit).
+	MaxSessions int
+	// KioskUser is the local user of KindKiosk sessions ("" = "kiosk").
+	KioskUser string
+}
+
+// Validate reports a Policy the broker cannot apply.
+func (p Policy) Validate() error {
+	switch p.Kind {
+	case KindKiosk, KindCard, KindCardPIN, KindCardPassword, KindPassword:
+	default:
+		return fmt.Errorf("auth: policy: %w: %q", ErrUnknownKind, p.Kind)
+	}
+	if p.MaxSessions < 0 {
+		return fmt.Errorf("auth: policy: max sessions %d is negative", p.MaxSessions)
+	}
+	return nil
+}
+
+// ServiceName returns the PAM service of p ("" for kinds without a prompt).
+func (p Policy) ServiceName() string {
+	switch p.Kind {
+	case KindKiosk, KindCard:
+		return ""
+	case KindCardPIN:
+		if p.Service == "" {
+			return DefaultPINService
+		}
+	default:
+		if p.Service == "" {
+			return DefaultService
+		}
+	}
+	return p.Service
+}
+
+// NeedsCard reports whether a session of this kind is located by a token.
+func (p Policy) NeedsCard() bool { return p.Kind != KindPassword }
+
+// ReauthRequired reports whether presenting a token for an existing
+// session must authenticate again.
+func (p Policy) ReauthRequired() bool {
+	switch p.Kind {
+	case KindKiosk, KindCard:
+		return false
+	}
+	return !p.NoReauth
+}
+
+// GroupPolicy applies Policy to members of Group.
+type GroupPolicy struct {
+	Group  string
+	Policy Policy
+}
+
+// Policies resolves the Policy of a request: by token, else by user, else by
+// the first entry of Groups the user is a member of, else Default. The zero
+// value applies the zero Default (which Validate refuses: set Default).
+// Policies must not be modified while in use.
+type Policies struct {
+	Default Policy
+	Tokens  map[string]Policy
+	Users   map[string]Policy
+	Groups  []GroupPolicy // in priority order
+}
+
+// For returns the policy for token, user and the user's groups.
+func (p *Policies) For(token, user string, groups []string) Policy {
+	if token != "" {
+		if pol, ok := p.Tokens[token]; ok {
+			return pol
+		}
+	}
+	if user != "" {
+		if pol, ok := p.Users[user]; ok {
+			return pol
+		}
+	}
+	for _, gp := range p.Groups {
+		for _, g := range groups {
+			if g == gp.Group {
+				return gp.Policy
+			}
+		}
+	}
+	return p.Default
+}
+
+// Validate checks every policy.
+func (p *Policies) Validate() error {
+	if err := p.Default.Validate(); err != nil {
+		return fmt.Errorf("auth: default: %w", err)
+	}
+	for k, pol := range p.Tokens {
+		if err := pol.Validate(); err != nil {
+			return fmt.Errorf("auth: token %s: %w", k, err)
+		}
+	}
+	for k, pol := range p.Users {
+		if err := pol.Validate(); err != nil {
+			return fmt.Errorf("auth: user %s: %w", k, err)
+		}
+	}
+	for _, gp := range p.Groups {
+		if err := gp.Policy.Validate(); err != nil {
+			return fmt.Errorf("auth: group %s: %w", gp.Group, err)
+		}
+	}
+	return nil
+}
+
+// ServiceAuthenticator authenticates against a named PAM service;
+// auth/pam's Authenticator implements it.
+type ServiceAuthenticator interface {
+	AuthenticateService(ctx context.Context, service string, req Request, conv Conversation) (Result, error)
+}
+
+// Chooser is an Authenticator that resolves the request's Policy and
+// delegates: kiosk → Kiosk, card → the token's registered user without a
+// prompt (unknown tokens are denied), the others → Services with the
+// policy's PAM service, unless the request resumes an existing session and
+// the policy does not require re-authentication.
+type Chooser struct {
+	Policies *Policies
+	// Groups returns the groups of user (nil = no group policies apply).
+	Groups func(user string) []string
+	// Services runs PAM; required for kinds that prompt.
+	Services ServiceAuthenticator
+}
+
+var _ Authenticator = (*Chooser)(nil)
+
+// Authenticate implements Authenticator.
+func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversation) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	var groups []string
+	if c.Groups != nil && req.User != "" {
+		groups = c.Groups(req.User)
+	}
+	pol := c.Policies.For(req.Token, req.User, groups)
+	switch pol.Kind {
+	case KindKiosk:
+		return Kiosk{User: pol.KioskUser}.Authenticate(ctx, Request{}, conv)
+	case KindCard:
+		if req.User == "" {
+			return Result{}, fmt.Errorf("auth: card policy: %w: token not registered to a user", ErrDenied)
+		}
+		return Result{User: req.User}, nil
+	case KindCardPIN, KindCardPassword, KindPassword:
+		if req.Existing && req.User != "" && !pol.ReauthRequired() {
+			return Result{User: req.User}, nil
+		}
+		if c.Services == nil {
+			return Result{}, fmt.Errorf("auth: %s policy: no PAM authenticator configured", pol.Kind)
+		}
+		return c.Services.AuthenticateService(ctx, pol.ServiceName(), req, conv)
+	}
+	return Result{}, fmt.Errorf("auth: %w: %q", ErrUnknownKind, pol.Kind)
+}

@@ -1,0 +1,119 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/auth"
+)
+
+func TestPoliciesFor(t *testing.T) {
+	p := &auth.Policies{
+		Default: auth.Policy{Kind: auth.KindCardPassword},
+		Tokens:  map[string]auth.Policy{"uid.kiosk": {Kind: auth.KindKiosk}},
+		Users:   map[string]auth.Policy{"alice": {Kind: auth.KindCardPIN}},
+		Groups: []auth.GroupPolicy{
+			{Group: "staff", Policy: auth.Policy{Kind: auth.KindCard}},
+			{Group: "guests", Policy: auth.Policy{Kind: auth.KindPassword}},
+		},
+	}
+	tests := []struct {
+		token, user string
+		groups      []string
+		want        auth.Kind
+	}{
+		{"uid.kiosk", "alice", []string{"staff"}, auth.KindKiosk},
+		{"uid.1", "alice", []string{"staff"}, auth.KindCardPIN},
+		{"uid.1", "bob", []string{"guests", "staff"}, auth.KindCard},
+		{"uid.1", "bob", []string{"guests"}, auth.KindPassword},
+		{"uid.1", "bob", nil, auth.KindCardPassword},
+		{"", "", nil, auth.KindCardPassword},
+	}
+	for _, tt := range tests {
+		if got := p.For(tt.token, tt.user, tt.groups).Kind; got != tt.want {
+			t.Errorf("For(%q, %q, %q) = %v; want %v", tt.token, tt.user, tt.groups, got, tt.want)
+		}
+	}
+	if err := p.Validate(); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+	bad := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}, Users: map[string]auth.Policy{"x": {Kind: "smoke-signals"}}}
+	if err := bad.Validate(); !errors.Is(err, auth.ErrUnknownKind) {
+		t.Errorf("validate bad: err = %v; want %v", err, auth.ErrUnknownKind)
+	}
+}
+
+func TestPolicyDefaults(t *testing.T) {
+	tests := []struct {
+		p         auth.Policy
+		service   string
+		reauth    bool
+		needsCard bool
+	}{
+		{auth.Policy{Kind: auth.KindKiosk}, "", false, true},
+		{auth.Policy{Kind: auth.KindCard}, "", false, true},
+		{auth.Policy{Kind: auth.KindCardPIN}, auth.DefaultPINService, true, true},
+		{auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}, auth.DefaultService, false, true},
+		{auth.Policy{Kind: auth.KindPassword, Service: "corp"}, "corp", true, false},
+	}
+	for _, tt := range tests {
+		if got := tt.p.ServiceName(); got != tt.service {
+			t.Errorf("%v service = %q; want %q", tt.p.Kind, got, tt.service)
+		}
+		if got := tt.p.ReauthRequired(); got != tt.reauth {
+			t.Errorf("%v reauth = %v; want %v", tt.p.Kind, got, tt.reauth)
+		}
+		if got := tt.p.NeedsCard(); got != tt.needsCard {
+			t.Errorf("%v needs card = %v; want %v", tt.p.Kind, got, tt.needsCard)
+		}
+	}
+}
+
+type fakeServices struct{ service string }
+
+func (f *fakeServices) AuthenticateService(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	f.service = service
+	return auth.Result{User: req.User}, nil
+}
+
+func TestChooser(t *testing.T) {
+	p := &auth.Policies{
+		Default: auth.Policy{Kind: auth.KindCardPassword},
+		Tokens: map[string]auth.Policy{
+			"uid.kiosk": {Kind: auth.KindKiosk, KioskUser: "guest"},
+			"uid.card":  {Kind: auth.KindCard},
+			"uid.pin":   {Kind: auth.KindCardPIN, NoReauth: true},
+		},
+	}
+	tests := []struct {
+		name        string
+		req         auth.Request
+		wantUser    string
+		wantService string
+		wantErr     error
+	}{
+		{"kiosk", auth.Request{Token: "uid.kiosk", User: "alice"}, "guest", "", nil},
+		{"card registered", auth.Request{Token: "uid.card", User: "alice"}, "alice", "", nil},
+		{"card unregistered", auth.Request{Token: "uid.card"}, "", "", auth.ErrDenied},
+		{"pin new session", auth.Request{Token: "uid.pin", User: "alice"}, "alice", auth.DefaultPINService, nil},
+		{"pin hot-desk without reauth", auth.Request{Token: "uid.pin", User: "alice", Existing: true}, "alice", "", nil},
+		{"password hot-desk reauth", auth.Request{Token: "uid.x", User: "bob", Existing: true}, "bob", auth.DefaultService, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svc := &fakeServices{}
+			c := &auth.Chooser{Policies: p, Services: svc}
+			res, err := c.Authenticate(t.Context(), tt.req, nil)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("err = %v; want %v", err, tt.wantErr)
+			}
+			if res.User != tt.wantUser {
+				t.Errorf("user = %q; want %q", res.User, tt.wantUser)
+			}
+			if svc.service != tt.wantService {
+				t.Errorf("service = %q; want %q", svc.service, tt.wantService)
+			}
+		})
+	}
+}
