@@ -48,8 +48,20 @@ type Registry interface {
 	Release(ctx context.Context, c registry.Claim) error
 	Lookup(ctx context.Context, key string) (registry.Claim, error)
 	Server(ctx context.Context, id string) (registry.ServerRecord, error)
+	Servers(ctx context.Context) ([]registry.ServerRecord, error)
 	Token(ctx context.Context, id string) (registry.TokenRecord, error)
+	// Healthy reports whether the lease was renewed recently enough that
+	// it cannot have expired: the broker attaches and claims only then.
+	Healthy() bool
 	Done() <-chan struct{}
+	UpdateServer(ctx context.Context, f func(*registry.ServerRecord)) error
+}
+
+// Reclaimer is a fresh registry (new lease) the broker moves its sessions to
+// after losing its lease; *registry.Registry implements it.
+type Reclaimer interface {
+	Registry
+	Reclaim(ctx context.Context, old registry.Claim, s registry.Session) (registry.Claim, bool, error)
 }
 
 // Pairer redeems one-time pairing codes; *pairing.Pairer implements it.
@@ -73,6 +85,9 @@ type Config struct {
 	AuthTimeout  time.Duration // default 2m
 	// KeepSessionsOnShutdown leaves compositors running at Shutdown.
 	KeepSessionsOnShutdown bool
+	// MaxSessions caps the sessions this server runs (0: no cap); a full
+	// server places new sessions elsewhere in the group.
+	MaxSessions int
 }
 
 // State is a session's lifecycle state.
@@ -114,6 +129,11 @@ type Session struct {
 	// suspendedAt and timer are set while Suspended.
 	suspendedAt time.Time
 	timer       clock.Timer
+	// orphaned: another server claimed the token while this one had lost
+	// its lease; owner names it. An orphan stays suspended until killed or
+	// timed out and is no longer found by its token here.
+	orphaned bool
+	owner    string
 }
 
 // SessionInfo is a snapshot of a session for administrators.
@@ -131,12 +151,16 @@ type SessionInfo struct {
 	Updated     time.Time
 	SuspendedAt time.Time // zero unless suspended
 	ExpiresAt   time.Time // zero unless suspended
+	Orphaned    bool      // token owned by OrphanOwner now
+	OrphanOwner string
 }
 
 // Errors returned by administrative calls.
 var (
-	ErrNotFound = errors.New("broker: session not found")
-	ErrClosed   = errors.New("broker: shut down")
+	ErrNotFound       = errors.New("broker: session not found")
+	ErrClosed         = errors.New("broker: shut down")
+	ErrLeaseLost      = errors.New("broker: registry lease lost")
+	ErrLeaseUnhealthy = errors.New("broker: registry lease not renewed in time")
 )
 
 // Broker runs the sessions of one server.
@@ -147,6 +171,7 @@ type Broker struct {
 	keys keyLock
 
 	mu       sync.Mutex
+	reg      Registry // swapped by Reestablish
 	byID     map[string]*Session
 	byToken  map[string]*Session
 	terms    map[*terminal]struct{}
@@ -154,6 +179,8 @@ type Broker struct {
 	hooks    Hooks
 	wg       sync.WaitGroup
 	exitDone chan struct{}
+	countCh  chan struct{}
+	stop     chan struct{}
 }
 
 // Hooks observe transitions; tests and the benchmark use them. Each hook
@@ -191,14 +218,18 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{
 		cfg:      cfg,
+		reg:      cfg.Registry,
 		log:      cfg.Logger,
 		clk:      cfg.Clock,
 		byID:     make(map[string]*Session),
 		byToken:  make(map[string]*Session),
 		terms:    make(map[*terminal]struct{}),
 		exitDone: make(chan struct{}),
+		countCh:  make(chan struct{}, 1),
+		stop:     make(chan struct{}),
 	}
 	go b.watchExits()
+	go b.publishCounts()
 	return b, nil
 }
 
@@ -218,12 +249,23 @@ func (b *Broker) Ready() error {
 	if closed {
 		return ErrClosed
 	}
+	reg := b.registry()
 	select {
-	case <-b.cfg.Registry.Done():
-		return errors.New("broker: registry lease lost")
+	case <-reg.Done():
+		return ErrLeaseLost
 	default:
-		return nil
 	}
+	if !reg.Healthy() {
+		return ErrLeaseUnhealthy
+	}
+	return nil
+}
+
+// registry returns the registry in use.
+func (b *Broker) registry() Registry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reg
 }
 
 // Sessions returns a snapshot of every session this broker runs, oldest first.
@@ -248,6 +290,7 @@ func (b *Broker) infoLocked(s *Session) SessionInfo {
 		ID: s.ID, Token: s.Token, User: s.User, State: s.state,
 		ServerID: b.cfg.ServerID, Endpoint: s.info.Endpoint, PID: s.info.PID,
 		Fence: s.claim.Fence, Created: s.created, Updated: s.updated,
+		Orphaned: s.orphaned, OrphanOwner: s.owner,
 	}
 	if s.term != nil {
 		si.Terminal = s.term.id
@@ -297,6 +340,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
+	close(b.stop)
 	terms := make([]*terminal, 0, len(b.terms))
 	for t := range b.terms {
 		terms = append(terms, t)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/broker/clock"
@@ -39,6 +40,9 @@ type env struct {
 	trans chan transition
 	// etcdEndpoints lets a second broker join the same group.
 	etcdEndpoints []string
+	cli           *clientv3.Client
+	rec           registry.ServerRecord
+	ttl           time.Duration
 }
 
 type transition struct {
@@ -60,9 +64,28 @@ func requireWeston(t testing.TB) {
 // embedded member if eps is nil).
 func newEnv(t *testing.T, id string, eps []string) *env {
 	t.Helper()
+	return newEnvWith(t, id, envOptions{eps: eps})
+}
+
+type envOptions struct {
+	eps       []string      // the group's etcd (a new member if nil)
+	clientEps []string      // what this broker's client dials (default eps)
+	ttl       time.Duration // lease TTL (default 5 s)
+	max       int           // MaxSessions
+}
+
+func newEnvWith(t *testing.T, id string, o envOptions) *env {
+	t.Helper()
 	requireWeston(t)
+	eps := o.eps
 	if eps == nil {
 		eps = etcdtest.Start(t)
+	}
+	if o.clientEps == nil {
+		o.clientEps = eps
+	}
+	if o.ttl == 0 {
+		o.ttl = 5 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -77,9 +100,9 @@ func newEnv(t *testing.T, id string, eps []string) *env {
 	}
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	pin := proto.Fingerprint(leaf.Raw)
-	cli := etcdtest.Client(t, eps)
-	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: ln.Addr().String(), Fingerprint: pin, Weight: 1},
-		registry.WithLeaseTTL(5*time.Second))
+	cli := etcdtest.Client(t, o.clientEps)
+	rec := registry.ServerRecord{ID: id, Addr: ln.Addr().String(), Fingerprint: pin, Weight: 1, Capacity: o.max}
+	reg, err := registry.New(ctx, cli, rec, registry.WithLeaseTTL(o.ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +116,19 @@ func newEnv(t *testing.T, id string, eps []string) *env {
 	b, err := New(Config{
 		ServerID: id, Registry: reg, Compositor: comp, Auth: auth.Kiosk{User: "kiosk"},
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
+		MaxSessions: o.max,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &env{t: t, b: b, reg: reg, clk: clk, addr: ln.Addr().String(), pin: pin, comp: comp, ctx: ctx,
-		trans: make(chan transition, 256), etcdEndpoints: eps}
-	b.SetHooks(Hooks{OnTransition: func(id string, from, to State) { e.trans <- transition{id, from, to} }})
+		trans: make(chan transition, 4096), etcdEndpoints: eps, cli: cli, rec: rec, ttl: o.ttl}
+	b.SetHooks(Hooks{OnTransition: func(id string, from, to State) {
+		select {
+		case e.trans <- transition{id, from, to}:
+		default: // nobody is watching this many transitions
+		}
+	}})
 	served := make(chan struct{})
 	go func() { defer close(served); b.Serve(ctx, ln, proto.ServerTLSConfig(cert)) }()
 	t.Cleanup(func() {

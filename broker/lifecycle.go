@@ -59,13 +59,22 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 
 	b.mu.Lock()
 	s := b.byToken[token]
+	var fence int64
+	if s != nil {
+		fence = s.claim.Fence
+	}
 	b.mu.Unlock()
 	if s != nil {
+		// A terminal redirected here with an older fence was sent by a
+		// broker that saw a previous ownership of this token: refuse it.
+		if t.fence > 0 && t.fenceToken == token && t.fence < fence {
+			return fail(proto.ErrStaleFence, "redirect is stale: the session moved", nil)
+		}
 		return b.resumeLocked(ctx, t, s, rec)
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	c, err := b.cfg.Registry.Lookup(lctx, token)
+	c, err := b.registry().Lookup(lctx, token)
 	cancel()
 	switch {
 	case err == nil && c.Session.ServerID != b.cfg.ServerID:
@@ -75,7 +84,7 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 		// restart, or a crash mid-create). Release it so the token can start afresh.
 		b.log.Warn("releasing stale claim of this server", "session", c.Session.ID, "fence", c.Fence)
 		rctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		rerr := b.cfg.Registry.Release(rctx, c)
+		rerr := b.registry().Release(rctx, c)
 		cancel()
 		if rerr != nil && !errors.Is(rerr, registry.ErrFenced) {
 			return fail(proto.ErrUnavailable, "registry unavailable", rerr)
@@ -83,13 +92,23 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	case !errors.Is(err, registry.ErrNotFound):
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
+	target, err := b.place(ctx, t)
+	if errors.Is(err, errNoCapacity) {
+		return fail(proto.ErrUnavailable, "no server can take a new session now", err)
+	}
+	if err != nil {
+		return fail(proto.ErrUnavailable, "registry unavailable", err)
+	}
+	if target.ID != b.cfg.ServerID {
+		return b.redirectTo(t, token, target, 0)
+	}
 	return b.create(ctx, t, token, rec)
 }
 
 // verifyToken checks that token may be used and that t holds its key.
 func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (registry.TokenRecord, error) {
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	rec, err := b.cfg.Registry.Token(lctx, token)
+	rec, err := b.registry().Token(lctx, token)
 	cancel()
 	if errors.Is(err, registry.ErrNotFound) {
 		return rec, fail(proto.ErrUnknownToken, "token not enrolled", err)
@@ -159,19 +178,31 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 
 // redirect sends t to the owner of claim c.
 func (b *Broker) redirect(ctx context.Context, t *terminal, c registry.Claim) error {
-	if t.hops >= 3 {
+	if t.hops >= proto.MaxHops {
 		return fail(proto.ErrTooManyHops, "too many redirects", nil)
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	srv, err := b.cfg.Registry.Server(lctx, c.Session.ServerID)
+	srv, err := b.registry().Server(lctx, c.Session.ServerID)
 	cancel()
 	if err != nil {
 		// The owner's lease is gone or going: its claims vanish with it.
 		return fail(proto.ErrUnavailable, "session owner unreachable; retry shortly", err)
 	}
-	b.log.Debug("redirecting terminal", "terminal", t.id, "token", c.Key, "server", srv.ID, "fence", c.Fence)
+	return b.redirectTo(t, c.Key, srv, c.Fence)
+}
+
+// redirectTo sends t to group member srv; fence is the session's claim, or
+// 0 when srv is asked to create the session (placement).
+func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord, fence int64) error {
+	if t.hops >= proto.MaxHops {
+		return fail(proto.ErrTooManyHops, "too many redirects", nil)
+	}
+	if srv.Addr == "" || len(srv.Fingerprint) == 0 {
+		return fail(proto.ErrUnavailable, "session owner has no published address", nil)
+	}
+	b.log.Debug("redirecting terminal", "terminal", t.id, "token", token, "server", srv.ID, "fence", fence)
 	return t.send(&proto.Redirect{
-		Token: c.Key, ServerID: srv.ID, Addr: srv.Addr, Fingerprint: srv.Fingerprint, Fence: c.Fence,
+		Token: token, ServerID: srv.ID, Addr: srv.Addr, Fingerprint: srv.Fingerprint, Fence: fence,
 	})
 }
 
@@ -184,7 +215,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	now := b.clk.Now()
 	s := &Session{ID: newSessionID(), Token: token, User: res.User, state: Creating, created: now, updated: now}
 	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	c, won, err := b.cfg.Registry.Claim(cctx, token, b.record(s, t))
+	c, won, err := b.registry().Claim(cctx, token, b.record(s, t))
 	cancel()
 	if err != nil {
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
@@ -201,6 +232,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	b.byID[s.ID] = s
 	b.byToken[token] = s
 	b.mu.Unlock()
+	b.countChanged()
 	b.transitioned(s, 0, Creating)
 
 	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User})
@@ -208,7 +240,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 		b.log.Error("compositor create failed", "session", s.ID, "error", err)
 		b.forget(s)
 		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
-		_ = b.cfg.Registry.Release(rctx, c)
+		_ = b.registry().Release(rctx, c)
 		cancel()
 		b.transitioned(s, Creating, Destroyed)
 		return fail(proto.ErrCompositor, "could not start the session", err)
@@ -299,8 +331,9 @@ func (b *Broker) remove(ctx context.Context, t *terminal, token string) {
 	defer unlock()
 	b.mu.Lock()
 	s := b.byToken[token]
+	here := s != nil && s.term == t
 	b.mu.Unlock()
-	if s == nil || s.term != t {
+	if !here {
 		return // not shown here (taken over meanwhile, or never attached)
 	}
 	b.suspendLocked(ctx, s, proto.DetachTokenRemoved, "token removed")
@@ -374,7 +407,7 @@ func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.Det
 	}
 	b.forget(s)
 	rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
-	if err := b.cfg.Registry.Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
+	if err := b.registry().Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
 		b.log.Warn("registry release failed", "session", s.ID, "error", err)
 	}
 	cancel()
@@ -397,6 +430,7 @@ func (b *Broker) forget(s *Session) {
 	if b.byToken[s.Token] == s {
 		delete(b.byToken, s.Token)
 	}
+	b.countChanged()
 }
 
 // record is the registry view of s.
@@ -420,10 +454,26 @@ func (b *Broker) publish(ctx context.Context, s *Session) {
 	b.mu.Lock()
 	t := s.term
 	c := s.claim
+	orphan := s.orphaned
 	b.mu.Unlock()
+	if orphan {
+		return // the key is someone else's now
+	}
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteTimeout)
 	defer cancel()
-	nc, err := b.cfg.Registry.Update(uctx, c, b.record(s, t))
+	nc, err := b.registry().Update(uctx, c, b.record(s, t))
+	if errors.Is(err, registry.ErrFenced) {
+		// Our claim is gone: find out who holds the token now.
+		owner := ""
+		if cur, lerr := b.registry().Lookup(uctx, s.Token); lerr == nil {
+			if cur.Session.ServerID == b.cfg.ServerID && cur.Session.ID == s.ID {
+				return // raced with a re-claim; nothing lost
+			}
+			owner = cur.Session.ServerID
+		}
+		b.orphanLocked(s, owner)
+		return
+	}
 	if err != nil {
 		b.log.Warn("registry update failed", "session", s.ID, "error", err)
 		return

@@ -33,6 +33,9 @@ type terminal struct {
 	remote string
 	nonce  []byte // Welcome nonce, bound into challenges
 	hops   uint8
+	// fence and fenceToken come from the Redirect that sent the terminal here.
+	fence      int64
+	fenceToken string
 
 	events chan event
 
@@ -111,7 +114,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 	}
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
-		nonce: welcome.Nonce, hops: hello.Hops,
+		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
 		events:   make(chan event, maxQueuedEvents),
 		pending:  make(map[uint32]chan any),
 		inflight: make(map[string]inflight),

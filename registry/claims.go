@@ -29,7 +29,8 @@ import (
 // which Lookup shows and Release removes.)
 //
 // Errors: ErrInvalidKey, ErrLeaseLost (our lease is gone: nothing written),
-// ErrCorrupt (the current value is undecodable), or the etcd error.
+// ErrUnhealthy (the lease is overdue, see Healthy: nothing written; it also
+// matches ErrLeaseLost), ErrCorrupt (the current value is undecodable), or the etcd error.
 func (r *Registry) Claim(ctx context.Context, key string, s Session) (c Claim, won bool, err error) {
 	if err := validateKey(key); err != nil {
 		return Claim{}, false, fmt.Errorf("registry: claim: %w", err)
@@ -37,8 +38,8 @@ func (r *Registry) Claim(ctx context.Context, key string, s Session) (c Claim, w
 	if s.ID == "" {
 		return Claim{}, false, fmt.Errorf("registry: claim %q: empty session id: %w", key, ErrInvalidKey)
 	}
-	if r.lost() {
-		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, ErrLeaseLost)
+	if err := r.writable(); err != nil {
+		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
 	}
 	s.Key = key
 	s.ServerID = r.id
@@ -106,7 +107,8 @@ func (r *Registry) resolveClaim(ctx context.Context, key string, s Session, caus
 // revision c.Fence and is held by our lease. It returns the new claim (same
 // Fence, new ModRev). s.Key and s.ServerID are forced; a zero UpdatedUnixMs
 // is set to the clock's now. ErrFenced if the key is gone, was re-created by
-// anyone, or belongs to another server; ErrLeaseLost if our lease is gone.
+// anyone, or belongs to another server; ErrLeaseLost if our lease is gone,
+// ErrUnhealthy (which also matches ErrLeaseLost) while it is overdue.
 // If the outcome is unknown (an error other than those), the caller may
 // simply retry the same Update.
 func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error) {
@@ -116,8 +118,8 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 	if c.Fence <= 0 {
 		return Claim{}, fmt.Errorf("registry: update %q: no fence: %w", c.Key, ErrFenced)
 	}
-	if r.lost() {
-		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, ErrLeaseLost)
+	if err := r.writable(); err != nil {
+		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, err)
 	}
 	s.Key = c.Key
 	s.ServerID = r.id
@@ -148,6 +150,109 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, ErrFenced)
 	}
 	return Claim{Key: c.Key, Fence: c.Fence, ModRev: resp.Header.Revision, Session: s}, nil
+}
+
+// Reclaim re-registers a session this server still runs under this
+// Registry's lease, typically after the previous Registry's Done closed and
+// New built this one. old is the last claim the caller holds for the session
+// (as returned by Claim, Update or an earlier Reclaim); s is the session as
+// it is now (s.Key and s.ServerID are forced to old.Key and our id, a zero
+// CreatedUnixMs is taken from old, a zero UpdatedUnixMs is the clock's now).
+//
+//   - key absent (the old lease expired): it is created, If(CreateRevision
+//     == 0), under our lease: ok=true with a new Fence.
+//   - key present with create revision old.Fence, our server id and s.ID
+//     (the old lease has not expired yet): it is moved to our lease keeping
+//     the fence, If(CreateRevision == old.Fence) Then Put(WithLease(ours)):
+//     ok=true, c.Fence == old.Fence.
+//   - key already held by our lease with our server id and s.ID (a repeated
+//     Reclaim): ok=true, c is the current claim, nothing is written.
+//   - anything else (another owner took the key): ok=false and c is the
+//     current owner's claim. Nothing is written: the caller keeps the
+//     session suspended and reports it orphaned; it must never destroy it
+//     silently.
+//
+// Errors: ErrInvalidKey, ErrLeaseLost/ErrUnhealthy as for Claim, ErrCorrupt
+// (the current value is undecodable: the owner is unknown), or the etcd
+// error. On an error of unknown outcome the caller simply calls Reclaim
+// again with the same arguments: the repeated call sees its own write.
+func (r *Registry) Reclaim(ctx context.Context, old Claim, s Session) (c Claim, ok bool, err error) {
+	key := old.Key
+	if err := validateKey(key); err != nil {
+		return Claim{}, false, fmt.Errorf("registry: reclaim: %w", err)
+	}
+	if s.ID == "" {
+		return Claim{}, false, fmt.Errorf("registry: reclaim %q: empty session id: %w", key, ErrInvalidKey)
+	}
+	if err := r.writable(); err != nil {
+		return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, err)
+	}
+	s.Key = key
+	s.ServerID = r.id
+	now := r.opts.clock.Now().UnixMilli()
+	if s.CreatedUnixMs == 0 {
+		s.CreatedUnixMs = old.Session.CreatedUnixMs
+	}
+	if s.CreatedUnixMs == 0 {
+		s.CreatedUnixMs = now
+	}
+	if s.UpdatedUnixMs == 0 {
+		s.UpdatedUnixMs = now
+	}
+	v, err := json.Marshal(s)
+	if err != nil {
+		return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, err)
+	}
+	k := r.sessionKey(key)
+	// The key may change between the two transactions (the old lease
+	// expiring right then): start again, a bounded number of times.
+	const attempts = 3
+	for range attempts {
+		cctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Txn(cctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+			Else(clientv3.OpGet(k)).
+			Commit()
+		cancel()
+		if err != nil {
+			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, mapLeaseErr(err))
+		}
+		if resp.Succeeded {
+			rev := resp.Header.Revision
+			r.log.Debug("reclaimed session with a new fence", "key", key, "old_fence", old.Fence, "fence", rev)
+			return Claim{Key: key, Fence: rev, ModRev: rev, Session: s}, true, nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		cur, err := decodeClaim(key, kvs[0])
+		if err != nil {
+			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, err)
+		}
+		mine := cur.Session.ServerID == r.id && cur.Session.ID == s.ID
+		switch {
+		case mine && clientv3.LeaseID(kvs[0].Lease) == r.lease:
+			return cur, true, nil
+		case !mine || cur.Fence != old.Fence:
+			return cur, false, nil
+		}
+		cctx, cancel = r.callCtx(ctx)
+		resp, err = r.kv.Txn(cctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", old.Fence)).
+			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+			Commit()
+		cancel()
+		if err != nil {
+			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, mapLeaseErr(err))
+		}
+		if resp.Succeeded {
+			r.log.Debug("reclaimed session keeping its fence", "key", key, "fence", old.Fence)
+			return Claim{Key: key, Fence: old.Fence, ModRev: resp.Header.Revision, Session: s}, true, nil
+		}
+	}
+	return Claim{}, false, fmt.Errorf("registry: reclaim %q: key kept changing during %d attempts", key, attempts)
 }
 
 // Release deletes c's key if its create revision is still c.Fence, whoever

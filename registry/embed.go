@@ -188,6 +188,18 @@ func (e *Embedded) Close() error {
 	return nil
 }
 
+// Kill stops the member abruptly, the way a crash looks to its peers and
+// clients: the raft member stops at once, without handing leadership over,
+// then its listeners close. Meant for fault tests; Close is the clean stop.
+// It is idempotent with Close.
+func (e *Embedded) Kill() {
+	e.closeOnce.Do(func() {
+		e.closing.Store(true)
+		e.etcd.Server.HardStop()
+		e.etcd.Close()
+	})
+}
+
 // FreeLoopbackURL returns "http://127.0.0.1:<port>" for a TCP port that was
 // free a moment ago. Another process may take it before it is bound;
 // StartEmbedded retries in that case.

@@ -1,12 +1,20 @@
 // Package registry records where sessions live across a hotdesk server group,
 // on etcd.
 //
-// Every broker holds exactly one etcd lease (a concurrency.Session). Its
-// server record and every session claim it makes are attached to that lease,
-// so when the broker dies (or Close revokes the lease) all of them vanish at
-// once, within the lease TTL. Done is closed as soon as the lease is known to
-// be lost; after that the Registry refuses to claim (ErrLeaseLost) and the
-// owner must build a new one and re-claim what it still runs.
+// Every broker holds exactly one etcd lease, renewed by the Registry's own
+// keepalive. Its server record and every session claim it makes are attached
+// to that lease, so when the broker dies (or Close revokes the lease) all of
+// them vanish at once, within the lease TTL.
+//
+// Lease health is judged on the broker's own timer, not etcd's: Healthy is
+// true only while the last successful renewal is younger than the safe window
+// (default 2/3 of the TTL), so a broker cut off from etcd stops claiming
+// (ErrUnhealthy) before the server could expire its lease; it becomes healthy
+// again by itself if renewals resume in time. Done is closed as soon as the
+// lease is known to be lost; after that the Registry refuses to claim
+// (ErrLeaseLost) and the owner builds a new one (New with WithPreviousLease)
+// and re-claims what it still runs (Reclaim): a key that another server took
+// meanwhile is reported, never overwritten.
 //
 // Key layout under the prefix (default "/hotdesk/"), values are small JSON:
 //
@@ -14,6 +22,7 @@
 //	sessions/<key>  Session, under the owning server's lease
 //	tokens/<id>     TokenRecord, no lease (outlives servers)
 //	pairing/<id>    Pairing, under a lease of its own (expires by itself)
+//	drain/<id>      drain flag of a server, no lease (survives restarts)
 //
 // A claim is made with Txn(If(CreateRevision(k)==0)).Then(Put(k, WithLease))
 // .Else(Get(k)): exactly one claimant wins, the others see the winner's
@@ -33,13 +42,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/hotdesk/hotdesk/broker/clock"
 )
@@ -56,6 +65,12 @@ var (
 	ErrServerIDInUse = errors.New("registry: server id in use")
 	// ErrLeaseLost: the server's lease (and with it its registrations) is gone.
 	ErrLeaseLost = errors.New("registry: lease lost")
+	// ErrUnhealthy: the lease was not renewed within the safe window, so it
+	// may be about to expire; writes under it are refused until a renewal
+	// succeeds (or Done closes). errors.Is(err, ErrLeaseLost) is true for it
+	// as well, so code that only knows ErrLeaseLost stays safe; test for
+	// ErrUnhealthy first to tell "wait" from "rebuild".
+	ErrUnhealthy error = unhealthyError{}
 	// ErrInvalidKey: a key or id failed validation (never sent to etcd).
 	ErrInvalidKey = errors.New("registry: invalid key")
 	// ErrCorrupt: a stored value could not be decoded.
@@ -110,12 +125,21 @@ type Claim struct {
 	Session Session
 }
 
+type unhealthyError struct{}
+
+func (unhealthyError) Error() string { return "registry: lease unhealthy: renewal overdue" }
+
+// Is makes ErrUnhealthy match ErrLeaseLost too.
+func (unhealthyError) Is(target error) bool { return target == ErrLeaseLost }
+
 type options struct {
 	prefix      string
 	leaseTTL    time.Duration
+	safeWindow  time.Duration
 	callTimeout time.Duration
 	logger      hclog.Logger
 	clock       clock.Clock
+	prevLease   clientv3.LeaseID
 }
 
 // Option configures New.
@@ -163,8 +187,33 @@ func WithLogger(l hclog.Logger) Option {
 	}
 }
 
-// WithClock sets the clock used to fill in zero timestamps and to check
-// pairing expiry (default clock.Real).
+// WithSafeWindow sets how long after the last successful lease renewal the
+// Registry still counts as healthy (default 2/3 of the TTL, at most the TTL).
+// The rest of the TTL is the margin for the renewal's round trip and for
+// clock drift between the broker and etcd. Zero keeps the default.
+func WithSafeWindow(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.safeWindow = d
+		}
+	}
+}
+
+// WithPreviousLease names this server's own previous lease (from a Registry
+// whose Done has closed, or from the previous run of this process). If that
+// lease still holds servers/<id>, New moves the record to the new lease
+// instead of failing with ErrServerIDInUse. The previous lease is left alone:
+// Reclaim moves the sessions still run, then RevokeLease drops the rest (or
+// it expires by itself).
+func WithPreviousLease(id clientv3.LeaseID) Option {
+	return func(o *options) { o.prevLease = id }
+}
+
+// WithClock sets the clock used to fill in zero timestamps, to check pairing
+// expiry and to time lease renewals for Healthy (default clock.Real). With a
+// fake clock, Healthy compares the fake now with the fake time of the last
+// renewal: advancing it by more than the safe window makes the Registry
+// unhealthy until the next renewal arrives (at most TTL/3 of real time).
 func WithClock(c clock.Clock) Option {
 	return func(o *options) {
 		if c != nil {
@@ -178,29 +227,40 @@ func WithClock(c clock.Clock) Option {
 type Registry struct {
 	kv     clientv3.KV
 	leases clientv3.Lease
-	sess   *concurrency.Session
 	opts   options
 	log    hclog.Logger
 	id     string
 	lease  clientv3.LeaseID
+	ttl    time.Duration // as granted (whole seconds)
+	window time.Duration // safe window
 
 	mu     sync.Mutex
 	server ServerRecord // last record written
 
+	hmu         sync.Mutex
+	lastRenewal time.Time   // by opts.clock; guarded by hmu
+	overdueT    clock.Timer // fires when the safe window has passed; guarded by hmu
+	overdue     atomic.Bool // logged as overdue, not renewed since
+
+	kaCancel  context.CancelFunc
+	done      chan struct{} // closed by keepAlive when the lease is lost
 	closeOnce sync.Once
 	closing   chan struct{}
 	closeErr  error
-	watchDone chan struct{}
 }
 
 // New grants the broker's lease (TTL from WithLeaseTTL), keeps it alive with
-// one concurrency.Session, and creates the server record under it. If another
-// live lease already holds servers/<id> — another process, or this server's
+// its own keepalive (consuming every response and recording the time of the
+// last renewal), and creates the server record under it. If another live
+// lease already holds servers/<id> — another process, or this server's
 // previous incarnation whose lease has not expired yet — New fails with
-// ErrServerIDInUse and the caller may retry after the lease TTL. On any
-// failure the new lease is revoked again.
+// ErrServerIDInUse and the caller may retry after the lease TTL, unless that
+// lease is the one named by WithPreviousLease: then the record is moved to
+// the new lease (fenced on the holder lease). On any failure the new lease is
+// revoked again.
 //
-// The lease outlives ctx: ctx only bounds the start-up calls. A zero
+// The lease outlives ctx: ctx only bounds the start-up calls; the keepalive
+// runs until Close, a lost lease, or the client's Close. A zero
 // server.StartedUnixMs is set to the clock's now.
 func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ...Option) (*Registry, error) {
 	o := options{
@@ -222,18 +282,26 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	if server.StartedUnixMs == 0 {
 		server.StartedUnixMs = o.clock.Now().UnixMilli()
 	}
-	r := &Registry{
-		kv:        cli.KV,
-		leases:    cli.Lease,
-		opts:      o,
-		log:       o.logger,
-		id:        server.ID,
-		server:    server,
-		closing:   make(chan struct{}),
-		watchDone: make(chan struct{}),
-	}
-
 	ttl := int64((o.leaseTTL + time.Second - 1) / time.Second)
+	r := &Registry{
+		kv:      cli.KV,
+		leases:  cli.Lease,
+		opts:    o,
+		log:     o.logger,
+		id:      server.ID,
+		server:  server,
+		ttl:     time.Duration(ttl) * time.Second,
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
+	}
+	r.window = o.safeWindow
+	if r.window <= 0 {
+		r.window = r.ttl * 2 / 3
+	}
+	r.window = min(r.window, r.ttl)
+
+	// The lease's clock starts when etcd grants it, after this moment.
+	granted := o.clock.Now()
 	cctx, cancel := r.callCtx(ctx)
 	grant, err := r.leases.Grant(cctx, ttl)
 	cancel()
@@ -241,62 +309,173 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 		return nil, fmt.Errorf("registry: new: grant lease: %w", err)
 	}
 	r.lease = grant.ID
-	// The session's own context is the client's: the keepalive lives until
-	// Close, a lost lease, or the client's Close.
-	r.sess, err = concurrency.NewSession(cli, concurrency.WithLease(grant.ID), concurrency.WithTTL(int(ttl)))
+	// The keepalive's context is the client's: it lives until Close, a lost
+	// lease, or the client's Close.
+	kctx, kcancel := context.WithCancel(cli.Ctx())
+	ch, err := r.leases.KeepAlive(kctx, r.lease)
 	if err != nil {
+		kcancel()
 		r.revokeDetached(ctx)
 		return nil, fmt.Errorf("registry: new: keepalive: %w", err)
 	}
+	r.kaCancel = kcancel
+	r.renewed(granted)
+	go r.keepAlive(ch)
 
 	if err := r.register(ctx, server); err != nil {
-		r.sess.Orphan()
+		close(r.closing) // not a lost lease: keepAlive need not report it
+		kcancel()
+		<-r.done
+		r.stopOverdueTimer()
 		r.revokeDetached(ctx)
 		return nil, err
 	}
-	go r.watchLease()
-	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)), "ttl_s", ttl)
+	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)),
+		"ttl_s", ttl, "safe_window_ms", r.window.Milliseconds())
 	return r, nil
 }
 
-// register creates servers/<id> under our lease if absent.
+// register creates servers/<id> under our lease if absent, or moves it from
+// our previous lease (WithPreviousLease) to the new one.
 func (r *Registry) register(ctx context.Context, server ServerRecord) error {
 	k := r.serverKey(r.id)
 	v, err := json.Marshal(server)
 	if err != nil {
 		return fmt.Errorf("registry: new: %w", err)
 	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	resp, err := r.kv.Txn(cctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-		Else(clientv3.OpGet(k)).
-		Commit()
-	if err != nil {
-		// Outcome unknown: the caller revokes our lease, which removes the
-		// record if it was written.
-		return fmt.Errorf("registry: new: register server: %w", err)
-	}
-	if !resp.Succeeded {
-		holder := int64(0)
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			holder = kvs[0].Lease
+	// A record that keeps changing between our reads (expiring, taken) is
+	// retried a few times, then reported as in use.
+	const attempts = 3
+	holder := int64(0)
+	for range attempts {
+		cctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Txn(cctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+			Else(clientv3.OpGet(k)).
+			Commit()
+		cancel()
+		if err != nil {
+			// Outcome unknown: the caller revokes our lease, which removes
+			// the record if it was written.
+			return fmt.Errorf("registry: new: register server: %w", err)
 		}
-		return fmt.Errorf("registry: new: server %q held by lease %x: %w", r.id, holder, ErrServerIDInUse)
+		if resp.Succeeded {
+			return nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		holder = kvs[0].Lease
+		if r.opts.prevLease == 0 || clientv3.LeaseID(holder) != r.opts.prevLease {
+			break
+		}
+		cctx, cancel = r.callCtx(ctx)
+		resp, err = r.kv.Txn(cctx).
+			If(clientv3.Compare(clientv3.LeaseValue(k), "=", r.opts.prevLease)).
+			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
+			Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("registry: new: take over server record: %w", err)
+		}
+		if resp.Succeeded {
+			r.log.Info("took over server record from previous lease", "server_id", r.id,
+				"previous_lease_id", fmt.Sprintf("%x", int64(r.opts.prevLease)))
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("registry: new: server %q held by lease %x: %w", r.id, holder, ErrServerIDInUse)
 }
 
-// watchLease logs the loss of the lease; it ends when Done is closed.
-func (r *Registry) watchLease() {
-	defer close(r.watchDone)
-	<-r.sess.Done()
+// keepAlive consumes the lease's keepalive responses, records each renewal,
+// and closes done when the channel closes: the lease expired or was revoked
+// (etcd answered TTL 0), no renewal arrived within the TTL (etcd may have
+// expired it), Close cancelled the keepalive, or the client was closed.
+func (r *Registry) keepAlive(ch <-chan *clientv3.LeaseKeepAliveResponse) {
+	defer close(r.done)
+	for resp := range ch {
+		if resp.TTL > 0 {
+			r.renewed(r.opts.clock.Now())
+		}
+	}
+	r.stopOverdueTimer()
 	select {
 	case <-r.closing:
 	default:
 		r.log.Error("registry lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
 	}
+}
+
+// renewed records a successful renewal at t and re-arms the overdue timer,
+// which only logs: Healthy computes health from lastRenewal itself.
+func (r *Registry) renewed(t time.Time) {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	r.lastRenewal = t
+	if r.overdueT != nil {
+		r.overdueT.Stop()
+	}
+	if r.overdue.Swap(false) {
+		r.log.Info("lease renewals resumed", "server_id", r.id)
+	}
+	r.overdueT = r.opts.clock.AfterFunc(r.window, func() {
+		select {
+		case <-r.done:
+			return
+		default:
+		}
+		if !r.overdue.Swap(true) {
+			r.log.Warn("lease renewal overdue; refusing claims until it is renewed",
+				"server_id", r.id, "safe_window_ms", r.window.Milliseconds())
+		}
+	})
+}
+
+func (r *Registry) stopOverdueTimer() {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if r.overdueT != nil {
+		r.overdueT.Stop()
+		r.overdueT = nil
+	}
+}
+
+// Healthy reports whether the lease was renewed recently enough that it
+// cannot have expired on the server: Done is not closed, and the time since
+// the last successful renewal (by the injected clock) is less than the safe
+// window (WithSafeWindow, default 2/3 of the TTL). A broker stops claiming
+// and attaching while !Healthy, before etcd would expire the lease; Claim,
+// Update and Reclaim refuse with ErrUnhealthy meanwhile. When renewals
+// resume before the lease expired, Healthy becomes true again by itself.
+// Reads (Lookup, Server, Servers, ...) do not depend on it.
+func (r *Registry) Healthy() bool {
+	if r.lost() {
+		return false
+	}
+	r.hmu.Lock()
+	last := r.lastRenewal
+	r.hmu.Unlock()
+	return r.opts.clock.Now().Sub(last) < r.window
+}
+
+// SafeWindow returns the health window in use.
+func (r *Registry) SafeWindow() time.Duration { return r.window }
+
+// writable returns ErrLeaseLost once Done is closed and ErrUnhealthy while
+// the lease is overdue; nil otherwise.
+func (r *Registry) writable() error {
+	if r.lost() {
+		return ErrLeaseLost
+	}
+	if !r.Healthy() {
+		if r.lost() {
+			return ErrLeaseLost
+		}
+		return ErrUnhealthy
+	}
+	return nil
 }
 
 // revokeDetached revokes our lease with a fresh bounded context: used on
@@ -315,15 +494,16 @@ func (r *Registry) ServerID() string { return r.id }
 // LeaseID returns the broker's lease.
 func (r *Registry) LeaseID() clientv3.LeaseID { return r.lease }
 
-// Done is closed when the lease is lost: its keepalive failed or it expired
-// or was revoked (by Close or by anyone else), or the etcd client was
-// closed. After that the server record and all claims are gone (or going
-// within the TTL) and writes fail with ErrLeaseLost.
-func (r *Registry) Done() <-chan struct{} { return r.sess.Done() }
+// Done is closed when the lease is definitely lost: etcd reported it expired
+// or revoked (by Close or by anyone else), no renewal succeeded within the
+// TTL, or the etcd client was closed. After that the server record and all
+// claims are gone (or going within the TTL) and writes fail with
+// ErrLeaseLost; the owner builds a new Registry and calls Reclaim.
+func (r *Registry) Done() <-chan struct{} { return r.done }
 
 func (r *Registry) lost() bool {
 	select {
-	case <-r.sess.Done():
+	case <-r.done:
 		return true
 	default:
 		return false
@@ -331,23 +511,42 @@ func (r *Registry) lost() bool {
 }
 
 // Close stops the keepalive and revokes the lease: the server record and all
-// its claims vanish at once. Done is closed when Close returns. Close is
+// its claims vanish at once (a clean shutdown does not wait for the TTL).
+// Done is closed when Close returns. Close is
 // idempotent; only the first call's ctx is used. A lease that is already
 // gone is not an error; if the revoke fails the lease expires by itself
 // within its TTL.
 func (r *Registry) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
 		close(r.closing)
-		r.sess.Orphan()
+		r.kaCancel()
+		<-r.done
 		cctx, cancel := r.callCtx(ctx)
 		defer cancel()
 		if _, err := r.leases.Revoke(cctx, r.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			r.closeErr = fmt.Errorf("registry: close: revoke lease: %w", err)
 		}
-		<-r.watchDone
 		r.log.Info("released server", "server_id", r.id)
 	})
 	return r.closeErr
+}
+
+// RevokeLease revokes another lease of this server, typically its previous
+// one (WithPreviousLease) once Reclaim has moved every session it still runs:
+// whatever is still attached to it (sessions no longer run, a stale server
+// record) vanishes at once instead of after the TTL. A lease that is already
+// gone is not an error. Revoking the Registry's own lease is refused: use
+// Close.
+func (r *Registry) RevokeLease(ctx context.Context, id clientv3.LeaseID) error {
+	if id == r.lease {
+		return errors.New("registry: revoke lease: refusing to revoke the registry's own lease (use Close)")
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	if _, err := r.leases.Revoke(cctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("registry: revoke lease %x: %w", int64(id), err)
+	}
+	return nil
 }
 
 // callCtx bounds one remote call by ctx and the per-call timeout.
@@ -394,15 +593,24 @@ func (r *Registry) UpdateServer(ctx context.Context, f func(*ServerRecord)) erro
 	return nil
 }
 
-// Servers lists every registered server, ordered by id.
+// Servers lists every registered server, ordered by id. Draining is true if
+// the server's drain flag is set (SetDraining) or its record says so.
 func (r *Registry) Servers(ctx context.Context) ([]ServerRecord, error) {
+	drained := map[string]bool{}
+	err := r.list(ctx, r.opts.prefix+"drain/", func(name string, _ *mvccpb.KeyValue) {
+		drained[name] = true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: servers: drain flags: %w", err)
+	}
 	var out []ServerRecord
-	err := r.list(ctx, r.opts.prefix+"servers/", func(name string, kv *mvccpb.KeyValue) {
+	err = r.list(ctx, r.opts.prefix+"servers/", func(name string, kv *mvccpb.KeyValue) {
 		rec, err := decodeServer(name, kv.Value)
 		if err != nil {
 			r.log.Warn("skipping undecodable server record", "key", string(kv.Key), "error", err)
 			return
 		}
+		rec.Draining = rec.Draining || drained[name]
 		out = append(out, rec)
 	})
 	if err != nil {
@@ -423,6 +631,11 @@ func (r *Registry) Server(ctx context.Context, id string) (ServerRecord, error) 
 	rec, err := decodeServer(id, kv.Value)
 	if err != nil {
 		return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
+	}
+	if !rec.Draining {
+		if rec.Draining, err = r.Draining(ctx, id); err != nil {
+			return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
+		}
 	}
 	return rec, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -31,10 +30,10 @@ func buildBinaries(t *testing.T) string {
 func TestDemoScript(t *testing.T) {
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	d := &demo{bin: bin, dir: dir, socket: filepath.Join(dir, "admin.sock")}
+	d := &demo{bin: bin, dir: dir}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	defer d.stopDaemon()
+	defer d.stopAll()
 	if err := d.script(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -32,12 +32,23 @@ func main() {
 type demo struct {
 	bin     string
 	dir     string
-	socket  string
-	addr    string
-	pin     string
 	start   time.Time
 	verbose bool
-	daemon  *exec.Cmd
+	nodes   []*node
+	// etcdURL is the embedded etcd of the first broker; later brokers join it.
+	etcdURL string
+}
+
+// node is one running hotdeskd.
+type node struct {
+	name   string
+	cfg    string
+	addr   string
+	socket string
+	pin    string
+	log    string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
 }
 
 func run() error {
@@ -53,10 +64,10 @@ func run() error {
 	if !*keep {
 		defer os.RemoveAll(dir)
 	}
-	d := &demo{bin: *bin, dir: dir, socket: filepath.Join(dir, "admin.sock"), verbose: *verbose}
+	d := &demo{bin: *bin, dir: dir, verbose: *verbose}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	defer d.stopDaemon()
+	defer d.stopAll()
 	return d.script(ctx)
 }
 
@@ -65,62 +76,22 @@ func (d *demo) step(format string, args ...any) {
 }
 
 func (d *demo) script(ctx context.Context) error {
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	d.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	etcdClient, err1 := freePort()
-	etcdPeer, err2 := freePort()
-	if err := errors.Join(err1, err2); err != nil {
-		return err
-	}
-	cfgPath := filepath.Join(d.dir, "hotdesk.hcl")
-	cfg := fmt.Sprintf(`server_id    = "demo-1"
-data_dir     = %q
-listen       = %q
-advertise    = %q
-admin_socket = %q
-log_level    = "info"
-etcd {
-  embedded {
-    client_url = "http://127.0.0.1:%d"
-    peer_url   = "http://127.0.0.1:%d"
-  }
-}
-session {
-  suspend_timeout = "1h"
-  auth            = "kiosk"
-  kiosk_user      = "demo"
-}
-`, filepath.Join(d.dir, "data"), d.addr, d.addr, d.socket, etcdClient, etcdPeer)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return err
-	}
-
-	fmt.Println("hotdesk demo: one broker (embedded etcd), two terminals, one software token")
+	fmt.Println("hotdesk demo: brokers on the embedded etcd, terminals, one software token")
 	fmt.Println()
 	d.start = time.Now()
-	if err := d.startDaemon(cfgPath); err != nil {
-		return err
-	}
-	if err := d.waitReady(ctx); err != nil {
-		return err
-	}
-	d.step("hotdeskd ready on %s (embedded etcd, weston backend)", d.addr)
-	fp, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
+	n1, err := d.startNode(ctx, "demo-1")
 	if err != nil {
-		return fmt.Errorf("hotdeskd -fingerprint: %w", err)
+		return err
 	}
-	d.pin = strings.TrimSpace(string(fp))
+	d.step("hotdeskd demo-1 ready on %s (embedded etcd, weston backend)", n1.addr)
 
 	var pr struct{ Code string }
-	if err := d.ctlJSON(ctx, &pr, "token", "pair", "-user", "demo", "-label", "demo token", "-json"); err != nil {
+	if err := d.ctlJSON(ctx, n1, &pr, "token", "pair", "-user", "demo", "-label", "demo token", "-json"); err != nil {
 		return err
 	}
 	d.step("admin created pairing code %s (hotdeskctl token pair)", pr.Code)
 	ks1 := filepath.Join(d.dir, "term1", "tokens.json")
-	out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), "-server", d.addr, "-pin", d.pin,
+	out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), "-server", n1.addr, "-pin", n1.pin,
 		"-id", "term-1", "-keystore", ks1, "-json", "pair", pr.Code).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pair: %v: %s", err, out)
@@ -136,11 +107,11 @@ session {
 		return err
 	}
 
-	t1, err := d.terminal(ctx, "term-1", ks1)
+	t1, err := d.terminal(ctx, "term-1", ks1, n1)
 	if err != nil {
 		return err
 	}
-	t2, err := d.terminal(ctx, "term-2", ks2)
+	t2, err := d.terminal(ctx, "term-2", ks2, n1)
 	if err != nil {
 		return err
 	}
@@ -150,7 +121,7 @@ session {
 	if _, err := t2.wait(ctx, "connected"); err != nil {
 		return err
 	}
-	d.step("terminals term-1 and term-2 connected (TLS 1.3, pinned %s…)", d.pin[:19])
+	d.step("terminals term-1 and term-2 connected to demo-1 (TLS 1.3, pinned %s…)", n1.pin[:19])
 
 	// 1. Insert at terminal 1: a new session.
 	t0 := time.Now()
@@ -161,7 +132,7 @@ session {
 	}
 	took := ms(t0)
 	session := att["session"].(string)
-	pid, state, err := d.sessionPID(ctx, session)
+	pid, state, err := d.sessionPID(ctx, n1, session)
 	if err != nil {
 		return err
 	}
@@ -175,7 +146,7 @@ session {
 		return err
 	}
 	took = ms(t0)
-	pid2, state, err := d.sessionPID(ctx, session)
+	pid2, state, err := d.sessionPID(ctx, n1, session)
 	if err != nil {
 		return err
 	}
@@ -192,7 +163,7 @@ session {
 		return err
 	}
 	took = ms(t0)
-	pid3, state, err := d.sessionPID(ctx, session)
+	pid3, state, err := d.sessionPID(ctx, n1, session)
 	if err != nil {
 		return err
 	}
@@ -217,17 +188,62 @@ session {
 	}
 	d.step("token inserted at term-1 while active at term-2 → takeover; term-2 told %q (%v)  [%s]", det["reason"], det["message"], ms(t0))
 
-	pid4, _, err := d.sessionPID(ctx, session)
+	// 5. A second broker joins the group; a terminal on it finds the session on demo-1.
+	n2, err := d.startNode(ctx, "demo-2")
+	if err != nil {
+		return err
+	}
+	var servers []struct {
+		ID       string
+		Sessions int
+	}
+	if err := d.ctlJSON(ctx, n2, &servers, "server", "list", "-json"); err != nil {
+		return err
+	}
+	d.step("hotdeskd demo-2 joined the group (demo-1's etcd) on %s; hotdeskctl server list shows %d servers", n2.addr, len(servers))
+	ks3 := filepath.Join(d.dir, "term3", "tokens.json")
+	if err := copyFile(ks1, ks3); err != nil {
+		return err
+	}
+	t3, err := d.terminal(ctx, "term-3", ks3, n2)
+	if err != nil {
+		return err
+	}
+	if _, err := t3.wait(ctx, "connected"); err != nil {
+		return err
+	}
+	t1.cmd("remove default")
+	if _, err := t1.wait(ctx, "detached"); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	t3.cmd("insert default")
+	red, err := t3.wait(ctx, "redirect")
+	if err != nil {
+		return err
+	}
+	att, err = t3.wait(ctx, "attached")
+	if err != nil {
+		return err
+	}
+	took = ms(t0)
+	if att["session"] != session || att["server"] != "demo-1" || red["server"] != "demo-1" {
+		return fmt.Errorf("cross-server: redirect %v, attached %v on %v; want session %s on demo-1", red["server"], att["session"], att["server"], session)
+	}
+	d.step("token inserted at term-3 on demo-2 → redirected to demo-1 (fence %v) → session %s resumed there  [%s]", red["fence"], session, took)
+
+	pid4, _, err := d.sessionPID(ctx, n1, session)
 	if err != nil {
 		return err
 	}
 	if pid4 != pid {
 		return fmt.Errorf("weston pid changed: %d → %d", pid, pid4)
 	}
-	t1.cmd("quit")
-	t2.cmd("quit")
-	d.stopDaemon()
-	d.step("hotdeskd stopped (SIGTERM); session %s kept one weston (pid %d) from start to end", session, pid)
+	for _, t := range []*term{t1, t2, t3} {
+		t.cmd("quit")
+	}
+	d.stopAll()
+	d.step("brokers stopped (SIGTERM); session %s kept one weston (pid %d) from start to end", session, pid)
 	fmt.Println("\ndemo ok")
 	return nil
 }
@@ -236,65 +252,112 @@ func ms(t0 time.Time) string {
 	return fmt.Sprintf("%.1f ms", float64(time.Since(t0).Microseconds())/1000)
 }
 
-func (d *demo) startDaemon(cfgPath string) error {
-	cmd := exec.Command(filepath.Join(d.bin, "hotdeskd"), "-config", cfgPath)
-	logf, err := os.Create(filepath.Join(d.dir, "hotdeskd.log"))
+// startNode writes a config for a new broker, starts it and waits until it
+// is ready. The first broker runs the embedded etcd; later ones join it.
+func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
+	port, err := freePort()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if d.verbose {
-		cmd.Stderr = io.MultiWriter(logf, os.Stderr)
+	n := &node{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port),
+		socket: filepath.Join(d.dir, name+".sock"), cfg: filepath.Join(d.dir, name+".hcl"),
+		log: filepath.Join(d.dir, name+".log")}
+	var etcd string
+	if d.etcdURL == "" {
+		client, err1 := freePort()
+		peer, err2 := freePort()
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, err
+		}
+		d.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", client)
+		etcd = fmt.Sprintf("etcd {\n  embedded {\n    client_url = %q\n    peer_url   = \"http://127.0.0.1:%d\"\n  }\n}\n", d.etcdURL, peer)
 	} else {
-		cmd.Stderr = logf
+		etcd = fmt.Sprintf("etcd {\n  endpoints = [%q]\n}\n", d.etcdURL)
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start hotdeskd: %w", err)
-	}
-	d.daemon = cmd
-	return nil
+	cfg := fmt.Sprintf(`server_id    = %q
+data_dir     = %q
+listen       = %q
+advertise    = %q
+admin_socket = %q
+log_level    = "info"
+%s
+session {
+  suspend_timeout = "1h"
+  auth            = "kiosk"
+  kiosk_user      = "demo"
 }
-
-func (d *demo) stopDaemon() {
-	if d.daemon == nil {
-		return
+`, name, filepath.Join(d.dir, name), n.addr, n.addr, n.socket, etcd)
+	if err := os.WriteFile(n.cfg, []byte(cfg), 0o600); err != nil {
+		return nil, err
 	}
-	_ = d.daemon.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- d.daemon.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = d.daemon.Process.Kill()
-		<-done
+	fp, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskd"), "-config", n.cfg, "-fingerprint").Output()
+	if err != nil {
+		return nil, fmt.Errorf("hotdeskd -fingerprint: %w", err)
 	}
-	d.daemon = nil
-}
-
-func (d *demo) daemonLog() string {
-	b, _ := os.ReadFile(filepath.Join(d.dir, "hotdeskd.log"))
-	s := string(b)
-	if len(s) > 4000 {
-		s = s[len(s)-4000:]
+	n.pin = strings.TrimSpace(string(fp))
+	n.cmd = exec.Command(filepath.Join(d.bin, "hotdeskd"), "-config", n.cfg)
+	logf, err := os.Create(n.log)
+	if err != nil {
+		return nil, err
 	}
-	return s
-}
-
-func (d *demo) waitReady(ctx context.Context) error {
+	defer logf.Close()
+	if d.verbose {
+		n.cmd.Stderr = io.MultiWriter(logf, os.Stderr)
+	} else {
+		n.cmd.Stderr = logf
+	}
+	if err := n.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start hotdeskd %s: %w", name, err)
+	}
+	exited := make(chan struct{})
+	n.exited = exited
+	d.nodes = append(d.nodes, n)
+	go func() { _ = n.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if d.daemon.ProcessState != nil {
-			break
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("hotdeskd %s exited; its log:\n%s", name, d.daemonLog())
+		default:
 		}
-		if err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", d.socket, "ready").Run(); err == nil {
-			return nil
+		if err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", n.socket, "ready").Run(); err == nil {
+			return n, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("hotdeskd did not become ready; its log:\n%s", d.daemonLog())
+	return nil, fmt.Errorf("hotdeskd %s did not become ready; its log:\n%s", name, d.daemonLog())
 }
 
-func (d *demo) ctlJSON(ctx context.Context, v any, args ...string) error {
-	out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), append([]string{"-socket", d.socket}, args...)...).Output()
+// stopAll stops the brokers, newest first, with SIGTERM.
+func (d *demo) stopAll() {
+	for i := len(d.nodes) - 1; i >= 0; i-- {
+		n := d.nodes[i]
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.exited:
+		case <-time.After(30 * time.Second):
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+		}
+	}
+	d.nodes = nil
+}
+
+// daemonLog returns the tail of every broker's log.
+func (d *demo) daemonLog() string {
+	var sb strings.Builder
+	for _, n := range d.nodes {
+		b, _ := os.ReadFile(n.log)
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
+		}
+		fmt.Fprintf(&sb, "--- %s ---\n%s\n", n.name, b)
+	}
+	return sb.String()
+}
+
+func (d *demo) ctlJSON(ctx context.Context, n *node, v any, args ...string) error {
+	out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), append([]string{"-socket", n.socket}, args...)...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -306,13 +369,13 @@ func (d *demo) ctlJSON(ctx context.Context, v any, args ...string) error {
 }
 
 // sessionPID asks the admin API for a session's compositor pid and state.
-func (d *demo) sessionPID(ctx context.Context, id string) (int, string, error) {
+func (d *demo) sessionPID(ctx context.Context, n *node, id string) (int, string, error) {
 	var ss []struct {
 		ID    string
 		State string
 		PID   int
 	}
-	if err := d.ctlJSON(ctx, &ss, "sessions", "-json"); err != nil {
+	if err := d.ctlJSON(ctx, n, &ss, "sessions", "-json"); err != nil {
 		return 0, "", err
 	}
 	for _, s := range ss {
@@ -331,8 +394,8 @@ type term struct {
 	d      *demo
 }
 
-func (d *demo) terminal(ctx context.Context, id, keystore string) (*term, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), "-server", d.addr, "-pin", d.pin,
+func (d *demo) terminal(ctx context.Context, id, keystore string, n *node) (*term, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), "-server", n.addr, "-pin", n.pin,
 		"-id", id, "-keystore", keystore, "-json", "run")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

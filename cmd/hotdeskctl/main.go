@@ -5,6 +5,8 @@
 //	hotdeskctl [-socket PATH] sessions [--json]
 //	hotdeskctl [-socket PATH] session kill ID
 //	hotdeskctl [-socket PATH] token pair -user USER [-label L] [-ttl 10m] [--json]
+//	hotdeskctl [-socket PATH] server list [--json]
+//	hotdeskctl [-socket PATH] server drain|undrain [ID]
 //	hotdeskctl [-socket PATH] ready
 package main
 
@@ -44,6 +46,8 @@ const usage = `usage:
   hotdeskctl [-socket PATH] sessions [-json]
   hotdeskctl [-socket PATH] session kill ID
   hotdeskctl [-socket PATH] token pair -user USER [-label LABEL] [-ttl 10m] [-json]
+  hotdeskctl [-socket PATH] server list [-json]
+  hotdeskctl [-socket PATH] server drain|undrain [ID]     (default: this server)
   hotdeskctl [-socket PATH] ready`
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -79,6 +83,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return usageError(usage)
 		}
 		return pair(ctx, c, rest[2:], out)
+	case "server":
+		if len(rest) < 2 {
+			return usageError(usage)
+		}
+		return server(ctx, c, rest[1], rest[2:], out)
 	case "ready":
 		if err := c.Ready(ctx); err != nil {
 			return err
@@ -144,6 +153,63 @@ func pair(ctx context.Context, c *adminapi.Client, args []string, out io.Writer)
 	fmt.Fprintf(out, "pairing code: %s (single use, expires %s)\n", resp.Code, resp.Expires.Local().Format(time.DateTime))
 	fmt.Fprintf(out, "on the terminal: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
 	return nil
+}
+
+func server(ctx context.Context, c *adminapi.Client, verb string, args []string, out io.Writer) error {
+	switch verb {
+	case "list":
+		fs := flag.NewFlagSet("server list", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := fs.Parse(args); err != nil {
+			return usageError(err.Error())
+		}
+		ss, err := c.Servers(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			if ss == nil {
+				ss = []adminapi.ServerInfo{}
+			}
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ss)
+		}
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tSTARTED")
+		for _, s := range ss {
+			state := "active"
+			if s.Draining {
+				state = fmt.Sprintf("draining (%d remaining)", s.Sessions)
+			}
+			id := s.ID
+			if s.Self {
+				id += " *"
+			}
+			capacity := "-"
+			if s.Capacity > 0 {
+				capacity = fmt.Sprint(s.Capacity)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", id, s.Addr, s.Sessions, capacity, s.Weight, state,
+				s.Started.Local().Format(time.DateTime))
+		}
+		return tw.Flush()
+	case "drain", "undrain":
+		if len(args) > 1 {
+			return usageError(usage)
+		}
+		id := "self"
+		if len(args) == 1 {
+			id = args[0]
+		}
+		if err := c.SetDraining(ctx, id, verb == "drain"); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "server %s: %sed\n", id, verb)
+		return nil
+	}
+	return usageError(usage)
 }
 
 func dash(s string) string {

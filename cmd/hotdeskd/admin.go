@@ -10,6 +10,8 @@ import (
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
 )
 
 // adminBackend serves the admin API from the running subsystems.
@@ -58,6 +60,35 @@ func (a *adminBackend) PairToken(ctx context.Context, createdBy string, req admi
 }
 
 func (a *adminBackend) Ready() error { return a.d.broker.Ready() }
+
+func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, error) {
+	recs, err := a.d.registry().Servers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]adminapi.ServerInfo, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, adminapi.ServerInfo{
+			ID: r.ID, Addr: r.Addr, Fingerprint: proto.FormatFingerprint(r.Fingerprint),
+			Sessions: r.Sessions, Capacity: r.Capacity, Weight: r.Weight, Draining: r.Draining,
+			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID,
+		})
+	}
+	return out, nil
+}
+
+func (a *adminBackend) SetDraining(ctx context.Context, id string, draining bool) error {
+	if id == "" || id == "self" {
+		id = a.d.cfg.ServerID
+	}
+	reg := a.d.registry()
+	if _, err := reg.Server(ctx, id); errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: server %s is not a member of the group", adminapi.ErrNotFound, id)
+	} else if err != nil {
+		return err
+	}
+	return reg.SetDraining(ctx, id, draining)
+}
 
 func ptr[T any](v T) *T { return &v }
 

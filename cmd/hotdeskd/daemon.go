@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -37,7 +38,8 @@ type daemon struct {
 	cfg      *config.Config
 	embedded *registry.Embedded
 	etcd     *clientv3.Client
-	reg      *registry.Registry
+	regMu    sync.Mutex
+	reg      *registry.Registry // replaced when the lease is re-established
 	comp     compositor.Backend
 	broker   *broker.Broker
 	pairer   *pairing.Pairer
@@ -48,6 +50,12 @@ type daemon struct {
 	done   []chan error
 	fatal  chan error
 	stops  []func(context.Context) // rollback/stop steps, run in reverse
+}
+
+func (d *daemon) registry() *registry.Registry {
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	return d.reg
 }
 
 func (d *daemon) listenAddr() string {
@@ -123,15 +131,18 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
-	d.reg, err = newRegistry(ctx, d.etcd, cfg, registry.ServerRecord{
+	serverRec := registry.ServerRecord{
 		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
-	}, logger)
+	}
+	d.reg, err = newRegistry(ctx, d.etcd, cfg, serverRec, logger)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	d.stops = append(d.stops, func(ctx context.Context) {
-		if err := d.reg.Close(ctx); err != nil {
+		// A clean stop revokes the lease: the server and its claims leave
+		// the registry at once.
+		if err := d.registry().Close(ctx); err != nil {
 			logger.Warn("revoking registry lease", "error", err)
 		}
 	})
@@ -185,6 +196,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Clock:          clock.Real{},
 		Logger:         logger.Named("broker"),
 		SuspendTimeout: cfg.Session.SuspendTimeout,
+		MaxSessions:    cfg.Session.MaxSessions,
 	})
 	if err != nil {
 		return nil, err
@@ -219,16 +231,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
 	d.serve(func() error { return admin.Serve(sctx, d.adminLn) }, "admin api")
 
-	// Lease loss makes the broker not ready; the registry reports it.
-	go func() {
-		select {
-		case <-d.reg.Done():
-			if sctx.Err() == nil {
-				logger.Error("registry lease lost: not attaching or claiming until restarted")
-			}
-		case <-sctx.Done():
-		}
-	}()
+	// Lease loss makes the broker not ready until a new lease is held and
+	// the sessions are re-claimed.
+	go d.superviseLease(sctx, serverRec, logger)
 	return d, nil
 }
 
@@ -248,6 +253,57 @@ func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// superviseLease waits for the registry lease to be lost, then builds a new
+// registry (new lease) with backoff and moves the broker's sessions to it.
+// Until then the broker is not ready: it attaches and claims nothing.
+func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, logger hclog.Logger) {
+	for {
+		old := d.registry()
+		select {
+		case <-ctx.Done():
+			return
+		case <-old.Done():
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Error("registry lease lost: not attaching or claiming until it is re-established")
+		backoff := 250 * time.Millisecond
+		var fresh *registry.Registry
+		for ctx.Err() == nil {
+			var err error
+			if fresh == nil {
+				fresh, err = registry.New(ctx, d.etcd, rec, registry.WithPrefix(d.cfg.Etcd.Prefix),
+					registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+					registry.WithPreviousLease(old.LeaseID()))
+			}
+			if err == nil {
+				var orphans []broker.SessionInfo
+				orphans, err = d.broker.Reestablish(ctx, fresh)
+				if err == nil {
+					d.regMu.Lock()
+					d.reg = fresh
+					d.regMu.Unlock()
+					rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					_ = old.Close(rctx) // its lease, if still alive, holds nothing now
+					cancel()
+					for _, o := range orphans {
+						logger.Warn("orphaned session kept suspended", "session", o.ID, "token", o.Token, "owner", o.OrphanOwner)
+					}
+					logger.Info("registry lease re-established", "orphans", len(orphans))
+					break
+				}
+			}
+			logger.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package etcdtest starts real etcd members in-process for tests: one member
-// (Start) or a cluster of several (StartCluster), on free loopback ports, in
-// t.TempDir(), with fsync off. Everything it starts is stopped by t.Cleanup.
+// (Start) or a cluster of several (StartCluster, StopMember, RestartMember),
+// on free loopback ports, in t.TempDir(), with fsync off, and puts a TCP
+// Proxy between clients and a member to cut and heal the network. Everything
+// it starts is stopped by t.Cleanup.
 package etcdtest
 
 import (
@@ -77,10 +79,50 @@ func StartCluster(t testing.TB, n int) (endpoints []string, members []*registry.
 		t.Fatalf("etcdtest: start cluster: %v", err)
 	}
 	for _, m := range members {
-		t.Cleanup(func() { m.Close() })
+		t.Cleanup(func() {
+			m.Close()
+			memberConfigs.Delete(m)
+		})
 		endpoints = append(endpoints, m.Endpoints()...)
 	}
 	return endpoints, members
+}
+
+// memberConfigs remembers how each member started by StartCluster was
+// configured, for RestartMember.
+var memberConfigs sync.Map // *registry.Embedded -> registry.EmbedConfig
+
+// StopMember kills member m (started by StartCluster) as a crash would look
+// to its peers and clients: no leadership hand-over, its ports close; its
+// data directory stays for RestartMember.
+func StopMember(t testing.TB, m *registry.Embedded) {
+	t.Helper()
+	m.Kill()
+}
+
+// RestartMember starts a stopped member of a StartCluster cluster again on
+// the same data directory and URLs, waits until it is ready (it has rejoined
+// the cluster), and returns it; it is closed by t.Cleanup.
+func RestartMember(t testing.TB, m *registry.Embedded) *registry.Embedded {
+	t.Helper()
+	v, ok := memberConfigs.Load(m)
+	if !ok {
+		t.Fatalf("etcdtest: restart member %s: not started by StartCluster", m.Name())
+	}
+	cfg := v.(registry.EmbedConfig)
+	cfg.ClusterState = "existing"
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	n, err := registry.StartEmbedded(ctx, cfg)
+	if err != nil {
+		t.Fatalf("etcdtest: restart member %s: %v", m.Name(), err)
+	}
+	memberConfigs.Store(n, cfg)
+	t.Cleanup(func() {
+		n.Close()
+		memberConfigs.Delete(n)
+	})
+	return n
 }
 
 // startCluster makes one attempt; on failure it closes what it started.
@@ -133,6 +175,9 @@ func startCluster(t testing.TB, n int) ([]*registry.Embedded, error) {
 			}
 		}
 		return nil, first
+	}
+	for i, m := range members {
+		memberConfigs.Store(m, cfgs[i])
 	}
 	return members, nil
 }

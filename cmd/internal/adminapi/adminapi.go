@@ -6,6 +6,8 @@
 //	GET    /v1/sessions       → []SessionInfo
 //	DELETE /v1/sessions/{id}  → 204; 404 if the backend reports ErrNotFound
 //	POST   /v1/tokens/pair    PairRequest → PairResponse
+//	GET    /v1/servers        → []ServerInfo (every member of the group)
+//	POST   /v1/servers/{id}/drain, /v1/servers/{id}/undrain → 204
 //	GET    /livez             → 200 {"status":"ok"} while the server answers
 //	GET    /readyz            → 200 {"status":"ready"}, or 503 with the reason
 //
@@ -59,6 +61,24 @@ type SessionInfo struct {
 	Updated     time.Time  `json:"updated"`
 	SuspendedAt *time.Time `json:"suspended_at,omitempty"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	// Orphaned: the token was claimed by OrphanOwner while this server had
+	// lost its registry lease; the session is kept suspended, never
+	// destroyed silently.
+	Orphaned    bool   `json:"orphaned,omitempty"`
+	OrphanOwner string `json:"orphan_owner,omitempty"`
+}
+
+// ServerInfo describes one member of the server group.
+type ServerInfo struct {
+	ID          string    `json:"id"`
+	Addr        string    `json:"addr"`
+	Fingerprint string    `json:"fingerprint"`
+	Sessions    int       `json:"sessions"`
+	Capacity    int       `json:"capacity,omitempty"` // 0: no cap
+	Weight      int       `json:"weight"`
+	Draining    bool      `json:"draining"`
+	Started     time.Time `json:"started"`
+	Self        bool      `json:"self"` // the daemon answering
 }
 
 // PairRequest asks for a pairing code that registers the next token
@@ -92,4 +112,9 @@ type Backend interface {
 	PairToken(ctx context.Context, createdBy string, req PairRequest) (PairResponse, error)
 	// Ready returns nil when the daemon is ready, else the reason.
 	Ready() error
+	// Servers lists the group's members.
+	Servers(ctx context.Context) ([]ServerInfo, error)
+	// SetDraining drains (no new sessions) or undrains server id ("" or
+	// "self": the daemon's own); an unknown id wraps ErrNotFound.
+	SetDraining(ctx context.Context, id string, draining bool) error
 }

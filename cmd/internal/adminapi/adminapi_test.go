@@ -31,6 +31,7 @@ type fakeBackend struct {
 	pairErr   error
 	block     chan struct{} // if set, Sessions waits for it (or ctx)
 	inSession chan struct{} // if set, Sessions signals entry
+	servers   []ServerInfo
 }
 
 type pairCall struct {
@@ -79,6 +80,24 @@ func (b *fakeBackend) PairToken(_ context.Context, createdBy string, req PairReq
 	}
 	b.pairs = append(b.pairs, pairCall{createdBy, req})
 	return PairResponse{Code: "123-456", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}, nil
+}
+
+func (b *fakeBackend) Servers(context.Context) ([]ServerInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]ServerInfo(nil), b.servers...), nil
+}
+
+func (b *fakeBackend) SetDraining(_ context.Context, id string, draining bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.servers {
+		if b.servers[i].ID == id || (id == "self" && b.servers[i].Self) {
+			b.servers[i].Draining = draining
+			return nil
+		}
+	}
+	return fmt.Errorf("fake: server %s: %w", id, ErrNotFound)
 }
 
 func (b *fakeBackend) Ready() error {
@@ -701,5 +720,35 @@ func TestClientUnavailable(t *testing.T) {
 	}
 	if IsUnavailable(&StatusError{Status: 500}) {
 		t.Errorf("IsUnavailable(StatusError) = true; want false")
+	}
+}
+
+func TestServersAndDrain(t *testing.T) {
+	b := &fakeBackend{servers: []ServerInfo{{ID: "b1", Self: true, Weight: 1}, {ID: "b2", Weight: 1}}}
+	ts := startServer(t, b, -1)
+	c := NewClient(ts.path)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.SetDraining(ctx, "b2", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDraining(ctx, "", true); err != nil { // self
+		t.Fatal(err)
+	}
+	if err := c.SetDraining(ctx, "nope", true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("drain unknown = %v; want ErrNotFound", err)
+	}
+	got, err := c.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[0].Draining || !got[1].Draining {
+		t.Fatalf("servers = %+v; want both draining", got)
+	}
+	if err := c.SetDraining(ctx, "b2", false); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = c.Servers(ctx); got[1].Draining {
+		t.Fatalf("b2 still draining after undrain: %+v", got[1])
 	}
 }

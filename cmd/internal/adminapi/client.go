@@ -103,6 +103,27 @@ func (c *Client) PairToken(ctx context.Context, req PairRequest) (PairResponse, 
 	return out, nil
 }
 
+// Servers lists the group's members.
+func (c *Client) Servers(ctx context.Context) ([]ServerInfo, error) {
+	var out []ServerInfo
+	if err := c.do(ctx, "servers", http.MethodGet, "/v1/servers", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SetDraining drains or undrains server id ("self" for the daemon's own).
+func (c *Client) SetDraining(ctx context.Context, id string, draining bool) error {
+	if id == "" {
+		id = "self"
+	}
+	verb := "undrain"
+	if draining {
+		verb = "drain"
+	}
+	return c.do(ctx, verb, http.MethodPost, "/v1/servers/"+url.PathEscape(id)+"/"+verb, nil, nil)
+}
+
 // Ready returns nil when the daemon is ready, an error matching ErrNotReady
 // (with the daemon's reason) when it is not, or the transport error.
 func (c *Client) Ready(ctx context.Context) error {

@@ -133,6 +133,9 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	mux.Handle("/v1/sessions", methods{http.MethodGet: s.listSessions})
 	mux.Handle("/v1/sessions/{id}", methods{http.MethodDelete: s.killSession})
 	mux.Handle("/v1/tokens/pair", methods{http.MethodPost: s.pairToken})
+	mux.Handle("/v1/servers", methods{http.MethodGet: s.listServers})
+	mux.Handle("/v1/servers/{id}/drain", methods{http.MethodPost: s.drain(true)})
+	mux.Handle("/v1/servers/{id}/undrain", methods{http.MethodPost: s.drain(false)})
 	mux.Handle("/livez", methods{http.MethodGet: s.livez})
 	mux.Handle("/readyz", methods{http.MethodGet: s.readyz})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -290,6 +293,31 @@ func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
 	// Never log the code.
 	s.logger.Info("pairing code created", "user", req.User, "peer", p.createdBy(), "expires", resp.Expires)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) listServers(w http.ResponseWriter, r *http.Request) {
+	ss, err := s.backend.Servers(r.Context())
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if ss == nil {
+		ss = []ServerInfo{}
+	}
+	writeJSON(w, http.StatusOK, ss)
+}
+
+func (s *Server) drain(draining bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		p := r.Context().Value(peerKey{}).(*peer)
+		if err := s.backend.SetDraining(r.Context(), id, draining); err != nil {
+			s.backendError(w, r, err)
+			return
+		}
+		s.logger.Info("server drain changed by admin", "server_id", id, "draining", draining, "peer", p.createdBy())
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {

@@ -1,0 +1,163 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// place chooses the server for a new session: the least loaded member of
+// the group (live sessions ÷ weight) that is neither draining nor full.
+// Ties go to this server, so a balanced group never redirects for nothing;
+// a terminal that was already redirected here for placement stays here if
+// this server can take it.
+func (b *Broker) place(ctx context.Context, t *terminal) (registry.ServerRecord, error) {
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	servers, err := b.registry().Servers(lctx)
+	cancel()
+	if err != nil {
+		return registry.ServerRecord{}, err
+	}
+	local := b.liveCount()
+	var best registry.ServerRecord
+	bestScore, found := math.Inf(1), false
+	for _, srv := range servers {
+		if srv.ID == b.cfg.ServerID {
+			srv.Sessions = local // our own count is exact
+			if b.cfg.MaxSessions > 0 {
+				srv.Capacity = b.cfg.MaxSessions
+			}
+		}
+		if srv.Draining || (srv.Capacity > 0 && srv.Sessions >= srv.Capacity) {
+			continue
+		}
+		if srv.ID == b.cfg.ServerID && t.hops > 0 {
+			return srv, nil // placed here by another broker
+		}
+		w := float64(max(srv.Weight, 1))
+		score := float64(srv.Sessions) / w
+		if score < bestScore || (score == bestScore && srv.ID == b.cfg.ServerID) {
+			best, bestScore, found = srv, score, true
+		}
+	}
+	if !found {
+		return registry.ServerRecord{}, errNoCapacity
+	}
+	return best, nil
+}
+
+var errNoCapacity = errors.New("broker: no server of the group can take a new session")
+
+// liveCount is the number of sessions this server runs, orphans excluded.
+func (b *Broker) liveCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, s := range b.byID {
+		if !s.orphaned {
+			n++
+		}
+	}
+	return n
+}
+
+// countChanged asks the publisher to write this server's session count to
+// its server record; bursts of changes are coalesced into one write.
+func (b *Broker) countChanged() {
+	select {
+	case b.countCh <- struct{}{}:
+	default:
+	}
+}
+
+// publishCounts writes the live session count until Shutdown.
+func (b *Broker) publishCounts() {
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.countCh:
+		}
+		n := b.liveCount()
+		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		err := b.registry().UpdateServer(ctx, func(r *registry.ServerRecord) { r.Sessions = n })
+		cancel()
+		if err != nil {
+			b.log.Debug("publishing session count failed", "sessions", n, "error", err)
+		}
+	}
+}
+
+// Reestablish moves every session this broker runs to reg, a registry with
+// a new lease, after the old lease was lost. A session whose key another
+// server took meanwhile is kept, suspended, and reported as orphaned: it
+// is never destroyed here (an administrator may kill it, or its suspend
+// timeout ends it). It returns the orphans. On error (etcd unreachable
+// again) it can simply be called again: re-claiming is idempotent.
+func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo, error) {
+	b.mu.Lock()
+	sessions := make([]*Session, 0, len(b.byID))
+	for _, s := range b.byID {
+		if !s.orphaned {
+			sessions = append(sessions, s)
+		}
+	}
+	b.mu.Unlock()
+
+	var orphans []SessionInfo
+	for _, s := range sessions {
+		unlock := b.keys.Lock(s.Token)
+		if b.current(s) == nil {
+			unlock()
+			continue
+		}
+		b.mu.Lock()
+		old := s.claim
+		b.mu.Unlock()
+		c, ok, err := reg.Reclaim(ctx, old, b.record(s, s.term))
+		if err != nil {
+			unlock()
+			return orphans, fmt.Errorf("broker: reclaim %s: %w", s.ID, err)
+		}
+		if ok {
+			b.mu.Lock()
+			s.claim = c
+			b.mu.Unlock()
+		} else {
+			b.orphanLocked(s, c.Session.ServerID)
+			b.mu.Lock()
+			orphans = append(orphans, b.infoLocked(s))
+			b.mu.Unlock()
+		}
+		unlock()
+	}
+	b.mu.Lock()
+	b.reg = reg
+	b.mu.Unlock()
+	b.countChanged()
+	b.log.Info("registry lease re-established", "sessions", len(sessions)-len(orphans), "orphans", len(orphans))
+	return orphans, nil
+}
+
+// orphanLocked marks s as orphaned: another server owns its token now. The
+// session is suspended (its terminal told why) and no longer located by its
+// token here. Caller holds the token lock.
+func (b *Broker) orphanLocked(s *Session, owner string) {
+	b.log.Warn("session orphaned: its token is owned by another server now", "session", s.ID, "owner", owner)
+	b.mu.Lock()
+	s.orphaned = true
+	s.owner = owner
+	if b.byToken[s.Token] == s {
+		delete(b.byToken, s.Token)
+	}
+	active := s.state == Active
+	b.mu.Unlock()
+	if active {
+		b.suspendLocked(context.Background(), s, proto.DetachLocked, "session locked: its token moved to another server")
+	}
+	b.countChanged()
+}

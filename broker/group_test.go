@@ -1,0 +1,407 @@
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// group is three brokers on a three-member etcd cluster, each broker's
+// client dialing a different member.
+type group struct {
+	eps     []string
+	members []*registry.Embedded
+	b       []*env
+}
+
+func newGroup(t *testing.T, ttl time.Duration) *group {
+	t.Helper()
+	eps, members := etcdtest.StartCluster(t, 3)
+	g := &group{eps: eps, members: members}
+	for i := 0; i < 3; i++ {
+		g.b = append(g.b, newEnvWith(t, fmt.Sprintf("b%d", i+1), envOptions{
+			eps: eps, clientEps: []string{eps[i], eps[(i+1)%3], eps[(i+2)%3]}, ttl: ttl,
+		}))
+	}
+	return g
+}
+
+// outcome follows redirects from tm's insert of tok until a definite answer:
+// the session attached (and where) or an error code.
+type outcome struct {
+	server  string
+	session string
+	code    proto.ErrorCode
+	hops    int
+	term    *term
+}
+
+func follow(t *testing.T, tm *term, tok string, key ed25519.PrivateKey) outcome {
+	t.Helper()
+	for hops := 0; ; hops++ {
+		switch m := tm.next().(type) {
+		case *proto.Attached:
+			return outcome{server: m.ServerID, session: m.SessionID, hops: hops, term: tm}
+		case *proto.Error:
+			return outcome{code: m.Code, hops: hops, term: tm}
+		case *proto.Redirect:
+			if hops >= proto.MaxHops {
+				t.Fatalf("terminal %s redirected more than %d times", tm.id, proto.MaxHops)
+			}
+			next := dialTerm(t, m.Addr, m.Fingerprint, proto.Hello{Versions: []uint16{proto.Version},
+				TerminalID: tm.id, Hops: uint8(hops + 1), Fence: m.Fence, Token: tok})
+			tm.conn.Close()
+			next.hold(tok, key)
+			next.insert(tok)
+			tm = next
+		default:
+			t.Fatalf("terminal %s: unexpected %T %+v", tm.id, m, m)
+		}
+	}
+}
+
+// TestGroupCrossServerHotDesk: a session on b1 is found from b2 and b3 and
+// the terminal ends up attached to it on b1 through one redirect.
+func TestGroupCrossServerHotDesk(t *testing.T) {
+	g := newGroup(t, 5*time.Second)
+	tok, key := g.b[0].enroll("ivy")
+	t1 := g.b[0].dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	first := follow(t, t1, tok, key)
+	if first.server != "b1" || first.hops != 0 {
+		t.Fatalf("first insert at b1 = %+v; want a session on b1 without redirect", first)
+	}
+	t1.remove(tok)
+	expectMsg[proto.Detached](t1)
+	for i, e := range g.b[1:] {
+		tm := e.dial(fmt.Sprintf("term-%d", i+2))
+		tm.hold(tok, key)
+		tm.insert(tok)
+		o := follow(t, tm, tok, key)
+		if o.server != "b1" || o.session != first.session || o.hops != 1 {
+			t.Fatalf("insert at %s = %+v; want session %s on b1 after one redirect", e.b.cfg.ServerID, o, first.session)
+		}
+		o.term.remove(tok)
+		expectMsg[proto.Detached](o.term)
+	}
+}
+
+// TestGroupRace inserts one fresh token at three terminals on the three
+// brokers at the same instant, many times: every terminal gets a definite
+// answer, all end on one session, and etcd's history shows exactly one
+// creation of the token's key.
+func TestGroupRace(t *testing.T) {
+	g := newGroup(t, 5*time.Second)
+	cli := etcdtest.Client(t, g.eps)
+	const rounds = 25
+	for r := 0; r < rounds; r++ {
+		tok, key := g.b[r%3].enroll("race")
+		startRev := currentRev(t, cli)
+		terms := make([]*term, 3)
+		for i, e := range g.b {
+			terms[i] = e.dial(fmt.Sprintf("race-%d-%d", r, i))
+			terms[i].hold(tok, key)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, tm := range terms {
+			wg.Add(1)
+			go func() { defer wg.Done(); <-start; tm.insert(tok) }()
+		}
+		close(start)
+		wg.Wait()
+		sessions := map[string]bool{}
+		for _, tm := range terms {
+			o := follow(t, tm, tok, key)
+			if o.session == "" {
+				t.Fatalf("round %d: terminal %s got no session: %+v", r, tm.id, o)
+			}
+			sessions[o.session] = true
+			defer o.term.conn.Close()
+		}
+		if len(sessions) != 1 {
+			t.Fatalf("round %d: %d sessions for one token: %v", r, len(sessions), sessions)
+		}
+		if n := creations(t, cli, "/hotdesk/sessions/"+tok, startRev); n != 1 {
+			t.Fatalf("round %d: the session key was created %d times in etcd's history; want 1", r, n)
+		}
+	}
+}
+
+func currentRev(t *testing.T, cli *clientv3.Client) int64 {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "/hotdesk/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+// creations counts puts that created key (create revision == mod revision)
+// in etcd's history after rev.
+func creations(t *testing.T, cli *clientv3.Client, key string, rev int64) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := currentRev(t, cli)
+	n := 0
+	wch := cli.Watch(ctx, key, clientv3.WithRev(rev+1))
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
+				n++
+			}
+		}
+		if wr.Header.Revision >= now {
+			break
+		}
+	}
+	return n
+}
+
+// TestGroupBrokerDies: a broker that stops renewing its lease (its process
+// died) loses its sessions from the registry within the TTL; its tokens
+// then start new sessions on the surviving brokers.
+func TestGroupBrokerDies(t *testing.T) {
+	g := newGroup(t, 3*time.Second)
+	tok, key := g.b[0].enroll("jo")
+	t1 := g.b[0].dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	if o := follow(t, t1, tok, key); o.server != "b1" {
+		t.Fatalf("created on %s; want b1", o.server)
+	}
+	// "Kill" b1: its etcd client goes away without revoking the lease, and
+	// its terminals lose their connection.
+	g.b[0].cli.Close()
+	t1.conn.Close()
+	waitGone(t, g.b[1].reg, tok)
+	t2 := g.b[1].dial("term-2")
+	t2.hold(tok, key)
+	t2.insert(tok)
+	o := follow(t, t2, tok, key)
+	if o.server == "b1" || o.session == "" {
+		t.Fatalf("after b1 died: %+v; want a new session on a live broker", o)
+	}
+}
+
+func waitGone(t *testing.T, reg *registry.Registry, key string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := reg.Lookup(context.Background(), key); errors.Is(err, registry.ErrNotFound) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("claim of %s still in the registry after 30s", key)
+}
+
+// TestGroupMemberKilled: with one etcd member stopped the group keeps
+// creating and finding sessions.
+func TestGroupMemberKilled(t *testing.T) {
+	g := newGroup(t, 5*time.Second)
+	if err := g.members[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	tok, key := g.b[1].enroll("kim")
+	t2 := g.b[1].dial("term-2")
+	t2.hold(tok, key)
+	t2.insert(tok)
+	o := follow(t, t2, tok, key)
+	if o.session == "" {
+		t.Fatalf("with a member down: %+v; want a session", o)
+	}
+	o.term.remove(tok)
+	expectMsg[proto.Detached](o.term)
+	t3 := g.b[2].dial("term-3") // b3's client prefers the dead member
+	t3.hold(tok, key)
+	t3.insert(tok)
+	if o3 := follow(t, t3, tok, key); o3.session != o.session {
+		t.Fatalf("from b3: %+v; want session %s", o3, o.session)
+	}
+}
+
+// TestGroupDrain: a drained server places new sessions elsewhere but keeps
+// resuming its own; undrained it takes new ones again.
+func TestGroupDrain(t *testing.T) {
+	g := newGroup(t, 5*time.Second)
+	b1 := g.b[0]
+	old, oldKey := b1.enroll("lea")
+	t1 := b1.dial("term-1")
+	t1.hold(old, oldKey)
+	t1.insert(old)
+	existing := follow(t, t1, old, oldKey)
+	t1.remove(old)
+	expectMsg[proto.Detached](t1)
+
+	if err := b1.reg.SetDraining(b1.ctx, "b1", true); err != nil {
+		t.Fatal(err)
+	}
+	tok, key := b1.enroll("max")
+	tn := b1.dial("term-n")
+	tn.hold(tok, key)
+	tn.insert(tok)
+	o := follow(t, tn, tok, key)
+	if o.server == "b1" || o.session == "" || o.hops != 1 {
+		t.Fatalf("new session on a draining server: %+v; want it placed on another server", o)
+	}
+	t1.insert(old)
+	if r := follow(t, t1, old, oldKey); r.session != existing.session || r.server != "b1" {
+		t.Fatalf("existing session on the draining server: %+v; want %s resumed on b1", r, existing.session)
+	}
+	if err := b1.reg.SetDraining(b1.ctx, "b1", false); err != nil {
+		t.Fatal(err)
+	}
+	tok2, key2 := b1.enroll("ned")
+	tu := b1.dial("term-u")
+	tu.hold(tok2, key2)
+	tu.insert(tok2)
+	if u := follow(t, tu, tok2, key2); u.server == "" || u.session == "" {
+		t.Fatalf("after undrain: %+v; want a session", u)
+	}
+}
+
+// TestStaleFenceRefused: a terminal arriving with a fence older than the
+// session's claim is refused.
+func TestStaleFenceRefused(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("olga")
+	t1 := e.dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	expectMsg[proto.Attached](t1)
+	c, err := e.reg.Lookup(e.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-s",
+		Hops: 1, Fence: c.Fence - 1, Token: tok})
+	stale.hold(tok, key)
+	stale.insert(tok)
+	if er := expectMsg[proto.Error](stale); er.Code != proto.ErrStaleFence {
+		t.Fatalf("stale fence: %+v; want stale fence", er)
+	}
+	ok := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-f",
+		Hops: 1, Fence: c.Fence, Token: tok})
+	ok.hold(tok, key)
+	ok.insert(tok)
+	expectMsg[proto.Attached](ok)
+}
+
+// TestGroupCutOffAndHealed cuts b1 off from etcd through a TCP proxy: it
+// stops attaching on its own timer, its lease expires, another broker takes
+// one of its tokens; healed, b1 re-claims what is still its own and keeps
+// the taken session suspended as an orphan — nothing is destroyed.
+func TestGroupCutOffAndHealed(t *testing.T) {
+	eps, _ := etcdtest.StartCluster(t, 3)
+	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(eps[0], "http://"))
+	const ttl = 3 * time.Second
+	b1 := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: ttl})
+
+	kept, keptKey := b1.enroll("pat")
+	taken, takenKey := b1.enroll("quin")
+	sess := map[string]string{}
+	for _, tk := range []struct {
+		tok string
+		key ed25519.PrivateKey
+	}{{kept, keptKey}, {taken, takenKey}} {
+		tm := b1.dial("term-" + tk.tok[5:9])
+		tm.hold(tk.tok, tk.key)
+		tm.insert(tk.tok)
+		sess[tk.tok] = follow(t, tm, tk.tok, tk.key).session
+		tm.remove(tk.tok)
+		expectMsg[proto.Detached](tm)
+	}
+	keptClaim, err := b1.reg.Lookup(b1.ctx, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b2 joins once both sessions run on b1 (else placement spreads them).
+	b2 := newEnvWith(t, "b2", envOptions{eps: eps, clientEps: eps[1:], ttl: ttl})
+
+	proxy.Blackhole()
+	waitFor(t, "b1 not ready after losing etcd", func() bool { return b1.b.Ready() != nil })
+	probe := b1.dial("term-probe")
+	probe.hold(kept, keptKey)
+	probe.insert(kept)
+	if er := expectMsg[proto.Error](probe); er.Code != proto.ErrUnavailable {
+		t.Fatalf("insert at a cut-off broker: %+v; want unavailable", er)
+	}
+	// b1's lease expires in etcd; b2 may now claim b1's tokens.
+	waitGone(t, b2.reg, taken)
+	tb := b2.dial("term-b2")
+	tb.hold(taken, takenKey)
+	tb.insert(taken)
+	if o := follow(t, tb, taken, takenKey); o.server != "b2" {
+		t.Fatalf("taken token at b2: %+v; want a session on b2", o)
+	}
+
+	proxy.Heal()
+	select {
+	case <-b1.reg.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("b1's registry never reported its lease lost")
+	}
+	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fresh.Close(context.Background()) })
+	orphans, err := b1.b.Reestablish(b1.ctx, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(orphans) != 1 || orphans[0].ID != sess[taken] || orphans[0].OrphanOwner != "b2" {
+		t.Fatalf("orphans = %+v; want session %s owned by b2 now", orphans, sess[taken])
+	}
+	if b1.b.Ready() != nil {
+		t.Fatalf("b1 not ready after re-establishing: %v", b1.b.Ready())
+	}
+	// Nothing was destroyed: both compositors still run; the orphan is suspended.
+	for _, si := range b1.b.Sessions() {
+		if !pidAlive(si.PID) || si.State != Suspended {
+			t.Fatalf("session %+v after healing; want suspended with a live compositor", si)
+		}
+	}
+	c, err := fresh.Lookup(b1.ctx, kept)
+	if err != nil || c.Session.ServerID != "b1" || c.Session.ID != sess[kept] {
+		t.Fatalf("kept token after re-claim: %+v, %v; want session %s on b1", c, err, sess[kept])
+	}
+	if c.Fence == keptClaim.Fence {
+		t.Logf("kept claim kept its fence %d (old lease still alive)", c.Fence)
+	}
+	tk := b1.dial("term-back")
+	tk.hold(kept, keptKey)
+	tk.insert(kept)
+	if o := follow(t, tk, kept, keptKey); o.session != sess[kept] || o.server != "b1" {
+		t.Fatalf("kept token after healing: %+v; want session %s on b1", o, sess[kept])
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting: %s", what)
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the bench's etcd child process.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childDirEnv); dir != "" {
+		os.Exit(etcdChildMain(dir))
+	}
+	os.Exit(m.Run())
+}
+
+// logWriter sends the bench's stderr to the test log.
+type logWriter struct {
+	mu sync.Mutex
+	t  *testing.T
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestQuickRun runs the quick mode for local, crossserver and race against
+// a real 3-member etcd cluster and 3 brokers, and checks the shape of the
+// output and the safety results — never the timings.
+func TestQuickRun(t *testing.T) {
+	const trials = 15
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	args := []string{"-quick", "-scenarios", "local,crossserver,race", "-n", "15", "-baseline", "50", "-dir", t.TempDir()}
+	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
+		t.Fatalf("run(%q) = %v; want nil", args, err)
+	}
+
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{"etcd_txn", "local", "crossserver", "race"}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d output lines; want %d (one JSON object per scenario):\n%s", len(lines), len(want), out.String())
+	}
+	var etcdP99 float64
+	for i, line := range lines {
+		var raw map[string]any
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			t.Fatalf("line %d is not one JSON object: %v\n%s", i, err, line)
+		}
+		for _, k := range []string{"scenario", "n", "p50_ms", "p99_ms", "etcd_txn_p99_ms", "ratio_p99", "errors", "notes"} {
+			if _, ok := raw[k]; !ok {
+				t.Errorf("line %d: key %q missing in %s", i, k, line)
+			}
+		}
+		var r row
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Scenario != want[i] {
+			t.Errorf("line %d: scenario = %q; want %q", i, r.Scenario, want[i])
+		}
+		if r.N <= 0 || r.P50 <= 0 || r.P99 < r.P50 || r.EtcdP99 <= 0 {
+			t.Errorf("%s: n = %d, p50 = %v, p99 = %v, etcd p99 = %v; want n > 0 and 0 < p50 <= p99, etcd p99 > 0", r.Scenario, r.N, r.P50, r.P99, r.EtcdP99)
+		}
+		if i == 0 {
+			etcdP99 = r.P99
+		}
+		if r.EtcdP99 != etcdP99 {
+			t.Errorf("%s: etcd_txn_p99_ms = %v; want the baseline's %v", r.Scenario, r.EtcdP99, etcdP99)
+		}
+		if wantRatio := r.P99 / r.EtcdP99; math.Abs(r.Ratio-wantRatio) > 0.01 {
+			t.Errorf("%s: ratio_p99 = %v; want %v", r.Scenario, r.Ratio, wantRatio)
+		}
+		if r.Errors != 0 {
+			t.Errorf("%s: errors = %d; want 0", r.Scenario, r.Errors)
+		}
+		if !strings.Contains(r.Notes, "NULL COMPOSITOR") {
+			t.Errorf("%s: notes = %q; want the null compositor stated", r.Scenario, r.Notes)
+		}
+		if r.Scenario != "etcd_txn" {
+			if _, ok := raw["target_ok"].(bool); !ok {
+				t.Errorf("%s: target_ok = %v; want a bool", r.Scenario, raw["target_ok"])
+			}
+		}
+		switch r.Scenario {
+		case "crossserver":
+			if r.RedirectP99 == nil || *r.RedirectP99 <= 0 || *r.RedirectP99 > r.P99 {
+				t.Errorf("crossserver: redirect_p99_ms = %v; want in (0, p99 %v]", r.RedirectP99, r.P99)
+			}
+		case "race":
+			for _, k := range []string{"trials", "definite", "duplicates", "duplicates_hooks"} {
+				if _, ok := raw[k]; !ok {
+					t.Errorf("race: key %q missing in %s", k, line)
+				}
+			}
+			if r.Trials == nil || r.Definite == nil || r.Duplicates == nil || r.DuplicatesHooks == nil {
+				t.Fatalf("race: trials/definite/duplicates missing: %s", line)
+			}
+			if *r.Trials < 1 || (!r.Truncated && *r.Trials != trials) {
+				t.Errorf("race: trials = %d (truncated %v); want %d", *r.Trials, r.Truncated, trials)
+			}
+			if *r.Definite != *r.Trials {
+				t.Errorf("race: definite = %d; want every trial (%d)", *r.Definite, *r.Trials)
+			}
+			if *r.Duplicates != 0 || *r.DuplicatesHooks != 0 {
+				t.Errorf("race: duplicates = %d (hooks %d); want 0", *r.Duplicates, *r.DuplicatesHooks)
+			}
+			if r.N != 3**r.Trials {
+				t.Errorf("race: n = %d; want 3 outcomes per trial (%d)", r.N, 3**r.Trials)
+			}
+			if v, _ := raw["target_ok"].(bool); !v {
+				t.Errorf("race: target_ok = %v; want true", raw["target_ok"])
+			}
+		}
+	}
+}
+
+func TestParseScenarios(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr bool
+	}{
+		{in: "local", want: "local"},
+		{in: "race, local,race,", want: "race,local"},
+		{in: "local,crossserver,race,storm,scale", want: "local,crossserver,race,storm,scale"},
+		{in: "", want: ""},
+		{in: "lokal", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseScenarios(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("parseScenarios(%q) error = %v; want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if s := strings.Join(got, ","); !tt.wantErr && s != tt.want {
+			t.Errorf("parseScenarios(%q) = %q; want %q", tt.in, s, tt.want)
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = 100 - i // reversed: quantile sorts
+	}
+	tests := []struct {
+		name string
+		in   []time.Duration
+		q    float64
+		want time.Duration
+	}{
+		{"empty", nil, 0.99, 0},
+		{"one", ms(7), 0.5, 7 * time.Millisecond},
+		{"median odd", ms(3, 1, 2), 0.5, 2 * time.Millisecond},
+		{"p99 of 100", ms(hundred...), 0.99, 99 * time.Millisecond},
+		{"max", ms(hundred...), 1, 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		if got := quantile(tt.in, tt.q); got != tt.want {
+			t.Errorf("%s: quantile(q=%v) = %v; want %v", tt.name, tt.q, got, tt.want)
+		}
+	}
+}
+
+func TestRunRefusesBadFlags(t *testing.T) {
+	tests := [][]string{
+		{"-scenarios", "nope"},
+		{"-n", "-1"},
+		{"-sessions", "2000000"},
+		{"extra"},
+	}
+	for _, args := range tests {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, &out, &logWriter{t: t}); err == nil {
+			t.Errorf("run(%q) = nil; want an error", args)
+		}
+		if out.Len() != 0 {
+			t.Errorf("run(%q) wrote %q to stdout; want nothing", args, out.String())
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// groupConfig says how to build the group.
+type groupConfig struct {
+	Dir     string
+	Brokers int
+	NoFsync bool // etcd UnsafeNoFsync
+	Inproc  bool // etcd members in this process instead of a child
+	Log     hclog.Logger
+}
+
+// group is a running server group: an etcd cluster and one broker per
+// member, each broker's registry client talking to its own member.
+type group struct {
+	log      hclog.Logger
+	etcd     cluster
+	observer *clientv3.Client // all endpoints; the bench's own view of etcd
+	nodes    []*node
+	keys     *keyring
+}
+
+// node is one broker of the group.
+type node struct {
+	id     string
+	addr   string
+	pin    []byte
+	cli    *clientv3.Client
+	reg    *registry.Registry
+	b      *broker.Broker
+	comp   *nullBackend
+	cancel context.CancelFunc
+	served chan struct{}
+
+	// Transition counters, fed by broker hooks.
+	creating  atomic.Int64
+	active    atomic.Int64
+	suspended atomic.Int64
+}
+
+func newClient(eps []string) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("bench: etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+// startGroup starts the etcd cluster and the brokers. On failure whatever
+// was started is stopped again.
+func startGroup(ctx context.Context, cfg groupConfig) (g *group, err error) {
+	g = &group{log: cfg.Log, keys: newKeyring()}
+	defer func() {
+		if err != nil {
+			g.Close()
+			g = nil
+		}
+	}()
+	if cfg.Inproc {
+		ms, err := startMembers(ctx, filepath.Join(cfg.Dir, "etcd"), childMembers, cfg.NoFsync, cfg.Log.Named("etcd"))
+		if err != nil {
+			return g, err
+		}
+		g.etcd = &inprocCluster{members: ms}
+	} else {
+		c, err := startChildCluster(ctx, filepath.Join(cfg.Dir, "etcd"), cfg.NoFsync)
+		if err != nil {
+			return g, err
+		}
+		g.etcd = c
+	}
+	eps := g.etcd.Endpoints()
+	if g.observer, err = newClient(eps); err != nil {
+		return g, err
+	}
+	for i := range cfg.Brokers {
+		n, err := startNode(ctx, cfg, fmt.Sprintf("b%d", i), eps[i%len(eps)])
+		if err != nil {
+			return g, err
+		}
+		g.nodes = append(g.nodes, n)
+	}
+	return g, nil
+}
+
+func startNode(ctx context.Context, cfg groupConfig, id, endpoint string) (n *node, err error) {
+	dir := filepath.Join(cfg.Dir, id)
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("bench: broker %s: %w", id, err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("bench: broker %s: %w", id, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("bench: broker %s: %w", id, err)
+	}
+	n = &node{id: id, addr: ln.Addr().String(), pin: proto.Fingerprint(leaf.Raw), comp: newNullBackend(), served: make(chan struct{})}
+	fail := func(err error) (*node, error) {
+		ln.Close()
+		n.close()
+		return nil, fmt.Errorf("bench: broker %s: %w", id, err)
+	}
+	if n.cli, err = newClient([]string{endpoint}); err != nil {
+		return fail(err)
+	}
+	log := cfg.Log.Named(id)
+	n.reg, err = registry.New(ctx, n.cli, registry.ServerRecord{ID: id, Addr: n.addr, Fingerprint: n.pin, Weight: 1},
+		registry.WithLogger(log.Named("registry")))
+	if err != nil {
+		return fail(err)
+	}
+	n.b, err = broker.New(broker.Config{
+		ServerID: id, Registry: n.reg, Compositor: n.comp, Auth: auth.Kiosk{User: "bench"}, Logger: log,
+		// Nothing to keep (null compositor), but Shutdown then skips
+		// releasing 10,000 claims one by one: revoking the lease drops them.
+		KeepSessionsOnShutdown: true,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	n.b.SetHooks(broker.Hooks{OnTransition: func(_ string, _, to broker.State) {
+		switch to {
+		case broker.Creating:
+			n.creating.Add(1)
+		case broker.Active:
+			n.active.Add(1)
+		case broker.Suspended:
+			n.suspended.Add(1)
+		}
+	}})
+	sctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	go func() {
+		defer close(n.served)
+		if err := n.b.Serve(sctx, ln, proto.ServerTLSConfig(cert)); err != nil {
+			log.Error("serve ended", "error", err)
+		}
+	}()
+	return n, nil
+}
+
+// close stops the node within a bound; safe on a partly started node.
+func (n *node) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if n.b != nil {
+		_ = n.b.Shutdown(ctx)
+	}
+	if n.cancel != nil {
+		n.cancel()
+		select {
+		case <-n.served:
+		case <-ctx.Done():
+		}
+	}
+	if n.reg != nil {
+		_ = n.reg.Close(ctx)
+	}
+	n.comp.Close()
+	if n.cli != nil {
+		n.cli.Close()
+	}
+}
+
+// Close stops the brokers, then etcd.
+func (g *group) Close() {
+	var wg sync.WaitGroup
+	for _, n := range g.nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.close() }()
+	}
+	wg.Wait()
+	if g.observer != nil {
+		g.observer.Close()
+	}
+	if g.etcd != nil {
+		g.etcd.Close()
+	}
+}
+
+// creations is the number of sessions created so far across the group.
+func (g *group) creations() int64 {
+	var s int64
+	for _, n := range g.nodes {
+		s += n.creating.Load()
+	}
+	return s
+}
+
+// placeOn makes new sessions land on broker a: every other broker is
+// marked draining in the registry (as an administrator's drain would) until
+// the returned function is called. The brokers' load-aware placement would
+// otherwise spread the sessions a scenario needs on one broker.
+func (g *group) placeOn(ctx context.Context, a *node) (restore func(), err error) {
+	set := func(ctx context.Context, v bool) error {
+		for _, n := range g.nodes {
+			if n == a {
+				continue
+			}
+			if err := n.reg.UpdateServer(ctx, func(r *registry.ServerRecord) { r.Draining = v }); err != nil {
+				return fmt.Errorf("bench: drain %s: %w", n.id, err)
+			}
+		}
+		return nil
+	}
+	if err := set(ctx, true); err != nil {
+		_ = set(context.WithoutCancel(ctx), false)
+		return nil, err
+	}
+	return func() {
+		if err := set(context.WithoutCancel(ctx), false); err != nil {
+			g.log.Error("undrain failed", "error", err)
+		}
+	}, nil
+}
+
+// enroll creates count software tokens, enrolls them in the registry
+// (through broker 0's registry, as an administrator would) with at most
+// 16 enrolments in flight, and adds their keys to the keyring.
+func (g *group) enroll(ctx context.Context, count int) ([]string, error) {
+	ids := make([]string, count)
+	for i := range ids {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("bench: enroll: %w", err)
+		}
+		ids[i] = soft.TokenID(pub)
+		g.keys.add(ids[i], priv)
+	}
+	var (
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		errMu sync.Mutex
+		first error
+	)
+	reg := g.nodes[0].reg
+	for range min(16, count) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= count || ctx.Err() != nil {
+					return
+				}
+				priv := g.keys.get(ids[i])
+				err := reg.EnrollToken(ctx, registry.TokenRecord{
+					ID: ids[i], Kind: soft.Kind, PublicKey: priv.Public().(ed25519.PublicKey), User: "bench",
+				})
+				if err != nil {
+					errMu.Lock()
+					first = cmpErr(first, err)
+					errMu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		return nil, fmt.Errorf("bench: enroll: %w", first)
+	}
+	return ids, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// keyring holds the bench's token keys; every simulated terminal can sign
+// for any token (a person carries the card from desk to desk).
+type keyring struct {
+	mu   sync.RWMutex
+	keys map[string]ed25519.PrivateKey
+}
+
+func newKeyring() *keyring { return &keyring{keys: make(map[string]ed25519.PrivateKey)} }
+
+func (k *keyring) add(id string, priv ed25519.PrivateKey) {
+	k.mu.Lock()
+	k.keys[id] = priv
+	k.mu.Unlock()
+}
+
+func (k *keyring) get(id string) ed25519.PrivateKey {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.keys[id]
+}
+
+var errNoKey = errors.New("bench: no key for token")

@@ -1,0 +1,199 @@
+// Command hotdesk-bench measures the hot-desk path of hotdesk against the
+// targets of the product brief, on one machine, and prints ONE JSON OBJECT
+// PER SCENARIO on stdout (progress and logs go to stderr):
+//
+//	go run ./cmd/hotdesk-bench [-scenarios local,crossserver,race,storm,scale] [-n N] [-quick]
+//
+// It starts a real group: a 3-member etcd cluster on loopback
+// (registry.StartEmbedded ×3, fsync on unless -nofsync; the members run in a
+// child process of the bench, the same binary, so that the bench's heap is
+// the brokers' — -etcd-inproc keeps them in this process), and 3 brokers
+// (registry.New + broker.New + broker.Serve with TLS on 127.0.0.1:0), each
+// with its own etcd client pointed at a different member. Simulated
+// terminals speak the real protocol: TLS pinned to the broker's
+// certificate, Hello/Welcome, TokenInserted, Proof signed with an enrolled
+// soft token key, Redirect followed by a pinned dial to the owner with
+// Hello{Hops, Fence}.
+//
+// THE COMPOSITOR IS A NULL BACKEND that starts no process: what is measured
+// is the broker's part of the path; 10,000 westons cannot run on 2 cores.
+// Every row says so in "notes". Authentication is auth.Kiosk (no prompt).
+//
+// Rows: first "etcd_txn", the claim-if-absent txn baseline measured in the
+// same run; then each scenario with "n", "p50_ms", "p99_ms",
+// "etcd_txn_p99_ms", "ratio_p99" (p99 ÷ the baseline's p99), "target_ok"
+// where the brief sets a target, and scenario fields ("redirect_p99_ms",
+// "trials", "duplicates", "ops_per_s", "sessions", "bytes_per_session", …).
+// Every loop is bounded in count and in time (a budget per scenario; a row
+// that ran out of time says "truncated"); all traffic stays on loopback.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// allScenarios in the order they run by default.
+var allScenarios = []string{"local", "crossserver", "race", "storm", "scale"}
+
+// runTimeout bounds a whole run, whatever the flags say.
+const runTimeout = 15 * time.Minute
+
+func main() {
+	if dir := os.Getenv(childDirEnv); dir != "" {
+		os.Exit(etcdChildMain(dir))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "hotdesk-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run parses args, starts the group, runs the scenarios and writes one JSON
+// row per scenario to stdout as soon as it is measured.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hotdesk-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scen := fs.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
+	n := fs.Int("n", 0, "trials per latency scenario (local, crossserver, race) and operations for storm (0: mode default)")
+	quick := fs.Bool("quick", false, "small sizes and budgets (a run of about 30 s)")
+	terminals := fs.Int("terminals", 0, "storm: simultaneous terminals (0: mode default)")
+	sessions := fs.Int("sessions", 0, "scale: suspended sessions to create (0: mode default)")
+	baseline := fs.Int("baseline", 0, "etcd claim txns for the baseline (0: mode default)")
+	budget := fs.Duration("budget", 0, "time budget per scenario, 3× for scale (0: mode default)")
+	noFsync := fs.Bool("nofsync", false, "etcd UnsafeNoFsync (off by default: measure the real thing)")
+	inproc := fs.Bool("etcd-inproc", false, "run the etcd members in this process (scale then counts etcd's heap too)")
+	dir := fs.String("dir", "", "working directory (default: a new temporary directory, removed afterwards)")
+	verbose := fs.Bool("v", false, "log brokers and registry at info level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	todo, err := parseScenarios(*scen)
+	if err != nil {
+		return err
+	}
+
+	p := params{baseline: 2000, n: 2000, terminals: 200, sessions: 10000, workers: 8, budget: 40 * time.Second}
+	if *quick {
+		p = params{baseline: 200, n: 40, terminals: 24, sessions: 300, workers: 4, budget: 6 * time.Second}
+	}
+	for _, o := range []struct {
+		flag int
+		dst  *int
+	}{{*n, &p.n}, {*terminals, &p.terminals}, {*sessions, &p.sessions}, {*baseline, &p.baseline}} {
+		if o.flag < 0 {
+			return errors.New("sizes must not be negative")
+		}
+		if o.flag > 0 {
+			*o.dst = o.flag
+		}
+	}
+	if *budget > 0 {
+		p.budget = *budget
+	}
+	const maxSize = 1_000_000
+	if p.n > maxSize || p.sessions > maxSize || p.baseline > maxSize || p.terminals > 10_000 {
+		return errors.New("sizes are bounded: n, sessions, baseline ≤ 1,000,000; terminals ≤ 10,000")
+	}
+
+	level := hclog.Warn
+	if *verbose {
+		level = hclog.Info
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "bench", Level: level, Output: stderr})
+
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "hotdesk-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+
+	fmt.Fprintf(stderr, "hotdesk-bench: NOTE the compositor is a null backend (no process started): the broker path is what is measured\n")
+	fmt.Fprintf(stderr, "hotdesk-bench: starting 3 etcd members (fsync %v, %s) and 3 brokers in %s\n",
+		!*noFsync, map[bool]string{true: "in this process", false: "in a child process"}[*inproc], *dir)
+	t0 := time.Now()
+	g, err := startGroup(ctx, groupConfig{Dir: *dir, Brokers: 3, NoFsync: *noFsync, Inproc: *inproc, Log: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintf(stderr, "hotdesk-bench: stopping the group\n")
+		g.Close()
+	}()
+	fmt.Fprintf(stderr, "hotdesk-bench: group ready in %v\n", time.Since(t0).Round(time.Millisecond))
+
+	b := &bench{g: g, p: p, log: log, fsync: !*noFsync}
+	enc := json.NewEncoder(stdout)
+	emit := func(r row, d time.Duration) error {
+		fmt.Fprintf(stderr, "hotdesk-bench: %s done in %v\n", r.Scenario, d.Round(time.Millisecond))
+		return enc.Encode(r)
+	}
+	s0 := time.Now()
+	r, err := b.baseline(ctx)
+	if err != nil {
+		return err
+	}
+	if err := emit(r, time.Since(s0)); err != nil {
+		return err
+	}
+	funcs := map[string]func(context.Context) (row, error){
+		"local": b.local, "crossserver": b.crossserver, "race": b.race, "storm": b.storm, "scale": b.scale,
+	}
+	for _, s := range todo {
+		fmt.Fprintf(stderr, "hotdesk-bench: running %s\n", s)
+		s0 := time.Now()
+		r, err := funcs[s](ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+		if err := emit(r, time.Since(s0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseScenarios(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" || seen[f] {
+			continue
+		}
+		known := false
+		for _, k := range allScenarios {
+			known = known || k == f
+		}
+		if !known {
+			return nil, fmt.Errorf("unknown scenario %q (known: %s)", f, strings.Join(allScenarios, ","))
+		}
+		seen[f] = true
+		out = append(out, f)
+	}
+	return out, nil
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// row is one line of the bench's output: one JSON object per scenario.
+// Fields after Notes are scenario-specific and omitted when not measured.
+type row struct {
+	Scenario string  `json:"scenario"`
+	N        int     `json:"n"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+	EtcdP99  float64 `json:"etcd_txn_p99_ms"`
+	Ratio    float64 `json:"ratio_p99"`
+	TargetOK *bool   `json:"target_ok,omitempty"`
+	Target   string  `json:"target,omitempty"`
+	Errors   int     `json:"errors"`
+	// Truncated: the scenario's time budget ran out before n was reached.
+	Truncated bool   `json:"truncated,omitempty"`
+	EtcdFsync bool   `json:"etcd_fsync"`
+	Notes     string `json:"notes"`
+
+	// crossserver
+	RedirectP50 *float64 `json:"redirect_p50_ms,omitempty"`
+	RedirectP99 *float64 `json:"redirect_p99_ms,omitempty"`
+	DialP50     *float64 `json:"dial_p50_ms,omitempty"`
+	DialP99     *float64 `json:"dial_p99_ms,omitempty"`
+	OwnerP50    *float64 `json:"owner_p50_ms,omitempty"`
+	OwnerP99    *float64 `json:"owner_p99_ms,omitempty"`
+	// race
+	Trials          *int `json:"trials,omitempty"`
+	Definite        *int `json:"definite,omitempty"`
+	Duplicates      *int `json:"duplicates,omitempty"`
+	DuplicatesHooks *int `json:"duplicates_hooks,omitempty"`
+	Redirected      *int `json:"redirected,omitempty"`
+	// storm
+	Terminals *int     `json:"terminals,omitempty"`
+	OpsPerSec *float64 `json:"ops_per_s,omitempty"`
+	// scale
+	Sessions        *int     `json:"sessions,omitempty"`
+	BytesPerSession *float64 `json:"bytes_per_session,omitempty"`
+	HeapBeforeMB    *float64 `json:"heap_before_mb,omitempty"`
+	HeapAfterMB     *float64 `json:"heap_after_mb,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// ms converts d to milliseconds rounded to the microsecond.
+func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// quantile returns the q-quantile (0 < q ≤ 1) of ds by the nearest-rank
+// method; 0 for no samples. ds is sorted in place.
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	i := int(math.Ceil(q*float64(len(ds)))) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+// fill sets n, p50, p99, max and the ratio to the etcd baseline from samples.
+func (r *row) fill(samples []time.Duration, etcdP99 float64) {
+	r.N = len(samples)
+	r.P50, r.P99, r.Max = ms(quantile(samples, 0.50)), ms(quantile(samples, 0.99)), ms(quantile(samples, 1))
+	r.EtcdP99 = etcdP99
+	if etcdP99 > 0 {
+		r.Ratio = round3(r.P99 / etcdP99)
+	}
+}
