@@ -1,0 +1,325 @@
+package pcsc
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ebfe/scard"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/tokens"
+)
+
+// The machine alone, without pcscd: snapshots are fed by hand and the
+// identification of each card is answered by the test.
+
+type identReq struct {
+	reader string
+	reply  chan identReply
+}
+
+type identReply struct {
+	token string
+	err   error
+}
+
+type machineHarness struct {
+	t      *testing.T
+	clk    *clock.Fake
+	m      *machine
+	out    chan tokens.Event
+	idents chan identReq
+	stash  map[string]chan identReply
+}
+
+func newHarness(t *testing.T, grace time.Duration) *machineHarness {
+	t.Helper()
+	clk := clock.NewFake(time.Unix(1000, 0))
+	p := newProvider(t, Config{Clock: clk, RemoveGrace: grace, IdentifyTimeout: 5 * time.Second})
+	p.present = map[string]string{}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &machineHarness{t: t, clk: clk, out: make(chan tokens.Event, 16), idents: make(chan identReq), stash: map[string]chan identReply{}}
+	h.m = newMachine(ctx, p, h.out)
+	h.m.identify = func(reader string) (string, error) {
+		req := identReq{reader: reader, reply: make(chan identReply, 1)}
+		select {
+		case h.idents <- req:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		select {
+		case r := <-req.reply:
+			return r.token, r.err
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		h.m.run()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return h
+}
+
+const (
+	present = scard.StatePresent | scard.StateChanged
+	empty   = scard.StateEmpty | scard.StateChanged
+)
+
+func flags(f scard.StateFlag, counter uint16) scard.StateFlag {
+	return f | scard.StateFlag(counter)<<16
+}
+
+// snap feeds one snapshot of reader states (name, flags pairs).
+func (h *machineHarness) snap(rs ...readerState) {
+	h.m.post(snapshot{at: h.clk.Now(), readers: rs})
+}
+
+// answer waits for the identification of reader and answers it.
+func (h *machineHarness) answer(reader, token string, err error) {
+	h.t.Helper()
+	h.takeIdent(reader) <- identReply{token, err}
+}
+
+// takeIdent waits for the identification of reader and returns its reply
+// channel without answering. Identifications of other readers that come
+// first are kept for later.
+func (h *machineHarness) takeIdent(reader string) chan identReply {
+	h.t.Helper()
+	if r, ok := h.stash[reader]; ok {
+		delete(h.stash, reader)
+		return r
+	}
+	for {
+		select {
+		case req := <-h.idents:
+			if req.reader == reader {
+				return req.reply
+			}
+			h.stash[req.reader] = req.reply
+		case <-time.After(5 * time.Second):
+			h.t.Fatalf("no identification of %q", reader)
+			return nil
+		}
+	}
+}
+
+// eventually waits until ok holds.
+func (h *machineHarness) eventually(what string, ok func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("not within 5s: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (h *machineHarness) expect(kind tokens.Kind, token, reader string) tokens.Event {
+	h.t.Helper()
+	select {
+	case ev := <-h.out:
+		if ev.Kind != kind || ev.Token != token || ev.Reader != reader {
+			h.t.Fatalf("event = %v %q at %q (%v); want %v %q at %q", ev.Kind, ev.Token, ev.Reader, ev.Err, kind, token, reader)
+		}
+		return ev
+	case <-time.After(5 * time.Second):
+		h.t.Fatalf("no event; want %v %q at %q", kind, token, reader)
+	}
+	panic("unreachable")
+}
+
+// quiet checks that no event is pending, after the machine has handled
+// everything posted so far (a round trip through its input).
+func (h *machineHarness) quiet() {
+	h.t.Helper()
+	h.sync()
+	select {
+	case ev := <-h.out:
+		h.t.Fatalf("event = %v %q at %q (%v); want none", ev.Kind, ev.Token, ev.Reader, ev.Err)
+	default:
+	}
+}
+
+// sync returns after the machine has handled every message posted before.
+func (h *machineHarness) sync() {
+	done := make(chan struct{})
+	h.m.post(func() { close(done) })
+	<-done
+}
+
+func rs(name string, f scard.StateFlag) readerState { return readerState{name: name, flags: f} }
+
+func TestMachineInsertRemove(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(empty, 0)), rs("r1", flags(empty, 0)))
+	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 0)))
+	h.answer("r0", "uid.01020304", nil)
+	h.expect(tokens.Inserted, "uid.01020304", "r0")
+	// In use by someone else (same counter): nothing.
+	h.snap(rs("r0", flags(present|scard.StateInuse, 1)), rs("r1", flags(empty, 0)))
+	h.snap(rs("r0", flags(empty, 2)), rs("r1", flags(empty, 0)))
+	h.expect(tokens.Removed, "uid.01020304", "r0")
+}
+
+func TestMachineSwapByCounter(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(present, 1)))
+	h.answer("r0", "uid.0a0a0a0a", nil)
+	h.expect(tokens.Inserted, "uid.0a0a0a0a", "r0")
+	h.snap(rs("r0", flags(present, 3))) // removed and inserted between two waits
+	h.expect(tokens.Removed, "uid.0a0a0a0a", "r0")
+	h.answer("r0", "uid.0b0b0b0b", nil)
+	h.expect(tokens.Inserted, "uid.0b0b0b0b", "r0")
+}
+
+func TestMachineCardError(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(present, 1)))
+	h.answer("r0", "", ErrCardUnreadable)
+	ev := h.expect(tokens.Error, "", "r0")
+	if !errors.Is(ev.Err, ErrCardUnreadable) {
+		t.Fatalf("err = %v; want %v", ev.Err, ErrCardUnreadable)
+	}
+	// The card left during identification: nothing at all.
+	h.snap(rs("r0", flags(empty, 2)))
+	h.snap(rs("r0", flags(present, 3)))
+	h.answer("r0", "", errCardGone)
+	h.snap(rs("r0", flags(empty, 4)))
+	h.quiet()
+}
+
+func TestMachineIdentifyTimeout(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(present, 1)))
+	reply := h.takeIdent("r0")
+	h.clk.Advance(5 * time.Second)
+	ev := h.expect(tokens.Error, "", "r0")
+	if !errors.Is(ev.Err, ErrCardUnreadable) {
+		t.Fatalf("err = %v; want %v", ev.Err, ErrCardUnreadable)
+	}
+	reply <- identReply{token: "uid.01020304"} // too late: ignored
+	h.quiet()
+	// Removal during identification abandons it.
+	h.snap(rs("r0", flags(empty, 2)))
+	h.snap(rs("r0", flags(present, 3)))
+	reply = h.takeIdent("r0")
+	h.snap(rs("r0", flags(empty, 4)))
+	reply <- identReply{token: "uid.01020304"}
+	h.quiet()
+	if n := h.clk.Pending(); n != 0 {
+		t.Fatalf("pending timers = %d; want 0", n)
+	}
+}
+
+func TestMachineGrace(t *testing.T) {
+	const grace = time.Second
+	h := newHarness(t, grace)
+	h.snap(rs("r0", flags(present, 1)))
+	h.answer("r0", "hce.phone", nil)
+	h.expect(tokens.Inserted, "hce.phone", "r0")
+	if _, err := h.m.p.readerOf("hce.phone"); err != nil {
+		t.Fatalf("readerOf = %v", err)
+	}
+
+	// Back within the grace as the same token: no event.
+	h.snap(rs("r0", flags(empty, 2)))
+	h.sync()
+	if _, err := h.m.p.readerOf("hce.phone"); !errors.Is(err, ErrNotPresent) {
+		t.Fatalf("readerOf during grace = %v; want %v", err, ErrNotPresent)
+	}
+	h.clk.Advance(grace / 2)
+	h.snap(rs("r0", flags(present, 3)))
+	reply := h.takeIdent("r0")
+	h.clk.Advance(grace) // the grace is paused while the card is identified
+	reply <- identReply{token: "hce.phone"}
+	h.eventually("phone present again", func() bool { _, err := h.m.p.readerOf("hce.phone"); return err == nil })
+	h.quiet()
+
+	// Gone for longer than the grace: Removed.
+	h.snap(rs("r0", flags(empty, 4)))
+	h.sync()
+	h.clk.Advance(grace - time.Millisecond)
+	h.quiet()
+	h.clk.Advance(time.Millisecond)
+	h.expect(tokens.Removed, "hce.phone", "r0")
+
+	// Another card within the grace: Removed at once, then Inserted.
+	h.snap(rs("r0", flags(present, 5)))
+	h.answer("r0", "uid.a", nil)
+	h.expect(tokens.Inserted, "uid.a", "r0")
+	h.snap(rs("r0", flags(empty, 6)))
+	h.snap(rs("r0", flags(present, 7)))
+	h.answer("r0", "uid.b", nil)
+	h.expect(tokens.Removed, "uid.a", "r0")
+	h.expect(tokens.Inserted, "uid.b", "r0")
+
+	// A card that cannot be read within the grace: Removed, then Error.
+	h.snap(rs("r0", flags(empty, 8)))
+	h.snap(rs("r0", flags(present, 9)))
+	h.answer("r0", "", ErrCardUnreadable)
+	h.expect(tokens.Removed, "uid.b", "r0")
+	h.expect(tokens.Error, "", "r0")
+
+	// Back and out again during identification: the grace restarts.
+	h.snap(rs("r0", flags(present, 11)))
+	h.answer("r0", "uid.c", nil)
+	h.expect(tokens.Inserted, "uid.c", "r0")
+	h.snap(rs("r0", flags(empty, 12)))
+	h.snap(rs("r0", flags(present, 13)))
+	h.takeIdent("r0")
+	h.snap(rs("r0", flags(empty, 14)))
+	h.sync()
+	h.clk.Advance(grace)
+	h.expect(tokens.Removed, "uid.c", "r0")
+}
+
+func TestMachineUnavailable(t *testing.T) {
+	h := newHarness(t, time.Hour)
+	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(present, 1)))
+	h.answer("r0", "uid.a", nil)
+	h.expect(tokens.Inserted, "uid.a", "r0")
+	h.answer("r1", "uid.b", nil)
+	h.expect(tokens.Inserted, "uid.b", "r1")
+	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 2))) // r1's token in grace
+
+	h.m.post(unavailable{err: errors.New("pcscd gone")})
+	h.m.post(unavailable{err: errors.New("pcscd gone")}) // once per outage
+	// No grace: card state unknown.
+	h.expect(tokens.Removed, "uid.a", "r0")
+	if ev := h.expect(tokens.Error, "", "r0"); !errors.Is(ev.Err, ErrUnavailable) {
+		t.Fatalf("err = %v; want %v", ev.Err, ErrUnavailable)
+	}
+	h.expect(tokens.Removed, "uid.b", "r1")
+	h.expect(tokens.Error, "", "r1")
+	h.quiet()
+	if n := h.clk.Pending(); n != 0 {
+		t.Fatalf("pending timers = %d; want 0", n)
+	}
+
+	// Back: the card still in r0 is new.
+	h.snap(rs("r0", flags(present, 1)))
+	h.answer("r0", "uid.a", nil)
+	h.expect(tokens.Inserted, "uid.a", "r0")
+
+	// A reader unplugged (missing from the snapshot or flagged unknown).
+	h.snap(rs("r1", flags(empty, 0)))
+	h.expect(tokens.Removed, "uid.a", "r0")
+	if ev := h.expect(tokens.Error, "", "r0"); !errors.Is(ev.Err, ErrUnavailable) {
+		t.Fatalf("err = %v; want %v", ev.Err, ErrUnavailable)
+	}
+	h.snap(rs("r1", scard.StateUnknown|scard.StateChanged))
+	h.expect(tokens.Error, "", "r1")
+
+	// pcscd gone with no reader known: one Error without a reader.
+	h.m.post(unavailable{err: errors.New("no pcscd")})
+	h.expect(tokens.Error, "", "")
+}

@@ -1,0 +1,463 @@
+package pcsc
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/tokens"
+	"github.com/hotdesk/hotdesk/tokens/nfc"
+	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+func TestInsertRemoveBothReaders(t *testing.T) {
+	d := needPCSCD(t)
+	w := startWatch(t, newProvider(t, Config{}))
+	tests := []struct {
+		reader int
+		uid    []byte
+		want   string
+	}{
+		{0, []byte{0x04, 0xA1, 0xB2, 0xC3}, "uid.04a1b2c3"},
+		{1, []byte{0x04, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66}, "uid.04112233445566"},
+	}
+	for _, tt := range tests {
+		name := [2]string{reader0, reader1}[tt.reader]
+		in := insert(t, d, tt.reader, vcard.UIDCard(tt.uid))
+		w.expect(tokens.Inserted, tt.want, name)
+		remove(t, in)
+		w.expect(tokens.Removed, tt.want, name)
+	}
+}
+
+func TestPIVCard(t *testing.T) {
+	d := needPCSCD(t)
+	w := startWatch(t, newProvider(t, Config{}))
+	guid := [16]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08}
+	in := insert(t, d, 1, vcard.PIVCard(guid))
+	w.expect(tokens.Inserted, "piv.123456789abcdef00102030405060708", reader1)
+	remove(t, in)
+	w.expect(tokens.Removed, "piv.123456789abcdef00102030405060708", reader1)
+}
+
+func TestReaderFilter(t *testing.T) {
+	d := needPCSCD(t)
+	w := startWatch(t, newProvider(t, Config{Readers: []string{"pcd 00 01"}}))
+	insert(t, d, 0, vcard.UIDCard([]byte{1, 2, 3, 4}))
+	waitReader(t, reader0, true)
+	insert(t, d, 1, vcard.UIDCard([]byte{5, 6, 7, 8}))
+	// The card in reader 0 is ignored: the first event is reader 1's.
+	w.expect(tokens.Inserted, "uid.05060708", reader1)
+}
+
+func TestWatchTwice(t *testing.T) {
+	needPCSCD(t)
+	p := newProvider(t, Config{})
+	startWatch(t, p)
+	if _, err := p.Watch(context.Background()); !errors.Is(err, ErrWatching) {
+		t.Fatalf("second Watch error = %v; want %v", err, ErrWatching)
+	}
+}
+
+func challenge(t *testing.T, token string) []byte {
+	t.Helper()
+	msg, err := soft.ChallengeMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+func newPhone(t *testing.T) *nfc.Phone {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nfc.Phone{Key: key}
+}
+
+func TestPhone(t *testing.T) {
+	d := needPCSCD(t)
+	p := newProvider(t, Config{})
+	w := startWatch(t, p)
+	ph := newPhone(t)
+	token := nfc.HCETokenID(ph.Public())
+	ctx := context.Background()
+
+	if _, err := p.Sign(ctx, token, challenge(t, token)); !errors.Is(err, ErrNotPresent) {
+		t.Fatalf("Sign before insertion error = %v; want %v", err, ErrNotPresent)
+	}
+	in := insert(t, d, 0, vcard.PhoneCard(ph))
+	w.expect(tokens.Inserted, token, reader0)
+
+	pub, err := p.PublicKey(ctx, token)
+	if err != nil {
+		t.Fatalf("PublicKey: %v", err)
+	}
+	if !bytes.Equal(pub, ph.Public()) {
+		t.Fatalf("PublicKey = %x; want %x", pub, ph.Public())
+	}
+	// A long terminal id makes the message longer than one APDU (chaining).
+	for _, term := range []string{"term-1", string(bytes.Repeat([]byte("t"), 300))} {
+		msg, err := soft.ChallengeMessage(term, "b1", bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := p.Sign(ctx, token, msg)
+		if err != nil {
+			t.Fatalf("Sign (%d bytes): %v", len(msg), err)
+		}
+		if err := soft.Verify(pub, msg, sig); err != nil {
+			t.Fatalf("Verify (%d bytes) = %v; want nil", len(msg), err)
+		}
+	}
+	other := nfc.HCETokenID(newPhone(t).Public())
+	if _, err := p.Sign(ctx, other, challenge(t, other)); !errors.Is(err, ErrNotPresent) {
+		t.Fatalf("Sign of another phone error = %v; want %v", err, ErrNotPresent)
+	}
+	remove(t, in)
+	w.expect(tokens.Removed, token, reader0)
+	if _, err := p.Sign(ctx, token, challenge(t, token)); !errors.Is(err, ErrNotPresent) {
+		t.Fatalf("Sign after removal error = %v; want %v", err, ErrNotPresent)
+	}
+}
+
+// impostor claims token (GET-ID) but signs with its own key.
+func impostor(token string, key ed25519.PrivateKey) vcard.Card {
+	var mu sync.Mutex
+	var chain []byte
+	return vcard.Card{ATR: vcard.ATRContactless, Handle: func(apdu []byte) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		c, err := nfc.ParseCommand(apdu)
+		if err != nil {
+			return []byte{0x67, 0x00}
+		}
+		switch {
+		case c.INS == 0xA4:
+			return []byte{nfc.Version, 0x90, 0x00}
+		case c.INS == nfc.INSGetID:
+			return append([]byte(token), 0x90, 0x00)
+		case c.INS == nfc.INSSign:
+			chain = append(chain, c.Data...)
+			if c.CLA&nfc.CLAChain != 0 {
+				return []byte{0x90, 0x00}
+			}
+			sig := ed25519.Sign(key, chain)
+			chain = nil
+			return append(sig, 0x90, 0x00)
+		}
+		return []byte{0x6D, 0x00}
+	}}
+}
+
+func TestPhoneWrongKey(t *testing.T) {
+	d := needPCSCD(t)
+	p := newProvider(t, Config{})
+	w := startWatch(t, p)
+	enrolled := newPhone(t)
+	token := enrolled.TokenID()
+	insert(t, d, 1, impostor(token, newPhone(t).Key))
+	w.expect(tokens.Inserted, token, reader1)
+	msg := challenge(t, token)
+	sig, err := p.Sign(context.Background(), token, msg)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	if err := soft.Verify(enrolled.Public(), msg, sig); !errors.Is(err, soft.ErrBadProof) {
+		t.Fatalf("Verify with the enrolled key = %v; want %v", err, soft.ErrBadProof)
+	}
+}
+
+func TestPhoneMalformed(t *testing.T) {
+	d := needPCSCD(t)
+	p := newProvider(t, Config{})
+	w := startWatch(t, p)
+
+	// A phone whose signature response is truncated: Sign fails.
+	ph := newPhone(t)
+	card := vcard.PhoneCard(ph)
+	inner := card.Handle
+	card.Handle = func(apdu []byte) []byte {
+		resp := inner(apdu)
+		if len(apdu) > 1 && apdu[1] == nfc.INSSign && apdu[0] == nfc.CLA {
+			return append(resp[:10:10], 0x90, 0x00)
+		}
+		return resp
+	}
+	in := insert(t, d, 0, card)
+	w.expect(tokens.Inserted, ph.TokenID(), reader0)
+	if _, err := p.Sign(context.Background(), ph.TokenID(), challenge(t, ph.TokenID())); !errors.Is(err, nfc.ErrMalformed) {
+		t.Fatalf("Sign error = %v; want %v", err, nfc.ErrMalformed)
+	}
+	remove(t, in)
+	w.expect(tokens.Removed, ph.TokenID(), reader0)
+
+	// A phone answering GET-ID with garbage: a card error.
+	card = vcard.PhoneCard(ph)
+	inner = card.Handle
+	card.Handle = func(apdu []byte) []byte {
+		if len(apdu) > 1 && apdu[1] == nfc.INSGetID {
+			return []byte{'h', 'c', 'e', '.', '!', 0x90, 0x00}
+		}
+		return inner(apdu)
+	}
+	insert(t, d, 0, card)
+	ev := w.expectError(reader0, ErrCardUnreadable)
+	if !errors.Is(ev.Err, nfc.ErrMalformed) {
+		t.Fatalf("error event err = %v; want %v", ev.Err, nfc.ErrMalformed)
+	}
+}
+
+func TestBadCards(t *testing.T) {
+	d := needPCSCD(t)
+	clk := clock.NewFake(time.Unix(1000, 0))
+	p := newProvider(t, Config{Clock: clk, IdentifyTimeout: time.Second})
+	w := startWatch(t, p)
+	tests := []struct {
+		name string
+		card vcard.Card
+		mute bool
+	}{
+		{"garbage", vcard.GarbageCard(), false},
+		{"mute", vcard.MuteCard(), true},
+		{"phone without the app, random uid", vcard.PhoneCard(&nfc.Phone{Key: newPhone(t).Key}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "phone without the app, random uid" {
+				ph := tt.card.Handle
+				tt.card.Handle = func(apdu []byte) []byte {
+					if apdu[1] == 0xA4 {
+						return []byte{0x6A, 0x82}
+					}
+					return ph(apdu)
+				}
+			}
+			in := insert(t, d, 0, tt.card)
+			if tt.mute {
+				<-in.Seen()
+				clk.Advance(time.Second) // identification timeout
+			}
+			ev := w.expectError(reader0, ErrCardUnreadable)
+			t.Logf("card error: %v", ev.Err)
+			remove(t, in)
+			// vpcd hides a swap within one poll: let pcscd see the removal.
+			waitReader(t, reader0, false)
+			// The provider keeps working on the same reader.
+			in = insert(t, d, 0, vcard.UIDCard([]byte{4, 3, 2, 1}))
+			w.expect(tokens.Inserted, "uid.04030201", reader0)
+			remove(t, in)
+			w.expect(tokens.Removed, "uid.04030201", reader0)
+		})
+	}
+}
+
+func TestRemovalDuringIdentification(t *testing.T) {
+	d := needPCSCD(t)
+	// The fake clock never runs the identification timeout: only the
+	// removal can end the mute card's identification.
+	clk := clock.NewFake(time.Unix(1000, 0))
+	w := startWatch(t, newProvider(t, Config{Clock: clk}))
+	in := insert(t, d, 0, vcard.MuteCard())
+	<-in.Seen() // identification is waiting for the card
+	// The other reader keeps working meanwhile.
+	in1 := insert(t, d, 1, vcard.UIDCard([]byte{1, 1, 1, 1}))
+	w.expect(tokens.Inserted, "uid.01010101", reader1)
+	remove(t, in1)
+	w.expect(tokens.Removed, "uid.01010101", reader1)
+	remove(t, in)
+	waitReader(t, reader0, false)
+	in = insert(t, d, 0, vcard.UIDCard([]byte{2, 2, 2, 2}))
+	w.expect(tokens.Inserted, "uid.02020202", reader0) // no event for the mute card
+	remove(t, in)
+	w.expect(tokens.Removed, "uid.02020202", reader0)
+}
+
+func TestFastSwap(t *testing.T) {
+	d := needPCSCD(t)
+	p := newProvider(t, Config{})
+	var mu sync.Mutex
+	var gate chan struct{}
+	p.hookBeforeWait = func() {
+		mu.Lock()
+		g := gate
+		mu.Unlock()
+		if g != nil {
+			<-g
+		}
+	}
+	w := startWatch(t, p)
+	a := insert(t, d, 0, vcard.UIDCard([]byte{0xA, 0xA, 0xA, 0xA}))
+	w.expect(tokens.Inserted, "uid.0a0a0a0a", reader0)
+
+	// Hold the watcher out of GetStatusChange while card A is swapped for
+	// card B: pcscd sees both movements, the watcher only the event
+	// counter that moved by two while the reader stayed "present".
+	mu.Lock()
+	gate = make(chan struct{})
+	release := gate
+	mu.Unlock()
+	p.mu.Lock()
+	p.po.cancelWait()
+	p.mu.Unlock()
+	remove(t, a)
+	waitReader(t, reader0, false)
+	insert(t, d, 0, vcard.UIDCard([]byte{0xB, 0xB, 0xB, 0xB}))
+	waitReader(t, reader0, true)
+	mu.Lock()
+	gate = nil
+	mu.Unlock()
+	close(release)
+
+	w.expect(tokens.Removed, "uid.0a0a0a0a", reader0)
+	w.expect(tokens.Inserted, "uid.0b0b0b0b", reader0)
+}
+
+// waitPending waits until clk has n pending timers.
+func waitPending(t *testing.T, clk *clock.Fake, n int) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for clk.Pending() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending timers = %d; want %d", clk.Pending(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDebounce(t *testing.T) {
+	d := needPCSCD(t)
+	const grace = 30 * time.Second
+	clk := clock.NewFake(time.Unix(1000, 0))
+	det := newDetections()
+	p := newProvider(t, Config{Clock: clk, RemoveGrace: grace, Observe: det.observe})
+	w := startWatch(t, p)
+	badge := []byte{0xBA, 0xD6, 0xE0, 0x01}
+	const token = "uid.bad6e001"
+
+	in := insert(t, d, 1, vcard.UIDCard(badge))
+	w.expect(tokens.Inserted, token, reader1) // insertion is not delayed
+	det.next(t)
+	waitPending(t, clk, 0)
+
+	// Out of the field and back within the grace: no event.
+	remove(t, in)
+	waitPending(t, clk, 1) // the grace timer
+	clk.Advance(grace / 2)
+	in = insert(t, d, 1, vcard.UIDCard(badge))
+	if x := det.next(t); x.Token != token {
+		t.Fatalf("identified %q; want %q", x.Token, token)
+	}
+	waitPending(t, clk, 0) // grace stopped
+	clk.Advance(2 * grace)
+
+	// Out for longer than the grace: Removed, and it is the next event.
+	remove(t, in)
+	waitPending(t, clk, 1)
+	clk.Advance(grace - time.Second)
+	if clk.Pending() != 1 {
+		t.Fatalf("grace timer gone before the grace ended")
+	}
+	clk.Advance(time.Second)
+	w.expect(tokens.Removed, token, reader1)
+
+	// Another card within the grace: Removed at once, then Inserted.
+	in = insert(t, d, 1, vcard.UIDCard(badge))
+	w.expect(tokens.Inserted, token, reader1)
+	remove(t, in)
+	waitPending(t, clk, 1)
+	insert(t, d, 1, vcard.UIDCard([]byte{1, 2, 3, 4}))
+	w.expect(tokens.Removed, token, reader1)
+	w.expect(tokens.Inserted, "uid.01020304", reader1)
+}
+
+func TestPCSCDRestart(t *testing.T) {
+	d := needPCSCD(t)
+	p := newProvider(t, Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	w := startWatch(t, p)
+	in := insert(t, d, 0, vcard.UIDCard([]byte{7, 7, 7, 7}))
+	w.expect(tokens.Inserted, "uid.07070707", reader0)
+
+	if err := d.Kill(); err != nil {
+		t.Fatalf("kill pcscd: %v", err)
+	}
+	// Card state unknown: the token is removed, both readers unavailable.
+	w.expect(tokens.Removed, "uid.07070707", reader0)
+	w.expectError(reader0, ErrUnavailable)
+	w.expectError(reader1, ErrUnavailable)
+	remove(t, in)
+
+	if err := d.Restart(); err != nil {
+		t.Fatalf("restart pcscd: %v", err)
+	}
+	insert(t, d, 1, vcard.UIDCard([]byte{0x88, 8, 8, 8}))
+	w.expect(tokens.Inserted, "uid.88080808", reader1)
+}
+
+func TestWatchWithoutPCSCD(t *testing.T) {
+	d := needPCSCD(t)
+	if err := d.Stop(); err != nil {
+		t.Fatalf("stop pcscd: %v", err)
+	}
+	p := newProvider(t, Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	w := startWatch(t, p)
+	w.expectError("", ErrUnavailable)
+	if err := d.Restart(); err != nil {
+		t.Fatalf("restart pcscd: %v", err)
+	}
+	insert(t, d, 0, vcard.UIDCard([]byte{9, 9, 9, 9}))
+	w.expect(tokens.Inserted, "uid.09090909", reader0)
+}
+
+// BenchmarkDetection measures, per card insertion, pcscd's detection delay
+// (virtual card connected → pcscd reports the card; vpcd is polled about
+// every 0.4 s, real CCID readers interrupt) separately from identification
+// (the APDUs, "identify_ms") and the whole (connect → Inserted event).
+func BenchmarkDetection(b *testing.B) {
+	d := needPCSCD(b)
+	det := newDetections()
+	p := newProvider(b, Config{Observe: det.observe})
+	w := startWatch(b, p)
+	cards := []struct {
+		name string
+		card func() vcard.Card
+	}{
+		{"uid", func() vcard.Card { return vcard.UIDCard([]byte{1, 2, 3, 4}) }},
+		{"hce", func() vcard.Card { return vcard.PhoneCard(&nfc.Phone{Key: ed25519.NewKeyFromSeed(make([]byte, 32))}) }},
+	}
+	for _, c := range cards {
+		b.Run(c.name, func(b *testing.B) {
+			var detect, ident, total time.Duration
+			n := 0
+			for b.Loop() {
+				n++
+				start := time.Now()
+				in, err := vcard.Insert(context.Background(), d.Port(0), c.card())
+				if err != nil {
+					b.Fatal(err)
+				}
+				w.expect(tokens.Inserted, "", reader0)
+				total += time.Since(start)
+				x := det.next(b)
+				detect += x.Detected.Sub(start)
+				ident += x.Identified.Sub(x.Detected)
+				if err := in.Remove(); err != nil {
+					b.Fatal(err)
+				}
+				w.expect(tokens.Removed, "", reader0)
+			}
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(n) }
+			b.ReportMetric(ms(detect), "detect_ms/op")
+			b.ReportMetric(ms(ident), "identify_ms/op")
+			b.ReportMetric(ms(total), "inserted_ms/op")
+		})
+	}
+}

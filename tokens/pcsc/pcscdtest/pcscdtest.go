@@ -1,0 +1,300 @@
+// Package pcscdtest runs a private pcscd with the vpcd virtual reader driver
+// for tests: its own socket directory and its own two vpcd ports, so it
+// neither disturbs nor depends on a system pcscd.
+//
+// pcscd 1.9 always binds /run/pcscd/pcscd.comm; the daemon therefore runs in
+// a private mount namespace (unshare -m) where a temporary directory is
+// bind-mounted on /run/pcscd, and this process's libpcsclite is pointed at
+// the socket with PCSCLITE_CSOCK_NAME. libpcsclite reads that variable once,
+// at its first call, so a test process uses one Daemon (start it in
+// TestMain) and restarts it in place; Start sets the variable.
+//
+// vpcd listens on the two ports of its configuration on all interfaces; Start
+// picks two free consecutive ports. Requirements: pcscd, the vpcd driver,
+// unshare(1) and mount(8), and root or unprivileged user namespaces. Without
+// them Start fails with an error wrapping ErrMissing; tests then fail when
+// the environment variable CI is "true" and skip otherwise (Require).
+//
+// Only tokens/pcsc (and packages that import this helper) start pcscd.
+package pcscdtest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// VPCDDriver is the vpcd driver shipped by Debian's vsmartcard-vpcd.
+const VPCDDriver = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+
+// SocketEnv is the libpcsclite variable naming the daemon's socket.
+const SocketEnv = "PCSCLITE_CSOCK_NAME"
+
+// ErrMissing: pcscd, vpcd or the means to run a private daemon are missing.
+var ErrMissing = errors.New("pcscdtest: private pcscd with vpcd not available")
+
+// Reader names of the two vpcd readers.
+var Readers = [2]string{"Virtual PCD 00 00", "Virtual PCD 00 01"}
+
+// Daemon is a private pcscd.
+type Daemon struct {
+	dir    string // holds run/ (socket, pid) and conf/ (reader.conf.d)
+	port   int    // vpcd reader 0; reader 1 is port+1
+	socket string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has been waited for
+}
+
+// Start starts a private pcscd in a new temporary directory (removed by
+// Close) and sets PCSCLITE_CSOCK_NAME for this process. It returns when the
+// daemon accepts clients and both vpcd readers listen.
+func Start() (*Daemon, error) {
+	for _, f := range []string{VPCDDriver} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMissing, err)
+		}
+	}
+	for _, bin := range []string{"pcscd", "unshare", "mount"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMissing, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "pcscd")
+	if err != nil {
+		return nil, fmt.Errorf("pcscdtest: %w", err)
+	}
+	d := &Daemon{dir: dir, socket: filepath.Join(dir, "run", "pcscd.comm")}
+	if err := d.setup(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := os.Setenv(SocketEnv, d.socket); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("pcscdtest: %w", err)
+	}
+	if err := d.Restart(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) setup() error {
+	for _, sub := range []string{"run", "conf"} {
+		if err := os.Mkdir(filepath.Join(d.dir, sub), 0o755); err != nil {
+			return fmt.Errorf("pcscdtest: %w", err)
+		}
+	}
+	port, err := freePortPair()
+	if err != nil {
+		return err
+	}
+	d.port = port
+	conf := fmt.Sprintf("FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME   /dev/null:0x%X\nLIBPATH      %s\nCHANNELID    0x%X\n",
+		port, VPCDDriver, port)
+	if err := os.WriteFile(filepath.Join(d.dir, "conf", "vpcd"), []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("pcscdtest: %w", err)
+	}
+	return nil
+}
+
+// freePortPair finds p such that p and p+1 are free TCP ports.
+func freePortPair() (int, error) {
+	for range 50 {
+		l, err := net.Listen("tcp", ":0")
+		if err != nil {
+			return 0, fmt.Errorf("pcscdtest: %w", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		if p >= 65535 {
+			l.Close()
+			continue
+		}
+		l2, err := net.Listen("tcp", ":"+strconv.Itoa(p+1))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		l2.Close()
+		return p, nil
+	}
+	return 0, errors.New("pcscdtest: no two consecutive free ports")
+}
+
+// Port returns the TCP port of vpcd reader i (0 or 1), for vcard.Insert.
+func (d *Daemon) Port(i int) int { return d.port + i }
+
+// Socket returns the daemon's socket path.
+func (d *Daemon) Socket() string { return d.socket }
+
+// Log returns the daemon's output so far (for failing tests).
+func (d *Daemon) Log() string {
+	b, _ := os.ReadFile(filepath.Join(d.dir, "pcscd.log"))
+	return string(b)
+}
+
+// Running reports whether the daemon process is running.
+func (d *Daemon) Running() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return false
+	}
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Restart starts the daemon if it is not running, after removing the files
+// a killed daemon leaves behind, and waits until it is ready (at most 10 s).
+func (d *Daemon) Restart() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil {
+		select {
+		case <-d.done:
+		default:
+			return nil
+		}
+	}
+	run := filepath.Join(d.dir, "run")
+	os.Remove(filepath.Join(run, "pcscd.comm"))
+	os.Remove(filepath.Join(run, "pcscd.pid"))
+	logf, err := os.OpenFile(filepath.Join(d.dir, "pcscd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("pcscdtest: %w", err)
+	}
+	defer logf.Close()
+	args := []string{"-m", "--propagation", "private"}
+	if os.Geteuid() != 0 {
+		args = append([]string{"-r"}, args...)
+	}
+	script := `mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd && exec pcscd --foreground --config "$2"`
+	args = append(args, "sh", "-c", script, "sh", run, filepath.Join(d.dir, "conf"))
+	cmd := exec.Command("unshare", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%w: start pcscd: %w", ErrMissing, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	d.cmd, d.done = cmd, done
+	if err := d.waitReady(done, 10*time.Second); err != nil {
+		cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%w: %w\n%s", ErrMissing, err, d.Log())
+	}
+	return nil
+}
+
+// waitReady waits until the socket accepts connections and both vpcd ports
+// listen. It does not connect to the vpcd ports: that would insert a card.
+func (d *Daemon) waitReady(done <-chan struct{}, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		select {
+		case <-done:
+			return errors.New("pcscd exited")
+		default:
+		}
+		if c, err := net.Dial("unix", d.socket); err == nil {
+			c.Close()
+			if listening(d.port) && listening(d.port+1) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return errors.New("pcscd not ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// listening reports whether a socket listens on TCP port (IPv4 or IPv6),
+// from /proc/net/tcp*.
+func listening(port int) bool {
+	want := fmt.Sprintf(":%04X", port)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" { // 0A = LISTEN
+				fh.Close()
+				return true
+			}
+		}
+		fh.Close()
+	}
+	return false
+}
+
+// Kill kills the daemon with SIGKILL (a crash: clients see their contexts
+// die) and waits until it has exited.
+func (d *Daemon) Kill() error { return d.stop(os.Kill) }
+
+// Stop stops the daemon with SIGTERM and waits until it has exited.
+func (d *Daemon) Stop() error { return d.stop(os.Interrupt) }
+
+func (d *Daemon) stop(sig os.Signal) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return nil
+	}
+	select {
+	case <-d.done:
+		return nil
+	default:
+	}
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("pcscdtest: stop: %w", err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(10 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+	return nil
+}
+
+// Close stops the daemon and removes its directory.
+func (d *Daemon) Close() error {
+	err := d.Stop()
+	os.RemoveAll(d.dir)
+	return err
+}
+
+// Require fails tb when err wraps ErrMissing and CI is "true", skips it
+// otherwise; it fails tb for any other non-nil err.
+func Require(tb testing.TB, err error) {
+	tb.Helper()
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrMissing) && os.Getenv("CI") != "true":
+		tb.Skipf("pcscd with vpcd not available: %v", err)
+	default:
+		tb.Fatalf("pcscd with vpcd: %v", err)
+	}
+}
