@@ -119,11 +119,20 @@ func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (re
 	if rec.Disabled {
 		return rec, fail(proto.ErrTokenDisabled, "token disabled", nil)
 	}
+	typ, _, _ := tokens.ParseID(token)
+	if rec.Kind != typ {
+		return rec, fail(proto.ErrUnknownToken, "token kind does not match its id", nil)
+	}
 	switch rec.Kind {
-	case "soft":
+	case "soft", "hce":
+		// Key-holding tokens (software keys, phones by host card
+		// emulation) prove possession by signing a fresh challenge.
 		if err := b.challenge(ctx, t, token, rec.PublicKey); err != nil {
 			return rec, err
 		}
+	case "uid", "piv":
+		// Locate-only cards: their id can be copied, so they prove
+		// nothing; the login policy decides what to ask (PIN, password).
 	default:
 		return rec, fail(proto.ErrUnknownToken, "token kind not supported: "+sanitize(rec.Kind), nil)
 	}
