@@ -389,3 +389,28 @@ func TestRedirectToOwner(t *testing.T) {
 		t.Fatalf("hop limit: %+v; want too many hops", er)
 	}
 }
+
+// TestLockToken: disabling a token locks the session it shows and refuses it
+// afterwards.
+func TestLockToken(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("pia")
+	t1 := e.dial("term-1")
+	t1.hold(tok, key)
+	t1.insert(tok)
+	att := expectMsg[proto.Attached](t1)
+	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
+		t.Fatal(err)
+	}
+	e.b.LockToken(e.ctx, tok)
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked || det.SessionID != att.SessionID {
+		t.Fatalf("detached = %+v; want locked", det)
+	}
+	if si := sessionInfo(t, e.b, att.SessionID); si.State != Suspended || !pidAlive(si.PID) {
+		t.Fatalf("locked session = %+v; want suspended, compositor alive", si)
+	}
+	t1.insert(tok)
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrTokenDisabled {
+		t.Fatalf("disabled token inserted: %+v; want token disabled", er)
+	}
+}

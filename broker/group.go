@@ -161,3 +161,22 @@ func (b *Broker) orphanLocked(s *Session, owner string) {
 	}
 	b.countChanged()
 }
+
+// LockToken suspends the session token locates on this server, if it is
+// attached, telling its terminal the session is locked: the token was
+// disabled or deleted by an administrator. Every broker of the group calls
+// it for every such change (registry.WatchTokens), so the lock is
+// group-wide. The session itself stays (suspended) for its user to resume
+// with another of their tokens.
+func (b *Broker) LockToken(ctx context.Context, token string) {
+	unlock := b.keys.Lock(token)
+	defer unlock()
+	b.mu.Lock()
+	s := b.byToken[token]
+	active := s != nil && s.state == Active
+	b.mu.Unlock()
+	if active {
+		b.log.Info("token disabled: locking its session", "token", token, "session", s.ID)
+		b.suspendLocked(ctx, s, proto.DetachLocked, "token disabled by an administrator")
+	}
+}

@@ -225,7 +225,8 @@ func WithClock(c clock.Clock) Option {
 // Registry is one broker's handle on the group registry. Build it with New;
 // release it with Close.
 type Registry struct {
-	kv     clientv3.KV
+	kv      clientv3.KV
+	watcher clientv3.Watcher
 	leases clientv3.Lease
 	opts   options
 	log    hclog.Logger
@@ -285,6 +286,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	ttl := int64((o.leaseTTL + time.Second - 1) / time.Second)
 	r := &Registry{
 		kv:      cli.KV,
+		watcher: cli.Watcher,
 		leases:  cli.Lease,
 		opts:    o,
 		log:     o.logger,

@@ -5,6 +5,10 @@
 //	hotdeskctl [-socket PATH] sessions [--json]
 //	hotdeskctl [-socket PATH] session kill ID
 //	hotdeskctl [-socket PATH] token pair -user USER [-label L] [-ttl 10m] [--json]
+//	hotdeskctl [-socket PATH] token list [--json]
+//	hotdeskctl [-socket PATH] token register ID -user USER [-label L]
+//	hotdeskctl [-socket PATH] token alias ID -of TOKEN [-label L]
+//	hotdeskctl [-socket PATH] token disable|enable|delete ID
 //	hotdeskctl [-socket PATH] server list [--json]
 //	hotdeskctl [-socket PATH] server drain|undrain [ID]
 //	hotdeskctl [-socket PATH] ready
@@ -46,6 +50,10 @@ const usage = `usage:
   hotdeskctl [-socket PATH] sessions [-json]
   hotdeskctl [-socket PATH] session kill ID
   hotdeskctl [-socket PATH] token pair -user USER [-label LABEL] [-ttl 10m] [-json]
+  hotdeskctl [-socket PATH] token list [-json]
+  hotdeskctl [-socket PATH] token register ID -user USER [-label LABEL]   (uid.… and piv.… cards)
+  hotdeskctl [-socket PATH] token alias ID -of TOKEN [-label LABEL]       (same user as TOKEN)
+  hotdeskctl [-socket PATH] token disable|enable|delete ID
   hotdeskctl [-socket PATH] server list [-json]
   hotdeskctl [-socket PATH] server drain|undrain [ID]     (default: this server)
   hotdeskctl [-socket PATH] ready`
@@ -79,10 +87,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "session %s killed\n", rest[2])
 		return nil
 	case "token":
-		if len(rest) < 2 || rest[1] != "pair" {
+		if len(rest) < 2 {
 			return usageError(usage)
 		}
-		return pair(ctx, c, rest[2:], out)
+		if rest[1] == "pair" {
+			return pair(ctx, c, rest[2:], out)
+		}
+		return token(ctx, c, rest[1], rest[2:], out)
 	case "server":
 		if len(rest) < 2 {
 			return usageError(usage)
@@ -153,6 +164,88 @@ func pair(ctx context.Context, c *adminapi.Client, args []string, out io.Writer)
 	fmt.Fprintf(out, "pairing code: %s (single use, expires %s)\n", resp.Code, resp.Expires.Local().Format(time.DateTime))
 	fmt.Fprintf(out, "on the terminal: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
 	return nil
+}
+
+func token(ctx context.Context, c *adminapi.Client, verb string, args []string, out io.Writer) error {
+	switch verb {
+	case "list":
+		fs := flag.NewFlagSet("token list", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := fs.Parse(args); err != nil {
+			return usageError(err.Error())
+		}
+		ts, err := c.Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			if ts == nil {
+				ts = []adminapi.TokenInfo{}
+			}
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ts)
+		}
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TOKEN\tUSER\tLABEL\tSTATE\tREGISTERED BY\tREGISTERED")
+		for _, t := range ts {
+			state := "enabled"
+			if t.Disabled {
+				state = "disabled"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, dash(t.Label), state, dash(t.RegisteredBy),
+				t.Registered.Local().Format(time.DateTime))
+		}
+		return tw.Flush()
+	case "register", "alias":
+		if len(args) < 1 || strings.HasPrefix(args[0], "-") {
+			return usageError(usage)
+		}
+		id := args[0]
+		fs := flag.NewFlagSet("token "+verb, flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		user := fs.String("user", "", "user the token belongs to")
+		of := fs.String("of", "", "existing token whose user the new one gets")
+		label := fs.String("label", "", "label")
+		if err := fs.Parse(args[1:]); err != nil {
+			return usageError(err.Error())
+		}
+		var ti adminapi.TokenInfo
+		var err error
+		if verb == "register" {
+			if *user == "" {
+				return usageError("token register: -user is required")
+			}
+			ti, err = c.RegisterToken(ctx, adminapi.RegisterRequest{ID: id, User: *user, Label: *label})
+		} else {
+			if *of == "" {
+				return usageError("token alias: -of is required")
+			}
+			ti, err = c.AliasToken(ctx, id, adminapi.AliasRequest{Of: *of, Label: *label})
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "token %s registered to %s\n", ti.ID, ti.User)
+		return nil
+	case "disable", "enable", "delete":
+		if len(args) != 1 {
+			return usageError(usage)
+		}
+		var err error
+		if verb == "delete" {
+			err = c.DeleteToken(ctx, args[0])
+		} else {
+			err = c.SetTokenDisabled(ctx, args[0], verb == "disable")
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "token %s: %sd\n", args[0], strings.TrimSuffix(verb, "e"))
+		return nil
+	}
+	return usageError(usage)
 }
 
 func server(ctx context.Context, c *adminapi.Client, verb string, args []string, out io.Writer) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/tokens"
 )
 
 // adminBackend serves the admin API from the running subsystems.
@@ -102,4 +103,75 @@ func lookupGroup(name string) (int, error) {
 		return -1, err
 	}
 	return strconv.Atoi(g.Gid)
+}
+
+func tokenInfo(t registry.TokenRecord) adminapi.TokenInfo {
+	return adminapi.TokenInfo{ID: t.ID, Kind: t.Kind, User: t.User, Label: t.Label, RegisteredBy: t.RegisteredBy,
+		Registered: time.UnixMilli(t.RegisteredUnixMs), Disabled: t.Disabled}
+}
+
+func (a *adminBackend) Tokens(ctx context.Context) ([]adminapi.TokenInfo, error) {
+	ts, err := a.d.registry().Tokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]adminapi.TokenInfo, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenInfo(t))
+	}
+	return out, nil
+}
+
+// registerable checks that id names a locate-only card: key-holding tokens
+// (soft, hce) are enrolled with a pairing code so that their key is known.
+func registerable(id string) (string, error) {
+	kind, _, err := tokens.ParseID(id)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", adminapi.ErrInvalid, err)
+	}
+	if kind != "uid" && kind != "piv" {
+		return "", fmt.Errorf("%w: %s tokens are enrolled with a pairing code (hotdeskctl token pair)", adminapi.ErrInvalid, kind)
+	}
+	return kind, nil
+}
+
+func (a *adminBackend) RegisterToken(ctx context.Context, by string, req adminapi.RegisterRequest) (adminapi.TokenInfo, error) {
+	kind, err := registerable(req.ID)
+	if err != nil {
+		return adminapi.TokenInfo{}, err
+	}
+	rec := registry.TokenRecord{ID: req.ID, Kind: kind, User: req.User, Label: req.Label,
+		RegisteredBy: by, RegisteredUnixMs: time.Now().UnixMilli()}
+	if err := a.d.registry().EnrollToken(ctx, rec); errors.Is(err, registry.ErrExists) {
+		return adminapi.TokenInfo{}, fmt.Errorf("%w: token %s is already registered", adminapi.ErrInvalid, req.ID)
+	} else if err != nil {
+		return adminapi.TokenInfo{}, err
+	}
+	return tokenInfo(rec), nil
+}
+
+func (a *adminBackend) AliasToken(ctx context.Context, by, id string, req adminapi.AliasRequest) (adminapi.TokenInfo, error) {
+	of, err := a.d.registry().Token(ctx, req.Of)
+	if errors.Is(err, registry.ErrNotFound) {
+		return adminapi.TokenInfo{}, fmt.Errorf("%w: token %s", adminapi.ErrNotFound, req.Of)
+	} else if err != nil {
+		return adminapi.TokenInfo{}, err
+	}
+	return a.RegisterToken(ctx, by, adminapi.RegisterRequest{ID: id, User: of.User, Label: req.Label})
+}
+
+func (a *adminBackend) SetTokenDisabled(ctx context.Context, id string, disabled bool) error {
+	err := a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) { t.Disabled = disabled })
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: token %s", adminapi.ErrNotFound, id)
+	}
+	return err
+}
+
+func (a *adminBackend) DeleteToken(ctx context.Context, id string) error {
+	err := a.d.registry().DeleteToken(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: token %s", adminapi.ErrNotFound, id)
+	}
+	return err
 }

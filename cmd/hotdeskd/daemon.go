@@ -234,6 +234,14 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	// Lease loss makes the broker not ready until a new lease is held and
 	// the sessions are re-claimed.
 	go d.superviseLease(sctx, serverRec, logger)
+	// A token disabled or deleted anywhere in the group locks its session here.
+	go func() {
+		for ch := range d.registry().WatchTokens(sctx) {
+			if ch.Deleted || ch.Record.Disabled {
+				d.broker.LockToken(sctx, ch.ID)
+			}
+		}
+	}()
 	return d, nil
 }
 

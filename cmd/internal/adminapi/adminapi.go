@@ -6,6 +6,11 @@
 //	GET    /v1/sessions       → []SessionInfo
 //	DELETE /v1/sessions/{id}  → 204; 404 if the backend reports ErrNotFound
 //	POST   /v1/tokens/pair    PairRequest → PairResponse
+//	GET    /v1/tokens         → []TokenInfo
+//	POST   /v1/tokens         RegisterRequest → TokenInfo (locate-only cards: uid.…, piv.…)
+//	POST   /v1/tokens/{id}/alias   AliasRequest{of} → TokenInfo (same user as token "of")
+//	POST   /v1/tokens/{id}/disable, /v1/tokens/{id}/enable → 204
+//	DELETE /v1/tokens/{id}    → 204
 //	GET    /v1/servers        → []ServerInfo (every member of the group)
 //	POST   /v1/servers/{id}/drain, /v1/servers/{id}/undrain → 204
 //	GET    /livez             → 200 {"status":"ok"} while the server answers
@@ -68,6 +73,31 @@ type SessionInfo struct {
 	OrphanOwner string `json:"orphan_owner,omitempty"`
 }
 
+// TokenInfo is one token of the token registry.
+type TokenInfo struct {
+	ID           string    `json:"id"`
+	Kind         string    `json:"kind"`
+	User         string    `json:"user"`
+	Label        string    `json:"label,omitempty"`
+	RegisteredBy string    `json:"registered_by,omitempty"`
+	Registered   time.Time `json:"registered"`
+	Disabled     bool      `json:"disabled,omitempty"`
+}
+
+// RegisterRequest registers a locate-only token (a card read by UID or
+// PIV CHUID) to a user. Key-holding tokens are enrolled by pairing code.
+type RegisterRequest struct {
+	ID    string `json:"id"`
+	User  string `json:"user"`
+	Label string `json:"label,omitempty"`
+}
+
+// AliasRequest registers a token to the same user as token Of.
+type AliasRequest struct {
+	Of    string `json:"of"`
+	Label string `json:"label,omitempty"`
+}
+
 // ServerInfo describes one member of the server group.
 type ServerInfo struct {
 	ID          string    `json:"id"`
@@ -112,6 +142,17 @@ type Backend interface {
 	PairToken(ctx context.Context, createdBy string, req PairRequest) (PairResponse, error)
 	// Ready returns nil when the daemon is ready, else the reason.
 	Ready() error
+	// Tokens lists the token registry.
+	Tokens(ctx context.Context) ([]TokenInfo, error)
+	// RegisterToken adds a token; by is "uid:<n>" of the peer.
+	RegisterToken(ctx context.Context, by string, req RegisterRequest) (TokenInfo, error)
+	// AliasToken registers id to the user of req.Of.
+	AliasToken(ctx context.Context, by, id string, req AliasRequest) (TokenInfo, error)
+	// SetTokenDisabled disables (locking every session it is attached to,
+	// group-wide) or enables a token.
+	SetTokenDisabled(ctx context.Context, id string, disabled bool) error
+	// DeleteToken removes a token from the registry.
+	DeleteToken(ctx context.Context, id string) error
 	// Servers lists the group's members.
 	Servers(ctx context.Context) ([]ServerInfo, error)
 	// SetDraining drains (no new sessions) or undrains server id ("" or

@@ -32,6 +32,65 @@ type fakeBackend struct {
 	block     chan struct{} // if set, Sessions waits for it (or ctx)
 	inSession chan struct{} // if set, Sessions signals entry
 	servers   []ServerInfo
+	tokens    []TokenInfo
+}
+
+func (b *fakeBackend) Tokens(context.Context) ([]TokenInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]TokenInfo(nil), b.tokens...), nil
+}
+
+func (b *fakeBackend) RegisterToken(_ context.Context, by string, req RegisterRequest) (TokenInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, t := range b.tokens {
+		if t.ID == req.ID {
+			return TokenInfo{}, fmt.Errorf("fake: %s exists: %w", req.ID, ErrInvalid)
+		}
+	}
+	ti := TokenInfo{ID: req.ID, User: req.User, Label: req.Label, RegisteredBy: by}
+	b.tokens = append(b.tokens, ti)
+	return ti, nil
+}
+
+func (b *fakeBackend) AliasToken(ctx context.Context, by, id string, req AliasRequest) (TokenInfo, error) {
+	b.mu.Lock()
+	var user string
+	for _, t := range b.tokens {
+		if t.ID == req.Of {
+			user = t.User
+		}
+	}
+	b.mu.Unlock()
+	if user == "" {
+		return TokenInfo{}, fmt.Errorf("fake: %s: %w", req.Of, ErrNotFound)
+	}
+	return b.RegisterToken(ctx, by, RegisterRequest{ID: id, User: user, Label: req.Label})
+}
+
+func (b *fakeBackend) SetTokenDisabled(_ context.Context, id string, disabled bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.tokens {
+		if b.tokens[i].ID == id {
+			b.tokens[i].Disabled = disabled
+			return nil
+		}
+	}
+	return fmt.Errorf("fake: %s: %w", id, ErrNotFound)
+}
+
+func (b *fakeBackend) DeleteToken(_ context.Context, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.tokens {
+		if b.tokens[i].ID == id {
+			b.tokens = append(b.tokens[:i], b.tokens[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("fake: %s: %w", id, ErrNotFound)
 }
 
 type pairCall struct {
@@ -750,5 +809,40 @@ func TestServersAndDrain(t *testing.T) {
 	}
 	if got, _ = c.Servers(ctx); got[1].Draining {
 		t.Fatalf("b2 still draining after undrain: %+v", got[1])
+	}
+}
+
+func TestTokenRoutes(t *testing.T) {
+	b := &fakeBackend{}
+	ts := startServer(t, b, -1)
+	c := NewClient(ts.path)
+	defer c.Close()
+	ctx := context.Background()
+	ti, err := c.RegisterToken(ctx, RegisterRequest{ID: "uid.04a1b2c3", User: "alice", Label: "badge"})
+	if err != nil || ti.User != "alice" || !strings.HasPrefix(ti.RegisteredBy, "uid:") {
+		t.Fatalf("register = %+v, %v; want alice registered by a uid", ti, err)
+	}
+	if _, err := c.RegisterToken(ctx, RegisterRequest{ID: "uid.x"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("register without user = %v; want ErrInvalid", err)
+	}
+	al, err := c.AliasToken(ctx, "piv.0102", AliasRequest{Of: "uid.04a1b2c3"})
+	if err != nil || al.User != "alice" {
+		t.Fatalf("alias = %+v, %v; want alice", al, err)
+	}
+	if _, err := c.AliasToken(ctx, "piv.0103", AliasRequest{Of: "uid.none"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("alias of unknown = %v; want ErrNotFound", err)
+	}
+	if err := c.SetTokenDisabled(ctx, "piv.0102", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteToken(ctx, "uid.04a1b2c3"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Tokens(ctx)
+	if err != nil || len(got) != 1 || got[0].ID != "piv.0102" || !got[0].Disabled {
+		t.Fatalf("tokens = %+v, %v; want piv.0102 disabled", got, err)
+	}
+	if err := c.DeleteToken(ctx, "uid.04a1b2c3"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete = %v; want ErrNotFound", err)
 	}
 }

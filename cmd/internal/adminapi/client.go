@@ -103,6 +103,43 @@ func (c *Client) PairToken(ctx context.Context, req PairRequest) (PairResponse, 
 	return out, nil
 }
 
+// Tokens lists the token registry.
+func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	var out []TokenInfo
+	if err := c.do(ctx, "tokens", http.MethodGet, "/v1/tokens", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RegisterToken registers a locate-only token to a user.
+func (c *Client) RegisterToken(ctx context.Context, req RegisterRequest) (TokenInfo, error) {
+	var out TokenInfo
+	err := c.do(ctx, "register token", http.MethodPost, "/v1/tokens", req, &out)
+	return out, err
+}
+
+// AliasToken registers id to the user of token req.Of.
+func (c *Client) AliasToken(ctx context.Context, id string, req AliasRequest) (TokenInfo, error) {
+	var out TokenInfo
+	err := c.do(ctx, "alias token", http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/alias", req, &out)
+	return out, err
+}
+
+// SetTokenDisabled disables or enables a token.
+func (c *Client) SetTokenDisabled(ctx context.Context, id string, disabled bool) error {
+	verb := "enable"
+	if disabled {
+		verb = "disable"
+	}
+	return c.do(ctx, verb+" token", http.MethodPost, "/v1/tokens/"+url.PathEscape(id)+"/"+verb, nil, nil)
+}
+
+// DeleteToken removes a token.
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	return c.do(ctx, "delete token", http.MethodDelete, "/v1/tokens/"+url.PathEscape(id), nil, nil)
+}
+
 // Servers lists the group's members.
 func (c *Client) Servers(ctx context.Context) ([]ServerInfo, error) {
 	var out []ServerInfo

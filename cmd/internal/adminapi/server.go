@@ -133,6 +133,11 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	mux.Handle("/v1/sessions", methods{http.MethodGet: s.listSessions})
 	mux.Handle("/v1/sessions/{id}", methods{http.MethodDelete: s.killSession})
 	mux.Handle("/v1/tokens/pair", methods{http.MethodPost: s.pairToken})
+	mux.Handle("/v1/tokens", methods{http.MethodGet: s.listTokens, http.MethodPost: s.registerToken})
+	mux.Handle("/v1/tokens/{id}/alias", methods{http.MethodPost: s.aliasToken})
+	mux.Handle("/v1/tokens/{id}/disable", methods{http.MethodPost: s.tokenDisabled(true)})
+	mux.Handle("/v1/tokens/{id}/enable", methods{http.MethodPost: s.tokenDisabled(false)})
+	mux.Handle("/v1/tokens/{id}", methods{http.MethodDelete: s.deleteToken})
 	mux.Handle("/v1/servers", methods{http.MethodGet: s.listServers})
 	mux.Handle("/v1/servers/{id}/drain", methods{http.MethodPost: s.drain(true)})
 	mux.Handle("/v1/servers/{id}/undrain", methods{http.MethodPost: s.drain(false)})
@@ -293,6 +298,81 @@ func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
 	// Never log the code.
 	s.logger.Info("pairing code created", "user", req.User, "peer", p.createdBy(), "expires", resp.Expires)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.backend.Tokens(r.Context())
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if ts == nil {
+		ts = []TokenInfo{}
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+func (s *Server) registerToken(w http.ResponseWriter, r *http.Request) {
+	var req RegisterRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	req.User = strings.TrimSpace(req.User)
+	if req.ID == "" || req.User == "" {
+		writeError(w, http.StatusBadRequest, "id and user are required")
+		return
+	}
+	p := r.Context().Value(peerKey{}).(*peer)
+	ti, err := s.backend.RegisterToken(r.Context(), p.createdBy(), req)
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	s.logger.Info("token registered by admin", "token", ti.ID, "user", ti.User, "peer", p.createdBy())
+	writeJSON(w, http.StatusOK, ti)
+}
+
+func (s *Server) aliasToken(w http.ResponseWriter, r *http.Request) {
+	var req AliasRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Of == "" {
+		writeError(w, http.StatusBadRequest, "of is required")
+		return
+	}
+	p := r.Context().Value(peerKey{}).(*peer)
+	ti, err := s.backend.AliasToken(r.Context(), p.createdBy(), r.PathValue("id"), req)
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	s.logger.Info("token aliased by admin", "token", ti.ID, "of", req.Of, "user", ti.User, "peer", p.createdBy())
+	writeJSON(w, http.StatusOK, ti)
+}
+
+func (s *Server) tokenDisabled(disabled bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		p := r.Context().Value(peerKey{}).(*peer)
+		if err := s.backend.SetTokenDisabled(r.Context(), id, disabled); err != nil {
+			s.backendError(w, r, err)
+			return
+		}
+		s.logger.Info("token state changed by admin", "token", id, "disabled", disabled, "peer", p.createdBy())
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	p := r.Context().Value(peerKey{}).(*peer)
+	if err := s.backend.DeleteToken(r.Context(), id); err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	s.logger.Info("token deleted by admin", "token", id, "peer", p.createdBy())
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) listServers(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,100 @@
+package registry
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TokenChange is one change of the token registry.
+type TokenChange struct {
+	ID      string
+	Deleted bool
+	Record  TokenRecord // zero if Deleted
+}
+
+// WatchTokens streams changes of the token registry from now on, for every
+// broker of the group to act on (a disabled or deleted token locks its
+// sessions wherever they run). The channel is closed when ctx ends. After a
+// watch failure (compaction, lost leader) it lists the whole registry again
+// and reports every token as changed, then watches from that revision:
+// consumers must be idempotent. A slow consumer slows the watch, never
+// loses changes.
+func (r *Registry) WatchTokens(ctx context.Context) <-chan TokenChange {
+	out := make(chan TokenChange, 16)
+	prefix := r.opts.prefix + "tokens/"
+	// Changes count from the revision current when WatchTokens is called.
+	rev := int64(0)
+	gctx, gcancel := r.callCtx(ctx)
+	if resp, err := r.kv.Get(gctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+		rev = resp.Header.Revision + 1
+	}
+	gcancel()
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			opts := []clientv3.OpOption{clientv3.WithPrefix()}
+			if rev > 0 {
+				opts = append(opts, clientv3.WithRev(rev))
+			}
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range r.watcher.Watch(wctx, prefix, opts...) {
+				if err := wr.Err(); err != nil {
+					r.log.Warn("token watch failed; re-listing", "error", err)
+					break
+				}
+				for _, ev := range wr.Events {
+					id := strings.TrimPrefix(string(ev.Kv.Key), prefix)
+					ch := TokenChange{ID: id, Deleted: ev.Type == clientv3.EventTypeDelete}
+					if !ch.Deleted {
+						t, err := decodeToken(id, ev.Kv.Value)
+						if err != nil {
+							r.log.Warn("skipping undecodable token change", "token_id", id, "error", err)
+							continue
+						}
+						ch.Record = t
+					}
+					select {
+					case out <- ch:
+					case <-ctx.Done():
+						cancel()
+						return
+					}
+				}
+				rev = wr.Header.Revision + 1
+			}
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			// Re-list: report the current state of every token, then watch on.
+			lctx, lcancel := r.callCtx(ctx)
+			resp, err := r.kv.Get(lctx, prefix, clientv3.WithPrefix())
+			lcancel()
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				rev = 0
+				continue
+			}
+			for _, kv := range resp.Kvs {
+				id := strings.TrimPrefix(string(kv.Key), prefix)
+				t, err := decodeToken(id, kv.Value)
+				if err != nil {
+					continue
+				}
+				select {
+				case out <- TokenChange{ID: id, Record: t}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			rev = resp.Header.Revision + 1
+		}
+	}()
+	return out
+}
