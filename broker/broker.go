@@ -49,6 +49,8 @@ type Registry interface {
 	Lookup(ctx context.Context, key string) (registry.Claim, error)
 	Server(ctx context.Context, id string) (registry.ServerRecord, error)
 	Servers(ctx context.Context) ([]registry.ServerRecord, error)
+	Sessions(ctx context.Context) ([]registry.Claim, error)
+	EnrollToken(ctx context.Context, t registry.TokenRecord) error
 	Token(ctx context.Context, id string) (registry.TokenRecord, error)
 	// Healthy reports whether the lease was renewed recently enough that
 	// it cannot have expired: the broker attaches and claims only then.
@@ -88,6 +90,12 @@ type Config struct {
 	// MaxSessions caps the sessions this server runs (0: no cap); a full
 	// server places new sessions elsewhere in the group.
 	MaxSessions int
+	// Policies, if set, enables the policy features the broker enforces
+	// itself: password logins without a card (tokens "user.<name>"),
+	// self-registration of unknown cards, and per-user session limits.
+	// Groups returns a user's groups for policy resolution.
+	Policies *auth.Policies
+	Groups   func(user string) []string
 }
 
 // State is a session's lifecycle state.
@@ -134,6 +142,9 @@ type Session struct {
 	// timed out and is no longer found by its token here.
 	orphaned bool
 	owner    string
+	// login is the PAM session opened for the desktop (nil if none); it is
+	// closed when the session is destroyed.
+	login auth.Session
 }
 
 // SessionInfo is a snapshot of a session for administrators.

@@ -107,9 +107,21 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 
 // verifyToken checks that token may be used and that t holds its key.
 func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (registry.TokenRecord, error) {
+	typ, name, _ := tokens.ParseID(token)
+	if typ == "user" {
+		// Password login without a card: the user name locates the session.
+		if b.policy(token, name).Kind != auth.KindPassword {
+			return registry.TokenRecord{}, fail(proto.ErrUnknownToken, "password login without a card is not enabled", nil)
+		}
+		return registry.TokenRecord{ID: token, Kind: "user", User: name}, nil
+	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	rec, err := b.registry().Token(lctx, token)
 	cancel()
+	if errors.Is(err, registry.ErrNotFound) && (typ == "uid" || typ == "piv") && b.policy(token, "").SelfRegister {
+		// An unknown card may enroll itself: the login decides whose it is.
+		return registry.TokenRecord{ID: token, Kind: typ, RegisteredBy: "self-registration"}, nil
+	}
 	if errors.Is(err, registry.ErrNotFound) {
 		return rec, fail(proto.ErrUnknownToken, "token not enrolled", err)
 	}
@@ -119,7 +131,6 @@ func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (re
 	if rec.Disabled {
 		return rec, fail(proto.ErrTokenDisabled, "token disabled", nil)
 	}
-	typ, _, _ := tokens.ParseID(token)
 	if rec.Kind != typ {
 		return rec, fail(proto.ErrUnknownToken, "token kind does not match its id", nil)
 	}
@@ -178,11 +189,66 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
 		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing,
 	}, t)
-	if err != nil {
+	switch {
+	case errors.Is(err, auth.ErrLocked):
+		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
+	case err != nil && ctx.Err() != nil:
+		return res, fail(proto.ErrAuthFailed, "login abandoned", err)
+	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", t.id, "error", err)
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
 	return res, nil
+}
+
+// policy resolves the login policy of token and user (zero Policy if the
+// broker has no policies configured).
+func (b *Broker) policy(token, user string) auth.Policy {
+	if b.cfg.Policies == nil {
+		return auth.Policy{}
+	}
+	var groups []string
+	if b.cfg.Groups != nil && user != "" {
+		groups = b.cfg.Groups(user)
+	}
+	return b.cfg.Policies.For(token, user, groups)
+}
+
+// closeLogin ends a PAM session opened by an authentication.
+func (b *Broker) closeLogin(l auth.Session) {
+	if l == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		b.log.Warn("closing the PAM session failed", "error", err)
+	}
+}
+
+// checkUserLimit refuses a new session for a user who already holds the
+// policy's maximum anywhere in the group.
+func (b *Broker) checkUserLimit(ctx context.Context, token, user string) error {
+	max := b.policy(token, user).MaxSessions
+	if max <= 0 {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	claims, err := b.registry().Sessions(lctx)
+	cancel()
+	if err != nil {
+		return fail(proto.ErrUnavailable, "registry unavailable", err)
+	}
+	n := 0
+	for _, c := range claims {
+		if c.Session.User == user {
+			n++
+		}
+	}
+	if n >= max {
+		return fail(proto.ErrSessionLimited, fmt.Sprintf("%s already has %d sessions (the most allowed)", user, n), nil)
+	}
+	return nil
 }
 
 // redirect sends t to the owner of claim c.
@@ -221,15 +287,32 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	if err != nil {
 		return err
 	}
+	if err := b.checkUserLimit(ctx, token, res.User); err != nil {
+		b.closeLogin(res.Session)
+		return err
+	}
+	if rec.RegisteredBy == "self-registration" && rec.User == "" {
+		rec.User, rec.RegisteredBy, rec.RegisteredUnixMs = res.User, "self:"+t.id, b.clk.Now().UnixMilli()
+		ectx, cancel := context.WithTimeout(ctx, remoteTimeout)
+		err := b.registry().EnrollToken(ectx, rec)
+		cancel()
+		if err != nil {
+			b.closeLogin(res.Session)
+			return fail(proto.ErrUnavailable, "could not register the card", err)
+		}
+		b.log.Info("card self-registered", "token", token, "user", res.User, "terminal", t.id)
+	}
 	now := b.clk.Now()
-	s := &Session{ID: newSessionID(), Token: token, User: res.User, state: Creating, created: now, updated: now}
+	s := &Session{ID: newSessionID(), Token: token, User: res.User, state: Creating, created: now, updated: now, login: res.Session}
 	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	c, won, err := b.registry().Claim(cctx, token, b.record(s, t))
 	cancel()
 	if err != nil {
+		b.closeLogin(res.Session)
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
 	if !won {
+		b.closeLogin(res.Session)
 		// Another broker claimed the token first: the terminal goes to the winner.
 		if c.Session.ServerID == b.cfg.ServerID {
 			return fail(proto.ErrInternal, "claim held by this server without a session", nil)
@@ -244,10 +327,11 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	b.countChanged()
 	b.transitioned(s, 0, Creating)
 
-	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User})
+	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env})
 	if err != nil {
 		b.log.Error("compositor create failed", "session", s.ID, "error", err)
 		b.forget(s)
+		b.closeLogin(res.Session)
 		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		_ = b.registry().Release(rctx, c)
 		cancel()
@@ -270,8 +354,15 @@ func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec 
 	if st == Active && old == t {
 		return t.send(b.attachedMsg(s, true)) // the same terminal again: idempotent
 	}
-	if _, err := b.authenticate(ctx, t, s.Token, rec, true); err != nil {
+	res, err := b.authenticate(ctx, t, s.Token, rec, true)
+	if err != nil {
 		return err
+	}
+	// The desktop keeps the PAM session it was created with.
+	b.closeLogin(res.Session)
+	if res.User != s.User {
+		b.log.Warn("token resolved to another user than its session's", "session", s.ID, "user", res.User)
+		return fail(proto.ErrAuthFailed, "this session belongs to another user", nil)
 	}
 	if b.current(s) == nil {
 		return fail(proto.ErrUnavailable, "session ended", nil)
@@ -415,6 +506,11 @@ func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.Det
 		}
 	}
 	b.forget(s)
+	b.mu.Lock()
+	login := s.login
+	s.login = nil
+	b.mu.Unlock()
+	b.closeLogin(login)
 	rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 	if err := b.registry().Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
 		b.log.Warn("registry release failed", "session", s.ID, "error", err)

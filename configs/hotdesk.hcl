@@ -79,7 +79,14 @@ session {
   # destroyed.
   suspend_timeout = "24h"
 
-  # Authentication policy. "kiosk": no login, every token gets a session.
+  # Default login policy (see the auth block for per-token, per-user and
+  # per-group policies):
+  #   kiosk          no login, every token gets a session (Sun Ray kiosk mode)
+  #   card           the registered card alone, no prompt
+  #   card+pin       the card plus a PIN (PAM service auth.pin_service)
+  #   card+password  the card plus the user's password (auth.pam_service)
+  #   password       user name and password without a card; the user name
+  #                  locates the session (token "user.<name>")
   auth = "kiosk"
 
   # Kiosk mode: the local user every session runs as. "" = the user the
@@ -88,6 +95,53 @@ session {
 
   # Most sessions this server hosts; 0 = unlimited.
   max_sessions = 0
+}
+
+auth {
+  # PAM services (stacks) for passwords and for PINs; a file per service in
+  # pam_dir ("" = the system's /etc/pam.d). configs/pam.d/hotdesk is one.
+  pam_service = "hotdesk"
+  pin_service = "hotdesk-pin"
+  pam_dir     = ""
+
+  # Open a PAM session (and establish credentials) for every desktop, closed
+  # when the desktop is destroyed.
+  open_session = true
+
+  # Longest a login may take, prompts included.
+  timeout = "2m"
+
+  # Ask again when a token resumes or takes over a session (hot-desking).
+  reauth_on_hotdesk = true
+
+  # Let an unknown card enroll itself on first use: the person logs in with
+  # user name and password and the card is registered to them.
+  self_register = false
+
+  # Most sessions one user may hold in the group; 0 = unlimited.
+  max_sessions_per_user = 0
+
+  # Failed logins per token, user and terminal before a lockout; lockouts
+  # start at `lockout` and double up to `max_lockout`.
+  max_failures   = 5
+  failure_window = "15m"
+  lockout        = "30s"
+  max_lockout    = "15m"
+
+  # Per-token, per-user and per-group policies, first match by token, then
+  # user, then group (in file order), else session.auth:
+  # policy {
+  #   groups = ["staff"]
+  #   auth   = "card+pin"
+  # }
+  # policy {
+  #   users             = ["alice"]
+  #   tokens            = ["uid.04a1b2c3"]
+  #   auth              = "card+password"
+  #   service           = "hotdesk"   # PAM service for this policy
+  #   reauth_on_hotdesk = false
+  #   max_sessions      = 1
+  # }
 }
 
 compositor {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
@@ -174,14 +175,28 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		}
 	}
 
-	// Authentication policy.
-	var authn auth.Authenticator
-	switch cfg.Session.Auth {
-	case "kiosk":
-		authn = auth.Kiosk{User: cfg.Session.KioskUser}
-	default:
-		return nil, fmt.Errorf("unknown auth policy %q", cfg.Session.Auth)
+	// Authentication: the login policies, PAM in a helper process per
+	// login, and the failure limiter with its audit lines around both.
+	policies, err := buildPolicies(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
 	}
+	pamAuth, err := pam.New(pam.Config{
+		Service:     cfg.Auth.PAMService,
+		ConfDir:     cfg.Auth.PAMDir,
+		Timeout:     cfg.Auth.Timeout,
+		OpenSession: cfg.Auth.OpenSession,
+		Logger:      logger.Named("pam"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	limiter := auth.NewLimiter(auth.LimiterConfig{
+		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
+		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
+		Logger: logger.Named("audit"),
+	})
+	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: pamAuth})
 
 	d.pairer = pairing.New(d.reg,
 		pairing.WithLogger(logger.Named("pairing")),
@@ -196,7 +211,10 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Clock:          clock.Real{},
 		Logger:         logger.Named("broker"),
 		SuspendTimeout: cfg.Session.SuspendTimeout,
+		AuthTimeout:    cfg.Auth.Timeout,
 		MaxSessions:    cfg.Session.MaxSessions,
+		Policies:       policies,
+		Groups:         userGroups,
 	})
 	if err != nil {
 		return nil, err

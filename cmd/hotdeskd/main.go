@@ -22,6 +22,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -29,6 +30,11 @@ import (
 const defaultConfigPath = "/etc/hotdesk/hotdesk.hcl"
 
 func main() {
+	// The daemon re-executes itself as the helper of one PAM login, so a
+	// module that crashes or sleeps harms only that login.
+	if len(os.Args) == 2 && os.Args[1] == "pam-helper" {
+		os.Exit(pam.HelperMain())
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hotdeskd:", err)
 		os.Exit(1)

@@ -68,7 +68,7 @@ const MinLeaseTTL = 2 * time.Second
 
 var (
 	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
-	authPolicies    = []string{"kiosk"}
+	authPolicies    = []string{"kiosk", "card", "card+pin", "card+password", "password"}
 	compositorTypes = []string{"weston"}
 	westonBackends  = []string{"headless", "rdp"}
 	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
@@ -90,6 +90,7 @@ type Config struct {
 	TLS        TLS
 	Etcd       Etcd
 	Session    Session
+	Auth       Auth
 	Compositor Compositor
 	Pairing    Pairing
 }
@@ -124,7 +125,7 @@ type EmbeddedEtcd struct {
 // Session is the session policy.
 type Session struct {
 	SuspendTimeout time.Duration // suspend_timeout; default 24h
-	Auth           string        // auth: policy name; "kiosk"
+	Auth           string        // auth: default login policy: kiosk|card|card+pin|card+password|password
 	KioskUser      string        // kiosk_user: local user of kiosk sessions; "" = the token's user
 	MaxSessions    int           // max_sessions on this server; 0 = unlimited
 }
@@ -138,6 +139,34 @@ type Compositor struct {
 	StateDir     string        // state_dir; default <data_dir>/sessions
 	StartTimeout time.Duration // start_timeout; default 10s
 	StopGrace    time.Duration // stop_grace; default 5s
+}
+
+// Auth configures PAM and the per-token, per-user and per-group login
+// policies (block auth). The default policy is session.auth.
+type Auth struct {
+	PAMService         string        // pam_service; default "hotdesk"
+	PINService         string        // pin_service: PAM service of card+pin; default "hotdesk-pin"
+	PAMDir             string        // pam_dir: PAM configuration directory; "" = the system's (/etc/pam.d)
+	OpenSession        bool          // open_session: PAM open/close session around the desktop; default true
+	Timeout            time.Duration // timeout of one login; default 2m
+	ReauthOnHotdesk    bool          // reauth_on_hotdesk: ask again when a token resumes a session; default true
+	SelfRegister       bool          // self_register: unknown cards enroll on first login; default false
+	MaxSessionsPerUser int           // max_sessions_per_user; 0 = unlimited
+	MaxFailures        int           // max_failures before a lockout; default 5
+	FailureWindow      time.Duration // failure_window; default 15m
+	Lockout            time.Duration // lockout: first lockout, doubled each time; default 30s
+	MaxLockout         time.Duration // max_lockout; default 15m
+	Rules              []PolicyRule  // policy blocks, in file order
+}
+
+// PolicyRule (block policy) gives the tokens, users and groups it names
+// another login policy than the default.
+type PolicyRule struct {
+	Tokens, Users, Groups []string
+	Auth                  string // auth: policy kind, required
+	Service               string // service: PAM service; "" = pam_service / pin_service
+	ReauthOnHotdesk       *bool  // reauth_on_hotdesk; nil = auth.reauth_on_hotdesk
+	MaxSessions           int    // max_sessions per user; 0 = auth.max_sessions_per_user
 }
 
 // Pairing configures pairing codes (enrolling a new token from the admin CLI).
@@ -226,6 +255,17 @@ func base() *Config {
 		Session: Session{
 			SuspendTimeout: 24 * time.Hour,
 			Auth:           "kiosk",
+		},
+		Auth: Auth{
+			PAMService:      "hotdesk",
+			PINService:      "hotdesk-pin",
+			OpenSession:     true,
+			Timeout:         2 * time.Minute,
+			ReauthOnHotdesk: true,
+			MaxFailures:     5,
+			FailureWindow:   15 * time.Minute,
+			Lockout:         30 * time.Second,
+			MaxLockout:      15 * time.Minute,
 		},
 		Compositor: Compositor{
 			Type:         "weston",
@@ -335,6 +375,7 @@ type rawConfig struct {
 	TLS        *rawTLS        `hcl:"tls,block"`
 	Etcd       *rawEtcd       `hcl:"etcd,block"`
 	Session    *rawSession    `hcl:"session,block"`
+	Auth       *rawAuth       `hcl:"auth,block"`
 	Compositor *rawCompositor `hcl:"compositor,block"`
 	Pairing    *rawPairing    `hcl:"pairing,block"`
 }
@@ -365,6 +406,32 @@ type rawSession struct {
 	Auth           string `hcl:"auth,optional"`
 	KioskUser      string `hcl:"kiosk_user,optional"`
 	MaxSessions    int    `hcl:"max_sessions,optional"`
+}
+
+type rawAuth struct {
+	PAMService         string          `hcl:"pam_service,optional"`
+	PINService         string          `hcl:"pin_service,optional"`
+	PAMDir             string          `hcl:"pam_dir,optional"`
+	OpenSession        bool            `hcl:"open_session,optional"`
+	Timeout            string          `hcl:"timeout,optional"`
+	ReauthOnHotdesk    bool            `hcl:"reauth_on_hotdesk,optional"`
+	SelfRegister       bool            `hcl:"self_register,optional"`
+	MaxSessionsPerUser int             `hcl:"max_sessions_per_user,optional"`
+	MaxFailures        int             `hcl:"max_failures,optional"`
+	FailureWindow      string          `hcl:"failure_window,optional"`
+	Lockout            string          `hcl:"lockout,optional"`
+	MaxLockout         string          `hcl:"max_lockout,optional"`
+	Policies           []rawPolicyRule `hcl:"policy,block"`
+}
+
+type rawPolicyRule struct {
+	Tokens          []string `hcl:"tokens,optional"`
+	Users           []string `hcl:"users,optional"`
+	Groups          []string `hcl:"groups,optional"`
+	Auth            string   `hcl:"auth"`
+	Service         string   `hcl:"service,optional"`
+	ReauthOnHotdesk *bool    `hcl:"reauth_on_hotdesk,optional"`
+	MaxSessions     int      `hcl:"max_sessions,optional"`
 }
 
 type rawCompositor struct {
@@ -444,6 +511,12 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			Embedded: &rawEmbedded{ClientURL: d.Etcd.Embedded.ClientURL, PeerURL: d.Etcd.Embedded.PeerURL},
 		},
 		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth},
+		Auth: &rawAuth{
+			PAMService: d.Auth.PAMService, PINService: d.Auth.PINService, OpenSession: d.Auth.OpenSession,
+			Timeout: d.Auth.Timeout.String(), ReauthOnHotdesk: d.Auth.ReauthOnHotdesk,
+			MaxFailures: d.Auth.MaxFailures, FailureWindow: d.Auth.FailureWindow.String(),
+			Lockout: d.Auth.Lockout.String(), MaxLockout: d.Auth.MaxLockout.String(),
+		},
 		Compositor: &rawCompositor{
 			Type: d.Compositor.Type, Binary: d.Compositor.Binary, Backend: d.Compositor.Backend,
 			StartTimeout: d.Compositor.StartTimeout.String(), StopGrace: d.Compositor.StopGrace.String(),
@@ -503,6 +576,20 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			KioskUser:      raw.Session.KioskUser,
 			MaxSessions:    raw.Session.MaxSessions,
 		},
+		Auth: Auth{
+			PAMService:         raw.Auth.PAMService,
+			PINService:         raw.Auth.PINService,
+			PAMDir:             resolve(dir, raw.Auth.PAMDir),
+			OpenSession:        raw.Auth.OpenSession,
+			Timeout:            dur("auth.timeout", raw.Auth.Timeout),
+			ReauthOnHotdesk:    raw.Auth.ReauthOnHotdesk,
+			SelfRegister:       raw.Auth.SelfRegister,
+			MaxSessionsPerUser: raw.Auth.MaxSessionsPerUser,
+			MaxFailures:        raw.Auth.MaxFailures,
+			FailureWindow:      dur("auth.failure_window", raw.Auth.FailureWindow),
+			Lockout:            dur("auth.lockout", raw.Auth.Lockout),
+			MaxLockout:         dur("auth.max_lockout", raw.Auth.MaxLockout),
+		},
 		Compositor: Compositor{
 			Type:         raw.Compositor.Type,
 			Binary:       resolveBinary(dir, raw.Compositor.Binary),
@@ -518,6 +605,12 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			FailureWindow: dur("pairing.failure_window", raw.Pairing.FailureWindow),
 			Lockout:       dur("pairing.lockout", raw.Pairing.Lockout),
 		},
+	}
+	for _, p := range raw.Auth.Policies {
+		c.Auth.Rules = append(c.Auth.Rules, PolicyRule{
+			Tokens: nilIfEmpty(p.Tokens), Users: nilIfEmpty(p.Users), Groups: nilIfEmpty(p.Groups),
+			Auth: p.Auth, Service: p.Service, ReauthOnHotdesk: p.ReauthOnHotdesk, MaxSessions: p.MaxSessions,
+		})
 	}
 	if dd.HasErrors() {
 		return nil, &Error{Diagnostics: dd}
@@ -536,6 +629,13 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 // resolve joins a relative path to dir; "" stays "".
@@ -641,6 +741,35 @@ func (c *Config) validate(rg ranges) error {
 	oneOf("session.auth", "Unknown auth policy", c.Session.Auth, authPolicies)
 	if c.Session.MaxSessions < 0 {
 		bad("session.max_sessions", "Invalid session limit", "must be 0 (unlimited) or more, got %d.", c.Session.MaxSessions)
+	}
+
+	a := c.Auth
+	if a.PAMService == "" || strings.ContainsAny(a.PAMService, "/ ") {
+		bad("auth.pam_service", "Invalid PAM service", "%q is not a service name.", a.PAMService)
+	}
+	if a.PINService == "" || strings.ContainsAny(a.PINService, "/ ") {
+		bad("auth.pin_service", "Invalid PAM service", "%q is not a service name.", a.PINService)
+	}
+	positive("auth.timeout", a.Timeout)
+	positive("auth.failure_window", a.FailureWindow)
+	positive("auth.lockout", a.Lockout)
+	if a.MaxLockout < a.Lockout {
+		bad("auth.max_lockout", "Invalid duration", "must be at least lockout (%s), got %s.", a.Lockout, a.MaxLockout)
+	}
+	if a.MaxFailures < 1 {
+		bad("auth.max_failures", "Invalid failure limit", "must be at least 1, got %d.", a.MaxFailures)
+	}
+	if a.MaxSessionsPerUser < 0 {
+		bad("auth.max_sessions_per_user", "Invalid session limit", "must be 0 (unlimited) or more, got %d.", a.MaxSessionsPerUser)
+	}
+	for _, r := range a.Rules {
+		oneOf("auth.policy.auth", "Unknown auth policy", r.Auth, authPolicies)
+		if len(r.Tokens)+len(r.Users)+len(r.Groups) == 0 {
+			bad("auth.policy", "Empty policy", "a policy block names no tokens, users or groups.")
+		}
+		if r.MaxSessions < 0 {
+			bad("auth.policy.max_sessions", "Invalid session limit", "must be 0 or more, got %d.", r.MaxSessions)
+		}
 	}
 
 	oneOf("compositor.type", "Unknown compositor type", c.Compositor.Type, compositorTypes)

@@ -80,6 +80,17 @@ func TestLoadGolden(t *testing.T) {
 					FailureWindow: time.Hour,
 					Lockout:       30 * time.Minute,
 				},
+				Auth: Auth{
+					PAMService: "hd-login", PINService: "hd-pin", PAMDir: "/etc/hotdesk/pam.d",
+					OpenSession: false, Timeout: 45 * time.Second, ReauthOnHotdesk: false, SelfRegister: true,
+					MaxSessionsPerUser: 2, MaxFailures: 4, FailureWindow: 10 * time.Minute,
+					Lockout: time.Minute, MaxLockout: time.Hour,
+					Rules: []PolicyRule{
+						{Groups: []string{"staff"}, Auth: "card+pin"},
+						{Users: []string{"alice", "bob"}, Tokens: []string{"uid.04a1b2c3"}, Auth: "card+password",
+							Service: "hd-strict", ReauthOnHotdesk: ptrBool(true), MaxSessions: 1},
+					},
+				},
 			}
 		}},
 		{"empty.hcl", Default},
@@ -505,3 +516,5 @@ func TestShippedSystemdUnit(t *testing.T) {
 		t.Errorf("data_dir: got = %s; want %s", d.DataDir, want)
 	}
 }
+
+func ptrBool(b bool) *bool { return &b }

@@ -51,3 +51,31 @@ pairing {
   failure_window = "1h"
   lockout        = "30m"
 }
+
+auth {
+  pam_service           = "hd-login"
+  pin_service           = "hd-pin"
+  pam_dir               = "/etc/hotdesk/pam.d"
+  open_session          = false
+  timeout               = "45s"
+  reauth_on_hotdesk     = false
+  self_register         = true
+  max_sessions_per_user = 2
+  max_failures          = 4
+  failure_window        = "10m"
+  lockout               = "1m"
+  max_lockout           = "1h"
+
+  policy {
+    groups = ["staff"]
+    auth   = "card+pin"
+  }
+  policy {
+    users             = ["alice", "bob"]
+    tokens            = ["uid.04a1b2c3"]
+    auth              = "card+password"
+    service           = "hd-strict"
+    reauth_on_hotdesk = true
+    max_sessions      = 1
+  }
+}
