@@ -72,6 +72,8 @@ type envOptions struct {
 	clientEps []string      // what this broker's client dials (default eps)
 	ttl       time.Duration // lease TTL (default 5 s)
 	max       int           // MaxSessions
+	authn     auth.Authenticator
+	policies  *auth.Policies
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -107,14 +109,18 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
-	logger := hclog.New(&hclog.LoggerOptions{Name: id, Level: hclog.Warn, Output: testWriter{t}})
+	logger := hclog.New(&hclog.LoggerOptions{Name: id, Level: testLogLevel(), Output: testWriter{t}})
 	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	var authn auth.Authenticator = auth.Kiosk{User: "kiosk"}
+	if o.authn != nil {
+		authn = o.authn
+	}
 	b, err := New(Config{
-		ServerID: id, Registry: reg, Compositor: comp, Auth: auth.Kiosk{User: "kiosk"},
+		ServerID: id, Registry: reg, Compositor: comp, Auth: authn, Policies: o.policies,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
 		MaxSessions: o.max,
 	})
@@ -186,6 +192,15 @@ type term struct {
 	mu      sync.Mutex
 	keys    map[string]ed25519.PrivateKey
 	msgs    chan any
+	answers []string // answers to the next prompts, in order
+	prompts []string // texts of the prompts answered
+}
+
+// answer queues answers for the next secret or visible prompts.
+func (tm *term) answer(a ...string) {
+	tm.mu.Lock()
+	tm.answers = append(tm.answers, a...)
+	tm.mu.Unlock()
 }
 
 func (e *env) dial(id string) *term {
@@ -234,8 +249,29 @@ func (tm *term) read() {
 				}
 			}
 		}
+		if p, ok := m.Body.(*proto.AuthPrompt); ok && (p.Style == proto.PromptEchoOff || p.Style == proto.PromptEchoOn) {
+			tm.mu.Lock()
+			var a string
+			have := len(tm.answers) > 0
+			if have {
+				a, tm.answers = tm.answers[0], tm.answers[1:]
+				tm.prompts = append(tm.prompts, p.Text)
+			}
+			tm.mu.Unlock()
+			if have {
+				_ = tm.conn.Send(&proto.AuthAnswer{ID: p.ID, Text: a})
+				continue
+			}
+		}
 		tm.msgs <- m.Body
 	}
+}
+
+// promptCount is how many prompts the terminal answered.
+func (tm *term) promptCount() int {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return len(tm.prompts)
 }
 
 func (tm *term) hold(token string, key ed25519.PrivateKey) {
@@ -321,4 +357,12 @@ func pidAlive(pid int) bool {
 		}
 	}
 	return true
+}
+
+// testLogLevel is warn, or HOTDESK_TEST_LOG (e.g. debug) when set.
+func testLogLevel() hclog.Level {
+	if l := os.Getenv("HOTDESK_TEST_LOG"); l != "" {
+		return hclog.LevelFromString(l)
+	}
+	return hclog.Warn
 }

@@ -1,0 +1,219 @@
+package broker
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// TestMain doubles as the PAM helper process, as hotdeskd does with
+// "hotdeskd pam-helper".
+func TestMain(m *testing.M) {
+	if os.Getenv("HOTDESK_PAM_HELPER") == "1" {
+		os.Exit(pam.HelperMain())
+	}
+	os.Exit(m.Run())
+}
+
+const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
+
+// pamEnv is a broker whose logins run real PAM (pam_matrix with a password
+// file) under the given policies.
+func pamEnv(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) *env {
+	t.Helper()
+	if _, err := os.Stat(matrixModule); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
+		}
+		t.Skipf("pam_matrix missing: %v", err)
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "passdb")
+	if err := os.WriteFile(db, []byte("alice:alice-pw:hotdesk\nbob:bob-pw:hotdesk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// pam_succeed_if asks for the login name when PAM_USER is not set
+	// (pam_matrix does not).
+	stack := "auth requisite pam_succeed_if.so quiet user != root\n" + "auth required " + matrixModule + " passdb=" + db + "\naccount required " + matrixModule + " passdb=" + db + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "hotdesk"), []byte(stack), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pa, err := pam.New(pam.Config{ConfDir: dir, HelperCommand: []string{os.Args[0]},
+		HelperEnv: []string{"HOTDESK_PAM_HELPER=1"}, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := policies.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	authn := auth.NewLimiter(lim).Guard(&auth.Chooser{Policies: policies, Services: pa})
+	return newEnvWith(t, "b1", envOptions{authn: authn, policies: policies})
+}
+
+func (e *env) register(id, user string) {
+	e.t.Helper()
+	if err := e.reg.EnrollToken(e.ctx, registry.TokenRecord{ID: id, Kind: strings.SplitN(id, ".", 2)[0], User: user}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestPolicyCardPassword: a registered card plus the user's password, asked
+// again on every hot-desk; a wrong password is refused.
+func TestPolicyCardPassword(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
+	e.register("uid.04a1b2c3", "alice")
+	t1 := e.dial("term-1")
+	t1.answer("wrong")
+	t1.insert("uid.04a1b2c3")
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed {
+		t.Fatalf("wrong password: %+v; want auth failed", er)
+	}
+	t1.answer("alice-pw")
+	t1.insert("uid.04a1b2c3")
+	att := expectMsg[proto.Attached](t1)
+	if att.User != "alice" {
+		t.Fatalf("attached %+v; want alice", att)
+	}
+	t1.remove("uid.04a1b2c3")
+	expectMsg[proto.Detached](t1)
+	t2 := e.dial("term-2")
+	t2.answer("alice-pw")
+	t2.insert("uid.04a1b2c3")
+	if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID || !a.Resumed {
+		t.Fatalf("hot-desk: %+v; want %s resumed", a, att.SessionID)
+	}
+	if n := t2.promptCount(); n != 1 {
+		t.Fatalf("hot-desk answered %d prompts; want 1 (re-authentication)", n)
+	}
+}
+
+// TestPolicyNoReauth: with reauth off a hot-desk resumes without a prompt.
+func TestPolicyNoReauth(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}}, auth.LimiterConfig{})
+	e.register("uid.0a0b0c0d", "bob")
+	t1 := e.dial("term-1")
+	t1.answer("bob-pw")
+	t1.insert("uid.0a0b0c0d")
+	att := expectMsg[proto.Attached](t1)
+	t1.remove("uid.0a0b0c0d")
+	expectMsg[proto.Detached](t1)
+	t2 := e.dial("term-2")
+	t2.insert("uid.0a0b0c0d")
+	if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID || t2.promptCount() != 0 {
+		t.Fatalf("hot-desk: %+v after %d prompts; want %s without a prompt", a, t2.promptCount(), att.SessionID)
+	}
+}
+
+// TestPolicyLockout: after N failures the right password is refused.
+func TestPolicyLockout(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}},
+		auth.LimiterConfig{MaxFailures: 2, BaseLockout: time.Hour})
+	e.register("uid.01020304", "alice")
+	t1 := e.dial("term-1")
+	for i := 0; i < 2; i++ {
+		t1.answer("guess")
+		t1.insert("uid.01020304")
+		if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed {
+			t.Fatalf("failure %d: %+v; want auth failed", i, er)
+		}
+	}
+	t1.answer("alice-pw")
+	t1.insert("uid.01020304")
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrRateLimited {
+		t.Fatalf("right password while locked: %+v; want rate limited", er)
+	}
+	if len(e.b.Sessions()) != 0 {
+		t.Fatalf("a session was created while locked out")
+	}
+}
+
+// TestPolicyPasswordOnly: the user name locates the session (Sun Ray's
+// non-smart-card mobility).
+func TestPolicyPasswordOnly(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindPassword}}, auth.LimiterConfig{})
+	t1 := e.dial("term-1")
+	t1.answer("alice-pw")
+	t1.insert("user.alice")
+	att := expectMsg[proto.Attached](t1)
+	if att.User != "alice" {
+		t.Fatalf("attached %+v; want alice", att)
+	}
+	t2 := e.dial("term-2")
+	t2.answer("alice-pw")
+	t2.insert("user.alice")
+	if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID {
+		t.Fatalf("second terminal: %+v; want %s", a, att.SessionID)
+	}
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachTakeover {
+		t.Fatalf("first terminal told %+v; want takeover", det)
+	}
+	t3 := e.dial("term-3")
+	t3.answer("wrong")
+	t3.insert("user.alice")
+	if er := expectMsg[proto.Error](t3); er.Code != proto.ErrAuthFailed {
+		t.Fatalf("wrong password for user.alice: %+v; want auth failed", er)
+	}
+}
+
+// TestPolicySelfRegisterAndLimit: an unknown card enrolls itself to the
+// user who logs in with it; a user at the session limit gets no more.
+func TestPolicySelfRegisterAndLimit(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, SelfRegister: true, MaxSessions: 1}},
+		auth.LimiterConfig{})
+	t1 := e.dial("term-1")
+	t1.answer("alice", "alice-pw") // login name, then password
+	t1.insert("uid.0badcafe")
+	if m := t1.next(); func() bool { a, ok := m.(*proto.Attached); return !ok || a.User != "alice" }() {
+		t.Fatalf("self-registration: %+v after prompts %q; want attached as alice", m, t1.prompts)
+	}
+	rec, err := e.reg.Token(e.ctx, "uid.0badcafe")
+	if err != nil || rec.User != "alice" || !strings.HasPrefix(rec.RegisteredBy, "self:") {
+		t.Fatalf("registered token = %+v, %v; want alice, self-registered", rec, err)
+	}
+	// A second card of alice would be a second session: over the limit.
+	e.register("uid.0c0ffee0", "alice")
+	t2 := e.dial("term-2")
+	t2.answer("alice-pw")
+	t2.insert("uid.0c0ffee0")
+	if er := expectMsg[proto.Error](t2); er.Code != proto.ErrSessionLimited {
+		t.Fatalf("second session for alice: %+v; want session limited", er)
+	}
+}
+
+// TestPolicyCardPulledMidPrompt: removing the card while the password is
+// asked abandons the login cleanly; the terminal is told and can retry.
+func TestPolicyCardPulledMidPrompt(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
+	e.register("uid.05060708", "bob")
+	t1 := e.dial("term-1")
+	t1.insert("uid.05060708")
+	p := expectMsg[proto.AuthPrompt](t1) // not answered
+	if p.Style != proto.PromptEchoOff {
+		t.Fatalf("prompt = %+v; want a secret prompt", p)
+	}
+	t1.remove("uid.05060708")
+	for {
+		m := t1.next()
+		if _, ok := m.(*proto.Cancel); ok {
+			continue
+		}
+		er, ok := m.(*proto.Error)
+		if !ok || er.Code != proto.ErrAuthFailed {
+			t.Fatalf("after pulling the card: %T %+v; want the login abandoned", m, m)
+		}
+		break
+	}
+	if len(e.b.Sessions()) != 0 {
+		t.Fatalf("a session exists after the card was pulled mid-prompt")
+	}
+	t1.answer("bob-pw")
+	t1.insert("uid.05060708")
+	expectMsg[proto.Attached](t1)
+}
