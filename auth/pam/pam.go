@@ -103,6 +103,9 @@ type Config struct {
 	// limiter's logger). Without it the audit lines go to Logger. Set a
 	// limiter either here or around an auth.Chooser, not both.
 	Limiter *auth.Limiter
+	// NoAudit leaves the audit lines to the caller (a Limiter.Guard around
+	// an auth.Chooser that delegates here), so each decision is logged once.
+	NoAudit bool
 	// Clock is the time source for the timeouts (default clock.Real).
 	Clock clock.Clock
 	// Logger receives debug and error lines (default: none). Never answers.
@@ -183,8 +186,11 @@ func (a *Authenticator) AuthenticateService(ctx context.Context, service string,
 	if a.cfg.Limiter != nil {
 		return a.cfg.Limiter.Guard(run).Authenticate(ctx, req, conv)
 	}
-	// Without a limiter, still one audit line per decision.
 	res, err := run(ctx, req, conv)
+	if a.cfg.NoAudit {
+		return res, err
+	}
+	// Without a limiter, still one audit line per decision.
 	user := req.User
 	if user == "" {
 		user = res.User

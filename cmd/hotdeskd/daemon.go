@@ -186,6 +186,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		ConfDir:     cfg.Auth.PAMDir,
 		Timeout:     cfg.Auth.Timeout,
 		OpenSession: cfg.Auth.OpenSession,
+		NoAudit:     true, // the limiter's guard audits every decision
 		Logger:      logger.Named("pam"),
 	})
 	if err != nil {

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
+
+// e2e runs the real hotdeskd with real PAM (pam_matrix) and drives it with
+// the real hotdesk-term and hotdeskctl binaries.
+type e2e struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	addr   string
+	pin    string
+	socket string
+}
+
+func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
+	t.Helper()
+	if _, err := os.Stat(matrixModule); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
+		}
+		t.Skipf("pam_matrix missing: %v", err)
+	}
+	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
+		t.Skip("weston not installed")
+	}
+	bin := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.MkdirAll(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// pam_matrix password files (user:secret:service): passwords for
+	// "hotdesk", PINs for "hotdesk-pin".
+	secrets := map[string]string{
+		"hotdesk":     "alice:alice-pw:hotdesk\npat:pat-pw:hotdesk\ncarl:carl-pw:hotdesk\n",
+		"hotdesk-pin": "pat:2468:hotdesk-pin\n",
+	}
+	for svc, users := range secrets {
+		db := filepath.Join(dir, svc+".passdb")
+		if err := os.WriteFile(db, []byte(users), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		stack := fmt.Sprintf("auth requisite pam_succeed_if.so quiet user != root\nauth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+		if err := os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	cfg := fmt.Sprintf(`server_id = "e2e"
+data_dir = %q
+listen = %q
+admin_socket = %q
+etcd {
+  embedded {
+    client_url = "http://%s"
+    peer_url = "http://%s"
+  }
+}
+session {
+  auth = %q
+}
+auth {
+  pam_dir = %q
+  open_session = false
+%s
+}
+`, filepath.Join(dir, "data"), e.addr, e.socket, freeAddr(t), freeAddr(t), defaultPolicy, pamDir, authBlock)
+	cfgPath := filepath.Join(dir, "hotdesk.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
+	if err != nil {
+		t.Fatalf("fingerprint: %v", err)
+	}
+	e.pin = strings.TrimSpace(string(fp))
+	cmd := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", cfgPath)
+	logf, _ := os.Create(filepath.Join(dir, "hotdeskd.log"))
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
+			t.Logf("hotdeskd log:\n%s", b)
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if exec.Command(filepath.Join(bin, "hotdeskctl"), "-socket", e.socket, "ready").Run() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("hotdeskd not ready in 60s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return e
+}
+
+// enroll pairs a new software token for user into a keystore and returns its path.
+func (e *e2e) enroll(user string) string {
+	e.t.Helper()
+	out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "token", "pair", "-user", user, "-json").Output()
+	if err != nil {
+		e.t.Fatalf("token pair: %v", err)
+	}
+	var pr struct{ Code string }
+	if err := json.Unmarshal(out, &pr); err != nil {
+		e.t.Fatal(err)
+	}
+	ks := filepath.Join(e.dir, user+"-"+pr.Code, "tokens.json")
+	if out, err := exec.Command(filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", "enroll",
+		"-keystore", ks, "-json", "pair", pr.Code).CombinedOutput(); err != nil {
+		e.t.Fatalf("hotdesk-term pair: %v\n%s", err, out)
+	}
+	return ks
+}
+
+// present runs a terminal that presents the keystore's token (or logs in
+// with a user name when ks is "user:<name>"), answering prompts with
+// answers, and returns the first attached or error event.
+func (e *e2e) present(term, ks string, answers ...string) map[string]any {
+	e.t.Helper()
+	args := []string{"-server", e.addr, "-pin", e.pin, "-id", term, "-json"}
+	line := "insert default"
+	if name, ok := strings.CutPrefix(ks, "user:"); ok {
+		line = "login " + name
+		ks = filepath.Join(e.dir, "none.json")
+	}
+	args = append(args, "-keystore", ks)
+	for _, a := range answers {
+		args = append(args, "-answer", a)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), append(args, "run")...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	sent := false
+	for sc.Scan() {
+		var ev map[string]any
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		switch ev["event"] {
+		case "connected":
+			if !sent {
+				fmt.Fprintln(stdin, line)
+				sent = true
+			}
+		case "attached", "error":
+			fmt.Fprintln(stdin, "quit")
+			return ev
+		}
+	}
+	e.t.Fatalf("terminal %s ended without an answer", term)
+	return nil
+}
+
+// TestPolicyE2E runs every login policy through hotdesk-term against the
+// real daemon and real PAM.
+func TestPolicyE2E(t *testing.T) {
+	e := startE2E(t, `
+  policy {
+    users = ["pat"]
+    auth  = "card+pin"
+  }
+  policy {
+    users = ["carl"]
+    auth  = "card"
+  }
+  policy {
+    users = ["kim"]
+    auth  = "kiosk"
+  }
+  policy {
+    users = ["dora"]
+    auth  = "password"
+  }`, "card+password")
+	alice, pat, carl, kim := e.enroll("alice"), e.enroll("pat"), e.enroll("carl"), e.enroll("kim")
+	tests := []struct {
+		name, term, ks string
+		answers        []string
+		wantUser       string
+		wantErr        string
+	}{
+		{"card+password right", "t-a1", alice, []string{"alice-pw"}, "alice", ""},
+		{"card+password wrong", "t-a2", alice, []string{"nope"}, "", "auth_failed"},
+		{"card+pin right", "t-p1", pat, []string{"2468"}, "pat", ""},
+		{"card+pin password is not the pin", "t-p2", pat, []string{"pat-pw"}, "", "auth_failed"},
+		{"card alone", "t-c1", carl, nil, "carl", ""},
+		{"kiosk", "t-k1", kim, nil, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := e.present(tt.term, tt.ks, tt.answers...)
+			if tt.wantErr != "" {
+				if ev["event"] != "error" || ev["name"] != tt.wantErr {
+					t.Fatalf("got %v; want error %s", ev, tt.wantErr)
+				}
+				return
+			}
+			if ev["event"] != "attached" {
+				t.Fatalf("got %v; want attached", ev)
+			}
+			if tt.wantUser != "" && ev["user"] != tt.wantUser {
+				t.Fatalf("attached as %v; want %s", ev["user"], tt.wantUser)
+			}
+		})
+	}
+}
