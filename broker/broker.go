@@ -192,6 +192,8 @@ type Broker struct {
 	exitDone chan struct{}
 	countCh  chan struct{}
 	stop     chan struct{}
+	// tokenCache holds token records read recently; see tokenRecord.
+	tokenCache map[string]cachedToken
 }
 
 // Hooks observe transitions; tests and the benchmark use them. Each hook
@@ -228,16 +230,17 @@ func New(cfg Config) (*Broker, error) {
 		cfg.AuthTimeout = 2 * time.Minute
 	}
 	b := &Broker{
-		cfg:      cfg,
-		reg:      cfg.Registry,
-		log:      cfg.Logger,
-		clk:      cfg.Clock,
-		byID:     make(map[string]*Session),
-		byToken:  make(map[string]*Session),
-		terms:    make(map[*terminal]struct{}),
-		exitDone: make(chan struct{}),
-		countCh:  make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		cfg:        cfg,
+		reg:        cfg.Registry,
+		log:        cfg.Logger,
+		clk:        cfg.Clock,
+		byID:       make(map[string]*Session),
+		byToken:    make(map[string]*Session),
+		terms:      make(map[*terminal]struct{}),
+		exitDone:   make(chan struct{}),
+		countCh:    make(chan struct{}, 1),
+		tokenCache: make(map[string]cachedToken),
+		stop:       make(chan struct{}),
 	}
 	go b.watchExits()
 	go b.publishCounts()

@@ -402,7 +402,11 @@ func TestLockToken(t *testing.T) {
 	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
 		t.Fatal(err)
 	}
-	e.b.LockToken(e.ctx, tok)
+	rec, err := e.reg.Token(e.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec})
 	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked || det.SessionID != att.SessionID {
 		t.Fatalf("detached = %+v; want locked", det)
 	}

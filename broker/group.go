@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -162,13 +163,56 @@ func (b *Broker) orphanLocked(s *Session, owner string) {
 	b.countChanged()
 }
 
-// LockToken suspends the session token locates on this server, if it is
-// attached, telling its terminal the session is locked: the token was
-// disabled or deleted by an administrator. Every broker of the group calls
-// it for every such change (registry.WatchTokens), so the lock is
-// group-wide. The session itself stays (suspended) for its user to resume
-// with another of their tokens.
-func (b *Broker) LockToken(ctx context.Context, token string) {
+// tokenCacheTTL bounds how long a token record is served from memory
+// without a change notice (TokenChanged) from the registry's watch.
+const tokenCacheTTL = 30 * time.Second
+
+type cachedToken struct {
+	rec registry.TokenRecord
+	at  time.Time
+}
+
+// tokenRecord returns token's registry record, from the cache when fresh:
+// a resume on the same server then needs no etcd read.
+func (b *Broker) tokenRecord(ctx context.Context, token string) (registry.TokenRecord, error) {
+	now := b.clk.Now()
+	b.mu.Lock()
+	c, ok := b.tokenCache[token]
+	b.mu.Unlock()
+	if ok && now.Sub(c.at) < tokenCacheTTL && !c.at.After(now) {
+		return c.rec, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	rec, err := b.registry().Token(lctx, token)
+	cancel()
+	if err != nil {
+		return rec, err
+	}
+	b.mu.Lock()
+	if len(b.tokenCache) >= maxCachedTokens {
+		clear(b.tokenCache) // bounded: start over rather than track ages
+	}
+	b.tokenCache[token] = cachedToken{rec: rec, at: now}
+	b.mu.Unlock()
+	return rec, nil
+}
+
+const maxCachedTokens = 65536
+
+// TokenChanged handles a change of the token registry (every broker of the
+// group gets every change from registry.WatchTokens): the cached record is
+// dropped, and if the token was disabled or deleted the session it shows
+// here is locked: suspended, its terminal told. The session itself stays
+// for its user to resume with another of their tokens. The lock is
+// group-wide because every broker does this.
+func (b *Broker) TokenChanged(ctx context.Context, ch registry.TokenChange) {
+	b.mu.Lock()
+	delete(b.tokenCache, ch.ID)
+	b.mu.Unlock()
+	if !ch.Deleted && !ch.Record.Disabled {
+		return
+	}
+	token := ch.ID
 	unlock := b.keys.Lock(token)
 	defer unlock()
 	b.mu.Lock()

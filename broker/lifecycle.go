@@ -46,6 +46,20 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	if err := b.Ready(); err != nil {
 		return fail(proto.ErrUnavailable, "server not ready", err)
 	}
+	// A session on another server: redirect at once. The owner checks the
+	// token (proof, login); checking it here too would only add an etcd read
+	// and a round trip to the terminal on the cross-server path.
+	b.mu.Lock()
+	local := b.byToken[token] != nil
+	b.mu.Unlock()
+	if !local {
+		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+		c, err := b.registry().Lookup(lctx, token)
+		cancel()
+		if err == nil && c.Session.ServerID != b.cfg.ServerID {
+			return b.redirect(ctx, t, c)
+		}
+	}
 	rec, err := b.verifyToken(ctx, t, token)
 	if err != nil {
 		return err
@@ -115,9 +129,7 @@ func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (re
 		}
 		return registry.TokenRecord{ID: token, Kind: "user", User: name}, nil
 	}
-	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	rec, err := b.registry().Token(lctx, token)
-	cancel()
+	rec, err := b.tokenRecord(ctx, token)
 	if errors.Is(err, registry.ErrNotFound) && (typ == "uid" || typ == "piv") && b.policy(token, "").SelfRegister {
 		// An unknown card may enroll itself: the login decides whose it is.
 		return registry.TokenRecord{ID: token, Kind: typ, RegisteredBy: "self-registration"}, nil

@@ -256,9 +256,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	// A token disabled or deleted anywhere in the group locks its session here.
 	go func() {
 		for ch := range d.registry().WatchTokens(sctx) {
-			if ch.Deleted || ch.Record.Disabled {
-				d.broker.LockToken(sctx, ch.ID)
-			}
+			d.broker.TokenChanged(sctx, ch)
 		}
 	}()
 	return d, nil
