@@ -25,6 +25,11 @@ type Spec struct {
 	User      string // local user the session belongs to
 	// Env is extra environment (KEY=VALUE) for the compositor, e.g. from PAM.
 	Env []string
+	// Labels are the broker's own small facts about the session (its
+	// token, creation time), kept with the compositor's state so that a
+	// restarted broker re-adopting it knows what it is. Bounded by the
+	// backend (a few KB).
+	Labels map[string]string
 }
 
 // Info describes a running compositor.
@@ -37,6 +42,7 @@ type Info struct {
 	Endpoint  string
 	Started   time.Time
 	Suspended bool
+	Labels    map[string]string // as given to Create
 }
 
 // Exit reports a compositor that ended without Destroy.

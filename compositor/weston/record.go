@@ -34,6 +34,8 @@ type record struct {
 	Endpoint   string    `json:"endpoint"`
 	Started    time.Time `json:"started"`
 	Suspended  bool      `json:"suspended"`
+	// Labels are the broker's facts about the session (compositor.Spec.Labels).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // writeRecord atomically replaces dir/session.json (0600).

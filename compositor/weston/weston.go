@@ -39,6 +39,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -182,6 +183,7 @@ type session struct {
 	sock             string
 	started          time.Time
 	adopted          bool
+	labels           map[string]string
 	logger           hclog.Logger
 
 	pid        int    // set by Create once started
@@ -229,7 +231,19 @@ func (s *session) info() compositor.Info {
 		Endpoint:  s.endpoint(),
 		Started:   s.started,
 		Suspended: s.suspended,
+		Labels:    maps.Clone(s.labels),
 	}
+}
+
+// maxLabelBytes bounds Spec.Labels (keys and values together).
+const maxLabelBytes = 4096
+
+func labelsSize(l map[string]string) int {
+	n := 0
+	for k, v := range l {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // ValidateSessionID reports whether id is usable: [A-Za-z0-9-]{1,64}.
@@ -355,7 +369,11 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	if err := ctx.Err(); err != nil {
 		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, err)
 	}
+	if n := labelsSize(spec.Labels); n > maxLabelBytes {
+		return compositor.Info{}, fmt.Errorf("weston: create %s: %w: labels of %d bytes", spec.SessionID, ErrInvalidSpec, n)
+	}
 	s := newSession(b, spec.SessionID, spec.User)
+	s.labels = maps.Clone(spec.Labels)
 	if len(s.sock) > maxSocketPath {
 		return compositor.Info{}, fmt.Errorf("weston: create %s: %w: socket path %q too long", spec.SessionID, ErrInvalidSpec, s.sock)
 	}
@@ -582,6 +600,7 @@ func (b *Backend) recordOf(s *session, suspended bool) record {
 		Endpoint:   s.endpoint(),
 		Started:    s.started,
 		Suspended:  suspended,
+		Labels:     s.labels,
 	}
 }
 
@@ -956,6 +975,7 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 		return lose(rec.PID, err)
 	}
 	s.user = rec.User
+	s.labels = rec.Labels
 	s.pid = rec.PID
 	s.startTicks = rec.StartTicks
 	s.started = rec.Started

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -251,11 +252,12 @@ func TestLifecycle(t *testing.T) {
 	b, _ := newBackend(t, Config{StateDir: dir})
 	ctx := context.Background()
 
-	info := create(t, b, compositor.Spec{SessionID: "s-1", User: "root", Env: []string{"LANG=de_DE.UTF-8", "FROM_PAM=1"}})
+	labels := map[string]string{"token": "soft.abc", "created": "1795338000000"}
+	info := create(t, b, compositor.Spec{SessionID: "s-1", User: "root", Env: []string{"LANG=de_DE.UTF-8", "FROM_PAM=1"}, Labels: labels})
 	sdir := filepath.Join(dir, "s-1")
 	sock := filepath.Join(sdir, "run", socketName)
-	want := compositor.Info{SessionID: "s-1", User: "root", PID: info.PID, Endpoint: "wayland:" + sock, Started: epoch}
-	if info != want {
+	want := compositor.Info{SessionID: "s-1", User: "root", PID: info.PID, Endpoint: "wayland:" + sock, Started: epoch, Labels: labels}
+	if !reflect.DeepEqual(info, want) {
 		t.Fatalf("Create = %+v; want %+v", info, want)
 	}
 	dial(t, info.Endpoint)
@@ -287,12 +289,12 @@ func TestLifecycle(t *testing.T) {
 	bootID, _ := readBootID("/proc")
 	st, _ := readProcStat("/proc", info.PID)
 	rec := readRec(t, sdir)
-	wantRec := record{Version: 1, SessionID: "s-1", User: "root", PID: info.PID, StartTicks: st.startTicks, BootID: bootID, Endpoint: info.Endpoint, Started: epoch}
-	if rec != wantRec {
+	wantRec := record{Version: 1, SessionID: "s-1", User: "root", PID: info.PID, StartTicks: st.startTicks, BootID: bootID, Endpoint: info.Endpoint, Started: epoch, Labels: labels}
+	if !reflect.DeepEqual(rec, wantRec) {
 		t.Fatalf("session.json = %+v; want %+v", rec, wantRec)
 	}
 
-	if list, err := b.List(ctx); err != nil || !slices.Equal(list, []compositor.Info{info}) {
+	if list, err := b.List(ctx); err != nil || !reflect.DeepEqual(list, []compositor.Info{info}) {
 		t.Fatalf("List = %+v, %v; want [%+v]", list, err, info)
 	}
 	if _, err := b.Create(ctx, compositor.Spec{SessionID: "s-1", User: "root"}); !errors.Is(err, ErrExists) {
@@ -319,7 +321,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Resume: %v", err)
 	}
-	if got != info {
+	if !reflect.DeepEqual(got, info) {
 		t.Fatalf("Resume = %+v; want %+v", got, info)
 	}
 	if readRec(t, sdir).Suspended {
@@ -487,7 +489,7 @@ func TestAdopt(t *testing.T) {
 	}
 	wantLive := live
 	wantLive.Suspended = true
-	if want := []compositor.Info{wantLive, other}; !slices.Equal(adopted, want) {
+	if want := []compositor.Info{wantLive, other}; !reflect.DeepEqual(adopted, want) {
 		t.Fatalf("adopted = %+v; want %+v", adopted, want)
 	}
 	wantLost := map[string]struct {
@@ -511,7 +513,7 @@ func TestAdopt(t *testing.T) {
 			t.Fatalf("dir of lost %s: %v; want removed", e.SessionID, err)
 		}
 	}
-	if list, _ := b2.List(ctx); !slices.Equal(list, adopted) {
+	if list, _ := b2.List(ctx); !reflect.DeepEqual(list, adopted) {
 		t.Fatalf("List = %+v; want %+v", list, adopted)
 	}
 	if again, lost, err := b2.Adopt(ctx); len(again) != 0 || len(lost) != 0 || err != nil {
