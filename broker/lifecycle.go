@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
@@ -339,7 +340,8 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	b.countChanged()
 	b.transitioned(s, 0, Creating)
 
-	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env})
+	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env,
+		Labels: map[string]string{labelToken: token, labelCreated: strconv.FormatInt(now.UnixMilli(), 10)}})
 	if err != nil {
 		b.log.Error("compositor create failed", "session", s.ID, "error", err)
 		b.forget(s)

@@ -95,6 +95,12 @@ session {
 
   # Most sessions this server hosts; 0 = unlimited.
   max_sessions = 0
+
+  # Leave the desktops running when hotdeskd stops; the next start re-adopts
+  # them (verifying each is the process it started) and re-claims their
+  # tokens, so a restart or an upgrade loses no session. false: a stop ends
+  # every session.
+  keep_on_stop = true
 }
 
 auth {

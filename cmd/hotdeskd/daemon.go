@@ -167,13 +167,6 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		return nil, fmt.Errorf("compositor: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.comp.Close() })
-	if _, lost, err := d.comp.Adopt(ctx); err != nil {
-		logger.Warn("adopting compositors", "error", err)
-	} else {
-		for _, l := range lost {
-			logger.Warn("compositor from a previous run could not be adopted", "session", l.SessionID, "pid", l.PID, "reason", l.Err)
-		}
-	}
 
 	// Authentication: the login policies, PAM in a helper process per
 	// login, and the failure limiter with its audit lines around both.
@@ -204,21 +197,39 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
 
 	d.broker, err = broker.New(broker.Config{
-		ServerID:       cfg.ServerID,
-		Registry:       d.reg,
-		Compositor:     d.comp,
-		Auth:           authn,
-		Pairer:         d.pairer,
-		Clock:          clock.Real{},
-		Logger:         logger.Named("broker"),
-		SuspendTimeout: cfg.Session.SuspendTimeout,
-		AuthTimeout:    cfg.Auth.Timeout,
-		MaxSessions:    cfg.Session.MaxSessions,
-		Policies:       policies,
-		Groups:         userGroups,
+		ServerID:               cfg.ServerID,
+		Registry:               d.reg,
+		Compositor:             d.comp,
+		Auth:                   authn,
+		Pairer:                 d.pairer,
+		Clock:                  clock.Real{},
+		Logger:                 logger.Named("broker"),
+		SuspendTimeout:         cfg.Session.SuspendTimeout,
+		AuthTimeout:            cfg.Auth.Timeout,
+		MaxSessions:            cfg.Session.MaxSessions,
+		KeepSessionsOnShutdown: cfg.Session.KeepOnStop,
+		Policies:               policies,
+		Groups:                 userGroups,
 	})
 	if err != nil {
 		return nil, err
+	}
+
+	// Desktops a previous run left behind become suspended sessions again.
+	running, lost, err := d.comp.Adopt(ctx)
+	if err != nil {
+		logger.Warn("adopting compositors", "error", err)
+	}
+	for _, l := range lost {
+		logger.Warn("compositor from a previous run could not be adopted", "session", l.SessionID, "pid", l.PID, "reason", l.Err)
+	}
+	adopted, unknown := d.broker.Adopt(ctx, running)
+	for _, u := range unknown {
+		logger.Warn("stopping a compositor that belongs to no token", "session", u.SessionID, "pid", u.PID, "reason", u.Err)
+		_ = d.comp.Destroy(ctx, u.SessionID)
+	}
+	if len(adopted) > 0 {
+		logger.Info("sessions re-adopted from the previous run", "sessions", len(adopted))
 	}
 
 	sctx, cancel := context.WithCancel(ctx)

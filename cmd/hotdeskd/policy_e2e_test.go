@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,9 +25,16 @@ type e2e struct {
 	addr   string
 	pin    string
 	socket string
+	cfg    string
+	cmd    *exec.Cmd
+	done   chan struct{}
 }
 
 func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
+	return startE2EWith(t, authBlock, defaultPolicy, false)
+}
+
+func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool) *e2e {
 	t.Helper()
 	if _, err := os.Stat(matrixModule); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -76,54 +84,87 @@ etcd {
 }
 session {
   auth = %q
+  keep_on_stop = %v
 }
 auth {
   pam_dir = %q
   open_session = false
 %s
 }
-`, filepath.Join(dir, "data"), e.addr, e.socket, freeAddr(t), freeAddr(t), defaultPolicy, pamDir, authBlock)
-	cfgPath := filepath.Join(dir, "hotdesk.hcl")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+`, filepath.Join(dir, "data"), e.addr, e.socket, freeAddr(t), freeAddr(t), defaultPolicy, keep, pamDir, authBlock)
+	e.cfg = filepath.Join(dir, "hotdesk.hcl")
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
+	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
 	if err != nil {
 		t.Fatalf("fingerprint: %v", err)
 	}
 	e.pin = strings.TrimSpace(string(fp))
-	cmd := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", cfgPath)
-	logf, _ := os.Create(filepath.Join(dir, "hotdeskd.log"))
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-		}
-		logf.Close()
+		e.stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
 			t.Logf("hotdeskd log:\n%s", b)
 		}
 	})
+	e.start()
+	return e
+}
+
+// start runs hotdeskd and waits until it is ready.
+func (e *e2e) start() {
+	e.t.Helper()
+	e.cmd = exec.Command(filepath.Join(e.bin, "hotdeskd"), "-config", e.cfg)
+	logf, _ := os.OpenFile(filepath.Join(e.dir, "hotdeskd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	e.cmd.Stderr = logf
+	if err := e.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.done = make(chan struct{})
+	go func() { e.cmd.Wait(); logf.Close(); close(e.done) }()
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if exec.Command(filepath.Join(bin, "hotdeskctl"), "-socket", e.socket, "ready").Run() == nil {
-			break
-		}
+	for exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "ready").Run() != nil {
 		if time.Now().After(deadline) {
-			t.Fatal("hotdeskd not ready in 60s")
+			e.t.Fatal("hotdeskd not ready in 60s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return e
+}
+
+// stop sends SIGTERM and waits for hotdeskd to exit.
+func (e *e2e) stop() {
+	if e.cmd == nil {
+		return
+	}
+	e.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-e.done:
+	case <-time.After(30 * time.Second):
+		e.cmd.Process.Kill()
+		<-e.done
+	}
+	e.cmd = nil
+}
+
+// sessions lists the daemon's sessions through hotdeskctl.
+func (e *e2e) sessions() []struct {
+	ID, State string
+	PID       int
+} {
+	e.t.Helper()
+	out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "sessions", "-json").Output()
+	if err != nil {
+		e.t.Fatalf("hotdeskctl sessions: %v", err)
+	}
+	var ss []struct {
+		ID, State string
+		PID       int
+	}
+	if err := json.Unmarshal(out, &ss); err != nil {
+		e.t.Fatal(err)
+	}
+	return ss
 }
 
 // enroll pairs a new software token for user into a keystore and returns its path.
@@ -241,5 +282,39 @@ func TestPolicyE2E(t *testing.T) {
 				t.Fatalf("attached as %v; want %s", ev["user"], tt.wantUser)
 			}
 		})
+	}
+}
+
+// TestRestartKeepsSessions: with keep_on_stop a stopped hotdeskd leaves the
+// desktops running, and the next start re-adopts them: same session, same
+// compositor PID, resumable by its token.
+func TestRestartKeepsSessions(t *testing.T) {
+	e := startE2EWith(t, "", "kiosk", true)
+	ks := e.enroll("alice")
+	first := e.present("t-1", ks)
+	if first["event"] != "attached" {
+		t.Fatalf("first insert: %v", first)
+	}
+	before := e.sessions()
+	if len(before) != 1 {
+		t.Fatalf("sessions = %+v; want 1", before)
+	}
+	t.Cleanup(func() { syscall.Kill(before[0].PID, syscall.SIGKILL) })
+	e.stop()
+	if syscall.Kill(before[0].PID, 0) != nil {
+		t.Fatalf("compositor %d did not outlive hotdeskd", before[0].PID)
+	}
+	e.start()
+	after := e.sessions()
+	if len(after) != 1 || after[0].ID != before[0].ID || after[0].PID != before[0].PID || after[0].State != "suspended" {
+		t.Fatalf("after restart: %+v; want session %s suspended with pid %d", after, before[0].ID, before[0].PID)
+	}
+	again := e.present("t-2", ks)
+	if again["event"] != "attached" || again["session"] != first["session"] || again["resumed"] != true {
+		t.Fatalf("after restart: %v; want session %v resumed", again, first["session"])
+	}
+	// End it for good.
+	if out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "session", "kill", before[0].ID).CombinedOutput(); err != nil {
+		t.Fatalf("kill: %v %s", err, out)
 	}
 }

@@ -128,6 +128,9 @@ type Session struct {
 	Auth           string        // auth: default login policy: kiosk|card|card+pin|card+password|password
 	KioskUser      string        // kiosk_user: local user of kiosk sessions; "" = the token's user
 	MaxSessions    int           // max_sessions on this server; 0 = unlimited
+	// KeepOnStop leaves the desktops running when hotdeskd stops; the next
+	// start re-adopts them (a restart loses no session). Default true.
+	KeepOnStop bool // keep_on_stop
 }
 
 // Compositor configures the desktop sessions.
@@ -255,6 +258,7 @@ func base() *Config {
 		Session: Session{
 			SuspendTimeout: 24 * time.Hour,
 			Auth:           "kiosk",
+			KeepOnStop:     true,
 		},
 		Auth: Auth{
 			PAMService:      "hotdesk",
@@ -406,6 +410,7 @@ type rawSession struct {
 	Auth           string `hcl:"auth,optional"`
 	KioskUser      string `hcl:"kiosk_user,optional"`
 	MaxSessions    int    `hcl:"max_sessions,optional"`
+	KeepOnStop     bool   `hcl:"keep_on_stop,optional"`
 }
 
 type rawAuth struct {
@@ -510,7 +515,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			Prefix:   d.Etcd.Prefix,
 			Embedded: &rawEmbedded{ClientURL: d.Etcd.Embedded.ClientURL, PeerURL: d.Etcd.Embedded.PeerURL},
 		},
-		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth},
+		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth, KeepOnStop: d.Session.KeepOnStop},
 		Auth: &rawAuth{
 			PAMService: d.Auth.PAMService, PINService: d.Auth.PINService, OpenSession: d.Auth.OpenSession,
 			Timeout: d.Auth.Timeout.String(), ReauthOnHotdesk: d.Auth.ReauthOnHotdesk,
@@ -575,6 +580,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			Auth:           raw.Session.Auth,
 			KioskUser:      raw.Session.KioskUser,
 			MaxSessions:    raw.Session.MaxSessions,
+			KeepOnStop:     raw.Session.KeepOnStop,
 		},
 		Auth: Auth{
 			PAMService:         raw.Auth.PAMService,

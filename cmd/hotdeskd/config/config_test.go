@@ -64,6 +64,7 @@ func TestLoadGolden(t *testing.T) {
 					Auth:           "kiosk",
 					KioskUser:      "guest",
 					MaxSessions:    50,
+					KeepOnStop:     true,
 				},
 				Compositor: Compositor{
 					Type:         "weston",

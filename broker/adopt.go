@@ -1,0 +1,81 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/tokens"
+)
+
+// Labels the broker keeps with each compositor (compositor.Spec.Labels) so
+// that a restarted broker knows which token a running desktop belongs to.
+const (
+	labelToken   = "hotdesk.token"
+	labelCreated = "hotdesk.created_unix_ms"
+)
+
+// Adopt takes over desktops a previous broker process left running (the
+// backend's Adopt found and verified them): each becomes a suspended
+// session again, its token re-claimed in the registry, its suspend timer
+// restarted. A desktop whose token another server claimed meanwhile is
+// kept as an orphan; one without a token label is reported lost and left
+// to the caller. Call before serving terminals.
+func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []SessionInfo, lost []compositor.Exit) {
+	for _, info := range infos {
+		token := info.Labels[labelToken]
+		if _, _, err := tokens.ParseID(token); err != nil {
+			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
+				Err: fmt.Errorf("broker: adopt: no valid token label: %w", err)})
+			continue
+		}
+		created := info.Started
+		if ms, err := strconv.ParseInt(info.Labels[labelCreated], 10, 64); err == nil {
+			created = time.UnixMilli(ms)
+		}
+		now := b.clk.Now()
+		s := &Session{ID: info.SessionID, Token: token, User: info.User, state: Suspended, info: info,
+			created: created, updated: now, suspendedAt: now}
+		unlock := b.keys.Lock(token)
+		b.mu.Lock()
+		if prev := b.byToken[token]; prev != nil {
+			b.mu.Unlock()
+			unlock()
+			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
+				Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, prev.ID)})
+			continue
+		}
+		b.byID[s.ID] = s
+		b.byToken[token] = s
+		s.timer = b.clk.AfterFunc(b.cfg.SuspendTimeout, func() { b.expire(s) })
+		b.mu.Unlock()
+		if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil {
+			b.log.Warn("adopted compositor could not be marked suspended", "session", s.ID, "error", err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+		c, won, err := b.registry().Claim(cctx, token, b.record(s, nil))
+		cancel()
+		switch {
+		case err != nil:
+			// Kept, unclaimed: the next lease re-establishment or a
+			// fenced write finds out who owns it.
+			b.log.Warn("adopted session not claimed", "session", s.ID, "error", err)
+		case won || (c.Session.ServerID == b.cfg.ServerID && c.Session.ID == s.ID):
+			b.mu.Lock()
+			s.claim = c
+			b.mu.Unlock()
+		default:
+			b.orphanLocked(s, c.Session.ServerID)
+		}
+		unlock()
+		b.mu.Lock()
+		adopted = append(adopted, b.infoLocked(s))
+		b.mu.Unlock()
+		b.log.Info("session adopted", "session", s.ID, "token", token, "pid", info.PID, "orphaned", s.orphaned)
+	}
+	b.countChanged()
+	return adopted, lost
+}
+
