@@ -47,7 +47,9 @@ type Registry interface {
 	Update(ctx context.Context, c registry.Claim, s registry.Session) (registry.Claim, error)
 	Release(ctx context.Context, c registry.Claim) error
 	Lookup(ctx context.Context, key string) (registry.Claim, error)
+	LookupLocal(ctx context.Context, key string) (registry.Claim, error)
 	Server(ctx context.Context, id string) (registry.ServerRecord, error)
+	ServerLocal(ctx context.Context, id string) (registry.ServerRecord, error)
 	Servers(ctx context.Context) ([]registry.ServerRecord, error)
 	Sessions(ctx context.Context) ([]registry.Claim, error)
 	EnrollToken(ctx context.Context, t registry.TokenRecord) error

@@ -54,8 +54,10 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	local := b.byToken[token] != nil
 	b.mu.Unlock()
 	if !local {
+		// A stale answer is safe here: the owner re-checks, and a creation
+		// goes through the claim transaction below.
 		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		c, err := b.registry().Lookup(lctx, token)
+		c, err := b.registry().LookupLocal(lctx, token)
 		cancel()
 		if err == nil && c.Session.ServerID != b.cfg.ServerID {
 			return b.redirect(ctx, t, c)
@@ -270,7 +272,7 @@ func (b *Broker) redirect(ctx context.Context, t *terminal, c registry.Claim) er
 		return fail(proto.ErrTooManyHops, "too many redirects", nil)
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	srv, err := b.registry().Server(lctx, c.Session.ServerID)
+	srv, err := b.registry().ServerLocal(lctx, c.Session.ServerID)
 	cancel()
 	if err != nil {
 		// The owner's lease is gone or going: its claims vanish with it.

@@ -282,10 +282,23 @@ func (r *Registry) Release(ctx context.Context, c Claim) error {
 
 // Lookup returns the current claim on key; ErrNotFound if there is none.
 func (r *Registry) Lookup(ctx context.Context, key string) (Claim, error) {
+	return r.lookup(ctx, key)
+}
+
+// LookupLocal is Lookup answered by the etcd member the client talks to,
+// without a round trip to the leader (a serializable read): it may be
+// slightly stale. Use it only where a stale answer is safe because what
+// follows is checked again — a redirect is verified by its target, a
+// creation by the claim transaction.
+func (r *Registry) LookupLocal(ctx context.Context, key string) (Claim, error) {
+	return r.lookup(ctx, key, clientv3.WithSerializable())
+}
+
+func (r *Registry) lookup(ctx context.Context, key string, opts ...clientv3.OpOption) (Claim, error) {
 	if err := validateKey(key); err != nil {
 		return Claim{}, fmt.Errorf("registry: lookup: %w", err)
 	}
-	kv, err := r.get(ctx, r.sessionKey(key))
+	kv, err := r.get(ctx, r.sessionKey(key), opts...)
 	if err != nil {
 		return Claim{}, fmt.Errorf("registry: lookup %q: %w", key, err)
 	}

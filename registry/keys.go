@@ -38,10 +38,10 @@ func (r *Registry) tokenKey(id string) string    { return r.opts.prefix + "token
 func (r *Registry) pairingKey(id string) string  { return r.opts.prefix + "pairing/" + id }
 
 // get reads one key; ErrNotFound if it is absent.
-func (r *Registry) get(ctx context.Context, key string) (*mvccpb.KeyValue, error) {
+func (r *Registry) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*mvccpb.KeyValue, error) {
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
-	resp, err := r.kv.Get(cctx, key)
+	resp, err := r.kv.Get(cctx, key, opts...)
 	if err != nil {
 		return nil, err
 	}

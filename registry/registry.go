@@ -623,10 +623,21 @@ func (r *Registry) Servers(ctx context.Context) ([]ServerRecord, error) {
 
 // Server returns the record of server id; ErrNotFound if it is not registered.
 func (r *Registry) Server(ctx context.Context, id string) (ServerRecord, error) {
+	return r.readServer(ctx, id)
+}
+
+// ServerLocal is Server answered by the etcd member the client talks to
+// (a serializable read, possibly slightly stale): for redirects, whose
+// target is verified by the terminal's pin and re-checks the session.
+func (r *Registry) ServerLocal(ctx context.Context, id string) (ServerRecord, error) {
+	return r.readServer(ctx, id, clientv3.WithSerializable())
+}
+
+func (r *Registry) readServer(ctx context.Context, id string, opts ...clientv3.OpOption) (ServerRecord, error) {
 	if err := validateKey(id); err != nil {
 		return ServerRecord{}, fmt.Errorf("registry: server: %w", err)
 	}
-	kv, err := r.get(ctx, r.serverKey(id))
+	kv, err := r.get(ctx, r.serverKey(id), opts...)
 	if err != nil {
 		return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
 	}
@@ -635,8 +646,11 @@ func (r *Registry) Server(ctx context.Context, id string) (ServerRecord, error) 
 		return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
 	}
 	if !rec.Draining {
-		if rec.Draining, err = r.Draining(ctx, id); err != nil {
-			return ServerRecord{}, fmt.Errorf("registry: server %q: %w", id, err)
+		switch _, err := r.get(ctx, r.drainKey(id), opts...); {
+		case err == nil:
+			rec.Draining = true
+		case !errors.Is(err, ErrNotFound):
+			return ServerRecord{}, fmt.Errorf("registry: server %q: draining: %w", id, err)
 		}
 	}
 	return rec, nil
