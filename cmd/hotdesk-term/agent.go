@@ -542,6 +542,16 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 
 func (a *agent) command(c command) {
 	switch c.op {
+	case opLogin, opLogout:
+		if a.conn == nil {
+			a.out.emit(errorEvent(0, errCommand, "not connected"))
+			return
+		}
+		if c.op == opLogin {
+			a.send(&proto.TokenInserted{Token: "user." + c.arg, Reader: "login"})
+		} else {
+			a.send(&proto.TokenRemoved{Token: "user." + c.arg, Reader: "login"})
+		}
 	case opAnswer:
 		if a.hasPrompt && a.conn != nil {
 			a.hasPrompt = false

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/hotdesk/hotdesk/tokens"
 )
 
 // op is a stdin command.
@@ -15,6 +17,8 @@ const (
 	opAnswer
 	opStatus
 	opQuit
+	opLogin  // password login without a card: the user name locates the session
+	opLogout // end a login: the session is suspended
 )
 
 // command is one parsed stdin line.
@@ -28,7 +32,7 @@ const maxCommandLen = 4096
 
 // parseCommand parses one line of the run mode's stdin:
 //
-//	insert NAME | remove NAME | answer TEXT | status | quit
+//	insert NAME | remove NAME | login USER | logout USER | answer TEXT | status | quit
 //
 // Keywords are case-insensitive. TEXT is the rest of the line after one
 // space, kept verbatim (it may be empty or contain spaces; a trailing "\r"
@@ -55,6 +59,15 @@ func parseCommand(line string) (command, error) {
 			return command{op: opInsert, arg: name}, nil
 		}
 		return command{op: opRemove, arg: name}, nil
+	case "login", "logout":
+		user := strings.TrimSpace(rest)
+		if _, _, err := tokens.ParseID("user." + user); err != nil {
+			return command{}, fmt.Errorf("usage: %s USER (letters, digits, '_' and '-')", kw)
+		}
+		if kw == "login" {
+			return command{op: opLogin, arg: user}, nil
+		}
+		return command{op: opLogout, arg: user}, nil
 	case "status", "quit":
 		if strings.TrimSpace(rest) != "" {
 			return command{}, fmt.Errorf("usage: %s", kw)
@@ -64,7 +77,7 @@ func parseCommand(line string) (command, error) {
 		}
 		return command{op: opQuit}, nil
 	}
-	return command{}, fmt.Errorf("unknown command %q (want insert NAME, remove NAME, answer TEXT, status or quit)", clean(truncate(word, 32)))
+	return command{}, fmt.Errorf("unknown command %q (want insert NAME, remove NAME, login USER, logout USER, answer TEXT, status or quit)", clean(truncate(word, 32)))
 }
 
 func truncate(s string, n int) string {

@@ -265,6 +265,7 @@ func TestPolicyE2E(t *testing.T) {
 		{"card+pin password is not the pin", "t-p2", pat, []string{"pat-pw"}, "", "auth_failed"},
 		{"card alone", "t-c1", carl, nil, "carl", ""},
 		{"kiosk", "t-k1", kim, nil, "", ""},
+		{"password without a card, unknown user", "t-d1", "user:dora", []string{"x"}, "", "auth_failed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -282,6 +283,20 @@ func TestPolicyE2E(t *testing.T) {
 				t.Fatalf("attached as %v; want %s", ev["user"], tt.wantUser)
 			}
 		})
+	}
+}
+
+// TestPasswordOnlyE2E: with the password policy the user name typed at a
+// terminal locates the session; another terminal resumes it.
+func TestPasswordOnlyE2E(t *testing.T) {
+	e := startE2E(t, "", "password")
+	first := e.present("t-1", "user:alice", "alice-pw")
+	if first["event"] != "attached" || first["user"] != "alice" {
+		t.Fatalf("login: %v; want attached as alice", first)
+	}
+	again := e.present("t-2", "user:alice", "alice-pw")
+	if again["event"] != "attached" || again["session"] != first["session"] {
+		t.Fatalf("second terminal: %v; want session %v", again, first["session"])
 	}
 }
 
