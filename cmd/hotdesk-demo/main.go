@@ -37,6 +37,8 @@ type demo struct {
 	nodes   []*node
 	// etcdURL is the embedded etcd of the first broker; later brokers join it.
 	etcdURL string
+	// pamDir holds the demo's PAM service: pam_matrix with a password file.
+	pamDir string
 }
 
 // node is one running hotdeskd.
@@ -79,6 +81,9 @@ func (d *demo) script(ctx context.Context) error {
 	fmt.Println("hotdesk demo: brokers on the embedded etcd, terminals, one software token")
 	fmt.Println()
 	d.start = time.Now()
+	if err := d.writePAM(); err != nil {
+		return err
+	}
 	n1, err := d.startNode(ctx, "demo-1")
 	if err != nil {
 		return err
@@ -188,7 +193,25 @@ func (d *demo) script(ctx context.Context) error {
 	}
 	d.step("token inserted at term-1 while active at term-2 → takeover; term-2 told %q (%v)  [%s]", det["reason"], det["message"], ms(t0))
 
-	// 5. A second broker joins the group; a terminal on it finds the session on demo-1.
+	// 5. Password login without a card (user carol, policy "password"): the
+	// terminal relays PAM's prompt; the user name locates the session.
+	t0 = time.Now()
+	t2.cmd("login carol")
+	pr2, err := t2.wait(ctx, "prompt")
+	if err != nil {
+		return err
+	}
+	t2.cmd("answer carol-pw")
+	att, err = t2.wait(ctx, "attached")
+	if err != nil {
+		return err
+	}
+	if att["user"] != "carol" {
+		return fmt.Errorf("password login: attached as %v; want carol", att["user"])
+	}
+	d.step("login carol at term-2 → PAM asked %q, password answered → session %v for carol  [%s]", pr2["text"], att["session"], ms(t0))
+
+	// 6. A second broker joins the group; a terminal on it finds the session on demo-1.
 	n2, err := d.startNode(ctx, "demo-2")
 	if err != nil {
 		return err
@@ -252,6 +275,27 @@ func ms(t0 time.Time) string {
 	return fmt.Sprintf("%.1f ms", float64(time.Since(t0).Microseconds())/1000)
 }
 
+// matrixModule is libpam-wrapper's test module: passwords from a file.
+const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
+
+// writePAM writes the demo's PAM service "hotdesk": pam_matrix with one
+// user, carol, password carol-pw.
+func (d *demo) writePAM() error {
+	if _, err := os.Stat(matrixModule); err != nil {
+		return fmt.Errorf("pam_matrix (Debian package libpam-wrapper) is needed for the password login: %w", err)
+	}
+	d.pamDir = filepath.Join(d.dir, "pam.d")
+	if err := os.MkdirAll(d.pamDir, 0o755); err != nil {
+		return err
+	}
+	db := filepath.Join(d.dir, "passdb")
+	if err := os.WriteFile(db, []byte("carol:carol-pw:hotdesk\n"), 0o600); err != nil {
+		return err
+	}
+	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+	return os.WriteFile(filepath.Join(d.pamDir, "hotdesk"), []byte(stack), 0o644)
+}
+
 // startNode writes a config for a new broker, starts it and waits until it
 // is ready. The first broker runs the embedded etcd; later ones join it.
 func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
@@ -285,8 +329,17 @@ session {
   suspend_timeout = "1h"
   auth            = "kiosk"
   kiosk_user      = "demo"
+  keep_on_stop    = false
 }
-`, name, filepath.Join(d.dir, name), n.addr, n.addr, n.socket, etcd)
+auth {
+  pam_dir      = %q
+  open_session = false
+  policy {
+    users = ["carol"]
+    auth  = "password"
+  }
+}
+`, name, filepath.Join(d.dir, name), n.addr, n.addr, n.socket, etcd, d.pamDir)
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
