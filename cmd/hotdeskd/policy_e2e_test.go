@@ -12,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
@@ -31,10 +35,12 @@ type e2e struct {
 }
 
 func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
-	return startE2EWith(t, authBlock, defaultPolicy, false)
+	return startE2EWith(t, authBlock, defaultPolicy, false, "")
 }
 
-func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool) *e2e {
+// startE2EWith starts the daemon; etcdBlock replaces the embedded etcd
+// ("" keeps it).
+func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcdBlock string) *e2e {
 	t.Helper()
 	if _, err := os.Stat(matrixModule); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -72,16 +78,14 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool) *e2e
 		}
 	}
 	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	if etcdBlock == "" {
+		etcdBlock = fmt.Sprintf("etcd {\n  embedded {\n    client_url = \"http://%s\"\n    peer_url = \"http://%s\"\n  }\n}", freeAddr(t), freeAddr(t))
+	}
 	cfg := fmt.Sprintf(`server_id = "e2e"
 data_dir = %q
 listen = %q
 admin_socket = %q
-etcd {
-  embedded {
-    client_url = "http://%s"
-    peer_url = "http://%s"
-  }
-}
+%s
 session {
   auth = %q
   keep_on_stop = %v
@@ -91,7 +95,7 @@ auth {
   open_session = false
 %s
 }
-`, filepath.Join(dir, "data"), e.addr, e.socket, freeAddr(t), freeAddr(t), defaultPolicy, keep, pamDir, authBlock)
+`, filepath.Join(dir, "data"), e.addr, e.socket, etcdBlock, defaultPolicy, keep, pamDir, authBlock)
 	e.cfg = filepath.Join(dir, "hotdesk.hcl")
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -304,7 +308,7 @@ func TestPasswordOnlyE2E(t *testing.T) {
 // desktops running, and the next start re-adopts them: same session, same
 // compositor PID, resumable by its token.
 func TestRestartKeepsSessions(t *testing.T) {
-	e := startE2EWith(t, "", "kiosk", true)
+	e := startE2EWith(t, "", "kiosk", true, "")
 	ks := e.enroll("alice")
 	first := e.present("t-1", ks)
 	if first["event"] != "attached" {
@@ -331,5 +335,56 @@ func TestRestartKeepsSessions(t *testing.T) {
 	// End it for good.
 	if out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "session", "kill", before[0].ID).CombinedOutput(); err != nil {
 		t.Fatalf("kill: %v %s", err, out)
+	}
+}
+
+// TestLeaseLossE2E cuts the real daemon off from its etcd through a TCP
+// proxy: it reports not ready on its own timer, keeps its session, and when
+// etcd is reachable again takes a new lease, re-claims the session and is
+// ready again.
+func TestLeaseLossE2E(t *testing.T) {
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(eps[0], "http://"))
+	e := startE2EWith(t, "", "kiosk", false, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}", proxy.URL()))
+	ks := e.enroll("alice")
+	first := e.present("t-1", ks)
+	if first["event"] != "attached" {
+		t.Fatalf("insert: %v", first)
+	}
+	ready := func() bool {
+		return exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "-timeout", "2s", "ready").Run() == nil
+	}
+	proxy.Blackhole()
+	waitUntil(t, "not ready while cut off", func() bool { return !ready() })
+	cli := etcdtest.Client(t, eps)
+	sessionKeys := func() int {
+		resp, err := cli.Get(context.Background(), "/hotdesk/sessions/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return -1
+		}
+		return int(resp.Count)
+	}
+	waitUntil(t, "the cut-off daemon's lease expired in etcd", func() bool { return sessionKeys() == 0 })
+	proxy.Heal()
+	proxy.CloseConns()
+	waitUntil(t, "ready again after healing", ready)
+	waitUntil(t, "session re-claimed", func() bool {
+		resp, err := cli.Get(context.Background(), "/hotdesk/sessions/", clientv3.WithPrefix())
+		return err == nil && len(resp.Kvs) == 1 && strings.Contains(string(resp.Kvs[0].Value), fmt.Sprint(first["session"]))
+	})
+	again := e.present("t-2", ks)
+	if again["event"] != "attached" || again["session"] != first["session"] {
+		t.Fatalf("after healing: %v; want session %v resumed", again, first["session"])
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
