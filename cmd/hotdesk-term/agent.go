@@ -56,6 +56,18 @@ type Config struct {
 	Logger                 hclog.Logger // default: none
 	Out                    io.Writer    // events, one per line
 	JSON                   bool         // events as JSON lines
+	// Cards, if set, is the terminal's card readers (tokens/pcsc): their
+	// events are forwarded to the broker and phones (hce.* tokens) answer
+	// challenges through it.
+	Cards Cards
+}
+
+// Cards is a hardware token provider that can also have a phone sign a
+// challenge and read its public key (*pcsc.Provider).
+type Cards interface {
+	tokens.Provider
+	Sign(ctx context.Context, token string, msg []byte) ([]byte, error)
+	PublicKey(ctx context.Context, token string) ([]byte, error)
 }
 
 // agent is the terminal agent: it keeps a connection to a broker, reports
@@ -77,6 +89,7 @@ type agent struct {
 	retry  chan struct{} // reconnect timer fired
 
 	// Loop state.
+	cards     map[string]string // card token → reader, while present
 	conn      *link
 	dialing   bool
 	retrying  clock.Timer
@@ -176,6 +189,7 @@ func newAgent(cfg Config) (*agent, error) {
 		log:     cfg.Logger,
 		out:     &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now},
 		prov:    soft.NewProvider(cfg.Keystore, cfg.Clock),
+		cards:   make(map[string]string),
 		ctrl:    make(chan command),
 		inbox:   make(chan inMsg, inboxSize),
 		ticks:   make(chan *link),
@@ -223,6 +237,51 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 	if err != nil {
 		return "", fmt.Errorf("pair: %w", err)
 	}
+	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token)
+	if err != nil {
+		return "", err
+	}
+	if err := a.cfg.Keystore.Save(); err != nil {
+		return "", fmt.Errorf("pair: token %s enrolled but not saved: %w", key.Token, err)
+	}
+	return tok, nil
+}
+
+// PairPhone waits (within wait) for a phone presented at the card readers,
+// reads its public key over NFC and enrolls it at the home broker with
+// code. The key stays on the phone; it returns the phone's token id.
+func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
+	if a.cfg.Cards == nil {
+		return "", errors.New("pair: no card readers (-pcsc)")
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	events, err := a.cfg.Cards.Watch(wctx)
+	if err != nil {
+		return "", fmt.Errorf("pair: card readers: %w", err)
+	}
+	defer func() {
+		cancel()
+		for range events { // drain until the provider closes it
+		}
+	}()
+	a.out.emit(event{name: "waiting", text: "present the phone to a reader"})
+	for ev := range events {
+		a.out.emit(cardEventOf(ev))
+		if ev.Kind != tokens.Inserted || !strings.HasPrefix(ev.Token, "hce.") {
+			continue
+		}
+		pub, err := a.cfg.Cards.PublicKey(wctx, ev.Token)
+		if err != nil {
+			return "", fmt.Errorf("pair: reading the phone's key: %w", err)
+		}
+		return a.enroll(ctx, code, "hce", pub, label, ev.Token)
+	}
+	return "", fmt.Errorf("pair: no phone presented within %s", wait)
+}
+
+// enroll sends Pair to the home broker and waits for its answer.
+func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string) (string, error) {
 	l, err := a.dial(ctx, a.home())
 	if err != nil {
 		return "", fmt.Errorf("pair: connect to %s: %w", a.cfg.Server, err)
@@ -234,7 +293,7 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 	defer cancel()
 	stop := context.AfterFunc(wctx, func() { l.c.Close() })
 	defer stop()
-	if err := l.c.Send(&proto.Pair{Code: strings.TrimSpace(code), Kind: soft.Kind, PublicKey: key.Public, Label: label}); err != nil {
+	if err := l.c.Send(&proto.Pair{Code: strings.TrimSpace(code), Kind: kind, PublicKey: pub, Label: label}); err != nil {
 		return "", fmt.Errorf("pair: %w", err)
 	}
 	for {
@@ -247,14 +306,11 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 		}
 		switch b := m.Body.(type) {
 		case *proto.Paired:
-			if b.Token != key.Token {
-				return "", fmt.Errorf("pair: broker enrolled token %q; want %q", b.Token, key.Token)
-			}
-			if err := a.cfg.Keystore.Save(); err != nil {
-				return "", fmt.Errorf("pair: token %s enrolled but not saved: %w", key.Token, err)
+			if b.Token != want {
+				return "", fmt.Errorf("pair: broker enrolled token %q; want %q", b.Token, want)
 			}
 			a.out.emit(pairedEvent(b))
-			return key.Token, nil
+			return b.Token, nil
 		case *proto.Error:
 			a.out.emit(protoErrorEvent(b))
 			return "", fmt.Errorf("pair: broker refused: %w", &proto.ProtocolError{Code: b.Code, Message: b.Message})
@@ -296,6 +352,13 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 
 	go a.readCommands(ctx, lines)
 
+	var cardEvents <-chan tokens.Event
+	if a.cfg.Cards != nil {
+		if cardEvents, err = a.cfg.Cards.Watch(ctx); err != nil {
+			return fmt.Errorf("card readers: %w", err)
+		}
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
@@ -310,6 +373,12 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 				return ctx.Err()
 			}
 			a.tokenEvent(ev)
+		case ev, ok := <-cardEvents:
+			if !ok {
+				cardEvents = nil
+				continue
+			}
+			a.cardEvent(ev)
 		case m := <-a.inbox:
 			a.message(ctx, m)
 		case l := <-a.ticks:
@@ -408,6 +477,11 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 	for _, tok := range inserted {
 		if t.all || slices.Contains(t.present, tok) {
 			a.send(&proto.TokenInserted{Token: tok, Reader: soft.Reader})
+		}
+	}
+	for tok, reader := range a.cards {
+		if t.all || slices.Contains(t.present, tok) {
+			a.send(&proto.TokenInserted{Token: tok, Reader: reader})
 		}
 	}
 }
@@ -522,6 +596,19 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 	a.startDial(ctx, a.home())
 }
 
+// cardEvent prints a card reader's event, remembers which cards are
+// present (to report them again after a reconnect) and forwards it.
+func (a *agent) cardEvent(ev tokens.Event) {
+	switch ev.Kind {
+	case tokens.Inserted:
+		a.cards[ev.Token] = ev.Reader
+	case tokens.Removed:
+		delete(a.cards, ev.Token)
+	}
+	a.out.emit(cardEventOf(ev))
+	a.tokenEvent(ev)
+}
+
 // tokenEvent reports a token event of the provider to the current broker.
 // Without a connection nothing is sent: the inserted tokens are reported
 // when the agent reconnects.
@@ -633,7 +720,15 @@ func (a *agent) challenge(l *link, ch *proto.Challenge) {
 		a.out.emit(errorEvent(0, errNoKey, err.Error()))
 		return
 	}
-	sig, err := a.cfg.Keystore.Sign(ch.Token, msg)
+	var sig []byte
+	if strings.HasPrefix(ch.Token, "hce.") && a.cfg.Cards != nil {
+		// A phone signs over NFC while it is in the field.
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
+		sig, err = a.cfg.Cards.Sign(ctx, ch.Token, msg)
+		cancel()
+	} else {
+		sig, err = a.cfg.Keystore.Sign(ch.Token, msg)
+	}
 	if err != nil {
 		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s", ch.Token)))
 		return

@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens"
 )
 
 // event is one line of the agent's output: a name and ordered fields for
@@ -222,4 +223,16 @@ func writeJSON(b *bytes.Buffer, v any) {
 		out = []byte(`null`)
 	}
 	b.Write(out)
+}
+
+// cardEventOf describes a card reader event:
+// {"event":"card","kind":"inserted|removed|error","token":…,"reader":…,"error":…}.
+func cardEventOf(ev tokens.Event) event {
+	f := []field{{"kind", ev.Kind.String()}, {"token", ev.Token}, {"reader", ev.Reader}}
+	text := fmt.Sprintf("card %s: %s at %q", ev.Kind, clean(ev.Token), clean(ev.Reader))
+	if ev.Err != nil {
+		f = append(f, field{"error", ev.Err.Error()})
+		text = fmt.Sprintf("card error at %q: %s", clean(ev.Reader), clean(ev.Err.Error()))
+	}
+	return event{name: "card", fields: f, text: text}
 }

@@ -38,6 +38,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/pcsc"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -69,6 +70,9 @@ type options struct {
 	json                                                         bool
 	timeout                                                      time.Duration
 	args                                                         []string
+	pcsc                                                         bool
+	readers                                                      string
+	removeGrace                                                  time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -90,6 +94,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.insert, "insert", "", "insert the key `NAME` right after connecting (run)")
 	fs.Var(&answers, "answer", "answer the next prompt with `TEXT` (repeatable, in order)")
 	fs.BoolVar(&o.json, "json", false, "print events as JSON lines")
+	fs.BoolVar(&o.pcsc, "pcsc", false, "watch the terminal's PC/SC card readers (smart cards, NFC badges and phones)")
+	fs.StringVar(&o.readers, "readers", "", "with -pcsc: only readers whose name contains one of these comma-separated `NAMES`")
+	fs.DurationVar(&o.removeGrace, "remove-grace", time.Second, "with -pcsc: a card must stay away this long before its removal is reported")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "bound on each dial and handshake")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr (trace, debug, info, warn, error, off)")
 	if err := fs.Parse(args); err != nil {
@@ -191,6 +198,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if o.insert != "" {
 		cfg.Insert = []string{o.insert}
 	}
+	if o.pcsc {
+		var filters []string
+		for _, r := range strings.Split(o.readers, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				filters = append(filters, r)
+			}
+		}
+		cards, err := pcsc.New(pcsc.Config{Readers: filters, RemoveGrace: o.removeGrace, Logger: logger.Named("pcsc")})
+		if err != nil {
+			return err
+		}
+		cfg.Cards = cards
+	}
 	a, err := newAgent(cfg)
 	if err != nil {
 		return err
@@ -200,6 +220,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer stop()
 
 	if o.args[0] == "pair" {
+		if o.pcsc { // pair the phone presented at a reader
+			_, err := a.PairPhone(ctx, o.args[1], o.name, time.Minute)
+			return err
+		}
 		if _, err := a.Pair(ctx, o.args[1], o.token, o.name); err != nil {
 			return err
 		}

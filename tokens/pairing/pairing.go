@@ -36,6 +36,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -318,6 +319,13 @@ func keyID(kind string, pub []byte) (string, error) {
 			return "", fmt.Errorf("%w: soft public key is %d bytes; want 32", ErrBadKey, len(pub))
 		}
 		return soft.TokenID(pub), nil
+	case nfc.KindHCE:
+		// A phone by host card emulation: an ed25519 key like a soft token,
+		// its id derived from the key, not from the (random) UID.
+		if len(pub) != 32 {
+			return "", fmt.Errorf("%w: phone public key is %d bytes; want 32", ErrBadKey, len(pub))
+		}
+		return nfc.HCETokenID(pub), nil
 	}
 	return "", fmt.Errorf("%w: unsupported token kind %q", ErrBadKey, kind)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/pairing"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -122,6 +123,20 @@ func checkErr(t *testing.T, what string, err, want error) {
 
 func TestPairing(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
+
+	t.Run("a phone enrolls by its key", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("carol", 10*time.Minute)
+		pub := newKey(t)
+		rec, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", code, nfc.KindHCE, pub, "carol's phone")
+		checkErr(t, "Redeem hce", err, nil)
+		if rec.ID != nfc.HCETokenID(pub) || rec.Kind != nfc.KindHCE || rec.User != "carol" {
+			t.Errorf("token = %+v; want %s of kind hce for carol", rec, nfc.HCETokenID(pub))
+		}
+		code2 := e.create("carol", 10*time.Minute)
+		_, err = e.p.Redeem(e.ctx, "term1@127.0.0.1", code2, nfc.KindHCE, pub[:16], "")
+		checkErr(t, "Redeem hce with a short key", err, pairing.ErrBadKey)
+	})
 
 	t.Run("redeem enrolls the token", func(t *testing.T) {
 		e := newEnv(t, cli)

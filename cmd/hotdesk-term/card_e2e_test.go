@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/tokens/nfc"
+	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
+	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
+)
+
+// cardWorld is a real hotdeskd and a private pcscd with the two vpcd
+// readers: terminal agents run with -pcsc, each on one reader, as thin
+// clients with a card reader do.
+type cardWorld struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	addr   string
+	pin    string
+	socket string
+	pcscd  *pcscdtest.Daemon
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func newCardWorld(t *testing.T) *cardWorld {
+	t.Helper()
+	d, err := pcscdtest.Start()
+	pcscdtest.Require(t, err)
+	t.Cleanup(func() { d.Close() })
+	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
+		t.Skip("weston not installed")
+	}
+	w := &cardWorld{t: t, bin: t.TempDir(), dir: t.TempDir(), addr: freeAddr(t), pcscd: d}
+	if out, err := exec.Command("go", "build", "-o", w.bin+"/", ".", "../hotdeskd", "../hotdeskctl").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	w.socket = filepath.Join(w.dir, "admin.sock")
+	cfg := fmt.Sprintf(`server_id = "cards"
+data_dir = %q
+listen = %q
+admin_socket = %q
+etcd {
+  embedded {
+    client_url = "http://%s"
+    peer_url = "http://%s"
+  }
+}
+session {
+  auth = "card"
+  keep_on_stop = false
+}
+`, filepath.Join(w.dir, "data"), w.addr, w.socket, freeAddr(t), freeAddr(t))
+	cfgPath := filepath.Join(w.dir, "hotdesk.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := exec.Command(filepath.Join(w.bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.pin = strings.TrimSpace(string(fp))
+	cmd := exec.Command(filepath.Join(w.bin, "hotdeskd"), "-config", cfgPath)
+	logf, _ := os.Create(filepath.Join(w.dir, "hotdeskd.log"))
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(w.dir, "hotdeskd.log"))
+			t.Logf("hotdeskd log:\n%s\npcscd log:\n%s", b, d.Log())
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for w.ctl("ready") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("hotdeskd not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return w
+}
+
+func (w *cardWorld) ctl(args ...string) error {
+	_, err := w.ctlOut(args...)
+	return err
+}
+
+func (w *cardWorld) ctlOut(args ...string) ([]byte, error) {
+	return exec.Command(filepath.Join(w.bin, "hotdeskctl"), append([]string{"-socket", w.socket}, args...)...).Output()
+}
+
+// agent runs hotdesk-term with extra args and returns its JSON events.
+func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-chan map[string]any, io.WriteCloser) {
+	w.t.Helper()
+	base := []string{"-server", w.addr, "-pin", w.pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
+	cmd := exec.CommandContext(ctx, filepath.Join(w.bin, "hotdesk-term"), append(base, args...)...)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	evs := make(chan map[string]any, 64)
+	go func() {
+		defer close(evs)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				evs <- ev
+			}
+		}
+	}()
+	w.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	return cmd, evs, stdin
+}
+
+// settle waits for pcscd's next poll of the vpcd readers (about every
+// 0.4 s): vpcd cannot show a card swapped within one poll.
+func settle() { time.Sleep(time.Second) }
+
+func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				t.Fatalf("agent exited while waiting for %q", want)
+			}
+			if ev["event"] == want {
+				return ev
+			}
+			if ev["event"] == "error" && want != "error" {
+				t.Fatalf("error while waiting for %q: %v", want, ev)
+			}
+		case <-timeout:
+			t.Fatalf("no %q event in 30 s", want)
+		}
+	}
+}
+
+// TestCardsE2E: a UID card and an NFC phone at thin-client terminals, through
+// real pcscd, the real agent and the real daemon: a session follows the card
+// from one reader's terminal to the other's; a phone enrolled by pairing
+// code logs in by signing the challenge; a garbage card is a card error.
+func TestCardsE2E(t *testing.T) {
+	w := newCardWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	reader0, reader1 := pcscdtest.Readers[0][len(pcscdtest.Readers[0])-5:], pcscdtest.Readers[1][len(pcscdtest.Readers[1])-5:]
+
+	// Pair a phone: the agent reads its key over NFC.
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	phone := &nfc.Phone{Key: key}
+	out, err := w.ctlOut("token", "pair", "-user", "carol", "-json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr struct{ Code string }
+	json.Unmarshal(out, &pr)
+	pairCmd, pairEvs, _ := w.agent(ctx, "-id", "desk-0", "-pcsc", "-readers", reader0, "pair", pr.Code)
+	waitEvent(t, pairEvs, "waiting")
+	ins, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paired := waitEvent(t, pairEvs, "paired")
+	if paired["token"] != phone.TokenID() {
+		t.Fatalf("paired %v; want %s", paired["token"], phone.TokenID())
+	}
+	pairCmd.Wait()
+	ins.Remove()
+	settle() // let pcscd see the removal before the next card goes into that reader
+
+	if out, err := w.ctlOut("token", "register", "uid.04a1b2c3", "-user", "alice"); err != nil {
+		t.Fatalf("register: %v %s", err, out)
+	}
+	_, ev0, _ := w.agent(ctx, "-id", "desk-0", "-pcsc", "-readers", reader0, "-remove-grace", "200ms", "run")
+	_, ev1, _ := w.agent(ctx, "-id", "desk-1", "-pcsc", "-readers", reader1, "-remove-grace", "200ms", "run")
+	waitEvent(t, ev0, "connected")
+	waitEvent(t, ev1, "connected")
+
+	// The UID card at desk 0, then at desk 1: the same session.
+	uid := []byte{0x04, 0xa1, 0xb2, 0xc3}
+	card, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.UIDCard(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	att := waitEvent(t, ev0, "attached")
+	if att["user"] != "alice" || att["token"] != "uid.04a1b2c3" {
+		t.Fatalf("card at desk 0: %v; want alice's session", att)
+	}
+	card.Remove()
+	settle()
+	if det := waitEvent(t, ev0, "detached"); det["reason"] != "token_removed" {
+		t.Fatalf("card pulled: %v; want token_removed", det)
+	}
+	card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	att1 := waitEvent(t, ev1, "attached")
+	if att1["session"] != att["session"] || att1["resumed"] != true {
+		t.Fatalf("card at desk 1: %v; want session %v resumed", att1, att["session"])
+	}
+	card.Remove()
+	waitEvent(t, ev1, "detached")
+	settle()
+
+	// The phone at desk 0 proves its key and gets carol's session.
+	ins, err = vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, ev0, "challenge")
+	if a := waitEvent(t, ev0, "attached"); a["user"] != "carol" || a["token"] != phone.TokenID() {
+		t.Fatalf("phone: %v; want carol's session", a)
+	}
+	ins.Remove()
+	waitEvent(t, ev0, "detached")
+	settle()
+
+	// A card that answers nothing sensible: a card error, no session.
+	bad, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.GarbageCard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := waitEvent(t, ev1, "card")
+		if ev["kind"] == "error" {
+			break
+		}
+	}
+	bad.Remove()
+}
