@@ -9,7 +9,7 @@ CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo
 # Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules).
 DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper
 
-.PHONY: all build deps demo test test-short vet fuzz clean
+.PHONY: all build deps demo demo-card test test-short vet fuzz clean
 
 all: build
 
@@ -22,6 +22,10 @@ build:
 
 demo: deps build
 	./$(BIN)/hotdesk-demo -bin $(BIN)
+
+# The smart-card demo: a virtual card moved between two virtual readers.
+demo-card: deps build
+	./$(BIN)/hotdesk-demo -bin $(BIN) -cards
 
 test: deps build
 	$(GO) vet ./...

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 )
 
 // buildBinaries builds the real commands into a temporary directory.
@@ -35,6 +38,22 @@ func TestDemoScript(t *testing.T) {
 	defer cancel()
 	defer d.stopAll()
 	if err := d.script(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCardDemo runs `make demo-card`: a virtual card through real pcscd,
+// the agents and the daemon.
+func TestCardDemo(t *testing.T) {
+	bin := buildBinaries(t)
+	d := &demo{bin: bin, dir: t.TempDir()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	defer d.stopAll()
+	if err := d.cardScript(ctx); err != nil {
+		if errors.Is(err, pcscdtest.ErrMissing) && os.Getenv("CI") != "true" {
+			t.Skip(err)
+		}
 		t.Fatal(err)
 	}
 }

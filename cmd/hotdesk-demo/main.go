@@ -57,6 +57,7 @@ func run() error {
 	bin := flag.String("bin", "bin", "directory holding hotdeskd, hotdesk-term and hotdeskctl")
 	keep := flag.Bool("keep", false, "keep the demo directory")
 	verbose := flag.Bool("v", false, "show the daemon's log")
+	cards := flag.Bool("cards", false, "the smart-card demo: a virtual card moved between two virtual readers (private pcscd + vpcd)")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "hotdesk-demo-")
@@ -70,6 +71,9 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	defer d.stopAll()
+	if *cards {
+		return d.cardScript(ctx)
+	}
 	return d.script(ctx)
 }
 
@@ -447,9 +451,9 @@ type term struct {
 	d      *demo
 }
 
-func (d *demo) terminal(ctx context.Context, id, keystore string, n *node) (*term, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), "-server", n.addr, "-pin", n.pin,
-		"-id", id, "-keystore", keystore, "-json", "run")
+func (d *demo) terminal(ctx context.Context, id, keystore string, n *node, extra ...string) (*term, error) {
+	args := append([]string{"-server", n.addr, "-pin", n.pin, "-id", id, "-keystore", keystore, "-json"}, extra...)
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), append(args, "run")...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
