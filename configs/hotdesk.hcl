@@ -150,6 +150,15 @@ auth {
   # }
 }
 
+# Card readers attached to this host (a kiosk or a console): each seat is
+# watched by a local terminal agent ("seat-<name>", the hotdesk-term binary
+# named by seat_agent; default: next to hotdeskd, else in $PATH).
+# seat_agent = "/usr/local/bin/hotdesk-term"
+# seat "console" {
+#   readers      = ["Virtual PCD 00 00"]   # reader name filters; none = all
+#   remove_grace = "1s"
+# }
+
 compositor {
   # Compositor implementation.
   type = "weston"

@@ -44,7 +44,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func newCardWorld(t *testing.T) *cardWorld {
+func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	t.Helper()
 	d, err := pcscdtest.Start()
 	pcscdtest.Require(t, err)
@@ -71,7 +71,8 @@ session {
   auth = "card"
   keep_on_stop = false
 }
-`, filepath.Join(w.dir, "data"), w.addr, w.socket, freeAddr(t), freeAddr(t))
+%s
+`, filepath.Join(w.dir, "data"), w.addr, w.socket, freeAddr(t), freeAddr(t), strings.Join(extraConfig, "\n"))
 	cfgPath := filepath.Join(w.dir, "hotdesk.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -265,4 +266,33 @@ func TestCardsE2E(t *testing.T) {
 		}
 	}
 	bad.Remove()
+}
+
+// TestSeatE2E: readers attached to the broker's own host, mapped to a seat
+// in hotdeskd's config, work like a terminal: a card there gets a session
+// shown at terminal "seat-console".
+func TestSeatE2E(t *testing.T) {
+	reader1 := pcscdtest.Readers[1][len(pcscdtest.Readers[1])-5:]
+	w := newCardWorld(t, fmt.Sprintf("seat \"console\" {\n  readers = [%q]\n  remove_grace = \"200ms\"\n}", reader1))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := w.ctlOut("token", "register", "uid.0a0b0c0d", "-user", "dan"); err != nil {
+		t.Fatalf("register: %v %s", err, out)
+	}
+	card, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard([]byte{0x0a, 0x0b, 0x0c, 0x0d}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer card.Remove()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := w.ctlOut("sessions", "-json")
+		if err == nil && strings.Contains(string(out), `"terminal": "seat-console"`) && strings.Contains(string(out), `"user": "dan"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no session at seat-console: %s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -261,6 +261,11 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
 	d.serve(func() error { return admin.Serve(sctx, d.adminLn) }, "admin api")
 
+	// Card readers of this host, one local terminal agent per seat.
+	for _, seat := range cfg.Seats {
+		go runSeat(sctx, cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(fingerprint), logger.Named("seat").With("seat", seat.Name))
+	}
+
 	// Lease loss makes the broker not ready until a new lease is held and
 	// the sessions are re-claimed.
 	go d.superviseLease(sctx, serverRec, logger)

@@ -71,6 +71,7 @@ var (
 	authPolicies    = []string{"kiosk", "card", "card+pin", "card+password", "password"}
 	compositorTypes = []string{"weston"}
 	westonBackends  = []string{"headless", "rdp"}
+	seatNameRe      = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 )
 
@@ -87,10 +88,16 @@ type Config struct {
 	LogLevel   string // log_level: trace|debug|info|warn|error
 	LogJSON    bool   // log_json
 
-	TLS        TLS
-	Etcd       Etcd
-	Session    Session
-	Auth       Auth
+	TLS     TLS
+	Etcd    Etcd
+	Session Session
+	Auth    Auth
+	// Seats are card readers attached to this host (kiosk or console
+	// case), each watched by a local terminal agent named "seat-<name>".
+	Seats []Seat
+	// SeatAgent is the terminal agent binary run for each seat; default
+	// hotdesk-term next to hotdeskd's own executable, else in $PATH.
+	SeatAgent  string
 	Compositor Compositor
 	Pairing    Pairing
 }
@@ -170,6 +177,14 @@ type PolicyRule struct {
 	Service               string // service: PAM service; "" = pam_service / pin_service
 	ReauthOnHotdesk       *bool  // reauth_on_hotdesk; nil = auth.reauth_on_hotdesk
 	MaxSessions           int    // max_sessions per user; 0 = auth.max_sessions_per_user
+}
+
+// Seat (block seat "NAME") maps readers of this host to a seat.
+type Seat struct {
+	Name    string
+	Readers []string // readers: name filters (substrings); empty = every reader
+	// RemoveGrace is the debounce before a card removal is reported.
+	RemoveGrace time.Duration // remove_grace; default 1s
 }
 
 // Pairing configures pairing codes (enrolling a new token from the admin CLI).
@@ -380,6 +395,8 @@ type rawConfig struct {
 	Etcd       *rawEtcd       `hcl:"etcd,block"`
 	Session    *rawSession    `hcl:"session,block"`
 	Auth       *rawAuth       `hcl:"auth,block"`
+	Seats      []rawSeat      `hcl:"seat,block"`
+	SeatAgent  string         `hcl:"seat_agent,optional"`
 	Compositor *rawCompositor `hcl:"compositor,block"`
 	Pairing    *rawPairing    `hcl:"pairing,block"`
 }
@@ -427,6 +444,12 @@ type rawAuth struct {
 	Lockout            string          `hcl:"lockout,optional"`
 	MaxLockout         string          `hcl:"max_lockout,optional"`
 	Policies           []rawPolicyRule `hcl:"policy,block"`
+}
+
+type rawSeat struct {
+	Name        string   `hcl:"name,label"`
+	Readers     []string `hcl:"readers,optional"`
+	RemoveGrace string   `hcl:"remove_grace,optional"`
 }
 
 type rawPolicyRule struct {
@@ -612,6 +635,14 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			Lockout:       dur("pairing.lockout", raw.Pairing.Lockout),
 		},
 	}
+	c.SeatAgent = resolveBinary(dir, raw.SeatAgent)
+	for _, st := range raw.Seats {
+		grace := time.Second
+		if st.RemoveGrace != "" {
+			grace = dur("seat.remove_grace", st.RemoveGrace)
+		}
+		c.Seats = append(c.Seats, Seat{Name: st.Name, Readers: nilIfEmpty(st.Readers), RemoveGrace: grace})
+	}
 	for _, p := range raw.Auth.Policies {
 		c.Auth.Rules = append(c.Auth.Rules, PolicyRule{
 			Tokens: nilIfEmpty(p.Tokens), Users: nilIfEmpty(p.Users), Groups: nilIfEmpty(p.Groups),
@@ -775,6 +806,17 @@ func (c *Config) validate(rg ranges) error {
 		}
 		if r.MaxSessions < 0 {
 			bad("auth.policy.max_sessions", "Invalid session limit", "must be 0 or more, got %d.", r.MaxSessions)
+		}
+	}
+
+	seen := map[string]bool{}
+	for _, st := range c.Seats {
+		if !seatNameRe.MatchString(st.Name) || seen[st.Name] {
+			bad("seat", "Invalid seat", "seat %q: names are 1-64 letters, digits, '_' and '-', each used once.", st.Name)
+		}
+		seen[st.Name] = true
+		if st.RemoveGrace < 0 {
+			bad("seat.remove_grace", "Invalid duration", "must not be negative, got %s.", st.RemoveGrace)
 		}
 	}
 

@@ -519,3 +519,26 @@ func TestShippedSystemdUnit(t *testing.T) {
 }
 
 func ptrBool(b bool) *bool { return &b }
+
+func TestSeats(t *testing.T) {
+	c, err := Parse([]byte(`
+seat_agent = "/opt/hotdesk/hotdesk-term"
+seat "console" {
+  readers      = ["Virtual PCD 00 01"]
+  remove_grace = "500ms"
+}
+seat "kiosk-2" {}
+`), "/etc/hotdesk/seats.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Seat{{Name: "console", Readers: []string{"Virtual PCD 00 01"}, RemoveGrace: 500 * time.Millisecond},
+		{Name: "kiosk-2", RemoveGrace: time.Second}}
+	if !reflect.DeepEqual(c.Seats, want) || c.SeatAgent != "/opt/hotdesk/hotdesk-term" {
+		t.Fatalf("seats = %+v, agent %q; want %+v", c.Seats, c.SeatAgent, want)
+	}
+	_, err = Parse([]byte("seat \"a b\" {}\n"), "bad.hcl")
+	if err == nil || !strings.HasPrefix(err.Error(), "bad.hcl:1:") {
+		t.Fatalf("bad seat name: %v; want an error at bad.hcl:1", err)
+	}
+}
