@@ -181,6 +181,11 @@ compositor {
 
   # How long a compositor gets to exit after SIGTERM before SIGKILL.
   stop_grace = "5s"
+
+  # Start each desktop as its user (uid, gid, supplementary groups, a
+  # private XDG_RUNTIME_DIR owned by the user). false: as hotdeskd's user
+  # (kiosk installs, tests).
+  run_as_user = false
 }
 
 pairing {

@@ -158,6 +158,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			ExtraArgs:    cfg.Compositor.Args,
 			StartTimeout: cfg.Compositor.StartTimeout,
 			StopGrace:    cfg.Compositor.StopGrace,
+			RunAsUser:    cfg.Compositor.RunAsUser,
 			Logger:       logger.Named("weston"),
 		})
 	default:

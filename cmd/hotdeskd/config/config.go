@@ -149,6 +149,10 @@ type Compositor struct {
 	StateDir     string        // state_dir; default <data_dir>/sessions
 	StartTimeout time.Duration // start_timeout; default 10s
 	StopGrace    time.Duration // stop_grace; default 5s
+	// RunAsUser starts each compositor as the session's user (uid, gid,
+	// groups, a private XDG_RUNTIME_DIR owned by the user); default false:
+	// as the daemon's user.
+	RunAsUser bool // run_as_user
 }
 
 // Auth configures PAM and the per-token, per-user and per-group login
@@ -470,6 +474,7 @@ type rawCompositor struct {
 	StateDir     string   `hcl:"state_dir,optional"`
 	StartTimeout string   `hcl:"start_timeout,optional"`
 	StopGrace    string   `hcl:"stop_grace,optional"`
+	RunAsUser    bool     `hcl:"run_as_user,optional"`
 }
 
 type rawPairing struct {
@@ -627,6 +632,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			StateDir:     resolve(dir, raw.Compositor.StateDir),
 			StartTimeout: dur("compositor.start_timeout", raw.Compositor.StartTimeout),
 			StopGrace:    dur("compositor.stop_grace", raw.Compositor.StopGrace),
+			RunAsUser:    raw.Compositor.RunAsUser,
 		},
 		Pairing: Pairing{
 			CodeTTL:       dur("pairing.code_ttl", raw.Pairing.CodeTTL),
