@@ -78,4 +78,3 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 	b.countChanged()
 	return adopted, lost
 }
-

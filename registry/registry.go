@@ -227,13 +227,13 @@ func WithClock(c clock.Clock) Option {
 type Registry struct {
 	kv      clientv3.KV
 	watcher clientv3.Watcher
-	leases clientv3.Lease
-	opts   options
-	log    hclog.Logger
-	id     string
-	lease  clientv3.LeaseID
-	ttl    time.Duration // as granted (whole seconds)
-	window time.Duration // safe window
+	leases  clientv3.Lease
+	opts    options
+	log     hclog.Logger
+	id      string
+	lease   clientv3.LeaseID
+	ttl     time.Duration // as granted (whole seconds)
+	window  time.Duration // safe window
 
 	mu     sync.Mutex
 	server ServerRecord // last record written
