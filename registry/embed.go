@@ -218,3 +218,56 @@ func FreeLoopbackURL() (string, error) {
 func isAddrInUse(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
+
+// StartCluster starts len(cfgs) embedded members forming one new cluster on
+// free loopback ports. Each cfg gives Dir, and optionally Name (default
+// "m<i>"), UnsafeNoFsync and Logger; StartCluster fills in the URLs and the
+// initial cluster and returns the configurations used (to restart a member
+// later with ClusterState "existing"). On failure it closes whatever it
+// started.
+func StartCluster(ctx context.Context, cfgs []EmbedConfig) ([]*Embedded, []EmbedConfig, error) {
+	cfgs = append([]EmbedConfig(nil), cfgs...)
+	peers := make([]string, len(cfgs))
+	for i := range cfgs {
+		cu, err := FreeLoopbackURL()
+		if err != nil {
+			return nil, nil, err
+		}
+		pu, err := FreeLoopbackURL()
+		if err != nil {
+			return nil, nil, err
+		}
+		if cfgs[i].Name == "" {
+			cfgs[i].Name = fmt.Sprintf("m%d", i)
+		}
+		cfgs[i].ClientURL, cfgs[i].PeerURL = cu, pu
+		peers[i] = cfgs[i].Name + "=" + pu
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	members := make([]*Embedded, len(cfgs))
+	errs := make([]error, len(cfgs))
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		cfgs[i].InitialCluster = strings.Join(peers, ",")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			members[i], errs[i] = StartEmbedded(ctx, cfgs[i])
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("member %d: %w", i, errs[i])
+				cancel() // the others cannot reach quorum without this one
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+		return nil, nil, fmt.Errorf("registry: start cluster: %w", err)
+	}
+	return members, cfgs, nil
+}

@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -54,49 +52,14 @@ func startMembers(ctx context.Context, dir string, n int, noFsync bool, log hclo
 
 func startMembersOnce(ctx context.Context, dir string, n int, noFsync bool, log hclog.Logger) ([]*registry.Embedded, error) {
 	cfgs := make([]registry.EmbedConfig, n)
-	peers := make([]string, n)
 	for i := range cfgs {
-		cu, err := registry.FreeLoopbackURL()
-		if err != nil {
-			return nil, err
-		}
-		pu, err := registry.FreeLoopbackURL()
-		if err != nil {
-			return nil, err
-		}
 		name := fmt.Sprintf("m%d", i)
-		cfgs[i] = registry.EmbedConfig{
-			Dir: filepath.Join(dir, name), Name: name, ClientURL: cu, PeerURL: pu,
-			UnsafeNoFsync: noFsync, Logger: log.Named(name),
-		}
-		peers[i] = name + "=" + pu
+		cfgs[i] = registry.EmbedConfig{Dir: filepath.Join(dir, name), Name: name, UnsafeNoFsync: noFsync, Logger: log.Named(name)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, clusterTimeout)
 	defer cancel()
-	members := make([]*registry.Embedded, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range cfgs {
-		cfgs[i].InitialCluster = strings.Join(peers, ",")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			members[i], errs[i] = registry.StartEmbedded(ctx, cfgs[i])
-			if errs[i] != nil {
-				cancel() // the others cannot reach quorum without this one
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, m := range members {
-			if m != nil {
-				m.Close()
-			}
-		}
-		return nil, err
-	}
-	return members, nil
+	members, _, err := registry.StartCluster(ctx, cfgs)
+	return members, err
 }
 
 // inprocCluster runs the members in this process.

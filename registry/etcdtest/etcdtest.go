@@ -128,56 +128,18 @@ func RestartMember(t testing.TB, m *registry.Embedded) *registry.Embedded {
 // startCluster makes one attempt; on failure it closes what it started.
 func startCluster(t testing.TB, n int) ([]*registry.Embedded, error) {
 	cfgs := make([]registry.EmbedConfig, n)
-	peers := make([]string, n)
 	for i := range cfgs {
-		cu, err := registry.FreeLoopbackURL()
-		if err != nil {
-			return nil, err
-		}
-		pu, err := registry.FreeLoopbackURL()
-		if err != nil {
-			return nil, err
-		}
 		name := fmt.Sprintf("m%d", i)
-		cfgs[i] = registry.EmbedConfig{
-			Dir: t.TempDir(), Name: name, ClientURL: cu, PeerURL: pu,
-			UnsafeNoFsync: true, Logger: logger(t, "etcd."+name),
-		}
-		peers[i] = name + "=" + pu
+		cfgs[i] = registry.EmbedConfig{Dir: t.TempDir(), Name: name, UnsafeNoFsync: true, Logger: logger(t, "etcd."+name)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	members := make([]*registry.Embedded, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range cfgs {
-		cfgs[i].InitialCluster = strings.Join(peers, ",")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			members[i], errs[i] = registry.StartEmbedded(ctx, cfgs[i])
-			if errs[i] != nil {
-				cancel() // the others cannot reach quorum without this one
-			}
-		}()
-	}
-	wg.Wait()
-	var first error
-	for i, err := range errs {
-		if err != nil && first == nil {
-			first = fmt.Errorf("member %d: %w", i, err)
-		}
-	}
-	if first != nil {
-		for _, m := range members {
-			if m != nil {
-				m.Close()
-			}
-		}
-		return nil, first
+	members, used, err := registry.StartCluster(ctx, cfgs)
+	if err != nil {
+		return nil, err
 	}
 	for i, m := range members {
-		memberConfigs.Store(m, cfgs[i])
+		memberConfigs.Store(m, used[i])
 	}
 	return members, nil
 }
