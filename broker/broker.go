@@ -26,6 +26,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -98,6 +99,10 @@ type Config struct {
 	// Groups returns a user's groups for policy resolution.
 	Policies *auth.Policies
 	Groups   func(user string) []string
+	// AttachAddr, if set, is the advertised address of the attach gateway
+	// (ServeAttach): Attached then carries "hotdesk-attach://AttachAddr" and
+	// a single-use ticket instead of the compositor's own endpoint.
+	AttachAddr string
 }
 
 // State is a session's lifecycle state.
@@ -147,6 +152,9 @@ type Session struct {
 	// login is the PAM session opened for the desktop (nil if none); it is
 	// closed when the session is destroyed.
 	login auth.Session
+	// streams are the display connections spliced by the attach gateway;
+	// closed when the session leaves its terminal.
+	streams map[io.Closer]struct{}
 }
 
 // SessionInfo is a snapshot of a session for administrators.
@@ -196,6 +204,7 @@ type Broker struct {
 	stop     chan struct{}
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
+	tickets    map[string]ticket // attach gateway tickets
 }
 
 // Hooks observe transitions; tests and the benchmark use them. Each hook
@@ -242,6 +251,7 @@ func New(cfg Config) (*Broker, error) {
 		exitDone:   make(chan struct{}),
 		countCh:    make(chan struct{}, 1),
 		tokenCache: make(map[string]cachedToken),
+		tickets:    make(map[string]ticket),
 		stop:       make(chan struct{}),
 	}
 	go b.watchExits()

@@ -41,6 +41,7 @@ type env struct {
 	// etcdEndpoints lets a second broker join the same group.
 	etcdEndpoints []string
 	cli           *clientv3.Client
+	attachAddr    string
 	rec           registry.ServerRecord
 	ttl           time.Duration
 }
@@ -74,6 +75,7 @@ type envOptions struct {
 	max       int           // MaxSessions
 	authn     auth.Authenticator
 	policies  *auth.Policies
+	gateway   bool // run the attach gateway
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -119,8 +121,16 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	if o.authn != nil {
 		authn = o.authn
 	}
+	var attachLn net.Listener
+	attachAddr := ""
+	if o.gateway {
+		if attachLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		attachAddr = attachLn.Addr().String()
+	}
 	b, err := New(Config{
-		ServerID: id, Registry: reg, Compositor: comp, Auth: authn, Policies: o.policies,
+		ServerID: id, Registry: reg, Compositor: comp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
 		MaxSessions: o.max,
 	})
@@ -137,6 +147,10 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}})
 	served := make(chan struct{})
 	go func() { defer close(served); b.Serve(ctx, ln, proto.ServerTLSConfig(cert)) }()
+	if attachLn != nil {
+		go b.ServeAttach(ctx, attachLn, proto.ServerTLSConfig(cert))
+		e.attachAddr = attachAddr
+	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer scancel()

@@ -368,7 +368,7 @@ func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec 
 	st, old := s.state, s.term
 	b.mu.Unlock()
 	if st == Active && old == t {
-		return t.send(b.attachedMsg(s, true)) // the same terminal again: idempotent
+		return t.send(b.attachedFor(s, t, true)) // the same terminal again: idempotent
 	}
 	res, err := b.authenticate(ctx, t, s.Token, rec, true)
 	if err != nil {
@@ -426,10 +426,20 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 	s.updated = b.clk.Now()
 	b.mu.Unlock()
 	t.setAttached(s)
-	err := t.send(b.attachedMsg(s, resumed))
+	err := t.send(b.attachedFor(s, t, resumed))
 	b.transitioned(s, from, Active)
 	b.publish(ctx, s)
 	return err
+}
+
+// attachedFor is the Attached message for s at t, with a fresh ticket for
+// the attach gateway if there is one.
+func (b *Broker) attachedFor(s *Session, t *terminal, resumed bool) *proto.Attached {
+	msg := b.attachedMsg(s, resumed)
+	if tk := b.issueTicket(s, t); tk != nil {
+		msg.Endpoint, msg.Ticket = "hotdesk-attach://"+b.cfg.AttachAddr, tk
+	}
+	return msg
 }
 
 func (b *Broker) attachedMsg(s *Session, resumed bool) *proto.Attached {
@@ -495,6 +505,7 @@ func (b *Broker) expire(s *Session) {
 
 // detachLocked tells s's terminal it no longer shows s. Caller holds the token lock.
 func (b *Broker) detachLocked(s *Session, reason proto.DetachReason, msg, by string) {
+	b.cutStreams(s) // the old terminal stops seeing the session at once
 	b.mu.Lock()
 	t := s.term
 	s.term = nil

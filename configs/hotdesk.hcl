@@ -24,6 +24,11 @@ listen = "0.0.0.0:4500"
 # Default: listen, with an unspecified host replaced by the hostname.
 # advertise = "broker-1.example.org:4500"
 
+# Attach gateway (TLS): terminals reach the desktops only through it, with
+# the single-use ticket of their Attached message. Default: listen's host on
+# a free port (announced to terminals in Attached).
+# attach_listen = "0.0.0.0:4503"
+
 # Local admin API (hotdeskctl) socket.
 admin_socket = "/run/hotdesk/admin.sock"
 

@@ -53,6 +53,8 @@ var (
 		TypePaired:        {"paired", reflect.TypeFor[Paired]()},
 		TypeCardError:     {"card_error", reflect.TypeFor[CardError]()},
 		TypeCancel:        {"cancel", reflect.TypeFor[Cancel]()},
+		TypeAttach:        {"attach", reflect.TypeFor[Attach]()},
+		TypeAttachOK:      {"attach_ok", reflect.TypeFor[AttachOK]()},
 	}
 	typeByGo = func() map[reflect.Type]Type {
 		m := make(map[reflect.Type]Type, len(types))

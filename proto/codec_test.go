@@ -28,7 +28,7 @@ func TestSamplesCoverEveryType(t *testing.T) {
 			}
 		}
 	}
-	if got, want := proto.Types()[len(proto.Types())-1], proto.TypeCancel; got != want {
+	if got, want := proto.Types()[len(proto.Types())-1], proto.TypeAttachOK; got != want {
 		t.Errorf("last type = %v; want %v", got, want)
 	}
 }
@@ -112,7 +112,7 @@ func TestTypeOfAndNewBody(t *testing.T) {
 			t.Errorf("TypeOf(%#v) err = %v; want ErrUnknownType", b, err)
 		}
 	}
-	for _, typ := range []proto.Type{0, 19, 999, 65535} {
+	for _, typ := range []proto.Type{0, 21, 999, 65535} {
 		if _, err := proto.NewBody(typ); !errors.Is(err, proto.ErrUnknownType) {
 			t.Errorf("NewBody(%d) err = %v; want ErrUnknownType", typ, err)
 		}
@@ -201,7 +201,7 @@ var badPayloads = []struct {
 	{"string into bytes", "a2 01 06 02 a1 03 62 61 62", proto.ErrMalformed},
 	{"unknown type", "a2 01 19 03 e7 02 a0", proto.ErrUnknownType},
 	{"type zero", "a2 01 00 02 a0", proto.ErrUnknownType},
-	{"type 19", "a2 01 13 02 a1 01 05", proto.ErrUnknownType},
+	{"type 21", "a2 01 15 02 a1 01 05", proto.ErrUnknownType},
 	{"type beyond uint16", "a2 01 1a 00 01 00 0d 02 a0", proto.ErrUnknownType},
 }
 

@@ -35,6 +35,8 @@ func samples() map[proto.Type]any {
 		proto.TypePaired:        &proto.Paired{Token: "soft.abc", User: "bob"},
 		proto.TypeCardError:     &proto.CardError{Reader: "r0", Message: "no ATR"},
 		proto.TypeCancel:        &proto.Cancel{ID: 12},
+		proto.TypeAttach:        &proto.Attach{Ticket: b(32, 7), TerminalID: "term-1"},
+		proto.TypeAttachOK:      &proto.AttachOK{SessionID: "s-1"},
 	}
 }
 

@@ -26,6 +26,8 @@ const (
 	TypePaired        Type = 16 // broker → terminal
 	TypeCardError     Type = 17 // terminal → broker: a token device could not be read
 	TypeCancel        Type = 18 // broker → terminal: abandon an outstanding Challenge or AuthPrompt
+	TypeAttach        Type = 19 // terminal → broker, on the attach listener: redeem a ticket
+	TypeAttachOK      Type = 20 // broker → terminal, on the attach listener: the display stream follows
 )
 
 // Hello is the terminal's first frame.
@@ -221,4 +223,17 @@ type CardError struct {
 // Cancel abandons an outstanding Challenge or AuthPrompt with the given ID.
 type Cancel struct {
 	ID uint32 `cbor:"1,keyasint"`
+}
+
+// Attach is the first and only frame a terminal sends on the broker's
+// attach listener: it redeems the single-use Ticket of an Attached message.
+// After AttachOK the connection carries the session's display stream.
+type Attach struct {
+	Ticket     []byte `cbor:"1,keyasint"`
+	TerminalID string `cbor:"2,keyasint"`
+}
+
+// AttachOK accepts an Attach; every byte after it is the display stream.
+type AttachOK struct {
+	SessionID string `cbor:"1,keyasint"`
 }

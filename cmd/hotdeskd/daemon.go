@@ -197,7 +197,23 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
 
+	// The attach gateway: terminals reach the desktops only through it.
+	attachListen := cfg.AttachListen
+	if attachListen == "" {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		attachListen = net.JoinHostPort(host, "0")
+	}
+	attachLn, err := net.Listen("tcp", attachListen)
+	if err != nil {
+		return nil, fmt.Errorf("attach listener: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) { attachLn.Close() })
+	advHost, _, _ := net.SplitHostPort(advertise)
+	_, attachPort, _ := net.SplitHostPort(attachLn.Addr().String())
+	attachAddr := net.JoinHostPort(advHost, attachPort)
+
 	d.broker, err = broker.New(broker.Config{
+		AttachAddr:             attachAddr,
 		ServerID:               cfg.ServerID,
 		Registry:               d.reg,
 		Compositor:             d.comp,
@@ -243,6 +259,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	d.serve(func() error {
 		return d.broker.Serve(sctx, d.termLn, proto.ServerTLSConfig(cert))
 	}, "terminal listener")
+	d.serve(func() error {
+		return d.broker.ServeAttach(sctx, attachLn, proto.ServerTLSConfig(cert))
+	}, "attach gateway")
 
 	// Admin API on a local unix socket.
 	d.adminLn, err = adminapi.Listen(cfg.AdminSocket, 0o660)

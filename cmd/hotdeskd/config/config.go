@@ -82,6 +82,9 @@ type Config struct {
 	Listen      string // listen: terminal TLS listener host:port
 	Advertise   string // advertise: host:port other brokers and terminals use
 	AdminSocket string // admin_socket
+	// AttachListen is the attach gateway's TLS listener (host:port);
+	// default: listen's host on a free port, advertised with advertise's host.
+	AttachListen string // attach_listen
 	// AdminGroup is the unix group whose members may use the admin socket
 	// besides root and the daemon's uid; "" = none.
 	AdminGroup string
@@ -386,14 +389,15 @@ func Parse(src []byte, filename string) (*Config, error) {
 
 // raw* mirror the file's schema; durations are strings converted afterwards.
 type rawConfig struct {
-	ServerID    string `hcl:"server_id,optional"`
-	DataDir     string `hcl:"data_dir,optional"`
-	Listen      string `hcl:"listen,optional"`
-	Advertise   string `hcl:"advertise,optional"`
-	AdminSocket string `hcl:"admin_socket,optional"`
-	AdminGroup  string `hcl:"admin_group,optional"`
-	LogLevel    string `hcl:"log_level,optional"`
-	LogJSON     bool   `hcl:"log_json,optional"`
+	ServerID     string `hcl:"server_id,optional"`
+	DataDir      string `hcl:"data_dir,optional"`
+	Listen       string `hcl:"listen,optional"`
+	Advertise    string `hcl:"advertise,optional"`
+	AdminSocket  string `hcl:"admin_socket,optional"`
+	AttachListen string `hcl:"attach_listen,optional"`
+	AdminGroup   string `hcl:"admin_group,optional"`
+	LogLevel     string `hcl:"log_level,optional"`
+	LogJSON      bool   `hcl:"log_json,optional"`
 
 	TLS        *rawTLS        `hcl:"tls,block"`
 	Etcd       *rawEtcd       `hcl:"etcd,block"`
@@ -578,14 +582,15 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		return v
 	}
 	c := &Config{
-		ServerID:    raw.ServerID,
-		DataDir:     resolve(dir, raw.DataDir),
-		Listen:      raw.Listen,
-		Advertise:   raw.Advertise,
-		AdminSocket: resolve(dir, raw.AdminSocket),
-		AdminGroup:  raw.AdminGroup,
-		LogLevel:    raw.LogLevel,
-		LogJSON:     raw.LogJSON,
+		ServerID:     raw.ServerID,
+		DataDir:      resolve(dir, raw.DataDir),
+		Listen:       raw.Listen,
+		Advertise:    raw.Advertise,
+		AdminSocket:  resolve(dir, raw.AdminSocket),
+		AttachListen: raw.AttachListen,
+		AdminGroup:   raw.AdminGroup,
+		LogLevel:     raw.LogLevel,
+		LogJSON:      raw.LogJSON,
 		TLS: TLS{
 			CertFile: resolve(dir, raw.TLS.CertFile),
 			KeyFile:  resolve(dir, raw.TLS.KeyFile),
@@ -738,6 +743,11 @@ func (c *Config) validate(rg ranges) error {
 	if listenErr == nil || c.Advertise != c.Listen {
 		if err := checkHostPort(c.Advertise, false); err != nil {
 			bad("advertise", "Invalid advertise address", "%q: %v.", c.Advertise, err)
+		}
+	}
+	if c.AttachListen != "" {
+		if err := checkHostPort(c.AttachListen, true); err != nil {
+			bad("attach_listen", "Invalid attach listen address", "%q: %v.", c.AttachListen, err)
 		}
 	}
 	if c.AdminSocket == "" {

@@ -1,0 +1,235 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// The attach gateway: terminals never reach a compositor directly. Attached
+// carries a single-use ticket; the terminal connects to the broker's attach
+// listener (TLS, same certificate), sends Attach{Ticket, TerminalID}, gets
+// AttachOK, and from then on the connection is spliced to the session's
+// compositor endpoint. A suspend, takeover or destroy of the session closes
+// its streams at once, so a terminal that lost the session stops seeing it.
+const (
+	ticketTTL  = 30 * time.Second
+	maxTickets = 4096
+)
+
+type ticket struct {
+	session  *Session
+	terminal string
+	expires  time.Time
+}
+
+// issueTicket returns a new single-use ticket for s at terminal t, or nil if
+// the broker has no attach gateway or too many tickets are outstanding.
+func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
+	if b.cfg.AttachAddr == "" {
+		return nil
+	}
+	tk := make([]byte, 32)
+	if _, err := rand.Read(tk); err != nil {
+		panic(err)
+	}
+	now := b.clk.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.tickets) >= maxTickets {
+		for k, v := range b.tickets {
+			if !now.Before(v.expires) {
+				delete(b.tickets, k)
+			}
+		}
+		if len(b.tickets) >= maxTickets {
+			return nil
+		}
+	}
+	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL)}
+	return tk
+}
+
+// cutStreams revokes s's tickets and closes its display streams. Caller
+// holds the token lock.
+func (b *Broker) cutStreams(s *Session) {
+	b.mu.Lock()
+	for k, v := range b.tickets {
+		if v.session == s {
+			delete(b.tickets, k)
+		}
+	}
+	streams := s.streams
+	s.streams = nil
+	b.mu.Unlock()
+	for c := range streams {
+		c.Close()
+	}
+}
+
+// errTicket is what every refused ticket gets: reused, expired, foreign or
+// for a session no longer shown at that terminal look the same to the peer.
+var errTicket = errors.New("broker: attach: ticket invalid, expired, used or not for this terminal")
+
+// redeem consumes a ticket and returns the session it attaches.
+func (b *Broker) redeem(req *proto.Attach) (*Session, error) {
+	now := b.clk.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tk, ok := b.tickets[string(req.Ticket)]
+	delete(b.tickets, string(req.Ticket)) // single use, valid or not
+	if !ok || !now.Before(tk.expires) || tk.terminal != req.TerminalID {
+		return nil, errTicket
+	}
+	s := tk.session
+	if b.byID[s.ID] != s || s.state != Active || s.term == nil || s.term.id != tk.terminal {
+		return nil, errTicket
+	}
+	return s, nil
+}
+
+// ServeAttach runs the attach gateway on ln until ctx is cancelled.
+func (b *Broker) ServeAttach(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("broker: attach accept: %w", err)
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.attachConn(ctx, tls.Server(c, tlsCfg))
+		}()
+	}
+}
+
+func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn) {
+	log := b.log.With("remote", tc.RemoteAddr().String())
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		tc.Close()
+		return
+	}
+	conn := proto.NewConn(tc, proto.WithReadTimeout(handshakeTimeout))
+	m, err := conn.Recv()
+	if err != nil {
+		if perr := proto.ErrorFor(err); perr != nil {
+			_ = conn.Send(perr)
+		}
+		conn.Close()
+		return
+	}
+	req, ok := m.Body.(*proto.Attach)
+	if !ok {
+		_ = conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: "expected attach"})
+		conn.Close()
+		return
+	}
+	s, err := b.redeem(req)
+	if err != nil {
+		log.Info("attach refused", "terminal", sanitize(req.TerminalID), "error", err)
+		_ = conn.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "ticket invalid, expired, used or not for this terminal"})
+		conn.Close()
+		return
+	}
+	b.mu.Lock()
+	endpoint := s.info.Endpoint
+	b.mu.Unlock()
+	display, err := dialEndpoint(ctx, endpoint)
+	if err != nil {
+		log.Warn("attach: compositor unreachable", "session", s.ID, "error", err)
+		_ = conn.Send(&proto.Error{Code: proto.ErrCompositor, Message: "session display unreachable"})
+		conn.Close()
+		return
+	}
+	// Register the stream unless the session was cut meanwhile.
+	b.mu.Lock()
+	live := b.byID[s.ID] == s && s.state == Active && s.term != nil && s.term.id == req.TerminalID
+	if live {
+		if s.streams == nil {
+			s.streams = make(map[io.Closer]struct{})
+		}
+		s.streams[tc] = struct{}{}
+		s.streams[display] = struct{}{}
+	}
+	b.mu.Unlock()
+	if !live {
+		display.Close()
+		_ = conn.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "session no longer attached here"})
+		conn.Close()
+		return
+	}
+	if err := conn.Send(&proto.AttachOK{SessionID: s.ID}); err != nil {
+		b.cutStream(s, tc, display)
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	log.Debug("display stream attached", "session", s.ID, "terminal", req.TerminalID)
+	splice(tc, display)
+	b.cutStream(s, tc, display)
+}
+
+// cutStream closes one stream of s and forgets it.
+func (b *Broker) cutStream(s *Session, cs ...io.Closer) {
+	b.mu.Lock()
+	for _, c := range cs {
+		delete(s.streams, c)
+	}
+	b.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// dialEndpoint connects to a compositor endpoint: "wayland:/path/socket"
+// (a unix socket) or "rdp://host:port" / "tcp://host:port".
+func dialEndpoint(ctx context.Context, endpoint string) (net.Conn, error) {
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	switch {
+	case strings.HasPrefix(endpoint, "wayland:"):
+		return d.DialContext(dctx, "unix", strings.TrimPrefix(endpoint, "wayland:"))
+	case strings.HasPrefix(endpoint, "rdp://"), strings.HasPrefix(endpoint, "tcp://"):
+		_, hostport, _ := strings.Cut(endpoint, "://")
+		return d.DialContext(dctx, "tcp", hostport)
+	}
+	return nil, fmt.Errorf("broker: unsupported compositor endpoint %q", endpoint)
+}
+
+// splice copies both ways until either side ends.
+func splice(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		// Unblock the other direction.
+		a.Close()
+		b.Close()
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+}
