@@ -56,6 +56,11 @@ type Config struct {
 	Logger                 hclog.Logger // default: none
 	Out                    io.Writer    // events, one per line
 	JSON                   bool         // events as JSON lines
+	// Display, if set, is the display client started on every attach
+	// (e.g. xfreerdp): "{addr}" in its arguments becomes a loopback address
+	// where the agent relays the session's display stream through the
+	// broker's attach gateway with the Attached ticket.
+	Display []string
 	// Cards, if set, is the terminal's card readers (tokens/pcsc): their
 	// events are forwarded to the broker and phones (hce.* tokens) answer
 	// challenges through it.
@@ -90,6 +95,7 @@ type agent struct {
 
 	// Loop state.
 	cards     map[string]string // card token → reader, while present
+	disp      *displayClient    // running display client, if any
 	conn      *link
 	dialing   bool
 	retrying  clock.Timer
@@ -104,6 +110,7 @@ type agent struct {
 type link struct {
 	c       *proto.Conn
 	addr    string
+	tls     *tls.Config // also pins the broker's attach gateway
 	welcome proto.Welcome
 	hops    uint8
 	done    chan struct{} // closed by close
@@ -226,7 +233,7 @@ func (a *agent) dial(ctx context.Context, t target) (*link, error) {
 		c.Close()
 		return nil, err
 	}
-	return &link{c: c, addr: t.addr, welcome: w, hops: t.hops, done: make(chan struct{})}, nil
+	return &link{c: c, addr: t.addr, tls: t.tls, welcome: w, hops: t.hops, done: make(chan struct{})}, nil
 }
 
 // Pair generates a key named tokenName (label: label), enrolls it at the
@@ -365,6 +372,7 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			return ctx.Err()
 		case cmd := <-a.ctrl:
 			if cmd.op == opQuit {
+				a.stopDisplay()
 				return nil
 			}
 			a.command(cmd)
@@ -694,9 +702,11 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	case *proto.Attached:
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
+		a.startDisplay(ctx, l, m)
 	case *proto.Detached:
 		if a.session == m.SessionID {
 			a.session = ""
+			a.stopDisplay()
 		}
 		a.out.emit(detachedEvent(m))
 	case *proto.Error:

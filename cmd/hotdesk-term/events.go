@@ -33,6 +33,7 @@ const (
 	errRedirect = "redirect_failed" // a redirect could not be followed
 	errNoKey    = "no_key"          // a challenge for a token not in the keystore
 	errConnect  = "connect_failed"  // a connection attempt failed
+	errDisplay  = "display_failed"  // the display client could not be started
 )
 
 func connectedEvent(server, addr string) event {

@@ -388,3 +388,75 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// waylandProbe is a display client for tests: it connects to the relay
+// address, asks the compositor for its registry over the stream and writes
+// "ok" to a file when the compositor answers.
+const waylandProbe = `package main
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+func main() {
+	c, err := net.DialTimeout("tcp", os.Args[1], 10*time.Second)
+	if err != nil {
+		os.Exit(1)
+	}
+	req := make([]byte, 12)
+	binary.LittleEndian.PutUint32(req[0:], 1)
+	binary.LittleEndian.PutUint32(req[4:], 12<<16|1)
+	binary.LittleEndian.PutUint32(req[8:], 2)
+	c.Write(req)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(c, hdr); err != nil || binary.LittleEndian.Uint32(hdr) != 2 {
+		os.Exit(2)
+	}
+	os.WriteFile(os.Args[2], []byte("ok"), 0o600)
+	time.Sleep(time.Minute) // stay attached until the agent stops us
+}
+`
+
+// TestDisplayThroughGateway: hotdesk-term -display starts a display client
+// that reaches the session's real compositor through the broker's attach
+// gateway with the Attached ticket.
+func TestDisplayThroughGateway(t *testing.T) {
+	e := startE2E(t, "", "kiosk")
+	probeDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(probeDir, "main.go"), []byte(waylandProbe), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probe := filepath.Join(e.bin, "probe")
+	cmd := exec.Command("go", "build", "-o", probe, "main.go")
+	cmd.Dir = probeDir
+	cmd.Env = append(os.Environ(), "GO111MODULE=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the probe: %v\n%s", err, out)
+	}
+	ks := e.enroll("alice")
+	okFile := filepath.Join(t.TempDir(), "ok")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	term := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", "t-d",
+		"-keystore", ks, "-json", "-insert", "default", "-display", probe+" {addr} "+okFile, "run")
+	stdin, _ := term.StdinPipe()
+	if err := term.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); term.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(okFile); err == nil && string(b) == "ok" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the display client never reached the compositor through the gateway")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
