@@ -184,6 +184,7 @@ type session struct {
 	started          time.Time
 	adopted          bool
 	labels           map[string]string
+	rdpPort          int // RDP backend: its loopback port
 	logger           hclog.Logger
 
 	pid        int    // set by Create once started
@@ -220,7 +221,12 @@ func newSession(b *Backend, id, user string) *session {
 	}
 }
 
-func (s *session) endpoint() string { return "wayland:" + s.sock }
+func (s *session) endpoint() string {
+	if s.rdpPort > 0 {
+		return fmt.Sprintf("rdp://127.0.0.1:%d", s.rdpPort)
+	}
+	return "wayland:" + s.sock
+}
 
 // info must be called with Backend.mu held.
 func (s *session) info() compositor.Info {
@@ -268,6 +274,7 @@ func New(cfg Config) (*Backend, error) {
 	switch cfg.Backend {
 	case "", "headless":
 		cfg.Backend = "headless"
+	case "rdp":
 	default:
 		return nil, fmt.Errorf("weston: new: %w: %q", ErrUnsupportedBackend, cfg.Backend)
 	}
@@ -449,6 +456,14 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		"--socket=" + socketName,
 		"--idle-time=0",
 	}
+	if b.cfg.Backend == "rdp" {
+		rdpArgs, err := prepareRDP(s, uid, gid)
+		if err != nil {
+			cleanDir()
+			return compositor.Info{}, err
+		}
+		args = append(args, rdpArgs...)
+	}
 	if !hasConfigFlag(b.cfg.ExtraArgs) {
 		args = append(args, "--no-config")
 	}
@@ -573,7 +588,14 @@ func (b *Backend) waitReady(ctx context.Context, s *session) error {
 		c, err := net.DialTimeout("unix", s.sock, 250*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return nil
+			if s.rdpPort == 0 {
+				return nil
+			}
+			// The RDP backend is ready when its listener accepts too.
+			if c, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.rdpPort), 250*time.Millisecond); err == nil {
+				c.Close()
+				return nil
+			}
 		}
 		sleep.Reset(backoff)
 		select {
@@ -976,6 +998,7 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 	}
 	s.user = rec.User
 	s.labels = rec.Labels
+	s.rdpPort = rdpPortOf(rec.Endpoint)
 	s.pid = rec.PID
 	s.startTicks = rec.StartTicks
 	s.started = rec.Started

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -605,7 +606,7 @@ func TestNewErrors(t *testing.T) {
 		cfg  Config
 	}{
 		{"no state dir", Config{}},
-		{"rdp not yet", Config{StateDir: "/tmp/x", Backend: "rdp"}},
+		{"unknown backend", Config{StateDir: "/tmp/x", Backend: "vnc"}},
 		{"missing binary", Config{StateDir: "/tmp/x", Binary: "/nonexistent/weston"}},
 		{"state dir too long", Config{StateDir: "/" + strings.Repeat("d", 100), Binary: "/bin/true"}},
 		{"negative max", Config{StateDir: "/tmp/x", MaxSessions: -1}},
@@ -618,8 +619,35 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{StateDir: "/tmp/x", Backend: "rdp"}); !errors.Is(err, ErrUnsupportedBackend) {
-		t.Fatalf("New(rdp) err = %v; want ErrUnsupportedBackend", err)
+	if _, err := New(Config{StateDir: "/tmp/x", Backend: "vnc"}); !errors.Is(err, ErrUnsupportedBackend) {
+		t.Fatalf("New(vnc) err = %v; want ErrUnsupportedBackend", err)
+	}
+}
+
+// TestRDPBackend: weston's RDP backend bound to loopback with its own key
+// pair per session; the endpoint accepts TCP connections until destroyed.
+func TestRDPBackend(t *testing.T) {
+	dir := stateDir(t)
+	b, _ := newBackend(t, Config{StateDir: dir, Backend: "rdp"})
+	info := create(t, b, compositor.Spec{SessionID: "s-rdp", User: "root"})
+	port := rdpPortOf(info.Endpoint)
+	if port == 0 || info.Endpoint != fmt.Sprintf("rdp://127.0.0.1:%d", port) {
+		t.Fatalf("endpoint = %q; want rdp://127.0.0.1:PORT", info.Endpoint)
+	}
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatalf("RDP listener: %v", err)
+	}
+	c.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "s-rdp", "rdp.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("rdp.key: %v, %v; want mode 0600", fi, err)
+	}
+	if err := b.Destroy(context.Background(), "s-rdp"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Fatal("RDP listener still open after destroy")
 	}
 }
 
