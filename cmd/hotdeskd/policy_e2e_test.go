@@ -40,7 +40,7 @@ func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
 
 // startE2EWith starts the daemon; etcdBlock replaces the embedded etcd
 // ("" keeps it).
-func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcdBlock string) *e2e {
+func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcdBlock string, extra ...string) *e2e {
 	t.Helper()
 	if _, err := os.Stat(matrixModule); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -86,6 +86,7 @@ data_dir = %q
 listen = %q
 admin_socket = %q
 %s
+%s
 session {
   auth = %q
   keep_on_stop = %v
@@ -95,7 +96,7 @@ auth {
   open_session = false
 %s
 }
-`, filepath.Join(dir, "data"), e.addr, e.socket, etcdBlock, defaultPolicy, keep, pamDir, authBlock)
+`, filepath.Join(dir, "data"), e.addr, e.socket, etcdBlock, strings.Join(extra, "\n"), defaultPolicy, keep, pamDir, authBlock)
 	e.cfg = filepath.Join(dir, "hotdesk.hcl")
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
