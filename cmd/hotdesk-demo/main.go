@@ -215,7 +215,30 @@ func (d *demo) script(ctx context.Context) error {
 	}
 	d.step("login carol at term-2 → PAM asked %q, password answered → session %v for carol  [%s]", pr2["text"], att["session"], ms(t0))
 
-	// 6. A second broker joins the group; a terminal on it finds the session on demo-1.
+	// 6. hotdeskd restarts (an upgrade): the desktops keep running, the new
+	// process re-adopts them, and the terminals reconnect by themselves.
+	t0 = time.Now()
+	n1.stop()
+	if !alive(pid) {
+		return fmt.Errorf("weston %d did not survive the broker's stop", pid)
+	}
+	if err := d.launch(ctx, n1); err != nil {
+		return err
+	}
+	att, err = t1.wait(ctx, "attached")
+	if err != nil {
+		return err
+	}
+	pidR, stateR, err := d.sessionPID(ctx, n1, session)
+	if err != nil {
+		return err
+	}
+	if att["session"] != session || pidR != pid {
+		return fmt.Errorf("after restart: session %v pid %d; want %s pid %d", att["session"], pidR, session, pid)
+	}
+	d.step("hotdeskd demo-1 restarted → session %s re-adopted (weston pid %d unchanged), term-1 reconnected and resumed it, %s  [%s]", session, pidR, stateR, ms(t0))
+
+	// 7. A second broker joins the group; a terminal on it finds the session on demo-1.
 	n2, err := d.startNode(ctx, "demo-2")
 	if err != nil {
 		return err
@@ -270,7 +293,7 @@ func (d *demo) script(ctx context.Context) error {
 		t.cmd("quit")
 	}
 	d.stopAll()
-	d.step("brokers stopped (SIGTERM); session %s kept one weston (pid %d) from start to end", session, pid)
+	d.step("sessions ended, brokers stopped; session %s kept one weston (pid %d) from start to end", session, pid)
 	fmt.Println("\ndemo ok")
 	return nil
 }
@@ -333,7 +356,7 @@ session {
   suspend_timeout = "1h"
   auth            = "kiosk"
   kiosk_user      = "demo"
-  keep_on_stop    = false
+  keep_on_stop    = true
 }
 auth {
   pam_dir      = %q
@@ -352,10 +375,19 @@ auth {
 		return nil, fmt.Errorf("hotdeskd -fingerprint: %w", err)
 	}
 	n.pin = strings.TrimSpace(string(fp))
-	n.cmd = exec.Command(filepath.Join(d.bin, "hotdeskd"), "-config", n.cfg)
-	logf, err := os.Create(n.log)
-	if err != nil {
+	d.nodes = append(d.nodes, n)
+	if err := d.launch(ctx, n); err != nil {
 		return nil, err
+	}
+	return n, nil
+}
+
+// launch starts n's hotdeskd and waits until it is ready.
+func (d *demo) launch(ctx context.Context, n *node) error {
+	n.cmd = exec.Command(filepath.Join(d.bin, "hotdeskd"), "-config", n.cfg)
+	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
 	}
 	defer logf.Close()
 	if d.verbose {
@@ -364,38 +396,50 @@ auth {
 		n.cmd.Stderr = logf
 	}
 	if err := n.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start hotdeskd %s: %w", name, err)
+		return fmt.Errorf("start hotdeskd %s: %w", n.name, err)
 	}
 	exited := make(chan struct{})
 	n.exited = exited
-	d.nodes = append(d.nodes, n)
 	go func() { _ = n.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("hotdeskd %s exited; its log:\n%s", name, d.daemonLog())
+			return fmt.Errorf("hotdeskd %s exited; its log:\n%s", n.name, d.daemonLog())
 		default:
 		}
 		if err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", n.socket, "ready").Run(); err == nil {
-			return n, nil
+			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return nil, fmt.Errorf("hotdeskd %s did not become ready; its log:\n%s", name, d.daemonLog())
+	return fmt.Errorf("hotdeskd %s did not become ready; its log:\n%s", n.name, d.daemonLog())
 }
 
-// stopAll stops the brokers, newest first, with SIGTERM.
+// stop stops n's hotdeskd with SIGTERM.
+func (n *node) stop() {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(30 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.exited
+	}
+}
+
+// stopAll ends every session (the brokers keep desktops across a stop)
+// and stops the brokers, newest first, with SIGTERM.
 func (d *demo) stopAll() {
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		n := d.nodes[i]
-		_ = n.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-n.exited:
-		case <-time.After(30 * time.Second):
-			_ = n.cmd.Process.Kill()
-			<-n.exited
+		var ss []struct{ ID string }
+		if out, err := exec.Command(filepath.Join(d.bin, "hotdeskctl"), "-socket", n.socket, "sessions", "-json").Output(); err == nil {
+			_ = json.Unmarshal(out, &ss)
 		}
+		for _, s := range ss {
+			_ = exec.Command(filepath.Join(d.bin, "hotdeskctl"), "-socket", n.socket, "session", "kill", s.ID).Run()
+		}
+		n.stop()
 	}
 	d.nodes = nil
 }
