@@ -165,7 +165,9 @@ auth {
 # }
 
 compositor {
-  # Compositor implementation.
+  # Compositor implementation: "weston", or "wayray" for a compositor that
+  # speaks hotdesk's control protocol (proto/COMPOSITOR.md; binary and args
+  # are its command line).
   type = "weston"
 
   # Compositor binary: a name looked up in $PATH, or a path.

@@ -24,6 +24,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -160,6 +161,15 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			StopGrace:    cfg.Compositor.StopGrace,
 			RunAsUser:    cfg.Compositor.RunAsUser,
 			Logger:       logger.Named("weston"),
+		})
+	case "wayray":
+		// A compositor speaking hotdesk's control protocol (proto/COMPOSITOR.md).
+		d.comp, err = wayray.New(wayray.Config{
+			Command:      append([]string{cfg.Compositor.Binary}, cfg.Compositor.Args...),
+			StateDir:     cfg.Compositor.StateDir,
+			StartTimeout: cfg.Compositor.StartTimeout,
+			StopGrace:    cfg.Compositor.StopGrace,
+			Logger:       logger.Named("wayray"),
 		})
 	default:
 		err = fmt.Errorf("unknown compositor type %q", cfg.Compositor.Type)

@@ -69,7 +69,7 @@ const MinLeaseTTL = 2 * time.Second
 var (
 	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
 	authPolicies    = []string{"kiosk", "card", "card+pin", "card+password", "password"}
-	compositorTypes = []string{"weston"}
+	compositorTypes = []string{"weston", "wayray"}
 	westonBackends  = []string{"headless", "rdp"}
 	seatNameRe      = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
@@ -837,7 +837,9 @@ func (c *Config) validate(rg ranges) error {
 	}
 
 	oneOf("compositor.type", "Unknown compositor type", c.Compositor.Type, compositorTypes)
-	oneOf("compositor.backend", "Unknown compositor backend", c.Compositor.Backend, westonBackends)
+	if c.Compositor.Type == "weston" {
+		oneOf("compositor.backend", "Unknown compositor backend", c.Compositor.Backend, westonBackends)
+	}
 	if c.Compositor.Binary == "" {
 		bad("compositor.binary", "Missing compositor binary", "must not be empty.")
 	}

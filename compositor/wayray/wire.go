@@ -1,0 +1,129 @@
+package wayray
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// Message types of the control protocol (proto/COMPOSITOR.md).
+const (
+	msgHello   = 1   // compositor → broker, first frame on every connection
+	msgSuspend = 2   // broker → compositor
+	msgResume  = 3   // broker → compositor
+	msgDestroy = 4   // broker → compositor
+	msgStatus  = 5   // broker → compositor
+	msgPing    = 6   // broker → compositor
+	msgReply   = 100 // compositor → broker, answers the request with the same ID
+)
+
+// ProtocolVersion is the control protocol version this package speaks.
+const ProtocolVersion = 1
+
+// Frame is one control message: {1: type, 2: id, 3: body}.
+type Frame struct {
+	Type uint16          `cbor:"1,keyasint"`
+	ID   uint32          `cbor:"2,keyasint,omitempty"`
+	Body cbor.RawMessage `cbor:"3,keyasint,omitempty"`
+}
+
+// Hello is the compositor's first frame.
+type Hello struct {
+	Version  uint16 `cbor:"1,keyasint"`
+	Name     string `cbor:"2,keyasint"` // compositor name and version
+	PID      int    `cbor:"3,keyasint"`
+	Endpoint string `cbor:"4,keyasint"` // where a display client connects (rdp://127.0.0.1:P, ...)
+}
+
+// Resume asks the compositor to render again for a new client.
+type Resume struct {
+	Client string `cbor:"1,keyasint,omitempty"` // terminal id, for the compositor's logs
+}
+
+// Destroy asks the compositor to close every application and exit within
+// GraceMs milliseconds.
+type Destroy struct {
+	GraceMs uint32 `cbor:"1,keyasint"`
+}
+
+// Reply answers a request.
+type Reply struct {
+	OK        bool   `cbor:"1,keyasint"`
+	Error     string `cbor:"2,keyasint,omitempty"`
+	Rendering bool   `cbor:"3,keyasint,omitempty"` // status: rendering a client now
+	Clients   int    `cbor:"4,keyasint,omitempty"` // status: display clients connected
+	Endpoint  string `cbor:"5,keyasint,omitempty"` // resume: where the client connects
+	UptimeMs  uint64 `cbor:"6,keyasint,omitempty"` // status
+}
+
+// maxControlFrame bounds a control frame (far below proto.MaxFrame).
+const maxControlFrame = 16 << 10
+
+var decMode, _ = cbor.DecOptions{
+	DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+	IndefLength:      cbor.IndefLengthForbidden,
+	TagsMd:           cbor.TagsForbidden,
+	MaxNestedLevels:  4,
+	MaxArrayElements: 16,
+	MaxMapPairs:      16,
+}.DecMode()
+
+var encMode, _ = cbor.CoreDetEncOptions().EncMode()
+
+// ErrProtocol reports a malformed or unexpected control frame.
+var ErrProtocol = errors.New("wayray: control protocol error")
+
+// WriteMsg writes one frame of type t with body (nil: none).
+func WriteMsg(w io.Writer, t uint16, id uint32, body any) error {
+	f := Frame{Type: t, ID: id}
+	if body != nil {
+		b, err := encMode.Marshal(body)
+		if err != nil {
+			return err
+		}
+		f.Body = b
+	}
+	payload, err := encMode.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return proto.WriteFrame(w, payload)
+}
+
+// ReadMsg reads one frame (bounded by maxControlFrame) and decodes its body
+// into body when body is non-nil.
+func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
+	if timeout > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		defer c.SetReadDeadline(time.Time{})
+	}
+	payload, err := proto.ReadFrame(c)
+	if err != nil {
+		return Frame{}, err
+	}
+	if len(payload) > maxControlFrame {
+		return Frame{}, fmt.Errorf("%w: frame of %d bytes", ErrProtocol, len(payload))
+	}
+	var f Frame
+	if err := decMode.Unmarshal(payload, &f); err != nil {
+		return Frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return f, nil
+}
+
+// DecodeBody decodes f's body into v.
+func DecodeBody(f Frame, v any) error {
+	if len(f.Body) == 0 {
+		return nil
+	}
+	if err := decMode.Unmarshal(f.Body, v); err != nil {
+		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
+	}
+	return nil
+}
