@@ -310,32 +310,50 @@ func TestPasswordOnlyE2E(t *testing.T) {
 // compositor PID, resumable by its token.
 func TestRestartKeepsSessions(t *testing.T) {
 	e := startE2EWith(t, "", "kiosk", true, "")
-	ks := e.enroll("alice")
-	first := e.present("t-1", ks)
-	if first["event"] != "attached" {
-		t.Fatalf("first insert: %v", first)
+	ksA, ksB := e.enroll("alice"), e.enroll("bob")
+	firstA, firstB := e.present("t-1", ksA), e.present("t-2", ksB)
+	if firstA["event"] != "attached" || firstB["event"] != "attached" {
+		t.Fatalf("first inserts: %v, %v", firstA, firstB)
 	}
 	before := e.sessions()
-	if len(before) != 1 {
-		t.Fatalf("sessions = %+v; want 1", before)
+	if len(before) != 2 {
+		t.Fatalf("sessions = %+v; want 2", before)
 	}
-	t.Cleanup(func() { syscall.Kill(before[0].PID, syscall.SIGKILL) })
+	pids := map[string]int{}
+	for _, s := range before {
+		pids[s.ID] = s.PID
+		pid := s.PID
+		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	}
 	e.stop()
-	if syscall.Kill(before[0].PID, 0) != nil {
-		t.Fatalf("compositor %d did not outlive hotdeskd", before[0].PID)
+	for id, pid := range pids {
+		if syscall.Kill(pid, 0) != nil {
+			t.Fatalf("compositor %d of %s did not outlive hotdeskd", pid, id)
+		}
 	}
 	e.start()
 	after := e.sessions()
-	if len(after) != 1 || after[0].ID != before[0].ID || after[0].PID != before[0].PID || after[0].State != "suspended" {
-		t.Fatalf("after restart: %+v; want session %s suspended with pid %d", after, before[0].ID, before[0].PID)
+	if len(after) != 2 {
+		t.Fatalf("after restart: %+v; want both sessions", after)
 	}
-	again := e.present("t-2", ks)
-	if again["event"] != "attached" || again["session"] != first["session"] || again["resumed"] != true {
-		t.Fatalf("after restart: %v; want session %v resumed", again, first["session"])
+	for _, s := range after {
+		if pids[s.ID] != s.PID || s.State != "suspended" {
+			t.Fatalf("after restart: %+v; want pid %d, suspended", s, pids[s.ID])
+		}
 	}
-	// End it for good.
-	if out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "session", "kill", before[0].ID).CombinedOutput(); err != nil {
-		t.Fatalf("kill: %v %s", err, out)
+	for _, c := range []struct {
+		ks    string
+		first map[string]any
+	}{{ksA, firstA}, {ksB, firstB}} {
+		again := e.present("t-3", c.ks)
+		if again["event"] != "attached" || again["session"] != c.first["session"] || again["resumed"] != true {
+			t.Fatalf("after restart: %v; want session %v resumed", again, c.first["session"])
+		}
+	}
+	for id := range pids { // end them for good
+		if out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "session", "kill", id).CombinedOutput(); err != nil {
+			t.Fatalf("kill: %v %s", err, out)
+		}
 	}
 }
 
