@@ -168,7 +168,7 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	}
 	b.sessions[s.id] = s
 	b.mu.Unlock()
-	go b.supervise(s, exited, nil)
+	go b.supervise(s, exited)
 	b.log.Info("compositor started", "session_id", s.id, "pid", s.pid, "endpoint", s.endpoint)
 	return b.info(s), nil
 }
@@ -359,7 +359,7 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 
 // supervise waits for the compositor to end (our child: exited; adopted:
 // polled) and reports an unrequested end on Exits.
-func (b *Backend) supervise(s *session, exited <-chan error, _ any) {
+func (b *Backend) supervise(s *session, exited <-chan error) {
 	var err error
 	if exited != nil {
 		err = <-exited
@@ -497,7 +497,7 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 		b.mu.Lock()
 		b.sessions[s.id] = s
 		b.mu.Unlock()
-		go b.supervise(s, nil, nil)
+		go b.supervise(s, nil)
 		adopted = append(adopted, b.info(s))
 	}
 	return adopted, lost, nil
