@@ -125,6 +125,60 @@ func TestQuickRun(t *testing.T) {
 	}
 }
 
+// TestCardScenario runs the card scenario against a real private pcscd with
+// the vpcd virtual readers: the reader's part and the broker's part come
+// out separately. Without pcscd it fails when CI=true and skips otherwise.
+func TestCardScenario(t *testing.T) {
+	const trials = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	args := []string{"-quick", "-scenarios", "card", "-n", "3", "-baseline", "20", "-dir", t.TempDir()}
+	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
+		t.Fatalf("run(%q) = %v; want nil", args, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d output lines; want 2 (etcd_txn, card):\n%s", len(lines), out.String())
+	}
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(lines[1]), &raw); err != nil {
+		t.Fatalf("card row is not one JSON object: %v\n%s", err, lines[1])
+	}
+	var r row
+	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Scenario != "card" {
+		t.Fatalf("scenario = %q; want card", r.Scenario)
+	}
+	if r.Skipped {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("card scenario skipped with CI=true: %s", r.Notes)
+		}
+		t.Skipf("pcscd with vpcd unavailable: %s", r.Notes)
+	}
+	if r.N != trials || r.Errors != 0 || r.Truncated {
+		t.Errorf("n = %d, errors = %d, truncated = %v; want %d, 0, false", r.N, r.Errors, r.Truncated, trials)
+	}
+	for _, k := range []string{"pcscd_detect_p50_ms", "pcscd_detect_p99_ms", "identify_p50_ms", "reader_p50_ms", "reader_p99_ms", "broker_p50_ms", "broker_p99_ms"} {
+		if v, _ := raw[k].(float64); v <= 0 {
+			t.Errorf("%s = %v; want > 0", k, raw[k])
+		}
+	}
+	if r.BrokerP99 == nil || *r.BrokerP99 != r.P99 || r.BrokerP50 == nil || *r.BrokerP50 != r.P50 {
+		t.Errorf("broker_p50/p99 = %v/%v; want the row's p50/p99 %v/%v", r.BrokerP50, r.BrokerP99, r.P50, r.P99)
+	}
+	// Parts, not wall-clock targets: the reader's part contains pcscd's
+	// detection and the identification.
+	if r.ReaderP50 != nil && r.PcscdDetectP50 != nil && *r.ReaderP50 < *r.PcscdDetectP50 {
+		t.Errorf("reader_p50_ms = %v < pcscd_detect_p50_ms = %v; want the reader's part to contain the detection", *r.ReaderP50, *r.PcscdDetectP50)
+	}
+	if !strings.Contains(r.Notes, "pcscd_detect") {
+		t.Errorf("notes = %q; want the parts explained", r.Notes)
+	}
+}
+
 func TestParseScenarios(t *testing.T) {
 	tests := []struct {
 		in      string
@@ -135,6 +189,7 @@ func TestParseScenarios(t *testing.T) {
 		{in: "race, local,race,", want: "race,local"},
 		{in: "local,crossserver,race,storm,scale", want: "local,crossserver,race,storm,scale"},
 		{in: "", want: ""},
+		{in: "card,local", want: "card,local"},
 		{in: "lokal", wantErr: true},
 	}
 	for _, tt := range tests {

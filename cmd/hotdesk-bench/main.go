@@ -3,6 +3,7 @@
 // PER SCENARIO on stdout (progress and logs go to stderr):
 //
 //	go run ./cmd/hotdesk-bench [-scenarios local,crossserver,race,storm,scale] [-n N] [-quick]
+//	go run ./cmd/hotdesk-bench -scenarios card [-n N]
 //
 // It starts a real group: a 3-member etcd cluster on loopback
 // (registry.StartEmbedded ×3, fsync on unless -nofsync; the members run in a
@@ -24,6 +25,15 @@
 // "etcd_txn_p99_ms", "ratio_p99" (p99 ÷ the baseline's p99), "target_ok"
 // where the brief sets a target, and scenario fields ("redirect_p99_ms",
 // "trials", "duplicates", "ops_per_s", "sessions", "bytes_per_session", …).
+// The "card" scenario (not in the default set: it needs pcscd with the vpcd
+// driver, and every trial waits for pcscd's polls) puts a virtual UID card
+// into a virtual reader of a private pcscd (tokens/pcsc/pcscdtest) watched
+// by tokens/pcsc in this process and forwards the events as a terminal
+// agent does. It reports the reader's part ("pcscd_detect_p50_ms"/p99: card
+// connected → pcscd reports it; "identify_*": the APDUs; "reader_*": both,
+// card connected → Inserted event) apart from the broker's part
+// ("broker_p50_ms"/p99, also p50_ms/p99_ms: TokenInserted → Attached).
+// Without pcscd its row says "skipped": true and why in "notes".
 // Every loop is bounded in count and in time (a budget per scenario; a row
 // that ran out of time says "truncated"); all traffic stays on loopback.
 package main
@@ -46,6 +56,10 @@ import (
 
 // allScenarios in the order they run by default.
 var allScenarios = []string{"local", "crossserver", "race", "storm", "scale"}
+
+// extraScenarios run only when named: card needs pcscd with the vpcd driver
+// and about a second per trial.
+var extraScenarios = []string{"card"}
 
 // runTimeout bounds a whole run, whatever the flags say.
 const runTimeout = 15 * time.Minute
@@ -162,6 +176,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	funcs := map[string]func(context.Context) (row, error){
 		"local": b.local, "crossserver": b.crossserver, "race": b.race, "storm": b.storm, "scale": b.scale,
+		"card": b.card,
 	}
 	for _, s := range todo {
 		fmt.Fprintf(stderr, "hotdesk-bench: running %s\n", s)
@@ -186,11 +201,11 @@ func parseScenarios(s string) ([]string, error) {
 			continue
 		}
 		known := false
-		for _, k := range allScenarios {
+		for _, k := range append(allScenarios, extraScenarios...) {
 			known = known || k == f
 		}
 		if !known {
-			return nil, fmt.Errorf("unknown scenario %q (known: %s)", f, strings.Join(allScenarios, ","))
+			return nil, fmt.Errorf("unknown scenario %q (known: %s)", f, strings.Join(append(allScenarios, extraScenarios...), ","))
 		}
 		seen[f] = true
 		out = append(out, f)

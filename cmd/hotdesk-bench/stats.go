@@ -45,6 +45,19 @@ type row struct {
 	BytesPerSession *float64 `json:"bytes_per_session,omitempty"`
 	HeapBeforeMB    *float64 `json:"heap_before_mb,omitempty"`
 	HeapAfterMB     *float64 `json:"heap_after_mb,omitempty"`
+	// card: the reader's part (pcscd noticing the card, the identification
+	// APDUs, both together as the terminal agent sees them) apart from the
+	// broker's (TokenInserted → Attached; the same as p50/p99).
+	PcscdDetectP50 *float64 `json:"pcscd_detect_p50_ms,omitempty"`
+	PcscdDetectP99 *float64 `json:"pcscd_detect_p99_ms,omitempty"`
+	IdentifyP50    *float64 `json:"identify_p50_ms,omitempty"`
+	IdentifyP99    *float64 `json:"identify_p99_ms,omitempty"`
+	ReaderP50      *float64 `json:"reader_p50_ms,omitempty"`
+	ReaderP99      *float64 `json:"reader_p99_ms,omitempty"`
+	BrokerP50      *float64 `json:"broker_p50_ms,omitempty"`
+	BrokerP99      *float64 `json:"broker_p99_ms,omitempty"`
+	// Skipped: a component the scenario needs is missing (see notes).
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -1,21 +1,29 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
+	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
 )
 
 // cardScript is `make demo-card`: a private pcscd with the two vpcd virtual
 // readers, one hotdeskd, two terminal agents each watching one reader
-// (-pcsc), and a virtual contactless card (UID) registered to a user. The
-// card goes into reader 0, is pulled, goes into reader 1: the session
-// follows. Each step prints the reader's part (pcscd noticing the card,
+// (-pcsc), a virtual contactless card (UID) registered to a user with
+// hotdeskctl token register, and a virtual phone (HCE) enrolled for the same
+// user with a pairing code. The card goes into reader 0, is pulled, goes
+// into reader 1: the session follows; then the phone, from reader 1 to
+// reader 0, proving its key by signing the broker's challenge over NFC. Each step prints the reader's part (pcscd noticing the card,
 // card connect → the agent's card event) apart from the broker's part (the
 // agent's card event → attached).
 func (d *demo) cardScript(ctx context.Context) error {
@@ -44,6 +52,10 @@ func (d *demo) cardScript(ctx context.Context) error {
 	d.step("admin registered card %s to user demo (hotdeskctl token register)", token)
 
 	ks := filepath.Join(d.dir, "none.json")
+	phone, err := d.pairPhone(ctx, n1, pcscd, ks)
+	if err != nil {
+		return err
+	}
 	t0, err := d.terminal(ctx, "desk-0", ks, n1, "-pcsc", "-readers", "00 00", "-remove-grace", "300ms")
 	if err != nil {
 		return err
@@ -60,44 +72,14 @@ func (d *demo) cardScript(ctx context.Context) error {
 	d.step("terminal agents desk-0 (reader 00 00) and desk-1 (reader 00 01) connected")
 
 	uid := []byte{0x04, 0xa1, 0xb2, 0xc3}
-	session := ""
-	for i, t := range []*term{t0, t1} {
-		start := time.Now()
-		card, err := vcard.Insert(ctx, pcscd.Port(i), vcard.UIDCard(uid))
-		if err != nil {
-			return err
-		}
-		if _, err := t.wait(ctx, "card"); err != nil {
-			return err
-		}
-		seen := time.Now()
-		att, err := t.wait(ctx, "attached")
-		if err != nil {
-			return err
-		}
-		attached := time.Now()
-		if session == "" {
-			session = att["session"].(string)
-		} else if att["session"] != session || att["resumed"] != true {
-			return fmt.Errorf("card at %s: session %v; want %s resumed", t.name, att["session"], session)
-		}
-		how := "created"
-		if i > 0 {
-			how = "resumed"
-		}
-		d.step("card into reader %d at %s → session %s %s  [reader/pcscd %.1f ms, broker %.1f ms]",
-			i, t.name, session, how, msSince(start, seen), msSince(seen, attached))
-		start = time.Now()
-		if err := card.Remove(); err != nil {
-			return err
-		}
-		det, err := t.wait(ctx, "detached")
-		if err != nil {
-			return err
-		}
-		d.step("card pulled from reader %d → %v (after pcscd's detection and the 300 ms removal grace)  [%.1f ms]",
-			i, det["reason"], msSince(start, time.Now()))
-		time.Sleep(time.Second) // vpcd shows no card swapped within one pcscd poll
+	if err := d.moveCard(ctx, []*term{t0, t1}, pcscd, "card", func() vcard.Card { return vcard.UIDCard(uid) }); err != nil {
+		return err
+	}
+	// The phone: the other way round, desk-1 first. The broker's part now
+	// includes the challenge signed by the phone over NFC.
+	time.Sleep(time.Second) // vpcd shows no card swapped within one pcscd poll
+	if err := d.moveCard(ctx, []*term{t1, t0}, pcscd, "phone", func() vcard.Card { return vcard.PhoneCard(phone) }); err != nil {
+		return err
 	}
 	for _, t := range []*term{t0, t1} {
 		t.cmd("quit")
@@ -108,3 +90,124 @@ func (d *demo) cardScript(ctx context.Context) error {
 }
 
 func msSince(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+
+// moveCard puts a new card from mk into the reader of each terminal in
+// turn (terminal i watches reader i of terms' order: desk-0 reader 0,
+// desk-1 reader 1), checks that the same session follows, and pulls it.
+func (d *demo) moveCard(ctx context.Context, terms []*term, pcscd *pcscdtest.Daemon, what string, mk func() vcard.Card) error {
+	session := ""
+	for i, t := range terms {
+		reader := 0
+		if t.name == "desk-1" {
+			reader = 1
+		}
+		start := time.Now()
+		card, err := vcard.Insert(ctx, pcscd.Port(reader), mk())
+		if err != nil {
+			return err
+		}
+		if _, err := t.wait(ctx, "card"); err != nil {
+			card.Remove()
+			return err
+		}
+		seen := time.Now()
+		att, err := t.wait(ctx, "attached")
+		if err != nil {
+			card.Remove()
+			return err
+		}
+		attached := time.Now()
+		how := "created"
+		switch {
+		case session == "" && att["resumed"] == true:
+			how = "resumed"
+		case session != "" && (att["session"] != session || att["resumed"] != true):
+			card.Remove()
+			return fmt.Errorf("%s at %s: session %v; want %s resumed", what, t.name, att["session"], session)
+		case session != "":
+			how = "resumed"
+		}
+		session, _ = att["session"].(string)
+		d.step("%s %s into reader %d at %s → session %s %s  [reader/pcscd %.1f ms, broker %.1f ms]",
+			what, att["token"], reader, t.name, session, how, msSince(start, seen), msSince(seen, attached))
+		start = time.Now()
+		if err := card.Remove(); err != nil {
+			return err
+		}
+		det, err := t.wait(ctx, "detached")
+		if err != nil {
+			return err
+		}
+		d.step("%s pulled from reader %d → %v (after pcscd's detection and the 300 ms removal grace)  [%.1f ms]",
+			what, reader, det["reason"], msSince(start, time.Now()))
+		if i < len(terms)-1 {
+			time.Sleep(time.Second) // vpcd shows no card swapped within one pcscd poll
+		}
+	}
+	return nil
+}
+
+// pairPhone enrolls a virtual phone for user demo with a pairing code, as
+// a person would: the admin creates the code, the terminal agent on reader
+// 0 waits for the phone and reads its public key over NFC.
+func (d *demo) pairPhone(ctx context.Context, n *node, pcscd *pcscdtest.Daemon, keystore string) (*nfc.Phone, error) {
+	var pr struct{ Code string }
+	if err := d.ctlJSON(ctx, n, &pr, "token", "pair", "-user", "demo", "-label", "demo phone", "-json"); err != nil {
+		return nil, err
+	}
+	d.step("admin created pairing code %s (hotdeskctl token pair)", pr.Code)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	phone := &nfc.Phone{Key: key}
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(pctx, filepath.Join(d.bin, "hotdesk-term"), "-server", n.addr, "-pin", n.pin,
+		"-id", "desk-0", "-keystore", keystore, "-json", "-pcsc", "-readers", "00 00", "pair", pr.Code)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(d.dir, "pair.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("pair: %w", err)
+	}
+	defer cmd.Wait()
+	sc := bufio.NewScanner(stdout)
+	var card *vcard.Inserted
+	defer func() {
+		if card != nil {
+			card.Remove()
+		}
+	}()
+	for sc.Scan() {
+		var ev map[string]any
+		if json.Unmarshal(sc.Bytes(), &ev) != nil {
+			continue
+		}
+		switch ev["event"] {
+		case "waiting":
+			if card, err = vcard.Insert(ctx, pcscd.Port(0), vcard.PhoneCard(phone)); err != nil {
+				return nil, err
+			}
+		case "paired":
+			if ev["token"] != phone.TokenID() {
+				return nil, fmt.Errorf("pair: paired %v; want %s", ev["token"], phone.TokenID())
+			}
+			d.step("phone %s presented at reader 0 and enrolled for user demo (hotdesk-term -pcsc pair)", phone.TokenID())
+			card.Remove()
+			card = nil
+			time.Sleep(time.Second) // let pcscd see the phone leave before the agents start
+			return phone, nil
+		case "error":
+			return nil, fmt.Errorf("pair: %v", ev["message"])
+		}
+	}
+	return nil, fmt.Errorf("pair: hotdesk-term ended without pairing (log %s)", logf.Name())
+}

@@ -740,7 +740,8 @@ func (a *agent) challenge(l *link, ch *proto.Challenge) {
 		sig, err = a.cfg.Keystore.Sign(ch.Token, msg)
 	}
 	if err != nil {
-		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s", ch.Token)))
+		a.log.Warn("cannot answer challenge", "token", ch.Token, "error", err)
+		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s: %v", ch.Token, err)))
 		return
 	}
 	a.send(&proto.Proof{ID: ch.ID, Token: ch.Token, Signature: sig})

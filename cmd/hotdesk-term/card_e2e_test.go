@@ -176,7 +176,10 @@ func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]
 // TestCardsE2E: a UID card and an NFC phone at thin-client terminals, through
 // real pcscd, the real agent and the real daemon: a session follows the card
 // from one reader's terminal to the other's; a phone enrolled by pairing
-// code logs in by signing the challenge; a garbage card is a card error.
+// code logs in by signing the challenge; an unenrolled phone and an impostor
+// (carol's token id, another key) are refused; a garbage card is a card
+// error and no session; a card back within the removal grace does not
+// suspend the session.
 func TestCardsE2E(t *testing.T) {
 	w := newCardWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -210,7 +213,7 @@ func TestCardsE2E(t *testing.T) {
 		t.Fatalf("register: %v %s", err, out)
 	}
 	_, ev0, _ := w.agent(ctx, "-id", "desk-0", "-pcsc", "-readers", reader0, "-remove-grace", "200ms", "run")
-	_, ev1, _ := w.agent(ctx, "-id", "desk-1", "-pcsc", "-readers", reader1, "-remove-grace", "200ms", "run")
+	cmd1, ev1, _ := w.agent(ctx, "-id", "desk-1", "-pcsc", "-readers", reader1, "-remove-grace", "200ms", "run")
 	waitEvent(t, ev0, "connected")
 	waitEvent(t, ev1, "connected")
 
@@ -254,6 +257,30 @@ func TestCardsE2E(t *testing.T) {
 	waitEvent(t, ev0, "detached")
 	settle()
 
+	// A phone that was never enrolled, and an impostor that claims carol's
+	// phone but signs with its own key: refused, no session.
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	_, forger, _ := ed25519.GenerateKey(rand.Reader)
+	for _, c := range []struct {
+		name      string
+		card      vcard.Card
+		wantError string
+	}{
+		{"unenrolled phone", vcard.PhoneCard(&nfc.Phone{Key: stranger}), "unknown_token"},
+		{"impostor phone", impostorCard(phone, forger), "auth_failed"},
+	} {
+		ins, err := vcard.Insert(ctx, w.pcscd.Port(0), c.card)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := waitRefused(t, ev0); ev["name"] != c.wantError {
+			t.Errorf("%s: got %v; want error %s", c.name, ev, c.wantError)
+		}
+		ins.Remove()
+		settle()
+		quiet(t, ev0, c.name) // the removal and any answer to it
+	}
+
 	// A card that answers nothing sensible: a card error, no session.
 	bad, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.GarbageCard())
 	if err != nil {
@@ -261,11 +288,119 @@ func TestCardsE2E(t *testing.T) {
 	}
 	for {
 		ev := waitEvent(t, ev1, "card")
+		if ev["kind"] == "attached" {
+			t.Fatalf("garbage card: %v; want no session", ev)
+		}
 		if ev["kind"] == "error" {
 			break
 		}
 	}
 	bad.Remove()
+	settle()
+	quiet(t, ev1, "garbage card")
+
+	// Debounce: with a grace of 4 s, a card out of the field and back
+	// within the grace does not suspend the session; pulled for good, it
+	// does, and nothing happened in between.
+	cmd1.Process.Kill()
+	_, ev2, _ := w.agent(ctx, "-id", "desk-2", "-pcsc", "-readers", reader1, "-remove-grace", "4s", "run")
+	waitEvent(t, ev2, "connected")
+	card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := waitEvent(t, ev2, "attached"); a["session"] != att["session"] {
+		t.Fatalf("card at desk 2: %v; want session %v", a, att["session"])
+	}
+	card.Remove()
+	settle() // pcscd has seen the removal (the provider holds it back)
+	card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle()
+	if got := debounced(ev2); len(got) != 0 {
+		t.Errorf("events after the card came back within the grace: %v; want none", got)
+	}
+	card.Remove()
+	det := waitEvent(t, ev2, "detached")
+	if det["reason"] != "token_removed" {
+		t.Fatalf("card pulled for good: %v; want token_removed", det)
+	}
+}
+
+// impostorCard answers the identification as genuine does (its token id)
+// and signs whatever it is asked with forger: a phone claiming another
+// phone's token.
+func impostorCard(genuine *nfc.Phone, forger ed25519.PrivateKey) vcard.Card {
+	var chain []byte
+	return vcard.Card{ATR: vcard.ATRContactless, Handle: func(apdu []byte) []byte {
+		c, err := nfc.ParseCommand(apdu)
+		if err != nil || c.INS != nfc.INSSign {
+			chain = nil
+			return genuine.HandleAPDU(apdu)
+		}
+		chain = append(chain, c.Data...)
+		if c.CLA&nfc.CLAChain != 0 {
+			return []byte{0x90, 0x00}
+		}
+		sig := ed25519.Sign(forger, chain)
+		chain = nil
+		return append(sig, 0x90, 0x00)
+	}, OnPower: genuine.Deselect}
+}
+
+// waitRefused waits for the broker's error event; a session is a failure.
+func waitRefused(t *testing.T, evs <-chan map[string]any) map[string]any {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				t.Fatal("agent exited while waiting for a refusal")
+			}
+			switch ev["event"] {
+			case "attached":
+				t.Fatalf("got %v; want the token refused", ev)
+			case "error":
+				return ev
+			}
+		case <-timeout:
+			t.Fatal("no error event in 30 s")
+		}
+	}
+}
+
+// quiet fails if evs holds a session event now.
+func quiet(t *testing.T, evs <-chan map[string]any, what string) {
+	t.Helper()
+	for {
+		select {
+		case ev := <-evs:
+			if ev["event"] == "attached" {
+				t.Fatalf("%s: %v; want no session", what, ev)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// debounced returns the session and card events already received.
+func debounced(evs <-chan map[string]any) []map[string]any {
+	var got []map[string]any
+	for {
+		select {
+		case ev := <-evs:
+			switch ev["event"] {
+			case "attached", "detached", "challenge", "card":
+				got = append(got, ev)
+			}
+		default:
+			return got
+		}
+	}
 }
 
 // TestSeatE2E: readers attached to the broker's own host, mapped to a seat

@@ -40,6 +40,21 @@
 // the field, and enrolls a phone with the public key from PublicKey.
 //
 // A Provider has at most one Watch running at a time.
+//
+// Which part of a hot-desk is the reader's: from a card entering the field to
+// the session attached there are three parts. (1) pcscd noticing the card:
+// with the vpcd virtual readers pcscd polls about every 0.4 s, so this is
+// 0–400 ms and dominates; real CCID readers report a card by interrupt, in a
+// few to some tens of milliseconds. (2) Identification, the APDUs this
+// package sends (Detection.Identified − Detection.Detected): a few
+// milliseconds, more for a phone (HCE SELECT and, later, SIGN over NFC).
+// (3) The broker: TokenInserted sent → Attached received, a millisecond or
+// less for a local resume plus the compositor. (1) and (2) are the
+// terminal's reader; only (3) is hotdesk's server side. They are measured
+// apart by `go test -bench Detection ./tokens/pcsc` (1 and 2),
+// `go run ./cmd/hotdesk-bench -scenarios card` (pcscd_detect_*, identify_*,
+// reader_* = 1+2, broker_* = 3) and `make demo-card` (reader vs broker per
+// step).
 package pcsc
 
 import (
