@@ -33,6 +33,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/compositor"
 )
 
@@ -46,13 +47,22 @@ type Config struct {
 	StartTimeout time.Duration // default 10s: until Hello
 	StopGrace    time.Duration // default 5s: destroy, then SIGKILL
 	CallTimeout  time.Duration // default 5s: one control request
-	Logger       hclog.Logger
+	// HealthInterval is the time between health pings of each session
+	// (default 10s). A failed ping kills the compositor and reports it on
+	// Exits.
+	HealthInterval time.Duration
+	Logger         hclog.Logger
+	// Clock drives StartTimeout, StopGrace and HealthInterval (default
+	// clock.Real). Socket read/write deadlines and the liveness poll of
+	// adopted processes use the wall clock.
+	Clock clock.Clock
 }
 
 // Backend runs control-protocol compositors.
 type Backend struct {
 	cfg   Config
 	log   hclog.Logger
+	clock clock.Clock
 	exits chan compositor.Exit
 
 	mu       sync.Mutex
@@ -74,7 +84,16 @@ type session struct {
 	endpoint  string
 	suspended bool
 	stopping  bool
+	failErr   error         // why the control channel was declared broken
+	health    clock.Timer   // next health ping
+	stop      chan struct{} // closed by Close: stop watching an adopted process
 	gone      chan struct{} // closed when the process is known gone
+}
+
+// waiter is the end of a child process: err is valid once done is closed.
+type waiter struct {
+	done chan struct{}
+	err  error
 }
 
 // record is <dir>/session.json, for Adopt.
@@ -96,6 +115,8 @@ var idRe = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 var (
 	ErrStartFailed = errors.New("wayray: compositor did not start")
 	ErrClosed      = errors.New("wayray: backend closed")
+	// ErrRefused reports a request the compositor answered with OK false.
+	ErrRefused = errors.New("wayray: compositor refused the request")
 )
 
 // New returns a Backend; Command and StateDir are required.
@@ -112,13 +133,19 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 5 * time.Second
 	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("wayray: new: %w", err)
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger, exits: make(chan compositor.Exit, 64), sessions: make(map[string]*session)}, nil
+	return &Backend{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, exits: make(chan compositor.Exit, 64), sessions: make(map[string]*session)}, nil
 }
 
 // Create starts a compositor and waits for its Hello.
@@ -126,12 +153,18 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	if !idRe.MatchString(spec.SessionID) {
 		return compositor.Info{}, fmt.Errorf("wayray: create: invalid session id %q", spec.SessionID)
 	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return compositor.Info{}, ErrClosed
+	}
 	dir := filepath.Join(b.cfg.StateDir, spec.SessionID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return compositor.Info{}, fmt.Errorf("wayray: create %s: %w", spec.SessionID, err)
 	}
 	s := &session{id: spec.SessionID, user: spec.User, dir: dir, sock: filepath.Join(dir, "control.sock"),
-		labels: maps.Clone(spec.Labels), started: time.Now(), gone: make(chan struct{})}
+		labels: maps.Clone(spec.Labels), started: b.clock.Now(), stop: make(chan struct{}), gone: make(chan struct{})}
 	cmd := exec.Command(b.cfg.Command[0], b.cfg.Command[1:]...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "USER=" + spec.User,
 		"HOTDESK_CONTROL_SOCKET=" + s.sock, "HOTDESK_SESSION_ID=" + s.id}, spec.Env...)
@@ -148,12 +181,12 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 		return compositor.Info{}, fmt.Errorf("wayray: create %s: %w", s.id, err)
 	}
 	s.pid = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	w := &waiter{done: make(chan struct{})}
+	go func() { w.err = cmd.Wait(); close(w.done) }()
 
-	if err := b.connect(ctx, s, exited); err != nil {
+	if err := b.connect(ctx, s, w.done); err != nil {
 		_ = syscall.Kill(-s.pid, syscall.SIGKILL)
-		<-s.waitGone(exited)
+		<-w.done
 		os.RemoveAll(dir)
 		return compositor.Info{}, fmt.Errorf("wayray: create %s: %w", s.id, err)
 	}
@@ -161,14 +194,21 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 		b.log.Warn("state record not written", "session_id", s.id, "error", err)
 	}
 	b.mu.Lock()
-	if b.closed {
+	if b.closed || b.sessions[s.id] != nil {
+		closed := b.closed
 		b.mu.Unlock()
 		_ = syscall.Kill(-s.pid, syscall.SIGKILL)
-		return compositor.Info{}, ErrClosed
+		<-w.done
+		if closed {
+			os.RemoveAll(dir)
+			return compositor.Info{}, ErrClosed
+		}
+		return compositor.Info{}, fmt.Errorf("wayray: create %s: session exists", s.id)
 	}
 	b.sessions[s.id] = s
 	b.mu.Unlock()
-	go b.supervise(s, exited)
+	go b.supervise(s, w)
+	b.scheduleHealth(s)
 	b.log.Info("compositor started", "session_id", s.id, "pid", s.pid, "endpoint", s.endpoint)
 	return b.info(s), nil
 }
@@ -184,49 +224,81 @@ func extraEnv() []string {
 	return out
 }
 
-// waitGone turns the exit channel into a closed channel once the process ended.
-func (s *session) waitGone(exited <-chan error) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		if exited != nil {
-			<-exited
-		}
-		close(done)
-	}()
-	return done
-}
-
-// connect dials the control socket until Hello arrives, the process exits
-// or StartTimeout passes.
-func (b *Backend) connect(ctx context.Context, s *session, exited <-chan error) error {
-	deadline := time.Now().Add(b.cfg.StartTimeout)
+// connect dials the control socket until it reads a version-1 Hello, the
+// process exits (exited closed; nil for adopted processes), ctx ends or
+// StartTimeout passes on the backend's clock.
+func (b *Backend) connect(ctx context.Context, s *session, exited <-chan struct{}) error {
+	expired := make(chan struct{})
+	t := b.clock.AfterFunc(b.cfg.StartTimeout, func() { close(expired) })
+	defer t.Stop()
 	for {
 		c, err := net.DialTimeout("unix", s.sock, 250*time.Millisecond)
 		if err == nil {
-			f, err := ReadMsg(c, time.Until(deadline))
-			if err != nil {
-				c.Close()
-				return fmt.Errorf("%w: no hello: %w", ErrStartFailed, err)
-			}
-			var h Hello
-			if f.Type != msgHello || DecodeBody(f, &h) != nil || h.Version != ProtocolVersion {
-				c.Close()
-				return fmt.Errorf("%w: %w: first frame is not a version %d hello", ErrStartFailed, ErrProtocol, ProtocolVersion)
-			}
-			s.conn, s.endpoint = c, h.Endpoint
-			return nil
+			return b.hello(ctx, s, c, exited, expired)
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("%w: exited: %v", ErrStartFailed, err)
+		case <-exited:
+			return fmt.Errorf("%w: exited before accepting", ErrStartFailed)
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %w", ErrStartFailed, ctx.Err())
+		case <-expired:
 			return fmt.Errorf("%w: no control socket after %s", ErrStartFailed, b.cfg.StartTimeout)
+		case <-time.After(20 * time.Millisecond): // dial retry
 		}
 	}
+}
+
+// hello reads the first frame on c; c is closed (ending the read) if the
+// process exits, ctx ends or expired closes first.
+func (b *Backend) hello(ctx context.Context, s *session, c net.Conn, exited, expired <-chan struct{}) error {
+	type result struct {
+		f   Frame
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		f, err := ReadMsg(c, b.cfg.StartTimeout) // wall-clock backstop
+		ch <- result{f, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-exited:
+		c.Close()
+		return fmt.Errorf("%w: exited before hello", ErrStartFailed)
+	case <-ctx.Done():
+		c.Close()
+		return fmt.Errorf("%w: %w", ErrStartFailed, ctx.Err())
+	case <-expired:
+		c.Close()
+		return fmt.Errorf("%w: no hello after %s", ErrStartFailed, b.cfg.StartTimeout)
+	}
+	if r.err != nil {
+		c.Close()
+		return fmt.Errorf("%w: no hello: %w", ErrStartFailed, r.err)
+	}
+	var h Hello
+	if r.f.Type != MsgHello {
+		c.Close()
+		return fmt.Errorf("%w: %w: first frame has type %d, want hello", ErrStartFailed, ErrProtocol, r.f.Type)
+	}
+	if err := DecodeBody(r.f, &h); err != nil {
+		c.Close()
+		return fmt.Errorf("%w: %w", ErrStartFailed, err)
+	}
+	if h.Version != ProtocolVersion {
+		c.Close()
+		return fmt.Errorf("%w: %w: protocol version %d, want %d", ErrStartFailed, ErrProtocol, h.Version, ProtocolVersion)
+	}
+	if h.PID != s.pid {
+		b.log.Warn("hello names another pid", "session_id", s.id, "pid", s.pid, "hello_pid", h.PID)
+	}
+	s.conn = c
+	if h.Endpoint != "" {
+		s.endpoint = h.Endpoint
+	}
+	b.log.Debug("compositor hello", "session_id", s.id, "name", h.Name, "capabilities", h.Capabilities)
+	return nil
 }
 
 // call sends one request and waits for its reply.
@@ -248,7 +320,7 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 		return Reply{}, fmt.Errorf("wayray: %s: %w", s.id, err)
 	}
 	f, err := ReadMsg(s.conn, timeout)
-	if err == nil && (f.Type != msgReply || f.ID != id) {
+	if err == nil && (f.Type != MsgReply || f.ID != id) {
 		err = fmt.Errorf("%w: reply type %d id %d to request %d", ErrProtocol, f.Type, f.ID, id)
 	}
 	var r Reply
@@ -260,13 +332,18 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 		return Reply{}, fmt.Errorf("wayray: %s: %w", s.id, err)
 	}
 	if !r.OK {
-		return r, fmt.Errorf("wayray: %s: compositor refused: %s", s.id, r.Error)
+		return r, fmt.Errorf("wayray: %s: %w (code %d): %q", s.id, ErrRefused, r.Code, r.Error)
 	}
 	return r, nil
 }
 
 // fail kills a compositor whose control channel broke; supervise reports it.
 func (b *Backend) fail(s *session, err error) {
+	b.mu.Lock()
+	if s.failErr == nil {
+		s.failErr = err
+	}
+	b.mu.Unlock()
 	b.log.Error("control channel broken; stopping the compositor", "session_id", s.id, "error", err)
 	_ = syscall.Kill(-s.pid, syscall.SIGKILL)
 }
@@ -287,7 +364,7 @@ func (b *Backend) Suspend(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.call(ctx, s, msgSuspend, nil); err != nil {
+	if _, err := b.call(ctx, s, MsgSuspend, nil); err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -302,7 +379,7 @@ func (b *Backend) Resume(ctx context.Context, id string) (compositor.Info, error
 	if err != nil {
 		return compositor.Info{}, err
 	}
-	r, err := b.call(ctx, s, msgResume, Resume{})
+	r, err := b.call(ctx, s, MsgResume, Resume{})
 	if err != nil {
 		return compositor.Info{}, err
 	}
@@ -322,7 +399,7 @@ func (b *Backend) Status(ctx context.Context, id string) (Reply, error) {
 	if err != nil {
 		return Reply{}, err
 	}
-	return b.call(ctx, s, msgStatus, nil)
+	return b.call(ctx, s, MsgStatus, nil)
 }
 
 // Ping checks the compositor answers.
@@ -331,7 +408,7 @@ func (b *Backend) Ping(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = b.call(ctx, s, msgPing, nil)
+	_, err = b.call(ctx, s, MsgPing, nil)
 	return err
 }
 
@@ -347,49 +424,113 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 	if s == nil {
 		return nil
 	}
-	_, _ = b.call(ctx, s, msgDestroy, Destroy{GraceMs: uint32(b.cfg.StopGrace / time.Millisecond)})
-	select {
-	case <-s.gone:
-	case <-time.After(b.cfg.StopGrace):
-		_ = syscall.Kill(-s.pid, syscall.SIGKILL)
-		<-s.gone
+	b.mu.Lock()
+	if s.health != nil {
+		s.health.Stop()
 	}
+	b.mu.Unlock()
+	_, _ = b.call(ctx, s, MsgDestroy, Destroy{GraceMs: uint32(b.cfg.StopGrace / time.Millisecond)})
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		expired := make(chan struct{})
+		t := b.clock.AfterFunc(b.cfg.StopGrace, func() { close(expired) })
+		select {
+		case <-s.gone:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			sig = syscall.SIGKILL
+		case <-expired:
+		}
+		t.Stop()
+		b.log.Warn("compositor still running after destroy; signalling", "session_id", s.id, "pid", s.pid, "signal", sig.String())
+		_ = syscall.Kill(-s.pid, sig)
+		if sig == syscall.SIGKILL {
+			break
+		}
+	}
+	<-s.gone
 	return nil
 }
 
-// supervise waits for the compositor to end (our child: exited; adopted:
-// polled) and reports an unrequested end on Exits.
-func (b *Backend) supervise(s *session, exited <-chan error) {
+// scheduleHealth arms the next health ping of s.
+func (b *Backend) scheduleHealth(s *session) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || s.stopping || b.sessions[s.id] != s {
+		return
+	}
+	s.health = b.clock.AfterFunc(b.cfg.HealthInterval, func() { b.healthCheck(s) })
+}
+
+// healthCheck pings s; a compositor that does not answer is killed (and
+// then reported on Exits by supervise).
+func (b *Backend) healthCheck(s *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.CallTimeout)
+	defer cancel()
+	if _, err := b.call(ctx, s, MsgPing, nil); err != nil {
+		b.mu.Lock()
+		stopping := s.stopping || b.closed
+		b.mu.Unlock()
+		if !stopping {
+			b.fail(s, fmt.Errorf("health ping: %w", err))
+		}
+		return
+	}
+	b.scheduleHealth(s)
+}
+
+// supervise waits for the compositor to end (our child: w; adopted: polled
+// every 100ms until Close) and reports an unrequested end on Exits.
+func (b *Backend) supervise(s *session, w *waiter) {
 	var err error
-	if exited != nil {
-		err = <-exited
+	if w != nil {
+		<-w.done
+		err = w.err
 	} else {
 		for processAlive(s.pid) {
-			time.Sleep(200 * time.Millisecond)
+			select {
+			case <-s.stop:
+				return // Close: someone else supervises it now
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 		err = errors.New("process gone")
 	}
-	_ = syscall.Kill(-s.pid, syscall.SIGKILL) // its applications die with it
-	if s.conn != nil {
-		s.conn.Close()
-	}
-	close(s.gone)
 	b.mu.Lock()
-	stopping, closed := s.stopping, b.closed
+	stopping, failErr := s.stopping, s.failErr
+	closed := b.closed && b.sessions[s.id] != s
 	if b.sessions[s.id] == s {
 		delete(b.sessions, s.id)
 	}
+	if s.health != nil {
+		s.health.Stop()
+	}
 	b.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if closed {
+		// After Close the compositor belongs to the next broker process.
+		close(s.gone)
+		return
+	}
+	_ = syscall.Kill(-s.pid, syscall.SIGKILL) // its applications die with it
 	os.RemoveAll(s.dir)
-	if !stopping && !closed {
-		if err == nil {
-			err = errors.New("exited")
-		}
-		b.log.Warn("compositor ended", "session_id", s.id, "pid", s.pid, "error", err)
-		select {
-		case b.exits <- compositor.Exit{SessionID: s.id, PID: s.pid, Err: err}:
-		default:
-		}
+	close(s.gone)
+	if stopping {
+		return
+	}
+	if err == nil {
+		err = errors.New("exited")
+	}
+	if failErr != nil {
+		err = fmt.Errorf("%w (after: %v)", failErr, err)
+	}
+	b.log.Warn("compositor ended", "session_id", s.id, "pid", s.pid, "error", err)
+	select {
+	case b.exits <- compositor.Exit{SessionID: s.id, PID: s.pid, Err: fmt.Errorf("wayray: %s: %w", s.id, err)}:
+	default:
+		b.log.Error("exit not reported: channel full", "session_id", s.id)
 	}
 }
 
@@ -485,9 +626,13 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 			}
 		}
 		s := &session{id: e.Name(), user: r.User, dir: dir, sock: filepath.Join(dir, "control.sock"), labels: r.Labels,
-			pid: r.PID, started: r.Started, suspended: r.Suspended, endpoint: r.Endpoint, gone: make(chan struct{})}
+			pid: r.PID, started: r.Started, suspended: r.Suspended, endpoint: r.Endpoint,
+			stop: make(chan struct{}), gone: make(chan struct{})}
 		if err == nil {
-			err = b.connect(ctx, s, nil)
+			if err = b.connect(ctx, s, nil); err != nil {
+				// Alive but not controllable: clean it up.
+				_ = syscall.Kill(-r.PID, syscall.SIGKILL)
+			}
 		}
 		if err != nil {
 			lost = append(lost, compositor.Exit{SessionID: e.Name(), PID: r.PID, Err: err})
@@ -495,9 +640,16 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 			continue
 		}
 		b.mu.Lock()
+		if b.closed || b.sessions[s.id] != nil {
+			b.mu.Unlock()
+			s.conn.Close()
+			continue
+		}
 		b.sessions[s.id] = s
 		b.mu.Unlock()
 		go b.supervise(s, nil)
+		b.scheduleHealth(s)
+		b.log.Info("compositor adopted", "session_id", s.id, "pid", s.pid)
 		adopted = append(adopted, b.info(s))
 	}
 	return adopted, lost, nil
@@ -512,8 +664,14 @@ func (b *Backend) Close() error {
 	b.closed = true
 	ss := b.sessions
 	b.sessions = map[string]*session{}
+	for _, s := range ss {
+		if s.health != nil {
+			s.health.Stop()
+		}
+	}
 	b.mu.Unlock()
 	for _, s := range ss {
+		close(s.stop)
 		if s.conn != nil {
 			s.conn.Close()
 		}

@@ -11,13 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/compositor"
 )
 
 // TestMain doubles as a conforming compositor: with HOTDESK_TEST_COMPOSITOR
 // set, this test binary listens on HOTDESK_CONTROL_SOCKET and speaks the
 // control protocol honestly (it tracks rendering and its client), or
-// misbehaves as the variable says: "nohello", "garbage", "crash-on-suspend".
+// misbehaves as the variable says: "nohello", "garbage" (instead of hello),
+// "garbage-on-status", "crash-on-suspend", "hangup" (closes the control
+// connection after hello but keeps running), "oldversion".
 func TestMain(m *testing.M) {
 	if mode, ok := os.LookupEnv("HOTDESK_TEST_COMPOSITOR"); ok {
 		os.Exit(testCompositor(mode))
@@ -45,7 +50,15 @@ func testCompositor(mode string) int {
 			c.Write([]byte{0, 0, 0, 3, 0xff, 0xfe, 0xfd})
 			time.Sleep(time.Hour)
 		}
-		WriteMsg(c, msgHello, 0, Hello{Version: ProtocolVersion, Name: "test-compositor 1", PID: os.Getpid(), Endpoint: endpoint})
+		version := uint16(ProtocolVersion)
+		if mode == "oldversion" {
+			version = 99
+		}
+		WriteMsg(c, MsgHello, 0, Hello{Version: version, Name: "test-compositor 1", PID: os.Getpid(), Endpoint: endpoint, Capabilities: []string{"status"}})
+		if mode == "hangup" {
+			c.Close()
+			time.Sleep(time.Hour)
+		}
 		for {
 			f, err := ReadMsg(c, 0)
 			if err != nil {
@@ -53,38 +66,63 @@ func testCompositor(mode string) int {
 			}
 			r := Reply{OK: true}
 			switch f.Type {
-			case msgSuspend:
+			case MsgSuspend:
 				if mode == "crash-on-suspend" {
 					os.Exit(3)
 				}
 				rendering, clients = false, 0
-			case msgResume:
+			case MsgResume:
 				rendering, clients = true, 1
 				endpoint = "rdp://127.0.0.1:3391" // a new client endpoint
 				r.Endpoint = endpoint
-			case msgStatus:
+			case MsgStatus:
+				if mode == "garbage-on-status" {
+					c.Write([]byte{0, 0, 0, 2, 0xa1, 0xff})
+					continue
+				}
 				r.Rendering, r.Clients, r.UptimeMs = rendering, clients, uint64(time.Since(start).Milliseconds())
-			case msgPing:
-			case msgDestroy:
-				WriteMsg(c, msgReply, f.ID, r)
+				r.State = "active"
+				if !rendering {
+					r.State = "suspended"
+				}
+			case MsgPing:
+			case MsgDestroy:
+				WriteMsg(c, MsgReply, f.ID, r)
 				os.Exit(0)
 			default:
-				r = Reply{Error: "unknown request"}
+				r = Reply{Code: CodeUnknownRequest, Error: "unknown request"}
 			}
-			WriteMsg(c, msgReply, f.ID, r)
+			WriteMsg(c, MsgReply, f.ID, r)
 		}
 	}
 }
 
-// newTestBackend runs this test binary as the compositor in mode.
-func newTestBackend(t *testing.T, mode, dir string) *Backend {
+// newTestBackend runs this test binary as the compositor in mode; opts
+// adjust the config (e.g. a fake clock).
+func newTestBackend(t *testing.T, mode, dir string, opts ...func(*Config)) *Backend {
 	t.Helper()
-	b, err := New(Config{Command: []string{"/usr/bin/env", "HOTDESK_TEST_COMPOSITOR=" + mode, os.Args[0]}, StateDir: dir, StartTimeout: 3 * time.Second, StopGrace: 2 * time.Second})
+	cfg := Config{Command: []string{"/usr/bin/env", "HOTDESK_TEST_COMPOSITOR=" + mode, os.Args[0]}, StateDir: dir,
+		StartTimeout: 5 * time.Second, StopGrace: 2 * time.Second, CallTimeout: 5 * time.Second,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "wayray", Level: hclog.Debug, Output: testWriter{t}})}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { b.Close() })
 	return b
 }
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func withClock(c clock.Clock) func(*Config) { return func(cfg *Config) { cfg.Clock = c } }
 
 func shortDir(t *testing.T) string {
 	t.Helper()
@@ -167,16 +205,32 @@ func TestCrashIsReported(t *testing.T) {
 }
 
 func TestBadCompositorsRefused(t *testing.T) {
-	for _, mode := range []string{"nohello", "garbage"} {
+	for _, mode := range []string{"nohello", "garbage", "oldversion"} {
 		t.Run(mode, func(t *testing.T) {
-			b := newTestBackend(t, mode, shortDir(t))
+			fake := clock.NewFake(time.Unix(1e9, 0))
+			b := newTestBackend(t, mode, shortDir(t), withClock(fake))
 			good := newTestBackend(t, "ok", shortDir(t))
 			ok, err := good.Create(context.Background(), compositor.Spec{SessionID: "s-ok", User: "u"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			killOnCleanup(t, ok.PID)
-			_, err = b.Create(context.Background(), compositor.Spec{SessionID: "s-bad", User: "u"})
+			errc := make(chan error, 1)
+			go func() {
+				_, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-bad", User: "u"})
+				errc <- err
+			}()
+			if mode == "nohello" {
+				// The compositor accepts but never says hello: only the
+				// start timeout (on the fake clock) ends Create. Wait until
+				// the compositor runs and the timer is armed, then expire it.
+				waitFor(t, func() bool {
+					_, err := os.Stat(filepath.Join(b.cfg.StateDir, "s-bad", "control.sock"))
+					return err == nil && fake.Pending() > 0
+				})
+				fake.Advance(b.cfg.StartTimeout)
+			}
+			err = <-errc
 			if !errors.Is(err, ErrStartFailed) {
 				t.Fatalf("create with a %s compositor = %v; want ErrStartFailed", mode, err)
 			}
@@ -187,6 +241,104 @@ func TestBadCompositorsRefused(t *testing.T) {
 				t.Fatalf("another session disturbed: %v", err)
 			}
 		})
+	}
+}
+
+// waitFor polls cond (bounded) for conditions outside the test's control,
+// such as a child process having started.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not reached")
+}
+
+// TestBrokenControlChannel: a compositor that sends a malformed frame, or
+// whose control connection breaks (found by the health ping), is killed and
+// reported on Exits; another session of the same backend is not disturbed.
+func TestBrokenControlChannel(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		poke func(b *Backend, fake *clock.Fake) error
+		want error
+	}{
+		{"garbage-on-status", func(b *Backend, _ *clock.Fake) error {
+			_, err := b.Status(context.Background(), "s-bad")
+			return err
+		}, ErrProtocol},
+		{"hangup", func(b *Backend, fake *clock.Fake) error {
+			fake.Advance(b.cfg.HealthInterval) // runs the health ping
+			return nil
+		}, nil},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			fake := clock.NewFake(time.Unix(1e9, 0))
+			dir := shortDir(t)
+			b := newTestBackend(t, "ok", dir, withClock(fake))
+			good, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-ok", User: "u"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			killOnCleanup(t, good.PID)
+			// Same backend, same state dir, a misbehaving compositor.
+			b.cfg.Command = []string{"/usr/bin/env", "HOTDESK_TEST_COMPOSITOR=" + tc.mode, os.Args[0]}
+			bad, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-bad", User: "u"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			killOnCleanup(t, bad.PID)
+			err = tc.poke(b, fake)
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("request to a broken compositor = %v; want %v", err, tc.want)
+			}
+			select {
+			case ex := <-b.Exits():
+				if ex.SessionID != "s-bad" || ex.PID != bad.PID || ex.Err == nil {
+					t.Fatalf("exit = %+v; want s-bad pid %d with a reason", ex, bad.PID)
+				}
+				t.Logf("reported: %v", ex.Err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("broken compositor not reported")
+			}
+			waitFor(t, func() bool { return !processAlive(bad.PID) })
+			if _, err := os.Stat(filepath.Join(dir, "s-bad")); !os.IsNotExist(err) {
+				t.Fatalf("state of the broken session left behind: %v", err)
+			}
+			if _, err := b.Status(context.Background(), "s-bad"); !errors.Is(err, compositor.ErrNotFound) {
+				t.Fatalf("status of the broken session = %v; want ErrNotFound", err)
+			}
+			if err := b.Ping(context.Background(), "s-ok"); err != nil {
+				t.Fatalf("another session disturbed: %v", err)
+			}
+			fake.Advance(b.cfg.HealthInterval) // a healthy session passes its ping
+			if l, _ := b.List(context.Background()); len(l) != 1 || l[0].SessionID != "s-ok" {
+				t.Fatalf("list = %+v; want only s-ok", l)
+			}
+			if err := b.Destroy(context.Background(), "s-ok"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestUnknownRequest(t *testing.T) {
+	b := newTestBackend(t, "ok", shortDir(t))
+	info, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-u", User: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, info.PID)
+	s, _ := b.get("s-u")
+	_, err = b.call(context.Background(), s, 77, nil)
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("unknown request = %v; want ErrRefused", err)
+	}
+	if err := b.Ping(context.Background(), "s-u"); err != nil {
+		t.Fatalf("connection not kept after an unknown request: %v", err)
 	}
 }
 

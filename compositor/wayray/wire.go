@@ -14,13 +14,13 @@ import (
 
 // Message types of the control protocol (proto/COMPOSITOR.md).
 const (
-	msgHello   = 1   // compositor → broker, first frame on every connection
-	msgSuspend = 2   // broker → compositor
-	msgResume  = 3   // broker → compositor
-	msgDestroy = 4   // broker → compositor
-	msgStatus  = 5   // broker → compositor
-	msgPing    = 6   // broker → compositor
-	msgReply   = 100 // compositor → broker, answers the request with the same ID
+	MsgHello   = 1   // compositor → broker, first frame on every connection
+	MsgSuspend = 2   // broker → compositor
+	MsgResume  = 3   // broker → compositor
+	MsgDestroy = 4   // broker → compositor
+	MsgStatus  = 5   // broker → compositor
+	MsgPing    = 6   // broker → compositor
+	MsgReply   = 100 // compositor → broker, answers the request with the same ID
 )
 
 // ProtocolVersion is the control protocol version this package speaks.
@@ -39,6 +39,9 @@ type Hello struct {
 	Name     string `cbor:"2,keyasint"` // compositor name and version
 	PID      int    `cbor:"3,keyasint"`
 	Endpoint string `cbor:"4,keyasint"` // where a display client connects (rdp://127.0.0.1:P, ...)
+	// Capabilities are optional features ("status", "resume-endpoint", ...);
+	// at most 16.
+	Capabilities []string `cbor:"5,keyasint,omitempty"`
 }
 
 // Resume asks the compositor to render again for a new client.
@@ -60,19 +63,41 @@ type Reply struct {
 	Clients   int    `cbor:"4,keyasint,omitempty"` // status: display clients connected
 	Endpoint  string `cbor:"5,keyasint,omitempty"` // resume: where the client connects
 	UptimeMs  uint64 `cbor:"6,keyasint,omitempty"` // status
+	Code      uint16 `cbor:"7,keyasint,omitempty"` // with !OK: one of the Code* values
+	State     string `cbor:"8,keyasint,omitempty"` // status: "active" or "suspended"
 }
+
+// Error codes of a refused request (Reply.Code).
+const (
+	CodeUnknownRequest = 1 // the compositor does not know the request type
+	CodeBadRequest     = 2 // a body it cannot use
+	CodeState          = 3 // not possible in the current state
+	CodeInternal       = 4 // the compositor failed
+)
 
 // maxControlFrame bounds a control frame (far below proto.MaxFrame).
 const maxControlFrame = 16 << 10
 
-var decMode, _ = cbor.DecOptions{
-	DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-	IndefLength:      cbor.IndefLengthForbidden,
-	TagsMd:           cbor.TagsForbidden,
-	MaxNestedLevels:  4,
-	MaxArrayElements: 16,
-	MaxMapPairs:      16,
-}.DecMode()
+// decMode is strict in the same way as proto's decoder (codec.go): no
+// duplicate keys, indefinite lengths or tags, valid UTF-8, bounded nesting
+// and sizes.
+var decMode = func() cbor.DecMode {
+	m, err := cbor.DecOptions{
+		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
+		IndefLength:        cbor.IndefLengthForbidden,
+		TagsMd:             cbor.TagsForbidden,
+		MaxNestedLevels:    4,
+		MaxArrayElements:   16,
+		MaxMapPairs:        16,
+		UTF8:               cbor.UTF8RejectInvalid,
+		FieldNameMatching:  cbor.FieldNameMatchingCaseSensitive,
+		ByteStringToString: cbor.ByteStringToStringForbidden,
+	}.DecMode()
+	if err != nil {
+		panic("wayray: cbor dec mode: " + err.Error())
+	}
+	return m
+}()
 
 var encMode, _ = cbor.CoreDetEncOptions().EncMode()
 
@@ -85,19 +110,26 @@ func WriteMsg(w io.Writer, t uint16, id uint32, body any) error {
 	if body != nil {
 		b, err := encMode.Marshal(body)
 		if err != nil {
-			return err
+			return fmt.Errorf("wayray: encode body: %w", err)
 		}
 		f.Body = b
 	}
 	payload, err := encMode.Marshal(f)
 	if err != nil {
-		return err
+		return fmt.Errorf("wayray: encode frame: %w", err)
 	}
-	return proto.WriteFrame(w, payload)
+	if len(payload) > maxControlFrame {
+		return fmt.Errorf("%w: frame of %d bytes", ErrProtocol, len(payload))
+	}
+	if err := proto.WriteFrame(w, payload); err != nil {
+		return fmt.Errorf("wayray: write: %w", err)
+	}
+	return nil
 }
 
-// ReadMsg reads one frame (bounded by maxControlFrame) and decodes its body
-// into body when body is non-nil.
+// ReadMsg reads one frame, waiting at most timeout (0: no limit). Frames
+// above 16 KiB, bad framing and bad CBOR are ErrProtocol; the body stays raw
+// (see DecodeBody).
 func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 	if timeout > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
@@ -105,7 +137,10 @@ func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 	}
 	payload, err := proto.ReadFrame(c)
 	if err != nil {
-		return Frame{}, err
+		if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrFrameTooLarge) {
+			return Frame{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		return Frame{}, fmt.Errorf("wayray: read: %w", err)
 	}
 	if len(payload) > maxControlFrame {
 		return Frame{}, fmt.Errorf("%w: frame of %d bytes", ErrProtocol, len(payload))
