@@ -383,8 +383,9 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	if err != nil || c.Session.ServerID != "b1" || c.Session.ID != sess[kept] {
 		t.Fatalf("kept token after re-claim: %+v, %v; want session %s on b1", c, err, sess[kept])
 	}
-	if c.Fence == keptClaim.Fence {
-		t.Logf("kept claim kept its fence %d (old lease still alive)", c.Fence)
+	// b1's old lease expired, so the key was created anew: a newer fence.
+	if c.Fence <= keptClaim.Fence {
+		t.Fatalf("re-claimed fence %d; want newer than %d", c.Fence, keptClaim.Fence)
 	}
 	tk := b1.dial("term-back")
 	tk.hold(kept, keptKey)
