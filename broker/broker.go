@@ -35,8 +35,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/auth"
-	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )

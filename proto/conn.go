@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 // Default Conn timeouts.

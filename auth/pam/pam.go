@@ -45,7 +45,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hotdesk/hotdesk/auth"
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 )
 

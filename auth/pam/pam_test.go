@@ -15,7 +15,7 @@ import (
 	"context"
 	"errors"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"testing"
 
 	"github.com/hotdesk/hotdesk/auth"

@@ -55,8 +55,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 var _ compositor.Backend = (*Backend)(nil)

@@ -22,8 +22,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 // waitLimit bounds every wait for something asynchronous; it is a failure

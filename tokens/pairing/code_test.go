@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 func TestParseCode(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 // lru is a map of at most max entries that evicts the least recently used

@@ -34,7 +34,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/soft"

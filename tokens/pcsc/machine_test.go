@@ -8,7 +8,7 @@ import (
 
 	"github.com/ebfe/scard"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/tokens"
 )
 

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/tokens"
 )
 

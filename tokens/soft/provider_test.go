@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotdesk/hotdesk/broker/clock"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
