@@ -4,7 +4,12 @@
 //
 // Usage:
 //
-//	hotdeskd [-config /etc/hotdesk/hotdesk.hcl] [-check] [-fingerprint]
+//	hotdeskd [-config /etc/hotdesk/hotdesk.hcl] [-check | -fingerprint | -version]
+//
+// Any argument besides the flags is a usage error (exit status 2); -help
+// exits 0. The help text, the man page hotdeskd(8) and hotdesk.hcl(5) and
+// the shell completion come from one description (cli.go):
+// `hotdeskd __gendocs man|bash|zsh DIR` writes them.
 //
 // SIGINT/SIGTERM stop it gracefully (a second signal forces exit), SIGHUP
 // reloads the configuration (a bad new configuration is logged and the old
@@ -14,6 +19,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -24,6 +30,8 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
+	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -35,29 +43,51 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == "pam-helper" {
 		os.Exit(pam.HelperMain())
 	}
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		// The flag package has printed the usage for a bad flag already.
+		fmt.Fprintln(os.Stderr, "hotdeskd:", err)
+		os.Exit(2)
+	default:
 		fmt.Fprintln(os.Stderr, "hotdeskd:", err)
 		os.Exit(1)
 	}
 }
 
+// errUsage marks command-line errors (exit status 2).
+var errUsage = errors.New("usage error")
+
 func run(args []string) error {
-	fs := flag.NewFlagSet("hotdeskd", flag.ContinueOnError)
-	configPath := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
-	checkOnly := fs.Bool("check", false, "validate the configuration and exit")
-	printFP := fs.Bool("fingerprint", false, "print the terminal listener's certificate fingerprint (creating the certificate if needed) and exit")
-	if err := fs.Parse(args); err != nil {
+	var o options
+	fs, page := newFlagSet(&o, os.Stderr)
+	if ok, err := clidoc.Main(args, version.String(), page, configPage()); ok {
 		return err
 	}
-	cfg, path, err := loadConfig(*configPath)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: unexpected argument %q (hotdeskd takes only flags)", errUsage, fs.Arg(0))
+	}
+	if o.version {
+		fmt.Println("hotdeskd", version.String())
+		return nil
+	}
+	cfg, path, err := loadConfig(o.configPath)
 	if err != nil {
 		return err
 	}
-	if *checkOnly {
+	if o.check {
 		fmt.Printf("%s: ok\n", displayPath(path))
 		return nil
 	}
-	if *printFP {
+	if o.fingerprint {
 		cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
 		if err != nil {
 			return fmt.Errorf("tls: %w", err)
@@ -66,6 +96,7 @@ func run(args []string) error {
 		return nil
 	}
 	logger := newLogger(cfg)
+	logger.Info("starting hotdeskd", "version", version.String(), "config", displayPath(path))
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -78,7 +109,7 @@ func run(args []string) error {
 		return err
 	}
 	notify(logger, "READY=1")
-	logger.Info("hotdeskd ready", "server_id", cfg.ServerID, "listen", d.listenAddr(), "admin_socket", cfg.AdminSocket,
+	logger.Info("hotdeskd ready", "server_id", cfg.ServerID, "version", version.String(), "listen", d.listenAddr(), "admin_socket", cfg.AdminSocket,
 		"embedded_etcd", cfg.UsesEmbeddedEtcd())
 
 	for {
