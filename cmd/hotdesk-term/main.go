@@ -36,9 +36,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
-	"github.com/hotdesk/hotdesk/tokens/pcsc"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -74,38 +75,24 @@ type options struct {
 	readers                                                      string
 	removeGrace                                                  time.Duration
 	display                                                      string
+	version                                                      bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	var answers stringList
-	fs := flag.NewFlagSet("hotdesk-term", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: hotdesk-term [flags] pair CODE\n       hotdesk-term [flags] run\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.server, "server", "", "broker address `host:port` (required)")
-	fs.StringVar(&o.pin, "pin", "", "pin the broker certificate: `sha256:HEX` (this or -ca is required)")
-	fs.StringVar(&o.ca, "ca", "", "verify the broker certificate against the CA certificates in `FILE` (PEM)")
-	fs.StringVar(&o.id, "id", "", "terminal id (default: the host name)")
-	fs.StringVar(&o.name, "name", "", "terminal `LABEL` (location, desk); also the label of a paired token")
-	fs.StringVar(&o.keystore, "keystore", "", "token keystore `PATH` (default $XDG_CONFIG_HOME/hotdesk/tokens.json)")
-	fs.StringVar(&o.token, "token", "default", "`NAME` of the key to generate (pair)")
-	fs.StringVar(&o.insert, "insert", "", "insert the key `NAME` right after connecting (run)")
-	fs.Var(&answers, "answer", "answer the next prompt with `TEXT` (repeatable, in order)")
-	fs.BoolVar(&o.json, "json", false, "print events as JSON lines")
-	fs.StringVar(&o.display, "display", "", "display client `COMMAND` started on every attach; {addr} in it becomes the local relay to the session, e.g. \"xfreerdp /v:{addr} /cert:ignore\"")
-	fs.BoolVar(&o.pcsc, "pcsc", false, "watch the terminal's PC/SC card readers (smart cards, NFC badges and phones)")
-	fs.StringVar(&o.readers, "readers", "", "with -pcsc: only readers whose name contains one of these comma-separated `NAMES`")
-	fs.DurationVar(&o.removeGrace, "remove-grace", time.Second, "with -pcsc: a card must stay away this long before its removal is reported")
-	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "bound on each dial and handshake")
-	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr (trace, debug, info, warn, error, off)")
+	fs, _ := newFlagSet(&o, &answers, stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
 		return o, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if o.version {
+		if fs.NArg() > 0 {
+			return o, fmt.Errorf("%w: -version takes no arguments", errUsage)
+		}
+		return o, nil
 	}
 	o.answers = answers
 	o.args = fs.Args()
@@ -129,6 +116,33 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: -server: %v", errUsage, err)
 	}
 	return o, nil
+}
+
+// newFlagSet declares the flags and the page that --help, hotdesk-term(1)
+// and the completion scripts are rendered from (cli.go).
+func newFlagSet(o *options, answers *stringList, stderr io.Writer) (*flag.FlagSet, *clidoc.Page) {
+	fs := flag.NewFlagSet("hotdesk-term", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.server, "server", "", "broker address `host:port` (required)")
+	fs.StringVar(&o.pin, "pin", "", "pin the broker certificate: `sha256:HEX` (this or -ca is required)")
+	fs.StringVar(&o.ca, "ca", "", "verify the broker certificate against the CA certificates in `FILE` (PEM)")
+	fs.StringVar(&o.id, "id", "", "terminal id (default: the host name)")
+	fs.StringVar(&o.name, "name", "", "terminal `LABEL` (location, desk); also the label of a paired token")
+	fs.StringVar(&o.keystore, "keystore", "", "token keystore `PATH` (default $XDG_CONFIG_HOME/hotdesk/tokens.json)")
+	fs.StringVar(&o.token, "token", "default", "`NAME` of the key to generate (pair)")
+	fs.StringVar(&o.insert, "insert", "", "insert the key `NAME` right after connecting (run)")
+	fs.Var(answers, "answer", "answer the next prompt with `TEXT` (repeatable, in order)")
+	fs.BoolVar(&o.json, "json", false, "print events as JSON lines")
+	fs.StringVar(&o.display, "display", "", "display client `COMMAND` started on every attach; {addr} in it becomes the local relay to the session, e.g. \"xfreerdp /v:{addr} /cert:ignore\"")
+	fs.BoolVar(&o.pcsc, "pcsc", false, "watch the terminal's PC/SC card readers (smart cards, NFC badges and phones)")
+	fs.StringVar(&o.readers, "readers", "", "with -pcsc: only readers whose name contains one of these comma-separated `NAMES`")
+	fs.DurationVar(&o.removeGrace, "remove-grace", time.Second, "with -pcsc: a card must stay away this long before its removal is reported")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "bound on each dial and handshake")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level on stderr (trace, debug, info, warn, error, off)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	page := termPage(fs)
+	fs.Usage = func() { page.Usage(fs.Output()) }
+	return fs, page
 }
 
 // tlsConfig builds the home broker's TLS configuration from -pin or -ca.
@@ -161,12 +175,26 @@ func defaultKeystore() (string, error) {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	_, page := newFlagSet(&options{}, &stringList{}, stderr)
+	if ok, err := clidoc.Main(args, version.String(), page); ok {
+		return err
+	}
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "hotdesk-term", version.String())
+		return nil
+	}
+	if o.pcsc {
+		// A build without PC/SC hands over to its helper (no return on success).
+		if err := execPCSC(args); err != nil {
+			return err
+		}
 	}
 	level := hclog.LevelFromString(o.logLevel)
 	if level == hclog.NoLevel {
@@ -208,7 +236,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 				filters = append(filters, r)
 			}
 		}
-		cards, err := pcsc.New(pcsc.Config{Readers: filters, RemoveGrace: o.removeGrace, Logger: logger.Named("pcsc")})
+		cards, err := newCards(filters, o, logger)
 		if err != nil {
 			return err
 		}
