@@ -52,6 +52,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/version"
 )
 
 // allScenarios in the order they run by default.
@@ -72,12 +74,18 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
+			return
 		}
 		fmt.Fprintln(os.Stderr, "hotdesk-bench:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
+
+// errUsage marks command-line errors (exit status 2).
+var errUsage = errors.New("usage error")
 
 // run parses args, starts the group, runs the scenarios and writes one JSON
 // row per scenario to stdout as soon as it is measured.
@@ -95,15 +103,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	inproc := fs.Bool("etcd-inproc", false, "run the etcd members in this process (scale then counts etcd's heap too)")
 	dir := fs.String("dir", "", "working directory (default: a new temporary directory, removed afterwards)")
 	verbose := fs.Bool("v", false, "log brokers and registry at info level")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		fs.Usage()
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "hotdesk-bench", version.String())
+		return nil
 	}
 	todo, err := parseScenarios(*scen)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
 	p := params{baseline: 2000, n: 2000, terminals: 200, sessions: 10000, workers: 8, budget: 40 * time.Second}

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/version"
 )
 
 func main() {
@@ -58,7 +60,17 @@ func run() error {
 	keep := flag.Bool("keep", false, "keep the demo directory")
 	verbose := flag.Bool("v", false, "show the daemon's log")
 	cards := flag.Bool("cards", false, "the smart-card demo: a virtual card moved between two virtual readers (private pcscd + vpcd)")
-	flag.Parse()
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse() // exits 2 on a bad flag, 0 on -help
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "hotdesk-demo: unexpected argument %q\n", flag.Arg(0))
+		flag.Usage()
+		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println("hotdesk-demo", version.String())
+		return nil
+	}
 
 	dir, err := os.MkdirTemp("", "hotdesk-demo-")
 	if err != nil {

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
+	"github.com/hotdesk/hotdesk/internal/version"
 )
 
 const defaultSocket = "/run/hotdesk/admin.sock"
@@ -61,12 +63,28 @@ const usage = `usage:
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("hotdeskctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	socket := fs.String("socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd")
+	socket := fs.String("socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd (`PATH`; default $HOTDESK_ADMIN_SOCKET, else "+defaultSocket+")")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole command")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	page := ctlPage(fs)
+	if ok, err := clidoc.Main(args, version.String(), page); ok {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			page.Usage(out)
+			return nil
+		}
 		return usageError(err.Error() + "\n" + usage)
 	}
 	rest := fs.Args()
+	if *showVersion {
+		if len(rest) > 0 {
+			return usageError("-version takes no arguments")
+		}
+		fmt.Fprintln(out, "hotdeskctl", version.String())
+		return nil
+	}
 	if len(rest) == 0 {
 		return usageError(usage)
 	}
@@ -75,6 +93,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	c := adminapi.NewClient(*socket)
 
 	switch rest[0] {
+	case "help":
+		page.Usage(out)
+		return nil
 	case "sessions":
 		return sessions(ctx, c, rest[1:], out)
 	case "session":
@@ -100,6 +121,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return server(ctx, c, rest[1], rest[2:], out)
 	case "ready":
+		if len(rest) > 1 {
+			return usageError(usage)
+		}
 		if err := c.Ready(ctx); err != nil {
 			return err
 		}
@@ -115,6 +139,9 @@ func sessions(ctx context.Context, c *adminapi.Client, args []string, out io.Wri
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("sessions: unexpected argument %q\n%s", fs.Arg(0), usage))
 	}
 	ss, err := c.Sessions(ctx)
 	if err != nil {
@@ -151,6 +178,9 @@ func pair(ctx context.Context, c *adminapi.Client, args []string, out io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return usageError(err.Error())
 	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("token pair: unexpected argument %q\n%s", fs.Arg(0), usage))
+	}
 	if strings.TrimSpace(*user) == "" {
 		return usageError("token pair: -user is required")
 	}
@@ -174,6 +204,9 @@ func token(ctx context.Context, c *adminapi.Client, verb string, args []string, 
 		asJSON := fs.Bool("json", false, "print JSON")
 		if err := fs.Parse(args); err != nil {
 			return usageError(err.Error())
+		}
+		if fs.NArg() > 0 {
+			return usageError(fmt.Sprintf("token list: unexpected argument %q\n%s", fs.Arg(0), usage))
 		}
 		ts, err := c.Tokens(ctx)
 		if err != nil {
@@ -210,6 +243,9 @@ func token(ctx context.Context, c *adminapi.Client, verb string, args []string, 
 		label := fs.String("label", "", "label")
 		if err := fs.Parse(args[1:]); err != nil {
 			return usageError(err.Error())
+		}
+		if fs.NArg() > 0 {
+			return usageError(fmt.Sprintf("token %s: unexpected argument %q\n%s", verb, fs.Arg(0), usage))
 		}
 		var ti adminapi.TokenInfo
 		var err error
@@ -257,6 +293,9 @@ func server(ctx context.Context, c *adminapi.Client, verb string, args []string,
 		if err := fs.Parse(args); err != nil {
 			return usageError(err.Error())
 		}
+		if fs.NArg() > 0 {
+			return usageError(fmt.Sprintf("server list: unexpected argument %q\n%s", fs.Arg(0), usage))
+		}
 		ss, err := c.Servers(ctx)
 		if err != nil {
 			return err
@@ -270,7 +309,7 @@ func server(ctx context.Context, c *adminapi.Client, verb string, args []string,
 			return enc.Encode(ss)
 		}
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tSTARTED")
+		fmt.Fprintln(tw, "SERVER\tADDRESS\tVERSION\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tSTARTED")
 		for _, s := range ss {
 			state := "active"
 			if s.Draining {
@@ -284,7 +323,7 @@ func server(ctx context.Context, c *adminapi.Client, verb string, args []string,
 			if s.Capacity > 0 {
 				capacity = fmt.Sprint(s.Capacity)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", id, s.Addr, s.Sessions, capacity, s.Weight, state,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", id, s.Addr, dash(s.Version), s.Sessions, capacity, s.Weight, state,
 				s.Started.Local().Format(time.DateTime))
 		}
 		return tw.Flush()

@@ -72,7 +72,7 @@ func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, erro
 		out = append(out, adminapi.ServerInfo{
 			ID: r.ID, Addr: r.Addr, Fingerprint: proto.FormatFingerprint(r.Fingerprint),
 			Sessions: r.Sessions, Capacity: r.Capacity, Weight: r.Weight, Draining: r.Draining,
-			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID,
+			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID, Version: r.Version,
 		})
 	}
 	return out, nil

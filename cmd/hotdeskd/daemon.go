@@ -26,6 +26,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens/pairing"
@@ -136,6 +137,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	serverRec := registry.ServerRecord{
 		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
+		Version: version.String(),
 	}
 	d.reg, err = newRegistry(ctx, d.etcd, cfg, serverRec, logger)
 	if err != nil {
