@@ -1,15 +1,28 @@
-# hotdesk — build, demo, test.
+# hotdesk — build, demo, test, package.
 #
 #   make demo   install what is missing (Debian), build, run the scripted hot-desk
 #   make test   install what is missing (Debian), build, run every test against real components
+#   make deb    build/hotdesk_<version>_amd64.deb and build/hotdesk-term_<version>_amd64.deb
+#   make install PREFIX=/usr/local [DESTDIR=…]   install without a package manager
 
 GO      ?= go
 BIN     := bin
 CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo
-# Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules).
+# The version every binary reports (--version, the log, the server record).
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+LDFLAGS := -X github.com/hotdesk/hotdesk/internal/version.Version=$(VERSION)
+# The Debian version of VERSION (packaging/deb-version).
+ifeq ($(origin DEB_VERSION),undefined)
+DEB_VERSION := $(shell packaging/deb-version '$(VERSION)')
+endif
+# Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules;
+# the package test: lintian to inspect the .debs, man-db for `man hotdeskctl`).
 DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick
+DEB_PKGS += lintian man-db
 
-.PHONY: all build deps demo demo-card test test-short vet fuzz clean
+.PHONY: all build deps demo demo-card test test-short vet fuzz clean deb stage install package-test
 
 all: build
 
@@ -18,7 +31,7 @@ deps:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 demo: deps build
 	./$(BIN)/hotdesk-demo -bin $(BIN)
@@ -27,9 +40,14 @@ demo: deps build
 demo-card: deps build
 	./$(BIN)/hotdesk-demo -bin $(BIN) -cards
 
-test: deps build
+test: deps build package-test
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Build both packages, inspect them, install the server package, run a
+# hot-desk against the installed daemon, purge (.ci/package-test).
+package-test: deb
+	EXPECT_VERSION=$(VERSION) ./.ci/package-test $(BUILD)/hotdesk_$(DEB_VERSION)_amd64.deb $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb $(BIN)/hotdesk-term
 
 # The fuzz targets, briefly (not part of `make test`).
 fuzz:
@@ -37,4 +55,69 @@ fuzz:
 	$(GO) test ./proto -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime 30s
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(BUILD)
+
+# ---- packages and installation ------------------------------------------
+
+BUILD   := build
+STAGE   := $(BUILD)/stage
+# nfpm (github.com/goreleaser/nfpm) writes the .debs; built once from the
+# Go module proxy into build/tools.
+NFPM_VERSION := v2.45.2
+NFPM    := $(BUILD)/tools/nfpm
+# Release binaries: no symbol tables (Debian strips). Not -trimpath: it
+# would recompile every dependency instead of reusing `make build`'s cache.
+REL_FLAGS := -ldflags "-s -w $(LDFLAGS)"
+PAM_PIN := $(firstword $(wildcard configs/pam.d/hotdesk-pin) packaging/pam.d/hotdesk-pin)
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+
+$(NFPM):
+	@mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+# stage: everything the packages and `make install` ship, built and generated
+# into build/stage: binaries (hotdesk-term without cgo and PC/SC, its PC/SC
+# helper), man pages and completion from the binaries' own flags
+# (`BINARY __gendocs`), the unit with the installed path.
+stage:
+	rm -rf $(STAGE) && mkdir -p $(STAGE)/bin $(STAGE)/man $(STAGE)/bash $(STAGE)/zsh $(STAGE)/pam.d
+	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskd
+	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskctl
+	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -tags nopcsc -o $(STAGE)/bin/hotdesk-term ./cmd/hotdesk-term
+	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/hotdesk-term-pcsc ./cmd/hotdesk-term
+	for b in hotdeskd hotdeskctl hotdesk-term; do for k in man bash zsh; do \
+		dir=$(STAGE)/$$k; ./$(STAGE)/bin/$$b __gendocs $$k $$dir || exit 1; done; done
+	for f in $(STAGE)/man/*.[158]; do gzip -9nf $$f; done
+	sed 's|/usr/local/bin/|/usr/bin/|g' configs/hotdeskd.service > $(STAGE)/hotdeskd.service
+	cp $(PAM_PIN) $(STAGE)/pam.d/hotdesk-pin
+	printf 'hotdesk (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- hotdesk developers <hotdesk@users.noreply.github.com>  %s\n' \
+		'$(DEB_VERSION)' '$(VERSION)' "$$(date -u -R -d @$(SOURCE_DATE_EPOCH))" | gzip -9n > $(STAGE)/changelog.gz
+
+deb: $(NFPM) stage
+	DEB_VERSION='$(DEB_VERSION)' $(NFPM) package -p deb -f packaging/hotdesk.yaml -t $(BUILD)/hotdesk_$(DEB_VERSION)_amd64.deb
+	DEB_VERSION='$(DEB_VERSION)' $(NFPM) package -p deb -f packaging/hotdesk-term.yaml -t $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb
+
+# install: the same files as the packages, under PREFIX (default /usr/local),
+# configuration under SYSCONFDIR (an existing hotdesk.hcl is kept), staged
+# under DESTDIR if given. No users are created: see packaging/README.Debian.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+install: stage
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/hotdesk \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
+		$(DESTDIR)$(SYSCONFDIR)/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d
+	install -m 0755 $(STAGE)/bin/hotdeskd $(STAGE)/bin/hotdeskctl $(STAGE)/bin/hotdesk-term $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(STAGE)/bin/hotdesk-term-pcsc $(DESTDIR)$(PREFIX)/libexec/hotdesk/
+	install -m 0644 $(STAGE)/man/hotdesk-term.1.gz $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 $(STAGE)/man/hotdesk.hcl.5.gz $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 $(STAGE)/man/hotdeskd.8.gz $(STAGE)/man/hotdeskctl.8.gz $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 0644 $(STAGE)/bash/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
+	install -m 0644 $(STAGE)/zsh/* $(DESTDIR)$(PREFIX)/share/zsh/site-functions/
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/hotdesk/|$(SYSCONFDIR)/hotdesk/|g' configs/hotdeskd.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/hotdeskd.service
+	install -m 0644 packaging/hotdesk.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/hotdesk.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl || install -m 0644 configs/hotdesk.hcl $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk || install -m 0644 configs/pam.d/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin || install -m 0644 $(PAM_PIN) $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin
