@@ -98,10 +98,12 @@ deb: $(NFPM) stage
 	DEB_VERSION='$(DEB_VERSION)' $(NFPM) package -p deb -f packaging/hotdesk-term.yaml -t $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb
 
 # install: the same files as the packages, under PREFIX (default /usr/local),
-# configuration under SYSCONFDIR (an existing hotdesk.hcl is kept), staged
-# under DESTDIR if given. No users are created: see packaging/README.Debian.
+# configuration under SYSCONFDIR (default /etc: PAM reads only /etc/pam.d and
+# hotdeskd's default is /etc/hotdesk/hotdesk.hcl; existing files are kept),
+# staged under DESTDIR if given. No users are created: see
+# packaging/README.Debian.
 PREFIX     ?= /usr/local
-SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+SYSCONFDIR ?= /etc
 install: stage
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/hotdesk \
 		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
