@@ -106,3 +106,26 @@ func signalGroup(pgid int, sig syscall.Signal) error {
 	}
 	return err
 }
+
+// groupAlive reports whether any process of process group pgid is still
+// running (zombies, whose descriptors are already closed, do not count).
+func groupAlive(procRoot string, pgid int) bool {
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readProcStat(procRoot, pid)
+		if err != nil || st.pgrp != pgid {
+			continue
+		}
+		if st.state != 'Z' && st.state != 'X' && st.state != 'x' {
+			return true
+		}
+	}
+	return false
+}

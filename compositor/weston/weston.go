@@ -104,6 +104,9 @@ const (
 	maxEnvEntries = 128
 	maxEnvEntry   = 4096
 	exitsBuffer   = 64
+	// groupGoneTimeout bounds the wait for a killed session's process
+	// group to be gone (SIGKILL cannot be ignored; this is only a guard).
+	groupGoneTimeout = 5 * time.Second
 )
 
 var (
@@ -835,6 +838,11 @@ func (b *Backend) onExit(s *session) {
 		if err := signalGroup(s.pid, syscall.SIGKILL); err != nil {
 			s.logger.Warn("cannot kill process group", "pgid", s.pid, "error", err)
 		}
+		// SIGKILL is delivered asynchronously: until the group's helpers
+		// are gone they may still hold what the session held (its RDP
+		// listener, inherited by weston's clients). Destroy returns only
+		// when nothing of the session is left.
+		b.waitGroupGone(s)
 	}
 	if !stopping {
 		s.logger.Warn("compositor exited", "pid", s.pid, "error", s.exitErr, "log_tail", logTail(s.log))
@@ -852,6 +860,23 @@ func (b *Backend) onExit(s *session) {
 		select {
 		case b.exits <- compositor.Exit{SessionID: s.id, PID: s.pid, Err: s.exitErr}:
 		case <-b.done:
+		}
+	}
+}
+
+// waitGroupGone waits, bounded by groupGoneTimeout, until no live process
+// of the session's process group is left.
+func (b *Backend) waitGroupGone(s *session) {
+	deadline := time.Now().Add(groupGoneTimeout)
+	for groupAlive(b.cfg.procRoot, s.pid) {
+		if time.Now().After(deadline) {
+			s.logger.Warn("processes of the session outlived SIGKILL", "pgid", s.pid, "waited", groupGoneTimeout)
+			return
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-b.done:
+			return
 		}
 	}
 }
