@@ -15,6 +15,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestMain doubles as a conforming compositor: with HOTDESK_TEST_COMPOSITOR
@@ -224,7 +225,7 @@ func TestBadCompositorsRefused(t *testing.T) {
 				// The compositor accepts but never says hello: only the
 				// start timeout (on the fake clock) ends Create. Wait until
 				// the compositor runs and the timer is armed, then expire it.
-				waitFor(t, func() bool {
+				testutil.WaitFor(t, 5*time.Second, "condition", func() bool {
 					_, err := os.Stat(filepath.Join(b.cfg.StateDir, "s-bad", "control.sock"))
 					return err == nil && fake.Pending() > 0
 				})
@@ -242,19 +243,6 @@ func TestBadCompositorsRefused(t *testing.T) {
 			}
 		})
 	}
-}
-
-// waitFor polls cond (bounded) for conditions outside the test's control,
-// such as a child process having started.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 500; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition not reached")
 }
 
 // TestBrokenControlChannel: a compositor that sends a malformed frame, or
@@ -304,7 +292,7 @@ func TestBrokenControlChannel(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("broken compositor not reported")
 			}
-			waitFor(t, func() bool { return !processAlive(bad.PID) })
+			testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return !processAlive(bad.PID) })
 			if _, err := os.Stat(filepath.Join(dir, "s-bad")); !os.IsNotExist(err) {
 				t.Fatalf("state of the broken session left behind: %v", err)
 			}
