@@ -18,9 +18,10 @@ ifeq ($(origin DEB_VERSION),undefined)
 DEB_VERSION := $(shell packaging/deb-version '$(VERSION)')
 endif
 # Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules;
-# the package test: lintian to inspect the .debs, man-db for `man hotdeskctl`).
+# the package test: lintian to inspect the .debs, man-db for `man hotdeskctl`, zsh to check
+# the generated completion).
 DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick
-DEB_PKGS += lintian man-db
+DEB_PKGS += lintian man-db zsh
 
 .PHONY: all build deps demo demo-card test test-short vet fuzz clean deb stage install package-test
 
@@ -47,7 +48,7 @@ test: deps build package-test
 # Build both packages, inspect them, install the server package, run a
 # hot-desk against the installed daemon, purge (.ci/package-test).
 package-test: deb
-	EXPECT_VERSION=$(VERSION) ./.ci/package-test $(BUILD)/hotdesk_$(DEB_VERSION)_amd64.deb $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb $(BIN)/hotdesk-term
+	EXPECT_VERSION=$(VERSION) ./.ci/package-test $(BUILD)/hotdesk_$(DEB_VERSION)_amd64.deb $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb
 
 # The fuzz targets, briefly (not part of `make test`).
 fuzz:
