@@ -81,14 +81,22 @@ $(NFPM):
 # helper), man pages and completion from the binaries' own flags
 # (`BINARY __gendocs`), the unit with the installed path.
 stage:
-	rm -rf $(STAGE) && mkdir -p $(STAGE)/bin $(STAGE)/man $(STAGE)/bash $(STAGE)/zsh $(STAGE)/pam.d
+	rm -rf $(STAGE) && mkdir -p $(STAGE)/bin $(STAGE)/pam.d
 	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskd
 	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskctl
 	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -tags nopcsc -o $(STAGE)/bin/hotdesk-term ./cmd/hotdesk-term
 	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/hotdesk-term-pcsc ./cmd/hotdesk-term
-	for b in hotdeskd hotdeskctl hotdesk-term; do for k in man bash zsh; do \
-		dir=$(STAGE)/$$k; ./$(STAGE)/bin/$$b __gendocs $$k $$dir || exit 1; done; done
-	for f in $(STAGE)/man/*.[158]; do gzip -9nf $$f; done
+	@# Each binary's documents go to its package's tree, $(STAGE)/PACKAGE/usr/share:
+	@# man pages by their section (whatever pages a binary writes), gzipped.
+	set -e; for bp in hotdeskd:hotdesk hotdeskctl:hotdesk hotdesk-term:hotdesk-term; do \
+		b=$${bp%%:*}; share=$(STAGE)/$${bp##*:}/usr/share; \
+		./$(STAGE)/bin/$$b __gendocs man $(STAGE)/gen/$$b; \
+		./$(STAGE)/bin/$$b __gendocs bash $$share/bash-completion/completions; \
+		./$(STAGE)/bin/$$b __gendocs zsh $$share/zsh/vendor-completions; \
+		for m in $(STAGE)/gen/$$b/*; do \
+			sec=$${m##*.}; install -D -m 0644 $$m $$share/man/man$$sec/$${m##*/}; gzip -9nf $$share/man/man$$sec/$${m##*/}; \
+		done; \
+	done
 	sed 's|/usr/local/bin/|/usr/bin/|g' configs/hotdeskd.service > $(STAGE)/hotdeskd.service
 	cp $(PAM_PIN) $(STAGE)/pam.d/hotdesk-pin
 	printf 'hotdesk (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- hotdesk developers <hotdesk@users.noreply.github.com>  %s\n' \
@@ -107,17 +115,16 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 install: stage
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/hotdesk \
-		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
 		$(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/tmpfiles.d \
 		$(DESTDIR)$(SYSCONFDIR)/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d
 	install -m 0755 $(STAGE)/bin/hotdeskd $(STAGE)/bin/hotdeskctl $(STAGE)/bin/hotdesk-term $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(STAGE)/bin/hotdesk-term-pcsc $(DESTDIR)$(PREFIX)/libexec/hotdesk/
-	install -m 0644 $(STAGE)/man/hotdesk-term.1.gz $(DESTDIR)$(PREFIX)/share/man/man1/
-	install -m 0644 $(STAGE)/man/hotdesk.hcl.5.gz $(DESTDIR)$(PREFIX)/share/man/man5/
-	install -m 0644 $(STAGE)/man/hotdeskd.8.gz $(STAGE)/man/hotdeskctl.8.gz $(DESTDIR)$(PREFIX)/share/man/man8/
-	install -m 0644 $(STAGE)/bash/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
-	install -m 0644 $(STAGE)/zsh/* $(DESTDIR)$(PREFIX)/share/zsh/site-functions/
+	for p in hotdesk hotdesk-term; do share=$(STAGE)/$$p/usr/share; \
+		for d in $$share/man/man*; do install -d $(DESTDIR)$(PREFIX)/share/man/$${d##*/}; install -m 0644 $$d/* $(DESTDIR)$(PREFIX)/share/man/$${d##*/}/; done; \
+		install -m 0644 $$share/bash-completion/completions/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; \
+		install -m 0644 $$share/zsh/vendor-completions/* $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; \
+	done
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/hotdesk/|$(SYSCONFDIR)/hotdesk/|g' configs/hotdeskd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/system/hotdeskd.service
 	install -m 0644 packaging/hotdesk.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/hotdesk.conf

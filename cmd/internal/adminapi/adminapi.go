@@ -108,8 +108,8 @@ type ServerInfo struct {
 	Weight      int       `json:"weight"`
 	Draining    bool      `json:"draining"`
 	Started     time.Time `json:"started"`
-	Self        bool      `json:"self"`              // the daemon answering
-	Version     string    `json:"version,omitempty"` // the server's build, from its record
+	Self        bool      `json:"self"` // the daemon answering
+	Version     string    `json:"version,omitempty"`
 }
 
 // PairRequest asks for a pairing code that registers the next token
