@@ -103,6 +103,7 @@ stage:
 		'$(DEB_VERSION)' '$(VERSION)' "$$(date -u -R -d @$(SOURCE_DATE_EPOCH))" | gzip -9n > $(STAGE)/changelog.gz
 
 deb: $(NFPM) stage
+	rm -f $(BUILD)/hotdesk_*_amd64.deb $(BUILD)/hotdesk-term_*_amd64.deb
 	DEB_VERSION='$(DEB_VERSION)' $(NFPM) package -p deb -f packaging/hotdesk.yaml -t $(BUILD)/hotdesk_$(DEB_VERSION)_amd64.deb
 	DEB_VERSION='$(DEB_VERSION)' $(NFPM) package -p deb -f packaging/hotdesk-term.yaml -t $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb
 
