@@ -51,11 +51,7 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcd
 	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
 		t.Skip("weston not installed")
 	}
-	bin := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := filepath.Join(dir, "pam.d")
 	if err := os.MkdirAll(pamDir, 0o755); err != nil {
