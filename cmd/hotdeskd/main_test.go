@@ -96,6 +96,7 @@ func freeAddr(t *testing.T) string {
 // SIGHUP with a broken config (keeping the old one), and stops cleanly on
 // SIGTERM, removing its admin socket.
 func TestDaemonSignals(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	bin := filepath.Join(buildBinaries(t), "hotdeskd")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "admin.sock")
