@@ -252,6 +252,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		cfg.Insert = []string{o.insert}
 	}
 	cfg.Display = strings.Fields(o.display)
+	ui := &greeterUI{scr: nopScreen{}}
+	if o.greeter && o.args[0] != "pair" {
+		cfg.UI = ui.event
+	}
 	if o.pcsc {
 		var filters []string
 		for _, r := range strings.Split(o.readers, ",") {
@@ -282,6 +286,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 		return nil
+	}
+	if cfg.UI != nil {
+		stopGreeter, err := startGreeter(ctx, a, ui, o.name)
+		if err != nil {
+			// The agent still works; scripts and the display client too.
+			logger.Error("no greeter", "error", err)
+		} else {
+			defer stopGreeter()
+		}
 	}
 	lines := make(chan string)
 	go readLines(ctx, stdin, lines, logger)

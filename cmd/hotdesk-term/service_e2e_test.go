@@ -73,21 +73,21 @@ type groupBroker struct {
 
 func newGroupBroker(t *testing.T, bin, id string, etcd []string) *groupBroker {
 	t.Helper()
+	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0]))
+}
+
+// newBroker prepares a hotdeskd with the given configuration blocks (etcd,
+// session, auth, compositor); start runs it.
+func newBroker(t *testing.T, bin, id, blocks string) *groupBroker {
+	t.Helper()
 	b := &groupBroker{t: t, bin: bin, id: id, dir: t.TempDir(), addr: freeAddr(t)}
 	b.socket = filepath.Join(b.dir, "admin.sock")
 	cfg := fmt.Sprintf(`server_id = %q
 data_dir = %q
 listen = %q
 admin_socket = %q
-etcd {
-  endpoints = [%q]
-  lease_ttl = "2s"
-}
-session {
-  auth = "card"
-  keep_on_stop = false
-}
-`, id, filepath.Join(b.dir, "data"), b.addr, b.socket, etcd[0])
+%s
+`, id, filepath.Join(b.dir, "data"), b.addr, b.socket, blocks)
 	b.cfg = filepath.Join(b.dir, "hotdesk.hcl")
 	if err := os.WriteFile(b.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

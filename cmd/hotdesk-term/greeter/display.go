@@ -1,3 +1,5 @@
+//go:build !nogreeter
+
 package greeter
 
 /*
