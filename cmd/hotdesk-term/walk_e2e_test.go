@@ -19,19 +19,57 @@ import (
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
 )
 
-// desktopDiff compares the area where FreeRDP draws the 800x600 desktop,
-// below weston's panel (its clock changes).
-func desktopDiff(a, b image.Image) float64 {
-	crop := func(img image.Image) image.Image {
-		type sub interface {
-			SubImage(image.Rectangle) image.Image
-		}
-		if s, ok := img.(sub); ok {
-			return s.SubImage(image.Rect(0, 40, 800, 600))
-		}
-		return img
+// desktopDiff compares r of two screenshots (the whole screen below
+// weston's panel, whose clock changes, if r is empty).
+func desktopDiff(a, b image.Image, r image.Rectangle) float64 {
+	if r.Empty() {
+		r = image.Rect(0, 40, a.Bounds().Dx(), a.Bounds().Dy())
 	}
-	return meanDiff(crop(a), crop(b))
+	type sub interface {
+		SubImage(image.Rectangle) image.Image
+	}
+	sa, oka := a.(sub)
+	sb, okb := b.(sub)
+	if !oka || !okb {
+		return meanDiff(a, b)
+	}
+	return meanDiff(sa.SubImage(r), sb.SubImage(r))
+}
+
+// changed is the bounding box of the pixels (below the panel) that differ
+// clearly between a and b.
+func changed(a, b image.Image) image.Rectangle {
+	var box image.Rectangle
+	r := a.Bounds()
+	for y := 40; y < r.Max.Y; y++ {
+		for x := 0; x < r.Max.X; x++ {
+			ar, ag, ab, _ := a.At(x, y).RGBA()
+			br, bg, bb, _ := b.At(x, y).RGBA()
+			d := max(int(ar>>8)-int(br>>8), int(br>>8)-int(ar>>8)) + max(int(ag>>8)-int(bg>>8), int(bg>>8)-int(ag>>8)) +
+				max(int(ab>>8)-int(bb>>8), int(bb>>8)-int(ab>>8))
+			if d > 60 {
+				box = box.Union(image.Rect(x, y, x+1, y+1))
+			}
+		}
+	}
+	return box
+}
+
+// fullDesktop reports a screen covered by the desktop: no greeter, no
+// black border (FreeRDP full screen, the desktop resized to the screen).
+func fullDesktop(img image.Image) bool {
+	var black, n float64
+	r := img.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y += 4 {
+		for x := r.Min.X; x < r.Max.X; x += 4 {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			if cr>>8 < 8 && cg>>8 < 8 && cb>>8 < 8 {
+				black++
+			}
+			n++
+		}
+	}
+	return greeterShare(img) < 0.05 && black/n < 0.05
 }
 
 // walkTerminal is one thin client of the walk: an X screen, a reader, a
@@ -193,7 +231,12 @@ auth {
 	}
 	session := att["session"].(string)
 	t1.evs.next("display")
-	before := t1.until("the desktop covers the greeter at terminal 1", func(img image.Image) bool { return greeterShare(img) < 0.05 })
+	var last image.Image
+	before := t1.until("the desktop covers the greeter at terminal 1", func(img image.Image) bool {
+		settled := fullDesktop(img) && last != nil && desktopDiff(img, last, image.Rectangle{}) < 0.01
+		last = img
+		return settled
+	})
 
 	// An application in the session.
 	run := filepath.Join(a.dir, "data", "sessions", session, "run")
@@ -203,7 +246,12 @@ auth {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { app.Process.Kill(); app.Wait() })
-	withApp := t1.until("the application at terminal 1", func(img image.Image) bool { return desktopDiff(img, before) > 1 })
+	var appBox image.Rectangle
+	withApp := t1.until("the application at terminal 1", func(img image.Image) bool {
+		appBox = changed(before, img)
+		return appBox.Dx() > 20 && appBox.Dy() > 20
+	})
+	t.Logf("the application drew %v", appBox)
 
 	// The card moves to terminal 2, homed at broker b.
 	card.Remove()
@@ -236,13 +284,13 @@ auth {
 		break
 	}
 	there := t2.until("the same desktop and application at terminal 2", func(img image.Image) bool {
-		return desktopDiff(img, withApp) < 1 && desktopDiff(img, before) > 1
+		return fullDesktop(img) && desktopDiff(img, withApp, appBox) < 2 && desktopDiff(img, before, appBox) > 10
 	})
 	if app.ProcessState != nil {
 		t.Fatal("the application ended")
 	}
-	t.Logf("terminal 2 vs terminal 1 with the application: mean diff %.3f; vs before the application: %.3f",
-		desktopDiff(there, withApp), desktopDiff(there, before))
+	t.Logf("terminal 2 vs terminal 1 with the application: mean diff %.3f (application's area %.3f); vs before the application: %.3f",
+		desktopDiff(there, withApp, image.Rectangle{}), desktopDiff(there, withApp, appBox), desktopDiff(there, before, appBox))
 	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" {
 		for name, img := range map[string]image.Image{"walk-1-desktop": before, "walk-2-app": withApp, "walk-3-terminal2": there} {
 			if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {

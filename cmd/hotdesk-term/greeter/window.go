@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"strings"
 	"sync"
+	"time"
 
 	"gioui.org/app"
 	"gioui.org/font/gofont"
@@ -103,7 +104,8 @@ func (g *Window) Last() Frame {
 	return g.last
 }
 
-// Close destroys the window and waits for its event loop to end.
+// Close destroys the window and waits (a few seconds at most) for its
+// event loop to end.
 func (g *Window) Close() {
 	g.mu.Lock()
 	already := g.closed
@@ -112,8 +114,26 @@ func (g *Window) Close() {
 	if !already {
 		g.w.Perform(system.ActionClose)
 	}
-	<-g.done
+	// Gio's X11 loop may sit in poll with the close request unflushed;
+	// an invalidation wakes it. An X server that never answers is not
+	// waited for beyond closeBound.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	bound := time.After(closeBound)
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-tick.C:
+			g.w.Invalidate()
+		case <-bound:
+			return
+		}
+	}
 }
+
+// closeBound bounds Close.
+const closeBound = 5 * time.Second
 
 func (g *Window) loop() {
 	defer close(g.done)
