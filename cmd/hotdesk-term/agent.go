@@ -125,6 +125,11 @@ type agent struct {
 	lastAddr  string // the broker whose connection was lost last
 	// redirFails counts redirects in a row whose target did not answer.
 	redirFails int
+	// retries are tokens answered "unavailable" (retry.go); represent
+	// carries their timers into the loop, stopped closes when it ends.
+	retries   retryState
+	represent chan string
+	stopped   chan struct{}
 }
 
 // link is one connection to a broker.
@@ -215,19 +220,21 @@ func newAgent(cfg Config) (*agent, error) {
 		return nil, fmt.Errorf("agent: more than %d scripted answers", maxQueuedAnswers)
 	}
 	return &agent{
-		cfg:     cfg,
-		clk:     cfg.Clock,
-		log:     cfg.Logger,
-		out:     &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now, ui: cfg.UI},
-		prov:    soft.NewProvider(cfg.Keystore, cfg.Clock),
-		cards:   make(map[string]string),
-		ctrl:    make(chan command),
-		inbox:   make(chan inMsg, inboxSize),
-		ticks:   make(chan *link),
-		dialed:  make(chan dialResult),
-		retry:   make(chan struct{}, 1),
-		backoff: cfg.MinBackoff,
-		answers: slices.Clone(cfg.Answers),
+		cfg:       cfg,
+		clk:       cfg.Clock,
+		log:       cfg.Logger,
+		out:       &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now, ui: cfg.UI},
+		prov:      soft.NewProvider(cfg.Keystore, cfg.Clock),
+		cards:     make(map[string]string),
+		ctrl:      make(chan command),
+		inbox:     make(chan inMsg, inboxSize),
+		ticks:     make(chan *link),
+		dialed:    make(chan dialResult),
+		retry:     make(chan struct{}, 1),
+		represent: make(chan string),
+		stopped:   make(chan struct{}),
+		backoff:   cfg.MinBackoff,
+		answers:   slices.Clone(cfg.Answers),
 	}, nil
 }
 
@@ -399,6 +406,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer func() {
+		close(a.stopped)
+		a.stopRetries()
 		if a.conn != nil {
 			a.conn.close()
 		}
@@ -446,6 +455,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			a.ping(l)
 		case r := <-a.dialed:
 			a.dialDone(ctx, r)
+		case tok := <-a.represent:
+			a.representDue(tok)
 		case <-a.retry:
 			a.retrying = nil
 			if a.conn == nil && !a.dialing {
@@ -702,8 +713,10 @@ func (a *agent) cardEvent(ev tokens.Event) {
 func (a *agent) tokenEvent(ev tokens.Event) {
 	switch ev.Kind {
 	case tokens.Inserted:
+		a.insertDone(ev.Token) // a new insertion: new retries
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:
+		a.insertDone(ev.Token)
 		a.send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Error:
 		msg := "token device error"
@@ -780,6 +793,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		}
 	case *proto.Attached:
 		a.redirFails = 0
+		a.insertDone(m.Token)
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
 		a.startDisplay(ctx, l, m)
@@ -791,6 +805,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		a.out.emit(detachedEvent(m))
 	case *proto.Error:
 		a.out.emit(protoErrorEvent(m))
+		a.unavailable(m)
 	case *proto.Redirect:
 		a.redirect(ctx, l, m)
 	case *proto.Ping:
