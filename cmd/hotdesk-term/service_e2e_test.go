@@ -14,34 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
-// binaries builds hotdeskd, hotdeskctl and hotdesk-term once per test run.
-var binaries = struct {
-	once sync.Once
-	dir  string
-	err  error
-}{}
-
+// buildBinaries builds hotdesk-term, hotdeskd and hotdeskctl once per
+// test process (testutil.Build).
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	binaries.once.Do(func() {
-		binaries.dir, binaries.err = os.MkdirTemp("", "hotdesk-term-bin-")
-		if binaries.err != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", binaries.dir+"/", ".", "../hotdeskd", "../hotdeskctl").CombinedOutput()
-		if err != nil {
-			binaries.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binaries.err != nil {
-		t.Fatal(binaries.err)
-	}
-	return binaries.dir
+	return testutil.Build(t, ".", "../hotdeskd", "../hotdeskctl")
 }
 
 // needTool fails under CI=true and skips otherwise when a tool is missing.
