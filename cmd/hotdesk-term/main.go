@@ -22,6 +22,12 @@
 // tokens again after every reconnect, and pings its broker every
 // -keepalive. Commands on stdin still work; its end is ignored.
 //
+// -greeter shows the full-screen greeter (package greeter) on $DISPLAY or
+// $WAYLAND_DISPLAY whenever no desktop is attached: prompts are answered
+// there (PINs masked), F2 enters a pairing code; what it draws is also
+// reported as "greeter" events. Without a display the agent runs on
+// without it.
+//
 // -config FILE reads settings from an HCL file (configs/hotdesk-term.hcl
 // documents every key); flags given on the command line win.
 //
