@@ -25,9 +25,13 @@ type memberCache struct {
 }
 
 // groupMembers returns the brokers of the group as the registry lists them
-// (those with a fingerprint), read at most memberTTL ago. One caller at a
-// time reads the registry; the others get the previous list meanwhile. A
-// failed read keeps the previous list (possibly none).
+// (those with a fingerprint). The first call reads the registry; later
+// ones get the cached list at once, and one of them refreshes it in the
+// background once it is memberTTL old, so a slow registry never delays a
+// handshake after the first. A failed read keeps the previous list
+// (possibly none). ctx bounds the read; it must outlive the call (the
+// Serve context). Callers run under b.wg (serveConn), so the refresh
+// goroutine is waited for by Shutdown.
 func (b *Broker) groupMembers(ctx context.Context) []proto.Member {
 	c := &b.members
 	c.mu.Lock()
@@ -37,8 +41,24 @@ func (b *Broker) groupMembers(ctx context.Context) []proto.Member {
 		return list
 	}
 	c.fetching = true
+	first := c.at.IsZero()
+	list := c.list
 	c.mu.Unlock()
+	if first {
+		return b.refreshMembers(ctx)
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.refreshMembers(ctx)
+	}()
+	return list
+}
 
+// refreshMembers reads the group's members into the cache and returns the
+// cached list.
+func (b *Broker) refreshMembers(ctx context.Context) []proto.Member {
+	c := &b.members
 	rctx, cancel := context.WithTimeout(ctx, memberReadTimeout)
 	servers, err := b.registry().Servers(rctx)
 	cancel()
@@ -48,6 +68,7 @@ func (b *Broker) groupMembers(ctx context.Context) []proto.Member {
 	c.fetching = false
 	if err != nil {
 		b.log.Debug("reading group members failed", "error", err)
+		c.at = b.clk.Now() // try again after memberTTL, not on every handshake
 		return c.list
 	}
 	list := make([]proto.Member, 0, min(len(servers), proto.MaxMembers))
