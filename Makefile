@@ -20,7 +20,7 @@ endif
 # Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules;
 # the package test: lintian to inspect the .debs, man-db for `man hotdeskctl`, zsh to check
 # the generated completion).
-DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick
+DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick libwayland-dev libxkbcommon-x11-dev libgles2-mesa-dev libegl1-mesa-dev libx11-xcb-dev libxcursor-dev libxfixes-dev libvulkan-dev pkg-config xdotool
 DEB_PKGS += lintian man-db zsh
 
 .PHONY: all build deps demo demo-card test test-short vet fuzz clean deb stage install package-test
@@ -84,7 +84,7 @@ stage:
 	rm -rf $(STAGE) && mkdir -p $(STAGE)/bin $(STAGE)/pam.d
 	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskd
 	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskctl
-	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -tags nopcsc -o $(STAGE)/bin/hotdesk-term ./cmd/hotdesk-term
+	$(GO) build $(REL_FLAGS) -tags nopcsc -o $(STAGE)/bin/hotdesk-term ./cmd/hotdesk-term
 	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/hotdesk-term-pcsc ./cmd/hotdesk-term
 	@# Each binary's documents go to its package's tree, $(STAGE)/PACKAGE/usr/share:
 	@# man pages by their section (whatever pages a binary writes), gzipped.
@@ -98,6 +98,7 @@ stage:
 		done; \
 	done
 	sed 's|/usr/local/bin/|/usr/bin/|g' configs/hotdeskd.service > $(STAGE)/hotdeskd.service
+	sed 's|/usr/local/bin/|/usr/bin/|g' configs/hotdesk-term.service > $(STAGE)/hotdesk-term.service
 	cp $(PAM_PIN) $(STAGE)/pam.d/hotdesk-pin
 	printf 'hotdesk (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- hotdesk developers <hotdesk@users.noreply.github.com>  %s\n' \
 		'$(DEB_VERSION)' '$(VERSION)' "$$(date -u -R -d @$(SOURCE_DATE_EPOCH))" | gzip -9n > $(STAGE)/changelog.gz
@@ -128,7 +129,10 @@ install: stage
 	done
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/hotdesk/|$(SYSCONFDIR)/hotdesk/|g' configs/hotdeskd.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/system/hotdeskd.service
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/hotdesk/|$(SYSCONFDIR)/hotdesk/|g' configs/hotdesk-term.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/hotdesk-term.service
 	install -m 0644 packaging/hotdesk.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/hotdesk.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk-term.hcl || install -m 0644 configs/hotdesk-term.hcl $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk-term.hcl
 	test -e $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl || install -m 0644 configs/hotdesk.hcl $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk || install -m 0644 configs/pam.d/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin || install -m 0644 $(PAM_PIN) $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin

@@ -11,8 +11,9 @@ import (
 
 // TestNoPCSCBuild checks the split that keeps libpcsclite out of a
 // software-token terminal: built with -tags nopcsc the agent does not
-// depend on tokens/pcsc or the cgo PC/SC binding, builds without cgo, and
-// with -pcsc replaces itself by hotdesk-term-pcsc with the same arguments.
+// depend on tokens/pcsc or the cgo PC/SC binding, does not link
+// libpcsclite, and with -pcsc replaces itself by hotdesk-term-pcsc with
+// the same arguments.
 func TestNoPCSCBuild(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-tags", "nopcsc", ".").CombinedOutput()
 	if err != nil {
@@ -25,10 +26,11 @@ func TestNoPCSCBuild(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "hotdesk-term")
-	build := exec.Command("go", "build", "-tags", "nopcsc", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("CGO_ENABLED=0 go build -tags nopcsc: %v\n%s", err, out)
+	if out, err := exec.Command("go", "build", "-tags", "nopcsc", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags nopcsc: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("ldd", bin).CombinedOutput(); err == nil && strings.Contains(string(out), "libpcsclite") {
+		t.Errorf("the nopcsc build links libpcsclite:\n%s", out)
 	}
 	args := []string{"-server", "127.0.0.1:1", "-pin", "sha256:00", "-pcsc", "run"}
 	if out, err := exec.Command(bin, args...).CombinedOutput(); err == nil || !strings.Contains(string(out), "hotdesk-term-pcsc is not installed") {
@@ -99,7 +101,7 @@ func TestCommandLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs, _ := newFlagSet(&options{}, &stringList{}, nil)
+	fs, _ := newFlagSet(&options{}, &stringList{}, &stringList{}, &stringList{}, nil)
 	for _, name := range []string{"server", "pin", "pcsc", "remove-grace", "version"} {
 		if fs.Lookup(name) == nil {
 			t.Fatalf("no flag %s", name)
