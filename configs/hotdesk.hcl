@@ -36,6 +36,18 @@ admin_socket = "/run/hotdesk/admin.sock"
 # the daemon's own user. "" = nobody else.
 admin_group = ""
 
+# Prometheus /metrics, /livez and /readyz over plain HTTP. Keep it on
+# loopback (or a management network); "off" disables it. If the default
+# port is taken the daemon starts without it and logs why.
+metrics_listen = "127.0.0.1:9450"
+
+# An executable run for every event of this broker (session attached,
+# suspended, token inserted, login refused, ...) with the event as one JSON
+# object on stdin, like Sun Ray's utaction. Runs one at a time, each bounded
+# by event_hook_timeout; events arriving while the queue is full are skipped.
+# event_hook = "/usr/local/lib/hotdesk/on-event"
+# event_hook_timeout = "10s"
+
 # trace | debug | info | warn | error
 log_level = "info"
 

@@ -51,8 +51,12 @@ const (
 	DefaultDataDir     = "/var/lib/hotdesk"
 	DefaultListen      = "0.0.0.0:4500"
 	DefaultAdminSocket = "/run/hotdesk/admin.sock"
-	DefaultLogLevel    = "info"
-	DefaultEtcdPrefix  = "/hotdesk/"
+	// DefaultMetricsListen is metrics_listen's default: loopback only. If
+	// the default port is taken the daemon runs without it (and says so);
+	// an explicit address that cannot be bound is an error.
+	DefaultMetricsListen = "127.0.0.1:9450"
+	DefaultLogLevel      = "info"
+	DefaultEtcdPrefix    = "/hotdesk/"
 	// The embedded etcd member listens on loopback only, on ports next to
 	// the terminal listener's so that it does not collide with a system etcd.
 	DefaultEmbeddedClientURL = "http://127.0.0.1:4501"
@@ -88,8 +92,15 @@ type Config struct {
 	// AdminGroup is the unix group whose members may use the admin socket
 	// besides root and the daemon's uid; "" = none.
 	AdminGroup string
-	LogLevel   string // log_level: trace|debug|info|warn|error
-	LogJSON    bool   // log_json
+	// MetricsListen serves /metrics, /livez and /readyz over plain HTTP
+	// (default loopback only, DefaultMetricsListen); "off" disables it.
+	MetricsListen string // metrics_listen
+	// EventHook is an executable run for every event of this broker with
+	// the event as JSON on stdin ("" = none), bounded by EventHookTimeout.
+	EventHook        string        // event_hook
+	EventHookTimeout time.Duration // event_hook_timeout
+	LogLevel         string        // log_level: trace|debug|info|warn|error
+	LogJSON          bool          // log_json
 
 	TLS     TLS
 	Etcd    Etcd
@@ -264,10 +275,12 @@ func Default() *Config {
 // base is the defaults that do not depend on other settings.
 func base() *Config {
 	return &Config{
-		DataDir:     DefaultDataDir,
-		Listen:      DefaultListen,
-		AdminSocket: DefaultAdminSocket,
-		LogLevel:    DefaultLogLevel,
+		DataDir:          DefaultDataDir,
+		Listen:           DefaultListen,
+		AdminSocket:      DefaultAdminSocket,
+		LogLevel:         DefaultLogLevel,
+		MetricsListen:    DefaultMetricsListen,
+		EventHookTimeout: 10 * time.Second,
 		Etcd: Etcd{
 			LeaseTTL:    5 * time.Second,
 			DialTimeout: 5 * time.Second,
@@ -389,15 +402,18 @@ func Parse(src []byte, filename string) (*Config, error) {
 
 // raw* mirror the file's schema; durations are strings converted afterwards.
 type rawConfig struct {
-	ServerID     string `hcl:"server_id,optional"`
-	DataDir      string `hcl:"data_dir,optional"`
-	Listen       string `hcl:"listen,optional"`
-	Advertise    string `hcl:"advertise,optional"`
-	AdminSocket  string `hcl:"admin_socket,optional"`
-	AttachListen string `hcl:"attach_listen,optional"`
-	AdminGroup   string `hcl:"admin_group,optional"`
-	LogLevel     string `hcl:"log_level,optional"`
-	LogJSON      bool   `hcl:"log_json,optional"`
+	ServerID         string `hcl:"server_id,optional"`
+	DataDir          string `hcl:"data_dir,optional"`
+	Listen           string `hcl:"listen,optional"`
+	Advertise        string `hcl:"advertise,optional"`
+	AdminSocket      string `hcl:"admin_socket,optional"`
+	AttachListen     string `hcl:"attach_listen,optional"`
+	AdminGroup       string `hcl:"admin_group,optional"`
+	MetricsListen    string `hcl:"metrics_listen,optional"`
+	EventHook        string `hcl:"event_hook,optional"`
+	EventHookTimeout string `hcl:"event_hook_timeout,optional"`
+	LogLevel         string `hcl:"log_level,optional"`
+	LogJSON          bool   `hcl:"log_json,optional"`
 
 	TLS        *rawTLS        `hcl:"tls,block"`
 	Etcd       *rawEtcd       `hcl:"etcd,block"`
@@ -541,6 +557,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 	d := base()
 	raw := rawConfig{
 		DataDir: d.DataDir, Listen: d.Listen, AdminSocket: d.AdminSocket, LogLevel: d.LogLevel,
+		MetricsListen: d.MetricsListen, EventHookTimeout: d.EventHookTimeout.String(),
 		TLS: &rawTLS{},
 		Etcd: &rawEtcd{
 			LeaseTTL: d.Etcd.LeaseTTL.String(), DialTimeout: d.Etcd.DialTimeout.String(),
@@ -582,15 +599,18 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		return v
 	}
 	c := &Config{
-		ServerID:     raw.ServerID,
-		DataDir:      resolve(dir, raw.DataDir),
-		Listen:       raw.Listen,
-		Advertise:    raw.Advertise,
-		AdminSocket:  resolve(dir, raw.AdminSocket),
-		AttachListen: raw.AttachListen,
-		AdminGroup:   raw.AdminGroup,
-		LogLevel:     raw.LogLevel,
-		LogJSON:      raw.LogJSON,
+		ServerID:         raw.ServerID,
+		DataDir:          resolve(dir, raw.DataDir),
+		Listen:           raw.Listen,
+		Advertise:        raw.Advertise,
+		AdminSocket:      resolve(dir, raw.AdminSocket),
+		AttachListen:     raw.AttachListen,
+		AdminGroup:       raw.AdminGroup,
+		MetricsListen:    raw.MetricsListen,
+		EventHook:        resolve(dir, raw.EventHook),
+		EventHookTimeout: dur("event_hook_timeout", raw.EventHookTimeout),
+		LogLevel:         raw.LogLevel,
+		LogJSON:          raw.LogJSON,
 		TLS: TLS{
 			CertFile: resolve(dir, raw.TLS.CertFile),
 			KeyFile:  resolve(dir, raw.TLS.KeyFile),
@@ -749,6 +769,14 @@ func (c *Config) validate(rg ranges) error {
 		if err := checkHostPort(c.AttachListen, true); err != nil {
 			bad("attach_listen", "Invalid attach listen address", "%q: %v.", c.AttachListen, err)
 		}
+	}
+	if c.MetricsListen != "off" {
+		if err := checkHostPort(c.MetricsListen, true); err != nil {
+			bad("metrics_listen", "Invalid metrics listen address", "%q: %v (or \"off\").", c.MetricsListen, err)
+		}
+	}
+	if c.EventHook != "" && !filepath.IsAbs(c.EventHook) {
+		bad("event_hook", "Invalid event hook", "%q must be an absolute path.", c.EventHook)
 	}
 	if c.AdminSocket == "" {
 		bad("admin_socket", "Missing admin socket", "must not be empty.")
