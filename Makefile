@@ -7,7 +7,7 @@ GO      ?= go
 BIN     := bin
 CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo
 # Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules).
-DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick
+DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick chromium
 
 .PHONY: all build deps demo demo-card test test-short vet fuzz clean
 

@@ -324,6 +324,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			return nil
 		}, "event hook")
 	}
+	if err := d.startDashboard(sctx, backend, cert, logger.Named("dashboard")); err != nil {
+		return nil, err
+	}
 	if cfg.MetricsListen != "off" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		switch {

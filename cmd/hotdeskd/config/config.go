@@ -106,6 +106,8 @@ type Config struct {
 	Etcd    Etcd
 	Session Session
 	Auth    Auth
+	// Dashboard is the web admin dashboard (off unless listen is set).
+	Dashboard Dashboard
 	// Seats are card readers attached to this host (kiosk or console
 	// case), each watched by a local terminal agent named "seat-<name>".
 	Seats []Seat
@@ -205,6 +207,18 @@ type Seat struct {
 	RemoveGrace time.Duration // remove_grace; default 1s
 }
 
+// Dashboard configures the web admin dashboard, served over HTTPS by
+// hotdeskd. Users log in with PAM (PAMService) and must be members of the
+// top-level admin_group (may act) or of ReadOnlyGroup (may look).
+type Dashboard struct {
+	Listen        string // listen; "" = no dashboard
+	CertFile      string // cert_file; default: the broker's certificate (tls block)
+	KeyFile       string // key_file
+	ReadOnlyGroup string // readonly_group; "" = no read-only role
+	PAMService    string // pam_service; default "hotdesk-admin"
+	SessionTTL    time.Duration
+}
+
 // Pairing configures pairing codes (enrolling a new token from the admin CLI).
 type Pairing struct {
 	CodeTTL       time.Duration // code_ttl; default 10m
@@ -280,6 +294,7 @@ func base() *Config {
 		AdminSocket:      DefaultAdminSocket,
 		LogLevel:         DefaultLogLevel,
 		MetricsListen:    DefaultMetricsListen,
+		Dashboard:        Dashboard{PAMService: "hotdesk-admin", SessionTTL: 8 * time.Hour},
 		EventHookTimeout: 10 * time.Second,
 		Etcd: Etcd{
 			LeaseTTL:    5 * time.Second,
@@ -423,6 +438,16 @@ type rawConfig struct {
 	SeatAgent  string         `hcl:"seat_agent,optional"`
 	Compositor *rawCompositor `hcl:"compositor,block"`
 	Pairing    *rawPairing    `hcl:"pairing,block"`
+	Dashboard  *rawDashboard  `hcl:"dashboard,block"`
+}
+
+type rawDashboard struct {
+	Listen        string `hcl:"listen,optional"`
+	CertFile      string `hcl:"cert_file,optional"`
+	KeyFile       string `hcl:"key_file,optional"`
+	ReadOnlyGroup string `hcl:"readonly_group,optional"`
+	PAMService    string `hcl:"pam_service,optional"`
+	SessionTTL    string `hcl:"session_ttl,optional"`
 }
 
 type rawTLS struct {
@@ -575,6 +600,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			Type: d.Compositor.Type, Binary: d.Compositor.Binary, Backend: d.Compositor.Backend,
 			StartTimeout: d.Compositor.StartTimeout.String(), StopGrace: d.Compositor.StopGrace.String(),
 		},
+		Dashboard: &rawDashboard{PAMService: d.Dashboard.PAMService, SessionTTL: d.Dashboard.SessionTTL.String()},
 		Pairing: &rawPairing{
 			CodeTTL: d.Pairing.CodeTTL.String(), MaxFailures: d.Pairing.MaxFailures,
 			FailureWindow: d.Pairing.FailureWindow.String(), Lockout: d.Pairing.Lockout.String(),
@@ -664,6 +690,14 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			MaxFailures:   raw.Pairing.MaxFailures,
 			FailureWindow: dur("pairing.failure_window", raw.Pairing.FailureWindow),
 			Lockout:       dur("pairing.lockout", raw.Pairing.Lockout),
+		},
+		Dashboard: Dashboard{
+			Listen:        raw.Dashboard.Listen,
+			CertFile:      resolve(dir, raw.Dashboard.CertFile),
+			KeyFile:       resolve(dir, raw.Dashboard.KeyFile),
+			ReadOnlyGroup: raw.Dashboard.ReadOnlyGroup,
+			PAMService:    raw.Dashboard.PAMService,
+			SessionTTL:    dur("dashboard.session_ttl", raw.Dashboard.SessionTTL),
 		},
 	}
 	c.SeatAgent = resolveBinary(dir, raw.SeatAgent)
@@ -774,6 +808,21 @@ func (c *Config) validate(rg ranges) error {
 		if err := checkHostPort(c.MetricsListen, true); err != nil {
 			bad("metrics_listen", "Invalid metrics listen address", "%q: %v (or \"off\").", c.MetricsListen, err)
 		}
+	}
+	if c.Dashboard.Listen != "" {
+		if err := checkHostPort(c.Dashboard.Listen, true); err != nil {
+			bad("dashboard.listen", "Invalid dashboard listen address", "%q: %v.", c.Dashboard.Listen, err)
+		}
+		if c.AdminGroup == "" {
+			bad("dashboard.listen", "Dashboard without an admin group", "the dashboard needs admin_group: only its members may act.")
+		}
+		if (c.Dashboard.CertFile == "") != (c.Dashboard.KeyFile == "") {
+			bad("dashboard.cert_file", "Incomplete dashboard certificate", "set both cert_file and key_file, or neither (the broker's certificate is used).")
+		}
+		if c.Dashboard.PAMService == "" || strings.ContainsAny(c.Dashboard.PAMService, "/ \t") {
+			bad("dashboard.pam_service", "Invalid PAM service", "%q is not a PAM service name.", c.Dashboard.PAMService)
+		}
+		positive("dashboard.session_ttl", c.Dashboard.SessionTTL)
 	}
 	if c.EventHook != "" && !filepath.IsAbs(c.EventHook) {
 		bad("event_hook", "Invalid event hook", "%q must be an absolute path.", c.EventHook)

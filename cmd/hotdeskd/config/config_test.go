@@ -41,8 +41,9 @@ func TestLoadGolden(t *testing.T) {
 				AdminSocket:   "/run/hd/admin.sock",
 				AdminGroup:    "hotdesk-admin",
 				MetricsListen: "127.0.0.1:9555", EventHook: "/usr/local/lib/hotdesk/on-event", EventHookTimeout: 5 * time.Second,
-				LogLevel: "debug",
-				LogJSON:  true,
+				Dashboard: Dashboard{Listen: "0.0.0.0:4443", ReadOnlyGroup: "helpdesk", PAMService: "hd-admin", SessionTTL: time.Hour},
+				LogLevel:  "debug",
+				LogJSON:   true,
 				TLS: TLS{
 					CertFile: "/etc/hotdesk/tls/broker.crt",
 					KeyFile:  "/etc/hotdesk/tls/broker.key",
