@@ -35,7 +35,7 @@ func browser(t *testing.T, path string) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.NoSandbox, // tests run as root
+		chromedp.NoSandbox,                               // tests run as root
 		chromedp.Flag("ignore-certificate-errors", true), // the broker's self-signed certificate
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(1280, 900),

@@ -65,7 +65,7 @@ func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(
 	return nil
 }
 func (b *fakeBackend) Pairings(context.Context) ([]adminapi.PairingInfo, error) { return nil, nil }
-func (b *fakeBackend) RevokePairing(context.Context, string) error             { return nil }
+func (b *fakeBackend) RevokePairing(context.Context, string) error              { return nil }
 func (b *fakeBackend) PairToken(_ context.Context, _ string, req adminapi.PairRequest) (adminapi.PairResponse, error) {
 	return adminapi.PairResponse{Code: "ABCD-EFGH-JKMN", Expires: time.Now().Add(time.Minute)}, nil
 }
