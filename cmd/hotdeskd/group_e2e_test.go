@@ -36,6 +36,14 @@ type testGroup struct {
 	brokers []*groupBroker
 }
 
+// builtBin holds the binaries built once for the group tests of this run.
+var builtBin struct {
+	once sync.Once
+	dir  string
+	err  error
+	out  []byte
+}
+
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("weston"); err != nil {
@@ -44,14 +52,20 @@ func buildBinaries(t *testing.T) string {
 		}
 		t.Skip("weston not installed")
 	}
-	bin := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	builtBin.once.Do(func() {
+		builtBin.dir, builtBin.err = os.MkdirTemp("", "hotdesk-group-bin-")
+		if builtBin.err == nil {
+			builtBin.out, builtBin.err = exec.Command("go", "build", "-o", builtBin.dir+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput()
+		}
+	})
+	if builtBin.err != nil {
+		t.Fatalf("go build: %v\n%s", builtBin.err, builtBin.out)
 	}
-	return bin
+	return builtBin.dir
 }
 
+// startGroup starts n brokers; extra is added to every broker's config,
+// with {{ID}} replaced by the broker's id.
 func startGroup(t *testing.T, n int, extra string) *testGroup {
 	t.Helper()
 	bin := buildBinaries(t)
@@ -75,7 +89,7 @@ session {
   keep_on_stop = false
 }
 %s
-`, b.id, filepath.Join(dir, "data"), b.addr, b.socket, b.metrics, eps[0], extra)
+`, b.id, filepath.Join(dir, "data"), b.addr, b.socket, b.metrics, eps[0], strings.ReplaceAll(extra, "{{ID}}", b.id))
 		cfgPath := filepath.Join(dir, "hotdesk.hcl")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -286,7 +300,16 @@ func metric(t *testing.T, b *groupBroker, name string) float64 {
 // killed one; events -f on broker 3 shows a cross-server hot-desk; the
 // metrics of broker 1 change as the token moves. Budget: about 20-40 s.
 func TestGroupAdminE2E(t *testing.T) {
-	g := startGroup(t, 3, "")
+	// Every broker runs an event hook that appends the event's JSON to a file.
+	hookDir := t.TempDir()
+	hook := filepath.Join(hookDir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\ncat >> \"$(dirname \"$0\")/events-$HOTDESK_TEST_ID.jsonl\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hookDir, "wrap-b1.sh"), []byte("#!/bin/sh\nHOTDESK_TEST_ID=b1 exec "+hook+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := startGroup(t, 3, fmt.Sprintf("event_hook = %q", filepath.Join(hookDir, "wrap-{{ID}}.sh")))
 	b1, b2, b3 := g.brokers[0], g.brokers[1], g.brokers[2]
 
 	// server list shows every member with its version.
@@ -401,6 +424,13 @@ func TestGroupAdminE2E(t *testing.T) {
 	if v := metric(t, b1, `hotdesk_broker_events_total{kind="destroyed"}`); v != 1 {
 		t.Errorf("destroyed events counted on b1 = %v; want 1", v)
 	}
+	// b1's hook saw its events as JSON on stdin (b2 and b3 have no hook
+	// script: their failures are only logged).
+	waitUntil(t, "b1's hook got the destroyed event", func() bool {
+		b, _ := os.ReadFile(filepath.Join(hookDir, "events-b1.jsonl"))
+		return strings.Contains(string(b), `"kind":"destroyed"`) && strings.Contains(string(b), `"session":"`+sid+`"`) &&
+			strings.Contains(string(b), `"kind":"resumed"`)
+	})
 	// Health over HTTP.
 	for _, p := range []string{"/livez", "/readyz"} {
 		resp, err := http.Get("http://" + b2.metrics + p)
