@@ -36,15 +36,8 @@ type testGroup struct {
 	brokers []*groupBroker
 }
 
-// builtBin holds the binaries built once for the group tests of this run.
-var builtBin struct {
-	once sync.Once
-	dir  string
-	err  error
-	out  []byte
-}
-
-func buildBinaries(t *testing.T) string {
+// needWeston fails (CI) or skips the test when weston is missing.
+func needWeston(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("weston"); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -52,22 +45,13 @@ func buildBinaries(t *testing.T) string {
 		}
 		t.Skip("weston not installed")
 	}
-	builtBin.once.Do(func() {
-		builtBin.dir, builtBin.err = os.MkdirTemp("", "hotdesk-group-bin-")
-		if builtBin.err == nil {
-			builtBin.out, builtBin.err = exec.Command("go", "build", "-o", builtBin.dir+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput()
-		}
-	})
-	if builtBin.err != nil {
-		t.Fatalf("go build: %v\n%s", builtBin.err, builtBin.out)
-	}
-	return builtBin.dir
 }
 
 // startGroup starts n brokers; extra is added to every broker's config,
 // with {{ID}} replaced by the broker's id.
 func startGroup(t *testing.T, n int, extra string) *testGroup {
 	t.Helper()
+	needWeston(t)
 	bin := buildBinaries(t)
 	eps := etcdtest.Start(t)
 	g := &testGroup{t: t, bin: bin}
