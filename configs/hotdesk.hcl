@@ -217,3 +217,17 @@ pairing {
   failure_window = "15m"
   lockout        = "15m"
 }
+
+# Web admin dashboard over HTTPS: servers, sessions (kill, disconnect,
+# lock), terminals, tokens (pairing codes with QR, registration, disable)
+# and live events. Off unless listen is set. Logins are checked by PAM
+# (pam_service) and then by group: members of admin_group (above, required)
+# may act, members of readonly_group may only look.
+# dashboard {
+#   listen         = "0.0.0.0:4443"
+#   cert_file      = ""               # default: the broker's certificate (tls block)
+#   key_file       = ""
+#   readonly_group = "helpdesk"
+#   pam_service    = "hotdesk-admin"
+#   session_ttl    = "8h"
+# }
