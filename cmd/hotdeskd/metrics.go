@@ -62,7 +62,7 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			func() float64 { return float64(d.presence.connected()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_registry_lease_healthy", Help: "1 while the registry lease is held and renewed in time."},
 			func() float64 { return boolf(d.broker.Ready() == nil) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_broker_events_dropped_total", Help: "Events subscribers lost by falling behind."},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hotdesk_broker_events_dropped_total", Help: "Events subscribers (registry, presence, metrics, hook) lost by falling behind."},
 			func() float64 { return float64(bus.Dropped()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_build_info", Help: "Always 1; the version is a label.",
 			ConstLabels: prometheus.Labels{"version": version.String()}}, func() float64 { return 1 }),
