@@ -29,9 +29,12 @@ type Row struct {
 	// SessionsLost: sessions whose token led to a new session while they
 	// were neither ended with a reason (Detached destroyed) nor listed as
 	// orphaned.
-	SessionsLost     int      `json:"sessions_lost"`
-	SessionsOrphaned int      `json:"sessions_orphaned"`
-	Violations       []string `json:"violations,omitempty"`
+	SessionsLost     int `json:"sessions_lost"`
+	SessionsOrphaned int `json:"sessions_orphaned"`
+	// AttachedUnclaimed: Attached messages from a broker that did not hold
+	// the token's claim in etcd around that time (± ClaimGrace).
+	AttachedUnclaimed int      `json:"attached_unclaimed"`
+	Violations        []string `json:"violations,omitempty"`
 }
 
 // Violated reports whether the row breaks an invariant.
@@ -43,6 +46,9 @@ type checkConfig struct {
 	// session: a takeover's Detached to the old terminal and Attached to
 	// the new one are sent together but travel on different connections.
 	TakeoverWindow time.Duration
+	// ClaimGrace allows for the delay of the harness's etcd watch when an
+	// Attached is matched with the claim history.
+	ClaimGrace time.Duration
 }
 
 // interval is one stretch of a terminal showing a session: from Attached
@@ -201,8 +207,30 @@ func check(h History, cfg checkConfig) []Row {
 		default:
 			p.row.SessionsLost++
 			p.row.Violations = append(p.row.Violations, fmt.Sprintf(
-				"session %s of %s (on %s, last attached at %s %.2fs) replaced by new session %s on %s at %s %.2fs without being ended or listed as orphaned",
-				prev.Session, e.Token, prev.Server, prev.Term, secs(prev.At), e.Session, e.Server, e.Term, secs(e.At)))
+				"session %s of %s (on %s, last attached at %s %.2fs) replaced by new session %s on %s at %s %.2fs without being ended or listed as orphaned; registry: %s",
+				prev.Session, e.Token, prev.Server, prev.Term, secs(prev.At), e.Session, e.Server, e.Term, secs(e.At),
+				claimStory(h.Claims, prev.At, e.At, e.Token)))
+		}
+	}
+
+	// The registry's side: an Attached needs the broker's claim.
+	claims := map[string][]ClaimEvent{}
+	if len(h.Claims) > 0 {
+		cs := append([]ClaimEvent(nil), h.Claims...)
+		sort.SliceStable(cs, func(i, j int) bool { return cs[i].Rev < cs[j].Rev })
+		for _, c := range cs {
+			claims[c.Token] = append(claims[c.Token], c)
+		}
+		for _, e := range events {
+			if e.Kind != KindAttached || heldBy(claims[e.Token], e.Server, e.At, cfg.ClaimGrace, h.End) {
+				continue
+			}
+			p := at(e.At)
+			p.row.AttachedUnclaimed++
+			p.row.Violations = append(p.row.Violations, fmt.Sprintf(
+				"%s attached %s session %s at %.2fs while %s held no claim of it (±%dms); registry: %s",
+				e.Server, e.Term, e.Session, secs(e.At), e.Server, cfg.ClaimGrace.Milliseconds(),
+				claimStory(claims[e.Token], e.At-5*time.Second, e.At+cfg.ClaimGrace)))
 		}
 	}
 
@@ -211,6 +239,45 @@ func check(h History, cfg checkConfig) []Row {
 		rows[i] = *p.row
 	}
 	return rows
+}
+
+// heldBy reports whether server held the claim (cs: one token's claim
+// events in revision order) at some moment of [t-grace, t+grace].
+func heldBy(cs []ClaimEvent, server string, t, grace, end time.Duration) bool {
+	for i, c := range cs {
+		to := end
+		if i+1 < len(cs) {
+			to = cs[i+1].At
+		}
+		if !c.Deleted && c.Server == server && c.At <= t+grace && to >= t-grace {
+			return true
+		}
+	}
+	return false
+}
+
+// claimStory tells the claim changes between from and to (of token only,
+// if given), at most 8.
+func claimStory(cs []ClaimEvent, from, to time.Duration, token ...string) string {
+	var parts []string
+	for _, c := range cs {
+		if c.At < from || c.At > to || (len(token) > 0 && c.Token != token[0]) {
+			continue
+		}
+		what := "claimed by"
+		if c.Deleted {
+			what = "deleted, was"
+		}
+		parts = append(parts, fmt.Sprintf("rev %d %.2fs %s %s %s", c.Rev, secs(c.At), what, c.Server, c.Session))
+		if len(parts) == 8 {
+			parts = append(parts, "…")
+			break
+		}
+	}
+	if len(parts) == 0 {
+		return "no claim changes"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // endsSession reports whether a Detached reason ends the session (PROTOCOL.md

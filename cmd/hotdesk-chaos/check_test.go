@@ -200,3 +200,39 @@ func TestCheckNoRecovery(t *testing.T) {
 		t.Errorf("failed %d outside %d; want 1, 0", f.FailedOps, f.FailedOpsOutsideFault)
 	}
 }
+
+func TestCheckAttachedWithoutClaim(t *testing.T) {
+	claims := []ClaimEvent{
+		{At: s(2), Rev: 5, Token: "soft.a", Server: "b1", Session: "s-1"},
+		// The lease of b1 is revoked at 12 s: its claim is deleted.
+		{At: s(12), Rev: 9, Token: "soft.a", Server: "b1", Session: "s-1", Deleted: true},
+		{At: s(20), Rev: 12, Token: "soft.a", Server: "b1", Session: "s-1"},
+	}
+	ccfg := checkConfig{TakeoverWindow: time.Second, ClaimGrace: 2 * time.Second}
+	for _, tc := range []struct {
+		name      string
+		at        float64
+		server    string
+		unclaimed int
+		story     string
+	}{
+		{name: "claim held", at: 4, server: "b1"},
+		{name: "within the grace of the deletion", at: 13.5, server: "b1"},
+		{name: "claim gone", at: 15, server: "b1", unclaimed: 1, story: "rev 9"},
+		{name: "within the grace of the re-claim", at: 18.5, server: "b1"},
+		{name: "another broker's claim", at: 4, server: "b2", unclaimed: 1, story: "rev 5"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := oneFault()
+			h.Claims = claims
+			h.Events = []Event{attached(tc.at, "term-1", 1, "soft.a", "s-1", tc.server)}
+			b, f := rowsByFault(t, check(h, ccfg))
+			if got := b.AttachedUnclaimed + f.AttachedUnclaimed; got != tc.unclaimed {
+				t.Fatalf("attached_unclaimed = %d; want %d (%v %v)", got, tc.unclaimed, b.Violations, f.Violations)
+			}
+			if tc.unclaimed > 0 && !strings.Contains(strings.Join(append(b.Violations, f.Violations...), "\n"), tc.story) {
+				t.Errorf("violations %v do not tell the registry's story", append(b.Violations, f.Violations...))
+			}
+		})
+	}
+}

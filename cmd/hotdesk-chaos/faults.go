@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -109,9 +110,14 @@ func etcdQuorumLoss(ctx context.Context, h *harness, _ *Fault) string {
 		i = 0
 	}
 	j := (i + 1 + h.intn(2)) % len(h.members)
+	// Both at once: a member stopping after quorum is gone cannot stop
+	// cleanly (it is killed after 3 s).
+	var wg sync.WaitGroup
 	for _, k := range []int{i, j} {
-		h.members[k].stop(syscall.SIGTERM, 10*time.Second)
+		wg.Add(1)
+		go func() { defer wg.Done(); h.members[k].stop(syscall.SIGTERM, 3*time.Second) }()
 	}
+	wg.Wait()
 	h.sleep(ctx, 2*h.opts.leaseTTL)
 	for _, k := range []int{i, j} {
 		if err := h.members[k].start(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -150,11 +151,13 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 	}
 	for i := range o.terminals {
 		t := newTerminal(fmt.Sprintf("term-%d", i+1), h.targets(i%len(h.brokers)), o.failover, &h.keys, h.rec, &h.serials)
+		t.returnHome = o.returnHome
 		h.terms = append(h.terms, t)
 		startTerm(t)
 	}
 	for i := range h.brokers {
 		t := newTerminal(fmt.Sprintf("probe-%s", h.brokers[i].id), h.targets(i), false, &h.keys, h.rec, &h.serials)
+		t.returnHome = true
 		h.probes = append(h.probes, t)
 		startTerm(t)
 	}
@@ -192,11 +195,15 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 	}
 	stopWorkload()
 	if ctx.Err() != nil {
-		return check(h.rec.history(), checkConfig{TakeoverWindow: o.takeoverWindow}), ctx.Err()
+		return check(h.rec.history(), h.checkConfig()), ctx.Err()
 	}
-	rows := check(h.rec.history(), checkConfig{TakeoverWindow: o.takeoverWindow})
+	rows := check(h.rec.history(), h.checkConfig())
 	h.writeSummary(rows)
 	return rows, nil
+}
+
+func (h *harness) checkConfig() checkConfig {
+	return checkConfig{TakeoverWindow: h.opts.takeoverWindow, ClaimGrace: 2 * time.Second}
 }
 
 // targets lists the brokers for a terminal at home: home first.
@@ -254,8 +261,8 @@ func (h *harness) heal(ctx context.Context) {
 	_, _ = h.recovered(ctx, h.opts.recoveryBound)
 }
 
-// recovered waits until every broker is ready, every terminal connected
-// and a probe hot-desk (insert, remove) through each broker succeeds, at
+// recovered waits until every broker is ready and has its server record in
+// etcd, every terminal is connected and a probe hot-desk (insert, remove) through each broker succeeds, at
 // most bound. It returns when that was first seen.
 func (h *harness) recovered(ctx context.Context, bound time.Duration) (time.Duration, bool) {
 	deadline := time.Now().Add(bound)
@@ -273,6 +280,14 @@ func (h *harness) allUp(ctx context.Context) bool {
 		if !b.ready(ctx) {
 			return false
 		}
+	}
+	// Every broker's server record is in the registry (under a live lease:
+	// a revoked or expired lease takes it away).
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	resp, err := h.etcd.Get(cctx, registryPrefix+"servers/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cancel()
+	if err != nil || len(resp.Kvs) < len(h.brokers) {
+		return false
 	}
 	for _, t := range append(append([]*terminal(nil), h.terms...), h.probes...) {
 		if !t.up.Load() {
@@ -478,6 +493,7 @@ func (h *harness) sweep(ctx context.Context) {
 			h.perform(ctx, &opPlan{kind: "insert", token: k, to: idle[h.intn(len(idle))]})
 		}
 	}
+	h.probe(ctx) // the probe tokens' sessions too
 	h.listOrphans(ctx)
 }
 
@@ -521,6 +537,20 @@ func (h *harness) watchHistory(ctx context.Context) {
 				}
 				_ = enc.Encode(map[string]any{"at": h.rec.now(), "rev": ev.Kv.ModRevision, "type": ev.Type.String(),
 					"key": string(ev.Kv.Key), "lease": ev.Kv.Lease, "value": val})
+				if tok, ok := strings.CutPrefix(string(ev.Kv.Key), registryPrefix+"sessions/"); ok {
+					c := ClaimEvent{Rev: ev.Kv.ModRevision, Token: tok, Deleted: ev.Type == clientv3.EventTypeDelete}
+					v := ev.Kv.Value
+					if c.Deleted && ev.PrevKv != nil {
+						v = ev.PrevKv.Value
+					}
+					var rs struct {
+						ID       string `json:"id"`
+						ServerID string `json:"server_id"`
+					}
+					_ = json.Unmarshal(v, &rs)
+					c.Server, c.Session = rs.ServerID, rs.ID
+					h.rec.claim(c)
+				}
 				rev = ev.Kv.ModRevision + 1
 			}
 		}

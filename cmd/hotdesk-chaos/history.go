@@ -74,12 +74,25 @@ type Orphan struct {
 	Owner   string        `json:"owner"`
 }
 
+// ClaimEvent is a change of a session claim (sessions/<token>) in the
+// etcd history: who holds the token's claim from this revision on.
+type ClaimEvent struct {
+	At      time.Duration `json:"at"` // when the harness's watch received it
+	Rev     int64         `json:"rev"`
+	Token   string        `json:"token"`
+	Server  string        `json:"server"` // the holder; with Deleted, the one that held it
+	Session string        `json:"session"`
+	Deleted bool          `json:"deleted,omitempty"`
+}
+
 // History is everything the checker reads.
 type History struct {
 	Events  []Event  `json:"events"`
 	Ops     []Op     `json:"ops"`
 	Faults  []Fault  `json:"faults"`
 	Orphans []Orphan `json:"orphans"`
+	// Claims is the etcd history of the session claims, in revision order.
+	Claims []ClaimEvent `json:"claims"`
 	// Begin is when the workload started (after setup); End when it stopped.
 	Begin time.Duration `json:"begin"`
 	End   time.Duration `json:"end"`
@@ -128,6 +141,13 @@ func (r *recorder) orphan(o Orphan) {
 	r.mirror("orphan", o)
 }
 
+func (r *recorder) claim(c ClaimEvent) {
+	c.At = r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.h.Claims = append(r.h.Claims, c)
+}
+
 // fault records f, or updates it if a fault with the same Start exists.
 func (r *recorder) fault(f Fault) {
 	r.mu.Lock()
@@ -158,6 +178,7 @@ func (r *recorder) history() History {
 	h.Ops = append([]Op(nil), r.h.Ops...)
 	h.Faults = append([]Fault(nil), r.h.Faults...)
 	h.Orphans = append([]Orphan(nil), r.h.Orphans...)
+	h.Claims = append([]ClaimEvent(nil), r.h.Claims...)
 	h.End = time.Since(r.start)
 	return h
 }

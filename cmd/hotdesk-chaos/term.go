@@ -59,7 +59,8 @@ func (k *keyring) get(tok string) ed25519.PrivateKey {
 // terminal is a thin client speaking the real protocol, built from
 // PROTOCOL.md: one current connection; Redirects followed with a pinned
 // dial, Hello{Hops: H+1, Fence, Token} and the token presented again;
-// stale_fence restarts at the home broker; a lost connection is redialled
+// stale_fence restarts at the home broker (with returnHome an idle
+// terminal also goes home after a redirect); a lost connection is redialled
 // with backoff (home first, then, with failover, the other brokers) and the
 // token still in the reader is presented again; Ping every half
 // PingInterval, the broker declared gone after 3 × PingInterval of silence.
@@ -69,8 +70,11 @@ type terminal struct {
 	id       string
 	targets  []brokerAddr // home first
 	failover bool
-	keys     *keyring
-	rec      *recorder
+	// returnHome: an idle terminal (no token, no session) connected to a
+	// broker a redirect led it to goes back to its home broker.
+	returnHome bool
+	keys       *keyring
+	rec        *recorder
 
 	cmds    chan termCmd
 	inbox   chan inMsg
@@ -296,6 +300,11 @@ func (t *terminal) tick(ctx context.Context, now time.Time) {
 		}
 		if silent := now.Sub(time.Unix(0, l.lastRecv.Load())); silent > 3*iv {
 			t.lost(fmt.Sprintf("broker silent for %v", silent.Round(time.Millisecond)))
+			return
+		}
+		if t.returnHome && l.hops > 0 && t.present == "" && t.session == "" {
+			t.drop(l, "idle: back home")
+			t.startDial(ctx, target{b: t.targets[0]})
 			return
 		}
 		if now.Sub(l.lastSend) >= iv/2 {
