@@ -260,10 +260,15 @@ func heldBy(cs []ClaimEvent, server string, t, grace, end time.Duration) bool {
 // if given), at most 8.
 func claimStory(cs []ClaimEvent, from, to time.Duration, token ...string) string {
 	var parts []string
+	var last ClaimEvent
 	for _, c := range cs {
 		if c.At < from || c.At > to || (len(token) > 0 && c.Token != token[0]) {
 			continue
 		}
+		if len(parts) > 0 && !c.Deleted && !last.Deleted && c.Server == last.Server && c.Session == last.Session {
+			continue // an update of the same claim
+		}
+		last = c
 		what := "claimed by"
 		if c.Deleted {
 			what = "deleted, was"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"syscall"
@@ -35,7 +36,35 @@ func faultFunc(name string) faultFn {
 	return nil
 }
 
-func (h *harness) randomBroker() *hotdeskd { return h.brokers[h.intn(len(h.brokers))] }
+// randomBroker picks the broker that owns the most sessions in the
+// registry (a fault there hurts), at random among equals.
+func (h *harness) randomBroker() *hotdeskd {
+	owned := map[string]int{}
+	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	resp, err := h.etcd.Get(cctx, registryPrefix+"sessions/", clientv3.WithPrefix())
+	cancel()
+	if err == nil {
+		for _, kv := range resp.Kvs {
+			var rs struct {
+				ServerID string `json:"server_id"`
+			}
+			if json.Unmarshal(kv.Value, &rs) == nil {
+				owned[rs.ServerID]++
+			}
+		}
+	}
+	most := -1
+	var best []*hotdeskd
+	for _, b := range h.brokers {
+		switch n := owned[b.id]; {
+		case n > most:
+			most, best = n, []*hotdeskd{b}
+		case n == most:
+			best = append(best, b)
+		}
+	}
+	return best[h.intn(len(best))]
+}
 
 // brokerKill9: SIGKILL, and the broker is started again a second later
 // (as systemd's Restart= would).
