@@ -527,6 +527,7 @@ func (h *harness) watchHistory(ctx context.Context) {
 	defer f.Close()
 	enc := json.NewEncoder(f)
 	rev := int64(1)
+	lastAt := map[string]time.Duration{}
 	for ctx.Err() == nil {
 		wch := h.etcd.Watch(ctx, registryPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithPrevKV())
 		for resp := range wch {
@@ -538,17 +539,27 @@ func (h *harness) watchHistory(ctx context.Context) {
 				_ = enc.Encode(map[string]any{"at": h.rec.now(), "rev": ev.Kv.ModRevision, "type": ev.Type.String(),
 					"key": string(ev.Kv.Key), "lease": ev.Kv.Lease, "value": val})
 				if tok, ok := strings.CutPrefix(string(ev.Kv.Key), registryPrefix+"sessions/"); ok {
-					c := ClaimEvent{Rev: ev.Kv.ModRevision, Token: tok, Deleted: ev.Type == clientv3.EventTypeDelete}
+					c := ClaimEvent{Rev: ev.Kv.ModRevision, Token: tok, Deleted: ev.Type == clientv3.EventTypeDelete, At: h.rec.now()}
 					v := ev.Kv.Value
 					if c.Deleted && ev.PrevKv != nil {
 						v = ev.PrevKv.Value
 					}
 					var rs struct {
-						ID       string `json:"id"`
-						ServerID string `json:"server_id"`
+						ID        string `json:"id"`
+						ServerID  string `json:"server_id"`
+						UpdatedMs int64  `json:"updated_unix_ms"`
 					}
 					_ = json.Unmarshal(v, &rs)
 					c.Server, c.Session = rs.ServerID, rs.ID
+					// A watch that lagged (its member was killed) delivers
+					// late: a claim is no later than the time its writer
+					// stamped it, and no earlier than the token's previous
+					// change.
+					if !c.Deleted && rs.UpdatedMs > 0 {
+						c.At = min(c.At, time.UnixMilli(rs.UpdatedMs).Sub(h.rec.start))
+					}
+					c.At = max(c.At, lastAt[tok])
+					lastAt[tok] = c.At
 					h.rec.claim(c)
 				}
 				rev = ev.Kv.ModRevision + 1

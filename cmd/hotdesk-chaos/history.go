@@ -77,7 +77,7 @@ type Orphan struct {
 // ClaimEvent is a change of a session claim (sessions/<token>) in the
 // etcd history: who holds the token's claim from this revision on.
 type ClaimEvent struct {
-	At      time.Duration `json:"at"` // when the harness's watch received it
+	At      time.Duration `json:"at"` // when it happened (received by the watch, or stamped by its writer if earlier)
 	Rev     int64         `json:"rev"`
 	Token   string        `json:"token"`
 	Server  string        `json:"server"` // the holder; with Deleted, the one that held it
@@ -141,8 +141,8 @@ func (r *recorder) orphan(o Orphan) {
 	r.mirror("orphan", o)
 }
 
+// claim records c; c.At is the caller's estimate of when it happened.
 func (r *recorder) claim(c ClaimEvent) {
-	c.At = r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.h.Claims = append(r.h.Claims, c)
