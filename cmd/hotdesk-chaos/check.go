@@ -169,9 +169,10 @@ func check(h History, cfg checkConfig) []Row {
 				p.row.DoubleAttached++
 				p.row.MaxDoubleMs = max(p.row.MaxDoubleMs, (to - from).Milliseconds())
 				p.row.Violations = append(p.row.Violations, fmt.Sprintf(
-					"%s shown at two terminals for %dms (window %dms): %s session %s via %s %.2f–%.2fs and %s session %s via %s %.2f–%.2fs",
+					"%s shown at two terminals for %dms (window %dms): %s session %s via %s %.2f–%.2fs and %s session %s via %s %.2f–%.2fs; %s saw: %s; %s saw: %s",
 					k, (to-from).Milliseconds(), cfg.TakeoverWindow.Milliseconds(),
-					a.term, a.session, a.server, secs(a.from), secs(a.to), b.term, b.session, b.server, secs(b.from), secs(b.to)))
+					a.term, a.session, a.server, secs(a.from), secs(a.to), b.term, b.session, b.server, secs(b.from), secs(b.to),
+					a.term, seen(events, a.term, from, to+time.Second), b.term, seen(events, b.term, from-time.Second, to+time.Second)))
 			}
 		}
 	}
