@@ -145,7 +145,12 @@ func run() int {
 	for _, r := range rows {
 		if r.Violated() {
 			violated = true
-			for _, v := range r.Violations {
+			for i, v := range r.Violations {
+				if i == maxPrinted {
+					fmt.Fprintf(os.Stderr, "VIOLATION [%s]: … and %d more (rows.json in the run directory has them all)\n",
+						r.Fault, len(r.Violations)-maxPrinted)
+					break
+				}
 				fmt.Fprintf(os.Stderr, "VIOLATION [%s]: %s\n", r.Fault, v)
 			}
 		}
@@ -170,6 +175,9 @@ func run() int {
 	fmt.Fprintln(os.Stderr, "hotdesk-chaos: no violations")
 	return 0
 }
+
+// maxPrinted bounds the violations printed per row.
+const maxPrinted = 25
 
 var errViolation = errors.New("chaos: violation")
 
