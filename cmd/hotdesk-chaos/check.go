@@ -242,13 +242,18 @@ func check(h History, cfg checkConfig) []Row {
 	return rows
 }
 
-// heldBy reports whether server held the claim (cs: one token's claim
-// events in revision order) at some moment of [t-grace, t+grace].
+// heldBy reports whether server may have held the claim (cs: one token's
+// claim events in revision order) at some moment of [t-grace, t+grace]. A
+// claim may have started as early as its At and lasted until the next
+// change was received: the watch's delays never make a violation.
 func heldBy(cs []ClaimEvent, server string, t, grace, end time.Duration) bool {
 	for i, c := range cs {
 		to := end
 		if i+1 < len(cs) {
-			to = cs[i+1].At
+			to = cs[i+1].Received
+			if to == 0 {
+				to = cs[i+1].At
+			}
 		}
 		if !c.Deleted && c.Server == server && c.At <= t+grace && to >= t-grace {
 			return true

@@ -527,7 +527,6 @@ func (h *harness) watchHistory(ctx context.Context) {
 	defer f.Close()
 	enc := json.NewEncoder(f)
 	rev := int64(1)
-	lastAt := map[string]time.Duration{}
 	for ctx.Err() == nil {
 		wch := h.etcd.Watch(ctx, registryPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithPrevKV())
 		for resp := range wch {
@@ -552,14 +551,11 @@ func (h *harness) watchHistory(ctx context.Context) {
 					_ = json.Unmarshal(v, &rs)
 					c.Server, c.Session = rs.ServerID, rs.ID
 					// A watch that lagged (its member was killed) delivers
-					// late: a claim is no later than the time its writer
-					// stamped it, and no earlier than the token's previous
-					// change.
+					// late: a claim may be as old as its writer's stamp.
+					c.Received = c.At
 					if !c.Deleted && rs.UpdatedMs > 0 {
 						c.At = min(c.At, time.UnixMilli(rs.UpdatedMs).Sub(h.rec.start))
 					}
-					c.At = max(c.At, lastAt[tok])
-					lastAt[tok] = c.At
 					h.rec.claim(c)
 				}
 				rev = ev.Kv.ModRevision + 1

@@ -77,12 +77,16 @@ type Orphan struct {
 // ClaimEvent is a change of a session claim (sessions/<token>) in the
 // etcd history: who holds the token's claim from this revision on.
 type ClaimEvent struct {
-	At      time.Duration `json:"at"` // when it happened (received by the watch, or stamped by its writer if earlier)
-	Rev     int64         `json:"rev"`
-	Token   string        `json:"token"`
-	Server  string        `json:"server"` // the holder; with Deleted, the one that held it
-	Session string        `json:"session"`
-	Deleted bool          `json:"deleted,omitempty"`
+	// At is the earliest it may have happened: when the watch received it,
+	// or the time its writer stamped into it if that is earlier.
+	At time.Duration `json:"at"`
+	// Received is when the harness's watch received it (0: At).
+	Received time.Duration `json:"received,omitempty"`
+	Rev      int64         `json:"rev"`
+	Token    string        `json:"token"`
+	Server   string        `json:"server"` // the holder; with Deleted, the one that held it
+	Session  string        `json:"session"`
+	Deleted  bool          `json:"deleted,omitempty"`
 }
 
 // History is everything the checker reads.
