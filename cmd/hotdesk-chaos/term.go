@@ -97,7 +97,8 @@ type terminal struct {
 }
 
 type termCmd struct {
-	op    string // insert, remove, forget
+	ctx   context.Context // the terminal's: for dials the command starts
+	op    string          // insert, remove, forget
 	token string
 	reply chan string // the session shown when the command ran
 }
@@ -158,6 +159,7 @@ func (t *terminal) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case c := <-t.cmds:
+			c.ctx = ctx
 			t.command(c)
 		case in := <-t.inbox:
 			if in.l != t.cur {
@@ -192,6 +194,14 @@ func (t *terminal) command(c termCmd) {
 	switch c.op {
 	case "insert":
 		t.present, t.stale = c.token, 0
+		if t.returnHome && t.cur != nil && t.cur.hops > 0 {
+			// Present it at home: drop the connection a redirect led to.
+			t.drop(t.cur, "back home before an insert")
+			if !t.dialing {
+				t.startDial(c.ctx, target{b: t.targets[0]})
+			}
+			break
+		}
 		t.send(&proto.TokenInserted{Token: c.token, Reader: "chaos"})
 	case "remove":
 		if t.present == c.token {
@@ -302,7 +312,7 @@ func (t *terminal) tick(ctx context.Context, now time.Time) {
 			t.lost(fmt.Sprintf("broker silent for %v", silent.Round(time.Millisecond)))
 			return
 		}
-		if t.returnHome && l.hops > 0 && t.present == "" && t.session == "" {
+		if t.returnHome && l.hops > 0 && t.present == "" && t.session == "" && !t.dialing {
 			t.drop(l, "idle: back home")
 			t.startDial(ctx, target{b: t.targets[0]})
 			return
