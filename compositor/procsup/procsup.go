@@ -2,9 +2,8 @@
 // shares: reading a process's identity from /proc (state, process group,
 // start time), telling a live process from a gone one or from a reused pid,
 // the kernel's boot id (a record from an earlier boot names no process of
-// this one), signalling a session's process group with guards against the
-// groups that must never be signalled, and the atomic, durable file writes
-// a backend's records are kept with.
+// this one), and signalling a session's process group with guards against
+// the groups that must never be signalled.
 //
 // A pid alone never identifies a process: every check takes the start time
 // recorded with it, so a pid reused by another process is never signalled
@@ -17,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -173,47 +171,4 @@ func WaitGroupGone(procRoot string, pgid int, d time.Duration, done <-chan struc
 		}
 	}
 	return true
-}
-
-// WriteFileAtomic replaces path with data (mode perm) so that a reader, or
-// the next start after a crash or power loss, sees either the old file or
-// the new one, never a torn one: it writes a temporary file beside it,
-// syncs it, renames it over path and syncs the directory.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("procsup: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("procsup: write %s: %w", path, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("procsup: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("procsup: write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("procsup: sync %s: %w", dir, err)
-		}
-	}
-	return nil
 }

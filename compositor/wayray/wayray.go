@@ -33,6 +33,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/procsup"
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
@@ -615,7 +616,7 @@ func (b *Backend) save(s *session) error {
 	if err != nil {
 		return err
 	}
-	return procsup.WriteFileAtomic(filepath.Join(s.dir, "session.json"), data, 0o600)
+	return atomicfile.Write(filepath.Join(s.dir, "session.json"), data, 0o600)
 }
 
 func (b *Backend) info(s *session) compositor.Info {

@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/hotdesk/hotdesk/compositor/procsup"
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 )
 
 const (
@@ -46,7 +46,7 @@ func writeRecord(dir string, r record) error {
 	if err != nil {
 		return err
 	}
-	return procsup.WriteFileAtomic(filepath.Join(dir, recordName), append(b, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(dir, recordName), append(b, '\n'), 0o600)
 }
 
 // readRecord reads and checks dir/session.json. The error wraps
