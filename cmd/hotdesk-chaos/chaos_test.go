@@ -29,11 +29,7 @@ func TestChaosQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	// -return-home: idle terminals go back to their home broker, so that
-	// redirect hops do not pile up on one connection (issue 9, defect 1:
-	// the broker counts a connection's history against MaxHops); `make
-	// chaos` runs without it and reports that defect.
-	cmd := exec.CommandContext(ctx, bin+"/hotdesk-chaos", "-bin", bin, "-quick", "-seed", "1", "-return-home")
+	cmd := exec.CommandContext(ctx, bin+"/hotdesk-chaos", "-bin", bin, "-quick", "-seed", "1")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	t.Logf("rows:\n%s", stdout.String())

@@ -102,7 +102,7 @@ func run() int {
 	flag.DurationVar(&o.takeoverWindow, "takeover-window", time.Second, "how long two terminals may both show one token or session")
 	flag.DurationVar(&o.recoveryBound, "recovery-bound", 60*time.Second, "longest wait for the group to recover after a fault")
 	flag.BoolVar(&o.failover, "failover", true, "terminals whose home broker is unreachable try the other brokers")
-	flag.BoolVar(&o.returnHome, "return-home", false, "an idle terminal that a redirect led to another broker goes back to its home broker")
+	flag.BoolVar(&o.returnHome, "return-home", true, "an idle terminal that a redirect led to another broker goes back to its home broker (PROTOCOL.md §7.5 SHOULD), and presents every insert there")
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
 	flag.Parse()
 	if o.quiet == 0 {

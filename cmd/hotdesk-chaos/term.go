@@ -23,8 +23,13 @@ const (
 	maxBackoff = 2 * time.Second
 	// defaultPingInterval applies when Welcome carries none.
 	defaultPingInterval = 15 * time.Second
-	// maxStaleRestarts bounds the restarts after Error{stale_fence} per insert.
+	// maxStaleRestarts bounds the restarts at home after Error{stale_fence}
+	// per insert; later ones are retried where the terminal is.
 	maxStaleRestarts = 2
+	// minRetry and maxRetry bound the delay before a token still inserted is
+	// presented again after a transient answer (PROTOCOL.md §7.5, §5 Detached).
+	minRetry = 250 * time.Millisecond
+	maxRetry = 5 * time.Second
 )
 
 // broker is what a terminal needs to reach one broker.
@@ -58,12 +63,17 @@ func (k *keyring) get(tok string) ed25519.PrivateKey {
 
 // terminal is a thin client speaking the real protocol, built from
 // PROTOCOL.md: one current connection; Redirects followed with a pinned
-// dial, Hello{Hops: H+1, Fence, Token} and the token presented again;
-// stale_fence restarts at the home broker (with returnHome an idle
-// terminal also goes home after a redirect); a lost connection is redialled
-// with backoff (home first, then, with failover, the other brokers) and the
-// token still in the reader is presented again; Ping every half
-// PingInterval, the broker declared gone after 3 × PingInterval of silence.
+// dial, Hello{Hops, Fence, Token} (Hops counts the redirects of one
+// token's chain: H+1 for the chain's token, 1 for another) and the token
+// presented again; stale_fence restarts at the home broker; the transient
+// answers (unavailable, rate_limited, stale_fence, an unreachable redirect
+// target, Detached locked) make it present the token again after a backoff
+// (250 ms doubling to 5 s) while it is inserted; with returnHome an idle
+// terminal, and every insert, goes back to the home broker; a lost
+// connection is redialled with backoff (home first, then, with failover,
+// the other brokers) and the token still in the reader is presented again;
+// Ping every half PingInterval, the broker declared gone after
+// 3 × PingInterval of silence.
 // Everything it reads that matters is recorded. One goroutine (run) owns
 // the state; ops talk to it through channels.
 type terminal struct {
@@ -94,6 +104,10 @@ type terminal struct {
 	backoff   time.Duration
 	nextRetry time.Time
 	stale     int
+	// presentAt, when set, is when the inserted token is presented again
+	// after a transient answer; retry is the current delay.
+	presentAt time.Time
+	retry     time.Duration
 }
 
 type termCmd struct {
@@ -108,6 +122,7 @@ type link struct {
 	c        *proto.Conn
 	w        proto.Welcome
 	hops     uint8
+	chain    string       // the token of the redirect chain that led here
 	lastRecv atomic.Int64 // unix nanos
 	lastSend time.Time
 	seq      uint64
@@ -139,7 +154,7 @@ func newTerminal(id string, targets []brokerAddr, failover bool, keys *keyring, 
 	return &terminal{
 		id: id, targets: targets, failover: failover, keys: keys, rec: rec, serials: serials,
 		cmds: make(chan termCmd), inbox: make(chan inMsg, 64), dialed: make(chan dialResult, 1),
-		answers: make(chan Event, 256), done: make(chan struct{}), backoff: minBackoff,
+		answers: make(chan Event, 256), done: make(chan struct{}), backoff: minBackoff, retry: minRetry,
 	}
 }
 
@@ -194,6 +209,7 @@ func (t *terminal) command(c termCmd) {
 	switch c.op {
 	case "insert":
 		t.present, t.stale = c.token, 0
+		t.presentAt, t.retry = time.Time{}, minRetry
 		if t.returnHome && t.cur != nil && t.cur.hops > 0 {
 			// Present it at home: drop the connection a redirect led to.
 			t.drop(t.cur, "back home before an insert")
@@ -205,12 +221,12 @@ func (t *terminal) command(c termCmd) {
 		t.send(&proto.TokenInserted{Token: c.token, Reader: "chaos"})
 	case "remove":
 		if t.present == c.token {
-			t.present = ""
+			t.present, t.presentAt = "", time.Time{}
 		}
 		t.send(&proto.TokenRemoved{Token: c.token, Reader: "chaos"})
 	case "forget":
 		if t.present == c.token {
-			t.present = ""
+			t.present, t.presentAt = "", time.Time{}
 		}
 	}
 	c.reply <- shown
@@ -262,6 +278,9 @@ func (t *terminal) message(ctx context.Context, in inMsg) {
 	case *proto.Pong:
 	case *proto.Attached:
 		t.session, t.sessToken = m.SessionID, m.Token
+		if m.Token == t.present {
+			t.presentAt, t.retry = time.Time{}, minRetry
+		}
 		t.record(Event{Kind: KindAttached, Conn: l.serial, Server: m.ServerID, Token: m.Token, Session: m.SessionID})
 	case *proto.Detached:
 		if t.session == m.SessionID {
@@ -269,6 +288,9 @@ func (t *terminal) message(ctx context.Context, in inMsg) {
 		}
 		t.record(Event{Kind: KindDetached, Conn: l.serial, Server: l.w.ServerID, Session: m.SessionID,
 			Reason: m.Reason.String(), Detail: m.Message})
+		if m.Reason == proto.DetachLocked && t.present != "" && t.present == t.sessToken {
+			t.retryLater() // the token is still inserted: present it again shortly
+		}
 	case *proto.Error:
 		if m.Code == proto.ErrStaleFence && m.Token != "" && m.Token == t.present && t.stale < maxStaleRestarts {
 			// PROTOCOL.md §7.5: start again at the first broker.
@@ -279,11 +301,21 @@ func (t *terminal) message(ctx context.Context, in inMsg) {
 			t.startDial(ctx, target{b: t.targets[0]})
 			return
 		}
+		if transient(m.Code) && m.Token != "" && m.Token == t.present {
+			// Not an answer to give up on: present it again after a backoff.
+			t.rec.event(Event{Term: t.id, Kind: KindError, Conn: l.serial, Server: l.w.ServerID, Token: m.Token,
+				Reason: m.Code.String(), Detail: "retrying: " + m.Message})
+			t.retryLater()
+			return
+		}
 		t.record(Event{Kind: KindError, Conn: l.serial, Server: l.w.ServerID, Token: m.Token, Reason: m.Code.String(), Detail: m.Message})
 	case *proto.Redirect:
 		t.record(Event{Kind: KindRedirect, Conn: l.serial, Server: m.ServerID, Token: m.Token, Detail: fmt.Sprintf("fence %d", m.Fence)})
 		t.drop(l, "redirect")
-		hops := int(l.hops) + 1
+		hops := 1 // a new chain
+		if m.Token == l.chain {
+			hops = int(l.hops) + 1
+		}
 		if hops > proto.MaxHops || len(m.Fingerprint) == 0 {
 			t.record(Event{Kind: KindError, Token: m.Token, Reason: "redirect_refused",
 				Detail: fmt.Sprintf("redirect to %s would be hop %d (limit %d)", m.ServerID, hops, proto.MaxHops)})
@@ -292,6 +324,18 @@ func (t *terminal) message(ctx context.Context, in inMsg) {
 		}
 		t.startDial(ctx, target{b: brokerAddr{id: m.ServerID, addr: m.Addr, pin: m.Fingerprint}, hops: uint8(hops), fence: m.Fence, token: m.Token})
 	}
+}
+
+// transient reports the answers after which a terminal presents the token
+// again while it is inserted (PROTOCOL.md §7.5).
+func transient(c proto.ErrorCode) bool {
+	return c == proto.ErrUnavailable || c == proto.ErrRateLimited || c == proto.ErrStaleFence
+}
+
+// retryLater schedules the inserted token to be presented again.
+func (t *terminal) retryLater() {
+	t.presentAt = time.Now().Add(t.retry)
+	t.retry = min(2*t.retry, maxRetry)
 }
 
 // drop closes l (the current connection) on purpose, without a backoff.
@@ -316,6 +360,13 @@ func (t *terminal) tick(ctx context.Context, now time.Time) {
 			t.drop(l, "idle: back home")
 			t.startDial(ctx, target{b: t.targets[0]})
 			return
+		}
+		if !t.presentAt.IsZero() && !now.Before(t.presentAt) {
+			t.presentAt = time.Time{}
+			if t.present != "" {
+				t.send(&proto.TokenInserted{Token: t.present, Reader: "chaos"})
+				return
+			}
 		}
 		if now.Sub(l.lastSend) >= iv/2 {
 			l.seq++
@@ -368,7 +419,7 @@ func (t *terminal) dial(ctx context.Context, tg target) (*link, error) {
 		}
 		return nil, err
 	}
-	l := &link{serial: t.serials.Add(1), c: c, w: w, hops: tg.hops, lastSend: time.Now()}
+	l := &link{serial: t.serials.Add(1), c: c, w: w, hops: tg.hops, chain: tg.token, lastSend: time.Now()}
 	l.lastRecv.Store(time.Now().UnixNano())
 	go func() {
 		for {
@@ -393,17 +444,25 @@ func (t *terminal) dialDone(ctx context.Context, r dialResult) {
 	t.dialing = false
 	if r.err != nil {
 		if r.t.hops > 0 {
-			// A redirect that cannot be followed: say so and go home.
-			t.record(Event{Kind: KindError, Server: r.t.b.id, Token: r.t.token, Reason: "redirect_failed", Detail: r.err.Error()})
-			t.startDial(ctx, target{b: t.targets[0]})
-			return
+			var perr *proto.ProtocolError
+			if errors.As(r.err, &perr) || errors.Is(r.err, proto.ErrPinMismatch) || errors.Is(r.err, proto.ErrALPN) {
+				// The target answered and refused: not retried (it would loop).
+				t.record(Event{Kind: KindError, Server: r.t.b.id, Token: r.t.token, Reason: "redirect_refused", Detail: r.err.Error()})
+				t.startDial(ctx, target{b: t.targets[0]})
+				return
+			}
+			// Unreachable (dead, restarting, partitioned): back home after
+			// a backoff, where the token is presented again (§7.5).
+			t.rec.event(Event{Term: t.id, Kind: KindError, Server: r.t.b.id, Token: r.t.token, Reason: "redirect_unreachable",
+				Detail: "retrying from home: " + r.err.Error()})
+			t.attempt = 0
 		}
 		t.nextRetry = time.Now().Add(t.backoff)
 		t.backoff = min(2*t.backoff, maxBackoff)
 		return
 	}
 	l := r.l
-	t.cur, t.attempt, t.backoff = l, 0, minBackoff
+	t.cur, t.attempt, t.backoff, t.presentAt = l, 0, minBackoff, time.Time{}
 	t.up.Store(true)
 	t.record(Event{Kind: KindConnected, Conn: l.serial, Server: l.w.ServerID, Detail: fmt.Sprintf("hops %d", l.hops)})
 	// The token still in the reader is presented again (after a redirect:
