@@ -5,11 +5,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBuilds()
+	os.Exit(code)
+}
 
 // TestChaosQuick runs `hotdesk-chaos -quick` against freshly built binaries:
 // a real group (3 etcd member processes, 3 hotdeskd, compositor processes),
@@ -22,10 +31,7 @@ func TestChaosQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server group of 6 processes")
 	}
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdeskd").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testutil.Build(t, ".", "../hotdeskd")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
