@@ -2,12 +2,13 @@
 #
 #   make demo   install what is missing (Debian), build, run the scripted hot-desk
 #   make test   install what is missing (Debian), build, run every test against real components
+#   make chaos  build, run the fault-injecting group harness (all faults), one JSON row per fault
 #   make deb    build/hotdesk_<version>_amd64.deb and build/hotdesk-term_<version>_amd64.deb
 #   make install PREFIX=/usr/local [DESTDIR=…]   install without a package manager
 
 GO      ?= go
 BIN     := bin
-CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo
+CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo hotdesk-chaos
 # The version every binary reports (--version, the log, the server record).
 ifeq ($(origin VERSION),undefined)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -20,10 +21,10 @@ endif
 # Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules;
 # the package test: lintian to inspect the .debs, man-db for `man hotdeskctl`, zsh to check
 # the generated completion).
-DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick libwayland-dev libxkbcommon-x11-dev libgles2-mesa-dev libegl1-mesa-dev libx11-xcb-dev libxcursor-dev libxfixes-dev libvulkan-dev pkg-config xdotool
+DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick libwayland-dev libxkbcommon-x11-dev libgles2-mesa-dev libegl1-mesa-dev libx11-xcb-dev libxcursor-dev libxfixes-dev libvulkan-dev pkg-config xdotool chromium
 DEB_PKGS += lintian man-db zsh
 
-.PHONY: all build deps demo demo-card test test-short vet fuzz clean deb stage install package-test
+.PHONY: all build deps demo demo-card test test-short vet fuzz chaos clean deb stage install package-test
 
 all: build
 
@@ -49,6 +50,11 @@ test: deps build package-test
 # hot-desk against the installed daemon, purge (.ci/package-test).
 package-test: deb
 	EXPECT_VERSION=$(VERSION) ./.ci/package-test $(BUILD)/hotdesk_$(DEB_VERSION)_amd64.deb $(BUILD)/hotdesk-term_$(DEB_VERSION)_amd64.deb
+
+# A real group (3 etcd member processes, 3 hotdeskd) under every fault, one
+# at a time; exits non-zero on any violation. CHAOS_FLAGS e.g. "-duration 10m -seed 7".
+chaos: build
+	./$(BIN)/hotdesk-chaos -bin $(BIN) $(CHAOS_FLAGS)
 
 # The fuzz targets, briefly (not part of `make test`).
 fuzz:
