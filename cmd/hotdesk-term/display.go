@@ -41,10 +41,11 @@ func (a *agent) startDisplay(ctx context.Context, l *link, m *proto.Attached) {
 	dctx, cancel := context.WithCancel(ctx)
 	d := &displayClient{ln: ln, cancel: cancel}
 	ticket, tlsCfg, terminal := m.Ticket, l.tls, a.cfg.TerminalID
+	attached, session := time.Now(), m.SessionID
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		d.relay(dctx, gw, tlsCfg, ticket, terminal, a)
+		d.relay(dctx, gw, tlsCfg, ticket, terminal, session, attached, a)
 	}()
 	args := make([]string, len(a.cfg.Display))
 	for i, arg := range a.cfg.Display {
@@ -79,13 +80,17 @@ func (a *agent) stopDisplay() {
 
 // relay accepts the display client's one connection, redeems the ticket at
 // the gateway and splices the two until either ends or ctx is cancelled.
-func (d *displayClient) relay(ctx context.Context, gw string, tlsCfg *tls.Config, ticket []byte, terminal string, a *agent) {
+// Once spliced it emits a "stream" event with the time the client took to
+// connect after attached and the time the gateway took to accept the
+// ticket.
+func (d *displayClient) relay(ctx context.Context, gw string, tlsCfg *tls.Config, ticket []byte, terminal, session string, attached time.Time, a *agent) {
 	client, err := d.ln.Accept()
 	d.ln.Close() // one stream per ticket
 	if err != nil {
 		return
 	}
 	defer client.Close()
+	accepted := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	c, err := proto.Dial(dctx, gw, tlsCfg, proto.WithReadTimeout(a.cfg.Timeout))
 	cancel()
@@ -111,6 +116,7 @@ func (d *displayClient) relay(ctx context.Context, gw string, tlsCfg *tls.Config
 	}
 	gwConn := c.NetConn()
 	_ = gwConn.SetDeadline(time.Time{})
+	a.out.emit(streamEvent(session, accepted.Sub(attached), time.Since(accepted)))
 	stop := context.AfterFunc(ctx, func() { client.Close(); gwConn.Close() })
 	defer stop()
 	done := make(chan struct{}, 2)
