@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,7 +48,7 @@ const (
 	// pixelsRoundTimeout bounds one hot-desk until the frame matches.
 	pixelsRoundTimeout = 30 * time.Second
 	// pixelsStable: a frame unchanged this long is the session's current frame.
-	pixelsStable = 400 * time.Millisecond
+	pixelsStable = 500 * time.Millisecond
 	// pixelsStableTimeout bounds the wait for a stable frame.
 	pixelsStableTimeout = 15 * time.Second
 	// Frame comparison: samples every pixelsStep-th pixel and row; a
@@ -65,8 +68,18 @@ const (
 )
 
 // pixelsDisplayDefault is the display command the terminals run unless
-// -pixels-display says otherwise: the agent's built-in FreeRDP client.
-const pixelsDisplayDefault = "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:{size} /bpp:24"
+// -pixels-display says otherwise: "freerdp", the agent's built-in FreeRDP
+// command, which the baseline runs as pixelsFreeRDP (kept in step with
+// freeRDPCommand in cmd/hotdesk-term/display.go).
+const (
+	pixelsDisplayDefault = "freerdp"
+	pixelsFreeRDP        = "xfreerdp /v:{addr} /cert:ignore /u:hotdesk /p:hotdesk /f"
+)
+
+// pixelsOldDisplay is the command of the first measurements (the
+// end-to-end desktop test's): hotdesk-bench -pixels-display with it
+// measures the display path as it was.
+const pixelsOldDisplay = "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:{size} /bpp:24"
 
 // pixelsConfig sizes the scenario (flags of hotdesk-bench).
 type pixelsConfig struct {
@@ -117,6 +130,10 @@ func (b *bench) pixels(ctx context.Context) (row, error) {
 	res, err := px.run(ctx)
 	if err != nil {
 		return r, err
+	}
+	if px.appEnded() {
+		r.Notes += "; THE APPLICATION ENDED during the run (weston-flower, a toytoolkit client, does not survive every " +
+			"removal of an RDP peer's seat): the rounds after it matched the desktop without it"
 	}
 	r.LoadAfter = loadAvg()
 	var total, broker, start, transport, rdp, first, complete []time.Duration
@@ -177,6 +194,20 @@ type pixelsRig struct {
 	// undrain restores the group's other brokers.
 	undrain func()
 	app     *exec.Cmd
+	appDone chan struct{} // closed when the application has ended
+}
+
+// appEnded reports whether the session's application has ended.
+func (px *pixelsRig) appEnded() bool {
+	if px.appDone == nil {
+		return false
+	}
+	select {
+	case <-px.appDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // pixelTerm is one terminal: an Xvfb, a screen reader on it and the agent.
@@ -449,7 +480,7 @@ func (px *pixelsRig) close() {
 	}
 	if px.app != nil {
 		_ = px.app.Process.Kill()
-		_ = px.app.Wait()
+		<-px.appDone
 	}
 	if px.undrain != nil {
 		px.undrain()
@@ -503,6 +534,8 @@ func (px *pixelsRig) run(ctx context.Context) (res pixelsResult, err error) {
 		px.app = nil
 		return res, fmt.Errorf("bench: pixels: weston-flower: %w", err)
 	}
+	px.appDone = make(chan struct{})
+	go func() { _ = px.app.Wait(); close(px.appDone) }()
 	copy(fr.prev, fr.ref)
 	if err := waitUntil(ctx, pixelsStableTimeout, func() (bool, error) {
 		if err := t1.scr.grab(fr.cur); err != nil {
@@ -686,6 +719,12 @@ func (px *pixelsRig) move(ctx context.Context, session string, from, to *pixelTe
 	first, done, werr := watch(ctx, to.scr, fr, t0)
 	e := <-evc
 	if werr != nil {
+		px.shots(to, fr)
+		// Whatever it shows now is the reference for the next round, so
+		// that one bad reference cannot fail every round after it.
+		if serr := px.stable(ctx, to, fr); serr != nil {
+			px.b.log.Warn("pixels: no stable frame after a failed round", "terminal", to.id, "error", serr)
+		}
 		return x, werr
 	}
 	if e.err != nil {
@@ -711,18 +750,46 @@ func (px *pixelsRig) move(ctx context.Context, session string, from, to *pixelTe
 	return x, nil
 }
 
+// shots writes the reference and the current frame of t as PNG files to
+// $HOTDESK_BENCH_SHOTS, if set, for a person to look at.
+func (px *pixelsRig) shots(t *pixelTerm, fr *frames) {
+	dir := os.Getenv("HOTDESK_BENCH_SHOTS")
+	if dir == "" {
+		return
+	}
+	stamp := time.Now().Format("150405.000")
+	for name, b := range map[string][]byte{"ref": fr.ref, "cur": fr.cur} {
+		img := image.NewRGBA(image.Rect(0, 0, t.scr.w, t.scr.h))
+		for i := 0; i+3 < len(img.Pix) && i+3 < len(b); i += 4 {
+			img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = b[i+2], b[i+1], b[i], 0xff
+		}
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%s-%s.png", stamp, t.id, name)))
+		if err != nil {
+			return
+		}
+		_ = png.Encode(f, img)
+		f.Close()
+	}
+}
+
 // direct starts the display client straight at weston's endpoint on t's
 // screen (no agent, no gateway) and times it the same way.
 func (px *pixelsRig) direct(ctx context.Context, t *pixelTerm, endpoint string, fr *frames) (x pixelTiming, err error) {
 	if err := px.waitBlack(ctx, t, fr); err != nil {
 		return x, err
 	}
-	display := strings.ReplaceAll(strings.ReplaceAll(px.cfg.display, "{size}", px.size()), "{addr}", endpoint)
+	display := px.cfg.display
+	if display == "freerdp" {
+		display = pixelsFreeRDP
+	}
+	display = strings.ReplaceAll(strings.ReplaceAll(display, "{size}", px.size()), "{addr}", endpoint)
 	args := strings.Fields(display)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "DISPLAY="+t.disp)
+	var stderr tailBuffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	setPdeathsig(cmd)
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -734,7 +801,11 @@ func (px *pixelsRig) direct(ctx context.Context, t *pixelTerm, endpoint string, 
 	}()
 	first, done, err := watch(ctx, t.scr, fr, t0)
 	if err != nil {
-		return x, err
+		px.shots(t, fr)
+		if serr := px.stable(ctx, t, fr); serr != nil { // the next reference
+			px.b.log.Warn("pixels: no stable frame after a failed baseline round", "error", serr)
+		}
+		return x, fmt.Errorf("%w (%s: %s)", err, args[0], stderr.String())
 	}
 	mapped, ok := t.scr.mappedSince(t0)
 	if !ok {
@@ -742,6 +813,28 @@ func (px *pixelsRig) direct(ctx context.Context, t *pixelTerm, endpoint string, 
 	}
 	x.mapped, x.first, x.done = mapped.Sub(t0), first, done
 	return x, nil
+}
+
+// tailBuffer keeps the last 2 KiB written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - 2048; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.TrimSpace(string(b.buf))
 }
 
 // waitUntil polls cond every pixelsPoll until it is true, fails or d passes.

@@ -95,7 +95,7 @@ type agent struct {
 
 	// Loop state.
 	cards     map[string]string // card token → reader, while present
-	disp      *displayClient    // running display client, if any
+	disp      *display          // the display path, if cfg.Display is set
 	conn      *link
 	dialing   bool
 	retrying  clock.Timer
@@ -190,7 +190,7 @@ func newAgent(cfg Config) (*agent, error) {
 	if len(cfg.Answers) > maxQueuedAnswers {
 		return nil, fmt.Errorf("agent: more than %d scripted answers", maxQueuedAnswers)
 	}
-	return &agent{
+	a := &agent{
 		cfg:     cfg,
 		clk:     cfg.Clock,
 		log:     cfg.Logger,
@@ -204,7 +204,12 @@ func newAgent(cfg Config) (*agent, error) {
 		retry:   make(chan struct{}, 1),
 		backoff: cfg.MinBackoff,
 		answers: slices.Clone(cfg.Answers),
-	}, nil
+	}
+	if len(cfg.Display) > 0 {
+		a.disp = newDisplay(displayConfig{Command: cfg.Display, Terminal: cfg.TerminalID, Timeout: cfg.Timeout,
+			Logger: cfg.Logger.Named("display"), Emit: a.out.emit})
+	}
+	return a, nil
 }
 
 func (a *agent) home() target {
@@ -348,6 +353,10 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		return fmt.Errorf("connect to %s: %w", a.cfg.Server, err)
 	}
 	a.up(ctx, l, target{})
+	if a.disp != nil {
+		a.disp.start(ctx) // a client waits for the first ticket
+		defer a.disp.close()
+	}
 	defer func() {
 		if a.conn != nil {
 			a.conn.close()
@@ -372,7 +381,6 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			return ctx.Err()
 		case cmd := <-a.ctrl:
 			if cmd.op == opQuit {
-				a.stopDisplay()
 				return nil
 			}
 			a.command(cmd)
@@ -702,7 +710,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	case *proto.Attached:
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
-		a.startDisplay(ctx, l, m)
+		a.startDisplay(l, m)
 	case *proto.Detached:
 		if a.session == m.SessionID {
 			a.session = ""
