@@ -73,7 +73,7 @@ const (
 // freeRDPCommand in cmd/hotdesk-term/display.go).
 const (
 	pixelsDisplayDefault = "freerdp"
-	pixelsFreeRDP        = "xfreerdp /v:{addr} /cert:ignore /u:hotdesk /p:hotdesk /f"
+	pixelsFreeRDP        = "xfreerdp /v:{addr} /cert:ignore /sec:tls /bpp:24 -compression /audio-mode:2 -clipboard /f"
 )
 
 // pixelsOldDisplay is the command of the first measurements (the
