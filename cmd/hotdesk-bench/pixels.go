@@ -812,6 +812,14 @@ func (px *pixelsRig) direct(ctx context.Context, t *pixelTerm, endpoint string, 
 		mapped = t0.Add(first)
 	}
 	x.mapped, x.first, x.done = mapped.Sub(t0), first, done
+	// Let the connection settle before the client is killed, as a person
+	// would: weston 10 gives each RDP peer a seat and destroys its global
+	// at once on disconnect, and a client still binding it (the desktop
+	// shell, an application) dies of "invalid global wl_seat"; a shell
+	// dying within 30 s of weston's start ends weston.
+	if err := px.stable(ctx, t, fr); err != nil {
+		return x, err
+	}
 	return x, nil
 }
 
