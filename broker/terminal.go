@@ -106,7 +106,8 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 		return
 	}
 	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
-	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval)
+	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval,
+		func() []proto.Member { return b.groupMembers(ctx) })
 	if err != nil {
 		log.Info("terminal handshake failed", "error", err)
 		conn.Close()

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -33,6 +34,7 @@ func TestMain(m *testing.M) {
 		runTestDisplayClient() // the test binary as a display client
 	}
 	code := m.Run()
+	testutil.RemoveBuilds()
 	if code == 0 {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
