@@ -31,6 +31,11 @@ const (
 	maxQueuedAnswers = 16
 	// inboxSize bounds messages read but not yet handled.
 	inboxSize = 16
+	// retryMin and retryMax bound the delay before a token refused with
+	// unavailable or rate_limited (or detached because its broker lost its
+	// lease) is presented again, while it is still inserted.
+	retryMin = 250 * time.Millisecond
+	retryMax = 5 * time.Second
 )
 
 // Config configures an agent.
@@ -92,6 +97,7 @@ type agent struct {
 	ticks  chan *link   // ping timer fired
 	dialed chan dialResult
 	retry  chan struct{} // reconnect timer fired
+	again  chan string   // a token's re-presentation timer fired
 
 	// Loop state.
 	cards     map[string]string // card token → reader, while present
@@ -104,6 +110,14 @@ type agent struct {
 	prompt    uint32 // id of the prompt waiting for an answer command, if hasPrompt
 	hasPrompt bool
 	session   string
+	// retries holds, per token, the delay before its next re-presentation
+	// and the pending timer.
+	retries map[string]*tokenRetry
+}
+
+type tokenRetry struct {
+	delay time.Duration
+	timer clock.Timer
 }
 
 // link is one connection to a broker.
@@ -113,6 +127,7 @@ type link struct {
 	tls     *tls.Config // also pins the broker's attach gateway
 	welcome proto.Welcome
 	hops    uint8
+	token   string        // the token whose redirect chain led here ("" at home)
 	done    chan struct{} // closed by close
 
 	pingSeq    uint64
@@ -202,6 +217,8 @@ func newAgent(cfg Config) (*agent, error) {
 		ticks:   make(chan *link),
 		dialed:  make(chan dialResult),
 		retry:   make(chan struct{}, 1),
+		again:   make(chan string, 16),
+		retries: make(map[string]*tokenRetry),
 		backoff: cfg.MinBackoff,
 		answers: slices.Clone(cfg.Answers),
 	}, nil
@@ -233,7 +250,10 @@ func (a *agent) dial(ctx context.Context, t target) (*link, error) {
 		c.Close()
 		return nil, err
 	}
-	return &link{c: c, addr: t.addr, tls: t.tls, welcome: w, hops: t.hops, done: make(chan struct{})}, nil
+	if t.hops == 0 {
+		t.token = ""
+	}
+	return &link{c: c, addr: t.addr, tls: t.tls, welcome: w, hops: t.hops, token: t.token, done: make(chan struct{})}, nil
 }
 
 // Pair generates a key named tokenName (label: label), enrolls it at the
@@ -393,6 +413,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			a.ping(l)
 		case r := <-a.dialed:
 			a.dialDone(ctx, r)
+		case tok := <-a.again:
+			a.presentAgain(tok)
 		case <-a.retry:
 			a.retrying = nil
 			if a.conn == nil && !a.dialing {
@@ -546,6 +568,10 @@ func (a *agent) lost(err error) {
 	a.log.Warn("connection lost", "addr", a.conn.addr, "error", err)
 	a.conn.close()
 	a.conn = nil
+	// Without a live broker the session must not stay on screen: its
+	// broker may have lost its lease and another may attach it elsewhere.
+	a.stopDisplay()
+	a.session = ""
 	a.out.emit(disconnectedEvent(err))
 	a.scheduleRetry()
 }
@@ -593,15 +619,76 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		a.scheduleRetry()
 		return
 	}
-	// A redirect could not be followed: say why, go home, and do not
-	// present the token again (it would be redirected again).
+	// A redirect could not be followed: say why and go home.
 	var perr *proto.ProtocolError
+	refused := errors.As(r.err, &perr) || errors.Is(r.err, proto.ErrPinMismatch) || errors.Is(r.err, proto.ErrALPN)
 	if errors.As(r.err, &perr) {
 		a.out.emit(errorEvent(int(perr.Code), perr.Code.String(), fmt.Sprintf("redirect to %s refused: %s", r.t.addr, perr.Message)))
 	} else {
 		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v", r.t.addr, r.err)))
 	}
-	a.startDial(ctx, a.home())
+	if refused {
+		// The target answered and refused (or is not who the group says):
+		// presenting the token again would only loop.
+		a.startDial(ctx, a.home())
+		return
+	}
+	// The target is unreachable (down, restarting, partitioned): go home
+	// after the reconnect backoff and present every inserted token again,
+	// this one included. The insert is retried, not lost, and the group
+	// answers afresh: the owner back, or its claim gone.
+	a.scheduleRetry()
+}
+
+// inserted reports whether token is still presented at this terminal.
+func (a *agent) inserted(token string) bool {
+	if _, ok := a.cards[token]; ok {
+		return true
+	}
+	return slices.Contains(a.prov.Inserted(), token)
+}
+
+// retryLater presents token again after its retry delay (doubling from
+// retryMin to retryMax), if it is still inserted then.
+func (a *agent) retryLater(token string) {
+	r := a.retries[token]
+	if r == nil {
+		r = &tokenRetry{delay: retryMin}
+		a.retries[token] = r
+	} else {
+		r.delay = min(2*r.delay, retryMax)
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	r.timer = a.clk.AfterFunc(r.delay, func() {
+		select {
+		case a.again <- token:
+		default:
+		}
+	})
+}
+
+// retryDone forgets token's retry state.
+func (a *agent) retryDone(token string) {
+	if r := a.retries[token]; r != nil {
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		delete(a.retries, token)
+	}
+}
+
+// presentAgain re-sends an insert for token if it is still inserted.
+func (a *agent) presentAgain(token string) {
+	if a.conn == nil || !a.inserted(token) {
+		return
+	}
+	reader := soft.Reader
+	if r, ok := a.cards[token]; ok {
+		reader = r
+	}
+	a.send(&proto.TokenInserted{Token: token, Reader: reader})
 }
 
 // cardEvent prints a card reader's event, remembers which cards are
@@ -700,6 +787,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.hasPrompt = false
 		}
 	case *proto.Attached:
+		a.retryDone(m.Token)
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
 		a.startDisplay(ctx, l, m)
@@ -709,8 +797,37 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.stopDisplay()
 		}
 		a.out.emit(detachedEvent(m))
+		if m.Reason == proto.DetachLocked {
+			// The broker lost its lease (or the token was disabled, which
+			// the next answer says): present the token again shortly.
+			for tok := range a.cards {
+				a.retryLater(tok)
+			}
+			for _, tok := range a.prov.Inserted() {
+				a.retryLater(tok)
+			}
+		}
+		if a.session == "" && l.addr != a.cfg.Server && len(a.cards) == 0 && len(a.prov.Inserted()) == 0 {
+			// Nothing is shown or inserted here any more: go back home,
+			// so that the next lookup starts from the home broker.
+			l.close()
+			a.conn = nil
+			a.startDial(ctx, target{addr: a.cfg.Server, tls: a.cfg.TLS, all: true})
+		}
 	case *proto.Error:
 		a.out.emit(protoErrorEvent(m))
+		switch m.Code {
+		case proto.ErrUnavailable, proto.ErrRateLimited, proto.ErrStaleFence:
+			// Transient: the owner is restarting or re-claiming, the queue
+			// was full, or the redirect was outdated. Present it again.
+			if m.Token != "" && a.inserted(m.Token) {
+				a.retryLater(m.Token)
+			}
+		default:
+			if m.Token != "" {
+				a.retryDone(m.Token)
+			}
+		}
 	case *proto.Redirect:
 		a.redirect(ctx, l, m)
 	case *proto.Ping:
@@ -755,7 +872,12 @@ func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
 	a.out.emit(redirectEvent(r))
 	l.close()
 	a.conn = nil
-	hops := int(l.hops) + 1
+	// Hops count one lookup's chain: a redirect about another token than
+	// the one that led to this broker starts a new chain.
+	hops := 1
+	if l.token != "" && l.token == r.Token {
+		hops = int(l.hops) + 1
+	}
 	var tcfg *tls.Config
 	var err error
 	switch {

@@ -135,7 +135,13 @@ func sessions(ctx context.Context, c *adminapi.Client, args []string, out io.Wri
 		if s.ExpiresAt != nil {
 			exp = s.ExpiresAt.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.State, dash(s.User), dash(s.Terminal),
+		state := s.State
+		if s.Orphaned {
+			// Its token belongs to another session now: reachable only by
+			// an administrator until killed or timed out.
+			state += " (orphaned, token on " + dash(s.OrphanOwner) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, state, dash(s.User), dash(s.Terminal),
 			s.ServerID, s.PID, s.Created.Local().Format(time.DateTime), exp)
 	}
 	return tw.Flush()

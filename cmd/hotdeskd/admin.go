@@ -24,17 +24,24 @@ func (a *adminBackend) Sessions(ctx context.Context) ([]adminapi.SessionInfo, er
 	ss := a.d.broker.Sessions()
 	out := make([]adminapi.SessionInfo, 0, len(ss))
 	for _, s := range ss {
-		si := adminapi.SessionInfo{
-			ID: s.ID, Token: s.Token, User: s.User, State: s.State.String(), Terminal: s.Terminal,
-			ServerID: s.ServerID, Endpoint: s.Endpoint, PID: s.PID, Created: s.Created, Updated: s.Updated,
-		}
-		if !s.SuspendedAt.IsZero() {
-			si.SuspendedAt = ptr(s.SuspendedAt)
-			si.ExpiresAt = ptr(s.ExpiresAt)
-		}
-		out = append(out, si)
+		out = append(out, adminSession(s))
 	}
 	return out, nil
+}
+
+// adminSession is the admin API's view of a broker session; an orphan
+// (its token owned by another session now) says so and names the owner.
+func adminSession(s broker.SessionInfo) adminapi.SessionInfo {
+	si := adminapi.SessionInfo{
+		ID: s.ID, Token: s.Token, User: s.User, State: s.State.String(), Terminal: s.Terminal,
+		ServerID: s.ServerID, Endpoint: s.Endpoint, PID: s.PID, Created: s.Created, Updated: s.Updated,
+		Orphaned: s.Orphaned, OrphanOwner: s.OrphanOwner,
+	}
+	if !s.SuspendedAt.IsZero() {
+		si.SuspendedAt = ptr(s.SuspendedAt)
+		si.ExpiresAt = ptr(s.ExpiresAt)
+	}
+	return si
 }
 
 func (a *adminBackend) KillSession(ctx context.Context, id string) error {
