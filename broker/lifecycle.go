@@ -200,7 +200,7 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 		if ctx.Err() != nil {
 			// TokenRemoved cancelled the insert: the card was pulled
 			// mid-challenge, which is not a failed proof.
-			return fail(proto.ErrAuthFailed, "token removed before its proof", ctx.Err())
+			return fail(proto.ErrCancelled, "token removed before its proof", ctx.Err())
 		}
 		return fail(proto.ErrAuthFailed, "no proof of possession within the proof timeout", cctx.Err())
 	}
@@ -213,7 +213,7 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 	}
 	if ctx.Err() != nil {
 		// The token left the terminal while its proof was on the way.
-		return fail(proto.ErrAuthFailed, "token removed before its proof", ctx.Err())
+		return fail(proto.ErrCancelled, "token removed before its proof", ctx.Err())
 	}
 	signed, err := soft.ChallengeMessage(t.id, b.cfg.ServerID, t.nonce, nonce, token)
 	if err != nil {
@@ -236,7 +236,8 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	case errors.Is(err, auth.ErrLocked):
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
 	case err != nil && ctx.Err() != nil:
-		return res, fail(proto.ErrAuthFailed, "login abandoned", err)
+		// The token was removed mid-login (or the terminal left).
+		return res, fail(proto.ErrCancelled, "login abandoned: token removed", err)
 	case errors.Is(err, ErrPromptCancelled):
 		return res, fail(proto.ErrAuthFailed, "login cancelled at the terminal", err)
 	case err != nil:

@@ -391,3 +391,28 @@ func TestRestartTakesOverClaims(t *testing.T) {
 		t.Fatalf("insert at b2 after b1's restart: %+v; want a redirect to b1 with fence %d", r, before.Fence)
 	}
 }
+
+// TestCardPulledMidChallenge: a token removed while its challenge is
+// outstanding gets Error{cancelled}, distinct from a failed proof
+// (auth_failed), so a terminal can tell "card pulled" from "wrong key".
+func TestCardPulledMidChallenge(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, _ := e.enroll("cid")
+	tm := e.dial("term-1")
+	tm.insert(tok) // no key held: the challenge stays unanswered
+	expectMsg[proto.Challenge](tm)
+	tm.remove(tok)
+	for {
+		switch m := tm.next().(type) {
+		case *proto.Cancel:
+			continue
+		case *proto.Error:
+			if m.Code != proto.ErrCancelled || m.Token != tok {
+				t.Fatalf("card pulled mid-challenge: %+v; want cancelled for %s", m, tok)
+			}
+			return
+		default:
+			t.Fatalf("card pulled mid-challenge: %T %+v; want Error{cancelled}", m, m)
+		}
+	}
+}
