@@ -745,6 +745,15 @@ func (a *agent) command(c command) {
 			return
 		}
 		a.answers = append(a.answers, c.arg)
+	case opCancel:
+		// The person declines the prompt on screen: the broker fails
+		// that login (PROTOCOL.md §7.1).
+		if a.hasPrompt && a.conn != nil {
+			a.hasPrompt = false
+			a.send(&proto.Cancel{ID: a.prompt})
+			return
+		}
+		a.out.emit(errorEvent(0, errCommand, "no prompt to cancel"))
 	case opStatus:
 		s := status{Session: a.session, Inserted: a.prov.Inserted()}
 		if a.conn != nil {
