@@ -104,3 +104,15 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 		}
 	}
 }
+
+// TestPingIntervalBound: terminals drop a silent (stopped) broker after 3
+// unanswered pings, within 4 ping intervals; that must happen before the
+// broker's lease can expire (2/3 of the TTL), for every accepted TTL.
+func TestPingIntervalBound(t *testing.T) {
+	for _, ttl := range []time.Duration{2 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute} {
+		pi := pingInterval(ttl)
+		if pi <= 0 || 4*pi > ttl*2/3 {
+			t.Errorf("pingInterval(%v) = %v; want 4 × it within 2/3 of the TTL (%v)", ttl, pi, ttl*2/3)
+		}
+	}
+}
