@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -110,13 +110,8 @@ func readLeaseFile(dir string) clientv3.LeaseID {
 }
 
 func writeLeaseFile(dir string, id clientv3.LeaseID, logger hclog.Logger) {
-	p := filepath.Join(dir, leaseFile)
-	tmp := p + ".tmp"
-	err := os.WriteFile(tmp, []byte(strconv.FormatInt(int64(id), 16)+"\n"), 0o600)
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	err := atomicfile.Write(filepath.Join(dir, leaseFile), []byte(strconv.FormatInt(int64(id), 16)+"\n"), 0o600)
+	if err != nil {
 		logger.Warn("recording the registry lease", "error", err)
 	}
 }
