@@ -332,8 +332,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	r.renewed(granted)
 	go r.keepAlive(ch)
 
-	rev, err := r.register(ctx, server)
-	if err != nil {
+	if _, err := r.register(ctx, server); err != nil {
 		close(r.closing) // not a lost lease: keepAlive need not report it
 		close(r.watchDone)
 		kcancel()
@@ -344,7 +343,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	}
 	// A revoked lease (etcdctl lease revoke, an administrator) deletes our
 	// record at once; the keepalive would only notice at its next round.
-	go r.watchRecord(kctx, rev)
+	go r.watchRecord(kctx)
 	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)),
 		"ttl_s", ttl, "safe_window_ms", r.window.Milliseconds())
 	return r, nil
@@ -514,8 +513,9 @@ func (r *Registry) ServerID() string { return r.id }
 func (r *Registry) LeaseID() clientv3.LeaseID { return r.lease }
 
 // Done is closed when the lease is definitely lost: etcd reported it expired
-// or revoked (by Close or by anyone else), no renewal succeeded within the
-// TTL, or the etcd client was closed. After that the server record and all
+// or revoked (by Close or by anyone else; a revoke is seen within
+// recordPollInterval because the server record vanishes with it), no
+// renewal succeeded within the TTL, or the etcd client was closed. After that the server record and all
 // claims are gone (or going within the TTL) and writes fail with
 // ErrLeaseLost; the owner builds a new Registry and calls Reclaim.
 func (r *Registry) Done() <-chan struct{} { return r.done }
@@ -573,64 +573,46 @@ func (r *Registry) stopKeepAlive() {
 // of polling Healthy. Done closing is signalled by Done only.
 func (r *Registry) Unhealthy() <-chan struct{} { return r.unhealthy }
 
-// watchRecord watches servers/<id> from revision rev on: if it is deleted
-// (the lease was revoked or expired) or written under another lease, the
-// lease is lost and the keepalive is cancelled, which closes Done. It
-// returns when ctx (the keepalive's) ends.
-func (r *Registry) watchRecord(ctx context.Context, rev int64) {
+// recordPollInterval bounds how long a revoked lease (etcdctl lease
+// revoke, an administrator) goes unnoticed: the keepalive alone would only
+// see it at its next round, up to a third of the TTL later.
+const recordPollInterval = 500 * time.Millisecond
+
+// watchRecord reads servers/<id> every recordPollInterval (a unary read: a
+// long-lived watch stream per broker would hold etcd members' graceful
+// stops): if it is gone (the lease was revoked or expired) or held by
+// another lease, the lease is lost and the keepalive is cancelled, which
+// closes Done. A failed read is ignored: an unreachable etcd is what the
+// safe window (Healthy) is for. It returns when ctx (the keepalive's) ends.
+func (r *Registry) watchRecord(ctx context.Context) {
 	defer close(r.watchDone)
 	k := r.serverKey(r.id)
-	lost := func(why string) {
-		r.log.Error("server record "+why+": lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
-		r.kaCancel()
-	}
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		for wr := range r.watcher.Watch(wctx, k, clientv3.WithRev(rev+1)) {
-			if wr.Err() != nil {
-				break
-			}
-			for _, ev := range wr.Events {
-				switch {
-				case ev.Type == clientv3.EventTypeDelete:
-					cancel()
-					lost("deleted")
-					return
-				case clientv3.LeaseID(ev.Kv.Lease) != r.lease:
-					cancel()
-					lost("taken by another lease")
-					return
-				}
-				rev = ev.Kv.ModRevision
-			}
-			if wr.Header.Revision > rev {
-				rev = wr.Header.Revision
-			}
-		}
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		// The watch failed (compaction, no leader): read the record, then
-		// watch again from there.
-		gctx, gcancel := r.callCtx(ctx)
-		resp, err := r.kv.Get(gctx, k)
-		gcancel()
-		if err == nil {
-			if len(resp.Kvs) == 0 {
-				lost("deleted")
-				return
-			}
-			if clientv3.LeaseID(resp.Kvs[0].Lease) != r.lease {
-				lost("taken by another lease")
-				return
-			}
-			rev = resp.Header.Revision
-		}
+	t := time.NewTicker(recordPollInterval)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
+			return
+		case <-t.C:
 		}
+		gctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Get(gctx, k)
+		cancel()
+		if err != nil || ctx.Err() != nil {
+			continue
+		}
+		why := ""
+		switch {
+		case len(resp.Kvs) == 0:
+			why = "deleted"
+		case clientv3.LeaseID(resp.Kvs[0].Lease) != r.lease:
+			why = "taken by another lease"
+		default:
+			continue
+		}
+		r.log.Error("server record "+why+": lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
+		r.kaCancel()
+		return
 	}
 }
 
