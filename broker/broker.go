@@ -239,6 +239,7 @@ type Broker struct {
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
+	members    memberCache       // group members for Welcome (members.go)
 }
 
 // Hooks observe transitions; tests and the benchmark use them. Each hook

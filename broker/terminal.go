@@ -12,7 +12,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/proto"
-	"github.com/hotdesk/hotdesk/tokens/pairing"
+	"github.com/hotdesk/hotdesk/registry/pairing"
 )
 
 // Limits on what one terminal connection may have outstanding.
@@ -138,7 +138,8 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 		_ = tc.SetNoDelay(true) // small request/answer frames: never wait for Nagle
 	}
 	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
-	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval)
+	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval,
+		func() []proto.Member { return b.groupMembers(ctx) })
 	if err != nil {
 		log.Info("terminal handshake failed", "error", err)
 		conn.Close()

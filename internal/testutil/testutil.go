@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -85,5 +89,61 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("gave up after %v waiting for %s", d, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var builds struct {
+	mu   sync.Mutex
+	root string
+	dirs map[string]string // package list → directory holding the binaries
+	errs map[string]error
+}
+
+// Build builds the main packages pkgs (paths as `go build` takes them,
+// relative to the test's package directory) once per test process and
+// returns the directory holding the binaries. Later calls with the same
+// packages return the same directory at once, so every end-to-end test of a
+// package shares one build. A failed build fails the test. The directory
+// lives until RemoveBuilds (call it at the end of TestMain).
+func Build(t testing.TB, pkgs ...string) string {
+	t.Helper()
+	key := strings.Join(pkgs, "\x00")
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if dir, ok := builds.dirs[key]; ok {
+		return dir
+	}
+	if err, ok := builds.errs[key]; ok {
+		t.Fatal(err)
+	}
+	if builds.root == "" {
+		root, err := os.MkdirTemp("", "hotdesk-bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		builds.root = root
+		builds.dirs = map[string]string{}
+		builds.errs = map[string]error{}
+	}
+	dir := filepath.Join(builds.root, strconv.Itoa(len(builds.dirs)+len(builds.errs)))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput()
+	if err != nil {
+		builds.errs[key] = fmt.Errorf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, out)
+		t.Fatal(builds.errs[key])
+	}
+	builds.dirs[key] = dir
+	return dir
+}
+
+// RemoveBuilds removes what Build built.
+func RemoveBuilds() {
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if builds.root != "" {
+		os.RemoveAll(builds.root)
+		builds.root, builds.dirs, builds.errs = "", nil, nil
 	}
 }
