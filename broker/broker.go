@@ -103,6 +103,8 @@ type Config struct {
 	// (ServeAttach): Attached then carries "hotdesk-attach://AttachAddr" and
 	// a single-use ticket instead of the compositor's own endpoint.
 	AttachAddr string
+	// Events, if set, receives every event of this broker (events.go).
+	Events EventSink
 }
 
 // State is a session's lifecycle state.

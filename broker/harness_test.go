@@ -80,7 +80,8 @@ type envOptions struct {
 	gateway   bool // run the attach gateway
 	// wrap, if set, wraps the registry the broker uses (fault injection
 	// behind the broker's own Registry interface).
-	wrap func(Registry) Registry
+	wrap   func(Registry) Registry
+	events EventSink
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -141,7 +142,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	b, err := New(Config{
 		ServerID: id, Registry: breg, Compositor: comp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
-		MaxSessions: o.max,
+		MaxSessions: o.max, Events: o.events,
 	})
 	if err != nil {
 		t.Fatal(err)

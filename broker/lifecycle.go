@@ -234,6 +234,7 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	}, t)
 	switch {
 	case errors.Is(err, auth.ErrLocked):
+		b.emit(Event{Kind: LoginLockout, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
 	case err != nil && ctx.Err() != nil:
 		// The token was removed mid-login (or the terminal left).
@@ -242,8 +243,10 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 		return res, fail(proto.ErrAuthFailed, "login cancelled at the terminal", err)
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", t.id, "error", err)
+		b.emit(Event{Kind: LoginRefused, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
+	b.emit(Event{Kind: LoginGranted, Token: token, User: res.User, Terminal: t.id})
 	return res, nil
 }
 
@@ -323,6 +326,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 		return fail(proto.ErrUnavailable, "session owner has no published address", nil)
 	}
 	b.log.Debug("redirecting terminal", "terminal", t.id, "token", token, "server", srv.ID, "fence", fence)
+	b.emit(Event{Kind: TerminalRedirected, Terminal: t.id, Token: token, Target: srv.ID, Hops: int(t.hops)})
 	return t.send(&proto.Redirect{
 		Token: token, ServerID: srv.ID, Addr: srv.Addr, Fingerprint: srv.Fingerprint, Fence: fence,
 	})
@@ -496,6 +500,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 	t.setAttached(s)
 	err := t.send(b.attachedFor(s, t, resumed))
 	b.transitioned(s, from, Active)
+	b.emit(attachEvent(s, t, from))
 	b.publish(s)
 	return err
 }
@@ -555,6 +560,7 @@ func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.Det
 	b.mu.Unlock()
 	b.log.Info("session suspended", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Suspended)
+	b.emit(sessionEvent(SessionSuspended, s, nil, msg))
 	b.publish(s)
 }
 
@@ -613,6 +619,7 @@ func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.Det
 	cancel()
 	b.log.Info("session destroyed", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Destroyed)
+	b.emit(sessionEvent(SessionDestroyed, s, nil, msg))
 }
 
 // forget removes s from the broker's maps and stops its timer.

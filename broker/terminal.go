@@ -161,6 +161,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 	b.terms[t] = struct{}{}
 	b.mu.Unlock()
 	log.Info("terminal connected", "terminal", t.id, "hops", hello.Hops)
+	b.emit(terminalEvent(TerminalConnected, t, "", ""))
 
 	tctx, tcancel := context.WithCancel(ctx)
 	workerDone := make(chan struct{})
@@ -176,6 +177,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 	b.mu.Lock()
 	delete(b.terms, t)
 	b.mu.Unlock()
+	b.emit(terminalEvent(TerminalDisconnected, t, "", ""))
 	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
 		log.Info("terminal connection closed", "terminal", t.id, "error", err)
 	} else {
@@ -302,6 +304,7 @@ func (t *terminal) handle(ev event) {
 	switch m := ev.msg.(type) {
 	case *proto.TokenInserted:
 		start := b.clk.Now()
+		b.emit(Event{Kind: TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
 		err := b.insert(ev.ctx, t, m.Token)
 		t.chainDone(m.Token)
 		if err != nil {
@@ -310,11 +313,13 @@ func (t *terminal) handle(ev event) {
 				ie = fail(proto.ErrInternal, "internal error", err)
 			}
 			b.log.Info("token refused", "token", m.Token, "terminal", t.id, "code", ie.code, "error", ie)
+			b.emit(terminalEvent(TokenRefused, t, m.Token, ie.msg))
 			_ = t.send(&proto.Error{Code: ie.code, Message: ie.msg, Token: m.Token})
 			return
 		}
 		b.log.Debug("token handled", "token", m.Token, "terminal", t.id, "elapsed", b.clk.Now().Sub(start))
 	case *proto.TokenRemoved:
+		b.emit(Event{Kind: TokenRemoved, Terminal: t.id, Token: m.Token})
 		b.remove(ev.ctx, t, m.Token)
 	case *proto.Pair:
 		t.pair(ev.ctx, m)
