@@ -2,11 +2,13 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens"
 )
 
@@ -20,7 +22,10 @@ const (
 // Adopt takes over desktops a previous broker process left running (the
 // backend's Adopt found and verified them): each becomes a suspended
 // session again, its token re-claimed in the registry, its suspend timer
-// restarted. A desktop whose token another server claimed meanwhile is
+// restarted. A claim the previous process still holds for the same
+// session (its lease kept alive across a restart, or not yet expired after
+// a crash) is moved to this process's lease keeping its fence, so
+// terminals redirected before the restart are still welcome. A desktop whose token another server claimed meanwhile is
 // kept as an orphan; one without a token label is reported lost and left
 // to the caller. Call before serving terminals.
 func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []SessionInfo, lost []compositor.Exit) {
@@ -54,17 +59,15 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 		if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil {
 			b.log.Warn("adopted compositor could not be marked suspended", "session", s.ID, "error", err)
 		}
-		cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		c, won, err := b.registry().Claim(cctx, token, b.record(s, nil))
-		cancel()
+		c, won, err := b.adoptClaim(ctx, s)
 		switch {
 		case err != nil:
 			// Kept, unclaimed: the next lease re-establishment or a
 			// fenced write finds out who owns it.
 			b.log.Warn("adopted session not claimed", "session", s.ID, "error", err)
-		case won || (c.Session.ServerID == b.cfg.ServerID && c.Session.ID == s.ID):
+		case won:
 			b.mu.Lock()
-			s.claim = c
+			s.setClaimLocked(c)
 			b.mu.Unlock()
 		default:
 			b.orphanLocked(s, c.Session.ServerID)
@@ -77,4 +80,27 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 	}
 	b.countChanged()
 	return adopted, lost
+}
+
+// adoptClaim claims s's token for an adopted desktop: the previous
+// process's claim of the same session is taken over (Reclaim keeps its
+// fence); an absent key is claimed anew. won=false: c is another owner's.
+func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, won bool, err error) {
+	reg := b.registry()
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	defer cancel()
+	cur, err := reg.Lookup(lctx, s.Token)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return reg.Claim(lctx, s.Token, b.record(s, nil))
+	case err != nil:
+		return registry.Claim{}, false, err
+	case cur.Session.ServerID != b.cfg.ServerID || cur.Session.ID != s.ID:
+		return cur, false, nil
+	}
+	rc, ok := reg.(Reclaimer)
+	if !ok {
+		return cur, true, nil
+	}
+	return rc.Reclaim(lctx, cur, b.record(s, nil))
 }

@@ -157,6 +157,38 @@ type Session struct {
 	// streams are the display connections spliced by the attach gateway;
 	// closed when the session leaves its terminal.
 	streams map[io.Closer]struct{}
+	// fences are the fences of every claim this session held, newest
+	// last (bounded): a redirect carrying one of them is not stale.
+	fences []int64
+	// pubDirty: the registry record is behind; pubRunning: a publisher
+	// goroutine is writing it (one per session at a time, in order).
+	pubDirty, pubRunning bool
+}
+
+// maxFences bounds Session.fences.
+const maxFences = 8
+
+// setClaimLocked records c as s's claim. Caller holds the broker's mutex.
+func (s *Session) setClaimLocked(c registry.Claim) {
+	s.claim = c
+	if n := len(s.fences); n > 0 && s.fences[n-1] == c.Fence {
+		return
+	}
+	if len(s.fences) == maxFences {
+		s.fences = append(s.fences[:0], s.fences[1:]...)
+	}
+	s.fences = append(s.fences, c.Fence)
+}
+
+// heldFence reports whether s held a claim with fence f. Caller holds the
+// broker's mutex.
+func (s *Session) heldFence(f int64) bool {
+	for _, h := range s.fences {
+		if h == f {
+			return true
+		}
+	}
+	return false
 }
 
 // SessionInfo is a snapshot of a session for administrators.
@@ -204,6 +236,8 @@ type Broker struct {
 	exitDone chan struct{}
 	countCh  chan struct{}
 	stop     chan struct{}
+	// regChanged is signalled when Reestablish installs a new registry.
+	regChanged chan struct{}
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
@@ -256,9 +290,12 @@ func New(cfg Config) (*Broker, error) {
 		tokenCache: make(map[string]cachedToken),
 		tickets:    make(map[string]ticket),
 		stop:       make(chan struct{}),
+		regChanged: make(chan struct{}, 1),
 	}
 	go b.watchExits()
 	go b.publishCounts()
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); b.superviseLease() }()
 	return b, nil
 }
 
@@ -345,7 +382,9 @@ func (b *Broker) Kill(ctx context.Context, id string) error {
 	if b.current(s) == nil {
 		return fmt.Errorf("broker: kill %q: %w", id, ErrNotFound)
 	}
-	b.destroyLocked(ctx, s, proto.DetachAdmin, "killed by an administrator")
+	// Detached reason 3 (destroyed), as PROTOCOL.md §5 says: the session
+	// is gone, not merely detached.
+	b.destroyLocked(ctx, s, proto.DetachDestroyed, "killed by an administrator")
 	return nil
 }
 
@@ -462,4 +501,68 @@ func sanitize(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// unhealthyNotifier is implemented by registries that signal at once when
+// their lease is overdue (*registry.Registry does).
+type unhealthyNotifier interface {
+	Unhealthy() <-chan struct{}
+}
+
+// superviseLease enforces the group invariant that a terminal is attached
+// only while this broker holds a live lease: when the registry reports its
+// lease overdue (no renewal within the safe window, before etcd could
+// expire it) or lost, every terminal is detached (reason locked) and its
+// display streams are cut. The sessions stay suspended and are re-claimed
+// by Reestablish. It returns at Shutdown.
+func (b *Broker) superviseLease() {
+	for {
+		reg := b.registry()
+		var unhealthy <-chan struct{}
+		if n, ok := reg.(unhealthyNotifier); ok {
+			unhealthy = n.Unhealthy()
+		}
+		select {
+		case <-b.stop:
+			return
+		case <-b.regChanged:
+		case <-unhealthy:
+			if b.Ready() != nil {
+				b.detachUnleased("server cannot renew its registry lease")
+			}
+		case <-reg.Done():
+			b.detachUnleased("server lost its registry lease")
+			select {
+			case <-b.stop:
+				return
+			case <-b.regChanged:
+			}
+		}
+	}
+}
+
+// detachUnleased suspends every active session while the broker is not
+// ready, telling its terminal why.
+func (b *Broker) detachUnleased(msg string) {
+	b.mu.Lock()
+	active := make([]*Session, 0, len(b.byID))
+	for _, s := range b.byID {
+		if s.term != nil {
+			active = append(active, s)
+		}
+	}
+	b.mu.Unlock()
+	if len(active) > 0 {
+		b.log.Warn("detaching every terminal: no live registry lease", "sessions", len(active))
+	}
+	for _, s := range active {
+		unlock := b.keys.Lock(s.Token)
+		b.mu.Lock()
+		shown := s.term != nil
+		b.mu.Unlock()
+		if shown && b.current(s) != nil && b.Ready() != nil {
+			b.suspendLocked(context.Background(), s, proto.DetachLocked, msg+"; present the token again shortly")
+		}
+		unlock()
+	}
 }

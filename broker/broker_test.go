@@ -194,8 +194,9 @@ func TestAdminKill(t *testing.T) {
 	if err := e.b.Kill(e.ctx, att.SessionID); err != nil {
 		t.Fatal(err)
 	}
-	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachAdmin {
-		t.Fatalf("detached = %+v; want admin", det)
+	// PROTOCOL.md §5: a killed session is destroyed (reason 3).
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachDestroyed {
+		t.Fatalf("detached = %+v; want destroyed", det)
 	}
 }
 

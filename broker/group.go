@@ -16,7 +16,7 @@ import (
 // Ties go to this server, so a balanced group never redirects for nothing;
 // a terminal that was already redirected here for placement stays here if
 // this server can take it.
-func (b *Broker) place(ctx context.Context, t *terminal) (registry.ServerRecord, error) {
+func (b *Broker) place(ctx context.Context, hops uint8) (registry.ServerRecord, error) {
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	servers, err := b.registry().Servers(lctx)
 	cancel()
@@ -36,7 +36,7 @@ func (b *Broker) place(ctx context.Context, t *terminal) (registry.ServerRecord,
 		if srv.Draining || (srv.Capacity > 0 && srv.Sessions >= srv.Capacity) {
 			continue
 		}
-		if srv.ID == b.cfg.ServerID && t.hops > 0 {
+		if srv.ID == b.cfg.ServerID && hops > 0 {
 			return srv, nil // placed here by another broker
 		}
 		w := float64(max(srv.Weight, 1))
@@ -126,7 +126,7 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 		}
 		if ok {
 			b.mu.Lock()
-			s.claim = c
+			s.setClaimLocked(c)
 			b.mu.Unlock()
 		} else {
 			b.orphanLocked(s, c.Session.ServerID)
@@ -139,6 +139,10 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 	b.mu.Lock()
 	b.reg = reg
 	b.mu.Unlock()
+	select {
+	case b.regChanged <- struct{}{}:
+	default:
+	}
 	b.countChanged()
 	b.log.Info("registry lease re-established", "sessions", len(sessions)-len(orphans), "orphans", len(orphans))
 	return orphans, nil
@@ -148,7 +152,7 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 // session is suspended (its terminal told why) and no longer located by its
 // token here. Caller holds the token lock.
 func (b *Broker) orphanLocked(s *Session, owner string) {
-	b.log.Warn("session orphaned: its token is owned by another server now", "session", s.ID, "owner", owner)
+	b.log.Warn("session orphaned: its token is owned by another session now", "session", s.ID, "owner", owner)
 	b.emit(Event{Kind: SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
 	b.mu.Lock()
 	s.orphaned = true
@@ -159,7 +163,11 @@ func (b *Broker) orphanLocked(s *Session, owner string) {
 	active := s.state == Active
 	b.mu.Unlock()
 	if active {
-		b.suspendLocked(context.Background(), s, proto.DetachLocked, "session locked: its token moved to another server")
+		msg := "session locked: its token belongs to another session now"
+		if owner != "" && owner != b.cfg.ServerID {
+			msg = "session locked: its token moved to server " + owner
+		}
+		b.suspendLocked(context.Background(), s, proto.DetachLocked, msg)
 	}
 	b.countChanged()
 }

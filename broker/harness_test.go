@@ -44,6 +44,8 @@ type env struct {
 	attachAddr    string
 	rec           registry.ServerRecord
 	ttl           time.Duration
+	stateDir      string // the weston backend's state directory
+	logger        hclog.Logger
 }
 
 type transition struct {
@@ -76,7 +78,10 @@ type envOptions struct {
 	authn     auth.Authenticator
 	policies  *auth.Policies
 	gateway   bool // run the attach gateway
-	events    EventSink
+	// wrap, if set, wraps the registry the broker uses (fault injection
+	// behind the broker's own Registry interface).
+	wrap   func(Registry) Registry
+	events EventSink
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -130,8 +135,12 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 		}
 		attachAddr = attachLn.Addr().String()
 	}
+	var breg Registry = reg
+	if o.wrap != nil {
+		breg = o.wrap(reg)
+	}
 	b, err := New(Config{
-		ServerID: id, Registry: reg, Compositor: comp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
+		ServerID: id, Registry: breg, Compositor: comp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
 		MaxSessions: o.max, Events: o.events,
 	})
@@ -139,7 +148,8 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, b: b, reg: reg, clk: clk, addr: ln.Addr().String(), pin: pin, comp: comp, ctx: ctx,
-		trans: make(chan transition, 4096), etcdEndpoints: eps, cli: cli, rec: rec, ttl: o.ttl}
+		trans: make(chan transition, 4096), etcdEndpoints: eps, cli: cli, rec: rec, ttl: o.ttl,
+		stateDir: filepath.Join(dir, "sessions"), logger: logger}
 	b.SetHooks(Hooks{OnTransition: func(id string, from, to State) {
 		select {
 		case e.trans <- transition{id, from, to}:

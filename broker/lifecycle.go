@@ -47,6 +47,9 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	if err := b.Ready(); err != nil {
 		return fail(proto.ErrUnavailable, "server not ready", err)
 	}
+	// The Hello's redirect chain bounds this lookup only if it is the one
+	// the chain was about; any other lookup starts at hop 0.
+	hops, helloFence := t.chain(token)
 	// A session on another server: redirect at once. The owner checks the
 	// token (proof, login); checking it here too would only add an etcd read
 	// and a round trip to the terminal on the cross-server path.
@@ -60,7 +63,7 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 		c, err := b.registry().LookupLocal(lctx, token)
 		cancel()
 		if err == nil && c.Session.ServerID != b.cfg.ServerID {
-			return b.redirect(ctx, t, c)
+			return b.redirect(ctx, t, c, hops)
 		}
 	}
 	rec, err := b.verifyToken(ctx, t, token)
@@ -77,15 +80,28 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	b.mu.Lock()
 	s := b.byToken[token]
 	var fence int64
+	var heldFence bool
 	if s != nil {
 		fence = s.claim.Fence
+		heldFence = s.heldFence(helloFence)
 	}
 	b.mu.Unlock()
 	if s != nil {
-		// A terminal redirected here with an older fence was sent by a
-		// broker that saw a previous ownership of this token: refuse it.
-		if t.fence > 0 && t.fenceToken == token && t.fence < fence {
+		switch {
+		case helloFence == 0 || helloFence == fence || heldFence:
+			// No fence, or one this very session held (it re-claimed its
+			// key since, with a newer fence): the redirect is good.
+		case helloFence < fence:
+			// Sent by a broker that saw an earlier ownership of the token
+			// by another session: refuse it; the terminal starts again.
 			return fail(proto.ErrStaleFence, "redirect is stale: the session moved", nil)
+		default:
+			// A newer fence than ours: the redirecting broker saw a claim
+			// made after ours. Attach only if the registry confirms the
+			// key is still this session's.
+			if err := b.confirmClaimLocked(ctx, s); err != nil {
+				return err
+			}
 		}
 		return b.resumeLocked(ctx, t, s, rec)
 	}
@@ -95,7 +111,7 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	cancel()
 	switch {
 	case err == nil && c.Session.ServerID != b.cfg.ServerID:
-		return b.redirect(ctx, t, c)
+		return b.redirect(ctx, t, c, hops)
 	case err == nil:
 		// Our own id holds a claim we do not run (a session lost before a
 		// restart, or a crash mid-create). Release it so the token can start afresh.
@@ -109,7 +125,7 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	case !errors.Is(err, registry.ErrNotFound):
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
-	target, err := b.place(ctx, t)
+	target, err := b.place(ctx, hops)
 	if errors.Is(err, errNoCapacity) {
 		return fail(proto.ErrUnavailable, "no server can take a new session now", err)
 	}
@@ -117,9 +133,9 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
 	if target.ID != b.cfg.ServerID {
-		return b.redirectTo(t, token, target, 0)
+		return b.redirectTo(t, token, target, 0, hops)
 	}
-	return b.create(ctx, t, token, rec)
+	return b.create(ctx, t, token, rec, hops)
 }
 
 // verifyToken checks that token may be used and that t holds its key.
@@ -181,11 +197,23 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 	case msg = <-answer:
 	case <-cctx.Done():
 		_ = t.send(&proto.Cancel{ID: id})
-		return fail(proto.ErrAuthFailed, "no proof of possession", cctx.Err())
+		if ctx.Err() != nil {
+			// TokenRemoved cancelled the insert: the card was pulled
+			// mid-challenge, which is not a failed proof.
+			return fail(proto.ErrCancelled, "token removed before its proof", ctx.Err())
+		}
+		return fail(proto.ErrAuthFailed, "no proof of possession within the proof timeout", cctx.Err())
+	}
+	if _, declined := msg.(*proto.Cancel); declined {
+		return fail(proto.ErrAuthFailed, "challenge declined by the terminal", nil)
 	}
 	p, ok := msg.(*proto.Proof)
 	if !ok || p.Token != token {
 		return fail(proto.ErrAuthFailed, "proof of possession failed", nil)
+	}
+	if ctx.Err() != nil {
+		// The token left the terminal while its proof was on the way.
+		return fail(proto.ErrCancelled, "token removed before its proof", ctx.Err())
 	}
 	signed, err := soft.ChallengeMessage(t.id, b.cfg.ServerID, t.nonce, nonce, token)
 	if err != nil {
@@ -209,7 +237,10 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 		b.emit(Event{Kind: LoginLockout, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
 	case err != nil && ctx.Err() != nil:
-		return res, fail(proto.ErrAuthFailed, "login abandoned", err)
+		// The token was removed mid-login (or the terminal left).
+		return res, fail(proto.ErrCancelled, "login abandoned: token removed", err)
+	case errors.Is(err, ErrPromptCancelled):
+		return res, fail(proto.ErrAuthFailed, "login cancelled at the terminal", err)
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", t.id, "error", err)
 		b.emit(Event{Kind: LoginRefused, Token: token, User: rec.User, Terminal: t.id})
@@ -269,9 +300,10 @@ func (b *Broker) checkUserLimit(ctx context.Context, token, user string) error {
 	return nil
 }
 
-// redirect sends t to the owner of claim c.
-func (b *Broker) redirect(ctx context.Context, t *terminal, c registry.Claim) error {
-	if t.hops >= proto.MaxHops {
+// redirect sends t to the owner of claim c; hops is how many redirects
+// this lookup followed so far.
+func (b *Broker) redirect(ctx context.Context, t *terminal, c registry.Claim, hops uint8) error {
+	if hops >= proto.MaxHops {
 		return fail(proto.ErrTooManyHops, "too many redirects", nil)
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -281,13 +313,13 @@ func (b *Broker) redirect(ctx context.Context, t *terminal, c registry.Claim) er
 		// The owner's lease is gone or going: its claims vanish with it.
 		return fail(proto.ErrUnavailable, "session owner unreachable; retry shortly", err)
 	}
-	return b.redirectTo(t, c.Key, srv, c.Fence)
+	return b.redirectTo(t, c.Key, srv, c.Fence, hops)
 }
 
 // redirectTo sends t to group member srv; fence is the session's claim, or
 // 0 when srv is asked to create the session (placement).
-func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord, fence int64) error {
-	if t.hops >= proto.MaxHops {
+func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord, fence int64, hops uint8) error {
+	if hops >= proto.MaxHops {
 		return fail(proto.ErrTooManyHops, "too many redirects", nil)
 	}
 	if srv.Addr == "" || len(srv.Fingerprint) == 0 {
@@ -301,7 +333,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 }
 
 // create starts a new session for token at t. Caller holds the token lock.
-func (b *Broker) create(ctx context.Context, t *terminal, token string, rec registry.TokenRecord) error {
+func (b *Broker) create(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, hops uint8) error {
 	res, err := b.authenticate(ctx, t, token, rec, false)
 	if err != nil {
 		return err
@@ -336,9 +368,9 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 		if c.Session.ServerID == b.cfg.ServerID {
 			return fail(proto.ErrInternal, "claim held by this server without a session", nil)
 		}
-		return b.redirect(ctx, t, c)
+		return b.redirect(ctx, t, c, hops)
 	}
-	s.claim = c
+	s.setClaimLocked(c)
 	b.mu.Lock()
 	b.byID[s.ID] = s
 	b.byToken[token] = s
@@ -404,8 +436,44 @@ func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec 
 	return b.attachLocked(ctx, t, s, true)
 }
 
+// confirmClaimLocked checks with the registry (a linearizable read) that
+// the token's key is still s's claim, adopting the registry's fence; if
+// another session holds it now, s is orphaned and the terminal redirected
+// there. Caller holds the token lock.
+func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	c, err := b.registry().Lookup(lctx, s.Token)
+	cancel()
+	switch {
+	case err == nil && c.Session.ServerID == b.cfg.ServerID && c.Session.ID == s.ID:
+		b.mu.Lock()
+		s.setClaimLocked(c)
+		b.mu.Unlock()
+		return nil
+	case err == nil:
+		b.orphanLocked(s, c.Session.ServerID)
+		return fail(proto.ErrStaleFence, "the session's token belongs to another session now; present it again", nil)
+	case errors.Is(err, registry.ErrNotFound):
+		return fail(proto.ErrUnavailable, "session claim being re-established; retry shortly", err)
+	default:
+		return fail(proto.ErrUnavailable, "registry unavailable", err)
+	}
+}
+
 // attachLocked makes s active at t and tells t. Caller holds the token lock.
 func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
+	// The lease may have been lost while the insert ran: attach only
+	// under a live lease (the lease supervisor detaches everything shown
+	// when it is lost, under each token's lock).
+	if err := b.Ready(); err != nil {
+		b.mu.Lock()
+		creating := s.state == Creating
+		b.mu.Unlock()
+		if creating {
+			b.suspendLocked(ctx, s, proto.DetachLocked, "server lost its registry lease")
+		}
+		return fail(proto.ErrUnavailable, "server not ready", err)
+	}
 	// A terminal shows one session: whatever it showed before is suspended.
 	if prev := t.attached(); prev != nil && prev != s {
 		b.wg.Add(1)
@@ -433,7 +501,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 	err := t.send(b.attachedFor(s, t, resumed))
 	b.transitioned(s, from, Active)
 	b.emit(attachEvent(s, t, from))
-	b.publish(ctx, s)
+	b.publish(s)
 	return err
 }
 
@@ -493,7 +561,7 @@ func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.Det
 	b.log.Info("session suspended", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Suspended)
 	b.emit(sessionEvent(SessionSuspended, s, nil, msg))
-	b.publish(ctx, s)
+	b.publish(s)
 }
 
 // expire destroys s if it is still suspended when its timer fires.
@@ -576,6 +644,10 @@ func (b *Broker) forget(s *Session) {
 func (b *Broker) record(s *Session, t *terminal) registry.Session {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.recordLocked(s, t)
+}
+
+func (b *Broker) recordLocked(s *Session, t *terminal) registry.Session {
 	r := registry.Session{
 		ID: s.ID, Key: s.Token, ServerID: b.cfg.ServerID, User: s.User, State: s.state.String(),
 		CreatedUnixMs: s.created.UnixMilli(), UpdatedUnixMs: s.updated.UnixMilli(),
@@ -586,38 +658,110 @@ func (b *Broker) record(s *Session, t *terminal) registry.Session {
 	return r
 }
 
-// publish writes s's state to the registry, fenced on its claim. A fenced
-// write means another owner holds the token now: s is reported orphaned
-// and kept suspended, never silently destroyed.
-func (b *Broker) publish(ctx context.Context, s *Session) {
+// publish has s's state written to the registry, fenced on its claim, in
+// the background: a slow or hanging etcd never holds the token lock or the
+// terminal's queue. Writes of one session are made one at a time, in
+// order, each bounded by remoteTimeout; a burst of changes collapses into
+// one write of the latest state. A fenced write is resolved by fenced.
+func (b *Broker) publish(s *Session) {
 	b.mu.Lock()
-	t := s.term
-	c := s.claim
-	orphan := s.orphaned
-	b.mu.Unlock()
-	if orphan {
-		return // the key is someone else's now
+	if s.orphaned || s.state == Destroyed {
+		b.mu.Unlock()
+		return
 	}
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteTimeout)
-	defer cancel()
-	nc, err := b.registry().Update(uctx, c, b.record(s, t))
-	if errors.Is(err, registry.ErrFenced) {
-		// Our claim is gone: find out who holds the token now.
-		owner := ""
-		if cur, lerr := b.registry().Lookup(uctx, s.Token); lerr == nil {
-			if cur.Session.ServerID == b.cfg.ServerID && cur.Session.ID == s.ID {
-				return // raced with a re-claim; nothing lost
-			}
-			owner = cur.Session.ServerID
+	s.pubDirty = true
+	if s.pubRunning {
+		b.mu.Unlock()
+		return
+	}
+	s.pubRunning = true
+	b.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.publisher(s)
+	}()
+}
+
+// publisher writes s's record until it is up to date.
+func (b *Broker) publisher(s *Session) {
+	for {
+		b.mu.Lock()
+		if !s.pubDirty || s.orphaned || s.state == Destroyed || b.byID[s.ID] != s {
+			s.pubDirty, s.pubRunning = false, false
+			b.mu.Unlock()
+			return
 		}
-		b.orphanLocked(s, owner)
-		return
+		s.pubDirty = false
+		c := s.claim
+		rec := b.recordLocked(s, s.term)
+		b.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		nc, err := b.registry().Update(ctx, c, rec)
+		cancel()
+		switch {
+		case err == nil:
+			b.mu.Lock()
+			if s.claim.Fence == c.Fence {
+				s.claim = nc
+			}
+			b.mu.Unlock()
+		case errors.Is(err, registry.ErrFenced):
+			b.fenced(s, c)
+		default:
+			// Lease overdue or lost, or etcd unreachable: Reestablish
+			// writes the record again under the next lease.
+			b.log.Warn("registry update failed", "session", s.ID, "error", err)
+		}
 	}
-	if err != nil {
-		b.log.Warn("registry update failed", "session", s.ID, "error", err)
-		return
-	}
+}
+
+// fenced resolves a write refused because claim c no longer holds s's key.
+// The key re-created by another session: s is orphaned (kept, suspended,
+// visible). The key absent (our lease was revoked or expired, or someone
+// deleted it): it is re-claimed under the current lease if that is live,
+// else left to Reestablish; never orphaned, since nobody else has it.
+func (b *Broker) fenced(s *Session, c registry.Claim) {
+	unlock := b.keys.Lock(s.Token)
+	defer unlock()
 	b.mu.Lock()
-	s.claim = nc
+	changed := s.claim.Fence != c.Fence
 	b.mu.Unlock()
+	if b.current(s) == nil || changed {
+		return // destroyed, or re-claimed meanwhile
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	defer cancel()
+	reg := b.registry()
+	cur, err := reg.Lookup(ctx, s.Token)
+	switch {
+	case err == nil && cur.Session.ServerID == b.cfg.ServerID && cur.Session.ID == s.ID:
+		b.mu.Lock()
+		s.setClaimLocked(cur) // raced with a re-claim; nothing lost
+		b.mu.Unlock()
+		b.publish(s)
+	case err == nil:
+		b.orphanLocked(s, cur.Session.ServerID)
+	case errors.Is(err, registry.ErrNotFound):
+		rc, ok := reg.(Reclaimer)
+		if !ok || b.Ready() != nil {
+			b.log.Warn("session claim gone; re-claimed when the lease is re-established", "session", s.ID)
+			return
+		}
+		nc, won, err := rc.Reclaim(ctx, c, b.record(s, s.term))
+		switch {
+		case err != nil:
+			b.log.Warn("re-claiming a vanished session claim failed", "session", s.ID, "error", err)
+		case won:
+			b.mu.Lock()
+			s.setClaimLocked(nc)
+			b.mu.Unlock()
+			b.log.Info("session claim re-created", "session", s.ID, "fence", nc.Fence)
+		default:
+			b.orphanLocked(s, nc.Session.ServerID)
+		}
+	default:
+		b.log.Warn("resolving a fenced session write failed", "session", s.ID, "error", err)
+	}
 }

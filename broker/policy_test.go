@@ -205,8 +205,8 @@ func TestPolicyCardPulledMidPrompt(t *testing.T) {
 			continue
 		}
 		er, ok := m.(*proto.Error)
-		if !ok || er.Code != proto.ErrAuthFailed {
-			t.Fatalf("after pulling the card: %T %+v; want the login abandoned", m, m)
+		if !ok || er.Code != proto.ErrCancelled {
+			t.Fatalf("after pulling the card: %T %+v; want the login abandoned (cancelled)", m, m)
 		}
 		break
 	}
@@ -215,5 +215,25 @@ func TestPolicyCardPulledMidPrompt(t *testing.T) {
 	}
 	t1.answer("bob-pw")
 	t1.insert("uid.05060708")
+	expectMsg[proto.Attached](t1)
+}
+
+// TestPromptCancelledAtTerminal: the person cancels a prompt at the
+// terminal (Cancel{ID}, T → B): the login fails, the connection stays.
+func TestPromptCancelledAtTerminal(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
+	e.register("uid.0a0b0c0d", "bob")
+	t1 := e.dial("term-1")
+	t1.insert("uid.0a0b0c0d")
+	p := expectMsg[proto.AuthPrompt](t1)
+	if err := t1.conn.Send(&proto.Cancel{ID: p.ID}); err != nil {
+		t.Fatal(err)
+	}
+	er := expectMsg[proto.Error](t1)
+	if er.Code != proto.ErrAuthFailed || er.Token != "uid.0a0b0c0d" {
+		t.Fatalf("after cancelling the prompt: %+v; want auth_failed for the token", er)
+	}
+	t1.answer("bob-pw")
+	t1.insert("uid.0a0b0c0d")
 	expectMsg[proto.Attached](t1)
 }

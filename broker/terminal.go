@@ -32,8 +32,11 @@ type terminal struct {
 	name   string
 	remote string
 	nonce  []byte // Welcome nonce, bound into challenges
-	hops   uint8
-	// fence and fenceToken come from the Redirect that sent the terminal here.
+	// hops, fence and fenceToken come from the Hello: the Redirect chain
+	// that sent the terminal here. They bound and fence one lookup only,
+	// the first TokenInserted of fenceToken (of any token if the Hello
+	// named none); every later insert starts a new chain at hop 0.
+	hops       uint8
 	fence      int64
 	fenceToken string
 
@@ -46,6 +49,29 @@ type terminal struct {
 	inflight map[string]inflight // token → its queued or running insert
 	gen      uint64
 	closed   bool
+	// chainUsed: the Hello's redirect chain was consumed by its insert.
+	chainUsed bool
+}
+
+// chain returns the redirect hops and fence that apply to an insert of
+// token: the Hello's for the first insert of the token it named, zero for
+// every other lookup.
+func (t *terminal) chain(token string) (hops uint8, fence int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.chainUsed || (t.fenceToken != "" && t.fenceToken != token) {
+		return 0, 0
+	}
+	return t.hops, t.fence
+}
+
+// chainDone marks the Hello's chain consumed once an insert of token is answered.
+func (t *terminal) chainDone(token string) {
+	t.mu.Lock()
+	if t.fenceToken == "" || t.fenceToken == token {
+		t.chainUsed = true
+	}
+	t.mu.Unlock()
 }
 
 type event struct {
@@ -62,6 +88,9 @@ type inflight struct {
 }
 
 var _ auth.Conversation = (*terminal)(nil)
+
+// ErrPromptCancelled: the terminal answered a prompt with Cancel.
+var ErrPromptCancelled = errors.New("broker: prompt cancelled at the terminal")
 
 // Serve accepts terminal connections on ln (a TCP listener; Serve wraps it
 // in TLS with tlsCfg) until ctx is cancelled. It returns nil after ctx is
@@ -104,6 +133,9 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 		log.Debug("tls handshake failed", "error", err)
 		c.Close()
 		return
+	}
+	if tc, ok := c.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true) // small request/answer frames: never wait for Nagle
 	}
 	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
 	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval,
@@ -188,6 +220,10 @@ func (t *terminal) read(ctx context.Context) error {
 			t.answer(body.ID, body)
 		case *proto.AuthAnswer:
 			t.answer(body.ID, body)
+		case *proto.Cancel:
+			// The person cancelled a prompt (or declined a challenge) at
+			// the terminal: the login it belongs to fails.
+			t.answer(body.ID, body)
 		case *proto.Ping:
 			if err := t.conn.Send(&proto.Pong{Seq: body.Seq}); err != nil {
 				return err
@@ -202,12 +238,19 @@ func (t *terminal) read(ctx context.Context) error {
 	}
 }
 
+// enqueue queues a token event for the worker. When maxQueuedEvents are
+// outstanding, an insert (or a pairing) is answered at once with
+// Error{rate_limited} carrying its token and the connection stays open;
+// a removal cannot be dropped without leaving its session shown, so it
+// closes the connection instead, which suspends what the terminal showed.
 func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	ectx, cancel := context.WithCancel(ctx)
 	t.mu.Lock()
 	t.gen++
 	gen := t.gen
-	if _, ok := msg.(*proto.TokenInserted); ok {
+	prev, hadPrev := t.inflight[token]
+	_, isInsert := msg.(*proto.TokenInserted)
+	if isInsert {
 		t.inflight[token] = inflight{gen: gen, cancel: cancel}
 	}
 	t.mu.Unlock()
@@ -215,9 +258,25 @@ func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	case t.events <- event{ctx: ectx, done: cancel, msg: msg, token: token, gen: gen}:
 		return nil
 	default:
-		cancel()
-		_ = t.conn.Send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many outstanding token events"})
-		return errors.New("broker: terminal event queue full")
+	}
+	cancel()
+	if isInsert {
+		t.mu.Lock()
+		if in, ok := t.inflight[token]; ok && in.gen == gen {
+			if hadPrev {
+				t.inflight[token] = prev
+			} else {
+				delete(t.inflight, token)
+			}
+		}
+		t.mu.Unlock()
+	}
+	switch msg.(type) {
+	case *proto.TokenRemoved:
+		_ = t.conn.Send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many outstanding token events", Token: token})
+		return errors.New("broker: terminal event queue full at a token removal")
+	default:
+		return t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many outstanding token events; present the token again", Token: token})
 	}
 }
 
@@ -247,6 +306,7 @@ func (t *terminal) handle(ev event) {
 		start := b.clk.Now()
 		b.emit(Event{Kind: TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
 		err := b.insert(ev.ctx, t, m.Token)
+		t.chainDone(m.Token)
 		if err != nil {
 			var ie *insertError
 			if !errors.As(err, &ie) {
@@ -337,6 +397,9 @@ func (t *terminal) Prompt(ctx context.Context, style proto.PromptStyle, text str
 	}
 	select {
 	case m := <-ch:
+		if _, ok := m.(*proto.Cancel); ok {
+			return "", ErrPromptCancelled
+		}
 		a, ok := m.(*proto.AuthAnswer)
 		if !ok {
 			return "", errors.New("broker: unexpected answer")

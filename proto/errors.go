@@ -28,6 +28,7 @@ var errorCodeNames = map[ErrorCode]string{
 	ErrCompositor:     "compositor",
 	ErrCardError:      "card_error",
 	ErrSessionLimited: "session_limited",
+	ErrCancelled:      "cancelled",
 }
 
 // String returns the snake_case name of c, e.g. "bad_version".

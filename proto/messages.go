@@ -25,7 +25,7 @@ const (
 	TypePair          Type = 15 // terminal → broker: enroll a token key with a pairing code
 	TypePaired        Type = 16 // broker → terminal
 	TypeCardError     Type = 17 // terminal → broker: a token device could not be read
-	TypeCancel        Type = 18 // broker → terminal: abandon an outstanding Challenge or AuthPrompt
+	TypeCancel        Type = 18 // either direction: abandon an outstanding Challenge or AuthPrompt
 	TypeAttach        Type = 19 // terminal → broker, on the attach listener: redeem a ticket
 	TypeAttachOK      Type = 20 // broker → terminal, on the attach listener: the display stream follows
 )
@@ -199,6 +199,7 @@ const (
 	ErrCompositor     ErrorCode = 13 // the session could not be created
 	ErrCardError      ErrorCode = 14 // a card could not be identified
 	ErrSessionLimited ErrorCode = 15 // user reached the maximum number of sessions
+	ErrCancelled      ErrorCode = 16 // the insert was abandoned: its token was removed (e.g. mid-challenge)
 )
 
 // Error reports a failure. Token, when set, names the token the error is about.

@@ -244,8 +244,14 @@ type Registry struct {
 	overdueT    clock.Timer // fires when the safe window has passed; guarded by hmu
 	overdue     atomic.Bool // logged as overdue, not renewed since
 
+	// unhealthy receives a value each time the safe window passes without
+	// a renewal (see Unhealthy).
+	unhealthy chan struct{}
+
 	kaCancel  context.CancelFunc
 	done      chan struct{} // closed by keepAlive when the lease is lost
+	watchDone chan struct{} // closed when watchRecord returns
+	stopOnce  sync.Once
 	closeOnce sync.Once
 	closing   chan struct{}
 	closeErr  error
@@ -286,16 +292,18 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	}
 	ttl := int64((o.leaseTTL + time.Second - 1) / time.Second)
 	r := &Registry{
-		kv:      cli.KV,
-		watcher: cli.Watcher,
-		leases:  cli.Lease,
-		opts:    o,
-		log:     o.logger,
-		id:      server.ID,
-		server:  server,
-		ttl:     time.Duration(ttl) * time.Second,
-		done:    make(chan struct{}),
-		closing: make(chan struct{}),
+		kv:        cli.KV,
+		watcher:   cli.Watcher,
+		leases:    cli.Lease,
+		opts:      o,
+		log:       o.logger,
+		id:        server.ID,
+		server:    server,
+		ttl:       time.Duration(ttl) * time.Second,
+		done:      make(chan struct{}),
+		closing:   make(chan struct{}),
+		unhealthy: make(chan struct{}, 1),
+		watchDone: make(chan struct{}),
 	}
 	r.window = o.safeWindow
 	if r.window <= 0 {
@@ -325,14 +333,18 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	r.renewed(granted)
 	go r.keepAlive(ch)
 
-	if err := r.register(ctx, server); err != nil {
+	if _, err := r.register(ctx, server); err != nil {
 		close(r.closing) // not a lost lease: keepAlive need not report it
+		close(r.watchDone)
 		kcancel()
 		<-r.done
 		r.stopOverdueTimer()
 		r.revokeDetached(ctx)
 		return nil, err
 	}
+	// A revoked lease (etcdctl lease revoke, an administrator) deletes our
+	// record at once; the keepalive would only notice at its next round.
+	go r.watchRecord(kctx)
 	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)),
 		"ttl_s", ttl, "safe_window_ms", r.window.Milliseconds())
 	return r, nil
@@ -340,11 +352,11 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 
 // register creates servers/<id> under our lease if absent, or moves it from
 // our previous lease (WithPreviousLease) to the new one.
-func (r *Registry) register(ctx context.Context, server ServerRecord) error {
+func (r *Registry) register(ctx context.Context, server ServerRecord) (int64, error) {
 	k := r.serverKey(r.id)
 	v, err := json.Marshal(server)
 	if err != nil {
-		return fmt.Errorf("registry: new: %w", err)
+		return 0, fmt.Errorf("registry: new: %w", err)
 	}
 	// A record that keeps changing between our reads (expiring, taken) is
 	// retried a few times, then reported as in use.
@@ -361,10 +373,10 @@ func (r *Registry) register(ctx context.Context, server ServerRecord) error {
 		if err != nil {
 			// Outcome unknown: the caller revokes our lease, which removes
 			// the record if it was written.
-			return fmt.Errorf("registry: new: register server: %w", err)
+			return 0, fmt.Errorf("registry: new: register server: %w", err)
 		}
 		if resp.Succeeded {
-			return nil
+			return resp.Header.Revision, nil
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
@@ -381,15 +393,15 @@ func (r *Registry) register(ctx context.Context, server ServerRecord) error {
 			Commit()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("registry: new: take over server record: %w", err)
+			return 0, fmt.Errorf("registry: new: take over server record: %w", err)
 		}
 		if resp.Succeeded {
 			r.log.Info("took over server record from previous lease", "server_id", r.id,
 				"previous_lease_id", fmt.Sprintf("%x", int64(r.opts.prevLease)))
-			return nil
+			return resp.Header.Revision, nil
 		}
 	}
-	return fmt.Errorf("registry: new: server %q held by lease %x: %w", r.id, holder, ErrServerIDInUse)
+	return 0, fmt.Errorf("registry: new: server %q held by lease %x: %w", r.id, holder, ErrServerIDInUse)
 }
 
 // keepAlive consumes the lease's keepalive responses, records each renewal,
@@ -427,6 +439,10 @@ func (r *Registry) renewed(t time.Time) {
 		select {
 		case <-r.done:
 			return
+		default:
+		}
+		select {
+		case r.unhealthy <- struct{}{}:
 		default:
 		}
 		if !r.overdue.Swap(true) {
@@ -498,8 +514,9 @@ func (r *Registry) ServerID() string { return r.id }
 func (r *Registry) LeaseID() clientv3.LeaseID { return r.lease }
 
 // Done is closed when the lease is definitely lost: etcd reported it expired
-// or revoked (by Close or by anyone else), no renewal succeeded within the
-// TTL, or the etcd client was closed. After that the server record and all
+// or revoked (by Close or by anyone else; a revoke is seen within
+// recordPollInterval because the server record vanishes with it), no
+// renewal succeeded within the TTL, or the etcd client was closed. After that the server record and all
 // claims are gone (or going within the TTL) and writes fail with
 // ErrLeaseLost; the owner builds a new Registry and calls Reclaim.
 func (r *Registry) Done() <-chan struct{} { return r.done }
@@ -518,12 +535,10 @@ func (r *Registry) lost() bool {
 // Done is closed when Close returns. Close is
 // idempotent; only the first call's ctx is used. A lease that is already
 // gone is not an error; if the revoke fails the lease expires by itself
-// within its TTL.
+// within its TTL. Close after Abandon only revokes.
 func (r *Registry) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
-		close(r.closing)
-		r.kaCancel()
-		<-r.done
+		r.stopKeepAlive()
 		cctx, cancel := r.callCtx(ctx)
 		defer cancel()
 		if _, err := r.leases.Revoke(cctx, r.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -532,6 +547,74 @@ func (r *Registry) Close(ctx context.Context) error {
 		r.log.Info("released server", "server_id", r.id)
 	})
 	return r.closeErr
+}
+
+// Abandon stops the keepalive and the record watch without revoking the
+// lease: whatever lives under it (the server record, claims) stays until
+// the lease expires by itself, or until a new Registry built with
+// WithPreviousLease(LeaseID()) takes the record over and Reclaim moves the
+// claims. Done is closed when Abandon returns; it is idempotent. Use it for
+// a registry that must not be used again but whose claims must not vanish
+// at once: a failed re-establishment, or a stop that keeps the desktops.
+func (r *Registry) Abandon() {
+	r.stopKeepAlive()
+}
+
+func (r *Registry) stopKeepAlive() {
+	r.stopOnce.Do(func() {
+		close(r.closing)
+		r.kaCancel()
+		<-r.done
+		<-r.watchDone
+	})
+}
+
+// Unhealthy receives a value (buffered, at most one pending) each time the
+// safe window passes without a renewal, so an owner can act at once instead
+// of polling Healthy. Done closing is signalled by Done only.
+func (r *Registry) Unhealthy() <-chan struct{} { return r.unhealthy }
+
+// recordPollInterval bounds how long a revoked lease (etcdctl lease
+// revoke, an administrator) goes unnoticed: the keepalive alone would only
+// see it at its next round, up to a third of the TTL later.
+const recordPollInterval = 500 * time.Millisecond
+
+// watchRecord reads servers/<id> every recordPollInterval (a unary read: a
+// long-lived watch stream per broker would hold etcd members' graceful
+// stops): if it is gone (the lease was revoked or expired) or held by
+// another lease, the lease is lost and the keepalive is cancelled, which
+// closes Done. A failed read is ignored: an unreachable etcd is what the
+// safe window (Healthy) is for. It returns when ctx (the keepalive's) ends.
+func (r *Registry) watchRecord(ctx context.Context) {
+	defer close(r.watchDone)
+	k := r.serverKey(r.id)
+	t := time.NewTicker(recordPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		gctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Get(gctx, k)
+		cancel()
+		if err != nil || ctx.Err() != nil {
+			continue
+		}
+		why := ""
+		switch {
+		case len(resp.Kvs) == 0:
+			why = "deleted"
+		case clientv3.LeaseID(resp.Kvs[0].Lease) != r.lease:
+			why = "taken by another lease"
+		default:
+			continue
+		}
+		r.log.Error("server record "+why+": lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
+		r.kaCancel()
+		return
+	}
 }
 
 // RevokeLease revokes another lease of this server, typically its previous

@@ -19,17 +19,23 @@ type TokenChange struct {
 // broker of the group to act on (a disabled or deleted token locks its
 // sessions wherever they run). The channel is closed when ctx ends. After a
 // watch failure (compaction, lost leader) it lists the whole registry again
-// and reports every token as changed, then watches from that revision:
-// consumers must be idempotent. A slow consumer slows the watch, never
-// loses changes.
+// and reports every token as changed, and every token it knew that is gone
+// from the listing as deleted (a deletion inside the gap is never missed),
+// then watches from that revision: consumers must be idempotent. A slow
+// consumer slows the watch, never loses changes. It remembers the ids of
+// the enrolled tokens (a few bytes each) to tell deletions.
 func (r *Registry) WatchTokens(ctx context.Context) <-chan TokenChange {
 	out := make(chan TokenChange, 16)
 	prefix := r.opts.prefix + "tokens/"
 	// Changes count from the revision current when WatchTokens is called.
 	rev := int64(0)
+	known := map[string]bool{}
 	gctx, gcancel := r.callCtx(ctx)
-	if resp, err := r.kv.Get(gctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+	if resp, err := r.kv.Get(gctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()); err == nil {
 		rev = resp.Header.Revision + 1
+		for _, kv := range resp.Kvs {
+			known[strings.TrimPrefix(string(kv.Key), prefix)] = true
+		}
 	}
 	gcancel()
 	go func() {
@@ -48,7 +54,10 @@ func (r *Registry) WatchTokens(ctx context.Context) <-chan TokenChange {
 				for _, ev := range wr.Events {
 					id := strings.TrimPrefix(string(ev.Kv.Key), prefix)
 					ch := TokenChange{ID: id, Deleted: ev.Type == clientv3.EventTypeDelete}
-					if !ch.Deleted {
+					if ch.Deleted {
+						delete(known, id)
+					} else {
+						known[id] = true
 						t, err := decodeToken(id, ev.Kv.Value)
 						if err != nil {
 							r.log.Warn("skipping undecodable token change", "token_id", id, "error", err)
@@ -81,8 +90,10 @@ func (r *Registry) WatchTokens(ctx context.Context) <-chan TokenChange {
 				rev = 0
 				continue
 			}
+			listed := make(map[string]bool, len(resp.Kvs))
 			for _, kv := range resp.Kvs {
 				id := strings.TrimPrefix(string(kv.Key), prefix)
+				listed[id] = true
 				t, err := decodeToken(id, kv.Value)
 				if err != nil {
 					continue
@@ -93,6 +104,17 @@ func (r *Registry) WatchTokens(ctx context.Context) <-chan TokenChange {
 					return
 				}
 			}
+			for id := range known {
+				if listed[id] {
+					continue
+				}
+				select {
+				case out <- TokenChange{ID: id, Deleted: true}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			known = listed
 			rev = resp.Header.Revision + 1
 		}
 	}()

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -53,5 +55,67 @@ func TestWatchTokens(t *testing.T) {
 	}
 	wcancel()
 	for range changes { // closed after cancel
+	}
+}
+
+// TestWatchTokensGapDeletion: a token deleted while the watch is broken
+// (and its history compacted away) is reported deleted after the re-list.
+func TestWatchTokensGapDeletion(t *testing.T) {
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	direct := etcdtest.Client(t, eps)
+	a, err := registry.New(ctx, direct, registry.ServerRecord{ID: "wa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b, err := registry.New(ctx, etcdtest.Client(t, []string{proxy.URL()}), registry.ServerRecord{ID: "wb"}, registry.WithLeaseTTL(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	for _, id := range []string{"uid.01", "uid.02"} {
+		if err := a.EnrollToken(ctx, registry.TokenRecord{ID: id, Kind: "uid", User: "u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changes := b.WatchTokens(ctx)
+	// A change that arrives proves the watch is established.
+	if err := a.UpdateToken(ctx, "uid.02", func(r *registry.TokenRecord) { r.Label = "x" }); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-changes; got.ID != "uid.02" {
+		t.Fatalf("first change = %+v; want uid.02", got)
+	}
+	proxy.Blackhole()
+	proxy.CloseConns()
+	if err := a.DeleteToken(ctx, "uid.01"); err != nil {
+		t.Fatal(err)
+	}
+	// One more revision, so that compacting drops the deletion's.
+	if err := a.EnrollToken(ctx, registry.TokenRecord{ID: "uid.03", Kind: "uid", User: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := direct.Get(ctx, "/hotdesk/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Heal()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case got := <-changes:
+			t.Logf("change %+v", got)
+			if got.ID == "uid.01" && got.Deleted {
+				return
+			}
+		case <-timeout:
+			t.Fatal("the deletion of uid.01 during the watch gap was never reported")
+		}
 	}
 }

@@ -61,7 +61,9 @@ const MaxIDLen = 128
 
 // ParseID splits a typed token id into its type and id and validates it:
 // a lower-case type of 1–16 letters, a dot, and 1 or more characters from
-// [A-Za-z0-9_-], in total at most MaxIDLen bytes.
+// [A-Za-z0-9_-], in total at most MaxIDLen bytes. The id of a "user" token
+// (a password login without a card: the id is the user name) may also
+// contain dots, not first or last and not two in a row ("user.john.doe").
 func ParseID(s string) (typ, id string, err error) {
 	if len(s) > MaxIDLen {
 		return "", "", fmt.Errorf("tokens: id longer than %d bytes", MaxIDLen)
@@ -79,9 +81,15 @@ func ParseID(s string) (typ, id string, err error) {
 		}
 	}
 	for _, c := range id {
+		if c == '.' && typ == "user" {
+			continue
+		}
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 			return "", "", fmt.Errorf("tokens: id %q has invalid character %q", s, c)
 		}
+	}
+	if typ == "user" && (id[0] == '.' || id[len(id)-1] == '.' || strings.Contains(id, "..")) {
+		return "", "", fmt.Errorf("tokens: user name %q: a dot may not start or end it or follow another", id)
 	}
 	return typ, id, nil
 }

@@ -33,7 +33,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestQuickRun runs the quick mode for local, crossserver and race against
+// TestQuickRun runs the quick mode for local, crossserver, crossserver_seq and race against
 // a real 3-member etcd cluster and 3 brokers, and checks the shape of the
 // output and the safety results — never the timings.
 func TestQuickRun(t *testing.T) {
@@ -41,13 +41,13 @@ func TestQuickRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	args := []string{"-quick", "-scenarios", "local,crossserver,race", "-n", "15", "-baseline", "50", "-dir", t.TempDir()}
+	args := []string{"-quick", "-scenarios", "local,crossserver,crossserver_seq,race", "-n", "15", "-baseline", "50", "-dir", t.TempDir()}
 	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
 		t.Fatalf("run(%q) = %v; want nil", args, err)
 	}
 
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	want := []string{"etcd_txn", "local", "crossserver", "race"}
+	want := []string{"etcd_txn", "local", "crossserver", "crossserver_seq", "race"}
 	if len(lines) != len(want) {
 		t.Fatalf("got %d output lines; want %d (one JSON object per scenario):\n%s", len(lines), len(want), out.String())
 	}
@@ -96,6 +96,10 @@ func TestQuickRun(t *testing.T) {
 		case "crossserver":
 			if r.RedirectP99 == nil || *r.RedirectP99 <= 0 || *r.RedirectP99 > r.P99 {
 				t.Errorf("crossserver: redirect_p99_ms = %v; want in (0, p99 %v]", r.RedirectP99, r.P99)
+			}
+		case "crossserver_seq":
+			if v, _ := raw["target_ok"].(bool); !v || r.N < crossserverSeqMin {
+				t.Errorf("crossserver_seq: n = %d, target_ok = %v; want >= %d hot-desks, all attached", r.N, raw["target_ok"], crossserverSeqMin)
 			}
 		case "race":
 			for _, k := range []string{"trials", "definite", "duplicates", "duplicates_hooks"} {

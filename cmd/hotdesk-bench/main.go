@@ -2,7 +2,7 @@
 // targets of the product brief, on one machine, and prints ONE JSON OBJECT
 // PER SCENARIO on stdout (progress and logs go to stderr):
 //
-//	go run ./cmd/hotdesk-bench [-scenarios local,crossserver,race,storm,scale] [-n N] [-quick]
+//	go run ./cmd/hotdesk-bench [-scenarios local,crossserver,crossserver_seq,race,storm,scale] [-n N] [-quick]
 //	go run ./cmd/hotdesk-bench -scenarios card [-n N]
 //	go run ./cmd/hotdesk-bench -scenarios pixels [-pixels-rounds N] [-pixels-size WxH] [-pixels-display CMD]
 //
@@ -66,7 +66,7 @@ import (
 )
 
 // allScenarios in the order they run by default.
-var allScenarios = []string{"local", "crossserver", "race", "storm", "scale"}
+var allScenarios = []string{"local", "crossserver", "crossserver_seq", "race", "storm", "scale"}
 
 // extraScenarios run only when named: card needs pcscd with the vpcd driver
 // and about a second per trial.
@@ -217,7 +217,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	funcs := map[string]func(context.Context) (row, error){
-		"local": b.local, "crossserver": b.crossserver, "race": b.race, "storm": b.storm, "scale": b.scale,
+		"local": b.local, "crossserver": b.crossserver, "crossserver_seq": b.crossserverSeq, "race": b.race, "storm": b.storm, "scale": b.scale,
 		"card": b.card, "pixels": b.pixels,
 	}
 	for _, s := range todo {

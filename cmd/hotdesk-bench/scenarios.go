@@ -277,6 +277,78 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 	return r, nil
 }
 
+// crossserverSeqMin is the fewest consecutive cross-server hot-desks the
+// crossserver_seq scenario makes on one terminal connection.
+const crossserverSeqMin = 20
+
+// crossserverSeq: one terminal, like a real one, stays on the broker it
+// was last redirected to and presents the next token there; every token is
+// owned by another broker than the one the terminal is connected to, so
+// each hot-desk is a cross-server one that starts a new redirect chain.
+// All of them must attach (a hop count that grew over the connection's
+// life used to refuse the 3rd). Measured like crossserver.
+func (b *bench) crossserverSeq(ctx context.Context) (row, error) {
+	r := b.newRow("crossserver_seq")
+	n := max(crossserverSeqMin, min(b.p.n, 200))
+	r.Target = fmt.Sprintf("all of >= %d consecutive cross-server hot-desks on one connection attach", crossserverSeqMin)
+	nodes := b.g.nodes
+	owned := make([][]string, len(nodes))
+	for i, a := range nodes {
+		toks, err := b.g.enroll(ctx, 2)
+		if err != nil {
+			return r, err
+		}
+		t, err := b.dial(ctx, a, fmt.Sprintf("seq-prep-%d", i))
+		if err != nil {
+			return r, err
+		}
+		err = b.prepareOn(ctx, a, t, toks)
+		t.close()
+		if err != nil {
+			return r, err
+		}
+		owned[i] = toks
+	}
+	cur, err := b.dial(ctx, nodes[0], "seq-term")
+	if err != nil {
+		return r, err
+	}
+	at := 0 // index of the node cur is connected to
+	defer func() { cur.close() }()
+	var total []time.Duration
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if time.Since(start) > b.p.budget {
+			r.Truncated = true
+			break
+		}
+		owner := (at + 1 + i%(len(nodes)-1)) % len(nodes)
+		tok := owned[owner][i%len(owned[owner])]
+		o, err := hotdesk(ctx, cur, tok)
+		if err == nil && (!o.redirected || o.server != nodes[owner].id) {
+			err = fmt.Errorf("got redirected=%v server=%s; want a redirect to %s", o.redirected, o.server, nodes[owner].id)
+		}
+		if err != nil {
+			// Every hot-desk must attach: one failure fails the scenario.
+			r.Errors++
+			r.fill(total, b.etcdP99)
+			r.TargetOK = ptr(false)
+			return r, fmt.Errorf("bench: crossserver_seq: hot-desk %d: %w", i+1, err)
+		}
+		total = append(total, o.total)
+		if err := park(ctx, o.at, tok); err != nil {
+			return r, fmt.Errorf("bench: crossserver_seq: %w", err)
+		}
+		if o.at != cur {
+			cur.close()
+			cur, at = o.at, owner
+		}
+	}
+	r.fill(total, b.etcdP99)
+	r.TargetOK = ptr(r.N >= crossserverSeqMin && r.Errors == 0)
+	return r, nil
+}
+
 // history counts, from etcd's own history (a watch from a start revision),
 // how many times each session key was created (a PUT with Version 1).
 type history struct {

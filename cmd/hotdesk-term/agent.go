@@ -139,6 +139,7 @@ type link struct {
 	tls     *tls.Config // also pins the broker's attach gateway
 	welcome proto.Welcome
 	hops    uint8
+	token   string        // the token whose redirect chain led here ("" at home)
 	done    chan struct{} // closed by close
 
 	pingSeq    uint64
@@ -289,7 +290,11 @@ func (a *agent) dialOne(ctx context.Context, t target) (*link, error) {
 		c.Close()
 		return nil, err
 	}
-	return &link{c: c, addr: t.addr, tls: t.tls, welcome: w, hops: t.hops, done: make(chan struct{})}, nil
+	tok := t.token
+	if t.hops == 0 {
+		tok = ""
+	}
+	return &link{c: c, addr: t.addr, tls: t.tls, welcome: w, hops: t.hops, token: tok, done: make(chan struct{})}, nil
 }
 
 // Pair generates a key named tokenName (label: label), enrolls it at the
@@ -628,6 +633,10 @@ func (a *agent) lost(err error) {
 	a.lastAddr = a.conn.addr
 	a.conn.close()
 	a.conn = nil
+	// Without a live broker the session must not stay on screen: its
+	// broker may have lost its lease and another may attach it elsewhere.
+	a.stopDisplay()
+	a.session = ""
 	a.out.emit(disconnectedEvent(err))
 	a.scheduleRetry()
 }
@@ -681,10 +690,15 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		a.scheduleRetry()
 		return
 	}
-	if a.cfg.Group != nil && !errors.As(r.err, new(*proto.ProtocolError)) {
-		// The owner did not answer: it may have died, and the group
-		// registry names it until its lease ends. Say so, and present
-		// the token again soon (PROTOCOL.md §11); it is not lost.
+	// A target that answered and refused (or is not who the group says)
+	// is not retried: presenting the token again would only loop.
+	refused := errors.As(r.err, new(*proto.ProtocolError)) ||
+		(a.cfg.Group == nil && (errors.Is(r.err, proto.ErrPinMismatch) || errors.Is(r.err, proto.ErrALPN)))
+	if !refused {
+		// The owner did not answer: it may have died or be restarting,
+		// and the group registry names it until its lease ends. Say so,
+		// and present the token again soon (PROTOCOL.md §7.5); it is not
+		// lost.
 		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v; retrying", r.t.addr, r.err)))
 		a.lastAddr = r.t.addr
 		a.redirFails++
@@ -758,6 +772,15 @@ func (a *agent) command(c command) {
 			return
 		}
 		a.answers = append(a.answers, c.arg)
+	case opCancel:
+		// The person declines the prompt on screen: the broker fails
+		// that login (PROTOCOL.md §5 AuthPrompt).
+		if a.hasPrompt && a.conn != nil {
+			a.hasPrompt = false
+			a.send(&proto.Cancel{ID: a.prompt})
+			return
+		}
+		a.out.emit(errorEvent(0, errCommand, "no prompt to cancel"))
 	case opStatus:
 		s := status{Session: a.session, Inserted: a.prov.Inserted()}
 		if a.conn != nil {
@@ -811,6 +834,16 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.stopDisplay()
 		}
 		a.out.emit(detachedEvent(m))
+		if m.Reason == proto.DetachLocked {
+			// The broker lost its lease (or the token was disabled, which
+			// the next answer says): present the inserted tokens again.
+			for tok := range a.cards {
+				a.unavailable(&proto.Error{Code: proto.ErrUnavailable, Token: tok})
+			}
+			for _, tok := range a.prov.Inserted() {
+				a.unavailable(&proto.Error{Code: proto.ErrUnavailable, Token: tok})
+			}
+		}
 	case *proto.Error:
 		a.out.emit(protoErrorEvent(m))
 		a.unavailable(m)
@@ -858,7 +891,12 @@ func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
 	a.out.emit(redirectEvent(r))
 	l.close()
 	a.conn = nil
-	hops := int(l.hops) + 1
+	// Hops count one lookup's chain: a redirect about another token than
+	// the one that led to this broker starts a new chain.
+	hops := 1
+	if l.token != "" && l.token == r.Token {
+		hops = int(l.hops) + 1
+	}
 	var tcfg *tls.Config
 	var err error
 	switch {

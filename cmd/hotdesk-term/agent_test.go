@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -384,6 +385,50 @@ func TestAgentPair(t *testing.T) {
 				t.Errorf("saved key = %+v, %v; want token %s with the sent public key", key, err, r.token)
 			}
 		})
+	}
+}
+
+// TestAgentRedirectToDeadOwnerRetried: a redirect to a broker that does not
+// answer (dead or restarting) is not lost: the agent goes home and presents
+// the token again.
+func TestAgentRedirectToDeadOwnerRetried(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	dead := freeAddr(t)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-dead", Addr: dead, Fingerprint: a.fp, Fence: 5})
+	if ev := ta.out.wait("error"); ev["name"] != errRedirect {
+		t.Errorf("error event = %v; want %s", ev, errRedirect)
+	}
+	home := a.accept()
+	if home.hello.Hops != 0 {
+		t.Errorf("hello back home has hops %d; want 0", home.hello.Hops)
+	}
+	if ins := expect[proto.TokenInserted](home); ins.Token != ta.key.Token {
+		t.Fatalf("back home: TokenInserted %+v; want %s presented again", ins, ta.key.Token)
+	}
+}
+
+// TestAgentHopsPerLookup: hops count one lookup's redirect chain. A
+// terminal redirected for one token and then for others (each a new
+// lookup) says Hops 1 every time, never accumulating towards the limit.
+func TestAgentHopsPerLookup(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	b := startBroker(t, "broker-b", time.Minute)
+	startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	// Redirects about other tokens (new lookups), back and forth.
+	p, other := pa, []*fakeBroker{b, a}
+	for i := 0; i < 2*proto.MaxHops; i++ {
+		tok := fmt.Sprintf("uid.%02x", i)
+		to := other[i%2]
+		p.send(&proto.Redirect{Token: tok, ServerID: to.id, Addr: to.addr, Fingerprint: to.fp, Fence: int64(10 + i)})
+		p = to.accept()
+		if p.hello.Hops != 1 || p.hello.Token != tok {
+			t.Fatalf("redirect %d: hello %+v; want hops 1 for token %s", i, p.hello, tok)
+		}
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	opQuit
 	opLogin  // password login without a card: the user name locates the session
 	opLogout // end a login: the session is suspended
+	opCancel // cancel the prompt waiting for an answer
 )
 
 // command is one parsed stdin line.
@@ -32,7 +33,7 @@ const maxCommandLen = 4096
 
 // parseCommand parses one line of the run mode's stdin:
 //
-//	insert NAME | remove NAME | login USER | logout USER | answer TEXT | status | quit
+//	insert NAME | remove NAME | login USER | logout USER | answer TEXT | cancel | status | quit
 //
 // Keywords are case-insensitive. TEXT is the rest of the line after one
 // space, kept verbatim (it may be empty or contain spaces; a trailing "\r"
@@ -62,22 +63,25 @@ func parseCommand(line string) (command, error) {
 	case "login", "logout":
 		user := strings.TrimSpace(rest)
 		if _, _, err := tokens.ParseID("user." + user); err != nil {
-			return command{}, fmt.Errorf("usage: %s USER (letters, digits, '_' and '-')", kw)
+			return command{}, fmt.Errorf("usage: %s USER (letters, digits, '_', '-' and inner dots)", kw)
 		}
 		if kw == "login" {
 			return command{op: opLogin, arg: user}, nil
 		}
 		return command{op: opLogout, arg: user}, nil
-	case "status", "quit":
+	case "status", "quit", "cancel":
 		if strings.TrimSpace(rest) != "" {
 			return command{}, fmt.Errorf("usage: %s", kw)
 		}
-		if kw == "status" {
+		switch kw {
+		case "status":
 			return command{op: opStatus}, nil
+		case "cancel":
+			return command{op: opCancel}, nil
 		}
 		return command{op: opQuit}, nil
 	}
-	return command{}, fmt.Errorf("unknown command %q (want insert NAME, remove NAME, login USER, logout USER, answer TEXT, status or quit)", clean(truncate(word, 32)))
+	return command{}, fmt.Errorf("unknown command %q (want insert NAME, remove NAME, login USER, logout USER, answer TEXT, cancel, status or quit)", clean(truncate(word, 32)))
 }
 
 func truncate(s string, n int) string {

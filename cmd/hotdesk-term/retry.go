@@ -22,7 +22,11 @@ type retryState struct {
 // inserted, present it again after a backoff (doubling from MinBackoff, at
 // most maxRedirectBackoff), up to maxUnavailableRetries times.
 func (a *agent) unavailable(e *proto.Error) {
-	if e.Code != proto.ErrUnavailable || e.Token == "" || !a.inserted(e.Token) {
+	// rate_limited (the broker's queue was full) and stale_fence (an
+	// outdated redirect; the next insert is a new lookup) are transient
+	// the same way (PROTOCOL.md §7.5).
+	transient := e.Code == proto.ErrUnavailable || e.Code == proto.ErrRateLimited || e.Code == proto.ErrStaleFence
+	if !transient || e.Token == "" || !a.inserted(e.Token) {
 		return
 	}
 	r := &a.retries

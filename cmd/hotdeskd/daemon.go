@@ -143,11 +143,22 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
 		Version: version.String(),
 	}
-	d.reg, err = newRegistry(ctx, d.etcd, cfg, serverRec, logger)
+	// The lease of the previous run, if it kept its desktops: this run
+	// takes its server record and claims over (Adopt, below).
+	prevLease := readLeaseFile(cfg.DataDir)
+	d.reg, err = newRegistry(ctx, d.etcd, cfg, serverRec, logger, prevLease)
 	if err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
+	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
+		if cfg.Session.KeepOnStop {
+			// The desktops keep running: so do their claims, until the
+			// lease expires or the next run takes them over, so that no
+			// broker replaces a desktop that still exists.
+			d.registry().Abandon()
+			return
+		}
 		// A clean stop revokes the lease: the server and its claims leave
 		// the registry at once.
 		if err := d.registry().Close(ctx); err != nil {
@@ -250,6 +261,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Clock:                  clock.Real{},
 		Logger:                 logger.Named("broker"),
 		SuspendTimeout:         cfg.Session.SuspendTimeout,
+		PingInterval:           pingInterval(cfg.Etcd.LeaseTTL),
 		AuthTimeout:            cfg.Auth.Timeout,
 		MaxSessions:            cfg.Session.MaxSessions,
 		KeepSessionsOnShutdown: cfg.Session.KeepOnStop,
@@ -275,6 +287,13 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	}
 	if len(adopted) > 0 {
 		logger.Info("sessions re-adopted from the previous run", "sessions", len(adopted))
+	}
+	if prevLease != 0 && prevLease != d.reg.LeaseID() {
+		// What the previous run's lease still holds belongs to no desktop
+		// that survived: drop it now instead of after the TTL.
+		if err := d.reg.RevokeLease(ctx, prevLease); err != nil {
+			logger.Warn("revoking the previous run's lease", "error", err)
+		}
 	}
 
 	sctx, cancel := context.WithCancel(ctx)
@@ -361,11 +380,12 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 // newRegistry takes this server's lease. After a crash the previous
 // process's lease still holds the server id until it expires (TTL plus an
 // etcd election timeout), so an id in use is retried for a while.
-func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger) (*registry.Registry, error) {
+func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
 	deadline := time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
-			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")))
+			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+			registry.WithPreviousLease(prev))
 		if !errors.Is(err, registry.ErrServerIDInUse) || time.Now().After(deadline) {
 			return reg, err
 		}
@@ -382,51 +402,27 @@ func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, 
 // registry (new lease) with backoff and moves the broker's sessions to it.
 // Until then the broker is not ready: it attaches and claims nothing.
 func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, logger hclog.Logger) {
-	for {
-		old := d.registry()
-		select {
-		case <-ctx.Done():
-			return
-		case <-old.Done():
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		logger.Error("registry lease lost: not attaching or claiming until it is re-established")
-		backoff := 250 * time.Millisecond
-		var fresh *registry.Registry
-		for ctx.Err() == nil {
-			var err error
-			if fresh == nil {
-				fresh, err = registry.New(ctx, d.etcd, rec, registry.WithPrefix(d.cfg.Etcd.Prefix),
-					registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
-					registry.WithPreviousLease(old.LeaseID()))
-			}
-			if err == nil {
-				var orphans []broker.SessionInfo
-				orphans, err = d.broker.Reestablish(ctx, fresh)
-				if err == nil {
-					d.regMu.Lock()
-					d.reg = fresh
-					d.regMu.Unlock()
-					rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-					_ = old.Close(rctx) // its lease, if still alive, holds nothing now
-					cancel()
-					for _, o := range orphans {
-						logger.Warn("orphaned session kept suspended", "session", o.ID, "token", o.Token, "owner", o.OrphanOwner)
-					}
-					logger.Info("registry lease re-established", "orphans", len(orphans))
-					break
-				}
-			}
-			logger.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 10*time.Second)
-		}
+	sup := &leaseSupervisor{
+		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+			return registry.New(ctx, d.etcd, rec, registry.WithPrefix(d.cfg.Etcd.Prefix),
+				registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+				registry.WithPreviousLease(prev))
+		},
+		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
+			return d.broker.Reestablish(ctx, reg)
+		},
+		current: d.registry,
+		install: func(reg *registry.Registry) {
+			d.regMu.Lock()
+			d.reg = reg
+			d.regMu.Unlock()
+			writeLeaseFile(d.cfg.DataDir, reg.LeaseID(), logger)
+		},
+		log:        logger,
+		minBackoff: 250 * time.Millisecond,
+		maxBackoff: 10 * time.Second,
 	}
+	sup.run(ctx)
 }
 
 // serve runs f in the background; an unexpected error is fatal.
@@ -505,4 +501,13 @@ func notify(logger hclog.Logger, state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		logger.Debug("sd_notify failed", "error", err)
 	}
+}
+
+// pingInterval is the keepalive interval the broker announces to its
+// terminals: a sixth of the lease TTL (at most 15 s), so that a terminal
+// notices a silent broker (3 unanswered Pings, within 4 intervals) within
+// 2/3 of the TTL, before the broker's lease can expire and another broker
+// take its tokens over.
+func pingInterval(leaseTTL time.Duration) time.Duration {
+	return min(max(leaseTTL/6, 250*time.Millisecond), 15*time.Second)
 }

@@ -1,0 +1,418 @@
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/compositor/weston"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// Tests of the group's invariants over time (issue 9): each one failed
+// before its fix. Budget: about 5-15 s each on a loaded 2-core machine
+// (real etcd, real weston).
+
+// createAt starts a session for a new token of user at e and suspends it.
+func createAt(t *testing.T, e *env, user string) (string, ed25519.PrivateKey, string) {
+	t.Helper()
+	tok, key := e.enroll(user)
+	tm := e.dial("term-create-" + user)
+	tm.hold(tok, key)
+	tm.insert(tok)
+	att := expectMsg[proto.Attached](tm)
+	tm.remove(tok)
+	expectMsg[proto.Detached](tm)
+	tm.conn.Close()
+	return tok, key, att.SessionID
+}
+
+// TestHopsBoundOneLookup: the Hello's hop count bounds the lookup of the
+// token it was redirected for, not every later insert on that connection.
+func TestHopsBoundOneLookup(t *testing.T) {
+	eps := etcdtest.Start(t)
+	b1 := newEnv(t, "b1", eps)
+	b2 := newEnv(t, "b2", eps)
+	x, xKey, _ := createAt(t, b2, "xena")
+	y, yKey, ySess := createAt(t, b1, "yuri")
+	cx, err := b2.reg.Lookup(b2.ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reached b2 after the most redirects allowed, for x.
+	tm := dialTerm(t, b2.addr, b2.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-far",
+		Hops: proto.MaxHops, Fence: cx.Fence, Token: x})
+	tm.hold(x, xKey)
+	tm.insert(x)
+	expectMsg[proto.Attached](tm)
+	// A later insert of another token is a new lookup: redirected, not refused.
+	tm.insert(y)
+	r, ok := tm.next().(*proto.Redirect)
+	if !ok || r.ServerID != "b1" {
+		t.Fatalf("insert of a token owned by b1 on a connection that arrived after %d hops: %+v; want a redirect to b1", proto.MaxHops, r)
+	}
+	tm.conn.Close()
+	ty := dialTerm(t, r.Addr, r.Fingerprint, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-far",
+		Hops: 1, Fence: r.Fence, Token: y})
+	ty.hold(y, yKey)
+	ty.insert(y)
+	if att := expectMsg[proto.Attached](ty); att.SessionID != ySess {
+		t.Fatalf("attached %s; want %s", att.SessionID, ySess)
+	}
+}
+
+// reclaimNewFence revokes e's lease (every key of it vanishes) and moves
+// its sessions to a new registry: each key is created anew, with a newer
+// fence.
+func reclaimNewFence(t *testing.T, e *env) *registry.Registry {
+	t.Helper()
+	old := e.b.registry().(*registry.Registry)
+	if _, err := e.cli.Revoke(e.ctx, old.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	<-old.Done()
+	fresh, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(old.LeaseID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fresh.Close(context.Background()) })
+	if orphans, err := e.b.Reestablish(e.ctx, fresh); err != nil || len(orphans) != 0 {
+		t.Fatalf("reestablish: %v, orphans %+v; want none", err, orphans)
+	}
+	return fresh
+}
+
+// TestStaleFenceNotSticky: after the owner re-claims its own session with
+// a newer fence, a terminal redirected with the older fence is still
+// welcome — on its first insert and on every later one.
+func TestStaleFenceNotSticky(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key, sess := createAt(t, e, "fay")
+	c, err := e.reg.Lookup(e.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-r",
+		Hops: 1, Fence: c.Fence, Token: tok})
+	tm.hold(tok, key)
+	tm.insert(tok)
+	expectMsg[proto.Attached](tm)
+	tm.remove(tok)
+	expectMsg[proto.Detached](tm)
+
+	fresh := reclaimNewFence(t, e)
+	nc, err := fresh.Lookup(e.ctx, tok)
+	if err != nil || nc.Fence <= c.Fence || nc.Session.ID != sess {
+		t.Fatalf("re-claimed: %+v, %v; want session %s with a fence newer than %d", nc, err, sess, c.Fence)
+	}
+	tm.insert(tok)
+	if m := tm.next(); func() bool { a, ok := m.(*proto.Attached); return !ok || a.SessionID != sess }() {
+		t.Fatalf("insert on the redirected connection after the re-claim: %+v; want session %s attached", m, sess)
+	}
+	tm.remove(tok)
+	expectMsg[proto.Detached](tm)
+	// A redirect issued before the re-claim names a fence this very
+	// session held: not stale.
+	late := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-late",
+		Hops: 1, Fence: c.Fence, Token: tok})
+	late.hold(tok, key)
+	late.insert(tok)
+	if m := late.next(); func() bool { a, ok := m.(*proto.Attached); return !ok || a.SessionID != sess }() {
+		t.Fatalf("redirect with a fence the session held before: %+v; want session %s attached", m, sess)
+	}
+}
+
+// TestLeaseLossDetachesTerminals: a broker cut off from etcd detaches its
+// terminals (reason locked) and cuts their display streams when its lease
+// is overdue — before the lease can expire and another broker take the
+// token — instead of keeping them attached.
+func TestLeaseLossDetachesTerminals(t *testing.T) {
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: 3 * time.Second, gateway: true})
+	tok, key := e.enroll("lou")
+	tm := e.dial("term-1")
+	tm.hold(tok, key)
+	tm.insert(tok)
+	att := expectMsg[proto.Attached](tm)
+	stream, perr := e.attach(att.Ticket, "term-1")
+	if perr != nil {
+		t.Fatalf("attach: %+v", perr)
+	}
+	proxy.Blackhole()
+	det := expectMsg[proto.Detached](tm)
+	if det.Reason != proto.DetachLocked || det.SessionID != att.SessionID {
+		t.Fatalf("detached = %+v; want session %s locked", det, att.SessionID)
+	}
+	// The broker is not ready yet its lease has not expired in etcd:
+	// the stream is cut, the desktop suspended.
+	nc := stream.NetConn()
+	nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("display stream after the lease went overdue: read %v; want it closed", err)
+	}
+	e.waitTransition(att.SessionID, Suspended)
+	if si := sessionInfo(t, e.b, att.SessionID); si.Terminal != "" || !pidAlive(si.PID) {
+		t.Fatalf("session %+v; want suspended at no terminal, its desktop running", si)
+	}
+	proxy.Heal()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestLeaseRevokedReclaims: `etcdctl lease revoke` on a broker's lease makes
+// it not ready at once (its record's deletion is watched), detaches its
+// terminals without a false "moved to another server", and the sessions
+// nobody else took are re-claimed, not orphaned.
+func TestLeaseRevokedReclaims(t *testing.T) {
+	// A long TTL: the keepalive alone would notice the revocation only
+	// after TTL/3 = 40 s, longer than the test waits for the detach.
+	e := newEnvWith(t, "b1", envOptions{ttl: 120 * time.Second})
+	idle, _, idleSess := createAt(t, e, "ida")
+	tok, key := e.enroll("abe")
+	tm := e.dial("term-1")
+	tm.hold(tok, key)
+	tm.insert(tok)
+	att := expectMsg[proto.Attached](tm)
+	if _, err := e.cli.Revoke(e.ctx, e.reg.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	det := expectMsg[proto.Detached](tm)
+	if det.Reason != proto.DetachLocked || strings.Contains(det.Message, "another server") {
+		t.Fatalf("detached = %+v; want locked, without claiming the token moved", det)
+	}
+	if e.b.Ready() == nil {
+		t.Fatal("broker ready after its lease was revoked")
+	}
+	fresh, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(e.reg.LeaseID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fresh.Close(context.Background()) })
+	orphans, err := e.b.Reestablish(e.ctx, fresh)
+	if err != nil || len(orphans) != 0 {
+		t.Fatalf("reestablish: %v, orphans %+v; want none (nobody else took the tokens)", err, orphans)
+	}
+	for tk, sess := range map[string]string{idle: idleSess, tok: att.SessionID} {
+		c, err := fresh.Lookup(e.ctx, tk)
+		if err != nil || c.Session.ID != sess || c.Session.ServerID != "b1" {
+			t.Fatalf("claim of %s after re-claim: %+v, %v; want session %s on b1", tk, c, err, sess)
+		}
+	}
+	for _, si := range e.b.Sessions() {
+		if si.Orphaned {
+			t.Fatalf("session %+v orphaned; want re-claimed", si)
+		}
+	}
+	tm.insert(tok)
+	if a := expectMsg[proto.Attached](tm); a.SessionID != att.SessionID {
+		t.Fatalf("attached %s; want %s", a.SessionID, att.SessionID)
+	}
+}
+
+// hangingRegistry makes Update hang (like an etcd request during a leader
+// loss) until released, whatever its context says.
+type hangingRegistry struct {
+	Registry
+	mu      sync.Mutex
+	gate    chan struct{}
+	waiting chan struct{}
+}
+
+func (h *hangingRegistry) Update(ctx context.Context, c registry.Claim, s registry.Session) (registry.Claim, error) {
+	h.mu.Lock()
+	gate := h.gate
+	h.mu.Unlock()
+	if gate != nil {
+		select {
+		case h.waiting <- struct{}{}:
+		default:
+		}
+		<-gate
+	}
+	return h.Registry.Update(context.Background(), c, s)
+}
+
+// TestPublishDoesNotBlockQueue: a registry write that hangs never holds the
+// token lock or the terminal's queue: remove and insert again are answered
+// while it hangs.
+func TestPublishDoesNotBlockQueue(t *testing.T) {
+	h := &hangingRegistry{waiting: make(chan struct{}, 1)}
+	e := newEnvWith(t, "b1", envOptions{wrap: func(r Registry) Registry { h.Registry = r; return h }})
+	tok, key := e.enroll("hal")
+	tm := e.dial("term-1")
+	tm.hold(tok, key)
+	tm.insert(tok)
+	att := expectMsg[proto.Attached](tm)
+	gate := make(chan struct{})
+	release := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release)
+	h.mu.Lock()
+	h.gate = gate
+	h.mu.Unlock()
+	tm.remove(tok)
+	expectMsg[proto.Detached](tm)
+	<-h.waiting // the suspend's write hangs now
+	tm.insert(tok)
+	if a := expectMsg[proto.Attached](tm); a.SessionID != att.SessionID {
+		t.Fatalf("attached %s; want %s", a.SessionID, att.SessionID)
+	}
+	release()
+}
+
+// TestBurstGetsAnswers: a burst of inserts larger than the event queue gets
+// one answer per insert, each carrying its token; the connection stays open.
+func TestBurstGetsAnswers(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("bea")
+	tm := e.dial("term-1")
+	tm.insert(tok) // the terminal holds no key yet: the challenge waits
+	ch := expectMsg[proto.Challenge](tm)
+	const burst = maxQueuedEvents + 8
+	for i := 0; i < burst; i++ {
+		tm.insert(fmt.Sprintf("uid.%04x", i))
+	}
+	signed, err := soft.ChallengeMessage(tm.id, ch.ServerID, tm.welcome.Nonce, ch.Nonce, ch.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.conn.Send(&proto.Proof{ID: ch.ID, Token: tok, Signature: ed25519.Sign(key, signed)}); err != nil {
+		t.Fatal(err)
+	}
+	answered := map[string]proto.ErrorCode{}
+	attached := false
+	for len(answered) < burst || !attached {
+		switch m := tm.next().(type) {
+		case *proto.Attached:
+			attached = true
+		case *proto.Error:
+			if m.Token == "" {
+				t.Fatalf("error without a token: %+v", m)
+			}
+			if _, dup := answered[m.Token]; dup {
+				t.Fatalf("second answer for %s: %+v", m.Token, m)
+			}
+			answered[m.Token] = m.Code
+		default:
+			t.Fatalf("unexpected %T %+v", m, m)
+		}
+	}
+	limited := 0
+	for _, c := range answered {
+		if c == proto.ErrRateLimited {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("answers %v; want some rate_limited", answered)
+	}
+	// Still open and usable.
+	tm.remove(tok)
+	expectMsg[proto.Detached](tm)
+}
+
+// TestRestartTakesOverClaims: a broker restarted with its desktops kept
+// (keep_on_stop) takes over its previous lease's claims, keeping their
+// fences, so no other broker replaces a desktop that still exists and a
+// redirect issued before the restart still leads to it.
+func TestRestartTakesOverClaims(t *testing.T) {
+	eps := etcdtest.Start(t)
+	b1 := newEnv(t, "b1", eps)
+	b2 := newEnv(t, "b2", eps)
+	tok, key, sess := createAt(t, b1, "rea")
+	before, err := b1.reg.Lookup(b1.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stop b1 keeping its desktops and its lease (the daemon's keep_on_stop).
+	b1.b.cfg.KeepSessionsOnShutdown = true
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b1.b.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	b1.reg.Abandon()
+	b1.comp.Close()
+
+	// The next run: a new lease taking over the record, a new backend
+	// adopting the running desktops, a new broker.
+	reg, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(b1.ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	comp, err := weston.New(weston.Config{StateDir: b1.stateDir, Logger: b1.logger.Named("weston")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, lost, err := comp.Adopt(b1.ctx)
+	if err != nil || len(running) != 1 || len(lost) != 0 {
+		t.Fatalf("adopt: %d running, %v lost, %v; want the one desktop", len(running), lost, err)
+	}
+	nb, err := New(Config{ServerID: "b1", Registry: reg, Compositor: comp, Auth: b1.b.cfg.Auth, Clock: b1.clk, Logger: b1.logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		nb.Shutdown(ctx)
+		comp.Close()
+	})
+	adopted, _ := nb.Adopt(b1.ctx, running)
+	if len(adopted) != 1 || adopted[0].ID != sess || adopted[0].Orphaned {
+		t.Fatalf("adopted %+v; want session %s, not orphaned", adopted, sess)
+	}
+	// What the old lease still holds belongs to nothing that survived.
+	if err := reg.RevokeLease(b1.ctx, b1.reg.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	after, err := reg.Lookup(b1.ctx, tok)
+	if err != nil || after.Fence != before.Fence || after.Session.ID != sess {
+		t.Fatalf("claim after the restart: %+v, %v; want session %s with fence %d kept", after, err, sess, before.Fence)
+	}
+	// Another broker redirects to the restarted one, never creates.
+	t2 := b2.dial("term-2")
+	t2.hold(tok, key)
+	t2.insert(tok)
+	if r, ok := t2.next().(*proto.Redirect); !ok || r.ServerID != "b1" || r.Fence != before.Fence {
+		t.Fatalf("insert at b2 after b1's restart: %+v; want a redirect to b1 with fence %d", r, before.Fence)
+	}
+}
+
+// TestCardPulledMidChallenge: a token removed while its challenge is
+// outstanding gets Error{cancelled}, distinct from a failed proof
+// (auth_failed), so a terminal can tell "card pulled" from "wrong key".
+func TestCardPulledMidChallenge(t *testing.T) {
+	e := newEnv(t, "b1", nil)
+	tok, _ := e.enroll("cid")
+	tm := e.dial("term-1")
+	tm.insert(tok) // no key held: the challenge stays unanswered
+	expectMsg[proto.Challenge](tm)
+	tm.remove(tok)
+	for {
+		switch m := tm.next().(type) {
+		case *proto.Cancel:
+			continue
+		case *proto.Error:
+			if m.Code != proto.ErrCancelled || m.Token != tok {
+				t.Fatalf("card pulled mid-challenge: %+v; want cancelled for %s", m, tok)
+			}
+			return
+		default:
+			t.Fatalf("card pulled mid-challenge: %T %+v; want Error{cancelled}", m, m)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// leaseSupervisor keeps the broker on a live registry lease: when the lease
+// in use is lost it builds a new registry (a new lease) and moves the
+// broker's sessions to it, with backoff, until that succeeds. Every attempt
+// starts from a fresh registry: one whose lease died during a failed
+// attempt (a flapping link) is abandoned, never retried, so the broker
+// cannot stay not ready while etcd is healthy.
+type leaseSupervisor struct {
+	// newRegistry builds a registry with a new lease that takes this
+	// server's record over from lease prev.
+	newRegistry func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error)
+	// reestablish moves the broker's sessions to reg (broker.Reestablish).
+	reestablish func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error)
+	current     func() *registry.Registry
+	install     func(*registry.Registry)
+	log         hclog.Logger
+	minBackoff  time.Duration
+	maxBackoff  time.Duration
+}
+
+// run supervises until ctx ends.
+func (s *leaseSupervisor) run(ctx context.Context) {
+	for {
+		old := s.current()
+		select {
+		case <-ctx.Done():
+			return
+		case <-old.Done():
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Error("registry lease lost: not attaching or claiming until it is re-established")
+		s.recover(ctx, old)
+	}
+}
+
+// recover replaces old (whose lease is lost) by a fresh registry.
+func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
+	backoff := s.minBackoff
+	prev := old.LeaseID()
+	var abandoned []clientv3.LeaseID
+	for ctx.Err() == nil {
+		fresh, err := s.newRegistry(ctx, prev)
+		if err == nil {
+			var orphans []broker.SessionInfo
+			orphans, err = s.reestablish(ctx, fresh)
+			if err == nil {
+				s.install(fresh)
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_ = old.Close(rctx) // its lease, if still alive, holds nothing we run now
+				for _, id := range abandoned {
+					_ = fresh.RevokeLease(rctx, id)
+				}
+				cancel()
+				for _, o := range orphans {
+					s.log.Warn("orphaned session kept suspended", "session", o.ID, "token", o.Token, "owner", o.OrphanOwner)
+				}
+				s.log.Info("registry lease re-established", "orphans", len(orphans))
+				return
+			}
+			// Never reuse fresh: its lease may be dead already. What it
+			// holds (our record, sessions re-claimed so far) passes to the
+			// next registry, which takes the record over from its lease.
+			fresh.Abandon()
+			prev = fresh.LeaseID()
+			abandoned = append(abandoned, prev)
+		}
+		s.log.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, s.maxBackoff)
+	}
+}
+
+// leaseFile names the file in the data directory holding the lease in use,
+// so that the next run of this server (after a stop that kept the desktops,
+// or a crash) can take its record and claims over.
+const leaseFile = "registry.lease"
+
+func readLeaseFile(dir string) clientv3.LeaseID {
+	b, err := os.ReadFile(filepath.Join(dir, leaseFile))
+	if err != nil {
+		return 0
+	}
+	id, err := strconv.ParseInt(strings.TrimSpace(string(b)), 16, 64)
+	if err != nil || id <= 0 {
+		return 0
+	}
+	return clientv3.LeaseID(id)
+}
+
+func writeLeaseFile(dir string, id clientv3.LeaseID, logger hclog.Logger) {
+	err := atomicfile.Write(filepath.Join(dir, leaseFile), []byte(strconv.FormatInt(int64(id), 16)+"\n"), 0o600)
+	if err != nil {
+		logger.Warn("recording the registry lease", "error", err)
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// TestLeaseSupervisorFlappingLink: the lease of the registry built to
+// recover dies while the sessions are being moved to it (the link flapped
+// again). The supervisor must build another one, not retry with the dead
+// one forever: it ends on a live lease.
+func TestLeaseSupervisorFlappingLink(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := registry.ServerRecord{ID: "b1", Addr: "127.0.0.1:1"}
+	newReg := func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+		return registry.New(ctx, cli, rec, registry.WithLeaseTTL(2*time.Second), registry.WithPreviousLease(prev))
+	}
+	first, err := newReg(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	cur := first
+	all := []*registry.Registry{first}
+	attempts := 0
+	sup := &leaseSupervisor{
+		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+			r, err := newReg(ctx, prev)
+			if err == nil {
+				mu.Lock()
+				all = append(all, r)
+				mu.Unlock()
+			}
+			return r, err
+		},
+		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
+			mu.Lock()
+			attempts++
+			n := attempts
+			mu.Unlock()
+			if n == 1 {
+				// The link flaps during the first attempt: its lease dies.
+				if _, err := cli.Revoke(ctx, reg.LeaseID()); err != nil {
+					return nil, err
+				}
+				<-reg.Done()
+				return nil, errors.New("etcd unreachable")
+			}
+			select {
+			case <-reg.Done():
+				return nil, registry.ErrLeaseLost
+			default:
+				return nil, nil
+			}
+		},
+		current: func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
+		install: func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
+		log:     hclog.NewNullLogger(),
+		// Short backoff: the test needs only a few attempts.
+		minBackoff: 10 * time.Millisecond, maxBackoff: 50 * time.Millisecond,
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range all {
+			r.Close(context.Background())
+		}
+	})
+	done := make(chan struct{})
+	go func() { defer close(done); sup.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	if _, err := cli.Revoke(ctx, first.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		r := sup.current()
+		if r != first && r.Healthy() {
+			if _, err := cli.TimeToLive(ctx, r.LeaseID()); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		select {
+		case <-deadline:
+			mu.Lock()
+			n := attempts
+			mu.Unlock()
+			t.Fatalf("broker still without a live lease after %d attempts", n)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestPingIntervalBound: terminals drop a silent (stopped) broker after 3
+// unanswered pings, within 4 ping intervals; that must happen before the
+// broker's lease can expire (2/3 of the TTL), for every accepted TTL.
+func TestPingIntervalBound(t *testing.T) {
+	for _, ttl := range []time.Duration{2 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute} {
+		pi := pingInterval(ttl)
+		if pi <= 0 || 4*pi > ttl*2/3 {
+			t.Errorf("pingInterval(%v) = %v; want 4 × it within 2/3 of the TTL (%v)", ttl, pi, ttl*2/3)
+		}
+	}
+}
