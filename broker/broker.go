@@ -103,6 +103,9 @@ type Config struct {
 	// (ServeAttach): Attached then carries "hotdesk-attach://AttachAddr" and
 	// a single-use ticket instead of the compositor's own endpoint.
 	AttachAddr string
+	// Limits bound connections, handshakes and attach tickets (zero fields:
+	// defaults, see Limits).
+	Limits Limits
 }
 
 // State is a session's lifecycle state.
@@ -205,6 +208,12 @@ type Broker struct {
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
+
+	lim  Limits    // cfg.Limits with defaults
+	blog *burstLog // limit and accept-error lines, once per burst
+	// termGate and attachGate are the listeners' connection gates, set by
+	// Serve and ServeAttach (nil before); see ConnCounts.
+	termGate, attachGate *connGate
 }
 
 // Hooks observe transitions; tests and the benchmark use them. Each hook
@@ -253,7 +262,9 @@ func New(cfg Config) (*Broker, error) {
 		tokenCache: make(map[string]cachedToken),
 		tickets:    make(map[string]ticket),
 		stop:       make(chan struct{}),
+		lim:        cfg.Limits.withDefaults(),
 	}
+	b.blog = newBurstLog(b.log)
 	go b.watchExits()
 	go b.publishCounts()
 	return b, nil

@@ -207,10 +207,12 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	switch {
 	case errors.Is(err, auth.ErrLocked):
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
+	case errors.Is(err, auth.ErrBusy):
+		return res, fail(proto.ErrRateLimited, "too many logins in progress; try again shortly", err)
 	case err != nil && ctx.Err() != nil:
 		return res, fail(proto.ErrAuthFailed, "login abandoned", err)
 	case err != nil:
-		b.log.Info("authentication failed", "token", token, "terminal", t.id, "error", err)
+		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
 	return res, nil
@@ -244,8 +246,11 @@ func (b *Broker) closeLogin(l auth.Session) {
 // checkUserLimit refuses a new session for a user who already holds the
 // policy's maximum anywhere in the group.
 func (b *Broker) checkUserLimit(ctx context.Context, token, user string) error {
-	max := b.policy(token, user).MaxSessions
-	if max <= 0 {
+	pol := b.policy(token, user)
+	max := pol.MaxSessions
+	// Kiosk sessions all carry one label user ("kiosk"), not a person: a
+	// per-user limit would be one limit shared by every kiosk token.
+	if max <= 0 || pol.Kind == auth.KindKiosk {
 		return nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)

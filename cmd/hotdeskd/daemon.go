@@ -79,6 +79,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	for _, w := range cfg.Warnings() {
+		logger.Warn("insecure configuration: " + w)
+	}
 
 	// Terminal listener first: its address is published in the server record.
 	cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
@@ -111,7 +114,10 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			Name:      cfg.ServerID,
 			ClientURL: cfg.Etcd.Embedded.ClientURL,
 			PeerURL:   cfg.Etcd.Embedded.PeerURL,
-			Logger:    logger.Named("etcd"),
+			// Only hotdeskd (and root) can read the client certificate:
+			// no other local user reaches the registry.
+			TLSDir: filepath.Join(cfg.DataDir, "etcd-tls"),
+			Logger: logger.Named("etcd"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded etcd: %w", err)
@@ -122,6 +128,11 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	etcdTLS, err := etcdClientTLS(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if d.embedded != nil {
+		if etcdTLS, err = d.embedded.ClientTLS(); err != nil {
+			return nil, fmt.Errorf("embedded etcd: %w", err)
+		}
 	}
 	d.etcd, err = clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
@@ -160,10 +171,20 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			StartTimeout: cfg.Compositor.StartTimeout,
 			StopGrace:    cfg.Compositor.StopGrace,
 			RunAsUser:    cfg.Compositor.RunAsUser,
-			Logger:       logger.Named("weston"),
+			// The cap is taken when the desktop starts, under the
+			// backend's lock: concurrent logins never overshoot it.
+			MaxSessions:        cfg.Session.MaxSessions,
+			KioskAccountPrefix: cfg.Compositor.KioskAccountPrefix,
+			MaxKioskAccounts:   cfg.Compositor.KioskAccounts,
+			AllowRoot:          cfg.Compositor.InsecureAllowRoot,
+			Logger:             logger.Named("weston"),
 		})
 	case "wayray":
 		// A compositor speaking hotdesk's control protocol (proto/COMPOSITOR.md).
+		// It runs as hotdeskd's user: never as root.
+		if os.Geteuid() == 0 && !cfg.Compositor.InsecureAllowRoot {
+			return nil, errors.New("compositor: type wayray runs desktops as hotdeskd's user, which is root: refused (run hotdeskd as an unprivileged user)")
+		}
 		d.comp, err = wayray.New(wayray.Config{
 			Command:      append([]string{cfg.Compositor.Binary}, cfg.Compositor.Args...),
 			StateDir:     cfg.Compositor.StateDir,
@@ -201,7 +222,15 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
 		Logger: logger.Named("audit"),
 	})
-	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: pamAuth})
+	// Logins in progress are bounded in all, per source, per user and per
+	// terminal: clients that never answer a prompt cannot hold every PAM
+	// helper.
+	gate := auth.NewGate(pamAuth, auth.GateConfig{
+		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
+		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
+		Logger: logger.Named("auth"),
+	})
+	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
 
 	d.pairer = pairing.New(d.reg,
 		pairing.WithLogger(logger.Named("pairing")),
@@ -237,6 +266,13 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		KeepSessionsOnShutdown: cfg.Session.KeepOnStop,
 		Policies:               policies,
 		Groups:                 userGroups,
+		Limits: broker.Limits{
+			MaxConnections:          cfg.Limits.MaxConnections,
+			MaxConnectionsPerSource: cfg.Limits.MaxConnectionsPerSource,
+			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
+			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
+			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -115,14 +116,25 @@ func (p *accountPool) ensure(name string) (*user.User, error) {
 		u, err := user.Lookup(name)
 		var unknown user.UnknownUserError
 		if errors.As(err, &unknown) {
-			out, cerr := exec.Command("useradd", "--system", "--user-group", "--no-create-home",
-				"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-				"--comment", "hotdesk kiosk desktop", name).CombinedOutput()
-			if cerr != nil {
-				return nil, fmt.Errorf("useradd %s: %w: %s", name, cerr, strings.TrimSpace(string(out)))
+			// useradd fails while another process holds /etc/passwd's
+			// lock, or when another daemon created the account meanwhile.
+			var cerr error
+			var out []byte
+			for attempt := 1; attempt <= 5; attempt++ {
+				out, cerr = exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+					"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+					"--comment", "hotdesk kiosk desktop", name).CombinedOutput()
+				if u, err = user.Lookup(name); err == nil {
+					break
+				}
+				time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 			}
-			p.log.Info("kiosk account created", "account", name)
-			u, err = user.Lookup(name)
+			if err != nil {
+				return nil, fmt.Errorf("useradd %s: %v: %s", name, cerr, strings.TrimSpace(string(out)))
+			}
+			if cerr == nil {
+				p.log.Info("kiosk account created", "account", name)
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("kiosk account %s: %w", name, err)
