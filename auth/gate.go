@@ -18,13 +18,13 @@ var ErrBusy = errors.New("auth: too many logins in progress")
 // GateConfig bounds logins in progress (PAM conversations, prompts
 // included). Zero fields take the defaults.
 type GateConfig struct {
-	Max          int // in all; default 64
-	PerSource    int // per source IP address (Request.RemoteAddr); default 8
-	PerUser      int // per user name; default 2
-	PerTerminal  int // per terminal id at one source address; default 1
-	Logger       hclog.Logger
-	LogEvery     time.Duration // at most one "limit reached" line per limit this often; default 10s
-	now          func() time.Time
+	Max         int // in all; default 64
+	PerSource   int // per source IP address (Request.RemoteAddr); default 8
+	PerUser     int // per user name; default 2
+	PerTerminal int // per terminal id at one source address; default 1
+	Logger      hclog.Logger
+	LogEvery    time.Duration // at most one "limit reached" line per limit this often; default 10s
+	now         func() time.Time
 }
 
 // Gate is a ServiceAuthenticator that admits a login only while the logins
