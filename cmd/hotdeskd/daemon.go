@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -267,7 +268,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Policies:               policies,
 		Groups:                 userGroups,
 		Limits: broker.Limits{
-			MaxConnections:          cfg.Limits.MaxConnections,
+			MaxConnections:          connectionBudget(cfg, logger),
 			MaxConnectionsPerSource: cfg.Limits.MaxConnectionsPerSource,
 			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
 			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
@@ -491,4 +492,25 @@ func notify(logger hclog.Logger, state string) {
 	if _, err := sd.SdNotify(false, state); err != nil {
 		logger.Debug("sd_notify failed", "error", err)
 	}
+}
+
+// connectionBudget returns max_connections, lowered when the process's
+// RLIMIT_NOFILE could not hold both listeners' connections besides what
+// the rest of the daemon needs (etcd, PAM helpers, compositors): clients
+// must never be able to take the descriptors a session needs.
+func connectionBudget(cfg *config.Config, logger hclog.Logger) int {
+	want := cfg.Limits.MaxConnections
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return want
+	}
+	reserve := 128 + 3*cfg.Limits.MaxPendingLogins + 4*cfg.Session.MaxSessions
+	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2 // terminal listener and attach gateway
+	if per >= want {
+		return want
+	}
+	per = max(per, 16)
+	logger.Warn("limits.max_connections lowered to fit RLIMIT_NOFILE", "max_connections", want,
+		"lowered_to", per, "rlimit_nofile", rl.Cur, "reserved", reserve)
+	return per
 }
