@@ -208,6 +208,7 @@ type Broker struct {
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
+	ticketSeq  uint64            // last ticket's issue number
 
 	lim  Limits    // cfg.Limits with defaults
 	blog *burstLog // limit and accept-error lines, once per burst

@@ -30,6 +30,7 @@ type ticket struct {
 	session  *Session
 	terminal string
 	expires  time.Time
+	seq      uint64 // issue order, to revoke a session's oldest
 }
 
 // issueTicket returns a new single-use ticket for s at terminal t, or nil if
@@ -49,15 +50,15 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 	// churns its own tickets (the oldest is revoked) and never fills the
 	// table shared by every user.
 	var oldest string
-	var oldestExp time.Time
+	var oldestSeq uint64
 	n := 0
 	for k, v := range b.tickets {
 		if v.session != s {
 			continue
 		}
 		n++
-		if oldest == "" || v.expires.Before(oldestExp) {
-			oldest, oldestExp = k, v.expires
+		if oldest == "" || v.seq < oldestSeq {
+			oldest, oldestSeq = k, v.seq
 		}
 	}
 	if n >= b.lim.MaxTicketsPerSession {
@@ -74,7 +75,8 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 			return nil
 		}
 	}
-	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL)}
+	b.ticketSeq++
+	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL), seq: b.ticketSeq}
 	return tk
 }
 
