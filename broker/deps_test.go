@@ -19,7 +19,7 @@ func TestNoCgoDeps(t *testing.T) {
 		"auth":              {mod + "auth/pam"},
 		"tokens":            nil,
 		"tokens/soft":       nil,
-		"tokens/pairing":    nil,
+		"registry/pairing":  nil,
 		"tokens/nfc":        nil,
 		"tokens/pcsc/vcard": nil,
 		"compositor/weston": nil,
@@ -44,5 +44,39 @@ func TestNoCgoDeps(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestLayering keeps the layers pointing one way: nothing outside broker/
+// and the commands depends on the broker (storage, wire and backends are
+// below it), and token providers are stateless event sources that never
+// reach the registry or etcd.
+func TestLayering(t *testing.T) {
+	const mod = "github.com/hotdesk/hotdesk/"
+	out, err := exec.Command("go", "list", "-deps", "-test=false", "-f", "{{.ImportPath}}: {{join .Deps \" \"}}", mod+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, deps, ok := strings.Cut(line, ": ")
+		if !ok || !strings.HasPrefix(pkg, mod) {
+			continue
+		}
+		rel := strings.TrimPrefix(pkg, mod)
+		checked++
+		for _, dep := range strings.Fields(deps) {
+			if !strings.HasPrefix(rel, "broker") && !strings.HasPrefix(rel, "cmd/") &&
+				(dep == mod+"broker" || strings.HasPrefix(dep, mod+"broker/")) {
+				t.Errorf("%s imports %s: only the broker and the commands may", rel, dep)
+			}
+			if strings.HasPrefix(rel, "tokens") &&
+				(dep == mod+"registry" || strings.HasPrefix(dep, mod+"registry/") || strings.HasPrefix(dep, "go.etcd.io/")) {
+				t.Errorf("%s imports %s: token providers must not reach the registry or etcd", rel, dep)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d packages; go list output:\n%s", checked, out)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/proto"
-	"github.com/hotdesk/hotdesk/tokens/pairing"
+	"github.com/hotdesk/hotdesk/registry/pairing"
 )
 
 // Limits on what one terminal connection may have outstanding.

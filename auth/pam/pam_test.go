@@ -1,7 +1,9 @@
 package pam_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,16 +12,15 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
-	"context"
-	"errors"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotdesk/hotdesk/internal/clock"
-	"testing"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -138,18 +139,6 @@ func TestModuleCrash(t *testing.T) {
 	}
 }
 
-// waitFor polls cond (a bounded wait for a condition, not a timing assert).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 type outcome struct {
 	res auth.Result
 	err error
@@ -181,7 +170,7 @@ func TestSleepingModule(t *testing.T) {
 	conv := newScript("", "secret")
 	slow := goAuth(ctx, a, "sleepy", req("alice"), conv)
 	<-conv.answered
-	waitFor(t, "the module to sleep", func() bool { return len(processesWith(t, "sleep "+marker)) > 0 })
+	testutil.WaitFor(t, 20*time.Second, "the module to sleep", func() bool { return len(processesWith(t, "sleep "+marker)) > 0 })
 
 	for i := range 3 {
 		res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret"))
@@ -224,7 +213,7 @@ func TestCardPulledMidPrompt(t *testing.T) {
 		t.Errorf("err = %v; a pulled card is not a denial", o.err)
 	}
 	noHelpers(t)
-	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	testutil.WaitFor(t, 20*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // TestTerminalGoneMidPrompt: the conversation fails (terminal disconnected).

@@ -336,7 +336,22 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	})
 
 	// The admin socket from an unprivileged uid: the file mode refuses it;
-	// with the mode opened up, the peer-credential check does.
+	// with the mode opened up, the peer-credential check does. hotdeskctl
+	// is copied where nobody may run it.
+	ctlDir, err := os.MkdirTemp("", "hd-ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(ctlDir)
+	ctlBin, err := os.ReadFile(filepath.Join(bin, "hotdeskctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := filepath.Join(ctlDir, "hotdeskctl")
+	if err := os.WriteFile(ctl, ctlBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(ctlDir, 0o755)
 	for _, open := range []bool{false, true} {
 		if open {
 			os.Chmod(e.socket, 0o666)
@@ -345,7 +360,17 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 			}
 		}
 		out, err := exec.CommandContext(ctx, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-			filepath.Join(bin, "hotdeskctl"), "-socket", e.socket, "sessions").CombinedOutput()
+			ctl, "-socket", e.socket, "sessions").CombinedOutput()
+		// Refused by the socket's mode (permission denied) or by the peer
+		// check (403); anything else (hotdeskctl not run at all) is not a
+		// test of the daemon.
+		why := "permission denied"
+		if open {
+			why = "may not use the admin API"
+		}
+		if err == nil || !strings.Contains(string(out), why) {
+			t.Errorf("hotdeskctl as nobody (socket open to all: %v): %v: %s; want refused with %q", open, err, out, why)
+		}
 		al.try("admin_unprivileged", err != nil, "hotdeskctl as nobody: "+string(out))
 	}
 	os.Chmod(e.socket, 0o660)

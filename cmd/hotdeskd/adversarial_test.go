@@ -286,10 +286,7 @@ func TestAdversarial(t *testing.T) {
 		}
 		t.Skip("prlimit missing")
 	}
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdeskctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := filepath.Join(dir, "pam.d")
 	if err := os.MkdirAll(pamDir, 0o755); err != nil {

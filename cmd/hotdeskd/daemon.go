@@ -29,7 +29,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
-	"github.com/hotdesk/hotdesk/tokens/pairing"
+	"github.com/hotdesk/hotdesk/registry/pairing"
 )
 
 // stopTimeout bounds a graceful stop.

@@ -159,6 +159,7 @@ func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 // it; the token moves to a second terminal and the same desktop, with the
 // same application, is seen there.
 func TestDesktopFollowsToken(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	needTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower")
 	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
 	ks := e.enroll("alice")

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"reflect"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -167,8 +168,11 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
 	logger.Info("configuration reloaded", "log_level", cur.LogLevel)
 }
 
-func restartNeeded(a, b *config.Config) bool {
-	a2, b2 := *a, *b
-	a2.LogLevel, b2.LogLevel = "", ""
-	return fmt.Sprintf("%+v", a2) != fmt.Sprintf("%+v", b2)
+// restartNeeded reports whether next differs from cur in anything but the
+// settings a reload applies at once (the log level). It compares values, not
+// their printed form: pointers (a policy's *bool) are followed.
+func restartNeeded(cur, next *config.Config) bool {
+	a, b := *cur, *next
+	a.LogLevel, b.LogLevel = "", ""
+	return !reflect.DeepEqual(a, b)
 }

@@ -15,8 +15,22 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
+
+// TestMain removes the binaries the end-to-end tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBuilds()
+	os.Exit(code)
+}
+
+// buildBinaries builds hotdeskd, hotdesk-term and hotdeskctl once for every
+// test of the package and returns their directory.
+func buildBinaries(t *testing.T) string {
+	return testutil.Build(t, ".", "../hotdesk-term", "../hotdeskctl")
+}
 
 func TestCheckReportsPosition(t *testing.T) {
 	dir := t.TempDir()
@@ -82,10 +96,8 @@ func freeAddr(t *testing.T) string {
 // SIGHUP with a broken config (keeping the old one), and stops cleanly on
 // SIGTERM, removing its admin socket.
 func TestDaemonSignals(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "hotdeskd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	bin := filepath.Join(buildBinaries(t), "hotdeskd")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "admin.sock")
 	cfgPath := filepath.Join(dir, "hotdesk.hcl")

@@ -51,11 +51,7 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcd
 	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
 		t.Skip("weston not installed")
 	}
-	bin := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := filepath.Join(dir, "pam.d")
 	if err := os.MkdirAll(pamDir, 0o755); err != nil {
@@ -240,6 +236,7 @@ func (e *e2e) present(term, ks string, answers ...string) map[string]any {
 // TestPolicyE2E runs every login policy through hotdesk-term against the
 // real daemon and real PAM.
 func TestPolicyE2E(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	e := startE2E(t, `
   policy {
     users = ["pat"]
@@ -294,6 +291,7 @@ func TestPolicyE2E(t *testing.T) {
 // TestPasswordOnlyE2E: with the password policy the user name typed at a
 // terminal locates the session; another terminal resumes it.
 func TestPasswordOnlyE2E(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	e := startE2E(t, "", "password")
 	first := e.present("t-1", "user:alice", "alice-pw")
 	if first["event"] != "attached" || first["user"] != "alice" {
@@ -309,6 +307,7 @@ func TestPasswordOnlyE2E(t *testing.T) {
 // desktops running, and the next start re-adopts them: same session, same
 // compositor PID, resumable by its token.
 func TestRestartKeepsSessions(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	e := startE2EWith(t, "", "kiosk", true, "")
 	ksA, ksB := e.enroll("alice"), e.enroll("bob")
 	firstA, firstB := e.present("t-1", ksA), e.present("t-2", ksB)
@@ -362,6 +361,7 @@ func TestRestartKeepsSessions(t *testing.T) {
 // etcd is reachable again takes a new lease, re-claims the session and is
 // ready again.
 func TestLeaseLossE2E(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(eps[0], "http://"))
 	e := startE2EWith(t, "", "kiosk", false, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}", proxy.URL()))
@@ -445,6 +445,7 @@ func main() {
 // that reaches the session's real compositor through the broker's attach
 // gateway with the Attached ticket.
 func TestDisplayThroughGateway(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
 	e := startE2E(t, "", "kiosk")
 	probeDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(probeDir, "main.go"), []byte(waylandProbe), 0o600); err != nil {

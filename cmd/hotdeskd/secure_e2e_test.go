@@ -109,10 +109,7 @@ func groupMembers(pgid int) []int {
 // reader produces and users this host knows.
 func TestShippedConfigNoRootDesktops(t *testing.T) {
 	requireSecureE2E(t)
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", ".", "../hotdesk-term", "../hotdeskctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := filepath.Join(dir, "pam.d")
 	if err := os.MkdirAll(pamDir, 0o755); err != nil {

@@ -25,8 +25,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +32,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
@@ -60,14 +60,19 @@ type Config struct {
 
 // Backend runs control-protocol compositors.
 type Backend struct {
-	cfg   Config
-	log   hclog.Logger
-	clock clock.Clock
-	exits chan compositor.Exit
+	cfg    Config
+	log    hclog.Logger
+	clock  clock.Clock
+	exits  chan compositor.Exit
+	bootID string // the running kernel's; records from another boot name no process of ours
 
 	mu       sync.Mutex
 	sessions map[string]*session
 	closed   bool
+	// wg counts supervise goroutines and running health checks; Close
+	// waits for them before it closes exits. Add only under mu while
+	// !closed.
+	wg sync.WaitGroup
 }
 
 var _ compositor.Backend = (*Backend)(nil)
@@ -76,6 +81,7 @@ type session struct {
 	id, user, dir, sock string
 	labels              map[string]string
 	pid                 int
+	startTicks          uint64 // /proc/<pid>/stat field 22: pid and start time name the process
 	started             time.Time
 
 	callMu    sync.Mutex // one request at a time
@@ -102,6 +108,7 @@ type record struct {
 	User       string            `json:"user"`
 	PID        int               `json:"pid"`
 	StartTicks uint64            `json:"start_ticks"`
+	BootID     string            `json:"boot_id"`
 	Socket     string            `json:"socket"`
 	Endpoint   string            `json:"endpoint"`
 	Started    time.Time         `json:"started"`
@@ -145,7 +152,12 @@ func New(cfg Config) (*Backend, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("wayray: new: %w", err)
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, exits: make(chan compositor.Exit, 64), sessions: make(map[string]*session)}, nil
+	bootID, err := procsup.BootID("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("wayray: new: %w", err)
+	}
+	return &Backend{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, bootID: bootID,
+		exits: make(chan compositor.Exit, 64), sessions: make(map[string]*session)}, nil
 }
 
 // Create starts a compositor and waits for its Hello.
@@ -183,9 +195,12 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	s.pid = cmd.Process.Pid
 	w := &waiter{done: make(chan struct{})}
 	go func() { w.err = cmd.Wait(); close(w.done) }()
+	if st, err := procsup.ReadStat("/proc", s.pid); err == nil {
+		s.startTicks = st.StartTicks
+	}
 
 	if err := b.connect(ctx, s, w.done); err != nil {
-		_ = syscall.Kill(-s.pid, syscall.SIGKILL)
+		b.killGroup(s)
 		<-w.done
 		os.RemoveAll(dir)
 		return compositor.Info{}, fmt.Errorf("wayray: create %s: %w", s.id, err)
@@ -197,7 +212,7 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	if b.closed || b.sessions[s.id] != nil {
 		closed := b.closed
 		b.mu.Unlock()
-		_ = syscall.Kill(-s.pid, syscall.SIGKILL)
+		b.killGroup(s)
 		<-w.done
 		if closed {
 			os.RemoveAll(dir)
@@ -206,6 +221,7 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 		return compositor.Info{}, fmt.Errorf("wayray: create %s: session exists", s.id)
 	}
 	b.sessions[s.id] = s
+	b.wg.Add(1)
 	b.mu.Unlock()
 	go b.supervise(s, w)
 	b.scheduleHealth(s)
@@ -345,7 +361,18 @@ func (b *Backend) fail(s *session, err error) {
 	}
 	b.mu.Unlock()
 	b.log.Error("control channel broken; stopping the compositor", "session_id", s.id, "error", err)
-	_ = syscall.Kill(-s.pid, syscall.SIGKILL)
+	b.killGroup(s)
+}
+
+// killGroup SIGKILLs the session's process group, unless its pid no longer
+// names the process we started (never signal a stranger's group).
+func (b *Backend) killGroup(s *session) {
+	if s.startTicks != 0 && errors.Is(procsup.Check("/proc", s.pid, s.startTicks), procsup.ErrPIDReused) {
+		return
+	}
+	if err := procsup.SignalGroup(s.pid, syscall.SIGKILL); err != nil {
+		b.log.Warn("cannot kill process group", "session_id", s.id, "pgid", s.pid, "error", err)
+	}
 }
 
 func (b *Backend) get(id string) (*session, error) {
@@ -437,19 +464,35 @@ func (b *Backend) Destroy(ctx context.Context, id string) error {
 		case <-s.gone:
 			t.Stop()
 			return nil
+		case <-s.stop:
+			t.Stop()
+			return fmt.Errorf("wayray: destroy %s: %w", id, ErrClosed)
 		case <-ctx.Done():
 			sig = syscall.SIGKILL
 		case <-expired:
 		}
 		t.Stop()
 		b.log.Warn("compositor still running after destroy; signalling", "session_id", s.id, "pid", s.pid, "signal", sig.String())
-		_ = syscall.Kill(-s.pid, sig)
+		if s.startTicks != 0 && errors.Is(procsup.Check("/proc", s.pid, s.startTicks), procsup.ErrPIDReused) {
+			break
+		}
+		if err := procsup.SignalGroup(s.pid, sig); err != nil {
+			b.log.Warn("cannot signal process group", "session_id", s.id, "pgid", s.pid, "error", err)
+		}
 		if sig == syscall.SIGKILL {
 			break
 		}
 	}
-	<-s.gone
-	return nil
+	// SIGKILL cannot be ignored: supervise sees the end promptly. Close, or
+	// the caller giving up, ends the wait too; Destroy never hangs.
+	select {
+	case <-s.gone:
+		return nil
+	case <-s.stop:
+		return fmt.Errorf("wayray: destroy %s: %w", id, ErrClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("wayray: destroy %s: %w", id, ctx.Err())
+	}
 }
 
 // scheduleHealth arms the next health ping of s.
@@ -459,7 +502,17 @@ func (b *Backend) scheduleHealth(s *session) {
 	if b.closed || s.stopping || b.sessions[s.id] != s {
 		return
 	}
-	s.health = b.clock.AfterFunc(b.cfg.HealthInterval, func() { b.healthCheck(s) })
+	s.health = b.clock.AfterFunc(b.cfg.HealthInterval, func() {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return
+		}
+		b.wg.Add(1)
+		b.mu.Unlock()
+		defer b.wg.Done()
+		b.healthCheck(s)
+	})
 }
 
 // healthCheck pings s; a compositor that does not answer is killed (and
@@ -482,19 +535,26 @@ func (b *Backend) healthCheck(s *session) {
 // supervise waits for the compositor to end (our child: w; adopted: polled
 // every 100ms until Close) and reports an unrequested end on Exits.
 func (b *Backend) supervise(s *session, w *waiter) {
+	defer b.wg.Done()
 	var err error
 	if w != nil {
-		<-w.done
-		err = w.err
+		select {
+		case <-w.done:
+			err = w.err
+		case <-s.stop:
+			return // Close: the compositor outlives us; the next broker adopts it
+		}
 	} else {
-		for processAlive(s.pid) {
+		for {
+			if err = procsup.Check("/proc", s.pid, s.startTicks); err != nil {
+				break
+			}
 			select {
 			case <-s.stop:
 				return // Close: someone else supervises it now
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
-		err = errors.New("process gone")
 	}
 	b.mu.Lock()
 	stopping, failErr := s.stopping, s.failErr
@@ -514,7 +574,16 @@ func (b *Backend) supervise(s *session, w *waiter) {
 		close(s.gone)
 		return
 	}
-	_ = syscall.Kill(-s.pid, syscall.SIGKILL) // its applications die with it
+	if !errors.Is(err, procsup.ErrPIDReused) {
+		// The leader is gone; its applications die with it, and the session
+		// ends only when none of them holds what it held.
+		if kerr := procsup.SignalGroup(s.pid, syscall.SIGKILL); kerr != nil {
+			b.log.Warn("cannot kill process group", "session_id", s.id, "pgid", s.pid, "error", kerr)
+		}
+		if !procsup.WaitGroupGone("/proc", s.pid, b.cfg.StopGrace, s.stop) {
+			b.log.Warn("processes of the session outlived SIGKILL", "session_id", s.id, "pgid", s.pid)
+		}
+	}
 	os.RemoveAll(s.dir)
 	close(s.gone)
 	if stopping {
@@ -534,47 +603,20 @@ func (b *Backend) supervise(s *session, w *waiter) {
 	}
 }
 
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
-}
-
-// startTicks is field 22 of /proc/<pid>/stat (the process start time).
-func startTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("wayray: short stat for pid %d", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
+// save writes the session's record for Adopt, atomically and durably.
 func (b *Backend) save(s *session) error {
-	ticks, err := startTicks(s.pid)
-	if err != nil {
-		return err
+	if s.startTicks == 0 {
+		return fmt.Errorf("wayray: save %s: start time of pid %d unknown", s.id, s.pid)
 	}
 	b.mu.Lock()
-	r := record{SessionID: s.id, User: s.user, PID: s.pid, StartTicks: ticks, Socket: s.sock,
+	r := record{SessionID: s.id, User: s.user, PID: s.pid, StartTicks: s.startTicks, BootID: b.bootID, Socket: s.sock,
 		Endpoint: s.endpoint, Started: s.started, Suspended: s.suspended, Labels: s.labels}
 	b.mu.Unlock()
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(s.dir, "session.json.tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(s.dir, "session.json"))
+	return atomicfile.Write(filepath.Join(s.dir, "session.json"), data, 0o600)
 }
 
 func (b *Backend) info(s *session) compositor.Info {
@@ -617,21 +659,25 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 		if err == nil {
 			err = json.Unmarshal(data, &r)
 		}
-		if err == nil && r.SessionID != e.Name() {
+		switch {
+		case err != nil:
+		case r.SessionID != e.Name():
 			err = errors.New("record names another session")
-		}
-		if err == nil {
-			if t, terr := startTicks(r.PID); terr != nil || t != r.StartTicks || !processAlive(r.PID) {
-				err = errors.New("process gone or pid reused")
-			}
+		case r.PID <= 1:
+			err = fmt.Errorf("record names pid %d", r.PID)
+		case r.BootID != b.bootID:
+			// A record from an earlier boot: its pid names some other process now.
+			err = errors.New("record is from another boot")
+		default:
+			err = procsup.Check("/proc", r.PID, r.StartTicks)
 		}
 		s := &session{id: e.Name(), user: r.User, dir: dir, sock: filepath.Join(dir, "control.sock"), labels: r.Labels,
-			pid: r.PID, started: r.Started, suspended: r.Suspended, endpoint: r.Endpoint,
+			pid: r.PID, startTicks: r.StartTicks, started: r.Started, suspended: r.Suspended, endpoint: r.Endpoint,
 			stop: make(chan struct{}), gone: make(chan struct{})}
 		if err == nil {
 			if err = b.connect(ctx, s, nil); err != nil {
 				// Alive but not controllable: clean it up.
-				_ = syscall.Kill(-r.PID, syscall.SIGKILL)
+				b.killGroup(s)
 			}
 		}
 		if err != nil {
@@ -646,6 +692,7 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 			continue
 		}
 		b.sessions[s.id] = s
+		b.wg.Add(1)
 		b.mu.Unlock()
 		go b.supervise(s, nil)
 		b.scheduleHealth(s)
@@ -655,12 +702,17 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 	return adopted, lost, nil
 }
 
-// Exits reports compositors that ended on their own.
+// Exits reports compositors that ended on their own; it is closed by Close.
 func (b *Backend) Exits() <-chan compositor.Exit { return b.exits }
 
-// Close stops supervising; compositors keep running.
+// Close stops supervising; compositors keep running. It waits for the
+// backend's goroutines and then closes Exits.
 func (b *Backend) Close() error {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
 	b.closed = true
 	ss := b.sessions
 	b.sessions = map[string]*session{}
@@ -676,5 +728,7 @@ func (b *Backend) Close() error {
 			s.conn.Close()
 		}
 	}
+	b.wg.Wait()
+	close(b.exits)
 	return nil
 }

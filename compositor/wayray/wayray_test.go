@@ -3,6 +3,7 @@ package wayray
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,7 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestMain doubles as a conforming compositor: with HOTDESK_TEST_COMPOSITOR
@@ -224,7 +227,7 @@ func TestBadCompositorsRefused(t *testing.T) {
 				// The compositor accepts but never says hello: only the
 				// start timeout (on the fake clock) ends Create. Wait until
 				// the compositor runs and the timer is armed, then expire it.
-				waitFor(t, func() bool {
+				testutil.WaitFor(t, 5*time.Second, "condition", func() bool {
 					_, err := os.Stat(filepath.Join(b.cfg.StateDir, "s-bad", "control.sock"))
 					return err == nil && fake.Pending() > 0
 				})
@@ -242,19 +245,6 @@ func TestBadCompositorsRefused(t *testing.T) {
 			}
 		})
 	}
-}
-
-// waitFor polls cond (bounded) for conditions outside the test's control,
-// such as a child process having started.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for i := 0; i < 500; i++ {
-		if cond() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("condition not reached")
 }
 
 // TestBrokenControlChannel: a compositor that sends a malformed frame, or
@@ -304,7 +294,7 @@ func TestBrokenControlChannel(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("broken compositor not reported")
 			}
-			waitFor(t, func() bool { return !processAlive(bad.PID) })
+			testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return !processAlive(bad.PID) })
 			if _, err := os.Stat(filepath.Join(dir, "s-bad")); !os.IsNotExist(err) {
 				t.Fatalf("state of the broken session left behind: %v", err)
 			}
@@ -358,8 +348,18 @@ func TestAdoptAfterClose(t *testing.T) {
 	if !processAlive(info.PID) {
 		t.Fatal("Close killed the compositor")
 	}
+	// A record whose process is gone, and one from an earlier boot whose
+	// pid now names a live stranger (our own process): neither is adopted,
+	// and the stranger is not signalled.
+	bootID, err := procsup.BootID("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
 	os.MkdirAll(filepath.Join(dir, "s-dead"), 0o700)
-	os.WriteFile(filepath.Join(dir, "s-dead", "session.json"), []byte(`{"session_id":"s-dead","pid":999999}`), 0o600)
+	os.WriteFile(filepath.Join(dir, "s-dead", "session.json"), []byte(`{"session_id":"s-dead","pid":999999,"boot_id":"`+bootID+`"}`), 0o600)
+	self, _ := procsup.ReadStat("/proc", os.Getpid())
+	os.MkdirAll(filepath.Join(dir, "s-oldboot"), 0o700)
+	os.WriteFile(filepath.Join(dir, "s-oldboot", "session.json"), []byte(fmt.Sprintf(`{"session_id":"s-oldboot","pid":%d,"start_ticks":%d,"boot_id":"earlier-boot"}`, os.Getpid(), self.StartTicks)), 0o600)
 
 	b2 := newTestBackend(t, "ok", dir)
 	adopted, lost, err := b2.Adopt(ctx)
@@ -369,13 +369,65 @@ func TestAdoptAfterClose(t *testing.T) {
 	if len(adopted) != 1 || adopted[0].PID != info.PID || !adopted[0].Suspended {
 		t.Fatalf("adopted = %+v; want s-a with pid %d, suspended", adopted, info.PID)
 	}
-	if len(lost) != 1 || lost[0].SessionID != "s-dead" || !strings.Contains(lost[0].Err.Error(), "gone") {
-		t.Fatalf("lost = %+v; want s-dead", lost)
+	reasons := map[string]string{}
+	for _, l := range lost {
+		reasons[l.SessionID] = l.Err.Error()
+	}
+	if len(lost) != 2 || !strings.Contains(reasons["s-dead"], "gone") || !strings.Contains(reasons["s-oldboot"], "another boot") {
+		t.Fatalf("lost = %+v; want s-dead (gone) and s-oldboot (another boot)", lost)
 	}
 	if st, err := b2.Status(ctx, "s-a"); err != nil || st.Rendering {
 		t.Fatalf("status through the re-connected control channel = %+v, %v; want suspended", st, err)
 	}
 	if err := b2.Destroy(ctx, "s-a"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// processAlive reports whether pid runs (a zombie does not).
+func processAlive(pid int) bool {
+	st, err := procsup.ReadStat("/proc", pid)
+	return err == nil && st.Live()
+}
+
+// TestCloseEndsEverything: Close leaves the compositor running, waits for
+// the backend's goroutines and closes Exits; a Destroy racing with Close
+// returns (ErrClosed) instead of hanging on a session nobody supervises.
+func TestCloseEndsEverything(t *testing.T) {
+	dir := shortDir(t)
+	b := newTestBackend(t, "ok", dir, func(c *Config) { c.StopGrace = time.Hour })
+	ctx := context.Background()
+	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-c", User: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, info.PID)
+	// Stop the compositor so it cannot exit on the Destroy request: only
+	// Close can end Destroy's wait.
+	if err := syscall.Kill(info.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(info.PID, syscall.SIGCONT)
+	dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	destroyed := make(chan error, 1)
+	go func() { destroyed <- b.Destroy(dctx, "s-c") }()
+	time.Sleep(50 * time.Millisecond)
+	b.Close()
+	select {
+	case err := <-destroyed:
+		if err == nil {
+			t.Fatal("Destroy racing with Close = nil; want an error (closed or context)")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Destroy hung after Close")
+	}
+	select {
+	case _, ok := <-b.Exits():
+		if ok {
+			t.Fatal("Exits delivered an exit after Close; want it closed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Exits not closed by Close")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 )
 
 const (
@@ -39,36 +41,13 @@ type record struct {
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
-// writeRecord atomically replaces dir/session.json (0600).
+// writeRecord atomically and durably replaces dir/session.json (0600).
 func writeRecord(dir string, r record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, recordName+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, recordName)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, recordName), append(b, '\n'), 0o600)
 }
 
 // readRecord reads and checks dir/session.json. The error wraps

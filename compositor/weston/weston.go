@@ -56,6 +56,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
@@ -82,9 +83,9 @@ var (
 	// ErrUnsupportedBackend: Config.Backend names a backend not implemented.
 	ErrUnsupportedBackend = errors.New("weston: unsupported backend")
 	// ErrProcessGone: the recorded process no longer runs.
-	ErrProcessGone = errors.New("weston: process gone")
+	ErrProcessGone = procsup.ErrProcessGone
 	// ErrPIDReused: the recorded pid now belongs to another process.
-	ErrPIDReused = errors.New("weston: pid reused")
+	ErrPIDReused = procsup.ErrPIDReused
 	// ErrRebooted: the record is from an earlier boot.
 	ErrRebooted = errors.New("weston: boot id changed")
 	// ErrBadRecord: session.json is missing, unreadable or inconsistent.
@@ -104,6 +105,9 @@ const (
 	maxEnvEntries = 128
 	maxEnvEntry   = 4096
 	exitsBuffer   = 64
+	// groupGoneTimeout bounds the wait for a killed session's process
+	// group to be gone (SIGKILL cannot be ignored; this is only a guard).
+	groupGoneTimeout = 5 * time.Second
 )
 
 var (
@@ -331,7 +335,7 @@ func New(cfg Config) (*Backend, error) {
 	if len(filepath.Join(cfg.StateDir, "x", "run", socketName)) > maxSocketPath {
 		return nil, fmt.Errorf("weston: new: state dir %q too long for a unix socket path", cfg.StateDir)
 	}
-	bootID, err := readBootID(cfg.procRoot)
+	bootID, err := procsup.BootID(cfg.procRoot)
 	if err != nil {
 		return nil, fmt.Errorf("weston: new: boot id: %w", err)
 	}
@@ -549,12 +553,12 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		b.mu.Lock()
 		s.stopping = true
 		b.mu.Unlock()
-		if kerr := signalGroup(s.pid, syscall.SIGKILL); kerr != nil {
+		if kerr := procsup.SignalGroup(s.pid, syscall.SIGKILL); kerr != nil {
 			s.logger.Warn("cannot kill compositor", "pid", s.pid, "error", kerr)
 		}
 		_ = cmd.Process.Kill() // the leader, even if the group is gone
 		<-s.exited             // SIGKILL: Wait returns promptly
-		_ = signalGroup(s.pid, syscall.SIGKILL)
+		_ = procsup.SignalGroup(s.pid, syscall.SIGKILL)
 		if tail := logTail(s.log); tail != "" {
 			err = fmt.Errorf("%w; weston.log tail:\n%s", err, tail)
 		}
@@ -562,11 +566,11 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		return compositor.Info{}, err
 	}
 
-	st, err := readProcStat(b.cfg.procRoot, s.pid)
+	st, err := procsup.ReadStat(b.cfg.procRoot, s.pid)
 	if err != nil {
 		return fail(fmt.Errorf("read stat of pid %d: %w", s.pid, err))
 	}
-	s.startTicks = st.startTicks
+	s.startTicks = st.StartTicks
 	s.fileMu.Lock()
 	err = writeRecord(s.dir, b.recordOf(s, false))
 	s.fileMu.Unlock()
@@ -823,7 +827,7 @@ func (b *Backend) signal(s *session, sig syscall.Signal) error {
 	default:
 	}
 	if s.adopted {
-		if err := checkProc(b.cfg.procRoot, s.pid, s.startTicks); err != nil {
+		if err := procsup.Check(b.cfg.procRoot, s.pid, s.startTicks); err != nil {
 			if errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
 				s.markExited(b, err)
 				return nil
@@ -831,7 +835,7 @@ func (b *Backend) signal(s *session, sig syscall.Signal) error {
 			return err
 		}
 	}
-	return signalGroup(s.pid, sig)
+	return procsup.SignalGroup(s.pid, sig)
 }
 
 // waitExited waits until the process has exited (true), d has passed on the
@@ -861,7 +865,7 @@ func (b *Backend) waitExited(ctx context.Context, s *session, d time.Duration) (
 		case <-b.done:
 			return false, ErrClosed
 		case <-poll:
-			if err := checkProc(b.cfg.procRoot, s.pid, s.startTicks); errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
+			if err := procsup.Check(b.cfg.procRoot, s.pid, s.startTicks); errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
 				s.markExited(b, err)
 			}
 		}
@@ -896,9 +900,14 @@ func (b *Backend) onExit(s *session) {
 	if !errors.Is(s.exitErr, ErrPIDReused) {
 		// The leader is gone; its helpers and the session's applications
 		// may not be.
-		if err := signalGroup(s.pid, syscall.SIGKILL); err != nil {
+		if err := procsup.SignalGroup(s.pid, syscall.SIGKILL); err != nil {
 			s.logger.Warn("cannot kill process group", "pgid", s.pid, "error", err)
 		}
+		// SIGKILL is delivered asynchronously: until the group's helpers
+		// are gone they may still hold what the session held (its RDP
+		// listener, inherited by weston's clients). Destroy returns only
+		// when nothing of the session is left.
+		b.waitGroupGone(s)
 	}
 	if !stopping {
 		s.logger.Warn("compositor exited", "pid", s.pid, "error", s.exitErr, "log_tail", logTail(s.log))
@@ -921,6 +930,14 @@ func (b *Backend) onExit(s *session) {
 	}
 }
 
+// waitGroupGone waits, bounded by groupGoneTimeout, until no live process
+// of the session's process group is left.
+func (b *Backend) waitGroupGone(s *session) {
+	if !procsup.WaitGroupGone(b.cfg.procRoot, s.pid, groupGoneTimeout, b.done) {
+		s.logger.Warn("processes of the session outlived SIGKILL", "pgid", s.pid, "waited", groupGoneTimeout)
+	}
+}
+
 // onTick checks adopted compositors and rotates logs, then reschedules.
 func (b *Backend) onTick() {
 	b.mu.Lock()
@@ -940,7 +957,7 @@ func (b *Backend) onTick() {
 
 	for _, s := range live {
 		if s.adopted {
-			err := checkProc(b.cfg.procRoot, s.pid, s.startTicks)
+			err := procsup.Check(b.cfg.procRoot, s.pid, s.startTicks)
 			if errors.Is(err, ErrProcessGone) || errors.Is(err, ErrPIDReused) {
 				s.markExited(b, err)
 				continue
@@ -1053,10 +1070,10 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 	case rec.BootID != b.bootID:
 		return lose(rec.PID, ErrRebooted)
 	}
-	switch err := checkProc(b.cfg.procRoot, rec.PID, rec.StartTicks); {
+	switch err := procsup.Check(b.cfg.procRoot, rec.PID, rec.StartTicks); {
 	case errors.Is(err, ErrProcessGone):
 		// Leftovers of its process group die with it.
-		_ = signalGroup(rec.PID, syscall.SIGKILL)
+		_ = procsup.SignalGroup(rec.PID, syscall.SIGKILL)
 		return lose(rec.PID, err)
 	case err != nil:
 		return lose(rec.PID, err)

@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
@@ -122,12 +123,12 @@ func helperSpec(id, mode string) compositor.Spec {
 // process, so no test leaves compositors behind.
 func track(t *testing.T, pid int) {
 	t.Helper()
-	st, err := readProcStat("/proc", pid)
+	st, err := procsup.ReadStat("/proc", pid)
 	if err != nil {
 		return
 	}
 	t.Cleanup(func() {
-		switch err := checkProc("/proc", pid, st.startTicks); {
+		switch err := procsup.Check("/proc", pid, st.StartTicks); {
 		case err == nil:
 			syscall.Kill(-pid, syscall.SIGKILL)
 			syscall.Kill(pid, syscall.SIGKILL) // in case it is not a group leader
@@ -159,8 +160,8 @@ func create(t *testing.T, b *Backend, spec compositor.Spec) compositor.Info {
 }
 
 func alive(pid int) bool {
-	st, err := readProcStat("/proc", pid)
-	return err == nil && st.state != 'Z' && st.state != 'X'
+	st, err := procsup.ReadStat("/proc", pid)
+	return err == nil && st.State != 'Z' && st.State != 'X'
 }
 
 // groupGone waits until no live process is left in process group pgid.
@@ -188,7 +189,7 @@ func liveInGroup(pgid int) []int {
 		if err != nil {
 			continue
 		}
-		if st, err := readProcStat("/proc", pid); err == nil && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
+		if st, err := procsup.ReadStat("/proc", pid); err == nil && st.Pgrp == pgid && st.State != 'Z' && st.State != 'X' {
 			pids = append(pids, pid)
 		}
 	}
@@ -291,10 +292,10 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("environ = %q; want %q", gotEnv, wantEnv)
 	}
 
-	bootID, _ := readBootID("/proc")
-	st, _ := readProcStat("/proc", info.PID)
+	bootID, _ := procsup.BootID("/proc")
+	st, _ := procsup.ReadStat("/proc", info.PID)
 	rec := readRec(t, sdir)
-	wantRec := record{Version: 1, SessionID: "s-1", User: "root", PID: info.PID, StartTicks: st.startTicks, BootID: bootID, Endpoint: info.Endpoint, Started: epoch, Labels: labels}
+	wantRec := record{Version: 1, SessionID: "s-1", User: "root", PID: info.PID, StartTicks: st.StartTicks, BootID: bootID, Endpoint: info.Endpoint, Started: epoch, Labels: labels}
 	if !reflect.DeepEqual(rec, wantRec) {
 		t.Fatalf("session.json = %+v; want %+v", rec, wantRec)
 	}
@@ -310,8 +311,8 @@ func TestLifecycle(t *testing.T) {
 	if err := b.Suspend(ctx, "s-1"); err != nil {
 		t.Fatalf("Suspend: %v", err)
 	}
-	st2, err := readProcStat("/proc", info.PID)
-	if err != nil || st2.startTicks != st.startTicks || st2.state == 'T' || st2.state == 't' {
+	st2, err := procsup.ReadStat("/proc", info.PID)
+	if err != nil || st2.StartTicks != st.StartTicks || st2.State == 'T' || st2.State == 't' {
 		t.Fatalf("after Suspend stat = %+v, %v; want the same running process", st2, err)
 	}
 	dial(t, info.Endpoint)
@@ -455,17 +456,17 @@ func TestAdopt(t *testing.T) {
 	}
 
 	// Records that must not be adopted.
-	bootID, _ := readBootID("/proc")
+	bootID, _ := procsup.BootID("/proc")
 	dead := exec.Command("/bin/true")
 	if err := dead.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadStat, _ := readProcStat("/proc", dead.Process.Pid)
+	deadStat, _ := procsup.ReadStat("/proc", dead.Process.Pid)
 	dead.Wait()
-	self, _ := readProcStat("/proc", os.Getpid())
-	writeStale(t, dir, "dead", &record{PID: dead.Process.Pid, StartTicks: deadStat.startTicks, BootID: bootID})
-	writeStale(t, dir, "reused", &record{PID: os.Getpid(), StartTicks: self.startTicks + 1, BootID: bootID})
-	writeStale(t, dir, "oldboot", &record{PID: os.Getpid(), StartTicks: self.startTicks, BootID: "00000000-old"})
+	self, _ := procsup.ReadStat("/proc", os.Getpid())
+	writeStale(t, dir, "dead", &record{PID: dead.Process.Pid, StartTicks: deadStat.StartTicks, BootID: bootID})
+	writeStale(t, dir, "reused", &record{PID: os.Getpid(), StartTicks: self.StartTicks + 1, BootID: bootID})
+	writeStale(t, dir, "oldboot", &record{PID: os.Getpid(), StartTicks: self.StartTicks, BootID: "00000000-old"})
 	writeStale(t, dir, "norecord", nil)
 	if err := os.WriteFile(filepath.Join(dir, "not a session"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -939,33 +940,6 @@ func mustAtoi(t *testing.T, s string) uint32 {
 	}
 	return uint32(n)
 }
-
-func TestParseProcStat(t *testing.T) {
-	// Fields 6 to 21, then starttime (22) and two more.
-	tail := " 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 12345 23 24"
-	tests := []struct {
-		name    string
-		line    string
-		want    procStat
-		wantErr bool
-	}{
-		{"plain", "42 (weston) S 1 42" + tail, procStat{state: 'S', pgrp: 42, startTicks: 12345}, false},
-		{"comm with parens", "42 (a) (b) R 1 7" + tail, procStat{state: 'R', pgrp: 7, startTicks: 12345}, false},
-		{"zombie", "42 (x y) Z 1 9" + tail, procStat{state: 'Z', pgrp: 9, startTicks: 12345}, false},
-		{"no comm", "42 weston S 1 42", procStat{}, true},
-		{"short", "42 (weston) S 1 42 3", procStat{}, true},
-		{"bad start", "42 (weston) S 1 42 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 x", procStat{}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseProcStat([]byte(tt.line))
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Fatalf("parseProcStat(%q) = %+v, %v; want %+v, err %v", tt.line, got, err, tt.want, tt.wantErr)
-			}
-		})
-	}
-}
-
 // failOrSkip fails under CI=true and skips otherwise.
 func failOrSkip(t *testing.T, why string) {
 	t.Helper()

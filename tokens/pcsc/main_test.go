@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ebfe/scard"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
@@ -40,36 +40,8 @@ func TestMain(m *testing.M) {
 		}
 		daemon.Close()
 	}
-	if code == 0 {
-		if leaked := leakedGoroutines(5 * time.Second); len(leaked) > 0 {
-			fmt.Fprintf(os.Stderr, "leaked %d goroutines:\n\n%s\n", len(leaked), strings.Join(leaked, "\n\n"))
-			code = 1
-		}
-	}
+	code = testutil.CheckLeaks(code, 5*time.Second, "hotdesk/tokens/pcsc.", "hotdesk/tokens/pcsc/vcard.")
 	os.Exit(code)
-}
-
-// leakedGoroutines waits up to d for goroutines of this package and of
-// vcard to end and returns the stacks of those that did not.
-func leakedGoroutines(d time.Duration) []string {
-	deadline := time.Now().Add(d)
-	for {
-		var leaked []string
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "leakedGoroutines") || strings.Contains(g, "TestMain") {
-				continue
-			}
-			if strings.Contains(g, "hotdesk/tokens/pcsc.") || strings.Contains(g, "hotdesk/tokens/pcsc/vcard.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return leaked
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // needPCSCD returns the running daemon, or fails (CI=true) or skips the

@@ -18,8 +18,8 @@ import (
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/registry/pairing"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
-	"github.com/hotdesk/hotdesk/tokens/pairing"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 

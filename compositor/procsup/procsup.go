@@ -1,0 +1,174 @@
+// Package procsup is the process supervision every compositor backend
+// shares: reading a process's identity from /proc (state, process group,
+// start time), telling a live process from a gone one or from a reused pid,
+// the kernel's boot id (a record from an earlier boot names no process of
+// this one), and signalling a session's process group with guards against
+// the groups that must never be signalled.
+//
+// A pid alone never identifies a process: every check takes the start time
+// recorded with it, so a pid reused by another process is never signalled
+// as the session's.
+package procsup
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var (
+	// ErrProcessGone: the recorded process no longer runs (a zombie counts
+	// as gone).
+	ErrProcessGone = errors.New("process gone")
+	// ErrPIDReused: the recorded pid now belongs to another process.
+	ErrPIDReused = errors.New("pid reused")
+)
+
+// Stat is the part of /proc/<pid>/stat supervision relies on.
+type Stat struct {
+	State      byte   // field 3: R, S, D, Z, X, ...
+	Pgrp       int    // field 5
+	StartTicks uint64 // field 22: start time in clock ticks since boot
+}
+
+// Live reports whether the process is running (not a zombie or dead).
+func (s Stat) Live() bool { return s.State != 'Z' && s.State != 'X' && s.State != 'x' }
+
+// ReadStat reads /proc/<pid>/stat below procRoot ("/proc" in production). A
+// missing process is reported as an error satisfying
+// errors.Is(err, os.ErrNotExist).
+func ReadStat(procRoot string, pid int) (Stat, error) {
+	f, err := os.Open(procRoot + "/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Stat{}, err
+	}
+	defer f.Close()
+	// The stat line is well under 1 KiB; the comm field is at most 16 bytes.
+	buf, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return Stat{}, err
+	}
+	return ParseStat(buf)
+}
+
+// ParseStat parses a /proc/<pid>/stat line. The comm field (2) may hold
+// spaces and parentheses, so fields are counted from the last ')'.
+func ParseStat(buf []byte) (Stat, error) {
+	i := bytes.LastIndexByte(buf, ')')
+	if i < 0 {
+		return Stat{}, errors.New("procsup: malformed stat: no comm field")
+	}
+	fields := strings.Fields(string(buf[i+1:]))
+	// fields[0] is field 3 (state); field N is fields[N-3].
+	if len(fields) < 20 {
+		return Stat{}, fmt.Errorf("procsup: malformed stat: %d fields", len(fields)+2)
+	}
+	if len(fields[0]) != 1 {
+		return Stat{}, fmt.Errorf("procsup: malformed stat: state %q", fields[0])
+	}
+	pgrp, err := strconv.Atoi(fields[2])
+	if err != nil {
+		return Stat{}, fmt.Errorf("procsup: malformed stat: pgrp: %w", err)
+	}
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return Stat{}, fmt.Errorf("procsup: malformed stat: starttime: %w", err)
+	}
+	return Stat{State: fields[0][0], Pgrp: pgrp, StartTicks: start}, nil
+}
+
+// Check reports whether pid is still the process that started at
+// startTicks: nil if so, ErrProcessGone if no live process has that pid,
+// ErrPIDReused if another process has it now.
+func Check(procRoot string, pid int, startTicks uint64) error {
+	if pid <= 1 {
+		return fmt.Errorf("procsup: pid %d: %w", pid, ErrProcessGone)
+	}
+	st, err := ReadStat(procRoot, pid)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return ErrProcessGone
+	}
+	if err != nil {
+		return fmt.Errorf("procsup: read stat of pid %d: %w", pid, err)
+	}
+	if st.StartTicks != startTicks {
+		return ErrPIDReused
+	}
+	if !st.Live() {
+		return ErrProcessGone
+	}
+	return nil
+}
+
+// BootID returns the kernel's boot id, which changes on every boot.
+func BootID(procRoot string) (string, error) {
+	b, err := os.ReadFile(procRoot + "/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("procsup: boot id: %w", err)
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" {
+		return "", errors.New("procsup: boot id: empty")
+	}
+	return id, nil
+}
+
+// SignalGroup sends sig to the process group pgid; a group that no longer
+// exists is not an error. It refuses the groups no session can have: 0 (our
+// own), 1 and negative numbers (kill(-1) signals every process).
+func SignalGroup(pgid int, sig syscall.Signal) error {
+	if pgid <= 1 {
+		return fmt.Errorf("procsup: refusing to signal process group %d", pgid)
+	}
+	if pgid == syscall.Getpgrp() {
+		return fmt.Errorf("procsup: refusing to signal our own process group %d", pgid)
+	}
+	err := syscall.Kill(-pgid, sig)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// GroupAlive reports whether any process of process group pgid is still
+// running (zombies, whose descriptors are already closed, do not count).
+func GroupAlive(procRoot string, pgid int) bool {
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := ReadStat(procRoot, pid); err == nil && st.Pgrp == pgid && st.Live() {
+			return true
+		}
+	}
+	return false
+}
+
+// WaitGroupGone polls until no live process of group pgid is left, for at
+// most d, and reports whether the group is gone. done, when closed, ends
+// the wait early (reported as not gone).
+func WaitGroupGone(procRoot string, pgid int, d time.Duration, done <-chan struct{}) bool {
+	deadline := time.Now().Add(d)
+	for GroupAlive(procRoot, pgid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-done:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,126 @@
+package procsup
+
+import (
+	"errors"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	// Fields 6 to 21, then starttime (22) and two more.
+	tail := " 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 12345 23 24"
+	tests := []struct {
+		name    string
+		line    string
+		want    Stat
+		wantErr bool
+	}{
+		{"plain", "42 (weston) S 1 42" + tail, Stat{State: 'S', Pgrp: 42, StartTicks: 12345}, false},
+		{"comm with parens", "42 (a) (b) R 1 7" + tail, Stat{State: 'R', Pgrp: 7, StartTicks: 12345}, false},
+		{"zombie", "42 (x y) Z 1 9" + tail, Stat{State: 'Z', Pgrp: 9, StartTicks: 12345}, false},
+		{"no comm", "42 weston S 1 42", Stat{}, true},
+		{"short", "42 (weston) S 1 42 3", Stat{}, true},
+		{"bad start", "42 (weston) S 1 42 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 x", Stat{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseStat([]byte(tt.line))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("ParseStat(%q) = %+v, %v; want %+v, err %v", tt.line, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// startGroup starts a shell leading its own process group with a child in
+// it, the shape of a compositor with its clients.
+func startGroup(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "sleep 60 & sleep 60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	return cmd
+}
+
+func TestCheckTellsLiveGoneAndReused(t *testing.T) {
+	cmd := startGroup(t)
+	pid := cmd.Process.Pid
+	st, err := ReadStat("/proc", pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check("/proc", pid, st.StartTicks); err != nil {
+		t.Fatalf("Check(live) = %v; want nil", err)
+	}
+	if err := Check("/proc", pid, st.StartTicks+1); !errors.Is(err, ErrPIDReused) {
+		t.Fatalf("Check(other start time) = %v; want ErrPIDReused", err)
+	}
+	for _, bad := range []int{0, 1, -5} {
+		if err := Check("/proc", bad, 0); !errors.Is(err, ErrProcessGone) {
+			t.Fatalf("Check(pid %d) = %v; want ErrProcessGone", bad, err)
+		}
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+	cmd.Wait()
+	if err := Check("/proc", pid, st.StartTicks); !errors.Is(err, ErrProcessGone) {
+		t.Fatalf("Check(dead) = %v; want ErrProcessGone", err)
+	}
+}
+
+func TestSignalGroupGuards(t *testing.T) {
+	for _, pgid := range []int{-1, 0, 1, syscall.Getpgrp()} {
+		if err := SignalGroup(pgid, syscall.Signal(0)); err == nil {
+			t.Fatalf("SignalGroup(%d) = nil; want a refusal", pgid)
+		}
+	}
+	// A group that no longer exists is not an error.
+	cmd := exec.Command("true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := SignalGroup(cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("SignalGroup(gone group) = %v; want nil", err)
+	}
+}
+
+// The whole group, not only its leader, must be gone before a backend says
+// a session is destroyed.
+func TestWaitGroupGoneWaitsForEveryMember(t *testing.T) {
+	cmd := startGroup(t)
+	pgid := cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for !GroupAlive("/proc", pgid) {
+		if time.Now().After(deadline) {
+			t.Fatal("group never seen alive")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if WaitGroupGone("/proc", pgid, 50*time.Millisecond, nil) {
+		t.Fatal("WaitGroupGone = true while the group runs")
+	}
+	if err := SignalGroup(pgid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !WaitGroupGone("/proc", pgid, 10*time.Second, nil) {
+		t.Fatal("WaitGroupGone = false after SIGKILL to the group")
+	}
+}
+
+func TestBootID(t *testing.T) {
+	a, err := BootID("/proc")
+	if err != nil || len(a) < 32 {
+		t.Fatalf("BootID = %q, %v", a, err)
+	}
+	if _, err := BootID(t.TempDir()); err == nil {
+		t.Fatal("BootID of a tree without one = nil error")
+	}
+}

@@ -1,0 +1,75 @@
+package testutil
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func parkedLeaker(started chan<- struct{}, stop <-chan struct{}) {
+	close(started)
+	<-stop
+}
+
+func TestCheckLeaksReportsARunningGoroutine(t *testing.T) {
+	started, stop := make(chan struct{}), make(chan struct{})
+	go parkedLeaker(started, stop)
+	<-started
+	var out bytes.Buffer
+	if code := checkLeaks(&out, 0, 50*time.Millisecond, "testutil.parkedLeaker"); code != 1 {
+		t.Fatalf("checkLeaks = %d with a goroutine still running; want 1", code)
+	}
+	if !strings.Contains(out.String(), "parkedLeaker") {
+		t.Fatalf("report does not show the leaked stack:\n%s", out.String())
+	}
+	close(stop)
+	out.Reset()
+	if code := checkLeaks(&out, 0, 5*time.Second, "testutil.parkedLeaker"); code != 0 {
+		t.Fatalf("checkLeaks = %d after the goroutine ended; want 0\n%s", code, out.String())
+	}
+	if code := checkLeaks(&out, 3, time.Second, "nothing"); code != 3 {
+		t.Fatalf("checkLeaks kept code %d; want the failing code 3", code)
+	}
+}
+
+func TestWaitForPollsUntilTrue(t *testing.T) {
+	var n atomic.Int32
+	WaitFor(t, 5*time.Second, "three polls", func() bool { return n.Add(1) >= 3 })
+	if n.Load() < 3 {
+		t.Fatalf("WaitFor returned after %d polls", n.Load())
+	}
+}
+
+func TestBuildOncePerProcess(t *testing.T) {
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module probe\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	if err := os.Chdir(src); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	defer RemoveBuilds()
+	a := Build(t, ".")
+	fi, err := os.Stat(filepath.Join(a, "probe"))
+	if err != nil {
+		t.Fatalf("binary not built: %v", err)
+	}
+	b := Build(t, ".")
+	fi2, err := os.Stat(filepath.Join(b, "probe"))
+	if a != b || err != nil || !fi2.ModTime().Equal(fi.ModTime()) {
+		t.Fatalf("second Build = %s (%v); want the first build %s reused", b, err, a)
+	}
+	RemoveBuilds()
+	if _, err := os.Stat(a); !os.IsNotExist(err) {
+		t.Fatalf("RemoveBuilds left %s: %v", a, err)
+	}
+}
