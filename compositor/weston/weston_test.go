@@ -940,6 +940,7 @@ func mustAtoi(t *testing.T, s string) uint32 {
 	}
 	return uint32(n)
 }
+
 // failOrSkip fails under CI=true and skips otherwise.
 func failOrSkip(t *testing.T, why string) {
 	t.Helper()
