@@ -193,6 +193,8 @@ type Broker struct {
 	log  hclog.Logger
 	clk  clock.Clock
 	keys keyLock
+	// userLocks serialize the per-user session count with the claim.
+	userLocks keyLock
 
 	mu       sync.Mutex
 	reg      Registry // swapped by Reestablish

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
@@ -243,6 +244,18 @@ func (b *Broker) closeLogin(l auth.Session) {
 	}
 }
 
+// lockUserLimit takes user's limit lock when a per-user limit applies to
+// token and user, and returns its release (idempotent; a no-op otherwise).
+func (b *Broker) lockUserLimit(token, user string) func() {
+	pol := b.policy(token, user)
+	if pol.MaxSessions <= 0 || pol.Kind == auth.KindKiosk {
+		return func() {}
+	}
+	unlock := b.userLocks.Lock(user)
+	var once sync.Once
+	return func() { once.Do(unlock) }
+}
+
 // checkUserLimit refuses a new session for a user who already holds the
 // policy's maximum anywhere in the group.
 func (b *Broker) checkUserLimit(ctx context.Context, token, user string) error {
@@ -307,6 +320,11 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	if err != nil {
 		return err
 	}
+	// The user's sessions are counted and the claim made under the user's
+	// lock: concurrent logins of one user at this broker never overshoot
+	// the limit.
+	unlockUser := b.lockUserLimit(token, res.User)
+	defer unlockUser()
 	if err := b.checkUserLimit(ctx, token, res.User); err != nil {
 		b.closeLogin(res.Session)
 		return err
@@ -327,6 +345,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	c, won, err := b.registry().Claim(cctx, token, b.record(s, t))
 	cancel()
+	unlockUser()
 	if err != nil {
 		b.closeLogin(res.Session)
 		return fail(proto.ErrUnavailable, "registry unavailable", err)

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // flakyListener fails Accept with errs, in order, then hands out conns.
@@ -129,5 +132,40 @@ func TestTicketsPerSession(t *testing.T) {
 	}
 	if b.issueTicket(other, &terminal{id: "t-2"}) == nil {
 		t.Fatal("another session got no ticket")
+	}
+}
+
+// TestUserLimitConcurrentLogins: one user's cards presented at six
+// terminals at once never get more sessions than the per-user limit.
+func TestUserLimitConcurrentLogins(t *testing.T) {
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCard, MaxSessions: 2}}, auth.LimiterConfig{})
+	const n = 6
+	terms := make([]*term, n)
+	for i := range n {
+		e.register(fmt.Sprintf("uid.0a0b0c%02x", i), "carol")
+		terms[i] = e.dial(fmt.Sprintf("term-%d", i))
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); terms[i].insert(fmt.Sprintf("uid.0a0b0c%02x", i)) }()
+	}
+	wg.Wait()
+	attached, limited := 0, 0
+	for _, tm := range terms {
+		switch m := tm.next().(type) {
+		case *proto.Attached:
+			attached++
+		case *proto.Error:
+			if m.Code != proto.ErrSessionLimited {
+				t.Fatalf("error %+v; want session limited", m)
+			}
+			limited++
+		default:
+			t.Fatalf("got %#v; want attached or session limited", m)
+		}
+	}
+	if attached != 2 || limited != n-2 {
+		t.Fatalf("attached %d, limited %d; want 2 and %d", attached, limited, n-2)
 	}
 }
