@@ -354,7 +354,10 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 }
 
 // TestConcurrentLogins: 50 logins at once, some failing with a fail delay;
-// the successes must not wait for the failures' delay.
+// the successes must not wait for the failures' delay. The delay (12 s) is
+// long enough that 40 PAM conversations finish inside it even on a loaded
+// 2-core machine, so the order says what the test means, not how fast the
+// machine is.
 func TestConcurrentLogins(t *testing.T) {
 	needMatrix(t)
 	const n, failing = 50, 10
@@ -364,7 +367,7 @@ func TestConcurrentLogins(t *testing.T) {
 	}
 	db := passdb(t, lines...)
 	dir := confDir(t, map[string]string{
-		"hotdesk": "auth optional pam_faildelay.so delay=4000000\n" + matrixService(db),
+		"hotdesk": "auth optional pam_faildelay.so delay=12000000\n" + matrixService(db),
 	})
 	a := newAuth(t, pam.Config{ConfDir: dir, Logger: hclog.NewNullLogger()})
 
