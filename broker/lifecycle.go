@@ -369,13 +369,21 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env,
 		Labels: map[string]string{labelToken: token, labelCreated: strconv.FormatInt(now.UnixMilli(), 10)}})
 	if err != nil {
-		b.log.Error("compositor create failed", "session", s.ID, "error", err)
+		full := errors.Is(err, compositor.ErrFull)
+		if full {
+			b.log.Warn("session refused: max_sessions reached", "session", s.ID, "error", err)
+		} else {
+			b.log.Error("compositor create failed", "session", s.ID, "error", err)
+		}
 		b.forget(s)
 		b.closeLogin(res.Session)
 		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		_ = b.registry().Release(rctx, c)
 		cancel()
 		b.transitioned(s, Creating, Destroyed)
+		if full {
+			return fail(proto.ErrSessionLimited, "this server runs as many sessions as it may", err)
+		}
 		return fail(proto.ErrCompositor, "could not start the session", err)
 	}
 	b.mu.Lock()

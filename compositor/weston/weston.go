@@ -73,7 +73,8 @@ var (
 	// exists (left by a previous broker: run Adopt first).
 	ErrExists = errors.New("weston: session exists")
 	// ErrTooManySessions: Config.MaxSessions compositors are running.
-	ErrTooManySessions = errors.New("weston: too many sessions")
+	// It wraps compositor.ErrFull.
+	ErrTooManySessions = fmt.Errorf("weston: too many sessions: %w", compositor.ErrFull)
 	// ErrClosed: the Backend has been closed.
 	ErrClosed = errors.New("weston: backend closed")
 	// ErrLocked: another Backend holds the state directory.

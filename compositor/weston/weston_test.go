@@ -758,8 +758,8 @@ func TestMaxSessions(t *testing.T) {
 	cfg.MaxSessions = 1
 	b, _ := newBackend(t, cfg)
 	create(t, b, helperSpec("one", "listen"))
-	if _, err := b.Create(context.Background(), helperSpec("two", "listen")); !errors.Is(err, ErrTooManySessions) {
-		t.Fatalf("Create over the limit err = %v; want ErrTooManySessions", err)
+	if _, err := b.Create(context.Background(), helperSpec("two", "listen")); !errors.Is(err, ErrTooManySessions) || !errors.Is(err, compositor.ErrFull) {
+		t.Fatalf("Create over the limit err = %v; want ErrTooManySessions wrapping compositor.ErrFull", err)
 	}
 	if err := destroy(t, b, "one"); err != nil {
 		t.Fatal(err)
