@@ -138,6 +138,24 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
 		t.Fatalf("hotdeskd -check: %v\n%s", err, out)
 	}
+	// -check warns loudly about a plaintext group etcd and refuses an
+	// embedded member on a non-loopback address.
+	for _, c := range []struct {
+		name, src, want string
+		ok             bool
+	}{
+		{"plaintext.hcl", "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "WARNING", true},
+		{"open.hcl", "etcd {\n  embedded {\n    client_url = \"http://0.0.0.0:4501\"\n  }\n}\n", "not on loopback", false},
+	} {
+		f := filepath.Join(dir, c.name)
+		if err := os.WriteFile(f, []byte(c.src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", f, "-check").CombinedOutput()
+		if (err == nil) != c.ok || !strings.Contains(string(out), c.want) {
+			t.Errorf("hotdeskd -check %s: %v\n%s\nwant ok=%v and %q", c.name, err, out, c.ok, c.want)
+		}
+	}
 	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
 	if err != nil {
 		t.Fatalf("fingerprint: %v", err)
