@@ -142,7 +142,7 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	// embedded member on a non-loopback address.
 	for _, c := range []struct {
 		name, src, want string
-		ok             bool
+		ok              bool
 	}{
 		{"plaintext.hcl", "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "WARNING", true},
 		{"open.hcl", "etcd {\n  embedded {\n    client_url = \"http://0.0.0.0:4501\"\n  }\n}\n", "not on loopback", false},
