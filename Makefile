@@ -7,7 +7,7 @@ GO      ?= go
 BIN     := bin
 CMDS    := hotdeskd hotdesk-term hotdeskctl hotdesk-demo
 # Debian packages the build and the tests need (cgo headers, weston, pcscd, PAM test modules).
-DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick
+DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick libwayland-dev libxkbcommon-x11-dev libgles2-mesa-dev libegl1-mesa-dev libx11-xcb-dev libxcursor-dev libxfixes-dev libvulkan-dev pkg-config xdotool
 
 .PHONY: all build deps demo demo-card test test-short vet fuzz clean
 

@@ -210,6 +210,7 @@ type Broker struct {
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
+	members    memberCache       // group members for Welcome (members.go)
 	ticketSeq  uint64            // last ticket's issue number
 
 	lim  Limits    // cfg.Limits with defaults

@@ -122,7 +122,8 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		return
 	}
 	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
-	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval)
+	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval,
+		func() []proto.Member { return b.groupMembers(ctx) })
 	if !expired.Stop() && err == nil {
 		err = errors.New("broker: handshake timed out")
 	}

@@ -74,7 +74,10 @@ func ClientHandshake(c *Conn, h Hello) (Welcome, error) {
 // returned error wraps the cause: ErrBadVersion when no version is common,
 // ErrTooManyHops when Hops > MaxHops, ErrProtocol for an invalid Hello or
 // another first message, or the Recv error. On error the caller closes c.
-func ServerHandshake(c *Conn, serverID string, pingInterval time.Duration) (Hello, Welcome, error) {
+//
+// members, if given, fills Welcome.Members (PROTOCOL.md §11): it is called
+// once the Hello is valid, and its result is cut to MaxMembers.
+func ServerHandshake(c *Conn, serverID string, pingInterval time.Duration, members ...func() []Member) (Hello, Welcome, error) {
 	fail := func(err error) (Hello, Welcome, error) {
 		if e := ErrorFor(err); e != nil {
 			_ = c.Send(e)
@@ -99,6 +102,12 @@ func ServerHandshake(c *Conn, serverID string, pingInterval time.Duration) (Hell
 	w := Welcome{Version: version, ServerID: serverID, Nonce: make([]byte, NonceLen), PingInterval: millis(pingInterval)}
 	if _, err := rand.Read(w.Nonce); err != nil {
 		return fail(fmt.Errorf("%w: nonce: %w", ErrInternal, err))
+	}
+	for _, f := range members {
+		w.Members = append(w.Members, f()...)
+	}
+	if len(w.Members) > MaxMembers {
+		w.Members = w.Members[:MaxMembers]
 	}
 	if err := c.Send(&w); err != nil {
 		return Hello{}, Welcome{}, fmt.Errorf("proto: server handshake: %w", err)

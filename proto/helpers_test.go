@@ -18,7 +18,7 @@ func samples() map[proto.Type]any {
 	b := func(n int, v byte) []byte { return bytes.Repeat([]byte{v}, n) }
 	return map[proto.Type]any{
 		proto.TypeHello:         &proto.Hello{Versions: []uint16{1, 2, 65535}, TerminalID: "term-1", Name: "Desk 4, 2nd floor ☕", Hops: 2, Fence: 1 << 40, Token: "soft.abc"},
-		proto.TypeWelcome:       &proto.Welcome{Version: 1, ServerID: "b1", Nonce: b(32, 7), PingInterval: 15000},
+		proto.TypeWelcome:       &proto.Welcome{Version: 1, ServerID: "b1", Nonce: b(32, 7), PingInterval: 15000, Members: []proto.Member{{ServerID: "b1", Addr: "10.0.0.1:4500", Fingerprint: b(32, 9), Draining: true}}},
 		proto.TypeTokenInserted: &proto.TokenInserted{Token: "uid.04a1b2c3", Reader: "Virtual PCD 00 00"},
 		proto.TypeTokenRemoved:  &proto.TokenRemoved{Token: "uid.04a1b2c3", Reader: "Virtual PCD 00 01"},
 		proto.TypeChallenge:     &proto.Challenge{ID: 4294967295, Token: "soft.xyz", Nonce: b(32, 1), ServerID: "b2"},

@@ -56,6 +56,25 @@ type Welcome struct {
 	Nonce []byte `cbor:"3,keyasint"`
 	// PingInterval, in milliseconds, is how often the broker expects traffic.
 	PingInterval uint32 `cbor:"4,keyasint,omitempty"`
+	// Members are the brokers of the server group as the group registry
+	// lists them (PROTOCOL.md §11), at most MaxMembers; a terminal may
+	// connect to and trust any of them.
+	Members []Member `cbor:"5,keyasint,omitempty"`
+}
+
+// MaxMembers bounds Welcome.Members (the decoder's array limit).
+const MaxMembers = 64
+
+// Member is one broker of the server group, as published in its registry
+// server record.
+type Member struct {
+	ServerID string `cbor:"1,keyasint"`
+	// Addr is the broker's advertised terminal address, host:port.
+	Addr string `cbor:"2,keyasint"`
+	// Fingerprint is the SHA-256 of its certificate (32 bytes).
+	Fingerprint []byte `cbor:"3,keyasint"`
+	// Draining members take no new sessions; terminals prefer others.
+	Draining bool `cbor:"4,keyasint,omitempty"`
 }
 
 // TokenInserted reports a token presented at the terminal.

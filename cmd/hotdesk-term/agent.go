@@ -31,6 +31,10 @@ const (
 	maxQueuedAnswers = 16
 	// inboxSize bounds messages read but not yet handled.
 	inboxSize = 16
+	// maxRedirectBackoff bounds the wait before a token whose redirect
+	// target did not answer is presented again: about the time the group
+	// registry needs to forget a dead broker (its lease TTL).
+	maxRedirectBackoff = 2 * time.Second
 )
 
 // Config configures an agent.
@@ -65,6 +69,20 @@ type Config struct {
 	// events are forwarded to the broker and phones (hce.* tokens) answer
 	// challenges through it.
 	Cards Cards
+	// Group, if set, replaces Server and TLS: the agent connects to any
+	// broker of the group it trusts and fails over between them
+	// (group.go, PROTOCOL.md §11).
+	Group *group
+	// Keepalive, if set and shorter than the broker's ping interval, is
+	// how often the agent pings its broker; missedPongs unanswered pings
+	// mean the broker is gone.
+	Keepalive time.Duration
+	// Service makes Run a service (hotdesk-term agent): it never returns
+	// on its own; the first connection is retried like any other, and the
+	// end of lines is not quit.
+	Service bool
+	// UI, if set, sees every event the agent emits (the greeter).
+	UI func(ev event)
 }
 
 // Cards is a hardware token provider that can also have a phone sign a
@@ -104,6 +122,14 @@ type agent struct {
 	prompt    uint32 // id of the prompt waiting for an answer command, if hasPrompt
 	hasPrompt bool
 	session   string
+	lastAddr  string // the broker whose connection was lost last
+	// redirFails counts redirects in a row whose target did not answer.
+	redirFails int
+	// retries are tokens answered "unavailable" (retry.go); represent
+	// carries their timers into the loop, stopped closes when it ends.
+	retries   retryState
+	represent chan string
+	stopped   chan struct{}
 }
 
 // link is one connection to a broker.
@@ -140,6 +166,9 @@ type target struct {
 	hops  uint8
 	fence int64
 	token string // Hello.Token, for a redirect
+	// avoid is the broker to try last when addr is empty (any member of
+	// the group).
+	avoid string
 	// present lists tokens to report (if still inserted) once connected;
 	// all means every inserted token.
 	present []string
@@ -160,9 +189,9 @@ type dialResult struct {
 
 func newAgent(cfg Config) (*agent, error) {
 	switch {
-	case cfg.Server == "":
+	case cfg.Server == "" && cfg.Group == nil:
 		return nil, errors.New("agent: no server address")
-	case cfg.TLS == nil:
+	case cfg.TLS == nil && cfg.Group == nil:
 		return nil, errors.New("agent: no tls configuration")
 	case cfg.Keystore == nil:
 		return nil, errors.New("agent: no keystore")
@@ -191,28 +220,50 @@ func newAgent(cfg Config) (*agent, error) {
 		return nil, fmt.Errorf("agent: more than %d scripted answers", maxQueuedAnswers)
 	}
 	return &agent{
-		cfg:     cfg,
-		clk:     cfg.Clock,
-		log:     cfg.Logger,
-		out:     &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now},
-		prov:    soft.NewProvider(cfg.Keystore, cfg.Clock),
-		cards:   make(map[string]string),
-		ctrl:    make(chan command),
-		inbox:   make(chan inMsg, inboxSize),
-		ticks:   make(chan *link),
-		dialed:  make(chan dialResult),
-		retry:   make(chan struct{}, 1),
-		backoff: cfg.MinBackoff,
-		answers: slices.Clone(cfg.Answers),
+		cfg:       cfg,
+		clk:       cfg.Clock,
+		log:       cfg.Logger,
+		out:       &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now, ui: cfg.UI},
+		prov:      soft.NewProvider(cfg.Keystore, cfg.Clock),
+		cards:     make(map[string]string),
+		ctrl:      make(chan command),
+		inbox:     make(chan inMsg, inboxSize),
+		ticks:     make(chan *link),
+		dialed:    make(chan dialResult),
+		retry:     make(chan struct{}, 1),
+		represent: make(chan string),
+		stopped:   make(chan struct{}),
+		backoff:   cfg.MinBackoff,
+		answers:   slices.Clone(cfg.Answers),
 	}, nil
 }
 
+// home is where the agent connects when it has no redirect to follow:
+// its configured server, or, with a Group, any member (the one lost last
+// goes last).
 func (a *agent) home() target {
+	if a.cfg.Group != nil {
+		return target{avoid: a.lastAddr}
+	}
 	return target{addr: a.cfg.Server, tls: a.cfg.TLS}
 }
 
-// dial connects to t and completes the handshake within cfg.Timeout.
+// dial connects to t (any member of the group if t.addr is empty) and
+// completes the handshake within cfg.Timeout.
 func (a *agent) dial(ctx context.Context, t target) (*link, error) {
+	if t.addr == "" && a.cfg.Group != nil {
+		g := a.cfg.Group
+		return g.dialAny(ctx, g.candidates(ctx, t.avoid), dialStagger, func(ctx context.Context, addr string, cfg *tls.Config) (*link, error) {
+			t := t
+			t.addr, t.tls = addr, cfg
+			return a.dialOne(ctx, t)
+		})
+	}
+	return a.dialOne(ctx, t)
+}
+
+// dialOne connects to t.addr and completes the handshake within cfg.Timeout.
+func (a *agent) dialOne(ctx context.Context, t target) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
 	// No read deadline: liveness is checked with Pings on the agent's clock.
@@ -291,7 +342,7 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string) (string, error) {
 	l, err := a.dial(ctx, a.home())
 	if err != nil {
-		return "", fmt.Errorf("pair: connect to %s: %w", a.cfg.Server, err)
+		return "", fmt.Errorf("pair: connect: %w", err)
 	}
 	defer l.close()
 	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
@@ -344,11 +395,19 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		return err
 	}
 	l, err := a.dial(ctx, a.home())
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", a.cfg.Server, err)
+	switch {
+	case err == nil:
+		a.up(ctx, l, target{})
+	case a.cfg.Service:
+		// A service waits for its brokers, however long it takes.
+		a.out.emit(errorEvent(0, errConnect, err.Error()))
+		a.scheduleRetry()
+	default:
+		return fmt.Errorf("connect: %w", err)
 	}
-	a.up(ctx, l, target{})
 	defer func() {
+		close(a.stopped)
+		a.stopRetries()
 		if a.conn != nil {
 			a.conn.close()
 		}
@@ -371,6 +430,9 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case cmd := <-a.ctrl:
+			if cmd.op == opQuit && a.cfg.Service && cmd.arg == "eof" {
+				continue // a service outlives its input
+			}
 			if cmd.op == opQuit {
 				a.stopDisplay()
 				return nil
@@ -393,10 +455,14 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			a.ping(l)
 		case r := <-a.dialed:
 			a.dialDone(ctx, r)
+		case tok := <-a.represent:
+			a.representDue(tok)
 		case <-a.retry:
 			a.retrying = nil
 			if a.conn == nil && !a.dialing {
-				a.startDial(ctx, target{addr: a.cfg.Server, tls: a.cfg.TLS, all: true})
+				t := a.home()
+				t.all = true
+				a.startDial(ctx, t)
 			}
 		}
 	}
@@ -440,7 +506,7 @@ func (a *agent) readCommands(ctx context.Context, lines <-chan string) {
 			return
 		case line, ok := <-lines:
 			if !ok {
-				toLoop(command{op: opQuit})
+				toLoop(command{op: opQuit, arg: "eof"})
 				return
 			}
 			c, err := parseCommand(line)
@@ -466,6 +532,9 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 	a.hasPrompt = false
 	a.session = ""
 	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
+	if a.cfg.Group != nil && a.cfg.Group.learn(l.welcome.Members) {
+		a.out.emit(groupEvent(a.cfg.Group.Members()))
+	}
 	a.log.Info("connected", "server", l.welcome.ServerID, "addr", l.addr, "hops", l.hops)
 	go func() {
 		for {
@@ -495,10 +564,14 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 }
 
 func (a *agent) pingInterval(l *link) time.Duration {
-	if l.welcome.PingInterval == 0 {
-		return defaultPingInterval
+	d := defaultPingInterval
+	if l.welcome.PingInterval != 0 {
+		d = time.Duration(l.welcome.PingInterval) * time.Millisecond
 	}
-	return time.Duration(l.welcome.PingInterval) * time.Millisecond
+	if a.cfg.Keepalive > 0 && a.cfg.Keepalive < d {
+		d = a.cfg.Keepalive
+	}
+	return d
 }
 
 func (a *agent) schedulePing(l *link) {
@@ -544,6 +617,7 @@ func (a *agent) lost(err error) {
 		return
 	}
 	a.log.Warn("connection lost", "addr", a.conn.addr, "error", err)
+	a.lastAddr = a.conn.addr
 	a.conn.close()
 	a.conn = nil
 	a.out.emit(disconnectedEvent(err))
@@ -551,14 +625,20 @@ func (a *agent) lost(err error) {
 }
 
 func (a *agent) scheduleRetry() {
+	d := a.backoff
+	a.backoff = min(2*a.backoff, a.cfg.MaxBackoff)
+	a.scheduleRetryIn(d)
+}
+
+// scheduleRetryIn reconnects after about d (±20% jitter keeps a room full
+// of terminals from reconnecting in step).
+func (a *agent) scheduleRetryIn(d time.Duration) {
 	if a.retrying != nil {
 		return
 	}
-	d := a.backoff
-	// ±20% jitter keeps a room full of terminals from reconnecting in step.
 	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
-	a.backoff = min(2*a.backoff, a.cfg.MaxBackoff)
 	a.log.Debug("reconnecting", "in", d)
+	a.out.emit(reconnectingEvent(d))
 	a.retrying = a.clk.AfterFunc(d, func() {
 		select {
 		case a.retry <- struct{}{}:
@@ -593,6 +673,16 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		a.scheduleRetry()
 		return
 	}
+	if a.cfg.Group != nil && !errors.As(r.err, new(*proto.ProtocolError)) {
+		// The owner did not answer: it may have died, and the group
+		// registry names it until its lease ends. Say so, and present
+		// the token again soon (PROTOCOL.md §11); it is not lost.
+		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v; retrying", r.t.addr, r.err)))
+		a.lastAddr = r.t.addr
+		a.redirFails++
+		a.scheduleRetryIn(min(a.cfg.MinBackoff<<min(a.redirFails-1, 8), maxRedirectBackoff))
+		return
+	}
 	// A redirect could not be followed: say why, go home, and do not
 	// present the token again (it would be redirected again).
 	var perr *proto.ProtocolError
@@ -623,8 +713,10 @@ func (a *agent) cardEvent(ev tokens.Event) {
 func (a *agent) tokenEvent(ev tokens.Event) {
 	switch ev.Kind {
 	case tokens.Inserted:
+		a.insertDone(ev.Token) // a new insertion: new retries
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:
+		a.insertDone(ev.Token)
 		a.send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Error:
 		msg := "token device error"
@@ -700,6 +792,8 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.hasPrompt = false
 		}
 	case *proto.Attached:
+		a.redirFails = 0
+		a.insertDone(m.Token)
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
 		a.startDisplay(ctx, l, m)
@@ -711,6 +805,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		a.out.emit(detachedEvent(m))
 	case *proto.Error:
 		a.out.emit(protoErrorEvent(m))
+		a.unavailable(m)
 	case *proto.Redirect:
 		a.redirect(ctx, l, m)
 	case *proto.Ping:

@@ -386,3 +386,39 @@ func TestAgentPair(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentRetriesUnavailable: a token answered "unavailable" (broker not
+// ready, owner unreachable) is presented again while it stays inserted,
+// until an answer other than unavailable; a removed token is not.
+func TestAgentRetriesUnavailable(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	p := a.accept()
+	for i := 0; i < 3; i++ {
+		if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token {
+			t.Fatalf("TokenInserted = %+v; want %s", ins, ta.key.Token)
+		}
+		p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "server not ready", Token: ta.key.Token})
+	}
+	if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, ta.key.Token)
+	}
+	p.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, Endpoint: "rdp://x:1", ServerID: "broker-a"})
+	ta.out.wait("attached")
+
+	// Removed while a retry is pending: nothing more is presented.
+	p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "owner unreachable", Token: ta.key.Token})
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](p); rm.Token != ta.key.Token {
+		t.Fatalf("got %+v; want TokenRemoved", rm)
+	}
+	p.send(&proto.Ping{Seq: 1})
+	if pong := expect[proto.Pong](p); pong.Seq != 1 {
+		t.Fatalf("pong = %+v", pong)
+	}
+	time.Sleep(100 * time.Millisecond) // several backoffs of 10 ms
+	p.send(&proto.Ping{Seq: 2})
+	if m, ok := p.recv().(*proto.Pong); !ok || m.Seq != 2 {
+		t.Fatalf("got %+v after the removal; want only the Pong", m)
+	}
+}

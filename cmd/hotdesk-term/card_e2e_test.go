@@ -53,10 +53,7 @@ func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
 		t.Skip("weston not installed")
 	}
-	w := &cardWorld{t: t, bin: t.TempDir(), dir: t.TempDir(), addr: freeAddr(t), pcscd: d}
-	if out, err := exec.Command("go", "build", "-o", w.bin+"/", ".", "../hotdeskd", "../hotdeskctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	w := &cardWorld{t: t, bin: buildBinaries(t), dir: t.TempDir(), addr: freeAddr(t), pcscd: d}
 	w.socket = filepath.Join(w.dir, "admin.sock")
 	cfg := fmt.Sprintf(`server_id = "cards"
 data_dir = %q

@@ -123,6 +123,25 @@ func pairedEvent(m *proto.Paired) event {
 	return event{name: "paired", fields: fields, text: text}
 }
 
+// groupEvent reports the members of the group learned from a Welcome.
+func groupEvent(ms []proto.Member) event {
+	ids := make([]string, len(ms))
+	addrs := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i], addrs[i] = m.ServerID, m.Addr
+	}
+	return event{name: "group",
+		fields: []field{{"servers", ids}, {"addrs", addrs}},
+		text:   fmt.Sprintf("group: %d brokers (%s)", len(ms), clean(strings.Join(ids, ", ")))}
+}
+
+// reconnectingEvent announces the next connection attempt.
+func reconnectingEvent(in time.Duration) event {
+	return event{name: "reconnecting",
+		fields: []field{{"in_ms", in.Milliseconds()}},
+		text:   fmt.Sprintf("reconnecting in %s", in.Round(time.Millisecond))}
+}
+
 func disconnectedEvent(err error) event {
 	msg := "connection closed"
 	if err != nil {
@@ -187,9 +206,13 @@ type emitter struct {
 	w    io.Writer
 	json bool
 	now  func() time.Time
+	ui   func(event) // also sees every event, if set
 }
 
 func (e *emitter) emit(ev event) {
+	if e.ui != nil {
+		e.ui(ev)
+	}
 	line := ev.format(e.json, e.now())
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -30,6 +31,7 @@ const waitBound = 20 * time.Second
 // TestMain fails the package if the agent leaves goroutines behind.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	testutil.RemoveBuilds()
 	if code == 0 {
 		deadline := time.Now().Add(10 * time.Second)
 		for {

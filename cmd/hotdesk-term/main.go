@@ -2,6 +2,7 @@
 //
 //	hotdesk-term [flags] pair CODE   enroll a new software token with a pairing code
 //	hotdesk-term [flags] run         connect and report token events
+//	hotdesk-term [flags] agent       the terminal service (boot into this)
 //
 // In run mode it keeps a TLS connection to a broker (-server, verified by
 // -pin or -ca), reads commands from stdin, one per line ("insert NAME",
@@ -13,6 +14,23 @@
 // drops. Events are printed on stdout, one line each (JSON lines with
 // -json); logs go to stderr. Answers to prompts are never printed.
 //
+// agent is run as a service: it never exits on its own (only on SIGINT or
+// SIGTERM); it waits for its brokers however long they are away, fails
+// over between the brokers of its group (-server, repeatable, the config
+// file's servers, -srv, and the members each broker lists in its Welcome;
+// trusted by -pin, repeatable, or -ca: PROTOCOL.md §11), presents inserted
+// tokens again after every reconnect, and pings its broker every
+// -keepalive. Commands on stdin still work; its end is ignored.
+//
+// -greeter shows the full-screen greeter (package greeter) on $DISPLAY or
+// $WAYLAND_DISPLAY whenever no desktop is attached: prompts are answered
+// there (PINs masked), F2 enters a pairing code; what it draws is also
+// reported as "greeter" events. Without a display the agent runs on
+// without it.
+//
+// -config FILE reads settings from an HCL file (configs/hotdesk-term.hcl
+// documents every key); flags given on the command line win.
+//
 // Exit status: 0 on quit, end of input or SIGINT/SIGTERM; 1 on failure
 // (including a refused pairing); 2 on a usage error.
 package main
@@ -20,7 +38,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -65,28 +82,38 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // options are the parsed command line.
 type options struct {
-	server, pin, ca, id, name, keystore, token, insert, logLevel string
-	answers                                                      []string
-	json                                                         bool
-	timeout                                                      time.Duration
-	args                                                         []string
-	pcsc                                                         bool
-	readers                                                      string
-	removeGrace                                                  time.Duration
-	display                                                      string
+	servers, pins                                   []string
+	srv, config                                     string
+	ca, id, name, keystore, token, insert, logLevel string
+	answers                                         []string
+	keepalive, minBackoff, maxBackoff               time.Duration
+	greeter                                         bool
+	json                                            bool
+	timeout                                         time.Duration
+	args                                            []string
+	pcsc                                            bool
+	readers                                         string
+	removeGrace                                     time.Duration
+	display                                         string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
-	var answers stringList
+	var answers, servers, pins stringList
 	fs := flag.NewFlagSet("hotdesk-term", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: hotdesk-term [flags] pair CODE\n       hotdesk-term [flags] run\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: hotdesk-term [flags] pair CODE\n       hotdesk-term [flags] run\n       hotdesk-term [flags] agent\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.server, "server", "", "broker address `host:port` (required)")
-	fs.StringVar(&o.pin, "pin", "", "pin the broker certificate: `sha256:HEX` (this or -ca is required)")
+	fs.Var(&servers, "server", "broker address `host:port` (repeatable: brokers of one group; one is required, here, in -config or by -srv)")
+	fs.Var(&pins, "pin", "trust a broker certificate of the group: `sha256:HEX` (repeatable; this or -ca is required)")
+	fs.StringVar(&o.srv, "srv", "", "DNS SRV `NAME` listing the group's brokers, e.g. _hotdesk._tcp.example.com")
+	fs.StringVar(&o.config, "config", "", "read settings from the HCL config `FILE` (flags win)")
+	fs.DurationVar(&o.keepalive, "keepalive", 0, "ping the broker this often; 3 unanswered pings mean it is gone (default: the broker's interval; agent: 500ms)")
+	fs.DurationVar(&o.minBackoff, "min-backoff", defaultMinBackoff, "first reconnect delay")
+	fs.DurationVar(&o.maxBackoff, "max-backoff", defaultMaxBackoff, "longest reconnect delay")
+	fs.BoolVar(&o.greeter, "greeter", false, "show the full-screen greeter on $DISPLAY / $WAYLAND_DISPLAY while no desktop is attached")
 	fs.StringVar(&o.ca, "ca", "", "verify the broker certificate against the CA certificates in `FILE` (PEM)")
 	fs.StringVar(&o.id, "id", "", "terminal id (default: the host name)")
 	fs.StringVar(&o.name, "name", "", "terminal `LABEL` (location, desk); also the label of a paired token")
@@ -108,48 +135,77 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	o.answers = answers
+	o.servers, o.pins = servers, pins
 	o.args = fs.Args()
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.config != "" {
+		fc, err := loadConfigFile(o.config)
+		if err != nil {
+			return o, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		fc.apply(&o, set)
+	}
+	if len(o.args) > 0 && o.args[0] == "agent" && o.keepalive == 0 {
+		o.keepalive = defaultServiceKeepalive
+	}
 	switch {
 	case len(o.args) == 0:
-		return o, fmt.Errorf("%w: missing command (pair CODE or run)", errUsage)
+		return o, fmt.Errorf("%w: missing command (pair CODE, run or agent)", errUsage)
 	case o.args[0] == "pair" && len(o.args) != 2:
 		return o, fmt.Errorf("%w: pair takes one argument, the code", errUsage)
-	case o.args[0] == "run" && len(o.args) != 1:
-		return o, fmt.Errorf("%w: run takes no arguments", errUsage)
-	case o.args[0] != "pair" && o.args[0] != "run":
-		return o, fmt.Errorf("%w: unknown command %q (want pair or run)", errUsage, o.args[0])
-	case o.server == "":
+	case (o.args[0] == "run" || o.args[0] == "agent") && len(o.args) != 1:
+		return o, fmt.Errorf("%w: %s takes no arguments", errUsage, o.args[0])
+	case o.args[0] != "pair" && o.args[0] != "run" && o.args[0] != "agent":
+		return o, fmt.Errorf("%w: unknown command %q (want pair, run or agent)", errUsage, o.args[0])
+	case len(o.servers) == 0 && o.srv == "":
 		return o, fmt.Errorf("%w: -server is required", errUsage)
-	case (o.pin == "") == (o.ca == ""):
+	case (len(o.pins) == 0) == (o.ca == ""):
 		return o, fmt.Errorf("%w: exactly one of -pin and -ca is required", errUsage)
 	case o.timeout <= 0:
 		return o, fmt.Errorf("%w: -timeout must be positive", errUsage)
+	case o.keepalive < 0 || o.minBackoff <= 0 || o.maxBackoff < o.minBackoff:
+		return o, fmt.Errorf("%w: -keepalive must not be negative, and 0 < -min-backoff <= -max-backoff", errUsage)
 	}
-	if _, _, err := net.SplitHostPort(o.server); err != nil {
-		return o, fmt.Errorf("%w: -server: %v", errUsage, err)
+	for _, s := range o.servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return o, fmt.Errorf("%w: -server %q: %v", errUsage, s, err)
+		}
 	}
 	return o, nil
 }
 
-// tlsConfig builds the home broker's TLS configuration from -pin or -ca.
-func tlsConfig(o options) (*tls.Config, error) {
-	host, _, _ := net.SplitHostPort(o.server)
-	if o.pin != "" {
-		pin, err := proto.ParseFingerprint(o.pin)
+// defaultServiceKeepalive is the agent's ping interval: a broker that
+// vanished without closing the connection is noticed within about 2 s.
+const defaultServiceKeepalive = 500 * time.Millisecond
+
+// groupOf builds the terminal's group (addresses and trust anchors) from
+// -server, -srv and -pin or -ca.
+func groupOf(o options) (*group, error) {
+	var pins [][]byte
+	var roots *x509.CertPool
+	for _, p := range o.pins {
+		pin, err := proto.ParseFingerprint(p)
 		if err != nil {
 			return nil, fmt.Errorf("%w: -pin: %v", errUsage, err)
 		}
-		return proto.ClientTLSConfig(host, pin, nil)
+		pins = append(pins, pin)
 	}
-	pem, err := os.ReadFile(o.ca)
+	if o.ca != "" {
+		pem, err := os.ReadFile(o.ca)
+		if err != nil {
+			return nil, fmt.Errorf("-ca: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ca: no certificate in %s", o.ca)
+		}
+	}
+	g, err := newGroup(o.servers, pins, roots, o.srv)
 	if err != nil {
-		return nil, fmt.Errorf("-ca: %w", err)
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("-ca: no certificate in %s", o.ca)
-	}
-	return proto.ClientTLSConfig(host, nil, roots)
+	return g, nil
 }
 
 func defaultKeystore() (string, error) {
@@ -174,7 +230,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "hotdesk-term", Level: level, Output: stderr})
 
-	tcfg, err := tlsConfig(o)
+	grp, err := groupOf(o)
 	if err != nil {
 		return err
 	}
@@ -193,14 +249,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := Config{
-		Server: o.server, TLS: tcfg, TerminalID: o.id, Name: o.name, Keystore: ks,
+		Group: grp, TerminalID: o.id, Name: o.name, Keystore: ks,
 		Answers: o.answers, Timeout: o.timeout, Clock: clock.Real{}, Logger: logger,
-		Out: stdout, JSON: o.json,
+		Out: stdout, JSON: o.json, Keepalive: o.keepalive, Service: o.args[0] == "agent",
+		MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff,
 	}
 	if o.insert != "" {
 		cfg.Insert = []string{o.insert}
 	}
 	cfg.Display = strings.Fields(o.display)
+	ui := &greeterUI{scr: nopScreen{}}
+	if o.greeter && o.args[0] != "pair" {
+		cfg.UI = ui.event
+	}
 	if o.pcsc {
 		var filters []string
 		for _, r := range strings.Split(o.readers, ",") {
@@ -231,6 +292,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 			return err
 		}
 		return nil
+	}
+	if cfg.UI != nil {
+		stopGreeter, err := startGreeter(ctx, a, ui, o.name)
+		if err != nil {
+			// The agent still works; scripts and the display client too.
+			logger.Error("no greeter", "error", err)
+		} else {
+			defer stopGreeter()
+		}
 	}
 	lines := make(chan string)
 	go readLines(ctx, stdin, lines, logger)

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// maxConfigSize bounds the terminal config file.
+const maxConfigSize = 1 << 20
+
+// fileConfig is the terminal config file (HCL; configs/hotdesk-term.hcl
+// documents every key). Unknown keys are an error. Every key has the
+// command-line flag of the same meaning; a flag given on the command line
+// wins over the file.
+type fileConfig struct {
+	Servers    []string   `hcl:"servers,optional"`
+	SRV        string     `hcl:"srv,optional"`
+	Pins       []string   `hcl:"pins,optional"`
+	CAFile     string     `hcl:"ca_file,optional"`
+	TerminalID string     `hcl:"terminal_id,optional"`
+	Name       string     `hcl:"name,optional"`
+	Keystore   string     `hcl:"keystore,optional"`
+	Display    string     `hcl:"display,optional"`
+	Greeter    *bool      `hcl:"greeter,optional"`
+	JSON       *bool      `hcl:"json,optional"`
+	LogLevel   string     `hcl:"log_level,optional"`
+	Timeout    string     `hcl:"timeout,optional"`
+	Keepalive  string     `hcl:"keepalive,optional"`
+	MinBackoff string     `hcl:"min_backoff,optional"`
+	MaxBackoff string     `hcl:"max_backoff,optional"`
+	PCSC       *filePCSC  `hcl:"pcsc,block"`
+	durations  []duration // parsed, in the order above
+}
+
+type filePCSC struct {
+	Readers     []string `hcl:"readers,optional"`
+	RemoveGrace string   `hcl:"remove_grace,optional"`
+}
+
+type duration struct {
+	key string
+	val time.Duration
+}
+
+// loadConfigFile parses path. Errors name file:line:column.
+func loadConfigFile(path string) (fileConfig, error) {
+	var fc fileConfig
+	st, err := os.Stat(path)
+	if err != nil {
+		return fc, fmt.Errorf("config: %w", err)
+	}
+	if st.Size() > maxConfigSize {
+		return fc, fmt.Errorf("config: %s is %d bytes; limit %d", path, st.Size(), maxConfigSize)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return fc, fmt.Errorf("config: %w", err)
+	}
+	return parseConfig(src, path)
+}
+
+func parseConfig(src []byte, filename string) (fileConfig, error) {
+	var fc fileConfig
+	f, diags := hclparse.NewParser().ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return fc, fmt.Errorf("config: %s", diags.Error())
+	}
+	if diags := gohcl.DecodeBody(f.Body, nil, &fc); diags.HasErrors() {
+		return fc, fmt.Errorf("config: %s", diags.Error())
+	}
+	for _, d := range []struct {
+		key string
+		val string
+	}{{"timeout", fc.Timeout}, {"keepalive", fc.Keepalive}, {"min_backoff", fc.MinBackoff}, {"max_backoff", fc.MaxBackoff}} {
+		if d.val == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.val)
+		if err != nil || v <= 0 {
+			return fc, fmt.Errorf("config: %s: %s = %q: want a positive duration such as \"500ms\"", filename, d.key, d.val)
+		}
+		fc.durations = append(fc.durations, duration{d.key, v})
+	}
+	if fc.PCSC != nil && fc.PCSC.RemoveGrace != "" {
+		if v, err := time.ParseDuration(fc.PCSC.RemoveGrace); err != nil || v < 0 {
+			return fc, fmt.Errorf("config: %s: pcsc.remove_grace = %q: want a duration such as \"1s\"", filename, fc.PCSC.RemoveGrace)
+		}
+	}
+	return fc, nil
+}
+
+// apply copies the file's settings into o, except those whose flag was set
+// on the command line (set).
+func (fc fileConfig) apply(o *options, set map[string]bool) {
+	str := func(flag string, dst *string, v string) {
+		if !set[flag] && v != "" {
+			*dst = v
+		}
+	}
+	if !set["server"] && len(fc.Servers) > 0 {
+		o.servers = fc.Servers
+	}
+	if !set["pin"] && len(fc.Pins) > 0 {
+		o.pins = fc.Pins
+	}
+	str("srv", &o.srv, fc.SRV)
+	str("ca", &o.ca, fc.CAFile)
+	str("id", &o.id, fc.TerminalID)
+	str("name", &o.name, fc.Name)
+	str("keystore", &o.keystore, fc.Keystore)
+	str("display", &o.display, fc.Display)
+	str("log-level", &o.logLevel, fc.LogLevel)
+	if !set["greeter"] && fc.Greeter != nil {
+		o.greeter = *fc.Greeter
+	}
+	if !set["json"] && fc.JSON != nil {
+		o.json = *fc.JSON
+	}
+	for _, d := range fc.durations {
+		flag := strings.ReplaceAll(d.key, "_", "-")
+		if set[flag] {
+			continue
+		}
+		switch d.key {
+		case "timeout":
+			o.timeout = d.val
+		case "keepalive":
+			o.keepalive = d.val
+		case "min_backoff":
+			o.minBackoff = d.val
+		case "max_backoff":
+			o.maxBackoff = d.val
+		}
+	}
+	if fc.PCSC != nil {
+		if !set["pcsc"] {
+			o.pcsc = true
+		}
+		if !set["readers"] && len(fc.PCSC.Readers) > 0 {
+			o.readers = strings.Join(fc.PCSC.Readers, ",")
+		}
+		if !set["remove-grace"] && fc.PCSC.RemoveGrace != "" {
+			o.removeGrace, _ = time.ParseDuration(fc.PCSC.RemoveGrace)
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package greeter
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// need fails under CI=true and skips otherwise when a tool is missing.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required in CI: %v", tool, err)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// xvfb starts a virtual X screen and points $DISPLAY at it.
+func xvfb(t *testing.T) string {
+	t.Helper()
+	need(t, "Xvfb", "xwd", "xdotool")
+	for try := 0; try < 5; try++ {
+		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
+		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
+				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+				t.Setenv("DISPLAY", disp)
+				return disp
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	t.Fatal("no Xvfb display could be started")
+	return ""
+}
+
+type submission struct {
+	kind InputKind
+	text string
+}
+
+// TestGreeterStates drives a real window on Xvfb through its states and
+// checks what each frame drew; typed keys (xdotool, through the X
+// server) reach Submit and are masked on screen.
+func TestGreeterStates(t *testing.T) {
+	disp := xvfb(t)
+	frames := make(chan Frame, 256)
+	subs := make(chan submission, 8)
+	g, err := New(Options{
+		Submit:  func(k InputKind, s string) { subs <- submission{k, s} },
+		OnFrame: func(f Frame) { frames <- f },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFrame := func(what string, ok func(Frame) bool) Frame {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case f := <-frames:
+				if ok(f) {
+					return f
+				}
+			case <-timeout:
+				t.Fatalf("no frame showing %s; last %+v", what, g.Last())
+			}
+		}
+	}
+	f := waitFrame("connecting", func(f Frame) bool { return f.Screen == Unavailable })
+	if f.Width != 1024 || f.Height != 768 {
+		t.Errorf("window %dx%d; want full screen 1024x768", f.Width, f.Height)
+	}
+	g.Show(State{Screen: Idle, Title: "Insert your card or tap your badge"})
+	waitFrame("idle", func(f Frame) bool { return f.Screen == Idle && f.Title == "Insert your card or tap your badge" })
+
+	g.Show(State{Screen: Prompt, Title: "Welcome", Label: "PIN:", Secret: true, PromptID: 1})
+	waitFrame("prompt", func(f Frame) bool { return f.Screen == Prompt && f.Label == "PIN:" })
+	if out, err := exec.Command("xdotool", "type", "--delay", "30", "2468").CombinedOutput(); err != nil {
+		t.Fatalf("xdotool: %v %s", err, out)
+	}
+	f = waitFrame("masked input", func(f Frame) bool { return f.Input == "••••" })
+	if strings.Contains(f.Input, "2") {
+		t.Fatalf("PIN drawn in clear: %q", f.Input)
+	}
+	shot(t, disp, "pin")
+	if out, err := exec.Command("xdotool", "key", "Return").CombinedOutput(); err != nil {
+		t.Fatalf("xdotool: %v %s", err, out)
+	}
+	select {
+	case s := <-subs:
+		if s.kind != Answer || s.text != "2468" {
+			t.Fatalf("submitted %+v; want answer 2468", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Enter did not submit")
+	}
+
+	// Pairing: F2 from Idle, a visible code.
+	g.Show(State{Screen: Idle, Title: "Insert your card or tap your badge"})
+	waitFrame("idle", func(f Frame) bool { return f.Screen == Idle })
+	exec.Command("xdotool", "key", "F2").Run()
+	waitFrame("pairing", func(f Frame) bool { return f.Screen == Pairing })
+	exec.Command("xdotool", "type", "--delay", "30", "ABCD-EFGH").Run()
+	waitFrame("code", func(f Frame) bool { return f.Input == "ABCD-EFGH" })
+	exec.Command("xdotool", "key", "Return").Run()
+	select {
+	case s := <-subs:
+		if s.kind != PairCode || s.text != "ABCD-EFGH" {
+			t.Fatalf("submitted %+v; want pair code ABCD-EFGH", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Enter did not submit the code")
+	}
+}
+
+// shot saves a screenshot of disp as NAME.xwd in the test's temp dir.
+func shot(t *testing.T, disp, name string) []byte {
+	t.Helper()
+	out, err := exec.Command("xwd", "-root", "-silent", "-display", disp).Output()
+	if err != nil {
+		t.Fatalf("xwd: %v", err)
+	}
+	dir := os.Getenv("GREETER_SHOTS") // keep the screenshots there, if set
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	os.WriteFile(filepath.Join(dir, name+".xwd"), out, 0o644)
+	return out
+}

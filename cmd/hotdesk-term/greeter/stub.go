@@ -1,0 +1,17 @@
+//go:build nogreeter
+
+package greeter
+
+import "errors"
+
+// Window is absent from a build with the nogreeter tag.
+type Window struct{}
+
+// New fails: this build has no greeter (tag nogreeter).
+func New(Options) (*Window, error) {
+	return nil, errors.New("greeter: not in this build (built with -tags nogreeter)")
+}
+
+func (*Window) Show(State)  {}
+func (*Window) Last() Frame { return Frame{} }
+func (*Window) Close()      {}

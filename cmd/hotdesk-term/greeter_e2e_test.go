@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// pamMatrix is pam_wrapper's test module (libpam-wrapper).
+const pamMatrix = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
+
+// startXvfb starts a virtual X screen, 1024x768.
+func startXvfb(t *testing.T) string {
+	t.Helper()
+	needTool(t, "Xvfb", "xwd", "convert", "xdotool")
+	for try := 0; try < 5; try++ {
+		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
+		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
+				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+				return disp
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	t.Fatal("no Xvfb display could be started")
+	return ""
+}
+
+// grab returns a screenshot of disp.
+func grab(t *testing.T, disp string) image.Image {
+	t.Helper()
+	xwd := exec.Command("xwd", "-root", "-silent", "-display", disp)
+	conv := exec.Command("convert", "xwd:-", "png:-")
+	var err error
+	if conv.Stdin, err = xwd.StdoutPipe(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	conv.Stdout = &out
+	if err := conv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := xwd.Run(); err != nil {
+		t.Fatalf("xwd: %v", err)
+	}
+	if err := conv.Wait(); err != nil {
+		t.Fatalf("convert: %v", err)
+	}
+	img, err := png.Decode(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// meanDiff is the mean absolute difference (0..255) of two screenshots.
+func meanDiff(a, b image.Image) float64 {
+	var sum, n float64
+	r := a.Bounds().Intersect(b.Bounds())
+	for y := r.Min.Y; y < r.Max.Y; y += 2 {
+		for x := r.Min.X; x < r.Max.X; x += 2 {
+			ar, ag, ab, _ := a.At(x, y).RGBA()
+			br, bg, bb, _ := b.At(x, y).RGBA()
+			for _, d := range []int{int(ar>>8) - int(br>>8), int(ag>>8) - int(bg>>8), int(ab>>8) - int(bb>>8)} {
+				sum += float64(max(d, -d))
+			}
+			n += 3
+		}
+	}
+	return sum / n
+}
+
+// greeterShare is the share of pixels in the greeter's background colour.
+func greeterShare(img image.Image) float64 {
+	var hit, n float64
+	r := img.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y += 4 {
+		for x := r.Min.X; x < r.Max.X; x += 4 {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			if cr>>8 == 0x1d && cg>>8 == 0x2b && cb>>8 == 0x3a {
+				hit++
+			}
+			n++
+		}
+	}
+	return hit / n
+}
+
+// TestGreeterE2E: the terminal's greeter on an X screen (Xvfb), driven by
+// the real agent against a real hotdeskd with a real PAM PIN stack
+// (pam_matrix) and a weston RDP desktop. Each state is checked in the
+// greeter's widget state (its "greeter" events: what the frame drew) and
+// screenshot: insert card, the PIN prompt with masked input, a wrong PIN,
+// locked out, server unavailable. Then the right PIN, typed through the X
+// server with xdotool, logs in through PAM and the FreeRDP desktop covers
+// the greeter. Screenshots are kept in $HOTDESK_SHOTS if set. Budget:
+// about 40 s.
+func TestGreeterE2E(t *testing.T) {
+	needTool(t, "weston", "xfreerdp")
+	if _, err := os.Stat(pamMatrix); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
+		}
+		t.Skipf("pam_matrix missing: %v", err)
+	}
+	bin := buildBinaries(t)
+	disp := startXvfb(t)
+
+	pamDir := filepath.Join(t.TempDir(), "pam.d")
+	os.MkdirAll(pamDir, 0o755)
+	db := filepath.Join(pamDir, "pins.db")
+	os.WriteFile(db, []byte("pat:2468:hotdesk-pin\n"), 0o600)
+	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
+		stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", pamMatrix, db)
+		os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644)
+	}
+	b := newBroker(t, bin, "greeter", fmt.Sprintf(`etcd {
+  embedded {
+    client_url = "http://%s"
+    peer_url = "http://%s"
+  }
+}
+session {
+  auth = "card+pin"
+  keep_on_stop = false
+}
+compositor {
+  backend = "rdp"
+}
+auth {
+  pam_dir = %q
+  open_session = false
+  max_failures = 2
+  lockout = "3s"
+  max_lockout = "3s"
+}`, freeAddr(t), freeAddr(t), pamDir))
+	b.start()
+
+	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ks.Generate("default", "")
+	ks.Save()
+	b.pair("pat", key)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", b.addr, "-pin", b.pin, "-id", "desk-g",
+		"-keystore", ks.Path(), "-json", "-greeter", "-min-backoff", "200ms", "-max-backoff", "1s",
+		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "run")
+	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	logPath := filepath.Join(t.TempDir(), "agent.log")
+	logf, _ := os.Create(logPath)
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			l, _ := os.ReadFile(logPath)
+			t.Logf("agent log:\n%s", l)
+		}
+	})
+	evs := &events{t: t, ch: make(chan map[string]any, 4096)}
+	go func() {
+		defer close(evs.ch)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				evs.ch <- ev
+			}
+		}
+	}()
+	say := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(stdin, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	xdo := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("xdotool", args...).CombinedOutput(); err != nil {
+			t.Fatalf("xdotool %v: %v %s", args, err, out)
+		}
+	}
+	xdo = func(args ...string) { // xdotool talks to the test's X screen
+		t.Helper()
+		c := exec.Command("xdotool", args...)
+		c.Env = append(os.Environ(), "DISPLAY="+disp)
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("xdotool %v: %v %s", args, err, out)
+		}
+	}
+	// drawn waits until the greeter drew a frame that ok accepts.
+	drawn := func(what string, ok func(ev map[string]any) bool) map[string]any {
+		t.Helper()
+		for {
+			ev := evs.next("greeter")
+			if ok(ev) {
+				return ev
+			}
+			t.Logf("greeter: %v (waiting for %s)", ev, what)
+		}
+	}
+	shots := map[string]image.Image{}
+	var prev image.Image
+	snap := func(name string) {
+		t.Helper()
+		img := grab(t, disp)
+		if prev != nil && meanDiff(img, prev) < 0.05 {
+			t.Errorf("screen %s looks like the previous one (mean diff %.3f)", name, meanDiff(img, prev))
+		}
+		if share := greeterShare(img); share < 0.5 {
+			t.Errorf("screen %s: greeter background on %.0f%% of the screen; want most of it", name, 100*share)
+		}
+		prev = img
+		shots[name] = img
+	}
+	screenIs := func(screen string, in ...string) func(map[string]any) bool {
+		return func(ev map[string]any) bool {
+			if ev["screen"] != screen {
+				return false
+			}
+			text := fmt.Sprint(ev["title"], " ", ev["message"], " ", ev["label"])
+			for _, s := range in {
+				if !strings.Contains(text, s) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+
+	// 1. Insert card.
+	fr := drawn("insert card", screenIs("idle", textInsert))
+	if fr["width"] != 1024.0 || fr["height"] != 768.0 {
+		t.Errorf("greeter %vx%v; want the whole 1024x768 screen", fr["width"], fr["height"])
+	}
+	snap("1-insert-card")
+
+	// 2. The PIN prompt, with masked input typed through the X server.
+	say("insert default")
+	drawn("PIN prompt", screenIs("prompt"))
+	xdo("type", "--delay", "40", "1357")
+	fr = drawn("masked PIN", func(ev map[string]any) bool { return ev["screen"] == "prompt" && ev["input"] == "••••" })
+	snap("2-pin-masked")
+
+	// 3. A wrong PIN.
+	xdo("key", "Return")
+	drawn("wrong PIN", screenIs("idle", "Wrong PIN"))
+	snap("3-wrong-pin")
+
+	// 4. Locked out: wrong PINs until the broker refuses the card.
+	locked := false
+	for try := 0; try < 4 && !locked; try++ {
+		say("remove default")
+		say("insert default")
+		for {
+			ev := evs.next("greeter")
+			if screenIs("idle", "Locked out")(ev) {
+				locked = true
+				break
+			}
+			if ev["screen"] == "prompt" {
+				xdo("type", "--delay", "40", "0000")
+				xdo("key", "Return")
+				drawn("another wrong PIN", screenIs("idle", "Wrong PIN"))
+				break
+			}
+		}
+	}
+	if !locked {
+		t.Fatal("never locked out")
+	}
+	snap("4-locked-out")
+
+	// 5. Server unavailable: the broker stops; the greeter says so.
+	say("remove default")
+	b.stop(os.Interrupt)
+	drawn("reconnecting", screenIs("unavailable", "reconnecting"))
+	snap("5-reconnecting")
+	b.start()
+	drawn("back", screenIs("idle", textInsert))
+
+	// 6. The right PIN, once the lockout ended: the desktop replaces the
+	// greeter.
+	for {
+		say("insert default")
+		ev := evs.next("prompt", "error")
+		if ev["event"] == "prompt" {
+			break
+		}
+		say("remove default")
+		time.Sleep(500 * time.Millisecond) // the lockout is the broker's
+	}
+	drawn("PIN prompt", screenIs("prompt"))
+	xdo("type", "--delay", "40", "2468")
+	drawn("masked PIN", func(ev map[string]any) bool { return ev["input"] == "••••" })
+	xdo("key", "Return")
+	att := evs.next("attached")
+	if att["user"] != "pat" {
+		t.Fatalf("attached %v; want user pat", att)
+	}
+	evs.next("display")
+	deadline := time.Now().Add(60 * time.Second)
+	var desktop image.Image
+	for {
+		desktop = grab(t, disp)
+		if greeterShare(desktop) < 0.05 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the desktop never covered the greeter (greeter background on %.0f%%)", 100*greeterShare(desktop))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	shots["6-desktop"] = desktop
+
+	// Pulling the card brings the greeter back.
+	say("remove default")
+	drawn("greeter back", screenIs("idle", textInsert))
+	for deadline := time.Now().Add(30 * time.Second); greeterShare(grab(t, disp)) < 0.5; {
+		if time.Now().After(deadline) {
+			t.Fatal("the greeter did not come back after the card was pulled")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" { // for a person to look at
+		for name, img := range shots {
+			if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
+				png.Encode(f, img)
+				f.Close()
+			}
+		}
+	}
+}

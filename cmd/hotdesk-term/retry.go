@@ -1,0 +1,84 @@
+package main
+
+import (
+	"slices"
+
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// maxUnavailableRetries bounds how often one insertion is presented again
+// after Error{unavailable} (broker not ready, owner unreachable, group
+// full); then the error stands and the person tries again.
+const maxUnavailableRetries = 8
+
+// retryState is the loop's record of tokens answered "unavailable".
+type retryState struct {
+	attempts map[string]int // token → retries so far for this insertion
+	timers   map[string]interface{ Stop() bool }
+}
+
+// unavailable handles Error{unavailable} for a token: if it is still
+// inserted, present it again after a backoff (doubling from MinBackoff, at
+// most maxRedirectBackoff), up to maxUnavailableRetries times.
+func (a *agent) unavailable(e *proto.Error) {
+	if e.Code != proto.ErrUnavailable || e.Token == "" || !a.inserted(e.Token) {
+		return
+	}
+	r := &a.retries
+	if r.attempts == nil {
+		r.attempts = map[string]int{}
+		r.timers = map[string]interface{ Stop() bool }{}
+	}
+	n := r.attempts[e.Token]
+	if n >= maxUnavailableRetries || r.timers[e.Token] != nil {
+		return
+	}
+	r.attempts[e.Token] = n + 1
+	d := min(a.cfg.MinBackoff<<min(n, 8), maxRedirectBackoff)
+	tok := e.Token
+	r.timers[tok] = a.clk.AfterFunc(d, func() {
+		select {
+		case a.represent <- tok:
+		case <-a.stopped:
+		}
+	})
+	a.log.Debug("token unavailable; presenting it again", "token", tok, "in", d, "attempt", n+1)
+}
+
+// representDue presents tok again if it is still inserted.
+func (a *agent) representDue(tok string) {
+	delete(a.retries.timers, tok)
+	if a.conn == nil || !a.inserted(tok) {
+		return
+	}
+	reader := soft.Reader
+	if r, ok := a.cards[tok]; ok {
+		reader = r
+	}
+	a.send(&proto.TokenInserted{Token: tok, Reader: reader})
+}
+
+// insertDone forgets the retries of tok (attached, or removed).
+func (a *agent) insertDone(tok string) {
+	if t := a.retries.timers[tok]; t != nil {
+		t.Stop()
+	}
+	delete(a.retries.timers, tok)
+	delete(a.retries.attempts, tok)
+}
+
+// inserted reports whether tok is at the terminal now.
+func (a *agent) inserted(tok string) bool {
+	if _, ok := a.cards[tok]; ok {
+		return true
+	}
+	return slices.Contains(a.prov.Inserted(), tok)
+}
+
+// stopRetries stops every retry timer (the loop ends).
+func (a *agent) stopRetries() {
+	for _, t := range a.retries.timers {
+		t.Stop()
+	}
+}

@@ -1,0 +1,374 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// buildBinaries builds hotdesk-term, hotdeskd and hotdeskctl once per
+// test process (testutil.Build).
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	return testutil.Build(t, ".", "../hotdeskd", "../hotdeskctl")
+}
+
+// needTool fails under CI=true and skips otherwise when a tool is missing.
+func needTool(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required in CI: %v", tool, err)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// groupBroker is one hotdeskd process of a group sharing one etcd.
+type groupBroker struct {
+	t      *testing.T
+	bin    string
+	id     string
+	dir    string
+	cfg    string
+	addr   string
+	pin    string
+	socket string
+	cmd    *exec.Cmd
+	done   chan struct{}
+}
+
+func newGroupBroker(t *testing.T, bin, id string, etcd []string) *groupBroker {
+	t.Helper()
+	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0]))
+}
+
+// newBroker prepares a hotdeskd with the given configuration blocks (etcd,
+// session, auth, compositor); start runs it.
+func newBroker(t *testing.T, bin, id, blocks string) *groupBroker {
+	t.Helper()
+	b := &groupBroker{t: t, bin: bin, id: id, dir: t.TempDir(), addr: freeAddr(t)}
+	b.socket = filepath.Join(b.dir, "admin.sock")
+	cfg := fmt.Sprintf(`server_id = %q
+data_dir = %q
+listen = %q
+admin_socket = %q
+%s
+`, id, filepath.Join(b.dir, "data"), b.addr, b.socket, blocks)
+	b.cfg = filepath.Join(b.dir, "hotdesk.hcl")
+	if err := os.WriteFile(b.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", b.cfg, "-fingerprint").Output()
+	if err != nil {
+		t.Fatalf("%s: fingerprint: %v", id, err)
+	}
+	b.pin = strings.TrimSpace(string(fp))
+	t.Cleanup(func() {
+		b.stop(os.Interrupt)
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(b.dir, "hotdeskd.log"))
+			t.Logf("hotdeskd %s log:\n%s", id, log)
+		}
+	})
+	return b
+}
+
+// start runs hotdeskd and waits until it is ready.
+func (b *groupBroker) start() {
+	b.t.Helper()
+	b.cmd = exec.Command(filepath.Join(b.bin, "hotdeskd"), "-config", b.cfg)
+	logf, _ := os.OpenFile(filepath.Join(b.dir, "hotdeskd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	b.cmd.Stderr = logf
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.done = make(chan struct{})
+	cmd, done := b.cmd, b.done
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for b.ctl("ready") != nil {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("hotdeskd %s not ready in 60s", b.id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop signals hotdeskd and waits for it to exit.
+func (b *groupBroker) stop(sig os.Signal) {
+	if b.cmd == nil {
+		return
+	}
+	b.cmd.Process.Signal(sig)
+	select {
+	case <-b.done:
+	case <-time.After(30 * time.Second):
+		b.cmd.Process.Kill()
+		<-b.done
+	}
+	b.cmd = nil
+}
+
+func (b *groupBroker) ctl(args ...string) error {
+	return exec.Command(filepath.Join(b.bin, "hotdeskctl"), append([]string{"-socket", b.socket}, args...)...).Run()
+}
+
+// compositorPIDs returns the PIDs of the broker's desktops.
+func (b *groupBroker) compositorPIDs() []int {
+	b.t.Helper()
+	out, err := exec.Command(filepath.Join(b.bin, "hotdeskctl"), "-socket", b.socket, "sessions", "-json").Output()
+	if err != nil {
+		b.t.Fatalf("hotdeskctl sessions: %v", err)
+	}
+	var ss []struct{ PID int }
+	if err := json.Unmarshal(out, &ss); err != nil {
+		b.t.Fatal(err)
+	}
+	var pids []int
+	for _, s := range ss {
+		pids = append(pids, s.PID)
+	}
+	return pids
+}
+
+// pair enrolls key for user at the broker through the terminal protocol,
+// as hotdesk-term pair does.
+func (b *groupBroker) pair(user string, key soft.Key) {
+	b.t.Helper()
+	out, err := exec.Command(filepath.Join(b.bin, "hotdeskctl"), "-socket", b.socket, "token", "pair", "-user", user, "-json").Output()
+	if err != nil {
+		b.t.Fatalf("token pair: %v", err)
+	}
+	var pr struct{ Code string }
+	if err := json.Unmarshal(out, &pr); err != nil {
+		b.t.Fatal(err)
+	}
+	pin, err := proto.ParseFingerprint(b.pin)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	cfg, err := proto.ClientTLSConfig("", pin, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	defer cancel()
+	c, err := proto.Dial(ctx, b.addr, cfg, proto.WithReadTimeout(waitBound))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := proto.ClientHandshake(c, proto.Hello{TerminalID: "enroll"}); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := c.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: key.Public}); err != nil {
+		b.t.Fatal(err)
+	}
+	for {
+		m, err := c.Recv()
+		if err != nil {
+			b.t.Fatalf("pairing: %v", err)
+		}
+		switch body := m.Body.(type) {
+		case *proto.Paired:
+			if body.Token != key.Token {
+				b.t.Fatalf("paired %s; want %s", body.Token, key.Token)
+			}
+			return
+		case *proto.Error:
+			b.t.Fatalf("pairing refused: %+v", body)
+		}
+	}
+}
+
+// events reads a process's JSON event lines.
+type events struct {
+	t   *testing.T
+	ch  chan map[string]any
+	mu  sync.Mutex
+	all []map[string]any
+}
+
+// next returns the next event whose name is one of names, failing the
+// test after waitBound (a safety bound, not a timing assertion). skipped
+// gets every event passed over.
+func (e *events) next(names ...string) map[string]any {
+	e.t.Helper()
+	timeout := time.After(2 * waitBound)
+	for {
+		select {
+		case ev, ok := <-e.ch:
+			if !ok {
+				e.t.Fatalf("the agent exited while waiting for %v", names)
+			}
+			for _, n := range names {
+				if ev["event"] == n {
+					return ev
+				}
+			}
+		case <-timeout:
+			e.t.Fatalf("no %v event", names)
+		}
+	}
+}
+
+// startService starts hotdesk-term agent with no standard input.
+func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), append(args, "agent")...)
+	cmd.Stdin = nil // /dev/null: a service has no input
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "agent.log")
+	logf, _ := os.Create(logPath)
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	evs := &events{t: t, ch: make(chan map[string]any, 1024)}
+	go func() {
+		defer close(evs.ch)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				evs.mu.Lock()
+				evs.all = append(evs.all, ev)
+				evs.mu.Unlock()
+				evs.ch <- ev
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(waitBound):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("agent log:\n%s", b)
+		}
+	})
+	return cmd, evs
+}
+
+// TestServiceFailoverE2E: the terminal service starts with no input before
+// any broker is up and waits; it trusts only broker a's pin, so it refuses
+// broker b while b is alone; once a is up it connects, learns the group
+// (a and b) from a's Welcome, and its token gets a desktop on a. Broker a
+// is killed (SIGKILL): the service fails over to b, which it now trusts,
+// presents the token again, is redirected to the dead a while the
+// registry still names a, retries instead of losing the insert, and ends
+// attached on b. Events are asserted, not timings (the figures are
+// logged). Budget: about 20 s.
+func TestServiceFailoverE2E(t *testing.T) {
+	needTool(t, "weston")
+	bin := buildBinaries(t)
+	etcd := etcdtest.Start(t)
+	a := newGroupBroker(t, bin, "a", etcd)
+	b := newGroupBroker(t, bin, "b", etcd)
+
+	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ks.Generate("default", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Save(); err != nil {
+		t.Fatal(err)
+	}
+
+	agent, evs := startService(t, bin, "-server", a.addr, "-server", b.addr, "-pin", a.pin, "-id", "desk-1",
+		"-keystore", ks.Path(), "-insert", "default", "-json", "-log-level", "debug",
+		"-min-backoff", "100ms", "-max-backoff", "1s")
+
+	// No broker: the service reports and retries; it does not exit.
+	if ev := evs.next("error"); ev["name"] != errConnect {
+		t.Fatalf("first event = %v; want a %s error", ev, errConnect)
+	}
+	evs.next("reconnecting")
+
+	// Broker b alone is not trusted: a's pin is the only anchor so far.
+	b.start()
+	b.pair("alice", key)
+	for range 3 {
+		if ev := evs.next("connected", "reconnecting"); ev["event"] == "connected" {
+			t.Fatalf("connected to %v before any trusted broker was up", ev)
+		}
+	}
+
+	a.start()
+	if ev := evs.next("connected"); ev["server"] != "a" {
+		t.Fatalf("connected = %v; want server a", ev)
+	}
+	grp := evs.next("group")
+	if ids := fmt.Sprint(grp["servers"]); ids != "[a b]" {
+		t.Fatalf("group = %v; want servers [a b]", grp)
+	}
+	first := evs.next("attached")
+	if first["server"] != "a" || first["token"] != key.Token {
+		t.Fatalf("attached = %v; want token %s on a", first, key.Token)
+	}
+	for _, pid := range a.compositorPIDs() {
+		t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL); syscall.Kill(pid, syscall.SIGKILL) })
+	}
+
+	killed := time.Now()
+	a.stop(syscall.SIGKILL)
+	evs.next("disconnected")
+	if ev := evs.next("connected"); ev["server"] != "b" {
+		t.Fatalf("after a died: connected = %v; want server b", ev)
+	}
+	reconnected := time.Since(killed)
+	redirects := 0
+	for {
+		ev := evs.next("attached", "redirect", "error")
+		if ev["event"] == "attached" {
+			if ev["server"] != "b" || ev["token"] != key.Token {
+				t.Fatalf("after failover: attached = %v; want token %s on b", ev, key.Token)
+			}
+			break
+		}
+		if ev["event"] == "redirect" {
+			redirects++
+			if ev["server"] != "a" {
+				t.Fatalf("redirect = %v; want to the dead owner a", ev)
+			}
+		}
+		if ev["event"] == "error" && ev["name"] != errRedirect {
+			t.Fatalf("after failover: %v; want only redirect retries", ev)
+		}
+	}
+	t.Logf("broker a killed: reconnected to b after %v; token attached on b after %v (%d redirects to the dead owner retried)",
+		reconnected.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), redirects)
+	if agent.ProcessState != nil {
+		t.Fatalf("the service exited: %v", agent.ProcessState)
+	}
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+)
+
+// Texts of the greeter's screens.
+const (
+	textInsert      = "Insert your card or tap your badge"
+	textUnavailable = "Server unavailable — reconnecting…"
+)
+
+// screen is what the agent needs of a greeter (*greeter.Window).
+type screen interface {
+	Show(greeter.State)
+	Close()
+}
+
+// greeterUI turns the agent's events into greeter states. Its event
+// method is the agent's Config.UI: it runs on whichever goroutine emits.
+type greeterUI struct {
+	scr screen
+
+	mu        sync.Mutex
+	connected bool
+	session   string
+	cur       greeter.State
+	promptSeq uint32
+}
+
+func fieldOf(ev event, key string) any {
+	for _, f := range ev.fields {
+		if f.key == key {
+			return f.val
+		}
+	}
+	return nil
+}
+
+func strField(ev event, key string) string {
+	s, _ := fieldOf(ev, key).(string)
+	return s
+}
+
+// event updates the screen for one agent event.
+func (u *greeterUI) event(ev event) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	idle := func(msg string, isErr bool) greeter.State {
+		return greeter.State{Screen: greeter.Idle, Title: textInsert, Message: msg, Error: isErr}
+	}
+	next := u.cur
+	switch ev.name {
+	case "connected":
+		u.connected = true
+		if u.session == "" && (u.cur.Screen == greeter.Unavailable || u.cur.Screen == "") {
+			next = idle("", false)
+		}
+	case "disconnected", "reconnecting":
+		u.connected = false
+		u.session = ""
+		next = greeter.State{Screen: greeter.Unavailable, Title: textUnavailable,
+			Message: "Your desktop keeps running on the server."}
+	case "card":
+		switch strField(ev, "kind") {
+		case "inserted":
+			next = greeter.State{Screen: greeter.Busy, Title: "Reading your card…"}
+		case "removed":
+			if u.session == "" {
+				next = idle("", false)
+			}
+		case "error":
+			next = idle("This card could not be read. Try again, or try another card.", true)
+		}
+	case "challenge":
+		next = greeter.State{Screen: greeter.Busy, Title: "Checking your card…"}
+	case "redirect":
+		next = greeter.State{Screen: greeter.Busy, Title: "Finding your desktop…"}
+	case "prompt":
+		text := strField(ev, "text")
+		switch strField(ev, "style") {
+		case "echo_off", "echo_on":
+			u.promptSeq++
+			next = greeter.State{Screen: greeter.Prompt, Title: "Welcome", Label: text,
+				Secret: strField(ev, "style") == "echo_off", PromptID: u.promptSeq,
+				Message: u.cur.Message, Error: u.cur.Error}
+		case "error":
+			next.Message, next.Error = text, true
+		default:
+			next.Message, next.Error = text, false
+		}
+	case "attached":
+		u.session = strField(ev, "session")
+		user := strField(ev, "user")
+		title := "Starting your desktop…"
+		if user != "" {
+			title = fmt.Sprintf("Welcome, %s — starting your desktop…", user)
+		}
+		next = greeter.State{Screen: greeter.Busy, Title: title}
+	case "detached":
+		if strField(ev, "session") != u.session && u.session != "" {
+			return // an older session's detach
+		}
+		u.session = ""
+		switch strField(ev, "reason") {
+		case "takeover":
+			msg := "Your session moved to another terminal."
+			if by := strField(ev, "by"); by != "" {
+				msg = fmt.Sprintf("Your session moved to terminal %s.", by)
+			}
+			next = idle(msg, false)
+		case "locked":
+			next = idle("Your card is locked. Ask your administrator.", true)
+		case "shutdown":
+			next = idle("The server is restarting. Insert your card again.", false)
+		case "destroyed":
+			next = idle("Your session has ended.", false)
+		case "admin":
+			next = idle("An administrator detached your session.", false)
+		default:
+			next = idle("", false)
+		}
+	case "error":
+		next = u.errorState(ev, idle)
+	case "paired":
+		next = idle("Paired. You can now log in with it.", false)
+	case "waiting":
+		next = greeter.State{Screen: greeter.Busy, Title: "Hold the phone to the reader"}
+	default:
+		return
+	}
+	if next != u.cur {
+		u.cur = next
+		u.scr.Show(next)
+	}
+}
+
+// errorState is the screen for an error event.
+func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) greeter.State {
+	switch strField(ev, "name") {
+	case errConnect:
+		return greeter.State{Screen: greeter.Unavailable, Title: textUnavailable}
+	case "auth_failed":
+		return idle("Wrong PIN or password. Insert your card again.", true)
+	case "rate_limited":
+		return idle("Locked out: too many failed attempts. Try again later.", true)
+	case "token_disabled":
+		return idle("This card is locked. Ask your administrator.", true)
+	case "unknown_token":
+		return idle("This card is not registered. Press F2 to pair a phone or badge.", true)
+	case "unavailable", "too_many_hops", errRedirect:
+		return greeter.State{Screen: greeter.Busy, Title: "Finding your desktop…", Message: "The server is busy; trying again."}
+	case "pairing":
+		return idle("The pairing code is wrong, used or expired.", true)
+	case errCommand, errNoKey:
+		return u.cur
+	}
+	msg := strField(ev, "message")
+	if msg == "" {
+		msg = "Something went wrong."
+	}
+	return idle(msg, true)
+}
+
+// greeterInput hands what the person typed on the greeter to the agent:
+// answers to its prompt loop, pairing codes to a pairing run (one at a
+// time, ended with ctx; wait waits for it).
+type greeterInput struct {
+	ctx  context.Context
+	a    *agent
+	name string
+	wg   sync.WaitGroup
+	busy sync.Mutex
+}
+
+func (in *greeterInput) submit(kind greeter.InputKind, text string) {
+	switch kind {
+	case greeter.Answer:
+		select {
+		case in.a.ctrl <- command{op: opAnswer, arg: text}:
+		case <-in.ctx.Done():
+		}
+	case greeter.PairCode:
+		if !in.busy.TryLock() {
+			return
+		}
+		in.wg.Add(1)
+		go func() {
+			defer in.wg.Done()
+			defer in.busy.Unlock()
+			if in.a.cfg.Cards == nil {
+				in.a.out.emit(errorEvent(0, errCommand, "no card reader to pair a phone with"))
+				return
+			}
+			if _, err := in.a.PairPhone(in.ctx, text, in.name, time.Minute); err != nil {
+				in.a.log.Warn("pairing failed", "error", err)
+			}
+		}()
+	}
+}
+
+// frameEvent reports what the greeter drew (the widget state; the input
+// as drawn, i.e. masked).
+func frameEvent(f greeter.Frame) event {
+	return event{name: "greeter",
+		fields: []field{{"screen", string(f.Screen)}, {"title", f.Title}, {"message", f.Message},
+			{"label", f.Label}, {"input", f.Input}, {"width", f.Width}, {"height", f.Height}},
+		text: fmt.Sprintf("greeter: %s: %s", f.Screen, clean(f.Title))}
+}
+
+// startGreeter opens the greeter window and connects it to a: ui (already
+// a's Config.UI) drives it, typed input goes to a. The returned stop
+// closes the window and waits for pairing runs; call it after a.Run.
+func startGreeter(ctx context.Context, a *agent, ui *greeterUI, name string) (stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	in := &greeterInput{ctx: ctx, a: a, name: name}
+	var fmu sync.Mutex
+	var last greeter.Frame
+	w, err := greeter.New(greeter.Options{
+		Submit: in.submit,
+		OnFrame: func(f greeter.Frame) {
+			fmu.Lock()
+			changed := f != last
+			last = f
+			fmu.Unlock()
+			if changed {
+				a.out.emit(frameEvent(f))
+			}
+		},
+	})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ui.mu.Lock()
+	ui.scr = w
+	ui.mu.Unlock()
+	return func() {
+		ui.mu.Lock()
+		ui.scr = nopScreen{}
+		ui.mu.Unlock()
+		cancel() // unblocks a Submit waiting for the agent
+		w.Close()
+		in.wg.Wait()
+	}, nil
+}
+
+// nopScreen shows nothing (before the window exists, or after it closed).
+type nopScreen struct{}
+
+func (nopScreen) Show(greeter.State) {}
+func (nopScreen) Close()             {}

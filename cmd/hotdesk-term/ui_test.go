@@ -1,0 +1,70 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens"
+)
+
+// recordScreen records what the agent asked the greeter to show.
+type recordScreen struct{ shown []greeter.State }
+
+func (r *recordScreen) Show(s greeter.State) { r.shown = append(r.shown, s) }
+func (r *recordScreen) Close()               {}
+
+// TestGreeterUI: the agent's events, as the broker's messages produce
+// them, give the greeter the screens a person should see.
+func TestGreeterUI(t *testing.T) {
+	steps := []struct {
+		name   string
+		ev     event
+		screen greeter.Screen
+		text   string // in the title, message or label
+		secret bool
+	}{
+		{"no broker", errorEvent(0, errConnect, "connection refused"), greeter.Unavailable, "reconnecting", false},
+		{"connected", connectedEvent("b1", "h:1"), greeter.Idle, "Insert your card", false},
+		{"card read", cardEventOf(tokenEvent("inserted")), greeter.Busy, "Reading your card", false},
+		{"PIN", promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}), greeter.Prompt, "PIN:", true},
+		{"PAM error text", promptEvent(&proto.AuthPrompt{ID: 2, Style: proto.PromptError, Text: "card locked, try again in 27 s"}), greeter.Prompt, "try again in 27 s", true},
+		{"wrong PIN", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: "uid.01"}), greeter.Idle, "Wrong PIN", false},
+		{"locked out", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins", Token: "uid.01"}), greeter.Idle, "Locked out", false},
+		{"user name", promptEvent(&proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOn, Text: "Login:"}), greeter.Prompt, "Login:", false},
+		{"attached", attachedEvent(&proto.Attached{SessionID: "s1", Token: "uid.01", User: "pat", ServerID: "b1"}), greeter.Busy, "Welcome, pat", false},
+		{"taken over", detachedEvent(&proto.Detached{SessionID: "s1", Reason: proto.DetachTakeover, Terminal: "desk-4"}), greeter.Idle, "moved to terminal desk-4", false},
+		{"broker gone", disconnectedEvent(nil), greeter.Unavailable, "Server unavailable — reconnecting", false},
+		{"back", connectedEvent("b2", "h:2"), greeter.Idle, "Insert your card", false},
+		{"unknown card", protoErrorEvent(&proto.Error{Code: proto.ErrUnknownToken, Token: "uid.02"}), greeter.Idle, "not registered", false},
+	}
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec}
+	for _, s := range steps {
+		ui.event(s.ev)
+		if len(rec.shown) == 0 {
+			t.Fatalf("%s: nothing shown", s.name)
+		}
+		got := rec.shown[len(rec.shown)-1]
+		all := got.Title + " | " + got.Message + " | " + got.Label
+		if got.Screen != s.screen || !strings.Contains(all, s.text) || got.Secret != s.secret {
+			t.Errorf("%s: shown %+v; want screen %s with %q, secret %v", s.name, got, s.screen, s.text, s.secret)
+		}
+	}
+	// A detach of an older session does not clear the new one's screen.
+	ui.event(attachedEvent(&proto.Attached{SessionID: "s2", Token: "uid.01", ServerID: "b2"}))
+	n := len(rec.shown)
+	ui.event(detachedEvent(&proto.Detached{SessionID: "s1", Reason: proto.DetachTokenRemoved}))
+	if len(rec.shown) != n {
+		t.Errorf("a stale detach changed the screen to %+v", rec.shown[len(rec.shown)-1])
+	}
+}
+
+func tokenEvent(kind string) tokens.Event {
+	ev := tokens.Event{Token: "uid.01", Reader: "r0"}
+	if kind == "inserted" {
+		ev.Kind = tokens.Inserted
+	}
+	return ev
+}
