@@ -106,6 +106,8 @@ type Config struct {
 	// Limits bound connections, handshakes and attach tickets (zero fields:
 	// defaults, see Limits).
 	Limits Limits
+	// Events, if set, receives every event of this broker (events.go).
+	Events EventSink
 }
 
 // State is a session's lifecycle state.

@@ -149,6 +149,7 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 // token here. Caller holds the token lock.
 func (b *Broker) orphanLocked(s *Session, owner string) {
 	b.log.Warn("session orphaned: its token is owned by another server now", "session", s.ID, "owner", owner)
+	b.emit(Event{Kind: SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
 	b.mu.Lock()
 	s.orphaned = true
 	s.owner = owner

@@ -76,6 +76,7 @@ type envOptions struct {
 	authn     auth.Authenticator
 	policies  *auth.Policies
 	gateway   bool // run the attach gateway
+	events    EventSink
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -133,7 +134,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	b, err := New(Config{
 		ServerID: id, Registry: reg, Compositor: comp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
-		MaxSessions: o.max,
+		MaxSessions: o.max, Events: o.events,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -207,6 +207,7 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	}, t)
 	switch {
 	case errors.Is(err, auth.ErrLocked):
+		b.emit(Event{Kind: LoginLockout, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
 	case errors.Is(err, auth.ErrBusy):
 		return res, fail(proto.ErrRateLimited, "too many logins in progress; try again shortly", err)
@@ -214,8 +215,10 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 		return res, fail(proto.ErrAuthFailed, "login abandoned", err)
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
+		b.emit(Event{Kind: LoginRefused, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
+	b.emit(Event{Kind: LoginGranted, Token: token, User: res.User, Terminal: t.id})
 	return res, nil
 }
 
@@ -309,6 +312,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 		return fail(proto.ErrUnavailable, "session owner has no published address", nil)
 	}
 	b.log.Debug("redirecting terminal", "terminal", t.id, "token", token, "server", srv.ID, "fence", fence)
+	b.emit(Event{Kind: TerminalRedirected, Terminal: t.id, Token: token, Target: srv.ID, Hops: int(t.hops)})
 	return t.send(&proto.Redirect{
 		Token: token, ServerID: srv.ID, Addr: srv.Addr, Fingerprint: srv.Fingerprint, Fence: fence,
 	})
@@ -460,6 +464,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 	t.setAttached(s)
 	err := t.send(b.attachedFor(s, t, resumed))
 	b.transitioned(s, from, Active)
+	b.emit(attachEvent(s, t, from))
 	b.publish(ctx, s)
 	return err
 }
@@ -519,6 +524,7 @@ func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.Det
 	b.mu.Unlock()
 	b.log.Info("session suspended", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Suspended)
+	b.emit(sessionEvent(SessionSuspended, s, nil, msg))
 	b.publish(ctx, s)
 }
 
@@ -577,6 +583,7 @@ func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.Det
 	cancel()
 	b.log.Info("session destroyed", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Destroyed)
+	b.emit(sessionEvent(SessionDestroyed, s, nil, msg))
 }
 
 // forget removes s from the broker's maps and stops its timer.

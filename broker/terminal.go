@@ -149,6 +149,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	b.terms[t] = struct{}{}
 	b.mu.Unlock()
 	log.Info("terminal connected", "terminal", logValue(t.id), "hops", hello.Hops)
+	b.emit(terminalEvent(TerminalConnected, t, "", ""))
 
 	tctx, tcancel := context.WithCancel(ctx)
 	workerDone := make(chan struct{})
@@ -164,6 +165,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	b.mu.Lock()
 	delete(b.terms, t)
 	b.mu.Unlock()
+	b.emit(terminalEvent(TerminalDisconnected, t, "", ""))
 	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
 		log.Info("terminal connection closed", "terminal", logValue(t.id), "error", err)
 	} else {
@@ -263,6 +265,7 @@ func (t *terminal) handle(ev event) {
 	switch m := ev.msg.(type) {
 	case *proto.TokenInserted:
 		start := b.clk.Now()
+		b.emit(Event{Kind: TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
 		err := b.insert(ev.ctx, t, m.Token)
 		if err != nil {
 			var ie *insertError
@@ -276,11 +279,13 @@ func (t *terminal) handle(ev event) {
 			} else {
 				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
 			}
+			b.emit(terminalEvent(TokenRefused, t, logValue(m.Token), ie.msg))
 			_ = t.send(&proto.Error{Code: ie.code, Message: ie.msg, Token: m.Token})
 			return
 		}
 		b.log.Debug("token handled", "token", logValue(m.Token), "terminal", logValue(t.id), "elapsed", b.clk.Now().Sub(start))
 	case *proto.TokenRemoved:
+		b.emit(Event{Kind: TokenRemoved, Terminal: t.id, Token: m.Token})
 		b.remove(ev.ctx, t, m.Token)
 	case *proto.Pair:
 		t.pair(ev.ctx, m)

@@ -36,6 +36,18 @@ admin_socket = "/run/hotdesk/admin.sock"
 # the daemon's own user. "" = nobody else.
 admin_group = ""
 
+# Prometheus /metrics, /livez and /readyz over plain HTTP. Keep it on
+# loopback (or a management network); "off" disables it. If the default
+# port is taken the daemon starts without it and logs why.
+metrics_listen = "127.0.0.1:9450"
+
+# An executable run for every event of this broker (session attached,
+# suspended, token inserted, login refused, ...) with the event as one JSON
+# object on stdin, like Sun Ray's utaction. Runs one at a time, each bounded
+# by event_hook_timeout; events arriving while the queue is full are skipped.
+# event_hook = "/usr/local/lib/hotdesk/on-event"
+# event_hook_timeout = "10s"
+
 # trace | debug | info | warn | error
 log_level = "info"
 
@@ -262,3 +274,17 @@ limits {
   # so re-presenting a token never fills the gateway's table.
   max_tickets_per_session = 4
 }
+
+# Web admin dashboard over HTTPS: servers, sessions (kill, disconnect,
+# lock), terminals, tokens (pairing codes with QR, registration, disable)
+# and live events. Off unless listen is set. Logins are checked by PAM
+# (pam_service) and then by group: members of admin_group (above, required)
+# may act, members of readonly_group may only look.
+# dashboard {
+#   listen         = "0.0.0.0:4443"
+#   cert_file      = ""               # default: the broker's certificate (tls block)
+#   key_file       = ""
+#   readonly_group = "helpdesk"
+#   pam_service    = "hotdesk-admin"
+#   session_ttl    = "8h"
+# }

@@ -102,6 +102,7 @@ type ServerRecord struct {
 	Sessions      int    `json:"sessions"`
 	Draining      bool   `json:"draining,omitempty"`
 	StartedUnixMs int64  `json:"started_unix_ms"`
+	Version       string `json:"version,omitempty"` // hotdeskd's version
 }
 
 // Session is the registry's view of one desktop session, stored under

@@ -1,38 +1,53 @@
-// Command hotdeskctl is the administrator's CLI for hotdeskd. It talks to
-// the daemon's admin API over a local unix socket; the daemon checks the
-// caller's credentials (root, the daemon's user, or the admin group).
+// Command hotdeskctl is the administrator's CLI for a hotdesk server group.
+// It talks to one hotdeskd's admin API over a local unix socket (the daemon
+// checks the caller's credentials: root, the daemon's user, or the admin
+// group); that daemon answers for the whole group, forwarding what another
+// member must do to it.
 //
-//	hotdeskctl [-socket PATH] sessions [--json]
-//	hotdeskctl [-socket PATH] session kill ID
-//	hotdeskctl [-socket PATH] token pair -user USER [-label L] [-ttl 10m] [--json]
-//	hotdeskctl [-socket PATH] token list [--json]
-//	hotdeskctl [-socket PATH] token register ID -user USER [-label L]
-//	hotdeskctl [-socket PATH] token alias ID -of TOKEN [-label L]
-//	hotdeskctl [-socket PATH] token disable|enable|delete ID
-//	hotdeskctl [-socket PATH] server list [--json]
-//	hotdeskctl [-socket PATH] server drain|undrain [ID]
-//	hotdeskctl [-socket PATH] ready
+//	hotdeskctl sessions [--user U] [--terminal T] [--server S] [--state ST] [--token K] [--json]
+//	hotdeskctl session kill|disconnect|lock ID
+//	hotdeskctl terminals [--json]
+//	hotdeskctl readers [--json] [--tap]
+//	hotdeskctl events [-f] [-n N] [--json]
+//	hotdeskctl token pair --user USER [--label L] [--ttl 10m] [--json]
+//	hotdeskctl token pair list [--json] | token pair revoke ID
+//	hotdeskctl token list [--json]
+//	hotdeskctl token register ID --user USER [--label L]
+//	hotdeskctl token alias ID --of TOKEN [--label L]
+//	hotdeskctl token disable|enable|delete ID
+//	hotdeskctl server list [--json]
+//	hotdeskctl server drain|undrain [ID]
+//	hotdeskctl ready
+//	hotdeskctl version
+//
+// Flags may be written with one dash or two (-socket, --socket). Exit
+// status: 0 success, 1 failure, 2 usage error.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
-	"text/tabwriter"
+	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/version"
 )
 
 const defaultSocket = "/run/hotdesk/admin.sock"
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "hotdeskctl:", err)
 		var ue usageError
 		if errors.As(err, &ue) {
@@ -42,274 +57,159 @@ func main() {
 	}
 }
 
-type usageError string
+// usageError is a command line the CLI does not understand (exit 2).
+type usageError struct{ msg string }
 
-func (u usageError) Error() string { return string(u) }
+func (u usageError) Error() string { return u.msg }
 
-const usage = `usage:
-  hotdeskctl [-socket PATH] sessions [-json]
-  hotdeskctl [-socket PATH] session kill ID
-  hotdeskctl [-socket PATH] token pair -user USER [-label LABEL] [-ttl 10m] [-json]
-  hotdeskctl [-socket PATH] token list [-json]
-  hotdeskctl [-socket PATH] token register ID -user USER [-label LABEL]   (uid.… and piv.… cards)
-  hotdeskctl [-socket PATH] token alias ID -of TOKEN [-label LABEL]       (same user as TOKEN)
-  hotdeskctl [-socket PATH] token disable|enable|delete ID
-  hotdeskctl [-socket PATH] server list [-json]
-  hotdeskctl [-socket PATH] server drain|undrain [ID]     (default: this server)
-  hotdeskctl [-socket PATH] ready`
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-func run(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("hotdeskctl", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	socket := fs.String("socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd")
-	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole command")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error() + "\n" + usage)
-	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		return usageError(usage)
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	c := adminapi.NewClient(*socket)
-
-	switch rest[0] {
-	case "sessions":
-		return sessions(ctx, c, rest[1:], out)
-	case "session":
-		if len(rest) != 3 || rest[1] != "kill" {
-			return usageError(usage)
-		}
-		if err := c.KillSession(ctx, rest[2]); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "session %s killed\n", rest[2])
-		return nil
-	case "token":
-		if len(rest) < 2 {
-			return usageError(usage)
-		}
-		if rest[1] == "pair" {
-			return pair(ctx, c, rest[2:], out)
-		}
-		return token(ctx, c, rest[1], rest[2:], out)
-	case "server":
-		if len(rest) < 2 {
-			return usageError(usage)
-		}
-		return server(ctx, c, rest[1], rest[2:], out)
-	case "ready":
-		if err := c.Ready(ctx); err != nil {
-			return err
-		}
-		fmt.Fprintln(out, "ready")
-		return nil
-	}
-	return usageError(fmt.Sprintf("unknown command %q\n%s", rest[0], usage))
+// cli holds the global flags and the client built from them.
+type cli struct {
+	socket  string
+	timeout time.Duration
+	out     io.Writer
+	client  *adminapi.Client
 }
 
-func sessions(ctx context.Context, c *adminapi.Client, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("sessions", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+// run parses args and runs the command, writing to out and errOut.
+func run(ctx context.Context, args []string, out, errOut io.Writer) error {
+	c := &cli{out: out}
+	root := newRoot(c)
+	root.SetArgs(normalizeArgs(args))
+	root.SetOut(out)
+	root.SetErr(errOut)
+	root.SetContext(ctx)
+	cmd, err := root.ExecuteC()
+	if err != nil && isUsage(err) {
+		return usageError{fmt.Sprintf("%v\nrun '%s --help' for usage", err, cmd.CommandPath())}
 	}
-	ss, err := c.Sessions(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		if ss == nil {
-			ss = []adminapi.SessionInfo{}
-		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(ss)
-	}
-	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tSTATE\tUSER\tTERMINAL\tSERVER\tPID\tCREATED\tEXPIRES")
-	for _, s := range ss {
-		exp := "-"
-		if s.ExpiresAt != nil {
-			exp = s.ExpiresAt.Local().Format(time.DateTime)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, s.State, dash(s.User), dash(s.Terminal),
-			s.ServerID, s.PID, s.Created.Local().Format(time.DateTime), exp)
-	}
-	return tw.Flush()
+	return err
 }
 
-func pair(ctx context.Context, c *adminapi.Client, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("token pair", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	user := fs.String("user", "", "user the token will belong to (required)")
-	label := fs.String("label", "", "label for the token (e.g. \"alice's laptop\")")
-	ttl := fs.Duration("ttl", 0, "code lifetime (default: the daemon's pairing.code_ttl)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageError(err.Error())
+// isUsage tells cobra's parse errors from the command's own.
+func isUsage(err error) bool {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return true
 	}
-	if strings.TrimSpace(*user) == "" {
-		return usageError("token pair: -user is required")
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument",
+		"invalid argument", "accepts ", "requires at least", "requires at most", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
 	}
-	resp, err := c.PairToken(ctx, adminapi.PairRequest{User: *user, Label: *label, TTLSeconds: int(ttl.Seconds())})
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return json.NewEncoder(out).Encode(resp)
-	}
-	fmt.Fprintf(out, "pairing code: %s (single use, expires %s)\n", resp.Code, resp.Expires.Local().Format(time.DateTime))
-	fmt.Fprintf(out, "on the terminal: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
-	return nil
+	return false
 }
 
-func token(ctx context.Context, c *adminapi.Client, verb string, args []string, out io.Writer) error {
-	switch verb {
-	case "list":
-		fs := flag.NewFlagSet("token list", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		asJSON := fs.Bool("json", false, "print JSON")
-		if err := fs.Parse(args); err != nil {
-			return usageError(err.Error())
+// normalizeArgs turns single-dash long flags (-socket, -json, the CLI's
+// historical spelling) into double-dash ones; "-f" and "-n" stay shorthands.
+// Nothing after "--" is touched.
+func normalizeArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
 		}
-		ts, err := c.Tokens(ctx)
-		if err != nil {
-			return err
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' && isFlagName(strings.SplitN(a[1:], "=", 2)[0]) {
+			a = "-" + a
 		}
-		if *asJSON {
-			if ts == nil {
-				ts = []adminapi.TokenInfo{}
-			}
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(ts)
+		out = append(out, a)
+	}
+	return out
+}
+
+func isFlagName(s string) bool {
+	if len(s) < 2 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '-') {
+			return false
 		}
-		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TOKEN\tUSER\tLABEL\tSTATE\tREGISTERED BY\tREGISTERED")
-		for _, t := range ts {
-			state := "enabled"
-			if t.Disabled {
-				state = "disabled"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, dash(t.Label), state, dash(t.RegisteredBy),
-				t.Registered.Local().Format(time.DateTime))
-		}
-		return tw.Flush()
-	case "register", "alias":
-		if len(args) < 1 || strings.HasPrefix(args[0], "-") {
-			return usageError(usage)
-		}
-		id := args[0]
-		fs := flag.NewFlagSet("token "+verb, flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		user := fs.String("user", "", "user the token belongs to")
-		of := fs.String("of", "", "existing token whose user the new one gets")
-		label := fs.String("label", "", "label")
-		if err := fs.Parse(args[1:]); err != nil {
-			return usageError(err.Error())
-		}
-		var ti adminapi.TokenInfo
-		var err error
-		if verb == "register" {
-			if *user == "" {
-				return usageError("token register: -user is required")
-			}
-			ti, err = c.RegisterToken(ctx, adminapi.RegisterRequest{ID: id, User: *user, Label: *label})
-		} else {
-			if *of == "" {
-				return usageError("token alias: -of is required")
-			}
-			ti, err = c.AliasToken(ctx, id, adminapi.AliasRequest{Of: *of, Label: *label})
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "token %s registered to %s\n", ti.ID, ti.User)
+	}
+	return true
+}
+
+func newRoot(c *cli) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "hotdeskctl",
+		Short: "Administer a hotdesk server group",
+		Long: `hotdeskctl administers a hotdesk server group through one hotdeskd's admin
+socket. The daemon answers for the whole group: sessions, terminals and
+events of every member, and actions forwarded to the member that runs the
+session.`,
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usagef("which command? (hotdeskctl --help lists them)")
+		},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			c.client = adminapi.NewClient(c.socket)
+			return nil
+		},
+	}
+	root.SetVersionTemplate("hotdeskctl {{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.PersistentFlags().StringVar(&c.socket, "socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd (env HOTDESK_ADMIN_SOCKET)")
+	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on the whole command (not on events -f)")
+	root.AddCommand(
+		sessionsCmd(c), sessionCmd(c), terminalsCmd(c), readersCmd(c), eventsCmd(c),
+		tokenCmd(c), serverCmd(c), readyCmd(c), versionCmd(), gendocsCmd(root),
+	)
+	return root
+}
+
+// bounded returns the command's context bounded by -timeout.
+func (c *cli) bounded(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(cmd.Context(), c.timeout)
+}
+
+// explain turns an API error into one that says what to do.
+func (c *cli) explain(err error) error {
+	switch {
+	case err == nil:
 		return nil
-	case "disable", "enable", "delete":
-		if len(args) != 1 {
-			return usageError(usage)
-		}
-		var err error
-		if verb == "delete" {
-			err = c.DeleteToken(ctx, args[0])
-		} else {
-			err = c.SetTokenDisabled(ctx, args[0], verb == "disable")
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "token %s: %sd\n", args[0], strings.TrimSuffix(verb, "e"))
-		return nil
+	case adminapi.IsUnavailable(err):
+		return fmt.Errorf("cannot reach hotdeskd at %s: %w\nis hotdeskd running? try -socket or HOTDESK_ADMIN_SOCKET", c.socket, err)
+	case errors.Is(err, adminapi.ErrForbidden):
+		return fmt.Errorf("%w\nrun as root, as hotdeskd's user, or as a member of its admin_group", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w\nhotdeskd did not answer within -timeout %s", err, c.timeout)
 	}
-	return usageError(usage)
+	return err
 }
 
-func server(ctx context.Context, c *adminapi.Client, verb string, args []string, out io.Writer) error {
-	switch verb {
-	case "list":
-		fs := flag.NewFlagSet("server list", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		asJSON := fs.Bool("json", false, "print JSON")
-		if err := fs.Parse(args); err != nil {
-			return usageError(err.Error())
-		}
-		ss, err := c.Servers(ctx)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			if ss == nil {
-				ss = []adminapi.ServerInfo{}
-			}
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(ss)
-		}
-		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tSTARTED")
-		for _, s := range ss {
-			state := "active"
-			if s.Draining {
-				state = fmt.Sprintf("draining (%d remaining)", s.Sessions)
-			}
-			id := s.ID
-			if s.Self {
-				id += " *"
-			}
-			capacity := "-"
-			if s.Capacity > 0 {
-				capacity = fmt.Sprint(s.Capacity)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", id, s.Addr, s.Sessions, capacity, s.Weight, state,
-				s.Started.Local().Format(time.DateTime))
-		}
-		return tw.Flush()
-	case "drain", "undrain":
-		if len(args) > 1 {
-			return usageError(usage)
-		}
-		id := "self"
-		if len(args) == 1 {
-			id = args[0]
-		}
-		if err := c.SetDraining(ctx, id, verb == "drain"); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "server %s: %sed\n", id, verb)
-		return nil
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print hotdeskctl's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(cmd.OutOrStdout(), "hotdeskctl %s\n", version.String())
+			return nil
+		},
 	}
-	return usageError(usage)
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
+func readyCmd(c *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ready",
+		Short: "Exit 0 if hotdeskd is ready (holds its registry lease), 1 with the reason otherwise",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			if err := c.client.Ready(ctx); err != nil {
+				return c.explain(err)
+			}
+			fmt.Fprintln(c.out, "ready")
+			return nil
+		},
 	}
-	return s
 }
 
 func envOr(k, def string) string {
@@ -317,4 +217,11 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

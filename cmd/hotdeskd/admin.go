@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -20,31 +19,6 @@ import (
 type adminBackend struct{ d *daemon }
 
 var _ adminapi.Backend = (*adminBackend)(nil)
-
-func (a *adminBackend) Sessions(ctx context.Context) ([]adminapi.SessionInfo, error) {
-	ss := a.d.broker.Sessions()
-	out := make([]adminapi.SessionInfo, 0, len(ss))
-	for _, s := range ss {
-		si := adminapi.SessionInfo{
-			ID: s.ID, Token: s.Token, User: s.User, State: s.State.String(), Terminal: s.Terminal,
-			ServerID: s.ServerID, Endpoint: s.Endpoint, PID: s.PID, Created: s.Created, Updated: s.Updated,
-		}
-		if !s.SuspendedAt.IsZero() {
-			si.SuspendedAt = ptr(s.SuspendedAt)
-			si.ExpiresAt = ptr(s.ExpiresAt)
-		}
-		out = append(out, si)
-	}
-	return out, nil
-}
-
-func (a *adminBackend) KillSession(ctx context.Context, id string) error {
-	err := a.d.broker.Kill(ctx, id)
-	if errors.Is(err, broker.ErrNotFound) {
-		return fmt.Errorf("%w: session %s", adminapi.ErrNotFound, id)
-	}
-	return err
-}
 
 func (a *adminBackend) PairToken(ctx context.Context, createdBy string, req adminapi.PairRequest) (adminapi.PairResponse, error) {
 	ttl := a.d.cfg.Pairing.CodeTTL
@@ -73,7 +47,7 @@ func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, erro
 		out = append(out, adminapi.ServerInfo{
 			ID: r.ID, Addr: r.Addr, Fingerprint: proto.FormatFingerprint(r.Fingerprint),
 			Sessions: r.Sessions, Capacity: r.Capacity, Weight: r.Weight, Draining: r.Draining,
-			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID,
+			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID, Version: r.Version,
 		})
 	}
 	return out, nil

@@ -27,6 +27,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/pairing"
@@ -48,6 +49,10 @@ type daemon struct {
 	pairer   *pairing.Pairer
 	termLn   net.Listener
 	adminLn  net.Listener
+	log      hclog.Logger
+	bus      *broker.Bus // the broker's events (events.go)
+	presence *presence   // terminal presence in the registry
+	metrics  *metrics
 
 	cancel context.CancelFunc
 	done   []chan error
@@ -71,7 +76,7 @@ func (d *daemon) listenAddr() string {
 // start brings every subsystem up in order. If one fails, the ones already
 // started are stopped in reverse order.
 func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, fatal: make(chan error, 4)}
+	d := &daemon{cfg: cfg, fatal: make(chan error, 4), log: logger}
 	defer func() {
 		if err != nil {
 			d.stop(logger)
@@ -148,6 +153,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	serverRec := registry.ServerRecord{
 		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
+		Version: version.String(),
 	}
 	d.reg, err = newRegistry(ctx, d.etcd, cfg, serverRec, logger)
 	if err != nil {
@@ -252,7 +258,19 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	_, attachPort, _ := net.SplitHostPort(attachLn.Addr().String())
 	attachAddr := net.JoinHostPort(advHost, attachPort)
 
+	// Events: one bus, subscribed before the broker can emit anything.
+	d.bus = broker.NewBus(logger.Named("events"))
+	d.presence = newPresence(d, logger.Named("presence"))
+	d.metrics = newMetrics(d, d.bus)
+	presenceSub, publishSub, metricsSub := d.bus.Subscribe(4096), d.bus.Subscribe(publishBuffer), d.bus.Subscribe(4096)
+	var hookSub *broker.Subscription
+	if cfg.EventHook != "" {
+		hookSub = d.bus.Subscribe(hookBuffer)
+	}
+	d.stops = append(d.stops, func(context.Context) { d.bus.Close() })
+
 	d.broker, err = broker.New(broker.Config{
+		Events:                 d.bus,
 		AttachAddr:             attachAddr,
 		ServerID:               cfg.ServerID,
 		Registry:               d.reg,
@@ -325,8 +343,40 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			return nil, fmt.Errorf("admin socket: %w", err)
 		}
 	}
-	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
+	backend := &adminBackend{d: d}
+	admin := adminapi.NewServer(backend, logger.Named("admin"), gid)
 	d.serve(func() error { return admin.Serve(sctx, d.adminLn) }, "admin api")
+
+	// Group administration: commands other members forward here, events
+	// stored for the group's stream, terminal presence, metrics, the hook.
+	cmdReg := d.reg // its etcd client outlives a lease change; the server id is the same
+	d.serve(func() error { cmdReg.ServeCommands(sctx, backend.handleCommand); return nil }, "admin commands")
+	evlog := d.reg.NewEventLog()
+	d.serve(func() error { publishEvents(sctx, evlog, publishSub, logger.Named("events")); return nil }, "event log")
+	d.serve(func() error { d.presence.run(sctx, presenceSub); return nil }, "terminal presence")
+	d.serve(func() error { d.metrics.run(sctx, metricsSub); return nil }, "metrics")
+	if hookSub != nil {
+		d.serve(func() error {
+			runHook(sctx, cfg.EventHook, cfg.EventHookTimeout, hookSub, logger.Named("hook"))
+			return nil
+		}, "event hook")
+	}
+	if err := d.startDashboard(sctx, backend, cert, logger.Named("dashboard")); err != nil {
+		return nil, err
+	}
+	if cfg.MetricsListen != "off" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		switch {
+		case err != nil && cfg.MetricsListen == config.DefaultMetricsListen:
+			logger.Warn("metrics listener not started: the default address is taken; set metrics_listen", "addr", cfg.MetricsListen, "error", err)
+		case err != nil:
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		default:
+			logger.Info("metrics listener", "addr", mln.Addr().String())
+			h := d.metrics.handler(d.broker.Ready)
+			d.serve(func() error { return serveMetrics(sctx, mln, h, logger.Named("metrics")) }, "metrics listener")
+		}
+	}
 
 	// Card readers of this host, one local terminal agent per seat.
 	for _, seat := range cfg.Seats {

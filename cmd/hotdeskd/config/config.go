@@ -51,8 +51,12 @@ const (
 	DefaultDataDir     = "/var/lib/hotdesk"
 	DefaultListen      = "0.0.0.0:4500"
 	DefaultAdminSocket = "/run/hotdesk/admin.sock"
-	DefaultLogLevel    = "info"
-	DefaultEtcdPrefix  = "/hotdesk/"
+	// DefaultMetricsListen is metrics_listen's default: loopback only. If
+	// the default port is taken the daemon runs without it (and says so);
+	// an explicit address that cannot be bound is an error.
+	DefaultMetricsListen = "127.0.0.1:9450"
+	DefaultLogLevel      = "info"
+	DefaultEtcdPrefix    = "/hotdesk/"
 	// The embedded etcd member listens on loopback only, on ports next to
 	// the terminal listener's so that it does not collide with a system etcd.
 	DefaultEmbeddedClientURL = "http://127.0.0.1:4501"
@@ -97,13 +101,22 @@ type Config struct {
 	// AdminGroup is the unix group whose members may use the admin socket
 	// besides root and the daemon's uid; "" = none.
 	AdminGroup string
-	LogLevel   string // log_level: trace|debug|info|warn|error
-	LogJSON    bool   // log_json
+	// MetricsListen serves /metrics, /livez and /readyz over plain HTTP
+	// (default loopback only, DefaultMetricsListen); "off" disables it.
+	MetricsListen string // metrics_listen
+	// EventHook is an executable run for every event of this broker with
+	// the event as JSON on stdin ("" = none), bounded by EventHookTimeout.
+	EventHook        string        // event_hook
+	EventHookTimeout time.Duration // event_hook_timeout
+	LogLevel         string        // log_level: trace|debug|info|warn|error
+	LogJSON          bool          // log_json
 
 	TLS     TLS
 	Etcd    Etcd
 	Session Session
 	Auth    Auth
+	// Dashboard is the web admin dashboard (off unless listen is set).
+	Dashboard Dashboard
 	// Seats are card readers attached to this host (kiosk or console
 	// case), each watched by a local terminal agent named "seat-<name>".
 	Seats []Seat
@@ -235,6 +248,18 @@ type Seat struct {
 	RemoveGrace time.Duration // remove_grace; default 1s
 }
 
+// Dashboard configures the web admin dashboard, served over HTTPS by
+// hotdeskd. Users log in with PAM (PAMService) and must be members of the
+// top-level admin_group (may act) or of ReadOnlyGroup (may look).
+type Dashboard struct {
+	Listen        string // listen; "" = no dashboard
+	CertFile      string // cert_file; default: the broker's certificate (tls block)
+	KeyFile       string // key_file
+	ReadOnlyGroup string // readonly_group; "" = no read-only role
+	PAMService    string // pam_service; default "hotdesk-admin"
+	SessionTTL    time.Duration
+}
+
 // Pairing configures pairing codes (enrolling a new token from the admin CLI).
 type Pairing struct {
 	CodeTTL       time.Duration // code_ttl; default 10m
@@ -305,10 +330,13 @@ func Default() *Config {
 // base is the defaults that do not depend on other settings.
 func base() *Config {
 	return &Config{
-		DataDir:     DefaultDataDir,
-		Listen:      DefaultListen,
-		AdminSocket: DefaultAdminSocket,
-		LogLevel:    DefaultLogLevel,
+		DataDir:          DefaultDataDir,
+		Listen:           DefaultListen,
+		AdminSocket:      DefaultAdminSocket,
+		LogLevel:         DefaultLogLevel,
+		MetricsListen:    DefaultMetricsListen,
+		Dashboard:        Dashboard{PAMService: "hotdesk-admin", SessionTTL: 8 * time.Hour},
+		EventHookTimeout: 10 * time.Second,
 		Etcd: Etcd{
 			LeaseTTL:    5 * time.Second,
 			DialTimeout: 5 * time.Second,
@@ -451,15 +479,18 @@ func Parse(src []byte, filename string) (*Config, error) {
 
 // raw* mirror the file's schema; durations are strings converted afterwards.
 type rawConfig struct {
-	ServerID     string `hcl:"server_id,optional"`
-	DataDir      string `hcl:"data_dir,optional"`
-	Listen       string `hcl:"listen,optional"`
-	Advertise    string `hcl:"advertise,optional"`
-	AdminSocket  string `hcl:"admin_socket,optional"`
-	AttachListen string `hcl:"attach_listen,optional"`
-	AdminGroup   string `hcl:"admin_group,optional"`
-	LogLevel     string `hcl:"log_level,optional"`
-	LogJSON      bool   `hcl:"log_json,optional"`
+	ServerID         string `hcl:"server_id,optional"`
+	DataDir          string `hcl:"data_dir,optional"`
+	Listen           string `hcl:"listen,optional"`
+	Advertise        string `hcl:"advertise,optional"`
+	AdminSocket      string `hcl:"admin_socket,optional"`
+	AttachListen     string `hcl:"attach_listen,optional"`
+	AdminGroup       string `hcl:"admin_group,optional"`
+	MetricsListen    string `hcl:"metrics_listen,optional"`
+	EventHook        string `hcl:"event_hook,optional"`
+	EventHookTimeout string `hcl:"event_hook_timeout,optional"`
+	LogLevel         string `hcl:"log_level,optional"`
+	LogJSON          bool   `hcl:"log_json,optional"`
 
 	TLS        *rawTLS        `hcl:"tls,block"`
 	Etcd       *rawEtcd       `hcl:"etcd,block"`
@@ -470,6 +501,16 @@ type rawConfig struct {
 	Compositor *rawCompositor `hcl:"compositor,block"`
 	Pairing    *rawPairing    `hcl:"pairing,block"`
 	Limits     *rawLimits     `hcl:"limits,block"`
+	Dashboard  *rawDashboard  `hcl:"dashboard,block"`
+}
+
+type rawDashboard struct {
+	Listen        string `hcl:"listen,optional"`
+	CertFile      string `hcl:"cert_file,optional"`
+	KeyFile       string `hcl:"key_file,optional"`
+	ReadOnlyGroup string `hcl:"readonly_group,optional"`
+	PAMService    string `hcl:"pam_service,optional"`
+	SessionTTL    string `hcl:"session_ttl,optional"`
 }
 
 type rawLimits struct {
@@ -620,6 +661,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 	d := base()
 	raw := rawConfig{
 		DataDir: d.DataDir, Listen: d.Listen, AdminSocket: d.AdminSocket, LogLevel: d.LogLevel,
+		MetricsListen: d.MetricsListen, EventHookTimeout: d.EventHookTimeout.String(),
 		TLS: &rawTLS{},
 		Etcd: &rawEtcd{
 			LeaseTTL: d.Etcd.LeaseTTL.String(), DialTimeout: d.Etcd.DialTimeout.String(),
@@ -647,6 +689,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			MaxPendingLoginsPerUser: d.Limits.MaxPendingLoginsPerUser, MaxPendingLoginsPerTerminal: d.Limits.MaxPendingLoginsPerTerminal,
 			MaxTicketsPerSession: d.Limits.MaxTicketsPerSession,
 		},
+		Dashboard: &rawDashboard{PAMService: d.Dashboard.PAMService, SessionTTL: d.Dashboard.SessionTTL.String()},
 		Pairing: &rawPairing{
 			CodeTTL: d.Pairing.CodeTTL.String(), MaxFailures: d.Pairing.MaxFailures,
 			FailureWindow: d.Pairing.FailureWindow.String(), Lockout: d.Pairing.Lockout.String(),
@@ -671,15 +714,18 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		return v
 	}
 	c := &Config{
-		ServerID:     raw.ServerID,
-		DataDir:      resolve(dir, raw.DataDir),
-		Listen:       raw.Listen,
-		Advertise:    raw.Advertise,
-		AdminSocket:  resolve(dir, raw.AdminSocket),
-		AttachListen: raw.AttachListen,
-		AdminGroup:   raw.AdminGroup,
-		LogLevel:     raw.LogLevel,
-		LogJSON:      raw.LogJSON,
+		ServerID:         raw.ServerID,
+		DataDir:          resolve(dir, raw.DataDir),
+		Listen:           raw.Listen,
+		Advertise:        raw.Advertise,
+		AdminSocket:      resolve(dir, raw.AdminSocket),
+		AttachListen:     raw.AttachListen,
+		AdminGroup:       raw.AdminGroup,
+		MetricsListen:    raw.MetricsListen,
+		EventHook:        resolve(dir, raw.EventHook),
+		EventHookTimeout: dur("event_hook_timeout", raw.EventHookTimeout),
+		LogLevel:         raw.LogLevel,
+		LogJSON:          raw.LogJSON,
 		TLS: TLS{
 			CertFile: resolve(dir, raw.TLS.CertFile),
 			KeyFile:  resolve(dir, raw.TLS.KeyFile),
@@ -748,6 +794,14 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			MaxFailures:   raw.Pairing.MaxFailures,
 			FailureWindow: dur("pairing.failure_window", raw.Pairing.FailureWindow),
 			Lockout:       dur("pairing.lockout", raw.Pairing.Lockout),
+		},
+		Dashboard: Dashboard{
+			Listen:        raw.Dashboard.Listen,
+			CertFile:      resolve(dir, raw.Dashboard.CertFile),
+			KeyFile:       resolve(dir, raw.Dashboard.KeyFile),
+			ReadOnlyGroup: raw.Dashboard.ReadOnlyGroup,
+			PAMService:    raw.Dashboard.PAMService,
+			SessionTTL:    dur("dashboard.session_ttl", raw.Dashboard.SessionTTL),
 		},
 	}
 	c.SeatAgent = resolveBinary(dir, raw.SeatAgent)
@@ -853,6 +907,29 @@ func (c *Config) validate(rg ranges) error {
 		if err := checkHostPort(c.AttachListen, true); err != nil {
 			bad("attach_listen", "Invalid attach listen address", "%q: %v.", c.AttachListen, err)
 		}
+	}
+	if c.MetricsListen != "off" {
+		if err := checkHostPort(c.MetricsListen, true); err != nil {
+			bad("metrics_listen", "Invalid metrics listen address", "%q: %v (or \"off\").", c.MetricsListen, err)
+		}
+	}
+	if c.Dashboard.Listen != "" {
+		if err := checkHostPort(c.Dashboard.Listen, true); err != nil {
+			bad("dashboard.listen", "Invalid dashboard listen address", "%q: %v.", c.Dashboard.Listen, err)
+		}
+		if c.AdminGroup == "" {
+			bad("dashboard.listen", "Dashboard without an admin group", "the dashboard needs admin_group: only its members may act.")
+		}
+		if (c.Dashboard.CertFile == "") != (c.Dashboard.KeyFile == "") {
+			bad("dashboard.cert_file", "Incomplete dashboard certificate", "set both cert_file and key_file, or neither (the broker's certificate is used).")
+		}
+		if c.Dashboard.PAMService == "" || strings.ContainsAny(c.Dashboard.PAMService, "/ \t") {
+			bad("dashboard.pam_service", "Invalid PAM service", "%q is not a PAM service name.", c.Dashboard.PAMService)
+		}
+		positive("dashboard.session_ttl", c.Dashboard.SessionTTL)
+	}
+	if c.EventHook != "" && !filepath.IsAbs(c.EventHook) {
+		bad("event_hook", "Invalid event hook", "%q must be an absolute path.", c.EventHook)
 	}
 	if c.AdminSocket == "" {
 		bad("admin_socket", "Missing admin socket", "must not be empty.")

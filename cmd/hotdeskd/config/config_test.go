@@ -34,14 +34,16 @@ func TestLoadGolden(t *testing.T) {
 	}{
 		{"full.hcl", func() *Config {
 			return &Config{
-				ServerID:    "broker-7",
-				DataDir:     "/srv/hotdesk",
-				Listen:      "10.0.0.7:4600",
-				Advertise:   "broker-7.example.org:4600",
-				AdminSocket: "/run/hd/admin.sock",
-				AdminGroup:  "hotdesk-admin",
-				LogLevel:    "debug",
-				LogJSON:     true,
+				ServerID:      "broker-7",
+				DataDir:       "/srv/hotdesk",
+				Listen:        "10.0.0.7:4600",
+				Advertise:     "broker-7.example.org:4600",
+				AdminSocket:   "/run/hd/admin.sock",
+				AdminGroup:    "hotdesk-admin",
+				MetricsListen: "127.0.0.1:9555", EventHook: "/usr/local/lib/hotdesk/on-event", EventHookTimeout: 5 * time.Second,
+				Dashboard: Dashboard{Listen: "0.0.0.0:4443", ReadOnlyGroup: "helpdesk", PAMService: "hd-admin", SessionTTL: time.Hour},
+				LogLevel:  "debug",
+				LogJSON:   true,
 				TLS: TLS{
 					CertFile: "/etc/hotdesk/tls/broker.crt",
 					KeyFile:  "/etc/hotdesk/tls/broker.key",

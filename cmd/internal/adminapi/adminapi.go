@@ -3,8 +3,17 @@
 //
 // Routes:
 //
-//	GET    /v1/sessions       → []SessionInfo
+//	GET    /v1/sessions       → []SessionInfo of the whole group; query
+//	                            user, terminal, server, state, token filter
 //	DELETE /v1/sessions/{id}  → 204; 404 if the backend reports ErrNotFound
+//	POST   /v1/sessions/{id}/disconnect, /v1/sessions/{id}/lock → 204
+//	                            (forwarded to the owner wherever it runs)
+//	GET    /v1/terminals      → []TerminalInfo (every broker's terminals)
+//	GET    /v1/events         → NDJSON stream of Event objects; query n (the
+//	                            last n first), follow=1 (then live, until the
+//	                            client goes)
+//	GET    /v1/pairings       → []PairingInfo (pending codes, ids only)
+//	DELETE /v1/pairings/{id}  → 204 (code revoked)
 //	POST   /v1/tokens/pair    PairRequest → PairResponse
 //	GET    /v1/tokens         → []TokenInfo
 //	POST   /v1/tokens         RegisterRequest → TokenInfo (locate-only cards: uid.…, piv.…)
@@ -71,6 +80,73 @@ type SessionInfo struct {
 	// destroyed silently.
 	Orphaned    bool   `json:"orphaned,omitempty"`
 	OrphanOwner string `json:"orphan_owner,omitempty"`
+	// LastTerminal is where the session was last shown (set while it is
+	// suspended, when known).
+	LastTerminal string `json:"last_terminal,omitempty"`
+	// IdleSince is when the session last changed hands (attached,
+	// suspended): the IDLE column counts from it.
+	IdleSince *time.Time `json:"idle_since,omitempty"`
+	// Partial: the owner did not answer; the row comes from the group
+	// registry and lacks the owner's details.
+	Partial bool `json:"partial,omitempty"`
+}
+
+// SessionFilter selects sessions; empty fields match everything.
+type SessionFilter struct {
+	User     string `json:"user,omitempty"`
+	Terminal string `json:"terminal,omitempty"` // current or last terminal
+	Server   string `json:"server,omitempty"`
+	State    string `json:"state,omitempty"`
+	Token    string `json:"token,omitempty"`
+}
+
+// Match reports whether s passes the filter.
+func (f SessionFilter) Match(s SessionInfo) bool {
+	return (f.User == "" || s.User == f.User) &&
+		(f.Terminal == "" || s.Terminal == f.Terminal || s.LastTerminal == f.Terminal) &&
+		(f.Server == "" || s.ServerID == f.Server) &&
+		(f.State == "" || s.State == f.State || (f.State == "orphaned" && s.Orphaned)) &&
+		(f.Token == "" || s.Token == f.Token)
+}
+
+// TerminalInfo is one connected terminal.
+type TerminalInfo struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name,omitempty"`
+	Addr      string    `json:"addr,omitempty"`
+	ServerID  string    `json:"server_id"`
+	Tokens    []string  `json:"tokens,omitempty"` // tokens in its readers now
+	Session   string    `json:"session,omitempty"`
+	User      string    `json:"user,omitempty"`
+	Connected time.Time `json:"connected"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// PairingInfo is one pending pairing code (its id: the code's first group;
+// the secret is never shown again).
+type PairingInfo struct {
+	ID        string    `json:"id"`
+	User      string    `json:"user"`
+	Label     string    `json:"label,omitempty"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	Expires   time.Time `json:"expires"`
+}
+
+// Event is one line of GET /v1/events (the broker's event, see
+// broker.Event, plus server membership changes).
+type Event struct {
+	Kind         string    `json:"kind"`
+	Time         time.Time `json:"time"`
+	Server       string    `json:"server"`
+	Session      string    `json:"session,omitempty"`
+	User         string    `json:"user,omitempty"`
+	Token        string    `json:"token,omitempty"`
+	Terminal     string    `json:"terminal,omitempty"`
+	TerminalName string    `json:"terminal_name,omitempty"`
+	Remote       string    `json:"remote,omitempty"`
+	Hops         int       `json:"hops,omitempty"`
+	Target       string    `json:"target,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
 }
 
 // TokenInfo is one token of the token registry.
@@ -109,6 +185,7 @@ type ServerInfo struct {
 	Draining    bool      `json:"draining"`
 	Started     time.Time `json:"started"`
 	Self        bool      `json:"self"` // the daemon answering
+	Version     string    `json:"version,omitempty"`
 }
 
 // PairRequest asks for a pairing code that registers the next token
@@ -133,10 +210,24 @@ type ErrorResponse struct {
 // Backend is what the daemon provides to the Server. Methods are called
 // concurrently, with the request's context.
 type Backend interface {
-	Sessions(ctx context.Context) ([]SessionInfo, error)
-	// KillSession destroys a session; an unknown id returns an error
-	// wrapping ErrNotFound.
+	// Sessions lists the group's sessions that pass f.
+	Sessions(ctx context.Context, f SessionFilter) ([]SessionInfo, error)
+	// KillSession destroys a session wherever it runs; an unknown id
+	// returns an error wrapping ErrNotFound.
 	KillSession(ctx context.Context, id string) error
+	// DisconnectSession and LockSession suspend a session wherever it
+	// runs (lock: its terminal is told it was locked).
+	DisconnectSession(ctx context.Context, id string) error
+	LockSession(ctx context.Context, id string) error
+	// Terminals lists the terminals connected to any broker of the group.
+	Terminals(ctx context.Context) ([]TerminalInfo, error)
+	// Events writes the last n events (n <= 0: none), then, if follow,
+	// every new one until ctx ends; emit returns an error when the client
+	// is gone.
+	Events(ctx context.Context, n int, follow bool, emit func(Event) error) error
+	// Pairings lists pending pairing codes; RevokePairing deletes one.
+	Pairings(ctx context.Context) ([]PairingInfo, error)
+	RevokePairing(ctx context.Context, id string) error
 	// PairToken creates a pairing code; createdBy is "uid:<n>" of the peer.
 	// req.User is non-empty and req.TTLSeconds >= 0 (the server checks).
 	PairToken(ctx context.Context, createdBy string, req PairRequest) (PairResponse, error)

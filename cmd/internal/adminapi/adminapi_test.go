@@ -100,7 +100,7 @@ type pairCall struct {
 
 var _ Backend = (*fakeBackend)(nil)
 
-func (b *fakeBackend) Sessions(ctx context.Context) ([]SessionInfo, error) {
+func (b *fakeBackend) Sessions(ctx context.Context, f SessionFilter) ([]SessionInfo, error) {
 	if b.inSession != nil {
 		b.inSession <- struct{}{}
 	}
@@ -116,8 +116,25 @@ func (b *fakeBackend) Sessions(ctx context.Context) ([]SessionInfo, error) {
 	if b.sessErr != nil {
 		return nil, b.sessErr
 	}
-	return append([]SessionInfo(nil), b.sessions...), nil
+	var out []SessionInfo
+	for _, s := range b.sessions {
+		if f.Match(s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
+
+func (b *fakeBackend) DisconnectSession(context.Context, string) error { return nil }
+func (b *fakeBackend) LockSession(context.Context, string) error       { return nil }
+func (b *fakeBackend) Terminals(context.Context) ([]TerminalInfo, error) {
+	return nil, nil
+}
+func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(Event) error) error {
+	return nil
+}
+func (b *fakeBackend) Pairings(context.Context) ([]PairingInfo, error) { return nil, nil }
+func (b *fakeBackend) RevokePairing(context.Context, string) error     { return nil }
 
 func (b *fakeBackend) KillSession(_ context.Context, id string) error {
 	b.mu.Lock()

@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -78,11 +79,7 @@ func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
 // Sessions lists the sessions.
 func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
-	var out []SessionInfo
-	if err := c.do(ctx, "sessions", http.MethodGet, "/v1/sessions", nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return c.SessionsFiltered(ctx, SessionFilter{})
 }
 
 // KillSession destroys a session; an unknown id returns an error matching
@@ -226,4 +223,107 @@ var _ error = (*StatusError)(nil)
 func IsUnavailable(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// SessionsFiltered lists the group's sessions that pass f.
+func (c *Client) SessionsFiltered(ctx context.Context, f SessionFilter) ([]SessionInfo, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"user": f.User, "terminal": f.Terminal, "server": f.Server, "state": f.State, "token": f.Token} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	path := "/v1/sessions"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []SessionInfo
+	if err := c.do(ctx, "sessions", http.MethodGet, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DisconnectSession suspends a session wherever it runs.
+func (c *Client) DisconnectSession(ctx context.Context, id string) error {
+	return c.do(ctx, "disconnect session", http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/disconnect", nil, nil)
+}
+
+// LockSession locks a session wherever it runs.
+func (c *Client) LockSession(ctx context.Context, id string) error {
+	return c.do(ctx, "lock session", http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/lock", nil, nil)
+}
+
+// Terminals lists the group's connected terminals.
+func (c *Client) Terminals(ctx context.Context) ([]TerminalInfo, error) {
+	var out []TerminalInfo
+	if err := c.do(ctx, "terminals", http.MethodGet, "/v1/terminals", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Pairings lists pending pairing codes.
+func (c *Client) Pairings(ctx context.Context) ([]PairingInfo, error) {
+	var out []PairingInfo
+	if err := c.do(ctx, "pairings", http.MethodGet, "/v1/pairings", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokePairing deletes a pending pairing code by its id.
+func (c *Client) RevokePairing(ctx context.Context, id string) error {
+	return c.do(ctx, "revoke pairing", http.MethodDelete, "/v1/pairings/"+url.PathEscape(id), nil, nil)
+}
+
+// maxEventLine bounds one line of the event stream.
+const maxEventLine = 64 << 10
+
+// Events calls fn for the last n events and then, if follow, for every new
+// one until ctx ends (nil) or the stream fails. The stream itself has no
+// overall timeout; ctx bounds it.
+func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(Event) error) error {
+	path := fmt.Sprintf("/v1/events?n=%d", n)
+	if follow {
+		path += "&follow=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://hotdesk"+path, nil)
+	if err != nil {
+		return fmt.Errorf("adminapi: events: %w", err)
+	}
+	hc := *c.hc
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("adminapi: events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+		var er ErrorResponse
+		msg := strings.TrimSpace(string(data))
+		if json.Unmarshal(data, &er) == nil && er.Error != "" {
+			msg = er.Error
+		}
+		return &StatusError{Op: "events", Status: resp.StatusCode, Message: msg}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 4096), maxEventLine)
+	for sc.Scan() {
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("adminapi: events: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("adminapi: events: %w", err)
+	}
+	return nil
 }

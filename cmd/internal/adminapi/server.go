@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,7 +138,13 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/sessions", methods{http.MethodGet: s.listSessions})
 	mux.Handle("/v1/sessions/{id}", methods{http.MethodDelete: s.killSession})
+	mux.Handle("/v1/sessions/{id}/disconnect", methods{http.MethodPost: s.sessionAction("disconnect", b.DisconnectSession)})
+	mux.Handle("/v1/sessions/{id}/lock", methods{http.MethodPost: s.sessionAction("lock", b.LockSession)})
+	mux.Handle("/v1/terminals", methods{http.MethodGet: s.listTerminals})
+	mux.Handle("/v1/events", methods{http.MethodGet: s.events})
 	mux.Handle("/v1/tokens/pair", methods{http.MethodPost: s.pairToken})
+	mux.Handle("/v1/pairings", methods{http.MethodGet: s.listPairings})
+	mux.Handle("/v1/pairings/{id}", methods{http.MethodDelete: s.revokePairing})
 	mux.Handle("/v1/tokens", methods{http.MethodGet: s.listTokens, http.MethodPost: s.registerToken})
 	mux.Handle("/v1/tokens/{id}/alias", methods{http.MethodPost: s.aliasToken})
 	mux.Handle("/v1/tokens/{id}/disable", methods{http.MethodPost: s.tokenDisabled(true)})
@@ -275,7 +282,10 @@ func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
-	ss, err := s.backend.Sessions(r.Context())
+	q := r.URL.Query()
+	f := SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
+		State: q.Get("state"), Token: q.Get("token")}
+	ss, err := s.backend.Sessions(r.Context(), f)
 	if err != nil {
 		s.backendError(w, r, err)
 		return
@@ -298,6 +308,88 @@ func (s *Server) killSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger.Info("session killed by admin", "session_id", id, "peer", p.createdBy())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) sessionAction(op string, do func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		p := r.Context().Value(peerKey{}).(*peer)
+		if err := do(r.Context(), id); err != nil {
+			s.backendError(w, r, err)
+			return
+		}
+		s.logger.Info("session "+op+" by admin", "session_id", id, "peer", p.createdBy())
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) listTerminals(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.backend.Terminals(r.Context())
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if ts == nil {
+		ts = []TerminalInfo{}
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+// maxEventHistory bounds n of GET /v1/events.
+const maxEventHistory = 1000
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	n := 0
+	if v := q.Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "n must be a non-negative number")
+			return
+		}
+	}
+	n = min(n, maxEventHistory)
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	enc := json.NewEncoder(w)
+	err := s.backend.Events(r.Context(), n, follow, func(e Event) error {
+		// A stream has no write timeout as a whole; each event does.
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.logger.Debug("event stream ended", "error", err)
+	}
+}
+
+func (s *Server) listPairings(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.backend.Pairings(r.Context())
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if ps == nil {
+		ps = []PairingInfo{}
+	}
+	writeJSON(w, http.StatusOK, ps)
+}
+
+func (s *Server) revokePairing(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	p := r.Context().Value(peerKey{}).(*peer)
+	if err := s.backend.RevokePairing(r.Context(), id); err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	s.logger.Info("pairing code revoked by admin", "pairing_id", id, "peer", p.createdBy())
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -5,6 +5,16 @@ listen       = "10.0.0.7:4600"
 advertise    = "broker-7.example.org:4600"
 admin_socket = "/run/hd/admin.sock"
 admin_group  = "hotdesk-admin"
+metrics_listen = "127.0.0.1:9555"
+event_hook = "/usr/local/lib/hotdesk/on-event"
+event_hook_timeout = "5s"
+
+dashboard {
+  listen         = "0.0.0.0:4443"
+  readonly_group = "helpdesk"
+  pam_service    = "hd-admin"
+  session_ttl    = "1h"
+}
 log_level    = "debug"
 log_json     = true
 

@@ -1,0 +1,195 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// EventKind names what happened. The names are part of the admin
+// contract (hotdeskctl events, the hook's JSON, the dashboard).
+type EventKind string
+
+// Event kinds emitted by the broker. Server membership events
+// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained) are made by
+// whoever watches the group registry, not by a broker about itself.
+const (
+	TerminalConnected    EventKind = "terminal_connected"
+	TerminalDisconnected EventKind = "terminal_disconnected"
+	TokenInserted        EventKind = "token_inserted"
+	TokenRemoved         EventKind = "token_removed"
+	TokenRefused         EventKind = "token_refused"
+	SessionAttached      EventKind = "attached" // a new session shown for the first time
+	SessionResumed       EventKind = "resumed"  // a suspended session shown again
+	SessionTakeover      EventKind = "takeover" // an active session moved to another terminal
+	SessionSuspended     EventKind = "suspended"
+	SessionDestroyed     EventKind = "destroyed"
+	SessionOrphaned      EventKind = "orphaned"
+	TerminalRedirected   EventKind = "redirect"
+	LoginGranted         EventKind = "login_granted"
+	LoginRefused         EventKind = "login_refused"
+	LoginLockout         EventKind = "lockout"
+	ServerJoined         EventKind = "server_joined"
+	ServerLeft           EventKind = "server_left"
+	ServerDraining       EventKind = "server_draining"
+	ServerUndrained      EventKind = "server_undrained"
+)
+
+// Event is one thing that happened in the group, as administrators see it.
+// It never carries a secret (no PIN, password, key or pairing code).
+type Event struct {
+	Kind     EventKind `json:"kind"`
+	Time     time.Time `json:"time"`
+	Server   string    `json:"server"`
+	Session  string    `json:"session,omitempty"`
+	User     string    `json:"user,omitempty"`
+	Token    string    `json:"token,omitempty"`
+	Terminal string    `json:"terminal,omitempty"`
+	// TerminalName and Remote describe the terminal (connect events).
+	TerminalName string `json:"terminal_name,omitempty"`
+	Remote       string `json:"remote,omitempty"`
+	// Hops is how many redirects brought the terminal here.
+	Hops int `json:"hops,omitempty"`
+	// Target: the server a redirect sends to, the terminal a takeover came
+	// from, the owner of an orphan's token.
+	Target string `json:"target,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// EventSink receives the broker's events. Emit is called synchronously on
+// the broker's paths, often under a session's token lock: it must not
+// block or call back into the broker.
+type EventSink interface {
+	Emit(Event)
+}
+
+// emit stamps e with this server and the clock and hands it to the sink.
+func (b *Broker) emit(e Event) {
+	sink := b.cfg.Events
+	if sink == nil {
+		return
+	}
+	e.Server = b.cfg.ServerID
+	if e.Time.IsZero() {
+		e.Time = b.clk.Now()
+	}
+	sink.Emit(e)
+}
+
+// sessionEvent is an event about s at t (t may be nil).
+func sessionEvent(kind EventKind, s *Session, t *terminal, reason string) Event {
+	e := Event{Kind: kind, Session: s.ID, User: s.User, Token: s.Token, Reason: reason}
+	if t != nil {
+		e.Terminal, e.Hops = t.id, int(t.hops)
+	}
+	return e
+}
+
+// attachEvent is the event of s becoming active at t, named by the state it
+// came from.
+func attachEvent(s *Session, t *terminal, from State) Event {
+	switch from {
+	case Suspended:
+		return sessionEvent(SessionResumed, s, t, "")
+	case Active:
+		return sessionEvent(SessionTakeover, s, t, "")
+	}
+	return sessionEvent(SessionAttached, s, t, "created")
+}
+
+func terminalEvent(kind EventKind, t *terminal, token, reason string) Event {
+	return Event{Kind: kind, Terminal: t.id, TerminalName: t.name, Remote: t.remote, Hops: int(t.hops),
+		Token: token, Reason: reason}
+}
+
+// Bus is an EventSink that writes one structured info line per event and
+// fans events out to subscribers. A subscriber that falls behind loses
+// events (counted by Dropped) rather than slowing the broker.
+type Bus struct {
+	log     hclog.Logger
+	dropped atomic.Uint64
+
+	mu     sync.Mutex
+	subs   map[*Subscription]struct{} // guarded by mu
+	closed bool                       // guarded by mu
+}
+
+var _ EventSink = (*Bus)(nil)
+
+// NewBus returns a Bus logging to logger (nil: no log lines).
+func NewBus(logger hclog.Logger) *Bus {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Bus{log: logger, subs: make(map[*Subscription]struct{})}
+}
+
+// Subscription receives events on C until Close (or the Bus's Close), which
+// closes C.
+type Subscription struct {
+	C   <-chan Event
+	c   chan Event
+	bus *Bus
+}
+
+// Subscribe returns a subscription buffering up to buf events (at least 1).
+func (b *Bus) Subscribe(buf int) *Subscription {
+	c := make(chan Event, max(buf, 1))
+	s := &Subscription{C: c, c: c, bus: b}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		close(c)
+		return s
+	}
+	b.subs[s] = struct{}{}
+	return s
+}
+
+// Close ends the subscription and closes C. Safe to call more than once.
+func (s *Subscription) Close() {
+	b := s.bus
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.subs[s]; ok {
+		delete(b.subs, s)
+		close(s.c)
+	}
+}
+
+// Emit logs e and offers it to every subscriber without blocking.
+func (b *Bus) Emit(e Event) {
+	args := []any{"kind", string(e.Kind), "server", e.Server}
+	for _, kv := range [][2]string{{"session", e.Session}, {"user", e.User}, {"token", e.Token},
+		{"terminal", e.Terminal}, {"target", e.Target}, {"reason", e.Reason}} {
+		if kv[1] != "" {
+			args = append(args, kv[0], kv[1])
+		}
+	}
+	b.log.Info("event", args...)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		select {
+		case s.c <- e:
+		default:
+			b.dropped.Add(1)
+		}
+	}
+}
+
+// Dropped is the number of events subscribers lost by falling behind.
+func (b *Bus) Dropped() uint64 { return b.dropped.Load() }
+
+// Close closes every subscription; later Emits only log.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for s := range b.subs {
+		delete(b.subs, s)
+		close(s.c)
+	}
+}

@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// TestEventsOfLifecycle: every step of the lifecycle and every admin action
+// emits its event, with the session, user, token and terminal on it.
+func TestEventsOfLifecycle(t *testing.T) {
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	tok, key := e.enroll("alice")
+	t1, t2 := e.dial("term-1"), e.dial("term-2")
+	t1.hold(tok, key)
+	t2.hold(tok, key)
+
+	var got []Event
+	// want reads events until one of kind k arrives and returns it.
+	want := func(k EventKind) Event {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case ev := <-sub.C:
+				got = append(got, ev)
+				if ev.Kind == k {
+					if ev.Server != "b1" || ev.Time.IsZero() {
+						t.Errorf("%s event without server or time: %+v", k, ev)
+					}
+					return ev
+				}
+			case <-timeout:
+				t.Fatalf("no %s event; got %+v", k, got)
+			}
+		}
+	}
+	want(TerminalConnected)
+	t1.insert(tok)
+	if ev := want(TokenInserted); ev.Terminal != "term-1" || ev.Token != tok {
+		t.Errorf("token_inserted = %+v", ev)
+	}
+	want(LoginGranted)
+	att := want(SessionAttached)
+	sid := expectMsg[proto.Attached](t1).SessionID
+	if att.Session != sid || att.User != "kiosk" || att.Terminal != "term-1" || att.Token != tok {
+		t.Errorf("attached = %+v; want session %s of kiosk at term-1", att, sid)
+	}
+	t1.remove(tok)
+	want(TokenRemoved)
+	if ev := want(SessionSuspended); ev.Session != sid {
+		t.Errorf("suspended = %+v", ev)
+	}
+	expectMsg[proto.Detached](t1)
+	t2.insert(tok)
+	if ev := want(SessionResumed); ev.Terminal != "term-2" {
+		t.Errorf("resumed = %+v; want at term-2", ev)
+	}
+	expectMsg[proto.Attached](t2)
+	t1.insert(tok)
+	if ev := want(SessionTakeover); ev.Terminal != "term-1" {
+		t.Errorf("takeover = %+v; want at term-1", ev)
+	}
+	expectMsg[proto.Attached](t1)
+	expectMsg[proto.Detached](t2)
+
+	ctx := context.Background()
+	if err := e.b.Lock(ctx, sid); err != nil {
+		t.Fatal(err)
+	}
+	if ev := want(SessionSuspended); ev.Reason != "session locked by an administrator" {
+		t.Errorf("lock: %+v", ev)
+	}
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked {
+		t.Errorf("lock detached with %v; want locked", det.Reason)
+	}
+	// Disconnecting a suspended session leaves it as it is.
+	if err := e.b.Disconnect(ctx, sid); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.Kill(ctx, sid); err != nil {
+		t.Fatal(err)
+	}
+	if ev := want(SessionDestroyed); ev.Session != sid {
+		t.Errorf("destroyed = %+v", ev)
+	}
+	for _, ev := range got {
+		if ev.Kind == SessionSuspended && ev.Reason == "disconnected by an administrator" {
+			t.Errorf("disconnect of a suspended session suspended it again: %+v", ev)
+		}
+	}
+	for _, f := range []func(context.Context, string) error{e.b.Lock, e.b.Disconnect, e.b.Kill} {
+		if err := f(ctx, sid); err == nil {
+			t.Error("admin action on a destroyed session succeeded")
+		}
+	}
+}
+
+// TestBusDropsForSlowSubscribers: a full subscriber loses events (counted)
+// while the others get them; Close ends every subscription.
+func TestBusDropsForSlowSubscribers(t *testing.T) {
+	bus := NewBus(nil)
+	slow, fast := bus.Subscribe(1), bus.Subscribe(10)
+	for i := 0; i < 5; i++ {
+		bus.Emit(Event{Kind: TokenInserted})
+	}
+	if len(fast.C) != 5 || len(slow.C) != 1 || bus.Dropped() != 4 {
+		t.Fatalf("fast %d, slow %d, dropped %d; want 5, 1, 4", len(fast.C), len(slow.C), bus.Dropped())
+	}
+	slow.Close()
+	slow.Close() // idempotent
+	bus.Emit(Event{Kind: TokenRemoved})
+	bus.Close()
+	n := 0
+	for range fast.C {
+		n++
+	}
+	if n != 6 {
+		t.Errorf("fast got %d events; want 6", n)
+	}
+	if _, ok := <-bus.Subscribe(1).C; ok {
+		t.Error("a subscription after Close is open")
+	}
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/proto"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// proc is one child process of the harness.
+type proc struct {
+	name   string
+	args   []string
+	log    string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (p *proc) start() error {
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "=== %s start %s\n", p.name, time.Now().UTC().Format(time.RFC3339Nano))
+	p.cmd = exec.Command(p.args[0], p.args[1:]...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("chaos: start %s: %w", p.name, err)
+	}
+	exited := make(chan struct{})
+	p.exited = exited
+	go func(c *exec.Cmd) { _ = c.Wait(); close(exited) }(p.cmd)
+	return nil
+}
+
+func (p *proc) running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (p *proc) signal(s syscall.Signal) {
+	if p.running() {
+		_ = p.cmd.Process.Signal(s)
+	}
+}
+
+// stop sends sig and waits for the exit (SIGKILL after grace).
+func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
+	if !p.running() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot exit
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// member is one etcd member process.
+type member struct {
+	proc
+	client string
+}
+
+// startCluster starts 3 member processes forming one cluster.
+func startCluster(ctx context.Context, self, dir string, n int) ([]*member, error) {
+	urls := make([]string, 2*n)
+	for i := range urls {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		urls[i] = fmt.Sprintf("http://127.0.0.1:%d", port)
+	}
+	var peers []string
+	for i := range n {
+		peers = append(peers, fmt.Sprintf("m%d=%s", i, urls[2*i+1]))
+	}
+	ms := make([]*member, n)
+	for i := range n {
+		name := fmt.Sprintf("m%d", i)
+		ms[i] = &member{client: urls[2*i], proc: proc{name: "etcd-" + name, log: filepath.Join(dir, "etcd-"+name+".log"),
+			args: []string{self, "etcd-member", "-name", name, "-dir", filepath.Join(dir, "etcd", name),
+				"-client", urls[2*i], "-peer", urls[2*i+1], "-cluster", strings.Join(peers, ",")}}}
+		if err := ms[i].start(); err != nil {
+			return nil, err
+		}
+	}
+	cli, err := etcdClient(ms)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(90 * time.Second)
+	for _, m := range ms {
+		for {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err := cli.Status(sctx, m.client)
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return ms, fmt.Errorf("chaos: etcd member %s not ready: %w", m.name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return ms, nil
+}
+
+func etcdClient(ms []*member) (*clientv3.Client, error) {
+	var eps []string
+	for _, m := range ms {
+		eps = append(eps, m.client)
+	}
+	return clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+}
+
+// leader returns the index of the member that is the raft leader.
+func leader(ctx context.Context, cli *clientv3.Client, ms []*member) (int, error) {
+	for i, m := range ms {
+		if !m.running() {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cli.Status(sctx, m.client)
+		cancel()
+		if err == nil && st.Header.MemberId == st.Leader {
+			return i, nil
+		}
+	}
+	return -1, errors.New("chaos: no etcd leader found")
+}
+
+// hotdeskd is one broker process with its proxies to the etcd members.
+type hotdeskd struct {
+	proc
+	id      string
+	addr    string
+	socket  string
+	pin     []byte
+	proxies []*proxy
+	admin   *adminapi.Client
+}
+
+func (b *hotdeskd) brokerAddr() brokerAddr { return brokerAddr{id: b.id, addr: b.addr, pin: b.pin} }
+
+type groupConfig struct {
+	bin, self, dir, lifeline string
+	leaseTTL                 time.Duration
+	logLevel                 string
+}
+
+// newBroker writes a broker's config, proxies and certificate.
+func newBroker(ctx context.Context, gc groupConfig, i int, ms []*member) (*hotdeskd, error) {
+	id := fmt.Sprintf("b%d", i+1)
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	b := &hotdeskd{id: id, addr: fmt.Sprintf("127.0.0.1:%d", port), socket: filepath.Join(gc.dir, id+".sock")}
+	var eps []string
+	for _, m := range ms {
+		p, err := newProxy(strings.TrimPrefix(m.client, "http://"))
+		if err != nil {
+			return nil, err
+		}
+		b.proxies = append(b.proxies, p)
+		eps = append(eps, fmt.Sprintf("%q", "http://"+p.addr()))
+	}
+	cfg := fmt.Sprintf(`server_id    = %q
+data_dir     = %q
+listen       = %q
+advertise    = %q
+admin_socket = %q
+log_level    = %q
+etcd {
+  endpoints    = [%s]
+  lease_ttl    = %q
+  dial_timeout = "2s"
+}
+session {
+  suspend_timeout = "1h"
+  auth            = "kiosk"
+  kiosk_user      = "chaos"
+  keep_on_stop    = true
+}
+auth {
+  open_session = false
+}
+compositor {
+  type          = "wayray"
+  binary        = %q
+  args          = ["compositor", "-lifeline", %q]
+  start_timeout = "10s"
+  stop_grace    = "2s"
+}
+`, id, filepath.Join(gc.dir, id), b.addr, b.addr, b.socket, gc.logLevel, strings.Join(eps, ", "),
+		gc.leaseTTL.String(), gc.self, gc.lifeline)
+	cfgFile := filepath.Join(gc.dir, id+".hcl")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	hd := filepath.Join(gc.bin, "hotdeskd")
+	out, err := exec.CommandContext(ctx, hd, "-config", cfgFile, "-fingerprint").Output()
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %s -fingerprint: %w", hd, err)
+	}
+	if b.pin, err = proto.ParseFingerprint(strings.TrimSpace(string(out))); err != nil {
+		return nil, fmt.Errorf("chaos: fingerprint of %s: %w", id, err)
+	}
+	b.proc = proc{name: id, log: filepath.Join(gc.dir, id+".log"), args: []string{hd, "-config", cfgFile}}
+	b.admin = adminapi.NewClient(b.socket)
+	return b, nil
+}
+
+// ready reports whether the broker answers /readyz with ready.
+func (b *hotdeskd) ready(ctx context.Context) bool {
+	if !b.running() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return b.admin.Ready(ctx) == nil
+}
+
+// waitReady waits until the broker is ready, at most d.
+func (b *hotdeskd) waitReady(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !b.ready(ctx) {
+		if !b.running() {
+			return fmt.Errorf("chaos: %s exited; log tail:\n%s", b.id, tail(b.log, 3000))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("chaos: %s not ready after %v; log tail:\n%s", b.id, d, tail(b.log, 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+func (b *hotdeskd) setCut(cut bool) {
+	for _, p := range b.proxies {
+		p.setCut(cut)
+	}
+}
+
+func tail(file string, n int) string {
+	f, err := os.Open(file)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	size := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		size += len(sc.Text()) + 1
+		for size > n && len(lines) > 1 {
+			size -= len(lines[0]) + 1
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

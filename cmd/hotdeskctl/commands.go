@@ -1,0 +1,626 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+)
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// ago formats how long ago t was, briefly ("45s", "12m", "3h05m", "2d4h").
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := max(now.Sub(t), 0)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func sessionsCmd(c *cli) *cobra.Command {
+	var f adminapi.SessionFilter
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "sessions",
+		Short: "List the sessions of the whole group",
+		Long: `List the sessions of every member of the group. Filters combine (all must
+match); --terminal matches the terminal showing the session or, for a
+suspended session, the one that showed it last; --state is creating, active,
+suspended or orphaned. IDLE counts from the session's last attach or suspend.
+A row marked partial comes from the registry because its server did not answer.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			ss, err := c.client.SessionsFiltered(ctx, f)
+			if err != nil {
+				return c.explain(err)
+			}
+			if asJSON {
+				if ss == nil {
+					ss = []adminapi.SessionInfo{}
+				}
+				return printJSON(c.out, ss)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SESSION\tSTATE\tUSER\tTOKEN\tTERMINAL\tSERVER\tIDLE\tPID\tCREATED\tEXPIRES\tORPHANED")
+			for _, s := range ss {
+				exp := "-"
+				if s.ExpiresAt != nil {
+					exp = s.ExpiresAt.Local().Format(time.DateTime)
+				}
+				term := dash(s.Terminal)
+				if s.Terminal == "" && s.LastTerminal != "" {
+					term = "(" + s.LastTerminal + ")"
+				}
+				idle := "-"
+				if s.IdleSince != nil {
+					idle = ago(now, *s.IdleSince)
+				}
+				orphan := "-"
+				if s.Orphaned {
+					orphan = "owner " + dash(s.OrphanOwner)
+				}
+				state := s.State
+				if s.Partial {
+					state += " (partial)"
+				}
+				pid := "-"
+				if s.PID > 0 {
+					pid = fmt.Sprint(s.PID)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, state, dash(s.User), dash(s.Token), term,
+					s.ServerID, idle, pid, s.Created.Local().Format(time.DateTime), exp, orphan)
+			}
+			return tw.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.User, "user", "", "only sessions of this user")
+	fl.StringVar(&f.Terminal, "terminal", "", "only sessions shown (or last shown) at this terminal")
+	fl.StringVar(&f.Server, "server", "", "only sessions running on this server")
+	fl.StringVar(&f.State, "state", "", "only sessions in this state (creating, active, suspended, orphaned)")
+	fl.StringVar(&f.Token, "token", "", "only the session of this token")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"creating", "active", "suspended", "orphaned"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+func sessionCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "Act on one session, wherever in the group it runs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usagef("session: which action? kill, disconnect or lock")
+		},
+	}
+	for _, a := range []struct{ verb, done, short string }{
+		{"kill", "killed", "End the session: its desktop is stopped and its terminal told"},
+		{"disconnect", "disconnected", "Suspend the session: its terminal is detached, the desktop keeps running"},
+		{"lock", "locked", "Lock the session: suspended, its user must present a token (and log in) again"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   a.verb + " ID",
+			Short: a.short,
+			Args:  exactArgs(1, "a session id (see hotdeskctl sessions)"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx, cancel := c.bounded(cmd)
+				defer cancel()
+				var err error
+				switch a.verb {
+				case "kill":
+					err = c.client.KillSession(ctx, args[0])
+				case "disconnect":
+					err = c.client.DisconnectSession(ctx, args[0])
+				case "lock":
+					err = c.client.LockSession(ctx, args[0])
+				}
+				if err != nil {
+					return c.explain(err)
+				}
+				fmt.Fprintf(c.out, "session %s %s\n", args[0], a.done)
+				return nil
+			},
+		})
+	}
+	return cmd
+}
+
+// exactArgs is cobra.ExactArgs with a usage error naming what is expected.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s: expects %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}
+
+func terminalsCmd(c *cli) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "terminals",
+		Short: "List the terminals connected to any broker of the group",
+		Long: `List the terminals connected to any broker of the group. A terminal is listed
+as soon as its broker has it; it leaves the list when its connection ends, or
+at the latest when its broker's read timeout (3 ping intervals, 45 s by
+default) drops a silent one, or when a dead broker's lease expires.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			ts, err := c.client.Terminals(ctx)
+			if err != nil {
+				return c.explain(err)
+			}
+			if asJSON {
+				if ts == nil {
+					ts = []adminapi.TerminalInfo{}
+				}
+				return printJSON(c.out, ts)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TERMINAL\tNAME\tADDRESS\tSERVER\tTOKENS\tSESSION\tUSER\tCONNECTED\tLAST SEEN")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s ago\n", t.ID, dash(t.Name), dash(t.Addr), t.ServerID,
+					dash(strings.Join(t.Tokens, ",")), dash(t.Session), dash(t.User), t.Connected.Local().Format(time.DateTime),
+					ago(now, t.LastSeen))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func readersCmd(c *cli) *cobra.Command {
+	var asJSON, tap bool
+	cmd := &cobra.Command{
+		Use:   "readers",
+		Short: "List the tokens present in the group's readers, or read one card's id (--tap)",
+		Long: `List every token present in a reader of a connected terminal now, with its
+terminal and server. With --tap, wait for the next card or token presented at
+any terminal of the group and print its id (for "hotdeskctl token register").`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tap {
+				return c.tap(cmd)
+			}
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			ts, err := c.client.Terminals(ctx)
+			if err != nil {
+				return c.explain(err)
+			}
+			type reader struct {
+				Terminal string `json:"terminal"`
+				Server   string `json:"server_id"`
+				Token    string `json:"token"`
+				Session  string `json:"session,omitempty"`
+			}
+			rs := []reader{}
+			for _, t := range ts {
+				for _, tok := range t.Tokens {
+					r := reader{Terminal: t.ID, Server: t.ServerID, Token: tok}
+					if len(t.Tokens) == 1 {
+						r.Session = t.Session
+					}
+					rs = append(rs, r)
+				}
+			}
+			if asJSON {
+				return printJSON(c.out, rs)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TERMINAL\tSERVER\tTOKEN\tSESSION")
+			for _, r := range rs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Terminal, r.Server, r.Token, dash(r.Session))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&tap, "tap", false, "wait for the next token presented anywhere and print its id (bounded by -timeout)")
+	return cmd
+}
+
+// tap waits for the next token event of the group and prints its id.
+func (c *cli) tap(cmd *cobra.Command) error {
+	ctx, cancel := c.bounded(cmd)
+	defer cancel()
+	fmt.Fprintln(cmd.ErrOrStderr(), "present a card or token at any terminal...")
+	var got string
+	errDone := fmt.Errorf("done")
+	err := c.client.Events(ctx, 0, true, func(e adminapi.Event) error {
+		if (e.Kind == "token_inserted" || e.Kind == "token_refused") && e.Token != "" {
+			got = e.Token
+			fmt.Fprintf(c.out, "%s\t(at terminal %s, server %s)\n", e.Token, e.Terminal, e.Server)
+			return errDone
+		}
+		return nil
+	})
+	if got != "" {
+		return nil
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return c.explain(err)
+}
+
+func eventsCmd(c *cli) *cobra.Command {
+	var follow, asJSON bool
+	var n int
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Show the group's events (token inserted/removed, attached, suspended, takeover, redirect, logins, servers)",
+		Long: `Show the recent events of the whole group (the last -n, kept about 5-10
+minutes), and with -f every new one as it happens, until interrupted. Every
+line names the session, user, terminal and server it is about.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if !follow {
+				var cancel func()
+				ctx, cancel = c.bounded(cmd)
+				defer cancel()
+			}
+			enc := json.NewEncoder(c.out)
+			err := c.client.Events(ctx, n, follow, func(e adminapi.Event) error {
+				if asJSON {
+					return enc.Encode(e)
+				}
+				_, err := fmt.Fprintln(c.out, formatEvent(e))
+				return err
+			})
+			if err != nil && cmd.Context().Err() == nil {
+				return c.explain(err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events as they happen")
+	cmd.Flags().IntVarP(&n, "lines", "n", 20, "how many recent events to print first (at most 1000)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per event")
+	return cmd
+}
+
+// formatEvent is one human line: time, kind, then the fields that are set.
+func formatEvent(e adminapi.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %-20s server=%s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind, dash(e.Server))
+	for _, kv := range [][2]string{{"session", e.Session}, {"user", e.User}, {"terminal", e.Terminal},
+		{"token", e.Token}, {"target", e.Target}, {"reason", e.Reason}} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, " %s=%s", kv[0], quoteIfSpace(kv[1]))
+		}
+	}
+	if e.Hops > 0 {
+		fmt.Fprintf(&b, " hops=%d", e.Hops)
+	}
+	return b.String()
+}
+
+func quoteIfSpace(s string) string {
+	if strings.ContainsAny(s, " \t\"") {
+		return fmt.Sprintf("%q", s)
+	}
+	return s
+}
+
+func tokenCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Manage tokens: pairing codes, cards, aliases",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return usagef("token: which action? pair, list, register, alias, disable, enable or delete")
+		},
+	}
+	cmd.AddCommand(pairCmd(c), tokenListCmd(c), registerCmd(c, "register"), registerCmd(c, "alias"))
+	for _, a := range []struct{ verb, done, short string }{
+		{"disable", "disabled", "Disable a token (its session is locked wherever it runs)"},
+		{"enable", "enabled", "Enable a disabled token"},
+		{"delete", "deleted", "Delete a token from the registry (its session is locked wherever it runs)"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   a.verb + " ID",
+			Short: a.short,
+			Args:  exactArgs(1, "a token id (see hotdeskctl token list)"),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx, cancel := c.bounded(cmd)
+				defer cancel()
+				var err error
+				if a.verb == "delete" {
+					err = c.client.DeleteToken(ctx, args[0])
+				} else {
+					err = c.client.SetTokenDisabled(ctx, args[0], a.verb == "disable")
+				}
+				if err != nil {
+					return c.explain(err)
+				}
+				fmt.Fprintf(c.out, "token %s: %s\n", args[0], a.done)
+				return nil
+			},
+		})
+	}
+	return cmd
+}
+
+func pairCmd(c *cli) *cobra.Command {
+	var user, label string
+	var ttl time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pair --user USER",
+		Short: "Create a one-time pairing code that enrolls a software token or phone for USER",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if strings.TrimSpace(user) == "" {
+				return usagef("token pair: --user is required")
+			}
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			resp, err := c.client.PairToken(ctx, adminapi.PairRequest{User: user, Label: label, TTLSeconds: int(ttl.Seconds())})
+			if err != nil {
+				return c.explain(err)
+			}
+			if asJSON {
+				return json.NewEncoder(c.out).Encode(resp)
+			}
+			fmt.Fprintf(c.out, "pairing code: %s (single use, expires %s)\n", resp.Code, resp.Expires.Local().Format(time.DateTime))
+			fmt.Fprintf(c.out, "on the terminal: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&user, "user", "", "user the token will belong to (required)")
+	cmd.Flags().StringVar(&label, "label", "", "label for the token (e.g. \"alice's laptop\")")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "code lifetime (default: the daemon's pairing.code_ttl)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List pending pairing codes (their ids; the secret part is never shown again)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			ps, err := c.client.Pairings(ctx)
+			if err != nil {
+				return c.explain(err)
+			}
+			if listJSON {
+				if ps == nil {
+					ps = []adminapi.PairingInfo{}
+				}
+				return printJSON(c.out, ps)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CODE\tUSER\tLABEL\tCREATED BY\tEXPIRES")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s-…\t%s\t%s\t%s\t%s\n", p.ID, p.User, dash(p.Label), dash(p.CreatedBy), p.Expires.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke CODE",
+		Short: "Revoke a pending pairing code (its first group, or the whole code)",
+		Args:  exactArgs(1, "a pairing code or its first group (see token pair list)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := strings.ToUpper(strings.SplitN(args[0], "-", 2)[0])
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			if err := c.client.RevokePairing(ctx, id); err != nil {
+				return c.explain(err)
+			}
+			fmt.Fprintf(c.out, "pairing code %s-…: revoked\n", id)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, revoke)
+	return cmd
+}
+
+func tokenListCmd(c *cli) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the token registry",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			ts, err := c.client.Tokens(ctx)
+			if err != nil {
+				return c.explain(err)
+			}
+			if asJSON {
+				if ts == nil {
+					ts = []adminapi.TokenInfo{}
+				}
+				return printJSON(c.out, ts)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOKEN\tUSER\tLABEL\tSTATE\tREGISTERED BY\tREGISTERED")
+			for _, t := range ts {
+				state := "enabled"
+				if t.Disabled {
+					state = "disabled"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, dash(t.Label), state, dash(t.RegisteredBy),
+					t.Registered.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func registerCmd(c *cli, verb string) *cobra.Command {
+	var user, of, label string
+	cmd := &cobra.Command{
+		Args: exactArgs(1, "a token id such as uid.04a1b2c3 or piv.<guid>"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			var ti adminapi.TokenInfo
+			var err error
+			if verb == "register" {
+				if user == "" {
+					return usagef("token register: --user is required")
+				}
+				ti, err = c.client.RegisterToken(ctx, adminapi.RegisterRequest{ID: args[0], User: user, Label: label})
+			} else {
+				if of == "" {
+					return usagef("token alias: --of is required")
+				}
+				ti, err = c.client.AliasToken(ctx, args[0], adminapi.AliasRequest{Of: of, Label: label})
+			}
+			if err != nil {
+				return c.explain(err)
+			}
+			fmt.Fprintf(c.out, "token %s registered to %s\n", ti.ID, ti.User)
+			return nil
+		},
+	}
+	if verb == "register" {
+		cmd.Use = "register ID --user USER"
+		cmd.Short = "Register a card read by UID or PIV CHUID (uid.…, piv.…) to a user"
+		cmd.Flags().StringVar(&user, "user", "", "user the token belongs to (required)")
+	} else {
+		cmd.Use = "alias ID --of TOKEN"
+		cmd.Short = "Register a card to the same user as an existing token"
+		cmd.Flags().StringVar(&of, "of", "", "existing token whose user the new one gets (required)")
+	}
+	cmd.Flags().StringVar(&label, "label", "", "label")
+	return cmd
+}
+
+func serverCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "List, drain and undrain the group's servers",
+		Args:  cobra.NoArgs,
+		RunE:  func(*cobra.Command, []string) error { return usagef("server: which action? list, drain or undrain") },
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the members of the group",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := c.bounded(cmd)
+			defer cancel()
+			ss, err := c.client.Servers(ctx)
+			if err != nil {
+				return c.explain(err)
+			}
+			if asJSON {
+				if ss == nil {
+					ss = []adminapi.ServerInfo{}
+				}
+				return printJSON(c.out, ss)
+			}
+			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tVERSION\tSTARTED")
+			for _, s := range ss {
+				state := "active"
+				if s.Draining {
+					state = fmt.Sprintf("draining (%d remaining)", s.Sessions)
+				}
+				id := s.ID
+				if s.Self {
+					id += " *"
+				}
+				capacity := "-"
+				if s.Capacity > 0 {
+					capacity = fmt.Sprint(s.Capacity)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", id, s.Addr, s.Sessions, capacity, s.Weight, state,
+					dash(s.Version), s.Started.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(list)
+	for _, verb := range []string{"drain", "undrain"} {
+		short := "Drain a server (default: this one): no new sessions there, existing ones stay"
+		if verb == "undrain" {
+			short = "Undrain a server (default: this one): it takes new sessions again"
+		}
+		cmd.AddCommand(&cobra.Command{
+			Use:   verb + " [ID]",
+			Short: short,
+			Args: func(cmd *cobra.Command, args []string) error {
+				if len(args) > 1 {
+					return usagef("%s: expects at most one server id", cmd.CommandPath())
+				}
+				return nil
+			},
+			ValidArgsFunction: func(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+				return c.serverIDs(cmd), cobra.ShellCompDirectiveNoFileComp
+			},
+			RunE: func(cmd *cobra.Command, args []string) error {
+				id := "self"
+				if len(args) == 1 {
+					id = args[0]
+				}
+				ctx, cancel := c.bounded(cmd)
+				defer cancel()
+				if err := c.client.SetDraining(ctx, id, verb == "drain"); err != nil {
+					return c.explain(err)
+				}
+				fmt.Fprintf(c.out, "server %s: %sed\n", id, verb)
+				return nil
+			},
+		})
+	}
+	return cmd
+}
+
+// serverIDs completes server ids from the daemon (none if unreachable).
+func (c *cli) serverIDs(cmd *cobra.Command) []string {
+	if c.client == nil {
+		c.client = adminapi.NewClient(c.socket)
+	}
+	ctx, cancel := c.bounded(cmd)
+	defer cancel()
+	ss, err := c.client.Servers(ctx)
+	if err != nil {
+		return nil
+	}
+	ids := make([]string, 0, len(ss))
+	for _, s := range ss {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}

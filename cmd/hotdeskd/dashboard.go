@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/cmd/internal/dashboard"
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// startDashboard serves the web dashboard when dashboard.listen is set:
+// HTTPS with the broker's certificate (or the dashboard's own), logins by
+// PAM (service dashboard.pam_service, never opening a PAM session) behind
+// a failure limiter, roles from admin_group and dashboard.readonly_group.
+func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brokerCert tls.Certificate, logger hclog.Logger) error {
+	dc := d.cfg.Dashboard
+	if dc.Listen == "" {
+		return nil
+	}
+	cert := brokerCert
+	if dc.CertFile != "" {
+		c, err := tls.LoadX509KeyPair(dc.CertFile, dc.KeyFile)
+		if err != nil {
+			return fmt.Errorf("dashboard certificate: %w", err)
+		}
+		cert = c
+	}
+	pamAuth, err := pam.New(pam.Config{
+		Service: dc.PAMService, ConfDir: d.cfg.Auth.PAMDir, Timeout: d.cfg.Auth.Timeout,
+		OpenSession: false, NoAudit: true, Logger: logger.Named("pam"),
+	})
+	if err != nil {
+		return fmt.Errorf("dashboard: %w", err)
+	}
+	limiter := auth.NewLimiter(auth.LimiterConfig{
+		MaxFailures: d.cfg.Auth.MaxFailures, Window: d.cfg.Auth.FailureWindow,
+		BaseLockout: d.cfg.Auth.Lockout, MaxLockout: d.cfg.Auth.MaxLockout,
+		Logger: logger.Named("audit"),
+	})
+	guarded := limiter.Guard(pamAuth)
+	login := func(ctx context.Context, user, password, remote string) error {
+		host, _, _ := net.SplitHostPort(remote)
+		res, err := guarded.Authenticate(ctx, auth.Request{User: user, TerminalID: "dashboard:" + host, RemoteAddr: remote},
+			passwordConv{user: user, password: password})
+		if res.Session != nil {
+			_ = res.Session.Close(context.WithoutCancel(ctx))
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", dashboard.ErrLoginFailed, err)
+		}
+		if res.User != "" && res.User != user {
+			return fmt.Errorf("%w: PAM changed the user name", dashboard.ErrLoginFailed)
+		}
+		return nil
+	}
+	srv, err := dashboard.New(dashboard.Config{
+		Backend: backend, Login: login, Groups: userGroups,
+		AdminGroup: d.cfg.AdminGroup, ReadOnlyGroup: dc.ReadOnlyGroup,
+		SessionTTL: dc.SessionTTL, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", dc.Listen)
+	if err != nil {
+		return fmt.Errorf("dashboard listener: %w", err)
+	}
+	logger.Info("dashboard listener", "addr", ln.Addr().String(), "admin_group", d.cfg.AdminGroup, "readonly_group", dc.ReadOnlyGroup)
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	d.serve(func() error { return srv.Serve(ctx, ln, tlsCfg) }, "dashboard")
+	return nil
+}
+
+// passwordConv answers a PAM conversation from a login form: the user name
+// for visible prompts, the password for secret ones.
+type passwordConv struct{ user, password string }
+
+func (c passwordConv) Prompt(_ context.Context, style proto.PromptStyle, _ string) (string, error) {
+	switch style {
+	case proto.PromptEchoOff:
+		return c.password, nil
+	case proto.PromptEchoOn:
+		return c.user, nil
+	case proto.PromptError, proto.PromptInfo:
+		return "", nil
+	}
+	return "", errors.New("dashboard: unexpected PAM prompt")
+}

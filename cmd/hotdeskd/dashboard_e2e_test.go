@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// needChromium finds Debian's chromium; with CI=true its absence fails.
+func needChromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium is required in CI (Debian package chromium)")
+	}
+	t.Skip("chromium not installed")
+	return ""
+}
+
+// browser starts a headless chromium with its own profile.
+func browser(t *testing.T, path string) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox,                               // tests run as root
+		chromedp.Flag("ignore-certificate-errors", true), // the broker's self-signed certificate
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	// The first call starts the browser: no timeout on it (a timeout would
+	// stop the browser when it fires); every later step gets one (step).
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// step runs browser actions with a bound of their own.
+func step(ctx context.Context, actions ...chromedp.Action[chromedp.Void]) error {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return chromedp.Do(sctx, actions...)
+}
+
+// shot takes a screenshot of the page, checks it is a real picture (not
+// blank) and saves it for people to look at.
+func shot(t *testing.T, ctx context.Context, dir, name string) {
+	t.Helper()
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	img, err := png.Decode(bytes.NewReader(buf))
+	if err != nil {
+		t.Fatalf("screenshot %s: not a PNG: %v", name, err)
+	} else {
+		b := img.Bounds()
+		first := img.At(b.Min.X, b.Min.Y)
+		uniform := true
+		for y := b.Min.Y; y < b.Max.Y && uniform; y += 7 {
+			for x := b.Min.X; x < b.Max.X; x += 7 {
+				if img.At(x, y) != first {
+					uniform = false
+					break
+				}
+			}
+		}
+		if uniform {
+			t.Errorf("screenshot %s is blank", name)
+		}
+	}
+	if len(buf) < 2000 {
+		t.Errorf("screenshot %s is only %d bytes", name, len(buf))
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// text returns the page's visible text.
+func text(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+	if err != nil {
+		t.Fatalf("page text: %v", err)
+	}
+	return s
+}
+
+func visit(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	if err := step(ctx, chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("footer"))); err != nil {
+		t.Fatalf("visit %s: %v", url, err)
+	}
+	return text(t, ctx)
+}
+
+func logIn(t *testing.T, ctx context.Context, base, user, password string) string {
+	t.Helper()
+	if err := step(ctx, chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#user"), user), chromedp.SendKeys(chromedp.CSS("#password"), password)); err != nil {
+		t.Fatalf("log in as %s: %v", user, err)
+	}
+	submitAndWait(t, ctx, "#login-submit")
+	return text(t, ctx)
+}
+
+// submitAndWait clicks the submit button sel and waits for the page that
+// the form's POST leads to.
+func submitAndWait(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.RunResponse(sctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
+		t.Fatalf("submit %s: %v", sel, err)
+	}
+	if err := step(ctx, chromedp.WaitVisible(chromedp.CSS("footer"))); err != nil {
+		t.Fatalf("page after submitting %s: %v", sel, err)
+	}
+}
+
+// TestDashboardInChromium logs in to the real dashboard of a real hotdeskd
+// in headless Chromium (PAM through pam_matrix; "daemon" is in the admin
+// group, "bin" in the read-only group), sees a session a real terminal
+// created, kills it, pairs a token (code and QR shown), watches a live
+// event arrive, and checks a screenshot of every page. A read-only login
+// sees no actions; a wrong password is refused. Budget: about 30-60 s.
+func TestDashboardInChromium(t *testing.T) {
+	chromium := needChromium(t)
+	if _, err := os.Stat(matrixModule); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
+		}
+		t.Skip("pam_matrix missing")
+	}
+	pamDir := t.TempDir()
+	db := filepath.Join(pamDir, "admins.passdb")
+	if err := os.WriteFile(db, []byte("daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-admin"), []byte(stack), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dashAddr := freeAddr(t)
+	g := startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
+auth {
+  pam_dir = %q
+  open_session = false
+}
+dashboard {
+  listen = %q
+  readonly_group = "bin"
+}`, pamDir, dashAddr))
+	b1 := g.brokers[0]
+	base := "https://" + dashAddr
+	shots := t.TempDir()
+	if d := os.Getenv("HOTDESK_SCREENSHOTS"); d != "" {
+		shots = d
+	}
+
+	// A session created by a real terminal.
+	ks := g.enroll(b1, b1, "alice")
+	t1 := g.terminal("t-1", b1, ks)
+	t1.send("insert default")
+	sid := fmt.Sprint(next(t, t1.evs, "attached")["session"])
+
+	ctx := browser(t, chromium)
+	// A wrong password is refused.
+	if got := logIn(t, ctx, base, "daemon", "wrong"); !strings.Contains(got, "Login failed") {
+		t.Fatalf("wrong password: page says %q", got)
+	}
+	shot(t, ctx, shots, "login-refused")
+	if got := logIn(t, ctx, base, "daemon", "admin-pw"); !strings.Contains(got, "daemon (admin)") {
+		t.Fatalf("after login:\n%s", got)
+	}
+	if got := visit(t, ctx, base+"/sessions"); !strings.Contains(got, sid) || !strings.Contains(got, "t-1") {
+		t.Fatalf("sessions page after login lacks session %s at t-1:\n%s", sid, got)
+	}
+	shot(t, ctx, shots, "sessions")
+
+	if got := visit(t, ctx, base+"/servers"); !strings.Contains(got, "b1") || !strings.Contains(got, "ready") || !strings.Contains(got, "daemon (admin)") {
+		t.Errorf("servers page:\n%s", got)
+	}
+	shot(t, ctx, shots, "servers")
+	if got := visit(t, ctx, base+"/terminals"); !strings.Contains(got, "t-1") || !strings.Contains(got, sid) {
+		t.Errorf("terminals page:\n%s", got)
+	}
+	shot(t, ctx, shots, "terminals")
+
+	// Pair a token: the code as text and as a QR image.
+	visit(t, ctx, base+"/tokens")
+	if err := step(ctx, chromedp.SendKeys(chromedp.CSS(`#pair-form input[name="user"]`), "bob")); err != nil {
+		t.Fatal(err)
+	}
+	submitAndWait(t, ctx, "#pair-form button")
+	code, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#pair-code")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qrAttr, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("#pair-qr"), "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qr := qrAttr.Value
+	if len(strings.TrimSpace(code)) != 14 || !strings.HasPrefix(qr, "data:image/png;base64,") {
+		t.Errorf("pair code %q, qr %.40q", code, qr)
+	}
+	if got := text(t, ctx); !strings.Contains(got, "soft.") || !strings.Contains(got, "bob") {
+		t.Errorf("tokens page lacks the enrolled token or the pending code:\n%s", got)
+	}
+	shot(t, ctx, shots, "tokens")
+
+	// Live events: an event that happens while the page is open shows up.
+	if got := visit(t, ctx, base+"/events"); !strings.Contains(got, "attached") {
+		t.Errorf("events page lacks the attach:\n%s", got)
+	}
+	if err := step(ctx, chromedp.WaitVisible(`//span[@id="live-state" and text()="connected"]`)); err != nil {
+		t.Fatalf("live stream not connected: %v", err)
+	}
+	t1.send("remove default")
+	if err := step(ctx, chromedp.WaitVisible(`//tr[@class="live"]/td[text()="suspended"]`)); err != nil {
+		t.Fatalf("live suspended event not shown: %v", err)
+	}
+	shot(t, ctx, shots, "events")
+
+	// Kill the session from the sessions page.
+	visit(t, ctx, base+"/sessions")
+	submitAndWait(t, ctx, "#kill-"+sid)
+	if got := text(t, ctx); !strings.Contains(got, "session "+sid+" killed") || !strings.Contains(got, "no sessions") {
+		t.Errorf("after kill:\n%s", got)
+	}
+	shot(t, ctx, shots, "sessions-killed")
+	if ss := g.sessions(b1); len(ss) != 0 {
+		t.Errorf("hotdeskctl sessions after the dashboard's kill: %+v", ss)
+	}
+
+	// A read-only login sees but cannot act.
+	ro := browser(t, chromium)
+	t1.send("insert default")
+	next(t, t1.evs, "attached")
+	if got := logIn(t, ro, base, "bin", "viewer-pw"); !strings.Contains(got, "bin (read-only)") {
+		t.Fatalf("read-only login:\n%s", got)
+	}
+	kills, err := chromedp.Run(ro, chromedp.Evaluate[int](`document.querySelectorAll("form[action$='/kill']").length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kills != 0 {
+		t.Errorf("read-only user sees %d kill buttons", kills)
+	}
+	shot(t, ro, shots, "sessions-readonly")
+	t.Logf("screenshots in %s", shots)
+}

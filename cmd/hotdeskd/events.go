@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Event plumbing of the daemon: the broker emits into one broker.Bus (which
+// writes the info log line); subscribers store each event in the group
+// registry for `hotdeskctl events` on any member, keep terminal presence and
+// metrics, and run the configured hook.
+
+const (
+	publishBuffer = 1024 // events waiting to be stored in etcd
+	hookBuffer    = 256  // events waiting for the hook
+	maxHookOutput = 4 << 10
+)
+
+// publishEvents stores every event of sub in the group's event log until
+// sub closes or ctx ends. Storage failures are logged at debug level: the
+// stream is best effort, the log line is the record.
+func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			b, err := json.Marshal(e)
+			if err != nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := log.Append(cctx, b); err != nil {
+				logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// runHook runs the hook executable once per event of sub, one at a time,
+// with the event as JSON on stdin and timeout as its bound. Its output is
+// logged (bounded); a failure is logged and the next event goes on.
+func runHook(ctx context.Context, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(e)
+			hctx, cancel := context.WithTimeout(ctx, timeout)
+			cmd := exec.CommandContext(hctx, path, string(e.Kind))
+			cmd.Stdin = bytes.NewReader(append(b, '\n'))
+			var out boundedBuffer
+			out.max = maxHookOutput
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.WaitDelay = time.Second
+			err := cmd.Run()
+			cancel()
+			if err != nil {
+				logger.Warn("event hook failed", "hook", path, "kind", string(e.Kind), "error", err, "output", out.String())
+			} else if out.Len() > 0 {
+				logger.Debug("event hook output", "hook", path, "kind", string(e.Kind), "output", out.String())
+			}
+		}
+	}
+}
+
+// boundedBuffer keeps the first max bytes written to it.
+type boundedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Group-wide administration: any broker's admin API answers for the whole
+// group. Listings and actions about sessions another broker runs are
+// forwarded to it through etcd (registry.SendCommand, proto/ADMIN.md);
+// terminals and events are read from the registry directly.
+
+// commandTimeout bounds one forwarded command.
+const commandTimeout = 5 * time.Second
+
+// Command ops (proto/ADMIN.md).
+const (
+	opSessions   = "sessions"
+	opKill       = "kill"
+	opDisconnect = "disconnect"
+	opLock       = "lock"
+)
+
+// localSessions lists the sessions this broker runs that pass f.
+func (a *adminBackend) localSessions(f adminapi.SessionFilter) []adminapi.SessionInfo {
+	ss := a.d.broker.Sessions()
+	out := make([]adminapi.SessionInfo, 0, len(ss))
+	for _, s := range ss {
+		si := adminapi.SessionInfo{
+			ID: s.ID, Token: s.Token, User: s.User, State: s.State.String(), Terminal: s.Terminal,
+			ServerID: s.ServerID, Endpoint: s.Endpoint, PID: s.PID, Created: s.Created, Updated: s.Updated,
+			Orphaned: s.Orphaned, OrphanOwner: s.OrphanOwner, IdleSince: ptr(s.Updated),
+		}
+		if !s.SuspendedAt.IsZero() {
+			si.SuspendedAt = ptr(s.SuspendedAt)
+			si.ExpiresAt = ptr(s.ExpiresAt)
+			si.IdleSince = ptr(s.SuspendedAt)
+		}
+		if s.Terminal == "" && a.d.presence != nil {
+			si.LastTerminal = a.d.presence.lastTerminal(s.ID)
+		}
+		if f.Match(si) {
+			out = append(out, si)
+		}
+	}
+	return out
+}
+
+// Sessions lists the group's sessions: this broker's from memory, every
+// other member's by asking it; a member that does not answer in time is
+// listed from the registry (Partial rows).
+func (a *adminBackend) Sessions(ctx context.Context, f adminapi.SessionFilter) ([]adminapi.SessionInfo, error) {
+	reg := a.d.registry()
+	servers, err := reg.Servers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self := a.d.cfg.ServerID
+	out := a.localSessions(f)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var missing []string
+	for _, srv := range servers {
+		if srv.ID == self || (f.Server != "" && f.Server != srv.ID) {
+			continue
+		}
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			args, _ := json.Marshal(f)
+			cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+			res, err := reg.SendCommand(cctx, id, registry.Command{Op: opSessions, Args: args})
+			cancel()
+			var ss []adminapi.SessionInfo
+			if err == nil && res.Code == "" {
+				err = json.Unmarshal(res.Data, &ss)
+			} else if err == nil {
+				err = errors.New(res.Error)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				a.d.log.Warn("session listing: member did not answer; using the registry's view", "server_id", id, "error", err)
+				missing = append(missing, id)
+				return
+			}
+			out = append(out, ss...)
+		}(srv.ID)
+	}
+	wg.Wait()
+	if len(missing) > 0 {
+		claims, err := reg.Sessions(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range claims {
+			if !slices.Contains(missing, c.Session.ServerID) {
+				continue
+			}
+			si := adminapi.SessionInfo{ID: c.Session.ID, Token: c.Key, User: c.Session.User, State: c.Session.State,
+				Terminal: c.Session.Terminal, ServerID: c.Session.ServerID, Created: time.UnixMilli(c.Session.CreatedUnixMs),
+				Updated: time.UnixMilli(c.Session.UpdatedUnixMs), IdleSince: ptr(time.UnixMilli(c.Session.UpdatedUnixMs)), Partial: true}
+			if f.Match(si) {
+				out = append(out, si)
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// localAction runs op on a session of this broker.
+func (a *adminBackend) localAction(ctx context.Context, op, id string) error {
+	var err error
+	switch op {
+	case opKill:
+		err = a.d.broker.Kill(ctx, id)
+	case opDisconnect:
+		err = a.d.broker.Disconnect(ctx, id)
+	case opLock:
+		err = a.d.broker.Lock(ctx, id)
+	default:
+		return fmt.Errorf("%w: unknown operation %q", adminapi.ErrInvalid, op)
+	}
+	if errors.Is(err, broker.ErrNotFound) {
+		return fmt.Errorf("%w: session %s", adminapi.ErrNotFound, id)
+	}
+	return err
+}
+
+// action runs op on session id wherever it runs: here, at the owner the
+// registry names, or (an orphan is in no claim) at whichever member has it.
+func (a *adminBackend) action(ctx context.Context, op, id string) error {
+	err := a.localAction(ctx, op, id)
+	if !errors.Is(err, adminapi.ErrNotFound) {
+		return err
+	}
+	reg := a.d.registry()
+	var targets []string
+	if claims, cerr := reg.Sessions(ctx); cerr == nil {
+		for _, c := range claims {
+			if c.Session.ID == id && c.Session.ServerID != a.d.cfg.ServerID {
+				targets = append(targets, c.Session.ServerID)
+			}
+		}
+	}
+	if len(targets) == 0 {
+		servers, serr := reg.Servers(ctx)
+		if serr != nil {
+			return serr
+		}
+		for _, s := range servers {
+			if s.ID != a.d.cfg.ServerID {
+				targets = append(targets, s.ID)
+			}
+		}
+	}
+	for _, srv := range targets {
+		cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+		res, err := reg.SendCommand(cctx, srv, registry.Command{Op: op, Session: id, By: "admin@" + a.d.cfg.ServerID})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("forwarding %s of %s to %s: %w", op, id, srv, err)
+		}
+		switch res.Code {
+		case "":
+			return nil
+		case "not_found":
+			continue
+		case "invalid":
+			return fmt.Errorf("%w: %s", adminapi.ErrInvalid, res.Error)
+		default:
+			return fmt.Errorf("server %s: %s", srv, res.Error)
+		}
+	}
+	return fmt.Errorf("%w: session %s is not running anywhere in the group", adminapi.ErrNotFound, id)
+}
+
+func (a *adminBackend) KillSession(ctx context.Context, id string) error {
+	return a.action(ctx, opKill, id)
+}
+
+func (a *adminBackend) DisconnectSession(ctx context.Context, id string) error {
+	return a.action(ctx, opDisconnect, id)
+}
+
+func (a *adminBackend) LockSession(ctx context.Context, id string) error {
+	return a.action(ctx, opLock, id)
+}
+
+// handleCommand runs a command another member forwarded to this broker.
+func (a *adminBackend) handleCommand(ctx context.Context, cmd registry.Command) registry.CommandResult {
+	switch cmd.Op {
+	case opSessions:
+		var f adminapi.SessionFilter
+		if len(cmd.Args) > 0 {
+			if err := json.Unmarshal(cmd.Args, &f); err != nil {
+				return registry.CommandResult{Code: "invalid", Error: "bad filter"}
+			}
+		}
+		data, _ := json.Marshal(a.localSessions(f))
+		return registry.CommandResult{Data: data}
+	case opKill, opDisconnect, opLock:
+		err := a.localAction(ctx, cmd.Op, cmd.Session)
+		switch {
+		case err == nil:
+			a.d.log.Info("session "+cmd.Op+" forwarded by a group member", "session_id", cmd.Session, "from", cmd.From, "by", cmd.By)
+			return registry.CommandResult{}
+		case errors.Is(err, adminapi.ErrNotFound):
+			return registry.CommandResult{Code: "not_found", Error: err.Error()}
+		default:
+			return registry.CommandResult{Code: "error", Error: err.Error()}
+		}
+	}
+	return registry.CommandResult{Code: "invalid", Error: "unknown operation " + cmd.Op}
+}
+
+// Terminals lists the group's terminal records, hiding stale ones.
+func (a *adminBackend) Terminals(ctx context.Context) ([]adminapi.TerminalInfo, error) {
+	recs, err := a.d.registry().Terminals(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cutoff := time.Now().Add(-presenceStale)
+	out := make([]adminapi.TerminalInfo, 0, len(recs))
+	for _, r := range recs {
+		seen := time.UnixMilli(r.SeenUnixMs)
+		if seen.Before(cutoff) {
+			continue
+		}
+		out = append(out, adminapi.TerminalInfo{ID: r.ID, Name: r.Name, Addr: r.Addr, ServerID: r.ServerID,
+			Tokens: r.Tokens, Session: r.Session, User: r.User, Connected: time.UnixMilli(r.ConnectedUnixMs), LastSeen: seen})
+	}
+	return out, nil
+}
+
+// Events writes the last n stored events of the group, then (follow) the
+// live stream: every member's events and membership changes.
+func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func(adminapi.Event) error) error {
+	reg := a.d.registry()
+	var live <-chan registry.GroupChange
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if follow {
+		live = reg.WatchGroup(wctx) // before the history: nothing falls in between
+	}
+	if n > 0 {
+		hist, err := reg.RecentEvents(ctx, n)
+		if err != nil {
+			return err
+		}
+		for _, raw := range hist {
+			var e adminapi.Event
+			if json.Unmarshal(raw, &e) != nil {
+				continue
+			}
+			if err := emit(e); err != nil {
+				return err
+			}
+		}
+	}
+	if !follow {
+		return nil
+	}
+	for gc := range live {
+		e, ok := groupEvent(gc)
+		if !ok {
+			continue
+		}
+		if err := emit(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupEvent converts a registry change into an event line.
+func groupEvent(gc registry.GroupChange) (adminapi.Event, bool) {
+	var e adminapi.Event
+	switch {
+	case gc.Event != nil:
+		return e, json.Unmarshal(gc.Event, &e) == nil
+	case gc.Joined:
+		e.Kind = string(broker.ServerJoined)
+	case gc.Left:
+		e.Kind = string(broker.ServerLeft)
+	case gc.Draining != nil && *gc.Draining:
+		e.Kind = string(broker.ServerDraining)
+	case gc.Draining != nil:
+		e.Kind = string(broker.ServerUndrained)
+	default:
+		return e, false
+	}
+	e.Server, e.Time = gc.ServerID, gc.At
+	return e, true
+}
+
+func (a *adminBackend) Pairings(ctx context.Context) ([]adminapi.PairingInfo, error) {
+	ps, err := a.d.registry().Pairings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]adminapi.PairingInfo, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, adminapi.PairingInfo{ID: p.ID, User: p.User, Label: p.Label, CreatedBy: p.CreatedBy,
+			Expires: time.UnixMilli(p.ExpiresUnixMs)})
+	}
+	return out, nil
+}
+
+func (a *adminBackend) RevokePairing(ctx context.Context, id string) error {
+	err := a.d.registry().RevokePairing(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: pairing code %s", adminapi.ErrNotFound, id)
+	}
+	if errors.Is(err, registry.ErrInvalidKey) {
+		return fmt.Errorf("%w: %v", adminapi.ErrInvalid, err)
+	}
+	return err
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Terminal presence bounds (see README "Administering a group"):
+//   - a terminal whose connection ends leaves the registry as soon as this
+//     broker handles the disconnect event (one etcd delete);
+//   - a terminal that goes silent is dropped when the broker's read
+//     timeout closes its connection (3 × the ping interval, 45 s default);
+//   - the terminals of a broker that dies leave with its lease (lease TTL);
+//   - a record not refreshed for presenceStale (a broker that holds its
+//     lease but stopped refreshing) is hidden from listings.
+const (
+	presenceHeartbeat = 10 * time.Second
+	presenceStale     = 3 * presenceHeartbeat
+	maxTrackedTokens  = 8 // tokens per terminal kept in its record
+)
+
+// presence turns the broker's events into terminal records in the group
+// registry and remembers where each session was last shown.
+type presence struct {
+	d   *daemon
+	log hclog.Logger
+
+	mu       sync.Mutex
+	terms    map[string]*presenceEntry // terminal id → entry; guarded by mu
+	lastTerm map[string]string         // session id → last terminal; guarded by mu
+}
+
+type presenceEntry struct {
+	conns int // connections of this terminal id to this broker
+	rec   registry.TerminalRecord
+}
+
+func newPresence(d *daemon, logger hclog.Logger) *presence {
+	return &presence{d: d, log: logger, terms: map[string]*presenceEntry{}, lastTerm: map[string]string{}}
+}
+
+// lastTerminal returns where session id was last shown ("" if unknown).
+func (p *presence) lastTerminal(id string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastTerm[id]
+}
+
+// connected is the number of terminals connected to this broker.
+func (p *presence) connected() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.terms)
+}
+
+// run consumes events until sub closes or ctx ends; it refreshes every
+// record on the heartbeat (which also re-creates them after the registry
+// lease was re-established).
+func (p *presence) run(ctx context.Context, sub *broker.Subscription) {
+	tick := time.NewTicker(presenceHeartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			p.refresh(ctx)
+		case e, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			p.apply(ctx, e)
+		}
+	}
+}
+
+func (p *presence) apply(ctx context.Context, e broker.Event) {
+	now := time.Now().UnixMilli()
+	p.mu.Lock()
+	var put []registry.TerminalRecord
+	var del []string
+	touch := func(id string) {
+		if en := p.terms[id]; en != nil {
+			en.rec.SeenUnixMs = now
+			put = append(put, en.rec)
+		}
+	}
+	switch e.Kind {
+	case broker.TerminalConnected:
+		en := p.terms[e.Terminal]
+		if en == nil {
+			en = &presenceEntry{rec: registry.TerminalRecord{ID: e.Terminal, ConnectedUnixMs: now}}
+			p.terms[e.Terminal] = en
+		}
+		en.conns++
+		en.rec.Name, en.rec.Addr = e.TerminalName, e.Remote
+		touch(e.Terminal)
+	case broker.TerminalDisconnected:
+		if en := p.terms[e.Terminal]; en != nil {
+			en.conns--
+			if en.conns <= 0 {
+				delete(p.terms, e.Terminal)
+				del = append(del, e.Terminal)
+			}
+		}
+	case broker.TokenInserted:
+		if en := p.terms[e.Terminal]; en != nil && !slices.Contains(en.rec.Tokens, e.Token) && len(en.rec.Tokens) < maxTrackedTokens {
+			en.rec.Tokens = append(en.rec.Tokens, e.Token)
+			touch(e.Terminal)
+		}
+	case broker.TokenRemoved:
+		if en := p.terms[e.Terminal]; en != nil {
+			en.rec.Tokens = slices.DeleteFunc(en.rec.Tokens, func(t string) bool { return t == e.Token })
+			touch(e.Terminal)
+		}
+	case broker.SessionAttached, broker.SessionResumed, broker.SessionTakeover:
+		for id, en := range p.terms {
+			if en.rec.Session == e.Session && id != e.Terminal {
+				en.rec.Session, en.rec.User = "", ""
+				touch(id)
+			}
+		}
+		p.lastTerm[e.Session] = e.Terminal
+		if en := p.terms[e.Terminal]; en != nil {
+			en.rec.Session, en.rec.User = e.Session, e.User
+			touch(e.Terminal)
+		}
+	case broker.SessionSuspended, broker.SessionDestroyed, broker.SessionOrphaned:
+		for id, en := range p.terms {
+			if en.rec.Session == e.Session {
+				en.rec.Session, en.rec.User = "", ""
+				touch(id)
+			}
+		}
+		if e.Kind == broker.SessionDestroyed {
+			delete(p.lastTerm, e.Session)
+		}
+	}
+	p.mu.Unlock()
+	reg := p.d.registry()
+	for _, r := range put {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := reg.PutTerminal(cctx, r); err != nil {
+			p.log.Debug("terminal presence not written", "terminal", r.ID, "error", err)
+		}
+		cancel()
+	}
+	for _, id := range del {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := reg.DeleteTerminal(cctx, id); err != nil {
+			p.log.Debug("terminal presence not deleted", "terminal", id, "error", err)
+		}
+		cancel()
+	}
+}
+
+func (p *presence) refresh(ctx context.Context) {
+	now := time.Now().UnixMilli()
+	p.mu.Lock()
+	recs := make([]registry.TerminalRecord, 0, len(p.terms))
+	for _, en := range p.terms {
+		en.rec.SeenUnixMs = now
+		recs = append(recs, en.rec)
+	}
+	p.mu.Unlock()
+	reg := p.d.registry()
+	for _, r := range recs {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := reg.PutTerminal(cctx, r)
+		cancel()
+		if err != nil {
+			p.log.Debug("terminal presence not refreshed", "terminal", r.ID, "error", err)
+			return // the registry is unwell; the next heartbeat retries
+		}
+	}
+}

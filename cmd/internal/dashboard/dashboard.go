@@ -1,0 +1,748 @@
+// Package dashboard is hotdeskd's web admin dashboard: server-rendered
+// pages over HTTPS for the group's servers, sessions, terminals, tokens and
+// live events, on top of the same Backend as the admin socket
+// (adminapi.Backend), so the dashboard sees and does what hotdeskctl does.
+//
+// Contract:
+//   - Login is by user name and password, checked by the Login function
+//     (PAM in hotdeskd), and then by group: members of AdminGroup may act,
+//     members of ReadOnlyGroup may only look; anyone else is refused even
+//     with the right password. Failed logins are answered after the Login
+//     function's own delay and never say which part was wrong.
+//   - A login session is a random 256-bit id in a cookie (HttpOnly, Secure,
+//     SameSite=Strict, Path=/) mapped to server-side state; it ends after
+//     SessionTTL or at logout. At most MaxSessions are kept (the oldest is
+//     dropped first).
+//   - Every state-changing request is a POST carrying the session's CSRF
+//     token (a second random value, compared in constant time) and, when the
+//     browser sends one, an Origin equal to the page's own; GETs change
+//     nothing. Responses carry a strict Content-Security-Policy (no inline
+//     script), X-Frame-Options DENY and no-store caching.
+//   - Every action is logged (user, remote address, what) at info level.
+//     Passwords are never logged or kept; pairing codes are shown once, to
+//     the admin who asked, and never logged.
+//
+// The live events page streams Server-Sent Events from /events/stream
+// (bounded per login: at most 4 streams at once).
+package dashboard
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	_ "embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/version"
+)
+
+// Defaults and bounds.
+const (
+	DefaultSessionTTL   = 8 * time.Hour
+	DefaultMaxSessions  = 256
+	maxStreamsPerLogin  = 4
+	maxFormBytes        = 16 << 10
+	cookieName          = "hotdesk_dash"
+	loginTimeout        = 30 * time.Second
+	maxUserLen          = 256
+	maxPasswordLen      = 1024
+	backendCallTimeout  = 15 * time.Second
+	sseKeepaliveEvery   = 20 * time.Second
+	recentEventsOnPage  = 50
+	maxEventsStreamLife = 12 * time.Hour
+)
+
+// ErrLoginFailed is what Login returns for a wrong user or password.
+var ErrLoginFailed = errors.New("dashboard: login failed")
+
+// Role is what a logged-in user may do.
+type Role int
+
+const (
+	RoleNone     Role = iota
+	RoleReadOnly      // may look
+	RoleAdmin         // may act
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleAdmin:
+		return "admin"
+	case RoleReadOnly:
+		return "read-only"
+	}
+	return "none"
+}
+
+// Config is what New needs. Backend, Login and Groups are required, and
+// AdminGroup must be set.
+type Config struct {
+	Backend adminapi.Backend
+	// Login checks user's password (PAM in hotdeskd); remote is the
+	// client's address for rate limits and audit.
+	Login func(ctx context.Context, user, password, remote string) error
+	// Groups returns the names of user's groups.
+	Groups        func(user string) []string
+	AdminGroup    string
+	ReadOnlyGroup string // "" = no read-only role
+	Logger        hclog.Logger
+	SessionTTL    time.Duration
+	MaxSessions   int
+	Now           func() time.Time
+}
+
+// Server is the dashboard.
+type Server struct {
+	cfg     Config
+	log     hclog.Logger
+	handler http.Handler
+
+	mu       sync.Mutex
+	sessions map[string]*login // guarded by mu
+}
+
+type login struct {
+	user    string
+	role    Role
+	csrf    string
+	created time.Time
+	streams int // guarded by Server.mu
+	flash   string
+	pair    *pairShown // a pairing code to show once
+}
+
+type pairShown struct {
+	Code, User string
+	Expires    time.Time
+	QR         template.URL
+}
+
+// New returns a dashboard.
+func New(cfg Config) (*Server, error) {
+	if cfg.Backend == nil || cfg.Login == nil || cfg.Groups == nil || cfg.AdminGroup == "" {
+		return nil, errors.New("dashboard: backend, login, groups and admin group are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = DefaultSessionTTL
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*login{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.loginPost)
+	mux.HandleFunc("POST /logout", s.authed(RoleReadOnly, s.logout))
+	mux.HandleFunc("GET /static/events.js", s.static(eventsJS, "text/javascript; charset=utf-8"))
+	mux.HandleFunc("GET /static/style.css", s.static(styleCSS, "text/css; charset=utf-8"))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/servers", http.StatusSeeOther) })
+	mux.HandleFunc("GET /servers", s.authed(RoleReadOnly, s.serversPage))
+	mux.HandleFunc("POST /servers/{id}/{action}", s.authed(RoleAdmin, s.serverAction))
+	mux.HandleFunc("GET /sessions", s.authed(RoleReadOnly, s.sessionsPage))
+	mux.HandleFunc("POST /sessions/{id}/{action}", s.authed(RoleAdmin, s.sessionAction))
+	mux.HandleFunc("GET /terminals", s.authed(RoleReadOnly, s.terminalsPage))
+	mux.HandleFunc("GET /tokens", s.authed(RoleReadOnly, s.tokensPage))
+	mux.HandleFunc("POST /tokens/pair", s.authed(RoleAdmin, s.pairPost))
+	mux.HandleFunc("POST /tokens/register", s.authed(RoleAdmin, s.registerPost))
+	mux.HandleFunc("POST /tokens/{id}/{action}", s.authed(RoleAdmin, s.tokenAction))
+	mux.HandleFunc("GET /events", s.authed(RoleReadOnly, s.eventsPage))
+	mux.HandleFunc("GET /events/stream", s.authed(RoleReadOnly, s.eventsStream))
+	s.handler = s.headers(mux)
+	return s, nil
+}
+
+// Handler is the dashboard's HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves HTTPS on ln with tlsCfg until ctx ends, then shuts down
+// within a short bound.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("dashboard: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+func (s *Server) headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin") // "no-referrer" makes browsers send "Origin: null" on POSTs
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) static(body, ctype string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", ctype)
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+func randomToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// role decides what user may do from their groups.
+func (s *Server) role(user string) Role {
+	groups := s.cfg.Groups(user)
+	switch {
+	case slices.Contains(groups, s.cfg.AdminGroup):
+		return RoleAdmin
+	case s.cfg.ReadOnlyGroup != "" && slices.Contains(groups, s.cfg.ReadOnlyGroup):
+		return RoleReadOnly
+	}
+	return RoleNone
+}
+
+// current returns the login of r's cookie, if valid and not expired.
+func (s *Server) current(r *http.Request) (string, *login) {
+	c, err := r.Cookie(cookieName)
+	if err != nil || len(c.Value) != 64 {
+		return "", nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.sessions[c.Value]
+	if l == nil {
+		return "", nil
+	}
+	if s.cfg.Now().Sub(l.created) > s.cfg.SessionTTL {
+		delete(s.sessions, c.Value)
+		return "", nil
+	}
+	return c.Value, l
+}
+
+// sameOrigin refuses a request whose Origin (when sent) is not this host.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, l *login)
+
+// authed requires a login with at least role min; POSTs also need the CSRF
+// token and a same-origin request.
+func (s *Server) authed(min Role, h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, l := s.current(r)
+		if l == nil {
+			if r.Method == http.MethodGet && r.URL.Path != "/events/stream" {
+				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "not logged in", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			if err := r.ParseForm(); err != nil {
+				http.Error(w, "bad form", http.StatusBadRequest)
+				return
+			}
+			if !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(l.csrf)) != 1 {
+				s.log.Warn("dashboard request refused: bad csrf token or origin", "user", l.user, "remote", r.RemoteAddr, "path", r.URL.Path)
+				http.Error(w, "request refused (stale page or cross-site request): reload the page and try again", http.StatusForbidden)
+				return
+			}
+		}
+		if l.role < min {
+			s.log.Warn("dashboard action refused: read-only user", "user", l.user, "remote", r.RemoteAddr, "path", r.URL.Path)
+			http.Error(w, "your account may only look (read-only group)", http.StatusForbidden)
+			return
+		}
+		h(w, r, l)
+	}
+}
+
+// setFlash stores a one-time message for the next page of l.
+func (s *Server) setFlash(l *login, msg string) {
+	s.mu.Lock()
+	l.flash = msg
+	s.mu.Unlock()
+}
+
+func (s *Server) takeFlash(l *login) (string, *pairShown) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, p := l.flash, l.pair
+	l.flash, l.pair = "", nil
+	return f, p
+}
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	if _, l := s.current(r); l != nil {
+		http.Redirect(w, r, "/servers", http.StatusSeeOther)
+		return
+	}
+	s.render(w, "login", nil, map[string]any{"Next": safeNext(r.URL.Query().Get("next"))})
+}
+
+// safeNext keeps a post-login redirect on this site.
+func safeNext(n string) string {
+	if n == "" || !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.Contains(n, "\\") {
+		return "/servers"
+	}
+	return n
+}
+
+func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil || !sameOrigin(r) {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	user := strings.TrimSpace(r.PostForm.Get("user"))
+	pw := r.PostForm.Get("password")
+	next := safeNext(r.PostForm.Get("next"))
+	fail := func(reason string) {
+		s.log.Info("dashboard login refused", "user", user, "remote", r.RemoteAddr, "reason", reason)
+		w.WriteHeader(http.StatusUnauthorized)
+		s.render(w, "login", nil, map[string]any{"Next": next, "Error": "Login failed: wrong user or password, or not an administrator."})
+	}
+	if user == "" || len(user) > maxUserLen || len(pw) > maxPasswordLen || strings.ContainsAny(user, "\x00\n\r/") {
+		fail("malformed")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), loginTimeout)
+	err := s.cfg.Login(ctx, user, pw, r.RemoteAddr)
+	cancel()
+	if err != nil {
+		fail(err.Error())
+		return
+	}
+	role := s.role(user)
+	if role == RoleNone {
+		fail("not in the admin or read-only group")
+		return
+	}
+	id := randomToken()
+	s.mu.Lock()
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		var oldest string
+		var at time.Time
+		for k, v := range s.sessions {
+			if oldest == "" || v.created.Before(at) {
+				oldest, at = k, v.created
+			}
+		}
+		delete(s.sessions, oldest)
+	}
+	s.sessions[id] = &login{user: user, role: role, csrf: randomToken(), created: s.cfg.Now()}
+	s.mu.Unlock()
+	s.log.Info("dashboard login", "user", user, "role", role.String(), "remote", r.RemoteAddr)
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(s.cfg.SessionTTL.Seconds())})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, l *login) {
+	id, _ := s.current(r)
+	s.mu.Lock()
+	delete(s.sessions, id)
+	s.mu.Unlock()
+	s.log.Info("dashboard logout", "user", l.user, "remote", r.RemoteAddr)
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (s *Server) callCtx(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), backendCallTimeout)
+}
+
+// page is what every page template gets.
+type page struct {
+	Title   string
+	User    string
+	Role    string
+	CanAct  bool
+	CSRF    string
+	Flash   string
+	Version string
+	Data    any
+}
+
+func (s *Server) render(w http.ResponseWriter, name string, l *login, data any) {
+	p := page{Title: name, Version: version.String(), Data: data}
+	if l != nil {
+		p.User, p.Role, p.CanAct, p.CSRF = l.user, l.role.String(), l.role >= RoleAdmin, l.csrf
+	}
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, name, p); err != nil {
+		s.log.Error("dashboard template failed", "page", name, "error", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = buf.WriteTo(w)
+}
+
+func (s *Server) backendError(w http.ResponseWriter, l *login, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, adminapi.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, adminapi.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, adminapi.ErrNotReady):
+		status = http.StatusServiceUnavailable
+	}
+	w.WriteHeader(status)
+	s.render(w, "error", l, map[string]any{"Error": err.Error()})
+}
+
+func (s *Server) serversPage(w http.ResponseWriter, r *http.Request, l *login) {
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	ss, err := s.cfg.Backend.Servers(ctx)
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	ready := s.cfg.Backend.Ready()
+	flash, _ := s.takeFlash(l)
+	s.renderWithFlash(w, "servers", l, flash, map[string]any{"Servers": ss, "Ready": ready == nil, "NotReady": errString(ready)})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (s *Server) renderWithFlash(w http.ResponseWriter, name string, l *login, flash string, data any) {
+	p := page{Title: name, Version: version.String(), Data: data, Flash: flash,
+		User: l.user, Role: l.role.String(), CanAct: l.role >= RoleAdmin, CSRF: l.csrf}
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, name, p); err != nil {
+		s.log.Error("dashboard template failed", "page", name, "error", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = buf.WriteTo(w)
+}
+
+func (s *Server) serverAction(w http.ResponseWriter, r *http.Request, l *login) {
+	id, action := r.PathValue("id"), r.PathValue("action")
+	if action != "drain" && action != "undrain" {
+		http.Error(w, "unknown action", http.StatusNotFound)
+		return
+	}
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	if err := s.cfg.Backend.SetDraining(ctx, id, action == "drain"); err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	s.log.Info("dashboard: server "+action, "server_id", id, "user", l.user, "remote", r.RemoteAddr)
+	s.setFlash(l, fmt.Sprintf("server %s: %sed", id, action))
+	http.Redirect(w, r, "/servers", http.StatusSeeOther)
+}
+
+func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, l *login) {
+	q := r.URL.Query()
+	f := adminapi.SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
+		State: q.Get("state"), Token: q.Get("token")}
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	ss, err := s.cfg.Backend.Sessions(ctx, f)
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	type row struct {
+		adminapi.SessionInfo
+		Idle string
+	}
+	now := s.cfg.Now()
+	rows := make([]row, 0, len(ss))
+	for _, si := range ss {
+		idle := "-"
+		if si.IdleSince != nil {
+			idle = now.Sub(*si.IdleSince).Truncate(time.Second).String()
+		}
+		rows = append(rows, row{si, idle})
+	}
+	flash, _ := s.takeFlash(l)
+	s.renderWithFlash(w, "sessions", l, flash, map[string]any{"Sessions": rows, "Filter": f})
+}
+
+func (s *Server) sessionAction(w http.ResponseWriter, r *http.Request, l *login) {
+	id, action := r.PathValue("id"), r.PathValue("action")
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	var err error
+	switch action {
+	case "kill":
+		err = s.cfg.Backend.KillSession(ctx, id)
+	case "disconnect":
+		err = s.cfg.Backend.DisconnectSession(ctx, id)
+	case "lock":
+		err = s.cfg.Backend.LockSession(ctx, id)
+	default:
+		http.Error(w, "unknown action", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	s.log.Info("dashboard: session "+action, "session_id", id, "user", l.user, "remote", r.RemoteAddr)
+	past := map[string]string{"kill": "killed", "disconnect": "disconnected", "lock": "locked"}[action]
+	s.setFlash(l, fmt.Sprintf("session %s %s", id, past))
+	http.Redirect(w, r, "/sessions", http.StatusSeeOther)
+}
+
+func (s *Server) terminalsPage(w http.ResponseWriter, r *http.Request, l *login) {
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	ts, err := s.cfg.Backend.Terminals(ctx)
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	s.renderWithFlash(w, "terminals", l, "", map[string]any{"Terminals": ts})
+}
+
+func (s *Server) tokensPage(w http.ResponseWriter, r *http.Request, l *login) {
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	ts, err := s.cfg.Backend.Tokens(ctx)
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	ps, err := s.cfg.Backend.Pairings(ctx)
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	flash, pair := s.takeFlash(l)
+	s.renderWithFlash(w, "tokens", l, flash, map[string]any{"Tokens": ts, "Pairings": ps, "Pair": pair})
+}
+
+func (s *Server) pairPost(w http.ResponseWriter, r *http.Request, l *login) {
+	user := strings.TrimSpace(r.PostForm.Get("user"))
+	if user == "" {
+		s.setFlash(l, "a user is required to pair a token")
+		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+		return
+	}
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	resp, err := s.cfg.Backend.PairToken(ctx, "dashboard:"+l.user, adminapi.PairRequest{User: user, Label: r.PostForm.Get("label")})
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	png, err := qrcode.Encode(resp.Code, qrcode.Medium, 256)
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	s.log.Info("dashboard: pairing code created", "for_user", user, "user", l.user, "remote", r.RemoteAddr)
+	s.mu.Lock()
+	l.pair = &pairShown{Code: resp.Code, User: user, Expires: resp.Expires,
+		QR: template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))}
+	s.mu.Unlock()
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}
+
+func (s *Server) registerPost(w http.ResponseWriter, r *http.Request, l *login) {
+	id, user := strings.TrimSpace(r.PostForm.Get("id")), strings.TrimSpace(r.PostForm.Get("user"))
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	ti, err := s.cfg.Backend.RegisterToken(ctx, "dashboard:"+l.user, adminapi.RegisterRequest{ID: id, User: user, Label: r.PostForm.Get("label")})
+	if err != nil {
+		s.setFlash(l, "register failed: "+err.Error())
+	} else {
+		s.log.Info("dashboard: token registered", "token", ti.ID, "for_user", ti.User, "user", l.user, "remote", r.RemoteAddr)
+		s.setFlash(l, fmt.Sprintf("token %s registered to %s", ti.ID, ti.User))
+	}
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}
+
+func (s *Server) tokenAction(w http.ResponseWriter, r *http.Request, l *login) {
+	id, action := r.PathValue("id"), r.PathValue("action")
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	var err error
+	switch action {
+	case "disable", "enable":
+		err = s.cfg.Backend.SetTokenDisabled(ctx, id, action == "disable")
+	case "revoke-pairing":
+		err = s.cfg.Backend.RevokePairing(ctx, id)
+	default:
+		http.Error(w, "unknown action", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	s.log.Info("dashboard: token "+action, "token", id, "user", l.user, "remote", r.RemoteAddr)
+	s.setFlash(l, fmt.Sprintf("token %s: %s done", id, action))
+	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+}
+
+func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, l *login) {
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	var evs []adminapi.Event
+	err := s.cfg.Backend.Events(ctx, recentEventsOnPage, false, func(e adminapi.Event) error {
+		evs = append(evs, e)
+		return nil
+	})
+	if err != nil {
+		s.backendError(w, l, err)
+		return
+	}
+	slices.Reverse(evs) // newest first, as the live lines are added
+	s.renderWithFlash(w, "events", l, "", map[string]any{"Events": evs})
+}
+
+// eventsStream is the live stream as Server-Sent Events: one "data:" line
+// of JSON per event, a comment line as keepalive.
+func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) {
+	s.mu.Lock()
+	if l.streams >= maxStreamsPerLogin {
+		s.mu.Unlock()
+		http.Error(w, "too many open event streams", http.StatusTooManyRequests)
+		return
+	}
+	l.streams++
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); l.streams--; s.mu.Unlock() }()
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	ctx, cancel := context.WithTimeout(r.Context(), maxEventsStreamLife)
+	defer cancel()
+	var mu sync.Mutex // the keepalive and the events write to w
+	write := func(b []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	go func() {
+		t := time.NewTicker(sseKeepaliveEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if write([]byte(": keepalive\n\n")) != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	_ = s.cfg.Backend.Events(ctx, 0, true, func(e adminapi.Event) error {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return nil
+		}
+		return write([]byte("data: " + string(b) + "\n\n"))
+	})
+}
+
+//go:embed templates.html
+var templatesHTML string
+
+//go:embed events.js
+var eventsJS string
+
+//go:embed style.css
+var styleCSS string
+
+var templates = template.Must(template.New("").Funcs(template.FuncMap{
+	"ts": func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.Local().Format(time.DateTime)
+	},
+	"tsp": func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.Local().Format(time.DateTime)
+	},
+	"dash": func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	},
+	"join": strings.Join,
+	"list": func(s ...string) []string { return s },
+	"ms":   func(t time.Time) string { return t.Local().Format("15:04:05.000") },
+}).Parse(templatesHTML))

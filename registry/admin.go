@@ -1,0 +1,408 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Group administration through etcd (proto/ADMIN.md):
+//
+//	commands/<server>/<id>  Command for server, under the sender's lease
+//	results/<id>            CommandResult, under the same lease
+//	events/<time>.<server>.<seq>  one event (JSON), under a rotating events lease
+//
+// A command is forwarded to the broker that owns what it is about; that
+// broker watches its commands/ subtree, runs each command once, and in one
+// transaction deletes it and writes the result. Both vanish with the
+// sender's lease if the sender dies.
+
+// Bounds of the admin channel.
+const (
+	// MaxCommandBytes bounds a stored command; MaxResultBytes a result.
+	MaxCommandBytes = 16 << 10
+	MaxResultBytes  = 1 << 20
+	// EventTTL is how long an event stays readable in etcd (at least; an
+	// events lease is rotated at half its TTL).
+	EventTTL = 10 * time.Minute
+	// MaxEventBytes bounds one stored event.
+	MaxEventBytes = 8 << 10
+	// maxConcurrentCommands bounds commands run at once by one server.
+	maxConcurrentCommands = 8
+)
+
+// ErrNoAnswer: the target server did not answer a command in time.
+var ErrNoAnswer = errors.New("registry: command: no answer from the server")
+
+// Command is an administrative action for one server.
+type Command struct {
+	ID      string          `json:"id"`
+	Op      string          `json:"op"` // e.g. "kill", "disconnect", "lock", "sessions"
+	Session string          `json:"session,omitempty"`
+	By      string          `json:"by,omitempty"` // who asked, for the owner's audit line
+	From    string          `json:"from,omitempty"`
+	Args    json.RawMessage `json:"args,omitempty"`
+}
+
+// CommandResult is a server's answer to a Command. Code is "" on success,
+// else "not_found", "invalid" or "error".
+type CommandResult struct {
+	ID     string          `json:"id"`
+	Server string          `json:"server"`
+	Code   string          `json:"code,omitempty"`
+	Error  string          `json:"error,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+func (r *Registry) commandKey(server, id string) string {
+	return r.opts.prefix + "commands/" + server + "/" + id
+}
+func (r *Registry) resultKey(id string) string { return r.opts.prefix + "results/" + id }
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// SendCommand stores cmd for server and waits for its result, bounded by
+// ctx (and by the call timeout when ctx has no deadline). It returns
+// ErrNoAnswer if the server did not answer in time; the command is then
+// withdrawn. cmd.ID and cmd.From are set here.
+func (r *Registry) SendCommand(ctx context.Context, server string, cmd Command) (CommandResult, error) {
+	if err := validateKey(server); err != nil {
+		return CommandResult{}, fmt.Errorf("registry: command: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.opts.callTimeout)
+		defer cancel()
+	}
+	cmd.ID, cmd.From = randomID(), r.id
+	v, err := json.Marshal(cmd)
+	if err != nil {
+		return CommandResult{}, fmt.Errorf("registry: command: %w", err)
+	}
+	if len(v) > MaxCommandBytes {
+		return CommandResult{}, fmt.Errorf("registry: command: %d bytes over %d", len(v), MaxCommandBytes)
+	}
+	ck, rk := r.commandKey(server, cmd.ID), r.resultKey(cmd.ID)
+	resp, err := r.kv.Put(ctx, ck, string(v), clientv3.WithLease(r.lease))
+	if err != nil {
+		return CommandResult{}, fmt.Errorf("registry: command %s to %s: %w", cmd.Op, server, mapLeaseErr(err))
+	}
+	cleanup := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
+		defer cancel()
+		_, _ = r.kv.Txn(dctx).Then(clientv3.OpDelete(ck), clientv3.OpDelete(rk)).Commit()
+	}
+	defer cleanup()
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	for wr := range r.watcher.Watch(wctx, rk, clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			break
+		}
+		for _, ev := range wr.Events {
+			if ev.Type != clientv3.EventTypePut {
+				continue
+			}
+			var res CommandResult
+			if err := json.Unmarshal(ev.Kv.Value, &res); err != nil {
+				return CommandResult{}, fmt.Errorf("registry: command %s to %s: %w: %v", cmd.Op, server, ErrCorrupt, err)
+			}
+			return res, nil
+		}
+	}
+	// The watch ended: ctx expired or the watch failed. One last look.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
+	defer cancel()
+	if g, err := r.kv.Get(lctx, rk); err == nil && len(g.Kvs) == 1 {
+		var res CommandResult
+		if json.Unmarshal(g.Kvs[0].Value, &res) == nil {
+			return res, nil
+		}
+	}
+	return CommandResult{}, fmt.Errorf("registry: command %s to %s: %w", cmd.Op, server, ErrNoAnswer)
+}
+
+// ServeCommands runs handle for every command addressed to this server,
+// those already waiting and those stored later, until ctx ends; then it
+// waits for the handlers it started. At most a few handlers run at once.
+// Each command is answered once: its deletion and its result are one
+// transaction, fenced on the command's revision. After a watch failure it
+// re-lists what is waiting.
+func (r *Registry) ServeCommands(ctx context.Context, handle func(context.Context, Command) CommandResult) {
+	dir := r.opts.prefix + "commands/" + r.id + "/"
+	sem := make(chan struct{}, maxConcurrentCommands)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var mu sync.Mutex
+	running := map[string]bool{} // command keys being handled
+	run := func(kv *mvccpb.KeyValue) {
+		key := string(kv.Key)
+		mu.Lock()
+		if running[key] {
+			mu.Unlock()
+			return
+		}
+		running[key] = true
+		mu.Unlock()
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem; mu.Lock(); delete(running, key); mu.Unlock() }()
+			r.answer(ctx, kv, handle)
+		}()
+	}
+	for ctx.Err() == nil {
+		lctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Get(lctx, dir, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for _, kv := range resp.Kvs {
+			run(kv)
+		}
+		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for wr := range r.watcher.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+			if wr.Err() != nil {
+				break
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
+					run(ev.Kv)
+				}
+			}
+		}
+		wcancel()
+	}
+}
+
+func (r *Registry) answer(ctx context.Context, kv *mvccpb.KeyValue, handle func(context.Context, Command) CommandResult) {
+	var cmd Command
+	var res CommandResult
+	if len(kv.Value) > MaxCommandBytes {
+		res = CommandResult{Code: "invalid", Error: "command too large"}
+	} else if err := json.Unmarshal(kv.Value, &cmd); err != nil || cmd.ID == "" || validateKey(cmd.ID) != nil {
+		res = CommandResult{Code: "invalid", Error: "undecodable command"}
+	} else {
+		res = handle(ctx, cmd)
+	}
+	res.ID, res.Server = cmd.ID, r.id
+	v, _ := json.Marshal(res)
+	if len(v) > MaxResultBytes {
+		v, _ = json.Marshal(CommandResult{ID: cmd.ID, Server: r.id, Code: "error",
+			Error: fmt.Sprintf("result of %d bytes over %d; narrow the request", len(v), MaxResultBytes)})
+	}
+	key := string(kv.Key)
+	wctx, cancel := r.callCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	cmp := clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+	ops := []clientv3.Op{clientv3.OpDelete(key)}
+	if cmd.ID != "" {
+		ops = append(ops, clientv3.OpPut(r.resultKey(cmd.ID), string(v), clientv3.WithLease(clientv3.LeaseID(kv.Lease))))
+	}
+	if _, err := r.kv.Txn(wctx).If(cmp).Then(ops...).Commit(); err != nil {
+		// The sender's lease is gone (it died or gave up): drop the command.
+		_, _ = r.kv.Delete(wctx, key)
+		r.log.Debug("command result not stored", "command", cmd.ID, "error", err)
+	}
+}
+
+// EventLog stores this server's events in etcd for the group-wide stream and
+// reads the group's. Events live under a lease of their own (EventTTL),
+// replaced at half its TTL, so each is readable for between EventTTL/2 and
+// EventTTL. Safe for concurrent use.
+type EventLog struct {
+	r *Registry
+
+	mu      sync.Mutex
+	lease   clientv3.LeaseID
+	granted time.Time
+	seq     uint64
+}
+
+// NewEventLog returns the event log of r's server. The leases it grants
+// outlive r's lease: events of a broker that died stay readable.
+func (r *Registry) NewEventLog() *EventLog { return &EventLog{r: r} }
+
+// Append stores one event (a JSON value of at most MaxEventBytes).
+func (l *EventLog) Append(ctx context.Context, event []byte) error {
+	if len(event) > MaxEventBytes {
+		return fmt.Errorf("registry: event: %d bytes over %d", len(event), MaxEventBytes)
+	}
+	r := l.r
+	now := r.opts.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lease == 0 || now.Sub(l.granted) > EventTTL/2 {
+		cctx, cancel := r.callCtx(ctx)
+		g, err := r.leases.Grant(cctx, int64(EventTTL/time.Second))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("registry: event: grant lease: %w", err)
+		}
+		l.lease, l.granted = g.ID, now
+	}
+	l.seq++
+	key := fmt.Sprintf("%sevents/%019d.%s.%08d", r.opts.prefix, now.UnixNano(), r.id, l.seq)
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	if _, err := r.kv.Put(cctx, key, string(event), clientv3.WithLease(l.lease)); err != nil {
+		l.lease = 0 // granted again next time
+		return fmt.Errorf("registry: event: %w", err)
+	}
+	return nil
+}
+
+// GroupChange is one item of WatchGroup: a stored event, or a change of
+// the group's membership or drain flags.
+type GroupChange struct {
+	Event    []byte // a stored event (JSON), or nil
+	ServerID string // for membership and drain changes
+	Joined   bool   // a server record appeared
+	Left     bool   // a server record vanished (clean stop or lease expiry)
+	Draining *bool  // the drain flag was set (true) or cleared (false)
+	At       time.Time
+}
+
+// RecentEvents returns up to limit of the newest stored events, oldest first.
+func (r *Registry) RecentEvents(ctx context.Context, limit int) ([][]byte, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	dir := r.opts.prefix + "events/"
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Get(cctx, dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend),
+		clientv3.WithLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("registry: recent events: %w", err)
+	}
+	out := make([][]byte, 0, len(resp.Kvs))
+	for i := len(resp.Kvs) - 1; i >= 0; i-- {
+		out = append(out, resp.Kvs[i].Value)
+	}
+	return out, nil
+}
+
+// WatchGroup streams, from now on, every event stored by any server and
+// every change of membership (servers/) and drain flags (drain/). The
+// channel is closed when ctx ends. A watch that fails (compaction, lost
+// leader) resumes from now: changes in between are lost, which a live
+// stream accepts. A slow consumer slows the watch.
+func (r *Registry) WatchGroup(ctx context.Context) <-chan GroupChange {
+	out := make(chan GroupChange, 64)
+	var wg sync.WaitGroup
+	watch := func(dir string, conv func(ev *clientv3.Event) (GroupChange, bool)) {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range r.watcher.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithPrevKV()) {
+				if wr.Err() != nil {
+					break
+				}
+				for _, ev := range wr.Events {
+					gc, ok := conv(ev)
+					if !ok {
+						continue
+					}
+					gc.At = r.opts.clock.Now()
+					select {
+					case out <- gc:
+					case <-ctx.Done():
+						cancel()
+						return
+					}
+				}
+			}
+			cancel()
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	wg.Add(3)
+	go watch(r.opts.prefix+"events/", func(ev *clientv3.Event) (GroupChange, bool) {
+		if ev.Type != clientv3.EventTypePut {
+			return GroupChange{}, false
+		}
+		return GroupChange{Event: ev.Kv.Value}, true
+	})
+	go watch(r.opts.prefix+"servers/", func(ev *clientv3.Event) (GroupChange, bool) {
+		id := strings.TrimPrefix(string(ev.Kv.Key), r.opts.prefix+"servers/")
+		switch {
+		case ev.Type == clientv3.EventTypeDelete:
+			return GroupChange{ServerID: id, Left: true}, true
+		case ev.IsCreate():
+			return GroupChange{ServerID: id, Joined: true}, true
+		}
+		return GroupChange{}, false
+	})
+	go watch(r.opts.prefix+"drain/", func(ev *clientv3.Event) (GroupChange, bool) {
+		id := strings.TrimPrefix(string(ev.Kv.Key), r.opts.prefix+"drain/")
+		d := ev.Type == clientv3.EventTypePut
+		if d && !ev.IsCreate() {
+			return GroupChange{}, false // set again: no change
+		}
+		return GroupChange{ServerID: id, Draining: &d}, true
+	})
+	go func() { wg.Wait(); close(out) }()
+	return out
+}
+
+// Pairings lists the pending pairing codes (their ids, never secrets).
+func (r *Registry) Pairings(ctx context.Context) ([]Pairing, error) {
+	var out []Pairing
+	err := r.list(ctx, r.opts.prefix+"pairing/", func(name string, kv *mvccpb.KeyValue) {
+		var p Pairing
+		if json.Unmarshal(kv.Value, &p) != nil {
+			return
+		}
+		p.ID = name
+		p.SecretHash = nil
+		out = append(out, p)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: pairings: %w", err)
+	}
+	return out, nil
+}
+
+// RevokePairing deletes pending pairing code id; ErrNotFound if absent.
+func (r *Registry) RevokePairing(ctx context.Context, id string) error {
+	if err := validateKey(id); err != nil {
+		return fmt.Errorf("registry: revoke pairing: %w", err)
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Delete(cctx, r.pairingKey(id))
+	if err != nil {
+		return fmt.Errorf("registry: revoke pairing %q: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("registry: revoke pairing %q: %w", id, ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,155 @@
+package registry_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// TestCommands: a command sent by one server is run once by its target,
+// and the sender gets the result; an unanswered command times out with
+// ErrNoAnswer and is withdrawn.
+func TestCommands(t *testing.T) {
+	eps := etcdtest.Start(t)
+	a := newReg(t, etcdtest.Client(t, eps), "a")
+	b := newReg(t, etcdtest.Client(t, eps), "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	runs := map[string]int{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.ServeCommands(ctx, func(_ context.Context, c registry.Command) registry.CommandResult {
+			mu.Lock()
+			runs[c.Session]++
+			mu.Unlock()
+			if c.Session == "missing" {
+				return registry.CommandResult{Code: "not_found", Error: "no such session"}
+			}
+			d, _ := json.Marshal(c.Op + ":" + c.Session + ":" + c.From)
+			return registry.CommandResult{Data: d}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for i := 0; i < 5; i++ {
+		res, err := a.SendCommand(tctx(t), "b", registry.Command{Op: "kill", Session: "s1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := json.Unmarshal(res.Data, &got); err != nil || got != "kill:s1:a" || res.Server != "b" || res.Code != "" {
+			t.Fatalf("result = %+v (%q); want kill:s1:a from b", res, got)
+		}
+	}
+	res, err := a.SendCommand(tctx(t), "b", registry.Command{Op: "kill", Session: "missing"})
+	if err != nil || res.Code != "not_found" {
+		t.Fatalf("missing: %+v, %v; want code not_found", res, err)
+	}
+	mu.Lock()
+	if runs["s1"] != 5 || runs["missing"] != 1 {
+		t.Errorf("runs = %v; want each command run exactly once", runs)
+	}
+	mu.Unlock()
+
+	// Nobody serves "c": no answer, and nothing left behind.
+	sctx, scancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer scancel()
+	if _, err := a.SendCommand(sctx, "c", registry.Command{Op: "kill", Session: "s1"}); !errors.Is(err, registry.ErrNoAnswer) {
+		t.Fatalf("unserved: %v; want ErrNoAnswer", err)
+	}
+	cli := etcdtest.Client(t, eps)
+	resp, err := cli.Get(tctx(t), "/hotdesk/commands/", clientOpts()...)
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("commands left: %v, %v", resp.Count, err)
+	}
+}
+
+// TestEventLogAndWatchGroup: events appended by one server reach another's
+// WatchGroup and RecentEvents; a server joining and leaving is seen too.
+func TestEventLogAndWatchGroup(t *testing.T) {
+	eps := etcdtest.Start(t)
+	a := newReg(t, etcdtest.Client(t, eps), "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := a.WatchGroup(ctx)
+	time.Sleep(100 * time.Millisecond) // let the watches start: only later changes are streamed
+	b := newReg(t, etcdtest.Client(t, eps), "b")
+	log := b.NewEventLog()
+	for _, ev := range []string{`{"kind":"one"}`, `{"kind":"two"}`} {
+		if err := log.Append(tctx(t), []byte(ev)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := log.Append(tctx(t), make([]byte, registry.MaxEventBytes+1)); err == nil {
+		t.Error("oversized event accepted")
+	}
+	if err := b.Close(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	var joined, left bool
+	var got []string
+	timeout := time.After(20 * time.Second)
+	for !(joined && left && len(got) == 2) {
+		select {
+		case gc := <-ch:
+			switch {
+			case gc.Event != nil:
+				got = append(got, string(gc.Event))
+			case gc.Joined && gc.ServerID == "b":
+				joined = true
+			case gc.Left && gc.ServerID == "b":
+				left = true
+			}
+		case <-timeout:
+			t.Fatalf("joined=%v left=%v events=%q", joined, left, got)
+		}
+	}
+	if got[0] != `{"kind":"one"}` || got[1] != `{"kind":"two"}` {
+		t.Errorf("events = %q", got)
+	}
+	recent, err := a.RecentEvents(tctx(t), 1)
+	if err != nil || len(recent) != 1 || string(recent[0]) != `{"kind":"two"}` {
+		t.Errorf("recent = %q, %v; want the last one", recent, err)
+	}
+}
+
+// TestTerminals: records live under the writer's lease and leave with it.
+func TestTerminals(t *testing.T) {
+	eps := etcdtest.Start(t)
+	a := newReg(t, etcdtest.Client(t, eps), "a")
+	b := newReg(t, etcdtest.Client(t, eps), "b")
+	for _, r := range []*registry.Registry{a, b} {
+		if err := r.PutTerminal(tctx(t), registry.TerminalRecord{ID: "t-" + r.ServerID(), ServerID: "forged"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.PutTerminal(tctx(t), registry.TerminalRecord{ID: "bad/id"}); !errors.Is(err, registry.ErrInvalidKey) {
+		t.Errorf("bad id: %v", err)
+	}
+	ts, err := a.Terminals(tctx(t))
+	if err != nil || len(ts) != 2 || ts[0].ServerID != "a" || ts[1].ID != "t-b" || ts[1].ServerID != "b" {
+		t.Fatalf("terminals = %+v, %v", ts, err)
+	}
+	if err := b.Close(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteTerminal(tctx(t), "t-a"); err != nil {
+		t.Fatal(err)
+	}
+	if ts, err := a.Terminals(tctx(t)); err != nil || len(ts) != 0 {
+		t.Fatalf("after close and delete: %+v, %v", ts, err)
+	}
+}
+
+func clientOpts() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+}
