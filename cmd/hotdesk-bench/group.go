@@ -19,6 +19,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -45,13 +46,15 @@ type group struct {
 
 // node is one broker of the group.
 type node struct {
-	id     string
-	addr   string
-	pin    []byte
-	cli    *clientv3.Client
-	reg    *registry.Registry
-	b      *broker.Broker
-	comp   *nullBackend
+	id   string
+	addr string
+	pin  []byte
+	cli  *clientv3.Client
+	reg  *registry.Registry
+	b    *broker.Broker
+	comp compositor.Backend
+	// attach is the attach gateway's address ("" without one).
+	attach string
 	cancel context.CancelFunc
 	served chan struct{}
 
@@ -106,7 +109,23 @@ func startGroup(ctx context.Context, cfg groupConfig) (g *group, err error) {
 	return g, nil
 }
 
+// nodeOptions change what startNode builds: by default a broker with the
+// null compositor and no attach gateway.
+type nodeOptions struct {
+	comp   compositor.Backend // nil: a null backend
+	attach bool               // serve an attach gateway on 127.0.0.1:0
+}
+
 func startNode(ctx context.Context, cfg groupConfig, id, endpoint string) (n *node, err error) {
+	return startNodeWith(ctx, cfg, id, endpoint, nodeOptions{})
+}
+
+// startNodeWith starts a broker; on failure nothing is left running and
+// o.comp is closed.
+func startNodeWith(ctx context.Context, cfg groupConfig, id, endpoint string, o nodeOptions) (n *node, err error) {
+	if o.comp == nil {
+		o.comp = newNullBackend()
+	}
 	dir := filepath.Join(cfg.Dir, id)
 	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), nil)
 	if err != nil {
@@ -118,13 +137,24 @@ func startNode(ctx context.Context, cfg groupConfig, id, endpoint string) (n *no
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		o.comp.Close()
 		return nil, fmt.Errorf("bench: broker %s: %w", id, err)
 	}
-	n = &node{id: id, addr: ln.Addr().String(), pin: proto.Fingerprint(leaf.Raw), comp: newNullBackend(), served: make(chan struct{})}
+	var attachLn net.Listener
+	n = &node{id: id, addr: ln.Addr().String(), pin: proto.Fingerprint(leaf.Raw), comp: o.comp, served: make(chan struct{})}
 	fail := func(err error) (*node, error) {
 		ln.Close()
+		if attachLn != nil {
+			attachLn.Close()
+		}
 		n.close()
 		return nil, fmt.Errorf("bench: broker %s: %w", id, err)
+	}
+	if o.attach {
+		if attachLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return fail(err)
+		}
+		n.attach = attachLn.Addr().String()
 	}
 	if n.cli, err = newClient([]string{endpoint}); err != nil {
 		return fail(err)
@@ -137,9 +167,11 @@ func startNode(ctx context.Context, cfg groupConfig, id, endpoint string) (n *no
 	}
 	n.b, err = broker.New(broker.Config{
 		ServerID: id, Registry: n.reg, Compositor: n.comp, Auth: auth.Kiosk{User: "bench"}, Logger: log,
-		// Nothing to keep (null compositor), but Shutdown then skips
+		// Nothing to keep with the null compositor, but Shutdown then skips
 		// releasing 10,000 claims one by one: revoking the lease drops them.
-		KeepSessionsOnShutdown: true,
+		// Real desktops (the pixels node) are destroyed at Shutdown.
+		KeepSessionsOnShutdown: !o.attach,
+		AttachAddr:             n.attach,
 	})
 	if err != nil {
 		return fail(err)
@@ -156,12 +188,25 @@ func startNode(ctx context.Context, cfg groupConfig, id, endpoint string) (n *no
 	}})
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	tlsCfg := proto.ServerTLSConfig(cert)
+	var served sync.WaitGroup
+	served.Add(1)
 	go func() {
-		defer close(n.served)
-		if err := n.b.Serve(sctx, ln, proto.ServerTLSConfig(cert)); err != nil {
+		defer served.Done()
+		if err := n.b.Serve(sctx, ln, tlsCfg); err != nil {
 			log.Error("serve ended", "error", err)
 		}
 	}()
+	if attachLn != nil {
+		served.Add(1)
+		go func() {
+			defer served.Done()
+			if err := n.b.ServeAttach(sctx, attachLn, tlsCfg); err != nil {
+				log.Error("attach gateway ended", "error", err)
+			}
+		}()
+	}
+	go func() { served.Wait(); close(n.served) }()
 	return n, nil
 }
 

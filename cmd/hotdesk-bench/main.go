@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/hotdesk-bench [-scenarios local,crossserver,race,storm,scale] [-n N] [-quick]
 //	go run ./cmd/hotdesk-bench -scenarios card [-n N]
+//	go run ./cmd/hotdesk-bench -scenarios pixels [-pixels-rounds N] [-pixels-size WxH] [-pixels-display CMD]
 //
 // It starts a real group: a 3-member etcd cluster on loopback
 // (registry.StartEmbedded ×3, fsync on unless -nofsync; the members run in a
@@ -34,6 +35,14 @@
 // card connected → Inserted event) apart from the broker's part
 // ("broker_p50_ms"/p99, also p50_ms/p99_ms: TokenInserted → Attached).
 // Without pcscd its row says "skipped": true and why in "notes".
+// The "pixels" scenario (not in the default set either: real desktops)
+// adds a fourth broker with the weston RDP backend and an attach gateway
+// (the other brokers drained meanwhile), and two real terminals: the
+// hotdesk-term binary with its display client, each on its own Xvfb. It
+// moves a token between them and reports card-to-pixels (token event → the
+// terminal's X screen shows the session's current frame, read through
+// MIT-SHM) with its breakdown, and the same measurement for FreeRDP
+// started straight at weston ("baseline_*"); see pixels.go.
 // Every loop is bounded in count and in time (a budget per scenario; a row
 // that ran out of time says "truncated"); all traffic stays on loopback.
 package main
@@ -59,7 +68,7 @@ var allScenarios = []string{"local", "crossserver", "race", "storm", "scale"}
 
 // extraScenarios run only when named: card needs pcscd with the vpcd driver
 // and about a second per trial.
-var extraScenarios = []string{"card"}
+var extraScenarios = []string{"card", "pixels"}
 
 // runTimeout bounds a whole run, whatever the flags say.
 const runTimeout = 15 * time.Minute
@@ -95,6 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	inproc := fs.Bool("etcd-inproc", false, "run the etcd members in this process (scale then counts etcd's heap too)")
 	dir := fs.String("dir", "", "working directory (default: a new temporary directory, removed afterwards)")
 	verbose := fs.Bool("v", false, "log brokers and registry at info level")
+	pxRounds := fs.Int("pixels-rounds", 0, "pixels: token moves measured, and baseline connections (0: 20, 5 with -quick)")
+	pxSize := fs.String("pixels-size", "1024x768", "pixels: `WxH` of the terminals' screens and the desktop")
+	pxDisplay := fs.String("pixels-display", "", "pixels: the terminals' display `COMMAND` ({addr}, {size}; default: "+pixelsDisplayDefault+")")
+	termBin := fs.String("term-bin", "", "pixels: the hotdesk-term binary (default: built from this module)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -124,6 +137,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *budget > 0 {
 		p.budget = *budget
 	}
+	px := pixelsConfig{rounds: *pxRounds, display: *pxDisplay, termBin: *termBin}
+	if px.rounds == 0 && *quick {
+		px.rounds = 5
+	}
+	if _, err := fmt.Sscanf(*pxSize, "%dx%d", &px.width, &px.height); err != nil || px.width < 64 || px.height < 64 || px.width > 4096 || px.height > 4096 {
+		return fmt.Errorf("-pixels-size %q: want WxH between 64 and 4096", *pxSize)
+	}
+	if px.rounds < 0 || px.rounds > maxPixelsRounds {
+		return fmt.Errorf("-pixels-rounds: 1..%d", maxPixelsRounds)
+	}
 	const maxSize = 1_000_000
 	if p.n > maxSize || p.sessions > maxSize || p.baseline > maxSize || p.terminals > 10_000 {
 		return errors.New("sizes are bounded: n, sessions, baseline ≤ 1,000,000; terminals ≤ 10,000")
@@ -146,7 +169,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		*dir = d
 	}
 
-	fmt.Fprintf(stderr, "hotdesk-bench: NOTE the compositor is a null backend (no process started): the broker path is what is measured\n")
+	if len(todo) != 1 || todo[0] != "pixels" {
+		fmt.Fprintf(stderr, "hotdesk-bench: NOTE the compositor is a null backend (no process started): the broker path is what is measured (pixels: real weston desktops)\n")
+	}
 	fmt.Fprintf(stderr, "hotdesk-bench: starting 3 etcd members (fsync %v, %s) and 3 brokers in %s\n",
 		!*noFsync, map[bool]string{true: "in this process", false: "in a child process"}[*inproc], *dir)
 	t0 := time.Now()
@@ -160,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	fmt.Fprintf(stderr, "hotdesk-bench: group ready in %v\n", time.Since(t0).Round(time.Millisecond))
 
-	b := &bench{g: g, p: p, log: log, fsync: !*noFsync}
+	b := &bench{g: g, p: p, log: log, fsync: !*noFsync, px: px}
 	enc := json.NewEncoder(stdout)
 	emit := func(r row, d time.Duration) error {
 		fmt.Fprintf(stderr, "hotdesk-bench: %s done in %v\n", r.Scenario, d.Round(time.Millisecond))
@@ -176,7 +201,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	funcs := map[string]func(context.Context) (row, error){
 		"local": b.local, "crossserver": b.crossserver, "race": b.race, "storm": b.storm, "scale": b.scale,
-		"card": b.card,
+		"card": b.card, "pixels": b.pixels,
 	}
 	for _, s := range todo {
 		fmt.Fprintf(stderr, "hotdesk-bench: running %s\n", s)

@@ -42,6 +42,7 @@ type bench struct {
 	log     hclog.Logger
 	fsync   bool
 	etcdP99 float64 // ms, from the baseline
+	px      pixelsConfig
 }
 
 func (b *bench) newRow(scenario string) row {

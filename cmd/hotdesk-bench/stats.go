@@ -56,6 +56,27 @@ type row struct {
 	ReaderP99      *float64 `json:"reader_p99_ms,omitempty"`
 	BrokerP50      *float64 `json:"broker_p50_ms,omitempty"`
 	BrokerP99      *float64 `json:"broker_p99_ms,omitempty"`
+	// pixels: the parts of a hot-desk as a person sees it (see pixelsNotes),
+	// the same measurement without hotdesk (baseline: FreeRDP straight at
+	// weston), the display command and the machine's load average
+	// (1, 5, 15 min) before and after.
+	Rounds           *int     `json:"rounds,omitempty"`
+	DisplayStartP50  *float64 `json:"display_start_p50_ms,omitempty"`
+	DisplayStartP99  *float64 `json:"display_start_p99_ms,omitempty"`
+	TransportP50     *float64 `json:"transport_p50_ms,omitempty"`
+	TransportP99     *float64 `json:"transport_p99_ms,omitempty"`
+	RDPConnectP50    *float64 `json:"rdp_connect_p50_ms,omitempty"`
+	RDPConnectP99    *float64 `json:"rdp_connect_p99_ms,omitempty"`
+	FirstFrameP50    *float64 `json:"first_frame_p50_ms,omitempty"`
+	FirstFrameP99    *float64 `json:"first_frame_p99_ms,omitempty"`
+	CompleteFrameP50 *float64 `json:"complete_frame_p50_ms,omitempty"`
+	CompleteFrameP99 *float64 `json:"complete_frame_p99_ms,omitempty"`
+	BaselineN        *int     `json:"baseline_n,omitempty"`
+	BaselineP50      *float64 `json:"baseline_p50_ms,omitempty"`
+	BaselineP99      *float64 `json:"baseline_p99_ms,omitempty"`
+	Display          string   `json:"display,omitempty"`
+	LoadBefore       string   `json:"load_before,omitempty"`
+	LoadAfter        string   `json:"load_after,omitempty"`
 	// Skipped: a component the scenario needs is missing (see notes).
 	Skipped bool `json:"skipped,omitempty"`
 }

@@ -113,7 +113,7 @@ type agent struct {
 
 	// Loop state.
 	cards     map[string]string // card token → reader, while present
-	disp      *displayClient    // running display client, if any
+	disp      *display          // the display path, if cfg.Display is set
 	conn      *link
 	dialing   bool
 	retrying  clock.Timer
@@ -219,7 +219,7 @@ func newAgent(cfg Config) (*agent, error) {
 	if len(cfg.Answers) > maxQueuedAnswers {
 		return nil, fmt.Errorf("agent: more than %d scripted answers", maxQueuedAnswers)
 	}
-	return &agent{
+	a := &agent{
 		cfg:       cfg,
 		clk:       cfg.Clock,
 		log:       cfg.Logger,
@@ -235,7 +235,12 @@ func newAgent(cfg Config) (*agent, error) {
 		stopped:   make(chan struct{}),
 		backoff:   cfg.MinBackoff,
 		answers:   slices.Clone(cfg.Answers),
-	}, nil
+	}
+	if len(cfg.Display) > 0 {
+		a.disp = newDisplay(displayConfig{Command: cfg.Display, Terminal: cfg.TerminalID, Timeout: cfg.Timeout,
+			Logger: cfg.Logger.Named("display"), Emit: a.out.emit})
+	}
+	return a, nil
 }
 
 // home is where the agent connects when it has no redirect to follow:
@@ -405,6 +410,10 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 	default:
 		return fmt.Errorf("connect: %w", err)
 	}
+	if a.disp != nil {
+		a.disp.start(ctx) // a client waits for the first ticket
+		defer a.disp.close()
+	}
 	defer func() {
 		close(a.stopped)
 		a.stopRetries()
@@ -434,7 +443,6 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 				continue // a service outlives its input
 			}
 			if cmd.op == opQuit {
-				a.stopDisplay()
 				return nil
 			}
 			a.command(cmd)
@@ -796,7 +804,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		a.insertDone(m.Token)
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
-		a.startDisplay(ctx, l, m)
+		a.startDisplay(l, m)
 	case *proto.Detached:
 		if a.session == m.SessionID {
 			a.session = ""

@@ -70,6 +70,17 @@ func attachedEvent(m *proto.Attached) event {
 		text: text}
 }
 
+// streamEvent: the display stream of session is spliced through the
+// gateway. client is attached → the display client connected to the local
+// relay (0 if it was waiting already); gateway is the relay's dial, TLS
+// handshake and ticket redemption at the attach gateway.
+func streamEvent(session string, client, gateway time.Duration) event {
+	msf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return event{name: "stream",
+		fields: []field{{"session", session}, {"client_ms", msf(client)}, {"gateway_ms", msf(gateway)}},
+		text:   fmt.Sprintf("display stream of session %s spliced (client %v, gateway %v)", clean(session), client.Round(time.Millisecond), gateway.Round(time.Millisecond))}
+}
+
 func detachedEvent(m *proto.Detached) event {
 	fields := []field{{"session", m.SessionID}, {"reason", m.Reason.String()}}
 	text := fmt.Sprintf("detached from session %s: %s", clean(m.SessionID), m.Reason)

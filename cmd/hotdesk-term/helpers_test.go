@@ -30,6 +30,9 @@ const waitBound = 20 * time.Second
 
 // TestMain fails the package if the agent leaves goroutines behind.
 func TestMain(m *testing.M) {
+	if os.Getenv(displayClientEnv) == "1" {
+		runTestDisplayClient() // the test binary as a display client
+	}
 	code := m.Run()
 	testutil.RemoveBuilds()
 	if code == 0 {
@@ -55,7 +58,8 @@ func leakedGoroutines() []string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var leaked []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "main.(*agent)") || strings.Contains(g, "main.readLines") || strings.Contains(g, "main.(*fakeBroker)") {
+		if strings.Contains(g, "main.(*agent)") || strings.Contains(g, "main.readLines") || strings.Contains(g, "main.(*fakeBroker)") ||
+			strings.Contains(g, "main.(*display)") {
 			leaked = append(leaked, g)
 		}
 	}

@@ -122,7 +122,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.insert, "insert", "", "insert the key `NAME` right after connecting (run)")
 	fs.Var(&answers, "answer", "answer the next prompt with `TEXT` (repeatable, in order)")
 	fs.BoolVar(&o.json, "json", false, "print events as JSON lines")
-	fs.StringVar(&o.display, "display", "", "display client `COMMAND` started on every attach; {addr} in it becomes the local relay to the session, e.g. \"xfreerdp /v:{addr} /cert:ignore\"")
+	fs.StringVar(&o.display, "display", "", "display client `COMMAND`, started ahead and handed each attached session; {addr} in it becomes the local relay to the session, e.g. \"xfreerdp /v:{addr} /cert:ignore\"; \"freerdp\" is the built-in FreeRDP command")
 	fs.BoolVar(&o.pcsc, "pcsc", false, "watch the terminal's PC/SC card readers (smart cards, NFC badges and phones)")
 	fs.StringVar(&o.readers, "readers", "", "with -pcsc: only readers whose name contains one of these comma-separated `NAMES`")
 	fs.DurationVar(&o.removeGrace, "remove-grace", time.Second, "with -pcsc: a card must stay away this long before its removal is reported")
@@ -257,7 +257,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if o.insert != "" {
 		cfg.Insert = []string{o.insert}
 	}
-	cfg.Display = strings.Fields(o.display)
+	cfg.Display = displayCommand(o.display)
 	ui := &greeterUI{scr: nopScreen{}}
 	if o.greeter && o.args[0] != "pair" {
 		cfg.UI = ui.event

@@ -171,11 +171,11 @@ func TestDesktopFollowsToken(t *testing.T) {
 	next(t, ev1, "connected")
 	next(t, ev2, "connected")
 
+	blank := screenshot(t, d1) // Xvfb before anything is shown: black
 	fmt.Fprintln(in1, "insert default")
 	att := next(t, ev1, "attached")
 	next(t, ev1, "display")
 	session := att["session"].(string)
-	blank := screenshot(t, d1) // Xvfb before the client draws: black
 	var before image.Image
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
@@ -210,6 +210,9 @@ func TestDesktopFollowsToken(t *testing.T) {
 	// same desktop with the same application.
 	fmt.Fprintln(in1, "remove default")
 	next(t, ev1, "detached")
+	waitFor("the desktop gone from terminal 1", func() bool {
+		return diff(screenshot(t, d1), blank) < 1
+	})
 	fmt.Fprintln(in2, "insert default")
 	if a := next(t, ev2, "attached"); a["session"] != session {
 		t.Fatalf("terminal 2 attached %v; want %s", a["session"], session)

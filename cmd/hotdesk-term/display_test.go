@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// displayClientEnv makes the test binary act as a display client (see
+// runTestDisplayClient): the display tests run real processes.
+const displayClientEnv = "HOTDESK_TEST_DISPLAY_CLIENT"
+
+// runTestDisplayClient is a display client speaking first, as RDP does: it
+// connects to the relay (os.Args[1]), writes "<pid> connected" to
+// os.Args[2]/<pid>.up, sends "hello <pid>\n" and waits for "welcome\n";
+// then it writes os.Args[2]/<pid>.shown and stays until killed or the
+// stream ends.
+func runTestDisplayClient() {
+	dir := os.Args[2]
+	pid := strconv.Itoa(os.Getpid())
+	c, err := net.DialTimeout("tcp", os.Args[1], 10*time.Second)
+	if err != nil {
+		os.Exit(3)
+	}
+	_ = os.WriteFile(filepath.Join(dir, pid+".up"), []byte(pid), 0o600)
+	if _, err := io.WriteString(c, "hello "+pid+"\n"); err != nil {
+		os.Exit(4)
+	}
+	buf := make([]byte, len("welcome\n"))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "welcome\n" {
+		os.Exit(5)
+	}
+	_ = os.WriteFile(filepath.Join(dir, pid+".shown"), []byte(pid), 0o600)
+	_, _ = io.Copy(io.Discard, c)
+	os.Exit(0)
+}
+
+// fakeGateway is an attach gateway on proto: TLS, Attach → AttachOK for
+// the one ticket it knows (once), then it answers the client's first line
+// with "welcome\n" and records it.
+type fakeGateway struct {
+	t      *testing.T
+	addr   string
+	tls    *tls.Config // the client side, pinned
+	ticket []byte
+	ln     net.Listener
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	attaches int      // Attach messages received
+	lines    []string // first line of each spliced stream
+	conns    []net.Conn
+}
+
+func startGateway(t *testing.T) *fakeGateway {
+	t.Helper()
+	dir := t.TempDir()
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg, err := proto.ClientTLSConfig("", proto.Fingerprint(cert.Leaf.Raw), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &fakeGateway{t: t, addr: ln.Addr().String(), tls: ccfg, ticket: []byte("ticket-1"), ln: ln}
+	scfg := proto.ServerTLSConfig(cert)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g.mu.Lock()
+			g.conns = append(g.conns, c)
+			g.mu.Unlock()
+			g.wg.Add(1)
+			go func() { defer g.wg.Done(); g.serve(tls.Server(c, scfg)) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		g.mu.Lock()
+		for _, c := range g.conns {
+			c.Close()
+		}
+		g.mu.Unlock()
+		g.wg.Wait()
+	})
+	return g
+}
+
+func (g *fakeGateway) serve(tc *tls.Conn) {
+	c := proto.NewConn(tc, proto.WithReadTimeout(waitBound))
+	defer c.Close()
+	m, err := c.Recv()
+	if err != nil {
+		return
+	}
+	req, ok := m.Body.(*proto.Attach)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	g.attaches++
+	valid := g.ticket != nil && bytes.Equal(req.Ticket, g.ticket) && req.TerminalID == "t-disp"
+	if valid {
+		g.ticket = nil // single use
+	}
+	g.mu.Unlock()
+	if !valid {
+		_ = c.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "ticket invalid"})
+		return
+	}
+	if c.Send(&proto.AttachOK{SessionID: "s-1"}) != nil {
+		return
+	}
+	nc := c.NetConn()
+	_ = nc.SetDeadline(time.Time{})
+	line, err := readLine(nc)
+	if err != nil {
+		return
+	}
+	g.mu.Lock()
+	g.lines = append(g.lines, line)
+	g.mu.Unlock()
+	if _, err := io.WriteString(nc, "welcome\n"); err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, nc)
+}
+
+func readLine(r io.Reader) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) < 256 {
+		if _, err := r.Read(one); err != nil {
+			return "", err
+		}
+		if one[0] == '\n' {
+			return string(b), nil
+		}
+		b = append(b, one[0])
+	}
+	return "", fmt.Errorf("line too long")
+}
+
+func (g *fakeGateway) counts() (attaches int, lines []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.attaches, append([]string(nil), g.lines...)
+}
+
+// waitFile waits for a file matching pattern in dir other than those in
+// seen and returns its base name without extension (the client's pid).
+func waitFile(t *testing.T, dir, ext string, seen map[string]bool) string {
+	t.Helper()
+	deadline := time.Now().Add(waitBound)
+	for time.Now().Before(deadline) {
+		ms, _ := filepath.Glob(filepath.Join(dir, "*"+ext))
+		for _, m := range ms {
+			pid := filepath.Base(m)
+			pid = pid[:len(pid)-len(ext)]
+			if !seen[pid] {
+				seen[pid] = true
+				return pid
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no new %s file in %s", ext, dir)
+	return ""
+}
+
+func alive(pid string) bool {
+	_, err := os.Stat("/proc/" + pid)
+	return err == nil
+}
+
+func newTestDisplay(t *testing.T, dir string, events *output) *display {
+	t.Setenv(displayClientEnv, "1")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newDisplay(displayConfig{
+		Command: []string{exe, "{addr}", dir}, Terminal: "t-disp", Timeout: waitBound,
+		Logger: testLogger(t), Emit: (&emitter{w: events, json: true, now: time.Now}).emit,
+	})
+}
+
+// TestDisplayHeldUntilTicket: the display client is started before any
+// session and connects at once, but nothing leaves the terminal until a
+// ticket comes; then its held connection (with what it already sent) is
+// spliced through the gateway. After detach it is gone and a fresh client
+// waits; a refused ticket shows nothing and leaves a fresh client waiting.
+func TestDisplayHeldUntilTicket(t *testing.T) {
+	dir := t.TempDir()
+	gw := startGateway(t)
+	events := newOutput(t)
+	d := newTestDisplay(t, dir, events)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.start(ctx)
+	defer d.close()
+
+	up := map[string]bool{}
+	shown := map[string]bool{}
+	first := waitFile(t, dir, ".up", up) // connected to the relay, held
+	time.Sleep(200 * time.Millisecond)   // room for a wrong relay to forward
+	gw.mu.Lock()
+	conns := len(gw.conns)
+	gw.mu.Unlock()
+	if conns != 0 {
+		t.Fatalf("before any ticket the gateway got %d connections; want none", conns)
+	}
+
+	d.attach(gw.addr, gw.tls, []byte("ticket-1"), "s-1")
+	if pid := waitFile(t, dir, ".shown", shown); pid != first {
+		t.Fatalf("session shown by client %s; want the waiting client %s", pid, first)
+	}
+	ev := events.wait("stream")
+	if ev["session"] != "s-1" {
+		t.Errorf("stream event %v; want session s-1", ev)
+	}
+	if _, lines := gw.counts(); len(lines) != 1 || lines[0] != "hello "+first {
+		t.Errorf("gateway got %q; want the held client's first bytes %q", lines, "hello "+first)
+	}
+
+	d.detach()
+	if alive(first) {
+		t.Errorf("client %s still runs after detach; want it gone", first)
+	}
+	second := waitFile(t, dir, ".up", up) // a fresh one waits
+	if second == first {
+		t.Fatalf("same client after detach")
+	}
+
+	// The ticket was single use: a second attach with it is refused, the
+	// client never shows anything and is replaced by a fresh one.
+	d.attach(gw.addr, gw.tls, []byte("ticket-1"), "s-1")
+	third := waitFile(t, dir, ".up", up)
+	if third == second {
+		t.Fatalf("the refused client was not replaced")
+	}
+	if n, lines := gw.counts(); n != 2 || len(lines) != 1 {
+		t.Errorf("gateway saw %d attaches and %d streams; want 2 and 1", n, len(lines))
+	}
+	if _, err := os.Stat(filepath.Join(dir, second+".shown")); err == nil {
+		t.Errorf("client %s showed a session with a refused ticket", second)
+	}
+
+	d.close()
+	if alive(third) {
+		t.Errorf("client %s still runs after close", third)
+	}
+}
