@@ -189,7 +189,8 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 	pol := c.Policies.For(req.Token, req.User, groups)
 	switch pol.Kind {
 	case KindKiosk:
-		return Kiosk{User: pol.KioskUser}.Authenticate(ctx, Request{}, conv)
+		// kiosk_user "" means the token's registered user (else "kiosk").
+		return Kiosk{User: pol.KioskUser}.Authenticate(ctx, Request{User: req.User}, conv)
 	case KindCard:
 		if req.User == "" {
 			return Result{}, fmt.Errorf("auth: card policy: %w: token not registered to a user", ErrDenied)

@@ -83,6 +83,7 @@ func TestChooser(t *testing.T) {
 		Tokens: map[string]auth.Policy{
 			"uid.kiosk": {Kind: auth.KindKiosk, KioskUser: "guest"},
 			"uid.card":  {Kind: auth.KindCard},
+			"uid.kt":    {Kind: auth.KindKiosk},
 			"uid.pin":   {Kind: auth.KindCardPIN, NoReauth: true},
 		},
 	}
@@ -94,6 +95,8 @@ func TestChooser(t *testing.T) {
 		wantErr     error
 	}{
 		{"kiosk", auth.Request{Token: "uid.kiosk", User: "alice"}, "guest", "", nil},
+		{"kiosk as the token's user", auth.Request{Token: "uid.kt", User: "alice"}, "alice", "", nil},
+		{"kiosk unregistered token", auth.Request{Token: "uid.kt"}, "kiosk", "", nil},
 		{"card registered", auth.Request{Token: "uid.card", User: "alice"}, "alice", "", nil},
 		{"card unregistered", auth.Request{Token: "uid.card"}, "", "", auth.ErrDenied},
 		{"pin new session", auth.Request{Token: "uid.pin", User: "alice"}, "alice", auth.DefaultPINService, nil},

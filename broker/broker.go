@@ -103,6 +103,9 @@ type Config struct {
 	// (ServeAttach): Attached then carries "hotdesk-attach://AttachAddr" and
 	// a single-use ticket instead of the compositor's own endpoint.
 	AttachAddr string
+	// Limits bound connections, handshakes and attach tickets (zero fields:
+	// defaults, see Limits).
+	Limits Limits
 	// Events, if set, receives every event of this broker (events.go).
 	Events EventSink
 }
@@ -224,6 +227,8 @@ type Broker struct {
 	log  hclog.Logger
 	clk  clock.Clock
 	keys keyLock
+	// userLocks serialize the per-user session count with the claim.
+	userLocks keyLock
 
 	mu       sync.Mutex
 	reg      Registry // swapped by Reestablish
@@ -242,6 +247,13 @@ type Broker struct {
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
 	members    memberCache       // group members for Welcome (members.go)
+	ticketSeq  uint64            // last ticket's issue number
+
+	lim  Limits    // cfg.Limits with defaults
+	blog *burstLog // limit and accept-error lines, once per burst
+	// termGate and attachGate are the listeners' connection gates, set by
+	// Serve and ServeAttach (nil before); see ConnCounts.
+	termGate, attachGate *connGate
 }
 
 // Hooks observe transitions; tests and the benchmark use them. Each hook
@@ -291,7 +303,9 @@ func New(cfg Config) (*Broker, error) {
 		tickets:    make(map[string]ticket),
 		stop:       make(chan struct{}),
 		regChanged: make(chan struct{}, 1),
+		lim:        cfg.Limits.withDefaults(),
 	}
+	b.blog = newBurstLog(b.log)
 	go b.watchExits()
 	go b.publishCounts()
 	b.wg.Add(1)

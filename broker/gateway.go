@@ -30,6 +30,7 @@ type ticket struct {
 	session  *Session
 	terminal string
 	expires  time.Time
+	seq      uint64 // issue order, to revoke a session's oldest
 }
 
 // issueTicket returns a new single-use ticket for s at terminal t, or nil if
@@ -45,6 +46,25 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 	now := b.clk.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// A session holds at most MaxTicketsPerSession: re-presenting a token
+	// churns its own tickets (the oldest is revoked) and never fills the
+	// table shared by every user.
+	var oldest string
+	var oldestSeq uint64
+	n := 0
+	for k, v := range b.tickets {
+		if v.session != s {
+			continue
+		}
+		n++
+		if oldest == "" || v.seq < oldestSeq {
+			oldest, oldestSeq = k, v.seq
+		}
+	}
+	if n >= b.lim.MaxTicketsPerSession {
+		delete(b.tickets, oldest)
+		b.blog.warn("max_tickets_per_session", "attach ticket revoked: session has too many outstanding", "session", s.ID, "terminal", logValue(t.id))
+	}
 	if len(b.tickets) >= maxTickets {
 		for k, v := range b.tickets {
 			if !now.Before(v.expires) {
@@ -55,7 +75,8 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 			return nil
 		}
 	}
-	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL)}
+	b.ticketSeq++
+	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL), seq: b.ticketSeq}
 	return tk
 }
 
@@ -97,42 +118,47 @@ func (b *Broker) redeem(req *proto.Attach) (*Session, error) {
 	return s, nil
 }
 
-// ServeAttach runs the attach gateway on ln until ctx is cancelled.
+// ServeAttach runs the attach gateway on ln until ctx is cancelled, with
+// the same accept back-off and connection limits as Serve.
 func (b *Broker) ServeAttach(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("broker: attach accept: %w", err)
+	gate := newConnGate("attach", b.lim, b.blog)
+	b.mu.Lock()
+	b.attachGate = gate
+	b.mu.Unlock()
+	return acceptLoop(ln, func() bool { return ctx.Err() != nil }, b.blog, "attach", func(c net.Conn) {
+		adm := gate.admit(c.RemoteAddr())
+		if adm == nil {
+			c.Close()
+			return
 		}
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			b.attachConn(ctx, tls.Server(c, tlsCfg))
+			defer adm.done()
+			b.attachConn(ctx, tls.Server(c, tlsCfg), adm)
 		}()
-	}
+	})
 }
 
-func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn) {
+func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 	log := b.log.With("remote", tc.RemoteAddr().String())
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	// The TLS handshake and the Attach together get HandshakeTimeout.
+	expired := time.AfterFunc(b.lim.HandshakeTimeout, func() { tc.Close() })
+	defer expired.Stop()
+	hctx, cancel := context.WithTimeout(ctx, b.lim.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
 		tc.Close()
 		return
 	}
-	conn := proto.NewConn(tc, proto.WithReadTimeout(handshakeTimeout))
+	conn := proto.NewConn(tc, proto.WithReadTimeout(b.lim.HandshakeTimeout))
 	m, err := conn.Recv()
+	if err == nil && !expired.Stop() {
+		err = errors.New("broker: attach: first message timed out")
+	}
 	if err != nil {
 		if perr := proto.ErrorFor(err); perr != nil {
 			_ = conn.Send(perr)
@@ -146,9 +172,10 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn) {
 		conn.Close()
 		return
 	}
+	adm.authenticated()
 	s, err := b.redeem(req)
 	if err != nil {
-		log.Info("attach refused", "terminal", sanitize(req.TerminalID), "error", err)
+		b.blog.warn("attach_refused", "attach refused", "remote", tc.RemoteAddr().String(), "terminal", logValue(req.TerminalID), "error", err)
 		_ = conn.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "ticket invalid, expired, used or not for this terminal"})
 		conn.Close()
 		return

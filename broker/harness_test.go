@@ -118,7 +118,8 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	logger := hclog.New(&hclog.LoggerOptions{Name: id, Level: testLogLevel(), Output: testWriter{t}})
-	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston")})
+	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"),
+		AllowRoot: true /* the broker tests run as root; desktops as users are compositor/weston tests */})
 	if err != nil {
 		t.Fatal(err)
 	}

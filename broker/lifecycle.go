@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
@@ -236,13 +237,15 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	case errors.Is(err, auth.ErrLocked):
 		b.emit(Event{Kind: LoginLockout, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
+	case errors.Is(err, auth.ErrBusy):
+		return res, fail(proto.ErrRateLimited, "too many logins in progress; try again shortly", err)
 	case err != nil && ctx.Err() != nil:
 		// The token was removed mid-login (or the terminal left).
 		return res, fail(proto.ErrCancelled, "login abandoned: token removed", err)
 	case errors.Is(err, ErrPromptCancelled):
 		return res, fail(proto.ErrAuthFailed, "login cancelled at the terminal", err)
 	case err != nil:
-		b.log.Info("authentication failed", "token", token, "terminal", t.id, "error", err)
+		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
 		b.emit(Event{Kind: LoginRefused, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
@@ -275,11 +278,26 @@ func (b *Broker) closeLogin(l auth.Session) {
 	}
 }
 
+// lockUserLimit takes user's limit lock when a per-user limit applies to
+// token and user, and returns its release (idempotent; a no-op otherwise).
+func (b *Broker) lockUserLimit(token, user string) func() {
+	pol := b.policy(token, user)
+	if pol.MaxSessions <= 0 || pol.Kind == auth.KindKiosk {
+		return func() {}
+	}
+	unlock := b.userLocks.Lock(user)
+	var once sync.Once
+	return func() { once.Do(unlock) }
+}
+
 // checkUserLimit refuses a new session for a user who already holds the
 // policy's maximum anywhere in the group.
 func (b *Broker) checkUserLimit(ctx context.Context, token, user string) error {
-	max := b.policy(token, user).MaxSessions
-	if max <= 0 {
+	pol := b.policy(token, user)
+	max := pol.MaxSessions
+	// Kiosk sessions all carry one label user ("kiosk"), not a person: a
+	// per-user limit would be one limit shared by every kiosk token.
+	if max <= 0 || pol.Kind == auth.KindKiosk {
 		return nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -338,6 +356,11 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	if err != nil {
 		return err
 	}
+	// The user's sessions are counted and the claim made under the user's
+	// lock: concurrent logins of one user at this broker never overshoot
+	// the limit.
+	unlockUser := b.lockUserLimit(token, res.User)
+	defer unlockUser()
 	if err := b.checkUserLimit(ctx, token, res.User); err != nil {
 		b.closeLogin(res.Session)
 		return err
@@ -358,6 +381,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	c, won, err := b.registry().Claim(cctx, token, b.record(s, t))
 	cancel()
+	unlockUser()
 	if err != nil {
 		b.closeLogin(res.Session)
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
@@ -381,13 +405,21 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env,
 		Labels: map[string]string{labelToken: token, labelCreated: strconv.FormatInt(now.UnixMilli(), 10)}})
 	if err != nil {
-		b.log.Error("compositor create failed", "session", s.ID, "error", err)
+		full := errors.Is(err, compositor.ErrFull)
+		if full {
+			b.log.Warn("session refused: max_sessions reached", "session", s.ID, "error", err)
+		} else {
+			b.log.Error("compositor create failed", "session", s.ID, "error", err)
+		}
 		b.forget(s)
 		b.closeLogin(res.Session)
 		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		_ = b.registry().Release(rctx, c)
 		cancel()
 		b.transitioned(s, Creating, Destroyed)
+		if full {
+			return fail(proto.ErrSessionLimited, "this server runs as many sessions as it may", err)
+		}
 		return fail(proto.ErrCompositor, "could not start the session", err)
 	}
 	b.mu.Lock()

@@ -94,42 +94,58 @@ var ErrPromptCancelled = errors.New("broker: prompt cancelled at the terminal")
 
 // Serve accepts terminal connections on ln (a TCP listener; Serve wraps it
 // in TLS with tlsCfg) until ctx is cancelled. It returns nil after ctx is
-// cancelled, or the listener's error.
+// cancelled, or the listener's error. Accept errors that leave the listener
+// usable (EMFILE, ENFILE, ...) back off and are logged once per burst.
+// Connections beyond Config.Limits are closed at once.
 func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	var delay time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("broker: accept: %w", err)
+	gate := newConnGate("terminal", b.lim, b.blog)
+	b.mu.Lock()
+	b.termGate = gate
+	b.mu.Unlock()
+	return acceptLoop(ln, func() bool { return ctx.Err() != nil }, b.blog, "terminal", func(c net.Conn) {
+		adm := gate.admit(c.RemoteAddr())
+		if adm == nil {
+			c.Close()
+			return
 		}
-		delay = 0
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			b.serveConn(ctx, tls.Server(c, tlsCfg))
+			defer adm.done()
+			b.serveConn(ctx, tls.Server(c, tlsCfg), adm)
 		}()
+	})
+}
+
+// ConnCounts returns the connections the terminal listener and the attach
+// gateway hold now (for tests and metrics).
+func (b *Broker) ConnCounts() (terminal, attach int) {
+	b.mu.Lock()
+	tg, ag := b.termGate, b.attachGate
+	b.mu.Unlock()
+	if tg != nil {
+		terminal, _ = tg.counts()
 	}
+	if ag != nil {
+		attach, _ = ag.counts()
+	}
+	return terminal, attach
 }
 
 // serveConn runs one terminal connection to its end.
-func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
+func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	remote := c.RemoteAddr().String()
 	log := b.log.With("remote", remote)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	// The TLS handshake and the Hello together get HandshakeTimeout: a
+	// slow or silent client loses its connection, whatever it sends.
+	expired := time.AfterFunc(b.lim.HandshakeTimeout, func() { c.Close() })
+	hctx, cancel := context.WithTimeout(ctx, b.lim.HandshakeTimeout)
 	err := c.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
+		expired.Stop()
 		log.Debug("tls handshake failed", "error", err)
 		c.Close()
 		return
@@ -140,11 +156,15 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
 	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval,
 		func() []proto.Member { return b.groupMembers(ctx) })
+	if !expired.Stop() && err == nil {
+		err = errors.New("broker: handshake timed out")
+	}
 	if err != nil {
-		log.Info("terminal handshake failed", "error", err)
+		b.blog.warn("handshake_failed", "terminal handshake failed", "remote", remote, "error", err)
 		conn.Close()
 		return
 	}
+	adm.authenticated()
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
@@ -160,7 +180,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 	}
 	b.terms[t] = struct{}{}
 	b.mu.Unlock()
-	log.Info("terminal connected", "terminal", t.id, "hops", hello.Hops)
+	log.Info("terminal connected", "terminal", logValue(t.id), "hops", hello.Hops)
 	b.emit(terminalEvent(TerminalConnected, t, "", ""))
 
 	tctx, tcancel := context.WithCancel(ctx)
@@ -179,9 +199,9 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn) {
 	b.mu.Unlock()
 	b.emit(terminalEvent(TerminalDisconnected, t, "", ""))
 	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
-		log.Info("terminal connection closed", "terminal", t.id, "error", err)
+		log.Info("terminal connection closed", "terminal", logValue(t.id), "error", err)
 	} else {
-		log.Debug("terminal disconnected", "terminal", t.id)
+		log.Debug("terminal disconnected", "terminal", logValue(t.id))
 	}
 }
 
@@ -312,12 +332,18 @@ func (t *terminal) handle(ev event) {
 			if !errors.As(err, &ie) {
 				ie = fail(proto.ErrInternal, "internal error", err)
 			}
-			b.log.Info("token refused", "token", m.Token, "terminal", t.id, "code", ie.code, "error", ie)
-			b.emit(terminalEvent(TokenRefused, t, m.Token, ie.msg))
+			// Attacker-controlled: bounded, sanitized, and one line per
+			// burst for refusals of tokens that are not even well formed.
+			if ie.code == proto.ErrUnknownToken {
+				b.blog.warn("token_refused", "token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "remote", t.remote, "code", ie.code, "error", ie)
+			} else {
+				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
+			}
+			b.emit(terminalEvent(TokenRefused, t, logValue(m.Token), ie.msg))
 			_ = t.send(&proto.Error{Code: ie.code, Message: ie.msg, Token: m.Token})
 			return
 		}
-		b.log.Debug("token handled", "token", m.Token, "terminal", t.id, "elapsed", b.clk.Now().Sub(start))
+		b.log.Debug("token handled", "token", logValue(m.Token), "terminal", logValue(t.id), "elapsed", b.clk.Now().Sub(start))
 	case *proto.TokenRemoved:
 		b.emit(Event{Kind: TokenRemoved, Terminal: t.id, Token: m.Token})
 		b.remove(ev.ctx, t, m.Token)

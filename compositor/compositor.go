@@ -19,6 +19,10 @@ import (
 // ErrNotFound is returned for an unknown session id.
 var ErrNotFound = errors.New("compositor: session not found")
 
+// ErrFull is wrapped by a Create refused because the backend runs as many
+// sessions as it may (a session cap, taken atomically with the start).
+var ErrFull = errors.New("compositor: session limit reached")
+
 // Spec describes a session to create.
 type Spec struct {
 	SessionID string // [A-Za-z0-9-], unique per backend

@@ -79,12 +79,21 @@ etcd {
   prefix = "/hotdesk/"
 
   # mTLS for a real cluster (with endpoints only); cert_file and key_file
-  # go together.
+  # go together. hotdeskd -check warns loudly about a plaintext (http://)
+  # endpoint or a missing client certificate: whoever can write the
+  # registry can give themselves anyone's session.
   ca_file   = ""
   cert_file = ""
   key_file  = ""
 
-  # The embedded member (used when endpoints is empty). Keep it on loopback.
+  # The embedded member (used when endpoints is empty): loopback addresses
+  # only (anything else is refused). It always requires TLS client
+  # certificates from a private CA generated in <data_dir>/etcd-tls (0700)
+  # on first start, on the client and the peer port (http:// here is
+  # served as https://), so no other local user can read or write it.
+  # Another broker of a group on this host uses endpoints = ["https://..."]
+  # with ca_file, cert_file and key_file = <data_dir>/etcd-tls/ca.crt,
+  # client.crt, client.key.
   embedded {
     client_url = "http://127.0.0.1:4501"
     peer_url   = "http://127.0.0.1:4502"
@@ -97,21 +106,30 @@ session {
   suspend_timeout = "24h"
 
   # Default login policy (see the auth block for per-token, per-user and
-  # per-group policies):
-  #   kiosk          no login, every token gets a session (Sun Ray kiosk mode)
-  #   card           the registered card alone, no prompt
-  #   card+pin       the card plus a PIN (PAM service auth.pin_service)
-  #   card+password  the card plus the user's password (auth.pam_service)
+  # per-group policies), and what each exposes:
+  #   kiosk          no login: every token, registered or not, gets a desktop
+  #                  (Sun Ray kiosk mode). Exposes a desktop to anyone who
+  #                  can present any token id; use only for public kiosks.
+  #   card           the registered card alone, no prompt. Card UIDs and
+  #                  PIV CHUIDs can be copied: a copied UID is the session.
+  #   card+pin       the card plus a PIN (PAM service auth.pin_service).
+  #   card+password  the card plus the user's password (auth.pam_service).
   #   password       user name and password without a card; the user name
-  #                  locates the session (token "user.<name>")
-  auth = "kiosk"
+  #                  locates the session (token "user.<name>").
+  # The default asks for a PIN: nothing is exposed without a registered
+  # token and a secret.
+  auth = "card+pin"
 
-  # Kiosk mode: the local user every session runs as. "" = the user the
-  # token is registered to (or "kiosk").
+  # Kiosk mode: the user a kiosk session belongs to. "" = the user the
+  # token is registered to (or "kiosk" for unregistered tokens). The
+  # desktop runs as that local account if it is a regular user (uid >=
+  # 1000), else as a pooled kiosk account (compositor.kiosk_account_prefix).
   kiosk_user = ""
 
-  # Most sessions this server hosts; 0 = unlimited.
-  max_sessions = 0
+  # Most sessions this server hosts (each is a desktop with its
+  # processes); 0 = unlimited (-check warns). Enforced when the desktop
+  # starts, so concurrent logins never overshoot it.
+  max_sessions = 50
 
   # Leave the desktops running when hotdeskd stops; the next start re-adopts
   # them (verifying each is the process it started) and re-claims their
@@ -202,9 +220,22 @@ compositor {
   stop_grace = "5s"
 
   # Start each desktop as its user (uid, gid, supplementary groups, a
-  # private XDG_RUNTIME_DIR owned by the user). false: as hotdeskd's user
-  # (kiosk installs, tests).
-  run_as_user = false
+  # private XDG_RUNTIME_DIR owned by the user) when that is a regular local
+  # account (uid >= 1000); kiosk sessions, root, system accounts and users
+  # unknown to this host run as a pooled unprivileged account
+  # (<kiosk_account_prefix>1..N, created with useradd on first use, a fresh
+  # home per session, every leftover process killed when the session
+  # ends). No desktop ever runs as uid 0 or as hotdeskd's user. The
+  # parents of state_dir are made searchable (o+x) so desktops reach their
+  # own session directory. false: as hotdeskd's user, refused when that is
+  # root.
+  run_as_user = true
+  kiosk_account_prefix = "hdkiosk"
+  kiosk_accounts       = 256
+
+  # Tests with fake compositors only: with run_as_user = false, let
+  # desktops run as root. -check warns.
+  insecure_allow_root = false
 }
 
 pairing {
@@ -216,6 +247,32 @@ pairing {
   max_failures   = 5
   failure_window = "15m"
   lockout        = "15m"
+}
+
+# What a client may hold of the daemon. Every limit logs when it bites.
+limits {
+  # Connections per listener (terminal listener and attach gateway), in
+  # all and per source IP address; beyond, new connections are closed at
+  # once.
+  max_connections            = 1024
+  max_connections_per_source = 64
+
+  # Connections still in the TLS handshake or before their first message,
+  # and how long they may take for both.
+  max_unauthenticated = 128
+  handshake_timeout   = "10s"
+
+  # Logins waiting in PAM (prompts included): in all, per source address,
+  # per user and per terminal. A login over a limit is refused with
+  # rate_limited; slow or silent clients cannot hold every PAM helper.
+  max_pending_logins              = 64
+  max_pending_logins_per_source   = 8
+  max_pending_logins_per_user     = 2
+  max_pending_logins_per_terminal = 1
+
+  # Outstanding attach tickets per session; a new one revokes the oldest,
+  # so re-presenting a token never fills the gateway's table.
+  max_tickets_per_session = 4
 }
 
 # Web admin dashboard over HTTPS: servers, sessions (kill, disconnect,

@@ -2,11 +2,13 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
 )
@@ -31,7 +34,15 @@ type EmbedConfig struct {
 	InitialCluster string // "" = the single member "name=peerURL"; set for multi-member clusters
 	ClusterState   string // "new" (default) or "existing"
 	UnsafeNoFsync  bool   // tests only: skip fsync (data may be lost on a crash)
-	Logger         hclog.Logger
+	// TLSDir, if set, closes the member to everyone but its owner: client
+	// and peer listeners require TLS client certificates signed by a
+	// private CA generated in TLSDir (0700, files 0600) on first start;
+	// http URLs are served as https. Only a process that can read TLSDir
+	// (hotdeskd's user, root) gets in: other local users can neither read
+	// nor write a key. ClientTLS returns what the client needs. "" = plain
+	// http on loopback, for in-process tests and benchmarks only.
+	TLSDir string
+	Logger hclog.Logger
 }
 
 // Embedded is a running in-process etcd member. It is the registry's default
@@ -42,6 +53,7 @@ type Embedded struct {
 	name      string
 	clientURL string
 	peerURL   string
+	tlsDir    string
 
 	closeOnce sync.Once
 	closing   *atomic.Bool // demotes etcd's shutdown noise to debug
@@ -78,6 +90,11 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.TLSDir != "" {
+		if err := ensureEmbedPKI(cfg.TLSDir); err != nil {
+			return nil, fmt.Errorf("registry: embedded etcd: certificates: %w", err)
+		}
+	}
 	autoPorts := cfg.ClientURL == "" || cfg.PeerURL == ""
 	ctx, cancel := context.WithTimeout(ctx, embedReadyTimeout)
 	defer cancel()
@@ -111,6 +128,9 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) 
 			return nil, fmt.Errorf("registry: embedded etcd: %w", err)
 		}
 	}
+	if cfg.TLSDir != "" {
+		clientURL, peerURL = httpsURL(clientURL), httpsURL(peerURL)
+	}
 	cu, err := url.Parse(clientURL)
 	if err != nil {
 		return nil, fmt.Errorf("registry: embedded etcd: client url: %w", err)
@@ -132,6 +152,20 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) 
 		ec.InitialCluster = cfg.Name + "=" + peerURL
 	}
 	ec.ClusterState = cfg.ClusterState
+	if cfg.TLSDir != "" {
+		ca := filepath.Join(cfg.TLSDir, embedCAFile)
+		info := transport.TLSInfo{
+			CertFile:       filepath.Join(cfg.TLSDir, embedServerCert),
+			KeyFile:        filepath.Join(cfg.TLSDir, embedServerKey),
+			TrustedCAFile:  ca,
+			ClientCertAuth: true,
+		}
+		ec.ClientTLSInfo = info
+		ec.PeerTLSInfo = info
+		// The member's own gRPC gateway dials the client listener too.
+		ec.ClientTLSInfo.ClientCertFile = filepath.Join(cfg.TLSDir, embedClientCert)
+		ec.ClientTLSInfo.ClientKeyFile = filepath.Join(cfg.TLSDir, embedClientKey)
+	}
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	// Registry keys churn (claims, updates): keep one hour of history.
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
@@ -162,11 +196,29 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) 
 		return nil, fmt.Errorf("registry: embedded etcd: waiting for ready: %w", ctx.Err())
 	}
 	cfg.Logger.Info("embedded etcd ready", "name", cfg.Name, "client_url", clientURL, "peer_url", peerURL)
-	return &Embedded{etcd: e, name: cfg.Name, clientURL: clientURL, peerURL: peerURL, closing: closing}, nil
+	return &Embedded{etcd: e, name: cfg.Name, clientURL: clientURL, peerURL: peerURL, tlsDir: cfg.TLSDir, closing: closing}, nil
+}
+
+// httpsURL turns an http URL into https (the scheme of a TLS member).
+func httpsURL(s string) string {
+	if rest, ok := strings.CutPrefix(s, "http://"); ok {
+		return "https://" + rest
+	}
+	return s
 }
 
 // Endpoints returns the member's client URLs, for clientv3.Config.Endpoints.
 func (e *Embedded) Endpoints() []string { return []string{e.clientURL} }
+
+// ClientTLS returns the TLS configuration a client of this member needs
+// (its CA and client certificate), or nil when the member was started
+// without EmbedConfig.TLSDir.
+func (e *Embedded) ClientTLS() (*tls.Config, error) {
+	if e.tlsDir == "" {
+		return nil, nil
+	}
+	return ClientTLSFromFiles(EmbedTLSFiles(e.tlsDir))
+}
 
 // Name returns the member name.
 func (e *Embedded) Name() string { return e.name }

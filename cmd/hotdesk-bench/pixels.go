@@ -254,6 +254,7 @@ func (b *bench) startPixels(ctx context.Context, dir string, cfg pixelsConfig) (
 	}
 	comp, err := weston.New(weston.Config{
 		Backend: "rdp", StateDir: filepath.Join(dir, "s"),
+		RunAsUser: true, // never a root desktop: "bench" runs as a pooled kiosk account
 		ExtraArgs: append(westonRDPArgs(cfg), "--config="+ini),
 		Logger:    b.log.Named("weston"),
 	})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"time"
 
@@ -45,6 +46,12 @@ func (d *demo) cardScript(ctx context.Context) error {
 	}
 	d.step("hotdeskd demo-1 ready on %s", n1.addr)
 	const token = "uid.04a1b2c3"
+	// hotdeskd registers cards to users this host knows only.
+	if _, err := user.Lookup("demo"); err != nil {
+		if out, err := exec.CommandContext(ctx, "useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "demo").CombinedOutput(); err != nil {
+			return fmt.Errorf("useradd demo: %v: %s", err, out)
+		}
+	}
 	if out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", n1.socket,
 		"token", "register", token, "-user", "demo", "-label", "badge").CombinedOutput(); err != nil {
 		return fmt.Errorf("hotdeskctl token register: %v: %s", err, out)

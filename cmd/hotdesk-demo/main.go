@@ -39,6 +39,7 @@ type demo struct {
 	nodes   []*node
 	// etcdURL is the embedded etcd of the first broker; later brokers join it.
 	etcdURL string
+	etcdTLS string // the first broker's embedded etcd certificates
 	// pamDir holds the demo's PAM service: pam_matrix with a password file.
 	pamDir string
 }
@@ -352,10 +353,13 @@ func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
-		d.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", client)
-		etcd = fmt.Sprintf("etcd {\n  embedded {\n    client_url = %q\n    peer_url   = \"http://127.0.0.1:%d\"\n  }\n}\n", d.etcdURL, peer)
+		d.etcdURL = fmt.Sprintf("https://127.0.0.1:%d", client)
+		d.etcdTLS = filepath.Join(d.dir, name, "etcd-tls") // the first broker's private etcd PKI
+		etcd = fmt.Sprintf("etcd {\n  embedded {\n    client_url = %q\n    peer_url   = \"https://127.0.0.1:%d\"\n  }\n}\n", d.etcdURL, peer)
 	} else {
-		etcd = fmt.Sprintf("etcd {\n  endpoints = [%q]\n}\n", d.etcdURL)
+		// The embedded etcd takes only clients with its certificate.
+		etcd = fmt.Sprintf("etcd {\n  endpoints = [%q]\n  ca_file   = %q\n  cert_file = %q\n  key_file  = %q\n}\n", d.etcdURL,
+			filepath.Join(d.etcdTLS, "ca.crt"), filepath.Join(d.etcdTLS, "client.crt"), filepath.Join(d.etcdTLS, "client.key"))
 	}
 	cfg := fmt.Sprintf(`server_id    = %q
 data_dir     = %q

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -206,6 +207,7 @@ func TestCardsE2E(t *testing.T) {
 	ins.Remove()
 	settle() // let pcscd see the removal before the next card goes into that reader
 
+	ensureLocalUser(t, "alice") // hotdeskd registers tokens to local users only
 	if out, err := w.ctlOut("token", "register", "uid.04a1b2c3", "-user", "alice"); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}
@@ -408,6 +410,7 @@ func TestSeatE2E(t *testing.T) {
 	w := newCardWorld(t, fmt.Sprintf("seat \"console\" {\n  readers = [%q]\n  remove_grace = \"200ms\"\n}", reader1))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	ensureLocalUser(t, "dan")
 	if out, err := w.ctlOut("token", "register", "uid.0a0b0c0d", "-user", "dan"); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}
@@ -426,5 +429,18 @@ func TestSeatE2E(t *testing.T) {
 			t.Fatalf("no session at seat-console: %s", out)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// ensureLocalUser creates a local account name (no home, no login shell)
+// unless it exists: hotdeskd registers cards to users this host knows.
+func ensureLocalUser(t *testing.T, name string) {
+	t.Helper()
+	if _, err := user.Lookup(name); err == nil {
+		return
+	}
+	out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+	if _, lerr := user.Lookup(name); lerr != nil {
+		t.Fatalf("useradd %s: %v: %s", name, err, out)
 	}
 }

@@ -204,6 +204,7 @@ auth {
 	a, b := newBroker(t, bin, "a", blocks), newBroker(t, bin, "b", blocks)
 	a.start()
 	b.start()
+	ensureLocalUser(t, "pat") // hotdeskd registers tokens to local users only
 	if err := a.ctl("token", "register", "uid.04a1b2c3", "-user", "pat"); err != nil {
 		t.Fatalf("token register: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -106,12 +107,40 @@ func registerable(id string) (string, error) {
 	if kind != "uid" && kind != "piv" {
 		return "", fmt.Errorf("%w: %s tokens are enrolled with a pairing code (hotdeskctl token pair)", adminapi.ErrInvalid, kind)
 	}
+	// Only ids a reader produces: anything else is a token no card will
+	// ever present (or a second spelling of one that will).
+	if kind == "uid" && !uidTokenRe.MatchString(id) {
+		return "", fmt.Errorf("%w: %q: a card UID is 4 to 10 bytes in lower-case hex, as readers report it (e.g. uid.04a1b2c3)", adminapi.ErrInvalid, id)
+	}
+	if kind == "piv" && !pivTokenRe.MatchString(id) {
+		return "", fmt.Errorf("%w: %q: a PIV CHUID GUID is 32 lower-case hex digits", adminapi.ErrInvalid, id)
+	}
 	return kind, nil
+}
+
+var (
+	uidTokenRe = regexp.MustCompile(`^uid\.([0-9a-f]{2}){4,10}$`)
+	pivTokenRe = regexp.MustCompile(`^piv\.[0-9a-f]{32}$`)
+)
+
+// checkUser refuses a token for a user this host does not know (NSS): its
+// desktop could never run as that user.
+func checkUser(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: a token needs a user", adminapi.ErrInvalid)
+	}
+	if _, err := user.Lookup(name); err != nil {
+		return fmt.Errorf("%w: user %q: %v", adminapi.ErrInvalid, name, err)
+	}
+	return nil
 }
 
 func (a *adminBackend) RegisterToken(ctx context.Context, by string, req adminapi.RegisterRequest) (adminapi.TokenInfo, error) {
 	kind, err := registerable(req.ID)
 	if err != nil {
+		return adminapi.TokenInfo{}, err
+	}
+	if err := checkUser(req.User); err != nil {
 		return adminapi.TokenInfo{}, err
 	}
 	rec := registry.TokenRecord{ID: req.ID, Kind: kind, User: req.User, Label: req.Label,

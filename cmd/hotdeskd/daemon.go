@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -84,6 +85,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	for _, w := range cfg.Warnings() {
+		logger.Warn("insecure configuration: " + w)
+	}
 
 	// Terminal listener first: its address is published in the server record.
 	cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
@@ -116,7 +120,10 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			Name:      cfg.ServerID,
 			ClientURL: cfg.Etcd.Embedded.ClientURL,
 			PeerURL:   cfg.Etcd.Embedded.PeerURL,
-			Logger:    logger.Named("etcd"),
+			// Only hotdeskd (and root) can read the client certificate:
+			// no other local user reaches the registry.
+			TLSDir: filepath.Join(cfg.DataDir, "etcd-tls"),
+			Logger: logger.Named("etcd"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded etcd: %w", err)
@@ -127,6 +134,11 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	etcdTLS, err := etcdClientTLS(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if d.embedded != nil {
+		if etcdTLS, err = d.embedded.ClientTLS(); err != nil {
+			return nil, fmt.Errorf("embedded etcd: %w", err)
+		}
 	}
 	d.etcd, err = clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
@@ -177,10 +189,20 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			StartTimeout: cfg.Compositor.StartTimeout,
 			StopGrace:    cfg.Compositor.StopGrace,
 			RunAsUser:    cfg.Compositor.RunAsUser,
-			Logger:       logger.Named("weston"),
+			// The cap is taken when the desktop starts, under the
+			// backend's lock: concurrent logins never overshoot it.
+			MaxSessions:        cfg.Session.MaxSessions,
+			KioskAccountPrefix: cfg.Compositor.KioskAccountPrefix,
+			MaxKioskAccounts:   cfg.Compositor.KioskAccounts,
+			AllowRoot:          cfg.Compositor.InsecureAllowRoot,
+			Logger:             logger.Named("weston"),
 		})
 	case "wayray":
 		// A compositor speaking hotdesk's control protocol (proto/COMPOSITOR.md).
+		// It runs as hotdeskd's user: never as root.
+		if os.Geteuid() == 0 && !cfg.Compositor.InsecureAllowRoot {
+			return nil, errors.New("compositor: type wayray runs desktops as hotdeskd's user, which is root: refused (run hotdeskd as an unprivileged user)")
+		}
 		d.comp, err = wayray.New(wayray.Config{
 			Command:      append([]string{cfg.Compositor.Binary}, cfg.Compositor.Args...),
 			StateDir:     cfg.Compositor.StateDir,
@@ -218,7 +240,15 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
 		Logger: logger.Named("audit"),
 	})
-	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: pamAuth})
+	// Logins in progress are bounded in all, per source, per user and per
+	// terminal: clients that never answer a prompt cannot hold every PAM
+	// helper.
+	gate := auth.NewGate(pamAuth, auth.GateConfig{
+		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
+		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
+		Logger: logger.Named("auth"),
+	})
+	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
 
 	d.pairer = pairing.New(d.reg,
 		pairing.WithLogger(logger.Named("pairing")),
@@ -267,6 +297,13 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		KeepSessionsOnShutdown: cfg.Session.KeepOnStop,
 		Policies:               policies,
 		Groups:                 userGroups,
+		Limits: broker.Limits{
+			MaxConnections:          connectionBudget(cfg, logger),
+			MaxConnectionsPerSource: cfg.Limits.MaxConnectionsPerSource,
+			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
+			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
+			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -510,4 +547,25 @@ func notify(logger hclog.Logger, state string) {
 // take its tokens over.
 func pingInterval(leaseTTL time.Duration) time.Duration {
 	return min(max(leaseTTL/6, 250*time.Millisecond), 15*time.Second)
+}
+
+// connectionBudget returns max_connections, lowered when the process's
+// RLIMIT_NOFILE could not hold both listeners' connections besides what
+// the rest of the daemon needs (etcd, PAM helpers, compositors): clients
+// must never be able to take the descriptors a session needs.
+func connectionBudget(cfg *config.Config, logger hclog.Logger) int {
+	want := cfg.Limits.MaxConnections
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return want
+	}
+	reserve := 128 + 3*cfg.Limits.MaxPendingLogins + 4*cfg.Session.MaxSessions
+	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2 // terminal listener and attach gateway
+	if per >= want {
+		return want
+	}
+	per = max(per, 16)
+	logger.Warn("limits.max_connections lowered to fit RLIMIT_NOFILE", "max_connections", want,
+		"lowered_to", per, "rlimit_nofile", rl.Cur, "reserved", reserve)
+	return per
 }

@@ -85,6 +85,10 @@ func run(args []string) error {
 		return err
 	}
 	if o.check {
+		// What the configuration exposes, loudly, on stderr.
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
+		}
 		fmt.Printf("%s: ok\n", displayPath(path))
 		return nil
 	}

@@ -30,6 +30,7 @@ type record struct {
 	Version    int       `json:"version"`
 	SessionID  string    `json:"session_id"`
 	User       string    `json:"user"`
+	Account    string    `json:"account,omitempty"` // local account weston runs as
 	PID        int       `json:"pid"`
 	StartTicks uint64    `json:"start_ticks"` // /proc/<pid>/stat field 22
 	BootID     string    `json:"boot_id"`

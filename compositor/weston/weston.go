@@ -73,7 +73,8 @@ var (
 	// exists (left by a previous broker: run Adopt first).
 	ErrExists = errors.New("weston: session exists")
 	// ErrTooManySessions: Config.MaxSessions compositors are running.
-	ErrTooManySessions = errors.New("weston: too many sessions")
+	// It wraps compositor.ErrFull.
+	ErrTooManySessions = fmt.Errorf("weston: too many sessions: %w", compositor.ErrFull)
 	// ErrClosed: the Backend has been closed.
 	ErrClosed = errors.New("weston: backend closed")
 	// ErrLocked: another Backend holds the state directory.
@@ -143,11 +144,25 @@ type Config struct {
 	// MaxSessions bounds how many compositors Create runs at once (adopted
 	// ones count but are never refused); 0 means unlimited.
 	MaxSessions int
-	// RunAsUser runs weston as Spec.User (looked up locally; must exist)
-	// instead of as the broker's user. StateDir is then made 0711 (its
-	// parents must be searchable too), a session directory becomes
-	// root:<user's group> 0710 and its run/ is owned by the user.
+	// RunAsUser runs weston as Spec.User when it is a local account with a
+	// uid of at least MinUID that is not the daemon's; any other session
+	// (a kiosk session, a user PAM knows but NSS does not, a system
+	// account, root) runs as a pooled kiosk account (<KioskAccountPrefix>N,
+	// created on demand with useradd, a fresh home in the session's state
+	// directory). StateDir is then made 0711 and its parents searchable, a
+	// session directory becomes root:<account's group> 0710 and its run/
+	// and home/ are owned by the account.
 	RunAsUser bool
+	// KioskAccountPrefix and MaxKioskAccounts name and bound the pool;
+	// defaults DefaultAccountPrefix and DefaultMaxAccounts. MinUID default
+	// DefaultMinUID.
+	KioskAccountPrefix string
+	MaxKioskAccounts   int
+	MinUID             int
+	// AllowRoot lets a desktop run as the daemon's own user when that is
+	// root (RunAsUser false). Never in production: tests with a fake
+	// compositor only. Without it Create refuses with ErrRootDesktop.
+	AllowRoot bool
 	// Logger is the backend's logger; default a null logger.
 	Logger hclog.Logger
 	// Clock drives StartTimeout, StopGrace and PollInterval; default
@@ -167,6 +182,8 @@ type Backend struct {
 	bootID string
 	lock   *os.File
 
+	accounts *accountPool // RunAsUser: pooled kiosk accounts
+
 	exits chan compositor.Exit
 	done  chan struct{} // closed by Close
 	// wg counts background work (ticks, exit handling) that may send on
@@ -183,6 +200,8 @@ type Backend struct {
 // session is shared and never change.
 type session struct {
 	id, user         string
+	account          string // the local account weston runs as ("" = the daemon's)
+	pooled           bool   // account comes from the kiosk pool
 	dir, runDir, log string
 	sock             string
 	started          time.Time
@@ -329,6 +348,18 @@ func New(cfg Config) (*Backend, error) {
 		if err := os.Chmod(cfg.StateDir, 0o711); err != nil {
 			return nil, fmt.Errorf("weston: new: %w", err)
 		}
+		if err := ensureTraversable(filepath.Dir(cfg.StateDir), cfg.Logger); err != nil {
+			return nil, fmt.Errorf("weston: new: state dir unreachable for desktop users: %w", err)
+		}
+	}
+	if cfg.KioskAccountPrefix == "" {
+		cfg.KioskAccountPrefix = DefaultAccountPrefix
+	}
+	if cfg.MaxKioskAccounts <= 0 {
+		cfg.MaxKioskAccounts = DefaultMaxAccounts
+	}
+	if cfg.MinUID <= 0 {
+		cfg.MinUID = DefaultMinUID
 	}
 	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -351,6 +382,7 @@ func New(cfg Config) (*Backend, error) {
 		exits:    make(chan compositor.Exit, exitsBuffer),
 		done:     make(chan struct{}),
 		sessions: make(map[string]*session),
+		accounts: newAccountPool(cfg.KioskAccountPrefix, cfg.MaxKioskAccounts, cfg.Logger.Named("accounts")),
 	}
 	b.mu.Lock()
 	b.tick = b.clock.AfterFunc(cfg.PollInterval, b.onTick)
@@ -391,32 +423,54 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	var cred *syscall.Credential
 	home := s.dir
 	uid, gid := -1, -1
-	if u, err := user.Lookup(spec.User); err == nil {
-		home = u.HomeDir
-		if b.cfg.RunAsUser {
-			if cred, uid, gid, err = credential(u); err != nil {
-				return compositor.Info{}, fmt.Errorf("weston: create %s: %w: %w", spec.SessionID, ErrInvalidSpec, err)
-			}
+	if b.cfg.RunAsUser {
+		u, pooled, err := b.accountFor(spec.User, spec.SessionID)
+		if err != nil {
+			return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, err)
 		}
-	} else if b.cfg.RunAsUser {
-		return compositor.Info{}, fmt.Errorf("weston: create %s: %w: %w", spec.SessionID, ErrInvalidSpec, err)
+		s.account, s.pooled = u.Username, pooled
+		home = u.HomeDir
+		if pooled {
+			home = filepath.Join(s.dir, "home") // fresh for every session
+		}
+		if cred, uid, gid, err = credential(u); err != nil {
+			b.releaseAccount(s)
+			return compositor.Info{}, fmt.Errorf("weston: create %s: %w: %w", spec.SessionID, ErrInvalidSpec, err)
+		}
+		if cred.Uid == 0 || int(cred.Uid) == os.Geteuid() {
+			b.releaseAccount(s)
+			return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, ErrRootDesktop)
+		}
+	} else {
+		if os.Geteuid() == 0 && !b.cfg.AllowRoot {
+			return compositor.Info{}, fmt.Errorf("weston: create %s: %w (set run_as_user)", spec.SessionID, ErrRootDesktop)
+		}
+		if u, err := user.Lookup(spec.User); err == nil {
+			home = u.HomeDir
+		}
 	}
 
 	b.mu.Lock()
 	switch {
 	case b.closed:
 		b.mu.Unlock()
+		b.releaseAccount(s)
 		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, ErrClosed)
 	case b.sessions[s.id] != nil:
 		b.mu.Unlock()
+		b.releaseAccount(s)
 		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, ErrExists)
 	case b.cfg.MaxSessions > 0 && len(b.sessions) >= b.cfg.MaxSessions:
 		b.mu.Unlock()
+		b.releaseAccount(s)
 		return compositor.Info{}, fmt.Errorf("weston: create %s: %w (max %d)", spec.SessionID, ErrTooManySessions, b.cfg.MaxSessions)
 	}
 	b.sessions[s.id] = s // reservation: not ready, invisible to List
 	b.mu.Unlock()
 	defer close(s.readyCh)
+	if s.account != "" {
+		s.logger.Info("desktop account", "account", s.account, "pooled", s.pooled, "uid", uid)
+	}
 
 	info, err := b.start(ctx, s, spec.Env, home, cred, uid, gid)
 	if err != nil {
@@ -435,6 +489,7 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 			delete(b.sessions, s.id)
 		}
 		b.mu.Unlock()
+		b.releaseAccount(s)
 	}
 	if err := os.Mkdir(s.dir, 0o700); err != nil {
 		unreserve()
@@ -573,6 +628,15 @@ func (b *Backend) prepareDir(s *session, uid, gid int) (*os.File, error) {
 		if err := os.Chown(s.runDir, uid, gid); err != nil {
 			return nil, err
 		}
+		if s.pooled {
+			home := filepath.Join(s.dir, "home")
+			if err := os.Mkdir(home, 0o700); err != nil {
+				return nil, err
+			}
+			if err := os.Chown(home, uid, gid); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return os.OpenFile(s.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 }
@@ -620,6 +684,7 @@ func (b *Backend) recordOf(s *session, suspended bool) record {
 		Version:    recordVersion,
 		SessionID:  s.id,
 		User:       s.user,
+		Account:    s.account,
 		PID:        s.pid,
 		StartTicks: s.startTicks,
 		BootID:     b.bootID,
@@ -851,6 +916,7 @@ func (b *Backend) onExit(s *session) {
 	if err := os.RemoveAll(s.dir); err != nil {
 		s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
 	}
+	b.releaseAccount(s)
 	b.mu.Lock()
 	if b.sessions[s.id] == s {
 		delete(b.sessions, s.id)
@@ -1014,6 +1080,13 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 		return lose(rec.PID, err)
 	}
 	s.user = rec.User
+	if rec.Account != "" {
+		s.account = rec.Account
+		if b.accounts.owns(rec.Account) {
+			s.pooled = true
+			b.accounts.markUsed(rec.Account, s.id)
+		}
+	}
 	s.labels = rec.Labels
 	s.rdpPort = rdpPortOf(rec.Endpoint)
 	s.pid = rec.PID
@@ -1103,6 +1176,33 @@ func hasConfigFlag(args []string) bool {
 		}
 	}
 	return false
+}
+
+// accountFor returns the local account a desktop of user runs as: user's
+// own when it is a regular account (uid ≥ MinUID, not nobody, not the
+// daemon's), else a pooled kiosk account (pooled true).
+func (b *Backend) accountFor(usr, sessionID string) (*user.User, bool, error) {
+	if !b.accounts.owns(usr) {
+		if u, err := user.Lookup(usr); err == nil {
+			uid, err := strconv.Atoi(u.Uid)
+			if err == nil && uid >= b.cfg.MinUID && uid != nobodyUID && uid != os.Geteuid() {
+				return u, false, nil
+			}
+		}
+	}
+	u, err := b.accounts.acquire(sessionID)
+	if err != nil {
+		return nil, false, err
+	}
+	return u, true, nil
+}
+
+// releaseAccount frees s's pooled account (killing what it left running).
+func (b *Backend) releaseAccount(s *session) {
+	if s.pooled && s.account != "" {
+		b.accounts.release(s.account, b.cfg.procRoot)
+		s.pooled = false
+	}
 }
 
 // credential is the uid/gid/groups weston runs with under RunAsUser.

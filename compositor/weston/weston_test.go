@@ -94,6 +94,10 @@ func newBackend(t *testing.T, cfg Config) (*Backend, *clock.Fake) {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
+	if !cfg.RunAsUser {
+		// The fake compositor runs as the test's user, root in CI.
+		cfg.AllowRoot = true
+	}
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -754,8 +758,8 @@ func TestMaxSessions(t *testing.T) {
 	cfg.MaxSessions = 1
 	b, _ := newBackend(t, cfg)
 	create(t, b, helperSpec("one", "listen"))
-	if _, err := b.Create(context.Background(), helperSpec("two", "listen")); !errors.Is(err, ErrTooManySessions) {
-		t.Fatalf("Create over the limit err = %v; want ErrTooManySessions", err)
+	if _, err := b.Create(context.Background(), helperSpec("two", "listen")); !errors.Is(err, ErrTooManySessions) || !errors.Is(err, compositor.ErrFull) {
+		t.Fatalf("Create over the limit err = %v; want ErrTooManySessions wrapping compositor.ErrFull", err)
 	}
 	if err := destroy(t, b, "one"); err != nil {
 		t.Fatal(err)
@@ -831,30 +835,50 @@ func TestClosed(t *testing.T) {
 	}
 }
 
-func TestRunAsUser(t *testing.T) {
-	requireWeston(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	u, err := user.Lookup("nobody")
-	if err != nil {
-		t.Skipf("no user nobody: %v", err)
-	}
-	b, _ := newBackend(t, Config{StateDir: stateDir(t), RunAsUser: true})
-	info := create(t, b, compositor.Spec{SessionID: "u", User: "nobody"})
-	dial(t, info.Endpoint)
-	status, err := os.ReadFile("/proc/" + strconv.Itoa(info.PID) + "/status")
+// procUID returns the real and effective uid of pid.
+func procUID(t *testing.T, pid int) (string, string) {
+	t.Helper()
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var uidLine string
 	for _, l := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(l, "Uid:") {
-			uidLine = l
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == "Uid:" {
+			return f[1], f[2]
 		}
 	}
-	if f := strings.Fields(uidLine); len(f) < 3 || f[1] != u.Uid || f[2] != u.Uid {
-		t.Fatalf("weston %s; want uid %s", uidLine, u.Uid)
+	t.Fatalf("no Uid line for pid %d", pid)
+	return "", ""
+}
+
+// TestRunAsUser: a regular local user's desktop runs as that user; root,
+// nobody, system accounts and users unknown to NSS get a pooled kiosk
+// account with a fresh home; nothing ever runs as uid 0.
+func TestRunAsUser(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		failOrSkip(t, "needs root")
+	}
+	const regular = "hdwestonuser"
+	if _, err := user.Lookup(regular); err != nil {
+		if out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", regular).CombinedOutput(); err != nil {
+			t.Fatalf("useradd: %v: %s", err, out)
+		}
+	}
+	u, err := user.Lookup(regular)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A state dir below a 0700 parent, like the default data_dir.
+	parent := filepath.Join(stateDir(t), "data")
+	if err := os.Mkdir(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: "hdwtk", MaxKioskAccounts: 8})
+	info := create(t, b, compositor.Spec{SessionID: "u", User: regular})
+	dial(t, info.Endpoint)
+	if r, e := procUID(t, info.PID); r != u.Uid || e != u.Uid {
+		t.Fatalf("weston uid %s/%s; want %s", r, e, u.Uid)
 	}
 	sdir := filepath.Join(b.cfg.StateDir, "u")
 	if got := perm(t, sdir); got != 0o710 {
@@ -866,7 +890,62 @@ func TestRunAsUser(t *testing.T) {
 	if alive(info.PID) {
 		t.Fatalf("pid %d alive after Destroy", info.PID)
 	}
-	if _, err := b.Create(context.Background(), compositor.Spec{SessionID: "v", User: "no-such-user-hd"}); !errors.Is(err, ErrInvalidSpec) {
-		t.Fatalf("Create for unknown user err = %v; want ErrInvalidSpec", err)
+
+	// Pooled: two at once get two accounts, never root.
+	seen := map[string]bool{}
+	for _, who := range []string{"root", "nobody", "no-such-user-hd"} {
+		id := "p-" + strings.ReplaceAll(who, "-", "")
+		info := create(t, b, compositor.Spec{SessionID: id, User: who})
+		r, e := procUID(t, info.PID)
+		if r == "0" || e == "0" || r == u.Uid {
+			t.Fatalf("%s: weston uid %s/%s; want a pooled account", who, r, e)
+		}
+		acct, err := user.LookupId(r)
+		if err != nil || !strings.HasPrefix(acct.Username, "hdwtk") {
+			t.Fatalf("%s: weston runs as %v, %v; want an hdwtk account", who, acct, err)
+		}
+		if seen[acct.Username] {
+			t.Fatalf("%s: account %s handed out twice", who, acct.Username)
+		}
+		seen[acct.Username] = true
+		home := filepath.Join(b.cfg.StateDir, id, "home")
+		if fi, err := os.Stat(home); err != nil || fi.Sys().(*syscall.Stat_t).Uid != mustAtoi(t, r) {
+			t.Fatalf("%s: home %s: %v; want owned by the account", who, home, err)
+		}
 	}
+	for id := range map[string]bool{"p-root": true, "p-nobody": true, "p-nosuchuserhd": true} {
+		if err := destroy(t, b, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Without run_as_user, a daemon running as root refuses.
+	cfg := helperConfig(t)
+	cfg.AllowRoot = false
+	strict, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	if _, err := strict.Create(context.Background(), helperSpec("r", "serve")); !errors.Is(err, ErrRootDesktop) {
+		t.Fatalf("Create as root err = %v; want ErrRootDesktop", err)
+	}
+}
+
+func mustAtoi(t *testing.T, s string) uint32 {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(n)
+}
+
+// failOrSkip fails under CI=true and skips otherwise.
+func failOrSkip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
 }

@@ -113,6 +113,9 @@ func (l *limiter) allow(source string) limitResult {
 	if s, ok := l.sources.get(source); ok && now.Before(s.lockedUntil) {
 		return sourceLocked
 	}
+	if l.globalN <= 0 {
+		return allowed
+	}
 	cut := now.Add(-l.globalWindow)
 	i := 0
 	for i < len(l.global) && !l.global[i].After(cut) {

@@ -11,10 +11,14 @@
 // lease of the code's lifetime. Codes are single use: of any number of
 // concurrent redemptions of one code exactly one succeeds.
 //
-// Guessing is bounded three ways: a source (terminal id and address) with
-// too many failures within a window is locked out; all sources together get
-// a global number of attempts per window; and a code whose secret was
-// guessed wrong MaxWrongSecrets times is burned (deleted). The failure
+// Guessing is bounded per source: a source (the terminal's address) with
+// too many failures within a window is locked out, and only that source:
+// an attacker can lock out nobody but itself. A code's secret is 40 bits,
+// so wrong secrets never burn the code (that would let anyone who learns a
+// code id deny its user the enrolment); a code that keeps getting wrong
+// secrets is logged (every MaxWrongSecrets). A global limit over all
+// sources exists (WithGlobalLimit) but is off by default: it would let one
+// attacker stop every enrolment. The failure
 // counters live in this Pairer's memory (bounded, least recently used
 // evicted), so each broker of a group counts on its own. The peer is never
 // told why a code was refused (ErrInvalidCode); logs say why, without ever
@@ -56,9 +60,11 @@ const (
 	DefaultMaxFailures   = 5
 	DefaultFailureWindow = 15 * time.Minute
 	DefaultLockout       = 15 * time.Minute
-	DefaultGlobalLimit   = 50
-	DefaultGlobalWindow  = time.Minute
-	// MaxWrongSecrets is how many wrong secrets burn a code.
+	// DefaultGlobalLimit 0: no global limit.
+	DefaultGlobalLimit  = 0
+	DefaultGlobalWindow = time.Minute
+	// MaxWrongSecrets: every this many wrong secrets for one code, a
+	// warning is logged (the code stays valid for its user).
 	MaxWrongSecrets = 3
 	// MaxLabelLen and MaxUserLen bound labels and user names, in bytes.
 	MaxLabelLen = 128
@@ -115,8 +121,8 @@ func WithLimits(maxFailures int, window, lockout time.Duration) Option {
 }
 
 // WithGlobalLimit lets at most n redemption attempts from all sources
-// together through per window. Non-positive values keep the defaults (50
-// per minute).
+// together through per window. Off by default: one attacker could use it
+// up and stop every enrolment. Non-positive values keep it off.
 func WithGlobalLimit(n int, window time.Duration) Option {
 	return func(p *Pairer) {
 		if n > 0 {
@@ -268,15 +274,8 @@ func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind st
 	}
 	sum := sha256.Sum256([]byte(secret))
 	if subtle.ConstantTimeCompare(sum[:], pr.SecretHash) != 1 {
-		if p.countWrong(id, rev) >= MaxWrongSecrets {
-			switch err := p.store.ConsumePairing(ctx, id, rev); {
-			case err == nil:
-				p.log.Warn("pairing code burned after wrong secrets", "code_id", id, "user", pr.User, "wrong_secrets", MaxWrongSecrets)
-			case errors.Is(err, registry.ErrNotFound):
-				// Consumed or burned meanwhile.
-			default:
-				p.log.Error("burn pairing code", "code_id", id, "error", err)
-			}
+		if n := p.countWrong(id, rev); n%MaxWrongSecrets == 0 {
+			p.log.Warn("pairing code keeps getting wrong secrets", "code_id", id, "user", pr.User, "wrong_secrets", n)
 		}
 		return refuse("wrong secret", id)
 	}

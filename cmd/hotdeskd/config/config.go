@@ -67,8 +67,16 @@ const (
 const MaxFileSize = 1 << 20
 
 // MinLeaseTTL is the smallest etcd lease TTL accepted (etcd's own minimum
-// with default timings is about 2 s).
-const MinLeaseTTL = 2 * time.Second
+// with default timings is about 2 s); MaxLeaseTTL the largest (a dead
+// server's sessions stay in the registry this long).
+const (
+	MinLeaseTTL = 2 * time.Second
+	MaxLeaseTTL = 10 * time.Minute
+)
+
+// DefaultMaxSessions is the default session cap of one server (WayRay's
+// default capacity): every session is a desktop with its processes.
+const DefaultMaxSessions = 50
 
 var (
 	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
@@ -77,6 +85,7 @@ var (
 	westonBackends  = []string{"headless", "rdp"}
 	seatNameRe      = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	serverIDRe      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+	kioskPrefixRe   = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,19}$`)
 )
 
 // Config is the daemon's configuration.
@@ -116,6 +125,29 @@ type Config struct {
 	SeatAgent  string
 	Compositor Compositor
 	Pairing    Pairing
+	Limits     Limits
+}
+
+// Limits bound what clients may hold of the daemon (block limits). Each
+// bites with a log line; none is unlimited by default.
+type Limits struct {
+	// Connections per listener (terminal listener, attach gateway).
+	MaxConnections          int // max_connections; default 1024
+	MaxConnectionsPerSource int // max_connections_per_source (per IP address); default 64
+	// MaxUnauthenticated bounds connections that have not finished the TLS
+	// handshake and their first message; default 128.
+	MaxUnauthenticated int // max_unauthenticated
+	// HandshakeTimeout bounds the TLS handshake plus the first message.
+	HandshakeTimeout time.Duration // handshake_timeout; default 10s
+	// Logins waiting in PAM (prompts included): in all, per source address,
+	// per user and per terminal.
+	MaxPendingLogins            int // max_pending_logins; default 64
+	MaxPendingLoginsPerSource   int // max_pending_logins_per_source; default 8
+	MaxPendingLoginsPerUser     int // max_pending_logins_per_user; default 2
+	MaxPendingLoginsPerTerminal int // max_pending_logins_per_terminal; default 1
+	// MaxTicketsPerSession bounds outstanding attach tickets of a session
+	// (the oldest is revoked first); default 4.
+	MaxTicketsPerSession int // max_tickets_per_session
 }
 
 // TLS is the terminal listener's certificate (generated on first start
@@ -166,9 +198,18 @@ type Compositor struct {
 	StartTimeout time.Duration // start_timeout; default 10s
 	StopGrace    time.Duration // stop_grace; default 5s
 	// RunAsUser starts each compositor as the session's user (uid, gid,
-	// groups, a private XDG_RUNTIME_DIR owned by the user); default false:
-	// as the daemon's user.
+	// groups, a private XDG_RUNTIME_DIR owned by the user), or as a pooled
+	// kiosk account when that user is not a regular local account; default
+	// true. false: as the daemon's user, which is refused when that is root
+	// unless InsecureAllowRoot.
 	RunAsUser bool // run_as_user
+	// KioskAccountPrefix and KioskAccounts name and bound the pool of
+	// unprivileged accounts (<prefix>1..N, created on demand).
+	KioskAccountPrefix string // kiosk_account_prefix; default "hdkiosk"
+	KioskAccounts      int    // kiosk_accounts; default 256
+	// InsecureAllowRoot lets run_as_user = false start desktops as root.
+	// Tests with fake compositors only; -check warns.
+	InsecureAllowRoot bool // insecure_allow_root
 }
 
 // Auth configures PAM and the per-token, per-user and per-group login
@@ -307,7 +348,8 @@ func base() *Config {
 		},
 		Session: Session{
 			SuspendTimeout: 24 * time.Hour,
-			Auth:           "kiosk",
+			Auth:           "card+pin",
+			MaxSessions:    DefaultMaxSessions,
 			KeepOnStop:     true,
 		},
 		Auth: Auth{
@@ -327,13 +369,33 @@ func base() *Config {
 			Backend:      "headless",
 			StartTimeout: 10 * time.Second,
 			StopGrace:    5 * time.Second,
+			RunAsUser:    true,
+
+			KioskAccountPrefix: "hdkiosk",
+			KioskAccounts:      256,
 		},
+		Limits: DefaultLimits(),
 		Pairing: Pairing{
 			CodeTTL:       10 * time.Minute,
 			MaxFailures:   5,
 			FailureWindow: 15 * time.Minute,
 			Lockout:       15 * time.Minute,
 		},
+	}
+}
+
+// DefaultLimits returns the default limits block.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxConnections:              1024,
+		MaxConnectionsPerSource:     64,
+		MaxUnauthenticated:          128,
+		HandshakeTimeout:            10 * time.Second,
+		MaxPendingLogins:            64,
+		MaxPendingLoginsPerSource:   8,
+		MaxPendingLoginsPerUser:     2,
+		MaxPendingLoginsPerTerminal: 1,
+		MaxTicketsPerSession:        4,
 	}
 }
 
@@ -438,6 +500,7 @@ type rawConfig struct {
 	SeatAgent  string         `hcl:"seat_agent,optional"`
 	Compositor *rawCompositor `hcl:"compositor,block"`
 	Pairing    *rawPairing    `hcl:"pairing,block"`
+	Limits     *rawLimits     `hcl:"limits,block"`
 	Dashboard  *rawDashboard  `hcl:"dashboard,block"`
 }
 
@@ -448,6 +511,18 @@ type rawDashboard struct {
 	ReadOnlyGroup string `hcl:"readonly_group,optional"`
 	PAMService    string `hcl:"pam_service,optional"`
 	SessionTTL    string `hcl:"session_ttl,optional"`
+}
+
+type rawLimits struct {
+	MaxConnections              int    `hcl:"max_connections,optional"`
+	MaxConnectionsPerSource     int    `hcl:"max_connections_per_source,optional"`
+	MaxUnauthenticated          int    `hcl:"max_unauthenticated,optional"`
+	HandshakeTimeout            string `hcl:"handshake_timeout,optional"`
+	MaxPendingLogins            int    `hcl:"max_pending_logins,optional"`
+	MaxPendingLoginsPerSource   int    `hcl:"max_pending_logins_per_source,optional"`
+	MaxPendingLoginsPerUser     int    `hcl:"max_pending_logins_per_user,optional"`
+	MaxPendingLoginsPerTerminal int    `hcl:"max_pending_logins_per_terminal,optional"`
+	MaxTicketsPerSession        int    `hcl:"max_tickets_per_session,optional"`
 }
 
 type rawTLS struct {
@@ -520,6 +595,10 @@ type rawCompositor struct {
 	StartTimeout string   `hcl:"start_timeout,optional"`
 	StopGrace    string   `hcl:"stop_grace,optional"`
 	RunAsUser    bool     `hcl:"run_as_user,optional"`
+
+	KioskAccountPrefix string `hcl:"kiosk_account_prefix,optional"`
+	KioskAccounts      int    `hcl:"kiosk_accounts,optional"`
+	InsecureAllowRoot  bool   `hcl:"insecure_allow_root,optional"`
 }
 
 type rawPairing struct {
@@ -589,7 +668,8 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			Prefix:   d.Etcd.Prefix,
 			Embedded: &rawEmbedded{ClientURL: d.Etcd.Embedded.ClientURL, PeerURL: d.Etcd.Embedded.PeerURL},
 		},
-		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth, KeepOnStop: d.Session.KeepOnStop},
+		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth, KeepOnStop: d.Session.KeepOnStop,
+			MaxSessions: d.Session.MaxSessions},
 		Auth: &rawAuth{
 			PAMService: d.Auth.PAMService, PINService: d.Auth.PINService, OpenSession: d.Auth.OpenSession,
 			Timeout: d.Auth.Timeout.String(), ReauthOnHotdesk: d.Auth.ReauthOnHotdesk,
@@ -599,6 +679,15 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		Compositor: &rawCompositor{
 			Type: d.Compositor.Type, Binary: d.Compositor.Binary, Backend: d.Compositor.Backend,
 			StartTimeout: d.Compositor.StartTimeout.String(), StopGrace: d.Compositor.StopGrace.String(),
+			RunAsUser: d.Compositor.RunAsUser, KioskAccountPrefix: d.Compositor.KioskAccountPrefix,
+			KioskAccounts: d.Compositor.KioskAccounts,
+		},
+		Limits: &rawLimits{
+			MaxConnections: d.Limits.MaxConnections, MaxConnectionsPerSource: d.Limits.MaxConnectionsPerSource,
+			MaxUnauthenticated: d.Limits.MaxUnauthenticated, HandshakeTimeout: d.Limits.HandshakeTimeout.String(),
+			MaxPendingLogins: d.Limits.MaxPendingLogins, MaxPendingLoginsPerSource: d.Limits.MaxPendingLoginsPerSource,
+			MaxPendingLoginsPerUser: d.Limits.MaxPendingLoginsPerUser, MaxPendingLoginsPerTerminal: d.Limits.MaxPendingLoginsPerTerminal,
+			MaxTicketsPerSession: d.Limits.MaxTicketsPerSession,
 		},
 		Dashboard: &rawDashboard{PAMService: d.Dashboard.PAMService, SessionTTL: d.Dashboard.SessionTTL.String()},
 		Pairing: &rawPairing{
@@ -684,6 +773,21 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 			StartTimeout: dur("compositor.start_timeout", raw.Compositor.StartTimeout),
 			StopGrace:    dur("compositor.stop_grace", raw.Compositor.StopGrace),
 			RunAsUser:    raw.Compositor.RunAsUser,
+
+			KioskAccountPrefix: raw.Compositor.KioskAccountPrefix,
+			KioskAccounts:      raw.Compositor.KioskAccounts,
+			InsecureAllowRoot:  raw.Compositor.InsecureAllowRoot,
+		},
+		Limits: Limits{
+			MaxConnections:              raw.Limits.MaxConnections,
+			MaxConnectionsPerSource:     raw.Limits.MaxConnectionsPerSource,
+			MaxUnauthenticated:          raw.Limits.MaxUnauthenticated,
+			HandshakeTimeout:            dur("limits.handshake_timeout", raw.Limits.HandshakeTimeout),
+			MaxPendingLogins:            raw.Limits.MaxPendingLogins,
+			MaxPendingLoginsPerSource:   raw.Limits.MaxPendingLoginsPerSource,
+			MaxPendingLoginsPerUser:     raw.Limits.MaxPendingLoginsPerUser,
+			MaxPendingLoginsPerTerminal: raw.Limits.MaxPendingLoginsPerTerminal,
+			MaxTicketsPerSession:        raw.Limits.MaxTicketsPerSession,
 		},
 		Pairing: Pairing{
 			CodeTTL:       dur("pairing.code_ttl", raw.Pairing.CodeTTL),
@@ -845,8 +949,8 @@ func (c *Config) validate(rg ranges) error {
 			bad("etcd.endpoints", "Invalid etcd endpoint", "endpoint %d %q: %v.", i, ep, err)
 		}
 	}
-	if e.LeaseTTL < MinLeaseTTL {
-		bad("etcd.lease_ttl", "Invalid duration", "must be at least %s, got %s.", MinLeaseTTL, e.LeaseTTL)
+	if e.LeaseTTL < MinLeaseTTL || e.LeaseTTL > MaxLeaseTTL {
+		bad("etcd.lease_ttl", "Invalid duration", "must be between %s and %s, got %s.", MinLeaseTTL, MaxLeaseTTL, e.LeaseTTL)
 	}
 	positive("etcd.dial_timeout", e.DialTimeout)
 	if len(e.Prefix) < 2 || !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
@@ -859,11 +963,12 @@ func (c *Config) validate(rg ranges) error {
 		bad("etcd.endpoints", "Etcd TLS without endpoints", "ca_file, cert_file and key_file are for a real cluster; set endpoints too.")
 	}
 	if len(e.Endpoints) == 0 {
-		if err := checkURL(e.Embedded.ClientURL); err != nil {
-			bad("etcd.embedded.client_url", "Invalid embedded etcd URL", "%q: %v.", e.Embedded.ClientURL, err)
-		}
-		if err := checkURL(e.Embedded.PeerURL); err != nil {
-			bad("etcd.embedded.peer_url", "Invalid embedded etcd URL", "%q: %v.", e.Embedded.PeerURL, err)
+		for key, u := range map[string]string{"etcd.embedded.client_url": e.Embedded.ClientURL, "etcd.embedded.peer_url": e.Embedded.PeerURL} {
+			if err := checkURL(u); err != nil {
+				bad(key, "Invalid embedded etcd URL", "%q: %v.", u, err)
+			} else if err := checkLoopbackURL(u); err != nil {
+				bad(key, "Embedded etcd not on loopback", "%q: %v; the embedded member is for this host only (a group uses endpoints).", u, err)
+			}
 		}
 	}
 
@@ -928,6 +1033,26 @@ func (c *Config) validate(rg ranges) error {
 		bad("compositor.stop_grace", "Invalid duration", "must not be negative, got %s.", c.Compositor.StopGrace)
 	}
 
+	if c.Compositor.KioskAccounts < 1 {
+		bad("compositor.kiosk_accounts", "Invalid account pool", "must be at least 1, got %d.", c.Compositor.KioskAccounts)
+	}
+	if !kioskPrefixRe.MatchString(c.Compositor.KioskAccountPrefix) {
+		bad("compositor.kiosk_account_prefix", "Invalid account prefix", "%q must be 1-20 lower-case letters, digits, '_' or '-', starting with a letter.", c.Compositor.KioskAccountPrefix)
+	}
+
+	l := c.Limits
+	for key, v := range map[string]int{
+		"limits.max_connections": l.MaxConnections, "limits.max_connections_per_source": l.MaxConnectionsPerSource,
+		"limits.max_unauthenticated": l.MaxUnauthenticated, "limits.max_pending_logins": l.MaxPendingLogins,
+		"limits.max_pending_logins_per_source": l.MaxPendingLoginsPerSource, "limits.max_pending_logins_per_user": l.MaxPendingLoginsPerUser,
+		"limits.max_pending_logins_per_terminal": l.MaxPendingLoginsPerTerminal, "limits.max_tickets_per_session": l.MaxTicketsPerSession,
+	} {
+		if v < 1 {
+			bad(key, "Invalid limit", "must be at least 1, got %d.", v)
+		}
+	}
+	positive("limits.handshake_timeout", l.HandshakeTimeout)
+
 	positive("pairing.code_ttl", c.Pairing.CodeTTL)
 	if c.Pairing.MaxFailures < 1 {
 		bad("pairing.max_failures", "Invalid failure limit", "must be at least 1, got %d.", c.Pairing.MaxFailures)
@@ -983,4 +1108,59 @@ func checkURL(s string) error {
 		return errors.New("only scheme://host:port is allowed")
 	}
 	return checkHostPort(u.Host, false)
+}
+
+// checkLoopbackURL accepts a URL whose host is a loopback address or
+// "localhost".
+func checkLoopbackURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("host %q is not a loopback address", host)
+}
+
+// Warnings returns what a valid configuration exposes that a security
+// reviewer would want to hear about: plaintext or unauthenticated etcd
+// endpoints, desktops as the daemon's user, login policies without a
+// login. hotdeskd -check prints them and hotdeskd logs them at start.
+func (c *Config) Warnings() []string {
+	var w []string
+	e := c.Etcd
+	for _, ep := range e.Endpoints {
+		if !strings.HasPrefix(ep, "https://") {
+			w = append(w, fmt.Sprintf("etcd endpoint %q is plaintext: anyone on the path can read and rewrite every token and session record; use https:// with ca_file, cert_file and key_file", ep))
+		}
+	}
+	if len(e.Endpoints) > 0 && e.CertFile == "" {
+		w = append(w, "etcd has no client certificate (cert_file/key_file): the cluster cannot tell this broker from anyone else who reaches it; use mTLS")
+	}
+	if len(e.Endpoints) > 0 && e.CAFile == "" {
+		w = append(w, "etcd has no ca_file: the cluster's certificates are checked against the system roots only")
+	}
+	if !c.Compositor.RunAsUser {
+		if c.Compositor.InsecureAllowRoot {
+			w = append(w, "compositor.insecure_allow_root = true with run_as_user = false: desktops run as hotdeskd's user, root if it runs as root; every user gets a root shell")
+		} else {
+			w = append(w, "compositor.run_as_user = false: desktops run as hotdeskd's user (refused when that is root)")
+		}
+	}
+	kinds := []string{c.Session.Auth}
+	for _, r := range c.Auth.Rules {
+		kinds = append(kinds, r.Auth)
+	}
+	if slices.Contains(kinds, "kiosk") {
+		w = append(w, "a kiosk policy is configured: every token it covers gets a desktop without a login (as the token's registered user, kiosk_user, or a pooled kiosk account)")
+	}
+	if c.Session.MaxSessions == 0 {
+		w = append(w, "session.max_sessions = 0: no cap on desktops; every token can start one")
+	}
+	return w
 }

@@ -76,7 +76,12 @@ func TestLoadGolden(t *testing.T) {
 					StateDir:     "/srv/hotdesk/state",
 					StartTimeout: 20 * time.Second,
 					StopGrace:    0,
+					RunAsUser:    true,
+
+					KioskAccountPrefix: "hdkiosk",
+					KioskAccounts:      256,
 				},
+				Limits: DefaultLimits(),
 				Pairing: Pairing{
 					CodeTTL:       2 * time.Minute,
 					MaxFailures:   3,
@@ -238,7 +243,7 @@ func TestParseErrors(t *testing.T) {
 		{"log level is case sensitive", "log_level = \"INFO\"\n",
 			"hotdesk.hcl:1:13: ", "invalid log level"},
 		{"lease ttl too small", "etcd {\n  lease_ttl = \"1s\"\n}\n",
-			"hotdesk.hcl:2:15: ", "must be at least 2s"},
+			"hotdesk.hcl:2:15: ", "must be between 2s and 10m0s"},
 		{"unknown auth policy", "session {\n  auth = \"pam\"\n}\n",
 			"hotdesk.hcl:2:10: ", "unknown auth policy"},
 		{"unknown compositor type", "compositor {\n  type = \"sway\"\n}\n",
@@ -335,7 +340,7 @@ func TestValidate(t *testing.T) {
 		{"log level", func(c *Config) { c.LogLevel = "" }, "invalid log level"},
 		{"tls key without cert", func(c *Config) { c.TLS.CertFile = "" }, "incomplete TLS settings"},
 		{"lease ttl 2s", func(c *Config) { c.Etcd.LeaseTTL = 2 * time.Second }, ""},
-		{"lease ttl below 2s", func(c *Config) { c.Etcd.LeaseTTL = 1999 * time.Millisecond }, "must be at least 2s"},
+		{"lease ttl below 2s", func(c *Config) { c.Etcd.LeaseTTL = 1999 * time.Millisecond }, "must be between 2s and 10m0s"},
 		{"dial timeout", func(c *Config) { c.Etcd.DialTimeout = 0 }, "etcd.dial_timeout"},
 		{"prefix root", func(c *Config) { c.Etcd.Prefix = "/" }, "invalid etcd prefix"},
 		{"endpoints", func(c *Config) { c.Etcd.Endpoints = []string{"http://a:2379", "b:2379"} }, ""},
@@ -542,5 +547,58 @@ seat "kiosk-2" {}
 	_, err = Parse([]byte("seat \"a b\" {}\n"), "bad.hcl")
 	if err == nil || !strings.HasPrefix(err.Error(), "bad.hcl:1:") {
 		t.Fatalf("bad seat name: %v; want an error at bad.hcl:1", err)
+	}
+}
+
+// TestSecureDefaults: the defaults a fresh install runs with expose nothing
+// without a login, and the checks a security reviewer asks for bite.
+func TestSecureDefaults(t *testing.T) {
+	c := Default()
+	if c.Session.Auth != "card+pin" || !c.Compositor.RunAsUser || c.Compositor.InsecureAllowRoot || c.Session.MaxSessions == 0 {
+		t.Fatalf("defaults auth=%s run_as_user=%v insecure_allow_root=%v max_sessions=%d; want card+pin, true, false, a cap",
+			c.Session.Auth, c.Compositor.RunAsUser, c.Compositor.InsecureAllowRoot, c.Session.MaxSessions)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("default config warnings = %q; want none", w)
+	}
+	bad := []struct{ name, src, want string }{
+		{"embedded client on every address", "etcd {\n  embedded {\n    client_url = \"http://0.0.0.0:4501\"\n  }\n}\n", "not on loopback"},
+		{"embedded peer on a LAN address", "etcd {\n  embedded {\n    peer_url = \"http://10.1.2.3:4502\"\n  }\n}\n", "not on loopback"},
+		{"huge lease ttl", "etcd {\n  lease_ttl = \"2562047h\"\n}\n", "must be between"},
+		{"zero connection cap", "limits {\n  max_connections = 0\n}\n", "limits.max_connections: must be at least 1"},
+		{"bad kiosk prefix", "compositor {\n  kiosk_account_prefix = \"Root\"\n}\n", "invalid account prefix"},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "h.hcl")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	warn := []struct{ name, src, want string }{
+		{"plaintext group etcd", "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "plaintext"},
+		{"no client cert", "etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n}\n", "no client certificate"},
+		{"desktops as root", "compositor {\n  run_as_user = false\n  insecure_allow_root = true\n}\n", "root shell"},
+		{"kiosk", "session {\n  auth = \"kiosk\"\n}\n", "without a login"},
+		{"no cap", "session {\n  max_sessions = 0\n}\n", "no cap"},
+	}
+	for _, tt := range warn {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.src), "h.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := strings.Join(c.Warnings(), "\n"); !strings.Contains(w, tt.want) {
+				t.Fatalf("warnings = %q; want one containing %q", w, tt.want)
+			}
+		})
+	}
+	c, err := Parse([]byte("limits {\n  max_connections_per_source = 3\n  handshake_timeout = \"2s\"\n}\n"), "h.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MaxConnectionsPerSource != 3 || c.Limits.HandshakeTimeout != 2*time.Second || c.Limits.MaxConnections != 1024 {
+		t.Fatalf("limits = %+v; want per source 3, handshake 2s, the rest defaults", c.Limits)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -129,6 +130,11 @@ type peerListener struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	decide    func(*peer)
+	// refuse, if set, gets every peer that is not allowed; its answer is
+	// written (best effort, without waiting) and the connection closed at
+	// once, so refused peers never hold a connection slot.
+	refuse   func(*peer) []byte
+	drainers chan struct{} // bounds the goroutines answering refused peers
 }
 
 func newPeerListener(ln net.Listener, maxConns int, decide func(*peer)) *peerListener {
@@ -137,31 +143,58 @@ func newPeerListener(ln net.Listener, maxConns int, decide func(*peer)) *peerLis
 		sem:      make(chan struct{}, maxConns),
 		done:     make(chan struct{}),
 		decide:   decide,
+		drainers: make(chan struct{}, 16),
 	}
 }
 
 func (l *peerListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	for {
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		pc := &peerConn{Conn: c, release: func() { <-l.sem }, peer: &peer{PID: -1, UID: -1, GID: -1}}
+		if uc, ok := c.(*net.UnixConn); ok {
+			pc.peer.PID, pc.peer.UID, pc.peer.GID, pc.peer.Err = peerCred(uc)
+			pc.peer.Known = pc.peer.Err == nil
+		} else {
+			pc.peer.Err = fmt.Errorf("adminapi: %T is not a unix socket: no peer credentials", c)
+		}
+		if pc.peer.Known {
+			l.decide(pc.peer)
+		}
+		if l.refuse != nil && !pc.peer.Allowed {
+			// The slot is released at once; the answer is written and the
+			// request drained for a moment by a bounded set of goroutines
+			// (so the client reads the 403 rather than a reset), or, when
+			// those are busy, the connection is just closed.
+			answer := l.refuse(pc.peer)
+			pc.closeOnce.Do(pc.release)
+			select {
+			case l.drainers <- struct{}{}:
+				go func() {
+					defer func() { <-l.drainers }()
+					_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+					_, _ = c.Write(answer)
+					if uc, ok := c.(*net.UnixConn); ok {
+						_ = uc.CloseWrite()
+					}
+					_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+					c.Close()
+				}()
+			default:
+				c.Close()
+			}
+			continue
+		}
+		return pc, nil
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	pc := &peerConn{Conn: c, release: func() { <-l.sem }, peer: &peer{PID: -1, UID: -1, GID: -1}}
-	if uc, ok := c.(*net.UnixConn); ok {
-		pc.peer.PID, pc.peer.UID, pc.peer.GID, pc.peer.Err = peerCred(uc)
-		pc.peer.Known = pc.peer.Err == nil
-	} else {
-		pc.peer.Err = fmt.Errorf("adminapi: %T is not a unix socket: no peer credentials", c)
-	}
-	if pc.peer.Known {
-		l.decide(pc.peer)
-	}
-	return pc, nil
 }
 
 func (l *peerListener) Close() error {

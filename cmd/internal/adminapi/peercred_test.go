@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,7 +12,9 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -110,6 +113,14 @@ func TestRealPeerCredentials(t *testing.T) {
 			}
 			if tt.wantStatus == http.StatusForbidden && !strings.Contains(body, "may not use the admin API") {
 				t.Errorf("body got = %s; want the refusal reason", body)
+			}
+			if tt.wantStatus == http.StatusForbidden {
+				// A refused peer's connection is closed at once: it holds
+				// no connection slot.
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if n, err := c.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+					t.Errorf("read after refusal = %d, %v; want EOF or a reset (closed by the server)", n, err)
+				}
 			}
 		})
 	}

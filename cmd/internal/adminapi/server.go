@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -112,6 +113,10 @@ type Server struct {
 	procRoot        string
 	maxConns        int
 	shutdownTimeout time.Duration
+
+	refusedMu     sync.Mutex
+	refused       int // refused peers since refusedLogged
+	refusedLogged time.Time
 }
 
 // NewServer returns a Server for b. adminGID is the group whose members may
@@ -166,6 +171,7 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 // other listener every request is refused.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	pl := newPeerListener(ln, s.maxConns, s.decide)
+	pl.refuse = s.refuse
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -220,6 +226,26 @@ func (s *Server) decide(p *peer) {
 		return
 	}
 	p.Allowed = allowPeer(p.UID, p.GID, groups, s.selfUID, s.adminGID)
+}
+
+// refuse logs a refused peer (at most once a second, with the count) and
+// returns the HTTP answer written to it before its connection is closed.
+func (s *Server) refuse(p *peer) []byte {
+	s.refusedMu.Lock()
+	s.refused++
+	now := time.Now()
+	if now.Sub(s.refusedLogged) >= time.Second {
+		args := []any{"uid", p.UID, "gid", p.GID, "pid", p.PID, "refused", s.refused}
+		if p.Err != nil {
+			args = append(args, "error", p.Err)
+		}
+		s.logger.Warn("admin api request refused", args...)
+		s.refused, s.refusedLogged = 0, now
+	}
+	s.refusedMu.Unlock()
+	body, _ := json.Marshal(ErrorResponse{Error: fmt.Sprintf(
+		"uid %d may not use the admin API: it is not root, the daemon's user or in the admin group", p.UID)})
+	return fmt.Appendf(nil, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 }
 
 // guard refuses requests from peers that are not allowed.

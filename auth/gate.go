@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// ErrBusy is returned (wrapped) by a Gate when a login would exceed one of
+// its limits. Nothing was asked of PAM; the client may retry later.
+var ErrBusy = errors.New("auth: too many logins in progress")
+
+// GateConfig bounds logins in progress (PAM conversations, prompts
+// included). Zero fields take the defaults.
+type GateConfig struct {
+	Max         int // in all; default 64
+	PerSource   int // per source IP address (Request.RemoteAddr); default 8
+	PerUser     int // per user name; default 2
+	PerTerminal int // per terminal id at one source address; default 1
+	Logger      hclog.Logger
+	LogEvery    time.Duration // at most one "limit reached" line per limit this often; default 10s
+	now         func() time.Time
+}
+
+// Gate is a ServiceAuthenticator that admits a login only while the logins
+// in progress stay within its limits, so that clients that start logins
+// and never answer the prompt (e.g. many connections presenting
+// "user.<x>") cannot hold every PAM helper, and one user name or one
+// address cannot starve the others. A refused login gets ErrBusy at once.
+// It is safe for concurrent use; its memory is bounded by the logins in
+// progress.
+type Gate struct {
+	next ServiceAuthenticator
+	cfg  GateConfig
+	log  hclog.Logger
+
+	mu         sync.Mutex
+	total      int
+	bySource   map[string]int
+	byUser     map[string]int
+	byTerminal map[string]int
+	refused    map[string]int // since the last log line, by limit
+	lastLog    map[string]time.Time
+}
+
+var _ ServiceAuthenticator = (*Gate)(nil)
+
+// NewGate returns a Gate in front of next.
+func NewGate(next ServiceAuthenticator, cfg GateConfig) *Gate {
+	if cfg.Max <= 0 {
+		cfg.Max = 64
+	}
+	if cfg.PerSource <= 0 {
+		cfg.PerSource = 8
+	}
+	if cfg.PerUser <= 0 {
+		cfg.PerUser = 2
+	}
+	if cfg.PerTerminal <= 0 {
+		cfg.PerTerminal = 1
+	}
+	if cfg.LogEvery <= 0 {
+		cfg.LogEvery = 10 * time.Second
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Gate{
+		next: next, cfg: cfg, log: log,
+		bySource: map[string]int{}, byUser: map[string]int{}, byTerminal: map[string]int{},
+		refused: map[string]int{}, lastLog: map[string]time.Time{},
+	}
+}
+
+func sourceHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// AuthenticateService implements ServiceAuthenticator.
+func (g *Gate) AuthenticateService(ctx context.Context, service string, req Request, conv Conversation) (Result, error) {
+	src := sourceHost(req.RemoteAddr)
+	// The terminal id is chosen by the peer: key it by address too, so a
+	// client cannot use up another terminal's slot by naming it.
+	term := src + "\x00" + req.TerminalID
+	user := req.User
+	g.mu.Lock()
+	why := ""
+	switch {
+	case g.total >= g.cfg.Max:
+		why = "max_pending_logins"
+	case g.bySource[src] >= g.cfg.PerSource:
+		why = "max_pending_logins_per_source"
+	case user != "" && g.byUser[user] >= g.cfg.PerUser:
+		why = "max_pending_logins_per_user"
+	case g.byTerminal[term] >= g.cfg.PerTerminal:
+		why = "max_pending_logins_per_terminal"
+	}
+	if why != "" {
+		g.refused[why]++
+		now := g.cfg.now()
+		if now.Sub(g.lastLog[why]) >= g.cfg.LogEvery {
+			g.log.Warn("login refused: limit reached", "limit", why, "refused", g.refused[why], "in_progress", g.total)
+			g.lastLog[why] = now
+			g.refused[why] = 0
+		}
+		g.mu.Unlock()
+		return Result{}, fmt.Errorf("%w (%s)", ErrBusy, why)
+	}
+	g.total++
+	g.bySource[src]++
+	if user != "" {
+		g.byUser[user]++
+	}
+	g.byTerminal[term]++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.total--
+		dec(g.bySource, src)
+		if user != "" {
+			dec(g.byUser, user)
+		}
+		dec(g.byTerminal, term)
+		g.mu.Unlock()
+	}()
+	return g.next.AuthenticateService(ctx, service, req, conv)
+}
+
+func dec(m map[string]int, k string) {
+	if m[k] <= 1 {
+		delete(m, k)
+		return
+	}
+	m[k]--
+}
+
+// InProgress returns the number of logins the gate has admitted and that
+// have not returned yet.
+func (g *Gate) InProgress() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.total
+}

@@ -1,0 +1,105 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/auth"
+)
+
+// stallServices blocks every login until released (a client that never
+// answers the prompt).
+type stallServices struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (s *stallServices) AuthenticateService(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	s.started <- struct{}{}
+	select {
+	case <-s.release:
+		return auth.Result{User: req.User}, nil
+	case <-ctx.Done():
+		return auth.Result{}, ctx.Err()
+	}
+}
+
+// TestGateBoundsStalledLogins: stalled logins use up the slots of their
+// source, user and terminal only; others still get in, and a refusal is
+// immediate.
+func TestGateBoundsStalledLogins(t *testing.T) {
+	svc := &stallServices{started: make(chan struct{}, 100), release: make(chan struct{})}
+	g := auth.NewGate(svc, auth.GateConfig{Max: 6, PerSource: 3, PerUser: 2, PerTerminal: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	start := func(req auth.Request) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = g.AuthenticateService(ctx, "hotdesk", req, nil)
+		}()
+		<-svc.started
+	}
+	try := func(req auth.Request) error {
+		c, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { _, err := g.AuthenticateService(c, "hotdesk", req, nil); done <- err }()
+		select {
+		case <-svc.started:
+			cancel()
+			<-done
+			return nil
+		case err := <-done:
+			return err
+		}
+	}
+	// The attacker at 10.0.0.66: three stalled logins with random names.
+	start(auth.Request{User: "x1", TerminalID: "t1", RemoteAddr: "10.0.0.66:1000"})
+	start(auth.Request{User: "x2", TerminalID: "t2", RemoteAddr: "10.0.0.66:1001"})
+	start(auth.Request{User: "x3", TerminalID: "t3", RemoteAddr: "10.0.0.66:1002"})
+	tests := []struct {
+		name string
+		req  auth.Request
+		want error
+	}{
+		{"same source, fourth", auth.Request{User: "x4", TerminalID: "t4", RemoteAddr: "10.0.0.66:1003"}, auth.ErrBusy},
+		{"another source", auth.Request{User: "alice", TerminalID: "good", RemoteAddr: "10.0.0.5:2000"}, nil},
+		{"another source naming the attacker's terminal", auth.Request{User: "bob", TerminalID: "t1", RemoteAddr: "10.0.0.6:2000"}, nil},
+	}
+	for _, tt := range tests {
+		if err := try(tt.req); !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+			t.Errorf("%s: err = %v; want %v", tt.name, err, tt.want)
+		}
+	}
+	// One user name: at most PerUser at once, from anywhere.
+	start(auth.Request{User: "carol", TerminalID: "a", RemoteAddr: "10.0.1.1:1"})
+	start(auth.Request{User: "carol", TerminalID: "b", RemoteAddr: "10.0.1.2:1"})
+	if err := try(auth.Request{User: "carol", TerminalID: "c", RemoteAddr: "10.0.1.3:1"}); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("third login of carol: err = %v; want ErrBusy", err)
+	}
+	// One terminal at one address: one login at a time.
+	start(auth.Request{User: "dave", TerminalID: "kiosk-1", RemoteAddr: "10.0.2.1:1"})
+	if err := try(auth.Request{User: "erin", TerminalID: "kiosk-1", RemoteAddr: "10.0.2.1:2"}); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("second login at one terminal: err = %v; want ErrBusy", err)
+	}
+	// In all: 6 in progress now.
+	if got := g.InProgress(); got != 6 {
+		t.Fatalf("in progress = %d; want 6", got)
+	}
+	if err := try(auth.Request{User: "frank", TerminalID: "z", RemoteAddr: "10.0.3.1:1"}); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("login over the total: err = %v; want ErrBusy", err)
+	}
+	close(svc.release)
+	wg.Wait()
+	if got := g.InProgress(); got != 0 {
+		t.Fatalf("in progress after release = %d; want 0", got)
+	}
+	if err := try(auth.Request{User: "x4", TerminalID: "t4", RemoteAddr: "10.0.0.66:1003"}); err != nil {
+		t.Fatalf("after release: err = %v; want admitted", err)
+	}
+}

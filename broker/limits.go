@@ -1,0 +1,232 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Limits bound what clients may hold of a broker's listeners. Zero fields
+// take the defaults below; each limit logs when it bites (at most once per
+// logEvery and kind, with the number refused meanwhile).
+type Limits struct {
+	// MaxConnections per listener (terminal listener, attach gateway);
+	// default 1024.
+	MaxConnections int
+	// MaxConnectionsPerSource per IP address and listener; default 64.
+	MaxConnectionsPerSource int
+	// MaxUnauthenticated bounds connections still in the TLS handshake or
+	// before their first message (Hello, Attach); default 128.
+	MaxUnauthenticated int
+	// HandshakeTimeout bounds the TLS handshake plus the first message;
+	// default 10s.
+	HandshakeTimeout time.Duration
+	// MaxTicketsPerSession bounds outstanding attach tickets per session: a
+	// new one revokes the session's oldest; default 4.
+	MaxTicketsPerSession int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = 1024
+	}
+	if l.MaxConnectionsPerSource <= 0 {
+		l.MaxConnectionsPerSource = 64
+	}
+	if l.MaxUnauthenticated <= 0 {
+		l.MaxUnauthenticated = 128
+	}
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = handshakeTimeout
+	}
+	if l.MaxTicketsPerSession <= 0 {
+		l.MaxTicketsPerSession = 4
+	}
+	return l
+}
+
+// logEvery is how often a limit that keeps biting is logged.
+const logEvery = 10 * time.Second
+
+// burstLog logs one line per kind per logEvery, with how many events were
+// folded into it: a flood of refusals costs a line, not a line each.
+type burstLog struct {
+	log hclog.Logger
+
+	mu    sync.Mutex
+	last  map[string]time.Time
+	count map[string]int
+}
+
+func newBurstLog(log hclog.Logger) *burstLog {
+	return &burstLog{log: log, last: map[string]time.Time{}, count: map[string]int{}}
+}
+
+// warn logs msg for kind unless it was logged less than logEvery ago.
+func (l *burstLog) warn(kind, msg string, args ...any) {
+	now := time.Now()
+	l.mu.Lock()
+	l.count[kind]++
+	if now.Sub(l.last[kind]) < logEvery {
+		l.mu.Unlock()
+		return
+	}
+	n := l.count[kind]
+	l.count[kind] = 0
+	l.last[kind] = now
+	l.mu.Unlock()
+	l.log.Warn(msg, append(args, "limit", kind, "events", n)...)
+}
+
+// connGate admits connections of one listener within Limits.
+type connGate struct {
+	lim  Limits
+	what string
+	log  *burstLog
+
+	mu       sync.Mutex
+	total    int
+	unauth   int
+	bySource map[string]int
+}
+
+func newConnGate(what string, lim Limits, log *burstLog) *connGate {
+	return &connGate{lim: lim, what: what, log: log, bySource: map[string]int{}}
+}
+
+// admitted is one admitted connection; done releases it (idempotent), and
+// authenticated moves it out of the unauthenticated count (idempotent).
+type admitted struct {
+	g      *connGate
+	src    string
+	once   sync.Once
+	authed bool // guarded by g.mu
+}
+
+// admit decides on a new connection from addr; nil means refused (the
+// caller closes it at once).
+func (g *connGate) admit(addr net.Addr) *admitted {
+	src := addr.String()
+	if h, _, err := net.SplitHostPort(src); err == nil {
+		src = h
+	}
+	g.mu.Lock()
+	why := ""
+	switch {
+	case g.total >= g.lim.MaxConnections:
+		why = "max_connections"
+	case g.bySource[src] >= g.lim.MaxConnectionsPerSource:
+		why = "max_connections_per_source"
+	case g.unauth >= g.lim.MaxUnauthenticated:
+		why = "max_unauthenticated"
+	}
+	if why != "" {
+		g.mu.Unlock()
+		g.log.warn(why, "connection refused: limit reached", "listener", g.what, "source", src)
+		return nil
+	}
+	g.total++
+	g.unauth++
+	g.bySource[src]++
+	g.mu.Unlock()
+	return &admitted{g: g, src: src}
+}
+
+func (a *admitted) authenticated() {
+	a.g.mu.Lock()
+	if !a.authed {
+		a.authed = true
+		a.g.unauth--
+	}
+	a.g.mu.Unlock()
+}
+
+func (a *admitted) done() {
+	a.once.Do(func() {
+		g := a.g
+		g.mu.Lock()
+		g.total--
+		if !a.authed {
+			a.authed = true
+			g.unauth--
+		}
+		if g.bySource[a.src] <= 1 {
+			delete(g.bySource, a.src)
+		} else {
+			g.bySource[a.src]--
+		}
+		g.mu.Unlock()
+	})
+}
+
+// counts returns the connections admitted and not yet done, and how many
+// of them are unauthenticated.
+func (g *connGate) counts() (total, unauth int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.total, g.unauth
+}
+
+// acceptBackoff decides what an accept loop does with err: fatal (return
+// it), or wait (EMFILE, ENFILE, ENOBUFS, ENOMEM, a timeout, an aborted
+// connection: the listener itself is fine) with a growing delay.
+func acceptRetryable(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.EPERM, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptLoop runs accept on ln until it fails for good: retryable errors
+// back off (5 ms doubling to 1 s, logged once per burst), anything else is
+// returned. handle gets every connection.
+func acceptLoop(ln net.Listener, stopped func() bool, log *burstLog, what string, handle func(net.Conn)) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if stopped() {
+				return nil
+			}
+			if !acceptRetryable(err) {
+				return fmt.Errorf("broker: %s accept: %w", what, err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			log.warn("accept_"+what, "accept failing; backing off", "listener", what, "error", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		handle(c)
+	}
+}
+
+// logValue makes attacker-supplied text (token ids, names) fit for a log
+// line: control characters replaced, at most 80 bytes kept.
+func logValue(s string) string {
+	const max = 80
+	if len(s) > max {
+		cut := max
+		for cut > 0 && s[cut]&0xc0 == 0x80 { // do not split a UTF-8 sequence
+			cut--
+		}
+		s = s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
+	}
+	return sanitize(strings.ToValidUTF8(s, "?"))
+}

@@ -1,0 +1,580 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// The adversarial suite (budget: under 60 s on 2 busy cores) runs the real
+// hotdeskd binary, with a low RLIMIT_NOFILE, and attacks it from other
+// loopback source addresses (127.0.0.2 and up) while a well-behaved
+// terminal pair at 127.0.0.1 keeps hot-desking one soft-token session
+// between them. It asserts that the good terminal never failed, that every
+// attack was refused, and that the daemon's descriptors, threads and
+// memory return near their baseline; it prints the figures.
+
+// advLimits are the daemon's limits in this test: the shipped defaults but
+// a short handshake deadline, so slow clients are cut within the budget.
+const (
+	advHandshake   = 2 * time.Second
+	advNoFile      = 700 // the daemon's RLIMIT_NOFILE
+	advOpTimeout   = 15 * time.Second
+	advPerSource   = 64
+	advUnauthLimit = 128
+)
+
+// goodTerm is a well-behaved terminal: it answers challenges with its key
+// and pings, and hands everything else to its owner.
+type goodTerm struct {
+	id      string
+	conn    *proto.Conn
+	welcome proto.Welcome
+	key     ed25519.PrivateKey
+	msgs    chan any
+	done    chan struct{}
+
+	mu        sync.Mutex
+	lastProof *proto.Proof // the last proof it sent (an attacker replays it)
+}
+
+func dialFrom(ctx context.Context, src, addr string, cfg *tls.Config) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil || cfg == nil {
+		return c, err
+	}
+	tc := tls.Client(c, cfg)
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// helloConn dials addr from src, completes TLS and Hello, and returns the
+// connection and its Welcome.
+func helloConn(ctx context.Context, src, addr string, pin []byte, id string) (*proto.Conn, proto.Welcome, error) {
+	cfg, err := proto.ClientTLSConfig("", pin, nil)
+	if err != nil {
+		return nil, proto.Welcome{}, err
+	}
+	c, err := dialFrom(ctx, src, addr, cfg)
+	if err != nil {
+		return nil, proto.Welcome{}, err
+	}
+	pc := proto.NewConn(c)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	w, err := proto.ClientHandshake(pc, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: id})
+	if err != nil {
+		pc.Close()
+		return nil, proto.Welcome{}, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return pc, w, nil
+}
+
+func newGoodTerm(ctx context.Context, addr string, pin []byte, id string, key ed25519.PrivateKey) (*goodTerm, error) {
+	c, w, err := helloConn(ctx, "127.0.0.1", addr, pin, id)
+	if err != nil {
+		return nil, err
+	}
+	g := &goodTerm{id: id, conn: c, welcome: w, key: key, msgs: make(chan any, 64), done: make(chan struct{})}
+	go g.read()
+	go func() {
+		tick := time.NewTicker(3 * time.Second)
+		defer tick.Stop()
+		for seq := uint64(1); ; seq++ {
+			select {
+			case <-tick.C:
+				if g.conn.Send(&proto.Ping{Seq: seq}) != nil {
+					return
+				}
+			case <-g.done:
+				return
+			}
+		}
+	}()
+	return g, nil
+}
+
+func (g *goodTerm) read() {
+	defer close(g.done)
+	for {
+		m, err := g.conn.Recv()
+		if err != nil {
+			close(g.msgs)
+			return
+		}
+		switch b := m.Body.(type) {
+		case *proto.Challenge:
+			msg, err := soft.ChallengeMessage(g.id, b.ServerID, g.welcome.Nonce, b.Nonce, b.Token)
+			if err == nil {
+				p := &proto.Proof{ID: b.ID, Token: b.Token, Signature: ed25519.Sign(g.key, msg)}
+				g.mu.Lock()
+				g.lastProof = p
+				g.mu.Unlock()
+				_ = g.conn.Send(p)
+			}
+			continue
+		case *proto.Ping:
+			_ = g.conn.Send(&proto.Pong{Seq: b.Seq})
+			continue
+		case *proto.Pong, *proto.Detached:
+			continue
+		}
+		select {
+		case g.msgs <- m.Body:
+		default: // nobody waits: drop
+		}
+	}
+}
+
+// await returns the next Attached, Paired or Error.
+func (g *goodTerm) await(ctx context.Context) (any, error) {
+	for {
+		select {
+		case m, ok := <-g.msgs:
+			if !ok {
+				return nil, errors.New("connection closed")
+			}
+			switch m.(type) {
+			case *proto.Attached, *proto.Paired, *proto.Error:
+				return m, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// hotdesk presents token at g and waits for Attached.
+func (g *goodTerm) hotdesk(ctx context.Context, token string) (*proto.Attached, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, advOpTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := g.conn.Send(&proto.TokenInserted{Token: token, Reader: "adv"}); err != nil {
+		return nil, 0, err
+	}
+	m, err := g.await(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	a, ok := m.(*proto.Attached)
+	if !ok {
+		return nil, 0, fmt.Errorf("got %#v; want attached", m)
+	}
+	return a, time.Since(start), nil
+}
+
+// procFigures reads a process's descriptors, threads and resident memory.
+type procFigures struct {
+	FDs, Threads int
+	RSSKiB       int
+}
+
+func readProc(pid int) (procFigures, error) {
+	var f procFigures
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return f, err
+	}
+	f.FDs = len(fds)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return f, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		fs := strings.Fields(l)
+		if len(fs) < 2 {
+			continue
+		}
+		switch fs[0] {
+		case "Threads:":
+			f.Threads, _ = strconv.Atoi(fs[1])
+		case "VmRSS:":
+			f.RSSKiB, _ = strconv.Atoi(fs[1])
+		}
+	}
+	return f, nil
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+// attackLog counts attacks tried and refused.
+type attackLog struct {
+	mu      sync.Mutex
+	tried   map[string]int
+	breach  []string
+	ordered []string
+}
+
+func (a *attackLog) try(kind string, refused bool, detail string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tried == nil {
+		a.tried = map[string]int{}
+	}
+	if _, ok := a.tried[kind]; !ok {
+		a.ordered = append(a.ordered, kind)
+	}
+	a.tried[kind]++
+	if !refused && len(a.breach) < 20 {
+		a.breach = append(a.breach, kind+": "+detail)
+	}
+}
+
+// closedByServer reads c until the server closes it (or sends an Error
+// frame and closes), within d; it reports whether it was closed.
+func closedByServer(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func frame(payload []byte) []byte {
+	b := make([]byte, 4+len(payload))
+	binary.BigEndian.PutUint32(b, uint32(len(payload)))
+	copy(b[4:], payload)
+	return b
+}
+
+// src returns attacker source address n (127.0.0.2 and up).
+func src(n int) string { return fmt.Sprintf("127.0.%d.%d", 1+n/250, 2+n%250) }
+
+func TestAdversarial(t *testing.T) {
+	requireSecureE2E(t)
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prlimit (util-linux) is required in CI")
+		}
+		t.Skip("prlimit missing")
+	}
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.MkdirAll(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "passdb")
+	if err := os.WriteFile(db, []byte("advgood:pw:hotdesk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte(stack), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	clientAddr, peerAddr := freeAddr(t), freeAddr(t)
+	cfg := fmt.Sprintf(`server_id = "adv"
+data_dir = %q
+listen = %q
+admin_socket = %q
+etcd {
+  embedded {
+    client_url = "http://%s"
+    peer_url   = "http://%s"
+  }
+}
+session {
+  auth         = "password"
+  keep_on_stop = false
+}
+auth {
+  pam_dir      = %q
+  open_session = false
+  timeout      = "30s"
+  policy {
+    users             = ["advgood"]
+    auth              = "card"
+    reauth_on_hotdesk = false
+  }
+}
+limits {
+  handshake_timeout          = %q
+  max_connections_per_source = %d
+  max_unauthenticated        = %d
+}
+`, filepath.Join(dir, "data"), e.addr, e.socket, clientAddr, peerAddr, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
+	e.cfg = filepath.Join(dir, "hotdesk.hcl")
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fpOut, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
+	if err != nil {
+		t.Fatalf("fingerprint: %v", err)
+	}
+	e.pin = strings.TrimSpace(string(fpOut))
+	pin, err := proto.ParseFingerprint(e.pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "hotdeskd.log")
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 64<<10 {
+				b = b[len(b)-64<<10:]
+			}
+			t.Logf("hotdeskd log (tail):\n%s", b)
+		}
+	})
+	// The daemon runs with few descriptors (prlimit execs it: same pid).
+	e.cmd = exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", advNoFile, advNoFile), filepath.Join(bin, "hotdeskd"), "-config", e.cfg)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cmd.Stderr = logf
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.done = make(chan struct{})
+	go func() { e.cmd.Wait(); logf.Close(); close(e.done) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for exec.Command(filepath.Join(bin, "hotdeskctl"), "-socket", e.socket, "ready").Run() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("hotdeskd not ready in 60s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pid := e.cmd.Process.Pid
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// Enrol the good terminal's soft token with a pairing code.
+	admin := adminapi.NewClient(e.socket)
+	defer admin.Close()
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: "advgood"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gA, err := newGoodTerm(ctx, e.addr, pin, "good-a", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gB, err := newGoodTerm(ctx, e.addr, pin, "good-b", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gA.conn.Close()
+	defer gB.conn.Close()
+	if err := gA.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := gA.await(ctx)
+	paired, ok := m.(*proto.Paired)
+	if err != nil || !ok {
+		t.Fatalf("pair: %v %#v", err, m)
+	}
+	token := paired.Token
+	first, _, err := gA.hotdesk(ctx, token) // creates the desktop
+	if err != nil {
+		t.Fatalf("first insert: %v", err)
+	}
+	attachAddr := strings.TrimPrefix(first.Endpoint, "hotdesk-attach://")
+
+	// The good terminal pair hot-desks until told to stop.
+	var (
+		goodMu        sync.Mutex
+		before, under []time.Duration
+		goodFailures  []string
+		phase         atomic.Int32 // 0 baseline, 1 under attack, 2 done
+		lastTicket    atomic.Pointer[proto.Attached]
+		attachRedeems atomic.Int32
+	)
+	goodDone := make(chan struct{})
+	go func() {
+		defer close(goodDone)
+		terms := []*goodTerm{gB, gA}
+		for i := 0; phase.Load() < 2; i++ {
+			a, d, err := terms[i%2].hotdesk(ctx, token)
+			goodMu.Lock()
+			switch {
+			case err != nil:
+				goodFailures = append(goodFailures, fmt.Sprintf("%s: %v", terms[i%2].id, err))
+			case phase.Load() == 0:
+				before = append(before, d)
+			default:
+				under = append(under, d)
+			}
+			goodMu.Unlock()
+			if err == nil {
+				lastTicket.Store(a)
+				if i%5 == 0 {
+					// The display too: redeem the ticket at the gateway.
+					if err := redeem(ctx, "127.0.0.1", attachAddr, pin, a.Ticket, terms[i%2].id); err != nil {
+						goodMu.Lock()
+						goodFailures = append(goodFailures, fmt.Sprintf("attach %s: %v", terms[i%2].id, err))
+						goodMu.Unlock()
+					} else {
+						attachRedeems.Add(1)
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	waitFor := func(cond func() bool) {
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor(func() bool { goodMu.Lock(); defer goodMu.Unlock(); return len(before) >= 40 })
+	base, err := readProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase.Store(1)
+	attackStart := time.Now()
+	var peak procFigures
+	sample := func() {
+		if f, err := readProc(pid); err == nil {
+			peak.FDs, peak.Threads, peak.RSSKiB = max(peak.FDs, f.FDs), max(peak.Threads, f.Threads), max(peak.RSSKiB, f.RSSKiB)
+		}
+	}
+	stopSampling := make(chan struct{})
+	samplingDone := make(chan struct{})
+	go func() {
+		defer close(samplingDone)
+		for {
+			sample()
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+
+	al := &attackLog{}
+	runAttacks(ctx, t, al, e, pin, token, attachAddr, gA, &lastTicket, bin)
+
+	phase.Store(2)
+	<-goodDone
+	close(stopSampling)
+	<-samplingDone
+	attackDur := time.Since(attackStart)
+
+	// Resources back near the baseline.
+	var after procFigures
+	settled := func() bool {
+		after, err = readProc(pid)
+		return err == nil && after.FDs <= base.FDs+8 && after.Threads <= base.Threads+32 && after.RSSKiB <= 2*base.RSSKiB+64<<10
+	}
+	waitFor(settled)
+	logInfo, _ := os.Stat(logPath)
+	logBytes := int64(0)
+	if logInfo != nil {
+		logBytes = logInfo.Size()
+	}
+	raw, _ := os.ReadFile(logPath)
+
+	total := 0
+	var kinds []string
+	for _, k := range al.ordered {
+		total += al.tried[k]
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, al.tried[k]))
+	}
+	goodMu.Lock()
+	fmt.Printf("adversarial: attacks tried %d (%s) in %s\n", total, strings.Join(kinds, " "), attackDur.Round(time.Millisecond))
+	fmt.Printf("adversarial: good terminal hot-desks %d before, %d under attack, failures %d, display attaches %d\n",
+		len(before), len(under), len(goodFailures), attachRedeems.Load())
+	fmt.Printf("adversarial: good p50/p99 before %s/%s, under attack %s/%s\n",
+		percentile(before, .5).Round(10*time.Microsecond), percentile(before, .99).Round(10*time.Microsecond),
+		percentile(under, .5).Round(10*time.Microsecond), percentile(under, .99).Round(10*time.Microsecond))
+	fmt.Printf("adversarial: daemon fds %d → peak %d → %d (limit %d), threads %d → %d → %d, rss %d → %d → %d MiB, log %d KiB\n",
+		base.FDs, peak.FDs, after.FDs, advNoFile, base.Threads, peak.Threads, after.Threads,
+		base.RSSKiB>>10, peak.RSSKiB>>10, after.RSSKiB>>10, logBytes>>10)
+	defer goodMu.Unlock()
+
+	if len(goodFailures) > 0 {
+		t.Errorf("good terminal failed %d times: %q", len(goodFailures), goodFailures)
+	}
+	if len(under) < 20 {
+		t.Errorf("good terminal hot-desked %d times under attack; want it to keep going", len(under))
+	}
+	if len(al.breach) > 0 {
+		t.Errorf("attacks not refused: %q", al.breach)
+	}
+	if !settled() {
+		t.Errorf("daemon resources after the attacks %+v; baseline %+v (fds +8, threads +32, rss 2x+64 MiB allowed)", after, base)
+	}
+	// The hostile token "user.\n\x1b[31mINJECTED" may appear sanitized
+	// ("user.??[31mINJECTED"), never with its newline or escape.
+	if bytes.Contains(raw, []byte("\x1b[31m")) || bytes.Contains(raw, []byte("\nINJECTED")) {
+		t.Errorf("attacker text reached the log verbatim")
+	}
+	if logBytes > 4<<20 {
+		t.Errorf("log grew %d bytes under attack; want it bounded", logBytes)
+	}
+	if err := e.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("daemon gone after the attacks: %v", err)
+	}
+}
+
+// redeem redeems ticket at the attach gateway as terminal and returns nil
+// on AttachOK.
+func redeem(ctx context.Context, from, addr string, pin, ticket []byte, terminal string) error {
+	cfg, err := proto.ClientTLSConfig("", pin, nil)
+	if err != nil {
+		return err
+	}
+	c, err := dialFrom(ctx, from, addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	pc := proto.NewConn(c)
+	if err := pc.Send(&proto.Attach{Ticket: ticket, TerminalID: terminal}); err != nil {
+		return err
+	}
+	m, err := pc.Recv()
+	if err != nil {
+		return err
+	}
+	if _, ok := m.Body.(*proto.AttachOK); !ok {
+		return fmt.Errorf("attach: got %#v", m.Body)
+	}
+	return nil
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// requireSecureE2E fails (CI=true) or skips a test that needs root, real
+// PAM (pam_matrix), weston and setpriv.
+func requireSecureE2E(t *testing.T) {
+	t.Helper()
+	missing := ""
+	switch {
+	case os.Geteuid() != 0:
+		missing = "root (desktops as other users, a registry client as nobody)"
+	default:
+		if _, err := os.Stat(matrixModule); err != nil {
+			missing = "pam_matrix (libpam-wrapper)"
+		}
+		for _, b := range []string{"weston", "setpriv", "useradd"} {
+			if _, err := exec.LookPath(b); err != nil {
+				missing = b
+			}
+		}
+	}
+	if missing == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required in CI", missing)
+	}
+	t.Skipf("%s missing", missing)
+}
+
+// shippedConfig is configs/hotdesk.hcl as shipped, with only what must
+// differ for a test on a shared machine replaced: paths, ports, the server
+// id and the PAM directory. Policies, compositor and limits are as shipped.
+func shippedConfig(t *testing.T, dataDir, listen, socket, clientURL, peerURL, pamDir string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../configs/hotdesk.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for _, r := range []struct{ old, new string }{
+		{`# server_id = "broker-1"`, `server_id = "shipped"`},
+		{`data_dir = "/var/lib/hotdesk"`, fmt.Sprintf("data_dir = %q", dataDir)},
+		{`listen = "0.0.0.0:4500"`, fmt.Sprintf("listen = %q", listen)},
+		{`admin_socket = "/run/hotdesk/admin.sock"`, fmt.Sprintf("admin_socket = %q", socket)},
+		{`client_url = "http://127.0.0.1:4501"`, fmt.Sprintf("client_url = %q", clientURL)},
+		{`peer_url   = "http://127.0.0.1:4502"`, fmt.Sprintf("peer_url   = %q", peerURL)},
+		{`pam_dir     = ""`, fmt.Sprintf("pam_dir     = %q", pamDir)},
+	} {
+		if strings.Count(s, r.old) != 1 {
+			t.Fatalf("configs/hotdesk.hcl: %q appears %d times; want once", r.old, strings.Count(s, r.old))
+		}
+		s = strings.Replace(s, r.old, r.new, 1)
+	}
+	return s
+}
+
+// procStatusUIDs returns the Uid line fields (real, effective, saved, fs)
+// of pid.
+func procStatusUIDs(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
+			return strings.Fields(rest), nil
+		}
+	}
+	return nil, fmt.Errorf("pid %d: no Uid line", pid)
+}
+
+// groupMembers returns the pids of process group pgid.
+func groupMembers(pgid int) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestShippedConfigNoRootDesktops runs hotdeskd with configs/hotdesk.hcl as
+// shipped (only paths and ports changed): logins under its default policy
+// (card+pin) get desktops, and no process of any desktop runs as uid 0,
+// not even for a token registered to root; an unprivileged local user can
+// neither read nor write the registry; token registration takes only ids a
+// reader produces and users this host knows.
+func TestShippedConfigNoRootDesktops(t *testing.T) {
+	requireSecureE2E(t)
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.MkdirAll(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const pin, rootPIN = "1357", "2468"
+	db := filepath.Join(dir, "pins.passdb")
+	if err := os.WriteFile(db, []byte("shipuser:"+pin+":hotdesk-pin\nroot:"+rootPIN+":hotdesk-pin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\nsession optional pam_permit.so\n", matrixModule, db)
+	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
+		if err := os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clientAddr, peerAddr := freeAddr(t), freeAddr(t)
+	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	dataDir := filepath.Join(dir, "data")
+	cfg := shippedConfig(t, dataDir, e.addr, e.socket, "http://"+clientAddr, "http://"+peerAddr, pamDir)
+	e.cfg = filepath.Join(dir, "hotdesk.hcl")
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The shipped file checks clean: nothing insecure to warn about.
+	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
+		t.Fatalf("hotdeskd -check: %v\n%s", err, out)
+	}
+	// -check warns loudly about a plaintext group etcd and refuses an
+	// embedded member on a non-loopback address.
+	for _, c := range []struct {
+		name, src, want string
+		ok              bool
+	}{
+		{"plaintext.hcl", "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "WARNING", true},
+		{"open.hcl", "etcd {\n  embedded {\n    client_url = \"http://0.0.0.0:4501\"\n  }\n}\n", "not on loopback", false},
+	} {
+		f := filepath.Join(dir, c.name)
+		if err := os.WriteFile(f, []byte(c.src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", f, "-check").CombinedOutput()
+		if (err == nil) != c.ok || !strings.Contains(string(out), c.want) {
+			t.Errorf("hotdeskd -check %s: %v\n%s\nwant ok=%v and %q", c.name, err, out, c.ok, c.want)
+		}
+	}
+	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
+	if err != nil {
+		t.Fatalf("fingerprint: %v", err)
+	}
+	e.pin = strings.TrimSpace(string(fp))
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
+			t.Logf("hotdeskd log:\n%s", b)
+		}
+	})
+	e.start()
+
+	// Logins under the shipped default policy: card + PIN.
+	alice := e.enroll("shipuser")
+	root := e.enroll("root")
+	if ev := e.present("t-1", alice, "0000"); ev["event"] != "error" {
+		t.Fatalf("wrong PIN: %v; want an error", ev)
+	}
+	if ev := e.present("t-2", alice, pin); ev["event"] != "attached" {
+		t.Fatalf("shipuser with PIN: %v; want attached", ev)
+	}
+	if ev := e.present("t-3", root, rootPIN); ev["event"] != "attached" {
+		t.Fatalf("root's token with PIN: %v; want attached (as a pooled account)", ev)
+	}
+
+	// Every process of every desktop: not uid 0, not hotdeskd's uid.
+	ss := e.sessions()
+	if len(ss) != 2 {
+		t.Fatalf("sessions = %+v; want 2", ss)
+	}
+	checked := 0
+	for _, s := range ss {
+		if s.PID <= 0 {
+			t.Fatalf("session %s has no compositor pid", s.ID)
+		}
+		for _, pid := range groupMembers(s.PID) {
+			uids, err := procStatusUIDs(pid)
+			if err != nil {
+				continue // exited meanwhile
+			}
+			for _, u := range uids {
+				if u == "0" || u == strconv.Itoa(os.Geteuid()) {
+					t.Fatalf("session %s: pid %d runs with uids %v; want no uid 0 and not hotdeskd's", s.ID, pid, uids)
+				}
+			}
+			checked++
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("checked %d desktop processes; want at least one per session", checked)
+	}
+	t.Logf("%d desktop processes checked: none runs as uid 0", checked)
+
+	// The registry, as an unprivileged local user.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := etcdtest.AccessAsUser(ctx, "nobody", "nogroup", "TestRegistryAccessHelper",
+		"https://"+clientAddr, "https://"+peerAddr, filepath.Join(dataDir, "etcd-tls"))
+	t.Logf("registry access as nobody:\n%s", out)
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("ATTEMPTS %d", etcdtest.AccessAttempts)) || strings.Contains(out, "BREACH") {
+		t.Fatal("an unprivileged user reached the registry (or the helper did not run)")
+	}
+
+	// Registration takes only what a reader produces, for users that exist.
+	if _, err := user.Lookup("shipuser"); err != nil {
+		if out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "shipuser").CombinedOutput(); err != nil {
+			t.Fatalf("useradd: %v: %s", err, out)
+		}
+	}
+	ctl := func(args ...string) error {
+		return exec.Command(filepath.Join(bin, "hotdeskctl"), append([]string{"-socket", e.socket, "token", "register"}, args...)...).Run()
+	}
+	for _, bad := range [][]string{
+		{"uid.zz", "-user", "shipuser"},
+		{"uid.04A1B2C3", "-user", "shipuser"},
+		{"uid.04a1b2c", "-user", "shipuser"},
+		{"piv.1234", "-user", "shipuser"},
+		{"uid.04a1b2c3", "-user", "no-such-user-hd"},
+	} {
+		if err := ctl(bad...); err == nil {
+			t.Errorf("token register %v accepted; want refused", bad)
+		}
+	}
+	if err := ctl("uid.04a1b2c3", "-user", "shipuser"); err != nil {
+		t.Errorf("token register uid.04a1b2c3 for shipuser: %v; want accepted", err)
+	}
+}
+
+// TestRegistryAccessHelper is the helper run as nobody by
+// TestShippedConfigNoRootDesktops and TestAdversarial.
+func TestRegistryAccessHelper(t *testing.T) {
+	if !etcdtest.AccessHelperMain() {
+		t.Skip("helper process only")
+	}
+}

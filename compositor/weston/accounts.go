@@ -1,0 +1,256 @@
+package weston
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// ErrRootDesktop is returned by Create when the desktop would run as uid 0
+// (or as the daemon's own uid): a desktop runs every program its user
+// starts, so it never gets the daemon's privileges.
+var ErrRootDesktop = errors.New("weston: refusing to run a desktop as root or as the daemon's user")
+
+// ErrNoAccount is returned by Create when every pooled account is in use.
+var ErrNoAccount = errors.New("weston: no free kiosk account")
+
+// Defaults of the kiosk account pool.
+const (
+	DefaultAccountPrefix = "hdkiosk"
+	DefaultMaxAccounts   = 256
+	// DefaultMinUID is the smallest uid a session's own user may have to
+	// run its desktop: system accounts (and nobody) get a pooled account.
+	DefaultMinUID = 1000
+	nobodyUID     = 65534
+)
+
+// accountPool hands out unprivileged local accounts, <prefix>1 … <prefix>N,
+// to desktops whose user has no usable local account (kiosk sessions, users
+// known to PAM but not to NSS, system accounts). Accounts are created on
+// first use with useradd (system account, own group, no login shell, no
+// home: every session gets a fresh home in its state directory); one
+// account serves one session at a time, and when the session ends every
+// process left running as it is killed before it is handed out again.
+type accountPool struct {
+	prefix string
+	max    int
+	log    hclog.Logger
+
+	lockDir string // flock files: one account, one session, across processes
+
+	mu    sync.Mutex
+	inUse map[string]*os.File // account → its held lock file
+}
+
+func newAccountPool(prefix string, max int, log hclog.Logger) *accountPool {
+	dir := "/run/lock"
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		dir = os.TempDir()
+	}
+	return &accountPool{prefix: prefix, max: max, log: log, lockDir: dir, inUse: make(map[string]*os.File)}
+}
+
+// lock takes the cross-process lock of account (two daemons on one host
+// never share an account); nil if another process holds it.
+func (p *accountPool) lock(account string) *os.File {
+	f, err := os.OpenFile(filepath.Join(p.lockDir, "hotdesk-"+account+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		p.log.Warn("cannot open kiosk account lock", "account", account, "error", err)
+		return nil
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+// owns reports whether name is one of the pool's accounts.
+func (p *accountPool) owns(name string) bool {
+	n, ok := strings.CutPrefix(name, p.prefix)
+	if !ok {
+		return false
+	}
+	i, err := strconv.Atoi(n)
+	return err == nil && i >= 1 && i <= p.max && strconv.Itoa(i) == n
+}
+
+// acquire returns a free account for session id, creating it if needed.
+func (p *accountPool) acquire(id string) (*user.User, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 1; i <= p.max; i++ {
+		name := p.prefix + strconv.Itoa(i)
+		if _, busy := p.inUse[name]; busy {
+			continue
+		}
+		lf := p.lock(name)
+		if lf == nil {
+			continue // another daemon's session
+		}
+		u, err := p.ensure(name)
+		if err != nil {
+			lf.Close()
+			return nil, err
+		}
+		p.inUse[name] = lf
+		return u, nil
+	}
+	return nil, fmt.Errorf("%w (%d in use)", ErrNoAccount, p.max)
+}
+
+// ensure looks account name up, creating it if it does not exist.
+func (p *accountPool) ensure(name string) (*user.User, error) {
+	{
+		u, err := user.Lookup(name)
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			// useradd fails while another process holds /etc/passwd's
+			// lock, or when another daemon created the account meanwhile.
+			var cerr error
+			var out []byte
+			for attempt := 1; attempt <= 5; attempt++ {
+				out, cerr = exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+					"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+					"--comment", "hotdesk kiosk desktop", name).CombinedOutput()
+				if u, err = user.Lookup(name); err == nil {
+					break
+				}
+				time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("useradd %s: %v: %s", name, cerr, strings.TrimSpace(string(out)))
+			}
+			if cerr == nil {
+				p.log.Info("kiosk account created", "account", name)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kiosk account %s: %w", name, err)
+		}
+		if uid, _ := strconv.Atoi(u.Uid); uid == 0 || uid == os.Geteuid() {
+			return nil, fmt.Errorf("%w: account %s has uid %d", ErrRootDesktop, name, uid)
+		}
+		return u, nil
+	}
+}
+
+// markUsed records that an adopted session runs as account.
+func (p *accountPool) markUsed(account, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.inUse[account]; ok {
+		return
+	}
+	lf := p.lock(account)
+	if lf == nil {
+		p.log.Warn("adopted session's kiosk account is locked by another process", "account", account, "session_id", id)
+	}
+	p.inUse[account] = lf
+}
+
+// release kills whatever still runs as account and frees it.
+func (p *accountPool) release(account, procRoot string) {
+	if u, err := user.Lookup(account); err == nil {
+		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
+			if n := killUID(procRoot, uid); n > 0 {
+				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
+			}
+		}
+	}
+	p.mu.Lock()
+	if lf := p.inUse[account]; lf != nil {
+		lf.Close() // releases the flock
+	}
+	delete(p.inUse, account)
+	p.mu.Unlock()
+}
+
+// killUID sends SIGKILL to every process whose real or effective uid is uid,
+// a few rounds (a process may fork meanwhile), and returns how many it hit.
+func killUID(procRoot string, uid int) int {
+	n := 0
+	for round := 0; round < 3; round++ {
+		hit := 0
+		entries, _ := os.ReadDir(procRoot)
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if r, eff, ok := procUIDs(procRoot, pid); ok && (r == uid || eff == uid) {
+				if syscall.Kill(pid, syscall.SIGKILL) == nil {
+					hit++
+				}
+			}
+		}
+		n += hit
+		if hit == 0 {
+			break
+		}
+	}
+	return n
+}
+
+// procUIDs reads the real and effective uid of pid from /proc/PID/status.
+func procUIDs(procRoot string, pid int) (real, eff int, ok bool) {
+	f, err := os.Open(filepath.Join(procRoot, strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, found := strings.CutPrefix(sc.Text(), "Uid:")
+		if !found {
+			continue
+		}
+		fs := strings.Fields(rest)
+		if len(fs) < 2 {
+			return 0, 0, false
+		}
+		r, err1 := strconv.Atoi(fs[0])
+		e, err2 := strconv.Atoi(fs[1])
+		return r, e, err1 == nil && err2 == nil
+	}
+	return 0, 0, false
+}
+
+// ensureTraversable makes every directory from dir up to the root
+// searchable by others (o+x, never o+r or o+w), so that a desktop running
+// as its user can reach its own session directory below a data directory
+// created 0700. A directory owned by someone else that others cannot
+// search is an error.
+func ensureTraversable(dir string, log hclog.Logger) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			st, _ := fi.Sys().(*syscall.Stat_t)
+			if st == nil || int(st.Uid) != os.Geteuid() {
+				return fmt.Errorf("%s is not searchable by other users (mode %v) and not ours to change", d, fi.Mode().Perm())
+			}
+			mode := fi.Mode().Perm() | 0o011
+			if err := os.Chmod(d, mode); err != nil {
+				return err
+			}
+			log.Info("made a parent of the state directory searchable for desktop users", "dir", d, "mode", fmt.Sprintf("%#o", mode))
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}

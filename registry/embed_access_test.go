@@ -1,0 +1,102 @@
+package registry_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// TestEmbeddedClosedToOtherUsers: a member started with TLSDir serves its
+// owner (the client certificate from TLSDir) and nobody else: a process
+// running as the unprivileged uid "nobody" can read neither the
+// certificates nor a key, and cannot write one, by the client API, the
+// HTTP gateway or the peer port.
+func TestEmbeddedClosedToOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		failOrSkip(t, "needs root to run a helper as another uid")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		failOrSkip(t, "setpriv (util-linux) not installed")
+	}
+	base := t.TempDir()
+	tlsDir := filepath.Join(base, "etcd-tls")
+	ctx := tctx(t)
+	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{
+		Dir: filepath.Join(base, "etcd"), TLSDir: tlsDir, UnsafeNoFsync: true, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("StartEmbedded: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if !strings.HasPrefix(e.Endpoints()[0], "https://") || !strings.HasPrefix(e.PeerURL(), "https://") {
+		t.Fatalf("endpoints %v, peer %s; want https", e.Endpoints(), e.PeerURL())
+	}
+	for _, f := range []string{"ca.crt", "client.key", "server.key"} {
+		fi, err := os.Stat(filepath.Join(tlsDir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v, %v; want 0600", f, fi.Mode().Perm(), err)
+		}
+	}
+
+	// The owner gets in with the generated client certificate.
+	tc, err := e.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(ctx, "/hotdesk/tokens/soft.victim", "victim"); err != nil {
+		t.Fatalf("owner put: %v", err)
+	}
+
+	out, err := etcdtest.AccessAsUser(ctx, "nobody", "nogroup", "TestAccessHelper", e.Endpoints()[0], e.PeerURL(), tlsDir)
+	t.Logf("helper as nobody:\n%s", out)
+	if err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if !strings.Contains(out, fmt.Sprintf("ATTEMPTS %d", etcdtest.AccessAttempts)) {
+		t.Fatalf("helper did not make its %d attempts", etcdtest.AccessAttempts)
+	}
+	if strings.Contains(out, "BREACH") {
+		t.Fatal("another uid reached the registry")
+	}
+	resp, err := cli.Get(ctx, "/hotdesk/tokens/soft.victim")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "victim" {
+		t.Fatalf("victim key after the attempts = %v, %v; want unchanged", resp, err)
+	}
+	resp, err = cli.Get(ctx, "/hotdesk/tokens/soft.attacker")
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("attacker key = %v, %v; want absent", resp, err)
+	}
+}
+
+// TestAccessHelper runs only as the helper of TestEmbeddedClosedToOtherUsers
+// (as another uid).
+func TestAccessHelper(t *testing.T) {
+	if !etcdtest.AccessHelperMain() {
+		t.Skip("helper process only")
+	}
+}
+
+// failOrSkip fails under CI=true (a missing component is a failure there)
+// and skips otherwise.
+func failOrSkip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
