@@ -24,6 +24,7 @@ type proc struct {
 	name   string
 	args   []string
 	log    string
+	cred   *syscall.Credential // run as this user; nil: as the harness
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -37,7 +38,7 @@ func (p *proc) start() error {
 	fmt.Fprintf(logf, "=== %s start %s\n", p.name, time.Now().UTC().Format(time.RFC3339Nano))
 	p.cmd = exec.Command(p.args[0], p.args[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: p.cred}
 	if err := p.cmd.Start(); err != nil {
 		return fmt.Errorf("chaos: start %s: %w", p.name, err)
 	}
@@ -172,6 +173,7 @@ func (b *hotdeskd) brokerAddr() brokerAddr { return brokerAddr{id: b.id, addr: b
 
 type groupConfig struct {
 	bin, self, dir, lifeline string
+	cred                     *syscall.Credential // the brokers' user (nil: the harness's)
 	leaseTTL                 time.Duration
 	logLevel                 string
 }
@@ -226,15 +228,22 @@ compositor {
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
+	if gc.cred != nil {
+		if err := os.Chown(cfgFile, int(gc.cred.Uid), int(gc.cred.Gid)); err != nil {
+			return nil, err
+		}
+	}
 	hd := filepath.Join(gc.bin, "hotdeskd")
-	out, err := exec.CommandContext(ctx, hd, "-config", cfgFile, "-fingerprint").Output()
+	fpCmd := exec.CommandContext(ctx, hd, "-config", cfgFile, "-fingerprint")
+	fpCmd.SysProcAttr = &syscall.SysProcAttr{Credential: gc.cred}
+	out, err := fpCmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("chaos: %s -fingerprint: %w", hd, err)
 	}
 	if b.pin, err = proto.ParseFingerprint(strings.TrimSpace(string(out))); err != nil {
 		return nil, fmt.Errorf("chaos: fingerprint of %s: %w", id, err)
 	}
-	b.proc = proc{name: id, log: filepath.Join(gc.dir, id+".log"), args: []string{hd, "-config", cfgFile}}
+	b.proc = proc{name: id, log: filepath.Join(gc.dir, id+".log"), args: []string{hd, "-config", cfgFile}, cred: gc.cred}
 	b.admin = adminapi.NewClient(b.socket)
 	return b, nil
 }

@@ -95,7 +95,11 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 	go func() { defer close(watchDone); h.watchHistory(wctx) }()
 	defer func() { wcancel(); <-watchDone }()
 
-	gc := groupConfig{bin: absBin(o.bin), self: self, dir: h.dir, lifeline: lifeline, leaseTTL: o.leaseTTL, logLevel: o.logLevel}
+	cred, bbin, bself, err := unprivileged(h.dir, absBin(o.bin), self)
+	if err != nil {
+		return nil, err
+	}
+	gc := groupConfig{bin: bbin, self: bself, cred: cred, dir: h.dir, lifeline: lifeline, leaseTTL: o.leaseTTL, logLevel: o.logLevel}
 	for i := range 3 {
 		b, err := newBroker(ctx, gc, i, h.members)
 		if err != nil {
