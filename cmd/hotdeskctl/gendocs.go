@@ -26,7 +26,7 @@ func gendocsCmd(root *cobra.Command) *cobra.Command {
 			root.DisableAutoGenTag = true
 			switch kind {
 			case "man":
-				return doc.GenManTree(root, &doc.GenManHeader{Title: "HOTDESKCTL", Section: "1",
+				return doc.GenManTree(root, &doc.GenManHeader{Title: "HOTDESKCTL", Section: "8", // an administrator's command, like hotdeskd(8)
 					Source: "hotdesk " + version.String(), Manual: "hotdesk manual"}, dir)
 			case "bash":
 				return root.GenBashCompletionFileV2(dir+"/hotdeskctl", true)

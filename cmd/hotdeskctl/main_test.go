@@ -63,13 +63,13 @@ func TestGenDocs(t *testing.T) {
 			t.Fatalf("__gendocs %s: %v", kind, err)
 		}
 	}
-	for _, f := range []string{"hotdeskctl.1", "hotdeskctl-sessions.1", "hotdeskctl-session-kill.1", "hotdeskctl-events.1", "hotdeskctl", "_hotdeskctl"} {
+	for _, f := range []string{"hotdeskctl.8", "hotdeskctl-sessions.8", "hotdeskctl-session-kill.8", "hotdeskctl-events.8", "hotdeskctl", "_hotdeskctl"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil || len(b) == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	man, _ := os.ReadFile(filepath.Join(dir, "hotdeskctl.1"))
+	man, _ := os.ReadFile(filepath.Join(dir, "hotdeskctl.8"))
 	if strings.Contains(string(man), "__gendocs") {
 		t.Error("the hidden __gendocs command is in the man page")
 	}
