@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,62 +16,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // pamMatrix is pam_wrapper's test module (libpam-wrapper).
 const pamMatrix = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
 
-// startXvfb starts a virtual X screen, 1024x768.
+// startXvfb starts a virtual X screen, 1024x768, for a terminal whose
+// greeter is driven with xdotool.
 func startXvfb(t *testing.T) string {
 	t.Helper()
-	needTool(t, "Xvfb", "xwd", "convert", "xdotool")
-	for try := 0; try < 5; try++ {
-		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
-				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-				return disp
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	t.Fatal("no Xvfb display could be started")
-	return ""
-}
-
-// grab returns a screenshot of disp.
-func grab(t *testing.T, disp string) image.Image {
-	t.Helper()
-	xwd := exec.Command("xwd", "-root", "-silent", "-display", disp)
-	conv := exec.Command("convert", "xwd:-", "png:-")
-	var err error
-	if conv.Stdin, err = xwd.StdoutPipe(); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	conv.Stdout = &out
-	if err := conv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := xwd.Run(); err != nil {
-		t.Fatalf("xwd: %v", err)
-	}
-	if err := conv.Wait(); err != nil {
-		t.Fatalf("convert: %v", err)
-	}
-	img, err := png.Decode(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
+	testutil.NeedTools(t, "xdotool", "convert")
+	return testutil.StartXvfb(t)
 }
 
 // meanDiff is the mean absolute difference (0..255) of two screenshots.
@@ -119,7 +75,7 @@ func greeterShare(img image.Image) float64 {
 // the greeter. Screenshots are kept in $HOTDESK_SHOTS if set. Budget:
 // about 40 s.
 func TestGreeterE2E(t *testing.T) {
-	needTool(t, "weston", "xfreerdp")
+	testutil.NeedTools(t, "weston", "xfreerdp")
 	if _, err := os.Stat(pamMatrix); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
@@ -237,7 +193,7 @@ auth {
 	var prev image.Image
 	snap := func(name string) {
 		t.Helper()
-		img := grab(t, disp)
+		img := testutil.Screenshot(t, disp)
 		if prev != nil && meanDiff(img, prev) < 0.05 {
 			t.Errorf("screen %s looks like the previous one (mean diff %.3f)", name, meanDiff(img, prev))
 		}
@@ -336,7 +292,7 @@ auth {
 	deadline := time.Now().Add(60 * time.Second)
 	var desktop image.Image
 	for {
-		desktop = grab(t, disp)
+		desktop = testutil.Screenshot(t, disp)
 		if greeterShare(desktop) < 0.05 {
 			break
 		}
@@ -350,7 +306,7 @@ auth {
 	// Pulling the card brings the greeter back.
 	say("remove default")
 	drawn("greeter back", screenIs("idle", textInsert))
-	for deadline := time.Now().Add(30 * time.Second); greeterShare(grab(t, disp)) < 0.5; {
+	for deadline := time.Now().Add(30 * time.Second); greeterShare(testutil.Screenshot(t, disp)) < 0.5; {
 		if time.Now().After(deadline) {
 			t.Fatal("the greeter did not come back after the card was pulled")
 		}

@@ -27,19 +27,6 @@ func buildBinaries(t *testing.T) string {
 	return testutil.Build(t, ".", "../hotdeskd", "../hotdeskctl")
 }
 
-// needTool fails under CI=true and skips otherwise when a tool is missing.
-func needTool(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required in CI: %v", tool, err)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-}
-
 // groupBroker is one hotdeskd process of a group sharing one etcd.
 type groupBroker struct {
 	t      *testing.T
@@ -287,7 +274,7 @@ func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events)
 // attached on b. Events are asserted, not timings (the figures are
 // logged). Budget: about 20 s.
 func TestServiceFailoverE2E(t *testing.T) {
-	needTool(t, "weston")
+	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	etcd := etcdtest.Start(t)
 	a := newGroupBroker(t, bin, "a", etcd)

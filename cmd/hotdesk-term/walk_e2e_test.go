@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
@@ -146,7 +148,7 @@ func (w *walkTerminal) until(what string, ok func(image.Image) bool) image.Image
 	w.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		img := grab(w.t, w.disp)
+		img := testutil.Screenshot(w.t, w.disp)
 		if ok(img) {
 			return img
 		}
@@ -165,7 +167,7 @@ func (w *walkTerminal) until(what string, ok func(image.Image) bool) image.Image
 // the same desktop with the same application shown there (screenshots
 // compared). Budget: about 60 s.
 func TestWalkE2E(t *testing.T) {
-	needTool(t, "weston", "xfreerdp", "weston-flower")
+	testutil.NeedTools(t, "weston", "xfreerdp", "weston-flower")
 	if _, err := os.Stat(pamMatrix); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)

@@ -2,87 +2,20 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
-
-// need fails under CI=true and skips otherwise when a tool is missing.
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required in CI: %v", tool, err)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-}
-
-// xvfb starts a virtual X screen for a terminal's display client.
-func xvfb(t *testing.T) string {
-	t.Helper()
-	for try := 0; try < 5; try++ {
-		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
-				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-				return disp
-			}
-			if cmd.ProcessState != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	t.Fatal("no Xvfb display could be started")
-	return ""
-}
-
-// screenshot returns the 800x600 area of disp where the RDP client draws.
-func screenshot(t *testing.T, disp string) image.Image {
-	t.Helper()
-	xwd := exec.Command("xwd", "-root", "-silent", "-display", disp)
-	conv := exec.Command("convert", "xwd:-", "png:-")
-	var err error
-	if conv.Stdin, err = xwd.StdoutPipe(); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	conv.Stdout = &out
-	if err := conv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := xwd.Run(); err != nil {
-		t.Fatalf("xwd: %v", err)
-	}
-	if err := conv.Wait(); err != nil {
-		t.Fatalf("convert: %v", err)
-	}
-	img, err := png.Decode(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
 
 // diff is the mean absolute difference (0..255) of two images below the
 // panel (the top 40 rows hold the clock).
@@ -160,10 +93,10 @@ func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 // same application, is seen there.
 func TestDesktopFollowsToken(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
-	needTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower")
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower")
 	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
 	ks := e.enroll("alice")
-	d1, d2 := xvfb(t), xvfb(t)
+	d1, d2 := testutil.StartXvfb(t), testutil.StartXvfb(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ev1, in1 := e.runTerm(ctx, "t-1", ks, d1)
@@ -171,7 +104,7 @@ func TestDesktopFollowsToken(t *testing.T) {
 	next(t, ev1, "connected")
 	next(t, ev2, "connected")
 
-	blank := screenshot(t, d1) // Xvfb before anything is shown: black
+	blank := testutil.Screenshot(t, d1) // Xvfb before anything is shown: black
 	fmt.Fprintln(in1, "insert default")
 	att := next(t, ev1, "attached")
 	next(t, ev1, "display")
@@ -188,7 +121,7 @@ func TestDesktopFollowsToken(t *testing.T) {
 		}
 	}
 	waitFor("the desktop shown at terminal 1", func() bool {
-		before = screenshot(t, d1)
+		before = testutil.Screenshot(t, d1)
 		return diff(before, blank) > 20
 	})
 
@@ -202,7 +135,7 @@ func TestDesktopFollowsToken(t *testing.T) {
 	t.Cleanup(func() { app.Process.Kill(); app.Wait() })
 	var withApp image.Image
 	waitFor("the application visible at terminal 1", func() bool {
-		withApp = screenshot(t, d1)
+		withApp = testutil.Screenshot(t, d1)
 		return diff(withApp, before) > 1
 	})
 
@@ -211,7 +144,7 @@ func TestDesktopFollowsToken(t *testing.T) {
 	fmt.Fprintln(in1, "remove default")
 	next(t, ev1, "detached")
 	waitFor("the desktop gone from terminal 1", func() bool {
-		return diff(screenshot(t, d1), blank) < 1
+		return diff(testutil.Screenshot(t, d1), blank) < 1
 	})
 	fmt.Fprintln(in2, "insert default")
 	if a := next(t, ev2, "attached"); a["session"] != session {
@@ -219,7 +152,7 @@ func TestDesktopFollowsToken(t *testing.T) {
 	}
 	var there image.Image
 	waitFor("the same desktop at terminal 2", func() bool {
-		there = screenshot(t, d2)
+		there = testutil.Screenshot(t, d2)
 		return diff(there, withApp) < 1 && diff(there, before) > 1
 	})
 	if app.ProcessState != nil {

@@ -73,3 +73,11 @@ func TestBuildOncePerProcess(t *testing.T) {
 		t.Fatalf("RemoveBuilds left %s: %v", a, err)
 	}
 }
+
+func TestXvfbAndScreenshot(t *testing.T) {
+	disp := StartXvfb(t)
+	img := Screenshot(t, disp)
+	if b := img.Bounds(); b.Dx() != 1024 || b.Dy() != 768 {
+		t.Fatalf("screenshot of %s is %v; want 1024x768", disp, b)
+	}
+}

@@ -1,53 +1,23 @@
 package greeter
 
 import (
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// need fails under CI=true and skips otherwise when a tool is missing.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is required in CI: %v", tool, err)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
-}
+	"github.com/hotdesk/hotdesk/internal/testutil"
+)
 
 // xvfb starts a virtual X screen and points $DISPLAY at it.
 func xvfb(t *testing.T) string {
 	t.Helper()
-	need(t, "Xvfb", "xwd", "xdotool")
-	for try := 0; try < 5; try++ {
-		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
-				t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-				t.Setenv("DISPLAY", disp)
-				return disp
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		cmd.Process.Kill()
-		cmd.Wait()
-	}
-	t.Fatal("no Xvfb display could be started")
-	return ""
+	testutil.NeedTools(t, "xdotool")
+	disp := testutil.StartXvfb(t)
+	t.Setenv("DISPLAY", disp)
+	return disp
 }
 
 type submission struct {
