@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 )
 
 // ErrBusy is returned (wrapped) by a Gate when a login would exceed one of
@@ -44,8 +46,7 @@ type Gate struct {
 	bySource   map[string]int
 	byUser     map[string]int
 	byTerminal map[string]int
-	refused    map[string]int // since the last log line, by limit
-	lastLog    map[string]time.Time
+	refusals   *burstlog.Logger // "limit reached" lines, one per limit per LogEvery
 }
 
 var _ ServiceAuthenticator = (*Gate)(nil)
@@ -77,7 +78,7 @@ func NewGate(next ServiceAuthenticator, cfg GateConfig) *Gate {
 	return &Gate{
 		next: next, cfg: cfg, log: log,
 		bySource: map[string]int{}, byUser: map[string]int{}, byTerminal: map[string]int{},
-		refused: map[string]int{}, lastLog: map[string]time.Time{},
+		refusals: burstlog.New(log, cfg.LogEvery, cfg.now),
 	}
 }
 
@@ -108,14 +109,9 @@ func (g *Gate) AuthenticateService(ctx context.Context, service string, req Requ
 		why = "max_pending_logins_per_terminal"
 	}
 	if why != "" {
-		g.refused[why]++
-		now := g.cfg.now()
-		if now.Sub(g.lastLog[why]) >= g.cfg.LogEvery {
-			g.log.Warn("login refused: limit reached", "limit", why, "refused", g.refused[why], "in_progress", g.total)
-			g.lastLog[why] = now
-			g.refused[why] = 0
-		}
+		total := g.total
 		g.mu.Unlock()
+		g.refusals.Warn(why, "login refused: limit reached", "in_progress", total)
 		return Result{}, fmt.Errorf("%w (%s)", ErrBusy, why)
 	}
 	g.total++

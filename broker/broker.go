@@ -36,6 +36,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -249,8 +250,8 @@ type Broker struct {
 	members    memberCache       // group members for Welcome (members.go)
 	ticketSeq  uint64            // last ticket's issue number
 
-	lim  Limits    // cfg.Limits with defaults
-	blog *burstLog // limit and accept-error lines, once per burst
+	lim  Limits           // cfg.Limits with defaults
+	blog *burstlog.Logger // limit and accept-error lines, once per burst
 	// termGate and attachGate are the listeners' connection gates, set by
 	// Serve and ServeAttach (nil before); see ConnCounts.
 	termGate, attachGate *connGate
@@ -305,7 +306,7 @@ func New(cfg Config) (*Broker, error) {
 		regChanged: make(chan struct{}, 1),
 		lim:        cfg.Limits.withDefaults(),
 	}
-	b.blog = newBurstLog(b.log)
+	b.blog = burstlog.New(b.log, logEvery, nil)
 	go b.watchExits()
 	go b.publishCounts()
 	b.wg.Add(1)

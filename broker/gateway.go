@@ -63,7 +63,7 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 	}
 	if n >= b.lim.MaxTicketsPerSession {
 		delete(b.tickets, oldest)
-		b.blog.warn("max_tickets_per_session", "attach ticket revoked: session has too many outstanding", "session", s.ID, "terminal", logValue(t.id))
+		b.blog.Warn("max_tickets_per_session", "attach ticket revoked: session has too many outstanding", "session", s.ID, "terminal", logValue(t.id))
 	}
 	if len(b.tickets) >= maxTickets {
 		for k, v := range b.tickets {
@@ -175,7 +175,7 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 	adm.authenticated()
 	s, err := b.redeem(req)
 	if err != nil {
-		b.blog.warn("attach_refused", "attach refused", "remote", tc.RemoteAddr().String(), "terminal", logValue(req.TerminalID), "error", err)
+		b.blog.Warn("attach_refused", "attach refused", "remote", tc.RemoteAddr().String(), "terminal", logValue(req.TerminalID), "error", err)
 		_ = conn.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "ticket invalid, expired, used or not for this terminal"})
 		conn.Close()
 		return

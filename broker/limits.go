@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 )
 
 // Limits bound what clients may hold of a broker's listeners. Zero fields
@@ -54,41 +54,11 @@ func (l Limits) withDefaults() Limits {
 // logEvery is how often a limit that keeps biting is logged.
 const logEvery = 10 * time.Second
 
-// burstLog logs one line per kind per logEvery, with how many events were
-// folded into it: a flood of refusals costs a line, not a line each.
-type burstLog struct {
-	log hclog.Logger
-
-	mu    sync.Mutex
-	last  map[string]time.Time
-	count map[string]int
-}
-
-func newBurstLog(log hclog.Logger) *burstLog {
-	return &burstLog{log: log, last: map[string]time.Time{}, count: map[string]int{}}
-}
-
-// warn logs msg for kind unless it was logged less than logEvery ago.
-func (l *burstLog) warn(kind, msg string, args ...any) {
-	now := time.Now()
-	l.mu.Lock()
-	l.count[kind]++
-	if now.Sub(l.last[kind]) < logEvery {
-		l.mu.Unlock()
-		return
-	}
-	n := l.count[kind]
-	l.count[kind] = 0
-	l.last[kind] = now
-	l.mu.Unlock()
-	l.log.Warn(msg, append(args, "limit", kind, "events", n)...)
-}
-
 // connGate admits connections of one listener within Limits.
 type connGate struct {
 	lim  Limits
 	what string
-	log  *burstLog
+	log  *burstlog.Logger
 
 	mu       sync.Mutex
 	total    int
@@ -96,7 +66,7 @@ type connGate struct {
 	bySource map[string]int
 }
 
-func newConnGate(what string, lim Limits, log *burstLog) *connGate {
+func newConnGate(what string, lim Limits, log *burstlog.Logger) *connGate {
 	return &connGate{lim: lim, what: what, log: log, bySource: map[string]int{}}
 }
 
@@ -128,7 +98,7 @@ func (g *connGate) admit(addr net.Addr) *admitted {
 	}
 	if why != "" {
 		g.mu.Unlock()
-		g.log.warn(why, "connection refused: limit reached", "listener", g.what, "source", src)
+		g.log.Warn(why, "connection refused: limit reached", "listener", g.what, "source", src)
 		return nil
 	}
 	g.total++
@@ -196,7 +166,7 @@ func acceptRetryable(err error) bool {
 // acceptLoop runs accept on ln until it fails for good: retryable errors
 // back off (5 ms doubling to 1 s, logged once per burst), anything else is
 // returned. handle gets every connection.
-func acceptLoop(ln net.Listener, stopped func() bool, log *burstLog, what string, handle func(net.Conn)) error {
+func acceptLoop(ln net.Listener, stopped func() bool, log *burstlog.Logger, what string, handle func(net.Conn)) error {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -208,7 +178,7 @@ func acceptLoop(ln net.Listener, stopped func() bool, log *burstLog, what string
 				return fmt.Errorf("broker: %s accept: %w", what, err)
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			log.warn("accept_"+what, "accept failing; backing off", "listener", what, "error", err, "retry_in", delay)
+			log.Warn("accept_"+what, "accept failing; backing off", "listener", what, "error", err, "retry_in", delay)
 			time.Sleep(delay)
 			continue
 		}

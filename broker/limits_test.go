@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -47,7 +48,7 @@ func (l *flakyListener) Addr() net.Addr { return &net.TCPAddr{} }
 // ends the loop; another error is returned.
 func TestAcceptLoopSurvivesEMFILE(t *testing.T) {
 	var out bytes.Buffer
-	blog := newBurstLog(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Warn}))
+	blog := burstlog.New(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Warn}), logEvery, nil)
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -71,7 +72,7 @@ func TestAcceptLoopSurvivesEMFILE(t *testing.T) {
 
 // TestConnGate: total, per-source and unauthenticated caps, and release.
 func TestConnGate(t *testing.T) {
-	g := newConnGate("terminal", Limits{MaxConnections: 5, MaxConnectionsPerSource: 2, MaxUnauthenticated: 3}.withDefaults(), newBurstLog(hclog.NewNullLogger()))
+	g := newConnGate("terminal", Limits{MaxConnections: 5, MaxConnectionsPerSource: 2, MaxUnauthenticated: 3}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
 	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
 	a1, a2 := g.admit(addr("10.0.0.1")), g.admit(addr("10.0.0.1"))
 	if a1 == nil || a2 == nil || g.admit(addr("10.0.0.1")) != nil {
@@ -115,7 +116,7 @@ func TestLogValue(t *testing.T) {
 // tickets and never fills the table every user shares.
 func TestTicketsPerSession(t *testing.T) {
 	b := &Broker{cfg: Config{AttachAddr: "127.0.0.1:1"}, clk: clock.Real{}, tickets: map[string]ticket{},
-		lim: Limits{MaxTicketsPerSession: 4}.withDefaults(), blog: newBurstLog(hclog.NewNullLogger())}
+		lim: Limits{MaxTicketsPerSession: 4}.withDefaults(), blog: burstlog.New(hclog.NewNullLogger(), logEvery, nil)}
 	greedy, other := &Session{ID: "s-greedy"}, &Session{ID: "s-other"}
 	term := &terminal{id: "t-1"}
 	var last []byte

@@ -160,7 +160,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		err = errors.New("broker: handshake timed out")
 	}
 	if err != nil {
-		b.blog.warn("handshake_failed", "terminal handshake failed", "remote", remote, "error", err)
+		b.blog.Warn("handshake_failed", "terminal handshake failed", "remote", remote, "error", err)
 		conn.Close()
 		return
 	}
@@ -335,7 +335,7 @@ func (t *terminal) handle(ev event) {
 			// Attacker-controlled: bounded, sanitized, and one line per
 			// burst for refusals of tokens that are not even well formed.
 			if ie.code == proto.ErrUnknownToken {
-				b.blog.warn("token_refused", "token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "remote", t.remote, "code", ie.code, "error", ie)
+				b.blog.Warn("token_refused", "token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "remote", t.remote, "code", ie.code, "error", ie)
 			} else {
 				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
 			}

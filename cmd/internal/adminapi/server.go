@@ -15,10 +15,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 )
 
 // ErrInUse is returned by Listen when another process answers on the socket.
@@ -114,9 +115,7 @@ type Server struct {
 	maxConns        int
 	shutdownTimeout time.Duration
 
-	refusedMu     sync.Mutex
-	refused       int // refused peers since refusedLogged
-	refusedLogged time.Time
+	refusals *burstlog.Logger // refused peers: a line a second, with the count
 }
 
 // NewServer returns a Server for b. adminGID is the group whose members may
@@ -129,6 +128,7 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	s := &Server{
 		backend:         b,
 		logger:          logger,
+		refusals:        burstlog.New(logger, time.Second, nil),
 		adminGID:        adminGID,
 		selfUID:         os.Geteuid(),
 		procRoot:        "/proc",
@@ -231,18 +231,11 @@ func (s *Server) decide(p *peer) {
 // refuse logs a refused peer (at most once a second, with the count) and
 // returns the HTTP answer written to it before its connection is closed.
 func (s *Server) refuse(p *peer) []byte {
-	s.refusedMu.Lock()
-	s.refused++
-	now := time.Now()
-	if now.Sub(s.refusedLogged) >= time.Second {
-		args := []any{"uid", p.UID, "gid", p.GID, "pid", p.PID, "refused", s.refused}
-		if p.Err != nil {
-			args = append(args, "error", p.Err)
-		}
-		s.logger.Warn("admin api request refused", args...)
-		s.refused, s.refusedLogged = 0, now
+	args := []any{"uid", p.UID, "gid", p.GID, "pid", p.PID}
+	if p.Err != nil {
+		args = append(args, "error", p.Err)
 	}
-	s.refusedMu.Unlock()
+	s.refusals.Warn("admin_peer", "admin api request refused", args...)
 	body, _ := json.Marshal(ErrorResponse{Error: fmt.Sprintf(
 		"uid %d may not use the admin API: it is not root, the daemon's user or in the admin group", p.UID)})
 	return fmt.Appendf(nil, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
