@@ -527,29 +527,40 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, l *login) 
 }
 
 func (s *Server) sessionAction(w http.ResponseWriter, r *http.Request, l *login) {
-	id, action := r.PathValue("id"), r.PathValue("action")
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	var err error
-	switch action {
-	case "kill":
-		err = s.cfg.Backend.KillSession(ctx, id)
-	case "disconnect":
-		err = s.cfg.Backend.DisconnectSession(ctx, id)
-	case "lock":
-		err = s.cfg.Backend.LockSession(ctx, id)
-	default:
+	b := s.cfg.Backend
+	s.act(w, r, l, "session", "/sessions", map[string]action{
+		"kill":       {b.KillSession, "killed"},
+		"disconnect": {b.DisconnectSession, "disconnected"},
+		"lock":       {b.LockSession, "locked"},
+	})
+}
+
+// action is what a dashboard form does to an object, and the word its
+// confirmation uses.
+type action struct {
+	do   func(ctx context.Context, id string) error
+	done string
+}
+
+// act runs the action named in the form's path on the object named there
+// (kind "session" or "token"), logs who did it, and answers with the
+// backend's error or a confirmation on the page at back.
+func (s *Server) act(w http.ResponseWriter, r *http.Request, l *login, kind, back string, actions map[string]action) {
+	id, name := r.PathValue("id"), r.PathValue("action")
+	a, ok := actions[name]
+	if !ok {
 		http.Error(w, "unknown action", http.StatusNotFound)
 		return
 	}
-	if err != nil {
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	if err := a.do(ctx, id); err != nil {
 		s.backendError(w, l, err)
 		return
 	}
-	s.log.Info("dashboard: session "+action, "session_id", id, "user", l.user, "remote", r.RemoteAddr)
-	past := map[string]string{"kill": "killed", "disconnect": "disconnected", "lock": "locked"}[action]
-	s.setFlash(l, fmt.Sprintf("session %s %s", id, past))
-	http.Redirect(w, r, "/sessions", http.StatusSeeOther)
+	s.log.Info("dashboard: "+kind+" "+name, kind, id, "user", l.user, "remote", r.RemoteAddr)
+	s.setFlash(l, fmt.Sprintf("%s %s %s", kind, id, a.done))
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
 func (s *Server) terminalsPage(w http.ResponseWriter, r *http.Request, l *login) {
@@ -622,26 +633,12 @@ func (s *Server) registerPost(w http.ResponseWriter, r *http.Request, l *login) 
 }
 
 func (s *Server) tokenAction(w http.ResponseWriter, r *http.Request, l *login) {
-	id, action := r.PathValue("id"), r.PathValue("action")
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	var err error
-	switch action {
-	case "disable", "enable":
-		err = s.cfg.Backend.SetTokenDisabled(ctx, id, action == "disable")
-	case "revoke-pairing":
-		err = s.cfg.Backend.RevokePairing(ctx, id)
-	default:
-		http.Error(w, "unknown action", http.StatusNotFound)
-		return
-	}
-	if err != nil {
-		s.backendError(w, l, err)
-		return
-	}
-	s.log.Info("dashboard: token "+action, "token", id, "user", l.user, "remote", r.RemoteAddr)
-	s.setFlash(l, fmt.Sprintf("token %s: %s done", id, action))
-	http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+	b := s.cfg.Backend
+	s.act(w, r, l, "token", "/tokens", map[string]action{
+		"disable":        {func(ctx context.Context, id string) error { return b.SetTokenDisabled(ctx, id, true) }, "disabled"},
+		"enable":         {func(ctx context.Context, id string) error { return b.SetTokenDisabled(ctx, id, false) }, "enabled"},
+		"revoke-pairing": {b.RevokePairing, "revoked"},
+	})
 }
 
 func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, l *login) {
