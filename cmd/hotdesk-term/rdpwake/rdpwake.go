@@ -23,7 +23,8 @@ import (
 const Name = "hotdesk-rdpwake.so"
 
 // EnvPath, when set, names the library to preload ("off" preloads none);
-// when unset, Find looks next to the executable and in SystemDir.
+// when unset, Find looks next to the executable, in ../lib/hotdesk from
+// it (make install PREFIX=…) and in SystemDir.
 const EnvPath = "HOTDESK_RDPWAKE"
 
 // SystemDir is where packages install the library.
@@ -54,7 +55,7 @@ func Find(exe string) (string, error) {
 	}
 	var dirs []string
 	if exe != "" {
-		dirs = append(dirs, filepath.Dir(exe))
+		dirs = append(dirs, filepath.Dir(exe), filepath.Join(filepath.Dir(exe), "..", "lib", "hotdesk"))
 	}
 	dirs = append(dirs, SystemDir)
 	for _, d := range dirs {
