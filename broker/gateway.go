@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -22,21 +21,9 @@ import (
 // AttachOK, and from then on the connection is spliced to the session's
 // compositor endpoint. A suspend, takeover or destroy of the session closes
 // its streams at once, so a terminal that lost the session stops seeing it.
-//
-// A ticket for a TCP endpoint (weston's RDP backend) comes with a
-// connection to the compositor opened when the ticket is issued (a
-// predial): the compositor's per-connection set-up — for weston a FreeRDP
-// peer with its codec contexts — is done while the Attached travels to the
-// terminal and the terminal dials the gateway, not after. Nothing is sent
-// on it until the ticket is redeemed; it belongs to the ticket: redeeming
-// takes it, and a ticket revoked, expired or cut closes it.
 const (
 	ticketTTL  = 30 * time.Second
 	maxTickets = 4096
-	// maxPredials bounds the compositor connections held for tickets not
-	// yet redeemed (each is a descriptor here and a peer in a compositor);
-	// a ticket issued beyond it is dialed when redeemed.
-	maxPredials = 64
 	// dialTimeout bounds a dial to a compositor.
 	dialTimeout = 5 * time.Second
 )
@@ -45,114 +32,7 @@ type ticket struct {
 	session  *Session
 	terminal string
 	expires  time.Time
-	seq      uint64   // issue order, to revoke a session's oldest
-	pre      *predial // the compositor connection opened ahead, or nil
-}
-
-// predial is a connection to a compositor endpoint opened ahead of need.
-// Its dial goroutine is tracked by the broker's WaitGroup and ends within
-// dialTimeout or at shutdown.
-type predial struct {
-	endpoint string
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when the dial has ended
-	expiry   clock.Timer   // drops the ticket and closes the connection at its expiry
-
-	mu        sync.Mutex
-	conn      net.Conn // after done: the connection, nil if the dial failed or it was taken
-	discarded bool     // taken or dropped: a late dial closes its connection
-	// end of fields guarded by mu
-}
-
-// startPredialLocked dials endpoint for ticket key unless it is not a TCP
-// endpoint. Caller holds b.mu.
-func (b *Broker) startPredialLocked(key, endpoint string) *predial {
-	if !strings.HasPrefix(endpoint, "rdp://") && !strings.HasPrefix(endpoint, "tcp://") {
-		return nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &predial{endpoint: endpoint, cancel: cancel, done: make(chan struct{})}
-	stop := b.stop
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		defer close(p.done)
-		watched := make(chan struct{})
-		go func() { // shutdown cancels the dial; ends with the dial
-			defer close(watched)
-			select {
-			case <-stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		defer func() { <-watched }()
-		c, err := dialEndpoint(ctx, endpoint)
-		cancel() // ends the watcher
-		if err != nil {
-			b.log.Debug("attach: compositor predial failed", "endpoint", endpoint, "error", err)
-			return
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.discarded {
-			c.Close()
-			return
-		}
-		p.conn = c
-	}()
-	p.expiry = b.clk.AfterFunc(ticketTTL, func() {
-		b.mu.Lock()
-		if tk, ok := b.tickets[key]; ok && tk.pre == p {
-			delete(b.tickets, key)
-		}
-		b.mu.Unlock()
-		p.discard()
-	})
-	return p
-}
-
-// discard closes the connection (now or when its dial ends). Safe on nil
-// and more than once.
-func (p *predial) discard() {
-	if p == nil {
-		return
-	}
-	p.cancel()
-	p.expiry.Stop()
-	p.mu.Lock()
-	p.discarded = true
-	c := p.conn
-	p.conn = nil
-	p.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
-}
-
-// take waits for the dial and returns its connection if it is to
-// endpoint, or nil (then the caller dials itself).
-func (p *predial) take(ctx context.Context, endpoint string) net.Conn {
-	if p == nil {
-		return nil
-	}
-	p.expiry.Stop()
-	if p.endpoint != endpoint {
-		p.discard()
-		return nil
-	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.discard()
-		return nil
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.discarded = true
-	c := p.conn
-	p.conn = nil
-	return c
+	seq      uint64 // issue order, to revoke a session's oldest
 }
 
 // issueTicket returns a new single-use ticket for s at terminal t, or nil if
@@ -173,11 +53,8 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 	// table shared by every user.
 	var oldest string
 	var oldestSeq uint64
-	n, predials := 0, 0
+	n := 0
 	for k, v := range b.tickets {
-		if v.pre != nil {
-			predials++
-		}
 		if v.session != s {
 			continue
 		}
@@ -187,14 +64,12 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 		}
 	}
 	if n >= b.lim.MaxTicketsPerSession {
-		b.tickets[oldest].pre.discard()
 		delete(b.tickets, oldest)
 		b.blog.Warn("max_tickets_per_session", "attach ticket revoked: session has too many outstanding", "session", s.ID, "terminal", logValue(t.id))
 	}
 	if len(b.tickets) >= maxTickets {
 		for k, v := range b.tickets {
 			if !now.Before(v.expires) {
-				v.pre.discard()
 				delete(b.tickets, k)
 			}
 		}
@@ -203,11 +78,7 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 		}
 	}
 	b.ticketSeq++
-	var pre *predial
-	if predials < maxPredials && !b.closed {
-		pre = b.startPredialLocked(string(tk), s.info.Endpoint)
-	}
-	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL), seq: b.ticketSeq, pre: pre}
+	b.tickets[string(tk)] = ticket{session: s, terminal: t.id, expires: now.Add(ticketTTL), seq: b.ticketSeq}
 	return tk
 }
 
@@ -217,7 +88,6 @@ func (b *Broker) cutStreams(s *Session) {
 	b.mu.Lock()
 	for k, v := range b.tickets {
 		if v.session == s {
-			v.pre.discard()
 			delete(b.tickets, k)
 		}
 	}
@@ -233,24 +103,21 @@ func (b *Broker) cutStreams(s *Session) {
 // for a session no longer shown at that terminal look the same to the peer.
 var errTicket = errors.New("broker: attach: ticket invalid, expired, used or not for this terminal")
 
-// redeem consumes a ticket and returns the session it attaches and the
-// ticket's compositor connection opened ahead, if any (the caller's now).
-func (b *Broker) redeem(req *proto.Attach) (*Session, *predial, error) {
+// redeem consumes a ticket and returns the session it attaches.
+func (b *Broker) redeem(req *proto.Attach) (*Session, error) {
 	now := b.clk.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	tk, ok := b.tickets[string(req.Ticket)]
 	delete(b.tickets, string(req.Ticket)) // single use, valid or not
 	if !ok || !now.Before(tk.expires) || tk.terminal != req.TerminalID {
-		tk.pre.discard()
-		return nil, nil, errTicket
+		return nil, errTicket
 	}
 	s := tk.session
 	if b.byID[s.ID] != s || s.state != Active || s.term == nil || s.term.id != tk.terminal {
-		tk.pre.discard()
-		return nil, nil, errTicket
+		return nil, errTicket
 	}
-	return s, tk.pre, nil
+	return s, nil
 }
 
 // ServeAttach runs the attach gateway on ln until ctx is cancelled, with
@@ -308,7 +175,7 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		return
 	}
 	adm.authenticated()
-	s, pre, err := b.redeem(req)
+	s, err := b.redeem(req)
 	if err != nil {
 		b.blog.Warn("attach_refused", "attach refused", "remote", tc.RemoteAddr().String(), "terminal", logValue(req.TerminalID), "error", err)
 		_ = conn.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "ticket invalid, expired, used or not for this terminal"})
@@ -318,10 +185,7 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 	b.mu.Lock()
 	endpoint := s.info.Endpoint
 	b.mu.Unlock()
-	display := pre.take(ctx, endpoint)
-	if display == nil {
-		display, err = dialEndpoint(ctx, endpoint)
-	}
+	display, err := dialEndpoint(ctx, endpoint)
 	if err != nil {
 		log.Warn("attach: compositor unreachable", "session", s.ID, "error", err)
 		_ = conn.Send(&proto.Error{Code: proto.ErrCompositor, Message: "session display unreachable"})
@@ -390,11 +254,9 @@ const maxDownBuffer = 32 << 20
 // splice copies both ways until either side ends: term → comp directly,
 // comp → term through a buffer of up to maxDownBuffer, so that a terminal
 // that is slow to read (a display client busy creating its window while
-// the first frame arrives) does not push back on the compositor. Weston
-// 10's RDP backend cannot take that: its non-blocking TLS write, retried
-// with another length after a short write, fails ("SSL routines::bad
-// length"), it drops the peer, and a client binding the peer's seat at
-// that moment dies — the desktop shell among them, which ends weston.
+// the first frames arrive, 3 MB each) does not push back on the
+// compositor: weston's RDP backend writes from its one event loop, and a
+// write it has to wait on stalls every application of the session.
 func splice(term, comp net.Conn) {
 	var wg sync.WaitGroup
 	closeBoth := func() {

@@ -3,9 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -114,115 +112,5 @@ func TestAttachGateway(t *testing.T) {
 			}
 			break // closed by the gateway
 		}
-	}
-}
-
-// predialOf returns the compositor connection opened for ticket once its
-// dial has ended (nil if the ticket has none or the dial failed).
-func (e *env) predialOf(ticket []byte) net.Conn {
-	e.t.Helper()
-	e.b.mu.Lock()
-	tk, ok := e.b.tickets[string(ticket)]
-	e.b.mu.Unlock()
-	if !ok || tk.pre == nil {
-		e.t.Fatalf("ticket has no compositor connection opened ahead (known %v)", ok)
-	}
-	select {
-	case <-tk.pre.done:
-	case <-time.After(10 * time.Second):
-		e.t.Fatal("predial still dialing after 10 s")
-	}
-	tk.pre.mu.Lock()
-	defer tk.pre.mu.Unlock()
-	return tk.pre.conn
-}
-
-// closedSoon reports whether c is closed on our side within 10 s (a read
-// fails with net.ErrClosed).
-func closedSoon(c net.Conn) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		_, err := c.Read(make([]byte, 1))
-		if errors.Is(err, net.ErrClosed) {
-			return true
-		}
-	}
-	return false
-}
-
-// x224Request is an RDP X.224 Connection Request with an RDP Negotiation
-// Request for TLS, as FreeRDP sends it first.
-var x224Request = []byte{
-	0x03, 0x00, 0x00, 0x13, // TPKT, length 19
-	0x0e, 0xe0, 0x00, 0x00, 0x00, 0x00, 0x00, // X.224 CR
-	0x01, 0x00, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, // RDP_NEG_REQ: PROTOCOL_SSL
-}
-
-// TestAttachGatewayPredial: a ticket for a desktop on weston's RDP backend
-// comes with a connection to weston opened when the ticket is issued;
-// redeeming it splices that very connection (weston answers the RDP
-// connection request through the gateway); tickets that expire or whose
-// session is suspended before they are redeemed close theirs. Budget: a
-// few seconds (one weston).
-func TestAttachGatewayPredial(t *testing.T) {
-	e := newEnvWith(t, "b1", envOptions{gateway: true, rdp: true})
-	tok, key := e.enroll("gus")
-	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
-	att := expectMsg[proto.Attached](t1)
-	pre := e.predialOf(att.Ticket)
-	if pre == nil {
-		t.Fatal("the predial to weston failed")
-	}
-	c, perr := e.attach(att.Ticket, "term-1")
-	if perr != nil {
-		t.Fatalf("attach: %+v", perr)
-	}
-	e.b.mu.Lock()
-	s := e.b.byToken[tok]
-	_, spliced := s.streams[pre]
-	e.b.mu.Unlock()
-	if !spliced {
-		t.Fatal("the stream was not spliced to the connection opened ahead")
-	}
-	nc := c.NetConn()
-	if _, err := nc.Write(x224Request); err != nil {
-		t.Fatal(err)
-	}
-	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	hdr := make([]byte, 4)
-	if _, err := io.ReadFull(nc, hdr); err != nil {
-		t.Fatalf("weston's answer to the RDP connection request: %v", err)
-	}
-	if hdr[0] != 3 || hdr[1] != 0 {
-		t.Fatalf("weston answered % x; want a TPKT header (03 00)", hdr)
-	}
-
-	// A ticket never redeemed: its connection closes when it expires.
-	t1.insert(tok)
-	att2 := expectMsg[proto.Attached](t1)
-	pre2 := e.predialOf(att2.Ticket)
-	e.clk.Advance(ticketTTL)
-	if pre2 == nil || !closedSoon(pre2) {
-		t.Fatal("an expired ticket's compositor connection is still open")
-	}
-	if _, perr := e.attach(att2.Ticket, "term-1"); perr == nil {
-		t.Fatal("expired ticket accepted")
-	}
-
-	// A ticket outstanding when the session is suspended: closed at once,
-	// with the open stream.
-	t1.insert(tok)
-	att3 := expectMsg[proto.Attached](t1)
-	pre3 := e.predialOf(att3.Ticket)
-	t1.remove(tok)
-	expectMsg[proto.Detached](t1)
-	if pre3 == nil || !closedSoon(pre3) {
-		t.Fatal("a suspended session's outstanding ticket kept its compositor connection")
-	}
-	if !closedSoon(pre) {
-		t.Fatal("the spliced stream to weston is open after the session was suspended")
 	}
 }

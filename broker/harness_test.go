@@ -78,7 +78,6 @@ type envOptions struct {
 	authn     auth.Authenticator
 	policies  *auth.Policies
 	gateway   bool // run the attach gateway
-	rdp       bool // desktops on weston's RDP backend (default headless)
 	// wrap, if set, wraps the registry the broker uses (fault injection
 	// behind the broker's own Registry interface).
 	wrap   func(Registry) Registry
@@ -119,11 +118,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	logger := hclog.New(&hclog.LoggerOptions{Name: id, Level: testLogLevel(), Output: testWriter{t}})
-	backend := ""
-	if o.rdp {
-		backend = "rdp"
-	}
-	comp, err := weston.New(weston.Config{Backend: backend, StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"),
+	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"),
 		AllowRoot: true /* the broker tests run as root; desktops as users are compositor/weston tests */})
 	if err != nil {
 		t.Fatal(err)
