@@ -37,11 +37,12 @@ import (
 // reports a change (DAMAGE), and at least every pixelsFallback; no process
 // is started per read.
 const pixelsNotes = "PIXELS: real weston RDP desktop (a tiled background and weston-flower), the broker's attach gateway, " +
-	"hotdesk-term processes with their display client under Xvfb; the token is pulled at one terminal and inserted at the other; " +
+	"hotdesk-term processes with their display client under Xvfb (FreeRDP with hotdesk-rdpwake preloaded unless rdpwake is false); " +
+	"the token is pulled at one terminal and inserted at the other once that terminal's display client waits at its relay; " +
 	"t0 = the insert written to the agent (its token event), done = the terminal's X screen (read with MIT-SHM at every change DAMAGE reports) matches the session's " +
 	"current frame (the frame the previous terminal showed); breakdown: broker = t0 → Attached at the agent, " +
 	"display_start = Attached → the display client connected to the agent's relay (0 when it was waiting already), " +
-	"transport = relay → gateway dial, TLS and ticket, rdp_connect = stream spliced → the client's window mapped, " +
+	"transport = relay → gateway dial, TLS, ticket and the gateway's dial to weston, rdp_connect = stream spliced → the client's window mapped, " +
 	"first_frame = mapped → first session pixels, complete_frame = first pixels → the whole frame matches; " +
 	"baseline = FreeRDP started straight at weston's RDP port (no hotdesk) on the same screen, same command, same measurement"
 
