@@ -128,6 +128,8 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	}
 	target, err := b.place(ctx, hops)
 	if errors.Is(err, errNoCapacity) {
+		b.limitHit(LimitSessions, "")
+		b.blog.Warn(string(LimitSessions), "session refused: no server of the group has room", "terminal", logValue(t.id))
 		return fail(proto.ErrUnavailable, "no server can take a new session now", err)
 	}
 	if err != nil {

@@ -53,6 +53,7 @@ type daemon struct {
 	bus      *broker.Bus // the broker's events (events.go)
 	presence *presence   // terminal presence in the registry
 	metrics  *metrics
+	limits   *limitCounters // refusals by limits, in metrics
 
 	cancel context.CancelFunc
 	done   []chan error
@@ -243,7 +244,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	// Logins in progress are bounded in all, per source, per user and per
 	// terminal: clients that never answer a prompt cannot hold every PAM
 	// helper.
+	d.limits = newLimitCounters()
 	gate := auth.NewGate(pamAuth, auth.GateConfig{
+		OnRefused: d.limits.authRefused,
 		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
 		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
 		Logger: logger.Named("auth"),
@@ -303,6 +306,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
 			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
 			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
+			OnLimit:                 d.limits.brokerRefused,
 		},
 	})
 	if err != nil {
