@@ -247,7 +247,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	d.limits = newLimitCounters()
 	gate := auth.NewGate(pamAuth, auth.GateConfig{
 		OnRefused: d.limits.authRefused,
-		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
+		Max:       cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
 		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
 		Logger: logger.Named("auth"),
 	})
