@@ -30,7 +30,8 @@ type GateConfig struct {
 	// name ("max_pending_logins", "…_per_source", "…_per_user",
 	// "…_per_terminal"; a fixed set), e.g. for metrics. It must not block.
 	OnRefused func(limit string)
-	now       func() time.Time
+
+	now func() time.Time
 }
 
 // Gate is a ServiceAuthenticator that admits a login only while the logins

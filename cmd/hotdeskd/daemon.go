@@ -246,10 +246,10 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	// helper.
 	d.limits = newLimitCounters()
 	gate := auth.NewGate(pamAuth, auth.GateConfig{
-		OnRefused: d.limits.authRefused,
-		Max:       cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
+		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
 		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
-		Logger: logger.Named("auth"),
+		Logger:    logger.Named("auth"),
+		OnRefused: d.limits.authRefused,
 	})
 	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
 
