@@ -151,6 +151,20 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
+	if d.embedded != nil {
+		// etcd auth: the daemon's certificate may touch the registry
+		// prefix and nothing else (provisioned on the first start).
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		enabled, err := registry.EnableEmbeddedAuth(actx, d.etcd, filepath.Join(cfg.DataDir, "etcd-tls"), cfg.Etcd.Prefix)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("embedded etcd: %w", err)
+		}
+		if enabled {
+			logger.Info("embedded etcd: authentication enabled; the daemon's certificate is limited to the registry prefix",
+				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
+		}
+	}
 	serverRec := registry.ServerRecord{
 		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),

@@ -3,9 +3,11 @@ package testutil
 import (
 	"bufio"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,4 +138,21 @@ func killUID(uid int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// WithOwnKioskAccounts returns the hotdeskd configuration cfg with a kiosk
+// account prefix of the test's own (KioskAccountPrefix): set in its
+// compositor block, replacing one already there, or in a new block. The
+// accounts the daemon creates are removed after the test.
+func WithOwnKioskAccounts(t testing.TB, cfg string) string {
+	t.Helper()
+	line := fmt.Sprintf("kiosk_account_prefix = %q", KioskAccountPrefix(t))
+	if re := regexp.MustCompile(`kiosk_account_prefix\s*=\s*"[^"]*"`); re.MatchString(cfg) {
+		return re.ReplaceAllLiteralString(cfg, line)
+	}
+	if re := regexp.MustCompile(`(?m)^compositor\s*\{[ \t]*$`); re.MatchString(cfg) {
+		loc := re.FindStringIndex(cfg)
+		return cfg[:loc[1]] + "\n  " + line + cfg[loc[1]:]
+	}
+	return cfg + "\ncompositor {\n  " + line + "\n}\n"
 }
