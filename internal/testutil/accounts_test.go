@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,5 +30,33 @@ func TestWithOwnKioskAccounts(t *testing.T) {
 				t.Fatalf("got %q: %d compositor blocks; want %d", got, n, tc.blocks)
 			}
 		})
+	}
+}
+
+// TestRemoveAccountAfter: an account a test creates is gone after it, one
+// that existed before the test stays.
+func TestRemoveAccountAfter(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (useradd)")
+		}
+		t.Skip("needs root (useradd)")
+	}
+	name := KioskAccountPrefix(t) + "x" // a fresh name
+	t.Run("creates", func(t *testing.T) {
+		RemoveAccountAfter(t, name)
+		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd: %v: %s", err, out)
+		}
+		RemoveAccountAfter(t, name) // exists now: not this call's to remove
+	})
+	if exec.Command("id", name).Run() == nil {
+		t.Fatalf("%s still exists after the test that created it", name)
+	}
+	t.Run("keeps", func(t *testing.T) {
+		RemoveAccountAfter(t, "nobody") // exists: not the test's
+	})
+	if exec.Command("id", "nobody").Run() != nil {
+		t.Fatal("nobody was removed by a test that did not create it")
 	}
 }
