@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
+	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Authorization of an embedded member (EmbedConfig.TLSDir set).
@@ -30,7 +33,8 @@ import (
 // "root" user etcd requires before auth can be enabled, with a random
 // password written to <TLSDir>/root.password (0600: the owner's recovery
 // key, e.g. `etcdctl --user root:…` to grant a changed prefix). Later starts
-// find auth enabled and change nothing.
+// find auth enabled and only make sure, as root, that the role covers the
+// configured prefix (granting it if the prefix changed).
 
 // EmbeddedClientUser is the etcd user the embedded member's client
 // certificate names (its common name).
@@ -52,8 +56,9 @@ func EmbedRootPasswordFile(dir string) string { return filepath.Join(dir, embedR
 // authenticated by the member's client certificate (Embedded.ClientTLS);
 // tlsDir is the member's EmbedConfig.TLSDir. It is idempotent: if auth is
 // already enabled it returns nil and changes nothing (enabled reports
-// whether this call enabled it). A failure part-way leaves auth off and the
-// next call completes the provisioning.
+// whether this call enabled it), except that the role is granted prefix if
+// it lacks it. A failure part-way leaves auth off and the next call
+// completes the provisioning.
 func EnableEmbeddedAuth(ctx context.Context, cli *clientv3.Client, tlsDir, prefix string) (enabled bool, err error) {
 	if prefix == "" {
 		return false, errors.New("registry: enable auth: empty prefix")
@@ -63,7 +68,7 @@ func EnableEmbeddedAuth(ctx context.Context, cli *clientv3.Client, tlsDir, prefi
 		return false, fmt.Errorf("registry: enable auth: status: %w", err)
 	}
 	if st.Enabled {
-		return false, nil
+		return false, ensurePrefixGrant(ctx, cli.Endpoints(), tlsDir, prefix)
 	}
 	pwFile := EmbedRootPasswordFile(tlsDir)
 	pw, err := os.ReadFile(pwFile)
@@ -83,6 +88,7 @@ func EnableEmbeddedAuth(ctx context.Context, cli *clientv3.Client, tlsDir, prefi
 	} else if err != nil {
 		return false, fmt.Errorf("registry: enable auth: %w", err)
 	}
+	grant := grantPrefix(cli, prefix)
 	exists := func(err error) bool {
 		return errors.Is(err, rpctypes.ErrUserAlreadyExist) || errors.Is(err, rpctypes.ErrRoleAlreadyExist)
 	}
@@ -96,11 +102,7 @@ func EnableEmbeddedAuth(ctx context.Context, cli *clientv3.Client, tlsDir, prefi
 		}},
 		{"grant root", func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err }},
 		{"add role " + EmbeddedRole, func() error { _, err := cli.RoleAdd(ctx, EmbeddedRole); return err }},
-		{"grant the prefix", func() error {
-			_, err := cli.RoleGrantPermission(ctx, EmbeddedRole, prefix, clientv3.GetPrefixRangeEnd(prefix),
-				clientv3.PermissionType(clientv3.PermReadWrite))
-			return err
-		}},
+		{"grant the prefix", func() error { return grant(ctx) }},
 		{"add user " + EmbeddedClientUser, func() error {
 			// No password: only the certificate authenticates it.
 			_, err := cli.UserAddWithOptions(ctx, EmbeddedClientUser, "", &clientv3.UserAddOptions{NoPassword: true})
@@ -118,4 +120,51 @@ func EnableEmbeddedAuth(ctx context.Context, cli *clientv3.Client, tlsDir, prefi
 		}
 	}
 	return true, nil
+}
+
+// grantPrefix returns what grants EmbeddedRole read and write on prefix.
+func grantPrefix(cli *clientv3.Client, prefix string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := cli.RoleGrantPermission(ctx, EmbeddedRole, prefix, clientv3.GetPrefixRangeEnd(prefix),
+			clientv3.PermissionType(clientv3.PermReadWrite))
+		return err
+	}
+}
+
+// ensurePrefixGrant checks, as etcd's root user (its password from tlsDir),
+// that EmbeddedRole still covers prefix, and grants it if not (the
+// configured prefix changed since auth was enabled). Without the password
+// file it changes nothing.
+func ensurePrefixGrant(ctx context.Context, endpoints []string, tlsDir, prefix string) error {
+	pw, err := os.ReadFile(EmbedRootPasswordFile(tlsDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("registry: enable auth: %w", err)
+	}
+	tc, err := ClientTLSFromFiles(EmbedTLSFiles(tlsDir))
+	if err != nil {
+		return fmt.Errorf("registry: enable auth: %w", err)
+	}
+	root, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tc, Username: "root", Password: string(pw),
+		DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("registry: enable auth: root client: %w", err)
+	}
+	defer root.Close()
+	role, err := root.RoleGet(ctx, EmbeddedRole)
+	if err != nil {
+		return fmt.Errorf("registry: enable auth: role %s: %w", EmbeddedRole, err)
+	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	for _, p := range role.Perm {
+		if string(p.Key) == prefix && string(p.RangeEnd) == end && p.PermType == authpb.READWRITE {
+			return nil
+		}
+	}
+	if err := grantPrefix(root, prefix)(ctx); err != nil {
+		return fmt.Errorf("registry: enable auth: grant %s: %w", prefix, err)
+	}
+	return nil
 }

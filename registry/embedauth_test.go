@@ -20,7 +20,8 @@ import (
 // administers nothing; a certificate of another CN signed by the same CA
 // (the member's own server certificate) reads and writes nothing. After a
 // restart of the member the provisioning is found in place, changes
-// nothing, and the registry works. Budget: ~5 s.
+// nothing, and the registry works; a changed prefix is granted. Budget:
+// ~5 s.
 func TestEmbeddedAuth(t *testing.T) {
 	base := t.TempDir()
 	tlsDir := filepath.Join(base, "etcd-tls")
@@ -126,4 +127,18 @@ func TestEmbeddedAuth(t *testing.T) {
 	works(cli2, "s2")
 	_, err = cli2.Get(ctx, "/elsewhere/k")
 	denied("daemon reads outside its prefix after a restart", err)
+
+	// The configured prefix changed: the role is granted it (as root).
+	const prefix2 = "/hotdesk-b/"
+	_, err = cli2.Put(ctx, prefix2+"k", "v")
+	denied("daemon writes a prefix not granted yet", err)
+	if enabled, err := registry.EnableEmbeddedAuth(ctx, cli2, tlsDir, prefix2); err != nil || enabled {
+		t.Fatalf("EnableEmbeddedAuth with a new prefix = %v, %v; want already enabled, no error", enabled, err)
+	}
+	r := newReg(t, cli2, "s3", registry.WithPrefix(prefix2))
+	if _, won, err := r.Claim(ctx, "tok-s3", registry.Session{ID: "s-s3", User: "u"}); err != nil || !won {
+		t.Fatalf("claim under the new prefix: won=%v err=%v", won, err)
+	}
+	_, err = cli2.Get(ctx, "/elsewhere/k")
+	denied("daemon reads outside its prefixes", err)
 }
