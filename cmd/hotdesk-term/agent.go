@@ -547,6 +547,9 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
 	if a.cfg.Group != nil && a.cfg.Group.learn(l.welcome.Members) {
 		a.out.emit(groupEvent(a.cfg.Group.Members()))
+		if err := a.cfg.Group.save(); err != nil {
+			a.log.Warn("keeping the learned members", "error", err)
+		}
 	}
 	a.log.Info("connected", "server", l.welcome.ServerID, "addr", l.addr, "hops", l.hops)
 	go func() {
