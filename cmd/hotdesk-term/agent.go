@@ -465,7 +465,7 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		case m := <-a.inbox:
 			a.message(ctx, m)
 		case l := <-a.ticks:
-			a.ping(l)
+			a.ping(ctx, l)
 		case r := <-a.dialed:
 			a.dialDone(ctx, r)
 		case tok := <-a.represent:
@@ -600,12 +600,15 @@ func (a *agent) schedulePing(l *link) {
 }
 
 // ping runs when l's ping timer fires.
-func (a *agent) ping(l *link) {
+func (a *agent) ping(ctx context.Context, l *link) {
 	if l != a.conn {
 		return
 	}
 	if l.unanswered >= missedPongs {
 		a.lost(fmt.Errorf("%d pings unanswered", l.unanswered))
+		return
+	}
+	if a.homeIfIdle(ctx) {
 		return
 	}
 	l.pingSeq++
@@ -717,6 +720,27 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v", r.t.addr, r.err)))
 	}
 	a.startDial(ctx, a.home())
+}
+
+// homeIfIdle takes the terminal back to its home broker (any member of
+// the group, configured ones first) when the connection a redirect led it
+// to no longer shows a session, no token is inserted, and nothing is
+// pending there: no prompt, no retry, no dial (PROTOCOL.md §7.5). The next
+// insert then starts at home, as on a fresh boot. It reports whether it
+// left.
+func (a *agent) homeIfIdle(ctx context.Context) bool {
+	l := a.conn
+	if l == nil || l.hops == 0 || a.session != "" || a.hasPrompt || a.dialing || a.retrying != nil ||
+		len(a.retries.timers) > 0 || len(a.cards) > 0 || len(a.prov.Inserted()) > 0 {
+		return false
+	}
+	a.log.Info("idle on a broker a redirect led to; going back home", "server", l.welcome.ServerID, "addr", l.addr)
+	l.close()
+	a.conn = nil
+	t := a.home()
+	t.all = true // whatever is inserted while the dial runs
+	a.startDial(ctx, t)
+	return true
 }
 
 // cardEvent prints a card reader's event, remembers which cards are
@@ -837,6 +861,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.stopDisplay()
 		}
 		a.out.emit(detachedEvent(m))
+		defer a.homeIfIdle(ctx)
 		if m.Reason == proto.DetachLocked {
 			// The broker lost its lease (or the token was disabled, which
 			// the next answer says): present the inserted tokens again.

@@ -467,3 +467,53 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 		t.Fatalf("got %+v after the removal; want only the Pong", m)
 	}
 }
+
+// TestAgentReturnsHome: a terminal that a redirect led to another broker
+// stays there while it shows the session, and goes back to its home broker
+// once it is idle (session detached, no token inserted; PROTOCOL.md §7.5),
+// where the next insert starts.
+func TestAgentReturnsHome(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	b := startBroker(t, "broker-b", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 4})
+	pb := b.accept()
+	expect[proto.TokenInserted](pb)
+	pb.send(&proto.Attached{SessionID: "s4", Token: ta.key.Token, Endpoint: "rdp://b", ServerID: "broker-b", Resumed: true})
+	ta.out.wait("attached")
+
+	// While the session is shown the agent stays.
+	pb.send(&proto.Ping{Seq: 1})
+	if pong := expect[proto.Pong](pb); pong.Seq != 1 {
+		t.Fatalf("pong = %+v; want 1", pong)
+	}
+	// Pulled, but not yet detached: it stays for the broker's answer.
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](pb); rm.Token != ta.key.Token {
+		t.Fatalf("TokenRemoved at b = %+v; want %s", rm, ta.key.Token)
+	}
+	pb.send(&proto.Ping{Seq: 2})
+	if pong := expect[proto.Pong](pb); pong.Seq != 2 {
+		t.Fatalf("pong = %+v; want 2 (still at b before Detached)", pong)
+	}
+	pb.send(&proto.Detached{SessionID: "s4", Reason: proto.DetachTokenRemoved})
+
+	// Idle: back home, with no hops and nothing presented.
+	home := a.accept()
+	if home.hello.Hops != 0 || home.hello.Fence != 0 || home.hello.Token != "" {
+		t.Errorf("hello back home = %+v; want no hops, fence or token", home.hello)
+	}
+	if m, err := pb.c.Recv(); err == nil {
+		t.Errorf("b got %v after the terminal went home; want the connection closed", m.Type)
+	}
+	// The next insert starts at home.
+	ta.command(t, "insert default")
+	if ins := expect[proto.TokenInserted](home); ins.Token != ta.key.Token {
+		t.Errorf("next insert at home = %+v; want %s", ins, ta.key.Token)
+	}
+	if got := b.accepted.Load(); got != 1 {
+		t.Errorf("connections to b = %d; want 1", got)
+	}
+}
