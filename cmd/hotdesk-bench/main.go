@@ -117,6 +117,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pxSize := fs.String("pixels-size", "1024x768", "pixels: `WxH` of the terminals' screens and the desktop")
 	pxDisplay := fs.String("pixels-display", "", "pixels: the terminals' display `COMMAND` ({addr}, {size}; default: "+pixelsDisplayDefault+")")
 	termBin := fs.String("term-bin", "", "pixels: the hotdesk-term binary (default: built from this module)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the scenarios (not the group's start) to `FILE` (go tool pprof)")
+	traceFile := fs.String("trace", "", "write an execution trace of the scenarios to `FILE` (go tool trace)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -215,6 +217,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := emit(r, time.Since(s0)); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if *traceFile != "" {
+		stop, err := startTrace(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	funcs := map[string]func(context.Context) (row, error){
 		"local": b.local, "crossserver": b.crossserver, "crossserver_seq": b.crossserverSeq, "race": b.race, "storm": b.storm, "scale": b.scale,
