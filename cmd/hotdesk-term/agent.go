@@ -31,6 +31,9 @@ const (
 	maxQueuedAnswers = 16
 	// inboxSize bounds messages read but not yet handled.
 	inboxSize = 16
+	// tlsSessions bounds the TLS sessions kept for resumption: one per
+	// broker of the group and one per attach gateway.
+	tlsSessions = 2 * proto.MaxMembers
 	// maxRedirectBackoff bounds the wait before a token whose redirect
 	// target did not answer is presented again: about the time the group
 	// registry needs to forget a dead broker (its lease TTL).
@@ -130,6 +133,13 @@ type agent struct {
 	retries   retryState
 	represent chan string
 	stopped   chan struct{}
+	// tlsCache keeps TLS 1.3 session tickets of the brokers this agent
+	// connected to (keyed by address), so that a redirect, a failover or a
+	// display attach to a broker seen before resumes instead of a full
+	// handshake. A resumed session is still pinned: VerifyConnection runs
+	// on resumption too, with the certificate of the original handshake,
+	// and only the broker process that issued a ticket can resume it.
+	tlsCache tls.ClientSessionCache
 }
 
 // link is one connection to a broker.
@@ -236,6 +246,7 @@ func newAgent(cfg Config) (*agent, error) {
 		stopped:   make(chan struct{}),
 		backoff:   cfg.MinBackoff,
 		answers:   slices.Clone(cfg.Answers),
+		tlsCache:  tls.NewLRUClientSessionCache(tlsSessions),
 	}
 	if len(cfg.Display) > 0 {
 		a.disp = newDisplay(displayConfig{Command: cfg.Display, Terminal: cfg.TerminalID, Timeout: cfg.Timeout,
@@ -272,6 +283,10 @@ func (a *agent) dial(ctx context.Context, t target) (*link, error) {
 func (a *agent) dialOne(ctx context.Context, t target) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
+	if t.tls.ClientSessionCache == nil {
+		t.tls = t.tls.Clone()
+		t.tls.ClientSessionCache = a.tlsCache
+	}
 	// No read deadline: liveness is checked with Pings on the agent's clock.
 	c, err := proto.Dial(dctx, t.addr, t.tls, proto.WithReadTimeout(0))
 	if err != nil {

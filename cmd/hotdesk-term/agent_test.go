@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -515,5 +518,158 @@ func TestAgentReturnsHome(t *testing.T) {
 	}
 	if got := b.accepted.Load(); got != 1 {
 		t.Errorf("connections to b = %d; want 1", got)
+	}
+}
+
+// resumeServer is a broker-like TLS server (the broker's own TLS settings,
+// which issue session tickets) that records, per completed TLS handshake,
+// whether it was a resumption.
+type resumeServer struct {
+	addr    string
+	fp      []byte
+	resumed chan bool
+	ln      net.Listener
+	wg      sync.WaitGroup
+}
+
+// listenResume starts a resumeServer on addr ("" for a free port).
+func listenResume(t *testing.T, addr string) (*resumeServer, error) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &resumeServer{addr: ln.Addr().String(), fp: proto.Fingerprint(cert.Leaf.Raw), resumed: make(chan bool, 16), ln: ln}
+	cfg := proto.ServerTLSConfig(cert)
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		s.resumed <- cs.DidResume
+		return verify(cs)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				c := proto.NewConn(tls.Server(raw, cfg), proto.WithReadTimeout(waitBound))
+				defer c.Close()
+				if _, _, err := proto.ServerHandshake(c, "resume", time.Minute); err != nil {
+					return
+				}
+				c.Recv() // until the client closes
+			}()
+		}
+	}()
+	t.Cleanup(s.close)
+	return s, nil
+}
+
+func (s *resumeServer) close() {
+	s.ln.Close()
+	s.wg.Wait()
+}
+
+func mustPin(t *testing.T, fp []byte) *tls.Config {
+	t.Helper()
+	cfg, err := proto.ClientTLSConfig("", fp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestAgentTLSResumptionKeepsPin: the agent resumes TLS sessions with a
+// broker it connected to before (no full handshake on a redirect or a
+// failover to it), and a resumed session never bypasses the pin: a dial
+// that pins another fingerprint fails although a ticket for that address
+// is cached, and a different server at the same address (which cannot
+// resume another's ticket) fails the pin after a full handshake.
+func TestAgentTLSResumptionKeepsPin(t *testing.T) {
+	srv, err := listenResume(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := listenResume(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := mustKeystore(t)
+	a, err := newAgent(Config{Server: srv.addr, TLS: mustPin(t, srv.fp), TerminalID: "term-r", Keystore: ks, Timeout: waitBound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	dial := func(pin []byte) (*link, error) {
+		return a.dialOne(ctx, target{addr: srv.addr, tls: mustPin(t, pin)})
+	}
+	wantResumed := func(want bool) {
+		t.Helper()
+		select {
+		case got := <-srv.resumed:
+			if got != want {
+				t.Fatalf("server saw resumed = %v; want %v", got, want)
+			}
+		case <-time.After(waitBound):
+			t.Fatal("no TLS handshake at the server")
+		}
+	}
+	for i, want := range []bool{false, true, true} {
+		l, err := dial(srv.fp)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		wantResumed(want)
+		if got := l.c.NetConn().(*tls.Conn).ConnectionState().DidResume; got != want {
+			t.Errorf("dial %d: client resumed = %v; want %v", i, got, want)
+		}
+		l.close()
+	}
+
+	// A redirect naming this address with another broker's fingerprint:
+	// the cached session is offered and accepted by the server, and the
+	// pin check on it refuses the connection.
+	if _, err := dial(other.fp); !errors.Is(err, proto.ErrPinMismatch) {
+		t.Fatalf("dial pinning another fingerprint = %v; want %v", err, proto.ErrPinMismatch)
+	}
+	wantResumed(true)
+
+	// Another server at the same address cannot resume the ticket: a full
+	// handshake, and its certificate fails the pin.
+	addr := srv.addr
+	srv.close()
+	var imp *resumeServer
+	for i := 0; imp == nil; i++ {
+		// The port was just released by the real server's listener.
+		if imp, err = listenResume(t, addr); err != nil && i == 50 {
+			t.Fatalf("cannot listen on %s again: %v", addr, err)
+		}
+		if imp == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, err := a.dialOne(ctx, target{addr: addr, tls: mustPin(t, srv.fp)}); !errors.Is(err, proto.ErrPinMismatch) {
+		t.Fatalf("dial of an impostor at a cached address = %v; want %v", err, proto.ErrPinMismatch)
+	}
+	select {
+	case got := <-imp.resumed:
+		if got {
+			t.Fatal("the impostor resumed a session it never issued")
+		}
+	case <-time.After(waitBound):
+		t.Fatal("no TLS handshake at the impostor")
 	}
 }
