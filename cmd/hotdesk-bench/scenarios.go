@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"runtime"
@@ -43,6 +44,9 @@ type bench struct {
 	fsync   bool
 	etcdP99 float64 // ms, from the baseline
 	px      pixelsConfig
+	// resume: simulated terminals resume TLS sessions with brokers they
+	// connected to before, as hotdesk-term does (-tls-resume).
+	resume bool
 }
 
 func (b *bench) newRow(scenario string) row {
@@ -185,7 +189,11 @@ func (b *bench) settle(ctx context.Context, token string, waits *[]time.Duration
 }
 
 func (b *bench) dial(ctx context.Context, n *node, id string) (*terminal, error) {
-	return dialTerminal(ctx, n.addr, n.pin, proto.Hello{TerminalID: id, Name: "bench " + id}, b.g.keys)
+	var cache tls.ClientSessionCache
+	if b.resume {
+		cache = tls.NewLRUClientSessionCache(8)
+	}
+	return dialTerminal(ctx, n.addr, n.pin, proto.Hello{TerminalID: id, Name: "bench " + id}, b.g.keys, cache)
 }
 
 // local: sessions suspended on broker A, inserted again at a terminal
@@ -266,6 +274,7 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 	}
 	defer tb.close()
 	var total, redirect, dial, owner, settle []time.Duration
+	var tlsResumed int
 	var ec errCounter
 	start := time.Now()
 	for i := 0; i < b.p.n; i++ {
@@ -281,6 +290,9 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 			} else {
 				total, redirect = append(total, o.total), append(redirect, o.first)
 				dial, owner = append(dial, o.dial), append(owner, o.owner)
+				if o.tlsResumed {
+					tlsResumed++
+				}
 			}
 			if perr := park(ctx, o.at, tok); err == nil {
 				err = perr
@@ -302,6 +314,7 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 	r.RedirectP50, r.RedirectP99 = ptr(ms(quantile(redirect, .5))), ptr(ms(quantile(redirect, .99)))
 	r.DialP50, r.DialP99 = ptr(ms(quantile(dial, .5))), ptr(ms(quantile(dial, .99)))
 	r.OwnerP50, r.OwnerP99 = ptr(ms(quantile(owner, .5))), ptr(ms(quantile(owner, .99)))
+	r.TLSResumed = ptr(tlsResumed)
 	r.TargetOK = ptr(r.N > 0 && r.P99 <= 10 && r.Ratio <= 10)
 	return r, nil
 }

@@ -36,6 +36,9 @@ type row struct {
 	DialP99     *float64 `json:"dial_p99_ms,omitempty"`
 	OwnerP50    *float64 `json:"owner_p50_ms,omitempty"`
 	OwnerP99    *float64 `json:"owner_p99_ms,omitempty"`
+	// TLSResumed counts the redirects whose TLS handshake was a session
+	// resumption (-tls-resume).
+	TLSResumed *int `json:"tls_resumed,omitempty"`
 	// race
 	Trials          *int `json:"trials,omitempty"`
 	Definite        *int `json:"definite,omitempty"`

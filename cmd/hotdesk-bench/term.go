@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ type terminal struct {
 	conn    *proto.Conn
 	welcome proto.Welcome
 	keys    *keyring
+	cache   tls.ClientSessionCache // TLS sessions of this terminal, or nil
 	msgs    chan any
 	stop    chan struct{}
 	once    sync.Once
@@ -46,12 +48,15 @@ type terminal struct {
 }
 
 // dialTerminal connects to a broker at addr whose certificate has
-// fingerprint pin and says hello.
-func dialTerminal(ctx context.Context, addr string, pin []byte, hello proto.Hello, keys *keyring) (*terminal, error) {
+// fingerprint pin and says hello. With a session cache (one per simulated
+// terminal, as hotdesk-term keeps one) a broker seen before is dialled
+// with TLS 1.3 session resumption; nil makes every handshake a full one.
+func dialTerminal(ctx context.Context, addr string, pin []byte, hello proto.Hello, keys *keyring, cache tls.ClientSessionCache) (*terminal, error) {
 	cfg, err := proto.ClientTLSConfig("", pin, nil)
 	if err != nil {
 		return nil, fmt.Errorf("bench: terminal %s: %w", hello.TerminalID, err)
 	}
+	cfg.ClientSessionCache = cache
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	c, err := proto.Dial(dctx, addr, cfg)
@@ -69,7 +74,7 @@ func dialTerminal(ctx context.Context, addr string, pin []byte, hello proto.Hell
 		return nil, fmt.Errorf("bench: terminal %s: %w", hello.TerminalID, err)
 	}
 	t := &terminal{
-		id: hello.TerminalID, conn: c, welcome: w, keys: keys,
+		id: hello.TerminalID, conn: c, welcome: w, keys: keys, cache: cache,
 		msgs: make(chan any, inboxSize), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go t.read()
@@ -194,6 +199,7 @@ type outcome struct {
 	dial       time.Duration // the redirect's dial + TLS + Hello/Welcome
 	owner      time.Duration // TokenInserted at the owner → Attached
 	redirected bool
+	tlsResumed bool // the redirect's TLS handshake was a resumption
 	resumed    bool
 	server     string
 	// at is the connection that got Attached: t itself or a new one to the
@@ -239,11 +245,14 @@ func hotdesk(ctx context.Context, t *terminal, token string) (o outcome, err err
 			d0 := time.Now()
 			nt, err := dialTerminal(ctx, v.Addr, v.Fingerprint, proto.Hello{
 				TerminalID: t.id, Hops: uint8(hops + 1), Fence: v.Fence, Token: token,
-			}, t.keys)
+			}, t.keys, t.cache)
 			if err != nil {
 				return o, err
 			}
 			o.dial += time.Since(d0)
+			if tc, ok := nt.conn.NetConn().(*tls.Conn); ok && tc.ConnectionState().DidResume {
+				o.tlsResumed = true
+			}
 			if cur != t {
 				cur.close()
 			}

@@ -128,6 +128,11 @@ type agent struct {
 	lastAddr  string // the broker whose connection was lost last
 	// redirFails counts redirects in a row whose target did not answer.
 	redirFails int
+	// parked is the connection a Redirect arrived on, kept open (and
+	// pinged) while the redirect's dial runs: if the target does not
+	// answer, the token is presented again on it, without a new
+	// connection (PROTOCOL.md §7.5). Nil otherwise.
+	parked *link
 	// retries are tokens answered "unavailable" (retry.go); represent
 	// carries their timers into the loop, stopped closes when it ends.
 	retries   retryState
@@ -440,6 +445,7 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		if a.conn != nil {
 			a.conn.close()
 		}
+		a.dropParked()
 		if a.retrying != nil {
 			a.retrying.Stop()
 		}
@@ -616,6 +622,17 @@ func (a *agent) schedulePing(l *link) {
 
 // ping runs when l's ping timer fires.
 func (a *agent) ping(ctx context.Context, l *link) {
+	if l == a.parked {
+		// Kept alive while the redirect's dial runs; dropped if silent.
+		l.pingSeq++
+		l.unanswered++
+		if l.unanswered > missedPongs || l.c.Send(&proto.Ping{Seq: l.pingSeq}) != nil {
+			a.dropParked()
+			return
+		}
+		a.schedulePing(l)
+		return
+	}
 	if l != a.conn {
 		return
 	}
@@ -703,6 +720,7 @@ func (a *agent) startDial(ctx context.Context, t target) {
 func (a *agent) dialDone(ctx context.Context, r dialResult) {
 	a.dialing = false
 	if r.err == nil {
+		a.dropParked() // the redirect was followed
 		a.up(ctx, r.l, r.t)
 		return
 	}
@@ -721,11 +739,21 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		// and present the token again soon (PROTOCOL.md §7.5); it is not
 		// lost.
 		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v; retrying", r.t.addr, r.err)))
-		a.lastAddr = r.t.addr
 		a.redirFails++
-		a.scheduleRetryIn(min(a.cfg.MinBackoff<<min(a.redirFails-1, 8), maxRedirectBackoff))
+		d := a.ownerRetryDelay()
+		if p := a.parked; p != nil {
+			// Back on the connection the redirect came on: present the
+			// token there again soon, until the group answers otherwise
+			// (the owner back, or its lease expired and the token free).
+			a.parked, a.conn = nil, p
+			a.ownerUnreachable(r.t.token, d)
+			return
+		}
+		a.lastAddr = r.t.addr
+		a.scheduleRetryIn(d)
 		return
 	}
+	a.dropParked()
 	// A redirect could not be followed: say why, go home, and do not
 	// present the token again (it would be redirected again).
 	var perr *proto.ProtocolError
@@ -835,6 +863,10 @@ func (a *agent) command(c command) {
 // message handles one message (or read error) from a link.
 func (a *agent) message(ctx context.Context, in inMsg) {
 	l := in.l
+	if l != nil && l == a.parked {
+		a.parkedMessage(in)
+		return
+	}
 	if l != a.conn {
 		return // from a connection already closed
 	}
@@ -932,7 +964,6 @@ func (a *agent) challenge(l *link, ch *proto.Challenge) {
 // agent goes back to its home broker.
 func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
 	a.out.emit(redirectEvent(r))
-	l.close()
 	a.conn = nil
 	// Hops count one lookup's chain: a redirect about another token than
 	// the one that led to this broker starts a new chain.
@@ -955,8 +986,40 @@ func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
 		a.out.emit(errorEvent(0, errRedirect, err.Error()))
 	}
 	if tcfg == nil {
+		l.close()
 		a.startDial(ctx, a.home())
 		return
 	}
+	a.parked = l
 	a.startDial(ctx, target{addr: r.Addr, tls: tcfg, hops: uint8(hops), fence: r.Fence, token: r.Token, present: []string{r.Token}})
+}
+
+// parkedMessage handles what arrives on the parked connection while the
+// redirect's dial runs: its pings are answered and its pongs counted; a
+// read error drops it; anything else is not for a terminal that is leaving
+// (it is logged).
+func (a *agent) parkedMessage(in inMsg) {
+	l := in.l
+	if in.err != nil {
+		a.dropParked()
+		return
+	}
+	switch m := in.m.Body.(type) {
+	case *proto.Ping:
+		if l.c.Send(&proto.Pong{Seq: m.Seq}) != nil {
+			a.dropParked()
+		}
+	case *proto.Pong:
+		l.unanswered = 0
+	default:
+		a.log.Debug("ignoring message on the connection being left", "type", in.m.Type.String())
+	}
+}
+
+// dropParked closes the parked connection, if any.
+func (a *agent) dropParked() {
+	if a.parked != nil {
+		a.parked.close()
+		a.parked = nil
+	}
 }

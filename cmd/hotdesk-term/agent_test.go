@@ -394,22 +394,51 @@ func TestAgentPair(t *testing.T) {
 // TestAgentRedirectToDeadOwnerRetried: a redirect to a broker that does not
 // answer (dead or restarting) is not lost: the agent goes home and presents
 // the token again.
+// TestAgentRedirectToDeadOwnerRetried: a redirect whose target does not
+// answer (the owner died and the registry still names it) does not lose
+// the insert: the token is presented again, on the connection the
+// redirect came on (no reconnect), at a short steady interval, until the
+// group answers otherwise.
 func TestAgentRedirectToDeadOwnerRetried(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	dead := freeAddr(t)
 	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
 	pa := a.accept()
 	expect[proto.TokenInserted](pa)
-	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-dead", Addr: dead, Fingerprint: a.fp, Fence: 5})
-	if ev := ta.out.wait("error"); ev["name"] != errRedirect {
-		t.Errorf("error event = %v; want %s", ev, errRedirect)
+	const attempts = 4
+	for i := 0; i < attempts; i++ {
+		pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-dead", Addr: dead, Fingerprint: a.fp, Fence: 5})
+		if ev := ta.out.wait("error"); ev["name"] != errRedirect {
+			t.Errorf("error event = %v; want %s", ev, errRedirect)
+		}
+		// Presented again on the same connection.
+		if ins := expect[proto.TokenInserted](pa); ins.Token != ta.key.Token {
+			t.Fatalf("attempt %d: TokenInserted %+v; want %s presented again", i+1, ins, ta.key.Token)
+		}
 	}
-	home := a.accept()
-	if home.hello.Hops != 0 {
-		t.Errorf("hello back home has hops %d; want 0", home.hello.Hops)
+	// The owner's lease expired: home takes the token.
+	pa.send(&proto.Attached{SessionID: "s5", Token: ta.key.Token, Endpoint: "rdp://a", ServerID: "broker-a"})
+	ta.out.wait("attached")
+	pa.send(&proto.Ping{Seq: 1})
+	if pong := expect[proto.Pong](pa); pong.Seq != 1 {
+		t.Fatalf("pong = %+v; want 1", pong)
 	}
-	if ins := expect[proto.TokenInserted](home); ins.Token != ta.key.Token {
-		t.Fatalf("back home: TokenInserted %+v; want %s presented again", ins, ta.key.Token)
+	if got := a.accepted.Load(); got != 1 {
+		t.Errorf("connections to home = %d; want 1 (retries on the connection the redirect came on)", got)
+	}
+}
+
+// TestOwnerRetryDelay: steady attempts while a dead owner's lease may still
+// name it, then a backoff to maxRedirectBackoff.
+func TestOwnerRetryDelay(t *testing.T) {
+	for _, tt := range []struct {
+		fails int
+		want  time.Duration
+	}{{1, ownerRetry}, {ownerFastRetries, ownerRetry}, {ownerFastRetries + 1, 2 * ownerRetry}, {ownerFastRetries + 3, 8 * ownerRetry}, {ownerFastRetries + 4, maxRedirectBackoff}, {1000, maxRedirectBackoff}} {
+		a := &agent{redirFails: tt.fails}
+		if got := a.ownerRetryDelay(); got != tt.want {
+			t.Errorf("delay after %d failures = %v; want %v", tt.fails, got, tt.want)
+		}
 	}
 }
 
