@@ -809,6 +809,14 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:
 		a.insertDone(ev.Token)
+		if a.conn == nil && a.parked != nil {
+			// Whatever the parked connection shows for this token must
+			// not stay attached if the redirect fails and it comes back.
+			if a.parked.c.Send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader}) != nil {
+				a.dropParked()
+			}
+			return
+		}
 		a.send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Error:
 		msg := "token device error"
@@ -1011,6 +1019,14 @@ func (a *agent) parkedMessage(in inMsg) {
 		}
 	case *proto.Pong:
 		l.unanswered = 0
+	case *proto.Detached:
+		// The session it showed left it (a removal sent while parked, a
+		// takeover): not shown here any more, whatever the dial gives.
+		if a.session == m.SessionID {
+			a.session = ""
+			a.stopDisplay()
+		}
+		a.out.emit(detachedEvent(m))
 	default:
 		a.log.Debug("ignoring message on the connection being left", "type", in.m.Type.String())
 	}

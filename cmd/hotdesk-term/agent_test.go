@@ -732,3 +732,52 @@ func TestAgentAdminLockNotUndone(t *testing.T) {
 		t.Fatalf("got %+v after the lock; want only the Pong", m)
 	}
 }
+
+// TestAgentParkedRemoval: while a redirect's dial runs, the connection it
+// came on is kept; a token pulled meanwhile is reported there (its session
+// must not stay attached if the terminal comes back to that connection),
+// and when the target never answers the redirected token is presented
+// there again.
+func TestAgentParkedRemoval(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	// A target that accepts TCP and never answers the TLS handshake.
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hole.Close() })
+	ta := startAgent(t, a, func(c *Config) {
+		c.Insert = []string{"default"}
+		c.Timeout = 2 * time.Second // the dial to the hole gives up then
+	})
+	other, err := ta.ks.Generate("other", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	pa.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, Endpoint: "rdp://a", ServerID: "broker-a"})
+	ta.out.wait("attached")
+
+	ta.command(t, "insert other")
+	if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, other.Token)
+	}
+	pa.send(&proto.Redirect{Token: other.Token, ServerID: "broker-hole", Addr: hole.Addr().String(), Fingerprint: a.fp, Fence: 9})
+	ta.out.wait("redirect")
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](pa); rm.Token != ta.key.Token {
+		t.Fatalf("on the parked connection: %+v; want TokenRemoved %s", rm, ta.key.Token)
+	}
+	pa.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachTokenRemoved})
+	if ev := ta.out.wait("detached"); ev["session"] != "s1" {
+		t.Errorf("detached = %v; want s1", ev)
+	}
+	// The target never answers: the redirected token again, same connection.
+	if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
+		t.Fatalf("after the failed dial: %+v; want %s presented again", ins, other.Token)
+	}
+	if got := a.accepted.Load(); got != 1 {
+		t.Errorf("connections to a = %d; want 1", got)
+	}
+}
