@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
@@ -72,6 +73,7 @@ session {
 %s
 `, filepath.Join(w.dir, "data"), w.addr, w.socket, freeAddr(t), freeAddr(t), strings.Join(extraConfig, "\n"))
 	cfgPath := filepath.Join(w.dir, "hotdesk.hcl")
+	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -439,6 +441,7 @@ func ensureLocalUser(t *testing.T, name string) {
 	if _, err := user.Lookup(name); err == nil {
 		return
 	}
+	testutil.RemoveAccountAfter(t, name)
 	out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
 	if _, lerr := user.Lookup(name); lerr != nil {
 		t.Fatalf("useradd %s: %v: %s", name, err, out)

@@ -59,6 +59,7 @@ admin_socket = %q
 %s
 `, id, filepath.Join(b.dir, "data"), b.addr, b.socket, blocks)
 	b.cfg = filepath.Join(b.dir, "hotdesk.hcl")
+	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
 	if err := os.WriteFile(b.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -333,6 +334,7 @@ limits {
 }
 `, filepath.Join(dir, "data"), e.addr, e.socket, clientAddr, peerAddr, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
 	e.cfg = filepath.Join(dir, "hotdesk.hcl")
+	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

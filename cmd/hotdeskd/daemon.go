@@ -53,6 +53,7 @@ type daemon struct {
 	bus      *broker.Bus // the broker's events (events.go)
 	presence *presence   // terminal presence in the registry
 	metrics  *metrics
+	limits   *limitCounters // refusals by limits, in metrics
 
 	cancel context.CancelFunc
 	done   []chan error
@@ -150,6 +151,20 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
+	if d.embedded != nil {
+		// etcd auth: the daemon's certificate may touch the registry
+		// prefix and nothing else (provisioned on the first start).
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		enabled, err := registry.EnableEmbeddedAuth(actx, d.etcd, filepath.Join(cfg.DataDir, "etcd-tls"), cfg.Etcd.Prefix)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("embedded etcd: %w", err)
+		}
+		if enabled {
+			logger.Info("embedded etcd: authentication enabled; the daemon's certificate is limited to the registry prefix",
+				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
+		}
+	}
 	serverRec := registry.ServerRecord{
 		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
@@ -243,10 +258,12 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	// Logins in progress are bounded in all, per source, per user and per
 	// terminal: clients that never answer a prompt cannot hold every PAM
 	// helper.
+	d.limits = newLimitCounters()
 	gate := auth.NewGate(pamAuth, auth.GateConfig{
 		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
 		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
-		Logger: logger.Named("auth"),
+		Logger:    logger.Named("auth"),
+		OnRefused: d.limits.authRefused,
 	})
 	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
 
@@ -303,6 +320,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
 			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
 			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
+			OnLimit:                 d.limits.brokerRefused,
 		},
 	})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -75,6 +76,7 @@ session {
 %s
 `, b.id, filepath.Join(dir, "data"), b.addr, b.socket, b.metrics, eps[0], strings.ReplaceAll(extra, "{{ID}}", b.id))
 		cfgPath := filepath.Join(dir, "hotdesk.hcl")
+		cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the broker stops
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -94,6 +95,7 @@ auth {
 }
 `, filepath.Join(dir, "data"), e.addr, e.socket, etcdBlock, strings.Join(extra, "\n"), defaultPolicy, keep, pamDir, authBlock)
 	e.cfg = filepath.Join(dir, "hotdesk.hcl")
+	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -131,6 +132,7 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	dataDir := filepath.Join(dir, "data")
 	cfg := shippedConfig(t, dataDir, e.addr, e.socket, "http://"+clientAddr, "http://"+peerAddr, pamDir)
 	e.cfg = filepath.Join(dir, "hotdesk.hcl")
+	cfg = testutil.WithOwnKioskAccounts(t, cfg) // the pool as shipped, under a name of its own, removed after the test
 	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +228,7 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 
 	// Registration takes only what a reader produces, for users that exist.
 	if _, err := user.Lookup("shipuser"); err != nil {
+		testutil.RemoveAccountAfter(t, "shipuser")
 		if out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "shipuser").CombinedOutput(); err != nil {
 			t.Fatalf("useradd: %v: %s", err, out)
 		}
