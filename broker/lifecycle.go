@@ -60,11 +60,8 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	if !local {
 		// A stale answer is safe here: the owner re-checks, and a creation
 		// goes through the claim transaction below.
-		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		c, err := b.registry().LookupLocal(lctx, token)
-		cancel()
-		if err == nil && c.Session.ServerID != b.cfg.ServerID {
-			return b.redirect(ctx, t, c, hops)
+		if done, err := b.redirectAway(ctx, t, token, hops); done {
+			return err
 		}
 	}
 	rec, err := b.verifyToken(ctx, t, token)
