@@ -98,7 +98,7 @@ stage:
 	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskctl
 	$(GO) build $(REL_FLAGS) -tags nopcsc -o $(STAGE)/bin/hotdesk-term ./cmd/hotdesk-term
 	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/hotdesk-term-pcsc ./cmd/hotdesk-term
-	mkdir -p $(STAGE)/lib && $(CC) $(RDPWAKE_FLAGS) -o $(STAGE)/lib/hotdesk-rdpwake.so $(RDPWAKE_SRC)
+	mkdir -p $(STAGE)/lib && $(CC) $(RDPWAKE_FLAGS) -o $(STAGE)/lib/hotdesk-rdpwake.so $(RDPWAKE_SRC) && strip --strip-unneeded $(STAGE)/lib/hotdesk-rdpwake.so
 	@# Each binary's documents go to its package's tree, $(STAGE)/PACKAGE/usr/share:
 	@# man pages by their section (whatever pages a binary writes), gzipped.
 	set -e; for bp in hotdeskd:hotdesk hotdeskctl:hotdesk hotdesk-term:hotdesk-term; do \
