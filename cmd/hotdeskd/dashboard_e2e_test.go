@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -159,7 +161,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-admin"), []byte(stack), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dashAddr := freeAddr(t)
+	dashAddr := testutil.FreeAddr(t)
 	g := startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
 auth {
   pam_dir = %q

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,16 +81,6 @@ func captureStdout(f func() error) (string, error) {
 	return string(b), ferr
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestDaemonSignals runs the real binary: it becomes ready, survives a
 // SIGHUP with a broken config (keeping the old one), and stops cleanly on
 // SIGTERM, removing its admin socket.
@@ -111,7 +100,7 @@ etcd {
     peer_url = "http://%s"
   }
 }
-`, filepath.Join(dir, "data"), freeAddr(t), sock, freeAddr(t), freeAddr(t))
+`, filepath.Join(dir, "data"), testutil.FreeAddr(t), sock, testutil.FreeAddr(t), testutil.FreeAddr(t))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

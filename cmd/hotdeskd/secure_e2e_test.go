@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -126,16 +128,12 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	clientAddr, peerAddr := freeAddr(t), freeAddr(t)
-	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	dataDir := filepath.Join(dir, "data")
-	cfg := shippedConfig(t, dataDir, e.addr, e.socket, "http://"+clientAddr, "http://"+peerAddr, pamDir)
-	e.cfg = filepath.Join(dir, "hotdesk.hcl")
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := shippedConfig(t, dataDir, addr, filepath.Join(dir, "admin.sock"), "http://"+clientAddr, "http://"+peerAddr, pamDir)
+	e := newE2E(t, bin, dir, addr, cfg)
 	// The shipped file checks clean: nothing insecure to warn about.
-	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
+	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.d.Config, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
 		t.Fatalf("hotdeskd -check: %v\n%s", err, out)
 	}
 	// -check warns loudly about a plaintext group etcd and refuses an
@@ -156,18 +154,6 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 			t.Errorf("hotdeskd -check %s: %v\n%s\nwant ok=%v and %q", c.name, err, out, c.ok, c.want)
 		}
 	}
-	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
-	if err != nil {
-		t.Fatalf("fingerprint: %v", err)
-	}
-	e.pin = strings.TrimSpace(string(fp))
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
-			t.Logf("hotdeskd log:\n%s", b)
-		}
-	})
 	e.start()
 
 	// Logins under the shipped default policy: card + PIN.
