@@ -84,7 +84,7 @@ func (b *Broker) publishCounts() {
 		case <-b.countCh:
 		}
 		n := b.liveCount()
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 		err := b.registry().UpdateServer(ctx, func(r *registry.ServerRecord) { r.Sessions = n })
 		cancel()
 		if err != nil {
@@ -167,7 +167,7 @@ func (b *Broker) orphanLocked(s *Session, owner string) {
 		if owner != "" && owner != b.cfg.ServerID {
 			msg = "session locked: its token moved to server " + owner
 		}
-		b.suspendLocked(context.Background(), s, proto.DetachLocked, msg)
+		b.suspendLocked(b.life, s, proto.DetachLocked, msg)
 	}
 	b.countChanged()
 }

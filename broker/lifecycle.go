@@ -271,7 +271,7 @@ func (b *Broker) closeLogin(l auth.Session) {
 	if l == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		b.log.Warn("closing the PAM session failed", "error", err)
@@ -413,7 +413,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 		}
 		b.forget(s)
 		b.closeLogin(res.Session)
-		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		rctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 		_ = b.registry().Release(rctx, c)
 		cancel()
 		b.transitioned(s, Creating, Destroyed)
@@ -514,7 +514,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 			unlock := b.keys.Lock(prev.Token)
 			defer unlock()
 			if b.current(prev) != nil && prev.term == t {
-				b.suspendLocked(context.Background(), prev, proto.DetachTokenRemoved, "another token was presented")
+				b.suspendLocked(b.life, prev, proto.DetachTokenRemoved, "another token was presented")
 			}
 		}()
 	}
@@ -596,16 +596,17 @@ func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.Det
 	b.publish(s)
 }
 
-// expire destroys s if it is still suspended when its timer fires.
+// expire destroys s if it is still suspended when its timer fires and the
+// broker is not shut down (a session kept on shutdown is the next run's).
 func (b *Broker) expire(s *Session) {
 	unlock := b.keys.Lock(s.Token)
 	defer unlock()
 	b.mu.Lock()
-	due := b.byID[s.ID] == s && s.state == Suspended &&
+	due := !b.closed && b.byID[s.ID] == s && s.state == Suspended &&
 		!b.clk.Now().Before(s.suspendedAt.Add(b.cfg.SuspendTimeout))
 	b.mu.Unlock()
 	if due {
-		b.destroyLocked(context.Background(), s, proto.DetachDestroyed, "suspend timeout")
+		b.destroyLocked(b.life, s, proto.DetachDestroyed, "suspend timeout")
 	}
 }
 
@@ -644,7 +645,7 @@ func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.Det
 	s.login = nil
 	b.mu.Unlock()
 	b.closeLogin(login)
-	rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	rctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	if err := b.registry().Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
 		b.log.Warn("registry release failed", "session", s.ID, "error", err)
 	}
@@ -729,7 +730,7 @@ func (b *Broker) publisher(s *Session) {
 		rec := b.recordLocked(s, s.term)
 		b.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 		nc, err := b.registry().Update(ctx, c, rec)
 		cancel()
 		switch {
@@ -763,7 +764,7 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 	if b.current(s) == nil || changed {
 		return // destroyed, or re-claimed meanwhile
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	defer cancel()
 	reg := b.registry()
 	cur, err := reg.Lookup(ctx, s.Token)
