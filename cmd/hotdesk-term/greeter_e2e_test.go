@@ -112,8 +112,8 @@ auth {
   max_failures = 2
   lockout = "3s"
   max_lockout = "3s"
-}`, freeAddr(t), freeAddr(t), pamDir))
-	b.start()
+}`, testutil.FreeAddr(t), testutil.FreeAddr(t), pamDir))
+	b.Start()
 
 	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
 	if err != nil {
@@ -125,7 +125,7 @@ auth {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", b.addr, "-pin", b.pin, "-id", "desk-g",
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", "desk-g",
 		"-keystore", ks.Path(), "-json", "-greeter", "-min-backoff", "200ms", "-max-backoff", "1s",
 		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
@@ -263,10 +263,10 @@ auth {
 
 	// 5. Server unavailable: the broker stops; the greeter says so.
 	say("remove default")
-	b.stop(os.Interrupt)
+	b.Stop(os.Interrupt)
 	drawn("reconnecting", screenIs("unavailable", "reconnecting"))
 	snap("5-reconnecting")
-	b.start()
+	b.Start()
 	drawn("back", screenIs("idle", textInsert))
 
 	// 6. The right PIN, once the lockout ended: the desktop replaces the

@@ -85,7 +85,7 @@ type walkTerminal struct {
 func startWalkTerminal(t *testing.T, bin, id, reader string, home *groupBroker) *walkTerminal {
 	t.Helper()
 	w := &walkTerminal{t: t, disp: startXvfb(t)}
-	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), "-server", home.addr, "-pin", home.pin, "-id", id,
+	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), "-server", home.addr, "-pin", home.Pin, "-id", id,
 		"-keystore", filepath.Join(t.TempDir(), "none.json"), "-json", "-greeter", "-pcsc", "-readers", reader,
 		"-min-backoff", "200ms", "-max-backoff", "1s",
 		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "agent")
@@ -204,10 +204,10 @@ auth {
   open_session = false
 }`, etcd[0], pamDir)
 	a, b := newBroker(t, bin, "a", blocks), newBroker(t, bin, "b", blocks)
-	a.start()
-	b.start()
+	a.Start()
+	b.Start()
 	ensureLocalUser(t, "pat") // hotdeskd registers tokens to local users only
-	if err := a.ctl("token", "register", "uid.04a1b2c3", "-user", "pat"); err != nil {
+	if _, err := a.Ctl("token", "register", "uid.04a1b2c3", "-user", "pat"); err != nil {
 		t.Fatalf("token register: %v", err)
 	}
 
@@ -242,7 +242,7 @@ auth {
 	})
 
 	// An application in the session.
-	run := filepath.Join(a.dir, "data", "sessions", session, "run")
+	run := filepath.Join(a.Dir, "data", "sessions", session, "run")
 	app := exec.Command("weston-flower")
 	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+run, "WAYLAND_DISPLAY=wayland-hd")
 	if err := app.Start(); err != nil {
