@@ -37,7 +37,7 @@ type TerminalRecord struct {
 // MaxTerminalRecordBytes bounds one stored terminal record.
 const MaxTerminalRecordBytes = 8 << 10
 
-func (r *Registry) terminalKey(server, id string) string {
+func (r *Store) terminalKey(server, id string) string {
 	return r.opts.prefix + "terminals/" + server + "/" + id
 }
 
@@ -82,7 +82,7 @@ func (r *Registry) DeleteTerminal(ctx context.Context, id string) error {
 
 // Terminals lists every terminal record of the group, in key order (server,
 // then terminal). Undecodable records are skipped.
-func (r *Registry) Terminals(ctx context.Context) ([]TerminalRecord, error) {
+func (r *Store) Terminals(ctx context.Context) ([]TerminalRecord, error) {
 	var out []TerminalRecord
 	err := r.scan(ctx, r.opts.prefix+"terminals/", func(key string, val []byte) {
 		var t TerminalRecord
@@ -100,7 +100,7 @@ func (r *Registry) Terminals(ctx context.Context) ([]TerminalRecord, error) {
 
 // scan calls fn for every key under dir (any depth), in key order, reading
 // pages at one revision.
-func (r *Registry) scan(ctx context.Context, dir string, fn func(key string, val []byte)) error {
+func (r *Store) scan(ctx context.Context, dir string, fn func(key string, val []byte)) error {
 	end := clientv3.GetPrefixRangeEnd(dir)
 	from := dir
 	var rev int64
