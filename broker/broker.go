@@ -224,20 +224,16 @@ var (
 
 // Broker runs the sessions of one server.
 type Broker struct {
-	cfg  Config
-	log  hclog.Logger
-	clk  clock.Clock
+	cfg Config
+	log hclog.Logger
+	clk clock.Clock
+	// keys is the per-token lock that serialises one token's transitions.
+	// A method named …TokenLocked expects its caller to hold the lock of
+	// its session's token; one named …Locked, the broker's mutex mu.
 	keys keyLock
 	// userLocks serialize the per-user session count with the claim.
 	userLocks keyLock
 
-	mu      sync.Mutex
-	reg     Registry // swapped by Reestablish
-	byID    map[string]*Session
-	byToken map[string]*Session
-	terms   map[*terminal]struct{}
-	closed  bool
-	hooks   Hooks
 	// wg counts every goroutine the broker starts; Shutdown waits for them.
 	wg      sync.WaitGroup
 	countCh chan struct{}
@@ -249,10 +245,19 @@ type Broker struct {
 	endLife context.CancelFunc
 	// regChanged is signalled when Reestablish installs a new registry.
 	regChanged chan struct{}
+	members    memberCache // group members for Welcome (members.go; own mutex)
+
+	mu sync.Mutex
+	// The fields below, up to the blank line, are guarded by mu.
+	reg     Registry // swapped by Reestablish
+	byID    map[string]*Session
+	byToken map[string]*Session
+	terms   map[*terminal]struct{}
+	closed  bool
+	hooks   Hooks
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
-	members    memberCache       // group members for Welcome (members.go)
 	ticketSeq  uint64            // last ticket's issue number
 
 	lim  Limits           // cfg.Limits with defaults
@@ -405,7 +410,7 @@ func (b *Broker) Kill(ctx context.Context, id string) error {
 	}
 	// Detached reason 3 (destroyed), as PROTOCOL.md §5 says: the session
 	// is gone, not merely detached.
-	b.destroyLocked(ctx, s, proto.DetachDestroyed, "killed by an administrator")
+	b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "killed by an administrator")
 	return nil
 }
 
@@ -450,7 +455,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		for _, s := range sessions {
 			unlock := b.keys.Lock(s.Token)
 			if b.current(s) != nil {
-				b.destroyLocked(ctx, s, proto.DetachShutdown, "server shutting down")
+				b.destroyTokenLocked(ctx, s, proto.DetachShutdown, "server shutting down")
 			}
 			unlock()
 		}
@@ -499,7 +504,7 @@ func (b *Broker) compositorExited(ex compositor.Exit) {
 	defer unlock()
 	if b.current(s) != nil {
 		s.info.PID = 0 // already gone: do not try to stop it again
-		b.destroyLocked(b.life, s, proto.DetachDestroyed, reason)
+		b.destroyTokenLocked(b.life, s, proto.DetachDestroyed, reason)
 	}
 }
 
@@ -598,7 +603,7 @@ func (b *Broker) detachUnleased(msg string) {
 		shown := s.term != nil
 		b.mu.Unlock()
 		if shown && b.current(s) != nil && b.Ready() != nil {
-			b.suspendLocked(b.life, s, proto.DetachLocked, msg+"; present the token again shortly")
+			b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg+"; present the token again shortly")
 		}
 		unlock()
 	}

@@ -100,11 +100,11 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 			// A newer fence than ours: the redirecting broker saw a claim
 			// made after ours. Attach only if the registry confirms the
 			// key is still this session's.
-			if err := b.confirmClaimLocked(ctx, s); err != nil {
+			if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
 				return err
 			}
 		}
-		return b.resumeLocked(ctx, t, s, rec)
+		return b.resumeTokenLocked(ctx, t, s, rec)
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -426,12 +426,12 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	s.info = info
 	b.mu.Unlock()
 	b.log.Info("session created", "session", s.ID, "user", s.User, "terminal", t.id, "pid", info.PID)
-	return b.attachLocked(ctx, t, s, false)
+	return b.attachTokenLocked(ctx, t, s, false)
 }
 
-// resumeLocked attaches existing session s at t: a resume of a suspended
+// resumeTokenLocked attaches existing session s at t: a resume of a suspended
 // session or a takeover from another terminal. Caller holds the token lock.
-func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord) error {
+func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord) error {
 	b.mu.Lock()
 	st, old := s.state, s.term
 	b.mu.Unlock()
@@ -452,27 +452,27 @@ func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec 
 		return fail(proto.ErrUnavailable, "session ended", nil)
 	}
 	if st == Active && old != nil {
-		b.detachLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
+		b.detachTokenLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
 	}
 	if st == Suspended {
 		info, err := b.cfg.Compositor.Resume(ctx, s.ID)
 		if err != nil {
 			b.log.Error("compositor resume failed", "session", s.ID, "error", err)
-			b.destroyLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
+			b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
 			return fail(proto.ErrCompositor, "could not resume the session", err)
 		}
 		b.mu.Lock()
 		s.info = info
 		b.mu.Unlock()
 	}
-	return b.attachLocked(ctx, t, s, true)
+	return b.attachTokenLocked(ctx, t, s, true)
 }
 
-// confirmClaimLocked checks with the registry (a linearizable read) that
+// confirmClaimTokenLocked checks with the registry (a linearizable read) that
 // the token's key is still s's claim, adopting the registry's fence; if
 // another session holds it now, s is orphaned and the terminal redirected
 // there. Caller holds the token lock.
-func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
+func (b *Broker) confirmClaimTokenLocked(ctx context.Context, s *Session) error {
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	c, err := b.registry().Lookup(lctx, s.Token)
 	cancel()
@@ -483,7 +483,7 @@ func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
 		b.mu.Unlock()
 		return nil
 	case err == nil:
-		b.orphanLocked(s, c.Session.ServerID)
+		b.orphanTokenLocked(s, c.Session.ServerID)
 		return fail(proto.ErrStaleFence, "the session's token belongs to another session now; present it again", nil)
 	case errors.Is(err, registry.ErrNotFound):
 		return fail(proto.ErrUnavailable, "session claim being re-established; retry shortly", err)
@@ -492,8 +492,8 @@ func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
 	}
 }
 
-// attachLocked makes s active at t and tells t. Caller holds the token lock.
-func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
+// attachTokenLocked makes s active at t and tells t. Caller holds the token lock.
+func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
 	// The lease may have been lost while the insert ran: attach only
 	// under a live lease (the lease supervisor detaches everything shown
 	// when it is lost, under each token's lock).
@@ -502,7 +502,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 		creating := s.state == Creating
 		b.mu.Unlock()
 		if creating {
-			b.suspendLocked(ctx, s, proto.DetachLocked, "server lost its registry lease")
+			b.suspendTokenLocked(ctx, s, proto.DetachLocked, "server lost its registry lease")
 		}
 		return fail(proto.ErrUnavailable, "server not ready", err)
 	}
@@ -514,7 +514,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 			unlock := b.keys.Lock(prev.Token)
 			defer unlock()
 			if b.current(prev) != nil && prev.term == t {
-				b.suspendLocked(b.life, prev, proto.DetachTokenRemoved, "another token was presented")
+				b.suspendTokenLocked(b.life, prev, proto.DetachTokenRemoved, "another token was presented")
 			}
 		}()
 	}
@@ -567,16 +567,16 @@ func (b *Broker) remove(ctx context.Context, t *terminal, token string) {
 	if !here {
 		return // not shown here (taken over meanwhile, or never attached)
 	}
-	b.suspendLocked(ctx, s, proto.DetachTokenRemoved, "token removed")
+	b.suspendTokenLocked(ctx, s, proto.DetachTokenRemoved, "token removed")
 }
 
-// suspendLocked cuts s from its terminal and starts the suspend timer.
+// suspendTokenLocked cuts s from its terminal and starts the suspend timer.
 // Caller holds the token lock.
-func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
+func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
 	if b.current(s) == nil {
 		return
 	}
-	b.detachLocked(s, reason, msg, "")
+	b.detachTokenLocked(s, reason, msg, "")
 	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil && !errors.Is(err, compositor.ErrNotFound) {
 		b.log.Error("compositor suspend failed", "session", s.ID, "error", err)
 	}
@@ -606,12 +606,12 @@ func (b *Broker) expire(s *Session) {
 		!b.clk.Now().Before(s.suspendedAt.Add(b.cfg.SuspendTimeout))
 	b.mu.Unlock()
 	if due {
-		b.destroyLocked(b.life, s, proto.DetachDestroyed, "suspend timeout")
+		b.destroyTokenLocked(b.life, s, proto.DetachDestroyed, "suspend timeout")
 	}
 }
 
-// detachLocked tells s's terminal it no longer shows s. Caller holds the token lock.
-func (b *Broker) detachLocked(s *Session, reason proto.DetachReason, msg, by string) {
+// detachTokenLocked tells s's terminal it no longer shows s. Caller holds the token lock.
+func (b *Broker) detachTokenLocked(s *Session, reason proto.DetachReason, msg, by string) {
 	b.cutStreams(s) // the old terminal stops seeing the session at once
 	b.mu.Lock()
 	t := s.term
@@ -626,10 +626,10 @@ func (b *Broker) detachLocked(s *Session, reason proto.DetachReason, msg, by str
 	}
 }
 
-// destroyLocked ends s: terminal told, compositor stopped, claim released.
+// destroyTokenLocked ends s: terminal told, compositor stopped, claim released.
 // Caller holds the token lock.
-func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
-	b.detachLocked(s, reason, msg, "")
+func (b *Broker) destroyTokenLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
+	b.detachTokenLocked(s, reason, msg, "")
 	b.mu.Lock()
 	from := s.state
 	pid := s.info.PID
@@ -775,7 +775,7 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 		b.mu.Unlock()
 		b.publish(s)
 	case err == nil:
-		b.orphanLocked(s, cur.Session.ServerID)
+		b.orphanTokenLocked(s, cur.Session.ServerID)
 	case errors.Is(err, registry.ErrNotFound):
 		rc, ok := reg.(Reclaimer)
 		if !ok || b.Ready() != nil {
@@ -792,7 +792,7 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 			b.mu.Unlock()
 			b.log.Info("session claim re-created", "session", s.ID, "fence", nc.Fence)
 		default:
-			b.orphanLocked(s, nc.Session.ServerID)
+			b.orphanTokenLocked(s, nc.Session.ServerID)
 		}
 	default:
 		b.log.Warn("resolving a fenced session write failed", "session", s.ID, "error", err)

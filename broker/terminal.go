@@ -470,7 +470,7 @@ func (t *terminal) detachAll(reason proto.DetachReason, msg string) {
 	here := s.term == t
 	b.mu.Unlock()
 	if here && b.current(s) != nil {
-		b.suspendLocked(b.life, s, reason, msg)
+		b.suspendTokenLocked(b.life, s, reason, msg)
 	}
 }
 
