@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,26 +18,39 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
-// diff is the mean absolute difference (0..255) of two images below the
-// panel (the top 40 rows hold the clock).
-func diff(a, b image.Image) float64 {
-	var sum, n float64
+// changed counts the sampled points (every other pixel of every other row
+// of the 800x600 desktop, below the panel whose top 40 rows hold the clock)
+// where two pictures differ visibly. A mean difference would not do: the
+// application's window (weston-flower draws a flower of random size at a
+// random place) can cover as little as 1% of the screen, and the pointer
+// may be drawn at either terminal.
+func changed(a, b image.Image) int {
+	n := 0
 	for y := 40; y < 600; y += 2 {
 		for x := 0; x < 800; x += 2 {
 			ar, ag, ab, _ := a.At(x, y).RGBA()
 			br, bg, bb, _ := b.At(x, y).RGBA()
-			sum += abs(int(ar>>8)-int(br>>8)) + abs(int(ag>>8)-int(bg>>8)) + abs(int(ab>>8)-int(bb>>8))
-			n += 3
+			if abs(int(ar>>8)-int(br>>8))+abs(int(ag>>8)-int(bg>>8))+abs(int(ab>>8)-int(bb>>8)) > 48 {
+				n++
+			}
 		}
 	}
-	return sum / n
+	return n
 }
 
-func abs(v int) float64 {
+// Thresholds for changed, out of 112,000 sampled points: the smallest
+// flower weston-flower draws covers about 750, the pointer about 30.
+const (
+	samePicture    = 150   // at most this many points differ: the same picture
+	appVisible     = 300   // at least this many: a window appeared
+	desktopVisible = 50000 // a desktop instead of a black screen
+)
+
+func abs(v int) int {
 	if v < 0 {
-		return float64(-v)
+		return -v
 	}
-	return float64(v)
+	return v
 }
 
 // runTerm starts hotdesk-term on display disp with the RDP client and
@@ -109,34 +123,77 @@ func TestDesktopFollowsToken(t *testing.T) {
 	att := next(t, ev1, "attached")
 	next(t, ev1, "display")
 	session := att["session"].(string)
-	var before image.Image
+	var before, withApp, there image.Image
+	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" { // for a person to look at
+		t.Cleanup(func() {
+			for name, img := range map[string]image.Image{"1-desktop": before, "2-app": withApp, "3-terminal2": there} {
+				if img == nil {
+					continue
+				}
+				if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
+					png.Encode(f, img)
+					f.Close()
+				}
+			}
+		})
+	}
+	var last string // the figures of the last check, for the failure message
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(40 * time.Second)
 		for !cond() {
 			if time.Now().After(deadline) {
-				t.Fatalf("timed out: %s", what)
+				t.Fatalf("timed out: %s (last check: %s)", what, last)
 			}
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond)
 		}
 	}
+	// settled is a screenshot of a picture that has stopped changing:
+	// weston fades the desktop in and animates windows, and a picture
+	// caught mid-animation matches neither the one before nor the one
+	// after it.
+	settled := func(disp string) image.Image {
+		prev := testutil.Screenshot(t, disp)
+		for i := 0; i < 20; i++ {
+			time.Sleep(250 * time.Millisecond)
+			cur := testutil.Screenshot(t, disp)
+			if changed(prev, cur) == 0 {
+				return cur
+			}
+			prev = cur
+		}
+		return prev
+	}
 	waitFor("the desktop shown at terminal 1", func() bool {
-		before = testutil.Screenshot(t, d1)
-		return diff(before, blank) > 20
+		before = settled(d1)
+		n := changed(before, blank)
+		last = fmt.Sprintf("%d points differ from the blank screen", n)
+		return n >= desktopVisible
 	})
 
 	// An application in the session.
 	run := filepath.Join(e.dir, "data", "sessions", session, "run")
 	app := exec.Command("weston-flower")
 	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+run, "WAYLAND_DISPLAY=wayland-hd")
+	var appOut bytes.Buffer
+	app.Stdout, app.Stderr = &appOut, &appOut
 	if err := app.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { app.Process.Kill(); app.Wait() })
-	var withApp image.Image
+	appDone := make(chan error, 1)
+	go func() { appDone <- app.Wait() }()
+	t.Cleanup(func() {
+		app.Process.Kill()
+		<-appDone
+		if t.Failed() {
+			t.Logf("weston-flower output: %q", appOut.String())
+		}
+	})
 	waitFor("the application visible at terminal 1", func() bool {
-		withApp = testutil.Screenshot(t, d1)
-		return diff(withApp, before) > 1
+		withApp = settled(d1)
+		n := changed(withApp, before)
+		last = fmt.Sprintf("%d points differ from the desktop before", n)
+		return n >= appVisible
 	})
 
 	// The token moves: terminal 1 loses the picture, terminal 2 shows the
@@ -144,26 +201,23 @@ func TestDesktopFollowsToken(t *testing.T) {
 	fmt.Fprintln(in1, "remove default")
 	next(t, ev1, "detached")
 	waitFor("the desktop gone from terminal 1", func() bool {
-		return diff(testutil.Screenshot(t, d1), blank) < 1
+		n := changed(testutil.Screenshot(t, d1), blank)
+		last = fmt.Sprintf("%d points differ from the blank screen", n)
+		return n <= samePicture
 	})
 	fmt.Fprintln(in2, "insert default")
 	if a := next(t, ev2, "attached"); a["session"] != session {
 		t.Fatalf("terminal 2 attached %v; want %s", a["session"], session)
 	}
-	var there image.Image
 	waitFor("the same desktop at terminal 2", func() bool {
-		there = testutil.Screenshot(t, d2)
-		return diff(there, withApp) < 1 && diff(there, before) > 1
+		there = settled(d2)
+		withN, beforeN := changed(there, withApp), changed(there, before)
+		last = fmt.Sprintf("%d points differ from terminal 1 with the application, %d from terminal 1 before it", withN, beforeN)
+		return withN <= samePicture && beforeN >= appVisible
 	})
-	if app.ProcessState != nil {
-		t.Fatal("the application ended")
-	}
-	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" { // for a person to look at
-		for name, img := range map[string]image.Image{"1-desktop": before, "2-app": withApp, "3-terminal2": there} {
-			if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
-				png.Encode(f, img)
-				f.Close()
-			}
-		}
+	select {
+	case err := <-appDone:
+		t.Fatalf("the application ended: %v", err)
+	default:
 	}
 }
