@@ -21,9 +21,6 @@ import (
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
-// pamMatrix is pam_wrapper's test module (libpam-wrapper).
-const pamMatrix = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
-
 // startXvfb starts a virtual X screen, 1024x768, for a terminal whose
 // greeter is driven with xdotool.
 func startXvfb(t *testing.T) string {
@@ -76,23 +73,11 @@ func greeterShare(img image.Image) float64 {
 // about 40 s.
 func TestGreeterE2E(t *testing.T) {
 	testutil.NeedTools(t, "weston", "xfreerdp")
-	if _, err := os.Stat(pamMatrix); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
+	testutil.NeedMatrix(t)
 	bin := buildBinaries(t)
 	disp := startXvfb(t)
 
-	pamDir := filepath.Join(t.TempDir(), "pam.d")
-	os.MkdirAll(pamDir, 0o755)
-	db := filepath.Join(pamDir, "pins.db")
-	os.WriteFile(db, []byte("pat:2468:hotdesk-pin\n"), 0o600)
-	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
-		stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", pamMatrix, db)
-		os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644)
-	}
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	b := newBroker(t, bin, "greeter", fmt.Sprintf(`etcd {
   embedded {
     client_url = "http://%s"

@@ -168,26 +168,14 @@ func (w *walkTerminal) until(what string, ok func(image.Image) bool) image.Image
 // compared). Budget: about 60 s.
 func TestWalkE2E(t *testing.T) {
 	testutil.NeedTools(t, "weston", "xfreerdp", "weston-flower")
-	if _, err := os.Stat(pamMatrix); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
+	testutil.NeedMatrix(t)
 	pcscd, err := pcscdtest.Start()
 	pcscdtest.Require(t, err)
 	t.Cleanup(func() { pcscd.Close() })
 	bin := buildBinaries(t)
 	etcd := etcdtest.Start(t)
 
-	pamDir := filepath.Join(t.TempDir(), "pam.d")
-	os.MkdirAll(pamDir, 0o755)
-	db := filepath.Join(pamDir, "pins.db")
-	os.WriteFile(db, []byte("pat:2468:hotdesk-pin\n"), 0o600)
-	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
-		stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", pamMatrix, db)
-		os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644)
-	}
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	blocks := fmt.Sprintf(`etcd {
   endpoints = [%q]
   lease_ttl = "2s"

@@ -283,18 +283,7 @@ func TestAdversarial(t *testing.T) {
 	testutil.NeedTools(t, "prlimit")
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	pamDir := filepath.Join(dir, "pam.d")
-	if err := os.MkdirAll(pamDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(dir, "passdb")
-	if err := os.WriteFile(db, []byte("advgood:pw:hotdesk\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
-	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte(stack), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	pamDir := testutil.MatrixServices(t, dir, "advgood:pw:hotdesk\n", "", "hotdesk")
 	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := fmt.Sprintf(`server_id = "adv"
 data_dir = %q

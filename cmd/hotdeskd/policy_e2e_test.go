@@ -19,8 +19,6 @@ import (
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
-const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
-
 // e2e runs the real hotdeskd with real PAM (pam_matrix) and drives it with
 // the real hotdesk-term and hotdeskctl binaries.
 type e2e struct {
@@ -41,17 +39,6 @@ func newE2E(t *testing.T, bin, dir, addr, cfg string) *e2e {
 	return &e2e{t: t, d: d, bin: bin, dir: dir, addr: addr, pin: d.Pin, socket: d.Socket}
 }
 
-// needPAMMatrix fails (CI) or skips the test when pam_matrix is missing.
-func needPAMMatrix(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(matrixModule); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
-}
-
 func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
 	return startE2EWith(t, authBlock, defaultPolicy, false, "")
 }
@@ -60,7 +47,7 @@ func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
 // ("" keeps it).
 func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcdBlock string, extra ...string) *e2e {
 	t.Helper()
-	needPAMMatrix(t)
+	testutil.NeedMatrix(t)
 	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	dir := t.TempDir()
@@ -79,7 +66,7 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcd
 		if err := os.WriteFile(db, []byte(users), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		stack := fmt.Sprintf("auth requisite pam_succeed_if.so quiet user != root\nauth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+		stack := "auth requisite pam_succeed_if.so quiet user != root\n" + testutil.MatrixStack(db)
 		if err := os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644); err != nil {
 			t.Fatal(err)
 		}

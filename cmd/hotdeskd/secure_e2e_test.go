@@ -27,7 +27,7 @@ func requireSecureE2E(t *testing.T) {
 	case os.Geteuid() != 0:
 		missing = "root (desktops as other users, a registry client as nobody)"
 	default:
-		if _, err := os.Stat(matrixModule); err != nil {
+		if _, err := os.Stat(testutil.MatrixModule); err != nil {
 			missing = "pam_matrix (libpam-wrapper)"
 		}
 		for _, b := range []string{"weston", "setpriv", "useradd"} {
@@ -113,21 +113,9 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	requireSecureE2E(t)
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	pamDir := filepath.Join(dir, "pam.d")
-	if err := os.MkdirAll(pamDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	const pin, rootPIN = "1357", "2468"
-	db := filepath.Join(dir, "pins.passdb")
-	if err := os.WriteFile(db, []byte("shipuser:"+pin+":hotdesk-pin\nroot:"+rootPIN+":hotdesk-pin\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\nsession optional pam_permit.so\n", matrixModule, db)
-	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
-		if err := os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pamDir := testutil.MatrixServices(t, dir, "shipuser:"+pin+":hotdesk-pin\nroot:"+rootPIN+":hotdesk-pin\n",
+		"session optional pam_permit.so\n", "hotdesk", "hotdesk-pin")
 	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	dataDir := filepath.Join(dir, "data")
 	cfg := shippedConfig(t, dataDir, addr, filepath.Join(dir, "admin.sock"), "http://"+clientAddr, "http://"+peerAddr, pamDir)

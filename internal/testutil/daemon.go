@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -194,4 +195,21 @@ func (d *Daemon) MustCtl(args ...string) []byte {
 		d.t.Fatalf("%s: %v", d.Name, err)
 	}
 	return out
+}
+
+// Exec runs the program bin with args and returns its combined output and
+// exit status; a program that cannot be started fails the test.
+func Exec(t testing.TB, bin string, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	default:
+		t.Fatalf("%s: %v", bin, err)
+		return "", -1
+	}
 }
