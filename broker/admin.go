@@ -19,7 +19,7 @@ func (b *Broker) Disconnect(ctx context.Context, id string) error {
 // locked: the user must present a token (and log in again when the policy
 // asks) to get it back.
 func (b *Broker) Lock(ctx context.Context, id string) error {
-	return b.adminSuspend(ctx, id, "lock", proto.DetachLocked, "session locked by an administrator")
+	return b.adminSuspend(ctx, id, "lock", proto.DetachAdmin, "session locked by an administrator")
 }
 
 func (b *Broker) adminSuspend(ctx context.Context, id, op string, reason proto.DetachReason, msg string) error {

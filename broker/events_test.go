@@ -77,8 +77,8 @@ func TestEventsOfLifecycle(t *testing.T) {
 	if ev := want(SessionSuspended); ev.Reason != "session locked by an administrator" {
 		t.Errorf("lock: %+v", ev)
 	}
-	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked {
-		t.Errorf("lock detached with %v; want locked", det.Reason)
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachAdmin || det.Message != "session locked by an administrator" {
+		t.Errorf("lock detached with %v; want admin, with the message", det.Reason)
 	}
 	// Disconnecting a suspended session leaves it as it is.
 	if err := e.b.Disconnect(ctx, sid); err != nil {

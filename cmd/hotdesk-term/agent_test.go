@@ -469,3 +469,33 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 		t.Fatalf("got %+v after the removal; want only the Pong", m)
 	}
 }
+
+// TestAgentAdminLockNotUndone: after a Detached for a lost lease (reason 6)
+// the still-inserted token is presented again, but after an administrator
+// locked or detached the session (reason 5) it is not: re-presenting it
+// would undo the lock (and, with the token also at another terminal, take
+// the session back from there).
+func TestAgentAdminLockNotUndone(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	p := a.accept()
+	attach := func() {
+		t.Helper()
+		if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token {
+			t.Fatalf("TokenInserted = %+v; want %s", ins, ta.key.Token)
+		}
+		p.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, Endpoint: "rdp://x:1", ServerID: "broker-a"})
+		ta.out.wait("attached")
+	}
+	attach()
+	p.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachLocked, Message: "server lost its registry lease; present the token again shortly"})
+	attach() // presented again by itself
+
+	p.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachAdmin, Message: "session locked by an administrator"})
+	ta.out.wait("detached")
+	time.Sleep(100 * time.Millisecond) // several backoffs of 10 ms
+	p.send(&proto.Ping{Seq: 1})
+	if m, ok := p.recv().(*proto.Pong); !ok || m.Seq != 1 {
+		t.Fatalf("got %+v after the lock; want only the Pong", m)
+	}
+}

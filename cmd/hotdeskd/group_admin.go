@@ -236,13 +236,10 @@ func (a *adminBackend) Terminals(ctx context.Context) ([]adminapi.TerminalInfo, 
 	if err != nil {
 		return nil, err
 	}
-	cutoff := time.Now().Add(-presenceStale)
+	recs = currentTerminals(recs, time.Now().Add(-presenceStale))
 	out := make([]adminapi.TerminalInfo, 0, len(recs))
 	for _, r := range recs {
 		seen := time.UnixMilli(r.SeenUnixMs)
-		if seen.Before(cutoff) {
-			continue
-		}
 		out = append(out, adminapi.TerminalInfo{ID: r.ID, Name: r.Name, Addr: r.Addr, ServerID: r.ServerID,
 			Tokens: r.Tokens, Session: r.Session, User: r.User, Connected: time.UnixMilli(r.ConnectedUnixMs), LastSeen: seen})
 	}
@@ -332,4 +329,29 @@ func (a *adminBackend) RevokePairing(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %v", adminapi.ErrInvalid, err)
 	}
 	return err
+}
+
+// currentTerminals drops records not refreshed since cutoff and keeps one
+// record per terminal: the one of its latest connection. A terminal is
+// connected to one broker at a time, but the broker it left may not have
+// deleted its record yet (or could not, its registry being unwell); that
+// record must not hide where the terminal is now. Key order is kept.
+func currentTerminals(recs []registry.TerminalRecord, cutoff time.Time) []registry.TerminalRecord {
+	latest := make(map[string]int, len(recs)) // terminal id → index in out
+	out := recs[:0:0]
+	for _, r := range recs {
+		if time.UnixMilli(r.SeenUnixMs).Before(cutoff) {
+			continue
+		}
+		i, ok := latest[r.ID]
+		if !ok {
+			latest[r.ID] = len(out)
+			out = append(out, r)
+			continue
+		}
+		if p := out[i]; r.ConnectedUnixMs > p.ConnectedUnixMs || r.ConnectedUnixMs == p.ConnectedUnixMs && r.SeenUnixMs > p.SeenUnixMs {
+			out[i] = r
+		}
+	}
+	return out
 }

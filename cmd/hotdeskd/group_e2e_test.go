@@ -330,10 +330,11 @@ func TestGroupAdminE2E(t *testing.T) {
 	waitUntil(t, "redirected hot-desk counted in b1's metrics", func() bool {
 		return metric(t, b1, `hotdesk_broker_hotdesk_duration_seconds_count{path="redirected"}`) > max(redirectedBefore, 0)
 	})
+	var listed map[string]terminalRow
 	waitUntil(t, "t-2 listed on b1 with the session", func() bool {
-		ts := g.terminals(b3)
-		return ts["t-2"].ServerID == "b1" && ts["t-2"].Session == sid
-	})
+		listed = g.terminals(b3)
+		return listed["t-2"].ServerID == "b1" && listed["t-2"].Session == sid
+	}, func() string { return fmt.Sprintf("terminals on b3: %+v", listed) })
 	// A figure for the report, not an assertion (wall-clock under load).
 	t.Logf("t-2 listed by b3 with its session %v after it connected (includes the redirect and the hotdeskctl runs)", time.Since(t2Connected).Round(time.Millisecond))
 

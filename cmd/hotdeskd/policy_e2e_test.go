@@ -344,10 +344,20 @@ func TestLeaseLossE2E(t *testing.T) {
 	}
 }
 
-// waitUntil waits for cond, failing the test after a safety bound.
-func waitUntil(t *testing.T, what string, cond func() bool) {
+// waitUntil polls cond for up to a minute; on timeout it fails the test
+// with what and what the optional state functions tell of the last check.
+func waitUntil(t *testing.T, what string, cond func() bool, state ...func() string) {
 	t.Helper()
-	testutil.WaitFor(t, 60*time.Second, what, cond)
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, f := range state {
+				what += "; " + f()
+			}
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waylandProbe is a display client for tests: it connects to the relay
