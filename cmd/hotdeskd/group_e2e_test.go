@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -139,7 +138,7 @@ func (g *testGroup) enroll(via, at *groupBroker, user string) string {
 type groupTerm struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	evs   chan map[string]any
+	evs   <-chan map[string]any
 }
 
 func (g *testGroup) terminal(id string, b *groupBroker, ks string) *groupTerm {
@@ -151,18 +150,8 @@ func (g *testGroup) terminal(id string, b *groupBroker, ks string) *groupTerm {
 	if err := cmd.Start(); err != nil {
 		g.t.Fatal(err)
 	}
-	term := &groupTerm{cmd: cmd, stdin: stdin, evs: make(chan map[string]any, 64)}
+	term := &groupTerm{cmd: cmd, stdin: stdin, evs: testutil.JSONEvents(stdout, 64)}
 	g.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
-	go func() {
-		defer close(term.evs)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				term.evs <- ev
-			}
-		}
-	}()
 	next(g.t, term.evs, "connected")
 	return term
 }
@@ -186,14 +175,10 @@ func (g *testGroup) followEvents(b *groupBroker) *eventStream {
 	es := &eventStream{cmd: cmd}
 	g.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				es.mu.Lock()
-				es.lines = append(es.lines, ev)
-				es.mu.Unlock()
-			}
+		for ev := range testutil.JSONEvents(stdout, 64) {
+			es.mu.Lock()
+			es.lines = append(es.lines, ev)
+			es.mu.Unlock()
 		}
 	}()
 	return es

@@ -1,8 +1,11 @@
 package testutil
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -59,9 +62,10 @@ type Daemon struct {
 	// Wrap is a command hotdeskd runs under that execs it (prlimit …).
 	Wrap []string
 
-	t    testing.TB
-	cmd  *exec.Cmd
-	done chan struct{}
+	t       testing.TB
+	cmd     *exec.Cmd
+	done    chan struct{}
+	exitErr error // cmd.Wait's, set before done closes
 }
 
 // NewDaemon writes cfg to dir/hotdesk.hcl and reads the daemon's
@@ -123,7 +127,7 @@ func (d *Daemon) Launch() {
 	}
 	d.done = make(chan struct{})
 	cmd, done := d.cmd, d.done
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	go func() { d.exitErr = cmd.Wait(); logf.Close(); close(done) }()
 }
 
 // WaitReady waits until the daemon reports ready, failing the test after
@@ -174,6 +178,10 @@ func (d *Daemon) PID() int {
 // Exited is closed when the daemon last started has exited.
 func (d *Daemon) Exited() <-chan struct{} { return d.done }
 
+// ExitErr is how the daemon last started ended (nil: exit status 0); call
+// it after Exited has closed.
+func (d *Daemon) ExitErr() error { return d.exitErr }
+
 // Ctl runs hotdeskctl against the daemon's admin socket and returns its
 // standard output; a failure's error carries its standard error.
 func (d *Daemon) Ctl(args ...string) ([]byte, error) {
@@ -212,4 +220,23 @@ func Exec(t testing.TB, bin string, args ...string) (string, int) {
 		t.Fatalf("%s: %v", bin, err)
 		return "", -1
 	}
+}
+
+// JSONEvents decodes r's lines as JSON objects (a -json process's events)
+// onto the returned channel, passing over lines that are not, and closes it
+// at EOF or a read error: its goroutine ends when the process's output
+// does. buf is the channel's buffer.
+func JSONEvents(r io.Reader, buf int) <-chan map[string]any {
+	ch := make(chan map[string]any, buf)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				ch <- ev
+			}
+		}
+	}()
+	return ch
 }
