@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -80,17 +79,7 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
-	evs := make(chan map[string]any, 64)
-	go func() {
-		defer close(evs)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs <- ev
-			}
-		}
-	}()
+	evs := testutil.JSONEvents(stdout, 64)
 	w.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
 	return cmd, evs, stdin
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -132,17 +130,7 @@ auth {
 			t.Logf("agent log:\n%s", l)
 		}
 	})
-	evs := &events{t: t, ch: make(chan map[string]any, 4096)}
-	go func() {
-		defer close(evs.ch)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs.ch <- ev
-			}
-		}
-	}()
+	evs := &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
 	say := func(line string) {
 		t.Helper()
 		if _, err := io.WriteString(stdin, line+"\n"); err != nil {

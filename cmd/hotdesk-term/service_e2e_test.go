@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -120,7 +119,7 @@ func (b *groupBroker) pair(user string, key soft.Key) {
 // events reads a process's JSON event lines.
 type events struct {
 	t   *testing.T
-	ch  chan map[string]any
+	ch  <-chan map[string]any
 	mu  sync.Mutex
 	all []map[string]any
 }
@@ -163,18 +162,15 @@ func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	evs := &events{t: t, ch: make(chan map[string]any, 1024)}
+	in, ch := testutil.JSONEvents(stdout, 1024), make(chan map[string]any, 1024)
+	evs := &events{t: t, ch: ch}
 	go func() {
-		defer close(evs.ch)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs.mu.Lock()
-				evs.all = append(evs.all, ev)
-				evs.mu.Unlock()
-				evs.ch <- ev
-			}
+		defer close(ch)
+		for ev := range in {
+			evs.mu.Lock()
+			evs.all = append(evs.all, ev)
+			evs.mu.Unlock()
+			ch <- ev
 		}
 	}()
 	t.Cleanup(func() {

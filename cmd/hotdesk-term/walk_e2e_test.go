@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -106,17 +104,7 @@ func startWalkTerminal(t *testing.T, bin, id, reader string, home *groupBroker) 
 			t.Logf("agent %s log:\n%s", id, l)
 		}
 	})
-	w.evs = &events{t: t, ch: make(chan map[string]any, 4096)}
-	go func() {
-		defer close(w.evs.ch)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				w.evs.ch <- ev
-			}
-		}
-	}()
+	w.evs = &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
 	return w
 }
 
