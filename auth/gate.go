@@ -26,7 +26,12 @@ type GateConfig struct {
 	PerTerminal int // per terminal id at one source address; default 1
 	Logger      hclog.Logger
 	LogEvery    time.Duration // at most one "limit reached" line per limit this often; default 10s
-	now         func() time.Time
+	// OnRefused, if set, is called once per refused login with the limit's
+	// name ("max_pending_logins", "…_per_source", "…_per_user",
+	// "…_per_terminal"; a fixed set), e.g. for metrics. It must not block.
+	OnRefused func(limit string)
+
+	now func() time.Time
 }
 
 // Gate is a ServiceAuthenticator that admits a login only while the logins
@@ -111,6 +116,9 @@ func (g *Gate) AuthenticateService(ctx context.Context, service string, req Requ
 	if why != "" {
 		total := g.total
 		g.mu.Unlock()
+		if f := g.cfg.OnRefused; f != nil {
+			f(why)
+		}
 		g.refusals.Warn(why, "login refused: limit reached", "in_progress", total)
 		return Result{}, fmt.Errorf("%w (%s)", ErrBusy, why)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 )
 
 // EventKind names what happened. The names are part of the admin
@@ -109,6 +111,7 @@ func terminalEvent(kind EventKind, t *terminal, token, reason string) Event {
 // events (counted by Dropped) rather than slowing the broker.
 type Bus struct {
 	log     hclog.Logger
+	flood   *burstlog.Logger // lines of floodKinds: one per kind per floodLogEvery
 	dropped atomic.Uint64
 
 	mu     sync.Mutex
@@ -123,8 +126,16 @@ func NewBus(logger hclog.Logger) *Bus {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Bus{log: logger, subs: make(map[*Subscription]struct{})}
+	return &Bus{log: logger, flood: burstlog.New(logger, floodLogEvery, nil), subs: make(map[*Subscription]struct{})}
 }
+
+// floodKinds are the events a client can cause at will, as fast as it can
+// send (a refused token, a refused login): the Bus logs them one line per
+// kind per floodLogEvery, with the count ("burst", "count"), so an attack
+// costs a line, not a line per attempt. Subscribers still get every one.
+var floodKinds = map[EventKind]bool{TokenRefused: true, LoginRefused: true}
+
+const floodLogEvery = 10 * time.Second
 
 // Subscription receives events on C until Close (or the Bus's Close), which
 // closes C.
@@ -165,10 +176,14 @@ func (b *Bus) Emit(e Event) {
 	for _, kv := range [][2]string{{"session", e.Session}, {"user", e.User}, {"token", e.Token},
 		{"terminal", e.Terminal}, {"target", e.Target}, {"reason", e.Reason}} {
 		if kv[1] != "" {
-			args = append(args, kv[0], kv[1])
+			args = append(args, kv[0], logValue(kv[1])) // tokens and terminal ids come from peers
 		}
 	}
-	b.log.Info("event", args...)
+	if floodKinds[e.Kind] {
+		b.flood.Info(string(e.Kind), "event", args...)
+	} else {
+		b.log.Info("event", args...)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for s := range b.subs {

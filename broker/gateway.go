@@ -63,6 +63,7 @@ func (b *Broker) issueTicket(s *Session, t *terminal) []byte {
 	}
 	if n >= b.lim.MaxTicketsPerSession {
 		delete(b.tickets, oldest)
+		b.limitHit(LimitTicketsPerSession, "")
 		b.blog.Warn("max_tickets_per_session", "attach ticket revoked: session has too many outstanding", "session", s.ID, "terminal", logValue(t.id))
 	}
 	if len(b.tickets) >= maxTickets {

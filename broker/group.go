@@ -53,6 +53,45 @@ func (b *Broker) place(ctx context.Context, hops uint8) (registry.ServerRecord, 
 
 var errNoCapacity = errors.New("broker: no server of the group can take a new session")
 
+// RouteLooker is an optional capability of a Registry (*registry.Registry
+// has it): a session's claim and its owner's record in one local read.
+type RouteLooker interface {
+	LookupRoute(ctx context.Context, key string) (registry.Claim, registry.ServerRecord, error)
+}
+
+// redirectAway answers an insert of token at t with a Redirect when the
+// local registry view says another server owns its session: the claim
+// and the owner's address and fingerprint from one local read
+// (LookupRoute; else LookupLocal and ServerLocal). done=false: not owned
+// elsewhere as far as this view knows (or the view is unavailable), and
+// the insert takes the full path. A stale view is safe: the owner
+// re-checks the redirect, and a creation goes through the claim
+// transaction.
+func (b *Broker) redirectAway(ctx context.Context, t *terminal, token string, hops uint8) (done bool, err error) {
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	defer cancel()
+	reg := b.registry()
+	rl, ok := reg.(RouteLooker)
+	if !ok {
+		c, err := reg.LookupLocal(lctx, token)
+		if err != nil || c.Session.ServerID == b.cfg.ServerID {
+			return false, nil
+		}
+		return true, b.redirect(ctx, t, c, hops)
+	}
+	c, srv, err := rl.LookupRoute(lctx, token)
+	switch {
+	case c.Key == "" || c.Session.ServerID == b.cfg.ServerID:
+		return false, nil // absent, ours, or unreadable: the full path
+	case hops >= proto.MaxHops:
+		return true, fail(proto.ErrTooManyHops, "too many redirects", nil)
+	case err != nil:
+		// The owner's lease is gone or going: its claims vanish with it.
+		return true, fail(proto.ErrUnavailable, "session owner unreachable; retry shortly", err)
+	}
+	return true, b.redirectTo(t, c.Key, srv, c.Fence, hops)
+}
+
 // liveCount is the number of sessions this server runs, orphans excluded.
 func (b *Broker) liveCount() int {
 	b.mu.Lock()

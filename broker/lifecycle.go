@@ -60,11 +60,8 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	if !local {
 		// A stale answer is safe here: the owner re-checks, and a creation
 		// goes through the claim transaction below.
-		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		c, err := b.registry().LookupLocal(lctx, token)
-		cancel()
-		if err == nil && c.Session.ServerID != b.cfg.ServerID {
-			return b.redirect(ctx, t, c, hops)
+		if done, err := b.redirectAway(ctx, t, token, hops); done {
+			return err
 		}
 	}
 	rec, err := b.verifyToken(ctx, t, token)
@@ -128,6 +125,8 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	}
 	target, err := b.place(ctx, hops)
 	if errors.Is(err, errNoCapacity) {
+		b.limitHit(LimitSessions, "")
+		b.blog.Warn(string(LimitSessions), "session refused: no server of the group has room", "terminal", logValue(t.id))
 		return fail(proto.ErrUnavailable, "no server can take a new session now", err)
 	}
 	if err != nil {
@@ -356,15 +355,13 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	if err != nil {
 		return err
 	}
-	// The user's sessions are counted and the claim made under the user's
-	// lock: concurrent logins of one user at this broker never overshoot
-	// the limit.
+	// The user's sessions are counted and the claim made in one registry
+	// transaction (claimNew), so no two brokers overshoot the user's limit;
+	// the user's lock here keeps this broker's own concurrent logins of one
+	// user from retrying against each other.
+	maxUser := b.userLimit(token, res.User)
 	unlockUser := b.lockUserLimit(token, res.User)
 	defer unlockUser()
-	if err := b.checkUserLimit(ctx, token, res.User); err != nil {
-		b.closeLogin(res.Session)
-		return err
-	}
 	if rec.RegisteredBy == "self-registration" && rec.User == "" {
 		rec.User, rec.RegisteredBy, rec.RegisteredUnixMs = res.User, "self:"+t.id, b.clk.Now().UnixMilli()
 		ectx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -379,12 +376,12 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	now := b.clk.Now()
 	s := &Session{ID: newSessionID(), Token: token, User: res.User, state: Creating, created: now, updated: now, login: res.Session}
 	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	c, won, err := b.registry().Claim(cctx, token, b.record(s, t))
+	c, won, err := b.claimNew(cctx, token, b.record(s, t), maxUser)
 	cancel()
 	unlockUser()
 	if err != nil {
 		b.closeLogin(res.Session)
-		return fail(proto.ErrUnavailable, "registry unavailable", err)
+		return err
 	}
 	if !won {
 		b.closeLogin(res.Session)
@@ -407,7 +404,8 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	if err != nil {
 		full := errors.Is(err, compositor.ErrFull)
 		if full {
-			b.log.Warn("session refused: max_sessions reached", "session", s.ID, "error", err)
+			b.limitHit(LimitSessions, "")
+			b.blog.Warn(string(LimitSessions), "session refused: max_sessions reached", "session", s.ID, "error", err)
 		} else {
 			b.log.Error("compositor create failed", "session", s.ID, "error", err)
 		}

@@ -30,6 +30,34 @@ type Limits struct {
 	// MaxTicketsPerSession bounds outstanding attach tickets per session: a
 	// new one revokes the session's oldest; default 4.
 	MaxTicketsPerSession int
+	// OnLimit, if set, is called once for every refusal a limit causes
+	// (metrics): limit is one of the Limit constants, listener "terminal"
+	// or "attach" for the connection limits, else "". It runs on the
+	// refusing goroutine, sometimes under a session's token lock: it must
+	// not block or call back into the broker.
+	OnLimit func(limit Limit, listener string)
+}
+
+// Limit names a limit that refused something, as its config key (a fixed
+// set: fit for a metric label).
+type Limit string
+
+// The limits the broker enforces.
+const (
+	LimitConnections          Limit = "max_connections"            // per listener
+	LimitConnectionsPerSource Limit = "max_connections_per_source" // per listener and address
+	LimitUnauthenticated      Limit = "max_unauthenticated"        // per listener
+	LimitSessions             Limit = "max_sessions"               // desktops on this server
+	LimitSessionsPerUser      Limit = "max_sessions_per_user"      // a user's sessions in the group
+	LimitTicketsPerSession    Limit = "max_tickets_per_session"    // an old attach ticket revoked
+	LimitPairing              Limit = "pairing_rate"               // pairing attempts from an address
+)
+
+// limitHit reports one refusal by limit to Limits.OnLimit.
+func (b *Broker) limitHit(limit Limit, listener string) {
+	if f := b.lim.OnLimit; f != nil {
+		f(limit, listener)
+	}
 }
 
 func (l Limits) withDefaults() Limits {
@@ -87,18 +115,21 @@ func (g *connGate) admit(addr net.Addr) *admitted {
 		src = h
 	}
 	g.mu.Lock()
-	why := ""
+	var why Limit
 	switch {
 	case g.total >= g.lim.MaxConnections:
-		why = "max_connections"
+		why = LimitConnections
 	case g.bySource[src] >= g.lim.MaxConnectionsPerSource:
-		why = "max_connections_per_source"
+		why = LimitConnectionsPerSource
 	case g.unauth >= g.lim.MaxUnauthenticated:
-		why = "max_unauthenticated"
+		why = LimitUnauthenticated
 	}
 	if why != "" {
 		g.mu.Unlock()
-		g.log.Warn(why, "connection refused: limit reached", "listener", g.what, "source", src)
+		if f := g.lim.OnLimit; f != nil {
+			f(why, g.what)
+		}
+		g.log.Warn(string(why), "connection refused: limit reached", "listener", g.what, "source", src)
 		return nil
 	}
 	g.total++

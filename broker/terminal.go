@@ -366,7 +366,8 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)
 		_ = t.send(&proto.Paired{Token: rec.ID, User: rec.User})
 	case errors.Is(err, pairing.ErrRateLimited):
-		b.log.Warn("pairing rate limited", "terminal", t.id, "remote", t.remote)
+		b.limitHit(LimitPairing, "")
+		b.blog.Warn(string(LimitPairing), "pairing rate limited", "terminal", logValue(t.id), "remote", t.remote)
 		_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many pairing attempts; try later"})
 	default:
 		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)

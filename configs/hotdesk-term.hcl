@@ -43,6 +43,13 @@ name = "Room 3, desk 12"
 # $XDG_CONFIG_HOME/hotdesk/tokens.json. Flag: -keystore.
 keystore = "/var/lib/hotdesk-term/tokens.json"
 
+# Where the agent keeps what it learned: members.json, the group's members
+# from the last Welcome (mode 0600), so that it can reach a member it
+# learned when it boots while the configured servers are down. A file
+# written under other pins or another CA is ignored. Default: the
+# keystore's directory. Flag: -state-dir.
+state_dir = "/var/lib/hotdesk-term"
+
 # The display client started full-screen on every attach; {addr} becomes
 # the loopback relay to the session (through the broker's attach gateway,
 # with the single-use ticket). Flag: -display.

@@ -159,7 +159,9 @@ auth {
   # user name and password and the card is registered to them.
   self_register = false
 
-  # Most sessions one user may hold in the group; 0 = unlimited.
+  # Most sessions one user may hold in the group; 0 = unlimited. Decided in
+  # the etcd transaction that claims the session, so brokers admitting one
+  # user at the same moment never exceed it together.
   max_sessions_per_user = 0
 
   # Failed logins per token, user and terminal before a lockout; lockouts

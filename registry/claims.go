@@ -294,6 +294,54 @@ func (r *Registry) LookupLocal(ctx context.Context, key string) (Claim, error) {
 	return r.lookup(ctx, key, clientv3.WithSerializable())
 }
 
+// LookupRoute is LookupLocal and the owner's server record read together,
+// in one serializable read-only transaction (one round trip to the local
+// etcd member, one snapshot): what a broker needs to redirect a terminal
+// to the session's owner. The record is the owner's as of that snapshot;
+// its Draining is not read (a draining broker still serves its sessions).
+// ErrNotFound if there is no claim; a claim whose owner has no record (its
+// lease is ending) returns the claim with a zero ServerRecord and
+// ErrNotFound. Like LookupLocal it may be slightly stale: use it only where
+// what follows is checked again (the owner re-checks a redirect).
+func (r *Registry) LookupRoute(ctx context.Context, key string) (Claim, ServerRecord, error) {
+	if err := validateKey(key); err != nil {
+		return Claim{}, ServerRecord{}, fmt.Errorf("registry: lookup route: %w", err)
+	}
+	servers := r.opts.prefix + "servers/"
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).Then(
+		clientv3.OpGet(r.sessionKey(key), clientv3.WithSerializable()),
+		clientv3.OpGet(servers, clientv3.WithPrefix(), clientv3.WithSerializable()),
+	).Commit()
+	if err != nil {
+		return Claim{}, ServerRecord{}, fmt.Errorf("registry: lookup route %q: %w", key, err)
+	}
+	if len(resp.Responses) != 2 {
+		return Claim{}, ServerRecord{}, fmt.Errorf("registry: lookup route %q: %d responses; want 2", key, len(resp.Responses))
+	}
+	skvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(skvs) == 0 {
+		return Claim{}, ServerRecord{}, fmt.Errorf("registry: lookup route %q: %w", key, ErrNotFound)
+	}
+	c, err := decodeClaim(key, skvs[0])
+	if err != nil {
+		return Claim{}, ServerRecord{}, fmt.Errorf("registry: lookup route %q: %w", key, err)
+	}
+	owner := servers + c.Session.ServerID
+	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
+		if string(kv.Key) != owner {
+			continue
+		}
+		rec, err := decodeServer(c.Session.ServerID, kv.Value)
+		if err != nil {
+			return c, ServerRecord{}, fmt.Errorf("registry: lookup route %q: owner: %w", key, err)
+		}
+		return c, rec, nil
+	}
+	return c, ServerRecord{}, fmt.Errorf("registry: lookup route %q: owner %q: %w", key, c.Session.ServerID, ErrNotFound)
+}
+
 func (r *Registry) lookup(ctx context.Context, key string, opts ...clientv3.OpOption) (Claim, error) {
 	if err := validateKey(key); err != nil {
 		return Claim{}, fmt.Errorf("registry: lookup: %w", err)

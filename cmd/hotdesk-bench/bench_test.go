@@ -92,6 +92,12 @@ func TestQuickRun(t *testing.T) {
 				t.Errorf("%s: target_ok = %v; want a bool", r.Scenario, raw["target_ok"])
 			}
 		}
+		if r.Scenario == "local" || r.Scenario == "crossserver" || r.Scenario == "crossserver_seq" {
+			// Each trial waited for the registry writes of the one before.
+			if r.SettleP50 == nil || r.SettleP99 == nil || *r.SettleP99 < *r.SettleP50 {
+				t.Errorf("%s: settle_p50_ms = %v, settle_p99_ms = %v; want both, p50 <= p99", r.Scenario, r.SettleP50, r.SettleP99)
+			}
+		}
 		switch r.Scenario {
 		case "crossserver":
 			if r.RedirectP99 == nil || *r.RedirectP99 <= 0 || *r.RedirectP99 > r.P99 {

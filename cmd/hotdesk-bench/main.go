@@ -117,6 +117,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pxSize := fs.String("pixels-size", "1024x768", "pixels: `WxH` of the terminals' screens and the desktop")
 	pxDisplay := fs.String("pixels-display", "", "pixels: the terminals' display `COMMAND` ({addr}, {size}; default: "+pixelsDisplayDefault+")")
 	termBin := fs.String("term-bin", "", "pixels: the hotdesk-term binary (default: built from this module)")
+	resume := fs.Bool("tls-resume", true, "simulated terminals resume TLS 1.3 sessions with brokers seen before, as hotdesk-term does (false: a full handshake on every redirect)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the scenarios (not the group's start) to `FILE` (go tool pprof)")
+	traceFile := fs.String("trace", "", "write an execution trace of the scenarios to `FILE` (go tool trace)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -202,7 +205,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	fmt.Fprintf(stderr, "hotdesk-bench: group ready in %v\n", time.Since(t0).Round(time.Millisecond))
 
-	b := &bench{g: g, p: p, log: log, fsync: !*noFsync, px: px}
+	b := &bench{g: g, p: p, log: log, fsync: !*noFsync, px: px, resume: *resume}
 	enc := json.NewEncoder(stdout)
 	emit := func(r row, d time.Duration) error {
 		fmt.Fprintf(stderr, "hotdesk-bench: %s done in %v\n", r.Scenario, d.Round(time.Millisecond))
@@ -215,6 +218,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := emit(r, time.Since(s0)); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if *traceFile != "" {
+		stop, err := startTrace(*traceFile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	funcs := map[string]func(context.Context) (row, error){
 		"local": b.local, "crossserver": b.crossserver, "crossserver_seq": b.crossserverSeq, "race": b.race, "storm": b.storm, "scale": b.scale,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"runtime"
@@ -43,6 +44,9 @@ type bench struct {
 	fsync   bool
 	etcdP99 float64 // ms, from the baseline
 	px      pixelsConfig
+	// resume: simulated terminals resume TLS sessions with brokers they
+	// connected to before, as hotdesk-term does (-tls-resume).
+	resume bool
 }
 
 func (b *bench) newRow(scenario string) row {
@@ -143,7 +147,15 @@ func (b *bench) prepareOn(ctx context.Context, a *node, t *terminal, toks []stri
 		return err
 	}
 	defer restore()
-	return prepare(ctx, t, toks)
+	if err := prepare(ctx, t, toks); err != nil {
+		return err
+	}
+	for _, tok := range toks {
+		if _, err := b.g.settled(ctx, tok); err != nil {
+			return fmt.Errorf("bench: prepare: %w", err)
+		}
+	}
+	return nil
 }
 
 // prepare creates one session per token at terminal t (wherever the
@@ -164,8 +176,24 @@ func prepare(ctx context.Context, t *terminal, toks []string) error {
 	return nil
 }
 
+// settle waits, between two trials of a sequential scenario, until the
+// registry shows token's session suspended (group.settled) and records the
+// wait in waits.
+func (b *bench) settle(ctx context.Context, token string, waits *[]time.Duration) error {
+	d, err := b.g.settled(ctx, token)
+	if err != nil {
+		return err
+	}
+	*waits = append(*waits, d)
+	return nil
+}
+
 func (b *bench) dial(ctx context.Context, n *node, id string) (*terminal, error) {
-	return dialTerminal(ctx, n.addr, n.pin, proto.Hello{TerminalID: id, Name: "bench " + id}, b.g.keys)
+	var cache tls.ClientSessionCache
+	if b.resume {
+		cache = tls.NewLRUClientSessionCache(8)
+	}
+	return dialTerminal(ctx, n.addr, n.pin, proto.Hello{TerminalID: id, Name: "bench " + id}, b.g.keys, cache)
 }
 
 // local: sessions suspended on broker A, inserted again at a terminal
@@ -188,6 +216,7 @@ func (b *bench) local(ctx context.Context) (row, error) {
 		return r, err
 	}
 	samples := make([]time.Duration, 0, b.p.n)
+	var settle []time.Duration
 	var ec errCounter
 	start := time.Now()
 	for i := 0; i < b.p.n; i++ {
@@ -204,12 +233,16 @@ func (b *bench) local(ctx context.Context) (row, error) {
 			samples = append(samples, o.total)
 			err = park(ctx, t, tok)
 		}
+		if err == nil {
+			err = b.settle(ctx, tok, &settle)
+		}
 		if err := ec.add(err); err != nil {
 			return r, fmt.Errorf("bench: local: %w", err)
 		}
 	}
 	r.Errors = ec.total
 	r.fill(samples, b.etcdP99)
+	r.fillSettle(settle)
 	r.TargetOK = ptr(r.N > 0 && r.P99 <= 2)
 	return r, nil
 }
@@ -240,7 +273,8 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 		return r, err
 	}
 	defer tb.close()
-	var total, redirect, dial, owner []time.Duration
+	var total, redirect, dial, owner, settle []time.Duration
+	var tlsResumed int
 	var ec errCounter
 	start := time.Now()
 	for i := 0; i < b.p.n; i++ {
@@ -256,12 +290,18 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 			} else {
 				total, redirect = append(total, o.total), append(redirect, o.first)
 				dial, owner = append(dial, o.dial), append(owner, o.owner)
+				if o.tlsResumed {
+					tlsResumed++
+				}
 			}
 			if perr := park(ctx, o.at, tok); err == nil {
 				err = perr
 			}
 			if o.at != tb {
 				o.at.close()
+			}
+			if err == nil {
+				err = b.settle(ctx, tok, &settle)
 			}
 		}
 		if err := ec.add(err); err != nil {
@@ -270,9 +310,11 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 	}
 	r.Errors = ec.total
 	r.fill(total, b.etcdP99)
+	r.fillSettle(settle)
 	r.RedirectP50, r.RedirectP99 = ptr(ms(quantile(redirect, .5))), ptr(ms(quantile(redirect, .99)))
 	r.DialP50, r.DialP99 = ptr(ms(quantile(dial, .5))), ptr(ms(quantile(dial, .99)))
 	r.OwnerP50, r.OwnerP99 = ptr(ms(quantile(owner, .5))), ptr(ms(quantile(owner, .99)))
+	r.TLSResumed = ptr(tlsResumed)
 	r.TargetOK = ptr(r.N > 0 && r.P99 <= 10 && r.Ratio <= 10)
 	return r, nil
 }
@@ -315,7 +357,7 @@ func (b *bench) crossserverSeq(ctx context.Context) (row, error) {
 	}
 	at := 0 // index of the node cur is connected to
 	defer func() { cur.close() }()
-	var total []time.Duration
+	var total, settle []time.Duration
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		if time.Since(start) > b.p.budget {
@@ -343,8 +385,12 @@ func (b *bench) crossserverSeq(ctx context.Context) (row, error) {
 			cur.close()
 			cur, at = o.at, owner
 		}
+		if err := b.settle(ctx, tok, &settle); err != nil {
+			return r, fmt.Errorf("bench: crossserver_seq: %w", err)
+		}
 	}
 	r.fill(total, b.etcdP99)
+	r.fillSettle(settle)
 	r.TargetOK = ptr(r.N >= crossserverSeqMin && r.Errors == 0)
 	return r, nil
 }

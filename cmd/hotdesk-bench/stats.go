@@ -24,6 +24,11 @@ type row struct {
 	EtcdFsync bool   `json:"etcd_fsync"`
 	Notes     string `json:"notes"`
 
+	// local, crossserver, crossserver_seq: between two trials the bench
+	// waits until the registry shows the previous session suspended (the
+	// owner's background registry writes have landed); not part of p50/p99.
+	SettleP50 *float64 `json:"settle_p50_ms,omitempty"`
+	SettleP99 *float64 `json:"settle_p99_ms,omitempty"`
 	// crossserver
 	RedirectP50 *float64 `json:"redirect_p50_ms,omitempty"`
 	RedirectP99 *float64 `json:"redirect_p99_ms,omitempty"`
@@ -31,6 +36,9 @@ type row struct {
 	DialP99     *float64 `json:"dial_p99_ms,omitempty"`
 	OwnerP50    *float64 `json:"owner_p50_ms,omitempty"`
 	OwnerP99    *float64 `json:"owner_p99_ms,omitempty"`
+	// TLSResumed counts the redirects whose TLS handshake was a session
+	// resumption (-tls-resume).
+	TLSResumed *int `json:"tls_resumed,omitempty"`
 	// race
 	Trials          *int `json:"trials,omitempty"`
 	Definite        *int `json:"definite,omitempty"`
@@ -106,5 +114,12 @@ func (r *row) fill(samples []time.Duration, etcdP99 float64) {
 	r.EtcdP99 = etcdP99
 	if etcdP99 > 0 {
 		r.Ratio = round3(r.P99 / etcdP99)
+	}
+}
+
+// fillSettle records the waits between trials (bench.settle).
+func (r *row) fillSettle(waits []time.Duration) {
+	if len(waits) > 0 {
+		r.SettleP50, r.SettleP99 = ptr(ms(quantile(waits, .5))), ptr(ms(quantile(waits, .99)))
 	}
 }

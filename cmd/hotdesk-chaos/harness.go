@@ -81,7 +81,13 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 	if err := os.WriteFile(lifeline, nil, 0o600); err != nil {
 		return nil, err
 	}
-	defer h.shutdown(lifeline)
+	var createdUser bool
+	defer func() {
+		h.shutdown(lifeline)
+		if createdUser {
+			removeBrokerUser(h.logf)
+		}
+	}()
 
 	h.logf("starting a 3-member etcd cluster (3 processes)")
 	if h.members, err = startCluster(ctx, self, h.dir, 3); err != nil {
@@ -95,7 +101,7 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 	go func() { defer close(watchDone); h.watchHistory(wctx) }()
 	defer func() { wcancel(); <-watchDone }()
 
-	cred, bbin, bself, err := unprivileged(h.dir, absBin(o.bin), self)
+	cred, bbin, bself, createdUser, err := unprivileged(h.dir, absBin(o.bin), self)
 	if err != nil {
 		return nil, err
 	}

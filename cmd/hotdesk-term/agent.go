@@ -31,6 +31,9 @@ const (
 	maxQueuedAnswers = 16
 	// inboxSize bounds messages read but not yet handled.
 	inboxSize = 16
+	// tlsSessions bounds the TLS sessions kept for resumption: one per
+	// broker of the group and one per attach gateway.
+	tlsSessions = 2 * proto.MaxMembers
 	// maxRedirectBackoff bounds the wait before a token whose redirect
 	// target did not answer is presented again: about the time the group
 	// registry needs to forget a dead broker (its lease TTL).
@@ -125,11 +128,23 @@ type agent struct {
 	lastAddr  string // the broker whose connection was lost last
 	// redirFails counts redirects in a row whose target did not answer.
 	redirFails int
+	// parked is the connection a Redirect arrived on, kept open (and
+	// pinged) while the redirect's dial runs: if the target does not
+	// answer, the token is presented again on it, without a new
+	// connection (PROTOCOL.md §7.5). Nil otherwise.
+	parked *link
 	// retries are tokens answered "unavailable" (retry.go); represent
 	// carries their timers into the loop, stopped closes when it ends.
 	retries   retryState
 	represent chan string
 	stopped   chan struct{}
+	// tlsCache keeps TLS 1.3 session tickets of the brokers this agent
+	// connected to (keyed by address), so that a redirect, a failover or a
+	// display attach to a broker seen before resumes instead of a full
+	// handshake. A resumed session is still pinned: VerifyConnection runs
+	// on resumption too, with the certificate of the original handshake,
+	// and only the broker process that issued a ticket can resume it.
+	tlsCache tls.ClientSessionCache
 }
 
 // link is one connection to a broker.
@@ -236,6 +251,7 @@ func newAgent(cfg Config) (*agent, error) {
 		stopped:   make(chan struct{}),
 		backoff:   cfg.MinBackoff,
 		answers:   slices.Clone(cfg.Answers),
+		tlsCache:  tls.NewLRUClientSessionCache(tlsSessions),
 	}
 	if len(cfg.Display) > 0 {
 		a.disp = newDisplay(displayConfig{Command: cfg.Display, Terminal: cfg.TerminalID, Timeout: cfg.Timeout,
@@ -272,6 +288,10 @@ func (a *agent) dial(ctx context.Context, t target) (*link, error) {
 func (a *agent) dialOne(ctx context.Context, t target) (*link, error) {
 	dctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
+	if t.tls.ClientSessionCache == nil {
+		t.tls = t.tls.Clone()
+		t.tls.ClientSessionCache = a.tlsCache
+	}
 	// No read deadline: liveness is checked with Pings on the agent's clock.
 	c, err := proto.Dial(dctx, t.addr, t.tls, proto.WithReadTimeout(0))
 	if err != nil {
@@ -425,6 +445,7 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		if a.conn != nil {
 			a.conn.close()
 		}
+		a.dropParked()
 		if a.retrying != nil {
 			a.retrying.Stop()
 		}
@@ -465,7 +486,7 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		case m := <-a.inbox:
 			a.message(ctx, m)
 		case l := <-a.ticks:
-			a.ping(l)
+			a.ping(ctx, l)
 		case r := <-a.dialed:
 			a.dialDone(ctx, r)
 		case tok := <-a.represent:
@@ -547,6 +568,9 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
 	if a.cfg.Group != nil && a.cfg.Group.learn(l.welcome.Members) {
 		a.out.emit(groupEvent(a.cfg.Group.Members()))
+		if err := a.cfg.Group.save(); err != nil {
+			a.log.Warn("keeping the learned members", "error", err)
+		}
 	}
 	a.log.Info("connected", "server", l.welcome.ServerID, "addr", l.addr, "hops", l.hops)
 	go func() {
@@ -597,12 +621,26 @@ func (a *agent) schedulePing(l *link) {
 }
 
 // ping runs when l's ping timer fires.
-func (a *agent) ping(l *link) {
+func (a *agent) ping(ctx context.Context, l *link) {
+	if l == a.parked {
+		// Kept alive while the redirect's dial runs; dropped if silent.
+		l.pingSeq++
+		l.unanswered++
+		if l.unanswered > missedPongs || l.c.Send(&proto.Ping{Seq: l.pingSeq}) != nil {
+			a.dropParked()
+			return
+		}
+		a.schedulePing(l)
+		return
+	}
 	if l != a.conn {
 		return
 	}
 	if l.unanswered >= missedPongs {
 		a.lost(fmt.Errorf("%d pings unanswered", l.unanswered))
+		return
+	}
+	if a.homeIfIdle(ctx) {
 		return
 	}
 	l.pingSeq++
@@ -682,6 +720,7 @@ func (a *agent) startDial(ctx context.Context, t target) {
 func (a *agent) dialDone(ctx context.Context, r dialResult) {
 	a.dialing = false
 	if r.err == nil {
+		a.dropParked() // the redirect was followed
 		a.up(ctx, r.l, r.t)
 		return
 	}
@@ -700,11 +739,21 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		// and present the token again soon (PROTOCOL.md §7.5); it is not
 		// lost.
 		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v; retrying", r.t.addr, r.err)))
-		a.lastAddr = r.t.addr
 		a.redirFails++
-		a.scheduleRetryIn(min(a.cfg.MinBackoff<<min(a.redirFails-1, 8), maxRedirectBackoff))
+		d := a.ownerRetryDelay()
+		if p := a.parked; p != nil {
+			// Back on the connection the redirect came on: present the
+			// token there again soon, until the group answers otherwise
+			// (the owner back, or its lease expired and the token free).
+			a.parked, a.conn = nil, p
+			a.ownerUnreachable(r.t.token, d)
+			return
+		}
+		a.lastAddr = r.t.addr
+		a.scheduleRetryIn(d)
 		return
 	}
+	a.dropParked()
 	// A redirect could not be followed: say why, go home, and do not
 	// present the token again (it would be redirected again).
 	var perr *proto.ProtocolError
@@ -714,6 +763,27 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v", r.t.addr, r.err)))
 	}
 	a.startDial(ctx, a.home())
+}
+
+// homeIfIdle takes the terminal back to its home broker (any member of
+// the group, configured ones first) when the connection a redirect led it
+// to no longer shows a session, no token is inserted, and nothing is
+// pending there: no prompt, no retry, no dial (PROTOCOL.md §7.5). The next
+// insert then starts at home, as on a fresh boot. It reports whether it
+// left.
+func (a *agent) homeIfIdle(ctx context.Context) bool {
+	l := a.conn
+	if l == nil || l.hops == 0 || a.session != "" || a.hasPrompt || a.dialing || a.retrying != nil ||
+		len(a.retries.timers) > 0 || len(a.cards) > 0 || len(a.prov.Inserted()) > 0 {
+		return false
+	}
+	a.log.Info("idle on a broker a redirect led to; going back home", "server", l.welcome.ServerID, "addr", l.addr)
+	l.close()
+	a.conn = nil
+	t := a.home()
+	t.all = true // whatever is inserted while the dial runs
+	a.startDial(ctx, t)
+	return true
 }
 
 // cardEvent prints a card reader's event, remembers which cards are
@@ -739,6 +809,14 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:
 		a.insertDone(ev.Token)
+		if a.conn == nil && a.parked != nil {
+			// Whatever the parked connection shows for this token must
+			// not stay attached if the redirect fails and it comes back.
+			if a.parked.c.Send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader}) != nil {
+				a.dropParked()
+			}
+			return
+		}
 		a.send(&proto.TokenRemoved{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Error:
 		msg := "token device error"
@@ -793,6 +871,10 @@ func (a *agent) command(c command) {
 // message handles one message (or read error) from a link.
 func (a *agent) message(ctx context.Context, in inMsg) {
 	l := in.l
+	if l != nil && l == a.parked {
+		a.parkedMessage(in)
+		return
+	}
 	if l != a.conn {
 		return // from a connection already closed
 	}
@@ -834,6 +916,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.stopDisplay()
 		}
 		a.out.emit(detachedEvent(m))
+		defer a.homeIfIdle(ctx)
 		if m.Reason == proto.DetachLocked {
 			// The broker lost its lease (or the token was disabled, which
 			// the next answer says): present the inserted tokens again.
@@ -889,7 +972,6 @@ func (a *agent) challenge(l *link, ch *proto.Challenge) {
 // agent goes back to its home broker.
 func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
 	a.out.emit(redirectEvent(r))
-	l.close()
 	a.conn = nil
 	// Hops count one lookup's chain: a redirect about another token than
 	// the one that led to this broker starts a new chain.
@@ -912,8 +994,48 @@ func (a *agent) redirect(ctx context.Context, l *link, r *proto.Redirect) {
 		a.out.emit(errorEvent(0, errRedirect, err.Error()))
 	}
 	if tcfg == nil {
+		l.close()
 		a.startDial(ctx, a.home())
 		return
 	}
+	a.parked = l
 	a.startDial(ctx, target{addr: r.Addr, tls: tcfg, hops: uint8(hops), fence: r.Fence, token: r.Token, present: []string{r.Token}})
+}
+
+// parkedMessage handles what arrives on the parked connection while the
+// redirect's dial runs: its pings are answered and its pongs counted; a
+// read error drops it; anything else is not for a terminal that is leaving
+// (it is logged).
+func (a *agent) parkedMessage(in inMsg) {
+	l := in.l
+	if in.err != nil {
+		a.dropParked()
+		return
+	}
+	switch m := in.m.Body.(type) {
+	case *proto.Ping:
+		if l.c.Send(&proto.Pong{Seq: m.Seq}) != nil {
+			a.dropParked()
+		}
+	case *proto.Pong:
+		l.unanswered = 0
+	case *proto.Detached:
+		// The session it showed left it (a removal sent while parked, a
+		// takeover): not shown here any more, whatever the dial gives.
+		if a.session == m.SessionID {
+			a.session = ""
+			a.stopDisplay()
+		}
+		a.out.emit(detachedEvent(m))
+	default:
+		a.log.Debug("ignoring message on the connection being left", "type", in.m.Type.String())
+	}
+}
+
+// dropParked closes the parked connection, if any.
+func (a *agent) dropParked() {
+	if a.parked != nil {
+		a.parked.close()
+		a.parked = nil
+	}
 }

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -393,22 +396,51 @@ func TestAgentPair(t *testing.T) {
 // TestAgentRedirectToDeadOwnerRetried: a redirect to a broker that does not
 // answer (dead or restarting) is not lost: the agent goes home and presents
 // the token again.
+// TestAgentRedirectToDeadOwnerRetried: a redirect whose target does not
+// answer (the owner died and the registry still names it) does not lose
+// the insert: the token is presented again, on the connection the
+// redirect came on (no reconnect), at a short steady interval, until the
+// group answers otherwise.
 func TestAgentRedirectToDeadOwnerRetried(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	dead := testutil.FreeAddr(t)
 	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
 	pa := a.accept()
 	expect[proto.TokenInserted](pa)
-	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-dead", Addr: dead, Fingerprint: a.fp, Fence: 5})
-	if ev := ta.out.wait("error"); ev["name"] != errRedirect {
-		t.Errorf("error event = %v; want %s", ev, errRedirect)
+	const attempts = 4
+	for i := 0; i < attempts; i++ {
+		pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-dead", Addr: dead, Fingerprint: a.fp, Fence: 5})
+		if ev := ta.out.wait("error"); ev["name"] != errRedirect {
+			t.Errorf("error event = %v; want %s", ev, errRedirect)
+		}
+		// Presented again on the same connection.
+		if ins := expect[proto.TokenInserted](pa); ins.Token != ta.key.Token {
+			t.Fatalf("attempt %d: TokenInserted %+v; want %s presented again", i+1, ins, ta.key.Token)
+		}
 	}
-	home := a.accept()
-	if home.hello.Hops != 0 {
-		t.Errorf("hello back home has hops %d; want 0", home.hello.Hops)
+	// The owner's lease expired: home takes the token.
+	pa.send(&proto.Attached{SessionID: "s5", Token: ta.key.Token, Endpoint: "rdp://a", ServerID: "broker-a"})
+	ta.out.wait("attached")
+	pa.send(&proto.Ping{Seq: 1})
+	if pong := expect[proto.Pong](pa); pong.Seq != 1 {
+		t.Fatalf("pong = %+v; want 1", pong)
 	}
-	if ins := expect[proto.TokenInserted](home); ins.Token != ta.key.Token {
-		t.Fatalf("back home: TokenInserted %+v; want %s presented again", ins, ta.key.Token)
+	if got := a.accepted.Load(); got != 1 {
+		t.Errorf("connections to home = %d; want 1 (retries on the connection the redirect came on)", got)
+	}
+}
+
+// TestOwnerRetryDelay: steady attempts while a dead owner's lease may still
+// name it, then a backoff to maxRedirectBackoff.
+func TestOwnerRetryDelay(t *testing.T) {
+	for _, tt := range []struct {
+		fails int
+		want  time.Duration
+	}{{1, ownerRetry}, {ownerFastRetries, ownerRetry}, {ownerFastRetries + 1, 2 * ownerRetry}, {ownerFastRetries + 3, 8 * ownerRetry}, {ownerFastRetries + 4, maxRedirectBackoff}, {1000, maxRedirectBackoff}} {
+		a := &agent{redirFails: tt.fails}
+		if got := a.ownerRetryDelay(); got != tt.want {
+			t.Errorf("delay after %d failures = %v; want %v", tt.fails, got, tt.want)
+		}
 	}
 }
 
@@ -470,6 +502,209 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 	}
 }
 
+// TestAgentReturnsHome: a terminal that a redirect led to another broker
+// stays there while it shows the session, and goes back to its home broker
+// once it is idle (session detached, no token inserted; PROTOCOL.md §7.5),
+// where the next insert starts.
+func TestAgentReturnsHome(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	b := startBroker(t, "broker-b", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 4})
+	pb := b.accept()
+	expect[proto.TokenInserted](pb)
+	pb.send(&proto.Attached{SessionID: "s4", Token: ta.key.Token, Endpoint: "rdp://b", ServerID: "broker-b", Resumed: true})
+	ta.out.wait("attached")
+
+	// While the session is shown the agent stays.
+	pb.send(&proto.Ping{Seq: 1})
+	if pong := expect[proto.Pong](pb); pong.Seq != 1 {
+		t.Fatalf("pong = %+v; want 1", pong)
+	}
+	// Pulled, but not yet detached: it stays for the broker's answer.
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](pb); rm.Token != ta.key.Token {
+		t.Fatalf("TokenRemoved at b = %+v; want %s", rm, ta.key.Token)
+	}
+	pb.send(&proto.Ping{Seq: 2})
+	if pong := expect[proto.Pong](pb); pong.Seq != 2 {
+		t.Fatalf("pong = %+v; want 2 (still at b before Detached)", pong)
+	}
+	pb.send(&proto.Detached{SessionID: "s4", Reason: proto.DetachTokenRemoved})
+
+	// Idle: back home, with no hops and nothing presented.
+	home := a.accept()
+	if home.hello.Hops != 0 || home.hello.Fence != 0 || home.hello.Token != "" {
+		t.Errorf("hello back home = %+v; want no hops, fence or token", home.hello)
+	}
+	if m, err := pb.c.Recv(); err == nil {
+		t.Errorf("b got %v after the terminal went home; want the connection closed", m.Type)
+	}
+	// The next insert starts at home.
+	ta.command(t, "insert default")
+	if ins := expect[proto.TokenInserted](home); ins.Token != ta.key.Token {
+		t.Errorf("next insert at home = %+v; want %s", ins, ta.key.Token)
+	}
+	if got := b.accepted.Load(); got != 1 {
+		t.Errorf("connections to b = %d; want 1", got)
+	}
+}
+
+// resumeServer is a broker-like TLS server (the broker's own TLS settings,
+// which issue session tickets) that records, per completed TLS handshake,
+// whether it was a resumption.
+type resumeServer struct {
+	addr    string
+	fp      []byte
+	resumed chan bool
+	ln      net.Listener
+	wg      sync.WaitGroup
+}
+
+// listenResume starts a resumeServer on addr ("" for a free port).
+func listenResume(t *testing.T, addr string) (*resumeServer, error) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &resumeServer{addr: ln.Addr().String(), fp: proto.Fingerprint(cert.Leaf.Raw), resumed: make(chan bool, 16), ln: ln}
+	cfg := proto.ServerTLSConfig(cert)
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		s.resumed <- cs.DidResume
+		return verify(cs)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				c := proto.NewConn(tls.Server(raw, cfg), proto.WithReadTimeout(waitBound))
+				defer c.Close()
+				if _, _, err := proto.ServerHandshake(c, "resume", time.Minute); err != nil {
+					return
+				}
+				c.Recv() // until the client closes
+			}()
+		}
+	}()
+	t.Cleanup(s.close)
+	return s, nil
+}
+
+func (s *resumeServer) close() {
+	s.ln.Close()
+	s.wg.Wait()
+}
+
+func mustPin(t *testing.T, fp []byte) *tls.Config {
+	t.Helper()
+	cfg, err := proto.ClientTLSConfig("", fp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestAgentTLSResumptionKeepsPin: the agent resumes TLS sessions with a
+// broker it connected to before (no full handshake on a redirect or a
+// failover to it), and a resumed session never bypasses the pin: a dial
+// that pins another fingerprint fails although a ticket for that address
+// is cached, and a different server at the same address (which cannot
+// resume another's ticket) fails the pin after a full handshake.
+func TestAgentTLSResumptionKeepsPin(t *testing.T) {
+	srv, err := listenResume(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := listenResume(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := mustKeystore(t)
+	a, err := newAgent(Config{Server: srv.addr, TLS: mustPin(t, srv.fp), TerminalID: "term-r", Keystore: ks, Timeout: waitBound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	dial := func(pin []byte) (*link, error) {
+		return a.dialOne(ctx, target{addr: srv.addr, tls: mustPin(t, pin)})
+	}
+	wantResumed := func(want bool) {
+		t.Helper()
+		select {
+		case got := <-srv.resumed:
+			if got != want {
+				t.Fatalf("server saw resumed = %v; want %v", got, want)
+			}
+		case <-time.After(waitBound):
+			t.Fatal("no TLS handshake at the server")
+		}
+	}
+	for i, want := range []bool{false, true, true} {
+		l, err := dial(srv.fp)
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		wantResumed(want)
+		if got := l.c.NetConn().(*tls.Conn).ConnectionState().DidResume; got != want {
+			t.Errorf("dial %d: client resumed = %v; want %v", i, got, want)
+		}
+		l.close()
+	}
+
+	// A redirect naming this address with another broker's fingerprint:
+	// the cached session is offered and accepted by the server, and the
+	// pin check on it refuses the connection.
+	if _, err := dial(other.fp); !errors.Is(err, proto.ErrPinMismatch) {
+		t.Fatalf("dial pinning another fingerprint = %v; want %v", err, proto.ErrPinMismatch)
+	}
+	wantResumed(true)
+
+	// Another server at the same address cannot resume the ticket: a full
+	// handshake, and its certificate fails the pin.
+	addr := srv.addr
+	srv.close()
+	var imp *resumeServer
+	for i := 0; imp == nil; i++ {
+		// The port was just released by the real server's listener.
+		if imp, err = listenResume(t, addr); err != nil && i == 50 {
+			t.Fatalf("cannot listen on %s again: %v", addr, err)
+		}
+		if imp == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, err := a.dialOne(ctx, target{addr: addr, tls: mustPin(t, srv.fp)}); !errors.Is(err, proto.ErrPinMismatch) {
+		t.Fatalf("dial of an impostor at a cached address = %v; want %v", err, proto.ErrPinMismatch)
+	}
+	select {
+	case got := <-imp.resumed:
+		if got {
+			t.Fatal("the impostor resumed a session it never issued")
+		}
+	case <-time.After(waitBound):
+		t.Fatal("no TLS handshake at the impostor")
+	}
+}
+
 // TestAgentAdminLockNotUndone: after a Detached for a lost lease (reason 6)
 // the still-inserted token is presented again, but after an administrator
 // locked or detached the session (reason 5) it is not: re-presenting it
@@ -497,5 +732,54 @@ func TestAgentAdminLockNotUndone(t *testing.T) {
 	p.send(&proto.Ping{Seq: 1})
 	if m, ok := p.recv().(*proto.Pong); !ok || m.Seq != 1 {
 		t.Fatalf("got %+v after the lock; want only the Pong", m)
+	}
+}
+
+// TestAgentParkedRemoval: while a redirect's dial runs, the connection it
+// came on is kept; a token pulled meanwhile is reported there (its session
+// must not stay attached if the terminal comes back to that connection),
+// and when the target never answers the redirected token is presented
+// there again.
+func TestAgentParkedRemoval(t *testing.T) {
+	a := startBroker(t, "broker-a", time.Minute)
+	// A target that accepts TCP and never answers the TLS handshake.
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hole.Close() })
+	ta := startAgent(t, a, func(c *Config) {
+		c.Insert = []string{"default"}
+		c.Timeout = 2 * time.Second // the dial to the hole gives up then
+	})
+	other, err := ta.ks.Generate("other", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := a.accept()
+	expect[proto.TokenInserted](pa)
+	pa.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, Endpoint: "rdp://a", ServerID: "broker-a"})
+	ta.out.wait("attached")
+
+	ta.command(t, "insert other")
+	if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, other.Token)
+	}
+	pa.send(&proto.Redirect{Token: other.Token, ServerID: "broker-hole", Addr: hole.Addr().String(), Fingerprint: a.fp, Fence: 9})
+	ta.out.wait("redirect")
+	ta.command(t, "remove default")
+	if rm := expect[proto.TokenRemoved](pa); rm.Token != ta.key.Token {
+		t.Fatalf("on the parked connection: %+v; want TokenRemoved %s", rm, ta.key.Token)
+	}
+	pa.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachTokenRemoved})
+	if ev := ta.out.wait("detached"); ev["session"] != "s1" {
+		t.Errorf("detached = %v; want s1", ev)
+	}
+	// The target never answers: the redirected token again, same connection.
+	if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
+		t.Fatalf("after the failed dial: %+v; want %s presented again", ins, other.Token)
+	}
+	if got := a.accepted.Load(); got != 1 {
+		t.Errorf("connections to a = %d; want 1", got)
 	}
 }

@@ -377,6 +377,7 @@ func ensureLocalUser(t *testing.T, name string) {
 	if _, err := user.Lookup(name); err == nil {
 		return
 	}
+	testutil.RemoveAccountAfter(t, name)
 	out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
 	if _, lerr := user.Lookup(name); lerr != nil {
 		t.Fatalf("useradd %s: %v: %s", name, err, out)

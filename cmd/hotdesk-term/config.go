@@ -25,6 +25,7 @@ type fileConfig struct {
 	TerminalID string     `hcl:"terminal_id,optional"`
 	Name       string     `hcl:"name,optional"`
 	Keystore   string     `hcl:"keystore,optional"`
+	StateDir   string     `hcl:"state_dir,optional"`
 	Display    string     `hcl:"display,optional"`
 	Greeter    *bool      `hcl:"greeter,optional"`
 	JSON       *bool      `hcl:"json,optional"`
@@ -113,6 +114,7 @@ func (fc fileConfig) apply(o *options, set map[string]bool) {
 	str("id", &o.id, fc.TerminalID)
 	str("name", &o.name, fc.Name)
 	str("keystore", &o.keystore, fc.Keystore)
+	str("state-dir", &o.stateDir, fc.StateDir)
 	str("display", &o.display, fc.Display)
 	str("log-level", &o.logLevel, fc.LogLevel)
 	if !set["greeter"] && fc.Greeter != nil {

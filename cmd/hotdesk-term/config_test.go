@@ -23,6 +23,7 @@ func TestExampleConfig(t *testing.T) {
 		{"pins", len(o.pins), 1},
 		{"name", o.name, "Room 3, desk 12"},
 		{"keystore", o.keystore, "/var/lib/hotdesk-term/tokens.json"},
+		{"state_dir", o.stateDir, "/var/lib/hotdesk-term"},
 		{"display", strings.HasPrefix(o.display, "xfreerdp /f"), true},
 		{"greeter", o.greeter, true},
 		{"json", o.json, false},

@@ -43,6 +43,9 @@ type group struct {
 	mu      sync.Mutex
 	members []proto.Member // learned from the last Welcome
 	learned [][]byte       // fingerprints of members
+	// statePath and anchors: where learned members are kept, and under
+	// which trust anchors (persist, group_state.go); "" keeps nothing.
+	statePath, anchors string
 }
 
 // srvLookupFunc has the shape of (*net.Resolver).LookupSRV.

@@ -84,7 +84,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 // options are the parsed command line.
 type options struct {
 	servers, pins                                   []string
-	srv, config                                     string
+	srv, config, stateDir                           string
 	ca, id, name, keystore, token, insert, logLevel string
 	answers                                         []string
 	keepalive, minBackoff, maxBackoff               time.Duration
@@ -161,32 +161,32 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 const defaultServiceKeepalive = 500 * time.Millisecond
 
 // groupOf builds the terminal's group (addresses and trust anchors) from
-// -server, -srv and -pin or -ca.
-func groupOf(o options) (*group, error) {
+// -server, -srv and -pin or -ca; anchors identifies the trust anchors
+// (anchorsID).
+func groupOf(o options) (g *group, anchors string, err error) {
 	var pins [][]byte
 	var roots *x509.CertPool
+	var caPEM []byte
 	for _, p := range o.pins {
 		pin, err := proto.ParseFingerprint(p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: -pin: %v", errUsage, err)
+			return nil, "", fmt.Errorf("%w: -pin: %v", errUsage, err)
 		}
 		pins = append(pins, pin)
 	}
 	if o.ca != "" {
-		pem, err := os.ReadFile(o.ca)
-		if err != nil {
-			return nil, fmt.Errorf("-ca: %w", err)
+		if caPEM, err = os.ReadFile(o.ca); err != nil {
+			return nil, "", fmt.Errorf("-ca: %w", err)
 		}
 		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ca: no certificate in %s", o.ca)
+		if !roots.AppendCertsFromPEM(caPEM) {
+			return nil, "", fmt.Errorf("-ca: no certificate in %s", o.ca)
 		}
 	}
-	g, err := newGroup(o.servers, pins, roots, o.srv)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	if g, err = newGroup(o.servers, pins, roots, o.srv); err != nil {
+		return nil, "", fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return g, nil
+	return g, anchorsID(pins, caPEM), nil
 }
 
 // newFlagSet declares the flags and the page that --help, hotdesk-term(1)
@@ -206,6 +206,7 @@ func newFlagSet(o *options, answers, servers, pins *stringList, stderr io.Writer
 	fs.StringVar(&o.id, "id", "", "terminal id (default: the host name)")
 	fs.StringVar(&o.name, "name", "", "terminal `LABEL` (location, desk); also the label of a paired token")
 	fs.StringVar(&o.keystore, "keystore", "", "token keystore `PATH` (default $XDG_CONFIG_HOME/hotdesk/tokens.json)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "`DIR` where the agent keeps what it learned (the group's members; default: the keystore's directory)")
 	fs.StringVar(&o.token, "token", "default", "`NAME` of the key to generate (pair)")
 	fs.StringVar(&o.insert, "insert", "", "insert the key `NAME` right after connecting (run)")
 	fs.Var(answers, "answer", "answer the next prompt with `TEXT` (repeatable, in order)")
@@ -258,7 +259,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "hotdesk-term", Level: level, Output: stderr})
 
-	grp, err := groupOf(o)
+	grp, anchors, err := groupOf(o)
 	if err != nil {
 		return err
 	}
@@ -275,6 +276,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	ks, err := soft.OpenKeystore(o.keystore)
 	if err != nil {
 		return err
+	}
+	if o.args[0] != "pair" {
+		if o.stateDir == "" {
+			o.stateDir = filepath.Dir(o.keystore)
+		}
+		// Members learned by an earlier run: reachable while the
+		// configured brokers are down.
+		n, err := grp.persist(o.stateDir, anchors)
+		if err != nil {
+			logger.Warn("learned members not loaded", "error", err)
+		} else if n > 0 {
+			logger.Info("learned members loaded", "members", n, "dir", o.stateDir)
+		}
 	}
 	cfg := Config{
 		Group: grp, TerminalID: o.id, Name: o.name, Keystore: ks,

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -11,6 +13,50 @@ import (
 // after Error{unavailable} (broker not ready, owner unreachable, group
 // full); then the error stands and the person tries again.
 const maxUnavailableRetries = 8
+
+// ownerRetry is how often a token whose owner did not answer a redirect is
+// presented again, for the first ownerFastRetries times: about half the
+// etcd lessor's expiry tick (500 ms), so that once the dead owner's lease
+// expires the token is taken by another member within a fraction of a
+// second. Each attempt is a TokenInserted on the connection the redirect
+// came on and a refused (or timed out) dial: no new connection to a live
+// broker. Later attempts back off to maxRedirectBackoff.
+const (
+	ownerRetry       = 200 * time.Millisecond
+	ownerFastRetries = 30 // 6 s: a lease TTL of 5 s and the lessor's tick
+)
+
+// ownerRetryDelay is the wait before the redirFails-th attempt.
+func (a *agent) ownerRetryDelay() time.Duration {
+	if a.redirFails <= ownerFastRetries {
+		return ownerRetry
+	}
+	return min(ownerRetry<<min(a.redirFails-ownerFastRetries, 8), maxRedirectBackoff)
+}
+
+// ownerUnreachable presents tok again on the current connection after
+// about d (±20%), if it is still inserted then; removal cancels it.
+func (a *agent) ownerUnreachable(tok string, d time.Duration) {
+	if tok == "" || !a.inserted(tok) {
+		return
+	}
+	r := &a.retries
+	if r.attempts == nil {
+		r.attempts = map[string]int{}
+		r.timers = map[string]interface{ Stop() bool }{}
+	}
+	if t := r.timers[tok]; t != nil {
+		t.Stop()
+	}
+	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	r.timers[tok] = a.clk.AfterFunc(d, func() {
+		select {
+		case a.represent <- tok:
+		case <-a.stopped:
+		}
+	})
+	a.log.Debug("redirect target unreachable; presenting the token again", "token", tok, "in", d, "attempt", a.redirFails)
+}
 
 // retryState is the loop's record of tokens answered "unavailable".
 type retryState struct {

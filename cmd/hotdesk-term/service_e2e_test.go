@@ -199,8 +199,10 @@ func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events)
 // is killed (SIGKILL): the service fails over to b, which it now trusts,
 // presents the token again, is redirected to the dead a while the
 // registry still names a, retries instead of losing the insert, and ends
-// attached on b. Events are asserted, not timings (the figures are
-// logged). Budget: about 20 s.
+// attached on b. Then the terminal reboots while a (its only configured
+// broker) is still down: the members it learned and kept in its state
+// directory let it reach b, where its desktop is. Events are asserted, not
+// timings (the figures are logged). Budget: about 25 s.
 func TestServiceFailoverE2E(t *testing.T) {
 	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
@@ -285,5 +287,24 @@ func TestServiceFailoverE2E(t *testing.T) {
 		reconnected.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), redirects)
 	if agent.ProcessState != nil {
 		t.Fatalf("the service exited: %v", agent.ProcessState)
+	}
+
+	// The terminal reboots while its only configured broker (a) is down:
+	// the members it learned, kept in its state directory, let it reach b.
+	agent.Process.Signal(syscall.SIGTERM)
+	for range evs.ch { // until the agent's output ends
+	}
+	st, err := os.Stat(filepath.Join(filepath.Dir(ks.Path()), membersFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("learned members file: %v, %v; want mode 0600", st, err)
+	}
+	_, evs = startService(t, bin, "-server", a.addr, "-pin", a.Pin, "-id", "desk-1",
+		"-keystore", ks.Path(), "-insert", "default", "-json", "-log-level", "debug",
+		"-min-backoff", "100ms", "-max-backoff", "1s")
+	if ev := evs.next("connected"); ev["server"] != "b" {
+		t.Fatalf("after a reboot with a down: connected = %v; want the learned member b", ev)
+	}
+	if ev := evs.next("attached"); ev["server"] != "b" || ev["token"] != key.Token || ev["resumed"] != true {
+		t.Fatalf("after a reboot: attached = %v; want token %s resumed on b", ev, key.Token)
 	}
 }

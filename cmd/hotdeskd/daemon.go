@@ -56,6 +56,7 @@ type daemon struct {
 	bus      *broker.Bus // the broker's events (events.go)
 	presence *presence   // terminal presence in the registry
 	metrics  *metrics
+	limits   *limitCounters // refusals by limits, in metrics
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -207,6 +208,20 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 		return fmt.Errorf("etcd client: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
+	if d.embedded != nil {
+		// etcd auth: the daemon's certificate may touch the registry
+		// prefix and nothing else (provisioned on the first start).
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		enabled, err := registry.EnableEmbeddedAuth(actx, d.etcd, filepath.Join(cfg.DataDir, "etcd-tls"), cfg.Etcd.Prefix)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("embedded etcd: %w", err)
+		}
+		if enabled {
+			logger.Info("embedded etcd: authentication enabled; the daemon's certificate is limited to the registry prefix",
+				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
+		}
+	}
 	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithLogger(logger.Named("registry")))
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
@@ -313,10 +328,12 @@ func (d *daemon) startAuth(context.Context) error {
 	// Logins in progress are bounded in all, per source, per user and per
 	// terminal: clients that never answer a prompt cannot hold every PAM
 	// helper.
+	d.limits = newLimitCounters()
 	gate := auth.NewGate(pamAuth, auth.GateConfig{
 		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
 		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
-		Logger: logger.Named("auth"),
+		Logger:    logger.Named("auth"),
+		OnRefused: d.limits.authRefused,
 	})
 	d.policies = policies
 	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
@@ -387,6 +404,7 @@ func (d *daemon) startBroker(context.Context) error {
 			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
 			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
 			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
+			OnLimit:                 d.limits.brokerRefused,
 		},
 	})
 	if err != nil {

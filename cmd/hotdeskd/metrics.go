@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,6 +29,7 @@ type metrics struct {
 	redirects  prometheus.Counter
 	orphans    prometheus.Counter
 	events     *prometheus.CounterVec
+	limits     *limitCounters
 	pending    map[string]time.Time // terminal+token → token event time
 	maxPending int
 }
@@ -55,8 +57,13 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		pending:    map[string]time.Time{},
 		maxPending: maxPendingInserts,
 	}
+	if d.limits == nil {
+		d.limits = newLimitCounters()
+	}
+	m.limits = d.limits
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
 	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
+		m.limits.broker, m.limits.auth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_broker_terminals_connected", Help: "Terminals connected to this broker."},
 			func() float64 { return float64(d.presence.connected()) }),
@@ -81,6 +88,66 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		}},
 	)
 	return m
+}
+
+// limitCounters count what the daemon's limits refuse. Their labels are
+// limit names from a fixed set (and a listener name), never a user, token,
+// terminal or address: the series are bounded. They are built before the
+// subsystems that report to them and registered by newMetrics.
+type limitCounters struct {
+	// broker: hotdesk_broker_limit_refusals_total{limit, listener}.
+	broker *prometheus.CounterVec
+	// auth: hotdesk_auth_limit_refusals_total{limit}: logins refused by
+	// the pending-login limits, and by lockouts (limit="lockout").
+	auth *prometheus.CounterVec
+}
+
+// limitLockout is the auth limit label of a login refused by a lockout.
+const limitLockout = "lockout"
+
+func newLimitCounters() *limitCounters {
+	l := &limitCounters{
+		broker: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hotdesk_broker_limit_refusals_total",
+			Help: "Refusals by the broker's limits: connections (limit max_connections, max_connections_per_source, max_unauthenticated; listener terminal or attach), sessions (max_sessions on this server, max_sessions_per_user in the group), attach tickets revoked (max_tickets_per_session), pairing attempts (pairing_rate).",
+		}, []string{"limit", "listener"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hotdesk_auth_limit_refusals_total",
+			Help: "Logins refused before PAM by a limit: max_pending_logins, max_pending_logins_per_source, max_pending_logins_per_user, max_pending_logins_per_terminal, or a failure lockout (lockout).",
+		}, []string{"limit"}),
+	}
+	// Every series exists from the start (at 0), so a rate is defined
+	// before the first refusal.
+	for _, ls := range []string{"terminal", "attach"} {
+		for _, lim := range []broker.Limit{broker.LimitConnections, broker.LimitConnectionsPerSource, broker.LimitUnauthenticated} {
+			l.broker.WithLabelValues(string(lim), ls)
+		}
+	}
+	for _, lim := range []broker.Limit{broker.LimitSessions, broker.LimitSessionsPerUser, broker.LimitTicketsPerSession, broker.LimitPairing} {
+		l.broker.WithLabelValues(string(lim), "")
+	}
+	for _, lim := range authLimits {
+		l.auth.WithLabelValues(lim)
+	}
+	return l
+}
+
+// authLimits are the label values of hotdesk_auth_limit_refusals_total.
+var authLimits = []string{"max_pending_logins", "max_pending_logins_per_source", "max_pending_logins_per_user",
+	"max_pending_logins_per_terminal", limitLockout}
+
+// brokerRefused is broker.Limits.OnLimit.
+func (l *limitCounters) brokerRefused(limit broker.Limit, listener string) {
+	l.broker.WithLabelValues(string(limit), listener).Inc()
+}
+
+// authRefused is auth.GateConfig.OnRefused. A name outside the known set
+// (a newer gate) is counted as "other", keeping the series bounded.
+func (l *limitCounters) authRefused(limit string) {
+	if !slices.Contains(authLimits, limit) {
+		limit = "other"
+	}
+	l.auth.WithLabelValues(limit).Inc()
 }
 
 func boolf(b bool) float64 {
@@ -130,6 +197,7 @@ func (m *metrics) observe(e broker.Event) {
 	case broker.LoginLockout:
 		m.logins.WithLabelValues("lockout").Inc()
 		m.lockouts.Inc()
+		m.limits.auth.WithLabelValues(limitLockout).Inc()
 	case broker.SessionOrphaned:
 		m.orphans.Inc()
 	}

@@ -200,6 +200,7 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 
 	// Registration takes only what a reader produces, for users that exist.
 	if _, err := user.Lookup("shipuser"); err != nil {
+		testutil.RemoveAccountAfter(t, "shipuser")
 		if out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "shipuser").CombinedOutput(); err != nil {
 			t.Fatalf("useradd: %v: %s", err, out)
 		}

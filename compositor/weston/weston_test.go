@@ -25,6 +25,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // waitLimit bounds every wait for something asynchronous; it is a failure
@@ -861,6 +862,7 @@ func TestRunAsUser(t *testing.T) {
 	}
 	const regular = "hdwestonuser"
 	if _, err := user.Lookup(regular); err != nil {
+		testutil.RemoveAccountAfter(t, regular)
 		if out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", regular).CombinedOutput(); err != nil {
 			t.Fatalf("useradd: %v: %s", err, out)
 		}
@@ -874,7 +876,8 @@ func TestRunAsUser(t *testing.T) {
 	if err := os.Mkdir(parent, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: "hdwtk", MaxKioskAccounts: 8})
+	pool := testutil.KioskAccountPrefix(t) // its accounts removed after the backend closes
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 8})
 	info := create(t, b, compositor.Spec{SessionID: "u", User: regular})
 	dial(t, info.Endpoint)
 	if r, e := procUID(t, info.PID); r != u.Uid || e != u.Uid {
@@ -901,8 +904,8 @@ func TestRunAsUser(t *testing.T) {
 			t.Fatalf("%s: weston uid %s/%s; want a pooled account", who, r, e)
 		}
 		acct, err := user.LookupId(r)
-		if err != nil || !strings.HasPrefix(acct.Username, "hdwtk") {
-			t.Fatalf("%s: weston runs as %v, %v; want an hdwtk account", who, acct, err)
+		if err != nil || !strings.HasPrefix(acct.Username, pool) {
+			t.Fatalf("%s: weston runs as %v, %v; want a %s account", who, acct, err, pool)
 		}
 		if seen[acct.Username] {
 			t.Fatalf("%s: account %s handed out twice", who, acct.Username)

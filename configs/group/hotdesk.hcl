@@ -8,6 +8,29 @@
 # server_id is a good habit). Key files must be readable by hotdeskd only
 # (root, mode 0600). `hotdeskd -check -config /etc/hotdesk/hotdesk.hcl`
 # checks the file before a restart.
+#
+# etcd authorization (once per cluster, by its administrator). mTLS says
+# who may connect; etcd's RBAC bounds what a broker's certificate may do, as
+# the embedded etcd of a single server does by itself. With etcd started
+# with --client-cert-auth (and --trusted-client-ca-file) and auth enabled,
+# etcd takes a client certificate's CN as the user name: give each broker's
+# CN a password-less user whose one role reads and writes the group's
+# prefix (etcd.prefix below) and nothing else:
+#
+#   etcdctl user add root                        # the administrator; keep its password safe
+#   etcdctl user grant-role root root
+#   etcdctl role add hotdesk
+#   etcdctl role grant-permission hotdesk --prefix=true readwrite /hotdesk/
+#   etcdctl user add broker-1 --no-password      # one per broker: its certificate's CN
+#   etcdctl user grant-role broker-1 hotdesk
+#   etcdctl auth enable
+#
+# (etcdctl with the administrator's certificate and --user root, once auth is
+# on.) A broker needs nothing else: leases, watches and transactions on its
+# prefix; no cluster, member, user or compaction rights. A certificate whose
+# CN has no user is refused, and a broker cannot read or write another
+# group's prefix on a shared cluster. A new broker: add its user and grant
+# the role before starting it.
 
 # Unique in the group.
 server_id = "broker-1"

@@ -38,6 +38,16 @@ func New(log hclog.Logger, every time.Duration, now func() time.Time) *Logger {
 // and "count" (the events since the last line, this one included). It
 // reports whether it logged.
 func (l *Logger) Warn(kind, msg string, args ...any) bool {
+	return l.emit(hclog.Warn, "limit", kind, msg, args)
+}
+
+// Info is Warn at info level, for floods of ordinary events (e.g. the event
+// log's refused tokens); the kind is logged as "burst".
+func (l *Logger) Info(kind, msg string, args ...any) bool {
+	return l.emit(hclog.Info, "burst", kind, msg, args)
+}
+
+func (l *Logger) emit(level hclog.Level, kindKey, kind, msg string, args []any) bool {
 	now := l.now()
 	l.mu.Lock()
 	l.count[kind]++
@@ -49,6 +59,6 @@ func (l *Logger) Warn(kind, msg string, args ...any) bool {
 	l.count[kind] = 0
 	l.last[kind] = now
 	l.mu.Unlock()
-	l.log.Warn(msg, append(args, "limit", kind, "count", n)...)
+	l.log.Log(level, msg, append(args, kindKey, kind, "count", n)...)
 	return true
 }

@@ -33,3 +33,18 @@ func TestOneLinePerKindPerInterval(t *testing.T) {
 		t.Fatalf("lines = %q; want 3, the last counting the 6 events of kind a", lines)
 	}
 }
+
+func TestInfoLevel(t *testing.T) {
+	var out bytes.Buffer
+	now := time.Unix(1000, 0)
+	l := New(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}), time.Second, func() time.Time { return now })
+	for range 3 {
+		l.Info("token_refused", "event", "kind", "token_refused")
+	}
+	now = now.Add(time.Second)
+	l.Info("token_refused", "event", "kind", "token_refused")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "[INFO]") || !strings.Contains(lines[1], "burst=token_refused") || !strings.Contains(lines[1], "count=3") {
+		t.Fatalf("lines = %q; want 2 info lines, the second counting 3", lines)
+	}
+}

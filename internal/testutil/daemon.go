@@ -68,12 +68,16 @@ type Daemon struct {
 	exitErr error // cmd.Wait's, set before done closes
 }
 
-// NewDaemon writes cfg to dir/hotdesk.hcl and reads the daemon's
+// NewDaemon writes cfg (with a kiosk account prefix of the test's own,
+// WithOwnKioskAccounts) to dir/hotdesk.hcl and reads the daemon's
 // certificate fingerprint (hotdeskd -fingerprint). socket is the admin
 // socket cfg names. Start runs the daemon.
 func NewDaemon(t testing.TB, bin, dir, socket, cfg string) *Daemon {
 	t.Helper()
 	d := &Daemon{Bin: bin, Dir: dir, Config: filepath.Join(dir, "hotdesk.hcl"), Socket: socket, Name: "hotdeskd", t: t}
+	// Its own kiosk accounts, removed after it stops (this cleanup runs
+	// after the daemon's, registered below).
+	cfg = WithOwnKioskAccounts(t, cfg)
 	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

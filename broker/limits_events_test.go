@@ -1,0 +1,62 @@
+package broker
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the logger's writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestBusFloodOfRefusals: a flood of refused tokens (hostile ids: huge,
+// with newlines) costs the event log one line, bounded in size, while
+// subscribers still get every event and ordinary events are each logged.
+func TestBusFloodOfRefusals(t *testing.T) {
+	var out lockedBuffer
+	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	sub := bus.Subscribe(1000)
+	defer sub.Close()
+	hostile := strings.Repeat("uid.41\nFAKE [ERROR] line ", 4000) // ~90 KB
+	const n = 500
+	for range n {
+		bus.Emit(Event{Kind: TokenRefused, Token: hostile, Terminal: "t\n1", Reason: "unknown token"})
+	}
+	bus.Emit(Event{Kind: SessionAttached, Session: "s-1", Terminal: "t-2"})
+	bus.Emit(Event{Kind: SessionSuspended, Session: "s-1"})
+	if got := len(sub.C); got != n+2 {
+		t.Fatalf("subscriber got %d events; want %d", got, n+2)
+	}
+	log := out.String()
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines for %d refusals and 2 other events; want 3:\n%.2000s", len(lines), n, log)
+	}
+	if !strings.Contains(lines[0], "kind=token_refused") || !strings.Contains(lines[0], "burst=token_refused") {
+		t.Errorf("first line %.300q; want the refusal with its burst kind", lines[0])
+	}
+	if len(lines[0]) > 1024 {
+		t.Errorf("refusal line is %d bytes; want the peer's token cut short", len(lines[0]))
+	}
+	if strings.Contains(log, "\nFAKE") || !strings.Contains(lines[0], "bytes)") {
+		t.Errorf("the hostile token reached the log verbatim:\n%.2000s", log)
+	}
+}

@@ -1,0 +1,158 @@
+package testutil
+
+import (
+	"bufio"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// KioskAccountPrefix returns a kiosk account prefix of its own for one test
+// (a daemon's compositor.kiosk_account_prefix): "hdt" and 5 random
+// lower-case letters, so the pooled accounts the test's daemon creates
+// (<prefix>1, <prefix>2, …) are told apart from every other test's and a
+// site's. Call it before starting the daemon: its t.Cleanup then runs after
+// the daemon's stop (cleanups run last-registered first) and removes those
+// accounts with RemoveAccounts.
+func KioskAccountPrefix(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	prefix := "hdt" + string(b)
+	t.Cleanup(func() {
+		var names []string
+		for _, name := range LocalAccounts() {
+			if n, ok := strings.CutPrefix(name, prefix); ok {
+				if _, err := strconv.Atoi(n); err == nil {
+					names = append(names, name)
+				}
+			}
+		}
+		RemoveAccounts(t, names...)
+	})
+	return prefix
+}
+
+// RemoveAccountAfter removes local account name at the end of the test if it
+// does not exist now (the test is about to create it): a test removes only
+// the accounts it created. Call it before creating the account.
+func RemoveAccountAfter(t testing.TB, name string) {
+	t.Helper()
+	for _, n := range LocalAccounts() {
+		if n == name {
+			return // not ours
+		}
+	}
+	t.Cleanup(func() { RemoveAccounts(t, name) })
+}
+
+// LocalAccounts lists the account names in /etc/passwd.
+func LocalAccounts() []string {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if name, _, ok := strings.Cut(sc.Text(), ":"); ok && name != "" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// RemoveAccounts deletes the named local accounts (and their groups, as
+// userdel does for a user's own group): first every process still running
+// as one is killed (a desktop left by a test that failed half-way), then
+// userdel, retried while another process holds the passwd lock. The
+// weston account pool's lock file of the account is removed too. Failures
+// are test errors.
+func RemoveAccounts(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if name == "" || name == "root" {
+			continue
+		}
+		if out, err := exec.Command("id", "-u", name).Output(); err == nil {
+			if uid, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && uid != 0 && uid != os.Geteuid() {
+				killUID(uid)
+			}
+		} else {
+			continue // already gone
+		}
+		var err error
+		var out []byte
+		for attempt := 1; attempt <= 10; attempt++ {
+			if out, err = exec.Command("userdel", name).CombinedOutput(); err == nil {
+				break
+			}
+			if exec.Command("id", "-u", name).Run() != nil {
+				err = nil // removed meanwhile
+				break
+			}
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("testutil: userdel %s: %v: %s", name, err, out)
+			continue
+		}
+		_ = os.Remove(filepath.Join("/run/lock", "hotdesk-"+name+".lock"))
+	}
+}
+
+// killUID sends SIGKILL to every process whose real uid is uid, a few rounds.
+func killUID(uid int) {
+	for range 5 {
+		hit := 0
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			var st syscall.Stat_t
+			if syscall.Stat(filepath.Join("/proc", e.Name()), &st) != nil || int(st.Uid) != uid {
+				continue
+			}
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				hit++
+			}
+		}
+		if hit == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WithOwnKioskAccounts returns the hotdeskd configuration cfg with a kiosk
+// account prefix of the test's own (KioskAccountPrefix): set in its
+// compositor block, replacing one already there, or in a new block. The
+// accounts the daemon creates are removed after the test.
+func WithOwnKioskAccounts(t testing.TB, cfg string) string {
+	t.Helper()
+	line := fmt.Sprintf("kiosk_account_prefix = %q", KioskAccountPrefix(t))
+	if re := regexp.MustCompile(`kiosk_account_prefix\s*=\s*"[^"]*"`); re.MatchString(cfg) {
+		return re.ReplaceAllLiteralString(cfg, line)
+	}
+	if re := regexp.MustCompile(`(?m)^compositor\s*\{[ \t]*$`); re.MatchString(cfg) {
+		loc := re.FindStringIndex(cfg)
+		return cfg[:loc[1]] + "\n  " + line + cfg[loc[1]:]
+	}
+	return cfg + "\ncompositor {\n  " + line + "\n}\n"
+}
