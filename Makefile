@@ -32,9 +32,15 @@ all: build
 deps:
 	@./.ci/deps $(DEB_PKGS)
 
+# hotdesk-rdpwake: the C library hotdesk-term preloads into FreeRDP (see
+# cmd/hotdesk-term/rdpwake); found next to bin/hotdesk-term.
+RDPWAKE_SRC   := cmd/hotdesk-term/rdpwake/hotdesk-rdpwake.c
+RDPWAKE_FLAGS := -O2 -Wall -shared -fPIC -D_FORTIFY_SOURCE=2 -fstack-protector-strong -Wl,-z,relro,-z,now
+
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	$(CC) $(RDPWAKE_FLAGS) -o $(BIN)/hotdesk-rdpwake.so $(RDPWAKE_SRC)
 
 demo: deps build
 	./$(BIN)/hotdesk-demo -bin $(BIN)
@@ -102,6 +108,7 @@ stage:
 	CGO_ENABLED=0 $(GO) build $(REL_FLAGS) -o $(STAGE)/bin/ ./cmd/hotdeskctl
 	$(GO) build $(REL_FLAGS) -tags nopcsc -o $(STAGE)/bin/hotdesk-term ./cmd/hotdesk-term
 	$(GO) build $(REL_FLAGS) -o $(STAGE)/bin/hotdesk-term-pcsc ./cmd/hotdesk-term
+	mkdir -p $(STAGE)/lib && $(CC) $(RDPWAKE_FLAGS) -o $(STAGE)/lib/hotdesk-rdpwake.so $(RDPWAKE_SRC)
 	@# Each binary's documents go to its package's tree, $(STAGE)/PACKAGE/usr/share:
 	@# man pages by their section (whatever pages a binary writes), gzipped.
 	set -e; for bp in hotdeskd:hotdesk hotdeskctl:hotdesk hotdesk-term:hotdesk-term; do \
@@ -138,6 +145,7 @@ install: stage
 		$(DESTDIR)$(SYSCONFDIR)/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d
 	install -m 0755 $(STAGE)/bin/hotdeskd $(STAGE)/bin/hotdeskctl $(STAGE)/bin/hotdesk-term $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(STAGE)/bin/hotdesk-term-pcsc $(DESTDIR)$(PREFIX)/libexec/hotdesk/
+	install -d $(DESTDIR)$(PREFIX)/lib/hotdesk && install -m 0644 $(STAGE)/lib/hotdesk-rdpwake.so $(DESTDIR)$(PREFIX)/lib/hotdesk/
 	for p in hotdesk hotdesk-term; do share=$(STAGE)/$$p/usr/share; \
 		for d in $$share/man/man*; do install -d $(DESTDIR)$(PREFIX)/share/man/$${d##*/}; install -m 0644 $$d/* $(DESTDIR)$(PREFIX)/share/man/$${d##*/}/; done; \
 		install -m 0644 $$share/bash-completion/completions/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; \

@@ -24,6 +24,8 @@ import (
 const (
 	ticketTTL  = 30 * time.Second
 	maxTickets = 4096
+	// dialTimeout bounds a dial to a compositor.
+	dialTimeout = 5 * time.Second
 )
 
 type ticket struct {
@@ -234,7 +236,7 @@ func (b *Broker) cutStream(s *Session, cs ...io.Closer) {
 // (a unix socket) or "rdp://host:port" / "tcp://host:port".
 func dialEndpoint(ctx context.Context, endpoint string) (net.Conn, error) {
 	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	switch {
 	case strings.HasPrefix(endpoint, "wayland:"):
@@ -246,18 +248,99 @@ func dialEndpoint(ctx context.Context, endpoint string) (net.Conn, error) {
 	return nil, fmt.Errorf("broker: unsupported compositor endpoint %q", endpoint)
 }
 
-// splice copies both ways until either side ends.
-func splice(a, b net.Conn) {
+// maxDownBuffer bounds what the gateway holds of a compositor's output
+// that the terminal has not taken yet.
+const maxDownBuffer = 32 << 20
+
+// splice copies both ways until either side ends: term → comp directly,
+// comp → term through a buffer of up to maxDownBuffer, so that a terminal
+// that is slow to read (a display client busy creating its window while
+// the first frames arrive, 3 MB each) does not push back on the
+// compositor: weston's RDP backend writes from its one event loop, and a
+// write it has to wait on stalls every application of the session.
+func splice(term, comp net.Conn) {
 	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, _ = io.Copy(dst, src)
-		// Unblock the other direction.
-		a.Close()
-		b.Close()
+	closeBoth := func() {
+		term.Close()
+		comp.Close()
 	}
-	go cp(a, b)
-	go cp(b, a)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(comp, term)
+		closeBoth()
+	}()
+	go func() {
+		defer wg.Done()
+		bufferedCopy(term, comp, maxDownBuffer)
+		closeBoth()
+	}()
 	wg.Wait()
+}
+
+// bufferedCopy copies src to dst, reading src as fast as it delivers and
+// holding up to max bytes dst has not taken; it returns when src ends
+// (after dst took the rest) or dst fails (then it closes src, so that a
+// read in progress ends).
+func bufferedCopy(dst io.Writer, src io.ReadCloser, max int) {
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		queue   [][]byte
+		held    int
+		srcDone bool
+		dstDead bool
+	)
+	done := make(chan struct{})
+	go func() { // writer
+		defer close(done)
+		for {
+			mu.Lock()
+			for len(queue) == 0 && !srcDone {
+				cond.Wait()
+			}
+			if len(queue) == 0 {
+				mu.Unlock()
+				return
+			}
+			b := queue[0]
+			queue = queue[1:]
+			mu.Unlock()
+			_, err := dst.Write(b)
+			mu.Lock()
+			held -= len(b)
+			if err != nil {
+				dstDead = true
+			}
+			cond.Broadcast()
+			mu.Unlock()
+			if err != nil {
+				src.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		mu.Lock()
+		if n > 0 {
+			queue = append(queue, append([]byte(nil), buf[:n]...))
+			held += n
+			cond.Broadcast()
+		}
+		for held >= max && !dstDead {
+			cond.Wait()
+		}
+		stop := err != nil || dstDead
+		if stop {
+			srcDone = true
+			cond.Broadcast()
+		}
+		mu.Unlock()
+		if stop {
+			break
+		}
+	}
+	<-done
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -127,9 +128,17 @@ func helperMarker(t *testing.T) string { return "hdmark=" + t.Name() }
 // noHelpers fails if a helper process of t (or a process with marker) is alive.
 func noHelpers(t *testing.T, markers ...string) {
 	t.Helper()
+	// SIGKILL is delivered asynchronously: a process killed a moment ago
+	// may still be listed, so allow it a bounded time to go.
+	deadline := time.Now().Add(10 * time.Second)
 	for _, m := range append(markers, helperMarker(t)) {
-		if pids := processesWith(t, m); len(pids) > 0 {
-			t.Errorf("processes matching %q still alive: %v; want none", m, pids)
+		pids := processesWith(t, m)
+		for len(pids) > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			pids = processesWith(t, m)
+		}
+		if len(pids) > 0 {
+			t.Errorf("processes matching %q still alive 10 s after the login ended: %v; want none", m, pids)
 		}
 	}
 }

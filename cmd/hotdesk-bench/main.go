@@ -116,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pxRounds := fs.Int("pixels-rounds", 0, "pixels: token moves measured, and baseline connections (0: 20, 5 with -quick)")
 	pxSize := fs.String("pixels-size", "1024x768", "pixels: `WxH` of the terminals' screens and the desktop")
 	pxDisplay := fs.String("pixels-display", "", "pixels: the terminals' display `COMMAND` ({addr}, {size}; default: "+pixelsDisplayDefault+")")
+	pxWake := fs.Bool("pixels-rdpwake", true, "pixels: preload hotdesk-rdpwake into FreeRDP (built with cc), as an installed hotdesk-term does")
 	termBin := fs.String("term-bin", "", "pixels: the hotdesk-term binary (default: built from this module)")
 	resume := fs.Bool("tls-resume", true, "simulated terminals resume TLS 1.3 sessions with brokers seen before, as hotdesk-term does (false: a full handshake on every redirect)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the scenarios (not the group's start) to `FILE` (go tool pprof)")
@@ -157,7 +158,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *budget > 0 {
 		p.budget = *budget
 	}
-	px := pixelsConfig{rounds: *pxRounds, display: *pxDisplay, termBin: *termBin}
+	px := pixelsConfig{rounds: *pxRounds, display: *pxDisplay, termBin: *termBin, rdpwake: *pxWake}
 	if px.rounds == 0 && *quick {
 		px.rounds = 5
 	}

@@ -16,9 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/rdpwake"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -31,20 +33,26 @@ import (
 // agent (the hotdesk-term binary, run as a process) with its display
 // client (FreeRDP) on its own Xvfb, the token moved between two such
 // terminals. The screens are read directly from the X servers (MIT-SHM
-// GetImage on one X connection each, see xscreen.go) about every
-// pixelsPoll; no process is started per read.
+// GetImage on one X connection each, see xscreen.go) whenever the X server
+// reports a change (DAMAGE), and at least every pixelsFallback; no process
+// is started per read.
 const pixelsNotes = "PIXELS: real weston RDP desktop (a tiled background and weston-flower), the broker's attach gateway, " +
-	"hotdesk-term processes with their display client under Xvfb; the token is pulled at one terminal and inserted at the other; " +
-	"t0 = the insert written to the agent (its token event), done = the terminal's X screen (read with MIT-SHM) matches the session's " +
+	"hotdesk-term processes with their display client under Xvfb (FreeRDP with hotdesk-rdpwake preloaded unless rdpwake is false); " +
+	"the token is pulled at one terminal and inserted at the other once that terminal's display client waits at its relay; " +
+	"t0 = the insert written to the agent (its token event), done = the terminal's X screen (read with MIT-SHM at every change DAMAGE reports) matches the session's " +
 	"current frame (the frame the previous terminal showed); breakdown: broker = t0 → Attached at the agent, " +
 	"display_start = Attached → the display client connected to the agent's relay (0 when it was waiting already), " +
-	"transport = relay → gateway dial, TLS and ticket, rdp_connect = stream spliced → the client's window mapped, " +
+	"transport = relay → gateway dial, TLS, ticket and the gateway's dial to weston, rdp_connect = stream spliced → the client's window mapped, " +
 	"first_frame = mapped → first session pixels, complete_frame = first pixels → the whole frame matches; " +
 	"baseline = FreeRDP started straight at weston's RDP port (no hotdesk) on the same screen, same command, same measurement"
 
 const (
-	// pixelsPoll is the screen read interval.
+	// pixelsPoll is the screen read interval where the X server has no
+	// DAMAGE extension.
 	pixelsPoll = 4 * time.Millisecond
+	// pixelsFallback: with DAMAGE, the screen is read at every reported
+	// change and at least this often.
+	pixelsFallback = 100 * time.Millisecond
 	// pixelsRoundTimeout bounds one hot-desk until the frame matches.
 	pixelsRoundTimeout = 30 * time.Second
 	// pixelsStable: a frame unchanged this long is the session's current frame.
@@ -87,6 +95,9 @@ type pixelsConfig struct {
 	width, height int    // screen and desktop size
 	display       string // display command of the terminals ({addr}, {size})
 	termBin       string // hotdesk-term binary; "" builds it
+	// rdpwake: build hotdesk-rdpwake and preload it into every FreeRDP
+	// (the terminals' and the baseline's).
+	rdpwake bool
 }
 
 // pixelTiming is one hot-desk's timeline, as durations from t0.
@@ -114,6 +125,7 @@ func (b *bench) pixels(ctx context.Context) (row, error) {
 		cfg.display = pixelsDisplayDefault
 	}
 	r.Display = cfg.display
+	r.RDPWake = ptr(cfg.rdpwake)
 	r.LoadBefore = loadAvg()
 	dir, err := os.MkdirTemp("", "hdpx-") // short: weston's socket path must fit
 	if err != nil {
@@ -185,12 +197,13 @@ func loadAvg() string {
 // pixelsRig is the running scenario: a broker with weston RDP desktops and
 // an attach gateway, two terminals on two X screens.
 type pixelsRig struct {
-	b     *bench
-	cfg   pixelsConfig
-	dir   string
-	node  *node
-	comp  *weston.Backend
-	terms [2]*pixelTerm
+	b       *bench
+	wakeLib string // hotdesk-rdpwake, "" if not preloaded
+	cfg     pixelsConfig
+	dir     string
+	node    *node
+	comp    *weston.Backend
+	terms   [2]*pixelTerm
 	// undrain restores the group's other brokers.
 	undrain func()
 	app     *exec.Cmd
@@ -220,6 +233,9 @@ type pixelTerm struct {
 	stdin  io.WriteCloser
 	events chan agentEvent
 	done   chan struct{} // the event reader ended
+	// ready: the agent's display client waits at its relay (a
+	// "display_ready" event since the last "display").
+	ready atomic.Bool
 }
 
 // agentEvent is one JSON line of hotdesk-term.
@@ -244,6 +260,12 @@ func (b *bench) startPixels(ctx context.Context, dir string, cfg pixelsConfig) (
 			return px, fmt.Errorf("bench: pixels: building hotdesk-term: %w: %s", err, out)
 		}
 		px.cfg.termBin = cfg.termBin
+	}
+	if cfg.rdpwake {
+		px.wakeLib = filepath.Join(dir, rdpwake.Name)
+		if err := rdpwake.Build(ctx, "", px.wakeLib); err != nil {
+			return px, fmt.Errorf("bench: pixels: %w", err)
+		}
 	}
 	ini := filepath.Join(dir, "weston.ini")
 	// A desktop with texture and an application; no panel (its clock
@@ -303,6 +325,14 @@ func westonRDPArgs(cfg pixelsConfig) []string {
 	return []string{"--width=" + strconv.Itoa(cfg.width), "--height=" + strconv.Itoa(cfg.height)}
 }
 
+// wakeEnv is $HOTDESK_RDPWAKE for the agents: the library, or "off".
+func (px *pixelsRig) wakeEnv() string {
+	if px.wakeLib == "" {
+		return "off"
+	}
+	return px.wakeLib
+}
+
 func (px *pixelsRig) size() string { return fmt.Sprintf("%dx%d", px.cfg.width, px.cfg.height) }
 
 // startXvfb starts an X server on a free display and connects a reader.
@@ -358,7 +388,7 @@ func (px *pixelsRig) startTerm(ctx context.Context, id, keystore string) (*pixel
 	display := strings.ReplaceAll(px.cfg.display, "{size}", px.size())
 	t.agent = exec.Command(px.cfg.termBin, "-server", px.node.addr, "-pin", "sha256:"+hex.EncodeToString(px.node.pin),
 		"-id", id, "-keystore", keystore, "-json", "-display", display, "run")
-	t.agent.Env = append(os.Environ(), "DISPLAY="+disp)
+	t.agent.Env = append(os.Environ(), "DISPLAY="+disp, rdpwake.EnvPath+"="+px.wakeEnv())
 	t.agent.Stderr = io.Discard
 	if px.b.log.IsDebug() {
 		t.agent.Stderr = os.Stderr
@@ -398,6 +428,12 @@ func (t *pixelTerm) read(r io.Reader) {
 			continue
 		}
 		name, _ := f["event"].(string)
+		switch name {
+		case "display_ready":
+			t.ready.Store(true)
+		case "display":
+			t.ready.Store(false)
+		}
 		ts, _ := f["time"].(string)
 		at, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
@@ -538,7 +574,7 @@ func (px *pixelsRig) run(ctx context.Context) (res pixelsResult, err error) {
 	px.appDone = make(chan struct{})
 	go func() { _ = px.app.Wait(); close(px.appDone) }()
 	copy(fr.prev, fr.ref)
-	if err := waitUntil(ctx, pixelsStableTimeout, func() (bool, error) {
+	if err := waitScreen(ctx, t1.scr, pixelsStableTimeout, func() (bool, error) {
 		if err := t1.scr.grab(fr.cur); err != nil {
 			return false, err
 		}
@@ -556,6 +592,8 @@ func (px *pixelsRig) run(ctx context.Context) (res pixelsResult, err error) {
 		x, err := px.move(ctx, session, px.terms[at], px.terms[1-at], fr)
 		if err == nil {
 			res.rounds = append(res.rounds, x)
+			px.b.log.Info("pixels round", "round", i, "attached", x.attached, "client_up", x.clientUp, "spliced", x.spliced,
+				"mapped", x.mapped, "first", x.first, "done", x.done)
 		} else {
 			px.b.log.Warn("pixels round failed", "round", i, "error", err)
 		}
@@ -620,7 +658,7 @@ func (px *pixelsRig) stable(ctx context.Context, t *pixelTerm, fr *frames) error
 	if err := s.grab(fr.prev); err != nil {
 		return err
 	}
-	err := waitUntil(ctx, pixelsStableTimeout, func() (bool, error) {
+	err := waitScreen(ctx, s, pixelsStableTimeout, func() (bool, error) {
 		if err := s.grab(fr.cur); err != nil {
 			return false, err
 		}
@@ -642,7 +680,7 @@ func (px *pixelsRig) stable(ctx context.Context, t *pixelTerm, fr *frames) error
 // waitBlack waits until t's screen is black: no desktop shown there.
 func (px *pixelsRig) waitBlack(ctx context.Context, t *pixelTerm, fr *frames) error {
 	s := t.scr
-	err := waitUntil(ctx, pixelsRoundTimeout, func() (bool, error) {
+	err := waitScreen(ctx, s, pixelsRoundTimeout, func() (bool, error) {
 		if err := s.grab(fr.cur); err != nil {
 			return false, err
 		}
@@ -654,16 +692,31 @@ func (px *pixelsRig) waitBlack(ctx context.Context, t *pixelTerm, fr *frames) er
 	return nil
 }
 
+// waitReady waits until t's display client waits at its relay.
+func waitReady(ctx context.Context, t *pixelTerm) error {
+	deadline := time.Now().Add(pixelsRoundTimeout)
+	for !t.ready.Load() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: pixels: %s: display client not ready in %v", t.id, pixelsRoundTimeout)
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 // errNoMatch: the screen never showed the session's frame.
 var errNoMatch = errors.New("bench: pixels: the screen never matched the session's frame")
 
-// watch polls s from t0 until its screen matches fr.ref, noting the first
-// frame that is not black.
+// watch reads s from t0 — at every change the X server reports — until
+// its screen matches fr.ref, noting the first frame that is not black.
 func watch(ctx context.Context, s *xscreen, fr *frames, t0 time.Time) (first, done time.Duration, err error) {
-	tick := time.NewTicker(pixelsPoll)
-	defer tick.Stop()
 	deadline := t0.Add(pixelsRoundTimeout)
 	for {
+		s.rearm()
 		if err := s.grab(fr.cur); err != nil {
 			return 0, 0, err
 		}
@@ -674,13 +727,12 @@ func watch(ctx context.Context, s *xscreen, fr *frames, t0 time.Time) (first, do
 		if first != 0 && frameDiff(fr.cur, fr.ref, s.w, s.h, pixelsStep, pixelsTol) <= pixelsMatch {
 			return first, now, nil
 		}
-		if time.Now().After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 {
 			return first, 0, errNoMatch
 		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+		if err := s.wait(ctx, min(pixelsFallback, left)); err != nil {
+			return 0, 0, err
 		}
 	}
 }
@@ -698,6 +750,12 @@ func (px *pixelsRig) move(ctx context.Context, session string, from, to *pixelTe
 		return x, err
 	}
 	if err := px.waitBlack(ctx, to, fr); err != nil {
+		return x, err
+	}
+	// As at a real desk, where a person takes seconds to walk over: the
+	// terminal's display client, restarted after it last showed the
+	// session, waits at its relay (its start is not on the path).
+	if err := waitReady(ctx, to); err != nil {
 		return x, err
 	}
 	to.drain()
@@ -789,6 +847,9 @@ func (px *pixelsRig) direct(ctx context.Context, t *pixelTerm, endpoint string, 
 	defer cancel()
 	cmd := exec.CommandContext(cctx, args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "DISPLAY="+t.disp)
+	if px.wakeLib != "" && (filepath.Base(args[0]) == "xfreerdp" || filepath.Base(args[0]) == "wlfreerdp") {
+		cmd.Env = append(cmd.Env, "LD_PRELOAD="+px.wakeLib) // as hotdesk-term does
+	}
 	var stderr tailBuffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	setPdeathsig(cmd)
@@ -846,10 +907,12 @@ func (b *tailBuffer) String() string {
 	return strings.TrimSpace(string(b.buf))
 }
 
-// waitUntil polls cond every pixelsPoll until it is true, fails or d passes.
-func waitUntil(ctx context.Context, d time.Duration, cond func() (bool, error)) error {
+// waitScreen evaluates cond (which reads s) at every change of s's screen
+// and at least every pixelsFallback until it is true, fails or d passes.
+func waitScreen(ctx context.Context, s *xscreen, d time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(d)
 	for {
+		s.rearm()
 		ok, err := cond()
 		if err != nil {
 			return err
@@ -857,13 +920,12 @@ func waitUntil(ctx context.Context, d time.Duration, cond func() (bool, error)) 
 		if ok {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		left := time.Until(deadline)
+		if left <= 0 {
 			return fmt.Errorf("not within %v", d)
 		}
-		select {
-		case <-time.After(pixelsPoll):
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := s.wait(ctx, min(pixelsFallback, left)); err != nil {
+			return err
 		}
 	}
 }

@@ -52,7 +52,7 @@ func TestPixelsScenario(t *testing.T) {
 		t.Errorf("n = %d, errors = %d, baseline_n = %v; want %d, 0, %d", r.N, r.Errors, r.BaselineN, rounds, rounds)
 	}
 	for _, k := range []string{"broker_p50_ms", "transport_p50_ms", "rdp_connect_p50_ms", "baseline_p50_ms",
-		"display_start_p50_ms", "first_frame_p50_ms", "complete_frame_p50_ms", "load_before", "display"} {
+		"display_start_p50_ms", "first_frame_p50_ms", "complete_frame_p50_ms", "load_before", "display", "rdpwake"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("key %q missing in %s", k, lines[1])
 		}

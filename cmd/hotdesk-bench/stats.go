@@ -83,8 +83,10 @@ type row struct {
 	BaselineP50      *float64 `json:"baseline_p50_ms,omitempty"`
 	BaselineP99      *float64 `json:"baseline_p99_ms,omitempty"`
 	Display          string   `json:"display,omitempty"`
-	LoadBefore       string   `json:"load_before,omitempty"`
-	LoadAfter        string   `json:"load_after,omitempty"`
+	// RDPWake: the display client ran with hotdesk-rdpwake preloaded.
+	RDPWake    *bool  `json:"rdpwake,omitempty"`
+	LoadBefore string `json:"load_before,omitempty"`
+	LoadAfter  string `json:"load_after,omitempty"`
 	// Skipped: a component the scenario needs is missing (see notes).
 	Skipped bool `json:"skipped,omitempty"`
 }

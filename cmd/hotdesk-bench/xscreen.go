@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jezek/xgb"
+	"github.com/jezek/xgb/damage"
 	"github.com/jezek/xgb/shm"
 	"github.com/jezek/xgb/xproto"
 	"golang.org/x/sys/unix"
@@ -16,9 +18,13 @@ import (
 
 // xscreen reads an X server's screen directly: one X connection, the root
 // window's pixels through MIT-SHM (a shared memory segment the server
-// copies into; plain GetImage if the extension is missing), and the times
-// at which top-level windows were mapped (SubstructureNotify on the root).
-// No process is started per read.
+// copies into; plain GetImage if the extension is missing), the times at
+// which top-level windows were mapped (SubstructureNotify on the root), and
+// a signal whenever the screen changed (DAMAGE on the root, which covers
+// every window on it), so that a reader grabs the screen when something
+// was drawn rather than every few milliseconds: reading 3 MB from the X
+// server hundreds of times a second would take CPU from the very clients
+// being timed. No process is started per read.
 type xscreen struct {
 	conn *xgb.Conn
 	root xproto.Window
@@ -28,6 +34,13 @@ type xscreen struct {
 	shmID  int
 	seg    shm.Seg
 	shmBuf []byte
+
+	// DAMAGE: dmg reports the first change after each rearm on changed
+	// (capacity 1); hasDamage is false if the server lacks the extension.
+	dmg       damage.Damage
+	hasDamage bool
+	changed   chan struct{}
+	lastGrab  time.Time // when grab last read the screen (one reader)
 
 	mu   sync.Mutex
 	maps []time.Time // MapNotify arrivals, oldest first (bounded)
@@ -50,7 +63,8 @@ func openXScreen(display string) (*xscreen, error) {
 		return nil, fmt.Errorf("bench: x display %s: %w", display, err)
 	}
 	scr := xproto.Setup(c).DefaultScreen(c)
-	s := &xscreen{conn: c, root: scr.Root, w: int(scr.WidthInPixels), h: int(scr.HeightInPixels), shmID: -1, done: make(chan struct{})}
+	s := &xscreen{conn: c, root: scr.Root, w: int(scr.WidthInPixels), h: int(scr.HeightInPixels), shmID: -1,
+		changed: make(chan struct{}, 1), done: make(chan struct{})}
 	if scr.RootDepth != 24 {
 		c.Close()
 		return nil, fmt.Errorf("bench: x display %s: depth %d; want 24", display, scr.RootDepth)
@@ -64,7 +78,65 @@ func openXScreen(display string) (*xscreen, error) {
 	if err := s.initShm(); err != nil {
 		s.shmBuf = nil // plain GetImage
 	}
+	s.hasDamage = s.initDamage() == nil
 	return s, nil
+}
+
+// initDamage asks for a DamageNotify on the first change to the root
+// window (or any window on it) after each rearm.
+func (s *xscreen) initDamage() error {
+	if err := damage.Init(s.conn); err != nil {
+		return err
+	}
+	if _, err := damage.QueryVersion(s.conn, 1, 1).Reply(); err != nil {
+		return err
+	}
+	id, err := damage.NewDamageId(s.conn)
+	if err != nil {
+		return err
+	}
+	if err := damage.CreateChecked(s.conn, id, xproto.Drawable(s.root), damage.ReportLevelNonEmpty).Check(); err != nil {
+		return err
+	}
+	s.dmg = id
+	return nil
+}
+
+// rearm forgets the changes so far: the next change signals changed
+// again. Call it before a grab, so that a change the grab misses is
+// signalled.
+func (s *xscreen) rearm() {
+	if s.hasDamage {
+		damage.Subtract(s.conn, s.dmg, 0, 0)
+	}
+}
+
+// wait returns when the screen may have changed since the last rearm: at
+// a DamageNotify, or after fallback (every fallback without DAMAGE). It
+// returns no sooner than pixelsPoll after the last grab: a client drawing
+// a frame in many requests would otherwise have the screen read after
+// each of them, and the X server (one thread) would spend its time
+// copying the screen for the reader instead of drawing for the client.
+func (s *xscreen) wait(ctx context.Context, fallback time.Duration) error {
+	if !s.hasDamage {
+		fallback = pixelsPoll
+	}
+	t := time.NewTimer(fallback)
+	defer t.Stop()
+	select {
+	case <-s.changed:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if d := pixelsPoll - time.Since(s.lastGrab); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (s *xscreen) initShm() error {
@@ -103,6 +175,13 @@ func (s *xscreen) events() {
 		if ev == nil && err == nil {
 			return
 		}
+		if _, ok := ev.(damage.NotifyEvent); ok {
+			select {
+			case s.changed <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		if _, ok := ev.(xproto.MapNotifyEvent); ok {
 			now := time.Now()
 			s.mu.Lock()
@@ -133,6 +212,7 @@ func (s *xscreen) grab(dst []byte) error {
 	if len(dst) < s.w*s.h*4 {
 		return errors.New("bench: grab: buffer too small")
 	}
+	defer func() { s.lastGrab = time.Now() }()
 	if s.shmBuf != nil {
 		if _, err := shm.GetImage(s.conn, xproto.Drawable(s.root), 0, 0, uint16(s.w), uint16(s.h),
 			0xffffffff, xproto.ImageFormatZPixmap, s.seg, 0).Reply(); err != nil {
