@@ -2,6 +2,7 @@
 #
 #   make demo   install what is missing (Debian), build, run the scripted hot-desk
 #   make test   install what is missing (Debian), build, run every test against real components
+#   make race   the tests of RACE_PKGS under the race detector (part of make test)
 #   make chaos  build, run the fault-injecting group harness (all faults), one JSON row per fault
 #   make deb    build/hotdesk_<version>_amd64.deb and build/hotdesk-term_<version>_amd64.deb
 #   make install PREFIX=/usr/local [DESTDIR=…]   install without a package manager
@@ -24,7 +25,7 @@ endif
 DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick libwayland-dev libxkbcommon-x11-dev libgles2-mesa-dev libegl1-mesa-dev libx11-xcb-dev libxcursor-dev libxfixes-dev libvulkan-dev pkg-config xdotool chromium
 DEB_PKGS += lintian man-db zsh db-util
 
-.PHONY: all build deps demo demo-card test test-short vet fuzz chaos clean deb stage install package-test
+.PHONY: all build deps demo demo-card test test-short vet fuzz chaos clean deb stage install package-test race
 
 all: build
 
@@ -48,9 +49,18 @@ demo: deps build
 demo-card: deps build
 	./$(BIN)/hotdesk-demo -bin $(BIN) -cards
 
+# The packages whose tests run under the race detector: the broker's state
+# machine, the registry, authentication and the daemon's wiring. `make test`
+# runs them only there (not twice): the plain run takes every other package.
+RACE_PKGS := ./broker/... ./registry/... ./auth/... ./cmd/hotdeskd
+
 test: deps build package-test
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -vxF "$$($(GO) list $(RACE_PKGS))")
+	$(MAKE) --no-print-directory race
+
+race:
+	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 
 # Build both packages, inspect them, install the server package, run a
 # hot-desk against the installed daemon, purge (.ci/package-test).

@@ -38,7 +38,7 @@ func (b *Broker) adminSuspend(ctx context.Context, id, op string, reason proto.D
 	active := s.state == Active
 	b.mu.Unlock()
 	if active {
-		b.suspendLocked(ctx, s, reason, msg)
+		b.suspendTokenLocked(ctx, s, reason, msg)
 	}
 	return nil
 }

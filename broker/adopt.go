@@ -70,7 +70,7 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 			s.setClaimLocked(c)
 			b.mu.Unlock()
 		default:
-			b.orphanLocked(s, c.Session.ServerID)
+			b.orphanTokenLocked(s, c.Session.ServerID)
 		}
 		unlock()
 		b.mu.Lock()

@@ -224,30 +224,40 @@ var (
 
 // Broker runs the sessions of one server.
 type Broker struct {
-	cfg  Config
-	log  hclog.Logger
-	clk  clock.Clock
+	cfg Config
+	log hclog.Logger
+	clk clock.Clock
+	// keys is the per-token lock that serialises one token's transitions.
+	// A method named …TokenLocked expects its caller to hold the lock of
+	// its session's token; one named …Locked, the broker's mutex mu.
 	keys keyLock
 	// userLocks serialize the per-user session count with the claim.
 	userLocks keyLock
 
-	mu       sync.Mutex
-	reg      Registry // swapped by Reestablish
-	byID     map[string]*Session
-	byToken  map[string]*Session
-	terms    map[*terminal]struct{}
-	closed   bool
-	hooks    Hooks
-	wg       sync.WaitGroup
-	exitDone chan struct{}
-	countCh  chan struct{}
-	stop     chan struct{}
+	// wg counts every goroutine the broker starts; Shutdown waits for them.
+	wg      sync.WaitGroup
+	countCh chan struct{}
+	stop    chan struct{} // closed by Shutdown
+	// life is the broker's lifetime: the context of the transitions no
+	// caller waits for (timers, compositor exits, lease loss, token
+	// changes); Shutdown cancels it when it returns.
+	life    context.Context
+	endLife context.CancelFunc
 	// regChanged is signalled when Reestablish installs a new registry.
 	regChanged chan struct{}
+	members    memberCache // group members for Welcome (members.go; own mutex)
+
+	mu sync.Mutex
+	// The fields below, up to the blank line, are guarded by mu.
+	reg     Registry // swapped by Reestablish
+	byID    map[string]*Session
+	byToken map[string]*Session
+	terms   map[*terminal]struct{}
+	closed  bool
+	hooks   Hooks
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
 	tickets    map[string]ticket // attach gateway tickets
-	members    memberCache       // group members for Welcome (members.go)
 	ticketSeq  uint64            // last ticket's issue number
 
 	lim  Limits           // cfg.Limits with defaults
@@ -263,8 +273,9 @@ type Hooks struct {
 	OnTransition func(sessionID string, from, to State)
 }
 
-// New returns a Broker. It starts one goroutine that turns compositor exits
-// into destroyed sessions; Shutdown stops it.
+// New returns a Broker. It starts three goroutines (compositor exits into
+// destroyed sessions, the session count into the registry, the lease
+// supervisor); Shutdown stops them and waits for them.
 func New(cfg Config) (*Broker, error) {
 	if cfg.Registry == nil || cfg.Compositor == nil || cfg.Auth == nil {
 		return nil, errors.New("broker: registry, compositor and auth are required")
@@ -298,7 +309,6 @@ func New(cfg Config) (*Broker, error) {
 		byID:       make(map[string]*Session),
 		byToken:    make(map[string]*Session),
 		terms:      make(map[*terminal]struct{}),
-		exitDone:   make(chan struct{}),
 		countCh:    make(chan struct{}, 1),
 		tokenCache: make(map[string]cachedToken),
 		tickets:    make(map[string]ticket),
@@ -306,10 +316,11 @@ func New(cfg Config) (*Broker, error) {
 		regChanged: make(chan struct{}, 1),
 		lim:        cfg.Limits.withDefaults(),
 	}
+	b.life, b.endLife = context.WithCancel(context.Background())
 	b.blog = burstlog.New(b.log, logEvery, nil)
-	go b.watchExits()
-	go b.publishCounts()
-	b.wg.Add(1)
+	b.wg.Add(3)
+	go func() { defer b.wg.Done(); b.watchExits() }()
+	go func() { defer b.wg.Done(); b.publishCounts() }()
 	go func() { defer b.wg.Done(); b.superviseLease() }()
 	return b, nil
 }
@@ -399,7 +410,7 @@ func (b *Broker) Kill(ctx context.Context, id string) error {
 	}
 	// Detached reason 3 (destroyed), as PROTOCOL.md §5 says: the session
 	// is gone, not merely detached.
-	b.destroyLocked(ctx, s, proto.DetachDestroyed, "killed by an administrator")
+	b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "killed by an administrator")
 	return nil
 }
 
@@ -414,14 +425,16 @@ func (b *Broker) current(s *Session) *Session {
 }
 
 // Shutdown detaches every terminal, closes their connections and, unless
-// KeepSessionsOnShutdown, destroys every session. It returns when done or
-// when ctx expires.
+// KeepSessionsOnShutdown, destroys every session. It returns when every
+// goroutine of the broker has ended or when ctx expires; either way the
+// broker's lifetime context is cancelled when it returns.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil
 	}
+	defer b.endLife()
 	b.closed = true
 	close(b.stop)
 	terms := make([]*terminal, 0, len(b.terms))
@@ -442,7 +455,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		for _, s := range sessions {
 			unlock := b.keys.Lock(s.Token)
 			if b.current(s) != nil {
-				b.destroyLocked(ctx, s, proto.DetachShutdown, "server shutting down")
+				b.destroyTokenLocked(ctx, s, proto.DetachShutdown, "server shutting down")
 			}
 			unlock()
 		}
@@ -457,27 +470,41 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// watchExits turns compositors that ended on their own into destroyed sessions.
+// watchExits turns compositors that ended on their own into destroyed
+// sessions, until Shutdown or until the backend closes Exits.
 func (b *Broker) watchExits() {
-	defer close(b.exitDone)
-	for ex := range b.cfg.Compositor.Exits() {
-		b.mu.Lock()
-		s := b.byID[ex.SessionID]
-		b.mu.Unlock()
-		if s == nil {
-			continue
+	exits := b.cfg.Compositor.Exits()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case ex, ok := <-exits:
+			if !ok {
+				return
+			}
+			b.compositorExited(ex)
 		}
-		reason := "compositor exited"
-		if ex.Err != nil {
-			reason = fmt.Sprintf("compositor exited: %v", ex.Err)
-		}
-		b.log.Warn("compositor exited", "session", s.ID, "pid", ex.PID, "error", ex.Err)
-		unlock := b.keys.Lock(s.Token)
-		if b.current(s) != nil {
-			s.info.PID = 0 // already gone: do not try to stop it again
-			b.destroyLocked(context.Background(), s, proto.DetachDestroyed, reason)
-		}
-		unlock()
+	}
+}
+
+// compositorExited destroys the session whose compositor ended on its own.
+func (b *Broker) compositorExited(ex compositor.Exit) {
+	b.mu.Lock()
+	s := b.byID[ex.SessionID]
+	b.mu.Unlock()
+	if s == nil {
+		return
+	}
+	reason := "compositor exited"
+	if ex.Err != nil {
+		reason = fmt.Sprintf("compositor exited: %v", ex.Err)
+	}
+	b.log.Warn("compositor exited", "session", s.ID, "pid", ex.PID, "error", ex.Err)
+	unlock := b.keys.Lock(s.Token)
+	defer unlock()
+	if b.current(s) != nil {
+		s.info.PID = 0 // already gone: do not try to stop it again
+		b.destroyTokenLocked(b.life, s, proto.DetachDestroyed, reason)
 	}
 }
 
@@ -576,7 +603,7 @@ func (b *Broker) detachUnleased(msg string) {
 		shown := s.term != nil
 		b.mu.Unlock()
 		if shown && b.current(s) != nil && b.Ready() != nil {
-			b.suspendLocked(context.Background(), s, proto.DetachLocked, msg+"; present the token again shortly")
+			b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg+"; present the token again shortly")
 		}
 		unlock()
 	}

@@ -112,11 +112,7 @@ func TestLifecycle(t *testing.T) {
 // destroyed, its compositor stopped and its claim released.
 func TestSuspendTimeout(t *testing.T) {
 	e := newEnv(t, "b1", nil)
-	tok, key := e.enroll("bob")
-	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
-	att := expectMsg[proto.Attached](t1)
+	tok, _, t1, att := e.login("bob", "term-1")
 	pid := sessionInfo(t, e.b, att.SessionID).PID
 
 	t1.remove(tok)
@@ -161,11 +157,7 @@ func TestSuspendTimeout(t *testing.T) {
 // and the terminal is told why.
 func TestCompositorCrash(t *testing.T) {
 	e := newEnv(t, "b1", nil)
-	tok, key := e.enroll("carol")
-	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
-	att := expectMsg[proto.Attached](t1)
+	tok, _, t1, att := e.login("carol", "term-1")
 	pid := sessionInfo(t, e.b, att.SessionID).PID
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -183,11 +175,7 @@ func TestCompositorCrash(t *testing.T) {
 // TestAdminKill destroys a session on the administrator's request.
 func TestAdminKill(t *testing.T) {
 	e := newEnv(t, "b1", nil)
-	tok, key := e.enroll("dave")
-	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
-	att := expectMsg[proto.Attached](t1)
+	_, _, t1, att := e.login("dave", "term-1")
 	if err := e.b.Kill(e.ctx, "s-nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("kill unknown = %v; want ErrNotFound", err)
 	}
@@ -236,11 +224,7 @@ func TestTokenProof(t *testing.T) {
 // connections; each is told why and closed, while another terminal keeps working.
 func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 	e := newEnv(t, "b1", nil)
-	tok, key := e.enroll("frank")
-	good := e.dial("term-good")
-	good.hold(tok, key)
-	good.insert(tok)
-	att := expectMsg[proto.Attached](good)
+	tok, _, good, att := e.login("frank", "term-good")
 
 	frame := func(payload []byte) []byte {
 		b := make([]byte, 4+len(payload))
@@ -395,11 +379,7 @@ func TestRedirectToOwner(t *testing.T) {
 // afterwards.
 func TestLockToken(t *testing.T) {
 	e := newEnv(t, "b1", nil)
-	tok, key := e.enroll("pia")
-	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
-	att := expectMsg[proto.Attached](t1)
+	tok, _, t1, att := e.login("pia", "term-1")
 	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
 		t.Fatal(err)
 	}

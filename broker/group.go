@@ -123,7 +123,7 @@ func (b *Broker) publishCounts() {
 		case <-b.countCh:
 		}
 		n := b.liveCount()
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 		err := b.registry().UpdateServer(ctx, func(r *registry.ServerRecord) { r.Sessions = n })
 		cancel()
 		if err != nil {
@@ -168,7 +168,7 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 			s.setClaimLocked(c)
 			b.mu.Unlock()
 		} else {
-			b.orphanLocked(s, c.Session.ServerID)
+			b.orphanTokenLocked(s, c.Session.ServerID)
 			b.mu.Lock()
 			orphans = append(orphans, b.infoLocked(s))
 			b.mu.Unlock()
@@ -187,10 +187,10 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 	return orphans, nil
 }
 
-// orphanLocked marks s as orphaned: another server owns its token now. The
+// orphanTokenLocked marks s as orphaned: another server owns its token now. The
 // session is suspended (its terminal told why) and no longer located by its
 // token here. Caller holds the token lock.
-func (b *Broker) orphanLocked(s *Session, owner string) {
+func (b *Broker) orphanTokenLocked(s *Session, owner string) {
 	b.log.Warn("session orphaned: its token is owned by another session now", "session", s.ID, "owner", owner)
 	b.emit(Event{Kind: SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
 	b.mu.Lock()
@@ -206,7 +206,7 @@ func (b *Broker) orphanLocked(s *Session, owner string) {
 		if owner != "" && owner != b.cfg.ServerID {
 			msg = "session locked: its token moved to server " + owner
 		}
-		b.suspendLocked(context.Background(), s, proto.DetachLocked, msg)
+		b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg)
 	}
 	b.countChanged()
 }
@@ -269,6 +269,6 @@ func (b *Broker) TokenChanged(ctx context.Context, ch registry.TokenChange) {
 	b.mu.Unlock()
 	if active {
 		b.log.Info("token disabled: locking its session", "token", token, "session", s.ID)
-		b.suspendLocked(ctx, s, proto.DetachLocked, "token disabled by an administrator")
+		b.suspendTokenLocked(ctx, s, proto.DetachLocked, "token disabled by an administrator")
 	}
 }

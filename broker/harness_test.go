@@ -192,6 +192,18 @@ func (e *env) enroll(user string) (string, ed25519.PrivateKey) {
 	return id, priv
 }
 
+// login enrolls a new token for user and presents it at a new terminal
+// termID, which holds its key; it returns the token, its key, the terminal
+// and the Attached that answered.
+func (e *env) login(user, termID string) (string, ed25519.PrivateKey, *term, *proto.Attached) {
+	e.t.Helper()
+	tok, key := e.enroll(user)
+	tm := e.dial(termID)
+	tm.hold(tok, key)
+	tm.insert(tok)
+	return tok, key, tm, expectMsg[proto.Attached](tm)
+}
+
 // waitTransition waits for session id (any if "") to reach state to.
 func (e *env) waitTransition(id string, to State) string {
 	e.t.Helper()

@@ -97,11 +97,11 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 			// A newer fence than ours: the redirecting broker saw a claim
 			// made after ours. Attach only if the registry confirms the
 			// key is still this session's.
-			if err := b.confirmClaimLocked(ctx, s); err != nil {
+			if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
 				return err
 			}
 		}
-		return b.resumeLocked(ctx, t, s, rec)
+		return b.resumeTokenLocked(ctx, t, s, rec)
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -270,7 +270,7 @@ func (b *Broker) closeLogin(l auth.Session) {
 	if l == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		b.log.Warn("closing the PAM session failed", "error", err)
@@ -411,7 +411,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 		}
 		b.forget(s)
 		b.closeLogin(res.Session)
-		rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		rctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 		_ = b.registry().Release(rctx, c)
 		cancel()
 		b.transitioned(s, Creating, Destroyed)
@@ -424,12 +424,12 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	s.info = info
 	b.mu.Unlock()
 	b.log.Info("session created", "session", s.ID, "user", s.User, "terminal", t.id, "pid", info.PID)
-	return b.attachLocked(ctx, t, s, false)
+	return b.attachTokenLocked(ctx, t, s, false)
 }
 
-// resumeLocked attaches existing session s at t: a resume of a suspended
+// resumeTokenLocked attaches existing session s at t: a resume of a suspended
 // session or a takeover from another terminal. Caller holds the token lock.
-func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord) error {
+func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord) error {
 	b.mu.Lock()
 	st, old := s.state, s.term
 	b.mu.Unlock()
@@ -450,27 +450,27 @@ func (b *Broker) resumeLocked(ctx context.Context, t *terminal, s *Session, rec 
 		return fail(proto.ErrUnavailable, "session ended", nil)
 	}
 	if st == Active && old != nil {
-		b.detachLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
+		b.detachTokenLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
 	}
 	if st == Suspended {
 		info, err := b.cfg.Compositor.Resume(ctx, s.ID)
 		if err != nil {
 			b.log.Error("compositor resume failed", "session", s.ID, "error", err)
-			b.destroyLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
+			b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
 			return fail(proto.ErrCompositor, "could not resume the session", err)
 		}
 		b.mu.Lock()
 		s.info = info
 		b.mu.Unlock()
 	}
-	return b.attachLocked(ctx, t, s, true)
+	return b.attachTokenLocked(ctx, t, s, true)
 }
 
-// confirmClaimLocked checks with the registry (a linearizable read) that
+// confirmClaimTokenLocked checks with the registry (a linearizable read) that
 // the token's key is still s's claim, adopting the registry's fence; if
 // another session holds it now, s is orphaned and the terminal redirected
 // there. Caller holds the token lock.
-func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
+func (b *Broker) confirmClaimTokenLocked(ctx context.Context, s *Session) error {
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	c, err := b.registry().Lookup(lctx, s.Token)
 	cancel()
@@ -481,7 +481,7 @@ func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
 		b.mu.Unlock()
 		return nil
 	case err == nil:
-		b.orphanLocked(s, c.Session.ServerID)
+		b.orphanTokenLocked(s, c.Session.ServerID)
 		return fail(proto.ErrStaleFence, "the session's token belongs to another session now; present it again", nil)
 	case errors.Is(err, registry.ErrNotFound):
 		return fail(proto.ErrUnavailable, "session claim being re-established; retry shortly", err)
@@ -490,8 +490,8 @@ func (b *Broker) confirmClaimLocked(ctx context.Context, s *Session) error {
 	}
 }
 
-// attachLocked makes s active at t and tells t. Caller holds the token lock.
-func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
+// attachTokenLocked makes s active at t and tells t. Caller holds the token lock.
+func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
 	// The lease may have been lost while the insert ran: attach only
 	// under a live lease (the lease supervisor detaches everything shown
 	// when it is lost, under each token's lock).
@@ -500,7 +500,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 		creating := s.state == Creating
 		b.mu.Unlock()
 		if creating {
-			b.suspendLocked(ctx, s, proto.DetachLocked, "server lost its registry lease")
+			b.suspendTokenLocked(ctx, s, proto.DetachLocked, "server lost its registry lease")
 		}
 		return fail(proto.ErrUnavailable, "server not ready", err)
 	}
@@ -512,7 +512,7 @@ func (b *Broker) attachLocked(ctx context.Context, t *terminal, s *Session, resu
 			unlock := b.keys.Lock(prev.Token)
 			defer unlock()
 			if b.current(prev) != nil && prev.term == t {
-				b.suspendLocked(context.Background(), prev, proto.DetachTokenRemoved, "another token was presented")
+				b.suspendTokenLocked(b.life, prev, proto.DetachTokenRemoved, "another token was presented")
 			}
 		}()
 	}
@@ -565,16 +565,16 @@ func (b *Broker) remove(ctx context.Context, t *terminal, token string) {
 	if !here {
 		return // not shown here (taken over meanwhile, or never attached)
 	}
-	b.suspendLocked(ctx, s, proto.DetachTokenRemoved, "token removed")
+	b.suspendTokenLocked(ctx, s, proto.DetachTokenRemoved, "token removed")
 }
 
-// suspendLocked cuts s from its terminal and starts the suspend timer.
+// suspendTokenLocked cuts s from its terminal and starts the suspend timer.
 // Caller holds the token lock.
-func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
+func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
 	if b.current(s) == nil {
 		return
 	}
-	b.detachLocked(s, reason, msg, "")
+	b.detachTokenLocked(s, reason, msg, "")
 	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil && !errors.Is(err, compositor.ErrNotFound) {
 		b.log.Error("compositor suspend failed", "session", s.ID, "error", err)
 	}
@@ -594,21 +594,22 @@ func (b *Broker) suspendLocked(ctx context.Context, s *Session, reason proto.Det
 	b.publish(s)
 }
 
-// expire destroys s if it is still suspended when its timer fires.
+// expire destroys s if it is still suspended when its timer fires and the
+// broker is not shut down (a session kept on shutdown is the next run's).
 func (b *Broker) expire(s *Session) {
 	unlock := b.keys.Lock(s.Token)
 	defer unlock()
 	b.mu.Lock()
-	due := b.byID[s.ID] == s && s.state == Suspended &&
+	due := !b.closed && b.byID[s.ID] == s && s.state == Suspended &&
 		!b.clk.Now().Before(s.suspendedAt.Add(b.cfg.SuspendTimeout))
 	b.mu.Unlock()
 	if due {
-		b.destroyLocked(context.Background(), s, proto.DetachDestroyed, "suspend timeout")
+		b.destroyTokenLocked(b.life, s, proto.DetachDestroyed, "suspend timeout")
 	}
 }
 
-// detachLocked tells s's terminal it no longer shows s. Caller holds the token lock.
-func (b *Broker) detachLocked(s *Session, reason proto.DetachReason, msg, by string) {
+// detachTokenLocked tells s's terminal it no longer shows s. Caller holds the token lock.
+func (b *Broker) detachTokenLocked(s *Session, reason proto.DetachReason, msg, by string) {
 	b.cutStreams(s) // the old terminal stops seeing the session at once
 	b.mu.Lock()
 	t := s.term
@@ -623,10 +624,10 @@ func (b *Broker) detachLocked(s *Session, reason proto.DetachReason, msg, by str
 	}
 }
 
-// destroyLocked ends s: terminal told, compositor stopped, claim released.
+// destroyTokenLocked ends s: terminal told, compositor stopped, claim released.
 // Caller holds the token lock.
-func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
-	b.detachLocked(s, reason, msg, "")
+func (b *Broker) destroyTokenLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
+	b.detachTokenLocked(s, reason, msg, "")
 	b.mu.Lock()
 	from := s.state
 	pid := s.info.PID
@@ -642,7 +643,7 @@ func (b *Broker) destroyLocked(ctx context.Context, s *Session, reason proto.Det
 	s.login = nil
 	b.mu.Unlock()
 	b.closeLogin(login)
-	rctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	rctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	if err := b.registry().Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
 		b.log.Warn("registry release failed", "session", s.ID, "error", err)
 	}
@@ -727,7 +728,7 @@ func (b *Broker) publisher(s *Session) {
 		rec := b.recordLocked(s, s.term)
 		b.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+		ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 		nc, err := b.registry().Update(ctx, c, rec)
 		cancel()
 		switch {
@@ -761,7 +762,7 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 	if b.current(s) == nil || changed {
 		return // destroyed, or re-claimed meanwhile
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+	ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	defer cancel()
 	reg := b.registry()
 	cur, err := reg.Lookup(ctx, s.Token)
@@ -772,7 +773,7 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 		b.mu.Unlock()
 		b.publish(s)
 	case err == nil:
-		b.orphanLocked(s, cur.Session.ServerID)
+		b.orphanTokenLocked(s, cur.Session.ServerID)
 	case errors.Is(err, registry.ErrNotFound):
 		rc, ok := reg.(Reclaimer)
 		if !ok || b.Ready() != nil {
@@ -789,7 +790,7 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 			b.mu.Unlock()
 			b.log.Info("session claim re-created", "session", s.ID, "fence", nc.Fence)
 		default:
-			b.orphanLocked(s, nc.Session.ServerID)
+			b.orphanTokenLocked(s, nc.Session.ServerID)
 		}
 	default:
 		b.log.Warn("resolving a fenced session write failed", "session", s.ID, "error", err)

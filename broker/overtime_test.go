@@ -25,11 +25,7 @@ import (
 // createAt starts a session for a new token of user at e and suspends it.
 func createAt(t *testing.T, e *env, user string) (string, ed25519.PrivateKey, string) {
 	t.Helper()
-	tok, key := e.enroll(user)
-	tm := e.dial("term-create-" + user)
-	tm.hold(tok, key)
-	tm.insert(tok)
-	att := expectMsg[proto.Attached](tm)
+	tok, key, tm, att := e.login(user, "term-create-"+user)
 	tm.remove(tok)
 	expectMsg[proto.Detached](tm)
 	tm.conn.Close()
@@ -139,11 +135,7 @@ func TestLeaseLossDetachesTerminals(t *testing.T) {
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, eps[0])
 	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: 3 * time.Second, gateway: true})
-	tok, key := e.enroll("lou")
-	tm := e.dial("term-1")
-	tm.hold(tok, key)
-	tm.insert(tok)
-	att := expectMsg[proto.Attached](tm)
+	_, _, tm, att := e.login("lou", "term-1")
 	stream, perr := e.attach(att.Ticket, "term-1")
 	if perr != nil {
 		t.Fatalf("attach: %+v", perr)
@@ -181,11 +173,7 @@ func TestLeaseRevokedReclaims(t *testing.T) {
 	// after TTL/3 = 40 s, longer than the test waits for the detach.
 	e := newEnvWith(t, "b1", envOptions{ttl: 120 * time.Second})
 	idle, _, idleSess := createAt(t, e, "ida")
-	tok, key := e.enroll("abe")
-	tm := e.dial("term-1")
-	tm.hold(tok, key)
-	tm.insert(tok)
-	att := expectMsg[proto.Attached](tm)
+	tok, _, tm, att := e.login("abe", "term-1")
 	if _, err := e.cli.Revoke(e.ctx, e.reg.LeaseID()); err != nil {
 		t.Fatal(err)
 	}
@@ -251,11 +239,7 @@ func (h *hangingRegistry) Update(ctx context.Context, c registry.Claim, s regist
 func TestPublishDoesNotBlockQueue(t *testing.T) {
 	h := &hangingRegistry{waiting: make(chan struct{}, 1)}
 	e := newEnvWith(t, "b1", envOptions{wrap: func(r Registry) Registry { h.Registry = r; return h }})
-	tok, key := e.enroll("hal")
-	tm := e.dial("term-1")
-	tm.hold(tok, key)
-	tm.insert(tok)
-	att := expectMsg[proto.Attached](tm)
+	tok, _, tm, att := e.login("hal", "term-1")
 	gate := make(chan struct{})
 	release := sync.OnceFunc(func() { close(gate) })
 	t.Cleanup(release)

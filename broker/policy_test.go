@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -22,18 +23,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
-
 // pamEnv is a broker whose logins run real PAM (pam_matrix with a password
 // file) under the given policies.
 func pamEnv(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) *env {
 	t.Helper()
-	if _, err := os.Stat(matrixModule); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
+	testutil.NeedMatrix(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "passdb")
 	if err := os.WriteFile(db, []byte("alice:alice-pw:hotdesk\nbob:bob-pw:hotdesk\n"), 0o600); err != nil {
@@ -41,7 +35,7 @@ func pamEnv(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) *env 
 	}
 	// pam_succeed_if asks for the login name when PAM_USER is not set
 	// (pam_matrix does not).
-	stack := "auth requisite pam_succeed_if.so quiet user != root\n" + "auth required " + matrixModule + " passdb=" + db + "\naccount required " + matrixModule + " passdb=" + db + "\n"
+	stack := "auth requisite pam_succeed_if.so quiet user != root\n" + testutil.MatrixStack(db)
 	if err := os.WriteFile(filepath.Join(dir, "hotdesk"), []byte(stack), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -471,7 +471,7 @@ func (t *terminal) detachAll(reason proto.DetachReason, msg string) {
 	here := s.term == t
 	b.mu.Unlock()
 	if here && b.current(s) != nil {
-		b.suspendLocked(context.Background(), s, reason, msg)
+		b.suspendTokenLocked(b.life, s, reason, msg)
 	}
 }
 

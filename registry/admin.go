@@ -63,10 +63,10 @@ type CommandResult struct {
 	Data   json.RawMessage `json:"data,omitempty"`
 }
 
-func (r *Registry) commandKey(server, id string) string {
+func (r *Store) commandKey(server, id string) string {
 	return r.opts.prefix + "commands/" + server + "/" + id
 }
-func (r *Registry) resultKey(id string) string { return r.opts.prefix + "results/" + id }
+func (r *Store) resultKey(id string) string { return r.opts.prefix + "results/" + id }
 
 func randomID() string {
 	var b [12]byte
@@ -141,7 +141,7 @@ func (r *Registry) SendCommand(ctx context.Context, server string, cmd Command) 
 // Each command is answered once: its deletion and its result are one
 // transaction, fenced on the command's revision. After a watch failure it
 // re-lists what is waiting.
-func (r *Registry) ServeCommands(ctx context.Context, handle func(context.Context, Command) CommandResult) {
+func (r *Store) ServeCommands(ctx context.Context, handle func(context.Context, Command) CommandResult) {
 	dir := r.opts.prefix + "commands/" + r.id + "/"
 	sem := make(chan struct{}, maxConcurrentCommands)
 	var wg sync.WaitGroup
@@ -198,7 +198,7 @@ func (r *Registry) ServeCommands(ctx context.Context, handle func(context.Contex
 	}
 }
 
-func (r *Registry) answer(ctx context.Context, kv *mvccpb.KeyValue, handle func(context.Context, Command) CommandResult) {
+func (r *Store) answer(ctx context.Context, kv *mvccpb.KeyValue, handle func(context.Context, Command) CommandResult) {
 	var cmd Command
 	var res CommandResult
 	if len(kv.Value) > MaxCommandBytes {
@@ -234,7 +234,7 @@ func (r *Registry) answer(ctx context.Context, kv *mvccpb.KeyValue, handle func(
 // replaced at half its TTL, so each is readable for between EventTTL/2 and
 // EventTTL. Safe for concurrent use.
 type EventLog struct {
-	r *Registry
+	r *Store
 
 	mu      sync.Mutex
 	lease   clientv3.LeaseID
@@ -244,7 +244,7 @@ type EventLog struct {
 
 // NewEventLog returns the event log of r's server. The leases it grants
 // outlive r's lease: events of a broker that died stay readable.
-func (r *Registry) NewEventLog() *EventLog { return &EventLog{r: r} }
+func (r *Store) NewEventLog() *EventLog { return &EventLog{r: r} }
 
 // Append stores one event (a JSON value of at most MaxEventBytes).
 func (l *EventLog) Append(ctx context.Context, event []byte) error {
@@ -287,7 +287,7 @@ type GroupChange struct {
 }
 
 // RecentEvents returns up to limit of the newest stored events, oldest first.
-func (r *Registry) RecentEvents(ctx context.Context, limit int) ([][]byte, error) {
+func (r *Store) RecentEvents(ctx context.Context, limit int) ([][]byte, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -311,7 +311,7 @@ func (r *Registry) RecentEvents(ctx context.Context, limit int) ([][]byte, error
 // channel is closed when ctx ends. A watch that fails (compaction, lost
 // leader) resumes from now: changes in between are lost, which a live
 // stream accepts. A slow consumer slows the watch.
-func (r *Registry) WatchGroup(ctx context.Context) <-chan GroupChange {
+func (r *Store) WatchGroup(ctx context.Context) <-chan GroupChange {
 	out := make(chan GroupChange, 64)
 	var wg sync.WaitGroup
 	watch := func(dir string, conv func(ev *clientv3.Event) (GroupChange, bool)) {
@@ -373,7 +373,7 @@ func (r *Registry) WatchGroup(ctx context.Context) <-chan GroupChange {
 }
 
 // Pairings lists the pending pairing codes (their ids, never secrets).
-func (r *Registry) Pairings(ctx context.Context) ([]Pairing, error) {
+func (r *Store) Pairings(ctx context.Context) ([]Pairing, error) {
 	var out []Pairing
 	err := r.list(ctx, r.opts.prefix+"pairing/", func(name string, kv *mvccpb.KeyValue) {
 		var p Pairing
@@ -391,7 +391,7 @@ func (r *Registry) Pairings(ctx context.Context) ([]Pairing, error) {
 }
 
 // RevokePairing deletes pending pairing code id; ErrNotFound if absent.
-func (r *Registry) RevokePairing(ctx context.Context, id string) error {
+func (r *Store) RevokePairing(ctx context.Context, id string) error {
 	if err := validateKey(id); err != nil {
 		return fmt.Errorf("registry: revoke pairing: %w", err)
 	}

@@ -15,7 +15,7 @@ type drainFlag struct {
 	SetBy     string `json:"set_by,omitempty"` // server id of the Registry that set it
 }
 
-func (r *Registry) drainKey(id string) string { return r.opts.prefix + "drain/" + id }
+func (r *Store) drainKey(id string) string { return r.opts.prefix + "drain/" + id }
 
 // SetDraining sets (draining=true) or clears (false) the drain flag of server
 // serverID, which need not be this server nor be registered. The flag is
@@ -24,7 +24,7 @@ func (r *Registry) drainKey(id string) string { return r.opts.prefix + "drain/" 
 // sessions and keeps its existing ones; the broker enforces that, the
 // registry only records it. Clearing an absent flag is not an error. It does
 // not depend on this Registry's lease health.
-func (r *Registry) SetDraining(ctx context.Context, serverID string, draining bool) error {
+func (r *Store) SetDraining(ctx context.Context, serverID string, draining bool) error {
 	if err := validateKey(serverID); err != nil {
 		return fmt.Errorf("registry: set draining: %w", err)
 	}
@@ -48,7 +48,7 @@ func (r *Registry) SetDraining(ctx context.Context, serverID string, draining bo
 }
 
 // Draining reports whether server serverID's drain flag is set.
-func (r *Registry) Draining(ctx context.Context, serverID string) (bool, error) {
+func (r *Store) Draining(ctx context.Context, serverID string) (bool, error) {
 	if err := validateKey(serverID); err != nil {
 		return false, fmt.Errorf("registry: draining: %w", err)
 	}

@@ -32,13 +32,13 @@ func validateKey(k string) error {
 	return nil
 }
 
-func (r *Registry) serverKey(id string) string   { return r.opts.prefix + "servers/" + id }
-func (r *Registry) sessionKey(key string) string { return r.opts.prefix + "sessions/" + key }
-func (r *Registry) tokenKey(id string) string    { return r.opts.prefix + "tokens/" + id }
-func (r *Registry) pairingKey(id string) string  { return r.opts.prefix + "pairing/" + id }
+func (r *Store) serverKey(id string) string   { return r.opts.prefix + "servers/" + id }
+func (r *Store) sessionKey(key string) string { return r.opts.prefix + "sessions/" + key }
+func (r *Store) tokenKey(id string) string    { return r.opts.prefix + "tokens/" + id }
+func (r *Store) pairingKey(id string) string  { return r.opts.prefix + "pairing/" + id }
 
 // get reads one key; ErrNotFound if it is absent.
-func (r *Registry) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*mvccpb.KeyValue, error) {
+func (r *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*mvccpb.KeyValue, error) {
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
 	resp, err := r.kv.Get(cctx, key, opts...)
@@ -54,15 +54,23 @@ func (r *Registry) get(ctx context.Context, key string, opts ...clientv3.OpOptio
 // list calls fn for every key directly under dir (which ends in "/"), in key
 // order, reading pages of listPageSize keys at one revision so the listing is
 // a consistent snapshot. name is the key without dir.
-func (r *Registry) list(ctx context.Context, dir string, fn func(name string, kv *mvccpb.KeyValue)) error {
+func (r *Store) list(ctx context.Context, dir string, fn func(name string, kv *mvccpb.KeyValue)) error {
+	return r.scan(ctx, dir, func(name string, kv *mvccpb.KeyValue) {
+		if validateKey(name) != nil {
+			return // e.g. a deeper path written by hand
+		}
+		fn(name, kv)
+	})
+}
+
+// scan calls fn for every key under dir (any depth), in key order, reading
+// pages of listPageSize keys at one revision. name is the key without dir.
+func (r *Store) scan(ctx context.Context, dir string, fn func(name string, kv *mvccpb.KeyValue)) error {
 	end := clientv3.GetPrefixRangeEnd(dir)
 	from := dir
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{
-			clientv3.WithRange(end),
-			clientv3.WithLimit(listPageSize),
-		}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
@@ -76,11 +84,7 @@ func (r *Registry) list(ctx context.Context, dir string, fn func(name string, kv
 			rev = resp.Header.Revision
 		}
 		for _, kv := range resp.Kvs {
-			name := strings.TrimPrefix(string(kv.Key), dir)
-			if validateKey(name) != nil {
-				continue // e.g. a deeper path written by hand
-			}
-			fn(name, kv)
+			fn(strings.TrimPrefix(string(kv.Key), dir), kv)
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			return nil

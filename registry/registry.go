@@ -16,6 +16,12 @@
 // and re-claims what it still runs (Reclaim): a key that another server took
 // meanwhile is reported, never overwritten.
 //
+// What needs no lease is a Store (NewStore): token records, pairing codes,
+// drain flags, the command queue, the event log, the watches and reads. A
+// Registry embeds its server's Store; the Store outlives every lease, so
+// code that must keep working across a lease change holds the Store, never
+// a Registry that a lease loss has closed.
+//
 // Key layout under the prefix (default "/hotdesk/"), values are small JSON:
 //
 //	servers/<id>    ServerRecord, under the server's lease
@@ -143,7 +149,17 @@ type options struct {
 	prevLease   clientv3.LeaseID
 }
 
-// Option configures New.
+func defaultOptions() options {
+	return options{
+		prefix:      DefaultPrefix,
+		leaseTTL:    DefaultLeaseTTL,
+		callTimeout: DefaultCallTimeout,
+		logger:      hclog.NewNullLogger(),
+		clock:       clock.Real{},
+	}
+}
+
+// Option configures New and NewStore.
 type Option func(*options)
 
 // WithPrefix sets the key prefix (default "/hotdesk/"); a missing trailing
@@ -223,18 +239,17 @@ func WithClock(c clock.Clock) Option {
 	}
 }
 
-// Registry is one broker's handle on the group registry. Build it with New;
-// release it with Close.
+// Registry is one broker's lease on the group registry: the server record,
+// the session claims and everything else that lives under the lease
+// (terminal records, commands sent), fenced on it. Build it with New;
+// release it with Close. The lease-independent storage it embeds (*Store)
+// outlives it: hand the Store, not the Registry, to whatever must keep
+// working across a lease change.
 type Registry struct {
-	kv      clientv3.KV
-	watcher clientv3.Watcher
-	leases  clientv3.Lease
-	opts    options
-	log     hclog.Logger
-	id      string
-	lease   clientv3.LeaseID
-	ttl     time.Duration // as granted (whole seconds)
-	window  time.Duration // safe window
+	*Store
+	lease  clientv3.LeaseID
+	ttl    time.Duration // as granted (whole seconds)
+	window time.Duration // safe window
 
 	mu     sync.Mutex
 	server ServerRecord // last record written
@@ -271,13 +286,7 @@ type Registry struct {
 // runs until Close, a lost lease, or the client's Close. A zero
 // server.StartedUnixMs is set to the clock's now.
 func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ...Option) (*Registry, error) {
-	o := options{
-		prefix:      DefaultPrefix,
-		leaseTTL:    DefaultLeaseTTL,
-		callTimeout: DefaultCallTimeout,
-		logger:      hclog.NewNullLogger(),
-		clock:       clock.Real{},
-	}
+	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -292,12 +301,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	}
 	ttl := int64((o.leaseTTL + time.Second - 1) / time.Second)
 	r := &Registry{
-		kv:        cli.KV,
-		watcher:   cli.Watcher,
-		leases:    cli.Lease,
-		opts:      o,
-		log:       o.logger,
-		id:        server.ID,
+		Store:     newStore(cli, server.ID, o),
 		server:    server,
 		ttl:       time.Duration(ttl) * time.Second,
 		done:      make(chan struct{}),
@@ -636,7 +640,7 @@ func (r *Registry) RevokeLease(ctx context.Context, id clientv3.LeaseID) error {
 }
 
 // callCtx bounds one remote call by ctx and the per-call timeout.
-func (r *Registry) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+func (r *Store) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, r.opts.callTimeout)
 }
 
@@ -681,7 +685,7 @@ func (r *Registry) UpdateServer(ctx context.Context, f func(*ServerRecord)) erro
 
 // Servers lists every registered server, ordered by id. Draining is true if
 // the server's drain flag is set (SetDraining) or its record says so.
-func (r *Registry) Servers(ctx context.Context) ([]ServerRecord, error) {
+func (r *Store) Servers(ctx context.Context) ([]ServerRecord, error) {
 	drained := map[string]bool{}
 	err := r.list(ctx, r.opts.prefix+"drain/", func(name string, _ *mvccpb.KeyValue) {
 		drained[name] = true
@@ -706,18 +710,18 @@ func (r *Registry) Servers(ctx context.Context) ([]ServerRecord, error) {
 }
 
 // Server returns the record of server id; ErrNotFound if it is not registered.
-func (r *Registry) Server(ctx context.Context, id string) (ServerRecord, error) {
+func (r *Store) Server(ctx context.Context, id string) (ServerRecord, error) {
 	return r.readServer(ctx, id)
 }
 
 // ServerLocal is Server answered by the etcd member the client talks to
 // (a serializable read, possibly slightly stale): for redirects, whose
 // target is verified by the terminal's pin and re-checks the session.
-func (r *Registry) ServerLocal(ctx context.Context, id string) (ServerRecord, error) {
+func (r *Store) ServerLocal(ctx context.Context, id string) (ServerRecord, error) {
 	return r.readServer(ctx, id, clientv3.WithSerializable())
 }
 
-func (r *Registry) readServer(ctx context.Context, id string, opts ...clientv3.OpOption) (ServerRecord, error) {
+func (r *Store) readServer(ctx context.Context, id string, opts ...clientv3.OpOption) (ServerRecord, error) {
 	if err := validateKey(id); err != nil {
 		return ServerRecord{}, fmt.Errorf("registry: server: %w", err)
 	}

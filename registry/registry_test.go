@@ -432,8 +432,11 @@ func TestServerIDCollision(t *testing.T) {
 func TestListings(t *testing.T) {
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
-	a := newReg(t, etcdtest.Client(t, eps), "s1")
-	b := newReg(t, etcdtest.Client(t, eps), "s2")
+	// 1200 claims are about listing, not lease health: a lease whose safe
+	// window outlasts a slow machine's (or the race detector's) renewal
+	// delays, so no claim is refused as overdue.
+	a := newReg(t, etcdtest.Client(t, eps), "s1", registry.WithLeaseTTL(30*time.Second))
+	b := newReg(t, etcdtest.Client(t, eps), "s2", registry.WithLeaseTTL(30*time.Second))
 	ctx := tctx(t)
 
 	const perServer = 600 // 1200 in all: more than two list pages

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -37,7 +37,7 @@ type TerminalRecord struct {
 // MaxTerminalRecordBytes bounds one stored terminal record.
 const MaxTerminalRecordBytes = 8 << 10
 
-func (r *Registry) terminalKey(server, id string) string {
+func (r *Store) terminalKey(server, id string) string {
 	return r.opts.prefix + "terminals/" + server + "/" + id
 }
 
@@ -82,11 +82,11 @@ func (r *Registry) DeleteTerminal(ctx context.Context, id string) error {
 
 // Terminals lists every terminal record of the group, in key order (server,
 // then terminal). Undecodable records are skipped.
-func (r *Registry) Terminals(ctx context.Context) ([]TerminalRecord, error) {
+func (r *Store) Terminals(ctx context.Context) ([]TerminalRecord, error) {
 	var out []TerminalRecord
-	err := r.scan(ctx, r.opts.prefix+"terminals/", func(key string, val []byte) {
+	err := r.scan(ctx, r.opts.prefix+"terminals/", func(key string, kv *mvccpb.KeyValue) {
 		var t TerminalRecord
-		if err := json.Unmarshal(val, &t); err != nil || t.ID == "" {
+		if err := json.Unmarshal(kv.Value, &t); err != nil || t.ID == "" {
 			r.log.Warn("skipping undecodable terminal record", "key", key)
 			return
 		}
@@ -96,34 +96,4 @@ func (r *Registry) Terminals(ctx context.Context) ([]TerminalRecord, error) {
 		return nil, fmt.Errorf("registry: terminals: %w", err)
 	}
 	return out, nil
-}
-
-// scan calls fn for every key under dir (any depth), in key order, reading
-// pages at one revision.
-func (r *Registry) scan(ctx context.Context, dir string, fn func(key string, val []byte)) error {
-	end := clientv3.GetPrefixRangeEnd(dir)
-	from := dir
-	var rev int64
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPageSize)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		cctx, cancel := r.callCtx(ctx)
-		resp, err := r.kv.Get(cctx, from, opts...)
-		cancel()
-		if err != nil {
-			return err
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		for _, kv := range resp.Kvs {
-			fn(strings.TrimPrefix(string(kv.Key), dir), kv.Value)
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return nil
-		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
-	}
 }

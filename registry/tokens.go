@@ -42,7 +42,7 @@ const maxTokenUpdateRetries = 8
 
 // EnrollToken stores t if no token with its id is enrolled; ErrExists
 // otherwise. A zero RegisteredUnixMs is set to the clock's now.
-func (r *Registry) EnrollToken(ctx context.Context, t TokenRecord) error {
+func (r *Store) EnrollToken(ctx context.Context, t TokenRecord) error {
 	if err := validateKey(t.ID); err != nil {
 		return fmt.Errorf("registry: enroll token: %w", err)
 	}
@@ -71,7 +71,7 @@ func (r *Registry) EnrollToken(ctx context.Context, t TokenRecord) error {
 }
 
 // Token returns the enrolled token id; ErrNotFound if there is none.
-func (r *Registry) Token(ctx context.Context, id string) (TokenRecord, error) {
+func (r *Store) Token(ctx context.Context, id string) (TokenRecord, error) {
 	t, _, err := r.token(ctx, id)
 	if err != nil {
 		return TokenRecord{}, fmt.Errorf("registry: token: %w", err)
@@ -79,7 +79,7 @@ func (r *Registry) Token(ctx context.Context, id string) (TokenRecord, error) {
 	return t, nil
 }
 
-func (r *Registry) token(ctx context.Context, id string) (TokenRecord, int64, error) {
+func (r *Store) token(ctx context.Context, id string) (TokenRecord, int64, error) {
 	if err := validateKey(id); err != nil {
 		return TokenRecord{}, 0, err
 	}
@@ -96,7 +96,7 @@ func (r *Registry) token(ctx context.Context, id string) (TokenRecord, int64, er
 
 // Tokens lists every enrolled token, ordered by id. Undecodable values are
 // skipped (and logged).
-func (r *Registry) Tokens(ctx context.Context) ([]TokenRecord, error) {
+func (r *Store) Tokens(ctx context.Context) ([]TokenRecord, error) {
 	var out []TokenRecord
 	err := r.list(ctx, r.opts.prefix+"tokens/", func(name string, kv *mvccpb.KeyValue) {
 		t, err := decodeToken(name, kv.Value)
@@ -115,7 +115,7 @@ func (r *Registry) Tokens(ctx context.Context) ([]TokenRecord, error) {
 // UpdateToken applies f to token id and writes it back if nobody changed it
 // meanwhile (compare-and-swap on its mod revision, retried a few times). The
 // id cannot be changed. ErrNotFound if the token is not enrolled.
-func (r *Registry) UpdateToken(ctx context.Context, id string, f func(*TokenRecord)) error {
+func (r *Store) UpdateToken(ctx context.Context, id string, f func(*TokenRecord)) error {
 	for range maxTokenUpdateRetries {
 		t, modRev, err := r.token(ctx, id)
 		if err != nil {
@@ -145,7 +145,7 @@ func (r *Registry) UpdateToken(ctx context.Context, id string, f func(*TokenReco
 }
 
 // DeleteToken removes token id; ErrNotFound if it is not enrolled.
-func (r *Registry) DeleteToken(ctx context.Context, id string) error {
+func (r *Store) DeleteToken(ctx context.Context, id string) error {
 	if err := validateKey(id); err != nil {
 		return fmt.Errorf("registry: delete token: %w", err)
 	}
@@ -182,7 +182,7 @@ func decodeToken(id string, val []byte) (TokenRecord, error) {
 // treats a code past ExpiresUnixMs as absent. ErrExists if the id is taken.
 // On any failure the new lease is revoked, so a code of unknown outcome is
 // never left behind usable.
-func (r *Registry) PutPairing(ctx context.Context, p Pairing, ttl time.Duration) error {
+func (r *Store) PutPairing(ctx context.Context, p Pairing, ttl time.Duration) error {
 	if err := validateKey(p.ID); err != nil {
 		return fmt.Errorf("registry: put pairing: %w", err)
 	}
@@ -222,7 +222,7 @@ func (r *Registry) PutPairing(ctx context.Context, p Pairing, ttl time.Duration)
 
 // Pairing returns code id and its mod revision (to pass to ConsumePairing);
 // ErrNotFound if it is absent or past its ExpiresUnixMs.
-func (r *Registry) Pairing(ctx context.Context, id string) (p Pairing, modRev int64, err error) {
+func (r *Store) Pairing(ctx context.Context, id string) (p Pairing, modRev int64, err error) {
 	if err := validateKey(id); err != nil {
 		return Pairing{}, 0, fmt.Errorf("registry: pairing: %w", err)
 	}
@@ -246,7 +246,7 @@ func (r *Registry) Pairing(ctx context.Context, id string) (p Pairing, modRev in
 // several concurrent consumers of one read exactly one succeeds; the others
 // (and any consumer of an absent, expired or changed code) get ErrNotFound.
 // The code's lease is revoked afterwards (best effort).
-func (r *Registry) ConsumePairing(ctx context.Context, id string, modRev int64) error {
+func (r *Store) ConsumePairing(ctx context.Context, id string, modRev int64) error {
 	if err := validateKey(id); err != nil {
 		return fmt.Errorf("registry: consume pairing: %w", err)
 	}
@@ -274,7 +274,7 @@ func (r *Registry) ConsumePairing(ctx context.Context, id string, modRev int64) 
 
 // revokeLease revokes a pairing lease with a fresh bounded context, ignoring
 // failure: the lease expires by itself.
-func (r *Registry) revokeLease(ctx context.Context, id clientv3.LeaseID) {
+func (r *Store) revokeLease(ctx context.Context, id clientv3.LeaseID) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
 	defer cancel()
 	if _, err := r.leases.Revoke(rctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {

@@ -24,7 +24,7 @@ type TokenChange struct {
 // then watches from that revision: consumers must be idempotent. A slow
 // consumer slows the watch, never loses changes. It remembers the ids of
 // the enrolled tokens (a few bytes each) to tell deletions.
-func (r *Registry) WatchTokens(ctx context.Context) <-chan TokenChange {
+func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 	out := make(chan TokenChange, 16)
 	prefix := r.opts.prefix + "tokens/"
 	// Changes count from the revision current when WatchTokens is called.

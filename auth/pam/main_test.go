@@ -16,6 +16,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -28,8 +29,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
-
 // need fails the test under CI=true and skips it otherwise.
 func need(t *testing.T, format string, args ...any) {
 	t.Helper()
@@ -41,9 +40,7 @@ func need(t *testing.T, format string, args ...any) {
 
 func needMatrix(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(matrixModule); err != nil {
-		need(t, "pam_matrix (libpam-wrapper) missing: %v", err)
-	}
+	testutil.NeedMatrix(t)
 }
 
 func needRoot(t *testing.T) {
@@ -84,8 +81,7 @@ func passdb(t *testing.T, lines ...string) string {
 func matrixService(db string) string {
 	// pam_succeed_if asks for the login name (pam_get_user) when PAM_USER
 	// is not set; pam_matrix itself does not.
-	return fmt.Sprintf("auth requisite pam_succeed_if.so quiet user != root\n"+
-		"auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+	return "auth requisite pam_succeed_if.so quiet user != root\n" + testutil.MatrixStack(db)
 }
 
 // testModule builds testdata/pam_hdtest.c into a shared object.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -401,7 +403,7 @@ func TestAgentPair(t *testing.T) {
 // group answers otherwise.
 func TestAgentRedirectToDeadOwnerRetried(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
-	dead := freeAddr(t)
+	dead := testutil.FreeAddr(t)
 	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
 	pa := a.accept()
 	expect[proto.TokenInserted](pa)

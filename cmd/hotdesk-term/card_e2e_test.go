@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -27,23 +25,11 @@ import (
 // readers: terminal agents run with -pcsc, each on one reader, as thin
 // clients with a card reader do.
 type cardWorld struct {
-	t      *testing.T
-	bin    string
-	dir    string
-	addr   string
-	pin    string
-	socket string
-	pcscd  *pcscdtest.Daemon
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	*testutil.Daemon
+	t     *testing.T
+	dir   string
+	addr  string
+	pcscd *pcscdtest.Daemon
 }
 
 func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
@@ -51,99 +37,49 @@ func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	d, err := pcscdtest.Start()
 	pcscdtest.Require(t, err)
 	t.Cleanup(func() { d.Close() })
-	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
-		t.Skip("weston not installed")
-	}
-	w := &cardWorld{t: t, bin: buildBinaries(t), dir: t.TempDir(), addr: freeAddr(t), pcscd: d}
-	w.socket = filepath.Join(w.dir, "admin.sock")
+	testutil.NeedTools(t, "weston")
+	w := &cardWorld{t: t, dir: t.TempDir(), addr: testutil.FreeAddr(t), pcscd: d}
+	socket := filepath.Join(w.dir, "admin.sock")
 	cfg := fmt.Sprintf(`server_id = "cards"
 data_dir = %q
 listen = %q
 admin_socket = %q
-etcd {
-  embedded {
-    client_url = "http://%s"
-    peer_url = "http://%s"
-  }
-}
+%s
 session {
   auth = "card"
   keep_on_stop = false
 }
 %s
-`, filepath.Join(w.dir, "data"), w.addr, w.socket, freeAddr(t), freeAddr(t), strings.Join(extraConfig, "\n"))
-	cfgPath := filepath.Join(w.dir, "hotdesk.hcl")
-	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fp, err := exec.Command(filepath.Join(w.bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.pin = strings.TrimSpace(string(fp))
-	cmd := exec.Command(filepath.Join(w.bin, "hotdeskd"), "-config", cfgPath)
-	logf, _ := os.Create(filepath.Join(w.dir, "hotdeskd.log"))
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-		}
-		logf.Close()
+`, filepath.Join(w.dir, "data"), w.addr, socket, testutil.EmbeddedEtcd(t), strings.Join(extraConfig, "\n"))
+	t.Cleanup(func() { // after the daemon's own cleanup
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(w.dir, "hotdeskd.log"))
-			t.Logf("hotdeskd log:\n%s\npcscd log:\n%s", b, d.Log())
+			t.Logf("pcscd log:\n%s", d.Log())
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for w.ctl("ready") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("hotdeskd not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	w.Daemon = testutil.NewDaemon(t, buildBinaries(t), w.dir, socket, cfg)
+	w.Start()
 	return w
 }
 
 func (w *cardWorld) ctl(args ...string) error {
-	_, err := w.ctlOut(args...)
+	_, err := w.Ctl(args...)
 	return err
 }
 
-func (w *cardWorld) ctlOut(args ...string) ([]byte, error) {
-	return exec.Command(filepath.Join(w.bin, "hotdeskctl"), append([]string{"-socket", w.socket}, args...)...).Output()
-}
+func (w *cardWorld) ctlOut(args ...string) ([]byte, error) { return w.Ctl(args...) }
 
 // agent runs hotdesk-term with extra args and returns its JSON events.
 func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-chan map[string]any, io.WriteCloser) {
 	w.t.Helper()
-	base := []string{"-server", w.addr, "-pin", w.pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
-	cmd := exec.CommandContext(ctx, filepath.Join(w.bin, "hotdesk-term"), append(base, args...)...)
+	base := []string{"-server", w.addr, "-pin", w.Pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
+	cmd := exec.CommandContext(ctx, filepath.Join(w.Bin, "hotdesk-term"), append(base, args...)...)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
-	evs := make(chan map[string]any, 64)
-	go func() {
-		defer close(evs)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs <- ev
-			}
-		}
-	}()
+	evs := testutil.JSONEvents(stdout, 64)
 	w.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
 	return cmd, evs, stdin
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestNoPCSCBuild checks the split that keeps libpcsclite out of a
@@ -82,14 +84,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"--version", "x"}, 2, "takes no arguments"},
 		{[]string{"__gendocs", "man"}, 1, "usage: __gendocs"},
 	} {
-		out, err := exec.Command(bin, c.args...).CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if code != c.code || !strings.Contains(string(out), c.want) {
+		out, code := testutil.Exec(t, bin, c.args...)
+		if code != c.code || !strings.Contains(out, c.want) {
 			t.Errorf("hotdesk-term %q: exit %d, %q; want exit %d and %q", c.args, code, out, c.code, c.want)
 		}
 	}

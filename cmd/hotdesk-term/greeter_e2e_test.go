@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -20,9 +18,6 @@ import (
 
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
-
-// pamMatrix is pam_wrapper's test module (libpam-wrapper).
-const pamMatrix = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
 
 // startXvfb starts a virtual X screen, 1024x768, for a terminal whose
 // greeter is driven with xdotool.
@@ -76,23 +71,11 @@ func greeterShare(img image.Image) float64 {
 // about 40 s.
 func TestGreeterE2E(t *testing.T) {
 	testutil.NeedTools(t, "weston", "xfreerdp")
-	if _, err := os.Stat(pamMatrix); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
+	testutil.NeedMatrix(t)
 	bin := buildBinaries(t)
 	disp := startXvfb(t)
 
-	pamDir := filepath.Join(t.TempDir(), "pam.d")
-	os.MkdirAll(pamDir, 0o755)
-	db := filepath.Join(pamDir, "pins.db")
-	os.WriteFile(db, []byte("pat:2468:hotdesk-pin\n"), 0o600)
-	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
-		stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", pamMatrix, db)
-		os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644)
-	}
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	b := newBroker(t, bin, "greeter", fmt.Sprintf(`etcd {
   embedded {
     client_url = "http://%s"
@@ -112,8 +95,8 @@ auth {
   max_failures = 2
   lockout = "3s"
   max_lockout = "3s"
-}`, freeAddr(t), freeAddr(t), pamDir))
-	b.start()
+}`, testutil.FreeAddr(t), testutil.FreeAddr(t), pamDir))
+	b.Start()
 
 	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
 	if err != nil {
@@ -125,7 +108,7 @@ auth {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", b.addr, "-pin", b.pin, "-id", "desk-g",
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", "desk-g",
 		"-keystore", ks.Path(), "-json", "-greeter", "-min-backoff", "200ms", "-max-backoff", "1s",
 		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
@@ -147,17 +130,7 @@ auth {
 			t.Logf("agent log:\n%s", l)
 		}
 	})
-	evs := &events{t: t, ch: make(chan map[string]any, 4096)}
-	go func() {
-		defer close(evs.ch)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs.ch <- ev
-			}
-		}
-	}()
+	evs := &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
 	say := func(line string) {
 		t.Helper()
 		if _, err := io.WriteString(stdin, line+"\n"); err != nil {
@@ -263,10 +236,10 @@ auth {
 
 	// 5. Server unavailable: the broker stops; the greeter says so.
 	say("remove default")
-	b.stop(os.Interrupt)
+	b.Stop(os.Interrupt)
 	drawn("reconnecting", screenIs("unavailable", "reconnecting"))
 	snap("5-reconnecting")
-	b.start()
+	b.Start()
 	drawn("back", screenIs("idle", textInsert))
 
 	// 6. The right PIN, once the lockout ended: the desktop replaces the

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -93,7 +95,7 @@ func TestNewGroupErrors(t *testing.T) {
 func TestGroupDialAny(t *testing.T) {
 	trusted := startBroker(t, "b1", time.Minute)
 	stranger := startBroker(t, "b2", time.Minute)
-	dead := freeAddr(t)
+	dead := testutil.FreeAddr(t)
 	g, err := newGroup([]string{dead, stranger.addr, trusted.addr}, [][]byte{trusted.fp}, nil, "")
 	if err != nil {
 		t.Fatal(err)

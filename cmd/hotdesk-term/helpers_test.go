@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,35 +33,8 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	testutil.RemoveBuilds()
-	if code == 0 {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			leaked := leakedGoroutines()
-			if len(leaked) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				fmt.Fprintf(os.Stderr, "leaked %d goroutines:\n\n%s\n", len(leaked), strings.Join(leaked, "\n\n"))
-				code = 1
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	os.Exit(code)
-}
-
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var leaked []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "main.(*agent)") || strings.Contains(g, "main.readLines") || strings.Contains(g, "main.(*fakeBroker)") ||
-			strings.Contains(g, "main.(*display)") {
-			leaked = append(leaked, g)
-		}
-	}
-	return leaked
+	os.Exit(testutil.CheckLeaks(code, 10*time.Second,
+		"main.(*agent)", "main.readLines", "main.(*fakeBroker)", "main.(*display)"))
 }
 
 type tWriter struct{ t testing.TB }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -29,16 +27,10 @@ func buildBinaries(t *testing.T) string {
 
 // groupBroker is one hotdeskd process of a group sharing one etcd.
 type groupBroker struct {
-	t      *testing.T
-	bin    string
-	id     string
-	dir    string
-	cfg    string
-	addr   string
-	pin    string
-	socket string
-	cmd    *exec.Cmd
-	done   chan struct{}
+	*testutil.Daemon
+	t    *testing.T
+	id   string
+	addr string
 }
 
 func newGroupBroker(t *testing.T, bin, id string, etcd []string) *groupBroker {
@@ -47,86 +39,27 @@ func newGroupBroker(t *testing.T, bin, id string, etcd []string) *groupBroker {
 }
 
 // newBroker prepares a hotdeskd with the given configuration blocks (etcd,
-// session, auth, compositor); start runs it.
+// session, auth, compositor); Start runs it.
 func newBroker(t *testing.T, bin, id, blocks string) *groupBroker {
 	t.Helper()
-	b := &groupBroker{t: t, bin: bin, id: id, dir: t.TempDir(), addr: freeAddr(t)}
-	b.socket = filepath.Join(b.dir, "admin.sock")
+	dir, addr := t.TempDir(), testutil.FreeAddr(t)
+	socket := filepath.Join(dir, "admin.sock")
 	cfg := fmt.Sprintf(`server_id = %q
 data_dir = %q
 listen = %q
 admin_socket = %q
 %s
-`, id, filepath.Join(b.dir, "data"), b.addr, b.socket, blocks)
-	b.cfg = filepath.Join(b.dir, "hotdesk.hcl")
-	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
-	if err := os.WriteFile(b.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", b.cfg, "-fingerprint").Output()
-	if err != nil {
-		t.Fatalf("%s: fingerprint: %v", id, err)
-	}
-	b.pin = strings.TrimSpace(string(fp))
-	t.Cleanup(func() {
-		b.stop(os.Interrupt)
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(b.dir, "hotdeskd.log"))
-			t.Logf("hotdeskd %s log:\n%s", id, log)
-		}
-	})
+`, id, filepath.Join(dir, "data"), addr, socket, blocks)
+	b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, socket, cfg), t: t, id: id, addr: addr}
+	b.Name = "hotdeskd " + id
 	return b
-}
-
-// start runs hotdeskd and waits until it is ready.
-func (b *groupBroker) start() {
-	b.t.Helper()
-	b.cmd = exec.Command(filepath.Join(b.bin, "hotdeskd"), "-config", b.cfg)
-	logf, _ := os.OpenFile(filepath.Join(b.dir, "hotdeskd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	b.cmd.Stderr = logf
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	b.done = make(chan struct{})
-	cmd, done := b.cmd, b.done
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for b.ctl("ready") != nil {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("hotdeskd %s not ready in 60s", b.id)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop signals hotdeskd and waits for it to exit.
-func (b *groupBroker) stop(sig os.Signal) {
-	if b.cmd == nil {
-		return
-	}
-	b.cmd.Process.Signal(sig)
-	select {
-	case <-b.done:
-	case <-time.After(30 * time.Second):
-		b.cmd.Process.Kill()
-		<-b.done
-	}
-	b.cmd = nil
-}
-
-func (b *groupBroker) ctl(args ...string) error {
-	return exec.Command(filepath.Join(b.bin, "hotdeskctl"), append([]string{"-socket", b.socket}, args...)...).Run()
 }
 
 // compositorPIDs returns the PIDs of the broker's desktops.
 func (b *groupBroker) compositorPIDs() []int {
 	b.t.Helper()
-	out, err := exec.Command(filepath.Join(b.bin, "hotdeskctl"), "-socket", b.socket, "sessions", "-json").Output()
-	if err != nil {
-		b.t.Fatalf("hotdeskctl sessions: %v", err)
-	}
 	var ss []struct{ PID int }
-	if err := json.Unmarshal(out, &ss); err != nil {
+	if err := json.Unmarshal(b.MustCtl("sessions", "-json"), &ss); err != nil {
 		b.t.Fatal(err)
 	}
 	var pids []int
@@ -140,15 +73,12 @@ func (b *groupBroker) compositorPIDs() []int {
 // as hotdesk-term pair does.
 func (b *groupBroker) pair(user string, key soft.Key) {
 	b.t.Helper()
-	out, err := exec.Command(filepath.Join(b.bin, "hotdeskctl"), "-socket", b.socket, "token", "pair", "-user", user, "-json").Output()
-	if err != nil {
-		b.t.Fatalf("token pair: %v", err)
-	}
+	out := b.MustCtl("token", "pair", "-user", user, "-json")
 	var pr struct{ Code string }
 	if err := json.Unmarshal(out, &pr); err != nil {
 		b.t.Fatal(err)
 	}
-	pin, err := proto.ParseFingerprint(b.pin)
+	pin, err := proto.ParseFingerprint(b.Pin)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -189,7 +119,7 @@ func (b *groupBroker) pair(user string, key soft.Key) {
 // events reads a process's JSON event lines.
 type events struct {
 	t   *testing.T
-	ch  chan map[string]any
+	ch  <-chan map[string]any
 	mu  sync.Mutex
 	all []map[string]any
 }
@@ -232,18 +162,15 @@ func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	evs := &events{t: t, ch: make(chan map[string]any, 1024)}
+	in, ch := testutil.JSONEvents(stdout, 1024), make(chan map[string]any, 1024)
+	evs := &events{t: t, ch: ch}
 	go func() {
-		defer close(evs.ch)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs.mu.Lock()
-				evs.all = append(evs.all, ev)
-				evs.mu.Unlock()
-				evs.ch <- ev
-			}
+		defer close(ch)
+		for ev := range in {
+			evs.mu.Lock()
+			evs.all = append(evs.all, ev)
+			evs.mu.Unlock()
+			ch <- ev
 		}
 	}()
 	t.Cleanup(func() {
@@ -295,7 +222,7 @@ func TestServiceFailoverE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	agent, evs := startService(t, bin, "-server", a.addr, "-server", b.addr, "-pin", a.pin, "-id", "desk-1",
+	agent, evs := startService(t, bin, "-server", a.addr, "-server", b.addr, "-pin", a.Pin, "-id", "desk-1",
 		"-keystore", ks.Path(), "-insert", "default", "-json", "-log-level", "debug",
 		"-min-backoff", "100ms", "-max-backoff", "1s")
 
@@ -306,7 +233,7 @@ func TestServiceFailoverE2E(t *testing.T) {
 	evs.next("reconnecting")
 
 	// Broker b alone is not trusted: a's pin is the only anchor so far.
-	b.start()
+	b.Start()
 	b.pair("alice", key)
 	for range 3 {
 		if ev := evs.next("connected", "reconnecting"); ev["event"] == "connected" {
@@ -314,7 +241,7 @@ func TestServiceFailoverE2E(t *testing.T) {
 		}
 	}
 
-	a.start()
+	a.Start()
 	if ev := evs.next("connected"); ev["server"] != "a" {
 		t.Fatalf("connected = %v; want server a", ev)
 	}
@@ -331,7 +258,7 @@ func TestServiceFailoverE2E(t *testing.T) {
 	}
 
 	killed := time.Now()
-	a.stop(syscall.SIGKILL)
+	a.Stop(syscall.SIGKILL)
 	evs.next("disconnected")
 	if ev := evs.next("connected"); ev["server"] != "b" {
 		t.Fatalf("after a died: connected = %v; want server b", ev)
@@ -371,7 +298,7 @@ func TestServiceFailoverE2E(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("learned members file: %v, %v; want mode 0600", st, err)
 	}
-	_, evs = startService(t, bin, "-server", a.addr, "-pin", a.pin, "-id", "desk-1",
+	_, evs = startService(t, bin, "-server", a.addr, "-pin", a.Pin, "-id", "desk-1",
 		"-keystore", ks.Path(), "-insert", "default", "-json", "-log-level", "debug",
 		"-min-backoff", "100ms", "-max-backoff", "1s")
 	if ev := evs.next("connected"); ev["server"] != "b" {

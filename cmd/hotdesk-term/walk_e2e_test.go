@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -85,7 +83,7 @@ type walkTerminal struct {
 func startWalkTerminal(t *testing.T, bin, id, reader string, home *groupBroker) *walkTerminal {
 	t.Helper()
 	w := &walkTerminal{t: t, disp: startXvfb(t)}
-	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), "-server", home.addr, "-pin", home.pin, "-id", id,
+	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), "-server", home.addr, "-pin", home.Pin, "-id", id,
 		"-keystore", filepath.Join(t.TempDir(), "none.json"), "-json", "-greeter", "-pcsc", "-readers", reader,
 		"-min-backoff", "200ms", "-max-backoff", "1s",
 		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "agent")
@@ -106,17 +104,7 @@ func startWalkTerminal(t *testing.T, bin, id, reader string, home *groupBroker) 
 			t.Logf("agent %s log:\n%s", id, l)
 		}
 	})
-	w.evs = &events{t: t, ch: make(chan map[string]any, 4096)}
-	go func() {
-		defer close(w.evs.ch)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				w.evs.ch <- ev
-			}
-		}
-	}()
+	w.evs = &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
 	return w
 }
 
@@ -168,26 +156,14 @@ func (w *walkTerminal) until(what string, ok func(image.Image) bool) image.Image
 // compared). Budget: about 60 s.
 func TestWalkE2E(t *testing.T) {
 	testutil.NeedTools(t, "weston", "xfreerdp", "weston-flower")
-	if _, err := os.Stat(pamMatrix); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
+	testutil.NeedMatrix(t)
 	pcscd, err := pcscdtest.Start()
 	pcscdtest.Require(t, err)
 	t.Cleanup(func() { pcscd.Close() })
 	bin := buildBinaries(t)
 	etcd := etcdtest.Start(t)
 
-	pamDir := filepath.Join(t.TempDir(), "pam.d")
-	os.MkdirAll(pamDir, 0o755)
-	db := filepath.Join(pamDir, "pins.db")
-	os.WriteFile(db, []byte("pat:2468:hotdesk-pin\n"), 0o600)
-	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
-		stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", pamMatrix, db)
-		os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644)
-	}
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	blocks := fmt.Sprintf(`etcd {
   endpoints = [%q]
   lease_ttl = "6s" # no broker dies here: a long lease keeps a loaded machine's late renewals from detaching the walk
@@ -204,10 +180,10 @@ auth {
   open_session = false
 }`, etcd[0], pamDir)
 	a, b := newBroker(t, bin, "a", blocks), newBroker(t, bin, "b", blocks)
-	a.start()
-	b.start()
+	a.Start()
+	b.Start()
 	ensureLocalUser(t, "pat") // hotdeskd registers tokens to local users only
-	if err := a.ctl("token", "register", "uid.04a1b2c3", "-user", "pat"); err != nil {
+	if _, err := a.Ctl("token", "register", "uid.04a1b2c3", "-user", "pat"); err != nil {
 		t.Fatalf("token register: %v", err)
 	}
 
@@ -242,7 +218,7 @@ auth {
 	})
 
 	// An application in the session.
-	run := filepath.Join(a.dir, "data", "sessions", session, "run")
+	run := filepath.Join(a.Dir, "data", "sessions", session, "run")
 	app := exec.Command("weston-flower")
 	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+run, "WAYLAND_DISPLAY=wayland-hd")
 	if err := app.Start(); err != nil {

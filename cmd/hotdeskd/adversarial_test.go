@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -281,28 +280,11 @@ func src(n int) string { return fmt.Sprintf("127.0.%d.%d", 1+n/250, 2+n%250) }
 
 func TestAdversarial(t *testing.T) {
 	requireSecureE2E(t)
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("prlimit (util-linux) is required in CI")
-		}
-		t.Skip("prlimit missing")
-	}
+	testutil.NeedTools(t, "prlimit")
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	pamDir := filepath.Join(dir, "pam.d")
-	if err := os.MkdirAll(pamDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(dir, "passdb")
-	if err := os.WriteFile(db, []byte("advgood:pw:hotdesk\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
-	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte(stack), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
-	clientAddr, peerAddr := freeAddr(t), freeAddr(t)
+	pamDir := testutil.MatrixServices(t, dir, "advgood:pw:hotdesk\n", "", "hotdesk")
+	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := fmt.Sprintf(`server_id = "adv"
 data_dir = %q
 listen = %q
@@ -332,52 +314,17 @@ limits {
   max_connections_per_source = %d
   max_unauthenticated        = %d
 }
-`, filepath.Join(dir, "data"), e.addr, e.socket, clientAddr, peerAddr, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
-	e.cfg = filepath.Join(dir, "hotdesk.hcl")
-	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fpOut, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
-	if err != nil {
-		t.Fatalf("fingerprint: %v", err)
-	}
-	e.pin = strings.TrimSpace(string(fpOut))
+`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), clientAddr, peerAddr, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
+	e := newE2E(t, bin, dir, addr, cfg)
 	pin, err := proto.ParseFingerprint(e.pin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(dir, "hotdeskd.log")
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 64<<10 {
-				b = b[len(b)-64<<10:]
-			}
-			t.Logf("hotdeskd log (tail):\n%s", b)
-		}
-	})
+	logPath := e.d.LogPath()
 	// The daemon runs with few descriptors (prlimit execs it: same pid).
-	e.cmd = exec.Command("prlimit", fmt.Sprintf("--nofile=%d:%d", advNoFile, advNoFile), filepath.Join(bin, "hotdeskd"), "-config", e.cfg)
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cmd.Stderr = logf
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.done = make(chan struct{})
-	go func() { e.cmd.Wait(); logf.Close(); close(e.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for exec.Command(filepath.Join(bin, "hotdeskctl"), "-socket", e.socket, "ready").Run() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("hotdeskd not ready in 60s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	pid := e.cmd.Process.Pid
+	e.d.Wrap = []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", advNoFile, advNoFile)}
+	e.start()
+	pid := e.d.PID()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -549,7 +496,7 @@ limits {
 	if logBytes > 4<<20 {
 		t.Errorf("log grew %d bytes under attack; want it bounded", logBytes)
 	}
-	if err := e.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+	if err := syscall.Kill(e.d.PID(), syscall.Signal(0)); err != nil {
 		t.Errorf("daemon gone after the attacks: %v", err)
 	}
 }

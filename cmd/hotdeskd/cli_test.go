@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 )
 
@@ -34,14 +36,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"-no-such-flag"}, 2, "flag provided but not defined"},
 		{[]string{"__gendocs", "pdf", t.TempDir()}, 1, "unknown kind"},
 	} {
-		out, err := exec.Command(bin, c.args...).CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if code != c.code || !strings.Contains(string(out), c.want) {
+		out, code := testutil.Exec(t, bin, c.args...)
+		if code != c.code || !strings.Contains(out, c.want) {
 			t.Errorf("hotdeskd %q: exit %d, %q; want exit %d and %q", c.args, code, out, c.code, c.want)
 		}
 	}

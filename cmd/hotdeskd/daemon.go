@@ -42,8 +42,11 @@ type daemon struct {
 	cfg      *config.Config
 	embedded *registry.Embedded
 	etcd     *clientv3.Client
+	// store is the registry's lease-independent storage (tokens, pairing
+	// codes, commands, events): one for the daemon's life.
+	store    *registry.Store
 	regMu    sync.Mutex
-	reg      *registry.Registry // replaced when the lease is re-established
+	reg      *registry.Registry // the lease; replaced when it is re-established
 	comp     compositor.Backend
 	broker   *broker.Broker
 	pairer   *pairing.Pairer
@@ -55,6 +58,22 @@ type daemon struct {
 	metrics  *metrics
 	limits   *limitCounters // refusals by limits, in metrics
 
+	// What start's steps hand to the steps after them.
+	cert        tls.Certificate
+	fingerprint []byte // of cert
+	advertise   string // the terminal listener's address for the group
+	serverRec   registry.ServerRecord
+	prevLease   clientv3.LeaseID // the previous run's lease, from the data dir
+	policies    *auth.Policies
+	authn       auth.Authenticator
+	attachLn    net.Listener
+	attachAddr  string // the attach gateway's address for terminals
+	subs        struct{ presence, publish, metrics, hook *broker.Subscription }
+
+	// run is the context every served goroutine runs in; cancel ends it
+	// (first thing stop does). done has one channel per goroutine serve
+	// started; stop waits for each.
+	run    context.Context
 	cancel context.CancelFunc
 	done   []chan error
 	fatal  chan error
@@ -74,8 +93,9 @@ func (d *daemon) listenAddr() string {
 	return d.termLn.Addr().String()
 }
 
-// start brings every subsystem up in order. If one fails, the ones already
-// started are stopped in reverse order.
+// start brings every subsystem up, one step after the other in the order
+// below. If a step fails, what the steps before it started is stopped in
+// reverse order (d.stops).
 func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, fatal: make(chan error, 4), log: logger}
 	defer func() {
@@ -83,38 +103,75 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			d.stop(logger)
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	for _, step := range []func(context.Context) error{
+		d.prepare,          // data dir, configuration warnings
+		d.listenTerminals,  // terminal listener: its address goes into the server record
+		d.openRegistry,     // embedded etcd or a cluster, the etcd client, this server's lease
+		d.startCompositor,  // weston or a WayRay compositor
+		d.startAuth,        // policies, PAM, the failure limiter, the pairer
+		d.listenAttach,     // the attach gateway's listener
+		d.startEvents,      // the event bus, subscribed before the broker can emit
+		d.startBroker,      // the session broker
+		d.adoptDesktops,    // desktops a previous run left behind
+		d.serveTerminals,   // the terminal listener and the attach gateway
+		d.startAdmin,       // admin API, group commands, event log, presence, metrics, hook, dashboard
+		d.startMetricsHTTP, // the metrics listener
+		d.startBackground,  // seats, the lease supervisor, the token watch
+	} {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
 	}
-	for _, w := range cfg.Warnings() {
-		logger.Warn("insecure configuration: " + w)
-	}
+	return d, nil
+}
 
-	// Terminal listener first: its address is published in the server record.
+// prepare creates the data directory and logs what is insecure about the
+// configuration.
+func (d *daemon) prepare(context.Context) error {
+	if err := os.MkdirAll(d.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	for _, w := range d.cfg.Warnings() {
+		d.log.Warn("insecure configuration: " + w)
+	}
+	return nil
+}
+
+// listenTerminals loads (or creates) the TLS certificate and opens the
+// terminal listener, whose address is published in the server record.
+func (d *daemon) listenTerminals(context.Context) error {
+	cfg := d.cfg
 	cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return fmt.Errorf("tls: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return fmt.Errorf("tls: %w", err)
 	}
+	d.cert = cert
 	d.termLn, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("terminal listener: %w", err)
+		return fmt.Errorf("terminal listener: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.termLn.Close() })
-	advertise := cfg.Advertise
-	if host, port, _ := net.SplitHostPort(advertise); port == "0" {
+	d.advertise = cfg.Advertise
+	if host, port, _ := net.SplitHostPort(d.advertise); port == "0" {
 		_, realPort, _ := net.SplitHostPort(d.termLn.Addr().String())
-		advertise = net.JoinHostPort(host, realPort)
+		d.advertise = net.JoinHostPort(host, realPort)
 	}
-	fingerprint := proto.Fingerprint(leaf.Raw)
-	logger.Info("terminal listener", "addr", d.termLn.Addr().String(), "advertise", advertise,
-		"fingerprint", proto.FormatFingerprint(fingerprint))
+	d.fingerprint = proto.Fingerprint(leaf.Raw)
+	d.log.Info("terminal listener", "addr", d.termLn.Addr().String(), "advertise", d.advertise,
+		"fingerprint", proto.FormatFingerprint(d.fingerprint))
+	return nil
+}
 
-	// Registry: embedded etcd by default, a real cluster when configured.
+// openRegistry starts the embedded etcd (the default) or reaches the
+// configured cluster, and takes this server's lease.
+func (d *daemon) openRegistry(ctx context.Context) error {
+	cfg, logger := d.cfg, d.log
 	endpoints := cfg.Etcd.Endpoints
+	var err error
 	if cfg.UsesEmbeddedEtcd() {
 		d.embedded, err = registry.StartEmbedded(ctx, registry.EmbedConfig{
 			Dir:       filepath.Join(cfg.DataDir, "etcd"),
@@ -127,18 +184,18 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			Logger: logger.Named("etcd"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("embedded etcd: %w", err)
+			return fmt.Errorf("embedded etcd: %w", err)
 		}
 		d.stops = append(d.stops, func(context.Context) { d.embedded.Close() })
 		endpoints = d.embedded.Endpoints()
 	}
 	etcdTLS, err := etcdClientTLS(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if d.embedded != nil {
 		if etcdTLS, err = d.embedded.ClientTLS(); err != nil {
-			return nil, fmt.Errorf("embedded etcd: %w", err)
+			return fmt.Errorf("embedded etcd: %w", err)
 		}
 	}
 	d.etcd, err = clientv3.New(clientv3.Config{
@@ -148,7 +205,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
+		return fmt.Errorf("etcd client: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.etcd.Close() })
 	if d.embedded != nil {
@@ -158,24 +215,28 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		enabled, err := registry.EnableEmbeddedAuth(actx, d.etcd, filepath.Join(cfg.DataDir, "etcd-tls"), cfg.Etcd.Prefix)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("embedded etcd: %w", err)
+			return fmt.Errorf("embedded etcd: %w", err)
 		}
 		if enabled {
 			logger.Info("embedded etcd: authentication enabled; the daemon's certificate is limited to the registry prefix",
 				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
 		}
 	}
-	serverRec := registry.ServerRecord{
-		ID: cfg.ServerID, Addr: advertise, Fingerprint: fingerprint,
+	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithLogger(logger.Named("registry")))
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	d.serverRec = registry.ServerRecord{
+		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
 		Version: version.String(),
 	}
 	// The lease of the previous run, if it kept its desktops: this run
-	// takes its server record and claims over (Adopt, below).
-	prevLease := readLeaseFile(cfg.DataDir)
-	d.reg, err = newRegistry(ctx, d.etcd, cfg, serverRec, logger, prevLease)
+	// takes its server record and claims over (adoptDesktops).
+	d.prevLease = readLeaseFile(cfg.DataDir)
+	d.reg, err = newRegistry(ctx, d.etcd, cfg, d.serverRec, logger, d.prevLease)
 	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
+		return fmt.Errorf("registry: %w", err)
 	}
 	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
@@ -192,8 +253,13 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			logger.Warn("revoking registry lease", "error", err)
 		}
 	})
+	return nil
+}
 
-	// Compositor backend.
+// startCompositor builds the compositor backend the configuration names.
+func (d *daemon) startCompositor(context.Context) error {
+	cfg, logger := d.cfg, d.log
+	var err error
 	switch cfg.Compositor.Type {
 	case "weston":
 		d.comp, err = weston.New(weston.Config{
@@ -216,7 +282,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		// A compositor speaking hotdesk's control protocol (proto/COMPOSITOR.md).
 		// It runs as hotdeskd's user: never as root.
 		if os.Geteuid() == 0 && !cfg.Compositor.InsecureAllowRoot {
-			return nil, errors.New("compositor: type wayray runs desktops as hotdeskd's user, which is root: refused (run hotdeskd as an unprivileged user)")
+			return errors.New("compositor: type wayray runs desktops as hotdeskd's user, which is root: refused (run hotdeskd as an unprivileged user)")
 		}
 		d.comp, err = wayray.New(wayray.Config{
 			Command:      append([]string{cfg.Compositor.Binary}, cfg.Compositor.Args...),
@@ -229,15 +295,19 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		err = fmt.Errorf("unknown compositor type %q", cfg.Compositor.Type)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("compositor: %w", err)
+		return fmt.Errorf("compositor: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.comp.Close() })
+	return nil
+}
 
-	// Authentication: the login policies, PAM in a helper process per
-	// login, and the failure limiter with its audit lines around both.
+// startAuth builds the login policies, PAM in a helper process per login,
+// the failure limiter with its audit lines around both, and the pairer.
+func (d *daemon) startAuth(context.Context) error {
+	cfg, logger := d.cfg, d.log
 	policies, err := buildPolicies(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
+		return fmt.Errorf("auth: %w", err)
 	}
 	pamAuth, err := pam.New(pam.Config{
 		Service:     cfg.Auth.PAMService,
@@ -248,7 +318,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Logger:      logger.Named("pam"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
+		return fmt.Errorf("auth: %w", err)
 	}
 	limiter := auth.NewLimiter(auth.LimiterConfig{
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
@@ -265,45 +335,59 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		Logger:    logger.Named("auth"),
 		OnRefused: d.limits.authRefused,
 	})
-	authn := limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
-
-	d.pairer = pairing.New(d.reg,
+	d.policies = policies
+	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
+	d.pairer = pairing.New(d.store,
 		pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
+	return nil
+}
 
-	// The attach gateway: terminals reach the desktops only through it.
-	attachListen := cfg.AttachListen
+// listenAttach opens the attach gateway's listener: terminals reach the
+// desktops only through it.
+func (d *daemon) listenAttach(context.Context) error {
+	attachListen := d.cfg.AttachListen
 	if attachListen == "" {
-		host, _, _ := net.SplitHostPort(cfg.Listen)
+		host, _, _ := net.SplitHostPort(d.cfg.Listen)
 		attachListen = net.JoinHostPort(host, "0")
 	}
-	attachLn, err := net.Listen("tcp", attachListen)
+	ln, err := net.Listen("tcp", attachListen)
 	if err != nil {
-		return nil, fmt.Errorf("attach listener: %w", err)
+		return fmt.Errorf("attach listener: %w", err)
 	}
-	d.stops = append(d.stops, func(context.Context) { attachLn.Close() })
-	advHost, _, _ := net.SplitHostPort(advertise)
-	_, attachPort, _ := net.SplitHostPort(attachLn.Addr().String())
-	attachAddr := net.JoinHostPort(advHost, attachPort)
+	d.attachLn = ln
+	d.stops = append(d.stops, func(context.Context) { ln.Close() })
+	advHost, _, _ := net.SplitHostPort(d.advertise)
+	_, attachPort, _ := net.SplitHostPort(ln.Addr().String())
+	d.attachAddr = net.JoinHostPort(advHost, attachPort)
+	return nil
+}
 
-	// Events: one bus, subscribed before the broker can emit anything.
-	d.bus = broker.NewBus(logger.Named("events"))
-	d.presence = newPresence(d, logger.Named("presence"))
+// startEvents creates the event bus and its subscribers' queues, before the
+// broker can emit anything.
+func (d *daemon) startEvents(context.Context) error {
+	d.bus = broker.NewBus(d.log.Named("events"))
+	d.presence = newPresence(d, d.log.Named("presence"))
 	d.metrics = newMetrics(d, d.bus)
-	presenceSub, publishSub, metricsSub := d.bus.Subscribe(4096), d.bus.Subscribe(publishBuffer), d.bus.Subscribe(4096)
-	var hookSub *broker.Subscription
-	if cfg.EventHook != "" {
-		hookSub = d.bus.Subscribe(hookBuffer)
+	d.subs.presence, d.subs.publish, d.subs.metrics = d.bus.Subscribe(4096), d.bus.Subscribe(publishBuffer), d.bus.Subscribe(4096)
+	if d.cfg.EventHook != "" {
+		d.subs.hook = d.bus.Subscribe(hookBuffer)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.bus.Close() })
+	return nil
+}
 
+// startBroker builds the session broker.
+func (d *daemon) startBroker(context.Context) error {
+	cfg, logger := d.cfg, d.log
+	var err error
 	d.broker, err = broker.New(broker.Config{
 		Events:                 d.bus,
-		AttachAddr:             attachAddr,
+		AttachAddr:             d.attachAddr,
 		ServerID:               cfg.ServerID,
 		Registry:               d.reg,
 		Compositor:             d.comp,
-		Auth:                   authn,
+		Auth:                   d.authn,
 		Pairer:                 d.pairer,
 		Clock:                  clock.Real{},
 		Logger:                 logger.Named("broker"),
@@ -312,7 +396,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		AuthTimeout:            cfg.Auth.Timeout,
 		MaxSessions:            cfg.Session.MaxSessions,
 		KeepSessionsOnShutdown: cfg.Session.KeepOnStop,
-		Policies:               policies,
+		Policies:               d.policies,
 		Groups:                 userGroups,
 		Limits: broker.Limits{
 			MaxConnections:          connectionBudget(cfg, logger),
@@ -324,10 +408,21 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
+	d.stops = append(d.stops, func(ctx context.Context) {
+		if err := d.broker.Shutdown(ctx); err != nil {
+			logger.Warn("broker shutdown", "error", err)
+		}
+	})
+	return nil
+}
 
-	// Desktops a previous run left behind become suspended sessions again.
+// adoptDesktops makes the desktops a previous run left behind suspended
+// sessions again, stops those that belong to no token, and drops what the
+// previous run's lease still holds.
+func (d *daemon) adoptDesktops(ctx context.Context) error {
+	logger := d.log
 	running, lost, err := d.comp.Adopt(ctx)
 	if err != nil {
 		logger.Warn("adopting compositors", "error", err)
@@ -343,93 +438,111 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	if len(adopted) > 0 {
 		logger.Info("sessions re-adopted from the previous run", "sessions", len(adopted))
 	}
-	if prevLease != 0 && prevLease != d.reg.LeaseID() {
+	if d.prevLease != 0 && d.prevLease != d.reg.LeaseID() {
 		// What the previous run's lease still holds belongs to no desktop
 		// that survived: drop it now instead of after the TTL.
-		if err := d.reg.RevokeLease(ctx, prevLease); err != nil {
+		if err := d.reg.RevokeLease(ctx, d.prevLease); err != nil {
 			logger.Warn("revoking the previous run's lease", "error", err)
 		}
 	}
+	return nil
+}
 
-	sctx, cancel := context.WithCancel(ctx)
-	d.cancel = cancel
-	d.stops = append(d.stops, func(ctx context.Context) {
-		if err := d.broker.Shutdown(ctx); err != nil {
-			logger.Warn("broker shutdown", "error", err)
-		}
-	})
+// serveTerminals starts the daemon's run context (cancelled first by stop)
+// and serves the terminal listener and the attach gateway in it.
+func (d *daemon) serveTerminals(ctx context.Context) error {
+	d.run, d.cancel = context.WithCancel(ctx)
 	d.serve(func() error {
-		return d.broker.Serve(sctx, d.termLn, proto.ServerTLSConfig(cert))
+		return d.broker.Serve(d.run, d.termLn, proto.ServerTLSConfig(d.cert))
 	}, "terminal listener")
 	d.serve(func() error {
-		return d.broker.ServeAttach(sctx, attachLn, proto.ServerTLSConfig(cert))
+		return d.broker.ServeAttach(d.run, d.attachLn, proto.ServerTLSConfig(d.cert))
 	}, "attach gateway")
+	return nil
+}
 
-	// Admin API on a local unix socket.
+// startAdmin serves the admin API on its unix socket, then what the group's
+// administration needs: commands other members forward here, events stored
+// for the group's stream, terminal presence, metrics, the event hook and
+// the dashboard.
+func (d *daemon) startAdmin(context.Context) error {
+	cfg, logger, run := d.cfg, d.log, d.run
+	var err error
 	d.adminLn, err = adminapi.Listen(cfg.AdminSocket, 0o660)
 	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
+		return fmt.Errorf("admin socket: %w", err)
 	}
 	d.stops = append(d.stops, func(context.Context) { d.adminLn.Close(); os.Remove(cfg.AdminSocket) })
 	gid, err := lookupGroup(cfg.AdminGroup)
 	if err != nil {
-		return nil, fmt.Errorf("admin group: %w", err)
+		return fmt.Errorf("admin group: %w", err)
 	}
 	if gid >= 0 {
 		if err := adminapi.ShareWithGroup(cfg.AdminSocket, gid); err != nil {
-			return nil, fmt.Errorf("admin socket: %w", err)
+			return fmt.Errorf("admin socket: %w", err)
 		}
 	}
 	backend := &adminBackend{d: d}
 	admin := adminapi.NewServer(backend, logger.Named("admin"), gid)
-	d.serve(func() error { return admin.Serve(sctx, d.adminLn) }, "admin api")
+	d.serve(func() error { return admin.Serve(run, d.adminLn) }, "admin api")
 
-	// Group administration: commands other members forward here, events
-	// stored for the group's stream, terminal presence, metrics, the hook.
-	cmdReg := d.reg // its etcd client outlives a lease change; the server id is the same
-	d.serve(func() error { cmdReg.ServeCommands(sctx, backend.handleCommand); return nil }, "admin commands")
-	evlog := d.reg.NewEventLog()
-	d.serve(func() error { publishEvents(sctx, evlog, publishSub, logger.Named("events")); return nil }, "event log")
-	d.serve(func() error { d.presence.run(sctx, presenceSub); return nil }, "terminal presence")
-	d.serve(func() error { d.metrics.run(sctx, metricsSub); return nil }, "metrics")
-	if hookSub != nil {
+	d.serve(func() error { d.store.ServeCommands(run, backend.handleCommand); return nil }, "admin commands")
+	evlog := d.store.NewEventLog()
+	d.serve(func() error { publishEvents(run, evlog, d.subs.publish, logger.Named("events")); return nil }, "event log")
+	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
+	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")
+	if d.subs.hook != nil {
 		d.serve(func() error {
-			runHook(sctx, cfg.EventHook, cfg.EventHookTimeout, hookSub, logger.Named("hook"))
+			runHook(run, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger.Named("hook"))
 			return nil
 		}, "event hook")
 	}
-	if err := d.startDashboard(sctx, backend, cert, logger.Named("dashboard")); err != nil {
-		return nil, err
-	}
-	if cfg.MetricsListen != "off" {
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
-		switch {
-		case err != nil && cfg.MetricsListen == config.DefaultMetricsListen:
-			logger.Warn("metrics listener not started: the default address is taken; set metrics_listen", "addr", cfg.MetricsListen, "error", err)
-		case err != nil:
-			return nil, fmt.Errorf("metrics listener: %w", err)
-		default:
-			logger.Info("metrics listener", "addr", mln.Addr().String())
-			h := d.metrics.handler(d.broker.Ready)
-			d.serve(func() error { return serveMetrics(sctx, mln, h, logger.Named("metrics")) }, "metrics listener")
-		}
-	}
+	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
+}
 
-	// Card readers of this host, one local terminal agent per seat.
-	for _, seat := range cfg.Seats {
-		go runSeat(sctx, cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(fingerprint), logger.Named("seat").With("seat", seat.Name))
+// startMetricsHTTP serves /metrics, /livez and /readyz unless metrics_listen
+// is "off"; the default address being taken is only a warning.
+func (d *daemon) startMetricsHTTP(context.Context) error {
+	cfg, logger := d.cfg, d.log
+	if cfg.MetricsListen == "off" {
+		return nil
 	}
+	mln, err := net.Listen("tcp", cfg.MetricsListen)
+	switch {
+	case err != nil && cfg.MetricsListen == config.DefaultMetricsListen:
+		logger.Warn("metrics listener not started: the default address is taken; set metrics_listen", "addr", cfg.MetricsListen, "error", err)
+	case err != nil:
+		return fmt.Errorf("metrics listener: %w", err)
+	default:
+		logger.Info("metrics listener", "addr", mln.Addr().String())
+		h := d.metrics.handler(d.broker.Ready)
+		d.serve(func() error { return serveMetrics(d.run, mln, h, logger.Named("metrics")) }, "metrics listener")
+	}
+	return nil
+}
 
-	// Lease loss makes the broker not ready until a new lease is held and
-	// the sessions are re-claimed.
-	go d.superviseLease(sctx, serverRec, logger)
-	// A token disabled or deleted anywhere in the group locks its session here.
-	go func() {
-		for ch := range d.registry().WatchTokens(sctx) {
-			d.broker.TokenChanged(sctx, ch)
+// startBackground starts the local terminal agents of this host's card
+// readers (one per seat), the lease supervisor (lease loss makes the broker
+// not ready until a new lease is held and the sessions are re-claimed) and
+// the token watch (a token disabled or deleted anywhere in the group locks
+// its session here). Each ends with the run context; stop waits for them.
+func (d *daemon) startBackground(context.Context) error {
+	run, logger := d.run, d.log
+	for _, seat := range d.cfg.Seats {
+		d.serve(func() error {
+			runSeat(run, d.cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(d.fingerprint), logger.Named("seat").With("seat", seat.Name))
+			return nil
+		}, "seat "+seat.Name)
+	}
+	d.serve(func() error { d.superviseLease(run, d.serverRec, logger); return nil }, "lease supervisor")
+	tokens := d.store.WatchTokens(run)
+	d.serve(func() error {
+		for ch := range tokens {
+			d.broker.TokenChanged(run, ch)
 		}
-	}()
-	return d, nil
+		return nil
+	}, "token watch")
+	return nil
 }
 
 // newRegistry takes this server's lease. After a crash the previous

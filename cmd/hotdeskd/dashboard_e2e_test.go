@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -144,22 +146,9 @@ func submitAndWait(t *testing.T, ctx context.Context, sel string) {
 // sees no actions; a wrong password is refused. Budget: about 30-60 s.
 func TestDashboardInChromium(t *testing.T) {
 	chromium := needChromium(t)
-	if _, err := os.Stat(matrixModule); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skip("pam_matrix missing")
-	}
-	pamDir := t.TempDir()
-	db := filepath.Join(pamDir, "admins.passdb")
-	if err := os.WriteFile(db, []byte("daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
-	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-admin"), []byte(stack), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	dashAddr := freeAddr(t)
+	testutil.NeedMatrix(t)
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n", "", "hotdesk-admin")
+	dashAddr := testutil.FreeAddr(t)
 	g := startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
 auth {
   pam_dir = %q

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,9 +22,8 @@ import (
 
 // groupBroker is one hotdeskd of a test group, run as its own process.
 type groupBroker struct {
-	id, addr, pin, socket, metrics, dir string
-	cmd                                 *exec.Cmd
-	done                                chan struct{}
+	*testutil.Daemon
+	id, addr, metrics string
 }
 
 // testGroup is a real group: one etcd, n hotdeskd processes with real
@@ -37,29 +35,17 @@ type testGroup struct {
 	brokers []*groupBroker
 }
 
-// needWeston fails (CI) or skips the test when weston is missing.
-func needWeston(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("weston"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("weston is required in CI: %v", err)
-		}
-		t.Skip("weston not installed")
-	}
-}
-
 // startGroup starts n brokers; extra is added to every broker's config,
 // with {{ID}} replaced by the broker's id.
 func startGroup(t *testing.T, n int, extra string) *testGroup {
 	t.Helper()
-	needWeston(t)
+	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	eps := etcdtest.Start(t)
 	g := &testGroup{t: t, bin: bin}
 	for i := 1; i <= n; i++ {
 		dir := t.TempDir()
-		b := &groupBroker{id: fmt.Sprintf("b%d", i), addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock"),
-			metrics: freeAddr(t), dir: dir}
+		id, addr, metrics := fmt.Sprintf("b%d", i), testutil.FreeAddr(t), testutil.FreeAddr(t)
 		cfg := fmt.Sprintf(`server_id = %q
 data_dir = %q
 listen = %q
@@ -74,42 +60,14 @@ session {
   keep_on_stop = false
 }
 %s
-`, b.id, filepath.Join(dir, "data"), b.addr, b.socket, b.metrics, eps[0], strings.ReplaceAll(extra, "{{ID}}", b.id))
-		cfgPath := filepath.Join(dir, "hotdesk.hcl")
-		cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the broker stops
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", cfgPath, "-fingerprint").Output()
-		if err != nil {
-			t.Fatalf("fingerprint: %v", err)
-		}
-		b.pin = strings.TrimSpace(string(fp))
-		b.cmd = exec.Command(filepath.Join(bin, "hotdeskd"), "-config", cfgPath)
-		logf, _ := os.Create(filepath.Join(dir, "hotdeskd.log"))
-		b.cmd.Stderr = logf
-		if err := b.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		b.done = make(chan struct{})
-		go func() { b.cmd.Wait(); logf.Close(); close(b.done) }()
+`, id, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), metrics, eps[0], strings.ReplaceAll(extra, "{{ID}}", id))
+		b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, filepath.Join(dir, "admin.sock"), cfg), id: id, addr: addr, metrics: metrics}
+		b.Name = id
+		b.Launch()
 		g.brokers = append(g.brokers, b)
-		t.Cleanup(func() {
-			b.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-b.done:
-			case <-time.After(30 * time.Second):
-				b.cmd.Process.Kill()
-				<-b.done
-			}
-			if t.Failed() {
-				out, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
-				t.Logf("%s log:\n%s", b.id, out)
-			}
-		})
 	}
 	for _, b := range g.brokers {
-		waitUntil(t, b.id+" ready", func() bool { return g.ctlErr(b, "-timeout", "2s", "ready") == nil })
+		b.WaitReady()
 	}
 	return g
 }
@@ -117,18 +75,12 @@ session {
 // ctl runs hotdeskctl against broker b and returns its stdout.
 func (g *testGroup) ctl(b *groupBroker, args ...string) string {
 	g.t.Helper()
-	cmd := exec.Command(filepath.Join(g.bin, "hotdeskctl"), append([]string{"-socket", b.socket}, args...)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		g.t.Fatalf("hotdeskctl %s on %s: %v\n%s", strings.Join(args, " "), b.id, err, stderr.String())
-	}
-	return string(out)
+	return string(b.MustCtl(args...))
 }
 
 func (g *testGroup) ctlErr(b *groupBroker, args ...string) error {
-	return exec.Command(filepath.Join(g.bin, "hotdeskctl"), append([]string{"-socket", b.socket}, args...)...).Run()
+	_, err := b.Ctl(args...)
+	return err
 }
 
 type sessionRow struct {
@@ -175,7 +127,7 @@ func (g *testGroup) enroll(via, at *groupBroker, user string) string {
 		g.t.Fatal(err)
 	}
 	ks := filepath.Join(g.t.TempDir(), "tokens.json")
-	if out, err := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", at.addr, "-pin", at.pin, "-id", "enroll",
+	if out, err := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", at.addr, "-pin", at.Pin, "-id", "enroll",
 		"-keystore", ks, "-json", "pair", pr.Code).CombinedOutput(); err != nil {
 		g.t.Fatalf("hotdesk-term pair: %v\n%s", err, out)
 	}
@@ -186,30 +138,20 @@ func (g *testGroup) enroll(via, at *groupBroker, user string) string {
 type groupTerm struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	evs   chan map[string]any
+	evs   <-chan map[string]any
 }
 
 func (g *testGroup) terminal(id string, b *groupBroker, ks string) *groupTerm {
 	g.t.Helper()
-	cmd := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", b.addr, "-pin", b.pin, "-id", id,
+	cmd := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", id,
 		"-keystore", ks, "-json", "run")
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		g.t.Fatal(err)
 	}
-	term := &groupTerm{cmd: cmd, stdin: stdin, evs: make(chan map[string]any, 64)}
+	term := &groupTerm{cmd: cmd, stdin: stdin, evs: testutil.JSONEvents(stdout, 64)}
 	g.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
-	go func() {
-		defer close(term.evs)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				term.evs <- ev
-			}
-		}
-	}()
 	next(g.t, term.evs, "connected")
 	return term
 }
@@ -225,7 +167,7 @@ type eventStream struct {
 
 func (g *testGroup) followEvents(b *groupBroker) *eventStream {
 	g.t.Helper()
-	cmd := exec.Command(filepath.Join(g.bin, "hotdeskctl"), "-socket", b.socket, "events", "-f", "-n", "0", "--json")
+	cmd := exec.Command(filepath.Join(g.bin, "hotdeskctl"), "-socket", b.Socket, "events", "-f", "-n", "0", "--json")
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		g.t.Fatal(err)
@@ -233,14 +175,10 @@ func (g *testGroup) followEvents(b *groupBroker) *eventStream {
 	es := &eventStream{cmd: cmd}
 	g.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				es.mu.Lock()
-				es.lines = append(es.lines, ev)
-				es.mu.Unlock()
-			}
+		for ev := range testutil.JSONEvents(stdout, 64) {
+			es.mu.Lock()
+			es.lines = append(es.lines, ev)
+			es.mu.Unlock()
 		}
 	}()
 	return es

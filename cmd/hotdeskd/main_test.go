@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -82,69 +79,25 @@ func captureStdout(f func() error) (string, error) {
 	return string(b), ferr
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestDaemonSignals runs the real binary: it becomes ready, survives a
 // SIGHUP with a broken config (keeping the old one), and stops cleanly on
 // SIGTERM, removing its admin socket.
 func TestDaemonSignals(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
-	bin := filepath.Join(buildBinaries(t), "hotdeskd")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "admin.sock")
-	cfgPath := filepath.Join(dir, "hotdesk.hcl")
 	cfg := fmt.Sprintf(`server_id = "sig-test"
 data_dir = %q
 listen = %q
 admin_socket = %q
-etcd {
-  embedded {
-    client_url = "http://%s"
-    peer_url = "http://%s"
-  }
-}
-`, filepath.Join(dir, "data"), freeAddr(t), sock, freeAddr(t), freeAddr(t))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-config", cfgPath)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+%s`, filepath.Join(dir, "data"), testutil.FreeAddr(t), sock, testutil.EmbeddedEtcd(t))
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, sock, cfg)
+	d.Start()
 	waitLine := func(substr string) {
 		t.Helper()
-		timeout := time.After(60 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("hotdeskd exited before logging %q", substr)
-				}
-				if strings.Contains(l, substr) {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("no log line containing %q", substr)
-			}
-		}
+		testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("a log line containing %q", substr), func() bool {
+			return strings.Contains(d.LogTail(1<<20), substr)
+		})
 	}
 	waitLine("hotdeskd ready")
 	c := adminapi.NewClient(sock)
@@ -153,29 +106,20 @@ etcd {
 	}
 
 	// A broken config on SIGHUP is reported and the daemon keeps running.
-	if err := os.WriteFile(cfgPath, []byte("bogus = 1\n"), 0o600); err != nil {
+	if err := os.WriteFile(d.Config, []byte("bogus = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
+	syscall.Kill(d.PID(), syscall.SIGHUP)
 	waitLine("keeping the running configuration")
 	if err := c.Ready(context.Background()); err != nil {
 		t.Fatalf("ready after bad reload: %v", err)
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() {
-		for range lines {
-		}
-		done <- cmd.Wait()
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v; want status 0", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("hotdeskd did not stop after SIGTERM")
+	exited := d.Exited()
+	d.Stop(syscall.SIGTERM)
+	<-exited
+	if err := d.ExitErr(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v; want status 0", err)
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Fatalf("admin socket left behind: %v", err)

@@ -5,13 +5,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -129,21 +126,8 @@ func TestLimitMetricsE2E(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports, kiosk accounts
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	pamDir := filepath.Join(dir, "pam.d")
-	if err := os.MkdirAll(pamDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(dir, "passdb")
-	if err := os.WriteFile(db, []byte("pat:pat-pw:hotdesk\ncarl:carl-pw:hotdesk\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
-	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte(stack), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	prefix := testutil.KioskAccountPrefix(t) // removed after the daemon stops
-	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
-	metricsAddr, attachAddr := freeAddr(t), freeAddr(t)
+	pamDir := testutil.MatrixServices(t, dir, "pat:pat-pw:hotdesk\ncarl:carl-pw:hotdesk\n", "", "hotdesk")
+	addr, metricsAddr, attachAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := fmt.Sprintf(`server_id = "lim"
 data_dir = %q
 listen = %q
@@ -182,31 +166,12 @@ pairing {
   max_failures = 1
   lockout      = "1h"
 }
-compositor {
-  kiosk_account_prefix = %q
-}
-`, filepath.Join(dir, "data"), e.addr, attachAddr, e.socket, metricsAddr, freeAddr(t), freeAddr(t), pamDir, prefix)
-	e.cfg = filepath.Join(dir, "hotdesk.hcl")
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		errors.As(err, &ee)
-		t.Fatalf("fingerprint: %v\n%s", err, ee.Stderr)
-	}
-	pin, err := proto.ParseFingerprint(strings.TrimSpace(string(fp)))
+`, filepath.Join(dir, "data"), addr, attachAddr, filepath.Join(dir, "admin.sock"), metricsAddr, testutil.FreeAddr(t), testutil.FreeAddr(t), pamDir)
+	e := newE2E(t, bin, dir, addr, cfg) // its own kiosk accounts, removed after the daemon stops
+	pin, err := proto.ParseFingerprint(e.pin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
-			t.Logf("hotdeskd log:\n%s", b)
-		}
-	})
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -19,20 +19,24 @@ import (
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
-const matrixModule = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
-
 // e2e runs the real hotdeskd with real PAM (pam_matrix) and drives it with
 // the real hotdesk-term and hotdeskctl binaries.
 type e2e struct {
 	t      *testing.T
-	bin    string
-	dir    string
-	addr   string
-	pin    string
-	socket string
-	cfg    string
-	cmd    *exec.Cmd
-	done   chan struct{}
+	d      *testutil.Daemon
+	bin    string // d.Bin
+	dir    string // d.Dir
+	addr   string // the terminal listener
+	pin    string // d.Pin
+	socket string // d.Socket
+}
+
+// newE2E prepares a daemon in dir listening on addr, with cfg as its
+// configuration; start runs it.
+func newE2E(t *testing.T, bin, dir, addr, cfg string) *e2e {
+	t.Helper()
+	d := testutil.NewDaemon(t, bin, dir, filepath.Join(dir, "admin.sock"), cfg)
+	return &e2e{t: t, d: d, bin: bin, dir: dir, addr: addr, pin: d.Pin, socket: d.Socket}
 }
 
 func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
@@ -43,15 +47,8 @@ func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
 // ("" keeps it).
 func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcdBlock string, extra ...string) *e2e {
 	t.Helper()
-	if _, err := os.Stat(matrixModule); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pam_matrix (libpam-wrapper) is required in CI: %v", err)
-		}
-		t.Skipf("pam_matrix missing: %v", err)
-	}
-	if _, err := exec.LookPath("weston"); err != nil && os.Getenv("CI") != "true" {
-		t.Skip("weston not installed")
-	}
+	testutil.NeedMatrix(t)
+	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := filepath.Join(dir, "pam.d")
@@ -69,14 +66,14 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcd
 		if err := os.WriteFile(db, []byte(users), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		stack := fmt.Sprintf("auth requisite pam_succeed_if.so quiet user != root\nauth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
+		stack := "auth requisite pam_succeed_if.so quiet user != root\n" + testutil.MatrixStack(db)
 		if err := os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	addr := testutil.FreeAddr(t)
 	if etcdBlock == "" {
-		etcdBlock = fmt.Sprintf("etcd {\n  embedded {\n    client_url = \"http://%s\"\n    peer_url = \"http://%s\"\n  }\n}", freeAddr(t), freeAddr(t))
+		etcdBlock = testutil.EmbeddedEtcd(t)
 	}
 	cfg := fmt.Sprintf(`server_id = "e2e"
 data_dir = %q
@@ -93,62 +90,17 @@ auth {
   open_session = false
 %s
 }
-`, filepath.Join(dir, "data"), e.addr, e.socket, etcdBlock, strings.Join(extra, "\n"), defaultPolicy, keep, pamDir, authBlock)
-	e.cfg = filepath.Join(dir, "hotdesk.hcl")
-	cfg = testutil.WithOwnKioskAccounts(t, cfg) // removed after the daemon stops
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
-	if err != nil {
-		t.Fatalf("fingerprint: %v", err)
-	}
-	e.pin = strings.TrimSpace(string(fp))
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
-			t.Logf("hotdeskd log:\n%s", b)
-		}
-	})
+`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), etcdBlock, strings.Join(extra, "\n"), defaultPolicy, keep, pamDir, authBlock)
+	e := newE2E(t, bin, dir, addr, cfg)
 	e.start()
 	return e
 }
 
 // start runs hotdeskd and waits until it is ready.
-func (e *e2e) start() {
-	e.t.Helper()
-	e.cmd = exec.Command(filepath.Join(e.bin, "hotdeskd"), "-config", e.cfg)
-	logf, _ := os.OpenFile(filepath.Join(e.dir, "hotdeskd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	e.cmd.Stderr = logf
-	if err := e.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.done = make(chan struct{})
-	go func() { e.cmd.Wait(); logf.Close(); close(e.done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "ready").Run() != nil {
-		if time.Now().After(deadline) {
-			e.t.Fatal("hotdeskd not ready in 60s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func (e *e2e) start() { e.t.Helper(); e.d.Start() }
 
-// stop sends SIGTERM and waits for hotdeskd to exit.
-func (e *e2e) stop() {
-	if e.cmd == nil {
-		return
-	}
-	e.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-e.done:
-	case <-time.After(30 * time.Second):
-		e.cmd.Process.Kill()
-		<-e.done
-	}
-	e.cmd = nil
-}
+// stop interrupts hotdeskd and waits for it to exit.
+func (e *e2e) stop() { e.d.Stop(os.Interrupt) }
 
 // sessions lists the daemon's sessions through hotdeskctl.
 func (e *e2e) sessions() []struct {
@@ -156,10 +108,7 @@ func (e *e2e) sessions() []struct {
 	PID       int
 } {
 	e.t.Helper()
-	out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "sessions", "-json").Output()
-	if err != nil {
-		e.t.Fatalf("hotdeskctl sessions: %v", err)
-	}
+	out := e.d.MustCtl("sessions", "-json")
 	var ss []struct {
 		ID, State string
 		PID       int
@@ -173,10 +122,7 @@ func (e *e2e) sessions() []struct {
 // enroll pairs a new software token for user into a keystore and returns its path.
 func (e *e2e) enroll(user string) string {
 	e.t.Helper()
-	out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "token", "pair", "-user", user, "-json").Output()
-	if err != nil {
-		e.t.Fatalf("token pair: %v", err)
-	}
+	out := e.d.MustCtl("token", "pair", "-user", user, "-json")
 	var pr struct{ Code string }
 	if err := json.Unmarshal(out, &pr); err != nil {
 		e.t.Fatal(err)
@@ -352,9 +298,7 @@ func TestRestartKeepsSessions(t *testing.T) {
 		}
 	}
 	for id := range pids { // end them for good
-		if out, err := exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "session", "kill", id).CombinedOutput(); err != nil {
-			t.Fatalf("kill: %v %s", err, out)
-		}
+		e.d.MustCtl("session", "kill", id)
 	}
 }
 
@@ -373,7 +317,8 @@ func TestLeaseLossE2E(t *testing.T) {
 		t.Fatalf("insert: %v", first)
 	}
 	ready := func() bool {
-		return exec.Command(filepath.Join(e.bin, "hotdeskctl"), "-socket", e.socket, "-timeout", "2s", "ready").Run() == nil
+		_, err := e.d.Ctl("-timeout", "2s", "ready")
+		return err == nil
 	}
 	proxy.Blackhole()
 	waitUntil(t, "not ready while cut off", func() bool { return !ready() })

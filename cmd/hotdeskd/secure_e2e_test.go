@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
+
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -26,7 +27,7 @@ func requireSecureE2E(t *testing.T) {
 	case os.Geteuid() != 0:
 		missing = "root (desktops as other users, a registry client as nobody)"
 	default:
-		if _, err := os.Stat(matrixModule); err != nil {
+		if _, err := os.Stat(testutil.MatrixModule); err != nil {
 			missing = "pam_matrix (libpam-wrapper)"
 		}
 		for _, b := range []string{"weston", "setpriv", "useradd"} {
@@ -112,32 +113,15 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	requireSecureE2E(t)
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	pamDir := filepath.Join(dir, "pam.d")
-	if err := os.MkdirAll(pamDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	const pin, rootPIN = "1357", "2468"
-	db := filepath.Join(dir, "pins.passdb")
-	if err := os.WriteFile(db, []byte("shipuser:"+pin+":hotdesk-pin\nroot:"+rootPIN+":hotdesk-pin\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\nsession optional pam_permit.so\n", matrixModule, db)
-	for _, svc := range []string{"hotdesk", "hotdesk-pin"} {
-		if err := os.WriteFile(filepath.Join(pamDir, svc), []byte(stack), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	clientAddr, peerAddr := freeAddr(t), freeAddr(t)
-	e := &e2e{t: t, bin: bin, dir: dir, addr: freeAddr(t), socket: filepath.Join(dir, "admin.sock")}
+	pamDir := testutil.MatrixServices(t, dir, "shipuser:"+pin+":hotdesk-pin\nroot:"+rootPIN+":hotdesk-pin\n",
+		"session optional pam_permit.so\n", "hotdesk", "hotdesk-pin")
+	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	dataDir := filepath.Join(dir, "data")
-	cfg := shippedConfig(t, dataDir, e.addr, e.socket, "http://"+clientAddr, "http://"+peerAddr, pamDir)
-	e.cfg = filepath.Join(dir, "hotdesk.hcl")
-	cfg = testutil.WithOwnKioskAccounts(t, cfg) // the pool as shipped, under a name of its own, removed after the test
-	if err := os.WriteFile(e.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := shippedConfig(t, dataDir, addr, filepath.Join(dir, "admin.sock"), "http://"+clientAddr, "http://"+peerAddr, pamDir)
+	e := newE2E(t, bin, dir, addr, cfg)
 	// The shipped file checks clean: nothing insecure to warn about.
-	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
+	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.d.Config, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
 		t.Fatalf("hotdeskd -check: %v\n%s", err, out)
 	}
 	// -check warns loudly about a plaintext group etcd and refuses an
@@ -158,18 +142,6 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 			t.Errorf("hotdeskd -check %s: %v\n%s\nwant ok=%v and %q", c.name, err, out, c.ok, c.want)
 		}
 	}
-	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.cfg, "-fingerprint").Output()
-	if err != nil {
-		t.Fatalf("fingerprint: %v", err)
-	}
-	e.pin = strings.TrimSpace(string(fp))
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
-			t.Logf("hotdeskd log:\n%s", b)
-		}
-	})
 	e.start()
 
 	// Logins under the shipped default policy: card + PIN.

@@ -81,3 +81,28 @@ func TestXvfbAndScreenshot(t *testing.T) {
 		t.Fatalf("screenshot of %s is %v; want 1024x768", disp, b)
 	}
 }
+
+func TestExec(t *testing.T) {
+	for _, c := range []struct {
+		script string
+		out    string
+		code   int
+	}{
+		{"echo hi", "hi\n", 0},
+		{"echo oops >&2; exit 3", "oops\n", 3},
+	} {
+		if out, code := Exec(t, "sh", "-c", c.script); out != c.out || code != c.code {
+			t.Errorf("Exec(%q) = %q, %d; want %q, %d", c.script, out, code, c.out, c.code)
+		}
+	}
+}
+
+func TestMatrixServices(t *testing.T) {
+	pamDir := MatrixServices(t, t.TempDir(), "u:pw:svc\n", "session optional pam_permit.so\n", "svc", "other")
+	for _, svc := range []string{"svc", "other"} {
+		b, err := os.ReadFile(filepath.Join(pamDir, svc))
+		if err != nil || !strings.Contains(string(b), MatrixModule) || !strings.HasSuffix(string(b), "pam_permit.so\n") {
+			t.Errorf("service %s = %q, %v; want pam_matrix then the extra line", svc, b, err)
+		}
+	}
+}

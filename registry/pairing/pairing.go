@@ -92,7 +92,10 @@ type Store interface {
 	EnrollToken(ctx context.Context, t registry.TokenRecord) error
 }
 
-var _ Store = (*registry.Registry)(nil)
+var (
+	_ Store = (*registry.Store)(nil)
+	_ Store = (*registry.Registry)(nil)
+)
 
 // Option configures a Pairer.
 type Option func(*Pairer)

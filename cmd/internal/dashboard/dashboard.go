@@ -420,7 +420,13 @@ type page struct {
 }
 
 func (s *Server) render(w http.ResponseWriter, name string, l *login, data any) {
-	p := page{Title: name, Version: version.String(), Data: data}
+	s.renderWithFlash(w, name, l, "", data)
+}
+
+// renderWithFlash writes page name for l (nil: not logged in) with a
+// one-time message.
+func (s *Server) renderWithFlash(w http.ResponseWriter, name string, l *login, flash string, data any) {
+	p := page{Title: name, Version: version.String(), Data: data, Flash: flash}
 	if l != nil {
 		p.User, p.Role, p.CanAct, p.CSRF = l.user, l.role.String(), l.role >= RoleAdmin, l.csrf
 	}
@@ -466,19 +472,6 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-func (s *Server) renderWithFlash(w http.ResponseWriter, name string, l *login, flash string, data any) {
-	p := page{Title: name, Version: version.String(), Data: data, Flash: flash,
-		User: l.user, Role: l.role.String(), CanAct: l.role >= RoleAdmin, CSRF: l.csrf}
-	var buf bytes.Buffer
-	if err := templates.ExecuteTemplate(&buf, name, p); err != nil {
-		s.log.Error("dashboard template failed", "page", name, "error", err)
-		http.Error(w, "internal error", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, _ = buf.WriteTo(w)
 }
 
 func (s *Server) serverAction(w http.ResponseWriter, r *http.Request, l *login) {

@@ -1,0 +1,246 @@
+package testutil
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ReadyBound bounds how long a Daemon may take to report ready: a safety
+// bound for a loaded machine (an embedded etcd, TLS keys), not a timing
+// assertion.
+const ReadyBound = 60 * time.Second
+
+// stopBound bounds how long a stopped Daemon may take to exit before it is
+// killed.
+const stopBound = 30 * time.Second
+
+// FreeAddr returns a loopback TCP address that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// EmbeddedEtcd returns a hotdeskd configuration block for an embedded etcd
+// member on free loopback ports.
+func EmbeddedEtcd(t testing.TB) string {
+	t.Helper()
+	return fmt.Sprintf("etcd {\n  embedded {\n    client_url = \"http://%s\"\n    peer_url = \"http://%s\"\n  }\n}\n",
+		FreeAddr(t), FreeAddr(t))
+}
+
+// Daemon is one hotdeskd process of a test, driven through hotdeskctl as an
+// administrator would. The test's cleanup stops it (SIGINT, then SIGKILL
+// after a bound) and, when the test failed, logs the tail of its log.
+type Daemon struct {
+	// Bin is the directory holding hotdeskd and hotdeskctl (Build).
+	Bin string
+	// Dir holds the configuration (hotdesk.hcl) and the log (hotdeskd.log).
+	Dir string
+	// Config is the configuration file's path; Socket the admin socket
+	// the configuration names.
+	Config, Socket string
+	// Pin is the terminal listener's certificate fingerprint, as
+	// `hotdesk-term -pin` takes it.
+	Pin string
+	// Name names the daemon in failure messages ("hotdeskd" unless set).
+	Name string
+	// Wrap is a command hotdeskd runs under that execs it (prlimit …).
+	Wrap []string
+
+	t       testing.TB
+	cmd     *exec.Cmd
+	done    chan struct{}
+	exitErr error // cmd.Wait's, set before done closes
+}
+
+// NewDaemon writes cfg (with a kiosk account prefix of the test's own,
+// WithOwnKioskAccounts) to dir/hotdesk.hcl and reads the daemon's
+// certificate fingerprint (hotdeskd -fingerprint). socket is the admin
+// socket cfg names. Start runs the daemon.
+func NewDaemon(t testing.TB, bin, dir, socket, cfg string) *Daemon {
+	t.Helper()
+	d := &Daemon{Bin: bin, Dir: dir, Config: filepath.Join(dir, "hotdesk.hcl"), Socket: socket, Name: "hotdeskd", t: t}
+	// Its own kiosk accounts, removed after it stops (this cleanup runs
+	// after the daemon's, registered below).
+	cfg = WithOwnKioskAccounts(t, cfg)
+	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fp, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", d.Config, "-fingerprint").Output()
+	if err != nil {
+		t.Fatalf("%s: fingerprint: %v", d.Name, err)
+	}
+	d.Pin = strings.TrimSpace(string(fp))
+	t.Cleanup(func() {
+		d.Stop(os.Interrupt)
+		if t.Failed() {
+			t.Logf("%s log (tail):\n%s", d.Name, d.LogTail(64<<10))
+		}
+	})
+	return d
+}
+
+// LogPath is the daemon's log file (its stderr, appended across restarts).
+func (d *Daemon) LogPath() string { return filepath.Join(d.Dir, "hotdeskd.log") }
+
+// LogTail returns at most the last n bytes of the daemon's log.
+func (d *Daemon) LogTail(n int) string {
+	b, _ := os.ReadFile(d.LogPath())
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// Start runs hotdeskd and waits until it reports ready (hotdeskctl ready),
+// failing the test after ReadyBound.
+func (d *Daemon) Start() {
+	d.t.Helper()
+	d.Launch()
+	d.WaitReady()
+}
+
+// Launch runs hotdeskd without waiting for it to be ready.
+func (d *Daemon) Launch() {
+	d.t.Helper()
+	argv := append(append([]string{}, d.Wrap...), filepath.Join(d.Bin, "hotdeskd"), "-config", d.Config)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
+	logf, err := os.OpenFile(d.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.cmd.Stderr = logf
+	if err := d.cmd.Start(); err != nil {
+		logf.Close()
+		d.t.Fatal(err)
+	}
+	d.done = make(chan struct{})
+	cmd, done := d.cmd, d.done
+	go func() { d.exitErr = cmd.Wait(); logf.Close(); close(done) }()
+}
+
+// WaitReady waits until the daemon reports ready, failing the test after
+// ReadyBound or when the daemon exits first.
+func (d *Daemon) WaitReady() {
+	d.t.Helper()
+	deadline := time.Now().Add(ReadyBound)
+	for {
+		if _, err := d.Ctl("-timeout", "2s", "ready"); err == nil {
+			return
+		}
+		select {
+		case <-d.done:
+			d.t.Fatalf("%s exited before it was ready", d.Name)
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s not ready in %v", d.Name, ReadyBound)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends sig and waits for the daemon to exit, killing it after a
+// bound. It does nothing when the daemon is not running.
+func (d *Daemon) Stop(sig os.Signal) {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+	case <-time.After(stopBound):
+		d.cmd.Process.Kill()
+		<-d.done
+	}
+	d.cmd = nil
+}
+
+// PID is the running daemon's process id (0 when not running).
+func (d *Daemon) PID() int {
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+// Exited is closed when the daemon last started has exited.
+func (d *Daemon) Exited() <-chan struct{} { return d.done }
+
+// ExitErr is how the daemon last started ended (nil: exit status 0); call
+// it after Exited has closed.
+func (d *Daemon) ExitErr() error { return d.exitErr }
+
+// Ctl runs hotdeskctl against the daemon's admin socket and returns its
+// standard output; a failure's error carries its standard error.
+func (d *Daemon) Ctl(args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(d.Bin, "hotdeskctl"), append([]string{"-socket", d.Socket}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("hotdeskctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// MustCtl is Ctl failing the test on an error.
+func (d *Daemon) MustCtl(args ...string) []byte {
+	d.t.Helper()
+	out, err := d.Ctl(args...)
+	if err != nil {
+		d.t.Fatalf("%s: %v", d.Name, err)
+	}
+	return out
+}
+
+// Exec runs the program bin with args and returns its combined output and
+// exit status; a program that cannot be started fails the test.
+func Exec(t testing.TB, bin string, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	default:
+		t.Fatalf("%s: %v", bin, err)
+		return "", -1
+	}
+}
+
+// JSONEvents decodes r's lines as JSON objects (a -json process's events)
+// onto the returned channel, passing over lines that are not, and closes it
+// at EOF or a read error: its goroutine ends when the process's output
+// does. buf is the channel's buffer.
+func JSONEvents(r io.Reader, buf int) <-chan map[string]any {
+	ch := make(chan map[string]any, buf)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				ch <- ev
+			}
+		}
+	}()
+	return ch
+}
