@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/proto"
@@ -85,33 +83,12 @@ func (g *group) persist(dir, anchors string) (loaded int, err error) {
 }
 
 func readMembers(path, anchors string) ([]proto.Member, error) {
-	f, err := os.Open(path)
+	b, err := atomicfile.ReadPrivate(path, maxMembersFileSize, 0o022, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("group: members file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("group: members file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("group: members file %s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("group: members file %s is writable by others (mode %v); ignored", path, st.Mode().Perm())
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("group: members file %s is owned by uid %d, not this user; ignored", path, sys.Uid)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxMembersFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("group: members file: %w", err)
-	}
-	if len(b) > maxMembersFileSize {
-		return nil, fmt.Errorf("group: members file %s is larger than %d bytes; ignored", path, maxMembersFileSize)
+		return nil, fmt.Errorf("group: members file ignored: %w", err)
 	}
 	var st2 memberState
 	dec := json.NewDecoder(bytes.NewReader(b))

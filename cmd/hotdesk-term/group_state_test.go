@@ -72,7 +72,7 @@ func TestGroupMembersPersisted(t *testing.T) {
 		mode os.FileMode
 		want string
 	}{
-		{"writable by others", string(good), 0o666, "writable by others"},
+		{"writable by others", string(good), 0o666, "others may write it"},
 		{"oversized", strings.Repeat(" ", maxMembersFileSize+1), 0o600, "larger than"},
 		{"malformed", "{", 0o600, "unexpected EOF"},
 		{"unknown field", `{"format":1,"anchors":"` + anchors + `","members":[],"extra":1}`, 0o600, "unknown field"},

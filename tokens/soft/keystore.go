@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -84,30 +83,12 @@ type fileEntry struct {
 // token ids.
 func OpenKeystore(path string) (*Keystore, error) {
 	ks := &Keystore{path: path}
-	f, err := os.Open(path)
+	data, err := atomicfile.ReadPrivate(path, maxFileSize, 0o077, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ks, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("soft: open keystore: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("soft: open keystore: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("soft: open keystore %s: not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("soft: open keystore %s: mode %04o gives others access to private keys; chmod 600 it", path, perm)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("soft: open keystore: %w", err)
-	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("soft: open keystore %s: larger than %d bytes", path, maxFileSize)
+		return nil, fmt.Errorf("soft: open keystore: %w (private keys: keep it mode 0600)", err)
 	}
 	var ff fileFormat
 	if err := json.Unmarshal(data, &ff); err != nil {
