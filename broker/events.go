@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,23 @@ type Subscription struct {
 	C   <-chan Event
 	c   chan Event
 	bus *Bus
+}
+
+// Each calls fn with every event of s, in order, until C closes or ctx
+// ends; the consumers of a subscription (event log, hook, metrics) are
+// this loop around their own fn.
+func (s *Subscription) Each(ctx context.Context, fn func(Event)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-s.C:
+			if !ok {
+				return
+			}
+			fn(e)
+		}
+	}
 }
 
 // Subscribe returns a subscription buffering up to buf events (at least 1).

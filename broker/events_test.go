@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -127,4 +128,26 @@ func TestBusDropsForSlowSubscribers(t *testing.T) {
 	if _, ok := <-bus.Subscribe(1).C; ok {
 		t.Error("a subscription after Close is open")
 	}
+}
+
+// TestSubscriptionEach: Each hands over every event in order and returns
+// when the subscription closes, or at once when its context ends.
+func TestSubscriptionEach(t *testing.T) {
+	bus := NewBus(nil)
+	sub := bus.Subscribe(8)
+	for _, k := range []EventKind{SessionAttached, SessionSuspended, SessionResumed} {
+		bus.Emit(Event{Kind: k})
+	}
+	sub.Close()
+	var got []EventKind
+	sub.Each(context.Background(), func(e Event) { got = append(got, e.Kind) })
+	if want := []EventKind{SessionAttached, SessionSuspended, SessionResumed}; !slices.Equal(got, want) {
+		t.Fatalf("Each saw %v; want %v", got, want)
+	}
+
+	open := bus.Subscribe(1)
+	defer open.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	open.Each(ctx, func(Event) { t.Error("an event from an empty subscription") })
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -66,18 +64,7 @@ func (e *e2e) runTerm(ctx context.Context, id, ks, disp string) (<-chan map[stri
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	evs := make(chan map[string]any, 64)
-	go func() {
-		defer close(evs)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				evs <- ev
-			}
-		}
-	}()
-	return evs, stdin
+	return testutil.JSONEvents(stdout, 64), stdin
 }
 
 func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {

@@ -28,56 +28,40 @@ const (
 // sub closes or ctx ends. Storage failures are logged at debug level: the
 // stream is best effort, the log line is the record.
 func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
+	sub.Each(ctx, func(e broker.Event) {
+		b, err := json.Marshal(e)
+		if err != nil {
 			return
-		case e, ok := <-sub.C:
-			if !ok {
-				return
-			}
-			b, err := json.Marshal(e)
-			if err != nil {
-				continue
-			}
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := log.Append(cctx, b); err != nil {
-				logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
-			}
-			cancel()
 		}
-	}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := log.Append(cctx, b); err != nil {
+			logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
+		}
+		cancel()
+	})
 }
 
 // runHook runs the hook executable once per event of sub, one at a time,
 // with the event as JSON on stdin and timeout as its bound. Its output is
 // logged (bounded); a failure is logged and the next event goes on.
 func runHook(ctx context.Context, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-sub.C:
-			if !ok {
-				return
-			}
-			b, _ := json.Marshal(e)
-			hctx, cancel := context.WithTimeout(ctx, timeout)
-			cmd := exec.CommandContext(hctx, path, string(e.Kind))
-			cmd.Stdin = bytes.NewReader(append(b, '\n'))
-			var out boundedBuffer
-			out.max = maxHookOutput
-			cmd.Stdout, cmd.Stderr = &out, &out
-			cmd.WaitDelay = time.Second
-			err := cmd.Run()
-			cancel()
-			if err != nil {
-				logger.Warn("event hook failed", "hook", path, "kind", string(e.Kind), "error", err, "output", out.String())
-			} else if out.Len() > 0 {
-				logger.Debug("event hook output", "hook", path, "kind", string(e.Kind), "output", out.String())
-			}
+	sub.Each(ctx, func(e broker.Event) {
+		b, _ := json.Marshal(e)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		cmd := exec.CommandContext(hctx, path, string(e.Kind))
+		cmd.Stdin = bytes.NewReader(append(b, '\n'))
+		var out boundedBuffer
+		out.max = maxHookOutput
+		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.WaitDelay = time.Second
+		err := cmd.Run()
+		cancel()
+		if err != nil {
+			logger.Warn("event hook failed", "hook", path, "kind", string(e.Kind), "error", err, "output", out.String())
+		} else if out.Len() > 0 {
+			logger.Debug("event hook output", "hook", path, "kind", string(e.Kind), "output", out.String())
 		}
-	}
+	})
 }
 
 // boundedBuffer keeps the first max bytes written to it.

@@ -205,17 +205,7 @@ func (m *metrics) observe(e broker.Event) {
 
 // run feeds the metrics from sub until it closes or ctx ends.
 func (m *metrics) run(ctx context.Context, sub *broker.Subscription) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-sub.C:
-			if !ok {
-				return
-			}
-			m.observe(e)
-		}
-	}
+	sub.Each(ctx, m.observe)
 }
 
 // handler serves /metrics, /livez and /readyz.
