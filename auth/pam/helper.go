@@ -18,11 +18,39 @@ const (
 	helperProtocol = 2 // the parent spoke nonsense or went away early
 )
 
+// helperMarkerEnv is set (to "1") in every helper's environment by the
+// Authenticator.
+const helperMarkerEnv = "HOTDESK_PAM_HELPER"
+
+// In a helper, the transaction must run on the process's main thread: some
+// modules act on the thread group leader through /proc/self (pam_loginuid
+// writes /proc/self/loginuid, which the kernel refuses with EPERM from any
+// other thread, failing open_session at random). Locking the OS thread in an
+// init function keeps the main goroutine on the main thread through main.
+func init() {
+	if os.Getenv(helperMarkerEnv) == "1" {
+		runtime.LockOSThread()
+	}
+}
+
+// errNotMainThread is why a helper refuses to run a transaction.
+var errNotMainThread = errors.New("pam: helper is not on the main thread (start it through Authenticator, which sets " + helperMarkerEnv + "=1)")
+
+// onMainThread reports whether the calling goroutine runs on the thread
+// group leader.
+func onMainThread() bool { return unix.Gettid() == unix.Getpid() }
+
 // HelperMain is the entry point of the helper process ("hotdeskd pam-helper"):
 // it speaks the helper protocol on file descriptors 3 (from the parent) and 4
 // (to the parent), as set up by Authenticator, and returns the exit code.
-// Stdout and stderr stay free for whatever PAM modules print.
+// Stdout and stderr stay free for whatever PAM modules print. It must be
+// called from main (the main goroutine, kept on the main thread by this
+// package's init when the Authenticator started the process).
 func HelperMain() int {
+	if !onMainThread() {
+		fmt.Fprintf(os.Stderr, "pam-helper: %v\n", errNotMainThread)
+		return helperProtocol
+	}
 	in := os.NewFile(3, "pam-helper-in")
 	out := os.NewFile(4, "pam-helper-out")
 	defer in.Close()

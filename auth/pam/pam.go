@@ -81,7 +81,9 @@ type Config struct {
 	// /etc/pam.d). Needs Linux-PAM ≥ 1.4 (pam_start_confdir).
 	ConfDir string
 	// HelperCommand is the argv that starts a helper (default
-	// {os.Executable(), "pam-helper"}); the program must call HelperMain.
+	// {os.Executable(), "pam-helper"}); the program must call HelperMain
+	// from main. The helper's environment has HOTDESK_PAM_HELPER=1, which
+	// makes this package keep main on the main thread.
 	HelperCommand []string
 	// HelperEnv is appended to the daemon's environment for the helper.
 	HelperEnv []string
@@ -328,7 +330,7 @@ func (a *Authenticator) spawn() (*helperProc, error) {
 	}
 	p := &helperProc{toH: toH, fromH: fromH, stderr: &boundedBuffer{max: 4096}, done: make(chan struct{})}
 	cmd := exec.Command(a.cfg.HelperCommand[0], a.cfg.HelperCommand[1:]...)
-	cmd.Env = append(os.Environ(), a.cfg.HelperEnv...)
+	cmd.Env = append(append(os.Environ(), a.cfg.HelperEnv...), helperMarkerEnv+"=1")
 	cmd.ExtraFiles = []*os.File{hin, hout} // fds 3 and 4
 	cmd.Stderr = p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

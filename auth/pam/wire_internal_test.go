@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/hotdesk/hotdesk/auth"
@@ -46,6 +48,70 @@ func TestReadMsgRefuses(t *testing.T) {
 				t.Errorf("msg, err = %v, %v; want nil, %v", m, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestHelperThread: a helper (HOTDESK_PAM_HELPER=1, as the Authenticator
+// starts it) keeps main on the thread group leader, and HelperMain refuses
+// to run on any other thread, where pam_loginuid fails.
+func TestHelperThread(t *testing.T) {
+	if os.Getenv(helperMarkerEnv) == "1" {
+		t.Skip("running as a helper")
+	}
+	done := make(chan [2]any)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if onMainThread() {
+			done <- [2]any{true, 0}
+			return
+		}
+		done <- [2]any{false, HelperMain()}
+	}()
+	if r := <-done; r[0] == false && r[1] != helperProtocol {
+		t.Errorf("HelperMain off the main thread = %v; want %d", r[1], helperProtocol)
+	}
+
+	// A helper process (this test binary, whose TestMain calls HelperMain
+	// when the marker is set) runs a permit transaction: HelperMain would
+	// exit with helperProtocol were main not kept on the main thread.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "permit"), []byte("auth required pam_permit.so\naccount required pam_permit.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		hin, toH, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromH, hout, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(exe, "pam-helper")
+		cmd.Env = append(os.Environ(), helperMarkerEnv+"=1", "GORACE=atexit_sleep_ms=0")
+		cmd.ExtraFiles = []*os.File{hin, hout}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		hin.Close()
+		hout.Close()
+		if err := writeMsg(toH, &wireMsg{Start: &wireStart{Service: "permit", ConfDir: dir, User: "alice", TTY: "t1"}}); err != nil {
+			t.Fatal(err)
+		}
+		m, rerr := readMsg(fromH)
+		toH.Close()
+		fromH.Close()
+		werr := cmd.Wait()
+		if rerr != nil || m.Result == nil || !m.Result.OK || werr != nil {
+			t.Fatalf("helper %d: reply %+v, %v; exit %v; stderr:\n%s", i, m, rerr, werr, stderr.String())
+		}
 	}
 }
 
