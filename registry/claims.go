@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,54 +33,105 @@ import (
 // ErrUnhealthy (the lease is overdue, see Healthy: nothing written; it also
 // matches ErrLeaseLost), ErrCorrupt (the current value is undecodable), or the etcd error.
 func (r *Registry) Claim(ctx context.Context, key string, s Session) (c Claim, won bool, err error) {
+	v, err := r.encodeClaim("claim", key, &s)
+	if err != nil {
+		return Claim{}, false, err
+	}
+	c, won, err = r.claimTxn(ctx, "claim", key, s, v, nil)
+	if err == nil && !won && c.Key == "" { // cannot happen: the compare saw the key in the same txn
+		return Claim{}, false, fmt.Errorf("registry: claim %q: key vanished inside the txn", key)
+	}
+	return c, won, err
+}
+
+// encodeClaim readies s for a claim of key by the call op (named in
+// errors): it checks key, s.ID and that the lease is writable, forces s.Key
+// and s.ServerID, sets a zero CreatedUnixMs to the clock's now and a zero
+// UpdatedUnixMs to CreatedUnixMs, and returns s encoded.
+func (r *Registry) encodeClaim(op, key string, s *Session) ([]byte, error) {
 	if err := validateKey(key); err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim: %w", err)
+		return nil, fmt.Errorf("registry: %s: %w", op, err)
 	}
 	if s.ID == "" {
-		return Claim{}, false, fmt.Errorf("registry: claim %q: empty session id: %w", key, ErrInvalidKey)
+		return nil, fmt.Errorf("registry: %s %q: empty session id: %w", op, key, ErrInvalidKey)
 	}
 	if err := r.writable(); err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
+		return nil, fmt.Errorf("registry: %s %q: %w", op, key, err)
 	}
 	s.Key = key
 	s.ServerID = r.id
-	now := r.opts.clock.Now().UnixMilli()
 	if s.CreatedUnixMs == 0 {
-		s.CreatedUnixMs = now
+		s.CreatedUnixMs = r.opts.clock.Now().UnixMilli()
 	}
 	if s.UpdatedUnixMs == 0 {
 		s.UpdatedUnixMs = s.CreatedUnixMs
 	}
 	v, err := json.Marshal(s)
 	if err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
+		return nil, fmt.Errorf("registry: %s %q: %w", op, key, err)
 	}
+	return v, nil
+}
+
+// claimTxn is the claim transaction of key for s, encoded as v:
+//
+//	Txn(If(CreateRevision(k)==0, cond...)).Then(Put(k, v, WithLease(ours)), also...).Else(Get(k))
+//
+// won=true: c is our new claim. won=false: c is the current owner's claim,
+// or zero if the key is absent (one of cond failed: nothing was written). A
+// transaction of unknown outcome is resolved as Claim describes; op names
+// the call in errors.
+func (r *Registry) claimTxn(ctx context.Context, op, key string, s Session, v []byte, cond []clientv3.Cmp, also ...clientv3.Op) (c Claim, won bool, err error) {
 	k := r.sessionKey(key)
-	cctx, cancel := r.callCtx(ctx)
-	resp, err := r.kv.Txn(cctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-		Else(clientv3.OpGet(k)).
-		Commit()
-	cancel()
+	rev, cur, err := r.putUnderLease(ctx, k, v, append([]clientv3.Cmp{createdAt(k, 0)}, cond...), also...)
 	switch {
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
-		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, mapLeaseErr(err))
+		return Claim{}, false, fmt.Errorf("registry: %s %q: %w", op, key, mapLeaseErr(err))
 	case err != nil:
 		return r.resolveClaim(ctx, key, s, err)
-	case resp.Succeeded:
-		rev := resp.Header.Revision
+	case rev != 0:
 		return Claim{Key: key, Fence: rev, ModRev: rev, Session: s}, true, nil
+	case cur == nil:
+		return Claim{}, false, nil
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if len(kvs) == 0 { // cannot happen: the compare saw the key in the same txn
-		return Claim{}, false, fmt.Errorf("registry: claim %q: key vanished inside the txn", key)
-	}
-	c, err = decodeClaim(key, kvs[0])
+	c, err = decodeClaim(key, cur)
 	if err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim %q: %w", key, err)
+		return Claim{}, false, fmt.Errorf("registry: %s %q: %w", op, key, err)
 	}
 	return c, false, nil
+}
+
+// putUnderLease writes v to k under our lease, with the further writes
+// also, if every cond holds, and reads k otherwise, in one transaction
+// bounded by the per-call timeout:
+//
+//	Txn(If(cond...)).Then(Put(k, v, WithLease(ours)), also...).Else(Get(k))
+//
+// rev is the revision of the write, 0 if a cond failed; then cur is k as
+// the transaction read it (nil if absent).
+func (r *Registry) putUnderLease(ctx context.Context, k string, v []byte, cond []clientv3.Cmp, also ...clientv3.Op) (rev int64, cur *mvccpb.KeyValue, err error) {
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Txn(cctx).
+		If(cond...).
+		Then(append([]clientv3.Op{clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))}, also...)...).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return 0, nil, err
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil, nil
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		return 0, kvs[0], nil
+	}
+	return 0, nil, nil
+}
+
+// createdAt compares k's create revision with rev (0: k is absent).
+func createdAt(k string, rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(k), "=", rev)
 }
 
 // resolveClaim finds out whether a claim txn that returned cause was applied.
@@ -134,22 +186,17 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, err)
 	}
 	k := r.sessionKey(c.Key)
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	resp, err := r.kv.Txn(cctx).
-		If(
-			clientv3.Compare(clientv3.CreateRevision(k), "=", c.Fence),
-			clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease),
-		).
-		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-		Commit()
+	rev, _, err := r.putUnderLease(ctx, k, v, []clientv3.Cmp{
+		createdAt(k, c.Fence),
+		clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease),
+	})
 	if err != nil {
 		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, mapLeaseErr(err))
 	}
-	if !resp.Succeeded {
+	if rev == 0 {
 		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, ErrFenced)
 	}
-	return Claim{Key: c.Key, Fence: c.Fence, ModRev: resp.Header.Revision, Session: s}, nil
+	return Claim{Key: c.Key, Fence: c.Fence, ModRev: rev, Session: s}, nil
 }
 
 // Reclaim re-registers a session this server still runs under this
@@ -178,78 +225,51 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 // again with the same arguments: the repeated call sees its own write.
 func (r *Registry) Reclaim(ctx context.Context, old Claim, s Session) (c Claim, ok bool, err error) {
 	key := old.Key
-	if err := validateKey(key); err != nil {
-		return Claim{}, false, fmt.Errorf("registry: reclaim: %w", err)
-	}
-	if s.ID == "" {
-		return Claim{}, false, fmt.Errorf("registry: reclaim %q: empty session id: %w", key, ErrInvalidKey)
-	}
-	if err := r.writable(); err != nil {
-		return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, err)
-	}
-	s.Key = key
-	s.ServerID = r.id
 	now := r.opts.clock.Now().UnixMilli()
 	if s.CreatedUnixMs == 0 {
-		s.CreatedUnixMs = old.Session.CreatedUnixMs
-	}
-	if s.CreatedUnixMs == 0 {
-		s.CreatedUnixMs = now
+		s.CreatedUnixMs = cmp.Or(old.Session.CreatedUnixMs, now)
 	}
 	if s.UpdatedUnixMs == 0 {
 		s.UpdatedUnixMs = now
 	}
-	v, err := json.Marshal(s)
+	v, err := r.encodeClaim("reclaim", key, &s)
 	if err != nil {
-		return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, err)
+		return Claim{}, false, err
 	}
 	k := r.sessionKey(key)
 	// The key may change between the two transactions (the old lease
 	// expiring right then): start again, a bounded number of times.
 	const attempts = 3
 	for range attempts {
-		cctx, cancel := r.callCtx(ctx)
-		resp, err := r.kv.Txn(cctx).
-			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-			Else(clientv3.OpGet(k)).
-			Commit()
-		cancel()
+		rev, kv, err := r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, 0)})
 		if err != nil {
 			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, mapLeaseErr(err))
 		}
-		if resp.Succeeded {
-			rev := resp.Header.Revision
+		if rev != 0 {
 			r.log.Debug("reclaimed session with a new fence", "key", key, "old_fence", old.Fence, "fence", rev)
 			return Claim{Key: key, Fence: rev, ModRev: rev, Session: s}, true, nil
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
+		if kv == nil {
 			continue
 		}
-		cur, err := decodeClaim(key, kvs[0])
+		cur, err := decodeClaim(key, kv)
 		if err != nil {
 			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, err)
 		}
 		mine := cur.Session.ServerID == r.id && cur.Session.ID == s.ID
 		switch {
-		case mine && clientv3.LeaseID(kvs[0].Lease) == r.lease:
+		case mine && clientv3.LeaseID(kv.Lease) == r.lease:
 			return cur, true, nil
 		case !mine || cur.Fence != old.Fence:
 			return cur, false, nil
 		}
-		cctx, cancel = r.callCtx(ctx)
-		resp, err = r.kv.Txn(cctx).
-			If(clientv3.Compare(clientv3.CreateRevision(k), "=", old.Fence)).
-			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-			Commit()
-		cancel()
+		rev, _, err = r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, old.Fence)})
 		if err != nil {
 			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, mapLeaseErr(err))
 		}
-		if resp.Succeeded {
+		if rev != 0 {
 			r.log.Debug("reclaimed session keeping its fence", "key", key, "fence", old.Fence)
-			return Claim{Key: key, Fence: old.Fence, ModRev: resp.Header.Revision, Session: s}, true, nil
+			return Claim{Key: key, Fence: old.Fence, ModRev: rev, Session: s}, true, nil
 		}
 	}
 	return Claim{}, false, fmt.Errorf("registry: reclaim %q: key kept changing during %d attempts", key, attempts)

@@ -367,42 +367,30 @@ func (r *Registry) register(ctx context.Context, server ServerRecord) (int64, er
 	const attempts = 3
 	holder := int64(0)
 	for range attempts {
-		cctx, cancel := r.callCtx(ctx)
-		resp, err := r.kv.Txn(cctx).
-			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-			Else(clientv3.OpGet(k)).
-			Commit()
-		cancel()
+		rev, cur, err := r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, 0)})
 		if err != nil {
 			// Outcome unknown: the caller revokes our lease, which removes
 			// the record if it was written.
 			return 0, fmt.Errorf("registry: new: register server: %w", err)
 		}
-		if resp.Succeeded {
-			return resp.Header.Revision, nil
+		if rev != 0 {
+			return rev, nil
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
+		if cur == nil {
 			continue
 		}
-		holder = kvs[0].Lease
+		holder = cur.Lease
 		if r.opts.prevLease == 0 || clientv3.LeaseID(holder) != r.opts.prevLease {
 			break
 		}
-		cctx, cancel = r.callCtx(ctx)
-		resp, err = r.kv.Txn(cctx).
-			If(clientv3.Compare(clientv3.LeaseValue(k), "=", r.opts.prevLease)).
-			Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-			Commit()
-		cancel()
+		rev, _, err = r.putUnderLease(ctx, k, v, []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(k), "=", r.opts.prevLease)})
 		if err != nil {
 			return 0, fmt.Errorf("registry: new: take over server record: %w", err)
 		}
-		if resp.Succeeded {
+		if rev != 0 {
 			r.log.Info("took over server record from previous lease", "server_id", r.id,
 				"previous_lease_id", fmt.Sprintf("%x", int64(r.opts.prevLease)))
-			return resp.Header.Revision, nil
+			return rev, nil
 		}
 	}
 	return 0, fmt.Errorf("registry: new: server %q held by lease %x: %w", r.id, holder, ErrServerIDInUse)
@@ -663,20 +651,13 @@ func (r *Registry) UpdateServer(ctx context.Context, f func(*ServerRecord)) erro
 		return fmt.Errorf("registry: update server: %w", err)
 	}
 	k := r.serverKey(r.id)
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	resp, err := r.kv.Txn(cctx).
-		If(clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease)).
-		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(r.lease))).
-		Else(clientv3.OpGet(k)).
-		Commit()
-	if err != nil {
+	rev, cur, err := r.putUnderLease(ctx, k, v, []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease)})
+	switch {
+	case err != nil:
 		return fmt.Errorf("registry: update server: %w", mapLeaseErr(err))
-	}
-	if !resp.Succeeded {
-		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
-			return fmt.Errorf("registry: update server: record gone: %w", ErrLeaseLost)
-		}
+	case rev == 0 && cur == nil:
+		return fmt.Errorf("registry: update server: record gone: %w", ErrLeaseLost)
+	case rev == 0:
 		return fmt.Errorf("registry: update server: %w", ErrServerIDInUse)
 	}
 	r.server = rec

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strings"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -82,33 +81,16 @@ func (r *Registry) userIndexDir(user string) string {
 // limit gets an error matching ErrUserLimit (a *UserLimitError) and nothing
 // is written. Other errors and the unknown-outcome handling are as for Claim.
 func (r *Registry) ClaimLimited(ctx context.Context, key string, s Session, max int) (c Claim, won bool, err error) {
-	if err := validateKey(key); err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim limited: %w", err)
-	}
 	switch {
-	case s.ID == "":
-		return Claim{}, false, fmt.Errorf("registry: claim limited %q: empty session id: %w", key, ErrInvalidKey)
 	case s.User == "":
 		return Claim{}, false, fmt.Errorf("registry: claim limited %q: empty user: %w", key, ErrInvalidKey)
 	case len(s.User) > MaxKeyLen:
 		return Claim{}, false, fmt.Errorf("registry: claim limited %q: user of %d bytes: %w", key, len(s.User), ErrInvalidKey)
 	}
-	if err := r.writable(); err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim limited %q: %w", key, err)
-	}
-	s.Key = key
-	s.ServerID = r.id
-	if s.CreatedUnixMs == 0 {
-		s.CreatedUnixMs = r.opts.clock.Now().UnixMilli()
-	}
-	if s.UpdatedUnixMs == 0 {
-		s.UpdatedUnixMs = s.CreatedUnixMs
-	}
-	v, err := json.Marshal(s)
+	v, err := r.encodeClaim("claim limited", key, &s)
 	if err != nil {
-		return Claim{}, false, fmt.Errorf("registry: claim limited %q: %w", key, err)
+		return Claim{}, false, err
 	}
-	sk := r.sessionKey(key)
 	dir := r.userIndexDir(s.User)
 	for range maxUserLimitAttempts {
 		n, rev, owner, err := r.countUserSessions(ctx, key, s.User)
@@ -120,35 +102,13 @@ func (r *Registry) ClaimLimited(ctx context.Context, key string, s Session, max 
 		case max > 0 && n >= max:
 			return Claim{}, false, &UserLimitError{User: s.User, Sessions: n, Max: max}
 		}
-		cctx, cancel := r.callCtx(ctx)
-		resp, err := r.kv.Txn(cctx).
-			If(
-				clientv3.Compare(clientv3.CreateRevision(sk), "=", 0),
-				clientv3.Compare(clientv3.ModRevision(dir), "<", rev+1).WithPrefix(),
-			).
-			Then(
-				clientv3.OpPut(sk, string(v), clientv3.WithLease(r.lease)),
-				clientv3.OpPut(dir+key, s.ID),
-			).
-			Else(clientv3.OpGet(sk)).
-			Commit()
-		cancel()
-		switch {
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
-			return Claim{}, false, fmt.Errorf("registry: claim limited %q: %w", key, mapLeaseErr(err))
-		case err != nil:
-			// Both writes are one transaction: the session key tells.
-			return r.resolveClaim(ctx, key, s, err)
-		case resp.Succeeded:
-			rev := resp.Header.Revision
-			return Claim{Key: key, Fence: rev, ModRev: rev, Session: s}, true, nil
-		}
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			c, err := decodeClaim(key, kvs[0])
-			if err != nil {
-				return Claim{}, false, fmt.Errorf("registry: claim limited %q: %w", key, err)
-			}
-			return c, false, nil
+		// Both writes are one transaction: of unknown outcome, the session
+		// key tells.
+		c, won, err = r.claimTxn(ctx, "claim limited", key, s, v,
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(dir), "<", rev+1).WithPrefix()},
+			clientv3.OpPut(dir+key, s.ID))
+		if err != nil || won || c.Key != "" {
+			return c, won, err
 		}
 		// Another session of this user was indexed since the count: count again.
 		r.log.Debug("user session index moved during a limited claim; counting again", "key", key)
