@@ -18,9 +18,8 @@ import (
 // and the sender gets the result; an unanswered command times out with
 // ErrNoAnswer and is withdrawn.
 func TestCommands(t *testing.T) {
-	eps := etcdtest.Start(t)
-	a := newReg(t, etcdtest.Client(t, eps), "a")
-	b := newReg(t, etcdtest.Client(t, eps), "b")
+	eps, regs := newGroup(t, "a", "b")
+	a, b := regs[0], regs[1]
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	runs := map[string]int{}
@@ -124,9 +123,8 @@ func TestEventLogAndWatchGroup(t *testing.T) {
 
 // TestTerminals: records live under the writer's lease and leave with it.
 func TestTerminals(t *testing.T) {
-	eps := etcdtest.Start(t)
-	a := newReg(t, etcdtest.Client(t, eps), "a")
-	b := newReg(t, etcdtest.Client(t, eps), "b")
+	_, regs := newGroup(t, "a", "b")
+	a, b := regs[0], regs[1]
 	for _, r := range []*registry.Registry{a, b} {
 		if err := r.PutTerminal(tctx(t), registry.TerminalRecord{ID: "t-" + r.ServerID(), ServerID: "forged"}); err != nil {
 			t.Fatal(err)

@@ -7,10 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -53,11 +49,7 @@ func TestEmbeddedClosedToOtherUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := tlsClient(t, e.Endpoints(), tc)
 	if _, err := cli.Put(ctx, "/hotdesk/tokens/soft.victim", "victim"); err != nil {
 		t.Fatalf("owner put: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -39,12 +38,7 @@ func TestEmbeddedAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cli.Close() })
-		return e, cli
+		return e, tlsClient(t, e.Endpoints(), tc)
 	}
 	e, cli := start()
 	const prefix = "/hotdesk/"
@@ -107,11 +101,7 @@ func TestEmbeddedAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ocli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: other, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ocli.Close()
+	ocli := tlsClient(t, e.Endpoints(), other)
 	_, err = ocli.Get(ctx, prefix, clientv3.WithPrefix())
 	denied("another CN reads the prefix", err)
 	_, err = ocli.Put(ctx, prefix+"tokens/uid.0badcafe", `{"user":"mallory"}`)

@@ -2,14 +2,17 @@ package registry_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 // waitBound is a safety bound for things that happen "eventually" (lease
@@ -36,6 +39,29 @@ func newReg(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Opti
 	}
 	t.Cleanup(func() { r.Close(context.Background()) })
 	return r
+}
+
+// newGroup starts an etcd member and registers a server for each id on it,
+// each with its own client, as separate brokers would; eps are the
+// member's endpoints.
+func newGroup(t testing.TB, ids ...string) (eps []string, regs []*registry.Registry) {
+	t.Helper()
+	eps = etcdtest.Start(t)
+	for _, id := range ids {
+		regs = append(regs, newReg(t, etcdtest.Client(t, eps), id))
+	}
+	return eps, regs
+}
+
+// tlsClient connects to endpoints with tc; the client is closed on cleanup.
+func tlsClient(t testing.TB, endpoints []string, tc *tls.Config) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 func waitClosed(t testing.TB, ch <-chan struct{}, what string) {

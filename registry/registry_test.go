@@ -20,11 +20,7 @@ import (
 // at the same moment, round after round: exactly one wins each round and the
 // loser is handed the winner's claim.
 func TestClaimRace(t *testing.T) {
-	eps := etcdtest.Start(t)
-	regs := []*registry.Registry{
-		newReg(t, etcdtest.Client(t, eps), "s1"),
-		newReg(t, etcdtest.Client(t, eps), "s2"),
-	}
+	_, regs := newGroup(t, "s1", "s2")
 	ctx := tctx(t)
 	const rounds = 200
 	wins := map[string]int{}
@@ -141,9 +137,8 @@ func TestClaimFields(t *testing.T) {
 // TestClaimUnknownOutcome: a claim whose context is done before the txn
 // returns is resolved by re-reading the key.
 func TestClaimUnknownOutcome(t *testing.T) {
-	eps := etcdtest.Start(t)
-	a := newReg(t, etcdtest.Client(t, eps), "s1")
-	b := newReg(t, etcdtest.Client(t, eps), "s2")
+	_, regs := newGroup(t, "s1", "s2")
+	a, b := regs[0], regs[1]
 	ctx := tctx(t)
 	mine, _, err := a.Claim(ctx, "soft.mine", registry.Session{ID: "m1"})
 	if err != nil {
@@ -194,9 +189,8 @@ func TestClaimUnknownOutcome(t *testing.T) {
 // TestFencing: Update and Release with a claim whose key is gone or was
 // re-created (by another server or by the same one) are refused.
 func TestFencing(t *testing.T) {
-	eps := etcdtest.Start(t)
-	a := newReg(t, etcdtest.Client(t, eps), "s1")
-	b := newReg(t, etcdtest.Client(t, eps), "s2")
+	_, regs := newGroup(t, "s1", "s2")
+	a, b := regs[0], regs[1]
 	ctx := tctx(t)
 
 	tests := []struct {

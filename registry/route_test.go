@@ -12,9 +12,8 @@ import (
 // owner's record (for a redirect), as Lookup and Server would; absent
 // keys, and a claim whose owner has no record, are told apart.
 func TestLookupRoute(t *testing.T) {
-	eps := etcdtest.Start(t)
-	a := newReg(t, etcdtest.Client(t, eps), "s1")
-	b := newReg(t, etcdtest.Client(t, eps), "s2")
+	eps, regs := newGroup(t, "s1", "s2")
+	a, b := regs[0], regs[1]
 	ctx := tctx(t)
 	mine, won, err := b.Claim(ctx, "soft.route", registry.Session{ID: "r1"})
 	if err != nil || !won {

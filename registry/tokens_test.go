@@ -13,9 +13,8 @@ import (
 )
 
 func TestTokens(t *testing.T) {
-	eps := etcdtest.Start(t)
-	a := newReg(t, etcdtest.Client(t, eps), "s1")
-	b := newReg(t, etcdtest.Client(t, eps), "s2")
+	_, regs := newGroup(t, "s1", "s2")
+	a, b := regs[0], regs[1]
 	ctx := tctx(t)
 
 	tok := registry.TokenRecord{ID: "soft.abc", Kind: "soft", PublicKey: []byte{1, 2, 3}, User: "alice", RegisteredBy: "admin"}
@@ -80,11 +79,7 @@ func TestTokens(t *testing.T) {
 // TestPairingSingleUse: of many concurrent consumers of one code exactly one
 // succeeds, every round.
 func TestPairingSingleUse(t *testing.T) {
-	eps := etcdtest.Start(t)
-	regs := []*registry.Registry{
-		newReg(t, etcdtest.Client(t, eps), "s1"),
-		newReg(t, etcdtest.Client(t, eps), "s2"),
-	}
+	_, regs := newGroup(t, "s1", "s2")
 	ctx := tctx(t)
 	const rounds, consumers = 20, 8
 	for i := range rounds {
