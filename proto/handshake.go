@@ -6,9 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/hotdesk/hotdesk/internal/printable"
 	"github.com/hotdesk/hotdesk/tokens"
 )
 
@@ -135,11 +134,11 @@ func checkHello(h Hello) error {
 		return fmt.Errorf("%w: %d versions offered, limit %d", ErrProtocol, len(h.Versions), MaxVersions)
 	case h.TerminalID == "" || len(h.TerminalID) > MaxTerminalIDLen:
 		return fmt.Errorf("%w: terminal id must be 1 to %d bytes", ErrProtocol, MaxTerminalIDLen)
-	case !printable(h.TerminalID):
+	case !printable.String(h.TerminalID):
 		return fmt.Errorf("%w: terminal id %q is not printable", ErrProtocol, h.TerminalID)
 	case len(h.Name) > MaxNameLen:
 		return fmt.Errorf("%w: terminal name longer than %d bytes", ErrProtocol, MaxNameLen)
-	case !printable(h.Name):
+	case !printable.String(h.Name):
 		return fmt.Errorf("%w: terminal name %q is not printable", ErrProtocol, h.Name)
 	case h.Hops > MaxHops:
 		return fmt.Errorf("%w: %d hops, limit %d", ErrTooManyHops, h.Hops, MaxHops)
@@ -152,20 +151,6 @@ func checkHello(h Hello) error {
 		}
 	}
 	return nil
-}
-
-// printable reports whether s is valid UTF-8 made of printable characters
-// (letters, marks, numbers, punctuation, symbols and the ASCII space).
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
 }
 
 // millis converts d to whole milliseconds for the wire, clamped to uint32.

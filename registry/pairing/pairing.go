@@ -33,12 +33,11 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/printable"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -189,11 +188,11 @@ func New(store Store, opts ...Option) *Pairer {
 // recorded as "pairing:<createdBy>" in the enrolled token.
 func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl time.Duration) (code string, expires time.Time, err error) {
 	switch {
-	case user == "" || len(user) > MaxUserLen || !printable(user):
+	case user == "" || len(user) > MaxUserLen || !printable.String(user):
 		return "", time.Time{}, fmt.Errorf("pairing: create: user must be 1 to %d printable bytes", MaxUserLen)
-	case len(label) > MaxLabelLen || !printable(label):
+	case len(label) > MaxLabelLen || !printable.String(label):
 		return "", time.Time{}, fmt.Errorf("pairing: create: label must be at most %d printable bytes", MaxLabelLen)
-	case len(createdBy) > MaxUserLen || !printable(createdBy):
+	case len(createdBy) > MaxUserLen || !printable.String(createdBy):
 		return "", time.Time{}, fmt.Errorf("pairing: create: created-by must be at most %d printable bytes", MaxUserLen)
 	case ttl <= 0:
 		return "", time.Time{}, fmt.Errorf("pairing: create: ttl %v is not positive", ttl)
@@ -252,7 +251,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind st
 	if err != nil {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
-	if len(label) > MaxLabelLen || !printable(label) {
+	if len(label) > MaxLabelLen || !printable.String(label) {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
 	}
 
@@ -348,17 +347,4 @@ func (p *Pairer) forgetWrong(id string, rev int64) {
 	p.lim.mu.Lock()
 	defer p.lim.mu.Unlock()
 	p.wrong.remove(id + "@" + strconv.FormatInt(rev, 10))
-}
-
-// printable reports whether s is UTF-8 made of printable characters.
-func printable(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return true
 }

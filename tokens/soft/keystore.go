@@ -11,10 +11,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
+	"github.com/hotdesk/hotdesk/internal/printable"
 )
 
 // Keystore errors. Test for them with errors.Is.
@@ -152,13 +151,8 @@ func checkLabel(label string) error {
 	if len(label) > MaxLabelLen {
 		return fmt.Errorf("soft: label longer than %d bytes", MaxLabelLen)
 	}
-	if !utf8.ValidString(label) {
-		return errors.New("soft: label is not UTF-8")
-	}
-	for _, c := range label {
-		if !unicode.IsPrint(c) {
-			return fmt.Errorf("soft: label has unprintable character %q", c)
-		}
+	if !printable.String(label) {
+		return fmt.Errorf("soft: label %q is not printable UTF-8", label)
 	}
 	return nil
 }
