@@ -3,25 +3,17 @@ package printable
 import "testing"
 
 func TestString(t *testing.T) {
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{"", true},
-		{"alice@example.com", true},
-		{"Büro 3 – Empfang", true},
-		{"a b", true},
-		{"tab\there", false},
-		{"line\nbreak", false},
-		{"nul\x00", false},
-		{"esc\x1b[2J", false},
-		{"bad \xff utf-8", false},
-		{"nbsp\u00a0", false},
-		{"rtl\u202eoverride", false},
+	for _, s := range []string{"", "alice@example.com", "Büro 3 – Empfang", "a b"} {
+		if !String(s) {
+			t.Errorf("String(%q) = false; want true", s)
+		}
 	}
-	for _, tt := range tests {
-		if got := String(tt.in); got != tt.want {
-			t.Errorf("String(%q) = %v; want %v", tt.in, got, tt.want)
+	for _, s := range []string{
+		"tab\there", "line\nbreak", "nul\x00", "esc\x1b[2J", "bad \xff utf-8",
+		"nbsp\u00a0", "rtl\u202eoverride",
+	} {
+		if String(s) {
+			t.Errorf("String(%q) = true; want false", s)
 		}
 	}
 }
