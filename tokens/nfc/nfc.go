@@ -139,18 +139,15 @@ func SignCommands(msg []byte) ([][]byte, error) {
 // starting with a supported protocol version. A status other than 90 00 is a
 // *StatusError (6A 82: no hotdesk application).
 func ParseSelectResponse(b []byte) error {
-	r, err := ParseResponse(b)
+	data, err := okData("select", b)
 	if err != nil {
-		return fmt.Errorf("nfc: select: %w", err)
+		return err
 	}
-	if !r.OK() {
-		return &StatusError{Op: "select", SW: r.SW}
+	if len(data) < 1 || len(data) > MaxSelectData {
+		return fmt.Errorf("nfc: select: %w: %d data bytes", ErrMalformed, len(data))
 	}
-	if len(r.Data) < 1 || len(r.Data) > MaxSelectData {
-		return fmt.Errorf("nfc: select: %w: %d data bytes", ErrMalformed, len(r.Data))
-	}
-	if r.Data[0] != Version {
-		return fmt.Errorf("nfc: select: %w: protocol version %d, want %d", ErrMalformed, r.Data[0], Version)
+	if data[0] != Version {
+		return fmt.Errorf("nfc: select: %w: protocol version %d, want %d", ErrMalformed, data[0], Version)
 	}
 	return nil
 }
@@ -158,14 +155,11 @@ func ParseSelectResponse(b []byte) error {
 // ParseIDResponse returns the token id of a GET-ID response: a valid typed
 // id of type "hce" (tokens.ParseID).
 func ParseIDResponse(b []byte) (string, error) {
-	r, err := ParseResponse(b)
+	data, err := okData("get id", b)
 	if err != nil {
-		return "", fmt.Errorf("nfc: get id: %w", err)
+		return "", err
 	}
-	if !r.OK() {
-		return "", &StatusError{Op: "get id", SW: r.SW}
-	}
-	id := string(r.Data)
+	id := string(data)
 	typ, _, err := tokens.ParseID(id)
 	if err != nil {
 		return "", fmt.Errorf("nfc: get id: %w: %w", ErrMalformed, err)
@@ -179,31 +173,18 @@ func ParseIDResponse(b []byte) (string, error) {
 // ParsePublicKeyResponse returns the 32-byte Ed25519 public key of a
 // GET-PUBKEY response.
 func ParsePublicKeyResponse(b []byte) (ed25519.PublicKey, error) {
-	r, err := ParseResponse(b)
-	if err != nil {
-		return nil, fmt.Errorf("nfc: get pubkey: %w", err)
-	}
-	if !r.OK() {
-		return nil, &StatusError{Op: "get pubkey", SW: r.SW}
-	}
-	if len(r.Data) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("nfc: get pubkey: %w: key of %d bytes, want %d", ErrMalformed, len(r.Data), ed25519.PublicKeySize)
-	}
-	return bytes.Clone(r.Data), nil
+	return sizedData("get pubkey", "key", ed25519.PublicKeySize, b)
 }
 
 // ParseChainResponse checks the response to a SIGN block that is not the
 // last: 90 00 and no data.
 func ParseChainResponse(b []byte) error {
-	r, err := ParseResponse(b)
+	data, err := okData("sign", b)
 	if err != nil {
-		return fmt.Errorf("nfc: sign: %w", err)
+		return err
 	}
-	if !r.OK() {
-		return &StatusError{Op: "sign", SW: r.SW}
-	}
-	if len(r.Data) != 0 {
-		return fmt.Errorf("nfc: sign: %w: %d data bytes in a chained block's response", ErrMalformed, len(r.Data))
+	if len(data) != 0 {
+		return fmt.Errorf("nfc: sign: %w: %d data bytes in a chained block's response", ErrMalformed, len(data))
 	}
 	return nil
 }
@@ -211,15 +192,31 @@ func ParseChainResponse(b []byte) error {
 // ParseSignResponse returns the 64-byte signature of the last SIGN block's
 // response. It does not verify it.
 func ParseSignResponse(b []byte) ([]byte, error) {
+	return sizedData("sign", "signature", ed25519.SignatureSize, b)
+}
+
+// okData parses the response to the command op and returns its data if the
+// status is 90 00, a *StatusError otherwise.
+func okData(op string, b []byte) ([]byte, error) {
 	r, err := ParseResponse(b)
 	if err != nil {
-		return nil, fmt.Errorf("nfc: sign: %w", err)
+		return nil, fmt.Errorf("nfc: %s: %w", op, err)
 	}
 	if !r.OK() {
-		return nil, &StatusError{Op: "sign", SW: r.SW}
+		return nil, &StatusError{Op: op, SW: r.SW}
 	}
-	if len(r.Data) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("nfc: sign: %w: signature of %d bytes, want %d", ErrMalformed, len(r.Data), ed25519.SignatureSize)
+	return r.Data, nil
+}
+
+// sizedData is okData for data of exactly n bytes (what names them in
+// errors), returned as a copy.
+func sizedData(op, what string, n int, b []byte) ([]byte, error) {
+	data, err := okData(op, b)
+	if err != nil {
+		return nil, err
 	}
-	return bytes.Clone(r.Data), nil
+	if len(data) != n {
+		return nil, fmt.Errorf("nfc: %s: %w: %s of %d bytes, want %d", op, ErrMalformed, what, len(data), n)
+	}
+	return bytes.Clone(data), nil
 }
