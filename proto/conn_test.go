@@ -15,21 +15,29 @@ import (
 	"github.com/hotdesk/hotdesk/proto"
 )
 
-// tcpPair returns the two ends of a real TCP connection on loopback. Unlike
-// net.Pipe, it lets a reader see a peer's close as io.EOF after the fact.
-func tcpPair(t *testing.T) (a, b net.Conn) {
+// acceptOne listens on loopback and accepts one connection, which it sends
+// on accepted (nil if the accept fails); the listener is closed on cleanup.
+func acceptOne(t *testing.T) (addr string, accepted <-chan net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan net.Conn, 1)
 	go func() {
 		c, _ := ln.Accept()
-		accepted <- c
+		ch <- c
 	}()
-	a, err = net.Dial("tcp", ln.Addr().String())
+	return ln.Addr().String(), ch
+}
+
+// tcpPair returns the two ends of a real TCP connection on loopback. Unlike
+// net.Pipe, it lets a reader see a peer's close as io.EOF after the fact.
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	addr, accepted := acceptOne(t)
+	a, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

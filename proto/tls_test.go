@@ -246,31 +246,23 @@ func TestTLSPolicy(t *testing.T) {
 func TestDialContext(t *testing.T) {
 	// A TCP listener that never answers the TLS handshake: Dial returns
 	// when the context is cancelled.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
+	addr, accepted := acceptOne(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := proto.Dial(ctx, ln.Addr().String(), pinConfig(t, make([]byte, 32)))
+		_, err := proto.Dial(ctx, addr, pinConfig(t, make([]byte, 32)))
 		errc <- err
 	}()
 	c := <-accepted
+	if c == nil {
+		t.Fatal("accept failed")
+	}
 	defer c.Close()
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v; want context.Canceled", err)
 	}
-	if _, err := proto.Dial(context.Background(), ln.Addr().String(), nil); err == nil {
+	if _, err := proto.Dial(context.Background(), addr, nil); err == nil {
 		t.Fatal("dial with nil config succeeded")
 	}
 }
