@@ -16,6 +16,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 )
 
 // Files of an embedded member's private PKI, in EmbedConfig.TLSDir.
@@ -129,11 +131,7 @@ func ensureEmbedPKI(dir string) error {
 		{embedCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})},
 	}
 	for _, f := range files {
-		tmp := filepath.Join(dir, "."+f.name+".tmp")
-		if err := os.WriteFile(tmp, f.data, 0o600); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, f.name)); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return err
 		}
 	}
