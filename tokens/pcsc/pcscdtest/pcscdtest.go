@@ -148,6 +148,11 @@ func (d *Daemon) Log() string {
 func (d *Daemon) Running() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.runningLocked()
+}
+
+// runningLocked is Running with d.mu held.
+func (d *Daemon) runningLocked() bool {
 	if d.cmd == nil {
 		return false
 	}
@@ -164,12 +169,8 @@ func (d *Daemon) Running() bool {
 func (d *Daemon) Restart() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd != nil {
-		select {
-		case <-d.done:
-		default:
-			return nil
-		}
+	if d.runningLocked() {
+		return nil
 	}
 	run := filepath.Join(d.dir, "run")
 	os.Remove(filepath.Join(run, "pcscd.comm"))
@@ -259,13 +260,8 @@ func (d *Daemon) Stop() error { return d.stop(os.Interrupt) }
 func (d *Daemon) stop(sig os.Signal) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd == nil {
+	if !d.runningLocked() {
 		return nil
-	}
-	select {
-	case <-d.done:
-		return nil
-	default:
 	}
 	if err := d.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("pcscdtest: stop: %w", err)
