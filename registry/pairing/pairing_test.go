@@ -86,6 +86,13 @@ func (e *env) create(user string, ttl time.Duration) string {
 	return code
 }
 
+// redeem redeems code from src for a new soft key, without a label.
+func (e *env) redeem(src, code string) error {
+	e.t.Helper()
+	_, err := e.p.Redeem(e.ctx, src, code, "soft", newKey(e.t), "")
+	return err
+}
+
 func newKey(t *testing.T) ed25519.PublicKey {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -180,7 +187,7 @@ func TestPairing(t *testing.T) {
 		}
 		for _, tt := range tests {
 			code := e.create("carol", time.Minute)
-			if _, err := e.p.Redeem(e.ctx, "t@h", tt.edit(code), "soft", newKey(t), ""); err != nil {
+			if err := e.redeem("t@h", tt.edit(code)); err != nil {
 				t.Errorf("%s: Redeem(%q) = %v; want nil", tt.name, tt.edit(code), err)
 			}
 		}
@@ -190,17 +197,14 @@ func TestPairing(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("dave", 5*time.Minute)
 		e.clk.Advance(5 * time.Minute)
-		_, err := e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
-		checkErr(t, "Redeem(expired)", err, pairing.ErrInvalidCode)
+		checkErr(t, "Redeem(expired)", e.redeem("t@h", code), pairing.ErrInvalidCode)
 	})
 
 	t.Run("reused code refused", func(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("erin", time.Minute)
-		_, err := e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
-		checkErr(t, "first Redeem", err, nil)
-		_, err = e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
-		checkErr(t, "second Redeem", err, pairing.ErrInvalidCode)
+		checkErr(t, "first Redeem", e.redeem("t@h", code), nil)
+		checkErr(t, "second Redeem", e.redeem("t@h", code), pairing.ErrInvalidCode)
 	})
 
 	t.Run("guesses lead to lockout", func(t *testing.T) {
@@ -233,13 +237,10 @@ func TestPairing(t *testing.T) {
 		e := newEnv(t, cli, pairing.WithLimits(2, time.Minute, time.Hour))
 		code := e.create("gina", time.Hour)
 		for i := range 2 {
-			_, err := e.p.Redeem(e.ctx, "evil@h", otherID(code, i), "soft", newKey(t), "")
-			checkErr(t, "guess", err, pairing.ErrInvalidCode)
+			checkErr(t, "guess", e.redeem("evil@h", otherID(code, i)), pairing.ErrInvalidCode)
 		}
-		_, err := e.p.Redeem(e.ctx, "evil@h", code, "soft", newKey(t), "")
-		checkErr(t, "locked source", err, pairing.ErrRateLimited)
-		_, err = e.p.Redeem(e.ctx, "good@h", code, "soft", newKey(t), "")
-		checkErr(t, "other source", err, nil)
+		checkErr(t, "locked source", e.redeem("evil@h", code), pairing.ErrRateLimited)
+		checkErr(t, "other source", e.redeem("good@h", code), nil)
 	})
 
 	t.Run("wrong secrets do not burn the code", func(t *testing.T) {
@@ -248,35 +249,30 @@ func TestPairing(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("hank", time.Hour)
 		for i := range 4 * pairing.MaxWrongSecrets {
-			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i%3), wrongSecret(code), "soft", newKey(t), "")
+			err := e.redeem(fmt.Sprintf("t%d@h", i%3), wrongSecret(code))
 			if !errors.Is(err, pairing.ErrInvalidCode) && !errors.Is(err, pairing.ErrRateLimited) {
 				t.Fatalf("wrong secret %d: err = %v; want invalid or rate limited", i, err)
 			}
 		}
-		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
-		checkErr(t, "right code after many wrong secrets", err, nil)
+		checkErr(t, "right code after many wrong secrets", e.redeem("owner@h", code), nil)
 	})
 
 	t.Run("no global limit by default", func(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("gus", time.Hour)
 		for i := range 200 {
-			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("10.0.%d.%d", i/250, i%250), otherID(code, i%50), "soft", newKey(t), "")
-			checkErr(t, "guess", err, pairing.ErrInvalidCode)
+			checkErr(t, "guess", e.redeem(fmt.Sprintf("10.0.%d.%d", i/250, i%250), otherID(code, i%50)), pairing.ErrInvalidCode)
 		}
-		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
-		checkErr(t, "right code after 200 guesses from other sources", err, nil)
+		checkErr(t, "right code after 200 guesses from other sources", e.redeem("owner@h", code), nil)
 	})
 
 	t.Run("two wrong secrets do not burn", func(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("ivan", time.Hour)
 		for i := range pairing.MaxWrongSecrets - 1 {
-			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), wrongSecret(code), "soft", newKey(t), "")
-			checkErr(t, "wrong secret", err, pairing.ErrInvalidCode)
+			checkErr(t, "wrong secret", e.redeem(fmt.Sprintf("t%d@h", i), wrongSecret(code)), pairing.ErrInvalidCode)
 		}
-		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
-		checkErr(t, "right code", err, nil)
+		checkErr(t, "right code", e.redeem("owner@h", code), nil)
 	})
 
 	t.Run("concurrent redeem: exactly one success", func(t *testing.T) {
@@ -287,7 +283,7 @@ func TestPairing(t *testing.T) {
 		errs := make([]error, n)
 		for i := range n {
 			wg.Go(func() {
-				_, errs[i] = e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), code, "soft", newKey(t), "")
+				errs[i] = e.redeem(fmt.Sprintf("t%d@h", i), code)
 			})
 		}
 		wg.Wait()
@@ -309,14 +305,11 @@ func TestPairing(t *testing.T) {
 		e := newEnv(t, cli, pairing.WithGlobalLimit(3, time.Minute))
 		code := e.create("kim", time.Hour)
 		for i := range 3 {
-			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), otherID(code, i), "soft", newKey(t), "")
-			checkErr(t, "guess", err, pairing.ErrInvalidCode)
+			checkErr(t, "guess", e.redeem(fmt.Sprintf("t%d@h", i), otherID(code, i)), pairing.ErrInvalidCode)
 		}
-		_, err := e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
-		checkErr(t, "right code over the global limit", err, pairing.ErrRateLimited)
+		checkErr(t, "right code over the global limit", e.redeem("owner@h", code), pairing.ErrRateLimited)
 		e.clk.Advance(time.Minute)
-		_, err = e.p.Redeem(e.ctx, "owner@h", code, "soft", newKey(t), "")
-		checkErr(t, "right code after the window", err, nil)
+		checkErr(t, "right code after the window", e.redeem("owner@h", code), nil)
 	})
 
 	t.Run("bad keys leave the code usable", func(t *testing.T) {
@@ -342,8 +335,7 @@ func TestPairing(t *testing.T) {
 				t.Errorf("%s: err = %v; want ErrBadKey", tt.name, err)
 			}
 		}
-		_, err := e.p.Redeem(e.ctx, "t@h", code, "soft", newKey(t), "")
-		checkErr(t, "good key", err, nil)
+		checkErr(t, "good key", e.redeem("t@h", code), nil)
 	})
 
 	t.Run("key enrolled twice", func(t *testing.T) {
