@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -131,4 +133,16 @@ func TestEmbeddedAuth(t *testing.T) {
 	}
 	_, err = cli2.Get(ctx, "/elsewhere/k")
 	denied("daemon reads outside its prefixes", err)
+}
+
+// tlsClient connects to an embedded member's endpoints with tc; the
+// client is closed on cleanup.
+func tlsClient(t testing.TB, endpoints []string, tc *tls.Config) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
 }

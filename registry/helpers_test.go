@@ -2,14 +2,12 @@ package registry_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -51,17 +49,6 @@ func newGroup(t testing.TB, ids ...string) (eps []string, regs []*registry.Regis
 		regs = append(regs, newReg(t, etcdtest.Client(t, eps), id))
 	}
 	return eps, regs
-}
-
-// tlsClient connects to endpoints with tc; the client is closed on cleanup.
-func tlsClient(t testing.TB, endpoints []string, tc *tls.Config) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 func waitClosed(t testing.TB, ch <-chan struct{}, what string) {
