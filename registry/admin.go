@@ -395,14 +395,8 @@ func (r *Store) RevokePairing(ctx context.Context, id string) error {
 	if err := validateKey(id); err != nil {
 		return fmt.Errorf("registry: revoke pairing: %w", err)
 	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	resp, err := r.kv.Delete(cctx, r.pairingKey(id))
-	if err != nil {
+	if err := r.remove(ctx, r.pairingKey(id)); err != nil {
 		return fmt.Errorf("registry: revoke pairing %q: %w", id, err)
-	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("registry: revoke pairing %q: %w", id, ErrNotFound)
 	}
 	return nil
 }

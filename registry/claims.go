@@ -380,15 +380,7 @@ func (r *Registry) lookup(ctx context.Context, key string, opts ...clientv3.OpOp
 // Sessions lists every claim of every server, ordered by key, as one
 // consistent snapshot. Undecodable values are skipped (and logged).
 func (r *Registry) Sessions(ctx context.Context) ([]Claim, error) {
-	var out []Claim
-	err := r.list(ctx, r.opts.prefix+"sessions/", func(name string, kv *mvccpb.KeyValue) {
-		c, err := decodeClaim(name, kv)
-		if err != nil {
-			r.log.Warn("skipping undecodable session", "key", string(kv.Key), "error", err)
-			return
-		}
-		out = append(out, c)
-	})
+	out, err := listRecords(ctx, r.Store, r.opts.prefix+"sessions/", "session", decodeClaim)
 	if err != nil {
 		return nil, fmt.Errorf("registry: sessions: %w", err)
 	}
@@ -396,15 +388,9 @@ func (r *Registry) Sessions(ctx context.Context) ([]Claim, error) {
 }
 
 func decodeClaim(key string, kv *mvccpb.KeyValue) (Claim, error) {
-	var s Session
-	if err := json.Unmarshal(kv.Value, &s); err != nil {
-		return Claim{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	if s.Key == "" {
-		s.Key = key
-	}
-	if s.Key != key {
-		return Claim{}, fmt.Errorf("%w: session key %q under key %q", ErrCorrupt, s.Key, key)
+	s, err := decodeRecord(key, kv.Value, "session key", func(s *Session) *string { return &s.Key })
+	if err != nil {
+		return Claim{}, err
 	}
 	return Claim{Key: key, Fence: kv.CreateRevision, ModRev: kv.ModRevision, Session: s}, nil
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode"
@@ -49,6 +50,52 @@ func (r *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) 
 		return nil, ErrNotFound
 	}
 	return resp.Kvs[0], nil
+}
+
+// remove deletes one key; ErrNotFound if it is absent.
+func (r *Store) remove(ctx context.Context, key string) error {
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Delete(cctx, key)
+	if err != nil {
+		return err
+	}
+	if resp.Deleted == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// listRecords is list decoding every value with decode: the records directly
+// under dir, in key order, as one snapshot. Undecodable values are skipped
+// and logged, what naming them.
+func listRecords[T any](ctx context.Context, r *Store, dir, what string, decode func(name string, kv *mvccpb.KeyValue) (T, error)) ([]T, error) {
+	var out []T
+	err := r.list(ctx, dir, func(name string, kv *mvccpb.KeyValue) {
+		rec, err := decode(name, kv)
+		if err != nil {
+			r.log.Warn("skipping undecodable "+what, "key", string(kv.Key), "error", err)
+			return
+		}
+		out = append(out, rec)
+	})
+	return out, err
+}
+
+// decodeRecord decodes the JSON record stored under id; idOf points at the
+// record's own id, which is set to id if empty and must equal it otherwise
+// (ErrCorrupt, naming it what).
+func decodeRecord[T any](id string, val []byte, what string, idOf func(*T) *string) (T, error) {
+	var rec T
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return rec, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if p := idOf(&rec); *p == "" {
+		*p = id
+	} else if *p != id {
+		return rec, fmt.Errorf("%w: %s %q under key %q", ErrCorrupt, what, *p, id)
+	}
+	return rec, nil
 }
 
 // list calls fn for every key directly under dir (which ends in "/"), in key

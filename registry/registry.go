@@ -674,15 +674,10 @@ func (r *Store) Servers(ctx context.Context) ([]ServerRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry: servers: drain flags: %w", err)
 	}
-	var out []ServerRecord
-	err = r.list(ctx, r.opts.prefix+"servers/", func(name string, kv *mvccpb.KeyValue) {
+	out, err := listRecords(ctx, r, r.opts.prefix+"servers/", "server record", func(name string, kv *mvccpb.KeyValue) (ServerRecord, error) {
 		rec, err := decodeServer(name, kv.Value)
-		if err != nil {
-			r.log.Warn("skipping undecodable server record", "key", string(kv.Key), "error", err)
-			return
-		}
 		rec.Draining = rec.Draining || drained[name]
-		out = append(out, rec)
+		return rec, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: servers: %w", err)
@@ -726,17 +721,7 @@ func (r *Store) readServer(ctx context.Context, id string, opts ...clientv3.OpOp
 }
 
 func decodeServer(id string, val []byte) (ServerRecord, error) {
-	var rec ServerRecord
-	if err := json.Unmarshal(val, &rec); err != nil {
-		return rec, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	if rec.ID == "" {
-		rec.ID = id
-	}
-	if rec.ID != id {
-		return rec, fmt.Errorf("%w: record id %q under key %q", ErrCorrupt, rec.ID, id)
-	}
-	return rec, nil
+	return decodeRecord(id, val, "record id", func(rec *ServerRecord) *string { return &rec.ID })
 }
 
 // mapLeaseErr turns etcd's "lease not found" (a put under a revoked or

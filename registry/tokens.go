@@ -97,14 +97,8 @@ func (r *Store) token(ctx context.Context, id string) (TokenRecord, int64, error
 // Tokens lists every enrolled token, ordered by id. Undecodable values are
 // skipped (and logged).
 func (r *Store) Tokens(ctx context.Context) ([]TokenRecord, error) {
-	var out []TokenRecord
-	err := r.list(ctx, r.opts.prefix+"tokens/", func(name string, kv *mvccpb.KeyValue) {
-		t, err := decodeToken(name, kv.Value)
-		if err != nil {
-			r.log.Warn("skipping undecodable token", "key", string(kv.Key), "error", err)
-			return
-		}
-		out = append(out, t)
+	out, err := listRecords(ctx, r, r.opts.prefix+"tokens/", "token", func(name string, kv *mvccpb.KeyValue) (TokenRecord, error) {
+		return decodeToken(name, kv.Value)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: tokens: %w", err)
@@ -149,31 +143,15 @@ func (r *Store) DeleteToken(ctx context.Context, id string) error {
 	if err := validateKey(id); err != nil {
 		return fmt.Errorf("registry: delete token: %w", err)
 	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	resp, err := r.kv.Delete(cctx, r.tokenKey(id))
-	if err != nil {
+	if err := r.remove(ctx, r.tokenKey(id)); err != nil {
 		return fmt.Errorf("registry: delete token %q: %w", id, err)
-	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("registry: delete token %q: %w", id, ErrNotFound)
 	}
 	r.log.Info("token deleted", "token_id", id)
 	return nil
 }
 
 func decodeToken(id string, val []byte) (TokenRecord, error) {
-	var t TokenRecord
-	if err := json.Unmarshal(val, &t); err != nil {
-		return t, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	if t.ID == "" {
-		t.ID = id
-	}
-	if t.ID != id {
-		return t, fmt.Errorf("%w: token id %q under key %q", ErrCorrupt, t.ID, id)
-	}
-	return t, nil
+	return decodeRecord(id, val, "token id", func(t *TokenRecord) *string { return &t.ID })
 }
 
 // PutPairing stores p under a new lease of ttl (rounded up to whole seconds;
