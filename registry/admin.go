@@ -169,16 +169,10 @@ func (r *Store) ServeCommands(ctx context.Context, handle func(context.Context, 
 			r.answer(ctx, kv, handle)
 		}()
 	}
-	for ctx.Err() == nil {
-		lctx, cancel := r.callCtx(ctx)
-		resp, err := r.kv.Get(lctx, dir, clientv3.WithPrefix())
-		cancel()
-		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+	for {
+		resp, ok := r.listRetrying(ctx, dir)
+		if !ok {
+			return
 		}
 		for _, kv := range resp.Kvs {
 			run(kv)

@@ -79,16 +79,9 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 				return
 			}
 			// Re-list: report the current state of every token, then watch on.
-			lctx, lcancel := r.callCtx(ctx)
-			resp, err := r.kv.Get(lctx, prefix, clientv3.WithPrefix())
-			lcancel()
-			if err != nil {
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				rev = 0
-				continue
+			resp, ok := r.listRetrying(ctx, prefix)
+			if !ok {
+				return
 			}
 			listed := make(map[string]bool, len(resp.Kvs))
 			for _, kv := range resp.Kvs {
@@ -119,4 +112,23 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 		}
 	}()
 	return out
+}
+
+// listRetrying reads every key under dir in one request (bounded by the
+// per-call timeout), trying again a second after each failure until it
+// succeeds; ok is false if ctx ended first.
+func (r *Store) listRetrying(ctx context.Context, dir string) (resp *clientv3.GetResponse, ok bool) {
+	for {
+		lctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Get(lctx, dir, clientv3.WithPrefix())
+		cancel()
+		if err == nil {
+			return resp, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(time.Second):
+		}
+	}
 }
