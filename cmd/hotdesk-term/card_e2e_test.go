@@ -204,7 +204,7 @@ func TestCardsE2E(t *testing.T) {
 		wantError string
 	}{
 		{"unenrolled phone", vcard.PhoneCard(&nfc.Phone{Key: stranger}), "unknown_token"},
-		{"impostor phone", impostorCard(phone, forger), "auth_failed"},
+		{"impostor phone", vcard.ImpostorCard(phone, forger), "auth_failed"},
 	} {
 		ins, err := vcard.Insert(ctx, w.pcscd.Port(0), c.card)
 		if err != nil {
@@ -264,27 +264,6 @@ func TestCardsE2E(t *testing.T) {
 	if det["reason"] != "token_removed" {
 		t.Fatalf("card pulled for good: %v; want token_removed", det)
 	}
-}
-
-// impostorCard answers the identification as genuine does (its token id)
-// and signs whatever it is asked with forger: a phone claiming another
-// phone's token.
-func impostorCard(genuine *nfc.Phone, forger ed25519.PrivateKey) vcard.Card {
-	var chain []byte
-	return vcard.Card{ATR: vcard.ATRContactless, Handle: func(apdu []byte) []byte {
-		c, err := nfc.ParseCommand(apdu)
-		if err != nil || c.INS != nfc.INSSign {
-			chain = nil
-			return genuine.HandleAPDU(apdu)
-		}
-		chain = append(chain, c.Data...)
-		if c.CLA&nfc.CLAChain != 0 {
-			return []byte{0x90, 0x00}
-		}
-		sig := ed25519.Sign(forger, chain)
-		chain = nil
-		return append(sig, 0x90, 0x00)
-	}, OnPower: genuine.Deselect}
 }
 
 // waitRefused waits for the broker's error event; a session is a failure.

@@ -129,42 +129,13 @@ func TestPhone(t *testing.T) {
 	}
 }
 
-// impostor claims token (GET-ID) but signs with its own key.
-func impostor(token string, key ed25519.PrivateKey) vcard.Card {
-	var mu sync.Mutex
-	var chain []byte
-	return vcard.Card{ATR: vcard.ATRContactless, Handle: func(apdu []byte) []byte {
-		mu.Lock()
-		defer mu.Unlock()
-		c, err := nfc.ParseCommand(apdu)
-		if err != nil {
-			return []byte{0x67, 0x00}
-		}
-		switch {
-		case c.INS == 0xA4:
-			return []byte{nfc.Version, 0x90, 0x00}
-		case c.INS == nfc.INSGetID:
-			return append([]byte(token), 0x90, 0x00)
-		case c.INS == nfc.INSSign:
-			chain = append(chain, c.Data...)
-			if c.CLA&nfc.CLAChain != 0 {
-				return []byte{0x90, 0x00}
-			}
-			sig := ed25519.Sign(key, chain)
-			chain = nil
-			return append(sig, 0x90, 0x00)
-		}
-		return []byte{0x6D, 0x00}
-	}}
-}
-
 func TestPhoneWrongKey(t *testing.T) {
 	d := needPCSCD(t)
 	p := newProvider(t, Config{})
 	w := startWatch(t, p)
 	enrolled := newPhone(t)
 	token := enrolled.TokenID()
-	insert(t, d, 1, impostor(token, newPhone(t).Key))
+	insert(t, d, 1, vcard.ImpostorCard(enrolled, newPhone(t).Key))
 	w.expect(tokens.Inserted, token, reader1)
 	msg := challenge(t, token)
 	sig, err := p.Sign(context.Background(), token, msg)

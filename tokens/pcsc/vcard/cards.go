@@ -2,6 +2,7 @@ package vcard
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"sync"
 
 	"github.com/hotdesk/hotdesk/tokens/nfc"
@@ -104,6 +105,34 @@ func PhoneCard(ph *nfc.Phone) Card {
 			return ph.HandleAPDU(apdu)
 		},
 	}
+}
+
+// ImpostorCard is a phone claiming genuine's token: it answers as
+// PhoneCard(genuine) does (the same token id) but signs whatever it is
+// asked with forger, the impostor's own key.
+func ImpostorCard(genuine *nfc.Phone, forger ed25519.PrivateKey) Card {
+	c := PhoneCard(genuine)
+	power, handle := c.OnPower, c.Handle
+	var chain []byte // SIGN blocks so far; Handle and OnPower run one at a time
+	c.OnPower = func() {
+		chain = nil
+		power()
+	}
+	c.Handle = func(apdu []byte) []byte {
+		cmd, err := nfc.ParseCommand(apdu)
+		if err != nil || cmd.INS != nfc.INSSign {
+			chain = nil
+			return handle(apdu)
+		}
+		chain = append(chain, cmd.Data...)
+		if cmd.CLA&nfc.CLAChain != 0 {
+			return swOK
+		}
+		sig := ed25519.Sign(forger, chain)
+		chain = nil
+		return append(sig, swOK...)
+	}
+	return c
 }
 
 func randomUID() []byte { return append([]byte{0x08}, randomBytes(3)...) }
