@@ -1,23 +1,19 @@
 package registry
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
+	"github.com/hotdesk/hotdesk/internal/pki"
 )
 
 // Files of an embedded member's private PKI, in EmbedConfig.TLSDir.
@@ -61,13 +57,8 @@ func ensureEmbedPKI(dir string) error {
 	if complete {
 		return nil
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
 	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
+	ca, err := pki.Issue(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: "hotdesk embedded etcd CA"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(20, 0, 0),
@@ -75,50 +66,31 @@ func ensureEmbedPKI(dir string) error {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	}, nil, nil)
 	if err != nil {
 		return err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	leaf := func(cn string, usage []x509.ExtKeyUsage, withHosts bool) (certPEM, keyPEM []byte, err error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, err
-		}
+	leaf := func(cn string, usage []x509.ExtKeyUsage, withHosts bool) (*pki.Issued, error) {
 		tmpl := &x509.Certificate{
-			SerialNumber: serial(),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.AddDate(20, 0, 0),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  usage,
+			Subject:     pkix.Name{CommonName: cn},
+			NotBefore:   now.Add(-time.Hour),
+			NotAfter:    now.AddDate(20, 0, 0),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: usage,
 		}
 		if withHosts {
 			tmpl.DNSNames = []string{"localhost"}
 			tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		kder, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, nil, err
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+		return pki.Issue(tmpl, ca.Cert, ca.Key)
 	}
 	// The member presents the server certificate to clients and to peers,
 	// and as a client to its peers.
-	srvCert, srvKey, err := leaf("hotdesk embedded etcd", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true)
+	srv, err := leaf("hotdesk embedded etcd", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, true)
 	if err != nil {
 		return err
 	}
-	cliCert, cliKey, err := leaf("hotdeskd", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false)
+	cli, err := leaf("hotdeskd", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, false)
 	if err != nil {
 		return err
 	}
@@ -126,9 +98,9 @@ func ensureEmbedPKI(dir string) error {
 		name string
 		data []byte
 	}{
-		{embedServerKey, srvKey}, {embedClientKey, cliKey},
-		{embedServerCert, srvCert}, {embedClientCert, cliCert},
-		{embedCAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})},
+		{embedServerKey, srv.KeyPEM}, {embedClientKey, cli.KeyPEM},
+		{embedServerCert, srv.CertPEM}, {embedClientCert, cli.CertPEM},
+		{embedCAFile, ca.CertPEM},
 	}
 	for _, f := range files {
 		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
@@ -136,14 +108,6 @@ func ensureEmbedPKI(dir string) error {
 		}
 	}
 	return nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err)
-	}
-	return n
 }
 
 // ClientTLSFromFiles loads a client TLS configuration for etcd: ca verifies
