@@ -88,6 +88,14 @@ func (h *machineHarness) answer(reader, token string, err error) {
 	h.takeIdent(reader) <- identReply{token, err}
 }
 
+// identify answers the identification of reader with token and expects
+// the Inserted event.
+func (h *machineHarness) identify(reader, token string) {
+	h.t.Helper()
+	h.answer(reader, token, nil)
+	h.expect(tokens.Inserted, token, reader)
+}
+
 // takeIdent waits for the identification of reader and returns its reply
 // channel without answering. Identifications of other readers that come
 // first are kept for later.
@@ -162,8 +170,7 @@ func TestMachineInsertRemove(t *testing.T) {
 	h := newHarness(t, 0)
 	h.snap(rs("r0", flags(empty, 0)), rs("r1", flags(empty, 0)))
 	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 0)))
-	h.answer("r0", "uid.01020304", nil)
-	h.expect(tokens.Inserted, "uid.01020304", "r0")
+	h.identify("r0", "uid.01020304")
 	// In use by someone else (same counter): nothing.
 	h.snap(rs("r0", flags(present|scard.StateInuse, 1)), rs("r1", flags(empty, 0)))
 	h.snap(rs("r0", flags(empty, 2)), rs("r1", flags(empty, 0)))
@@ -173,12 +180,10 @@ func TestMachineInsertRemove(t *testing.T) {
 func TestMachineSwapByCounter(t *testing.T) {
 	h := newHarness(t, 0)
 	h.snap(rs("r0", flags(present, 1)))
-	h.answer("r0", "uid.0a0a0a0a", nil)
-	h.expect(tokens.Inserted, "uid.0a0a0a0a", "r0")
+	h.identify("r0", "uid.0a0a0a0a")
 	h.snap(rs("r0", flags(present, 3))) // removed and inserted between two waits
 	h.expect(tokens.Removed, "uid.0a0a0a0a", "r0")
-	h.answer("r0", "uid.0b0b0b0b", nil)
-	h.expect(tokens.Inserted, "uid.0b0b0b0b", "r0")
+	h.identify("r0", "uid.0b0b0b0b")
 }
 
 func TestMachineCardError(t *testing.T) {
@@ -224,8 +229,7 @@ func TestMachineGrace(t *testing.T) {
 	const grace = time.Second
 	h := newHarness(t, grace)
 	h.snap(rs("r0", flags(present, 1)))
-	h.answer("r0", "hce.phone", nil)
-	h.expect(tokens.Inserted, "hce.phone", "r0")
+	h.identify("r0", "hce.phone")
 	if _, err := h.m.p.readerOf("hce.phone"); err != nil {
 		t.Fatalf("readerOf = %v", err)
 	}
@@ -254,8 +258,7 @@ func TestMachineGrace(t *testing.T) {
 
 	// Another card within the grace: Removed at once, then Inserted.
 	h.snap(rs("r0", flags(present, 5)))
-	h.answer("r0", "uid.a", nil)
-	h.expect(tokens.Inserted, "uid.a", "r0")
+	h.identify("r0", "uid.a")
 	h.snap(rs("r0", flags(empty, 6)))
 	h.snap(rs("r0", flags(present, 7)))
 	h.answer("r0", "uid.b", nil)
@@ -271,8 +274,7 @@ func TestMachineGrace(t *testing.T) {
 
 	// Back and out again during identification: the grace restarts.
 	h.snap(rs("r0", flags(present, 11)))
-	h.answer("r0", "uid.c", nil)
-	h.expect(tokens.Inserted, "uid.c", "r0")
+	h.identify("r0", "uid.c")
 	h.snap(rs("r0", flags(empty, 12)))
 	h.snap(rs("r0", flags(present, 13)))
 	h.takeIdent("r0")
@@ -285,10 +287,8 @@ func TestMachineGrace(t *testing.T) {
 func TestMachineUnavailable(t *testing.T) {
 	h := newHarness(t, time.Hour)
 	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(present, 1)))
-	h.answer("r0", "uid.a", nil)
-	h.expect(tokens.Inserted, "uid.a", "r0")
-	h.answer("r1", "uid.b", nil)
-	h.expect(tokens.Inserted, "uid.b", "r1")
+	h.identify("r0", "uid.a")
+	h.identify("r1", "uid.b")
 	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 2))) // r1's token in grace
 
 	h.m.post(unavailable{err: errors.New("pcscd gone")})
@@ -307,8 +307,7 @@ func TestMachineUnavailable(t *testing.T) {
 
 	// Back: the card still in r0 is new.
 	h.snap(rs("r0", flags(present, 1)))
-	h.answer("r0", "uid.a", nil)
-	h.expect(tokens.Inserted, "uid.a", "r0")
+	h.identify("r0", "uid.a")
 
 	// A reader unplugged (missing from the snapshot or flagged unknown).
 	h.snap(rs("r1", flags(empty, 0)))
