@@ -264,7 +264,11 @@ func TestNames(t *testing.T) {
 		{proto.ErrorCode(99).Error(), "error_code(99)"},
 		{proto.DetachTokenRemoved.String(), "token_removed"},
 		{proto.DetachTakeover.String(), "takeover"},
+		{proto.DetachLocked.String(), "locked"},
+		{proto.DetachReason(99).String(), "detach_reason(99)"},
 		{proto.PromptEchoOff.String(), "echo_off"},
+		{proto.PromptInfo.String(), "info"},
+		{proto.PromptStyle(99).String(), "prompt_style(99)"},
 	}
 	for _, tc := range tests {
 		if tc.got != tc.want {

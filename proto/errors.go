@@ -31,13 +31,32 @@ var errorCodeNames = map[ErrorCode]string{
 	ErrCancelled:      "cancelled",
 }
 
-// String returns the snake_case name of c, e.g. "bad_version".
-func (c ErrorCode) String() string {
-	if s, ok := errorCodeNames[c]; ok {
+var detachReasonNames = map[DetachReason]string{
+	DetachTokenRemoved: "token_removed",
+	DetachTakeover:     "takeover",
+	DetachDestroyed:    "destroyed",
+	DetachShutdown:     "shutdown",
+	DetachAdmin:        "admin",
+	DetachLocked:       "locked",
+}
+
+var promptStyleNames = map[PromptStyle]string{
+	PromptEchoOff: "echo_off",
+	PromptEchoOn:  "echo_on",
+	PromptError:   "error",
+	PromptInfo:    "info",
+}
+
+// enumName returns names[v], or kind(v) for a value without a name.
+func enumName[T ~uint8 | ~uint16](names map[T]string, v T, kind string) string {
+	if s, ok := names[v]; ok {
 		return s
 	}
-	return fmt.Sprintf("error_code(%d)", uint16(c))
+	return fmt.Sprintf("%s(%d)", kind, v)
 }
+
+// String returns the snake_case name of c, e.g. "bad_version".
+func (c ErrorCode) String() string { return enumName(errorCodeNames, c, "error_code") }
 
 // Error makes an ErrorCode usable as a sentinel: local failures that map to
 // a protocol error wrap the code, so errors.Is(err, ErrBadVersion) works and
@@ -66,38 +85,10 @@ func (t Type) String() string {
 }
 
 // String returns the snake_case name of r, e.g. "token_removed".
-func (r DetachReason) String() string {
-	switch r {
-	case DetachTokenRemoved:
-		return "token_removed"
-	case DetachTakeover:
-		return "takeover"
-	case DetachDestroyed:
-		return "destroyed"
-	case DetachShutdown:
-		return "shutdown"
-	case DetachAdmin:
-		return "admin"
-	case DetachLocked:
-		return "locked"
-	}
-	return fmt.Sprintf("detach_reason(%d)", uint8(r))
-}
+func (r DetachReason) String() string { return enumName(detachReasonNames, r, "detach_reason") }
 
 // String returns the snake_case name of s, e.g. "echo_off".
-func (s PromptStyle) String() string {
-	switch s {
-	case PromptEchoOff:
-		return "echo_off"
-	case PromptEchoOn:
-		return "echo_on"
-	case PromptError:
-		return "error"
-	case PromptInfo:
-		return "info"
-	}
-	return fmt.Sprintf("prompt_style(%d)", uint8(s))
-}
+func (s PromptStyle) String() string { return enumName(promptStyleNames, s, "prompt_style") }
 
 // ProtocolError is an Error message received from the peer, returned by the
 // handshake functions. errors.Is(err, code) matches its Code.
