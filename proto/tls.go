@@ -182,15 +182,10 @@ func ParseFingerprint(s string) ([]byte, error) {
 // no client certificates.
 func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{ALPN},
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if cs.NegotiatedProtocol != ALPN {
-				return ErrALPN
-			}
-			return nil
-		},
+		Certificates:     []tls.Certificate{cert},
+		MinVersion:       tls.VersionTLS13,
+		NextProtos:       []string{ALPN},
+		VerifyConnection: checkALPN,
 	}
 }
 
@@ -202,43 +197,69 @@ func ServerTLSConfig(cert tls.Certificate) *tls.Config {
 // chain is verified against roots for serverName, which must not be empty.
 // Both nil is an error.
 func ClientTLSConfig(serverName string, pin []byte, roots *x509.CertPool) (*tls.Config, error) {
-	cfg := &tls.Config{
-		ServerName: serverName,
-		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{ALPN},
-	}
-	checkALPN := func(cs tls.ConnectionState) error {
-		if cs.NegotiatedProtocol != ALPN {
-			return ErrALPN
-		}
-		return nil
-	}
 	switch {
 	case pin != nil:
 		if len(pin) != sha256.Size {
 			return nil, fmt.Errorf("proto: client tls: pin is %d bytes; want %d", len(pin), sha256.Size)
 		}
 		want := bytes.Clone(pin)
-		cfg.InsecureSkipVerify = true // replaced by the exact pin check below
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return ErrPinMismatch
+		return PinnedTLSConfig(serverName, func(fp []byte) error {
+			if subtle.ConstantTimeCompare(fp, want) != 1 {
+				return fmt.Errorf("%w: got %s", ErrPinMismatch, FormatFingerprint(fp))
 			}
-			if subtle.ConstantTimeCompare(Fingerprint(cs.PeerCertificates[0].Raw), want) != 1 {
-				return fmt.Errorf("%w: got %s", ErrPinMismatch, FormatFingerprint(Fingerprint(cs.PeerCertificates[0].Raw)))
-			}
-			return checkALPN(cs)
-		}
+			return nil
+		}), nil
 	case roots != nil:
 		if serverName == "" {
 			return nil, errors.New("proto: client tls: server name required to verify against roots")
 		}
+		cfg := clientTLSBase(serverName)
 		cfg.RootCAs = roots
 		cfg.VerifyConnection = checkALPN
-	default:
-		return nil, errors.New("proto: client tls: neither a pin nor roots given")
+		return cfg, nil
 	}
-	return cfg, nil
+	return nil, errors.New("proto: client tls: neither a pin nor roots given")
+}
+
+// PinnedTLSConfig is ClientTLSConfig for a server known by fingerprint,
+// with the pin check left to the caller: the handshake is refused
+// (ErrPinMismatch) when the server presents no certificate, and otherwise
+// when check returns an error for the SHA-256 fingerprint of its leaf
+// certificate; nothing else about the certificate is checked. check runs
+// during every handshake, so the fingerprints it accepts may change; it
+// should compare in constant time and wrap ErrPinMismatch.
+func PinnedTLSConfig(serverName string, check func(fp []byte) error) *tls.Config {
+	cfg := clientTLSBase(serverName)
+	cfg.InsecureSkipVerify = true // replaced by the pin check below
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return ErrPinMismatch
+		}
+		if err := check(Fingerprint(cs.PeerCertificates[0].Raw)); err != nil {
+			return err
+		}
+		return checkALPN(cs)
+	}
+	return cfg
+}
+
+// clientTLSBase is a terminal's TLS configuration before the server check:
+// TLS 1.3 only, ALPN "hotdesk/1" offered.
+func clientTLSBase(serverName string) *tls.Config {
+	return &tls.Config{
+		ServerName: serverName,
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{ALPN},
+	}
+}
+
+// checkALPN refuses a connection (either side's) that did not agree on
+// ALPN "hotdesk/1".
+func checkALPN(cs tls.ConnectionState) error {
+	if cs.NegotiatedProtocol != ALPN {
+		return ErrALPN
+	}
+	return nil
 }
 
 // Dial connects to addr over TCP and completes the TLS handshake with cfg,

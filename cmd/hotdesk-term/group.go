@@ -138,25 +138,12 @@ func (g *group) tlsFor(addr string) (*tls.Config, error) {
 	if g.roots != nil {
 		return proto.ClientTLSConfig(host, nil, g.roots)
 	}
-	// Start from a pinned config (TLS 1.3, ALPN) and widen the pin to the
-	// group's trust set.
-	cfg, err := proto.ClientTLSConfig(host, g.pins[0], nil)
-	if err != nil {
-		return nil, err
-	}
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) == 0 {
-			return proto.ErrPinMismatch
-		}
-		if fp := proto.Fingerprint(cs.PeerCertificates[0].Raw); !g.trusted(fp) {
+	return proto.PinnedTLSConfig(host, func(fp []byte) error {
+		if !g.trusted(fp) {
 			return fmt.Errorf("%w: %s is not a fingerprint of the group", proto.ErrPinMismatch, proto.FormatFingerprint(fp))
 		}
-		if cs.NegotiatedProtocol != proto.ALPN {
-			return proto.ErrALPN
-		}
 		return nil
-	}
-	return cfg, nil
+	}), nil
 }
 
 // candidates returns the addresses to try, each once: configured servers,
