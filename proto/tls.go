@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -71,7 +70,7 @@ func LoadOrCreateCert(certFile, keyFile string, hosts []string) (tls.Certificate
 		data []byte
 		mode os.FileMode
 	}{{keyFile, keyPEM, 0o600}, {certFile, certPEM, 0o644}} {
-		if err := writeFileAtomic(f.path, f.data, f.mode); err != nil {
+		if err := atomicfile.WriteMkdir(f.path, f.data, f.mode); err != nil {
 			return tls.Certificate{}, fmt.Errorf("proto: create cert: %w", err)
 		}
 	}
@@ -138,15 +137,6 @@ func generateCert(hosts []string) (certPEM, keyPEM []byte, err error) {
 		return nil, nil, err
 	}
 	return cert.CertPEM, cert.KeyPEM, nil
-}
-
-// writeFileAtomic writes data to path with mode, creating the directory
-// (0700) if needed; see atomicfile.Write.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, data, mode)
 }
 
 // Fingerprint returns the SHA-256 of a certificate's DER encoding (use the

@@ -49,3 +49,14 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
+
+// WriteMkdir is Write into a directory that it first creates, with any
+// missing parents, of mode 0700 (before the process umask) if it does not
+// exist; an existing directory is left as it is. For private state:
+// keystores, certificates and keys.
+func WriteMkdir(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("atomicfile: %w", err)
+	}
+	return Write(path, data, perm)
+}

@@ -30,3 +30,33 @@ func TestWrite(t *testing.T) {
 		t.Fatal("write into a missing directory = nil error")
 	}
 }
+
+func TestWriteMkdir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "hotdesk")
+	p := filepath.Join(dir, "keys.json")
+	if err := WriteMkdir(p, []byte("k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(p); err != nil || string(got) != "k\n" {
+		t.Fatalf("read back %q, %v; want %q", got, err, "k\n")
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Fatalf("directory %s: %v, %v; want no access for group or others", d, fi.Mode().Perm(), err)
+		}
+	}
+	// An existing directory keeps its mode.
+	if err := os.Chmod(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMkdir(p, []byte("k2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Fatalf("existing directory: mode %v, %v; want 0750 kept", fi.Mode().Perm(), err)
+	}
+	// A file where the directory should be is an error.
+	if err := WriteMkdir(filepath.Join(p, "f"), []byte("x"), 0o600); err == nil {
+		t.Fatal("write below a regular file = nil error")
+	}
+}

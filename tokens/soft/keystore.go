@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 
@@ -216,17 +214,10 @@ func (k *Keystore) Save() error {
 	if err != nil {
 		return fmt.Errorf("soft: save keystore: %w", err)
 	}
-	if err := writeFileAtomic(k.path, append(data, '\n')); err != nil {
+	if err := atomicfile.WriteMkdir(k.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("soft: save keystore: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, data, 0o600)
 }
 
 // Get returns the key named name; ErrNotFound if there is none.
