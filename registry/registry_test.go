@@ -32,19 +32,10 @@ func TestClaimRace(t *testing.T) {
 			err error
 		}
 		res := make([]result, len(regs))
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for j, r := range regs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				c, won, err := r.Claim(ctx, key, registry.Session{ID: fmt.Sprintf("sess-%d-%d", i, j), User: "alice"})
-				res[j] = result{c, won, err}
-			}()
-		}
-		close(start)
-		wg.Wait()
+		together(len(regs), func(j int) {
+			c, won, err := regs[j].Claim(ctx, key, registry.Session{ID: fmt.Sprintf("sess-%d-%d", i, j), User: "alice"})
+			res[j] = result{c, won, err}
+		})
 		var winner, loser result
 		n := 0
 		for j, x := range res {

@@ -3,7 +3,6 @@ package registry_test
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -95,19 +94,10 @@ func TestPairingSingleUse(t *testing.T) {
 		if err != nil || got.User != "alice" || string(got.SecretHash) != "hash" || got.ExpiresUnixMs == 0 {
 			t.Fatalf("Pairing = %+v, %d, %v", got, modRev, err)
 		}
-		start := make(chan struct{})
 		errs := make([]error, consumers)
-		var wg sync.WaitGroup
-		for j := range consumers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[j] = regs[j%2].ConsumePairing(ctx, id, modRev)
-			}()
-		}
-		close(start)
-		wg.Wait()
+		together(consumers, func(j int) {
+			errs[j] = regs[j%2].ConsumePairing(ctx, id, modRev)
+		})
 		ok := 0
 		for _, err := range errs {
 			switch {

@@ -35,32 +35,22 @@ func TestClaimLimitedRace(t *testing.T) {
 			won     int
 			limited int
 			other   []error
-			wg      sync.WaitGroup
-			start   = make(chan struct{})
 		)
-		for b, r := range regs {
-			for i := range perRound {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
-					key := fmt.Sprintf("tok-%d-%d-%d", round, b, i)
-					_, ok, err := r.ClaimLimited(ctx, key, registry.Session{ID: "id-" + key, User: user}, max)
-					mu.Lock()
-					defer mu.Unlock()
-					switch {
-					case err == nil && ok:
-						won++
-					case errors.Is(err, registry.ErrUserLimit):
-						limited++
-					default:
-						other = append(other, fmt.Errorf("%s: won=%v err=%v", key, ok, err))
-					}
-				}()
+		together(len(regs)*perRound, func(j int) {
+			b, i := j/perRound, j%perRound
+			key := fmt.Sprintf("tok-%d-%d-%d", round, b, i)
+			_, ok, err := regs[b].ClaimLimited(ctx, key, registry.Session{ID: "id-" + key, User: user}, max)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && ok:
+				won++
+			case errors.Is(err, registry.ErrUserLimit):
+				limited++
+			default:
+				other = append(other, fmt.Errorf("%s: won=%v err=%v", key, ok, err))
 			}
-		}
-		close(start)
-		wg.Wait()
+		})
 		if len(other) > 0 {
 			t.Fatalf("round %d: unexpected outcomes: %v", round, other)
 		}
