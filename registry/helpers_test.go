@@ -3,7 +3,6 @@ package registry_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,21 +49,6 @@ func newGroup(t testing.TB, ids ...string) (eps []string, regs []*registry.Regis
 		regs = append(regs, newReg(t, etcdtest.Client(t, eps), id))
 	}
 	return eps, regs
-}
-
-// together runs f(0) to f(n-1), each in its own goroutine, all released at
-// the same moment, and returns when every one has returned.
-func together(n int, f func(i int)) {
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			f(i)
-		})
-	}
-	close(start)
-	wg.Wait()
 }
 
 func waitClosed(t testing.TB, ch <-chan struct{}, what string) {

@@ -64,6 +64,21 @@ func TestClaimRace(t *testing.T) {
 	t.Logf("wins per server: %v", wins)
 }
 
+// together runs f(0) to f(n-1), each in its own goroutine, all released at
+// the same moment, and returns when every one has returned.
+func together(n int, f func(i int)) {
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			f(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
 func TestClaimFields(t *testing.T) {
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
