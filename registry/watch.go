@@ -19,11 +19,12 @@ type TokenChange struct {
 // broker of the group to act on (a disabled or deleted token locks its
 // sessions wherever they run). The channel is closed when ctx ends. After a
 // watch failure (compaction, lost leader) it lists the whole registry again
-// and reports every token as changed, and every token it knew that is gone
-// from the listing as deleted (a deletion inside the gap is never missed),
-// then watches from that revision: consumers must be idempotent. A slow
-// consumer slows the watch, never loses changes. It remembers the ids of
-// the enrolled tokens (a few bytes each) to tell deletions.
+// (trying each second until the listing succeeds) and reports every token
+// as changed, and every token it knew that is gone from the listing as
+// deleted (a deletion inside the gap is never missed), then watches from
+// that revision: consumers must be idempotent. A slow consumer slows the
+// watch, never loses changes. It remembers the ids of the enrolled tokens
+// (a few bytes each) to tell deletions.
 func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 	out := make(chan TokenChange, 16)
 	prefix := r.opts.prefix + "tokens/"
