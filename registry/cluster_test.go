@@ -9,6 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -128,13 +129,13 @@ func TestClusterMemberDown(t *testing.T) {
 			t.Errorf("%s: Done closed; want the lease kept through the failover", r.ServerID())
 		}
 	}
-	pollUntil(t, "healthy after the failover", func() bool { return regs[0].Healthy() && regs[1].Healthy() })
+	testutil.WaitFor(t, waitBound, "healthy after the failover", func() bool { return regs[0].Healthy() && regs[1].Healthy() })
 
 	t.Logf("healthy at %v", time.Since(t0))
 	restarted := etcdtest.RestartMember(t, members[leader])
 	only := etcdtest.Client(t, restarted.Endpoints())
 	last := fmt.Sprintf("/hotdesk/sessions/soft.down-%d", rounds-1)
-	pollUntil(t, "restarted member serves the new keys", func() bool {
+	testutil.WaitFor(t, waitBound, "restarted member serves the new keys", func() bool {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		resp, err := only.Get(cctx, last, clientv3.WithSerializable())

@@ -10,22 +10,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
-
-// pollUntil polls cond every 10 ms until it is true; it fails the test after
-// waitBound. It asserts nothing about how fast.
-func pollUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitBound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v", what, waitBound)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 func isOpen(ch <-chan struct{}) bool {
 	select {
@@ -119,7 +107,7 @@ func TestHealthOwnTimer(t *testing.T) {
 	if got, err := r.Lookup(ctx, "soft.kept"); err != nil || got.Fence != c.Fence {
 		t.Errorf("Lookup = %+v, %v; want fence %d", got, err, c.Fence)
 	}
-	pollUntil(t, "healthy after heal", r.Healthy)
+	testutil.WaitFor(t, waitBound, "healthy after heal", r.Healthy)
 	if !isOpen(r.Done()) {
 		t.Fatalf("Done closed after heal; want open")
 	}
@@ -140,7 +128,7 @@ func TestPartitionHealedInTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Blackhole()
-	pollUntil(t, "unhealthy while cut off", func() bool { return !r.Healthy() })
+	testutil.WaitFor(t, waitBound, "unhealthy while cut off", func() bool { return !r.Healthy() })
 	if !isOpen(r.Done()) {
 		t.Fatalf("Done closed before Healthy went false; want unhealthy first")
 	}
@@ -148,7 +136,7 @@ func TestPartitionHealedInTime(t *testing.T) {
 		t.Errorf("Claim while cut off err = %v; want ErrUnhealthy", err)
 	}
 	p.Heal()
-	pollUntil(t, "healthy after heal", r.Healthy)
+	testutil.WaitFor(t, waitBound, "healthy after heal", r.Healthy)
 	if !isOpen(r.Done()) {
 		t.Fatalf("Done closed; want the lease kept")
 	}
@@ -187,7 +175,7 @@ func TestPartitionLeaseLostReclaim(t *testing.T) {
 	if _, _, err := r1.Claim(ctx, "soft.late", registry.Session{ID: "x"}); !errors.Is(err, registry.ErrLeaseLost) || errors.Is(err, registry.ErrUnhealthy) {
 		t.Errorf("Claim after Done err = %v; want ErrLeaseLost, not ErrUnhealthy", err)
 	}
-	pollUntil(t, "old keys expired", func() bool {
+	testutil.WaitFor(t, waitBound, "old keys expired", func() bool {
 		sess, err := admin.Get(ctx, "/hotdesk/sessions/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			return false
