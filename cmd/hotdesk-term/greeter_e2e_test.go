@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
-
-	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // startXvfb starts a virtual X screen, 1024x768, for a terminal whose
@@ -164,12 +162,10 @@ func TestGreeterE2E(t *testing.T) {
 `))
 	b.Start()
 
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
-	if err != nil {
+	ks, key := newDefaultKey(t)
+	if err := ks.Save(); err != nil {
 		t.Fatal(err)
 	}
-	key, _ := ks.Generate("default", "")
-	ks.Save()
 	b.pair("pat", key)
 
 	stdin, evs := startGreeterAgent(t, bin, disp, "desk-g", b, "-keystore", ks.Path(), "run")
