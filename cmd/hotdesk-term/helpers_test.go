@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	testutil.RemoveBuilds()
 	os.Exit(testutil.CheckLeaks(code, 10*time.Second,
-		"main.(*agent)", "main.readLines", "main.(*fakeListener)", "main.(*display)"))
+		"main.(*agent)", "main.readLines", "main.listenFake", "main.(*fakeBroker)", "main.(*display)"))
 }
 
 // testCert returns a new self-signed certificate, as a broker or a gateway
@@ -54,9 +54,8 @@ func testCert(t *testing.T) (tls.Certificate, []byte) {
 // own. close, which also runs when the test ends, stops the listener,
 // closes every connection and waits for the handlers.
 type fakeListener struct {
-	ln     net.Listener
-	handle func(net.Conn)
-	wg     sync.WaitGroup
+	ln net.Listener
+	wg sync.WaitGroup
 
 	mu     sync.Mutex // guards the fields below
 	conns  []net.Conn
@@ -74,36 +73,39 @@ func listenFake(t *testing.T, addr string, handle func(net.Conn)) (*fakeListener
 	if err != nil {
 		return nil, err
 	}
-	l := &fakeListener{ln: ln, handle: handle}
+	l := &fakeListener{ln: ln}
 	l.wg.Add(1)
-	go l.accept()
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil || !l.track(c) {
+				return
+			}
+			go func() {
+				defer l.wg.Done()
+				handle(c)
+			}()
+		}
+	}()
 	t.Cleanup(l.close)
 	return l, nil
 }
 
 func (l *fakeListener) addr() string { return l.ln.Addr().String() }
 
-func (l *fakeListener) accept() {
-	defer l.wg.Done()
-	for {
-		c, err := l.ln.Accept()
-		if err != nil {
-			return
-		}
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
-			c.Close()
-			return
-		}
-		l.conns = append(l.conns, c)
-		l.wg.Add(1)
-		l.mu.Unlock()
-		go func() {
-			defer l.wg.Done()
-			l.handle(c)
-		}()
+// track records c, to be closed by close, and counts its handler in wg;
+// once the listener is closed it closes c instead and returns false.
+func (l *fakeListener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return false
 	}
+	l.conns = append(l.conns, c)
+	l.wg.Add(1)
+	return true
 }
 
 // accepted returns how many connections the listener accepted.
