@@ -180,11 +180,8 @@ func prepare(ctx context.Context, t *terminal, toks []string) error {
 		if err != nil {
 			return fmt.Errorf("bench: prepare: %w", err)
 		}
-		if err := park(ctx, o.at, tok); err != nil {
+		if err := o.leave(ctx, t, tok); err != nil {
 			return fmt.Errorf("bench: prepare: %w", err)
-		}
-		if o.at != t {
-			o.at.close()
 		}
 	}
 	return nil
@@ -302,11 +299,8 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 				tlsResumed++
 			}
 		}
-		if perr := park(ctx, o.at, tok); err == nil {
-			err = perr
-		}
-		if o.at != tb {
-			o.at.close()
+		if lerr := o.leave(ctx, tb, tok); err == nil {
+			err = lerr
 		}
 		if err == nil {
 			err = b.settle(ctx, tok, &settle)
@@ -546,12 +540,9 @@ func (b *bench) race(ctx context.Context) (row, error) {
 		}
 		// Suspend the session wherever it ended up, then drop the extra connections.
 		for j := range res {
-			if at := res[j].o.at; at != nil {
-				if err := park(ctx, at, tok); err != nil && trialErr == nil {
+			if res[j].o.at != nil {
+				if err := res[j].o.leave(ctx, terms[j], tok); err != nil && trialErr == nil {
 					trialErr = err
-				}
-				if at != terms[j] {
-					at.close()
 				}
 			}
 		}
@@ -650,10 +641,7 @@ func (b *bench) storm(ctx context.Context) (row, error) {
 					if o.redirected {
 						red.Add(1)
 					}
-					err = park(ctx, o.at, tok)
-					if o.at != t {
-						o.at.close()
-					}
+					err = o.leave(ctx, t, tok)
 				}
 				if err != nil {
 					failed.Add(1)
