@@ -162,10 +162,7 @@ func TestGreeterE2E(t *testing.T) {
 `))
 	b.Start()
 
-	ks, key := newDefaultKey(t)
-	if err := ks.Save(); err != nil {
-		t.Fatal(err)
-	}
+	ks, key := newKeystore(t)
 	b.pair("pat", key)
 
 	stdin, evs := startGreeterAgent(t, bin, disp, "desk-g", b, "-keystore", ks.Path(), "run")

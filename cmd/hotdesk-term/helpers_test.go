@@ -367,24 +367,11 @@ func mustKeystore(t *testing.T) *soft.Keystore {
 	return ks
 }
 
-// newDefaultKey returns a new keystore in the test's temporary directory,
-// not yet saved, holding a new software token named "default", and that
-// token's key.
-func newDefaultKey(t *testing.T) (*soft.Keystore, soft.Key) {
-	t.Helper()
-	ks := mustKeystore(t)
-	key, err := ks.Generate("default", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks, key
-}
-
 // startAgent runs an agent against home with a keystore holding the key
 // "default". edit may change the Config before the start.
 func startAgent(t *testing.T, home *fakeBroker, edit func(*Config)) *testAgent {
 	t.Helper()
-	ks, key := newDefaultKey(t)
+	ks, key := newKeystore(t)
 	tcfg, err := proto.ClientTLSConfig("", home.fp, nil)
 	if err != nil {
 		t.Fatal(err)
