@@ -263,7 +263,7 @@ func heldBy(cs []ClaimEvent, server string, t, grace, end time.Duration) bool {
 }
 
 // claimStory tells the claim changes between from and to (of token only,
-// if given), as a story.
+// if given), the first 8 of them (story).
 func claimStory(cs []ClaimEvent, from, to time.Duration, token ...string) string {
 	var parts []string
 	var last ClaimEvent
@@ -333,7 +333,8 @@ func intervals(events []Event, end time.Duration) []interval {
 	return out
 }
 
-// seen summarises what term saw between from and to (a story).
+// seen summarises what term saw between from and to, the first 8 events
+// (story).
 func seen(events []Event, term string, from, to time.Duration) string {
 	var parts []string
 	for _, e := range events {
