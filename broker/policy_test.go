@@ -9,19 +9,15 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/auth/pam/pamtest"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
-// TestMain doubles as the PAM helper process, as hotdeskd does with
-// "hotdeskd pam-helper".
-func TestMain(m *testing.M) {
-	if os.Getenv("HOTDESK_PAM_HELPER") == "1" {
-		os.Exit(pam.HelperMain())
-	}
-	os.Exit(m.Run())
-}
+// TestMain doubles as the PAM helper: the Authenticators of these tests
+// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
+func TestMain(m *testing.M) { pamtest.Main(m) }
 
 // pamEnv is a broker whose logins run real PAM (pam_matrix with a password
 // file) under the given policies.
