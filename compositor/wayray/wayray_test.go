@@ -127,15 +127,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func withClock(c clock.Clock) func(*Config) { return func(cfg *Config) { cfg.Clock = c } }
 
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "wr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+// shortDir is a short state directory (unix socket paths are limited).
+func shortDir(t *testing.T) string { return testutil.ShortTempDir(t, "wr") }
 
 func killOnCleanup(t *testing.T, pid int) {
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })

@@ -49,15 +49,7 @@ func requireWeston(t *testing.T) string {
 }
 
 // stateDir is a short state directory (unix socket paths are limited).
-func stateDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "hdw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
+func stateDir(t *testing.T) string { return testutil.ShortTempDir(t, "hdw") }
 
 // syncWriter lets background goroutines log after the test has ended.
 type syncWriter struct {
