@@ -3,6 +3,7 @@ package testutil
 import (
 	"os"
 	"testing"
+	"time"
 )
 
 // ShortTempDir returns a new directory right under the system's temporary
@@ -17,4 +18,18 @@ func ShortTempDir(t testing.TB, prefix string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
+}
+
+// Recv returns the next value received from ch, or fails t with the message
+// missing if none arrives within d (a bound on a failure, never a timing
+// assertion).
+func Recv[T any](t testing.TB, ch <-chan T, d time.Duration, missing string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("%s (waited %v)", missing, d)
+		panic("unreachable") // Fatalf does not return
+	}
 }
