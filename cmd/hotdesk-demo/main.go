@@ -42,6 +42,9 @@ type demo struct {
 	etcdTLS string // the first broker's embedded etcd certificates
 	// pamDir holds the demo's PAM service: pam_matrix with a password file.
 	pamDir string
+	// userAdded is the local user the demo created ("" if none), removed
+	// when it ends.
+	userAdded string
 }
 
 // node is one running hotdeskd.
@@ -83,6 +86,7 @@ func run() error {
 	d := &demo{bin: *bin, dir: dir, verbose: *verbose}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	defer d.removeUser() // after the desktops running as the user are gone
 	defer d.stopAll()
 	if *cards {
 		return d.cardScript(ctx)
@@ -445,6 +449,17 @@ func (n *node) stop() {
 
 // stopAll ends every session (the brokers keep desktops across a stop)
 // and stops the brokers, newest first, with SIGTERM.
+// removeUser deletes the local user the demo added, if any.
+func (d *demo) removeUser() {
+	if d.userAdded == "" {
+		return
+	}
+	if out, err := exec.Command("userdel", d.userAdded).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "hotdesk-demo: userdel %s: %v: %s\n", d.userAdded, err, out)
+	}
+	d.userAdded = ""
+}
+
 func (d *demo) stopAll() {
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		n := d.nodes[i]
