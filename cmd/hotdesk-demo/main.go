@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/freeport"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -355,7 +355,7 @@ func (d *demo) startFirst(ctx context.Context) (*node, error) {
 // startNode writes a config for a new broker, starts it and waits until it
 // is ready. The first broker runs the embedded etcd; later ones join it.
 func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
-	port, err := freePort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}
@@ -364,8 +364,8 @@ func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
 		log: filepath.Join(d.dir, name+".log")}
 	var etcd string
 	if d.etcdURL == "" {
-		client, err1 := freePort()
-		peer, err2 := freePort()
+		client, err1 := freeport.Loopback()
+		peer, err2 := freeport.Loopback()
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
@@ -616,15 +616,6 @@ func connected(ctx context.Context, ts ...*term) error {
 		}
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func alive(pid int) bool {
