@@ -88,25 +88,36 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 // 0.4 s): vpcd cannot show a card swapped within one poll.
 func settle() { time.Sleep(time.Second) }
 
-func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
+// awaitEvent returns the first event of evs that match accepts (match
+// may fail the test on an event that must not come). It fails the test if
+// the agent exits or after 30 s; what names the awaited event.
+func awaitEvent(t *testing.T, evs <-chan map[string]any, what string, match func(ev map[string]any) bool) map[string]any {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
 		select {
 		case ev, ok := <-evs:
 			if !ok {
-				t.Fatalf("agent exited while waiting for %q", want)
+				t.Fatalf("agent exited while waiting for %s", what)
 			}
-			if ev["event"] == want {
+			if match(ev) {
 				return ev
 			}
-			if ev["event"] == "error" && want != "error" {
-				t.Fatalf("error while waiting for %q: %v", want, ev)
-			}
 		case <-timeout:
-			t.Fatalf("no %q event in 30 s", want)
+			t.Fatalf("no %s in 30 s", what)
 		}
 	}
+}
+
+// waitEvent waits for the event named want; an error event fails the test.
+func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
+	t.Helper()
+	return awaitEvent(t, evs, fmt.Sprintf("%q event", want), func(ev map[string]any) bool {
+		if ev["event"] == "error" && want != "error" {
+			t.Fatalf("error while waiting for %q: %v", want, ev)
+		}
+		return ev["event"] == want
+	})
 }
 
 // TestCardsE2E: a UID card and an NFC phone at thin-client terminals, through
@@ -269,23 +280,12 @@ func TestCardsE2E(t *testing.T) {
 // waitRefused waits for the broker's error event; a session is a failure.
 func waitRefused(t *testing.T, evs <-chan map[string]any) map[string]any {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				t.Fatal("agent exited while waiting for a refusal")
-			}
-			switch ev["event"] {
-			case "attached":
-				t.Fatalf("got %v; want the token refused", ev)
-			case "error":
-				return ev
-			}
-		case <-timeout:
-			t.Fatal("no error event in 30 s")
+	return awaitEvent(t, evs, "refusal (error event)", func(ev map[string]any) bool {
+		if ev["event"] == "attached" {
+			t.Fatalf("got %v; want the token refused", ev)
 		}
-	}
+		return ev["event"] == "error"
+	})
 }
 
 // quiet fails if evs holds a session event now.
