@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -143,6 +144,44 @@ func TestPinnedTLS(t *testing.T) {
 	}
 	if err := s.handshakeErr(t); err == nil {
 		t.Fatal("server handshake succeeded with a client that refused its certificate")
+	}
+}
+
+// TestPinnedTLSConfigCheck: PinnedTLSConfig asks check about the server's
+// leaf fingerprint at every handshake and refuses the server with check's
+// error until check accepts it (a trust set that grew meanwhile).
+func TestPinnedTLSConfigCheck(t *testing.T) {
+	s := startServer(t, proto.ServerTLSConfig(newCert(t)), func(c *proto.Conn) { c.Recv() })
+	var (
+		mu      sync.Mutex
+		trusted [][]byte
+		asked   [][]byte
+	)
+	errUntrusted := fmt.Errorf("%w: not in the set", proto.ErrPinMismatch)
+	cfg := proto.PinnedTLSConfig("", func(fp []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, fp)
+		for _, p := range trusted {
+			if bytes.Equal(p, fp) {
+				return nil
+			}
+		}
+		return errUntrusted
+	})
+	if _, err := dial(t, s.addr, cfg); !errors.Is(err, errUntrusted) {
+		t.Fatalf("dial before the pin is trusted: err = %v; want %v", err, errUntrusted)
+	}
+	mu.Lock()
+	trusted = append(trusted, s.pin)
+	mu.Unlock()
+	if _, err := dial(t, s.addr, cfg); err != nil {
+		t.Fatalf("dial once the pin is trusted: err = %v; want nil", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 2 || !bytes.Equal(asked[0], s.pin) || !bytes.Equal(asked[1], s.pin) {
+		t.Errorf("check asked about %x; want the server's fingerprint twice", asked)
 	}
 }
 
