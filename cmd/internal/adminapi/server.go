@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 )
 
@@ -189,23 +190,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return ctx
 		},
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(pl) }()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
+	if err := httpserve.Serve(ctx, srv, pl, s.shutdownTimeout); err != nil {
 		return fmt.Errorf("adminapi: serve: %w", err)
-	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		s.logger.Warn("admin api shutdown did not finish in time, closing connections", "error", err)
-		srv.Close()
-	}
-	<-errc
 	return nil
 }
 

@@ -51,6 +51,7 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -191,22 +192,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config)
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
+	if err := httpserve.Serve(ctx, srv, ln, 2*time.Second); err != nil {
 		return fmt.Errorf("dashboard: serve: %w", err)
-	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	<-errc
 	return nil
 }
 
