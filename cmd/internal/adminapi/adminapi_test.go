@@ -1,7 +1,6 @@
 package adminapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // fakeBackend is an in-memory Backend.
@@ -182,28 +183,10 @@ func (b *fakeBackend) Ready() error {
 	return b.notReady
 }
 
-// lockedBuffer collects log output safely.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 type testServer struct {
 	path   string
 	srv    *Server
-	logs   *lockedBuffer
+	logs   *testutil.LockedBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -221,7 +204,7 @@ func startServer(t *testing.T, b Backend, adminGID int, tune ...func(*Server)) *
 
 func serveOn(t *testing.T, ln net.Listener, path string, b Backend, adminGID int, tune ...func(*Server)) *testServer {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "adminapi", Output: logs, Level: hclog.Debug})
 	ts := &testServer{path: path, srv: NewServer(b, logger, adminGID), logs: logs, done: make(chan error, 1)}
 	for _, f := range tune {

@@ -1,7 +1,6 @@
 package httpserve
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,9 +14,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // serve runs Serve on a fresh loopback listener and returns the listener's
@@ -88,30 +88,12 @@ func TestServeListenerError(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for a log.Logger written by the server.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A request stuck in its handler holds up shutdown only for grace: then
 // its connection is closed, and that is logged.
 func TestServeShutdownBound(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 			close(entered)
