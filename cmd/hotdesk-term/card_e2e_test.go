@@ -39,18 +39,14 @@ func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	t.Cleanup(func() { d.Close() })
 	testutil.NeedTools(t, "weston")
 	w := &cardWorld{t: t, dir: t.TempDir(), addr: testutil.FreeAddr(t), pcscd: d}
-	socket := filepath.Join(w.dir, "admin.sock")
-	cfg := fmt.Sprintf(`server_id = "cards"
-data_dir = %q
-listen = %q
-admin_socket = %q
-%s
+	socket := testutil.AdminSocket(w.dir)
+	cfg := testutil.DaemonConfig(t, "cards", w.dir, w.addr, "") + fmt.Sprintf(`
 session {
   auth = "card"
   keep_on_stop = false
 }
 %s
-`, filepath.Join(w.dir, "data"), w.addr, socket, testutil.EmbeddedEtcd(t), strings.Join(extraConfig, "\n"))
+`, strings.Join(extraConfig, "\n"))
 	t.Cleanup(func() { // after the daemon's own cleanup
 		if t.Failed() {
 			t.Logf("pcscd log:\n%s", d.Log())
@@ -88,25 +84,10 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 // 0.4 s): vpcd cannot show a card swapped within one poll.
 func settle() { time.Sleep(time.Second) }
 
+// waitEvent is the agent's next event want (testutil.NextEvent), within 30 s.
 func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				t.Fatalf("agent exited while waiting for %q", want)
-			}
-			if ev["event"] == want {
-				return ev
-			}
-			if ev["event"] == "error" && want != "error" {
-				t.Fatalf("error while waiting for %q: %v", want, ev)
-			}
-		case <-timeout:
-			t.Fatalf("no %q event in 30 s", want)
-		}
-	}
+	return testutil.NextEvent(t, evs, want, 30*time.Second)
 }
 
 // TestCardsE2E: a UID card and an NFC phone at thin-client terminals, through

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/png"
 	"io"
 	"os"
 	"os/exec"
@@ -286,12 +285,5 @@ auth {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" { // for a person to look at
-		for name, img := range shots {
-			if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
-				png.Encode(f, img)
-				f.Close()
-			}
-		}
-	}
+	testutil.KeepShots(shots)
 }

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,17 +283,8 @@ func TestAdversarial(t *testing.T) {
 	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := testutil.MatrixServices(t, dir, "advgood:pw:hotdesk\n", "", "hotdesk")
-	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cfg := fmt.Sprintf(`server_id = "adv"
-data_dir = %q
-listen = %q
-admin_socket = %q
-etcd {
-  embedded {
-    client_url = "http://%s"
-    peer_url   = "http://%s"
-  }
-}
+	addr := testutil.FreeAddr(t)
+	cfg := testutil.DaemonConfig(t, "adv", dir, addr, "") + fmt.Sprintf(`
 session {
   auth         = "password"
   keep_on_stop = false
@@ -314,7 +304,7 @@ limits {
   max_connections_per_source = %d
   max_unauthenticated        = %d
 }
-`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), clientAddr, peerAddr, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
+`, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
 	e := newE2E(t, bin, dir, addr, cfg)
 	pin, err := proto.ParseFingerprint(e.pin)
 	if err != nil {

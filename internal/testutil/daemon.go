@@ -43,6 +43,22 @@ func EmbeddedEtcd(t testing.TB) string {
 		FreeAddr(t), FreeAddr(t))
 }
 
+// DaemonConfig returns the head of a test daemon's configuration: its
+// server id, data directory (dir/data), terminal listener (addr), admin
+// socket (AdminSocket(dir)) and etcd block, an embedded member on free
+// ports (EmbeddedEtcd) when etcd is "". The test appends its own blocks.
+func DaemonConfig(t testing.TB, id, dir, addr, etcd string) string {
+	t.Helper()
+	if etcd == "" {
+		etcd = EmbeddedEtcd(t)
+	}
+	return fmt.Sprintf("server_id = %q\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
+		id, filepath.Join(dir, "data"), addr, AdminSocket(dir), etcd)
+}
+
+// AdminSocket is the admin socket DaemonConfig gives a daemon in dir.
+func AdminSocket(dir string) string { return filepath.Join(dir, "admin.sock") }
+
 // Daemon is one hotdeskd process of a test, driven through hotdeskctl as an
 // administrator would. The test's cleanup stops it (SIGINT, then SIGKILL
 // after a bound) and, when the test failed, logs the tail of its log.
@@ -243,4 +259,29 @@ func JSONEvents(r io.Reader, buf int) <-chan map[string]any {
 		}
 	}()
 	return ch
+}
+
+// NextEvent returns the next event of evs (JSONEvents of a -json process)
+// whose "event" is want, passing over the others. It fails the test when an
+// "error" event comes first (unless want is "error"), when evs closes (the
+// process has exited), or after d.
+func NextEvent(t testing.TB, evs <-chan map[string]any, want string, d time.Duration) map[string]any {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				t.Fatalf("process exited while waiting for event %q", want)
+			}
+			if ev["event"] == want {
+				return ev
+			}
+			if ev["event"] == "error" && want != "error" {
+				t.Fatalf("error event while waiting for %q: %v", want, ev)
+			}
+		case <-timeout:
+			t.Fatalf("no event %q in %v", want, d)
+		}
+	}
 }

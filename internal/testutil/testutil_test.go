@@ -2,8 +2,12 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
+	"image"
+	"image/png"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,5 +130,87 @@ func TestLockedBuffer(t *testing.T) {
 	wg.Wait()
 	if got := len(b.String()); got != 8*100*10 {
 		t.Fatalf("len = %d after 800 writes of 10 bytes; want 8000", got)
+	}
+}
+
+// fatalTB records a Fatalf and ends the goroutine as testing.T does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// fatalOf runs f with a fatalTB in a goroutine of its own and returns the
+// Fatalf message ("" if f returned).
+func fatalOf(f func(testing.TB)) string {
+	tb := &fatalTB{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(tb)
+	}()
+	<-done
+	return tb.msg
+}
+
+// TestNextEvent: the wanted event is returned past others; an error event,
+// the end of the stream or the bound fails the test.
+func TestNextEvent(t *testing.T) {
+	events := func(evs ...map[string]any) <-chan map[string]any {
+		ch := make(chan map[string]any, len(evs))
+		for _, ev := range evs {
+			ch <- ev
+		}
+		return ch
+	}
+	got := NextEvent(t, events(map[string]any{"event": "connected"}, map[string]any{"event": "attached", "session": "s-1"}),
+		"attached", time.Minute)
+	if got["session"] != "s-1" {
+		t.Fatalf("NextEvent = %v; want the attached event", got)
+	}
+	if got := NextEvent(t, events(map[string]any{"event": "error", "error": "x"}), "error", time.Minute); got["error"] != "x" {
+		t.Fatalf("NextEvent(error) = %v; want the error event", got)
+	}
+	closed := make(chan map[string]any)
+	close(closed)
+	for _, tc := range []struct {
+		name string
+		evs  <-chan map[string]any
+		want string
+	}{
+		{"error first", events(map[string]any{"event": "error"}, map[string]any{"event": "attached"}), "error event while waiting"},
+		{"stream ended", closed, "process exited"},
+		{"bound", make(chan map[string]any), "no event \"attached\" in 10ms"},
+	} {
+		msg := fatalOf(func(tb testing.TB) { NextEvent(tb, tc.evs, "attached", 10*time.Millisecond) })
+		if !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: failure = %q; want it to contain %q", tc.name, msg, tc.want)
+		}
+	}
+}
+
+// TestKeepShots: pictures are written to $HOTDESK_SHOTS only when it is set.
+func TestKeepShots(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 2, 2))
+	t.Setenv("HOTDESK_SHOTS", "")
+	KeepShots(map[string]image.Image{"x": img}) // nowhere to write: nothing happens
+	dir := t.TempDir()
+	t.Setenv("HOTDESK_SHOTS", dir)
+	KeepShots(map[string]image.Image{"1-kept": img, "2-none": nil})
+	f, err := os.Open(filepath.Join(dir, "1-kept.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got, err := png.Decode(f); err != nil || got.Bounds() != img.Bounds() {
+		t.Fatalf("kept picture: %v, %v; want a 2x2 PNG", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "2-none.png")); !os.IsNotExist(err) {
+		t.Fatalf("a nil picture was written: %v", err)
 	}
 }
