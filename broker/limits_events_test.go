@@ -1,37 +1,19 @@
 package broker
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the logger's writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestBusFloodOfRefusals: a flood of refused tokens (hostile ids: huge,
 // with newlines) costs the event log one line, bounded in size, while
 // subscribers still get every event and ordinary events are each logged.
 func TestBusFloodOfRefusals(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.LockedBuffer
 	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	sub := bus.Subscribe(1000)
 	defer sub.Close()

@@ -10,21 +10,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
-// pollUntil polls cond every 10 ms until it is true; it fails the test after
+// pollUntil waits for cond (testutil.WaitFor), failing the test after
 // waitBound. It asserts nothing about how fast.
 func pollUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitBound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v", what, waitBound)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, waitBound, what, cond)
 }
 
 func isOpen(ch <-chan struct{}) bool {

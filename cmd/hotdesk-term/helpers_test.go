@@ -31,9 +31,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(displayClientEnv) == "1" {
 		runTestDisplayClient() // the test binary as a display client
 	}
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(testutil.CheckLeaks(code, 10*time.Second,
+	os.Exit(testutil.CheckLeaks(testutil.RunWithBuilds(m), 10*time.Second,
 		"main.(*agent)", "main.readLines", "main.(*fakeBroker)", "main.(*display)"))
 }
 

@@ -18,9 +18,7 @@ import (
 
 // TestMain removes the binaries the end-to-end tests share.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(code)
+	os.Exit(testutil.RunWithBuilds(m))
 }
 
 // buildBinaries builds hotdeskd, hotdesk-term and hotdeskctl once for every
