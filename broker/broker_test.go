@@ -345,15 +345,13 @@ func TestRedirectToOwner(t *testing.T) {
 	b := newEnv(t, "b2", a.etcdEndpoints) // same group: one etcd
 	tok, key := a.enroll("hank")
 	ta := a.dial("term-a")
-	ta.hold(tok, key)
-	ta.insert(tok)
+	ta.present(tok, key)
 	att := expectMsg[proto.Attached](ta)
 	ta.remove(tok)
 	expectMsg[proto.Detached](ta)
 
 	tb := b.dial("term-b")
-	tb.hold(tok, key)
-	tb.insert(tok)
+	tb.present(tok, key)
 	red := expectMsg[proto.Redirect](tb)
 	c, _ := a.reg.Lookup(a.ctx, tok)
 	if red.ServerID != "b1" || red.Addr != a.addr || string(red.Fingerprint) != string(a.pin) || red.Fence != c.Fence {
@@ -361,15 +359,13 @@ func TestRedirectToOwner(t *testing.T) {
 	}
 	// Following it: the owner resumes the session there.
 	tf := dialTerm(t, red.Addr, red.Fingerprint, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-b", Hops: 1, Fence: red.Fence, Token: tok})
-	tf.hold(tok, key)
-	tf.insert(tok)
+	tf.present(tok, key)
 	if at := expectMsg[proto.Attached](tf); at.SessionID != att.SessionID || !at.Resumed {
 		t.Fatalf("after redirect: %+v; want resumed %s", at, att.SessionID)
 	}
 	// A terminal that already hopped 3 times is not redirected again.
 	tl := dialTerm(t, b.addr, b.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-loop", Hops: 3})
-	tl.hold(tok, key)
-	tl.insert(tok)
+	tl.present(tok, key)
 	if er := expectMsg[proto.Error](tl); er.Code != proto.ErrTooManyHops {
 		t.Fatalf("hop limit: %+v; want too many hops", er)
 	}

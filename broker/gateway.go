@@ -124,25 +124,7 @@ func (b *Broker) redeem(req *proto.Attach) (*Session, error) {
 // ServeAttach runs the attach gateway on ln until ctx is cancelled, with
 // the same accept back-off and connection limits as Serve.
 func (b *Broker) ServeAttach(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	gate := newConnGate("attach", b.lim, b.blog)
-	b.mu.Lock()
-	b.attachGate = gate
-	b.mu.Unlock()
-	return acceptLoop(ln, func() bool { return ctx.Err() != nil }, b.blog, "attach", func(c net.Conn) {
-		adm := gate.admit(c.RemoteAddr())
-		if adm == nil {
-			c.Close()
-			return
-		}
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			defer adm.done()
-			b.attachConn(ctx, tls.Server(c, tlsCfg), adm)
-		}()
-	})
+	return b.serveTLS(ctx, ln, tlsCfg, "attach", &b.attachGate, b.attachConn)
 }
 
 func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {

@@ -72,8 +72,7 @@ func TestAttachGateway(t *testing.T) {
 	e := newEnvWith(t, "b1", envOptions{gateway: true})
 	tok, key := e.enroll("gus")
 	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
+	t1.present(tok, key)
 	att := expectMsg[proto.Attached](t1)
 	if len(att.Ticket) != 32 || !strings.HasPrefix(att.Endpoint, "hotdesk-attach://") {
 		t.Fatalf("attached = %+v; want a gateway endpoint and a ticket", att)

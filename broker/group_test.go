@@ -62,8 +62,7 @@ func follow(t *testing.T, tm *term, tok string, key ed25519.PrivateKey) outcome 
 			next := dialTerm(t, m.Addr, m.Fingerprint, proto.Hello{Versions: []uint16{proto.Version},
 				TerminalID: tm.id, Hops: uint8(hops + 1), Fence: m.Fence, Token: tok})
 			tm.conn.Close()
-			next.hold(tok, key)
-			next.insert(tok)
+			next.present(tok, key)
 			tm = next
 		default:
 			t.Fatalf("terminal %s: unexpected %T %+v", tm.id, m, m)
@@ -77,8 +76,7 @@ func TestGroupCrossServerHotDesk(t *testing.T) {
 	g := newGroup(t, 5*time.Second)
 	tok, key := g.b[0].enroll("ivy")
 	t1 := g.b[0].dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
+	t1.present(tok, key)
 	first := follow(t, t1, tok, key)
 	if first.server != "b1" || first.hops != 0 {
 		t.Fatalf("first insert at b1 = %+v; want a session on b1 without redirect", first)
@@ -87,8 +85,7 @@ func TestGroupCrossServerHotDesk(t *testing.T) {
 	expectMsg[proto.Detached](t1)
 	for i, e := range g.b[1:] {
 		tm := e.dial(fmt.Sprintf("term-%d", i+2))
-		tm.hold(tok, key)
-		tm.insert(tok)
+		tm.present(tok, key)
 		o := follow(t, tm, tok, key)
 		if o.server != "b1" || o.session != first.session || o.hops != 1 {
 			t.Fatalf("insert at %s = %+v; want session %s on b1 after one redirect", e.b.cfg.ServerID, o, first.session)
@@ -181,8 +178,7 @@ func TestGroupBrokerDies(t *testing.T) {
 	g := newGroup(t, 3*time.Second)
 	tok, key := g.b[0].enroll("jo")
 	t1 := g.b[0].dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
+	t1.present(tok, key)
 	if o := follow(t, t1, tok, key); o.server != "b1" {
 		t.Fatalf("created on %s; want b1", o.server)
 	}
@@ -192,8 +188,7 @@ func TestGroupBrokerDies(t *testing.T) {
 	t1.conn.Close()
 	waitGone(t, g.b[1].reg, tok)
 	t2 := g.b[1].dial("term-2")
-	t2.hold(tok, key)
-	t2.insert(tok)
+	t2.present(tok, key)
 	o := follow(t, t2, tok, key)
 	if o.server == "b1" || o.session == "" {
 		t.Fatalf("after b1 died: %+v; want a new session on a live broker", o)
@@ -221,8 +216,7 @@ func TestGroupMemberKilled(t *testing.T) {
 	}
 	tok, key := g.b[1].enroll("kim")
 	t2 := g.b[1].dial("term-2")
-	t2.hold(tok, key)
-	t2.insert(tok)
+	t2.present(tok, key)
 	o := follow(t, t2, tok, key)
 	if o.session == "" {
 		t.Fatalf("with a member down: %+v; want a session", o)
@@ -230,8 +224,7 @@ func TestGroupMemberKilled(t *testing.T) {
 	o.term.remove(tok)
 	expectMsg[proto.Detached](o.term)
 	t3 := g.b[2].dial("term-3") // b3's client prefers the dead member
-	t3.hold(tok, key)
-	t3.insert(tok)
+	t3.present(tok, key)
 	if o3 := follow(t, t3, tok, key); o3.session != o.session {
 		t.Fatalf("from b3: %+v; want session %s", o3, o.session)
 	}
@@ -244,8 +237,7 @@ func TestGroupDrain(t *testing.T) {
 	b1 := g.b[0]
 	old, oldKey := b1.enroll("lea")
 	t1 := b1.dial("term-1")
-	t1.hold(old, oldKey)
-	t1.insert(old)
+	t1.present(old, oldKey)
 	existing := follow(t, t1, old, oldKey)
 	t1.remove(old)
 	expectMsg[proto.Detached](t1)
@@ -255,8 +247,7 @@ func TestGroupDrain(t *testing.T) {
 	}
 	tok, key := b1.enroll("max")
 	tn := b1.dial("term-n")
-	tn.hold(tok, key)
-	tn.insert(tok)
+	tn.present(tok, key)
 	o := follow(t, tn, tok, key)
 	if o.server == "b1" || o.session == "" || o.hops != 1 {
 		t.Fatalf("new session on a draining server: %+v; want it placed on another server", o)
@@ -270,8 +261,7 @@ func TestGroupDrain(t *testing.T) {
 	}
 	tok2, key2 := b1.enroll("ned")
 	tu := b1.dial("term-u")
-	tu.hold(tok2, key2)
-	tu.insert(tok2)
+	tu.present(tok2, key2)
 	if u := follow(t, tu, tok2, key2); u.server == "" || u.session == "" {
 		t.Fatalf("after undrain: %+v; want a session", u)
 	}
@@ -283,8 +273,7 @@ func TestStaleFenceRefused(t *testing.T) {
 	e := newEnv(t, "b1", nil)
 	tok, key := e.enroll("olga")
 	t1 := e.dial("term-1")
-	t1.hold(tok, key)
-	t1.insert(tok)
+	t1.present(tok, key)
 	expectMsg[proto.Attached](t1)
 	c, err := e.reg.Lookup(e.ctx, tok)
 	if err != nil {
@@ -292,15 +281,13 @@ func TestStaleFenceRefused(t *testing.T) {
 	}
 	stale := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-s",
 		Hops: 1, Fence: c.Fence - 1, Token: tok})
-	stale.hold(tok, key)
-	stale.insert(tok)
+	stale.present(tok, key)
 	if er := expectMsg[proto.Error](stale); er.Code != proto.ErrStaleFence {
 		t.Fatalf("stale fence: %+v; want stale fence", er)
 	}
 	ok := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-f",
 		Hops: 1, Fence: c.Fence, Token: tok})
-	ok.hold(tok, key)
-	ok.insert(tok)
+	ok.present(tok, key)
 	expectMsg[proto.Attached](ok)
 }
 
@@ -322,8 +309,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 		key ed25519.PrivateKey
 	}{{kept, keptKey}, {taken, takenKey}} {
 		tm := b1.dial("term-" + tk.tok[5:9])
-		tm.hold(tk.tok, tk.key)
-		tm.insert(tk.tok)
+		tm.present(tk.tok, tk.key)
 		sess[tk.tok] = follow(t, tm, tk.tok, tk.key).session
 		tm.remove(tk.tok)
 		expectMsg[proto.Detached](tm)
@@ -338,16 +324,14 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	proxy.Blackhole()
 	waitFor(t, "b1 not ready after losing etcd", func() bool { return b1.b.Ready() != nil })
 	probe := b1.dial("term-probe")
-	probe.hold(kept, keptKey)
-	probe.insert(kept)
+	probe.present(kept, keptKey)
 	if er := expectMsg[proto.Error](probe); er.Code != proto.ErrUnavailable {
 		t.Fatalf("insert at a cut-off broker: %+v; want unavailable", er)
 	}
 	// b1's lease expires in etcd; b2 may now claim b1's tokens.
 	waitGone(t, b2.reg, taken)
 	tb := b2.dial("term-b2")
-	tb.hold(taken, takenKey)
-	tb.insert(taken)
+	tb.present(taken, takenKey)
 	if o := follow(t, tb, taken, takenKey); o.server != "b2" {
 		t.Fatalf("taken token at b2: %+v; want a session on b2", o)
 	}
@@ -388,8 +372,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 		t.Fatalf("re-claimed fence %d; want newer than %d", c.Fence, keptClaim.Fence)
 	}
 	tk := b1.dial("term-back")
-	tk.hold(kept, keptKey)
-	tk.insert(kept)
+	tk.present(kept, keptKey)
 	if o := follow(t, tk, kept, keptKey); o.session != sess[kept] || o.server != "b1" {
 		t.Fatalf("kept token after healing: %+v; want session %s on b1", o, sess[kept])
 	}

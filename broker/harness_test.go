@@ -199,8 +199,7 @@ func (e *env) login(user, termID string) (string, ed25519.PrivateKey, *term, *pr
 	e.t.Helper()
 	tok, key := e.enroll(user)
 	tm := e.dial(termID)
-	tm.hold(tok, key)
-	tm.insert(tok)
+	tm.present(tok, key)
 	return tok, key, tm, expectMsg[proto.Attached](tm)
 }
 
@@ -316,6 +315,22 @@ func (tm *term) hold(token string, key ed25519.PrivateKey) {
 	tm.mu.Lock()
 	tm.keys[token] = key
 	tm.mu.Unlock()
+}
+
+// present inserts token at the terminal, which holds its key to answer the
+// broker's proof challenge.
+func (tm *term) present(token string, key ed25519.PrivateKey) {
+	tm.t.Helper()
+	tm.hold(token, key)
+	tm.insert(token)
+}
+
+// insertAnswering inserts token at the terminal, which answers the login's
+// prompts with answers (see answer).
+func (tm *term) insertAnswering(token string, answers ...string) {
+	tm.t.Helper()
+	tm.answer(answers...)
+	tm.insert(token)
 }
 
 func (tm *term) insert(token string) {

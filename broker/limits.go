@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -192,6 +194,34 @@ func acceptRetryable(err error) bool {
 		}
 	}
 	return false
+}
+
+// serveTLS runs one of the broker's TLS listeners (what is "terminal" or
+// "attach") until ctx is cancelled, as Serve documents. It publishes the
+// listener's connection gate in *gate (under b.mu; see ConnCounts), closes
+// the connections the gate refuses and runs serve for each admitted one on
+// a goroutine b.wg owns.
+func (b *Broker) serveTLS(ctx context.Context, ln net.Listener, tlsCfg *tls.Config, what string, gate **connGate,
+	serve func(context.Context, *tls.Conn, *admitted)) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	g := newConnGate(what, b.lim, b.blog)
+	b.mu.Lock()
+	*gate = g
+	b.mu.Unlock()
+	return acceptLoop(ln, func() bool { return ctx.Err() != nil }, b.blog, what, func(c net.Conn) {
+		adm := g.admit(c.RemoteAddr())
+		if adm == nil {
+			c.Close()
+			return
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			defer adm.done()
+			serve(ctx, tls.Server(c, tlsCfg), adm)
+		}()
+	})
 }
 
 // acceptLoop runs accept on ln until it fails for good: retryable errors

@@ -47,8 +47,7 @@ func TestHopsBoundOneLookup(t *testing.T) {
 	// Reached b2 after the most redirects allowed, for x.
 	tm := dialTerm(t, b2.addr, b2.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-far",
 		Hops: proto.MaxHops, Fence: cx.Fence, Token: x})
-	tm.hold(x, xKey)
-	tm.insert(x)
+	tm.present(x, xKey)
 	expectMsg[proto.Attached](tm)
 	// A later insert of another token is a new lookup: redirected, not refused.
 	tm.insert(y)
@@ -59,8 +58,7 @@ func TestHopsBoundOneLookup(t *testing.T) {
 	tm.conn.Close()
 	ty := dialTerm(t, r.Addr, r.Fingerprint, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-far",
 		Hops: 1, Fence: r.Fence, Token: y})
-	ty.hold(y, yKey)
-	ty.insert(y)
+	ty.present(y, yKey)
 	if att := expectMsg[proto.Attached](ty); att.SessionID != ySess {
 		t.Fatalf("attached %s; want %s", att.SessionID, ySess)
 	}
@@ -99,8 +97,7 @@ func TestStaleFenceNotSticky(t *testing.T) {
 	}
 	tm := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-r",
 		Hops: 1, Fence: c.Fence, Token: tok})
-	tm.hold(tok, key)
-	tm.insert(tok)
+	tm.present(tok, key)
 	expectMsg[proto.Attached](tm)
 	tm.remove(tok)
 	expectMsg[proto.Detached](tm)
@@ -120,8 +117,7 @@ func TestStaleFenceNotSticky(t *testing.T) {
 	// session held: not stale.
 	late := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-late",
 		Hops: 1, Fence: c.Fence, Token: tok})
-	late.hold(tok, key)
-	late.insert(tok)
+	late.present(tok, key)
 	if m := late.next(); func() bool { a, ok := m.(*proto.Attached); return !ok || a.SessionID != sess }() {
 		t.Fatalf("redirect with a fence the session held before: %+v; want session %s attached", m, sess)
 	}
@@ -369,8 +365,7 @@ func TestRestartTakesOverClaims(t *testing.T) {
 	}
 	// Another broker redirects to the restarted one, never creates.
 	t2 := b2.dial("term-2")
-	t2.hold(tok, key)
-	t2.insert(tok)
+	t2.present(tok, key)
 	if r, ok := t2.next().(*proto.Redirect); !ok || r.ServerID != "b1" || r.Fence != before.Fence {
 		t.Fatalf("insert at b2 after b1's restart: %+v; want a redirect to b1 with fence %d", r, before.Fence)
 	}

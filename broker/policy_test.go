@@ -9,19 +9,15 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/auth/pam/pamtest"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
-// TestMain doubles as the PAM helper process, as hotdeskd does with
-// "hotdeskd pam-helper".
-func TestMain(m *testing.M) {
-	if os.Getenv("HOTDESK_PAM_HELPER") == "1" {
-		os.Exit(pam.HelperMain())
-	}
-	os.Exit(m.Run())
-}
+// TestMain doubles as the PAM helper: the Authenticators of these tests
+// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
+func TestMain(m *testing.M) { pamtest.Main(m) }
 
 // pamEnv is a broker whose logins run real PAM (pam_matrix with a password
 // file) under the given policies.
@@ -64,13 +60,11 @@ func TestPolicyCardPassword(t *testing.T) {
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.04a1b2c3", "alice")
 	t1 := e.dial("term-1")
-	t1.answer("wrong")
-	t1.insert("uid.04a1b2c3")
+	t1.insertAnswering("uid.04a1b2c3", "wrong")
 	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed {
 		t.Fatalf("wrong password: %+v; want auth failed", er)
 	}
-	t1.answer("alice-pw")
-	t1.insert("uid.04a1b2c3")
+	t1.insertAnswering("uid.04a1b2c3", "alice-pw")
 	att := expectMsg[proto.Attached](t1)
 	if att.User != "alice" {
 		t.Fatalf("attached %+v; want alice", att)
@@ -78,8 +72,7 @@ func TestPolicyCardPassword(t *testing.T) {
 	t1.remove("uid.04a1b2c3")
 	expectMsg[proto.Detached](t1)
 	t2 := e.dial("term-2")
-	t2.answer("alice-pw")
-	t2.insert("uid.04a1b2c3")
+	t2.insertAnswering("uid.04a1b2c3", "alice-pw")
 	if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID || !a.Resumed {
 		t.Fatalf("hot-desk: %+v; want %s resumed", a, att.SessionID)
 	}
@@ -93,8 +86,7 @@ func TestPolicyNoReauth(t *testing.T) {
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}}, auth.LimiterConfig{})
 	e.register("uid.0a0b0c0d", "bob")
 	t1 := e.dial("term-1")
-	t1.answer("bob-pw")
-	t1.insert("uid.0a0b0c0d")
+	t1.insertAnswering("uid.0a0b0c0d", "bob-pw")
 	att := expectMsg[proto.Attached](t1)
 	t1.remove("uid.0a0b0c0d")
 	expectMsg[proto.Detached](t1)
@@ -112,14 +104,12 @@ func TestPolicyLockout(t *testing.T) {
 	e.register("uid.01020304", "alice")
 	t1 := e.dial("term-1")
 	for i := 0; i < 2; i++ {
-		t1.answer("guess")
-		t1.insert("uid.01020304")
+		t1.insertAnswering("uid.01020304", "guess")
 		if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed {
 			t.Fatalf("failure %d: %+v; want auth failed", i, er)
 		}
 	}
-	t1.answer("alice-pw")
-	t1.insert("uid.01020304")
+	t1.insertAnswering("uid.01020304", "alice-pw")
 	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrRateLimited {
 		t.Fatalf("right password while locked: %+v; want rate limited", er)
 	}
@@ -133,15 +123,13 @@ func TestPolicyLockout(t *testing.T) {
 func TestPolicyPasswordOnly(t *testing.T) {
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindPassword}}, auth.LimiterConfig{})
 	t1 := e.dial("term-1")
-	t1.answer("alice-pw")
-	t1.insert("user.alice")
+	t1.insertAnswering("user.alice", "alice-pw")
 	att := expectMsg[proto.Attached](t1)
 	if att.User != "alice" {
 		t.Fatalf("attached %+v; want alice", att)
 	}
 	t2 := e.dial("term-2")
-	t2.answer("alice-pw")
-	t2.insert("user.alice")
+	t2.insertAnswering("user.alice", "alice-pw")
 	if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID {
 		t.Fatalf("second terminal: %+v; want %s", a, att.SessionID)
 	}
@@ -149,8 +137,7 @@ func TestPolicyPasswordOnly(t *testing.T) {
 		t.Fatalf("first terminal told %+v; want takeover", det)
 	}
 	t3 := e.dial("term-3")
-	t3.answer("wrong")
-	t3.insert("user.alice")
+	t3.insertAnswering("user.alice", "wrong")
 	if er := expectMsg[proto.Error](t3); er.Code != proto.ErrAuthFailed {
 		t.Fatalf("wrong password for user.alice: %+v; want auth failed", er)
 	}
@@ -162,8 +149,7 @@ func TestPolicySelfRegisterAndLimit(t *testing.T) {
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, SelfRegister: true, MaxSessions: 1}},
 		auth.LimiterConfig{})
 	t1 := e.dial("term-1")
-	t1.answer("alice", "alice-pw") // login name, then password
-	t1.insert("uid.0badcafe")
+	t1.insertAnswering("uid.0badcafe", "alice", "alice-pw") // login name, then password
 	if m := t1.next(); func() bool { a, ok := m.(*proto.Attached); return !ok || a.User != "alice" }() {
 		t.Fatalf("self-registration: %+v after prompts %q; want attached as alice", m, t1.prompts)
 	}
@@ -174,8 +160,7 @@ func TestPolicySelfRegisterAndLimit(t *testing.T) {
 	// A second card of alice would be a second session: over the limit.
 	e.register("uid.0c0ffee0", "alice")
 	t2 := e.dial("term-2")
-	t2.answer("alice-pw")
-	t2.insert("uid.0c0ffee0")
+	t2.insertAnswering("uid.0c0ffee0", "alice-pw")
 	if er := expectMsg[proto.Error](t2); er.Code != proto.ErrSessionLimited {
 		t.Fatalf("second session for alice: %+v; want session limited", er)
 	}
@@ -207,8 +192,7 @@ func TestPolicyCardPulledMidPrompt(t *testing.T) {
 	if len(e.b.Sessions()) != 0 {
 		t.Fatalf("a session exists after the card was pulled mid-prompt")
 	}
-	t1.answer("bob-pw")
-	t1.insert("uid.05060708")
+	t1.insertAnswering("uid.05060708", "bob-pw")
 	expectMsg[proto.Attached](t1)
 }
 
@@ -227,7 +211,6 @@ func TestPromptCancelledAtTerminal(t *testing.T) {
 	if er.Code != proto.ErrAuthFailed || er.Token != "uid.0a0b0c0d" {
 		t.Fatalf("after cancelling the prompt: %+v; want auth_failed for the token", er)
 	}
-	t1.answer("bob-pw")
-	t1.insert("uid.0a0b0c0d")
+	t1.insertAnswering("uid.0a0b0c0d", "bob-pw")
 	expectMsg[proto.Attached](t1)
 }

@@ -98,25 +98,7 @@ var ErrPromptCancelled = errors.New("broker: prompt cancelled at the terminal")
 // usable (EMFILE, ENFILE, ...) back off and are logged once per burst.
 // Connections beyond Config.Limits are closed at once.
 func (b *Broker) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	gate := newConnGate("terminal", b.lim, b.blog)
-	b.mu.Lock()
-	b.termGate = gate
-	b.mu.Unlock()
-	return acceptLoop(ln, func() bool { return ctx.Err() != nil }, b.blog, "terminal", func(c net.Conn) {
-		adm := gate.admit(c.RemoteAddr())
-		if adm == nil {
-			c.Close()
-			return
-		}
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			defer adm.done()
-			b.serveConn(ctx, tls.Server(c, tlsCfg), adm)
-		}()
-	})
+	return b.serveTLS(ctx, ln, tlsCfg, "terminal", &b.termGate, b.serveConn)
 }
 
 // ConnCounts returns the connections the terminal listener and the attach

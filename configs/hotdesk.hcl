@@ -68,8 +68,14 @@ etcd {
   # (a single-server install).
   endpoints = []
 
-  # TTL of this server's lease. Its sessions leave the registry this long
-  # (plus an etcd election timeout) after the server dies. At least "2s".
+  # TTL of this server's lease. After the server dies, its tokens work at
+  # another server of the group once the lease expires: between 2/3 of the
+  # TTL and the TTL, plus up to 0.5 s. A restart within that time keeps
+  # every desktop. At least "1s"; etcd raises a TTL below 1.5 election
+  # timeouts (2 s with etcd's default 1 s), so "1s" (failover within 2 s)
+  # needs etcd run with --election-timeout=500 --heartbeat-interval=100.
+  # Short leases also fence a server whose renewals stall (a loaded or
+  # swapping machine) sooner.
   lease_ttl = "5s"
 
   # Timeout to connect to the cluster.

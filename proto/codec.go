@@ -100,24 +100,35 @@ func init() {
 	if err != nil {
 		panic("proto: cbor simple values: " + err.Error())
 	}
-	opts := cbor.DecOptions{
-		SimpleValues:       simple,
-		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
-		IndefLength:        cbor.IndefLengthForbidden,
-		TagsMd:             cbor.TagsForbidden,
-		MaxNestedLevels:    maxNestedLevels,
-		MaxArrayElements:   maxArrayElements,
-		MaxMapPairs:        maxMapPairs,
-		UTF8:               cbor.UTF8RejectInvalid,
-		FieldNameMatching:  cbor.FieldNameMatchingCaseSensitive,
-		ByteStringToString: cbor.ByteStringToStringForbidden,
-	}
+	opts := StrictDecOptions(maxNestedLevels, maxArrayElements, maxMapPairs)
+	opts.SimpleValues = simple
 	if bodyMode, err = opts.DecMode(); err != nil {
 		panic("proto: cbor dec mode: " + err.Error())
 	}
 	opts.ExtraReturnErrors = cbor.ExtraDecErrorUnknownField
 	if envMode, err = opts.DecMode(); err != nil {
 		panic("proto: cbor dec mode: " + err.Error())
+	}
+}
+
+// StrictDecOptions are the CBOR decoding rules for untrusted input that this
+// protocol and hotdesk's other framed protocols (the PAM helper's, the
+// compositor control protocol) share: no duplicate map keys, indefinite
+// lengths or tags; valid UTF-8 only; byte strings never decoded into
+// strings; field names matched exactly; nesting, array elements and map
+// pairs bounded by the given limits. Callers add their own rules (unknown
+// fields, simple values) to the returned options.
+func StrictDecOptions(maxNested, maxArray, maxMap int) cbor.DecOptions {
+	return cbor.DecOptions{
+		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
+		IndefLength:        cbor.IndefLengthForbidden,
+		TagsMd:             cbor.TagsForbidden,
+		MaxNestedLevels:    maxNested,
+		MaxArrayElements:   maxArray,
+		MaxMapPairs:        maxMap,
+		UTF8:               cbor.UTF8RejectInvalid,
+		FieldNameMatching:  cbor.FieldNameMatchingCaseSensitive,
+		ByteStringToString: cbor.ByteStringToStringForbidden,
 	}
 }
 

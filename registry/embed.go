@@ -34,6 +34,10 @@ type EmbedConfig struct {
 	InitialCluster string // "" = the single member "name=peerURL"; set for multi-member clusters
 	ClusterState   string // "new" (default) or "existing"
 	UnsafeNoFsync  bool   // tests only: skip fsync (data may be lost on a crash)
+	// ElectionTimeout is the member's election timeout (0 = etcd's 1 s),
+	// its heartbeat a tenth of it. etcd's shortest lease is 1.5 election
+	// timeouts rounded up to whole seconds: at most 666 ms allows 1 s leases.
+	ElectionTimeout time.Duration
 	// TLSDir, if set, closes the member to everyone but its owner: client
 	// and peer listeners require TLS client certificates signed by a
 	// private CA generated in TLSDir (0700, files 0600) on first start;
@@ -167,6 +171,10 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) 
 		ec.ClientTLSInfo.ClientKeyFile = filepath.Join(cfg.TLSDir, embedClientKey)
 	}
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	if ms := uint(cfg.ElectionTimeout.Milliseconds()); ms > 0 {
+		ec.ElectionMs = ms
+		ec.TickMs = max(ms/10, 1)
+	}
 	// Registry keys churn (claims, updates): keep one hour of history.
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = "1h"

@@ -52,7 +52,7 @@ func TestOptions(t *testing.T) {
 		{"defaults", func(*options) {}, "/hotdesk/", "5s"},
 		{"prefix slash added", WithPrefix("/x"), "/x/", "5s"},
 		{"empty prefix keeps default", WithPrefix(""), "/hotdesk/", "5s"},
-		{"ttl below minimum", WithLeaseTTL(500_000_000), "/hotdesk/", "2s"},
+		{"ttl below minimum", WithLeaseTTL(500_000_000), "/hotdesk/", "1s"},
 		{"zero ttl keeps default", WithLeaseTTL(0), "/hotdesk/", "5s"},
 	}
 	for _, tt := range tests {

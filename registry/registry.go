@@ -86,9 +86,12 @@ var (
 const (
 	// DefaultPrefix is the root of all registry keys.
 	DefaultPrefix = "/hotdesk/"
-	// DefaultLeaseTTL is the server lease TTL; MinLeaseTTL is the smallest accepted.
+	// DefaultLeaseTTL is the server lease TTL; MinLeaseTTL is the smallest
+	// accepted. etcd raises a TTL below 1.5 election timeouts (rounded up to
+	// whole seconds: 2 s with its default 1 s election timeout) to that
+	// minimum; a 1 s lease needs an election timeout of at most 666 ms.
 	DefaultLeaseTTL = 5 * time.Second
-	MinLeaseTTL     = 2 * time.Second
+	MinLeaseTTL     = 1 * time.Second
 	// DefaultCallTimeout bounds every remote call on top of the caller's context.
 	DefaultCallTimeout = 5 * time.Second
 	// MaxKeyLen bounds keys and ids, in bytes.
@@ -176,8 +179,11 @@ func WithPrefix(p string) Option {
 	}
 }
 
-// WithLeaseTTL sets the server lease TTL: default 5 s, at least 2 s, rounded
-// up to whole seconds. Zero keeps the default.
+// WithLeaseTTL sets the server lease TTL: default 5 s, at least 1 s, rounded
+// up to whole seconds. Zero keeps the default. The lease is what the group
+// waits for before a dead server's sessions are given up (and its tokens
+// work elsewhere): between 2/3 of the TTL and the TTL after its death, plus
+// up to 0.5 s until etcd notices.
 func WithLeaseTTL(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
@@ -324,6 +330,17 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 		return nil, fmt.Errorf("registry: new: grant lease: %w", err)
 	}
 	r.lease = grant.ID
+	if got := time.Duration(grant.TTL) * time.Second; got > r.ttl {
+		// etcd's minimum (1.5 election timeouts) is above what we asked
+		// for: fence on the lease etcd keeps, and say why failover is
+		// slower than configured.
+		r.log.Warn("etcd granted a longer lease than configured (its minimum is 1.5 election timeouts)",
+			"requested_s", ttl, "granted_s", grant.TTL)
+		r.ttl = got
+		if o.safeWindow <= 0 {
+			r.window = r.ttl * 2 / 3
+		}
+	}
 	// The keepalive's context is the client's: it lives until Close, a lost
 	// lease, or the client's Close.
 	kctx, kcancel := context.WithCancel(cli.Ctx())
@@ -350,7 +367,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	// record at once; the keepalive would only notice at its next round.
 	go r.watchRecord(kctx)
 	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)),
-		"ttl_s", ttl, "safe_window_ms", r.window.Milliseconds())
+		"ttl_s", int64(r.ttl/time.Second), "safe_window_ms", r.window.Milliseconds())
 	return r, nil
 }
 

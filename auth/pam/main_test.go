@@ -16,18 +16,14 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/auth/pam/pamtest"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
-// TestMain doubles as the PAM helper: the Authenticator under test re-executes
-// this binary with HOTDESK_PAM_HELPER=1, as hotdeskd does with "pam-helper".
-func TestMain(m *testing.M) {
-	if os.Getenv("HOTDESK_PAM_HELPER") == "1" {
-		os.Exit(pam.HelperMain())
-	}
-	os.Exit(m.Run())
-}
+// TestMain doubles as the PAM helper: the Authenticators of these tests
+// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
+func TestMain(m *testing.M) { pamtest.Main(m) }
 
 // need fails the test under CI=true and skips it otherwise.
 func need(t *testing.T, format string, args ...any) {

@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -276,9 +274,8 @@ func TestLockout(t *testing.T) {
 	needMatrix(t)
 	db := passdb(t, "alice:Right-Pw-3141:hotdesk", "bob:Bobs-Pw-2718:hotdesk")
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
-	var logs strings.Builder
-	var logMu sync.Mutex
-	audit := hclog.New(&hclog.LoggerOptions{Name: "audit", Output: lockedWriter{&logMu, &logs}, JSONFormat: true})
+	var logs testutil.LockedBuffer
+	audit := hclog.New(&hclog.LoggerOptions{Name: "audit", Output: &logs, JSONFormat: true})
 	lim := auth.NewLimiter(auth.LimiterConfig{MaxFailures: 3, BaseLockout: time.Minute, Clock: clk, Logger: audit})
 	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)}), Limiter: lim})
 
@@ -317,9 +314,7 @@ func TestLockout(t *testing.T) {
 		t.Fatalf("after the lockout: err = %v; want nil", err)
 	}
 
-	logMu.Lock()
 	out := logs.String()
-	logMu.Unlock()
 	for _, secret := range []string{"Right-Pw", "Wrong-Pw", "Bobs-Pw"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("audit log contains a secret (%s):\n%s", secret, out)
@@ -340,17 +335,6 @@ func TestLockout(t *testing.T) {
 	if !slices.Equal(outcomes, want) {
 		t.Errorf("audit outcomes = %v; want %v", outcomes, want)
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestConcurrentLogins: 50 logins at once, some failing with a fail delay;

@@ -79,18 +79,9 @@ func init() {
 	if wireEnc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
 		panic("pam: cbor enc mode: " + err.Error())
 	}
-	wireDec, err = cbor.DecOptions{
-		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
-		IndefLength:        cbor.IndefLengthForbidden,
-		TagsMd:             cbor.TagsForbidden,
-		MaxNestedLevels:    4,
-		MaxArrayElements:   maxEnv,
-		MaxMapPairs:        16,
-		UTF8:               cbor.UTF8RejectInvalid,
-		ExtraReturnErrors:  cbor.ExtraDecErrorUnknownField,
-		ByteStringToString: cbor.ByteStringToStringForbidden,
-	}.DecMode()
-	if err != nil {
+	opts := proto.StrictDecOptions(4, maxEnv, 16)
+	opts.ExtraReturnErrors = cbor.ExtraDecErrorUnknownField
+	if wireDec, err = opts.DecMode(); err != nil {
 		panic("pam: cbor dec mode: " + err.Error())
 	}
 }

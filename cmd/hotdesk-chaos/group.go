@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/freeport"
 	"github.com/hotdesk/hotdesk/proto"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -91,7 +91,7 @@ type member struct {
 func startCluster(ctx context.Context, self, dir string, n int) ([]*member, error) {
 	urls := make([]string, 2*n)
 	for i := range urls {
-		port, err := freePort()
+		port, err := freeport.Loopback()
 		if err != nil {
 			return nil, err
 		}
@@ -181,7 +181,7 @@ type groupConfig struct {
 // newBroker writes a broker's config, proxies and certificate.
 func newBroker(ctx context.Context, gc groupConfig, i int, ms []*member) (*hotdeskd, error) {
 	id := fmt.Sprintf("b%d", i+1)
-	port, err := freePort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}
@@ -298,13 +298,4 @@ func tail(file string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -51,6 +51,7 @@ func (d *demo) cardScript(ctx context.Context) error {
 		if out, err := exec.CommandContext(ctx, "useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "demo").CombinedOutput(); err != nil {
 			return fmt.Errorf("useradd demo: %v: %s", err, out)
 		}
+		d.userAdded = "demo"
 	}
 	if out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", n1.socket,
 		"token", "register", token, "-user", "demo", "-label", "badge").CombinedOutput(); err != nil {

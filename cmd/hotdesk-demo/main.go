@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/freeport"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -42,6 +42,9 @@ type demo struct {
 	etcdTLS string // the first broker's embedded etcd certificates
 	// pamDir holds the demo's PAM service: pam_matrix with a password file.
 	pamDir string
+	// userAdded is the local user the demo created ("" if none), removed
+	// when it ends.
+	userAdded string
 }
 
 // node is one running hotdeskd.
@@ -83,6 +86,7 @@ func run() error {
 	d := &demo{bin: *bin, dir: dir, verbose: *verbose}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	defer d.removeUser() // after the desktops running as the user are gone
 	defer d.stopAll()
 	if *cards {
 		return d.cardScript(ctx)
@@ -339,7 +343,7 @@ func (d *demo) writePAM() error {
 // startNode writes a config for a new broker, starts it and waits until it
 // is ready. The first broker runs the embedded etcd; later ones join it.
 func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
-	port, err := freePort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}
@@ -348,8 +352,8 @@ func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
 		log: filepath.Join(d.dir, name+".log")}
 	var etcd string
 	if d.etcdURL == "" {
-		client, err1 := freePort()
-		peer, err2 := freePort()
+		client, err1 := freeport.Loopback()
+		peer, err2 := freeport.Loopback()
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
@@ -445,6 +449,17 @@ func (n *node) stop() {
 
 // stopAll ends every session (the brokers keep desktops across a stop)
 // and stops the brokers, newest first, with SIGTERM.
+// removeUser deletes the local user the demo added, if any.
+func (d *demo) removeUser() {
+	if d.userAdded == "" {
+		return
+	}
+	if out, err := exec.Command("userdel", d.userAdded).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "hotdesk-demo: userdel %s: %v: %s\n", d.userAdded, err, out)
+	}
+	d.userAdded = ""
+}
+
 func (d *demo) stopAll() {
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		n := d.nodes[i]
@@ -590,15 +605,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o600)
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func alive(pid int) bool {

@@ -133,6 +133,10 @@ type agent struct {
 	// answer, the token is presented again on it, without a new
 	// connection (PROTOCOL.md §7.5). Nil otherwise.
 	parked *link
+	// missed are tokens inserted while no connection was up (a redirect's
+	// or a reconnect's dial running): presented on the next connection,
+	// whatever that dial was for. Removal takes a token off.
+	missed []string
 	// retries are tokens answered "unavailable" (retry.go); represent
 	// carries their timers into the loop, stopped closes when it ends.
 	retries   retryState
@@ -587,14 +591,20 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 		}
 	}()
 	a.schedulePing(l)
-	inserted := a.prov.Inserted()
-	for _, tok := range inserted {
-		if t.all || slices.Contains(t.present, tok) {
+	a.presentInserted(slices.Concat(t.present, a.missed), t.all)
+}
+
+// presentInserted reports to the current connection the tokens still
+// inserted among want (all: every inserted token), and clears missed.
+func (a *agent) presentInserted(want []string, all bool) {
+	a.missed = nil
+	for _, tok := range a.prov.Inserted() {
+		if all || slices.Contains(want, tok) {
 			a.send(&proto.TokenInserted{Token: tok, Reader: soft.Reader})
 		}
 	}
 	for tok, reader := range a.cards {
-		if t.all || slices.Contains(t.present, tok) {
+		if all || slices.Contains(want, tok) {
 			a.send(&proto.TokenInserted{Token: tok, Reader: reader})
 		}
 	}
@@ -747,6 +757,9 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 			// (the owner back, or its lease expired and the token free).
 			a.parked, a.conn = nil, p
 			a.ownerUnreachable(r.t.token, d)
+			if len(a.missed) > 0 {
+				a.presentInserted(a.missed, false)
+			}
 			return
 		}
 		a.lastAddr = r.t.addr
@@ -806,9 +819,13 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 	switch ev.Kind {
 	case tokens.Inserted:
 		a.insertDone(ev.Token) // a new insertion: new retries
+		if a.conn == nil {
+			a.missed = append(a.missed, ev.Token)
+		}
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:
 		a.insertDone(ev.Token)
+		a.missed = slices.DeleteFunc(a.missed, func(s string) bool { return s == ev.Token })
 		if a.conn == nil && a.parked != nil {
 			// Whatever the parked connection shows for this token must
 			// not stay attached if the redirect fails and it comes back.

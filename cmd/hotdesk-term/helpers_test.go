@@ -253,14 +253,7 @@ type testAgent struct {
 // "default". edit may change the Config before the start.
 func startAgent(t *testing.T, home *fakeBroker, edit func(*Config)) *testAgent {
 	t.Helper()
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ks.Generate("default", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ks, key := newKeystore(t)
 	tcfg, err := proto.ClientTLSConfig("", home.fp, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 
 // buildBinaries builds hotdesk-term, hotdeskd and hotdeskctl once per
 // test process (testutil.Build).
-func buildBinaries(t *testing.T) string {
+func buildBinaries(t testing.TB) string {
 	t.Helper()
 	return testutil.Build(t, ".", "../hotdeskd", "../hotdeskctl")
 }
@@ -28,19 +28,19 @@ func buildBinaries(t *testing.T) string {
 // groupBroker is one hotdeskd process of a group sharing one etcd.
 type groupBroker struct {
 	*testutil.Daemon
-	t    *testing.T
+	t    testing.TB
 	id   string
 	addr string
 }
 
-func newGroupBroker(t *testing.T, bin, id string, etcd []string) *groupBroker {
+func newGroupBroker(t testing.TB, bin, id string, etcd []string) *groupBroker {
 	t.Helper()
-	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0]))
+	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"1s\"\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0]))
 }
 
 // newBroker prepares a hotdeskd with the given configuration blocks (etcd,
 // session, auth, compositor); Start runs it.
-func newBroker(t *testing.T, bin, id, blocks string) *groupBroker {
+func newBroker(t testing.TB, bin, id, blocks string) *groupBroker {
 	t.Helper()
 	dir, addr := t.TempDir(), testutil.FreeAddr(t)
 	socket := filepath.Join(dir, "admin.sock")
@@ -118,7 +118,7 @@ func (b *groupBroker) pair(user string, key soft.Key) {
 
 // events reads a process's JSON event lines.
 type events struct {
-	t   *testing.T
+	t   testing.TB
 	ch  <-chan map[string]any
 	mu  sync.Mutex
 	all []map[string]any
@@ -148,7 +148,7 @@ func (e *events) next(names ...string) map[string]any {
 }
 
 // startService starts hotdesk-term agent with no standard input.
-func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events) {
+func startService(t testing.TB, bin string, args ...string) (*exec.Cmd, *events) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), append(args, "agent")...)
 	cmd.Stdin = nil // /dev/null: a service has no input
@@ -192,6 +192,32 @@ func startService(t *testing.T, bin string, args ...string) (*exec.Cmd, *events)
 	return cmd, evs
 }
 
+// newKeystore returns a new soft-token keystore holding one key, "default".
+func newKeystore(t testing.TB) (*soft.Keystore, soft.Key) {
+	t.Helper()
+	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ks.Generate("default", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Save(); err != nil {
+		t.Fatal(err)
+	}
+	return ks, key
+}
+
+// startGroupService starts the terminal service "desk-1" with brokers a
+// and b, trusting a's pin only, with the key "default" of ks inserted.
+func startGroupService(t testing.TB, bin string, ks *soft.Keystore, a, b *groupBroker) (*exec.Cmd, *events) {
+	t.Helper()
+	return startService(t, bin, "-server", a.addr, "-server", b.addr, "-pin", a.Pin, "-id", "desk-1",
+		"-keystore", ks.Path(), "-insert", "default", "-json", "-log-level", "debug",
+		"-min-backoff", "100ms", "-max-backoff", "1s")
+}
+
 // TestServiceFailoverE2E: the terminal service starts with no input before
 // any broker is up and waits; it trusts only broker a's pin, so it refuses
 // broker b while b is alone; once a is up it connects, learns the group
@@ -210,21 +236,8 @@ func TestServiceFailoverE2E(t *testing.T) {
 	a := newGroupBroker(t, bin, "a", etcd)
 	b := newGroupBroker(t, bin, "b", etcd)
 
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ks.Generate("default", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.Save(); err != nil {
-		t.Fatal(err)
-	}
-
-	agent, evs := startService(t, bin, "-server", a.addr, "-server", b.addr, "-pin", a.Pin, "-id", "desk-1",
-		"-keystore", ks.Path(), "-insert", "default", "-json", "-log-level", "debug",
-		"-min-backoff", "100ms", "-max-backoff", "1s")
+	ks, key := newKeystore(t)
+	agent, evs := startGroupService(t, bin, ks, a, b)
 
 	// No broker: the service reports and retries; it does not exit.
 	if ev := evs.next("error"); ev["name"] != errConnect {

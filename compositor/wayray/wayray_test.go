@@ -127,15 +127,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func withClock(c clock.Clock) func(*Config) { return func(cfg *Config) { cfg.Clock = c } }
 
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "wr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
+// shortDir is a short state directory (unix socket paths are limited).
+func shortDir(t *testing.T) string { return testutil.ShortTempDir(t, "wr") }
 
 func killOnCleanup(t *testing.T, pid int) {
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
@@ -197,13 +190,8 @@ func TestCrashIsReported(t *testing.T) {
 	if err := b.Suspend(ctx, "s-c"); err == nil {
 		t.Fatal("suspend of a crashing compositor succeeded")
 	}
-	select {
-	case ex := <-b.Exits():
-		if ex.SessionID != "s-c" || ex.PID != info.PID {
-			t.Fatalf("exit = %+v; want s-c pid %d", ex, info.PID)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("crash not reported")
+	if ex := testutil.Recv(t, b.Exits(), 10*time.Second, "crash not reported"); ex.SessionID != "s-c" || ex.PID != info.PID {
+		t.Fatalf("exit = %+v; want s-c pid %d", ex, info.PID)
 	}
 }
 
@@ -285,15 +273,11 @@ func TestBrokenControlChannel(t *testing.T) {
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("request to a broken compositor = %v; want %v", err, tc.want)
 			}
-			select {
-			case ex := <-b.Exits():
-				if ex.SessionID != "s-bad" || ex.PID != bad.PID || ex.Err == nil {
-					t.Fatalf("exit = %+v; want s-bad pid %d with a reason", ex, bad.PID)
-				}
-				t.Logf("reported: %v", ex.Err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("broken compositor not reported")
+			ex := testutil.Recv(t, b.Exits(), 10*time.Second, "broken compositor not reported")
+			if ex.SessionID != "s-bad" || ex.PID != bad.PID || ex.Err == nil {
+				t.Fatalf("exit = %+v; want s-bad pid %d with a reason", ex, bad.PID)
 			}
+			t.Logf("reported: %v", ex.Err)
 			testutil.WaitFor(t, 5*time.Second, "condition", func() bool { return !processAlive(bad.PID) })
 			if _, err := os.Stat(filepath.Join(dir, "s-bad")); !os.IsNotExist(err) {
 				t.Fatalf("state of the broken session left behind: %v", err)
@@ -414,13 +398,8 @@ func TestCloseEndsEverything(t *testing.T) {
 	go func() { destroyed <- b.Destroy(dctx, "s-c") }()
 	time.Sleep(50 * time.Millisecond)
 	b.Close()
-	select {
-	case err := <-destroyed:
-		if err == nil {
-			t.Fatal("Destroy racing with Close = nil; want an error (closed or context)")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Destroy hung after Close")
+	if err := testutil.Recv(t, destroyed, 30*time.Second, "Destroy hung after Close"); err == nil {
+		t.Fatal("Destroy racing with Close = nil; want an error (closed or context)")
 	}
 	select {
 	case _, ok := <-b.Exits():

@@ -78,21 +78,10 @@ const (
 // maxControlFrame bounds a control frame (far below proto.MaxFrame).
 const maxControlFrame = 16 << 10
 
-// decMode is strict in the same way as proto's decoder (codec.go): no
-// duplicate keys, indefinite lengths or tags, valid UTF-8, bounded nesting
-// and sizes.
+// decMode is strict in the same way as proto's decoder
+// (proto.StrictDecOptions), with the control protocol's smaller bounds.
 var decMode = func() cbor.DecMode {
-	m, err := cbor.DecOptions{
-		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
-		IndefLength:        cbor.IndefLengthForbidden,
-		TagsMd:             cbor.TagsForbidden,
-		MaxNestedLevels:    4,
-		MaxArrayElements:   16,
-		MaxMapPairs:        16,
-		UTF8:               cbor.UTF8RejectInvalid,
-		FieldNameMatching:  cbor.FieldNameMatchingCaseSensitive,
-		ByteStringToString: cbor.ByteStringToStringForbidden,
-	}.DecMode()
+	m, err := proto.StrictDecOptions(4, 16, 16).DecMode()
 	if err != nil {
 		panic("wayray: cbor dec mode: " + err.Error())
 	}

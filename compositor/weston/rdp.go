@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/freeport"
 )
 
 // prepareRDP gives session s of the RDP backend its own TLS key pair (RSA
@@ -55,22 +57,13 @@ func prepareRDP(s *session, uid, gid int) ([]string, error) {
 			}
 		}
 	}
-	port, err := freeLoopbackPort()
+	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, fmt.Errorf("rdp port: %w", err)
 	}
 	s.rdpPort = port
 	return []string{"--address=127.0.0.1", "--port=" + strconv.Itoa(port),
 		"--rdp-tls-cert=" + certPath, "--rdp-tls-key=" + keyPath}, nil
-}
-
-func freeLoopbackPort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // rdpPortOf parses the port of an "rdp://127.0.0.1:PORT" endpoint (0 if

@@ -49,15 +49,7 @@ func requireWeston(t *testing.T) string {
 }
 
 // stateDir is a short state directory (unix socket paths are limited).
-func stateDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "hdw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
+func stateDir(t *testing.T) string { return testutil.ShortTempDir(t, "hdw") }
 
 // syncWriter lets background goroutines log after the test has ended.
 type syncWriter struct {
@@ -373,12 +365,7 @@ func TestUnexpectedExit(t *testing.T) {
 	if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	var e compositor.Exit
-	select {
-	case e = <-b.Exits():
-	case <-time.After(waitLimit):
-		t.Fatalf("no exit reported after SIGKILL")
-	}
+	e := testutil.Recv(t, b.Exits(), waitLimit, "no exit reported after SIGKILL")
 	if e.SessionID != "victim" || e.PID != info.PID || e.Err == nil || e.Err.Error() != "signal: killed" {
 		t.Fatalf("exit = %+v; want {victim %d signal: killed}", e, info.PID)
 	}
@@ -418,13 +405,8 @@ func TestExitKillsGroup(t *testing.T) {
 	if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case e := <-b.Exits():
-		if e.SessionID != "grp" {
-			t.Fatalf("exit = %+v; want session grp", e)
-		}
-	case <-time.After(waitLimit):
-		t.Fatalf("no exit reported")
+	if e := testutil.Recv(t, b.Exits(), waitLimit, "no exit reported"); e.SessionID != "grp" {
+		t.Fatalf("exit = %+v; want session grp", e)
 	}
 	// The application left in the group was killed with the session.
 	groupGone(t, info.PID)
@@ -701,12 +683,7 @@ func TestStartFailure(t *testing.T) {
 					cancel()
 				}
 			}
-			var err error
-			select {
-			case err = <-errc:
-			case <-time.After(waitLimit):
-				t.Fatalf("Create did not return")
-			}
+			err := testutil.Recv(t, errc, waitLimit, "Create did not return")
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.tail) {
 				t.Fatalf("Create err = %v; want %v with log tail %q", err, tt.want, tt.tail)
 			}
@@ -740,13 +717,8 @@ func TestDestroyEscalates(t *testing.T) {
 		t.Fatalf("pid %d died of SIGTERM; the helper should ignore it", info.PID)
 	}
 	fc.Advance(cfg.StopGrace)
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("Destroy: %v", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatalf("Destroy did not return after the grace period")
+	if err := testutil.Recv(t, errc, waitLimit, "Destroy did not return after the grace period"); err != nil {
+		t.Fatalf("Destroy: %v", err)
 	}
 	if alive(info.PID) {
 		t.Fatalf("pid %d alive after Destroy", info.PID)

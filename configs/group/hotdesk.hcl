@@ -55,8 +55,11 @@ etcd {
   cert_file = "/etc/hotdesk/etcd/broker-1.crt"
   key_file  = "/etc/hotdesk/etcd/broker-1.key"
 
-  # A dead broker's sessions leave the registry after this (plus an etcd
-  # election timeout); the same on every broker.
+  # A dead broker's tokens work at another broker once its lease expires:
+  # between 2/3 of this and this, plus up to 0.5 s; the same on every
+  # broker. "1s" (failover within 2 s) needs etcd run with
+  # --election-timeout=500 --heartbeat-interval=100 (etcd raises a shorter
+  # TTL to 1.5 election timeouts), and fences a stalled broker sooner.
   lease_ttl = "5s"
 
   # The same prefix on every broker of one group; another prefix is another

@@ -24,16 +24,19 @@ import (
 const startTimeout = 60 * time.Second
 
 // Start starts an embedded single member on free loopback ports in
-// t.TempDir() with UnsafeNoFsync, registers its Close with t.Cleanup, and
-// returns its client endpoints. It fails the test if the member cannot start.
+// t.TempDir() with UnsafeNoFsync and a 500 ms election timeout (so that 1 s
+// leases are granted as asked: a single member never holds an election),
+// registers its Close with t.Cleanup, and returns its client endpoints. It
+// fails the test if the member cannot start.
 func Start(t testing.TB) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{
-		Dir:           t.TempDir(),
-		UnsafeNoFsync: true,
-		Logger:        logger(t, "etcd"),
+		Dir:             t.TempDir(),
+		UnsafeNoFsync:   true,
+		ElectionTimeout: 500 * time.Millisecond,
+		Logger:          logger(t, "etcd"),
 	})
 	if err != nil {
 		t.Fatalf("etcdtest: start: %v", err)

@@ -66,11 +66,12 @@ const (
 // MaxFileSize bounds the size of a configuration file.
 const MaxFileSize = 1 << 20
 
-// MinLeaseTTL is the smallest etcd lease TTL accepted (etcd's own minimum
-// with default timings is about 2 s); MaxLeaseTTL the largest (a dead
+// MinLeaseTTL is the smallest etcd lease TTL accepted (etcd raises a TTL
+// below 1.5 of its election timeouts, 2 s with default timings; 1 s needs
+// an election timeout of at most 666 ms); MaxLeaseTTL the largest (a dead
 // server's sessions stay in the registry this long).
 const (
-	MinLeaseTTL = 2 * time.Second
+	MinLeaseTTL = 1 * time.Second
 	MaxLeaseTTL = 10 * time.Minute
 )
 

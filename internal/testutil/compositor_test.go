@@ -1,0 +1,66 @@
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShortTempDir(t *testing.T) {
+	var dir string
+	t.Run("inner", func(t *testing.T) {
+		dir = ShortTempDir(t, "hd")
+		if len(filepath.Join(dir, "sessions", "0123456789abcdef", "control.sock")) > 107 {
+			t.Errorf("ShortTempDir = %q; too long for a unix socket path below it", dir)
+		}
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			t.Errorf("ShortTempDir = %q: %v; want a directory", dir, err)
+		}
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s after the test ended: %v; want it removed", dir, err)
+	}
+}
+
+func TestRecv(t *testing.T) {
+	ch := make(chan int, 2)
+	ch <- 7
+	ch <- 8
+	if got := Recv(t, ch, time.Minute, "first value"); got != 7 {
+		t.Errorf("Recv = %d; want 7", got)
+	}
+	if got := Recv(t, ch, time.Minute, "second value"); got != 8 {
+		t.Errorf("Recv = %d; want 8", got)
+	}
+}
+
+// fatalRecorder records Fatalf and ends the goroutine, as testing.T does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalRecorder) Helper() {}
+
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestRecvFailsWhenNothingArrives(t *testing.T) {
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Recv(rec, make(chan int), time.Millisecond, "no value")
+		t.Error("Recv returned without a value")
+	}()
+	<-done
+	if !strings.HasPrefix(rec.msg, "no value") {
+		t.Errorf("failure = %q; want it to start with %q", rec.msg, "no value")
+	}
+}

@@ -1,0 +1,48 @@
+package registry_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// TestLeaseTTLAsGranted: a 1 s lease is granted as asked by an etcd whose
+// election timeout allows it (500 ms) and fenced at 2/3 of it; an etcd with
+// its default 1 s election timeout raises it to 2 s, and the registry then
+// fences on the lease etcd keeps, not on the one it asked for.
+func TestLeaseTTLAsGranted(t *testing.T) {
+	tests := []struct {
+		name     string
+		election time.Duration
+		want     time.Duration
+	}{
+		{"election timeout 500ms", 500 * time.Millisecond, time.Second},
+		{"etcd's default election timeout", 0, 2 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), UnsafeNoFsync: true, ElectionTimeout: tt.election})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
+			cli := etcdtest.Client(t, e.Endpoints())
+			r := newReg(t, cli, "s1", registry.WithLeaseTTL(time.Second))
+			ttl, err := cli.TimeToLive(ctx, r.LeaseID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := time.Duration(ttl.GrantedTTL) * time.Second; got != tt.want {
+				t.Errorf("granted TTL = %v; want %v", got, tt.want)
+			}
+			if got := r.SafeWindow(); got != tt.want*2/3 {
+				t.Errorf("safe window = %v; want %v (2/3 of the granted TTL)", got, tt.want*2/3)
+			}
+		})
+	}
+}
