@@ -2,12 +2,10 @@ package testutil
 
 import (
 	"bytes"
-	"fmt"
 	"image"
 	"image/png"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,22 +131,10 @@ func TestLockedBuffer(t *testing.T) {
 	}
 }
 
-// fatalTB records a Fatalf and ends the goroutine as testing.T does.
-type fatalTB struct {
-	testing.TB
-	msg string
-}
-
-func (f *fatalTB) Helper() {}
-func (f *fatalTB) Fatalf(format string, args ...any) {
-	f.msg = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// fatalOf runs f with a fatalTB in a goroutine of its own and returns the
-// Fatalf message ("" if f returned).
+// fatalOf runs f with a fatalRecorder in a goroutine of its own and returns
+// the Fatalf message ("" if f returned).
 func fatalOf(f func(testing.TB)) string {
-	tb := &fatalTB{}
+	tb := &fatalRecorder{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
