@@ -2,12 +2,9 @@ package testutil
 
 import (
 	"bytes"
-	"image"
-	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,96 +104,5 @@ func TestMatrixServices(t *testing.T) {
 		if err != nil || !strings.Contains(string(b), MatrixModule) || !strings.HasSuffix(string(b), "pam_permit.so\n") {
 			t.Errorf("service %s = %q, %v; want pam_matrix then the extra line", svc, b, err)
 		}
-	}
-}
-
-// TestLockedBuffer: concurrent writers and readers (run under -race) lose
-// no write.
-func TestLockedBuffer(t *testing.T) {
-	var b LockedBuffer
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 100 {
-				b.Write([]byte("0123456789"))
-				_ = b.String()
-			}
-		}()
-	}
-	wg.Wait()
-	if got := len(b.String()); got != 8*100*10 {
-		t.Fatalf("len = %d after 800 writes of 10 bytes; want 8000", got)
-	}
-}
-
-// fatalOf runs f with a fatalRecorder in a goroutine of its own and returns
-// the Fatalf message ("" if f returned).
-func fatalOf(f func(testing.TB)) string {
-	tb := &fatalRecorder{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f(tb)
-	}()
-	<-done
-	return tb.msg
-}
-
-// TestNextEvent: the wanted event is returned past others; an error event,
-// the end of the stream or the bound fails the test.
-func TestNextEvent(t *testing.T) {
-	events := func(evs ...map[string]any) <-chan map[string]any {
-		ch := make(chan map[string]any, len(evs))
-		for _, ev := range evs {
-			ch <- ev
-		}
-		return ch
-	}
-	got := NextEvent(t, events(map[string]any{"event": "connected"}, map[string]any{"event": "attached", "session": "s-1"}),
-		"attached", time.Minute)
-	if got["session"] != "s-1" {
-		t.Fatalf("NextEvent = %v; want the attached event", got)
-	}
-	if got := NextEvent(t, events(map[string]any{"event": "error", "error": "x"}), "error", time.Minute); got["error"] != "x" {
-		t.Fatalf("NextEvent(error) = %v; want the error event", got)
-	}
-	closed := make(chan map[string]any)
-	close(closed)
-	for _, tc := range []struct {
-		name string
-		evs  <-chan map[string]any
-		want string
-	}{
-		{"error first", events(map[string]any{"event": "error"}, map[string]any{"event": "attached"}), "error event while waiting"},
-		{"stream ended", closed, "process exited"},
-		{"bound", make(chan map[string]any), "no event \"attached\" in 10ms"},
-	} {
-		msg := fatalOf(func(tb testing.TB) { NextEvent(tb, tc.evs, "attached", 10*time.Millisecond) })
-		if !strings.Contains(msg, tc.want) {
-			t.Errorf("%s: failure = %q; want it to contain %q", tc.name, msg, tc.want)
-		}
-	}
-}
-
-// TestKeepShots: pictures are written to $HOTDESK_SHOTS only when it is set.
-func TestKeepShots(t *testing.T) {
-	img := image.NewRGBA(image.Rect(0, 0, 2, 2))
-	t.Setenv("HOTDESK_SHOTS", "")
-	KeepShots(map[string]image.Image{"x": img}) // nowhere to write: nothing happens
-	dir := t.TempDir()
-	t.Setenv("HOTDESK_SHOTS", dir)
-	KeepShots(map[string]image.Image{"1-kept": img, "2-none": nil})
-	f, err := os.Open(filepath.Join(dir, "1-kept.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if got, err := png.Decode(f); err != nil || got.Bounds() != img.Bounds() {
-		t.Fatalf("kept picture: %v, %v; want a 2x2 PNG", got, err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "2-none.png")); !os.IsNotExist(err) {
-		t.Fatalf("a nil picture was written: %v", err)
 	}
 }

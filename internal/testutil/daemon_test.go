@@ -1,0 +1,56 @@
+package testutil
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// fatalOf runs f with a fatalRecorder in a goroutine of its own and returns
+// the Fatalf message ("" if f returned).
+func fatalOf(f func(testing.TB)) string {
+	tb := &fatalRecorder{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(tb)
+	}()
+	<-done
+	return tb.msg
+}
+
+// TestNextEvent: the wanted event is returned past others; an error event,
+// the end of the stream or the bound fails the test.
+func TestNextEvent(t *testing.T) {
+	events := func(evs ...map[string]any) <-chan map[string]any {
+		ch := make(chan map[string]any, len(evs))
+		for _, ev := range evs {
+			ch <- ev
+		}
+		return ch
+	}
+	got := NextEvent(t, events(map[string]any{"event": "connected"}, map[string]any{"event": "attached", "session": "s-1"}),
+		"attached", time.Minute)
+	if got["session"] != "s-1" {
+		t.Fatalf("NextEvent = %v; want the attached event", got)
+	}
+	if got := NextEvent(t, events(map[string]any{"event": "error", "error": "x"}), "error", time.Minute); got["error"] != "x" {
+		t.Fatalf("NextEvent(error) = %v; want the error event", got)
+	}
+	closed := make(chan map[string]any)
+	close(closed)
+	for _, tc := range []struct {
+		name string
+		evs  <-chan map[string]any
+		want string
+	}{
+		{"error first", events(map[string]any{"event": "error"}, map[string]any{"event": "attached"}), "error event while waiting"},
+		{"stream ended", closed, "process exited"},
+		{"bound", make(chan map[string]any), "no event \"attached\" in 10ms"},
+	} {
+		msg := fatalOf(func(tb testing.TB) { NextEvent(tb, tc.evs, "attached", 10*time.Millisecond) })
+		if !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: failure = %q; want it to contain %q", tc.name, msg, tc.want)
+		}
+	}
+}
