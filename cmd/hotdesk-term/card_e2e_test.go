@@ -69,14 +69,8 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 	w.t.Helper()
 	base := []string{"-server", w.addr, "-pin", w.Pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
 	cmd := exec.CommandContext(ctx, filepath.Join(w.Bin, "hotdesk-term"), append(base, args...)...)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	evs := testutil.JSONEvents(stdout, 64)
-	w.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	evs, stdin := testutil.StartEvents(w.t, cmd)
 	return cmd, evs, stdin
 }
 

@@ -57,13 +57,7 @@ func (e *e2e) runTerm(ctx context.Context, id, ks, disp string) (<-chan map[stri
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", id,
 		"-keystore", ks, "-json", "-display", "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24", "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	return testutil.JSONEvents(stdout, 64), stdin
+	return testutil.StartEvents(e.t, cmd)
 }
 
 // next is the terminal's next event want (testutil.NextEvent), within 30 s.

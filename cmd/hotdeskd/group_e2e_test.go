@@ -145,13 +145,8 @@ func (g *testGroup) terminal(id string, b *groupBroker, ks string) *groupTerm {
 	g.t.Helper()
 	cmd := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", id,
 		"-keystore", ks, "-json", "run")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		g.t.Fatal(err)
-	}
-	term := &groupTerm{cmd: cmd, stdin: stdin, evs: testutil.JSONEvents(stdout, 64)}
-	g.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	term := &groupTerm{cmd: cmd}
+	term.evs, term.stdin = testutil.StartEvents(g.t, cmd)
 	next(g.t, term.evs, "connected")
 	return term
 }
@@ -168,14 +163,10 @@ type eventStream struct {
 func (g *testGroup) followEvents(b *groupBroker) *eventStream {
 	g.t.Helper()
 	cmd := exec.Command(filepath.Join(g.bin, "hotdeskctl"), "-socket", b.Socket, "events", "-f", "-n", "0", "--json")
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		g.t.Fatal(err)
-	}
+	evs, _ := testutil.StartEvents(g.t, cmd)
 	es := &eventStream{cmd: cmd}
-	g.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	go func() {
-		for ev := range testutil.JSONEvents(stdout, 64) {
+		for ev := range evs {
 			es.mu.Lock()
 			es.lines = append(es.lines, ev)
 			es.mu.Unlock()

@@ -261,6 +261,31 @@ func JSONEvents(r io.Reader, buf int) <-chan map[string]any {
 	return ch
 }
 
+// StartEvents starts cmd, a process that prints JSON events on its standard
+// output (hotdesk-term -json, hotdeskctl events --json), and returns its
+// events (JSONEvents) and its standard input. When the test ends, its
+// standard input is closed and it is killed and waited for.
+func StartEvents(t testing.TB, cmd *exec.Cmd) (<-chan map[string]any, io.WriteCloser) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return JSONEvents(stdout, 64), stdin
+}
+
 // NextEvent returns the next event of evs (JSONEvents of a -json process)
 // whose "event" is want, passing over the others. It fails the test when an
 // "error" event comes first (unless want is "error"), when evs closes (the

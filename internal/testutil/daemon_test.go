@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +54,23 @@ func TestNextEvent(t *testing.T) {
 		if !strings.Contains(msg, tc.want) {
 			t.Errorf("%s: failure = %q; want it to contain %q", tc.name, msg, tc.want)
 		}
+	}
+}
+
+// TestStartEvents: the process's JSON lines arrive as events, what the test
+// writes reaches its stdin, and the test's end stops it.
+func TestStartEvents(t *testing.T) {
+	NeedTools(t, "sh")
+	cmd := exec.Command("sh", "-c", `echo '{"event":"hello"}'; read line; echo "{\"event\":\"got\",\"line\":\"$line\"}"; exec sleep 600`)
+	t.Run("running", func(t *testing.T) {
+		evs, stdin := StartEvents(t, cmd)
+		NextEvent(t, evs, "hello", time.Minute)
+		fmt.Fprintln(stdin, "ping")
+		if got := NextEvent(t, evs, "got", time.Minute); got["line"] != "ping" {
+			t.Fatalf("echoed %v; want line ping", got)
+		}
+	})
+	if cmd.ProcessState == nil {
+		t.Fatal("the process was not waited for when its test ended")
 	}
 }
