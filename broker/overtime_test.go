@@ -127,10 +127,13 @@ func TestStaleFenceNotSticky(t *testing.T) {
 // terminals (reason locked) and cuts their display streams when its lease
 // is overdue — before the lease can expire and another broker take the
 // token — instead of keeping them attached.
+//
+// The lease is 6 s (fenced after 4 s without a renewal): under -race on a
+// loaded machine a shorter one went overdue before the blackhole.
 func TestLeaseLossDetachesTerminals(t *testing.T) {
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, eps[0])
-	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: 3 * time.Second, gateway: true})
+	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: 6 * time.Second, gateway: true})
 	_, _, tm, att := e.login("lou", "term-1")
 	stream, perr := e.attach(att.Ticket, "term-1")
 	if perr != nil {

@@ -33,23 +33,60 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// runBench runs the bench with args in a temporary directory, within
+// timeout, and returns its output: one JSON row per line, the etcd
+// baseline first.
+func runBench(t *testing.T, timeout time.Duration, args ...string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out bytes.Buffer
+	args = append(args, "-dir", t.TempDir())
+	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
+		t.Fatalf("run(%q) = %v; want nil", args, err)
+	}
+	return strings.Split(strings.TrimSpace(out.String()), "\n")
+}
+
+// runScenario runs the baseline and scenario alone, with the further args,
+// and returns the scenario's row, decoded and as raw JSON. A scenario that
+// skipped (missing names what it needs) fails the test when CI=true and
+// skips it otherwise.
+func runScenario(t *testing.T, timeout time.Duration, scenario, missing string, args ...string) (row, map[string]any) {
+	t.Helper()
+	lines := runBench(t, timeout, append([]string{"-scenarios", scenario}, args...)...)
+	if len(lines) != 2 {
+		t.Fatalf("got %d output lines; want 2 (etcd_txn, %s):\n%s", len(lines), scenario, strings.Join(lines, "\n"))
+	}
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(lines[1]), &raw); err != nil {
+		t.Fatalf("%s row is not one JSON object: %v\n%s", scenario, err, lines[1])
+	}
+	var r row
+	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Scenario != scenario {
+		t.Fatalf("scenario = %q; want %s", r.Scenario, scenario)
+	}
+	if r.Skipped {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s scenario skipped with CI=true: %s", scenario, r.Notes)
+		}
+		t.Skipf("%s: %s", missing, r.Notes)
+	}
+	return r, raw
+}
+
 // TestQuickRun runs the quick mode for local, crossserver, crossserver_seq and race against
 // a real 3-member etcd cluster and 3 brokers, and checks the shape of the
 // output and the safety results — never the timings.
 func TestQuickRun(t *testing.T) {
 	const trials = 15
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	args := []string{"-quick", "-scenarios", "local,crossserver,crossserver_seq,race", "-n", "15", "-baseline", "50", "-dir", t.TempDir()}
-	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
-		t.Fatalf("run(%q) = %v; want nil", args, err)
-	}
-
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	lines := runBench(t, 3*time.Minute, "-quick", "-scenarios", "local,crossserver,crossserver_seq,race", "-n", "15", "-baseline", "50")
 	want := []string{"etcd_txn", "local", "crossserver", "crossserver_seq", "race"}
 	if len(lines) != len(want) {
-		t.Fatalf("got %d output lines; want %d (one JSON object per scenario):\n%s", len(lines), len(want), out.String())
+		t.Fatalf("got %d output lines; want %d (one JSON object per scenario):\n%s", len(lines), len(want), strings.Join(lines, "\n"))
 	}
 	var etcdP99 float64
 	for i, line := range lines {
@@ -140,34 +177,7 @@ func TestQuickRun(t *testing.T) {
 // out separately. Without pcscd it fails when CI=true and skips otherwise.
 func TestCardScenario(t *testing.T) {
 	const trials = 3
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	args := []string{"-quick", "-scenarios", "card", "-n", "3", "-baseline", "20", "-dir", t.TempDir()}
-	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
-		t.Fatalf("run(%q) = %v; want nil", args, err)
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("got %d output lines; want 2 (etcd_txn, card):\n%s", len(lines), out.String())
-	}
-	var raw map[string]any
-	if err := json.Unmarshal([]byte(lines[1]), &raw); err != nil {
-		t.Fatalf("card row is not one JSON object: %v\n%s", err, lines[1])
-	}
-	var r row
-	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Scenario != "card" {
-		t.Fatalf("scenario = %q; want card", r.Scenario)
-	}
-	if r.Skipped {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("card scenario skipped with CI=true: %s", r.Notes)
-		}
-		t.Skipf("pcscd with vpcd unavailable: %s", r.Notes)
-	}
+	r, raw := runScenario(t, 2*time.Minute, "card", "pcscd with vpcd unavailable", "-quick", "-n", "3", "-baseline", "20")
 	if r.N != trials || r.Errors != 0 || r.Truncated {
 		t.Errorf("n = %d, errors = %d, truncated = %v; want %d, 0, false", r.N, r.Errors, r.Truncated, trials)
 	}

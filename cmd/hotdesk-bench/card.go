@@ -93,27 +93,22 @@ func (b *bench) card(ctx context.Context) (row, error) {
 	n := min(b.p.n, cardTrials)
 	budget := max(b.p.budget, 30*time.Second) // pcscd's polls dominate: n trials need about n seconds
 	var detect, ident, reader, broker []time.Duration
-	var ec errCounter
-	start := time.Now()
-	for i := 0; i <= n; i++ { // trial 0 creates the session: not counted
-		if time.Since(start) > budget {
-			r.Truncated = true
-			break
-		}
+	// Trial 0 creates the session: not counted.
+	err = runTrials(&r, n+1, budget, func(i int) error {
 		x, err := cardTrial(ctx, t, d, p, evs, dets, uid, tok, i > 0)
 		if err == nil && i > 0 {
 			detect, ident = append(detect, x.detect), append(ident, x.identify)
 			reader, broker = append(reader, x.reader), append(broker, x.broker)
 		}
-		if err := ec.add(err); err != nil {
-			return r, fmt.Errorf("bench: card: %w", err)
-		}
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("bench: card: %w", err)
 	}
-	r.Errors = ec.total
 	r.fill(broker, b.etcdP99)
-	r.PcscdDetectP50, r.PcscdDetectP99 = ptr(ms(quantile(detect, 0.5))), ptr(ms(quantile(detect, 0.99)))
-	r.IdentifyP50, r.IdentifyP99 = ptr(ms(quantile(ident, 0.5))), ptr(ms(quantile(ident, 0.99)))
-	r.ReaderP50, r.ReaderP99 = ptr(ms(quantile(reader, 0.5))), ptr(ms(quantile(reader, 0.99)))
+	r.PcscdDetectP50, r.PcscdDetectP99 = p50p99(detect)
+	r.IdentifyP50, r.IdentifyP99 = p50p99(ident)
+	r.ReaderP50, r.ReaderP99 = p50p99(reader)
 	r.BrokerP50, r.BrokerP99 = ptr(r.P50), ptr(r.P99)
 	return r, nil
 }

@@ -161,21 +161,18 @@ func (b *bench) pixels(ctx context.Context) (row, error) {
 	r.fill(total, b.etcdP99)
 	r.Errors = res.errors
 	r.Rounds = ptr(cfg.rounds)
-	q := func(ds []time.Duration) (*float64, *float64) {
-		return ptr(ms(quantile(ds, 0.5))), ptr(ms(quantile(ds, 0.99)))
-	}
-	r.BrokerP50, r.BrokerP99 = q(broker)
-	r.DisplayStartP50, r.DisplayStartP99 = q(start)
-	r.TransportP50, r.TransportP99 = q(transport)
-	r.RDPConnectP50, r.RDPConnectP99 = q(rdp)
-	r.FirstFrameP50, r.FirstFrameP99 = q(first)
-	r.CompleteFrameP50, r.CompleteFrameP99 = q(complete)
+	r.BrokerP50, r.BrokerP99 = p50p99(broker)
+	r.DisplayStartP50, r.DisplayStartP99 = p50p99(start)
+	r.TransportP50, r.TransportP99 = p50p99(transport)
+	r.RDPConnectP50, r.RDPConnectP99 = p50p99(rdp)
+	r.FirstFrameP50, r.FirstFrameP99 = p50p99(first)
+	r.CompleteFrameP50, r.CompleteFrameP99 = p50p99(complete)
 	var base []time.Duration
 	for _, t := range res.baseline {
 		base = append(base, t.done)
 	}
 	r.BaselineN = ptr(len(base))
-	r.BaselineP50, r.BaselineP99 = q(base)
+	r.BaselineP50, r.BaselineP99 = p50p99(base)
 	r.Target = "p50 ≤ 500 ms, p99 ≤ 800 ms"
 	r.TargetOK = ptr(r.N > 0 && r.P50 <= 500 && r.P99 <= 800)
 	return r, nil
@@ -606,14 +603,7 @@ func (px *pixelsRig) run(ctx context.Context) (res pixelsResult, err error) {
 
 	// Baseline: no hotdesk. The session is suspended (token pulled), and
 	// FreeRDP is started straight at weston on the first terminal's screen.
-	holder := px.terms[at]
-	if err := holder.command("remove " + pixelsToken); err != nil {
-		return res, err
-	}
-	if _, err := holder.await(ctx, "detached", pixelsRoundTimeout); err != nil {
-		return res, err
-	}
-	if err := px.waitBlack(ctx, holder, fr); err != nil {
+	if err := px.pull(ctx, px.terms[at], fr); err != nil {
 		return res, err
 	}
 	endpoint, err := px.endpoint(ctx, session)
@@ -737,16 +727,22 @@ func watch(ctx context.Context, s *xscreen, fr *frames, t0 time.Time) (first, do
 	}
 }
 
+// pull removes the token at t and waits until the session is detached
+// and t's screen has gone black.
+func (px *pixelsRig) pull(ctx context.Context, t *pixelTerm, fr *frames) error {
+	if err := t.command("remove " + pixelsToken); err != nil {
+		return err
+	}
+	if _, err := t.await(ctx, "detached", pixelsRoundTimeout); err != nil {
+		return err
+	}
+	return px.waitBlack(ctx, t, fr)
+}
+
 // move pulls the token at from, checks from's screen goes black, inserts
 // it at to and times to's screen until it matches the session's frame.
 func (px *pixelsRig) move(ctx context.Context, session string, from, to *pixelTerm, fr *frames) (x pixelTiming, err error) {
-	if err := from.command("remove " + pixelsToken); err != nil {
-		return x, err
-	}
-	if _, err := from.await(ctx, "detached", pixelsRoundTimeout); err != nil {
-		return x, err
-	}
-	if err := px.waitBlack(ctx, from, fr); err != nil {
+	if err := px.pull(ctx, from, fr); err != nil {
 		return x, err
 	}
 	if err := px.waitBlack(ctx, to, fr); err != nil {

@@ -1,11 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
-	"os"
-	"strings"
 	"testing"
 	"time"
 )
@@ -18,34 +13,8 @@ import (
 // timing. Budget: about 40 s on a loaded 2-core machine.
 func TestPixelsScenario(t *testing.T) {
 	const rounds = 3
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	args := []string{"-scenarios", "pixels", "-pixels-rounds", "3", "-pixels-size", "640x480", "-baseline", "20", "-nofsync", "-dir", t.TempDir()}
-	if err := run(ctx, args, &out, &logWriter{t: t}); err != nil {
-		t.Fatalf("run(%q) = %v; want nil", args, err)
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("got %d output lines; want 2 (etcd_txn, pixels):\n%s", len(lines), out.String())
-	}
-	var raw map[string]any
-	if err := json.Unmarshal([]byte(lines[1]), &raw); err != nil {
-		t.Fatalf("pixels row is not one JSON object: %v\n%s", err, lines[1])
-	}
-	var r row
-	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Scenario != "pixels" {
-		t.Fatalf("scenario = %q; want pixels", r.Scenario)
-	}
-	if r.Skipped {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pixels scenario skipped with CI=true: %s", r.Notes)
-		}
-		t.Skipf("a display component is missing: %s", r.Notes)
-	}
+	r, raw := runScenario(t, 3*time.Minute, "pixels", "a display component is missing",
+		"-pixels-rounds", "3", "-pixels-size", "640x480", "-baseline", "20", "-nofsync")
 	// Every round and every baseline connection showed the session's
 	// frame (a round that did not is an error, not a sample).
 	if r.N != rounds || r.Errors != 0 || r.BaselineN == nil || *r.BaselineN != rounds {
@@ -54,7 +23,7 @@ func TestPixelsScenario(t *testing.T) {
 	for _, k := range []string{"broker_p50_ms", "transport_p50_ms", "rdp_connect_p50_ms", "baseline_p50_ms",
 		"display_start_p50_ms", "first_frame_p50_ms", "complete_frame_p50_ms", "load_before", "display", "rdpwake"} {
 		if _, ok := raw[k]; !ok {
-			t.Errorf("key %q missing in %s", k, lines[1])
+			t.Errorf("key %q missing in %v", k, raw)
 		}
 	}
 }

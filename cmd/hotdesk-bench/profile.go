@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
@@ -11,27 +12,25 @@ import (
 // the simulated terminals; the etcd members run in a child process unless
 // -etcd-inproc) to path until the returned stop is called.
 func startCPUProfile(path string) (stop func(), err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("bench: cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("bench: cpuprofile: %w", err)
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return startRecording("cpuprofile", path, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // startTrace writes an execution trace (scheduling latency, GC, blocking)
 // to path until the returned stop is called.
 func startTrace(path string) (stop func(), err error) {
+	return startRecording("trace", path, trace.Start, trace.Stop)
+}
+
+// startRecording creates path and runs start on it; the returned stop runs
+// end and closes the file. what names the recording in errors.
+func startRecording(what, path string, start func(io.Writer) error, end func()) (stop func(), err error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("bench: trace: %w", err)
+		return nil, fmt.Errorf("bench: %s: %w", what, err)
 	}
-	if err := trace.Start(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("bench: trace: %w", err)
+		return nil, fmt.Errorf("bench: %s: %w", what, err)
 	}
-	return func() { trace.Stop(); f.Close() }, nil
+	return func() { end(); f.Close() }, nil
 }

@@ -73,6 +73,26 @@ func (e *errCounter) add(err error) error {
 	return nil
 }
 
+// runTrials calls trial for i = 0, 1, …, n-1, until budget has passed since
+// the first call (then r is marked truncated). It counts failed trials in
+// r.Errors and gives up, with an error, after maxConsecutiveErrors failures
+// in a row.
+func runTrials(r *row, n int, budget time.Duration, trial func(i int) error) error {
+	var ec errCounter
+	defer func() { r.Errors = ec.total }()
+	start := time.Now()
+	for i := range n {
+		if time.Since(start) > budget {
+			r.Truncated = true
+			return nil
+		}
+		if err := ec.add(trial(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // baseline measures the etcd claim-if-absent txn the registry uses,
 // Txn(If(CreateRevision(k)==0)).Then(Put(k, v, WithLease)), on fresh keys,
 // sequentially, round-robin through the brokers' clients (so leader and
@@ -102,13 +122,7 @@ func (b *bench) baseline(ctx context.Context) (row, error) {
 	prefix := fmt.Sprintf("/hotdesk-bench/baseline/%d/", time.Now().UnixNano())
 	const warmup = 20
 	samples := make([]time.Duration, 0, b.p.baseline)
-	var ec errCounter
-	start := time.Now()
-	for i := 0; i < b.p.baseline+warmup; i++ {
-		if time.Since(start) > b.p.budget {
-			r.Truncated = true
-			break
-		}
+	err := runTrials(&r, b.p.baseline+warmup, b.p.budget, func(i int) error {
 		j := i % len(b.g.nodes)
 		k := prefix + strconv.Itoa(i)
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -122,14 +136,14 @@ func (b *bench) baseline(ctx context.Context) (row, error) {
 		if err == nil && !resp.Succeeded {
 			err = errors.New("claim of a fresh key lost")
 		}
-		if err := ec.add(err); err != nil {
-			return r, fmt.Errorf("bench: baseline: %w", err)
-		}
 		if err == nil && i >= warmup {
 			samples = append(samples, d)
 		}
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("bench: baseline: %w", err)
 	}
-	r.Errors = ec.total
 	r.fill(samples, 0)
 	r.EtcdP99, r.Ratio = r.P99, 1
 	if r.N == 0 || r.P99 <= 0 {
@@ -166,14 +180,30 @@ func prepare(ctx context.Context, t *terminal, toks []string) error {
 		if err != nil {
 			return fmt.Errorf("bench: prepare: %w", err)
 		}
-		if err := park(ctx, o.at, tok); err != nil {
+		if err := o.leave(ctx, t, tok); err != nil {
 			return fmt.Errorf("bench: prepare: %w", err)
-		}
-		if o.at != t {
-			o.at.close()
 		}
 	}
 	return nil
+}
+
+// suspendedOn enrolls n tokens and suspends a session for each on broker
+// a, made from a new terminal connected to a as id. It returns the tokens
+// and that terminal, which the caller closes.
+func (b *bench) suspendedOn(ctx context.Context, a *node, n int, id string) ([]string, *terminal, error) {
+	toks, err := b.g.enroll(ctx, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := b.dial(ctx, a, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := b.prepareOn(ctx, a, t, toks); err != nil {
+		t.close()
+		return nil, nil, err
+	}
+	return toks, t, nil
 }
 
 // settle waits, between two trials of a sequential scenario, until the
@@ -203,27 +233,14 @@ func (b *bench) local(ctx context.Context) (row, error) {
 	r := b.newRow("local")
 	r.Target = "p99 <= 2 ms"
 	a := b.g.nodes[0]
-	toks, err := b.g.enroll(ctx, min(8, b.p.n))
-	if err != nil {
-		return r, err
-	}
-	t, err := b.dial(ctx, a, "local-a")
+	toks, t, err := b.suspendedOn(ctx, a, min(8, b.p.n), "local-a")
 	if err != nil {
 		return r, err
 	}
 	defer t.close()
-	if err := b.prepareOn(ctx, a, t, toks); err != nil {
-		return r, err
-	}
 	samples := make([]time.Duration, 0, b.p.n)
 	var settle []time.Duration
-	var ec errCounter
-	start := time.Now()
-	for i := 0; i < b.p.n; i++ {
-		if time.Since(start) > b.p.budget {
-			r.Truncated = true
-			break
-		}
+	err = runTrials(&r, b.p.n, b.p.budget, func(i int) error {
 		tok := toks[i%len(toks)]
 		o, err := hotdesk(ctx, t, tok)
 		if err == nil && (o.redirected || !o.resumed || o.server != a.id) {
@@ -236,11 +253,11 @@ func (b *bench) local(ctx context.Context) (row, error) {
 		if err == nil {
 			err = b.settle(ctx, tok, &settle)
 		}
-		if err := ec.add(err); err != nil {
-			return r, fmt.Errorf("bench: local: %w", err)
-		}
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("bench: local: %w", err)
 	}
-	r.Errors = ec.total
 	r.fill(samples, b.etcdP99)
 	r.fillSettle(settle)
 	r.TargetOK = ptr(r.N > 0 && r.P99 <= 2)
@@ -255,19 +272,11 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 	r := b.newRow("crossserver")
 	r.Target = "p99 <= 10 ms and ratio_p99 <= 10"
 	a, bb := b.g.nodes[0], b.g.nodes[1]
-	toks, err := b.g.enroll(ctx, min(8, b.p.n))
+	toks, ta, err := b.suspendedOn(ctx, a, min(8, b.p.n), "cross-a")
 	if err != nil {
 		return r, err
 	}
-	ta, err := b.dial(ctx, a, "cross-a")
-	if err != nil {
-		return r, err
-	}
-	err = b.prepareOn(ctx, a, ta, toks)
 	ta.close()
-	if err != nil {
-		return r, err
-	}
 	tb, err := b.dial(ctx, bb, "cross-b")
 	if err != nil {
 		return r, err
@@ -275,45 +284,37 @@ func (b *bench) crossserver(ctx context.Context) (row, error) {
 	defer tb.close()
 	var total, redirect, dial, owner, settle []time.Duration
 	var tlsResumed int
-	var ec errCounter
-	start := time.Now()
-	for i := 0; i < b.p.n; i++ {
-		if time.Since(start) > b.p.budget {
-			r.Truncated = true
-			break
-		}
+	err = runTrials(&r, b.p.n, b.p.budget, func(i int) error {
 		tok := toks[i%len(toks)]
 		o, err := hotdesk(ctx, tb, tok)
+		if err != nil {
+			return err
+		}
+		if !o.redirected || o.server != a.id {
+			err = fmt.Errorf("bench: crossserver: got redirected=%v server=%s; want a redirect to %s", o.redirected, o.server, a.id)
+		} else {
+			total, redirect = append(total, o.total), append(redirect, o.first)
+			dial, owner = append(dial, o.dial), append(owner, o.owner)
+			if o.tlsResumed {
+				tlsResumed++
+			}
+		}
+		if lerr := o.leave(ctx, tb, tok); err == nil {
+			err = lerr
+		}
 		if err == nil {
-			if !o.redirected || o.server != a.id {
-				err = fmt.Errorf("bench: crossserver: got redirected=%v server=%s; want a redirect to %s", o.redirected, o.server, a.id)
-			} else {
-				total, redirect = append(total, o.total), append(redirect, o.first)
-				dial, owner = append(dial, o.dial), append(owner, o.owner)
-				if o.tlsResumed {
-					tlsResumed++
-				}
-			}
-			if perr := park(ctx, o.at, tok); err == nil {
-				err = perr
-			}
-			if o.at != tb {
-				o.at.close()
-			}
-			if err == nil {
-				err = b.settle(ctx, tok, &settle)
-			}
+			err = b.settle(ctx, tok, &settle)
 		}
-		if err := ec.add(err); err != nil {
-			return r, fmt.Errorf("bench: crossserver: %w", err)
-		}
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("bench: crossserver: %w", err)
 	}
-	r.Errors = ec.total
 	r.fill(total, b.etcdP99)
 	r.fillSettle(settle)
-	r.RedirectP50, r.RedirectP99 = ptr(ms(quantile(redirect, .5))), ptr(ms(quantile(redirect, .99)))
-	r.DialP50, r.DialP99 = ptr(ms(quantile(dial, .5))), ptr(ms(quantile(dial, .99)))
-	r.OwnerP50, r.OwnerP99 = ptr(ms(quantile(owner, .5))), ptr(ms(quantile(owner, .99)))
+	r.RedirectP50, r.RedirectP99 = p50p99(redirect)
+	r.DialP50, r.DialP99 = p50p99(dial)
+	r.OwnerP50, r.OwnerP99 = p50p99(owner)
 	r.TLSResumed = ptr(tlsResumed)
 	r.TargetOK = ptr(r.N > 0 && r.P99 <= 10 && r.Ratio <= 10)
 	return r, nil
@@ -336,19 +337,11 @@ func (b *bench) crossserverSeq(ctx context.Context) (row, error) {
 	nodes := b.g.nodes
 	owned := make([][]string, len(nodes))
 	for i, a := range nodes {
-		toks, err := b.g.enroll(ctx, 2)
+		toks, t, err := b.suspendedOn(ctx, a, 2, fmt.Sprintf("seq-prep-%d", i))
 		if err != nil {
 			return r, err
 		}
-		t, err := b.dial(ctx, a, fmt.Sprintf("seq-prep-%d", i))
-		if err != nil {
-			return r, err
-		}
-		err = b.prepareOn(ctx, a, t, toks)
 		t.close()
-		if err != nil {
-			return r, err
-		}
 		owned[i] = toks
 	}
 	cur, err := b.dial(ctx, nodes[0], "seq-term")
@@ -503,18 +496,12 @@ func (b *bench) race(ctx context.Context) (row, error) {
 	var (
 		samples                        []time.Duration
 		trials, definite, hookDup, red int
-		ec                             errCounter
 	)
 	type result struct {
 		o   outcome
 		err error
 	}
-	start := time.Now()
-	for i := 0; i < len(toks); i++ {
-		if time.Since(start) > b.p.budget {
-			r.Truncated = true
-			break
-		}
+	err = runTrials(&r, len(toks), b.p.budget, func(i int) error {
 		tok := toks[i]
 		before := b.g.creations()
 		res := make([]result, len(terms))
@@ -553,20 +540,18 @@ func (b *bench) race(ctx context.Context) (row, error) {
 		}
 		// Suspend the session wherever it ended up, then drop the extra connections.
 		for j := range res {
-			if at := res[j].o.at; at != nil {
-				if err := park(ctx, at, tok); err != nil && trialErr == nil {
+			if res[j].o.at != nil {
+				if err := res[j].o.leave(ctx, terms[j], tok); err != nil && trialErr == nil {
 					trialErr = err
-				}
-				if at != terms[j] {
-					at.close()
 				}
 			}
 		}
-		if err := ec.add(trialErr); err != nil {
-			hist.cancel()
-			<-hist.done
-			return r, fmt.Errorf("bench: race: %w", err)
-		}
+		return trialErr
+	})
+	if err != nil {
+		hist.cancel()
+		<-hist.done
+		return r, fmt.Errorf("bench: race: %w", err)
 	}
 	if err := hist.settle(ctx, b.g.observer); err != nil {
 		return r, err
@@ -583,7 +568,6 @@ func (b *bench) race(ctx context.Context) (row, error) {
 	if missing > 0 {
 		b.log.Warn("race: tokens never claimed in etcd history", "count", missing)
 	}
-	r.Errors = ec.total
 	r.fill(samples, b.etcdP99)
 	r.Trials, r.Definite = ptr(trials), ptr(definite)
 	r.Duplicates, r.DuplicatesHooks, r.Redirected = ptr(dup), ptr(hookDup), ptr(red)
@@ -657,10 +641,7 @@ func (b *bench) storm(ctx context.Context) (row, error) {
 					if o.redirected {
 						red.Add(1)
 					}
-					err = park(ctx, o.at, tok)
-					if o.at != t {
-						o.at.close()
-					}
+					err = o.leave(ctx, t, tok)
 				}
 				if err != nil {
 					failed.Add(1)

@@ -109,6 +109,12 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return ds[min(max(i, 0), len(ds)-1)]
 }
 
+// p50p99 returns the median and the 99th percentile of ds in milliseconds,
+// as a row's optional parts take them.
+func p50p99(ds []time.Duration) (p50, p99 *float64) {
+	return ptr(ms(quantile(ds, .5))), ptr(ms(quantile(ds, .99)))
+}
+
 // fill sets n, p50, p99, max and the ratio to the etcd baseline from samples.
 func (r *row) fill(samples []time.Duration, etcdP99 float64) {
 	r.N = len(samples)
@@ -122,6 +128,6 @@ func (r *row) fill(samples []time.Duration, etcdP99 float64) {
 // fillSettle records the waits between trials (bench.settle).
 func (r *row) fillSettle(waits []time.Duration) {
 	if len(waits) > 0 {
-		r.SettleP50, r.SettleP99 = ptr(ms(quantile(waits, .5))), ptr(ms(quantile(waits, .99)))
+		r.SettleP50, r.SettleP99 = p50p99(waits)
 	}
 }

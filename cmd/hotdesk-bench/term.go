@@ -277,6 +277,16 @@ func park(ctx context.Context, t *terminal, token string) error {
 	return t.barrier(ctx)
 }
 
+// leave parks token where the hot-desk o attached it and then closes that
+// connection, unless it is t, the terminal's own.
+func (o outcome) leave(ctx context.Context, t *terminal, token string) error {
+	err := park(ctx, o.at, token)
+	if o.at != t {
+		o.at.close()
+	}
+	return err
+}
+
 // barrier returns once the broker has handled every event t sent before.
 func (t *terminal) barrier(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)

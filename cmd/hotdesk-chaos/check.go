@@ -263,7 +263,7 @@ func heldBy(cs []ClaimEvent, server string, t, grace, end time.Duration) bool {
 }
 
 // claimStory tells the claim changes between from and to (of token only,
-// if given), at most 8.
+// if given), the first 8 of them (story).
 func claimStory(cs []ClaimEvent, from, to time.Duration, token ...string) string {
 	var parts []string
 	var last ClaimEvent
@@ -280,15 +280,8 @@ func claimStory(cs []ClaimEvent, from, to time.Duration, token ...string) string
 			what = "deleted, was"
 		}
 		parts = append(parts, fmt.Sprintf("rev %d %.2fs %s %s %s", c.Rev, secs(c.At), what, c.Server, c.Session))
-		if len(parts) == 8 {
-			parts = append(parts, "…")
-			break
-		}
 	}
-	if len(parts) == 0 {
-		return "no claim changes"
-	}
-	return strings.Join(parts, "; ")
+	return story(parts, "no claim changes")
 }
 
 // endsSession reports whether a Detached reason ends the session (PROTOCOL.md
@@ -340,7 +333,8 @@ func intervals(events []Event, end time.Duration) []interval {
 	return out
 }
 
-// seen summarises what term saw between from and to (at most 8 events).
+// seen summarises what term saw between from and to, the first 8 events
+// (story).
 func seen(events []Event, term string, from, to time.Duration) string {
 	var parts []string
 	for _, e := range events {
@@ -358,13 +352,19 @@ func seen(events []Event, term string, from, to time.Duration) string {
 			s += " (" + e.Detail + ")"
 		}
 		parts = append(parts, s)
-		if len(parts) == 8 {
-			parts = append(parts, "…")
-			break
-		}
 	}
+	return story(parts, "nothing")
+}
+
+// story joins the parts of a violation's explanation, the first 8 and "…"
+// if there are more; none stands for no parts.
+func story(parts []string, none string) string {
+	const most = 8
 	if len(parts) == 0 {
-		return "nothing"
+		return none
+	}
+	if len(parts) > most {
+		parts = append(parts[:most], "…")
 	}
 	return strings.Join(parts, "; ")
 }

@@ -44,6 +44,15 @@ func rowsByFault(t *testing.T, rows []Row) (base, fault Row) {
 	return rows[0], rows[1]
 }
 
+// faultRow checks oneFault with events and returns the fault's row.
+func faultRow(t *testing.T, events ...Event) Row {
+	t.Helper()
+	h := oneFault()
+	h.Events = events
+	_, f := rowsByFault(t, check(h, cfg))
+	return f
+}
+
 func TestCheckCleanHistory(t *testing.T) {
 	h := oneFault()
 	h.Events = []Event{
@@ -71,15 +80,13 @@ func TestCheckCleanHistory(t *testing.T) {
 }
 
 func TestCheckDoubleAttachment(t *testing.T) {
-	h := oneFault()
-	h.Events = []Event{
+	f := faultRow(t,
 		attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
 		// The broker of term-1 is cut off at 10 s and keeps it attached;
 		// another broker creates a session for the same token at 13 s.
 		attached(13, "term-2", 2, "soft.a", "s-2", "b2"),
 		detached(16.5, "term-1", 1, "s-1", "locked"),
-	}
-	_, f := rowsByFault(t, check(h, cfg))
+	)
 	if f.DoubleAttached != 1 || f.MaxDoubleMs != 3500 {
 		t.Fatalf("double_attached = %d, max %d ms; want 1, 3500 ms (violations %v)", f.DoubleAttached, f.MaxDoubleMs, f.Violations)
 	}
@@ -89,33 +96,30 @@ func TestCheckDoubleAttachment(t *testing.T) {
 }
 
 func TestCheckDoubleAttachmentOfSession(t *testing.T) {
-	h := oneFault()
 	// One session at two terminals through two tokens (aliases), never
 	// detached at the first: it counts once, as a session.
-	h.Events = []Event{
+	f := faultRow(t,
 		attached(11, "term-1", 1, "soft.a", "s-1", "b1"),
 		attached(12, "term-2", 2, "soft.b", "s-1", "b1"),
-	}
-	_, f := rowsByFault(t, check(h, cfg))
+	)
 	if f.DoubleAttached != 1 {
 		t.Fatalf("double_attached = %d; want 1 (%v)", f.DoubleAttached, f.Violations)
 	}
 }
 
 func TestCheckAttachmentEndsWithItsConnection(t *testing.T) {
-	h := oneFault()
-	h.Events = []Event{
+	events := []Event{
 		attached(2, "term-1", 7, "soft.a", "s-1", "b1"),
 		disconnected(3, "term-1", 6), // an older connection: changes nothing
 		disconnected(11, "term-1", 7),
 		attached(12, "term-2", 8, "soft.a", "s-1", "b2"),
 	}
-	_, f := rowsByFault(t, check(h, cfg))
+	f := faultRow(t, events...)
 	if f.DoubleAttached != 0 {
 		t.Fatalf("double_attached = %d; want 0 (%v)", f.DoubleAttached, f.Violations)
 	}
-	h.Events[2].Conn = 6 // the attaching connection never closes
-	_, f = rowsByFault(t, check(h, cfg))
+	events[2].Conn = 6 // the attaching connection never closes
+	f = faultRow(t, events...)
 	if f.DoubleAttached != 1 {
 		t.Fatalf("double_attached = %d; want 1 (%v)", f.DoubleAttached, f.Violations)
 	}

@@ -124,25 +124,22 @@ func (r *recorder) now() time.Duration { return time.Since(r.start) }
 
 func (r *recorder) event(e Event) {
 	e.At = r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.h.Events = append(r.h.Events, e)
-	r.mirror("event", e)
+	record(r, &r.h.Events, "event", e)
 }
 
-func (r *recorder) op(o Op) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.h.Ops = append(r.h.Ops, o)
-	r.mirror("op", o)
-}
+func (r *recorder) op(o Op) { record(r, &r.h.Ops, "op", o) }
 
 func (r *recorder) orphan(o Orphan) {
 	o.At = r.now()
+	record(r, &r.h.Orphans, "orphan", o)
+}
+
+// record appends v to list, one of r.h's lists, and mirrors it as what.
+func record[T any](r *recorder, list *[]T, what string, v T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.h.Orphans = append(r.h.Orphans, o)
-	r.mirror("orphan", o)
+	*list = append(*list, v)
+	r.mirror(what, v)
 }
 
 // claim records c; c.At is the caller's estimate of when it happened.

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/splice"
 )
 
 // proxy forwards TCP connections from a local listener to one etcd
@@ -71,13 +73,7 @@ func (p *proxy) forward(c net.Conn) {
 	p.conns[u] = struct{}{}
 	p.mu.Unlock()
 	defer p.forget(u)
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
-	<-done
-	c.Close()
-	u.Close()
-	<-done
+	splice.Conns(c, u)
 }
 
 func (p *proxy) forget(c net.Conn) {

@@ -503,23 +503,20 @@ func (t *terminal) insert(ctx context.Context, token string) (string, error) {
 	if _, err := t.do(ctx, "insert", token); err != nil {
 		return "", err
 	}
-	timer := time.NewTimer(opTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case e := <-t.answers:
-			switch {
-			case e.Kind == KindAttached && e.Token == token:
-				return e.Session, nil
-			case e.Kind == KindError && (e.Token == token || e.Token == ""):
-				return "", fmt.Errorf("%s: %s", e.Reason, e.Detail)
-			}
-		case <-timer.C:
-			return "", fmt.Errorf("no Attached within %v (connected: %v)", opTimeout, t.up.Load())
-		case <-ctx.Done():
-			return "", ctx.Err()
+	var session string
+	err := t.await(ctx, func(e Event) (bool, error) {
+		switch {
+		case e.Kind == KindAttached && e.Token == token:
+			session = e.Session
+			return true, nil
+		case e.Kind == KindError && (e.Token == token || e.Token == ""):
+			return true, fmt.Errorf("%s: %s", e.Reason, e.Detail)
 		}
-	}
+		return false, nil
+	}, func() error {
+		return fmt.Errorf("no Attached within %v (connected: %v)", opTimeout, t.up.Load())
+	})
+	return session, err
 }
 
 // remove pulls token and waits until the session it showed is no longer
@@ -530,19 +527,32 @@ func (t *terminal) remove(ctx context.Context, token string) error {
 	if err != nil || shown == "" {
 		return err
 	}
+	return t.await(ctx, func(e Event) (bool, error) {
+		switch {
+		case e.Kind == KindDetached && e.Session == shown, e.Kind == KindDisconnected:
+			return true, nil
+		case e.Kind == KindError && e.Token == token:
+			return true, fmt.Errorf("%s: %s", e.Reason, e.Detail)
+		}
+		return false, nil
+	}, func() error {
+		return fmt.Errorf("session %s still shown %v after the removal", shown, opTimeout)
+	})
+}
+
+// await reads answers until match reports one done, and returns match's
+// error for it; after opTimeout it returns late's error instead.
+func (t *terminal) await(ctx context.Context, match func(Event) (done bool, err error), late func() error) error {
 	timer := time.NewTimer(opTimeout)
 	defer timer.Stop()
 	for {
 		select {
 		case e := <-t.answers:
-			switch {
-			case e.Kind == KindDetached && e.Session == shown, e.Kind == KindDisconnected:
-				return nil
-			case e.Kind == KindError && e.Token == token:
-				return fmt.Errorf("%s: %s", e.Reason, e.Detail)
+			if done, err := match(e); done {
+				return err
 			}
 		case <-timer.C:
-			return fmt.Errorf("session %s still shown %v after the removal", shown, opTimeout)
+			return late()
 		case <-ctx.Done():
 			return ctx.Err()
 		}

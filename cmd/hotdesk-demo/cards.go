@@ -37,10 +37,7 @@ func (d *demo) cardScript(ctx context.Context) error {
 	}
 	defer pcscd.Close()
 	d.step("private pcscd ready with readers %q and %q", pcscdtest.Readers[0], pcscdtest.Readers[1])
-	if err := d.writePAM(); err != nil {
-		return err
-	}
-	n1, err := d.startNode(ctx, "demo-1")
+	n1, err := d.startFirst(ctx)
 	if err != nil {
 		return err
 	}
@@ -72,10 +69,8 @@ func (d *demo) cardScript(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, t := range []*term{t0, t1} {
-		if _, err := t.wait(ctx, "connected"); err != nil {
-			return err
-		}
+	if err := connected(ctx, t0, t1); err != nil {
+		return err
 	}
 	d.step("terminal agents desk-0 (reader 00 00) and desk-1 (reader 00 01) connected")
 

@@ -102,10 +102,7 @@ func (d *demo) script(ctx context.Context) error {
 	fmt.Println("hotdesk demo: brokers on the embedded etcd, terminals, one software token")
 	fmt.Println()
 	d.start = time.Now()
-	if err := d.writePAM(); err != nil {
-		return err
-	}
-	n1, err := d.startNode(ctx, "demo-1")
+	n1, err := d.startFirst(ctx)
 	if err != nil {
 		return err
 	}
@@ -116,7 +113,7 @@ func (d *demo) script(ctx context.Context) error {
 		return err
 	}
 	d.step("admin created pairing code %s (hotdeskctl token pair)", pr.Code)
-	ks1 := filepath.Join(d.dir, "term1", "tokens.json")
+	ks1 := filepath.Join(d.dir, "term-1", "tokens.json")
 	out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), "-server", n1.addr, "-pin", n1.pin,
 		"-id", "term-1", "-keystore", ks1, "-json", "pair", pr.Code).CombinedOutput()
 	if err != nil {
@@ -127,24 +124,16 @@ func (d *demo) script(ctx context.Context) error {
 		return fmt.Errorf("pair: no token in %q", out)
 	}
 	d.step("terminal 1 enrolled software token %s", token)
-	// The person carries the token (its key) to the other terminal.
-	ks2 := filepath.Join(d.dir, "term2", "tokens.json")
-	if err := copyFile(ks1, ks2); err != nil {
-		return err
-	}
 
 	t1, err := d.terminal(ctx, "term-1", ks1, n1)
 	if err != nil {
 		return err
 	}
-	t2, err := d.terminal(ctx, "term-2", ks2, n1)
+	t2, err := d.carriedTo(ctx, "term-2", ks1, n1)
 	if err != nil {
 		return err
 	}
-	if _, err := t1.wait(ctx, "connected"); err != nil {
-		return err
-	}
-	if _, err := t2.wait(ctx, "connected"); err != nil {
+	if err := connected(ctx, t1, t2); err != nil {
 		return err
 	}
 	d.step("terminals term-1 and term-2 connected to demo-1 (TLS 1.3, pinned %s…)", n1.pin[:19])
@@ -268,15 +257,11 @@ func (d *demo) script(ctx context.Context) error {
 		return err
 	}
 	d.step("hotdeskd demo-2 joined the group (demo-1's etcd) on %s; hotdeskctl server list shows %d servers", n2.addr, len(servers))
-	ks3 := filepath.Join(d.dir, "term3", "tokens.json")
-	if err := copyFile(ks1, ks3); err != nil {
-		return err
-	}
-	t3, err := d.terminal(ctx, "term-3", ks3, n2)
+	t3, err := d.carriedTo(ctx, "term-3", ks1, n2)
 	if err != nil {
 		return err
 	}
-	if _, err := t3.wait(ctx, "connected"); err != nil {
+	if err := connected(ctx, t3); err != nil {
 		return err
 	}
 	t1.cmd("remove default")
@@ -338,6 +323,33 @@ func (d *demo) writePAM() error {
 	}
 	stack := fmt.Sprintf("auth required %[1]s passdb=%[2]s\naccount required %[1]s passdb=%[2]s\n", matrixModule, db)
 	return os.WriteFile(filepath.Join(d.pamDir, "hotdesk"), []byte(stack), 0o644)
+}
+
+// carriedTo starts terminal id on broker n with a copy of the software
+// token keystore ks: the person carries the token (its key) to that
+// terminal.
+func (d *demo) carriedTo(ctx context.Context, id, ks string, n *node) (*term, error) {
+	b, err := os.ReadFile(ks)
+	if err != nil {
+		return nil, err
+	}
+	copied := filepath.Join(d.dir, id, "tokens.json")
+	if err := os.MkdirAll(filepath.Dir(copied), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(copied, b, 0o600); err != nil {
+		return nil, err
+	}
+	return d.terminal(ctx, id, copied, n)
+}
+
+// startFirst writes the PAM service and starts the first broker, demo-1,
+// which runs the group's embedded etcd.
+func (d *demo) startFirst(ctx context.Context) (*node, error) {
+	if err := d.writePAM(); err != nil {
+		return nil, err
+	}
+	return d.startNode(ctx, "demo-1")
 }
 
 // startNode writes a config for a new broker, starts it and waits until it
@@ -596,15 +608,14 @@ func jsonField(out []byte, event, field string) string {
 	return ""
 }
 
-func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
+// connected waits until every terminal of ts has connected to its broker.
+func connected(ctx context.Context, ts ...*term) error {
+	for _, t := range ts {
+		if _, err := t.wait(ctx, "connected"); err != nil {
+			return err
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o600)
+	return nil
 }
 
 func alive(pid int) bool {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -106,10 +105,7 @@ func TestAgentSession(t *testing.T) {
 		}
 	}
 
-	p.send(&proto.Ping{Seq: 5})
-	if pong := expect[proto.Pong](p); pong.Seq != 5 {
-		t.Errorf("pong seq = %d; want 5", pong.Seq)
-	}
+	p.ping(5)
 
 	ta.command(t, "status")
 	st := ta.out.wait("status")
@@ -154,18 +150,12 @@ func TestAgentSession(t *testing.T) {
 func TestAgentRedirect(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	b := startBroker(t, "broker-b", time.Minute)
-	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	pa := a.accept()
-	expect[proto.TokenInserted](pa)
-	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 42})
-
-	pb := b.accept()
+	ta, pa := startInserted(t, a)
+	pb := pa.redirect(ta.key.Token, b, 42)
 	if h := pb.hello; h.Hops != 1 || h.Fence != 42 || h.Token != ta.key.Token || h.TerminalID != "term-1" {
 		t.Errorf("hello at b = %+v; want hops 1, fence 42, token %s, terminal term-1", h, ta.key.Token)
 	}
-	if ins := expect[proto.TokenInserted](pb); ins.Token != ta.key.Token {
-		t.Errorf("TokenInserted at b = %+v; want %s", ins, ta.key.Token)
-	}
+	pb.inserted(ta.key.Token)
 	if ev := ta.out.wait("redirect"); ev["server"] != "broker-b" || ev["addr"] != b.addr || ev["fence"] != float64(42) {
 		t.Errorf("redirect event = %v; want broker-b at %s, fence 42", ev, b.addr)
 	}
@@ -182,17 +172,13 @@ func TestAgentRedirect(t *testing.T) {
 	}
 	// Removal goes to the broker the terminal is connected to.
 	ta.command(t, "remove default")
-	if rm := expect[proto.TokenRemoved](pb); rm.Token != ta.key.Token {
-		t.Errorf("TokenRemoved at b = %+v; want %s", rm, ta.key.Token)
-	}
+	pb.removed(ta.key.Token)
 }
 
 func TestAgentRedirectHopLimit(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	b := startBroker(t, "broker-b", time.Minute)
-	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	pa := a.accept()
-	expect[proto.TokenInserted](pa)
+	ta, pa := startInserted(t, a)
 	redirect := &proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 7}
 	pa.send(redirect)
 	// b keeps redirecting to itself: hops 1, 2, 3, then the agent refuses.
@@ -213,10 +199,7 @@ func TestAgentRedirectHopLimit(t *testing.T) {
 	if home.hello.Hops != 0 || home.hello.Fence != 0 {
 		t.Errorf("hello back home = %+v; want no hops, no fence", home.hello)
 	}
-	home.send(&proto.Ping{Seq: 1})
-	if pong := expect[proto.Pong](home); pong.Seq != 1 {
-		t.Errorf("first message back home = pong %d; want pong 1 (no token re-presented)", pong.Seq)
-	}
+	home.ping(1) // no token re-presented before the Pong
 	if got := b.accepted.Load(); got != proto.MaxHops {
 		t.Errorf("connections to b = %d; want %d", got, proto.MaxHops)
 	}
@@ -225,9 +208,7 @@ func TestAgentRedirectHopLimit(t *testing.T) {
 func TestAgentRedirectPinMismatch(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	b := startBroker(t, "broker-b", time.Minute)
-	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	pa := a.accept()
-	expect[proto.TokenInserted](pa)
+	ta, pa := startInserted(t, a)
 	// The fingerprint is a's, but b answers at that address.
 	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: a.fp, Fence: 3})
 	ev := ta.out.wait("error")
@@ -254,17 +235,13 @@ func TestAgentRedirectPinMismatch(t *testing.T) {
 
 func TestAgentReconnect(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
-	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	p := a.accept()
-	expect[proto.TokenInserted](p)
+	ta, p := startInserted(t, a)
 	p.c.Close()
 	if ev := ta.out.wait("disconnected"); ev["error"] == "" {
 		t.Errorf("disconnected event = %v; want an error text", ev)
 	}
 	p2 := a.accept()
-	if ins := expect[proto.TokenInserted](p2); ins.Token != ta.key.Token {
-		t.Errorf("re-presented token = %s; want %s", ins.Token, ta.key.Token)
-	}
+	p2.inserted(ta.key.Token) // re-presented on the new connection
 	ta.out.wait("connected")
 }
 
@@ -294,10 +271,7 @@ func TestAgentPingLoss(t *testing.T) {
 	// An answered ping resets the count. The broker's own ping, answered
 	// after the pong was read, shows the agent has seen the pong.
 	p.send(&proto.Pong{Seq: 1})
-	p.send(&proto.Ping{Seq: 99})
-	if pong := expect[proto.Pong](p); pong.Seq != 99 {
-		t.Fatalf("pong seq = %d; want 99", pong.Seq)
-	}
+	p.ping(99)
 	for seq := uint64(2); seq < 2+missedPongs; seq++ {
 		advance()
 		if ping := expect[proto.Ping](p); ping.Seq != seq {
@@ -404,9 +378,7 @@ func TestAgentPair(t *testing.T) {
 func TestAgentRedirectToDeadOwnerRetried(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	dead := testutil.FreeAddr(t)
-	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	pa := a.accept()
-	expect[proto.TokenInserted](pa)
+	ta, pa := startInserted(t, a)
 	const attempts = 4
 	for i := 0; i < attempts; i++ {
 		pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-dead", Addr: dead, Fingerprint: a.fp, Fence: 5})
@@ -421,10 +393,7 @@ func TestAgentRedirectToDeadOwnerRetried(t *testing.T) {
 	// The owner's lease expired: home takes the token.
 	pa.send(&proto.Attached{SessionID: "s5", Token: ta.key.Token, Endpoint: "rdp://a", ServerID: "broker-a"})
 	ta.out.wait("attached")
-	pa.send(&proto.Ping{Seq: 1})
-	if pong := expect[proto.Pong](pa); pong.Seq != 1 {
-		t.Fatalf("pong = %+v; want 1", pong)
-	}
+	pa.ping(1)
 	if got := a.accepted.Load(); got != 1 {
 		t.Errorf("connections to home = %d; want 1 (retries on the connection the redirect came on)", got)
 	}
@@ -450,16 +419,13 @@ func TestOwnerRetryDelay(t *testing.T) {
 func TestAgentHopsPerLookup(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	b := startBroker(t, "broker-b", time.Minute)
-	startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	pa := a.accept()
-	expect[proto.TokenInserted](pa)
+	_, pa := startInserted(t, a)
 	// Redirects about other tokens (new lookups), back and forth.
 	p, other := pa, []*fakeBroker{b, a}
 	for i := 0; i < 2*proto.MaxHops; i++ {
 		tok := fmt.Sprintf("uid.%02x", i)
 		to := other[i%2]
-		p.send(&proto.Redirect{Token: tok, ServerID: to.id, Addr: to.addr, Fingerprint: to.fp, Fence: int64(10 + i)})
-		p = to.accept()
+		p = p.redirect(tok, to, int64(10+i))
 		if p.hello.Hops != 1 || p.hello.Token != tok {
 			t.Fatalf("redirect %d: hello %+v; want hops 1 for token %s", i, p.hello, tok)
 		}
@@ -474,32 +440,19 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
 	p := a.accept()
 	for i := 0; i < 3; i++ {
-		if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token {
-			t.Fatalf("TokenInserted = %+v; want %s", ins, ta.key.Token)
-		}
+		p.inserted(ta.key.Token)
 		p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "server not ready", Token: ta.key.Token})
 	}
-	if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token {
-		t.Fatalf("TokenInserted = %+v; want %s", ins, ta.key.Token)
-	}
+	p.inserted(ta.key.Token)
 	p.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, Endpoint: "rdp://x:1", ServerID: "broker-a"})
 	ta.out.wait("attached")
 
 	// Removed while a retry is pending: nothing more is presented.
 	p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "owner unreachable", Token: ta.key.Token})
 	ta.command(t, "remove default")
-	if rm := expect[proto.TokenRemoved](p); rm.Token != ta.key.Token {
-		t.Fatalf("got %+v; want TokenRemoved", rm)
-	}
-	p.send(&proto.Ping{Seq: 1})
-	if pong := expect[proto.Pong](p); pong.Seq != 1 {
-		t.Fatalf("pong = %+v", pong)
-	}
-	time.Sleep(100 * time.Millisecond) // several backoffs of 10 ms
-	p.send(&proto.Ping{Seq: 2})
-	if m, ok := p.recv().(*proto.Pong); !ok || m.Seq != 2 {
-		t.Fatalf("got %+v after the removal; want only the Pong", m)
-	}
+	p.removed(ta.key.Token)
+	p.ping(1)
+	p.quiet(2)
 }
 
 // TestAgentReturnsHome: a terminal that a redirect led to another broker
@@ -509,29 +462,18 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 func TestAgentReturnsHome(t *testing.T) {
 	a := startBroker(t, "broker-a", time.Minute)
 	b := startBroker(t, "broker-b", time.Minute)
-	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
-	pa := a.accept()
-	expect[proto.TokenInserted](pa)
-	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 4})
-	pb := b.accept()
+	ta, pa := startInserted(t, a)
+	pb := pa.redirect(ta.key.Token, b, 4)
 	expect[proto.TokenInserted](pb)
 	pb.send(&proto.Attached{SessionID: "s4", Token: ta.key.Token, Endpoint: "rdp://b", ServerID: "broker-b", Resumed: true})
 	ta.out.wait("attached")
 
 	// While the session is shown the agent stays.
-	pb.send(&proto.Ping{Seq: 1})
-	if pong := expect[proto.Pong](pb); pong.Seq != 1 {
-		t.Fatalf("pong = %+v; want 1", pong)
-	}
+	pb.ping(1)
 	// Pulled, but not yet detached: it stays for the broker's answer.
 	ta.command(t, "remove default")
-	if rm := expect[proto.TokenRemoved](pb); rm.Token != ta.key.Token {
-		t.Fatalf("TokenRemoved at b = %+v; want %s", rm, ta.key.Token)
-	}
-	pb.send(&proto.Ping{Seq: 2})
-	if pong := expect[proto.Pong](pb); pong.Seq != 2 {
-		t.Fatalf("pong = %+v; want 2 (still at b before Detached)", pong)
-	}
+	pb.removed(ta.key.Token)
+	pb.ping(2) // still at b before Detached
 	pb.send(&proto.Detached{SessionID: "s4", Reason: proto.DetachTokenRemoved})
 
 	// Idle: back home, with no hops and nothing presented.
@@ -544,9 +486,7 @@ func TestAgentReturnsHome(t *testing.T) {
 	}
 	// The next insert starts at home.
 	ta.command(t, "insert default")
-	if ins := expect[proto.TokenInserted](home); ins.Token != ta.key.Token {
-		t.Errorf("next insert at home = %+v; want %s", ins, ta.key.Token)
-	}
+	home.inserted(ta.key.Token)
 	if got := b.accepted.Load(); got != 1 {
 		t.Errorf("connections to b = %d; want 1", got)
 	}
@@ -559,60 +499,37 @@ type resumeServer struct {
 	addr    string
 	fp      []byte
 	resumed chan bool
-	ln      net.Listener
-	wg      sync.WaitGroup
+	ln      *fakeListener
 }
 
 // listenResume starts a resumeServer on addr ("" for a free port).
 func listenResume(t *testing.T, addr string) (*resumeServer, error) {
 	t.Helper()
-	dir := t.TempDir()
-	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	s := &resumeServer{addr: ln.Addr().String(), fp: proto.Fingerprint(cert.Leaf.Raw), resumed: make(chan bool, 16), ln: ln}
+	cert, fp := testCert(t)
+	s := &resumeServer{fp: fp, resumed: make(chan bool, 16)}
 	cfg := proto.ServerTLSConfig(cert)
 	verify := cfg.VerifyConnection
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		s.resumed <- cs.DidResume
 		return verify(cs)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				c := proto.NewConn(tls.Server(raw, cfg), proto.WithReadTimeout(waitBound))
-				defer c.Close()
-				if _, _, err := proto.ServerHandshake(c, "resume", time.Minute); err != nil {
-					return
-				}
-				c.Recv() // until the client closes
-			}()
+	var err error
+	s.ln, err = listenFake(t, addr, func(raw net.Conn) {
+		c := proto.NewConn(tls.Server(raw, cfg), proto.WithReadTimeout(waitBound))
+		defer c.Close()
+		if _, _, err := proto.ServerHandshake(c, "resume", time.Minute); err != nil {
+			return
 		}
-	}()
-	t.Cleanup(s.close)
+		c.Recv() // until the client closes
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.addr = s.ln.addr()
 	return s, nil
 }
 
-func (s *resumeServer) close() {
-	s.ln.Close()
-	s.wg.Wait()
-}
+func (s *resumeServer) close() { s.ln.close() }
 
 func mustPin(t *testing.T, fp []byte) *tls.Config {
 	t.Helper()
@@ -716,9 +633,7 @@ func TestAgentAdminLockNotUndone(t *testing.T) {
 	p := a.accept()
 	attach := func() {
 		t.Helper()
-		if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token {
-			t.Fatalf("TokenInserted = %+v; want %s", ins, ta.key.Token)
-		}
+		p.inserted(ta.key.Token)
 		p.send(&proto.Attached{SessionID: "s1", Token: ta.key.Token, Endpoint: "rdp://x:1", ServerID: "broker-a"})
 		ta.out.wait("attached")
 	}
@@ -728,11 +643,7 @@ func TestAgentAdminLockNotUndone(t *testing.T) {
 
 	p.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachAdmin, Message: "session locked by an administrator"})
 	ta.out.wait("detached")
-	time.Sleep(100 * time.Millisecond) // several backoffs of 10 ms
-	p.send(&proto.Ping{Seq: 1})
-	if m, ok := p.recv().(*proto.Pong); !ok || m.Seq != 1 {
-		t.Fatalf("got %+v after the lock; want only the Pong", m)
-	}
+	p.quiet(1)
 }
 
 // TestAgentParkedRemoval: while a redirect's dial runs, the connection it
@@ -762,23 +673,17 @@ func TestAgentParkedRemoval(t *testing.T) {
 	ta.out.wait("attached")
 
 	ta.command(t, "insert other")
-	if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
-		t.Fatalf("TokenInserted = %+v; want %s", ins, other.Token)
-	}
+	pa.inserted(other.Token)
 	pa.send(&proto.Redirect{Token: other.Token, ServerID: "broker-hole", Addr: hole.Addr().String(), Fingerprint: a.fp, Fence: 9})
 	ta.out.wait("redirect")
 	ta.command(t, "remove default")
-	if rm := expect[proto.TokenRemoved](pa); rm.Token != ta.key.Token {
-		t.Fatalf("on the parked connection: %+v; want TokenRemoved %s", rm, ta.key.Token)
-	}
+	pa.removed(ta.key.Token) // on the parked connection
 	pa.send(&proto.Detached{SessionID: "s1", Reason: proto.DetachTokenRemoved})
 	if ev := ta.out.wait("detached"); ev["session"] != "s1" {
 		t.Errorf("detached = %v; want s1", ev)
 	}
 	// The target never answers: the redirected token again, same connection.
-	if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
-		t.Fatalf("after the failed dial: %+v; want %s presented again", ins, other.Token)
-	}
+	pa.inserted(other.Token)
 	if got := a.accepted.Load(); got != 1 {
 		t.Errorf("connections to a = %d; want 1", got)
 	}

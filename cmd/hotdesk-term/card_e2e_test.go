@@ -78,6 +78,14 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 // 0.4 s): vpcd cannot show a card swapped within one poll.
 func settle() { time.Sleep(time.Second) }
 
+// awaitEvent returns the first event of evs that match accepts (match
+// may fail the test on an event that must not come), within 30 s
+// (testutil.AwaitEvent); what names the awaited event.
+func awaitEvent(t *testing.T, evs <-chan map[string]any, what string, match func(ev map[string]any) bool) map[string]any {
+	t.Helper()
+	return testutil.AwaitEvent(t, evs, what, 30*time.Second, match)
+}
+
 // waitEvent is the agent's next event want (testutil.NextEvent), within 30 s.
 func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 	t.Helper()
@@ -265,23 +273,12 @@ func impostorCard(genuine *nfc.Phone, forger ed25519.PrivateKey) vcard.Card {
 // waitRefused waits for the broker's error event; a session is a failure.
 func waitRefused(t *testing.T, evs <-chan map[string]any) map[string]any {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				t.Fatal("agent exited while waiting for a refusal")
-			}
-			switch ev["event"] {
-			case "attached":
-				t.Fatalf("got %v; want the token refused", ev)
-			case "error":
-				return ev
-			}
-		case <-timeout:
-			t.Fatal("no error event in 30 s")
+	return awaitEvent(t, evs, "refusal (error event)", func(ev map[string]any) bool {
+		if ev["event"] == "attached" {
+			t.Fatalf("got %v; want the token refused", ev)
 		}
-	}
+		return ev["event"] == "error"
+	})
 }
 
 // quiet fails if evs holds a session event now.

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/rdpwake"
+	"github.com/hotdesk/hotdesk/cmd/internal/splice"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -422,13 +422,7 @@ func (d *display) relay(c *client, gw string, tlsCfg *tls.Config, ticket []byte,
 	d.cfg.Emit(streamEvent(session, accepted.Sub(attached), time.Since(accepted)))
 	stop := context.AfterFunc(c.ctx, func() { conn.Close(); gwConn.Close() })
 	defer stop()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(gwConn, conn); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(conn, gwConn); done <- struct{}{} }()
-	<-done
-	conn.Close()
-	gwConn.Close()
-	<-done
+	splice.Conns(conn, gwConn)
 	// The stream is over (cut by the gateway, or the client left): the
 	// client must not go on showing its last frame.
 	c.cancel()

@@ -54,56 +54,27 @@ type fakeGateway struct {
 	addr   string
 	tls    *tls.Config // the client side, pinned
 	ticket []byte
-	ln     net.Listener
-	wg     sync.WaitGroup
+	ln     *fakeListener
 
 	mu       sync.Mutex
 	attaches int      // Attach messages received
 	lines    []string // first line of each spliced stream
-	conns    []net.Conn
 }
 
 func startGateway(t *testing.T) *fakeGateway {
 	t.Helper()
-	dir := t.TempDir()
-	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
+	cert, fp := testCert(t)
+	ccfg, err := proto.ClientTLSConfig("", fp, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ccfg, err := proto.ClientTLSConfig("", proto.Fingerprint(cert.Leaf.Raw), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &fakeGateway{t: t, addr: ln.Addr().String(), tls: ccfg, ticket: []byte("ticket-1"), ln: ln}
+	g := &fakeGateway{t: t, tls: ccfg, ticket: []byte("ticket-1")}
 	scfg := proto.ServerTLSConfig(cert)
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			g.mu.Lock()
-			g.conns = append(g.conns, c)
-			g.mu.Unlock()
-			g.wg.Add(1)
-			go func() { defer g.wg.Done(); g.serve(tls.Server(c, scfg)) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		g.mu.Lock()
-		for _, c := range g.conns {
-			c.Close()
-		}
-		g.mu.Unlock()
-		g.wg.Wait()
-	})
+	g.ln, err = listenFake(t, "", func(c net.Conn) { g.serve(tls.Server(c, scfg)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.addr = g.ln.addr()
 	return g
 }
 
@@ -225,10 +196,7 @@ func TestDisplayHeldUntilTicket(t *testing.T) {
 	shown := map[string]bool{}
 	first := waitFile(t, dir, ".up", up) // connected to the relay, held
 	time.Sleep(200 * time.Millisecond)   // room for a wrong relay to forward
-	gw.mu.Lock()
-	conns := len(gw.conns)
-	gw.mu.Unlock()
-	if conns != 0 {
+	if conns := gw.ln.accepted(); conns != 0 {
 		t.Fatalf("before any ticket the gateway got %d connections; want none", conns)
 	}
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"image"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
-
-	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // startXvfb starts a virtual X screen, 1024x768, for a terminal whose
@@ -24,6 +21,77 @@ func startXvfb(t *testing.T) string {
 	t.Helper()
 	testutil.NeedTools(t, "xdotool", "convert")
 	return testutil.StartXvfb(t)
+}
+
+// xdotool runs xdotool with args on X screen disp, as a person at the
+// terminal types.
+func xdotool(t *testing.T, disp string, args ...string) {
+	t.Helper()
+	c := exec.Command("xdotool", args...)
+	c.Env = append(os.Environ(), "DISPLAY="+disp)
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("xdotool %v: %v %s", args, err, out)
+	}
+}
+
+// cardPINBlocks returns the configuration blocks of a broker, after its
+// etcd block, that asks for a card and a PIN, checked by the PAM services
+// in pamDir, and shows weston RDP desktops; authExtra goes into the auth
+// block.
+func cardPINBlocks(etcd, pamDir, authExtra string) string {
+	return fmt.Sprintf(`%s
+session {
+  auth = "card+pin"
+  keep_on_stop = false
+}
+compositor {
+  backend = "rdp"
+}
+auth {
+  pam_dir = %q
+  open_session = false
+%s}`, etcd, pamDir, authExtra)
+}
+
+// startGreeterAgent starts hotdesk-term as terminal id, homed at home,
+// with the greeter on X screen disp and FreeRDP full screen as its display
+// client; args (more options, then the command) follow those options. It
+// returns the agent's standard input and events. When the test ends the
+// agent is stopped, and its log shown if the test failed.
+func startGreeterAgent(t *testing.T, bin, disp, id string, home *groupBroker, args ...string) (io.WriteCloser, *events) {
+	t.Helper()
+	common := []string{"-server", home.addr, "-pin", home.Pin, "-id", id, "-json", "-greeter",
+		"-min-backoff", "200ms", "-max-backoff", "1s", "-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24"}
+	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), append(common, args...)...)
+	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), id+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			l, _ := os.ReadFile(logPath)
+			t.Logf("agent %s log:\n%s", id, l)
+		}
+	})
+	return stdin, &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
 }
 
 // meanDiff is the mean absolute difference (0..255) of two screenshots.
@@ -45,12 +113,18 @@ func meanDiff(a, b image.Image) float64 {
 
 // greeterShare is the share of pixels in the greeter's background colour.
 func greeterShare(img image.Image) float64 {
+	return pixelShare(img, func(r, g, b uint32) bool { return r == 0x1d && g == 0x2b && b == 0x3a })
+}
+
+// pixelShare is the share of pixels of img (a sample: every 4th pixel of
+// every 4th row) whose 8-bit colour satisfies is.
+func pixelShare(img image.Image, is func(r, g, b uint32) bool) float64 {
 	var hit, n float64
-	r := img.Bounds()
-	for y := r.Min.Y; y < r.Max.Y; y += 4 {
-		for x := r.Min.X; x < r.Max.X; x += 4 {
-			cr, cg, cb, _ := img.At(x, y).RGBA()
-			if cr>>8 == 0x1d && cg>>8 == 0x2b && cb>>8 == 0x3a {
+	bounds := img.Bounds()
+	for y := bounds.Min.Y; y < bounds.Max.Y; y += 4 {
+		for x := bounds.Min.X; x < bounds.Max.X; x += 4 {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if is(r>>8, g>>8, b>>8) {
 				hit++
 			}
 			n++
@@ -75,61 +149,22 @@ func TestGreeterE2E(t *testing.T) {
 	disp := startXvfb(t)
 
 	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
-	b := newBroker(t, bin, "greeter", fmt.Sprintf(`etcd {
+	etcd := fmt.Sprintf(`etcd {
   embedded {
     client_url = "http://%s"
     peer_url = "http://%s"
   }
-}
-session {
-  auth = "card+pin"
-  keep_on_stop = false
-}
-compositor {
-  backend = "rdp"
-}
-auth {
-  pam_dir = %q
-  open_session = false
-  max_failures = 2
+}`, testutil.FreeAddr(t), testutil.FreeAddr(t))
+	b := newBroker(t, bin, "greeter", cardPINBlocks(etcd, pamDir, `  max_failures = 2
   lockout = "3s"
   max_lockout = "3s"
-}`, testutil.FreeAddr(t), testutil.FreeAddr(t), pamDir))
+`))
 	b.Start()
 
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := ks.Generate("default", "")
-	ks.Save()
+	ks, key := newKeystore(t)
 	b.pair("pat", key)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", "desk-g",
-		"-keystore", ks.Path(), "-json", "-greeter", "-min-backoff", "200ms", "-max-backoff", "1s",
-		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "run")
-	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	logPath := filepath.Join(t.TempDir(), "agent.log")
-	logf, _ := os.Create(logPath)
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			l, _ := os.ReadFile(logPath)
-			t.Logf("agent log:\n%s", l)
-		}
-	})
-	evs := &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
+	stdin, evs := startGreeterAgent(t, bin, disp, "desk-g", b, "-keystore", ks.Path(), "run")
 	say := func(line string) {
 		t.Helper()
 		if _, err := io.WriteString(stdin, line+"\n"); err != nil {
@@ -138,17 +173,7 @@ auth {
 	}
 	xdo := func(args ...string) {
 		t.Helper()
-		if out, err := exec.Command("xdotool", args...).CombinedOutput(); err != nil {
-			t.Fatalf("xdotool %v: %v %s", args, err, out)
-		}
-	}
-	xdo = func(args ...string) { // xdotool talks to the test's X screen
-		t.Helper()
-		c := exec.Command("xdotool", args...)
-		c.Env = append(os.Environ(), "DISPLAY="+disp)
-		if out, err := c.CombinedOutput(); err != nil {
-			t.Fatalf("xdotool %v: %v %s", args, err, out)
-		}
+		xdotool(t, disp, args...)
 	}
 	// drawn waits until the greeter drew a frame that ok accepts.
 	drawn := func(what string, ok func(ev map[string]any) bool) map[string]any {

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 
 	"github.com/hotdesk/hotdesk/proto"
-	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 func fp(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
@@ -136,12 +134,3 @@ func TestGroupDialAny(t *testing.T) {
 }
 
 type tlsConfig = tls.Config
-
-func mustKeystore(t *testing.T) *soft.Keystore {
-	t.Helper()
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
-}

@@ -32,7 +32,96 @@ func TestMain(m *testing.M) {
 		runTestDisplayClient() // the test binary as a display client
 	}
 	os.Exit(testutil.CheckLeaks(testutil.RunWithBuilds(m), 10*time.Second,
-		"main.(*agent)", "main.readLines", "main.(*fakeBroker)", "main.(*display)"))
+		"main.(*agent)", "main.readLines", "main.listenFake", "main.(*fakeBroker)", "main.(*display)"))
+}
+
+// testCert returns a new self-signed certificate, as a broker or a gateway
+// has, and its fingerprint.
+func testCert(t *testing.T) (tls.Certificate, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, proto.Fingerprint(cert.Leaf.Raw)
+}
+
+// fakeListener is the listening part of this package's fake servers: it
+// hands every connection it accepts to a handler, in a goroutine of its
+// own. close, which also runs when the test ends, stops the listener,
+// closes every connection and waits for the handlers.
+type fakeListener struct {
+	ln net.Listener
+	wg sync.WaitGroup
+
+	mu     sync.Mutex // guards the fields below
+	conns  []net.Conn
+	closed bool
+}
+
+// listenFake listens on addr ("" for a free loopback port) and serves
+// every connection with handle.
+func listenFake(t *testing.T, addr string, handle func(net.Conn)) (*fakeListener, error) {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	l := &fakeListener{ln: ln}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil || !l.track(c) {
+				return
+			}
+			go func() {
+				defer l.wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(l.close)
+	return l, nil
+}
+
+func (l *fakeListener) addr() string { return l.ln.Addr().String() }
+
+// track records c, to be closed by close, and counts its handler in wg;
+// once the listener is closed it closes c instead and returns false.
+func (l *fakeListener) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return false
+	}
+	l.conns = append(l.conns, c)
+	l.wg.Add(1)
+	return true
+}
+
+// accepted returns how many connections the listener accepted.
+func (l *fakeListener) accepted() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+func (l *fakeListener) close() {
+	l.ln.Close()
+	l.mu.Lock()
+	l.closed = true
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
 }
 
 type tWriter struct{ t testing.TB }
@@ -54,16 +143,11 @@ type fakeBroker struct {
 	id    string
 	addr  string
 	fp    []byte
-	ln    net.Listener
 	peers chan *peer
 	// accepted counts completed handshakes; tlsFailures failed TLS handshakes.
 	accepted    atomic.Int32
 	tlsFailures atomic.Int32
-	wg          sync.WaitGroup
 	quit        chan struct{}
-
-	mu    sync.Mutex
-	conns []*proto.Conn
 }
 
 type peer struct {
@@ -75,63 +159,41 @@ type peer struct {
 
 func startBroker(t *testing.T, id string, pingInterval time.Duration) *fakeBroker {
 	t.Helper()
-	dir := t.TempDir()
-	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &fakeBroker{t: t, id: id, addr: ln.Addr().String(), fp: proto.Fingerprint(cert.Leaf.Raw), ln: ln, peers: make(chan *peer, 16), quit: make(chan struct{})}
+	cert, fp := testCert(t)
+	b := &fakeBroker{t: t, id: id, fp: fp, peers: make(chan *peer, 16), quit: make(chan struct{})}
 	tcfg := proto.ServerTLSConfig(cert)
-	b.wg.Add(1)
-	go b.serve(tcfg, pingInterval)
-	t.Cleanup(func() {
-		close(b.quit)
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
+	l, err := listenFake(t, "", func(raw net.Conn) { b.serve(raw, tcfg, pingInterval) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(b.quit) }) // before the listener's cleanup
+	b.addr = l.addr()
 	return b
 }
 
-func (b *fakeBroker) serve(tcfg *tls.Config, pingInterval time.Duration) {
-	defer b.wg.Done()
-	for {
-		raw, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		tc := tls.Server(raw, tcfg)
-		ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-		err = tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			b.tlsFailures.Add(1)
-			raw.Close()
-			continue
-		}
-		c := proto.NewConn(tc, proto.WithReadTimeout(waitBound))
-		b.mu.Lock()
-		b.conns = append(b.conns, c)
-		b.mu.Unlock()
-		h, w, err := proto.ServerHandshake(c, b.id, pingInterval)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		b.accepted.Add(1)
-		select {
-		case b.peers <- &peer{t: b.t, c: c, hello: h, welcome: w}:
-		case <-b.quit:
-			return
-		}
+// serve completes the TLS and the server handshake on raw and hands the
+// connection to the test.
+func (b *fakeBroker) serve(raw net.Conn, tcfg *tls.Config, pingInterval time.Duration) {
+	tc := tls.Server(raw, tcfg)
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		b.tlsFailures.Add(1)
+		raw.Close()
+		return
+	}
+	c := proto.NewConn(tc, proto.WithReadTimeout(waitBound))
+	h, w, err := proto.ServerHandshake(c, b.id, pingInterval)
+	if err != nil {
+		c.Close()
+		return
+	}
+	b.accepted.Add(1)
+	select {
+	case b.peers <- &peer{t: b.t, c: c, hello: h, welcome: w}:
+	case <-b.quit:
+		c.Close()
 	}
 }
 
@@ -175,6 +237,49 @@ func expect[T any](p *peer) *T {
 		p.t.Fatalf("broker got %T %+v; want %T", body, body, &zero)
 	}
 	return m
+}
+
+// redirect sends a Redirect of token, with fence, to broker to (with its
+// fingerprint) and returns the connection the agent makes there.
+func (p *peer) redirect(token string, to *fakeBroker, fence int64) *peer {
+	p.t.Helper()
+	p.send(&proto.Redirect{Token: token, ServerID: to.id, Addr: to.addr, Fingerprint: to.fp, Fence: fence})
+	return to.accept()
+}
+
+// inserted receives the next message, which must present token.
+func (p *peer) inserted(token string) {
+	p.t.Helper()
+	if ins := expect[proto.TokenInserted](p); ins.Token != token {
+		p.t.Fatalf("TokenInserted = %+v; want %s", ins, token)
+	}
+}
+
+// removed receives the next message, which must report token removed.
+func (p *peer) removed(token string) {
+	p.t.Helper()
+	if rm := expect[proto.TokenRemoved](p); rm.Token != token {
+		p.t.Fatalf("TokenRemoved = %+v; want %s", rm, token)
+	}
+}
+
+// ping sends a Ping; the next message must be its Pong: the agent sent
+// nothing else before it.
+func (p *peer) ping(seq uint64) {
+	p.t.Helper()
+	p.send(&proto.Ping{Seq: seq})
+	body := p.recv()
+	if pong, ok := body.(*proto.Pong); !ok || pong.Seq != seq {
+		p.t.Fatalf("broker got %T %+v; want only Pong %d", body, body, seq)
+	}
+}
+
+// quiet lets several of the agent's backoffs (10 ms in these tests) pass,
+// then pings: the agent sent nothing meanwhile.
+func (p *peer) quiet(seq uint64) {
+	p.t.Helper()
+	time.Sleep(100 * time.Millisecond)
+	p.ping(seq)
 }
 
 // output collects the agent's event lines.
@@ -249,6 +354,17 @@ type testAgent struct {
 	err   error         // Run's result, once done is closed
 }
 
+// mustKeystore returns a new, empty keystore in the test's temporary
+// directory.
+func mustKeystore(t *testing.T) *soft.Keystore {
+	t.Helper()
+	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
 // startAgent runs an agent against home with a keystore holding the key
 // "default". edit may change the Config before the start.
 func startAgent(t *testing.T, home *fakeBroker, edit func(*Config)) *testAgent {
@@ -286,6 +402,17 @@ func startAgent(t *testing.T, home *fakeBroker, edit func(*Config)) *testAgent {
 		}
 	})
 	return ta
+}
+
+// startInserted starts an agent homed at home with the token "default"
+// inserted, and returns it with its connection to home, on which the
+// token was presented.
+func startInserted(t *testing.T, home *fakeBroker) (*testAgent, *peer) {
+	t.Helper()
+	ta := startAgent(t, home, func(c *Config) { c.Insert = []string{"default"} })
+	p := home.accept()
+	p.inserted(ta.key.Token)
+	return ta, p
 }
 
 // command sends one stdin line.

@@ -1,12 +1,14 @@
 package main
 
 import (
-	"io"
+	"context"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/splice"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -35,12 +37,8 @@ func TestAgentInsertDuringRedirect(t *testing.T) {
 		a := startBroker(t, "broker-a", time.Minute)
 		gate, _ := gatedProxy(t, "127.0.0.1:1")
 		ta, other, pa := insertDuringRedirect(t, a, gate, a.fp, 2*time.Second) // the dial gives up then
-		if ins := expect[proto.TokenInserted](pa); ins.Token != other.Token {
-			t.Fatalf("on the connection the redirect came on: %+v; want %s (inserted during the dial)", ins, other.Token)
-		}
-		if ins := expect[proto.TokenInserted](pa); ins.Token != ta.key.Token {
-			t.Fatalf("then: %+v; want the redirected %s again", ins, ta.key.Token)
-		}
+		pa.inserted(other.Token)                                               // inserted during the dial, on the connection the redirect came on
+		pa.inserted(ta.key.Token)                                              // then the redirected token again
 	})
 }
 
@@ -60,7 +58,7 @@ func insertDuringRedirect(t *testing.T, home *fakeBroker, addr string, fp []byte
 		t.Fatal(err)
 	}
 	p := home.accept()
-	expect[proto.TokenInserted](p)
+	p.inserted(ta.key.Token)
 	p.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-x", Addr: addr, Fingerprint: fp, Fence: 3})
 	ta.out.wait("redirect")
 	ta.command(t, "insert other")
@@ -82,7 +80,8 @@ func waitInserted(t *testing.T, ta *testAgent, tok string) {
 
 // gatedProxy listens on loopback and holds every connection (accepted,
 // nothing read or forwarded) until release is called; then it forwards it
-// to target. It returns its address and release.
+// to target. It returns its address and release; every goroutine it starts
+// has ended when the test's cleanup returns.
 func gatedProxy(t *testing.T, target string) (addr string, release func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,40 +89,39 @@ func gatedProxy(t *testing.T, target string) (addr string, release func()) {
 		t.Fatal(err)
 	}
 	open := make(chan struct{})
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
 	go func() {
-		defer close(done)
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			conns = append(conns, c)
+			wg.Add(1)
 			go func() {
-				<-open
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					c.Close()
+				defer wg.Done()
+				defer c.Close()
+				select {
+				case <-open:
+				case <-ctx.Done():
 					return
 				}
-				go func() { io.Copy(up, c); up.Close() }()
-				io.Copy(c, up)
-				c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+				defer stop()
+				splice.Conns(c, up)
 			}()
 		}
 	}()
-	var once bool
-	return ln.Addr().String(), func() {
-		if !once {
-			once = true
-			close(open)
-		}
-	}
+	return ln.Addr().String(), sync.OnceFunc(func() { close(open) })
 }

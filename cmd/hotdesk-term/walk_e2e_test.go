@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,18 +57,8 @@ func changed(a, b image.Image) image.Rectangle {
 // fullDesktop reports a screen covered by the desktop: no greeter, no
 // black border (FreeRDP full screen, the desktop resized to the screen).
 func fullDesktop(img image.Image) bool {
-	var black, n float64
-	r := img.Bounds()
-	for y := r.Min.Y; y < r.Max.Y; y += 4 {
-		for x := r.Min.X; x < r.Max.X; x += 4 {
-			cr, cg, cb, _ := img.At(x, y).RGBA()
-			if cr>>8 < 8 && cg>>8 < 8 && cb>>8 < 8 {
-				black++
-			}
-			n++
-		}
-	}
-	return greeterShare(img) < 0.05 && black/n < 0.05
+	black := pixelShare(img, func(r, g, b uint32) bool { return r < 8 && g < 8 && b < 8 })
+	return greeterShare(img) < 0.05 && black < 0.05
 }
 
 // walkTerminal is one thin client of the walk: an X screen, a reader, a
@@ -83,28 +72,8 @@ type walkTerminal struct {
 func startWalkTerminal(t *testing.T, bin, id, reader string, home *groupBroker) *walkTerminal {
 	t.Helper()
 	w := &walkTerminal{t: t, disp: startXvfb(t)}
-	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), "-server", home.addr, "-pin", home.Pin, "-id", id,
-		"-keystore", filepath.Join(t.TempDir(), "none.json"), "-json", "-greeter", "-pcsc", "-readers", reader,
-		"-min-backoff", "200ms", "-max-backoff", "1s",
-		"-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24", "agent")
-	cmd.Env = append(os.Environ(), "DISPLAY="+w.disp)
-	stdout, _ := cmd.StdoutPipe()
-	logPath := filepath.Join(t.TempDir(), id+".log")
-	logf, _ := os.Create(logPath)
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			l, _ := os.ReadFile(logPath)
-			t.Logf("agent %s log:\n%s", id, l)
-		}
-	})
-	w.evs = &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
+	_, w.evs = startGreeterAgent(t, bin, w.disp, id, home,
+		"-keystore", filepath.Join(t.TempDir(), "none.json"), "-pcsc", "-readers", reader, "agent")
 	return w
 }
 
@@ -122,13 +91,8 @@ func (w *walkTerminal) greeter(screen, title string) map[string]any {
 // typePIN types pin on the terminal's screen through the X server.
 func (w *walkTerminal) typePIN(pin string) {
 	w.t.Helper()
-	for _, args := range [][]string{{"type", "--delay", "40", pin}, {"key", "Return"}} {
-		c := exec.Command("xdotool", args...)
-		c.Env = append(os.Environ(), "DISPLAY="+w.disp)
-		if out, err := c.CombinedOutput(); err != nil {
-			w.t.Fatalf("xdotool: %v %s", err, out)
-		}
-	}
+	xdotool(w.t, w.disp, "type", "--delay", "40", pin)
+	xdotool(w.t, w.disp, "key", "Return")
 }
 
 // until polls the screen until ok accepts a screenshot.
@@ -164,21 +128,10 @@ func TestWalkE2E(t *testing.T) {
 	etcd := etcdtest.Start(t)
 
 	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
-	blocks := fmt.Sprintf(`etcd {
+	blocks := cardPINBlocks(fmt.Sprintf(`etcd {
   endpoints = [%q]
   lease_ttl = "6s" # no broker dies here: a long lease keeps a loaded machine's late renewals from detaching the walk
-}
-session {
-  auth = "card+pin"
-  keep_on_stop = false
-}
-compositor {
-  backend = "rdp"
-}
-auth {
-  pam_dir = %q
-  open_session = false
-}`, etcd[0], pamDir)
+}`, etcd[0]), pamDir, "")
 	a, b := newBroker(t, bin, "a", blocks), newBroker(t, bin, "b", blocks)
 	a.Start()
 	b.Start()

@@ -292,21 +292,32 @@ func StartEvents(t testing.TB, cmd *exec.Cmd) (<-chan map[string]any, io.WriteCl
 // process has exited), or after d.
 func NextEvent(t testing.TB, evs <-chan map[string]any, want string, d time.Duration) map[string]any {
 	t.Helper()
+	return AwaitEvent(t, evs, fmt.Sprintf("event %q", want), d, func(ev map[string]any) bool {
+		if ev["event"] == "error" && want != "error" {
+			t.Fatalf("error event while waiting for %q: %v", want, ev)
+		}
+		return ev["event"] == want
+	})
+}
+
+// AwaitEvent returns the first event of evs that match accepts, passing
+// over the others (match may fail the test on an event that must not
+// come). It fails the test when evs closes (the process has exited) or
+// after d; what names the awaited event in those failures.
+func AwaitEvent(t testing.TB, evs <-chan map[string]any, what string, d time.Duration, match func(ev map[string]any) bool) map[string]any {
+	t.Helper()
 	timeout := time.After(d)
 	for {
 		select {
 		case ev, ok := <-evs:
 			if !ok {
-				t.Fatalf("process exited while waiting for event %q", want)
+				t.Fatalf("process exited while waiting for %s", what)
 			}
-			if ev["event"] == want {
+			if match(ev) {
 				return ev
 			}
-			if ev["event"] == "error" && want != "error" {
-				t.Fatalf("error event while waiting for %q: %v", want, ev)
-			}
 		case <-timeout:
-			t.Fatalf("no event %q in %v", want, d)
+			t.Fatalf("no %s in %v", what, d)
 		}
 	}
 }

@@ -74,3 +74,24 @@ func TestStartEvents(t *testing.T) {
 		t.Fatal("the process was not waited for when its test ended")
 	}
 }
+
+// TestAwaitEvent: the first event match accepts is returned, an error
+// event included; the bound fails the test naming what was awaited.
+func TestAwaitEvent(t *testing.T) {
+	evs := make(chan map[string]any, 3)
+	evs <- map[string]any{"event": "card", "uid": "01"}
+	evs <- map[string]any{"event": "error", "name": "refused"}
+	evs <- map[string]any{"event": "card", "uid": "02"}
+	got := AwaitEvent(t, evs, "card 02 or an error", time.Minute, func(ev map[string]any) bool {
+		return ev["uid"] == "02" || ev["event"] == "error"
+	})
+	if got["name"] != "refused" {
+		t.Fatalf("AwaitEvent = %v; want the error event, the first match", got)
+	}
+	msg := fatalOf(func(tb testing.TB) {
+		AwaitEvent(tb, make(chan map[string]any), "a refusal", 10*time.Millisecond, func(map[string]any) bool { return true })
+	})
+	if msg != "no a refusal in 10ms" {
+		t.Fatalf("failure = %q; want %q", msg, "no a refusal in 10ms")
+	}
+}

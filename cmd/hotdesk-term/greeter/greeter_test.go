@@ -54,6 +54,19 @@ func TestGreeterStates(t *testing.T) {
 			}
 		}
 	}
+	// submitted waits for the submission Enter makes, which must be text
+	// of kind.
+	submitted := func(kind InputKind, text string) {
+		t.Helper()
+		select {
+		case s := <-subs:
+			if s.kind != kind || s.text != text {
+				t.Fatalf("submitted %+v; want %v %q", s, kind, text)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("Enter did not submit %q", text)
+		}
+	}
 	f := waitFrame("connecting", func(f Frame) bool { return f.Screen == Unavailable })
 	if f.Width != 1024 || f.Height != 768 {
 		t.Errorf("window %dx%d; want full screen 1024x768", f.Width, f.Height)
@@ -74,14 +87,7 @@ func TestGreeterStates(t *testing.T) {
 	if out, err := exec.Command("xdotool", "key", "Return").CombinedOutput(); err != nil {
 		t.Fatalf("xdotool: %v %s", err, out)
 	}
-	select {
-	case s := <-subs:
-		if s.kind != Answer || s.text != "2468" {
-			t.Fatalf("submitted %+v; want answer 2468", s)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Enter did not submit")
-	}
+	submitted(Answer, "2468")
 
 	// Pairing: F2 from Idle, a visible code.
 	g.Show(State{Screen: Idle, Title: "Insert your card or tap your badge"})
@@ -91,14 +97,7 @@ func TestGreeterStates(t *testing.T) {
 	exec.Command("xdotool", "type", "--delay", "30", "ABCD-EFGH").Run()
 	waitFrame("code", func(f Frame) bool { return f.Input == "ABCD-EFGH" })
 	exec.Command("xdotool", "key", "Return").Run()
-	select {
-	case s := <-subs:
-		if s.kind != PairCode || s.text != "ABCD-EFGH" {
-			t.Fatalf("submitted %+v; want pair code ABCD-EFGH", s)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Enter did not submit the code")
-	}
+	submitted(PairCode, "ABCD-EFGH")
 }
 
 // shot saves a screenshot of disp as NAME.xwd in the test's temp dir.
