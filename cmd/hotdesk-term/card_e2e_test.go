@@ -70,7 +70,7 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 	base := []string{"-server", w.addr, "-pin", w.Pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
 	cmd := exec.CommandContext(ctx, filepath.Join(w.Bin, "hotdesk-term"), append(base, args...)...)
 	cmd.Stderr = os.Stderr
-	evs, stdin := testutil.StartEvents(w.t, cmd)
+	evs, stdin := testutil.StartEvents(w.t, cmd, 64)
 	return cmd, evs, stdin
 }
 

@@ -57,7 +57,7 @@ func (e *e2e) runTerm(ctx context.Context, id, ks, disp string) (<-chan map[stri
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", id,
 		"-keystore", ks, "-json", "-display", "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24", "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	return testutil.StartEvents(e.t, cmd)
+	return testutil.StartEvents(e.t, cmd, 64)
 }
 
 // next is the terminal's next event want (testutil.NextEvent), within 30 s.

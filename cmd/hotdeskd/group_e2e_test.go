@@ -146,7 +146,7 @@ func (g *testGroup) terminal(id string, b *groupBroker, ks string) *groupTerm {
 	cmd := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", id,
 		"-keystore", ks, "-json", "run")
 	term := &groupTerm{cmd: cmd}
-	term.evs, term.stdin = testutil.StartEvents(g.t, cmd)
+	term.evs, term.stdin = testutil.StartEvents(g.t, cmd, 64)
 	next(g.t, term.evs, "connected")
 	return term
 }
@@ -163,7 +163,7 @@ type eventStream struct {
 func (g *testGroup) followEvents(b *groupBroker) *eventStream {
 	g.t.Helper()
 	cmd := exec.Command(filepath.Join(g.bin, "hotdeskctl"), "-socket", b.Socket, "events", "-f", "-n", "0", "--json")
-	evs, _ := testutil.StartEvents(g.t, cmd)
+	evs, _ := testutil.StartEvents(g.t, cmd, 64)
 	es := &eventStream{cmd: cmd}
 	go func() {
 		for ev := range evs {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -263,9 +264,10 @@ func JSONEvents(r io.Reader, buf int) <-chan map[string]any {
 
 // StartEvents starts cmd, a process that prints JSON events on its standard
 // output (hotdesk-term -json, hotdeskctl events --json), and returns its
-// events (JSONEvents) and its standard input. When the test ends, its
-// standard input is closed and it is killed and waited for.
-func StartEvents(t testing.TB, cmd *exec.Cmd) (<-chan map[string]any, io.WriteCloser) {
+// events (JSONEvents, buf of them buffered) and its standard input. When the
+// test ends, its standard input is closed and it gets SIGTERM, then SIGKILL
+// if it has not exited after a bound, and is waited for.
+func StartEvents(t testing.TB, cmd *exec.Cmd, buf int) (<-chan map[string]any, io.WriteCloser) {
 	t.Helper()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -280,10 +282,22 @@ func StartEvents(t testing.TB, cmd *exec.Cmd) (<-chan map[string]any, io.WriteCl
 	}
 	t.Cleanup(func() {
 		stdin.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
+		cmd.Process.Signal(syscall.SIGTERM)
+		// Not waited for before: Wait closes stdout, which may still
+		// hold the last events.
+		exited := make(chan struct{})
+		go func() {
+			cmd.Wait()
+			close(exited)
+		}()
+		select {
+		case <-exited:
+		case <-time.After(stopBound):
+			cmd.Process.Kill()
+			<-exited
+		}
 	})
-	return JSONEvents(stdout, 64), stdin
+	return JSONEvents(stdout, buf), stdin
 }
 
 // NextEvent returns the next event of evs (JSONEvents of a -json process)

@@ -63,7 +63,7 @@ func TestStartEvents(t *testing.T) {
 	NeedTools(t, "sh")
 	cmd := exec.Command("sh", "-c", `echo '{"event":"hello"}'; read line; echo "{\"event\":\"got\",\"line\":\"$line\"}"; exec sleep 600`)
 	t.Run("running", func(t *testing.T) {
-		evs, stdin := StartEvents(t, cmd)
+		evs, stdin := StartEvents(t, cmd, 64)
 		NextEvent(t, evs, "hello", time.Minute)
 		fmt.Fprintln(stdin, "ping")
 		if got := NextEvent(t, evs, "got", time.Minute); got["line"] != "ping" {
