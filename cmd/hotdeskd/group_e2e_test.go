@@ -46,22 +46,16 @@ func startGroup(t *testing.T, n int, extra string) *testGroup {
 	for i := 1; i <= n; i++ {
 		dir := t.TempDir()
 		id, addr, metrics := fmt.Sprintf("b%d", i), testutil.FreeAddr(t), testutil.FreeAddr(t)
-		cfg := fmt.Sprintf(`server_id = %q
-data_dir = %q
-listen = %q
-admin_socket = %q
+		etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}", eps[0])
+		cfg := testutil.DaemonConfig(t, id, dir, addr, etcd) + fmt.Sprintf(`
 metrics_listen = %q
-etcd {
-  endpoints = [%q]
-  lease_ttl = "2s"
-}
 session {
   auth = "kiosk"
   keep_on_stop = false
 }
 %s
-`, id, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), metrics, eps[0], strings.ReplaceAll(extra, "{{ID}}", id))
-		b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, filepath.Join(dir, "admin.sock"), cfg), id: id, addr: addr, metrics: metrics}
+`, metrics, strings.ReplaceAll(extra, "{{ID}}", id))
+		b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), cfg), id: id, addr: addr, metrics: metrics}
 		b.Name = id
 		b.Launch()
 		g.brokers = append(g.brokers, b)
