@@ -143,30 +143,32 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	draining := func(draining bool) func(context.Context, string) error {
 		return func(ctx context.Context, id string) error { return b.SetDraining(ctx, id, draining) }
 	}
-	mux.Handle("/v1/sessions", methods{http.MethodGet: list(s, func(r *http.Request) ([]SessionInfo, error) {
-		q := r.URL.Query()
-		return b.Sessions(r.Context(), SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"),
-			Server: q.Get("server"), State: q.Get("state"), Token: q.Get("token")})
-	})})
-	mux.Handle("/v1/sessions/{id}", methods{http.MethodDelete: s.action(b.KillSession, "session killed by admin", "session_id")})
-	mux.Handle("/v1/sessions/{id}/disconnect", methods{http.MethodPost: s.action(b.DisconnectSession, "session disconnect by admin", "session_id")})
-	mux.Handle("/v1/sessions/{id}/lock", methods{http.MethodPost: s.action(b.LockSession, "session lock by admin", "session_id")})
-	mux.Handle("/v1/terminals", methods{http.MethodGet: list(s, func(r *http.Request) ([]TerminalInfo, error) { return b.Terminals(r.Context()) })})
+	mux.Handle("/v1/sessions", methods{http.MethodGet: s.listSessions})
+	mux.Handle("/v1/sessions/{id}", methods{
+		http.MethodDelete: s.action(b.KillSession, "session killed by admin", "session_id")})
+	mux.Handle("/v1/sessions/{id}/disconnect", methods{
+		http.MethodPost: s.action(b.DisconnectSession, "session disconnect by admin", "session_id")})
+	mux.Handle("/v1/sessions/{id}/lock", methods{
+		http.MethodPost: s.action(b.LockSession, "session lock by admin", "session_id")})
+	mux.Handle("/v1/terminals", methods{http.MethodGet: list(s, b.Terminals)})
 	mux.Handle("/v1/events", methods{http.MethodGet: s.events})
 	mux.Handle("/v1/tokens/pair", methods{http.MethodPost: s.pairToken})
-	mux.Handle("/v1/pairings", methods{http.MethodGet: list(s, func(r *http.Request) ([]PairingInfo, error) { return b.Pairings(r.Context()) })})
-	mux.Handle("/v1/pairings/{id}", methods{http.MethodDelete: s.action(b.RevokePairing, "pairing code revoked by admin", "pairing_id")})
-	mux.Handle("/v1/tokens", methods{
-		http.MethodGet:  list(s, func(r *http.Request) ([]TokenInfo, error) { return b.Tokens(r.Context()) }),
-		http.MethodPost: s.registerToken,
-	})
+	mux.Handle("/v1/pairings", methods{http.MethodGet: list(s, b.Pairings)})
+	mux.Handle("/v1/pairings/{id}", methods{
+		http.MethodDelete: s.action(b.RevokePairing, "pairing code revoked by admin", "pairing_id")})
+	mux.Handle("/v1/tokens", methods{http.MethodGet: list(s, b.Tokens), http.MethodPost: s.registerToken})
 	mux.Handle("/v1/tokens/{id}/alias", methods{http.MethodPost: s.aliasToken})
-	mux.Handle("/v1/tokens/{id}/disable", methods{http.MethodPost: s.action(tokenDisabled(true), "token state changed by admin", "token", "disabled", true)})
-	mux.Handle("/v1/tokens/{id}/enable", methods{http.MethodPost: s.action(tokenDisabled(false), "token state changed by admin", "token", "disabled", false)})
-	mux.Handle("/v1/tokens/{id}", methods{http.MethodDelete: s.action(b.DeleteToken, "token deleted by admin", "token")})
-	mux.Handle("/v1/servers", methods{http.MethodGet: list(s, func(r *http.Request) ([]ServerInfo, error) { return b.Servers(r.Context()) })})
-	mux.Handle("/v1/servers/{id}/drain", methods{http.MethodPost: s.action(draining(true), "server drain changed by admin", "server_id", "draining", true)})
-	mux.Handle("/v1/servers/{id}/undrain", methods{http.MethodPost: s.action(draining(false), "server drain changed by admin", "server_id", "draining", false)})
+	mux.Handle("/v1/tokens/{id}/disable", methods{
+		http.MethodPost: s.action(tokenDisabled(true), "token state changed by admin", "token", "disabled", true)})
+	mux.Handle("/v1/tokens/{id}/enable", methods{
+		http.MethodPost: s.action(tokenDisabled(false), "token state changed by admin", "token", "disabled", false)})
+	mux.Handle("/v1/tokens/{id}", methods{
+		http.MethodDelete: s.action(b.DeleteToken, "token deleted by admin", "token")})
+	mux.Handle("/v1/servers", methods{http.MethodGet: list(s, b.Servers)})
+	mux.Handle("/v1/servers/{id}/drain", methods{
+		http.MethodPost: s.action(draining(true), "server drain changed by admin", "server_id", "draining", true)})
+	mux.Handle("/v1/servers/{id}/undrain", methods{
+		http.MethodPost: s.action(draining(false), "server drain changed by admin", "server_id", "draining", false)})
 	mux.Handle("/livez", methods{http.MethodGet: s.livez})
 	mux.Handle("/readyz", methods{http.MethodGet: s.readyz})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -276,9 +278,9 @@ func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // list answers a listing: the records get returns, as a JSON array ([]
 // when there are none), or its error.
-func list[T any](s *Server, get func(*http.Request) ([]T, error)) http.HandlerFunc {
+func list[T any](s *Server, get func(context.Context) ([]T, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		rows, err := get(r)
+		rows, err := get(r.Context())
 		if err != nil {
 			s.backendError(w, r, err)
 			return
@@ -288,6 +290,13 @@ func list[T any](s *Server, get func(*http.Request) ([]T, error)) http.HandlerFu
 		}
 		writeJSON(w, http.StatusOK, rows)
 	}
+}
+
+func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
+		State: q.Get("state"), Token: q.Get("token")}
+	list(s, func(ctx context.Context) ([]SessionInfo, error) { return s.backend.Sessions(ctx, f) })(w, r)
 }
 
 // action answers a request acting on the object the path's {id} names: do
