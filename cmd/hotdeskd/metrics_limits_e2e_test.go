@@ -189,19 +189,11 @@ pairing {
 	}
 	enroll := func(user string) tok {
 		pub, key, _ := ed25519.GenerateKey(rand.Reader)
-		pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: user})
+		id, err := enroller.pair(ctx, admin, user, pub)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("pair for %s: %v", user, err)
 		}
-		if err := enroller.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub}); err != nil {
-			t.Fatal(err)
-		}
-		m, err := enroller.await(ctx)
-		p, ok := m.(*proto.Paired)
-		if err != nil || !ok {
-			t.Fatalf("pair for %s: %v %#v", user, err, m)
-		}
-		return tok{p.Token, key}
+		return tok{id, key}
 	}
 	alice1, alice2, bob, dan, patCard := enroll("alice"), enroll("alice"), enroll("bob"), enroll("dan"), enroll("pat")
 
