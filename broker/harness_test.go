@@ -20,6 +20,7 @@ import (
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -117,7 +118,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
-	logger := hclog.New(&hclog.LoggerOptions{Name: id, Level: testLogLevel(), Output: testWriter{t}})
+	logger := testutil.Logger(t, id, testLogLevel())
 	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"),
 		AllowRoot: true /* the broker tests run as root; desktops as users are compositor/weston tests */})
 	if err != nil {
@@ -173,10 +174,6 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	})
 	return e
 }
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) { w.t.Logf("%s", p); return len(p), nil }
 
 // enroll registers a new software token for user and returns its key.
 func (e *env) enroll(user string) (string, ed25519.PrivateKey) {

@@ -109,7 +109,7 @@ func newAuth(t *testing.T, cfg pam.Config) *pam.Authenticator {
 	// GORACE: a race-enabled helper would otherwise sleep 1 s at exit.
 	cfg.HelperEnv = append(cfg.HelperEnv, "HOTDESK_PAM_HELPER=1", "GORACE=atexit_sleep_ms=0")
 	if cfg.Logger == nil {
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "pam", Level: hclog.Debug, Output: testWriter{t}})
+		cfg.Logger = testutil.Logger(t, "pam", hclog.Debug)
 	}
 	a, err := pam.New(cfg)
 	if err != nil {
@@ -137,14 +137,6 @@ func noHelpers(t *testing.T, markers ...string) {
 			t.Errorf("processes matching %q still alive 10 s after the login ended: %v; want none", m, pids)
 		}
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // prompt is one message seen by the scripted conversation.

@@ -62,6 +62,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -81,20 +82,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "hotdesk-bench:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	exitcode.Exit("hotdesk-bench", run(ctx, os.Args[1:], os.Stdout, os.Stderr), flag.ErrHelp)
 }
 
 // errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("usage error")
+var errUsage = exitcode.ErrUsage
 
 // run parses args, starts the group, runs the scenarios and writes one JSON
 // row per scenario to stdout as soon as it is measured.
@@ -121,11 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	resume := fs.Bool("tls-resume", true, "simulated terminals resume TLS 1.3 sessions with brokers seen before, as hotdesk-term does (false: a full handshake on every redirect)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the scenarios (not the group's start) to `FILE` (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the scenarios to `FILE` (go tool trace)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := exitcode.Parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()

@@ -57,8 +57,11 @@ const (
 	pixelsRoundTimeout = 30 * time.Second
 	// pixelsStable: a frame unchanged this long is the session's current frame.
 	pixelsStable = 500 * time.Millisecond
-	// pixelsStableTimeout bounds the wait for a stable frame.
+	// pixelsStableTimeout bounds the wait for a stable frame;
+	// pixelsFirstTimeout the first desktop's, which includes weston's
+	// start (on a loaded machine its first frame came after 15 s).
 	pixelsStableTimeout = 15 * time.Second
+	pixelsFirstTimeout  = 45 * time.Second
 	// Frame comparison: samples every pixelsStep-th pixel and row; a
 	// sample differs when a channel differs by more than pixelsTol.
 	pixelsStep = 2
@@ -556,7 +559,7 @@ func (px *pixelsRig) run(ctx context.Context) (res pixelsResult, err error) {
 		return res, err
 	}
 	session, _ := att.f["session"].(string)
-	if err := px.stable(ctx, t1, fr); err != nil {
+	if err := px.stableWithin(ctx, t1, fr, pixelsFirstTimeout); err != nil {
 		return res, fmt.Errorf("bench: pixels: first desktop: %w", err)
 	}
 	// An application in the session, so that its frame is not only the
@@ -643,12 +646,17 @@ func (px *pixelsRig) endpoint(ctx context.Context, session string) (string, erro
 // stable waits until t's screen has not changed for pixelsStable and
 // makes that frame the reference (the session's current frame).
 func (px *pixelsRig) stable(ctx context.Context, t *pixelTerm, fr *frames) error {
+	return px.stableWithin(ctx, t, fr, pixelsStableTimeout)
+}
+
+// stableWithin is stable, giving up after timeout.
+func (px *pixelsRig) stableWithin(ctx context.Context, t *pixelTerm, fr *frames, timeout time.Duration) error {
 	s := t.scr
 	last := time.Now()
 	if err := s.grab(fr.prev); err != nil {
 		return err
 	}
-	err := waitScreen(ctx, s, pixelsStableTimeout, func() (bool, error) {
+	err := waitScreen(ctx, s, timeout, func() (bool, error) {
 		if err := s.grab(fr.cur); err != nil {
 			return false, err
 		}

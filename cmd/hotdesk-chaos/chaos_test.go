@@ -15,9 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(code)
+	os.Exit(testutil.RunWithBuilds(m))
 }
 
 // TestChaosQuick runs `hotdesk-chaos -quick` against freshly built binaries:

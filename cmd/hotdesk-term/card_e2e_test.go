@@ -39,18 +39,14 @@ func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	t.Cleanup(func() { d.Close() })
 	testutil.NeedTools(t, "weston")
 	w := &cardWorld{t: t, dir: t.TempDir(), addr: testutil.FreeAddr(t), pcscd: d}
-	socket := filepath.Join(w.dir, "admin.sock")
-	cfg := fmt.Sprintf(`server_id = "cards"
-data_dir = %q
-listen = %q
-admin_socket = %q
-%s
+	socket := testutil.AdminSocket(w.dir)
+	cfg := testutil.DaemonConfig(t, "cards", w.dir, w.addr, "") + fmt.Sprintf(`
 session {
   auth = "card"
   keep_on_stop = false
 }
 %s
-`, filepath.Join(w.dir, "data"), w.addr, socket, testutil.EmbeddedEtcd(t), strings.Join(extraConfig, "\n"))
+`, strings.Join(extraConfig, "\n"))
 	t.Cleanup(func() { // after the daemon's own cleanup
 		if t.Failed() {
 			t.Logf("pcscd log:\n%s", d.Log())
@@ -73,14 +69,8 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 	w.t.Helper()
 	base := []string{"-server", w.addr, "-pin", w.Pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
 	cmd := exec.CommandContext(ctx, filepath.Join(w.Bin, "hotdesk-term"), append(base, args...)...)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	evs := testutil.JSONEvents(stdout, 64)
-	w.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	evs, stdin := testutil.StartEvents(w.t, cmd, 64)
 	return cmd, evs, stdin
 }
 
@@ -89,35 +79,17 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 func settle() { time.Sleep(time.Second) }
 
 // awaitEvent returns the first event of evs that match accepts (match
-// may fail the test on an event that must not come). It fails the test if
-// the agent exits or after 30 s; what names the awaited event.
+// may fail the test on an event that must not come), within 30 s
+// (testutil.AwaitEvent); what names the awaited event.
 func awaitEvent(t *testing.T, evs <-chan map[string]any, what string, match func(ev map[string]any) bool) map[string]any {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				t.Fatalf("agent exited while waiting for %s", what)
-			}
-			if match(ev) {
-				return ev
-			}
-		case <-timeout:
-			t.Fatalf("no %s in 30 s", what)
-		}
-	}
+	return testutil.AwaitEvent(t, evs, what, 30*time.Second, match)
 }
 
-// waitEvent waits for the event named want; an error event fails the test.
+// waitEvent is the agent's next event want (testutil.NextEvent), within 30 s.
 func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 	t.Helper()
-	return awaitEvent(t, evs, fmt.Sprintf("%q event", want), func(ev map[string]any) bool {
-		if ev["event"] == "error" && want != "error" {
-			t.Fatalf("error while waiting for %q: %v", want, ev)
-		}
-		return ev["event"] == want
-	})
+	return testutil.NextEvent(t, evs, want, 30*time.Second)
 }
 
 // TestCardsE2E: a UID card and an NFC phone at thin-client terminals, through

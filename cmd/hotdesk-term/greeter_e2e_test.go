@@ -3,13 +3,11 @@ package main
 import (
 	"fmt"
 	"image"
-	"image/png"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,34 +63,21 @@ func startGreeterAgent(t *testing.T, bin, disp, id string, home *groupBroker, ar
 		"-min-backoff", "200ms", "-max-backoff", "1s", "-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24"}
 	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), append(common, args...)...)
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	logPath := filepath.Join(t.TempDir(), id+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+	t.Cleanup(func() { // after StartEvents' cleanup has stopped the agent
 		logf.Close()
 		if t.Failed() {
 			l, _ := os.ReadFile(logPath)
 			t.Logf("agent %s log:\n%s", id, l)
 		}
 	})
-	return stdin, &events{t: t, ch: testutil.JSONEvents(stdout, 4096)}
+	evs, stdin := testutil.StartEvents(t, cmd, 4096)
+	return stdin, &events{t: t, ch: evs}
 }
 
 // meanDiff is the mean absolute difference (0..255) of two screenshots.
@@ -311,12 +296,5 @@ func TestGreeterE2E(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" { // for a person to look at
-		for name, img := range shots {
-			if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
-				png.Encode(f, img)
-				f.Close()
-			}
-		}
-	}
+	testutil.KeepShots(shots)
 }

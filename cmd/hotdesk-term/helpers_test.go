@@ -31,9 +31,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(displayClientEnv) == "1" {
 		runTestDisplayClient() // the test binary as a display client
 	}
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(testutil.CheckLeaks(code, 10*time.Second,
+	os.Exit(testutil.CheckLeaks(testutil.RunWithBuilds(m), 10*time.Second,
 		"main.(*agent)", "main.readLines", "main.listenFake", "main.(*fakeBroker)", "main.(*display)"))
 }
 
@@ -126,16 +124,7 @@ func (l *fakeListener) close() {
 	l.wg.Wait()
 }
 
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
-
-func testLogger(t testing.TB) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "hotdesk-term", Level: hclog.Debug, Output: tWriter{t}})
-}
+func testLogger(t testing.TB) hclog.Logger { return testutil.Logger(t, "hotdesk-term", hclog.Debug) }
 
 // fakeBroker is a tiny broker peer on proto: a TLS listener with its own
 // self-signed certificate that completes the server handshake and hands

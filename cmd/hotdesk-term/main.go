@@ -54,6 +54,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
+	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
@@ -61,19 +62,10 @@ import (
 )
 
 // errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("usage error")
+var errUsage = exitcode.ErrUsage
 
 func main() {
-	err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	switch {
-	case err == nil || errors.Is(err, context.Canceled):
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(os.Stderr, "hotdesk-term: %v\n", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintf(os.Stderr, "hotdesk-term: %v\n", err)
-		os.Exit(1)
-	}
+	exitcode.Exit("hotdesk-term", run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr), context.Canceled)
 }
 
 type stringList []string
@@ -103,11 +95,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	var answers, servers, pins stringList
 	fs, _ := newFlagSet(&o, &answers, &servers, &pins, stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return o, err
-		}
-		return o, fmt.Errorf("%w: %v", errUsage, err)
+	if err := exitcode.Parse(fs, args); err != nil {
+		return o, err
 	}
 	if o.version {
 		if fs.NArg() > 0 {

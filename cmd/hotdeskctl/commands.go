@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,41 @@ func printJSON(out io.Writer, v any) error {
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// listCmd makes cmd (its name and help set) a listing: it fetches the rows
+// with list (a method expression such as (*adminapi.Client).Tokens: the
+// client is made when the command runs) and prints them as a table, header
+// and then each row's cells, or with --json as a JSON array ([] when there
+// are none).
+func listCmd[T any](c *cli, cmd *cobra.Command, list func(*adminapi.Client, context.Context) ([]T, error),
+	header string, cells func(T) []string) *cobra.Command {
+	var asJSON bool
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var rows []T
+		err := c.call(cmd, func(ctx context.Context) (err error) {
+			rows, err = list(c.client, ctx)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			if rows == nil {
+				rows = []T{}
+			}
+			return printJSON(c.out, rows)
+		}
+		tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, header)
+		for _, r := range rows {
+			fmt.Fprintln(tw, strings.Join(cells(r), "\t"))
+		}
+		return tw.Flush()
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
 // ago formats how long ago t was, briefly ("45s", "12m", "3h05m", "2d4h").
@@ -38,8 +74,7 @@ func ago(now, t time.Time) string {
 
 func sessionsCmd(c *cli) *cobra.Command {
 	var f adminapi.SessionFilter
-	var asJSON bool
-	cmd := &cobra.Command{
+	cmd := listCmd(c, &cobra.Command{
 		Use:   "sessions",
 		Short: "List the sessions of the whole group",
 		Long: `List the sessions of every member of the group. Filters combine (all must
@@ -47,106 +82,89 @@ match); --terminal matches the terminal showing the session or, for a
 suspended session, the one that showed it last; --state is creating, active,
 suspended or orphaned. IDLE counts from the session's last attach or suspend.
 A row marked partial comes from the registry because its server did not answer.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			ss, err := c.client.SessionsFiltered(ctx, f)
-			if err != nil {
-				return c.explain(err)
+	}, func(cl *adminapi.Client, ctx context.Context) ([]adminapi.SessionInfo, error) {
+		return cl.SessionsFiltered(ctx, f)
+	},
+		"SESSION\tSTATE\tUSER\tTOKEN\tTERMINAL\tSERVER\tIDLE\tPID\tCREATED\tEXPIRES\tORPHANED",
+		func(s adminapi.SessionInfo) []string {
+			exp := "-"
+			if s.ExpiresAt != nil {
+				exp = s.ExpiresAt.Local().Format(time.DateTime)
 			}
-			if asJSON {
-				if ss == nil {
-					ss = []adminapi.SessionInfo{}
-				}
-				return printJSON(c.out, ss)
+			term := dash(s.Terminal)
+			if s.Terminal == "" && s.LastTerminal != "" {
+				term = "(" + s.LastTerminal + ")"
 			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tSTATE\tUSER\tTOKEN\tTERMINAL\tSERVER\tIDLE\tPID\tCREATED\tEXPIRES\tORPHANED")
-			for _, s := range ss {
-				exp := "-"
-				if s.ExpiresAt != nil {
-					exp = s.ExpiresAt.Local().Format(time.DateTime)
-				}
-				term := dash(s.Terminal)
-				if s.Terminal == "" && s.LastTerminal != "" {
-					term = "(" + s.LastTerminal + ")"
-				}
-				idle := "-"
-				if s.IdleSince != nil {
-					idle = ago(now, *s.IdleSince)
-				}
-				orphan := "-"
-				if s.Orphaned {
-					orphan = "owner " + dash(s.OrphanOwner)
-				}
-				state := s.State
-				if s.Partial {
-					state += " (partial)"
-				}
-				pid := "-"
-				if s.PID > 0 {
-					pid = fmt.Sprint(s.PID)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, state, dash(s.User), dash(s.Token), term,
-					s.ServerID, idle, pid, s.Created.Local().Format(time.DateTime), exp, orphan)
+			idle := "-"
+			if s.IdleSince != nil {
+				idle = ago(time.Now(), *s.IdleSince)
 			}
-			return tw.Flush()
-		},
-	}
+			orphan := "-"
+			if s.Orphaned {
+				orphan = "owner " + dash(s.OrphanOwner)
+			}
+			state := s.State
+			if s.Partial {
+				state += " (partial)"
+			}
+			return []string{s.ID, state, dash(s.User), dash(s.Token), term,
+				s.ServerID, idle, dashUnset(s.PID), s.Created.Local().Format(time.DateTime), exp, orphan}
+		})
 	fl := cmd.Flags()
 	fl.StringVar(&f.User, "user", "", "only sessions of this user")
 	fl.StringVar(&f.Terminal, "terminal", "", "only sessions shown (or last shown) at this terminal")
 	fl.StringVar(&f.Server, "server", "", "only sessions running on this server")
 	fl.StringVar(&f.State, "state", "", "only sessions in this state (creating, active, suspended, orphaned)")
 	fl.StringVar(&f.Token, "token", "", "only the session of this token")
-	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"creating", "active", "suspended", "orphaned"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
 }
 
-func sessionCmd(c *cli) *cobra.Command {
+// groupCmd is a command that only groups its subcommands: run alone, it is a
+// usage error asking which one (which lists them).
+func groupCmd(use, short, which string, subs ...*cobra.Command) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "session",
-		Short: "Act on one session, wherever in the group it runs",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("session: which action? kill, disconnect or lock")
+		RunE: func(*cobra.Command, []string) error {
+			return usagef("%s: which action? %s", use, which)
 		},
 	}
-	for _, a := range []struct{ verb, done, short string }{
-		{"kill", "killed", "End the session: its desktop is stopped and its terminal told"},
-		{"disconnect", "disconnected", "Suspend the session: its terminal is detached, the desktop keeps running"},
-		{"lock", "locked", "Lock the session: suspended, its user must present a token (and log in) again"},
-	} {
-		cmd.AddCommand(&cobra.Command{
-			Use:   a.verb + " ID",
-			Short: a.short,
-			Args:  exactArgs(1, "a session id (see hotdeskctl sessions)"),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx, cancel := c.bounded(cmd)
-				defer cancel()
-				var err error
-				switch a.verb {
-				case "kill":
-					err = c.client.KillSession(ctx, args[0])
-				case "disconnect":
-					err = c.client.DisconnectSession(ctx, args[0])
-				case "lock":
-					err = c.client.LockSession(ctx, args[0])
-				}
-				if err != nil {
-					return c.explain(err)
-				}
-				fmt.Fprintf(c.out, "session %s %s\n", args[0], a.done)
-				return nil
-			},
-		})
-	}
+	cmd.AddCommand(subs...)
 	return cmd
+}
+
+func sessionCmd(c *cli) *cobra.Command {
+	const what = "a session id (see hotdeskctl sessions)"
+	return groupCmd("session", "Act on one session, wherever in the group it runs", "kill, disconnect or lock",
+		actionCmd(c, "kill ID", "End the session: its desktop is stopped and its terminal told",
+			what, (*adminapi.Client).KillSession, "session %s killed"),
+		actionCmd(c, "disconnect ID", "Suspend the session: its terminal is detached, the desktop keeps running",
+			what, (*adminapi.Client).DisconnectSession, "session %s disconnected"),
+		actionCmd(c, "lock ID", "Lock the session: suspended, its user must present a token (and log in) again",
+			what, (*adminapi.Client).LockSession, "session %s locked"),
+	)
+}
+
+// actionCmd is a command acting on the one object its argument names (what
+// describes the argument for a usage error): do acts through the client
+// and, once it has succeeded, done is printed with the argument.
+func actionCmd(c *cli, use, short, what string, do func(cl *adminapi.Client, ctx context.Context, id string) error, done string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  exactArgs(1, what),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := c.call(cmd, func(ctx context.Context) error { return do(c.client, ctx, args[0]) }); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, done+"\n", args[0])
+			return nil
+		},
+	}
 }
 
 // exactArgs is cobra.ExactArgs with a usage error naming what is expected.
@@ -160,90 +178,65 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 }
 
 func terminalsCmd(c *cli) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
+	return listCmd(c, &cobra.Command{
 		Use:   "terminals",
 		Short: "List the terminals connected to any broker of the group",
 		Long: `List the terminals connected to any broker of the group. A terminal is listed
 as soon as its broker has it; it leaves the list when its connection ends, or
 at the latest when its broker's read timeout (3 ping intervals, 45 s by
 default) drops a silent one, or when a dead broker's lease expires.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			ts, err := c.client.Terminals(ctx)
-			if err != nil {
-				return c.explain(err)
-			}
-			if asJSON {
-				if ts == nil {
-					ts = []adminapi.TerminalInfo{}
-				}
-				return printJSON(c.out, ts)
-			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TERMINAL\tNAME\tADDRESS\tSERVER\tTOKENS\tSESSION\tUSER\tCONNECTED\tLAST SEEN")
-			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s ago\n", t.ID, dash(t.Name), dash(t.Addr), t.ServerID,
-					dash(strings.Join(t.Tokens, ",")), dash(t.Session), dash(t.User), t.Connected.Local().Format(time.DateTime),
-					ago(now, t.LastSeen))
-			}
-			return tw.Flush()
-		},
+	}, (*adminapi.Client).Terminals,
+		"TERMINAL\tNAME\tADDRESS\tSERVER\tTOKENS\tSESSION\tUSER\tCONNECTED\tLAST SEEN",
+		func(t adminapi.TerminalInfo) []string {
+			return []string{t.ID, dash(t.Name), dash(t.Addr), t.ServerID, dash(strings.Join(t.Tokens, ",")), dash(t.Session),
+				dash(t.User), t.Connected.Local().Format(time.DateTime), ago(time.Now(), t.LastSeen) + " ago"}
+		})
+}
+
+// reader is one token present in a terminal's reader.
+type reader struct {
+	Terminal string `json:"terminal"`
+	Server   string `json:"server_id"`
+	Token    string `json:"token"`
+	Session  string `json:"session,omitempty"`
+}
+
+// readers lists the tokens present in the group's terminals.
+func readers(cl *adminapi.Client, ctx context.Context) ([]reader, error) {
+	ts, err := cl.Terminals(ctx)
+	if err != nil {
+		return nil, err
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+	var rs []reader
+	for _, t := range ts {
+		for _, tok := range t.Tokens {
+			r := reader{Terminal: t.ID, Server: t.ServerID, Token: tok}
+			if len(t.Tokens) == 1 {
+				r.Session = t.Session
+			}
+			rs = append(rs, r)
+		}
+	}
+	return rs, nil
 }
 
 func readersCmd(c *cli) *cobra.Command {
-	var asJSON, tap bool
-	cmd := &cobra.Command{
+	cmd := listCmd(c, &cobra.Command{
 		Use:   "readers",
 		Short: "List the tokens present in the group's readers, or read one card's id (--tap)",
 		Long: `List every token present in a reader of a connected terminal now, with its
 terminal and server. With --tap, wait for the next card or token presented at
 any terminal of the group and print its id (for "hotdeskctl token register").`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if tap {
-				return c.tap(cmd)
-			}
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			ts, err := c.client.Terminals(ctx)
-			if err != nil {
-				return c.explain(err)
-			}
-			type reader struct {
-				Terminal string `json:"terminal"`
-				Server   string `json:"server_id"`
-				Token    string `json:"token"`
-				Session  string `json:"session,omitempty"`
-			}
-			rs := []reader{}
-			for _, t := range ts {
-				for _, tok := range t.Tokens {
-					r := reader{Terminal: t.ID, Server: t.ServerID, Token: tok}
-					if len(t.Tokens) == 1 {
-						r.Session = t.Session
-					}
-					rs = append(rs, r)
-				}
-			}
-			if asJSON {
-				return printJSON(c.out, rs)
-			}
-			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TERMINAL\tSERVER\tTOKEN\tSESSION")
-			for _, r := range rs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Terminal, r.Server, r.Token, dash(r.Session))
-			}
-			return tw.Flush()
-		},
+	}, readers, "TERMINAL\tSERVER\tTOKEN\tSESSION",
+		func(r reader) []string { return []string{r.Terminal, r.Server, r.Token, dash(r.Session)} })
+	var tap bool
+	list := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if tap {
+			return c.tap(cmd)
+		}
+		return list(cmd, args)
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&tap, "tap", false, "wait for the next token presented anywhere and print its id (bounded by -timeout)")
 	return cmd
 }
@@ -333,42 +326,21 @@ func quoteIfSpace(s string) string {
 }
 
 func tokenCmd(c *cli) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "token",
-		Short: "Manage tokens: pairing codes, cards, aliases",
-		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			return usagef("token: which action? pair, list, register, alias, disable, enable or delete")
-		},
+	const what = "a token id (see hotdeskctl token list)"
+	setDisabled := func(disabled bool) func(*adminapi.Client, context.Context, string) error {
+		return func(cl *adminapi.Client, ctx context.Context, id string) error {
+			return cl.SetTokenDisabled(ctx, id, disabled)
+		}
 	}
-	cmd.AddCommand(pairCmd(c), tokenListCmd(c), registerCmd(c, "register"), registerCmd(c, "alias"))
-	for _, a := range []struct{ verb, done, short string }{
-		{"disable", "disabled", "Disable a token (its session is locked wherever it runs)"},
-		{"enable", "enabled", "Enable a disabled token"},
-		{"delete", "deleted", "Delete a token from the registry (its session is locked wherever it runs)"},
-	} {
-		cmd.AddCommand(&cobra.Command{
-			Use:   a.verb + " ID",
-			Short: a.short,
-			Args:  exactArgs(1, "a token id (see hotdeskctl token list)"),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx, cancel := c.bounded(cmd)
-				defer cancel()
-				var err error
-				if a.verb == "delete" {
-					err = c.client.DeleteToken(ctx, args[0])
-				} else {
-					err = c.client.SetTokenDisabled(ctx, args[0], a.verb == "disable")
-				}
-				if err != nil {
-					return c.explain(err)
-				}
-				fmt.Fprintf(c.out, "token %s: %s\n", args[0], a.done)
-				return nil
-			},
-		})
-	}
-	return cmd
+	return groupCmd("token", "Manage tokens: pairing codes, cards, aliases",
+		"pair, list, register, alias, disable, enable or delete",
+		pairCmd(c), tokenListCmd(c), registerCmd(c, "register"), registerCmd(c, "alias"),
+		actionCmd(c, "disable ID", "Disable a token (its session is locked wherever it runs)",
+			what, setDisabled(true), "token %s: disabled"),
+		actionCmd(c, "enable ID", "Enable a disabled token", what, setDisabled(false), "token %s: enabled"),
+		actionCmd(c, "delete ID", "Delete a token from the registry (its session is locked wherever it runs)",
+			what, (*adminapi.Client).DeleteToken, "token %s: deleted"),
+	)
 }
 
 func pairCmd(c *cli) *cobra.Command {
@@ -383,11 +355,13 @@ func pairCmd(c *cli) *cobra.Command {
 			if strings.TrimSpace(user) == "" {
 				return usagef("token pair: --user is required")
 			}
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			resp, err := c.client.PairToken(ctx, adminapi.PairRequest{User: user, Label: label, TTLSeconds: int(ttl.Seconds())})
+			var resp adminapi.PairResponse
+			err := c.call(cmd, func(ctx context.Context) (err error) {
+				resp, err = c.client.PairToken(ctx, adminapi.PairRequest{User: user, Label: label, TTLSeconds: int(ttl.Seconds())})
+				return err
+			})
 			if err != nil {
-				return c.explain(err)
+				return err
 			}
 			if asJSON {
 				return json.NewEncoder(c.out).Encode(resp)
@@ -402,43 +376,21 @@ func pairCmd(c *cli) *cobra.Command {
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "code lifetime (default: the daemon's pairing.code_ttl)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var listJSON bool
-	list := &cobra.Command{
+	list := listCmd(c, &cobra.Command{
 		Use:   "list",
 		Short: "List pending pairing codes (their ids; the secret part is never shown again)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			ps, err := c.client.Pairings(ctx)
-			if err != nil {
-				return c.explain(err)
-			}
-			if listJSON {
-				if ps == nil {
-					ps = []adminapi.PairingInfo{}
-				}
-				return printJSON(c.out, ps)
-			}
-			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CODE\tUSER\tLABEL\tCREATED BY\tEXPIRES")
-			for _, p := range ps {
-				fmt.Fprintf(tw, "%s-…\t%s\t%s\t%s\t%s\n", p.ID, p.User, dash(p.Label), dash(p.CreatedBy), p.Expires.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
-		},
-	}
-	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	}, (*adminapi.Client).Pairings, "CODE\tUSER\tLABEL\tCREATED BY\tEXPIRES",
+		func(p adminapi.PairingInfo) []string {
+			return []string{p.ID + "-…", p.User, dash(p.Label), dash(p.CreatedBy), p.Expires.Local().Format(time.DateTime)}
+		})
 	revoke := &cobra.Command{
 		Use:   "revoke CODE",
 		Short: "Revoke a pending pairing code (its first group, or the whole code)",
 		Args:  exactArgs(1, "a pairing code or its first group (see token pair list)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := strings.ToUpper(strings.SplitN(args[0], "-", 2)[0])
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			if err := c.client.RevokePairing(ctx, id); err != nil {
-				return c.explain(err)
+			if err := c.call(cmd, func(ctx context.Context) error { return c.client.RevokePairing(ctx, id) }); err != nil {
+				return err
 			}
 			fmt.Fprintf(c.out, "pairing code %s-…: revoked\n", id)
 			return nil
@@ -449,39 +401,15 @@ func pairCmd(c *cli) *cobra.Command {
 }
 
 func tokenListCmd(c *cli) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the token registry",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			ts, err := c.client.Tokens(ctx)
-			if err != nil {
-				return c.explain(err)
+	return listCmd(c, &cobra.Command{Use: "list", Short: "List the token registry"}, (*adminapi.Client).Tokens,
+		"TOKEN\tUSER\tLABEL\tSTATE\tREGISTERED BY\tREGISTERED",
+		func(t adminapi.TokenInfo) []string {
+			state := "enabled"
+			if t.Disabled {
+				state = "disabled"
 			}
-			if asJSON {
-				if ts == nil {
-					ts = []adminapi.TokenInfo{}
-				}
-				return printJSON(c.out, ts)
-			}
-			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TOKEN\tUSER\tLABEL\tSTATE\tREGISTERED BY\tREGISTERED")
-			for _, t := range ts {
-				state := "enabled"
-				if t.Disabled {
-					state = "disabled"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, dash(t.Label), state, dash(t.RegisteredBy),
-					t.Registered.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
+			return []string{t.ID, t.User, dash(t.Label), state, dash(t.RegisteredBy), t.Registered.Local().Format(time.DateTime)}
+		})
 }
 
 func registerCmd(c *cli, verb string) *cobra.Command {
@@ -525,53 +453,21 @@ func registerCmd(c *cli, verb string) *cobra.Command {
 }
 
 func serverCmd(c *cli) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "server",
-		Short: "List, drain and undrain the group's servers",
-		Args:  cobra.NoArgs,
-		RunE:  func(*cobra.Command, []string) error { return usagef("server: which action? list, drain or undrain") },
-	}
-	var asJSON bool
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the members of the group",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			ss, err := c.client.Servers(ctx)
-			if err != nil {
-				return c.explain(err)
+	list := listCmd(c, &cobra.Command{Use: "list", Short: "List the members of the group"}, (*adminapi.Client).Servers,
+		"SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tVERSION\tSTARTED",
+		func(s adminapi.ServerInfo) []string {
+			state := "active"
+			if s.Draining {
+				state = fmt.Sprintf("draining (%d remaining)", s.Sessions)
 			}
-			if asJSON {
-				if ss == nil {
-					ss = []adminapi.ServerInfo{}
-				}
-				return printJSON(c.out, ss)
+			id := s.ID
+			if s.Self {
+				id += " *"
 			}
-			tw := tabwriter.NewWriter(c.out, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tVERSION\tSTARTED")
-			for _, s := range ss {
-				state := "active"
-				if s.Draining {
-					state = fmt.Sprintf("draining (%d remaining)", s.Sessions)
-				}
-				id := s.ID
-				if s.Self {
-					id += " *"
-				}
-				capacity := "-"
-				if s.Capacity > 0 {
-					capacity = fmt.Sprint(s.Capacity)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", id, s.Addr, s.Sessions, capacity, s.Weight, state,
-					dash(s.Version), s.Started.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
-		},
-	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(list)
+			return []string{id, s.Addr, fmt.Sprint(s.Sessions), dashUnset(s.Capacity), fmt.Sprint(s.Weight), state,
+				dash(s.Version), s.Started.Local().Format(time.DateTime)}
+		})
+	cmd := groupCmd("server", "List, drain and undrain the group's servers", "list, drain or undrain", list)
 	for _, verb := range []string{"drain", "undrain"} {
 		short := "Drain a server (default: this one): no new sessions there, existing ones stay"
 		if verb == "undrain" {
@@ -594,10 +490,8 @@ func serverCmd(c *cli) *cobra.Command {
 				if len(args) == 1 {
 					id = args[0]
 				}
-				ctx, cancel := c.bounded(cmd)
-				defer cancel()
-				if err := c.client.SetDraining(ctx, id, verb == "drain"); err != nil {
-					return c.explain(err)
+				if err := c.call(cmd, func(ctx context.Context) error { return c.client.SetDraining(ctx, id, verb == "drain") }); err != nil {
+					return err
 				}
 				fmt.Fprintf(c.out, "server %s: %sed\n", id, verb)
 				return nil

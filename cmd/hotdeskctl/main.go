@@ -168,6 +168,14 @@ func (c *cli) bounded(cmd *cobra.Command) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(cmd.Context(), c.timeout)
 }
 
+// call runs f with the command's context bounded by --timeout and returns
+// its error explained.
+func (c *cli) call(cmd *cobra.Command, f func(ctx context.Context) error) error {
+	ctx, cancel := c.bounded(cmd)
+	defer cancel()
+	return c.explain(f(ctx))
+}
+
 // explain turns an API error into one that says what to do.
 func (c *cli) explain(err error) error {
 	switch {
@@ -201,10 +209,8 @@ func readyCmd(c *cli) *cobra.Command {
 		Short: "Exit 0 if hotdeskd is ready (holds its registry lease), 1 with the reason otherwise",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := c.bounded(cmd)
-			defer cancel()
-			if err := c.client.Ready(ctx); err != nil {
-				return c.explain(err)
+			if err := c.call(cmd, c.client.Ready); err != nil {
+				return err
 			}
 			fmt.Fprintln(c.out, "ready")
 			return nil
@@ -224,4 +230,12 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// dashUnset formats n, or "-" when it is not set (not positive).
+func dashUnset(n int) string {
+	if n <= 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
 }

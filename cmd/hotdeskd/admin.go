@@ -39,16 +39,24 @@ func (a *adminBackend) Ready() error { return a.d.broker.Ready() }
 
 func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, error) {
 	recs, err := a.d.registry().Servers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]adminapi.ServerInfo, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, adminapi.ServerInfo{
+	return convertAll(recs, err, func(r registry.ServerRecord) adminapi.ServerInfo {
+		return adminapi.ServerInfo{
 			ID: r.ID, Addr: r.Addr, Fingerprint: proto.FormatFingerprint(r.Fingerprint),
 			Sessions: r.Sessions, Capacity: r.Capacity, Weight: r.Weight, Draining: r.Draining,
 			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID, Version: r.Version,
-		})
+		}
+	})
+}
+
+// convertAll converts the records a registry listing returned, or passes
+// its error on.
+func convertAll[R, T any](recs []R, err error, convert func(R) T) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, convert(r))
 	}
 	return out, nil
 }
@@ -87,14 +95,7 @@ func tokenInfo(t registry.TokenRecord) adminapi.TokenInfo {
 
 func (a *adminBackend) Tokens(ctx context.Context) ([]adminapi.TokenInfo, error) {
 	ts, err := a.d.registry().Tokens(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]adminapi.TokenInfo, 0, len(ts))
-	for _, t := range ts {
-		out = append(out, tokenInfo(t))
-	}
-	return out, nil
+	return convertAll(ts, err, tokenInfo)
 }
 
 // registerable checks that id names a locate-only card: key-holding tokens

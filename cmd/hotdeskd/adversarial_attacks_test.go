@@ -43,6 +43,19 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 		}
 		wg.Wait()
 	}
+	// greeted runs n attackers of kind: attacker i gets a connection past
+	// Hello, from source src(from(i)) as terminal name-i, and owns it; one
+	// refused before that counts as refused.
+	greeted := func(kind, name string, n int, from func(i int) int, attack func(i int, pc *proto.Conn)) {
+		par(n, func(i int) {
+			pc, _, err := helloConn(ctx, src(from(i)), addr, pin, fmt.Sprintf("%s-%d", name, i))
+			if err != nil {
+				al.try(kind, true, "")
+				return
+			}
+			attack(i, pc)
+		})
+	}
 	junk := func(n int) []byte {
 		b := make([]byte, n)
 		rand.Read(b)
@@ -178,12 +191,7 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	t.Logf("idle connections: %d opened, %d closed by the daemon", len(idle), refusedIdle)
 
 	// Out-of-state messages after Hello.
-	par(60, func(i int) {
-		pc, _, err := helloConn(ctx, src(150+i%10), addr, pin, fmt.Sprintf("oos-%d", i))
-		if err != nil {
-			al.try("out_of_state", true, "")
-			return
-		}
+	greeted("out_of_state", "oos", 60, func(i int) int { return 150 + i%10 }, func(i int, pc *proto.Conn) {
 		defer pc.Close()
 		bodies := []any{
 			&proto.Welcome{Version: proto.Version, ServerID: "x", Nonce: make([]byte, 32)},
@@ -200,12 +208,7 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	})
 
 	// Forged and replayed proofs for the good terminal's token.
-	par(40, func(i int) {
-		pc, _, err := helloConn(ctx, src(160+i%10), addr, pin, fmt.Sprintf("forger-%d", i))
-		if err != nil {
-			al.try("forged_proof", true, "")
-			return
-		}
+	greeted("forged_proof", "forger", 40, func(i int) int { return 160 + i%10 }, func(i int, pc *proto.Conn) {
 		defer pc.Close()
 		pc.Send(&proto.TokenInserted{Token: token})
 		kind := "forged_proof"
@@ -242,12 +245,7 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	// Random and hostile token ids, and password logins that never answer.
 	hostile := []string{"uid.zz", "uid.04A1B2C3", "uid." + strings.Repeat("a", 60000), "user.\n\x1b[31mINJECTED",
 		"../../etc/passwd", "soft.", ".x", "", "piv.\x00\x01", "user." + strings.Repeat("é", 100), "hce.%s%n"}
-	par(200, func(i int) {
-		pc, _, err := helloConn(ctx, src(170+i%20), addr, pin, fmt.Sprintf("tok-%d", i))
-		if err != nil {
-			al.try("hostile_token", true, "")
-			return
-		}
+	greeted("hostile_token", "tok", 200, func(i int) int { return 170 + i%20 }, func(i int, pc *proto.Conn) {
 		defer pc.Close()
 		tok := hostile[i%len(hostile)]
 		if i >= len(hostile)*4 {
@@ -274,12 +272,7 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	stalled := 0
 	var stallConns []*proto.Conn
 	var stallMu sync.Mutex
-	par(40, func(i int) {
-		pc, _, err := helloConn(ctx, src(200), addr, pin, fmt.Sprintf("stall-%d", i))
-		if err != nil {
-			al.try("login_stall", true, "")
-			return
-		}
+	greeted("login_stall", "stall", 40, func(int) int { return 200 }, func(i int, pc *proto.Conn) {
 		pc.Send(&proto.TokenInserted{Token: fmt.Sprintf("user.stall%d", i)})
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(15 * time.Second))
 		m, err := pc.Recv()
@@ -325,12 +318,7 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	})
 
 	// Pairing codes guessed from one address lock out that address only.
-	par(30, func(i int) {
-		pc, _, err := helloConn(ctx, src(220), addr, pin, fmt.Sprintf("pairguess-%d", i))
-		if err != nil {
-			al.try("pairing_guess", true, "")
-			return
-		}
+	greeted("pairing_guess", "pairguess", 30, func(int) int { return 220 }, func(i int, pc *proto.Conn) {
 		defer pc.Close()
 		pc.Send(&proto.Pair{Code: fmt.Sprintf("%04X-AAAA-BBBB", i), Kind: "soft", PublicKey: junk(32)})
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(15 * time.Second))

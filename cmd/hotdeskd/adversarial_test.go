@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,6 +175,28 @@ func (g *goodTerm) await(ctx context.Context) (any, error) {
 }
 
 // hotdesk presents token at g and waits for Attached.
+// pair enrols a software token with public key pub for user, as a
+// terminal does: a pairing code from admin, sent over g's connection. It
+// returns the token's id.
+func (g *goodTerm) pair(ctx context.Context, admin *adminapi.Client, user string, pub ed25519.PublicKey) (string, error) {
+	pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: user})
+	if err != nil {
+		return "", err
+	}
+	if err := g.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub}); err != nil {
+		return "", err
+	}
+	m, err := g.await(ctx)
+	if err != nil {
+		return "", err
+	}
+	p, ok := m.(*proto.Paired)
+	if !ok {
+		return "", fmt.Errorf("pair for %s: got %#v", user, m)
+	}
+	return p.Token, nil
+}
+
 func (g *goodTerm) hotdesk(ctx context.Context, token string) (*proto.Attached, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, advOpTimeout)
 	defer cancel()
@@ -284,17 +305,8 @@ func TestAdversarial(t *testing.T) {
 	bin := buildBinaries(t)
 	dir := t.TempDir()
 	pamDir := testutil.MatrixServices(t, dir, "advgood:pw:hotdesk\n", "", "hotdesk")
-	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cfg := fmt.Sprintf(`server_id = "adv"
-data_dir = %q
-listen = %q
-admin_socket = %q
-etcd {
-  embedded {
-    client_url = "http://%s"
-    peer_url   = "http://%s"
-  }
-}
+	addr := testutil.FreeAddr(t)
+	cfg := testutil.DaemonConfig(t, "adv", dir, addr, "") + fmt.Sprintf(`
 session {
   auth         = "password"
   keep_on_stop = false
@@ -314,7 +326,7 @@ limits {
   max_connections_per_source = %d
   max_unauthenticated        = %d
 }
-`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), clientAddr, peerAddr, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
+`, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
 	e := newE2E(t, bin, dir, addr, cfg)
 	pin, err := proto.ParseFingerprint(e.pin)
 	if err != nil {
@@ -332,10 +344,6 @@ limits {
 	admin := adminapi.NewClient(e.socket)
 	defer admin.Close()
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
-	pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: "advgood"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	gA, err := newGoodTerm(ctx, e.addr, pin, "good-a", key)
 	if err != nil {
 		t.Fatal(err)
@@ -346,15 +354,10 @@ limits {
 	}
 	defer gA.conn.Close()
 	defer gB.conn.Close()
-	if err := gA.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub}); err != nil {
-		t.Fatal(err)
+	token, err := gA.pair(ctx, admin, "advgood", pub)
+	if err != nil {
+		t.Fatalf("pair: %v", err)
 	}
-	m, err := gA.await(ctx)
-	paired, ok := m.(*proto.Paired)
-	if err != nil || !ok {
-		t.Fatalf("pair: %v %#v", err, m)
-	}
-	token := paired.Token
 	first, _, err := gA.hotdesk(ctx, token) // creates the desktop
 	if err != nil {
 		t.Fatalf("first insert: %v", err)

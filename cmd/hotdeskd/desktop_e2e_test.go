@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/png"
 	"io"
 	"os"
 	"os/exec"
@@ -58,34 +57,13 @@ func (e *e2e) runTerm(ctx context.Context, id, ks, disp string) (<-chan map[stri
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", id,
 		"-keystore", ks, "-json", "-display", "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24", "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	return testutil.JSONEvents(stdout, 64), stdin
+	return testutil.StartEvents(e.t, cmd, 64)
 }
 
+// next is the terminal's next event want (testutil.NextEvent), within 30 s.
 func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case ev, ok := <-evs:
-			if !ok {
-				t.Fatalf("terminal exited waiting for %q", want)
-			}
-			if ev["event"] == want {
-				return ev
-			}
-			if ev["event"] == "error" {
-				t.Fatalf("waiting for %q: %v", want, ev)
-			}
-		case <-timeout:
-			t.Fatalf("no %q in 30 s", want)
-		}
-	}
+	return testutil.NextEvent(t, evs, want, 30*time.Second)
 }
 
 // TestDesktopFollowsToken: a real weston RDP desktop, seen by FreeRDP under
@@ -111,19 +89,9 @@ func TestDesktopFollowsToken(t *testing.T) {
 	next(t, ev1, "display")
 	session := att["session"].(string)
 	var before, withApp, there image.Image
-	if dir := os.Getenv("HOTDESK_SHOTS"); dir != "" { // for a person to look at
-		t.Cleanup(func() {
-			for name, img := range map[string]image.Image{"1-desktop": before, "2-app": withApp, "3-terminal2": there} {
-				if img == nil {
-					continue
-				}
-				if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
-					png.Encode(f, img)
-					f.Close()
-				}
-			}
-		})
-	}
+	t.Cleanup(func() {
+		testutil.KeepShots(map[string]image.Image{"1-desktop": before, "2-app": withApp, "3-terminal2": there})
+	})
 	var last string // the figures of the last check, for the failure message
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()

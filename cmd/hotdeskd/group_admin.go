@@ -236,14 +236,10 @@ func (a *adminBackend) Terminals(ctx context.Context) ([]adminapi.TerminalInfo, 
 	if err != nil {
 		return nil, err
 	}
-	recs = currentTerminals(recs, time.Now().Add(-presenceStale))
-	out := make([]adminapi.TerminalInfo, 0, len(recs))
-	for _, r := range recs {
-		seen := time.UnixMilli(r.SeenUnixMs)
-		out = append(out, adminapi.TerminalInfo{ID: r.ID, Name: r.Name, Addr: r.Addr, ServerID: r.ServerID,
-			Tokens: r.Tokens, Session: r.Session, User: r.User, Connected: time.UnixMilli(r.ConnectedUnixMs), LastSeen: seen})
-	}
-	return out, nil
+	return convertAll(currentTerminals(recs, time.Now().Add(-presenceStale)), nil, func(r registry.TerminalRecord) adminapi.TerminalInfo {
+		return adminapi.TerminalInfo{ID: r.ID, Name: r.Name, Addr: r.Addr, ServerID: r.ServerID, Tokens: r.Tokens,
+			Session: r.Session, User: r.User, Connected: time.UnixMilli(r.ConnectedUnixMs), LastSeen: time.UnixMilli(r.SeenUnixMs)}
+	})
 }
 
 // Events writes the last n stored events of the group, then (follow) the
@@ -309,15 +305,10 @@ func groupEvent(gc registry.GroupChange) (adminapi.Event, bool) {
 
 func (a *adminBackend) Pairings(ctx context.Context) ([]adminapi.PairingInfo, error) {
 	ps, err := a.d.registry().Pairings(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]adminapi.PairingInfo, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, adminapi.PairingInfo{ID: p.ID, User: p.User, Label: p.Label, CreatedBy: p.CreatedBy,
-			Expires: time.UnixMilli(p.ExpiresUnixMs)})
-	}
-	return out, nil
+	return convertAll(ps, err, func(p registry.Pairing) adminapi.PairingInfo {
+		return adminapi.PairingInfo{ID: p.ID, User: p.User, Label: p.Label, CreatedBy: p.CreatedBy,
+			Expires: time.UnixMilli(p.ExpiresUnixMs)}
+	})
 }
 
 func (a *adminBackend) RevokePairing(ctx context.Context, id string) error {

@@ -46,22 +46,16 @@ func startGroup(t *testing.T, n int, extra string) *testGroup {
 	for i := 1; i <= n; i++ {
 		dir := t.TempDir()
 		id, addr, metrics := fmt.Sprintf("b%d", i), testutil.FreeAddr(t), testutil.FreeAddr(t)
-		cfg := fmt.Sprintf(`server_id = %q
-data_dir = %q
-listen = %q
-admin_socket = %q
+		etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}", eps[0])
+		cfg := testutil.DaemonConfig(t, id, dir, addr, etcd) + fmt.Sprintf(`
 metrics_listen = %q
-etcd {
-  endpoints = [%q]
-  lease_ttl = "2s"
-}
 session {
   auth = "kiosk"
   keep_on_stop = false
 }
 %s
-`, id, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), metrics, eps[0], strings.ReplaceAll(extra, "{{ID}}", id))
-		b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, filepath.Join(dir, "admin.sock"), cfg), id: id, addr: addr, metrics: metrics}
+`, metrics, strings.ReplaceAll(extra, "{{ID}}", id))
+		b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), cfg), id: id, addr: addr, metrics: metrics}
 		b.Name = id
 		b.Launch()
 		g.brokers = append(g.brokers, b)
@@ -145,13 +139,8 @@ func (g *testGroup) terminal(id string, b *groupBroker, ks string) *groupTerm {
 	g.t.Helper()
 	cmd := exec.Command(filepath.Join(g.bin, "hotdesk-term"), "-server", b.addr, "-pin", b.Pin, "-id", id,
 		"-keystore", ks, "-json", "run")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		g.t.Fatal(err)
-	}
-	term := &groupTerm{cmd: cmd, stdin: stdin, evs: testutil.JSONEvents(stdout, 64)}
-	g.t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	term := &groupTerm{cmd: cmd}
+	term.evs, term.stdin = testutil.StartEvents(g.t, cmd, 64)
 	next(g.t, term.evs, "connected")
 	return term
 }
@@ -168,14 +157,10 @@ type eventStream struct {
 func (g *testGroup) followEvents(b *groupBroker) *eventStream {
 	g.t.Helper()
 	cmd := exec.Command(filepath.Join(g.bin, "hotdeskctl"), "-socket", b.Socket, "events", "-f", "-n", "0", "--json")
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		g.t.Fatal(err)
-	}
+	evs, _ := testutil.StartEvents(g.t, cmd, 64)
 	es := &eventStream{cmd: cmd}
-	g.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	go func() {
-		for ev := range testutil.JSONEvents(stdout, 64) {
+		for ev := range evs {
 			es.mu.Lock()
 			es.lines = append(es.lines, ev)
 			es.mu.Unlock()

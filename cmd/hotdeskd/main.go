@@ -19,7 +19,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -32,6 +31,7 @@ import (
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
+	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
 	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -44,21 +44,8 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == "pam-helper" {
 		os.Exit(pam.HelperMain())
 	}
-	err := run(os.Args[1:])
-	switch {
-	case err == nil || errors.Is(err, flag.ErrHelp):
-	case errors.Is(err, errUsage):
-		// The flag package has printed the usage for a bad flag already.
-		fmt.Fprintln(os.Stderr, "hotdeskd:", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "hotdeskd:", err)
-		os.Exit(1)
-	}
+	exitcode.Exit("hotdeskd", run(os.Args[1:]), flag.ErrHelp)
 }
-
-// errUsage marks command-line errors (exit status 2).
-var errUsage = errors.New("usage error")
 
 func run(args []string) error {
 	var o options
@@ -66,15 +53,12 @@ func run(args []string) error {
 	if ok, err := clidoc.Main(args, version.String(), page, configPage()); ok {
 		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := exitcode.Parse(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
-		return fmt.Errorf("%w: unexpected argument %q (hotdeskd takes only flags)", errUsage, fs.Arg(0))
+		return fmt.Errorf("%w: unexpected argument %q (hotdeskd takes only flags)", exitcode.ErrUsage, fs.Arg(0))
 	}
 	if o.version {
 		fmt.Println("hotdeskd", version.String())

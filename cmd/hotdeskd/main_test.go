@@ -18,9 +18,7 @@ import (
 
 // TestMain removes the binaries the end-to-end tests share.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	testutil.RemoveBuilds()
-	os.Exit(code)
+	os.Exit(testutil.RunWithBuilds(m))
 }
 
 // buildBinaries builds hotdeskd, hotdesk-term and hotdeskctl once for every
@@ -85,12 +83,8 @@ func captureStdout(f func() error) (string, error) {
 func TestDaemonSignals(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "admin.sock")
-	cfg := fmt.Sprintf(`server_id = "sig-test"
-data_dir = %q
-listen = %q
-admin_socket = %q
-%s`, filepath.Join(dir, "data"), testutil.FreeAddr(t), sock, testutil.EmbeddedEtcd(t))
+	sock := testutil.AdminSocket(dir)
+	cfg := testutil.DaemonConfig(t, "sig-test", dir, testutil.FreeAddr(t), "")
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, sock, cfg)
 	d.Start()
 	waitLine := func(substr string) {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,18 +127,9 @@ func TestLimitMetricsE2E(t *testing.T) {
 	dir := t.TempDir()
 	pamDir := testutil.MatrixServices(t, dir, "pat:pat-pw:hotdesk\ncarl:carl-pw:hotdesk\n", "", "hotdesk")
 	addr, metricsAddr, attachAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
-	cfg := fmt.Sprintf(`server_id = "lim"
-data_dir = %q
-listen = %q
+	cfg := testutil.DaemonConfig(t, "lim", dir, addr, "") + fmt.Sprintf(`
 attach_listen = %q
-admin_socket = %q
 metrics_listen = %q
-etcd {
-  embedded {
-    client_url = "http://%s"
-    peer_url   = "http://%s"
-  }
-}
 session {
   auth         = "card"
   max_sessions = 2
@@ -166,7 +156,7 @@ pairing {
   max_failures = 1
   lockout      = "1h"
 }
-`, filepath.Join(dir, "data"), addr, attachAddr, filepath.Join(dir, "admin.sock"), metricsAddr, testutil.FreeAddr(t), testutil.FreeAddr(t), pamDir)
+`, attachAddr, metricsAddr, pamDir)
 	e := newE2E(t, bin, dir, addr, cfg) // its own kiosk accounts, removed after the daemon stops
 	pin, err := proto.ParseFingerprint(e.pin)
 	if err != nil {
@@ -199,19 +189,11 @@ pairing {
 	}
 	enroll := func(user string) tok {
 		pub, key, _ := ed25519.GenerateKey(rand.Reader)
-		pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: user})
+		id, err := enroller.pair(ctx, admin, user, pub)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("pair for %s: %v", user, err)
 		}
-		if err := enroller.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub}); err != nil {
-			t.Fatal(err)
-		}
-		m, err := enroller.await(ctx)
-		p, ok := m.(*proto.Paired)
-		if err != nil || !ok {
-			t.Fatalf("pair for %s: %v %#v", user, err, m)
-		}
-		return tok{p.Token, key}
+		return tok{id, key}
 	}
 	alice1, alice2, bob, dan, patCard := enroll("alice"), enroll("alice"), enroll("bob"), enroll("dan"), enroll("pat")
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,7 +34,7 @@ type e2e struct {
 // configuration; start runs it.
 func newE2E(t *testing.T, bin, dir, addr, cfg string) *e2e {
 	t.Helper()
-	d := testutil.NewDaemon(t, bin, dir, filepath.Join(dir, "admin.sock"), cfg)
+	d := testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), cfg)
 	return &e2e{t: t, d: d, bin: bin, dir: dir, addr: addr, pin: d.Pin, socket: d.Socket}
 }
 
@@ -72,14 +71,7 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcd
 		}
 	}
 	addr := testutil.FreeAddr(t)
-	if etcdBlock == "" {
-		etcdBlock = testutil.EmbeddedEtcd(t)
-	}
-	cfg := fmt.Sprintf(`server_id = "e2e"
-data_dir = %q
-listen = %q
-admin_socket = %q
-%s
+	cfg := testutil.DaemonConfig(t, "e2e", dir, addr, etcdBlock) + fmt.Sprintf(`
 %s
 session {
   auth = %q
@@ -90,7 +82,7 @@ auth {
   open_session = false
 %s
 }
-`, filepath.Join(dir, "data"), addr, filepath.Join(dir, "admin.sock"), etcdBlock, strings.Join(extra, "\n"), defaultPolicy, keep, pamDir, authBlock)
+`, strings.Join(extra, "\n"), defaultPolicy, keep, pamDir, authBlock)
 	e := newE2E(t, bin, dir, addr, cfg)
 	e.start()
 	return e
@@ -158,14 +150,15 @@ func (e *e2e) present(term, ks string, answers ...string) map[string]any {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	sc := bufio.NewScanner(stdout)
-	sent := false
-	for sc.Scan() {
-		var ev map[string]any
-		if json.Unmarshal(sc.Bytes(), &ev) != nil {
-			continue
+	evs := testutil.JSONEvents(stdout, 16)
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+		for range evs { // until its reader has seen the end of the output
 		}
+	}()
+	sent := false
+	for ev := range evs {
 		switch ev["event"] {
 		case "connected":
 			if !sent {

@@ -106,7 +106,7 @@ func newTestBackend(t *testing.T, mode, dir string, opts ...func(*Config)) *Back
 	t.Helper()
 	cfg := Config{Command: []string{"/usr/bin/env", "HOTDESK_TEST_COMPOSITOR=" + mode, os.Args[0]}, StateDir: dir,
 		StartTimeout: 5 * time.Second, StopGrace: 2 * time.Second, CallTimeout: 5 * time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "wayray", Level: hclog.Debug, Output: testWriter{t}})}
+		Logger: testutil.Logger(t, "wayray", hclog.Debug)}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -116,13 +116,6 @@ func newTestBackend(t *testing.T, mode, dir string, opts ...func(*Config)) *Back
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 func withClock(c clock.Clock) func(*Config) { return func(cfg *Config) { cfg.Clock = c } }

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,31 +50,7 @@ func requireWeston(t *testing.T) string {
 // stateDir is a short state directory (unix socket paths are limited).
 func stateDir(t *testing.T) string { return testutil.ShortTempDir(t, "hdw") }
 
-// syncWriter lets background goroutines log after the test has ended.
-type syncWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func testLogger(t *testing.T) hclog.Logger {
-	w := &syncWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{Name: "weston", Output: w, Level: hclog.Debug})
-}
+func testLogger(t *testing.T) hclog.Logger { return testutil.Logger(t, "weston", hclog.Debug) }
 
 // newBackend builds a Backend on a fake clock, closed at cleanup.
 func newBackend(t *testing.T, cfg Config) (*Backend, *clock.Fake) {

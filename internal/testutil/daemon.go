@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,6 +43,22 @@ func EmbeddedEtcd(t testing.TB) string {
 	return fmt.Sprintf("etcd {\n  embedded {\n    client_url = \"http://%s\"\n    peer_url = \"http://%s\"\n  }\n}\n",
 		FreeAddr(t), FreeAddr(t))
 }
+
+// DaemonConfig returns the head of a test daemon's configuration: its
+// server id, data directory (dir/data), terminal listener (addr), admin
+// socket (AdminSocket(dir)) and etcd block, an embedded member on free
+// ports (EmbeddedEtcd) when etcd is "". The test appends its own blocks.
+func DaemonConfig(t testing.TB, id, dir, addr, etcd string) string {
+	t.Helper()
+	if etcd == "" {
+		etcd = EmbeddedEtcd(t)
+	}
+	return fmt.Sprintf("server_id = %q\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
+		id, filepath.Join(dir, "data"), addr, AdminSocket(dir), etcd)
+}
+
+// AdminSocket is the admin socket DaemonConfig gives a daemon in dir.
+func AdminSocket(dir string) string { return filepath.Join(dir, "admin.sock") }
 
 // Daemon is one hotdeskd process of a test, driven through hotdeskctl as an
 // administrator would. The test's cleanup stops it (SIGINT, then SIGKILL
@@ -243,4 +260,78 @@ func JSONEvents(r io.Reader, buf int) <-chan map[string]any {
 		}
 	}()
 	return ch
+}
+
+// StartEvents starts cmd, a process that prints JSON events on its standard
+// output (hotdesk-term -json, hotdeskctl events --json), and returns its
+// events (JSONEvents, buf of them buffered) and its standard input. When the
+// test ends, its standard input is closed and it gets SIGTERM, then SIGKILL
+// if it has not exited after a bound, and is waited for.
+func StartEvents(t testing.TB, cmd *exec.Cmd, buf int) (<-chan map[string]any, io.WriteCloser) {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Signal(syscall.SIGTERM)
+		// Not waited for before: Wait closes stdout, which may still
+		// hold the last events.
+		exited := make(chan struct{})
+		go func() {
+			cmd.Wait()
+			close(exited)
+		}()
+		select {
+		case <-exited:
+		case <-time.After(stopBound):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return JSONEvents(stdout, buf), stdin
+}
+
+// NextEvent returns the next event of evs (JSONEvents of a -json process)
+// whose "event" is want, passing over the others. It fails the test when an
+// "error" event comes first (unless want is "error"), when evs closes (the
+// process has exited), or after d.
+func NextEvent(t testing.TB, evs <-chan map[string]any, want string, d time.Duration) map[string]any {
+	t.Helper()
+	return AwaitEvent(t, evs, fmt.Sprintf("event %q", want), d, func(ev map[string]any) bool {
+		if ev["event"] == "error" && want != "error" {
+			t.Fatalf("error event while waiting for %q: %v", want, ev)
+		}
+		return ev["event"] == want
+	})
+}
+
+// AwaitEvent returns the first event of evs that match accepts, passing
+// over the others (match may fail the test on an event that must not
+// come). It fails the test when evs closes (the process has exited) or
+// after d; what names the awaited event in those failures.
+func AwaitEvent(t testing.TB, evs <-chan map[string]any, what string, d time.Duration, match func(ev map[string]any) bool) map[string]any {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				t.Fatalf("process exited while waiting for %s", what)
+			}
+			if match(ev) {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %s in %v", what, d)
+		}
+	}
 }

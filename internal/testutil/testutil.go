@@ -138,6 +138,17 @@ func Build(t testing.TB, pkgs ...string) string {
 	return dir
 }
 
+// RunWithBuilds runs a package's tests and then removes what Build built
+// for them; it returns m.Run's exit code:
+//
+//	func TestMain(m *testing.M) {
+//		os.Exit(testutil.RunWithBuilds(m))
+//	}
+func RunWithBuilds(m *testing.M) int {
+	defer RemoveBuilds()
+	return m.Run()
+}
+
 // RemoveBuilds removes what Build built.
 func RemoveBuilds() {
 	builds.mu.Lock()

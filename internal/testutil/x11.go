@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -86,4 +87,24 @@ func Screenshot(t testing.TB, disp string) image.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// KeepShots writes each of shots (a nil one is passed over) to
+// $HOTDESK_SHOTS/<name>.png, for a person to look at, when that variable
+// is set; it does nothing otherwise. Failures to write are ignored: the
+// pictures are not part of the test.
+func KeepShots(shots map[string]image.Image) {
+	dir := os.Getenv("HOTDESK_SHOTS")
+	if dir == "" {
+		return
+	}
+	for name, img := range shots {
+		if img == nil {
+			continue
+		}
+		if f, err := os.Create(filepath.Join(dir, name+".png")); err == nil {
+			png.Encode(f, img)
+			f.Close()
+		}
+	}
 }

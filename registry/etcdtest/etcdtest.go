@@ -8,7 +8,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -150,28 +150,4 @@ func startCluster(t testing.TB, n int) ([]*registry.Embedded, error) {
 // logger returns an hclog logger writing etcd's errors into the test log.
 // Call it before registering the member's Close, so that the writer is
 // silenced only after the member has stopped.
-func logger(t testing.TB, name string) hclog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Error, Output: w})
-}
-
-// testWriter writes to t.Log until the test has finished.
-type testWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
+func logger(t testing.TB, name string) hclog.Logger { return testutil.Logger(t, name, hclog.Error) }

@@ -102,11 +102,7 @@ func (c *Client) PairToken(ctx context.Context, req PairRequest) (PairResponse, 
 
 // Tokens lists the token registry.
 func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
-	var out []TokenInfo
-	if err := c.do(ctx, "tokens", http.MethodGet, "/v1/tokens", nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return getList[TokenInfo](ctx, c, "tokens", "/v1/tokens")
 }
 
 // RegisterToken registers a locate-only token to a user.
@@ -139,11 +135,7 @@ func (c *Client) DeleteToken(ctx context.Context, id string) error {
 
 // Servers lists the group's members.
 func (c *Client) Servers(ctx context.Context) ([]ServerInfo, error) {
-	var out []ServerInfo
-	if err := c.do(ctx, "servers", http.MethodGet, "/v1/servers", nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return getList[ServerInfo](ctx, c, "servers", "/v1/servers")
 }
 
 // SetDraining drains or undrains server id ("self" for the daemon's own).
@@ -194,13 +186,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, in, out any) e
 	defer resp.Body.Close()
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-		var er ErrorResponse
-		msg := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &er) == nil && er.Error != "" {
-			msg = er.Error
-		}
-		return &StatusError{Op: op, Status: resp.StatusCode, Message: msg}
+		return statusError(op, resp)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBytes))
@@ -214,6 +200,27 @@ func (c *Client) do(ctx context.Context, op, method, path string, in, out any) e
 		return fmt.Errorf("adminapi: %s: decode response: %w", op, err)
 	}
 	return nil
+}
+
+// getList GETs the listing at path.
+func getList[T any](ctx context.Context, c *Client, op, path string) ([]T, error) {
+	var out []T
+	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// statusError is the StatusError of a non-2xx response, with the server's
+// message read from its (bounded) body.
+func statusError(op string, resp *http.Response) *StatusError {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
+	var er ErrorResponse
+	msg := strings.TrimSpace(string(data))
+	if json.Unmarshal(data, &er) == nil && er.Error != "" {
+		msg = er.Error
+	}
+	return &StatusError{Op: op, Status: resp.StatusCode, Message: msg}
 }
 
 var _ error = (*StatusError)(nil)
@@ -237,11 +244,7 @@ func (c *Client) SessionsFiltered(ctx context.Context, f SessionFilter) ([]Sessi
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	var out []SessionInfo
-	if err := c.do(ctx, "sessions", http.MethodGet, path, nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return getList[SessionInfo](ctx, c, "sessions", path)
 }
 
 // DisconnectSession suspends a session wherever it runs.
@@ -256,20 +259,12 @@ func (c *Client) LockSession(ctx context.Context, id string) error {
 
 // Terminals lists the group's connected terminals.
 func (c *Client) Terminals(ctx context.Context) ([]TerminalInfo, error) {
-	var out []TerminalInfo
-	if err := c.do(ctx, "terminals", http.MethodGet, "/v1/terminals", nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return getList[TerminalInfo](ctx, c, "terminals", "/v1/terminals")
 }
 
 // Pairings lists pending pairing codes.
 func (c *Client) Pairings(ctx context.Context) ([]PairingInfo, error) {
-	var out []PairingInfo
-	if err := c.do(ctx, "pairings", http.MethodGet, "/v1/pairings", nil, &out); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return getList[PairingInfo](ctx, c, "pairings", "/v1/pairings")
 }
 
 // RevokePairing deletes a pending pairing code by its id.
@@ -303,13 +298,7 @@ func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(Event) 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
-		var er ErrorResponse
-		msg := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &er) == nil && er.Error != "" {
-			msg = er.Error
-		}
-		return &StatusError{Op: "events", Status: resp.StatusCode, Message: msg}
+		return statusError("events", resp)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 4096), maxEventLine)

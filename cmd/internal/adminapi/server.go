@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 )
 
@@ -136,23 +137,38 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 		shutdownTimeout: 2 * time.Second,
 	}
 	mux := http.NewServeMux()
+	tokenDisabled := func(disabled bool) func(context.Context, string) error {
+		return func(ctx context.Context, id string) error { return b.SetTokenDisabled(ctx, id, disabled) }
+	}
+	draining := func(draining bool) func(context.Context, string) error {
+		return func(ctx context.Context, id string) error { return b.SetDraining(ctx, id, draining) }
+	}
 	mux.Handle("/v1/sessions", methods{http.MethodGet: s.listSessions})
-	mux.Handle("/v1/sessions/{id}", methods{http.MethodDelete: s.killSession})
-	mux.Handle("/v1/sessions/{id}/disconnect", methods{http.MethodPost: s.sessionAction("disconnect", b.DisconnectSession)})
-	mux.Handle("/v1/sessions/{id}/lock", methods{http.MethodPost: s.sessionAction("lock", b.LockSession)})
-	mux.Handle("/v1/terminals", methods{http.MethodGet: s.listTerminals})
+	mux.Handle("/v1/sessions/{id}", methods{
+		http.MethodDelete: s.action(b.KillSession, "session killed by admin", "session_id")})
+	mux.Handle("/v1/sessions/{id}/disconnect", methods{
+		http.MethodPost: s.action(b.DisconnectSession, "session disconnect by admin", "session_id")})
+	mux.Handle("/v1/sessions/{id}/lock", methods{
+		http.MethodPost: s.action(b.LockSession, "session lock by admin", "session_id")})
+	mux.Handle("/v1/terminals", methods{http.MethodGet: list(s, b.Terminals)})
 	mux.Handle("/v1/events", methods{http.MethodGet: s.events})
 	mux.Handle("/v1/tokens/pair", methods{http.MethodPost: s.pairToken})
-	mux.Handle("/v1/pairings", methods{http.MethodGet: s.listPairings})
-	mux.Handle("/v1/pairings/{id}", methods{http.MethodDelete: s.revokePairing})
-	mux.Handle("/v1/tokens", methods{http.MethodGet: s.listTokens, http.MethodPost: s.registerToken})
+	mux.Handle("/v1/pairings", methods{http.MethodGet: list(s, b.Pairings)})
+	mux.Handle("/v1/pairings/{id}", methods{
+		http.MethodDelete: s.action(b.RevokePairing, "pairing code revoked by admin", "pairing_id")})
+	mux.Handle("/v1/tokens", methods{http.MethodGet: list(s, b.Tokens), http.MethodPost: s.registerToken})
 	mux.Handle("/v1/tokens/{id}/alias", methods{http.MethodPost: s.aliasToken})
-	mux.Handle("/v1/tokens/{id}/disable", methods{http.MethodPost: s.tokenDisabled(true)})
-	mux.Handle("/v1/tokens/{id}/enable", methods{http.MethodPost: s.tokenDisabled(false)})
-	mux.Handle("/v1/tokens/{id}", methods{http.MethodDelete: s.deleteToken})
-	mux.Handle("/v1/servers", methods{http.MethodGet: s.listServers})
-	mux.Handle("/v1/servers/{id}/drain", methods{http.MethodPost: s.drain(true)})
-	mux.Handle("/v1/servers/{id}/undrain", methods{http.MethodPost: s.drain(false)})
+	mux.Handle("/v1/tokens/{id}/disable", methods{
+		http.MethodPost: s.action(tokenDisabled(true), "token state changed by admin", "token", "disabled", true)})
+	mux.Handle("/v1/tokens/{id}/enable", methods{
+		http.MethodPost: s.action(tokenDisabled(false), "token state changed by admin", "token", "disabled", false)})
+	mux.Handle("/v1/tokens/{id}", methods{
+		http.MethodDelete: s.action(b.DeleteToken, "token deleted by admin", "token")})
+	mux.Handle("/v1/servers", methods{http.MethodGet: list(s, b.Servers)})
+	mux.Handle("/v1/servers/{id}/drain", methods{
+		http.MethodPost: s.action(draining(true), "server drain changed by admin", "server_id", "draining", true)})
+	mux.Handle("/v1/servers/{id}/undrain", methods{
+		http.MethodPost: s.action(draining(false), "server drain changed by admin", "server_id", "draining", false)})
 	mux.Handle("/livez", methods{http.MethodGet: s.livez})
 	mux.Handle("/readyz", methods{http.MethodGet: s.readyz})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -189,23 +205,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return ctx
 		},
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(pl) }()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
+	if err := httpserve.Serve(ctx, srv, pl, s.shutdownTimeout); err != nil {
 		return fmt.Errorf("adminapi: serve: %w", err)
-	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		s.logger.Warn("admin api shutdown did not finish in time, closing connections", "error", err)
-		srv.Close()
-	}
-	<-errc
 	return nil
 }
 
@@ -274,37 +276,33 @@ func (m methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed")
 }
 
+// list answers a listing: the records get returns, as a JSON array ([]
+// when there are none), or its error.
+func list[T any](s *Server, get func(context.Context) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rows, err := get(r.Context())
+		if err != nil {
+			s.backendError(w, r, err)
+			return
+		}
+		if rows == nil {
+			rows = []T{}
+		}
+		writeJSON(w, http.StatusOK, rows)
+	}
+}
+
 func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
 		State: q.Get("state"), Token: q.Get("token")}
-	ss, err := s.backend.Sessions(r.Context(), f)
-	if err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	if ss == nil {
-		ss = []SessionInfo{}
-	}
-	writeJSON(w, http.StatusOK, ss)
+	list(s, func(ctx context.Context) ([]SessionInfo, error) { return s.backend.Sessions(ctx, f) })(w, r)
 }
 
-func (s *Server) killSession(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if id == "" {
-		writeError(w, http.StatusBadRequest, "missing session id")
-		return
-	}
-	p := r.Context().Value(peerKey{}).(*peer)
-	if err := s.backend.KillSession(r.Context(), id); err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	s.logger.Info("session killed by admin", "session_id", id, "peer", p.createdBy())
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) sessionAction(op string, do func(context.Context, string) error) http.HandlerFunc {
+// action answers a request acting on the object the path's {id} names: do
+// acts on it and, once done, msg is logged with the object's id under
+// idKey, kv and the peer, and the answer is 204 No Content.
+func (s *Server) action(do func(ctx context.Context, id string) error, msg, idKey string, kv ...any) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		p := r.Context().Value(peerKey{}).(*peer)
@@ -312,21 +310,9 @@ func (s *Server) sessionAction(op string, do func(context.Context, string) error
 			s.backendError(w, r, err)
 			return
 		}
-		s.logger.Info("session "+op+" by admin", "session_id", id, "peer", p.createdBy())
+		s.logger.Info(msg, append(append([]any{idKey, id}, kv...), "peer", p.createdBy())...)
 		w.WriteHeader(http.StatusNoContent)
 	}
-}
-
-func (s *Server) listTerminals(w http.ResponseWriter, r *http.Request) {
-	ts, err := s.backend.Terminals(r.Context())
-	if err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	if ts == nil {
-		ts = []TerminalInfo{}
-	}
-	writeJSON(w, http.StatusOK, ts)
 }
 
 // maxEventHistory bounds n of GET /v1/events.
@@ -363,29 +349,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) listPairings(w http.ResponseWriter, r *http.Request) {
-	ps, err := s.backend.Pairings(r.Context())
-	if err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	if ps == nil {
-		ps = []PairingInfo{}
-	}
-	writeJSON(w, http.StatusOK, ps)
-}
-
-func (s *Server) revokePairing(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	p := r.Context().Value(peerKey{}).(*peer)
-	if err := s.backend.RevokePairing(r.Context(), id); err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	s.logger.Info("pairing code revoked by admin", "pairing_id", id, "peer", p.createdBy())
-	w.WriteHeader(http.StatusNoContent)
-}
-
 func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
 	var req PairRequest
 	if !decodeBody(w, r, &req) {
@@ -409,18 +372,6 @@ func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
 	// Never log the code.
 	s.logger.Info("pairing code created", "user", req.User, "peer", p.createdBy(), "expires", resp.Expires)
 	writeJSON(w, http.StatusOK, resp)
-}
-
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
-	ts, err := s.backend.Tokens(r.Context())
-	if err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	if ts == nil {
-		ts = []TokenInfo{}
-	}
-	writeJSON(w, http.StatusOK, ts)
 }
 
 func (s *Server) registerToken(w http.ResponseWriter, r *http.Request) {
@@ -460,55 +411,6 @@ func (s *Server) aliasToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logger.Info("token aliased by admin", "token", ti.ID, "of", req.Of, "user", ti.User, "peer", p.createdBy())
 	writeJSON(w, http.StatusOK, ti)
-}
-
-func (s *Server) tokenDisabled(disabled bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		p := r.Context().Value(peerKey{}).(*peer)
-		if err := s.backend.SetTokenDisabled(r.Context(), id, disabled); err != nil {
-			s.backendError(w, r, err)
-			return
-		}
-		s.logger.Info("token state changed by admin", "token", id, "disabled", disabled, "peer", p.createdBy())
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	p := r.Context().Value(peerKey{}).(*peer)
-	if err := s.backend.DeleteToken(r.Context(), id); err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	s.logger.Info("token deleted by admin", "token", id, "peer", p.createdBy())
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) listServers(w http.ResponseWriter, r *http.Request) {
-	ss, err := s.backend.Servers(r.Context())
-	if err != nil {
-		s.backendError(w, r, err)
-		return
-	}
-	if ss == nil {
-		ss = []ServerInfo{}
-	}
-	writeJSON(w, http.StatusOK, ss)
-}
-
-func (s *Server) drain(draining bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		p := r.Context().Value(peerKey{}).(*peer)
-		if err := s.backend.SetDraining(r.Context(), id, draining); err != nil {
-			s.backendError(w, r, err)
-			return
-		}
-		s.logger.Info("server drain changed by admin", "server_id", id, "draining", draining, "peer", p.createdBy())
-		w.WriteHeader(http.StatusNoContent)
-	}
 }
 
 func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {

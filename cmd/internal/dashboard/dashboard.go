@@ -51,6 +51,7 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -191,22 +192,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config)
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
+	if err := httpserve.Serve(ctx, srv, ln, 2*time.Second); err != nil {
 		return fmt.Errorf("dashboard: serve: %w", err)
-	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	<-errc
 	return nil
 }
 
@@ -407,6 +395,20 @@ func (s *Server) callCtx(r *http.Request) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(r.Context(), backendCallTimeout)
 }
 
+// fetch gets what a page shows from the backend within
+// backendCallTimeout; on an error it has answered with the error page and
+// returns false.
+func fetch[T any](s *Server, w http.ResponseWriter, r *http.Request, l *login, get func(context.Context) (T, error)) (T, bool) {
+	ctx, cancel := s.callCtx(r)
+	defer cancel()
+	v, err := get(ctx)
+	if err != nil {
+		s.backendError(w, l, err)
+		return v, false
+	}
+	return v, true
+}
+
 // page is what every page template gets.
 type page struct {
 	Title   string
@@ -455,11 +457,8 @@ func (s *Server) backendError(w http.ResponseWriter, l *login, err error) {
 }
 
 func (s *Server) serversPage(w http.ResponseWriter, r *http.Request, l *login) {
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	ss, err := s.cfg.Backend.Servers(ctx)
-	if err != nil {
-		s.backendError(w, l, err)
+	ss, ok := fetch(s, w, r, l, s.cfg.Backend.Servers)
+	if !ok {
 		return
 	}
 	ready := s.cfg.Backend.Ready()
@@ -495,11 +494,8 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, l *login) 
 	q := r.URL.Query()
 	f := adminapi.SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
 		State: q.Get("state"), Token: q.Get("token")}
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	ss, err := s.cfg.Backend.Sessions(ctx, f)
-	if err != nil {
-		s.backendError(w, l, err)
+	ss, ok := fetch(s, w, r, l, func(ctx context.Context) ([]adminapi.SessionInfo, error) { return s.cfg.Backend.Sessions(ctx, f) })
+	if !ok {
 		return
 	}
 	type row struct {
@@ -557,27 +553,20 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, l *login, kind, bac
 }
 
 func (s *Server) terminalsPage(w http.ResponseWriter, r *http.Request, l *login) {
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	ts, err := s.cfg.Backend.Terminals(ctx)
-	if err != nil {
-		s.backendError(w, l, err)
+	ts, ok := fetch(s, w, r, l, s.cfg.Backend.Terminals)
+	if !ok {
 		return
 	}
 	s.renderWithFlash(w, "terminals", l, "", map[string]any{"Terminals": ts})
 }
 
 func (s *Server) tokensPage(w http.ResponseWriter, r *http.Request, l *login) {
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	ts, err := s.cfg.Backend.Tokens(ctx)
-	if err != nil {
-		s.backendError(w, l, err)
+	ts, ok := fetch(s, w, r, l, s.cfg.Backend.Tokens)
+	if !ok {
 		return
 	}
-	ps, err := s.cfg.Backend.Pairings(ctx)
-	if err != nil {
-		s.backendError(w, l, err)
+	ps, ok := fetch(s, w, r, l, s.cfg.Backend.Pairings)
+	if !ok {
 		return
 	}
 	flash, pair := s.takeFlash(l)
@@ -635,15 +624,14 @@ func (s *Server) tokenAction(w http.ResponseWriter, r *http.Request, l *login) {
 }
 
 func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, l *login) {
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	var evs []adminapi.Event
-	err := s.cfg.Backend.Events(ctx, recentEventsOnPage, false, func(e adminapi.Event) error {
-		evs = append(evs, e)
-		return nil
+	evs, ok := fetch(s, w, r, l, func(ctx context.Context) (recent []adminapi.Event, err error) {
+		err = s.cfg.Backend.Events(ctx, recentEventsOnPage, false, func(e adminapi.Event) error {
+			recent = append(recent, e)
+			return nil
+		})
+		return recent, err
 	})
-	if err != nil {
-		s.backendError(w, l, err)
+	if !ok {
 		return
 	}
 	slices.Reverse(evs) // newest first, as the live lines are added

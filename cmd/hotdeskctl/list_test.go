@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+)
+
+// listBackend answers the listings of the admin API from fixed rows; the
+// other Backend methods are not called by these tests (the nil embedded
+// interface would panic).
+type listBackend struct {
+	adminapi.Backend
+	sessions  []adminapi.SessionInfo
+	terminals []adminapi.TerminalInfo
+	tokens    []adminapi.TokenInfo
+	pairings  []adminapi.PairingInfo
+	servers   []adminapi.ServerInfo
+}
+
+func (b *listBackend) Sessions(_ context.Context, f adminapi.SessionFilter) ([]adminapi.SessionInfo, error) {
+	var out []adminapi.SessionInfo
+	for _, s := range b.sessions {
+		if f.Match(s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (b *listBackend) Terminals(context.Context) ([]adminapi.TerminalInfo, error) {
+	return b.terminals, nil
+}
+func (b *listBackend) Tokens(context.Context) ([]adminapi.TokenInfo, error) { return b.tokens, nil }
+func (b *listBackend) Pairings(context.Context) ([]adminapi.PairingInfo, error) {
+	return b.pairings, nil
+}
+func (b *listBackend) Servers(context.Context) ([]adminapi.ServerInfo, error) { return b.servers, nil }
+
+// serveAdmin serves b on an admin socket of the test's own and returns the
+// socket's path.
+func serveAdmin(t *testing.T, b adminapi.Backend) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	ln, err := adminapi.Listen(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- adminapi.NewServer(b, nil, -1).Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return sock
+}
+
+// table splits tabwriter output into rows of cells (columns are at least
+// two spaces apart; a cell holds single spaces at most).
+func table(out string) [][]string {
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		rows = append(rows, regexp.MustCompile(`\s{2,}`).Split(strings.TrimSpace(line), -1))
+	}
+	return rows
+}
+
+// TestListings: every listing prints its header and one row a record, with
+// "-" for what is unset, or with --json the records as a JSON array ([]
+// when there are none).
+func TestListings(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	local := at.Local().Format(time.DateTime)
+	idle := time.Now().Add(-90 * time.Second)
+	b := &listBackend{
+		sessions: []adminapi.SessionInfo{
+			{ID: "s-1", State: "active", User: "alice", Token: "soft.a", Terminal: "t-1", ServerID: "b1", PID: 42, Created: at},
+			{ID: "s-2", State: "suspended", User: "bob", ServerID: "b2", LastTerminal: "t-2", Created: at, ExpiresAt: &at,
+				IdleSince: &idle, Partial: true, Orphaned: true, OrphanOwner: "b3"},
+		},
+		terminals: []adminapi.TerminalInfo{
+			{ID: "t-1", Name: "desk 1", ServerID: "b1", Tokens: []string{"soft.a"}, Session: "s-1", User: "alice", Connected: at, LastSeen: idle},
+			{ID: "t-2", ServerID: "b2", Tokens: []string{"uid.1", "uid.2"}, Connected: at, LastSeen: idle},
+		},
+		tokens: []adminapi.TokenInfo{
+			{ID: "uid.1", User: "bob", Registered: at},
+			{ID: "soft.a", User: "alice", Label: "laptop", RegisteredBy: "uid:0", Registered: at, Disabled: true},
+		},
+		pairings: []adminapi.PairingInfo{{ID: "ABC", User: "carl", CreatedBy: "uid:0", Expires: at}},
+		servers: []adminapi.ServerInfo{
+			{ID: "b1", Addr: "10.0.0.1:7400", Sessions: 1, Weight: 1, Self: true, Version: "v1", Started: at},
+			{ID: "b2", Addr: "10.0.0.2:7400", Sessions: 3, Capacity: 10, Weight: 2, Draining: true, Started: at},
+		},
+	}
+	sock := serveAdmin(t, b)
+	for _, tc := range []struct {
+		args []string
+		want [][]string
+	}{
+		{[]string{"sessions"}, [][]string{
+			{"SESSION", "STATE", "USER", "TOKEN", "TERMINAL", "SERVER", "IDLE", "PID", "CREATED", "EXPIRES", "ORPHANED"},
+			{"s-1", "active", "alice", "soft.a", "t-1", "b1", "-", "42", local, "-", "-"},
+			{"s-2", "suspended (partial)", "bob", "-", "(t-2)", "b2", "1m", "-", local, local, "owner b3"},
+		}},
+		{[]string{"sessions", "--user", "bob"}, [][]string{
+			{"SESSION", "STATE", "USER", "TOKEN", "TERMINAL", "SERVER", "IDLE", "PID", "CREATED", "EXPIRES", "ORPHANED"},
+			{"s-2", "suspended (partial)", "bob", "-", "(t-2)", "b2", "1m", "-", local, local, "owner b3"},
+		}},
+		{[]string{"terminals"}, [][]string{
+			{"TERMINAL", "NAME", "ADDRESS", "SERVER", "TOKENS", "SESSION", "USER", "CONNECTED", "LAST SEEN"},
+			{"t-1", "desk 1", "-", "b1", "soft.a", "s-1", "alice", local, "1m ago"},
+			{"t-2", "-", "-", "b2", "uid.1,uid.2", "-", "-", local, "1m ago"},
+		}},
+		{[]string{"readers"}, [][]string{
+			{"TERMINAL", "SERVER", "TOKEN", "SESSION"},
+			{"t-1", "b1", "soft.a", "s-1"},
+			{"t-2", "b2", "uid.1", "-"},
+			{"t-2", "b2", "uid.2", "-"},
+		}},
+		{[]string{"token", "list"}, [][]string{
+			{"TOKEN", "USER", "LABEL", "STATE", "REGISTERED BY", "REGISTERED"},
+			{"uid.1", "bob", "-", "enabled", "-", local},
+			{"soft.a", "alice", "laptop", "disabled", "uid:0", local},
+		}},
+		{[]string{"token", "pair", "list"}, [][]string{
+			{"CODE", "USER", "LABEL", "CREATED BY", "EXPIRES"},
+			{"ABC-…", "carl", "-", "uid:0", local},
+		}},
+		{[]string{"server", "list"}, [][]string{
+			{"SERVER", "ADDRESS", "SESSIONS", "CAPACITY", "WEIGHT", "STATE", "VERSION", "STARTED"},
+			{"b1 *", "10.0.0.1:7400", "1", "-", "1", "active", "v1", local},
+			{"b2", "10.0.0.2:7400", "3", "10", "2", "draining (3 remaining)", "-", local},
+		}},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), append([]string{"-socket", sock}, tc.args...), &out, &errOut); err != nil {
+			t.Errorf("%v: %v (%s)", tc.args, err, errOut.String())
+			continue
+		}
+		if got := table(out.String()); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v printed\n%s\ngot = %q; want %q", tc.args, out.String(), got, tc.want)
+		}
+	}
+
+	// --json: the records as they came, an empty listing as [].
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-socket", sock, "token", "list", "--json"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.Contains(got, `"id": "soft.a"`) || !strings.HasPrefix(got, "[") {
+		t.Errorf("token list --json = %s; want a JSON array of the tokens", got)
+	}
+	for _, args := range [][]string{{"sessions", "--user", "nobody", "--json"}, {"readers", "--json"}} {
+		empty := serveAdmin(t, &listBackend{})
+		out.Reset()
+		if err := run(context.Background(), append([]string{"-socket", empty}, args...), &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(out.String()); got != "[]" {
+			t.Errorf("%v on an empty group = %q; want []", args, got)
+		}
+	}
+}
