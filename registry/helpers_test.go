@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -17,13 +18,7 @@ import (
 // expiry, keepalive noticing a revoke). Tests never assert how fast.
 const waitBound = 30 * time.Second
 
-func testLogger(t testing.TB) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Warn, Output: tWriter{t}})
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+func testLogger(t testing.TB) hclog.Logger { return testutil.Logger(t, t.Name(), hclog.Warn) }
 
 // newReg registers server id on cli and closes it on cleanup.
 func newReg(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Option) *registry.Registry {

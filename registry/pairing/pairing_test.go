@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 	"github.com/hotdesk/hotdesk/registry/pairing"
@@ -26,26 +28,12 @@ import (
 // env is one Pairer on a real registry (its own key prefix on a shared
 // embedded etcd) with a fake clock and captured logs.
 type env struct {
-	t     *testing.T
-	ctx   context.Context
-	clk   *clock.Fake
-	reg   *registry.Registry
-	p     *pairing.Pairer
-	logMu sync.Mutex
-	logs  bytes.Buffer
-}
-
-func (e *env) Write(p []byte) (int, error) {
-	e.logMu.Lock()
-	defer e.logMu.Unlock()
-	e.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return e.logs.Write(p)
-}
-
-func (e *env) logText() string {
-	e.logMu.Lock()
-	defer e.logMu.Unlock()
-	return e.logs.String()
+	t    *testing.T
+	ctx  context.Context
+	clk  *clock.Fake
+	reg  *registry.Registry
+	p    *pairing.Pairer
+	logs testutil.LockedBuffer // also in the test's log
 }
 
 var prefixSeq struct {
@@ -62,7 +50,7 @@ func newEnv(t *testing.T, cli *clientv3.Client, opts ...pairing.Option) *env {
 	prefix := fmt.Sprintf("/pairing-test-%d/", prefixSeq.n)
 	prefixSeq.Unlock()
 	e := &env{t: t, ctx: ctx, clk: clock.NewFake(time.Now())}
-	log := hclog.New(&hclog.LoggerOptions{Name: "pairing", Level: hclog.Debug, Output: e})
+	log := hclog.New(&hclog.LoggerOptions{Name: "pairing", Level: hclog.Debug, Output: io.MultiWriter(testutil.LogWriter(t), &e.logs)})
 	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "t1"},
 		registry.WithPrefix(prefix), registry.WithClock(e.clk), registry.WithLeaseTTL(2*time.Second), registry.WithLogger(log.Named("registry")))
 	if err != nil {
@@ -168,7 +156,7 @@ func TestPairing(t *testing.T) {
 		if rec2.Label != "Bob's phone" || rec2.User != "bob" {
 			t.Errorf("token = %+v; want label \"Bob's phone\", user bob", rec2)
 		}
-		if logs := e.logText(); strings.Contains(logs, code[5:]) || strings.Contains(logs, code2[5:]) ||
+		if logs := e.logs.String(); strings.Contains(logs, code[5:]) || strings.Contains(logs, code2[5:]) ||
 			strings.Contains(logs, strings.ReplaceAll(code, "-", "")[4:]) {
 			t.Errorf("a code's secret was logged:\n%s", logs)
 		}
