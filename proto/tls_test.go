@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -157,7 +156,7 @@ func TestPinnedTLSConfigCheck(t *testing.T) {
 		trusted [][]byte
 		asked   [][]byte
 	)
-	errUntrusted := fmt.Errorf("%w: not in the set", proto.ErrPinMismatch)
+	errUntrusted := errors.New("pin not in the trust set")
 	cfg := proto.PinnedTLSConfig("", func(fp []byte) error {
 		mu.Lock()
 		defer mu.Unlock()
