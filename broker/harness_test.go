@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -56,12 +55,7 @@ type transition struct {
 
 func requireWeston(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("weston"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("weston is required in CI: %v", err)
-		}
-		t.Skipf("weston not installed: %v", err)
-	}
+	testutil.NeedTools(t, "weston")
 }
 
 // newEnv starts a broker with server id id on etcd endpoints eps (a new

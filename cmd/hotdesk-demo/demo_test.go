@@ -8,18 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 )
 
 // buildBinaries builds the real commands into a temporary directory.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("weston"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("weston is required in CI: %v", err)
-		}
-		t.Skipf("weston not installed: %v", err)
-	}
+	testutil.NeedTools(t, "weston")
 	bin := t.TempDir()
 	cmd := exec.Command("go", "build", "-o", bin+"/", "../hotdeskd", "../hotdesk-term", "../hotdeskctl")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -5,10 +5,11 @@ import (
 	"debug/elf"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestFind: the library named by HOTDESK_RDPWAKE is used (an unsafe or
@@ -60,12 +61,7 @@ func TestFind(t *testing.T) {
 // TestBuild: the embedded source compiles into a shared library that
 // exports Sleep (the one symbol it replaces).
 func TestBuild(t *testing.T) {
-	if _, err := exec.LookPath("cc"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("no C compiler with CI=true: %v", err)
-		}
-		t.Skip("no C compiler")
-	}
+	testutil.NeedTools(t, "cc")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := filepath.Join(t.TempDir(), Name)

@@ -715,10 +715,7 @@ func TestShareWithGroup(t *testing.T) {
 // under CI=true where it fails.
 func skipOrFail(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
+	testutil.SkipOrFail(t, "%s", why)
 }
 
 // Shutdown lets a request in flight finish, and Serve returns nil.
