@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 )
 
 // ErrBusy is returned (wrapped) by a Gate when a login would exceed one of
@@ -58,21 +59,11 @@ var _ ServiceAuthenticator = (*Gate)(nil)
 
 // NewGate returns a Gate in front of next.
 func NewGate(next ServiceAuthenticator, cfg GateConfig) *Gate {
-	if cfg.Max <= 0 {
-		cfg.Max = 64
-	}
-	if cfg.PerSource <= 0 {
-		cfg.PerSource = 8
-	}
-	if cfg.PerUser <= 0 {
-		cfg.PerUser = 2
-	}
-	if cfg.PerTerminal <= 0 {
-		cfg.PerTerminal = 1
-	}
-	if cfg.LogEvery <= 0 {
-		cfg.LogEvery = 10 * time.Second
-	}
+	defaults.Set(&cfg.Max, 64)
+	defaults.Set(&cfg.PerSource, 8)
+	defaults.Set(&cfg.PerUser, 2)
+	defaults.Set(&cfg.PerTerminal, 1)
+	defaults.Set(&cfg.LogEvery, 10*time.Second)
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 )
 
 // ErrLocked is returned (wrapped, together with ErrDenied) when a token, user
@@ -69,24 +70,14 @@ type entry struct {
 
 // NewLimiter returns a Limiter for cfg.
 func NewLimiter(cfg LimiterConfig) *Limiter {
-	if cfg.MaxFailures <= 0 {
-		cfg.MaxFailures = 5
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = 15 * time.Minute
-	}
-	if cfg.BaseLockout <= 0 {
-		cfg.BaseLockout = 30 * time.Second
-	}
-	if cfg.MaxLockout <= 0 {
-		cfg.MaxLockout = 15 * time.Minute
-	}
+	defaults.Set(&cfg.MaxFailures, 5)
+	defaults.Set(&cfg.Window, 15*time.Minute)
+	defaults.Set(&cfg.BaseLockout, 30*time.Second)
+	defaults.Set(&cfg.MaxLockout, 15*time.Minute)
 	if cfg.MaxLockout < cfg.BaseLockout {
 		cfg.MaxLockout = cfg.BaseLockout
 	}
-	if cfg.MaxKeys <= 0 {
-		cfg.MaxKeys = 65536
-	}
+	defaults.Set(&cfg.MaxKeys, 65536)
 	l := &Limiter{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, keys: make(map[string]*list.Element), lru: list.New()}
 	if l.clk == nil {
 		l.clk = clock.Real{}

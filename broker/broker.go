@@ -38,6 +38,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -289,18 +290,10 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	if cfg.SuspendTimeout <= 0 {
-		cfg.SuspendTimeout = 24 * time.Hour
-	}
-	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = 15 * time.Second
-	}
-	if cfg.ProofTimeout <= 0 {
-		cfg.ProofTimeout = 10 * time.Second
-	}
-	if cfg.AuthTimeout <= 0 {
-		cfg.AuthTimeout = 2 * time.Minute
-	}
+	defaults.Set(&cfg.SuspendTimeout, 24*time.Hour)
+	defaults.Set(&cfg.PingInterval, 15*time.Second)
+	defaults.Set(&cfg.ProofTimeout, 10*time.Second)
+	defaults.Set(&cfg.AuthTimeout, 2*time.Minute)
 	b := &Broker{
 		cfg:        cfg,
 		reg:        cfg.Registry,

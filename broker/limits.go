@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 )
 
 // Limits bound what clients may hold of a broker's listeners. Zero fields
@@ -63,21 +64,11 @@ func (b *Broker) limitHit(limit Limit, listener string) {
 }
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxConnections <= 0 {
-		l.MaxConnections = 1024
-	}
-	if l.MaxConnectionsPerSource <= 0 {
-		l.MaxConnectionsPerSource = 64
-	}
-	if l.MaxUnauthenticated <= 0 {
-		l.MaxUnauthenticated = 128
-	}
-	if l.HandshakeTimeout <= 0 {
-		l.HandshakeTimeout = handshakeTimeout
-	}
-	if l.MaxTicketsPerSession <= 0 {
-		l.MaxTicketsPerSession = 4
-	}
+	defaults.Set(&l.MaxConnections, 1024)
+	defaults.Set(&l.MaxConnectionsPerSource, 64)
+	defaults.Set(&l.MaxUnauthenticated, 128)
+	defaults.Set(&l.HandshakeTimeout, handshakeTimeout)
+	defaults.Set(&l.MaxTicketsPerSession, 4)
 	return l
 }
 

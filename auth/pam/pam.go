@@ -46,6 +46,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -150,15 +151,9 @@ func New(cfg Config) (*Authenticator, error) {
 		}
 		cfg.HelperCommand = []string{exe, "pam-helper"}
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Minute
-	}
-	if cfg.PromptTimeout <= 0 {
-		cfg.PromptTimeout = time.Minute
-	}
-	if cfg.MaxHelpers <= 0 {
-		cfg.MaxHelpers = 128
-	}
+	defaults.Set(&cfg.Timeout, 2*time.Minute)
+	defaults.Set(&cfg.PromptTimeout, time.Minute)
+	defaults.Set(&cfg.MaxHelpers, 128)
 	a := &Authenticator{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxHelpers)}
 	if a.clk == nil {
 		a.clk = clock.Real{}

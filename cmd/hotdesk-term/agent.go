@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -218,12 +219,8 @@ func newAgent(cfg Config) (*agent, error) {
 	case cfg.TerminalID == "":
 		return nil, errors.New("agent: no terminal id")
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = defaultTimeout
-	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = defaultMinBackoff
-	}
+	defaults.Set(&cfg.Timeout, defaultTimeout)
+	defaults.Set(&cfg.MinBackoff, defaultMinBackoff)
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(defaultMaxBackoff, cfg.MinBackoff)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 )
 
 // Config configures a Backend.
@@ -131,18 +132,10 @@ func New(cfg Config) (*Backend, error) {
 	if len(cfg.Command) == 0 || cfg.StateDir == "" {
 		return nil, errors.New("wayray: new: command and state dir are required")
 	}
-	if cfg.StartTimeout <= 0 {
-		cfg.StartTimeout = 10 * time.Second
-	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 5 * time.Second
-	}
-	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = 5 * time.Second
-	}
-	if cfg.HealthInterval <= 0 {
-		cfg.HealthInterval = 10 * time.Second
-	}
+	defaults.Set(&cfg.StartTimeout, 10*time.Second)
+	defaults.Set(&cfg.StopGrace, 5*time.Second)
+	defaults.Set(&cfg.CallTimeout, 5*time.Second)
+	defaults.Set(&cfg.HealthInterval, 10*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}

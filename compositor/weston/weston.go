@@ -58,6 +58,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 )
 
 var _ compositor.Backend = (*Backend)(nil)
@@ -304,18 +305,10 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Binary == "" {
 		cfg.Binary = "weston"
 	}
-	if cfg.StartTimeout <= 0 {
-		cfg.StartTimeout = 10 * time.Second
-	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 5 * time.Second
-	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 2 * time.Second
-	}
-	if cfg.LogMaxBytes <= 0 {
-		cfg.LogMaxBytes = 4 << 20
-	}
+	defaults.Set(&cfg.StartTimeout, 10*time.Second)
+	defaults.Set(&cfg.StopGrace, 5*time.Second)
+	defaults.Set(&cfg.PollInterval, 2*time.Second)
+	defaults.Set(&cfg.LogMaxBytes, 4<<20)
 	if cfg.MaxSessions < 0 {
 		return nil, fmt.Errorf("weston: new: negative max sessions %d", cfg.MaxSessions)
 	}
@@ -355,12 +348,8 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.KioskAccountPrefix == "" {
 		cfg.KioskAccountPrefix = DefaultAccountPrefix
 	}
-	if cfg.MaxKioskAccounts <= 0 {
-		cfg.MaxKioskAccounts = DefaultMaxAccounts
-	}
-	if cfg.MinUID <= 0 {
-		cfg.MinUID = DefaultMinUID
-	}
+	defaults.Set(&cfg.MaxKioskAccounts, DefaultMaxAccounts)
+	defaults.Set(&cfg.MinUID, DefaultMinUID)
 	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("weston: new: %w", err)

@@ -52,6 +52,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
+	"github.com/hotdesk/hotdesk/internal/defaults"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -144,12 +145,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = DefaultSessionTTL
-	}
-	if cfg.MaxSessions <= 0 {
-		cfg.MaxSessions = DefaultMaxSessions
-	}
+	defaults.Set(&cfg.SessionTTL, DefaultSessionTTL)
+	defaults.Set(&cfg.MaxSessions, DefaultMaxSessions)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
