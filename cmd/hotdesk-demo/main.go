@@ -459,8 +459,6 @@ func (n *node) stop() {
 	}
 }
 
-// stopAll ends every session (the brokers keep desktops across a stop)
-// and stops the brokers, newest first, with SIGTERM.
 // removeUser deletes the local user the demo added, if any.
 func (d *demo) removeUser() {
 	if d.userAdded == "" {
@@ -472,6 +470,8 @@ func (d *demo) removeUser() {
 	d.userAdded = ""
 }
 
+// stopAll ends every session (the brokers keep desktops across a stop)
+// and stops the brokers, newest first, with SIGTERM.
 func (d *demo) stopAll() {
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		n := d.nodes[i]

@@ -754,6 +754,8 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 			// (the owner back, or its lease expired and the token free).
 			a.parked, a.conn = nil, p
 			a.ownerUnreachable(r.t.token, d)
+			// The redirected token is presented again by that timer.
+			a.missed = slices.DeleteFunc(a.missed, func(s string) bool { return s == r.t.token })
 			if len(a.missed) > 0 {
 				a.presentInserted(a.missed, false)
 			}

@@ -179,6 +179,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve serves HTTPS on ln with tlsCfg until ctx ends, then shuts down
 // within a short bound.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
+	if tlsCfg == nil {
+		// The login form takes passwords: never over plain HTTP.
+		return errors.New("dashboard: serve: no TLS configuration")
+	}
 	srv := &http.Server{
 		Handler:           s.handler,
 		TLSConfig:         tlsCfg,
