@@ -344,15 +344,9 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	// The keepalive's context is the client's: it lives until Close, a lost
 	// lease, or the client's Close.
 	kctx, kcancel := context.WithCancel(cli.Ctx())
-	ch, err := r.leases.KeepAlive(kctx, r.lease)
-	if err != nil {
-		kcancel()
-		r.revokeDetached(ctx)
-		return nil, fmt.Errorf("registry: new: keepalive: %w", err)
-	}
 	r.kaCancel = kcancel
 	r.renewed(granted)
-	go r.keepAlive(ch)
+	go r.keepAlive(kctx, time.Now())
 
 	if _, err := r.register(ctx, server); err != nil {
 		close(r.closing) // not a lost lease: keepAlive need not report it
@@ -417,18 +411,59 @@ func (r *Registry) register(ctx context.Context, server ServerRecord) (int64, er
 // and closes done when the channel closes: the lease expired or was revoked
 // (etcd answered TTL 0), no renewal arrived within the TTL (etcd may have
 // expired it), Close cancelled the keepalive, or the client was closed.
-func (r *Registry) keepAlive(ch <-chan *clientv3.LeaseKeepAliveResponse) {
+func (r *Registry) keepAlive(ctx context.Context, granted time.Time) {
 	defer close(r.done)
-	for resp := range ch {
-		if resp.TTL > 0 {
-			r.renewed(r.opts.clock.Now())
-		}
-	}
+	why := r.renew(ctx, granted)
 	r.stopOverdueTimer()
 	select {
 	case <-r.closing:
 	default:
-		r.log.Error("registry lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
+		r.log.Error("registry lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)), "reason", why)
+	}
+}
+
+// renewInterval is how often the lease is renewed: a quarter of the TTL
+// (at least every 100 ms), so that a renewal or two may be late or lost
+// before the safe window (2/3 of the TTL) passes. The etcd client's own
+// KeepAlive renews after a third of the TTL but only looks every 500 ms:
+// a 1 s lease was renewed every 500 ms, and one round trip over 170 ms
+// made the next renewal come a whole TTL later.
+func renewInterval(ttl time.Duration) time.Duration { return max(ttl/4, 100*time.Millisecond) }
+
+// renew renews the lease every renewInterval until ctx ends (Close, Abandon,
+// the client's Close) or the lease is lost: etcd no longer knows it, or no
+// renewal succeeded for a whole TTL since the last one (real time; granted
+// is when the lease was granted), after which etcd has expired it or may at
+// any moment. Each attempt is bounded by the safe window; a failed one is
+// retried at the next tick. It returns why it stopped.
+func (r *Registry) renew(ctx context.Context, granted time.Time) string {
+	every := renewInterval(r.ttl)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := granted
+	for {
+		select {
+		case <-ctx.Done():
+			return "stopped"
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, r.window)
+		resp, err := r.leases.KeepAliveOnce(cctx, r.lease)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			last = time.Now()
+			r.renewed(r.opts.clock.Now())
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
+			return "lease not found"
+		case ctx.Err() != nil:
+			return "stopped"
+		default:
+			r.log.Debug("lease renewal failed; retrying", "server_id", r.id, "error", err)
+		}
+		if time.Since(last) >= r.ttl {
+			return "not renewed for a whole TTL"
+		}
 	}
 }
 

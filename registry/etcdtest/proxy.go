@@ -14,7 +14,8 @@ const proxyBufSize = 32 << 10
 
 // Proxy is a TCP proxy between etcd clients and one etcd member, for fault
 // tests: Blackhole partitions the clients from the member without closing
-// anything, Heal ends the partition, CloseConns resets every connection.
+// anything, Heal ends the partition, CloseConns resets every connection,
+// SetDelay slows every byte down (a slow or loaded link).
 // It is safe for concurrent use.
 type Proxy struct {
 	target string
@@ -23,6 +24,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	gate   chan struct{} // non-nil while blackholed; closed by Heal
+	delay  time.Duration // added to every chunk, each direction (SetDelay)
 	conns  map[*proxyConn]struct{}
 	closed bool
 }
@@ -173,13 +175,32 @@ func (p *Proxy) pipe(c *proxyConn, dst, src net.Conn) {
 	}
 }
 
-// pass waits while the proxy is blackholed; false if the pair was closed
-// meanwhile.
+// SetDelay holds every chunk read from either side for d before it is
+// passed on: a round trip through the proxy takes at least 2d. Zero ends it.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+// pass waits while the proxy is blackholed, and for its delay; false if
+// the pair was closed meanwhile.
 func (p *Proxy) pass(c *proxyConn) bool {
 	for {
 		p.mu.Lock()
-		g := p.gate
+		g, d := p.gate, p.delay
 		p.mu.Unlock()
+		if g == nil && d > 0 {
+			select {
+			case <-time.After(d):
+			case <-c.done:
+				return false
+			}
+			d = 0
+			p.mu.Lock()
+			g = p.gate
+			p.mu.Unlock()
+		}
 		if g == nil {
 			return true
 		}
