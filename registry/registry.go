@@ -2,7 +2,8 @@
 // on etcd.
 //
 // Every broker holds exactly one etcd lease, renewed by the Registry's own
-// keepalive. Its server record and every session claim it makes are attached
+// keepalive every quarter of the TTL (not the etcd client's KeepAlive, which
+// looks only every 500 ms: too coarse for a 1 s lease). Its server record and every session claim it makes are attached
 // to that lease, so when the broker dies (or Close revokes the lease) all of
 // them vanish at once, within the lease TTL.
 //
@@ -236,7 +237,7 @@ func WithPreviousLease(id clientv3.LeaseID) Option {
 // expiry and to time lease renewals for Healthy (default clock.Real). With a
 // fake clock, Healthy compares the fake now with the fake time of the last
 // renewal: advancing it by more than the safe window makes the Registry
-// unhealthy until the next renewal arrives (at most TTL/3 of real time).
+// unhealthy until the next renewal arrives (at most TTL/4 of real time).
 func WithClock(c clock.Clock) Option {
 	return func(o *options) {
 		if c != nil {
@@ -279,8 +280,8 @@ type Registry struct {
 }
 
 // New grants the broker's lease (TTL from WithLeaseTTL), keeps it alive with
-// its own keepalive (consuming every response and recording the time of the
-// last renewal), and creates the server record under it. If another live
+// its own keepalive (a renewal every TTL/4, recording the time of the last
+// successful one), and creates the server record under it. If another live
 // lease already holds servers/<id> — another process, or this server's
 // previous incarnation whose lease has not expired yet — New fails with
 // ErrServerIDInUse and the caller may retry after the lease TTL, unless that
