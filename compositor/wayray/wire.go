@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -116,15 +117,27 @@ func WriteMsg(w io.Writer, t uint16, id uint32, body any) error {
 	return nil
 }
 
+// freezeGrace is how long ReadMsg looks once more after its deadline
+// passed with nothing read.
+const freezeGrace = 250 * time.Millisecond
+
 // ReadMsg reads one frame, waiting at most timeout (0: no limit). Frames
 // above 16 KiB, bad framing and bad CBOR are ErrProtocol; the body stays raw
-// (see DecodeBody).
+// (see DecodeBody). When the deadline passes before any byte was read, it
+// looks once more for freezeGrace: the deadline may have passed while this
+// process was stopped (SIGSTOP, a paused VM), with the compositor's answer
+// waiting in the socket — not a broken compositor, which would be killed.
 func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 	if timeout > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
 		defer c.SetReadDeadline(time.Time{})
 	}
-	payload, err := proto.ReadFrame(c)
+	cr := &countingReader{r: c}
+	payload, err := proto.ReadFrame(cr)
+	if err != nil && timeout > 0 && cr.n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		_ = c.SetReadDeadline(time.Now().Add(freezeGrace))
+		payload, err = proto.ReadFrame(cr)
+	}
 	if err != nil {
 		if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrFrameTooLarge) {
 			return Frame{}, fmt.Errorf("%w: %w", ErrProtocol, err)
@@ -150,4 +163,16 @@ func DecodeBody(f Frame, v any) error {
 		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
 	}
 	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
 }
