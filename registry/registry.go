@@ -435,8 +435,8 @@ func renewInterval(ttl time.Duration) time.Duration { return max(ttl/4, 100*time
 // the client's Close) or the lease is lost: etcd no longer knows it, or no
 // renewal succeeded for a whole TTL since the last one (real time; granted
 // is when the lease was granted), after which etcd has expired it or may at
-// any moment. Each attempt is bounded by the safe window; a failed one is
-// retried at the next tick. It returns why it stopped.
+// any moment. Each attempt is bounded by the safe window and by that TTL;
+// a failed one is retried at the next tick. It returns why it stopped.
 func (r *Registry) renew(ctx context.Context, granted time.Time) string {
 	every := renewInterval(r.ttl)
 	t := time.NewTicker(every)
@@ -448,7 +448,11 @@ func (r *Registry) renew(ctx context.Context, granted time.Time) string {
 			return "stopped"
 		case <-t.C:
 		}
-		cctx, cancel := context.WithTimeout(ctx, r.window)
+		left := r.ttl - time.Since(last)
+		if left <= 0 {
+			return "not renewed for a whole TTL"
+		}
+		cctx, cancel := context.WithTimeout(ctx, min(r.window, left))
 		resp, err := r.leases.KeepAliveOnce(cctx, r.lease)
 		cancel()
 		switch {
