@@ -562,16 +562,23 @@ func (s *Server) terminalsPage(w http.ResponseWriter, r *http.Request, l *login)
 }
 
 func (s *Server) tokensPage(w http.ResponseWriter, r *http.Request, l *login) {
-	ts, ok := fetch(s, w, r, l, s.cfg.Backend.Tokens)
-	if !ok {
-		return
+	// Both listings within one call's bound.
+	type listings struct {
+		tokens   []adminapi.TokenInfo
+		pairings []adminapi.PairingInfo
 	}
-	ps, ok := fetch(s, w, r, l, s.cfg.Backend.Pairings)
+	v, ok := fetch(s, w, r, l, func(ctx context.Context) (v listings, err error) {
+		if v.tokens, err = s.cfg.Backend.Tokens(ctx); err != nil {
+			return v, err
+		}
+		v.pairings, err = s.cfg.Backend.Pairings(ctx)
+		return v, err
+	})
 	if !ok {
 		return
 	}
 	flash, pair := s.takeFlash(l)
-	s.renderWithFlash(w, "tokens", l, flash, map[string]any{"Tokens": ts, "Pairings": ps, "Pair": pair})
+	s.renderWithFlash(w, "tokens", l, flash, map[string]any{"Tokens": v.tokens, "Pairings": v.pairings, "Pair": pair})
 }
 
 func (s *Server) pairPost(w http.ResponseWriter, r *http.Request, l *login) {
