@@ -73,17 +73,7 @@ func TestUserLimitAcrossBrokers(t *testing.T) {
 		if attached != max || limited != 2*perB-max {
 			t.Fatalf("round %d: attached %d, limited %d; want %d and %d", round, attached, limited, max, 2*perB-max)
 		}
-		all, err := bs[0].reg.Sessions(bs[0].ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, c := range all {
-			if c.Session.User == user {
-				n++
-			}
-		}
-		if n != max {
+		if n := etcdtest.UserSessions(bs[0].ctx, t, bs[0].reg, user); n != max {
 			t.Fatalf("round %d: the registry holds %d sessions of %s; want %d", round, n, user, max)
 		}
 	}

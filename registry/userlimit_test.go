@@ -58,17 +58,7 @@ func TestClaimLimitedRace(t *testing.T) {
 			t.Fatalf("round %d: won %d, limited %d; want %d, %d", round, won, limited, max, 2*perRound-max)
 		}
 		// The registry agrees: exactly max sessions of the user.
-		all, err := regs[0].Sessions(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, c := range all {
-			if c.Session.User == user {
-				n++
-			}
-		}
-		if n != max {
+		if n := etcdtest.UserSessions(ctx, t, regs[0], user); n != max {
 			t.Fatalf("round %d: registry holds %d sessions of %s; want %d", round, n, user, max)
 		}
 	}

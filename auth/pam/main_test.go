@@ -25,12 +25,6 @@ import (
 // re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
 func TestMain(m *testing.M) { pamtest.Main(m) }
 
-// need fails the test under CI=true and skips it otherwise.
-func need(t *testing.T, format string, args ...any) {
-	t.Helper()
-	testutil.SkipOrFail(t, format, args...)
-}
-
 func needMatrix(t *testing.T) {
 	t.Helper()
 	testutil.NeedMatrix(t)
@@ -39,11 +33,11 @@ func needMatrix(t *testing.T) {
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		need(t, "needs root for real users and pam_unix")
+		testutil.SkipOrFail(t, "needs root for real users and pam_unix")
 	}
 	for _, tool := range []string{"useradd", "userdel", "chpasswd", "chage"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			need(t, "%s missing: %v", tool, err)
+			testutil.SkipOrFail(t, "%s missing: %v", tool, err)
 		}
 	}
 }
@@ -85,7 +79,7 @@ func testModule(t *testing.T) string {
 		cc = "gcc"
 	}
 	if _, err := exec.LookPath(cc); err != nil {
-		need(t, "C compiler %s missing: %v", cc, err)
+		testutil.SkipOrFail(t, "C compiler %s missing: %v", cc, err)
 	}
 	out := filepath.Join(t.TempDir(), "pam_hdtest.so")
 	if b, err := exec.Command(cc, "-shared", "-fPIC", "-Wall", "-o", out, "testdata/pam_hdtest.c", "-lpam").CombinedOutput(); err != nil {

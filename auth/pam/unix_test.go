@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -119,7 +120,7 @@ func TestShippedService(t *testing.T) {
 	for _, f := range []string{"common-auth", "common-account", "common-password", "common-session"} {
 		b, err := os.ReadFile(filepath.Join("/etc/pam.d", f))
 		if err != nil {
-			need(t, "system PAM config %s: %v", f, err)
+			testutil.SkipOrFail(t, "system PAM config %s: %v", f, err)
 		}
 		services[f] = string(b)
 	}

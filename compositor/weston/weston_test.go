@@ -802,7 +802,7 @@ func procUID(t *testing.T, pid int) (string, string) {
 func TestRunAsUser(t *testing.T) {
 	requireWeston(t)
 	if os.Geteuid() != 0 {
-		failOrSkip(t, "needs root")
+		testutil.SkipOrFail(t, "needs root")
 	}
 	const regular = "hdwestonuser"
 	if _, err := user.Lookup(regular); err != nil {
@@ -886,10 +886,4 @@ func mustAtoi(t *testing.T, s string) uint32 {
 		t.Fatal(err)
 	}
 	return uint32(n)
-}
-
-// failOrSkip fails under CI=true and skips otherwise.
-func failOrSkip(t *testing.T, why string) {
-	t.Helper()
-	testutil.SkipOrFail(t, "%s", why)
 }

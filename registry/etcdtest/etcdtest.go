@@ -151,3 +151,20 @@ func startCluster(t testing.TB, n int) ([]*registry.Embedded, error) {
 // Call it before registering the member's Close, so that the writer is
 // silenced only after the member has stopped.
 func logger(t testing.TB, name string) hclog.Logger { return testutil.Logger(t, name, hclog.Error) }
+
+// UserSessions returns how many session claims of user the registry holds,
+// failing t if it cannot list them.
+func UserSessions(ctx context.Context, t testing.TB, r *registry.Registry, user string) int {
+	t.Helper()
+	all, err := r.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range all {
+		if c.Session.User == user {
+			n++
+		}
+	}
+	return n
+}

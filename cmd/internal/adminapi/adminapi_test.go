@@ -662,7 +662,7 @@ func TestListen(t *testing.T) {
 
 func TestShareWithGroup(t *testing.T) {
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "chgrp to another group needs root")
+		testutil.SkipOrFail(t, "chgrp to another group needs root")
 	}
 	const gid = 65534
 	dir := filepath.Join(t.TempDir(), "run")
@@ -709,13 +709,6 @@ func TestShareWithGroup(t *testing.T) {
 	if err := ShareWithGroup(filepath.Join(shared, "admin.sock"), gid); err == nil {
 		t.Errorf("ShareWithGroup in a sticky world-writable dir got = nil; want an error")
 	}
-}
-
-// skipOrFail skips a test that needs the CI machine's conditions, except
-// under CI=true where it fails.
-func skipOrFail(t *testing.T, why string) {
-	t.Helper()
-	testutil.SkipOrFail(t, "%s", why)
 }
 
 // Shutdown lets a request in flight finish, and Serve returns nil.

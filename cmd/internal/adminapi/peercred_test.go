@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -73,7 +74,7 @@ func get(t *testing.T, c net.Conn, path string) (int, string) {
 // a log line unless its gid is the admin group.
 func TestRealPeerCredentials(t *testing.T) {
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "connecting as another uid needs root")
+		testutil.SkipOrFail(t, "connecting as another uid needs root")
 	}
 	const nobody = 65534
 	tests := []struct {
