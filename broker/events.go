@@ -9,67 +9,18 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
+	"github.com/hotdesk/hotdesk/internal/event"
 )
-
-// EventKind names what happened. The names are part of the admin
-// contract (hotdeskctl events, the hook's JSON, the dashboard).
-type EventKind string
-
-// Event kinds emitted by the broker. Server membership events
-// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained) are made by
-// whoever watches the group registry, not by a broker about itself.
-const (
-	TerminalConnected    EventKind = "terminal_connected"
-	TerminalDisconnected EventKind = "terminal_disconnected"
-	TokenInserted        EventKind = "token_inserted"
-	TokenRemoved         EventKind = "token_removed"
-	TokenRefused         EventKind = "token_refused"
-	SessionAttached      EventKind = "attached" // a new session shown for the first time
-	SessionResumed       EventKind = "resumed"  // a suspended session shown again
-	SessionTakeover      EventKind = "takeover" // an active session moved to another terminal
-	SessionSuspended     EventKind = "suspended"
-	SessionDestroyed     EventKind = "destroyed"
-	SessionOrphaned      EventKind = "orphaned"
-	TerminalRedirected   EventKind = "redirect"
-	LoginGranted         EventKind = "login_granted"
-	LoginRefused         EventKind = "login_refused"
-	LoginLockout         EventKind = "lockout"
-	ServerJoined         EventKind = "server_joined"
-	ServerLeft           EventKind = "server_left"
-	ServerDraining       EventKind = "server_draining"
-	ServerUndrained      EventKind = "server_undrained"
-)
-
-// Event is one thing that happened in the group, as administrators see it.
-// It never carries a secret (no PIN, password, key or pairing code).
-type Event struct {
-	Kind     EventKind `json:"kind"`
-	Time     time.Time `json:"time"`
-	Server   string    `json:"server"`
-	Session  string    `json:"session,omitempty"`
-	User     string    `json:"user,omitempty"`
-	Token    string    `json:"token,omitempty"`
-	Terminal string    `json:"terminal,omitempty"`
-	// TerminalName and Remote describe the terminal (connect events).
-	TerminalName string `json:"terminal_name,omitempty"`
-	Remote       string `json:"remote,omitempty"`
-	// Hops is how many redirects brought the terminal here.
-	Hops int `json:"hops,omitempty"`
-	// Target: the server a redirect sends to, the terminal a takeover came
-	// from, the owner of an orphan's token.
-	Target string `json:"target,omitempty"`
-	Reason string `json:"reason,omitempty"`
-}
 
 // EventSink receives the broker's events. Emit is called synchronously on
 // the broker's paths, often under a session's token lock: it must not
 // block or call back into the broker.
 type EventSink interface {
-	Emit(Event)
+	Emit(event.Event)
 }
 
 // emit stamps e with this server and the clock and hands it to the sink.
-func (b *Broker) emit(e Event) {
+func (b *Broker) emit(e event.Event) {
 	sink := b.cfg.Events
 	if sink == nil {
 		return
@@ -82,8 +33,8 @@ func (b *Broker) emit(e Event) {
 }
 
 // sessionEvent is an event about s at t (t may be nil).
-func sessionEvent(kind EventKind, s *Session, t *terminal, reason string) Event {
-	e := Event{Kind: kind, Session: s.ID, User: s.User, Token: s.Token, Reason: reason}
+func sessionEvent(kind event.Kind, s *Session, t *terminal, reason string) event.Event {
+	e := event.Event{Kind: kind, Session: s.ID, User: s.User, Token: s.Token, Reason: reason}
 	if t != nil {
 		e.Terminal, e.Hops = t.id, int(t.hops)
 	}
@@ -92,18 +43,18 @@ func sessionEvent(kind EventKind, s *Session, t *terminal, reason string) Event 
 
 // attachEvent is the event of s becoming active at t, named by the state it
 // came from.
-func attachEvent(s *Session, t *terminal, from State) Event {
+func attachEvent(s *Session, t *terminal, from State) event.Event {
 	switch from {
 	case Suspended:
-		return sessionEvent(SessionResumed, s, t, "")
+		return sessionEvent(event.SessionResumed, s, t, "")
 	case Active:
-		return sessionEvent(SessionTakeover, s, t, "")
+		return sessionEvent(event.SessionTakeover, s, t, "")
 	}
-	return sessionEvent(SessionAttached, s, t, "created")
+	return sessionEvent(event.SessionAttached, s, t, "created")
 }
 
-func terminalEvent(kind EventKind, t *terminal, token, reason string) Event {
-	return Event{Kind: kind, Terminal: t.id, TerminalName: t.name, Remote: t.remote, Hops: int(t.hops),
+func terminalEvent(kind event.Kind, t *terminal, token, reason string) event.Event {
+	return event.Event{Kind: kind, Terminal: t.id, TerminalName: t.name, Remote: t.remote, Hops: int(t.hops),
 		Token: token, Reason: reason}
 }
 
@@ -134,22 +85,22 @@ func NewBus(logger hclog.Logger) *Bus {
 // send (a refused token, a refused login): the Bus logs them one line per
 // kind per floodLogEvery, with the count ("burst", "count"), so an attack
 // costs a line, not a line per attempt. Subscribers still get every one.
-var floodKinds = map[EventKind]bool{TokenRefused: true, LoginRefused: true}
+var floodKinds = map[event.Kind]bool{event.TokenRefused: true, event.LoginRefused: true}
 
 const floodLogEvery = 10 * time.Second
 
 // Subscription receives events on C until Close (or the Bus's Close), which
 // closes C.
 type Subscription struct {
-	C   <-chan Event
-	c   chan Event
+	C   <-chan event.Event
+	c   chan event.Event
 	bus *Bus
 }
 
 // Each calls fn with every event of s, in order, until C closes or ctx
 // ends; the consumers of a subscription (event log, hook, metrics) are
 // this loop around their own fn.
-func (s *Subscription) Each(ctx context.Context, fn func(Event)) {
+func (s *Subscription) Each(ctx context.Context, fn func(event.Event)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,7 +116,7 @@ func (s *Subscription) Each(ctx context.Context, fn func(Event)) {
 
 // Subscribe returns a subscription buffering up to buf events (at least 1).
 func (b *Bus) Subscribe(buf int) *Subscription {
-	c := make(chan Event, max(buf, 1))
+	c := make(chan event.Event, max(buf, 1))
 	s := &Subscription{C: c, c: c, bus: b}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -189,7 +140,7 @@ func (s *Subscription) Close() {
 }
 
 // Emit logs e and offers it to every subscriber without blocking.
-func (b *Bus) Emit(e Event) {
+func (b *Bus) Emit(e event.Event) {
 	args := []any{"kind", string(e.Kind), "server", e.Server}
 	for _, kv := range [][2]string{{"session", e.Session}, {"user", e.User}, {"token", e.Token},
 		{"terminal", e.Terminal}, {"target", e.Target}, {"reason", e.Reason}} {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -22,9 +23,9 @@ func TestEventsOfLifecycle(t *testing.T) {
 	t1.hold(tok, key)
 	t2.hold(tok, key)
 
-	var got []Event
+	var got []event.Event
 	// want reads events until one of kind k arrives and returns it.
-	want := func(k EventKind) Event {
+	want := func(k event.Kind) event.Event {
 		t.Helper()
 		timeout := time.After(30 * time.Second)
 		for {
@@ -42,30 +43,30 @@ func TestEventsOfLifecycle(t *testing.T) {
 			}
 		}
 	}
-	want(TerminalConnected)
+	want(event.TerminalConnected)
 	t1.insert(tok)
-	if ev := want(TokenInserted); ev.Terminal != "term-1" || ev.Token != tok {
+	if ev := want(event.TokenInserted); ev.Terminal != "term-1" || ev.Token != tok {
 		t.Errorf("token_inserted = %+v", ev)
 	}
-	want(LoginGranted)
-	att := want(SessionAttached)
+	want(event.LoginGranted)
+	att := want(event.SessionAttached)
 	sid := expectMsg[proto.Attached](t1).SessionID
 	if att.Session != sid || att.User != "kiosk" || att.Terminal != "term-1" || att.Token != tok {
 		t.Errorf("attached = %+v; want session %s of kiosk at term-1", att, sid)
 	}
 	t1.remove(tok)
-	want(TokenRemoved)
-	if ev := want(SessionSuspended); ev.Session != sid {
+	want(event.TokenRemoved)
+	if ev := want(event.SessionSuspended); ev.Session != sid {
 		t.Errorf("suspended = %+v", ev)
 	}
 	expectMsg[proto.Detached](t1)
 	t2.insert(tok)
-	if ev := want(SessionResumed); ev.Terminal != "term-2" {
+	if ev := want(event.SessionResumed); ev.Terminal != "term-2" {
 		t.Errorf("resumed = %+v; want at term-2", ev)
 	}
 	expectMsg[proto.Attached](t2)
 	t1.insert(tok)
-	if ev := want(SessionTakeover); ev.Terminal != "term-1" {
+	if ev := want(event.SessionTakeover); ev.Terminal != "term-1" {
 		t.Errorf("takeover = %+v; want at term-1", ev)
 	}
 	expectMsg[proto.Attached](t1)
@@ -75,7 +76,7 @@ func TestEventsOfLifecycle(t *testing.T) {
 	if err := e.b.Lock(ctx, sid); err != nil {
 		t.Fatal(err)
 	}
-	if ev := want(SessionSuspended); ev.Reason != "session locked by an administrator" {
+	if ev := want(event.SessionSuspended); ev.Reason != "session locked by an administrator" {
 		t.Errorf("lock: %+v", ev)
 	}
 	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachAdmin || det.Message != "session locked by an administrator" {
@@ -88,11 +89,11 @@ func TestEventsOfLifecycle(t *testing.T) {
 	if err := e.b.Kill(ctx, sid); err != nil {
 		t.Fatal(err)
 	}
-	if ev := want(SessionDestroyed); ev.Session != sid {
+	if ev := want(event.SessionDestroyed); ev.Session != sid {
 		t.Errorf("destroyed = %+v", ev)
 	}
 	for _, ev := range got {
-		if ev.Kind == SessionSuspended && ev.Reason == "disconnected by an administrator" {
+		if ev.Kind == event.SessionSuspended && ev.Reason == "disconnected by an administrator" {
 			t.Errorf("disconnect of a suspended session suspended it again: %+v", ev)
 		}
 	}
@@ -109,14 +110,14 @@ func TestBusDropsForSlowSubscribers(t *testing.T) {
 	bus := NewBus(nil)
 	slow, fast := bus.Subscribe(1), bus.Subscribe(10)
 	for i := 0; i < 5; i++ {
-		bus.Emit(Event{Kind: TokenInserted})
+		bus.Emit(event.Event{Kind: event.TokenInserted})
 	}
 	if len(fast.C) != 5 || len(slow.C) != 1 || bus.Dropped() != 4 {
 		t.Fatalf("fast %d, slow %d, dropped %d; want 5, 1, 4", len(fast.C), len(slow.C), bus.Dropped())
 	}
 	slow.Close()
 	slow.Close() // idempotent
-	bus.Emit(Event{Kind: TokenRemoved})
+	bus.Emit(event.Event{Kind: event.TokenRemoved})
 	bus.Close()
 	n := 0
 	for range fast.C {
@@ -135,13 +136,13 @@ func TestBusDropsForSlowSubscribers(t *testing.T) {
 func TestSubscriptionEach(t *testing.T) {
 	bus := NewBus(nil)
 	sub := bus.Subscribe(8)
-	for _, k := range []EventKind{SessionAttached, SessionSuspended, SessionResumed} {
-		bus.Emit(Event{Kind: k})
+	for _, k := range []event.Kind{event.SessionAttached, event.SessionSuspended, event.SessionResumed} {
+		bus.Emit(event.Event{Kind: k})
 	}
 	sub.Close()
-	var got []EventKind
-	sub.Each(context.Background(), func(e Event) { got = append(got, e.Kind) })
-	if want := []EventKind{SessionAttached, SessionSuspended, SessionResumed}; !slices.Equal(got, want) {
+	var got []event.Kind
+	sub.Each(context.Background(), func(e event.Event) { got = append(got, e.Kind) })
+	if want := []event.Kind{event.SessionAttached, event.SessionSuspended, event.SessionResumed}; !slices.Equal(got, want) {
 		t.Fatalf("Each saw %v; want %v", got, want)
 	}
 
@@ -149,5 +150,5 @@ func TestSubscriptionEach(t *testing.T) {
 	defer open.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	open.Each(ctx, func(Event) { t.Error("an event from an empty subscription") })
+	open.Each(ctx, func(event.Event) { t.Error("an event from an empty subscription") })
 }

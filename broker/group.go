@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -192,7 +193,7 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 // token here. Caller holds the token lock.
 func (b *Broker) orphanTokenLocked(s *Session, owner string) {
 	b.log.Warn("session orphaned: its token is owned by another session now", "session", s.ID, "owner", owner)
-	b.emit(Event{Kind: SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
+	b.emit(event.Event{Kind: event.SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
 	b.mu.Lock()
 	s.orphaned = true
 	s.owner = owner

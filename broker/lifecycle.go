@@ -10,6 +10,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens"
@@ -234,7 +235,7 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 	}, t)
 	switch {
 	case errors.Is(err, auth.ErrLocked):
-		b.emit(Event{Kind: LoginLockout, Token: token, User: rec.User, Terminal: t.id})
+		b.emit(event.Event{Kind: event.LoginLockout, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
 	case errors.Is(err, auth.ErrBusy):
 		return res, fail(proto.ErrRateLimited, "too many logins in progress; try again shortly", err)
@@ -245,10 +246,10 @@ func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, re
 		return res, fail(proto.ErrAuthFailed, "login cancelled at the terminal", err)
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
-		b.emit(Event{Kind: LoginRefused, Token: token, User: rec.User, Terminal: t.id})
+		b.emit(event.Event{Kind: event.LoginRefused, Token: token, User: rec.User, Terminal: t.id})
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
-	b.emit(Event{Kind: LoginGranted, Token: token, User: res.User, Terminal: t.id})
+	b.emit(event.Event{Kind: event.LoginGranted, Token: token, User: res.User, Terminal: t.id})
 	return res, nil
 }
 
@@ -343,7 +344,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 		return fail(proto.ErrUnavailable, "session owner has no published address", nil)
 	}
 	b.log.Debug("redirecting terminal", "terminal", t.id, "token", token, "server", srv.ID, "fence", fence)
-	b.emit(Event{Kind: TerminalRedirected, Terminal: t.id, Token: token, Target: srv.ID, Hops: int(t.hops)})
+	b.emit(event.Event{Kind: event.TerminalRedirected, Terminal: t.id, Token: token, Target: srv.ID, Hops: int(t.hops)})
 	return t.send(&proto.Redirect{
 		Token: token, ServerID: srv.ID, Addr: srv.Addr, Fingerprint: srv.Fingerprint, Fence: fence,
 	})
@@ -590,7 +591,7 @@ func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason prot
 	b.mu.Unlock()
 	b.log.Info("session suspended", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Suspended)
-	b.emit(sessionEvent(SessionSuspended, s, nil, msg))
+	b.emit(sessionEvent(event.SessionSuspended, s, nil, msg))
 	b.publish(s)
 }
 
@@ -650,7 +651,7 @@ func (b *Broker) destroyTokenLocked(ctx context.Context, s *Session, reason prot
 	cancel()
 	b.log.Info("session destroyed", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Destroyed)
-	b.emit(sessionEvent(SessionDestroyed, s, nil, msg))
+	b.emit(sessionEvent(event.SessionDestroyed, s, nil, msg))
 }
 
 // forget removes s from the broker's maps and stops its timer.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -20,10 +21,10 @@ func TestBusFloodOfRefusals(t *testing.T) {
 	hostile := strings.Repeat("uid.41\nFAKE [ERROR] line ", 4000) // ~90 KB
 	const n = 500
 	for range n {
-		bus.Emit(Event{Kind: TokenRefused, Token: hostile, Terminal: "t\n1", Reason: "unknown token"})
+		bus.Emit(event.Event{Kind: event.TokenRefused, Token: hostile, Terminal: "t\n1", Reason: "unknown token"})
 	}
-	bus.Emit(Event{Kind: SessionAttached, Session: "s-1", Terminal: "t-2"})
-	bus.Emit(Event{Kind: SessionSuspended, Session: "s-1"})
+	bus.Emit(event.Event{Kind: event.SessionAttached, Session: "s-1", Terminal: "t-2"})
+	bus.Emit(event.Event{Kind: event.SessionSuspended, Session: "s-1"})
 	if got := len(sub.C); got != n+2 {
 		t.Fatalf("subscriber got %d events; want %d", got, n+2)
 	}

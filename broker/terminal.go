@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/pairing"
 )
@@ -40,7 +41,7 @@ type terminal struct {
 	fence      int64
 	fenceToken string
 
-	events chan event
+	events chan tokenEvent
 
 	mu       sync.Mutex
 	session  *Session // the session shown here, if any
@@ -74,7 +75,8 @@ func (t *terminal) chainDone(token string) {
 	t.mu.Unlock()
 }
 
-type event struct {
+// tokenEvent is a token message queued for the terminal's worker.
+type tokenEvent struct {
 	ctx   context.Context
 	done  func()
 	msg   any
@@ -150,7 +152,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
-		events:   make(chan event, maxQueuedEvents),
+		events:   make(chan tokenEvent, maxQueuedEvents),
 		pending:  make(map[uint32]chan any),
 		inflight: make(map[string]inflight),
 	}
@@ -163,7 +165,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	b.terms[t] = struct{}{}
 	b.mu.Unlock()
 	log.Info("terminal connected", "terminal", logValue(t.id), "hops", hello.Hops)
-	b.emit(terminalEvent(TerminalConnected, t, "", ""))
+	b.emit(terminalEvent(event.TerminalConnected, t, "", ""))
 
 	tctx, tcancel := context.WithCancel(ctx)
 	workerDone := make(chan struct{})
@@ -179,7 +181,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	b.mu.Lock()
 	delete(b.terms, t)
 	b.mu.Unlock()
-	b.emit(terminalEvent(TerminalDisconnected, t, "", ""))
+	b.emit(terminalEvent(event.TerminalDisconnected, t, "", ""))
 	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
 		log.Info("terminal connection closed", "terminal", logValue(t.id), "error", err)
 	} else {
@@ -257,7 +259,7 @@ func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	}
 	t.mu.Unlock()
 	select {
-	case t.events <- event{ctx: ectx, done: cancel, msg: msg, token: token, gen: gen}:
+	case t.events <- tokenEvent{ctx: ectx, done: cancel, msg: msg, token: token, gen: gen}:
 		return nil
 	default:
 	}
@@ -301,12 +303,12 @@ func (t *terminal) work(ctx context.Context) {
 	}
 }
 
-func (t *terminal) handle(ev event) {
+func (t *terminal) handle(ev tokenEvent) {
 	b := t.b
 	switch m := ev.msg.(type) {
 	case *proto.TokenInserted:
 		start := b.clk.Now()
-		b.emit(Event{Kind: TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
+		b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
 		err := b.insert(ev.ctx, t, m.Token)
 		t.chainDone(m.Token)
 		if err != nil {
@@ -321,13 +323,13 @@ func (t *terminal) handle(ev event) {
 			} else {
 				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
 			}
-			b.emit(terminalEvent(TokenRefused, t, logValue(m.Token), ie.msg))
+			b.emit(terminalEvent(event.TokenRefused, t, logValue(m.Token), ie.msg))
 			_ = t.send(&proto.Error{Code: ie.code, Message: ie.msg, Token: m.Token})
 			return
 		}
 		b.log.Debug("token handled", "token", logValue(m.Token), "terminal", logValue(t.id), "elapsed", b.clk.Now().Sub(start))
 	case *proto.TokenRemoved:
-		b.emit(Event{Kind: TokenRemoved, Terminal: t.id, Token: m.Token})
+		b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: m.Token})
 		b.remove(ev.ctx, t, m.Token)
 	case *proto.Pair:
 		t.pair(ev.ctx, m)

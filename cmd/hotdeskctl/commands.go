@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/event"
 )
 
 func printJSON(out io.Writer, v any) error {
@@ -248,8 +249,8 @@ func (c *cli) tap(cmd *cobra.Command) error {
 	fmt.Fprintln(cmd.ErrOrStderr(), "present a card or token at any terminal...")
 	var got string
 	errDone := fmt.Errorf("done")
-	err := c.client.Events(ctx, 0, true, func(e adminapi.Event) error {
-		if (e.Kind == "token_inserted" || e.Kind == "token_refused") && e.Token != "" {
+	err := c.client.Events(ctx, 0, true, func(e event.Event) error {
+		if (e.Kind == event.TokenInserted || e.Kind == event.TokenRefused) && e.Token != "" {
 			got = e.Token
 			fmt.Fprintf(c.out, "%s\t(at terminal %s, server %s)\n", e.Token, e.Terminal, e.Server)
 			return errDone
@@ -283,7 +284,7 @@ line names the session, user, terminal and server it is about.`,
 				defer cancel()
 			}
 			enc := json.NewEncoder(c.out)
-			err := c.client.Events(ctx, n, follow, func(e adminapi.Event) error {
+			err := c.client.Events(ctx, n, follow, func(e event.Event) error {
 				if asJSON {
 					return enc.Encode(e)
 				}
@@ -303,7 +304,7 @@ line names the session, user, terminal and server it is about.`,
 }
 
 // formatEvent is one human line: time, kind, then the fields that are set.
-func formatEvent(e adminapi.Event) string {
+func formatEvent(e event.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %-20s server=%s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind, dash(e.Server))
 	for _, kv := range [][2]string{{"session", e.Session}, {"user", e.User}, {"terminal", e.Terminal},

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -28,7 +29,7 @@ const (
 // sub closes or ctx ends. Storage failures are logged at debug level: the
 // stream is best effort, the log line is the record.
 func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
-	sub.Each(ctx, func(e broker.Event) {
+	sub.Each(ctx, func(e event.Event) {
 		b, err := json.Marshal(e)
 		if err != nil {
 			return
@@ -45,7 +46,7 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 // with the event as JSON on stdin and timeout as its bound. Its output is
 // logged (bounded); a failure is logged and the next event goes on.
 func runHook(ctx context.Context, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
-	sub.Each(ctx, func(e broker.Event) {
+	sub.Each(ctx, func(e event.Event) {
 		b, _ := json.Marshal(e)
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		cmd := exec.CommandContext(hctx, path, string(e.Kind))

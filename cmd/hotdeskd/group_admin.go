@@ -12,6 +12,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -244,7 +245,7 @@ func (a *adminBackend) Terminals(ctx context.Context) ([]adminapi.TerminalInfo, 
 
 // Events writes the last n stored events of the group, then (follow) the
 // live stream: every member's events and membership changes.
-func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func(adminapi.Event) error) error {
+func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func(event.Event) error) error {
 	reg := a.d.registry()
 	var live <-chan registry.GroupChange
 	wctx, cancel := context.WithCancel(ctx)
@@ -258,7 +259,7 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 			return err
 		}
 		for _, raw := range hist {
-			var e adminapi.Event
+			var e event.Event
 			if json.Unmarshal(raw, &e) != nil {
 				continue
 			}
@@ -283,19 +284,19 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 }
 
 // groupEvent converts a registry change into an event line.
-func groupEvent(gc registry.GroupChange) (adminapi.Event, bool) {
-	var e adminapi.Event
+func groupEvent(gc registry.GroupChange) (event.Event, bool) {
+	var e event.Event
 	switch {
 	case gc.Event != nil:
 		return e, json.Unmarshal(gc.Event, &e) == nil
 	case gc.Joined:
-		e.Kind = string(broker.ServerJoined)
+		e.Kind = event.ServerJoined
 	case gc.Left:
-		e.Kind = string(broker.ServerLeft)
+		e.Kind = event.ServerLeft
 	case gc.Draining != nil && *gc.Draining:
-		e.Kind = string(broker.ServerDraining)
+		e.Kind = event.ServerDraining
 	case gc.Draining != nil:
-		e.Kind = string(broker.ServerUndrained)
+		e.Kind = event.ServerUndrained
 	default:
 		return e, false
 	}

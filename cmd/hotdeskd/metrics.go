@@ -15,6 +15,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -167,21 +168,21 @@ func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
 
 // observe updates the metrics for one event. Called from one goroutine.
-func (m *metrics) observe(e broker.Event) {
+func (m *metrics) observe(e event.Event) {
 	m.events.WithLabelValues(string(e.Kind)).Inc()
 	key := e.Terminal + "\x00" + e.Token
 	switch e.Kind {
-	case broker.TokenInserted:
+	case event.TokenInserted:
 		if len(m.pending) >= m.maxPending {
 			clear(m.pending)
 		}
 		m.pending[key] = e.Time
-	case broker.TokenRemoved, broker.TokenRefused, broker.TerminalRedirected:
+	case event.TokenRemoved, event.TokenRefused, event.TerminalRedirected:
 		delete(m.pending, key)
-		if e.Kind == broker.TerminalRedirected {
+		if e.Kind == event.TerminalRedirected {
 			m.redirects.Inc()
 		}
-	case broker.SessionAttached, broker.SessionResumed, broker.SessionTakeover:
+	case event.SessionAttached, event.SessionResumed, event.SessionTakeover:
 		if t0, ok := m.pending[key]; ok {
 			delete(m.pending, key)
 			path := "local"
@@ -190,15 +191,15 @@ func (m *metrics) observe(e broker.Event) {
 			}
 			m.hotdesk.WithLabelValues(path).Observe(e.Time.Sub(t0).Seconds())
 		}
-	case broker.LoginGranted:
+	case event.LoginGranted:
 		m.logins.WithLabelValues("granted").Inc()
-	case broker.LoginRefused:
+	case event.LoginRefused:
 		m.logins.WithLabelValues("refused").Inc()
-	case broker.LoginLockout:
+	case event.LoginLockout:
 		m.logins.WithLabelValues("lockout").Inc()
 		m.lockouts.Inc()
 		m.limits.auth.WithLabelValues(limitLockout).Inc()
-	case broker.SessionOrphaned:
+	case event.SessionOrphaned:
 		m.orphans.Inc()
 	}
 }

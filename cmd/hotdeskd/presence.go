@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -81,7 +82,7 @@ func (p *presence) run(ctx context.Context, sub *broker.Subscription) {
 	}
 }
 
-func (p *presence) apply(ctx context.Context, e broker.Event) {
+func (p *presence) apply(ctx context.Context, e event.Event) {
 	now := time.Now().UnixMilli()
 	p.mu.Lock()
 	var put []registry.TerminalRecord
@@ -93,7 +94,7 @@ func (p *presence) apply(ctx context.Context, e broker.Event) {
 		}
 	}
 	switch e.Kind {
-	case broker.TerminalConnected:
+	case event.TerminalConnected:
 		en := p.terms[e.Terminal]
 		if en == nil {
 			en = &presenceEntry{rec: registry.TerminalRecord{ID: e.Terminal, ConnectedUnixMs: now}}
@@ -102,7 +103,7 @@ func (p *presence) apply(ctx context.Context, e broker.Event) {
 		en.conns++
 		en.rec.Name, en.rec.Addr = e.TerminalName, e.Remote
 		touch(e.Terminal)
-	case broker.TerminalDisconnected:
+	case event.TerminalDisconnected:
 		if en := p.terms[e.Terminal]; en != nil {
 			en.conns--
 			if en.conns <= 0 {
@@ -110,17 +111,17 @@ func (p *presence) apply(ctx context.Context, e broker.Event) {
 				del = append(del, e.Terminal)
 			}
 		}
-	case broker.TokenInserted:
+	case event.TokenInserted:
 		if en := p.terms[e.Terminal]; en != nil && !slices.Contains(en.rec.Tokens, e.Token) && len(en.rec.Tokens) < maxTrackedTokens {
 			en.rec.Tokens = append(en.rec.Tokens, e.Token)
 			touch(e.Terminal)
 		}
-	case broker.TokenRemoved:
+	case event.TokenRemoved:
 		if en := p.terms[e.Terminal]; en != nil {
 			en.rec.Tokens = slices.DeleteFunc(en.rec.Tokens, func(t string) bool { return t == e.Token })
 			touch(e.Terminal)
 		}
-	case broker.SessionAttached, broker.SessionResumed, broker.SessionTakeover:
+	case event.SessionAttached, event.SessionResumed, event.SessionTakeover:
 		for id, en := range p.terms {
 			if en.rec.Session == e.Session && id != e.Terminal {
 				en.rec.Session, en.rec.User = "", ""
@@ -132,14 +133,14 @@ func (p *presence) apply(ctx context.Context, e broker.Event) {
 			en.rec.Session, en.rec.User = e.Session, e.User
 			touch(e.Terminal)
 		}
-	case broker.SessionSuspended, broker.SessionDestroyed, broker.SessionOrphaned:
+	case event.SessionSuspended, event.SessionDestroyed, event.SessionOrphaned:
 		for id, en := range p.terms {
 			if en.rec.Session == e.Session {
 				en.rec.Session, en.rec.User = "", ""
 				touch(id)
 			}
 		}
-		if e.Kind == broker.SessionDestroyed {
+		if e.Kind == event.SessionDestroyed {
 			delete(p.lastTerm, e.Session)
 		}
 	}

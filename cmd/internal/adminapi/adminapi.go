@@ -9,9 +9,10 @@
 //	POST   /v1/sessions/{id}/disconnect, /v1/sessions/{id}/lock → 204
 //	                            (forwarded to the owner wherever it runs)
 //	GET    /v1/terminals      → []TerminalInfo (every broker's terminals)
-//	GET    /v1/events         → NDJSON stream of Event objects; query n (the
-//	                            last n first), follow=1 (then live, until the
-//	                            client goes)
+//	GET    /v1/events         → NDJSON stream of event.Event objects (the
+//	                            group's events and membership changes); query
+//	                            n (the last n first), follow=1 (then live,
+//	                            until the client goes)
 //	GET    /v1/pairings       → []PairingInfo (pending codes, ids only)
 //	DELETE /v1/pairings/{id}  → 204 (code revoked)
 //	POST   /v1/tokens/pair    PairRequest → PairResponse
@@ -42,6 +43,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/event"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -132,23 +135,6 @@ type PairingInfo struct {
 	Expires   time.Time `json:"expires"`
 }
 
-// Event is one line of GET /v1/events (the broker's event, see
-// broker.Event, plus server membership changes).
-type Event struct {
-	Kind         string    `json:"kind"`
-	Time         time.Time `json:"time"`
-	Server       string    `json:"server"`
-	Session      string    `json:"session,omitempty"`
-	User         string    `json:"user,omitempty"`
-	Token        string    `json:"token,omitempty"`
-	Terminal     string    `json:"terminal,omitempty"`
-	TerminalName string    `json:"terminal_name,omitempty"`
-	Remote       string    `json:"remote,omitempty"`
-	Hops         int       `json:"hops,omitempty"`
-	Target       string    `json:"target,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-}
-
 // TokenInfo is one token of the token registry.
 type TokenInfo struct {
 	ID           string    `json:"id"`
@@ -224,7 +210,7 @@ type Backend interface {
 	// Events writes the last n events (n <= 0: none), then, if follow,
 	// every new one until ctx ends; emit returns an error when the client
 	// is gone.
-	Events(ctx context.Context, n int, follow bool, emit func(Event) error) error
+	Events(ctx context.Context, n int, follow bool, emit func(event.Event) error) error
 	// Pairings lists pending pairing codes; RevokePairing deletes one.
 	Pairings(ctx context.Context) ([]PairingInfo, error)
 	RevokePairing(ctx context.Context, id string) error

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -131,7 +132,7 @@ func (b *fakeBackend) LockSession(context.Context, string) error       { return 
 func (b *fakeBackend) Terminals(context.Context) ([]TerminalInfo, error) {
 	return nil, nil
 }
-func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(Event) error) error {
+func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(event.Event) error) error {
 	return nil
 }
 func (b *fakeBackend) Pairings(context.Context) ([]PairingInfo, error) { return nil, nil }

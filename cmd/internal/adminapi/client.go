@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/event"
 )
 
 // Bounds of the client.
@@ -278,7 +280,7 @@ const maxEventLine = 64 << 10
 // Events calls fn for the last n events and then, if follow, for every new
 // one until ctx ends (nil) or the stream fails. The stream itself has no
 // overall timeout; ctx bounds it.
-func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(Event) error) error {
+func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(event.Event) error) error {
 	path := fmt.Sprintf("/v1/events?n=%d", n)
 	if follow {
 		path += "&follow=1"
@@ -303,7 +305,7 @@ func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(Event) 
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 4096), maxEventLine)
 	for sc.Scan() {
-		var e Event
+		var e event.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("adminapi: events: %w", err)
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
+	"github.com/hotdesk/hotdesk/internal/event"
 )
 
 // ErrInUse is returned by Listen when another process answers on the socket.
@@ -336,7 +337,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	enc := json.NewEncoder(w)
-	err := s.backend.Events(r.Context(), n, follow, func(e Event) error {
+	err := s.backend.Events(r.Context(), n, follow, func(e event.Event) error {
 		// A stream has no write timeout as a whole; each event does.
 		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if err := enc.Encode(e); err != nil {

@@ -53,6 +53,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
 
@@ -632,8 +633,8 @@ func (s *Server) tokenAction(w http.ResponseWriter, r *http.Request, l *login) {
 }
 
 func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, l *login) {
-	evs, ok := fetch(s, w, r, l, func(ctx context.Context) (recent []adminapi.Event, err error) {
-		err = s.cfg.Backend.Events(ctx, recentEventsOnPage, false, func(e adminapi.Event) error {
+	evs, ok := fetch(s, w, r, l, func(ctx context.Context) (recent []event.Event, err error) {
+		err = s.cfg.Backend.Events(ctx, recentEventsOnPage, false, func(e event.Event) error {
 			recent = append(recent, e)
 			return nil
 		})
@@ -691,7 +692,7 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) 
 			}
 		}
 	}()
-	_ = s.cfg.Backend.Events(ctx, 0, true, func(e adminapi.Event) error {
+	_ = s.cfg.Backend.Events(ctx, 0, true, func(e event.Event) error {
 		b, err := json.Marshal(e)
 		if err != nil {
 			return nil

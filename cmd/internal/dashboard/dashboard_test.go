@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/event"
 )
 
 // fakeBackend is an in-memory adminapi.Backend: the dashboard's own rules
@@ -57,8 +58,8 @@ func (b *fakeBackend) LockSession(context.Context, string) error       { return 
 func (b *fakeBackend) Terminals(context.Context) ([]adminapi.TerminalInfo, error) {
 	return []adminapi.TerminalInfo{{ID: "t-1", ServerID: "b1"}}, nil
 }
-func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(adminapi.Event) error) error {
-	if err := emit(adminapi.Event{Kind: "attached", Server: "b1", Time: time.Now()}); err != nil || !follow {
+func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(event.Event) error) error {
+	if err := emit(event.Event{Kind: event.SessionAttached, Server: "b1", Time: time.Now()}); err != nil || !follow {
 		return err
 	}
 	<-ctx.Done()

@@ -1,0 +1,65 @@
+// Package event defines the admin event: one thing that happened in the
+// server group, as administrators see it.
+//
+// The kind names and the JSON field names below are the admin contract,
+// shared by every place an event leaves the daemon: the events stored in
+// the group registry (proto/ADMIN.md §2), the event hook's stdin and
+// argv[1], `hotdeskctl events --json`, the admin API's GET /v1/events and
+// the dashboard. Add kinds and fields; never rename or remove one. An event
+// never carries a secret (no PIN, password, key or pairing code).
+//
+// The package is a leaf: the broker makes events, the daemon stores and
+// serves them, and the admin clients read them, all without depending on
+// one another.
+package event
+
+import "time"
+
+// Kind names what happened.
+type Kind string
+
+// The kinds of event. The broker emits all but the server membership kinds
+// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained), which are
+// made by whoever watches the group registry, not by a broker about itself.
+const (
+	TerminalConnected    Kind = "terminal_connected"    // a terminal's handshake completed (TerminalName, Remote, Hops set)
+	TerminalDisconnected Kind = "terminal_disconnected" // a terminal's connection ended
+	TokenInserted        Kind = "token_inserted"        // a terminal reported a token presented, before it is looked up
+	TokenRemoved         Kind = "token_removed"         // a terminal reported a token taken away
+	TokenRefused         Kind = "token_refused"         // a presented token was refused (Reason says why)
+	SessionAttached      Kind = "attached"              // a new session shown for the first time
+	SessionResumed       Kind = "resumed"               // a suspended session shown again
+	SessionTakeover      Kind = "takeover"              // an active session moved to another terminal
+	SessionSuspended     Kind = "suspended"             // a session no longer shown, still running (Reason says why)
+	SessionDestroyed     Kind = "destroyed"             // a session ended (Reason says why)
+	SessionOrphaned      Kind = "orphaned"              // a session's token is claimed by another server's session (Target: that server)
+	TerminalRedirected   Kind = "redirect"              // a terminal was sent to the server owning its token (Target: that server)
+	LoginGranted         Kind = "login_granted"         // a user authenticated at a terminal
+	LoginRefused         Kind = "login_refused"         // an authentication at a terminal failed
+	LoginLockout         Kind = "lockout"               // a login was refused: too many failed ones before it (lockout)
+	ServerJoined         Kind = "server_joined"         // a server joined the group
+	ServerLeft           Kind = "server_left"           // a server left the group (clean stop or lease expiry)
+	ServerDraining       Kind = "server_draining"       // a server was set draining: it takes no new sessions
+	ServerUndrained      Kind = "server_undrained"      // a server's draining was lifted
+)
+
+// Event is one thing that happened in the group. Fields that do not apply
+// to a kind are empty and left out of the JSON.
+type Event struct {
+	Kind     Kind      `json:"kind"`
+	Time     time.Time `json:"time"`
+	Server   string    `json:"server"` // the server that saw it happen (the one named, for membership kinds)
+	Session  string    `json:"session,omitempty"`
+	User     string    `json:"user,omitempty"`
+	Token    string    `json:"token,omitempty"`
+	Terminal string    `json:"terminal,omitempty"`
+	// TerminalName and Remote describe the terminal (connect events).
+	TerminalName string `json:"terminal_name,omitempty"`
+	Remote       string `json:"remote,omitempty"`
+	// Hops is how many redirects brought the terminal here.
+	Hops int `json:"hops,omitempty"`
+	// Target is the server a redirect sends to, or the server that owns an
+	// orphaned session's token.
+	Target string `json:"target,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
