@@ -9,20 +9,9 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/hotdesk/hotdesk/internal/countio"
 	"github.com/hotdesk/hotdesk/proto"
 )
-
-// countingReader counts the bytes handed out by r.
-type countingReader struct {
-	r io.Reader
-	n int
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += n
-	return n, err
-}
 
 func header(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
 
@@ -33,7 +22,7 @@ func TestReadFrame(t *testing.T) {
 		r        io.Reader
 		want     []byte
 		wantErr  error
-		consumed int // bytes ReadFrame may take from the stream; -1 = all
+		consumed int64 // bytes ReadFrame may take from the stream; -1 = all
 	}{
 		{"one byte", bytes.NewReader(append(header(1), 0xa0)), []byte{0xa0}, nil, -1},
 		{"max frame", bytes.NewReader(append(header(proto.MaxFrame), make([]byte, proto.MaxFrame)...)), make([]byte, proto.MaxFrame), nil, -1},
@@ -49,7 +38,7 @@ func TestReadFrame(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cr := &countingReader{r: tc.r}
+			cr := &countio.Reader{R: tc.r}
 			got, err := proto.ReadFrame(cr)
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err = %v; want %v", err, tc.wantErr)
@@ -57,8 +46,8 @@ func TestReadFrame(t *testing.T) {
 			if !bytes.Equal(got, tc.want) {
 				t.Fatalf("got = %d bytes; want %d", len(got), len(tc.want))
 			}
-			if tc.consumed >= 0 && cr.n != tc.consumed {
-				t.Fatalf("read %d bytes from the stream; want %d", cr.n, tc.consumed)
+			if tc.consumed >= 0 && cr.N != tc.consumed {
+				t.Fatalf("read %d bytes from the stream; want %d", cr.N, tc.consumed)
 			}
 		})
 	}

@@ -11,38 +11,8 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
 )
-
-// listBackend answers the listings of the admin API from fixed rows; the
-// other Backend methods are not called by these tests (the nil embedded
-// interface would panic).
-type listBackend struct {
-	adminapi.Backend
-	sessions  []adminapi.SessionInfo
-	terminals []adminapi.TerminalInfo
-	tokens    []adminapi.TokenInfo
-	pairings  []adminapi.PairingInfo
-	servers   []adminapi.ServerInfo
-}
-
-func (b *listBackend) Sessions(_ context.Context, f adminapi.SessionFilter) ([]adminapi.SessionInfo, error) {
-	var out []adminapi.SessionInfo
-	for _, s := range b.sessions {
-		if f.Match(s) {
-			out = append(out, s)
-		}
-	}
-	return out, nil
-}
-
-func (b *listBackend) Terminals(context.Context) ([]adminapi.TerminalInfo, error) {
-	return b.terminals, nil
-}
-func (b *listBackend) Tokens(context.Context) ([]adminapi.TokenInfo, error) { return b.tokens, nil }
-func (b *listBackend) Pairings(context.Context) ([]adminapi.PairingInfo, error) {
-	return b.pairings, nil
-}
-func (b *listBackend) Servers(context.Context) ([]adminapi.ServerInfo, error) { return b.servers, nil }
 
 // serveAdmin serves b on an admin socket of the test's own and returns the
 // socket's path.
@@ -82,26 +52,26 @@ func TestListings(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	local := at.Local().Format(time.DateTime)
 	idle := time.Now().Add(-90 * time.Second)
-	b := &listBackend{
-		sessions: []adminapi.SessionInfo{
+	b := adminapitest.New(adminapitest.State{
+		Sessions: []adminapi.SessionInfo{
 			{ID: "s-1", State: "active", User: "alice", Token: "soft.a", Terminal: "t-1", ServerID: "b1", PID: 42, Created: at},
 			{ID: "s-2", State: "suspended", User: "bob", ServerID: "b2", LastTerminal: "t-2", Created: at, ExpiresAt: &at,
 				IdleSince: &idle, Partial: true, Orphaned: true, OrphanOwner: "b3"},
 		},
-		terminals: []adminapi.TerminalInfo{
+		Terminals: []adminapi.TerminalInfo{
 			{ID: "t-1", Name: "desk 1", ServerID: "b1", Tokens: []string{"soft.a"}, Session: "s-1", User: "alice", Connected: at, LastSeen: idle},
 			{ID: "t-2", ServerID: "b2", Tokens: []string{"uid.1", "uid.2"}, Connected: at, LastSeen: idle},
 		},
-		tokens: []adminapi.TokenInfo{
+		Tokens: []adminapi.TokenInfo{
 			{ID: "uid.1", User: "bob", Registered: at},
 			{ID: "soft.a", User: "alice", Label: "laptop", RegisteredBy: "uid:0", Registered: at, Disabled: true},
 		},
-		pairings: []adminapi.PairingInfo{{ID: "ABC", User: "carl", CreatedBy: "uid:0", Expires: at}},
-		servers: []adminapi.ServerInfo{
+		Pairings: []adminapi.PairingInfo{{ID: "ABC", User: "carl", CreatedBy: "uid:0", Expires: at}},
+		Servers: []adminapi.ServerInfo{
 			{ID: "b1", Addr: "10.0.0.1:7400", Sessions: 1, Weight: 1, Self: true, Version: "v1", Started: at},
 			{ID: "b2", Addr: "10.0.0.2:7400", Sessions: 3, Capacity: 10, Weight: 2, Draining: true, Started: at},
 		},
-	}
+	})
 	sock := serveAdmin(t, b)
 	for _, tc := range []struct {
 		args []string
@@ -161,7 +131,7 @@ func TestListings(t *testing.T) {
 		t.Errorf("token list --json = %s; want a JSON array of the tokens", got)
 	}
 	for _, args := range [][]string{{"sessions", "--user", "nobody", "--json"}, {"readers", "--json"}} {
-		empty := serveAdmin(t, &listBackend{})
+		empty := serveAdmin(t, adminapitest.New(adminapitest.State{}))
 		out.Reset()
 		if err := run(context.Background(), append([]string{"-socket", empty}, args...), &out, &out); err != nil {
 			t.Fatal(err)

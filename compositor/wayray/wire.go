@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/hotdesk/hotdesk/internal/countio"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -132,9 +133,9 @@ func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 		_ = c.SetReadDeadline(time.Now().Add(timeout))
 		defer c.SetReadDeadline(time.Time{})
 	}
-	cr := &countingReader{r: c}
+	cr := &countio.Reader{R: c}
 	payload, err := proto.ReadFrame(cr)
-	if err != nil && timeout > 0 && cr.n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+	if err != nil && timeout > 0 && cr.N == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		_ = c.SetReadDeadline(time.Now().Add(freezeGrace))
 		payload, err = proto.ReadFrame(cr)
 	}
@@ -163,16 +164,4 @@ func DecodeBody(f Frame, v any) error {
 		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
 	}
 	return nil
-}
-
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += n
-	return n, err
 }

@@ -1,4 +1,4 @@
-package adminapi
+package adminapi_test
 
 import (
 	"context"
@@ -12,202 +12,41 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
-// fakeBackend is an in-memory Backend.
-type fakeBackend struct {
-	mu        sync.Mutex
-	sessions  []SessionInfo
-	notReady  error
-	pairs     []pairCall
-	sessErr   error
-	pairErr   error
-	block     chan struct{} // if set, Sessions waits for it (or ctx)
-	inSession chan struct{} // if set, Sessions signals entry
-	servers   []ServerInfo
-	tokens    []TokenInfo
-}
-
-func (b *fakeBackend) Tokens(context.Context) ([]TokenInfo, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]TokenInfo(nil), b.tokens...), nil
-}
-
-func (b *fakeBackend) RegisterToken(_ context.Context, by string, req RegisterRequest) (TokenInfo, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, t := range b.tokens {
-		if t.ID == req.ID {
-			return TokenInfo{}, fmt.Errorf("fake: %s exists: %w", req.ID, ErrInvalid)
-		}
-	}
-	ti := TokenInfo{ID: req.ID, User: req.User, Label: req.Label, RegisteredBy: by}
-	b.tokens = append(b.tokens, ti)
-	return ti, nil
-}
-
-func (b *fakeBackend) AliasToken(ctx context.Context, by, id string, req AliasRequest) (TokenInfo, error) {
-	b.mu.Lock()
-	var user string
-	for _, t := range b.tokens {
-		if t.ID == req.Of {
-			user = t.User
-		}
-	}
-	b.mu.Unlock()
-	if user == "" {
-		return TokenInfo{}, fmt.Errorf("fake: %s: %w", req.Of, ErrNotFound)
-	}
-	return b.RegisterToken(ctx, by, RegisterRequest{ID: id, User: user, Label: req.Label})
-}
-
-func (b *fakeBackend) SetTokenDisabled(_ context.Context, id string, disabled bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i := range b.tokens {
-		if b.tokens[i].ID == id {
-			b.tokens[i].Disabled = disabled
-			return nil
-		}
-	}
-	return fmt.Errorf("fake: %s: %w", id, ErrNotFound)
-}
-
-func (b *fakeBackend) DeleteToken(_ context.Context, id string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i := range b.tokens {
-		if b.tokens[i].ID == id {
-			b.tokens = append(b.tokens[:i], b.tokens[i+1:]...)
-			return nil
-		}
-	}
-	return fmt.Errorf("fake: %s: %w", id, ErrNotFound)
-}
-
-type pairCall struct {
-	createdBy string
-	req       PairRequest
-}
-
-var _ Backend = (*fakeBackend)(nil)
-
-func (b *fakeBackend) Sessions(ctx context.Context, f SessionFilter) ([]SessionInfo, error) {
-	if b.inSession != nil {
-		b.inSession <- struct{}{}
-	}
-	if b.block != nil {
-		select {
-		case <-b.block:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.sessErr != nil {
-		return nil, b.sessErr
-	}
-	var out []SessionInfo
-	for _, s := range b.sessions {
-		if f.Match(s) {
-			out = append(out, s)
-		}
-	}
-	return out, nil
-}
-
-func (b *fakeBackend) DisconnectSession(context.Context, string) error { return nil }
-func (b *fakeBackend) LockSession(context.Context, string) error       { return nil }
-func (b *fakeBackend) Terminals(context.Context) ([]TerminalInfo, error) {
-	return nil, nil
-}
-func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(event.Event) error) error {
-	return nil
-}
-func (b *fakeBackend) Pairings(context.Context) ([]PairingInfo, error) { return nil, nil }
-func (b *fakeBackend) RevokePairing(context.Context, string) error     { return nil }
-
-func (b *fakeBackend) KillSession(_ context.Context, id string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i, s := range b.sessions {
-		if s.ID == id {
-			b.sessions = append(b.sessions[:i], b.sessions[i+1:]...)
-			return nil
-		}
-	}
-	return fmt.Errorf("fake: kill %s: %w", id, ErrNotFound)
-}
-
-func (b *fakeBackend) PairToken(_ context.Context, createdBy string, req PairRequest) (PairResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.pairErr != nil {
-		return PairResponse{}, b.pairErr
-	}
-	b.pairs = append(b.pairs, pairCall{createdBy, req})
-	return PairResponse{Code: "123-456", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}, nil
-}
-
-func (b *fakeBackend) Servers(context.Context) ([]ServerInfo, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]ServerInfo(nil), b.servers...), nil
-}
-
-func (b *fakeBackend) SetDraining(_ context.Context, id string, draining bool) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i := range b.servers {
-		if b.servers[i].ID == id || (id == "self" && b.servers[i].Self) {
-			b.servers[i].Draining = draining
-			return nil
-		}
-	}
-	return fmt.Errorf("fake: server %s: %w", id, ErrNotFound)
-}
-
-func (b *fakeBackend) Ready() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.notReady
-}
-
 type testServer struct {
 	path   string
-	srv    *Server
+	srv    *adminapi.Server
 	logs   *testutil.LockedBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // startServer serves b on a fresh socket made by Listen in t.TempDir().
-func startServer(t *testing.T, b Backend, adminGID int, tune ...func(*Server)) *testServer {
+func startServer(t *testing.T, b adminapi.Backend, adminGID int, tune ...func(*adminapi.Server)) *testServer {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "admin.sock")
-	ln, err := Listen(path, 0o660)
+	ln, err := adminapi.Listen(path, 0o660)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
 	return serveOn(t, ln, path, b, adminGID, tune...)
 }
 
-func serveOn(t *testing.T, ln net.Listener, path string, b Backend, adminGID int, tune ...func(*Server)) *testServer {
+func serveOn(t *testing.T, ln net.Listener, path string, b adminapi.Backend, adminGID int, tune ...func(*adminapi.Server)) *testServer {
 	t.Helper()
 	logs := &testutil.LockedBuffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "adminapi", Output: logs, Level: hclog.Debug})
-	ts := &testServer{path: path, srv: NewServer(b, logger, adminGID), logs: logs, done: make(chan error, 1)}
+	ts := &testServer{path: path, srv: adminapi.NewServer(b, logger, adminGID), logs: logs, done: make(chan error, 1)}
 	for _, f := range tune {
 		f(ts.srv)
 	}
@@ -246,15 +85,16 @@ func mustTime(s string) time.Time {
 func ptr[T any](v T) *T { return &v }
 
 func TestClientRoundTrip(t *testing.T) {
-	b := &fakeBackend{sessions: []SessionInfo{
+	sessions := []adminapi.SessionInfo{
 		{ID: "s1", Token: "pcsc:04a1b2", User: "alice", State: "active", Terminal: "term-1", ServerID: "srv-a",
 			Endpoint: "rdp://127.0.0.1:3390", PID: 4242, Created: mustTime("2026-01-02T03:04:05Z"), Updated: mustTime("2026-01-02T03:05:00Z")},
 		{ID: "s2", Token: "soft:bob", User: "bob", State: "suspended", ServerID: "srv-b",
 			Created: mustTime("2026-01-02T03:04:05Z"), Updated: mustTime("2026-01-02T04:00:00Z"),
 			SuspendedAt: ptr(mustTime("2026-01-02T04:00:00Z")), ExpiresAt: ptr(mustTime("2026-01-03T04:00:00Z"))},
-	}}
+	}
+	b := adminapitest.New(adminapitest.State{Sessions: sessions})
 	ts := startServer(t, b, -1)
-	c := NewClient(ts.path)
+	c := adminapi.NewClient(ts.path)
 	t.Cleanup(c.Close)
 	ctx := context.Background()
 
@@ -269,7 +109,7 @@ func TestClientRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Sessions() error = %v", err)
 	}
-	if want := b.sessions; !reflect.DeepEqual(got, want) {
+	if want := sessions; !reflect.DeepEqual(got, want) {
 		t.Errorf("Sessions() got = %+v; want %+v", got, want)
 	}
 
@@ -282,41 +122,39 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 
 	err = c.KillSession(ctx, "nope")
-	if !errors.Is(err, ErrNotFound) {
+	if !errors.Is(err, adminapi.ErrNotFound) {
 		t.Errorf("KillSession(nope) = %v; want ErrNotFound", err)
 	}
-	var se *StatusError
+	var se *adminapi.StatusError
 	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
 		t.Errorf("KillSession(nope) error = %#v; want a 404 StatusError", err)
 	}
 	// Ids are path-escaped: a slash is part of the id, not the route.
-	if err := c.KillSession(ctx, "a/b"); !errors.Is(err, ErrNotFound) {
+	if err := c.KillSession(ctx, "a/b"); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Errorf("KillSession(a/b) = %v; want ErrNotFound", err)
 	}
-	if err := c.KillSession(ctx, ""); !errors.Is(err, ErrInvalid) {
+	if err := c.KillSession(ctx, ""); !errors.Is(err, adminapi.ErrInvalid) {
 		t.Errorf("KillSession(\"\") = %v; want ErrInvalid", err)
 	}
 
-	pr, err := c.PairToken(ctx, PairRequest{User: " carol ", Label: "phone", TTLSeconds: 60})
+	pr, err := c.PairToken(ctx, adminapi.PairRequest{User: " carol ", Label: "phone", TTLSeconds: 60})
 	if err != nil {
 		t.Fatalf("PairToken() error = %v", err)
 	}
-	if want := (PairResponse{Code: "123-456", Expires: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}); !pr.Expires.Equal(want.Expires) || pr.Code != want.Code {
+	if want := (adminapi.PairResponse{Code: adminapitest.PairCode, Expires: adminapitest.PairExpires}); !pr.Expires.Equal(want.Expires) || pr.Code != want.Code {
 		t.Errorf("PairToken() got = %+v; want %+v", pr, want)
 	}
-	wantCall := pairCall{createdBy: fmt.Sprintf("uid:%d", os.Geteuid()), req: PairRequest{User: "carol", Label: "phone", TTLSeconds: 60}}
-	if len(b.pairs) != 1 || b.pairs[0] != wantCall {
-		t.Errorf("backend pair calls got = %+v; want [%+v]", b.pairs, wantCall)
+	wantCall := adminapitest.PairCall{CreatedBy: fmt.Sprintf("uid:%d", os.Geteuid()), Req: adminapi.PairRequest{User: "carol", Label: "phone", TTLSeconds: 60}}
+	if calls := b.PairCalls(); len(calls) != 1 || calls[0] != wantCall {
+		t.Errorf("backend pair calls got = %+v; want [%+v]", calls, wantCall)
 	}
-	if strings.Contains(ts.logs.String(), "123-456") {
+	if strings.Contains(ts.logs.String(), adminapitest.PairCode) {
 		t.Errorf("the pairing code was logged: %s", ts.logs.String())
 	}
 
-	b.mu.Lock()
-	b.notReady = errors.New("registry lease lost")
-	b.mu.Unlock()
+	b.Update(func(s *adminapitest.State) { s.NotReady = errors.New("registry lease lost") })
 	err = c.Ready(ctx)
-	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "registry lease lost") {
+	if !errors.Is(err, adminapi.ErrNotReady) || !strings.Contains(err.Error(), "registry lease lost") {
 		t.Errorf("Ready() = %v; want ErrNotReady with the reason", err)
 	}
 	if err := c.Live(ctx); err != nil {
@@ -324,9 +162,7 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 
 	// An empty list is [], not null.
-	b.mu.Lock()
-	b.sessions = nil
-	b.mu.Unlock()
+	b.Update(func(s *adminapitest.State) { s.Sessions = nil })
 	got, err = c.Sessions(ctx)
 	if err != nil || got == nil || len(got) != 0 {
 		t.Errorf("Sessions() empty got = %#v, %v; want [], nil", got, err)
@@ -334,28 +170,28 @@ func TestClientRoundTrip(t *testing.T) {
 }
 
 func TestPairValidation(t *testing.T) {
-	b := &fakeBackend{}
+	b := adminapitest.New(adminapitest.State{})
 	ts := startServer(t, b, -1)
-	c := NewClient(ts.path)
+	c := adminapi.NewClient(ts.path)
 	t.Cleanup(c.Close)
 	tests := []struct {
 		name string
-		req  PairRequest
+		req  adminapi.PairRequest
 	}{
-		{"no user", PairRequest{Label: "x"}},
-		{"blank user", PairRequest{User: "  "}},
-		{"negative ttl", PairRequest{User: "a", TTLSeconds: -1}},
+		{"no user", adminapi.PairRequest{Label: "x"}},
+		{"blank user", adminapi.PairRequest{User: "  "}},
+		{"negative ttl", adminapi.PairRequest{User: "a", TTLSeconds: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := c.PairToken(context.Background(), tt.req)
-			if !errors.Is(err, ErrInvalid) {
+			if !errors.Is(err, adminapi.ErrInvalid) {
 				t.Errorf("PairToken(%+v) = %v; want ErrInvalid", tt.req, err)
 			}
 		})
 	}
-	if len(b.pairs) != 0 {
-		t.Errorf("backend called %d times; want 0", len(b.pairs))
+	if calls := b.PairCalls(); len(calls) != 0 {
+		t.Errorf("backend called %d times; want 0", len(calls))
 	}
 }
 
@@ -367,19 +203,19 @@ func TestBackendErrors(t *testing.T) {
 		wantIs     error
 	}{
 		{"internal", errors.New("etcd unavailable"), http.StatusInternalServerError, nil},
-		{"invalid", fmt.Errorf("backend: %w: unknown user", ErrInvalid), http.StatusBadRequest, ErrInvalid},
-		{"not ready", fmt.Errorf("backend: %w", ErrNotReady), http.StatusServiceUnavailable, ErrNotReady},
+		{"invalid", fmt.Errorf("backend: %w: unknown user", adminapi.ErrInvalid), http.StatusBadRequest, adminapi.ErrInvalid},
+		{"not ready", fmt.Errorf("backend: %w", adminapi.ErrNotReady), http.StatusServiceUnavailable, adminapi.ErrNotReady},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := &fakeBackend{sessErr: tt.err, pairErr: tt.err}
+			b := adminapitest.New(adminapitest.State{SessionsErr: tt.err, PairErr: tt.err})
 			ts := startServer(t, b, -1)
-			c := NewClient(ts.path)
+			c := adminapi.NewClient(ts.path)
 			t.Cleanup(c.Close)
 			_, err1 := c.Sessions(context.Background())
-			_, err2 := c.PairToken(context.Background(), PairRequest{User: "a"})
+			_, err2 := c.PairToken(context.Background(), adminapi.PairRequest{User: "a"})
 			for _, err := range []error{err1, err2} {
-				var se *StatusError
+				var se *adminapi.StatusError
 				if !errors.As(err, &se) || se.Status != tt.wantStatus {
 					t.Errorf("got = %v; want status %d", err, tt.wantStatus)
 					continue
@@ -407,14 +243,14 @@ func rawClient(t *testing.T, path string) *http.Client {
 }
 
 func TestRequestLimits(t *testing.T) {
-	b := &fakeBackend{}
+	b := adminapitest.New(adminapitest.State{})
 	ts := startServer(t, b, -1)
 	hc := rawClient(t, ts.path)
 
 	// A valid body of exactly MaxBodyBytes.
 	prefix, suffix := `{"user":"a","label":"`, `"}`
-	exact := prefix + strings.Repeat("x", MaxBodyBytes-len(prefix)-len(suffix)) + suffix
-	over := prefix + strings.Repeat("x", MaxBodyBytes) + suffix
+	exact := prefix + strings.Repeat("x", adminapi.MaxBodyBytes-len(prefix)-len(suffix)) + suffix
+	over := prefix + strings.Repeat("x", adminapi.MaxBodyBytes) + suffix
 
 	tests := []struct {
 		name       string
@@ -424,9 +260,9 @@ func TestRequestLimits(t *testing.T) {
 		wantStatus int
 		wantIn     string
 	}{
-		{"body at the limit", "POST", "/v1/tokens/pair", exact, 200, `"code":"123-456"`},
+		{"body at the limit", "POST", "/v1/tokens/pair", exact, 200, `"code":"` + adminapitest.PairCode + `"`},
 		{"oversized body", "POST", "/v1/tokens/pair", over, 413, "request body over 65536 bytes"},
-		{"oversized body after a valid object", "POST", "/v1/tokens/pair", `{"user":"a"}` + strings.Repeat(" ", MaxBodyBytes), 413, "over"},
+		{"oversized body after a valid object", "POST", "/v1/tokens/pair", `{"user":"a"}` + strings.Repeat(" ", adminapi.MaxBodyBytes), 413, "over"},
 		{"unknown field", "POST", "/v1/tokens/pair", `{"user":"a","admin":true}`, 400, `unknown field \"admin\"`},
 		{"trailing data", "POST", "/v1/tokens/pair", `{"user":"a"}{"user":"b"}`, 400, "unexpected data"},
 		{"not json", "POST", "/v1/tokens/pair", `user=a`, 400, "invalid request body"},
@@ -467,134 +303,8 @@ func TestRequestLimits(t *testing.T) {
 			}
 		})
 	}
-	if len(b.pairs) != 1 {
-		t.Errorf("backend pair calls got = %d; want 1 (only the valid body)", len(b.pairs))
-	}
-}
-
-func TestAllowPeer(t *testing.T) {
-	const self, admin = 990, 4242
-	tests := []struct {
-		name     string
-		uid, gid int
-		groups   []int
-		adminGID int
-		want     bool
-	}{
-		{"root", 0, 0, nil, -1, true},
-		{"root with any gid", 0, 1000, nil, admin, true},
-		{"daemon uid", self, self, nil, -1, true},
-		{"other user, no admin group", 1000, 1000, []int{admin}, -1, false},
-		{"other user, primary gid is admin", 1000, admin, nil, admin, true},
-		{"other user, supplementary admin", 1000, 1000, []int{4, 24, admin}, admin, true},
-		{"other user, not in admin group", 1000, 1000, []int{4, 24}, admin, false},
-		{"other user, no groups", 1000, 1000, nil, admin, false},
-		{"gid 0 is not root", 1000, 0, []int{0}, -1, false},
-		{"root group as admin group", 1000, 0, nil, 0, true},
-		{"nobody", 65534, 65534, []int{65534}, admin, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := allowPeer(tt.uid, tt.gid, tt.groups, self, tt.adminGID); got != tt.want {
-				t.Errorf("allowPeer(uid %d, gid %d, groups %v, admin %d) got = %v; want %v",
-					tt.uid, tt.gid, tt.groups, tt.adminGID, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestParseStatus(t *testing.T) {
-	tests := []struct {
-		name       string
-		status     string
-		wantUID    int
-		wantGroups []int
-		wantErr    bool
-	}{
-		{"typical", "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1001\t1000\t1001\nGid:\t1000\t1000\t1000\t1000\nFDSize:\t256\nGroups:\t4 24 27 4242 \nNStgid:\t1\n",
-			1001, []int{4, 24, 27, 4242}, false},
-		{"no groups", "Uid:\t0\t0\t0\t0\nGroups:\t\n", 0, nil, false},
-		{"missing groups line", "Uid:\t0\t0\t0\t0\n", 0, nil, true},
-		{"missing uid line", "Groups:\t1\n", 0, nil, true},
-		{"bad group", "Uid:\t0\t0\t0\t0\nGroups:\t1 x\n", 0, nil, true},
-		{"short uid", "Uid:\t0\nGroups:\t\n", 0, nil, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			uid, groups, err := parseStatus([]byte(tt.status))
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("parseStatus() error got = %v; want error %v", err, tt.wantErr)
-			}
-			if err != nil {
-				return
-			}
-			if uid != tt.wantUID || !reflect.DeepEqual(groups, tt.wantGroups) {
-				t.Errorf("parseStatus() got = %d %v; want %d %v", uid, groups, tt.wantUID, tt.wantGroups)
-			}
-		})
-	}
-
-	// The real /proc agrees with the process's own view.
-	groups, err := procGroups("/proc", os.Getpid(), os.Geteuid())
-	if err != nil {
-		t.Fatalf("procGroups(self): %v", err)
-	}
-	want, err := os.Getgroups()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(want) == 0 {
-		want = nil
-	}
-	if !reflect.DeepEqual(groups, want) {
-		t.Errorf("procGroups(self) got = %v; want %v", groups, want)
-	}
-	if _, err := procGroups("/proc", os.Getpid(), os.Geteuid()+1); err == nil {
-		t.Errorf("procGroups with the wrong uid got = nil error; want an error")
-	}
-}
-
-// decide reads supplementary groups from procRoot only when needed.
-func TestDecideWithProcGroups(t *testing.T) {
-	const admin = 4242
-	proc := t.TempDir()
-	writeStatus := func(pid int, status string) {
-		dir := filepath.Join(proc, fmt.Sprint(pid))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(status), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeStatus(100, "Uid:\t1000\t1000\t1000\t1000\nGroups:\t27 4242\n")
-	writeStatus(101, "Uid:\t1000\t1000\t1000\t1000\nGroups:\t27\n")
-	writeStatus(102, "Uid:\t2000\t2000\t2000\t2000\nGroups:\t4242\n") // pid reused by someone else
-
-	tests := []struct {
-		name        string
-		pid, uid    int
-		adminGID    int
-		wantAllowed bool
-		wantErr     bool
-	}{
-		{"member via /proc", 100, 1000, admin, true, false},
-		{"not a member", 101, 1000, admin, false, false},
-		{"pid now belongs to another uid", 102, 1000, admin, false, true},
-		{"process gone", 103, 1000, admin, false, true},
-		{"no admin group: /proc not consulted", 100, 1000, -1, false, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := NewServer(&fakeBackend{}, nil, tt.adminGID)
-			s.procRoot = proc
-			s.selfUID = 990
-			p := &peer{PID: tt.pid, UID: tt.uid, GID: tt.uid, Known: true}
-			s.decide(p)
-			if p.Allowed != tt.wantAllowed || (p.Err != nil) != tt.wantErr {
-				t.Errorf("decide() got = allowed %v, err %v; want allowed %v, error %v", p.Allowed, p.Err, tt.wantAllowed, tt.wantErr)
-			}
-		})
+	if calls := b.PairCalls(); len(calls) != 1 {
+		t.Errorf("backend pair calls got = %d; want 1 (only the valid body)", len(calls))
 	}
 }
 
@@ -616,7 +326,7 @@ func TestListen(t *testing.T) {
 		t.Fatalf("stale socket missing: %v", err)
 	}
 
-	ln, err := Listen(path, 0o660)
+	ln, err := adminapi.Listen(path, 0o660)
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -629,7 +339,7 @@ func TestListen(t *testing.T) {
 	}
 
 	// A live socket is not taken over.
-	if _, err := Listen(path, 0o660); !errors.Is(err, ErrInUse) {
+	if _, err := adminapi.Listen(path, 0o660); !errors.Is(err, adminapi.ErrInUse) {
 		t.Errorf("Listen on a live socket got = %v; want ErrInUse", err)
 	}
 	ln.Close()
@@ -642,7 +352,7 @@ func TestListen(t *testing.T) {
 	if err := os.WriteFile(file, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen(file, 0o660); err == nil {
+	if _, err := adminapi.Listen(file, 0o660); err == nil {
 		t.Errorf("Listen over a regular file got = nil error; want an error")
 	}
 	if data, err := os.ReadFile(file); err != nil || string(data) != "keep" {
@@ -651,7 +361,7 @@ func TestListen(t *testing.T) {
 
 	// Missing directories are created 0755.
 	path2 := filepath.Join(t.TempDir(), "new", "admin.sock")
-	ln2, err := Listen(path2, 0o600)
+	ln2, err := adminapi.Listen(path2, 0o600)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
@@ -671,15 +381,15 @@ func TestShareWithGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "admin.sock")
-	ln, err := Listen(path, 0o660)
+	ln, err := adminapi.Listen(path, 0o660)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	if err := ShareWithGroup(path, -1); err != nil {
+	if err := adminapi.ShareWithGroup(path, -1); err != nil {
 		t.Errorf("ShareWithGroup(-1) = %v; want nil", err)
 	}
-	if err := ShareWithGroup(path, gid); err != nil {
+	if err := adminapi.ShareWithGroup(path, gid); err != nil {
 		t.Fatalf("ShareWithGroup: %v", err)
 	}
 	for _, p := range []string{path, dir} {
@@ -702,25 +412,26 @@ func TestShareWithGroup(t *testing.T) {
 	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
-	ln2, err := Listen(filepath.Join(shared, "admin.sock"), 0o660)
+	ln2, err := adminapi.Listen(filepath.Join(shared, "admin.sock"), 0o660)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln2.Close()
-	if err := ShareWithGroup(filepath.Join(shared, "admin.sock"), gid); err == nil {
+	if err := adminapi.ShareWithGroup(filepath.Join(shared, "admin.sock"), gid); err == nil {
 		t.Errorf("ShareWithGroup in a sticky world-writable dir got = nil; want an error")
 	}
 }
 
 // Shutdown lets a request in flight finish, and Serve returns nil.
 func TestServeGracefulShutdown(t *testing.T) {
-	b := &fakeBackend{block: make(chan struct{}), inSession: make(chan struct{}, 1)}
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	b := adminapitest.New(adminapitest.State{SessionsEntered: entered, SessionsRelease: release})
 	ts := startServer(t, b, -1)
-	c := NewClient(ts.path)
+	c := adminapi.NewClient(ts.path)
 	t.Cleanup(c.Close)
 
 	type result struct {
-		ss  []SessionInfo
+		ss  []adminapi.SessionInfo
 		err error
 	}
 	res := make(chan result, 1)
@@ -728,9 +439,9 @@ func TestServeGracefulShutdown(t *testing.T) {
 		ss, err := c.Sessions(context.Background())
 		res <- result{ss, err}
 	}()
-	<-b.inSession // the request is in the backend
+	<-entered // the request is in the backend
 	ts.cancel()
-	close(b.block)
+	close(release)
 	r := <-res
 	if r.err != nil {
 		t.Errorf("request in flight during shutdown got = %v; want nil", r.err)
@@ -739,23 +450,24 @@ func TestServeGracefulShutdown(t *testing.T) {
 	if _, err := os.Lstat(ts.path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket after Serve returned: Lstat got = %v; want not exist", err)
 	}
-	if err := c.Live(context.Background()); !IsUnavailable(err) {
+	if err := c.Live(context.Background()); !adminapi.IsUnavailable(err) {
 		t.Errorf("Live() after shutdown got = %v; want unavailable", err)
 	}
 }
 
 // A request stuck in the backend does not hold up shutdown beyond its bound.
 func TestServeShutdownBound(t *testing.T) {
-	b := &fakeBackend{block: make(chan struct{}), inSession: make(chan struct{}, 1)}
-	ts := startServer(t, b, -1, func(s *Server) { s.shutdownTimeout = 50 * time.Millisecond })
-	c := NewClient(ts.path)
+	entered := make(chan struct{}, 1)
+	b := adminapitest.New(adminapitest.State{SessionsEntered: entered, SessionsRelease: make(chan struct{})})
+	ts := startServer(t, b, -1, func(s *adminapi.Server) { s.SetShutdownTimeoutForTest(50 * time.Millisecond) })
+	c := adminapi.NewClient(ts.path)
 	t.Cleanup(c.Close)
 	res := make(chan error, 1)
 	go func() {
 		_, err := c.Sessions(context.Background())
 		res <- err
 	}()
-	<-b.inSession
+	<-entered
 	ts.stop(t) // fails the test if Serve does not return
 	if err := <-res; err == nil {
 		t.Errorf("stuck request got = nil error; want a transport error after forced close")
@@ -763,20 +475,20 @@ func TestServeShutdownBound(t *testing.T) {
 }
 
 func TestClientUnavailable(t *testing.T) {
-	c := NewClient(filepath.Join(t.TempDir(), "none.sock"))
+	c := adminapi.NewClient(filepath.Join(t.TempDir(), "none.sock"))
 	err := c.Live(context.Background())
-	if err == nil || !IsUnavailable(err) {
+	if err == nil || !adminapi.IsUnavailable(err) {
 		t.Errorf("Live() on a missing socket got = %v; want unavailable", err)
 	}
-	if IsUnavailable(&StatusError{Status: 500}) {
+	if adminapi.IsUnavailable(&adminapi.StatusError{Status: 500}) {
 		t.Errorf("IsUnavailable(StatusError) = true; want false")
 	}
 }
 
 func TestServersAndDrain(t *testing.T) {
-	b := &fakeBackend{servers: []ServerInfo{{ID: "b1", Self: true, Weight: 1}, {ID: "b2", Weight: 1}}}
+	b := adminapitest.New(adminapitest.State{Servers: []adminapi.ServerInfo{{ID: "b1", Self: true, Weight: 1}, {ID: "b2", Weight: 1}}})
 	ts := startServer(t, b, -1)
-	c := NewClient(ts.path)
+	c := adminapi.NewClient(ts.path)
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.SetDraining(ctx, "b2", true); err != nil {
@@ -785,7 +497,7 @@ func TestServersAndDrain(t *testing.T) {
 	if err := c.SetDraining(ctx, "", true); err != nil { // self
 		t.Fatal(err)
 	}
-	if err := c.SetDraining(ctx, "nope", true); !errors.Is(err, ErrNotFound) {
+	if err := c.SetDraining(ctx, "nope", true); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Fatalf("drain unknown = %v; want ErrNotFound", err)
 	}
 	got, err := c.Servers(ctx)
@@ -804,23 +516,23 @@ func TestServersAndDrain(t *testing.T) {
 }
 
 func TestTokenRoutes(t *testing.T) {
-	b := &fakeBackend{}
+	b := adminapitest.New(adminapitest.State{})
 	ts := startServer(t, b, -1)
-	c := NewClient(ts.path)
+	c := adminapi.NewClient(ts.path)
 	defer c.Close()
 	ctx := context.Background()
-	ti, err := c.RegisterToken(ctx, RegisterRequest{ID: "uid.04a1b2c3", User: "alice", Label: "badge"})
+	ti, err := c.RegisterToken(ctx, adminapi.RegisterRequest{ID: "uid.04a1b2c3", User: "alice", Label: "badge"})
 	if err != nil || ti.User != "alice" || !strings.HasPrefix(ti.RegisteredBy, "uid:") {
 		t.Fatalf("register = %+v, %v; want alice registered by a uid", ti, err)
 	}
-	if _, err := c.RegisterToken(ctx, RegisterRequest{ID: "uid.x"}); !errors.Is(err, ErrInvalid) {
+	if _, err := c.RegisterToken(ctx, adminapi.RegisterRequest{ID: "uid.x"}); !errors.Is(err, adminapi.ErrInvalid) {
 		t.Fatalf("register without user = %v; want ErrInvalid", err)
 	}
-	al, err := c.AliasToken(ctx, "piv.0102", AliasRequest{Of: "uid.04a1b2c3"})
+	al, err := c.AliasToken(ctx, "piv.0102", adminapi.AliasRequest{Of: "uid.04a1b2c3"})
 	if err != nil || al.User != "alice" {
 		t.Fatalf("alias = %+v, %v; want alice", al, err)
 	}
-	if _, err := c.AliasToken(ctx, "piv.0103", AliasRequest{Of: "uid.none"}); !errors.Is(err, ErrNotFound) {
+	if _, err := c.AliasToken(ctx, "piv.0103", adminapi.AliasRequest{Of: "uid.none"}); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Fatalf("alias of unknown = %v; want ErrNotFound", err)
 	}
 	if err := c.SetTokenDisabled(ctx, "piv.0102", true); err != nil {
@@ -833,7 +545,7 @@ func TestTokenRoutes(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].ID != "piv.0102" || !got[0].Disabled {
 		t.Fatalf("tokens = %+v, %v; want piv.0102 disabled", got, err)
 	}
-	if err := c.DeleteToken(ctx, "uid.04a1b2c3"); !errors.Is(err, ErrNotFound) {
+	if err := c.DeleteToken(ctx, "uid.04a1b2c3"); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Fatalf("second delete = %v; want ErrNotFound", err)
 	}
 }

@@ -1,4 +1,4 @@
-package adminapi
+package adminapi_test
 
 import (
 	"bufio"
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -99,7 +100,7 @@ func TestRealPeerCredentials(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts := serveOn(t, ln, addr, &fakeBackend{}, tt.adminGID)
+			ts := serveOn(t, ln, addr, adminapitest.New(adminapitest.State{}), tt.adminGID)
 
 			c := dialAs(t, addr, tt.uid, tt.gid)
 			status, body := get(t, c, "/v1/sessions")

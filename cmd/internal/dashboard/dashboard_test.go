@@ -2,8 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -11,85 +9,21 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
-	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
 )
 
-// fakeBackend is an in-memory adminapi.Backend: the dashboard's own rules
-// (login, roles, CSRF) are what these tests check; the real backend is
-// exercised by hotdeskd's end-to-end test in Chromium.
-type fakeBackend struct {
-	mu       sync.Mutex
-	sessions []adminapi.SessionInfo
-	killed   []string
-}
-
-var _ adminapi.Backend = (*fakeBackend)(nil)
-
-func (b *fakeBackend) Sessions(_ context.Context, f adminapi.SessionFilter) ([]adminapi.SessionInfo, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []adminapi.SessionInfo
-	for _, s := range b.sessions {
-		if f.Match(s) {
-			out = append(out, s)
-		}
-	}
-	return out, nil
-}
-func (b *fakeBackend) KillSession(_ context.Context, id string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for i, s := range b.sessions {
-		if s.ID == id {
-			b.sessions = append(b.sessions[:i], b.sessions[i+1:]...)
-			b.killed = append(b.killed, id)
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: %s", adminapi.ErrNotFound, id)
-}
-func (b *fakeBackend) DisconnectSession(context.Context, string) error { return nil }
-func (b *fakeBackend) LockSession(context.Context, string) error       { return nil }
-func (b *fakeBackend) Terminals(context.Context) ([]adminapi.TerminalInfo, error) {
-	return []adminapi.TerminalInfo{{ID: "t-1", ServerID: "b1"}}, nil
-}
-func (b *fakeBackend) Events(ctx context.Context, n int, follow bool, emit func(event.Event) error) error {
-	if err := emit(event.Event{Kind: event.SessionAttached, Server: "b1", Time: time.Now()}); err != nil || !follow {
-		return err
-	}
-	<-ctx.Done()
-	return nil
-}
-func (b *fakeBackend) Pairings(context.Context) ([]adminapi.PairingInfo, error) { return nil, nil }
-func (b *fakeBackend) RevokePairing(context.Context, string) error              { return nil }
-func (b *fakeBackend) PairToken(_ context.Context, _ string, req adminapi.PairRequest) (adminapi.PairResponse, error) {
-	return adminapi.PairResponse{Code: "ABCD-EFGH-JKMN", Expires: time.Now().Add(time.Minute)}, nil
-}
-func (b *fakeBackend) Ready() error { return nil }
-func (b *fakeBackend) Tokens(context.Context) ([]adminapi.TokenInfo, error) {
-	return nil, nil
-}
-func (b *fakeBackend) RegisterToken(context.Context, string, adminapi.RegisterRequest) (adminapi.TokenInfo, error) {
-	return adminapi.TokenInfo{}, errors.New("no")
-}
-func (b *fakeBackend) AliasToken(context.Context, string, string, adminapi.AliasRequest) (adminapi.TokenInfo, error) {
-	return adminapi.TokenInfo{}, errors.New("no")
-}
-func (b *fakeBackend) SetTokenDisabled(context.Context, string, bool) error { return nil }
-func (b *fakeBackend) DeleteToken(context.Context, string) error            { return nil }
-func (b *fakeBackend) Servers(context.Context) ([]adminapi.ServerInfo, error) {
-	return []adminapi.ServerInfo{{ID: "b1", Version: "v9"}}, nil
-}
-func (b *fakeBackend) SetDraining(context.Context, string, bool) error { return nil }
-
-func newTestServer(t *testing.T) (*Server, *fakeBackend) {
+// newTestServer returns a dashboard over an in-memory backend: the
+// dashboard's own rules (login, roles, CSRF) are what these tests check; the
+// real backend is exercised by hotdeskd's end-to-end test in Chromium.
+func newTestServer(t *testing.T) (*Server, *adminapitest.Backend) {
 	t.Helper()
-	fb := &fakeBackend{sessions: []adminapi.SessionInfo{{ID: "s-1", User: "alice", State: "active", ServerID: "b1"}}}
+	fb := adminapitest.New(adminapitest.State{
+		Sessions: []adminapi.SessionInfo{{ID: "s-1", User: "alice", State: "active", ServerID: "b1"}},
+		Servers:  []adminapi.ServerInfo{{ID: "b1", Version: "v9"}},
+	})
 	s, err := New(Config{
 		Backend: fb,
 		Login: func(_ context.Context, user, pw, _ string) error {
@@ -192,20 +126,20 @@ func TestLoginRolesAndCSRF(t *testing.T) {
 	if code, _ := post(t, admin, ts.URL+"/sessions/s-1/kill", url.Values{"csrf": {m[1]}}, "https://evil.example"); code != 403 {
 		t.Errorf("kill from another origin: %d; want 403", code)
 	}
-	if len(fb.killed) != 0 {
-		t.Fatalf("killed %v by refused requests", fb.killed)
+	if killed := fb.Killed(); len(killed) != 0 {
+		t.Fatalf("killed %v by refused requests", killed)
 	}
 	if code, body := post(t, admin, ts.URL+"/sessions/s-1/kill", url.Values{"csrf": {m[1]}}, ts.URL); code != 200 || !strings.Contains(body, "session s-1 killed") {
 		t.Errorf("kill: %d\n%s", code, body)
 	}
-	if len(fb.killed) != 1 {
-		t.Errorf("killed = %v; want [s-1]", fb.killed)
+	if killed := fb.Killed(); len(killed) != 1 {
+		t.Errorf("killed = %v; want [s-1]", killed)
 	}
 	// Pairing shows the code and a QR image once.
-	if _, body := post(t, admin, ts.URL+"/tokens/pair", url.Values{"csrf": {m[1]}, "user": {"bob"}}, ""); !strings.Contains(body, "ABCD-EFGH-JKMN") || !strings.Contains(body, "data:image/png;base64,") {
+	if _, body := post(t, admin, ts.URL+"/tokens/pair", url.Values{"csrf": {m[1]}, "user": {"bob"}}, ""); !strings.Contains(body, adminapitest.PairCode) || !strings.Contains(body, "data:image/png;base64,") {
 		t.Errorf("pair page lacks the code or the QR image")
 	}
-	if _, body := get(t, admin, ts.URL+"/tokens"); strings.Contains(body, "ABCD-EFGH-JKMN") {
+	if _, body := get(t, admin, ts.URL+"/tokens"); strings.Contains(body, adminapitest.PairCode) {
 		t.Error("the pairing code is shown a second time")
 	}
 

@@ -1,0 +1,7 @@
+package adminapi
+
+import "time"
+
+// SetShutdownTimeoutForTest sets how long Serve lets requests in flight
+// finish after its context ends (NewServer: 2 s).
+func (s *Server) SetShutdownTimeoutForTest(d time.Duration) { s.shutdownTimeout = d }
