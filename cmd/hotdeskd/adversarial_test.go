@@ -300,6 +300,7 @@ func frame(payload []byte) []byte {
 func src(n int) string { return fmt.Sprintf("127.0.%d.%d", 1+n/250, 2+n%250) }
 
 func TestAdversarial(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and source addresses
 	requireSecureE2E(t)
 	testutil.NeedTools(t, "prlimit")
 	bin := buildBinaries(t)

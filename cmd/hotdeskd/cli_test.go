@@ -17,6 +17,7 @@ import (
 // --version prints the stamp, --help exits 0, a stray word ("hotdeskd
 // version") is a usage error with exit status 2 and starts nothing.
 func TestCommandLine(t *testing.T) {
+	t.Parallel() // its own build and temp dirs
 	bin := filepath.Join(t.TempDir(), "hotdeskd")
 	const stamp = "v9.8.7-test"
 	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/hotdesk/hotdesk/internal/version.Version="+stamp, ".")
@@ -63,6 +64,7 @@ func TestCommandLine(t *testing.T) {
 // configs/hotdesk.hcl; every key the config package accepts must appear in
 // it, so a new setting cannot ship undocumented.
 func TestConfigPageCoversEverySetting(t *testing.T) {
+	t.Parallel()
 	src, err := os.ReadFile(filepath.Join("config", "config.go"))
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +87,7 @@ func TestConfigPageCoversEverySetting(t *testing.T) {
 
 // TestSampleConfigsLoad: the shipped samples are valid configurations.
 func TestSampleConfigsLoad(t *testing.T) {
+	t.Parallel()
 	for _, f := range []string{"../../configs/hotdesk.hcl", "../../configs/group/hotdesk.hcl"} {
 		cfg, err := config.Load(f)
 		if err != nil {

@@ -142,6 +142,7 @@ func submitAndWait(t *testing.T, ctx context.Context, sel string) {
 // event arrive, and checks a screenshot of every page. A read-only login
 // sees no actions; a wrong password is refused. Budget: about 30-60 s.
 func TestDashboardInChromium(t *testing.T) {
+	t.Parallel() // its own group, browser profiles and ports
 	chromium := needChromium(t)
 	testutil.NeedMatrix(t)
 	pamDir := testutil.MatrixServices(t, t.TempDir(), "daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n", "", "hotdesk-admin")

@@ -8,6 +8,7 @@ import (
 )
 
 func TestCurrentTerminals(t *testing.T) {
+	t.Parallel()
 	now := time.UnixMilli(1_000_000)
 	ms := func(d time.Duration) int64 { return now.Add(d).UnixMilli() }
 	recs := []registry.TerminalRecord{

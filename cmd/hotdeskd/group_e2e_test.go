@@ -46,7 +46,9 @@ func startGroup(t *testing.T, n int, extra string) *testGroup {
 	for i := 1; i <= n; i++ {
 		dir := t.TempDir()
 		id, addr, metrics := fmt.Sprintf("b%d", i), testutil.FreeAddr(t), testutil.FreeAddr(t)
-		etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}", eps[0])
+		// No broker of these tests dies: a lease (and so a ping interval,
+		// a sixth of it) long enough to hold on a loaded machine.
+		etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}", eps[0])
 		cfg := testutil.DaemonConfig(t, id, dir, addr, etcd) + fmt.Sprintf(`
 metrics_listen = %q
 session {
@@ -209,6 +211,7 @@ func metric(t *testing.T, b *groupBroker, name string) float64 {
 // killed one; events -f on broker 3 shows a cross-server hot-desk; the
 // metrics of broker 1 change as the token moves. Budget: about 20-40 s.
 func TestGroupAdminE2E(t *testing.T) {
+	t.Parallel() // its own etcd, brokers, ports and hook dir
 	// Every broker runs an event hook that appends the event's JSON to a file.
 	hookDir := t.TempDir()
 	hook := filepath.Join(hookDir, "hook.sh")

@@ -20,6 +20,7 @@ import (
 // again). The supervisor must build another one, not retry with the dead
 // one forever: it ends on a live lease.
 func TestLeaseSupervisorFlappingLink(t *testing.T) {
+	t.Parallel() // its own etcd
 	cli := etcdtest.Client(t, etcdtest.Start(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -109,6 +110,7 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 // unanswered pings, within 4 ping intervals; that must happen before the
 // broker's lease can expire (2/3 of the TTL), for every accepted TTL.
 func TestPingIntervalBound(t *testing.T) {
+	t.Parallel()
 	for _, ttl := range []time.Duration{2 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute} {
 		pi := pingInterval(ttl)
 		if pi <= 0 || 4*pi > ttl*2/3 {

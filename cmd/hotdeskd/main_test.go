@@ -28,6 +28,7 @@ func buildBinaries(t *testing.T) string {
 }
 
 func TestCheckReportsPosition(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.hcl")
 	if err := os.WriteFile(bad, []byte("log_level = \"info\"\n\nsession {\n  suspend_timeout = \"soon\"\n}\n"), 0o600); err != nil {
@@ -46,6 +47,7 @@ func TestCheckReportsPosition(t *testing.T) {
 	}
 }
 
+// TestFingerprintIsStable stays serial: captureStdout swaps os.Stdout.
 func TestFingerprintIsStable(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "h.hcl")

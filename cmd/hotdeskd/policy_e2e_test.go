@@ -396,7 +396,7 @@ func TestDisplayThroughGateway(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(probeDir, "main.go"), []byte(waylandProbe), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	probe := filepath.Join(e.bin, "probe")
+	probe := filepath.Join(probeDir, "probe") // not in the binaries every test shares
 	cmd := exec.Command("go", "build", "-o", probe, "main.go")
 	cmd.Dir = probeDir
 	cmd.Env = append(os.Environ(), "GO111MODULE=off")

@@ -12,6 +12,7 @@ import (
 // a policy holds pointer-valued settings (reauth_on_hotdesk is a *bool), and a
 // real change must still be reported.
 func TestRestartNeededComparesValues(t *testing.T) {
+	t.Parallel()
 	src, err := os.ReadFile(filepath.Join("config", "testdata", "full.hcl"))
 	if err != nil {
 		t.Fatal(err)

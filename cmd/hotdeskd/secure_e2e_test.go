@@ -44,8 +44,8 @@ func requireSecureE2E(t *testing.T) {
 
 // shippedConfig is configs/hotdesk.hcl as shipped, with only what must
 // differ for a test on a shared machine replaced: paths, ports, the server
-// id and the PAM directory. Policies, compositor and limits are as shipped.
-func shippedConfig(t *testing.T, dataDir, listen, socket, clientURL, peerURL, pamDir string) string {
+// id, the metrics port and the PAM directory. Policies, compositor and limits are as shipped.
+func shippedConfig(t *testing.T, dataDir, listen, socket, clientURL, peerURL, metrics, pamDir string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../configs/hotdesk.hcl")
 	if err != nil {
@@ -56,6 +56,7 @@ func shippedConfig(t *testing.T, dataDir, listen, socket, clientURL, peerURL, pa
 		{`# server_id = "broker-1"`, `server_id = "shipped"`},
 		{`data_dir = "/var/lib/hotdesk"`, fmt.Sprintf("data_dir = %q", dataDir)},
 		{`listen = "0.0.0.0:4500"`, fmt.Sprintf("listen = %q", listen)},
+		{`metrics_listen = "127.0.0.1:9450"`, fmt.Sprintf("metrics_listen = %q", metrics)},
 		{`admin_socket = "/run/hotdesk/admin.sock"`, fmt.Sprintf("admin_socket = %q", socket)},
 		{`client_url = "http://127.0.0.1:4501"`, fmt.Sprintf("client_url = %q", clientURL)},
 		{`peer_url   = "http://127.0.0.1:4502"`, fmt.Sprintf("peer_url   = %q", peerURL)},
@@ -107,15 +108,16 @@ func groupMembers(pgid int) []int {
 // neither read nor write the registry; token registration takes only ids a
 // reader produces and users this host knows.
 func TestShippedConfigNoRootDesktops(t *testing.T) {
+	t.Parallel() // its own daemon, ports, PAM dir; shipuser is this test's alone
 	requireSecureE2E(t)
 	bin := buildBinaries(t)
 	dir := t.TempDir()
 	const pin, rootPIN = "1357", "2468"
 	pamDir := testutil.MatrixServices(t, dir, "shipuser:"+pin+":hotdesk-pin\nroot:"+rootPIN+":hotdesk-pin\n",
 		"session optional pam_permit.so\n", "hotdesk", "hotdesk-pin")
-	addr, clientAddr, peerAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	addr, clientAddr, peerAddr, metricsAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	dataDir := filepath.Join(dir, "data")
-	cfg := shippedConfig(t, dataDir, addr, filepath.Join(dir, "admin.sock"), "http://"+clientAddr, "http://"+peerAddr, pamDir)
+	cfg := shippedConfig(t, dataDir, addr, filepath.Join(dir, "admin.sock"), "http://"+clientAddr, "http://"+peerAddr, metricsAddr, pamDir)
 	e := newE2E(t, bin, dir, addr, cfg)
 	// The shipped file checks clean: nothing insecure to warn about.
 	if out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-config", e.d.Config, "-check").CombinedOutput(); err != nil || strings.Contains(string(out), "WARNING") {
@@ -198,8 +200,17 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	// Registration takes only what a reader produces, for users that exist.
 	if _, err := user.Lookup("shipuser"); err != nil {
 		testutil.RemoveAccountAfter(t, "shipuser")
-		if out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "shipuser").CombinedOutput(); err != nil {
-			t.Fatalf("useradd: %v: %s", err, out)
+		// Other tests' daemons add and remove kiosk accounts meanwhile:
+		// useradd fails while one of them holds the passwd lock.
+		for attempt := 1; ; attempt++ {
+			out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "shipuser").CombinedOutput()
+			if _, lerr := user.Lookup("shipuser"); lerr == nil {
+				break
+			}
+			if attempt == 10 {
+				t.Fatalf("useradd: %v: %s", err, out)
+			}
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
 		}
 	}
 	ctl := func(args ...string) error {

@@ -23,6 +23,7 @@ func mustHostname(t *testing.T) string {
 }
 
 func TestLoadGolden(t *testing.T) {
+	t.Parallel()
 	host := mustHostname(t)
 	testdata, err := filepath.Abs("testdata")
 	if err != nil {
@@ -144,6 +145,7 @@ func TestLoadGolden(t *testing.T) {
 // The shipped example documents every default: it must load to exactly
 // the defaults.
 func TestShippedExample(t *testing.T) {
+	t.Parallel()
 	got, err := Load("../../../configs/hotdesk.hcl")
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -154,6 +156,7 @@ func TestShippedExample(t *testing.T) {
 }
 
 func TestDefault(t *testing.T) {
+	t.Parallel()
 	c := Default()
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Default().Validate() = %v; want nil", err)
@@ -190,6 +193,7 @@ func TestDefault(t *testing.T) {
 
 // Two files with the same settings in a different layout give equal configs.
 func TestLayoutIndependent(t *testing.T) {
+	t.Parallel()
 	a, err := Parse([]byte("listen = \"127.0.0.1:1\"\netcd {\n  lease_ttl = \"3s\"\n}\n"), "a.hcl")
 	if err != nil {
 		t.Fatal(err)
@@ -204,6 +208,7 @@ func TestLayoutIndependent(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		src        string
@@ -304,6 +309,7 @@ func TestParseErrors(t *testing.T) {
 
 // Several problems are all reported, one per line, each with its position.
 func TestParseSeveralErrors(t *testing.T) {
+	t.Parallel()
 	src := "log_level = \"loud\"\nlisten = \"nope\"\n"
 	_, err := Parse([]byte(src), "x.hcl")
 	if err == nil {
@@ -322,6 +328,7 @@ func TestParseSeveralErrors(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		mutate func(c *Config)
@@ -395,6 +402,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestLoadFileErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 
 	_, err := Load(filepath.Join(dir, "missing.hcl"))
@@ -429,6 +437,7 @@ func TestLoadFileErrors(t *testing.T) {
 }
 
 func TestUsesEmbeddedEtcd(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		src  string
 		want bool
@@ -449,6 +458,7 @@ func TestUsesEmbeddedEtcd(t *testing.T) {
 }
 
 func TestDeriveAdvertise(t *testing.T) {
+	t.Parallel()
 	host := mustHostname(t)
 	tests := []struct{ listen, want string }{
 		{"0.0.0.0:4500", host + ":4500"},
@@ -468,6 +478,7 @@ func TestDeriveAdvertise(t *testing.T) {
 
 // The shipped systemd unit keeps the properties the daemon relies on.
 func TestShippedSystemdUnit(t *testing.T) {
+	t.Parallel()
 	f, err := os.Open("../../../configs/hotdeskd.service")
 	if err != nil {
 		t.Fatal(err)
@@ -528,6 +539,7 @@ func TestShippedSystemdUnit(t *testing.T) {
 func ptrBool(b bool) *bool { return &b }
 
 func TestSeats(t *testing.T) {
+	t.Parallel()
 	c, err := Parse([]byte(`
 seat_agent = "/opt/hotdesk/hotdesk-term"
 seat "console" {
@@ -553,6 +565,7 @@ seat "kiosk-2" {}
 // TestSecureDefaults: the defaults a fresh install runs with expose nothing
 // without a login, and the checks a security reviewer asks for bite.
 func TestSecureDefaults(t *testing.T) {
+	t.Parallel()
 	c := Default()
 	if c.Session.Auth != "card+pin" || !c.Compositor.RunAsUser || c.Compositor.InsecureAllowRoot || c.Session.MaxSessions == 0 {
 		t.Fatalf("defaults auth=%s run_as_user=%v insecure_allow_root=%v max_sessions=%d; want card+pin, true, false, a cap",
