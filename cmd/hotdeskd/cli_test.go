@@ -17,13 +17,9 @@ import (
 // --version prints the stamp, --help exits 0, a stray word ("hotdeskd
 // version") is a usage error with exit status 2 and starts nothing.
 func TestCommandLine(t *testing.T) {
-	t.Parallel() // its own build and temp dirs
-	bin := filepath.Join(t.TempDir(), "hotdeskd")
-	const stamp = "v9.8.7-test"
-	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/hotdesk/hotdesk/internal/version.Version="+stamp, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	t.Parallel()
+	bin := filepath.Join(buildBinaries(t), "hotdeskd")
+	const stamp = testStamp
 	for _, c := range []struct {
 		args []string
 		code int
