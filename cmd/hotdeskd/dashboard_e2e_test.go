@@ -51,6 +51,20 @@ func browser(t *testing.T, path string) context.Context {
 	return ctx
 }
 
+// secondLogin returns a tab of ctx's browser in a browser context of its
+// own: none of ctx's cookies, as a second browser would be, without
+// starting one.
+func secondLogin(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	sctx, cancel := chromedp.NewContext(ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	// The first call opens the tab: no timeout on it, as in browser.
+	if err := chromedp.Do(sctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("opening a second browser context: %v", err)
+	}
+	return sctx
+}
+
 // step runs browser actions with a bound of their own.
 func step(ctx context.Context, actions ...chromedp.Action[chromedp.Void]) error {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -240,7 +254,7 @@ dashboard {
 	}
 
 	// A read-only login sees but cannot act.
-	ro := browser(t, chromium)
+	ro := secondLogin(t, ctx)
 	t1.send("insert default")
 	next(t, t1.evs, "attached")
 	if got := logIn(t, ro, base, "bin", "viewer-pw"); !strings.Contains(got, "bin (read-only)") {

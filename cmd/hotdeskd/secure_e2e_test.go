@@ -43,8 +43,9 @@ func requireSecureE2E(t *testing.T) {
 }
 
 // shippedConfig is configs/hotdesk.hcl as shipped, with only what must
-// differ for a test on a shared machine replaced: paths, ports, the server
-// id, the metrics port and the PAM directory. Policies, compositor and limits are as shipped.
+// differ for a test on a shared machine replaced: paths, ports (the metrics
+// port too), the server id and the PAM directory. Policies, compositor and
+// limits are as shipped.
 func shippedConfig(t *testing.T, dataDir, listen, socket, clientURL, peerURL, metrics, pamDir string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../configs/hotdesk.hcl")
