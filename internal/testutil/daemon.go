@@ -25,15 +25,25 @@ const ReadyBound = 60 * time.Second
 // killed.
 const stopBound = 30 * time.Second
 
-// FreeAddr returns a loopback TCP address that was free a moment ago.
+// FreeAddr returns a loopback TCP address that was free a moment ago and
+// that no other call in this test process returned (handOut): the kernel
+// may give a port just closed out again at once, and parallel tests would
+// then start two listeners on one port.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if handOut(addr) {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("testutil: no loopback port left that this process did not hand out")
+	return ""
 }
 
 // EmbeddedEtcd returns a hotdeskd configuration block for an embedded etcd
