@@ -107,8 +107,16 @@ func newGoodTerm(ctx context.Context, addr string, pin []byte, id string, key ed
 	}
 	g := &goodTerm{id: id, conn: c, welcome: w, key: key, msgs: make(chan any, 64), done: make(chan struct{})}
 	go g.read()
+	// Ping as a real terminal does, at the interval the Welcome announces:
+	// the broker drops a connection silent for 3 of them, and the other
+	// terminal's hot-desk may keep this one silent that long on a loaded
+	// machine.
+	every := time.Duration(w.PingInterval) * time.Millisecond
+	if every <= 0 {
+		every = 3 * time.Second
+	}
 	go func() {
-		tick := time.NewTicker(3 * time.Second)
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for seq := uint64(1); ; seq++ {
 			select {
