@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,24 +24,23 @@ const ReadyBound = 60 * time.Second
 // killed.
 const stopBound = 30 * time.Second
 
-// FreeAddr returns a loopback TCP address that was free a moment ago and
-// that no other call in this test process returned (handOut): the kernel
-// may give a port just closed out again at once, and parallel tests would
-// then start two listeners on one port.
+// FreeAddr returns a loopback TCP address that was free a moment ago, that
+// no other call in this test process returned (handOut), and whose port is
+// below the kernel's ephemeral range (pickPort) where it can: between the
+// pick and the daemon's listen, no port 0 listener or outgoing connection
+// of any process (other tests' daemons, etcd members, clients) can take it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 200 {
+		addr, err := pickPort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if handOut(addr) {
+		if addr != "" && handOut(addr) {
 			return addr
 		}
 	}
-	t.Fatal("testutil: no loopback port left that this process did not hand out")
+	t.Fatal("testutil: no free loopback port left that this process did not hand out")
 	return ""
 }
 

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 )
@@ -36,5 +37,23 @@ func TestFreeAddrNeverRepeats(t *testing.T) {
 		}
 		ln.Close()
 		break
+	}
+}
+
+// TestFreeAddrBelowEphemeralRange: the ports are ones no port 0 listener
+// or outgoing connection can be given meanwhile.
+func TestFreeAddrBelowEphemeralRange(t *testing.T) {
+	t.Parallel()
+	low := ephemeralLow()
+	if low-lowPortMin < 1000 {
+		t.Skipf("ephemeral range starts at %d: FreeAddr lets the kernel pick", low)
+	}
+	for range 100 {
+		a := FreeAddr(t)
+		_, p, _ := net.SplitHostPort(a)
+		port, err := strconv.Atoi(p)
+		if err != nil || port < lowPortMin || port >= low {
+			t.Fatalf("FreeAddr = %s; want a port in [%d, %d)", a, lowPortMin, low)
+		}
 	}
 }
