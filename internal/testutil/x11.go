@@ -1,14 +1,14 @@
 package testutil
 
 import (
+	"bufio"
 	"bytes"
-	"fmt"
 	"image"
 	"image/png"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,34 +27,58 @@ func NeedTools(t testing.TB, tools ...string) {
 
 // StartXvfb starts a virtual X screen of 1024x768x24 on a free display
 // number and returns its name (":N"); it is stopped when the test ends.
+// Xvfb picks the number itself (-displayfd), under its lock file: a
+// number chosen here could belong to another test's X server, which
+// would then answer the readiness check in this one's place.
 func StartXvfb(t testing.TB) string {
 	t.Helper()
 	NeedTools(t, "Xvfb", "xwd")
-	for try := 0; try < 5; try++ {
-		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
-				t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-				return disp
-			}
-			select {
-			case <-exited: // the display number was taken: try another
-				deadline = time.Time{}
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		cmd.Process.Kill()
-		<-exited
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no Xvfb display could be started")
-	return ""
+	defer pr.Close()
+	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1024x768x24", "-nolisten", "tcp")
+	cmd.ExtraFiles = []*os.File{pw} // fd 3
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() { cmd.Process.Kill(); <-exited }
+	num := make(chan string, 1)
+	go func() { // ends when Xvfb writes its number or exits (pw closed)
+		line, _ := bufio.NewReader(pr).ReadString('\n')
+		num <- strings.TrimSpace(line)
+	}()
+	var disp string
+	select {
+	case n := <-num:
+		if n == "" {
+			stop()
+			t.Fatal("Xvfb exited without a display number")
+		}
+		disp = ":" + n
+	case <-time.After(30 * time.Second):
+		stop()
+		t.Fatal("Xvfb gave no display number in 30 s")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for exec.Command("xwd", "-root", "-silent", "-display", disp).Run() != nil {
+		select {
+		case <-exited:
+			t.Fatalf("Xvfb on %s exited", disp)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("Xvfb on %s does not answer", disp)
+		}
+	}
+	t.Cleanup(stop)
+	return disp
 }
 
 // Screenshot returns the whole screen of X display disp (xwd, converted by
