@@ -11,6 +11,7 @@ import (
 // with cgo files, so the core builds and runs anywhere pure Go does. Some
 // also must not depend on packages above them in the layering.
 func TestNoCgoDeps(t *testing.T) {
+	t.Parallel()
 	const mod = "github.com/hotdesk/hotdesk/"
 	pkgs := map[string][]string{ // package → substrings its dependencies must not contain
 		"proto":             {mod + "auth", mod + "registry", "go.etcd.io"},
@@ -52,6 +53,7 @@ func TestNoCgoDeps(t *testing.T) {
 // below it), and token providers are stateless event sources that never
 // reach the registry or etcd.
 func TestLayering(t *testing.T) {
+	t.Parallel()
 	const mod = "github.com/hotdesk/hotdesk/"
 	out, err := exec.Command("go", "list", "-deps", "-test=false", "-f", "{{.ImportPath}}: {{join .Deps \" \"}}", mod+"...").CombinedOutput()
 	if err != nil {

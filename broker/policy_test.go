@@ -57,6 +57,7 @@ func (e *env) register(id, user string) {
 // TestPolicyCardPassword: a registered card plus the user's password, asked
 // again on every hot-desk; a wrong password is refused.
 func TestPolicyCardPassword(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.04a1b2c3", "alice")
 	t1 := e.dial("term-1")
@@ -83,6 +84,7 @@ func TestPolicyCardPassword(t *testing.T) {
 
 // TestPolicyNoReauth: with reauth off a hot-desk resumes without a prompt.
 func TestPolicyNoReauth(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}}, auth.LimiterConfig{})
 	e.register("uid.0a0b0c0d", "bob")
 	t1 := e.dial("term-1")
@@ -99,6 +101,7 @@ func TestPolicyNoReauth(t *testing.T) {
 
 // TestPolicyLockout: after N failures the right password is refused.
 func TestPolicyLockout(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}},
 		auth.LimiterConfig{MaxFailures: 2, BaseLockout: time.Hour})
 	e.register("uid.01020304", "alice")
@@ -121,6 +124,7 @@ func TestPolicyLockout(t *testing.T) {
 // TestPolicyPasswordOnly: the user name locates the session (Sun Ray's
 // non-smart-card mobility).
 func TestPolicyPasswordOnly(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindPassword}}, auth.LimiterConfig{})
 	t1 := e.dial("term-1")
 	t1.insertAnswering("user.alice", "alice-pw")
@@ -146,6 +150,7 @@ func TestPolicyPasswordOnly(t *testing.T) {
 // TestPolicySelfRegisterAndLimit: an unknown card enrolls itself to the
 // user who logs in with it; a user at the session limit gets no more.
 func TestPolicySelfRegisterAndLimit(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, SelfRegister: true, MaxSessions: 1}},
 		auth.LimiterConfig{})
 	t1 := e.dial("term-1")
@@ -169,6 +174,7 @@ func TestPolicySelfRegisterAndLimit(t *testing.T) {
 // TestPolicyCardPulledMidPrompt: removing the card while the password is
 // asked abandons the login cleanly; the terminal is told and can retry.
 func TestPolicyCardPulledMidPrompt(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.05060708", "bob")
 	t1 := e.dial("term-1")
@@ -199,6 +205,7 @@ func TestPolicyCardPulledMidPrompt(t *testing.T) {
 // TestPromptCancelledAtTerminal: the person cancels a prompt at the
 // terminal (Cancel{ID}, T → B): the login fails, the connection stays.
 func TestPromptCancelledAtTerminal(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.0a0b0c0d", "bob")
 	t1 := e.dial("term-1")
