@@ -32,21 +32,6 @@ func TestKeepShots(t *testing.T) {
 	}
 }
 
-// TestStartXvfb: two screens are two X servers of their own, each
-// answering on its display.
-func TestStartXvfb(t *testing.T) {
-	t.Parallel()
-	d1, d2 := StartXvfb(t), StartXvfb(t)
-	if d1 == d2 {
-		t.Fatalf("displays %q and %q; want two different ones", d1, d2)
-	}
-	for _, d := range []string{d1, d2} {
-		if img := Screenshot(t, d); img.Bounds().Dx() != 1024 || img.Bounds().Dy() != 768 {
-			t.Errorf("screen %s is %v; want 1024x768", d, img.Bounds())
-		}
-	}
-}
-
 // TestScreenshot: the screen as decoded here is, pixel for pixel, what
 // ImageMagick makes of the same dump.
 func TestScreenshot(t *testing.T) {
