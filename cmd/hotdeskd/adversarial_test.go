@@ -399,9 +399,10 @@ limits {
 			}
 			goodMu.Unlock()
 			if err == nil {
-				lastTicket.Store(a)
 				if i%5 == 0 {
-					// The display too: redeem the ticket at the gateway.
+					// The display too: redeem the ticket at the gateway,
+					// before the attackers see it (a ticket is single use,
+					// valid or not: a theft attempt burns it).
 					if err := redeem(ctx, "127.0.0.1", attachAddr, pin, a.Ticket, terms[i%2].id); err != nil {
 						goodMu.Lock()
 						goodFailures = append(goodFailures, fmt.Sprintf("attach %s: %v", terms[i%2].id, err))
@@ -410,6 +411,7 @@ limits {
 						attachRedeems.Add(1)
 					}
 				}
+				lastTicket.Store(a)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
