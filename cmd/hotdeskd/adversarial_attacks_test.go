@@ -335,12 +335,11 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(ctlDir)
-	ctlBin, err := os.ReadFile(filepath.Join(bin, "hotdeskctl"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A hard link, not a copy: a file this process just wrote can be held
+	// open for writing by a child another test forks meanwhile, and exec
+	// fails with "text file busy".
 	ctl := filepath.Join(ctlDir, "hotdeskctl")
-	if err := os.WriteFile(ctl, ctlBin, 0o755); err != nil {
+	if err := os.Link(filepath.Join(bin, "hotdeskctl"), ctl); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(ctlDir, 0o755)

@@ -303,7 +303,9 @@ func TestLeaseLossE2E(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(eps[0], "http://"))
-	e := startE2EWith(t, "", "kiosk", false, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}", proxy.URL()))
+	// The lease must die only when the test cuts the link: 6 s, not less,
+	// holds while the proxy (in this busy test process) forwards slowly.
+	e := startE2EWith(t, "", "kiosk", false, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"6s\"\n}", proxy.URL()))
 	ks := e.enroll("alice")
 	first := e.present("t-1", ks)
 	if first["event"] != "attached" {
