@@ -14,6 +14,7 @@ import (
 // its default 1 s election timeout raises it to 2 s, and the registry then
 // fences on the lease etcd keeps, not on the one it asked for.
 func TestLeaseTTLAsGranted(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		election time.Duration
@@ -24,6 +25,7 @@ func TestLeaseTTLAsGranted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), UnsafeNoFsync: true, ElectionTimeout: tt.election})
@@ -52,6 +54,8 @@ func TestLeaseTTLAsGranted(t *testing.T) {
 // client's own KeepAlive looks only every 500 ms and renews a third of the
 // TTL after each answer: over such a link its renewals came a whole TTL
 // apart, and the broker fenced itself on a healthy lease.
+//
+// Not parallel: it holds a 1 s lease to its safe window in real time.
 func TestShortLeaseSlowLink(t *testing.T) {
 	eps := etcdtest.Start(t) // 500 ms election timeout: 1 s leases as asked
 	proxy := etcdtest.NewProxy(t, eps[0])

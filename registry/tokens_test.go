@@ -12,6 +12,7 @@ import (
 )
 
 func TestTokens(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	a, b := regs[0], regs[1]
 	ctx := tctx(t)
@@ -78,6 +79,7 @@ func TestTokens(t *testing.T) {
 // TestPairingSingleUse: of many concurrent consumers of one code exactly one
 // succeeds, every round.
 func TestPairingSingleUse(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	ctx := tctx(t)
 	const rounds, consumers = 20, 8
@@ -126,6 +128,7 @@ func TestPairingSingleUse(t *testing.T) {
 // TestPairingExpiry: a code vanishes by itself when its lease expires, and
 // is refused as soon as the clock passes its expiry.
 func TestPairingExpiry(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	r := newReg(t, etcdtest.Client(t, eps), "s1")
 	ctx := tctx(t)
