@@ -42,13 +42,17 @@ func sessionEvent(kind event.Kind, s *Session, t *terminal, reason string) event
 }
 
 // attachEvent is the event of s becoming active at t, named by the state it
-// came from.
-func attachEvent(s *Session, t *terminal, from State) event.Event {
+// came from; a takeover names the terminal it was taken from (prev).
+func attachEvent(s *Session, t, prev *terminal, from State) event.Event {
 	switch from {
 	case Suspended:
 		return sessionEvent(event.SessionResumed, s, t, "")
 	case Active:
-		return sessionEvent(event.SessionTakeover, s, t, "")
+		e := sessionEvent(event.SessionTakeover, s, t, "")
+		if prev != nil {
+			e.Target = prev.id
+		}
+		return e
 	}
 	return sessionEvent(event.SessionAttached, s, t, "created")
 }

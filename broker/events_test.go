@@ -66,8 +66,8 @@ func TestEventsOfLifecycle(t *testing.T) {
 	}
 	expectMsg[proto.Attached](t2)
 	t1.insert(tok)
-	if ev := want(event.SessionTakeover); ev.Terminal != "term-1" {
-		t.Errorf("takeover = %+v; want at term-1", ev)
+	if ev := want(event.SessionTakeover); ev.Terminal != "term-1" || ev.Target != "term-2" {
+		t.Errorf("takeover = %+v; want at term-1, taken from term-2", ev)
 	}
 	expectMsg[proto.Attached](t1)
 	expectMsg[proto.Detached](t2)

@@ -425,7 +425,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	s.info = info
 	b.mu.Unlock()
 	b.log.Info("session created", "session", s.ID, "user", s.User, "terminal", t.id, "pid", info.PID)
-	return b.attachTokenLocked(ctx, t, s, false)
+	return b.attachTokenLocked(ctx, t, s, false, nil)
 }
 
 // resumeTokenLocked attaches existing session s at t: a resume of a suspended
@@ -464,7 +464,7 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 		s.info = info
 		b.mu.Unlock()
 	}
-	return b.attachTokenLocked(ctx, t, s, true)
+	return b.attachTokenLocked(ctx, t, s, true, old)
 }
 
 // confirmClaimTokenLocked checks with the registry (a linearizable read) that
@@ -491,8 +491,9 @@ func (b *Broker) confirmClaimTokenLocked(ctx context.Context, s *Session) error 
 	}
 }
 
-// attachTokenLocked makes s active at t and tells t. Caller holds the token lock.
-func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session, resumed bool) error {
+// attachTokenLocked makes s active at t and tells t; old is the terminal an
+// active s was taken from (nil otherwise). Caller holds the token lock.
+func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session, resumed bool, old *terminal) error {
 	// The lease may have been lost while the insert ran: attach only
 	// under a live lease (the lease supervisor detaches everything shown
 	// when it is lost, under each token's lock).
@@ -531,7 +532,7 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	t.setAttached(s)
 	err := t.send(b.attachedFor(s, t, resumed))
 	b.transitioned(s, from, Active)
-	b.emit(attachEvent(s, t, from))
+	b.emit(attachEvent(s, t, old, from))
 	b.publish(s)
 	return err
 }

@@ -29,7 +29,7 @@ const (
 	TokenRefused         Kind = "token_refused"         // a presented token was refused (Reason says why)
 	SessionAttached      Kind = "attached"              // a new session shown for the first time
 	SessionResumed       Kind = "resumed"               // a suspended session shown again
-	SessionTakeover      Kind = "takeover"              // an active session moved to another terminal
+	SessionTakeover      Kind = "takeover"              // an active session moved to another terminal (Target: the terminal it left)
 	SessionSuspended     Kind = "suspended"             // a session no longer shown, still running (Reason says why)
 	SessionDestroyed     Kind = "destroyed"             // a session ended (Reason says why)
 	SessionOrphaned      Kind = "orphaned"              // a session's token is claimed by another server's session (Target: that server)
@@ -58,8 +58,8 @@ type Event struct {
 	Remote       string `json:"remote,omitempty"`
 	// Hops is how many redirects brought the terminal here.
 	Hops int `json:"hops,omitempty"`
-	// Target is the server a redirect sends to, or the server that owns an
-	// orphaned session's token.
+	// Target is the server a redirect sends to, the server that owns an
+	// orphaned session's token, or the terminal a takeover took the session from.
 	Target string `json:"target,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
