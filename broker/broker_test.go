@@ -29,6 +29,7 @@ func sessionInfo(t *testing.T, b *Broker, id string) SessionInfo {
 // protocol: create at term-1, suspend on removal, resume at term-2,
 // takeover back at term-1, then suspend on disconnect.
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key := e.enroll("alice")
 	t1, t2 := e.dial("term-1"), e.dial("term-2")
@@ -87,14 +88,12 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("term-2 told %+v; want takeover by term-1", det2)
 	}
 	// The registry follows the session (fenced update under the same claim).
-	// The registry is written right after the terminal is told: poll for it.
+	// The registry is written right after the terminal is told: wait for it.
 	var c2 registry.Claim
-	for i := 0; i < 200; i++ {
-		if c2, err = e.reg.Lookup(e.ctx, tok); err == nil && c2.Session.Terminal == "term-1" {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the registry to show the session at term-1", func() bool {
+		c2, err = e.reg.Lookup(e.ctx, tok)
+		return err == nil && c2.Session.Terminal == "term-1"
+	})
 	if err != nil || c2.Fence != c.Fence || c2.Session.Terminal != "term-1" || c2.Session.State != "active" {
 		t.Fatalf("registry after takeover = %+v, %v; want fence %d, active at term-1", c2, err, c.Fence)
 	}
@@ -111,6 +110,7 @@ func TestLifecycle(t *testing.T) {
 // resume before the deadline cancels it; after the deadline the session is
 // destroyed, its compositor stopped and its claim released.
 func TestSuspendTimeout(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _, t1, att := e.login("bob", "term-1")
 	pid := sessionInfo(t, e.b, att.SessionID).PID
@@ -156,6 +156,7 @@ func TestSuspendTimeout(t *testing.T) {
 // TestCompositorCrash: a compositor that dies becomes a destroyed session
 // and the terminal is told why.
 func TestCompositorCrash(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _, t1, att := e.login("carol", "term-1")
 	pid := sessionInfo(t, e.b, att.SessionID).PID
@@ -174,6 +175,7 @@ func TestCompositorCrash(t *testing.T) {
 
 // TestAdminKill destroys a session on the administrator's request.
 func TestAdminKill(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	_, _, t1, att := e.login("dave", "term-1")
 	if err := e.b.Kill(e.ctx, "s-nope"); !errors.Is(err, ErrNotFound) {
@@ -191,6 +193,7 @@ func TestAdminKill(t *testing.T) {
 // TestTokenProof: a token id without its key is refused, so is an unknown
 // token and a disabled one.
 func TestTokenProof(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _ := e.enroll("erin")
 	_, wrong, _ := ed25519.GenerateKey(rand.Reader)
@@ -223,6 +226,7 @@ func TestTokenProof(t *testing.T) {
 // TestBadFramesCloseOnlyThatConnection sends broken frames on fresh
 // connections; each is told why and closed, while another terminal keeps working.
 func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _, good, att := e.login("frank", "term-good")
 
@@ -298,6 +302,7 @@ func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 // TestSameTokenTwoTerminalsAtOnce: every terminal gets a definite answer and
 // there is exactly one session.
 func TestSameTokenTwoTerminalsAtOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key := e.enroll("gina")
 	for round := 0; round < 3; round++ {
@@ -341,6 +346,7 @@ func TestSameTokenTwoTerminalsAtOnce(t *testing.T) {
 // TestRedirectToOwner: a token whose session runs on another broker of the
 // group is redirected there with the owner's address, pin and fence.
 func TestRedirectToOwner(t *testing.T) {
+	t.Parallel()
 	a := newEnv(t, "b1", nil)
 	b := newEnv(t, "b2", a.etcdEndpoints) // same group: one etcd
 	tok, key := a.enroll("hank")
@@ -374,6 +380,7 @@ func TestRedirectToOwner(t *testing.T) {
 // TestLockToken: disabling a token locks the session it shows and refuses it
 // afterwards.
 func TestLockToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _, t1, att := e.login("pia", "term-1")
 	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {

@@ -11,6 +11,7 @@ import (
 // with cgo files, so the core builds and runs anywhere pure Go does. Some
 // also must not depend on packages above them in the layering.
 func TestNoCgoDeps(t *testing.T) {
+	t.Parallel()
 	const mod = "github.com/hotdesk/hotdesk/"
 	pkgs := map[string][]string{ // package → substrings its dependencies must not contain
 		"proto":             {mod + "auth", mod + "registry", "go.etcd.io"},
@@ -25,22 +26,51 @@ func TestNoCgoDeps(t *testing.T) {
 		"compositor/weston": nil,
 		"compositor/wayray": nil,
 	}
-	for pkg, banned := range pkgs {
-		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{.Standard}} {{len .CgoFiles}}", mod+pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+	// One go list for all of them: every package of their closure, once,
+	// with its own transitive Deps.
+	args := []string{"list", "-deps", "-f", "{{.ImportPath}} {{.Standard}} {{len .CgoFiles}} {{join .Deps \",\"}}"}
+	for pkg := range pkgs {
+		args = append(args, mod+pkg)
+	}
+	out, err := exec.Command("go", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	type listed struct {
+		cgo  bool // not standard, with cgo files
+		deps []string
+	}
+	all := map[string]listed{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 {
+			f = append(f, "") // no dependencies
 		}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			f := strings.Fields(line)
-			if len(f) != 3 {
-				t.Fatalf("go list line %q", line)
+		if len(f) != 4 {
+			t.Fatalf("go list line %q", line)
+		}
+		var deps []string
+		if f[3] != "" {
+			deps = strings.Split(f[3], ",")
+		}
+		all[f[0]] = listed{cgo: f[1] != "true" && f[2] != "0", deps: deps}
+	}
+	for pkg, banned := range pkgs {
+		p, ok := all[mod+pkg]
+		if !ok {
+			t.Fatalf("go list did not list %s", pkg)
+		}
+		for _, dep := range append([]string{mod + pkg}, p.deps...) {
+			d, ok := all[dep]
+			if !ok {
+				t.Fatalf("go list did not list %s, a dependency of %s", dep, pkg)
 			}
-			if f[1] != "true" && f[2] != "0" {
-				t.Errorf("%s depends on cgo package %s", pkg, f[0])
+			if d.cgo {
+				t.Errorf("%s depends on cgo package %s", pkg, dep)
 			}
 			for _, b := range append(banned, "ebfe/scard", "msteinert/pam") {
-				if strings.Contains(f[0], b) {
-					t.Errorf("%s depends on %s", pkg, f[0])
+				if strings.Contains(dep, b) {
+					t.Errorf("%s depends on %s", pkg, dep)
 				}
 			}
 		}
@@ -52,6 +82,7 @@ func TestNoCgoDeps(t *testing.T) {
 // below it), and token providers are stateless event sources that never
 // reach the registry or etcd.
 func TestLayering(t *testing.T) {
+	t.Parallel()
 	const mod = "github.com/hotdesk/hotdesk/"
 	out, err := exec.Command("go", "list", "-deps", "-test=false", "-f", "{{.ImportPath}}: {{join .Deps \" \"}}", mod+"...").CombinedOutput()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 // TestEventsOfLifecycle: every step of the lifecycle and every admin action
 // emits its event, with the session, user, token and terminal on it.
 func TestEventsOfLifecycle(t *testing.T) {
+	t.Parallel()
 	bus := NewBus(hclog.NewNullLogger())
 	sub := bus.Subscribe(256)
 	e := newEnvWith(t, "b1", envOptions{events: bus})
@@ -107,6 +108,7 @@ func TestEventsOfLifecycle(t *testing.T) {
 // TestBusDropsForSlowSubscribers: a full subscriber loses events (counted)
 // while the others get them; Close ends every subscription.
 func TestBusDropsForSlowSubscribers(t *testing.T) {
+	t.Parallel()
 	bus := NewBus(nil)
 	slow, fast := bus.Subscribe(1), bus.Subscribe(10)
 	for i := 0; i < 5; i++ {
@@ -134,6 +136,7 @@ func TestBusDropsForSlowSubscribers(t *testing.T) {
 // TestSubscriptionEach: Each hands over every event in order and returns
 // when the subscription closes, or at once when its context ends.
 func TestSubscriptionEach(t *testing.T) {
+	t.Parallel()
 	bus := NewBus(nil)
 	sub := bus.Subscribe(8)
 	for _, k := range []event.Kind{event.SessionAttached, event.SessionSuspended, event.SessionResumed} {

@@ -69,6 +69,7 @@ func waylandRegistry(t *testing.T, c *proto.Conn) {
 // single-use ticket bound to the terminal; reused, foreign and expired
 // tickets are refused, and a suspend cuts the stream at once.
 func TestAttachGateway(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, "b1", envOptions{gateway: true})
 	tok, key := e.enroll("gus")
 	t1 := e.dial("term-1")

@@ -25,11 +25,24 @@ type group struct {
 	b       []*env
 }
 
-func newGroup(t *testing.T, ttl time.Duration) *group {
+// newGroup starts a group whose brokers keep their leases (defaultTestTTL).
+func newGroup(t *testing.T) *group {
+	t.Helper()
+	return newGroupTTL(t, 0)
+}
+
+// newGroupTTL starts a group whose first broker, b1, has a lease of
+// firstTTL (defaultTestTTL if 0), for a test in which b1 loses it; the
+// others keep theirs (defaultTestTTL).
+func newGroupTTL(t *testing.T, firstTTL time.Duration) *group {
 	t.Helper()
 	eps, members := etcdtest.StartCluster(t, 3)
 	g := &group{eps: eps, members: members}
 	for i := 0; i < 3; i++ {
+		ttl := time.Duration(0)
+		if i == 0 {
+			ttl = firstTTL
+		}
 		g.b = append(g.b, newEnvWith(t, fmt.Sprintf("b%d", i+1), envOptions{
 			eps: eps, clientEps: []string{eps[i], eps[(i+1)%3], eps[(i+2)%3]}, ttl: ttl,
 		}))
@@ -73,7 +86,8 @@ func follow(t *testing.T, tm *term, tok string, key ed25519.PrivateKey) outcome 
 // TestGroupCrossServerHotDesk: a session on b1 is found from b2 and b3 and
 // the terminal ends up attached to it on b1 through one redirect.
 func TestGroupCrossServerHotDesk(t *testing.T) {
-	g := newGroup(t, 5*time.Second)
+	t.Parallel()
+	g := newGroup(t)
 	tok, key := g.b[0].enroll("ivy")
 	t1 := g.b[0].dial("term-1")
 	t1.present(tok, key)
@@ -100,7 +114,8 @@ func TestGroupCrossServerHotDesk(t *testing.T) {
 // answer, all end on one session, and etcd's history shows exactly one
 // creation of the token's key.
 func TestGroupRace(t *testing.T) {
-	g := newGroup(t, 5*time.Second)
+	t.Parallel()
+	g := newGroup(t)
 	cli := etcdtest.Client(t, g.eps)
 	const rounds = 25
 	for r := 0; r < rounds; r++ {
@@ -175,7 +190,10 @@ func creations(t *testing.T, cli *clientv3.Client, key string, rev int64) int {
 // died) loses its sessions from the registry within the TTL; its tokens
 // then start new sessions on the surviving brokers.
 func TestGroupBrokerDies(t *testing.T) {
-	g := newGroup(t, 3*time.Second)
+	t.Parallel()
+	// b1's lease is short (it dies), yet long enough to stay healthy on a
+	// loaded machine until then; b2 and b3 keep theirs.
+	g := newGroupTTL(t, 5*time.Second)
 	tok, key := g.b[0].enroll("jo")
 	t1 := g.b[0].dial("term-1")
 	t1.present(tok, key)
@@ -210,7 +228,8 @@ func waitGone(t *testing.T, reg *registry.Registry, key string) {
 // TestGroupMemberKilled: with one etcd member stopped the group keeps
 // creating and finding sessions.
 func TestGroupMemberKilled(t *testing.T) {
-	g := newGroup(t, 5*time.Second)
+	t.Parallel()
+	g := newGroup(t)
 	if err := g.members[2].Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +252,8 @@ func TestGroupMemberKilled(t *testing.T) {
 // TestGroupDrain: a drained server places new sessions elsewhere but keeps
 // resuming its own; undrained it takes new ones again.
 func TestGroupDrain(t *testing.T) {
-	g := newGroup(t, 5*time.Second)
+	t.Parallel()
+	g := newGroup(t)
 	b1 := g.b[0]
 	old, oldKey := b1.enroll("lea")
 	t1 := b1.dial("term-1")
@@ -270,6 +290,7 @@ func TestGroupDrain(t *testing.T) {
 // TestStaleFenceRefused: a terminal arriving with a fence older than the
 // session's claim is refused.
 func TestStaleFenceRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key := e.enroll("olga")
 	t1 := e.dial("term-1")
@@ -296,9 +317,12 @@ func TestStaleFenceRefused(t *testing.T) {
 // one of its tokens; healed, b1 re-claims what is still its own and keeps
 // the taken session suspended as an orphan — nothing is destroyed.
 func TestGroupCutOffAndHealed(t *testing.T) {
+	t.Parallel()
 	eps, _ := etcdtest.StartCluster(t, 3)
 	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(eps[0], "http://"))
-	const ttl = 3 * time.Second
+	// b1's lease is short (it is cut off), yet long enough to stay healthy
+	// on a loaded machine until then; b2 keeps its lease.
+	const ttl = 5 * time.Second
 	b1 := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: ttl})
 
 	kept, keptKey := b1.enroll("pat")
@@ -319,7 +343,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// b2 joins once both sessions run on b1 (else placement spreads them).
-	b2 := newEnvWith(t, "b2", envOptions{eps: eps, clientEps: eps[1:], ttl: ttl})
+	b2 := newEnvWith(t, "b2", envOptions{eps: eps, clientEps: eps[1:]})
 
 	proxy.Blackhole()
 	waitFor(t, "b1 not ready after losing etcd", func() bool { return b1.b.Ready() != nil })
@@ -342,7 +366,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("b1's registry never reported its lease lost")
 	}
-	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
+	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(defaultTestTTL), registry.WithPreviousLease(b1.reg.LeaseID()))
 	if err != nil {
 		t.Fatal(err)
 	}

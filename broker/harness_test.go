@@ -65,10 +65,21 @@ func newEnv(t *testing.T, id string, eps []string) *env {
 	return newEnvWith(t, id, envOptions{eps: eps})
 }
 
+// defaultTestTTL is the lease of a broker that is not meant to lose it.
+// The tests run in parallel on a loaded 2-core machine: a lease as short
+// as the daemon's default (5 s, fenced after 3.3 s without a renewal) can
+// go overdue there, making the broker refuse logins mid-test. Tests about
+// lease loss set a short TTL on the broker that loses it.
+const defaultTestTTL = 15 * time.Second
+
+// westonStartTimeout bounds a test desktop's start: several westons start
+// at once when the tests run in parallel on a loaded machine.
+const westonStartTimeout = 30 * time.Second
+
 type envOptions struct {
 	eps       []string      // the group's etcd (a new member if nil)
 	clientEps []string      // what this broker's client dials (default eps)
-	ttl       time.Duration // lease TTL (default 5 s)
+	ttl       time.Duration // lease TTL (default defaultTestTTL)
 	max       int           // MaxSessions
 	authn     auth.Authenticator
 	policies  *auth.Policies
@@ -90,7 +101,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 		o.clientEps = eps
 	}
 	if o.ttl == 0 {
-		o.ttl = 5 * time.Second
+		o.ttl = defaultTestTTL
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -113,7 +124,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	logger := testutil.Logger(t, id, testLogLevel())
-	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"),
+	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"), StartTimeout: westonStartTimeout,
 		AllowRoot: true /* the broker tests run as root; desktops as users are compositor/weston tests */})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 )
 
 func TestKeyLockSerialisesPerKey(t *testing.T) {
+	t.Parallel()
 	var k keyLock
 	var wg sync.WaitGroup
 	var na, nb int

@@ -14,6 +14,7 @@ import (
 // with newlines) costs the event log one line, bounded in size, while
 // subscribers still get every event and ordinary events are each logged.
 func TestBusFloodOfRefusals(t *testing.T) {
+	t.Parallel()
 	var out testutil.LockedBuffer
 	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	sub := bus.Subscribe(1000)

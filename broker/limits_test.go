@@ -47,6 +47,7 @@ func (l *flakyListener) Addr() net.Addr { return &net.TCPAddr{} }
 // connections back off and go on, logged once per burst; a closed listener
 // ends the loop; another error is returned.
 func TestAcceptLoopSurvivesEMFILE(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	blog := burstlog.New(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Warn}), logEvery, nil)
 	a, b := net.Pipe()
@@ -72,6 +73,7 @@ func TestAcceptLoopSurvivesEMFILE(t *testing.T) {
 
 // TestConnGate: total, per-source and unauthenticated caps, and release.
 func TestConnGate(t *testing.T) {
+	t.Parallel()
 	g := newConnGate("terminal", Limits{MaxConnections: 5, MaxConnectionsPerSource: 2, MaxUnauthenticated: 3}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
 	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
 	a1, a2 := g.admit(addr("10.0.0.1")), g.admit(addr("10.0.0.1"))
@@ -102,6 +104,7 @@ func TestConnGate(t *testing.T) {
 
 // TestLogValue bounds and sanitizes attacker-supplied text.
 func TestLogValue(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("é", 100)
 	got := logValue(long)
 	if len(got) > 100 || !strings.Contains(got, "(200 bytes)") {
@@ -115,6 +118,7 @@ func TestLogValue(t *testing.T) {
 // TestTicketsPerSession: re-presenting a token churns its session's own
 // tickets and never fills the table every user shares.
 func TestTicketsPerSession(t *testing.T) {
+	t.Parallel()
 	b := &Broker{cfg: Config{AttachAddr: "127.0.0.1:1"}, clk: clock.Real{}, tickets: map[string]ticket{},
 		lim: Limits{MaxTicketsPerSession: 4}.withDefaults(), blog: burstlog.New(hclog.NewNullLogger(), logEvery, nil)}
 	greedy, other := &Session{ID: "s-greedy"}, &Session{ID: "s-other"}
@@ -139,6 +143,7 @@ func TestTicketsPerSession(t *testing.T) {
 // TestUserLimitConcurrentLogins: one user's cards presented at six
 // terminals at once never get more sessions than the per-user limit.
 func TestUserLimitConcurrentLogins(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCard, MaxSessions: 2}}, auth.LimiterConfig{})
 	const n = 6
 	terms := make([]*term, n)

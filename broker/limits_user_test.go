@@ -22,6 +22,7 @@ import (
 // sessions. Each broker alone serializes its own logins of a user; only the
 // registry's transaction keeps the two apart. Budget: ~10 s (real weston).
 func TestUserLimitAcrossBrokers(t *testing.T) {
+	t.Parallel()
 	const (
 		max      = 2
 		perB     = 4
@@ -92,6 +93,7 @@ func (r slowClaims) Claim(ctx context.Context, key string, s registry.Session) (
 // TestUserLimitFreedByEnd: a session that ends gives its place back at once,
 // on another broker too.
 func TestUserLimitFreedByEnd(t *testing.T) {
+	t.Parallel()
 	pol := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard, MaxSessions: 1}}
 	eps := etcdtest.Start(t)
 	b1 := newEnvWith(t, "b1", envOptions{eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol}})

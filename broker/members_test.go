@@ -3,14 +3,14 @@ package broker
 import (
 	"bytes"
 	"testing"
-	"time"
 )
 
 // TestGroupWelcomeMembers: every broker's Welcome lists the whole group,
 // each member with the address and certificate fingerprint it registered
 // (PROTOCOL.md §11), so a terminal can fail over to any of them.
 func TestGroupWelcomeMembers(t *testing.T) {
-	g := newGroup(t, 5*time.Second)
+	t.Parallel()
+	g := newGroup(t)
 	for _, e := range g.b {
 		tm := e.dial("members-" + e.b.cfg.ServerID)
 		if len(tm.welcome.Members) != len(g.b) {

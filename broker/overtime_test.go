@@ -35,6 +35,7 @@ func createAt(t *testing.T, e *env, user string) (string, ed25519.PrivateKey, st
 // TestHopsBoundOneLookup: the Hello's hop count bounds the lookup of the
 // token it was redirected for, not every later insert on that connection.
 func TestHopsBoundOneLookup(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	b1 := newEnv(t, "b1", eps)
 	b2 := newEnv(t, "b2", eps)
@@ -89,6 +90,7 @@ func reclaimNewFence(t *testing.T, e *env) *registry.Registry {
 // a newer fence, a terminal redirected with the older fence is still
 // welcome — on its first insert and on every later one.
 func TestStaleFenceNotSticky(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key, sess := createAt(t, e, "fay")
 	c, err := e.reg.Lookup(e.ctx, tok)
@@ -128,12 +130,14 @@ func TestStaleFenceNotSticky(t *testing.T) {
 // is overdue — before the lease can expire and another broker take the
 // token — instead of keeping them attached.
 //
-// The lease is 6 s (fenced after 4 s without a renewal): under -race on a
-// loaded machine a shorter one went overdue before the blackhole.
+// The lease is 10 s (fenced after 6.7 s without a renewal): under -race,
+// beside the other tests on a loaded machine, a shorter one (6 s) could go
+// overdue before the blackhole.
 func TestLeaseLossDetachesTerminals(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, eps[0])
-	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: 6 * time.Second, gateway: true})
+	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: 10 * time.Second, gateway: true})
 	_, _, tm, att := e.login("lou", "term-1")
 	stream, perr := e.attach(att.Ticket, "term-1")
 	if perr != nil {
@@ -168,6 +172,7 @@ func isTimeout(err error) bool {
 // terminals without a false "moved to another server", and the sessions
 // nobody else took are re-claimed, not orphaned.
 func TestLeaseRevokedReclaims(t *testing.T) {
+	t.Parallel()
 	// A long TTL: the keepalive alone would notice the revocation only
 	// after TTL/3 = 40 s, longer than the test waits for the detach.
 	e := newEnvWith(t, "b1", envOptions{ttl: 120 * time.Second})
@@ -236,6 +241,7 @@ func (h *hangingRegistry) Update(ctx context.Context, c registry.Claim, s regist
 // token lock or the terminal's queue: remove and insert again are answered
 // while it hangs.
 func TestPublishDoesNotBlockQueue(t *testing.T) {
+	t.Parallel()
 	h := &hangingRegistry{waiting: make(chan struct{}, 1)}
 	e := newEnvWith(t, "b1", envOptions{wrap: func(r Registry) Registry { h.Registry = r; return h }})
 	tok, _, tm, att := e.login("hal", "term-1")
@@ -258,6 +264,7 @@ func TestPublishDoesNotBlockQueue(t *testing.T) {
 // TestBurstGetsAnswers: a burst of inserts larger than the event queue gets
 // one answer per insert, each carrying its token; the connection stays open.
 func TestBurstGetsAnswers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key := e.enroll("bea")
 	tm := e.dial("term-1")
@@ -311,6 +318,7 @@ func TestBurstGetsAnswers(t *testing.T) {
 // fences, so no other broker replaces a desktop that still exists and a
 // redirect issued before the restart still leads to it.
 func TestRestartTakesOverClaims(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	b1 := newEnv(t, "b1", eps)
 	b2 := newEnv(t, "b2", eps)
@@ -378,6 +386,7 @@ func TestRestartTakesOverClaims(t *testing.T) {
 // outstanding gets Error{cancelled}, distinct from a failed proof
 // (auth_failed), so a terminal can tell "card pulled" from "wrong key".
 func TestCardPulledMidChallenge(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _ := e.enroll("cid")
 	tm := e.dial("term-1")

@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +19,30 @@ import (
 
 // TestMain doubles as the PAM helper: the Authenticators of these tests
 // re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
-func TestMain(m *testing.M) { pamtest.Main(m) }
+//
+// It also runs up to minParallel tests at once unless -test.parallel is
+// given: these tests wait on etcd, weston and leases far more than they
+// compute, and the default (GOMAXPROCS) is 2 on the CI machine.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	raiseParallel(minParallel)
+	pamtest.Main(m)
+}
+
+// minParallel is how many broker tests run at once by default.
+const minParallel = 4
+
+// raiseParallel sets -test.parallel to n if it was not set on the command
+// line and its default is lower.
+func raiseParallel(n int) {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if f := flag.Lookup("test.parallel"); f != nil && !set {
+		if cur, err := strconv.Atoi(f.Value.String()); err == nil && cur < n {
+			f.Value.Set(strconv.Itoa(n))
+		}
+	}
+}
 
 // pamEnv is a broker whose logins run real PAM (pam_matrix with a password
 // file) under the given policies.
@@ -57,6 +82,7 @@ func (e *env) register(id, user string) {
 // TestPolicyCardPassword: a registered card plus the user's password, asked
 // again on every hot-desk; a wrong password is refused.
 func TestPolicyCardPassword(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.04a1b2c3", "alice")
 	t1 := e.dial("term-1")
@@ -83,6 +109,7 @@ func TestPolicyCardPassword(t *testing.T) {
 
 // TestPolicyNoReauth: with reauth off a hot-desk resumes without a prompt.
 func TestPolicyNoReauth(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}}, auth.LimiterConfig{})
 	e.register("uid.0a0b0c0d", "bob")
 	t1 := e.dial("term-1")
@@ -99,6 +126,7 @@ func TestPolicyNoReauth(t *testing.T) {
 
 // TestPolicyLockout: after N failures the right password is refused.
 func TestPolicyLockout(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}},
 		auth.LimiterConfig{MaxFailures: 2, BaseLockout: time.Hour})
 	e.register("uid.01020304", "alice")
@@ -121,6 +149,7 @@ func TestPolicyLockout(t *testing.T) {
 // TestPolicyPasswordOnly: the user name locates the session (Sun Ray's
 // non-smart-card mobility).
 func TestPolicyPasswordOnly(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindPassword}}, auth.LimiterConfig{})
 	t1 := e.dial("term-1")
 	t1.insertAnswering("user.alice", "alice-pw")
@@ -146,6 +175,7 @@ func TestPolicyPasswordOnly(t *testing.T) {
 // TestPolicySelfRegisterAndLimit: an unknown card enrolls itself to the
 // user who logs in with it; a user at the session limit gets no more.
 func TestPolicySelfRegisterAndLimit(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, SelfRegister: true, MaxSessions: 1}},
 		auth.LimiterConfig{})
 	t1 := e.dial("term-1")
@@ -169,6 +199,7 @@ func TestPolicySelfRegisterAndLimit(t *testing.T) {
 // TestPolicyCardPulledMidPrompt: removing the card while the password is
 // asked abandons the login cleanly; the terminal is told and can retry.
 func TestPolicyCardPulledMidPrompt(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.05060708", "bob")
 	t1 := e.dial("term-1")
@@ -199,6 +230,7 @@ func TestPolicyCardPulledMidPrompt(t *testing.T) {
 // TestPromptCancelledAtTerminal: the person cancels a prompt at the
 // terminal (Cancel{ID}, T → B): the login fails, the connection stays.
 func TestPromptCancelledAtTerminal(t *testing.T) {
+	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.0a0b0c0d", "bob")
 	t1 := e.dial("term-1")

@@ -11,6 +11,7 @@ import (
 // while the terminal takes nothing (so the compositor never waits on the
 // terminal), and the terminal then gets every byte in order.
 func TestBufferedCopyTakesAll(t *testing.T) {
+	t.Parallel()
 	compW, compR := net.Pipe() // compositor writes compW; the gateway reads compR
 	termR, termW := net.Pipe() // the gateway writes termW; the terminal reads termR
 	want := make([]byte, 1<<20)
@@ -44,6 +45,7 @@ func TestBufferedCopyTakesAll(t *testing.T) {
 // TestBufferedCopyDeadTerminal: when the terminal's side fails, the copy
 // ends and closes the compositor's side, even while nothing arrives.
 func TestBufferedCopyDeadTerminal(t *testing.T) {
+	t.Parallel()
 	compW, compR := net.Pipe()
 	termR, termW := net.Pipe()
 	done := make(chan struct{})
