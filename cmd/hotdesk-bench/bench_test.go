@@ -15,10 +15,13 @@ import (
 )
 
 // TestMain lets the test binary serve as the bench's etcd child process.
+// It runs the scenario tests all at once unless -test.parallel is given:
+// they wait on etcd, daemons and displays far more than they compute.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(childDirEnv); dir != "" {
 		os.Exit(etcdChildMain(dir))
 	}
+	testutil.RaiseParallel(4)
 	os.Exit(m.Run())
 }
 
