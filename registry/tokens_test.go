@@ -84,6 +84,7 @@ func TestPairingSingleUse(t *testing.T) {
 	ctx := tctx(t)
 	const rounds, consumers = 20, 8
 	for i := range rounds {
+		ctx := tctx(t) // a bound per round, as in TestClaimLimitedRace
 		id := fmt.Sprintf("code-%d", i)
 		p := registry.Pairing{ID: id, SecretHash: []byte("hash"), User: "alice", CreatedBy: "admin"}
 		if err := regs[0].PutPairing(ctx, p, time.Minute); err != nil {
