@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,9 +35,7 @@ type cardWorld struct {
 
 func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	t.Helper()
-	d, err := pcscdtest.Start()
-	pcscdtest.Require(t, err)
-	t.Cleanup(func() { d.Close() })
+	d := startPCSCD(t)
 	testutil.NeedTools(t, "weston")
 	w := &cardWorld{t: t, dir: t.TempDir(), addr: testutil.FreeAddr(t), pcscd: d}
 	socket := testutil.AdminSocket(w.dir)
@@ -53,9 +52,34 @@ session {
 		}
 	})
 	w.Daemon = testutil.NewDaemon(t, buildBinaries(t), w.dir, socket, cfg)
+	w.Wrap = []string{"env", pcscEnv(d)} // its seats read this test's readers
 	w.Start()
 	return w
 }
+
+// pcscStart serializes pcscdtest.Start within this test process: a daemon
+// listens on its two vpcd ports before the next one picks two free ports,
+// so parallel tests never share a reader.
+var pcscStart sync.Mutex
+
+// startPCSCD starts a private pcscd with two vpcd readers of the test's
+// own, stopped when the test ends. Its clients are child processes that
+// get its socket through pcscEnv: pcscdtest.Start also points this
+// process's environment at the newest daemon, which a test running in
+// parallel must not rely on.
+func startPCSCD(t *testing.T) *pcscdtest.Daemon {
+	t.Helper()
+	pcscStart.Lock()
+	d, err := pcscdtest.Start()
+	pcscStart.Unlock()
+	pcscdtest.Require(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// pcscEnv is the environment variable that points a PC/SC client process
+// (hotdesk-term -pcsc, hotdeskd with seats) at the private pcscd d.
+func pcscEnv(d *pcscdtest.Daemon) string { return pcscdtest.SocketEnv + "=" + d.Socket() }
 
 func (w *cardWorld) ctl(args ...string) error {
 	_, err := w.Ctl(args...)
@@ -69,6 +93,7 @@ func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-cha
 	w.t.Helper()
 	base := []string{"-server", w.addr, "-pin", w.Pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
 	cmd := exec.CommandContext(ctx, filepath.Join(w.Bin, "hotdesk-term"), append(base, args...)...)
+	cmd.Env = append(os.Environ(), pcscEnv(w.pcscd))
 	cmd.Stderr = os.Stderr
 	evs, stdin := testutil.StartEvents(w.t, cmd, 64)
 	return cmd, evs, stdin
@@ -100,6 +125,7 @@ func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]
 // error and no session; a card back within the removal grace does not
 // suspend the session.
 func TestCardsE2E(t *testing.T) {
+	t.Parallel()
 	w := newCardWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -128,8 +154,8 @@ func TestCardsE2E(t *testing.T) {
 	ins.Remove()
 	settle() // let pcscd see the removal before the next card goes into that reader
 
-	ensureLocalUser(t, "alice") // hotdeskd registers tokens to local users only
-	if out, err := w.ctlOut("token", "register", "uid.04a1b2c3", "-user", "alice"); err != nil {
+	alice := newLocalUser(t, "alice") // hotdeskd registers tokens to local users only
+	if out, err := w.ctlOut("token", "register", "uid.04a1b2c3", "-user", alice); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}
 	_, ev0, _ := w.agent(ctx, "-id", "desk-0", "-pcsc", "-readers", reader0, "-remove-grace", "200ms", "run")
@@ -144,8 +170,8 @@ func TestCardsE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	att := waitEvent(t, ev0, "attached")
-	if att["user"] != "alice" || att["token"] != "uid.04a1b2c3" {
-		t.Fatalf("card at desk 0: %v; want alice's session", att)
+	if att["user"] != alice || att["token"] != "uid.04a1b2c3" {
+		t.Fatalf("card at desk 0: %v; want %s's session", att, alice)
 	}
 	card.Remove()
 	settle()
@@ -295,12 +321,13 @@ func debounced(evs <-chan map[string]any) []map[string]any {
 // in hotdeskd's config, work like a terminal: a card there gets a session
 // shown at terminal "seat-console".
 func TestSeatE2E(t *testing.T) {
+	t.Parallel()
 	reader1 := pcscdtest.Readers[1][len(pcscdtest.Readers[1])-5:]
 	w := newCardWorld(t, fmt.Sprintf("seat \"console\" {\n  readers = [%q]\n  remove_grace = \"200ms\"\n}", reader1))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ensureLocalUser(t, "dan")
-	if out, err := w.ctlOut("token", "register", "uid.0a0b0c0d", "-user", "dan"); err != nil {
+	dan := newLocalUser(t, "dan")
+	if out, err := w.ctlOut("token", "register", "uid.0a0b0c0d", "-user", dan); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}
 	card, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard([]byte{0x0a, 0x0b, 0x0c, 0x0d}))
@@ -311,7 +338,7 @@ func TestSeatE2E(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out, err := w.ctlOut("sessions", "-json")
-		if err == nil && strings.Contains(string(out), `"terminal": "seat-console"`) && strings.Contains(string(out), `"user": "dan"`) {
+		if err == nil && strings.Contains(string(out), `"terminal": "seat-console"`) && strings.Contains(string(out), `"user": "`+dan+`"`) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -321,16 +348,31 @@ func TestSeatE2E(t *testing.T) {
 	}
 }
 
-// ensureLocalUser creates a local account name (no home, no login shell)
-// unless it exists: hotdeskd registers cards to users this host knows.
-func ensureLocalUser(t *testing.T, name string) {
+// newLocalUser creates a local account (no home, no login shell) named
+// base and 4 random lower-case letters, and removes it when the test ends:
+// hotdeskd registers cards to users this host knows. A name of the test's
+// own is never removed under another test, nor shared with one (a desktop
+// runs as its user when that is a local account); it returns the name.
+func newLocalUser(t *testing.T, base string) string {
 	t.Helper()
-	if _, err := user.Lookup(name); err == nil {
-		return
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
 	}
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	name := base + string(b)
 	testutil.RemoveAccountAfter(t, name)
-	out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
-	if _, lerr := user.Lookup(name); lerr != nil {
-		t.Fatalf("useradd %s: %v: %s", name, err, out)
+	var out []byte
+	var err error
+	for attempt := 1; attempt <= 10; attempt++ {
+		out, err = exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+		if _, lerr := user.Lookup(name); lerr == nil {
+			return name
+		}
+		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond) // another process may hold the passwd lock
 	}
+	t.Fatalf("useradd %s: %v: %s", name, err, out)
+	return ""
 }

@@ -17,6 +17,10 @@ import (
 // libpcsclite, and with -pcsc replaces itself by hotdesk-term-pcsc with
 // the same arguments.
 func TestNoPCSCBuild(t *testing.T) {
+	t.Parallel()
+	// After the end-to-end tests' build, which they all wait for: two
+	// builds at once would each take the CPU from the other.
+	buildBinaries(t)
 	out, err := exec.Command("go", "list", "-deps", "-tags", "nopcsc", ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
@@ -68,10 +72,8 @@ func TestNoPCSCBuild(t *testing.T) {
 // TestCommandLine: --help and --version exit 0, stray words are usage
 // errors (exit 2), and the man page documents every flag.
 func TestCommandLine(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "hotdesk-term")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	t.Parallel()
+	bin := filepath.Join(buildBinaries(t), "hotdesk-term") // the end-to-end tests' build
 	for _, c := range []struct {
 		args []string
 		code int

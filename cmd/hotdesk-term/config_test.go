@@ -11,6 +11,7 @@ import (
 // TestExampleConfig parses configs/hotdesk-term.hcl, the documented
 // example, and checks that every key reached the options.
 func TestExampleConfig(t *testing.T) {
+	t.Parallel()
 	o, err := parseFlags([]string{"-config", "../../configs/hotdesk-term.hcl", "agent"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +44,7 @@ func TestExampleConfig(t *testing.T) {
 }
 
 func TestConfigFlagsWin(t *testing.T) {
+	t.Parallel()
 	o, err := parseFlags([]string{"-config", "../../configs/hotdesk-term.hcl", "-server", "h:1", "-name", "other", "-keepalive", "2s", "run"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +55,7 @@ func TestConfigFlagsWin(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ name, src, want string }{
 		{"unknown key", "servers = [\"a:1\"]\nbogus = 1\n", "t.hcl:2,1-6: Unsupported argument"},
 		{"bad duration", "keepalive = \"soon\"\n", "keepalive = \"soon\""},

@@ -18,6 +18,7 @@ import (
 // TestSocketOwner: the socket table parser finds a socket by its two
 // addresses, IPv4 and IPv6 rows alike, and returns its owner's uid.
 func TestSocketOwner(t *testing.T) {
+	t.Parallel()
 	const table = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
    1: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0000000000000000 20 4 30 10 -1
@@ -45,6 +46,7 @@ func TestSocketOwner(t *testing.T) {
 // user's process, even one made first, is closed; the relay hands on the
 // connection of its own user's process.
 func TestRelayRefusesOtherUsers(t *testing.T) {
+	t.Parallel()
 	if os.Getuid() != 0 {
 		testutil.SkipOrFail(t, "needs root to connect as another user (nobody)")
 	}

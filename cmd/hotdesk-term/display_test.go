@@ -166,13 +166,14 @@ func alive(pid string) bool {
 }
 
 func newTestDisplay(t *testing.T, dir string, events *output) *display {
-	t.Setenv(displayClientEnv, "1")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// env(1) execs the client (same pid) with the variable set for it
+	// alone: t.Setenv would keep the test from running in parallel.
 	return newDisplay(displayConfig{
-		Command: []string{exe, "{addr}", dir}, Terminal: "t-disp", Timeout: waitBound,
+		Command: []string{"env", displayClientEnv + "=1", exe, "{addr}", dir}, Terminal: "t-disp", Timeout: waitBound,
 		Logger: testLogger(t), Emit: (&emitter{w: events, json: true, now: time.Now}).emit,
 	})
 }
@@ -183,6 +184,7 @@ func newTestDisplay(t *testing.T, dir string, events *output) *display {
 // spliced through the gateway. After detach it is gone and a fresh client
 // waits; a refused ticket shows nothing and leaves a fresh client waiting.
 func TestDisplayHeldUntilTicket(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	gw := startGateway(t)
 	events := newOutput(t)

@@ -53,16 +53,17 @@ auth {
 }
 
 // startGreeterAgent starts hotdesk-term as terminal id, homed at home,
-// with the greeter on X screen disp and FreeRDP full screen as its display
-// client; args (more options, then the command) follow those options. It
-// returns the agent's standard input and events. When the test ends the
-// agent is stopped, and its log shown if the test failed.
-func startGreeterAgent(t *testing.T, bin, disp, id string, home *groupBroker, args ...string) (io.WriteCloser, *events) {
+// with the greeter and FreeRDP full screen as its display client on the X
+// screen env names (DISPLAY=…; env is added to this process's
+// environment); args (more options, then the command) follow those
+// options. It returns the agent's standard input and events. When the test
+// ends the agent is stopped, and its log shown if the test failed.
+func startGreeterAgent(t *testing.T, bin string, env []string, id string, home *groupBroker, args ...string) (io.WriteCloser, *events) {
 	t.Helper()
 	common := []string{"-server", home.addr, "-pin", home.Pin, "-id", id, "-json", "-greeter",
 		"-min-backoff", "200ms", "-max-backoff", "1s", "-display", "xfreerdp /f /v:{addr} /cert:ignore /u:x /p:x /bpp:24"}
 	cmd := exec.Command(filepath.Join(bin, "hotdesk-term"), append(common, args...)...)
-	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
+	cmd.Env = append(os.Environ(), env...)
 	logPath := filepath.Join(t.TempDir(), id+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -129,6 +130,7 @@ func pixelShare(img image.Image, is func(r, g, b uint32) bool) float64 {
 // the greeter. Screenshots are kept in $HOTDESK_SHOTS if set. Budget:
 // about 40 s.
 func TestGreeterE2E(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTools(t, "weston", "xfreerdp")
 	testutil.NeedMatrix(t)
 	bin := buildBinaries(t)
@@ -150,7 +152,7 @@ func TestGreeterE2E(t *testing.T) {
 	ks, key := newKeystore(t)
 	b.pair("pat", key)
 
-	stdin, evs := startGreeterAgent(t, bin, disp, "desk-g", b, "-keystore", ks.Path(), "run")
+	stdin, evs := startGreeterAgent(t, bin, []string{"DISPLAY=" + disp}, "desk-g", b, "-keystore", ks.Path(), "run")
 	say := func(line string) {
 		t.Helper()
 		if _, err := io.WriteString(stdin, line+"\n"); err != nil {

@@ -16,6 +16,7 @@ import (
 // malformed or holding invalid members is refused or filtered, never
 // trusted as is.
 func TestGroupMembersPersisted(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
 	anchors := anchorsID([][]byte{fp(1)}, nil)
 	newG := func() *group {

@@ -19,6 +19,7 @@ import (
 func fp(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 
 func TestGroupLearnAndCandidates(t *testing.T) {
+	t.Parallel()
 	g, err := newGroup([]string{"a:1", "b:1"}, [][]byte{fp(1)}, nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +55,7 @@ func TestGroupLearnAndCandidates(t *testing.T) {
 }
 
 func TestGroupSRV(t *testing.T) {
+	t.Parallel()
 	g, err := newGroup(nil, [][]byte{fp(1)}, nil, "_hotdesk._tcp.example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +72,7 @@ func TestGroupSRV(t *testing.T) {
 }
 
 func TestNewGroupErrors(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name    string
 		servers []string
@@ -91,6 +94,7 @@ func TestNewGroupErrors(t *testing.T) {
 // passed over; the trusted live broker wins; a broker the group learned
 // from a Welcome is trusted from then on.
 func TestGroupDialAny(t *testing.T) {
+	t.Parallel()
 	trusted := startBroker(t, "b1", time.Minute)
 	stranger := startBroker(t, "b2", time.Minute)
 	dead := testutil.FreeAddr(t)

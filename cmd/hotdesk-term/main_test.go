@@ -14,6 +14,7 @@ import (
 )
 
 func TestParseCommand(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		line    string
 		want    command
@@ -62,6 +63,7 @@ func TestParseCommand(t *testing.T) {
 }
 
 func TestEventFormat(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC)
 	tests := []struct {
 		name     string
@@ -140,6 +142,7 @@ func TestEventFormat(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
+	t.Parallel()
 	pin := "sha256:" + strings.Repeat("ab", 32)
 	tests := []struct {
 		name    string
@@ -183,6 +186,7 @@ func TestParseFlags(t *testing.T) {
 // The command line end to end: pair through run() with a pinned broker,
 // then run mode driven by stdin.
 func TestRunCommandLine(t *testing.T) {
+	t.Parallel()
 	a := startBroker(t, "broker-a", time.Minute)
 	ksPath := filepath.Join(t.TempDir(), "tokens.json")
 	common := []string{"-server", a.addr, "-pin", proto.FormatFingerprint(a.fp), "-keystore", ksPath, "-id", "term-9", "-json", "-log-level", "off"}

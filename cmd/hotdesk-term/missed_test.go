@@ -18,7 +18,9 @@ import (
 // presented on the new connection with the redirected token; if the target
 // never answers, on the connection the redirect came on.
 func TestAgentInsertDuringRedirect(t *testing.T) {
+	t.Parallel()
 	t.Run("dial succeeds", func(t *testing.T) {
+		t.Parallel()
 		a := startBroker(t, "broker-a", time.Minute)
 		b := startBroker(t, "broker-b", time.Minute)
 		gate, release := gatedProxy(t, b.addr)
@@ -34,9 +36,10 @@ func TestAgentInsertDuringRedirect(t *testing.T) {
 		}
 	})
 	t.Run("target never answers", func(t *testing.T) {
+		t.Parallel()
 		a := startBroker(t, "broker-a", time.Minute)
 		gate, _ := gatedProxy(t, "127.0.0.1:1")
-		ta, other, pa := insertDuringRedirect(t, a, gate, a.fp, 2*time.Second) // the dial gives up then
+		ta, other, pa := insertDuringRedirect(t, a, gate, a.fp, 5*time.Second) // the dial gives up then; the insert comes well before, even on a loaded machine
 		pa.inserted(other.Token)                                               // inserted during the dial, on the connection the redirect came on
 		pa.inserted(ta.key.Token)                                              // then the redirected token again
 	})

@@ -35,7 +35,15 @@ type groupBroker struct {
 
 func newGroupBroker(t testing.TB, bin, id string, etcd []string) *groupBroker {
 	t.Helper()
-	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"1s\"\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0]))
+	return newGroupBrokerTTL(t, bin, id, etcd, "1s")
+}
+
+// newGroupBrokerTTL is newGroupBroker with a lease of ttl: a short one
+// for a broker the test kills (its sessions leave the registry soon), a
+// long one for a broker that must keep its lease on a loaded machine.
+func newGroupBrokerTTL(t testing.TB, bin, id string, etcd []string, ttl string) *groupBroker {
+	t.Helper()
+	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = %q\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0], ttl))
 }
 
 // newBroker prepares a hotdeskd with the given configuration blocks (etcd,
@@ -230,11 +238,12 @@ func startGroupService(t testing.TB, bin string, ks *soft.Keystore, a, b *groupB
 // directory let it reach b, where its desktop is. Events are asserted, not
 // timings (the figures are logged). Budget: about 25 s.
 func TestServiceFailoverE2E(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	etcd := etcdtest.Start(t)
-	a := newGroupBroker(t, bin, "a", etcd)
-	b := newGroupBroker(t, bin, "b", etcd)
+	a := newGroupBroker(t, bin, "a", etcd)          // killed: a short lease
+	b := newGroupBrokerTTL(t, bin, "b", etcd, "6s") // never dies: a late renewal on a loaded machine must not lose its lease
 
 	ks, key := newKeystore(t)
 	agent, evs := startGroupService(t, bin, ks, a, b)

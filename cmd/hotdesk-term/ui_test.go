@@ -18,6 +18,7 @@ func (r *recordScreen) Close()               {}
 // TestGreeterUI: the agent's events, as the broker's messages produce
 // them, give the greeter the screens a person should see.
 func TestGreeterUI(t *testing.T) {
+	t.Parallel()
 	steps := []struct {
 		name   string
 		ev     event

@@ -69,10 +69,10 @@ type walkTerminal struct {
 	evs  *events
 }
 
-func startWalkTerminal(t *testing.T, bin, id, reader string, home *groupBroker) *walkTerminal {
+func startWalkTerminal(t *testing.T, bin, id string, pcscd *pcscdtest.Daemon, reader string, home *groupBroker) *walkTerminal {
 	t.Helper()
 	w := &walkTerminal{t: t, disp: startXvfb(t)}
-	_, w.evs = startGreeterAgent(t, bin, w.disp, id, home,
+	_, w.evs = startGreeterAgent(t, bin, []string{"DISPLAY=" + w.disp, pcscEnv(pcscd)}, id, home,
 		"-keystore", filepath.Join(t.TempDir(), "none.json"), "-pcsc", "-readers", reader, "agent")
 	return w
 }
@@ -119,15 +119,15 @@ func (w *walkTerminal) until(what string, ok func(image.Image) bool) image.Image
 // the same desktop with the same application shown there (screenshots
 // compared). Budget: about 60 s.
 func TestWalkE2E(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTools(t, "weston", "xfreerdp", "weston-flower")
 	testutil.NeedMatrix(t)
-	pcscd, err := pcscdtest.Start()
-	pcscdtest.Require(t, err)
-	t.Cleanup(func() { pcscd.Close() })
+	pcscd := startPCSCD(t)
 	bin := buildBinaries(t)
 	etcd := etcdtest.Start(t)
 
-	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
+	pat := newLocalUser(t, "pat") // hotdeskd registers tokens to local users only
+	pamDir := testutil.MatrixServices(t, t.TempDir(), pat+":2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	blocks := cardPINBlocks(fmt.Sprintf(`etcd {
   endpoints = [%q]
   lease_ttl = "6s" # no broker dies here: a long lease keeps a loaded machine's late renewals from detaching the walk
@@ -135,14 +135,13 @@ func TestWalkE2E(t *testing.T) {
 	a, b := newBroker(t, bin, "a", blocks), newBroker(t, bin, "b", blocks)
 	a.Start()
 	b.Start()
-	ensureLocalUser(t, "pat") // hotdeskd registers tokens to local users only
-	if _, err := a.Ctl("token", "register", "uid.04a1b2c3", "-user", "pat"); err != nil {
+	if _, err := a.Ctl("token", "register", "uid.04a1b2c3", "-user", pat); err != nil {
 		t.Fatalf("token register: %v", err)
 	}
 
 	r0, r1 := pcscdtest.Readers[0][len(pcscdtest.Readers[0])-5:], pcscdtest.Readers[1][len(pcscdtest.Readers[1])-5:]
-	t1 := startWalkTerminal(t, bin, "desk-1", r0, a)
-	t2 := startWalkTerminal(t, bin, "desk-2", r1, b)
+	t1 := startWalkTerminal(t, bin, "desk-1", pcscd, r0, a)
+	t2 := startWalkTerminal(t, bin, "desk-2", pcscd, r1, b)
 	t1.greeter("idle", textInsert)
 	t2.greeter("idle", textInsert)
 
@@ -158,8 +157,8 @@ func TestWalkE2E(t *testing.T) {
 	t1.greeter("prompt", "")
 	t1.typePIN("2468")
 	att := t1.evs.next("attached")
-	if att["user"] != "pat" || att["server"] != "a" {
-		t.Fatalf("terminal 1 attached %v; want pat's session on a", att)
+	if att["user"] != pat || att["server"] != "a" {
+		t.Fatalf("terminal 1 attached %v; want %s's session on a", att, pat)
 	}
 	session := att["session"].(string)
 	t1.evs.next("display")

@@ -75,10 +75,17 @@ func TestBuildOncePerProcess(t *testing.T) {
 }
 
 func TestXvfbAndScreenshot(t *testing.T) {
-	disp := StartXvfb(t)
-	img := Screenshot(t, disp)
-	if b := img.Bounds(); b.Dx() != 1024 || b.Dy() != 768 {
-		t.Fatalf("screenshot of %s is %v; want 1024x768", disp, b)
+	// Two screens are two X servers of their own, each answering on its
+	// display.
+	d1, d2 := StartXvfb(t), StartXvfb(t)
+	if d1 == d2 {
+		t.Fatalf("displays %q and %q; want two different ones", d1, d2)
+	}
+	for _, disp := range []string{d1, d2} {
+		img := Screenshot(t, disp)
+		if b := img.Bounds(); b.Dx() != 1024 || b.Dy() != 768 {
+			t.Fatalf("screenshot of %s is %v; want 1024x768", disp, b)
+		}
 	}
 }
 

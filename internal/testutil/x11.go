@@ -1,14 +1,15 @@
 package testutil
 
 import (
-	"bytes"
+	"bufio"
+	"encoding/binary"
 	"fmt"
 	"image"
 	"image/png"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -27,63 +28,146 @@ func NeedTools(t testing.TB, tools ...string) {
 
 // StartXvfb starts a virtual X screen of 1024x768x24 on a free display
 // number and returns its name (":N"); it is stopped when the test ends.
+// Xvfb picks the number itself (-displayfd), under its lock file: a
+// number chosen here could belong to another test's X server, which
+// would then answer the readiness check in this one's place.
 func StartXvfb(t testing.TB) string {
 	t.Helper()
 	NeedTools(t, "Xvfb", "xwd")
-	for try := 0; try < 5; try++ {
-		disp := fmt.Sprintf(":%d", 200+rand.IntN(500))
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if exec.Command("xwd", "-root", "-silent", "-display", disp).Run() == nil {
-				t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-				return disp
-			}
-			select {
-			case <-exited: // the display number was taken: try another
-				deadline = time.Time{}
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		cmd.Process.Kill()
-		<-exited
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no Xvfb display could be started")
-	return ""
+	defer pr.Close()
+	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1024x768x24", "-nolisten", "tcp")
+	cmd.ExtraFiles = []*os.File{pw} // fd 3
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() { cmd.Process.Kill(); <-exited }
+	num := make(chan string, 1)
+	go func() { // ends when Xvfb writes its number or exits (pw closed)
+		line, _ := bufio.NewReader(pr).ReadString('\n')
+		num <- strings.TrimSpace(line)
+	}()
+	var disp string
+	select {
+	case n := <-num:
+		if n == "" {
+			stop()
+			t.Fatal("Xvfb exited without a display number")
+		}
+		disp = ":" + n
+	case <-time.After(30 * time.Second):
+		stop()
+		t.Fatal("Xvfb gave no display number in 30 s")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for exec.Command("xwd", "-root", "-silent", "-display", disp).Run() != nil {
+		select {
+		case <-exited:
+			t.Fatalf("Xvfb on %s exited", disp)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("Xvfb on %s does not answer", disp)
+		}
+	}
+	t.Cleanup(stop)
+	return disp
 }
 
-// Screenshot returns the whole screen of X display disp (xwd, converted by
-// ImageMagick).
+// Screenshot returns the whole screen of X display disp (xwd, decoded
+// here: ImageMagick's conversion cost several times xwd's CPU, which
+// tests polling the screen took from the tests running beside them).
 func Screenshot(t testing.TB, disp string) image.Image {
 	t.Helper()
-	NeedTools(t, "xwd", "convert")
-	xwd := exec.Command("xwd", "-root", "-silent", "-display", disp)
-	conv := exec.Command("convert", "xwd:-", "png:-")
-	var err error
-	if conv.Stdin, err = xwd.StdoutPipe(); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	conv.Stdout = &out
-	if err := conv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := xwd.Run(); err != nil {
+	NeedTools(t, "xwd")
+	out, err := exec.Command("xwd", "-root", "-silent", "-display", disp).Output()
+	if err != nil {
 		t.Fatalf("xwd: %v", err)
 	}
-	if err := conv.Wait(); err != nil {
-		t.Fatalf("convert: %v", err)
-	}
-	img, err := png.Decode(&out)
+	img, err := decodeXWD(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// decodeXWD decodes an X window dump of a TrueColor or DirectColor
+// visual in ZPixmap format with 24 or 32 bits per pixel, what xwd writes
+// of an Xvfb screen.
+func decodeXWD(b []byte) (*image.RGBA, error) {
+	const headerLen = 25 * 4 // XWDFileHeader: 25 big-endian CARD32s
+	if len(b) < headerLen {
+		return nil, fmt.Errorf("xwd: %d bytes; want a header of %d", len(b), headerLen)
+	}
+	h := func(i int) uint32 { return binary.BigEndian.Uint32(b[4*i:]) }
+	var (
+		headerSize, version, format  = h(0), h(1), h(2)
+		width, height                = h(4), h(5)
+		byteOrder, bpp, bytesPerLine = h(7), h(11), h(12)
+		class                        = h(13)
+		masks                        = [3]uint32{h(14), h(15), h(16)}
+		ncolors                      = h(19)
+	)
+	switch {
+	case version != 7:
+		return nil, fmt.Errorf("xwd: file version %d; want 7", version)
+	case format != 2: // ZPixmap
+		return nil, fmt.Errorf("xwd: pixmap format %d; want ZPixmap (2)", format)
+	case class != 4 && class != 5: // TrueColor, DirectColor
+		return nil, fmt.Errorf("xwd: visual class %d; want TrueColor or DirectColor", class)
+	case bpp != 24 && bpp != 32:
+		return nil, fmt.Errorf("xwd: %d bits per pixel; want 24 or 32", bpp)
+	case width == 0 || height == 0 || width > 1<<14 || height > 1<<14:
+		return nil, fmt.Errorf("xwd: size %dx%d", width, height)
+	case uint64(bytesPerLine) < uint64(width)*uint64(bpp/8):
+		return nil, fmt.Errorf("xwd: %d bytes per line for %d pixels of %d bits", bytesPerLine, width, bpp)
+	}
+	data := uint64(headerSize) + 12*uint64(ncolors) // then the XWDColor entries, 12 bytes each
+	if need := data + uint64(bytesPerLine)*uint64(height); uint64(len(b)) < need {
+		return nil, fmt.Errorf("xwd: %d bytes; want %d", len(b), need)
+	}
+	var shift [3]uint
+	var top [3]uint32 // a channel's largest value
+	for i, m := range masks {
+		if m == 0 {
+			return nil, fmt.Errorf("xwd: colour mask %d is 0", i)
+		}
+		for m&1 == 0 {
+			m >>= 1
+			shift[i]++
+		}
+		top[i] = m
+	}
+	img := image.NewRGBA(image.Rect(0, 0, int(width), int(height)))
+	step := int(bpp / 8)
+	for y := 0; y < int(height); y++ {
+		row := b[data+uint64(y)*uint64(bytesPerLine):]
+		for x := 0; x < int(width); x++ {
+			p := row[x*step : x*step+step]
+			var v uint32
+			for i := range step {
+				if byteOrder == 0 { // LSBFirst
+					v |= uint32(p[i]) << (8 * i)
+				} else {
+					v = v<<8 | uint32(p[i])
+				}
+			}
+			o := img.PixOffset(x, y)
+			for i := range 3 {
+				img.Pix[o+i] = uint8(((v & masks[i]) >> shift[i]) * 255 / top[i])
+			}
+			img.Pix[o+3] = 0xff
+		}
+	}
+	return img, nil
 }
 
 // KeepShots writes each of shots (a nil one is passed over) to

@@ -61,6 +61,7 @@ func TestFind(t *testing.T) {
 // TestBuild: the embedded source compiles into a shared library that
 // exports Sleep (the one symbol it replaces).
 func TestBuild(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTools(t, "cc")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
