@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,30 +16,12 @@ import (
 )
 
 // TestMain doubles as the PAM helper: the Authenticators of these tests
-// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
-//
-// It also runs up to minParallel tests at once unless -test.parallel is
-// given: these tests wait on etcd, weston and leases far more than they
-// compute, and the default (GOMAXPROCS) is 2 on the CI machine.
+// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper". These
+// tests wait on etcd, weston and leases far more than they compute: up to 4
+// run at once.
 func TestMain(m *testing.M) {
-	flag.Parse()
-	raiseParallel(minParallel)
+	testutil.RaiseParallel(4)
 	pamtest.Main(m)
-}
-
-// minParallel is how many broker tests run at once by default.
-const minParallel = 4
-
-// raiseParallel sets -test.parallel to n if it was not set on the command
-// line and its default is lower.
-func raiseParallel(n int) {
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
-	if f := flag.Lookup("test.parallel"); f != nil && !set {
-		if cur, err := strconv.Atoi(f.Value.String()); err == nil && cur < n {
-			f.Value.Set(strconv.Itoa(n))
-		}
-	}
 }
 
 // pamEnv is a broker whose logins run real PAM (pam_matrix with a password

@@ -18,6 +18,7 @@ import (
 // and the sender gets the result; an unanswered command times out with
 // ErrNoAnswer and is withdrawn.
 func TestCommands(t *testing.T) {
+	t.Parallel()
 	eps, regs := newGroup(t, "a", "b")
 	a, b := regs[0], regs[1]
 	ctx, cancel := context.WithCancel(context.Background())
@@ -59,8 +60,10 @@ func TestCommands(t *testing.T) {
 	}
 	mu.Unlock()
 
-	// Nobody serves "c": no answer, and nothing left behind.
-	sctx, scancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Nobody serves "c": no answer, and nothing left behind. The timeout
+	// leaves a loaded machine room to store the command first (a Put cut
+	// short by it would fail with the deadline, not ErrNoAnswer).
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer scancel()
 	if _, err := a.SendCommand(sctx, "c", registry.Command{Op: "kill", Session: "s1"}); !errors.Is(err, registry.ErrNoAnswer) {
 		t.Fatalf("unserved: %v; want ErrNoAnswer", err)
@@ -75,12 +78,15 @@ func TestCommands(t *testing.T) {
 // TestEventLogAndWatchGroup: events appended by one server reach another's
 // WatchGroup and RecentEvents; a server joining and leaving is seen too.
 func TestEventLogAndWatchGroup(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	a := newReg(t, etcdtest.Client(t, eps), "a")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := a.WatchGroup(ctx)
-	time.Sleep(100 * time.Millisecond) // let the watches start: only later changes are streamed
+	// Only later changes are streamed: wait until the event and membership
+	// watches report a probe before the changes under test.
+	awaitWatch(t, ch, etcdtest.Client(t, eps))
 	b := newReg(t, etcdtest.Client(t, eps), "b")
 	log := b.NewEventLog()
 	for _, ev := range []string{`{"kind":"one"}`, `{"kind":"two"}`} {
@@ -101,6 +107,7 @@ func TestEventLogAndWatchGroup(t *testing.T) {
 		select {
 		case gc := <-ch:
 			switch {
+			case string(gc.Event) == probeEvent:
 			case gc.Event != nil:
 				got = append(got, string(gc.Event))
 			case gc.Joined && gc.ServerID == "b":
@@ -123,6 +130,7 @@ func TestEventLogAndWatchGroup(t *testing.T) {
 
 // TestTerminals: records live under the writer's lease and leave with it.
 func TestTerminals(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "a", "b")
 	a, b := regs[0], regs[1]
 	for _, r := range []*registry.Registry{a, b} {
@@ -145,6 +153,60 @@ func TestTerminals(t *testing.T) {
 	}
 	if ts, err := a.Terminals(tctx(t)); err != nil || len(ts) != 0 {
 		t.Fatalf("after close and delete: %+v, %v", ts, err)
+	}
+}
+
+// probeEvent is the event awaitWatch stores.
+const probeEvent = `{"kind":"probe"}`
+
+// awaitWatch returns once the WatchGroup stream ch has reported both a
+// stored event and a server joining, written with cli under the default
+// prefix until each is seen: the watches are then established. Late
+// copies of the probe event may follow; the probe server's comings and
+// goings do too.
+func awaitWatch(t *testing.T, ch <-chan registry.GroupChange, cli *clientv3.Client) {
+	t.Helper()
+	ctx := tctx(t)
+	probe := func(what string, write func() error, seen func(registry.GroupChange) bool) {
+		deadline := time.After(waitBound)
+		for {
+			if err := write(); err != nil {
+				t.Fatalf("probe %s: %v", what, err)
+			}
+			retry := time.After(200 * time.Millisecond)
+			for wait := true; wait; {
+				select {
+				case gc := <-ch:
+					if seen(gc) {
+						return
+					}
+				case <-retry:
+					wait = false
+				case <-deadline:
+					t.Fatalf("WatchGroup reported no %s within %v", what, waitBound)
+				}
+			}
+		}
+	}
+	events := registry.DefaultPrefix + "events/probe"
+	probe("event", func() error {
+		_, err := cli.Put(ctx, events, probeEvent)
+		return err
+	}, func(gc registry.GroupChange) bool { return string(gc.Event) == probeEvent })
+	if _, err := cli.Delete(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	server := registry.DefaultPrefix + "servers/probe"
+	probe("server joining", func() error {
+		// Delete first: only a creation is a join.
+		if _, err := cli.Delete(ctx, server); err != nil {
+			return err
+		}
+		_, err := cli.Put(ctx, server, `{"id":"probe"}`)
+		return err
+	}, func(gc registry.GroupChange) bool { return gc.Joined && gc.ServerID == "probe" })
+	if _, err := cli.Delete(ctx, server); err != nil {
+		t.Fatal(err)
 	}
 }
 

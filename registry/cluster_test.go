@@ -36,11 +36,14 @@ func claimRetry(ctx context.Context, r *registry.Registry, key string, s registr
 // no lease is lost, every key has exactly one owner both claimants agree on,
 // and the restarted member catches up.
 func TestClusterMemberDown(t *testing.T) {
+	t.Parallel()
 	eps, members := etcdtest.StartCluster(t, 3)
 	ctx := tctx(t)
+	// The leases must outlast the failover, which takes longer on a loaded
+	// machine than the election timeout: no broker dies here.
 	regs := []*registry.Registry{
-		newReg(t, etcdtest.Client(t, eps), "s1", registry.WithLeaseTTL(5*time.Second)),
-		newReg(t, etcdtest.Client(t, eps), "s2", registry.WithLeaseTTL(5*time.Second)),
+		newReg(t, etcdtest.Client(t, eps), "s1", registry.WithLeaseTTL(2*leaseTTL)),
+		newReg(t, etcdtest.Client(t, eps), "s2", registry.WithLeaseTTL(2*leaseTTL)),
 	}
 
 	leader := -1

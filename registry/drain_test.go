@@ -12,6 +12,7 @@ import (
 // Server, survive the drained server's restart, and the session count a
 // server reports is shown next to them.
 func TestDrain(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	a := newReg(t, cli, "s1")

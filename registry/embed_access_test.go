@@ -19,6 +19,7 @@ import (
 // certificates nor a key, and cannot write one, by the client API, the
 // HTTP gateway or the peer port.
 func TestEmbeddedClosedToOtherUsers(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		testutil.SkipOrFail(t, "needs root to run a helper as another uid")
 	}
@@ -79,6 +80,7 @@ func TestEmbeddedClosedToOtherUsers(t *testing.T) {
 // TestAccessHelper runs only as the helper of TestEmbeddedClosedToOtherUsers
 // (as another uid).
 func TestAccessHelper(t *testing.T) {
+	t.Parallel()
 	if !etcdtest.AccessHelperMain() {
 		t.Skip("helper process only")
 	}

@@ -13,6 +13,7 @@ import (
 // TestEmbeddedRestartKeepsData: a member restarted on the same data
 // directory keeps its keys, with the same URLs and with new ports.
 func TestEmbeddedRestartKeepsData(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "etcd")
 	ctx := tctx(t)
 	start := func(clientURL, peerURL string) *registry.Embedded {
@@ -69,6 +70,7 @@ func TestEmbeddedRestartKeepsData(t *testing.T) {
 }
 
 func TestEmbeddedConfigErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		cfg  registry.EmbedConfig
@@ -110,6 +112,7 @@ func TestEmbeddedConfigErrors(t *testing.T) {
 // is read through another, and registries on different members see each
 // other's claims.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	eps, members := etcdtest.StartCluster(t, 3)
 	if len(eps) != 3 || len(members) != 3 {
 		t.Fatalf("StartCluster = %d endpoints, %d members; want 3, 3", len(eps), len(members))

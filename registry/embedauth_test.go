@@ -24,6 +24,7 @@ import (
 // nothing, and the registry works; a changed prefix is granted. Budget:
 // ~5 s.
 func TestEmbeddedAuth(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	tlsDir := filepath.Join(base, "etcd-tls")
 	ctx := tctx(t)

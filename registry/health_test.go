@@ -33,6 +33,7 @@ func proxied(t *testing.T) (cli *clientv3.Client, p *etcdtest.Proxy, admin *clie
 }
 
 func TestSafeWindow(t *testing.T) {
+	t.Parallel()
 	cli := etcdtest.Client(t, etcdtest.Start(t))
 	tests := []struct {
 		name string
@@ -68,9 +69,12 @@ func TestSafeWindow(t *testing.T) {
 // safe window has passed, refuses writes but still reads, and turns healthy
 // again by itself when renewals get through.
 func TestHealthOwnTimer(t *testing.T) {
+	t.Parallel()
 	cli, p, admin := proxied(t)
 	clk := clock.NewFake(time.UnixMilli(1_700_000_000_000))
-	r := newReg(t, cli, "s1", registry.WithLeaseTTL(3*time.Second), registry.WithClock(clk))
+	// The fake clock decides health; the (default) lease only has to last in
+	// real time until the heal, however slow the machine.
+	r := newReg(t, cli, "s1", registry.WithClock(clk))
 	ctx := tctx(t)
 	c, _, err := r.Claim(ctx, "soft.kept", registry.Session{ID: "k"})
 	if err != nil {
@@ -120,8 +124,12 @@ func TestHealthOwnTimer(t *testing.T) {
 // Healthy goes false before Done, claims are refused, and after a quick heal
 // the lease (and every claim) is still there and the broker healthy again.
 func TestPartitionHealedInTime(t *testing.T) {
+	t.Parallel()
 	cli, p, admin := proxied(t)
-	r := newReg(t, cli, "s1", registry.WithLeaseTTL(3*time.Second))
+	// Half the TTL for the safe window: renewals (every TTL/4) keep it
+	// healthy with room for late ones, and the lease outlives the time
+	// between turning unhealthy and the heal with room for a slow machine.
+	r := newReg(t, cli, "s1", registry.WithLeaseTTL(10*time.Second), registry.WithSafeWindow(5*time.Second))
 	ctx := tctx(t)
 	c, _, err := r.Claim(ctx, "soft.kept", registry.Session{ID: "k"})
 	if err != nil {
@@ -154,6 +162,7 @@ func TestPartitionHealedInTime(t *testing.T) {
 // heal a new Registry re-claims what the broker still runs (new fences) and
 // reports the taken one as orphaned, destroying nothing.
 func TestPartitionLeaseLostReclaim(t *testing.T) {
+	t.Parallel()
 	cli, p, admin := proxied(t)
 	r1 := newReg(t, cli, "s1", registry.WithLeaseTTL(2*time.Second))
 	other := newReg(t, admin, "s2")
@@ -195,7 +204,7 @@ func TestPartitionLeaseLostReclaim(t *testing.T) {
 	}
 
 	p.Heal()
-	r2 := newReg(t, cli, "s1", registry.WithLeaseTTL(2*time.Second), registry.WithPreviousLease(r1.LeaseID()))
+	r2 := newReg(t, cli, "s1", registry.WithPreviousLease(r1.LeaseID()))
 	tests := []struct {
 		old       registry.Claim
 		wantOK    bool
@@ -245,6 +254,7 @@ func TestPartitionLeaseLostReclaim(t *testing.T) {
 // Reclaim moves sessions to the new lease keeping their fences, and revoking
 // the previous lease afterwards removes only what was not re-claimed.
 func TestTakeOverLiveLease(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	admin := etcdtest.Client(t, eps)
 	ctx := tctx(t)

@@ -15,8 +15,17 @@ import (
 )
 
 // waitBound is a safety bound for things that happen "eventually" (lease
-// expiry, keepalive noticing a revoke). Tests never assert how fast.
-const waitBound = 30 * time.Second
+// expiry, keepalive noticing a revoke), and for a test's context. Tests
+// never assert how fast. A minute: under the race detector, two tests at
+// once on a loaded 2-core machine, TestEmbeddedAuth (bcrypt) took 23 s.
+const waitBound = time.Minute
+
+// leaseTTL is the lease of the registries the tests make when the test is
+// not about leases ending: long enough that renewals stay inside the safe
+// window on a loaded machine with tests running side by side (a late
+// renewal would refuse claims as ErrUnhealthy). Tests that need a lease to
+// end ask for a short one, or Close or revoke it.
+const leaseTTL = 8 * time.Second
 
 func testLogger(t testing.TB) hclog.Logger { return testutil.Logger(t, t.Name(), hclog.Warn) }
 
@@ -25,7 +34,7 @@ func newReg(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Opti
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts = append([]registry.Option{registry.WithLeaseTTL(2 * time.Second), registry.WithLogger(testLogger(t))}, opts...)
+	opts = append([]registry.Option{registry.WithLeaseTTL(leaseTTL), registry.WithLogger(testLogger(t))}, opts...)
 	r, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1", Weight: 1}, opts...)
 	if err != nil {
 		t.Fatalf("New(%q) = %v", id, err)

@@ -13,6 +13,7 @@ import (
 )
 
 func TestValidateKey(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		key  string
 		want error
@@ -43,6 +44,7 @@ func TestValidateKey(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		opt        Option
@@ -67,6 +69,7 @@ func TestOptions(t *testing.T) {
 }
 
 func TestZapBridge(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	lg := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: &buf})
 	var quiet atomic.Bool

@@ -14,6 +14,7 @@ import (
 // its default 1 s election timeout raises it to 2 s, and the registry then
 // fences on the lease etcd keeps, not on the one it asked for.
 func TestLeaseTTLAsGranted(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		election time.Duration
@@ -24,6 +25,7 @@ func TestLeaseTTLAsGranted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), UnsafeNoFsync: true, ElectionTimeout: tt.election})
@@ -47,20 +49,22 @@ func TestLeaseTTLAsGranted(t *testing.T) {
 	}
 }
 
-// TestShortLeaseSlowLink: a 1 s lease over a link with a 240 ms round trip
+// TestShortLeaseSlowLink: a 1 s lease over a link with a 200 ms round trip
 // stays renewed within its safe window (667 ms) the whole time. The etcd
 // client's own KeepAlive looks only every 500 ms and renews a third of the
 // TTL after each answer: over such a link its renewals came a whole TTL
 // apart, and the broker fenced itself on a healthy lease.
+//
+// Not parallel: it holds a 1 s lease to its safe window in real time.
 func TestShortLeaseSlowLink(t *testing.T) {
 	eps := etcdtest.Start(t) // 500 ms election timeout: 1 s leases as asked
 	proxy := etcdtest.NewProxy(t, eps[0])
 	r := newReg(t, etcdtest.Client(t, []string{proxy.URL()}), "s1", registry.WithLeaseTTL(time.Second))
-	proxy.SetDelay(120 * time.Millisecond)
+	proxy.SetDelay(100 * time.Millisecond) // over the 167 ms the client's KeepAlive survives; margin for a loaded machine
 	deadline := time.Now().Add(4 * time.Second)
 	for time.Now().Before(deadline) {
 		if !r.Healthy() {
-			t.Fatal("over a 240 ms round trip: not healthy; want the 1 s lease renewed within its safe window")
+			t.Fatal("over a 200 ms round trip: not healthy; want the 1 s lease renewed within its safe window")
 		}
 		select {
 		case <-r.Done():

@@ -323,7 +323,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	r.window = min(r.window, r.ttl)
 
 	// The lease's clock starts when etcd grants it, after this moment.
-	granted := o.clock.Now()
+	granted, grantedReal := o.clock.Now(), time.Now()
 	cctx, cancel := r.callCtx(ctx)
 	grant, err := r.leases.Grant(cctx, ttl)
 	cancel()
@@ -347,7 +347,7 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	kctx, kcancel := context.WithCancel(cli.Ctx())
 	r.kaCancel = kcancel
 	r.renewed(granted)
-	go r.keepAlive(kctx, time.Now())
+	go r.keepAlive(kctx, grantedReal)
 
 	if _, err := r.register(ctx, server); err != nil {
 		close(r.closing) // not a lost lease: keepAlive need not report it
@@ -436,10 +436,13 @@ func renewInterval(ttl time.Duration) time.Duration { return max(ttl/4, 100*time
 // renewal succeeded for a whole TTL since the last one (real time; granted
 // is when the lease was granted), after which etcd has expired it or may at
 // any moment. Each attempt is bounded by the safe window and by that TTL;
-// a failed one is retried at the next tick. It returns why it stopped.
+// a failed one is retried at the next tick. Ticks count from granted, not
+// from when renew starts: granting and registering may have taken a good
+// part of the safe window already (a 1 s lease on a loaded machine went
+// unhealthy before its first renewal). It returns why it stopped.
 func (r *Registry) renew(ctx context.Context, granted time.Time) string {
 	every := renewInterval(r.ttl)
-	t := time.NewTicker(every)
+	t := time.NewTimer(every - time.Since(granted)) // fires at once if overdue
 	defer t.Stop()
 	last := granted
 	for {
@@ -448,6 +451,9 @@ func (r *Registry) renew(ctx context.Context, granted time.Time) string {
 			return "stopped"
 		case <-t.C:
 		}
+		// The next tick is every after this one, or at once if this
+		// attempt takes longer (as a Ticker would).
+		t.Reset(every)
 		left := r.ttl - time.Since(last)
 		if left <= 0 {
 			return "not renewed for a whole TTL"

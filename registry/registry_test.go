@@ -20,6 +20,7 @@ import (
 // at the same moment, round after round: exactly one wins each round and the
 // loser is handed the winner's claim.
 func TestClaimRace(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	ctx := tctx(t)
 	const rounds = 200
@@ -80,6 +81,7 @@ func together(n int, f func(i int)) {
 }
 
 func TestClaimFields(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	clk := clock.NewFake(time.UnixMilli(1_700_000_000_000))
@@ -143,6 +145,7 @@ func TestClaimFields(t *testing.T) {
 // TestClaimUnknownOutcome: a claim whose context is done before the txn
 // returns is resolved by re-reading the key.
 func TestClaimUnknownOutcome(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	a, b := regs[0], regs[1]
 	ctx := tctx(t)
@@ -195,6 +198,7 @@ func TestClaimUnknownOutcome(t *testing.T) {
 // TestFencing: Update and Release with a claim whose key is gone or was
 // re-created (by another server or by the same one) are refused.
 func TestFencing(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	a, b := regs[0], regs[1]
 	ctx := tctx(t)
@@ -300,6 +304,7 @@ func TestFencing(t *testing.T) {
 // else), Done closes, its record and claims vanish at once, it can no longer
 // write, and other servers are untouched.
 func TestLeaseLoss(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	admin := etcdtest.Client(t, eps)
 	other := newReg(t, etcdtest.Client(t, eps), "bystander")
@@ -383,6 +388,7 @@ func TestLeaseLoss(t *testing.T) {
 // record is held by a live lease; a failed New leaves no lease behind; once
 // the holder is gone the id is free.
 func TestServerIDCollision(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
@@ -430,6 +436,7 @@ func TestServerIDCollision(t *testing.T) {
 // TestListings: Servers and Sessions list every server's entries (more than
 // one page), skip garbage, and UpdateServer is visible to others.
 func TestListings(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	// 1200 claims are about listing, not lease health: a lease whose safe

@@ -12,6 +12,7 @@ import (
 // owner's record (for a redirect), as Lookup and Server would; absent
 // keys, and a claim whose owner has no record, are told apart.
 func TestLookupRoute(t *testing.T) {
+	t.Parallel()
 	eps, regs := newGroup(t, "s1", "s2")
 	a, b := regs[0], regs[1]
 	ctx := tctx(t)

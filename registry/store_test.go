@@ -14,6 +14,7 @@ import (
 // is closed and a new one taken, as the daemon's pairer and token watch do
 // across a lease loss; a bad server id is refused.
 func TestStoreOutlivesLease(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)

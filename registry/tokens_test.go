@@ -12,6 +12,7 @@ import (
 )
 
 func TestTokens(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	a, b := regs[0], regs[1]
 	ctx := tctx(t)
@@ -78,10 +79,12 @@ func TestTokens(t *testing.T) {
 // TestPairingSingleUse: of many concurrent consumers of one code exactly one
 // succeeds, every round.
 func TestPairingSingleUse(t *testing.T) {
+	t.Parallel()
 	_, regs := newGroup(t, "s1", "s2")
 	ctx := tctx(t)
 	const rounds, consumers = 20, 8
 	for i := range rounds {
+		ctx := tctx(t) // a bound per round, as in TestClaimLimitedRace
 		id := fmt.Sprintf("code-%d", i)
 		p := registry.Pairing{ID: id, SecretHash: []byte("hash"), User: "alice", CreatedBy: "admin"}
 		if err := regs[0].PutPairing(ctx, p, time.Minute); err != nil {
@@ -126,6 +129,7 @@ func TestPairingSingleUse(t *testing.T) {
 // TestPairingExpiry: a code vanishes by itself when its lease expires, and
 // is refused as soon as the clock passes its expiry.
 func TestPairingExpiry(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	r := newReg(t, etcdtest.Client(t, eps), "s1")
 	ctx := tctx(t)

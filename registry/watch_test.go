@@ -12,6 +12,7 @@ import (
 )
 
 func TestWatchTokens(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -61,6 +62,7 @@ func TestWatchTokens(t *testing.T) {
 // TestWatchTokensGapDeletion: a token deleted while the watch is broken
 // (and its history compacted away) is reported deleted after the re-list.
 func TestWatchTokensGapDeletion(t *testing.T) {
+	t.Parallel()
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, eps[0])
 	ctx, cancel := context.WithCancel(context.Background())

@@ -22,8 +22,15 @@ import (
 )
 
 // TestMain doubles as the PAM helper: the Authenticators of these tests
-// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper".
-func TestMain(m *testing.M) { pamtest.Main(m) }
+// re-execute this binary, as hotdeskd does with "hotdeskd pam-helper". It
+// runs up to 4 tests at once unless -test.parallel is given: they wait on
+// helper processes and pam_unix's fail delay far more than they compute.
+func TestMain(m *testing.M) {
+	if os.Getenv("HOTDESK_PAM_HELPER") != "1" {
+		testutil.RaiseParallel(4)
+	}
+	pamtest.Main(m)
+}
 
 func needMatrix(t *testing.T) {
 	t.Helper()

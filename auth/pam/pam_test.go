@@ -23,6 +23,7 @@ import (
 )
 
 func TestMatrixLogin(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	db := passdb(t, "alice:secret:hotdesk", "bob:hunter2:hotdesk", "carol:other:elsewhere")
 	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)})})
@@ -83,6 +84,7 @@ func equalPrompts(a, b []prompt) bool {
 // TestPINPrompt runs a real module with its own prompt text (a card PIN),
 // plus an informational message that must reach the terminal too.
 func TestPINPrompt(t *testing.T) {
+	t.Parallel()
 	mod := testModule(t)
 	dir := confDir(t, map[string]string{
 		"hotdesk-pin": "auth required " + mod + " prompt=PIN: secret=123456 info=Insert-card-PIN\naccount required " + mod + "\n",
@@ -116,6 +118,7 @@ func TestPINPrompt(t *testing.T) {
 
 // TestModuleCrash: a module that aborts kills only its own login.
 func TestModuleCrash(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	mod := testModule(t)
 	db := passdb(t, "alice:secret:hotdesk")
@@ -154,6 +157,7 @@ func goAuth(ctx context.Context, a *pam.Authenticator, service string, r auth.Re
 // TestSleepingModule: a module that hangs (pam_exec sleep) holds up only its
 // own login; cancelling it kills the helper's whole process group.
 func TestSleepingModule(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	db := passdb(t, "alice:secret:hotdesk", "alice:secret:sleepy")
 	marker := fmt.Sprintf("%d.%d", 50+os.Getpid()%40, os.Getpid())
@@ -190,7 +194,7 @@ func TestSleepingModule(t *testing.T) {
 }
 
 // TestCardPulledMidPrompt: the context is cancelled while the terminal shows
-// the password prompt.
+// the password prompt. Not parallel: it counts the process's goroutines.
 func TestCardPulledMidPrompt(t *testing.T) {
 	needMatrix(t)
 	db := passdb(t, "alice:secret:hotdesk")
@@ -216,6 +220,7 @@ func TestCardPulledMidPrompt(t *testing.T) {
 
 // TestTerminalGoneMidPrompt: the conversation fails (terminal disconnected).
 func TestTerminalGoneMidPrompt(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	db := passdb(t, "alice:secret:hotdesk")
 	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": matrixService(db)})})
@@ -236,6 +241,7 @@ func TestTerminalGoneMidPrompt(t *testing.T) {
 
 // TestTimeouts drives the prompt and login timeouts with a fake clock.
 func TestTimeouts(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	db := passdb(t, "alice:secret:hotdesk")
 	dir := confDir(t, map[string]string{"hotdesk": matrixService(db)})
@@ -271,6 +277,7 @@ func TestTimeouts(t *testing.T) {
 // TestLockout: after N failures the right password is refused without PAM
 // running, until the lockout ends; every decision is audited, no secret is.
 func TestLockout(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	db := passdb(t, "alice:Right-Pw-3141:hotdesk", "bob:Bobs-Pw-2718:hotdesk")
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
@@ -343,6 +350,7 @@ func TestLockout(t *testing.T) {
 // cancelled once every success is in: the order says what the test means,
 // not how fast the machine is.
 func TestConcurrentLogins(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	const n, failing = 50, 10
 	var lines []string
@@ -400,6 +408,7 @@ func TestConcurrentLogins(t *testing.T) {
 // TestOpenSession: with OpenSession the helper holds the PAM session (PAM_TTY
 // and PAM_RHOST set, env from pam_env) until Result.Session is closed.
 func TestOpenSession(t *testing.T) {
+	t.Parallel()
 	needMatrix(t)
 	tmp := t.TempDir()
 	db := passdb(t, "alice:secret:hotdesk")

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
@@ -25,20 +26,27 @@ func unixUser(t *testing.T, pw string, chage ...string) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := "hdpt" + hex.EncodeToString(b)
+	// The tools refuse at once while another process (a test beside this
+	// one, a daemon adding a kiosk account) holds the lock of /etc/passwd
+	// or /etc/shadow: try again a few times then.
 	run := func(stdin string, argv ...string) {
 		t.Helper()
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Stdin = strings.NewReader(stdin)
-		if out, err := cmd.CombinedOutput(); err != nil {
+		var out []byte
+		var err error
+		for attempt := 1; attempt <= 10; attempt++ {
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Stdin = strings.NewReader(stdin)
+			if out, err = cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "lock") {
+				break
+			}
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+		}
+		if err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
 	}
 	run("", "useradd", "-M", "-s", "/usr/sbin/nologin", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", "-f", name).CombinedOutput(); err != nil {
-			t.Errorf("userdel %s: %v\n%s", name, err, out)
-		}
-	})
+	t.Cleanup(func() { testutil.RemoveAccounts(t, name) })
 	run(name+":"+pw+"\n", "chpasswd")
 	if len(chage) > 0 {
 		run("", append(append([]string{"chage"}, chage...), name)...)
@@ -51,12 +59,14 @@ const unixService = "auth required pam_unix.so\naccount required pam_unix.so\npa
 // TestUnixAccounts: real pam_unix with real users: right and wrong password,
 // expired account, password change required.
 func TestUnixAccounts(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	dir := confDir(t, map[string]string{"hotdesk": unixService})
 	a := newAuth(t, pam.Config{ConfDir: dir})
 	const pw, newPW = "Old-Pw-5821", "Fresh-Pw-7713x"
 
 	t.Run("right and wrong password", func(t *testing.T) {
+		t.Parallel() // each case has a user of its own; pam_unix fails slowly
 		u := unixUser(t, pw)
 		if res, err := a.Authenticate(t.Context(), req(u), newScript("", pw)); err != nil || res.User != u {
 			t.Fatalf("right: user, err = %q, %v; want %q, nil", res.User, err, u)
@@ -66,6 +76,7 @@ func TestUnixAccounts(t *testing.T) {
 		}
 	})
 	t.Run("expired account", func(t *testing.T) {
+		t.Parallel() // each case has a user of its own; pam_unix fails slowly
 		u := unixUser(t, pw, "-E", "0")
 		_, err := a.Authenticate(t.Context(), req(u), newScript("", pw))
 		for _, want := range []error{auth.ErrDenied, pam.ErrAccountExpired} {
@@ -75,6 +86,7 @@ func TestUnixAccounts(t *testing.T) {
 		}
 	})
 	t.Run("password change required", func(t *testing.T) {
+		t.Parallel() // each case has a user of its own; pam_unix fails slowly
 		u := unixUser(t, pw, "-d", "0")
 		conv := newScript("", pw)
 		conv.by = map[string]string{"urrent": pw, "New": newPW, "new": newPW}
@@ -100,6 +112,7 @@ func TestUnixAccounts(t *testing.T) {
 		}
 	})
 	t.Run("password change refused", func(t *testing.T) {
+		t.Parallel() // each case has a user of its own; pam_unix fails slowly
 		u := unixUser(t, pw, "-d", "0")
 		conv := newScript("", pw)
 		conv.by = map[string]string{"urrent": pw, "New": "", "new": ""}
@@ -115,6 +128,7 @@ func TestUnixAccounts(t *testing.T) {
 // TestShippedService runs configs/pam.d/hotdesk (with this system's common-*
 // files) against a real user, session included.
 func TestShippedService(t *testing.T) {
+	t.Parallel()
 	needRoot(t)
 	services := map[string]string{}
 	for _, f := range []string{"common-auth", "common-account", "common-password", "common-session"} {

@@ -28,6 +28,7 @@ func rawFrame(payload []byte) []byte {
 }
 
 func TestReadMsgRefuses(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		in   []byte
@@ -55,6 +56,7 @@ func TestReadMsgRefuses(t *testing.T) {
 // starts it) keeps main on the thread group leader, and HelperMain refuses
 // to run on any other thread, where pam_loginuid fails.
 func TestHelperThread(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(helperMarkerEnv) == "1" {
 		t.Skip("running as a helper")
 	}
@@ -116,6 +118,7 @@ func TestHelperThread(t *testing.T) {
 }
 
 func TestRunHelperProtocol(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "permit"), []byte("auth required pam_permit.so\naccount required pam_permit.so\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -153,6 +156,7 @@ func TestRunHelperProtocol(t *testing.T) {
 }
 
 func TestResultError(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		res  wireResult
 		want []error

@@ -15,10 +15,13 @@ import (
 )
 
 // TestMain lets the test binary serve as the bench's etcd child process.
+// It runs the scenario tests all at once unless -test.parallel is given:
+// they wait on etcd, daemons and displays far more than they compute.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(childDirEnv); dir != "" {
 		os.Exit(etcdChildMain(dir))
 	}
+	testutil.RaiseParallel(4)
 	os.Exit(m.Run())
 }
 
@@ -81,6 +84,7 @@ func runScenario(t *testing.T, timeout time.Duration, scenario, missing string, 
 // a real 3-member etcd cluster and 3 brokers, and checks the shape of the
 // output and the safety results — never the timings.
 func TestQuickRun(t *testing.T) {
+	t.Parallel()
 	const trials = 15
 	lines := runBench(t, 3*time.Minute, "-quick", "-scenarios", "local,crossserver,crossserver_seq,race", "-n", "15", "-baseline", "50")
 	want := []string{"etcd_txn", "local", "crossserver", "crossserver_seq", "race"}
@@ -174,7 +178,12 @@ func TestQuickRun(t *testing.T) {
 // TestCardScenario runs the card scenario against a real private pcscd with
 // the vpcd virtual readers: the reader's part and the broker's part come
 // out separately. Without pcscd it fails when CI=true and skips otherwise.
+// It runs beside the other scenarios (each run has its own directory, etcd
+// members on free ports and, for pixels, Xvfb displays of its own), but it
+// must stay the only test of this process that starts a pcscd: libpcsclite
+// reads the daemon's socket once per process.
 func TestCardScenario(t *testing.T) {
+	t.Parallel()
 	const trials = 3
 	r, raw := runScenario(t, 2*time.Minute, "card", "pcscd with vpcd unavailable", "-quick", "-n", "3", "-baseline", "20")
 	if r.N != trials || r.Errors != 0 || r.Truncated {
@@ -199,6 +208,7 @@ func TestCardScenario(t *testing.T) {
 }
 
 func TestParseScenarios(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in      string
 		want    string
@@ -224,6 +234,7 @@ func TestParseScenarios(t *testing.T) {
 }
 
 func TestQuantile(t *testing.T) {
+	t.Parallel()
 	ms := func(v ...int) []time.Duration {
 		var out []time.Duration
 		for _, x := range v {
@@ -255,6 +266,7 @@ func TestQuantile(t *testing.T) {
 }
 
 func TestRunRefusesBadFlags(t *testing.T) {
+	t.Parallel()
 	tests := [][]string{
 		{"-scenarios", "nope"},
 		{"-n", "-1"},

@@ -12,6 +12,7 @@ import (
 // reached shows the session's frame. Only correctness is asserted, never a
 // timing. Budget: about 40 s on a loaded 2-core machine.
 func TestPixelsScenario(t *testing.T) {
+	t.Parallel()
 	const rounds = 3
 	r, raw := runScenario(t, 3*time.Minute, "pixels", "a display component is missing",
 		"-pixels-rounds", "3", "-pixels-size", "640x480", "-baseline", "20", "-nofsync")
@@ -31,6 +32,7 @@ func TestPixelsScenario(t *testing.T) {
 // TestFrameDiff: the comparison the scenario relies on tells a matching
 // frame from a different one.
 func TestFrameDiff(t *testing.T) {
+	t.Parallel()
 	const w, h = 64, 32
 	a, b := make([]byte, w*h*4), make([]byte, w*h*4)
 	for i := range a {

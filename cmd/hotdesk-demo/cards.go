@@ -45,10 +45,13 @@ func (d *demo) cardScript(ctx context.Context) error {
 	const token = "uid.04a1b2c3"
 	// hotdeskd registers cards to users this host knows only.
 	if _, err := user.Lookup("demo"); err != nil {
-		if out, err := exec.CommandContext(ctx, "useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "demo").CombinedOutput(); err != nil {
-			return fmt.Errorf("useradd demo: %v: %s", err, out)
+		added, err := addUser(ctx, "demo")
+		if err != nil {
+			return err
 		}
-		d.userAdded = "demo"
+		if added {
+			d.userAdded = "demo"
+		}
 	}
 	if out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", n1.socket,
 		"token", "register", token, "-user", "demo", "-label", "badge").CombinedOutput(); err != nil {
@@ -90,6 +93,25 @@ func (d *demo) cardScript(ctx context.Context) error {
 	d.stopAll()
 	fmt.Println("\ncard demo ok: pcscd polls vpcd about every 0.4 s, so the reader's part dominates; real CCID readers report cards by interrupt")
 	return nil
+}
+
+// addUser adds local user name (own group, no home, no login shell),
+// retrying while another process (a daemon creating a pooled kiosk account,
+// say) holds the lock of /etc/passwd. added is false when another process
+// added the user meanwhile.
+func addUser(ctx context.Context, name string) (added bool, err error) {
+	var out []byte
+	for attempt := 1; attempt <= 5; attempt++ {
+		out, err = exec.CommandContext(ctx, "useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+		if err == nil {
+			return true, nil
+		}
+		if _, lerr := user.Lookup(name); lerr == nil {
+			return false, nil
+		}
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
+	return false, fmt.Errorf("useradd %s: %v: %s", name, err, out)
 }
 
 func msSince(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }

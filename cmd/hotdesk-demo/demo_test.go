@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -12,21 +11,29 @@ import (
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 )
 
-// buildBinaries builds the real commands into a temporary directory.
+// TestMain removes the binaries the tests built.
+func TestMain(m *testing.M) {
+	os.Exit(testutil.RunWithBuilds(m))
+}
+
+// buildBinaries builds the real commands once per test process.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	testutil.NeedTools(t, "weston")
-	bin := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", bin+"/", "../hotdeskd", "../hotdesk-term", "../hotdeskctl")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return testutil.Build(t, "../hotdeskd", "../hotdesk-term", "../hotdeskctl")
 }
 
 // TestDemoScript runs the scripted hot-desk of `make demo` against the real
 // binaries: it fails if any step of the lifecycle does not happen.
+//
+// The demos run side by side: each has its own directory (state, sockets,
+// PAM service), free ports and, for the card demo, its own private pcscd
+// with vpcd on free ports; the desktops of both run as the local user
+// "demo" when it exists (the card demo adds it and leaves it), else as
+// pooled kiosk accounts, which the daemons share safely (one lock file per
+// account across processes).
 func TestDemoScript(t *testing.T) {
+	t.Parallel()
 	bin := buildBinaries(t)
 	dir := t.TempDir()
 	d := &demo{bin: bin, dir: dir}
@@ -41,6 +48,7 @@ func TestDemoScript(t *testing.T) {
 // TestCardDemo runs `make demo-card`: a virtual card through real pcscd,
 // the agents and the daemon.
 func TestCardDemo(t *testing.T) {
+	t.Parallel()
 	bin := buildBinaries(t)
 	d := &demo{bin: bin, dir: t.TempDir()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

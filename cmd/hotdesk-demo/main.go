@@ -161,7 +161,9 @@ func (d *demo) script(ctx context.Context) error {
 		return err
 	}
 	took = ms(t0)
-	pid2, state, err := d.sessionPID(ctx, n1, session)
+	// The broker cuts the terminal first, then suspends the desktop: the
+	// state follows the detach shortly after.
+	pid2, state, err := d.awaitState(ctx, n1, session, "suspended")
 	if err != nil {
 		return err
 	}
@@ -528,6 +530,19 @@ func (d *demo) sessionPID(ctx context.Context, n *node, id string) (int, string,
 		}
 	}
 	return 0, "", fmt.Errorf("session %s not listed", id)
+}
+
+// awaitState polls a session's pid and state until the state is want, for
+// at most 10 s, and returns the last seen.
+func (d *demo) awaitState(ctx context.Context, n *node, id, want string) (int, string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pid, state, err := d.sessionPID(ctx, n, id)
+		if err != nil || state == want || time.Now().After(deadline) {
+			return pid, state, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // term drives one hotdesk-term over its stdin and JSON event lines.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,11 +17,10 @@ import (
 )
 
 // TestMain removes the binaries the end-to-end tests share. Unless
-// -test.parallel is given it runs up to 4 tests at once: they wait on
-// daemons, etcd, weston and browsers far more than they compute, and the
-// default (GOMAXPROCS) is 2 on the CI machine.
+// -test.parallel is given (or -race) it runs up to 4 tests at once: they
+// wait on daemons, etcd, weston and browsers far more than they compute,
+// and the default (GOMAXPROCS) is 2 on the CI machine.
 func TestMain(m *testing.M) {
-	flag.Parse()
 	testutil.RaiseParallel(4)
 	os.Exit(testutil.RunWithBuilds(m))
 }

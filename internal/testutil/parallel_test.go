@@ -2,30 +2,38 @@ package testutil
 
 import (
 	"flag"
+	"strconv"
 	"testing"
 )
 
+// TestRaiseParallel: the default is raised, never lowered, and a value
+// given on the command line is kept; under the race detector nothing
+// changes.
 func TestRaiseParallel(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		name string
-		args []string
-		def  int
-		want int
-	}{
-		{"default lower: raised", nil, 2, 4},
-		{"default higher: kept", nil, 8, 8},
-		{"given on the command line: kept", []string{"-test.parallel=1"}, 2, 1},
-	} {
-		fs := flag.NewFlagSet("test", flag.ContinueOnError)
-		p := fs.Int("test.parallel", c.def, "")
-		if err := fs.Parse(c.args); err != nil {
-			t.Fatal(err)
-		}
-		raiseParallel(fs, 4)
-		if *p != c.want {
-			t.Errorf("%s: -test.parallel = %d; want %d", c.name, *p, c.want)
-		}
+	f := flag.Lookup("test.parallel")
+	if f == nil {
+		t.Fatal("no -test.parallel flag in a test binary")
 	}
-	raiseParallel(flag.NewFlagSet("none", flag.ContinueOnError), 4) // no such flag: nothing to do
+	orig := f.Value.String()
+	t.Cleanup(func() { f.Value.Set(orig) })
+	set := false
+	flag.Visit(func(g *flag.Flag) { set = set || g.Name == f.Name })
+	cur, err := strconv.Atoi(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	RaiseParallel(cur + 3)
+	want := strconv.Itoa(cur + 3)
+	if set || raceEnabled {
+		want = orig // given on the command line, or the race detector: kept
+	}
+	if got := f.Value.String(); got != want {
+		t.Errorf("after RaiseParallel(%d): -test.parallel = %s; want %s", cur+3, got, want)
+	}
+	f.Value.Set(orig)
+	RaiseParallel(1)
+	if got := f.Value.String(); got != orig {
+		t.Errorf("after RaiseParallel(1): -test.parallel = %s; want %s (never lowered)", got, orig)
+	}
 }

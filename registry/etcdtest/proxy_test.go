@@ -44,6 +44,7 @@ func echoServer(t *testing.T) string {
 // stays open) and the heal delivers them; CloseConns resets connections and
 // new ones still work.
 func TestProxy(t *testing.T) {
+	t.Parallel()
 	p := etcdtest.NewProxy(t, "http://"+echoServer(t))
 	dial := func() (net.Conn, *bufio.Reader) {
 		c, err := net.Dial("tcp", p.URL()[len("http://"):])

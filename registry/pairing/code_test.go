@@ -10,6 +10,7 @@ import (
 )
 
 func TestParseCode(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in             string
 		wantID, wantSe string
@@ -47,6 +48,7 @@ func TestParseCode(t *testing.T) {
 }
 
 func TestNewCode(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for range 200 {
 		c, err := newCode()
@@ -72,6 +74,7 @@ func TestNewCode(t *testing.T) {
 }
 
 func TestLimiterSource(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	l := &limiter{clk: clk, maxFailures: 3, window: time.Minute, lockout: 10 * time.Minute,
 		globalN: 1000, globalWindow: time.Minute, sources: newLRU[*sourceState](100)}
@@ -117,6 +120,7 @@ func TestLimiterSource(t *testing.T) {
 }
 
 func TestLimiterGlobal(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	l := &limiter{clk: clk, maxFailures: 3, window: time.Minute, lockout: time.Minute,
 		globalN: 3, globalWindow: time.Minute, sources: newLRU[*sourceState](100)}
@@ -139,6 +143,7 @@ func TestLimiterGlobal(t *testing.T) {
 }
 
 func TestLimiterBounded(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	l := &limiter{clk: clk, maxFailures: 2, window: time.Minute, lockout: time.Hour,
 		globalN: 1 << 20, globalWindow: time.Minute, sources: newLRU[*sourceState](10)}
@@ -160,6 +165,7 @@ func TestLimiterBounded(t *testing.T) {
 }
 
 func TestLRU(t *testing.T) {
+	t.Parallel()
 	c := newLRU[int](2)
 	c.put("a", 1)
 	c.put("b", 2)

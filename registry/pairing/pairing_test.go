@@ -117,6 +117,7 @@ func checkErr(t *testing.T, what string, err, want error) {
 }
 
 func TestPairing(t *testing.T) {
+	t.Parallel()
 	cli := etcdtest.Client(t, etcdtest.Start(t))
 
 	t.Run("a phone enrolls by its key", func(t *testing.T) {
