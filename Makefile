@@ -53,10 +53,15 @@ demo-card: deps build
 # machine, the registry, authentication and the daemon's wiring. `make test`
 # runs them only there (not twice): the plain run takes every other package.
 RACE_PKGS := ./broker/... ./registry/... ./auth/... ./cmd/hotdeskd
+# How many packages' tests run at once in the plain run (go test's default
+# is the number of cores): the end-to-end packages mostly wait on etcd,
+# weston, pcscd and leases, so 4 overlap well on 2 cores. Packages whose
+# tests wait also raise -parallel themselves (testutil.RaiseParallel).
+TEST_P ?= 4
 
 test: deps build package-test
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -vxF "$$($(GO) list $(RACE_PKGS))")
+	$(GO) test -p $(TEST_P) -count=1 -timeout 20m $$($(GO) list ./... | grep -vxF "$$($(GO) list $(RACE_PKGS))")
 	$(MAKE) --no-print-directory race
 
 race:
