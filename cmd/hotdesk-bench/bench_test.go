@@ -178,12 +178,11 @@ func TestQuickRun(t *testing.T) {
 // TestCardScenario runs the card scenario against a real private pcscd with
 // the vpcd virtual readers: the reader's part and the broker's part come
 // out separately. Without pcscd it fails when CI=true and skips otherwise.
-// It runs beside the other scenarios (each run has its own directory, etcd
-// members on free ports and, for pixels, Xvfb displays of its own), but it
-// must stay the only test of this process that starts a pcscd: libpcsclite
-// reads the daemon's socket once per process.
+// It must stay the only test of this process that starts a pcscd
+// (libpcsclite reads the daemon's socket once per process), and it runs
+// alone, before the parallel scenarios: beside them one of its three card
+// moves failed (3 runs in 3 on a 2-core machine; the cause is not found yet).
 func TestCardScenario(t *testing.T) {
-	t.Parallel()
 	const trials = 3
 	r, raw := runScenario(t, 2*time.Minute, "card", "pcscd with vpcd unavailable", "-quick", "-n", "3", "-baseline", "20")
 	if r.N != trials || r.Errors != 0 || r.Truncated {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/rdpwake"
 	"github.com/hotdesk/hotdesk/compositor/weston"
+	"github.com/hotdesk/hotdesk/internal/xvfb"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -227,7 +228,7 @@ func (px *pixelsRig) appEnded() bool {
 type pixelTerm struct {
 	id     string
 	disp   string
-	xvfb   *exec.Cmd
+	xvfb   *xvfb.Server
 	scr    *xscreen
 	agent  *exec.Cmd
 	stdin  io.WriteCloser
@@ -336,59 +337,29 @@ func (px *pixelsRig) wakeEnv() string {
 func (px *pixelsRig) size() string { return fmt.Sprintf("%dx%d", px.cfg.width, px.cfg.height) }
 
 // startXvfb starts an X server on a free display and connects a reader.
-func startXvfb(ctx context.Context, w, h int) (*exec.Cmd, string, *xscreen, error) {
-	pr, pw, err := os.Pipe()
+func startXvfb(ctx context.Context, w, h int) (*xvfb.Server, *xscreen, error) {
+	x, err := xvfb.Start(ctx, fmt.Sprintf("%dx%dx24", w, h), setPdeathsig, "-noreset")
 	if err != nil {
-		return nil, "", nil, err
+		return nil, nil, fmt.Errorf("bench: %w", err)
 	}
-	defer pr.Close()
-	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-noreset")
-	cmd.ExtraFiles = []*os.File{pw}
-	setPdeathsig(cmd)
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		return nil, "", nil, fmt.Errorf("bench: Xvfb: %w", err)
-	}
-	pw.Close()
-	fail := func(err error) (*exec.Cmd, string, *xscreen, error) {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, "", nil, fmt.Errorf("bench: Xvfb: %w", err)
-	}
-	num := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(pr).ReadString('\n')
-		num <- strings.TrimSpace(line)
-	}()
-	var disp string
-	select {
-	case n := <-num:
-		if n == "" {
-			return fail(errors.New("no display number"))
-		}
-		disp = ":" + n
-	case <-time.After(15 * time.Second):
-		return fail(errors.New("no display number in 15 s"))
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	}
-	scr, err := openXScreen(disp)
+	scr, err := openXScreen(x.Display)
 	if err != nil {
-		return fail(err)
+		x.Stop()
+		return nil, nil, fmt.Errorf("bench: Xvfb: %w", err)
 	}
-	return cmd, disp, scr, nil
+	return x, scr, nil
 }
 
 func (px *pixelsRig) startTerm(ctx context.Context, id, keystore string) (*pixelTerm, error) {
-	xvfb, disp, scr, err := startXvfb(ctx, px.cfg.width, px.cfg.height)
+	x, scr, err := startXvfb(ctx, px.cfg.width, px.cfg.height)
 	if err != nil {
 		return nil, err
 	}
-	t := &pixelTerm{id: id, disp: disp, xvfb: xvfb, scr: scr, events: make(chan agentEvent, 256), done: make(chan struct{})}
+	t := &pixelTerm{id: id, disp: x.Display, xvfb: x, scr: scr, events: make(chan agentEvent, 256), done: make(chan struct{})}
 	display := strings.ReplaceAll(px.cfg.display, "{size}", px.size())
 	t.agent = exec.Command(px.cfg.termBin, "-server", px.node.addr, "-pin", "sha256:"+hex.EncodeToString(px.node.pin),
 		"-id", id, "-keystore", keystore, "-json", "-display", display, "run")
-	t.agent.Env = append(os.Environ(), "DISPLAY="+disp, rdpwake.EnvPath+"="+px.wakeEnv())
+	t.agent.Env = append(os.Environ(), "DISPLAY="+t.disp, rdpwake.EnvPath+"="+px.wakeEnv())
 	t.agent.Stderr = io.Discard
 	if px.b.log.IsDebug() {
 		t.agent.Stderr = os.Stderr
@@ -504,8 +475,8 @@ func (t *pixelTerm) close() {
 		t.scr.close()
 	}
 	if t.xvfb != nil {
-		_ = t.xvfb.Process.Signal(syscall.SIGTERM)
-		_ = t.xvfb.Wait()
+		_ = t.xvfb.Cmd.Process.Signal(syscall.SIGTERM)
+		<-t.xvfb.Exited
 	}
 }
 

@@ -355,14 +355,7 @@ func TestSeatE2E(t *testing.T) {
 // runs as its user when that is a local account); it returns the name.
 func newLocalUser(t *testing.T, base string) string {
 	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] = 'a' + b[i]%26
-	}
-	name := base + string(b)
+	name := testutil.UniqueName(t, base, 4)
 	testutil.RemoveAccountAfter(t, name)
 	var out []byte
 	var err error

@@ -15,6 +15,21 @@ import (
 	"time"
 )
 
+// UniqueName returns base followed by n random lower-case letters: a name
+// (an account, a prefix) of one test's own, which no other test running
+// beside it uses.
+func UniqueName(t testing.TB, base string, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return base + string(b)
+}
+
 // KioskAccountPrefix returns a kiosk account prefix of its own for one test
 // (a daemon's compositor.kiosk_account_prefix): "hdt" and 5 random
 // lower-case letters, so the pooled accounts the test's daemon creates
@@ -24,14 +39,7 @@ import (
 // accounts with RemoveAccounts.
 func KioskAccountPrefix(t testing.TB) string {
 	t.Helper()
-	b := make([]byte, 5)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] = 'a' + b[i]%26
-	}
-	prefix := "hdt" + string(b)
+	prefix := UniqueName(t, "hdt", 5)
 	t.Cleanup(func() {
 		var names []string
 		for _, name := range LocalAccounts() {

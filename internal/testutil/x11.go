@@ -1,7 +1,7 @@
 package testutil
 
 import (
-	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"image"
@@ -9,9 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/xvfb"
 )
 
 // NeedTools fails the test under CI=true, and skips it otherwise, when one
@@ -34,51 +35,24 @@ func NeedTools(t testing.TB, tools ...string) {
 func StartXvfb(t testing.TB) string {
 	t.Helper()
 	NeedTools(t, "Xvfb", "xwd")
-	pr, pw, err := os.Pipe()
+	x, err := xvfb.Start(context.Background(), "1024x768x24", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pr.Close()
-	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-	cmd.ExtraFiles = []*os.File{pw} // fd 3
-	err = cmd.Start()
-	pw.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	stop := func() { cmd.Process.Kill(); <-exited }
-	num := make(chan string, 1)
-	go func() { // ends when Xvfb writes its number or exits (pw closed)
-		line, _ := bufio.NewReader(pr).ReadString('\n')
-		num <- strings.TrimSpace(line)
-	}()
-	var disp string
-	select {
-	case n := <-num:
-		if n == "" {
-			stop()
-			t.Fatal("Xvfb exited without a display number")
-		}
-		disp = ":" + n
-	case <-time.After(30 * time.Second):
-		stop()
-		t.Fatal("Xvfb gave no display number in 30 s")
-	}
+	disp := x.Display
 	deadline := time.Now().Add(10 * time.Second)
 	for exec.Command("xwd", "-root", "-silent", "-display", disp).Run() != nil {
 		select {
-		case <-exited:
+		case <-x.Exited:
 			t.Fatalf("Xvfb on %s exited", disp)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			stop()
+			x.Stop()
 			t.Fatalf("Xvfb on %s does not answer", disp)
 		}
 	}
-	t.Cleanup(stop)
+	t.Cleanup(x.Stop)
 	return disp
 }
 
