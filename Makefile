@@ -53,11 +53,13 @@ demo-card: deps build
 # machine, the registry, authentication and the daemon's wiring. `make test`
 # runs them only there (not twice): the plain run takes every other package.
 RACE_PKGS := ./broker/... ./registry/... ./auth/... ./cmd/hotdeskd
-# How many packages' tests run at once in the plain run (go test's default
-# is the number of cores): the end-to-end packages mostly wait on etcd,
-# weston, pcscd and leases, so 4 overlap well on 2 cores. Packages whose
-# tests wait also raise -parallel themselves (testutil.RaiseParallel).
-TEST_P ?= 4
+# How many packages' tests run at once in the plain run. Packages whose
+# tests wait raise -parallel themselves (testutil.RaiseParallel). 4 packages
+# at once ran the plain run ~20 s faster on 2 cores, but the chaos harness's
+# quick run (TestChaosQuick) then lost a desktop after broker_sigstop once in
+# two CI runs (open, see the README's chaos section): 2, go test's default
+# here, until that is understood.
+TEST_P ?= 2
 
 test: deps build package-test
 	$(GO) vet ./...
