@@ -55,10 +55,11 @@ demo-card: deps build
 RACE_PKGS := ./broker/... ./registry/... ./auth/... ./cmd/hotdeskd
 # How many packages' tests run at once in the plain run. Packages whose
 # tests wait raise -parallel themselves (testutil.RaiseParallel). 4 packages
-# at once ran the plain run ~20 s faster on 2 cores, but the chaos harness's
-# quick run (TestChaosQuick) then lost a desktop after broker_sigstop once in
-# two CI runs (open, see the README's chaos section): 2, go test's default
-# here, until that is understood.
+# at once ran the plain run ~20 s faster on 2 cores, but under that load the
+# chaos harness's quick run (TestChaosQuick) lost a desktop after
+# broker_sigstop once in two runs (wayray gave a compositor starved with the
+# broker only 250 ms to answer; fixed). 2, go test's default here, until
+# more runs at 4 show it holds.
 TEST_P ?= 2
 
 test: deps build package-test

@@ -119,24 +119,33 @@ func WriteMsg(w io.Writer, t uint16, id uint32, body any) error {
 }
 
 // freezeGrace is how long ReadMsg looks once more after its deadline
-// passed with nothing read.
+// passed with nothing read; after a deadline that fired late (this process
+// did not run), it looks for a whole timeout again.
 const freezeGrace = 250 * time.Millisecond
 
 // ReadMsg reads one frame, waiting at most timeout (0: no limit). Frames
 // above 16 KiB, bad framing and bad CBOR are ErrProtocol; the body stays raw
 // (see DecodeBody). When the deadline passes before any byte was read, it
-// looks once more for freezeGrace: the deadline may have passed while this
-// process was stopped (SIGSTOP, a paused VM), with the compositor's answer
-// waiting in the socket — not a broken compositor, which would be killed.
+// looks once more: the deadline may have passed while this process was
+// stopped (SIGSTOP, a paused VM) or starved, with the compositor's answer
+// waiting in the socket or on its way — not a broken compositor, which
+// would be killed. It looks for freezeGrace, or for a whole timeout again
+// when the deadline was reported more than freezeGrace late (this process
+// did not run: the compositor, woken with it, may answer only now).
 func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
+	start := time.Now()
 	if timeout > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(timeout))
+		_ = c.SetReadDeadline(start.Add(timeout))
 		defer c.SetReadDeadline(time.Time{})
 	}
 	cr := &countio.Reader{R: c}
 	payload, err := proto.ReadFrame(cr)
 	if err != nil && timeout > 0 && cr.N == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-		_ = c.SetReadDeadline(time.Now().Add(freezeGrace))
+		again := freezeGrace
+		if time.Since(start) > timeout+freezeGrace {
+			again = timeout
+		}
+		_ = c.SetReadDeadline(time.Now().Add(again))
 		payload, err = proto.ReadFrame(cr)
 	}
 	if err != nil {

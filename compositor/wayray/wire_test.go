@@ -45,3 +45,46 @@ func TestReadMsgAfterFreeze(t *testing.T) {
 		t.Fatalf("ReadMsg with nothing waiting = %v; want a deadline error", err)
 	}
 }
+
+// lateConn reports its first read's deadline late, as after the process
+// was stopped while the read waited: it sleeps past the deadline first.
+type lateConn struct {
+	net.Conn
+	late time.Duration
+	once bool
+}
+
+func (c *lateConn) Read(p []byte) (int, error) {
+	if !c.once {
+		c.once = true
+		time.Sleep(c.late)
+		return 0, os.ErrDeadlineExceeded
+	}
+	return c.Conn.Read(p)
+}
+
+// TestReadMsgAfterLongFreeze: after a deadline reported late (the broker
+// did not run), a compositor that answers later than freezeGrace — it was
+// starved as well — is given a whole timeout again, not taken for broken.
+func TestReadMsgAfterLongFreeze(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	const timeout = time.Second
+	const late = timeout + 2*freezeGrace // when the deadline is reported
+	go func() {
+		time.Sleep(late + freezeGrace + 200*time.Millisecond) // after freezeGrace more, within a whole timeout more
+		_ = WriteMsg(b, 7, 43, nil)
+	}()
+	f, err := ReadMsg(&lateConn{Conn: a, late: late}, timeout)
+	if err != nil || f.Type != 7 || f.ID != 43 {
+		t.Fatalf("ReadMsg after a late deadline = %+v, %v; want type 7, id 43", f, err)
+	}
+	// Not late: a deadline reported on time still gets only freezeGrace.
+	c, d := net.Pipe()
+	defer c.Close()
+	defer d.Close()
+	if _, err := ReadMsg(c, 50*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("ReadMsg with nothing coming = %v; want a deadline error", err)
+	}
+}
