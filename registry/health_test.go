@@ -126,7 +126,7 @@ func TestHealthOwnTimer(t *testing.T) {
 func TestPartitionHealedInTime(t *testing.T) {
 	t.Parallel()
 	cli, p, admin := proxied(t)
-	// Half the TTL for the safe window: renewals (every TTL/4) keep it
+	// Half the TTL for the safe window: renewals (every TTL/6) keep it
 	// healthy with room for late ones, and the lease outlives the time
 	// between turning unhealthy and the heal with room for a slow machine.
 	r := newReg(t, cli, "s1", registry.WithLeaseTTL(10*time.Second), registry.WithSafeWindow(5*time.Second))

@@ -2,8 +2,9 @@
 // on etcd.
 //
 // Every broker holds exactly one etcd lease, renewed by the Registry's own
-// keepalive every quarter of the TTL (not the etcd client's KeepAlive, which
-// looks only every 500 ms: too coarse for a 1 s lease). Its server record and every session claim it makes are attached
+// keepalive every sixth of the TTL, each counted from when it was sent (not
+// the etcd client's KeepAlive, which looks only every 500 ms: too coarse for
+// a 1 s lease). Its server record and every session claim it makes are attached
 // to that lease, so when the broker dies (or Close revokes the lease) all of
 // them vanish at once, within the lease TTL.
 //
@@ -237,7 +238,7 @@ func WithPreviousLease(id clientv3.LeaseID) Option {
 // expiry and to time lease renewals for Healthy (default clock.Real). With a
 // fake clock, Healthy compares the fake now with the fake time of the last
 // renewal: advancing it by more than the safe window makes the Registry
-// unhealthy until the next renewal arrives (at most TTL/4 of real time).
+// unhealthy until the next renewal arrives (at most TTL/6 of real time).
 func WithClock(c clock.Clock) Option {
 	return func(o *options) {
 		if c != nil {
@@ -280,8 +281,8 @@ type Registry struct {
 }
 
 // New grants the broker's lease (TTL from WithLeaseTTL), keeps it alive with
-// its own keepalive (a renewal every TTL/4, recording the time of the last
-// successful one), and creates the server record under it. If another live
+// its own keepalive (a renewal every TTL/6, recording when the last
+// successful one was sent), and creates the server record under it. If another live
 // lease already holds servers/<id> — another process, or this server's
 // previous incarnation whose lease has not expired yet — New fails with
 // ErrServerIDInUse and the caller may retry after the lease TTL, unless that
@@ -423,13 +424,18 @@ func (r *Registry) keepAlive(ctx context.Context, granted time.Time) {
 	}
 }
 
-// renewInterval is how often the lease is renewed: a quarter of the TTL
-// (at least every 100 ms), so that a renewal or two may be late or lost
-// before the safe window (2/3 of the TTL) passes. The etcd client's own
+// renewInterval is how often the lease is renewed: a sixth of the TTL
+// (at least every 100 ms), so that a renewal or two may be late or lost,
+// or answered slowly, before the safe window (2/3 of the TTL) passes: a
+// renewal counts from when it was sent. The etcd client's own
 // KeepAlive renews after a third of the TTL but only looks every 500 ms:
 // a 1 s lease was renewed every 500 ms, and one round trip over 170 ms
 // made the next renewal come a whole TTL later.
-func renewInterval(ttl time.Duration) time.Duration { return max(ttl/4, 100*time.Millisecond) }
+func renewInterval(ttl time.Duration) time.Duration { return max(ttl/6, 100*time.Millisecond) }
+
+// maxRenewals bounds the renewals awaiting an answer at once (a tick is a
+// sixth of the TTL; each is bounded by the safe window, four ticks).
+const maxRenewals = 4
 
 // renew renews the lease every renewInterval until ctx ends (Close, Abandon,
 // the client's Close) or the lease is lost: etcd no longer knows it, or no
@@ -437,40 +443,75 @@ func renewInterval(ttl time.Duration) time.Duration { return max(ttl/4, 100*time
 // is when the lease was granted), after which etcd has expired it or may at
 // any moment. Each attempt is bounded by the safe window and by that TTL;
 // a failed one is retried at the next tick. Ticks count from granted, not
-// from when renew starts: granting and registering may have taken a good
+// from when renew starts: the grant's round trip may have taken a good
 // part of the safe window already (a 1 s lease on a loaded machine went
 // unhealthy before its first renewal). It returns why it stopped.
 func (r *Registry) renew(ctx context.Context, granted time.Time) string {
 	every := renewInterval(r.ttl)
 	t := time.NewTimer(every - time.Since(granted)) // fires at once if overdue
 	defer t.Stop()
+	// Renewals are sent every tick without waiting for the previous answer
+	// (at most maxRenewals at once): over a slow link each answer then
+	// vouches for a send at most one tick old, not one a round trip older.
+	type result struct {
+		sent, sentClock time.Time
+		ttl             int64
+		err             error
+	}
+	results := make(chan result, maxRenewals)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	actx, cancelAll := context.WithCancel(ctx)
+	defer cancelAll() // before wg.Wait: the attempts end with it
+	inFlight := 0
 	last := granted
 	for {
 		select {
 		case <-ctx.Done():
 			return "stopped"
+		case res := <-results:
+			inFlight--
+			switch {
+			case res.err == nil && res.ttl > 0:
+				// A renewal counts from when it was sent: etcd restarts
+				// the TTL somewhere between sending and the answer, never
+				// before. Counting from a slow answer would call the lease
+				// healthy for up to a third of the TTL after it may have
+				// expired.
+				if res.sent.After(last) {
+					last = res.sent
+					r.renewed(res.sentClock)
+				}
+			case errors.Is(res.err, rpctypes.ErrLeaseNotFound) || (res.err == nil && res.ttl <= 0):
+				return "lease not found"
+			case ctx.Err() != nil:
+				return "stopped"
+			default:
+				r.log.Debug("lease renewal failed; retrying", "server_id", r.id, "error", res.err)
+			}
 		case <-t.C:
-		}
-		// The next tick is every after this one, or at once if this
-		// attempt takes longer (as a Ticker would).
-		t.Reset(every)
-		left := r.ttl - time.Since(last)
-		if left <= 0 {
-			return "not renewed for a whole TTL"
-		}
-		cctx, cancel := context.WithTimeout(ctx, min(r.window, left))
-		resp, err := r.leases.KeepAliveOnce(cctx, r.lease)
-		cancel()
-		switch {
-		case err == nil && resp.TTL > 0:
-			last = time.Now()
-			r.renewed(r.opts.clock.Now())
-		case errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0):
-			return "lease not found"
-		case ctx.Err() != nil:
-			return "stopped"
-		default:
-			r.log.Debug("lease renewal failed; retrying", "server_id", r.id, "error", err)
+			t.Reset(every)
+			left := r.ttl - time.Since(last)
+			if left <= 0 {
+				return "not renewed for a whole TTL"
+			}
+			if inFlight >= maxRenewals {
+				break // every slot waits for an answer; each is bounded below
+			}
+			inFlight++
+			wg.Add(1)
+			sent, sentClock := time.Now(), r.opts.clock.Now()
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(actx, min(r.window, left))
+				resp, err := r.leases.KeepAliveOnce(cctx, r.lease)
+				cancel()
+				res := result{sent: sent, sentClock: sentClock, err: err}
+				if err == nil {
+					res.ttl = resp.TTL
+				}
+				results <- res // buffered for every attempt in flight
+			}()
 		}
 		if time.Since(last) >= r.ttl {
 			return "not renewed for a whole TTL"
