@@ -109,11 +109,19 @@ func AccessAsUser(ctx context.Context, user, group, helperTest, clientURL, peerU
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "setpriv", "--reuid="+user, "--regid="+group, "--clear-groups",
-		bin, "-test.run=^"+helperTest+"$", "-test.v")
-	cmd.Env = append(os.Environ(), AccessEnv+"="+clientURL+","+peerURL+","+tlsDir)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	// A child another goroutine forks meanwhile holds the copy's write
+	// descriptor until it execs: running the copy then fails "Text file
+	// busy" (ETXTBSY) for a moment; look again.
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, "setpriv", "--reuid="+user, "--regid="+group, "--clear-groups",
+			bin, "-test.run=^"+helperTest+"$", "-test.v")
+		cmd.Env = append(os.Environ(), AccessEnv+"="+clientURL+","+peerURL+","+tlsDir)
+		out, err := cmd.CombinedOutput()
+		if err == nil || attempt == 10 || !strings.Contains(string(out), "Text file busy") {
+			return string(out), err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // AccessHelperMain is the body of the helper test: when AccessEnv is set it
