@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -356,16 +355,6 @@ func TestSeatE2E(t *testing.T) {
 func newLocalUser(t *testing.T, base string) string {
 	t.Helper()
 	name := testutil.UniqueName(t, base, 4)
-	testutil.RemoveAccountAfter(t, name)
-	var out []byte
-	var err error
-	for attempt := 1; attempt <= 10; attempt++ {
-		out, err = exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
-		if _, lerr := user.Lookup(name); lerr == nil {
-			return name
-		}
-		time.Sleep(time.Duration(attempt) * 50 * time.Millisecond) // another process may hold the passwd lock
-	}
-	t.Fatalf("useradd %s: %v: %s", name, err, out)
-	return ""
+	testutil.AddAccount(t, name)
+	return name
 }

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
@@ -57,18 +56,9 @@ func TestNoPCSCBuild(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(libexec, "hotdesk-term-pcsc"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A child another test forks meanwhile holds the script's write
-	// descriptor until it execs: running it fails "text file busy" for a
-	// moment; look again.
-	var cmd *exec.Cmd
-	for attempt := 1; ; attempt++ {
-		cmd = exec.Command(filepath.Join(usrBin, "hotdesk-term"), args...)
-		out, err = cmd.CombinedOutput()
-		if err == nil || attempt == 10 || !strings.Contains(strings.ToLower(string(out)), "text file busy") {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cmd, out, err := testutil.OutputRetryingBusy(func() *exec.Cmd {
+		return exec.Command(filepath.Join(usrBin, "hotdesk-term"), args...)
+	})
 	if err != nil {
 		t.Fatalf("-pcsc with the helper: %v\n%s", err, out)
 	}

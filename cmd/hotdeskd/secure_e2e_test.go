@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -199,21 +198,7 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 	}
 
 	// Registration takes only what a reader produces, for users that exist.
-	if _, err := user.Lookup("shipuser"); err != nil {
-		testutil.RemoveAccountAfter(t, "shipuser")
-		// Other tests' daemons add and remove kiosk accounts meanwhile:
-		// useradd fails while one of them holds the passwd lock.
-		for attempt := 1; ; attempt++ {
-			out, err := exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "shipuser").CombinedOutput()
-			if _, lerr := user.Lookup("shipuser"); lerr == nil {
-				break
-			}
-			if attempt == 10 {
-				t.Fatalf("useradd: %v: %s", err, out)
-			}
-			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond)
-		}
-	}
+	testutil.AddAccount(t, "shipuser")
 	ctl := func(args ...string) error {
 		return exec.Command(filepath.Join(bin, "hotdeskctl"), append([]string{"-socket", e.socket, "token", "register"}, args...)...).Run()
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -163,4 +164,26 @@ func WithOwnKioskAccounts(t testing.TB, cfg string) string {
 		return cfg[:loc[1]] + "\n  " + line + cfg[loc[1]:]
 	}
 	return cfg + "\ncompositor {\n  " + line + "\n}\n"
+}
+
+// AddAccount creates local account name (its own group, no home, no login
+// shell) unless it exists, and removes it when the test ends if it created
+// it. useradd is retried while another process (another test's daemon
+// adding kiosk accounts) holds the passwd lock.
+func AddAccount(t testing.TB, name string) {
+	t.Helper()
+	if _, err := user.Lookup(name); err == nil {
+		return
+	}
+	RemoveAccountAfter(t, name)
+	var out []byte
+	var err error
+	for attempt := 1; attempt <= 10; attempt++ {
+		out, err = exec.Command("useradd", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name).CombinedOutput()
+		if _, lerr := user.Lookup(name); lerr == nil {
+			return
+		}
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
+	t.Fatalf("useradd %s: %v: %s", name, err, out)
 }

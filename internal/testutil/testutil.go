@@ -158,3 +158,18 @@ func RemoveBuilds() {
 		builds.root, builds.dirs, builds.errs = "", nil, nil
 	}
 }
+
+// OutputRetryingBusy runs the command newCmd makes and returns its combined
+// output, running a new one (up to 10 times) while it fails with "text file
+// busy": an executable just written is held open for writing by any child
+// another goroutine forks meanwhile, until that child execs.
+func OutputRetryingBusy(newCmd func() *exec.Cmd) (*exec.Cmd, []byte, error) {
+	for attempt := 1; ; attempt++ {
+		cmd := newCmd()
+		out, err := cmd.CombinedOutput()
+		if err == nil || attempt == 10 || !strings.Contains(strings.ToLower(string(out)), "text file busy") {
+			return cmd, out, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

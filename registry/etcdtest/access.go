@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -109,19 +110,13 @@ func AccessAsUser(ctx context.Context, user, group, helperTest, clientURL, peerU
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return "", err
 	}
-	// A child another goroutine forks meanwhile holds the copy's write
-	// descriptor until it execs: running the copy then fails "Text file
-	// busy" (ETXTBSY) for a moment; look again.
-	for attempt := 1; ; attempt++ {
+	_, out, err := testutil.OutputRetryingBusy(func() *exec.Cmd {
 		cmd := exec.CommandContext(ctx, "setpriv", "--reuid="+user, "--regid="+group, "--clear-groups",
 			bin, "-test.run=^"+helperTest+"$", "-test.v")
 		cmd.Env = append(os.Environ(), AccessEnv+"="+clientURL+","+peerURL+","+tlsDir)
-		out, err := cmd.CombinedOutput()
-		if err == nil || attempt == 10 || !strings.Contains(string(out), "Text file busy") {
-			return string(out), err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return cmd
+	})
+	return string(out), err
 }
 
 // AccessHelperMain is the body of the helper test: when AccessEnv is set it
