@@ -74,6 +74,12 @@ type Embedded struct {
 // identity and its keys (the URLs given on the first start should be reused;
 // a single member also survives new ports).
 func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+	return startEmbedded(ctx, cfg, nil)
+}
+
+// startEmbedded is StartEmbedded; serving, if not nil, is called as soon as
+// the member serves its peer port (before it is ready), on every attempt.
+func startEmbedded(ctx context.Context, cfg EmbedConfig, serving func()) (*Embedded, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("registry: embedded etcd: empty data directory")
 	}
@@ -106,7 +112,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	const attempts = 3
 	var lastErr error
 	for i := 0; i < attempts; i++ {
-		e, err := startEmbeddedOnce(ctx, cfg)
+		e, err := startEmbeddedOnce(ctx, cfg, serving)
 		if err == nil {
 			return e, nil
 		}
@@ -119,7 +125,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	return nil, lastErr
 }
 
-func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig, serving func()) (*Embedded, error) {
 	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
 	var err error
 	if clientURL == "" {
@@ -185,6 +191,9 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig) (*Embedded, error) 
 	e, err := embed.StartEtcd(ec) // closes itself on error
 	if err != nil {
 		return nil, fmt.Errorf("registry: embedded etcd: start: %w", err)
+	}
+	if serving != nil {
+		serving()
 	}
 	abort := func() {
 		closing.Store(true)
@@ -285,6 +294,14 @@ func isAddrInUse(err error) bool {
 // initial cluster and returns the configurations used (to restart a member
 // later with ClusterState "existing"). On failure it closes whatever it
 // started.
+//
+// The members start one after the other, each as soon as the one before
+// serves its peer port, and then become ready together: a member
+// bootstrapping a new cluster first asks every other member's peer port
+// whether it is part of a cluster already, and a port that is bound but
+// not served yet (its member is bootstrapping too) answers only when the
+// question times out, a second per member; a port not bound yet refuses at
+// once.
 func StartCluster(ctx context.Context, cfgs []EmbedConfig) ([]*Embedded, []EmbedConfig, error) {
 	cfgs = append([]EmbedConfig(nil), cfgs...)
 	peers := make([]string, len(cfgs))
@@ -310,15 +327,25 @@ func StartCluster(ctx context.Context, cfgs []EmbedConfig) ([]*Embedded, []Embed
 	var wg sync.WaitGroup
 	for i := range cfgs {
 		cfgs[i].InitialCluster = strings.Join(peers, ",")
+	}
+	for i := range cfgs {
+		serving := make(chan struct{})
+		var once sync.Once
+		served := func() { once.Do(func() { close(serving) }) }
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			members[i], errs[i] = StartEmbedded(ctx, cfgs[i])
+			defer served()
+			members[i], errs[i] = startEmbedded(ctx, cfgs[i], served)
 			if errs[i] != nil {
 				errs[i] = fmt.Errorf("member %d: %w", i, errs[i])
 				cancel() // the others cannot reach quorum without this one
 			}
 		}()
+		<-serving
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

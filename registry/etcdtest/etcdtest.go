@@ -64,6 +64,12 @@ func Client(t testing.TB, endpoints []string) *clientv3.Client {
 // (each in its own t.TempDir()), waits until all are ready, and returns all
 // client endpoints and the members (to stop one in a test: Close is
 // idempotent). Everything is closed by t.Cleanup.
+//
+// When the test is over the members, including those RestartMember started
+// again, are killed all at once (Embedded.Kill): a graceful Close one after
+// the other hands leadership over and waits up to a second for each
+// member's peer connections, about 3 s for three members, for data nobody
+// reads again. Kill waits for the members' goroutines all the same.
 func StartCluster(t testing.TB, n int) (endpoints []string, members []*registry.Embedded) {
 	t.Helper()
 	if n < 1 {
@@ -81,19 +87,57 @@ func StartCluster(t testing.TB, n int) (endpoints []string, members []*registry.
 	if err != nil {
 		t.Fatalf("etcdtest: start cluster: %v", err)
 	}
+	c := &cluster{members: append([]*registry.Embedded(nil), members...)}
 	for _, m := range members {
-		t.Cleanup(func() {
-			m.Close()
-			memberConfigs.Delete(m)
-		})
+		v, _ := memberConfigs.Load(m)
+		mc := v.(memberConfig)
+		mc.cluster = c
+		memberConfigs.Store(m, mc)
 		endpoints = append(endpoints, m.Endpoints()...)
 	}
+	t.Cleanup(c.kill)
 	return endpoints, members
 }
 
-// memberConfigs remembers how each member started by StartCluster was
-// configured, for RestartMember.
-var memberConfigs sync.Map // *registry.Embedded -> registry.EmbedConfig
+// cluster is what one StartCluster started, for its cleanup.
+type cluster struct {
+	mu      sync.Mutex
+	members []*registry.Embedded // every member started, stopped or not
+}
+
+func (c *cluster) add(m *registry.Embedded) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.members = append(c.members, m)
+}
+
+// kill kills every member at once and waits until all have stopped.
+func (c *cluster) kill() {
+	c.mu.Lock()
+	members := c.members
+	c.members = nil
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.Kill() // a no-op for a member already stopped
+			memberConfigs.Delete(m)
+		}()
+	}
+	wg.Wait()
+}
+
+// memberConfig is how a member started by StartCluster was configured, for
+// RestartMember, and the cluster it belongs to.
+type memberConfig struct {
+	cfg     registry.EmbedConfig
+	cluster *cluster
+}
+
+// memberConfigs remembers every running or stopped member of a cluster.
+var memberConfigs sync.Map // *registry.Embedded -> memberConfig
 
 // StopMember kills member m (started by StartCluster) as a crash would look
 // to its peers and clients: no leadership hand-over, its ports close; its
@@ -105,14 +149,16 @@ func StopMember(t testing.TB, m *registry.Embedded) {
 
 // RestartMember starts a stopped member of a StartCluster cluster again on
 // the same data directory and URLs, waits until it is ready (it has rejoined
-// the cluster), and returns it; it is closed by t.Cleanup.
+// the cluster), and returns it; it is killed with its cluster when the test
+// that started the cluster is over.
 func RestartMember(t testing.TB, m *registry.Embedded) *registry.Embedded {
 	t.Helper()
 	v, ok := memberConfigs.Load(m)
 	if !ok {
 		t.Fatalf("etcdtest: restart member %s: not started by StartCluster", m.Name())
 	}
-	cfg := v.(registry.EmbedConfig)
+	mc := v.(memberConfig)
+	cfg := mc.cfg
 	cfg.ClusterState = "existing"
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -120,11 +166,8 @@ func RestartMember(t testing.TB, m *registry.Embedded) *registry.Embedded {
 	if err != nil {
 		t.Fatalf("etcdtest: restart member %s: %v", m.Name(), err)
 	}
-	memberConfigs.Store(n, cfg)
-	t.Cleanup(func() {
-		n.Close()
-		memberConfigs.Delete(n)
-	})
+	memberConfigs.Store(n, memberConfig{cfg: cfg, cluster: mc.cluster})
+	mc.cluster.add(n)
 	return n
 }
 
@@ -142,7 +185,7 @@ func startCluster(t testing.TB, n int) ([]*registry.Embedded, error) {
 		return nil, err
 	}
 	for i, m := range members {
-		memberConfigs.Store(m, used[i])
+		memberConfigs.Store(m, memberConfig{cfg: used[i]})
 	}
 	return members, nil
 }
