@@ -191,19 +191,18 @@ func creations(t *testing.T, cli *clientv3.Client, key string, rev int64) int {
 // then start new sessions on the surviving brokers.
 func TestGroupBrokerDies(t *testing.T) {
 	t.Parallel()
-	// b1's lease is short (it dies), yet long enough to stay healthy on a
-	// loaded machine until then; b2 and b3 keep theirs.
-	g := newGroupTTL(t, 5*time.Second)
+	// b1's lease is short (it dies and the test waits for it to expire),
+	// yet long enough to stay healthy on a loaded machine until then
+	// (renewed every 500 ms, fenced after 2 s without a renewal); b2 and b3
+	// keep theirs.
+	g := newGroupTTL(t, 3*time.Second)
 	tok, key := g.b[0].enroll("jo")
 	t1 := g.b[0].dial("term-1")
 	t1.present(tok, key)
 	if o := follow(t, t1, tok, key); o.server != "b1" {
 		t.Fatalf("created on %s; want b1", o.server)
 	}
-	// "Kill" b1: its etcd client goes away without revoking the lease, and
-	// its terminals lose their connection.
-	g.b[0].cli.Close()
-	t1.conn.Close()
+	g.b[0].die(t1)
 	waitGone(t, g.b[1].reg, tok)
 	t2 := g.b[1].dial("term-2")
 	t2.present(tok, key)
@@ -211,6 +210,29 @@ func TestGroupBrokerDies(t *testing.T) {
 	if o.server == "b1" || o.session == "" {
 		t.Fatalf("after b1 died: %+v; want a new session on a live broker", o)
 	}
+}
+
+// die makes e's broker look to the group as if its process was killed: its
+// etcd client goes away without revoking the lease, which expires in its
+// own time, and the connections of tms drop. What the process ran is torn
+// down meanwhile, in the background (each registry call on the closed
+// client fails only after the client's retries, ~1.5 s); the test waits
+// for it when it ends, before e's own cleanup.
+func (e *env) die(tms ...*term) {
+	e.t.Helper()
+	e.cli.Close()
+	for _, tm := range tms {
+		tm.conn.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		e.b.Shutdown(ctx)
+		e.reg.Close(ctx)
+	}()
+	e.t.Cleanup(func() { <-done })
 }
 
 func waitGone(t *testing.T, reg *registry.Registry, key string) {
@@ -320,9 +342,11 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	t.Parallel()
 	eps, _ := etcdtest.StartCluster(t, 3)
 	proxy := etcdtest.NewProxy(t, strings.TrimPrefix(eps[0], "http://"))
-	// b1's lease is short (it is cut off), yet long enough to stay healthy
-	// on a loaded machine until then; b2 keeps its lease.
-	const ttl = 5 * time.Second
+	// b1's lease is short (it is cut off and the test waits for it to
+	// expire), yet long enough to stay healthy on a loaded machine until
+	// then (renewed every 500 ms, fenced after 2 s without a renewal); b2
+	// keeps its lease.
+	const ttl = 3 * time.Second
 	b1 := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: ttl})
 
 	kept, keptKey := b1.enroll("pat")

@@ -126,10 +126,11 @@ func TestHealthOwnTimer(t *testing.T) {
 func TestPartitionHealedInTime(t *testing.T) {
 	t.Parallel()
 	cli, p, admin := proxied(t)
-	// Half the TTL for the safe window: renewals (every TTL/6) keep it
-	// healthy with room for late ones, and the lease outlives the time
-	// between turning unhealthy and the heal with room for a slow machine.
-	r := newReg(t, cli, "s1", registry.WithLeaseTTL(10*time.Second), registry.WithSafeWindow(5*time.Second))
+	// Half the TTL for the safe window: renewals (every TTL/6, 1 s) keep it
+	// healthy with room for two late ones, and the lease outlives the time
+	// between turning unhealthy and the heal (the renewals the proxy held go
+	// through at once) by 3 s, room for a slow machine.
+	r := newReg(t, cli, "s1", registry.WithLeaseTTL(6*time.Second), registry.WithSafeWindow(3*time.Second))
 	ctx := tctx(t)
 	c, _, err := r.Claim(ctx, "soft.kept", registry.Session{ID: "k"})
 	if err != nil {
