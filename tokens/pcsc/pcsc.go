@@ -66,6 +66,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ebfe/scard"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -159,6 +160,9 @@ type Provider struct {
 	// hookBeforeWait, if set (tests only, before Watch), runs on the
 	// poller's thread before every GetStatusChange.
 	hookBeforeWait func()
+	// hookAfterWait, if set (tests only, before Watch), sees the states
+	// of every successful GetStatusChange before the poller does.
+	hookAfterWait func([]scard.ReaderState)
 
 	mu       sync.Mutex
 	po       *poller // of the running Watch

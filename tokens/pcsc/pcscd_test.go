@@ -6,8 +6,11 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ebfe/scard"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/tokens"
@@ -323,6 +326,44 @@ func TestFastSwap(t *testing.T) {
 
 	w.expect(tokens.Removed, "uid.0a0a0a0a", reader0)
 	w.expect(tokens.Inserted, "uid.0b0b0b0b", reader0)
+}
+
+// TestReaderReportedUnknown: a wait that reports a reader as unknown while
+// pcscd still lists it (libpcsclite 1.9 does so now and then under load;
+// this test makes two waits in a row do it) is no reader gone: no event,
+// and the card in it stays inserted.
+func TestReaderReportedUnknown(t *testing.T) {
+	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
+	p := newProvider(t, Config{})
+	var armed atomic.Bool
+	var glitches atomic.Int32
+	glitches.Store(2)
+	p.hookAfterWait = func(states []scard.ReaderState) {
+		if !armed.Load() {
+			return
+		}
+		for i := range states {
+			if states[i].Reader == reader0 && glitches.Add(-1) >= 0 {
+				states[i].EventState = scard.StateUnknown | scard.StateUnavailable | scard.StateChanged
+			}
+		}
+	}
+	w := startWatch(t, p)
+	in := insert(t, d, 0, vcard.UIDCard([]byte{0x0C, 1, 1, 1}))
+	w.expect(tokens.Inserted, "uid.0c010101", reader0)
+	armed.Store(true)
+	// A card in reader 1 ends the poller's wait: the next waits report
+	// reader 0 unknown.
+	insert(t, d, 1, vcard.UIDCard([]byte{0x0C, 2, 2, 2}))
+	w.expect(tokens.Inserted, "uid.0c020202", reader1)
+	if n := glitches.Load(); n > 0 {
+		t.Fatalf("%d of 2 waits reported reader 0 unknown; want both", 2-n)
+	}
+	remove(t, in)
+	w.expect(tokens.Removed, "uid.0c010101", reader0)
 }
 
 // waitPending waits until clk has n pending timers.
