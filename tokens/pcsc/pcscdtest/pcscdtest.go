@@ -6,8 +6,11 @@
 // a private mount namespace (unshare -m) where a temporary directory is
 // bind-mounted on /run/pcscd, and this process's libpcsclite is pointed at
 // the socket with PCSCLITE_CSOCK_NAME. libpcsclite reads that variable once,
-// at its first call, so a test process uses one Daemon (start it in
-// TestMain) and restarts it in place; Start sets the variable.
+// at its first call, so a process talks to one Daemon (Start sets the
+// variable; restart the daemon in place). Tests that run in parallel each
+// start a Daemon of their own and talk to it from child processes, with
+// SocketEnv=Socket() in their environment (tokens/pcsc runs each such test
+// in a child test process; cmd/hotdesk-term's tests run the agents).
 //
 // vpcd listens on the two ports of its configuration on all interfaces; Start
 // picks two free consecutive ports and makes sure this daemon is the one
