@@ -3,7 +3,8 @@
 //
 // Watching: one goroutine, locked to its OS thread and owning one PC/SC
 // context, waits in SCardGetStatusChange on every reader that matches
-// Config.Readers and on \\?PnP?\Notification (readers plugged in or out).
+// Config.Readers and on \\?PnP?\Notification (readers plugged in or out),
+// in waits of at most 2 s (a lost wake-up is not lost for longer).
 // Cancelling the Watch context calls SCardCancel on it. A card is "new" when
 // the reader's event counter (upper 16 bits of the event state) changes, so
 // a card swapped between two waits is seen as a removal and an insertion.

@@ -20,6 +20,13 @@ const pnpReader = `\\?PnP?\Notification`
 // GetStatusChange starts waiting is lost.
 const cancelRetry = 50 * time.Millisecond
 
+// waitTimeout bounds one GetStatusChange; the poller then waits again. It
+// bounds how late a change is seen if libpcsclite's wake-up is lost: once,
+// under load, the bench's card scenario saw a card removal only ~10 s
+// late, at the next card movement (libpcsclite 1.9 itself waits in steps
+// of 60 s). A wait that times out costs a round trip to pcscd.
+const waitTimeout = 2 * time.Second
+
 // maxRelists bounds consecutive reader relists without a successful wait.
 const maxRelists = 8
 
@@ -102,7 +109,7 @@ func (po *poller) session(ctx context.Context, sctx *scard.Context) (delivered b
 		if hook := po.p.hookBeforeWait; hook != nil {
 			hook()
 		}
-		err := sctx.GetStatusChange(states, -1)
+		err := sctx.GetStatusChange(states, waitTimeout)
 		if hook := po.p.hookAfterWait; hook != nil && err == nil {
 			hook(states)
 		}
