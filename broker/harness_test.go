@@ -183,13 +183,19 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 // enroll registers a new software token for user and returns its key.
 func (e *env) enroll(user string) (string, ed25519.PrivateKey) {
 	e.t.Helper()
+	return enrollAs(e.t, e, user)
+}
+
+// enrollAs is e.enroll failing t (a subtest of e's test) instead.
+func enrollAs(t *testing.T, e *env, user string) (string, ed25519.PrivateKey) {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	id := soft.TokenID(pub)
 	if err := e.reg.EnrollToken(e.ctx, registry.TokenRecord{ID: id, Kind: "soft", PublicKey: pub, User: user}); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return id, priv
 }
