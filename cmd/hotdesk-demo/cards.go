@@ -35,12 +35,7 @@ func (d *demo) cardScript(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pcscd with the vpcd driver (Debian packages pcscd, vsmartcard-vpcd): %w", err)
 	}
-	defer func() {
-		// SIGKILL: on SIGTERM pcscd takes 1.5 s, at times 10 s, to wind
-		// down its reader threads, and its clients are gone by now.
-		pcscd.Kill()
-		pcscd.Close()
-	}()
+	defer pcscd.Close()
 	d.step("private pcscd ready with readers %q and %q", pcscdtest.Readers[0], pcscdtest.Readers[1])
 	n1, err := d.startFirst(ctx)
 	if err != nil {
