@@ -53,22 +53,24 @@ func (d *demo) cardScript(ctx context.Context) error {
 			d.userAdded = "demo"
 		}
 	}
+	ks := filepath.Join(d.dir, "none.json")
+	phone, phoneOut, err := d.pairPhone(ctx, n1, pcscd, ks)
+	if err != nil {
+		return err
+	}
 	if out, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskctl"), "-socket", n1.socket,
 		"token", "register", token, "-user", "demo", "-label", "badge").CombinedOutput(); err != nil {
 		return fmt.Errorf("hotdeskctl token register: %v: %s", err, out)
 	}
 	d.step("admin registered card %s to user demo (hotdeskctl token register)", token)
-
-	ks := filepath.Join(d.dir, "none.json")
-	phone, err := d.pairPhone(ctx, n1, pcscd, ks)
-	if err != nil {
-		return err
-	}
-	t0, err := d.terminal(ctx, "desk-0", ks, n1, "-pcsc", "-readers", "00 00", "-remove-grace", "300ms")
-	if err != nil {
-		return err
-	}
 	t1, err := d.terminal(ctx, "desk-1", ks, n1, "-pcsc", "-readers", "00 01", "-remove-grace", "300ms")
+	if err != nil {
+		return err
+	}
+	// Nobody watches reader 0 since the pairing: let pcscd see the phone
+	// leave it (its next poll) before desk-0's agent looks at the reader.
+	time.Sleep(time.Until(phoneOut.Add(time.Second)))
+	t0, err := d.terminal(ctx, "desk-0", ks, n1, "-pcsc", "-readers", "00 00", "-remove-grace", "300ms")
 	if err != nil {
 		return err
 	}
@@ -83,7 +85,6 @@ func (d *demo) cardScript(ctx context.Context) error {
 	}
 	// The phone: the other way round, desk-1 first. The broker's part now
 	// includes the challenge signed by the phone over NFC.
-	time.Sleep(time.Second) // vpcd shows no card swapped within one pcscd poll
 	if err := d.moveCard(ctx, []*term{t1, t0}, pcscd, "phone", func() vcard.Card { return vcard.PhoneCard(phone) }); err != nil {
 		return err
 	}
@@ -119,9 +120,12 @@ func msSince(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) /
 // moveCard puts a new card from mk into the reader of each terminal in
 // turn (terminal i watches reader i of terms' order: desk-0 reader 0,
 // desk-1 reader 1), checks that the same session follows, and pulls it.
+// The next card goes in once the agent has seen the last one leave (its
+// "detached" event): pcscd noticed the removal, so vpcd shows the new card
+// as a new one.
 func (d *demo) moveCard(ctx context.Context, terms []*term, pcscd *pcscdtest.Daemon, what string, mk func() vcard.Card) error {
 	session := ""
-	for i, t := range terms {
+	for _, t := range terms {
 		reader := 0
 		if t.name == "desk-1" {
 			reader = 1
@@ -165,25 +169,23 @@ func (d *demo) moveCard(ctx context.Context, terms []*term, pcscd *pcscdtest.Dae
 		}
 		d.step("%s pulled from reader %d → %v (after pcscd's detection and the 300 ms removal grace)  [%.1f ms]",
 			what, reader, det["reason"], msSince(start, time.Now()))
-		if i < len(terms)-1 {
-			time.Sleep(time.Second) // vpcd shows no card swapped within one pcscd poll
-		}
 	}
 	return nil
 }
 
 // pairPhone enrolls a virtual phone for user demo with a pairing code, as
 // a person would: the admin creates the code, the terminal agent on reader
-// 0 waits for the phone and reads its public key over NFC.
-func (d *demo) pairPhone(ctx context.Context, n *node, pcscd *pcscdtest.Daemon, keystore string) (*nfc.Phone, error) {
+// 0 waits for the phone and reads its public key over NFC. It returns the
+// phone and when it left the reader.
+func (d *demo) pairPhone(ctx context.Context, n *node, pcscd *pcscdtest.Daemon, keystore string) (*nfc.Phone, time.Time, error) {
 	var pr struct{ Code string }
 	if err := d.ctlJSON(ctx, n, &pr, "token", "pair", "-user", "demo", "-label", "demo phone", "-json"); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	d.step("admin created pairing code %s (hotdeskctl token pair)", pr.Code)
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	phone := &nfc.Phone{Key: key}
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -192,16 +194,16 @@ func (d *demo) pairPhone(ctx context.Context, n *node, pcscd *pcscdtest.Daemon, 
 		"-id", "desk-0", "-keystore", keystore, "-json", "-pcsc", "-readers", "00 00", "pair", pr.Code)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	logf, err := os.Create(filepath.Join(d.dir, "pair.log"))
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer logf.Close()
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pair: %w", err)
+		return nil, time.Time{}, fmt.Errorf("pair: %w", err)
 	}
 	defer cmd.Wait()
 	sc := bufio.NewScanner(stdout)
@@ -219,20 +221,19 @@ func (d *demo) pairPhone(ctx context.Context, n *node, pcscd *pcscdtest.Daemon, 
 		switch ev["event"] {
 		case "waiting":
 			if card, err = vcard.Insert(ctx, pcscd.Port(0), vcard.PhoneCard(phone)); err != nil {
-				return nil, err
+				return nil, time.Time{}, err
 			}
 		case "paired":
 			if ev["token"] != phone.TokenID() {
-				return nil, fmt.Errorf("pair: paired %v; want %s", ev["token"], phone.TokenID())
+				return nil, time.Time{}, fmt.Errorf("pair: paired %v; want %s", ev["token"], phone.TokenID())
 			}
 			d.step("phone %s presented at reader 0 and enrolled for user demo (hotdesk-term -pcsc pair)", phone.TokenID())
 			card.Remove()
 			card = nil
-			time.Sleep(time.Second) // let pcscd see the phone leave before the agents start
-			return phone, nil
+			return phone, time.Now(), nil
 		case "error":
-			return nil, fmt.Errorf("pair: %v", ev["message"])
+			return nil, time.Time{}, fmt.Errorf("pair: %v", ev["message"])
 		}
 	}
-	return nil, fmt.Errorf("pair: hotdesk-term ended without pairing (log %s)", logf.Name())
+	return nil, time.Time{}, fmt.Errorf("pair: hotdesk-term ended without pairing (log %s)", logf.Name())
 }

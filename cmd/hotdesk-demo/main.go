@@ -473,7 +473,11 @@ func (d *demo) removeUser() {
 }
 
 // stopAll ends every session (the brokers keep desktops across a stop)
-// and stops the brokers, newest first, with SIGTERM.
+// and then stops the brokers, newest first, with SIGTERM. Every session is
+// killed while all brokers still run: a broker lists the group's sessions
+// by asking every member, and a stopped one stays in the registry until
+// its lease expires (it keeps its desktops' claims), so a listing after a
+// stop would wait for its answer in vain.
 func (d *demo) stopAll() {
 	for i := len(d.nodes) - 1; i >= 0; i-- {
 		n := d.nodes[i]
@@ -484,7 +488,9 @@ func (d *demo) stopAll() {
 		for _, s := range ss {
 			_ = exec.Command(filepath.Join(d.bin, "hotdeskctl"), "-socket", n.socket, "session", "kill", s.ID).Run()
 		}
-		n.stop()
+	}
+	for i := len(d.nodes) - 1; i >= 0; i-- {
+		d.nodes[i].stop()
 	}
 	d.nodes = nil
 }

@@ -26,7 +26,6 @@ import (
 // clients with a card reader do.
 type cardWorld struct {
 	*testutil.Daemon
-	t     *testing.T
 	dir   string
 	addr  string
 	pcscd *pcscdtest.Daemon
@@ -36,7 +35,7 @@ func newCardWorld(t *testing.T, extraConfig ...string) *cardWorld {
 	t.Helper()
 	d := startPCSCD(t)
 	testutil.NeedTools(t, "weston")
-	w := &cardWorld{t: t, dir: t.TempDir(), addr: testutil.FreeAddr(t), pcscd: d}
+	w := &cardWorld{dir: t.TempDir(), addr: testutil.FreeAddr(t), pcscd: d}
 	socket := testutil.AdminSocket(w.dir)
 	cfg := testutil.DaemonConfig(t, "cards", w.dir, w.addr, "") + fmt.Sprintf(`
 session {
@@ -87,20 +86,33 @@ func (w *cardWorld) ctl(args ...string) error {
 
 func (w *cardWorld) ctlOut(args ...string) ([]byte, error) { return w.Ctl(args...) }
 
-// agent runs hotdesk-term with extra args and returns its JSON events.
-func (w *cardWorld) agent(ctx context.Context, args ...string) (*exec.Cmd, <-chan map[string]any, io.WriteCloser) {
-	w.t.Helper()
+// agent runs hotdesk-term with extra args and returns its JSON events. It
+// is stopped when t (the test or a subtest of it) ends.
+func (w *cardWorld) agent(ctx context.Context, t *testing.T, args ...string) (*exec.Cmd, <-chan map[string]any, io.WriteCloser) {
+	t.Helper()
 	base := []string{"-server", w.addr, "-pin", w.Pin, "-json", "-keystore", filepath.Join(w.dir, "none.json")}
 	cmd := exec.CommandContext(ctx, filepath.Join(w.Bin, "hotdesk-term"), append(base, args...)...)
 	cmd.Env = append(os.Environ(), pcscEnv(w.pcscd))
 	cmd.Stderr = os.Stderr
-	evs, stdin := testutil.StartEvents(w.t, cmd, 64)
+	evs, stdin := testutil.StartEvents(t, cmd, 64)
 	return cmd, evs, stdin
 }
 
-// settle waits for pcscd's next poll of the vpcd readers (about every
-// 0.4 s): vpcd cannot show a card swapped within one poll.
-func settle() { time.Sleep(time.Second) }
+// settleTime is how long pcscd takes to notice that a card left a vpcd
+// reader: its next poll of the reader (about every 0.4 s), with room to
+// spare. vpcd cannot show a card swapped within one poll.
+const settleTime = time.Second
+
+// settle waits for pcscd's next poll of the vpcd readers: no agent can
+// show that pcscd saw a removal when the card was never identified (a
+// garbage card) or nobody watches the reader (after pairing), and a quiet
+// spell shows that nothing comes after a refusal.
+func settle() { time.Sleep(settleTime) }
+
+// settledSince waits until settleTime has passed since removed, the time a
+// card left a reader: the wait of settle, overlapped with whatever the
+// test did meanwhile.
+func settledSince(removed time.Time) { time.Sleep(time.Until(removed.Add(settleTime))) }
 
 // awaitEvent returns the first event of evs that match accepts (match
 // may fail the test on an event that must not come), within 30 s
@@ -123,8 +135,17 @@ func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]
 // (carol's token id, another key) are refused; a garbage card is a card
 // error and no session; a card back within the removal grace does not
 // suspend the session.
+//
+// Budget: about 10 s after the daemon is ready. Once the card has moved,
+// the two readers are independent: the phones and the garbage card at
+// desk 0 run beside the debounce at reader 1 (subtests run concurrently,
+// each with an agent of its own). A removal followed by a "detached" event
+// needs no pause: the agent saw it through pcscd.
 func TestCardsE2E(t *testing.T) {
 	t.Parallel()
+	// The account first: its useradd runs while another test builds the
+	// binaries, and it is removed after the daemon has stopped.
+	alice := newLocalUser(t, "alice") // hotdeskd registers tokens to local users only
 	w := newCardWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -139,7 +160,7 @@ func TestCardsE2E(t *testing.T) {
 	}
 	var pr struct{ Code string }
 	json.Unmarshal(out, &pr)
-	pairCmd, pairEvs, _ := w.agent(ctx, "-id", "desk-0", "-pcsc", "-readers", reader0, "pair", pr.Code)
+	pairCmd, pairEvs, _ := w.agent(ctx, t, "-id", "desk-0", "-pcsc", "-readers", reader0, "pair", pr.Code)
 	waitEvent(t, pairEvs, "waiting")
 	ins, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
 	if err != nil {
@@ -151,14 +172,16 @@ func TestCardsE2E(t *testing.T) {
 	}
 	pairCmd.Wait()
 	ins.Remove()
-	settle() // let pcscd see the removal before the next card goes into that reader
+	phoneOut := time.Now()
 
-	alice := newLocalUser(t, "alice") // hotdeskd registers tokens to local users only
 	if out, err := w.ctlOut("token", "register", "uid.04a1b2c3", "-user", alice); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}
-	_, ev0, _ := w.agent(ctx, "-id", "desk-0", "-pcsc", "-readers", reader0, "-remove-grace", "200ms", "run")
-	cmd1, ev1, _ := w.agent(ctx, "-id", "desk-1", "-pcsc", "-readers", reader1, "-remove-grace", "200ms", "run")
+	cmd1, ev1, _ := w.agent(ctx, t, "-id", "desk-1", "-pcsc", "-readers", reader1, "-remove-grace", "200ms", "run")
+	// pcscd sees the phone leave reader 0 before desk 0's agent looks at
+	// it and the next card goes in (nobody watches the reader now).
+	settledSince(phoneOut)
+	_, ev0, _ := w.agent(ctx, t, "-id", "desk-0", "-pcsc", "-readers", reader0, "-remove-grace", "200ms", "run")
 	waitEvent(t, ev0, "connected")
 	waitEvent(t, ev1, "connected")
 
@@ -173,7 +196,6 @@ func TestCardsE2E(t *testing.T) {
 		t.Fatalf("card at desk 0: %v; want %s's session", att, alice)
 	}
 	card.Remove()
-	settle()
 	if det := waitEvent(t, ev0, "detached"); det["reason"] != "token_removed" {
 		t.Fatalf("card pulled: %v; want token_removed", det)
 	}
@@ -187,91 +209,99 @@ func TestCardsE2E(t *testing.T) {
 	}
 	card.Remove()
 	waitEvent(t, ev1, "detached")
-	settle()
 
-	// The phone at desk 0 proves its key and gets carol's session.
-	ins, err = vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitEvent(t, ev0, "challenge")
-	if a := waitEvent(t, ev0, "attached"); a["user"] != "carol" || a["token"] != phone.TokenID() {
-		t.Fatalf("phone: %v; want carol's session", a)
-	}
-	ins.Remove()
-	waitEvent(t, ev0, "detached")
-	settle()
+	// From here the readers are independent: desk 0 (reader 0) and the
+	// debounce at reader 1 run side by side. t.Run may be called from
+	// several goroutines; these subtests are not parallel tests (they wait
+	// for no slot of -test.parallel) and each fails on its own.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t.Run("desk0", func(t *testing.T) {
+			// The phone at desk 0 proves its key and gets carol's session.
+			ins, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitEvent(t, ev0, "challenge")
+			if a := waitEvent(t, ev0, "attached"); a["user"] != "carol" || a["token"] != phone.TokenID() {
+				t.Fatalf("phone: %v; want carol's session", a)
+			}
+			ins.Remove()
+			waitEvent(t, ev0, "detached")
 
-	// A phone that was never enrolled, and an impostor that claims carol's
-	// phone but signs with its own key: refused, no session.
-	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
-	_, forger, _ := ed25519.GenerateKey(rand.Reader)
-	for _, c := range []struct {
-		name      string
-		card      vcard.Card
-		wantError string
-	}{
-		{"unenrolled phone", vcard.PhoneCard(&nfc.Phone{Key: stranger}), "unknown_token"},
-		{"impostor phone", vcard.ImpostorCard(phone, forger), "auth_failed"},
-	} {
-		ins, err := vcard.Insert(ctx, w.pcscd.Port(0), c.card)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev := waitRefused(t, ev0); ev["name"] != c.wantError {
-			t.Errorf("%s: got %v; want error %s", c.name, ev, c.wantError)
-		}
-		ins.Remove()
-		settle()
-		quiet(t, ev0, c.name) // the removal and any answer to it
-	}
+			// A phone that was never enrolled, and an impostor that claims
+			// carol's phone but signs with its own key: refused, no session.
+			_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+			_, forger, _ := ed25519.GenerateKey(rand.Reader)
+			for _, c := range []struct {
+				name      string
+				card      vcard.Card
+				wantError string
+			}{
+				{"unenrolled phone", vcard.PhoneCard(&nfc.Phone{Key: stranger}), "unknown_token"},
+				{"impostor phone", vcard.ImpostorCard(phone, forger), "auth_failed"},
+			} {
+				ins, err := vcard.Insert(ctx, w.pcscd.Port(0), c.card)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev := waitRefused(t, ev0); ev["name"] != c.wantError {
+					t.Errorf("%s: got %v; want error %s", c.name, ev, c.wantError)
+				}
+				ins.Remove()
+				settle()              // a quiet spell: no session after the refusal
+				quiet(t, ev0, c.name) // the removal and any answer to it
+			}
 
-	// A card that answers nothing sensible: a card error, no session.
-	bad, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.GarbageCard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		ev := waitEvent(t, ev1, "card")
-		if ev["kind"] == "attached" {
-			t.Fatalf("garbage card: %v; want no session", ev)
-		}
-		if ev["kind"] == "error" {
-			break
-		}
-	}
-	bad.Remove()
-	settle()
-	quiet(t, ev1, "garbage card")
-
-	// Debounce: with a grace of 4 s, a card out of the field and back
-	// within the grace does not suspend the session; pulled for good, it
-	// does, and nothing happened in between.
-	cmd1.Process.Kill()
-	_, ev2, _ := w.agent(ctx, "-id", "desk-2", "-pcsc", "-readers", reader1, "-remove-grace", "4s", "run")
-	waitEvent(t, ev2, "connected")
-	card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := waitEvent(t, ev2, "attached"); a["session"] != att["session"] {
-		t.Fatalf("card at desk 2: %v; want session %v", a, att["session"])
-	}
-	card.Remove()
-	settle() // pcscd has seen the removal (the provider holds it back)
-	card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	settle()
-	if got := debounced(ev2); len(got) != 0 {
-		t.Errorf("events after the card came back within the grace: %v; want none", got)
-	}
-	card.Remove()
-	det := waitEvent(t, ev2, "detached")
-	if det["reason"] != "token_removed" {
-		t.Fatalf("card pulled for good: %v; want token_removed", det)
-	}
+			// A card that answers nothing sensible: a card error, no session.
+			bad, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.GarbageCard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			awaitEvent(t, ev0, "card error", func(ev map[string]any) bool {
+				if ev["event"] == "attached" || ev["kind"] == "inserted" {
+					t.Fatalf("garbage card: %v; want no session", ev)
+				}
+				return ev["event"] == "card" && ev["kind"] == "error"
+			})
+			bad.Remove()
+			settle() // a quiet spell: no session after the error
+			quiet(t, ev0, "garbage card")
+		})
+	})
+	wg.Go(func() {
+		t.Run("debounce", func(t *testing.T) {
+			// Debounce: with a grace of 4 s, a card out of the field and
+			// back within the grace does not suspend the session; pulled
+			// for good, it does, and nothing happened in between.
+			cmd1.Process.Kill()
+			_, ev2, _ := w.agent(ctx, t, "-id", "desk-2", "-pcsc", "-readers", reader1, "-remove-grace", "4s", "run")
+			waitEvent(t, ev2, "connected")
+			card, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := waitEvent(t, ev2, "attached"); a["session"] != att["session"] {
+				t.Fatalf("card at desk 2: %v; want session %v", a, att["session"])
+			}
+			card.Remove()
+			settle() // pcscd has seen the removal (the provider holds it back)
+			card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			settle() // a quiet spell: the card back within the grace changes nothing
+			if got := debounced(ev2); len(got) != 0 {
+				t.Errorf("events after the card came back within the grace: %v; want none", got)
+			}
+			card.Remove()
+			det := waitEvent(t, ev2, "detached")
+			if det["reason"] != "token_removed" {
+				t.Fatalf("card pulled for good: %v; want token_removed", det)
+			}
+		})
+	})
+	wg.Wait()
 }
 
 // waitRefused waits for the broker's error event; a session is a failure.
@@ -322,10 +352,10 @@ func debounced(evs <-chan map[string]any) []map[string]any {
 func TestSeatE2E(t *testing.T) {
 	t.Parallel()
 	reader1 := pcscdtest.Readers[1][len(pcscdtest.Readers[1])-5:]
+	dan := newLocalUser(t, "dan") // before the daemon, as in TestCardsE2E
 	w := newCardWorld(t, fmt.Sprintf("seat \"console\" {\n  readers = [%q]\n  remove_grace = \"200ms\"\n}", reader1))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dan := newLocalUser(t, "dan")
 	if out, err := w.ctlOut("token", "register", "uid.0a0b0c0d", "-user", dan); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}

@@ -133,8 +133,8 @@ func TestGreeterE2E(t *testing.T) {
 	t.Parallel()
 	testutil.NeedTools(t, "weston", "xfreerdp")
 	testutil.NeedMatrix(t)
+	disp := startXvfb(t) // while another test builds the binaries
 	bin := buildBinaries(t)
-	disp := startXvfb(t)
 
 	pamDir := testutil.MatrixServices(t, t.TempDir(), "pat:2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	etcd := fmt.Sprintf(`etcd {

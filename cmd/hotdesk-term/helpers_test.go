@@ -26,11 +26,14 @@ import (
 // assert how fast anything is.
 const waitBound = 20 * time.Second
 
-// TestMain fails the package if the agent leaves goroutines behind.
+// TestMain fails the package if the agent leaves goroutines behind. Its
+// end-to-end tests mostly wait (for the binaries' build, daemons, pcscd's
+// polls, screens): four run at once (testutil.RaiseParallel), not two.
 func TestMain(m *testing.M) {
 	if os.Getenv(displayClientEnv) == "1" {
 		runTestDisplayClient() // the test binary as a display client
 	}
+	testutil.RaiseParallel(4)
 	os.Exit(testutil.CheckLeaks(testutil.RunWithBuilds(m), 10*time.Second,
 		"main.(*agent)", "main.readLines", "main.listenFake", "main.(*fakeBroker)", "main.(*display)"))
 }

@@ -240,8 +240,8 @@ func startGroupService(t testing.TB, bin string, ks *soft.Keystore, a, b *groupB
 func TestServiceFailoverE2E(t *testing.T) {
 	t.Parallel()
 	testutil.NeedTools(t, "weston")
+	etcd := etcdtest.Start(t) // while another test builds the binaries
 	bin := buildBinaries(t)
-	etcd := etcdtest.Start(t)
 	a := newGroupBroker(t, bin, "a", etcd)          // killed: a short lease
 	b := newGroupBrokerTTL(t, bin, "b", etcd, "6s") // never dies: a late renewal on a loaded machine must not lose its lease
 

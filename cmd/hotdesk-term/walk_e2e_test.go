@@ -62,16 +62,17 @@ func fullDesktop(img image.Image) bool {
 }
 
 // walkTerminal is one thin client of the walk: an X screen, a reader, a
-// hotdesk-term agent homed at one broker, with the greeter.
+// hotdesk-term agent homed at one broker, with the greeter. disp is its X
+// screen (startXvfb).
 type walkTerminal struct {
 	t    *testing.T
 	disp string
 	evs  *events
 }
 
-func startWalkTerminal(t *testing.T, bin, id string, pcscd *pcscdtest.Daemon, reader string, home *groupBroker) *walkTerminal {
+func startWalkTerminal(t *testing.T, bin, disp, id string, pcscd *pcscdtest.Daemon, reader string, home *groupBroker) *walkTerminal {
 	t.Helper()
-	w := &walkTerminal{t: t, disp: startXvfb(t)}
+	w := &walkTerminal{t: t, disp: disp}
 	_, w.evs = startGreeterAgent(t, bin, []string{"DISPLAY=" + w.disp, pcscEnv(pcscd)}, id, home,
 		"-keystore", filepath.Join(t.TempDir(), "none.json"), "-pcsc", "-readers", reader, "agent")
 	return w
@@ -122,26 +123,31 @@ func TestWalkE2E(t *testing.T) {
 	t.Parallel()
 	testutil.NeedTools(t, "weston", "xfreerdp", "weston-flower")
 	testutil.NeedMatrix(t)
+	// What needs no binaries first: it starts while another test builds
+	// them (buildBinaries waits for that build).
 	pcscd := startPCSCD(t)
-	bin := buildBinaries(t)
 	etcd := etcdtest.Start(t)
+	disp1, disp2 := startXvfb(t), startXvfb(t) // the terminals' screens
+	pat := newLocalUser(t, "pat")              // hotdeskd registers tokens to local users only
+	bin := buildBinaries(t)
 
-	pat := newLocalUser(t, "pat") // hotdeskd registers tokens to local users only
 	pamDir := testutil.MatrixServices(t, t.TempDir(), pat+":2468:hotdesk-pin\n", "", "hotdesk", "hotdesk-pin")
 	blocks := cardPINBlocks(fmt.Sprintf(`etcd {
   endpoints = [%q]
   lease_ttl = "6s" # no broker dies here: a long lease keeps a loaded machine's late renewals from detaching the walk
 }`, etcd[0]), pamDir, "")
 	a, b := newBroker(t, bin, "a", blocks), newBroker(t, bin, "b", blocks)
-	a.Start()
-	b.Start()
+	a.Launch() // both start at once
+	b.Launch()
+	a.WaitReady()
+	b.WaitReady()
 	if _, err := a.Ctl("token", "register", "uid.04a1b2c3", "-user", pat); err != nil {
 		t.Fatalf("token register: %v", err)
 	}
 
 	r0, r1 := pcscdtest.Readers[0][len(pcscdtest.Readers[0])-5:], pcscdtest.Readers[1][len(pcscdtest.Readers[1])-5:]
-	t1 := startWalkTerminal(t, bin, "desk-1", pcscd, r0, a)
-	t2 := startWalkTerminal(t, bin, "desk-2", pcscd, r1, b)
+	t1 := startWalkTerminal(t, bin, disp1, "desk-1", pcscd, r0, a)
+	t2 := startWalkTerminal(t, bin, disp2, "desk-2", pcscd, r1, b)
 	t1.greeter("idle", textInsert)
 	t2.greeter("idle", textInsert)
 
@@ -190,7 +196,8 @@ func TestWalkE2E(t *testing.T) {
 		t.Fatalf("terminal 1: %v; want detached token_removed", det)
 	}
 	t1.until("the greeter back at terminal 1", func(img image.Image) bool { return greeterShare(img) > 0.5 })
-	settle()
+	// No pause: the card goes into the other reader, and terminal 1's
+	// agent saw it leave through pcscd.
 	card, err = vcard.Insert(ctx, pcscd.Port(1), vcard.UIDCard(uid))
 	if err != nil {
 		t.Fatal(err)
