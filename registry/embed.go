@@ -343,7 +343,10 @@ func StartCluster(ctx context.Context, cfgs []EmbedConfig) ([]*Embedded, []Embed
 			}
 		}()
 		<-serving
-		if ctx.Err() != nil {
+		if err := ctx.Err(); err != nil {
+			if i+1 < len(cfgs) {
+				errs[i+1] = fmt.Errorf("member %d: not started: %w", i+1, err)
+			}
 			break
 		}
 	}
