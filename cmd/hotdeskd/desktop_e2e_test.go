@@ -73,9 +73,10 @@ func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 func TestDesktopFollowsToken(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
 	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower")
+	disps := testutil.StartXvfbs(t, 2)
+	d1, d2 := disps[0], disps[1]
 	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
 	ks := e.enroll("alice")
-	d1, d2 := testutil.StartXvfb(t), testutil.StartXvfb(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ev1, in1 := e.runTerm(ctx, "t-1", ks, d1)

@@ -161,13 +161,13 @@ func TestBuildSharesTheLink(t *testing.T) {
 }
 
 func TestXvfbAndScreenshot(t *testing.T) {
-	// Two screens are two X servers of their own, each answering on its
-	// display.
-	d1, d2 := StartXvfb(t), StartXvfb(t)
-	if d1 == d2 {
-		t.Fatalf("displays %q and %q; want two different ones", d1, d2)
+	// Three screens (two started at once) are three X servers of their
+	// own, each answering on its display.
+	disps := append(StartXvfbs(t, 2), StartXvfb(t))
+	if disps[0] == disps[1] || disps[1] == disps[2] || disps[0] == disps[2] {
+		t.Fatalf("displays %q; want three different ones", disps)
 	}
-	for _, disp := range []string{d1, d2} {
+	for _, disp := range disps {
 		img := Screenshot(t, disp)
 		if b := img.Bounds(); b.Dx() != 1024 || b.Dy() != 768 {
 			t.Fatalf("screenshot of %s is %v; want 1024x768", disp, b)

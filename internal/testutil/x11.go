@@ -34,26 +34,51 @@ func NeedTools(t testing.TB, tools ...string) {
 // would then answer the readiness check in this one's place.
 func StartXvfb(t testing.TB) string {
 	t.Helper()
+	return StartXvfbs(t, 1)[0]
+}
+
+// StartXvfbs starts n screens as StartXvfb does, at once, and returns
+// their names.
+func StartXvfbs(t testing.TB, n int) []string {
+	t.Helper()
 	NeedTools(t, "Xvfb", "xwd")
+	disps := make([]string, n)
+	fns := make([]func() error, n)
+	for i := range fns {
+		fns[i] = func() error {
+			x, err := startXvfb()
+			if err != nil {
+				return err
+			}
+			t.Cleanup(x.Stop)
+			disps[i] = x.Display
+			return nil
+		}
+	}
+	Concurrently(t, fns...)
+	return disps
+}
+
+// startXvfb starts one screen and waits until it answers.
+func startXvfb() (*xvfb.Server, error) {
 	x, err := xvfb.Start(context.Background(), "1024x768x24", nil)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	disp := x.Display
 	deadline := time.Now().Add(10 * time.Second)
 	for exec.Command("xwd", "-root", "-silent", "-display", disp).Run() != nil {
 		select {
 		case <-x.Exited:
-			t.Fatalf("Xvfb on %s exited", disp)
+			return nil, fmt.Errorf("testutil: Xvfb on %s exited", disp)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			x.Stop()
-			t.Fatalf("Xvfb on %s does not answer", disp)
+			return nil, fmt.Errorf("testutil: Xvfb on %s does not answer", disp)
 		}
 	}
-	t.Cleanup(x.Stop)
-	return disp
+	return x, nil
 }
 
 // Screenshot returns the whole screen of X display disp (xwd, decoded
