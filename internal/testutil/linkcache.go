@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -105,16 +106,27 @@ func cacheKey(args []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%q\n", moduleRoot(wd))
+	// The flags in their order, then the packages in any order (the
+	// same binaries whichever order a package's tests name them in).
+	var flags, pkgs []string
 	for _, a := range args {
-		if !strings.HasPrefix(a, "-") && (a == "." || a == ".." || strings.HasPrefix(a, "./") || strings.HasPrefix(a, "../") || filepath.IsAbs(a)) {
+		switch {
+		case strings.HasPrefix(a, "-"):
+			flags = append(flags, a)
+		case a == "." || a == ".." || strings.HasPrefix(a, "./") || strings.HasPrefix(a, "../") || filepath.IsAbs(a):
 			abs, err := filepath.Abs(a)
 			if err != nil {
 				return "", err
 			}
-			a = abs
+			pkgs = append(pkgs, abs)
+		default:
+			pkgs = append(pkgs, a)
 		}
+	}
+	slices.Sort(pkgs)
+	h := sha256.New()
+	fmt.Fprintf(h, "%q\n", moduleRoot(wd))
+	for _, a := range append(flags, pkgs...) {
 		fmt.Fprintf(h, "%q\n", a)
 	}
 	for _, v := range []string{"GOFLAGS", "GOOS", "GOARCH", "CGO_ENABLED", "GOEXPERIMENT", "GOTOOLCHAIN", "GOROOT"} {
