@@ -291,7 +291,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	defaults.Set(&cfg.SuspendTimeout, 24*time.Hour)
-	defaults.Set(&cfg.PingInterval, 15*time.Second)
+	defaults.Set(&cfg.PingInterval, proto.DefaultPingInterval)
 	defaults.Set(&cfg.ProofTimeout, 10*time.Second)
 	defaults.Set(&cfg.AuthTimeout, 2*time.Minute)
 	b := &Broker{

@@ -32,13 +32,18 @@ func createAt(t *testing.T, e *env, user string) (string, ed25519.PrivateKey, st
 	return tok, key, att.SessionID
 }
 
+// twoBrokers starts brokers b1 and b2 of one group (one etcd).
+func twoBrokers(t *testing.T) (b1, b2 *env) {
+	t.Helper()
+	eps := etcdtest.Start(t)
+	return newEnv(t, "b1", eps), newEnv(t, "b2", eps)
+}
+
 // TestHopsBoundOneLookup: the Hello's hop count bounds the lookup of the
 // token it was redirected for, not every later insert on that connection.
 func TestHopsBoundOneLookup(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	b1 := newEnv(t, "b1", eps)
-	b2 := newEnv(t, "b2", eps)
+	b1, b2 := twoBrokers(t)
 	x, xKey, _ := createAt(t, b2, "xena")
 	y, yKey, ySess := createAt(t, b1, "yuri")
 	cx, err := b2.reg.Lookup(b2.ctx, x)
@@ -319,9 +324,7 @@ func TestBurstGetsAnswers(t *testing.T) {
 // redirect issued before the restart still leads to it.
 func TestRestartTakesOverClaims(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	b1 := newEnv(t, "b1", eps)
-	b2 := newEnv(t, "b2", eps)
+	b1, b2 := twoBrokers(t)
 	tok, key, sess := createAt(t, b1, "rea")
 	before, err := b1.reg.Lookup(b1.ctx, tok)
 	if err != nil {

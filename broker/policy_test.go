@@ -59,6 +59,16 @@ func (e *env) register(id, user string) {
 	}
 }
 
+// insertRefused inserts token at the terminal, which answers the login's
+// prompts with answers, and fails unless the login is refused with code.
+func (tm *term) insertRefused(token string, code proto.ErrorCode, answers ...string) {
+	tm.t.Helper()
+	tm.insertAnswering(token, answers...)
+	if er := expectMsg[proto.Error](tm); er.Code != code || er.Token != token {
+		tm.t.Fatalf("terminal %s: login with %s: %+v; want %v for the token", tm.id, token, er, code)
+	}
+}
+
 // TestPolicyCardPassword: a registered card plus the user's password, asked
 // again on every hot-desk; a wrong password is refused.
 func TestPolicyCardPassword(t *testing.T) {
@@ -66,10 +76,7 @@ func TestPolicyCardPassword(t *testing.T) {
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
 	e.register("uid.04a1b2c3", "alice")
 	t1 := e.dial("term-1")
-	t1.insertAnswering("uid.04a1b2c3", "wrong")
-	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed {
-		t.Fatalf("wrong password: %+v; want auth failed", er)
-	}
+	t1.insertRefused("uid.04a1b2c3", proto.ErrAuthFailed, "wrong")
 	t1.insertAnswering("uid.04a1b2c3", "alice-pw")
 	att := expectMsg[proto.Attached](t1)
 	if att.User != "alice" {
@@ -111,16 +118,11 @@ func TestPolicyLockout(t *testing.T) {
 		auth.LimiterConfig{MaxFailures: 2, BaseLockout: time.Hour})
 	e.register("uid.01020304", "alice")
 	t1 := e.dial("term-1")
-	for i := 0; i < 2; i++ {
-		t1.insertAnswering("uid.01020304", "guess")
-		if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed {
-			t.Fatalf("failure %d: %+v; want auth failed", i, er)
-		}
+	for range 2 {
+		t1.insertRefused("uid.01020304", proto.ErrAuthFailed, "guess")
 	}
-	t1.insertAnswering("uid.01020304", "alice-pw")
-	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrRateLimited {
-		t.Fatalf("right password while locked: %+v; want rate limited", er)
-	}
+	// The right password, while locked.
+	t1.insertRefused("uid.01020304", proto.ErrRateLimited, "alice-pw")
 	if len(e.b.Sessions()) != 0 {
 		t.Fatalf("a session was created while locked out")
 	}
@@ -146,10 +148,7 @@ func TestPolicyPasswordOnly(t *testing.T) {
 		t.Fatalf("first terminal told %+v; want takeover", det)
 	}
 	t3 := e.dial("term-3")
-	t3.insertAnswering("user.alice", "wrong")
-	if er := expectMsg[proto.Error](t3); er.Code != proto.ErrAuthFailed {
-		t.Fatalf("wrong password for user.alice: %+v; want auth failed", er)
-	}
+	t3.insertRefused("user.alice", proto.ErrAuthFailed, "wrong")
 }
 
 // TestPolicySelfRegisterAndLimit: an unknown card enrolls itself to the
@@ -170,21 +169,26 @@ func TestPolicySelfRegisterAndLimit(t *testing.T) {
 	// A second card of alice would be a second session: over the limit.
 	e.register("uid.0c0ffee0", "alice")
 	t2 := e.dial("term-2")
-	t2.insertAnswering("uid.0c0ffee0", "alice-pw")
-	if er := expectMsg[proto.Error](t2); er.Code != proto.ErrSessionLimited {
-		t.Fatalf("second session for alice: %+v; want session limited", er)
-	}
+	t2.insertRefused("uid.0c0ffee0", proto.ErrSessionLimited, "alice-pw")
+}
+
+// pendingPrompt registers token to bob at a card-and-password broker and
+// inserts it at term-1, without answering: the login waits at the prompt
+// it returns.
+func pendingPrompt(t *testing.T, token string) (*env, *term, *proto.AuthPrompt) {
+	t.Helper()
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
+	e.register(token, "bob")
+	t1 := e.dial("term-1")
+	t1.insert(token)
+	return e, t1, expectMsg[proto.AuthPrompt](t1)
 }
 
 // TestPolicyCardPulledMidPrompt: removing the card while the password is
 // asked abandons the login cleanly; the terminal is told and can retry.
 func TestPolicyCardPulledMidPrompt(t *testing.T) {
 	t.Parallel()
-	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
-	e.register("uid.05060708", "bob")
-	t1 := e.dial("term-1")
-	t1.insert("uid.05060708")
-	p := expectMsg[proto.AuthPrompt](t1) // not answered
+	e, t1, p := pendingPrompt(t, "uid.05060708")
 	if p.Style != proto.PromptEchoOff {
 		t.Fatalf("prompt = %+v; want a secret prompt", p)
 	}
@@ -211,11 +215,7 @@ func TestPolicyCardPulledMidPrompt(t *testing.T) {
 // terminal (Cancel{ID}, T → B): the login fails, the connection stays.
 func TestPromptCancelledAtTerminal(t *testing.T) {
 	t.Parallel()
-	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{})
-	e.register("uid.0a0b0c0d", "bob")
-	t1 := e.dial("term-1")
-	t1.insert("uid.0a0b0c0d")
-	p := expectMsg[proto.AuthPrompt](t1)
+	_, t1, p := pendingPrompt(t, "uid.0a0b0c0d")
 	if err := t1.conn.Send(&proto.Cancel{ID: p.ID}); err != nil {
 		t.Fatal(err)
 	}

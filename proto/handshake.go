@@ -153,6 +153,19 @@ func checkHello(h Hello) error {
 	return nil
 }
 
+// DefaultPingInterval is the ping interval of a Welcome that carries none
+// (PROTOCOL.md §10), and the hotdesk broker's default.
+const DefaultPingInterval = 15 * time.Second
+
+// PingEvery returns PingInterval as a duration, DefaultPingInterval when the
+// broker sent none.
+func (w *Welcome) PingEvery() time.Duration {
+	if w.PingInterval == 0 {
+		return DefaultPingInterval
+	}
+	return time.Duration(w.PingInterval) * time.Millisecond
+}
+
 // millis converts d to whole milliseconds for the wire, clamped to uint32.
 func millis(d time.Duration) uint32 {
 	switch ms := d.Milliseconds(); {

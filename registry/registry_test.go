@@ -65,6 +65,13 @@ func TestClaimRace(t *testing.T) {
 	t.Logf("wins per server: %v", wins)
 }
 
+// newPair is newGroup of two servers, s1 and s2.
+func newPair(t testing.TB) (eps []string, a, b *registry.Registry) {
+	t.Helper()
+	eps, regs := newGroup(t, "s1", "s2")
+	return eps, regs[0], regs[1]
+}
+
 // together runs f(0) to f(n-1), each in its own goroutine, all released at
 // the same moment, and returns when every one has returned.
 func together(n int, f func(i int)) {
@@ -146,8 +153,7 @@ func TestClaimFields(t *testing.T) {
 // returns is resolved by re-reading the key.
 func TestClaimUnknownOutcome(t *testing.T) {
 	t.Parallel()
-	_, regs := newGroup(t, "s1", "s2")
-	a, b := regs[0], regs[1]
+	_, a, b := newPair(t)
 	ctx := tctx(t)
 	mine, _, err := a.Claim(ctx, "soft.mine", registry.Session{ID: "m1"})
 	if err != nil {
@@ -199,8 +205,7 @@ func TestClaimUnknownOutcome(t *testing.T) {
 // re-created (by another server or by the same one) are refused.
 func TestFencing(t *testing.T) {
 	t.Parallel()
-	_, regs := newGroup(t, "s1", "s2")
-	a, b := regs[0], regs[1]
+	_, a, b := newPair(t)
 	ctx := tctx(t)
 
 	tests := []struct {

@@ -13,8 +13,7 @@ import (
 // keys, and a claim whose owner has no record, are told apart.
 func TestLookupRoute(t *testing.T) {
 	t.Parallel()
-	eps, regs := newGroup(t, "s1", "s2")
-	a, b := regs[0], regs[1]
+	eps, a, b := newPair(t)
 	ctx := tctx(t)
 	mine, won, err := b.Claim(ctx, "soft.route", registry.Session{ID: "r1"})
 	if err != nil || !won {

@@ -125,11 +125,7 @@ func (t *terminal) prove(ch *proto.Challenge) error {
 // keepalive pings the broker twice per ping interval so that an idle
 // terminal is not dropped.
 func (t *terminal) keepalive() {
-	iv := time.Duration(t.welcome.PingInterval) * time.Millisecond / 2
-	if iv <= 0 {
-		iv = 5 * time.Second
-	}
-	tick := time.NewTicker(iv)
+	tick := time.NewTicker(t.welcome.PingEvery() / 2)
 	defer tick.Stop()
 	var seq uint64
 	for {

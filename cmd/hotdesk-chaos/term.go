@@ -21,8 +21,6 @@ const (
 	// minBackoff and maxBackoff bound the reconnect delay.
 	minBackoff = 250 * time.Millisecond
 	maxBackoff = 2 * time.Second
-	// defaultPingInterval applies when Welcome carries none.
-	defaultPingInterval = 15 * time.Second
 	// maxStaleRestarts bounds the restarts at home after Error{stale_fence}
 	// per insert; later ones are retried where the terminal is.
 	maxStaleRestarts = 2
@@ -348,10 +346,7 @@ func (t *terminal) drop(l *link, why string) {
 
 func (t *terminal) tick(ctx context.Context, now time.Time) {
 	if l := t.cur; l != nil {
-		iv := defaultPingInterval
-		if l.w.PingInterval > 0 {
-			iv = time.Duration(l.w.PingInterval) * time.Millisecond
-		}
+		iv := l.w.PingEvery()
 		if silent := now.Sub(time.Unix(0, l.lastRecv.Load())); silent > 3*iv {
 			t.lost(fmt.Sprintf("broker silent for %v", silent.Round(time.Millisecond)))
 			return

@@ -22,10 +22,9 @@ import (
 
 // Defaults of Config.
 const (
-	defaultTimeout      = 10 * time.Second
-	defaultMinBackoff   = 500 * time.Millisecond
-	defaultMaxBackoff   = 30 * time.Second
-	defaultPingInterval = 15 * time.Second
+	defaultTimeout    = 10 * time.Second
+	defaultMinBackoff = 500 * time.Millisecond
+	defaultMaxBackoff = 30 * time.Second
 	// missedPongs unanswered Pings mean the connection is lost.
 	missedPongs = 3
 	// maxQueuedAnswers bounds answers typed ahead of their prompts.
@@ -608,10 +607,7 @@ func (a *agent) presentInserted(want []string, all bool) {
 }
 
 func (a *agent) pingInterval(l *link) time.Duration {
-	d := defaultPingInterval
-	if l.welcome.PingInterval != 0 {
-		d = time.Duration(l.welcome.PingInterval) * time.Millisecond
-	}
+	d := l.welcome.PingEvery()
 	if a.cfg.Keepalive > 0 && a.cfg.Keepalive < d {
 		d = a.cfg.Keepalive
 	}

@@ -148,10 +148,17 @@ func TestAgentSession(t *testing.T) {
 	}
 }
 
+// startTwoBrokers starts broker-a, the agent's home, and broker-b, which
+// redirects lead to, each with a minute's ping interval (the agent sends
+// no Ping within a test).
+func startTwoBrokers(t *testing.T) (a, b *fakeBroker) {
+	t.Helper()
+	return startBroker(t, "broker-a", time.Minute), startBroker(t, "broker-b", time.Minute)
+}
+
 func TestAgentRedirect(t *testing.T) {
 	t.Parallel()
-	a := startBroker(t, "broker-a", time.Minute)
-	b := startBroker(t, "broker-b", time.Minute)
+	a, b := startTwoBrokers(t)
 	ta, pa := startInserted(t, a)
 	pb := pa.redirect(ta.key.Token, b, 42)
 	if h := pb.hello; h.Hops != 1 || h.Fence != 42 || h.Token != ta.key.Token || h.TerminalID != "term-1" {
@@ -179,8 +186,7 @@ func TestAgentRedirect(t *testing.T) {
 
 func TestAgentRedirectHopLimit(t *testing.T) {
 	t.Parallel()
-	a := startBroker(t, "broker-a", time.Minute)
-	b := startBroker(t, "broker-b", time.Minute)
+	a, b := startTwoBrokers(t)
 	ta, pa := startInserted(t, a)
 	redirect := &proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: b.fp, Fence: 7}
 	pa.send(redirect)
@@ -210,8 +216,7 @@ func TestAgentRedirectHopLimit(t *testing.T) {
 
 func TestAgentRedirectPinMismatch(t *testing.T) {
 	t.Parallel()
-	a := startBroker(t, "broker-a", time.Minute)
-	b := startBroker(t, "broker-b", time.Minute)
+	a, b := startTwoBrokers(t)
 	ta, pa := startInserted(t, a)
 	// The fingerprint is a's, but b answers at that address.
 	pa.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: b.addr, Fingerprint: a.fp, Fence: 3})
@@ -427,8 +432,7 @@ func TestOwnerRetryDelay(t *testing.T) {
 // lookup) says Hops 1 every time, never accumulating towards the limit.
 func TestAgentHopsPerLookup(t *testing.T) {
 	t.Parallel()
-	a := startBroker(t, "broker-a", time.Minute)
-	b := startBroker(t, "broker-b", time.Minute)
+	a, b := startTwoBrokers(t)
 	_, pa := startInserted(t, a)
 	// Redirects about other tokens (new lookups), back and forth.
 	p, other := pa, []*fakeBroker{b, a}
@@ -472,8 +476,7 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 // where the next insert starts.
 func TestAgentReturnsHome(t *testing.T) {
 	t.Parallel()
-	a := startBroker(t, "broker-a", time.Minute)
-	b := startBroker(t, "broker-b", time.Minute)
+	a, b := startTwoBrokers(t)
 	ta, pa := startInserted(t, a)
 	pb := pa.redirect(ta.key.Token, b, 4)
 	expect[proto.TokenInserted](pb)

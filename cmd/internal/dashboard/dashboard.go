@@ -677,7 +677,11 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) 
 		}
 		return rc.Flush()
 	}
+	// The keepalive ends before the handler returns: w may not be written
+	// after that.
+	keepaliveDone := make(chan struct{})
 	go func() {
+		defer close(keepaliveDone)
 		t := time.NewTicker(sseKeepaliveEvery)
 		defer t.Stop()
 		for {
@@ -691,6 +695,10 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) 
 				}
 			}
 		}
+	}()
+	defer func() {
+		cancel()
+		<-keepaliveDone
 	}()
 	_ = s.cfg.Backend.Events(ctx, 0, true, func(e event.Event) error {
 		b, err := json.Marshal(e)
