@@ -57,6 +57,7 @@ func (b *bench) card(ctx context.Context) (row, error) {
 	dets := make(chan pcsc.Detection, 16)
 	p, err := pcsc.New(pcsc.Config{
 		Readers: []string{pcscdtest.Readers[0]},
+		Logger:  b.log.Named("pcsc"),
 		Observe: func(x pcsc.Detection) {
 			select {
 			case dets <- x:
@@ -96,6 +97,9 @@ func (b *bench) card(ctx context.Context) (row, error) {
 	// Trial 0 creates the session: not counted.
 	err = runTrials(&r, n+1, budget, func(i int) error {
 		x, err := cardTrial(ctx, t, d, p, evs, dets, uid, tok, i > 0)
+		if err != nil {
+			b.log.Warn("card trial failed", "trial", i, "err", err, "pcscd_log", tail(d.Log(), 2048))
+		}
 		if err == nil && i > 0 {
 			detect, ident = append(detect, x.detect), append(ident, x.identify)
 			reader, broker = append(reader, x.reader), append(broker, x.broker)
@@ -183,4 +187,12 @@ func nextCardEvent(ctx context.Context, evs <-chan tokens.Event) (tokens.Event, 
 	case <-ctx.Done():
 		return tokens.Event{}, ctx.Err()
 	}
+}
+
+// tail is the end of s, at most n bytes.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
 }

@@ -152,7 +152,7 @@ func (m *machine) snapshot(s snapshot) {
 		r := m.readers[rs.name]
 		if gone {
 			if r != nil {
-				m.readerGone(r, fmt.Errorf("%w: %s", ErrUnavailable, rs.name))
+				m.readerGone(r, fmt.Errorf("%w: %s (state %#x)", ErrUnavailable, rs.name, uint32(rs.flags)))
 			}
 			continue
 		}

@@ -1,11 +1,16 @@
 package pcsc
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"regexp"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,13 +23,18 @@ import (
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
 )
 
-// This package is the only one that runs pcscd (pcscdtest): one private
-// daemon for the whole test binary, started here. The tests share its two
-// readers and therefore never run in parallel.
+// The tests that need pcscd each run in a child process of their own (the
+// test binary again, with -test.run naming the test): libpcsclite reads
+// PCSCLITE_CSOCK_NAME once per process, so a process talks to one pcscd,
+// and a private pcscd per test lets the tests run in parallel without
+// sharing its two readers. The child starts its daemon in TestMain.
 var (
 	daemon    *pcscdtest.Daemon
 	daemonErr error
 )
+
+// childEnv is set to "1" in the environment of a child test process.
+const childEnv = "HOTDESK_PCSC_TEST_CHILD"
 
 // wait bounds every wait for pcscd; detection takes about 0.4 s.
 const wait = 15 * time.Second
@@ -32,8 +42,18 @@ const wait = 15 * time.Second
 var reader0, reader1 = pcscdtest.Readers[0], pcscdtest.Readers[1]
 
 func TestMain(m *testing.M) {
-	daemon, daemonErr = pcscdtest.Start()
+	child := os.Getenv(childEnv) == "1"
+	if child {
+		daemon, daemonErr = pcscdtest.Start()
+	} else {
+		// The tests wait for pcscd's polls of the readers, they do not
+		// compute.
+		testutil.RaiseParallel(8)
+	}
 	code := m.Run()
+	if benchDaemon.d != nil {
+		benchDaemon.d.Close()
+	}
 	if daemon != nil {
 		if code != 0 {
 			fmt.Fprintf(os.Stderr, "pcscd log:\n%s\n", daemon.Log())
@@ -44,15 +64,84 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needPCSCD returns the running daemon, or fails (CI=true) or skips the
-// test when pcscd with vpcd is not available.
-func needPCSCD(t testing.TB) *pcscdtest.Daemon {
+// needPCSCD runs t with a private pcscd. In the test process it marks t
+// parallel, runs t alone in a child process and returns nil once the child
+// has ended (the caller returns at once; the child's failure or skip is
+// t's). In the child it returns the child's running daemon, or fails (CI
+// is "true") or skips t when pcscd with vpcd is not available.
+func needPCSCD(t *testing.T) *pcscdtest.Daemon {
 	t.Helper()
+	if os.Getenv(childEnv) != "1" {
+		t.Parallel()
+		runInChild(t)
+		return nil
+	}
 	pcscdtest.Require(t, daemonErr)
 	if err := daemon.Restart(); err != nil { // no-op when running
 		t.Fatalf("restart pcscd: %v", err)
 	}
 	return daemon
+}
+
+// runInChild runs the test t (its subtests as far as -test.run selects
+// them) in a child process and reports its result as t's.
+func runInChild(t *testing.T) {
+	t.Helper()
+	var elems []string
+	for _, e := range strings.Split(t.Name(), "/") {
+		elems = append(elems, "^"+regexp.QuoteMeta(e)+"$")
+	}
+	if f := flag.Lookup("test.run"); f != nil {
+		// Keep the selection of deeper subtests: -run TestX/a runs only
+		// TestX/a in TestX's child.
+		if sel := strings.Split(f.Value.String(), "/"); len(sel) > len(elems) {
+			elems = append(elems, sel[len(elems):]...)
+		}
+	}
+	args := []string{"-test.run=" + strings.Join(elems, "/"), "-test.count=1", "-test.v"}
+	ctx := context.Background()
+	if dl, ok := t.Deadline(); ok {
+		// The child's own timeout comes first and prints its goroutines.
+		args = append(args, "-test.timeout="+time.Until(dl.Add(-10*time.Second)).String())
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-5*time.Second))
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	passed := bytes.Contains(out, []byte("--- PASS: "+t.Name()+" ("))
+	skipped := bytes.Contains(out, []byte("--- SKIP: "+t.Name()+" ("))
+	switch {
+	case err != nil || !(passed || skipped):
+		t.Fatalf("child test process: %v\n%s", err, out)
+	case skipped:
+		t.Skipf("child test process skipped:\n%s", out)
+	case testing.Verbose():
+		t.Logf("child test process:\n%s", out)
+	}
+}
+
+// benchDaemon is the private pcscd of the benchmarks, which run in the
+// test process itself, one at a time: started by the first and stopped by
+// TestMain.
+var benchDaemon struct {
+	once sync.Once
+	d    *pcscdtest.Daemon
+	err  error
+}
+
+// benchPCSCD returns the benchmarks' daemon, or fails (CI is "true") or
+// skips b when pcscd with vpcd is not available.
+func benchPCSCD(b *testing.B) *pcscdtest.Daemon {
+	b.Helper()
+	if os.Getenv(childEnv) == "1" {
+		b.Fatal("benchmarks run in the test process, not in a child")
+	}
+	benchDaemon.once.Do(func() { benchDaemon.d, benchDaemon.err = pcscdtest.Start() })
+	pcscdtest.Require(b, benchDaemon.err)
+	return benchDaemon.d
 }
 
 // watch is a running Watch.

@@ -3,7 +3,8 @@
 //
 // Watching: one goroutine, locked to its OS thread and owning one PC/SC
 // context, waits in SCardGetStatusChange on every reader that matches
-// Config.Readers and on \\?PnP?\Notification (readers plugged in or out).
+// Config.Readers and on \\?PnP?\Notification (readers plugged in or out),
+// in waits of at most 2 s (a lost wake-up is not lost for longer).
 // Cancelling the Watch context calls SCardCancel on it. A card is "new" when
 // the reader's event counter (upper 16 bits of the event state) changes, so
 // a card swapped between two waits is seen as a removal and an insertion.
@@ -66,6 +67,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ebfe/scard"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -159,6 +161,9 @@ type Provider struct {
 	// hookBeforeWait, if set (tests only, before Watch), runs on the
 	// poller's thread before every GetStatusChange.
 	hookBeforeWait func()
+	// hookAfterWait, if set (tests only, before Watch), sees the states
+	// of every successful GetStatusChange before the poller does.
+	hookAfterWait func([]scard.ReaderState)
 
 	mu       sync.Mutex
 	po       *poller // of the running Watch

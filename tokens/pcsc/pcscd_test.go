@@ -6,8 +6,11 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ebfe/scard"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/tokens"
@@ -18,6 +21,9 @@ import (
 
 func TestInsertRemoveBothReaders(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	w := startWatch(t, newProvider(t, Config{}))
 	tests := []struct {
 		reader int
@@ -38,6 +44,9 @@ func TestInsertRemoveBothReaders(t *testing.T) {
 
 func TestPIVCard(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	w := startWatch(t, newProvider(t, Config{}))
 	guid := [16]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08}
 	in := insert(t, d, 1, vcard.PIVCard(guid))
@@ -48,6 +57,9 @@ func TestPIVCard(t *testing.T) {
 
 func TestReaderFilter(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	w := startWatch(t, newProvider(t, Config{Readers: []string{"pcd 00 01"}}))
 	insert(t, d, 0, vcard.UIDCard([]byte{1, 2, 3, 4}))
 	waitReader(t, reader0, true)
@@ -57,7 +69,9 @@ func TestReaderFilter(t *testing.T) {
 }
 
 func TestWatchTwice(t *testing.T) {
-	needPCSCD(t)
+	if needPCSCD(t) == nil {
+		return // ran in a child process
+	}
 	p := newProvider(t, Config{})
 	startWatch(t, p)
 	if _, err := p.Watch(context.Background()); !errors.Is(err, ErrWatching) {
@@ -85,6 +99,9 @@ func newPhone(t *testing.T) *nfc.Phone {
 
 func TestPhone(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	p := newProvider(t, Config{})
 	w := startWatch(t, p)
 	ph := newPhone(t)
@@ -131,6 +148,9 @@ func TestPhone(t *testing.T) {
 
 func TestPhoneWrongKey(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	p := newProvider(t, Config{})
 	w := startWatch(t, p)
 	enrolled := newPhone(t)
@@ -149,6 +169,9 @@ func TestPhoneWrongKey(t *testing.T) {
 
 func TestPhoneMalformed(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	p := newProvider(t, Config{})
 	w := startWatch(t, p)
 
@@ -187,11 +210,11 @@ func TestPhoneMalformed(t *testing.T) {
 	}
 }
 
+// TestBadCards: each bad card is reported as a card error and the provider
+// keeps working on the reader. The cases run in parallel, each with a
+// provider and a pcscd of its own.
 func TestBadCards(t *testing.T) {
-	d := needPCSCD(t)
-	clk := clock.NewFake(time.Unix(1000, 0))
-	p := newProvider(t, Config{Clock: clk, IdentifyTimeout: time.Second})
-	w := startWatch(t, p)
+	t.Parallel()
 	tests := []struct {
 		name string
 		card vcard.Card
@@ -203,6 +226,13 @@ func TestBadCards(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			d := needPCSCD(t)
+			if d == nil {
+				return // ran in a child process
+			}
+			clk := clock.NewFake(time.Unix(1000, 0))
+			p := newProvider(t, Config{Clock: clk, IdentifyTimeout: time.Second})
+			w := startWatch(t, p)
 			if tt.name == "phone without the app, random uid" {
 				ph := tt.card.Handle
 				tt.card.Handle = func(apdu []byte) []byte {
@@ -233,6 +263,9 @@ func TestBadCards(t *testing.T) {
 
 func TestRemovalDuringIdentification(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	// The fake clock never runs the identification timeout: only the
 	// removal can end the mute card's identification.
 	clk := clock.NewFake(time.Unix(1000, 0))
@@ -254,6 +287,9 @@ func TestRemovalDuringIdentification(t *testing.T) {
 
 func TestFastSwap(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	p := newProvider(t, Config{})
 	var mu sync.Mutex
 	var gate chan struct{}
@@ -292,6 +328,44 @@ func TestFastSwap(t *testing.T) {
 	w.expect(tokens.Inserted, "uid.0b0b0b0b", reader0)
 }
 
+// TestReaderReportedUnknown: a wait that reports a reader as unknown while
+// pcscd still lists it (libpcsclite 1.9 does so now and then under load;
+// this test makes two waits in a row do it) is no reader gone: no event,
+// and the card in it stays inserted.
+func TestReaderReportedUnknown(t *testing.T) {
+	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
+	p := newProvider(t, Config{})
+	var armed atomic.Bool
+	var glitches atomic.Int32
+	glitches.Store(2)
+	p.hookAfterWait = func(states []scard.ReaderState) {
+		if !armed.Load() {
+			return
+		}
+		for i := range states {
+			if states[i].Reader == reader0 && glitches.Add(-1) >= 0 {
+				states[i].EventState = scard.StateUnknown | scard.StateUnavailable | scard.StateChanged
+			}
+		}
+	}
+	w := startWatch(t, p)
+	in := insert(t, d, 0, vcard.UIDCard([]byte{0x0C, 1, 1, 1}))
+	w.expect(tokens.Inserted, "uid.0c010101", reader0)
+	armed.Store(true)
+	// A card in reader 1 ends the poller's wait: the next waits report
+	// reader 0 unknown.
+	insert(t, d, 1, vcard.UIDCard([]byte{0x0C, 2, 2, 2}))
+	w.expect(tokens.Inserted, "uid.0c020202", reader1)
+	if n := glitches.Load(); n > 0 {
+		t.Fatalf("%d of 2 waits reported reader 0 unknown; want both", 2-n)
+	}
+	remove(t, in)
+	w.expect(tokens.Removed, "uid.0c010101", reader0)
+}
+
 // waitPending waits until clk has n pending timers.
 func waitPending(t *testing.T, clk *clock.Fake, n int) {
 	t.Helper()
@@ -306,6 +380,9 @@ func waitPending(t *testing.T, clk *clock.Fake, n int) {
 
 func TestDebounce(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	const grace = 30 * time.Second
 	clk := clock.NewFake(time.Unix(1000, 0))
 	det := newDetections()
@@ -352,6 +429,9 @@ func TestDebounce(t *testing.T) {
 
 func TestPCSCDRestart(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	p := newProvider(t, Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	w := startWatch(t, p)
 	in := insert(t, d, 0, vcard.UIDCard([]byte{7, 7, 7, 7}))
@@ -375,6 +455,9 @@ func TestPCSCDRestart(t *testing.T) {
 
 func TestWatchWithoutPCSCD(t *testing.T) {
 	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
 	if err := d.Stop(); err != nil {
 		t.Fatalf("stop pcscd: %v", err)
 	}
@@ -393,7 +476,7 @@ func TestWatchWithoutPCSCD(t *testing.T) {
 // every 0.4 s, real CCID readers interrupt) separately from identification
 // (the APDUs, "identify_ms") and the whole (connect → Inserted event).
 func BenchmarkDetection(b *testing.B) {
-	d := needPCSCD(b)
+	d := benchPCSCD(b)
 	det := newDetections()
 	p := newProvider(b, Config{Observe: det.observe})
 	w := startWatch(b, p)

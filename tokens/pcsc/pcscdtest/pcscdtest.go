@@ -6,11 +6,18 @@
 // a private mount namespace (unshare -m) where a temporary directory is
 // bind-mounted on /run/pcscd, and this process's libpcsclite is pointed at
 // the socket with PCSCLITE_CSOCK_NAME. libpcsclite reads that variable once,
-// at its first call, so a test process uses one Daemon (start it in
-// TestMain) and restarts it in place; Start sets the variable.
+// at its first call, so a process talks to one Daemon (Start sets the
+// variable; restart the daemon in place). Tests that run in parallel each
+// start a Daemon of their own and talk to it from child processes, with
+// SocketEnv=Socket() in their environment (tokens/pcsc runs each such test
+// in a child test process; cmd/hotdesk-term's tests run the agents).
 //
 // vpcd listens on the two ports of its configuration on all interfaces; Start
-// picks two free consecutive ports. Requirements: pcscd, the vpcd driver,
+// picks two free consecutive ports and makes sure this daemon is the one
+// listening on them: another process (a daemon of a test running in
+// parallel, in this process or another) that takes a port between the pick
+// and vpcd's bind makes the daemon start again on two other ports, so two
+// daemons never share a reader. Requirements: pcscd, the vpcd driver,
 // unshare(1) and mount(8), and root or unprivileged user namespaces. Without
 // them Start fails with an error wrapping ErrMissing; tests then fail when
 // the environment variable CI is "true" and skip otherwise (Require).
@@ -29,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -48,10 +56,10 @@ var Readers = [2]string{"Virtual PCD 00 00", "Virtual PCD 00 01"}
 // Daemon is a private pcscd.
 type Daemon struct {
 	dir    string // holds run/ (socket, pid) and conf/ (reader.conf.d)
-	port   int    // vpcd reader 0; reader 1 is port+1
 	socket string
 
 	mu   sync.Mutex
+	port int // vpcd reader 0; reader 1 is port+1 (Restart may move them)
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been waited for
 }
@@ -96,6 +104,12 @@ func (d *Daemon) setup() error {
 			return fmt.Errorf("pcscdtest: %w", err)
 		}
 	}
+	return d.pickPorts()
+}
+
+// pickPorts picks two free consecutive ports for vpcd and writes its
+// configuration.
+func (d *Daemon) pickPorts() error {
 	port, err := freePortPair()
 	if err != nil {
 		return err
@@ -133,7 +147,12 @@ func freePortPair() (int, error) {
 }
 
 // Port returns the TCP port of vpcd reader i (0 or 1), for vcard.Insert.
-func (d *Daemon) Port(i int) int { return d.port + i }
+// It may change when Restart has to move the readers to free ports.
+func (d *Daemon) Port(i int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.port + i
+}
 
 // Socket returns the daemon's socket path.
 func (d *Daemon) Socket() string { return d.socket }
@@ -166,12 +185,34 @@ func (d *Daemon) runningLocked() bool {
 
 // Restart starts the daemon if it is not running, after removing the files
 // a killed daemon leaves behind, and waits until it is ready (at most 10 s).
+// If another process listens on a vpcd port meanwhile, the daemon starts
+// again on two other ports (Port tells which).
 func (d *Daemon) Restart() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.runningLocked() {
 		return nil
 	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := d.startLocked(deadline)
+		if !errors.Is(err, errPortTaken) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %w", ErrMissing, err)
+		}
+		if err := d.pickPorts(); err != nil {
+			return err
+		}
+	}
+}
+
+// errPortTaken: another process listens on a port of the daemon's vpcd.
+var errPortTaken = errors.New("pcscdtest: vpcd port taken by another process")
+
+// startLocked starts pcscd once and waits until it is ready, with d.mu held.
+func (d *Daemon) startLocked(deadline time.Time) error {
 	run := filepath.Join(d.dir, "run")
 	os.Remove(filepath.Join(run, "pcscd.comm"))
 	os.Remove(filepath.Join(run, "pcscd.pid"))
@@ -197,18 +238,21 @@ func (d *Daemon) Restart() error {
 		close(done)
 	}()
 	d.cmd, d.done = cmd, done
-	if err := d.waitReady(done, 10*time.Second); err != nil {
+	if err := d.waitReady(cmd.Process.Pid, done, deadline); err != nil {
 		cmd.Process.Kill()
 		<-done
+		if errors.Is(err, errPortTaken) {
+			return err
+		}
 		return fmt.Errorf("%w: %w\n%s", ErrMissing, err, d.Log())
 	}
 	return nil
 }
 
-// waitReady waits until the socket accepts connections and both vpcd ports
-// listen. It does not connect to the vpcd ports: that would insert a card.
-func (d *Daemon) waitReady(done <-chan struct{}, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
+// waitReady waits until the socket accepts connections and the process pid
+// (pcscd: unshare and sh exec it) listens on both vpcd ports. It does not
+// connect to the vpcd ports: that would insert a card.
+func (d *Daemon) waitReady(pid int, done <-chan struct{}, deadline time.Time) error {
 	for {
 		select {
 		case <-done:
@@ -217,7 +261,16 @@ func (d *Daemon) waitReady(done <-chan struct{}, limit time.Duration) error {
 		}
 		if c, err := net.Dial("unix", d.socket); err == nil {
 			c.Close()
-			if listening(d.port) && listening(d.port+1) {
+			ready := true
+			for _, port := range []int{d.port, d.port + 1} {
+				switch inodes := listeners(port); {
+				case len(inodes) == 0:
+					ready = false
+				case !ownsSocket(pid, inodes):
+					return fmt.Errorf("%w: port %d", errPortTaken, port)
+				}
+			}
+			if ready {
 				return nil
 			}
 		}
@@ -228,10 +281,32 @@ func (d *Daemon) waitReady(done <-chan struct{}, limit time.Duration) error {
 	}
 }
 
-// listening reports whether a socket listens on TCP port (IPv4 or IPv6),
-// from /proc/net/tcp*.
-func listening(port int) bool {
+// ownsSocket reports whether process pid has one of the sockets inodes open.
+func ownsSocket(pid int, inodes []string) bool {
+	fds := filepath.Join("/proc", strconv.Itoa(pid), "fd")
+	ents, err := os.ReadDir(fds)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		link, err := os.Readlink(filepath.Join(fds, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, ino := range inodes {
+			if link == "socket:["+ino+"]" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// listeners returns the inodes of the sockets listening on TCP port (IPv4
+// or IPv6), from /proc/net/tcp*.
+func listeners(port int) []string {
 	want := fmt.Sprintf(":%04X", port)
+	var inodes []string
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		fh, err := os.Open(f)
 		if err != nil {
@@ -240,22 +315,22 @@ func listening(port int) bool {
 		sc := bufio.NewScanner(fh)
 		for sc.Scan() {
 			fields := strings.Fields(sc.Text())
-			if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" { // 0A = LISTEN
-				fh.Close()
-				return true
+			if len(fields) > 9 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" { // 0A = LISTEN
+				inodes = append(inodes, fields[9])
 			}
 		}
 		fh.Close()
 	}
-	return false
+	return inodes
 }
 
 // Kill kills the daemon with SIGKILL (a crash: clients see their contexts
 // die) and waits until it has exited.
 func (d *Daemon) Kill() error { return d.stop(os.Kill) }
 
-// Stop stops the daemon with SIGTERM and waits until it has exited.
-func (d *Daemon) Stop() error { return d.stop(os.Interrupt) }
+// Stop stops the daemon with SIGTERM and waits until it has exited (pcscd
+// takes about a second: it waits for its reader threads' next poll).
+func (d *Daemon) Stop() error { return d.stop(syscall.SIGTERM) }
 
 func (d *Daemon) stop(sig os.Signal) error {
 	d.mu.Lock()
@@ -275,9 +350,10 @@ func (d *Daemon) stop(sig os.Signal) error {
 	return nil
 }
 
-// Close stops the daemon and removes its directory.
+// Close kills the daemon and removes its directory. It does not stop pcscd
+// gracefully (Stop): that takes a second and leaves nothing a test needs.
 func (d *Daemon) Close() error {
-	err := d.Stop()
+	err := d.Kill()
 	os.RemoveAll(d.dir)
 	return err
 }
