@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	testutil.NeedTools(t, "weston")
-	return testutil.Build(t, "../hotdeskd", "../hotdesk-term", "../hotdeskctl")
+	return testutil.BuildHotdesk(t)
 }
 
 // TestDemoScript runs the scripted hot-desk of `make demo` against the real

@@ -19,10 +19,10 @@ import (
 )
 
 // buildBinaries builds hotdesk-term, hotdeskd and hotdeskctl once per
-// test process (testutil.Build).
+// test process (testutil.BuildHotdesk).
 func buildBinaries(t testing.TB) string {
 	t.Helper()
-	return testutil.Build(t, ".", "../hotdeskd", "../hotdeskctl")
+	return testutil.BuildHotdesk(t)
 }
 
 // groupBroker is one hotdeskd process of a group sharing one etcd.

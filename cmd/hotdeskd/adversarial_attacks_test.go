@@ -269,13 +269,38 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 			}
 		}
 	})
+	// The stallers ping as a terminal does, at the Welcome's interval:
+	// the logins they hold stay held (a silent connection is dropped after
+	// 3 intervals, which would free its slot, and on a loaded machine could
+	// come before the prompt), and only the login limits can refuse them.
 	stalled := 0
 	var stallConns []*proto.Conn
 	var stallMu sync.Mutex
+	var pingers sync.WaitGroup
+	stopPings := make(chan struct{})
 	greeted("login_stall", "stall", 40, func(int) int { return 200 }, func(i int, pc *proto.Conn) {
+		pingers.Add(1)
+		go func() { // ends at stopPings or when pc is closed
+			defer pingers.Done()
+			tick := time.NewTicker(good.welcome.PingEvery())
+			defer tick.Stop()
+			for seq := uint64(1); ; seq++ {
+				select {
+				case <-tick.C:
+					if pc.Send(&proto.Ping{Seq: seq}) != nil {
+						return
+					}
+				case <-stopPings:
+					return
+				}
+			}
+		}()
 		pc.Send(&proto.TokenInserted{Token: fmt.Sprintf("user.stall%d", i)})
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(15 * time.Second))
 		m, err := pc.Recv()
+		for err == nil && m.Type == proto.TypePong { // the answers to the pings
+			m, err = pc.Recv()
+		}
 		switch b := m.Body.(type) {
 		case *proto.AuthPrompt:
 			stallMu.Lock()
@@ -294,6 +319,8 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	if stalled > 8 {
 		al.try("login_stall", false, fmt.Sprintf("%d stalled logins from one address admitted; want at most 8", stalled))
 	}
+	close(stopPings)
+	pingers.Wait()
 	for _, c := range stallConns {
 		c.Close()
 	}

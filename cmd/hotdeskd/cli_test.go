@@ -19,7 +19,7 @@ import (
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
 	bin := filepath.Join(buildBinaries(t), "hotdeskd")
-	const stamp = testStamp
+	const stamp = testutil.Stamp
 	for _, c := range []struct {
 		args []string
 		code int

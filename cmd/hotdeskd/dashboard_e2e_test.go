@@ -29,26 +29,26 @@ func needChromium(t *testing.T) string {
 	return ""
 }
 
-// browser starts a headless chromium with its own profile.
-func browser(t *testing.T, path string) context.Context {
-	t.Helper()
+// startBrowser starts a headless chromium with its own profile in dir;
+// stop ends it (call it in any case).
+func startBrowser(path, dir string) (ctx context.Context, stop func(), err error) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.NoSandbox,                               // tests run as root
 		chromedp.Flag("ignore-certificate-errors", true), // the broker's self-signed certificate
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(dir),
 	)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelC(); cancelA() })
+	stop = func() { cancelC(); cancelA() }
 	// The first call starts the browser: no timeout on it (a timeout would
 	// stop the browser when it fires); every later step gets one (step).
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting chromium: %v", err)
+		return nil, stop, fmt.Errorf("starting chromium: %w", err)
 	}
-	return ctx
+	return ctx, stop, nil
 }
 
 // secondLogin returns a tab of ctx's browser in a browser context of its
@@ -159,6 +159,19 @@ func TestDashboardInChromium(t *testing.T) {
 	t.Parallel() // its own group, browser profiles and ports
 	chromium := needChromium(t)
 	testutil.NeedMatrix(t)
+	// The browser starts while the group does.
+	var br struct {
+		ctx  context.Context
+		stop func()
+		err  error
+	}
+	profile := t.TempDir()
+	brStarted := make(chan struct{})
+	go func() {
+		defer close(brStarted)
+		br.ctx, br.stop, br.err = startBrowser(chromium, profile)
+	}()
+	t.Cleanup(func() { <-brStarted; br.stop() }) // before profile is removed
 	pamDir := testutil.MatrixServices(t, t.TempDir(), "daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n", "", "hotdesk-admin")
 	dashAddr := testutil.FreeAddr(t)
 	g := startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
@@ -183,7 +196,11 @@ dashboard {
 	t1.send("insert default")
 	sid := fmt.Sprint(next(t, t1.evs, "attached")["session"])
 
-	ctx := browser(t, chromium)
+	<-brStarted
+	if br.err != nil {
+		t.Fatal(br.err)
+	}
+	ctx := br.ctx
 	// A wrong password is refused.
 	if got := logIn(t, ctx, base, "daemon", "wrong"); !strings.Contains(got, "Login failed") {
 		t.Fatalf("wrong password: page says %q", got)

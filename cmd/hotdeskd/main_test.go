@@ -25,15 +25,12 @@ func TestMain(m *testing.M) {
 	os.Exit(testutil.RunWithBuilds(m))
 }
 
-// testStamp is the version the package's binaries are stamped with.
-const testStamp = "v9.8.7-test"
-
 // buildBinaries builds hotdeskd, hotdesk-term and hotdeskctl once for every
-// test of the package, stamped as the Makefile stamps them (testStamp), and
-// returns their directory.
+// test of the package, stamped as the Makefile stamps them (testutil.Stamp),
+// and returns their directory.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	return testutil.BuildStamped(t, testStamp, ".", "../hotdesk-term", "../hotdeskctl")
+	return testutil.BuildHotdesk(t)
 }
 
 func TestCheckReportsPosition(t *testing.T) {

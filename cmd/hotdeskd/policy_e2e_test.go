@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,17 +115,42 @@ func (e *e2e) sessions() []struct {
 // enroll pairs a new software token for user into a keystore and returns its path.
 func (e *e2e) enroll(user string) string {
 	e.t.Helper()
-	out := e.d.MustCtl("token", "pair", "-user", user, "-json")
+	ks, err := e.enrollErr(user)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ks
+}
+
+// enrollErr is enroll returning its failure (for Concurrently).
+func (e *e2e) enrollErr(user string) (string, error) {
+	out, err := e.d.Ctl("token", "pair", "-user", user, "-json")
+	if err != nil {
+		return "", err
+	}
 	var pr struct{ Code string }
 	if err := json.Unmarshal(out, &pr); err != nil {
-		e.t.Fatal(err)
+		return "", fmt.Errorf("token pair -json: %w", err)
 	}
 	ks := filepath.Join(e.dir, user+"-"+pr.Code, "tokens.json")
 	if out, err := exec.Command(filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", "enroll",
 		"-keystore", ks, "-json", "pair", pr.Code).CombinedOutput(); err != nil {
-		e.t.Fatalf("hotdesk-term pair: %v\n%s", err, out)
+		return "", fmt.Errorf("hotdesk-term pair: %v\n%s", err, out)
 	}
-	return ks
+	return ks, nil
+}
+
+// enrollAll enrolls a token for each of users at once and returns their
+// keystores in the same order.
+func (e *e2e) enrollAll(users ...string) []string {
+	e.t.Helper()
+	kss := make([]string, len(users))
+	fns := make([]func() error, len(users))
+	for i, u := range users {
+		fns[i] = func() (err error) { kss[i], err = e.enrollErr(u); return err }
+	}
+	testutil.Concurrently(e.t, fns...)
+	return kss
 }
 
 // present runs a terminal that presents the keystore's token (or logs in
@@ -132,6 +158,15 @@ func (e *e2e) enroll(user string) string {
 // answers, and returns the first attached or error event.
 func (e *e2e) present(term, ks string, answers ...string) map[string]any {
 	e.t.Helper()
+	ev, err := e.presentErr(term, ks, answers...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ev
+}
+
+// presentErr is present returning its failure (for Concurrently).
+func (e *e2e) presentErr(term, ks string, answers ...string) (map[string]any, error) {
 	args := []string{"-server", e.addr, "-pin", e.pin, "-id", term, "-json"}
 	line := "insert default"
 	if name, ok := strings.CutPrefix(ks, "user:"); ok {
@@ -148,7 +183,7 @@ func (e *e2e) present(term, ks string, answers ...string) map[string]any {
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
+		return nil, err
 	}
 	evs := testutil.JSONEvents(stdout, 16)
 	defer func() {
@@ -167,11 +202,30 @@ func (e *e2e) present(term, ks string, answers ...string) map[string]any {
 			}
 		case "attached", "error":
 			fmt.Fprintln(stdin, "quit")
-			return ev
+			return ev, nil
 		}
 	}
-	e.t.Fatalf("terminal %s ended without an answer", term)
-	return nil
+	return nil, fmt.Errorf("terminal %s ended without an answer", term)
+}
+
+// presentAll runs present for each of calls at once (their terminals must
+// differ, and so must their tokens: one token presented at two terminals
+// at once is a takeover) and returns the answers in the same order.
+func (e *e2e) presentAll(calls ...presentCall) []map[string]any {
+	e.t.Helper()
+	evs := make([]map[string]any, len(calls))
+	fns := make([]func() error, len(calls))
+	for i, c := range calls {
+		fns[i] = func() (err error) { evs[i], err = e.presentErr(c.term, c.ks, c.answers...); return err }
+	}
+	testutil.Concurrently(e.t, fns...)
+	return evs
+}
+
+// presentCall is one presentation of presentAll.
+type presentCall struct {
+	term, ks string
+	answers  []string
 }
 
 // TestPolicyE2E runs every login policy through hotdesk-term against the
@@ -195,7 +249,8 @@ func TestPolicyE2E(t *testing.T) {
     users = ["dora"]
     auth  = "password"
   }`, "card+password")
-	alice, pat, carl, kim := e.enroll("alice"), e.enroll("pat"), e.enroll("carl"), e.enroll("kim")
+	kss := e.enrollAll("alice", "pat", "carl", "kim")
+	alice, pat, carl, kim := kss[0], kss[1], kss[2], kss[3]
 	tests := []struct {
 		name, term, ks string
 		answers        []string
@@ -210,9 +265,24 @@ func TestPolicyE2E(t *testing.T) {
 		{"kiosk", "t-k1", kim, nil, "", ""},
 		{"password without a card, unknown user", "t-d1", "user:dora", []string{"x"}, "", "auth_failed"},
 	}
+	// The cases run at once, but those presenting one token one after the
+	// other: the same token at two terminals at once would be a takeover.
+	tokenBusy := map[string]*sync.Mutex{}
+	for _, tt := range tests {
+		if tokenBusy[tt.ks] == nil {
+			tokenBusy[tt.ks] = &sync.Mutex{}
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := e.present(tt.term, tt.ks, tt.answers...)
+			t.Parallel()
+			mu := tokenBusy[tt.ks]
+			mu.Lock()
+			ev, err := e.presentErr(tt.term, tt.ks, tt.answers...)
+			mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if tt.wantErr != "" {
 				if ev["event"] != "error" || ev["name"] != tt.wantErr {
 					t.Fatalf("got %v; want error %s", ev, tt.wantErr)
@@ -250,8 +320,10 @@ func TestPasswordOnlyE2E(t *testing.T) {
 func TestRestartKeepsSessions(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
 	e := startE2EWith(t, "", "kiosk", true, "")
-	ksA, ksB := e.enroll("alice"), e.enroll("bob")
-	firstA, firstB := e.present("t-1", ksA), e.present("t-2", ksB)
+	kss := e.enrollAll("alice", "bob")
+	ksA, ksB := kss[0], kss[1]
+	firsts := e.presentAll(presentCall{term: "t-1", ks: ksA}, presentCall{term: "t-2", ks: ksB})
+	firstA, firstB := firsts[0], firsts[1]
 	if firstA["event"] != "attached" || firstB["event"] != "attached" {
 		t.Fatalf("first inserts: %v, %v", firstA, firstB)
 	}
@@ -281,18 +353,17 @@ func TestRestartKeepsSessions(t *testing.T) {
 			t.Fatalf("after restart: %+v; want pid %d, suspended", s, pids[s.ID])
 		}
 	}
-	for _, c := range []struct {
-		ks    string
-		first map[string]any
-	}{{ksA, firstA}, {ksB, firstB}} {
-		again := e.present("t-3", c.ks)
-		if again["event"] != "attached" || again["session"] != c.first["session"] || again["resumed"] != true {
-			t.Fatalf("after restart: %v; want session %v resumed", again, c.first["session"])
+	agains := e.presentAll(presentCall{term: "t-3", ks: ksA}, presentCall{term: "t-4", ks: ksB})
+	for i, first := range firsts {
+		if again := agains[i]; again["event"] != "attached" || again["session"] != first["session"] || again["resumed"] != true {
+			t.Fatalf("after restart: %v; want session %v resumed", again, first["session"])
 		}
 	}
+	var kills []func() error
 	for id := range pids { // end them for good
-		e.d.MustCtl("session", "kill", id)
+		kills = append(kills, func() error { _, err := e.d.Ctl("session", "kill", id); return err })
 	}
+	testutil.Concurrently(t, kills...)
 }
 
 // TestLeaseLossE2E cuts the real daemon off from its etcd through a TCP
@@ -393,19 +464,30 @@ func main() {
 // gateway with the Attached ticket.
 func TestDisplayThroughGateway(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
-	e := startE2E(t, "", "kiosk")
+	// The probe is built while the daemon starts.
 	probeDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(probeDir, "main.go"), []byte(waylandProbe), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	probe := filepath.Join(probeDir, "probe") // not in the binaries every test shares
-	cmd := exec.Command("go", "build", "-o", probe, "main.go")
-	cmd.Dir = probeDir
-	cmd.Env = append(os.Environ(), "GO111MODULE=off")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the probe: %v\n%s", err, out)
-	}
+	var buildErr error
+	built := make(chan struct{})
+	t.Cleanup(func() { <-built }) // before probeDir is removed
+	go func() {
+		defer close(built)
+		if buildErr = os.WriteFile(filepath.Join(probeDir, "main.go"), []byte(waylandProbe), 0o600); buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", probe, "main.go")
+		cmd.Dir = probeDir
+		cmd.Env = append(os.Environ(), "GO111MODULE=off")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building the probe: %v\n%s", err, out)
+		}
+	}()
+	e := startE2E(t, "", "kiosk")
 	ks := e.enroll("alice")
+	<-built
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
 	okFile := filepath.Join(t.TempDir(), "ok")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

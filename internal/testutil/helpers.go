@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -31,5 +33,27 @@ func Recv[T any](t testing.TB, ch <-chan T, d time.Duration, missing string) T {
 	case <-time.After(d):
 		t.Fatalf("%s (waited %v)", missing, d)
 		panic("unreachable") // Fatalf does not return
+	}
+}
+
+// Concurrently runs fns at once, each in a goroutine of its own, waits for
+// all of them and fails the test with the errors of those that failed. It
+// is for a test's independent slow steps (starting servers, enrolling
+// tokens, logging in at different terminals): fns must not call t.Fatal
+// (a goroutine other than the test's may not), they return an error.
+func Concurrently(t testing.TB, fns ...func() error) {
+	t.Helper()
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -64,3 +64,34 @@ func TestRecvFailsWhenNothingArrives(t *testing.T) {
 		t.Errorf("failure = %q; want it to start with %q", rec.msg, "no value")
 	}
 }
+
+// TestConcurrently: the functions run at the same time (each waits for the
+// other to have started), and the errors of those that failed fail the
+// test, all of them named.
+func TestConcurrently(t *testing.T) {
+	t.Parallel()
+	a, b := make(chan struct{}), make(chan struct{})
+	meet := func(mine, theirs chan struct{}) func() error {
+		return func() error {
+			close(mine)
+			select {
+			case <-theirs:
+				return nil
+			case <-time.After(10 * time.Second):
+				return fmt.Errorf("the other function did not start meanwhile")
+			}
+		}
+	}
+	Concurrently(t, meet(a, b), meet(b, a))
+
+	var e endTB
+	Concurrently(&e, func() error { return nil }, func() error { return fmt.Errorf("first broke") }, func() error { return fmt.Errorf("second broke") })
+	if !strings.Contains(e.fatal, "first broke") || !strings.Contains(e.fatal, "second broke") {
+		t.Fatalf("Concurrently failed the test with %q; want both errors", e.fatal)
+	}
+	e = endTB{}
+	Concurrently(&e, func() error { return nil })
+	if e.fatal != "" {
+		t.Fatalf("Concurrently failed a test whose functions all succeeded: %q", e.fatal)
+	}
+}

@@ -13,6 +13,7 @@ type endTB struct {
 
 func (e *endTB) Helper()                           {}
 func (e *endTB) Fatalf(format string, args ...any) { e.fatal = fmt.Sprintf(format, args...) }
+func (e *endTB) Fatal(args ...any)                 { e.fatal = fmt.Sprint(args...) }
 func (e *endTB) Skipf(format string, args ...any)  { e.skip = fmt.Sprintf(format, args...) }
 
 func TestSkipOrFail(t *testing.T) {

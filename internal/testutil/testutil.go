@@ -103,7 +103,9 @@ var builds struct {
 // relative to the test's package directory) once per test process and
 // returns the directory holding the binaries. Later calls with the same
 // packages return the same directory at once, so every end-to-end test of a
-// package shares one build. A failed build fails the test. The directory
+// package shares one build; the link itself is shared with later test
+// processes and other packages' tests building the same binaries (the link
+// cache, linkcache.go). A failed build fails the test. The directory
 // lives until RemoveBuilds (call it at the end of TestMain).
 func Build(t testing.TB, pkgs ...string) string {
 	t.Helper()
@@ -129,10 +131,9 @@ func Build(t testing.TB, pkgs ...string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...).CombinedOutput()
-	if err != nil {
-		builds.errs[key] = fmt.Errorf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, out)
-		t.Fatal(builds.errs[key])
+	if err := buildInto(dir, pkgs); err != nil {
+		builds.errs[key] = err
+		t.Fatal(err)
 	}
 	builds.dirs[key] = dir
 	return dir

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -44,8 +45,12 @@ func TestWaitForPollsUntilTrue(t *testing.T) {
 	}
 }
 
-func TestBuildOncePerProcess(t *testing.T) {
-	src := t.TempDir()
+// probeModule writes a module with one main package, probe, to a new
+// directory, makes it the working directory and points the link cache at a
+// directory of the test's own, until the test ends (the tests using it are
+// serial).
+func probeModule(t *testing.T) (src, cache string) {
+	src = t.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\nfunc main() {}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +61,19 @@ func TestBuildOncePerProcess(t *testing.T) {
 	if err := os.Chdir(src); err != nil {
 		t.Fatal(err)
 	}
-	defer os.Chdir(wd)
-	defer RemoveBuilds()
+	cache = filepath.Join(t.TempDir(), "cache")
+	old := linkCacheRoot
+	linkCacheRoot = func() string { return cache }
+	t.Cleanup(func() {
+		RemoveBuilds()
+		linkCacheRoot = old
+		os.Chdir(wd)
+	})
+	return src, cache
+}
+
+func TestBuildOncePerProcess(t *testing.T) {
+	probeModule(t)
 	a := Build(t, ".")
 	fi, err := os.Stat(filepath.Join(a, "probe"))
 	if err != nil {
@@ -74,14 +90,84 @@ func TestBuildOncePerProcess(t *testing.T) {
 	}
 }
 
-func TestXvfbAndScreenshot(t *testing.T) {
-	// Two screens are two X servers of their own, each answering on its
-	// display.
-	d1, d2 := StartXvfb(t), StartXvfb(t)
-	if d1 == d2 {
-		t.Fatalf("displays %q and %q; want two different ones", d1, d2)
+// TestBuildSharesTheLink: a later test process (RemoveBuilds, then Build)
+// gets the binary the first one linked (go build only touches an up to
+// date target: the cached file is the same one), unless its sources
+// changed; a cache directory open to other users is not used.
+func TestBuildSharesTheLink(t *testing.T) {
+	src, cache := probeModule(t)
+	linked := func() (ino uint64, content []byte) {
+		t.Helper()
+		ents, err := os.ReadDir(cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			p := filepath.Join(cache, e.Name(), "probe")
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("cache entry %s: %v", e.Name(), err)
+			}
+			b, _ := os.ReadFile(p)
+			return fi.Sys().(*syscall.Stat_t).Ino, b
+		}
+		t.Fatalf("nothing in the link cache %s", cache)
+		return 0, nil
 	}
-	for _, disp := range []string{d1, d2} {
+	built := func() []byte {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(Build(t, "."), "probe"))
+		if err != nil {
+			t.Fatalf("binary not built: %v", err)
+		}
+		return b
+	}
+	first := built()
+	ino, cached := linked()
+	if !bytes.Equal(first, cached) {
+		t.Fatal("the build's binary is not the cached one")
+	}
+	RemoveBuilds()
+	if again := built(); !bytes.Equal(again, first) {
+		t.Fatal("the second process's binary differs from the first's")
+	}
+	if ino2, _ := linked(); ino2 != ino {
+		t.Fatalf("the second process linked again (inode %d, was %d); want the first link reused", ino2, ino)
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\nfunc main() { println(\"changed\") }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	RemoveBuilds()
+	if changed := built(); bytes.Equal(changed, first) || !bytes.Contains(changed, []byte("changed")) {
+		t.Fatal("the binary of changed sources is the old link")
+	}
+
+	// A cache others may write to is passed by: the build still works.
+	if err := os.Chmod(cache, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(cache)
+	for _, e := range ents {
+		os.RemoveAll(filepath.Join(cache, e.Name()))
+	}
+	RemoveBuilds()
+	built()
+	if ents, _ := os.ReadDir(cache); len(ents) != 0 {
+		t.Fatalf("a cache open to others was used: %d entries", len(ents))
+	}
+}
+
+func TestXvfbAndScreenshot(t *testing.T) {
+	// Three screens (two started at once) are three X servers of their
+	// own, each answering on its display.
+	disps := append(StartXvfbs(t, 2), StartXvfb(t))
+	if disps[0] == disps[1] || disps[1] == disps[2] || disps[0] == disps[2] {
+		t.Fatalf("displays %q; want three different ones", disps)
+	}
+	for _, disp := range disps {
 		img := Screenshot(t, disp)
 		if b := img.Bounds(); b.Dx() != 1024 || b.Dy() != 768 {
 			t.Fatalf("screenshot of %s is %v; want 1024x768", disp, b)

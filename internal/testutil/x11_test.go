@@ -84,6 +84,14 @@ func TestScreenshot(t *testing.T) {
 	if !colours[[3]uint32{0xff, 0x7a, 0x6e}] {
 		t.Errorf("no pixel of the logo's colour among %d colours", len(colours))
 	}
+	// The general path decodes the same dump to the same picture.
+	general, err := decodeXWDPath(dump, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(general.Pix, got.Pix) {
+		t.Error("the general path and the fast path decode the dump differently")
+	}
 	if _, err := decodeXWD(dump[:len(dump)-1]); err == nil {
 		t.Error("a truncated dump: nil error; want an error")
 	}
