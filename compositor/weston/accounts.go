@@ -101,7 +101,7 @@ func (p *accountPool) acquire(id string) (*user.User, error) {
 		}
 		u, err := p.ensure(name)
 		if err != nil {
-			lf.Close()
+			_ = unlockClose(lf)
 			return nil, err
 		}
 		p.inUse[name] = lf
@@ -171,7 +171,7 @@ func (p *accountPool) release(account, procRoot string) {
 	}
 	p.mu.Lock()
 	if lf := p.inUse[account]; lf != nil {
-		lf.Close() // releases the flock
+		_ = unlockClose(lf)
 	}
 	delete(p.inUse, account)
 	p.mu.Unlock()

@@ -1105,10 +1105,22 @@ func (b *Backend) Close() error {
 	close(b.done)
 	b.wg.Wait()
 	close(b.exits)
-	if err := b.lock.Close(); err != nil {
+	if err := unlockClose(b.lock); err != nil {
 		return fmt.Errorf("weston: close: %w", err)
 	}
 	return nil
+}
+
+// unlockClose releases f's flock and closes f. Closing alone is not enough:
+// a child that another goroutine forked meanwhile holds a copy of the
+// descriptor until it execs, and with it the lock; unlocking releases it
+// for every copy.
+func unlockClose(f *os.File) error {
+	uerr := syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return uerr
 }
 
 // checkEnv bounds and validates Spec.Env.

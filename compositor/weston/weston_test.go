@@ -887,3 +887,23 @@ func mustAtoi(t *testing.T, s string) uint32 {
 	}
 	return uint32(n)
 }
+
+// TestCloseReleasesLockHeldByChild: a child forked by another goroutine
+// holds a copy of the lock's descriptor until it execs (here: a dup of
+// it). Close must release the lock all the same, so a new Backend on the
+// same state directory (a restart within the process) gets it at once.
+func TestCloseReleasesLockHeldByChild(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b1, _ := newBackend(t, Config{StateDir: dir})
+	child, err := syscall.Dup(int(b1.lock.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(child)
+	if err := b1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	b2, _ := newBackend(t, Config{StateDir: dir})
+	b2.Close()
+}
