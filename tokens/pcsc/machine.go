@@ -25,6 +25,8 @@ type (
 		name  string
 		flags scard.StateFlag
 	}
+	// readersLeft: pcscd no longer lists these readers.
+	readersLeft struct{ names []string }
 	// unavailable: the PC/SC context died or could not be established.
 	unavailable struct{ err error }
 	// identified is the result of identification op.
@@ -102,6 +104,12 @@ func (m *machine) run() {
 			switch msg := msg.(type) {
 			case snapshot:
 				m.snapshot(msg)
+			case readersLeft:
+				for _, name := range msg.names {
+					if r := m.readers[name]; r != nil {
+						m.readerGone(r, fmt.Errorf("%w: %s removed", ErrUnavailable, name))
+					}
+				}
 			case unavailable:
 				m.unavailable(msg.err)
 			case identified:

@@ -164,6 +164,9 @@ type Provider struct {
 	// hookAfterWait, if set (tests only, before Watch), sees the states
 	// of every successful GetStatusChange before the poller does.
 	hookAfterWait func([]scard.ReaderState)
+	// hookListReaders, if set (tests only, before Watch), filters every
+	// reader list the poller gets from pcscd.
+	hookListReaders func([]string) []string
 
 	mu       sync.Mutex
 	po       *poller // of the running Watch

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -514,4 +515,70 @@ func BenchmarkDetection(b *testing.B) {
 			b.ReportMetric(ms(total), "inserted_ms/op")
 		})
 	}
+}
+
+// unplug makes p's poller see reader leave pcscd's list once armed: the
+// reader list loses it, and (during) the next wait reports it unknown, as
+// pcscd does for a reader unplugged while a wait runs.
+func unplug(p *Provider, reader string, during bool) (arm func()) {
+	var armed atomic.Bool
+	p.hookListReaders = func(names []string) []string {
+		if !armed.Load() {
+			return names
+		}
+		return slices.DeleteFunc(names, func(n string) bool { return n == reader })
+	}
+	if during {
+		p.hookAfterWait = func(states []scard.ReaderState) {
+			if !armed.Load() {
+				return
+			}
+			for i := range states {
+				if states[i].Reader == reader {
+					states[i].EventState = scard.StateUnknown | scard.StateUnavailable | scard.StateChanged
+				}
+			}
+		}
+	}
+	return func() { armed.Store(true) }
+}
+
+// TestReaderUnpluggedDuringWait: a reader unplugged while the poller waits
+// is reported unknown and is gone from the list: its card's token is
+// removed and the reader reported unavailable, even when it was the only
+// reader watched (no later wait reports anything for it).
+func TestReaderUnpluggedDuringWait(t *testing.T) {
+	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
+	p := newProvider(t, Config{Readers: []string{reader0}})
+	arm := unplug(p, reader0, true)
+	w := startWatch(t, p)
+	in := insert(t, d, 0, vcard.UIDCard([]byte{0x0D, 1, 1, 1}))
+	w.expect(tokens.Inserted, "uid.0d010101", reader0)
+	arm()
+	// The card leaving ends the poller's wait, which reports reader 0
+	// unknown.
+	remove(t, in)
+	w.expect(tokens.Removed, "uid.0d010101", reader0)
+	w.expectError(reader0, ErrUnavailable)
+}
+
+// TestReaderUnpluggedBetweenWaits: a reader that leaves pcscd's list while
+// no wait runs (libpcsclite then reports nothing about it) is seen gone
+// all the same, within a bounded wait.
+func TestReaderUnpluggedBetweenWaits(t *testing.T) {
+	d := needPCSCD(t)
+	if d == nil {
+		return // ran in a child process
+	}
+	p := newProvider(t, Config{})
+	arm := unplug(p, reader0, false)
+	w := startWatch(t, p)
+	insert(t, d, 0, vcard.UIDCard([]byte{0x0D, 3, 3, 3}))
+	w.expect(tokens.Inserted, "uid.0d030303", reader0)
+	arm()
+	w.expect(tokens.Removed, "uid.0d030303", reader0)
+	w.expectError(reader0, ErrUnavailable)
 }

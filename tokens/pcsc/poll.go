@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ const waitTimeout = 2 * time.Second
 
 // maxRelists bounds consecutive reader relists without a successful wait.
 const maxRelists = 8
+
+// recheckPause is how long the poller waits before it lists the readers
+// again after a wait reported a listed reader unknown.
+const recheckPause = 50 * time.Millisecond
 
 // poller owns the PC/SC context of a Watch and sends snapshots and
 // unavailability to the machine.
@@ -94,6 +99,12 @@ func (po *poller) session(ctx context.Context, sctx *scard.Context) (delivered b
 			if err != nil {
 				return delivered, err
 			}
+			if left := missing(states, names); len(left) > 0 {
+				// A reader left between waits, or during one:
+				// libpcsclite reports no more change for it, so no wait
+				// would.
+				po.send(ctx, readersLeft{names: left})
+			}
 			states = rebuild(states, names)
 			relist = false
 			if recheck {
@@ -115,7 +126,16 @@ func (po *poller) session(ctx context.Context, sctx *scard.Context) (delivered b
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, scard.ErrTimeout), errors.Is(err, scard.ErrCancelled):
+		case errors.Is(err, scard.ErrTimeout):
+			// libpcsclite listens for readers coming and going only
+			// during a wait: compare the list.
+			names, err := po.listReaders(sctx)
+			if err != nil {
+				return delivered, err
+			}
+			relist = !sameReaders(states, names)
+			continue
+		case errors.Is(err, scard.ErrCancelled):
 			continue
 		case errors.Is(err, scard.ErrUnknownReader), errors.Is(err, scard.ErrReaderUnavailable):
 			relist = true
@@ -138,6 +158,15 @@ func (po *poller) session(ctx context.Context, sctx *scard.Context) (delivered b
 			// maxRelists.
 			po.p.log.Debug("reader reported unknown; listing the readers again")
 			relist, recheck = true, true
+			// A pause for libpcsclite, in real time (not the provider's
+			// clock, whose timers are the machine's).
+			pause := time.NewTimer(recheckPause)
+			select {
+			case <-pause.C:
+			case <-ctx.Done():
+				pause.Stop()
+				return delivered, nil
+			}
 			continue
 		}
 		relists = 0
@@ -169,9 +198,38 @@ func unknownReader(states []scard.ReaderState) bool {
 	return false
 }
 
+// missing returns the readers of states (the PnP reader aside) that are
+// not in names.
+func missing(states []scard.ReaderState, names []string) []string {
+	var left []string
+	for _, s := range states {
+		if s.Reader != pnpReader && !slices.Contains(names, s.Reader) {
+			left = append(left, s.Reader)
+		}
+	}
+	return left
+}
+
+// sameReaders reports whether states (the PnP reader aside) watch exactly
+// names.
+func sameReaders(states []scard.ReaderState, names []string) bool {
+	if len(states) != len(names)+1 {
+		return false
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(states, func(s scard.ReaderState) bool { return s.Reader == n }) {
+			return false
+		}
+	}
+	return true
+}
+
 // listReaders returns the watched readers, at most maxReaders.
 func (po *poller) listReaders(sctx *scard.Context) ([]string, error) {
 	all, err := sctx.ListReaders()
+	if hook := po.p.hookListReaders; hook != nil && err == nil {
+		all = hook(all)
+	}
 	if errors.Is(err, scard.ErrNoReadersAvailable) {
 		return nil, nil
 	}
