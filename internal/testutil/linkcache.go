@@ -168,27 +168,38 @@ func lockCacheEntry(root string, args []string) (entry string, unlock func(), er
 		lf.Close()
 		return "", nil, err
 	}
-	return entry, func() { lf.Close() }, nil // closing releases the lock
+	return entry, func() {
+		// Unlock first: a child another test forks meanwhile holds a
+		// copy of the descriptor, and with it the lock, until it execs.
+		_ = syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+		lf.Close()
+	}, nil
 }
 
+// lockWait bounds the wait for an entry's lock: a process stopped while it
+// holds one (SIGSTOP, a debugger) must not stall every other test process
+// that builds the same binaries; past it, Build builds without the cache.
+const lockWait = 2 * time.Minute
+
 // lockFile opens (creating) path and takes an exclusive lock on it,
-// waiting for it. Closing the file releases the lock.
+// waiting for it up to lockWait.
 func lockFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
+	deadline := time.Now().Add(lockWait)
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
 		}
+		if (!errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR)) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("testutil: link cache: lock %s: %w", path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 // privateDir makes dir (0700) if it is missing and checks that it is a

@@ -99,10 +99,15 @@ func runInChild(t *testing.T) {
 		}
 	}
 	args := []string{"-test.run=" + strings.Join(elems, "/"), "-test.count=1", "-test.v"}
+	if testing.Short() {
+		args = append(args, "-test.short")
+	}
 	ctx := context.Background()
 	if dl, ok := t.Deadline(); ok {
 		// The child's own timeout comes first and prints its goroutines.
-		args = append(args, "-test.timeout="+time.Until(dl.Add(-10*time.Second)).String())
+		if d := time.Until(dl.Add(-10 * time.Second)); d > 0 {
+			args = append(args, "-test.timeout="+d.String())
+		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl.Add(-5*time.Second))
 		defer cancel()
