@@ -86,21 +86,20 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	}
 	b.mu.Unlock()
 	if s != nil {
-		switch {
-		case helloFence == 0 || helloFence == fence || heldFence:
-			// No fence, or one this very session held (it re-claimed its
-			// key since, with a newer fence): the redirect is good.
-		case helloFence < fence:
+		if helloFence != 0 && helloFence < fence && !heldFence {
 			// Sent by a broker that saw an earlier ownership of the token
 			// by another session: refuse it; the terminal starts again.
 			return fail(proto.ErrStaleFence, "redirect is stale: the session moved", nil)
-		default:
-			// A newer fence than ours: the redirecting broker saw a claim
-			// made after ours. Attach only if the registry confirms the
-			// key is still this session's.
-			if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
-				return err
-			}
+		}
+		// Attach only if the registry confirms the key is still this
+		// session's: a redirect with a newer fence than ours saw a claim
+		// made after ours, and our lease may have been revoked since the
+		// key was last written (its keys gone with it, another broker free
+		// to create a session for the token) while the renewals have not
+		// told us yet. One linearizable read on every hot-desk, so that a
+		// token is never shown at two terminals.
+		if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
+			return err
 		}
 		return b.resumeTokenLocked(ctx, t, s, rec)
 	}
@@ -468,13 +467,35 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 }
 
 // confirmClaimTokenLocked checks with the registry (a linearizable read) that
-// the token's key is still s's claim, adopting the registry's fence; if
-// another session holds it now, s is orphaned and the terminal redirected
-// there. Caller holds the token lock.
+// the token's key is still s's claim, adopting the registry's fence. The key
+// held by another session: s is orphaned and the terminal told to present
+// the token again (it is redirected there). The key absent (our lease was
+// revoked or expired, or someone deleted it): it is re-claimed under the
+// current lease if that is live (never orphaned, since nobody else has it),
+// else the terminal is told to retry. Caller holds the token lock.
 func (b *Broker) confirmClaimTokenLocked(ctx context.Context, s *Session) error {
+	b.mu.Lock()
+	old := s.claim
+	b.mu.Unlock()
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-	c, err := b.registry().Lookup(lctx, s.Token)
-	cancel()
+	defer cancel()
+	reg := b.registry()
+	c, err := reg.Lookup(lctx, s.Token)
+	if errors.Is(err, registry.ErrNotFound) {
+		rc, ok := reg.(Reclaimer)
+		if !ok || b.Ready() != nil {
+			return fail(proto.ErrUnavailable, "session claim being re-established; retry shortly", err)
+		}
+		var won bool
+		c, won, err = rc.Reclaim(lctx, old, b.record(s, s.term))
+		switch {
+		case err != nil:
+			b.log.Warn("re-claiming a vanished session claim failed", "session", s.ID, "error", err)
+			return fail(proto.ErrUnavailable, "session claim being re-established; retry shortly", err)
+		case won:
+			b.log.Info("session claim re-created", "session", s.ID, "fence", c.Fence)
+		}
+	}
 	switch {
 	case err == nil && c.Session.ServerID == b.cfg.ServerID && c.Session.ID == s.ID:
 		b.mu.Lock()
@@ -484,8 +505,6 @@ func (b *Broker) confirmClaimTokenLocked(ctx context.Context, s *Session) error 
 	case err == nil:
 		b.orphanTokenLocked(s, c.Session.ServerID)
 		return fail(proto.ErrStaleFence, "the session's token belongs to another session now; present it again", nil)
-	case errors.Is(err, registry.ErrNotFound):
-		return fail(proto.ErrUnavailable, "session claim being re-established; retry shortly", err)
 	default:
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
@@ -750,11 +769,9 @@ func (b *Broker) publisher(s *Session) {
 	}
 }
 
-// fenced resolves a write refused because claim c no longer holds s's key.
-// The key re-created by another session: s is orphaned (kept, suspended,
-// visible). The key absent (our lease was revoked or expired, or someone
-// deleted it): it is re-claimed under the current lease if that is live,
-// else left to Reestablish; never orphaned, since nobody else has it.
+// fenced resolves a write refused because claim c no longer holds s's key
+// (confirmClaimTokenLocked), unless s was destroyed or re-claimed
+// meanwhile; the record is written again when the key is s's.
 func (b *Broker) fenced(s *Session, c registry.Claim) {
 	unlock := b.keys.Lock(s.Token)
 	defer unlock()
@@ -766,35 +783,9 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 	}
 	ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	defer cancel()
-	reg := b.registry()
-	cur, err := reg.Lookup(ctx, s.Token)
-	switch {
-	case err == nil && cur.Session.ServerID == b.cfg.ServerID && cur.Session.ID == s.ID:
-		b.mu.Lock()
-		s.setClaimLocked(cur) // raced with a re-claim; nothing lost
-		b.mu.Unlock()
-		b.publish(s)
-	case err == nil:
-		b.orphanTokenLocked(s, cur.Session.ServerID)
-	case errors.Is(err, registry.ErrNotFound):
-		rc, ok := reg.(Reclaimer)
-		if !ok || b.Ready() != nil {
-			b.log.Warn("session claim gone; re-claimed when the lease is re-established", "session", s.ID)
-			return
-		}
-		nc, won, err := rc.Reclaim(ctx, c, b.record(s, s.term))
-		switch {
-		case err != nil:
-			b.log.Warn("re-claiming a vanished session claim failed", "session", s.ID, "error", err)
-		case won:
-			b.mu.Lock()
-			s.setClaimLocked(nc)
-			b.mu.Unlock()
-			b.log.Info("session claim re-created", "session", s.ID, "fence", nc.Fence)
-		default:
-			b.orphanTokenLocked(s, nc.Session.ServerID)
-		}
-	default:
-		b.log.Warn("resolving a fenced session write failed", "session", s.ID, "error", err)
+	if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
+		b.log.Debug("session claim not confirmed after a fenced write", "session", s.ID, "error", err)
+		return
 	}
+	b.publish(s)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/compositor/weston"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -407,6 +408,48 @@ func TestCardPulledMidChallenge(t *testing.T) {
 			return
 		default:
 			t.Fatalf("card pulled mid-challenge: %T %+v; want Error{cancelled}", m, m)
+		}
+	}
+}
+
+// TestLocalResumeConfirmsClaim: a broker whose claim of a suspended
+// session vanished without its knowing (its lease revoked, the renewals not
+// yet told; here the key is deleted) must not attach the session when the
+// token comes back to it if another broker has created a session for the
+// token meanwhile: the token would be live at two terminals. It confirms
+// the claim first, finds the other session and orphans its own.
+func TestLocalResumeConfirmsClaim(t *testing.T) {
+	t.Parallel()
+	b1, b2 := twoBrokers(t)
+	tok, key, sess := createAt(t, b1, "zoe")
+	// Once b1 has written the suspension (a write refused because the key
+	// is gone would re-claim it: the key is b1's to re-create while
+	// nobody else holds it), the key goes.
+	testutil.WaitFor(t, 10*time.Second, "b1's record of the suspension", func() bool {
+		c, err := b1.reg.Lookup(b1.ctx, tok)
+		return err == nil && c.Session.State == "suspended"
+	})
+	if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
+		t.Fatal(err)
+	}
+	t2 := b2.dial("term-2")
+	t2.present(tok, key)
+	if att := expectMsg[proto.Attached](t2); att.ServerID != "b2" || att.SessionID == sess {
+		t.Fatalf("insert at b2 with the claim gone: %+v; want a new session on b2", att)
+	}
+	t1 := b1.dial("term-1")
+	t1.present(tok, key)
+	switch m := t1.next().(type) {
+	case *proto.Error:
+		if m.Code != proto.ErrStaleFence {
+			t.Fatalf("insert at b1: error %+v; want %s", m, proto.ErrStaleFence)
+		}
+	default:
+		t.Fatalf("insert at b1 after b2 took the token: %T %+v; want an error, not the old session attached", m, m)
+	}
+	for _, si := range b1.b.Sessions() {
+		if si.ID == sess && !si.Orphaned {
+			t.Fatalf("b1's session %+v not orphaned", si)
 		}
 	}
 }
