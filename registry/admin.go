@@ -98,7 +98,7 @@ func (r *Registry) SendCommand(ctx context.Context, server string, cmd Command) 
 	ck, rk := r.commandKey(server, cmd.ID), r.resultKey(cmd.ID)
 	resp, err := r.kv.Put(ctx, ck, string(v), clientv3.WithLease(r.lease))
 	if err != nil {
-		return CommandResult{}, fmt.Errorf("registry: command %s to %s: %w", cmd.Op, server, mapLeaseErr(err))
+		return CommandResult{}, fmt.Errorf("registry: command %s to %s: %w", cmd.Op, server, r.leaseErr(err))
 	}
 	cleanup := func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)

@@ -86,7 +86,7 @@ func (r *Registry) claimTxn(ctx context.Context, op, key string, s Session, v []
 	rev, cur, err := r.putUnderLease(ctx, k, v, append([]clientv3.Cmp{createdAt(k, 0)}, cond...), also...)
 	switch {
 	case errors.Is(err, rpctypes.ErrLeaseNotFound):
-		return Claim{}, false, fmt.Errorf("registry: %s %q: %w", op, key, mapLeaseErr(err))
+		return Claim{}, false, fmt.Errorf("registry: %s %q: %w", op, key, r.leaseErr(err))
 	case err != nil:
 		return r.resolveClaim(ctx, key, s, err)
 	case rev != 0:
@@ -191,7 +191,7 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 		clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease),
 	})
 	if err != nil {
-		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, mapLeaseErr(err))
+		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, r.leaseErr(err))
 	}
 	if rev == 0 {
 		return Claim{}, fmt.Errorf("registry: update %q: %w", c.Key, ErrFenced)
@@ -243,7 +243,7 @@ func (r *Registry) Reclaim(ctx context.Context, old Claim, s Session) (c Claim, 
 	for range attempts {
 		rev, kv, err := r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, 0)})
 		if err != nil {
-			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, mapLeaseErr(err))
+			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, r.leaseErr(err))
 		}
 		if rev != 0 {
 			r.log.Debug("reclaimed session with a new fence", "key", key, "old_fence", old.Fence, "fence", rev)
@@ -265,7 +265,7 @@ func (r *Registry) Reclaim(ctx context.Context, old Claim, s Session) (c Claim, 
 		}
 		rev, _, err = r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, old.Fence)})
 		if err != nil {
-			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, mapLeaseErr(err))
+			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, r.leaseErr(err))
 		}
 		if rev != 0 {
 			r.log.Debug("reclaimed session keeping its fence", "key", key, "fence", old.Fence)

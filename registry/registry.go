@@ -758,7 +758,7 @@ func (r *Registry) UpdateServer(ctx context.Context, f func(*ServerRecord)) erro
 	rev, cur, err := r.putUnderLease(ctx, k, v, []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(k), "=", r.lease)})
 	switch {
 	case err != nil:
-		return fmt.Errorf("registry: update server: %w", mapLeaseErr(err))
+		return fmt.Errorf("registry: update server: %w", r.leaseErr(err))
 	case rev == 0 && cur == nil:
 		return fmt.Errorf("registry: update server: record gone: %w", ErrLeaseLost)
 	case rev == 0:
@@ -828,11 +828,18 @@ func decodeServer(id string, val []byte) (ServerRecord, error) {
 	return decodeRecord(id, val, "record id", func(rec *ServerRecord) *string { return &rec.ID })
 }
 
-// mapLeaseErr turns etcd's "lease not found" (a put under a revoked or
-// expired lease) into ErrLeaseLost.
-func mapLeaseErr(err error) error {
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("%w: %v", ErrLeaseLost, err)
+// leaseErr turns etcd's "lease not found" (a put under our lease, revoked
+// or expired) into ErrLeaseLost, and then ends the keepalive at once (Done
+// closes): the lease is definitely gone, and the renewals or the record
+// poll would only tell within their interval, while the broker still
+// attached terminals.
+func (r *Registry) leaseErr(err error) error {
+	if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return err
 	}
-	return err
+	if r.kaCancel != nil && !r.lost() {
+		r.log.Error("lease not found by a write: lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
+		r.kaCancel()
+	}
+	return fmt.Errorf("%w: %v", ErrLeaseLost, err)
 }

@@ -61,7 +61,7 @@ func (r *Registry) PutTerminal(ctx context.Context, t TerminalRecord) error {
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
 	if _, err := r.kv.Put(cctx, r.terminalKey(r.id, t.ID), string(v), clientv3.WithLease(r.lease)); err != nil {
-		return fmt.Errorf("registry: put terminal %q: %w", t.ID, mapLeaseErr(err))
+		return fmt.Errorf("registry: put terminal %q: %w", t.ID, r.leaseErr(err))
 	}
 	return nil
 }
