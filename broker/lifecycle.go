@@ -784,7 +784,8 @@ func (b *Broker) fenced(s *Session, c registry.Claim) {
 	ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
 	defer cancel()
 	if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
-		b.log.Debug("session claim not confirmed after a fenced write", "session", s.ID, "error", err)
+		// Left to Reestablish (lease not live) or to the next hot-desk.
+		b.log.Warn("session claim not confirmed after a refused write", "session", s.ID, "error", err)
 		return
 	}
 	b.publish(s)
