@@ -272,6 +272,7 @@ type Registry struct {
 	unhealthy chan struct{}
 
 	kaCancel  context.CancelFunc
+	lostWhy   atomic.Pointer[string] // why loseLease ended the keepalive; nil: it did not
 	done      chan struct{} // closed by keepAlive when the lease is lost
 	watchDone chan struct{} // closed when watchRecord returns
 	stopOnce  sync.Once
@@ -416,6 +417,9 @@ func (r *Registry) register(ctx context.Context, server ServerRecord) (int64, er
 func (r *Registry) keepAlive(ctx context.Context, granted time.Time) {
 	defer close(r.done)
 	why := r.renew(ctx, granted)
+	if w := r.lostWhy.Load(); w != nil {
+		why = *w // renew only saw its context cancelled
+	}
 	r.stopOverdueTimer()
 	select {
 	case <-r.closing:
@@ -707,8 +711,7 @@ func (r *Registry) watchRecord(ctx context.Context) {
 		default:
 			continue
 		}
-		r.log.Error("server record "+why+": lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
-		r.kaCancel()
+		r.loseLease("server record " + why)
 		return
 	}
 }
@@ -838,8 +841,14 @@ func (r *Registry) leaseErr(err error) error {
 		return err
 	}
 	if r.kaCancel != nil && !r.lost() {
-		r.log.Error("lease not found by a write: lease lost", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)))
-		r.kaCancel()
+		r.loseLease("lease not found by a write")
 	}
 	return fmt.Errorf("%w: %v", ErrLeaseLost, err)
+}
+
+// loseLease ends the keepalive because the lease is known to be gone; why
+// is what keepAlive logs as the reason (once, whoever noticed first).
+func (r *Registry) loseLease(why string) {
+	r.lostWhy.CompareAndSwap(nil, &why)
+	r.kaCancel()
 }

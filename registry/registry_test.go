@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,7 +12,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -321,6 +324,7 @@ func TestLeaseLoss(t *testing.T) {
 	tests := []struct {
 		name string
 		lose func(t *testing.T, r *registry.Registry)
+		why  []string // the reasons "registry lease lost" may be logged with; none: not logged
 	}{
 		{"close", func(t *testing.T, r *registry.Registry) {
 			if err := r.Close(ctx); err != nil {
@@ -329,7 +333,7 @@ func TestLeaseLoss(t *testing.T) {
 			if err := r.Close(ctx); err != nil {
 				t.Fatalf("second Close err = %v; want nil", err)
 			}
-		}},
+		}, nil},
 		{"revoked by another client", func(t *testing.T, r *registry.Registry) {
 			if _, err := admin.Revoke(ctx, r.LeaseID()); err != nil {
 				t.Fatal(err)
@@ -338,12 +342,14 @@ func TestLeaseLoss(t *testing.T) {
 			if _, _, err := r.Claim(ctx, "soft.after", registry.Session{ID: "x"}); !errors.Is(err, registry.ErrLeaseLost) {
 				t.Errorf("Claim after revoke err = %v; want ErrLeaseLost", err)
 			}
-		}},
+			// The record poll may notice first.
+		}, []string{"lease not found by a write", "server record deleted"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := fmt.Sprintf("victim-%d", i)
-			r := newReg(t, etcdtest.Client(t, eps), id)
+			var logs testutil.LockedBuffer
+			r := newReg(t, etcdtest.Client(t, eps), id, registry.WithLogger(hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})))
 			var claims []registry.Claim
 			for j := range 3 {
 				c, _, err := r.Claim(ctx, fmt.Sprintf("soft.v%d-%d", i, j), registry.Session{ID: "v"})
@@ -359,6 +365,20 @@ func TestLeaseLoss(t *testing.T) {
 			}
 			tt.lose(t, r)
 			waitClosed(t, r.Done(), "Done")
+			// The loss is logged once, with what noticed it (keepAlive logs
+			// before Done closes).
+			lost := 0
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "registry lease lost") {
+					lost++
+					if !slices.ContainsFunc(tt.why, func(w string) bool { return strings.Contains(l, "reason=\""+w+"\"") }) {
+						t.Errorf("logged %q; want a reason of %q", l, tt.why)
+					}
+				}
+			}
+			if want := min(len(tt.why), 1); lost != want {
+				t.Errorf("%d lines log the lease lost; want %d:\n%s", lost, want, logs.String())
+			}
 
 			if _, err := other.Server(ctx, id); !errors.Is(err, registry.ErrNotFound) {
 				t.Errorf("Server(%s) err = %v; want ErrNotFound", id, err)
