@@ -273,8 +273,8 @@ type Registry struct {
 
 	kaCancel  context.CancelFunc
 	lostWhy   atomic.Pointer[string] // why loseLease ended the keepalive; nil: it did not
-	done      chan struct{} // closed by keepAlive when the lease is lost
-	watchDone chan struct{} // closed when watchRecord returns
+	done      chan struct{}          // closed by keepAlive when the lease is lost
+	watchDone chan struct{}          // closed when watchRecord returns
 	stopOnce  sync.Once
 	closeOnce sync.Once
 	closing   chan struct{}
