@@ -15,12 +15,17 @@ const memberTTL = 10 * time.Second
 // memberReadTimeout bounds the registry read behind a handshake.
 const memberReadTimeout = time.Second
 
+// memberRetry is how soon a failed read is tried again: a transient
+// registry error must not leave Welcome without the group for a whole
+// memberTTL, nor make every handshake wait for a failing registry.
+const memberRetry = time.Second
+
 // memberCache holds the group's members for Welcome.Members. Its zero
 // value is ready.
 type memberCache struct {
 	mu       sync.Mutex
 	list     []proto.Member // shared, never modified once stored
-	at       time.Time      // when list was read; zero: never
+	at       time.Time      // when list was read (after a failed read: set back so that it is read again memberRetry later); zero: never
 	fetching bool
 }
 
@@ -29,7 +34,7 @@ type memberCache struct {
 // ones get the cached list at once, and one of them refreshes it in the
 // background once it is memberTTL old, so a slow registry never delays a
 // handshake after the first. A failed read keeps the previous list
-// (possibly none). ctx bounds the read; it must outlive the call (the
+// (possibly none) and is tried again memberRetry later. ctx bounds the read; it must outlive the call (the
 // Serve context). Callers run under b.wg (serveConn), so the refresh
 // goroutine is waited for by Shutdown.
 func (b *Broker) groupMembers(ctx context.Context) []proto.Member {
@@ -68,7 +73,9 @@ func (b *Broker) refreshMembers(ctx context.Context) []proto.Member {
 	c.fetching = false
 	if err != nil {
 		b.log.Debug("reading group members failed", "error", err)
-		c.at = b.clk.Now() // try again after memberTTL, not on every handshake
+		// Try again memberRetry from now, not on every handshake (a
+		// failing registry would hold each one up) nor after a whole TTL.
+		c.at = b.clk.Now().Add(memberRetry - memberTTL)
 		return c.list
 	}
 	list := make([]proto.Member, 0, min(len(servers), proto.MaxMembers))

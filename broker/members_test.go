@@ -2,7 +2,11 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestGroupWelcomeMembers: every broker's Welcome lists the whole group,
@@ -31,4 +35,24 @@ func TestGroupWelcomeMembers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGroupMembersRetryAfterFailure: a failed read of the group is tried
+// again memberRetry later, not after a whole memberTTL (until then every
+// Welcome would lack the group), and not on every handshake.
+func TestGroupMembersRetryAfterFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	failed, cancel := context.WithCancel(e.ctx)
+	cancel()
+	if got := e.b.groupMembers(failed); len(got) != 0 {
+		t.Fatalf("members read with a cancelled context = %+v; want none", got)
+	}
+	if got := e.b.groupMembers(e.ctx); len(got) != 0 {
+		t.Fatalf("members at once after the failed read = %+v; want none (no read per handshake)", got)
+	}
+	e.clk.Advance(memberRetry)
+	testutil.WaitFor(t, 10*time.Second, "the group read again memberRetry after the failure", func() bool {
+		return len(e.b.groupMembers(e.ctx)) == 1
+	})
 }
