@@ -2,8 +2,9 @@
 // shares: reading a process's identity from /proc (state, process group,
 // start time), telling a live process from a gone one or from a reused pid,
 // the kernel's boot id (a record from an earlier boot names no process of
-// this one), and signalling a session's process group with guards against
-// the groups that must never be signalled.
+// this one), signalling a session's process group with guards against
+// the groups that must never be signalled, and the exclusive file locks
+// that keep two backends off one state directory.
 //
 // A pid alone never identifies a process: every check takes the start time
 // recorded with it, so a pid reused by another process is never signalled
@@ -171,4 +172,51 @@ func WaitGroupGone(procRoot string, pgid int, d time.Duration, done <-chan struc
 		}
 	}
 	return true
+}
+
+// ErrLocked: another process, or another holder in this one, has the lock.
+var ErrLocked = errors.New("locked")
+
+// FileLock is an exclusive flock held on a file: a backend's hold on its
+// state directory (two backends supervising one directory would adopt,
+// reap and remove each other's sessions), or a daemon's on a shared kiosk
+// account.
+type FileLock struct{ f *os.File }
+
+// LockFile takes an exclusive lock on path (created 0600; a symbolic link
+// is refused, for locks in a world-writable directory such as /run/lock)
+// without waiting: ErrLocked if it is held. The lock lasts until Unlock,
+// or until the process exits.
+func LockFile(path string) (*FileLock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("procsup: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("procsup: lock %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("procsup: lock %s: %w", path, err)
+	}
+	return &FileLock{f: f}, nil
+}
+
+// Fd is the lock file's descriptor (for tests that copy it as a forked
+// child would).
+func (l *FileLock) Fd() uintptr { return l.f.Fd() }
+
+// Unlock releases the lock and closes its file. Closing alone is not
+// enough: a child that another goroutine forked meanwhile holds a copy of
+// the descriptor until it execs, and with it the lock; unlocking releases
+// it for every copy.
+func (l *FileLock) Unlock() error {
+	uerr := syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	if err := l.f.Close(); err != nil {
+		return fmt.Errorf("procsup: unlock: %w", err)
+	}
+	if uerr != nil {
+		return fmt.Errorf("procsup: unlock: %w", uerr)
+	}
+	return nil
 }

@@ -2,7 +2,9 @@ package procsup
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -122,5 +124,45 @@ func TestBootID(t *testing.T) {
 	}
 	if _, err := BootID(t.TempDir()); err == nil {
 		t.Fatal("BootID of a tree without one = nil error")
+	}
+}
+
+// TestLockFile: a held lock refuses a second holder until Unlock, even
+// when a copy of its descriptor lives on (a child forked meanwhile); a
+// symbolic link planted at the path is refused, not followed.
+func TestLockFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ".lock")
+	l, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockFile(path); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second LockFile err = %v; want ErrLocked", err)
+	}
+	child, err := syscall.Dup(int(l.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(child)
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := LockFile(path)
+	if err != nil {
+		t.Fatalf("LockFile after Unlock with a copy of the descriptor open: %v", err)
+	}
+	l2.Unlock()
+
+	target := filepath.Join(dir, "victim")
+	link := filepath.Join(dir, "link.lock")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockFile(link); err == nil || errors.Is(err, ErrLocked) {
+		t.Fatalf("LockFile through a symlink err = %v; want it refused", err)
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Fatalf("the link's target was created (%v)", err)
 	}
 }

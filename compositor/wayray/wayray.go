@@ -9,8 +9,10 @@
 // Control requests are serialised per session and bounded by CallTimeout.
 // A compositor that exits, or whose control connection breaks or sends a
 // malformed frame, is killed (its process group) and reported once on
-// Exits. Close leaves compositors running; Adopt (a new Backend on the same
-// StateDir) reconnects to each recorded, still-running compositor whose
+// Exits. A Backend holds an exclusive lock on <StateDir>/.lock from New to
+// Close (a second one, in this process or another, fails with ErrLocked:
+// two would adopt and kill each other's sessions). Close leaves compositors
+// running; Adopt (a new Backend on the same StateDir) reconnects to each recorded, still-running compositor whose
 // process start time matches the record.
 package wayray
 
@@ -66,6 +68,7 @@ type Backend struct {
 	clock  clock.Clock
 	exits  chan compositor.Exit
 	bootID string // the running kernel's; records from another boot name no process of ours
+	lock   *procsup.FileLock
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -123,6 +126,8 @@ var idRe = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 var (
 	ErrStartFailed = errors.New("wayray: compositor did not start")
 	ErrClosed      = errors.New("wayray: backend closed")
+	// ErrLocked: another Backend holds the state directory.
+	ErrLocked = errors.New("wayray: state directory in use")
 	// ErrRefused reports a request the compositor answered with OK false.
 	ErrRefused = errors.New("wayray: compositor refused the request")
 )
@@ -149,7 +154,14 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wayray: new: %w", err)
 	}
-	return &Backend{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, bootID: bootID,
+	lock, err := procsup.LockFile(filepath.Join(cfg.StateDir, ".lock"))
+	if errors.Is(err, procsup.ErrLocked) {
+		return nil, fmt.Errorf("wayray: new: %w: %s", ErrLocked, cfg.StateDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wayray: new: %w", err)
+	}
+	return &Backend{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, bootID: bootID, lock: lock,
 		exits: make(chan compositor.Exit, 64), sessions: make(map[string]*session)}, nil
 }
 
@@ -699,7 +711,7 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 func (b *Backend) Exits() <-chan compositor.Exit { return b.exits }
 
 // Close stops supervising; compositors keep running. It waits for the
-// backend's goroutines and then closes Exits.
+// backend's goroutines, closes Exits and releases the state directory.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -723,5 +735,8 @@ func (b *Backend) Close() error {
 	}
 	b.wg.Wait()
 	close(b.exits)
+	if err := b.lock.Unlock(); err != nil {
+		return fmt.Errorf("wayray: close: %w", err)
+	}
 	return nil
 }

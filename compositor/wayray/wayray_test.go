@@ -321,6 +321,10 @@ func TestAdoptAfterClose(t *testing.T) {
 	if err := b.Suspend(ctx, "s-a"); err != nil {
 		t.Fatal(err)
 	}
+	// While b supervises the directory no other Backend may.
+	if _, err := New(Config{Command: []string{"/bin/false"}, StateDir: dir}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("New on a state dir in use: err = %v; want ErrLocked", err)
+	}
 	b.Close()
 	if !processAlive(info.PID) {
 		t.Fatal("Close killed the compositor")

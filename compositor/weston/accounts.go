@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 )
 
 // ErrRootDesktop is returned by Create when the desktop would run as uid 0
@@ -50,7 +51,7 @@ type accountPool struct {
 	lockDir string // flock files: one account, one session, across processes
 
 	mu    sync.Mutex
-	inUse map[string]*os.File // account → its held lock file
+	inUse map[string]*procsup.FileLock // account → its held lock
 }
 
 func newAccountPool(prefix string, max int, log hclog.Logger) *accountPool {
@@ -58,22 +59,20 @@ func newAccountPool(prefix string, max int, log hclog.Logger) *accountPool {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		dir = os.TempDir()
 	}
-	return &accountPool{prefix: prefix, max: max, log: log, lockDir: dir, inUse: make(map[string]*os.File)}
+	return &accountPool{prefix: prefix, max: max, log: log, lockDir: dir, inUse: make(map[string]*procsup.FileLock)}
 }
 
 // lock takes the cross-process lock of account (two daemons on one host
 // never share an account); nil if another process holds it.
-func (p *accountPool) lock(account string) *os.File {
-	f, err := os.OpenFile(filepath.Join(p.lockDir, "hotdesk-"+account+".lock"), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+func (p *accountPool) lock(account string) *procsup.FileLock {
+	l, err := procsup.LockFile(filepath.Join(p.lockDir, "hotdesk-"+account+".lock"))
 	if err != nil {
-		p.log.Warn("cannot open kiosk account lock", "account", account, "error", err)
+		if !errors.Is(err, procsup.ErrLocked) {
+			p.log.Warn("cannot lock kiosk account", "account", account, "error", err)
+		}
 		return nil
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil
-	}
-	return f
+	return l
 }
 
 // owns reports whether name is one of the pool's accounts.
@@ -101,7 +100,7 @@ func (p *accountPool) acquire(id string) (*user.User, error) {
 		}
 		u, err := p.ensure(name)
 		if err != nil {
-			_ = unlockClose(lf)
+			_ = lf.Unlock()
 			return nil, err
 		}
 		p.inUse[name] = lf
@@ -171,7 +170,7 @@ func (p *accountPool) release(account, procRoot string) {
 	}
 	p.mu.Lock()
 	if lf := p.inUse[account]; lf != nil {
-		_ = unlockClose(lf)
+		_ = lf.Unlock()
 	}
 	delete(p.inUse, account)
 	p.mu.Unlock()

@@ -181,7 +181,7 @@ type Backend struct {
 	log    hclog.Logger
 	clock  clock.Clock
 	bootID string
-	lock   *os.File
+	lock   *procsup.FileLock
 
 	accounts *accountPool // RunAsUser: pooled kiosk accounts
 
@@ -350,16 +350,12 @@ func New(cfg Config) (*Backend, error) {
 	}
 	defaults.Set(&cfg.MaxKioskAccounts, DefaultMaxAccounts)
 	defaults.Set(&cfg.MinUID, DefaultMinUID)
-	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := procsup.LockFile(filepath.Join(cfg.StateDir, lockName))
+	if errors.Is(err, procsup.ErrLocked) {
+		return nil, fmt.Errorf("weston: new: %w: %s", ErrLocked, cfg.StateDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("weston: new: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("weston: new: %w: %s", ErrLocked, cfg.StateDir)
-		}
-		return nil, fmt.Errorf("weston: new: lock state dir: %w", err)
 	}
 	b := &Backend{
 		cfg:      cfg,
@@ -1105,22 +1101,10 @@ func (b *Backend) Close() error {
 	close(b.done)
 	b.wg.Wait()
 	close(b.exits)
-	if err := unlockClose(b.lock); err != nil {
+	if err := b.lock.Unlock(); err != nil {
 		return fmt.Errorf("weston: close: %w", err)
 	}
 	return nil
-}
-
-// unlockClose releases f's flock and closes f. Closing alone is not enough:
-// a child that another goroutine forked meanwhile holds a copy of the
-// descriptor until it execs, and with it the lock; unlocking releases it
-// for every copy.
-func unlockClose(f *os.File) error {
-	uerr := syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return uerr
 }
 
 // checkEnv bounds and validates Spec.Env.
