@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,14 +230,27 @@ func (d *Daemon) startLocked(deadline time.Time) error {
 	args = append(args, "sh", "-c", script, "sh", run, filepath.Join(d.dir, "conf"))
 	cmd := exec.Command("unshare", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("%w: start pcscd: %w", ErrMissing, err)
-	}
+	// pcscd (unshare and sh exec it: one process) dies with the test
+	// process, even one killed at its deadline before any cleanup ran.
+	// The signal follows the thread that started it, not the process:
+	// that thread stays locked to the goroutine below until pcscd has
+	// ended, and only then exits with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	started := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
-		cmd.Wait()
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			cmd.Wait()
+		}
 		close(done)
 	}()
+	if err := <-started; err != nil {
+		<-done
+		return fmt.Errorf("%w: start pcscd: %w", ErrMissing, err)
+	}
 	d.cmd, d.done = cmd, done
 	if err := d.waitReady(cmd.Process.Pid, done, deadline); err != nil {
 		cmd.Process.Kill()

@@ -1,10 +1,18 @@
 package pcscdtest
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestRestartMovesTakenPorts: when another process listens on a vpcd port
@@ -72,4 +80,41 @@ func TestStartTwice(t *testing.T) {
 	if a.Socket() == b.Socket() {
 		t.Fatalf("one socket %s for both", a.Socket())
 	}
+}
+
+const helperEnv = "PCSCDTEST_HELPER"
+
+// TestDiesWithTestProcess: a test process that ends without its cleanup
+// (killed at its deadline, or here os.Exit) takes its pcscd with it.
+func TestDiesWithTestProcess(t *testing.T) {
+	if os.Getenv(helperEnv) == "1" {
+		d, err := Start()
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(3)
+		}
+		d.mu.Lock()
+		fmt.Printf("pid %d dir %s\n", d.cmd.Process.Pid, d.dir)
+		d.mu.Unlock()
+		os.Exit(0) // no Close, no cleanup
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDiesWithTestProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var pid int
+	var dir string
+	if _, serr := fmt.Sscanf(string(out), "pid %d dir %s", &pid, &dir); serr != nil {
+		if bytes.Contains(out, []byte(ErrMissing.Error())) {
+			Require(t, fmt.Errorf("%w: %s", ErrMissing, out))
+		}
+		t.Fatalf("helper process: %v\n%s", err, out)
+	}
+	defer os.RemoveAll(dir)
+	testutil.WaitFor(t, 10*time.Second, "pcscd gone with the process that started it", func() bool {
+		// Gone, or a zombie that nobody has reaped yet.
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		i := bytes.LastIndexByte(stat, ')')
+		return err != nil || (i > 0 && i+2 < len(stat) && stat[i+2] == 'Z')
+	})
 }
