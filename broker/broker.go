@@ -417,8 +417,12 @@ func (b *Broker) current(s *Session) *Session {
 	return nil
 }
 
+// shutdownDestroyers bounds the sessions Shutdown destroys at once.
+const shutdownDestroyers = 8
+
 // Shutdown detaches every terminal, closes their connections and, unless
-// KeepSessionsOnShutdown, destroys every session. It returns when every
+// KeepSessionsOnShutdown, destroys every session (shutdownDestroyers at a
+// time). It returns when every
 // goroutine of the broker has ended or when ctx expires; either way the
 // broker's lifetime context is cancelled when it returns.
 func (b *Broker) Shutdown(ctx context.Context) error {
@@ -445,13 +449,25 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		t.close()
 	}
 	if !b.cfg.KeepSessionsOnShutdown {
+		// Side by side, a few at a time: one after another, a stop grace
+		// per desktop that does not quit at once would add up past what a
+		// service manager waits for a stop.
+		sem := make(chan struct{}, shutdownDestroyers)
+		var wg sync.WaitGroup
 		for _, s := range sessions {
-			unlock := b.keys.Lock(s.Token)
-			if b.current(s) != nil {
-				b.destroyTokenLocked(ctx, s, proto.DetachShutdown, "server shutting down")
-			}
-			unlock()
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				unlock := b.keys.Lock(s.Token)
+				defer unlock()
+				if b.current(s) != nil {
+					b.destroyTokenLocked(ctx, s, proto.DetachShutdown, "server shutting down")
+				}
+			}()
 		}
+		wg.Wait()
 	}
 	done := make(chan struct{})
 	go func() { b.wg.Wait(); close(done) }()

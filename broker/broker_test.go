@@ -1,15 +1,18 @@
 package broker
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -400,5 +403,57 @@ func TestLockToken(t *testing.T) {
 	t1.insert(tok)
 	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrTokenDisabled {
 		t.Fatalf("disabled token inserted: %+v; want token disabled", er)
+	}
+}
+
+// destroyBarrier holds every Destroy until n of them are in progress at
+// once (or the call's context ends), then lets them through to the real
+// backend.
+type destroyBarrier struct {
+	compositor.Backend
+	n       int
+	mu      sync.Mutex
+	entered int
+	reached chan struct{}
+}
+
+func (d *destroyBarrier) Destroy(ctx context.Context, id string) error {
+	d.mu.Lock()
+	d.entered++
+	if d.entered == d.n {
+		close(d.reached)
+	}
+	d.mu.Unlock()
+	select {
+	case <-d.reached:
+	case <-ctx.Done():
+	}
+	return d.Backend.Destroy(ctx, id)
+}
+
+// TestShutdownDestroysSideBySide: without keep-on-stop, Shutdown destroys
+// the desktops side by side, not one after another (each may take its stop
+// grace).
+func TestShutdownDestroysSideBySide(t *testing.T) {
+	t.Parallel()
+	const n = 3
+	bar := &destroyBarrier{n: n, reached: make(chan struct{})}
+	e := newEnvWith(t, "b1", envOptions{wrapComp: func(c compositor.Backend) compositor.Backend {
+		bar.Backend = c
+		return bar
+	}})
+	for i := range n {
+		createAt(t, e, fmt.Sprintf("side%d", i))
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	e.b.Shutdown(ctx)
+	select {
+	case <-bar.reached:
+	default:
+		t.Fatalf("Shutdown destroyed %d desktops at once at most; want %d side by side", bar.entered, n)
+	}
+	if left := e.b.Sessions(); len(left) != 0 {
+		t.Fatalf("sessions after Shutdown: %+v", left)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
@@ -86,8 +87,10 @@ type envOptions struct {
 	gateway   bool // run the attach gateway
 	// wrap, if set, wraps the registry the broker uses (fault injection
 	// behind the broker's own Registry interface).
-	wrap   func(Registry) Registry
-	events EventSink
+	wrap func(Registry) Registry
+	// wrapComp, if set, wraps the real weston backend the broker uses.
+	wrapComp func(compositor.Backend) compositor.Backend
+	events   EventSink
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -146,8 +149,12 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	if o.wrap != nil {
 		breg = o.wrap(reg)
 	}
+	var bcomp compositor.Backend = comp
+	if o.wrapComp != nil {
+		bcomp = o.wrapComp(comp)
+	}
 	b, err := New(Config{
-		ServerID: id, Registry: breg, Compositor: comp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
+		ServerID: id, Registry: breg, Compositor: bcomp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
 		MaxSessions: o.max, Events: o.events,
 	})
