@@ -41,8 +41,10 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 			created = time.UnixMilli(ms)
 		}
 		now := b.clk.Now()
+		// The claim's key is known before the claim itself: if etcd does
+		// not answer now, a later Reclaim still knows which key is ours.
 		s := &Session{ID: info.SessionID, Token: token, User: info.User, state: Suspended, info: info,
-			created: created, updated: now, suspendedAt: now}
+			created: created, updated: now, suspendedAt: now, claim: registry.Claim{Key: token}}
 		unlock := b.keys.Lock(token)
 		b.mu.Lock()
 		if prev := b.byToken[token]; prev != nil {
@@ -62,8 +64,8 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 		c, won, err := b.adoptClaim(ctx, s)
 		switch {
 		case err != nil:
-			// Kept, unclaimed: the next lease re-establishment or a
-			// fenced write finds out who owns it.
+			// Kept, unclaimed (fence 0): the next hot-desk to it, lease
+			// re-establishment or fenced write finds out who owns it.
 			b.log.Warn("adopted session not claimed", "session", s.ID, "error", err)
 		case won:
 			b.mu.Lock()

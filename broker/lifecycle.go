@@ -662,10 +662,11 @@ func (b *Broker) destroyTokenLocked(ctx context.Context, s *Session, reason prot
 	b.mu.Lock()
 	login := s.login
 	s.login = nil
+	claim := s.claim // a publish in flight may store its answer (under b.mu only)
 	b.mu.Unlock()
 	b.closeLogin(login)
 	rctx, cancel := context.WithTimeout(b.life, remoteTimeout)
-	if err := b.registry().Release(rctx, s.claim); err != nil && !errors.Is(err, registry.ErrFenced) {
+	if err := b.registry().Release(rctx, claim); err != nil && !errors.Is(err, registry.ErrFenced) {
 		b.log.Warn("registry release failed", "session", s.ID, "error", err)
 	}
 	cancel()

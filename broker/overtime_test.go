@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,6 +320,53 @@ func TestBurstGetsAnswers(t *testing.T) {
 	expectMsg[proto.Detached](tm)
 }
 
+// restartKeeping stops e's broker keeping its desktops and its lease (the
+// daemon's keep_on_stop) and starts the next run as hotdeskd would: a new
+// lease taking over the server record, a new backend adopting the running
+// desktops, a new broker (its registry wrapped by wrap if not nil) adopting
+// them. It returns the new broker and its registry.
+func restartKeeping(t *testing.T, e *env, wrap func(*registry.Registry) Reclaimer) (*Broker, *registry.Registry) {
+	t.Helper()
+	e.b.cfg.KeepSessionsOnShutdown = true
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.b.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Abandon()
+	e.comp.Close()
+
+	reg, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(e.reg.LeaseID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	comp, err := weston.New(weston.Config{StateDir: e.stateDir, Logger: e.logger.Named("weston")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, lost, err := comp.Adopt(e.ctx)
+	if err != nil || len(lost) != 0 {
+		t.Fatalf("adopt: %d running, %v lost, %v; want every desktop", len(running), lost, err)
+	}
+	var breg Reclaimer = reg
+	if wrap != nil {
+		breg = wrap(reg)
+	}
+	nb, err := New(Config{ServerID: e.rec.ID, Registry: breg, Compositor: comp, Auth: e.b.cfg.Auth, Clock: e.clk, Logger: e.logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		nb.Shutdown(ctx)
+		comp.Close()
+	})
+	nb.Adopt(e.ctx, running)
+	return nb, reg
+}
+
 // TestRestartTakesOverClaims: a broker restarted with its desktops kept
 // (keep_on_stop) takes over its previous lease's claims, keeping their
 // fences, so no other broker replaces a desktop that still exists and a
@@ -331,42 +379,8 @@ func TestRestartTakesOverClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Stop b1 keeping its desktops and its lease (the daemon's keep_on_stop).
-	b1.b.cfg.KeepSessionsOnShutdown = true
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b1.b.Shutdown(sctx); err != nil {
-		t.Fatal(err)
-	}
-	b1.reg.Abandon()
-	b1.comp.Close()
-
-	// The next run: a new lease taking over the record, a new backend
-	// adopting the running desktops, a new broker.
-	reg, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(b1.ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
-	comp, err := weston.New(weston.Config{StateDir: b1.stateDir, Logger: b1.logger.Named("weston")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	running, lost, err := comp.Adopt(b1.ctx)
-	if err != nil || len(running) != 1 || len(lost) != 0 {
-		t.Fatalf("adopt: %d running, %v lost, %v; want the one desktop", len(running), lost, err)
-	}
-	nb, err := New(Config{ServerID: "b1", Registry: reg, Compositor: comp, Auth: b1.b.cfg.Auth, Clock: b1.clk, Logger: b1.logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		nb.Shutdown(ctx)
-		comp.Close()
-	})
-	adopted, _ := nb.Adopt(b1.ctx, running)
+	nb, reg := restartKeeping(t, b1, nil)
+	adopted := nb.Sessions()
 	if len(adopted) != 1 || adopted[0].ID != sess || adopted[0].Orphaned {
 		t.Fatalf("adopted %+v; want session %s, not orphaned", adopted, sess)
 	}
@@ -451,5 +465,65 @@ func TestLocalResumeConfirmsClaim(t *testing.T) {
 		if si.ID == sess && !si.Orphaned {
 			t.Fatalf("b1's session %+v not orphaned", si)
 		}
+	}
+}
+
+// failingLookups fails the registry's next n Lookups, as an etcd that
+// times out at start-up would.
+type failingLookups struct {
+	Reclaimer
+	n atomic.Int32
+}
+
+func (f *failingLookups) Lookup(ctx context.Context, key string) (registry.Claim, error) {
+	if f.n.Add(-1) >= 0 {
+		return registry.Claim{}, errors.New("injected: etcd timed out")
+	}
+	return f.Reclaimer.Lookup(ctx, key)
+}
+
+// TestAdoptedUnclaimedIsReclaimed: a desktop adopted at a restart whose
+// claim could not be made then (etcd slow) is claimed by the next
+// re-establishment of the lease: its previous claim taken over with its
+// fence if it is still there, a new one if it is gone. It is not orphaned,
+// and the re-establishment does not fail (which would leave the broker
+// without a lease for good).
+func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
+	t.Parallel()
+	for _, keyGone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("key_gone=%v", keyGone), func(t *testing.T) {
+			t.Parallel()
+			b1 := newEnv(t, "b1", nil)
+			tok, _, sess := createAt(t, b1, "una")
+			before, err := b1.reg.Lookup(b1.ctx, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fail := &failingLookups{}
+			fail.n.Store(1)
+			nb, reg := restartKeeping(t, b1, func(r *registry.Registry) Reclaimer { fail.Reclaimer = r; return fail })
+			if got := nb.Sessions(); len(got) != 1 || got[0].ID != sess {
+				t.Fatalf("adopted %+v; want session %s", got, sess)
+			}
+			if keyGone {
+				if err := reg.RevokeLease(b1.ctx, b1.reg.LeaseID()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			orphans, err := nb.Reestablish(b1.ctx, reg)
+			if err != nil || len(orphans) != 0 {
+				t.Fatalf("Reestablish = %+v, %v; want the session claimed", orphans, err)
+			}
+			after, err := reg.Lookup(b1.ctx, tok)
+			if err != nil || after.Session.ID != sess || after.Session.ServerID != "b1" {
+				t.Fatalf("claim after Reestablish: %+v, %v; want session %s of b1", after, err, sess)
+			}
+			if !keyGone && after.Fence != before.Fence {
+				t.Errorf("fence %d after Reestablish; want %d kept", after.Fence, before.Fence)
+			}
+			if got := nb.Sessions(); len(got) != 1 || got[0].Orphaned {
+				t.Fatalf("sessions after Reestablish: %+v; want %s not orphaned", got, sess)
+			}
+		})
 	}
 }

@@ -214,6 +214,10 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 //     ok=true, c.Fence == old.Fence.
 //   - key already held by our lease with our server id and s.ID (a repeated
 //     Reclaim): ok=true, c is the current claim, nothing is written.
+//   - old.Fence 0 (the caller never learnt its claim: a desktop adopted
+//     while etcd did not answer): a key held by our server id and s.ID is
+//     ours whatever its fence (session ids are unique) and moved as above,
+//     keeping that fence.
 //   - anything else (another owner took the key): ok=false and c is the
 //     current owner's claim. Nothing is written: the caller keeps the
 //     session suspended and reports it orphaned; it must never destroy it
@@ -260,16 +264,16 @@ func (r *Registry) Reclaim(ctx context.Context, old Claim, s Session) (c Claim, 
 		switch {
 		case mine && clientv3.LeaseID(kv.Lease) == r.lease:
 			return cur, true, nil
-		case !mine || cur.Fence != old.Fence:
+		case !mine || (old.Fence != 0 && cur.Fence != old.Fence):
 			return cur, false, nil
 		}
-		rev, _, err = r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, old.Fence)})
+		rev, _, err = r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, cur.Fence)})
 		if err != nil {
 			return Claim{}, false, fmt.Errorf("registry: reclaim %q: %w", key, r.leaseErr(err))
 		}
 		if rev != 0 {
-			r.log.Debug("reclaimed session keeping its fence", "key", key, "fence", old.Fence)
-			return Claim{Key: key, Fence: old.Fence, ModRev: rev, Session: s}, true, nil
+			r.log.Debug("reclaimed session keeping its fence", "key", key, "fence", cur.Fence)
+			return Claim{Key: key, Fence: cur.Fence, ModRev: rev, Session: s}, true, nil
 		}
 	}
 	return Claim{}, false, fmt.Errorf("registry: reclaim %q: key kept changing during %d attempts", key, attempts)
