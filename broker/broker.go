@@ -606,14 +606,23 @@ func (b *Broker) detachUnleased(msg string) {
 	if len(active) > 0 {
 		b.log.Warn("detaching every terminal: no live registry lease", "sessions", len(active))
 	}
+	// Each under its own token's lock, side by side: a lock held by a
+	// login in progress (a PIN prompt, up to the auth timeout) must not
+	// keep every other terminal showing its desktop without a lease.
+	var wg sync.WaitGroup
 	for _, s := range active {
-		unlock := b.keys.Lock(s.Token)
-		b.mu.Lock()
-		shown := s.term != nil
-		b.mu.Unlock()
-		if shown && b.current(s) != nil && b.Ready() != nil {
-			b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg+"; present the token again shortly")
-		}
-		unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unlock := b.keys.Lock(s.Token)
+			defer unlock()
+			b.mu.Lock()
+			shown := s.term != nil
+			b.mu.Unlock()
+			if shown && b.current(s) != nil && b.Ready() != nil {
+				b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg+"; present the token again shortly")
+			}
+		}()
 	}
+	wg.Wait()
 }

@@ -454,10 +454,17 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	if st == Suspended {
 		info, err := b.cfg.Compositor.Resume(ctx, s.ID)
-		if err != nil {
-			b.log.Error("compositor resume failed", "session", s.ID, "error", err)
+		if errors.Is(err, compositor.ErrNotFound) {
+			b.log.Error("compositor resume failed: the desktop is gone", "session", s.ID, "error", err)
 			b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
 			return fail(proto.ErrCompositor, "could not resume the session", err)
+		}
+		if err != nil {
+			// The desktop still runs (a full disk refused its record, its
+			// compositor answered late): it stays suspended, with whatever
+			// its user had open, for the next try.
+			b.log.Error("compositor resume failed; the session stays suspended", "session", s.ID, "error", err)
+			return fail(proto.ErrCompositor, "could not resume the session now; present the token again", err)
 		}
 		b.mu.Lock()
 		s.info = info
@@ -517,10 +524,14 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	// under a live lease (the lease supervisor detaches everything shown
 	// when it is lost, under each token's lock).
 	if err := b.Ready(); err != nil {
+		// A new desktop, or one a takeover has just cut from its old
+		// terminal (active, shown nowhere), is suspended: its timer runs
+		// and the supervisor's sweep, which looks at shown sessions only,
+		// need not find it.
 		b.mu.Lock()
-		creating := s.state == Creating
+		orphanedHere := s.state == Creating || (s.state == Active && s.term == nil)
 		b.mu.Unlock()
-		if creating {
+		if orphanedHere {
 			b.suspendTokenLocked(ctx, s, proto.DetachLocked, "server lost its registry lease")
 		}
 		return fail(proto.ErrUnavailable, "server not ready", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
@@ -525,5 +526,100 @@ func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
 				t.Fatalf("sessions after Reestablish: %+v; want %s not orphaned", got, sess)
 			}
 		})
+	}
+}
+
+// gatedAuth is the kiosk login, held (like a PIN prompt nobody answers
+// yet) while gate is set, until gate is closed.
+type gatedAuth struct {
+	auth.Kiosk
+	mu      sync.Mutex
+	gate    chan struct{}
+	entered chan struct{}
+}
+
+func (g *gatedAuth) hold() (release func()) {
+	gate := make(chan struct{})
+	g.mu.Lock()
+	g.gate = gate
+	g.mu.Unlock()
+	return sync.OnceFunc(func() { close(gate) })
+}
+
+func (g *gatedAuth) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.gate = nil
+	g.mu.Unlock()
+	if gate != nil {
+		g.entered <- struct{}{}
+		<-gate
+	}
+	return g.Kiosk.Authenticate(ctx, req, conv)
+}
+
+// sickRegistry reports its lease unhealthy once sick is set, as a registry
+// whose renewals stopped does, without signalling it (so that only the
+// insert in progress can notice).
+type sickRegistry struct {
+	Registry
+	sick atomic.Bool
+}
+
+func (s *sickRegistry) Healthy() bool { return !s.sick.Load() && s.Registry.Healthy() }
+
+// TestTakeoverMeetsLostLease: a takeover whose login ends after the lease
+// went overdue cuts the old terminal and then may not attach the new one:
+// the session is suspended (its timer running), not left active and shown
+// nowhere for ever.
+func TestTakeoverMeetsLostLease(t *testing.T) {
+	t.Parallel()
+	ga := &gatedAuth{Kiosk: auth.Kiosk{User: "kiosk"}, entered: make(chan struct{}, 1)}
+	sick := &sickRegistry{}
+	e := newEnvWith(t, "b1", envOptions{authn: ga, wrap: func(r Registry) Registry { sick.Registry = r; return sick }})
+	tok, key, t1, att := e.login("tia", "term-1")
+	release := ga.hold()
+	defer release()
+	t2 := e.dial("term-2")
+	t2.present(tok, key)
+	<-ga.entered
+	sick.sick.Store(true)
+	release()
+	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachTakeover {
+		t.Fatalf("term-1: %+v; want detached by the takeover", det)
+	}
+	if er := expectMsg[proto.Error](t2); er.Code != proto.ErrUnavailable {
+		t.Fatalf("term-2: %+v; want unavailable (no lease)", er)
+	}
+	if si := sessionInfo(t, e.b, att.SessionID); si.State != Suspended || si.Terminal != "" {
+		t.Fatalf("session after the refused takeover: %+v; want suspended at no terminal", si)
+	}
+}
+
+// TestLeaseLossDetachesPastAHeldLock: when the lease goes, every shown
+// session is detached at once, even while a login holds another token's
+// lock (a PIN prompt takes up to the auth timeout).
+func TestLeaseLossDetachesPastAHeldLock(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, "b1", envOptions{ttl: 120 * time.Second})
+	tokA, _, tA, attA := e.login("ava", "term-a")
+	_, _, tB, attB := e.login("ben", "term-b")
+	unlockA := sync.OnceFunc(e.b.keys.Lock(tokA)) // a login in progress for A's token
+	defer unlockA()
+	if _, err := e.cli.Revoke(e.ctx, e.reg.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	// The login ends in 10 s at the latest: term-b must be told before.
+	stop := time.AfterFunc(10*time.Second, unlockA)
+	det := expectMsg[proto.Detached](tB)
+	if !stop.Stop() {
+		t.Fatal("term-b was detached only once A's token lock was free")
+	}
+	unlockA()
+	if det.Reason != proto.DetachLocked || det.SessionID != attB.SessionID {
+		t.Fatalf("term-b: %+v; want %s detached, locked", det, attB.SessionID)
+	}
+	if det := expectMsg[proto.Detached](tA); det.Reason != proto.DetachLocked || det.SessionID != attA.SessionID {
+		t.Fatalf("term-a once its lock is free: %+v; want %s detached, locked", det, attA.SessionID)
 	}
 }
