@@ -25,6 +25,9 @@ type Request struct {
 	RemoteAddr string
 	// Existing is true when the request would resume an existing session.
 	Existing bool
+	// Locked is true when that session was locked (by an administrator):
+	// a policy that skips authentication on a hot-desk asks all the same.
+	Locked bool
 }
 
 // Result is a successful authentication.

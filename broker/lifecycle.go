@@ -226,11 +226,11 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 	return nil
 }
 
-func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing bool) (auth.Result, error) {
+func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked bool) (auth.Result, error) {
 	actx, cancel := context.WithTimeout(ctx, b.cfg.AuthTimeout)
 	defer cancel()
 	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
-		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing,
+		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing, Locked: locked,
 	}, t)
 	switch {
 	case errors.Is(err, auth.ErrLocked):
@@ -351,7 +351,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 
 // create starts a new session for token at t. Caller holds the token lock.
 func (b *Broker) create(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, hops uint8) error {
-	res, err := b.authenticate(ctx, t, token, rec, false)
+	res, err := b.authenticate(ctx, t, token, rec, false, false)
 	if err != nil {
 		return err
 	}
@@ -436,7 +436,10 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	if st == Active && old == t {
 		return t.send(b.attachedFor(s, t, true)) // the same terminal again: idempotent
 	}
-	res, err := b.authenticate(ctx, t, s.Token, rec, true)
+	b.mu.Lock()
+	locked := s.locked
+	b.mu.Unlock()
+	res, err := b.authenticate(ctx, t, s.Token, rec, true, locked)
 	if err != nil {
 		return err
 	}
@@ -556,6 +559,7 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	s.state = Active
 	s.term = t
+	s.locked = false // whoever resumed it logged in as the policy asked
 	s.suspendedAt = time.Time{}
 	s.updated = b.clk.Now()
 	b.mu.Unlock()
@@ -713,7 +717,7 @@ func (b *Broker) record(s *Session, t *terminal) registry.Session {
 
 func (b *Broker) recordLocked(s *Session, t *terminal) registry.Session {
 	r := registry.Session{
-		ID: s.ID, Key: s.Token, ServerID: b.cfg.ServerID, User: s.User, State: s.state.String(),
+		ID: s.ID, Key: s.Token, ServerID: b.cfg.ServerID, User: s.User, State: s.state.String(), Locked: s.locked,
 		CreatedUnixMs: s.created.UnixMilli(), UpdatedUnixMs: s.updated.UnixMilli(),
 	}
 	if t != nil {
