@@ -263,6 +263,9 @@ type Broker struct {
 	hooks   Hooks
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
+	// tokenGen counts TokenChanged calls: a record read, or an insert
+	// verified, across a change is not trusted (see tokenRecord, insert).
+	tokenGen uint64
 	tickets    map[string]ticket // attach gateway tickets
 	ticketSeq  uint64            // last ticket's issue number
 

@@ -65,6 +65,9 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 			return err
 		}
 	}
+	b.mu.Lock()
+	gen := b.tokenGen
+	b.mu.Unlock()
 	rec, err := b.verifyToken(ctx, t, token)
 	if err != nil {
 		return err
@@ -74,6 +77,18 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	defer unlock()
 	if err := ctx.Err(); err != nil {
 		return fail(proto.ErrUnavailable, "token removed", err)
+	}
+	b.mu.Lock()
+	changed := b.tokenGen != gen
+	b.mu.Unlock()
+	enrolled := rec.Kind != "user" && !(rec.RegisteredBy == selfRegistration && rec.User == "")
+	if changed && enrolled {
+		// The token registry changed while this insert was verified (a
+		// challenge takes a round trip, a login longer): TokenChanged
+		// could not lock a session that was not shown yet.
+		if rec, err = b.recheckToken(ctx, token, rec); err != nil {
+			return err
+		}
 	}
 
 	b.mu.Lock()
@@ -138,6 +153,10 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	return b.create(ctx, t, token, rec, hops)
 }
 
+// selfRegistration marks the record verifyToken makes up for an unknown
+// card that may enroll itself (it is not in the registry yet).
+const selfRegistration = "self-registration"
+
 // verifyToken checks that token may be used and that t holds its key.
 func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (registry.TokenRecord, error) {
 	typ, name, _ := tokens.ParseID(token)
@@ -151,7 +170,7 @@ func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (re
 	rec, err := b.tokenRecord(ctx, token)
 	if errors.Is(err, registry.ErrNotFound) && (typ == "uid" || typ == "piv") && b.policy(token, "").SelfRegister {
 		// An unknown card may enroll itself: the login decides whose it is.
-		return registry.TokenRecord{ID: token, Kind: typ, RegisteredBy: "self-registration"}, nil
+		return registry.TokenRecord{ID: token, Kind: typ, RegisteredBy: selfRegistration}, nil
 	}
 	if errors.Is(err, registry.ErrNotFound) {
 		return rec, fail(proto.ErrUnknownToken, "token not enrolled", err)
@@ -362,7 +381,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	maxUser := b.userLimit(token, res.User)
 	unlockUser := b.lockUserLimit(token, res.User)
 	defer unlockUser()
-	if rec.RegisteredBy == "self-registration" && rec.User == "" {
+	if rec.RegisteredBy == selfRegistration && rec.User == "" {
 		rec.User, rec.RegisteredBy, rec.RegisteredUnixMs = res.User, "self:"+t.id, b.clk.Now().UnixMilli()
 		ectx, cancel := context.WithTimeout(ctx, remoteTimeout)
 		err := b.registry().EnrollToken(ectx, rec)
