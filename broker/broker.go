@@ -265,9 +265,9 @@ type Broker struct {
 	tokenCache map[string]cachedToken
 	// tokenGen counts TokenChanged calls: a record read, or an insert
 	// verified, across a change is not trusted (see tokenRecord, insert).
-	tokenGen uint64
-	tickets    map[string]ticket // attach gateway tickets
-	ticketSeq  uint64            // last ticket's issue number
+	tokenGen  uint64
+	tickets   map[string]ticket // attach gateway tickets
+	ticketSeq uint64            // last ticket's issue number
 
 	lim  Limits           // cfg.Limits with defaults
 	blog *burstlog.Logger // limit and accept-error lines, once per burst
