@@ -58,6 +58,15 @@ type Session interface {
 	Close(ctx context.Context) error
 }
 
+// DesktopBinder is a Session that can outlive the daemon that opened it.
+// Told the process of the desktop it was opened for, it stays open while
+// that process runs even if the daemon stops first (a restart that keeps
+// the desktops), and closes when the process ends; Close still closes it
+// at once while the daemon runs.
+type DesktopBinder interface {
+	BindDesktop(pid int) error
+}
+
 // Conversation relays prompts to the person at the terminal.
 type Conversation interface {
 	// Prompt shows text; for PromptEchoOff/EchoOn it returns the answer.

@@ -442,6 +442,12 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	b.mu.Lock()
 	s.info = info
 	b.mu.Unlock()
+	if db, ok := res.Session.(auth.DesktopBinder); ok && info.PID > 0 {
+		// The login lives as long as the desktop, across restarts of ours.
+		if err := db.BindDesktop(info.PID); err != nil {
+			b.log.Warn("login session not bound to its desktop: it ends if hotdeskd stops first", "session", s.ID, "error", err)
+		}
+	}
 	b.log.Info("session created", "session", s.ID, "user", s.User, "terminal", t.id, "pid", info.PID)
 	return b.attachTokenLocked(ctx, t, s, false, nil)
 }
