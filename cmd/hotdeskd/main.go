@@ -136,10 +136,17 @@ func loadConfig(path string) (*config.Config, string, error) {
 	}
 	if path == "" {
 		cfg := config.Default()
-		return cfg, "", cfg.Validate()
+		if err := cfg.Validate(); err != nil {
+			return nil, "", err
+		}
+		return cfg, "", cfg.CheckHost(nil, config.Host{})
 	}
-	cfg, err := config.Load(path)
+	cfg, pos, err := config.LoadWithPositions(path)
 	if err != nil {
+		return nil, path, err
+	}
+	// What the file names on this host (groups), before anything starts.
+	if err := cfg.CheckHost(pos, config.Host{}); err != nil {
 		return nil, path, err
 	}
 	return cfg, path, nil
@@ -168,7 +175,10 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
 		logger.Info("reload: running on defaults, nothing to reload")
 		return
 	}
-	next, err := config.Load(path)
+	next, pos, err := config.LoadWithPositions(path)
+	if err == nil {
+		err = next.CheckHost(pos, config.Host{})
+	}
 	if err != nil {
 		logger.Error("reload: keeping the running configuration", "error", err)
 		return

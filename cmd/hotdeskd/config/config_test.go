@@ -615,3 +615,79 @@ func TestSecureDefaults(t *testing.T) {
 		t.Fatalf("limits = %+v; want per source 3, handshake 2s, the rest defaults", c.Limits)
 	}
 }
+
+// TestListenerConflicts: two listeners on one address are an error at the
+// second one's position (the daemon would fail with "address already in
+// use" after starting etcd); distinct addresses, port 0 and the two IP
+// families apart are fine.
+func TestListenerConflicts(t *testing.T) {
+	t.Parallel()
+	bad := []struct{ name, src, want string }{
+		{"attach on listen", "listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4600\"\n",
+			`h.hcl:2:17: address already used: attach_listen: "127.0.0.1:4600" is also listen`},
+		{"metrics on listen", "listen = \"0.0.0.0:4600\"\n\nmetrics_listen = \"127.0.0.1:4600\"\n",
+			`h.hcl:3:18: address already used: metrics_listen: "127.0.0.1:4600" is also listen`},
+		{"dashboard on attach", "admin_group = \"root\"\nattach_listen = \"[::]:4700\"\ndashboard {\n  listen = \"10.0.0.1:4700\"\n}\n",
+			`h.hcl:4:12: address already used: dashboard.listen: "10.0.0.1:4700" is also attach_listen`},
+		{"localhost", "listen = \"localhost:4600\"\nattach_listen = \"127.0.0.1:4600\"\n", "attach_listen"},
+		{"metrics on embedded etcd", "metrics_listen = \"127.0.0.1:4501\"\n",
+			`h.hcl:1:18: address already used: metrics_listen: "127.0.0.1:4501" is also etcd.embedded.client_url`},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "h.hcl")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	for _, src := range []string{
+		"listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4601\"\nmetrics_listen = \"127.0.0.1:4602\"\n",
+		"listen = \"127.0.0.1:0\"\nattach_listen = \"127.0.0.1:0\"\n",
+		"listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.2:4600\"\n",
+		"listen = \"0.0.0.0:4600\"\nattach_listen = \"[::1]:4600\"\n",
+		"listen = \"127.0.0.1:9450\"\n", // the default metrics address being taken is only a warning
+		"metrics_listen = \"127.0.0.1:4501\"\netcd {\n  endpoints = [\"https://etcd-1:2379\"]\n}\n",
+	} {
+		if _, err := Parse([]byte(src), "h.hcl"); err != nil {
+			t.Errorf("Parse(%q) = %v; want no error", src, err)
+		}
+	}
+}
+
+// TestCheckHost: a group the host does not know is an error at its key's
+// position (the daemon looked admin_group up only after etcd had started,
+// and never looked readonly_group up).
+func TestCheckHost(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "h.hcl")
+	src := "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, pos, err := LoadWithPositions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckHost(pos, Host{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CheckHost = %v; want an *Error", err)
+	}
+	for _, want := range []string{
+		path + `:2:15: unknown group: admin_group: group "nosuchgroup-hd7" does not exist on this host`,
+		path + `:5:20: unknown group: dashboard.readonly_group: group "nosuchgrp-hd7" does not exist on this host`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
+		}
+	}
+	// Groups every Debian host has; none at all.
+	c.AdminGroup, c.Dashboard.ReadOnlyGroup = "root", "bin"
+	if err := c.CheckHost(pos, Host{}); err != nil {
+		t.Errorf("CheckHost with root and bin = %v; want nil", err)
+	}
+	if err := Default().CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost of the defaults = %v; want nil", err)
+	}
+}
