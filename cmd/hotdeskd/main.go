@@ -70,7 +70,7 @@ func run(args []string) error {
 	}
 	if o.check {
 		// What the configuration exposes, loudly, on stderr.
-		for _, w := range cfg.Warnings() {
+		for _, w := range append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}
 		fmt.Printf("%s: ok\n", displayPath(path))
@@ -86,6 +86,9 @@ func run(args []string) error {
 	}
 	logger := newLogger(cfg)
 	logger.Info("starting hotdeskd", "version", version.String(), "config", displayPath(path))
+	for _, w := range cfg.HostWarnings(config.Host{}) {
+		logger.Warn("configuration: " + w)
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -152,3 +152,33 @@ func TestCheckRefusesWhatStartWouldRefuse(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWarnsMissingPAMService: hotdeskd -check names a PAM service the
+// configuration uses that has no file, and the file (libpam would use
+// "other" instead), and still exits 0 (a fresh install must start).
+func TestCheckWarnsMissingPAMService(t *testing.T) {
+	t.Parallel()
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.Mkdir(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "h.hcl")
+	src := fmt.Sprintf("data_dir = %q\nauth {\n  pam_dir = %q\n}\n", filepath.Join(dir, "data"), pamDir)
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := testutil.Exec(t, filepath.Join(bin, "hotdeskd"), "-config", path, "-check")
+	want := fmt.Sprintf(`WARNING: %s: PAM service "hotdesk-pin" (auth.pin_service, used by the card+pin login policy (session.auth)) has no file %s`,
+		path, filepath.Join(pamDir, "hotdesk-pin"))
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, path+": ok") {
+		t.Fatalf("hotdeskd -check: exit %d, output:\n%s\nwant exit 0, %q and ok", code, out, want)
+	}
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-pin"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := testutil.Exec(t, filepath.Join(bin, "hotdeskd"), "-config", path, "-check"); code != 0 || strings.Contains(out, "WARNING") {
+		t.Fatalf("hotdeskd -check with the file: exit %d, output:\n%s\nwant exit 0 and no warning", code, out)
+	}
+}

@@ -1271,7 +1271,14 @@ type Host struct {
 	// LookupGroup returns an error when the group does not exist; default
 	// os/user.LookupGroup (NSS), as the daemon resolves it.
 	LookupGroup func(name string) error
+	// PAMDirs are where libpam looks for a service's file when auth.pam_dir
+	// is not set; default DefaultPAMDirs.
+	PAMDirs []string
 }
+
+// DefaultPAMDirs are the system's PAM service directories: the
+// administrator's, then the vendor's (Linux-PAM built with a vendordir).
+var DefaultPAMDirs = []string{"/etc/pam.d", "/usr/lib/pam.d"}
 
 func (h Host) lookupGroup(name string) error {
 	if h.LookupGroup != nil {
@@ -1311,4 +1318,73 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 		return &Error{Diagnostics: diags}
 	}
 	return nil
+}
+
+// PAMService is a PAM service the configuration uses, with the setting
+// that names it.
+type PAMService struct {
+	Key, Service, UsedBy string
+}
+
+// PAMServices returns the PAM services the configured login policies and
+// the dashboard use, each once (kiosk and card policies use none).
+func (c *Config) PAMServices() []PAMService {
+	var out []PAMService
+	add := func(key, service, usedBy string) {
+		for _, s := range out {
+			if s.Service == service {
+				return
+			}
+		}
+		out = append(out, PAMService{Key: key, Service: service, UsedBy: usedBy})
+	}
+	policy := func(kind, service, usedBy string) {
+		switch {
+		case kind == "kiosk" || kind == "card":
+		case service != "":
+			add("auth.policy.service", service, usedBy)
+		case kind == "card+pin":
+			add("auth.pin_service", c.Auth.PINService, usedBy)
+		default:
+			add("auth.pam_service", c.Auth.PAMService, usedBy)
+		}
+	}
+	policy(c.Session.Auth, "", "the "+c.Session.Auth+" login policy (session.auth)")
+	for _, r := range c.Auth.Rules {
+		policy(r.Auth, r.Service, "an auth.policy block ("+r.Auth+")")
+	}
+	if c.Dashboard.Listen != "" {
+		add("dashboard.pam_service", c.Dashboard.PAMService, "the dashboard's logins")
+	}
+	return out
+}
+
+// HostWarnings returns what this host lacks for the configuration to work
+// as meant: a PAM service without a file, which libpam silently replaces
+// with the "other" service (on Debian the Unix password: a "PIN" would be
+// the user's password). hotdeskd -check prints them and hotdeskd logs them
+// at start.
+func (c *Config) HostWarnings(h Host) []string {
+	dirs := h.PAMDirs
+	if dirs == nil {
+		dirs = DefaultPAMDirs
+	}
+	if c.Auth.PAMDir != "" {
+		dirs = []string{c.Auth.PAMDir} // pam_start_confdir reads only it
+	}
+	var w []string
+	for _, s := range c.PAMServices() {
+		found := false
+		for _, d := range dirs {
+			if _, err := os.Stat(filepath.Join(d, s.Service)); err == nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			w = append(w, fmt.Sprintf("PAM service %q (%s, used by %s) has no file %s: libpam falls back to %s (on Debian the Unix password); install %s (hotdesk ships one) or name an existing service",
+				s.Service, s.Key, s.UsedBy, filepath.Join(dirs[0], s.Service), filepath.Join(dirs[0], "other"), filepath.Join(dirs[0], s.Service)))
+		}
+	}
+	return w
 }

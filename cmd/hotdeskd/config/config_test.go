@@ -691,3 +691,70 @@ func TestCheckHost(t *testing.T) {
 		t.Errorf("CheckHost of the defaults = %v; want nil", err)
 	}
 }
+
+// TestHostWarnings: a PAM service the configuration uses with no file in
+// the PAM directory is a warning naming the service and the missing file
+// (libpam would silently use "other"); services with a file, and the
+// policies that use no PAM, are not.
+func TestHostWarnings(t *testing.T) {
+	t.Parallel()
+	pamDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`admin_group = "root"
+auth {
+  pam_dir = %q
+  policy {
+    users = ["carol"]
+    auth  = "password"
+  }
+  policy {
+    users   = ["dave"]
+    auth    = "card+password"
+    service = "hd-strict"
+  }
+}
+dashboard {
+  listen = "127.0.0.1:0"
+}
+`, pamDir)
+	c, err := Parse([]byte(src), "h.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.HostWarnings(Host{}), "\n")
+	for _, want := range []string{
+		`PAM service "hotdesk-pin" (auth.pin_service, used by the card+pin login policy (session.auth)) has no file ` + filepath.Join(pamDir, "hotdesk-pin") + ": libpam falls back to " + filepath.Join(pamDir, "other"),
+		`PAM service "hd-strict" (auth.policy.service`,
+		`PAM service "hotdesk-admin" (dashboard.pam_service, used by the dashboard's logins) has no file ` + filepath.Join(pamDir, "hotdesk-admin"),
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings = %q; want one containing %q", w, want)
+		}
+	}
+	if strings.Contains(w, `"hotdesk"`) {
+		t.Errorf("warnings = %q; want none about hotdesk, whose file exists", w)
+	}
+	for _, name := range []string{"hotdesk-pin", "hd-strict", "hotdesk-admin"} {
+		if err := os.WriteFile(filepath.Join(pamDir, name), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := c.HostWarnings(Host{}); len(w) != 0 {
+		t.Errorf("warnings with every file = %q; want none", w)
+	}
+	// Without pam_dir: the system's directories (here the test's own).
+	d := Default()
+	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{t.TempDir(), pamDir}}), "\n"); w != "" {
+		t.Errorf("warnings with hotdesk-pin in the second directory = %q; want none", w)
+	}
+	empty := t.TempDir()
+	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{empty}}), "\n"); !strings.Contains(w, filepath.Join(empty, "hotdesk-pin")) {
+		t.Errorf("warnings = %q; want one naming %s", w, filepath.Join(empty, "hotdesk-pin"))
+	}
+	d.Session.Auth = "kiosk"
+	if w := d.HostWarnings(Host{PAMDirs: []string{empty}}); len(w) != 0 {
+		t.Errorf("kiosk warnings = %q; want none (no PAM)", w)
+	}
+}
