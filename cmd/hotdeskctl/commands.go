@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -115,11 +116,17 @@ A row marked partial comes from the registry because its server did not answer.`
 	fl.StringVar(&f.User, "user", "", "only sessions of this user")
 	fl.StringVar(&f.Terminal, "terminal", "", "only sessions shown (or last shown) at this terminal")
 	fl.StringVar(&f.Server, "server", "", "only sessions running on this server")
-	fl.StringVar(&f.State, "state", "", "only sessions in this state (creating, active, suspended, orphaned)")
+	fl.StringVar(&f.State, "state", "", "only sessions in this state ("+strings.Join(adminapi.SessionStates, ", ")+")")
 	fl.StringVar(&f.Token, "token", "", "only the session of this token")
 	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"creating", "active", "suspended", "orphaned"}, cobra.ShellCompDirectiveNoFileComp
+		return adminapi.SessionStates, cobra.ShellCompDirectiveNoFileComp
 	})
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if f.State != "" && !slices.Contains(adminapi.SessionStates, f.State) {
+			return usagef("sessions: unknown --state %q: one of %s", f.State, strings.Join(adminapi.SessionStates, ", "))
+		}
+		return nil
+	}
 	return cmd
 }
 
@@ -168,11 +175,17 @@ func actionCmd(c *cli, use, short, what string, do func(cl *adminapi.Client, ctx
 	}
 }
 
-// exactArgs is cobra.ExactArgs with a usage error naming what is expected.
+// exactArgs is cobra.ExactArgs with a usage error naming what is expected;
+// an empty (or blank) argument is one too.
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
 			return usagef("%s: expects %s", cmd.CommandPath(), what)
+		}
+		for _, a := range args {
+			if strings.TrimSpace(a) == "" {
+				return usagef("%s: expects %s, not an empty argument", cmd.CommandPath(), what)
+			}
 		}
 		return nil
 	}
@@ -356,6 +369,9 @@ func pairCmd(c *cli) *cobra.Command {
 			if strings.TrimSpace(user) == "" {
 				return usagef("token pair: --user is required")
 			}
+			if ttl < 0 || ttl > 0 && ttl < time.Second || ttl%time.Second != 0 {
+				return usagef("token pair: --ttl %s: a whole number of seconds, at least 1s", ttl)
+			}
 			var resp adminapi.PairResponse
 			err := c.call(cmd, func(ctx context.Context) (err error) {
 				resp, err = c.client.PairToken(ctx, adminapi.PairRequest{User: user, Label: label, TTLSeconds: int(ttl.Seconds())})
@@ -374,7 +390,7 @@ func pairCmd(c *cli) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&user, "user", "", "user the token will belong to (required)")
 	cmd.Flags().StringVar(&label, "label", "", "label for the token (e.g. \"alice's laptop\")")
-	cmd.Flags().DurationVar(&ttl, "ttl", 0, "code lifetime (default: the daemon's pairing.code_ttl)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "code lifetime, at most the daemon's pairing.code_ttl (default: that)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	list := listCmd(c, &cobra.Command{

@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	root.SetOut(out)
 	root.SetErr(errOut)
 	root.SetContext(ctx)
+	initCompletion(root)
 	cmd, err := root.ExecuteC()
 	if err != nil && isUsage(err) {
 		return usageError{fmt.Sprintf("%v\nrun '%s --help' for usage", err, cmd.CommandPath())}
@@ -161,6 +162,35 @@ session.`,
 		tokenCmd(c), serverCmd(c), readyCmd(c), versionCmd(), gendocsCmd(root),
 	)
 	return root
+}
+
+// initCompletion adds cobra's completion command (once root's output is
+// set: the scripts are written there), where an unknown shell (or none) is a
+// usage error, not its help with status 0.
+func initCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	for _, sub := range root.Commands() {
+		if sub.Name() == "completion" {
+			sub.RunE = func(cmd *cobra.Command, _ []string) error {
+				return usagef("completion: which shell? one of %s", strings.Join(shells(cmd), ", "))
+			}
+			sub.Args = func(cmd *cobra.Command, args []string) error {
+				if len(args) > 0 {
+					return usagef("completion: unknown shell %q: one of %s", args[0], strings.Join(shells(cmd), ", "))
+				}
+				return nil
+			}
+		}
+	}
+}
+
+// shells lists the completion command's shells.
+func shells(completion *cobra.Command) []string {
+	var out []string
+	for _, s := range completion.Commands() {
+		out = append(out, s.Name())
+	}
+	return out
 }
 
 // bounded returns the command's context bounded by -timeout.

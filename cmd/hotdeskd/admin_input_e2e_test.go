@@ -1,0 +1,48 @@
+package main
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
+)
+
+// TestAdminBadInput drives a real hotdeskd with hotdeskctl as an
+// administrator would and gets every mistake back as one: a clear message,
+// exit status 1 (2 for what the CLI tells itself), never an internal error
+// in the daemon's log. Budget: one daemon on the embedded etcd, ~10 s.
+func TestAdminBadInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir),
+		testutil.DaemonConfig(t, "adm-input", dir, testutil.FreeAddr(t), "")+"pairing {\n  code_ttl = \"10m\"\n}\n")
+	d.Start()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"token", "pair", "--user", "root", "--ttl", "1000h"}, 1, "ttl 1000h0m0s is over the longest a pairing code may live, 10m0s (pairing.code_ttl)"},
+		{[]string{"token", "delete", "a/b"}, 1, `invalid id "a/b"`},
+		{[]string{"token", "delete", "uid.nothere"}, 1, "not found"},
+		{[]string{"token", "pair", "--user", "ev\x1b"}, 1, `invalid user "ev\x1b"`},
+		{[]string{"token", "register", "uid.04a1b2c3", "--user", "nosuchuser-hd7"}, 1, `user "nosuchuser-hd7" is not known on this host`},
+		{[]string{"token", "delete", ""}, 2, "not an empty argument"},
+		{[]string{"sessions", "--state", "bogus"}, 2, "one of creating, active, suspended, orphaned"},
+	} {
+		_, err := d.Ctl(tc.args...)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != tc.code || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("hotdeskctl %q: %v; want exit status %d and %q", tc.args, err, tc.code, tc.want)
+		}
+	}
+	// A ttl within the bound is taken as given.
+	if out := string(d.MustCtl("token", "pair", "--user", "root", "--ttl", "2m")); !strings.Contains(out, "pairing code:") {
+		t.Errorf("token pair --ttl 2m: %q", out)
+	}
+	if log := d.LogTail(1 << 20); strings.Contains(log, "[ERROR]") {
+		t.Errorf("bad input logged as an error of the daemon:\n%s", log)
+	}
+}
