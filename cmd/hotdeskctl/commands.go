@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -259,6 +260,11 @@ any terminal of the group and print its id (for "hotdeskctl token register").`,
 func (c *cli) tap(cmd *cobra.Command) error {
 	ctx, cancel := c.bounded(cmd)
 	defer cancel()
+	// The daemon answers first: running out of time afterwards means no
+	// card came, not that hotdeskd is silent.
+	if err := c.client.Live(ctx); err != nil {
+		return c.explain(err)
+	}
 	fmt.Fprintln(cmd.ErrOrStderr(), "present a card or token at any terminal...")
 	var got string
 	errDone := fmt.Errorf("done")
@@ -272,6 +278,9 @@ func (c *cli) tap(cmd *cobra.Command) error {
 	})
 	if got != "" {
 		return nil
+	}
+	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && cmd.Context().Err() == nil {
+		return fmt.Errorf("no card or token was presented within %s (-timeout)", c.timeout)
 	}
 	if err == nil {
 		err = ctx.Err()
@@ -510,12 +519,31 @@ func serverCmd(c *cli) *cobra.Command {
 				if err := c.call(cmd, func(ctx context.Context) error { return c.client.SetDraining(ctx, id, verb == "drain") }); err != nil {
 					return err
 				}
+				if id == "self" {
+					id = c.selfID(cmd)
+				}
 				fmt.Fprintf(c.out, "server %s: %sed\n", id, verb)
 				return nil
 			},
 		})
 	}
 	return cmd
+}
+
+// selfID returns the id of the server hotdeskctl talks to, or "self" if it
+// cannot be listed.
+func (c *cli) selfID(cmd *cobra.Command) string {
+	ctx, cancel := c.bounded(cmd)
+	defer cancel()
+	ss, err := c.client.Servers(ctx)
+	if err == nil {
+		for _, s := range ss {
+			if s.Self {
+				return s.ID
+			}
+		}
+	}
+	return "self"
 }
 
 // serverIDs completes server ids from the daemon (none if unreachable).

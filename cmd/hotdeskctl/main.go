@@ -29,8 +29,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -211,6 +215,8 @@ func (c *cli) explain(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case adminapi.IsUnavailable(err) && errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("cannot reach hotdeskd at %s: permission denied\nyou need to be root or in hotdeskd's admin group%s", c.socket, socketGroup(c.socket))
 	case adminapi.IsUnavailable(err):
 		return fmt.Errorf("cannot reach hotdeskd at %s: %w\nis hotdeskd running? try -socket or HOTDESK_ADMIN_SOCKET", c.socket, err)
 	case errors.Is(err, adminapi.ErrForbidden):
@@ -246,6 +252,27 @@ func readyCmd(c *cli) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// socketGroup names the group the admin socket (or its directory) is
+// shared with, as " (NAME)", when it is not root's: hotdeskd gives both to
+// its admin_group. "" when unknown.
+func socketGroup(path string) string {
+	for _, p := range []string{path, filepath.Dir(path)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Gid == 0 {
+			continue
+		}
+		if g, err := user.LookupGroupId(strconv.Itoa(int(st.Gid))); err == nil {
+			return " (" + g.Name + ")"
+		}
+		return fmt.Sprintf(" (gid %d)", st.Gid)
+	}
+	return ""
 }
 
 func envOr(k, def string) string {

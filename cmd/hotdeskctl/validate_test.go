@@ -6,8 +6,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
@@ -72,5 +76,83 @@ func TestDaemonRefusesBadInput(t *testing.T) {
 		if strings.ContainsRune(err.Error(), 0x1b) {
 			t.Errorf("%q: the message carries a raw escape character: %q", tc.args, err)
 		}
+	}
+}
+
+// TestMessagesSayWhatHappened: a tap that times out says no card came, a
+// drain of this server names it.
+func TestMessagesSayWhatHappened(t *testing.T) {
+	b := adminapitest.New(adminapitest.State{Servers: []adminapi.ServerInfo{
+		{ID: "b7", Self: true}, {ID: "b8"}}})
+	sock := serveAdmin(t, b)
+	err := run(context.Background(), []string{"-socket", sock, "--timeout", "300ms", "readers", "--tap"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no card or token was presented within 300ms") || strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("tap with no card: %v; want \"no card or token was presented within 300ms\"", err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-socket", sock, "server", "drain"}, &out, &out); err != nil || out.String() != "server b7: drained\n" {
+		t.Errorf("server drain: %v, %q; want \"server b7: drained\"", err, out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"-socket", sock, "server", "undrain", "b8"}, &out, &out); err != nil || out.String() != "server b8: undrained\n" {
+		t.Errorf("server undrain b8: %v, %q", err, out.String())
+	}
+}
+
+// TestPermissionDenied runs the real hotdeskctl as a user who may not open
+// the admin socket: it says so and names the group the socket is shared
+// with, instead of asking whether hotdeskd runs.
+func TestPermissionDenied(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root to run hotdeskctl as another user")
+	}
+	bin := testutil.BuildStamped(t, testutil.Stamp, "github.com/hotdesk/hotdesk/cmd/hotdeskctl")
+	// A directory everyone may enter, holding the binary and the socket.
+	dir, err := os.MkdirTemp("", "hdctl-perm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.ReadFile(filepath.Join(bin, "hotdeskctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hotdeskctl"), exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	if err := os.Mkdir(run, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := serveAdminAt(t, filepath.Join(run, "admin.sock"), adminapitest.New(adminapitest.State{}))
+	// As hotdeskd shares it with admin_group = "bin" (gid 2).
+	if err := adminapi.ShareWithGroup(sock, 2); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(dir, "hotdeskctl"), "-socket", sock, "sessions")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Dir = dir
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("hotdeskctl did not exit")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("hotdeskctl as nobody: %v; want exit status 1\n%s", err, out)
+	}
+	for _, want := range []string{"permission denied", "you need to be root or in hotdeskd's admin group (bin)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output %q; want it to contain %q", out, want)
+		}
+	}
+	if strings.Contains(string(out), "is hotdeskd running") {
+		t.Errorf("output %q asks whether hotdeskd runs; it does", out)
 	}
 }

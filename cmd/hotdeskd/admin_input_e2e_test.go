@@ -42,6 +42,11 @@ func TestAdminBadInput(t *testing.T) {
 	if out := string(d.MustCtl("token", "pair", "--user", "root", "--ttl", "2m")); !strings.Contains(out, "pairing code:") {
 		t.Errorf("token pair --ttl 2m: %q", out)
 	}
+	// drain without an id names this server.
+	if out := string(d.MustCtl("server", "drain")); out != "server adm-input: drained\n" {
+		t.Errorf("server drain = %q; want \"server adm-input: drained\"", out)
+	}
+	d.MustCtl("server", "undrain")
 	if log := d.LogTail(1 << 20); strings.Contains(log, "[ERROR]") {
 		t.Errorf("bad input logged as an error of the daemon:\n%s", log)
 	}
