@@ -549,7 +549,7 @@ func (c *cli) selfID(cmd *cobra.Command) string {
 // serverIDs completes server ids from the daemon (none if unreachable).
 func (c *cli) serverIDs(cmd *cobra.Command) []string {
 	if c.client == nil {
-		c.client = adminapi.NewClient(c.socket)
+		c.connect(cmd)
 	}
 	ctx, cancel := c.bounded(cmd)
 	defer cancel()

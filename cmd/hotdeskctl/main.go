@@ -153,13 +153,16 @@ session.`,
 			return usagef("which command? (hotdeskctl --help lists them)")
 		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			c.client = adminapi.NewClient(c.socket)
+			c.connect(cmd)
 			return nil
 		},
 	}
 	root.SetVersionTemplate("hotdeskctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
-	root.PersistentFlags().StringVar(&c.socket, "socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd (env HOTDESK_ADMIN_SOCKET)")
+	// The flag's default is the built-in one, whatever the environment:
+	// the help and the man pages show it. $HOTDESK_ADMIN_SOCKET applies
+	// when the command runs (connect).
+	root.PersistentFlags().StringVar(&c.socket, "socket", defaultSocket, "admin socket of hotdeskd (if not given: $"+socketEnv+" if set, else this default)")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on the whole command (not on events -f)")
 	root.AddCommand(
 		sessionsCmd(c), sessionCmd(c), terminalsCmd(c), readersCmd(c), eventsCmd(c),
@@ -195,6 +198,21 @@ func shells(completion *cobra.Command) []string {
 		out = append(out, s.Name())
 	}
 	return out
+}
+
+// socketEnv names the environment variable that replaces the default
+// admin socket.
+const socketEnv = "HOTDESK_ADMIN_SOCKET"
+
+// connect settles the socket (-socket, else $HOTDESK_ADMIN_SOCKET, else the
+// default) and makes the client for it.
+func (c *cli) connect(cmd *cobra.Command) {
+	if f := cmd.Flags().Lookup("socket"); f == nil || !f.Changed {
+		if v := os.Getenv(socketEnv); v != "" {
+			c.socket = v
+		}
+	}
+	c.client = adminapi.NewClient(c.socket)
 }
 
 // bounded returns the command's context bounded by -timeout.
@@ -273,13 +291,6 @@ func socketGroup(path string) string {
 		return fmt.Sprintf(" (gid %d)", st.Gid)
 	}
 	return ""
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func dash(s string) string {

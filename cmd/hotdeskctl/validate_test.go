@@ -99,6 +99,37 @@ func TestMessagesSayWhatHappened(t *testing.T) {
 	}
 }
 
+// TestSocketFromEnvironment: $HOTDESK_ADMIN_SOCKET is used when -socket is
+// not given, and never becomes the documented default.
+func TestSocketFromEnvironment(t *testing.T) {
+	sock := serveAdmin(t, adminapitest.New(adminapitest.State{}))
+	t.Setenv(socketEnv, sock)
+	if err := run(context.Background(), []string{"ready"}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("ready with $%s: %v", socketEnv, err)
+	}
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"__gendocs", "man", dir}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	pages, _ := filepath.Glob(filepath.Join(dir, "*.8"))
+	if len(pages) < 10 {
+		t.Fatalf("%d man pages; want every command's", len(pages))
+	}
+	for _, p := range pages {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), sock) {
+			t.Errorf("%s shows the build environment's socket %s", filepath.Base(p), sock)
+		}
+		if strings.Contains(string(b), "socket") && !strings.Contains(string(b), defaultSocket) {
+			t.Errorf("%s does not show the default socket %s", filepath.Base(p), defaultSocket)
+		}
+	}
+	var help bytes.Buffer
+	if err := run(context.Background(), []string{"sessions", "--help"}, &help, &help); err != nil || strings.Contains(help.String(), sock) {
+		t.Errorf("--help: %v; shows %s: %v", err, sock, strings.Contains(help.String(), sock))
+	}
+}
+
 // TestPermissionDenied runs the real hotdeskctl as a user who may not open
 // the admin socket: it says so and names the group the socket is shared
 // with, instead of asking whether hotdeskd runs.
