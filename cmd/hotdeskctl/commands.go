@@ -389,6 +389,9 @@ func pairCmd(c *cli) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			for _, w := range resp.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
 			if asJSON {
 				return json.NewEncoder(c.out).Encode(resp)
 			}

@@ -32,11 +32,19 @@ func (a *adminBackend) PairToken(ctx context.Context, createdBy string, req admi
 	if req.User == "" {
 		return adminapi.PairResponse{}, fmt.Errorf("%w: a user is required", adminapi.ErrInvalid)
 	}
+	// A software token may belong to a user without a local account (its
+	// desktops run as a pooled kiosk account; the demo, the chaos harness
+	// and kiosk installs pair such users), unlike a card (checkUser): say
+	// so, in case the name is a typo.
+	var warnings []string
+	if err := checkUser(req.User); errors.Is(err, adminapi.ErrInvalid) {
+		warnings = append(warnings, fmt.Sprintf("user %q is not known on this host: its desktops run as a pooled kiosk account, a login (PIN, password) works only if PAM knows the user, and token register would refuse it", req.User))
+	}
 	code, exp, err := a.d.pairer.Create(ctx, req.User, req.Label, createdBy, ttl)
 	if err != nil {
 		return adminapi.PairResponse{}, err
 	}
-	return adminapi.PairResponse{Code: code, Expires: exp}, nil
+	return adminapi.PairResponse{Code: code, Expires: exp, Warnings: warnings}, nil
 }
 
 func (a *adminBackend) Ready() error { return a.d.broker.Ready() }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -37,6 +38,16 @@ func TestAdminBadInput(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != tc.code || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("hotdeskctl %q: %v; want exit status %d and %q", tc.args, err, tc.code, tc.want)
 		}
+	}
+	// A software token for a user this host does not know is paired (its
+	// desktops run as pooled kiosk accounts), with a warning: token
+	// register refuses such a user (above).
+	cmd := exec.Command(filepath.Join(d.Bin, "hotdeskctl"), "-socket", d.Socket, "token", "pair", "--user", "nosuchuser-hd7")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "pairing code:") ||
+		!strings.Contains(stderr.String(), `warning: user "nosuchuser-hd7" is not known on this host`) {
+		t.Errorf("token pair --user nosuchuser-hd7: %v, %q, stderr %q; want a code and a warning", err, out, stderr.String())
 	}
 	// A ttl within the bound is taken as given.
 	if out := string(d.MustCtl("token", "pair", "--user", "root", "--ttl", "2m")); !strings.Contains(out, "pairing code:") {

@@ -222,10 +222,13 @@ type PairRequest struct {
 	TTLSeconds int    `json:"ttl_seconds,omitempty"` // 0 = the daemon's default
 }
 
-// PairResponse is a pairing code and when it expires.
+// PairResponse is a pairing code and when it expires, with what the
+// daemon wants the administrator to know about it (e.g. a user this host
+// does not know).
 type PairResponse struct {
-	Code    string    `json:"code"`
-	Expires time.Time `json:"expires"`
+	Code     string    `json:"code"`
+	Expires  time.Time `json:"expires"`
+	Warnings []string  `json:"warnings,omitempty"`
 }
 
 // ErrorResponse is the body of every error status.
