@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,9 +19,18 @@ import (
 func TestAdminBadInput(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	// A PAM directory without the card+pin service: the start warns.
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.Mkdir(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir),
-		testutil.DaemonConfig(t, "adm-input", dir, testutil.FreeAddr(t), "")+"pairing {\n  code_ttl = \"10m\"\n}\n")
+		testutil.DaemonConfig(t, "adm-input", dir, testutil.FreeAddr(t), "")+
+			fmt.Sprintf("pairing {\n  code_ttl = \"10m\"\n}\nauth {\n  pam_dir = %q\n}\n", pamDir))
 	d.Start()
+	if log, want := d.LogTail(1<<20), `[WARN]  hotdeskd: configuration: PAM service "hotdesk-pin" (auth.pin_service`; !strings.Contains(log, want) {
+		t.Errorf("start log lacks %q:\n%s", want, log)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
