@@ -168,3 +168,4 @@ install: stage
 	test -e $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl || install -m 0644 configs/hotdesk.hcl $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk || install -m 0644 configs/pam.d/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin || install -m 0644 $(PAM_PIN) $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-admin || install -m 0644 packaging/pam.d/hotdesk-admin $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-admin

@@ -72,7 +72,7 @@ func run(args []string) error {
 	}
 	if o.check {
 		// What the configuration exposes, loudly, on stderr.
-		for _, w := range cfg.Warnings() {
+		for _, w := range append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}
 		fmt.Printf("%s: ok\n", displayPath(path))
@@ -88,6 +88,9 @@ func run(args []string) error {
 	}
 	logger := newLogger(cfg)
 	logger.Info("starting hotdeskd", "version", version.String(), "config", displayPath(path))
+	for _, w := range cfg.HostWarnings(config.Host{}) {
+		logger.Warn("configuration: " + w)
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -138,10 +141,17 @@ func loadConfig(path string) (*config.Config, string, error) {
 	}
 	if path == "" {
 		cfg := config.Default()
-		return cfg, "", cfg.Validate()
+		if err := cfg.Validate(); err != nil {
+			return nil, "", err
+		}
+		return cfg, "", cfg.CheckHost(nil, config.Host{})
 	}
-	cfg, err := config.Load(path)
+	cfg, pos, err := config.LoadWithPositions(path)
 	if err != nil {
+		return nil, path, err
+	}
+	// What the file names on this host (groups), before anything starts.
+	if err := cfg.CheckHost(pos, config.Host{}); err != nil {
 		return nil, path, err
 	}
 	return cfg, path, nil
@@ -170,7 +180,10 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
 		logger.Info("reload: running on defaults, nothing to reload")
 		return
 	}
-	next, err := config.Load(path)
+	next, pos, err := config.LoadWithPositions(path)
+	if err == nil {
+		err = next.CheckHost(pos, config.Host{})
+	}
 	if err != nil {
 		logger.Error("reload: keeping the running configuration", "error", err)
 		return
