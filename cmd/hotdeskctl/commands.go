@@ -198,8 +198,9 @@ func terminalsCmd(c *cli) *cobra.Command {
 		Short: "List the terminals connected to any broker of the group",
 		Long: `List the terminals connected to any broker of the group. A terminal is listed
 as soon as its broker has it; it leaves the list when its connection ends, or
-at the latest when its broker's read timeout (3 ping intervals, 45 s by
-default) drops a silent one, or when a dead broker's lease expires.`,
+at the latest when its broker's read timeout (3 ping intervals of a sixth of
+etcd.lease_ttl each: 2.5 s with the default 5 s lease) drops a silent one, or
+when a dead broker's lease expires.`,
 	}, (*adminapi.Client).Terminals,
 		"TERMINAL\tNAME\tADDRESS\tSERVER\tTOKENS\tSESSION\tUSER\tCONNECTED\tLAST SEEN",
 		func(t adminapi.TerminalInfo) []string {
