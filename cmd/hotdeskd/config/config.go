@@ -909,18 +909,22 @@ func (c *Config) validate(rg ranges) error {
 		}
 	}
 
+	if c.DataDir == "" {
+		// Every path default derives from it: checking them would only
+		// report keys the file never set.
+		bad("data_dir", "Missing data directory", "must not be empty.")
+		return &Error{Diagnostics: diags}
+	}
 	if !serverIDRe.MatchString(c.ServerID) {
 		bad("server_id", "Invalid server id", "%q must be 1-253 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.", c.ServerID)
-	}
-	if c.DataDir == "" {
-		bad("data_dir", "Missing data directory", "must not be empty.")
 	}
 	listenErr := checkHostPort(c.Listen, true)
 	if listenErr != nil {
 		bad("listen", "Invalid listen address", "%q: %v.", c.Listen, listenErr)
 	}
 	// An advertise derived from a bad listen would repeat the listen error.
-	if listenErr == nil || c.Advertise != c.Listen {
+	_, advertiseSet := rg["advertise"]
+	if listenErr == nil || advertiseSet || (rg == nil && c.Advertise != c.Listen) {
 		if err := checkHostPort(c.Advertise, false); err != nil {
 			bad("advertise", "Invalid advertise address", "%q: %v.", c.Advertise, err)
 		}

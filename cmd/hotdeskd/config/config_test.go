@@ -327,6 +327,25 @@ func TestParseSeveralErrors(t *testing.T) {
 	}
 }
 
+// TestParseErrorsOnlyForKeysSet: a bad data_dir or listen is reported
+// once, not again as errors of keys the file never set but whose defaults
+// derive from it (server id, advertise, state directory).
+func TestParseErrorsOnlyForKeysSet(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ src, want string }{
+		{"data_dir = \"\"\n", "x.hcl:1:12: missing data directory"},
+		{"listen = \"0.0.0.0:99999\"\n", "x.hcl:1:10: invalid listen address"},
+	} {
+		_, err := Parse([]byte(tt.src), "x.hcl")
+		if err == nil {
+			t.Fatalf("Parse(%q) = nil error", tt.src)
+		}
+		if lines := strings.Split(err.Error(), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], tt.want) {
+			t.Errorf("Parse(%q):\n%s\nwant one error: %s…", tt.src, err, tt.want)
+		}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
