@@ -40,7 +40,8 @@ type Policy struct {
 	Service string
 	// NoReauth skips authentication when a token resumes or takes over an
 	// existing session (hot-desking without a prompt). The default (false)
-	// asks again on every hot-desk.
+	// asks again on every hot-desk. It has no effect on KindPassword, whose
+	// user name is no token.
 	NoReauth bool
 	// SelfRegister lets an unknown card enroll itself on first use (the user
 	// then proves who they are through the PAM service).
@@ -85,11 +86,15 @@ func (p Policy) ServiceName() string {
 func (p Policy) NeedsCard() bool { return p.Kind != KindPassword }
 
 // ReauthRequired reports whether presenting a token for an existing
-// session must authenticate again.
+// session must authenticate again. A password login without a card always
+// must: its "token" is a typed user name, which proves nothing, so
+// NoReauth does not apply to it.
 func (p Policy) ReauthRequired() bool {
 	switch p.Kind {
 	case KindKiosk, KindCard:
 		return false
+	case KindPassword:
+		return true
 	}
 	return !p.NoReauth
 }

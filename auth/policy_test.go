@@ -56,6 +56,9 @@ func TestPolicyDefaults(t *testing.T) {
 		{auth.Policy{Kind: auth.KindCardPIN}, auth.DefaultPINService, true, true},
 		{auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}, auth.DefaultService, false, true},
 		{auth.Policy{Kind: auth.KindPassword, Service: "corp"}, "corp", true, false},
+		// A typed user name proves nothing: a password login asks for the
+		// password on every hot-desk, whatever NoReauth says.
+		{auth.Policy{Kind: auth.KindPassword, NoReauth: true}, auth.DefaultService, true, false},
 	}
 	for _, tt := range tests {
 		if got := tt.p.ServiceName(); got != tt.service {

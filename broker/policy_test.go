@@ -133,7 +133,9 @@ func TestPolicyLockout(t *testing.T) {
 // non-smart-card mobility).
 func TestPolicyPasswordOnly(t *testing.T) {
 	t.Parallel()
-	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindPassword}}, auth.LimiterConfig{})
+	// reauth_on_hotdesk = false must not apply: a typed user name is no
+	// token, so without the password anyone could take alice's desktop.
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindPassword, NoReauth: true}}, auth.LimiterConfig{})
 	t1 := e.dial("term-1")
 	t1.insertAnswering("user.alice", "alice-pw")
 	att := expectMsg[proto.Attached](t1)
