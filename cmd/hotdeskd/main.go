@@ -70,7 +70,11 @@ func run(args []string) error {
 	}
 	if o.check {
 		// What the configuration exposes, loudly, on stderr.
-		for _, w := range cfg.Warnings() {
+		guardWarnings, err := checkRDPGuard(cfg, "")
+		if err != nil {
+			return fmt.Errorf("%s: %w", displayPath(path), err)
+		}
+		for _, w := range append(cfg.Warnings(), guardWarnings...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}
 		fmt.Printf("%s: ok\n", displayPath(path))
