@@ -25,6 +25,9 @@ type Request struct {
 	RemoteAddr string
 	// Existing is true when the request would resume an existing session.
 	Existing bool
+	// Locked is true when that session was locked (by an administrator):
+	// a policy that skips authentication on a hot-desk asks all the same.
+	Locked bool
 }
 
 // Result is a successful authentication.
@@ -53,6 +56,15 @@ type Session interface {
 	// calls after the first return the first call's result. ctx bounds the
 	// wait; when it expires the session's resources are forcibly released.
 	Close(ctx context.Context) error
+}
+
+// DesktopBinder is a Session that can outlive the daemon that opened it.
+// Told the process of the desktop it was opened for, it stays open while
+// that process runs even if the daemon stops first (a restart that keeps
+// the desktops), and closes when the process ends; Close still closes it
+// at once while the daemon runs.
+type DesktopBinder interface {
+	BindDesktop(pid int) error
 }
 
 // Conversation relays prompts to the person at the terminal.

@@ -43,7 +43,8 @@ type LimiterConfig struct {
 }
 
 // Limiter counts failed authentications per token, per user and per
-// terminal and locks a key out with exponential back-off. It is safe for
+// terminal (as Guard keys it: the terminal id at the peer's address) and
+// locks a key out with exponential back-off. It is safe for
 // concurrent use and its memory is bounded by MaxKeys.
 //
 // Success clears the token's and the user's counters; a terminal's counter
@@ -211,9 +212,20 @@ type guard struct {
 	next Authenticator
 }
 
+// terminalKey is the limiter's terminal key of req: the terminal id is
+// chosen by the peer, so it counts together with the peer's address (a
+// client naming another terminal must not lock that terminal out).
+func terminalKey(req Request) string {
+	if req.TerminalID == "" || req.RemoteAddr == "" {
+		return req.TerminalID
+	}
+	return req.TerminalID + "@" + sourceHost(req.RemoteAddr)
+}
+
 func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation) (Result, error) {
 	l := g.l
-	if err := l.Check(req.Token, req.User, req.TerminalID); err != nil {
+	term := terminalKey(req)
+	if err := l.Check(req.Token, req.User, term); err != nil {
 		Audit(l.log, req, req.User, "locked", err.Error())
 		return Result{}, err
 	}
@@ -235,7 +247,7 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 		}
 	case err == nil:
 	case errors.Is(err, ErrDenied):
-		l.Failure(req.Token, user, req.TerminalID)
+		l.Failure(req.Token, user, term)
 		Audit(l.log, req, user, "denied", err.Error())
 		return Result{User: res.User}, err
 	case ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):

@@ -169,3 +169,23 @@ func TestGuard(t *testing.T) {
 		t.Errorf("log %q lacks the grant", logs.String())
 	}
 }
+
+// TestGuardTerminalIsPerAddress: failures sent under another terminal's id
+// from another address lock the sender's key, not the named terminal's.
+func TestGuardTerminalIsPerAddress(t *testing.T) {
+	l := auth.NewLimiter(auth.LimiterConfig{MaxFailures: 2, Clock: clock.NewFake(time.Unix(1000, 0))})
+	for i := range 2 {
+		spoof := auth.Request{Token: fmt.Sprintf("uid.%02x", i), TerminalID: "kiosk-1", RemoteAddr: "192.0.2.66:4000"}
+		if _, err := l.Guard(&fakeAuth{err: auth.ErrDenied}).Authenticate(t.Context(), spoof, nil); !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("failure %d: err = %v; want denied", i, err)
+		}
+	}
+	real := auth.Request{Token: "uid.aa", User: "alice", TerminalID: "kiosk-1", RemoteAddr: "192.0.2.10:5000"}
+	if _, err := l.Guard(&fakeAuth{res: auth.Result{User: "alice"}}).Authenticate(t.Context(), real, nil); err != nil {
+		t.Fatalf("the real kiosk-1 after another address failed under its id: %v; want granted", err)
+	}
+	again := auth.Request{Token: "uid.bb", TerminalID: "kiosk-1", RemoteAddr: "192.0.2.66:4001"}
+	if _, err := l.Guard(&fakeAuth{}).Authenticate(t.Context(), again, nil); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("the failing address again: err = %v; want locked", err)
+	}
+}

@@ -197,7 +197,7 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 		}
 		return Result{User: req.User}, nil
 	case KindCardPIN, KindCardPassword, KindPassword:
-		if req.Existing && req.User != "" && !pol.ReauthRequired() {
+		if req.Existing && req.User != "" && !pol.ReauthRequired() && !req.Locked {
 			return Result{User: req.User}, nil
 		}
 		if c.Services == nil {

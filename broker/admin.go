@@ -12,17 +12,19 @@ import (
 // user presents a token again. A session that is already suspended is left
 // as it is.
 func (b *Broker) Disconnect(ctx context.Context, id string) error {
-	return b.adminSuspend(ctx, id, "disconnect", proto.DetachAdmin, "disconnected by an administrator")
+	return b.adminSuspend(ctx, id, "disconnect", proto.DetachAdmin, "disconnected by an administrator", false)
 }
 
-// Lock suspends the session with the given id and tells its terminal it was
-// locked: the user must present a token (and log in again when the policy
-// asks) to get it back.
+// Lock suspends the session with the given id, if it is active, and tells
+// its terminal it was locked; suspended or not, whoever resumes it next must
+// log in as the policy asks of a new session, even where it lets hot-desks
+// resume without a prompt (reauth_on_hotdesk = false). Under a card or kiosk
+// policy there is nothing to ask but the token: a lock is a disconnect.
 func (b *Broker) Lock(ctx context.Context, id string) error {
-	return b.adminSuspend(ctx, id, "lock", proto.DetachAdmin, "session locked by an administrator")
+	return b.adminSuspend(ctx, id, "lock", proto.DetachAdmin, "session locked by an administrator", true)
 }
 
-func (b *Broker) adminSuspend(ctx context.Context, id, op string, reason proto.DetachReason, msg string) error {
+func (b *Broker) adminSuspend(ctx context.Context, id, op string, reason proto.DetachReason, msg string, lock bool) error {
 	b.mu.Lock()
 	s := b.byID[id]
 	b.mu.Unlock()
@@ -36,9 +38,14 @@ func (b *Broker) adminSuspend(ctx context.Context, id, op string, reason proto.D
 	}
 	b.mu.Lock()
 	active := s.state == Active
+	if lock {
+		s.locked = true
+	}
 	b.mu.Unlock()
 	if active {
 		b.suspendTokenLocked(ctx, s, reason, msg)
+	} else if lock {
+		b.publish(s) // the lock outlives a restart: it is in the session's record
 	}
 	return nil
 }

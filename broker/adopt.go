@@ -100,6 +100,10 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 	case cur.Session.ServerID != b.cfg.ServerID || cur.Session.ID != s.ID:
 		return cur, false, nil
 	}
+	// An administrator's lock outlives the restart.
+	b.mu.Lock()
+	s.locked = cur.Session.Locked
+	b.mu.Unlock()
 	rc, ok := reg.(Reclaimer)
 	if !ok {
 		return cur, true, nil

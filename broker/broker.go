@@ -156,6 +156,10 @@ type Session struct {
 	// timed out and is no longer found by its token here.
 	orphaned bool
 	owner    string
+	// locked: an administrator locked the session; the next resume
+	// authenticates whatever the policy says of hot-desks (a card or kiosk
+	// policy has nothing more to ask than the token).
+	locked bool
 	// login is the PAM session opened for the desktop (nil if none); it is
 	// closed when the session is destroyed.
 	login auth.Session
@@ -213,6 +217,7 @@ type SessionInfo struct {
 	ExpiresAt   time.Time // zero unless suspended
 	Orphaned    bool      // token owned by OrphanOwner now
 	OrphanOwner string
+	Locked      bool // locked by an administrator: its next resume logs in again
 }
 
 // Errors returned by administrative calls.
@@ -258,8 +263,11 @@ type Broker struct {
 	hooks   Hooks
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
-	tickets    map[string]ticket // attach gateway tickets
-	ticketSeq  uint64            // last ticket's issue number
+	// tokenGen counts TokenChanged calls: a record read, or an insert
+	// verified, across a change is not trusted (see tokenRecord, insert).
+	tokenGen  uint64
+	tickets   map[string]ticket // attach gateway tickets
+	ticketSeq uint64            // last ticket's issue number
 
 	lim  Limits           // cfg.Limits with defaults
 	blog *burstlog.Logger // limit and accept-error lines, once per burst
@@ -375,7 +383,7 @@ func (b *Broker) infoLocked(s *Session) SessionInfo {
 		ID: s.ID, Token: s.Token, User: s.User, State: s.state,
 		ServerID: b.cfg.ServerID, Endpoint: s.info.Endpoint, PID: s.info.PID,
 		Fence: s.claim.Fence, Created: s.created, Updated: s.updated,
-		Orphaned: s.orphaned, OrphanOwner: s.owner,
+		Orphaned: s.orphaned, OrphanOwner: s.owner, Locked: s.locked,
 	}
 	if s.term != nil {
 		si.Terminal = s.term.id

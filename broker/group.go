@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -227,6 +228,7 @@ func (b *Broker) tokenRecord(ctx context.Context, token string) (registry.TokenR
 	now := b.clk.Now()
 	b.mu.Lock()
 	c, ok := b.tokenCache[token]
+	gen := b.tokenGen
 	b.mu.Unlock()
 	if ok && now.Sub(c.at) < tokenCacheTTL && !c.at.After(now) {
 		return c.rec, nil
@@ -238,12 +240,38 @@ func (b *Broker) tokenRecord(ctx context.Context, token string) (registry.TokenR
 		return rec, err
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tokenGen != gen {
+		// A change arrived while we read: this answer may predate it
+		// (a token just disabled would be served enabled for the TTL).
+		return rec, nil
+	}
 	if len(b.tokenCache) >= maxCachedTokens {
 		clear(b.tokenCache) // bounded: start over rather than track ages
 	}
 	b.tokenCache[token] = cachedToken{rec: rec, at: now}
-	b.mu.Unlock()
 	return rec, nil
+}
+
+// recheckToken reads token's record again, bypassing the cache, for an
+// insert verified with rec while the token registry changed: a token
+// disabled, deleted or given another key or user meanwhile is refused.
+// Caller holds the token lock.
+func (b *Broker) recheckToken(ctx context.Context, token string, rec registry.TokenRecord) (registry.TokenRecord, error) {
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	fresh, err := b.registry().Token(lctx, token)
+	cancel()
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return fresh, fail(proto.ErrUnknownToken, "token not enrolled", err)
+	case err != nil:
+		return fresh, fail(proto.ErrUnavailable, "registry unavailable", err)
+	case fresh.Disabled:
+		return fresh, fail(proto.ErrTokenDisabled, "token disabled", nil)
+	case fresh.Kind != rec.Kind || fresh.User != rec.User || !bytes.Equal(fresh.PublicKey, rec.PublicKey):
+		return fresh, fail(proto.ErrUnavailable, "token changed while it was checked; present it again", nil)
+	}
+	return fresh, nil
 }
 
 const maxCachedTokens = 65536
@@ -257,6 +285,7 @@ const maxCachedTokens = 65536
 func (b *Broker) TokenChanged(ctx context.Context, ch registry.TokenChange) {
 	b.mu.Lock()
 	delete(b.tokenCache, ch.ID)
+	b.tokenGen++
 	b.mu.Unlock()
 	if !ch.Deleted && !ch.Record.Disabled {
 		return

@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -470,4 +471,55 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting: %s", what)
+}
+
+// lockWaiters is how many hold or wait for key's lock.
+func (k *keyLock) lockWaiters(key string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if m := k.locks[key]; m != nil {
+		return m.refs
+	}
+	return 0
+}
+
+// TestTokenDisabledMidInsert: a token disabled while an insert of it was
+// being verified (its challenge answered, the session not shown yet, so
+// TokenChanged had nothing to lock) is refused, not attached.
+func TestTokenDisabledMidInsert(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	tok, key, _ := createAt(t, e, "dora")
+	unlock := sync.OnceFunc(e.b.keys.Lock(tok)) // the insert waits here once verified
+	defer unlock()
+	tm := e.dial("term-2")
+	tm.present(tok, key)
+	testutil.WaitFor(t, 10*time.Second, "the insert verified and waiting for the token's lock", func() bool {
+		return e.b.keys.lockWaiters(tok) == 2
+	})
+	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.reg.Token(e.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan struct{})
+	go func() {
+		defer close(changed)
+		e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec}) // as the token watch would
+	}()
+	testutil.WaitFor(t, 10*time.Second, "TokenChanged waiting for the token's lock", func() bool {
+		return e.b.keys.lockWaiters(tok) == 3
+	})
+	unlock()
+	<-changed
+	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
+		t.Fatalf("insert of a token disabled while it was verified: %+v; want token_disabled", er)
+	}
+	// And the cache does not keep serving the token as enabled.
+	tm.present(tok, key)
+	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
+		t.Fatalf("insert after the change: %+v; want token_disabled", er)
+	}
 }

@@ -65,6 +65,9 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 			return err
 		}
 	}
+	b.mu.Lock()
+	gen := b.tokenGen
+	b.mu.Unlock()
 	rec, err := b.verifyToken(ctx, t, token)
 	if err != nil {
 		return err
@@ -74,6 +77,18 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	defer unlock()
 	if err := ctx.Err(); err != nil {
 		return fail(proto.ErrUnavailable, "token removed", err)
+	}
+	b.mu.Lock()
+	changed := b.tokenGen != gen
+	b.mu.Unlock()
+	enrolled := rec.Kind != "user" && !(rec.RegisteredBy == selfRegistration && rec.User == "")
+	if changed && enrolled {
+		// The token registry changed while this insert was verified (a
+		// challenge takes a round trip, a login longer): TokenChanged
+		// could not lock a session that was not shown yet.
+		if rec, err = b.recheckToken(ctx, token, rec); err != nil {
+			return err
+		}
 	}
 
 	b.mu.Lock()
@@ -138,6 +153,10 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	return b.create(ctx, t, token, rec, hops)
 }
 
+// selfRegistration marks the record verifyToken makes up for an unknown
+// card that may enroll itself (it is not in the registry yet).
+const selfRegistration = "self-registration"
+
 // verifyToken checks that token may be used and that t holds its key.
 func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (registry.TokenRecord, error) {
 	typ, name, _ := tokens.ParseID(token)
@@ -151,7 +170,7 @@ func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (re
 	rec, err := b.tokenRecord(ctx, token)
 	if errors.Is(err, registry.ErrNotFound) && (typ == "uid" || typ == "piv") && b.policy(token, "").SelfRegister {
 		// An unknown card may enroll itself: the login decides whose it is.
-		return registry.TokenRecord{ID: token, Kind: typ, RegisteredBy: "self-registration"}, nil
+		return registry.TokenRecord{ID: token, Kind: typ, RegisteredBy: selfRegistration}, nil
 	}
 	if errors.Is(err, registry.ErrNotFound) {
 		return rec, fail(proto.ErrUnknownToken, "token not enrolled", err)
@@ -226,11 +245,11 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 	return nil
 }
 
-func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing bool) (auth.Result, error) {
+func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked bool) (auth.Result, error) {
 	actx, cancel := context.WithTimeout(ctx, b.cfg.AuthTimeout)
 	defer cancel()
 	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
-		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing,
+		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing, Locked: locked,
 	}, t)
 	switch {
 	case errors.Is(err, auth.ErrLocked):
@@ -351,7 +370,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 
 // create starts a new session for token at t. Caller holds the token lock.
 func (b *Broker) create(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, hops uint8) error {
-	res, err := b.authenticate(ctx, t, token, rec, false)
+	res, err := b.authenticate(ctx, t, token, rec, false, false)
 	if err != nil {
 		return err
 	}
@@ -362,7 +381,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	maxUser := b.userLimit(token, res.User)
 	unlockUser := b.lockUserLimit(token, res.User)
 	defer unlockUser()
-	if rec.RegisteredBy == "self-registration" && rec.User == "" {
+	if rec.RegisteredBy == selfRegistration && rec.User == "" {
 		rec.User, rec.RegisteredBy, rec.RegisteredUnixMs = res.User, "self:"+t.id, b.clk.Now().UnixMilli()
 		ectx, cancel := context.WithTimeout(ctx, remoteTimeout)
 		err := b.registry().EnrollToken(ectx, rec)
@@ -423,6 +442,12 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	b.mu.Lock()
 	s.info = info
 	b.mu.Unlock()
+	if db, ok := res.Session.(auth.DesktopBinder); ok && info.PID > 0 {
+		// The login lives as long as the desktop, across restarts of ours.
+		if err := db.BindDesktop(info.PID); err != nil {
+			b.log.Warn("login session not bound to its desktop: it ends if hotdeskd stops first", "session", s.ID, "error", err)
+		}
+	}
 	b.log.Info("session created", "session", s.ID, "user", s.User, "terminal", t.id, "pid", info.PID)
 	return b.attachTokenLocked(ctx, t, s, false, nil)
 }
@@ -436,7 +461,10 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	if st == Active && old == t {
 		return t.send(b.attachedFor(s, t, true)) // the same terminal again: idempotent
 	}
-	res, err := b.authenticate(ctx, t, s.Token, rec, true)
+	b.mu.Lock()
+	locked := s.locked
+	b.mu.Unlock()
+	res, err := b.authenticate(ctx, t, s.Token, rec, true, locked)
 	if err != nil {
 		return err
 	}
@@ -556,6 +584,7 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	s.state = Active
 	s.term = t
+	s.locked = false // whoever resumed it logged in as the policy asked
 	s.suspendedAt = time.Time{}
 	s.updated = b.clk.Now()
 	b.mu.Unlock()
@@ -713,7 +742,7 @@ func (b *Broker) record(s *Session, t *terminal) registry.Session {
 
 func (b *Broker) recordLocked(s *Session, t *terminal) registry.Session {
 	r := registry.Session{
-		ID: s.ID, Key: s.Token, ServerID: b.cfg.ServerID, User: s.User, State: s.state.String(),
+		ID: s.ID, Key: s.Token, ServerID: b.cfg.ServerID, User: s.User, State: s.state.String(), Locked: s.locked,
 		CreatedUnixMs: s.created.UnixMilli(), UpdatedUnixMs: s.updated.UnixMilli(),
 	}
 	if t != nil {

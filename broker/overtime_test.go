@@ -380,10 +380,18 @@ func TestRestartTakesOverClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An administrator's lock is kept across the restart too.
+	if err := b1.b.Lock(b1.ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the lock in the session's record", func() bool {
+		c, err := b1.reg.Lookup(b1.ctx, tok)
+		return err == nil && c.Session.Locked
+	})
 	nb, reg := restartKeeping(t, b1, nil)
 	adopted := nb.Sessions()
-	if len(adopted) != 1 || adopted[0].ID != sess || adopted[0].Orphaned {
-		t.Fatalf("adopted %+v; want session %s, not orphaned", adopted, sess)
+	if len(adopted) != 1 || adopted[0].ID != sess || adopted[0].Orphaned || !adopted[0].Locked {
+		t.Fatalf("adopted %+v; want session %s, not orphaned, locked", adopted, sess)
 	}
 	// What the old lease still holds belongs to nothing that survived.
 	if err := reg.RevokeLease(b1.ctx, b1.reg.LeaseID()); err != nil {

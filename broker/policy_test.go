@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,4 +226,52 @@ func TestPromptCancelledAtTerminal(t *testing.T) {
 	}
 	t1.insertAnswering("uid.0a0b0c0d", "bob-pw")
 	expectMsg[proto.Attached](t1)
+}
+
+// TestPolicyAdminLock: a session an administrator locked asks for the
+// login at its next resume even though the policy lets hot-desks resume
+// without one — suspended or active when it was locked — and only then.
+func TestPolicyAdminLock(t *testing.T) {
+	t.Parallel()
+	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}}, auth.LimiterConfig{})
+	tok := "uid.0a0b0c1d"
+	e.register(tok, "bob")
+	t1 := e.dial("term-1")
+	t1.insertAnswering(tok, "bob-pw")
+	att := expectMsg[proto.Attached](t1)
+	for i, active := range []bool{false, true} {
+		tm := e.dial(fmt.Sprintf("term-lock-%d", i))
+		if !active {
+			t1.remove(tok)
+			expectMsg[proto.Detached](t1)
+		}
+		if err := e.b.Lock(e.ctx, att.SessionID); err != nil {
+			t.Fatal(err)
+		}
+		if active {
+			if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachAdmin {
+				t.Fatalf("locked while active: %+v; want detached by the administrator", det)
+			}
+		}
+		if si := sessionInfo(t, e.b, att.SessionID); !si.Locked || si.State != Suspended {
+			t.Fatalf("after Lock (active %v): %+v; want locked and suspended", active, si)
+		}
+		tm.insertRefused(tok, proto.ErrAuthFailed, "wrong")
+		tm.insertAnswering(tok, "bob-pw")
+		if a := expectMsg[proto.Attached](tm); a.SessionID != att.SessionID || tm.promptCount() != 2 {
+			t.Fatalf("resume of the locked session: %+v after %d prompts; want %s after the login", a, tm.promptCount(), att.SessionID)
+		}
+		if si := sessionInfo(t, e.b, att.SessionID); si.Locked {
+			t.Fatalf("resumed session still locked: %+v", si)
+		}
+		t1 = tm
+	}
+	// Unlocked by the login: the next hot-desk asks nothing again.
+	t1.remove(tok)
+	expectMsg[proto.Detached](t1)
+	t3 := e.dial("term-3")
+	t3.insert(tok)
+	if a := expectMsg[proto.Attached](t3); a.SessionID != att.SessionID || t3.promptCount() != 0 {
+		t.Fatalf("hot-desk after the lock's login: %+v after %d prompts; want no prompt", a, t3.promptCount())
+	}
 }

@@ -125,6 +125,7 @@ type Session struct {
 	User          string `json:"user,omitempty"`
 	Terminal      string `json:"terminal,omitempty"`
 	State         string `json:"state,omitempty"`
+	Locked        bool   `json:"locked,omitempty"` // locked by an administrator: the next resume logs in
 	CreatedUnixMs int64  `json:"created_unix_ms"`
 	UpdatedUnixMs int64  `json:"updated_unix_ms"`
 }

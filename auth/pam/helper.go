@@ -200,8 +200,29 @@ func (h *helper) run() int {
 		_ = tx.SetCred(pam.DeleteCred)
 		return code
 	}
-	// Hold the session until told to close it or until the parent is gone.
-	m, rerr := readMsg(h.r)
+	// Hold the session until told to close it, or until the parent is
+	// gone: then, if it named the desktop the session belongs to, until
+	// that desktop ends (hotdeskd restarts without ending desktops).
+	var m *wireMsg
+	var rerr error
+	desktop := -1 // pidfd of the bound desktop
+	for {
+		m, rerr = readMsg(h.r)
+		if rerr != nil || m.Bind == nil {
+			break
+		}
+		if desktop < 0 && m.Bind.PID > 1 {
+			if fd, err := unix.PidfdOpen(m.Bind.PID, 0); err == nil {
+				desktop = fd
+			}
+		}
+	}
+	if rerr != nil && desktop >= 0 {
+		waitExit(desktop)
+	}
+	if desktop >= 0 {
+		unix.Close(desktop)
+	}
 	closed := &wireClosed{}
 	if err := tx.CloseSession(0); err != nil {
 		closed = &wireClosed{Stage: "close_session", Code: code(err), Message: err.Error()}
@@ -240,4 +261,14 @@ func code(err error) int {
 		return int(pe)
 	}
 	return 0
+}
+
+// waitExit returns when the process of pidfd fd has ended.
+func waitExit(fd int) {
+	for {
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, -1)
+		if n > 0 || (err != nil && !errors.Is(err, unix.EINTR)) {
+			return
+		}
+	}
 }

@@ -559,6 +559,22 @@ type session struct {
 	log  hclog.Logger
 	once sync.Once
 	err  error
+
+	wmu sync.Mutex // serialises writes to the helper (BindDesktop, close)
+}
+
+var _ auth.DesktopBinder = (*session)(nil)
+
+// BindDesktop implements auth.DesktopBinder: the helper holding the
+// session watches process pid (a pidfd), and if hotdeskd goes before
+// closing the session, closes it only when that process has ended.
+func (s *session) BindDesktop(pid int) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := writeMsg(s.p.toH, &wireMsg{Bind: &wireBind{PID: pid}}); err != nil {
+		return fmt.Errorf("pam: bind desktop: %w: %w", ErrHelper, err)
+	}
+	return nil
 }
 
 // Close implements auth.Session.
@@ -572,7 +588,10 @@ func (s *session) close(ctx context.Context) error {
 	defer p.fromH.Close()
 	stop := context.AfterFunc(ctx, p.kill)
 	defer stop()
-	if err := writeMsg(p.toH, &wireMsg{Close: &wireClose{}}); err != nil {
+	s.wmu.Lock()
+	err := writeMsg(p.toH, &wireMsg{Close: &wireClose{}})
+	s.wmu.Unlock()
+	if err != nil {
 		p.kill()
 		_ = p.wait()
 		return fmt.Errorf("pam: close session: %w: %w", ErrHelper, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -471,5 +472,60 @@ func TestOpenSession(t *testing.T) {
 	if res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "wrong")); !errors.Is(err, auth.ErrDenied) || res.Session != nil {
 		t.Errorf("wrong password: session, err = %v, %v; want nil, denied", res.Session, err)
 	}
+	noHelpers(t)
+}
+
+// TestSessionOutlivesDaemon: a session bound to its desktop stays open
+// when the daemon lets go of its helper without closing it (hotdeskd
+// stopped, desktops kept), and is closed when the desktop ends.
+func TestSessionOutlivesDaemon(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	tmp := t.TempDir()
+	db := passdb(t, "alice:secret:hotdesk")
+	hookLog := filepath.Join(tmp, "hook.log")
+	hook := filepath.Join(tmp, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := confDir(t, map[string]string{"hotdesk": matrixService(db) + "session required pam_exec.so quiet " + hook + "\n"})
+	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
+	readHook := func() string {
+		b, _ := os.ReadFile(hookLog)
+		return string(b)
+	}
+	desktop := exec.Command("sleep", "300")
+	if err := desktop.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { desktop.Wait(); close(exited) }()
+	t.Cleanup(func() { desktop.Process.Kill(); <-exited })
+
+	res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret"))
+	if err != nil || res.Session == nil {
+		t.Fatalf("login: %v, session %v; want an open session", err, res.Session)
+	}
+	if err := res.Session.(auth.DesktopBinder).BindDesktop(desktop.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	pam.Abandon(res.Session)
+	// Before the fix the helper closed the session as soon as the daemon's
+	// end of the pipe closed: give it ample time to do so wrongly.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(readHook(), "close_session") {
+			t.Fatalf("session closed while its desktop runs: %q", readHook())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(processesWith(t, helperMarker(t))) != 1 {
+		t.Fatalf("helpers = %v; want the one holding the session", processesWith(t, helperMarker(t)))
+	}
+	desktop.Process.Kill()
+	<-exited
+	testutil.WaitFor(t, 10*time.Second, "the session closed once its desktop ended", func() bool {
+		return strings.Contains(readHook(), "close_session alice")
+	})
 	noHelpers(t)
 }

@@ -13,8 +13,13 @@ import (
 // proto.AppendFrame, at most proto.MaxFrame bytes) each carrying one CBOR
 // map with exactly one of the fields of wireMsg set.
 //
-//	parent → helper: start, then one answer per prompt, then (session only) close
+//	parent → helper: start, then one answer per prompt, then (session only)
+//	                 bind* (the desktop's pid), close
 //	helper → parent: prompt*, result, then (session only) closed
+//
+// A session's helper whose parent goes without close (its end of the pipe
+// closed) closes the session at once, or, once bound, when the bound
+// process has ended.
 type wireMsg struct {
 	Start  *wireStart  `cbor:"1,keyasint,omitempty"`
 	Prompt *wirePrompt `cbor:"2,keyasint,omitempty"`
@@ -22,6 +27,14 @@ type wireMsg struct {
 	Result *wireResult `cbor:"4,keyasint,omitempty"`
 	Close  *wireClose  `cbor:"5,keyasint,omitempty"`
 	Closed *wireClosed `cbor:"6,keyasint,omitempty"`
+	Bind   *wireBind   `cbor:"7,keyasint,omitempty"`
+}
+
+// wireBind names the desktop an open session belongs to: if the daemon
+// goes (a restart that keeps desktops), the helper keeps the session open
+// until that process ends instead of closing it at once.
+type wireBind struct {
+	PID int `cbor:"1,keyasint"`
 }
 
 type wireStart struct {
@@ -117,7 +130,7 @@ func readMsg(r io.Reader) (*wireMsg, error) {
 		return nil, fmt.Errorf("pam: %w: %w", ErrProtocol, err)
 	}
 	n := 0
-	for _, set := range []bool{m.Start != nil, m.Prompt != nil, m.Answer != nil, m.Result != nil, m.Close != nil, m.Closed != nil} {
+	for _, set := range []bool{m.Start != nil, m.Prompt != nil, m.Answer != nil, m.Result != nil, m.Close != nil, m.Closed != nil, m.Bind != nil} {
 		if set {
 			n++
 		}

@@ -75,6 +75,11 @@ func TestNoPCSCBuild(t *testing.T) {
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
 	bin := filepath.Join(buildBinaries(t), "hotdesk-term") // the end-to-end tests' build
+	ks := filepath.Join(t.TempDir(), "keys")
+	badConf := filepath.Join(t.TempDir(), "term.hcl")
+	if err := os.WriteFile(badConf, []byte("servers = [\"h:1\"]\nkeepalive = \"5 sec\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		code int
@@ -86,6 +91,11 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"-server", "h:1", "-pin", "sha256:00", "run", "extra"}, 2, "run takes no arguments"},
 		{[]string{"--version", "x"}, 2, "takes no arguments"},
 		{[]string{"__gendocs", "man"}, 1, "usage: __gendocs"},
+		// A key named on the command line that the keystore lacks: refused
+		// before anything starts.
+		{[]string{"-server", "h:1", "-pin", "sha256:" + strings.Repeat("00", 32), "-keystore", ks, "-insert", "nosuchkey", "run"}, 2, `-insert "nosuchkey"`},
+		// A bad config file is not a usage error, and names file:line:column.
+		{[]string{"-config", badConf, "run"}, 1, badConf + ":2:1: keepalive"},
 	} {
 		out, code := testutil.Exec(t, bin, c.args...)
 		if code != c.code || !strings.Contains(out, c.want) {

@@ -2,12 +2,17 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // maxConfigSize bounds the terminal config file.
@@ -69,10 +74,23 @@ func parseConfig(src []byte, filename string) (fileConfig, error) {
 	var fc fileConfig
 	f, diags := hclparse.NewParser().ParseHCL(src, filename)
 	if diags.HasErrors() {
-		return fc, fmt.Errorf("config: %s", diags.Error())
+		return fc, fmt.Errorf("config: %s", diagText(diags))
 	}
 	if diags := gohcl.DecodeBody(f.Body, nil, &fc); diags.HasErrors() {
-		return fc, fmt.Errorf("config: %s", diags.Error())
+		return fc, fmt.Errorf("config: %s", diagText(diags))
+	}
+	body, _ := f.Body.(*hclsyntax.Body)
+	// bad names the key's place in the file: "file:line:column: key = …".
+	bad := func(block, key, format string, args ...any) error {
+		pos := filename
+		if r, ok := attrRange(body, block, key); ok {
+			pos = fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+		}
+		name := key
+		if block != "" {
+			name = block + "." + key
+		}
+		return fmt.Errorf("config: %s: %s %s", pos, name, fmt.Sprintf(format, args...))
 	}
 	for _, d := range []struct {
 		key string
@@ -83,16 +101,65 @@ func parseConfig(src []byte, filename string) (fileConfig, error) {
 		}
 		v, err := time.ParseDuration(d.val)
 		if err != nil || v <= 0 {
-			return fc, fmt.Errorf("config: %s: %s = %q: want a positive duration such as \"500ms\"", filename, d.key, d.val)
+			return fc, bad("", d.key, "= %q: want a positive duration such as \"500ms\"", d.val)
 		}
 		fc.durations = append(fc.durations, duration{d.key, v})
 	}
 	if fc.PCSC != nil && fc.PCSC.RemoveGrace != "" {
 		if v, err := time.ParseDuration(fc.PCSC.RemoveGrace); err != nil || v < 0 {
-			return fc, fmt.Errorf("config: %s: pcsc.remove_grace = %q: want a duration such as \"1s\"", filename, fc.PCSC.RemoveGrace)
+			return fc, bad("pcsc", "remove_grace", "= %q: want a duration such as \"1s\"", fc.PCSC.RemoveGrace)
 		}
 	}
+	for _, s := range fc.Servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fc, bad("", "servers", "entry %q: want host:port (%v)", s, err)
+		}
+	}
+	for _, pin := range fc.Pins {
+		if _, err := proto.ParseFingerprint(pin); err != nil {
+			return fc, bad("", "pins", "entry %q: %v", pin, err)
+		}
+	}
+	if fc.LogLevel != "" && hclog.LevelFromString(fc.LogLevel) == hclog.NoLevel {
+		return fc, bad("", "log_level", "= %q: want trace, debug, info, warn or error", fc.LogLevel)
+	}
 	return fc, nil
+}
+
+// attrRange is where key (in block, "" for the top level) is set in body.
+func attrRange(body *hclsyntax.Body, block, key string) (hcl.Range, bool) {
+	if body == nil {
+		return hcl.Range{}, false
+	}
+	if block != "" {
+		for _, b := range body.Blocks {
+			if b.Type == block {
+				return attrRange(b.Body, "", key)
+			}
+		}
+		return hcl.Range{}, false
+	}
+	if a, ok := body.Attributes[key]; ok {
+		return a.SrcRange, true
+	}
+	return hcl.Range{}, false
+}
+
+// diagText is HCL's diagnostics as "file:line:column: summary; detail"
+// (HCL's own text says "file:2,1-6").
+func diagText(diags hcl.Diagnostics) string {
+	var parts []string
+	for _, d := range diags {
+		msg := d.Summary
+		if d.Detail != "" {
+			msg += "; " + d.Detail
+		}
+		if d.Subject != nil {
+			msg = fmt.Sprintf("%s:%d:%d: %s", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column, msg)
+		}
+		parts = append(parts, msg)
+	}
+	return strings.Join(parts, "\n")
 }
 
 // apply copies the file's settings into o, except those whose flag was set

@@ -57,12 +57,16 @@ func TestConfigFlagsWin(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ name, src, want string }{
-		{"unknown key", "servers = [\"a:1\"]\nbogus = 1\n", "t.hcl:2,1-6: Unsupported argument"},
-		{"bad duration", "keepalive = \"soon\"\n", "keepalive = \"soon\""},
-		{"negative duration", "timeout = \"-1s\"\n", "timeout"},
-		{"wrong type", "servers = \"a:1\"\n", "t.hcl:1"},
+		{"unknown key", "servers = [\"a:1\"]\nbogus = 1\n", "t.hcl:2:1: Unsupported argument"},
+		{"bad duration", "servers = [\"a:1\"]\nkeepalive = \"5 sec\"\n", "t.hcl:2:1: keepalive = \"5 sec\""},
+		{"negative duration", "timeout = \"-1s\"\n", "t.hcl:1:1: timeout"},
+		{"wrong type", "servers = \"a:1\"\n", "t.hcl:1:"},
 		{"syntax", "servers = [\n", "t.hcl:"},
-		{"unknown block", "pcsc {\n  frob = 1\n}\n", "t.hcl:2"},
+		{"unknown block", "pcsc {\n  frob = 1\n}\n", "t.hcl:2:3"},
+		{"bad grace", "pcsc {\n  remove_grace = \"x\"\n}\n", "t.hcl:2:3: pcsc.remove_grace"},
+		{"bad server", "servers = [\"nohostport\"]\n", "t.hcl:1:1: servers entry \"nohostport\""},
+		{"bad pin", "\npins = [\"zz\"]\n", "t.hcl:2:1: pins entry \"zz\""},
+		{"bad log level", "log_level = \"loud\"\n", "t.hcl:1:1: log_level = \"loud\""},
 	} {
 		_, err := parseConfig([]byte(tt.src), "t.hcl")
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

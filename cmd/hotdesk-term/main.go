@@ -112,7 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.config != "" {
 		fc, err := loadConfigFile(o.config)
 		if err != nil {
-			return o, fmt.Errorf("%w: %v", errUsage, err)
+			return o, err // a bad file is not a usage error: exit status 1, as hotdeskd
 		}
 		fc.apply(&o, set)
 	}
@@ -286,6 +286,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		MinBackoff: o.minBackoff, MaxBackoff: o.maxBackoff,
 	}
 	if o.insert != "" {
+		if _, err := ks.Get(o.insert); err != nil {
+			return fmt.Errorf("%w: -insert %q: %v", errUsage, o.insert, err)
+		}
 		cfg.Insert = []string{o.insert}
 	}
 	cfg.Display = displayCommand(o.display)

@@ -17,7 +17,8 @@ import (
 //   - a terminal whose connection ends leaves the registry as soon as this
 //     broker handles the disconnect event (one etcd delete);
 //   - a terminal that goes silent is dropped when the broker's read
-//     timeout closes its connection (3 × the ping interval, 45 s default);
+//     timeout closes its connection (3 × the ping interval, a sixth of the
+//     lease TTL: 2.5 s with the default 5 s lease);
 //   - the terminals of a broker that dies leave with its lease (lease TTL);
 //   - a record not refreshed for presenceStale (a broker that holds its
 //     lease but stopped refreshing) is hidden from listings.
@@ -39,9 +40,15 @@ type presence struct {
 }
 
 type presenceEntry struct {
-	conns int // connections of this terminal id to this broker
+	// conns are the open connections of this terminal id to this broker,
+	// oldest first. The id is the peer's word: another client may name
+	// it too. The record shows the newest one, and one leaving never
+	// takes the others' record with it.
+	conns []termConn
 	rec   registry.TerminalRecord
 }
+
+type termConn struct{ addr, name string }
 
 func newPresence(d *daemon, logger hclog.Logger) *presence {
 	return &presence{d: d, log: logger, terms: map[string]*presenceEntry{}, lastTerm: map[string]string{}}
@@ -83,10 +90,29 @@ func (p *presence) run(ctx context.Context, sub *broker.Subscription) {
 }
 
 func (p *presence) apply(ctx context.Context, e event.Event) {
-	now := time.Now().UnixMilli()
+	put, del := p.update(e, time.Now().UnixMilli())
+	reg := p.d.registry()
+	for _, r := range put {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := reg.PutTerminal(cctx, r); err != nil {
+			p.log.Debug("terminal presence not written", "terminal", r.ID, "error", err)
+		}
+		cancel()
+	}
+	for _, id := range del {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := reg.DeleteTerminal(cctx, id); err != nil {
+			p.log.Debug("terminal presence not deleted", "terminal", id, "error", err)
+		}
+		cancel()
+	}
+}
+
+// update applies e to the records at time now (ms) and returns those to
+// write and the terminal ids to delete.
+func (p *presence) update(e event.Event, now int64) (put []registry.TerminalRecord, del []string) {
 	p.mu.Lock()
-	var put []registry.TerminalRecord
-	var del []string
+	defer p.mu.Unlock()
 	touch := func(id string) {
 		if en := p.terms[id]; en != nil {
 			en.rec.SeenUnixMs = now
@@ -100,16 +126,26 @@ func (p *presence) apply(ctx context.Context, e event.Event) {
 			en = &presenceEntry{rec: registry.TerminalRecord{ID: e.Terminal, ConnectedUnixMs: now}}
 			p.terms[e.Terminal] = en
 		}
-		en.conns++
+		en.conns = append(en.conns, termConn{addr: e.Remote, name: e.TerminalName})
 		en.rec.Name, en.rec.Addr = e.TerminalName, e.Remote
 		touch(e.Terminal)
 	case event.TerminalDisconnected:
 		if en := p.terms[e.Terminal]; en != nil {
-			en.conns--
-			if en.conns <= 0 {
+			i := slices.IndexFunc(en.conns, func(c termConn) bool { return c.addr == e.Remote })
+			if i < 0 {
+				i = 0
+			}
+			if len(en.conns) > 0 {
+				en.conns = slices.Delete(en.conns, i, i+1)
+			}
+			if len(en.conns) == 0 {
 				delete(p.terms, e.Terminal)
 				del = append(del, e.Terminal)
+				break
 			}
+			last := en.conns[len(en.conns)-1]
+			en.rec.Name, en.rec.Addr = last.name, last.addr
+			touch(e.Terminal)
 		}
 	case event.TokenInserted:
 		if en := p.terms[e.Terminal]; en != nil && !slices.Contains(en.rec.Tokens, e.Token) && len(en.rec.Tokens) < maxTrackedTokens {
@@ -144,22 +180,7 @@ func (p *presence) apply(ctx context.Context, e event.Event) {
 			delete(p.lastTerm, e.Session)
 		}
 	}
-	p.mu.Unlock()
-	reg := p.d.registry()
-	for _, r := range put {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := reg.PutTerminal(cctx, r); err != nil {
-			p.log.Debug("terminal presence not written", "terminal", r.ID, "error", err)
-		}
-		cancel()
-	}
-	for _, id := range del {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := reg.DeleteTerminal(cctx, id); err != nil {
-			p.log.Debug("terminal presence not deleted", "terminal", id, "error", err)
-		}
-		cancel()
-	}
+	return put, del
 }
 
 func (p *presence) refresh(ctx context.Context) {

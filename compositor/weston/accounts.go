@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -48,18 +49,53 @@ type accountPool struct {
 	max    int
 	log    hclog.Logger
 
-	lockDir string // flock files: one account, one session, across processes
+	// lockDir holds the flock files (one account, one session, across
+	// processes); lockErr, if set, says why there is none.
+	lockDir string
+	lockErr error
 
 	mu    sync.Mutex
 	inUse map[string]*procsup.FileLock // account → its held lock
 }
 
+// AccountLockDir is where the daemons of a host lock the pooled accounts
+// they hand out: a directory of root's that no other user can write to
+// (in world-writable /run/lock any user could take every account's lock
+// and so refuse every pooled desktop).
+const AccountLockDir = "/run/hotdesk-accounts"
+
 func newAccountPool(prefix string, max int, log hclog.Logger) *accountPool {
-	dir := "/run/lock"
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		dir = os.TempDir()
+	dir := AccountLockDir
+	if os.Geteuid() != 0 {
+		// Only root creates accounts; this serves tests and unprivileged
+		// runs, which find none to hand out.
+		dir = filepath.Join(os.TempDir(), "hotdesk-accounts-"+strconv.Itoa(os.Geteuid()))
 	}
-	return &accountPool{prefix: prefix, max: max, log: log, lockDir: dir, inUse: make(map[string]*procsup.FileLock)}
+	p := &accountPool{prefix: prefix, max: max, log: log, lockDir: dir, inUse: make(map[string]*procsup.FileLock)}
+	p.lockErr = privateDir(dir)
+	return p
+}
+
+// privateDir makes sure dir exists and only this process's user may write
+// to it: a directory (not a link) it owns, without group or other write.
+func privateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("account lock directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("account lock directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("account lock directory %s is not a directory", dir)
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("account lock directory %s is not owned by uid %d", dir, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("account lock directory %s is writable by others (mode %v)", dir, fi.Mode().Perm())
+	}
+	return nil
 }
 
 // lock takes the cross-process lock of account (two daemons on one host
@@ -87,6 +123,9 @@ func (p *accountPool) owns(name string) bool {
 
 // acquire returns a free account for session id, creating it if needed.
 func (p *accountPool) acquire(id string) (*user.User, error) {
+	if p.lockErr != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoAccount, p.lockErr)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := 1; i <= p.max; i++ {

@@ -1060,3 +1060,35 @@ func TestCloseReleasesLockHeldByChild(t *testing.T) {
 	b2, _ := newBackend(t, Config{StateDir: dir})
 	b2.Close()
 }
+
+// TestAccountLockDirPrivate: the pooled accounts' locks live only in a
+// directory no other user can write to (in one they could, any user could
+// take every account's lock and refuse every pooled desktop).
+func TestAccountLockDirPrivate(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	ok := filepath.Join(base, "new")
+	if err := privateDir(ok); err != nil {
+		t.Fatalf("a new directory: %v", err)
+	}
+	if fi, err := os.Stat(ok); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("created %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o700)
+	os.Chmod(open, 0o1777)
+	link := filepath.Join(base, "link")
+	os.Symlink(ok, link)
+	bad := map[string]string{"world-writable": open, "a symbolic link": link}
+	if os.Geteuid() == 0 {
+		theirs := filepath.Join(base, "theirs")
+		os.Mkdir(theirs, 0o700)
+		os.Chown(theirs, 65534, 65534)
+		bad["another user's"] = theirs
+	}
+	for what, dir := range bad {
+		if err := privateDir(dir); err == nil {
+			t.Errorf("%s directory accepted for account locks", what)
+		}
+	}
+}
