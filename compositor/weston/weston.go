@@ -165,9 +165,12 @@ type Config struct {
 	// anyone who connects gets the desktop. A port is added before weston
 	// starts and removed once nothing of the session is left; adopted
 	// sessions' ports are added again. nil: New sets up a
-	// portguard.Guard on portguard.DefaultTable for the daemon's uid; while
-	// that fails (no nft, not root), Create of every session fails with
-	// ErrRDPUnguarded naming the cause and is retried at the next Create.
+	// portguard.Guard for the daemon's uid on the table of StateDir,
+	// portguard.TableName(StateDir) (one owner at a time: the state
+	// directory's lock), and Close deletes that table when no session is
+	// left; while the guard cannot be set up (no nft, not root), Create of
+	// every session fails with ErrRDPUnguarded naming the cause, and the
+	// next Create tries again.
 	RDPGuard PortGuard
 	// InsecureUnguardedRDP serves RDP without RDPGuard: every local user
 	// can connect to every desktop. Single-user hosts only.
@@ -236,6 +239,7 @@ type Backend struct {
 	guardMu  sync.Mutex
 	guard    PortGuard // nil: not set up (yet), or InsecureUnguardedRDP
 	guardErr error     // why the default guard could not be set up
+	ownGuard bool      // guard is the default one, on StateDir's table
 	// guardChecked is when onTick last checked guard (onTick only).
 	guardChecked time.Time
 
@@ -455,12 +459,12 @@ func (b *Backend) rdpGuard(ctx context.Context) (PortGuard, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, guardCallTimeout)
 	defer cancel()
-	g, err := portguard.New(ctx, portguard.Config{Logger: b.log.Named("rdpguard")})
+	g, err := portguard.New(ctx, portguard.Config{Table: portguard.TableName(b.cfg.StateDir), Logger: b.log.Named("rdpguard")})
 	if err != nil {
 		b.guardErr = err
 		return nil, fmt.Errorf("%w: %w; weston's RDP backend lets anyone who connects use the desktop, so no RDP session starts unguarded", ErrRDPUnguarded, err)
 	}
-	b.guard, b.guardErr = g, nil
+	b.guard, b.guardErr, b.ownGuard = g, nil, true
 	b.log.Info("RDP ports guarded", "table", g.Table(), "uid", g.UID())
 	return g, nil
 }
@@ -1289,9 +1293,29 @@ func (b *Backend) checkGuard(live []*session) {
 	}
 }
 
+// retireGuard deletes the default guard's table if its set is empty: no
+// desktop of this state directory is left to protect.
+func (b *Backend) retireGuard() {
+	b.guardMu.Lock()
+	g, own := b.guard.(*portguard.Guard)
+	own = own && b.ownGuard
+	b.guardMu.Unlock()
+	if !own {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guardCallTimeout)
+	defer cancel()
+	if deleted, err := g.Retire(ctx); err != nil {
+		b.log.Warn("cannot remove the RDP guard's table", "table", g.Table(), "error", err)
+	} else if deleted {
+		b.log.Debug("RDP guard table removed: no desktop left", "table", g.Table())
+	}
+}
+
 // Close stops supervising: no more Exits are sent and Exits is closed, but
 // every compositor keeps running and can be adopted by a new Backend on the
-// same StateDir. The state directory lock is released. Close is
+// same StateDir (the RDP guard's table stays while they run). The state
+// directory lock is released. Close is
 // idempotent. Compositors started by this Backend are still its process's
 // children: one goroutine each keeps waiting to reap them, and does nothing
 // else, until they exit.
@@ -1305,10 +1329,14 @@ func (b *Backend) Close() error {
 	if b.tick != nil {
 		b.tick.Stop()
 	}
+	idle := len(b.sessions) == 0 // nothing runs, nothing is starting
 	b.mu.Unlock()
 	close(b.done)
 	b.wg.Wait()
 	close(b.exits)
+	if idle {
+		b.retireGuard()
+	}
 	if err := b.lock.Unlock(); err != nil {
 		return fmt.Errorf("weston: close: %w", err)
 	}

@@ -717,6 +717,41 @@ func TestRDPBackend(t *testing.T) {
 	}
 }
 
+// TestRDPDefaultGuard: without Config.RDPGuard the backend guards its
+// sessions on the table of its state directory, which Close removes once
+// no session is left.
+func TestRDPDefaultGuard(t *testing.T) {
+	requireWeston(t)
+	rdpGuard(t) // nftables usable here
+	dir := stateDir(t)
+	table := portguard.TableName(dir)
+	t.Cleanup(func() { portguard.Delete(context.Background(), "", table) })
+	b, _ := newBackend(t, Config{StateDir: dir, Backend: "rdp"})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	view, err := portguard.New(ctx, portguard.Config{Table: table}) // the same table, to read it
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := create(t, b, compositor.Spec{SessionID: "s-rdp", User: "root"})
+	port := rdpPortOf(info.Endpoint)
+	if got := guardedPorts(t, view); !slices.Equal(got, []int{port}) {
+		t.Fatalf("ports in table %s = %v; want [%d]", table, got, port)
+	}
+	if nobodyReaches(t, port) {
+		t.Fatalf("nobody connected to the session's RDP port %d", port)
+	}
+	if err := destroy(t, b, "s-rdp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := view.Ports(ctx); err == nil {
+		t.Fatalf("table %s still there after Close with no session left", table)
+	}
+}
+
 // failingGuard is a PortGuard whose Add fails: the case of an nft that
 // stops working after the guard was set up, which real nftables cannot be
 // made to show on demand.

@@ -4,7 +4,8 @@
 // connection to a desktop's port gets the desktop; only the broker (its
 // attach gateway) may.
 //
-// The table (family inet, Config.Table, default "hotdesk") holds a set of
+// The table (family inet, Config.Table, default "hotdesk"; TableName gives
+// one per owner) holds a set of
 // ports (ports, type inet_service) and a filter chain on the output hook
 // (priority 0, policy accept) with two rules: a TCP SYN without ACK leaving
 // through lo to a port of the set is accepted when its socket belongs to
@@ -15,11 +16,14 @@
 // verdicts (an accept here ends only this chain).
 //
 // Every change is one nft transaction (nft -f -): atomic, and idempotent
-// (adding a port twice or removing one that is absent is not an error). New
-// creates the table or takes over the one a previous process left, keeping
-// its ports: processes listening on them (desktops that outlive their
-// daemon) stay guarded. Nothing in this package deletes the table except
-// Delete, for tests.
+// (removing a port that is absent is not an error). A Guard counts its
+// Adds: a port added twice (a port freed by one listener and picked again
+// by the next before the first was removed) leaves the set at the second
+// Remove. New creates the table or takes over the one a previous process
+// left, keeping its ports: processes listening on them (desktops that
+// outlive their daemon) stay guarded. One table should have one owner at a
+// time (two processes sharing one would remove each other's ports); the
+// table is deleted only by Retire (when its set is empty) and Delete.
 //
 // Requirements: the nft binary (Debian package nftables) and CAP_NET_ADMIN
 // (root). Without them New fails with an error wrapping ErrUnavailable that
@@ -32,6 +36,8 @@ package portguard
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,9 +106,16 @@ type Guard struct {
 	log   hclog.Logger
 
 	mu sync.Mutex
-	// ports are those Add put in the set and Remove did not take out:
-	// what Ensure puts back.
-	ports map[int]struct{}
+	// ports counts, per port, Adds not yet matched by a Remove: what
+	// Ensure puts back.
+	ports map[int]int
+}
+
+// TableName is a table name of the owner named by key (e.g. a state
+// directory): "hotdesk_" and 12 hex digits of its SHA-256.
+func TableName(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return DefaultTable + "_" + hex.EncodeToString(sum[:6])
 }
 
 // LookNFT returns the nft binary: name (default "nft") in $PATH, else, for
@@ -151,7 +164,7 @@ func New(ctx context.Context, cfg Config) (*Guard, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Guard{table: cfg.Table, uid: uid, nft: nft, log: cfg.Logger, ports: make(map[int]struct{})}
+	g := &Guard{table: cfg.Table, uid: uid, nft: nft, log: cfg.Logger, ports: make(map[int]int)}
 	if err := g.run(ctx, g.setupScript(nil)); err != nil {
 		hint := "run hotdeskd as root"
 		if os.Geteuid() == 0 {
@@ -171,7 +184,7 @@ func (g *Guard) UID() int { return g.uid }
 
 // Add puts port in the set: from the moment Add returns, only UID can
 // open a connection to it. Adding a port that is in the set is not an
-// error.
+// error; it takes one more Remove to take it out.
 func (g *Guard) Add(ctx context.Context, port int) error {
 	if err := checkPort(port); err != nil {
 		return fmt.Errorf("portguard: add: %w", err)
@@ -181,19 +194,24 @@ func (g *Guard) Add(ctx context.Context, port int) error {
 	if err := g.run(ctx, fmt.Sprintf("add element inet %s %s { %d }\n", g.table, setName, port)); err != nil {
 		return fmt.Errorf("portguard: add %d: %w", port, err)
 	}
-	g.ports[port] = struct{}{}
+	g.ports[port]++
 	return nil
 }
 
-// Remove takes port out of the set; removing a port that is not in it is
-// not an error. Call it only once nothing of the guarded process listens
-// on the port any more.
+// Remove takes port out of the set when it matches the last Add of it
+// (else it only counts); removing a port that is not in it is not an
+// error. Call it only once nothing of the guarded process listens on the
+// port any more.
 func (g *Guard) Remove(ctx context.Context, port int) error {
 	if err := checkPort(port); err != nil {
 		return fmt.Errorf("portguard: remove: %w", err)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.ports[port] > 1 {
+		g.ports[port]--
+		return nil
+	}
 	// nft 1.0.6 has no "destroy element": add, then delete, in one
 	// transaction, deletes it whether or not it was there.
 	script := fmt.Sprintf("add element inet %[1]s %[2]s { %[3]d }\ndelete element inet %[1]s %[2]s { %[3]d }\n", g.table, setName, port)
@@ -241,6 +259,25 @@ func (g *Guard) Ensure(ctx context.Context) (restored bool, err error) {
 		"table_present", st.table, "chain_ok", st.chainOK, "rules", st.rules, "ports_missing", missing)
 	if err := g.run(ctx, g.setupScript(slices.Sorted(maps.Keys(g.ports)))); err != nil {
 		return false, fmt.Errorf("portguard: ensure: %w", err)
+	}
+	return true, nil
+}
+
+// Retire deletes the table if its set is empty, for an owner that stops
+// with nothing left to guard; deleted reports whether it did. Do not use
+// the Guard afterwards.
+func (g *Guard) Retire(ctx context.Context) (deleted bool, err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st, err := g.state(ctx)
+	if err != nil {
+		return false, fmt.Errorf("portguard: retire: %w", err)
+	}
+	if !st.table || len(st.ports) > 0 || len(g.ports) > 0 {
+		return false, nil
+	}
+	if err := g.run(ctx, fmt.Sprintf("delete table inet %s\n", g.table)); err != nil {
+		return false, fmt.Errorf("portguard: retire: %w", err)
 	}
 	return true, nil
 }

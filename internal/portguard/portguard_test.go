@@ -256,3 +256,64 @@ func TestErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAddCounts: a port added twice (freed by one listener, picked by the
+// next before the first was removed) stays guarded until its second
+// Remove.
+func TestAddCounts(t *testing.T) {
+	requireNFT(t)
+	t.Parallel()
+	g := newGuard(t, Config{})
+	uid, gid := testutil.Nobody(t)
+	port := listen(t)
+	for range 2 {
+		if err := g.Add(ctx(t), port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Remove(ctx(t), port); err != nil {
+		t.Fatal(err)
+	}
+	if reachable(t, uid, gid, port) {
+		t.Fatal("nobody connected after one Remove of a port added twice")
+	}
+	if err := g.Remove(ctx(t), port); err != nil {
+		t.Fatal(err)
+	}
+	if !reachable(t, uid, gid, port) {
+		t.Fatal("nobody refused after the second Remove")
+	}
+}
+
+// TestRetire: the table goes only when nothing is left in its set.
+func TestRetire(t *testing.T) {
+	requireNFT(t)
+	t.Parallel()
+	g := newGuard(t, Config{})
+	if err := g.Add(ctx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := g.Retire(ctx(t)); err != nil || deleted {
+		t.Fatalf("Retire with a port = %v, %v; want false, nil", deleted, err)
+	}
+	if _, err := g.Ports(ctx(t)); err != nil {
+		t.Fatalf("table gone after a refused Retire: %v", err)
+	}
+	if err := g.Remove(ctx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := g.Retire(ctx(t)); err != nil || !deleted {
+		t.Fatalf("Retire with no port = %v, %v; want true, nil", deleted, err)
+	}
+	if _, err := g.Ports(ctx(t)); err == nil {
+		t.Fatal("table still there after Retire")
+	}
+}
+
+func TestTableName(t *testing.T) {
+	t.Parallel()
+	a, b := TableName("/var/lib/hotdesk/sessions"), TableName("/tmp/x")
+	if a == b || !tableRe.MatchString(a) || !strings.HasPrefix(a, "hotdesk_") || a != TableName("/var/lib/hotdesk/sessions") {
+		t.Fatalf("TableName = %q, %q; want distinct, stable, valid hotdesk_ names", a, b)
+	}
+}
