@@ -268,6 +268,7 @@ type session struct {
 	labels           map[string]string
 	rdpPort          int  // RDP backend: its loopback port
 	guarded          bool // rdpPort was added to the RDP guard
+	lostGone         bool // Adopt: a lost session of which nothing is left
 	logger           hclog.Logger
 
 	pid        int    // set by Create once started
@@ -638,11 +639,14 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		"--idle-time=0",
 	}
 	if b.cfg.Backend == "rdp" {
-		rdpArgs, err := prepareRDP(s, uid, gid)
+		rdpArgs, port, err := prepareRDP(s, uid, gid)
 		if err != nil {
 			cleanDir()
 			return compositor.Info{}, err
 		}
+		b.mu.Lock() // Adopt reads the ports of the sessions in b.sessions
+		s.rdpPort = port
+		b.mu.Unlock()
 		// Guarded before weston listens, never after.
 		if err := b.guardPort(ctx, s); err != nil {
 			cleanDir()
@@ -1148,6 +1152,8 @@ func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []
 	if err != nil {
 		return nil, nil, fmt.Errorf("weston: adopt: %w", err)
 	}
+	var unguard []*session
+	defer func() { b.unguardLost(unguard) }()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return adopted, lost, fmt.Errorf("weston: adopt: %w", err)
@@ -1170,7 +1176,7 @@ func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []
 		b.sessions[id] = s // reservation
 		b.mu.Unlock()
 
-		info, ex, ok := b.adoptOne(s)
+		info, ex, ok := b.adoptOne(s, &unguard)
 		b.mu.Lock()
 		if ok {
 			s.ready = true
@@ -1190,20 +1196,36 @@ func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []
 	return adopted, lost, nil
 }
 
+// unguardLost unguards the ports of lost sessions (gone: nothing of them
+// is left) that no session of this Backend uses now.
+func (b *Backend) unguardLost(lost []*session) {
+	for _, s := range lost {
+		b.mu.Lock()
+		inUse := slices.ContainsFunc(slices.Collect(maps.Values(b.sessions)), func(o *session) bool { return o.rdpPort == s.rdpPort })
+		b.mu.Unlock()
+		if inUse {
+			continue
+		}
+		b.unguardPort(s, s.lostGone)
+	}
+}
+
 // adoptOne verifies the reserved session s from its record.
-func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) {
+// A lost session with an RDP port is appended to unguard.
+func (b *Backend) adoptOne(s *session, unguard *[]*session) (compositor.Info, compositor.Exit, bool) {
 	lose := func(pid int, err error) (compositor.Info, compositor.Exit, bool) {
 		if err := os.RemoveAll(s.dir); err != nil {
 			s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
 		}
 		return compositor.Info{}, compositor.Exit{SessionID: s.id, PID: pid, Err: err}, false
 	}
-	// loseGuarded also unguards the lost session's RDP port once nothing
-	// of it is left (gone).
+	// loseGuarded also has the lost session's RDP port unguarded once
+	// Adopt is done, if nothing of it is left (gone).
 	loseGuarded := func(rec record, gone bool, err error) (compositor.Info, compositor.Exit, bool) {
 		if s.rdpPort = rdpPortOf(rec.Endpoint); s.rdpPort > 0 {
 			s.guarded = true // by the daemon that started it
-			b.unguardPort(s, gone)
+			s.lostGone = gone
+			*unguard = append(*unguard, s)
 		}
 		return lose(rec.PID, err)
 	}

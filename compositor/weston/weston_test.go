@@ -681,9 +681,29 @@ func TestRDPBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Sessions that died meanwhile: one whose port is free now (unguarded
+	// by Adopt) and one whose port the live session uses (left alone).
+	bootID, _ := procsup.BootID("/proc")
+	dead := exec.Command("/bin/true")
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadStat, _ := procsup.ReadStat("/proc", dead.Process.Pid)
+	dead.Wait()
+	const freePort = 1 // never a session's: only root may listen there
+	if err := guard.Add(ctx, freePort); err != nil {
+		t.Fatal(err)
+	}
+	for id, p := range map[string]int{"a-dead": freePort, "z-dead": port} {
+		writeStale(t, dir, id, &record{PID: dead.Process.Pid, StartTicks: deadStat.StartTicks, BootID: bootID,
+			Endpoint: fmt.Sprintf("rdp://127.0.0.1:%d", p)})
+	}
 	b2, fc := newBackend(t, Config{StateDir: dir, Backend: "rdp", RDPGuard: guard2, PollInterval: time.Second})
-	if adopted, _, err := b2.Adopt(ctx); err != nil || len(adopted) != 1 || adopted[0].Endpoint != info.Endpoint {
-		t.Fatalf("Adopt = %+v, %v; want s-rdp at %s", adopted, err, info.Endpoint)
+	if adopted, lost, err := b2.Adopt(ctx); err != nil || len(adopted) != 1 || adopted[0].Endpoint != info.Endpoint || len(lost) != 2 {
+		t.Fatalf("Adopt = %+v, %+v, %v; want s-rdp at %s adopted, 2 lost", adopted, lost, err, info.Endpoint)
+	}
+	if got := guardedPorts(t, guard2); !slices.Equal(got, []int{port}) {
+		t.Fatalf("guarded ports after Adopt = %v; want [%d] (the dead sessions' free port unguarded)", got, port)
 	}
 	if nobodyReaches(t, port) {
 		t.Fatal("nobody connected to an adopted session's RDP port")
