@@ -96,7 +96,7 @@ func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 // same application, is seen there.
 func TestDesktopFollowsToken(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
-	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower")
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower", "nft")
 	disps := testutil.StartXvfbs(t, 2)
 	d1, d2 := disps[0], disps[1]
 	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
