@@ -235,10 +235,9 @@ type Backend struct {
 
 	accounts *accountPool // RunAsUser: pooled kiosk accounts
 
-	// guardMu guards guard and guardErr (Backend "rdp").
+	// guardMu guards guard and ownGuard (Backend "rdp").
 	guardMu  sync.Mutex
 	guard    PortGuard // nil: not set up (yet), or InsecureUnguardedRDP
-	guardErr error     // why the default guard could not be set up
 	ownGuard bool      // guard is the default one, on StateDir's table
 	// guardChecked is when onTick last checked guard (onTick only).
 	guardChecked time.Time
@@ -462,10 +461,9 @@ func (b *Backend) rdpGuard(ctx context.Context) (PortGuard, error) {
 	defer cancel()
 	g, err := portguard.New(ctx, portguard.Config{Table: portguard.TableName(b.cfg.StateDir), Logger: b.log.Named("rdpguard")})
 	if err != nil {
-		b.guardErr = err
 		return nil, fmt.Errorf("%w: %w; weston's RDP backend lets anyone who connects use the desktop, so no RDP session starts unguarded", ErrRDPUnguarded, err)
 	}
-	b.guard, b.guardErr, b.ownGuard = g, nil, true
+	b.guard, b.ownGuard = g, true
 	b.log.Info("RDP ports guarded", "table", g.Table(), "uid", g.UID())
 	return g, nil
 }
