@@ -175,17 +175,21 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		conn.Close()
 		return
 	}
-	// Register the stream unless the session was cut meanwhile.
+	// Register the stream unless the session was cut meanwhile. A session
+	// has one display stream: a new one (its terminal's display client
+	// reconnecting) replaces the one before, so that each holds at most
+	// maxDownBuffer of the session's output, not one per ticket redeemed.
 	b.mu.Lock()
 	live := b.byID[s.ID] == s && s.state == Active && s.term != nil && s.term.id == req.TerminalID
+	var replaced map[io.Closer]struct{}
 	if live {
-		if s.streams == nil {
-			s.streams = make(map[io.Closer]struct{})
-		}
-		s.streams[tc] = struct{}{}
-		s.streams[display] = struct{}{}
+		replaced = s.streams
+		s.streams = map[io.Closer]struct{}{tc: {}, display: {}}
 	}
 	b.mu.Unlock()
+	for c := range replaced {
+		c.Close()
+	}
 	if !live {
 		display.Close()
 		_ = conn.Send(&proto.Error{Code: proto.ErrAuthFailed, Message: "session no longer attached here"})

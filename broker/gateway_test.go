@@ -114,3 +114,32 @@ func TestAttachGateway(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachReplacesStream: a session has one display stream; redeeming
+// a new ticket (the display client reconnecting, or a user re-presenting
+// their token again and again) replaces the stream before, so the
+// gateway's buffers for one session stay bounded by one stream's.
+func TestAttachReplacesStream(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, "b1", envOptions{gateway: true})
+	tok, key := e.enroll("rex")
+	t1 := e.dial("term-1")
+	t1.present(tok, key)
+	att := expectMsg[proto.Attached](t1)
+	first, perr := e.attach(att.Ticket, "term-1")
+	if perr != nil {
+		t.Fatalf("attach: %+v", perr)
+	}
+	t1.insert(tok)
+	att2 := expectMsg[proto.Attached](t1)
+	second, perr := e.attach(att2.Ticket, "term-1")
+	if perr != nil {
+		t.Fatalf("second attach: %+v", perr)
+	}
+	nc := first.NetConn()
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil && strings.Contains(err.Error(), "timeout") {
+		t.Fatal("first stream still open after a second one attached")
+	}
+	waylandRegistry(t, second) // the new stream works
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
@@ -518,6 +519,7 @@ func (d *daemon) startMetricsHTTP(context.Context) error {
 		return fmt.Errorf("metrics listener: %w", err)
 	default:
 		logger.Info("metrics listener", "addr", mln.Addr().String())
+		mln = netutil.LimitListener(mln, httpMaxConns)
 		h := d.metrics.handler(d.broker.Ready)
 		d.serve(func() error { return serveMetrics(d.run, mln, h, logger.Named("metrics")) }, "metrics listener")
 	}
@@ -694,8 +696,8 @@ func connectionBudget(cfg *config.Config, logger hclog.Logger) int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return want
 	}
-	reserve := 128 + 3*cfg.Limits.MaxPendingLogins + 4*cfg.Session.MaxSessions
-	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2 // terminal listener and attach gateway
+	reserve := 128 + 3*cfg.Limits.MaxPendingLogins + 4*cfg.Session.MaxSessions + 2*httpMaxConns // + dashboard, metrics
+	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2                                              // terminal listener and attach gateway
 	if per >= want {
 		return want
 	}

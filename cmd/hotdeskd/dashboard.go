@@ -8,6 +8,7 @@ import (
 	"net"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/netutil"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
@@ -44,7 +45,10 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 		BaseLockout: d.cfg.Auth.Lockout, MaxLockout: d.cfg.Auth.MaxLockout,
 		Logger: logger.Named("audit"),
 	})
-	guarded := limiter.Guard(pamAuth)
+	// Logins in progress are bounded as a terminal's are (a client that
+	// posts logins and lets PAM stall must not hold every helper).
+	gate := auth.NewGate(pamAuth, auth.GateConfig{Max: httpMaxConns / 4, PerSource: 4, PerUser: 2, PerTerminal: 4, Logger: logger.Named("gate")})
+	guarded := limiter.Guard(serviceAuth{gate, dc.PAMService})
 	login := func(ctx context.Context, user, password, remote string) error {
 		host, _, _ := net.SplitHostPort(remote)
 		res, err := guarded.Authenticate(ctx, auth.Request{User: user, TerminalID: "dashboard:" + host, RemoteAddr: remote},
@@ -72,6 +76,7 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 	if err != nil {
 		return fmt.Errorf("dashboard listener: %w", err)
 	}
+	ln = netutil.LimitListener(ln, httpMaxConns)
 	logger.Info("dashboard listener", "addr", ln.Addr().String(), "admin_group", d.cfg.AdminGroup, "readonly_group", dc.ReadOnlyGroup)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
 	d.serve(func() error { return srv.Serve(ctx, ln, tlsCfg) }, "dashboard")
@@ -92,4 +97,19 @@ func (c passwordConv) Prompt(_ context.Context, style proto.PromptStyle, _ strin
 		return "", nil
 	}
 	return "", errors.New("dashboard: unexpected PAM prompt")
+}
+
+// httpMaxConns bounds the connections the dashboard and the metrics
+// listener each hold open; more wait in the kernel's accept queue, costing
+// no descriptor of ours (connectionBudget reserves these).
+const httpMaxConns = 64
+
+// serviceAuth authenticates with one PAM service of a ServiceAuthenticator.
+type serviceAuth struct {
+	next    auth.ServiceAuthenticator
+	service string
+}
+
+func (s serviceAuth) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	return s.next.AuthenticateService(ctx, s.service, req, conv)
 }

@@ -24,7 +24,9 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strings"
 	"syscall"
+	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -181,17 +183,58 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
 		logger.SetLevel(hclog.LevelFromString(next.LogLevel))
 		cur.LogLevel = next.LogLevel
 	}
-	if restartNeeded(cur, next) {
-		logger.Warn("reload: some changed settings take effect only after a restart")
+	if changed := restartNeeded(cur, next); len(changed) > 0 {
+		logger.Warn("reload: changed settings take effect only after a restart", "settings", strings.Join(changed, ", "))
 	}
 	logger.Info("configuration reloaded", "log_level", cur.LogLevel)
 }
 
-// restartNeeded reports whether next differs from cur in anything but the
-// settings a reload applies at once (the log level). It compares values, not
-// their printed form: pointers (a policy's *bool) are followed.
-func restartNeeded(cur, next *config.Config) bool {
+// restartNeeded names the settings in which next differs from cur, but for
+// those a reload applies at once (the log level): "session.suspend_timeout",
+// or a whole block or list ("seats"). It compares values, not their printed
+// form: pointers (a policy's *bool) are followed.
+func restartNeeded(cur, next *config.Config) []string {
 	a, b := *cur, *next
 	a.LogLevel, b.LogLevel = "", ""
-	return !reflect.DeepEqual(a, b)
+	return changedFields(reflect.ValueOf(a), reflect.ValueOf(b), "", 2)
+}
+
+// changedFields lists the fields of structs a and b that differ, as
+// snake_case paths below prefix, looking depth levels down.
+func changedFields(a, b reflect.Value, prefix string, depth int) []string {
+	var out []string
+	for i := range a.NumField() {
+		f := a.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		x, y := a.Field(i), b.Field(i)
+		if reflect.DeepEqual(x.Interface(), y.Interface()) {
+			continue
+		}
+		name := prefix + snake(f.Name)
+		if x.Kind() == reflect.Struct && depth > 1 && x.NumField() > 0 && f.Type.PkgPath() != "time" {
+			if sub := changedFields(x, y, name+".", depth-1); len(sub) > 0 {
+				out = append(out, sub...)
+				continue
+			}
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// snake turns a Go field name into the config's key style: SuspendTimeout
+// → suspend_timeout, PAMService → pam_service, ServerID → server_id.
+func snake(s string) string {
+	var b strings.Builder
+	rs := []rune(s)
+	for i, r := range rs {
+		upper := unicode.IsUpper(r)
+		if upper && i > 0 && (unicode.IsLower(rs[i-1]) || (i+1 < len(rs) && unicode.IsLower(rs[i+1]))) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String()
 }

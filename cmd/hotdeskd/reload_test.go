@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
@@ -26,16 +27,17 @@ func TestRestartNeededComparesValues(t *testing.T) {
 		return c
 	}
 	a, b := load(src), load(src)
-	if restartNeeded(a, b) {
-		t.Fatal("restartNeeded = true for two loads of the same file")
+	if got := restartNeeded(a, b); len(got) != 0 {
+		t.Fatalf("restartNeeded = %q for two loads of the same file", got)
 	}
 	b.LogLevel = "trace"
-	if restartNeeded(a, b) {
-		t.Fatal("restartNeeded = true for a log level change, which applies at once")
+	if got := restartNeeded(a, b); len(got) != 0 {
+		t.Fatalf("restartNeeded = %q for a log level change, which applies at once", got)
 	}
 	c := load(src)
 	c.Session.SuspendTimeout++
-	if !restartNeeded(a, c) {
-		t.Fatal("restartNeeded = false for a changed session setting")
+	c.MetricsListen = "127.0.0.1:1"
+	if got := restartNeeded(a, c); !slices.Equal(got, []string{"metrics_listen", "session.suspend_timeout"}) {
+		t.Fatalf("restartNeeded = %q; want the two changed settings named", got)
 	}
 }

@@ -2,13 +2,16 @@ package testutil
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,11 +116,50 @@ func NewDaemon(t testing.TB, bin, dir, socket, cfg string) *Daemon {
 	d.Pin = strings.TrimSpace(string(fp))
 	t.Cleanup(func() {
 		d.Stop(os.Interrupt)
+		// Desktops outlive a daemon that keeps them (keep_on_stop, the
+		// default): end those it recorded, or every test run leaves
+		// westons behind for the next tests to compete with.
+		KillRecordedDesktops(dir)
 		if t.Failed() {
 			t.Logf("%s log (tail):\n%s", d.Name, d.LogTail(64<<10))
 		}
 	})
 	return d
+}
+
+// KillRecordedDesktops kills the process group of every desktop recorded
+// below dir (a weston session.json) whose process is still the one
+// recorded (its start time matches): what a stopped daemon left running.
+func KillRecordedDesktops(dir string) {
+	_ = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || e.Name() != "session.json" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		var rec struct {
+			PID        int    `json:"pid"`
+			StartTicks uint64 `json:"start_ticks"`
+		}
+		if json.Unmarshal(b, &rec) != nil || rec.PID <= 1 {
+			return nil
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", rec.PID))
+		i := bytes.LastIndexByte(stat, ')')
+		if err != nil || i < 0 {
+			return nil
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		// After the name: state is field 3, start time field 22.
+		if len(fields) < 20 || fields[19] != strconv.FormatUint(rec.StartTicks, 10) {
+			return nil
+		}
+		_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
+		_ = syscall.Kill(rec.PID, syscall.SIGKILL)
+		return nil
+	})
 }
 
 // LogPath is the daemon's log file (its stderr, appended across restarts).
