@@ -110,7 +110,9 @@ var (
 )
 
 // PortGuard keeps TCP connections to loopback ports to the daemon's uid
-// (*portguard.Guard). Both calls are idempotent.
+// (*portguard.Guard). A port added twice (freed by one session, picked by
+// the next before the first is unguarded) must stay guarded until the
+// second Remove; removing a port that is not guarded is not an error.
 type PortGuard interface {
 	Add(ctx context.Context, port int) error
 	Remove(ctx context.Context, port int) error
