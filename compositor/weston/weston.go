@@ -434,12 +434,12 @@ func New(cfg Config) (*Backend, error) {
 		b.guard = cfg.RDPGuard
 		if b.guard == nil {
 			if _, err := b.rdpGuard(context.Background()); err != nil {
-				b.log.Error("RDP desktops will be refused until their ports can be guarded", "error", err)
+				b.log.Error("rdp desktops will be refused until their ports can be guarded", "error", err)
 			}
 		}
 	}
 	if cfg.Backend == "rdp" && cfg.InsecureUnguardedRDP {
-		b.log.Warn("RDP ports are not guarded: every local user can connect to every desktop")
+		b.log.Warn("rdp ports are not guarded: every local user can connect to every desktop")
 	}
 	b.mu.Lock()
 	b.tick = b.clock.AfterFunc(cfg.PollInterval, b.onTick)
@@ -466,7 +466,7 @@ func (b *Backend) rdpGuard(ctx context.Context) (PortGuard, error) {
 		return nil, fmt.Errorf("%w: %w; weston's RDP backend lets anyone who connects use the desktop, so no RDP session starts unguarded", ErrRDPUnguarded, err)
 	}
 	b.guard, b.ownGuard = g, true
-	b.log.Info("RDP ports guarded", "table", g.Table(), "uid", g.UID())
+	b.log.Info("rdp ports guarded", "table", g.Table(), "uid", g.UID())
 	return g, nil
 }
 
@@ -494,7 +494,7 @@ func (b *Backend) unguardPort(s *session, gone bool) {
 		return
 	}
 	if !gone {
-		s.logger.Warn("RDP port stays guarded: processes of the session may still hold it", "port", s.rdpPort)
+		s.logger.Warn("rdp port stays guarded: processes of the session may still hold it", "port", s.rdpPort)
 		return
 	}
 	b.guardMu.Lock()
@@ -1311,7 +1311,7 @@ func (b *Backend) checkGuard(live []*session) {
 	if restored, err := g.Ensure(ctx); err != nil {
 		b.log.Error("cannot check the RDP port guard", "error", err)
 	} else if restored {
-		b.log.Warn("RDP port guard restored (its nftables table or rules had been removed)")
+		b.log.Warn("rdp port guard restored (its nftables table or rules had been removed)")
 	}
 }
 
@@ -1330,7 +1330,7 @@ func (b *Backend) retireGuard() {
 	if deleted, err := g.Retire(ctx); err != nil {
 		b.log.Warn("cannot remove the RDP guard's table", "table", g.Table(), "error", err)
 	} else if deleted {
-		b.log.Debug("RDP guard table removed: no desktop left", "table", g.Table())
+		b.log.Debug("rdp guard table removed: no desktop left", "table", g.Table())
 	}
 }
 
