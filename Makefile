@@ -163,8 +163,10 @@ install: stage
 		> $(DESTDIR)$(PREFIX)/lib/systemd/system/hotdeskd.service
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/etc/hotdesk/|$(SYSCONFDIR)/hotdesk/|g' configs/hotdesk-term.service \
 		> $(DESTDIR)$(PREFIX)/lib/systemd/system/hotdesk-term.service
+	install -m 0644 configs/xorg-kiosk.service $(DESTDIR)$(PREFIX)/lib/systemd/system/xorg-kiosk.service
 	install -m 0644 packaging/hotdesk.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/hotdesk.conf
 	test -e $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk-term.hcl || install -m 0644 configs/hotdesk-term.hcl $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk-term.hcl
 	test -e $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl || install -m 0644 configs/hotdesk.hcl $(DESTDIR)$(SYSCONFDIR)/hotdesk/hotdesk.hcl
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk || install -m 0644 configs/pam.d/hotdesk $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin || install -m 0644 $(PAM_PIN) $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-pin
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-admin || install -m 0644 packaging/pam.d/hotdesk-admin $(DESTDIR)$(SYSCONFDIR)/pam.d/hotdesk-admin

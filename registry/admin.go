@@ -366,12 +366,18 @@ func (r *Store) WatchGroup(ctx context.Context) <-chan GroupChange {
 	return out
 }
 
-// Pairings lists the pending pairing codes (their ids, never secrets).
+// Pairings lists the pending pairing codes (their ids, never secrets):
+// codes past their ExpiresUnixMs by the store's clock are left out, as
+// Pairing refuses them (their lease may outlive them by up to a TTL).
 func (r *Store) Pairings(ctx context.Context) ([]Pairing, error) {
 	var out []Pairing
+	now := r.opts.clock.Now().UnixMilli()
 	err := r.list(ctx, r.opts.prefix+"pairing/", func(name string, kv *mvccpb.KeyValue) {
 		var p Pairing
 		if json.Unmarshal(kv.Value, &p) != nil {
+			return
+		}
+		if p.ExpiresUnixMs != 0 && now >= p.ExpiresUnixMs {
 			return
 		}
 		p.ID = name

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -165,9 +166,23 @@ func TestPairingExpiry(t *testing.T) {
 		if _, _, err := rc.Pairing(ctx, "clocked"); err != nil {
 			t.Fatalf("Pairing before expiry err = %v; want nil", err)
 		}
+		listed := func() bool {
+			ps, err := rc.Pairings(ctx)
+			if err != nil {
+				t.Fatalf("Pairings err = %v", err)
+			}
+			return slices.ContainsFunc(ps, func(p registry.Pairing) bool { return p.ID == "clocked" })
+		}
+		if !listed() {
+			t.Fatal("Pairings before expiry does not list the code")
+		}
 		clk.Advance(time.Minute)
 		if _, _, err := rc.Pairing(ctx, "clocked"); !errors.Is(err, registry.ErrNotFound) {
 			t.Errorf("Pairing after expiry err = %v; want ErrNotFound", err)
+		}
+		// Listed no more either, although its lease still holds it.
+		if listed() {
+			t.Error("Pairings after expiry lists the code; want it left out, as Pairing refuses it")
 		}
 	})
 

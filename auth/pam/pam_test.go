@@ -406,6 +406,24 @@ func TestConcurrentLogins(t *testing.T) {
 	}
 }
 
+// pamHook writes a pam_exec hook into dir that logs "TYPE USER TTY RHOST"
+// of every call; readHook returns the log so far.
+func pamHook(t *testing.T, dir string) (hook string, readHook func() string) {
+	t.Helper()
+	hookLog := filepath.Join(dir, "hook.log")
+	hook = filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER $PAM_TTY $PAM_RHOST\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return hook, func() string {
+		b, err := os.ReadFile(hookLog)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+}
+
 // TestOpenSession: with OpenSession the helper holds the PAM session (PAM_TTY
 // and PAM_RHOST set, env from pam_env) until Result.Session is closed.
 func TestOpenSession(t *testing.T) {
@@ -413,11 +431,7 @@ func TestOpenSession(t *testing.T) {
 	needMatrix(t)
 	tmp := t.TempDir()
 	db := passdb(t, "alice:secret:hotdesk")
-	hookLog := filepath.Join(tmp, "hook.log")
-	hook := filepath.Join(tmp, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER $PAM_TTY $PAM_RHOST\" >> "+hookLog+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook, readHook := pamHook(t, tmp)
 	envFile := filepath.Join(tmp, "env")
 	if err := os.WriteFile(envFile, []byte("HOTDESK_TEST=yes\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -431,13 +445,6 @@ func TestOpenSession(t *testing.T) {
 		"session required pam_env.so readenv=1 user_readenv=0 conffile=" + emptyConf + " envfile=" + envFile + "\n" +
 		"session required pam_exec.so quiet " + hook + "\n"})
 	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
-	readHook := func() string {
-		b, err := os.ReadFile(hookLog)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
 
 	res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret"))
 	if err != nil {
@@ -481,19 +488,10 @@ func TestOpenSession(t *testing.T) {
 func TestSessionOutlivesDaemon(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
-	tmp := t.TempDir()
 	db := passdb(t, "alice:secret:hotdesk")
-	hookLog := filepath.Join(tmp, "hook.log")
-	hook := filepath.Join(tmp, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook, readHook := pamHook(t, t.TempDir())
 	dir := confDir(t, map[string]string{"hotdesk": matrixService(db) + "session required pam_exec.so quiet " + hook + "\n"})
 	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
-	readHook := func() string {
-		b, _ := os.ReadFile(hookLog)
-		return string(b)
-	}
 	desktop := exec.Command("sleep", "300")
 	if err := desktop.Start(); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,10 @@ In run mode it reads commands from standard input, one per line:
 
   insert NAME    present the software token NAME
   remove NAME    pull it
+  login USER     log in as USER with a password, without a token (the password policy)
+  logout USER    end that login at this terminal (the session is suspended)
   answer TEXT    answer the pending prompt
+  cancel         cancel the pending prompt
   status         print the connection and session state
   quit           disconnect and exit
 

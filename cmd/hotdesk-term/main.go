@@ -6,7 +6,8 @@
 //
 // In run mode it keeps a TLS connection to a broker (-server, verified by
 // -pin or -ca), reads commands from stdin, one per line ("insert NAME",
-// "remove NAME", "answer TEXT", "status", "quit"; end of input is quit),
+// "remove NAME", "login USER", "logout USER", "answer TEXT", "cancel",
+// "status", "quit"; end of input is quit),
 // proves possession of software tokens from its keystore, relays
 // authentication prompts, follows redirects to the broker that holds a
 // session (pinning the certificate fingerprint the redirect names, at most

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -115,11 +117,17 @@ A row marked partial comes from the registry because its server did not answer.`
 	fl.StringVar(&f.User, "user", "", "only sessions of this user")
 	fl.StringVar(&f.Terminal, "terminal", "", "only sessions shown (or last shown) at this terminal")
 	fl.StringVar(&f.Server, "server", "", "only sessions running on this server")
-	fl.StringVar(&f.State, "state", "", "only sessions in this state (creating, active, suspended, orphaned)")
+	fl.StringVar(&f.State, "state", "", "only sessions in this state ("+strings.Join(adminapi.SessionStates, ", ")+")")
 	fl.StringVar(&f.Token, "token", "", "only the session of this token")
 	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"creating", "active", "suspended", "orphaned"}, cobra.ShellCompDirectiveNoFileComp
+		return adminapi.SessionStates, cobra.ShellCompDirectiveNoFileComp
 	})
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if f.State != "" && !slices.Contains(adminapi.SessionStates, f.State) {
+			return usagef("sessions: unknown --state %q: one of %s", f.State, strings.Join(adminapi.SessionStates, ", "))
+		}
+		return nil
+	}
 	return cmd
 }
 
@@ -168,11 +176,17 @@ func actionCmd(c *cli, use, short, what string, do func(cl *adminapi.Client, ctx
 	}
 }
 
-// exactArgs is cobra.ExactArgs with a usage error naming what is expected.
+// exactArgs is cobra.ExactArgs with a usage error naming what is expected;
+// an empty (or blank) argument is one too.
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
 			return usagef("%s: expects %s", cmd.CommandPath(), what)
+		}
+		for _, a := range args {
+			if strings.TrimSpace(a) == "" {
+				return usagef("%s: expects %s, not an empty argument", cmd.CommandPath(), what)
+			}
 		}
 		return nil
 	}
@@ -184,8 +198,9 @@ func terminalsCmd(c *cli) *cobra.Command {
 		Short: "List the terminals connected to any broker of the group",
 		Long: `List the terminals connected to any broker of the group. A terminal is listed
 as soon as its broker has it; it leaves the list when its connection ends, or
-at the latest when its broker's read timeout (3 ping intervals, 45 s by
-default) drops a silent one, or when a dead broker's lease expires.`,
+at the latest when its broker's read timeout (3 ping intervals of a sixth of
+etcd.lease_ttl each: 2.5 s with the default 5 s lease) drops a silent one, or
+when a dead broker's lease expires.`,
 	}, (*adminapi.Client).Terminals,
 		"TERMINAL\tNAME\tADDRESS\tSERVER\tTOKENS\tSESSION\tUSER\tCONNECTED\tLAST SEEN",
 		func(t adminapi.TerminalInfo) []string {
@@ -246,6 +261,11 @@ any terminal of the group and print its id (for "hotdeskctl token register").`,
 func (c *cli) tap(cmd *cobra.Command) error {
 	ctx, cancel := c.bounded(cmd)
 	defer cancel()
+	// The daemon answers first: running out of time afterwards means no
+	// card came, not that hotdeskd is silent.
+	if err := c.client.Live(ctx); err != nil {
+		return c.explain(err)
+	}
 	fmt.Fprintln(cmd.ErrOrStderr(), "present a card or token at any terminal...")
 	var got string
 	errDone := fmt.Errorf("done")
@@ -259,6 +279,9 @@ func (c *cli) tap(cmd *cobra.Command) error {
 	})
 	if got != "" {
 		return nil
+	}
+	if err == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && cmd.Context().Err() == nil {
+		return fmt.Errorf("no card or token was presented within %s (-timeout)", c.timeout)
 	}
 	if err == nil {
 		err = ctx.Err()
@@ -356,6 +379,9 @@ func pairCmd(c *cli) *cobra.Command {
 			if strings.TrimSpace(user) == "" {
 				return usagef("token pair: --user is required")
 			}
+			if ttl < 0 || ttl > 0 && ttl < time.Second || ttl%time.Second != 0 {
+				return usagef("token pair: --ttl %s: a whole number of seconds, at least 1s", ttl)
+			}
 			var resp adminapi.PairResponse
 			err := c.call(cmd, func(ctx context.Context) (err error) {
 				resp, err = c.client.PairToken(ctx, adminapi.PairRequest{User: user, Label: label, TTLSeconds: int(ttl.Seconds())})
@@ -363,6 +389,9 @@ func pairCmd(c *cli) *cobra.Command {
 			})
 			if err != nil {
 				return err
+			}
+			for _, w := range resp.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
 			}
 			if asJSON {
 				return json.NewEncoder(c.out).Encode(resp)
@@ -374,7 +403,7 @@ func pairCmd(c *cli) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&user, "user", "", "user the token will belong to (required)")
 	cmd.Flags().StringVar(&label, "label", "", "label for the token (e.g. \"alice's laptop\")")
-	cmd.Flags().DurationVar(&ttl, "ttl", 0, "code lifetime (default: the daemon's pairing.code_ttl)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "code lifetime, at most the daemon's pairing.code_ttl (default: that)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	list := listCmd(c, &cobra.Command{
@@ -494,6 +523,9 @@ func serverCmd(c *cli) *cobra.Command {
 				if err := c.call(cmd, func(ctx context.Context) error { return c.client.SetDraining(ctx, id, verb == "drain") }); err != nil {
 					return err
 				}
+				if id == "self" {
+					id = c.selfID(cmd)
+				}
 				fmt.Fprintf(c.out, "server %s: %sed\n", id, verb)
 				return nil
 			},
@@ -502,10 +534,26 @@ func serverCmd(c *cli) *cobra.Command {
 	return cmd
 }
 
+// selfID returns the id of the server hotdeskctl talks to, or "self" if it
+// cannot be listed.
+func (c *cli) selfID(cmd *cobra.Command) string {
+	ctx, cancel := c.bounded(cmd)
+	defer cancel()
+	ss, err := c.client.Servers(ctx)
+	if err == nil {
+		for _, s := range ss {
+			if s.Self {
+				return s.ID
+			}
+		}
+	}
+	return "self"
+}
+
 // serverIDs completes server ids from the daemon (none if unreachable).
 func (c *cli) serverIDs(cmd *cobra.Command) []string {
 	if c.client == nil {
-		c.client = adminapi.NewClient(c.socket)
+		c.connect(cmd)
 	}
 	ctx, cancel := c.bounded(cmd)
 	defer cancel()

@@ -18,8 +18,14 @@ import (
 // socket's path.
 func serveAdmin(t *testing.T, b adminapi.Backend) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "admin.sock")
-	ln, err := adminapi.Listen(sock, 0o600)
+	return serveAdminAt(t, filepath.Join(t.TempDir(), "admin.sock"), b)
+}
+
+// serveAdminAt serves b on an admin socket at sock (mode 0660, as hotdeskd
+// makes it).
+func serveAdminAt(t *testing.T, sock string, b adminapi.Backend) string {
+	t.Helper()
+	ln, err := adminapi.Listen(sock, 0o660)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,8 +29,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,6 +84,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	root.SetOut(out)
 	root.SetErr(errOut)
 	root.SetContext(ctx)
+	initCompletion(root)
 	cmd, err := root.ExecuteC()
 	if err != nil && isUsage(err) {
 		return usageError{fmt.Sprintf("%v\nrun '%s --help' for usage", err, cmd.CommandPath())}
@@ -148,19 +153,66 @@ session.`,
 			return usagef("which command? (hotdeskctl --help lists them)")
 		},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			c.client = adminapi.NewClient(c.socket)
+			c.connect(cmd)
 			return nil
 		},
 	}
 	root.SetVersionTemplate("hotdeskctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
-	root.PersistentFlags().StringVar(&c.socket, "socket", envOr("HOTDESK_ADMIN_SOCKET", defaultSocket), "admin socket of hotdeskd (env HOTDESK_ADMIN_SOCKET)")
+	// The flag's default is the built-in one, whatever the environment:
+	// the help and the man pages show it. $HOTDESK_ADMIN_SOCKET applies
+	// when the command runs (connect).
+	root.PersistentFlags().StringVar(&c.socket, "socket", defaultSocket, "admin socket of hotdeskd (if not given: $"+socketEnv+" if set, else this default)")
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on the whole command (not on events -f)")
 	root.AddCommand(
 		sessionsCmd(c), sessionCmd(c), terminalsCmd(c), readersCmd(c), eventsCmd(c),
 		tokenCmd(c), serverCmd(c), readyCmd(c), versionCmd(), gendocsCmd(root),
 	)
 	return root
+}
+
+// initCompletion adds cobra's completion command (once root's output is
+// set: the scripts are written there), where an unknown shell (or none) is a
+// usage error, not its help with status 0.
+func initCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	for _, sub := range root.Commands() {
+		if sub.Name() == "completion" {
+			sub.RunE = func(cmd *cobra.Command, _ []string) error {
+				return usagef("completion: which shell? one of %s", strings.Join(shells(cmd), ", "))
+			}
+			sub.Args = func(cmd *cobra.Command, args []string) error {
+				if len(args) > 0 {
+					return usagef("completion: unknown shell %q: one of %s", args[0], strings.Join(shells(cmd), ", "))
+				}
+				return nil
+			}
+		}
+	}
+}
+
+// shells lists the completion command's shells.
+func shells(completion *cobra.Command) []string {
+	var out []string
+	for _, s := range completion.Commands() {
+		out = append(out, s.Name())
+	}
+	return out
+}
+
+// socketEnv names the environment variable that replaces the default
+// admin socket.
+const socketEnv = "HOTDESK_ADMIN_SOCKET"
+
+// connect settles the socket (-socket, else $HOTDESK_ADMIN_SOCKET, else the
+// default) and makes the client for it.
+func (c *cli) connect(cmd *cobra.Command) {
+	if f := cmd.Flags().Lookup("socket"); f == nil || !f.Changed {
+		if v := os.Getenv(socketEnv); v != "" {
+			c.socket = v
+		}
+	}
+	c.client = adminapi.NewClient(c.socket)
 }
 
 // bounded returns the command's context bounded by -timeout.
@@ -181,6 +233,8 @@ func (c *cli) explain(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case adminapi.IsUnavailable(err) && errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("cannot reach hotdeskd at %s: permission denied\nyou need to be root or in hotdeskd's admin group%s", c.socket, socketGroup(c.socket))
 	case adminapi.IsUnavailable(err):
 		return fmt.Errorf("cannot reach hotdeskd at %s: %w\nis hotdeskd running? try -socket or HOTDESK_ADMIN_SOCKET", c.socket, err)
 	case errors.Is(err, adminapi.ErrForbidden):
@@ -218,11 +272,25 @@ func readyCmd(c *cli) *cobra.Command {
 	}
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
+// socketGroup names the group the admin socket (or its directory) is
+// shared with, as " (NAME)", when it is not root's: hotdeskd gives both to
+// its admin_group. "" when unknown.
+func socketGroup(path string) string {
+	for _, p := range []string{path, filepath.Dir(path)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || st.Gid == 0 {
+			continue
+		}
+		if g, err := user.LookupGroupId(strconv.Itoa(int(st.Gid))); err == nil {
+			return " (" + g.Name + ")"
+		}
+		return fmt.Sprintf(" (gid %d)", st.Gid)
 	}
-	return def
+	return ""
 }
 
 func dash(s string) string {

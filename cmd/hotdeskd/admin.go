@@ -23,16 +23,28 @@ var _ adminapi.Backend = (*adminBackend)(nil)
 func (a *adminBackend) PairToken(ctx context.Context, createdBy string, req adminapi.PairRequest) (adminapi.PairResponse, error) {
 	ttl := a.d.cfg.Pairing.CodeTTL
 	if req.TTLSeconds > 0 {
-		ttl = min(time.Duration(req.TTLSeconds)*time.Second, ttl)
+		if want := time.Duration(req.TTLSeconds) * time.Second; want <= ttl {
+			ttl = want
+		} else {
+			return adminapi.PairResponse{}, fmt.Errorf("%w: ttl %s is over the longest a pairing code may live, %s (pairing.code_ttl)", adminapi.ErrInvalid, want, ttl)
+		}
 	}
 	if req.User == "" {
-		return adminapi.PairResponse{}, errors.New("a user is required")
+		return adminapi.PairResponse{}, fmt.Errorf("%w: a user is required", adminapi.ErrInvalid)
+	}
+	// A software token may belong to a user without a local account (its
+	// desktops run as a pooled kiosk account; the demo, the chaos harness
+	// and kiosk installs pair such users), unlike a card (checkUser): say
+	// so, in case the name is a typo.
+	var warnings []string
+	if err := checkUser(req.User); errors.Is(err, adminapi.ErrInvalid) {
+		warnings = append(warnings, fmt.Sprintf("user %q is not known on this host: its desktops run as a pooled kiosk account, a login (PIN, password) works only if PAM knows the user, and token register would refuse it", req.User))
 	}
 	code, exp, err := a.d.pairer.Create(ctx, req.User, req.Label, createdBy, ttl)
 	if err != nil {
 		return adminapi.PairResponse{}, err
 	}
-	return adminapi.PairResponse{Code: code, Expires: exp}, nil
+	return adminapi.PairResponse{Code: code, Expires: exp, Warnings: warnings}, nil
 }
 
 func (a *adminBackend) Ready() error { return a.d.broker.Ready() }
@@ -131,7 +143,11 @@ func checkUser(name string) error {
 		return fmt.Errorf("%w: a token needs a user", adminapi.ErrInvalid)
 	}
 	if _, err := user.Lookup(name); err != nil {
-		return fmt.Errorf("%w: user %q: %v", adminapi.ErrInvalid, name, err)
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return fmt.Errorf("%w: user %q is not known on this host", adminapi.ErrInvalid, name)
+		}
+		return fmt.Errorf("user %q: %w", name, err)
 	}
 	return nil
 }
@@ -165,17 +181,21 @@ func (a *adminBackend) AliasToken(ctx context.Context, by, id string, req admina
 }
 
 func (a *adminBackend) SetTokenDisabled(ctx context.Context, id string, disabled bool) error {
-	err := a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) { t.Disabled = disabled })
-	if errors.Is(err, registry.ErrNotFound) {
-		return fmt.Errorf("%w: token %s", adminapi.ErrNotFound, id)
-	}
-	return err
+	return tokenError(id, a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) { t.Disabled = disabled }))
 }
 
 func (a *adminBackend) DeleteToken(ctx context.Context, id string) error {
-	err := a.d.registry().DeleteToken(ctx, id)
-	if errors.Is(err, registry.ErrNotFound) {
+	return tokenError(id, a.d.registry().DeleteToken(ctx, id))
+}
+
+// tokenError tells the admin API's client which of its mistakes err is: no
+// such token (404) or an id the registry cannot hold (400).
+func tokenError(id string, err error) error {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
 		return fmt.Errorf("%w: token %s", adminapi.ErrNotFound, id)
+	case errors.Is(err, registry.ErrInvalidKey):
+		return fmt.Errorf("%w: token %q: %w", adminapi.ErrInvalid, id, err)
 	}
 	return err
 }

@@ -22,7 +22,7 @@ func newFlagSet(o *options, stderr io.Writer) (*flag.FlagSet, *clidoc.Page) {
 	fs := flag.NewFlagSet("hotdeskd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.configPath, "config", "", "configuration `FILE` (default "+defaultConfigPath+" if it exists, else the built-in defaults)")
-	fs.BoolVar(&o.check, "check", false, "validate the configuration, print \"FILE: ok\" and exit")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration as a start would (groups it names must exist, no two listeners on one address), print its warnings and \"FILE: ok\" and exit")
 	fs.BoolVar(&o.fingerprint, "fingerprint", false, "print the terminal listener's certificate fingerprint (creating the certificate if needed) and exit")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	page := &clidoc.Page{
@@ -49,7 +49,7 @@ On first start hotdeskd generates the terminal listener's TLS certificate; termi
 
 /run/hotdesk/admin.sock: the admin API used by hotdeskctl(8).
 
-/etc/pam.d/hotdesk, /etc/pam.d/hotdesk-pin: the PAM services for passwords and PINs.`},
+/etc/pam.d/hotdesk, /etc/pam.d/hotdesk-pin, /etc/pam.d/hotdesk-admin: the PAM services for passwords, PINs and the dashboard's logins. A service the configuration uses without a file there is a warning of -check and of the start: libpam would use /etc/pam.d/other instead.`},
 		},
 		SeeAlso: []string{"hotdesk.hcl(5)", "hotdeskctl(8)", "hotdesk-term(1)", "systemd.service(5)", "pam(8)"},
 	}

@@ -17,6 +17,25 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
+// startDashboardGroup starts a one-broker group whose dashboard listens on
+// the returned address: its logins are the pam_matrix users of passdb
+// ("user:password:hotdesk-admin" lines), admins the group "daemon"; extra
+// goes into the dashboard block.
+func startDashboardGroup(t *testing.T, passdb, extra string) (*testGroup, string) {
+	t.Helper()
+	pamDir := testutil.MatrixServices(t, t.TempDir(), passdb, "", "hotdesk-admin")
+	dashAddr := testutil.FreeAddr(t)
+	return startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
+auth {
+  pam_dir = %q
+  open_session = false
+}
+dashboard {
+  listen = %q
+  %s
+}`, pamDir, dashAddr, extra)), dashAddr
+}
+
 // needChromium finds Debian's chromium; with CI=true its absence fails.
 func needChromium(t *testing.T) string {
 	t.Helper()
@@ -172,17 +191,7 @@ func TestDashboardInChromium(t *testing.T) {
 		br.ctx, br.stop, br.err = startBrowser(chromium, profile)
 	}()
 	t.Cleanup(func() { <-brStarted; br.stop() }) // before profile is removed
-	pamDir := testutil.MatrixServices(t, t.TempDir(), "daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n", "", "hotdesk-admin")
-	dashAddr := testutil.FreeAddr(t)
-	g := startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
-auth {
-  pam_dir = %q
-  open_session = false
-}
-dashboard {
-  listen = %q
-  readonly_group = "bin"
-}`, pamDir, dashAddr))
+	g, dashAddr := startDashboardGroup(t, "daemon:admin-pw:hotdesk-admin\nbin:viewer-pw:hotdesk-admin\n", `readonly_group = "bin"`)
 	b1 := g.brokers[0]
 	base := "https://" + dashAddr
 	shots := t.TempDir()

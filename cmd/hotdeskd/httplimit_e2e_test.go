@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"fmt"
 	"net"
 	"net/http"
 	"testing"
@@ -19,16 +18,7 @@ import (
 func TestHTTPListenersBounded(t *testing.T) {
 	t.Parallel()
 	testutil.NeedMatrix(t)
-	pamDir := testutil.MatrixServices(t, t.TempDir(), "daemon:admin-pw:hotdesk-admin\n", "", "hotdesk-admin")
-	dashAddr := testutil.FreeAddr(t)
-	g := startGroup(t, 1, fmt.Sprintf(`admin_group = "daemon"
-auth {
-  pam_dir = %q
-  open_session = false
-}
-dashboard {
-  listen = %q
-}`, pamDir, dashAddr))
+	g, dashAddr := startDashboardGroup(t, "daemon:admin-pw:hotdesk-admin\n", "")
 	b := g.brokers[0]
 	before, err := readProc(b.PID())
 	if err != nil {

@@ -76,7 +76,8 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", displayPath(path), err)
 		}
-		for _, w := range append(cfg.Warnings(), guardWarnings...) {
+		warnings := append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...)
+		for _, w := range append(warnings, guardWarnings...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}
 		fmt.Printf("%s: ok\n", displayPath(path))
@@ -92,6 +93,9 @@ func run(args []string) error {
 	}
 	logger := newLogger(cfg)
 	logger.Info("starting hotdeskd", "version", version.String(), "config", displayPath(path))
+	for _, w := range cfg.HostWarnings(config.Host{}) {
+		logger.Warn("configuration: " + w)
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -142,10 +146,17 @@ func loadConfig(path string) (*config.Config, string, error) {
 	}
 	if path == "" {
 		cfg := config.Default()
-		return cfg, "", cfg.Validate()
+		if err := cfg.Validate(); err != nil {
+			return nil, "", err
+		}
+		return cfg, "", cfg.CheckHost(nil, config.Host{})
 	}
-	cfg, err := config.Load(path)
+	cfg, pos, err := config.LoadWithPositions(path)
 	if err != nil {
+		return nil, path, err
+	}
+	// What the file names on this host (groups), before anything starts.
+	if err := cfg.CheckHost(pos, config.Host{}); err != nil {
 		return nil, path, err
 	}
 	return cfg, path, nil
@@ -174,7 +185,10 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
 		logger.Info("reload: running on defaults, nothing to reload")
 		return
 	}
-	next, err := config.Load(path)
+	next, pos, err := config.LoadWithPositions(path)
+	if err == nil {
+		err = next.CheckHost(pos, config.Host{})
+	}
 	if err != nil {
 		logger.Error("reload: keeping the running configuration", "error", err)
 		return

@@ -127,3 +127,58 @@ func TestDaemonSignals(t *testing.T) {
 		t.Fatalf("admin socket left behind: %v", err)
 	}
 }
+
+// TestCheckRefusesWhatStartWouldRefuse: -check fails, naming file:line:column,
+// for an unknown admin or read-only group and for two listeners on one
+// address; before, -check said ok and the start failed after etcd had
+// started (or, for readonly_group, never said anything).
+func TestCheckRefusesWhatStartWouldRefuse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tt := range []struct{ name, src, want string }{
+		{"admin group", "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\n", ":2:15: unknown group: admin_group"},
+		{"readonly group", "admin_group = \"root\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n",
+			":4:20: unknown group: dashboard.readonly_group"},
+		{"attach on listen", "listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4600\"\n", ":2:17: address already used: attach_listen"},
+		{"metrics on listen", "listen = \"127.0.0.1:4600\"\nmetrics_listen = \"127.0.0.1:4600\"\n", ":2:18: address already used: metrics_listen"},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".hcl")
+		if err := os.WriteFile(path, []byte(tt.src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := run([]string{"-config", path, "-check"})
+		if err == nil || !strings.Contains(err.Error(), path+tt.want) {
+			t.Errorf("%s: run -check = %v; want an error containing %q", tt.name, err, path+tt.want)
+		}
+	}
+}
+
+// TestCheckWarnsMissingPAMService: hotdeskd -check names a PAM service the
+// configuration uses that has no file, and the file (libpam would use
+// "other" instead), and still exits 0 (a fresh install must start).
+func TestCheckWarnsMissingPAMService(t *testing.T) {
+	t.Parallel()
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.Mkdir(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "h.hcl")
+	src := fmt.Sprintf("data_dir = %q\nauth {\n  pam_dir = %q\n}\n", filepath.Join(dir, "data"), pamDir)
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := testutil.Exec(t, filepath.Join(bin, "hotdeskd"), "-config", path, "-check")
+	want := fmt.Sprintf(`WARNING: %s: PAM service "hotdesk-pin" (auth.pin_service, used by the card+pin login policy (session.auth)) has no file %s`,
+		path, filepath.Join(pamDir, "hotdesk-pin"))
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, path+": ok") {
+		t.Fatalf("hotdeskd -check: exit %d, output:\n%s\nwant exit 0, %q and ok", code, out, want)
+	}
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-pin"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := testutil.Exec(t, filepath.Join(bin, "hotdeskd"), "-config", path, "-check"); code != 0 || strings.Contains(out, "WARNING") {
+		t.Fatalf("hotdeskd -check with the file: exit %d, output:\n%s\nwant exit 0 and no warning", code, out)
+	}
+}

@@ -23,6 +23,10 @@
 //     tls files = <data_dir>/tls/server.crt|key; compositor state_dir =
 //     <data_dir>/sessions. An embedded etcd (no endpoints) keeps its data in
 //     <data_dir>/etcd.
+//   - Two listeners (listen, attach_listen, metrics_listen, dashboard.listen,
+//     the embedded etcd's URLs) on one address are an error.
+//   - Load and Parse do not look at the host; CheckHost does (groups), with
+//     the positions LoadWithPositions returns.
 //   - A Config is plain data: two configs with the same settings compare
 //     equal with reflect.DeepEqual, whatever the layout of their files.
 package config
@@ -34,6 +38,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -453,17 +458,28 @@ func (c *Config) UsesEmbeddedEtcd() bool { return len(c.Etcd.Endpoints) == 0 }
 // Load reads, parses and validates the configuration file at path. Relative
 // paths in it are resolved against the file's directory.
 func Load(path string) (*Config, error) {
+	c, _, err := LoadWithPositions(path)
+	return c, err
+}
+
+// Positions tells where a configuration file sets each setting, for the
+// errors of CheckHost. The zero value (or nil) knows no position.
+type Positions struct{ rg ranges }
+
+// LoadWithPositions is Load that also returns where the file sets each
+// setting.
+func LoadWithPositions(path string) (*Config, *Positions, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: load: %w", err)
+		return nil, nil, fmt.Errorf("config: load: %w", err)
 	}
 	defer f.Close()
 	src, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("config: load: %w", err)
+		return nil, nil, fmt.Errorf("config: load: %w", err)
 	}
 	if len(src) > MaxFileSize {
-		return nil, &Error{Diagnostics: hcl.Diagnostics{{
+		return nil, nil, &Error{Diagnostics: hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Configuration file too large",
 			Detail:   fmt.Sprintf("The file is larger than %d bytes.", MaxFileSize),
@@ -472,15 +488,20 @@ func Load(path string) (*Config, error) {
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
-		return nil, fmt.Errorf("config: load: %w", err)
+		return nil, nil, fmt.Errorf("config: load: %w", err)
 	}
-	return parse(src, path, dir)
+	c, rg, err := parse(src, path, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, &Positions{rg: rg}, nil
 }
 
 // Parse parses and validates configuration source; filename is used in
 // error positions and relative paths are joined to filepath.Dir(filename).
 func Parse(src []byte, filename string) (*Config, error) {
-	return parse(src, filename, filepath.Dir(filename))
+	c, _, err := parse(src, filename, filepath.Dir(filename))
+	return c, err
 }
 
 // raw* mirror the file's schema; durations are strings converted afterwards.
@@ -655,10 +676,10 @@ func collectRanges(body *hclsyntax.Body, prefix string, out ranges) {
 	}
 }
 
-func parse(src []byte, filename, dir string) (*Config, error) {
+func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 	file, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
-		return nil, &Error{Diagnostics: diags}
+		return nil, nil, &Error{Diagnostics: diags}
 	}
 	rg := ranges{"": {Filename: filename, Start: hcl.InitialPos, End: hcl.InitialPos}}
 	if body, ok := file.Body.(*hclsyntax.Body); ok {
@@ -705,7 +726,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 	}
 	diags = gohcl.DecodeBody(file.Body, nil, &raw)
 	if diags.HasErrors() {
-		return nil, &Error{Diagnostics: diags}
+		return nil, nil, &Error{Diagnostics: diags}
 	}
 
 	var dd hcl.Diagnostics
@@ -829,7 +850,7 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		})
 	}
 	if dd.HasErrors() {
-		return nil, &Error{Diagnostics: dd}
+		return nil, nil, &Error{Diagnostics: dd}
 	}
 	// An empty list in the file means "none", like an absent one.
 	if len(c.Etcd.Endpoints) == 0 {
@@ -842,9 +863,9 @@ func parse(src []byte, filename, dir string) (*Config, error) {
 		c.deriveDefaults()
 	}
 	if err := c.validate(rg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c, nil
+	return c, rg, nil
 }
 
 func nilIfEmpty(s []string) []string {
@@ -897,18 +918,22 @@ func (c *Config) validate(rg ranges) error {
 		}
 	}
 
+	if c.DataDir == "" {
+		// Every path default derives from it: checking them would only
+		// report keys the file never set.
+		bad("data_dir", "Missing data directory", "must not be empty.")
+		return &Error{Diagnostics: diags}
+	}
 	if !serverIDRe.MatchString(c.ServerID) {
 		bad("server_id", "Invalid server id", "%q must be 1-253 characters of letters, digits, '.', '_' and '-', starting with a letter or digit.", c.ServerID)
-	}
-	if c.DataDir == "" {
-		bad("data_dir", "Missing data directory", "must not be empty.")
 	}
 	listenErr := checkHostPort(c.Listen, true)
 	if listenErr != nil {
 		bad("listen", "Invalid listen address", "%q: %v.", c.Listen, listenErr)
 	}
 	// An advertise derived from a bad listen would repeat the listen error.
-	if listenErr == nil || c.Advertise != c.Listen {
+	_, advertiseSet := rg["advertise"]
+	if listenErr == nil || advertiseSet || (rg == nil && c.Advertise != c.Listen) {
 		if err := checkHostPort(c.Advertise, false); err != nil {
 			bad("advertise", "Invalid advertise address", "%q: %v.", c.Advertise, err)
 		}
@@ -937,6 +962,15 @@ func (c *Config) validate(rg ranges) error {
 			bad("dashboard.pam_service", "Invalid PAM service", "%q is not a PAM service name.", c.Dashboard.PAMService)
 		}
 		positive("dashboard.session_ttl", c.Dashboard.SessionTTL)
+	}
+	for _, cf := range c.listenerConflicts() {
+		// At the later listener, unless only the earlier one is in the file.
+		if _, set := rg[cf.key]; !set && rg != nil {
+			if _, otherSet := rg[cf.otherKey]; otherSet {
+				cf = listenerConflict{key: cf.otherKey, addr: cf.otherAddr, otherKey: cf.key, otherAddr: cf.addr}
+			}
+		}
+		bad(cf.key, "Address already used", "%q is also %s (%q): every listener needs an address of its own; change one of them.", cf.addr, cf.otherKey, cf.otherAddr)
 	}
 	if c.EventHook != "" && !filepath.IsAbs(c.EventHook) {
 		bad("event_hook", "Invalid event hook", "%q must be an absolute path.", c.EventHook)
@@ -1076,6 +1110,75 @@ func (c *Config) validate(rg ranges) error {
 	return nil
 }
 
+// listenerConflict is a listener whose address overlaps an earlier one's.
+type listenerConflict struct{ key, addr, otherKey, otherAddr string }
+
+// listenerConflicts returns the listeners that would bind an address
+// another listener of the daemon binds first (its bind would fail with
+// "address already in use"): the same port on the same host, or on any
+// host when either listens on every address. Port 0 (any free port) never
+// conflicts; addresses that do not parse are reported elsewhere.
+// metrics_listen at its default is left out: the daemon runs without it
+// when its port is taken.
+func (c *Config) listenerConflicts() []listenerConflict {
+	type listener struct{ key, addr string }
+	ls := []listener{{"listen", c.Listen}, {"attach_listen", c.AttachListen}}
+	if c.MetricsListen != "off" && c.MetricsListen != DefaultMetricsListen {
+		ls = append(ls, listener{"metrics_listen", c.MetricsListen})
+	}
+	ls = append(ls, listener{"dashboard.listen", c.Dashboard.Listen})
+	if c.UsesEmbeddedEtcd() {
+		for _, l := range []listener{{"etcd.embedded.client_url", c.Etcd.Embedded.ClientURL}, {"etcd.embedded.peer_url", c.Etcd.Embedded.PeerURL}} {
+			if u, err := url.Parse(l.addr); err == nil && u.Host != "" {
+				ls = append(ls, listener{l.key, u.Host})
+			}
+		}
+	}
+	var out []listenerConflict
+	for i, l := range ls {
+		for _, o := range ls[:i] {
+			if overlaps(l.addr, o.addr) {
+				out = append(out, listenerConflict{key: l.key, addr: l.addr, otherKey: o.key, otherAddr: o.addr})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// overlaps reports whether binding a and b (host:port) would collide.
+func overlaps(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	if n, err := strconv.Atoi(pa); err != nil || n == 0 {
+		return false
+	}
+	// "" and "::" take every address of both families; 0.0.0.0 every
+	// IPv4 address.
+	v6 := func(h string) bool { ip := net.ParseIP(h); return ip != nil && ip.To4() == nil }
+	for _, p := range [][2]string{{ha, hb}, {hb, ha}} {
+		switch p[0] {
+		case "", "::":
+			return true
+		case "0.0.0.0":
+			return !v6(p[1])
+		}
+	}
+	canon := func(h string) string {
+		if h == "localhost" {
+			return "127.0.0.1"
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			return ip.String()
+		}
+		return strings.ToLower(h)
+	}
+	return canon(ha) == canon(hb)
+}
+
 // checkHostPort checks a host:port; the host may be empty only if
 // emptyHostOK (listen on every address), the port is 0-65535.
 func checkHostPort(s string, emptyHostOK bool) error {
@@ -1174,6 +1277,130 @@ func (c *Config) Warnings() []string {
 	}
 	if c.Session.MaxSessions == 0 {
 		w = append(w, "session.max_sessions = 0: no cap on desktops; every token can start one")
+	}
+	return w
+}
+
+// Host is what CheckHost asks of the machine the daemon runs on. A nil
+// field takes the system's.
+type Host struct {
+	// LookupGroup returns an error when the group does not exist; default
+	// os/user.LookupGroup (NSS), as the daemon resolves it.
+	LookupGroup func(name string) error
+	// PAMDirs are where libpam looks for a service's file when auth.pam_dir
+	// is not set; default DefaultPAMDirs.
+	PAMDirs []string
+}
+
+// DefaultPAMDirs are the system's PAM service directories: the
+// administrator's, then the vendor's (Linux-PAM built with a vendordir).
+var DefaultPAMDirs = []string{"/etc/pam.d", "/usr/lib/pam.d"}
+
+func (h Host) lookupGroup(name string) error {
+	if h.LookupGroup != nil {
+		return h.LookupGroup(name)
+	}
+	_, err := user.LookupGroup(name)
+	return err
+}
+
+// CheckHost checks what a valid configuration names on this host, so that
+// hotdeskd -check (and a start, before anything is started) refuses what
+// would fail later: admin_group and dashboard.readonly_group must exist.
+// Its error is an *Error whose problems carry the offending key's position
+// when pos (from LoadWithPositions) knows it.
+func (c *Config) CheckHost(pos *Positions, h Host) error {
+	var rg ranges
+	if pos != nil {
+		rg = pos.rg
+	}
+	var diags hcl.Diagnostics
+	group := func(key, name string) {
+		if name == "" {
+			return
+		}
+		if err := h.lookupGroup(name); err != nil {
+			var unknown user.UnknownGroupError
+			detail := fmt.Sprintf("%s: group %q does not exist on this host; create it (groupadd %s) or name another.", key, name, name)
+			if !errors.As(err, &unknown) {
+				detail = fmt.Sprintf("%s: group %q cannot be looked up: %v.", key, name, err)
+			}
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown group", Detail: detail, Subject: rg.ptr(key)})
+		}
+	}
+	group("admin_group", c.AdminGroup)
+	group("dashboard.readonly_group", c.Dashboard.ReadOnlyGroup)
+	if diags.HasErrors() {
+		return &Error{Diagnostics: diags}
+	}
+	return nil
+}
+
+// PAMService is a PAM service the configuration uses, with the setting
+// that names it.
+type PAMService struct {
+	Key, Service, UsedBy string
+}
+
+// PAMServices returns the PAM services the configured login policies and
+// the dashboard use, each once (kiosk and card policies use none).
+func (c *Config) PAMServices() []PAMService {
+	var out []PAMService
+	add := func(key, service, usedBy string) {
+		for _, s := range out {
+			if s.Service == service {
+				return
+			}
+		}
+		out = append(out, PAMService{Key: key, Service: service, UsedBy: usedBy})
+	}
+	policy := func(kind, service, usedBy string) {
+		switch {
+		case kind == "kiosk" || kind == "card":
+		case service != "":
+			add("auth.policy.service", service, usedBy)
+		case kind == "card+pin":
+			add("auth.pin_service", c.Auth.PINService, usedBy)
+		default:
+			add("auth.pam_service", c.Auth.PAMService, usedBy)
+		}
+	}
+	policy(c.Session.Auth, "", "the "+c.Session.Auth+" login policy (session.auth)")
+	for _, r := range c.Auth.Rules {
+		policy(r.Auth, r.Service, "an auth.policy block ("+r.Auth+")")
+	}
+	if c.Dashboard.Listen != "" {
+		add("dashboard.pam_service", c.Dashboard.PAMService, "the dashboard's logins")
+	}
+	return out
+}
+
+// HostWarnings returns what this host lacks for the configuration to work
+// as meant: a PAM service without a file, which libpam silently replaces
+// with the "other" service (on Debian the Unix password: a "PIN" would be
+// the user's password). hotdeskd -check prints them and hotdeskd logs them
+// at start.
+func (c *Config) HostWarnings(h Host) []string {
+	dirs := h.PAMDirs
+	if dirs == nil {
+		dirs = DefaultPAMDirs
+	}
+	if c.Auth.PAMDir != "" {
+		dirs = []string{c.Auth.PAMDir} // pam_start_confdir reads only it
+	}
+	var w []string
+	for _, s := range c.PAMServices() {
+		found := false
+		for _, d := range dirs {
+			if _, err := os.Stat(filepath.Join(d, s.Service)); err == nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			w = append(w, fmt.Sprintf("PAM service %q (%s, used by %s) has no file %s: libpam falls back to %s (on Debian the Unix password); install %s (hotdesk ships one) or name an existing service",
+				s.Service, s.Key, s.UsedBy, filepath.Join(dirs[0], s.Service), filepath.Join(dirs[0], "other"), filepath.Join(dirs[0], s.Service)))
+		}
 	}
 	return w
 }

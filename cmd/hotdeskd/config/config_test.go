@@ -327,6 +327,25 @@ func TestParseSeveralErrors(t *testing.T) {
 	}
 }
 
+// TestParseErrorsOnlyForKeysSet: a bad data_dir or listen is reported
+// once, not again as errors of keys the file never set but whose defaults
+// derive from it (server id, advertise, state directory).
+func TestParseErrorsOnlyForKeysSet(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ src, want string }{
+		{"data_dir = \"\"\n", "x.hcl:1:12: missing data directory"},
+		{"listen = \"0.0.0.0:99999\"\n", "x.hcl:1:10: invalid listen address"},
+	} {
+		_, err := Parse([]byte(tt.src), "x.hcl")
+		if err == nil {
+			t.Fatalf("Parse(%q) = nil error", tt.src)
+		}
+		if lines := strings.Split(err.Error(), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], tt.want) {
+			t.Errorf("Parse(%q):\n%s\nwant one error: %s…", tt.src, err, tt.want)
+		}
+	}
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -614,5 +633,148 @@ func TestSecureDefaults(t *testing.T) {
 	}
 	if c.Limits.MaxConnectionsPerSource != 3 || c.Limits.HandshakeTimeout != 2*time.Second || c.Limits.MaxConnections != 1024 {
 		t.Fatalf("limits = %+v; want per source 3, handshake 2s, the rest defaults", c.Limits)
+	}
+}
+
+// TestListenerConflicts: two listeners on one address are an error at the
+// second one's position (the daemon would fail with "address already in
+// use" after starting etcd); distinct addresses, port 0 and the two IP
+// families apart are fine.
+func TestListenerConflicts(t *testing.T) {
+	t.Parallel()
+	bad := []struct{ name, src, want string }{
+		{"attach on listen", "listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4600\"\n",
+			`h.hcl:2:17: address already used: attach_listen: "127.0.0.1:4600" is also listen`},
+		{"metrics on listen", "listen = \"0.0.0.0:4600\"\n\nmetrics_listen = \"127.0.0.1:4600\"\n",
+			`h.hcl:3:18: address already used: metrics_listen: "127.0.0.1:4600" is also listen`},
+		{"dashboard on attach", "admin_group = \"root\"\nattach_listen = \"[::]:4700\"\ndashboard {\n  listen = \"10.0.0.1:4700\"\n}\n",
+			`h.hcl:4:12: address already used: dashboard.listen: "10.0.0.1:4700" is also attach_listen`},
+		{"localhost", "listen = \"localhost:4600\"\nattach_listen = \"127.0.0.1:4600\"\n", "attach_listen"},
+		{"metrics on embedded etcd", "metrics_listen = \"127.0.0.1:4501\"\n",
+			`h.hcl:1:18: address already used: metrics_listen: "127.0.0.1:4501" is also etcd.embedded.client_url`},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "h.hcl")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	for _, src := range []string{
+		"listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4601\"\nmetrics_listen = \"127.0.0.1:4602\"\n",
+		"listen = \"127.0.0.1:0\"\nattach_listen = \"127.0.0.1:0\"\n",
+		"listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.2:4600\"\n",
+		"listen = \"0.0.0.0:4600\"\nattach_listen = \"[::1]:4600\"\n",
+		"listen = \"127.0.0.1:9450\"\n", // the default metrics address being taken is only a warning
+		"metrics_listen = \"127.0.0.1:4501\"\netcd {\n  endpoints = [\"https://etcd-1:2379\"]\n}\n",
+	} {
+		if _, err := Parse([]byte(src), "h.hcl"); err != nil {
+			t.Errorf("Parse(%q) = %v; want no error", src, err)
+		}
+	}
+}
+
+// TestCheckHost: a group the host does not know is an error at its key's
+// position (the daemon looked admin_group up only after etcd had started,
+// and never looked readonly_group up).
+func TestCheckHost(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "h.hcl")
+	src := "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, pos, err := LoadWithPositions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckHost(pos, Host{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CheckHost = %v; want an *Error", err)
+	}
+	for _, want := range []string{
+		path + `:2:15: unknown group: admin_group: group "nosuchgroup-hd7" does not exist on this host`,
+		path + `:5:20: unknown group: dashboard.readonly_group: group "nosuchgrp-hd7" does not exist on this host`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
+		}
+	}
+	// Groups every Debian host has; none at all.
+	c.AdminGroup, c.Dashboard.ReadOnlyGroup = "root", "bin"
+	if err := c.CheckHost(pos, Host{}); err != nil {
+		t.Errorf("CheckHost with root and bin = %v; want nil", err)
+	}
+	if err := Default().CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost of the defaults = %v; want nil", err)
+	}
+}
+
+// TestHostWarnings: a PAM service the configuration uses with no file in
+// the PAM directory is a warning naming the service and the missing file
+// (libpam would silently use "other"); services with a file, and the
+// policies that use no PAM, are not.
+func TestHostWarnings(t *testing.T) {
+	t.Parallel()
+	pamDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf(`admin_group = "root"
+auth {
+  pam_dir = %q
+  policy {
+    users = ["carol"]
+    auth  = "password"
+  }
+  policy {
+    users   = ["dave"]
+    auth    = "card+password"
+    service = "hd-strict"
+  }
+}
+dashboard {
+  listen = "127.0.0.1:0"
+}
+`, pamDir)
+	c, err := Parse([]byte(src), "h.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.HostWarnings(Host{}), "\n")
+	for _, want := range []string{
+		`PAM service "hotdesk-pin" (auth.pin_service, used by the card+pin login policy (session.auth)) has no file ` + filepath.Join(pamDir, "hotdesk-pin") + ": libpam falls back to " + filepath.Join(pamDir, "other"),
+		`PAM service "hd-strict" (auth.policy.service`,
+		`PAM service "hotdesk-admin" (dashboard.pam_service, used by the dashboard's logins) has no file ` + filepath.Join(pamDir, "hotdesk-admin"),
+	} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings = %q; want one containing %q", w, want)
+		}
+	}
+	if strings.Contains(w, `"hotdesk"`) {
+		t.Errorf("warnings = %q; want none about hotdesk, whose file exists", w)
+	}
+	for _, name := range []string{"hotdesk-pin", "hd-strict", "hotdesk-admin"} {
+		if err := os.WriteFile(filepath.Join(pamDir, name), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := c.HostWarnings(Host{}); len(w) != 0 {
+		t.Errorf("warnings with every file = %q; want none", w)
+	}
+	// Without pam_dir: the system's directories (here the test's own).
+	d := Default()
+	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{t.TempDir(), pamDir}}), "\n"); w != "" {
+		t.Errorf("warnings with hotdesk-pin in the second directory = %q; want none", w)
+	}
+	empty := t.TempDir()
+	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{empty}}), "\n"); !strings.Contains(w, filepath.Join(empty, "hotdesk-pin")) {
+		t.Errorf("warnings = %q; want one naming %s", w, filepath.Join(empty, "hotdesk-pin"))
+	}
+	d.Session.Auth = "kiosk"
+	if w := d.HostWarnings(Host{PAMDirs: []string{empty}}); len(w) != 0 {
+		t.Errorf("kiosk warnings = %q; want none (no PAM)", w)
 	}
 }

@@ -26,9 +26,11 @@
 //	GET    /livez             → 200 {"status":"ok"} while the server answers
 //	GET    /readyz            → 200 {"status":"ready"}, or 503 with the reason
 //
-// Errors are an ErrorResponse with status 400 (bad request, or the backend
-// returned ErrInvalid), 403 (peer refused), 404, 405, 413 (body over
-// MaxBodyBytes), 500 or 503.
+// Errors are an ErrorResponse with status 400 (bad request: an {id} or a
+// user that CheckID or CheckUser refuses, a state not in SessionStates, or
+// the backend returned ErrInvalid), 403 (peer refused), 404, 405, 413 (body
+// over MaxBodyBytes), 500 or 503. Only 500 is logged as an error; the
+// client's mistakes (400, 404) are logged at debug level.
 //
 // Access control: every request is checked against the credentials the
 // kernel recorded when the peer connected (SO_PEERCRED). Allowed are uid 0,
@@ -42,6 +44,7 @@ package adminapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/event"
@@ -101,6 +104,43 @@ type SessionFilter struct {
 	Server   string `json:"server,omitempty"`
 	State    string `json:"state,omitempty"`
 	Token    string `json:"token,omitempty"`
+}
+
+// SessionStates are the states a SessionFilter may select ("orphaned":
+// sessions whose server has left the group). Any other is ErrInvalid.
+var SessionStates = []string{"creating", "active", "suspended", "orphaned"}
+
+// MaxIDLen bounds an id in a path ({id}) and a user name in a request.
+const MaxIDLen = 256
+
+// CheckID returns an error wrapping ErrInvalid unless id may name an
+// object (session, token, pairing code, server): 1 to MaxIDLen printable
+// ASCII characters other than "/", backslash and space.
+func CheckID(id string) error {
+	if id == "" || len(id) > MaxIDLen {
+		return fmt.Errorf("%w: invalid id %q: 1 to %d characters", ErrInvalid, id, MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c >= 0x7f || c == '/' || c == '\\' {
+			return fmt.Errorf("%w: invalid id %q: character %q", ErrInvalid, id, c)
+		}
+	}
+	return nil
+}
+
+// CheckUser returns an error wrapping ErrInvalid unless name may be a
+// local user name: 1 to MaxIDLen printable ASCII characters other than
+// ":", "/" and space (a login may still refuse it: the name must exist).
+func CheckUser(name string) error {
+	if name == "" || len(name) > MaxIDLen {
+		return fmt.Errorf("%w: invalid user %q: 1 to %d characters", ErrInvalid, name, MaxIDLen)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c <= ' ' || c >= 0x7f || c == ':' || c == '/' {
+			return fmt.Errorf("%w: invalid user %q: character %q", ErrInvalid, name, c)
+		}
+	}
+	return nil
 }
 
 // Match reports whether s passes the filter.
@@ -182,10 +222,13 @@ type PairRequest struct {
 	TTLSeconds int    `json:"ttl_seconds,omitempty"` // 0 = the daemon's default
 }
 
-// PairResponse is a pairing code and when it expires.
+// PairResponse is a pairing code and when it expires, with what the
+// daemon wants the administrator to know about it (e.g. a user this host
+// does not know).
 type PairResponse struct {
-	Code    string    `json:"code"`
-	Expires time.Time `json:"expires"`
+	Code     string    `json:"code"`
+	Expires  time.Time `json:"expires"`
+	Warnings []string  `json:"warnings,omitempty"`
 }
 
 // ErrorResponse is the body of every error status.

@@ -129,9 +129,10 @@ func TestClientRoundTrip(t *testing.T) {
 	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
 		t.Errorf("KillSession(nope) error = %#v; want a 404 StatusError", err)
 	}
-	// Ids are path-escaped: a slash is part of the id, not the route.
-	if err := c.KillSession(ctx, "a/b"); !errors.Is(err, adminapi.ErrNotFound) {
-		t.Errorf("KillSession(a/b) = %v; want ErrNotFound", err)
+	// Ids are path-escaped: a slash is part of the id, not the route (and
+	// no id has one: 400).
+	if err := c.KillSession(ctx, "a/b"); !errors.Is(err, adminapi.ErrInvalid) {
+		t.Errorf("KillSession(a/b) = %v; want ErrInvalid", err)
 	}
 	if err := c.KillSession(ctx, ""); !errors.Is(err, adminapi.ErrInvalid) {
 		t.Errorf("KillSession(\"\") = %v; want ErrInvalid", err)
@@ -547,5 +548,55 @@ func TestTokenRoutes(t *testing.T) {
 	}
 	if err := c.DeleteToken(ctx, "uid.04a1b2c3"); !errors.Is(err, adminapi.ErrNotFound) {
 		t.Fatalf("second delete = %v; want ErrNotFound", err)
+	}
+}
+
+// TestInvalidInputIs400: ids, users and states the API cannot take are the
+// client's mistake: 400 with the message, logged below error level, and the
+// backend is not asked.
+func TestInvalidInputIs400(t *testing.T) {
+	b := adminapitest.New(adminapitest.State{
+		Tokens: []adminapi.TokenInfo{{ID: "uid.04a1b2c3", User: "alice"}},
+	})
+	ts := startServer(t, b, -1)
+	c := adminapi.NewClient(ts.path)
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"delete a/b", func() error { return c.DeleteToken(ctx, "a/b") }, `invalid id "a/b"`},
+		{"kill an escape", func() error { return c.KillSession(ctx, "s-\x1b[2J") }, `invalid id "s-\x1b[2J"`},
+		{"long id", func() error { return c.SetTokenDisabled(ctx, strings.Repeat("x", adminapi.MaxIDLen+1), true) }, "invalid id"},
+		{"pair escape user", func() error { _, err := c.PairToken(ctx, adminapi.PairRequest{User: "ev\x1b"}); return err }, `invalid user "ev\x1b"`},
+		{"register colon user", func() error {
+			_, err := c.RegisterToken(ctx, adminapi.RegisterRequest{ID: "uid.04a1b2c4", User: "a:b"})
+			return err
+		}, `invalid user "a:b"`},
+		{"alias of a/b", func() error {
+			_, err := c.AliasToken(ctx, "uid.04a1b2c4", adminapi.AliasRequest{Of: "a/b"})
+			return err
+		}, `invalid id "a/b"`},
+		{"state", func() error {
+			_, err := c.SessionsFiltered(ctx, adminapi.SessionFilter{State: "bogus"})
+			return err
+		}, `unknown state "bogus": one of creating, active, suspended, orphaned`},
+	} {
+		err := tc.call()
+		var se *adminapi.StatusError
+		if !errors.As(err, &se) || se.Status != http.StatusBadRequest || !errors.Is(err, adminapi.ErrInvalid) || !strings.Contains(se.Message, tc.want) {
+			t.Errorf("%s: %v; want 400 with %q", tc.name, err, tc.want)
+		}
+	}
+	if calls := b.PairCalls(); len(calls) != 0 {
+		t.Errorf("backend asked for %d pairing codes; want none", len(calls))
+	}
+	if logs := ts.logs.String(); strings.Contains(logs, "[ERROR]") || strings.Contains(logs, "[WARN]") {
+		t.Errorf("invalid input logged as a problem of the daemon:\n%s", logs)
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "[DEBUG]") || !strings.Contains(logs, "invalid") {
+		t.Errorf("invalid input not logged at debug level:\n%s", logs)
 	}
 }

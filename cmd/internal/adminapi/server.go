@@ -297,6 +297,10 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
 		State: q.Get("state"), Token: q.Get("token")}
+	if f.State != "" && !slices.Contains(SessionStates, f.State) {
+		s.badRequest(w, r, fmt.Sprintf("unknown state %q: one of %s", f.State, strings.Join(SessionStates, ", ")))
+		return
+	}
 	list(s, func(ctx context.Context) ([]SessionInfo, error) { return s.backend.Sessions(ctx, f) })(w, r)
 }
 
@@ -307,6 +311,10 @@ func (s *Server) action(do func(ctx context.Context, id string) error, msg, idKe
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		p := r.Context().Value(peerKey{}).(*peer)
+		if err := CheckID(id); err != nil {
+			s.backendError(w, r, err)
+			return
+		}
 		if err := do(r.Context(), id); err != nil {
 			s.backendError(w, r, err)
 			return
@@ -358,10 +366,14 @@ func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
 	req.User = strings.TrimSpace(req.User)
 	switch {
 	case req.User == "":
-		writeError(w, http.StatusBadRequest, "user is required")
+		s.badRequest(w, r, "user is required")
 		return
 	case req.TTLSeconds < 0:
-		writeError(w, http.StatusBadRequest, "ttl_seconds must not be negative")
+		s.badRequest(w, r, "ttl_seconds must not be negative")
+		return
+	}
+	if err := CheckUser(req.User); err != nil {
+		s.backendError(w, r, err)
 		return
 	}
 	p := r.Context().Value(peerKey{}).(*peer)
@@ -382,7 +394,11 @@ func (s *Server) registerToken(w http.ResponseWriter, r *http.Request) {
 	}
 	req.User = strings.TrimSpace(req.User)
 	if req.ID == "" || req.User == "" {
-		writeError(w, http.StatusBadRequest, "id and user are required")
+		s.badRequest(w, r, "id and user are required")
+		return
+	}
+	if err := errors.Join(CheckID(req.ID), CheckUser(req.User)); err != nil {
+		s.backendError(w, r, err)
 		return
 	}
 	p := r.Context().Value(peerKey{}).(*peer)
@@ -401,7 +417,11 @@ func (s *Server) aliasToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Of == "" {
-		writeError(w, http.StatusBadRequest, "of is required")
+		s.badRequest(w, r, "of is required")
+		return
+	}
+	if err := errors.Join(CheckID(r.PathValue("id")), CheckID(req.Of)); err != nil {
+		s.backendError(w, r, err)
 		return
 	}
 	p := r.Context().Value(peerKey{}).(*peer)
@@ -426,13 +446,22 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// backendError maps a backend error to a status.
+// badRequest answers 400 with msg: the client's mistake, logged at debug
+// level only.
+func (s *Server) badRequest(w http.ResponseWriter, r *http.Request, msg string) {
+	s.logger.Debug("admin api request refused as invalid", "method", r.Method, "path", r.URL.Path, "error", msg)
+	writeError(w, http.StatusBadRequest, msg)
+}
+
+// backendError maps a backend error to a status. Only what is not the
+// client's mistake is logged as an error.
 func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
+		s.logger.Debug("admin api request: not found", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrInvalid):
-		writeError(w, http.StatusBadRequest, err.Error())
+		s.badRequest(w, r, err.Error())
 	case errors.Is(err, ErrNotReady):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:
