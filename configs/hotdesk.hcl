@@ -244,6 +244,16 @@ compositor {
   # Tests with fake compositors only: with run_as_user = false, let
   # desktops run as root. -check warns.
   insecure_allow_root = false
+
+  # backend = "rdp": each desktop is served on a loopback RDP port, and
+  # weston asks an RDP client for no password. hotdeskd therefore lets
+  # only its own uid connect to those ports (an nftables table
+  # hotdesk_<id> per state_dir, logged at start; needs the nftables
+  # package and hotdeskd running as root); every other local user's
+  # connection is refused. Without the guard no RDP desktop starts.
+  # true serves them unguarded: any local user can use any desktop.
+  # Single-user hosts only; -check warns.
+  insecure_unguarded_rdp = false
 }
 
 pairing {

@@ -277,7 +277,10 @@ func (d *daemon) startCompositor(context.Context) error {
 			KioskAccountPrefix: cfg.Compositor.KioskAccountPrefix,
 			MaxKioskAccounts:   cfg.Compositor.KioskAccounts,
 			AllowRoot:          cfg.Compositor.InsecureAllowRoot,
-			Logger:             logger.Named("weston"),
+			// RDPGuard nil: weston guards RDP ports with portguard's
+			// default table (see -check's checkRDPGuard).
+			InsecureUnguardedRDP: cfg.Compositor.InsecureUnguardedRDP,
+			Logger:               logger.Named("weston"),
 		})
 	case "wayray":
 		// A compositor speaking hotdesk's control protocol (proto/COMPOSITOR.md).

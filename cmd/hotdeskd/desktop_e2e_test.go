@@ -3,13 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"image/draw"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,7 +96,7 @@ func next(t *testing.T, evs <-chan map[string]any, want string) map[string]any {
 // same application, is seen there.
 func TestDesktopFollowsToken(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
-	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower")
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "convert", "weston-flower", "nft")
 	disps := testutil.StartXvfbs(t, 2)
 	d1, d2 := disps[0], disps[1]
 	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
@@ -146,6 +151,10 @@ func TestDesktopFollowsToken(t *testing.T) {
 		return n >= desktopVisible
 	})
 
+	// Terminals reach the desktop through the gateway only: weston's RDP
+	// port (no client authentication) refuses every other local user.
+	rdpRefusesNobody(t, filepath.Join(e.dir, "data", "sessions", session, "session.json"))
+
 	// An application in the session.
 	run := filepath.Join(e.dir, "data", "sessions", session, "run")
 	app := exec.Command("weston-flower")
@@ -194,5 +203,30 @@ func TestDesktopFollowsToken(t *testing.T) {
 	case err := <-appDone:
 		t.Fatalf("the application ended: %v", err)
 	default:
+	}
+}
+
+// rdpRefusesNobody fails the test unless the RDP port of the session whose
+// record is at recordPath refuses a connection from the account nobody.
+func rdpRefusesNobody(t *testing.T, recordPath string) {
+	t.Helper()
+	b, err := os.ReadFile(recordPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Endpoint string `json:"endpoint"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatalf("%s: %v", recordPath, err)
+	}
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(rec.Endpoint, "rdp://"))
+	if err != nil || !strings.HasPrefix(rec.Endpoint, "rdp://") {
+		t.Fatalf("endpoint %q is not rdp://HOST:PORT", rec.Endpoint)
+	}
+	n, _ := strconv.Atoi(port)
+	uid, gid := testutil.Nobody(t)
+	if err := testutil.DialAs(uid, gid, n); !errors.Is(err, testutil.ErrConnRefused) {
+		t.Fatalf("nobody's connection to the desktop's RDP port %d: %v; want it refused", n, err)
 	}
 }

@@ -72,7 +72,12 @@ func run(args []string) error {
 	}
 	if o.check {
 		// What the configuration exposes, loudly, on stderr.
-		for _, w := range append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...) {
+		guardWarnings, err := checkRDPGuard(cfg, "")
+		if err != nil {
+			return fmt.Errorf("%s: %w", displayPath(path), err)
+		}
+		warnings := append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...)
+		for _, w := range append(warnings, guardWarnings...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}
 		fmt.Printf("%s: ok\n", displayPath(path))

@@ -20,13 +20,14 @@ import (
 
 // prepareRDP gives session s of the RDP backend its own TLS key pair (RSA
 // 2048, self-signed; 0600, owned by the session's user when it runs as one)
-// and a free loopback port, and returns weston's arguments for them. The
-// RDP listener is bound to 127.0.0.1 only: terminals reach it through the
-// broker's attach gateway, never directly.
-func prepareRDP(s *session, uid, gid int) ([]string, error) {
+// and a free loopback port, and returns weston's arguments for them and
+// the port. The RDP listener is bound to 127.0.0.1 only: terminals reach
+// it through the broker's attach gateway, never directly (and the port is
+// guarded before weston starts: see Config.RDPGuard).
+func prepareRDP(s *session, uid, gid int) ([]string, int, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return nil, fmt.Errorf("rdp key: %w", err)
+		return nil, 0, fmt.Errorf("rdp key: %w", err)
 	}
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
@@ -40,7 +41,7 @@ func prepareRDP(s *session, uid, gid int) ([]string, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("rdp certificate: %w", err)
+		return nil, 0, fmt.Errorf("rdp certificate: %w", err)
 	}
 	certPath, keyPath := filepath.Join(s.dir, "rdp.crt"), filepath.Join(s.dir, "rdp.key")
 	files := map[string][]byte{
@@ -49,21 +50,20 @@ func prepareRDP(s *session, uid, gid int) ([]string, error) {
 	}
 	for p, b := range files {
 		if err := os.WriteFile(p, b, 0o600); err != nil {
-			return nil, fmt.Errorf("rdp: %w", err)
+			return nil, 0, fmt.Errorf("rdp: %w", err)
 		}
 		if uid >= 0 {
 			if err := os.Chown(p, uid, gid); err != nil {
-				return nil, fmt.Errorf("rdp: %w", err)
+				return nil, 0, fmt.Errorf("rdp: %w", err)
 			}
 		}
 	}
 	port, err := freeport.Loopback()
 	if err != nil {
-		return nil, fmt.Errorf("rdp port: %w", err)
+		return nil, 0, fmt.Errorf("rdp port: %w", err)
 	}
-	s.rdpPort = port
 	return []string{"--address=127.0.0.1", "--port=" + strconv.Itoa(port),
-		"--rdp-tls-cert=" + certPath, "--rdp-tls-key=" + keyPath}, nil
+		"--rdp-tls-cert=" + certPath, "--rdp-tls-key=" + keyPath}, port, nil
 }
 
 // rdpPortOf parses the port of an "rdp://127.0.0.1:PORT" endpoint (0 if

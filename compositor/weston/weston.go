@@ -25,6 +25,13 @@
 // (log included: the tail is in the broker's log) is removed, the session
 // is forgotten and then reported once on Exits.
 //
+// RDP. With Config.Backend "rdp" weston also serves the desktop over RDP
+// on 127.0.0.1:<port> (Info.Endpoint "rdp://127.0.0.1:<port>"), with a
+// key pair of its own. Weston 10 authenticates no RDP client, so the port
+// is added to Config.RDPGuard (nftables: only the daemon's uid may open a
+// connection to it) before weston starts, and removed once nothing of the
+// session is left; no RDP session starts unguarded.
+//
 // Suspend and Resume only record the Suspended flag (in memory and in
 // session.json): the headless backend has no display stream to cut, and
 // the compositor is never stopped, so applications keep running.
@@ -59,6 +66,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/portguard"
 )
 
 var _ compositor.Backend = (*Backend)(nil)
@@ -95,7 +103,29 @@ var (
 	// ErrExitedCleanly is the Exit.Err of a compositor that exited with
 	// status 0 on its own.
 	ErrExitedCleanly = errors.New("weston: exit status 0")
+	// ErrRDPUnguarded: the RDP backend's port guard is unavailable or
+	// failed, so the session is not started (it would be open to every
+	// local user).
+	ErrRDPUnguarded = errors.New("weston: rdp port cannot be guarded")
 )
+
+// PortGuard keeps TCP connections to loopback ports to the daemon's uid
+// (*portguard.Guard). A port added twice (freed by one session, picked by
+// the next before the first is unguarded) must stay guarded until the
+// second Remove; removing a port that is not guarded is not an error.
+type PortGuard interface {
+	Add(ctx context.Context, port int) error
+	Remove(ctx context.Context, port int) error
+}
+
+// guardEnsurer is a PortGuard that can check itself and restore what a
+// firewall reload removed (*portguard.Guard).
+type guardEnsurer interface {
+	Ensure(ctx context.Context) (restored bool, err error)
+}
+
+var _ guardEnsurer = (*portguard.Guard)(nil)
+var _ PortGuard = (*portguard.Guard)(nil)
 
 const (
 	socketName = "wayland-hd"
@@ -110,6 +140,12 @@ const (
 	// groupGoneTimeout bounds the wait for a killed session's process
 	// group to be gone (SIGKILL cannot be ignored; this is only a guard).
 	groupGoneTimeout = 5 * time.Second
+	// guardCallTimeout bounds one RDPGuard call made outside a caller's
+	// context (exit handling, adoption, checks).
+	guardCallTimeout = 10 * time.Second
+	// guardCheckEvery is how often (on the injected clock, at a tick)
+	// the RDP guard is checked while a guarded session runs.
+	guardCheckEvery = 10 * time.Second
 )
 
 var (
@@ -122,9 +158,25 @@ var (
 type Config struct {
 	// Binary is the weston executable, looked up in PATH; default "weston".
 	Binary string
-	// Backend is the weston backend: "headless" (default). "rdp" is not
-	// implemented yet.
+	// Backend is the weston backend: "headless" (default) or "rdp" (each
+	// session serves its desktop over RDP on a loopback port, guarded by
+	// RDPGuard).
 	Backend string
+	// RDPGuard (Backend "rdp") keeps every session's RDP port reachable by
+	// the daemon's uid only: weston 10 authenticates no RDP client, so
+	// anyone who connects gets the desktop. A port is added before weston
+	// starts and removed once nothing of the session is left; adopted
+	// sessions' ports are added again. nil: New sets up a
+	// portguard.Guard for the daemon's uid on the table of StateDir,
+	// portguard.TableName(StateDir) (one owner at a time: the state
+	// directory's lock), and Close deletes that table when no session is
+	// left; while the guard cannot be set up (no nft, not root), Create of
+	// every session fails with ErrRDPUnguarded naming the cause, and the
+	// next Create tries again.
+	RDPGuard PortGuard
+	// InsecureUnguardedRDP serves RDP without RDPGuard: every local user
+	// can connect to every desktop. Single-user hosts only.
+	InsecureUnguardedRDP bool
 	// StateDir holds one directory per session (created 0700 if missing).
 	// Keep it short: <StateDir>/<id>/run/wayland-hd must fit in a unix
 	// socket path (107 bytes).
@@ -185,6 +237,13 @@ type Backend struct {
 
 	accounts *accountPool // RunAsUser: pooled kiosk accounts
 
+	// guardMu guards guard and ownGuard (Backend "rdp").
+	guardMu  sync.Mutex
+	guard    PortGuard // nil: not set up (yet), or InsecureUnguardedRDP
+	ownGuard bool      // guard is the default one, on StateDir's table
+	// guardChecked is when onTick last checked guard (onTick only).
+	guardChecked time.Time
+
 	exits chan compositor.Exit
 	done  chan struct{} // closed by Close
 	// wg counts background work (ticks, exit handling) that may send on
@@ -208,7 +267,9 @@ type session struct {
 	started          time.Time
 	adopted          bool
 	labels           map[string]string
-	rdpPort          int // RDP backend: its loopback port
+	rdpPort          int  // RDP backend: its loopback port
+	guarded          bool // rdpPort was added to the RDP guard
+	lostGone         bool // Adopt: a lost session of which nothing is left
 	logger           hclog.Logger
 
 	pid        int    // set by Create once started
@@ -369,10 +430,84 @@ func New(cfg Config) (*Backend, error) {
 		sessions: make(map[string]*session),
 		accounts: newAccountPool(cfg.KioskAccountPrefix, cfg.MaxKioskAccounts, cfg.Logger.Named("accounts")),
 	}
+	if cfg.Backend == "rdp" && !cfg.InsecureUnguardedRDP {
+		b.guard = cfg.RDPGuard
+		if b.guard == nil {
+			if _, err := b.rdpGuard(context.Background()); err != nil {
+				b.log.Error("rdp desktops will be refused until their ports can be guarded", "error", err)
+			}
+		}
+	}
+	if cfg.Backend == "rdp" && cfg.InsecureUnguardedRDP {
+		b.log.Warn("rdp ports are not guarded: every local user can connect to every desktop")
+	}
 	b.mu.Lock()
 	b.tick = b.clock.AfterFunc(cfg.PollInterval, b.onTick)
 	b.mu.Unlock()
 	return b, nil
+}
+
+// rdpGuard returns the RDP port guard, setting up the default one if it
+// is not yet; nil, nil with InsecureUnguardedRDP. The error wraps
+// ErrRDPUnguarded.
+func (b *Backend) rdpGuard(ctx context.Context) (PortGuard, error) {
+	if b.cfg.InsecureUnguardedRDP {
+		return nil, nil
+	}
+	b.guardMu.Lock()
+	defer b.guardMu.Unlock()
+	if b.guard != nil {
+		return b.guard, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, guardCallTimeout)
+	defer cancel()
+	g, err := portguard.New(ctx, portguard.Config{Table: portguard.TableName(b.cfg.StateDir), Logger: b.log.Named("rdpguard")})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w; weston's RDP backend lets anyone who connects use the desktop, so no RDP session starts unguarded", ErrRDPUnguarded, err)
+	}
+	b.guard, b.ownGuard = g, true
+	b.log.Info("rdp ports guarded", "table", g.Table(), "uid", g.UID())
+	return g, nil
+}
+
+// guardPort adds s's RDP port to the guard before weston listens on it.
+func (b *Backend) guardPort(ctx context.Context, s *session) error {
+	g, err := b.rdpGuard(ctx)
+	if err != nil {
+		return err
+	}
+	if g == nil {
+		return nil // InsecureUnguardedRDP
+	}
+	if err := g.Add(ctx, s.rdpPort); err != nil {
+		return fmt.Errorf("%w: %w", ErrRDPUnguarded, err)
+	}
+	s.guarded = true
+	return nil
+}
+
+// unguardPort removes s's RDP port from the guard once nothing of the
+// session is left (gone); otherwise a process of it may still listen on
+// the port, which then stays guarded.
+func (b *Backend) unguardPort(s *session, gone bool) {
+	if !s.guarded {
+		return
+	}
+	if !gone {
+		s.logger.Warn("rdp port stays guarded: processes of the session may still hold it", "port", s.rdpPort)
+		return
+	}
+	b.guardMu.Lock()
+	g := b.guard
+	b.guardMu.Unlock()
+	if g == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guardCallTimeout)
+	defer cancel()
+	if err := g.Remove(ctx, s.rdpPort); err != nil {
+		s.logger.Warn("cannot unguard RDP port", "port", s.rdpPort, "error", err)
+	}
 }
 
 // Exits reports compositors that ended on their own, once each. It is
@@ -483,10 +618,13 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		}
 		return compositor.Info{}, err
 	}
+	// gone: nothing of the session runs (or ever ran).
+	gone := true
 	cleanDir := func() {
 		if err := os.RemoveAll(s.dir); err != nil {
 			s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
 		}
+		b.unguardPort(s, gone)
 		unreserve()
 	}
 	logf, err := b.prepareDir(s, uid, gid)
@@ -501,8 +639,16 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		"--idle-time=0",
 	}
 	if b.cfg.Backend == "rdp" {
-		rdpArgs, err := prepareRDP(s, uid, gid)
+		rdpArgs, port, err := prepareRDP(s, uid, gid)
 		if err != nil {
+			cleanDir()
+			return compositor.Info{}, err
+		}
+		b.mu.Lock() // Adopt reads the ports of the sessions in b.sessions
+		s.rdpPort = port
+		b.mu.Unlock()
+		// Guarded before weston listens, never after.
+		if err := b.guardPort(ctx, s); err != nil {
 			cleanDir()
 			return compositor.Info{}, err
 		}
@@ -545,6 +691,10 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 		_ = cmd.Process.Kill() // the leader, even if the group is gone
 		<-s.exited             // SIGKILL: Wait returns promptly
 		_ = procsup.SignalGroup(s.pid, syscall.SIGKILL)
+		if s.guarded {
+			// Its helpers may hold the RDP listener until they are gone.
+			gone = b.waitGroupGone(s)
+		}
 		if tail := logTail(s.log); tail != "" {
 			err = fmt.Errorf("%w; weston.log tail:\n%s", err, tail)
 		}
@@ -893,7 +1043,10 @@ func (b *Backend) onExit(s *session) {
 		// are gone they may still hold what the session held (its RDP
 		// listener, inherited by weston's clients). Destroy returns only
 		// when nothing of the session is left.
-		b.waitGroupGone(s)
+		b.unguardPort(s, b.waitGroupGone(s))
+	} else {
+		// Whether the group is gone is unknown: keep the port guarded.
+		b.unguardPort(s, false)
 	}
 	if !stopping {
 		s.logger.Warn("compositor exited", "pid", s.pid, "error", s.exitErr, "log_tail", logTail(s.log))
@@ -917,11 +1070,13 @@ func (b *Backend) onExit(s *session) {
 }
 
 // waitGroupGone waits, bounded by groupGoneTimeout, until no live process
-// of the session's process group is left.
-func (b *Backend) waitGroupGone(s *session) {
+// of the session's process group is left, and reports whether none is.
+func (b *Backend) waitGroupGone(s *session) bool {
 	if !procsup.WaitGroupGone(b.cfg.procRoot, s.pid, groupGoneTimeout, b.done) {
 		s.logger.Warn("processes of the session outlived SIGKILL", "pgid", s.pid, "waited", groupGoneTimeout)
+		return false
 	}
+	return true
 }
 
 // onTick checks adopted compositors and rotates logs, then reschedules.
@@ -959,6 +1114,8 @@ func (b *Backend) onTick() {
 		}
 	}
 
+	b.checkGuard(live)
+
 	b.mu.Lock()
 	if !b.closed {
 		b.tick = b.clock.AfterFunc(b.cfg.PollInterval, b.onTick)
@@ -995,6 +1152,8 @@ func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []
 	if err != nil {
 		return nil, nil, fmt.Errorf("weston: adopt: %w", err)
 	}
+	var unguard []*session
+	defer func() { b.unguardLost(unguard) }()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return adopted, lost, fmt.Errorf("weston: adopt: %w", err)
@@ -1017,7 +1176,7 @@ func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []
 		b.sessions[id] = s // reservation
 		b.mu.Unlock()
 
-		info, ex, ok := b.adoptOne(s)
+		info, ex, ok := b.adoptOne(s, &unguard)
 		b.mu.Lock()
 		if ok {
 			s.ready = true
@@ -1037,13 +1196,38 @@ func (b *Backend) Adopt(ctx context.Context) (adopted []compositor.Info, lost []
 	return adopted, lost, nil
 }
 
+// unguardLost unguards the ports of lost sessions (gone: nothing of them
+// is left) that no session of this Backend uses now.
+func (b *Backend) unguardLost(lost []*session) {
+	for _, s := range lost {
+		b.mu.Lock()
+		inUse := slices.ContainsFunc(slices.Collect(maps.Values(b.sessions)), func(o *session) bool { return o.rdpPort == s.rdpPort })
+		b.mu.Unlock()
+		if inUse {
+			continue
+		}
+		b.unguardPort(s, s.lostGone)
+	}
+}
+
 // adoptOne verifies the reserved session s from its record.
-func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) {
+// A lost session with an RDP port is appended to unguard.
+func (b *Backend) adoptOne(s *session, unguard *[]*session) (compositor.Info, compositor.Exit, bool) {
 	lose := func(pid int, err error) (compositor.Info, compositor.Exit, bool) {
 		if err := os.RemoveAll(s.dir); err != nil {
 			s.logger.Warn("cannot remove state dir", "dir", s.dir, "error", err)
 		}
 		return compositor.Info{}, compositor.Exit{SessionID: s.id, PID: pid, Err: err}, false
+	}
+	// loseGuarded also has the lost session's RDP port unguarded once
+	// Adopt is done, if nothing of it is left (gone).
+	loseGuarded := func(rec record, gone bool, err error) (compositor.Info, compositor.Exit, bool) {
+		if s.rdpPort = rdpPortOf(rec.Endpoint); s.rdpPort > 0 {
+			s.guarded = true // by the daemon that started it
+			s.lostGone = gone
+			*unguard = append(*unguard, s)
+		}
+		return lose(rec.PID, err)
 	}
 	rec, err := readRecord(s.dir, s.id)
 	switch {
@@ -1054,15 +1238,22 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 	case err != nil:
 		return lose(0, fmt.Errorf("%w: %w", ErrBadRecord, err))
 	case rec.BootID != b.bootID:
-		return lose(rec.PID, ErrRebooted)
+		return loseGuarded(rec, true, ErrRebooted)
 	}
 	switch err := procsup.Check(b.cfg.procRoot, rec.PID, rec.StartTicks); {
 	case errors.Is(err, ErrProcessGone):
 		// Leftovers of its process group die with it.
 		_ = procsup.SignalGroup(rec.PID, syscall.SIGKILL)
-		return lose(rec.PID, err)
+		gone := true
+		if rdpPortOf(rec.Endpoint) > 0 {
+			s.pid = rec.PID
+			gone = b.waitGroupGone(s)
+		}
+		return loseGuarded(rec, gone, err)
 	case err != nil:
-		return lose(rec.PID, err)
+		// Its pid is another process's: whether anything of the session
+		// is left is unknown.
+		return loseGuarded(rec, false, err)
 	}
 	s.user = rec.User
 	if rec.Account != "" {
@@ -1074,6 +1265,9 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 	}
 	s.labels = rec.Labels
 	s.rdpPort = rdpPortOf(rec.Endpoint)
+	if s.rdpPort > 0 {
+		b.guardAdopted(s)
+	}
 	s.pid = rec.PID
 	s.startTicks = rec.StartTicks
 	s.started = rec.Started
@@ -1081,9 +1275,69 @@ func (b *Backend) adoptOne(s *session) (compositor.Info, compositor.Exit, bool) 
 	return s.info(), compositor.Exit{}, true
 }
 
+// guardAdopted adds an adopted session's RDP port to the guard again (it
+// stayed guarded if the table survived, which it does unless someone
+// removed it). A failure is logged, not fatal: refusing the session would
+// kill a running desktop.
+func (b *Backend) guardAdopted(s *session) {
+	s.guarded = true
+	ctx, cancel := context.WithTimeout(context.Background(), guardCallTimeout)
+	defer cancel()
+	g, err := b.rdpGuard(ctx)
+	if err == nil && g != nil {
+		err = g.Add(ctx, s.rdpPort)
+	}
+	if err != nil {
+		s.logger.Error("adopted desktop's RDP port may be open to every local user", "port", s.rdpPort, "error", err)
+	}
+}
+
+// checkGuard checks the RDP guard, at most every guardCheckEvery while a
+// guarded session runs, and restores what a firewall reload removed.
+func (b *Backend) checkGuard(live []*session) {
+	now := b.clock.Now()
+	if now.Sub(b.guardChecked) < guardCheckEvery || !slices.ContainsFunc(live, func(s *session) bool { return s.guarded }) {
+		return
+	}
+	b.guardChecked = now
+	b.guardMu.Lock()
+	g, ok := b.guard.(guardEnsurer)
+	b.guardMu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guardCallTimeout)
+	defer cancel()
+	if restored, err := g.Ensure(ctx); err != nil {
+		b.log.Error("cannot check the RDP port guard", "error", err)
+	} else if restored {
+		b.log.Warn("rdp port guard restored (its nftables table or rules had been removed)")
+	}
+}
+
+// retireGuard deletes the default guard's table if its set is empty: no
+// desktop of this state directory is left to protect.
+func (b *Backend) retireGuard() {
+	b.guardMu.Lock()
+	g, own := b.guard.(*portguard.Guard)
+	own = own && b.ownGuard
+	b.guardMu.Unlock()
+	if !own {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guardCallTimeout)
+	defer cancel()
+	if deleted, err := g.Retire(ctx); err != nil {
+		b.log.Warn("cannot remove the RDP guard's table", "table", g.Table(), "error", err)
+	} else if deleted {
+		b.log.Debug("rdp guard table removed: no desktop left", "table", g.Table())
+	}
+}
+
 // Close stops supervising: no more Exits are sent and Exits is closed, but
 // every compositor keeps running and can be adopted by a new Backend on the
-// same StateDir. The state directory lock is released. Close is
+// same StateDir (the RDP guard's table stays while they run). The state
+// directory lock is released. Close is
 // idempotent. Compositors started by this Backend are still its process's
 // children: one goroutine each keeps waiting to reap them, and does nothing
 // else, until they exit.
@@ -1097,10 +1351,14 @@ func (b *Backend) Close() error {
 	if b.tick != nil {
 		b.tick.Stop()
 	}
+	idle := len(b.sessions) == 0 // nothing runs, nothing is starting
 	b.mu.Unlock()
 	close(b.done)
 	b.wg.Wait()
 	close(b.exits)
+	if idle {
+		b.retireGuard()
+	}
 	if err := b.lock.Unlock(); err != nil {
 		return fmt.Errorf("weston: close: %w", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/portguard"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -584,11 +585,69 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
+// rdpGuard is a real port guard on an nftables table of the test's own,
+// deleted at cleanup. It fails the test when CI=true and nftables is not
+// usable here, and skips it otherwise.
+func rdpGuard(t *testing.T) *portguard.Guard {
+	t.Helper()
+	if _, err := portguard.LookNFT(""); err != nil {
+		testutil.SkipOrFail(t, "nft: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "the RDP guard needs root")
+	}
+	table := fmt.Sprintf("hdtest_w%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	g, err := portguard.New(ctx, portguard.Config{Table: table, Logger: testLogger(t).Named("rdpguard")})
+	if err != nil {
+		t.Fatalf("portguard: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		if err := portguard.Delete(ctx, "", table); err != nil {
+			t.Errorf("delete table %s: %v", table, err)
+		}
+	})
+	return g
+}
+
+// nobodyReaches reports whether the account nobody can open a connection
+// to port (true) or is refused (false); anything else fails the test.
+func nobodyReaches(t *testing.T, port int) bool {
+	t.Helper()
+	uid, gid := testutil.Nobody(t)
+	err := testutil.DialAs(uid, gid, port)
+	if err != nil && !errors.Is(err, testutil.ErrConnRefused) {
+		t.Fatalf("dial as nobody: %v", err)
+	}
+	return err == nil
+}
+
+func guardedPorts(t *testing.T, g *portguard.Guard) []int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	ports, err := g.Ports(ctx)
+	if err != nil {
+		t.Fatalf("guarded ports: %v", err)
+	}
+	return ports
+}
+
 // TestRDPBackend: weston's RDP backend bound to loopback with its own key
-// pair per session; the endpoint accepts TCP connections until destroyed.
+// pair per session; the endpoint accepts the daemon's TCP connections
+// until destroyed, and refuses every other local user's (weston 10
+// authenticates no RDP client): guarded before weston starts, still
+// guarded after the daemon restarts and adopts the session, restored when
+// a firewall reload removed the guard's table, unguarded once destroyed.
+// Budget: two real westons' start and stop, a few seconds.
 func TestRDPBackend(t *testing.T) {
+	requireWeston(t)
+	guard := rdpGuard(t)
 	dir := stateDir(t)
-	b, _ := newBackend(t, Config{StateDir: dir, Backend: "rdp"})
+	b, _ := newBackend(t, Config{StateDir: dir, Backend: "rdp", RDPGuard: guard})
 	info := create(t, b, compositor.Spec{SessionID: "s-rdp", User: "root"})
 	port := rdpPortOf(info.Endpoint)
 	if port == 0 || info.Endpoint != fmt.Sprintf("rdp://127.0.0.1:%d", port) {
@@ -599,15 +658,164 @@ func TestRDPBackend(t *testing.T) {
 		t.Fatalf("RDP listener: %v", err)
 	}
 	c.Close()
+	if nobodyReaches(t, port) {
+		t.Fatalf("nobody connected to the session's RDP port %d", port)
+	}
+	if got := guardedPorts(t, guard); !slices.Equal(got, []int{port}) {
+		t.Fatalf("guarded ports = %v; want [%d]", got, port)
+	}
 	if fi, err := os.Stat(filepath.Join(dir, "s-rdp", "rdp.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("rdp.key: %v, %v; want mode 0600", fi, err)
 	}
-	if err := b.Destroy(context.Background(), "s-rdp"); err != nil {
+
+	// A restarted daemon: a new Backend and a new Guard on the same table.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if nobodyReaches(t, port) {
+		t.Fatal("nobody connected once the backend was closed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	guard2, err := portguard.New(ctx, portguard.Config{Table: guard.Table()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sessions that died meanwhile: one whose port is free now (unguarded
+	// by Adopt) and one whose port the live session uses (left alone).
+	bootID, _ := procsup.BootID("/proc")
+	dead := exec.Command("/bin/true")
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadStat, _ := procsup.ReadStat("/proc", dead.Process.Pid)
+	dead.Wait()
+	const freePort = 1 // never a session's: only root may listen there
+	if err := guard.Add(ctx, freePort); err != nil {
+		t.Fatal(err)
+	}
+	for id, p := range map[string]int{"a-dead": freePort, "z-dead": port} {
+		writeStale(t, dir, id, &record{PID: dead.Process.Pid, StartTicks: deadStat.StartTicks, BootID: bootID,
+			Endpoint: fmt.Sprintf("rdp://127.0.0.1:%d", p)})
+	}
+	b2, fc := newBackend(t, Config{StateDir: dir, Backend: "rdp", RDPGuard: guard2, PollInterval: time.Second})
+	if adopted, lost, err := b2.Adopt(ctx); err != nil || len(adopted) != 1 || adopted[0].Endpoint != info.Endpoint || len(lost) != 2 {
+		t.Fatalf("Adopt = %+v, %+v, %v; want s-rdp at %s adopted, 2 lost", adopted, lost, err, info.Endpoint)
+	}
+	if got := guardedPorts(t, guard2); !slices.Equal(got, []int{port}) {
+		t.Fatalf("guarded ports after Adopt = %v; want [%d] (the dead sessions' free port unguarded)", got, port)
+	}
+	if nobodyReaches(t, port) {
+		t.Fatal("nobody connected to an adopted session's RDP port")
+	}
+
+	// A firewall reload drops the table; the next check restores it.
+	if err := portguard.Delete(ctx, "", guard.Table()); err != nil {
+		t.Fatal(err)
+	}
+	if !nobodyReaches(t, port) {
+		t.Fatal("nobody refused with the guard's table deleted: the test cannot show a restore")
+	}
+	fc.Advance(guardCheckEvery + time.Second)
+	testutil.WaitFor(t, waitLimit, "the guard restored", func() bool {
+		ports, err := guard2.Ports(ctx)
+		return err == nil && slices.Equal(ports, []int{port})
+	})
+	if nobodyReaches(t, port) {
+		t.Fatal("nobody connected after the guard was restored")
+	}
+
+	if err := destroy(t, b2, "s-rdp"); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 		c.Close()
 		t.Fatal("RDP listener still open after destroy")
+	}
+	if got := guardedPorts(t, guard2); len(got) != 0 {
+		t.Fatalf("guarded ports after destroy = %v; want none", got)
+	}
+}
+
+// TestRDPDefaultGuard: without Config.RDPGuard the backend guards its
+// sessions on the table of its state directory, which Close removes once
+// no session is left.
+func TestRDPDefaultGuard(t *testing.T) {
+	requireWeston(t)
+	rdpGuard(t) // nftables usable here
+	dir := stateDir(t)
+	table := portguard.TableName(dir)
+	t.Cleanup(func() { portguard.Delete(context.Background(), "", table) })
+	b, _ := newBackend(t, Config{StateDir: dir, Backend: "rdp"})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	view, err := portguard.New(ctx, portguard.Config{Table: table}) // the same table, to read it
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := create(t, b, compositor.Spec{SessionID: "s-rdp", User: "root"})
+	port := rdpPortOf(info.Endpoint)
+	if got := guardedPorts(t, view); !slices.Equal(got, []int{port}) {
+		t.Fatalf("ports in table %s = %v; want [%d]", table, got, port)
+	}
+	if nobodyReaches(t, port) {
+		t.Fatalf("nobody connected to the session's RDP port %d", port)
+	}
+	if err := destroy(t, b, "s-rdp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := view.Ports(ctx); err == nil {
+		t.Fatalf("table %s still there after Close with no session left", table)
+	}
+}
+
+// failingGuard is a PortGuard whose Add fails: the case of an nft that
+// stops working after the guard was set up, which real nftables cannot be
+// made to show on demand.
+type failingGuard struct{ removed []int }
+
+func (f *failingGuard) Add(ctx context.Context, port int) error {
+	return errors.New("nft: exit status 1")
+}
+
+func (f *failingGuard) Remove(ctx context.Context, port int) error {
+	f.removed = append(f.removed, port)
+	return nil
+}
+
+// TestRDPUnguarded: a port that cannot be guarded means no session (and
+// no weston, no state left); InsecureUnguardedRDP starts it unguarded.
+func TestRDPUnguarded(t *testing.T) {
+	requireWeston(t)
+	dir := stateDir(t)
+	fg := &failingGuard{}
+	b, _ := newBackend(t, Config{StateDir: dir, Backend: "rdp", RDPGuard: fg})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	_, err := b.Create(ctx, compositor.Spec{SessionID: "s-rdp", User: "root"})
+	if !errors.Is(err, ErrRDPUnguarded) {
+		t.Fatalf("Create with a failing guard err = %v; want ErrRDPUnguarded", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "s-rdp")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state dir after a refused create: %v; want none", err)
+	}
+	if out, _ := exec.Command("pgrep", "-f", filepath.Join(dir, "s-rdp")).Output(); len(out) > 0 {
+		t.Fatalf("processes of the refused session: %s", out)
+	}
+	if list, _ := b.List(ctx); len(list) != 0 {
+		t.Fatalf("List = %+v; want none", list)
+	}
+
+	b2, _ := newBackend(t, Config{StateDir: stateDir(t), Backend: "rdp", InsecureUnguardedRDP: true, RDPGuard: fg})
+	info := create(t, b2, compositor.Spec{SessionID: "s-open", User: "root"})
+	if err := destroy(t, b2, info.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if len(fg.removed) != 0 {
+		t.Fatalf("unguarded session removed ports %v from the guard", fg.removed)
 	}
 }
 

@@ -216,6 +216,11 @@ type Compositor struct {
 	// InsecureAllowRoot lets run_as_user = false start desktops as root.
 	// Tests with fake compositors only; -check warns.
 	InsecureAllowRoot bool // insecure_allow_root
+	// InsecureUnguardedRDP (backend rdp) serves desktops on loopback RDP
+	// ports without the nftables guard that lets only hotdeskd connect:
+	// weston authenticates no RDP client, so every local user can use
+	// every desktop. Single-user hosts only; -check warns.
+	InsecureUnguardedRDP bool // insecure_unguarded_rdp
 }
 
 // Auth configures PAM and the per-token, per-user and per-group login
@@ -621,6 +626,8 @@ type rawCompositor struct {
 	KioskAccountPrefix string `hcl:"kiosk_account_prefix,optional"`
 	KioskAccounts      int    `hcl:"kiosk_accounts,optional"`
 	InsecureAllowRoot  bool   `hcl:"insecure_allow_root,optional"`
+
+	InsecureUnguardedRDP bool `hcl:"insecure_unguarded_rdp,optional"`
 }
 
 type rawPairing struct {
@@ -799,6 +806,8 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			KioskAccountPrefix: raw.Compositor.KioskAccountPrefix,
 			KioskAccounts:      raw.Compositor.KioskAccounts,
 			InsecureAllowRoot:  raw.Compositor.InsecureAllowRoot,
+
+			InsecureUnguardedRDP: raw.Compositor.InsecureUnguardedRDP,
 		},
 		Limits: Limits{
 			MaxConnections:              raw.Limits.MaxConnections,
@@ -1255,6 +1264,9 @@ func (c *Config) Warnings() []string {
 		} else {
 			w = append(w, "compositor.run_as_user = false: desktops run as hotdeskd's user (refused when that is root)")
 		}
+	}
+	if c.Compositor.Type == "weston" && c.Compositor.Backend == "rdp" && c.Compositor.InsecureUnguardedRDP {
+		w = append(w, "compositor.insecure_unguarded_rdp = true: every desktop's RDP port is open to every local user, and weston asks an RDP client for no password: any local user can use any desktop; remove it and install nftables")
 	}
 	kinds := []string{c.Session.Auth}
 	for _, r := range c.Auth.Rules {

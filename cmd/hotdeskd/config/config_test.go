@@ -612,6 +612,7 @@ func TestSecureDefaults(t *testing.T) {
 		{"plaintext group etcd", "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "plaintext"},
 		{"no client cert", "etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n}\n", "no client certificate"},
 		{"desktops as root", "compositor {\n  run_as_user = false\n  insecure_allow_root = true\n}\n", "root shell"},
+		{"unguarded rdp", "compositor {\n  backend = \"rdp\"\n  insecure_unguarded_rdp = true\n}\n", "any local user can use any desktop"},
 		{"kiosk", "session {\n  auth = \"kiosk\"\n}\n", "without a login"},
 		{"no cap", "session {\n  max_sessions = 0\n}\n", "no cap"},
 	}
