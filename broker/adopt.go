@@ -64,9 +64,17 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 		c, won, err := b.adoptClaim(ctx, s)
 		switch {
 		case err != nil:
-			// Kept, unclaimed (fence 0): the next hot-desk to it, lease
-			// re-establishment or fenced write finds out who owns it.
-			b.log.Warn("adopted session not claimed", "session", s.ID, "error", err)
+			// Kept, unclaimed (fence 0), and claimed in the background
+			// as soon as the registry answers (reclaimAdopted).
+			b.log.Warn("adopted session not claimed yet; retrying", "session", s.ID, "error", err)
+			b.mu.Lock()
+			s.locked = true // its lock is unknown until the claim is read: fail closed
+			b.mu.Unlock()
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.reclaimAdopted(s)
+			}()
 		case won:
 			b.mu.Lock()
 			s.setClaimLocked(c)
@@ -84,9 +92,74 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 	return adopted, lost
 }
 
+// reclaimAdopted claims adopted session s whose claim failed at Adopt,
+// once a second until it is claimed or orphaned, it ends, or the broker
+// shuts down. Until then the previous run's lease must not be revoked
+// (Unclaimed): the claim it still holds is what this takes over.
+func (b *Broker) reclaimAdopted(s *Session) {
+	tick := make(chan struct{}, 1)
+	for {
+		t := b.clk.AfterFunc(time.Second, func() {
+			select {
+			case tick <- struct{}{}:
+			default:
+			}
+		})
+		select {
+		case <-b.stop:
+			t.Stop()
+			return
+		case <-tick:
+		}
+		unlock := b.keys.Lock(s.Token)
+		b.mu.Lock()
+		done := s.claim.Fence != 0 || s.orphaned
+		b.mu.Unlock()
+		if done || b.current(s) == nil {
+			unlock()
+			return
+		}
+		c, won, err := b.adoptClaim(b.life, s)
+		switch {
+		case err != nil:
+			b.log.Debug("adopted session still not claimed", "session", s.ID, "error", err)
+		case won:
+			b.mu.Lock()
+			s.setClaimLocked(c)
+			b.mu.Unlock()
+			b.log.Info("adopted session claimed", "session", s.ID, "fence", c.Fence)
+		default:
+			b.orphanTokenLocked(s, c.Session.ServerID)
+		}
+		unlock()
+		if err == nil {
+			b.countChanged()
+			return
+		}
+	}
+}
+
+// Unclaimed reports how many adopted sessions are not claimed yet (the
+// registry did not answer at Adopt): while any is, the previous run's
+// lease, which may still hold their claims, must be left to expire.
+func (b *Broker) Unclaimed() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, s := range b.byID {
+		if s.claim.Fence == 0 && !s.orphaned && s.state != Creating {
+			n++
+		}
+	}
+	return n
+}
+
 // adoptClaim claims s's token for an adopted desktop: the previous
 // process's claim of the same session is taken over (Reclaim keeps its
 // fence); an absent key is claimed anew. won=false: c is another owner's.
+// An administrator's lock is read from the previous claim; when there is
+// none to read (it expired, or someone removed it) the session is taken as
+// locked: its next resume logs in, whatever the policy says of hot-desks.
 func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, won bool, err error) {
 	reg := b.registry()
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -94,6 +167,9 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 	cur, err := reg.Lookup(lctx, s.Token)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
+		b.mu.Lock()
+		s.locked = true // fail closed: a lock may have been lost with the claim
+		b.mu.Unlock()
 		return reg.Claim(lctx, s.Token, b.record(s, nil))
 	case err != nil:
 		return registry.Claim{}, false, err

@@ -492,11 +492,12 @@ func (f *failingLookups) Lookup(ctx context.Context, key string) (registry.Claim
 }
 
 // TestAdoptedUnclaimedIsReclaimed: a desktop adopted at a restart whose
-// claim could not be made then (etcd slow) is claimed by the next
-// re-establishment of the lease: its previous claim taken over with its
-// fence if it is still there, a new one if it is gone. It is not orphaned,
-// and the re-establishment does not fail (which would leave the broker
-// without a lease for good).
+// claim could not be made then (etcd slow) is claimed as soon as the
+// registry answers: its previous claim taken over with its fence if it is
+// still there, a new one if it is gone. It is not orphaned. Until its
+// claim is read its lock state is unknown, so it counts as locked (and
+// stays so if the claim, which held the lock, is gone); Reestablish can
+// take over a claim it never learnt too.
 func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
 	t.Parallel()
 	for _, keyGone := range []bool{false, true} {
@@ -511,29 +512,50 @@ func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
 			fail := &failingLookups{}
 			fail.n.Store(1)
 			nb, reg := restartKeeping(t, b1, func(r *registry.Registry) Reclaimer { fail.Reclaimer = r; return fail })
-			if got := nb.Sessions(); len(got) != 1 || got[0].ID != sess {
-				t.Fatalf("adopted %+v; want session %s", got, sess)
+			if got := nb.Sessions(); len(got) != 1 || got[0].ID != sess || !got[0].Locked || nb.Unclaimed() != 1 {
+				t.Fatalf("adopted %+v, %d unclaimed; want session %s unclaimed and locked", got, nb.Unclaimed(), sess)
 			}
 			if keyGone {
 				if err := reg.RevokeLease(b1.ctx, b1.reg.LeaseID()); err != nil {
 					t.Fatal(err)
 				}
 			}
-			orphans, err := nb.Reestablish(b1.ctx, reg)
-			if err != nil || len(orphans) != 0 {
-				t.Fatalf("Reestablish = %+v, %v; want the session claimed", orphans, err)
-			}
+			testutil.WaitFor(t, 10*time.Second, "the adopted session claimed in the background", func() bool {
+				b1.clk.Advance(time.Second)
+				return nb.Unclaimed() == 0
+			})
 			after, err := reg.Lookup(b1.ctx, tok)
 			if err != nil || after.Session.ID != sess || after.Session.ServerID != "b1" {
-				t.Fatalf("claim after Reestablish: %+v, %v; want session %s of b1", after, err, sess)
+				t.Fatalf("claim: %+v, %v; want session %s of b1", after, err, sess)
 			}
 			if !keyGone && after.Fence != before.Fence {
-				t.Errorf("fence %d after Reestablish; want %d kept", after.Fence, before.Fence)
+				t.Errorf("fence %d; want %d kept", after.Fence, before.Fence)
 			}
-			if got := nb.Sessions(); len(got) != 1 || got[0].Orphaned {
-				t.Fatalf("sessions after Reestablish: %+v; want %s not orphaned", got, sess)
+			if got := nb.Sessions(); len(got) != 1 || got[0].Orphaned || got[0].Locked != keyGone {
+				t.Fatalf("session %+v; want not orphaned, locked %v", got, keyGone)
 			}
 		})
+	}
+}
+
+// TestReestablishTakesOverUnknownClaim: Reclaim with a claim whose fence
+// the broker never learnt (0) takes over the key our session holds.
+func TestReestablishTakesOverUnknownClaim(t *testing.T) {
+	t.Parallel()
+	b1 := newEnv(t, "b1", nil)
+	tok, _, sess := createAt(t, b1, "uma")
+	before, err := b1.reg.Lookup(b1.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(b1.ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fresh.Close(context.Background()) })
+	c, ok, err := fresh.Reclaim(b1.ctx, registry.Claim{Key: tok}, registry.Session{ID: sess})
+	if err != nil || !ok || c.Fence != before.Fence {
+		t.Fatalf("Reclaim(fence 0) = %+v, %v, %v; want our claim taken over with fence %d", c, ok, err, before.Fence)
 	}
 }
 

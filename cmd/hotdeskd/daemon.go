@@ -442,7 +442,14 @@ func (d *daemon) adoptDesktops(ctx context.Context) error {
 	if len(adopted) > 0 {
 		logger.Info("sessions re-adopted from the previous run", "sessions", len(adopted))
 	}
-	if d.prevLease != 0 && d.prevLease != d.reg.LeaseID() {
+	switch n := d.broker.Unclaimed(); {
+	case d.prevLease == 0 || d.prevLease == d.reg.LeaseID():
+	case n > 0:
+		// Their claims may still be under the previous lease: the broker
+		// takes them over as soon as etcd answers; the rest of that lease
+		// expires by itself.
+		logger.Warn("previous run's lease left to expire: adopted sessions not claimed yet", "sessions", n)
+	default:
 		// What the previous run's lease still holds belongs to no desktop
 		// that survived: drop it now instead of after the TTL.
 		if err := d.reg.RevokeLease(ctx, d.prevLease); err != nil {
