@@ -397,6 +397,7 @@ func TestLockToken(t *testing.T) {
 	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked || det.SessionID != att.SessionID {
 		t.Fatalf("detached = %+v; want locked", det)
 	}
+	e.waitTransition(att.SessionID, Suspended) // TokenChanged suspends in the background
 	if si := sessionInfo(t, e.b, att.SessionID); si.State != Suspended || !pidAlive(si.PID) {
 		t.Fatalf("locked session = %+v; want suspended, compositor alive", si)
 	}

@@ -282,23 +282,33 @@ const maxCachedTokens = 65536
 // here is locked: suspended, its terminal told. The session itself stays
 // for its user to resume with another of their tokens. The lock is
 // group-wide because every broker does this.
+//
+// It returns at once: the lock and suspend run in the background (under
+// the token's lock, which a login in progress may hold for minutes), so
+// that the next change is seen without waiting for them; a login or an
+// insert in progress re-reads the token when it ends (recheckIfChanged).
 func (b *Broker) TokenChanged(ctx context.Context, ch registry.TokenChange) {
 	b.mu.Lock()
 	delete(b.tokenCache, ch.ID)
 	b.tokenGen++
+	closed := b.closed
 	b.mu.Unlock()
-	if !ch.Deleted && !ch.Record.Disabled {
+	if closed || (!ch.Deleted && !ch.Record.Disabled) {
 		return
 	}
-	token := ch.ID
-	unlock := b.keys.Lock(token)
-	defer unlock()
-	b.mu.Lock()
-	s := b.byToken[token]
-	active := s != nil && s.state == Active
-	b.mu.Unlock()
-	if active {
-		b.log.Info("token disabled: locking its session", "token", token, "session", s.ID)
-		b.suspendTokenLocked(ctx, s, proto.DetachLocked, "token disabled by an administrator")
-	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		token := ch.ID
+		unlock := b.keys.Lock(token)
+		defer unlock()
+		b.mu.Lock()
+		s := b.byToken[token]
+		active := s != nil && s.state == Active
+		b.mu.Unlock()
+		if active {
+			b.log.Info("token disabled: locking its session", "token", token, "session", s.ID)
+			b.suspendTokenLocked(b.life, s, proto.DetachLocked, "token disabled by an administrator")
+		}
+	}()
 }

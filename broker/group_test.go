@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -509,11 +510,18 @@ func TestTokenDisabledMidInsert(t *testing.T) {
 		defer close(changed)
 		e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec}) // as the token watch would
 	}()
-	testutil.WaitFor(t, 10*time.Second, "TokenChanged waiting for the token's lock", func() bool {
+	// It returns at once (the next change must not wait for a login that
+	// holds this token's lock); its lock-and-suspend waits in the background.
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		unlock()
+		t.Fatal("TokenChanged waited for the token's lock")
+	}
+	testutil.WaitFor(t, 10*time.Second, "the token change's lock waiting", func() bool {
 		return e.b.keys.lockWaiters(tok) == 3
 	})
 	unlock()
-	<-changed
 	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
 		t.Fatalf("insert of a token disabled while it was verified: %+v; want token_disabled", er)
 	}
@@ -521,5 +529,34 @@ func TestTokenDisabledMidInsert(t *testing.T) {
 	tm.present(tok, key)
 	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
 		t.Fatalf("insert after the change: %+v; want token_disabled", er)
+	}
+}
+
+// TestTokenDisabledMidLogin: a token disabled while its login prompt is
+// open is refused when the login ends, not shown.
+func TestTokenDisabledMidLogin(t *testing.T) {
+	t.Parallel()
+	ga := &gatedAuth{Kiosk: auth.Kiosk{User: "kiosk"}, entered: make(chan struct{}, 1)}
+	e := newEnvWith(t, "b1", envOptions{authn: ga})
+	tok, key := e.enroll("lena")
+	release := ga.hold()
+	defer release()
+	tm := e.dial("term-1")
+	tm.present(tok, key)
+	<-ga.entered // the login is under way
+	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.reg.Token(e.ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec})
+	release()
+	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
+		t.Fatalf("login that ended after its token was disabled: %+v; want token_disabled", er)
+	}
+	if n := len(e.b.Sessions()); n != 0 {
+		t.Fatalf("%d sessions; want none created", n)
 	}
 }

@@ -65,9 +65,7 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 			return err
 		}
 	}
-	b.mu.Lock()
-	gen := b.tokenGen
-	b.mu.Unlock()
+	gen := b.tokenGeneration()
 	rec, err := b.verifyToken(ctx, t, token)
 	if err != nil {
 		return err
@@ -78,17 +76,12 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 	if err := ctx.Err(); err != nil {
 		return fail(proto.ErrUnavailable, "token removed", err)
 	}
-	b.mu.Lock()
-	changed := b.tokenGen != gen
-	b.mu.Unlock()
-	enrolled := rec.Kind != "user" && !(rec.RegisteredBy == selfRegistration && rec.User == "")
-	if changed && enrolled {
-		// The token registry changed while this insert was verified (a
-		// challenge takes a round trip, a login longer): TokenChanged
-		// could not lock a session that was not shown yet.
-		if rec, err = b.recheckToken(ctx, token, rec); err != nil {
-			return err
-		}
+	// The token registry changed while this insert was verified (a
+	// challenge takes a round trip): TokenChanged could not lock a
+	// session that was not shown yet. The login is checked the same way
+	// (authenticate).
+	if rec, err = b.recheckIfChanged(ctx, token, rec, gen); err != nil {
+		return err
 	}
 
 	b.mu.Lock()
@@ -246,6 +239,41 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 }
 
 func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked bool) (auth.Result, error) {
+	gen := b.tokenGeneration()
+	res, err := b.login(ctx, t, token, rec, existing, locked)
+	if err != nil {
+		return res, err
+	}
+	// A PIN prompt takes as long as its user: a token disabled or given
+	// another key or user meanwhile is refused here, not shown.
+	if _, err := b.recheckIfChanged(ctx, token, rec, gen); err != nil {
+		b.closeLogin(res.Session)
+		return auth.Result{}, err
+	}
+	return res, nil
+}
+
+// tokenGeneration is the count of token registry changes seen so far.
+func (b *Broker) tokenGeneration() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.tokenGen
+}
+
+// recheckIfChanged is recheckToken if the token registry changed since
+// generation gen and rec is an enrolled token's record (a password login
+// or an unknown card enrolling itself has none to read again); else rec.
+func (b *Broker) recheckIfChanged(ctx context.Context, token string, rec registry.TokenRecord, gen uint64) (registry.TokenRecord, error) {
+	enrolled := rec.Kind != "user" && !(rec.RegisteredBy == selfRegistration && rec.User == "")
+	if !enrolled || b.tokenGeneration() == gen {
+		return rec, nil
+	}
+	return b.recheckToken(ctx, token, rec)
+}
+
+// login runs the authenticator for token at t, mapping its errors to the
+// terminal's.
+func (b *Broker) login(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked bool) (auth.Result, error) {
 	actx, cancel := context.WithTimeout(ctx, b.cfg.AuthTimeout)
 	defer cancel()
 	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
