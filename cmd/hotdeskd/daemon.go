@@ -17,13 +17,13 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"golang.org/x/net/netutil"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
@@ -526,7 +526,7 @@ func (d *daemon) startMetricsHTTP(context.Context) error {
 		return fmt.Errorf("metrics listener: %w", err)
 	default:
 		logger.Info("metrics listener", "addr", mln.Addr().String())
-		mln = netutil.LimitListener(mln, httpMaxConns)
+		mln = httpserve.Limit(mln, httpMaxConns, httpMaxPerSource)
 		h := d.metrics.handler(d.broker.Ready)
 		d.serve(func() error { return serveMetrics(d.run, mln, h, logger.Named("metrics")) }, "metrics listener")
 	}

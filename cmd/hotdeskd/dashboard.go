@@ -8,11 +8,11 @@ import (
 	"net"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/net/netutil"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/internal/dashboard"
+	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -76,7 +76,7 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 	if err != nil {
 		return fmt.Errorf("dashboard listener: %w", err)
 	}
-	ln = netutil.LimitListener(ln, httpMaxConns)
+	ln = httpserve.Limit(ln, httpMaxConns, httpMaxPerSource)
 	logger.Info("dashboard listener", "addr", ln.Addr().String(), "admin_group", d.cfg.AdminGroup, "readonly_group", dc.ReadOnlyGroup)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
 	d.serve(func() error { return srv.Serve(ctx, ln, tlsCfg) }, "dashboard")
@@ -101,8 +101,12 @@ func (c passwordConv) Prompt(_ context.Context, style proto.PromptStyle, _ strin
 
 // httpMaxConns bounds the connections the dashboard and the metrics
 // listener each hold open; more wait in the kernel's accept queue, costing
-// no descriptor of ours (connectionBudget reserves these).
-const httpMaxConns = 64
+// no descriptor of ours (connectionBudget reserves these). One source gets
+// at most httpMaxPerSource of them, so that it cannot hold them all.
+const (
+	httpMaxConns     = 64
+	httpMaxPerSource = 8
+)
 
 // serviceAuth authenticates with one PAM service of a ServiceAuthenticator.
 type serviceAuth struct {

@@ -11,8 +11,9 @@ import (
 )
 
 // TestHTTPListenersBounded: connections to the dashboard and the metrics
-// listener beyond httpMaxConns each wait in the kernel's queue instead of
-// taking descriptors of hotdeskd's (an unauthenticated client opening
+// listener beyond httpMaxConns each (from many sources; one source gets
+// httpMaxPerSource) wait in the kernel's queue instead of taking
+// descriptors of hotdeskd's (an unauthenticated client opening
 // thousands would otherwise starve sessions, etcd and PAM of them), and
 // both serve again once the flood ends.
 func TestHTTPListenersBounded(t *testing.T) {
@@ -32,8 +33,12 @@ func TestHTTPListenersBounded(t *testing.T) {
 		}
 	}()
 	for _, addr := range []string{dashAddr, b.metrics} {
-		for range flood {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		for i := range flood {
+			// From many loopback addresses: one source gets only
+			// httpMaxPerSource connections, the rest are closed at once.
+			src := &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%(flood/httpMaxPerSource)))}
+			d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: src}
+			c, err := d.Dial("tcp", addr)
 			if err != nil {
 				t.Fatalf("dial %s: %v", addr, err)
 			}

@@ -167,3 +167,64 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
+
+// TestLimitPerSource: one source holding its share of connections open
+// gets no more (closed at once), while another source is still served;
+// a closed connection gives its slot back.
+func TestLimitPerSource(t *testing.T) {
+	t.Parallel()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Limit(raw, 8, 2)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dialFrom := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closedByServer := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	var mine []net.Conn
+	for range 2 {
+		dialFrom("127.0.0.1")
+		mine = append(mine, <-accepted)
+	}
+	third := dialFrom("127.0.0.1")
+	if !closedByServer(third) {
+		t.Fatal("a third connection from one source was not closed")
+	}
+	dialFrom("127.0.0.2") // another source is served
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("another source's connection was not accepted")
+	}
+	mine[0].Close()
+	dialFrom("127.0.0.1")
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no slot given back by a closed connection")
+	}
+}
