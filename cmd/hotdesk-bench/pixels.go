@@ -113,10 +113,11 @@ type pixelTiming struct {
 func (b *bench) pixels(ctx context.Context) (row, error) {
 	r := b.newRow("pixels")
 	r.Notes = pixelsNotes
-	for _, tool := range []string{"Xvfb", "xfreerdp", "weston", "weston-flower"} {
+	// nft: weston's RDP port is guarded (compositor/weston).
+	for _, tool := range []string{"Xvfb", "xfreerdp", "weston", "weston-flower", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			r.Skipped = true
-			r.Notes = fmt.Sprintf("SKIPPED: %s not installed (Debian packages xvfb freerdp2-x11 weston); %s", tool, r.Notes)
+			r.Notes = fmt.Sprintf("SKIPPED: %s not installed (Debian packages xvfb freerdp2-x11 weston nftables); %s", tool, r.Notes)
 			return r, nil
 		}
 	}

@@ -131,7 +131,7 @@ func pixelShare(img image.Image, is func(r, g, b uint32) bool) float64 {
 // about 40 s.
 func TestGreeterE2E(t *testing.T) {
 	t.Parallel()
-	testutil.NeedTools(t, "weston", "xfreerdp")
+	testutil.NeedTools(t, "weston", "xfreerdp", "nft") // nft: the RDP port guard
 	testutil.NeedMatrix(t)
 	disp := startXvfb(t) // while another test builds the binaries
 	bin := buildBinaries(t)
