@@ -386,13 +386,7 @@ func TestLockToken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _, t1, att := e.login("pia", "term-1")
-	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := e.reg.Token(e.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := e.disableToken(tok)
 	e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec})
 	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked || det.SessionID != att.SessionID {
 		t.Fatalf("detached = %+v; want locked", det)

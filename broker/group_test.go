@@ -498,13 +498,7 @@ func TestTokenDisabledMidInsert(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the insert verified and waiting for the token's lock", func() bool {
 		return e.b.keys.lockWaiters(tok) == 2
 	})
-	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := e.reg.Token(e.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := e.disableToken(tok)
 	changed := make(chan struct{})
 	go func() {
 		defer close(changed)
@@ -544,13 +538,7 @@ func TestTokenDisabledMidLogin(t *testing.T) {
 	tm := e.dial("term-1")
 	tm.present(tok, key)
 	<-ga.entered // the login is under way
-	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
-		t.Fatal(err)
-	}
-	rec, err := e.reg.Token(e.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := e.disableToken(tok)
 	e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec})
 	release()
 	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
@@ -559,4 +547,18 @@ func TestTokenDisabledMidLogin(t *testing.T) {
 	if n := len(e.b.Sessions()); n != 0 {
 		t.Fatalf("%d sessions; want none created", n)
 	}
+}
+
+// disableToken disables tok in the registry, as an administrator would,
+// and returns its record for TokenChanged (the token watch's part).
+func (e *env) disableToken(tok string) registry.TokenRecord {
+	e.t.Helper()
+	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = true }); err != nil {
+		e.t.Fatal(err)
+	}
+	rec, err := e.reg.Token(e.ctx, tok)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rec
 }

@@ -168,17 +168,25 @@ func TestGuardUID(t *testing.T) {
 	}
 }
 
+// guardedListener is a new Guard (cfg) and a listening loopback port added
+// to it, with nobody's uid and gid to try it as.
+func guardedListener(t *testing.T, cfg Config) (g *Guard, port, uid, gid int) {
+	t.Helper()
+	uid, gid = testutil.Nobody(t)
+	g = newGuard(t, cfg)
+	port = listen(t)
+	if err := g.Add(ctx(t), port); err != nil {
+		t.Fatal(err)
+	}
+	return g, port, uid, gid
+}
+
 // TestNewKeepsPorts: a new Guard on the table of a previous one (a
 // restarted daemon) keeps its ports guarded.
 func TestNewKeepsPorts(t *testing.T) {
 	requireNFT(t)
 	t.Parallel()
-	g1 := newGuard(t, Config{})
-	uid, gid := testutil.Nobody(t)
-	port := listen(t)
-	if err := g1.Add(ctx(t), port); err != nil {
-		t.Fatal(err)
-	}
+	g1, port, uid, gid := guardedListener(t, Config{})
 	g2 := newGuard(t, Config{Table: g1.Table()})
 	if reachable(t, uid, gid, port) {
 		t.Fatal("nobody connected after the guard was set up again")
@@ -193,12 +201,7 @@ func TestNewKeepsPorts(t *testing.T) {
 func TestEnsure(t *testing.T) {
 	requireNFT(t)
 	t.Parallel()
-	g := newGuard(t, Config{})
-	uid, gid := testutil.Nobody(t)
-	port := listen(t)
-	if err := g.Add(ctx(t), port); err != nil {
-		t.Fatal(err)
-	}
+	g, port, uid, gid := guardedListener(t, Config{})
 	if restored, err := g.Ensure(ctx(t)); err != nil || restored {
 		t.Fatalf("Ensure on an intact table = %v, %v; want false, nil", restored, err)
 	}
