@@ -20,6 +20,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -598,5 +599,27 @@ func TestInvalidInputIs400(t *testing.T) {
 	}
 	if logs := ts.logs.String(); !strings.Contains(logs, "[DEBUG]") || !strings.Contains(logs, "invalid") {
 		t.Errorf("invalid input not logged at debug level:\n%s", logs)
+	}
+}
+
+// TestFollowEndsWithServer: a followed event stream ends as soon as the
+// server stops (the daemon's stop does not wait for its followers' grace),
+// and the client tells that from its own end of the stream.
+func TestFollowEndsWithServer(t *testing.T) {
+	t.Parallel()
+	b := adminapitest.New(adminapitest.State{})
+	ts := startServer(t, b, -1, func(s *adminapi.Server) { s.SetShutdownTimeoutForTest(time.Minute) })
+	c := adminapi.NewClient(ts.path)
+	ended := make(chan error, 1)
+	go func() { ended <- c.Events(context.Background(), 0, true, func(event.Event) error { return nil }) }()
+	testutil.WaitFor(t, 10*time.Second, "the stream open", func() bool { return b.Following() > 0 })
+	ts.cancel() // the cleanup waits for Serve to return
+	select {
+	case err := <-ended:
+		if !errors.Is(err, adminapi.ErrStreamEnded) {
+			t.Fatalf("Events after the server stopped = %v; want ErrStreamEnded", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream outlived the server's stop (it waited for the shutdown grace)")
 	}
 }

@@ -316,5 +316,12 @@ func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(event.E
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("adminapi: events: %w", err)
 	}
+	if follow && ctx.Err() == nil {
+		return ErrStreamEnded
+	}
 	return nil
 }
+
+// ErrStreamEnded: a followed event stream was ended by hotdeskd (it is
+// stopping), not by the client.
+var ErrStreamEnded = errors.New("adminapi: events: hotdeskd ended the stream (it is stopping)")

@@ -198,7 +198,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 		// Requests are not cancelled by ctx: Shutdown lets them finish.
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// Streams, which never finish, end with ctx (serveCtx).
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.WithoutCancel(ctx), serveCtxKey{}, ctx)
+		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
 				return context.WithValue(ctx, peerKey{}, pc.peer)
@@ -345,7 +348,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	enc := json.NewEncoder(w)
-	err := s.backend.Events(r.Context(), n, follow, func(e event.Event) error {
+	// A followed stream ends when the server stops (a daemon stopping must
+	// not wait for its followers), as a whole response: the client sees the
+	// stream end, not a broken connection.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if sc, ok := r.Context().Value(serveCtxKey{}).(context.Context); ok {
+		defer context.AfterFunc(sc, cancel)()
+	}
+	err := s.backend.Events(ctx, n, follow, func(e event.Event) error {
 		// A stream has no write timeout as a whole; each event does.
 		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if err := enc.Encode(e); err != nil {
@@ -512,3 +523,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, ErrorResponse{Error: msg})
 }
+
+// serveCtxKey carries Serve's context in every request's: the context that
+// ends when the server stops.
+type serveCtxKey struct{}

@@ -67,6 +67,7 @@ type Backend struct {
 	state  State
 	killed []string   // ids KillSession removed, in order
 	pairs  []PairCall // PairToken calls that got a code
+	follow int        // followed Events streams open now
 }
 
 var _ adminapi.Backend = (*Backend)(nil)
@@ -189,9 +190,22 @@ func (b *Backend) Events(ctx context.Context, n int, follow bool, emit func(even
 		}
 	}
 	if follow {
+		b.mu.Lock()
+		b.follow++
+		b.mu.Unlock()
 		<-ctx.Done()
+		b.mu.Lock()
+		b.follow--
+		b.mu.Unlock()
 	}
 	return nil
+}
+
+// Following is how many followed Events streams are open now.
+func (b *Backend) Following() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.follow
 }
 
 // Pairings returns the State's pending pairing codes.
