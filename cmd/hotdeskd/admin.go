@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/tokens"
@@ -83,7 +84,16 @@ func (a *adminBackend) SetDraining(ctx context.Context, id string, draining bool
 	} else if err != nil {
 		return err
 	}
-	return reg.SetDraining(ctx, id, draining)
+	if err := reg.SetDraining(ctx, id, draining); err != nil {
+		return err
+	}
+	// One event for the group, by the broker that made the change.
+	kind := event.ServerUndrained
+	if draining {
+		kind = event.ServerDraining
+	}
+	a.d.bus.Emit(event.Event{Kind: kind, Server: id, Time: time.Now()})
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -500,6 +502,18 @@ func (d *daemon) startAdmin(context.Context) error {
 	d.serve(func() error { d.store.ServeCommands(run, backend.handleCommand); return nil }, "admin commands")
 	evlog := d.store.NewEventLog()
 	d.serve(func() error { publishEvents(run, evlog, d.subs.publish, logger.Named("events")); return nil }, "event log")
+	// This server's own membership events: joined now; left at a stop,
+	// stored before its record goes (the publisher has stopped by then).
+	d.bus.Emit(event.Event{Kind: event.ServerJoined, Server: cfg.ServerID, Time: time.Now(), Reason: "version " + version.String()})
+	d.stops = append(d.stops, func(ctx context.Context) {
+		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: time.Now(), Reason: "stopped"}
+		d.bus.Emit(left) // its log line
+		if b, err := json.Marshal(left); err == nil {
+			if err := evlog.Append(ctx, b); err != nil {
+				logger.Debug("server_left not stored", "error", err)
+			}
+		}
+	})
 	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
 	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")
 	if d.subs.hook != nil {

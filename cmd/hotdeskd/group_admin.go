@@ -271,8 +271,9 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 	if !follow {
 		return nil
 	}
+	left := map[string]time.Time{} // servers whose own server_left was seen
 	for gc := range live {
-		e, ok := groupEvent(gc)
+		e, ok := groupEvent(gc, left)
 		if !ok {
 			continue
 		}
@@ -283,20 +284,30 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 	return nil
 }
 
-// groupEvent converts a registry change into an event line.
-func groupEvent(gc registry.GroupChange) (event.Event, bool) {
+// groupEvent converts a registry change into an event line. Servers store
+// their own membership events (joined, draining, undrained, left at a
+// stop), so of the membership changes only a record that vanished without
+// its server saying so (its lease expired or was revoked: it died) makes
+// one here. left remembers the servers that said so.
+func groupEvent(gc registry.GroupChange, left map[string]time.Time) (event.Event, bool) {
 	var e event.Event
 	switch {
 	case gc.Event != nil:
-		return e, json.Unmarshal(gc.Event, &e) == nil
-	case gc.Joined:
-		e.Kind = event.ServerJoined
+		if json.Unmarshal(gc.Event, &e) != nil {
+			return e, false
+		}
+		if e.Kind == event.ServerLeft {
+			if len(left) > 1024 {
+				clear(left) // bounded
+			}
+			left[e.Server] = time.Now()
+		}
+		return e, true
 	case gc.Left:
-		e.Kind = event.ServerLeft
-	case gc.Draining != nil && *gc.Draining:
-		e.Kind = event.ServerDraining
-	case gc.Draining != nil:
-		e.Kind = event.ServerUndrained
+		if at, ok := left[gc.ServerID]; ok && time.Since(at) < time.Minute {
+			return e, false // it said so itself
+		}
+		e.Kind, e.Reason = event.ServerLeft, "its record vanished: lease expired or revoked"
 	default:
 		return e, false
 	}

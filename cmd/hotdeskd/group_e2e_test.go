@@ -187,6 +187,23 @@ next:
 	return nil
 }
 
+// count is how many collected events have all the given fields.
+func (es *eventStream) count(want map[string]string) int {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	n := 0
+next:
+	for _, ev := range es.lines {
+		for k, v := range want {
+			if fmt.Sprint(ev[k]) != v {
+				continue next
+			}
+		}
+		n++
+	}
+	return n
+}
+
 // metric reads one sample from b's /metrics (-1 if absent).
 func metric(t *testing.T, b *groupBroker, name string) float64 {
 	t.Helper()
@@ -360,4 +377,35 @@ func TestGroupAdminE2E(t *testing.T) {
 		}
 	}
 
+	// Membership events are events like the others: in the history, the
+	// log and the hook, once each for the group (not once per broker).
+	g.ctl(b3, "server", "drain", "b2")
+	inHistory := func(kind, server string) int {
+		re := regexp.MustCompile(`(?m) ` + kind + ` +server=` + server + `( |$)`)
+		return len(re.FindAllString(g.ctl(b1, "events", "-n", "1000"), -1))
+	}
+	waitUntil(t, "server_draining of b2 in the history, once", func() bool {
+		return inHistory("server_draining", "b2") == 1
+	})
+	for _, id := range []string{"b1", "b2", "b3"} {
+		if n := inHistory("server_joined", id); n != 1 {
+			t.Errorf("history has %d server_joined of %s; want 1", n, id)
+		}
+	}
+	b2.Stop(os.Interrupt)
+	waitUntil(t, "b2's server_left in the history, once", func() bool {
+		return inHistory("server_left", "b2") == 1
+	})
+	waitUntil(t, "b1's hook got its server_joined", func() bool {
+		b, _ := os.ReadFile(filepath.Join(hookDir, "events-b1.jsonl"))
+		return strings.Contains(string(b), `"kind":"server_joined"`)
+	})
+	// A follower sees b2 leave once: from b2 itself, not again when its
+	// record goes.
+	waitUntil(t, "events -f on b3 shows b2 leave", func() bool {
+		return events.find(map[string]string{"kind": "server_left", "server": "b2"}) != nil
+	})
+	if n := events.count(map[string]string{"kind": "server_left", "server": "b2"}); n != 1 {
+		t.Errorf("events -f showed b2 leave %d times; want once", n)
+	}
 }

@@ -19,8 +19,11 @@ import "time"
 type Kind string
 
 // The kinds of event. The broker emits all but the server membership kinds
-// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained), which are
-// made by whoever watches the group registry, not by a broker about itself.
+// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained), which
+// hotdeskd emits: joined and left about itself (at start and stop),
+// draining and undrained by the server that set the flag; a server that
+// died (its record vanished) is reported left by every follower of the
+// group's events.
 const (
 	TerminalConnected    Kind = "terminal_connected"    // a terminal's handshake completed (TerminalName, Remote, Hops set)
 	TerminalDisconnected Kind = "terminal_disconnected" // a terminal's connection ended
