@@ -56,6 +56,9 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 		if res.Session != nil {
 			_ = res.Session.Close(context.WithoutCancel(ctx))
 		}
+		if errors.Is(err, auth.ErrLocked) || errors.Is(err, auth.ErrBusy) {
+			return fmt.Errorf("%w: %w: %w", dashboard.ErrLoginFailed, dashboard.ErrLoginLocked, err)
+		}
 		if err != nil {
 			return fmt.Errorf("%w: %w", dashboard.ErrLoginFailed, err)
 		}

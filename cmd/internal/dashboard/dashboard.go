@@ -76,6 +76,11 @@ const (
 // ErrLoginFailed is what Login returns for a wrong user or password.
 var ErrLoginFailed = errors.New("dashboard: login failed")
 
+// ErrLoginLocked is what Login returns (wrapped with ErrLoginFailed) when
+// logins are locked out after failures or too many are in progress: the
+// page says to wait, not that the password was wrong.
+var ErrLoginLocked = errors.New("dashboard: too many logins")
+
 // Role is what a logged-in user may do.
 type Role int
 
@@ -342,10 +347,13 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 	user := strings.TrimSpace(r.PostForm.Get("user"))
 	pw := r.PostForm.Get("password")
 	next := safeNext(r.PostForm.Get("next"))
-	fail := func(reason string) {
+	failWith := func(reason, msg string) {
 		s.log.Info("dashboard login refused", "user", user, "remote", r.RemoteAddr, "reason", reason)
 		w.WriteHeader(http.StatusUnauthorized)
-		s.render(w, "login", nil, map[string]any{"Next": next, "Error": "Login failed: wrong user or password, or not an administrator."})
+		s.render(w, "login", nil, map[string]any{"Next": next, "Error": msg})
+	}
+	fail := func(reason string) {
+		failWith(reason, "Login failed: wrong user or password, or not an administrator.")
 	}
 	if user == "" || len(user) > maxUserLen || len(pw) > maxPasswordLen || strings.ContainsAny(user, "\x00\n\r/") {
 		fail("malformed")
@@ -354,6 +362,10 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), loginTimeout)
 	err := s.cfg.Login(ctx, user, pw, r.RemoteAddr)
 	cancel()
+	if errors.Is(err, ErrLoginLocked) {
+		failWith(err.Error(), "Too many failed or pending logins for this user or from this address: try again in a few minutes.")
+		return
+	}
 	if err != nil {
 		fail(err.Error())
 		return

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -27,6 +28,9 @@ func newTestServer(t *testing.T) (*Server, *adminapitest.Backend) {
 	s, err := New(Config{
 		Backend: fb,
 		Login: func(_ context.Context, user, pw, _ string) error {
+			if user == "locked" {
+				return fmt.Errorf("%w: %w", ErrLoginFailed, ErrLoginLocked)
+			}
 			if map[string]string{"root": "r", "viewer": "v", "stranger": "s"}[user] != pw || pw == "" {
 				return ErrLoginFailed
 			}
@@ -104,6 +108,10 @@ func TestLoginRolesAndCSRF(t *testing.T) {
 		if code, body := post(t, anon, ts.URL+"/login", url.Values{"user": {tc.user}, "password": {tc.pw}}, ""); code != 401 || !strings.Contains(body, "Login failed") {
 			t.Errorf("login %q/%q: %d; want 401 with a message", tc.user, tc.pw, code)
 		}
+	}
+	// A lockout says to wait, not that the password was wrong.
+	if code, body := post(t, anon, ts.URL+"/login", url.Values{"user": {"locked"}, "password": {"x"}}, ""); code != 401 || !strings.Contains(body, "try again in a few minutes") {
+		t.Errorf("locked-out login: %d; want 401 saying to wait", code)
 	}
 	// Cross-site login form refused.
 	if code, _ := post(t, anon, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}}, "https://evil.example"); code != 400 {
