@@ -31,6 +31,8 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"version"}, 2, `unexpected argument "version"`},
 		{[]string{"-config", "/nonexistent.hcl", "run"}, 2, "usage: hotdeskd"},
 		{[]string{"-no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"-check", "-fingerprint"}, 2, "exclude each other"},
+		{[]string{"-check", "-version"}, 2, "exclude each other"},
 		{[]string{"__gendocs", "pdf", t.TempDir()}, 1, "unknown kind"},
 	} {
 		out, code := testutil.Exec(t, bin, c.args...)

@@ -62,6 +62,9 @@ func run(args []string) error {
 		fs.Usage()
 		return fmt.Errorf("%w: unexpected argument %q (hotdeskd takes only flags)", exitcode.ErrUsage, fs.Arg(0))
 	}
+	if n := countTrue(o.check, o.fingerprint, o.version); n > 1 {
+		return fmt.Errorf("%w: -check, -fingerprint and -version exclude each other", exitcode.ErrUsage)
+	}
 	if o.version {
 		fmt.Println("hotdeskd", version.String())
 		return nil
@@ -251,4 +254,15 @@ func snake(s string) string {
 		b.WriteRune(unicode.ToLower(r))
 	}
 	return b.String()
+}
+
+// countTrue is how many of bs are true.
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
