@@ -24,6 +24,10 @@ func gendocsCmd(root *cobra.Command) *cobra.Command {
 				return err
 			}
 			root.DisableAutoGenTag = true
+			// Cobra adds -h and -v/--version only when it runs a command:
+			// the pages must list them.
+			root.InitDefaultHelpFlag()
+			root.InitDefaultVersionFlag()
 			switch kind {
 			case "man":
 				return doc.GenManTree(root, &doc.GenManHeader{Title: "HOTDESKCTL", Section: "8", // an administrator's command, like hotdeskd(8)

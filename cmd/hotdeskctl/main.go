@@ -144,7 +144,11 @@ func newRoot(c *cli) *cobra.Command {
 		Long: `hotdeskctl administers a hotdesk server group through one hotdeskd's admin
 socket. The daemon answers for the whole group: sessions, terminals and
 events of every member, and actions forwarded to the member that runs the
-session.`,
+session.
+
+Exit status: 0 on success, 1 on a failure (hotdeskd unreachable or refusing,
+an unknown session), 2 on a usage error (an unknown command or flag, a bad
+argument).`,
 		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
