@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/procnet"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -166,9 +168,15 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		return
 	}
 	b.mu.Lock()
-	endpoint := s.info.Endpoint
+	endpoint, pid := s.info.Endpoint, s.info.PID
 	b.mu.Unlock()
 	display, err := dialEndpoint(ctx, endpoint)
+	if err == nil {
+		err = checkListener(endpoint, pid)
+		if err != nil {
+			display.Close()
+		}
+	}
 	if err != nil {
 		log.Warn("attach: compositor unreachable", "session", s.ID, "error", err)
 		_ = conn.Send(&proto.Error{Code: proto.ErrCompositor, Message: "session display unreachable"})
@@ -216,6 +224,28 @@ func (b *Broker) cutStream(s *Session, cs ...io.Closer) {
 	for _, c := range cs {
 		c.Close()
 	}
+}
+
+// checkListener makes sure, after the gateway connected to an RDP
+// endpoint, that the port's listener is the session's compositor (pid):
+// any local user may bind a loopback port, and one that took the port of a
+// compositor that died would otherwise get the terminal's display stream,
+// keystrokes and all. (A unix socket endpoint lives in the session's
+// private directory.)
+func checkListener(endpoint string, pid int) error {
+	hostport, ok := strings.CutPrefix(endpoint, "rdp://")
+	if !ok {
+		return nil
+	}
+	_, p, err := net.SplitHostPort(hostport)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil {
+		return fmt.Errorf("broker: endpoint %q: no port", endpoint)
+	}
+	if !procnet.ListenerOf("/proc", pid, port) {
+		return fmt.Errorf("broker: %s is not served by the session's compositor (pid %d)", hostport, pid)
+	}
+	return nil
 }
 
 // dialEndpoint connects to a compositor endpoint: "wayland:/path/socket"

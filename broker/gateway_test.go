@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +144,26 @@ func TestAttachReplacesStream(t *testing.T) {
 		t.Fatal("first stream still open after a second one attached")
 	}
 	waylandRegistry(t, second) // the new stream works
+}
+
+// TestCheckListener: the gateway trusts an RDP port only while the
+// session's compositor is the one listening on it (another local user may
+// bind the port of a compositor that died).
+func TestCheckListener(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ep := "rdp://" + ln.Addr().String()
+	if err := checkListener(ep, os.Getpid()); err != nil {
+		t.Fatalf("the compositor's own listener: %v", err)
+	}
+	if err := checkListener(ep, os.Getppid()); err == nil {
+		t.Fatal("a listener of another process was trusted")
+	}
+	if err := checkListener("wayland:/run/x/wayland-0", 0); err != nil {
+		t.Fatalf("a unix socket endpoint: %v", err)
+	}
 }

@@ -26,7 +26,6 @@
 package pcscdtest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -35,11 +34,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/procnet"
 )
 
 // VPCDDriver is the vpcd driver shipped by Debian's vsmartcard-vpcd.
@@ -277,10 +277,10 @@ func (d *Daemon) waitReady(pid int, done <-chan struct{}, deadline time.Time) er
 			c.Close()
 			ready := true
 			for _, port := range []int{d.port, d.port + 1} {
-				switch inodes := listeners(port); {
+				switch inodes := procnet.Listening("/proc", port); {
 				case len(inodes) == 0:
 					ready = false
-				case !ownsSocket(pid, inodes):
+				case !procnet.Owns("/proc", pid, inodes):
 					return fmt.Errorf("%w: port %d", errPortTaken, port)
 				}
 			}
@@ -293,49 +293,6 @@ func (d *Daemon) waitReady(pid int, done <-chan struct{}, deadline time.Time) er
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// ownsSocket reports whether process pid has one of the sockets inodes open.
-func ownsSocket(pid int, inodes []string) bool {
-	fds := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	ents, err := os.ReadDir(fds)
-	if err != nil {
-		return false
-	}
-	for _, e := range ents {
-		link, err := os.Readlink(filepath.Join(fds, e.Name()))
-		if err != nil {
-			continue
-		}
-		for _, ino := range inodes {
-			if link == "socket:["+ino+"]" {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// listeners returns the inodes of the sockets listening on TCP port (IPv4
-// or IPv6), from /proc/net/tcp*.
-func listeners(port int) []string {
-	want := fmt.Sprintf(":%04X", port)
-	var inodes []string
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		fh, err := os.Open(f)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(fh)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) > 9 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" { // 0A = LISTEN
-				inodes = append(inodes, fields[9])
-			}
-		}
-		fh.Close()
-	}
-	return inodes
 }
 
 // Kill kills the daemon with SIGKILL (a crash: clients see their contexts

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/procnet"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -42,11 +43,11 @@ func TestRestartMovesTakenPorts(t *testing.T) {
 	pid := d.cmd.Process.Pid
 	d.mu.Unlock()
 	for i := range 2 {
-		if inodes := listeners(d.Port(i)); !ownsSocket(pid, inodes) {
+		if inodes := procnet.Listening("/proc", d.Port(i)); !procnet.Owns("/proc", pid, inodes) {
 			t.Errorf("port %d (reader %d): pcscd does not listen (sockets %v)", d.Port(i), i, inodes)
 		}
 	}
-	if inodes := listeners(taken); len(inodes) == 0 || ownsSocket(pid, inodes) {
+	if inodes := procnet.Listening("/proc", taken); len(inodes) == 0 || procnet.Owns("/proc", pid, inodes) {
 		t.Errorf("taken port %d: listeners %v; want this test's only", taken, inodes)
 	}
 }
