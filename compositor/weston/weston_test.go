@@ -413,14 +413,9 @@ func TestAdopt(t *testing.T) {
 
 	// Records that must not be adopted.
 	bootID, _ := procsup.BootID("/proc")
-	dead := exec.Command("/bin/true")
-	if err := dead.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadStat, _ := procsup.ReadStat("/proc", dead.Process.Pid)
-	dead.Wait()
+	deadPID, deadTicks := deadProcess(t)
 	self, _ := procsup.ReadStat("/proc", os.Getpid())
-	writeStale(t, dir, "dead", &record{PID: dead.Process.Pid, StartTicks: deadStat.StartTicks, BootID: bootID})
+	writeStale(t, dir, "dead", &record{PID: deadPID, StartTicks: deadTicks, BootID: bootID})
 	writeStale(t, dir, "reused", &record{PID: os.Getpid(), StartTicks: self.StartTicks + 1, BootID: bootID})
 	writeStale(t, dir, "oldboot", &record{PID: os.Getpid(), StartTicks: self.StartTicks, BootID: "00000000-old"})
 	writeStale(t, dir, "norecord", nil)
@@ -458,7 +453,7 @@ func TestAdopt(t *testing.T) {
 		pid int
 		err error
 	}{
-		"dead":     {dead.Process.Pid, ErrProcessGone},
+		"dead":     {deadPID, ErrProcessGone},
 		"reused":   {os.Getpid(), ErrPIDReused},
 		"oldboot":  {os.Getpid(), ErrRebooted},
 		"norecord": {0, ErrBadRecord},
@@ -684,18 +679,13 @@ func TestRDPBackend(t *testing.T) {
 	// Sessions that died meanwhile: one whose port is free now (unguarded
 	// by Adopt) and one whose port the live session uses (left alone).
 	bootID, _ := procsup.BootID("/proc")
-	dead := exec.Command("/bin/true")
-	if err := dead.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadStat, _ := procsup.ReadStat("/proc", dead.Process.Pid)
-	dead.Wait()
+	deadPID, deadTicks := deadProcess(t)
 	const freePort = 1 // never a session's: only root may listen there
 	if err := guard.Add(ctx, freePort); err != nil {
 		t.Fatal(err)
 	}
 	for id, p := range map[string]int{"a-dead": freePort, "z-dead": port} {
-		writeStale(t, dir, id, &record{PID: dead.Process.Pid, StartTicks: deadStat.StartTicks, BootID: bootID,
+		writeStale(t, dir, id, &record{PID: deadPID, StartTicks: deadTicks, BootID: bootID,
 			Endpoint: fmt.Sprintf("rdp://127.0.0.1:%d", p)})
 	}
 	b2, fc := newBackend(t, Config{StateDir: dir, Backend: "rdp", RDPGuard: guard2, PollInterval: time.Second})
@@ -1146,4 +1136,17 @@ func TestAccountLockDirPrivate(t *testing.T) {
 			t.Errorf("%s directory accepted for account locks", what)
 		}
 	}
+}
+
+// deadProcess runs a process to its end and returns its pid and start
+// time: a record of it names a process that is gone.
+func deadProcess(t *testing.T) (pid int, startTicks uint64) {
+	t.Helper()
+	dead := exec.Command("/bin/true")
+	if err := dead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := procsup.ReadStat("/proc", dead.Process.Pid)
+	dead.Wait()
+	return dead.Process.Pid, st.StartTicks
 }
