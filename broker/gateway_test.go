@@ -73,10 +73,7 @@ func waylandRegistry(t *testing.T, c *proto.Conn) {
 func TestAttachGateway(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, "b1", envOptions{gateway: true})
-	tok, key := e.enroll("gus")
-	t1 := e.dial("term-1")
-	t1.present(tok, key)
-	att := expectMsg[proto.Attached](t1)
+	tok, _, t1, att := e.login("gus", "term-1")
 	if len(att.Ticket) != 32 || !strings.HasPrefix(att.Endpoint, "hotdesk-attach://") {
 		t.Fatalf("attached = %+v; want a gateway endpoint and a ticket", att)
 	}
@@ -124,10 +121,7 @@ func TestAttachGateway(t *testing.T) {
 func TestAttachReplacesStream(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, "b1", envOptions{gateway: true})
-	tok, key := e.enroll("rex")
-	t1 := e.dial("term-1")
-	t1.present(tok, key)
-	att := expectMsg[proto.Attached](t1)
+	tok, _, t1, att := e.login("rex", "term-1")
 	first, perr := e.attach(att.Ticket, "term-1")
 	if perr != nil {
 		t.Fatalf("attach: %+v", perr)
