@@ -509,3 +509,63 @@ func TestDisplayThroughGateway(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestPAMSessionOutlivesRestart: with open_session, a desktop's PAM session
+// stays open across a restart of hotdeskd that keeps the desktop, and is
+// closed once the desktop ends (here killed by the restarted daemon).
+func TestPAMSessionOutlivesRestart(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	e := startE2EWith(t, "", "password", true, "")
+	// Open PAM sessions, logged by a pam_exec hook (configuration set
+	// while stopped: the harness starts without).
+	e.stop()
+	hookLog := filepath.Join(e.dir, "pam-hook.log")
+	hook := filepath.Join(e.dir, "pam-hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stack := filepath.Join(e.dir, "pam.d", "hotdesk")
+	b, err := os.ReadFile(stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stack, append(b, []byte("session required pam_exec.so quiet "+hook+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(e.d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.d.Config, []byte(strings.Replace(string(cfg), "open_session = false", "open_session = true", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	readHook := func() string { b, _ := os.ReadFile(hookLog); return string(b) }
+
+	ev := e.present("t-1", "user:alice", "alice-pw")
+	if ev["event"] != "attached" {
+		t.Fatalf("login: %v; want attached", ev)
+	}
+	sid := fmt.Sprint(ev["session"])
+	if got := readHook(); got != "open_session alice\n" {
+		t.Fatalf("PAM hook after the login: %q; want the session opened", got)
+	}
+	e.stop()
+	// A helper that closed the session with its daemon would have done so
+	// at once: give it ample time to do so wrongly.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(readHook(), "close_session") {
+			t.Fatalf("PAM session closed by the restart while the desktop runs: %q", readHook())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.start()
+	if ss := e.sessions(); len(ss) != 1 || ss[0].ID != sid {
+		t.Fatalf("after restart: %+v; want %s re-adopted", ss, sid)
+	}
+	e.d.MustCtl("session", "kill", sid)
+	waitUntil(t, "the PAM session closed with its desktop", func() bool {
+		return readHook() == "open_session alice\nclose_session alice\n"
+	}, readHook)
+}
