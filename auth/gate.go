@@ -85,6 +85,21 @@ func sourceHost(addr string) string {
 	return addr
 }
 
+// ForService is next as an Authenticator that always uses PAM service
+// (e.g. a Gate in front of the dashboard's logins).
+func ForService(next ServiceAuthenticator, service string) Authenticator {
+	return forService{next, service}
+}
+
+type forService struct {
+	next    ServiceAuthenticator
+	service string
+}
+
+func (s forService) Authenticate(ctx context.Context, req Request, conv Conversation) (Result, error) {
+	return s.next.AuthenticateService(ctx, s.service, req, conv)
+}
+
 // AuthenticateService implements ServiceAuthenticator.
 func (g *Gate) AuthenticateService(ctx context.Context, service string, req Request, conv Conversation) (Result, error) {
 	src := sourceHost(req.RemoteAddr)

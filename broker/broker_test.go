@@ -387,7 +387,7 @@ func TestLockToken(t *testing.T) {
 	e := newEnv(t, "b1", nil)
 	tok, _, t1, att := e.login("pia", "term-1")
 	rec := e.disableToken(tok)
-	e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec})
+	e.b.TokenChanged(registry.TokenChange{ID: tok, Record: rec})
 	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachLocked || det.SessionID != att.SessionID {
 		t.Fatalf("detached = %+v; want locked", det)
 	}

@@ -287,7 +287,7 @@ const maxCachedTokens = 65536
 // the token's lock, which a login in progress may hold for minutes), so
 // that the next change is seen without waiting for them; a login or an
 // insert in progress re-reads the token when it ends (recheckIfChanged).
-func (b *Broker) TokenChanged(ctx context.Context, ch registry.TokenChange) {
+func (b *Broker) TokenChanged(ch registry.TokenChange) {
 	b.mu.Lock()
 	delete(b.tokenCache, ch.ID)
 	b.tokenGen++

@@ -502,7 +502,7 @@ func TestTokenDisabledMidInsert(t *testing.T) {
 	changed := make(chan struct{})
 	go func() {
 		defer close(changed)
-		e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec}) // as the token watch would
+		e.b.TokenChanged(registry.TokenChange{ID: tok, Record: rec}) // as the token watch would
 	}()
 	// It returns at once (the next change must not wait for a login that
 	// holds this token's lock); its lock-and-suspend waits in the background.
@@ -539,7 +539,7 @@ func TestTokenDisabledMidLogin(t *testing.T) {
 	tm.present(tok, key)
 	<-ga.entered // the login is under way
 	rec := e.disableToken(tok)
-	e.b.TokenChanged(e.ctx, registry.TokenChange{ID: tok, Record: rec})
+	e.b.TokenChanged(registry.TokenChange{ID: tok, Record: rec})
 	release()
 	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrTokenDisabled {
 		t.Fatalf("login that ended after its token was disabled: %+v; want token_disabled", er)

@@ -564,7 +564,7 @@ func (d *daemon) startBackground(context.Context) error {
 	tokens := d.store.WatchTokens(run)
 	d.serve(func() error {
 		for ch := range tokens {
-			d.broker.TokenChanged(run, ch)
+			d.broker.TokenChanged(ch)
 		}
 		return nil
 	}, "token watch")

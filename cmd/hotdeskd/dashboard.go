@@ -48,7 +48,7 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 	// Logins in progress are bounded as a terminal's are (a client that
 	// posts logins and lets PAM stall must not hold every helper).
 	gate := auth.NewGate(pamAuth, auth.GateConfig{Max: httpMaxConns / 4, PerSource: 4, PerUser: 2, PerTerminal: 4, Logger: logger.Named("gate")})
-	guarded := limiter.Guard(serviceAuth{gate, dc.PAMService})
+	guarded := limiter.Guard(auth.ForService(gate, dc.PAMService))
 	login := func(ctx context.Context, user, password, remote string) error {
 		host, _, _ := net.SplitHostPort(remote)
 		res, err := guarded.Authenticate(ctx, auth.Request{User: user, TerminalID: "dashboard:" + host, RemoteAddr: remote},
@@ -110,13 +110,3 @@ const (
 	httpMaxConns     = 64
 	httpMaxPerSource = 8
 )
-
-// serviceAuth authenticates with one PAM service of a ServiceAuthenticator.
-type serviceAuth struct {
-	next    auth.ServiceAuthenticator
-	service string
-}
-
-func (s serviceAuth) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
-	return s.next.AuthenticateService(ctx, s.service, req, conv)
-}
