@@ -160,8 +160,17 @@ func startNodeWith(ctx context.Context, cfg groupConfig, id, endpoint string, o 
 		return fail(err)
 	}
 	log := cfg.Log.Named(id)
-	n.reg, err = registry.New(ctx, n.cli, registry.ServerRecord{ID: id, Addr: n.addr, Fingerprint: n.pin, Weight: 1},
-		registry.WithLogger(log.Named("registry")))
+	// A member starved by other work on the machine can miss the lease
+	// grant's deadline while the group is healthy: try again (a broker
+	// under hotdeskd's supervisor does the same).
+	for attempt := 1; ; attempt++ {
+		n.reg, err = registry.New(ctx, n.cli, registry.ServerRecord{ID: id, Addr: n.addr, Fingerprint: n.pin, Weight: 1},
+			registry.WithLogger(log.Named("registry")))
+		if err == nil || attempt == 3 || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		log.Warn("registry start timed out; trying again", "attempt", attempt, "error", err)
+	}
 	if err != nil {
 		return fail(err)
 	}
