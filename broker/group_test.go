@@ -426,11 +426,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("b1's registry never reported its lease lost")
 	}
-	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(defaultTestTTL), registry.WithPreviousLease(b1.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := b1.reopenRegistry(t, defaultTestTTL, b1.reg.LeaseID())
 	orphans, err := b1.b.Reestablish(b1.ctx, fresh)
 	if err != nil {
 		t.Fatal(err)

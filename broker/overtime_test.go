@@ -83,11 +83,7 @@ func reclaimNewFence(t *testing.T, e *env) *registry.Registry {
 		t.Fatal(err)
 	}
 	<-old.Done()
-	fresh, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(old.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := e.reopenRegistry(t, e.ttl, old.LeaseID())
 	if orphans, err := e.b.Reestablish(e.ctx, fresh); err != nil || len(orphans) != 0 {
 		t.Fatalf("reestablish: %v, orphans %+v; want none", err, orphans)
 	}
@@ -196,11 +192,7 @@ func TestLeaseRevokedReclaims(t *testing.T) {
 	if e.b.Ready() == nil {
 		t.Fatal("broker ready after its lease was revoked")
 	}
-	fresh, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(e.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := e.reopenRegistry(t, e.ttl, e.reg.LeaseID())
 	orphans, err := e.b.Reestablish(e.ctx, fresh)
 	if err != nil || len(orphans) != 0 {
 		t.Fatalf("reestablish: %v, orphans %+v; want none (nobody else took the tokens)", err, orphans)
@@ -337,11 +329,7 @@ func restartKeeping(t *testing.T, e *env, wrap func(*registry.Registry) Reclaime
 	e.reg.Abandon()
 	e.comp.Close()
 
-	reg, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(e.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
+	reg := e.reopenRegistry(t, e.ttl, e.reg.LeaseID())
 	comp, err := weston.New(weston.Config{StateDir: e.stateDir, Logger: e.logger.Named("weston")})
 	if err != nil {
 		t.Fatal(err)
@@ -548,11 +536,7 @@ func TestReestablishTakesOverUnknownClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(b1.ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := b1.reopenRegistry(t, b1.ttl, b1.reg.LeaseID())
 	c, ok, err := fresh.Reclaim(b1.ctx, registry.Claim{Key: tok}, registry.Session{ID: sess})
 	if err != nil || !ok || c.Fence != before.Fence {
 		t.Fatalf("Reclaim(fence 0) = %+v, %v, %v; want our claim taken over with fence %d", c, ok, err, before.Fence)
