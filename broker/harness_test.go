@@ -201,6 +201,16 @@ func (e *env) reopenRegistry(t *testing.T, ttl time.Duration, prev clientv3.Leas
 	return reg
 }
 
+// claim returns e's registry's claim of key, failing t if it cannot be read.
+func (e *env) claim(t *testing.T, key string) registry.Claim {
+	t.Helper()
+	c, err := e.reg.Lookup(e.ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // enroll registers a new software token for user and returns its key.
 func (e *env) enroll(user string) (string, ed25519.PrivateKey) {
 	e.t.Helper()

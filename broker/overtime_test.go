@@ -49,10 +49,7 @@ func TestHopsBoundOneLookup(t *testing.T) {
 	b1, b2 := twoBrokers(t)
 	x, xKey, _ := createAt(t, b2, "xena")
 	y, yKey, ySess := createAt(t, b1, "yuri")
-	cx, err := b2.reg.Lookup(b2.ctx, x)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cx := b2.claim(t, x)
 	// Reached b2 after the most redirects allowed, for x.
 	tm := dialTerm(t, b2.addr, b2.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-far",
 		Hops: proto.MaxHops, Fence: cx.Fence, Token: x})
@@ -97,10 +94,7 @@ func TestStaleFenceNotSticky(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key, sess := createAt(t, e, "fay")
-	c, err := e.reg.Lookup(e.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := e.claim(t, tok)
 	tm := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-r",
 		Hops: 1, Fence: c.Fence, Token: tok})
 	tm.present(tok, key)
@@ -364,10 +358,7 @@ func TestRestartTakesOverClaims(t *testing.T) {
 	t.Parallel()
 	b1, b2 := twoBrokers(t)
 	tok, key, sess := createAt(t, b1, "rea")
-	before, err := b1.reg.Lookup(b1.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := b1.claim(t, tok)
 	// An administrator's lock is kept across the restart too.
 	if err := b1.b.Lock(b1.ctx, sess); err != nil {
 		t.Fatal(err)
@@ -493,10 +484,7 @@ func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
 			t.Parallel()
 			b1 := newEnv(t, "b1", nil)
 			tok, _, sess := createAt(t, b1, "una")
-			before, err := b1.reg.Lookup(b1.ctx, tok)
-			if err != nil {
-				t.Fatal(err)
-			}
+			before := b1.claim(t, tok)
 			fail := &failingLookups{}
 			fail.n.Store(1)
 			nb, reg := restartKeeping(t, b1, func(r *registry.Registry) Reclaimer { fail.Reclaimer = r; return fail })
@@ -532,10 +520,7 @@ func TestReestablishTakesOverUnknownClaim(t *testing.T) {
 	t.Parallel()
 	b1 := newEnv(t, "b1", nil)
 	tok, _, sess := createAt(t, b1, "uma")
-	before, err := b1.reg.Lookup(b1.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := b1.claim(t, tok)
 	fresh := b1.reopenRegistry(t, b1.ttl, b1.reg.LeaseID())
 	c, ok, err := fresh.Reclaim(b1.ctx, registry.Claim{Key: tok}, registry.Session{ID: sess})
 	if err != nil || !ok || c.Fence != before.Fence {
