@@ -354,10 +354,7 @@ func TestStaleFenceRefused(t *testing.T) {
 	t1 := e.dial("term-1")
 	t1.present(tok, key)
 	expectMsg[proto.Attached](t1)
-	c, err := e.reg.Lookup(e.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := e.claim(t, tok)
 	stale := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-s",
 		Hops: 1, Fence: c.Fence - 1, Token: tok})
 	stale.present(tok, key)
@@ -398,10 +395,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 		tm.remove(tk.tok)
 		expectMsg[proto.Detached](tm)
 	}
-	keptClaim, err := b1.reg.Lookup(b1.ctx, kept)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keptClaim := b1.claim(t, kept)
 	// b2 joins once both sessions run on b1 (else placement spreads them).
 	b2 := newEnvWith(t, "b2", envOptions{eps: eps, clientEps: eps[1:]})
 
@@ -426,11 +420,7 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("b1's registry never reported its lease lost")
 	}
-	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(defaultTestTTL), registry.WithPreviousLease(b1.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := b1.reopenRegistry(t, defaultTestTTL, b1.reg.LeaseID())
 	orphans, err := b1.b.Reestablish(b1.ctx, fresh)
 	if err != nil {
 		t.Fatal(err)

@@ -187,6 +187,30 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	return e
 }
 
+// reopenRegistry opens a new registry for e's server, with lease TTL ttl,
+// that takes over the claims of lease prev (registry.WithPreviousLease),
+// as a restarted broker or one whose lease was lost does. It is closed at
+// t's cleanup.
+func (e *env) reopenRegistry(t *testing.T, ttl time.Duration, prev clientv3.LeaseID) *registry.Registry {
+	t.Helper()
+	reg, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(ttl), registry.WithPreviousLease(prev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	return reg
+}
+
+// claim returns e's registry's claim of key, failing t if it cannot be read.
+func (e *env) claim(t *testing.T, key string) registry.Claim {
+	t.Helper()
+	c, err := e.reg.Lookup(e.ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // enroll registers a new software token for user and returns its key.
 func (e *env) enroll(user string) (string, ed25519.PrivateKey) {
 	e.t.Helper()

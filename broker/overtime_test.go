@@ -49,10 +49,7 @@ func TestHopsBoundOneLookup(t *testing.T) {
 	b1, b2 := twoBrokers(t)
 	x, xKey, _ := createAt(t, b2, "xena")
 	y, yKey, ySess := createAt(t, b1, "yuri")
-	cx, err := b2.reg.Lookup(b2.ctx, x)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cx := b2.claim(t, x)
 	// Reached b2 after the most redirects allowed, for x.
 	tm := dialTerm(t, b2.addr, b2.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-far",
 		Hops: proto.MaxHops, Fence: cx.Fence, Token: x})
@@ -83,11 +80,7 @@ func reclaimNewFence(t *testing.T, e *env) *registry.Registry {
 		t.Fatal(err)
 	}
 	<-old.Done()
-	fresh, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(old.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := e.reopenRegistry(t, e.ttl, old.LeaseID())
 	if orphans, err := e.b.Reestablish(e.ctx, fresh); err != nil || len(orphans) != 0 {
 		t.Fatalf("reestablish: %v, orphans %+v; want none", err, orphans)
 	}
@@ -101,10 +94,7 @@ func TestStaleFenceNotSticky(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, key, sess := createAt(t, e, "fay")
-	c, err := e.reg.Lookup(e.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := e.claim(t, tok)
 	tm := dialTerm(t, e.addr, e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-r",
 		Hops: 1, Fence: c.Fence, Token: tok})
 	tm.present(tok, key)
@@ -196,11 +186,7 @@ func TestLeaseRevokedReclaims(t *testing.T) {
 	if e.b.Ready() == nil {
 		t.Fatal("broker ready after its lease was revoked")
 	}
-	fresh, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(e.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	fresh := e.reopenRegistry(t, e.ttl, e.reg.LeaseID())
 	orphans, err := e.b.Reestablish(e.ctx, fresh)
 	if err != nil || len(orphans) != 0 {
 		t.Fatalf("reestablish: %v, orphans %+v; want none (nobody else took the tokens)", err, orphans)
@@ -337,11 +323,7 @@ func restartKeeping(t *testing.T, e *env, wrap func(*registry.Registry) Reclaime
 	e.reg.Abandon()
 	e.comp.Close()
 
-	reg, err := registry.New(e.ctx, e.cli, e.rec, registry.WithLeaseTTL(e.ttl), registry.WithPreviousLease(e.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
+	reg := e.reopenRegistry(t, e.ttl, e.reg.LeaseID())
 	comp, err := weston.New(weston.Config{StateDir: e.stateDir, Logger: e.logger.Named("weston")})
 	if err != nil {
 		t.Fatal(err)
@@ -376,10 +358,7 @@ func TestRestartTakesOverClaims(t *testing.T) {
 	t.Parallel()
 	b1, b2 := twoBrokers(t)
 	tok, key, sess := createAt(t, b1, "rea")
-	before, err := b1.reg.Lookup(b1.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := b1.claim(t, tok)
 	// An administrator's lock is kept across the restart too.
 	if err := b1.b.Lock(b1.ctx, sess); err != nil {
 		t.Fatal(err)
@@ -505,10 +484,7 @@ func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
 			t.Parallel()
 			b1 := newEnv(t, "b1", nil)
 			tok, _, sess := createAt(t, b1, "una")
-			before, err := b1.reg.Lookup(b1.ctx, tok)
-			if err != nil {
-				t.Fatal(err)
-			}
+			before := b1.claim(t, tok)
 			fail := &failingLookups{}
 			fail.n.Store(1)
 			nb, reg := restartKeeping(t, b1, func(r *registry.Registry) Reclaimer { fail.Reclaimer = r; return fail })
@@ -544,15 +520,8 @@ func TestReestablishTakesOverUnknownClaim(t *testing.T) {
 	t.Parallel()
 	b1 := newEnv(t, "b1", nil)
 	tok, _, sess := createAt(t, b1, "uma")
-	before, err := b1.reg.Lookup(b1.ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fresh, err := registry.New(b1.ctx, b1.cli, b1.rec, registry.WithLeaseTTL(b1.ttl), registry.WithPreviousLease(b1.reg.LeaseID()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fresh.Close(context.Background()) })
+	before := b1.claim(t, tok)
+	fresh := b1.reopenRegistry(t, b1.ttl, b1.reg.LeaseID())
 	c, ok, err := fresh.Reclaim(b1.ctx, registry.Claim{Key: tok}, registry.Session{ID: sess})
 	if err != nil || !ok || c.Fence != before.Fence {
 		t.Fatalf("Reclaim(fence 0) = %+v, %v, %v; want our claim taken over with fence %d", c, ok, err, before.Fence)

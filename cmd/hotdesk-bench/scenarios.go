@@ -226,6 +226,28 @@ func (b *bench) dial(ctx context.Context, n *node, id string) (*terminal, error)
 	return dialTerminal(ctx, n.addr, n.pin, proto.Hello{TerminalID: id, Name: "bench " + id}, b.g.keys, cache)
 }
 
+// dialEach dials n terminals, terminal i as prefix-i to node at(i). On an
+// error it closes those it dialed; otherwise the caller closes them
+// (closeAll).
+func (b *bench) dialEach(ctx context.Context, n int, prefix string, at func(i int) *node) ([]*terminal, error) {
+	terms := make([]*terminal, 0, n)
+	for i := range n {
+		t, err := b.dial(ctx, at(i), fmt.Sprintf("%s-%d", prefix, i))
+		if err != nil {
+			closeAll(terms)
+			return nil, err
+		}
+		terms = append(terms, t)
+	}
+	return terms, nil
+}
+
+func closeAll(terms []*terminal) {
+	for _, t := range terms {
+		t.close()
+	}
+}
+
 // local: sessions suspended on broker A, inserted again at a terminal
 // connected to A. Measured: TokenInserted sent → Attached received, which
 // includes the proof-of-possession round trip (the product path).
@@ -472,19 +494,11 @@ func (b *bench) race(ctx context.Context) (row, error) {
 	if err != nil {
 		return r, err
 	}
-	terms := make([]*terminal, len(b.g.nodes))
-	defer func() {
-		for _, t := range terms {
-			if t != nil {
-				t.close()
-			}
-		}
-	}()
-	for i, n := range b.g.nodes {
-		if terms[i], err = b.dial(ctx, n, fmt.Sprintf("race-%d", i)); err != nil {
-			return r, err
-		}
+	terms, err := b.dialEach(ctx, len(b.g.nodes), "race", func(i int) *node { return b.g.nodes[i] })
+	if err != nil {
+		return r, err
 	}
+	defer closeAll(terms)
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	resp, err := b.g.observer.Get(gctx, registry.DefaultPrefix+"sessions/", clientv3.WithCountOnly())
 	cancel()
@@ -585,19 +599,11 @@ func (b *bench) storm(ctx context.Context) (row, error) {
 	if err != nil {
 		return r, err
 	}
-	terms := make([]*terminal, nt)
-	defer func() {
-		for _, t := range terms {
-			if t != nil {
-				t.close()
-			}
-		}
-	}()
-	for i := range terms {
-		if terms[i], err = b.dial(ctx, b.g.nodes[i%len(b.g.nodes)], fmt.Sprintf("storm-%d", i)); err != nil {
-			return r, err
-		}
+	terms, err := b.dialEach(ctx, nt, "storm", func(i int) *node { return b.g.nodes[i%len(b.g.nodes)] })
+	if err != nil {
+		return r, err
 	}
+	defer closeAll(terms)
 	// Every terminal creates its own token's session at once, and suspends it.
 	errs := make([]error, nt)
 	var wg sync.WaitGroup
@@ -694,19 +700,11 @@ func (b *bench) scale(ctx context.Context) (row, error) {
 		return r, err
 	}
 	defer restore()
-	terms := make([]*terminal, max(1, b.p.workers))
-	defer func() {
-		for _, t := range terms {
-			if t != nil {
-				t.close()
-			}
-		}
-	}()
-	for i := range terms {
-		if terms[i], err = b.dial(ctx, a, fmt.Sprintf("scale-%d", i)); err != nil {
-			return r, err
-		}
+	terms, err := b.dialEach(ctx, max(1, b.p.workers), "scale", func(int) *node { return a })
+	if err != nil {
+		return r, err
 	}
+	defer closeAll(terms)
 	samples := make([]time.Duration, len(toks)) // allocated before the first heap reading
 	ok := make([]bool, len(toks))
 	created0, suspended0 := a.creating.Load(), a.suspended.Load()

@@ -243,6 +243,16 @@ func remove(t testing.TB, in *vcard.Inserted) {
 	}
 }
 
+// insertRemove inserts c into reader i and removes it: the watch must
+// report it Inserted and then Removed, with token.
+func (w *watch) insertRemove(d *pcscdtest.Daemon, i int, c vcard.Card, token string) {
+	w.t.Helper()
+	in := insert(w.t, d, i, c)
+	w.expect(tokens.Inserted, token, pcscdtest.Readers[i])
+	remove(w.t, in)
+	w.expect(tokens.Removed, token, pcscdtest.Readers[i])
+}
+
 // waitReader waits, with a PC/SC context of its own, until pcscd reports
 // reader with (present) or without a card.
 func waitReader(t testing.TB, reader string, present bool) {

@@ -35,11 +35,7 @@ func TestInsertRemoveBothReaders(t *testing.T) {
 		{1, []byte{0x04, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66}, "uid.04112233445566"},
 	}
 	for _, tt := range tests {
-		name := [2]string{reader0, reader1}[tt.reader]
-		in := insert(t, d, tt.reader, vcard.UIDCard(tt.uid))
-		w.expect(tokens.Inserted, tt.want, name)
-		remove(t, in)
-		w.expect(tokens.Removed, tt.want, name)
+		w.insertRemove(d, tt.reader, vcard.UIDCard(tt.uid), tt.want)
 	}
 }
 
@@ -50,10 +46,7 @@ func TestPIVCard(t *testing.T) {
 	}
 	w := startWatch(t, newProvider(t, Config{}))
 	guid := [16]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08}
-	in := insert(t, d, 1, vcard.PIVCard(guid))
-	w.expect(tokens.Inserted, "piv.123456789abcdef00102030405060708", reader1)
-	remove(t, in)
-	w.expect(tokens.Removed, "piv.123456789abcdef00102030405060708", reader1)
+	w.insertRemove(d, 1, vcard.PIVCard(guid), "piv.123456789abcdef00102030405060708")
 }
 
 func TestReaderFilter(t *testing.T) {
@@ -254,10 +247,7 @@ func TestBadCards(t *testing.T) {
 			// vpcd hides a swap within one poll: let pcscd see the removal.
 			waitReader(t, reader0, false)
 			// The provider keeps working on the same reader.
-			in = insert(t, d, 0, vcard.UIDCard([]byte{4, 3, 2, 1}))
-			w.expect(tokens.Inserted, "uid.04030201", reader0)
-			remove(t, in)
-			w.expect(tokens.Removed, "uid.04030201", reader0)
+			w.insertRemove(d, 0, vcard.UIDCard([]byte{4, 3, 2, 1}), "uid.04030201")
 		})
 	}
 }
@@ -274,16 +264,11 @@ func TestRemovalDuringIdentification(t *testing.T) {
 	in := insert(t, d, 0, vcard.MuteCard())
 	<-in.Seen() // identification is waiting for the card
 	// The other reader keeps working meanwhile.
-	in1 := insert(t, d, 1, vcard.UIDCard([]byte{1, 1, 1, 1}))
-	w.expect(tokens.Inserted, "uid.01010101", reader1)
-	remove(t, in1)
-	w.expect(tokens.Removed, "uid.01010101", reader1)
+	w.insertRemove(d, 1, vcard.UIDCard([]byte{1, 1, 1, 1}), "uid.01010101")
 	remove(t, in)
 	waitReader(t, reader0, false)
-	in = insert(t, d, 0, vcard.UIDCard([]byte{2, 2, 2, 2}))
-	w.expect(tokens.Inserted, "uid.02020202", reader0) // no event for the mute card
-	remove(t, in)
-	w.expect(tokens.Removed, "uid.02020202", reader0)
+	// No event for the mute card: the next one is this card's.
+	w.insertRemove(d, 0, vcard.UIDCard([]byte{2, 2, 2, 2}), "uid.02020202")
 }
 
 func TestFastSwap(t *testing.T) {

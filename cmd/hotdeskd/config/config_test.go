@@ -581,6 +581,23 @@ seat "kiosk-2" {}
 	}
 }
 
+// parseErrorCase is a configuration, src, that Parse refuses with an error
+// containing want.
+type parseErrorCase struct{ name, src, want string }
+
+// checkParseErrors checks each case in a subtest of its own.
+func checkParseErrors(t *testing.T, cases []parseErrorCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.src), "h.hcl")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
 // TestSecureDefaults: the defaults a fresh install runs with expose nothing
 // without a login, and the checks a security reviewer asks for bite.
 func TestSecureDefaults(t *testing.T) {
@@ -593,21 +610,14 @@ func TestSecureDefaults(t *testing.T) {
 	if w := c.Warnings(); len(w) != 0 {
 		t.Errorf("default config warnings = %q; want none", w)
 	}
-	bad := []struct{ name, src, want string }{
+	bad := []parseErrorCase{
 		{"embedded client on every address", "etcd {\n  embedded {\n    client_url = \"http://0.0.0.0:4501\"\n  }\n}\n", "not on loopback"},
 		{"embedded peer on a LAN address", "etcd {\n  embedded {\n    peer_url = \"http://10.1.2.3:4502\"\n  }\n}\n", "not on loopback"},
 		{"huge lease ttl", "etcd {\n  lease_ttl = \"2562047h\"\n}\n", "must be between"},
 		{"zero connection cap", "limits {\n  max_connections = 0\n}\n", "limits.max_connections: must be at least 1"},
 		{"bad kiosk prefix", "compositor {\n  kiosk_account_prefix = \"Root\"\n}\n", "invalid account prefix"},
 	}
-	for _, tt := range bad {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(tt.src), "h.hcl")
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
-			}
-		})
-	}
+	checkParseErrors(t, bad)
 	warn := []struct{ name, src, want string }{
 		{"plaintext group etcd", "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "plaintext"},
 		{"no client cert", "etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n}\n", "no client certificate"},
@@ -642,7 +652,7 @@ func TestSecureDefaults(t *testing.T) {
 // families apart are fine.
 func TestListenerConflicts(t *testing.T) {
 	t.Parallel()
-	bad := []struct{ name, src, want string }{
+	bad := []parseErrorCase{
 		{"attach on listen", "listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4600\"\n",
 			`h.hcl:2:17: address already used: attach_listen: "127.0.0.1:4600" is also listen`},
 		{"metrics on listen", "listen = \"0.0.0.0:4600\"\n\nmetrics_listen = \"127.0.0.1:4600\"\n",
@@ -653,14 +663,7 @@ func TestListenerConflicts(t *testing.T) {
 		{"metrics on embedded etcd", "metrics_listen = \"127.0.0.1:4501\"\n",
 			`h.hcl:1:18: address already used: metrics_listen: "127.0.0.1:4501" is also etcd.embedded.client_url`},
 	}
-	for _, tt := range bad {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse([]byte(tt.src), "h.hcl")
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v; want it to contain %q", err, tt.want)
-			}
-		})
-	}
+	checkParseErrors(t, bad)
 	for _, src := range []string{
 		"listen = \"127.0.0.1:4600\"\nattach_listen = \"127.0.0.1:4601\"\nmetrics_listen = \"127.0.0.1:4602\"\n",
 		"listen = \"127.0.0.1:0\"\nattach_listen = \"127.0.0.1:0\"\n",

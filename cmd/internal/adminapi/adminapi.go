@@ -45,6 +45,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/event"
@@ -116,28 +117,23 @@ const MaxIDLen = 256
 // CheckID returns an error wrapping ErrInvalid unless id may name an
 // object (session, token, pairing code, server): 1 to MaxIDLen printable
 // ASCII characters other than "/", backslash and space.
-func CheckID(id string) error {
-	if id == "" || len(id) > MaxIDLen {
-		return fmt.Errorf("%w: invalid id %q: 1 to %d characters", ErrInvalid, id, MaxIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c >= 0x7f || c == '/' || c == '\\' {
-			return fmt.Errorf("%w: invalid id %q: character %q", ErrInvalid, id, c)
-		}
-	}
-	return nil
-}
+func CheckID(id string) error { return checkName("id", id, `/\`) }
 
 // CheckUser returns an error wrapping ErrInvalid unless name may be a
 // local user name: 1 to MaxIDLen printable ASCII characters other than
 // ":", "/" and space (a login may still refuse it: the name must exist).
-func CheckUser(name string) error {
-	if name == "" || len(name) > MaxIDLen {
-		return fmt.Errorf("%w: invalid user %q: 1 to %d characters", ErrInvalid, name, MaxIDLen)
+func CheckUser(name string) error { return checkName("user", name, ":/") }
+
+// checkName returns an error wrapping ErrInvalid, naming s as what, unless
+// s is 1 to MaxIDLen printable ASCII characters other than space and those
+// in forbidden.
+func checkName(what, s, forbidden string) error {
+	if s == "" || len(s) > MaxIDLen {
+		return fmt.Errorf("%w: invalid %s %q: 1 to %d characters", ErrInvalid, what, s, MaxIDLen)
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c >= 0x7f || c == ':' || c == '/' {
-			return fmt.Errorf("%w: invalid user %q: character %q", ErrInvalid, name, c)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(forbidden, c) >= 0 {
+			return fmt.Errorf("%w: invalid %s %q: character %q", ErrInvalid, what, s, c)
 		}
 	}
 	return nil

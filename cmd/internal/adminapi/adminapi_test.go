@@ -552,6 +552,44 @@ func TestTokenRoutes(t *testing.T) {
 	}
 }
 
+// TestCheckIDAndUser: ids and user names share their length bound and the
+// printable-ASCII rule but not their forbidden characters.
+func TestCheckIDAndUser(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		in             string
+		wantID, wantOK bool // valid as an id, as a user name
+		wantMsg        string
+	}{
+		{"uid.04a1b2c3", true, true, ""},
+		{"alice@example.com", true, true, ""},
+		{"a:b", true, false, `"a:b": character ':'`},
+		{`DOMAIN\user`, false, true, `"DOMAIN\\user": character '\\'`},
+		{"a/b", false, false, `"a/b": character '/'`},
+		{"a b", false, false, `"a b": character ' '`},
+		{"ev\x1b", false, false, `"ev\x1b": character '\x1b'`},
+		{"é", false, false, "character 'Ã'"}, // a byte of its UTF-8
+		{"", false, false, "1 to 256 characters"},
+		{strings.Repeat("x", adminapi.MaxIDLen), true, true, ""},
+		{strings.Repeat("x", adminapi.MaxIDLen+1), false, false, "1 to 256 characters"},
+	} {
+		for _, c := range []struct {
+			what  string
+			check func(string) error
+			ok    bool
+		}{{"id", adminapi.CheckID, tt.wantID}, {"user", adminapi.CheckUser, tt.wantOK}} {
+			err := c.check(tt.in)
+			if (err == nil) != c.ok {
+				t.Errorf("Check %s(%q) = %v; want valid %v", c.what, tt.in, err, c.ok)
+				continue
+			}
+			if err != nil && (!errors.Is(err, adminapi.ErrInvalid) || !strings.Contains(err.Error(), "invalid "+c.what+" ") || !strings.Contains(err.Error(), tt.wantMsg)) {
+				t.Errorf("Check %s(%q) = %v; want ErrInvalid, \"invalid %s\" and %q", c.what, tt.in, err, c.what, tt.wantMsg)
+			}
+		}
+	}
+}
+
 // TestInvalidInputIs400: ids, users and states the API cannot take are the
 // client's mistake: 400 with the message, logged below error level, and the
 // backend is not asked.
