@@ -292,3 +292,51 @@ func ensureTraversable(dir string, log hclog.Logger) error {
 		}
 	}
 }
+
+// accountFor returns the local account a desktop of user runs as: user's
+// own when it is a regular account (uid ≥ MinUID, not nobody, not the
+// daemon's), else a pooled kiosk account (pooled true).
+func (b *Backend) accountFor(usr, sessionID string) (*user.User, bool, error) {
+	if !b.accounts.owns(usr) {
+		if u, err := user.Lookup(usr); err == nil {
+			uid, err := strconv.Atoi(u.Uid)
+			if err == nil && uid >= b.cfg.MinUID && uid != nobodyUID && uid != os.Geteuid() {
+				return u, false, nil
+			}
+		}
+	}
+	u, err := b.accounts.acquire(sessionID)
+	if err != nil {
+		return nil, false, err
+	}
+	return u, true, nil
+}
+
+// releaseAccount frees s's pooled account (killing what it left running).
+func (b *Backend) releaseAccount(s *session) {
+	if s.pooled && s.account != "" {
+		b.accounts.release(s.account, b.cfg.procRoot)
+		s.pooled = false
+	}
+}
+
+// credential is the uid/gid/groups weston runs with under RunAsUser.
+func credential(u *user.User) (*syscall.Credential, int, int, error) {
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("uid %q: %w", u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("gid %q: %w", u.Gid, err)
+	}
+	var groups []uint32
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				groups = append(groups, uint32(n))
+			}
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, int(uid), int(gid), nil
+}

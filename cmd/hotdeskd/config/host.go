@@ -1,0 +1,131 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Host is what CheckHost asks of the machine the daemon runs on. A nil
+// field takes the system's.
+type Host struct {
+	// LookupGroup returns an error when the group does not exist; default
+	// os/user.LookupGroup (NSS), as the daemon resolves it.
+	LookupGroup func(name string) error
+	// PAMDirs are where libpam looks for a service's file when auth.pam_dir
+	// is not set; default DefaultPAMDirs.
+	PAMDirs []string
+}
+
+func (h Host) lookupGroup(name string) error {
+	if h.LookupGroup != nil {
+		return h.LookupGroup(name)
+	}
+	_, err := user.LookupGroup(name)
+	return err
+}
+
+// CheckHost checks what a valid configuration names on this host, so that
+// hotdeskd -check (and a start, before anything is started) refuses what
+// would fail later: admin_group and dashboard.readonly_group must exist.
+// Its error is an *Error whose problems carry the offending key's position
+// when pos (from LoadWithPositions) knows it.
+func (c *Config) CheckHost(pos *Positions, h Host) error {
+	var rg ranges
+	if pos != nil {
+		rg = pos.rg
+	}
+	var diags hcl.Diagnostics
+	group := func(key, name string) {
+		if name == "" {
+			return
+		}
+		if err := h.lookupGroup(name); err != nil {
+			var unknown user.UnknownGroupError
+			detail := fmt.Sprintf("%s: group %q does not exist on this host; create it (groupadd %s) or name another.", key, name, name)
+			if !errors.As(err, &unknown) {
+				detail = fmt.Sprintf("%s: group %q cannot be looked up: %v.", key, name, err)
+			}
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unknown group", Detail: detail, Subject: rg.ptr(key)})
+		}
+	}
+	group("admin_group", c.AdminGroup)
+	group("dashboard.readonly_group", c.Dashboard.ReadOnlyGroup)
+	if diags.HasErrors() {
+		return &Error{Diagnostics: diags}
+	}
+	return nil
+}
+
+// PAMService is a PAM service the configuration uses, with the setting
+// that names it.
+type PAMService struct {
+	Key, Service, UsedBy string
+}
+
+// PAMServices returns the PAM services the configured login policies and
+// the dashboard use, each once (kiosk and card policies use none).
+func (c *Config) PAMServices() []PAMService {
+	var out []PAMService
+	add := func(key, service, usedBy string) {
+		for _, s := range out {
+			if s.Service == service {
+				return
+			}
+		}
+		out = append(out, PAMService{Key: key, Service: service, UsedBy: usedBy})
+	}
+	policy := func(kind, service, usedBy string) {
+		switch {
+		case kind == "kiosk" || kind == "card":
+		case service != "":
+			add("auth.policy.service", service, usedBy)
+		case kind == "card+pin":
+			add("auth.pin_service", c.Auth.PINService, usedBy)
+		default:
+			add("auth.pam_service", c.Auth.PAMService, usedBy)
+		}
+	}
+	policy(c.Session.Auth, "", "the "+c.Session.Auth+" login policy (session.auth)")
+	for _, r := range c.Auth.Rules {
+		policy(r.Auth, r.Service, "an auth.policy block ("+r.Auth+")")
+	}
+	if c.Dashboard.Listen != "" {
+		add("dashboard.pam_service", c.Dashboard.PAMService, "the dashboard's logins")
+	}
+	return out
+}
+
+// HostWarnings returns what this host lacks for the configuration to work
+// as meant: a PAM service without a file, which libpam silently replaces
+// with the "other" service (on Debian the Unix password: a "PIN" would be
+// the user's password). hotdeskd -check prints them and hotdeskd logs them
+// at start.
+func (c *Config) HostWarnings(h Host) []string {
+	dirs := h.PAMDirs
+	if dirs == nil {
+		dirs = DefaultPAMDirs
+	}
+	if c.Auth.PAMDir != "" {
+		dirs = []string{c.Auth.PAMDir} // pam_start_confdir reads only it
+	}
+	var w []string
+	for _, s := range c.PAMServices() {
+		found := false
+		for _, d := range dirs {
+			if _, err := os.Stat(filepath.Join(d, s.Service)); err == nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			w = append(w, fmt.Sprintf("PAM service %q (%s, used by %s) has no file %s: libpam falls back to %s (on Debian the Unix password); install %s (hotdesk ships one) or name an existing service",
+				s.Service, s.Key, s.UsedBy, filepath.Join(dirs[0], s.Service), filepath.Join(dirs[0], "other"), filepath.Join(dirs[0], s.Service)))
+		}
+	}
+	return w
+}
