@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -151,34 +150,6 @@ type agent struct {
 	tlsCache tls.ClientSessionCache
 }
 
-// link is one connection to a broker.
-type link struct {
-	c       *proto.Conn
-	addr    string
-	tls     *tls.Config // also pins the broker's attach gateway
-	welcome proto.Welcome
-	hops    uint8
-	token   string        // the token whose redirect chain led here ("" at home)
-	done    chan struct{} // closed by close
-
-	pingSeq    uint64
-	unanswered int
-	timer      clock.Timer
-}
-
-func (l *link) close() {
-	select {
-	case <-l.done:
-		return
-	default:
-	}
-	close(l.done)
-	if l.timer != nil {
-		l.timer.Stop()
-	}
-	l.c.Close()
-}
-
 // target says where to connect and what to do once connected.
 type target struct {
 	addr  string
@@ -198,12 +169,6 @@ type target struct {
 type inMsg struct {
 	l   *link
 	m   proto.Msg
-	err error
-}
-
-type dialResult struct {
-	t   target
-	l   *link
 	err error
 }
 
@@ -268,148 +233,6 @@ func (a *agent) home() target {
 		return target{avoid: a.lastAddr}
 	}
 	return target{addr: a.cfg.Server, tls: a.cfg.TLS}
-}
-
-// dial connects to t (any member of the group if t.addr is empty) and
-// completes the handshake within cfg.Timeout.
-func (a *agent) dial(ctx context.Context, t target) (*link, error) {
-	if t.addr == "" && a.cfg.Group != nil {
-		g := a.cfg.Group
-		return g.dialAny(ctx, g.candidates(ctx, t.avoid), dialStagger, func(ctx context.Context, addr string, cfg *tls.Config) (*link, error) {
-			t := t
-			t.addr, t.tls = addr, cfg
-			return a.dialOne(ctx, t)
-		})
-	}
-	return a.dialOne(ctx, t)
-}
-
-// dialOne connects to t.addr and completes the handshake within cfg.Timeout.
-func (a *agent) dialOne(ctx context.Context, t target) (*link, error) {
-	dctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-	defer cancel()
-	if t.tls.ClientSessionCache == nil {
-		t.tls = t.tls.Clone()
-		t.tls.ClientSessionCache = a.tlsCache
-	}
-	// No read deadline: liveness is checked with Pings on the agent's clock.
-	c, err := proto.Dial(dctx, t.addr, t.tls, proto.WithReadTimeout(0))
-	if err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(dctx, func() { c.Close() })
-	w, err := proto.ClientHandshake(c, proto.Hello{
-		TerminalID: a.cfg.TerminalID, Name: a.cfg.Name, Hops: t.hops, Fence: t.fence, Token: t.token,
-	})
-	if !stop() {
-		// The deadline closed the connection, whatever the handshake says.
-		c.Close()
-		return nil, fmt.Errorf("handshake with %s: %w", t.addr, dctx.Err())
-	}
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	tok := t.token
-	if t.hops == 0 {
-		tok = ""
-	}
-	return &link{c: c, addr: t.addr, tls: t.tls, welcome: w, hops: t.hops, token: tok, done: make(chan struct{})}, nil
-}
-
-// Pair generates a key named tokenName (label: label), enrolls it at the
-// home broker with code, and saves the keystore once the broker confirms.
-// It returns the new token id. A broker Error is printed and returned.
-func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string, error) {
-	key, err := a.cfg.Keystore.Generate(tokenName, label)
-	if err != nil {
-		return "", fmt.Errorf("pair: %w", err)
-	}
-	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token)
-	if err != nil {
-		return "", err
-	}
-	if err := a.cfg.Keystore.Save(); err != nil {
-		return "", fmt.Errorf("pair: token %s enrolled but not saved: %w", key.Token, err)
-	}
-	return tok, nil
-}
-
-// PairPhone waits (within wait) for a phone presented at the card readers,
-// reads its public key over NFC and enrolls it at the home broker with
-// code. The key stays on the phone; it returns the phone's token id.
-func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
-	if a.cfg.Cards == nil {
-		return "", errors.New("pair: no card readers (-pcsc)")
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	events, err := a.cfg.Cards.Watch(wctx)
-	if err != nil {
-		return "", fmt.Errorf("pair: card readers: %w", err)
-	}
-	defer func() {
-		cancel()
-		for range events { // drain until the provider closes it
-		}
-	}()
-	a.out.emit(event{name: "waiting", text: "present the phone to a reader"})
-	for ev := range events {
-		a.out.emit(cardEventOf(ev))
-		if ev.Kind != tokens.Inserted || !strings.HasPrefix(ev.Token, "hce.") {
-			continue
-		}
-		pub, err := a.cfg.Cards.PublicKey(wctx, ev.Token)
-		if err != nil {
-			return "", fmt.Errorf("pair: reading the phone's key: %w", err)
-		}
-		return a.enroll(ctx, code, "hce", pub, label, ev.Token)
-	}
-	return "", fmt.Errorf("pair: no phone presented within %s", wait)
-}
-
-// enroll sends Pair to the home broker and waits for its answer.
-func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string) (string, error) {
-	l, err := a.dial(ctx, a.home())
-	if err != nil {
-		return "", fmt.Errorf("pair: connect: %w", err)
-	}
-	defer l.close()
-	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
-
-	wctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-	defer cancel()
-	stop := context.AfterFunc(wctx, func() { l.c.Close() })
-	defer stop()
-	if err := l.c.Send(&proto.Pair{Code: strings.TrimSpace(code), Kind: kind, PublicKey: pub, Label: label}); err != nil {
-		return "", fmt.Errorf("pair: %w", err)
-	}
-	for {
-		m, err := l.c.Recv()
-		if err != nil {
-			if wctx.Err() != nil {
-				err = wctx.Err()
-			}
-			return "", fmt.Errorf("pair: waiting for the broker: %w", err)
-		}
-		switch b := m.Body.(type) {
-		case *proto.Paired:
-			if b.Token != want {
-				return "", fmt.Errorf("pair: broker enrolled token %q; want %q", b.Token, want)
-			}
-			a.out.emit(pairedEvent(b))
-			return b.Token, nil
-		case *proto.Error:
-			a.out.emit(protoErrorEvent(b))
-			return "", fmt.Errorf("pair: broker refused: %w", &proto.ProtocolError{Code: b.Code, Message: b.Message})
-		case *proto.Ping:
-			if err := l.c.Send(&proto.Pong{Seq: b.Seq}); err != nil {
-				return "", fmt.Errorf("pair: %w", err)
-			}
-		default:
-			a.log.Debug("ignoring message while pairing", "type", m.Type.String())
-		}
-	}
 }
 
 // Run connects to the home broker and runs the agent until ctx is
@@ -558,38 +381,6 @@ func (a *agent) readCommands(ctx context.Context, lines <-chan string) {
 	}
 }
 
-// up makes l the current connection: starts its reader and pinger, and
-// reports the tokens t asks for.
-func (a *agent) up(ctx context.Context, l *link, t target) {
-	a.conn = l
-	a.backoff = a.cfg.MinBackoff
-	a.hasPrompt = false
-	a.session = ""
-	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
-	if a.cfg.Group != nil && a.cfg.Group.learn(l.welcome.Members) {
-		a.out.emit(groupEvent(a.cfg.Group.Members()))
-		if err := a.cfg.Group.save(); err != nil {
-			a.log.Warn("keeping the learned members", "error", err)
-		}
-	}
-	a.log.Info("connected", "server", l.welcome.ServerID, "addr", l.addr, "hops", l.hops)
-	go func() {
-		for {
-			m, err := l.c.Recv()
-			select {
-			case a.inbox <- inMsg{l: l, m: m, err: err}:
-			case <-l.done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	a.schedulePing(l)
-	a.presentInserted(slices.Concat(t.present, a.missed), t.all)
-}
-
 // presentInserted reports to the current connection the tokens still
 // inserted among want (all: every inserted token), and clears missed.
 func (a *agent) presentInserted(want []string, all bool) {
@@ -606,54 +397,6 @@ func (a *agent) presentInserted(want []string, all bool) {
 	}
 }
 
-func (a *agent) pingInterval(l *link) time.Duration {
-	d := l.welcome.PingEvery()
-	if a.cfg.Keepalive > 0 && a.cfg.Keepalive < d {
-		d = a.cfg.Keepalive
-	}
-	return d
-}
-
-func (a *agent) schedulePing(l *link) {
-	l.timer = a.clk.AfterFunc(a.pingInterval(l), func() {
-		select {
-		case a.ticks <- l:
-		case <-l.done:
-		}
-	})
-}
-
-// ping runs when l's ping timer fires.
-func (a *agent) ping(ctx context.Context, l *link) {
-	if l == a.parked {
-		// Kept alive while the redirect's dial runs; dropped if silent.
-		l.pingSeq++
-		l.unanswered++
-		if l.unanswered > missedPongs || l.c.Send(&proto.Ping{Seq: l.pingSeq}) != nil {
-			a.dropParked()
-			return
-		}
-		a.schedulePing(l)
-		return
-	}
-	if l != a.conn {
-		return
-	}
-	if l.unanswered >= missedPongs {
-		a.lost(fmt.Errorf("%d pings unanswered", l.unanswered))
-		return
-	}
-	if a.homeIfIdle(ctx) {
-		return
-	}
-	l.pingSeq++
-	l.unanswered++
-	a.send(&proto.Ping{Seq: l.pingSeq})
-	if a.conn == l {
-		a.schedulePing(l)
-	}
-}
-
 // send writes m to the current connection; a failure loses the connection.
 func (a *agent) send(m any) {
 	if a.conn == nil {
@@ -662,136 +405,6 @@ func (a *agent) send(m any) {
 	if err := a.conn.c.Send(m); err != nil {
 		a.lost(err)
 	}
-}
-
-// lost reports the loss of the current connection and schedules a
-// reconnect to the home broker.
-func (a *agent) lost(err error) {
-	if a.conn == nil {
-		return
-	}
-	a.log.Warn("connection lost", "addr", a.conn.addr, "error", err)
-	a.lastAddr = a.conn.addr
-	a.conn.close()
-	a.conn = nil
-	// Without a live broker the session must not stay on screen: its
-	// broker may have lost its lease and another may attach it elsewhere.
-	a.stopDisplay()
-	a.session = ""
-	a.out.emit(disconnectedEvent(err))
-	a.scheduleRetry()
-}
-
-func (a *agent) scheduleRetry() {
-	d := a.backoff
-	a.backoff = min(2*a.backoff, a.cfg.MaxBackoff)
-	a.scheduleRetryIn(d)
-}
-
-// scheduleRetryIn reconnects after about d (±20% jitter keeps a room full
-// of terminals from reconnecting in step).
-func (a *agent) scheduleRetryIn(d time.Duration) {
-	if a.retrying != nil {
-		return
-	}
-	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
-	a.log.Debug("reconnecting", "in", d)
-	a.out.emit(reconnectingEvent(d))
-	a.retrying = a.clk.AfterFunc(d, func() {
-		select {
-		case a.retry <- struct{}{}:
-		default:
-		}
-	})
-}
-
-// startDial connects to t in the background; the result reaches the loop.
-func (a *agent) startDial(ctx context.Context, t target) {
-	a.dialing = true
-	go func() {
-		l, err := a.dial(ctx, t)
-		select {
-		case a.dialed <- dialResult{t: t, l: l, err: err}:
-		case <-ctx.Done():
-			if l != nil {
-				l.close()
-			}
-		}
-	}()
-}
-
-func (a *agent) dialDone(ctx context.Context, r dialResult) {
-	a.dialing = false
-	if r.err == nil {
-		a.dropParked() // the redirect was followed
-		a.up(ctx, r.l, r.t)
-		return
-	}
-	if r.t.hops == 0 {
-		a.log.Warn("reconnect failed", "addr", r.t.addr, "error", r.err)
-		a.scheduleRetry()
-		return
-	}
-	// A target that answered and refused (or is not who the group says)
-	// is not retried: presenting the token again would only loop.
-	refused := errors.As(r.err, new(*proto.ProtocolError)) ||
-		(a.cfg.Group == nil && (errors.Is(r.err, proto.ErrPinMismatch) || errors.Is(r.err, proto.ErrALPN)))
-	if !refused {
-		// The owner did not answer: it may have died or be restarting,
-		// and the group registry names it until its lease ends. Say so,
-		// and present the token again soon (PROTOCOL.md §7.5); it is not
-		// lost.
-		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v; retrying", r.t.addr, r.err)))
-		a.redirFails++
-		d := a.ownerRetryDelay()
-		if p := a.parked; p != nil {
-			// Back on the connection the redirect came on: present the
-			// token there again soon, until the group answers otherwise
-			// (the owner back, or its lease expired and the token free).
-			a.parked, a.conn = nil, p
-			a.ownerUnreachable(r.t.token, d)
-			// The redirected token is presented again by that timer.
-			a.missed = slices.DeleteFunc(a.missed, func(s string) bool { return s == r.t.token })
-			if len(a.missed) > 0 {
-				a.presentInserted(a.missed, false)
-			}
-			return
-		}
-		a.lastAddr = r.t.addr
-		a.scheduleRetryIn(d)
-		return
-	}
-	a.dropParked()
-	// A redirect could not be followed: say why, go home, and do not
-	// present the token again (it would be redirected again).
-	var perr *proto.ProtocolError
-	if errors.As(r.err, &perr) {
-		a.out.emit(errorEvent(int(perr.Code), perr.Code.String(), fmt.Sprintf("redirect to %s refused: %s", r.t.addr, perr.Message)))
-	} else {
-		a.out.emit(errorEvent(0, errRedirect, fmt.Sprintf("redirect to %s: %v", r.t.addr, r.err)))
-	}
-	a.startDial(ctx, a.home())
-}
-
-// homeIfIdle takes the terminal back to its home broker (any member of
-// the group, configured ones first) when the connection a redirect led it
-// to no longer shows a session, no token is inserted, and nothing is
-// pending there: no prompt, no retry, no dial (PROTOCOL.md §7.5). The next
-// insert then starts at home, as on a fresh boot. It reports whether it
-// left.
-func (a *agent) homeIfIdle(ctx context.Context) bool {
-	l := a.conn
-	if l == nil || l.hops == 0 || a.session != "" || a.hasPrompt || a.dialing || a.retrying != nil ||
-		len(a.retries.timers) > 0 || len(a.cards) > 0 || len(a.prov.Inserted()) > 0 {
-		return false
-	}
-	a.log.Info("idle on a broker a redirect led to; going back home", "server", l.welcome.ServerID, "addr", l.addr)
-	l.close()
-	a.conn = nil
-	t := a.home()
-	t.all = true // whatever is inserted while the dial runs
-	a.startDial(ctx, t)
-	return true
 }
 
 // cardEvent prints a card reader's event, remembers which cards are

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens"
+	"github.com/hotdesk/hotdesk/tokens/soft"
+)
+
+// Pair generates a key named tokenName (label: label), enrolls it at the
+// home broker with code, and saves the keystore once the broker confirms.
+// It returns the new token id. A broker Error is printed and returned.
+func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string, error) {
+	key, err := a.cfg.Keystore.Generate(tokenName, label)
+	if err != nil {
+		return "", fmt.Errorf("pair: %w", err)
+	}
+	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token)
+	if err != nil {
+		return "", err
+	}
+	if err := a.cfg.Keystore.Save(); err != nil {
+		return "", fmt.Errorf("pair: token %s enrolled but not saved: %w", key.Token, err)
+	}
+	return tok, nil
+}
+
+// PairPhone waits (within wait) for a phone presented at the card readers,
+// reads its public key over NFC and enrolls it at the home broker with
+// code. The key stays on the phone; it returns the phone's token id.
+func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
+	if a.cfg.Cards == nil {
+		return "", errors.New("pair: no card readers (-pcsc)")
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	events, err := a.cfg.Cards.Watch(wctx)
+	if err != nil {
+		return "", fmt.Errorf("pair: card readers: %w", err)
+	}
+	defer func() {
+		cancel()
+		for range events { // drain until the provider closes it
+		}
+	}()
+	a.out.emit(event{name: "waiting", text: "present the phone to a reader"})
+	for ev := range events {
+		a.out.emit(cardEventOf(ev))
+		if ev.Kind != tokens.Inserted || !strings.HasPrefix(ev.Token, "hce.") {
+			continue
+		}
+		pub, err := a.cfg.Cards.PublicKey(wctx, ev.Token)
+		if err != nil {
+			return "", fmt.Errorf("pair: reading the phone's key: %w", err)
+		}
+		return a.enroll(ctx, code, "hce", pub, label, ev.Token)
+	}
+	return "", fmt.Errorf("pair: no phone presented within %s", wait)
+}
+
+// enroll sends Pair to the home broker and waits for its answer.
+func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string) (string, error) {
+	l, err := a.dial(ctx, a.home())
+	if err != nil {
+		return "", fmt.Errorf("pair: connect: %w", err)
+	}
+	defer l.close()
+	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
+
+	wctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	stop := context.AfterFunc(wctx, func() { l.c.Close() })
+	defer stop()
+	if err := l.c.Send(&proto.Pair{Code: strings.TrimSpace(code), Kind: kind, PublicKey: pub, Label: label}); err != nil {
+		return "", fmt.Errorf("pair: %w", err)
+	}
+	for {
+		m, err := l.c.Recv()
+		if err != nil {
+			if wctx.Err() != nil {
+				err = wctx.Err()
+			}
+			return "", fmt.Errorf("pair: waiting for the broker: %w", err)
+		}
+		switch b := m.Body.(type) {
+		case *proto.Paired:
+			if b.Token != want {
+				return "", fmt.Errorf("pair: broker enrolled token %q; want %q", b.Token, want)
+			}
+			a.out.emit(pairedEvent(b))
+			return b.Token, nil
+		case *proto.Error:
+			a.out.emit(protoErrorEvent(b))
+			return "", fmt.Errorf("pair: broker refused: %w", &proto.ProtocolError{Code: b.Code, Message: b.Message})
+		case *proto.Ping:
+			if err := l.c.Send(&proto.Pong{Seq: b.Seq}); err != nil {
+				return "", fmt.Errorf("pair: %w", err)
+			}
+		default:
+			a.log.Debug("ignoring message while pairing", "type", m.Type.String())
+		}
+	}
+}
