@@ -78,8 +78,14 @@ func abs(v int) int {
 // returns its events and stdin.
 func (e *e2e) runTerm(ctx context.Context, id, ks, disp string) (<-chan map[string]any, io.WriteCloser) {
 	e.t.Helper()
+	return e.runTermWith(ctx, id, ks, disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24")
+}
+
+// runTermWith is runTerm with the display command display.
+func (e *e2e) runTermWith(ctx context.Context, id, ks, disp, display string) (<-chan map[string]any, io.WriteCloser) {
+	e.t.Helper()
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", id,
-		"-keystore", ks, "-json", "-display", "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24", "run")
+		"-keystore", ks, "-json", "-display", display, "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
 	return testutil.StartEvents(e.t, cmd, 64)
 }
@@ -204,6 +210,95 @@ func TestDesktopFollowsToken(t *testing.T) {
 		t.Fatalf("the application ended: %v", err)
 	default:
 	}
+}
+
+// TestDesktopTakesTerminalSize: terminals' screens differ in size and the
+// display client runs full screen, as hotdesk-term's default does. The
+// desktop takes the size of each terminal it is shown at (weston's RDP
+// backend follows the client's): it fills a small screen, then a larger
+// one with no black margin, then the small one again with nothing cut off.
+func TestDesktopTakesTerminalSize(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "nft")
+	disps := testutil.StartXvfbSizes(t, "1024x768x24", "1280x1024x24")
+	small, large := disps[0], disps[1]
+	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
+	ks := e.enroll("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const fullScreen = "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /f /bpp:24"
+	evS, inS := e.runTermWith(ctx, "t-small", ks, small, fullScreen)
+	evL, inL := e.runTermWith(ctx, "t-large", ks, large, fullScreen)
+	next(t, evS, "connected")
+	next(t, evL, "connected")
+
+	var session string
+	show := func(name string, ev <-chan map[string]any, in io.Writer, disp string) {
+		t.Helper()
+		fmt.Fprintln(in, "insert default")
+		a := next(t, ev, "attached")
+		if session == "" {
+			session, _ = a["session"].(string)
+		} else if a["session"] != session {
+			t.Fatalf("%s attached %v; want %s", name, a["session"], session)
+		}
+		var last string
+		deadline := time.Now().Add(40 * time.Second)
+		for {
+			img := testutil.Screenshot(t, disp)
+			lit, clock := fills(img)
+			if lit >= 0.99 && clock >= 20 {
+				return
+			}
+			b := img.Bounds()
+			last = fmt.Sprintf("%dx%d screen: %.1f%% of it lit, %d bright points where the panel's clock is", b.Dx(), b.Dy(), 100*lit, clock)
+			if time.Now().After(deadline) {
+				testutil.KeepShots(map[string]image.Image{"size-" + name: img})
+				t.Fatalf("the desktop does not fill the %s terminal's screen: %s", name, last)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	hide := func(ev <-chan map[string]any, in io.Writer) {
+		t.Helper()
+		fmt.Fprintln(in, "remove default")
+		next(t, ev, "detached")
+	}
+	show("small", evS, inS, small)
+	hide(evS, inS)
+	show("large", evL, inL, large)
+	hide(evL, inL)
+	show("small again", evS, inS, small)
+}
+
+// fills measures how a desktop fills the screen img: the share of sampled
+// points that are lit (Xvfb's screen is black where nothing is drawn), and
+// the bright points in the top-right corner, where weston's panel shows its
+// right-aligned clock (a desktop wider than the screen is cut off there).
+func fills(img image.Image) (lit float64, clock int) {
+	r := toRGBA(img)
+	b := r.Bounds()
+	sum := func(x, y int) int {
+		p := r.Pix[r.PixOffset(x, y):]
+		return int(p[0]) + int(p[1]) + int(p[2])
+	}
+	n, on := 0, 0
+	for y := b.Min.Y; y < b.Max.Y; y += 8 {
+		for x := b.Min.X; x < b.Max.X; x += 8 {
+			n++
+			if sum(x, y) > 24 {
+				on++
+			}
+		}
+	}
+	for y := b.Min.Y + 4; y < b.Min.Y+24; y++ {
+		for x := b.Max.X - 200; x < b.Max.X-4; x++ {
+			if sum(x, y) > 450 {
+				clock++
+			}
+		}
+	}
+	return float64(on) / float64(n), clock
 }
 
 // rdpRefusesNobody fails the test unless the RDP port of the session whose

@@ -41,12 +41,26 @@ func StartXvfb(t testing.TB) string {
 // their names.
 func StartXvfbs(t testing.TB, n int) []string {
 	t.Helper()
+	sizes := make([]string, n)
+	for i := range sizes {
+		sizes[i] = defaultScreen
+	}
+	return StartXvfbSizes(t, sizes...)
+}
+
+// defaultScreen is the size and depth of StartXvfb's screens.
+const defaultScreen = "1024x768x24"
+
+// StartXvfbSizes starts one screen of each size ("WxHxDEPTH"), at once,
+// and returns their names.
+func StartXvfbSizes(t testing.TB, sizes ...string) []string {
+	t.Helper()
 	NeedTools(t, "Xvfb", "xwd")
-	disps := make([]string, n)
-	fns := make([]func() error, n)
+	disps := make([]string, len(sizes))
+	fns := make([]func() error, len(sizes))
 	for i := range fns {
 		fns[i] = func() error {
-			x, err := startXvfb()
+			x, err := startXvfb(sizes[i])
 			if err != nil {
 				return err
 			}
@@ -59,9 +73,9 @@ func StartXvfbs(t testing.TB, n int) []string {
 	return disps
 }
 
-// startXvfb starts one screen and waits until it answers.
-func startXvfb() (*xvfb.Server, error) {
-	x, err := xvfb.Start(context.Background(), "1024x768x24", nil)
+// startXvfb starts one screen of size and waits until it answers.
+func startXvfb(size string) (*xvfb.Server, error) {
+	x, err := xvfb.Start(context.Background(), size, nil)
 	if err != nil {
 		return nil, err
 	}
