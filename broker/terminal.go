@@ -234,7 +234,7 @@ func (t *terminal) read(ctx context.Context) error {
 			}
 		case *proto.Pong:
 		case *proto.CardError:
-			t.b.log.Info("card error at terminal", "terminal", t.id, "reader", sanitize(body.Reader), "message", sanitize(body.Message))
+			t.b.log.Info("card error at terminal", "terminal", logValue(t.id), "reader", logValue(body.Reader), "message", logValue(body.Message))
 		default:
 			_ = t.conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: fmt.Sprintf("unexpected message type %d", m.Type)})
 			return fmt.Errorf("broker: unexpected message type %d from terminal", m.Type)
