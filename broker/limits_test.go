@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -112,6 +114,34 @@ func TestLogValue(t *testing.T) {
 	}
 	if got := logValue("user.\n\x1b[31mroot\xff"); strings.ContainsAny(got, "\n\x1b") {
 		t.Fatalf("logValue kept control characters: %q", got)
+	}
+}
+
+// TestCardErrorLogBounded: a terminal's CardError (reader and message are
+// peer text, up to a frame each) is logged cut short and on one line, like
+// every other attacker-supplied string.
+func TestCardErrorLogBounded(t *testing.T) {
+	t.Parallel()
+	var out testutil.LockedBuffer
+	b := &Broker{log: hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})}
+	peer, mine := net.Pipe()
+	defer peer.Close()
+	term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine)}
+	defer term.conn.Close()
+	hostile := strings.Repeat("r\nFAKE [ERROR] line ", 1500) // ~30 KB
+	done := make(chan error, 1)
+	go func() { done <- term.read(context.Background()) }()
+	if err := proto.NewConn(peer).Send(&proto.CardError{Reader: hostile, Message: hostile}); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close()
+	<-done
+	log := out.String()
+	if !strings.Contains(log, "card error at terminal") {
+		t.Fatalf("no card error logged:\n%.500s", log)
+	}
+	if len(log) > 1024 || strings.Contains(log, "\nFAKE") || !strings.Contains(log, "bytes)") {
+		t.Fatalf("card error logged as %d bytes; want the peer's reader and message cut short:\n%.500s", len(log), log)
 	}
 }
 

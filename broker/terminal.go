@@ -234,7 +234,7 @@ func (t *terminal) read(ctx context.Context) error {
 			}
 		case *proto.Pong:
 		case *proto.CardError:
-			t.b.log.Info("card error at terminal", "terminal", t.id, "reader", sanitize(body.Reader), "message", sanitize(body.Message))
+			t.b.log.Info("card error at terminal", "terminal", logValue(t.id), "reader", logValue(body.Reader), "message", logValue(body.Message))
 		default:
 			_ = t.conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: fmt.Sprintf("unexpected message type %d", m.Type)})
 			return fmt.Errorf("broker: unexpected message type %d from terminal", m.Type)
@@ -353,6 +353,10 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		b.limitHit(LimitPairing, "")
 		b.blog.Warn(string(LimitPairing), "pairing rate limited", "terminal", logValue(t.id), "remote", t.remote)
 		_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many pairing attempts; try later"})
+	case errors.Is(err, pairing.ErrBadKey):
+		// The code is untouched: the key, kind or label is what to fix.
+		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused"})
 	default:
 		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"})

@@ -312,8 +312,16 @@ func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind st
 	return rec, nil
 }
 
-// keyID validates a token key of kind and returns its token id.
+// maxKindLen bounds how much of an unsupported kind an error quotes (a
+// token type is at most 16 letters).
+const maxKindLen = 32
+
+// keyID validates a token key of kind and returns its token id. A key of
+// small order (soft.WeakKey) is refused: anyone could prove possession of it.
 func keyID(kind string, pub []byte) (string, error) {
+	if (kind == soft.Kind || kind == nfc.KindHCE) && soft.WeakKey(pub) {
+		return "", fmt.Errorf("%w: %s public key is a point of small order (anyone could sign for it)", ErrBadKey, kind)
+	}
 	switch kind {
 	case soft.Kind:
 		if len(pub) != 32 {
@@ -327,6 +335,9 @@ func keyID(kind string, pub []byte) (string, error) {
 			return "", fmt.Errorf("%w: phone public key is %d bytes; want 32", ErrBadKey, len(pub))
 		}
 		return nfc.HCETokenID(pub), nil
+	}
+	if len(kind) > maxKindLen { // the peer's text, logged by the caller
+		kind = kind[:maxKindLen] + "…"
 	}
 	return "", fmt.Errorf("%w: unsupported token kind %q", ErrBadKey, kind)
 }

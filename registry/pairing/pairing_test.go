@@ -315,6 +315,8 @@ func TestPairing(t *testing.T) {
 			{"short key", "soft", make([]byte, 31), ""},
 			{"long key", "soft", make([]byte, 33), ""},
 			{"nil key", "soft", nil, ""},
+			{"all-zero key (small order: anyone can sign for it)", "soft", make([]byte, 32), ""},
+			{"identity key (small order)", "hce", append([]byte{1}, make([]byte, 31)...), ""},
 			{"long label", "soft", newKey(t), strings.Repeat("x", pairing.MaxLabelLen+1)},
 			{"control in label", "soft", newKey(t), "a\x00b"},
 		}
@@ -325,6 +327,14 @@ func TestPairing(t *testing.T) {
 			}
 		}
 		checkErr(t, "good key", e.redeem("t@h", code), nil)
+	})
+
+	t.Run("a huge kind is not quoted whole", func(t *testing.T) {
+		e := newEnv(t, cli)
+		_, err := e.p.Redeem(e.ctx, "t@h", e.create("lee", time.Hour), strings.Repeat("k", 60000), newKey(t), "")
+		if !errors.Is(err, pairing.ErrBadKey) || len(err.Error()) > 200 {
+			t.Fatalf("err = %.300v (%d bytes); want ErrBadKey, short (the broker logs it)", err, len(err.Error()))
+		}
 	})
 
 	t.Run("key enrolled twice", func(t *testing.T) {

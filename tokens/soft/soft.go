@@ -13,10 +13,12 @@
 package soft
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -76,15 +78,60 @@ func ChallengeMessage(terminalID, serverID string, welcomeNonce, challengeNonce 
 }
 
 // Verify checks that sig is pub's ed25519 signature of msg. Any failure,
-// including a public key or signature of the wrong size, is ErrBadProof.
+// including a public key or signature of the wrong size, or a weak public
+// key (WeakKey), is ErrBadProof.
 func Verify(pub []byte, msg, sig []byte) error {
 	switch {
 	case len(pub) != ed25519.PublicKeySize:
 		return fmt.Errorf("%w: public key is %d bytes; want %d", ErrBadProof, len(pub), ed25519.PublicKeySize)
+	case WeakKey(pub):
+		return fmt.Errorf("%w: public key is a point of small order", ErrBadProof)
 	case len(sig) != ed25519.SignatureSize:
 		return fmt.Errorf("%w: signature is %d bytes; want %d", ErrBadProof, len(sig), ed25519.SignatureSize)
 	case !ed25519.Verify(ed25519.PublicKey(pub), msg, sig):
 		return ErrBadProof
 	}
 	return nil
+}
+
+// smallOrder holds the y coordinates, as 32-byte little-endian encodings
+// without the sign bit, of the ed25519 points of small order (1, 2, 4 and
+// 8), canonical or not: 0, 1, the two of order 8, p-1, and p and p+1 (0
+// and 1 again). It is libsodium's list.
+var smallOrder = func() [][]byte {
+	hexes := []string{
+		"0000000000000000000000000000000000000000000000000000000000000000",
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+		"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	}
+	out := make([][]byte, len(hexes))
+	for i, h := range hexes {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			panic("soft: bad small-order point " + h)
+		}
+		out[i] = b
+	}
+	return out
+}()
+
+// WeakKey reports whether pub, an ed25519 public key of 32 bytes, encodes
+// a point of small order. For such a key anyone can make signatures that
+// ed25519.Verify accepts (one try in at most 8 succeeds, without any
+// private key), so it proves nothing: it is never enrolled and never
+// accepted in a proof. Keys of another size are not weak (they are wrong).
+func WeakKey(pub []byte) bool {
+	if len(pub) != ed25519.PublicKeySize {
+		return false
+	}
+	for _, p := range smallOrder {
+		if bytes.Equal(pub[:31], p[:31]) && pub[31]&0x7f == p[31] {
+			return true
+		}
+	}
+	return false
 }

@@ -99,6 +99,8 @@ func TestVerify(t *testing.T) {
 		{"nil key", nil, msg, sig, soft.ErrBadProof},
 		{"short signature", pub, msg, sig[:63], soft.ErrBadProof},
 		{"long signature", pub, msg, append(bytes.Clone(sig), 0), soft.ErrBadProof},
+		// Made without any private key (PROTOCOL.md §8: a key of small order).
+		{"forged for the all-zero key", make([]byte, 32), msg, forgedZeroKeySig(t), soft.ErrBadProof},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,5 +109,59 @@ func TestVerify(t *testing.T) {
 				t.Errorf("Verify = %v; want %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// forgedZeroKeySig is a signature of "message" under the all-zero public key
+// (a point of order 4), made without a private key: pick s and a point T of
+// the key's subgroup, R = [s]B + T, until -[k]A = T (one try in four).
+// ed25519.Verify accepts it, so a proof with such a key proves nothing.
+func forgedZeroKeySig(t *testing.T) []byte {
+	t.Helper()
+	sig, err := hex.DecodeString("436abba1fe9cdf95fef40a3636394672e1ba70e676d84b308a9f65fb1f4f2b13" +
+		"8b60098494b4224583817eb550411f22228282206c6c34b45864259b80aacc08")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ed25519.Verify(make([]byte, 32), []byte("message"), sig) {
+		t.Fatal("the forged signature does not verify under crypto/ed25519; the test proves nothing")
+	}
+	return sig
+}
+
+// TestWeakKey: every encoding of a point of small order (either sign bit,
+// canonical or not) is weak; a real key, or one a bit away from a weak one,
+// is not.
+func TestWeakKey(t *testing.T) {
+	t.Parallel()
+	weak := []string{
+		"0000000000000000000000000000000000000000000000000000000000000000", // order 4
+		"0100000000000000000000000000000000000000000000000000000000000000", // identity
+		"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+		"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p-1, order 2
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p (0, not canonical)
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p+1 (1, not canonical)
+	}
+	for _, h := range weak {
+		pub, err := hex.DecodeString(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !soft.WeakKey(pub) {
+			t.Errorf("WeakKey(%s) = false; want true", h)
+		}
+		pub[31] ^= 0x80 // the other sign of x
+		if !soft.WeakKey(pub) {
+			t.Errorf("WeakKey(%x) = false; want true (sign bit set)", pub)
+		}
+		pub[1] ^= 1
+		if soft.WeakKey(pub) {
+			t.Errorf("WeakKey(%x) = true; want false (not a listed point)", pub)
+		}
+	}
+	good := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	if soft.WeakKey(good) || soft.WeakKey(make([]byte, 31)) {
+		t.Error("WeakKey of a real key or a short one = true; want false")
 	}
 }
