@@ -33,6 +33,11 @@ type Limits struct {
 	// MaxTicketsPerSession bounds outstanding attach tickets per session: a
 	// new one revokes the session's oldest; default 4.
 	MaxTicketsPerSession int
+	// TokenEventsPerSecond bounds the TokenInserted and Pair messages one
+	// terminal connection may send, in bursts of twice as many; more are
+	// answered Error{rate_limited}. Default 50; negative: no bound (tests
+	// and benchmarks that hot-desk one connection as fast as it goes).
+	TokenEventsPerSecond int
 	// OnLimit, if set, is called once for every refusal a limit causes
 	// (metrics): limit is one of the Limit constants, listener "terminal"
 	// or "attach" for the connection limits, else "". It runs on the
@@ -54,6 +59,7 @@ const (
 	LimitSessionsPerUser      Limit = "max_sessions_per_user"      // a user's sessions in the group
 	LimitTicketsPerSession    Limit = "max_tickets_per_session"    // an old attach ticket revoked
 	LimitPairing              Limit = "pairing_rate"               // pairing attempts from an address
+	LimitTokenEvents          Limit = "token_events_per_second"    // token events of one connection
 )
 
 // limitHit reports one refusal by limit to Limits.OnLimit.
@@ -69,6 +75,7 @@ func (l Limits) withDefaults() Limits {
 	defaults.Set(&l.MaxUnauthenticated, 128)
 	defaults.Set(&l.HandshakeTimeout, handshakeTimeout)
 	defaults.Set(&l.MaxTicketsPerSession, 4)
+	defaults.Set(&l.TokenEventsPerSecond, 50)
 	return l
 }
 

@@ -10,8 +10,10 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
@@ -203,5 +205,117 @@ func TestUserLimitConcurrentLogins(t *testing.T) {
 	}
 	if attached != 2 || limited != n-2 {
 		t.Fatalf("attached %d, limited %d; want 2 and %d", attached, limited, n-2)
+	}
+}
+
+// TestTokenEventRate: a terminal connection may send its token events in
+// bursts of twice Limits.TokenEventsPerSecond; one more is answered
+// rate_limited at once and not handled, and the bucket refills with time
+// (the injected clock). A removal of a token neither being handled nor
+// shown at the terminal is dropped without being queued; one of a token
+// being handled is queued. The connection stays open throughout.
+func TestTokenEventRate(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1000, 0))
+	b := &Broker{clk: clk, log: hclog.NewNullLogger(), lim: Limits{TokenEventsPerSecond: 20}.withDefaults(),
+		blog: burstlog.New(hclog.NewNullLogger(), logEvery, nil)}
+	// A TCP pair, not net.Pipe: the two sides write at once (an answer
+	// while the next insert is sent), which needs the kernel's buffers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := ln.Accept()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	// Its queue holds every event the test sends: the limit under test is
+	// the rate, not the queue.
+	term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine), events: make(chan tokenEvent, 128),
+		pending: map[uint32]chan any{}, inflight: map[string]inflight{}, eventRate: rate.NewLimiter(20, 40)}
+	defer term.conn.Close()
+	var mu sync.Mutex
+	var handled []string // what reached the worker's queue
+	go func() {
+		for ev := range term.events {
+			mu.Lock()
+			handled = append(handled, fmt.Sprintf("%T %s", ev.msg, ev.token))
+			mu.Unlock()
+			ev.done() // the insert stays in inflight: "being handled"
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- term.read(context.Background()) }()
+	pc := proto.NewConn(peer)
+	send := func(m any) {
+		t.Helper()
+		if err := pc.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// answers returns what the broker answered to everything sent so far
+	// (a Ping's Pong follows every earlier answer).
+	seq := uint64(0)
+	answers := func() []any {
+		t.Helper()
+		seq++
+		send(&proto.Ping{Seq: seq})
+		var got []any
+		for {
+			m, err := pc.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, ok := m.Body.(*proto.Pong); ok && p.Seq == seq {
+				return got
+			}
+			got = append(got, m.Body)
+		}
+	}
+	tok := func(i int) string { return fmt.Sprintf("soft.%032d", i) }
+	for i := range 40 {
+		send(&proto.TokenInserted{Token: tok(i)})
+	}
+	if got := answers(); len(got) != 0 {
+		t.Fatalf("a burst of 40 inserts was answered %#v; want all queued", got)
+	}
+	send(&proto.TokenInserted{Token: tok(40)})
+	got := answers()
+	if len(got) != 1 {
+		t.Fatalf("the 41st insert was answered %#v; want one rate_limited error", got)
+	}
+	if e, ok := got[0].(*proto.Error); !ok || e.Code != proto.ErrRateLimited || e.Token != tok(40) {
+		t.Fatalf("the 41st insert was answered %#v; want Error{rate_limited, %s}", got[0], tok(40))
+	}
+	clk.Advance(time.Second) // 20 more
+	for i := 41; i < 61; i++ {
+		send(&proto.TokenInserted{Token: tok(i)})
+	}
+	if got := answers(); len(got) != 0 {
+		t.Fatalf("20 inserts a second later were answered %#v; want all queued", got)
+	}
+	send(&proto.TokenRemoved{Token: tok(999)}) // never presented here
+	send(&proto.TokenRemoved{Token: tok(0)})   // being handled
+	if got := answers(); len(got) != 0 {
+		t.Fatalf("removals were answered %#v; want nothing", got)
+	}
+	peer.Close()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	want := 40 + 20 + 1
+	if len(handled) != want || handled[len(handled)-1] != "*proto.TokenRemoved "+tok(0) {
+		t.Fatalf("queued %d events, the last %q; want %d, the last the removal of %s", len(handled), handled[len(handled)-1], want, tok(0))
+	}
+	for _, h := range handled {
+		if strings.Contains(h, tok(40)) || strings.Contains(h, tok(999)) {
+			t.Fatalf("queued %q; the refused insert and the stray removal must not be", h)
+		}
 	}
 }

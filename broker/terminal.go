@@ -14,6 +14,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/pairing"
+	"golang.org/x/time/rate"
 )
 
 // Limits on what one terminal connection may have outstanding.
@@ -42,6 +43,9 @@ type terminal struct {
 	fenceToken string
 
 	events chan tokenEvent
+	// eventRate bounds the TokenInserted and Pair messages the terminal
+	// may send (nil: unbounded); used by the reader only.
+	eventRate *rate.Limiter
 
 	mu       sync.Mutex
 	session  *Session // the session shown here, if any
@@ -156,6 +160,9 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		pending:  make(map[uint32]chan any),
 		inflight: make(map[string]inflight),
 	}
+	if r := b.lim.TokenEventsPerSecond; r > 0 {
+		t.eventRate = rate.NewLimiter(rate.Limit(r), 2*r)
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -202,21 +209,36 @@ func (t *terminal) read(ctx context.Context) error {
 		}
 		switch body := m.Body.(type) {
 		case *proto.TokenInserted:
+			if !t.allowEvent(body.Token) {
+				continue
+			}
 			if err := t.enqueue(ctx, body, body.Token); err != nil {
 				return err
 			}
 		case *proto.TokenRemoved:
 			// A removal cancels an insert of the same token still being
 			// handled (card pulled during the challenge or the prompt).
+			// One of a token that is neither being handled nor shown here
+			// changes nothing: it is dropped without a word (no event, no
+			// log line), so that removals cost an attacker's terminal as
+			// much as they cost the broker.
 			t.mu.Lock()
-			if in, ok := t.inflight[body.Token]; ok {
+			in, handling := t.inflight[body.Token]
+			if handling {
 				in.cancel()
 			}
+			shown := t.session != nil && t.session.Token == body.Token
 			t.mu.Unlock()
+			if !handling && !shown {
+				continue
+			}
 			if err := t.enqueue(ctx, body, body.Token); err != nil {
 				return err
 			}
 		case *proto.Pair:
+			if !t.allowEvent("") {
+				continue
+			}
 			if err := t.enqueue(ctx, body, ""); err != nil {
 				return err
 			}
@@ -240,6 +262,24 @@ func (t *terminal) read(ctx context.Context) error {
 			return fmt.Errorf("broker: unexpected message type %d from terminal", m.Type)
 		}
 	}
+}
+
+// allowEvent reports whether a TokenInserted of token (a Pair: "") is
+// within the terminal's token event rate (Limits.TokenEventsPerSecond);
+// if not, it is answered Error{rate_limited} at once, without an event,
+// a registry read or a log line of its own, and the connection stays open.
+// A person presents a few tokens a second at most; a terminal sending
+// more is broken or hostile, and each insert costs the group an etcd read
+// and an event stored in etcd.
+func (t *terminal) allowEvent(token string) bool {
+	if t.eventRate == nil || t.eventRate.AllowN(t.b.clk.Now(), 1) {
+		return true
+	}
+	t.b.limitHit(LimitTokenEvents, "")
+	t.b.blog.Warn(string(LimitTokenEvents), "token event refused: terminal over its rate",
+		"terminal", logValue(t.id), "remote", t.remote, "max_per_second", t.b.lim.TokenEventsPerSecond)
+	_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many token events; present the token again shortly", Token: token})
+	return false
 }
 
 // enqueue queues a token event for the worker. When maxQueuedEvents are

@@ -291,6 +291,11 @@ limits {
   # Outstanding attach tickets per session; a new one revokes the oldest,
   # so re-presenting a token never fills the gateway's table.
   max_tickets_per_session = 4
+  # Token insertions and pairings one terminal connection may send per
+  # second, in bursts of twice as many; beyond, each is answered
+  # rate_limited (the connection stays open). A person presents a few a
+  # second at most; a terminal retrying several tokens, a few more.
+  token_events_per_second = 50
 }
 
 # Web admin dashboard over HTTPS: servers, sessions (kill, disconnect,

@@ -410,6 +410,7 @@ func (d *daemon) startBroker(context.Context) error {
 			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
 			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
 			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
+			TokenEventsPerSecond:    cfg.Limits.TokenEventsPerSecond,
 			OnLimit:                 d.limits.brokerRefused,
 		},
 	})

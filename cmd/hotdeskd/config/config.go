@@ -148,6 +148,10 @@ type Limits struct {
 	// MaxTicketsPerSession bounds outstanding attach tickets of a session
 	// (the oldest is revoked first); default 4.
 	MaxTicketsPerSession int // max_tickets_per_session
+	// TokenEventsPerSecond bounds the token insertions and pairings one
+	// terminal connection may send per second (bursts of twice as many);
+	// default 50.
+	TokenEventsPerSecond int // token_events_per_second
 }
 
 // TLS is the terminal listener's certificate (generated on first start
@@ -401,6 +405,7 @@ func DefaultLimits() Limits {
 		MaxPendingLoginsPerUser:     2,
 		MaxPendingLoginsPerTerminal: 1,
 		MaxTicketsPerSession:        4,
+		TokenEventsPerSecond:        50,
 	}
 }
 

@@ -57,6 +57,7 @@ type rawLimits struct {
 	MaxPendingLoginsPerUser     int    `hcl:"max_pending_logins_per_user,optional"`
 	MaxPendingLoginsPerTerminal int    `hcl:"max_pending_logins_per_terminal,optional"`
 	MaxTicketsPerSession        int    `hcl:"max_tickets_per_session,optional"`
+	TokenEventsPerSecond        int    `hcl:"token_events_per_second,optional"`
 }
 
 type rawTLS struct {
@@ -223,7 +224,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			MaxUnauthenticated: d.Limits.MaxUnauthenticated, HandshakeTimeout: d.Limits.HandshakeTimeout.String(),
 			MaxPendingLogins: d.Limits.MaxPendingLogins, MaxPendingLoginsPerSource: d.Limits.MaxPendingLoginsPerSource,
 			MaxPendingLoginsPerUser: d.Limits.MaxPendingLoginsPerUser, MaxPendingLoginsPerTerminal: d.Limits.MaxPendingLoginsPerTerminal,
-			MaxTicketsPerSession: d.Limits.MaxTicketsPerSession,
+			MaxTicketsPerSession: d.Limits.MaxTicketsPerSession, TokenEventsPerSecond: d.Limits.TokenEventsPerSecond,
 		},
 		Dashboard: &rawDashboard{PAMService: d.Dashboard.PAMService, SessionTTL: d.Dashboard.SessionTTL.String()},
 		Pairing: &rawPairing{
@@ -326,6 +327,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			MaxPendingLoginsPerUser:     raw.Limits.MaxPendingLoginsPerUser,
 			MaxPendingLoginsPerTerminal: raw.Limits.MaxPendingLoginsPerTerminal,
 			MaxTicketsPerSession:        raw.Limits.MaxTicketsPerSession,
+			TokenEventsPerSecond:        raw.Limits.TokenEventsPerSecond,
 		},
 		Pairing: Pairing{
 			CodeTTL:       dur("pairing.code_ttl", raw.Pairing.CodeTTL),

@@ -207,6 +207,7 @@ func (c *Config) validate(rg ranges) error {
 		"limits.max_unauthenticated": l.MaxUnauthenticated, "limits.max_pending_logins": l.MaxPendingLogins,
 		"limits.max_pending_logins_per_source": l.MaxPendingLoginsPerSource, "limits.max_pending_logins_per_user": l.MaxPendingLoginsPerUser,
 		"limits.max_pending_logins_per_terminal": l.MaxPendingLoginsPerTerminal, "limits.max_tickets_per_session": l.MaxTicketsPerSession,
+		"limits.token_events_per_second": l.TokenEventsPerSecond,
 	} {
 		if v < 1 {
 			bad(key, "Invalid limit", "must be at least 1, got %d.", v)
