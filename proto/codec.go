@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
@@ -260,7 +261,39 @@ func Decode(payload []byte) (Msg, error) {
 		return Msg{}, fmt.Errorf("%w: %v body is not a map", ErrMalformed, t)
 	}
 	if err := bodyMode.Unmarshal(env.Body, body); err != nil {
-		return Msg{}, fmt.Errorf("%w: %v body: %w", ErrMalformed, t, err)
+		return Msg{}, fmt.Errorf("%w: %v body: %w", ErrMalformed, t, wireTypeError(err))
 	}
 	return Msg{Type: t, Body: body}, nil
+}
+
+// wireTypeError restates a CBOR type mismatch in the protocol's terms (the
+// field's key and its wire type, PROTOCOL.md §5) instead of the Go
+// struct and type it was decoded into, which mean nothing to a terminal's
+// author; other errors are returned as they are.
+func wireTypeError(err error) error {
+	var te *cbor.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	field := te.StructFieldName
+	if i := strings.LastIndexByte(field, '.'); i >= 0 {
+		field = field[i+1:]
+	}
+	want := "another type"
+	switch g := te.GoType; {
+	case g == "string":
+		want = "text"
+	case g == "[]uint8":
+		want = "bytes"
+	case g == "bool":
+		want = "a boolean"
+	case strings.HasPrefix(g, "uint") || strings.HasPrefix(g, "int") || strings.HasPrefix(g, "proto."):
+		want = "an integer"
+	case strings.HasPrefix(g, "[]"):
+		want = "an array"
+	}
+	if field == "" {
+		return fmt.Errorf("%s where %s is expected", te.CBORType, want)
+	}
+	return fmt.Errorf("field %s: %s where %s is expected", field, te.CBORType, want)
 }

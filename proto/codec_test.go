@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -284,5 +285,28 @@ func TestNames(t *testing.T) {
 		if strings.HasPrefix(c.String(), "error_code(") {
 			t.Errorf("error code %d has no name", c)
 		}
+	}
+}
+
+// TestDecodeTypeErrorSpeaksWire: a field of the wrong CBOR type is named by
+// its key and wire type (PROTOCOL.md §5), not by the Go struct and type
+// the broker decodes into.
+func TestDecodeTypeErrorSpeaksWire(t *testing.T) {
+	// Hello with TerminalID (key 2) an integer.
+	body, err := cbor.Marshal(map[int]any{1: []uint16{1}, 2: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := cbor.Marshal(map[int]any{1: uint64(proto.TypeHello), 2: cbor.RawMessage(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = proto.Decode(payload)
+	if !errors.Is(err, proto.ErrMalformed) {
+		t.Fatalf("Decode: %v; want ErrMalformed", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "field 2: positive integer where text is expected") || strings.Contains(msg, "Go ") || strings.Contains(msg, "proto.") {
+		t.Fatalf("Decode error %q; want it to name field 2 and its wire types, no Go names", msg)
 	}
 }
