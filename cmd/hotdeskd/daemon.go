@@ -26,6 +26,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -128,12 +129,33 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	return d, nil
 }
 
-// prepare creates the data directory and logs what is insecure about the
-// configuration.
+// dataDirLock is the file in the data directory whose flock a running
+// hotdeskd holds (see prepare).
+const dataDirLock = "hotdeskd.lock"
+
+// prepare creates the data directory, locks it and logs what is insecure
+// about the configuration. The lock (an flock on <data_dir>/hotdeskd.lock,
+// held until the stop, or the process's exit) comes before anything is
+// written there: a second hotdeskd started on the same data_dir (a copied
+// configuration) would otherwise join the group under its own server_id
+// and overwrite the running one's lease file before failing, and the
+// running broker's next restart could not take its own registrations over.
 func (d *daemon) prepare(context.Context) error {
 	if err := os.MkdirAll(d.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := procsup.LockFile(filepath.Join(d.cfg.DataDir, dataDirLock))
+	if errors.Is(err, procsup.ErrLocked) {
+		return fmt.Errorf("data dir %s is in use by another hotdeskd: give each hotdeskd on this host its own data_dir", d.cfg.DataDir)
+	}
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) {
+		if err := lock.Unlock(); err != nil {
+			d.log.Warn("unlocking the data dir", "error", err)
+		}
+	})
 	for _, w := range d.cfg.Warnings() {
 		d.log.Warn("insecure configuration: " + w)
 	}

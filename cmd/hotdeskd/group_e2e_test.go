@@ -409,3 +409,60 @@ func TestGroupAdminE2E(t *testing.T) {
 		t.Errorf("events -f showed b2 leave %d times; want once", n)
 	}
 }
+
+// TestDataDirInUse: a second hotdeskd started on the data_dir of a running
+// one (a configuration copied for a second broker on the same host, its
+// server_id changed but not its data_dir) is refused before it touches
+// anything: it does not join the group and the running broker's lease file,
+// with which its next restart takes its own registrations over, is left
+// alone. Before, the second daemon registered itself, rewrote the lease
+// file and only then failed on the compositor's state directory (QA).
+func TestDataDirInUse(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	eps := etcdtest.Start(t)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+
+	dir1 := t.TempDir()
+	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "dd-1", dir1, testutil.FreeAddr(t), etcd))
+	first.Name = "dd-1"
+	first.Start()
+	leasePath := filepath.Join(dir1, "data", leaseFile)
+	lease, err := os.ReadFile(leasePath)
+	if err != nil {
+		t.Fatalf("the running broker's lease file: %v", err)
+	}
+
+	dir2 := t.TempDir()
+	cfg2 := fmt.Sprintf("server_id = \"dd-2\"\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
+		filepath.Join(dir1, "data"), testutil.FreeAddr(t), testutil.AdminSocket(dir2), etcd)
+	second := testutil.NewDaemon(t, bin, dir2, testutil.AdminSocket(dir2), cfg2)
+	second.Name = "dd-2"
+	second.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "the second hotdeskd to exit", func() bool {
+		select {
+		case <-second.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	if second.ExitErr() == nil {
+		t.Fatalf("the second hotdeskd on the same data_dir exited 0; want a failure")
+	}
+	log := second.LogTail(64 << 10)
+	want := fmt.Sprintf("data dir %s is in use by another hotdeskd: give each hotdeskd on this host its own data_dir", filepath.Join(dir1, "data"))
+	if !strings.Contains(log, want) {
+		t.Errorf("the second hotdeskd's log:\n%s\nwant it to say %q", log, want)
+	}
+	if strings.Contains(log, "registered server") {
+		t.Errorf("the second hotdeskd registered itself in the group before failing:\n%s", log)
+	}
+	if got, err := os.ReadFile(leasePath); err != nil || string(got) != string(lease) {
+		t.Errorf("the running broker's lease file is %q (%v) after the second start; want it unchanged, %q", got, err, lease)
+	}
+	if out := string(first.MustCtl("server", "list")); strings.Contains(out, "dd-2") {
+		t.Errorf("server list after the refused start:\n%s\nwant no dd-2", out)
+	}
+}
