@@ -259,9 +259,9 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
-	d.reg, err = newRegistry(ctx, d.etcd, cfg, d.serverRec, logger, d.prevLease)
+	d.reg, err = newRegistry(ctx, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
 	if err != nil {
-		return fmt.Errorf("registry: %w", err)
+		return err // "registry: ..." already
 	}
 	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
@@ -595,17 +595,29 @@ func (d *daemon) startBackground(context.Context) error {
 
 // newRegistry takes this server's lease. After a crash the previous
 // process's lease still holds the server id until it expires (TTL plus an
-// etcd election timeout), so an id in use is retried for a while.
-func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
-	deadline := time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
+// etcd election timeout), so an id in use is retried for a while; an id
+// still held after that is another running broker's, and the error names
+// it (its address and start) and says to give each broker its own id.
+func newRegistry(ctx context.Context, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
+	start := time.Now()
+	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
-		if !errors.Is(err, registry.ErrServerIDInUse) || time.Now().After(deadline) {
+		if !errors.Is(err, registry.ErrServerIDInUse) {
 			return reg, err
 		}
-		logger.Warn("server id still held by a previous lease; waiting for it to expire", "server_id", rec.ID)
+		holder := "another lease"
+		if s, serr := store.Server(ctx, rec.ID); serr == nil {
+			holder = fmt.Sprintf("the broker at %s started %s", s.Addr, time.UnixMilli(s.StartedUnixMs).UTC().Format(time.RFC3339))
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: %s has kept it for %s: another running broker has server_id %q; give each broker of the group its own server_id",
+				err, holder, time.Since(start).Round(time.Second), rec.ID)
+		}
+		logger.Warn("server id in use; waiting for its lease to expire (this server's previous run) or giving up (another broker with this server_id)",
+			"server_id", rec.ID, "holder", holder)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

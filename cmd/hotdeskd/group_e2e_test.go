@@ -466,3 +466,51 @@ func TestDataDirInUse(t *testing.T) {
 		t.Errorf("server list after the refused start:\n%s\nwant no dd-2", out)
 	}
 }
+
+// TestServerIDInUse: a broker started with the server_id of a running one
+// (a configuration copied to a new broker without changing it) gives up
+// after waiting for the lease it finds to expire, naming the broker that
+// holds the id (its address) and saying what to do. Before, it logged
+// "still held by a previous lease" and failed with "server id in use" and
+// a lease number (QA).
+func TestServerIDInUse(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	eps := etcdtest.Start(t)
+	// The shortest lease: the second broker gives up after 3 TTLs + 5 s.
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"1s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+
+	dir1, addr1 := t.TempDir(), testutil.FreeAddr(t)
+	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "same-id", dir1, addr1, etcd))
+	first.Name = "first"
+	first.Start()
+
+	dir2 := t.TempDir()
+	second := testutil.NewDaemon(t, bin, dir2, testutil.AdminSocket(dir2), testutil.DaemonConfig(t, "same-id", dir2, testutil.FreeAddr(t), etcd))
+	second.Name = "second"
+	second.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "the second broker to give up", func() bool {
+		select {
+		case <-second.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	if second.ExitErr() == nil {
+		t.Fatalf("the second broker with a running broker's server_id exited 0; want a failure")
+	}
+	log := second.LogTail(64 << 10)
+	for _, want := range []string{
+		"the broker at " + addr1 + " started ",
+		`another running broker has server_id "same-id"; give each broker of the group its own server_id`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the second broker's log:\n%s\nwant it to contain %q", log, want)
+		}
+	}
+	if _, err := first.Ctl("ready"); err != nil {
+		t.Errorf("the first broker after the second gave up: %v; want it ready", err)
+	}
+}
