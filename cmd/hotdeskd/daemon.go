@@ -16,6 +16,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -261,7 +262,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	d.prevLease = readLeaseFile(cfg.DataDir)
 	d.reg, err = newRegistry(ctx, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
 	if err != nil {
-		return err // "registry: ..." already
+		return etcdAccessHint(err, cfg) // "registry: ..." already
 	}
 	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
@@ -697,6 +698,31 @@ func certHosts(cfg *config.Config) []string {
 		hosts = append(hosts, hn)
 	}
 	return hosts
+}
+
+// etcdAccessHint adds to a permission error of a group's etcd what the
+// administrator has to do: etcd takes the client certificate's common name
+// as the user name, and that user needs a role that reads and writes the
+// registry prefix (configs/group/hotdesk.hcl has the etcdctl commands).
+// Other errors, and the embedded member's (provisioned by the daemon), are
+// returned as they are.
+func etcdAccessHint(err error, cfg *config.Config) error {
+	if !errors.Is(err, rpctypes.ErrPermissionDenied) || cfg.UsesEmbeddedEtcd() {
+		return err
+	}
+	prefix := cfg.Etcd.Prefix
+	if cfg.Etcd.CertFile == "" {
+		return fmt.Errorf("%w: etcd has authentication on and this broker presents no client certificate (etcd.cert_file, key_file): give it a certificate whose common name is an etcd user with a role that reads and writes %q (configs/group/hotdesk.hcl)", err, prefix)
+	}
+	cn := "?"
+	if pair, lerr := tls.LoadX509KeyPair(cfg.Etcd.CertFile, cfg.Etcd.KeyFile); lerr == nil {
+		if leaf, perr := x509.ParseCertificate(pair.Certificate[0]); perr == nil {
+			cn = leaf.Subject.CommonName
+		}
+	}
+	return fmt.Errorf("%w: etcd takes the common name of etcd.cert_file %s (%q) as the user name, and that user may not read and write %q: "+
+		"etcdctl user add %s --no-password (if it is missing), etcdctl user grant-role %s ROLE, for a ROLE granted readwrite on %s with --prefix=true (configs/group/hotdesk.hcl)",
+		err, cfg.Etcd.CertFile, cn, prefix, cn, cn, prefix)
 }
 
 func etcdClientTLS(cfg *config.Config) (*tls.Config, error) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -512,5 +517,59 @@ func TestServerIDInUse(t *testing.T) {
 	}
 	if _, err := first.Ctl("ready"); err != nil {
 		t.Errorf("the first broker after the second gave up: %v; want it ready", err)
+	}
+}
+
+// TestEtcdPermissionDeniedSaysWhy: a broker whose etcd certificate names a
+// user without the registry prefix (here a cluster whose role covers
+// another prefix) fails saying which certificate and common name etcd took
+// as the user, the prefix it needs and the etcdctl commands. Before, the
+// error ended in "etcdserver: permission denied" (QA).
+func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	ctx := context.Background()
+	tlsDir := filepath.Join(t.TempDir(), "etcd-tls")
+	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), TLSDir: tlsDir, UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	ctls, err := e.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: ctls, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	// The certificate's user may use /other-group/ only.
+	if _, err := registry.EnableEmbeddedAuth(ctx, cli, tlsDir, "/other-group/"); err != nil {
+		t.Fatalf("etcd auth: %v", err)
+	}
+	ca, cert, key := registry.EmbedTLSFiles(tlsDir)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\nmetrics_listen = \"off\"\n",
+		e.Endpoints()[0], ca, cert, key)
+	dir := t.TempDir()
+	d := testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "denied", dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "hotdeskd to give up", func() bool {
+		select {
+		case <-d.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	if d.ExitErr() == nil {
+		t.Fatalf("hotdeskd with a certificate whose user may not use /hotdesk/ exited 0; want a failure")
+	}
+	log := d.LogTail(64 << 10)
+	want := fmt.Sprintf(`etcdserver: permission denied: etcd takes the common name of etcd.cert_file %s (%q) as the user name, and that user may not read and write "/hotdesk/": etcdctl user add %s --no-password (if it is missing), etcdctl user grant-role`,
+		cert, registry.EmbeddedClientUser, registry.EmbeddedClientUser)
+	if !strings.Contains(log, want) {
+		t.Errorf("hotdeskd's log:\n%s\nwant it to contain %q", log, want)
 	}
 }
