@@ -73,6 +73,11 @@ server_id = "broker-1"
 listen    = "0.0.0.0:4500"
 advertise = "broker-1.example.org:4500"
 
+# The attach gateway carries the desktops to the terminals: by default a
+# free port on listen's host, announced with advertise's host. Terminals
+# must reach it as well as listen: behind a firewall, fix its port.
+# attach_listen = "0.0.0.0:4503"
+
 # Members of this group may use hotdeskctl on this server.
 admin_group = "hotdesk"
 
