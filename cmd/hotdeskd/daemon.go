@@ -83,6 +83,15 @@ type daemon struct {
 	done   []chan error
 	fatal  chan error
 	stops  []func(context.Context) // rollback/stop steps, run in reverse
+	// started: every step of start succeeded, so stop is a stop, not the
+	// rollback of a failed start.
+	started bool
+}
+
+// holdsDesktops reports whether the broker runs any session (desktops this
+// run started or adopted from the previous one).
+func (d *daemon) holdsDesktops() bool {
+	return d.broker != nil && len(d.broker.Sessions()) > 0
 }
 
 func (d *daemon) registry() *registry.Registry {
@@ -127,6 +136,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			return nil, err
 		}
 	}
+	d.started = true
 	return d, nil
 }
 
@@ -266,7 +276,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	}
 	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
-		if cfg.Session.KeepOnStop {
+		if cfg.Session.KeepOnStop && (d.started || d.holdsDesktops()) {
 			// The desktops keep running: so do their claims, until the
 			// lease expires or the next run takes them over, so that no
 			// broker replaces a desktop that still exists.
@@ -274,7 +284,11 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 			return
 		}
 		// A clean stop revokes the lease: the server and its claims leave
-		// the registry at once.
+		// the registry at once. So does a start that failed before it
+		// held any desktop (a taken admin socket, a bad listener): its
+		// record would otherwise stay a member of the group for a TTL,
+		// one that new sessions are placed on and terminals redirected
+		// to, though nothing answers there.
 		if err := d.registry().Close(ctx); err != nil {
 			logger.Warn("revoking registry lease", "error", err)
 		}

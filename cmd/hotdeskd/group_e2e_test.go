@@ -573,3 +573,50 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 		t.Errorf("hotdeskd's log:\n%s\nwant it to contain %q", log, want)
 	}
 }
+
+// TestFailedStartLeavesNoMember: a broker whose start fails after it has
+// registered (here: another hotdeskd answers on its admin socket), with
+// keep_on_stop (the default) and no desktop, leaves the group at once.
+// Before, its record stayed for the lease TTL: a member that new sessions
+// were placed on and terminals redirected to, with nothing answering (QA).
+func TestFailedStartLeavesNoMember(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	eps := etcdtest.Start(t)
+	// A long lease: the record would outlive the checks below.
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"60s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+
+	dir1 := t.TempDir()
+	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "fs-1", dir1, testutil.FreeAddr(t), etcd))
+	first.Name = "fs-1"
+	first.Start()
+
+	dir2 := t.TempDir()
+	cfg2 := fmt.Sprintf("server_id = \"fs-2\"\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
+		filepath.Join(dir2, "data"), testutil.FreeAddr(t), first.Socket, etcd)
+	second := testutil.NewDaemon(t, bin, dir2, first.Socket, cfg2)
+	second.Name = "fs-2"
+	second.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "the second hotdeskd to fail", func() bool {
+		select {
+		case <-second.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	log := second.LogTail(64 << 10)
+	if second.ExitErr() == nil || !strings.Contains(log, "socket in use") {
+		t.Fatalf("the second hotdeskd on a taken admin socket: %v; log:\n%s\nwant a failure, socket in use", second.ExitErr(), log)
+	}
+	if !strings.Contains(log, "registered server") {
+		t.Fatalf("the second hotdeskd failed before it registered; the test no longer covers a rollback after registering:\n%s", log)
+	}
+	if out := string(first.MustCtl("server", "list")); strings.Contains(out, "fs-2") {
+		t.Errorf("server list after fs-2's failed start:\n%s\nwant no fs-2", out)
+	}
+	if _, err := first.Ctl("ready"); err != nil {
+		t.Errorf("fs-1 after fs-2's failed start: %v; want it ready", err)
+	}
+}
