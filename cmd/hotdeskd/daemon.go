@@ -519,6 +519,9 @@ func (d *daemon) startAdmin(context.Context) error {
 	cfg, logger, run := d.cfg, d.log, d.run
 	var err error
 	d.adminLn, err = adminapi.Listen(cfg.AdminSocket, 0o660)
+	if errors.Is(err, adminapi.ErrInUse) {
+		return fmt.Errorf("admin socket %s is in use by another running hotdeskd: give each hotdeskd on this host its own admin_socket", cfg.AdminSocket)
+	}
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}

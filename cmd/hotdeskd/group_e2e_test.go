@@ -575,10 +575,11 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 }
 
 // TestFailedStartLeavesNoMember: a broker whose start fails after it has
-// registered (here: another hotdeskd answers on its admin socket), with
-// keep_on_stop (the default) and no desktop, leaves the group at once.
-// Before, its record stayed for the lease TTL: a member that new sessions
-// were placed on and terminals redirected to, with nothing answering (QA).
+// registered (here: another hotdeskd answers on its admin socket, which it
+// says, and what to do), with keep_on_stop (the default) and no desktop,
+// leaves the group at once. Before, its record stayed for the lease TTL: a
+// member that new sessions were placed on and terminals redirected to,
+// with nothing answering (QA).
 func TestFailedStartLeavesNoMember(t *testing.T) {
 	t.Parallel()
 	testutil.NeedTools(t, "weston")
@@ -607,8 +608,9 @@ func TestFailedStartLeavesNoMember(t *testing.T) {
 		}
 	})
 	log := second.LogTail(64 << 10)
-	if second.ExitErr() == nil || !strings.Contains(log, "socket in use") {
-		t.Fatalf("the second hotdeskd on a taken admin socket: %v; log:\n%s\nwant a failure, socket in use", second.ExitErr(), log)
+	want := fmt.Sprintf("admin socket %s is in use by another running hotdeskd: give each hotdeskd on this host its own admin_socket", first.Socket)
+	if second.ExitErr() == nil || !strings.Contains(log, want) {
+		t.Fatalf("the second hotdeskd on a taken admin socket: %v; log:\n%s\nwant a failure saying %q", second.ExitErr(), log, want)
 	}
 	if !strings.Contains(log, "registered server") {
 		t.Fatalf("the second hotdeskd failed before it registered; the test no longer covers a rollback after registering:\n%s", log)
