@@ -301,18 +301,49 @@ func (r *Store) RecentEvents(ctx context.Context, limit int) ([][]byte, error) {
 }
 
 // WatchGroup streams, from now on, every event stored by any server and
-// every change of membership (servers/) and drain flags (drain/). The
-// channel is closed when ctx ends. A watch that fails (compaction, lost
-// leader) resumes from now: changes in between are lost, which a live
-// stream accepts. A slow consumer slows the watch.
+// every change of membership (servers/) and drain flags (drain/), in the
+// order they were made: one watch over the keys from drain/ to servers/
+// (events/ lies between; pairing/ and results/, also there, are skipped),
+// so a server's server_left, stored before its record goes, always comes
+// before the record's deletion. The channel is closed when ctx ends. A
+// watch that fails (compaction, lost leader) resumes from now: changes in
+// between are lost, which a live stream accepts. A slow consumer slows the
+// watch.
 func (r *Store) WatchGroup(ctx context.Context) <-chan GroupChange {
 	out := make(chan GroupChange, 64)
-	var wg sync.WaitGroup
-	watch := func(dir string, conv func(ev *clientv3.Event) (GroupChange, bool)) {
-		defer wg.Done()
+	events, servers, drain := r.opts.prefix+"events/", r.opts.prefix+"servers/", r.opts.prefix+"drain/"
+	conv := func(ev *clientv3.Event) (GroupChange, bool) {
+		key := string(ev.Kv.Key)
+		switch {
+		case strings.HasPrefix(key, events):
+			if ev.Type != clientv3.EventTypePut {
+				return GroupChange{}, false
+			}
+			return GroupChange{Event: ev.Kv.Value}, true
+		case strings.HasPrefix(key, servers):
+			id := strings.TrimPrefix(key, servers)
+			switch {
+			case ev.Type == clientv3.EventTypeDelete:
+				return GroupChange{ServerID: id, Left: true}, true
+			case ev.IsCreate():
+				return GroupChange{ServerID: id, Joined: true}, true
+			}
+		case strings.HasPrefix(key, drain):
+			id := strings.TrimPrefix(key, drain)
+			d := ev.Type == clientv3.EventTypePut
+			if d && !ev.IsCreate() {
+				return GroupChange{}, false // set again: no change
+			}
+			return GroupChange{ServerID: id, Draining: &d}, true
+		}
+		return GroupChange{}, false
+	}
+	go func() {
+		defer close(out)
 		for ctx.Err() == nil {
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for wr := range r.watcher.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithPrevKV()) {
+			// [drain/, servers0): "0" is the byte after "/".
+			for wr := range r.watcher.Watch(wctx, drain, clientv3.WithRange(r.opts.prefix+"servers0"), clientv3.WithPrevKV()) {
 				if wr.Err() != nil {
 					break
 				}
@@ -336,33 +367,7 @@ func (r *Store) WatchGroup(ctx context.Context) <-chan GroupChange {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
-	}
-	wg.Add(3)
-	go watch(r.opts.prefix+"events/", func(ev *clientv3.Event) (GroupChange, bool) {
-		if ev.Type != clientv3.EventTypePut {
-			return GroupChange{}, false
-		}
-		return GroupChange{Event: ev.Kv.Value}, true
-	})
-	go watch(r.opts.prefix+"servers/", func(ev *clientv3.Event) (GroupChange, bool) {
-		id := strings.TrimPrefix(string(ev.Kv.Key), r.opts.prefix+"servers/")
-		switch {
-		case ev.Type == clientv3.EventTypeDelete:
-			return GroupChange{ServerID: id, Left: true}, true
-		case ev.IsCreate():
-			return GroupChange{ServerID: id, Joined: true}, true
-		}
-		return GroupChange{}, false
-	})
-	go watch(r.opts.prefix+"drain/", func(ev *clientv3.Event) (GroupChange, bool) {
-		id := strings.TrimPrefix(string(ev.Kv.Key), r.opts.prefix+"drain/")
-		d := ev.Type == clientv3.EventTypePut
-		if d && !ev.IsCreate() {
-			return GroupChange{}, false // set again: no change
-		}
-		return GroupChange{ServerID: id, Draining: &d}, true
-	})
-	go func() { wg.Wait(); close(out) }()
+	}()
 	return out
 }
 

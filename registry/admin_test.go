@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -212,4 +213,81 @@ func awaitWatch(t *testing.T, ch <-chan registry.GroupChange, cli *clientv3.Clie
 
 func clientOpts() []clientv3.OpOption {
 	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+}
+
+// TestWatchGroupInOrder: WatchGroup streams the group's changes in the
+// order they were made, across events, membership and drain flags. A
+// follower relies on it: a server stores its server_left before its record
+// goes, and a record that vanishes without it is reported as a death. With
+// a watch per kind, the record's deletion could come first and hotdeskctl
+// events -f reported a server that stopped as leaving twice (found by the
+// QA run of the daemon's group test under load). The consumer here reads
+// only after every change is made: the stream is full and its writers wait,
+// which is when separate watches interleave.
+func TestWatchGroupInOrder(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	a := newReg(t, cli, "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := a.WatchGroup(ctx)
+	awaitWatch(t, ch, cli)
+	const rounds = 40
+	p := registry.DefaultPrefix
+	var want []string
+	for i := range rounds {
+		for _, op := range []struct {
+			put  bool
+			key  string
+			seen string
+		}{
+			{true, fmt.Sprintf("%sevents/e%03d", p, i), fmt.Sprintf("event %d", i)},
+			{true, fmt.Sprintf("%sservers/s%03d", p, i), fmt.Sprintf("joined s%03d", i)},
+			{true, fmt.Sprintf("%sdrain/s%03d", p, i), fmt.Sprintf("draining s%03d", i)},
+			{false, fmt.Sprintf("%sservers/s%03d", p, i), fmt.Sprintf("left s%03d", i)},
+		} {
+			var err error
+			if op.put {
+				_, err = cli.Put(tctx(t), op.key, fmt.Sprintf(`{"kind":"e%03d"}`, i))
+			} else {
+				_, err = cli.Delete(tctx(t), op.key)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, op.seen)
+		}
+	}
+	var got []string
+	timeout := time.After(waitBound)
+	for len(got) < len(want) {
+		select {
+		case gc := <-ch:
+			switch {
+			case string(gc.Event) == probeEvent || gc.ServerID == "probe" || gc.ServerID == "a":
+			case gc.Event != nil:
+				var e struct{ Kind string }
+				if err := json.Unmarshal(gc.Event, &e); err != nil {
+					t.Fatalf("event %q: %v", gc.Event, err)
+				}
+				var n int
+				fmt.Sscanf(e.Kind, "e%03d", &n)
+				got = append(got, fmt.Sprintf("event %d", n))
+			case gc.Joined:
+				got = append(got, "joined "+gc.ServerID)
+			case gc.Left:
+				got = append(got, "left "+gc.ServerID)
+			case gc.Draining != nil && *gc.Draining:
+				got = append(got, "draining "+gc.ServerID)
+			}
+		case <-timeout:
+			t.Fatalf("WatchGroup streamed %d of %d changes within %v", len(got), len(want), waitBound)
+		}
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("change %d streamed as %q; want %q (streamed %q)", i, got[i], want[i], got[max(0, i-3):min(len(got), i+4)])
+		}
+	}
 }

@@ -22,7 +22,7 @@ func newFlagSet(o *options, stderr io.Writer) (*flag.FlagSet, *clidoc.Page) {
 	fs := flag.NewFlagSet("hotdeskd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.configPath, "config", "", "configuration `FILE` (default "+defaultConfigPath+" if it exists, else the built-in defaults)")
-	fs.BoolVar(&o.check, "check", false, "validate the configuration as a start would (groups it names must exist, no two listeners on one address), print its warnings and \"FILE: ok\" and exit")
+	fs.BoolVar(&o.check, "check", false, "validate the configuration as a start would (groups it names must exist, the etcd CA and client key pair must load, no two listeners on one address), print its warnings and \"FILE: ok\" and exit")
 	fs.BoolVar(&o.fingerprint, "fingerprint", false, "print the terminal listener's certificate fingerprint (creating the certificate if needed) and exit")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	page := &clidoc.Page{

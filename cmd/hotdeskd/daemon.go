@@ -16,6 +16,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/compositor/wayray"
 	"github.com/hotdesk/hotdesk/compositor/weston"
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -81,6 +83,15 @@ type daemon struct {
 	done   []chan error
 	fatal  chan error
 	stops  []func(context.Context) // rollback/stop steps, run in reverse
+	// started: every step of start succeeded, so stop is a stop, not the
+	// rollback of a failed start.
+	started bool
+}
+
+// holdsDesktops reports whether the broker runs any session (desktops this
+// run started or adopted from the previous one).
+func (d *daemon) holdsDesktops() bool {
+	return d.broker != nil && len(d.broker.Sessions()) > 0
 }
 
 func (d *daemon) registry() *registry.Registry {
@@ -125,15 +136,37 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			return nil, err
 		}
 	}
+	d.started = true
 	return d, nil
 }
 
-// prepare creates the data directory and logs what is insecure about the
-// configuration.
+// dataDirLock is the file in the data directory whose flock a running
+// hotdeskd holds (see prepare).
+const dataDirLock = "hotdeskd.lock"
+
+// prepare creates the data directory, locks it and logs what is insecure
+// about the configuration. The lock (an flock on <data_dir>/hotdeskd.lock,
+// held until the stop, or the process's exit) comes before anything is
+// written there: a second hotdeskd started on the same data_dir (a copied
+// configuration) would otherwise join the group under its own server_id
+// and overwrite the running one's lease file before failing, and the
+// running broker's next restart could not take its own registrations over.
 func (d *daemon) prepare(context.Context) error {
 	if err := os.MkdirAll(d.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := procsup.LockFile(filepath.Join(d.cfg.DataDir, dataDirLock))
+	if errors.Is(err, procsup.ErrLocked) {
+		return fmt.Errorf("data dir %s is in use by another hotdeskd: give each hotdeskd on this host its own data_dir", d.cfg.DataDir)
+	}
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	d.stops = append(d.stops, func(context.Context) {
+		if err := lock.Unlock(); err != nil {
+			d.log.Warn("unlocking the data dir", "error", err)
+		}
+	})
 	for _, w := range d.cfg.Warnings() {
 		d.log.Warn("insecure configuration: " + w)
 	}
@@ -237,13 +270,13 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
-	d.reg, err = newRegistry(ctx, d.etcd, cfg, d.serverRec, logger, d.prevLease)
+	d.reg, err = newRegistry(ctx, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
 	if err != nil {
-		return fmt.Errorf("registry: %w", err)
+		return etcdAccessHint(err, cfg) // "registry: ..." already
 	}
 	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
-		if cfg.Session.KeepOnStop {
+		if cfg.Session.KeepOnStop && (d.started || d.holdsDesktops()) {
 			// The desktops keep running: so do their claims, until the
 			// lease expires or the next run takes them over, so that no
 			// broker replaces a desktop that still exists.
@@ -251,7 +284,11 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 			return
 		}
 		// A clean stop revokes the lease: the server and its claims leave
-		// the registry at once.
+		// the registry at once. So does a start that failed before it
+		// held any desktop (a taken admin socket, a bad listener): its
+		// record would otherwise stay a member of the group for a TTL,
+		// one that new sessions are placed on and terminals redirected
+		// to, though nothing answers there.
 		if err := d.registry().Close(ctx); err != nil {
 			logger.Warn("revoking registry lease", "error", err)
 		}
@@ -483,6 +520,9 @@ func (d *daemon) startAdmin(context.Context) error {
 	cfg, logger, run := d.cfg, d.log, d.run
 	var err error
 	d.adminLn, err = adminapi.Listen(cfg.AdminSocket, 0o660)
+	if errors.Is(err, adminapi.ErrInUse) {
+		return fmt.Errorf("admin socket %s is in use by another running hotdeskd: give each hotdeskd on this host its own admin_socket", cfg.AdminSocket)
+	}
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
@@ -574,17 +614,29 @@ func (d *daemon) startBackground(context.Context) error {
 
 // newRegistry takes this server's lease. After a crash the previous
 // process's lease still holds the server id until it expires (TTL plus an
-// etcd election timeout), so an id in use is retried for a while.
-func newRegistry(ctx context.Context, cli *clientv3.Client, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
-	deadline := time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
+// etcd election timeout), so an id in use is retried for a while; an id
+// still held after that is another running broker's, and the error names
+// it (its address and start) and says to give each broker its own id.
+func newRegistry(ctx context.Context, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
+	start := time.Now()
+	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
-		if !errors.Is(err, registry.ErrServerIDInUse) || time.Now().After(deadline) {
+		if !errors.Is(err, registry.ErrServerIDInUse) {
 			return reg, err
 		}
-		logger.Warn("server id still held by a previous lease; waiting for it to expire", "server_id", rec.ID)
+		holder := "another lease"
+		if s, serr := store.Server(ctx, rec.ID); serr == nil {
+			holder = fmt.Sprintf("the broker at %s started %s", s.Addr, time.UnixMilli(s.StartedUnixMs).UTC().Format(time.RFC3339))
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: %s has kept it for %s: another running broker has server_id %q; give each broker of the group its own server_id",
+				err, holder, time.Since(start).Round(time.Second), rec.ID)
+		}
+		logger.Warn("server id in use; waiting for its lease to expire (this server's previous run) or giving up (another broker with this server_id)",
+			"server_id", rec.ID, "holder", holder)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -664,6 +716,31 @@ func certHosts(cfg *config.Config) []string {
 		hosts = append(hosts, hn)
 	}
 	return hosts
+}
+
+// etcdAccessHint adds to a permission error of a group's etcd what the
+// administrator has to do: etcd takes the client certificate's common name
+// as the user name, and that user needs a role that reads and writes the
+// registry prefix (configs/group/hotdesk.hcl has the etcdctl commands).
+// Other errors, and the embedded member's (provisioned by the daemon), are
+// returned as they are.
+func etcdAccessHint(err error, cfg *config.Config) error {
+	if !errors.Is(err, rpctypes.ErrPermissionDenied) || cfg.UsesEmbeddedEtcd() {
+		return err
+	}
+	prefix := cfg.Etcd.Prefix
+	if cfg.Etcd.CertFile == "" {
+		return fmt.Errorf("%w: etcd has authentication on and this broker presents no client certificate (etcd.cert_file, key_file): give it a certificate whose common name is an etcd user with a role that reads and writes %q (configs/group/hotdesk.hcl)", err, prefix)
+	}
+	cn := "?"
+	if pair, lerr := tls.LoadX509KeyPair(cfg.Etcd.CertFile, cfg.Etcd.KeyFile); lerr == nil {
+		if leaf, perr := x509.ParseCertificate(pair.Certificate[0]); perr == nil {
+			cn = leaf.Subject.CommonName
+		}
+	}
+	return fmt.Errorf("%w: etcd takes the common name of etcd.cert_file %s (%q) as the user name, and that user may not read and write %q: "+
+		"etcdctl user add %s --no-password (if it is missing), etcdctl user grant-role %s ROLE, for a ROLE granted readwrite on %s with --prefix=true (configs/group/hotdesk.hcl)",
+		err, cfg.Etcd.CertFile, cn, prefix, cn, cn, prefix)
 }
 
 func etcdClientTLS(cfg *config.Config) (*tls.Config, error) {

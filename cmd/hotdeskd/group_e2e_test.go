@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -407,5 +412,213 @@ func TestGroupAdminE2E(t *testing.T) {
 	})
 	if n := events.count(map[string]string{"kind": "server_left", "server": "b2"}); n != 1 {
 		t.Errorf("events -f showed b2 leave %d times; want once", n)
+	}
+}
+
+// TestDataDirInUse: a second hotdeskd started on the data_dir of a running
+// one (a configuration copied for a second broker on the same host, its
+// server_id changed but not its data_dir) is refused before it touches
+// anything: it does not join the group and the running broker's lease file,
+// with which its next restart takes its own registrations over, is left
+// alone. Before, the second daemon registered itself, rewrote the lease
+// file and only then failed on the compositor's state directory (QA).
+func TestDataDirInUse(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	eps := etcdtest.Start(t)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+
+	dir1 := t.TempDir()
+	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "dd-1", dir1, testutil.FreeAddr(t), etcd))
+	first.Name = "dd-1"
+	first.Start()
+	leasePath := filepath.Join(dir1, "data", leaseFile)
+	lease, err := os.ReadFile(leasePath)
+	if err != nil {
+		t.Fatalf("the running broker's lease file: %v", err)
+	}
+
+	dir2 := t.TempDir()
+	cfg2 := fmt.Sprintf("server_id = \"dd-2\"\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
+		filepath.Join(dir1, "data"), testutil.FreeAddr(t), testutil.AdminSocket(dir2), etcd)
+	second := testutil.NewDaemon(t, bin, dir2, testutil.AdminSocket(dir2), cfg2)
+	second.Name = "dd-2"
+	second.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "the second hotdeskd to exit", func() bool {
+		select {
+		case <-second.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	if second.ExitErr() == nil {
+		t.Fatalf("the second hotdeskd on the same data_dir exited 0; want a failure")
+	}
+	log := second.LogTail(64 << 10)
+	want := fmt.Sprintf("data dir %s is in use by another hotdeskd: give each hotdeskd on this host its own data_dir", filepath.Join(dir1, "data"))
+	if !strings.Contains(log, want) {
+		t.Errorf("the second hotdeskd's log:\n%s\nwant it to say %q", log, want)
+	}
+	if strings.Contains(log, "registered server") {
+		t.Errorf("the second hotdeskd registered itself in the group before failing:\n%s", log)
+	}
+	if got, err := os.ReadFile(leasePath); err != nil || string(got) != string(lease) {
+		t.Errorf("the running broker's lease file is %q (%v) after the second start; want it unchanged, %q", got, err, lease)
+	}
+	if out := string(first.MustCtl("server", "list")); strings.Contains(out, "dd-2") {
+		t.Errorf("server list after the refused start:\n%s\nwant no dd-2", out)
+	}
+}
+
+// TestServerIDInUse: a broker started with the server_id of a running one
+// (a configuration copied to a new broker without changing it) gives up
+// after waiting for the lease it finds to expire, naming the broker that
+// holds the id (its address) and saying what to do. Before, it logged
+// "still held by a previous lease" and failed with "server id in use" and
+// a lease number (QA).
+func TestServerIDInUse(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	eps := etcdtest.Start(t)
+	// The shortest lease: the second broker gives up after 3 TTLs + 5 s.
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"1s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+
+	dir1, addr1 := t.TempDir(), testutil.FreeAddr(t)
+	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "same-id", dir1, addr1, etcd))
+	first.Name = "first"
+	first.Start()
+
+	dir2 := t.TempDir()
+	second := testutil.NewDaemon(t, bin, dir2, testutil.AdminSocket(dir2), testutil.DaemonConfig(t, "same-id", dir2, testutil.FreeAddr(t), etcd))
+	second.Name = "second"
+	second.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "the second broker to give up", func() bool {
+		select {
+		case <-second.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	if second.ExitErr() == nil {
+		t.Fatalf("the second broker with a running broker's server_id exited 0; want a failure")
+	}
+	log := second.LogTail(64 << 10)
+	for _, want := range []string{
+		"the broker at " + addr1 + " started ",
+		`another running broker has server_id "same-id"; give each broker of the group its own server_id`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the second broker's log:\n%s\nwant it to contain %q", log, want)
+		}
+	}
+	if _, err := first.Ctl("ready"); err != nil {
+		t.Errorf("the first broker after the second gave up: %v; want it ready", err)
+	}
+}
+
+// TestEtcdPermissionDeniedSaysWhy: a broker whose etcd certificate names a
+// user without the registry prefix (here a cluster whose role covers
+// another prefix) fails saying which certificate and common name etcd took
+// as the user, the prefix it needs and the etcdctl commands. Before, the
+// error ended in "etcdserver: permission denied" (QA).
+func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	ctx := context.Background()
+	tlsDir := filepath.Join(t.TempDir(), "etcd-tls")
+	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), TLSDir: tlsDir, UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	ctls, err := e.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: ctls, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	// The certificate's user may use /other-group/ only.
+	if _, err := registry.EnableEmbeddedAuth(ctx, cli, tlsDir, "/other-group/"); err != nil {
+		t.Fatalf("etcd auth: %v", err)
+	}
+	ca, cert, key := registry.EmbedTLSFiles(tlsDir)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\nmetrics_listen = \"off\"\n",
+		e.Endpoints()[0], ca, cert, key)
+	dir := t.TempDir()
+	d := testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "denied", dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "hotdeskd to give up", func() bool {
+		select {
+		case <-d.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	if d.ExitErr() == nil {
+		t.Fatalf("hotdeskd with a certificate whose user may not use /hotdesk/ exited 0; want a failure")
+	}
+	log := d.LogTail(64 << 10)
+	want := fmt.Sprintf(`etcdserver: permission denied: etcd takes the common name of etcd.cert_file %s (%q) as the user name, and that user may not read and write "/hotdesk/": etcdctl user add %s --no-password (if it is missing), etcdctl user grant-role`,
+		cert, registry.EmbeddedClientUser, registry.EmbeddedClientUser)
+	if !strings.Contains(log, want) {
+		t.Errorf("hotdeskd's log:\n%s\nwant it to contain %q", log, want)
+	}
+}
+
+// TestFailedStartLeavesNoMember: a broker whose start fails after it has
+// registered (here: another hotdeskd answers on its admin socket, which it
+// says, and what to do), with keep_on_stop (the default) and no desktop,
+// leaves the group at once. Before, its record stayed for the lease TTL: a
+// member that new sessions were placed on and terminals redirected to,
+// with nothing answering (QA).
+func TestFailedStartLeavesNoMember(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "weston")
+	bin := buildBinaries(t)
+	eps := etcdtest.Start(t)
+	// A long lease: the record would outlive the checks below.
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"60s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+
+	dir1 := t.TempDir()
+	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "fs-1", dir1, testutil.FreeAddr(t), etcd))
+	first.Name = "fs-1"
+	first.Start()
+
+	dir2 := t.TempDir()
+	cfg2 := fmt.Sprintf("server_id = \"fs-2\"\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
+		filepath.Join(dir2, "data"), testutil.FreeAddr(t), first.Socket, etcd)
+	second := testutil.NewDaemon(t, bin, dir2, first.Socket, cfg2)
+	second.Name = "fs-2"
+	second.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, "the second hotdeskd to fail", func() bool {
+		select {
+		case <-second.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	log := second.LogTail(64 << 10)
+	want := fmt.Sprintf("admin socket %s is in use by another running hotdeskd: give each hotdeskd on this host its own admin_socket", first.Socket)
+	if second.ExitErr() == nil || !strings.Contains(log, want) {
+		t.Fatalf("the second hotdeskd on a taken admin socket: %v; log:\n%s\nwant a failure saying %q", second.ExitErr(), log, want)
+	}
+	if !strings.Contains(log, "registered server") {
+		t.Fatalf("the second hotdeskd failed before it registered; the test no longer covers a rollback after registering:\n%s", log)
+	}
+	if out := string(first.MustCtl("server", "list")); strings.Contains(out, "fs-2") {
+		t.Errorf("server list after fs-2's failed start:\n%s\nwant no fs-2", out)
+	}
+	if _, err := first.Ctl("ready"); err != nil {
+		t.Errorf("fs-1 after fs-2's failed start: %v; want it ready", err)
 	}
 }

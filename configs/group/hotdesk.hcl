@@ -7,15 +7,48 @@
 # The etcd cluster's CA signs a client certificate per broker (CN = the
 # server_id is a good habit). Key files must be readable by hotdeskd only
 # (root, mode 0600). `hotdeskd -check -config /etc/hotdesk/hotdesk.hcl`
-# checks the file before a restart.
+# checks the file before a restart: the files exist, the CA file holds a
+# certificate and the key matches the certificate.
+#
+# Certificates, if the cluster has no CA yet (openssl; on the machine that
+# keeps ca.key, which no broker needs). The CA:
+#
+#   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+#     -days 3650 -subj /CN=hotdesk-etcd-ca -keyout ca.key -out ca.crt
+#
+# one certificate per name: each etcd member (its client and peer
+# certificate, with the member's DNS name and address), each broker (CN =
+# its etcd user, below) and the etcd administrator (CN root):
+#
+#   sign() { # NAME EXTENDED-KEY-USAGE SUBJECT-ALT-NAMES
+#     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+#       -subj "/CN=$1" -keyout "$1.key" -out "$1.csr"
+#     printf 'extendedKeyUsage=%s\nsubjectAltName=%s\n' "$2" "$3" > "$1.ext"
+#     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+#       -days 825 -extfile "$1.ext" -out "$1.crt"
+#     chmod 600 "$1.key"
+#   }
+#   sign etcd-1 serverAuth,clientAuth DNS:etcd-1.example.org,IP:192.0.2.11
+#   sign broker-1 clientAuth DNS:broker-1.example.org
+#   sign root clientAuth DNS:root
+#
+# Copy ca.crt, broker-1.crt and broker-1.key to /etc/hotdesk/etcd/ on
+# broker-1 (owner root, the key 0600). Each etcd member runs with its own
+# certificate for clients and peers and takes only clients the CA signed:
+#
+#   etcd --name etcd-1 ... --client-cert-auth --trusted-ca-file ca.crt \
+#     --cert-file etcd-1.crt --key-file etcd-1.key \
+#     --peer-client-cert-auth --peer-trusted-ca-file ca.crt \
+#     --peer-cert-file etcd-1.crt --peer-key-file etcd-1.key
 #
 # etcd authorization (once per cluster, by its administrator). mTLS says
 # who may connect; etcd's RBAC bounds what a broker's certificate may do, as
 # the embedded etcd of a single server does by itself. With etcd started
-# with --client-cert-auth (and --trusted-client-ca-file) and auth enabled,
-# etcd takes a client certificate's CN as the user name: give each broker's
-# CN a password-less user whose one role reads and writes the group's
-# prefix (etcd.prefix below) and nothing else:
+# with --client-cert-auth (and --trusted-ca-file, as above) and auth
+# enabled, etcd takes a client certificate's CN as the user name: give each
+# broker's CN a password-less user whose one role reads and writes the
+# group's prefix (etcd.prefix below) and nothing else (etcdctl with
+# --endpoints, --cacert ca.crt, --cert root.crt and --key root.key):
 #
 #   etcdctl user add root                        # the administrator; keep its password safe
 #   etcdctl user grant-role root root
@@ -25,12 +58,13 @@
 #   etcdctl user grant-role broker-1 hotdesk
 #   etcdctl auth enable
 #
-# (etcdctl with the administrator's certificate and --user root, once auth is
-# on.) A broker needs nothing else: leases, watches and transactions on its
-# prefix; no cluster, member, user or compaction rights. A certificate whose
-# CN has no user is refused, and a broker cannot read or write another
-# group's prefix on a shared cluster. A new broker: add its user and grant
-# the role before starting it.
+# (Once auth is on, the certificate with CN root is the administrator;
+# another certificate needs --user root.) A broker needs nothing else:
+# leases, watches and transactions on its prefix; no cluster, member, user
+# or compaction rights. A certificate whose CN has no user is refused, and
+# a broker cannot read or write another group's prefix on a shared
+# cluster. A new broker: add its user and grant the role before starting
+# it.
 
 # Unique in the group.
 server_id = "broker-1"
@@ -38,6 +72,11 @@ server_id = "broker-1"
 # Terminals and the other brokers reach this server here; redirects name it.
 listen    = "0.0.0.0:4500"
 advertise = "broker-1.example.org:4500"
+
+# The attach gateway carries the desktops to the terminals: by default a
+# free port on listen's host, announced with advertise's host. Terminals
+# must reach it as well as listen: behind a firewall, fix its port.
+# attach_listen = "0.0.0.0:4503"
 
 # Members of this group may use hotdeskctl on this server.
 admin_group = "hotdesk"

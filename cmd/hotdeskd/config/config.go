@@ -25,8 +25,8 @@
 //     <data_dir>/etcd.
 //   - Two listeners (listen, attach_listen, metrics_listen, dashboard.listen,
 //     the embedded etcd's URLs) on one address are an error.
-//   - Load and Parse do not look at the host; CheckHost does (groups), with
-//     the positions LoadWithPositions returns.
+//   - Load and Parse do not look at the host; CheckHost does (groups, the
+//     etcd TLS files), with the positions LoadWithPositions returns.
 //   - A Config is plain data: two configs with the same settings compare
 //     equal with reflect.DeepEqual, whatever the layout of their files.
 package config

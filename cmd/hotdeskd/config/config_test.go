@@ -2,6 +2,8 @@ package config
 
 import (
 	"bufio"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/pki"
 )
 
 func mustHostname(t *testing.T) string {
@@ -712,6 +716,84 @@ func TestCheckHost(t *testing.T) {
 	}
 	if err := Default().CheckHost(nil, Host{}); err != nil {
 		t.Errorf("CheckHost of the defaults = %v; want nil", err)
+	}
+}
+
+// TestCheckHostEtcdTLSFiles: an etcd CA file or client key pair the daemon
+// could not load is an error at its key's position (-check said ok and the
+// start failed after the terminal listener was up: found by QA with a
+// mistyped path and a key that was not the certificate's).
+func TestCheckHostEtcdTLSFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	issue := func(cn string) *pki.Issued {
+		t.Helper()
+		iss, err := pki.Issue(&x509.Certificate{Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+			NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return iss
+	}
+	ca, b1, b2 := issue("ca"), issue("broker-1"), issue("broker-2")
+	caFile, crt1, key1 := write("ca.crt", ca.CertPEM), write("b1.crt", b1.CertPEM), write("b1.key", b1.KeyPEM)
+	key2, notPEM := write("b2.key", b2.KeyPEM), write("empty.crt", []byte("not a certificate\n"))
+	missing := filepath.Join(dir, "missing.crt")
+	check := func(ca, cert, key string) error {
+		t.Helper()
+		path := write("h.hcl", []byte(fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, cert, key)))
+		c, pos, err := LoadWithPositions(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CheckHost(pos, Host{})
+	}
+	if err := check(caFile, crt1, key1); err != nil {
+		t.Fatalf("CheckHost with a CA and a matching key pair = %v; want nil", err)
+	}
+	for _, tt := range []struct{ name, ca, cert, key, want string }{
+		{"missing CA", missing, crt1, key1, ":3:13: unusable etcd CA file: etcd.ca_file: open " + missing},
+		{"CA without a certificate", notPEM, crt1, key1, ":3:13: unusable etcd CA file: etcd.ca_file: " + notPEM + " holds no PEM certificate"},
+		{"missing key", caFile, crt1, missing, ":4:15: unusable etcd client certificate: etcd.cert_file and key_file"},
+		{"key of another certificate", caFile, crt1, key2, "private key does not match public key"},
+	} {
+		err := check(tt.ca, tt.cert, tt.key)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: CheckHost = %v; want an *Error containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestHostWarningsEtcdKeyMode: an etcd client key others may read is a
+// warning naming the file and the fix; a 0600 key is not.
+func TestHostWarningsEtcdKeyMode(t *testing.T) {
+	t.Parallel()
+	key := filepath.Join(t.TempDir(), "broker-1.key")
+	if err := os.WriteFile(key, []byte("key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  cert_file = \"/x.crt\"\n  key_file = %q\n}\n", key)
+	c, err := Parse([]byte(src), "h.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("etcd.key_file %s is readable or writable by others than its owner (mode 0644): whoever reads it is this broker to etcd; chmod 600 %s", key, key)
+	if w := strings.Join(c.HostWarnings(Host{}), "\n"); !strings.Contains(w, want) {
+		t.Errorf("warnings = %q; want one containing %q", w, want)
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(c.HostWarnings(Host{}), "\n"); strings.Contains(w, "etcd.key_file") {
+		t.Errorf("warnings with mode 0600 = %q; want none about the key", w)
 	}
 }
 

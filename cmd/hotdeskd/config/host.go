@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -31,9 +33,11 @@ func (h Host) lookupGroup(name string) error {
 
 // CheckHost checks what a valid configuration names on this host, so that
 // hotdeskd -check (and a start, before anything is started) refuses what
-// would fail later: admin_group and dashboard.readonly_group must exist.
-// Its error is an *Error whose problems carry the offending key's position
-// when pos (from LoadWithPositions) knows it.
+// would fail later: admin_group and dashboard.readonly_group must exist,
+// etcd.ca_file must hold a PEM certificate and etcd.cert_file and key_file
+// must be a readable, matching key pair. Its error is an *Error whose
+// problems carry the offending key's position when pos (from
+// LoadWithPositions) knows it.
 func (c *Config) CheckHost(pos *Positions, h Host) error {
 	var rg ranges
 	if pos != nil {
@@ -55,8 +59,35 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 	}
 	group("admin_group", c.AdminGroup)
 	group("dashboard.readonly_group", c.Dashboard.ReadOnlyGroup)
+	if e := c.Etcd; len(e.Endpoints) > 0 {
+		if e.CAFile != "" {
+			if err := checkCAFile(e.CAFile); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unusable etcd CA file",
+					Detail: fmt.Sprintf("etcd.ca_file: %v.", err), Subject: rg.ptr("etcd.ca_file")})
+			}
+		}
+		if e.CertFile != "" {
+			if _, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Unusable etcd client certificate",
+					Detail: fmt.Sprintf("etcd.cert_file and key_file (%s, %s): %v.", e.CertFile, e.KeyFile, err), Subject: rg.ptr("etcd.cert_file")})
+			}
+		}
+	}
 	if diags.HasErrors() {
 		return &Error{Diagnostics: diags}
+	}
+	return nil
+}
+
+// checkCAFile reads a CA file as the daemon's etcd client does: it must
+// hold at least one PEM certificate.
+func checkCAFile(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return nil
 }
@@ -101,10 +132,10 @@ func (c *Config) PAMServices() []PAMService {
 }
 
 // HostWarnings returns what this host lacks for the configuration to work
-// as meant: a PAM service without a file, which libpam silently replaces
-// with the "other" service (on Debian the Unix password: a "PIN" would be
-// the user's password). hotdeskd -check prints them and hotdeskd logs them
-// at start.
+// as meant: an etcd key file others may read, a PAM service without a
+// file, which libpam silently replaces with the "other" service (on Debian
+// the Unix password: a "PIN" would be the user's password). hotdeskd -check
+// prints them and hotdeskd logs them at start.
 func (c *Config) HostWarnings(h Host) []string {
 	dirs := h.PAMDirs
 	if dirs == nil {
@@ -114,6 +145,12 @@ func (c *Config) HostWarnings(h Host) []string {
 		dirs = []string{c.Auth.PAMDir} // pam_start_confdir reads only it
 	}
 	var w []string
+	if k := c.Etcd.KeyFile; len(c.Etcd.Endpoints) > 0 && k != "" {
+		if fi, err := os.Stat(k); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			w = append(w, fmt.Sprintf("etcd.key_file %s is readable or writable by others than its owner (mode %04o): whoever reads it is this broker to etcd; chmod 600 %s",
+				k, fi.Mode().Perm(), k))
+		}
+	}
 	for _, s := range c.PAMServices() {
 		found := false
 		for _, d := range dirs {
