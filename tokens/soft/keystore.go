@@ -220,15 +220,51 @@ func (k *Keystore) Save() error {
 	return nil
 }
 
-// Get returns the key named name; ErrNotFound if there is none.
+// Get returns the key named name. A name this keystore does not hold is
+// looked for again in its file, which another process may have written
+// since it was opened (`hotdesk-term pair` while `hotdesk-term run` runs):
+// keys found there are added. ErrNotFound if the file has none either.
 func (k *Keystore) Get(name string) (Key, error) {
+	if key, ok := k.get(name); ok {
+		return key, nil
+	}
+	if err := k.merge(); err != nil {
+		return Key{}, fmt.Errorf("%w: %q (reading %s again: %v)", ErrNotFound, name, k.path, err)
+	}
+	if key, ok := k.get(name); ok {
+		return key, nil
+	}
+	return Key{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+}
+
+func (k *Keystore) get(name string) (Key, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	e := k.find(func(e *entry) bool { return e.Name == name })
 	if e == nil {
-		return Key{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+		return Key{}, false
 	}
-	return e.Key.clone(), nil
+	return e.Key.clone(), true
+}
+
+// merge reads the keystore's file again and adds the keys it does not hold
+// yet (by name and token id), within MaxKeys; it keeps the keys it has.
+func (k *Keystore) merge() error {
+	disk, err := OpenKeystore(k.path)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, e := range disk.keys {
+		if len(k.keys) >= MaxKeys {
+			break
+		}
+		if k.find(func(x *entry) bool { return x.Name == e.Name || x.Token == e.Token }) == nil {
+			k.keys = append(k.keys, e)
+		}
+	}
+	return nil
 }
 
 // List returns every key, in creation order.

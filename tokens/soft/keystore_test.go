@@ -190,3 +190,45 @@ func TestOpenKeystoreRefuses(t *testing.T) {
 		t.Errorf("OpenKeystore(directory) = nil error; want refusal")
 	}
 }
+
+// TestKeystoreSeesKeysSavedByAnother: a key another process saved to the
+// keystore's file after this one opened it is found by name (a terminal
+// agent running while `hotdesk-term pair` enrols a key); a name in neither
+// is ErrNotFound.
+func TestKeystoreSeesKeysSavedByAnother(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	running, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := running.Generate("old", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Save(); err != nil {
+		t.Fatal(err)
+	}
+	pairing, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badge, err := pairing.Generate("badge", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pairing.Save(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := running.Get("badge")
+	if err != nil || got.Token != badge.Token {
+		t.Fatalf("Get(badge) = %v, %v; want the key the other keystore saved (%s)", got.Token, err, badge.Token)
+	}
+	if _, err := running.Sign(badge.Token, []byte("m")); err != nil {
+		t.Fatalf("Sign with the merged key: %v", err)
+	}
+	if _, err := running.Get("old"); err != nil {
+		t.Fatalf("Get(old) after the merge: %v", err)
+	}
+	if _, err := running.Get("nope"); !errors.Is(err, soft.ErrNotFound) {
+		t.Fatalf("Get(nope) = %v; want ErrNotFound", err)
+	}
+}
