@@ -234,12 +234,15 @@ func (d *Daemon) startLocked(deadline time.Time) error {
 	// process, even one killed at its deadline before any cleanup ran.
 	// The signal follows the thread that started it, not the process:
 	// that thread stays locked to the goroutine below until pcscd has
-	// ended, and only then exits with it.
+	// ended. Then it is unlocked, not ended with the goroutine: it may
+	// have started, before this goroutine locked it, another child with
+	// the same signal (the bench's etcd members), which its end would kill.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	started := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		err := cmd.Start()
 		started <- err
 		if err == nil {
