@@ -419,6 +419,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 			return fail(proto.ErrUnavailable, "could not register the card", err)
 		}
 		b.log.Info("card self-registered", "token", token, "user", res.User, "terminal", t.id)
+		b.emit(event.Event{Kind: event.TokenRegistered, Token: token, User: res.User, Terminal: t.id, Reason: selfRegistration})
 	}
 	now := b.clk.Now()
 	s := &Session{ID: newSessionID(), Token: token, User: res.User, state: Creating, created: now, updated: now, login: res.Session}

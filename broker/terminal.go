@@ -388,6 +388,7 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 	switch {
 	case err == nil:
 		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)
+		b.emit(event.Event{Kind: event.TokenRegistered, Token: rec.ID, User: rec.User, Terminal: t.id, Reason: "pairing code"})
 		_ = t.send(&proto.Paired{Token: rec.ID, User: rec.User})
 	case errors.Is(err, pairing.ErrRateLimited):
 		b.limitHit(LimitPairing, "")

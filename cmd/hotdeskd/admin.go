@@ -177,6 +177,7 @@ func (a *adminBackend) RegisterToken(ctx context.Context, by string, req adminap
 	} else if err != nil {
 		return adminapi.TokenInfo{}, err
 	}
+	a.d.bus.Emit(event.Event{Kind: event.TokenRegistered, Server: a.d.cfg.ServerID, Token: rec.ID, User: rec.User, Reason: "by " + by, Time: time.Now()})
 	return tokenInfo(rec), nil
 }
 
@@ -191,11 +192,25 @@ func (a *adminBackend) AliasToken(ctx context.Context, by, id string, req admina
 }
 
 func (a *adminBackend) SetTokenDisabled(ctx context.Context, id string, disabled bool) error {
-	return tokenError(id, a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) { t.Disabled = disabled }))
+	var user string
+	err := a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) { t.Disabled, user = disabled, t.User })
+	if err != nil {
+		return tokenError(id, err)
+	}
+	kind := event.TokenEnabled
+	if disabled {
+		kind = event.TokenDisabled
+	}
+	a.d.bus.Emit(event.Event{Kind: kind, Server: a.d.cfg.ServerID, Token: id, User: user, Time: time.Now()})
+	return nil
 }
 
 func (a *adminBackend) DeleteToken(ctx context.Context, id string) error {
-	return tokenError(id, a.d.registry().DeleteToken(ctx, id))
+	if err := a.d.registry().DeleteToken(ctx, id); err != nil {
+		return tokenError(id, err)
+	}
+	a.d.bus.Emit(event.Event{Kind: event.TokenDeleted, Server: a.d.cfg.ServerID, Token: id, Time: time.Now()})
+	return nil
 }
 
 // tokenError tells the admin API's client which of its mistakes err is: no

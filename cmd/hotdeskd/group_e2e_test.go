@@ -382,6 +382,19 @@ func TestGroupAdminE2E(t *testing.T) {
 		}
 	}
 
+	// Changes to the token registry are events: the pairing that enrolled
+	// the token (at b1), an admin's disable and enable (through b2).
+	tok := ss[0].Token
+	g.ctl(b2, "token", "disable", tok)
+	g.ctl(b2, "token", "enable", tok)
+	waitUntil(t, "events -f on b3 shows the token disabled and enabled by b2", func() bool {
+		return events.find(map[string]string{"kind": "token_disabled", "token": tok, "server": "b2"}) != nil &&
+			events.find(map[string]string{"kind": "token_enabled", "token": tok, "server": "b2"}) != nil
+	})
+	if !regexp.MustCompile(`(?m) token_registered +server=b1 .*token=` + regexp.QuoteMeta(tok)).MatchString(g.ctl(b3, "events", "-n", "1000")) {
+		t.Errorf("the history lacks the pairing that enrolled %s at b1:\n%s", tok, g.ctl(b3, "events", "-n", "1000"))
+	}
+
 	// Membership events are events like the others: in the history, the
 	// log and the hook, once each for the group (not once per broker).
 	g.ctl(b3, "server", "drain", "b2")

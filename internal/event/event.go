@@ -19,11 +19,12 @@ import "time"
 type Kind string
 
 // The kinds of event. The broker emits all but the server membership kinds
-// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained), which
-// hotdeskd emits: joined and left about itself (at start and stop),
-// draining and undrained by the server that set the flag; a server that
-// died (its record vanished) is reported left by every follower of the
-// group's events.
+// (ServerJoined, ServerLeft, ServerDraining, ServerUndrained) and the
+// token registry changes an admin makes, which hotdeskd emits: joined and
+// left about itself (at start and stop), draining and undrained by the
+// server that set the flag, token kinds by the server whose admin API made
+// the change; a server that died (its record vanished) is reported left by
+// every follower of the group's events.
 const (
 	TerminalConnected    Kind = "terminal_connected"    // a terminal's handshake completed (TerminalName, Remote, Hops set)
 	TerminalDisconnected Kind = "terminal_disconnected" // a terminal's connection ended
@@ -44,6 +45,10 @@ const (
 	ServerLeft           Kind = "server_left"           // a server left the group (clean stop or lease expiry)
 	ServerDraining       Kind = "server_draining"       // a server was set draining: it takes no new sessions
 	ServerUndrained      Kind = "server_undrained"      // a server's draining was lifted
+	TokenRegistered      Kind = "token_registered"      // a token was enrolled for User: by an admin (Reason "by <who>"), by a pairing code at Terminal, or a card by its own first login at Terminal (Reason "self-registration")
+	TokenDisabled        Kind = "token_disabled"        // an admin disabled a token (its sessions are locked, new ones refused)
+	TokenEnabled         Kind = "token_enabled"         // an admin enabled a disabled token
+	TokenDeleted         Kind = "token_deleted"         // an admin deleted a token's registration
 )
 
 // Event is one thing that happened in the group. Fields that do not apply
