@@ -287,6 +287,8 @@ func wireTypeError(err error) error {
 		want = "bytes"
 	case g == "bool":
 		want = "a boolean"
+	case intRanges[g] != "":
+		want = intRanges[g]
 	case strings.HasPrefix(g, "uint") || strings.HasPrefix(g, "int") || strings.HasPrefix(g, "proto."):
 		want = "an integer"
 	case strings.HasPrefix(g, "[]"):
@@ -297,3 +299,23 @@ func wireTypeError(err error) error {
 	}
 	return fmt.Errorf("field %s: %s where %s is expected", field, te.CBORType, want)
 }
+
+// intRanges is the range of each integer type of a message field, by the
+// name cbor reports it under (UnmarshalTypeError.GoType): an integer of the
+// right CBOR type can still be out of range (300 for a uint8, -1 for any
+// unsigned field), and "an integer is expected" would not say why.
+var intRanges = func() map[string]string {
+	m := map[string]string{}
+	for _, v := range []any{uint8(0), uint16(0), uint32(0), uint64(0), int64(0),
+		Type(0), PromptStyle(0), DetachReason(0), ErrorCode(0)} {
+		t := reflect.TypeOf(v)
+		bits := t.Bits()
+		switch t.Kind() {
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			m[t.String()] = fmt.Sprintf("an integer from 0 to %d", ^uint64(0)>>(64-bits))
+		case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			m[t.String()] = fmt.Sprintf("an integer from %d to %d", int64(-1)<<(bits-1), int64(^uint64(0)>>(65-bits)))
+		}
+	}
+	return m
+}()

@@ -310,3 +310,32 @@ func TestDecodeTypeErrorSpeaksWire(t *testing.T) {
 		t.Fatalf("Decode error %q; want it to name field 2 and its wire types, no Go names", msg)
 	}
 }
+
+// TestDecodeIntegerRangeSpeaksWire: an integer out of its field's range
+// (a negative one for an unsigned field, 300 for a uint8) is reported with
+// the range the field takes, not as "positive integer where an integer is
+// expected", which contradicts itself.
+func TestDecodeIntegerRangeSpeaksWire(t *testing.T) {
+	for _, tc := range []struct {
+		body map[int]any
+		want string
+	}{
+		{map[int]any{1: []uint16{1}, 2: "t", 4: 300}, "field 4: positive integer where an integer from 0 to 255 is expected"},
+		{map[int]any{1: []int{-1}, 2: "t"}, "field 1: negative integer where an integer from 0 to 65535 is expected"},
+		{map[int]any{1: []uint16{1}, 2: "t", 5: uint64(1) << 63}, "field 5: positive integer where an integer from -9223372036854775808 to 9223372036854775807 is expected"},
+		{map[int]any{1: []uint16{1}, 2: "t", 4: "x"}, "field 4: UTF-8 text string where an integer from 0 to 255 is expected"},
+	} {
+		body, err := cbor.Marshal(tc.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload, err := cbor.Marshal(map[int]any{1: uint64(proto.TypeHello), 2: cbor.RawMessage(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = proto.Decode(payload)
+		if !errors.Is(err, proto.ErrMalformed) || !strings.HasSuffix(err.Error(), tc.want) {
+			t.Errorf("Decode(Hello %v): %v; want ErrMalformed ending %q", tc.body, err, tc.want)
+		}
+	}
+}
