@@ -124,7 +124,7 @@ func newLimitCounters() *limitCounters {
 			l.broker.WithLabelValues(string(lim), ls)
 		}
 	}
-	for _, lim := range []broker.Limit{broker.LimitSessions, broker.LimitSessionsPerUser, broker.LimitTicketsPerSession, broker.LimitPairing} {
+	for _, lim := range []broker.Limit{broker.LimitSessions, broker.LimitSessionsPerUser, broker.LimitTicketsPerSession, broker.LimitPairing, broker.LimitTokenEvents} {
 		l.broker.WithLabelValues(string(lim), "")
 	}
 	for _, lim := range authLimits {

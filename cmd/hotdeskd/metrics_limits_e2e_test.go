@@ -169,7 +169,7 @@ pairing {
 	const refusals = "hotdesk_broker_limit_refusals_total"
 	const authRefusals = "hotdesk_auth_limit_refusals_total"
 	before := scrape(t, metricsAddr)
-	for _, l := range []string{"max_sessions", "max_sessions_per_user", "max_tickets_per_session", "pairing_rate"} {
+	for _, l := range []string{"max_sessions", "max_sessions_per_user", "max_tickets_per_session", "pairing_rate", "token_events_per_second"} {
 		if v := sample(before, refusals, map[string]string{"limit": l}); v != 0 {
 			t.Fatalf("%s{limit=%q} = %v before any refusal; want 0 (declared up front)", refusals, l, v)
 		}
