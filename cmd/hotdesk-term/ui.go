@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,7 +149,13 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "auth_failed":
 		return idle("Wrong PIN or password. Insert your card again.", true)
 	case "rate_limited":
-		return idle("Locked out: too many failed attempts. Try again later.", true)
+		// One code for a lockout after failed logins and for attempts
+		// that come too fast (logins or pairings in progress, token
+		// events): the broker's message tells them apart.
+		if strings.Contains(strField(ev, "message"), "failed") {
+			return idle("Locked out: too many failed attempts. Try again later.", true)
+		}
+		return idle("Too many attempts right now. Try again in a moment.", true)
 	case "token_disabled":
 		return idle("This card is locked. Ask your administrator.", true)
 	case "unknown_token":
@@ -156,6 +163,11 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "unavailable", "too_many_hops", errRedirect:
 		return greeter.State{Screen: greeter.Busy, Title: "Finding your desktop…", Message: "The server is busy; trying again."}
 	case "pairing":
+		// The broker refuses a code, or (the code still valid) the key,
+		// kind or label offered with it.
+		if strings.Contains(strField(ev, "message"), "refused") {
+			return idle("This phone or badge cannot be paired: its key was refused. Ask your administrator.", true)
+		}
 		return idle("The pairing code is wrong, used or expired.", true)
 	case errCommand, errNoKey:
 		return u.cur

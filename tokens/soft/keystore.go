@@ -202,8 +202,13 @@ func (key Key) clone() Key {
 
 // Save writes the keystore to its file atomically: a temporary file of mode
 // 0600 in the same directory, fsynced, then renamed over the old file. A
-// missing directory is created with mode 0700.
+// missing directory is created with mode 0700. Keys another process saved
+// to the file since it was read are kept (merged first): two enrolments at
+// once each keep their key.
 func (k *Keystore) Save() error {
+	if err := k.merge(); err != nil {
+		return fmt.Errorf("soft: save keystore: reading it first: %w", err)
+	}
 	k.mu.Lock()
 	ff := fileFormat{Version: fileVersion, Keys: make([]fileEntry, 0, len(k.keys))}
 	for _, e := range k.keys {

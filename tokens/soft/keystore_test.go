@@ -232,3 +232,42 @@ func TestKeystoreSeesKeysSavedByAnother(t *testing.T) {
 		t.Fatalf("Get(nope) = %v; want ErrNotFound", err)
 	}
 }
+
+// TestKeystoreSaveKeepsOthersKeys: two keystores opened on one file (two
+// enrolments at once) each save a new key; the file ends with both.
+func TestKeystoreSaveKeepsOthersKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	a, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ks := range []struct {
+		k    *soft.Keystore
+		name string
+	}{{a, "phone"}, {b, "badge"}} {
+		if _, err := ks.k.Generate(ks.name, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Save(); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, k := range disk.List() {
+		names = append(names, k.Name)
+	}
+	if len(names) != 2 {
+		t.Fatalf("the file holds %v; want phone and badge", names)
+	}
+}

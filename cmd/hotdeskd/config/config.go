@@ -154,6 +154,11 @@ type Limits struct {
 	TokenEventsPerSecond int // token_events_per_second
 }
 
+// MaxTokenEventsPerSecond bounds limits.token_events_per_second: far above
+// what any terminal sends, and small enough that its bursts (twice as many)
+// stay a sane integer.
+const MaxTokenEventsPerSecond = 10000
+
 // TLS is the terminal listener's certificate (generated on first start
 // when the files do not exist).
 type TLS struct {

@@ -619,6 +619,8 @@ func TestSecureDefaults(t *testing.T) {
 		{"embedded peer on a LAN address", "etcd {\n  embedded {\n    peer_url = \"http://10.1.2.3:4502\"\n  }\n}\n", "not on loopback"},
 		{"huge lease ttl", "etcd {\n  lease_ttl = \"2562047h\"\n}\n", "must be between"},
 		{"zero connection cap", "limits {\n  max_connections = 0\n}\n", "limits.max_connections: must be at least 1"},
+		{"absurd token event rate", "limits {\n  token_events_per_second = 9223372036854775807\n}\n", "limits.token_events_per_second: must be at most 10000"},
+		{"no token events", "limits {\n  token_events_per_second = 0\n}\n", "limits.token_events_per_second: must be at least 1"},
 		{"bad kiosk prefix", "compositor {\n  kiosk_account_prefix = \"Root\"\n}\n", "invalid account prefix"},
 	}
 	checkParseErrors(t, bad)

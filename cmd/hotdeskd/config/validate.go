@@ -213,6 +213,9 @@ func (c *Config) validate(rg ranges) error {
 			bad(key, "Invalid limit", "must be at least 1, got %d.", v)
 		}
 	}
+	if l.TokenEventsPerSecond > MaxTokenEventsPerSecond {
+		bad("limits.token_events_per_second", "Invalid limit", "must be at most %d, got %d.", MaxTokenEventsPerSecond, l.TokenEventsPerSecond)
+	}
 	positive("limits.handshake_timeout", l.HandshakeTimeout)
 
 	positive("pairing.code_ttl", c.Pairing.CodeTTL)
