@@ -10,7 +10,6 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/hotdesk/hotdesk/internal/countio"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -119,15 +118,16 @@ func WriteMsg(w io.Writer, t uint16, id uint32, body any) error {
 }
 
 // freezeGrace is how long ReadMsg looks once more after its deadline
-// passed with nothing read; after a deadline that fired late (this process
-// did not run), it looks for a whole timeout again.
+// passed; after a deadline that fired late (this process did not run), it
+// looks for a whole timeout again.
 const freezeGrace = 250 * time.Millisecond
 
 // ReadMsg reads one frame, waiting at most timeout (0: no limit). Frames
 // above 16 KiB, bad framing and bad CBOR are ErrProtocol; the body stays raw
-// (see DecodeBody). When the deadline passes before any byte was read, it
-// looks once more: the deadline may have passed while this process was
+// (see DecodeBody). When the deadline passes, it looks once more, wherever
+// in the frame it was: the deadline may have passed while this process was
 // stopped (SIGSTOP, a paused VM) or starved, with the compositor's answer
+// (or the rest of it: a frame's header and body are separate reads)
 // waiting in the socket or on its way — not a broken compositor, which
 // would be killed. It looks for freezeGrace, or for a whole timeout again
 // when the deadline was reported more than freezeGrace late (this process
@@ -138,16 +138,7 @@ func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 		_ = c.SetReadDeadline(start.Add(timeout))
 		defer c.SetReadDeadline(time.Time{})
 	}
-	cr := &countio.Reader{R: c}
-	payload, err := proto.ReadFrame(cr)
-	if err != nil && timeout > 0 && cr.N == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-		again := freezeGrace
-		if time.Since(start) > timeout+freezeGrace {
-			again = timeout
-		}
-		_ = c.SetReadDeadline(time.Now().Add(again))
-		payload, err = proto.ReadFrame(cr)
-	}
+	payload, err := proto.ReadFrame(&freezeReader{c: c, start: start, timeout: timeout})
 	if err != nil {
 		if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrFrameTooLarge) {
 			return Frame{}, fmt.Errorf("%w: %w", ErrProtocol, err)
@@ -162,6 +153,31 @@ func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 		return Frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return f, nil
+}
+
+// freezeReader reads from c and, the first time a read fails on its
+// deadline (nothing read by that call), sets a new deadline and reads again
+// (ReadMsg): at most once per frame, so a compositor that stalls mid-frame
+// is still cut off.
+type freezeReader struct {
+	c       net.Conn
+	start   time.Time
+	timeout time.Duration
+	looked  bool
+}
+
+func (r *freezeReader) Read(p []byte) (int, error) {
+	n, err := r.c.Read(p)
+	if n == 0 && err != nil && r.timeout > 0 && !r.looked && errors.Is(err, os.ErrDeadlineExceeded) {
+		r.looked = true
+		again := freezeGrace
+		if time.Since(r.start) > r.timeout+freezeGrace {
+			again = r.timeout
+		}
+		_ = r.c.SetReadDeadline(time.Now().Add(again))
+		n, err = r.c.Read(p)
+	}
+	return n, err
 }
 
 // DecodeBody decodes f's body into v.

@@ -88,3 +88,50 @@ func TestReadMsgAfterLongFreeze(t *testing.T) {
 		t.Fatalf("ReadMsg with nothing coming = %v; want a deadline error", err)
 	}
 }
+
+// midFrameLateConn passes its first read (a frame's header) through and
+// reports its second read's deadline late, as when the process was stopped
+// between a frame's header and its body.
+type midFrameLateConn struct {
+	net.Conn
+	late  time.Duration
+	reads int
+}
+
+func (c *midFrameLateConn) Read(p []byte) (int, error) {
+	c.reads++
+	if c.reads == 2 {
+		time.Sleep(c.late)
+		return 0, os.ErrDeadlineExceeded
+	}
+	return c.Conn.Read(p)
+}
+
+// TestReadMsgFreezeMidFrame: a freeze between a frame's header and its body
+// (the body already waiting in the socket) is not a broken compositor
+// either: chaos (broker_sigstop) saw a desktop killed that way.
+func TestReadMsgFreezeMidFrame(t *testing.T) {
+	ln, err := net.Listen("unix", filepath.Join(testutil.ShortTempDir(t, "hdwr"), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := WriteMsg(peer, 7, 44, Reply{OK: true}); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 100 * time.Millisecond
+	f, err := ReadMsg(&midFrameLateConn{Conn: c, late: timeout + 2*freezeGrace}, timeout)
+	if err != nil || f.Type != 7 || f.ID != 44 {
+		t.Fatalf("ReadMsg with a late deadline mid-frame = %+v, %v; want type 7, id 44", f, err)
+	}
+}
