@@ -110,6 +110,38 @@ type SessionList struct {
 	Unanswered []string
 }
 
+// Warnings explains Unanswered to an administrator: one sentence for each
+// member that did not answer, saying what its rows (or their absence)
+// mean; none when every member answered. filtered says whether the
+// listing was filtered (its absent rows may be filtered out).
+func (sl SessionList) Warnings(filtered bool) []string {
+	var out []string
+	for _, id := range sl.Unanswered {
+		n := 0
+		for _, s := range sl.Sessions {
+			if s.ServerID == id && s.Partial {
+				n++
+			}
+		}
+		if n > 0 {
+			rows := fmt.Sprintf("the %d sessions listed for it come", n)
+			if n == 1 {
+				rows = "the session listed for it comes"
+			}
+			out = append(out, fmt.Sprintf("server %s did not answer in time: %s from the group registry, marked partial "+
+				"(no PID, endpoint, orphan or last-terminal details; the state may be out of date)", id, rows))
+			continue
+		}
+		which := "no session of it"
+		if filtered {
+			which = "no session of it that matches"
+		}
+		out = append(out, fmt.Sprintf("server %s did not answer in time, and the group registry holds %s "+
+			"(if its lease expired, it is stopped, cut off or dead): sessions it still runs are not listed", id, which))
+	}
+	return out
+}
+
 // UnansweredHeader is the response header of GET /v1/sessions naming the
 // members that did not answer (SessionList.Unanswered): their ids
 // separated by commas, each percent-encoded as a URL query value (a server

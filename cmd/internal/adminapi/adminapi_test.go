@@ -233,6 +233,37 @@ func TestUnansweredMembers(t *testing.T) {
 	}
 }
 
+// TestSessionListWarnings: one warning per unanswered member, saying
+// whether its rows come from the registry or it has none at all.
+func TestSessionListWarnings(t *testing.T) {
+	sl := adminapi.SessionList{
+		Sessions: []adminapi.SessionInfo{
+			{ID: "s1", ServerID: "b1"}, {ID: "s2", ServerID: "b2", Partial: true},
+			{ID: "s3", ServerID: "b4", Partial: true}, {ID: "s4", ServerID: "b4", Partial: true},
+		},
+		Unanswered: []string{"b2", "b3", "b4"},
+	}
+	got := sl.Warnings(false)
+	if len(got) != 3 {
+		t.Fatalf("Warnings() = %q; want 3 lines", got)
+	}
+	for i, want := range []string{
+		"server b2 did not answer in time: the session listed for it comes from the group registry, marked partial",
+		"server b3 did not answer in time, and the group registry holds no session of it (if its lease expired",
+		"server b4 did not answer in time: the 2 sessions listed for it come from the group registry, marked partial",
+	} {
+		if !strings.HasPrefix(got[i], want) {
+			t.Errorf("warning %d = %q; want it to start %q", i, got[i], want)
+		}
+	}
+	if got := sl.Warnings(true); !strings.Contains(got[1], "holds no session of it that matches") {
+		t.Errorf("filtered warning = %q; want it to say no session matches", got[1])
+	}
+	if got := (adminapi.SessionList{Sessions: sl.Sessions}).Warnings(false); got != nil {
+		t.Errorf("Warnings() when all answered = %q; want none", got)
+	}
+}
+
 func TestPairValidation(t *testing.T) {
 	b := adminapitest.New(adminapitest.State{})
 	ts := startServer(t, b, -1)

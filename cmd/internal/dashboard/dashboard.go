@@ -527,7 +527,8 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, l *login) 
 		rows = append(rows, row{si, idle})
 	}
 	flash, _ := s.takeFlash(l)
-	s.renderWithFlash(w, "sessions", l, flash, map[string]any{"Sessions": rows, "Filter": f})
+	s.renderWithFlash(w, "sessions", l, flash, map[string]any{"Sessions": rows, "Filter": f,
+		"Unanswered": sl.Warnings(f != adminapi.SessionFilter{})})
 }
 
 func (s *Server) sessionAction(w http.ResponseWriter, r *http.Request, l *login) {
