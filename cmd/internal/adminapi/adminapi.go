@@ -104,7 +104,8 @@ type SessionInfo struct {
 type SessionList struct {
 	Sessions []SessionInfo
 	// Unanswered are the ids of the members that were asked for their
-	// sessions and did not answer in time, sorted. What the group registry
+	// sessions and did not answer (in time, or with their sessions: an
+	// error instead), sorted. What the group registry
 	// still holds of their sessions is in Sessions, marked Partial; a
 	// member whose lease expired meanwhile has no rows at all.
 	Unanswered []string
@@ -128,7 +129,7 @@ func (sl SessionList) Warnings(filtered bool) []string {
 			if n == 1 {
 				rows = "the session listed for it comes"
 			}
-			out = append(out, fmt.Sprintf("server %s did not answer in time: %s from the group registry, marked partial "+
+			out = append(out, fmt.Sprintf("server %s did not answer: %s from the group registry, marked partial "+
 				"(no PID, endpoint, orphan or last-terminal details; the state may be out of date)", id, rows))
 			continue
 		}
@@ -136,7 +137,7 @@ func (sl SessionList) Warnings(filtered bool) []string {
 		if filtered {
 			which = "no session of it that matches"
 		}
-		out = append(out, fmt.Sprintf("server %s did not answer in time, and the group registry holds %s "+
+		out = append(out, fmt.Sprintf("server %s did not answer, and the group registry holds %s "+
 			"(if its lease expired, it is stopped, cut off or dead): sessions it still runs are not listed", id, which))
 	}
 	return out

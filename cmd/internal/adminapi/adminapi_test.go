@@ -248,9 +248,9 @@ func TestSessionListWarnings(t *testing.T) {
 		t.Fatalf("Warnings() = %q; want 3 lines", got)
 	}
 	for i, want := range []string{
-		"server b2 did not answer in time: the session listed for it comes from the group registry, marked partial",
-		"server b3 did not answer in time, and the group registry holds no session of it (if its lease expired",
-		"server b4 did not answer in time: the 2 sessions listed for it come from the group registry, marked partial",
+		"server b2 did not answer: the session listed for it comes from the group registry, marked partial",
+		"server b3 did not answer, and the group registry holds no session of it (if its lease expired",
+		"server b4 did not answer: the 2 sessions listed for it come from the group registry, marked partial",
 	} {
 		if !strings.HasPrefix(got[i], want) {
 			t.Errorf("warning %d = %q; want it to start %q", i, got[i], want)
