@@ -77,6 +77,7 @@ func ago(now, t time.Time) string {
 
 func sessionsCmd(c *cli) *cobra.Command {
 	var f adminapi.SessionFilter
+	var listed adminapi.SessionList
 	cmd := listCmd(c, &cobra.Command{
 		Use:   "sessions",
 		Short: "List the sessions of the whole group",
@@ -84,9 +85,18 @@ func sessionsCmd(c *cli) *cobra.Command {
 match); --terminal matches the terminal showing the session or, for a
 suspended session, the one that showed it last; --state is creating, active,
 suspended or orphaned. IDLE counts from the session's last attach or suspend.
-A row marked partial comes from the registry because its server did not answer.`,
+
+A member that does not answer in time (stopped, overloaded, cut off) is named
+in a warning on stderr, one line per member, also with --json (whose output
+on stdout is unchanged). Its sessions are listed from the group registry,
+rows marked partial (in --json: "partial": true), without their PID and
+orphan details; if its lease expired meanwhile, the registry holds none and
+the warning says that sessions it still runs are not listed. The exit status
+is still 0: the listing is complete for every member that answered.`,
 	}, func(cl *adminapi.Client, ctx context.Context) ([]adminapi.SessionInfo, error) {
-		return cl.SessionsFiltered(ctx, f)
+		var err error
+		listed, err = cl.ListSessions(ctx, f)
+		return listed.Sessions, err
 	},
 		"SESSION\tSTATE\tUSER\tTOKEN\tTERMINAL\tSERVER\tIDLE\tPID\tCREATED\tEXPIRES\tORPHANED",
 		func(s adminapi.SessionInfo) []string {
@@ -127,6 +137,15 @@ A row marked partial comes from the registry because its server did not answer.`
 			return usagef("sessions: unknown --state %q: one of %s", f.State, strings.Join(adminapi.SessionStates, ", "))
 		}
 		return nil
+	}
+	list := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		err := list(cmd, args)
+		// After the table: the last thing the administrator sees.
+		for _, w := range listed.Warnings(f != adminapi.SessionFilter{}) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+		}
+		return err
 	}
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -145,5 +146,81 @@ func TestListings(t *testing.T) {
 		if got := strings.TrimSpace(out.String()); got != "[]" {
 			t.Errorf("%v on an empty group = %q; want []", args, got)
 		}
+	}
+}
+
+// TestSessionsUnanswered: members that did not answer the listing are
+// named on stderr, one warning each saying what their rows mean, after
+// the table and also with --json (stdout stays the JSON array); the exit
+// status stays 0. No warning when every member answered.
+func TestSessionsUnanswered(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	sessions := []adminapi.SessionInfo{
+		{ID: "s-1", State: "active", User: "alice", ServerID: "b1", Created: at},
+		{ID: "s-2", State: "active", User: "bob", ServerID: "b2", Created: at, Partial: true},
+	}
+	b := adminapitest.New(adminapitest.State{Sessions: sessions, Unanswered: []string{"b2", "b3"}})
+	sock := serveAdmin(t, b)
+	wantWarnings := []string{
+		"warning: server b2 did not answer: the session listed for it comes from the group registry, marked partial",
+		"warning: server b3 did not answer, and the group registry holds no session of it",
+	}
+	checkWarnings := func(args []string, errOut string) {
+		t.Helper()
+		lines := strings.Split(strings.TrimRight(errOut, "\n"), "\n")
+		if len(lines) != len(wantWarnings) {
+			t.Fatalf("%v: stderr\n%s\nwant %d warning lines", args, errOut, len(wantWarnings))
+		}
+		for i, w := range wantWarnings {
+			if !strings.HasPrefix(lines[i], w) {
+				t.Errorf("%v: stderr line %d = %q; want it to start %q", args, i, lines[i], w)
+			}
+		}
+	}
+
+	var out, errOut bytes.Buffer
+	if err := run(context.Background(), []string{"-socket", sock, "sessions"}, &out, &errOut); err != nil {
+		t.Fatalf("sessions with unanswered members: %v; want success (exit 0)", err)
+	}
+	if rows := table(out.String()); len(rows) != 3 || rows[2][0] != "s-2" || rows[2][1] != "active (partial)" {
+		t.Errorf("sessions printed\n%s\nwant the header, s-1 and s-2 (partial)", out.String())
+	}
+	checkWarnings([]string{"sessions"}, errOut.String())
+
+	out.Reset()
+	errOut.Reset()
+	if err := run(context.Background(), []string{"-socket", sock, "sessions", "--json"}, &out, &errOut); err != nil {
+		t.Fatalf("sessions --json with unanswered members: %v; want success (exit 0)", err)
+	}
+	var got []adminapi.SessionInfo
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil || !reflect.DeepEqual(got, sessions) {
+		t.Errorf("sessions --json stdout:\n%s\n(%v); want exactly the JSON array of the sessions", out.String(), err)
+	}
+	checkWarnings([]string{"sessions", "--json"}, errOut.String())
+
+	// Only the member a filter asks about is named, and it says "matches".
+	out.Reset()
+	errOut.Reset()
+	if err := run(context.Background(), []string{"-socket", sock, "sessions", "--server", "b3"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if got := errOut.String(); strings.Contains(got, "b2") || !strings.Contains(got, "server b3 did not answer, and the group registry holds no session of it that matches") {
+		t.Errorf("sessions --server b3: stderr %q; want one warning about b3", got)
+	}
+
+	b.Update(func(s *adminapitest.State) { s.Unanswered = nil })
+	out.Reset()
+	errOut.Reset()
+	if err := run(context.Background(), []string{"-socket", sock, "sessions"}, &out, &errOut); err != nil || errOut.Len() != 0 {
+		t.Errorf("sessions when every member answered: %v, stderr %q; want success and nothing on stderr", err, errOut.String())
+	}
+
+	// The help says what the warning means and that the status stays 0.
+	out.Reset()
+	if err := run(context.Background(), []string{"sessions", "--help"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if help := strings.Join(strings.Fields(out.String()), " "); !strings.Contains(help, "named in a warning on stderr") || !strings.Contains(help, "The exit status is still 0") {
+		t.Errorf("sessions --help does not explain the warning and the exit status:\n%s", out.String())
 	}
 }

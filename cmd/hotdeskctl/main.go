@@ -21,7 +21,8 @@
 //	hotdeskctl version
 //
 // Flags may be written with one dash or two (-socket, --socket). Exit
-// status: 0 success, 1 failure, 2 usage error.
+// status: 0 success, 1 failure, 2 usage error. A sessions listing that
+// some members did not answer is a success with a warning on stderr.
 package main
 
 import (
@@ -148,7 +149,8 @@ session.
 
 Exit status: 0 on success, 1 on a failure (hotdeskd unreachable or refusing,
 an unknown session), 2 on a usage error (an unknown command or flag, a bad
-argument).`,
+argument). A listing some members did not answer is a success (0) with a
+warning on stderr naming them (see hotdeskctl sessions --help).`,
 		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,

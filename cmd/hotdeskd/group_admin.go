@@ -59,12 +59,13 @@ func (a *adminBackend) localSessions(f adminapi.SessionFilter) []adminapi.Sessio
 
 // Sessions lists the group's sessions: this broker's from memory, every
 // other member's by asking it; a member that does not answer in time is
-// listed from the registry (Partial rows).
-func (a *adminBackend) Sessions(ctx context.Context, f adminapi.SessionFilter) ([]adminapi.SessionInfo, error) {
+// named in Unanswered and listed from the registry (Partial rows, none if
+// its lease expired meanwhile).
+func (a *adminBackend) Sessions(ctx context.Context, f adminapi.SessionFilter) (adminapi.SessionList, error) {
 	reg := a.d.registry()
 	servers, err := reg.Servers(ctx)
 	if err != nil {
-		return nil, err
+		return adminapi.SessionList{}, err
 	}
 	self := a.d.cfg.ServerID
 	out := a.localSessions(f)
@@ -102,7 +103,7 @@ func (a *adminBackend) Sessions(ctx context.Context, f adminapi.SessionFilter) (
 	if len(missing) > 0 {
 		claims, err := reg.Sessions(ctx)
 		if err != nil {
-			return nil, err
+			return adminapi.SessionList{}, err
 		}
 		for _, c := range claims {
 			if !slices.Contains(missing, c.Session.ServerID) {
@@ -122,7 +123,8 @@ func (a *adminBackend) Sessions(ctx context.Context, f adminapi.SessionFilter) (
 		}
 		return out[i].ID < out[j].ID
 	})
-	return out, nil
+	slices.Sort(missing)
+	return adminapi.SessionList{Sessions: out, Unanswered: missing}, nil
 }
 
 // localAction runs op on a session of this broker.

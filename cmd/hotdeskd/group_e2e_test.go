@@ -37,6 +37,7 @@ type groupBroker struct {
 type testGroup struct {
 	t       *testing.T
 	bin     string
+	eps     []string // etcd's client endpoints
 	brokers []*groupBroker
 }
 
@@ -47,7 +48,7 @@ func startGroup(t *testing.T, n int, extra string) *testGroup {
 	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	eps := etcdtest.Start(t)
-	g := &testGroup{t: t, bin: bin}
+	g := &testGroup{t: t, bin: bin, eps: eps}
 	for i := 1; i <= n; i++ {
 		dir := t.TempDir()
 		id, addr, metrics := fmt.Sprintf("b%d", i), testutil.FreeAddr(t), testutil.FreeAddr(t)
@@ -426,6 +427,138 @@ func TestGroupAdminE2E(t *testing.T) {
 	if n := events.count(map[string]string{"kind": "server_left", "server": "b2"}); n != 1 {
 		t.Errorf("events -f showed b2 leave %d times; want once", n)
 	}
+
+	// A member that does not answer (SIGSTOPped) is named by hotdeskctl
+	// sessions on stderr, with what its rows mean, table and --json alike,
+	// and the status is 0. Before, it was only logged at the broker asked:
+	// when its lease expired during the wait, the table came out empty
+	// with no warning at all (QA).
+	t3 := g.terminal("t-3", b1, ks)
+	t3.send("insert default")
+	sid3 := fmt.Sprint(next(t, t3.evs, "attached")["session"])
+	owner, asker := b1, b3
+	for _, s := range g.sessions(b1) {
+		if s.ID == sid3 && s.ServerID == "b3" {
+			owner, asker = b3, b1
+		}
+	}
+	pid := owner.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resume := func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
+	t.Cleanup(resume) // runs before the group's own cleanup stops it
+	// Both at once: each waits for the stopped member, whose lease (10 s)
+	// may expire by the time a second one would ask.
+	table, asJSON := g.ctlStart(asker, "sessions"), g.ctlStart(asker, "sessions", "--json")
+	tableOut, tableErr := table.wait(t)
+	jsonOut, jsonErr := asJSON.wait(t)
+	resume()
+	// Its lease may have expired before the registry was read: then the
+	// stopped member has no rows, and the warning must say so.
+	warning := func(fromRegistry bool) string {
+		if fromRegistry {
+			return fmt.Sprintf("warning: server %s did not answer: the session listed for it comes from the group registry, marked partial", owner.id)
+		}
+		return fmt.Sprintf("warning: server %s did not answer, and the group registry holds no session of it", owner.id)
+	}
+	var rows []sessionRow
+	if err := json.Unmarshal([]byte(jsonOut), &rows); err != nil {
+		t.Fatalf("sessions --json stdout while %s is stopped: %v\n%s", owner.id, err, jsonOut)
+	}
+	fromRegistry := false
+	for _, s := range rows {
+		if s.ID == sid3 {
+			fromRegistry = true
+			if !s.Partial || s.ServerID != owner.id {
+				t.Errorf("session %s of the stopped %s: %+v; want a partial row", sid3, owner.id, s)
+			}
+		}
+	}
+	t.Logf("stopped %s: its session listed from the registry: %v (--json), %v (table)", owner.id, fromRegistry, strings.Contains(tableOut, sid3))
+	if want := warning(fromRegistry); !strings.Contains(jsonErr, want) || strings.Contains(jsonOut, "warning") {
+		t.Errorf("sessions --json on %s while %s is stopped: stderr %q; want %q (and on stdout only the JSON)", asker.id, owner.id, jsonErr, want)
+	}
+	if listed := strings.Contains(tableOut, sid3); listed != strings.Contains(tableOut, "(partial)") || !strings.Contains(tableErr, warning(listed)) {
+		t.Errorf("sessions on %s while %s is stopped:\n%s\nstderr %q; want %s, if listed, marked (partial) and the warning %q",
+			asker.id, owner.id, tableOut, tableErr, sid3, warning(listed))
+	}
+
+	// The QA case itself: the member's lease expires while the broker
+	// waits for its answer (revoked here as soon as the listing's command
+	// for it is stored), so the registry holds none of its sessions. The
+	// listing has no row of it, and the warning says that what it runs is
+	// not listed.
+	cli := etcdtest.Client(t, g.eps)
+	serverKey := registry.DefaultPrefix + "servers/" + owner.id
+	waitUntil(t, owner.id+" back in the group, answering", func() bool {
+		rec, err := cli.Get(context.Background(), serverKey)
+		if err != nil || len(rec.Kvs) != 1 {
+			return false
+		}
+		for _, s := range g.sessions(asker) {
+			if s.ID == sid3 && !s.Partial {
+				return true
+			}
+		}
+		return false
+	})
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := cli.Get(context.Background(), serverKey)
+	if err != nil || len(rec.Kvs) != 1 || rec.Kvs[0].Lease == 0 {
+		t.Fatalf("%s's server record: %v, %v; want one under a lease", owner.id, rec, err)
+	}
+	wctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	commands := cli.Watch(wctx, registry.DefaultPrefix+"commands/"+owner.id+"/", clientv3.WithPrefix(),
+		clientv3.WithRev(rec.Header.Revision+1), clientv3.WithFilterDelete())
+	lost := g.ctlStart(asker, "sessions")
+	select {
+	case wr := <-commands:
+		if err := wr.Err(); err != nil || len(wr.Events) == 0 {
+			t.Fatalf("watching %s's commands: %v", owner.id, err)
+		}
+	case <-time.After(testutil.ReadyBound):
+		t.Fatalf("%s was not asked for its sessions", owner.id)
+	}
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(rec.Kvs[0].Lease)); err != nil {
+		t.Fatalf("revoking %s's lease: %v", owner.id, err)
+	}
+	lostOut, lostErr := lost.wait(t)
+	resume()
+	if want := warning(false); strings.Contains(lostOut, sid3) || !strings.Contains(lostErr, want) {
+		t.Errorf("sessions on %s after %s's lease expired during the wait:\n%s\nstderr %q; want no row of it and the warning %q",
+			asker.id, owner.id, lostOut, lostErr, want)
+	}
+}
+
+// ctlRun is a hotdeskctl started by ctlStart.
+type ctlRun struct {
+	cmd         *exec.Cmd
+	out, errOut strings.Builder
+}
+
+// ctlStart starts hotdeskctl against broker b without waiting for it.
+func (g *testGroup) ctlStart(b *groupBroker, args ...string) *ctlRun {
+	g.t.Helper()
+	r := &ctlRun{cmd: exec.Command(filepath.Join(g.bin, "hotdeskctl"), append([]string{"-socket", b.Socket}, args...)...)}
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.errOut
+	if err := r.cmd.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	return r
+}
+
+// wait waits for the run to end, failing the test unless it exited 0, and
+// returns its stdout and stderr.
+func (r *ctlRun) wait(t *testing.T) (stdout, stderr string) {
+	t.Helper()
+	if err := r.cmd.Wait(); err != nil {
+		t.Errorf("hotdeskctl %s: %v; want exit status 0\nstderr: %s", strings.Join(r.cmd.Args[1:], " "), err, r.errOut.String())
+	}
+	return r.out.String(), r.errOut.String()
 }
 
 // TestDataDirInUse: a second hotdeskd started on the data_dir of a running

@@ -4,7 +4,9 @@
 // Routes:
 //
 //	GET    /v1/sessions       → []SessionInfo of the whole group; query
-//	                            user, terminal, server, state, token filter
+//	                            user, terminal, server, state, token filter;
+//	                            header Hotdesk-Unanswered: the members that
+//	                            did not answer (see UnansweredHeader)
 //	DELETE /v1/sessions/{id}  → 204; 404 if the backend reports ErrNotFound
 //	POST   /v1/sessions/{id}/disconnect, /v1/sessions/{id}/lock → 204
 //	                            (forwarded to the owner wherever it runs)
@@ -97,6 +99,58 @@ type SessionInfo struct {
 	// registry and lacks the owner's details.
 	Partial bool `json:"partial,omitempty"`
 }
+
+// SessionList is a listing of the group's sessions.
+type SessionList struct {
+	Sessions []SessionInfo
+	// Unanswered are the ids of the members that were asked for their
+	// sessions and did not answer (in time, or with their sessions: an
+	// error instead), sorted. What the group registry
+	// still holds of their sessions is in Sessions, marked Partial; a
+	// member whose lease expired meanwhile has no rows at all.
+	Unanswered []string
+}
+
+// Warnings explains Unanswered to an administrator: one sentence for each
+// member that did not answer, saying what its rows (or their absence)
+// mean; none when every member answered. filtered says whether the
+// listing was filtered (its absent rows may be filtered out).
+func (sl SessionList) Warnings(filtered bool) []string {
+	var out []string
+	for _, id := range sl.Unanswered {
+		n := 0
+		for _, s := range sl.Sessions {
+			if s.ServerID == id && s.Partial {
+				n++
+			}
+		}
+		if n > 0 {
+			rows := fmt.Sprintf("the %d sessions listed for it come", n)
+			if n == 1 {
+				rows = "the session listed for it comes"
+			}
+			out = append(out, fmt.Sprintf("server %s did not answer: %s from the group registry, marked partial "+
+				"(no PID, endpoint, orphan or last-terminal details; the state may be out of date)", id, rows))
+			continue
+		}
+		which := "no session of it"
+		if filtered {
+			which = "no session of it that matches"
+		}
+		out = append(out, fmt.Sprintf("server %s did not answer, and the group registry holds %s "+
+			"(if its lease expired, it is stopped, cut off or dead): sessions it still runs are not listed", id, which))
+	}
+	return out
+}
+
+// UnansweredHeader is the response header of GET /v1/sessions naming the
+// members that did not answer (SessionList.Unanswered): their ids
+// separated by commas, each percent-encoded as a URL query value (a server
+// id's own characters, letters, digits, '.', '_' and '-', never are). It
+// is absent when every member asked answered. The body is the same
+// []SessionInfo either way, so a client that does not know the header
+// still reads the listing; it only misses the warning.
+const UnansweredHeader = "Hotdesk-Unanswered"
 
 // SessionFilter selects sessions; empty fields match everything.
 type SessionFilter struct {
@@ -235,8 +289,9 @@ type ErrorResponse struct {
 // Backend is what the daemon provides to the Server. Methods are called
 // concurrently, with the request's context.
 type Backend interface {
-	// Sessions lists the group's sessions that pass f.
-	Sessions(ctx context.Context, f SessionFilter) ([]SessionInfo, error)
+	// Sessions lists the group's sessions that pass f, with the members
+	// that did not answer.
+	Sessions(ctx context.Context, f SessionFilter) (SessionList, error)
 	// KillSession destroys a session wherever it runs; an unknown id
 	// returns an error wrapping ErrNotFound.
 	KillSession(ctx context.Context, id string) error

@@ -171,6 +171,99 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 }
 
+// TestUnansweredMembers: a listing whose members did not all answer names
+// them in the Hotdesk-Unanswered header; the body is the same JSON array
+// as before (an old client reads it unchanged); the header is absent when
+// every member answered, and a filter on one server reports only that
+// server.
+func TestUnansweredMembers(t *testing.T) {
+	sessions := []adminapi.SessionInfo{
+		{ID: "s1", User: "alice", State: "active", ServerID: "b2", Created: mustTime("2026-01-02T03:04:05Z")},
+		{ID: "s2", User: "bob", State: "suspended", ServerID: "b3", Partial: true, Created: mustTime("2026-01-02T03:04:05Z")},
+	}
+	// "odd,id" is no valid server id: its comma must not split it.
+	b := adminapitest.New(adminapitest.State{Sessions: sessions, Unanswered: []string{"b1", "b3", "odd,id"}})
+	ts := startServer(t, b, -1)
+	c := adminapi.NewClient(ts.path)
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+
+	sl, err := c.ListSessions(ctx, adminapi.SessionFilter{})
+	if err != nil {
+		t.Fatalf("ListSessions() error = %v", err)
+	}
+	if want := []string{"b1", "b3", "odd,id"}; !reflect.DeepEqual(sl.Unanswered, want) || !reflect.DeepEqual(sl.Sessions, sessions) {
+		t.Errorf("ListSessions() = %+v; want the sessions and unanswered %q", sl, want)
+	}
+	if got, err := c.SessionsFiltered(ctx, adminapi.SessionFilter{}); err != nil || !reflect.DeepEqual(got, sessions) {
+		t.Errorf("SessionsFiltered() = %+v, %v; want the sessions", got, err)
+	}
+	sl, err = c.ListSessions(ctx, adminapi.SessionFilter{Server: "b3"})
+	if err != nil || !reflect.DeepEqual(sl.Unanswered, []string{"b3"}) || len(sl.Sessions) != 1 || sl.Sessions[0].ID != "s2" {
+		t.Errorf("ListSessions(server b3) = %+v, %v; want s2 and unanswered [b3]", sl, err)
+	}
+
+	// On the wire: the header, and the body an old client expects.
+	hc := rawClient(t, ts.path)
+	resp, err := hc.Get("http://hotdesk/v1/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := resp.Header.Get(adminapi.UnansweredHeader); got != "b1,b3,odd%2Cid" {
+		t.Errorf("%s: %q; want %q", adminapi.UnansweredHeader, got, "b1,b3,odd%2Cid")
+	}
+	var rows []adminapi.SessionInfo
+	if err := json.Unmarshal(body, &rows); err != nil || !reflect.DeepEqual(rows, sessions) {
+		t.Errorf("body %s: %v; want the JSON array of the sessions", body, err)
+	}
+
+	b.Update(func(s *adminapitest.State) { s.Unanswered = nil })
+	resp, err = hc.Get("http://hotdesk/v1/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if v, ok := resp.Header[adminapi.UnansweredHeader]; ok {
+		t.Errorf("every member answered, yet %s: %q", adminapi.UnansweredHeader, v)
+	}
+	if sl, err := c.ListSessions(ctx, adminapi.SessionFilter{}); err != nil || sl.Unanswered != nil {
+		t.Errorf("ListSessions() when all answered = %+v, %v; want no unanswered", sl, err)
+	}
+}
+
+// TestSessionListWarnings: one warning per unanswered member, saying
+// whether its rows come from the registry or it has none at all.
+func TestSessionListWarnings(t *testing.T) {
+	sl := adminapi.SessionList{
+		Sessions: []adminapi.SessionInfo{
+			{ID: "s1", ServerID: "b1"}, {ID: "s2", ServerID: "b2", Partial: true},
+			{ID: "s3", ServerID: "b4", Partial: true}, {ID: "s4", ServerID: "b4", Partial: true},
+		},
+		Unanswered: []string{"b2", "b3", "b4"},
+	}
+	got := sl.Warnings(false)
+	if len(got) != 3 {
+		t.Fatalf("Warnings() = %q; want 3 lines", got)
+	}
+	for i, want := range []string{
+		"server b2 did not answer: the session listed for it comes from the group registry, marked partial",
+		"server b3 did not answer, and the group registry holds no session of it (if its lease expired",
+		"server b4 did not answer: the 2 sessions listed for it come from the group registry, marked partial",
+	} {
+		if !strings.HasPrefix(got[i], want) {
+			t.Errorf("warning %d = %q; want it to start %q", i, got[i], want)
+		}
+	}
+	if got := sl.Warnings(true); !strings.Contains(got[1], "holds no session of it that matches") {
+		t.Errorf("filtered warning = %q; want it to say no session matches", got[1])
+	}
+	if got := (adminapi.SessionList{Sessions: sl.Sessions}).Warnings(false); got != nil {
+		t.Errorf("Warnings() when all answered = %q; want none", got)
+	}
+}
+
 func TestPairValidation(t *testing.T) {
 	b := adminapitest.New(adminapitest.State{})
 	ts := startServer(t, b, -1)

@@ -164,18 +164,25 @@ func (c *Client) Live(ctx context.Context) error {
 }
 
 func (c *Client) do(ctx context.Context, op, method, path string, in, out any) error {
+	_, err := c.doHeader(ctx, op, method, path, in, out)
+	return err
+}
+
+// doHeader is do returning the response's header as well (nil on a
+// failure).
+func (c *Client) doHeader(ctx context.Context, op, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("adminapi: %s: %w", op, err)
+			return nil, fmt.Errorf("adminapi: %s: %w", op, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	// The host is ignored: the transport always dials the socket.
 	req, err := http.NewRequestWithContext(ctx, method, "http://hotdesk"+path, body)
 	if err != nil {
-		return fmt.Errorf("adminapi: %s: %w", op, err)
+		return nil, fmt.Errorf("adminapi: %s: %w", op, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -183,25 +190,25 @@ func (c *Client) do(ctx context.Context, op, method, path string, in, out any) e
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("adminapi: %s: %w", op, err)
+		return nil, fmt.Errorf("adminapi: %s: %w", op, err)
 	}
 	defer resp.Body.Close()
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return statusError(op, resp)
+		return nil, statusError(op, resp)
 	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBytes))
-		return nil
+		return resp.Header, nil
 	}
 	lr := &io.LimitedReader{R: resp.Body, N: maxResponseBytes + 1}
 	if err := json.NewDecoder(lr).Decode(out); err != nil {
 		if lr.N <= 0 {
-			return fmt.Errorf("adminapi: %s: response over %d bytes", op, maxResponseBytes)
+			return nil, fmt.Errorf("adminapi: %s: response over %d bytes", op, maxResponseBytes)
 		}
-		return fmt.Errorf("adminapi: %s: decode response: %w", op, err)
+		return nil, fmt.Errorf("adminapi: %s: decode response: %w", op, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // getList GETs the listing at path.
@@ -234,8 +241,17 @@ func IsUnavailable(err error) bool {
 	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
-// SessionsFiltered lists the group's sessions that pass f.
+// SessionsFiltered lists the group's sessions that pass f (ListSessions
+// without the members that did not answer).
 func (c *Client) SessionsFiltered(ctx context.Context, f SessionFilter) ([]SessionInfo, error) {
+	sl, err := c.ListSessions(ctx, f)
+	return sl.Sessions, err
+}
+
+// ListSessions lists the group's sessions that pass f, with the members
+// that did not answer (from UnansweredHeader; none from a hotdeskd that
+// does not send it).
+func (c *Client) ListSessions(ctx context.Context, f SessionFilter) (SessionList, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"user": f.User, "terminal": f.Terminal, "server": f.Server, "state": f.State, "token": f.Token} {
 		if v != "" {
@@ -246,7 +262,34 @@ func (c *Client) SessionsFiltered(ctx context.Context, f SessionFilter) ([]Sessi
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	return getList[SessionInfo](ctx, c, "sessions", path)
+	var sl SessionList
+	h, err := c.doHeader(ctx, "sessions", http.MethodGet, path, nil, &sl.Sessions)
+	if err != nil {
+		return SessionList{}, err
+	}
+	sl.Unanswered = parseUnanswered(h)
+	return sl, nil
+}
+
+// parseUnanswered reads UnansweredHeader: every line of it (a proxy may
+// have split or joined them), items separated by commas, blanks around
+// them dropped; an item that is not valid percent-encoding is kept as it
+// came.
+func parseUnanswered(h http.Header) []string {
+	var ids []string
+	for _, v := range h.Values(UnansweredHeader) {
+		for _, item := range strings.Split(v, ",") {
+			item = strings.TrimSpace(item)
+			if item == "" {
+				continue
+			}
+			if id, err := url.QueryUnescape(item); err == nil {
+				item = id
+			}
+			ids = append(ids, item)
+		}
+	}
+	return ids
 }
 
 // DisconnectSession suspends a session wherever it runs.

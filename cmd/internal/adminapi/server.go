@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -304,7 +305,27 @@ func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, fmt.Sprintf("unknown state %q: one of %s", f.State, strings.Join(SessionStates, ", ")))
 		return
 	}
-	list(s, func(ctx context.Context) ([]SessionInfo, error) { return s.backend.Sessions(ctx, f) })(w, r)
+	sl, err := s.backend.Sessions(r.Context(), f)
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if len(sl.Unanswered) > 0 {
+		w.Header().Set(UnansweredHeader, formatUnanswered(sl.Unanswered))
+	}
+	if sl.Sessions == nil {
+		sl.Sessions = []SessionInfo{}
+	}
+	writeJSON(w, http.StatusOK, sl.Sessions)
+}
+
+// formatUnanswered is the value of UnansweredHeader for ids.
+func formatUnanswered(ids []string) string {
+	esc := make([]string, len(ids))
+	for i, id := range ids {
+		esc[i] = url.QueryEscape(id)
+	}
+	return strings.Join(esc, ",")
 }
 
 // action answers a request acting on the object the path's {id} names: do

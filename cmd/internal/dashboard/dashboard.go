@@ -508,10 +508,11 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, l *login) 
 	q := r.URL.Query()
 	f := adminapi.SessionFilter{User: q.Get("user"), Terminal: q.Get("terminal"), Server: q.Get("server"),
 		State: q.Get("state"), Token: q.Get("token")}
-	ss, ok := fetch(s, w, r, l, func(ctx context.Context) ([]adminapi.SessionInfo, error) { return s.cfg.Backend.Sessions(ctx, f) })
+	sl, ok := fetch(s, w, r, l, func(ctx context.Context) (adminapi.SessionList, error) { return s.cfg.Backend.Sessions(ctx, f) })
 	if !ok {
 		return
 	}
+	ss := sl.Sessions
 	type row struct {
 		adminapi.SessionInfo
 		Idle string
@@ -526,7 +527,8 @@ func (s *Server) sessionsPage(w http.ResponseWriter, r *http.Request, l *login) 
 		rows = append(rows, row{si, idle})
 	}
 	flash, _ := s.takeFlash(l)
-	s.renderWithFlash(w, "sessions", l, flash, map[string]any{"Sessions": rows, "Filter": f})
+	s.renderWithFlash(w, "sessions", l, flash, map[string]any{"Sessions": rows, "Filter": f,
+		"Unanswered": sl.Warnings(f != adminapi.SessionFilter{})})
 }
 
 func (s *Server) sessionAction(w http.ResponseWriter, r *http.Request, l *login) {

@@ -184,3 +184,44 @@ func TestSafeNext(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionsPageUnanswered: the sessions page names the members that did
+// not answer the listing and says what their rows mean; it shows no
+// warning when every member answered.
+func TestSessionsPageUnanswered(t *testing.T) {
+	s, fb := newTestServer(t)
+	ts := httptest.NewTLSServer(s.Handler())
+	defer ts.Close()
+	viewer := client(t, ts)
+	if code, body := post(t, viewer, ts.URL+"/login", url.Values{"user": {"viewer"}, "password": {"v"}}, ""); code != 200 {
+		t.Fatalf("login: %d\n%s", code, body)
+	}
+	if _, body := get(t, viewer, ts.URL+"/sessions"); strings.Contains(body, `id="unanswered"`) {
+		t.Errorf("every member answered, yet the page warns:\n%s", body)
+	}
+
+	fb.Update(func(st *adminapitest.State) {
+		st.Sessions = append(st.Sessions, adminapi.SessionInfo{ID: "s-2", User: "bob", State: "active", ServerID: "b2", Partial: true})
+		st.Unanswered = []string{"b2", "b3"}
+	})
+	_, body := get(t, viewer, ts.URL+"/sessions")
+	m := regexp.MustCompile(`(?s)<div id="unanswered">(.*?)</div>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no warning about the members that did not answer:\n%s", body)
+	}
+	for _, want := range []string{
+		"server b2 did not answer: the session listed for it comes from the group registry, marked partial",
+		"server b3 did not answer, and the group registry holds no session of it",
+	} {
+		if !strings.Contains(m[1], want) {
+			t.Errorf("warning %q lacks %q", m[1], want)
+		}
+	}
+	if !strings.Contains(body, `data-session="s-2"`) {
+		t.Errorf("the partial row is not listed:\n%s", body)
+	}
+	// A filter on another server asks neither: no warning.
+	if _, body := get(t, viewer, ts.URL+"/sessions?server=b1"); strings.Contains(body, `id="unanswered"`) {
+		t.Errorf("sessions of b1 only, yet the page warns about others:\n%s", body)
+	}
+}

@@ -38,6 +38,12 @@ type State struct {
 	// last n of them.
 	Events []event.Event
 
+	// Unanswered are the members that do not answer a sessions listing:
+	// Sessions reports those a listing would ask (every one, or the one
+	// its filter's Server names). Their rows, if any, are in Sessions
+	// (marked Partial, as the daemon marks them).
+	Unanswered []string
+
 	// NotReady is what Ready returns (nil: ready).
 	NotReady error
 	// SessionsErr and PairErr, when set, are what Sessions and PairToken
@@ -80,6 +86,7 @@ func New(s State) *Backend {
 	s.Pairings = slices.Clone(s.Pairings)
 	s.Servers = slices.Clone(s.Servers)
 	s.Events = slices.Clone(s.Events)
+	s.Unanswered = slices.Clone(s.Unanswered)
 	return &Backend{state: s}
 }
 
@@ -106,8 +113,9 @@ func (b *Backend) PairCalls() []PairCall {
 	return slices.Clone(b.pairs)
 }
 
-// Sessions returns the sessions that pass f.
-func (b *Backend) Sessions(ctx context.Context, f adminapi.SessionFilter) ([]adminapi.SessionInfo, error) {
+// Sessions returns the sessions that pass f and the State's Unanswered
+// members that a listing with f asks.
+func (b *Backend) Sessions(ctx context.Context, f adminapi.SessionFilter) (adminapi.SessionList, error) {
 	b.mu.Lock()
 	entered, release := b.state.SessionsEntered, b.state.SessionsRelease
 	b.mu.Unlock()
@@ -118,18 +126,23 @@ func (b *Backend) Sessions(ctx context.Context, f adminapi.SessionFilter) ([]adm
 		select {
 		case <-release:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return adminapi.SessionList{}, ctx.Err()
 		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.state.SessionsErr != nil {
-		return nil, b.state.SessionsErr
+		return adminapi.SessionList{}, b.state.SessionsErr
 	}
-	var out []adminapi.SessionInfo
+	var out adminapi.SessionList
 	for _, s := range b.state.Sessions {
 		if f.Match(s) {
-			out = append(out, s)
+			out.Sessions = append(out.Sessions, s)
+		}
+	}
+	for _, id := range b.state.Unanswered {
+		if f.Server == "" || f.Server == id {
+			out.Unanswered = append(out.Unanswered, id)
 		}
 	}
 	return out, nil

@@ -52,7 +52,8 @@ func TestSuspendAndRevoke(t *testing.T) {
 	if err := b.LockSession(ctx, "s2"); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := b.Sessions(ctx, adminapi.SessionFilter{State: "suspended"})
+	sl, _ := b.Sessions(ctx, adminapi.SessionFilter{State: "suspended"})
+	got := sl.Sessions
 	want := []adminapi.SessionInfo{{ID: "s1", State: "suspended", LastTerminal: "t1"}, {ID: "s2", State: "suspended", LastTerminal: "t2"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("sessions after disconnect and lock = %+v; want %+v", got, want)
