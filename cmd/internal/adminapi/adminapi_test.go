@@ -754,3 +754,16 @@ func TestFollowEndsWithServer(t *testing.T) {
 		t.Fatal("the stream outlived the server's stop (it waited for the shutdown grace)")
 	}
 }
+
+// TestStatusErrorSaysPrefixOnce: a server error that is one of this
+// package's errors is not prefixed twice ("adminapi: kill session:
+// adminapi: not found…" was what hotdeskctl printed).
+func TestStatusErrorSaysPrefixOnce(t *testing.T) {
+	e := &adminapi.StatusError{Op: "kill session", Status: 404, Message: "adminapi: not found: session s-1"}
+	if got, want := e.Error(), "adminapi: kill session: not found: session s-1 (404 Not Found)"; got != want {
+		t.Fatalf("Error() = %q; want %q", got, want)
+	}
+	if !errors.Is(e, adminapi.ErrNotFound) {
+		t.Fatal("the error no longer matches ErrNotFound")
+	}
+}

@@ -36,7 +36,10 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("adminapi: %s: %s (%d %s)", e.Op, e.Message, e.Status, http.StatusText(e.Status))
+	// The server's message is often one of this package's errors too:
+	// say "adminapi:" once.
+	msg := strings.TrimPrefix(e.Message, "adminapi: ")
+	return fmt.Sprintf("adminapi: %s: %s (%d %s)", e.Op, msg, e.Status, http.StatusText(e.Status))
 }
 
 // Unwrap returns the sentinel for the status.
