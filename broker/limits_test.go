@@ -20,6 +20,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
 )
 
 // flakyListener fails Accept with errs, in order, then hands out conns.
@@ -317,5 +318,49 @@ func TestTokenEventRate(t *testing.T) {
 		if strings.Contains(h, tok(40)) || strings.Contains(h, tok(999)) {
 			t.Fatalf("queued %q; the refused insert and the stray removal must not be", h)
 		}
+	}
+}
+
+// serversOnly is a Registry that answers Servers only (place's one call).
+type serversOnly struct {
+	Registry
+	servers []registry.ServerRecord
+}
+
+func (r serversOnly) Servers(context.Context) ([]registry.ServerRecord, error) { return r.servers, nil }
+
+// TestPlaceByWeight: a new session goes to the member with the fewest
+// sessions per unit of weight (session.weight); this broker's own count
+// is its exact one; ties stay here; draining and full members take none.
+func TestPlaceByWeight(t *testing.T) {
+	t.Parallel()
+	b := &Broker{cfg: Config{ServerID: "b1"}, byID: map[string]*Session{"s-1": {}, "s-2": {}}}
+	place := func(servers ...registry.ServerRecord) string {
+		t.Helper()
+		b.reg = serversOnly{servers: servers}
+		srv, err := b.place(context.Background(), 0)
+		if err != nil {
+			return err.Error()
+		}
+		return srv.ID
+	}
+	// b1 runs 2 (its record's 0 is stale): 2/1; b2 2/3; b3 1/1.
+	if got := place(registry.ServerRecord{ID: "b1", Weight: 1}, registry.ServerRecord{ID: "b2", Sessions: 2, Weight: 3},
+		registry.ServerRecord{ID: "b3", Sessions: 1, Weight: 1}); got != "b2" {
+		t.Errorf("placed on %s; want b2 (2 sessions of weight 3)", got)
+	}
+	// The same without weights: b3 has the fewest.
+	if got := place(registry.ServerRecord{ID: "b1"}, registry.ServerRecord{ID: "b2", Sessions: 2},
+		registry.ServerRecord{ID: "b3", Sessions: 1}); got != "b3" {
+		t.Errorf("placed on %s; want b3 (fewest sessions, equal weights)", got)
+	}
+	// A tie stays here: b1 2/2 = b2 1/1.
+	if got := place(registry.ServerRecord{ID: "b1", Weight: 2}, registry.ServerRecord{ID: "b2", Sessions: 1, Weight: 1}); got != "b1" {
+		t.Errorf("placed on %s; want b1 (a tie stays local)", got)
+	}
+	// Draining and full members take none.
+	if got := place(registry.ServerRecord{ID: "b1", Weight: 1}, registry.ServerRecord{ID: "b2", Weight: 100, Draining: true},
+		registry.ServerRecord{ID: "b3", Weight: 100, Sessions: 5, Capacity: 5}); got != "b1" {
+		t.Errorf("placed on %s; want b1 (the others drain or are full)", got)
 	}
 }

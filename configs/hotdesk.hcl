@@ -137,6 +137,11 @@ session {
   # starts, so concurrent logins never overshoot it.
   max_sessions = 50
 
+  # This server's share of new sessions in a group: a new session goes to
+  # the member with the fewest sessions per unit of weight, so a server of
+  # weight 2 takes twice as many as one of weight 1 (1 to 1000).
+  weight = 1
+
   # Leave the desktops running when hotdeskd stops; the next start re-adopts
   # them (verifying each is the process it started) and re-claims their
   # tokens, so a restart or an upgrade loses no session. false: a stop ends

@@ -264,7 +264,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	}
 	d.serverRec = registry.ServerRecord{
 		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
-		Capacity: cfg.Session.MaxSessions, Weight: 1, StartedUnixMs: time.Now().UnixMilli(),
+		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: time.Now().UnixMilli(),
 		Version: version.String(),
 	}
 	// The lease of the previous run, if it kept its desktops: this run

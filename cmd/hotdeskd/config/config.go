@@ -154,6 +154,9 @@ type Limits struct {
 	TokenEventsPerSecond int // token_events_per_second
 }
 
+// MaxWeight bounds session.weight.
+const MaxWeight = 1000
+
 // MaxTokenEventsPerSecond bounds limits.token_events_per_second: far above
 // what any terminal sends, and small enough that its bursts (twice as many)
 // stay a sane integer.
@@ -192,6 +195,11 @@ type Session struct {
 	Auth           string        // auth: default login policy: kiosk|card|card+pin|card+password|password
 	KioskUser      string        // kiosk_user: local user of kiosk sessions; "" = the token's user
 	MaxSessions    int           // max_sessions on this server; 0 = unlimited
+	// Weight is this server's share of new sessions in its group: the
+	// group places a new session on the member with the fewest sessions
+	// per unit of weight (a server of weight 2 takes twice as many as one
+	// of weight 1). Default 1.
+	Weight int // weight
 	// KeepOnStop leaves the desktops running when hotdeskd stops; the next
 	// start re-adopts them (a restart loses no session). Default true.
 	KeepOnStop bool // keep_on_stop
@@ -364,6 +372,7 @@ func base() *Config {
 			SuspendTimeout: 24 * time.Hour,
 			Auth:           "card+pin",
 			MaxSessions:    DefaultMaxSessions,
+			Weight:         1,
 			KeepOnStop:     true,
 		},
 		Auth: Auth{

@@ -71,6 +71,7 @@ func TestLoadGolden(t *testing.T) {
 					Auth:           "kiosk",
 					KioskUser:      "guest",
 					MaxSessions:    50,
+					Weight:         3,
 					KeepOnStop:     true,
 				},
 				Compositor: Compositor{
@@ -620,6 +621,7 @@ func TestSecureDefaults(t *testing.T) {
 		{"huge lease ttl", "etcd {\n  lease_ttl = \"2562047h\"\n}\n", "must be between"},
 		{"zero connection cap", "limits {\n  max_connections = 0\n}\n", "limits.max_connections: must be at least 1"},
 		{"absurd token event rate", "limits {\n  token_events_per_second = 9223372036854775807\n}\n", "limits.token_events_per_second: must be at most 10000"},
+		{"zero weight", "session {\n  weight = 0\n}\n", "session.weight: must be between 1 and 1000"},
 		{"no token events", "limits {\n  token_events_per_second = 0\n}\n", "limits.token_events_per_second: must be at least 1"},
 		{"bad kiosk prefix", "compositor {\n  kiosk_account_prefix = \"Root\"\n}\n", "invalid account prefix"},
 	}

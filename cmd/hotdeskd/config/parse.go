@@ -86,6 +86,7 @@ type rawSession struct {
 	Auth           string `hcl:"auth,optional"`
 	KioskUser      string `hcl:"kiosk_user,optional"`
 	MaxSessions    int    `hcl:"max_sessions,optional"`
+	Weight         int    `hcl:"weight,optional"`
 	KeepOnStop     bool   `hcl:"keep_on_stop,optional"`
 }
 
@@ -206,7 +207,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			Embedded: &rawEmbedded{ClientURL: d.Etcd.Embedded.ClientURL, PeerURL: d.Etcd.Embedded.PeerURL},
 		},
 		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth, KeepOnStop: d.Session.KeepOnStop,
-			MaxSessions: d.Session.MaxSessions},
+			MaxSessions: d.Session.MaxSessions, Weight: d.Session.Weight},
 		Auth: &rawAuth{
 			PAMService: d.Auth.PAMService, PINService: d.Auth.PINService, OpenSession: d.Auth.OpenSession,
 			Timeout: d.Auth.Timeout.String(), ReauthOnHotdesk: d.Auth.ReauthOnHotdesk,
@@ -285,6 +286,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			Auth:           raw.Session.Auth,
 			KioskUser:      raw.Session.KioskUser,
 			MaxSessions:    raw.Session.MaxSessions,
+			Weight:         raw.Session.Weight,
 			KeepOnStop:     raw.Session.KeepOnStop,
 		},
 		Auth: Auth{

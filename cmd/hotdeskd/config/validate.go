@@ -138,6 +138,9 @@ func (c *Config) validate(rg ranges) error {
 	if c.Session.MaxSessions < 0 {
 		bad("session.max_sessions", "Invalid session limit", "must be 0 (unlimited) or more, got %d.", c.Session.MaxSessions)
 	}
+	if c.Session.Weight < 1 || c.Session.Weight > MaxWeight {
+		bad("session.weight", "Invalid weight", "must be between 1 and %d, got %d.", MaxWeight, c.Session.Weight)
+	}
 
 	a := c.Auth
 	if a.PAMService == "" || strings.ContainsAny(a.PAMService, "/ ") {

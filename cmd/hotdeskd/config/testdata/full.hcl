@@ -43,6 +43,7 @@ session {
   auth            = "kiosk"
   kiosk_user      = "guest"
   max_sessions    = 50
+  weight          = 3
 }
 
 compositor {
