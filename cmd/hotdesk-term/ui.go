@@ -148,6 +148,9 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		return greeter.State{Screen: greeter.Unavailable, Title: textUnavailable}
 	case "auth_failed":
 		return idle("Wrong PIN or password. Insert your card again.", true)
+	case "cancelled":
+		// The card was pulled mid-login: the person's own doing, no error.
+		return idle("", false)
 	case "rate_limited":
 		// One code for a lockout after failed logins and for attempts
 		// that come too fast (logins or pairings in progress, token

@@ -72,3 +72,24 @@ func tokenEvent(kind string) tokens.Event {
 	}
 	return ev
 }
+
+// TestGreeterUICardPulled: a card pulled while its PIN is asked is the
+// person's own doing: the greeter goes back to "insert your card" without
+// an error, not to the broker's words for it ("login abandoned: token
+// removed" in red).
+func TestGreeterUICardPulled(t *testing.T) {
+	t.Parallel()
+	for _, msg := range []string{"login abandoned: token removed", "token removed before its proof"} {
+		rec := &recordScreen{}
+		ui := &greeterUI{scr: rec}
+		ui.event(connectedEvent("b1", "h:1"))
+		ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+		ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+		ui.event(cardEventOf(tokens.Event{Kind: tokens.Removed, Token: "uid.01", Reader: "r0"}))
+		ui.event(protoErrorEvent(&proto.Error{Code: proto.ErrCancelled, Message: msg, Token: "uid.01"}))
+		got := rec.shown[len(rec.shown)-1]
+		if got.Screen != greeter.Idle || got.Message != "" || got.Error {
+			t.Errorf("after %q: shown %+v; want the idle screen without a message", msg, got)
+		}
+	}
+}
