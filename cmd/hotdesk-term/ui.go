@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // Texts of the greeter's screens.
@@ -172,6 +174,8 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 			return idle("This phone or badge cannot be paired: its key was refused. Ask your administrator.", true)
 		}
 		return idle("The pairing code is wrong, used or expired.", true)
+	case errPair:
+		return idle(strField(ev, "message"), true)
 	case errCommand, errNoKey:
 		return u.cur
 	}
@@ -189,8 +193,10 @@ type greeterInput struct {
 	ctx  context.Context
 	a    *agent
 	name string
-	wg   sync.WaitGroup
-	busy sync.Mutex
+	// pairWait bounds the wait for a phone at the readers (default 1 min).
+	pairWait time.Duration
+	wg       sync.WaitGroup
+	busy     sync.Mutex
 }
 
 func (in *greeterInput) submit(kind greeter.InputKind, text string) {
@@ -209,13 +215,38 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 			defer in.wg.Done()
 			defer in.busy.Unlock()
 			if in.a.cfg.Cards == nil {
-				in.a.out.emit(errorEvent(0, errCommand, "no card reader to pair a phone with"))
+				in.a.out.emit(errorEvent(0, errPair, "This terminal has no card reader to pair a phone with."))
 				return
 			}
-			if _, err := in.a.PairPhone(in.ctx, text, in.name, time.Minute); err != nil {
+			wait := in.pairWait
+			if wait <= 0 {
+				wait = time.Minute
+			}
+			_, err := in.a.PairPhone(in.ctx, text, in.name, wait)
+			var refused *proto.ProtocolError
+			switch {
+			case err == nil, in.ctx.Err() != nil:
+			case errors.As(err, &refused):
+				// The broker's Error is on the screen already.
 				in.a.log.Warn("pairing failed", "error", err)
+			default:
+				in.a.log.Warn("pairing failed", "error", err)
+				in.a.out.emit(errorEvent(0, errPair, pairFailure(err)))
 			}
 		}()
+	}
+}
+
+// pairFailure tells the person why a pairing ended without the broker's
+// answer.
+func pairFailure(err error) string {
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "no phone presented"):
+		return "No phone was read. Press F2 and try again, holding the phone to the reader."
+	case strings.Contains(msg, "pair: connect"):
+		return "The server cannot be reached. Press F2 to try again later."
+	default:
+		return "The phone could not be read. Press F2 to try again."
 	}
 }
 

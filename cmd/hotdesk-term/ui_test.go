@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
 	"github.com/hotdesk/hotdesk/proto"
@@ -91,5 +94,41 @@ func TestGreeterUICardPulled(t *testing.T) {
 		if got.Screen != greeter.Idle || got.Message != "" || got.Error {
 			t.Errorf("after %q: shown %+v; want the idle screen without a message", msg, got)
 		}
+	}
+}
+
+// TestGreeterPairingFailsVisibly: a pairing code typed on the greeter (F2)
+// that ends without the broker's answer — no phone held to the reader in
+// time, or no card reader at all — tells the person so; it left "Hold the
+// phone to the reader" on the screen, or showed nothing.
+func TestGreeterPairingFailsVisibly(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		cards Cards
+		want  string
+	}{
+		{"no phone", newFakeCards(), "No phone was read"},
+		{"no reader", nil, "no card reader"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recordScreen{}
+			ui := &greeterUI{scr: rec}
+			a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+				Cards: tt.cards, UI: ui.event, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &greeterInput{ctx: context.Background(), a: a, name: "desk", pairWait: time.Millisecond}
+			in.submit(greeter.PairCode, "abcd-efgh-jkmn")
+			in.wg.Wait()
+			if len(rec.shown) == 0 {
+				t.Fatal("nothing shown")
+			}
+			got := rec.shown[len(rec.shown)-1]
+			if got.Screen != greeter.Idle || !got.Error || !strings.Contains(got.Message, tt.want) {
+				t.Errorf("shown %+v; want the idle screen with an error saying %q", got, tt.want)
+			}
+		})
 	}
 }
