@@ -480,6 +480,7 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 		a.insertDone(ev.Token) // a new insertion: new retries
 		if a.conn == nil {
 			a.missed = append(a.missed, ev.Token)
+			a.reconnectNow()
 		}
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:

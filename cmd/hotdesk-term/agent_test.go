@@ -707,3 +707,23 @@ func TestAgentParkedRemoval(t *testing.T) {
 		t.Errorf("connections to a = %d; want 1", got)
 	}
 }
+
+// TestAgentInsertWhileDisconnectedReconnects: a token inserted while the
+// broker is away (the agent between two reconnect attempts, which back off
+// to 30 s) makes the agent try at once and present it: a person at the
+// desk whose card goes in right after the broker came back waited out the
+// backoff on "Server unavailable — reconnecting…". The fake clock never
+// fires the reconnect timer here.
+func TestAgentInsertWhileDisconnectedReconnects(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, "broker-a", time.Minute)
+	clk := clock.NewFake(time.Now())
+	ta := startAgent(t, a, func(c *Config) { c.Clock = clk; c.MinBackoff = 30 * time.Second; c.MaxBackoff = 30 * time.Second })
+	p := a.accept()
+	ta.out.wait("connected")
+	p.c.Close()
+	ta.out.wait("reconnecting")
+	ta.command(t, "insert default")
+	p2 := a.accept()
+	p2.inserted(ta.key.Token)
+}
