@@ -143,6 +143,19 @@ func (u *greeterUI) event(ev event) {
 	}
 }
 
+// answered shows that the prompt's answer is being checked: no input
+// field until the broker answers (a PIN typed again meanwhile would go
+// nowhere).
+func (u *greeterUI) answered() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cur.Screen != greeter.Prompt {
+		return
+	}
+	u.cur = greeter.State{Screen: greeter.Busy, Title: "Checking…"}
+	u.scr.Show(u.cur)
+}
+
 // errorState is the screen for an error event.
 func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) greeter.State {
 	switch strField(ev, "name") {
@@ -192,6 +205,7 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 type greeterInput struct {
 	ctx  context.Context
 	a    *agent
+	ui   *greeterUI
 	name string
 	// pairWait bounds the wait for a phone at the readers (default 1 min).
 	pairWait time.Duration
@@ -202,6 +216,11 @@ type greeterInput struct {
 func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 	switch kind {
 	case greeter.Answer:
+		// Before the agent sends it: the broker's next word (a prompt, an
+		// error, the desktop) replaces "checking".
+		if in.ui != nil {
+			in.ui.answered()
+		}
 		select {
 		case in.a.ctrl <- command{op: opAnswer, arg: text}:
 		case <-in.ctx.Done():
@@ -264,7 +283,7 @@ func frameEvent(f greeter.Frame) event {
 // closes the window and waits for pairing runs; call it after a.Run.
 func startGreeter(ctx context.Context, a *agent, ui *greeterUI, name string) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	in := &greeterInput{ctx: ctx, a: a, name: name}
+	in := &greeterInput{ctx: ctx, a: a, ui: ui, name: name}
 	var fmu sync.Mutex
 	var last greeter.Frame
 	w, err := greeter.New(greeter.Options{

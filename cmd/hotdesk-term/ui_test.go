@@ -132,3 +132,34 @@ func TestGreeterPairingFailsVisibly(t *testing.T) {
 		})
 	}
 }
+
+// TestGreeterAnswerShowsChecking: once the PIN is typed and Enter pressed,
+// the greeter says it is being checked and takes no more input until the
+// broker answers (PAM's fail delay keeps a wrong PIN 2 s); it kept the
+// empty prompt, and a PIN typed again meanwhile was silently lost.
+func TestGreeterAnswerShowsChecking(t *testing.T) {
+	t.Parallel()
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec}
+	a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+		UI: ui.event, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "}))
+	got := make(chan command, 1)
+	go func() { got <- <-a.ctrl }()
+	in := &greeterInput{ctx: context.Background(), a: a, ui: ui, name: "desk"}
+	in.submit(greeter.Answer, "2468")
+	if c := <-got; c.op != opAnswer || c.arg != "2468" {
+		t.Fatalf("agent got %+v; want the answer", c)
+	}
+	if s := rec.shown[len(rec.shown)-1]; s.Screen != greeter.Busy || !strings.Contains(s.Title, "Checking") {
+		t.Errorf("shown %+v after the answer; want a busy screen saying it is checking", s)
+	}
+	// The broker's verdict replaces it.
+	ui.event(protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: "uid.01"}))
+	if s := rec.shown[len(rec.shown)-1]; s.Screen != greeter.Idle || !strings.Contains(s.Message, "Wrong PIN") {
+		t.Errorf("shown %+v after the refusal; want wrong PIN", s)
+	}
+}
