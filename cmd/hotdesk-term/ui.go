@@ -170,7 +170,7 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		// One code for a lockout after failed logins and for attempts
 		// that come too fast (logins or pairings in progress, token
 		// events): the broker's message tells them apart.
-		if strings.Contains(strField(ev, "message"), "failed") {
+		if isLockout(proto.ErrRateLimited, strField(ev, "message")) {
 			return idle("Locked out: too many failed attempts. Try again later.", true)
 		}
 		return idle("Too many attempts right now. Try again in a moment.", true)
