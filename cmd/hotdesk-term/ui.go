@@ -162,6 +162,9 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case errConnect:
 		return greeter.State{Screen: greeter.Unavailable, Title: textUnavailable}
 	case "auth_failed":
+		if strings.Contains(strField(ev, "message"), "no answer") {
+			return idle("No PIN or password was entered in time. Insert your card again.", true)
+		}
 		return idle("Wrong PIN or password. Insert your card again.", true)
 	case "cancelled":
 		// The card was pulled mid-login: the person's own doing, no error.

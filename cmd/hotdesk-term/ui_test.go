@@ -34,6 +34,7 @@ func TestGreeterUI(t *testing.T) {
 		{"card read", cardEventOf(tokenEvent("inserted")), greeter.Busy, "Reading your card", false},
 		{"PIN", promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}), greeter.Prompt, "PIN:", true},
 		{"PAM error text", promptEvent(&proto.AuthPrompt{ID: 2, Style: proto.PromptError, Text: "card locked, try again in 27 s"}), greeter.Prompt, "try again in 27 s", true},
+		{"PIN not entered", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: "uid.01"}), greeter.Idle, "entered in time", false},
 		{"wrong PIN", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: "uid.01"}), greeter.Idle, "Wrong PIN", false},
 		{"locked out", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins", Token: "uid.01"}), greeter.Idle, "Locked out", false},
 		{"too fast", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many token events; present the token again shortly", Token: "uid.01"}), greeter.Idle, "Try again in a moment", false},
