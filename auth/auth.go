@@ -17,6 +17,11 @@ import (
 // ErrDenied is returned (wrapped) when authentication fails.
 var ErrDenied = errors.New("auth: denied")
 
+// ErrNoAnswer: the person at the terminal did not answer a prompt in time
+// (auth/pam's prompt timeout wraps it). Nothing was typed: not a wrong
+// secret.
+var ErrNoAnswer = errors.New("auth: no answer from the terminal in time")
+
 // Request describes who is asking for a session.
 type Request struct {
 	Token      string // typed token id presenting

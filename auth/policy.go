@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // Kind is how a session is authenticated.
@@ -208,7 +211,23 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 		if c.Services == nil {
 			return Result{}, fmt.Errorf("auth: %s policy: no PAM authenticator configured", pol.Kind)
 		}
+		if pol.Kind == KindCardPIN {
+			conv = pinConversation{conv}
+		}
 		return c.Services.AuthenticateService(ctx, pol.ServiceName(), req, conv)
 	}
 	return Result{}, fmt.Errorf("auth: %w: %q", ErrUnknownKind, pol.Kind)
+}
+
+// pinConversation shows PAM's generic password prompt ("Password: ", what
+// pam_userdb and most modules ask for their secret) as "PIN: ": with
+// card+pin the secret is the PIN, and the person at the terminal is told
+// so. Every other prompt passes unchanged.
+type pinConversation struct{ Conversation }
+
+func (c pinConversation) Prompt(ctx context.Context, style proto.PromptStyle, text string) (string, error) {
+	if style == proto.PromptEchoOff && strings.TrimSpace(text) == "Password:" {
+		text = "PIN: "
+	}
+	return c.Conversation.Prompt(ctx, style, text)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 func TestPoliciesFor(t *testing.T) {
@@ -121,5 +122,60 @@ func TestChooser(t *testing.T) {
 				t.Errorf("service = %q; want %q", svc.service, tt.wantService)
 			}
 		})
+	}
+}
+
+// promptingServices is a PAM stack that asks what a module asks.
+type promptingServices struct {
+	style proto.PromptStyle
+	text  string
+}
+
+func (f *promptingServices) AuthenticateService(ctx context.Context, _ string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	if _, err := conv.Prompt(ctx, f.style, f.text); err != nil {
+		return auth.Result{}, err
+	}
+	return auth.Result{User: req.User}, nil
+}
+
+// recordConv records the prompts shown at the terminal.
+type recordConv struct{ shown []string }
+
+func (r *recordConv) Prompt(_ context.Context, _ proto.PromptStyle, text string) (string, error) {
+	r.shown = append(r.shown, text)
+	return "2468", nil
+}
+
+// TestChooserPINPrompt: with card+pin, PAM's generic password prompt (what
+// pam_userdb, the shipped PIN stack, and most modules ask) is shown as
+// "PIN: ": a person asked for a PIN after the card is not asked for a
+// password. Other prompts, and other policies' prompts, pass unchanged.
+func TestChooserPINPrompt(t *testing.T) {
+	p := &auth.Policies{
+		Default: auth.Policy{Kind: auth.KindCardPIN},
+		Tokens:  map[string]auth.Policy{"uid.pw": {Kind: auth.KindCardPassword}},
+	}
+	tests := []struct {
+		token string
+		style proto.PromptStyle
+		text  string
+		want  string
+	}{
+		{"uid.pin", proto.PromptEchoOff, "Password: ", "PIN: "},
+		{"uid.pin", proto.PromptEchoOff, "Password:", "PIN: "},
+		{"uid.pin", proto.PromptEchoOff, "Card PIN: ", "Card PIN: "},
+		{"uid.pin", proto.PromptEchoOn, "Password: ", "Password: "},
+		{"uid.pin", proto.PromptError, "Password: ", "Password: "},
+		{"uid.pw", proto.PromptEchoOff, "Password: ", "Password: "},
+	}
+	for _, tt := range tests {
+		c := &auth.Chooser{Policies: p, Services: &promptingServices{style: tt.style, text: tt.text}}
+		conv := &recordConv{}
+		if _, err := c.Authenticate(t.Context(), auth.Request{Token: tt.token, User: "alice"}, conv); err != nil {
+			t.Fatal(err)
+		}
+		if len(conv.shown) != 1 || conv.shown[0] != tt.want {
+			t.Errorf("%s: %s %q shown as %q; want %q", tt.token, tt.style, tt.text, conv.shown, tt.want)
+		}
 	}
 }

@@ -293,6 +293,10 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
 		b.emit(event.Event{Kind: event.LoginRefused, Token: token, User: rec.User, Terminal: t.id})
+		if errors.Is(err, auth.ErrNoAnswer) {
+			// Nothing was typed: the terminal tells it from a wrong secret.
+			return res, fail(proto.ErrAuthFailed, "authentication failed: no answer in time", err)
+		}
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
 	b.emit(event.Event{Kind: event.LoginGranted, Token: token, User: res.User, Terminal: t.id})

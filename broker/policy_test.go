@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -275,5 +276,28 @@ func TestPolicyAdminLock(t *testing.T) {
 	t3.insert(tok)
 	if a := expectMsg[proto.Attached](t3); a.SessionID != att.SessionID || t3.promptCount() != 0 {
 		t.Fatalf("hot-desk after the lock's login: %+v after %d prompts; want no prompt", a, t3.promptCount())
+	}
+}
+
+// unansweredAuth is a login whose prompt nobody answered in time.
+type unansweredAuth struct{}
+
+func (unansweredAuth) Authenticate(context.Context, auth.Request, auth.Conversation) (auth.Result, error) {
+	return auth.Result{}, fmt.Errorf("pam: prompt timed out: %w", auth.ErrNoAnswer)
+}
+
+// TestPromptUnanswered: a login whose PIN prompt nobody answered in time
+// is refused as auth_failed with a message that says so, for the greeter
+// to tell "no PIN entered" from a wrong PIN (it said "Wrong PIN or
+// password" to a person who had typed nothing).
+func TestPromptUnanswered(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, "b1", envOptions{authn: unansweredAuth{}})
+	tok, key := e.enroll("uma")
+	t1 := e.dial("term-1")
+	t1.present(tok, key)
+	er := expectMsg[proto.Error](t1)
+	if er.Code != proto.ErrAuthFailed || er.Token != tok || !strings.Contains(er.Message, "no answer") {
+		t.Fatalf("refusal %+v; want auth_failed for %s saying no answer came", er, tok)
 	}
 }

@@ -61,7 +61,8 @@ var (
 	ErrTimeout = errors.New("pam: login timed out")
 	// ErrPromptTimeout: the person did not answer a prompt within
 	// Config.PromptTimeout.
-	ErrPromptTimeout = errors.New("pam: prompt timed out")
+	// It is auth.ErrNoAnswer too (errors.Is).
+	ErrPromptTimeout error = promptTimeout{}
 	// ErrConversation: the conversation failed (terminal gone); the login was
 	// aborted.
 	ErrConversation = errors.New("pam: conversation failed")
@@ -643,3 +644,11 @@ func (b *boundedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// promptTimeout is ErrPromptTimeout: a pam error that is also
+// auth.ErrNoAnswer, for the broker to tell "nothing typed" from a wrong
+// secret.
+type promptTimeout struct{}
+
+func (promptTimeout) Error() string        { return "pam: prompt timed out" }
+func (promptTimeout) Is(target error) bool { return target == auth.ErrNoAnswer }

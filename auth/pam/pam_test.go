@@ -270,6 +270,10 @@ func TestTimeouts(t *testing.T) {
 			if !errors.Is(o.err, tt.want) {
 				t.Errorf("err = %v; want %v", o.err, tt.want)
 			}
+			// An unanswered prompt is the broker's "no answer in time".
+			if got := errors.Is(o.err, auth.ErrNoAnswer); got != (tt.name == "prompt") {
+				t.Errorf("err = %v: errors.Is auth.ErrNoAnswer = %v", o.err, got)
+			}
 			noHelpers(t)
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -136,6 +137,16 @@ type agent struct {
 	// or a reconnect's dial running): presented on the next connection,
 	// whatever that dial was for. Removal takes a token off.
 	missed []string
+	// cardsWatched is set while Run watches cfg.Cards: a pairing
+	// (PairPhone, the greeter's F2) then takes the phones from Run's loop
+	// through phoneReq, as the readers allow one watch at a time.
+	cardsWatched atomic.Bool
+	phoneReq     chan chan tokens.Event
+	// phoneWait, set by a pairing through phoneReq, receives the phones
+	// inserted meanwhile instead of the broker; diverted are those phones,
+	// whose removal is not reported either.
+	phoneWait chan tokens.Event
+	diverted  map[string]bool
 	// retries are tokens answered "unavailable" (retry.go); represent
 	// carries their timers into the loop, stopped closes when it ends.
 	retries   retryState
@@ -207,6 +218,8 @@ func newAgent(cfg Config) (*agent, error) {
 		out:       &emitter{w: cfg.Out, json: cfg.JSON, now: cfg.Clock.Now, ui: cfg.UI},
 		prov:      soft.NewProvider(cfg.Keystore, cfg.Clock),
 		cards:     make(map[string]string),
+		phoneReq:  make(chan chan tokens.Event),
+		diverted:  make(map[string]bool),
 		ctrl:      make(chan command),
 		inbox:     make(chan inMsg, inboxSize),
 		ticks:     make(chan *link),
@@ -281,6 +294,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		if cardEvents, err = a.cfg.Cards.Watch(ctx); err != nil {
 			return fmt.Errorf("card readers: %w", err)
 		}
+		a.cardsWatched.Store(true)
+		defer a.cardsWatched.Store(false)
 	}
 
 	for {
@@ -306,6 +321,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 				continue
 			}
 			a.cardEvent(ev)
+		case ch := <-a.phoneReq:
+			a.waitPhones(ch)
 		case m := <-a.inbox:
 			a.message(ctx, m)
 		case l := <-a.ticks:
@@ -410,14 +427,48 @@ func (a *agent) send(m any) {
 // cardEvent prints a card reader's event, remembers which cards are
 // present (to report them again after a reconnect) and forwards it.
 func (a *agent) cardEvent(ev tokens.Event) {
+	divert := false
 	switch ev.Kind {
 	case tokens.Inserted:
 		a.cards[ev.Token] = ev.Reader
+		if a.phoneWait != nil && isPhone(ev.Token) {
+			divert = true
+			a.diverted[ev.Token] = true
+			select {
+			case a.phoneWait <- ev:
+			default:
+			}
+		}
 	case tokens.Removed:
 		delete(a.cards, ev.Token)
+		divert = a.diverted[ev.Token]
+		delete(a.diverted, ev.Token)
 	}
 	a.out.emit(cardEventOf(ev))
-	a.tokenEvent(ev)
+	if !divert {
+		a.tokenEvent(ev)
+	}
+}
+
+// isPhone reports whether tok is a phone (host card emulation).
+func isPhone(tok string) bool { return strings.HasPrefix(tok, "hce.") }
+
+// waitPhones hands the phones inserted from now on to ch (a pairing) —
+// and those at the readers now — instead of the broker; nil ends that.
+func (a *agent) waitPhones(ch chan tokens.Event) {
+	a.phoneWait = ch
+	if ch == nil {
+		return
+	}
+	for tok, reader := range a.cards {
+		if !isPhone(tok) {
+			continue
+		}
+		select {
+		case ch <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: reader, At: a.clk.Now()}:
+		default:
+		}
+	}
 }
 
 // tokenEvent reports a token event of the provider to the current broker.
@@ -429,6 +480,7 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 		a.insertDone(ev.Token) // a new insertion: new retries
 		if a.conn == nil {
 			a.missed = append(a.missed, ev.Token)
+			a.reconnectNow()
 		}
 		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
 	case tokens.Removed:

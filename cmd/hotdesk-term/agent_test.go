@@ -470,6 +470,30 @@ func TestAgentRetriesUnavailable(t *testing.T) {
 	p.quiet(2)
 }
 
+// TestAgentLockoutNotRetried: a token refused because its user is locked
+// out after failed logins is not presented again while it stays inserted:
+// the lockout lasts 30 s and more, and each retry was one more audit line
+// and lockout event at the broker (8 for one lockout, 2 s apart). A token
+// refused for coming too fast is still retried.
+func TestAgentLockoutNotRetried(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, "broker-a", time.Minute)
+	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
+	p := a.accept()
+	p.inserted(ta.key.Token)
+	p.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins; try again later", Token: ta.key.Token})
+	ta.out.wait("error")
+	p.quiet(1)
+
+	// Presented again by the person: a new insertion.
+	ta.command(t, "remove default")
+	p.removed(ta.key.Token)
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many logins in progress; try again shortly", Token: ta.key.Token})
+	p.inserted(ta.key.Token)
+}
+
 // TestAgentReturnsHome: a terminal that a redirect led to another broker
 // stays there while it shows the session, and goes back to its home broker
 // once it is idle (session detached, no token inserted; PROTOCOL.md §7.5),
@@ -706,4 +730,24 @@ func TestAgentParkedRemoval(t *testing.T) {
 	if got := a.accepted.Load(); got != 1 {
 		t.Errorf("connections to a = %d; want 1", got)
 	}
+}
+
+// TestAgentInsertWhileDisconnectedReconnects: a token inserted while the
+// broker is away (the agent between two reconnect attempts, which back off
+// to 30 s) makes the agent try at once and present it: a person at the
+// desk whose card goes in right after the broker came back waited out the
+// backoff on "Server unavailable — reconnecting…". The fake clock never
+// fires the reconnect timer here.
+func TestAgentInsertWhileDisconnectedReconnects(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, "broker-a", time.Minute)
+	clk := clock.NewFake(time.Now())
+	ta := startAgent(t, a, func(c *Config) { c.Clock = clk; c.MinBackoff = 30 * time.Second; c.MaxBackoff = 30 * time.Second })
+	p := a.accept()
+	ta.out.wait("connected")
+	p.c.Close()
+	ta.out.wait("reconnecting")
+	ta.command(t, "insert default")
+	p2 := a.accept()
+	p2.inserted(ta.key.Token)
 }

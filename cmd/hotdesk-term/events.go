@@ -34,6 +34,7 @@ const (
 	errNoKey    = "no_key"          // a challenge for a token not in the keystore
 	errConnect  = "connect_failed"  // a connection attempt failed
 	errDisplay  = "display_failed"  // the display client could not be started
+	errPair     = "pair_failed"     // a pairing on the greeter ended without the broker's answer
 )
 
 func connectedEvent(server, addr string) event {

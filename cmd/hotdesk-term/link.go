@@ -198,6 +198,21 @@ func (a *agent) scheduleRetry() {
 	a.scheduleRetryIn(d)
 }
 
+// reconnectNow starts the reconnect that is waiting for its backoff now:
+// a token was inserted, so someone is at the terminal and the broker may be
+// back. A failed attempt backs off as before.
+func (a *agent) reconnectNow() {
+	if a.retrying == nil || a.dialing {
+		return
+	}
+	a.retrying.Stop()
+	a.retrying = nil
+	select {
+	case a.retry <- struct{}{}:
+	default:
+	}
+}
+
 // scheduleRetryIn reconnects after about d (±20% jitter keeps a room full
 // of terminals from reconnecting in step).
 func (a *agent) scheduleRetryIn(d time.Duration) {

@@ -32,26 +32,36 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 
 // PairPhone waits (within wait) for a phone presented at the card readers,
 // reads its public key over NFC and enrolls it at the home broker with
-// code. The key stays on the phone; it returns the phone's token id.
+// code. The key stays on the phone; it returns the phone's token id. While
+// Run watches the readers (the agent with its greeter), the phones come
+// from its loop and are not presented to the broker meanwhile.
 func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
 	if a.cfg.Cards == nil {
 		return "", errors.New("pair: no card readers (-pcsc)")
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	events, err := a.cfg.Cards.Watch(wctx)
+	events, release, err := a.watchPhones(wctx)
 	if err != nil {
 		return "", fmt.Errorf("pair: card readers: %w", err)
 	}
 	defer func() {
 		cancel()
-		for range events { // drain until the provider closes it
-		}
+		release()
 	}()
 	a.out.emit(event{name: "waiting", text: "present the phone to a reader"})
-	for ev := range events {
-		a.out.emit(cardEventOf(ev))
-		if ev.Kind != tokens.Inserted || !strings.HasPrefix(ev.Token, "hce.") {
+	for {
+		var ev tokens.Event
+		select {
+		case e, ok := <-events:
+			if !ok {
+				return "", fmt.Errorf("pair: no phone presented within %s", wait)
+			}
+			ev = e
+		case <-wctx.Done():
+			return "", fmt.Errorf("pair: no phone presented within %s", wait)
+		}
+		if ev.Kind != tokens.Inserted || !isPhone(ev.Token) {
 			continue
 		}
 		pub, err := a.cfg.Cards.PublicKey(wctx, ev.Token)
@@ -60,7 +70,51 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 		}
 		return a.enroll(ctx, code, "hce", pub, label, ev.Token)
 	}
-	return "", fmt.Errorf("pair: no phone presented within %s", wait)
+}
+
+// watchPhones returns the card events a pairing waits on and the function
+// that ends the wait (after ctx is cancelled). While Run watches the
+// readers they come from its loop (the phones only); otherwise from a
+// watch of the pairing's own, whose events are printed here.
+func (a *agent) watchPhones(ctx context.Context) (<-chan tokens.Event, func(), error) {
+	if a.cardsWatched.Load() {
+		ch := make(chan tokens.Event, 8)
+		select {
+		case a.phoneReq <- ch:
+		case <-a.stopped:
+			return nil, nil, errors.New("agent stopped")
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		return ch, func() {
+			select {
+			case a.phoneReq <- nil:
+			case <-a.stopped:
+			}
+		}, nil
+	}
+	events, err := a.cfg.Cards.Watch(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(chan tokens.Event)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		for ev := range events {
+			a.out.emit(cardEventOf(ev))
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return out, func() {
+		for range out { // drain until the provider closes it
+		}
+		<-done
+	}, nil
 }
 
 // enroll sends Pair to the home broker and waits for its answer.

@@ -3,6 +3,7 @@ package main
 import (
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
@@ -71,8 +72,11 @@ func (a *agent) unavailable(e *proto.Error) {
 	// rate_limited (the broker's queue was full) and stale_fence (an
 	// outdated redirect; the next insert is a new lookup) are transient
 	// the same way (PROTOCOL.md §7.5).
+	// A lockout after failed logins is not: it lasts 30 s and more, and
+	// every attempt meanwhile is refused, audited and counted again; the
+	// person presents the card again when the greeter says so.
 	transient := e.Code == proto.ErrUnavailable || e.Code == proto.ErrRateLimited || e.Code == proto.ErrStaleFence
-	if !transient || e.Token == "" || !a.inserted(e.Token) {
+	if !transient || isLockout(e.Code, e.Message) || e.Token == "" || !a.inserted(e.Token) {
 		return
 	}
 	r := &a.retries
@@ -94,6 +98,14 @@ func (a *agent) unavailable(e *proto.Error) {
 		}
 	})
 	a.log.Debug("token unavailable; presenting it again", "token", tok, "in", d, "attempt", n+1)
+}
+
+// isLockout reports whether an error with code and message refuses a token
+// because its user or terminal is locked out after failed logins: the
+// broker says so in the message of rate_limited, the code it shares with
+// attempts that come too fast (PROTOCOL.md §7.5).
+func isLockout(code proto.ErrorCode, message string) bool {
+	return code == proto.ErrRateLimited && strings.Contains(message, "failed")
 }
 
 // representDue presents tok again if it is still inserted.

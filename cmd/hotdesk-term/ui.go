@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // Texts of the greeter's screens.
@@ -141,18 +143,37 @@ func (u *greeterUI) event(ev event) {
 	}
 }
 
+// answered shows that the prompt's answer is being checked: no input
+// field until the broker answers (a PIN typed again meanwhile would go
+// nowhere).
+func (u *greeterUI) answered() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cur.Screen != greeter.Prompt {
+		return
+	}
+	u.cur = greeter.State{Screen: greeter.Busy, Title: "Checking…"}
+	u.scr.Show(u.cur)
+}
+
 // errorState is the screen for an error event.
 func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) greeter.State {
 	switch strField(ev, "name") {
 	case errConnect:
 		return greeter.State{Screen: greeter.Unavailable, Title: textUnavailable}
 	case "auth_failed":
+		if strings.Contains(strField(ev, "message"), "no answer") {
+			return idle("No PIN or password was entered in time. Insert your card again.", true)
+		}
 		return idle("Wrong PIN or password. Insert your card again.", true)
+	case "cancelled":
+		// The card was pulled mid-login: the person's own doing, no error.
+		return idle("", false)
 	case "rate_limited":
 		// One code for a lockout after failed logins and for attempts
 		// that come too fast (logins or pairings in progress, token
 		// events): the broker's message tells them apart.
-		if strings.Contains(strField(ev, "message"), "failed") {
+		if isLockout(proto.ErrRateLimited, strField(ev, "message")) {
 			return idle("Locked out: too many failed attempts. Try again later.", true)
 		}
 		return idle("Too many attempts right now. Try again in a moment.", true)
@@ -169,6 +190,8 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 			return idle("This phone or badge cannot be paired: its key was refused. Ask your administrator.", true)
 		}
 		return idle("The pairing code is wrong, used or expired.", true)
+	case errPair:
+		return idle(strField(ev, "message"), true)
 	case errCommand, errNoKey:
 		return u.cur
 	}
@@ -185,14 +208,22 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 type greeterInput struct {
 	ctx  context.Context
 	a    *agent
+	ui   *greeterUI
 	name string
-	wg   sync.WaitGroup
-	busy sync.Mutex
+	// pairWait bounds the wait for a phone at the readers (default 1 min).
+	pairWait time.Duration
+	wg       sync.WaitGroup
+	busy     sync.Mutex
 }
 
 func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 	switch kind {
 	case greeter.Answer:
+		// Before the agent sends it: the broker's next word (a prompt, an
+		// error, the desktop) replaces "checking".
+		if in.ui != nil {
+			in.ui.answered()
+		}
 		select {
 		case in.a.ctrl <- command{op: opAnswer, arg: text}:
 		case <-in.ctx.Done():
@@ -206,13 +237,38 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 			defer in.wg.Done()
 			defer in.busy.Unlock()
 			if in.a.cfg.Cards == nil {
-				in.a.out.emit(errorEvent(0, errCommand, "no card reader to pair a phone with"))
+				in.a.out.emit(errorEvent(0, errPair, "This terminal has no card reader to pair a phone with."))
 				return
 			}
-			if _, err := in.a.PairPhone(in.ctx, text, in.name, time.Minute); err != nil {
+			wait := in.pairWait
+			if wait <= 0 {
+				wait = time.Minute
+			}
+			_, err := in.a.PairPhone(in.ctx, text, in.name, wait)
+			var refused *proto.ProtocolError
+			switch {
+			case err == nil, in.ctx.Err() != nil:
+			case errors.As(err, &refused):
+				// The broker's Error is on the screen already.
 				in.a.log.Warn("pairing failed", "error", err)
+			default:
+				in.a.log.Warn("pairing failed", "error", err)
+				in.a.out.emit(errorEvent(0, errPair, pairFailure(err)))
 			}
 		}()
+	}
+}
+
+// pairFailure tells the person why a pairing ended without the broker's
+// answer.
+func pairFailure(err error) string {
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "no phone presented"):
+		return "No phone was read. Press F2 and try again, holding the phone to the reader."
+	case strings.Contains(msg, "pair: connect"):
+		return "The server cannot be reached. Press F2 to try again later."
+	default:
+		return "The phone could not be read. Press F2 to try again."
 	}
 }
 
@@ -230,7 +286,7 @@ func frameEvent(f greeter.Frame) event {
 // closes the window and waits for pairing runs; call it after a.Run.
 func startGreeter(ctx context.Context, a *agent, ui *greeterUI, name string) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	in := &greeterInput{ctx: ctx, a: a, name: name}
+	in := &greeterInput{ctx: ctx, a: a, ui: ui, name: name}
 	var fmu sync.Mutex
 	var last greeter.Frame
 	w, err := greeter.New(greeter.Options{

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
 	"github.com/hotdesk/hotdesk/proto"
@@ -31,6 +34,7 @@ func TestGreeterUI(t *testing.T) {
 		{"card read", cardEventOf(tokenEvent("inserted")), greeter.Busy, "Reading your card", false},
 		{"PIN", promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}), greeter.Prompt, "PIN:", true},
 		{"PAM error text", promptEvent(&proto.AuthPrompt{ID: 2, Style: proto.PromptError, Text: "card locked, try again in 27 s"}), greeter.Prompt, "try again in 27 s", true},
+		{"PIN not entered", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: "uid.01"}), greeter.Idle, "entered in time", false},
 		{"wrong PIN", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: "uid.01"}), greeter.Idle, "Wrong PIN", false},
 		{"locked out", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins", Token: "uid.01"}), greeter.Idle, "Locked out", false},
 		{"too fast", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many token events; present the token again shortly", Token: "uid.01"}), greeter.Idle, "Try again in a moment", false},
@@ -71,4 +75,92 @@ func tokenEvent(kind string) tokens.Event {
 		ev.Kind = tokens.Inserted
 	}
 	return ev
+}
+
+// TestGreeterUICardPulled: a card pulled while its PIN is asked is the
+// person's own doing: the greeter goes back to "insert your card" without
+// an error, not to the broker's words for it ("login abandoned: token
+// removed" in red).
+func TestGreeterUICardPulled(t *testing.T) {
+	t.Parallel()
+	for _, msg := range []string{"login abandoned: token removed", "token removed before its proof"} {
+		rec := &recordScreen{}
+		ui := &greeterUI{scr: rec}
+		ui.event(connectedEvent("b1", "h:1"))
+		ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+		ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+		ui.event(cardEventOf(tokens.Event{Kind: tokens.Removed, Token: "uid.01", Reader: "r0"}))
+		ui.event(protoErrorEvent(&proto.Error{Code: proto.ErrCancelled, Message: msg, Token: "uid.01"}))
+		got := rec.shown[len(rec.shown)-1]
+		if got.Screen != greeter.Idle || got.Message != "" || got.Error {
+			t.Errorf("after %q: shown %+v; want the idle screen without a message", msg, got)
+		}
+	}
+}
+
+// TestGreeterPairingFailsVisibly: a pairing code typed on the greeter (F2)
+// that ends without the broker's answer — no phone held to the reader in
+// time, or no card reader at all — tells the person so; it left "Hold the
+// phone to the reader" on the screen, or showed nothing.
+func TestGreeterPairingFailsVisibly(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name  string
+		cards Cards
+		want  string
+	}{
+		{"no phone", newFakeCards(), "No phone was read"},
+		{"no reader", nil, "no card reader"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recordScreen{}
+			ui := &greeterUI{scr: rec}
+			a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+				Cards: tt.cards, UI: ui.event, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := &greeterInput{ctx: context.Background(), a: a, name: "desk", pairWait: time.Millisecond}
+			in.submit(greeter.PairCode, "abcd-efgh-jkmn")
+			in.wg.Wait()
+			if len(rec.shown) == 0 {
+				t.Fatal("nothing shown")
+			}
+			got := rec.shown[len(rec.shown)-1]
+			if got.Screen != greeter.Idle || !got.Error || !strings.Contains(got.Message, tt.want) {
+				t.Errorf("shown %+v; want the idle screen with an error saying %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestGreeterAnswerShowsChecking: once the PIN is typed and Enter pressed,
+// the greeter says it is being checked and takes no more input until the
+// broker answers (PAM's fail delay keeps a wrong PIN 2 s); it kept the
+// empty prompt, and a PIN typed again meanwhile was silently lost.
+func TestGreeterAnswerShowsChecking(t *testing.T) {
+	t.Parallel()
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec}
+	a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+		UI: ui.event, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "}))
+	got := make(chan command, 1)
+	go func() { got <- <-a.ctrl }()
+	in := &greeterInput{ctx: context.Background(), a: a, ui: ui, name: "desk"}
+	in.submit(greeter.Answer, "2468")
+	if c := <-got; c.op != opAnswer || c.arg != "2468" {
+		t.Fatalf("agent got %+v; want the answer", c)
+	}
+	if s := rec.shown[len(rec.shown)-1]; s.Screen != greeter.Busy || !strings.Contains(s.Title, "Checking") {
+		t.Errorf("shown %+v after the answer; want a busy screen saying it is checking", s)
+	}
+	// The broker's verdict replaces it.
+	ui.event(protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: "uid.01"}))
+	if s := rec.shown[len(rec.shown)-1]; s.Screen != greeter.Idle || !strings.Contains(s.Message, "Wrong PIN") {
+		t.Errorf("shown %+v after the refusal; want wrong PIN", s)
+	}
 }

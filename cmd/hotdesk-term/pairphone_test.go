@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens"
+	"github.com/hotdesk/hotdesk/tokens/nfc"
+)
+
+// fakeCards is a card reader provider that, like tokens/pcsc, allows one
+// Watch at a time; insert puts a card in front of the current watch.
+type fakeCards struct {
+	mu      sync.Mutex
+	out     chan tokens.Event
+	watched chan struct{} // closed at the first Watch
+	once    sync.Once
+	keys    map[string]ed25519.PublicKey
+}
+
+func newFakeCards() *fakeCards {
+	return &fakeCards{watched: make(chan struct{}), keys: map[string]ed25519.PublicKey{}}
+}
+
+func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.out != nil {
+		return nil, errors.New("fake cards: already watching")
+	}
+	ch := make(chan tokens.Event, 16)
+	f.out = ch
+	f.once.Do(func() { close(f.watched) })
+	go func() {
+		<-ctx.Done()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		close(ch)
+		f.out = nil
+	}()
+	return ch, nil
+}
+
+// insert presents a phone with a new key at reader r0 and returns its
+// token id and key.
+func (f *fakeCards) insertPhone(t *testing.T) (string, ed25519.PublicKey) {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := nfc.HCETokenID(pub)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keys[tok] = pub
+	if f.out == nil {
+		t.Fatal("fake cards: nobody watches")
+	}
+	f.out <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: "r0", At: time.Now()}
+	return tok, pub
+}
+
+func (f *fakeCards) Sign(context.Context, string, []byte) ([]byte, error) {
+	return nil, errors.New("fake cards: no signing")
+}
+
+func (f *fakeCards) PublicKey(_ context.Context, token string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k, ok := f.keys[token]; ok {
+		return k, nil
+	}
+	return nil, errors.New("fake cards: not present")
+}
+
+// TestAgentPairPhoneWhileRunning: a phone paired from the greeter (F2)
+// while the agent runs and watches the card readers itself: the pairing
+// gets the phone the readers see (it does not watch them a second time,
+// which the PC/SC provider refuses: "pcsc: already watching"), enrolls
+// its key with the code, and the phone is not presented to the broker as
+// a token meanwhile.
+func TestAgentPairPhoneWhileRunning(t *testing.T) {
+	t.Parallel()
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	waiting := make(chan struct{}, 1)
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = func(ev event) {
+			if ev.name == "waiting" {
+				waiting <- struct{}{}
+			}
+		}
+	})
+	p := home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	type result struct {
+		token string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tok, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "Desk 1", waitBound)
+		done <- result{tok, err}
+	}()
+	select {
+	case <-waiting:
+	case r := <-done:
+		t.Fatalf("PairPhone = %q, %v before a phone was presented; want it to wait for one", r.token, r.err)
+	case <-time.After(waitBound):
+		t.Fatal("PairPhone does not wait for a phone")
+	}
+	tok, pub := fc.insertPhone(t)
+	enroll := home.accept()
+	pair := expect[proto.Pair](enroll)
+	if pair.Kind != "hce" || string(pair.PublicKey) != string(pub) || pair.Code != "abcd-efgh-jkmn" {
+		t.Fatalf("Pair = %+v; want kind hce with the phone's key and the code", pair)
+	}
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	select {
+	case r := <-done:
+		if r.err != nil || r.token != tok {
+			t.Fatalf("PairPhone = %q, %v; want %s", r.token, r.err, tok)
+		}
+	case <-time.After(waitBound):
+		t.Fatal("PairPhone did not return")
+	}
+	// The agent's broker connection saw nothing of the phone.
+	p.ping(1)
+}
