@@ -751,3 +751,22 @@ func TestAgentInsertWhileDisconnectedReconnects(t *testing.T) {
 	p2 := a.accept()
 	p2.inserted(ta.key.Token)
 }
+
+// TestJitterCeiling: the ±20% jitter never takes a delay past its ceiling
+// (a reconnect backed off to max_backoff waited up to 36 s of a 30 s
+// maximum), and keeps a spread below it.
+func TestJitterCeiling(t *testing.T) {
+	t.Parallel()
+	const d, ceiling = 30 * time.Second, 30 * time.Second
+	lo, hi := time.Duration(1<<62), time.Duration(0)
+	for range 2000 {
+		j := jitter(d, ceiling)
+		lo, hi = min(lo, j), max(hi, j)
+	}
+	if hi > ceiling || lo < 24*time.Second || lo >= ceiling {
+		t.Fatalf("jitter of %v capped at %v spans %v..%v; want within 24s..30s and spread", d, ceiling, lo, hi)
+	}
+	if j := jitter(time.Second, 0); j < 800*time.Millisecond || j > 1200*time.Millisecond {
+		t.Fatalf("jitter(1s, no ceiling) = %v; want within ±20%%", j)
+	}
+}

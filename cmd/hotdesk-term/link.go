@@ -214,12 +214,12 @@ func (a *agent) reconnectNow() {
 }
 
 // scheduleRetryIn reconnects after about d (±20% jitter keeps a room full
-// of terminals from reconnecting in step).
+// of terminals from reconnecting in step), never later than MaxBackoff.
 func (a *agent) scheduleRetryIn(d time.Duration) {
 	if a.retrying != nil {
 		return
 	}
-	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	d = jitter(d, a.cfg.MaxBackoff)
 	a.log.Debug("reconnecting", "in", d)
 	a.out.emit(reconnectingEvent(d))
 	a.retrying = a.clk.AfterFunc(d, func() {
@@ -228,6 +228,15 @@ func (a *agent) scheduleRetryIn(d time.Duration) {
 		default:
 		}
 	})
+}
+
+// jitter returns d ±20% at random, at most ceiling (0: no ceiling).
+func jitter(d, ceiling time.Duration) time.Duration {
+	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	if ceiling > 0 {
+		d = min(d, ceiling)
+	}
+	return d
 }
 
 // startDial connects to t in the background; the result reaches the loop.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -49,7 +48,7 @@ func (a *agent) ownerUnreachable(tok string, d time.Duration) {
 	if t := r.timers[tok]; t != nil {
 		t.Stop()
 	}
-	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	d = jitter(d, 0)
 	r.timers[tok] = a.clk.AfterFunc(d, func() {
 		select {
 		case a.represent <- tok:

@@ -180,14 +180,14 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "token_disabled":
 		return idle("This card is locked. Ask your administrator.", true)
 	case "unknown_token":
-		return idle("This card is not registered. Press F2 to pair a phone or badge.", true)
+		return idle("This card is not registered: ask your administrator to register it, or press F2 to pair a phone.", true)
 	case "unavailable", "too_many_hops", errRedirect:
 		return greeter.State{Screen: greeter.Busy, Title: "Finding your desktop…", Message: "The server is busy; trying again."}
 	case "pairing":
 		// The broker refuses a code, or (the code still valid) the key,
 		// kind or label offered with it.
 		if strings.Contains(strField(ev, "message"), "refused") {
-			return idle("This phone or badge cannot be paired: its key was refused. Ask your administrator.", true)
+			return idle("This phone cannot be paired: its key was refused. Ask your administrator.", true)
 		}
 		return idle("The pairing code is wrong, used or expired.", true)
 	case errPair:

@@ -181,7 +181,7 @@ func (g *Window) layout(gtx layout.Context) (Frame, *string, InputKind) {
 	}
 	s := g.state
 	if g.pairing && s.Screen == Idle {
-		s = State{Screen: Pairing, Title: "Pair a phone or badge", Label: "Pairing code:",
+		s = State{Screen: Pairing, Title: "Pair a phone", Label: "Pairing code:",
 			Message: "Type the code from your administrator, then hold the phone to the reader. Esc cancels."}
 	}
 	input := s.Screen == Prompt || s.Screen == Pairing
@@ -254,7 +254,7 @@ func (g *Window) layout(gtx layout.Context) (Frame, *string, InputKind) {
 		}
 		if s.Screen == Idle {
 			children = append(children, layout.Rigid(func(gtx layout.Context) layout.Dimensions {
-				l := material.Body1(g.th, "F2: pair a phone or badge")
+				l := material.Body1(g.th, "F2: pair a phone")
 				l.Alignment = text.Middle
 				l.Color = dim
 				return l.Layout(gtx)
