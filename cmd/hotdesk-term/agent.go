@@ -124,8 +124,11 @@ type agent struct {
 	answers   []string
 	prompt    uint32 // id of the prompt waiting for an answer command, if hasPrompt
 	hasPrompt bool
-	session   string
-	lastAddr  string // the broker whose connection was lost last
+	// answered: the person answered a prompt since the last answer to an
+	// insert (a wrong PIN then presents the card again: retry.go).
+	answered bool
+	session  string
+	lastAddr string // the broker whose connection was lost last
 	// redirFails counts redirects in a row whose target did not answer.
 	redirFails int
 	// parked is the connection a Redirect arrived on, kept open (and
@@ -518,7 +521,7 @@ func (a *agent) command(c command) {
 		}
 	case opAnswer:
 		if a.hasPrompt && a.conn != nil {
-			a.hasPrompt = false
+			a.hasPrompt, a.answered = false, true
 			a.send(&proto.AuthAnswer{ID: a.prompt, Text: c.arg})
 			return
 		}
@@ -573,6 +576,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		if len(a.answers) > 0 {
 			text := a.answers[0]
 			a.answers = a.answers[1:]
+			a.answered = true
 			a.send(&proto.AuthAnswer{ID: m.ID, Text: text})
 			return
 		}
@@ -582,7 +586,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 			a.hasPrompt = false
 		}
 	case *proto.Attached:
-		a.redirFails = 0
+		a.redirFails, a.answered = 0, false
 		a.insertDone(m.Token)
 		a.session = m.SessionID
 		a.out.emit(attachedEvent(m))
@@ -607,6 +611,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	case *proto.Error:
 		a.out.emit(protoErrorEvent(m))
 		a.unavailable(m)
+		a.wrongAnswer(m)
 	case *proto.Redirect:
 		a.redirect(ctx, l, m)
 	case *proto.Ping:

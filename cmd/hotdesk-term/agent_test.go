@@ -770,3 +770,37 @@ func TestJitterCeiling(t *testing.T) {
 		t.Fatalf("jitter(1s, no ceiling) = %v; want within ±20%%", j)
 	}
 }
+
+// TestAgentWrongPINAsksAgain: a login refused after the person typed an
+// answer (a wrong PIN), the card still in, presents the card again after
+// wrongPINPause, so the person types the PIN again without pulling it; a
+// refusal nobody answered (no PIN typed in time) does not.
+func TestAgentWrongPINAsksAgain(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, "broker-a", time.Minute)
+	clk := clock.NewFake(time.Now())
+	ta := startAgent(t, b, func(c *Config) { c.Clock = clk })
+	p := b.accept()
+	ta.out.wait("connected")
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	ta.command(t, "answer 0000")
+	if ans := expect[proto.AuthAnswer](p); ans.ID != 1 {
+		t.Fatalf("answer = %+v; want id 1", ans)
+	}
+	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: ta.key.Token})
+	ta.out.wait("error")
+	clk.Advance(wrongPINPause)
+	p.inserted(ta.key.Token) // asked again
+
+	// Nobody answers this time: the refusal says so and nothing follows.
+	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	p.send(&proto.Cancel{ID: 2})
+	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: ta.key.Token})
+	ta.out.wait("error")
+	clk.Advance(10 * wrongPINPause)
+	p.ping(7) // the next message is the Pong: the card was not presented again
+}

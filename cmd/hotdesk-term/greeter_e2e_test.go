@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"image"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // startXvfb starts a virtual X screen, 1024x768, for a terminal whose
@@ -299,4 +301,42 @@ func TestGreeterE2E(t *testing.T) {
 	}
 
 	testutil.KeepShots(shots)
+}
+
+// TestGreeterWaitsForDisplay: a terminal whose agent starts before its X
+// server (a kiosk booting: hotdesk-term.service and the X server start
+// together) shows its greeter once the server is up; the window the
+// display refused is opened again, not left closed with the agent running
+// behind a blank screen. No broker is needed: the greeter says it is
+// looking for the server.
+func TestGreeterWaitsForDisplay(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTools(t, "Xvfb", "xwd")
+	bin := buildBinaries(t)
+	n := freeDisplay(t)
+	nowhere := &groupBroker{Daemon: &testutil.Daemon{Pin: proto.FormatFingerprint(make([]byte, 32))}, addr: "127.0.0.1:1"}
+	_, evs := startGreeterAgent(t, bin, []string{fmt.Sprintf("DISPLAY=:%d", n)}, "boot-1", nowhere, "-keystore", filepath.Join(t.TempDir(), "none.json"), "agent")
+	time.Sleep(2 * time.Second) // the agent runs, its window refused: no X server yet
+	x := exec.Command("Xvfb", fmt.Sprintf(":%d", n), "-screen", "0", "1024x768x24", "-nolisten", "tcp")
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Process.Kill(); x.Wait() })
+	if ev := evs.next("greeter"); ev["screen"] != "unavailable" {
+		t.Fatalf("first greeter frame %v; want the unavailable screen (no broker)", ev)
+	}
+}
+
+// freeDisplay returns an X display number no server uses now.
+func freeDisplay(t *testing.T) int {
+	t.Helper()
+	for n := 90 + os.Getpid()%300; n < 1000; n++ {
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); errors.Is(err, os.ErrNotExist) {
+				return n
+			}
+		}
+	}
+	t.Fatal("no free X display number")
+	return 0
 }

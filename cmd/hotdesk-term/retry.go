@@ -99,6 +99,41 @@ func (a *agent) unavailable(e *proto.Error) {
 	a.log.Debug("token unavailable; presenting it again", "token", tok, "in", d, "attempt", n+1)
 }
 
+// wrongPINPause is how long a refused PIN or password shows before the
+// card still in its reader is presented again (a new prompt).
+const wrongPINPause = 1500 * time.Millisecond
+
+// wrongAnswer presents a token again, after wrongPINPause, when its login
+// failed on an answer the person typed (a wrong PIN) and it is still
+// inserted: the person types the PIN again without pulling the card, as at
+// a cash machine. Nothing is presented again without a new answer (a
+// prompt nobody answers, a refused proof), and a lockout after too many
+// wrong answers ends it (rate_limited, which is not retried).
+func (a *agent) wrongAnswer(e *proto.Error) {
+	if e.Code != proto.ErrAuthFailed || !a.answered {
+		return
+	}
+	a.answered = false
+	if e.Token == "" || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") {
+		return
+	}
+	r := &a.retries
+	if r.attempts == nil {
+		r.attempts = map[string]int{}
+		r.timers = map[string]interface{ Stop() bool }{}
+	}
+	if r.timers[e.Token] != nil {
+		return
+	}
+	tok := e.Token
+	r.timers[tok] = a.clk.AfterFunc(wrongPINPause, func() {
+		select {
+		case a.represent <- tok:
+		case <-a.stopped:
+		}
+	})
+}
+
 // isLockout reports whether an error with code and message refuses a token
 // because its user or terminal is locked out after failed logins: the
 // broker says so in the message of rate_limited, the code it shares with

@@ -165,7 +165,7 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		if strings.Contains(strField(ev, "message"), "no answer") {
 			return idle("No PIN or password was entered in time. Insert your card again.", true)
 		}
-		return idle("Wrong PIN or password. Insert your card again.", true)
+		return idle("Wrong PIN or password. Try again.", true)
 	case "cancelled":
 		// The card was pulled mid-login: the person's own doing, no error.
 		return idle("", false)
@@ -281,41 +281,94 @@ func frameEvent(f greeter.Frame) event {
 		text: fmt.Sprintf("greeter: %s: %s", f.Screen, clean(f.Title))}
 }
 
+// Greeter window supervision: a window the display ended (an X server not
+// up yet when the terminal's service started, or one restarted) is opened
+// again, after greeterRetryMin doubling to greeterRetryMax, showing what
+// the agent shows now: a terminal never sits with a blank screen while its
+// agent runs.
+const (
+	greeterRetryMin = 500 * time.Millisecond
+	greeterRetryMax = 10 * time.Second
+)
+
 // startGreeter opens the greeter window and connects it to a: ui (already
-// a's Config.UI) drives it, typed input goes to a. The returned stop
-// closes the window and waits for pairing runs; call it after a.Run.
+// a's Config.UI) drives it, typed input goes to a. A window the display
+// ends is opened again (see greeterRetryMin). The returned stop closes the
+// window and waits for pairing runs; call it after a.Run.
 func startGreeter(ctx context.Context, a *agent, ui *greeterUI, name string) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	in := &greeterInput{ctx: ctx, a: a, ui: ui, name: name}
 	var fmu sync.Mutex
 	var last greeter.Frame
-	w, err := greeter.New(greeter.Options{
-		Submit: in.submit,
-		OnFrame: func(f greeter.Frame) {
-			fmu.Lock()
-			changed := f != last
-			last = f
-			fmu.Unlock()
-			if changed {
-				a.out.emit(frameEvent(f))
-			}
-		},
-	})
+	open := func() (*greeter.Window, error) {
+		fmu.Lock()
+		last = greeter.Frame{} // a new window's first frame is news
+		fmu.Unlock()
+		return greeter.New(greeter.Options{
+			Submit: in.submit,
+			OnFrame: func(f greeter.Frame) {
+				fmu.Lock()
+				changed := f != last
+				last = f
+				fmu.Unlock()
+				if changed {
+					a.out.emit(frameEvent(f))
+				}
+			},
+		})
+	}
+	w, err := open()
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	ui.mu.Lock()
-	ui.scr = w
-	ui.mu.Unlock()
+	ui.setScreen(w)
+	supervised := make(chan struct{})
+	go func() {
+		defer close(supervised)
+		for {
+			select {
+			case <-ctx.Done():
+				ui.setScreen(nopScreen{})
+				w.Close()
+				return
+			case <-w.Ended():
+			}
+			ui.setScreen(nopScreen{})
+			why := w.Err()
+			for wait := greeterRetryMin; ; wait = min(2*wait, greeterRetryMax) {
+				a.log.Warn("greeter window closed by the display; opening it again", "error", why, "in", wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				nw, err := open()
+				if err == nil {
+					w = nw
+					break
+				}
+				why = err
+			}
+			ui.setScreen(w)
+		}
+	}()
 	return func() {
-		ui.mu.Lock()
-		ui.scr = nopScreen{}
-		ui.mu.Unlock()
-		cancel() // unblocks a Submit waiting for the agent
-		w.Close()
+		cancel() // unblocks a Submit waiting for the agent; ends the supervisor
+		<-supervised
 		in.wg.Wait()
 	}, nil
+}
+
+// setScreen makes scr the screen u draws on and shows it the current
+// state (under u's lock, as event shows every later one: none overtakes it).
+func (u *greeterUI) setScreen(scr screen) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.scr = scr
+	if u.cur.Screen != "" { // else the window's own "Connecting…" stays
+		scr.Show(u.cur)
+	}
 }
 
 // nopScreen shows nothing (before the window exists, or after it closed).

@@ -15,3 +15,9 @@ func New(Options) (*Window, error) {
 func (*Window) Show(State)  {}
 func (*Window) Last() Frame { return Frame{} }
 func (*Window) Close()      {}
+
+// Ended never closes: there is no window.
+func (*Window) Ended() <-chan struct{} { return nil }
+
+// Err is nil: there is no window.
+func (*Window) Err() error { return nil }

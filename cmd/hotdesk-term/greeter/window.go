@@ -38,6 +38,7 @@ type Window struct {
 	pairing bool // F2 pressed in Idle: the pairing code entry
 	closed  bool
 	last    Frame
+	err     error // why the display ended the window
 }
 
 // New opens the greeter window in state Unavailable ("connecting").
@@ -97,6 +98,17 @@ func (g *Window) Show(s State) {
 	g.w.Invalidate()
 }
 
+// Ended is closed when the window is gone: closed by Close, or by the
+// display (an X server not up yet, or one that went away: Err says why).
+func (g *Window) Ended() <-chan struct{} { return g.done }
+
+// Err is why the window ended, if the display ended it (nil after Close).
+func (g *Window) Err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
 // Last returns what the last frame drew.
 func (g *Window) Last() Frame {
 	g.mu.Lock()
@@ -141,6 +153,9 @@ func (g *Window) loop() {
 	for {
 		switch e := g.w.Event().(type) {
 		case app.DestroyEvent:
+			g.mu.Lock()
+			g.err = e.Err
+			g.mu.Unlock()
 			return
 		case app.FrameEvent:
 			gtx := app.NewContext(&ops, e)
