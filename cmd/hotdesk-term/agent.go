@@ -534,7 +534,9 @@ func (a *agent) command(c command) {
 		// The person declines the prompt on screen: the broker fails
 		// that login (PROTOCOL.md §5 AuthPrompt).
 		if a.hasPrompt && a.conn != nil {
-			a.hasPrompt = false
+			// A declined login is not a wrong PIN, whatever was typed
+			// at its earlier prompts: not presented again (retry.go).
+			a.hasPrompt, a.answered = false, false
 			a.send(&proto.Cancel{ID: a.prompt})
 			return
 		}

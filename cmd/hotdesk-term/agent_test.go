@@ -804,3 +804,55 @@ func TestAgentWrongPINAsksAgain(t *testing.T) {
 	clk.Advance(10 * wrongPINPause)
 	p.ping(7) // the next message is the Pong: the card was not presented again
 }
+
+// TestAgentCancelNotAskedAgain: a login the person cancelled at a prompt
+// (Esc) is not presented again, even after a PIN typed at an earlier prompt
+// of the same login ("login cancelled at the terminal" is auth_failed, as a
+// wrong PIN is), nor with an answer left from a login that ended otherwise
+// (the card pulled meanwhile).
+func TestAgentCancelNotAskedAgain(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, "broker-a", time.Minute)
+	clk := clock.NewFake(time.Now())
+	ta := startAgent(t, b, func(c *Config) { c.Clock = clk })
+	p := b.accept()
+	ta.out.wait("connected")
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	ta.command(t, "answer 0000")
+	expect[proto.AuthAnswer](p)
+	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "New PIN: "})
+	ta.out.wait("prompt")
+	ta.command(t, "cancel")
+	expect[proto.Cancel](p)
+	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "login cancelled at the terminal", Token: ta.key.Token})
+	ta.out.wait("error")
+	p.ping(5) // the loop handled the Error
+	clk.Advance(10 * wrongPINPause)
+	p.ping(6) // the card was not presented again
+
+	// An answer whose login ended without a verdict (the card pulled at
+	// the broker's end) does not make the next refusal, with nothing
+	// typed, a wrong PIN.
+	ta.command(t, "remove default")
+	p.removed(ta.key.Token)
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	ta.command(t, "answer 1234")
+	expect[proto.AuthAnswer](p)
+	p.send(&proto.Error{Code: proto.ErrCancelled, Message: "login abandoned: token removed", Token: ta.key.Token})
+	ta.out.wait("error")
+	ta.command(t, "remove default")
+	p.removed(ta.key.Token)
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: ta.key.Token})
+	ta.out.wait("error")
+	p.ping(7)
+	clk.Advance(10 * wrongPINPause)
+	p.ping(8)
+}

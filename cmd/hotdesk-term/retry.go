@@ -110,11 +110,14 @@ const wrongPINPause = 1500 * time.Millisecond
 // prompt nobody answers, a refused proof), and a lockout after too many
 // wrong answers ends it (rate_limited, which is not retried).
 func (a *agent) wrongAnswer(e *proto.Error) {
-	if e.Code != proto.ErrAuthFailed || !a.answered {
+	if e.Token == "" {
 		return
 	}
+	// Any refusal of a token ends the login the answer was for (a card
+	// pulled meanwhile, a broker going away): it counts for that one only.
+	answered := a.answered
 	a.answered = false
-	if e.Token == "" || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") {
+	if e.Code != proto.ErrAuthFailed || !answered || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") {
 		return
 	}
 	r := &a.retries
