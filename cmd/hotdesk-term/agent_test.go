@@ -792,6 +792,7 @@ func TestAgentWrongPINAsksAgain(t *testing.T) {
 	}
 	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: ta.key.Token})
 	ta.out.wait("error")
+	p.ping(5) // the loop handled the Error (the event comes before its timer)
 	clk.Advance(wrongPINPause)
 	p.inserted(ta.key.Token) // asked again
 
@@ -801,6 +802,7 @@ func TestAgentWrongPINAsksAgain(t *testing.T) {
 	p.send(&proto.Cancel{ID: 2})
 	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: ta.key.Token})
 	ta.out.wait("error")
+	p.ping(6)
 	clk.Advance(10 * wrongPINPause)
 	p.ping(7) // the next message is the Pong: the card was not presented again
 }
