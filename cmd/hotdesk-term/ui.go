@@ -8,7 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -326,38 +329,73 @@ func startGreeter(ctx context.Context, a *agent, ui *greeterUI, name string) (st
 	supervised := make(chan struct{})
 	go func() {
 		defer close(supervised)
-		for {
-			select {
-			case <-ctx.Done():
-				ui.setScreen(nopScreen{})
-				w.Close()
-				return
-			case <-w.Ended():
+		superviseGreeter(ctx, a.clk, a.log, ui, w, func() (greeterWindow, error) {
+			nw, err := open()
+			if err != nil {
+				return nil, err
 			}
-			ui.setScreen(nopScreen{})
-			why := w.Err()
-			for wait := greeterRetryMin; ; wait = min(2*wait, greeterRetryMax) {
-				a.log.Warn("greeter window closed by the display; opening it again", "error", why, "in", wait)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-				nw, err := open()
-				if err == nil {
-					w = nw
-					break
-				}
-				why = err
-			}
-			ui.setScreen(w)
-		}
+			return nw, nil
+		})
 	}()
 	return func() {
 		cancel() // unblocks a Submit waiting for the agent; ends the supervisor
 		<-supervised
 		in.wg.Wait()
 	}, nil
+}
+
+// greeterWindow is a greeter window as superviseGreeter sees it
+// (*greeter.Window).
+type greeterWindow interface {
+	screen
+	Ended() <-chan struct{}
+	Err() error
+}
+
+// superviseGreeter opens a window again each time the display ends one
+// (w, then those open returns), until ctx ends, when it closes the one
+// open. The wait before each attempt doubles from greeterRetryMin to
+// greeterRetryMax across windows that end as soon as they open (New
+// succeeds while the X server is not up: the display ends the window
+// right after), and starts again from greeterRetryMin after a window
+// that ran for greeterRetryMax.
+func superviseGreeter(ctx context.Context, clk clock.Clock, log hclog.Logger, ui *greeterUI, w greeterWindow, open func() (greeterWindow, error)) {
+	wait := greeterRetryMin
+	opened := clk.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			ui.setScreen(nopScreen{})
+			w.Close()
+			return
+		case <-w.Ended():
+		}
+		ui.setScreen(nopScreen{})
+		if clk.Now().Sub(opened) >= greeterRetryMax {
+			wait = greeterRetryMin // it ran: the display went away only now
+		}
+		why := w.Err()
+		for {
+			log.Warn("greeter window closed by the display; opening it again", "error", why, "in", wait)
+			due := make(chan struct{})
+			t := clk.AfterFunc(wait, func() { close(due) })
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-due:
+			}
+			wait = min(2*wait, greeterRetryMax)
+			nw, err := open()
+			if err == nil {
+				w = nw
+				break
+			}
+			why = err
+		}
+		opened = clk.Now()
+		ui.setScreen(w)
+	}
 }
 
 // setScreen makes scr the screen u draws on and shows it the current

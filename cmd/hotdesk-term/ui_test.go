@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 )
@@ -164,3 +167,84 @@ func TestGreeterAnswerShowsChecking(t *testing.T) {
 		t.Errorf("shown %+v after the refusal; want wrong PIN", s)
 	}
 }
+
+// TestGreeterReopenBacksOff: a display that ends each new window at once
+// (DISPLAY set, the X server not up yet: greeter.New succeeds and the
+// window ends right after) is tried ever less often, up to
+// greeterRetryMax; the wait started again at greeterRetryMin after every
+// window, so a terminal without its X server opened one and logged a
+// warning twice a second for as long as it ran. A window that ran for a
+// while is reopened quickly again.
+func TestGreeterReopenBacksOff(t *testing.T) {
+	t.Parallel()
+	clk := &recordingClock{Fake: clock.NewFake(time.Now()), waits: make(chan time.Duration, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ui := &greeterUI{scr: nopScreen{}, cur: greeter.State{Screen: greeter.Idle, Title: textInsert}}
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}
+	live := newEndedWindow(false) // the X server is up at last
+	opens := 0
+	open := func() (greeterWindow, error) {
+		opens++
+		if opens < len(want) {
+			return newEndedWindow(true), nil
+		}
+		return live, nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		superviseGreeter(ctx, clk, testLogger(t), ui, newEndedWindow(true), open)
+	}()
+	for i, w := range want {
+		if got := <-clk.waits; got != w {
+			t.Fatalf("wait %d before reopening = %v; want %v (waits %v)", i, got, w, want)
+		}
+		clk.Advance(w)
+	}
+	<-live.shown // on screen
+	clk.Advance(greeterRetryMax)
+	close(live.ended) // the X server restarted
+	if got := <-clk.waits; got != greeterRetryMin {
+		t.Fatalf("wait after a window that ran = %v; want %v", got, greeterRetryMin)
+	}
+	cancel()
+	<-done
+	if opens != len(want) {
+		t.Fatalf("windows opened = %d; want %d", opens, len(want))
+	}
+}
+
+// recordingClock is a fake clock that reports each AfterFunc's delay once
+// the timer is set.
+type recordingClock struct {
+	*clock.Fake
+	waits chan time.Duration
+}
+
+func (c *recordingClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	t := c.Fake.AfterFunc(d, f)
+	c.waits <- d
+	return t
+}
+
+// endedWindow is a greeter window the display ends at once (or when the
+// test closes ended); shown receives its first Show.
+type endedWindow struct {
+	ended chan struct{}
+	shown chan struct{}
+	once  sync.Once
+}
+
+func newEndedWindow(ended bool) *endedWindow {
+	w := &endedWindow{ended: make(chan struct{}), shown: make(chan struct{})}
+	if ended {
+		close(w.ended)
+	}
+	return w
+}
+
+func (w *endedWindow) Show(greeter.State)     { w.once.Do(func() { close(w.shown) }) }
+func (*endedWindow) Close()                   {}
+func (w *endedWindow) Ended() <-chan struct{} { return w.ended }
+func (*endedWindow) Err() error               { return errors.New("X server not up") }
