@@ -335,6 +335,12 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
 		timeout = time.Until(d)
 	}
+	// No time left (the deadline passed, perhaps waiting for callMu): the
+	// channel is not touched. A write deadline already past would fail
+	// there and be taken for a broken compositor, which is killed.
+	if timeout <= 0 {
+		return Reply{}, fmt.Errorf("wayray: %s: %w", s.id, context.DeadlineExceeded)
+	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err := WriteMsg(s.conn, t, id, body); err != nil {
 		b.fail(s, err)

@@ -407,3 +407,28 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Fatal("Exits not closed by Close")
 	}
 }
+
+// TestCallAfterDeadline: a request whose context has no time left (its
+// deadline passed while it waited for the control channel, behind another
+// call) fails without touching the channel: the compositor is healthy and
+// keeps running. The past write deadline failed the write, taken for a
+// broken control channel: the compositor, and the session, were killed.
+func TestCallAfterDeadline(t *testing.T) {
+	b := newTestBackend(t, "ok", shortDir(t))
+	info, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-d", User: "u"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, info.PID)
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if _, err := b.Status(ctx, "s-d"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("status with an expired context = %v; want its deadline error", err)
+	}
+	if err := b.Ping(context.Background(), "s-d"); err != nil {
+		t.Fatalf("ping after a request that had no time: %v; want the compositor still there", err)
+	}
+	if err := b.Destroy(context.Background(), "s-d"); err != nil {
+		t.Fatal(err)
+	}
+}
