@@ -433,15 +433,19 @@ func (a *agent) cardEvent(ev tokens.Event) {
 	divert := false
 	switch ev.Kind {
 	case tokens.Inserted:
-		a.cards[ev.Token] = ev.Reader
 		if a.phoneWait != nil && isPhone(ev.Token) {
+			// Not in cards either: a later connection would present it
+			// (presentInserted), and its removal, diverted, would not
+			// be reported.
 			divert = true
 			a.diverted[ev.Token] = true
 			select {
 			case a.phoneWait <- ev:
 			default:
 			}
+			break
 		}
+		a.cards[ev.Token] = ev.Reader
 	case tokens.Removed:
 		delete(a.cards, ev.Token)
 		divert = a.diverted[ev.Token]

@@ -138,3 +138,63 @@ func TestAgentPairPhoneWhileRunning(t *testing.T) {
 	// The agent's broker connection saw nothing of the phone.
 	p.ping(1)
 }
+
+// TestAgentPairedPhoneNotPresentedLater: a phone read for a pairing, left
+// at the reader after it, is not presented to the broker by a later
+// connection either (the agent presents the cards at the readers on each
+// connection): it was, while its removal, still taken as the pairing's,
+// was not reported, so the broker kept it inserted and a login it started
+// stayed on the terminal after the phone was taken away.
+func TestAgentPairedPhoneNotPresentedLater(t *testing.T) {
+	t.Parallel()
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	waiting := make(chan struct{}, 1)
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = func(ev event) {
+			if ev.name == "waiting" {
+				waiting <- struct{}{}
+			}
+		}
+	})
+	p := home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "Desk 1", waitBound)
+		done <- err
+	}()
+	select {
+	case <-waiting:
+	case <-time.After(waitBound):
+		t.Fatal("PairPhone does not wait for a phone")
+	}
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	expect[proto.Pair](enroll)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	p.ping(1)
+
+	// The broker connection is lost and made again, the phone still there.
+	p.c.Close()
+	p2 := home.accept()
+	p2.ping(2) // nothing presented
+	// Taken away and held again: now a login.
+	fc.mu.Lock()
+	fc.out <- tokens.Event{Kind: tokens.Removed, Token: tok, Reader: "r0", At: time.Now()}
+	fc.out <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: "r0", At: time.Now()}
+	fc.mu.Unlock()
+	p2.inserted(tok)
+	fc.mu.Lock()
+	fc.out <- tokens.Event{Kind: tokens.Removed, Token: tok, Reader: "r0", At: time.Now()}
+	fc.mu.Unlock()
+	p2.removed(tok)
+}
