@@ -529,6 +529,10 @@ func (a *agent) command(c command) {
 			a.send(&proto.AuthAnswer{ID: a.prompt, Text: c.arg})
 			return
 		}
+		if c.onScreen {
+			a.log.Debug("an answer typed on the greeter after its prompt ended; dropped")
+			return
+		}
 		if len(a.answers) >= maxQueuedAnswers {
 			a.out.emit(errorEvent(0, errCommand, "too many answers waiting for prompts"))
 			return

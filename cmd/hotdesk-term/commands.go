@@ -26,6 +26,10 @@ const (
 type command struct {
 	op  op
 	arg string
+	// onScreen: an answer typed on the greeter, to the prompt it shows;
+	// with no prompt waiting (it ended meanwhile) it is dropped, not kept
+	// for the next prompt (which may be the next person's).
+	onScreen bool
 }
 
 // maxCommandLen bounds a command line, in bytes.

@@ -228,7 +228,7 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 			in.ui.answered()
 		}
 		select {
-		case in.a.ctrl <- command{op: opAnswer, arg: text}:
+		case in.a.ctrl <- command{op: opAnswer, arg: text, onScreen: true}:
 		case <-in.ctx.Done():
 		}
 	case greeter.PairCode:

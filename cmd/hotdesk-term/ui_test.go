@@ -248,3 +248,31 @@ func (w *endedWindow) Show(greeter.State)     { w.once.Do(func() { close(w.shown
 func (*endedWindow) Close()                   {}
 func (w *endedWindow) Ended() <-chan struct{} { return w.ended }
 func (*endedWindow) Err() error               { return errors.New("X server not up") }
+
+// TestGreeterLateAnswerNotKept: a PIN typed on the greeter just after its
+// prompt ended (the broker gave up waiting) answers nothing: it is not
+// kept for the next prompt, which may be the next person's. It was queued
+// as a typed-ahead answer and sent, unseen, to the next login's PIN
+// prompt.
+func TestGreeterLateAnswerNotKept(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, "broker-a", time.Minute)
+	ta := startAgent(t, b, nil)
+	p := b.accept()
+	ta.out.wait("connected")
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	p.send(&proto.Cancel{ID: 1})
+	p.ping(1) // the agent has the Cancel
+	in := &greeterInput{ctx: context.Background(), a: ta.agent, name: "desk"}
+	in.submit(greeter.Answer, "1234") // too late
+	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: ta.key.Token})
+	ta.out.wait("error")
+
+	// The next login's prompt waits for its own answer.
+	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	p.ping(2)
+}
