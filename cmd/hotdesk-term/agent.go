@@ -153,7 +153,7 @@ type agent struct {
 	// retries are tokens answered "unavailable" (retry.go); represent
 	// carries their timers into the loop, stopped closes when it ends.
 	retries   retryState
-	represent chan string
+	represent chan representation
 	stopped   chan struct{}
 	// tlsCache keeps TLS 1.3 session tickets of the brokers this agent
 	// connected to (keyed by address), so that a redirect, a failover or a
@@ -228,7 +228,7 @@ func newAgent(cfg Config) (*agent, error) {
 		ticks:     make(chan *link),
 		dialed:    make(chan dialResult),
 		retry:     make(chan struct{}, 1),
-		represent: make(chan string),
+		represent: make(chan representation),
 		stopped:   make(chan struct{}),
 		backoff:   cfg.MinBackoff,
 		answers:   slices.Clone(cfg.Answers),
@@ -332,8 +332,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			a.ping(ctx, l)
 		case r := <-a.dialed:
 			a.dialDone(ctx, r)
-		case tok := <-a.represent:
-			a.representDue(tok)
+		case due := <-a.represent:
+			a.representDue(due)
 		case <-a.retry:
 			a.retrying = nil
 			if a.conn == nil && !a.dialing {

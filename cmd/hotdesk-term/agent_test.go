@@ -858,3 +858,26 @@ func TestAgentCancelNotAskedAgain(t *testing.T) {
 	clk.Advance(10 * wrongPINPause)
 	p.ping(8)
 }
+
+// TestStaleRepresentIgnored: a presentation timer that fired while its
+// token was pulled and put back (its send still waiting for the loop) is
+// stale: it neither presents the token nor drops the timer scheduled
+// since, which would then run untracked and present the token twice.
+func TestStaleRepresentIgnored(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1000, 0))
+	a := &agent{clk: clk, represent: make(chan representation, 1), stopped: make(chan struct{})}
+	a.scheduleRepresent("soft.x", time.Second)
+	clk.Advance(time.Second) // fires: its presentation waits in the channel
+	stale := <-a.represent
+	a.insertDone("soft.x") // pulled …
+	a.scheduleRepresent("soft.x", time.Second) // … put back, refused, retried
+	a.representDue(stale)
+	if a.retries.timers["soft.x"] == nil {
+		t.Fatal("the stale presentation dropped the timer scheduled after it")
+	}
+	clk.Advance(time.Second)
+	if fresh := <-a.represent; fresh.gen == stale.gen {
+		t.Fatalf("the new timer carries the stale generation %d", fresh.gen)
+	}
+}

@@ -99,7 +99,7 @@ func (a *agent) dialOne(ctx context.Context, t target) (*link, error) {
 func (a *agent) up(ctx context.Context, l *link, t target) {
 	a.conn = l
 	a.backoff = a.cfg.MinBackoff
-	a.hasPrompt = false
+	a.hasPrompt, a.answered = false, false // a login lost with its connection
 	a.session = ""
 	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
 	if a.cfg.Group != nil && a.cfg.Group.learn(l.welcome.Members) {

@@ -40,21 +40,8 @@ func (a *agent) ownerUnreachable(tok string, d time.Duration) {
 	if tok == "" || !a.inserted(tok) {
 		return
 	}
-	r := &a.retries
-	if r.attempts == nil {
-		r.attempts = map[string]int{}
-		r.timers = map[string]interface{ Stop() bool }{}
-	}
-	if t := r.timers[tok]; t != nil {
-		t.Stop()
-	}
-	d = jitter(d, 0)
-	r.timers[tok] = a.clk.AfterFunc(d, func() {
-		select {
-		case a.represent <- tok:
-		case <-a.stopped:
-		}
-	})
+	d = jitter(d, maxRedirectBackoff)
+	a.scheduleRepresent(tok, d)
 	a.log.Debug("redirect target unreachable; presenting the token again", "token", tok, "in", d, "attempt", a.redirFails)
 }
 
@@ -62,6 +49,41 @@ func (a *agent) ownerUnreachable(tok string, d time.Duration) {
 type retryState struct {
 	attempts map[string]int // token → retries so far for this insertion
 	timers   map[string]interface{ Stop() bool }
+	// gen counts each token's scheduled presentations and insertions: a
+	// timer that fired after its token was pulled and put back (or after
+	// another timer replaced it) is recognised as stale and ignored.
+	gen map[string]uint64
+}
+
+// representation is a due presentation of a token, from a timer of
+// generation gen.
+type representation struct {
+	tok string
+	gen uint64
+}
+
+// scheduleRepresent presents tok again after d, replacing any presentation
+// of tok already scheduled.
+func (a *agent) scheduleRepresent(tok string, d time.Duration) {
+	r := &a.retries
+	if r.attempts == nil {
+		r.attempts = map[string]int{}
+		r.timers = map[string]interface{ Stop() bool }{}
+	}
+	if r.gen == nil {
+		r.gen = map[string]uint64{}
+	}
+	if t := r.timers[tok]; t != nil {
+		t.Stop()
+	}
+	r.gen[tok]++
+	due := representation{tok: tok, gen: r.gen[tok]}
+	r.timers[tok] = a.clk.AfterFunc(d, func() {
+		select {
+		case a.represent <- due:
+		case <-a.stopped:
+		}
+	})
 }
 
 // unavailable handles Error{unavailable} for a token: if it is still
@@ -90,12 +112,7 @@ func (a *agent) unavailable(e *proto.Error) {
 	r.attempts[e.Token] = n + 1
 	d := min(a.cfg.MinBackoff<<min(n, 8), maxRedirectBackoff)
 	tok := e.Token
-	r.timers[tok] = a.clk.AfterFunc(d, func() {
-		select {
-		case a.represent <- tok:
-		case <-a.stopped:
-		}
-	})
+	a.scheduleRepresent(tok, d)
 	a.log.Debug("token unavailable; presenting it again", "token", tok, "in", d, "attempt", n+1)
 }
 
@@ -120,21 +137,10 @@ func (a *agent) wrongAnswer(e *proto.Error) {
 	if e.Code != proto.ErrAuthFailed || !answered || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") {
 		return
 	}
-	r := &a.retries
-	if r.attempts == nil {
-		r.attempts = map[string]int{}
-		r.timers = map[string]interface{ Stop() bool }{}
-	}
-	if r.timers[e.Token] != nil {
+	if a.retries.timers[e.Token] != nil {
 		return
 	}
-	tok := e.Token
-	r.timers[tok] = a.clk.AfterFunc(wrongPINPause, func() {
-		select {
-		case a.represent <- tok:
-		case <-a.stopped:
-		}
-	})
+	a.scheduleRepresent(e.Token, wrongPINPause)
 }
 
 // isLockout reports whether an error with code and message refuses a token
@@ -146,7 +152,11 @@ func isLockout(code proto.ErrorCode, message string) bool {
 }
 
 // representDue presents tok again if it is still inserted.
-func (a *agent) representDue(tok string) {
+func (a *agent) representDue(due representation) {
+	tok := due.tok
+	if due.gen != a.retries.gen[tok] {
+		return // replaced, or its token pulled since: not this timer's turn
+	}
 	delete(a.retries.timers, tok)
 	if a.conn == nil || !a.inserted(tok) {
 		return
@@ -162,6 +172,9 @@ func (a *agent) representDue(tok string) {
 func (a *agent) insertDone(tok string) {
 	if t := a.retries.timers[tok]; t != nil {
 		t.Stop()
+	}
+	if a.retries.gen != nil {
+		a.retries.gen[tok]++ // a timer that already fired is stale now
 	}
 	delete(a.retries.timers, tok)
 	delete(a.retries.attempts, tok)
