@@ -870,7 +870,7 @@ func TestStaleRepresentIgnored(t *testing.T) {
 	a.scheduleRepresent("soft.x", time.Second)
 	clk.Advance(time.Second) // fires: its presentation waits in the channel
 	stale := <-a.represent
-	a.insertDone("soft.x") // pulled …
+	a.insertDone("soft.x")                     // pulled …
 	a.scheduleRepresent("soft.x", time.Second) // … put back, refused, retried
 	a.representDue(stale)
 	if a.retries.timers["soft.x"] == nil {
