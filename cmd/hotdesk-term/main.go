@@ -319,8 +319,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	defer stop()
 
 	if o.args[0] == "pair" {
-		if o.pcsc { // pair the phone presented at a reader
-			_, err := a.PairPhone(ctx, o.args[1], o.name, time.Minute)
+		if o.pcsc { // pair the phone presented at a reader; the code's label names it
+			_, err := a.PairPhone(ctx, o.args[1], "", time.Minute)
 			return err
 		}
 		if _, err := a.Pair(ctx, o.args[1], o.token, o.name); err != nil {
@@ -329,7 +329,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	}
 	if cfg.UI != nil {
-		stopGreeter, err := startGreeter(ctx, a, ui, o.name)
+		stopGreeter, err := startGreeter(ctx, a, ui)
 		if err != nil {
 			// The agent still works; scripts and the display client too.
 			logger.Error("no greeter", "error", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
@@ -197,4 +198,42 @@ func TestAgentPairedPhoneNotPresentedLater(t *testing.T) {
 	fc.out <- tokens.Event{Kind: tokens.Removed, Token: tok, Reader: "r0", At: time.Now()}
 	fc.mu.Unlock()
 	p2.removed(tok)
+}
+
+// TestGreeterPairPhoneKeepsCodeLabel: a phone paired from the greeter is
+// sent without a label of the terminal's, so the broker keeps the label
+// the administrator gave the code ("bob's phone"), not the desk's name.
+func TestGreeterPairPhoneKeepsCodeLabel(t *testing.T) {
+	t.Parallel()
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	waiting := make(chan struct{}, 1)
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = func(ev event) {
+			if ev.name == "waiting" {
+				waiting <- struct{}{}
+			}
+		}
+	})
+	home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	in := &greeterInput{ctx: context.Background(), a: ta.agent, pairWait: waitBound}
+	in.submit(greeter.PairCode, "abcd-efgh-jkmn")
+	select {
+	case <-waiting:
+	case <-time.After(waitBound):
+		t.Fatal("the greeter's pairing does not wait for a phone")
+	}
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	if pair := expect[proto.Pair](enroll); pair.Label != "" {
+		t.Fatalf("Pair label %q; want none, so that the code's label stays", pair.Label)
+	}
+	enroll.send(&proto.Paired{Token: tok, User: "bob"})
+	in.wg.Wait()
 }

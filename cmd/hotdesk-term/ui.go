@@ -209,10 +209,9 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 // answers to its prompt loop, pairing codes to a pairing run (one at a
 // time, ended with ctx; wait waits for it).
 type greeterInput struct {
-	ctx  context.Context
-	a    *agent
-	ui   *greeterUI
-	name string
+	ctx context.Context
+	a   *agent
+	ui  *greeterUI
 	// pairWait bounds the wait for a phone at the readers (default 1 min).
 	pairWait time.Duration
 	wg       sync.WaitGroup
@@ -247,7 +246,9 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 			if wait <= 0 {
 				wait = time.Minute
 			}
-			_, err := in.a.PairPhone(in.ctx, text, in.name, wait)
+			// No label of ours: the phone is not this terminal, and the
+			// broker then keeps the one the administrator gave the code.
+			_, err := in.a.PairPhone(in.ctx, text, "", wait)
 			var refused *proto.ProtocolError
 			switch {
 			case err == nil, in.ctx.Err() != nil:
@@ -298,9 +299,9 @@ const (
 // a's Config.UI) drives it, typed input goes to a. A window the display
 // ends is opened again (see greeterRetryMin). The returned stop closes the
 // window and waits for pairing runs; call it after a.Run.
-func startGreeter(ctx context.Context, a *agent, ui *greeterUI, name string) (stop func(), err error) {
+func startGreeter(ctx context.Context, a *agent, ui *greeterUI) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	in := &greeterInput{ctx: ctx, a: a, ui: ui, name: name}
+	in := &greeterInput{ctx: ctx, a: a, ui: ui}
 	var fmu sync.Mutex
 	var last greeter.Frame
 	open := func() (*greeter.Window, error) {

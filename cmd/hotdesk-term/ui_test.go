@@ -123,7 +123,7 @@ func TestGreeterPairingFailsVisibly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := &greeterInput{ctx: context.Background(), a: a, name: "desk", pairWait: time.Millisecond}
+			in := &greeterInput{ctx: context.Background(), a: a, pairWait: time.Millisecond}
 			in.submit(greeter.PairCode, "abcd-efgh-jkmn")
 			in.wg.Wait()
 			if len(rec.shown) == 0 {
@@ -153,7 +153,7 @@ func TestGreeterAnswerShowsChecking(t *testing.T) {
 	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "}))
 	got := make(chan command, 1)
 	go func() { got <- <-a.ctrl }()
-	in := &greeterInput{ctx: context.Background(), a: a, ui: ui, name: "desk"}
+	in := &greeterInput{ctx: context.Background(), a: a, ui: ui}
 	in.submit(greeter.Answer, "2468")
 	if c := <-got; c.op != opAnswer || c.arg != "2468" {
 		t.Fatalf("agent got %+v; want the answer", c)
@@ -266,7 +266,7 @@ func TestGreeterLateAnswerNotKept(t *testing.T) {
 	ta.out.wait("prompt")
 	p.send(&proto.Cancel{ID: 1})
 	p.ping(1) // the agent has the Cancel
-	in := &greeterInput{ctx: context.Background(), a: ta.agent, name: "desk"}
+	in := &greeterInput{ctx: context.Background(), a: ta.agent}
 	in.submit(greeter.Answer, "1234") // too late
 	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: ta.key.Token})
 	ta.out.wait("error")
