@@ -20,6 +20,30 @@ import (
 // refused before any authenticator runs, even with the right secret.
 var ErrLocked = errors.New("auth: locked out")
 
+// LockoutError says which key is locked out and for how long. Check
+// returns it for a refused attempt (it matches ErrDenied and ErrLocked);
+// the guard wraps one with Started set, together with the failure, for the
+// failed attempt that started the lockout (it matches neither: that attempt
+// was tried and failed, and says so), so that the person learns of the
+// lockout, and its length, on the attempt that caused it.
+type LockoutError struct {
+	Kind      string // the locked key's kind: token, user or terminal
+	Remaining time.Duration
+	Started   bool
+}
+
+func (e *LockoutError) Error() string {
+	if e.Started {
+		return fmt.Sprintf("auth: %s now locked out for %s", e.Kind, e.Remaining.Round(time.Second))
+	}
+	return fmt.Sprintf("auth: check: %v: %v: %s locked for %s", ErrDenied, ErrLocked, e.Kind, e.Remaining.Round(time.Second))
+}
+
+// Is matches ErrDenied and ErrLocked for a refused attempt.
+func (e *LockoutError) Is(target error) bool {
+	return !e.Started && (target == ErrDenied || target == ErrLocked)
+}
+
 // LimiterConfig configures a Limiter. Zero fields take the defaults.
 type LimiterConfig struct {
 	// MaxFailures is the number of failures within Window that locks a key
@@ -119,7 +143,7 @@ func (l *Limiter) Check(token, user, terminal string) error {
 		e := el.Value.(*entry)
 		if now.Before(e.lockedUntil) {
 			kind, _, _ := strings.Cut(k, ":")
-			return fmt.Errorf("auth: check: %w: %w: %s locked for %s", ErrDenied, ErrLocked, kind, e.lockedUntil.Sub(now).Round(time.Second))
+			return &LockoutError{Kind: kind, Remaining: e.lockedUntil.Sub(now)}
 		}
 	}
 	return nil
@@ -249,6 +273,11 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 	case errors.Is(err, ErrDenied):
 		l.Failure(req.Token, user, term)
 		Audit(l.log, req, user, "denied", err.Error())
+		var lo *LockoutError
+		if errors.As(l.Check(req.Token, user, term), &lo) {
+			lo.Started = true
+			return Result{User: res.User}, fmt.Errorf("%w; %w", err, lo)
+		}
 		return Result{User: res.User}, err
 	case ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		Audit(l.log, req, user, "aborted", err.Error())

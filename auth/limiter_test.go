@@ -189,3 +189,29 @@ func TestGuardTerminalIsPerAddress(t *testing.T) {
 		t.Fatalf("the failing address again: err = %v; want locked", err)
 	}
 }
+
+// TestGuardSaysLockoutStarted: the failed attempt that locks its keys out
+// says so and for how long (a LockoutError with Started), while it stays a
+// denial, not a locked-out refusal: the person learns of the lockout on
+// the attempt that caused it. The next attempt is refused as locked.
+func TestGuardSaysLockoutStarted(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, BaseLockout: 30 * time.Second})
+	req := auth.Request{Token: "uid.01", User: "eve", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
+	deny := &fakeAuth{err: auth.ErrDenied}
+	_, err := l.Guard(deny).Authenticate(t.Context(), req, nil)
+	var lo *auth.LockoutError
+	if errors.As(err, &lo) {
+		t.Fatalf("first failure: %v; want no lockout yet", err)
+	}
+	_, err = l.Guard(deny).Authenticate(t.Context(), req, nil)
+	if !errors.As(err, &lo) || !lo.Started || lo.Remaining != 30*time.Second {
+		t.Fatalf("second failure: %v; want a started lockout of 30s", err)
+	}
+	if !errors.Is(err, auth.ErrDenied) || errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("second failure: %v; want a denial, not a locked-out refusal", err)
+	}
+	_, err = l.Guard(deny).Authenticate(t.Context(), req, nil)
+	if !errors.As(err, &lo) || lo.Started || !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("third attempt: %v; want refused as locked out", err)
+	}
+}

@@ -282,7 +282,7 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 	switch {
 	case errors.Is(err, auth.ErrLocked):
 		b.emit(event.Event{Kind: event.LoginLockout, Token: token, User: rec.User, Terminal: t.id})
-		return res, fail(proto.ErrRateLimited, "too many failed logins; try again later", err)
+		return res, fail(proto.ErrRateLimited, "too many failed logins; "+tryAgainIn(err), err)
 	case errors.Is(err, auth.ErrBusy):
 		return res, fail(proto.ErrRateLimited, "too many logins in progress; try again shortly", err)
 	case err != nil && ctx.Err() != nil:
@@ -297,10 +297,26 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 			// Nothing was typed: the terminal tells it from a wrong secret.
 			return res, fail(proto.ErrAuthFailed, "authentication failed: no answer in time", err)
 		}
+		var lo *auth.LockoutError
+		if errors.As(err, &lo) && lo.Started {
+			// The failure that locked the token, user or terminal out
+			// says so: the person learns it now, not on the next try.
+			return res, fail(proto.ErrAuthFailed, "authentication failed; too many failed logins: "+tryAgainIn(err), err)
+		}
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
 	b.emit(event.Event{Kind: event.LoginGranted, Token: token, User: res.User, Terminal: t.id})
 	return res, nil
+}
+
+// tryAgainIn says when a lockout in err ends ("try again in 30 s"), or
+// "try again later" when err does not say.
+func tryAgainIn(err error) string {
+	var lo *auth.LockoutError
+	if !errors.As(err, &lo) || lo.Remaining <= 0 {
+		return "try again later"
+	}
+	return fmt.Sprintf("try again in %d s", int((lo.Remaining+time.Second-1)/time.Second))
 }
 
 // policy resolves the login policy of token and user (zero Policy if the

@@ -120,11 +120,18 @@ func TestPolicyLockout(t *testing.T) {
 		auth.LimiterConfig{MaxFailures: 2, BaseLockout: time.Hour})
 	e.register("uid.01020304", "alice")
 	t1 := e.dial("term-1")
-	for range 2 {
-		t1.insertRefused("uid.01020304", proto.ErrAuthFailed, "guess")
+	// The failure that starts the lockout says so, and for how long.
+	for i, want := range []string{"authentication failed", "authentication failed; too many failed logins: try again in 3600 s"} {
+		t1.insertAnswering("uid.01020304", "guess")
+		if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed || er.Message != want {
+			t.Fatalf("failure %d: %+v; want auth_failed %q", i+1, er, want)
+		}
 	}
-	// The right password, while locked.
-	t1.insertRefused("uid.01020304", proto.ErrRateLimited, "alice-pw")
+	// The right password, while locked: refused, with the time left.
+	t1.insertAnswering("uid.01020304", "alice-pw")
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrRateLimited || !strings.HasPrefix(er.Message, "too many failed logins; try again in 3") {
+		t.Fatalf("while locked: %+v; want rate_limited with the time left", er)
+	}
 	if len(e.b.Sessions()) != 0 {
 		t.Fatalf("a session was created while locked out")
 	}

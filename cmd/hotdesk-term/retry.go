@@ -134,7 +134,8 @@ func (a *agent) wrongAnswer(e *proto.Error) {
 	// pulled meanwhile, a broker going away): it counts for that one only.
 	answered := a.answered
 	a.answered = false
-	if e.Code != proto.ErrAuthFailed || !answered || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") {
+	if e.Code != proto.ErrAuthFailed || !answered || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") ||
+		strings.Contains(e.Message, "too many failed") { // this answer started a lockout
 		return
 	}
 	if a.retries.timers[e.Token] != nil {

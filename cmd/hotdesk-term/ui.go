@@ -168,6 +168,10 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		if strings.Contains(strField(ev, "message"), "no answer") {
 			return idle("No PIN or password was entered in time. Insert your card again.", true)
 		}
+		if m := strField(ev, "message"); strings.Contains(m, "too many failed") {
+			// This wrong answer locked the card out: say for how long.
+			return idle("Wrong PIN or password. Too many failed attempts: "+lowerFirst(retryHint(m)), true)
+		}
 		return idle("Wrong PIN or password. Try again.", true)
 	case "cancelled":
 		// The card was pulled mid-login: the person's own doing, no error.
@@ -176,8 +180,8 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		// One code for a lockout after failed logins and for attempts
 		// that come too fast (logins or pairings in progress, token
 		// events): the broker's message tells them apart.
-		if isLockout(proto.ErrRateLimited, strField(ev, "message")) {
-			return idle("Locked out: too many failed attempts. Try again later.", true)
+		if m := strField(ev, "message"); isLockout(proto.ErrRateLimited, m) {
+			return idle("Locked out: too many failed attempts. "+retryHint(m), true)
 		}
 		return idle("Too many attempts right now. Try again in a moment.", true)
 	case "token_disabled":
@@ -203,6 +207,23 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		msg = "Something went wrong."
 	}
 	return idle(msg, true)
+}
+
+// retryHint is "Try again in 27 s." when the broker's message says when a
+// lockout ends ("… try again in 27 s"), else "Try again later."
+func retryHint(msg string) string {
+	const in = "try again in "
+	if i := strings.Index(msg, in); i >= 0 {
+		return "Try again in " + strings.TrimRight(msg[i+len(in):], ".") + "."
+	}
+	return "Try again later."
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
 }
 
 // greeterInput hands what the person typed on the greeter to the agent:

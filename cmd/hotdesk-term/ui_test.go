@@ -40,6 +40,8 @@ func TestGreeterUI(t *testing.T) {
 		{"PIN not entered", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: "uid.01"}), greeter.Idle, "entered in time", false},
 		{"wrong PIN", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: "uid.01"}), greeter.Idle, "Wrong PIN", false},
 		{"locked out", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins", Token: "uid.01"}), greeter.Idle, "Locked out", false},
+		{"lockout started", protoErrorEvent(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed; too many failed logins: try again in 30 s", Token: "uid.01"}), greeter.Idle, "Too many failed attempts: try again in 30 s.", false},
+		{"locked for", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins; try again in 27 s", Token: "uid.01"}), greeter.Idle, "Locked out: too many failed attempts. Try again in 27 s.", false},
 		{"too fast", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many token events; present the token again shortly", Token: "uid.01"}), greeter.Idle, "Try again in a moment", false},
 		{"bad code", protoErrorEvent(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"}), greeter.Idle, "wrong, used or expired", false},
 		{"key refused", protoErrorEvent(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused"}), greeter.Idle, "key was refused", false},
