@@ -37,6 +37,7 @@ type greeterUI struct {
 	session   string
 	cur       greeter.State
 	promptSeq uint32
+	errorFor  time.Duration // how long an idle error shows; 0: errorShown
 }
 
 func fieldOf(ev event, key string) any {
@@ -143,7 +144,34 @@ func (u *greeterUI) event(ev event) {
 	if next != u.cur {
 		u.cur = next
 		u.scr.Show(next)
+		u.clearErrorLater(next)
 	}
+}
+
+// errorShown is how long an error on the idle screen stays there (a card
+// that could not be read, a lockout): the next person at the desk does not
+// find the last one's error.
+const errorShown = 15 * time.Second
+
+// clearErrorLater takes an idle error state back to the plain idle screen
+// after errorShown (u.errorFor in tests) unless something replaced it.
+// Caller holds u.mu.
+func (u *greeterUI) clearErrorLater(s greeter.State) {
+	if s.Screen != greeter.Idle || !s.Error {
+		return
+	}
+	d := u.errorFor
+	if d <= 0 {
+		d = errorShown
+	}
+	time.AfterFunc(d, func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.cur == s {
+			u.cur = greeter.State{Screen: greeter.Idle, Title: s.Title}
+			u.scr.Show(u.cur)
+		}
+	})
 }
 
 // answered shows that the prompt's answer is being checked: no input

@@ -278,3 +278,44 @@ func TestGreeterLateAnswerNotKept(t *testing.T) {
 	ta.out.wait("prompt")
 	p.ping(2)
 }
+
+// TestGreeterErrorClears: an error on the idle screen (a card that could
+// not be read) goes after a while, so the next person at the desk does not
+// find it; one replaced meanwhile is not cleared.
+func TestGreeterErrorClears(t *testing.T) {
+	t.Parallel()
+	rec := &syncScreen{}
+	ui := &greeterUI{scr: rec, errorFor: 50 * time.Millisecond}
+	ui.event(connectedEvent("b1", "h:1"))
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Error, Reader: "r0"}))
+	if s := rec.last(); !s.Error {
+		t.Fatalf("shown %+v; want the card error", s)
+	}
+	deadline := time.Now().Add(waitBound)
+	for s := rec.last(); s.Error || s.Message != ""; s = rec.last() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the card error is still shown: %+v", s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := rec.last(); s.Screen != greeter.Idle || s.Title != textInsert {
+		t.Fatalf("after the error: %+v; want the plain idle screen", s)
+	}
+}
+
+// syncScreen records what is shown, for tests where timers show too.
+type syncScreen struct {
+	mu    sync.Mutex
+	shown []greeter.State
+}
+
+func (r *syncScreen) Show(s greeter.State) { r.mu.Lock(); r.shown = append(r.shown, s); r.mu.Unlock() }
+func (r *syncScreen) Close()               {}
+func (r *syncScreen) last() greeter.State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.shown) == 0 {
+		return greeter.State{}
+	}
+	return r.shown[len(r.shown)-1]
+}
