@@ -119,6 +119,7 @@ type agent struct {
 	disp      *display          // the display path, if cfg.Display is set
 	conn      *link
 	dialing   bool
+	lastDial  time.Time // when the last dial started
 	retrying  clock.Timer
 	backoff   time.Duration
 	answers   []string

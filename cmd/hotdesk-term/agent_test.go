@@ -881,3 +881,27 @@ func TestStaleRepresentIgnored(t *testing.T) {
 		t.Fatalf("the new timer carries the stale generation %d", fresh.gen)
 	}
 }
+
+// TestReconnectNowBounded: an insertion while the broker is away dials at
+// once, but at most once per MinBackoff: a flapping reader must not turn
+// into a dial per event.
+func TestReconnectNowBounded(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1000, 0))
+	a := &agent{clk: clk, retry: make(chan struct{}, 1), cfg: Config{MinBackoff: time.Second}}
+	a.lastDial = clk.Now() // a dial just failed; the next waits for its backoff
+	a.retrying = clk.AfterFunc(time.Hour, func() {})
+	a.reconnectNow()
+	select {
+	case <-a.retry:
+		t.Fatal("reconnected at once after a dial that just started")
+	default:
+	}
+	clk.Advance(time.Second)
+	a.reconnectNow()
+	select {
+	case <-a.retry:
+	default:
+		t.Fatal("no early reconnect a MinBackoff after the last dial")
+	}
+}

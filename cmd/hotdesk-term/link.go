@@ -202,7 +202,10 @@ func (a *agent) scheduleRetry() {
 // a token was inserted, so someone is at the terminal and the broker may be
 // back. A failed attempt backs off as before.
 func (a *agent) reconnectNow() {
-	if a.retrying == nil || a.dialing {
+	// At most one early attempt per MinBackoff: a reader that flaps (or a
+	// person who pulls and pushes a card) while the broker is away must
+	// not turn into a dial per event.
+	if a.retrying == nil || a.dialing || a.clk.Now().Sub(a.lastDial) < a.cfg.MinBackoff {
 		return
 	}
 	a.retrying.Stop()
@@ -242,6 +245,7 @@ func jitter(d, ceiling time.Duration) time.Duration {
 // startDial connects to t in the background; the result reaches the loop.
 func (a *agent) startDial(ctx context.Context, t target) {
 	a.dialing = true
+	a.lastDial = a.clk.Now()
 	go func() {
 		l, err := a.dial(ctx, t)
 		select {
