@@ -261,15 +261,16 @@ func (e *env) waitTransition(id string, to State) string {
 // term is a test terminal speaking the real protocol. It answers
 // challenges with its keys and queues every other message.
 type term struct {
-	t       *testing.T
-	id      string
-	conn    *proto.Conn
-	welcome proto.Welcome
-	mu      sync.Mutex
-	keys    map[string]ed25519.PrivateKey
-	msgs    chan any
-	answers []string // answers to the next prompts, in order
-	prompts []string // texts of the prompts answered
+	t            *testing.T
+	id           string
+	conn         *proto.Conn
+	welcome      proto.Welcome
+	mu           sync.Mutex
+	keys         map[string]ed25519.PrivateKey
+	msgs         chan any
+	answers      []string // answers to the next prompts, in order
+	prompts      []string // texts of the prompts answered
+	promptTokens []string // the Token of each answered prompt
 }
 
 // answer queues answers for the next secret or visible prompts.
@@ -332,6 +333,7 @@ func (tm *term) read() {
 			if have {
 				a, tm.answers = tm.answers[0], tm.answers[1:]
 				tm.prompts = append(tm.prompts, p.Text)
+				tm.promptTokens = append(tm.promptTokens, p.Token)
 			}
 			tm.mu.Unlock()
 			if have {

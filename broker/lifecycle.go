@@ -278,7 +278,7 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 	defer cancel()
 	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
 		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing, Locked: locked,
-	}, t)
+	}, loginConversation{t: t, token: token})
 	switch {
 	case errors.Is(err, auth.ErrLocked):
 		b.emit(event.Event{Kind: event.LoginLockout, Token: token, User: rec.User, Terminal: t.id})

@@ -84,6 +84,15 @@ func TestPolicyCardPassword(t *testing.T) {
 	if att.User != "alice" {
 		t.Fatalf("attached %+v; want alice", att)
 	}
+	// Every prompt names the token whose login asks (two cards at one
+	// terminal: whose PIN is wanted).
+	t1.mu.Lock()
+	for i, tok := range t1.promptTokens {
+		if tok != "uid.04a1b2c3" {
+			t.Errorf("prompt %d for token %q; want uid.04a1b2c3", i, tok)
+		}
+	}
+	t1.mu.Unlock()
 	t1.remove("uid.04a1b2c3")
 	expectMsg[proto.Detached](t1)
 	t2 := e.dial("term-2")

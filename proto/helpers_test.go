@@ -23,7 +23,7 @@ func samples() map[proto.Type]any {
 		proto.TypeTokenRemoved:  &proto.TokenRemoved{Token: "uid.04a1b2c3", Reader: "Virtual PCD 00 01"},
 		proto.TypeChallenge:     &proto.Challenge{ID: 4294967295, Token: "soft.xyz", Nonce: b(32, 1), ServerID: "b2"},
 		proto.TypeProof:         &proto.Proof{ID: 9, Token: "soft.xyz", Signature: b(64, 0xee)},
-		proto.TypeAuthPrompt:    &proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOff, Text: "Password: "},
+		proto.TypeAuthPrompt:    &proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOff, Text: "Password: ", Token: "uid.04a1b2c3"},
 		proto.TypeAuthAnswer:    &proto.AuthAnswer{ID: 3, Text: "hunter2"},
 		proto.TypeAttached:      &proto.Attached{SessionID: "s-1", Token: "piv.0011", User: "alice", Endpoint: "rdp://127.0.0.1:3389", Ticket: b(16, 5), Resumed: true, ServerID: "b1"},
 		proto.TypeDetached:      &proto.Detached{SessionID: "s-1", Reason: proto.DetachTakeover, Message: "taken over", Terminal: "term-2"},

@@ -123,6 +123,9 @@ type AuthPrompt struct {
 	ID    uint32      `cbor:"1,keyasint"`
 	Style PromptStyle `cbor:"2,keyasint"`
 	Text  string      `cbor:"3,keyasint"`
+	// Token is the token whose login asks (optional: a terminal with
+	// several tokens inserted shows whose prompt it is).
+	Token string `cbor:"4,keyasint,omitempty"`
 }
 
 // AuthAnswer answers an AuthPrompt with style EchoOff or EchoOn.

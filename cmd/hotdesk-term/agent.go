@@ -580,7 +580,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	case *proto.Challenge:
 		a.challenge(l, m)
 	case *proto.AuthPrompt:
-		a.out.emit(promptEvent(m))
+		a.out.emit(a.withPromptFor(promptEvent(m), m.Token))
 		if m.Style != proto.PromptEchoOff && m.Style != proto.PromptEchoOn {
 			return
 		}

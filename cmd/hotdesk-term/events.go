@@ -50,9 +50,34 @@ func challengeEvent(token string) event {
 }
 
 func promptEvent(p *proto.AuthPrompt) event {
-	return event{name: "prompt",
-		fields: []field{{"style", p.Style.String()}, {"text", p.Text}},
-		text:   fmt.Sprintf("prompt (%s): %s", p.Style, clean(p.Text))}
+	fields := []field{{"style", p.Style.String()}, {"text", p.Text}}
+	if p.Token != "" {
+		fields = append(fields, field{"token", p.Token})
+	}
+	return event{name: "prompt", fields: fields,
+		text: fmt.Sprintf("prompt (%s): %s", p.Style, clean(p.Text))}
+}
+
+// withPromptFor adds to a prompt event which of several inserted tokens
+// the prompt is for ("for": the card's reader, or the token), when more
+// than one is inserted: the greeter then says whose login asks.
+func (a *agent) withPromptFor(ev event, token string) event {
+	if token == "" {
+		return ev
+	}
+	n := len(a.cards)
+	if a.prov != nil {
+		n += len(a.prov.Inserted())
+	}
+	if n < 2 {
+		return ev
+	}
+	what := token
+	if r, ok := a.cards[token]; ok {
+		what = "the card in " + r
+	}
+	ev.fields = append(ev.fields, field{"for", what})
+	return ev
 }
 
 func attachedEvent(m *proto.Attached) event {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +66,17 @@ func (f *fakeCards) insertPhone(t *testing.T) (string, ed25519.PublicKey) {
 	}
 	f.out <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: "r0", At: time.Now()}
 	return tok, pub
+}
+
+// insertCard presents a locate-only card tok at reader.
+func (f *fakeCards) insertCard(t *testing.T, tok, reader string) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.out == nil {
+		t.Fatal("fake cards: nobody watches")
+	}
+	f.out <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: reader, At: time.Now()}
 }
 
 func (f *fakeCards) Sign(context.Context, string, []byte) ([]byte, error) {
@@ -237,3 +249,50 @@ func TestGreeterPairPhoneKeepsCodeLabel(t *testing.T) {
 	enroll.send(&proto.Paired{Token: tok, User: "bob"})
 	in.wg.Wait()
 }
+
+// TestPromptSaysWhoseCard: with two cards at a terminal's readers, a PIN
+// prompt names the card whose login asks (AuthPrompt.Token), and the
+// greeter's title says so; with one card it does not.
+func TestPromptSaysWhoseCard(t *testing.T) {
+	t.Parallel()
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	var mu sync.Mutex
+	var titles []string
+	ui := &greeterUI{scr: screenFunc(func(s greeter.State) {
+		mu.Lock()
+		titles = append(titles, s.Title)
+		mu.Unlock()
+	})}
+	ta := startAgent(t, home, func(c *Config) { c.Cards = fc; c.UI = ui.event })
+	p := home.accept()
+	ta.out.wait("connected")
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	fc.insertCard(t, "uid.01020304", "Reader A")
+	p.inserted("uid.01020304")
+	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: ", Token: "uid.01020304"})
+	if ev := ta.out.wait("prompt"); ev["for"] != nil || ev["token"] != "uid.01020304" {
+		t.Fatalf("prompt event with one card = %v; want its token and no \"for\"", ev)
+	}
+	fc.insertCard(t, "uid.0a0b0c0d", "Reader B")
+	p.inserted("uid.0a0b0c0d")
+	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "PIN: ", Token: "uid.0a0b0c0d"})
+	if ev := ta.out.wait("prompt"); ev["for"] != "the card in Reader B" {
+		t.Fatalf("prompt event with two cards = %v; want it for the card in Reader B", ev)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if last := titles[len(titles)-1]; !strings.Contains(last, "the card in Reader B") {
+		t.Fatalf("greeter title %q; want it to name the card in Reader B", last)
+	}
+}
+
+// screenFunc is a screen that calls f for each state shown.
+type screenFunc func(greeter.State)
+
+func (f screenFunc) Show(s greeter.State) { f(s) }
+func (screenFunc) Close()                 {}

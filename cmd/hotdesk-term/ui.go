@@ -96,6 +96,10 @@ func (u *greeterUI) event(ev event) {
 			next = greeter.State{Screen: greeter.Prompt, Title: "Welcome", Label: text,
 				Secret: strField(ev, "style") == "echo_off", PromptID: u.promptSeq,
 				Message: u.cur.Message, Error: u.cur.Error}
+			if f := strField(ev, "for"); f != "" {
+				// Several tokens at this terminal: say whose login asks.
+				next.Title = "Welcome — for " + f
+			}
 		case "error":
 			next.Message, next.Error = text, true
 		default:
