@@ -288,20 +288,28 @@ func TestNames(t *testing.T) {
 	}
 }
 
+// helloPayload encodes a frame payload of type Hello whose body is body,
+// as it stands, whatever the keys' types: what a peer sending a malformed
+// Hello sends.
+func helloPayload(t *testing.T, body map[int]any) []byte {
+	t.Helper()
+	raw, err := cbor.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := cbor.Marshal(map[int]any{1: uint64(proto.TypeHello), 2: cbor.RawMessage(raw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return payload
+}
+
 // TestDecodeTypeErrorSpeaksWire: a field of the wrong CBOR type is named by
 // its key and wire type (PROTOCOL.md §5), not by the Go struct and type
 // the broker decodes into.
 func TestDecodeTypeErrorSpeaksWire(t *testing.T) {
 	// Hello with TerminalID (key 2) an integer.
-	body, err := cbor.Marshal(map[int]any{1: []uint16{1}, 2: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, err := cbor.Marshal(map[int]any{1: uint64(proto.TypeHello), 2: cbor.RawMessage(body)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = proto.Decode(payload)
+	_, err := proto.Decode(helloPayload(t, map[int]any{1: []uint16{1}, 2: 7}))
 	if !errors.Is(err, proto.ErrMalformed) {
 		t.Fatalf("Decode: %v; want ErrMalformed", err)
 	}
@@ -325,15 +333,7 @@ func TestDecodeIntegerRangeSpeaksWire(t *testing.T) {
 		{map[int]any{1: []uint16{1}, 2: "t", 5: uint64(1) << 63}, "field 5: positive integer where an integer from -9223372036854775808 to 9223372036854775807 is expected"},
 		{map[int]any{1: []uint16{1}, 2: "t", 4: "x"}, "field 4: UTF-8 text string where an integer from 0 to 255 is expected"},
 	} {
-		body, err := cbor.Marshal(tc.body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		payload, err := cbor.Marshal(map[int]any{1: uint64(proto.TypeHello), 2: cbor.RawMessage(body)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = proto.Decode(payload)
+		_, err := proto.Decode(helloPayload(t, tc.body))
 		if !errors.Is(err, proto.ErrMalformed) || !strings.HasSuffix(err.Error(), tc.want) {
 			t.Errorf("Decode(Hello %v): %v; want ErrMalformed ending %q", tc.body, err, tc.want)
 		}

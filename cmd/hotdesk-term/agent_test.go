@@ -771,23 +771,27 @@ func TestJitterCeiling(t *testing.T) {
 	}
 }
 
+// startAnswered starts a broker and an agent on a fake clock, prompted
+// for the PIN of its token "default" (startPrompted), and answers "0000".
+// It returns the agent, its connection, the clock and the answer the
+// broker got.
+func startAnswered(t *testing.T) (*testAgent, *peer, *clock.Fake, *proto.AuthAnswer) {
+	t.Helper()
+	b := startBroker(t, "broker-a", time.Minute)
+	clk := clock.NewFake(time.Now())
+	ta, p := startPrompted(t, b, func(c *Config) { c.Clock = clk })
+	ta.command(t, "answer 0000")
+	return ta, p, clk, expect[proto.AuthAnswer](p)
+}
+
 // TestAgentWrongPINAsksAgain: a login refused after the person typed an
 // answer (a wrong PIN), the card still in, presents the card again after
 // wrongPINPause, so the person types the PIN again without pulling it; a
 // refusal nobody answered (no PIN typed in time) does not.
 func TestAgentWrongPINAsksAgain(t *testing.T) {
 	t.Parallel()
-	b := startBroker(t, "broker-a", time.Minute)
-	clk := clock.NewFake(time.Now())
-	ta := startAgent(t, b, func(c *Config) { c.Clock = clk })
-	p := b.accept()
-	ta.out.wait("connected")
-	ta.command(t, "insert default")
-	p.inserted(ta.key.Token)
-	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "})
-	ta.out.wait("prompt")
-	ta.command(t, "answer 0000")
-	if ans := expect[proto.AuthAnswer](p); ans.ID != 1 {
+	ta, p, clk, ans := startAnswered(t)
+	if ans.ID != 1 {
 		t.Fatalf("answer = %+v; want id 1", ans)
 	}
 	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed", Token: ta.key.Token})
@@ -814,17 +818,7 @@ func TestAgentWrongPINAsksAgain(t *testing.T) {
 // (the card pulled meanwhile).
 func TestAgentCancelNotAskedAgain(t *testing.T) {
 	t.Parallel()
-	b := startBroker(t, "broker-a", time.Minute)
-	clk := clock.NewFake(time.Now())
-	ta := startAgent(t, b, func(c *Config) { c.Clock = clk })
-	p := b.accept()
-	ta.out.wait("connected")
-	ta.command(t, "insert default")
-	p.inserted(ta.key.Token)
-	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "})
-	ta.out.wait("prompt")
-	ta.command(t, "answer 0000")
-	expect[proto.AuthAnswer](p)
+	ta, p, clk, _ := startAnswered(t)
 	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "New PIN: "})
 	ta.out.wait("prompt")
 	ta.command(t, "cancel")
@@ -840,10 +834,7 @@ func TestAgentCancelNotAskedAgain(t *testing.T) {
 	// typed, a wrong PIN.
 	ta.command(t, "remove default")
 	p.removed(ta.key.Token)
-	ta.command(t, "insert default")
-	p.inserted(ta.key.Token)
-	p.send(&proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOff, Text: "PIN: "})
-	ta.out.wait("prompt")
+	ta.promptPIN(t, p, 3)
 	ta.command(t, "answer 1234")
 	expect[proto.AuthAnswer](p)
 	p.send(&proto.Error{Code: proto.ErrCancelled, Message: "login abandoned: token removed", Token: ta.key.Token})

@@ -409,6 +409,29 @@ func startInserted(t *testing.T, home *fakeBroker) (*testAgent, *peer) {
 	return ta, p
 }
 
+// startPrompted starts an agent homed at b (edit as for startAgent),
+// inserts the token "default" and has the broker ask for its PIN (prompt
+// 1). It returns the agent, showing the prompt, and its connection to b.
+func startPrompted(t *testing.T, b *fakeBroker, edit func(*Config)) (*testAgent, *peer) {
+	t.Helper()
+	ta := startAgent(t, b, edit)
+	p := b.accept()
+	ta.out.wait("connected")
+	ta.promptPIN(t, p, 1)
+	return ta, p
+}
+
+// promptPIN inserts the token "default", which p, the agent's connection,
+// sees, and has the broker ask for its PIN with prompt id; it returns once
+// the agent shows the prompt.
+func (ta *testAgent) promptPIN(t *testing.T, p *peer, id uint32) {
+	t.Helper()
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.AuthPrompt{ID: id, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+}
+
 // command sends one stdin line.
 func (ta *testAgent) command(t *testing.T, line string) {
 	t.Helper()

@@ -92,6 +92,49 @@ func (f *fakeCards) PublicKey(_ context.Context, token string) ([]byte, error) {
 	return nil, errors.New("fake cards: not present")
 }
 
+// startCardAgent starts a broker and an agent whose card readers are fake
+// cards and whose UI is ui, accepts the agent's connection to the broker
+// and waits for the agent to watch the readers. It returns the broker, the
+// cards, the agent and its connection.
+func startCardAgent(t *testing.T, ui func(event)) (*fakeBroker, *fakeCards, *testAgent, *peer) {
+	t.Helper()
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = ui
+	})
+	p := home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	return home, fc, ta, p
+}
+
+// waitingUI returns a UI that sends on the returned channel when the agent
+// waits for a phone to pair.
+func waitingUI() (func(event), <-chan struct{}) {
+	waiting := make(chan struct{}, 1)
+	return func(ev event) {
+		if ev.name == "waiting" {
+			waiting <- struct{}{}
+		}
+	}, waiting
+}
+
+// awaitWaiting waits for a send on waiting (waitingUI's: the pairing
+// waits for a phone) and fails the test with failure if none comes.
+func awaitWaiting(t *testing.T, waiting <-chan struct{}, failure string) {
+	t.Helper()
+	select {
+	case <-waiting:
+	case <-time.After(waitBound):
+		t.Fatal(failure)
+	}
+}
+
 // TestAgentPairPhoneWhileRunning: a phone paired from the greeter (F2)
 // while the agent runs and watches the card readers itself: the pairing
 // gets the phone the readers see (it does not watch them a second time,
@@ -100,23 +143,8 @@ func (f *fakeCards) PublicKey(_ context.Context, token string) ([]byte, error) {
 // a token meanwhile.
 func TestAgentPairPhoneWhileRunning(t *testing.T) {
 	t.Parallel()
-	home := startBroker(t, "broker-a", time.Minute)
-	fc := newFakeCards()
-	waiting := make(chan struct{}, 1)
-	ta := startAgent(t, home, func(c *Config) {
-		c.Cards = fc
-		c.UI = func(ev event) {
-			if ev.name == "waiting" {
-				waiting <- struct{}{}
-			}
-		}
-	})
-	p := home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
+	ui, waiting := waitingUI()
+	home, fc, ta, p := startCardAgent(t, ui)
 	type result struct {
 		token string
 		err   error
@@ -160,33 +188,14 @@ func TestAgentPairPhoneWhileRunning(t *testing.T) {
 // stayed on the terminal after the phone was taken away.
 func TestAgentPairedPhoneNotPresentedLater(t *testing.T) {
 	t.Parallel()
-	home := startBroker(t, "broker-a", time.Minute)
-	fc := newFakeCards()
-	waiting := make(chan struct{}, 1)
-	ta := startAgent(t, home, func(c *Config) {
-		c.Cards = fc
-		c.UI = func(ev event) {
-			if ev.name == "waiting" {
-				waiting <- struct{}{}
-			}
-		}
-	})
-	p := home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
+	ui, waiting := waitingUI()
+	home, fc, ta, p := startCardAgent(t, ui)
 	done := make(chan error, 1)
 	go func() {
 		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "Desk 1", waitBound)
 		done <- err
 	}()
-	select {
-	case <-waiting:
-	case <-time.After(waitBound):
-		t.Fatal("PairPhone does not wait for a phone")
-	}
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
 	tok, _ := fc.insertPhone(t)
 	enroll := home.accept()
 	expect[proto.Pair](enroll)
@@ -217,30 +226,11 @@ func TestAgentPairedPhoneNotPresentedLater(t *testing.T) {
 // the administrator gave the code ("bob's phone"), not the desk's name.
 func TestGreeterPairPhoneKeepsCodeLabel(t *testing.T) {
 	t.Parallel()
-	home := startBroker(t, "broker-a", time.Minute)
-	fc := newFakeCards()
-	waiting := make(chan struct{}, 1)
-	ta := startAgent(t, home, func(c *Config) {
-		c.Cards = fc
-		c.UI = func(ev event) {
-			if ev.name == "waiting" {
-				waiting <- struct{}{}
-			}
-		}
-	})
-	home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
+	ui, waiting := waitingUI()
+	home, fc, ta, _ := startCardAgent(t, ui)
 	in := &greeterInput{ctx: context.Background(), a: ta.agent, pairWait: waitBound}
 	in.submit(greeter.PairCode, "abcd-efgh-jkmn")
-	select {
-	case <-waiting:
-	case <-time.After(waitBound):
-		t.Fatal("the greeter's pairing does not wait for a phone")
-	}
+	awaitWaiting(t, waiting, "the greeter's pairing does not wait for a phone")
 	tok, _ := fc.insertPhone(t)
 	enroll := home.accept()
 	if pair := expect[proto.Pair](enroll); pair.Label != "" {
@@ -255,8 +245,6 @@ func TestGreeterPairPhoneKeepsCodeLabel(t *testing.T) {
 // greeter's title says so; with one card it does not.
 func TestPromptSaysWhoseCard(t *testing.T) {
 	t.Parallel()
-	home := startBroker(t, "broker-a", time.Minute)
-	fc := newFakeCards()
 	var mu sync.Mutex
 	var titles []string
 	ui := &greeterUI{scr: screenFunc(func(s greeter.State) {
@@ -264,14 +252,8 @@ func TestPromptSaysWhoseCard(t *testing.T) {
 		titles = append(titles, s.Title)
 		mu.Unlock()
 	})}
-	ta := startAgent(t, home, func(c *Config) { c.Cards = fc; c.UI = ui.event })
-	p := home.accept()
+	_, fc, ta, p := startCardAgent(t, ui.event)
 	ta.out.wait("connected")
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
 	fc.insertCard(t, "uid.01020304", "Reader A")
 	p.inserted("uid.01020304")
 	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: ", Token: "uid.01020304"})

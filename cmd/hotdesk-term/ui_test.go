@@ -259,13 +259,7 @@ func (*endedWindow) Err() error               { return errors.New("X server not 
 func TestGreeterLateAnswerNotKept(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t, "broker-a", time.Minute)
-	ta := startAgent(t, b, nil)
-	p := b.accept()
-	ta.out.wait("connected")
-	ta.command(t, "insert default")
-	p.inserted(ta.key.Token)
-	p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: "})
-	ta.out.wait("prompt")
+	ta, p := startPrompted(t, b, nil)
 	p.send(&proto.Cancel{ID: 1})
 	p.ping(1) // the agent has the Cancel
 	in := &greeterInput{ctx: context.Background(), a: ta.agent}

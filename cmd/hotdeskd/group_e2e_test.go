@@ -561,6 +561,48 @@ func (r *ctlRun) wait(t *testing.T) (stdout, stderr string) {
 	return r.out.String(), r.errOut.String()
 }
 
+// refusedStartGroup is what the tests of a broker refused at start share:
+// weston, the binaries and an etcd whose leases last ttl. It returns the
+// binaries' directory and the etcd block of a configuration.
+func refusedStartGroup(t *testing.T, ttl string) (bin, etcd string) {
+	t.Helper()
+	testutil.NeedTools(t, "weston")
+	bin = buildBinaries(t)
+	eps := etcdtest.Start(t)
+	etcd = fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = %q\n}\nmetrics_listen = \"off\"\n", eps[0], ttl)
+	return bin, etcd
+}
+
+// startMember starts a broker with server_id id (named name in failure
+// messages) in a directory of its own and returns it and the address it
+// listens on.
+func startMember(t *testing.T, bin, etcd, id, name string) (*testutil.Daemon, string) {
+	t.Helper()
+	dir, addr := t.TempDir(), testutil.FreeAddr(t)
+	d := testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, id, dir, addr, etcd))
+	d.Name = name
+	d.Start()
+	return d, addr
+}
+
+// launchToFail launches d, a daemon whose start is meant to fail, waits
+// for it to exit (what names the wait in a failure) and returns the end of
+// its log. Whether it exited with an error is the caller's to check
+// (d.ExitErr).
+func launchToFail(t *testing.T, d *testutil.Daemon, what string) string {
+	t.Helper()
+	d.Launch()
+	testutil.WaitFor(t, testutil.ReadyBound, what, func() bool {
+		select {
+		case <-d.Exited():
+			return true
+		default:
+			return false
+		}
+	})
+	return d.LogTail(64 << 10)
+}
+
 // TestDataDirInUse: a second hotdeskd started on the data_dir of a running
 // one (a configuration copied for a second broker on the same host, its
 // server_id changed but not its data_dir) is refused before it touches
@@ -570,15 +612,9 @@ func (r *ctlRun) wait(t *testing.T) (stdout, stderr string) {
 // file and only then failed on the compositor's state directory (QA).
 func TestDataDirInUse(t *testing.T) {
 	t.Parallel()
-	testutil.NeedTools(t, "weston")
-	bin := buildBinaries(t)
-	eps := etcdtest.Start(t)
-	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
-
-	dir1 := t.TempDir()
-	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "dd-1", dir1, testutil.FreeAddr(t), etcd))
-	first.Name = "dd-1"
-	first.Start()
+	bin, etcd := refusedStartGroup(t, "10s")
+	first, _ := startMember(t, bin, etcd, "dd-1", "dd-1")
+	dir1 := first.Dir
 	leasePath := filepath.Join(dir1, "data", leaseFile)
 	lease, err := os.ReadFile(leasePath)
 	if err != nil {
@@ -590,19 +626,10 @@ func TestDataDirInUse(t *testing.T) {
 		filepath.Join(dir1, "data"), testutil.FreeAddr(t), testutil.AdminSocket(dir2), etcd)
 	second := testutil.NewDaemon(t, bin, dir2, testutil.AdminSocket(dir2), cfg2)
 	second.Name = "dd-2"
-	second.Launch()
-	testutil.WaitFor(t, testutil.ReadyBound, "the second hotdeskd to exit", func() bool {
-		select {
-		case <-second.Exited():
-			return true
-		default:
-			return false
-		}
-	})
+	log := launchToFail(t, second, "the second hotdeskd to exit")
 	if second.ExitErr() == nil {
 		t.Fatalf("the second hotdeskd on the same data_dir exited 0; want a failure")
 	}
-	log := second.LogTail(64 << 10)
 	want := fmt.Sprintf("data dir %s is in use by another hotdeskd: give each hotdeskd on this host its own data_dir", filepath.Join(dir1, "data"))
 	if !strings.Contains(log, want) {
 		t.Errorf("the second hotdeskd's log:\n%s\nwant it to say %q", log, want)
@@ -626,33 +653,17 @@ func TestDataDirInUse(t *testing.T) {
 // a lease number (QA).
 func TestServerIDInUse(t *testing.T) {
 	t.Parallel()
-	testutil.NeedTools(t, "weston")
-	bin := buildBinaries(t)
-	eps := etcdtest.Start(t)
 	// The shortest lease: the second broker gives up after 3 TTLs + 5 s.
-	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"1s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
-
-	dir1, addr1 := t.TempDir(), testutil.FreeAddr(t)
-	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "same-id", dir1, addr1, etcd))
-	first.Name = "first"
-	first.Start()
+	bin, etcd := refusedStartGroup(t, "1s")
+	first, addr1 := startMember(t, bin, etcd, "same-id", "first")
 
 	dir2 := t.TempDir()
 	second := testutil.NewDaemon(t, bin, dir2, testutil.AdminSocket(dir2), testutil.DaemonConfig(t, "same-id", dir2, testutil.FreeAddr(t), etcd))
 	second.Name = "second"
-	second.Launch()
-	testutil.WaitFor(t, testutil.ReadyBound, "the second broker to give up", func() bool {
-		select {
-		case <-second.Exited():
-			return true
-		default:
-			return false
-		}
-	})
+	log := launchToFail(t, second, "the second broker to give up")
 	if second.ExitErr() == nil {
 		t.Fatalf("the second broker with a running broker's server_id exited 0; want a failure")
 	}
-	log := second.LogTail(64 << 10)
 	for _, want := range []string{
 		"the broker at " + addr1 + " started ",
 		`another running broker has server_id "same-id"; give each broker of the group its own server_id`,
@@ -700,19 +711,10 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 		e.Endpoints()[0], ca, cert, key)
 	dir := t.TempDir()
 	d := testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "denied", dir, testutil.FreeAddr(t), etcd))
-	d.Launch()
-	testutil.WaitFor(t, testutil.ReadyBound, "hotdeskd to give up", func() bool {
-		select {
-		case <-d.Exited():
-			return true
-		default:
-			return false
-		}
-	})
+	log := launchToFail(t, d, "hotdeskd to give up")
 	if d.ExitErr() == nil {
 		t.Fatalf("hotdeskd with a certificate whose user may not use /hotdesk/ exited 0; want a failure")
 	}
-	log := d.LogTail(64 << 10)
 	want := fmt.Sprintf(`etcdserver: permission denied: etcd takes the common name of etcd.cert_file %s (%q) as the user name, and that user may not read and write "/hotdesk/": etcdctl user add %s --no-password (if it is missing), etcdctl user grant-role`,
 		cert, registry.EmbeddedClientUser, registry.EmbeddedClientUser)
 	if !strings.Contains(log, want) {
@@ -728,32 +730,16 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 // with nothing answering (QA).
 func TestFailedStartLeavesNoMember(t *testing.T) {
 	t.Parallel()
-	testutil.NeedTools(t, "weston")
-	bin := buildBinaries(t)
-	eps := etcdtest.Start(t)
 	// A long lease: the record would outlive the checks below.
-	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"60s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
-
-	dir1 := t.TempDir()
-	first := testutil.NewDaemon(t, bin, dir1, testutil.AdminSocket(dir1), testutil.DaemonConfig(t, "fs-1", dir1, testutil.FreeAddr(t), etcd))
-	first.Name = "fs-1"
-	first.Start()
+	bin, etcd := refusedStartGroup(t, "60s")
+	first, _ := startMember(t, bin, etcd, "fs-1", "fs-1")
 
 	dir2 := t.TempDir()
 	cfg2 := fmt.Sprintf("server_id = \"fs-2\"\ndata_dir = %q\nlisten = %q\nadmin_socket = %q\n%s",
 		filepath.Join(dir2, "data"), testutil.FreeAddr(t), first.Socket, etcd)
 	second := testutil.NewDaemon(t, bin, dir2, first.Socket, cfg2)
 	second.Name = "fs-2"
-	second.Launch()
-	testutil.WaitFor(t, testutil.ReadyBound, "the second hotdeskd to fail", func() bool {
-		select {
-		case <-second.Exited():
-			return true
-		default:
-			return false
-		}
-	})
-	log := second.LogTail(64 << 10)
+	log := launchToFail(t, second, "the second hotdeskd to fail")
 	want := fmt.Sprintf("admin socket %s is in use by another running hotdeskd: give each hotdeskd on this host its own admin_socket", first.Socket)
 	if second.ExitErr() == nil || !strings.Contains(log, want) {
 		t.Fatalf("the second hotdeskd on a taken admin socket: %v; log:\n%s\nwant a failure saying %q", second.ExitErr(), log, want)

@@ -11,26 +11,35 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
-// TestReadMsgAfterFreeze: an answer already waiting when the read's
-// deadline has passed — as after the broker was stopped (SIGSTOP, a paused
-// VM) while it waited — is read, not taken for a broken compositor; with
-// nothing waiting the read still times out.
-func TestReadMsgAfterFreeze(t *testing.T) {
+// unixPair returns the two ends of a unix socket connection, a real
+// socket (not net.Pipe) so that data written waits in it: peer, the
+// dialling end, and conn, the accepted one. Both close when the test ends.
+func unixPair(t *testing.T) (peer, conn net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("unix", filepath.Join(testutil.ShortTempDir(t, "hdwr"), "s"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	peer, err := net.Dial("unix", ln.Addr().String())
+	peer, err = net.Dial("unix", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer peer.Close()
-	c, err := ln.Accept()
+	t.Cleanup(func() { peer.Close() })
+	conn, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { conn.Close() })
+	return peer, conn
+}
+
+// TestReadMsgAfterFreeze: an answer already waiting when the read's
+// deadline has passed — as after the broker was stopped (SIGSTOP, a paused
+// VM) while it waited — is read, not taken for a broken compositor; with
+// nothing waiting the read still times out.
+func TestReadMsgAfterFreeze(t *testing.T) {
+	peer, c := unixPair(t)
 
 	if err := WriteMsg(peer, 7, 42, nil); err != nil {
 		t.Fatal(err)
@@ -111,21 +120,7 @@ func (c *midFrameLateConn) Read(p []byte) (int, error) {
 // (the body already waiting in the socket) is not a broken compositor
 // either: chaos (broker_sigstop) saw a desktop killed that way.
 func TestReadMsgFreezeMidFrame(t *testing.T) {
-	ln, err := net.Listen("unix", filepath.Join(testutil.ShortTempDir(t, "hdwr"), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	peer, c := unixPair(t)
 	if err := WriteMsg(peer, 7, 44, Reply{OK: true}); err != nil {
 		t.Fatal(err)
 	}
