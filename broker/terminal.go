@@ -93,7 +93,7 @@ type inflight struct {
 	cancel context.CancelFunc
 }
 
-var _ auth.Conversation = (*terminal)(nil)
+var _ auth.Conversation = loginConversation{}
 
 // ErrPromptCancelled: the terminal answered a prompt with Cancel.
 var ErrPromptCancelled = errors.New("broker: prompt cancelled at the terminal")
@@ -441,27 +441,19 @@ func (t *terminal) answer(id uint32, m any) {
 	}
 }
 
-// Prompt implements auth.Conversation over the terminal protocol.
-func (t *terminal) Prompt(ctx context.Context, style proto.PromptStyle, text string) (string, error) {
-	return t.promptFor(ctx, "", style, text)
-}
-
-// loginConversation is the conversation of one login at a terminal: its
-// prompts name the token whose login asks (AuthPrompt.Token).
+// loginConversation is auth.Conversation over the terminal protocol for
+// one login at a terminal: its prompts name the token whose login asks
+// (AuthPrompt.Token).
 type loginConversation struct {
 	t     *terminal
 	token string
 }
 
 func (c loginConversation) Prompt(ctx context.Context, style proto.PromptStyle, text string) (string, error) {
-	return c.t.promptFor(ctx, c.token, style, text)
-}
-
-// promptFor asks the terminal one prompt of token's login.
-func (t *terminal) promptFor(ctx context.Context, token string, style proto.PromptStyle, text string) (string, error) {
+	t := c.t
 	id, ch := t.expect()
 	defer t.forget(id)
-	if err := t.send(&proto.AuthPrompt{ID: id, Style: style, Text: text, Token: token}); err != nil {
+	if err := t.send(&proto.AuthPrompt{ID: id, Style: style, Text: text, Token: c.token}); err != nil {
 		return "", err
 	}
 	if style == proto.PromptInfo || style == proto.PromptError {
