@@ -37,7 +37,7 @@ type greeterUI struct {
 	session   string
 	cur       greeter.State
 	promptSeq uint32
-	errorFor  time.Duration // how long an idle error shows; 0: errorShown
+	clk       clock.Clock // for errorShown; nil: the real clock
 }
 
 func fieldOf(ev event, key string) any {
@@ -158,17 +158,16 @@ func (u *greeterUI) event(ev event) {
 const errorShown = 15 * time.Second
 
 // clearErrorLater takes an idle error state back to the plain idle screen
-// after errorShown (u.errorFor in tests) unless something replaced it.
-// Caller holds u.mu.
+// after errorShown unless something replaced it. Caller holds u.mu.
 func (u *greeterUI) clearErrorLater(s greeter.State) {
 	if s.Screen != greeter.Idle || !s.Error {
 		return
 	}
-	d := u.errorFor
-	if d <= 0 {
-		d = errorShown
+	clk := u.clk
+	if clk == nil {
+		clk = clock.Real{}
 	}
-	time.AfterFunc(d, func() {
+	clk.AfterFunc(errorShown, func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		if u.cur == s {

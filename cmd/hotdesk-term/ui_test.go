@@ -21,6 +21,14 @@ type recordScreen struct{ shown []greeter.State }
 func (r *recordScreen) Show(s greeter.State) { r.shown = append(r.shown, s) }
 func (r *recordScreen) Close()               {}
 
+// last is what was shown last (the zero State if nothing was).
+func (r *recordScreen) last() greeter.State {
+	if len(r.shown) == 0 {
+		return greeter.State{}
+	}
+	return r.shown[len(r.shown)-1]
+}
+
 // TestGreeterUI: the agent's events, as the broker's messages produce
 // them, give the greeter the screens a person should see.
 func TestGreeterUI(t *testing.T) {
@@ -274,42 +282,31 @@ func TestGreeterLateAnswerNotKept(t *testing.T) {
 }
 
 // TestGreeterErrorClears: an error on the idle screen (a card that could
-// not be read) goes after a while, so the next person at the desk does not
-// find it; one replaced meanwhile is not cleared.
+// not be read) goes after errorShown, so the next person at the desk does
+// not find it; one replaced meanwhile is not cleared.
 func TestGreeterErrorClears(t *testing.T) {
 	t.Parallel()
-	rec := &syncScreen{}
-	ui := &greeterUI{scr: rec, errorFor: 50 * time.Millisecond}
+	clk := clock.NewFake(time.Unix(1000, 0))
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec, clk: clk}
 	ui.event(connectedEvent("b1", "h:1"))
 	ui.event(cardEventOf(tokens.Event{Kind: tokens.Error, Reader: "r0"}))
 	if s := rec.last(); !s.Error {
 		t.Fatalf("shown %+v; want the card error", s)
 	}
-	deadline := time.Now().Add(waitBound)
-	for s := rec.last(); s.Error || s.Message != ""; s = rec.last() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the card error is still shown: %+v", s)
-		}
-		time.Sleep(10 * time.Millisecond)
+	clk.Advance(errorShown - time.Second)
+	if s := rec.last(); !s.Error {
+		t.Fatalf("shown %+v before errorShown; want the card error still", s)
 	}
-	if s := rec.last(); s.Screen != greeter.Idle || s.Title != textInsert {
-		t.Fatalf("after the error: %+v; want the plain idle screen", s)
+	clk.Advance(time.Second)
+	if s := rec.last(); s.Screen != greeter.Idle || s.Title != textInsert || s.Error || s.Message != "" {
+		t.Fatalf("after errorShown: %+v; want the plain idle screen", s)
 	}
-}
-
-// syncScreen records what is shown, for tests where timers show too.
-type syncScreen struct {
-	mu    sync.Mutex
-	shown []greeter.State
-}
-
-func (r *syncScreen) Show(s greeter.State) { r.mu.Lock(); r.shown = append(r.shown, s); r.mu.Unlock() }
-func (r *syncScreen) Close()               {}
-func (r *syncScreen) last() greeter.State {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.shown) == 0 {
-		return greeter.State{}
+	// An error replaced before its time is not cleared by its timer.
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Error, Reader: "r0"}))
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+	clk.Advance(errorShown)
+	if s := rec.last(); s.Screen != greeter.Prompt {
+		t.Fatalf("the old error's timer replaced %+v", s)
 	}
-	return r.shown[len(r.shown)-1]
 }
