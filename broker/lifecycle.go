@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -22,9 +23,11 @@ const remoteTimeout = 5 * time.Second
 
 // insertError is an outcome to report to the terminal as a proto Error.
 type insertError struct {
-	code proto.ErrorCode
-	msg  string
-	err  error // cause, for the log only
+	code       proto.ErrorCode
+	msg        string
+	err        error  // cause, for the log only
+	detail     string // proto.Error.Detail
+	retryAfter time.Duration
 }
 
 func (e *insertError) Error() string {
@@ -38,6 +41,23 @@ func (e *insertError) Unwrap() error { return e.err }
 
 func fail(code proto.ErrorCode, msg string, err error) *insertError {
 	return &insertError{code: code, msg: msg, err: err}
+}
+
+// failDetail is fail with a proto.Error.Detail and, for a lockout in err,
+// when it ends (RetryAfterMs).
+func failDetail(code proto.ErrorCode, detail, msg string, err error) *insertError {
+	e := &insertError{code: code, msg: msg, err: err, detail: detail}
+	var lo *auth.LockoutError
+	if errors.As(err, &lo) && lo.Remaining > 0 {
+		e.retryAfter = lo.Remaining
+	}
+	return e
+}
+
+// proto returns the Error message that tells the terminal e about token.
+func (e *insertError) proto(token string) *proto.Error {
+	ms := (e.retryAfter + time.Millisecond - 1) / time.Millisecond
+	return &proto.Error{Code: e.code, Message: e.msg, Token: token, Detail: e.detail, RetryAfterMs: uint32(min(ms, math.MaxUint32))}
 }
 
 // insert handles a token presented at terminal t: locate or create the
@@ -282,26 +302,26 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 	switch {
 	case errors.Is(err, auth.ErrLocked):
 		b.emit(event.Event{Kind: event.LoginLockout, Token: token, User: rec.User, Terminal: t.id})
-		return res, fail(proto.ErrRateLimited, "too many failed logins; "+tryAgainIn(err), err)
+		return res, failDetail(proto.ErrRateLimited, proto.DetailLockedOut, "too many failed logins; "+tryAgainIn(err), err)
 	case errors.Is(err, auth.ErrBusy):
 		return res, fail(proto.ErrRateLimited, "too many logins in progress; try again shortly", err)
 	case err != nil && ctx.Err() != nil:
 		// The token was removed mid-login (or the terminal left).
 		return res, fail(proto.ErrCancelled, "login abandoned: token removed", err)
 	case errors.Is(err, ErrPromptCancelled):
-		return res, fail(proto.ErrAuthFailed, "login cancelled at the terminal", err)
+		return res, failDetail(proto.ErrAuthFailed, proto.DetailDeclined, "login cancelled at the terminal", err)
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
 		b.emit(event.Event{Kind: event.LoginRefused, Token: token, User: rec.User, Terminal: t.id})
 		if errors.Is(err, auth.ErrNoAnswer) {
 			// Nothing was typed: the terminal tells it from a wrong secret.
-			return res, fail(proto.ErrAuthFailed, "authentication failed: no answer in time", err)
+			return res, failDetail(proto.ErrAuthFailed, proto.DetailNoAnswer, "authentication failed: no answer in time", err)
 		}
 		var lo *auth.LockoutError
 		if errors.As(err, &lo) && lo.Started {
 			// The failure that locked the token, user or terminal out
 			// says so: the person learns it now, not on the next try.
-			return res, fail(proto.ErrAuthFailed, "authentication failed; too many failed logins: "+tryAgainIn(err), err)
+			return res, failDetail(proto.ErrAuthFailed, proto.DetailLockoutStarted, "authentication failed; too many failed logins: "+tryAgainIn(err), err)
 		}
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}

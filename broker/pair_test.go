@@ -54,6 +54,9 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 			if !strings.Contains(e.Message, tt.want) || tt.name == "bad key" && strings.Contains(e.Message, "code invalid") {
 				t.Fatalf("message %q; want it to say %q", e.Message, tt.want)
 			}
+			if (e.Detail == proto.DetailKeyRefused) != (tt.name == "bad key") {
+				t.Fatalf("detail %q; want %q only for a refused key", e.Detail, proto.DetailKeyRefused)
+			}
 		})
 	}
 }

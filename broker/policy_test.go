@@ -132,14 +132,19 @@ func TestPolicyLockout(t *testing.T) {
 	// The failure that starts the lockout says so, and for how long.
 	for i, want := range []string{"authentication failed", "authentication failed; too many failed logins: try again in 3600 s"} {
 		t1.insertAnswering("uid.01020304", "guess")
-		if er := expectMsg[proto.Error](t1); er.Code != proto.ErrAuthFailed || er.Message != want {
+		er := expectMsg[proto.Error](t1)
+		if er.Code != proto.ErrAuthFailed || er.Message != want {
 			t.Fatalf("failure %d: %+v; want auth_failed %q", i+1, er, want)
+		}
+		if i == 1 && (er.Detail != proto.DetailLockoutStarted || er.RetryAfterMs != 3600000) {
+			t.Fatalf("the failure that locked out: detail %q, retry after %d ms; want %q, 3600000", er.Detail, er.RetryAfterMs, proto.DetailLockoutStarted)
 		}
 	}
 	// The right password, while locked: refused, with the time left.
 	t1.insertAnswering("uid.01020304", "alice-pw")
-	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrRateLimited || !strings.HasPrefix(er.Message, "too many failed logins; try again in 3") {
-		t.Fatalf("while locked: %+v; want rate_limited with the time left", er)
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrRateLimited || !strings.HasPrefix(er.Message, "too many failed logins; try again in 3") ||
+		er.Detail != proto.DetailLockedOut || er.RetryAfterMs == 0 || er.RetryAfterMs > 3600000 {
+		t.Fatalf("while locked: %+v; want rate_limited, locked_out, with the time left", er)
 	}
 	if len(e.b.Sessions()) != 0 {
 		t.Fatalf("a session was created while locked out")
@@ -240,8 +245,8 @@ func TestPromptCancelledAtTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	er := expectMsg[proto.Error](t1)
-	if er.Code != proto.ErrAuthFailed || er.Token != "uid.0a0b0c0d" {
-		t.Fatalf("after cancelling the prompt: %+v; want auth_failed for the token", er)
+	if er.Code != proto.ErrAuthFailed || er.Token != "uid.0a0b0c0d" || er.Detail != proto.DetailDeclined {
+		t.Fatalf("after cancelling the prompt: %+v; want auth_failed, declined, for the token", er)
 	}
 	t1.insertAnswering("uid.0a0b0c0d", "bob-pw")
 	expectMsg[proto.Attached](t1)
@@ -313,7 +318,7 @@ func TestPromptUnanswered(t *testing.T) {
 	t1 := e.dial("term-1")
 	t1.present(tok, key)
 	er := expectMsg[proto.Error](t1)
-	if er.Code != proto.ErrAuthFailed || er.Token != tok || !strings.Contains(er.Message, "no answer") {
-		t.Fatalf("refusal %+v; want auth_failed for %s saying no answer came", er, tok)
+	if er.Code != proto.ErrAuthFailed || er.Token != tok || !strings.Contains(er.Message, "no answer") || er.Detail != proto.DetailNoAnswer {
+		t.Fatalf("refusal %+v; want auth_failed, no_answer, for %s saying no answer came", er, tok)
 	}
 }

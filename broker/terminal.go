@@ -364,7 +364,7 @@ func (t *terminal) handle(ev tokenEvent) {
 				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
 			}
 			b.emit(terminalEvent(event.TokenRefused, t, logValue(m.Token), ie.msg))
-			_ = t.send(&proto.Error{Code: ie.code, Message: ie.msg, Token: m.Token})
+			_ = t.send(ie.proto(m.Token))
 			return
 		}
 		b.log.Debug("token handled", "token", logValue(m.Token), "terminal", logValue(t.id), "elapsed", b.clk.Now().Sub(start))
@@ -397,7 +397,7 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 	case errors.Is(err, pairing.ErrBadKey):
 		// The code is untouched: the key, kind or label is what to fix.
 		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
-		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused"})
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused", Detail: proto.DetailKeyRefused})
 	default:
 		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"})

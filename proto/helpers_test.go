@@ -28,7 +28,7 @@ func samples() map[proto.Type]any {
 		proto.TypeAttached:      &proto.Attached{SessionID: "s-1", Token: "piv.0011", User: "alice", Endpoint: "rdp://127.0.0.1:3389", Ticket: b(16, 5), Resumed: true, ServerID: "b1"},
 		proto.TypeDetached:      &proto.Detached{SessionID: "s-1", Reason: proto.DetachTakeover, Message: "taken over", Terminal: "term-2"},
 		proto.TypeRedirect:      &proto.Redirect{Token: "hce.f00", ServerID: "b3", Addr: "10.0.0.3:4433", Fingerprint: b(32, 0xab), Fence: 77},
-		proto.TypeError:         &proto.Error{Code: proto.ErrSessionLimited, Message: "too many", Token: "uid.01"},
+		proto.TypeError:         &proto.Error{Code: proto.ErrSessionLimited, Message: "too many", Token: "uid.01", Detail: proto.DetailLockedOut, RetryAfterMs: 27000},
 		proto.TypePing:          &proto.Ping{Seq: 1<<64 - 1},
 		proto.TypePong:          &proto.Pong{Seq: 42},
 		proto.TypePair:          &proto.Pair{Code: "123-456", Kind: "soft", PublicKey: b(32, 9), Label: "phone"},

@@ -210,7 +210,22 @@ type Error struct {
 	Code    ErrorCode `cbor:"1,keyasint"`
 	Message string    `cbor:"2,keyasint"`
 	Token   string    `cbor:"3,keyasint,omitempty"`
+	// Detail refines Code for a terminal to act on (one of the Detail…
+	// constants; a terminal ignores one it does not know), and
+	// RetryAfterMs says when trying again can succeed (a lockout's end).
+	Detail       string `cbor:"4,keyasint,omitempty"`
+	RetryAfterMs uint32 `cbor:"5,keyasint,omitempty"`
 }
+
+// Error details (Error.Detail): what the Message says in words, for the
+// terminal to act on without reading it.
+const (
+	DetailLockedOut      = "locked_out"      // rate_limited: refused, locked out after failed logins (RetryAfterMs: until when)
+	DetailLockoutStarted = "lockout_started" // auth_failed: this failure locked the token, user or terminal out (RetryAfterMs)
+	DetailNoAnswer       = "no_answer"       // auth_failed: nothing was answered in time (not a wrong secret)
+	DetailDeclined       = "declined"        // auth_failed: the person declined a prompt at the terminal (Cancel)
+	DetailKeyRefused     = "key_refused"     // pairing: the key, kind or label was refused; the code is still valid
+)
 
 // Ping asks the peer for a Pong with the same Seq.
 type Ping struct {

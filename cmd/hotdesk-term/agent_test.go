@@ -481,7 +481,7 @@ func TestAgentLockoutNotRetried(t *testing.T) {
 	ta := startAgent(t, a, func(c *Config) { c.Insert = []string{"default"} })
 	p := a.accept()
 	p.inserted(ta.key.Token)
-	p.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins; try again later", Token: ta.key.Token})
+	p.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many failed logins; try again later", Token: ta.key.Token, Detail: proto.DetailLockedOut})
 	ta.out.wait("error")
 	p.quiet(1)
 
@@ -804,7 +804,7 @@ func TestAgentWrongPINAsksAgain(t *testing.T) {
 	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "PIN: "})
 	ta.out.wait("prompt")
 	p.send(&proto.Cancel{ID: 2})
-	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: ta.key.Token})
+	p.send(&proto.Error{Code: proto.ErrAuthFailed, Message: "authentication failed: no answer in time", Token: ta.key.Token, Detail: proto.DetailNoAnswer})
 	ta.out.wait("error")
 	p.ping(6)
 	clk.Advance(10 * wrongPINPause)

@@ -134,6 +134,12 @@ func protoErrorEvent(m *proto.Error) event {
 		ev.fields = append(ev.fields, field{"token", m.Token})
 		ev.text += " (token " + clean(m.Token) + ")"
 	}
+	if m.Detail != "" {
+		ev.fields = append(ev.fields, field{"detail", m.Detail})
+	}
+	if m.RetryAfterMs > 0 {
+		ev.fields = append(ev.fields, field{"retry_after_ms", int(m.RetryAfterMs)})
+	}
 	return ev
 }
 

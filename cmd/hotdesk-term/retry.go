@@ -2,7 +2,6 @@ package main
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
@@ -97,7 +96,7 @@ func (a *agent) unavailable(e *proto.Error) {
 	// every attempt meanwhile is refused, audited and counted again; the
 	// person presents the card again when the greeter says so.
 	transient := e.Code == proto.ErrUnavailable || e.Code == proto.ErrRateLimited || e.Code == proto.ErrStaleFence
-	if !transient || isLockout(e.Code, e.Message) || e.Token == "" || !a.inserted(e.Token) {
+	if !transient || e.Detail == proto.DetailLockedOut || e.Token == "" || !a.inserted(e.Token) {
 		return
 	}
 	r := &a.retries
@@ -134,22 +133,14 @@ func (a *agent) wrongAnswer(e *proto.Error) {
 	// pulled meanwhile, a broker going away): it counts for that one only.
 	answered := a.answered
 	a.answered = false
-	if e.Code != proto.ErrAuthFailed || !answered || !a.inserted(e.Token) || strings.Contains(e.Message, "no answer") ||
-		strings.Contains(e.Message, "too many failed") { // this answer started a lockout
+	if e.Code != proto.ErrAuthFailed || !answered || !a.inserted(e.Token) ||
+		e.Detail == proto.DetailNoAnswer || e.Detail == proto.DetailLockoutStarted {
 		return
 	}
 	if a.retries.timers[e.Token] != nil {
 		return
 	}
 	a.scheduleRepresent(e.Token, wrongPINPause)
-}
-
-// isLockout reports whether an error with code and message refuses a token
-// because its user or terminal is locked out after failed logins: the
-// broker says so in the message of rate_limited, the code it shares with
-// attempts that come too fast (PROTOCOL.md §7.5).
-func isLockout(code proto.ErrorCode, message string) bool {
-	return code == proto.ErrRateLimited && strings.Contains(message, "failed")
 }
 
 // representDue presents tok again if it is still inserted.

@@ -196,12 +196,12 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case errConnect:
 		return greeter.State{Screen: greeter.Unavailable, Title: textUnavailable}
 	case "auth_failed":
-		if strings.Contains(strField(ev, "message"), "no answer") {
+		switch strField(ev, "detail") {
+		case proto.DetailNoAnswer:
 			return idle("No PIN or password was entered in time. Insert your card again.", true)
-		}
-		if m := strField(ev, "message"); strings.Contains(m, "too many failed") {
+		case proto.DetailLockoutStarted:
 			// This wrong answer locked the card out: say for how long.
-			return idle("Wrong PIN or password. Too many failed attempts: "+lowerFirst(retryHint(m)), true)
+			return idle("Wrong PIN or password. Too many failed attempts: "+retryHint(ev, false), true)
 		}
 		return idle("Wrong PIN or password. Try again.", true)
 	case "cancelled":
@@ -210,9 +210,9 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "rate_limited":
 		// One code for a lockout after failed logins and for attempts
 		// that come too fast (logins or pairings in progress, token
-		// events): the broker's message tells them apart.
-		if m := strField(ev, "message"); isLockout(proto.ErrRateLimited, m) {
-			return idle("Locked out: too many failed attempts. "+retryHint(m), true)
+		// events): the detail tells them apart.
+		if strField(ev, "detail") == proto.DetailLockedOut {
+			return idle("Locked out: too many failed attempts. "+retryHint(ev, true), true)
 		}
 		return idle("Too many attempts right now. Try again in a moment.", true)
 	case "token_disabled":
@@ -224,7 +224,7 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "pairing":
 		// The broker refuses a code, or (the code still valid) the key,
 		// kind or label offered with it.
-		if strings.Contains(strField(ev, "message"), "refused") {
+		if strField(ev, "detail") == proto.DetailKeyRefused {
 			return idle("This phone cannot be paired: its key was refused. Ask your administrator.", true)
 		}
 		return idle("The pairing code is wrong, used or expired.", true)
@@ -240,21 +240,17 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	return idle(msg, true)
 }
 
-// retryHint is "Try again in 27 s." when the broker's message says when a
-// lockout ends ("… try again in 27 s"), else "Try again later."
-func retryHint(msg string) string {
-	const in = "try again in "
-	if i := strings.Index(msg, in); i >= 0 {
-		return "Try again in " + strings.TrimRight(msg[i+len(in):], ".") + "."
+// retryHint says when a lockout ends, from the error's retry_after_ms:
+// "try again in 27 s." ("Try …" when capital), or "try again later.".
+func retryHint(ev event, capital bool) string {
+	hint := "try again later."
+	if ms, _ := fieldOf(ev, "retry_after_ms").(int); ms > 0 {
+		hint = fmt.Sprintf("try again in %d s.", (ms+999)/1000)
 	}
-	return "Try again later."
-}
-
-func lowerFirst(s string) string {
-	if s == "" {
-		return s
+	if capital {
+		hint = "T" + hint[1:]
 	}
-	return strings.ToLower(s[:1]) + s[1:]
+	return hint
 }
 
 // greeterInput hands what the person typed on the greeter to the agent:
