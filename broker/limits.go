@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"golang.org/x/time/rate"
 )
 
 // Limits bound what clients may hold of a broker's listeners. Zero fields
@@ -75,8 +76,19 @@ func (l Limits) withDefaults() Limits {
 	defaults.Set(&l.MaxUnauthenticated, 128)
 	defaults.Set(&l.HandshakeTimeout, handshakeTimeout)
 	defaults.Set(&l.MaxTicketsPerSession, 4)
-	defaults.Set(&l.TokenEventsPerSecond, 50)
+	if l.TokenEventsPerSecond == 0 { // negative: no bound, not "unset"
+		l.TokenEventsPerSecond = 50
+	}
 	return l
+}
+
+// eventRate is the token event bucket of one terminal connection, nil
+// when the limits set no bound.
+func (l Limits) eventRate() *rate.Limiter {
+	if r := l.TokenEventsPerSecond; r > 0 {
+		return rate.NewLimiter(rate.Limit(r), 2*r)
+	}
+	return nil
 }
 
 // logEvery is how often a limit that keeps biting is logged.

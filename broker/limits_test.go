@@ -364,3 +364,21 @@ func TestPlaceByWeight(t *testing.T) {
 		t.Errorf("placed on %s; want b1 (the others drain or are full)", got)
 	}
 }
+
+// TestTokenEventRateBound: zero takes the default bucket (50 a second in
+// bursts of 100); a negative rate means no bound at all, as documented, and
+// is not mistaken for "unset" (the bench's simulated terminals hot-desk
+// hundreds of times a second on one connection).
+func TestTokenEventRateBound(t *testing.T) {
+	t.Parallel()
+	def := Limits{}.withDefaults().eventRate()
+	if def == nil || def.Limit() != 50 || def.Burst() != 100 {
+		t.Fatalf("default bucket = %+v, want 50/s in bursts of 100", def)
+	}
+	if r := (Limits{TokenEventsPerSecond: 7}).withDefaults().eventRate(); r == nil || r.Limit() != 7 || r.Burst() != 14 {
+		t.Fatalf("bucket for 7/s = %+v, want 7/s in bursts of 14", r)
+	}
+	if r := (Limits{TokenEventsPerSecond: -1}).withDefaults().eventRate(); r != nil {
+		t.Fatalf("a negative rate gave a bucket of %v/s, want no bound", r.Limit())
+	}
+}

@@ -156,12 +156,10 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
-		events:   make(chan tokenEvent, maxQueuedEvents),
-		pending:  make(map[uint32]chan any),
-		inflight: make(map[string]inflight),
-	}
-	if r := b.lim.TokenEventsPerSecond; r > 0 {
-		t.eventRate = rate.NewLimiter(rate.Limit(r), 2*r)
+		events:    make(chan tokenEvent, maxQueuedEvents),
+		pending:   make(map[uint32]chan any),
+		inflight:  make(map[string]inflight),
+		eventRate: b.lim.eventRate(),
 	}
 	b.mu.Lock()
 	if b.closed {
