@@ -78,11 +78,16 @@ type Pairer interface {
 
 // Config holds what a Broker needs. Registry, Compositor and Auth are required.
 type Config struct {
-	ServerID       string
-	Registry       Registry
-	Compositor     compositor.Backend
-	Auth           auth.Authenticator
-	Pairer         Pairer // nil: pairing refused
+	ServerID   string
+	Registry   Registry
+	Compositor compositor.Backend
+	Auth       auth.Authenticator
+	Pairer     Pairer // nil: pairing refused
+	// Claims, if set, streams the group's session keys: a hot-desk to a
+	// session of this server then skips the registry read that confirms
+	// its claim while the stream shows the claim unchanged. Nil: every
+	// such hot-desk reads.
+	Claims         ClaimWatcher
 	Clock          clock.Clock
 	Logger         hclog.Logger
 	SuspendTimeout time.Duration // default 24h
@@ -267,6 +272,7 @@ type Broker struct {
 	// verified, across a change is not trusted (see tokenRecord, insert).
 	tokenGen  uint64
 	tickets   map[string]ticket // attach gateway tickets
+	claims    claimView         // the session keys as Config.Claims shows them
 	ticketSeq uint64            // last ticket's issue number
 
 	lim  Limits           // cfg.Limits with defaults
@@ -284,7 +290,8 @@ type Hooks struct {
 
 // New returns a Broker. It starts three goroutines (compositor exits into
 // destroyed sessions, the session count into the registry, the lease
-// supervisor); Shutdown stops them and waits for them.
+// supervisor), and a fourth that follows Config.Claims if set; Shutdown
+// stops them and waits for them.
 func New(cfg Config) (*Broker, error) {
 	if cfg.Registry == nil || cfg.Compositor == nil || cfg.Auth == nil {
 		return nil, errors.New("broker: registry, compositor and auth are required")
@@ -323,6 +330,12 @@ func New(cfg Config) (*Broker, error) {
 	go func() { defer b.wg.Done(); b.watchExits() }()
 	go func() { defer b.wg.Done(); b.publishCounts() }()
 	go func() { defer b.wg.Done(); b.superviseLease() }()
+	if cfg.Claims != nil {
+		ctx, cancel := context.WithCancel(b.life)
+		changes := cfg.Claims.WatchClaims(ctx)
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); defer cancel(); b.followClaims(ctx, changes) }()
+	}
 	return b, nil
 }
 

@@ -91,6 +91,9 @@ type envOptions struct {
 	// wrapComp, if set, wraps the real weston backend the broker uses.
 	wrapComp func(compositor.Backend) compositor.Backend
 	events   EventSink
+	// noClaimWatch runs the broker without Config.Claims: every hot-desk
+	// to a local session confirms its claim with a read.
+	noClaimWatch bool
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -153,10 +156,14 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	if o.wrapComp != nil {
 		bcomp = o.wrapComp(comp)
 	}
+	var claims ClaimWatcher = reg
+	if o.noClaimWatch {
+		claims = nil
+	}
 	b, err := New(Config{
 		ServerID: id, Registry: breg, Compositor: bcomp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
-		MaxSessions: o.max, Events: o.events,
+		MaxSessions: o.max, Events: o.events, Claims: claims,
 	})
 	if err != nil {
 		t.Fatal(err)

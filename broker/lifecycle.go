@@ -119,15 +119,19 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 			// by another session: refuse it; the terminal starts again.
 			return fail(proto.ErrStaleFence, "redirect is stale: the session moved", nil)
 		}
-		// Attach only if the registry confirms the key is still this
-		// session's: a redirect with a newer fence than ours saw a claim
-		// made after ours, and our lease may have been revoked since the
-		// key was last written (its keys gone with it, another broker free
-		// to create a session for the token) while the renewals have not
-		// told us yet. One linearizable read on every hot-desk, so that a
-		// token is never shown at two terminals.
-		if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
-			return err
+		// Attach only if the key is still this session's: a redirect with
+		// a newer fence than ours saw a claim made after ours, and our
+		// lease may have been revoked since the key was last written (its
+		// keys gone with it, another broker free to create a session for
+		// the token) while the renewals have not told us yet. The claim
+		// stream (Config.Claims) shows that without a read when it has
+		// seen no other change of the key and the redirect (if any) knew
+		// no newer claim; else one linearizable read, so that a token is
+		// never shown at two terminals.
+		if helloFence > fence || !b.claimHeld(s) {
+			if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
+				return err
+			}
 		}
 		return b.resumeTokenLocked(ctx, t, s, rec)
 	}

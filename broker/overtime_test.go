@@ -419,40 +419,156 @@ func TestCardPulledMidChallenge(t *testing.T) {
 // yet told; here the key is deleted) must not attach the session when the
 // token comes back to it if another broker has created a session for the
 // token meanwhile: the token would be live at two terminals. It confirms
-// the claim first, finds the other session and orphans its own.
+// the claim first, finds the other session and orphans its own. With the
+// claim stream (Config.Claims), what tells it is the stream's report of
+// the change, once it has arrived; without, a read on every hot-desk.
 func TestLocalResumeConfirmsClaim(t *testing.T) {
 	t.Parallel()
-	b1, b2 := twoBrokers(t)
-	tok, key, sess := createAt(t, b1, "zoe")
-	// Once b1 has written the suspension (a write refused because the key
-	// is gone would re-claim it: the key is b1's to re-create while
-	// nobody else holds it), the key goes.
-	testutil.WaitFor(t, 10*time.Second, "b1's record of the suspension", func() bool {
-		c, err := b1.reg.Lookup(b1.ctx, tok)
-		return err == nil && c.Session.State == "suspended"
-	})
-	if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
-		t.Fatal(err)
+	for _, watch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("claim_watch=%v", watch), func(t *testing.T) {
+			t.Parallel()
+			eps := etcdtest.Start(t)
+			b1 := newEnvWith(t, "b1", envOptions{eps: eps, noClaimWatch: !watch})
+			b2 := newEnvWith(t, "b2", envOptions{eps: eps, noClaimWatch: !watch})
+			tok, key, sess := createAt(t, b1, "zoe")
+			// Once b1 has written the suspension (a write refused because the key
+			// is gone would re-claim it: the key is b1's to re-create while
+			// nobody else holds it), the key goes.
+			testutil.WaitFor(t, 10*time.Second, "b1's record of the suspension", func() bool {
+				c, err := b1.reg.Lookup(b1.ctx, tok)
+				return err == nil && c.Session.State == "suspended"
+			})
+			if watch && !b1.claimHeld(tok) {
+				t.Fatal("b1's claim stream does not show its own claim in place")
+			}
+			if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
+				t.Fatal(err)
+			}
+			t2 := b2.dial("term-2")
+			t2.present(tok, key)
+			if att := expectMsg[proto.Attached](t2); att.ServerID != "b2" || att.SessionID == sess {
+				t.Fatalf("insert at b2 with the claim gone: %+v; want a new session on b2", att)
+			}
+			if watch {
+				testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
+			}
+			t1 := b1.dial("term-1")
+			t1.present(tok, key)
+			switch m := t1.next().(type) {
+			case *proto.Error:
+				if m.Code != proto.ErrStaleFence {
+					t.Fatalf("insert at b1: error %+v; want %s", m, proto.ErrStaleFence)
+				}
+			default:
+				t.Fatalf("insert at b1 after b2 took the token: %T %+v; want an error, not the old session attached", m, m)
+			}
+			for _, si := range b1.b.Sessions() {
+				if si.ID == sess && !si.Orphaned {
+					t.Fatalf("b1's session %+v not orphaned", si)
+				}
+			}
+		})
 	}
-	t2 := b2.dial("term-2")
-	t2.present(tok, key)
-	if att := expectMsg[proto.Attached](t2); att.ServerID != "b2" || att.SessionID == sess {
-		t.Fatalf("insert at b2 with the claim gone: %+v; want a new session on b2", att)
-	}
-	t1 := b1.dial("term-1")
-	t1.present(tok, key)
-	switch m := t1.next().(type) {
-	case *proto.Error:
-		if m.Code != proto.ErrStaleFence {
-			t.Fatalf("insert at b1: error %+v; want %s", m, proto.ErrStaleFence)
-		}
-	default:
-		t.Fatalf("insert at b1 after b2 took the token: %T %+v; want an error, not the old session attached", m, m)
-	}
-	for _, si := range b1.b.Sessions() {
-		if si.ID == sess && !si.Orphaned {
-			t.Fatalf("b1's session %+v not orphaned", si)
-		}
+}
+
+// claimHeld reports whether e's claim stream shows the claim of e's
+// session for tok in place.
+func (e *env) claimHeld(tok string) bool {
+	e.b.mu.Lock()
+	s := e.b.byToken[tok]
+	e.b.mu.Unlock()
+	return s != nil && e.b.claimHeld(s)
+}
+
+// countingLookups counts the registry's linearizable Lookups.
+type countingLookups struct {
+	Reclaimer
+	n atomic.Int32
+}
+
+func (c *countingLookups) Lookup(ctx context.Context, key string) (registry.Claim, error) {
+	c.n.Add(1)
+	return c.Reclaimer.Lookup(ctx, key)
+}
+
+// TestLocalHotDeskWithoutRead: with the claim stream, hot-desks to a
+// session of this server (a takeover, then a resume) read nothing from the
+// registry while the stream shows the claim in place; without it, each
+// confirms the claim with a read. Once the key changes under the broker
+// (here: deleted), the next hot-desk reads and re-claims it.
+func TestLocalHotDeskWithoutRead(t *testing.T) {
+	t.Parallel()
+	for _, watch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("claim_watch=%v", watch), func(t *testing.T) {
+			t.Parallel()
+			var reads *countingLookups
+			e := newEnvWith(t, "b1", envOptions{noClaimWatch: !watch,
+				wrap: func(r Registry) Registry { reads = &countingLookups{Reclaimer: r.(Reclaimer)}; return reads }})
+			tok, key, t1, att := e.login("hal", "term-1")
+			// The attach's own record written (the claim's latest write).
+			testutil.WaitFor(t, 10*time.Second, "the session's record of term-1", func() bool {
+				c, err := e.reg.Lookup(e.ctx, tok)
+				return err == nil && c.Session.Terminal == "term-1"
+			})
+			if watch {
+				testutil.WaitFor(t, 10*time.Second, "the claim stream to show the claim", func() bool { return e.claimHeld(tok) })
+			}
+			before := reads.n.Load()
+			t2 := e.dial("term-2")
+			t2.present(tok, key) // a takeover
+			if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID {
+				t.Fatalf("takeover attached %s; want %s", a.SessionID, att.SessionID)
+			}
+			expectMsg[proto.Detached](t1)
+			t2.remove(tok)
+			expectMsg[proto.Detached](t2)
+			t1.present(tok, key) // a resume
+			if a := expectMsg[proto.Attached](t1); a.SessionID != att.SessionID {
+				t.Fatalf("resume attached %s; want %s", a.SessionID, att.SessionID)
+			}
+			got := reads.n.Load() - before
+			switch {
+			case watch && got != 0:
+				// A write of our own can race the hot-desk (the stream
+				// showed it before the broker stored its result): that
+				// costs one read, not one per hot-desk.
+				if got > 1 {
+					t.Fatalf("%d registry reads for 2 local hot-desks with the claim stream; want none", got)
+				}
+			case !watch && got < 2:
+				t.Fatalf("%d registry reads for 2 local hot-desks without the claim stream; want one each", got)
+			}
+			if !watch {
+				return
+			}
+			t1.remove(tok)
+			expectMsg[proto.Detached](t1)
+			// Once the suspension is written (a write refused for want of
+			// the key would re-claim it at once), the key goes.
+			testutil.WaitFor(t, 10*time.Second, "the record of the suspension, and no write after it", func() bool {
+				c, err := e.reg.Lookup(e.ctx, tok)
+				e.b.mu.Lock()
+				defer e.b.mu.Unlock()
+				s := e.b.byToken[tok]
+				return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
+			})
+			c := e.claim(t, tok)
+			if _, err := e.cli.Delete(e.ctx, "/hotdesk/sessions/"+tok); err != nil {
+				t.Fatal(err)
+			}
+			testutil.WaitFor(t, 10*time.Second, "the claim stream to show the deletion", func() bool { return !e.claimHeld(tok) })
+			before = reads.n.Load()
+			t1.present(tok, key)
+			if a := expectMsg[proto.Attached](t1); a.SessionID != att.SessionID {
+				t.Fatalf("resume after the deletion attached %s; want %s", a.SessionID, att.SessionID)
+			}
+			if reads.n.Load() == before {
+				t.Fatal("a hot-desk after the key was deleted did not read the registry")
+			}
+			if nc := e.claim(t, tok); nc.Fence <= c.Fence || nc.Session.ID != att.SessionID {
+				t.Fatalf("claim after the deletion: %+v; want session %s re-claimed with a fence after %d", nc, att.SessionID, c.Fence)
+			}
+		})
 	}
 }
 

@@ -175,7 +175,7 @@ func startNodeWith(ctx context.Context, cfg groupConfig, id, endpoint string, o 
 		return fail(err)
 	}
 	n.b, err = broker.New(broker.Config{
-		ServerID: id, Registry: n.reg, Compositor: n.comp, Auth: auth.Kiosk{User: "bench"}, Logger: log,
+		ServerID: id, Registry: n.reg, Claims: n.reg, Compositor: n.comp, Auth: auth.Kiosk{User: "bench"}, Logger: log,
 		// Nothing to keep with the null compositor, but Shutdown then skips
 		// releasing 10,000 claims one by one: revoking the lease drops them.
 		// Real desktops (the pixels node) are destroyed at Shutdown.

@@ -432,6 +432,7 @@ func (d *daemon) startBroker(context.Context) error {
 		Compositor:             d.comp,
 		Auth:                   d.authn,
 		Pairer:                 d.pairer,
+		Claims:                 d.store,
 		Clock:                  clock.Real{},
 		Logger:                 logger.Named("broker"),
 		SuspendTimeout:         cfg.Session.SuspendTimeout,

@@ -1,0 +1,137 @@
+package registry_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+func nextClaimChange(t *testing.T, ch <-chan registry.ClaimChange) registry.ClaimChange {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("claim watch closed")
+		}
+		return c
+	case <-time.After(20 * time.Second):
+		t.Fatal("no claim change within 20s")
+	}
+	return registry.ClaimChange{}
+}
+
+// TestWatchClaims: the stream opens with a Resync at the current revision,
+// then reports a claim, its fenced update (same fence, later revision) and
+// its release, in order, with the revisions etcd gave them.
+func TestWatchClaims(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := newReg(t, etcdtest.Client(t, eps), "ca")
+	b := newReg(t, etcdtest.Client(t, eps), "cb")
+	wctx, wcancel := context.WithCancel(ctx)
+	changes := b.WatchClaims(wctx)
+	first := nextClaimChange(t, changes)
+	if !first.Resync || first.Rev <= 0 {
+		t.Fatalf("first change = %+v; want a Resync mark", first)
+	}
+	c, won, err := a.Claim(ctx, "soft.w1", registry.Session{ID: "s1", ServerID: "ca"})
+	if err != nil || !won {
+		t.Fatalf("claim: won %v, %v", won, err)
+	}
+	if c.Fence < first.Rev {
+		t.Fatalf("claim fence %d before the Resync revision %d", c.Fence, first.Rev)
+	}
+	c2, err := a.Update(ctx, c, registry.Session{ID: "s1", ServerID: "ca", Terminal: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, c2); err != nil {
+		t.Fatal(err)
+	}
+	got := nextClaimChange(t, changes)
+	if got.Key != "soft.w1" || got.Deleted || got.Rev != c.ModRev || got.Claim.Fence != c.Fence || got.Claim.Session.ID != "s1" || got.Claim.Session.ServerID != "ca" {
+		t.Fatalf("claim change = %+v; want soft.w1 at %d, fence %d, session s1 of ca", got, c.ModRev, c.Fence)
+	}
+	got = nextClaimChange(t, changes)
+	if got.Key != "soft.w1" || got.Deleted || got.Rev != c2.ModRev || got.Claim.Fence != c.Fence || got.Claim.Session.Terminal != "t1" {
+		t.Fatalf("update change = %+v; want soft.w1 at %d with fence %d and terminal t1", got, c2.ModRev, c.Fence)
+	}
+	got = nextClaimChange(t, changes)
+	if got.Key != "soft.w1" || !got.Deleted || got.Rev <= c2.ModRev {
+		t.Fatalf("release change = %+v; want soft.w1 deleted after %d", got, c2.ModRev)
+	}
+	wcancel()
+	for range changes { // closed after cancel
+	}
+}
+
+// TestWatchClaimsGap: a watch cut off while its history is compacted
+// away reports Lost, then a Resync from a revision after the gap, and
+// goes on reporting changes.
+func TestWatchClaimsGap(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	direct := etcdtest.Client(t, eps)
+	a := newReg(t, direct, "ga")
+	b := newReg(t, etcdtest.Client(t, []string{proxy.URL()}), "gb", registry.WithLeaseTTL(30*time.Second))
+	changes := b.WatchClaims(ctx)
+	if first := nextClaimChange(t, changes); !first.Resync {
+		t.Fatalf("first change = %+v; want a Resync mark", first)
+	}
+	c, _, err := a.Claim(ctx, "soft.g1", registry.Session{ID: "s1", ServerID: "ga"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := nextClaimChange(t, changes); got.Key != "soft.g1" { // the watch is established
+		t.Fatalf("change = %+v; want soft.g1", got)
+	}
+	proxy.Blackhole()
+	proxy.CloseConns()
+	if err := a.Release(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	// One more revision (outside the watched keys), so that compacting
+	// drops the release's.
+	resp, err := direct.Put(ctx, "/hotdesk/none", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Heal()
+	var lost bool
+	for {
+		got := nextClaimChange(t, changes)
+		t.Logf("change %+v", got)
+		switch {
+		case got.Lost:
+			lost = true
+		case got.Resync && !lost:
+			t.Fatalf("Resync %+v without a Lost before it", got)
+		case got.Resync:
+			if got.Rev <= resp.Header.Revision {
+				t.Fatalf("Resync from %d; want after the compacted revision %d", got.Rev, resp.Header.Revision)
+			}
+			if _, _, err := a.Claim(ctx, "soft.g2", registry.Session{ID: "s2", ServerID: "ga"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := nextClaimChange(t, changes); got.Key != "soft.g2" {
+				t.Fatalf("change after the Resync = %+v; want soft.g2", got)
+			}
+			return
+		case got.Key == "soft.g1" && got.Deleted:
+			t.Fatalf("the release inside the gap was reported (%+v): the watch did not break", got)
+		}
+	}
+}
