@@ -5,24 +5,18 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 func nextClaimChange(t *testing.T, ch <-chan registry.ClaimChange) registry.ClaimChange {
 	t.Helper()
-	select {
-	case c, ok := <-ch:
-		if !ok {
-			t.Fatal("claim watch closed")
-		}
-		return c
-	case <-time.After(20 * time.Second):
-		t.Fatal("no claim change within 20s")
+	c := testutil.Recv(t, ch, 20*time.Second, "no claim change")
+	if c == (registry.ClaimChange{}) {
+		t.Fatal("claim watch closed")
 	}
-	return registry.ClaimChange{}
+	return c
 }
 
 // TestWatchClaims: the stream opens with a Resync at the current revision,
@@ -77,13 +71,9 @@ func TestWatchClaims(t *testing.T) {
 // goes on reporting changes.
 func TestWatchClaimsGap(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	proxy := etcdtest.NewProxy(t, eps[0])
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	direct := etcdtest.Client(t, eps)
-	a := newReg(t, direct, "ga")
-	b := newReg(t, etcdtest.Client(t, []string{proxy.URL()}), "gb", registry.WithLeaseTTL(30*time.Second))
+	direct, proxy, a, b := cutOffPair(t, "ga", "gb")
 	changes := b.WatchClaims(ctx)
 	if first := nextClaimChange(t, changes); !first.Resync {
 		t.Fatalf("first change = %+v; want a Resync mark", first)
@@ -100,15 +90,7 @@ func TestWatchClaimsGap(t *testing.T) {
 	if err := a.Release(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	// One more revision (outside the watched keys), so that compacting
-	// drops the release's.
-	resp, err := direct.Put(ctx, "/hotdesk/none", "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := direct.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	compacted := compactAway(t, ctx, direct)
 	proxy.Heal()
 	var lost bool
 	for {
@@ -120,8 +102,8 @@ func TestWatchClaimsGap(t *testing.T) {
 		case got.Resync && !lost:
 			t.Fatalf("Resync %+v without a Lost before it", got)
 		case got.Resync:
-			if got.Rev <= resp.Header.Revision {
-				t.Fatalf("Resync from %d; want after the compacted revision %d", got.Rev, resp.Header.Revision)
+			if got.Rev <= compacted {
+				t.Fatalf("Resync from %d; want after the compacted revision %d", got.Rev, compacted)
 			}
 			if _, _, err := a.Claim(ctx, "soft.g2", registry.Session{ID: "s2", ServerID: "ga"}); err != nil {
 				t.Fatal(err)

@@ -55,6 +55,34 @@ func newGroup(t testing.TB, ids ...string) (eps []string, regs []*registry.Regis
 	return eps, regs
 }
 
+// cutOffPair starts an etcd member and two servers on it: a with a direct
+// client, b through a proxy the test can cut off (b's lease outlives the
+// cut). direct is a's client.
+func cutOffPair(t testing.TB, ida, idb string) (direct *clientv3.Client, proxy *etcdtest.Proxy, a, b *registry.Registry) {
+	t.Helper()
+	eps := etcdtest.Start(t)
+	proxy = etcdtest.NewProxy(t, eps[0])
+	direct = etcdtest.Client(t, eps)
+	a = newReg(t, direct, ida)
+	b = newReg(t, etcdtest.Client(t, []string{proxy.URL()}), idb, registry.WithLeaseTTL(30*time.Second))
+	return direct, proxy, a, b
+}
+
+// compactAway writes one revision outside the registry's keys and compacts
+// the history up to it, so that a watch cut off before the last change of
+// a registry key cannot resume past it.
+func compactAway(t testing.TB, ctx context.Context, cli *clientv3.Client) (rev int64) {
+	t.Helper()
+	resp, err := cli.Put(ctx, "/hotdesk/none", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
 func waitClosed(t testing.TB, ch <-chan struct{}, what string) {
 	t.Helper()
 	select {

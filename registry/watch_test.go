@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -63,21 +61,9 @@ func TestWatchTokens(t *testing.T) {
 // (and its history compacted away) is reported deleted after the re-list.
 func TestWatchTokensGapDeletion(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	proxy := etcdtest.NewProxy(t, eps[0])
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	direct := etcdtest.Client(t, eps)
-	a, err := registry.New(ctx, direct, registry.ServerRecord{ID: "wa"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	b, err := registry.New(ctx, etcdtest.Client(t, []string{proxy.URL()}), registry.ServerRecord{ID: "wb"}, registry.WithLeaseTTL(30*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
+	direct, proxy, a, b := cutOffPair(t, "wa", "wb")
 	for _, id := range []string{"uid.01", "uid.02"} {
 		if err := a.EnrollToken(ctx, registry.TokenRecord{ID: id, Kind: "uid", User: "u"}); err != nil {
 			t.Fatal(err)
@@ -96,17 +82,7 @@ func TestWatchTokensGapDeletion(t *testing.T) {
 	if err := a.DeleteToken(ctx, "uid.01"); err != nil {
 		t.Fatal(err)
 	}
-	// One more revision, so that compacting drops the deletion's.
-	if err := a.EnrollToken(ctx, registry.TokenRecord{ID: "uid.03", Kind: "uid", User: "u"}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := direct.Get(ctx, "/hotdesk/none")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := direct.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	compactAway(t, ctx, direct)
 	proxy.Heal()
 	timeout := time.After(30 * time.Second)
 	for {
