@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +29,10 @@ type Limits struct {
 	// MaxUnauthenticated bounds connections still in the TLS handshake or
 	// before their first message (Hello, Attach); default 128.
 	MaxUnauthenticated int
+	// MaxUnauthenticatedPerSource bounds them per source (listener and
+	// address), so that a few addresses cannot hold every unauthenticated
+	// slot; default 16.
+	MaxUnauthenticatedPerSource int
 	// HandshakeTimeout bounds the TLS handshake plus the first message;
 	// default 10s.
 	HandshakeTimeout time.Duration
@@ -53,14 +58,15 @@ type Limit string
 
 // The limits the broker enforces.
 const (
-	LimitConnections          Limit = "max_connections"            // per listener
-	LimitConnectionsPerSource Limit = "max_connections_per_source" // per listener and address
-	LimitUnauthenticated      Limit = "max_unauthenticated"        // per listener
-	LimitSessions             Limit = "max_sessions"               // desktops on this server
-	LimitSessionsPerUser      Limit = "max_sessions_per_user"      // a user's sessions in the group
-	LimitTicketsPerSession    Limit = "max_tickets_per_session"    // an old attach ticket revoked
-	LimitPairing              Limit = "pairing_rate"               // pairing attempts from an address
-	LimitTokenEvents          Limit = "token_events_per_second"    // token events of one connection
+	LimitConnections              Limit = "max_connections"                // per listener
+	LimitConnectionsPerSource     Limit = "max_connections_per_source"     // per listener and address
+	LimitUnauthenticated          Limit = "max_unauthenticated"            // per listener
+	LimitUnauthenticatedPerSource Limit = "max_unauthenticated_per_source" // per listener and address
+	LimitSessions                 Limit = "max_sessions"                   // desktops on this server
+	LimitSessionsPerUser          Limit = "max_sessions_per_user"          // a user's sessions in the group
+	LimitTicketsPerSession        Limit = "max_tickets_per_session"        // an old attach ticket revoked
+	LimitPairing                  Limit = "pairing_rate"                   // pairing attempts from an address
+	LimitTokenEvents              Limit = "token_events_per_second"        // token events of one connection
 )
 
 // limitHit reports one refusal by limit to Limits.OnLimit.
@@ -74,6 +80,7 @@ func (l Limits) withDefaults() Limits {
 	defaults.Set(&l.MaxConnections, 1024)
 	defaults.Set(&l.MaxConnectionsPerSource, 64)
 	defaults.Set(&l.MaxUnauthenticated, 128)
+	defaults.Set(&l.MaxUnauthenticatedPerSource, 16)
 	defaults.Set(&l.HandshakeTimeout, handshakeTimeout)
 	defaults.Set(&l.MaxTicketsPerSession, 4)
 	if l.TokenEventsPerSecond == 0 { // negative: no bound, not "unset"
@@ -100,14 +107,47 @@ type connGate struct {
 	what string
 	log  *burstlog.Logger
 
-	mu       sync.Mutex
-	total    int
-	unauth   int
-	bySource map[string]int
+	mu             sync.Mutex
+	total          int
+	unauth         int
+	bySource       map[string]int // admitted connections by source
+	unauthBySource map[string]int // of those, the unauthenticated
 }
 
 func newConnGate(what string, lim Limits, log *burstlog.Logger) *connGate {
-	return &connGate{lim: lim, what: what, log: log, bySource: map[string]int{}}
+	return &connGate{lim: lim, what: what, log: log, bySource: map[string]int{}, unauthBySource: map[string]int{}}
+}
+
+// sourceOf names the source a connection from addr counts against: its IP
+// address, or for IPv6 its /64 (one host commonly holds a whole /64, so
+// its addresses are one source).
+func sourceOf(addr net.Addr) string {
+	src := addr.String()
+	if h, _, err := net.SplitHostPort(src); err == nil {
+		src = h
+	}
+	ip, err := netip.ParseAddr(src)
+	if err != nil {
+		return src
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return ip.String()
+	}
+	return p.String()
+}
+
+// decr decrements m[k], deleting it at zero.
+func decr(m map[string]int, k string) {
+	if m[k] <= 1 {
+		delete(m, k)
+	} else {
+		m[k]--
+	}
 }
 
 // admitted is one admitted connection; done releases it (idempotent), and
@@ -122,10 +162,7 @@ type admitted struct {
 // admit decides on a new connection from addr; nil means refused (the
 // caller closes it at once).
 func (g *connGate) admit(addr net.Addr) *admitted {
-	src := addr.String()
-	if h, _, err := net.SplitHostPort(src); err == nil {
-		src = h
-	}
+	src := sourceOf(addr)
 	g.mu.Lock()
 	var why Limit
 	switch {
@@ -135,6 +172,8 @@ func (g *connGate) admit(addr net.Addr) *admitted {
 		why = LimitConnectionsPerSource
 	case g.unauth >= g.lim.MaxUnauthenticated:
 		why = LimitUnauthenticated
+	case g.unauthBySource[src] >= g.lim.MaxUnauthenticatedPerSource:
+		why = LimitUnauthenticatedPerSource
 	}
 	if why != "" {
 		g.mu.Unlock()
@@ -147,6 +186,7 @@ func (g *connGate) admit(addr net.Addr) *admitted {
 	g.total++
 	g.unauth++
 	g.bySource[src]++
+	g.unauthBySource[src]++
 	g.mu.Unlock()
 	return &admitted{g: g, src: src}
 }
@@ -156,6 +196,7 @@ func (a *admitted) authenticated() {
 	if !a.authed {
 		a.authed = true
 		a.g.unauth--
+		decr(a.g.unauthBySource, a.src)
 	}
 	a.g.mu.Unlock()
 }
@@ -168,12 +209,9 @@ func (a *admitted) done() {
 		if !a.authed {
 			a.authed = true
 			g.unauth--
+			decr(g.unauthBySource, a.src)
 		}
-		if g.bySource[a.src] <= 1 {
-			delete(g.bySource, a.src)
-		} else {
-			g.bySource[a.src]--
-		}
+		decr(g.bySource, a.src)
 		g.mu.Unlock()
 	})
 }

@@ -107,6 +107,60 @@ func TestConnGate(t *testing.T) {
 	}
 }
 
+// TestConnGateUnauthenticatedPerSource: one source holds at most
+// MaxUnauthenticatedPerSource connections before their first message, so
+// that a few addresses cannot fill MaxUnauthenticated for everyone; an
+// authenticated connection frees its slot. An IPv6 /64 is one source.
+func TestConnGateUnauthenticatedPerSource(t *testing.T) {
+	t.Parallel()
+	var refused []Limit
+	g := newConnGate("terminal", Limits{MaxUnauthenticated: 100, MaxUnauthenticatedPerSource: 2,
+		OnLimit: func(l Limit, _ string) { refused = append(refused, l) }}.withDefaults(),
+		burstlog.New(hclog.NewNullLogger(), logEvery, nil))
+	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
+	a1, a2 := g.admit(addr("10.0.0.1")), g.admit(addr("10.0.0.1"))
+	if a1 == nil || a2 == nil || g.admit(addr("10.0.0.1")) != nil {
+		t.Fatal("unauthenticated per source 2: want two admitted, the third refused")
+	}
+	if len(refused) != 1 || refused[0] != LimitUnauthenticatedPerSource {
+		t.Fatalf("refusals %v; want one by %s", refused, LimitUnauthenticatedPerSource)
+	}
+	if g.admit(addr("10.0.0.2")) == nil {
+		t.Fatal("another address refused; want admitted")
+	}
+	a1.authenticated()
+	a3 := g.admit(addr("10.0.0.1"))
+	if a3 == nil {
+		t.Fatal("after one authenticated: refused; want admitted")
+	}
+	a3.done()
+	if g.admit(addr("10.0.0.1")) == nil {
+		t.Fatal("after one closed before authenticating: refused; want admitted")
+	}
+	v1, v2 := g.admit(addr("2001:db8::1")), g.admit(addr("2001:db8::ffff:2"))
+	if v1 == nil || v2 == nil || g.admit(addr("2001:db8::3")) != nil {
+		t.Fatal("one IPv6 /64: want two admitted, the third refused")
+	}
+	if g.admit(addr("2001:db8:0:1::1")) == nil {
+		t.Fatal("another /64 refused; want admitted")
+	}
+}
+
+// TestSourceOf: IPv4 (also IPv4-mapped) by address, IPv6 by /64.
+func TestSourceOf(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"10.1.2.3":            "10.1.2.3",
+		"::ffff:10.1.2.3":     "10.1.2.3",
+		"2001:db8:1:2:3::4":   "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::": "2001:db8:1:2::/64",
+	} {
+		if got := sourceOf(&net.TCPAddr{IP: net.ParseIP(in), Port: 9}); got != want {
+			t.Errorf("sourceOf(%s) = %q; want %q", in, got, want)
+		}
+	}
+}
+
 // TestLogValue bounds and sanitizes attacker-supplied text.
 func TestLogValue(t *testing.T) {
 	t.Parallel()

@@ -280,10 +280,12 @@ limits {
   max_connections            = 1024
   max_connections_per_source = 64
 
-  # Connections still in the TLS handshake or before their first message,
-  # and how long they may take for both.
-  max_unauthenticated = 128
-  handshake_timeout   = "10s"
+  # Connections still in the TLS handshake or before their first message:
+  # in all, and per source address (an IPv6 /64 counts as one), so that a
+  # few addresses cannot hold them all; and how long they may take for both.
+  max_unauthenticated            = 128
+  max_unauthenticated_per_source = 16
+  handshake_timeout              = "10s"
 
   # Logins waiting in PAM (prompts included): in all, per source address,
   # per user and per terminal. A login over a limit is refused with

@@ -443,13 +443,14 @@ func (d *daemon) startBroker(context.Context) error {
 		Policies:               d.policies,
 		Groups:                 userGroups,
 		Limits: broker.Limits{
-			MaxConnections:          connectionBudget(cfg, logger),
-			MaxConnectionsPerSource: cfg.Limits.MaxConnectionsPerSource,
-			MaxUnauthenticated:      cfg.Limits.MaxUnauthenticated,
-			HandshakeTimeout:        cfg.Limits.HandshakeTimeout,
-			MaxTicketsPerSession:    cfg.Limits.MaxTicketsPerSession,
-			TokenEventsPerSecond:    cfg.Limits.TokenEventsPerSecond,
-			OnLimit:                 d.limits.brokerRefused,
+			MaxConnections:              connectionBudget(cfg, logger),
+			MaxConnectionsPerSource:     cfg.Limits.MaxConnectionsPerSource,
+			MaxUnauthenticated:          cfg.Limits.MaxUnauthenticated,
+			MaxUnauthenticatedPerSource: cfg.Limits.MaxUnauthenticatedPerSource,
+			HandshakeTimeout:            cfg.Limits.HandshakeTimeout,
+			MaxTicketsPerSession:        cfg.Limits.MaxTicketsPerSession,
+			TokenEventsPerSecond:        cfg.Limits.TokenEventsPerSecond,
+			OnLimit:                     d.limits.brokerRefused,
 		},
 	})
 	if err != nil {

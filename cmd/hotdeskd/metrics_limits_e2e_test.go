@@ -385,6 +385,7 @@ pairing {
 	}{
 		{refusals, map[string]string{"limit": "max_connections", "listener": "terminal"}},
 		{refusals, map[string]string{"limit": "max_unauthenticated", "listener": "attach"}},
+		{refusals, map[string]string{"limit": "max_unauthenticated_per_source", "listener": "terminal"}},
 		{authRefusals, map[string]string{"limit": "max_pending_logins"}},
 	} {
 		if v := sample(body, w.name, w.labels); v != 0 {

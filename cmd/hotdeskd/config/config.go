@@ -137,6 +137,9 @@ type Limits struct {
 	// MaxUnauthenticated bounds connections that have not finished the TLS
 	// handshake and their first message; default 128.
 	MaxUnauthenticated int // max_unauthenticated
+	// MaxUnauthenticatedPerSource bounds them per source address (an IPv6
+	// /64 counts as one); default 16.
+	MaxUnauthenticatedPerSource int // max_unauthenticated_per_source
 	// HandshakeTimeout bounds the TLS handshake plus the first message.
 	HandshakeTimeout time.Duration // handshake_timeout; default 10s
 	// Logins waiting in PAM (prompts included): in all, per source address,
@@ -413,6 +416,7 @@ func DefaultLimits() Limits {
 		MaxConnections:              1024,
 		MaxConnectionsPerSource:     64,
 		MaxUnauthenticated:          128,
+		MaxUnauthenticatedPerSource: 16,
 		HandshakeTimeout:            10 * time.Second,
 		MaxPendingLogins:            64,
 		MaxPendingLoginsPerSource:   8,

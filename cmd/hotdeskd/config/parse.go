@@ -51,6 +51,7 @@ type rawLimits struct {
 	MaxConnections              int    `hcl:"max_connections,optional"`
 	MaxConnectionsPerSource     int    `hcl:"max_connections_per_source,optional"`
 	MaxUnauthenticated          int    `hcl:"max_unauthenticated,optional"`
+	MaxUnauthenticatedPerSource int    `hcl:"max_unauthenticated_per_source,optional"`
 	HandshakeTimeout            string `hcl:"handshake_timeout,optional"`
 	MaxPendingLogins            int    `hcl:"max_pending_logins,optional"`
 	MaxPendingLoginsPerSource   int    `hcl:"max_pending_logins_per_source,optional"`
@@ -222,7 +223,8 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 		},
 		Limits: &rawLimits{
 			MaxConnections: d.Limits.MaxConnections, MaxConnectionsPerSource: d.Limits.MaxConnectionsPerSource,
-			MaxUnauthenticated: d.Limits.MaxUnauthenticated, HandshakeTimeout: d.Limits.HandshakeTimeout.String(),
+			MaxUnauthenticated: d.Limits.MaxUnauthenticated, MaxUnauthenticatedPerSource: d.Limits.MaxUnauthenticatedPerSource,
+			HandshakeTimeout: d.Limits.HandshakeTimeout.String(),
 			MaxPendingLogins: d.Limits.MaxPendingLogins, MaxPendingLoginsPerSource: d.Limits.MaxPendingLoginsPerSource,
 			MaxPendingLoginsPerUser: d.Limits.MaxPendingLoginsPerUser, MaxPendingLoginsPerTerminal: d.Limits.MaxPendingLoginsPerTerminal,
 			MaxTicketsPerSession: d.Limits.MaxTicketsPerSession, TokenEventsPerSecond: d.Limits.TokenEventsPerSecond,
@@ -323,6 +325,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			MaxConnections:              raw.Limits.MaxConnections,
 			MaxConnectionsPerSource:     raw.Limits.MaxConnectionsPerSource,
 			MaxUnauthenticated:          raw.Limits.MaxUnauthenticated,
+			MaxUnauthenticatedPerSource: raw.Limits.MaxUnauthenticatedPerSource,
 			HandshakeTimeout:            dur("limits.handshake_timeout", raw.Limits.HandshakeTimeout),
 			MaxPendingLogins:            raw.Limits.MaxPendingLogins,
 			MaxPendingLoginsPerSource:   raw.Limits.MaxPendingLoginsPerSource,

@@ -207,7 +207,8 @@ func (c *Config) validate(rg ranges) error {
 	l := c.Limits
 	for key, v := range map[string]int{
 		"limits.max_connections": l.MaxConnections, "limits.max_connections_per_source": l.MaxConnectionsPerSource,
-		"limits.max_unauthenticated": l.MaxUnauthenticated, "limits.max_pending_logins": l.MaxPendingLogins,
+		"limits.max_unauthenticated": l.MaxUnauthenticated, "limits.max_unauthenticated_per_source": l.MaxUnauthenticatedPerSource,
+		"limits.max_pending_logins":            l.MaxPendingLogins,
 		"limits.max_pending_logins_per_source": l.MaxPendingLoginsPerSource, "limits.max_pending_logins_per_user": l.MaxPendingLoginsPerUser,
 		"limits.max_pending_logins_per_terminal": l.MaxPendingLoginsPerTerminal, "limits.max_tickets_per_session": l.MaxTicketsPerSession,
 		"limits.token_events_per_second": l.TokenEventsPerSecond,
