@@ -199,6 +199,9 @@ func TestDashboardInChromium(t *testing.T) {
 	shots := t.TempDir()
 	if d := os.Getenv("HOTDESK_SCREENSHOTS"); d != "" {
 		shots = d
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A session created by a real terminal.
