@@ -41,6 +41,17 @@ func sessionEvent(kind event.Kind, s *Session, t *terminal, reason string) event
 	return e
 }
 
+// endEvent is the event of s ceasing to be shown (suspended, destroyed):
+// it names the terminal that showed it until then, if one did (t; nil for
+// a session that was not shown), without that connection's hops.
+func endEvent(kind event.Kind, s *Session, t *terminal, reason string) event.Event {
+	e := sessionEvent(kind, s, nil, reason)
+	if t != nil {
+		e.Terminal = t.id
+	}
+	return e
+}
+
 // attachEvent is the event of s becoming active at t, named by the state it
 // came from; a takeover names the terminal it was taken from (prev).
 func attachEvent(s *Session, t, prev *terminal, from State) event.Event {

@@ -57,8 +57,8 @@ func TestEventsOfLifecycle(t *testing.T) {
 	}
 	t1.remove(tok)
 	want(event.TokenRemoved)
-	if ev := want(event.SessionSuspended); ev.Session != sid {
-		t.Errorf("suspended = %+v", ev)
+	if ev := want(event.SessionSuspended); ev.Session != sid || ev.User != "kiosk" || ev.Token != tok || ev.Terminal != "term-1" {
+		t.Errorf("suspended = %+v; want session %s of kiosk, suspended at term-1", ev, sid)
 	}
 	expectMsg[proto.Detached](t1)
 	t2.insert(tok)
@@ -77,8 +77,8 @@ func TestEventsOfLifecycle(t *testing.T) {
 	if err := e.b.Lock(ctx, sid); err != nil {
 		t.Fatal(err)
 	}
-	if ev := want(event.SessionSuspended); ev.Reason != "session locked by an administrator" {
-		t.Errorf("lock: %+v", ev)
+	if ev := want(event.SessionSuspended); ev.Reason != "session locked by an administrator" || ev.Terminal != "term-1" {
+		t.Errorf("lock: %+v; want suspended at term-1, where it was shown", ev)
 	}
 	if det := expectMsg[proto.Detached](t1); det.Reason != proto.DetachAdmin || det.Message != "session locked by an administrator" {
 		t.Errorf("lock detached with %v; want admin, with the message", det.Reason)
@@ -102,6 +102,16 @@ func TestEventsOfLifecycle(t *testing.T) {
 		if err := f(ctx, sid); err == nil {
 			t.Error("admin action on a destroyed session succeeded")
 		}
+	}
+	// A session killed while shown names the terminal that showed it.
+	t2.insert(tok)
+	att = want(event.SessionAttached)
+	expectMsg[proto.Attached](t2)
+	if err := e.b.Kill(ctx, att.Session); err != nil {
+		t.Fatal(err)
+	}
+	if ev := want(event.SessionDestroyed); ev.Session != att.Session || ev.Terminal != "term-2" {
+		t.Errorf("destroyed = %+v; want session %s, shown at term-2 until then", ev, att.Session)
 	}
 }
 

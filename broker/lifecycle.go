@@ -708,7 +708,7 @@ func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason prot
 	if b.current(s) == nil {
 		return
 	}
-	b.detachTokenLocked(s, reason, msg, "")
+	shownAt := b.detachTokenLocked(s, reason, msg, "")
 	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil && !errors.Is(err, compositor.ErrNotFound) {
 		b.log.Error("compositor suspend failed", "session", s.ID, "error", err)
 	}
@@ -724,7 +724,7 @@ func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason prot
 	b.mu.Unlock()
 	b.log.Info("session suspended", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Suspended)
-	b.emit(sessionEvent(event.SessionSuspended, s, nil, msg))
+	b.emit(endEvent(event.SessionSuspended, s, shownAt, msg))
 	b.publish(s)
 }
 
@@ -742,26 +742,28 @@ func (b *Broker) expire(s *Session) {
 	}
 }
 
-// detachTokenLocked tells s's terminal it no longer shows s. Caller holds the token lock.
-func (b *Broker) detachTokenLocked(s *Session, reason proto.DetachReason, msg, by string) {
+// detachTokenLocked tells s's terminal it no longer shows s and returns that
+// terminal (nil if s was not shown). Caller holds the token lock.
+func (b *Broker) detachTokenLocked(s *Session, reason proto.DetachReason, msg, by string) *terminal {
 	b.cutStreams(s) // the old terminal stops seeing the session at once
 	b.mu.Lock()
 	t := s.term
 	s.term = nil
 	b.mu.Unlock()
 	if t == nil {
-		return
+		return nil
 	}
 	t.clearAttached(s)
 	if err := t.send(&proto.Detached{SessionID: s.ID, Reason: reason, Message: msg, Terminal: by}); err != nil {
 		b.log.Debug("detach not delivered", "terminal", t.id, "error", err)
 	}
+	return t
 }
 
 // destroyTokenLocked ends s: terminal told, compositor stopped, claim released.
 // Caller holds the token lock.
 func (b *Broker) destroyTokenLocked(ctx context.Context, s *Session, reason proto.DetachReason, msg string) {
-	b.detachTokenLocked(s, reason, msg, "")
+	shownAt := b.detachTokenLocked(s, reason, msg, "")
 	b.mu.Lock()
 	from := s.state
 	pid := s.info.PID
@@ -785,7 +787,7 @@ func (b *Broker) destroyTokenLocked(ctx context.Context, s *Session, reason prot
 	cancel()
 	b.log.Info("session destroyed", "session", s.ID, "reason", msg)
 	b.transitioned(s, from, Destroyed)
-	b.emit(sessionEvent(event.SessionDestroyed, s, nil, msg))
+	b.emit(endEvent(event.SessionDestroyed, s, shownAt, msg))
 }
 
 // forget removes s from the broker's maps and stops its timer.

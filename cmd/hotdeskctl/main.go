@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	root.SetErr(errOut)
 	root.SetContext(ctx)
 	initCompletion(root)
+	initHelp(root)
 	cmd, err := root.ExecuteC()
 	if err != nil && isUsage(err) {
 		return usageError{fmt.Sprintf("%v\nrun '%s --help' for usage", err, cmd.CommandPath())}
@@ -192,6 +193,32 @@ func initCompletion(root *cobra.Command) {
 					return usagef("completion: unknown shell %q: one of %s", args[0], strings.Join(shells(cmd), ", "))
 				}
 				return nil
+			}
+		}
+	}
+}
+
+// initHelp adds cobra's help command, where a command that does not exist
+// (`help bogus`, `help session bogus`) is a usage error naming it; cobra's
+// own showed the nearest existing command's help with status 0.
+func initHelp(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	for _, sub := range root.Commands() {
+		if sub.Name() == "help" {
+			sub.Args = func(cmd *cobra.Command, args []string) error {
+				target, rest, err := cmd.Root().Find(args)
+				unknown := err != nil
+				for _, a := range rest {
+					unknown = unknown || !strings.HasPrefix(a, "-")
+				}
+				if !unknown {
+					return nil
+				}
+				path := root.Name()
+				if target != nil {
+					path = target.CommandPath()
+				}
+				return usagef("help: unknown command %q for %q (%s --help lists them)", strings.Join(args, " "), path, path)
 			}
 		}
 	}

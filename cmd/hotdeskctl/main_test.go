@@ -30,7 +30,8 @@ func TestNormalizeArgs(t *testing.T) {
 // (exit 1) saying how to point at one.
 func TestHelpAndUsage(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"sessions", "--help"}, {"session", "kill", "-h"},
-		{"token", "pair", "list", "--help"}, {"events", "-h"}, {"version"}, {"--version"}, {"completion", "bash"}} {
+		{"token", "pair", "list", "--help"}, {"events", "-h"}, {"version"}, {"--version"}, {"completion", "bash"},
+		{"help"}, {"help", "sessions"}, {"help", "session", "kill"}} {
 		var out bytes.Buffer
 		if err := run(context.Background(), args, &out, &out); err != nil {
 			t.Errorf("%v: %v", args, err)
@@ -40,7 +41,9 @@ func TestHelpAndUsage(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{}, {"bogus"}, {"sessions", "--nope"}, {"session"}, {"session", "kill"},
-		{"token", "pair"}, {"token", "register", "uid.1"}, {"server", "drain", "a", "b"}} {
+		{"token", "pair"}, {"token", "register", "uid.1"}, {"server", "drain", "a", "b"},
+		// help for a command that does not exist is not the root's help
+		{"help", "bogus"}, {"help", "session", "bogus"}} {
 		var out bytes.Buffer
 		err := run(context.Background(), args, &out, &out)
 		var ue usageError

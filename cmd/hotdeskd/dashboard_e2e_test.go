@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +199,9 @@ func TestDashboardInChromium(t *testing.T) {
 	shots := t.TempDir()
 	if d := os.Getenv("HOTDESK_SCREENSHOTS"); d != "" {
 		shots = d
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A session created by a real terminal.
@@ -265,6 +270,22 @@ func TestDashboardInChromium(t *testing.T) {
 	t1.send("remove default")
 	if err := step(ctx, chromedp.WaitVisible(`//tr[@class="live"]/td[text()="suspended"]`)); err != nil {
 		t.Fatalf("live suspended event not shown: %v", err)
+	}
+	// A live row shows its time as the rows the page came with do
+	// (15:04:05.000), not in the browser's locale ("1:54:05 PM.049").
+	times, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
+		`Array.from(document.querySelectorAll("#event-rows tr"), r => (r.className === "live" ? "live " : "page ") + r.cells[0].textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeRe := regexp.MustCompile(`^(live|page) \d\d:\d\d:\d\d\.\d\d\d$`)
+	for _, tm := range times {
+		if !timeRe.MatchString(tm) {
+			t.Errorf("event row time %q; want HH:MM:SS.mmm as every row", tm)
+		}
+	}
+	if !slices.ContainsFunc(times, func(s string) bool { return strings.HasPrefix(s, "live ") }) {
+		t.Errorf("no live row among %q", times)
 	}
 	shot(t, ctx, shots, "events")
 

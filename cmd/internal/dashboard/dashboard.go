@@ -715,7 +715,12 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) 
 		<-keepaliveDone
 	}()
 	_ = s.cfg.Backend.Events(ctx, 0, true, func(e event.Event) error {
-		b, err := json.Marshal(e)
+		// The time as the page's own rows show it (eventTime): the
+		// script shows this, not the browser's locale's format.
+		b, err := json.Marshal(struct {
+			event.Event
+			Shown string `json:"shown"`
+		}{e, eventTime(e.Time)})
 		if err != nil {
 			return nil
 		}
@@ -753,5 +758,9 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 	"join": strings.Join,
 	"list": func(s ...string) []string { return s },
-	"ms":   func(t time.Time) string { return t.Local().Format("15:04:05.000") },
+	"ms":   eventTime,
 }).Parse(templatesHTML))
+
+// eventTime is an event's time on the events page, for the rows the page
+// comes with and the live ones alike.
+func eventTime(t time.Time) string { return t.Local().Format("15:04:05.000") }

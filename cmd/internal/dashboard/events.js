@@ -10,8 +10,7 @@
     try { e = JSON.parse(m.data); } catch (err) { return; }
     var tr = document.createElement("tr");
     tr.className = "live";
-    var t = new Date(e.time);
-    var cells = [t.toLocaleTimeString() + "." + String(t.getMilliseconds()).padStart(3, "0"), e.kind, e.server,
+    var cells = [e.shown, e.kind, e.server,
       e.session || "-", e.user || "-", e.terminal || "-", ((e.target || "") + " " + (e.reason || "")).trim()];
     cells.forEach(function (c) { var td = document.createElement("td"); td.textContent = c; tr.appendChild(td); });
     rows.insertBefore(tr, rows.firstChild);
