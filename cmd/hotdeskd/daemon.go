@@ -779,12 +779,13 @@ func notify(logger hclog.Logger, state string) {
 
 // pingInterval is the keepalive interval the broker announces to its
 // terminals: a sixth of the lease TTL (at most the protocol's default,
-// proto.DefaultPingInterval), so that a terminal
+// proto.DefaultPingInterval; at least 100 ms, below every accepted TTL's
+// sixth), so that a terminal
 // notices a silent broker (3 unanswered Pings, within 4 intervals) within
 // 2/3 of the TTL, before the broker's lease can expire and another broker
 // take its tokens over.
 func pingInterval(leaseTTL time.Duration) time.Duration {
-	return min(max(leaseTTL/6, 250*time.Millisecond), proto.DefaultPingInterval)
+	return min(max(leaseTTL/6, 100*time.Millisecond), proto.DefaultPingInterval)
 }
 
 // connectionBudget returns max_connections, lowered when the process's

@@ -111,7 +111,7 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 // broker's lease can expire (2/3 of the TTL), for every accepted TTL.
 func TestPingIntervalBound(t *testing.T) {
 	t.Parallel()
-	for _, ttl := range []time.Duration{2 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute} {
+	for _, ttl := range []time.Duration{time.Second, 1500 * time.Millisecond, 2 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute} {
 		pi := pingInterval(ttl)
 		if pi <= 0 || 4*pi > ttl*2/3 {
 			t.Errorf("pingInterval(%v) = %v; want 4 × it within 2/3 of the TTL (%v)", ttl, pi, ttl*2/3)
