@@ -64,6 +64,18 @@ type LimiterConfig struct {
 	Clock clock.Clock
 	// Logger receives the audit lines ("auth decision"); default: none.
 	Logger hclog.Logger
+	// OnLockout, if set, is called for every lockout that failures here
+	// start (outside the limiter's lock; it must not block): a server
+	// group shares them, and every member Applies the others'.
+	OnLockout func(Lockout)
+}
+
+// Lockout is one key's lockout: until when, and how many lockouts of the
+// key led to it (the back-off exponent).
+type Lockout struct {
+	Key   string // "token:…", "user:…" or "terminal:…"
+	Until time.Time
+	Level int
 }
 
 // Limiter counts failed authentications per token, per user and per
@@ -151,6 +163,14 @@ func (l *Limiter) Check(token, user, terminal string) error {
 
 // Failure records a failed attempt against every non-empty key.
 func (l *Limiter) Failure(token, user, terminal string) {
+	var started []Lockout
+	defer func() {
+		if f := l.cfg.OnLockout; f != nil {
+			for _, lo := range started {
+				f(lo)
+			}
+		}
+	}()
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -170,8 +190,32 @@ func (l *Limiter) Failure(token, user, terminal string) {
 			e.level++
 			e.failures, e.first = 0, now
 			e.lockedUntil = now.Add(d)
+			started = append(started, Lockout{Key: k, Until: e.lockedUntil, Level: e.level})
 		}
 	}
+}
+
+// Apply imposes a lockout that another member of the group started: the
+// key is refused until lo.Until (at most MaxLockout from now: the clocks
+// of a group may differ), and its next lockout here backs off from
+// lo.Level. A lockout already longer, or a higher level, is kept.
+func (l *Limiter) Apply(lo Lockout) {
+	now := l.clk.Now()
+	if lo.Key == "" || !now.Before(lo.Until) {
+		return
+	}
+	until := lo.Until
+	if limit := now.Add(l.cfg.MaxLockout); until.After(limit) {
+		until = limit
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.get(lo.Key, now)
+	e.last = now
+	if until.After(e.lockedUntil) {
+		e.lockedUntil = until
+	}
+	e.level = max(e.level, lo.Level)
 }
 
 // Success clears the counters and lockout level of token and user (see the

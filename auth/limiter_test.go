@@ -215,3 +215,57 @@ func TestGuardSaysLockoutStarted(t *testing.T) {
 		t.Fatalf("third attempt: %v; want refused as locked out", err)
 	}
 }
+
+// TestLimiterShared: a lockout that failures start is reported through
+// OnLockout (once per locked key, with its end and level); another
+// member's limiter that Applies it refuses the key until then, backs off
+// from its level on its own next lockout, and bounds a far-future end by
+// MaxLockout. An ended lockout applies nothing.
+func TestLimiterShared(t *testing.T) {
+	var started []auth.Lockout
+	a, clkA := newLimiter(auth.LimiterConfig{MaxFailures: 2, BaseLockout: 10 * time.Second, MaxLockout: time.Minute,
+		OnLockout: func(lo auth.Lockout) { started = append(started, lo) }})
+	a.Failure("tok", "alice", "")
+	if len(started) != 0 {
+		t.Fatalf("lockouts after one failure: %+v; want none", started)
+	}
+	a.Failure("tok", "alice", "")
+	want := clkA.Now().Add(10 * time.Second)
+	if len(started) != 2 || started[0].Key != "token:tok" || started[1].Key != "user:alice" ||
+		!started[0].Until.Equal(want) || started[0].Level != 1 {
+		t.Fatalf("lockouts = %+v; want token:tok and user:alice until %v at level 1", started, want)
+	}
+
+	b, clkB := newLimiter(auth.LimiterConfig{MaxFailures: 2, BaseLockout: 10 * time.Second, MaxLockout: time.Minute})
+	for _, lo := range started {
+		b.Apply(lo)
+	}
+	if err := b.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("user locked out elsewhere: err = %v; want %v", err, auth.ErrLocked)
+	}
+	if err := b.Check("", "bob", "t9"); err != nil {
+		t.Fatalf("another user: err = %v; want nil", err)
+	}
+	clkB.Advance(10 * time.Second)
+	if err := b.Check("tok", "alice", ""); err != nil {
+		t.Fatalf("after the shared lockout: err = %v; want nil", err)
+	}
+	// The next lockout here is the group's second for alice: 20 s.
+	b.Failure("", "alice", "")
+	b.Failure("", "alice", "")
+	clkB.Advance(15 * time.Second)
+	if err := b.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("15 s into the second lockout: err = %v; want locked (20 s)", err)
+	}
+
+	c, clkC := newLimiter(auth.LimiterConfig{MaxLockout: time.Minute})
+	c.Apply(auth.Lockout{Key: "user:carol", Until: clkC.Now().Add(24 * time.Hour), Level: 3})
+	clkC.Advance(time.Minute)
+	if err := c.Check("", "carol", ""); err != nil {
+		t.Fatalf("a day-long lockout from a skewed clock: still locked after MaxLockout (%v)", err)
+	}
+	c.Apply(auth.Lockout{Key: "user:dave", Until: clkC.Now().Add(-time.Second)})
+	if err := c.Check("", "dave", ""); err != nil || c.Len() != 1 {
+		t.Fatalf("an ended lockout: err = %v, %d keys; want nil and only carol tracked", err, c.Len())
+	}
+}

@@ -176,7 +176,8 @@ auth {
   max_sessions_per_user = 0
 
   # Failed logins per token, user and terminal before a lockout; lockouts
-  # start at `lockout` and double up to `max_lockout`.
+  # start at `lockout` and double up to `max_lockout`. A lockout holds at
+  # every broker of the group (shared through the registry).
   max_failures   = 5
   failure_window = "15m"
   lockout        = "30s"

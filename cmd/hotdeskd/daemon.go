@@ -62,6 +62,7 @@ type daemon struct {
 	presence *presence   // terminal presence in the registry
 	metrics  *metrics
 	limits   *limitCounters // refusals by limits, in metrics
+	lockouts *lockoutShare  // login lockouts shared with the group
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -363,11 +364,13 @@ func (d *daemon) startAuth(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	d.lockouts = newLockoutShare(d.store, cfg.ServerID, logger.Named("auth"))
 	limiter := auth.NewLimiter(auth.LimiterConfig{
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
 		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
-		Logger: logger.Named("audit"),
+		Logger: logger.Named("audit"), OnLockout: d.lockouts.started,
 	})
+	d.lockouts.limiter = limiter
 	// Logins in progress are bounded in all, per source, per user and per
 	// terminal: clients that never answer a prompt cannot hold every PAM
 	// helper.
@@ -592,9 +595,10 @@ func (d *daemon) startMetricsHTTP(context.Context) error {
 
 // startBackground starts the local terminal agents of this host's card
 // readers (one per seat), the lease supervisor (lease loss makes the broker
-// not ready until a new lease is held and the sessions are re-claimed) and
-// the token watch (a token disabled or deleted anywhere in the group locks
-// its session here). Each ends with the run context; stop waits for them.
+// not ready until a new lease is held and the sessions are re-claimed), the
+// sharing of login lockouts with the group, and the token watch (a token
+// disabled or deleted anywhere in the group locks its session here). Each
+// ends with the run context; stop waits for them.
 func (d *daemon) startBackground(context.Context) error {
 	run, logger := d.run, d.log
 	for _, seat := range d.cfg.Seats {
@@ -604,6 +608,7 @@ func (d *daemon) startBackground(context.Context) error {
 		}, "seat "+seat.Name)
 	}
 	d.serve(func() error { d.superviseLease(run, d.serverRec, logger); return nil }, "lease supervisor")
+	d.serve(func() error { d.lockouts.run(run); return nil }, "lockout sharing")
 	tokens := d.store.WatchTokens(run)
 	d.serve(func() error {
 		for ch := range tokens {

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/proto"
+)
+
+// TestLockoutSharedE2E: failed password logins at one broker of a group
+// lock the user out at every broker. The lockout b1 starts is published in
+// the registry; b2, where lou then types the right password, refuses it
+// as locked out instead of giving her a desktop (each broker counting only
+// its own failures would give an attacker max_failures guesses per
+// broker).
+func TestLockoutSharedE2E(t *testing.T) {
+	requireSecureE2E(t)
+	t.Parallel()
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "lou:lou-pw:hotdesk\n", "", "hotdesk")
+	g := startGroup(t, 2, fmt.Sprintf(`auth {
+  pam_dir      = %q
+  open_session = false
+  max_failures = 2
+  lockout      = "10m"
+  policy {
+    users = ["lou"]
+    auth  = "password"
+  }
+}`, pamDir))
+	b1, b2 := g.brokers[0], g.brokers[1]
+	at := func(b *groupBroker) *e2e {
+		return &e2e{t: t, d: b.Daemon, bin: g.bin, dir: b.Dir, addr: b.addr, pin: b.Pin, socket: b.Socket}
+	}
+	// Logins are placed at b1 while b2 drains.
+	g.ctl(b1, "server", "drain", "b2")
+	for i, want := range []string{"", proto.DetailLockoutStarted} {
+		ev := at(b1).present(fmt.Sprintf("t-guess%d", i), "user:lou", "not-her-pw")
+		if ev["event"] != "error" || ev["name"] != proto.ErrAuthFailed.String() || fmt.Sprint(ev["detail"]) != want && want != "" {
+			t.Fatalf("wrong password %d at b1: %v; want auth_failed (detail %q)", i+1, ev, want)
+		}
+	}
+	g.ctl(b1, "server", "undrain", "b2")
+	g.ctl(b1, "server", "drain", "b1")
+	testutil.WaitFor(t, 20*time.Second, "b2 to learn of b1's lockout", func() bool {
+		log, _ := os.ReadFile(b2.LogPath())
+		return strings.Contains(string(log), "login lockout imposed by another server")
+	})
+	ev := at(b2).present("t-lou", "user:lou", "lou-pw")
+	if ev["event"] != "error" || ev["name"] != proto.ErrRateLimited.String() || ev["detail"] != proto.DetailLockedOut {
+		t.Fatalf("right password at b2 during b1's lockout: %v; want rate_limited, detail %s", ev, proto.DetailLockedOut)
+	}
+	if ss := g.sessions(b2, "-user", "lou"); len(ss) != 0 {
+		t.Fatalf("lou's sessions %+v; want none", ss)
+	}
+}

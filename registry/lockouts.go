@@ -1,0 +1,115 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Lockout is a login lockout one broker imposed after failed logins, shared
+// with the group so that every broker refuses the locked key until Until
+// (see auth.Limiter). Key is the limiter's key ("token:…", "user:…",
+// "terminal:…").
+type Lockout struct {
+	Key         string `json:"key"`
+	UntilUnixMs int64  `json:"until_unix_ms"`
+	Level       int    `json:"level"`  // lockouts of the key so far (back-off exponent)
+	Server      string `json:"server"` // the server that imposed it (set by PublishLockout)
+}
+
+// maxLockoutKey bounds a lockout's key: it names a token, user or terminal.
+const maxLockoutKey = 512
+
+func (r *Store) lockoutKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return r.opts.prefix + "lockouts/" + hex.EncodeToString(sum[:16])
+}
+
+// PublishLockout stores lo for the group under a lease that ends with it
+// (etcd may keep it a little longer: receivers compare UntilUnixMs). A
+// later lockout of the same key replaces it.
+func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
+	if lo.Key == "" || len(lo.Key) > maxLockoutKey {
+		return fmt.Errorf("registry: publish lockout: key of %d bytes", len(lo.Key))
+	}
+	left := time.UnixMilli(lo.UntilUnixMs).Sub(r.opts.clock.Now())
+	if left <= 0 {
+		return nil // over already
+	}
+	lo.Server = r.id
+	v, err := json.Marshal(lo)
+	if err != nil {
+		return fmt.Errorf("registry: publish lockout: %w", err)
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	grant, err := r.leases.Grant(cctx, int64((left+time.Second-1)/time.Second))
+	if err != nil {
+		return fmt.Errorf("registry: publish lockout: grant lease: %w", err)
+	}
+	if _, err := r.kv.Put(cctx, r.lockoutKey(lo.Key), string(v), clientv3.WithLease(grant.ID)); err != nil {
+		return fmt.Errorf("registry: publish lockout: %w", err)
+	}
+	return nil
+}
+
+// WatchLockouts streams the group's lockouts: those in force when it is
+// called, then every one published later. After a watch failure it lists
+// them again (trying each second) and goes on from there, so a consumer
+// sees a lockout more than once and must be idempotent. Undecodable
+// values are skipped. The channel is closed when ctx ends.
+func (r *Store) WatchLockouts(ctx context.Context) <-chan Lockout {
+	out := make(chan Lockout, 16)
+	prefix := r.opts.prefix + "lockouts/"
+	send := func(val []byte) bool {
+		var lo Lockout
+		if err := json.Unmarshal(val, &lo); err != nil || lo.Key == "" || len(lo.Key) > maxLockoutKey {
+			r.log.Warn("skipping undecodable lockout record", "bytes", len(val))
+			return true
+		}
+		select {
+		case out <- lo:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	go func() {
+		defer close(out)
+		for {
+			resp, ok := r.listRetrying(ctx, prefix)
+			if !ok {
+				return
+			}
+			for _, kv := range resp.Kvs {
+				if !send(kv.Value) {
+					return
+				}
+			}
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range r.watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1),
+				clientv3.WithFilterDelete()) {
+				if err := wr.Err(); err != nil {
+					r.log.Warn("lockout watch failed; re-listing", "error", err)
+					break
+				}
+				for _, ev := range wr.Events {
+					if !send(ev.Kv.Value) {
+						cancel()
+						return
+					}
+				}
+			}
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
