@@ -198,12 +198,21 @@ func (p *accountPool) markUsed(account, id string) {
 	p.inUse[account] = lf
 }
 
-// release kills whatever still runs as account and frees it.
-func (p *accountPool) release(account, procRoot string) {
+// release kills whatever still runs as account, removes what it left in
+// the shared temporary directories (tmpRoots) and frees it.
+func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
 			if n := killUID(procRoot, uid); n > 0 {
 				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
+			}
+			// After the kill: nothing of the account runs to add more.
+			n, err := removeOwned(tmpRoots, uid)
+			if n > 0 {
+				p.log.Info("removed files left by a kiosk session", "account", account, "entries", n)
+			}
+			if err != nil {
+				p.log.Warn("cannot remove files left by a kiosk session", "account", account, "error", err)
 			}
 		}
 	}
@@ -213,6 +222,59 @@ func (p *accountPool) release(account, procRoot string) {
 	}
 	delete(p.inUse, account)
 	p.mu.Unlock()
+}
+
+// defaultTmpRoots are the shared temporary directories a pooled account's
+// leftovers are removed from when its session ends: the next session of
+// the account is someone else's.
+var defaultTmpRoots = []string{"/tmp", "/var/tmp", "/dev/shm"}
+
+// removeOwned removes every entry directly in one of roots that uid owns
+// (with what it contains), and returns how many it removed. A root that is
+// not a directory of root's with the sticky bit, as those are, is skipped:
+// there another user could swap an entry between the check and the
+// removal. The entries' owner is dead and may not act meanwhile (its
+// processes are killed, its account locked); os.RemoveAll follows no
+// symbolic link, neither the entry nor one below it.
+func removeOwned(roots []string, uid int) (int, error) {
+	n := 0
+	var errs []error
+	for _, root := range roots {
+		fi, err := os.Lstat(root)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || !ok || st.Uid != 0 || fi.Mode()&fs.ModeSticky == 0 {
+			errs = append(errs, fmt.Errorf("%s: not a sticky directory of root's (mode %v): skipped", root, fi.Mode()))
+			continue
+		}
+		entries, err := os.ReadDir(root)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			path := filepath.Join(root, e.Name())
+			fi, err := os.Lstat(path)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
+				continue
+			}
+			if err := os.RemoveAll(path); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
 }
 
 // killUID sends SIGKILL to every process whose real or effective uid is uid,
@@ -312,10 +374,11 @@ func (b *Backend) accountFor(usr, sessionID string) (*user.User, bool, error) {
 	return u, true, nil
 }
 
-// releaseAccount frees s's pooled account (killing what it left running).
+// releaseAccount frees s's pooled account (killing what it left running,
+// removing what it left in the shared temporary directories).
 func (b *Backend) releaseAccount(s *session) {
 	if s.pooled && s.account != "" {
-		b.accounts.release(s.account, b.cfg.procRoot)
+		b.accounts.release(s.account, b.cfg.procRoot, b.cfg.tmpRoots)
 		s.pooled = false
 	}
 }

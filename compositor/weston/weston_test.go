@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -1074,6 +1075,68 @@ func TestRunAsUser(t *testing.T) {
 	defer strict.Close()
 	if _, err := strict.Create(context.Background(), helperSpec("r", "serve")); !errors.Is(err, ErrRootDesktop) {
 		t.Fatalf("Create as root err = %v; want ErrRootDesktop", err)
+	}
+}
+
+// TestPooledAccountLeavesNoFiles: a pooled account serves one person's
+// session after another's, so what a session left in the shared temporary
+// directories (/tmp, /var/tmp, /dev/shm) as that account is removed when
+// the session ends: the next session of the account, someone else's,
+// cannot read it (downloads, documents, browser caches) nor find files
+// planted for it. Only the account's own entries go; a link it left is
+// removed, never followed.
+func TestPooledAccountLeavesNoFiles(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.SkipOrFail(t, "setpriv missing")
+	}
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ := procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+
+	// What the session leaves, written as its account.
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("root's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := func(dir, what string) string { return filepath.Join(dir, pool+"-"+what) }
+	left := []string{name("/tmp", "file"), name("/tmp", "dir"), name("/tmp", "link"), name("/var/tmp", "file"), name("/dev/shm", "file")}
+	theirs := name("/tmp", "roots") // root's own entry: stays
+	t.Cleanup(func() {
+		for _, p := range append(left, theirs) {
+			os.RemoveAll(p)
+		}
+	})
+	script := fmt.Sprintf("set -e; echo secret > %s; mkdir -p %s/sub; echo secret > %s/sub/f; chmod 0777 %s; ln -s %s %s; echo secret > %s; echo secret > %s",
+		left[0], left[1], left[1], left[1], victim, left[2], left[3], left[4])
+	if out, err := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", "sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("as %s: %v: %s", acct.Username, err, out)
+	}
+	if err := os.WriteFile(theirs, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range left {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left by the session's account: %v; want it removed with the session", p, err)
+		}
+	}
+	if _, err := os.Stat(theirs); err != nil {
+		t.Errorf("root's %s: %v; want it kept", theirs, err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "root's" {
+		t.Errorf("the link's target %s: %q, %v; want it untouched", victim, b, err)
 	}
 }
 
