@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -199,7 +200,8 @@ func (p *accountPool) markUsed(account, id string) {
 }
 
 // release kills whatever still runs as account, removes what it left in
-// the shared temporary directories (tmpRoots) and frees it.
+// the shared temporary directories (tmpRoots) and its System V IPC objects,
+// and frees it.
 func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
@@ -213,6 +215,13 @@ func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 			}
 			if err != nil {
 				p.log.Warn("cannot remove files left by a kiosk session", "account", account, "error", err)
+			}
+			n, err = removeIPC(filepath.Join(procRoot, "sysvipc"), uid)
+			if n > 0 {
+				p.log.Info("removed System V IPC objects left by a kiosk session", "account", account, "objects", n)
+			}
+			if err != nil {
+				p.log.Warn("cannot remove System V IPC objects left by a kiosk session", "account", account, "error", err)
 			}
 		}
 	}
@@ -275,6 +284,52 @@ func removeOwned(roots []string, uid int) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// removeIPC removes the System V shared memory segments, message queues
+// and semaphore sets that uid owns or created, as listed in sysvipcRoot
+// (/proc/sysvipc: this IPC namespace, the desktops'), with ipcrm; as
+// logind's RemoveIPC does when a user's last session ends. They outlive
+// their processes: a segment may hold a window's pixels. It returns how
+// many it removed.
+func removeIPC(sysvipcRoot string, uid int) (int, error) {
+	var args []string
+	var errs []error
+	for _, k := range []struct{ file, idCol, flag string }{
+		{"shm", "shmid", "--shmem-id"}, {"msg", "msqid", "--queue-id"}, {"sem", "semid", "--semaphore-id"},
+	} {
+		b, err := os.ReadFile(filepath.Join(sysvipcRoot, k.file))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		lines := strings.Split(string(b), "\n")
+		head := strings.Fields(lines[0])
+		idCol, uidCol, cuidCol := slices.Index(head, k.idCol), slices.Index(head, "uid"), slices.Index(head, "cuid")
+		if idCol < 0 || uidCol < 0 || cuidCol < 0 {
+			errs = append(errs, fmt.Errorf("%s/%s: unexpected header %q", sysvipcRoot, k.file, lines[0]))
+			continue
+		}
+		for _, l := range lines[1:] {
+			f := strings.Fields(l)
+			if len(f) <= max(idCol, uidCol, cuidCol) {
+				continue
+			}
+			if f[uidCol] == strconv.Itoa(uid) || f[cuidCol] == strconv.Itoa(uid) {
+				args = append(args, k.flag, f[idCol])
+			}
+		}
+	}
+	if len(args) == 0 {
+		return 0, errors.Join(errs...)
+	}
+	if out, err := exec.Command("ipcrm", args...).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("ipcrm: %w: %s", err, strings.TrimSpace(string(out))))
+	}
+	return len(args) / 2, errors.Join(errs...)
 }
 
 // killUID sends SIGKILL to every process whose real or effective uid is uid,
@@ -375,7 +430,8 @@ func (b *Backend) accountFor(usr, sessionID string) (*user.User, bool, error) {
 }
 
 // releaseAccount frees s's pooled account (killing what it left running,
-// removing what it left in the shared temporary directories).
+// removing what it left in the shared temporary directories and its IPC
+// objects).
 func (b *Backend) releaseAccount(s *session) {
 	if s.pooled && s.account != "" {
 		b.accounts.release(s.account, b.cfg.procRoot, b.cfg.tmpRoots)

@@ -1140,6 +1140,79 @@ func TestPooledAccountLeavesNoFiles(t *testing.T) {
 	}
 }
 
+// TestPooledAccountLeavesNoIPC: System V shared memory, message queues and
+// semaphores outlive their processes; those of a pooled account are
+// removed when its session ends (as logind's RemoveIPC does for a user),
+// so the account's next session cannot attach a segment the last one left
+// (a window's pixels). Other users' objects stay.
+func TestPooledAccountLeavesNoIPC(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	for _, bin := range []string{"setpriv", "ipcmk", "ipcrm"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			testutil.SkipOrFail(t, "%s missing", bin)
+		}
+	}
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ := procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
+	mk := func(as []string, flags ...string) string {
+		t.Helper()
+		out, err := exec.Command(as[0], append(as[1:], append([]string{"ipcmk"}, flags...)...)...).CombinedOutput()
+		i := strings.LastIndex(string(out), ": ")
+		if err != nil || i < 0 {
+			t.Fatalf("ipcmk %v: %v: %s", flags, err, out)
+		}
+		return strings.TrimSpace(string(out[i+2:]))
+	}
+	asAcct := []string{"setpriv", "--reuid=" + uid, "--regid=" + acct.Gid, "--clear-groups"}
+	asRoot := []string{"env"}
+	left := map[string]string{"shm": mk(asAcct, "-M", "4096"), "msg": mk(asAcct, "-Q"), "sem": mk(asAcct, "-S", "1")}
+	rootShm := mk(asRoot, "-M", "4096")
+	t.Cleanup(func() {
+		exec.Command("ipcrm", "-m", rootShm).Run()
+		exec.Command("ipcrm", "-m", left["shm"], "-q", left["msg"], "-s", left["sem"]).Run()
+	})
+	// listed reports whether /proc/sysvipc/kind lists object id.
+	listed := func(kind, id string) bool {
+		b, err := os.ReadFile("/proc/sysvipc/" + kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			if f := strings.Fields(l); len(f) > 1 && f[1] == id {
+				return true
+			}
+		}
+		return false
+	}
+	for kind, id := range left {
+		if !listed(kind, id) {
+			t.Fatalf("%s %s not listed after ipcmk", kind, id)
+		}
+	}
+
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	for kind, id := range left {
+		if listed(kind, id) {
+			t.Errorf("%s %s of the session's account left after the session; want it removed", kind, id)
+		}
+	}
+	if !listed("shm", rootShm) {
+		t.Errorf("root's shm %s removed; want it kept", rootShm)
+	}
+}
+
 func mustAtoi(t *testing.T, s string) uint32 {
 	t.Helper()
 	n, err := strconv.Atoi(s)
