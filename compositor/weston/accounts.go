@@ -205,6 +205,10 @@ func (p *accountPool) markUsed(account, id string) {
 func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
+			gid, _ := strconv.Atoi(u.Gid)
+			if err := killAllAs(uid, gid); err != nil {
+				p.log.Warn("cannot kill the processes of a kiosk account at once", "account", account, "error", err)
+			}
 			if n := killUID(procRoot, uid); n > 0 {
 				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
 			}
@@ -332,8 +336,31 @@ func removeIPC(sysvipcRoot string, uid int) (int, error) {
 	return len(args) / 2, errors.Join(errs...)
 }
 
+// killAllAs kills every process of uid at once: a shell running as uid
+// (and gid, no supplementary groups) calls kill(-1, SIGKILL), which reaches
+// every process uid may signal (real or saved uid uid) but itself, and
+// which the kernel delivers while no process can fork. A scan of /proc
+// (killUID) cannot do that: a process that keeps forking and exiting is at
+// another pid by the time it is signalled, and so it outlived its session
+// into the account's next one.
+func killAllAs(uid, gid int) error {
+	cmd := exec.Command("/bin/sh", "-c", "kill -9 -1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && len(out) == 0 {
+			return nil // nothing was left to signal (kill's ESRCH)
+		}
+		return fmt.Errorf("kill -1 as uid %d: %w: %s", uid, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // killUID sends SIGKILL to every process whose real or effective uid is uid,
-// a few rounds (a process may fork meanwhile), and returns how many it hit.
+// a few rounds (after killAllAs, for what it may not reach: a process whose
+// effective uid only is uid), and returns how many it hit.
 func killUID(procRoot string, uid int) int {
 	n := 0
 	for round := 0; round < 3; round++ {

@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1210,6 +1211,98 @@ func TestPooledAccountLeavesNoIPC(t *testing.T) {
 	}
 	if !listed("shm", rootShm) {
 		t.Errorf("root's shm %s removed; want it kept", rootShm)
+	}
+}
+
+// hopperSource is a process that keeps changing its pid (it forks, the
+// parent exits, the child waits 0.2 ms and does it again), appending a byte
+// to its standard output at every step; every copy gives up after 30 s.
+const hopperSource = `#include <unistd.h>
+#include <time.h>
+int main(void) {
+	time_t end = time(0) + 30;
+	setsid();
+	for (;;) {
+		struct timespec ts = {0, 200000};
+		if (time(0) > end) _exit(0);
+		if (write(1, "x", 1) < 0) _exit(0);
+		pid_t p = fork();
+		if (p > 0) _exit(0);
+		nanosleep(&ts, 0);
+	}
+}
+`
+
+// TestPooledAccountKillsHoppingProcess: a process of a pooled account that
+// keeps changing its pid is killed with the session all the same (scanning
+// /proc and killing pid by pid never caught it: it lived on into the
+// account's next session, someone else's, whose desktop it may use). The
+// check: its output stops growing once the session is destroyed.
+func TestPooledAccountKillsHoppingProcess(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	for _, bin := range []string{"setpriv", "cc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			testutil.SkipOrFail(t, "%s missing", bin)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, hopper, out := filepath.Join(dir, "hopper.c"), filepath.Join(dir, "hopper"), filepath.Join(dir, "out")
+	if err := os.WriteFile(src, []byte(hopperSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("cc", "-O2", "-o", hopper, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v: %s", err, b)
+	}
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ := procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", hopper)
+	cmd.Stdout = f
+	if err := cmd.Run(); err != nil { // its first copy exits at once
+		t.Fatalf("hopper: %v", err)
+	}
+	t.Cleanup(func() { // whatever the outcome: every process of the account
+		exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", "/bin/sh", "-c", "kill -9 -1").Run()
+	})
+	size := func() int64 {
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	for start := size(); size() == start; {
+		runtime.Gosched() // it runs
+	}
+
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	// A live hopper writes every 0.2 ms or so; one second of silence
+	// means none is left.
+	after := size()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if size() != after {
+			t.Fatalf("a process of %s still runs after its session was destroyed (its output grew from %d to %d bytes)", acct.Username, after, size())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
