@@ -238,8 +238,9 @@ compositor {
   # account (uid >= 1000); kiosk sessions, root, system accounts and users
   # unknown to this host run as a pooled unprivileged account
   # (<kiosk_account_prefix>1..N, created with useradd on first use, a fresh
-  # home per session, every leftover process killed when the session
-  # ends). No desktop ever runs as uid 0 or as hotdeskd's user. The
+  # home per session, every leftover process killed, its entries in /tmp,
+  # /var/tmp and /dev/shm and its System V IPC objects removed when the
+  # session ends). No desktop ever runs as uid 0 or as hotdeskd's user. The
   # parents of state_dir are made searchable (o+x) so desktops reach their
   # own session directory. false: as hotdeskd's user, refused when that is
   # root.

@@ -12,10 +12,10 @@
 // a prompt times out.
 //
 // The full login sequence is: pam_start(service, user) (with the configured
-// PAM config directory, if any), PAM_TTY = terminal id, PAM_RHOST = terminal
-// address, pam_authenticate, pam_acct_mgmt (an expired password leads to
-// pam_chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK), whose prompts also go to the
-// terminal), and with Config.OpenSession pam_setcred(ESTABLISH) and
+// PAM config directory, if any), PAM_TTY = "hotdesk/<terminal id>" (pamTTY),
+// PAM_RHOST = terminal address, pam_authenticate, pam_acct_mgmt (an expired
+// password leads to pam_chauthtok(PAM_CHANGE_EXPIRED_AUTHTOK), whose prompts
+// also go to the terminal), and with Config.OpenSession pam_setcred(ESTABLISH) and
 // pam_open_session; the helper then holds the handle until the returned
 // auth.Result.Session is closed (pam_close_session, pam_setcred(DELETE),
 // pam_end) or the daemon dies (its pipe closes and the helper cleans up).
@@ -402,7 +402,7 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 	}
 
 	err = writeMsg(p.toH, &wireMsg{Start: &wireStart{
-		Service: service, ConfDir: a.cfg.ConfDir, User: req.User, TTY: req.TerminalID, RHost: hostOf(req.RemoteAddr),
+		Service: service, ConfDir: a.cfg.ConfDir, User: req.User, TTY: pamTTY(req.TerminalID), RHost: hostOf(req.RemoteAddr),
 		OpenSession: a.cfg.OpenSession, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
 	}})
 	if err != nil {
@@ -616,6 +616,17 @@ func (s *session) close(ctx context.Context) error {
 }
 
 // hostOf strips the port from a "host:port" address.
+// pamTTY is the PAM_TTY of a login from terminal id: "hotdesk/" and the
+// id, every ":" as "_". The id is the peer's choice, and PAM modules read
+// PAM_TTY as a device: as the bare id, a terminal calling itself "tty1"
+// had logind (pam_systemd) put the session on seat0 VT 1 — the server's
+// console, whose active session gets its input and sound devices and
+// polkit's allow_active — and one calling itself ":0" was taken for that
+// X display and its seat. No tty, console or display name has this form.
+func pamTTY(terminalID string) string {
+	return "hotdesk/" + strings.ReplaceAll(terminalID, ":", "_")
+}
+
 func hostOf(addr string) string {
 	if host, _, err := net.SplitHostPort(addr); err == nil {
 		return host

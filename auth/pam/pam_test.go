@@ -460,7 +460,7 @@ func TestOpenSession(t *testing.T) {
 	if !slices.Contains(res.Env, "HOTDESK_TEST=yes") {
 		t.Errorf("env = %q; want HOTDESK_TEST=yes", res.Env)
 	}
-	want := "auth alice term-1 192.0.2.7\nopen_session alice term-1 192.0.2.7\n"
+	want := "auth alice hotdesk/term-1 192.0.2.7\nopen_session alice hotdesk/term-1 192.0.2.7\n"
 	if got := readHook(); got != want {
 		t.Errorf("hook log = %q; want %q", got, want)
 	}
@@ -470,7 +470,7 @@ func TestOpenSession(t *testing.T) {
 	if err := res.Session.Close(t.Context()); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	want += "close_session alice term-1 192.0.2.7\n"
+	want += "close_session alice hotdesk/term-1 192.0.2.7\n"
 	if got := readHook(); got != want {
 		t.Errorf("hook log = %q; want %q", got, want)
 	}
@@ -484,6 +484,43 @@ func TestOpenSession(t *testing.T) {
 		t.Errorf("wrong password: session, err = %v, %v; want nil, denied", res.Session, err)
 	}
 	noHelpers(t)
+}
+
+// TestTTYNamesNoDevice: PAM_TTY carries the terminal id, which the peer
+// chooses, in a namespace of its own: "hotdesk/<id>", ":" as "_". As the
+// bare id, a terminal calling itself "tty1" had logind (pam_systemd in
+// Debian's common-session) put the desktop's session on seat0 VT 1, the
+// server's console: the active session there gets the console's input
+// and sound devices and polkit's allow_active; one calling itself ":0"
+// was taken for an X display, whose seat the session then joined.
+func TestTTYNamesNoDevice(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	tmp := t.TempDir()
+	db := passdb(t, "alice:secret:hotdesk")
+	hook, readHook := pamHook(t, tmp)
+	dir := confDir(t, map[string]string{"hotdesk": matrixService(db) +
+		"auth optional pam_exec.so quiet " + hook + "\n"})
+	a := newAuth(t, pam.Config{ConfDir: dir})
+	want := ""
+	for _, c := range []struct{ id, tty string }{
+		{"tty1", "hotdesk/tty1"},
+		{"/dev/tty2", "hotdesk//dev/tty2"},
+		{":0", "hotdesk/_0"},
+		{"console", "hotdesk/console"},
+		{"desk-12", "hotdesk/desk-12"},
+		{"00:1a:2b:3c:4d:5e", "hotdesk/00_1a_2b_3c_4d_5e"},
+	} {
+		r := req("alice")
+		r.TerminalID = c.id
+		if _, err := a.Authenticate(t.Context(), r, newScript("", "secret")); err != nil {
+			t.Fatalf("terminal %q: %v", c.id, err)
+		}
+		want += "auth alice " + c.tty + " 192.0.2.7\n"
+	}
+	if got := readHook(); got != want {
+		t.Errorf("PAM_TTY seen by the modules:\n%s\nwant:\n%s", got, want)
+	}
 }
 
 // TestSessionOutlivesDaemon: a session bound to its desktop stays open

@@ -157,3 +157,40 @@ func TestShippedService(t *testing.T) {
 	}
 	noHelpers(t)
 }
+
+// TestShippedServiceRefusesRoot: configs/pam.d/hotdesk (passwords) refuses
+// root whatever the password, as hotdesk-pin refuses root whatever the PIN
+// and sshd root's password by default: a root desktop never exists (it
+// would run as a pooled account), so the prompt would only let anyone who
+// reaches the terminal port guess root's password. Its common-auth is a
+// pam_matrix stack here, which takes root's password as right.
+func TestShippedServiceRefusesRoot(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	b, err := os.ReadFile("../../configs/pam.d/hotdesk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := passdb(t, "alice:secret:hotdesk", "root:secret:hotdesk")
+	// libpam resolves @include in /etc/pam.d, not in the service's
+	// directory: the includes are put in place here.
+	svc := string(b)
+	for inc, with := range map[string]string{
+		"@include common-auth":     testutil.MatrixStack(db),
+		"@include common-account":  "",
+		"@include common-password": "password required pam_deny.so",
+		"@include common-session":  "session required pam_permit.so",
+	} {
+		if strings.Count(svc, inc+"\n") != 1 {
+			t.Fatalf("configs/pam.d/hotdesk: %q not found once", inc)
+		}
+		svc = strings.Replace(svc, inc+"\n", with+"\n", 1)
+	}
+	a := newAuth(t, pam.Config{ConfDir: confDir(t, map[string]string{"hotdesk": svc})})
+	if res, err := a.Authenticate(t.Context(), req("alice"), newScript("", "secret")); err != nil || res.User != "alice" {
+		t.Fatalf("alice: user, err = %q, %v; want alice, nil", res.User, err)
+	}
+	if res, err := a.Authenticate(t.Context(), req("root"), newScript("", "secret")); !errors.Is(err, auth.ErrDenied) {
+		t.Errorf("root with the right password: user, err = %q, %v; want denied", res.User, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,12 +199,33 @@ func (p *accountPool) markUsed(account, id string) {
 	p.inUse[account] = lf
 }
 
-// release kills whatever still runs as account and frees it.
-func (p *accountPool) release(account, procRoot string) {
+// release kills whatever still runs as account, removes what it left in
+// the shared temporary directories (tmpRoots) and its System V IPC objects,
+// and frees it.
+func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
+			gid, _ := strconv.Atoi(u.Gid)
+			if err := killAllAs(uid, gid); err != nil {
+				p.log.Warn("cannot kill the processes of a kiosk account at once", "account", account, "error", err)
+			}
 			if n := killUID(procRoot, uid); n > 0 {
 				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
+			}
+			// After the kill: nothing of the account runs to add more.
+			n, err := removeOwned(tmpRoots, uid)
+			if n > 0 {
+				p.log.Info("removed files left by a kiosk session", "account", account, "entries", n)
+			}
+			if err != nil {
+				p.log.Warn("cannot remove files left by a kiosk session", "account", account, "error", err)
+			}
+			n, err = removeIPC(filepath.Join(procRoot, "sysvipc"), uid)
+			if n > 0 {
+				p.log.Info("removed System V IPC objects left by a kiosk session", "account", account, "objects", n)
+			}
+			if err != nil {
+				p.log.Warn("cannot remove System V IPC objects left by a kiosk session", "account", account, "error", err)
 			}
 		}
 	}
@@ -215,8 +237,130 @@ func (p *accountPool) release(account, procRoot string) {
 	p.mu.Unlock()
 }
 
+// defaultTmpRoots are the shared temporary directories a pooled account's
+// leftovers are removed from when its session ends: the next session of
+// the account is someone else's.
+var defaultTmpRoots = []string{"/tmp", "/var/tmp", "/dev/shm"}
+
+// removeOwned removes every entry directly in one of roots that uid owns
+// (with what it contains), and returns how many it removed. A root that is
+// not a directory of root's with the sticky bit, as those are, is skipped:
+// there another user could swap an entry between the check and the
+// removal. The entries' owner is dead and may not act meanwhile (its
+// processes are killed, its account locked); os.RemoveAll follows no
+// symbolic link, neither the entry nor one below it.
+func removeOwned(roots []string, uid int) (int, error) {
+	n := 0
+	var errs []error
+	for _, root := range roots {
+		fi, err := os.Lstat(root)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || !ok || st.Uid != 0 || fi.Mode()&fs.ModeSticky == 0 {
+			errs = append(errs, fmt.Errorf("%s: not a sticky directory of root's (mode %v): skipped", root, fi.Mode()))
+			continue
+		}
+		entries, err := os.ReadDir(root)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			path := filepath.Join(root, e.Name())
+			fi, err := os.Lstat(path)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
+				continue
+			}
+			if err := os.RemoveAll(path); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// removeIPC removes the System V shared memory segments, message queues
+// and semaphore sets that uid owns or created, as listed in sysvipcRoot
+// (/proc/sysvipc: this IPC namespace, the desktops'), with ipcrm; as
+// logind's RemoveIPC does when a user's last session ends. They outlive
+// their processes: a segment may hold a window's pixels. It returns how
+// many it removed.
+func removeIPC(sysvipcRoot string, uid int) (int, error) {
+	var args []string
+	var errs []error
+	for _, k := range []struct{ file, idCol, flag string }{
+		{"shm", "shmid", "--shmem-id"}, {"msg", "msqid", "--queue-id"}, {"sem", "semid", "--semaphore-id"},
+	} {
+		b, err := os.ReadFile(filepath.Join(sysvipcRoot, k.file))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		lines := strings.Split(string(b), "\n")
+		head := strings.Fields(lines[0])
+		idCol, uidCol, cuidCol := slices.Index(head, k.idCol), slices.Index(head, "uid"), slices.Index(head, "cuid")
+		if idCol < 0 || uidCol < 0 || cuidCol < 0 {
+			errs = append(errs, fmt.Errorf("%s/%s: unexpected header %q", sysvipcRoot, k.file, lines[0]))
+			continue
+		}
+		for _, l := range lines[1:] {
+			f := strings.Fields(l)
+			if len(f) <= max(idCol, uidCol, cuidCol) {
+				continue
+			}
+			if f[uidCol] == strconv.Itoa(uid) || f[cuidCol] == strconv.Itoa(uid) {
+				args = append(args, k.flag, f[idCol])
+			}
+		}
+	}
+	if len(args) == 0 {
+		return 0, errors.Join(errs...)
+	}
+	if out, err := exec.Command("ipcrm", args...).CombinedOutput(); err != nil {
+		errs = append(errs, fmt.Errorf("ipcrm: %w: %s", err, strings.TrimSpace(string(out))))
+	}
+	return len(args) / 2, errors.Join(errs...)
+}
+
+// killAllAs kills every process of uid at once: a shell running as uid
+// (and gid, no supplementary groups) calls kill(-1, SIGKILL), which reaches
+// every process uid may signal (real or saved uid uid) but itself, and
+// which the kernel delivers while no process can fork. A scan of /proc
+// (killUID) cannot do that: a process that keeps forking and exiting is at
+// another pid by the time it is signalled, and so it outlived its session
+// into the account's next one.
+func killAllAs(uid, gid int) error {
+	cmd := exec.Command("/bin/sh", "-c", "kill -9 -1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && len(out) == 0 {
+			return nil // nothing was left to signal (kill's ESRCH)
+		}
+		return fmt.Errorf("kill -1 as uid %d: %w: %s", uid, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // killUID sends SIGKILL to every process whose real or effective uid is uid,
-// a few rounds (a process may fork meanwhile), and returns how many it hit.
+// a few rounds (after killAllAs, for what it may not reach: a process whose
+// effective uid only is uid), and returns how many it hit.
 func killUID(procRoot string, uid int) int {
 	n := 0
 	for round := 0; round < 3; round++ {
@@ -312,10 +456,12 @@ func (b *Backend) accountFor(usr, sessionID string) (*user.User, bool, error) {
 	return u, true, nil
 }
 
-// releaseAccount frees s's pooled account (killing what it left running).
+// releaseAccount frees s's pooled account (killing what it left running,
+// removing what it left in the shared temporary directories and its IPC
+// objects).
 func (b *Backend) releaseAccount(s *session) {
 	if s.pooled && s.account != "" {
-		b.accounts.release(s.account, b.cfg.procRoot)
+		b.accounts.release(s.account, b.cfg.procRoot, b.cfg.tmpRoots)
 		s.pooled = false
 	}
 }

@@ -204,6 +204,9 @@ type Config struct {
 
 	// procRoot is /proc; tests may point it elsewhere.
 	procRoot string
+	// tmpRoots are the shared temporary directories cleared of a pooled
+	// account's entries when its session ends; default defaultTmpRoots.
+	tmpRoots []string
 }
 
 // Backend runs weston compositors. It is safe for concurrent use.
@@ -361,6 +364,9 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if cfg.procRoot == "" {
 		cfg.procRoot = "/proc"
+	}
+	if cfg.tmpRoots == nil {
+		cfg.tmpRoots = defaultTmpRoots
 	}
 	cfg.ExtraArgs = slices.Clone(cfg.ExtraArgs)
 	bin, err := exec.LookPath(cfg.Binary)

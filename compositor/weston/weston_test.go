@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1074,6 +1076,233 @@ func TestRunAsUser(t *testing.T) {
 	defer strict.Close()
 	if _, err := strict.Create(context.Background(), helperSpec("r", "serve")); !errors.Is(err, ErrRootDesktop) {
 		t.Fatalf("Create as root err = %v; want ErrRootDesktop", err)
+	}
+}
+
+// TestPooledAccountLeavesNoFiles: a pooled account serves one person's
+// session after another's, so what a session left in the shared temporary
+// directories (/tmp, /var/tmp, /dev/shm) as that account is removed when
+// the session ends: the next session of the account, someone else's,
+// cannot read it (downloads, documents, browser caches) nor find files
+// planted for it. Only the account's own entries go; a link it left is
+// removed, never followed.
+func TestPooledAccountLeavesNoFiles(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.SkipOrFail(t, "setpriv missing")
+	}
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ := procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+
+	// What the session leaves, written as its account.
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("root's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := func(dir, what string) string { return filepath.Join(dir, pool+"-"+what) }
+	left := []string{name("/tmp", "file"), name("/tmp", "dir"), name("/tmp", "link"), name("/var/tmp", "file"), name("/dev/shm", "file")}
+	theirs := name("/tmp", "roots") // root's own entry: stays
+	t.Cleanup(func() {
+		for _, p := range append(left, theirs) {
+			os.RemoveAll(p)
+		}
+	})
+	script := fmt.Sprintf("set -e; echo secret > %s; mkdir -p %s/sub; echo secret > %s/sub/f; chmod 0777 %s; ln -s %s %s; echo secret > %s; echo secret > %s",
+		left[0], left[1], left[1], left[1], victim, left[2], left[3], left[4])
+	if out, err := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", "sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("as %s: %v: %s", acct.Username, err, out)
+	}
+	if err := os.WriteFile(theirs, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range left {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left by the session's account: %v; want it removed with the session", p, err)
+		}
+	}
+	if _, err := os.Stat(theirs); err != nil {
+		t.Errorf("root's %s: %v; want it kept", theirs, err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "root's" {
+		t.Errorf("the link's target %s: %q, %v; want it untouched", victim, b, err)
+	}
+}
+
+// TestPooledAccountLeavesNoIPC: System V shared memory, message queues and
+// semaphores outlive their processes; those of a pooled account are
+// removed when its session ends (as logind's RemoveIPC does for a user),
+// so the account's next session cannot attach a segment the last one left
+// (a window's pixels). Other users' objects stay.
+func TestPooledAccountLeavesNoIPC(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	for _, bin := range []string{"setpriv", "ipcmk", "ipcrm"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			testutil.SkipOrFail(t, "%s missing", bin)
+		}
+	}
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ := procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
+	mk := func(as []string, flags ...string) string {
+		t.Helper()
+		out, err := exec.Command(as[0], append(as[1:], append([]string{"ipcmk"}, flags...)...)...).CombinedOutput()
+		i := strings.LastIndex(string(out), ": ")
+		if err != nil || i < 0 {
+			t.Fatalf("ipcmk %v: %v: %s", flags, err, out)
+		}
+		return strings.TrimSpace(string(out[i+2:]))
+	}
+	asAcct := []string{"setpriv", "--reuid=" + uid, "--regid=" + acct.Gid, "--clear-groups"}
+	asRoot := []string{"env"}
+	left := map[string]string{"shm": mk(asAcct, "-M", "4096"), "msg": mk(asAcct, "-Q"), "sem": mk(asAcct, "-S", "1")}
+	rootShm := mk(asRoot, "-M", "4096")
+	t.Cleanup(func() {
+		exec.Command("ipcrm", "-m", rootShm).Run()
+		exec.Command("ipcrm", "-m", left["shm"], "-q", left["msg"], "-s", left["sem"]).Run()
+	})
+	// listed reports whether /proc/sysvipc/kind lists object id.
+	listed := func(kind, id string) bool {
+		b, err := os.ReadFile("/proc/sysvipc/" + kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			if f := strings.Fields(l); len(f) > 1 && f[1] == id {
+				return true
+			}
+		}
+		return false
+	}
+	for kind, id := range left {
+		if !listed(kind, id) {
+			t.Fatalf("%s %s not listed after ipcmk", kind, id)
+		}
+	}
+
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	for kind, id := range left {
+		if listed(kind, id) {
+			t.Errorf("%s %s of the session's account left after the session; want it removed", kind, id)
+		}
+	}
+	if !listed("shm", rootShm) {
+		t.Errorf("root's shm %s removed; want it kept", rootShm)
+	}
+}
+
+// hopperSource is a process that keeps changing its pid (it forks, the
+// parent exits, the child waits 0.2 ms and does it again), appending a byte
+// to its standard output at every step; every copy gives up after 30 s.
+const hopperSource = `#include <unistd.h>
+#include <time.h>
+int main(void) {
+	time_t end = time(0) + 30;
+	setsid();
+	for (;;) {
+		struct timespec ts = {0, 200000};
+		if (time(0) > end) _exit(0);
+		if (write(1, "x", 1) < 0) _exit(0);
+		pid_t p = fork();
+		if (p > 0) _exit(0);
+		nanosleep(&ts, 0);
+	}
+}
+`
+
+// TestPooledAccountKillsHoppingProcess: a process of a pooled account that
+// keeps changing its pid is killed with the session all the same (scanning
+// /proc and killing pid by pid never caught it: it lived on into the
+// account's next session, someone else's, whose desktop it may use). The
+// check: its output stops growing once the session is destroyed.
+func TestPooledAccountKillsHoppingProcess(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	for _, bin := range []string{"setpriv", "cc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			testutil.SkipOrFail(t, "%s missing", bin)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, hopper, out := filepath.Join(dir, "hopper.c"), filepath.Join(dir, "hopper"), filepath.Join(dir, "out")
+	if err := os.WriteFile(src, []byte(hopperSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("cc", "-O2", "-o", hopper, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v: %s", err, b)
+	}
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ := procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", hopper)
+	cmd.Stdout = f
+	if err := cmd.Run(); err != nil { // its first copy exits at once
+		t.Fatalf("hopper: %v", err)
+	}
+	t.Cleanup(func() { // whatever the outcome: every process of the account
+		exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", "/bin/sh", "-c", "kill -9 -1").Run()
+	})
+	size := func() int64 {
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	for start := size(); size() == start; {
+		runtime.Gosched() // it runs
+	}
+
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	// A live hopper writes every 0.2 ms or so; one second of silence
+	// means none is left.
+	after := size()
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if size() != after {
+			t.Fatalf("a process of %s still runs after its session was destroyed (its output grew from %d to %d bytes)", acct.Username, after, size())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
