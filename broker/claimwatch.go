@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"time"
 
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -9,7 +10,8 @@ import (
 // ClaimWatcher streams the changes of the group's session keys;
 // *registry.Store implements it. With one, a hot-desk to a session of this
 // server needs no registry read when the stream shows the session's key
-// unchanged since the broker last wrote or read it (see claimView).
+// unchanged since the broker last wrote or read it, and has confirmed
+// lately that it is current (see claimView).
 type ClaimWatcher interface {
 	WatchClaims(ctx context.Context) <-chan registry.ClaimChange
 }
@@ -19,11 +21,21 @@ type ClaimWatcher interface {
 // a read once more).
 const maxClaimsSeen = 1 << 16
 
+// claimFreshness bounds how long the claim stream is trusted after it last
+// confirmed that it is current (a registry.ClaimChange Progress mark): a
+// watch cut off from etcd, or on a frozen member, stalls without failing,
+// and its silence must not pass for "unchanged" (see holdsLocked).
+const claimFreshness = 5 * registry.ClaimProgressInterval
+
 // claimView is what the claim stream has shown, guarded by Broker.mu.
 type claimView struct {
 	live bool  // a stream is running and has not reported Lost
 	from int64 // every change from this revision on is in seen
 	seen map[string]claimSeen
+	// fresh is when (by the broker's clock) the stream last confirmed
+	// that it had reported every change (a Progress mark); zero: not since
+	// it (re)started.
+	fresh time.Time
 }
 
 // claimSeen is the latest change of one session key: fence 0 for a
@@ -51,22 +63,26 @@ func (b *Broker) followClaims(ctx context.Context, changes <-chan registry.Claim
 			if !ok {
 				return
 			}
+			now := b.clk.Now()
 			b.mu.Lock()
-			b.claims.apply(ch)
+			b.claims.apply(ch, now)
 			b.mu.Unlock()
 		}
 	}
 }
 
-func (v *claimView) apply(ch registry.ClaimChange) {
+// apply applies ch, which arrived at now.
+func (v *claimView) apply(ch registry.ClaimChange, now time.Time) {
 	switch {
 	case ch.Lost:
 		*v = claimView{}
 	case ch.Resync:
 		*v = claimView{live: true, from: ch.Rev, seen: map[string]claimSeen{}}
 	case !v.live:
+	case ch.Progress:
+		v.fresh = now
 	case len(v.seen) >= maxClaimsSeen:
-		*v = claimView{live: true, from: ch.Rev + 1, seen: map[string]claimSeen{}}
+		*v = claimView{live: true, from: ch.Rev + 1, seen: map[string]claimSeen{}, fresh: v.fresh}
 	case ch.Deleted:
 		v.seen[ch.Key] = claimSeen{rev: ch.Rev}
 	default:
@@ -78,9 +94,10 @@ func (v *claimView) apply(ch registry.ClaimChange) {
 // by server, still in place: the key has not changed since c was written or
 // read, or its latest change is a write of that same claim (the fence, a
 // key's create revision, names one ownership). False when the stream is
-// not live or began after c. Caller holds b.mu.
-func (v *claimView) holdsLocked(key string, c registry.Claim, server, id string) bool {
-	if !v.live || c.ModRev+1 < v.from {
+// not live, began after c, or has not confirmed within claimFreshness
+// before now that it is current. Caller holds b.mu.
+func (v *claimView) holdsLocked(key string, c registry.Claim, server, id string, now time.Time) bool {
+	if !v.live || c.ModRev+1 < v.from || v.fresh.IsZero() || now.Sub(v.fresh) > claimFreshness {
 		return false
 	}
 	last, ok := v.seen[key]
@@ -92,7 +109,8 @@ func (v *claimView) holdsLocked(key string, c registry.Claim, server, id string)
 
 // claimHeld reports whether the claim stream shows s's claim in place.
 func (b *Broker) claimHeld(s *Session) bool {
+	now := b.clk.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.claims.holdsLocked(s.Token, s.claim, b.cfg.ServerID, s.ID)
+	return b.claims.holdsLocked(s.Token, s.claim, b.cfg.ServerID, s.ID, now)
 }

@@ -30,8 +30,8 @@ type Limits struct {
 	// before their first message (Hello, Attach); default 128.
 	MaxUnauthenticated int
 	// MaxUnauthenticatedPerSource bounds them per source (listener and
-	// address), so that a few addresses cannot hold every unauthenticated
-	// slot; default 16.
+	// address; an IPv6 /64 is one source), so that a few addresses cannot
+	// hold every unauthenticated slot; default 16.
 	MaxUnauthenticatedPerSource int
 	// HandshakeTimeout bounds the TLS handshake plus the first message;
 	// default 10s.
@@ -110,29 +110,39 @@ type connGate struct {
 	mu             sync.Mutex
 	total          int
 	unauth         int
-	bySource       map[string]int // admitted connections by source
-	unauthBySource map[string]int // of those, the unauthenticated
+	bySource       map[string]int // admitted connections by address
+	unauthBySource map[string]int // of those, the unauthenticated, by sourceOf
 }
 
 func newConnGate(what string, lim Limits, log *burstlog.Logger) *connGate {
 	return &connGate{lim: lim, what: what, log: log, bySource: map[string]int{}, unauthBySource: map[string]int{}}
 }
 
-// sourceOf names the source a connection from addr counts against: its IP
-// address, or for IPv6 its /64 (one host commonly holds a whole /64, so
-// its addresses are one source).
-func sourceOf(addr net.Addr) string {
+// hostOf names the address a connection from addr counts against for
+// MaxConnectionsPerSource: its IP address (an IPv4-mapped one as IPv4).
+// Not its /64: the terminals of one office network share it, and each
+// holds its connection for as long as it runs.
+func hostOf(addr net.Addr) string {
 	src := addr.String()
 	if h, _, err := net.SplitHostPort(src); err == nil {
 		src = h
 	}
-	ip, err := netip.ParseAddr(src)
-	if err != nil {
-		return src
+	if ip, err := netip.ParseAddr(src); err == nil {
+		return ip.Unmap().String()
 	}
-	ip = ip.Unmap()
-	if ip.Is4() {
-		return ip.String()
+	return src
+}
+
+// sourceOf names the source a connection from addr counts against for
+// MaxUnauthenticatedPerSource: its IP address, or for IPv6 its /64 (one
+// host commonly holds a whole /64, so its addresses are one source; a
+// connection is unauthenticated for a handshake only, so a network of
+// terminals passes through its share quickly).
+func sourceOf(addr net.Addr) string {
+	src := hostOf(addr)
+	ip, err := netip.ParseAddr(src)
+	if err != nil || ip.Is4() {
+		return src
 	}
 	p, err := ip.Prefix(64)
 	if err != nil {
@@ -154,7 +164,8 @@ func decr(m map[string]int, k string) {
 // authenticated moves it out of the unauthenticated count (idempotent).
 type admitted struct {
 	g      *connGate
-	src    string
+	host   string // bySource's key
+	src    string // unauthBySource's key
 	once   sync.Once
 	authed bool // guarded by g.mu
 }
@@ -162,13 +173,13 @@ type admitted struct {
 // admit decides on a new connection from addr; nil means refused (the
 // caller closes it at once).
 func (g *connGate) admit(addr net.Addr) *admitted {
-	src := sourceOf(addr)
+	host, src := hostOf(addr), sourceOf(addr)
 	g.mu.Lock()
 	var why Limit
 	switch {
 	case g.total >= g.lim.MaxConnections:
 		why = LimitConnections
-	case g.bySource[src] >= g.lim.MaxConnectionsPerSource:
+	case g.bySource[host] >= g.lim.MaxConnectionsPerSource:
 		why = LimitConnectionsPerSource
 	case g.unauth >= g.lim.MaxUnauthenticated:
 		why = LimitUnauthenticated
@@ -180,15 +191,15 @@ func (g *connGate) admit(addr net.Addr) *admitted {
 		if f := g.lim.OnLimit; f != nil {
 			f(why, g.what)
 		}
-		g.log.Warn(string(why), "connection refused: limit reached", "listener", g.what, "source", src)
+		g.log.Warn(string(why), "connection refused: limit reached", "listener", g.what, "address", host, "source", src)
 		return nil
 	}
 	g.total++
 	g.unauth++
-	g.bySource[src]++
+	g.bySource[host]++
 	g.unauthBySource[src]++
 	g.mu.Unlock()
-	return &admitted{g: g, src: src}
+	return &admitted{g: g, host: host, src: src}
 }
 
 func (a *admitted) authenticated() {
@@ -211,7 +222,7 @@ func (a *admitted) done() {
 			g.unauth--
 			decr(g.unauthBySource, a.src)
 		}
-		decr(g.bySource, a.src)
+		decr(g.bySource, a.host)
 		g.mu.Unlock()
 	})
 }

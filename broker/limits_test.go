@@ -146,6 +146,35 @@ func TestConnGateUnauthenticatedPerSource(t *testing.T) {
 	}
 }
 
+// TestConnGateIPv6LAN: MaxConnectionsPerSource counts per address, IPv6
+// too: the terminals of one office network share its /64, and each holds
+// its connection for as long as it runs; more than MaxConnectionsPerSource
+// of them must all be admitted once past their first message. A single
+// address is still capped.
+func TestConnGateIPv6LAN(t *testing.T) {
+	t.Parallel()
+	g := newConnGate("terminal", Limits{}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
+	n := g.lim.MaxConnectionsPerSource + 1
+	for i := range n {
+		a := g.admit(&net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("2001:db8:1:2::%x", i+1)), Port: 1000})
+		if a == nil {
+			t.Fatalf("terminal %d of %d on one IPv6 /64 refused; want each address counted on its own", i+1, n)
+		}
+		a.authenticated()
+	}
+	one := &net.TCPAddr{IP: net.ParseIP("2001:db8:1:3::1"), Port: 1000}
+	for i := range g.lim.MaxConnectionsPerSource {
+		a := g.admit(one)
+		if a == nil {
+			t.Fatalf("connection %d from one address refused; want %d admitted", i+1, g.lim.MaxConnectionsPerSource)
+		}
+		a.authenticated()
+	}
+	if g.admit(one) != nil {
+		t.Fatalf("connection %d from one address admitted; want refused", g.lim.MaxConnectionsPerSource+1)
+	}
+}
+
 // TestSourceOf: IPv4 (also IPv4-mapped) by address, IPv6 by /64.
 func TestSourceOf(t *testing.T) {
 	t.Parallel()

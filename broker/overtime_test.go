@@ -438,8 +438,10 @@ func TestLocalResumeConfirmsClaim(t *testing.T) {
 				c, err := b1.reg.Lookup(b1.ctx, tok)
 				return err == nil && c.Session.State == "suspended"
 			})
-			if watch && !b1.claimHeld(tok) {
-				t.Fatal("b1's claim stream does not show its own claim in place")
+			if watch {
+				// Once the stream has confirmed it is current (its first
+				// Progress mark may still be on its way).
+				testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show its own claim in place", func() bool { return b1.claimHeld(tok) })
 			}
 			if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
 				t.Fatal(err)
@@ -468,6 +470,59 @@ func TestLocalResumeConfirmsClaim(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLocalHotDeskStalledClaimStream: a claim stream that stalls without
+// failing — the broker's etcd connection silent (a partition, a frozen
+// member), the client waiting for it, no Lost — must not vouch for a
+// claim past its freshness bound. Here the key is deleted while the
+// broker is cut off yet its lease still healthy: a hot-desk must not
+// attach the session on the stream's word (it has no key any more; another
+// broker may create one); it reads, which fails while the broker is cut off.
+func TestLocalHotDeskStalledClaimStream(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	t.Cleanup(proxy.Heal)
+	// A long lease: the broker stays ready (healthy) through the cut.
+	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: time.Minute})
+	direct := etcdtest.Client(t, eps)
+	tok, key, _ := createAt(t, e, "vic")
+	testutil.WaitFor(t, 10*time.Second, "the record of the suspension, and no write after it", func() bool {
+		c, err := e.reg.Lookup(e.ctx, tok)
+		e.b.mu.Lock()
+		defer e.b.mu.Unlock()
+		s := e.b.byToken[tok]
+		return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
+	})
+	testutil.WaitFor(t, 10*time.Second, "the claim stream to show the claim", func() bool { return e.claimHeld(tok) })
+
+	proxy.Blackhole()
+	if _, err := direct.Delete(e.ctx, "/hotdesk/sessions/"+tok); err != nil {
+		t.Fatal(err)
+	}
+	// The broker's clock moves on; the stream confirms nothing any more
+	// (one confirmation may still have been on its way: then again).
+	testutil.WaitFor(t, 10*time.Second, "the stalled claim stream to stop vouching for the claim", func() bool {
+		if !e.claimHeld(tok) {
+			return true
+		}
+		e.clk.Advance(100 * time.Millisecond)
+		return false
+	})
+	if err := e.b.Ready(); err != nil {
+		t.Fatalf("broker not ready: %v; the test needs its lease healthy through the cut", err)
+	}
+	tm := e.dial("term-2")
+	tm.present(tok, key)
+	switch m := tm.next().(type) {
+	case *proto.Error:
+		if m.Code != proto.ErrUnavailable {
+			t.Fatalf("hot-desk while cut off: error %+v; want %s", m, proto.ErrUnavailable)
+		}
+	default:
+		t.Fatalf("hot-desk while cut off, the key deleted: %T %+v; want an error, not the session attached without its key", m, m)
 	}
 }
 

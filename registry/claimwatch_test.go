@@ -10,13 +10,63 @@ import (
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
+// nextClaimChange returns the next change or mark of ch but Progress.
 func nextClaimChange(t *testing.T, ch <-chan registry.ClaimChange) registry.ClaimChange {
+	t.Helper()
+	for {
+		if c := nextClaimMark(t, ch); !c.Progress {
+			return c
+		}
+	}
+}
+
+// nextClaimMark returns the next change or mark of ch.
+func nextClaimMark(t *testing.T, ch <-chan registry.ClaimChange) registry.ClaimChange {
 	t.Helper()
 	c := testutil.Recv(t, ch, 20*time.Second, "no claim change")
 	if c == (registry.ClaimChange{}) {
 		t.Fatal("claim watch closed")
 	}
 	return c
+}
+
+// TestWatchClaimsProgress: the stream confirms, without any change to
+// report, that it is current: Progress marks come after the Resync, and
+// one after a change has a revision at least the change's, every change
+// up to it reported before it.
+func TestWatchClaimsProgress(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := newReg(t, etcdtest.Client(t, eps), "pa")
+	changes := a.WatchClaims(ctx)
+	first := nextClaimMark(t, changes)
+	if !first.Resync {
+		t.Fatalf("first change = %+v; want a Resync mark", first)
+	}
+	if p := nextClaimMark(t, changes); !p.Progress || p.Rev < first.Rev-1 {
+		t.Fatalf("change = %+v with nothing changed; want a Progress mark at %d or later", p, first.Rev-1)
+	}
+	c, won, err := a.Claim(ctx, "soft.p1", registry.Session{ID: "s1", ServerID: "pa"})
+	if err != nil || !won {
+		t.Fatalf("claim: won %v, %v", won, err)
+	}
+	seen := false
+	for {
+		got := nextClaimMark(t, changes)
+		switch {
+		case got.Key == "soft.p1":
+			seen = true
+		case got.Progress && got.Rev >= c.ModRev:
+			if !seen {
+				t.Fatalf("Progress at %d before the claim written at %d was reported", got.Rev, c.ModRev)
+			}
+			return
+		case !got.Progress:
+			t.Fatalf("change = %+v; want the claim of soft.p1 or a Progress mark", got)
+		}
+	}
 }
 
 // TestWatchClaims: the stream opens with a Resync at the current revision,
