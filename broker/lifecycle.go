@@ -537,6 +537,7 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	b.mu.Lock()
 	locked := s.locked
 	b.mu.Unlock()
+	loginStart := b.clk.Now()
 	res, err := b.authenticate(ctx, t, s.Token, rec, true, locked)
 	if err != nil {
 		return err
@@ -549,6 +550,15 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	if b.current(s) == nil {
 		return fail(proto.ErrUnavailable, "session ended", nil)
+	}
+	// A login with a prompt takes as long as its user (up to the auth
+	// timeout): the claim confirmed before it may have gone meanwhile, and
+	// another broker may have given the token a new session. Confirm it
+	// again (the claim stream answers without a read when it can).
+	if b.clk.Now().Sub(loginStart) >= reconfirmAfter && !b.claimHeld(s) {
+		if err := b.confirmClaimTokenLocked(ctx, s); err != nil {
+			return err
+		}
 	}
 	if st == Active && old != nil {
 		b.detachTokenLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
@@ -573,6 +583,10 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	return b.attachTokenLocked(ctx, t, s, true, old)
 }
+
+// reconfirmAfter is how long a resume's login may take before the
+// session's claim is confirmed again ahead of the attach.
+const reconfirmAfter = time.Second
 
 // confirmClaimTokenLocked checks with the registry (a linearizable read) that
 // the token's key is still s's claim, adopting the registry's fence. The key

@@ -801,3 +801,59 @@ func TestLeaseLossDetachesPastAHeldLock(t *testing.T) {
 		t.Fatalf("term-a once its lock is free: %+v; want %s detached, locked", det, attA.SessionID)
 	}
 }
+
+// TestReconfirmAfterLogin: a resume confirms the session's claim
+// before its login, but a login with a prompt takes as long as its user.
+// Here, while the login at b1 waits, the key goes and b2 gives the token a
+// new session at another terminal; once the login ends (seconds later on
+// b1's clock) b1 must confirm the claim again, find b2's session and
+// orphan its own instead of showing the token at a second terminal.
+func TestReconfirmAfterLogin(t *testing.T) {
+	t.Parallel()
+	for _, watch := range []bool{true, false} {
+		t.Run(map[bool]string{true: "watch", false: "read"}[watch], func(t *testing.T) {
+			t.Parallel()
+			eps := etcdtest.Start(t)
+			ga := &gatedAuth{Kiosk: auth.Kiosk{User: "kiosk"}, entered: make(chan struct{}, 1)}
+			b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ga, noClaimWatch: !watch})
+			b2 := newEnvWith(t, "b2", envOptions{eps: eps, noClaimWatch: !watch})
+			tok, key, sess := createAt(t, b1, "lia")
+			testutil.WaitFor(t, 10*time.Second, "b1's record of the suspension, and no write after it", func() bool {
+				c, err := b1.reg.Lookup(b1.ctx, tok)
+				b1.b.mu.Lock()
+				defer b1.b.mu.Unlock()
+				s := b1.b.byToken[tok]
+				return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
+			})
+			release := ga.hold()
+			defer release()
+			t1 := b1.dial("term-1")
+			t1.present(tok, key)
+			<-ga.entered // the claim is confirmed; the login waits
+			if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
+				t.Fatal(err)
+			}
+			t2 := b2.dial("term-2")
+			t2.present(tok, key)
+			if att := expectMsg[proto.Attached](t2); att.ServerID != "b2" || att.SessionID == sess {
+				t.Fatalf("insert at b2 with the claim gone: %+v; want a new session on b2", att)
+			}
+			if watch { // the stream's delivery delay is the documented window
+				testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
+			}
+			b1.clk.Advance(3 * time.Second) // the person types their PIN
+			release()
+			switch m := t1.next().(type) {
+			case *proto.Error:
+				if m.Code != proto.ErrStaleFence {
+					t.Fatalf("login at b1 ended after b2 took the token: error %+v; want %s", m, proto.ErrStaleFence)
+				}
+			default:
+				t.Fatalf("login at b1 ended after b2 took the token: %T %+v; want an error, not the old session attached", m, m)
+			}
+			if si := sessionInfo(t, b1.b, sess); !si.Orphaned {
+				t.Fatalf("b1's session %+v not orphaned", si)
+			}
+		})
+	}
+}
