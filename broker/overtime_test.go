@@ -434,10 +434,7 @@ func TestLocalResumeConfirmsClaim(t *testing.T) {
 			// Once b1 has written the suspension (a write refused because the key
 			// is gone would re-claim it: the key is b1's to re-create while
 			// nobody else holds it), the key goes.
-			testutil.WaitFor(t, 10*time.Second, "b1's record of the suspension", func() bool {
-				c, err := b1.reg.Lookup(b1.ctx, tok)
-				return err == nil && c.Session.State == "suspended"
-			})
+			b1.waitSuspendedWritten(tok)
 			if watch {
 				// Once the stream has confirmed it is current (its first
 				// Progress mark may still be on its way).
@@ -489,13 +486,7 @@ func TestLocalHotDeskStalledClaimStream(t *testing.T) {
 	e := newEnvWith(t, "b1", envOptions{eps: eps, clientEps: []string{proxy.URL()}, ttl: time.Minute})
 	direct := etcdtest.Client(t, eps)
 	tok, key, _ := createAt(t, e, "vic")
-	testutil.WaitFor(t, 10*time.Second, "the record of the suspension, and no write after it", func() bool {
-		c, err := e.reg.Lookup(e.ctx, tok)
-		e.b.mu.Lock()
-		defer e.b.mu.Unlock()
-		s := e.b.byToken[tok]
-		return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
-	})
+	e.waitSuspendedWritten(tok)
 	testutil.WaitFor(t, 10*time.Second, "the claim stream to show the claim", func() bool { return e.claimHeld(tok) })
 
 	proxy.Blackhole()
@@ -524,6 +515,21 @@ func TestLocalHotDeskStalledClaimStream(t *testing.T) {
 	default:
 		t.Fatalf("hot-desk while cut off, the key deleted: %T %+v; want an error, not the session attached without its key", m, m)
 	}
+}
+
+// waitSuspendedWritten waits until the registry holds the suspension of
+// e's session for tok and nothing more of it is being written: a write
+// refused for want of the key would re-claim it at once, so a test that
+// deletes the key waits for this first.
+func (e *env) waitSuspendedWritten(tok string) {
+	e.t.Helper()
+	testutil.WaitFor(e.t, 10*time.Second, "the record of the suspension, and no write after it", func() bool {
+		c, err := e.reg.Lookup(e.ctx, tok)
+		e.b.mu.Lock()
+		defer e.b.mu.Unlock()
+		s := e.b.byToken[tok]
+		return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
+	})
 }
 
 // claimHeld reports whether e's claim stream shows the claim of e's
@@ -600,13 +606,7 @@ func TestLocalHotDeskWithoutRead(t *testing.T) {
 			expectMsg[proto.Detached](t1)
 			// Once the suspension is written (a write refused for want of
 			// the key would re-claim it at once), the key goes.
-			testutil.WaitFor(t, 10*time.Second, "the record of the suspension, and no write after it", func() bool {
-				c, err := e.reg.Lookup(e.ctx, tok)
-				e.b.mu.Lock()
-				defer e.b.mu.Unlock()
-				s := e.b.byToken[tok]
-				return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
-			})
+			e.waitSuspendedWritten(tok)
 			c := e.claim(t, tok)
 			if _, err := e.cli.Delete(e.ctx, "/hotdesk/sessions/"+tok); err != nil {
 				t.Fatal(err)
@@ -818,13 +818,7 @@ func TestReconfirmAfterLogin(t *testing.T) {
 			b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ga, noClaimWatch: !watch})
 			b2 := newEnvWith(t, "b2", envOptions{eps: eps, noClaimWatch: !watch})
 			tok, key, sess := createAt(t, b1, "lia")
-			testutil.WaitFor(t, 10*time.Second, "b1's record of the suspension, and no write after it", func() bool {
-				c, err := b1.reg.Lookup(b1.ctx, tok)
-				b1.b.mu.Lock()
-				defer b1.b.mu.Unlock()
-				s := b1.b.byToken[tok]
-				return err == nil && c.Session.State == "suspended" && s != nil && !s.pubRunning && !s.pubDirty
-			})
+			b1.waitSuspendedWritten(tok)
 			release := ga.hold()
 			defer release()
 			t1 := b1.dial("term-1")

@@ -353,9 +353,7 @@ func (r *Store) WatchGroup(ctx context.Context) <-chan GroupChange {
 						continue
 					}
 					gc.At = r.opts.clock.Now()
-					select {
-					case out <- gc:
-					case <-ctx.Done():
+					if !sendCtx(ctx, out, gc) {
 						cancel()
 						return
 					}

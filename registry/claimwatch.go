@@ -53,14 +53,7 @@ const ClaimProgressInterval = 100 * time.Millisecond
 func (r *Store) WatchClaims(ctx context.Context) <-chan ClaimChange {
 	out := make(chan ClaimChange, 64)
 	prefix := r.opts.prefix + "sessions/"
-	send := func(ch ClaimChange) bool {
-		select {
-		case out <- ch:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	send := func(ch ClaimChange) bool { return sendCtx(ctx, out, ch) }
 	go func() {
 		defer close(out)
 		for {

@@ -72,12 +72,7 @@ func (r *Store) WatchLockouts(ctx context.Context) <-chan Lockout {
 			r.log.Warn("skipping undecodable lockout record", "bytes", len(val))
 			return true
 		}
-		select {
-		case out <- lo:
-			return true
-		case <-ctx.Done():
-			return false
-		}
+		return sendCtx(ctx, out, lo)
 	}
 	go func() {
 		defer close(out)

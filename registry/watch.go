@@ -66,9 +66,7 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 						}
 						ch.Record = t
 					}
-					select {
-					case out <- ch:
-					case <-ctx.Done():
+					if !sendCtx(ctx, out, ch) {
 						cancel()
 						return
 					}
@@ -92,9 +90,7 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 				if err != nil {
 					continue
 				}
-				select {
-				case out <- TokenChange{ID: id, Record: t}:
-				case <-ctx.Done():
+				if !sendCtx(ctx, out, TokenChange{ID: id, Record: t}) {
 					return
 				}
 			}
@@ -102,9 +98,7 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 				if listed[id] {
 					continue
 				}
-				select {
-				case out <- TokenChange{ID: id, Deleted: true}:
-				case <-ctx.Done():
+				if !sendCtx(ctx, out, TokenChange{ID: id, Deleted: true}) {
 					return
 				}
 			}
@@ -113,6 +107,17 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 		}
 	}()
 	return out
+}
+
+// sendCtx delivers v on out unless ctx ends first; false if it did (the
+// watch goroutines' one way to hand a change on without outliving ctx).
+func sendCtx[T any](ctx context.Context, out chan<- T, v T) bool {
+	select {
+	case out <- v:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // listRetrying reads every key under dir in one request (bounded by the
