@@ -1094,21 +1094,14 @@ func TestPooledAccountLeavesNoFiles(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		testutil.SkipOrFail(t, "setpriv missing")
 	}
-	pool := testutil.KioskAccountPrefix(t)
-	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
-	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
-	uid, _ := procUID(t, info.PID)
-	acct, err := user.LookupId(uid)
-	if err != nil || !strings.HasPrefix(acct.Username, pool) {
-		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
-	}
+	b, uid, acct := pooledKioskSession(t)
 
 	// What the session leaves, written as its account.
 	victim := filepath.Join(t.TempDir(), "victim")
 	if err := os.WriteFile(victim, []byte("root's"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	name := func(dir, what string) string { return filepath.Join(dir, pool+"-"+what) }
+	name := func(dir, what string) string { return filepath.Join(dir, acct.Username+"-"+what) }
 	left := []string{name("/tmp", "file"), name("/tmp", "dir"), name("/tmp", "link"), name("/var/tmp", "file"), name("/dev/shm", "file")}
 	theirs := name("/tmp", "roots") // root's own entry: stays
 	t.Cleanup(func() {
@@ -1156,14 +1149,7 @@ func TestPooledAccountLeavesNoIPC(t *testing.T) {
 			testutil.SkipOrFail(t, "%s missing", bin)
 		}
 	}
-	pool := testutil.KioskAccountPrefix(t)
-	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
-	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
-	uid, _ := procUID(t, info.PID)
-	acct, err := user.LookupId(uid)
-	if err != nil || !strings.HasPrefix(acct.Username, pool) {
-		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
-	}
+	b, uid, acct := pooledKioskSession(t)
 	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
 	mk := func(as []string, flags ...string) string {
 		t.Helper()
@@ -1259,14 +1245,7 @@ func TestPooledAccountKillsHoppingProcess(t *testing.T) {
 	if b, err := exec.Command("cc", "-O2", "-o", hopper, src).CombinedOutput(); err != nil {
 		t.Fatalf("cc: %v: %s", err, b)
 	}
-	pool := testutil.KioskAccountPrefix(t)
-	b, _ := newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
-	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
-	uid, _ := procUID(t, info.PID)
-	acct, err := user.LookupId(uid)
-	if err != nil || !strings.HasPrefix(acct.Username, pool) {
-		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
-	}
+	b, uid, acct := pooledKioskSession(t)
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o666)
 	if err != nil {
 		t.Fatal(err)
@@ -1378,4 +1357,20 @@ func deadProcess(t *testing.T) (pid int, startTicks uint64) {
 	st, _ := procsup.ReadStat("/proc", dead.Process.Pid)
 	dead.Wait()
 	return dead.Process.Pid, st.StartTicks
+}
+
+// pooledKioskSession starts session "k" of a backend with a pool of two
+// kiosk accounts (removed afterwards), as a kiosk login of nobody gets one,
+// and returns the backend and the pooled account weston runs as.
+func pooledKioskSession(t *testing.T) (b *Backend, uid string, acct *user.User) {
+	t.Helper()
+	pool := testutil.KioskAccountPrefix(t)
+	b, _ = newBackend(t, Config{StateDir: filepath.Join(stateDir(t), "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 2})
+	info := create(t, b, compositor.Spec{SessionID: "k", User: "nobody"})
+	uid, _ = procUID(t, info.PID)
+	acct, err := user.LookupId(uid)
+	if err != nil || !strings.HasPrefix(acct.Username, pool) {
+		t.Fatalf("weston runs as %v, %v; want a %s account", acct, err, pool)
+	}
+	return b, uid, acct
 }
