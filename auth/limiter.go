@@ -195,6 +195,17 @@ func (l *Limiter) Failure(token, user, terminal string) {
 	}
 }
 
+// Clear forgets key's failures, lockout and back-off level: an
+// administrator ended its lockout.
+func (l *Limiter) Clear(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if el, ok := l.keys[key]; ok {
+		l.lru.Remove(el)
+		delete(l.keys, key)
+	}
+}
+
 // Apply imposes a lockout that another member of the group started: the
 // key is refused until lo.Until (at most MaxLockout from now: the clocks
 // of a group may differ), and its next lockout here backs off from

@@ -258,6 +258,19 @@ func TestLimiterShared(t *testing.T) {
 		t.Fatalf("15 s into the second lockout: err = %v; want locked (20 s)", err)
 	}
 
+	// An administrator clears alice's lockout: refused no more, and her
+	// next lockout starts from the base again (10 s, not 40 s).
+	b.Clear("user:alice")
+	if err := b.Check("", "alice", ""); err != nil {
+		t.Fatalf("after Clear: err = %v; want nil", err)
+	}
+	b.Failure("", "alice", "")
+	b.Failure("", "alice", "")
+	clkB.Advance(10 * time.Second)
+	if err := b.Check("", "alice", ""); err != nil {
+		t.Fatalf("10 s into the first lockout after Clear: err = %v; want nil (back-off reset)", err)
+	}
+
 	c, clkC := newLimiter(auth.LimiterConfig{MaxLockout: time.Minute})
 	c.Apply(auth.Lockout{Key: "user:carol", Until: clkC.Now().Add(24 * time.Hour), Level: 3})
 	clkC.Advance(time.Minute)

@@ -6,8 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -20,7 +23,13 @@ type Lockout struct {
 	UntilUnixMs int64  `json:"until_unix_ms"`
 	Level       int    `json:"level"`  // lockouts of the key so far (back-off exponent)
 	Server      string `json:"server"` // the server that imposed it (set by PublishLockout)
+	// Cleared marks an administrator's clearing of the key's lockout
+	// (ClearLockout): every broker forgets the key's failures and lockout.
+	Cleared bool `json:"cleared,omitempty"`
 }
+
+// clearedTTL is how long a cleared record stays for watchers to see.
+const clearedTTL = time.Minute
 
 // maxLockoutKey bounds a lockout's key: it names a token, user or terminal.
 const maxLockoutKey = 512
@@ -28,6 +37,52 @@ const maxLockoutKey = 512
 func (r *Store) lockoutKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return r.opts.prefix + "lockouts/" + hex.EncodeToString(sum[:16])
+}
+
+// Lockouts lists the lockouts in force in the group, by key.
+func (r *Store) Lockouts(ctx context.Context) ([]Lockout, error) {
+	var out []Lockout
+	now := r.opts.clock.Now().UnixMilli()
+	err := r.list(ctx, r.opts.prefix+"lockouts/", func(_ string, kv *mvccpb.KeyValue) {
+		var lo Lockout
+		if json.Unmarshal(kv.Value, &lo) == nil && lo.Key != "" && !lo.Cleared && lo.UntilUnixMs > now {
+			out = append(out, lo)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: lockouts: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Lockout) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// ClearLockout ends the lockout of key ("user:alice", "token:…",
+// "terminal:…") in the whole group: a cleared record replaces it, and
+// every broker watching (WatchLockouts) forgets the key's failures and
+// lockout. ErrNotFound if no lockout of key is in force.
+func (r *Store) ClearLockout(ctx context.Context, key string) error {
+	kv, err := r.get(ctx, r.lockoutKey(key))
+	var lo Lockout
+	if err == nil && (json.Unmarshal(kv.Value, &lo) != nil || lo.Key != key || lo.Cleared || lo.UntilUnixMs <= r.opts.clock.Now().UnixMilli()) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("registry: clear lockout %q: %w", key, err)
+	}
+	v, err := json.Marshal(Lockout{Key: key, Server: r.id, Cleared: true})
+	if err != nil {
+		return fmt.Errorf("registry: clear lockout: %w", err)
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	grant, err := r.leases.Grant(cctx, int64(clearedTTL/time.Second))
+	if err != nil {
+		return fmt.Errorf("registry: clear lockout: grant lease: %w", err)
+	}
+	if _, err := r.kv.Put(cctx, r.lockoutKey(key), string(v), clientv3.WithLease(grant.ID)); err != nil {
+		return fmt.Errorf("registry: clear lockout: %w", err)
+	}
+	return nil
 }
 
 // PublishLockout stores lo for the group under a lease that ends with it
@@ -41,7 +96,7 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 	if left <= 0 {
 		return nil // over already
 	}
-	lo.Server = r.id
+	lo.Server, lo.Cleared = r.id, false
 	v, err := json.Marshal(lo)
 	if err != nil {
 		return fmt.Errorf("registry: publish lockout: %w", err)
@@ -59,7 +114,7 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 }
 
 // WatchLockouts streams the group's lockouts: those in force when it is
-// called, then every one published later. After a watch failure it lists
+// called, then every one published or cleared later. After a watch failure it lists
 // them again (trying each second) and goes on from there, so a consumer
 // sees a lockout more than once and must be idempotent. Undecodable
 // values are skipped. The channel is closed when ctx ends.

@@ -31,6 +31,9 @@
 //	tokens/<id>     TokenRecord, no lease (outlives servers)
 //	pairing/<id>    Pairing, under a lease of its own (expires by itself)
 //	drain/<id>      drain flag of a server, no lease (survives restarts)
+//	lockouts/<hash> Lockout (a login lockout for the group, or its clearing),
+//	                under a lease that ends with it; <hash> names the key
+//	                without the user or token in it
 //
 // A claim is made with Txn(If(CreateRevision(k)==0)).Then(Put(k, WithLease))
 // .Else(Get(k)): exactly one claimant wins, the others see the winner's

@@ -586,3 +586,17 @@ func (c *cli) serverIDs(cmd *cobra.Command) []string {
 	}
 	return ids
 }
+
+func lockoutCmd(c *cli) *cobra.Command {
+	list := listCmd(c, &cobra.Command{
+		Use:   "list",
+		Short: "List the login lockouts in force in the group (after too many failed logins)",
+	}, (*adminapi.Client).Lockouts, "KEY\tUNTIL\tLEFT\tLOCKOUTS\tSTARTED AT",
+		func(l adminapi.LockoutInfo) []string {
+			return []string{l.Key, l.Until.Local().Format(time.DateTime), time.Until(l.Until).Round(time.Second).String(),
+				fmt.Sprint(l.Level), l.Server}
+		})
+	clearCmd := actionCmd(c, "clear KEY", "End a lockout at every broker (the key as listed: user:NAME, token:ID or terminal:ID@ADDRESS)",
+		"a lockout's key (see hotdeskctl lockout list)", (*adminapi.Client).ClearLockout, "lockout of %s: cleared")
+	return groupCmd("lockout", "List and clear login lockouts (group-wide)", "list or clear", list, clearCmd)
+}

@@ -173,7 +173,7 @@ warning on stderr naming them (see hotdeskctl sessions --help).`,
 	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on the whole command (not on events -f)")
 	root.AddCommand(
 		sessionsCmd(c), sessionCmd(c), terminalsCmd(c), readersCmd(c), eventsCmd(c),
-		tokenCmd(c), serverCmd(c), readyCmd(c), versionCmd(), gendocsCmd(root),
+		tokenCmd(c), lockoutCmd(c), serverCmd(c), readyCmd(c), versionCmd(), gendocsCmd(root),
 	)
 	return root
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -323,6 +324,33 @@ func (a *adminBackend) Pairings(ctx context.Context) ([]adminapi.PairingInfo, er
 		return adminapi.PairingInfo{ID: p.ID, User: p.User, Label: p.Label, CreatedBy: p.CreatedBy,
 			Expires: time.UnixMilli(p.ExpiresUnixMs)}
 	})
+}
+
+func (a *adminBackend) Lockouts(ctx context.Context) ([]adminapi.LockoutInfo, error) {
+	ls, err := a.d.store.Lockouts(ctx)
+	return convertAll(ls, err, func(l registry.Lockout) adminapi.LockoutInfo {
+		return adminapi.LockoutInfo{Key: l.Key, Server: l.Server, Until: time.UnixMilli(l.UntilUnixMs).UTC(), Level: l.Level}
+	})
+}
+
+// ClearLockout ends key's lockout; a user's ("user:NAME") together with
+// that of their password login's token ("token:user.NAME"), which the same
+// failures locked.
+func (a *adminBackend) ClearLockout(ctx context.Context, key string) error {
+	err := a.d.store.ClearLockout(ctx, key)
+	if name, ok := strings.CutPrefix(key, "user:"); ok {
+		terr := a.d.store.ClearLockout(ctx, "token:user."+name)
+		switch {
+		case terr == nil && errors.Is(err, registry.ErrNotFound):
+			err = nil // only the token's was in force
+		case terr != nil && !errors.Is(terr, registry.ErrNotFound) && (err == nil || errors.Is(err, registry.ErrNotFound)):
+			err = terr
+		}
+	}
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: no lockout of %s in force", adminapi.ErrNotFound, key)
+	}
+	return err
 }
 
 func (a *adminBackend) RevokePairing(ctx context.Context, id string) error {

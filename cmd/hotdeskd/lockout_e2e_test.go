@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +57,36 @@ func TestLockoutSharedE2E(t *testing.T) {
 	}
 	if ss := g.sessions(b2, "-user", "lou"); len(ss) != 0 {
 		t.Fatalf("lou's sessions %+v; want none", ss)
+	}
+
+	// The administrator, at b2, sees the lockout b1 started and ends it
+	// for the whole group; lou's right password works at b2 then.
+	var ls []struct {
+		Key, Server string
+		Level       int
+	}
+	if err := json.Unmarshal([]byte(g.ctl(b2, "lockout", "list", "--json")), &ls); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ls, func(l struct {
+		Key, Server string
+		Level       int
+	}) bool {
+		return l.Key == "user:lou" && l.Server == "b1" && l.Level == 1
+	}) {
+		t.Fatalf("hotdeskctl lockout list at b2: %+v; want user:lou from b1 at level 1", ls)
+	}
+	if out := g.ctl(b2, "lockout", "clear", "user:lou"); !strings.Contains(out, "cleared") {
+		t.Fatalf("lockout clear: %q", out)
+	}
+	if err := g.ctlErr(b2, "lockout", "clear", "user:lou"); err == nil {
+		t.Fatal("clearing a lockout no longer in force succeeded; want an error")
+	}
+	testutil.WaitFor(t, 20*time.Second, "b2 to hear of the clearing", func() bool {
+		log, _ := os.ReadFile(b2.LogPath())
+		return strings.Contains(string(log), "login lockout cleared by an administrator")
+	})
+	if ev := at(b2).present("t-lou2", "user:lou", "lou-pw"); ev["event"] != "attached" || ev["server"] != "b2" {
+		t.Fatalf("right password at b2 after the clear: %v; want attached at b2", ev)
 	}
 }

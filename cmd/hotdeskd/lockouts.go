@@ -60,6 +60,11 @@ func (s *lockoutShare) run(ctx context.Context) {
 			if !ok {
 				return
 			}
+			if lo.Cleared {
+				s.limiter.Clear(lo.Key)
+				s.log.Info("login lockout cleared by an administrator", "key", lo.Key, "via", lo.Server)
+				continue
+			}
 			if lo.Server == s.server {
 				continue // this broker's own, in force here already
 			}

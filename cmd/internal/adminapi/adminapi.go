@@ -23,6 +23,9 @@
 //	POST   /v1/tokens/{id}/alias   AliasRequest{of} → TokenInfo (same user as token "of")
 //	POST   /v1/tokens/{id}/disable, /v1/tokens/{id}/enable → 204
 //	DELETE /v1/tokens/{id}    → 204
+//	GET    /v1/lockouts       → []LockoutInfo (login lockouts in force, group-wide)
+//	DELETE /v1/lockouts/{key} → 204 (the lockout ended at every broker; key
+//	                            as listed, e.g. user:alice); 404 if none
 //	GET    /v1/servers        → []ServerInfo (every member of the group)
 //	POST   /v1/servers/{id}/drain, /v1/servers/{id}/undrain → 204
 //	GET    /livez             → 200 {"status":"ok"} while the server answers
@@ -225,6 +228,16 @@ type PairingInfo struct {
 	Expires   time.Time `json:"expires"`
 }
 
+// LockoutInfo is one login lockout in force in the group: after too many
+// failed logins the key (user:<name>, token:<id> or terminal:<id>@<address>)
+// is refused at every broker until Until.
+type LockoutInfo struct {
+	Key    string    `json:"key"`
+	Server string    `json:"server"` // the broker where it started
+	Until  time.Time `json:"until"`
+	Level  int       `json:"level"` // lockouts of the key so far (each doubles the next)
+}
+
 // TokenInfo is one token of the token registry.
 type TokenInfo struct {
 	ID           string    `json:"id"`
@@ -324,6 +337,10 @@ type Backend interface {
 	SetTokenDisabled(ctx context.Context, id string, disabled bool) error
 	// DeleteToken removes a token from the registry.
 	DeleteToken(ctx context.Context, id string) error
+	// Lockouts lists the login lockouts in force in the group;
+	// ClearLockout ends one everywhere (ErrNotFound if none is in force).
+	Lockouts(ctx context.Context) ([]LockoutInfo, error)
+	ClearLockout(ctx context.Context, key string) error
 	// Servers lists the group's members.
 	Servers(ctx context.Context) ([]ServerInfo, error)
 	// SetDraining drains (no new sessions) or undrains server id ("" or

@@ -645,6 +645,37 @@ func TestTokenRoutes(t *testing.T) {
 	}
 }
 
+// TestLockoutRoutes: the lockouts in force are listed as the backend has
+// them, keys with ':' and '@' (an IPv6 terminal key) survive the path, a
+// clear removes one, and clearing one not in force is ErrNotFound.
+func TestLockoutRoutes(t *testing.T) {
+	until := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	b := adminapitest.New(adminapitest.State{Lockouts: []adminapi.LockoutInfo{
+		{Key: "user:alice", Server: "b1", Until: until, Level: 2},
+		{Key: "terminal:t1@2001:db8::1", Server: "b2", Until: until, Level: 1},
+	}})
+	ts := startServer(t, b, -1)
+	c := adminapi.NewClient(ts.path)
+	defer c.Close()
+	ctx := context.Background()
+	got, err := c.Lockouts(ctx)
+	if err != nil || len(got) != 2 || got[0].Key != "user:alice" || !got[0].Until.Equal(until) || got[0].Level != 2 || got[0].Server != "b1" {
+		t.Fatalf("lockouts = %+v, %v; want user:alice (b1, level 2, until %v) and a terminal", got, err, until)
+	}
+	if err := c.ClearLockout(ctx, "terminal:t1@2001:db8::1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ClearLockout(ctx, "terminal:t1@2001:db8::1"); !errors.Is(err, adminapi.ErrNotFound) {
+		t.Fatalf("second clear = %v; want ErrNotFound", err)
+	}
+	if got, _ = c.Lockouts(ctx); len(got) != 1 || got[0].Key != "user:alice" {
+		t.Fatalf("lockouts after the clear = %+v; want user:alice only", got)
+	}
+	if !strings.Contains(ts.logs.String(), "login lockout cleared by admin") {
+		t.Errorf("the clear was not logged: %s", ts.logs.String())
+	}
+}
+
 // TestCheckIDAndUser: ids and user names share their length bound and the
 // printable-ASCII rule but not their forbidden characters.
 func TestCheckIDAndUser(t *testing.T) {

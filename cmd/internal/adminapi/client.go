@@ -320,6 +320,17 @@ func (c *Client) RevokePairing(ctx context.Context, id string) error {
 	return c.do(ctx, "revoke pairing", http.MethodDelete, "/v1/pairings/"+url.PathEscape(id), nil, nil)
 }
 
+// Lockouts lists the login lockouts in force in the group.
+func (c *Client) Lockouts(ctx context.Context) ([]LockoutInfo, error) {
+	return getList[LockoutInfo](ctx, c, "lockouts", "/v1/lockouts")
+}
+
+// ClearLockout ends the lockout of key (as Lockouts lists it) at every
+// broker.
+func (c *Client) ClearLockout(ctx context.Context, key string) error {
+	return c.do(ctx, "clear lockout", http.MethodDelete, "/v1/lockouts/"+url.PathEscape(key), nil, nil)
+}
+
 // maxEventLine bounds one line of the event stream.
 const maxEventLine = 64 << 10
 

@@ -33,6 +33,7 @@ type State struct {
 	Terminals []adminapi.TerminalInfo
 	Tokens    []adminapi.TokenInfo
 	Pairings  []adminapi.PairingInfo
+	Lockouts  []adminapi.LockoutInfo
 	Servers   []adminapi.ServerInfo
 	// Events are the recent events, oldest first: Events(n) replays the
 	// last n of them.
@@ -84,6 +85,7 @@ func New(s State) *Backend {
 	s.Terminals = slices.Clone(s.Terminals)
 	s.Tokens = slices.Clone(s.Tokens)
 	s.Pairings = slices.Clone(s.Pairings)
+	s.Lockouts = slices.Clone(s.Lockouts)
 	s.Servers = slices.Clone(s.Servers)
 	s.Events = slices.Clone(s.Events)
 	s.Unanswered = slices.Clone(s.Unanswered)
@@ -233,6 +235,18 @@ func (b *Backend) RevokePairing(_ context.Context, id string) error {
 	return remove(&b.state.Pairings, pairingID, "pairing code", id)
 }
 
+// Lockouts returns the State's lockouts.
+func (b *Backend) Lockouts(context.Context) ([]adminapi.LockoutInfo, error) {
+	return list(b, func(s *State) []adminapi.LockoutInfo { return s.Lockouts }), nil
+}
+
+// ClearLockout removes the lockout of key.
+func (b *Backend) ClearLockout(_ context.Context, key string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return remove(&b.state.Lockouts, lockoutKey, "lockout", key)
+}
+
 // PairToken records the call (see PairCalls) and answers PairCode, or fails
 // with the State's PairErr.
 func (b *Backend) PairToken(_ context.Context, createdBy string, req adminapi.PairRequest) (adminapi.PairResponse, error) {
@@ -351,6 +365,7 @@ func remove[T any](items *[]T, idOf func(T) string, what, id string) error {
 	return nil
 }
 
-func sessionID(s adminapi.SessionInfo) string { return s.ID }
-func pairingID(p adminapi.PairingInfo) string { return p.ID }
-func tokenID(t adminapi.TokenInfo) string     { return t.ID }
+func sessionID(s adminapi.SessionInfo) string  { return s.ID }
+func pairingID(p adminapi.PairingInfo) string  { return p.ID }
+func lockoutKey(l adminapi.LockoutInfo) string { return l.Key }
+func tokenID(t adminapi.TokenInfo) string      { return t.ID }
