@@ -152,6 +152,8 @@ session {
 auth {
   # PAM services (stacks) for passwords and for PINs; a file per service in
   # pam_dir ("" = the system's /etc/pam.d). configs/pam.d/hotdesk is one.
+  # libpam reads `@include` files from /etc/pam.d whatever pam_dir says:
+  # a stack in pam_dir that includes common-auth gets the system's.
   pam_service = "hotdesk"
   pin_service = "hotdesk-pin"
   pam_dir     = ""
