@@ -173,6 +173,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /tokens/pair", s.authed(RoleAdmin, s.pairPost))
 	mux.HandleFunc("POST /tokens/register", s.authed(RoleAdmin, s.registerPost))
 	mux.HandleFunc("POST /tokens/{id}/{action}", s.authed(RoleAdmin, s.tokenAction))
+	mux.HandleFunc("POST /lockouts/{id}/{action}", s.authed(RoleAdmin, s.lockoutAction))
 	mux.HandleFunc("GET /events", s.authed(RoleReadOnly, s.eventsPage))
 	mux.HandleFunc("GET /events/stream", s.authed(RoleReadOnly, s.eventsStream))
 	s.handler = s.headers(mux)
@@ -577,23 +578,27 @@ func (s *Server) terminalsPage(w http.ResponseWriter, r *http.Request, l *login)
 }
 
 func (s *Server) tokensPage(w http.ResponseWriter, r *http.Request, l *login) {
-	// Both listings within one call's bound.
+	// The listings within one call's bound.
 	type listings struct {
 		tokens   []adminapi.TokenInfo
 		pairings []adminapi.PairingInfo
+		lockouts []adminapi.LockoutInfo
 	}
 	v, ok := fetch(s, w, r, l, func(ctx context.Context) (v listings, err error) {
 		if v.tokens, err = s.cfg.Backend.Tokens(ctx); err != nil {
 			return v, err
 		}
-		v.pairings, err = s.cfg.Backend.Pairings(ctx)
+		if v.pairings, err = s.cfg.Backend.Pairings(ctx); err != nil {
+			return v, err
+		}
+		v.lockouts, err = s.cfg.Backend.Lockouts(ctx)
 		return v, err
 	})
 	if !ok {
 		return
 	}
 	flash, pair := s.takeFlash(l)
-	s.renderWithFlash(w, "tokens", l, flash, map[string]any{"Tokens": v.tokens, "Pairings": v.pairings, "Pair": pair})
+	s.renderWithFlash(w, "tokens", l, flash, map[string]any{"Tokens": v.tokens, "Pairings": v.pairings, "Lockouts": v.lockouts, "Pair": pair})
 }
 
 func (s *Server) pairPost(w http.ResponseWriter, r *http.Request, l *login) {
@@ -644,6 +649,10 @@ func (s *Server) tokenAction(w http.ResponseWriter, r *http.Request, l *login) {
 		"enable":         {func(ctx context.Context, id string) error { return b.SetTokenDisabled(ctx, id, false) }, "enabled"},
 		"revoke-pairing": {b.RevokePairing, "revoked"},
 	})
+}
+
+func (s *Server) lockoutAction(w http.ResponseWriter, r *http.Request, l *login) {
+	s.act(w, r, l, "lockout", "/tokens", map[string]action{"clear": {s.cfg.Backend.ClearLockout, "cleared at every server"}})
 }
 
 func (s *Server) eventsPage(w http.ResponseWriter, r *http.Request, l *login) {

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
@@ -223,5 +225,47 @@ func TestSessionsPageUnanswered(t *testing.T) {
 	// A filter on another server asks neither: no warning.
 	if _, body := get(t, viewer, ts.URL+"/sessions?server=b1"); strings.Contains(body, `id="unanswered"`) {
 		t.Errorf("sessions of b1 only, yet the page warns about others:\n%s", body)
+	}
+}
+
+// TestLockoutsOnTokensPage: the Tokens page lists the group's login
+// lockouts; an administrator clears one (its key, with ':' and '@', makes
+// it through the form's path), a read-only login sees them without the
+// button and cannot clear.
+func TestLockoutsOnTokensPage(t *testing.T) {
+	s, fb := newTestServer(t)
+	fb.Update(func(st *adminapitest.State) {
+		st.Lockouts = []adminapi.LockoutInfo{
+			{Key: "user:lou", Server: "b1", Until: time.Now().Add(10 * time.Minute), Level: 1},
+			{Key: "terminal:t9@10.0.0.9", Server: "b2", Until: time.Now().Add(time.Minute), Level: 2},
+		}
+	})
+	ts := httptest.NewTLSServer(s.Handler())
+	defer ts.Close()
+
+	viewer := client(t, ts)
+	post(t, viewer, ts.URL+"/login", url.Values{"user": {"viewer"}, "password": {"v"}}, "")
+	_, body := get(t, viewer, ts.URL+"/tokens")
+	if !strings.Contains(body, `data-lockout="user:lou"`) || !strings.Contains(body, `data-lockout="terminal:t9@10.0.0.9"`) || strings.Contains(body, "/clear") {
+		t.Fatalf("read-only tokens page: want both lockouts listed, no clear button:\n%s", body)
+	}
+	vm := csrfRe.FindStringSubmatch(body)
+	if code, _ := post(t, viewer, ts.URL+"/lockouts/user:lou/clear", url.Values{"csrf": {vm[1]}}, ""); code != 403 {
+		t.Errorf("read-only clear: %d; want 403", code)
+	}
+
+	admin := client(t, ts)
+	_, body = post(t, admin, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}, "next": {"/tokens"}}, ts.URL)
+	m := regexp.MustCompile(`action="(/lockouts/terminal[^"]*/clear)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("admin tokens page has no clear form for the terminal's lockout:\n%s", body)
+	}
+	cm := csrfRe.FindStringSubmatch(body)
+	code, body := post(t, admin, ts.URL+html.UnescapeString(m[1]), url.Values{"csrf": {cm[1]}}, ts.URL)
+	if code != 200 || !strings.Contains(body, "lockout terminal:t9@10.0.0.9 cleared at every server") {
+		t.Fatalf("clear: %d\n%s", code, body)
+	}
+	if strings.Contains(body, `data-lockout="terminal:t9@10.0.0.9"`) || !strings.Contains(body, `data-lockout="user:lou"`) {
+		t.Fatalf("after the clear: want only user:lou listed:\n%s", body)
 	}
 }
