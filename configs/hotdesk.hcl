@@ -42,9 +42,14 @@ admin_group = ""
 metrics_listen = "127.0.0.1:9450"
 
 # An executable run for every event of this broker (session attached,
-# suspended, token inserted, login refused, ...) with the event as one JSON
-# object on stdin, like Sun Ray's utaction. Runs one at a time, each bounded
-# by event_hook_timeout; events arriving while the queue is full are skipped.
+# suspended, token inserted, login refused, ...; not other brokers' events,
+# nor this broker's own server_left) with the event as one JSON object and a
+# newline on stdin and its kind as the first argument, like Sun Ray's
+# utaction. It runs as hotdeskd's user, one at a time, in event order; at
+# event_hook_timeout its process group (it and its children) is killed. A
+# non-zero exit or a timeout is logged with its output and not retried.
+# Up to 256 events wait; events arriving while 256 wait are skipped.
+# The contract: proto/ADMIN.md section 2.
 # event_hook = "/usr/local/lib/hotdesk/on-event"
 # event_hook_timeout = "10s"
 

@@ -84,8 +84,15 @@ func (a *adminBackend) SetDraining(ctx context.Context, id string, draining bool
 	} else if err != nil {
 		return err
 	}
+	was, err := reg.Draining(ctx, id)
+	if err != nil {
+		return err
+	}
 	if err := reg.SetDraining(ctx, id, draining); err != nil {
 		return err
+	}
+	if was == draining {
+		return nil // idempotent: nothing changed, no event
 	}
 	// One event for the group, by the broker that made the change.
 	kind := event.ServerUndrained
@@ -193,9 +200,16 @@ func (a *adminBackend) AliasToken(ctx context.Context, by, id string, req admina
 
 func (a *adminBackend) SetTokenDisabled(ctx context.Context, id string, disabled bool) error {
 	var user string
-	err := a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) { t.Disabled, user = disabled, t.User })
+	var changed bool // of the attempt that was written
+	err := a.d.registry().UpdateToken(ctx, id, func(t *registry.TokenRecord) {
+		changed, user = t.Disabled != disabled, t.User
+		t.Disabled = disabled
+	})
 	if err != nil {
 		return tokenError(id, err)
+	}
+	if !changed {
+		return nil // idempotent: nothing changed, no event
 	}
 	kind := event.TokenEnabled
 	if disabled {
@@ -206,10 +220,13 @@ func (a *adminBackend) SetTokenDisabled(ctx context.Context, id string, disabled
 }
 
 func (a *adminBackend) DeleteToken(ctx context.Context, id string) error {
+	// The user, for the event: read before, as the other token events
+	// name it (best effort: the delete decides whether there was a token).
+	t, _ := a.d.registry().Token(ctx, id)
 	if err := a.d.registry().DeleteToken(ctx, id); err != nil {
 		return tokenError(id, err)
 	}
-	a.d.bus.Emit(event.Event{Kind: event.TokenDeleted, Server: a.d.cfg.ServerID, Token: id, Time: time.Now()})
+	a.d.bus.Emit(event.Event{Kind: event.TokenDeleted, Server: a.d.cfg.ServerID, Token: id, User: t.User, Time: time.Now()})
 	return nil
 }
 

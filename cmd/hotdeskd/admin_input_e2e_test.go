@@ -1,13 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
@@ -71,5 +74,55 @@ func TestAdminBadInput(t *testing.T) {
 	d.MustCtl("server", "undrain")
 	if log := d.LogTail(1 << 20); strings.Contains(log, "[ERROR]") {
 		t.Errorf("bad input logged as an error of the daemon:\n%s", log)
+	}
+}
+
+// TestAdminNoOpChangesNoEvent: an event says something changed. Disabling
+// a disabled token, enabling an enabled one, draining a drained server or
+// undraining one that is not drained answers success (the calls are
+// idempotent) but emits no event: before, every repeat emitted
+// token_disabled, server_draining, ... again, so a script or a hook
+// auditing the changes saw changes that never happened. A deleted token's
+// event names its user, as the others do.
+func TestAdminNoOpChangesNoEvent(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir),
+		testutil.DaemonConfig(t, "adm-noop", dir, testutil.FreeAddr(t), ""))
+	d.Start()
+	d.MustCtl("token", "register", "uid.0a0b0c0d", "--user", "root")
+	for _, args := range [][]string{
+		{"token", "disable", "uid.0a0b0c0d"}, {"token", "disable", "uid.0a0b0c0d"},
+		{"token", "enable", "uid.0a0b0c0d"}, {"token", "enable", "uid.0a0b0c0d"},
+		{"server", "undrain"}, // not drained
+		{"server", "drain"}, {"server", "drain"},
+		{"server", "undrain"}, {"server", "undrain"},
+		{"token", "delete", "uid.0a0b0c0d"},
+	} {
+		d.MustCtl(args...)
+	}
+	// The stored history is written asynchronously: wait for the last one.
+	var events []map[string]any
+	testutil.WaitFor(t, 20*time.Second, "token_deleted in the stored events", func() bool {
+		events = nil
+		for _, line := range strings.Split(strings.TrimSpace(string(d.MustCtl("events", "-n", "100", "--json"))), "\n") {
+			var ev map[string]any
+			if json.Unmarshal([]byte(line), &ev) == nil {
+				events = append(events, ev)
+			}
+		}
+		return slices.ContainsFunc(events, func(ev map[string]any) bool { return ev["kind"] == "token_deleted" })
+	})
+	count := map[string]int{}
+	for _, ev := range events {
+		count[ev["kind"].(string)]++
+		if ev["kind"] == "token_deleted" && ev["user"] != "root" {
+			t.Errorf("token_deleted %v; want user root", ev)
+		}
+	}
+	for _, kind := range []string{"token_disabled", "token_enabled", "server_draining", "server_undrained", "token_deleted"} {
+		if count[kind] != 1 {
+			t.Errorf("%d %s events; want 1 (a repeated call changes nothing): %v", count[kind], kind, count)
+		}
 	}
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,6 +48,12 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 // runHook runs the hook executable once per event of sub, one at a time,
 // with the event as JSON on stdin and timeout as its bound. Its output is
 // logged (bounded); a failure is logged and the next event goes on.
+//
+// The hook runs in a process group of its own, and at the timeout the
+// whole group is killed: a script waiting for a command it started (curl,
+// sleep, ...) must not leave that command running once hotdeskd has given
+// up on it. Children a hook leaves behind when it exits in time are its
+// own business.
 func runHook(ctx context.Context, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
 	sub.Each(ctx, func(e event.Event) {
 		b, _ := json.Marshal(e)
@@ -54,8 +63,13 @@ func runHook(ctx context.Context, path string, timeout time.Duration, sub *broke
 		var out boundedBuffer
 		out.max = maxHookOutput
 		cmd.Stdout, cmd.Stderr = &out, &out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second
 		err := cmd.Run()
+		if err != nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("timed out after %s (event_hook_timeout), killed with its children: %w", timeout, err)
+		}
 		cancel()
 		if err != nil {
 			logger.Warn("event hook failed", "hook", path, "kind", string(e.Kind), "error", err, "output", out.String())

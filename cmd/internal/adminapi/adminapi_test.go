@@ -798,3 +798,36 @@ func TestStatusErrorSaysPrefixOnce(t *testing.T) {
 		t.Fatal("the error no longer matches ErrNotFound")
 	}
 }
+
+// TestBusySocketAnswers503: when every connection slot is taken (event
+// followers hold theirs for as long as they follow, idle keep-alive
+// clients for 2 minutes), a new client gets 503 at once with the reason
+// instead of a connection that is accepted by the kernel and never
+// answered: before, hotdeskctl and every script hung until a follower
+// went away.
+func TestBusySocketAnswers503(t *testing.T) {
+	t.Parallel()
+	b := adminapitest.New(adminapitest.State{})
+	ts := startServer(t, b, -1, func(s *adminapi.Server) { s.SetMaxConnsForTest(2) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 2 {
+		c := adminapi.NewClient(ts.path)
+		go func() { _ = c.Events(ctx, 0, true, func(event.Event) error { return nil }) }()
+	}
+	testutil.WaitFor(t, 10*time.Second, "two streams open", func() bool { return b.Following() == 2 })
+
+	c := adminapi.NewClient(ts.path)
+	defer c.Close()
+	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second) // bound: before, it never answered
+	defer lcancel()
+	err := c.Live(lctx)
+	var se *adminapi.StatusError
+	if !errors.As(err, &se) || se.Status != http.StatusServiceUnavailable || !strings.Contains(se.Message, "busy") {
+		t.Fatalf("Live with every slot taken = %v; want 503 saying the API is busy", err)
+	}
+	cancel() // the followers go: their slots are free again
+	c2 := adminapi.NewClient(ts.path)
+	defer c2.Close()
+	testutil.WaitFor(t, 10*time.Second, "a slot free again", func() bool { return c2.Live(context.Background()) == nil })
+}

@@ -133,7 +133,10 @@ type peerListener struct {
 	// refuse, if set, gets every peer that is not allowed; its answer is
 	// written (best effort, without waiting) and the connection closed at
 	// once, so refused peers never hold a connection slot.
-	refuse   func(*peer) []byte
+	refuse func(*peer) []byte
+	// busy, if set, is the answer to an allowed peer when all maxConns
+	// slots are taken; without it such a connection is just closed.
+	busy     func(maxConns int) []byte
 	drainers chan struct{} // bounds the goroutines answering refused peers
 }
 
@@ -150,13 +153,12 @@ func newPeerListener(ln net.Listener, maxConns int, decide func(*peer)) *peerLis
 func (l *peerListener) Accept() (net.Conn, error) {
 	for {
 		select {
-		case l.sem <- struct{}{}:
 		case <-l.done:
 			return nil, net.ErrClosed
+		default:
 		}
 		c, err := l.Listener.Accept()
 		if err != nil {
-			<-l.sem
 			return nil, err
 		}
 		pc := &peerConn{Conn: c, release: func() { <-l.sem }, peer: &peer{PID: -1, UID: -1, GID: -1}}
@@ -170,30 +172,46 @@ func (l *peerListener) Accept() (net.Conn, error) {
 			l.decide(pc.peer)
 		}
 		if l.refuse != nil && !pc.peer.Allowed {
-			// The slot is released at once; the answer is written and the
-			// request drained for a moment by a bounded set of goroutines
-			// (so the client reads the 403 rather than a reset), or, when
-			// those are busy, the connection is just closed.
-			answer := l.refuse(pc.peer)
-			pc.closeOnce.Do(pc.release)
-			select {
-			case l.drainers <- struct{}{}:
-				go func() {
-					defer func() { <-l.drainers }()
-					_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
-					_, _ = c.Write(answer)
-					if uc, ok := c.(*net.UnixConn); ok {
-						_ = uc.CloseWrite()
-					}
-					_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
-					c.Close()
-				}()
-			default:
+			// Refused peers never take a connection slot.
+			l.answerAndClose(c, l.refuse(pc.peer))
+			continue
+		}
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			// Every slot is taken (followers of the event stream hold
+			// theirs as long as they follow): say so at once rather than
+			// leave the client with a connection nobody answers.
+			if l.busy != nil {
+				l.answerAndClose(c, l.busy(cap(l.sem)))
+			} else {
 				c.Close()
 			}
 			continue
 		}
 		return pc, nil
+	}
+}
+
+// answerAndClose writes answer to c and closes it. The answer is written
+// and the request drained for a moment by a bounded set of goroutines (so
+// the client reads the answer rather than a reset), or, when those are
+// busy, the connection is just closed.
+func (l *peerListener) answerAndClose(c net.Conn, answer []byte) {
+	select {
+	case l.drainers <- struct{}{}:
+		go func() {
+			defer func() { <-l.drainers }()
+			_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+			_, _ = c.Write(answer)
+			if uc, ok := c.(*net.UnixConn); ok {
+				_ = uc.CloseWrite()
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+			c.Close()
+		}()
+	default:
+		c.Close()
 	}
 }
 

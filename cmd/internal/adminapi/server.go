@@ -193,6 +193,7 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	pl := newPeerListener(ln, s.maxConns, s.decide)
 	pl.refuse = s.refuse
+	pl.busy = s.busy
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -249,6 +250,16 @@ func (s *Server) refuse(p *peer) []byte {
 	body, _ := json.Marshal(ErrorResponse{Error: fmt.Sprintf(
 		"uid %d may not use the admin API: it is not root, the daemon's user or in the admin group", p.UID)})
 	return fmt.Appendf(nil, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+}
+
+// busy logs that every connection slot is taken (at most once a second,
+// with the count) and returns the 503 written to the peer before its
+// connection is closed.
+func (s *Server) busy(maxConns int) []byte {
+	s.refusals.Warn("admin_busy", "admin api connection refused: every connection slot is taken", "max_connections", maxConns)
+	body, _ := json.Marshal(ErrorResponse{Error: fmt.Sprintf(
+		"the admin API is busy: %d connections are open (each event follower holds one); try again", maxConns)})
+	return fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 }
 
 // guard refuses requests from peers that are not allowed.
