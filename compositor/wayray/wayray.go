@@ -665,14 +665,20 @@ func (b *Backend) List(context.Context) ([]compositor.Info, error) {
 	return out, nil
 }
 
-// Adopt reconnects to compositors a previous broker left running.
+// Adopt reconnects to compositors a previous broker left running. The
+// compositors are connected to at the same time: one that accepts but
+// never says hello holds Adopt for StartTimeout, not every other one after
+// it as well.
 func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Exit, error) {
 	ents, err := os.ReadDir(b.cfg.StateDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wayray: adopt: %w", err)
 	}
-	var adopted []compositor.Info
-	var lost []compositor.Exit
+	type candidate struct {
+		s   *session
+		err error
+	}
+	var cands []*candidate
 	for _, e := range ents {
 		if !e.IsDir() || !idRe.MatchString(e.Name()) {
 			continue
@@ -704,15 +710,30 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 		s := &session{id: e.Name(), user: r.User, dir: dir, sock: filepath.Join(dir, "control.sock"), labels: r.Labels,
 			pid: r.PID, startTicks: r.StartTicks, started: r.Started, suspended: r.Suspended, endpoint: r.Endpoint,
 			stop: make(chan struct{}), gone: make(chan struct{})}
-		if err == nil {
-			if err = b.connect(ctx, s, nil); err != nil {
-				// Alive but not controllable: clean it up.
-				b.killGroup(s)
-			}
+		cands = append(cands, &candidate{s: s, err: err})
+	}
+	var wg sync.WaitGroup
+	for _, c := range cands {
+		if c.err != nil {
+			continue
 		}
-		if err != nil {
-			lost = append(lost, compositor.Exit{SessionID: e.Name(), PID: r.PID, Err: err})
-			os.RemoveAll(dir)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.err = b.connect(ctx, c.s, nil); c.err != nil {
+				// Alive but not controllable: clean it up.
+				b.killGroup(c.s)
+			}
+		}()
+	}
+	wg.Wait()
+	var adopted []compositor.Info
+	var lost []compositor.Exit
+	for _, c := range cands {
+		s := c.s
+		if c.err != nil {
+			lost = append(lost, compositor.Exit{SessionID: s.id, PID: s.pid, Err: c.err})
+			os.RemoveAll(s.dir)
 			continue
 		}
 		b.mu.Lock()

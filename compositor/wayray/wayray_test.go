@@ -420,6 +420,55 @@ func TestAdoptKillsLeftovers(t *testing.T) {
 	}
 }
 
+// TestAdoptConcurrently: compositors that accept but do not say hello
+// (stopped, here) are waited for at the same time: Adopt took StartTimeout
+// for each in turn, and hotdeskd served no terminal meanwhile.
+func TestAdoptConcurrently(t *testing.T) {
+	dir := shortDir(t)
+	b := newTestBackend(t, "ok", dir)
+	ctx := context.Background()
+	var pids []int
+	for _, id := range []string{"s-h1", "s-h2"} {
+		info, err := b.Create(ctx, compositor.Spec{SessionID: id, User: "erin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		killOnCleanup(t, info.PID)
+		pids = append(pids, info.PID)
+	}
+	b.Close()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := clock.NewFake(time.Unix(1e9, 0))
+	// The start timeout runs on the fake clock only (its wall-clock
+	// backstop, an hour, never fires here).
+	b2 := newTestBackend(t, "ok", dir, withClock(fake), func(c *Config) { c.StartTimeout = time.Hour })
+	type result struct {
+		adopted []compositor.Info
+		lost    []compositor.Exit
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, l, err := b2.Adopt(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- result{a, l}
+	}()
+	testutil.WaitFor(t, 10*time.Second, "both compositors waited for at once", func() bool { return fake.Pending() >= 2 })
+	fake.Advance(time.Hour)
+	r := testutil.Recv(t, done, 30*time.Second, "Adopt did not return")
+	if len(r.adopted) != 0 || len(r.lost) != 2 {
+		t.Fatalf("adopted %+v, lost %+v; want both lost", r.adopted, r.lost)
+	}
+	for _, pid := range pids {
+		testutil.WaitFor(t, 10*time.Second, "silent compositor killed", func() bool { return !processAlive(pid) })
+	}
+}
+
 // TestValidEndpoint: the endpoints the attach gateway can connect to.
 func TestValidEndpoint(t *testing.T) {
 	for ep, want := range map[string]bool{
