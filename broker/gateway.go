@@ -226,14 +226,17 @@ func (b *Broker) cutStream(s *Session, cs ...io.Closer) {
 	}
 }
 
-// checkListener makes sure, after the gateway connected to an RDP
-// endpoint, that the port's listener is the session's compositor (pid):
-// any local user may bind a loopback port, and one that took the port of a
-// compositor that died would otherwise get the terminal's display stream,
-// keystrokes and all. (A unix socket endpoint lives in the session's
+// checkListener makes sure, after the gateway connected to a TCP endpoint
+// (rdp:// or tcp://), that the port's listener is the session's compositor
+// (pid): any local user may bind a loopback port, and one that took the
+// port of a compositor that died would otherwise get the terminal's display
+// stream, keystrokes and all. (A unix socket endpoint lives in the session's
 // private directory.)
 func checkListener(endpoint string, pid int) error {
 	hostport, ok := strings.CutPrefix(endpoint, "rdp://")
+	if !ok {
+		hostport, ok = strings.CutPrefix(endpoint, "tcp://")
+	}
 	if !ok {
 		return nil
 	}

@@ -140,7 +140,7 @@ func TestAttachReplacesStream(t *testing.T) {
 	waylandRegistry(t, second) // the new stream works
 }
 
-// TestCheckListener: the gateway trusts an RDP port only while the
+// TestCheckListener: the gateway trusts an RDP or TCP port only while the
 // session's compositor is the one listening on it (another local user may
 // bind the port of a compositor that died).
 func TestCheckListener(t *testing.T) {
@@ -156,6 +156,14 @@ func TestCheckListener(t *testing.T) {
 	}
 	if err := checkListener(ep, os.Getppid()); err == nil {
 		t.Fatal("a listener of another process was trusted")
+	}
+	// A tcp:// endpoint (a control-protocol compositor, proto/COMPOSITOR.md)
+	// is a TCP port like rdp://: it was trusted unchecked.
+	if err := checkListener("tcp://"+ln.Addr().String(), os.Getpid()); err != nil {
+		t.Fatalf("the compositor's own tcp:// listener: %v", err)
+	}
+	if err := checkListener("tcp://"+ln.Addr().String(), os.Getppid()); err == nil {
+		t.Fatal("a tcp:// listener of another process was trusted")
 	}
 	if err := checkListener("wayland:/run/x/wayland-0", 0); err != nil {
 		t.Fatalf("a unix socket endpoint: %v", err)

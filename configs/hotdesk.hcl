@@ -218,7 +218,10 @@ auth {
 compositor {
   # Compositor implementation: "weston", or "wayray" for a compositor that
   # speaks hotdesk's control protocol (proto/COMPOSITOR.md; binary and args
-  # are its command line).
+  # are its command line). A "wayray" compositor runs as hotdeskd's user:
+  # backend, run_as_user, the kiosk accounts and insecure_unguarded_rdp
+  # apply to weston only, and hotdeskd as root refuses to start unless
+  # insecure_allow_root = true (run hotdeskd as an unprivileged user).
   type = "weston"
 
   # Compositor binary: a name looked up in $PATH, or a path.

@@ -311,6 +311,14 @@ func (b *Backend) hello(ctx context.Context, s *session, c net.Conn, exited, exp
 		c.Close()
 		return fmt.Errorf("%w: %w: protocol version %d, want %d", ErrStartFailed, ErrProtocol, h.Version, ProtocolVersion)
 	}
+	if h.Endpoint == "" && s.endpoint == "" {
+		c.Close()
+		return fmt.Errorf("%w: %w: hello without an endpoint", ErrStartFailed, ErrProtocol)
+	}
+	if h.Endpoint != "" && !ValidEndpoint(h.Endpoint) {
+		c.Close()
+		return fmt.Errorf("%w: %w: hello endpoint %q unusable", ErrStartFailed, ErrProtocol, h.Endpoint)
+	}
 	if h.PID != s.pid {
 		b.log.Warn("hello names another pid", "session_id", s.id, "pid", s.pid, "hello_pid", h.PID)
 	}
@@ -420,6 +428,11 @@ func (b *Backend) Resume(ctx context.Context, id string) (compositor.Info, error
 	r, err := b.call(ctx, s, MsgResume, Resume{})
 	if err != nil {
 		return compositor.Info{}, err
+	}
+	if r.Endpoint != "" && !ValidEndpoint(r.Endpoint) {
+		err := fmt.Errorf("%w: resume endpoint %q unusable", ErrProtocol, r.Endpoint)
+		b.fail(s, err)
+		return compositor.Info{}, fmt.Errorf("wayray: %s: %w", s.id, err)
 	}
 	b.mu.Lock()
 	s.suspended = false
@@ -652,14 +665,20 @@ func (b *Backend) List(context.Context) ([]compositor.Info, error) {
 	return out, nil
 }
 
-// Adopt reconnects to compositors a previous broker left running.
+// Adopt reconnects to compositors a previous broker left running. The
+// compositors are connected to at the same time: one that accepts but
+// never says hello holds Adopt for StartTimeout, not every other one after
+// it as well.
 func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Exit, error) {
 	ents, err := os.ReadDir(b.cfg.StateDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wayray: adopt: %w", err)
 	}
-	var adopted []compositor.Info
-	var lost []compositor.Exit
+	type candidate struct {
+		s   *session
+		err error
+	}
+	var cands []*candidate
 	for _, e := range ents {
 		if !e.IsDir() || !idRe.MatchString(e.Name()) {
 			continue
@@ -681,19 +700,40 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 			err = errors.New("record is from another boot")
 		default:
 			err = procsup.Check("/proc", r.PID, r.StartTicks)
+			if errors.Is(err, procsup.ErrProcessGone) {
+				// The compositor died while no broker watched it; its
+				// applications may still run in its process group. They
+				// end with it, as in supervise.
+				b.killLeftovers(e.Name(), r.PID)
+			}
 		}
 		s := &session{id: e.Name(), user: r.User, dir: dir, sock: filepath.Join(dir, "control.sock"), labels: r.Labels,
 			pid: r.PID, startTicks: r.StartTicks, started: r.Started, suspended: r.Suspended, endpoint: r.Endpoint,
 			stop: make(chan struct{}), gone: make(chan struct{})}
-		if err == nil {
-			if err = b.connect(ctx, s, nil); err != nil {
-				// Alive but not controllable: clean it up.
-				b.killGroup(s)
-			}
+		cands = append(cands, &candidate{s: s, err: err})
+	}
+	var wg sync.WaitGroup
+	for _, c := range cands {
+		if c.err != nil {
+			continue
 		}
-		if err != nil {
-			lost = append(lost, compositor.Exit{SessionID: e.Name(), PID: r.PID, Err: err})
-			os.RemoveAll(dir)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.err = b.connect(ctx, c.s, nil); c.err != nil {
+				// Alive but not controllable: clean it up.
+				b.killGroup(c.s)
+			}
+		}()
+	}
+	wg.Wait()
+	var adopted []compositor.Info
+	var lost []compositor.Exit
+	for _, c := range cands {
+		s := c.s
+		if c.err != nil {
+			lost = append(lost, compositor.Exit{SessionID: s.id, PID: s.pid, Err: c.err})
+			os.RemoveAll(s.dir)
 			continue
 		}
 		b.mu.Lock()
@@ -711,6 +751,22 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 		adopted = append(adopted, b.info(s))
 	}
 	return adopted, lost, nil
+}
+
+// killLeftovers SIGKILLs what is left of the process group of a session's
+// compositor (leader pid) that is gone, and waits for it to go.
+func (b *Backend) killLeftovers(id string, pid int) {
+	if !procsup.GroupAlive("/proc", pid) {
+		return
+	}
+	b.log.Warn("processes of a gone compositor still run; killing them", "session_id", id, "pgid", pid)
+	if err := procsup.SignalGroup(pid, syscall.SIGKILL); err != nil {
+		b.log.Warn("cannot kill process group", "session_id", id, "pgid", pid, "error", err)
+		return
+	}
+	if !procsup.WaitGroupGone("/proc", pid, b.cfg.StopGrace, nil) {
+		b.log.Warn("processes of the session outlived SIGKILL", "session_id", id, "pgid", pid)
+	}
 }
 
 // Exits reports compositors that ended on their own; it is closed by Close.

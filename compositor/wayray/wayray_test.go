@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -25,7 +26,10 @@ import (
 // control protocol honestly (it tracks rendering and its client), or
 // misbehaves as the variable says: "nohello", "garbage" (instead of hello),
 // "garbage-on-status", "crash-on-suspend", "hangup" (closes the control
-// connection after hello but keeps running), "oldversion".
+// connection after hello but keeps running), "oldversion", "noendpoint" and
+// "badendpoint" (a hello without a usable endpoint), "badresume" (answers
+// Resume with an unusable endpoint), "child" (runs an application, a sleep
+// in its process group, as a desktop does).
 func TestMain(m *testing.M) {
 	if mode, ok := os.LookupEnv("HOTDESK_TEST_COMPOSITOR"); ok {
 		os.Exit(testCompositor(mode))
@@ -41,6 +45,16 @@ func testCompositor(mode string) int {
 	start := time.Now()
 	rendering, clients := true, 1
 	endpoint := "rdp://127.0.0.1:3390"
+	switch mode {
+	case "noendpoint":
+		endpoint = ""
+	case "badendpoint":
+		endpoint = "127.0.0.1:3390" // no scheme
+	case "child":
+		if err := exec.Command("sleep", "3600").Start(); err != nil {
+			return 1
+		}
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -77,6 +91,9 @@ func testCompositor(mode string) int {
 			case MsgResume:
 				rendering, clients = true, 1
 				endpoint = "rdp://127.0.0.1:3391" // a new client endpoint
+				if mode == "badresume" {
+					endpoint = "rdp://127.0.0.1" // no port
+				}
 				r.Endpoint = endpoint
 			case MsgStatus:
 				if mode == "garbage-on-status" {
@@ -189,7 +206,7 @@ func TestCrashIsReported(t *testing.T) {
 }
 
 func TestBadCompositorsRefused(t *testing.T) {
-	for _, mode := range []string{"nohello", "garbage", "oldversion"} {
+	for _, mode := range []string{"nohello", "garbage", "oldversion", "noendpoint", "badendpoint"} {
 		t.Run(mode, func(t *testing.T) {
 			fake := clock.NewFake(time.Unix(1e9, 0))
 			b := newTestBackend(t, mode, shortDir(t), withClock(fake))
@@ -245,6 +262,10 @@ func TestBrokenControlChannel(t *testing.T) {
 			fake.Advance(b.cfg.HealthInterval) // runs the health ping
 			return nil
 		}, nil},
+		{"badresume", func(b *Backend, _ *clock.Fake) error {
+			_, err := b.Resume(context.Background(), "s-bad")
+			return err
+		}, ErrProtocol},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			fake := clock.NewFake(time.Unix(1e9, 0))
@@ -362,6 +383,104 @@ func TestAdoptAfterClose(t *testing.T) {
 	}
 	if err := b2.Destroy(ctx, "s-a"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAdoptKillsLeftovers: a compositor that died while no broker ran
+// (its record names a process that is gone) is not adopted, and the
+// applications it left in its process group are killed, as when a
+// supervised compositor dies: they were left running for good.
+func TestAdoptKillsLeftovers(t *testing.T) {
+	dir := shortDir(t)
+	b := newTestBackend(t, "child", dir)
+	ctx := context.Background()
+	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-l", User: "dave"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, info.PID)
+	b.Close()
+	if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil { // the leader alone
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "compositor gone", func() bool { return !processAlive(info.PID) })
+	if !procsup.GroupAlive("/proc", info.PID) {
+		t.Fatal("the compositor's application is not running; the test needs it")
+	}
+	b2 := newTestBackend(t, "child", dir)
+	adopted, lost, err := b2.Adopt(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(adopted) != 0 || len(lost) != 1 || lost[0].SessionID != "s-l" || !errors.Is(lost[0].Err, procsup.ErrProcessGone) {
+		t.Fatalf("adopted %+v, lost %+v; want s-l lost (gone)", adopted, lost)
+	}
+	if procsup.GroupAlive("/proc", info.PID) {
+		t.Fatal("the gone compositor's application still runs after Adopt")
+	}
+}
+
+// TestAdoptConcurrently: compositors that accept but do not say hello
+// (stopped, here) are waited for at the same time: Adopt took StartTimeout
+// for each in turn, and hotdeskd served no terminal meanwhile.
+func TestAdoptConcurrently(t *testing.T) {
+	dir := shortDir(t)
+	b := newTestBackend(t, "ok", dir)
+	ctx := context.Background()
+	var pids []int
+	for _, id := range []string{"s-h1", "s-h2"} {
+		info, err := b.Create(ctx, compositor.Spec{SessionID: id, User: "erin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		killOnCleanup(t, info.PID)
+		pids = append(pids, info.PID)
+	}
+	b.Close()
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := clock.NewFake(time.Unix(1e9, 0))
+	// The start timeout runs on the fake clock only (its wall-clock
+	// backstop, an hour, never fires here).
+	b2 := newTestBackend(t, "ok", dir, withClock(fake), func(c *Config) { c.StartTimeout = time.Hour })
+	type result struct {
+		adopted []compositor.Info
+		lost    []compositor.Exit
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, l, err := b2.Adopt(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- result{a, l}
+	}()
+	testutil.WaitFor(t, 10*time.Second, "both compositors waited for at once", func() bool { return fake.Pending() >= 2 })
+	fake.Advance(time.Hour)
+	r := testutil.Recv(t, done, 30*time.Second, "Adopt did not return")
+	if len(r.adopted) != 0 || len(r.lost) != 2 {
+		t.Fatalf("adopted %+v, lost %+v; want both lost", r.adopted, r.lost)
+	}
+	for _, pid := range pids {
+		testutil.WaitFor(t, 10*time.Second, "silent compositor killed", func() bool { return !processAlive(pid) })
+	}
+}
+
+// TestValidEndpoint: the endpoints the attach gateway can connect to.
+func TestValidEndpoint(t *testing.T) {
+	for ep, want := range map[string]bool{
+		"rdp://127.0.0.1:3390": true, "tcp://[::1]:5900": true, "tcp://localhost:1": true,
+		"wayland:/run/hotdesk/s-1/wayland-0": true,
+		"":                                   false, "garbage": false, "127.0.0.1:3390": false, "rdp://127.0.0.1": false,
+		"rdp://:3390": false, "tcp://127.0.0.1:0": false, "tcp://127.0.0.1:65536": false, "tcp://127.0.0.1:x": false,
+		"wayland:relative/sock": false, "wayland:/a/../b": false, "vnc://127.0.0.1:5900": false,
+	} {
+		if got := ValidEndpoint(ep); got != want {
+			t.Errorf("ValidEndpoint(%q) = %v; want %v", ep, got, want)
+		}
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -79,14 +82,43 @@ const (
 // maxControlFrame bounds a control frame (far below proto.MaxFrame).
 const maxControlFrame = 16 << 10
 
-// decMode is strict in the same way as proto's decoder
-// (proto.StrictDecOptions), with the control protocol's smaller bounds.
-var decMode = func() cbor.DecMode {
-	m, err := proto.StrictDecOptions(4, 16, 16).DecMode()
+// Decoding limits of the control protocol (proto/COMPOSITOR.md): nesting
+// (the envelope is level 1, the body level 2), elements of one array and
+// pairs of one map.
+const (
+	maxNested   = 4
+	maxArray    = 16
+	maxMapPairs = 16
+)
+
+// decMode decodes bodies: strict in the same way as proto's decoder
+// (proto.StrictDecOptions, and only the simple values false, true and null,
+// anywhere), with the control protocol's smaller bounds; unknown body keys
+// are ignored. frameMode decodes the envelope, where an unknown key is an
+// error as in the terminal protocol.
+var decMode, frameMode = func() (cbor.DecMode, cbor.DecMode) {
+	var reject []func(*cbor.SimpleValueRegistry) error
+	for sv := 0; sv <= 255; sv++ {
+		if sv <= 19 || sv == 23 || sv >= 32 {
+			reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
+		}
+	}
+	simple, err := cbor.NewSimpleValueRegistryFromDefaults(reject...)
+	if err != nil {
+		panic("wayray: cbor simple values: " + err.Error())
+	}
+	opts := proto.StrictDecOptions(maxNested, maxArray, maxMapPairs)
+	opts.SimpleValues = simple
+	body, err := opts.DecMode()
 	if err != nil {
 		panic("wayray: cbor dec mode: " + err.Error())
 	}
-	return m
+	opts.ExtraReturnErrors = cbor.ExtraDecErrorUnknownField
+	frame, err := opts.DecMode()
+	if err != nil {
+		panic("wayray: cbor dec mode: " + err.Error())
+	}
+	return body, frame
 }()
 
 var encMode, _ = cbor.CoreDetEncOptions().EncMode()
@@ -149,7 +181,7 @@ func ReadMsg(c net.Conn, timeout time.Duration) (Frame, error) {
 		return Frame{}, fmt.Errorf("%w: frame of %d bytes", ErrProtocol, len(payload))
 	}
 	var f Frame
-	if err := decMode.Unmarshal(payload, &f); err != nil {
+	if err := frameMode.Unmarshal(payload, &f); err != nil {
 		return Frame{}, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return f, nil
@@ -178,6 +210,29 @@ func (r *freezeReader) Read(p []byte) (int, error) {
 		n, err = r.c.Read(p)
 	}
 	return n, err
+}
+
+// ValidEndpoint reports whether endpoint is one the broker's attach gateway
+// can connect to (proto/COMPOSITOR.md, Endpoints): "rdp://HOST:PORT" or
+// "tcp://HOST:PORT" (a TCP port, 1-65535) or "wayland:/absolute/path" (a
+// unix socket).
+func ValidEndpoint(endpoint string) bool {
+	if path, ok := strings.CutPrefix(endpoint, "wayland:"); ok {
+		return filepath.IsAbs(path) && filepath.Clean(path) == path
+	}
+	for _, scheme := range []string{"rdp://", "tcp://"} {
+		hostport, ok := strings.CutPrefix(endpoint, scheme)
+		if !ok {
+			continue
+		}
+		host, p, err := net.SplitHostPort(hostport)
+		if err != nil || host == "" {
+			return false
+		}
+		port, err := strconv.Atoi(p)
+		return err == nil && port >= 1 && port <= 65535
+	}
+	return false
 }
 
 // DecodeBody decodes f's body into v.

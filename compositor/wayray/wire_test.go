@@ -130,3 +130,51 @@ func TestReadMsgFreezeMidFrame(t *testing.T) {
 		t.Fatalf("ReadMsg with a late deadline mid-frame = %+v, %v; want type 7, id 44", f, err)
 	}
 }
+
+// TestReadMsgStrict: the control protocol's CBOR rules are the terminal
+// protocol's (proto/COMPOSITOR.md, Framing): a simple value other than
+// false, true and null — undefined too — anywhere, even in an unknown body
+// key, and an unknown envelope key make a frame malformed; unknown body keys
+// (also text keys, and floats in their values) are ignored.
+func TestReadMsgStrict(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		ok      bool
+	}{
+		// {1: 100, 2: 1, 3: {1: true}}
+		{"plain reply", []byte{0xa3, 0x01, 0x18, 0x64, 0x02, 0x01, 0x03, 0xa1, 0x01, 0xf5}, true},
+		// body {1: true, 99: undefined}
+		{"undefined in an unknown key", []byte{0xa3, 0x01, 0x18, 0x64, 0x02, 0x01, 0x03, 0xa2, 0x01, 0xf5, 0x18, 0x63, 0xf7}, false},
+		// body {1: true, 99: simple(16)}
+		{"simple value 16 in an unknown key", []byte{0xa3, 0x01, 0x18, 0x64, 0x02, 0x01, 0x03, 0xa2, 0x01, 0xf5, 0x18, 0x63, 0xf0}, false},
+		// envelope {1: 100, 2: 1, 3: {1: true}, 4: 7}
+		{"unknown envelope key", []byte{0xa4, 0x01, 0x18, 0x64, 0x02, 0x01, 0x03, 0xa1, 0x01, 0xf5, 0x04, 0x07}, false},
+		// body {1: true, "x": 1}
+		{"text body key", []byte{0xa3, 0x01, 0x18, 0x64, 0x02, 0x01, 0x03, 0xa2, 0x01, 0xf5, 0x61, 'x', 0x01}, true},
+		// body {1: true, 99: 1.5}
+		{"float in an unknown key", []byte{0xa3, 0x01, 0x18, 0x64, 0x02, 0x01, 0x03, 0xa2, 0x01, 0xf5, 0x18, 0x63, 0xf9, 0x3e, 0x00}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			peer, c := unixPair(t)
+			frame := append([]byte{0, 0, 0, byte(len(tc.payload))}, tc.payload...)
+			if _, err := peer.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			f, err := ReadMsg(c, 5*time.Second)
+			if err == nil {
+				var r Reply
+				err = DecodeBody(f, &r)
+				if err == nil && !r.OK {
+					t.Fatalf("reply decoded as %+v; want OK", r)
+				}
+			}
+			if tc.ok && err != nil {
+				t.Fatalf("ReadMsg = %v; want the frame accepted", err)
+			}
+			if !tc.ok && !errors.Is(err, ErrProtocol) {
+				t.Fatalf("ReadMsg = %v; want ErrProtocol", err)
+			}
+		})
+	}
+}

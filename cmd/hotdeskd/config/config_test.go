@@ -633,6 +633,9 @@ func TestSecureDefaults(t *testing.T) {
 		{"unguarded rdp", "compositor {\n  backend = \"rdp\"\n  insecure_unguarded_rdp = true\n}\n", "any local user can use any desktop"},
 		{"kiosk", "session {\n  auth = \"kiosk\"\n}\n", "without a login"},
 		{"no cap", "session {\n  max_sessions = 0\n}\n", "no cap"},
+		// run_as_user (default true) was silently ignored, and hotdeskd as
+		// root refused to start although -check said ok.
+		{"wayray ignores run_as_user", "compositor {\n  type = \"wayray\"\n  binary = \"/usr/bin/true\"\n}\n", "runs every desktop as hotdeskd's user"},
 	}
 	for _, tt := range warn {
 		t.Run(tt.name, func(t *testing.T) {

@@ -383,6 +383,9 @@ func (c *Config) Warnings() []string {
 	if len(e.Endpoints) > 0 && e.CAFile == "" {
 		w = append(w, "etcd has no ca_file: the cluster's certificates are checked against the system roots only")
 	}
+	if c.Compositor.Type == "wayray" && c.Compositor.RunAsUser {
+		w = append(w, "compositor.type = \"wayray\" runs every desktop as hotdeskd's user: run_as_user and the kiosk accounts do not apply (hotdeskd refuses to start as root unless insecure_allow_root)")
+	}
 	if !c.Compositor.RunAsUser {
 		if c.Compositor.InsecureAllowRoot {
 			w = append(w, "compositor.insecure_allow_root = true with run_as_user = false: desktops run as hotdeskd's user, root if it runs as root; every user gets a root shell")
