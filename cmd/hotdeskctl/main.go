@@ -170,7 +170,7 @@ warning on stderr naming them (see hotdeskctl sessions --help).`,
 	// the help and the man pages show it. $HOTDESK_ADMIN_SOCKET applies
 	// when the command runs (connect).
 	root.PersistentFlags().StringVar(&c.socket, "socket", defaultSocket, "admin socket of hotdeskd (if not given: $"+socketEnv+" if set, else this default)")
-	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on the whole command (not on events -f)")
+	root.PersistentFlags().DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on the whole command (not on events -f); a kill waits until the desktop is gone")
 	root.AddCommand(
 		sessionsCmd(c), sessionCmd(c), terminalsCmd(c), readersCmd(c), eventsCmd(c),
 		tokenCmd(c), lockoutCmd(c), serverCmd(c), readyCmd(c), versionCmd(), gendocsCmd(root),

@@ -174,8 +174,14 @@ func (a *adminBackend) action(ctx context.Context, op, id string) error {
 			}
 		}
 	}
+	budget := commandTimeout
+	if op == opKill {
+		// The owner answers once the desktop is gone: a compositor that
+		// ignores the stop request takes the stop grace, then SIGTERM's.
+		budget += 2 * a.d.cfg.Compositor.StopGrace
+	}
 	for _, srv := range targets {
-		cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+		cctx, cancel := context.WithTimeout(ctx, budget)
 		res, err := reg.SendCommand(cctx, srv, registry.Command{Op: op, Session: id, By: "admin@" + a.d.cfg.ServerID})
 		cancel()
 		if err != nil {

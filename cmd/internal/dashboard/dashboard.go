@@ -67,7 +67,7 @@ const (
 	loginTimeout        = 30 * time.Second
 	maxUserLen          = 256
 	maxPasswordLen      = 1024
-	backendCallTimeout  = 15 * time.Second
+	backendCallTimeout  = 30 * time.Second
 	sseKeepaliveEvery   = 20 * time.Second
 	recentEventsOnPage  = 50
 	maxEventsStreamLife = 12 * time.Hour
