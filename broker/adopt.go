@@ -22,7 +22,8 @@ const (
 // Adopt takes over desktops a previous broker process left running (the
 // backend's Adopt found and verified them): each becomes a suspended
 // session again, its token re-claimed in the registry, its suspend timer
-// restarted. A claim the previous process still holds for the same
+// counting from the suspension its previous claim recorded (from now if
+// none). A claim the previous process still holds for the same
 // session (its lease kept alive across a restart, or not yet expired after
 // a crash) is moved to this process's lease keeping its fence, so
 // terminals redirected before the restart are still welcome. A desktop whose token another server claimed meanwhile is
@@ -176,9 +177,21 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 	case cur.Session.ServerID != b.cfg.ServerID || cur.Session.ID != s.ID:
 		return cur, false, nil
 	}
-	// An administrator's lock outlives the restart.
+	// An administrator's lock outlives the restart, and so does the
+	// suspension's start: the suspend timeout counts from it, not from
+	// the restart (a broker restarted more often than the timeout would
+	// keep a suspended desktop for ever).
 	b.mu.Lock()
 	s.locked = cur.Session.Locked
+	if ms := cur.Session.SuspendedUnixMs; ms > 0 && cur.Session.State == Suspended.String() {
+		if at := time.UnixMilli(ms); at.Before(s.suspendedAt) {
+			s.suspendedAt = at
+			if s.timer != nil {
+				s.timer.Stop()
+			}
+			s.timer = b.clk.AfterFunc(max(b.cfg.SuspendTimeout-b.clk.Now().Sub(at), 0), func() { b.expire(s) })
+		}
+	}
 	b.mu.Unlock()
 	rc, ok := reg.(Reclaimer)
 	if !ok {

@@ -837,6 +837,9 @@ func (b *Broker) recordLocked(s *Session, t *terminal) registry.Session {
 	if t != nil {
 		r.Terminal = t.id
 	}
+	if s.state == Suspended && !s.suspendedAt.IsZero() {
+		r.SuspendedUnixMs = s.suspendedAt.UnixMilli()
+	}
 	return r
 }
 

@@ -851,3 +851,28 @@ func TestReconfirmAfterLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartKeepsSuspendDeadline: a suspended desktop's suspend timeout
+// counts from its suspension, across restarts of its broker; restarting
+// it used to start the timeout afresh, so a broker restarted more often
+// than the timeout kept suspended desktops for ever.
+func TestRestartKeepsSuspendDeadline(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	tok, _, sess := createAt(t, e, "sue")
+	e.waitSuspendedWritten(tok)
+	suspended := e.clk.Now()
+	if c := e.claim(t, tok); c.Session.SuspendedUnixMs != suspended.UnixMilli() {
+		t.Fatalf("record of the suspension: %+v; want suspended_unix_ms %d", c.Session, suspended.UnixMilli())
+	}
+	e.clk.Advance(20 * time.Hour) // of the 24 h suspend timeout
+	nb, _ := restartKeeping(t, e, nil)
+	adopted := nb.Sessions()
+	if len(adopted) != 1 || adopted[0].ID != sess || !adopted[0].ExpiresAt.Equal(suspended.Add(24*time.Hour)) {
+		t.Fatalf("adopted %+v; want %s expiring 24 h after its suspension (%v)", adopted, sess, suspended.Add(24*time.Hour))
+	}
+	e.clk.Advance(4*time.Hour + time.Second)
+	testutil.WaitFor(t, 20*time.Second, "the session to expire 24 h after its suspension", func() bool {
+		return len(nb.Sessions()) == 0
+	})
+}

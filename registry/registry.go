@@ -131,6 +131,9 @@ type Session struct {
 	Locked        bool   `json:"locked,omitempty"` // locked by an administrator: the next resume logs in
 	CreatedUnixMs int64  `json:"created_unix_ms"`
 	UpdatedUnixMs int64  `json:"updated_unix_ms"`
+	// SuspendedUnixMs is when a suspended session was suspended (its
+	// suspend timeout counts from it, across restarts of its broker).
+	SuspendedUnixMs int64 `json:"suspended_unix_ms,omitempty"`
 }
 
 // Claim is a session key as read from etcd.
