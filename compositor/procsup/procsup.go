@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 var (
@@ -219,4 +220,33 @@ func (l *FileLock) Unlock() error {
 		return fmt.Errorf("procsup: unlock: %w", uerr)
 	}
 	return nil
+}
+
+// LogTail returns the last n bytes of the log at path (a compositor's
+// output), made printable (invalid UTF-8 and control characters but
+// newlines and tabs become '?'), or "" if there is none: what a crash
+// report quotes before the session's directory, and the log with it, goes.
+func LogTail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(fi.Size()-n, 0)
+	b, err := io.ReadAll(io.NewSectionReader(f, off, n))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	s := strings.ToValidUTF8(string(b), "?")
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' || unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, s)
+	return strings.TrimSpace(s)
 }

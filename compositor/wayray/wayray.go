@@ -608,6 +608,10 @@ func (b *Backend) supervise(s *session, w *waiter) {
 			b.log.Warn("processes of the session outlived SIGKILL", "session_id", s.id, "pgid", s.pid)
 		}
 	}
+	var tail string
+	if !stopping {
+		tail = procsup.LogTail(filepath.Join(s.dir, "compositor.log"), logTailSize)
+	}
 	os.RemoveAll(s.dir)
 	close(s.gone)
 	if stopping {
@@ -619,13 +623,17 @@ func (b *Backend) supervise(s *session, w *waiter) {
 	if failErr != nil {
 		err = fmt.Errorf("%w (after: %v)", failErr, err)
 	}
-	b.log.Warn("compositor ended", "session_id", s.id, "pid", s.pid, "error", err)
+	b.log.Warn("compositor ended", "session_id", s.id, "pid", s.pid, "error", err, "log_tail", tail)
 	select {
 	case b.exits <- compositor.Exit{SessionID: s.id, PID: s.pid, Err: fmt.Errorf("wayray: %s: %w", s.id, err)}:
 	default:
 		b.log.Error("exit not reported: channel full", "session_id", s.id)
 	}
 }
+
+// logTailSize is how much of a crashed compositor's log its exit's log
+// line quotes.
+const logTailSize = 2 << 10
 
 // save writes the session's record for Adopt, atomically and durably.
 func (b *Backend) save(s *session) error {

@@ -85,6 +85,7 @@ func testCompositor(mode string) int {
 			switch f.Type {
 			case MsgSuspend:
 				if mode == "crash-on-suspend" {
+					fmt.Fprintln(os.Stderr, "test compositor: fatal: out of \x01 memory")
 					os.Exit(3)
 				}
 				rendering, clients = false, 0
@@ -189,8 +190,14 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+// TestCrashIsReported: a compositor that dies is reported on Exits, and
+// the log line of its end quotes the end of its output (made printable),
+// since its log goes with the session's directory.
 func TestCrashIsReported(t *testing.T) {
-	b := newTestBackend(t, "crash-on-suspend", shortDir(t))
+	var logs testutil.LockedBuffer
+	b := newTestBackend(t, "crash-on-suspend", shortDir(t), func(cfg *Config) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug})
+	})
 	ctx := context.Background()
 	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-c", User: "bob"})
 	if err != nil {
@@ -202,6 +209,9 @@ func TestCrashIsReported(t *testing.T) {
 	}
 	if ex := testutil.Recv(t, b.Exits(), 10*time.Second, "crash not reported"); ex.SessionID != "s-c" || ex.PID != info.PID {
 		t.Fatalf("exit = %+v; want s-c pid %d", ex, info.PID)
+	}
+	if !strings.Contains(logs.String(), `log_tail="test compositor: fatal: out of ? memory"`) {
+		t.Fatalf("the end of the compositor's output is not in the log:\n%s", logs.String())
 	}
 }
 

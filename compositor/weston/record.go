@@ -7,10 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
-	"unicode"
 
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
 )
 
@@ -84,33 +83,7 @@ func readRecord(dir, wantID string) (record, error) {
 
 // logTail returns the last logTailSize bytes of the log at path, made
 // printable, or "" if there is none.
-func logTail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := fi.Size() - logTailSize
-	if off < 0 {
-		off = 0
-	}
-	b, err := io.ReadAll(io.NewSectionReader(f, off, logTailSize))
-	if err != nil && !errors.Is(err, io.EOF) {
-		return ""
-	}
-	s := strings.ToValidUTF8(string(b), "?")
-	s = strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' || unicode.IsPrint(r) {
-			return r
-		}
-		return '?'
-	}, s)
-	return strings.TrimSpace(s)
-}
+func logTail(path string) string { return procsup.LogTail(path, logTailSize) }
 
 // rotateLog keeps the log at path under max bytes: when it is larger, its
 // last max bytes are copied to path+".1" and path is truncated to zero.
