@@ -90,19 +90,7 @@ func init() {
 	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
 		panic("proto: cbor enc mode: " + err.Error())
 	}
-	// Only false, true and null are accepted simple values.
-	var reject []func(*cbor.SimpleValueRegistry) error
-	for sv := 0; sv <= 255; sv++ {
-		if sv <= 19 || sv == 23 || sv >= 32 {
-			reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
-		}
-	}
-	simple, err := cbor.NewSimpleValueRegistryFromDefaults(reject...)
-	if err != nil {
-		panic("proto: cbor simple values: " + err.Error())
-	}
 	opts := StrictDecOptions(maxNestedLevels, maxArrayElements, maxMapPairs)
-	opts.SimpleValues = simple
 	if bodyMode, err = opts.DecMode(); err != nil {
 		panic("proto: cbor dec mode: " + err.Error())
 	}
@@ -116,11 +104,13 @@ func init() {
 // protocol and hotdesk's other framed protocols (the PAM helper's, the
 // compositor control protocol) share: no duplicate map keys, indefinite
 // lengths or tags; valid UTF-8 only; byte strings never decoded into
-// strings; field names matched exactly; nesting, array elements and map
-// pairs bounded by the given limits. Callers add their own rules (unknown
-// fields, simple values) to the returned options.
+// strings; field names matched exactly; of the simple values only false,
+// true and null; nesting, array elements and map pairs bounded by the given
+// limits. Callers add their own rules (unknown fields) to the returned
+// options.
 func StrictDecOptions(maxNested, maxArray, maxMap int) cbor.DecOptions {
 	return cbor.DecOptions{
+		SimpleValues:       strictSimpleValues,
 		DupMapKey:          cbor.DupMapKeyEnforcedAPF,
 		IndefLength:        cbor.IndefLengthForbidden,
 		TagsMd:             cbor.TagsForbidden,
@@ -132,6 +122,22 @@ func StrictDecOptions(maxNested, maxArray, maxMap int) cbor.DecOptions {
 		ByteStringToString: cbor.ByteStringToStringForbidden,
 	}
 }
+
+// strictSimpleValues accepts false, true and null, and no other simple
+// value (undefined, the unassigned ones).
+var strictSimpleValues = func() *cbor.SimpleValueRegistry {
+	var reject []func(*cbor.SimpleValueRegistry) error
+	for sv := 0; sv <= 255; sv++ {
+		if sv <= 19 || sv == 23 || sv >= 32 {
+			reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
+		}
+	}
+	simple, err := cbor.NewSimpleValueRegistryFromDefaults(reject...)
+	if err != nil {
+		panic("proto: cbor simple values: " + err.Error())
+	}
+	return simple
+}()
 
 // envelopeOut is the encoded form of a message.
 type envelopeOut struct {

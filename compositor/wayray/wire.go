@@ -97,18 +97,7 @@ const (
 // are ignored. frameMode decodes the envelope, where an unknown key is an
 // error as in the terminal protocol.
 var decMode, frameMode = func() (cbor.DecMode, cbor.DecMode) {
-	var reject []func(*cbor.SimpleValueRegistry) error
-	for sv := 0; sv <= 255; sv++ {
-		if sv <= 19 || sv == 23 || sv >= 32 {
-			reject = append(reject, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
-		}
-	}
-	simple, err := cbor.NewSimpleValueRegistryFromDefaults(reject...)
-	if err != nil {
-		panic("wayray: cbor simple values: " + err.Error())
-	}
 	opts := proto.StrictDecOptions(maxNested, maxArray, maxMapPairs)
-	opts.SimpleValues = simple
 	body, err := opts.DecMode()
 	if err != nil {
 		panic("wayray: cbor dec mode: " + err.Error())
