@@ -175,6 +175,18 @@ func TestQuickRun(t *testing.T) {
 	}
 }
 
+// TestStormRun: the storm scenario's 200 terminals all dial from the
+// loopback address at once, more than a broker's default per-source and
+// unauthenticated caps admit; the bench's brokers lift those (a site's
+// terminals come from many addresses), and every hot-desk succeeds.
+func TestStormRun(t *testing.T) {
+	t.Parallel()
+	r, raw := runScenario(t, 3*time.Minute, "storm", "", "-quick", "-terminals", "200", "-n", "200", "-baseline", "20")
+	if r.Errors != 0 || r.N != 200 || raw["terminals"] != float64(200) {
+		t.Fatalf("storm row %+v (terminals %v); want 200 operations by 200 terminals, no error", r, raw["terminals"])
+	}
+}
+
 // TestCardScenario runs the card scenario against a real private pcscd with
 // the vpcd virtual readers: the reader's part and the broker's part come
 // out separately. Without pcscd it fails when CI=true and skips otherwise.

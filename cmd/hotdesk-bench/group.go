@@ -64,6 +64,10 @@ type node struct {
 	suspended atomic.Int64
 }
 
+// benchConns bounds the connections of one broker of the bench: every
+// simulated terminal dials from the loopback address.
+const benchConns = 1 << 16
+
 func newClient(eps []string) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -182,8 +186,10 @@ func startNodeWith(ctx context.Context, cfg groupConfig, id, endpoint string, o 
 		KeepSessionsOnShutdown: !o.attach,
 		AttachAddr:             n.attach,
 		// The simulated terminals hot-desk one connection as fast as it
-		// goes (hundreds a second), which a real terminal never does.
-		Limits: broker.Limits{TokenEventsPerSecond: -1},
+		// goes (hundreds a second), which a real terminal never does, and
+		// all of them connect from one address (storm: hundreds at once).
+		Limits: broker.Limits{TokenEventsPerSecond: -1, MaxConnections: benchConns, MaxConnectionsPerSource: benchConns,
+			MaxUnauthenticated: benchConns, MaxUnauthenticatedPerSource: benchConns},
 	})
 	if err != nil {
 		return fail(err)
