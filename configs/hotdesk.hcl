@@ -288,7 +288,9 @@ pairing {
 limits {
   # Connections per listener (terminal listener and attach gateway), in
   # all and per source IP address; beyond, new connections are closed at
-  # once.
+  # once. Each terminal holds one to the terminal listener and one to the
+  # gateway while it shows a desktop: terminals behind a NAT share its
+  # address, so raise max_connections_per_source above their number.
   max_connections            = 1024
   max_connections_per_source = 64
 
