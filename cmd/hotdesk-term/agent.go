@@ -314,6 +314,9 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 				return nil
 			}
 			a.command(cmd)
+			if cmd.done != nil {
+				close(cmd.done)
+			}
 		case ev, ok := <-events:
 			if !ok {
 				return ctx.Err()
@@ -365,6 +368,17 @@ func (a *agent) readCommands(ctx context.Context, lines <-chan string) {
 			err = a.prov.Insert(c.arg)
 		case opRemove:
 			err = a.prov.Remove(c.arg)
+		case opStatus:
+			c.done = make(chan struct{})
+			if !toLoop(c) {
+				return false
+			}
+			select {
+			case <-c.done:
+				return true
+			case <-ctx.Done():
+				return false
+			}
 		default:
 			return toLoop(c)
 		}

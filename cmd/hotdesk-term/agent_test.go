@@ -896,3 +896,25 @@ func TestReconnectNowBounded(t *testing.T) {
 		t.Fatal("no early reconnect a MinBackoff after the last dial")
 	}
 }
+
+// TestStatusInInputOrder: "status" reports the tokens inserted when it was
+// read, not after the commands that follow it on stdin. insert and remove
+// act on the provider as soon as they are read while status waits for the
+// loop, so "status" then "remove" reported the token gone (found running
+// the README's by-hand steps with a script on stdin).
+func TestStatusInInputOrder(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, "broker-a", time.Minute)
+	ta, p := startInserted(t, a)
+	for i := range 20 {
+		ta.command(t, "status")
+		ta.command(t, "remove default")
+		p.removed(ta.key.Token)
+		st := ta.out.wait("status")
+		if ins, _ := st["inserted"].([]any); len(ins) != 1 || ins[0] != ta.key.Token {
+			t.Fatalf("round %d: status inserted = %v; want [%s] (the remove came after the status)", i, st["inserted"], ta.key.Token)
+		}
+		ta.command(t, "insert default")
+		p.inserted(ta.key.Token)
+	}
+}

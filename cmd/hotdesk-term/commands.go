@@ -30,6 +30,11 @@ type command struct {
 	// with no prompt waiting (it ended meanwhile) it is dropped, not kept
 	// for the next prompt (which may be the next person's).
 	onScreen bool
+	// done, if not nil, is closed by the loop once it has handled the
+	// command: readCommands waits for a status so that the insertions and
+	// removals of the lines after it (which act on the provider at once)
+	// come after what it reports.
+	done chan struct{}
 }
 
 // maxCommandLen bounds a command line, in bytes.
