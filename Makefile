@@ -109,7 +109,7 @@ NFPM    := $(BUILD)/tools/nfpm
 REL_FLAGS := -buildmode=pie -trimpath -ldflags "-s -w -linkmode=external $(LDFLAGS)"
 stage: export CGO_CFLAGS = -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 stage: export CGO_LDFLAGS = -Wl,-z,relro,-z,now
-PAM_PIN := $(firstword $(wildcard configs/pam.d/hotdesk-pin) packaging/pam.d/hotdesk-pin)
+PAM_PIN := configs/pam.d/hotdesk-pin
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 
 $(NFPM):
