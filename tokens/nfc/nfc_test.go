@@ -263,6 +263,21 @@ func TestParseResponses(t *testing.T) {
 		{"select empty", nfc.ParseSelectResponse(unhex(t, "9000"))},
 		{"id type", func() error { _, err := nfc.ParseIDResponse(append([]byte("uid.0102"), 0x90, 0)); return err }()},
 		{"id syntax", func() error { _, err := nfc.ParseIDResponse(append([]byte("hce.a/b"), 0x90, 0)); return err }()},
+		// HCE.md §1, §3.1: the id is "hce." and 32 base32 characters (36
+		// bytes); any other hce id is a card error, never a token event.
+		{"id short", func() error { _, err := nfc.ParseIDResponse(append([]byte("hce.aaaa"), 0x90, 0)); return err }()},
+		{"id long", func() error {
+			_, err := nfc.ParseIDResponse(append([]byte("hce.kzdvvj2umnduyauf35o36k6kw462mujvx"), 0x90, 0))
+			return err
+		}()},
+		{"id alphabet", func() error {
+			_, err := nfc.ParseIDResponse(append([]byte("hce.kzdvvj2umnduyauf35o36k6kw462muj1"), 0x90, 0))
+			return err
+		}()},
+		{"id case", func() error {
+			_, err := nfc.ParseIDResponse(append([]byte("hce.KZDVVJ2UMNDUYAUF35O36K6KW462MUJV"), 0x90, 0))
+			return err
+		}()},
 		{"pubkey size", func() error { _, err := nfc.ParsePublicKeyResponse(append(make([]byte, 31), 0x90, 0)); return err }()},
 		{"sig size", func() error { _, err := nfc.ParseSignResponse(append(make([]byte, 63), 0x90, 0)); return err }()},
 		{"chain data", nfc.ParseChainResponse(unhex(t, "019000"))},
