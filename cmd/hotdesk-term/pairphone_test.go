@@ -24,6 +24,8 @@ type fakeCards struct {
 	watched chan struct{} // closed at the first Watch
 	once    sync.Once
 	keys    map[string]ed25519.PublicKey
+	// sign, if set, is what Sign does (the phone's side of SIGN).
+	sign func(ctx context.Context, token string, msg []byte) ([]byte, error)
 }
 
 func newFakeCards() *fakeCards {
@@ -79,7 +81,13 @@ func (f *fakeCards) insertCard(t *testing.T, tok, reader string) {
 	f.out <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: reader, At: time.Now()}
 }
 
-func (f *fakeCards) Sign(context.Context, string, []byte) ([]byte, error) {
+func (f *fakeCards) Sign(ctx context.Context, token string, msg []byte) ([]byte, error) {
+	f.mu.Lock()
+	sign := f.sign
+	f.mu.Unlock()
+	if sign != nil {
+		return sign(ctx, token, msg)
+	}
 	return nil, errors.New("fake cards: no signing")
 }
 
@@ -278,3 +286,54 @@ type screenFunc func(greeter.State)
 
 func (f screenFunc) Show(s greeter.State) { f(s) }
 func (screenFunc) Close()                 {}
+
+// TestAgentPhoneSignKeepsConnection: while a phone signs a challenge (a few
+// APDUs; a phone that stops answering mid-chain holds the exchange until
+// the agent's timeout) the agent still answers the broker. It signed in its
+// loop: a stalled phone left the broker's pings unanswered and the broker
+// closed the connection for its read timeout (found with a virtual HCE
+// phone written from proto/HCE.md). The proof, once the phone answers,
+// goes to the connection the challenge came on.
+func TestAgentPhoneSignKeepsConnection(t *testing.T) {
+	t.Parallel()
+	_, fc, _, p := startCardAgent(t, nil)
+	signing := make(chan []byte, 1)
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	sig := make([]byte, ed25519.SignatureSize)
+	sig[0] = 0x5a
+	fc.mu.Lock()
+	fc.sign = func(ctx context.Context, _ string, msg []byte) ([]byte, error) {
+		defer close(returned)
+		signing <- msg
+		select {
+		case <-release:
+			return sig, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	fc.mu.Unlock()
+	tok, _ := fc.insertPhone(t)
+	if ins := expect[proto.TokenInserted](p); ins.Token != tok {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, tok)
+	}
+	chNonce := nonce(t)
+	p.send(&proto.Challenge{ID: 9, Token: tok, Nonce: chNonce, ServerID: "broker-a"})
+	select {
+	case <-signing:
+	case <-time.After(waitBound):
+		t.Fatal("the agent did not ask the phone to sign")
+	}
+	p.ping(1)
+	select {
+	case <-returned:
+		t.Fatal("the agent answered the ping only after the phone's Sign had given up")
+	default:
+	}
+	close(release)
+	proof := expect[proto.Proof](p)
+	if proof.ID != 9 || proof.Token != tok || string(proof.Signature) != string(sig) {
+		t.Fatalf("Proof = %+v; want ID 9, token %s and the phone's signature", proof, tok)
+	}
+}
