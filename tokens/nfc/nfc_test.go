@@ -302,4 +302,21 @@ func TestVector(t *testing.T) {
 	if want := unhex(t, "6863652e6b7a6476766a32756d6e64757961756633356f33366b366b773436326d756a76 9000"); !bytes.Equal(got, want) {
 		t.Fatalf("GET-ID = %x; want %x", got, want)
 	}
+	// The challenge of PROTOCOL.md §8.3 for the hce token: one SIGN block.
+	msg, err := soft.ChallengeMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), ph.TokenID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := nfc.SignCommands(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg) != 140 || len(cmds) != 1 || !bytes.HasPrefix(cmds[0], unhex(t, "8014 0000 8c")) || cmds[0][len(cmds[0])-1] != 0 {
+		t.Fatalf("message of %d bytes, SIGN commands %x; want 140 bytes in one 80 14 00 00 8C … 00", len(msg), cmds)
+	}
+	got = ph.HandleAPDU(cmds[0])
+	if want := unhex(t, "61448120295028e315628612af9224af60034648d684a8cbfb84294cffc2670d"+
+		"780b9e564c19abf6d0793425313701cfc3756a9614c752cc4603dd6306a9e70f 9000"); !bytes.Equal(got, want) {
+		t.Fatalf("SIGN = %x; want %x", got, want)
+	}
 }
