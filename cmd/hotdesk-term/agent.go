@@ -641,10 +641,11 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 // signed is a challenge's signature (or why there is none) for the link
 // the challenge came on.
 type signed struct {
-	l   *link
-	ch  *proto.Challenge
-	sig []byte
-	err error
+	l     *link
+	ch    *proto.Challenge
+	sig   []byte
+	err   error
+	phone bool // signed by a phone at a reader (Cards), not the keystore
 }
 
 // challenge proves possession of a token key.
@@ -666,7 +667,7 @@ func (a *agent) challenge(ctx context.Context, l *link, ch *proto.Challenge) {
 			sig, err := a.cfg.Cards.Sign(sctx, ch.Token, msg)
 			cancel()
 			select {
-			case a.signed <- signed{l: l, ch: ch, sig: sig, err: err}:
+			case a.signed <- signed{l: l, ch: ch, sig: sig, err: err, phone: true}:
 			case <-a.stopped:
 			}
 		}()
@@ -679,7 +680,16 @@ func (a *agent) challenge(ctx context.Context, l *link, ch *proto.Challenge) {
 // proof answers a challenge with its signature, on the link it came on
 // only: a proof is bound to its connection's Welcome nonce.
 func (a *agent) proof(s signed) {
-	if s.err != nil {
+	switch {
+	case s.err != nil && s.phone:
+		// The phone is there but did not sign (it refused, answered
+		// garbage or stopped answering): a card error, as one at
+		// identification, not a missing key.
+		a.log.Warn("phone did not sign the challenge", "token", s.ch.Token, "error", s.err)
+		a.out.emit(cardEventOf(tokens.Event{Kind: tokens.Error, Token: s.ch.Token, Reader: a.cards[s.ch.Token],
+			Err: fmt.Errorf("signing the challenge for %s: %w", s.ch.Token, s.err)}))
+		return
+	case s.err != nil:
 		a.log.Warn("cannot answer challenge", "token", s.ch.Token, "error", s.err)
 		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s: %v", s.ch.Token, s.err)))
 		return

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -336,4 +337,33 @@ func TestAgentPhoneSignKeepsConnection(t *testing.T) {
 	if proof.ID != 9 || proof.Token != tok || string(proof.Signature) != string(sig) {
 		t.Fatalf("Proof = %+v; want ID 9, token %s and the phone's signature", proof, tok)
 	}
+}
+
+// TestAgentPhoneSignErrorIsCardError: a phone in the field that does not
+// sign the challenge (it declines, 69 82; answers garbage; stops answering)
+// is reported as a card error at its reader, as one at identification (the
+// greeter says the card could not be read), not as "no key for token", and
+// no Proof is sent. It was reported as no_key, which the greeter ignores:
+// the person saw "Checking your card…" until the broker gave up.
+func TestAgentPhoneSignErrorIsCardError(t *testing.T) {
+	t.Parallel()
+	_, fc, ta, p := startCardAgent(t, nil)
+	fc.mu.Lock()
+	fc.sign = func(context.Context, string, []byte) ([]byte, error) {
+		return nil, &nfc.StatusError{Op: "sign", SW: nfc.SWSecurityNotSatisfied}
+	}
+	fc.mu.Unlock()
+	tok, _ := fc.insertPhone(t)
+	if ins := expect[proto.TokenInserted](p); ins.Token != tok {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, tok)
+	}
+	if ev := ta.out.wait("card"); ev["kind"] != "inserted" {
+		t.Fatalf("card event = %v; want the insertion first", ev)
+	}
+	p.send(&proto.Challenge{ID: 11, Token: tok, Nonce: nonce(t), ServerID: "broker-a"})
+	ev := ta.out.wait("card")
+	if ev["kind"] != "error" || ev["reader"] != "r0" || !strings.Contains(fmt.Sprint(ev["error"]), "6982") {
+		t.Errorf("card event = %v; want a card error at r0 with the phone's status", ev)
+	}
+	p.ping(1) // and no Proof
 }
