@@ -110,6 +110,7 @@ type agent struct {
 	// Channels into the loop.
 	ctrl   chan command // answer, status, quit
 	inbox  chan inMsg   // messages read from a link
+	signed chan signed  // phones' signatures of challenges (challenge)
 	ticks  chan *link   // ping timer fired
 	dialed chan dialResult
 	retry  chan struct{} // reconnect timer fired
@@ -226,6 +227,7 @@ func newAgent(cfg Config) (*agent, error) {
 		diverted:  make(map[string]bool),
 		ctrl:      make(chan command),
 		inbox:     make(chan inMsg, inboxSize),
+		signed:    make(chan signed),
 		ticks:     make(chan *link),
 		dialed:    make(chan dialResult),
 		retry:     make(chan struct{}, 1),
@@ -332,6 +334,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			a.waitPhones(ch)
 		case m := <-a.inbox:
 			a.message(ctx, m)
+		case s := <-a.signed:
+			a.proof(s)
 		case l := <-a.ticks:
 			a.ping(ctx, l)
 		case r := <-a.dialed:
@@ -592,7 +596,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	}
 	switch m := in.m.Body.(type) {
 	case *proto.Challenge:
-		a.challenge(l, m)
+		a.challenge(ctx, l, m)
 	case *proto.AuthPrompt:
 		a.out.emit(a.withPromptFor(promptEvent(m), m.Token))
 		if m.Style != proto.PromptEchoOff && m.Style != proto.PromptEchoOn {
@@ -648,29 +652,67 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	}
 }
 
+// signed is a challenge's signature (or why there is none) for the link
+// the challenge came on.
+type signed struct {
+	l     *link
+	ch    *proto.Challenge
+	sig   []byte
+	err   error
+	phone bool // signed by a phone at a reader (Cards), not the keystore
+}
+
 // challenge proves possession of a token key.
-func (a *agent) challenge(l *link, ch *proto.Challenge) {
+func (a *agent) challenge(ctx context.Context, l *link, ch *proto.Challenge) {
 	a.out.emit(challengeEvent(ch.Token))
 	msg, err := soft.ChallengeMessage(a.cfg.TerminalID, l.welcome.ServerID, l.welcome.Nonce, ch.Nonce, ch.Token)
 	if err != nil {
 		a.out.emit(errorEvent(0, errNoKey, err.Error()))
 		return
 	}
-	var sig []byte
 	if strings.HasPrefix(ch.Token, "hce.") && a.cfg.Cards != nil {
-		// A phone signs over NFC while it is in the field.
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
-		sig, err = a.cfg.Cards.Sign(ctx, ch.Token, msg)
-		cancel()
-	} else {
-		sig, err = a.cfg.Keystore.Sign(ch.Token, msg)
-	}
-	if err != nil {
-		a.log.Warn("cannot answer challenge", "token", ch.Token, "error", err)
-		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s: %v", ch.Token, err)))
+		// A phone signs over NFC while it is in the field: several APDUs,
+		// and a phone that stops answering holds the exchange up to
+		// Timeout. It runs outside the loop, which meanwhile answers the
+		// broker's pings (a loop blocked in it lost the connection to the
+		// broker's read timeout) and everything else.
+		go func() {
+			sctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+			sig, err := a.cfg.Cards.Sign(sctx, ch.Token, msg)
+			cancel()
+			select {
+			case a.signed <- signed{l: l, ch: ch, sig: sig, err: err, phone: true}:
+			case <-a.stopped:
+			}
+		}()
 		return
 	}
-	a.send(&proto.Proof{ID: ch.ID, Token: ch.Token, Signature: sig})
+	sig, err := a.cfg.Keystore.Sign(ch.Token, msg)
+	a.proof(signed{l: l, ch: ch, sig: sig, err: err})
+}
+
+// proof answers a challenge with its signature, on the link it came on
+// only: a proof is bound to its connection's Welcome nonce.
+func (a *agent) proof(s signed) {
+	switch {
+	case s.err != nil && s.phone:
+		// The phone is there but did not sign (it refused, answered
+		// garbage or stopped answering): a card error, as one at
+		// identification, not a missing key.
+		a.log.Warn("phone did not sign the challenge", "token", s.ch.Token, "error", s.err)
+		a.out.emit(cardEventOf(tokens.Event{Kind: tokens.Error, Token: s.ch.Token, Reader: a.cards[s.ch.Token],
+			Err: fmt.Errorf("signing the challenge for %s: %w", s.ch.Token, s.err)}))
+		return
+	case s.err != nil:
+		a.log.Warn("cannot answer challenge", "token", s.ch.Token, "error", s.err)
+		a.out.emit(errorEvent(0, errNoKey, fmt.Sprintf("no key for token %s: %v", s.ch.Token, s.err)))
+		return
+	}
+	if s.l != a.conn {
+		a.log.Debug("challenge signed after its connection ended", "token", s.ch.Token)
+		return
+	}
+	a.send(&proto.Proof{ID: s.ch.ID, Token: s.ch.Token, Signature: s.sig})
 }
 
 // redirect follows a Redirect: close this connection and connect to the

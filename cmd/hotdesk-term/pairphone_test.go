@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,8 @@ type fakeCards struct {
 	watched chan struct{} // closed at the first Watch
 	once    sync.Once
 	keys    map[string]ed25519.PublicKey
+	// sign, if set, is what Sign does (the phone's side of SIGN).
+	sign func(ctx context.Context, token string, msg []byte) ([]byte, error)
 }
 
 func newFakeCards() *fakeCards {
@@ -79,7 +82,13 @@ func (f *fakeCards) insertCard(t *testing.T, tok, reader string) {
 	f.out <- tokens.Event{Kind: tokens.Inserted, Token: tok, Reader: reader, At: time.Now()}
 }
 
-func (f *fakeCards) Sign(context.Context, string, []byte) ([]byte, error) {
+func (f *fakeCards) Sign(ctx context.Context, token string, msg []byte) ([]byte, error) {
+	f.mu.Lock()
+	sign := f.sign
+	f.mu.Unlock()
+	if sign != nil {
+		return sign(ctx, token, msg)
+	}
 	return nil, errors.New("fake cards: no signing")
 }
 
@@ -278,3 +287,83 @@ type screenFunc func(greeter.State)
 
 func (f screenFunc) Show(s greeter.State) { f(s) }
 func (screenFunc) Close()                 {}
+
+// TestAgentPhoneSignKeepsConnection: while a phone signs a challenge (a few
+// APDUs; a phone that stops answering mid-chain holds the exchange until
+// the agent's timeout) the agent still answers the broker. It signed in its
+// loop: a stalled phone left the broker's pings unanswered and the broker
+// closed the connection for its read timeout (found with a virtual HCE
+// phone written from proto/HCE.md). The proof, once the phone answers,
+// goes to the connection the challenge came on.
+func TestAgentPhoneSignKeepsConnection(t *testing.T) {
+	t.Parallel()
+	_, fc, _, p := startCardAgent(t, nil)
+	signing := make(chan []byte, 1)
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	sig := make([]byte, ed25519.SignatureSize)
+	sig[0] = 0x5a
+	fc.mu.Lock()
+	fc.sign = func(ctx context.Context, _ string, msg []byte) ([]byte, error) {
+		defer close(returned)
+		signing <- msg
+		select {
+		case <-release:
+			return sig, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	fc.mu.Unlock()
+	tok, _ := fc.insertPhone(t)
+	if ins := expect[proto.TokenInserted](p); ins.Token != tok {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, tok)
+	}
+	chNonce := nonce(t)
+	p.send(&proto.Challenge{ID: 9, Token: tok, Nonce: chNonce, ServerID: "broker-a"})
+	select {
+	case <-signing:
+	case <-time.After(waitBound):
+		t.Fatal("the agent did not ask the phone to sign")
+	}
+	p.ping(1)
+	select {
+	case <-returned:
+		t.Fatal("the agent answered the ping only after the phone's Sign had given up")
+	default:
+	}
+	close(release)
+	proof := expect[proto.Proof](p)
+	if proof.ID != 9 || proof.Token != tok || string(proof.Signature) != string(sig) {
+		t.Fatalf("Proof = %+v; want ID 9, token %s and the phone's signature", proof, tok)
+	}
+}
+
+// TestAgentPhoneSignErrorIsCardError: a phone in the field that does not
+// sign the challenge (it declines, 69 82; answers garbage; stops answering)
+// is reported as a card error at its reader, as one at identification (the
+// greeter says the card could not be read), not as "no key for token", and
+// no Proof is sent. It was reported as no_key, which the greeter ignores:
+// the person saw "Checking your card…" until the broker gave up.
+func TestAgentPhoneSignErrorIsCardError(t *testing.T) {
+	t.Parallel()
+	_, fc, ta, p := startCardAgent(t, nil)
+	fc.mu.Lock()
+	fc.sign = func(context.Context, string, []byte) ([]byte, error) {
+		return nil, &nfc.StatusError{Op: "sign", SW: nfc.SWSecurityNotSatisfied}
+	}
+	fc.mu.Unlock()
+	tok, _ := fc.insertPhone(t)
+	if ins := expect[proto.TokenInserted](p); ins.Token != tok {
+		t.Fatalf("TokenInserted = %+v; want %s", ins, tok)
+	}
+	if ev := ta.out.wait("card"); ev["kind"] != "inserted" {
+		t.Fatalf("card event = %v; want the insertion first", ev)
+	}
+	p.send(&proto.Challenge{ID: 11, Token: tok, Nonce: nonce(t), ServerID: "broker-a"})
+	ev := ta.out.wait("card")
+	if ev["kind"] != "error" || ev["reader"] != "r0" || !strings.Contains(fmt.Sprint(ev["error"]), "6982") {
+		t.Errorf("card event = %v; want a card error at r0 with the phone's status", ev)
+	}
+	p.ping(1) // and no Proof
+}

@@ -153,22 +153,34 @@ func ParseSelectResponse(b []byte) error {
 }
 
 // ParseIDResponse returns the token id of a GET-ID response: a valid typed
-// id of type "hce" (tokens.ParseID).
+// id of type "hce" (tokens.ParseID) in the form HCETokenID gives, "hce." and
+// 32 characters of the lower-case base32 alphabet (36 bytes). Any other id is
+// ErrMalformed: a phone cannot make the terminal report a token id that no
+// key can have (HCE.md §3.1).
 func ParseIDResponse(b []byte) (string, error) {
 	data, err := okData("get id", b)
 	if err != nil {
 		return "", err
 	}
 	id := string(data)
-	typ, _, err := tokens.ParseID(id)
+	typ, rest, err := tokens.ParseID(id)
 	if err != nil {
 		return "", fmt.Errorf("nfc: get id: %w: %w", ErrMalformed, err)
 	}
 	if typ != KindHCE {
 		return "", fmt.Errorf("nfc: get id: %w: token type %q, want %q", ErrMalformed, typ, KindHCE)
 	}
+	if len(rest) != hceIDChars || strings.Trim(rest, base32Lower) != "" {
+		return "", fmt.Errorf("nfc: get id: %w: %q is not \"hce.\" and %d lower-case base32 characters", ErrMalformed, id, hceIDChars)
+	}
 	return id, nil
 }
+
+// hceIDChars is the length of an hce id after "hce.": 20 bytes in base32.
+const hceIDChars = 32
+
+// base32Lower is the RFC 4648 base32 alphabet in lower case.
+const base32Lower = "abcdefghijklmnopqrstuvwxyz234567"
 
 // ParsePublicKeyResponse returns the 32-byte Ed25519 public key of a
 // GET-PUBKEY response.

@@ -263,6 +263,21 @@ func TestParseResponses(t *testing.T) {
 		{"select empty", nfc.ParseSelectResponse(unhex(t, "9000"))},
 		{"id type", func() error { _, err := nfc.ParseIDResponse(append([]byte("uid.0102"), 0x90, 0)); return err }()},
 		{"id syntax", func() error { _, err := nfc.ParseIDResponse(append([]byte("hce.a/b"), 0x90, 0)); return err }()},
+		// HCE.md §1, §3.1: the id is "hce." and 32 base32 characters (36
+		// bytes); any other hce id is a card error, never a token event.
+		{"id short", func() error { _, err := nfc.ParseIDResponse(append([]byte("hce.aaaa"), 0x90, 0)); return err }()},
+		{"id long", func() error {
+			_, err := nfc.ParseIDResponse(append([]byte("hce.kzdvvj2umnduyauf35o36k6kw462mujvx"), 0x90, 0))
+			return err
+		}()},
+		{"id alphabet", func() error {
+			_, err := nfc.ParseIDResponse(append([]byte("hce.kzdvvj2umnduyauf35o36k6kw462muj1"), 0x90, 0))
+			return err
+		}()},
+		{"id case", func() error {
+			_, err := nfc.ParseIDResponse(append([]byte("hce.KZDVVJ2UMNDUYAUF35O36K6KW462MUJV"), 0x90, 0))
+			return err
+		}()},
 		{"pubkey size", func() error { _, err := nfc.ParsePublicKeyResponse(append(make([]byte, 31), 0x90, 0)); return err }()},
 		{"sig size", func() error { _, err := nfc.ParseSignResponse(append(make([]byte, 63), 0x90, 0)); return err }()},
 		{"chain data", nfc.ParseChainResponse(unhex(t, "019000"))},
@@ -286,5 +301,22 @@ func TestVector(t *testing.T) {
 	got := ph.HandleAPDU(nfc.GetIDCommand())
 	if want := unhex(t, "6863652e6b7a6476766a32756d6e64757961756633356f33366b366b773436326d756a76 9000"); !bytes.Equal(got, want) {
 		t.Fatalf("GET-ID = %x; want %x", got, want)
+	}
+	// The challenge of PROTOCOL.md §8.3 for the hce token: one SIGN block.
+	msg, err := soft.ChallengeMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), ph.TokenID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := nfc.SignCommands(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg) != 140 || len(cmds) != 1 || !bytes.HasPrefix(cmds[0], unhex(t, "8014 0000 8c")) || cmds[0][len(cmds[0])-1] != 0 {
+		t.Fatalf("message of %d bytes, SIGN commands %x; want 140 bytes in one 80 14 00 00 8C … 00", len(msg), cmds)
+	}
+	got = ph.HandleAPDU(cmds[0])
+	if want := unhex(t, "61448120295028e315628612af9224af60034648d684a8cbfb84294cffc2670d"+
+		"780b9e564c19abf6d0793425313701cfc3756a9614c752cc4603dd6306a9e70f 9000"); !bytes.Equal(got, want) {
+		t.Fatalf("SIGN = %x; want %x", got, want)
 	}
 }
