@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -315,7 +316,7 @@ func (b *Backend) hello(ctx context.Context, s *session, c net.Conn, exited, exp
 		c.Close()
 		return fmt.Errorf("%w: %w: hello without an endpoint", ErrStartFailed, ErrProtocol)
 	}
-	if h.Endpoint != "" && !ValidEndpoint(h.Endpoint) {
+	if h.Endpoint != "" && !s.validEndpoint(h.Endpoint) {
 		c.Close()
 		return fmt.Errorf("%w: %w: hello endpoint %q unusable", ErrStartFailed, ErrProtocol, h.Endpoint)
 	}
@@ -429,7 +430,7 @@ func (b *Backend) Resume(ctx context.Context, id string) (compositor.Info, error
 	if err != nil {
 		return compositor.Info{}, err
 	}
-	if r.Endpoint != "" && !ValidEndpoint(r.Endpoint) {
+	if r.Endpoint != "" && !s.validEndpoint(r.Endpoint) {
 		err := fmt.Errorf("%w: resume endpoint %q unusable", ErrProtocol, r.Endpoint)
 		b.fail(s, err)
 		return compositor.Info{}, fmt.Errorf("wayray: %s: %w", s.id, err)
@@ -629,6 +630,22 @@ func (b *Backend) supervise(s *session, w *waiter) {
 	default:
 		b.log.Error("exit not reported: channel full", "session_id", s.id)
 	}
+}
+
+// validEndpoint is ValidEndpoint for s's compositor: a wayland: socket
+// must be inside the session's directory too, so that the gateway, which
+// dials it as hotdeskd's user, never splices a terminal to another socket
+// of the host (the admin socket, another session's).
+func (s *session) validEndpoint(ep string) bool {
+	if !ValidEndpoint(ep) {
+		return false
+	}
+	path, ok := strings.CutPrefix(ep, "wayland:")
+	if !ok {
+		return true
+	}
+	dir, err := filepath.Abs(s.dir)
+	return err == nil && strings.HasPrefix(path, dir+string(filepath.Separator))
 }
 
 // logTailSize is how much of a crashed compositor's log its exit's log

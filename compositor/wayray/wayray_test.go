@@ -27,7 +27,8 @@ import (
 // misbehaves as the variable says: "nohello", "garbage" (instead of hello),
 // "garbage-on-status", "crash-on-suspend", "hangup" (closes the control
 // connection after hello but keeps running), "oldversion", "noendpoint" and
-// "badendpoint" (a hello without a usable endpoint), "badresume" (answers
+// "badendpoint" (a hello without a usable endpoint), "foreignsocket" (a
+// wayland: endpoint outside the session directory), "badresume" (answers
 // Resume with an unusable endpoint), "child" (runs an application, a sleep
 // in its process group, as a desktop does).
 func TestMain(m *testing.M) {
@@ -48,6 +49,8 @@ func testCompositor(mode string) int {
 	switch mode {
 	case "noendpoint":
 		endpoint = ""
+	case "foreignsocket":
+		endpoint = "wayland:/run/hotdesk/admin.sock" // outside its session directory
 	case "badendpoint":
 		endpoint = "127.0.0.1:3390" // no scheme
 	case "child":
@@ -216,7 +219,7 @@ func TestCrashIsReported(t *testing.T) {
 }
 
 func TestBadCompositorsRefused(t *testing.T) {
-	for _, mode := range []string{"nohello", "garbage", "oldversion", "noendpoint", "badendpoint"} {
+	for _, mode := range []string{"nohello", "garbage", "oldversion", "noendpoint", "badendpoint", "foreignsocket"} {
 		t.Run(mode, func(t *testing.T) {
 			fake := clock.NewFake(time.Unix(1e9, 0))
 			b := newTestBackend(t, mode, shortDir(t), withClock(fake))
