@@ -374,13 +374,18 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 }
 
 // fail kills a compositor whose control channel broke; supervise reports it.
+// Only the first failure is logged (a failed health ping is also the
+// failed call under it).
 func (b *Backend) fail(s *session, err error) {
 	b.mu.Lock()
-	if s.failErr == nil {
+	first := s.failErr == nil
+	if first {
 		s.failErr = err
 	}
 	b.mu.Unlock()
-	b.log.Error("control channel broken; stopping the compositor", "session_id", s.id, "error", err)
+	if first {
+		b.log.Error("control channel broken; stopping the compositor", "session_id", s.id, "error", err)
+	}
 	b.killGroup(s)
 }
 
