@@ -193,16 +193,19 @@ func (l *peerListener) Accept() (net.Conn, error) {
 	}
 }
 
-// answerAndClose writes answer to c and closes it. The answer is written
-// and the request drained for a moment by a bounded set of goroutines (so
-// the client reads the answer rather than a reset), or, when those are
-// busy, the connection is just closed.
+// answerAndClose writes answer to c and closes it. The request's head is
+// read first (an HTTP client takes an answer that comes before its request
+// is written for a stray one on an idle connection, and reports no
+// answer), then the answer written and the rest drained for a moment, by
+// a bounded set of goroutines (so the client reads the answer rather than
+// a reset); when those are busy, the connection is just closed.
 func (l *peerListener) answerAndClose(c net.Conn, answer []byte) {
 	select {
 	case l.drainers <- struct{}{}:
 		go func() {
 			defer func() { <-l.drainers }()
 			_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+			readHead(c)
 			_, _ = c.Write(answer)
 			if uc, ok := c.(*net.UnixConn); ok {
 				_ = uc.CloseWrite()
@@ -212,6 +215,20 @@ func (l *peerListener) answerAndClose(c net.Conn, answer []byte) {
 		}()
 	default:
 		c.Close()
+	}
+}
+
+// readHead reads from c until the end of an HTTP request head (a blank
+// line), at most 8 KiB, or until c's deadline.
+func readHead(c net.Conn) {
+	var head []byte
+	buf := make([]byte, 1024)
+	for len(head) < 8<<10 {
+		n, err := c.Read(buf)
+		head = append(head, buf[:n]...)
+		if bytes.Contains(head, []byte("\r\n\r\n")) || err != nil {
+			return
+		}
 	}
 }
 
