@@ -209,11 +209,12 @@ func (l *Limiter) Clear(key string) {
 // Apply imposes a lockout that another member of the group started: the
 // key is refused until lo.Until (at most MaxLockout from now: the clocks
 // of a group may differ), and its next lockout here backs off from
-// lo.Level. A lockout already longer, or a higher level, is kept.
-func (l *Limiter) Apply(lo Lockout) {
+// lo.Level. A lockout already longer, or a higher level, is kept. It
+// reports whether lo was still in force (an ended one imposes nothing).
+func (l *Limiter) Apply(lo Lockout) bool {
 	now := l.clk.Now()
 	if lo.Key == "" || !now.Before(lo.Until) {
-		return
+		return false
 	}
 	until := lo.Until
 	if limit := now.Add(l.cfg.MaxLockout); until.After(limit) {
@@ -227,6 +228,7 @@ func (l *Limiter) Apply(lo Lockout) {
 		e.lockedUntil = until
 	}
 	e.level = max(e.level, lo.Level)
+	return true
 }
 
 // Success clears the counters and lockout level of token and user (see the

@@ -238,7 +238,9 @@ func TestLimiterShared(t *testing.T) {
 
 	b, clkB := newLimiter(auth.LimiterConfig{MaxFailures: 2, BaseLockout: 10 * time.Second, MaxLockout: time.Minute})
 	for _, lo := range started {
-		b.Apply(lo)
+		if !b.Apply(lo) {
+			t.Fatalf("Apply(%+v) = false; want true (in force)", lo)
+		}
 	}
 	if err := b.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
 		t.Fatalf("user locked out elsewhere: err = %v; want %v", err, auth.ErrLocked)
@@ -277,7 +279,9 @@ func TestLimiterShared(t *testing.T) {
 	if err := c.Check("", "carol", ""); err != nil {
 		t.Fatalf("a day-long lockout from a skewed clock: still locked after MaxLockout (%v)", err)
 	}
-	c.Apply(auth.Lockout{Key: "user:dave", Until: clkC.Now().Add(-time.Second)})
+	if c.Apply(auth.Lockout{Key: "user:dave", Until: clkC.Now().Add(-time.Second)}) {
+		t.Error("Apply of an ended lockout = true; want false")
+	}
 	if err := c.Check("", "dave", ""); err != nil || c.Len() != 1 {
 		t.Fatalf("an ended lockout: err = %v, %d keys; want nil and only carol tracked", err, c.Len())
 	}

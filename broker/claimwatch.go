@@ -81,13 +81,19 @@ func (v *claimView) apply(ch registry.ClaimChange, now time.Time) {
 	case !v.live:
 	case ch.Progress:
 		v.fresh = now
-	case len(v.seen) >= maxClaimsSeen:
+	case len(v.seen) >= maxClaimsSeen && !v.knows(ch.Key):
 		*v = claimView{live: true, from: ch.Rev + 1, seen: map[string]claimSeen{}, fresh: v.fresh}
 	case ch.Deleted:
 		v.seen[ch.Key] = claimSeen{rev: ch.Rev}
 	default:
 		v.seen[ch.Key] = claimSeen{rev: ch.Rev, fence: ch.Claim.Fence, server: ch.Claim.Session.ServerID, session: ch.Claim.Session.ID}
 	}
+}
+
+// knows reports whether key has a change in seen.
+func (v *claimView) knows(key string) bool {
+	_, ok := v.seen[key]
+	return ok
 }
 
 // holdsLocked reports whether the stream shows c, session id's claim of key

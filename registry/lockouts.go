@@ -69,17 +69,7 @@ func (r *Store) ClearLockout(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("registry: clear lockout %q: %w", key, err)
 	}
-	v, err := json.Marshal(Lockout{Key: key, Server: r.id, Cleared: true})
-	if err != nil {
-		return fmt.Errorf("registry: clear lockout: %w", err)
-	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	grant, err := r.leases.Grant(cctx, int64(clearedTTL/time.Second))
-	if err != nil {
-		return fmt.Errorf("registry: clear lockout: grant lease: %w", err)
-	}
-	if _, err := r.kv.Put(cctx, r.lockoutKey(key), string(v), clientv3.WithLease(grant.ID)); err != nil {
+	if err := r.putLockout(ctx, Lockout{Key: key, Server: r.id, Cleared: true}, clearedTTL); err != nil {
 		return fmt.Errorf("registry: clear lockout: %w", err)
 	}
 	return nil
@@ -97,20 +87,27 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 		return nil // over already
 	}
 	lo.Server, lo.Cleared = r.id, false
-	v, err := json.Marshal(lo)
-	if err != nil {
-		return fmt.Errorf("registry: publish lockout: %w", err)
-	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	grant, err := r.leases.Grant(cctx, int64((left+time.Second-1)/time.Second))
-	if err != nil {
-		return fmt.Errorf("registry: publish lockout: grant lease: %w", err)
-	}
-	if _, err := r.kv.Put(cctx, r.lockoutKey(lo.Key), string(v), clientv3.WithLease(grant.ID)); err != nil {
+	if err := r.putLockout(ctx, lo, left); err != nil {
 		return fmt.Errorf("registry: publish lockout: %w", err)
 	}
 	return nil
+}
+
+// putLockout writes lo under its key with a lease of its own that ends
+// after ttl (rounded up to whole seconds).
+func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) error {
+	v, err := json.Marshal(lo)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	grant, err := r.leases.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return fmt.Errorf("grant lease: %w", err)
+	}
+	_, err = r.kv.Put(cctx, r.lockoutKey(lo.Key), string(v), clientv3.WithLease(grant.ID))
+	return err
 }
 
 // WatchLockouts streams the group's lockouts: those in force when it is

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,7 +36,7 @@ func (s *lockoutShare) started(lo auth.Lockout) {
 	select {
 	case s.queue <- lo:
 	default:
-		s.log.Warn("lockout not shared with the group: too many at once", "kind", kindOf(lo.Key))
+		s.log.Warn("lockout not shared with the group: too many at once", "key", lo.Key)
 	}
 }
 
@@ -54,7 +53,7 @@ func (s *lockoutShare) run(ctx context.Context) {
 			err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(), Level: lo.Level})
 			cancel()
 			if err != nil {
-				s.log.Warn("lockout not shared with the group", "kind", kindOf(lo.Key), "error", err)
+				s.log.Warn("lockout not shared with the group", "key", lo.Key, "error", err)
 			}
 		case lo, ok := <-group:
 			if !ok {
@@ -69,19 +68,10 @@ func (s *lockoutShare) run(ctx context.Context) {
 				continue // this broker's own, in force here already
 			}
 			until := time.UnixMilli(lo.UntilUnixMs)
-			if !time.Now().Before(until) {
-				continue
+			if s.limiter.Apply(auth.Lockout{Key: lo.Key, Until: until, Level: lo.Level}) {
+				s.log.Info("login lockout imposed by another server", "key", lo.Key, "server", lo.Server,
+					"remaining", time.Until(until).Round(time.Second))
 			}
-			s.limiter.Apply(auth.Lockout{Key: lo.Key, Until: until, Level: lo.Level})
-			s.log.Info("login lockout imposed by another server", "key", lo.Key, "server", lo.Server,
-				"remaining", time.Until(until).Round(time.Second))
 		}
 	}
-}
-
-// kindOf is a limiter key's kind (token, user, terminal), for logs that
-// must not name whom a lockout is about twice.
-func kindOf(key string) string {
-	kind, _, _ := strings.Cut(key, ":")
-	return kind
 }
