@@ -64,7 +64,7 @@ TEST_P ?= 2
 
 test: deps build package-test
 	$(GO) vet ./...
-	$(GO) test -p $(TEST_P) -count=1 -timeout 20m $$($(GO) list ./... | grep -vxF "$$($(GO) list $(RACE_PKGS))")
+	GO=$(GO) ./.ci/gotest -p $(TEST_P) -count=1 -timeout 20m $$($(GO) list ./... | grep -vxF "$$($(GO) list $(RACE_PKGS))")
 	$(MAKE) --no-print-directory race
 
 # TestAdversarial runs on its own and verbose: go test shows a passing
@@ -72,8 +72,8 @@ test: deps build package-test
 # good-terminal failures, p99 before and under attack, resources back to
 # baseline) are what it reports.
 race:
-	$(GO) test -race -count=1 -timeout 20m -skip '^TestAdversarial$$' $(RACE_PKGS)
-	$(GO) test -race -count=1 -timeout 10m -run '^TestAdversarial$$' -v ./cmd/hotdeskd
+	GO=$(GO) ./.ci/gotest -race -count=1 -timeout 20m -skip '^TestAdversarial$$' $(RACE_PKGS)
+	GO=$(GO) ./.ci/gotest -race -count=1 -timeout 10m -run '^TestAdversarial$$' -v ./cmd/hotdeskd
 
 # Build both packages, inspect them, install the server package, run a
 # hot-desk against the installed daemon, purge (.ci/package-test).
