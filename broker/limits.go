@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -102,6 +103,16 @@ func (l Limits) eventRate() *rate.Limiter {
 const logEvery = 10 * time.Second
 
 // connGate admits connections of one listener within Limits.
+//
+// The per-source caps refuse a newcomer whose own source holds its share.
+// At a listener-wide cap (MaxConnections, MaxUnauthenticated) a newcomer
+// is not simply refused: that would let a few sources holding slow
+// handshakes shut every terminal out. If some source holds more
+// unauthenticated connections than the newcomer's, the oldest
+// unauthenticated connection of the source holding the most is closed
+// instead (an eviction) and the newcomer admitted. A well-behaved client
+// finishes its handshake in milliseconds, so it is almost never the oldest;
+// authenticated connections are never evicted.
 type connGate struct {
 	lim  Limits
 	what string
@@ -109,9 +120,9 @@ type connGate struct {
 
 	mu             sync.Mutex
 	total          int
-	unauth         int
 	bySource       map[string]int // admitted connections by address
 	unauthBySource map[string]int // of those, the unauthenticated, by sourceOf
+	unauthList     list.List      // the unauthenticated *admitted, oldest first; its Len is the count
 }
 
 func newConnGate(what string, lim Limits, log *burstlog.Logger) *connGate {
@@ -163,30 +174,42 @@ func decr(m map[string]int, k string) {
 // admitted is one admitted connection; done releases it (idempotent), and
 // authenticated moves it out of the unauthenticated count (idempotent).
 type admitted struct {
-	g      *connGate
-	host   string // bySource's key
-	src    string // unauthBySource's key
-	once   sync.Once
-	authed bool // guarded by g.mu
+	g     *connGate
+	host  string // bySource's key
+	src   string // unauthBySource's key
+	evict func() // closes the connection (an eviction); may be nil
+
+	// Guarded by g.mu.
+	unauth   *list.Element // in g.unauthList while unauthenticated
+	released bool          // done, or evicted
 }
 
 // admit decides on a new connection from addr; nil means refused (the
-// caller closes it at once).
-func (g *connGate) admit(addr net.Addr) *admitted {
+// caller closes it at once). evict, if not nil, closes the connection: the
+// gate calls it (once, not under its lock) if it evicts this connection to
+// admit a later one; the connection's done still follows, as always.
+func (g *connGate) admit(addr net.Addr, evict func()) *admitted {
 	host, src := hostOf(addr), sourceOf(addr)
 	g.mu.Lock()
 	var why Limit
+	var victim *admitted
 	switch {
-	case g.total >= g.lim.MaxConnections:
-		why = LimitConnections
 	case g.bySource[host] >= g.lim.MaxConnectionsPerSource:
 		why = LimitConnectionsPerSource
-	case g.unauth >= g.lim.MaxUnauthenticated:
-		why = LimitUnauthenticated
 	case g.unauthBySource[src] >= g.lim.MaxUnauthenticatedPerSource:
 		why = LimitUnauthenticatedPerSource
+	case g.total >= g.lim.MaxConnections:
+		why = LimitConnections
+	case g.unauthList.Len() >= g.lim.MaxUnauthenticated:
+		why = LimitUnauthenticated
 	}
-	if why != "" {
+	if why == LimitConnections || why == LimitUnauthenticated {
+		victim = g.victimLocked(src)
+		if victim != nil {
+			g.releaseLocked(victim)
+		}
+	}
+	if why != "" && victim == nil {
 		g.mu.Unlock()
 		if f := g.lim.OnLimit; f != nil {
 			f(why, g.what)
@@ -194,37 +217,74 @@ func (g *connGate) admit(addr net.Addr) *admitted {
 		g.log.Warn(string(why), "connection refused: limit reached", "listener", g.what, "address", host, "source", src)
 		return nil
 	}
+	a := &admitted{g: g, host: host, src: src, evict: evict}
 	g.total++
-	g.unauth++
 	g.bySource[host]++
 	g.unauthBySource[src]++
+	a.unauth = g.unauthList.PushBack(a)
 	g.mu.Unlock()
-	return &admitted{g: g, host: host, src: src}
+	if victim != nil {
+		if f := g.lim.OnLimit; f != nil {
+			f(why, g.what)
+		}
+		g.log.Warn(string(why)+"_evicted", "connection evicted: limit reached; the oldest unauthenticated connection of the source holding the most was closed",
+			"listener", g.what, "evicted", victim.host, "for", host)
+		if victim.evict != nil {
+			victim.evict()
+		}
+	}
+	return a
+}
+
+// victimLocked picks the connection to evict for a newcomer from src: the
+// oldest unauthenticated connection of the source holding the most of them,
+// if that is more than src holds; else nil.
+func (g *connGate) victimLocked(src string) *admitted {
+	most := 0
+	for _, n := range g.unauthBySource {
+		most = max(most, n)
+	}
+	if most <= g.unauthBySource[src] {
+		return nil
+	}
+	for e := g.unauthList.Front(); e != nil; e = e.Next() {
+		if a := e.Value.(*admitted); g.unauthBySource[a.src] == most {
+			return a
+		}
+	}
+	return nil
+}
+
+// authLocked takes a out of the unauthenticated count (idempotent).
+func (g *connGate) authLocked(a *admitted) {
+	if a.unauth != nil {
+		g.unauthList.Remove(a.unauth)
+		a.unauth = nil
+		decr(g.unauthBySource, a.src)
+	}
+}
+
+// releaseLocked gives back what a holds (idempotent).
+func (g *connGate) releaseLocked(a *admitted) {
+	if a.released {
+		return
+	}
+	a.released = true
+	g.authLocked(a)
+	g.total--
+	decr(g.bySource, a.host)
 }
 
 func (a *admitted) authenticated() {
 	a.g.mu.Lock()
-	if !a.authed {
-		a.authed = true
-		a.g.unauth--
-		decr(a.g.unauthBySource, a.src)
-	}
+	a.g.authLocked(a)
 	a.g.mu.Unlock()
 }
 
 func (a *admitted) done() {
-	a.once.Do(func() {
-		g := a.g
-		g.mu.Lock()
-		g.total--
-		if !a.authed {
-			a.authed = true
-			g.unauth--
-			decr(g.unauthBySource, a.src)
-		}
-		decr(g.bySource, a.host)
-		g.mu.Unlock()
-	})
+	a.g.mu.Lock()
+	a.g.releaseLocked(a)
+	a.g.mu.Unlock()
 }
 
 // counts returns the connections admitted and not yet done, and how many
@@ -232,7 +292,7 @@ func (a *admitted) done() {
 func (g *connGate) counts() (total, unauth int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.total, g.unauth
+	return g.total, g.unauthList.Len()
 }
 
 // acceptBackoff decides what an accept loop does with err: fatal (return
@@ -269,7 +329,7 @@ func (b *Broker) serveTLS(ctx context.Context, ln net.Listener, tlsCfg *tls.Conf
 	*gate = g
 	b.mu.Unlock()
 	return acceptLoop(ln, func() bool { return ctx.Err() != nil }, b.blog, what, func(c net.Conn) {
-		adm := g.admit(c.RemoteAddr())
+		adm := g.admit(c.RemoteAddr(), func() { c.Close() })
 		if adm == nil {
 			c.Close()
 			return

@@ -81,29 +81,140 @@ func TestConnGate(t *testing.T) {
 	t.Parallel()
 	g := newConnGate("terminal", Limits{MaxConnections: 5, MaxConnectionsPerSource: 2, MaxUnauthenticated: 3}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
 	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
-	a1, a2 := g.admit(addr("10.0.0.1")), g.admit(addr("10.0.0.1"))
-	if a1 == nil || a2 == nil || g.admit(addr("10.0.0.1")) != nil {
+	a1, a2 := g.admit(addr("10.0.0.1"), nil), g.admit(addr("10.0.0.1"), nil)
+	if a1 == nil || a2 == nil || g.admit(addr("10.0.0.1"), nil) != nil {
 		t.Fatal("per-source cap 2: want two admitted, the third refused")
 	}
-	b1 := g.admit(addr("10.0.0.2"))
-	if b1 == nil || g.admit(addr("10.0.0.3")) != nil {
-		t.Fatal("unauthenticated cap 3: want the fourth refused")
-	}
 	a1.authenticated()
-	a2.authenticated()
-	c1, c2 := g.admit(addr("10.0.0.3")), g.admit(addr("10.0.0.4"))
-	if c1 == nil || c2 == nil || g.admit(addr("10.0.0.5")) != nil {
-		t.Fatal("total cap 5: want two more admitted, then refusal")
+	b1, b2 := g.admit(addr("10.0.0.2"), nil), g.admit(addr("10.0.0.3"), nil)
+	if b1 == nil || b2 == nil {
+		t.Fatal("unauthenticated 3 of 3: want admitted")
 	}
-	for _, x := range []*admitted{a1, a2, b1, c1, c2} {
+	// At the unauthenticated cap, a newcomer from a source holding as many
+	// as any other is refused (a fresh source would evict: TestConnGateEvicts).
+	if g.admit(addr("10.0.0.2"), nil) != nil {
+		t.Fatal("unauthenticated cap 3, one each: want a fourth from 10.0.0.2 refused")
+	}
+	a2.authenticated()
+	b1.authenticated()
+	b2.authenticated()
+	c1 := g.admit(addr("10.0.0.4"), nil)
+	if c1 == nil || g.admit(addr("10.0.0.4"), nil) != nil {
+		t.Fatal("total cap 5: want one more admitted, then a second from its source refused")
+	}
+	c1.authenticated()
+	if g.admit(addr("10.0.0.5"), nil) != nil {
+		t.Fatal("total cap 5, all authenticated: want refusal (authenticated connections are never evicted)")
+	}
+	for _, x := range []*admitted{a1, a2, b1, b2, c1} {
 		x.done()
 		x.done() // idempotent
 	}
 	if total, unauth := g.counts(); total != 0 || unauth != 0 {
 		t.Fatalf("after release: total %d unauth %d; want 0 0", total, unauth)
 	}
-	if g.admit(addr("10.0.0.1")) == nil {
+	if g.admit(addr("10.0.0.1"), nil) == nil {
 		t.Fatal("after release: refused; want admitted")
+	}
+}
+
+// TestConnGateEvicts: at a listener-wide cap, a newcomer from a source
+// holding fewer unauthenticated connections than another source evicts
+// that source's oldest one instead of being refused, so that a few sources
+// holding slow handshakes cannot shut everyone else out. The evicted
+// connection is closed (its evict func) and counted by its limit; its
+// later authenticated and done change nothing. Equal holdings never evict,
+// and authenticated connections are never evicted.
+func TestConnGateEvicts(t *testing.T) {
+	t.Parallel()
+	var refused []Limit
+	g := newConnGate("attach", Limits{MaxConnections: 6, MaxUnauthenticated: 4, MaxUnauthenticatedPerSource: 3,
+		OnLimit: func(l Limit, _ string) { refused = append(refused, l) }}.withDefaults(),
+		burstlog.New(hclog.NewNullLogger(), logEvery, nil))
+	closed := map[string]int{}
+	admit := func(ip, name string) *admitted {
+		return g.admit(&net.TCPAddr{IP: net.ParseIP(ip), Port: 1000}, func() { closed[name]++ })
+	}
+	// Slow handshakes: three from one source, one from another.
+	x1, x2, x3 := admit("10.9.0.1", "x1"), admit("10.9.0.1", "x2"), admit("10.9.0.1", "x3")
+	y1 := admit("10.9.0.2", "y1")
+	if x1 == nil || x2 == nil || x3 == nil || y1 == nil {
+		t.Fatal("want the first four admitted")
+	}
+	good := admit("10.0.0.7", "good")
+	if good == nil {
+		t.Fatal("a newcomer from a fresh source at the unauthenticated cap: refused; want the heaviest source's oldest evicted")
+	}
+	if closed["x1"] != 1 || len(closed) != 1 {
+		t.Fatalf("evicted %v; want x1 (the oldest of the source holding the most), once", closed)
+	}
+	if len(refused) != 1 || refused[0] != LimitUnauthenticated {
+		t.Fatalf("limits counted %v; want one max_unauthenticated", refused)
+	}
+	x1.authenticated() // too late: it was evicted
+	x1.done()
+	if total, unauth := g.counts(); total != 4 || unauth != 4 {
+		t.Fatalf("after the eviction: total %d unauth %d; want 4 4", total, unauth)
+	}
+	// 10.9.0.1 holds 2, the others 1. A newcomer from the source holding
+	// the most is refused: nobody holds more than it does.
+	if admit("10.9.0.1", "x4") != nil {
+		t.Fatal("a newcomer from the source holding the most: admitted; want refused")
+	}
+	// One from a source holding one evicts 10.9.0.1's oldest left, x2.
+	y2 := admit("10.9.0.2", "y2")
+	if y2 == nil || closed["x2"] != 1 || len(closed) != 2 {
+		t.Fatalf("a newcomer from a lighter source: evicted %v; want x2 too", closed)
+	}
+	// Now 10.9.0.1 holds 1 (x3), 10.9.0.2 holds 2 (y1, y2), 10.0.0.7 one:
+	// a newcomer from 10.9.0.1 evicts y1, not its own source's x3.
+	x5 := admit("10.9.0.1", "x5")
+	if x5 == nil || closed["y1"] != 1 || len(closed) != 3 {
+		t.Fatalf("a newcomer from a lighter source: evicted %v; want y1 too", closed)
+	}
+	// Unauthenticated: x3, good, y2, x5 — one source of two, two of one.
+	// Authenticate all but x3 and x5, then fill the total cap (6).
+	good.authenticated()
+	y2.authenticated()
+	z1, z2 := admit("10.0.0.8", "z1"), admit("10.0.0.9", "z2")
+	if z1 == nil || z2 == nil {
+		t.Fatal("room below the caps: refused")
+	}
+	z1.authenticated()
+	z2.authenticated()
+	if total, unauth := g.counts(); total != 6 || unauth != 2 {
+		t.Fatalf("total %d unauth %d; want 6 (the cap) and 2", total, unauth)
+	}
+	// At the total cap a fresh source evicts the oldest unauthenticated
+	// connection of 10.9.0.1 (x3), never an authenticated one.
+	w := admit("10.0.0.10", "w")
+	if w == nil || closed["x3"] != 1 || len(closed) != 4 {
+		t.Fatalf("at the total cap: evicted %v; want x3 too", closed)
+	}
+	if l := refused[len(refused)-1]; l != LimitConnections {
+		t.Fatalf("last limit counted %v; want max_connections", l)
+	}
+	// Every unauthenticated source now holds one (x5, w): a newcomer from
+	// one of them is refused (equal holdings do not evict), one from a
+	// fresh source evicts the older (x5).
+	if admit("10.0.0.10", "w2") != nil {
+		t.Fatal("at the total cap, from a source holding as many as any: admitted; want refused")
+	}
+	v := admit("10.0.0.11", "v")
+	if v == nil || closed["x5"] != 1 || len(closed) != 5 {
+		t.Fatalf("at the total cap, from a fresh source: evicted %v; want x5 too", closed)
+	}
+	// With all authenticated, nothing is evicted.
+	v.authenticated()
+	w.authenticated()
+	if admit("10.0.0.12", "u") != nil || len(closed) != 5 {
+		t.Fatalf("at the total cap, all authenticated: evicted %v or admitted; want refused", closed)
+	}
+	for _, a := range []*admitted{x1, x2, x3, y1, y2, good, x5, z1, z2, w, v} {
+		a.done()
+	}
+	if total, unauth := g.counts(); total != 0 || unauth != 0 {
+		t.Fatalf("after release: total %d unauth %d; want 0 0", total, unauth)
 	}
 }
 
@@ -118,30 +229,30 @@ func TestConnGateUnauthenticatedPerSource(t *testing.T) {
 		OnLimit: func(l Limit, _ string) { refused = append(refused, l) }}.withDefaults(),
 		burstlog.New(hclog.NewNullLogger(), logEvery, nil))
 	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
-	a1, a2 := g.admit(addr("10.0.0.1")), g.admit(addr("10.0.0.1"))
-	if a1 == nil || a2 == nil || g.admit(addr("10.0.0.1")) != nil {
+	a1, a2 := g.admit(addr("10.0.0.1"), nil), g.admit(addr("10.0.0.1"), nil)
+	if a1 == nil || a2 == nil || g.admit(addr("10.0.0.1"), nil) != nil {
 		t.Fatal("unauthenticated per source 2: want two admitted, the third refused")
 	}
 	if len(refused) != 1 || refused[0] != LimitUnauthenticatedPerSource {
 		t.Fatalf("refusals %v; want one by %s", refused, LimitUnauthenticatedPerSource)
 	}
-	if g.admit(addr("10.0.0.2")) == nil {
+	if g.admit(addr("10.0.0.2"), nil) == nil {
 		t.Fatal("another address refused; want admitted")
 	}
 	a1.authenticated()
-	a3 := g.admit(addr("10.0.0.1"))
+	a3 := g.admit(addr("10.0.0.1"), nil)
 	if a3 == nil {
 		t.Fatal("after one authenticated: refused; want admitted")
 	}
 	a3.done()
-	if g.admit(addr("10.0.0.1")) == nil {
+	if g.admit(addr("10.0.0.1"), nil) == nil {
 		t.Fatal("after one closed before authenticating: refused; want admitted")
 	}
-	v1, v2 := g.admit(addr("2001:db8::1")), g.admit(addr("2001:db8::ffff:2"))
-	if v1 == nil || v2 == nil || g.admit(addr("2001:db8::3")) != nil {
+	v1, v2 := g.admit(addr("2001:db8::1"), nil), g.admit(addr("2001:db8::ffff:2"), nil)
+	if v1 == nil || v2 == nil || g.admit(addr("2001:db8::3"), nil) != nil {
 		t.Fatal("one IPv6 /64: want two admitted, the third refused")
 	}
-	if g.admit(addr("2001:db8:0:1::1")) == nil {
+	if g.admit(addr("2001:db8:0:1::1"), nil) == nil {
 		t.Fatal("another /64 refused; want admitted")
 	}
 }
@@ -156,7 +267,7 @@ func TestConnGateIPv6LAN(t *testing.T) {
 	g := newConnGate("terminal", Limits{}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
 	n := g.lim.MaxConnectionsPerSource + 1
 	for i := range n {
-		a := g.admit(&net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("2001:db8:1:2::%x", i+1)), Port: 1000})
+		a := g.admit(&net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("2001:db8:1:2::%x", i+1)), Port: 1000}, nil)
 		if a == nil {
 			t.Fatalf("terminal %d of %d on one IPv6 /64 refused; want each address counted on its own", i+1, n)
 		}
@@ -164,13 +275,13 @@ func TestConnGateIPv6LAN(t *testing.T) {
 	}
 	one := &net.TCPAddr{IP: net.ParseIP("2001:db8:1:3::1"), Port: 1000}
 	for i := range g.lim.MaxConnectionsPerSource {
-		a := g.admit(one)
+		a := g.admit(one, nil)
 		if a == nil {
 			t.Fatalf("connection %d from one address refused; want %d admitted", i+1, g.lim.MaxConnectionsPerSource)
 		}
 		a.authenticated()
 	}
-	if g.admit(one) != nil {
+	if g.admit(one, nil) != nil {
 		t.Fatalf("connection %d from one address admitted; want refused", g.lim.MaxConnectionsPerSource+1)
 	}
 }
