@@ -42,8 +42,8 @@ admin_group = ""
 metrics_listen = "127.0.0.1:9450"
 
 # An executable run for every event of this broker (session attached,
-# suspended, token inserted, login refused, ...; not other brokers' events,
-# nor this broker's own server_left) with the event as one JSON object and a
+# suspended, token inserted, login refused, ..., this broker's own
+# server_left at a stop; not other brokers' events) with the event as one JSON object and a
 # newline on stdin and its kind as the first argument, like Sun Ray's
 # utaction. It runs as hotdeskd's user, one at a time, in event order; at
 # event_hook_timeout its process group (it and its children) is killed. A
