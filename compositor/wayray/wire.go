@@ -234,5 +234,8 @@ func DecodeBody(f Frame, v any) error {
 	if err := decMode.Unmarshal(f.Body, v); err != nil {
 		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
 	}
+	if err := proto.CheckNullElements(f.Body, v); err != nil {
+		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
+	}
 	return nil
 }
