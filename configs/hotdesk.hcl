@@ -278,7 +278,8 @@ pairing {
   code_ttl = "10m"
 
   # After max_failures wrong codes within failure_window, pairing from
-  # that terminal is refused for lockout.
+  # that source (its address; an IPv6 /64 counts as one) is refused for
+  # lockout.
   max_failures   = 5
   failure_window = "15m"
   lockout        = "15m"
@@ -301,8 +302,10 @@ limits {
   max_unauthenticated_per_source = 16
   handshake_timeout              = "10s"
 
-  # Logins waiting in PAM (prompts included): in all, per source address,
-  # per user and per terminal. A login over a limit is refused with
+  # Logins waiting in PAM (prompts included): in all, per source address
+  # (an IPv6 /64 counts as one: raise the per-source bound if many
+  # terminals of one IPv6 network may wait at a prompt at once), per user
+  # and per terminal. A login over a limit is refused with
   # rate_limited; slow or silent clients cannot hold every PAM helper.
   max_pending_logins              = 64
   max_pending_logins_per_source   = 8
