@@ -12,6 +12,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/netsrc"
 )
 
 // ErrBusy is returned (wrapped) by a Gate when a login would exceed one of
@@ -22,7 +23,7 @@ var ErrBusy = errors.New("auth: too many logins in progress")
 // included). Zero fields take the defaults.
 type GateConfig struct {
 	Max         int // in all; default 64
-	PerSource   int // per source IP address (Request.RemoteAddr); default 8
+	PerSource   int // per source (Request.RemoteAddr's netsrc.Source: an IPv6 /64 is one); default 8
 	PerUser     int // per user name; default 2
 	PerTerminal int // per terminal id at one source address; default 1
 	Logger      hclog.Logger
@@ -102,10 +103,13 @@ func (s forService) Authenticate(ctx context.Context, req Request, conv Conversa
 
 // AuthenticateService implements ServiceAuthenticator.
 func (g *Gate) AuthenticateService(ctx context.Context, service string, req Request, conv Conversation) (Result, error) {
-	src := sourceHost(req.RemoteAddr)
+	// The source every per-source limit uses: an IPv6 /64 is one, or a
+	// host holding one would multiply its budget.
+	src := netsrc.Source(req.RemoteAddr)
 	// The terminal id is chosen by the peer: key it by address too, so a
-	// client cannot use up another terminal's slot by naming it.
-	term := src + "\x00" + req.TerminalID
+	// client cannot use up another terminal's slot by naming it (its own
+	// address, not its /64: another host of that network could).
+	term := netsrc.Host(req.RemoteAddr) + "\x00" + req.TerminalID
 	user := req.User
 	g.mu.Lock()
 	why := ""

@@ -103,3 +103,47 @@ func TestGateBoundsStalledLogins(t *testing.T) {
 		t.Fatalf("after release: err = %v; want admitted", err)
 	}
 }
+
+// TestGateIPv6SourceIsA64: max_pending_logins_per_source counts an IPv6 /64
+// as one source, as max_unauthenticated_per_source does: one host holding
+// a /64 does not get a budget per address. Another /64 is another source;
+// a terminal's own slot stays keyed by its address, not its /64.
+func TestGateIPv6SourceIsA64(t *testing.T) {
+	svc := &stallServices{started: make(chan struct{}, 100), release: make(chan struct{})}
+	g := auth.NewGate(svc, auth.GateConfig{Max: 20, PerSource: 3, PerUser: 5, PerTerminal: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(svc.release)
+	login := func(user, terminal, remote string) error {
+		done := make(chan error, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := g.AuthenticateService(ctx, "hotdesk", auth.Request{User: user, TerminalID: terminal, RemoteAddr: remote}, nil)
+			done <- err
+		}()
+		select {
+		case <-svc.started:
+			return nil // admitted: it stalls until the end
+		case err := <-done:
+			return err
+		}
+	}
+	// Three addresses of one /64: its whole budget.
+	for i, a := range []string{"[2001:db8:1:2::a]:1", "[2001:db8:1:2::b]:1", "[2001:db8:1:2:ffff::c]:1"} {
+		if err := login("x"+string(rune('1'+i)), "t", a); err != nil {
+			t.Fatalf("login %d from %s: %v; want admitted", i+1, a, err)
+		}
+	}
+	if err := login("x4", "t", "[2001:db8:1:2:1234::d]:1"); !errors.Is(err, auth.ErrBusy) {
+		t.Errorf("a fourth address of the /64: err = %v; want ErrBusy (max_pending_logins_per_source)", err)
+	}
+	if err := login("alice", "t", "[2001:db8:1:3::a]:1"); err != nil {
+		t.Errorf("another /64: err = %v; want admitted", err)
+	}
+	if err := login("bob", "t", "[2001:db8:1:3::b]:1"); err != nil {
+		t.Errorf("terminal t at another address of that /64: err = %v; want admitted (its own slot)", err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/netsrc"
 	"golang.org/x/time/rate"
 )
 
@@ -133,34 +133,14 @@ func newConnGate(what string, lim Limits, log *burstlog.Logger) *connGate {
 // MaxConnectionsPerSource: its IP address (an IPv4-mapped one as IPv4).
 // Not its /64: the terminals of one office network share it, and each
 // holds its connection for as long as it runs.
-func hostOf(addr net.Addr) string {
-	src := addr.String()
-	if h, _, err := net.SplitHostPort(src); err == nil {
-		src = h
-	}
-	if ip, err := netip.ParseAddr(src); err == nil {
-		return ip.Unmap().String()
-	}
-	return src
-}
+func hostOf(addr net.Addr) string { return netsrc.Host(addr.String()) }
 
 // sourceOf names the source a connection from addr counts against for
-// MaxUnauthenticatedPerSource: its IP address, or for IPv6 its /64 (one
-// host commonly holds a whole /64, so its addresses are one source; a
-// connection is unauthenticated for a handshake only, so a network of
-// terminals passes through its share quickly).
-func sourceOf(addr net.Addr) string {
-	src := hostOf(addr)
-	ip, err := netip.ParseAddr(src)
-	if err != nil || ip.Is4() {
-		return src
-	}
-	p, err := ip.Prefix(64)
-	if err != nil {
-		return ip.String()
-	}
-	return p.String()
-}
+// MaxUnauthenticatedPerSource (netsrc.Source: its IP address, or for IPv6
+// its /64; a connection is unauthenticated for a handshake only, so a
+// network of terminals passes through its share quickly). Pending logins
+// and pairing attempts count against the same source.
+func sourceOf(addr net.Addr) string { return netsrc.Source(addr.String()) }
 
 // decr decrements m[k], deleting it at zero.
 func decr(m map[string]int, k string) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/internal/netsrc"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/pairing"
 	"golang.org/x/time/rate"
@@ -380,9 +381,10 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing disabled"})
 		return
 	}
-	host, _, _ := net.SplitHostPort(t.remote)
-	// Rate-limit by address: a terminal id is chosen by the peer.
-	rec, err := b.cfg.Pairer.Redeem(ctx, host, m.Code, m.Kind, m.PublicKey, m.Label)
+	// Rate-limit by source (a terminal id is chosen by the peer), the one
+	// every per-source limit uses: an IPv6 /64 is one source, or a host
+	// holding one would get a failure budget per address.
+	rec, err := b.cfg.Pairer.Redeem(ctx, netsrc.Source(t.remote), m.Code, m.Kind, m.PublicKey, m.Label)
 	switch {
 	case err == nil:
 		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)

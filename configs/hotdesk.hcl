@@ -42,8 +42,8 @@ admin_group = ""
 metrics_listen = "127.0.0.1:9450"
 
 # An executable run for every event of this broker (session attached,
-# suspended, token inserted, login refused, ...; not other brokers' events,
-# nor this broker's own server_left) with the event as one JSON object and a
+# suspended, token inserted, login refused, ..., this broker's own
+# server_left at a stop; not other brokers' events) with the event as one JSON object and a
 # newline on stdin and its kind as the first argument, like Sun Ray's
 # utaction. It runs as hotdeskd's user, one at a time, in event order; at
 # event_hook_timeout its process group (it and its children) is killed. A
@@ -278,7 +278,8 @@ pairing {
   code_ttl = "10m"
 
   # After max_failures wrong codes within failure_window, pairing from
-  # that terminal is refused for lockout.
+  # that source (its address; an IPv6 /64 counts as one) is refused for
+  # lockout.
   max_failures   = 5
   failure_window = "15m"
   lockout        = "15m"
@@ -303,8 +304,10 @@ limits {
   max_unauthenticated_per_source = 16
   handshake_timeout              = "10s"
 
-  # Logins waiting in PAM (prompts included): in all, per source address,
-  # per user and per terminal. A login over a limit is refused with
+  # Logins waiting in PAM (prompts included): in all, per source address
+  # (an IPv6 /64 counts as one: raise the per-source bound if many
+  # terminals of one IPv6 network may wait at a prompt at once), per user
+  # and per terminal. A login over a limit is refused with
   # rate_limited; slow or silent clients cannot hold every PAM helper.
   max_pending_logins              = 64
   max_pending_logins_per_source   = 8

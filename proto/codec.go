@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
@@ -269,8 +271,147 @@ func Decode(payload []byte) (Msg, error) {
 	if err := bodyMode.Unmarshal(env.Body, body); err != nil {
 		return Msg{}, fmt.Errorf("%w: %v body: %w", ErrMalformed, t, wireTypeError(err))
 	}
+	if err := CheckNullElements(env.Body, body); err != nil {
+		return Msg{}, fmt.Errorf("%w: %v body: %w", ErrMalformed, t, err)
+	}
 	return Msg{Type: t, Body: body}, nil
 }
+
+// CheckNullElements refuses a null element in an array of a known field of
+// data (a CBOR map already decoded into v, a pointer to the struct with
+// the fields' keyasint tags), in nested structs too: null stands for an
+// absent field, and an element of an array is not a field. The CBOR
+// decoder reads it as the element's zero value, so a Hello.Versions of
+// [null] would offer version 0; a compositor's [null] capabilities, "".
+// Unknown fields are not looked into (null is allowed there). Every
+// decoder of the strict protocols (StrictDecOptions) calls it after
+// decoding.
+func CheckNullElements(data []byte, v any) error {
+	rt := reflect.TypeOf(v)
+	if !holdsArrays(rt, 0) {
+		return nil // nothing to look for (most messages): no second pass
+	}
+	return checkNulls(data, rt)
+}
+
+// holdsArrays reports whether a value of rt may hold an array other than a
+// byte string in a keyasint field (cached).
+func holdsArrays(rt reflect.Type, depth int) bool {
+	for rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	switch rt.Kind() {
+	case reflect.Slice, reflect.Array:
+		return rt.Elem().Kind() != reflect.Uint8
+	case reflect.Struct:
+		if h, ok := arrayCache.Load(rt); ok {
+			return h.(bool)
+		}
+		h := false
+		if depth < 8 {
+			for _, ft := range cborKeys(rt) {
+				if holdsArrays(ft, depth+1) {
+					h = true
+					break
+				}
+			}
+		}
+		arrayCache.Store(rt, h)
+		return h
+	}
+	return false
+}
+
+// isNull reports whether raw is CBOR null.
+func isNull(raw []byte) bool { return len(raw) == 1 && raw[0] == 0xf6 }
+
+// rawMode decodes what the strict decoder has already accepted into raw
+// parts (map values, array elements).
+var rawMode = func() cbor.DecMode {
+	m, err := cbor.DecOptions{MaxNestedLevels: 64, MaxArrayElements: 1 << 16, MaxMapPairs: 1 << 16}.DecMode()
+	if err != nil {
+		panic("proto: cbor raw dec mode: " + err.Error())
+	}
+	return m
+}()
+
+func checkNulls(raw []byte, rt reflect.Type) error {
+	for rt.Kind() == reflect.Pointer {
+		rt = rt.Elem()
+	}
+	if isNull(raw) {
+		return nil // an absent field, or a nil pointer
+	}
+	switch rt.Kind() {
+	case reflect.Struct:
+		keys := cborKeys(rt)
+		if len(keys) == 0 {
+			return nil
+		}
+		var m map[any]cbor.RawMessage
+		if err := rawMode.Unmarshal(raw, &m); err != nil {
+			return nil // not a map: the decoder has judged it already
+		}
+		for k, val := range m {
+			key, ok := k.(uint64)
+			if !ok {
+				continue
+			}
+			f, ok := keys[key]
+			if !ok {
+				continue // unknown
+			}
+			if err := checkNulls(val, f); err != nil {
+				return fmt.Errorf("field %d: %w", key, err)
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		et := rt.Elem()
+		if et.Kind() == reflect.Uint8 {
+			return nil // a byte string
+		}
+		var elems []cbor.RawMessage
+		if err := rawMode.Unmarshal(raw, &elems); err != nil {
+			return nil
+		}
+		for i, e := range elems {
+			if isNull(e) && et.Kind() != reflect.Pointer && et.Kind() != reflect.Interface {
+				return fmt.Errorf("element %d of the array is null (null stands only for an absent field)", i)
+			}
+			if err := checkNulls(e, et); err != nil {
+				return fmt.Errorf("element %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// cborKeys maps the keyasint keys of struct type rt to their fields'
+// types (cached).
+func cborKeys(rt reflect.Type) map[uint64]reflect.Type {
+	if m, ok := keyCache.Load(rt); ok {
+		return m.(map[uint64]reflect.Type)
+	}
+	m := map[uint64]reflect.Type{}
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		tag := f.Tag.Get("cbor")
+		name, opts, _ := strings.Cut(tag, ",")
+		if !strings.Contains(","+opts+",", ",keyasint,") {
+			continue
+		}
+		if k, err := strconv.ParseUint(name, 10, 64); err == nil {
+			m[k] = f.Type
+		}
+	}
+	keyCache.Store(rt, m)
+	return m
+}
+
+var (
+	keyCache   sync.Map // reflect.Type → map[uint64]reflect.Type
+	arrayCache sync.Map // reflect.Type → bool (holdsArrays)
+)
 
 // wireTypeError restates a CBOR type mismatch in the protocol's terms (the
 // field's key and its wire type, PROTOCOL.md §5) instead of the Go

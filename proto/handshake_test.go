@@ -139,6 +139,10 @@ func TestServerHandshakeRefuses(t *testing.T) {
 		{"garbage", nil, append(header(3), 0xff, 0xfe, 0xfd), proto.ErrBadFrame, proto.ErrMalformed},
 		{"oversized", nil, header(proto.MaxFrame + 1), proto.ErrBadFrame, proto.ErrFrameTooLarge},
 		{"unknown type", nil, append(header(7), unhex(t, "a2 01 19 03 e7 02 a0")...), proto.ErrProtocol, proto.ErrUnknownType},
+		// A null version is not version 0 (no common version), nor skipped
+		// beside a good one: the frame is malformed.
+		{"null version", nil, append(header(11), unhex(t, "a2 01 01 02 a2 01 81 f6 02 61 74")...), proto.ErrBadFrame, proto.ErrMalformed},
+		{"null beside a version", nil, append(header(12), unhex(t, "a2 01 01 02 a2 01 82 01 f6 02 61 74")...), proto.ErrBadFrame, proto.ErrMalformed},
 	}
 	s, results := startBroker(t)
 	for _, tc := range tests {
@@ -162,6 +166,9 @@ func TestServerHandshakeRefuses(t *testing.T) {
 			e, ok := m.Body.(*proto.Error)
 			if !ok || e.Code != tc.want || e.Message == "" {
 				t.Fatalf("got = %+v; want Error code %v with a message", m.Body, tc.want)
+			}
+			if strings.HasPrefix(tc.name, "null") && !strings.Contains(e.Message, "null") {
+				t.Fatalf("message %q; want it to say a null is the matter", e.Message)
 			}
 			r := recvResult(t, results)
 			if !errors.Is(r.err, tc.cause) {

@@ -138,5 +138,12 @@ func readMsg(r io.Reader) (*wireMsg, error) {
 	if n != 1 {
 		return nil, fmt.Errorf("pam: %w: frame carries %d messages", ErrProtocol, n)
 	}
+	// Result's Env is the protocol's only array. Looked at only there: the
+	// check copies parts of the frame, and an answer's must stay wipeable.
+	if m.Result != nil {
+		if err := proto.CheckNullElements(payload, &m); err != nil {
+			return nil, fmt.Errorf("pam: %w: %w", ErrProtocol, err)
+		}
+	}
 	return &m, nil
 }

@@ -41,6 +41,8 @@ func TestReadMsgRefuses(t *testing.T) {
 		{"not cbor", rawFrame([]byte{0xff}), ErrProtocol},
 		{"oversized", binary.BigEndian.AppendUint32(nil, proto.MaxFrame+1), proto.ErrFrameTooLarge},
 		{"truncated", rawFrame([]byte{0xa1, 0x05})[:5], proto.ErrMalformed},
+		// {4: {1: true, 6: ["A=1", null]}}: a null is no environment entry
+		{"null env entry", rawFrame([]byte{0xa1, 0x04, 0xa2, 0x01, 0xf5, 0x06, 0x82, 0x63, 'A', '=', '1', 0xf6}), ErrProtocol},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -418,9 +418,39 @@ func (d *daemon) startEvents(context.Context) error {
 	d.subs.presence, d.subs.publish, d.subs.metrics = d.bus.Subscribe(4096), d.bus.Subscribe(publishBuffer), d.bus.Subscribe(4096)
 	if d.cfg.EventHook != "" {
 		d.subs.hook = d.bus.Subscribe(hookBuffer)
+		d.startHook()
 	}
 	d.stops = append(d.stops, func(context.Context) { d.bus.Close() })
 	return nil
+}
+
+// startHook runs the event hook for every event of d.subs.hook. Unlike the
+// goroutines serve starts, it outlives the run context: a stop's last
+// events (the broker's, this server's server_left) come after the run
+// context ends, and sites script reactions to them. Its stop step runs
+// after the bus's Close (it is registered before it), and waits for the
+// hook to run what is queued, for one event_hook_timeout at most (and
+// within the stop's bound); then a hook still running is killed and what
+// is left is dropped.
+func (d *daemon) startHook() {
+	cfg, logger := d.cfg, d.log.Named("hook")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runHook(ctx, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger)
+	}()
+	d.stops = append(d.stops, func(stopCtx context.Context) {
+		t := time.NewTimer(cfg.EventHookTimeout)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		case <-stopCtx.Done():
+		}
+		cancel()
+		<-done
+	})
 }
 
 // startBroker builds the session broker.
@@ -519,8 +549,8 @@ func (d *daemon) serveTerminals(ctx context.Context) error {
 
 // startAdmin serves the admin API on its unix socket, then what the group's
 // administration needs: commands other members forward here, events stored
-// for the group's stream, terminal presence, metrics, the event hook and
-// the dashboard.
+// for the group's stream, terminal presence, metrics and the dashboard
+// (the event hook runs from startEvents on).
 func (d *daemon) startAdmin(context.Context) error {
 	cfg, logger, run := d.cfg, d.log, d.run
 	var err error
@@ -562,12 +592,6 @@ func (d *daemon) startAdmin(context.Context) error {
 	})
 	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
 	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")
-	if d.subs.hook != nil {
-		d.serve(func() error {
-			runHook(run, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger.Named("hook"))
-			return nil
-		}, "event hook")
-	}
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 

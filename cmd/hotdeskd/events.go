@@ -54,8 +54,33 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 // sleep, ...) must not leave that command running once hotdeskd has given
 // up on it. Children a hook leaves behind when it exits in time are its
 // own business.
+//
+// It returns when sub closes and every event queued has been run, or when
+// ctx ends: that kills a hook still running, and the events still queued
+// are dropped, with one warn line saying how many.
 func runHook(ctx context.Context, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
+	dropped := 0
+	defer func() {
+		for {
+			select {
+			case _, ok := <-sub.C:
+				if ok {
+					dropped++
+					continue
+				}
+			default:
+			}
+			break
+		}
+		if dropped > 0 {
+			logger.Warn("events not given to the event hook: stopped", "hook", path, "events", dropped)
+		}
+	}()
 	sub.Each(ctx, func(e event.Event) {
+		if ctx.Err() != nil { // Each may still pick a queued event
+			dropped++
+			return
+		}
 		b, _ := json.Marshal(e)
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		cmd := exec.CommandContext(hctx, path, string(e.Kind))

@@ -3,17 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // TestHookTimeoutKillsItsChildren: event_hook_timeout bounds the hook, not
@@ -75,4 +81,79 @@ func syscallKill(pid int) error {
 		return err
 	}
 	return p.Kill()
+}
+
+// TestHookGetsServerLeft runs the real binary with a hook that appends
+// every event to a file: a clean stop gives the hook the stop's last
+// event, this server's server_left (sites script reactions to it), before
+// hotdeskd exits. Before, the hook's runner ended with the run context,
+// ahead of the stop steps that emit it.
+func TestHookGetsServerLeft(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and hook
+	dir := t.TempDir()
+	got := filepath.Join(dir, "events.jsonl")
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\ncat >> "+got+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testutil.DaemonConfig(t, "hook-left", dir, testutil.FreeAddr(t), "") + fmt.Sprintf("event_hook = %q\n", hook)
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), cfg)
+	d.Start()
+	testutil.WaitFor(t, 60*time.Second, "hotdeskd ready", func() bool {
+		return adminapi.NewClient(d.Socket).Ready(context.Background()) == nil
+	})
+	exited := d.Exited()
+	d.Stop(syscall.SIGTERM)
+	<-exited
+	if err := d.ExitErr(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v; want status 0", err)
+	}
+
+	b, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatalf("the hook never ran: %v", err)
+	}
+	var kinds []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e event.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("hook input %q: %v", line, err)
+		}
+		if e.Server == "hook-left" {
+			kinds = append(kinds, string(e.Kind))
+		}
+	}
+	if len(kinds) == 0 || kinds[0] != string(event.ServerJoined) || !slices.Contains(kinds, string(event.ServerLeft)) {
+		t.Fatalf("the hook got %v; want server_joined first, and server_left", kinds)
+	}
+}
+
+// TestHookStoppedDropsTheRest: once its bound at a stop is over (its
+// context ends), runHook runs no more hooks and says in one warn line how
+// many events it dropped, not one failure per event.
+func TestHookStoppedDropsTheRest(t *testing.T) {
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho x >> "+ran+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug})
+	bus := broker.NewBus(nil)
+	sub := bus.Subscribe(8)
+	for range 3 {
+		bus.Emit(event.Event{Kind: event.ServerLeft, Server: "s1", Time: time.Now()})
+	}
+	bus.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	runHook(ctx, hook, time.Second, sub, logger)
+	if _, err := os.Stat(ran); err == nil {
+		t.Error("the hook ran after its context ended")
+	}
+	log := logBuf.String()
+	if strings.Contains(log, "event hook failed") || strings.Count(log, "events not given to the event hook") != 1 || !strings.Contains(log, "events=3") {
+		t.Errorf("log %q; want one line counting 3 events not given to the hook", log)
+	}
 }

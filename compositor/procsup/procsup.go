@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,25 +184,74 @@ var ErrLocked = errors.New("locked")
 // state directory (two backends supervising one directory would adopt,
 // reap and remove each other's sessions), or a daemon's on a shared kiosk
 // account.
-type FileLock struct{ f *os.File }
+type FileLock struct {
+	f    *os.File
+	path string
+}
+
+// lockAttempts bounds LockFile's retries when the file it locked was
+// removed meanwhile: a path that keeps changing is in use.
+const lockAttempts = 10
+
+// lockOpened, if set (by tests), runs between LockFile's open and flock.
+var lockOpened func(path string)
 
 // LockFile takes an exclusive lock on path (created 0600; a symbolic link
 // is refused, for locks in a world-writable directory such as /run/lock)
-// without waiting: ErrLocked if it is held. The lock lasts until Unlock,
-// or until the process exits.
+// without waiting: ErrLocked if it is held. The lock lasts until Unlock
+// or Remove, or until the process exits.
+//
+// A lock file may be removed (Remove) by its holder: LockFile then checks,
+// once it holds the flock, that path still names the file it locked. One
+// that lost the race to a Remove (it opened the file before the unlink and
+// got its flock after) holds a lock on a file no path names, that the next
+// LockFile, creating the file anew, would not see; it tries again instead.
 func LockFile(path string) (*FileLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("procsup: lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("procsup: lock %s: %w", path, ErrLocked)
+	for attempt := 1; ; attempt++ {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("procsup: lock: %w", err)
 		}
-		return nil, fmt.Errorf("procsup: lock %s: %w", path, err)
+		if lockOpened != nil {
+			lockOpened(path)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, fmt.Errorf("procsup: lock %s: %w", path, ErrLocked)
+			}
+			return nil, fmt.Errorf("procsup: lock %s: %w", path, err)
+		}
+		l := &FileLock{f: f, path: path}
+		same, err := l.named()
+		if err != nil {
+			l.Unlock()
+			return nil, fmt.Errorf("procsup: lock %s: %w", path, err)
+		}
+		if same {
+			return l, nil
+		}
+		l.Unlock()
+		if attempt == lockAttempts {
+			return nil, fmt.Errorf("procsup: lock %s: removed and recreated under every attempt: %w", path, ErrLocked)
+		}
 	}
-	return &FileLock{f: f}, nil
+}
+
+// named reports whether l's path still names l's file.
+func (l *FileLock) named() (bool, error) {
+	held, err := l.f.Stat()
+	if err != nil {
+		return false, err
+	}
+	cur, err := os.Lstat(l.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(held, cur), nil
 }
 
 // Fd is the lock file's descriptor (for tests that copy it as a forked
@@ -220,6 +271,57 @@ func (l *FileLock) Unlock() error {
 		return fmt.Errorf("procsup: unlock: %w", uerr)
 	}
 	return nil
+}
+
+// Remove removes the lock file and then releases the lock: for a lock of
+// something that comes and goes (a pooled account), whose files would
+// otherwise pile up. The file goes while the lock is held, so a LockFile
+// that opened it before sees, once it gets the lock, that the path no
+// longer names it and starts over (see LockFile): two holders never hold
+// one path at once.
+func (l *FileLock) Remove() error {
+	var rerr error
+	if same, err := l.named(); err != nil {
+		rerr = err
+	} else if same {
+		rerr = os.Remove(l.path)
+	}
+	if err := l.Unlock(); err != nil {
+		return errors.Join(err, rerr)
+	}
+	if rerr != nil {
+		return fmt.Errorf("procsup: remove lock: %w", rerr)
+	}
+	return nil
+}
+
+// RemoveStaleLocks removes every lock file in dir whose name matches
+// pattern (filepath.Match) and that nobody holds: those of processes that
+// ended without removing them. A held one stays. It returns how many it
+// removed.
+func RemoveStaleLocks(dir, pattern string) (int, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil {
+		return 0, fmt.Errorf("procsup: stale locks: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, p := range paths {
+		l, err := LockFile(p)
+		if errors.Is(err, ErrLocked) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := l.Remove(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // LogTail returns the last n bytes of the log at path (a compositor's

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -164,5 +165,86 @@ func TestLockFile(t *testing.T) {
 	}
 	if _, err := os.Lstat(target); !os.IsNotExist(err) {
 		t.Fatalf("the link's target was created (%v)", err)
+	}
+}
+
+// TestLockFileRemove: Remove takes the lock file away with the lock, so
+// locks of things that come and go leave no files; and a LockFile that
+// opened the file just before its holder removed it, and got the flock
+// just after, does not count that as holding the lock (a third holder has
+// meanwhile created the path anew and locked it): two holders never hold
+// one path at once.
+func TestLockFileRemove(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "acct.lock")
+	l, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Remove(); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("lock file after Remove: %v; want it gone", err)
+	}
+
+	first, err := LockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var third *FileLock
+	lockOpened = func(string) {
+		lockOpened = nil
+		// Between the second's open and its flock: the first holder
+		// releases the account for good, a third takes it.
+		if err := first.Remove(); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+		if third, err = LockFile(path); err != nil {
+			t.Errorf("third LockFile: %v", err)
+		}
+	}
+	t.Cleanup(func() { lockOpened = nil })
+	second, err := LockFile(path)
+	if third == nil {
+		t.Fatal("the hook did not run")
+	}
+	if err == nil {
+		second.Unlock()
+		t.Fatal("second LockFile succeeded while a third holds the path's lock")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second LockFile err = %v; want ErrLocked", err)
+	}
+	if err := third.Remove(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRemoveStaleLocks: lock files nobody holds (left by processes that
+// died) are removed; held ones and other files stay.
+func TestRemoveStaleLocks(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"hotdesk-a1.lock", "hotdesk-a2.lock", "other"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := LockFile(filepath.Join(dir, "hotdesk-b1.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+	n, err := RemoveStaleLocks(dir, "hotdesk-*.lock")
+	if err != nil || n != 2 {
+		t.Fatalf("RemoveStaleLocks = %d, %v; want 2, nil", n, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"hotdesk-b1.lock", "other"}; !slices.Equal(left, want) {
+		t.Fatalf("left %v; want %v", left, want)
 	}
 }

@@ -8,11 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/compositor"
@@ -84,6 +88,9 @@ func testCompositor(mode string) int {
 			if err != nil {
 				break // the broker went away: wait for the next one
 			}
+			if rec := os.Getenv("HOTDESK_TEST_RECORD"); rec != "" {
+				recordRequest(rec, f)
+			}
 			r := Reply{OK: true}
 			switch f.Type {
 			case MsgSuspend:
@@ -119,6 +126,31 @@ func testCompositor(mode string) int {
 			WriteMsg(c, MsgReply, f.ID, r)
 		}
 	}
+}
+
+// recordRequest appends to file the request's type and the keys of its
+// body ("3 1,2": type 3, keys 1 and 2; "2 -": no body).
+func recordRequest(file string, f Frame) {
+	keys := "-"
+	if len(f.Body) > 0 {
+		var body map[uint64]cbor.RawMessage
+		if err := cbor.Unmarshal(f.Body, &body); err != nil {
+			keys = "undecodable"
+		} else if len(body) > 0 {
+			var ks []string
+			for k := range body {
+				ks = append(ks, strconv.FormatUint(k, 10))
+			}
+			slices.Sort(ks)
+			keys = strings.Join(ks, ",")
+		}
+	}
+	rf, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(rf, "%d %s\n", f.Type, keys)
+	rf.Close()
 }
 
 // newTestBackend runs this test binary as the compositor in mode; opts
@@ -562,5 +594,91 @@ func TestCallAfterDeadline(t *testing.T) {
 	}
 	if err := b.Destroy(context.Background(), "s-d"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRequestsCarryTheSpecsFields: every request the broker sends carries
+// exactly the body keys proto/COMPOSITOR.md gives it (a request without
+// fields: none), so a compositor written from the spec gets what it reads.
+// Resume's Client was specified and never sent; it was removed from the
+// spec (key 1 reserved).
+func TestRequestsCarryTheSpecsFields(t *testing.T) {
+	spec, err := os.ReadFile("../../proto/COMPOSITOR.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`^\| (\d+) \| (\w+) \| B → C \| (.*) \|$`)
+	field := regexp.MustCompile(`(?:^|, )(\d+) [A-Z]\w* `)
+	want := map[string]string{} // type → its keys as recorded
+	for _, l := range strings.Split(string(spec), "\n") {
+		m := row.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		var keys []string
+		for _, f := range field.FindAllStringSubmatch(m[3], -1) {
+			keys = append(keys, f[1])
+		}
+		slices.Sort(keys)
+		want[m[1]] = strings.Join(keys, ",")
+		if want[m[1]] == "" {
+			want[m[1]] = "-"
+		}
+	}
+	if len(want) != 5 {
+		t.Fatalf("broker requests in the spec: %v; want the 5 of its table", want)
+	}
+	// The reserved key stays decodable: a body with it is a Resume.
+	old, err := cbor.Marshal(map[uint64]string{1: "t-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := DecodeBody(Frame{Type: MsgResume, Body: old}, &Resume{}); err != nil {
+		t.Errorf("a Resume with the reserved key 1: %v; want it decoded", err)
+	}
+
+	rec := filepath.Join(t.TempDir(), "requests")
+	b := newTestBackend(t, "ok", shortDir(t), func(cfg *Config) {
+		cfg.Command = []string{"/usr/bin/env", "HOTDESK_TEST_COMPOSITOR=ok", "HOTDESK_TEST_RECORD=" + rec, os.Args[0]}
+	})
+	ctx := context.Background()
+	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-1", User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	killOnCleanup(t, info.PID)
+	if err := b.Suspend(ctx, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Resume(ctx, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Status(ctx, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ping(ctx, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Destroy(ctx, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(string(got)), "\n") {
+		typ, keys, _ := strings.Cut(l, " ")
+		seen[typ] = true
+		if w, ok := want[typ]; !ok {
+			t.Errorf("request type %s is not in the spec", typ)
+		} else if keys != w {
+			t.Errorf("request type %s carried body keys %s; the spec gives it %s", typ, keys, w)
+		}
+	}
+	for typ := range want {
+		if !seen[typ] {
+			t.Errorf("request type %s never sent", typ)
+		}
 	}
 }

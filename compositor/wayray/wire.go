@@ -48,10 +48,12 @@ type Hello struct {
 	Capabilities []string `cbor:"5,keyasint,omitempty"`
 }
 
-// Resume asks the compositor to render again for a new client.
-type Resume struct {
-	Client string `cbor:"1,keyasint,omitempty"` // terminal id, for the compositor's logs
-}
+// Resume asks the compositor to render again for a new client. Its body is
+// an empty map (as it always was on the wire). Key 1 is reserved: the
+// protocol once defined an optional Client (a terminal id for the
+// compositor's logs) that no broker ever sent; it must not get another
+// meaning, and a compositor ignores it as any unknown key.
+type Resume struct{}
 
 // Destroy asks the compositor to close every application and exit within
 // GraceMs milliseconds.
@@ -230,6 +232,9 @@ func DecodeBody(f Frame, v any) error {
 		return nil
 	}
 	if err := decMode.Unmarshal(f.Body, v); err != nil {
+		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
+	}
+	if err := proto.CheckNullElements(f.Body, v); err != nil {
 		return fmt.Errorf("%w: body of type %d: %v", ErrProtocol, f.Type, err)
 	}
 	return nil

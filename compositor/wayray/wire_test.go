@@ -178,3 +178,24 @@ func TestReadMsgStrict(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeBodyNullElement: a null element in an array (a Hello's
+// capabilities) is malformed, not an empty capability; a null field is an
+// absent one.
+func TestDecodeBodyNullElement(t *testing.T) {
+	// {1: 1, 2: "c", 4: "rdp://127.0.0.1:1", 5: ["status", null]}
+	bad := []byte{0xa4, 0x01, 0x01, 0x02, 0x61, 'c', 0x04, 0x71}
+	bad = append(bad, "rdp://127.0.0.1:1"...)
+	good := append(append([]byte{}, bad...), 0x05, 0xf6)
+	bad = append(bad, 0x05, 0x82, 0x66)
+	bad = append(bad, "status"...)
+	bad = append(bad, 0xf6)
+	var h Hello
+	if err := DecodeBody(Frame{Type: MsgHello, Body: bad}, &h); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("a null capability: %v, %+v; want ErrProtocol", err, h)
+	}
+	h = Hello{}
+	if err := DecodeBody(Frame{Type: MsgHello, Body: good}, &h); err != nil || h.Capabilities != nil || h.Version != 1 {
+		t.Fatalf("null capabilities: %v, %+v; want them absent", err, h)
+	}
+}

@@ -72,8 +72,26 @@ func newAccountPool(prefix string, max int, log hclog.Logger) *accountPool {
 		// runs, which find none to hand out.
 		dir = filepath.Join(os.TempDir(), "hotdesk-accounts-"+strconv.Itoa(os.Geteuid()))
 	}
+	return newAccountPoolIn(dir, prefix, max, log)
+}
+
+// accountLockPattern matches the names of the account lock files.
+const accountLockPattern = "hotdesk-*.lock"
+
+// newAccountPoolIn is newAccountPool with its locks in dir. It removes the
+// lock files nobody holds: those a daemon that died (or a test's) left.
+func newAccountPoolIn(dir, prefix string, max int, log hclog.Logger) *accountPool {
 	p := &accountPool{prefix: prefix, max: max, log: log, lockDir: dir, inUse: make(map[string]*procsup.FileLock)}
-	p.lockErr = privateDir(dir)
+	if p.lockErr = privateDir(dir); p.lockErr != nil {
+		return p
+	}
+	n, err := procsup.RemoveStaleLocks(dir, accountLockPattern)
+	if n > 0 {
+		log.Debug("removed stale kiosk account locks", "dir", dir, "locks", n)
+	}
+	if err != nil {
+		log.Warn("cannot remove stale kiosk account locks", "dir", dir, "error", err)
+	}
 	return p
 }
 
@@ -102,7 +120,7 @@ func privateDir(dir string) error {
 // lock takes the cross-process lock of account (two daemons on one host
 // never share an account); nil if another process holds it.
 func (p *accountPool) lock(account string) *procsup.FileLock {
-	l, err := procsup.LockFile(filepath.Join(p.lockDir, "hotdesk-"+account+".lock"))
+	l, err := procsup.LockFile(filepath.Join(p.lockDir, strings.Replace(accountLockPattern, "*", account, 1)))
 	if err != nil {
 		if !errors.Is(err, procsup.ErrLocked) {
 			p.log.Warn("cannot lock kiosk account", "account", account, "error", err)
@@ -140,7 +158,7 @@ func (p *accountPool) acquire(id string) (*user.User, error) {
 		}
 		u, err := p.ensure(name)
 		if err != nil {
-			_ = lf.Unlock()
+			p.unlock(name, lf)
 			return nil, err
 		}
 		p.inUse[name] = lf
@@ -231,10 +249,19 @@ func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	}
 	p.mu.Lock()
 	if lf := p.inUse[account]; lf != nil {
-		_ = lf.Unlock()
+		p.unlock(account, lf)
 	}
 	delete(p.inUse, account)
 	p.mu.Unlock()
+}
+
+// unlock frees account's lock and removes its file (every session would
+// otherwise leave one behind: with per-test prefixes, thousands). The file
+// goes while the lock is held, which LockFile tells apart from a free lock.
+func (p *accountPool) unlock(account string, lf *procsup.FileLock) {
+	if err := lf.Remove(); err != nil {
+		p.log.Warn("cannot remove a kiosk account's lock", "account", account, "error", err)
+	}
 }
 
 // defaultTmpRoots are the shared temporary directories a pooled account's

@@ -1374,3 +1374,68 @@ func pooledKioskSession(t *testing.T) (b *Backend, uid string, acct *user.User) 
 	}
 	return b, uid, acct
 }
+
+// TestAccountLockFilesRemoved: a pooled account's lock file goes when the
+// account is released, and a new pool removes the lock files nobody holds
+// (a dead daemon's): they piled up in /run/hotdesk-accounts, one per
+// account of every prefix ever used. A lock another process holds stays.
+func TestAccountLockFilesRemoved(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "locks")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lockPath := func(account string) string { return filepath.Join(dir, "hotdesk-"+account+".lock") }
+	exists := func(account string) bool {
+		_, err := os.Lstat(lockPath(account))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	if err := os.WriteFile(lockPath("hdtdead1"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	held, err := procsup.LockFile(lockPath("hdtheld1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+
+	prefix := testutil.KioskAccountPrefix(t)
+	p := newAccountPoolIn(dir, prefix, 2, testLogger(t))
+	if p.lockErr != nil {
+		t.Fatal(p.lockErr)
+	}
+	if exists("hdtdead1") {
+		t.Error("a lock nobody holds survived a new pool")
+	}
+	if !exists("hdtheld1") {
+		t.Error("a held lock was removed by a new pool")
+	}
+
+	// An adopted session's account (no such account here: nothing to kill).
+	acct := prefix + "1"
+	p.markUsed(acct, "s")
+	if !exists(acct) {
+		t.Fatalf("no lock file for %s in use", acct)
+	}
+	p.release(acct, t.TempDir(), nil)
+	if exists(acct) {
+		t.Errorf("lock file of %s left after its release", acct)
+	}
+
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "acquiring a pooled account needs root (useradd)")
+	}
+	u, err := p.acquire("s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exists(u.Username) {
+		t.Fatalf("no lock file for %s in use", u.Username)
+	}
+	p.release(u.Username, "/proc", nil)
+	if exists(u.Username) {
+		t.Errorf("lock file of %s left after its release", u.Username)
+	}
+}

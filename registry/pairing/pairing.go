@@ -11,7 +11,8 @@
 // lease of the code's lifetime. Codes are single use: of any number of
 // concurrent redemptions of one code exactly one succeeds.
 //
-// Guessing is bounded per source: a source (the terminal's address) with
+// Guessing is bounded per source: a source (the terminal's address; the
+// broker passes an IPv6 /64 as one, netsrc.Source) with
 // too many failures within a window is locked out, and only that source:
 // an attacker can lock out nobody but itself. A code's secret is 40 bits,
 // so wrong secrets never burn the code (that would let anyone who learns a

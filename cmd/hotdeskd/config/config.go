@@ -142,8 +142,8 @@ type Limits struct {
 	MaxUnauthenticatedPerSource int // max_unauthenticated_per_source
 	// HandshakeTimeout bounds the TLS handshake plus the first message.
 	HandshakeTimeout time.Duration // handshake_timeout; default 10s
-	// Logins waiting in PAM (prompts included): in all, per source address,
-	// per user and per terminal.
+	// Logins waiting in PAM (prompts included): in all, per source address
+	// (an IPv6 /64 counts as one), per user and per terminal.
 	MaxPendingLogins            int // max_pending_logins; default 64
 	MaxPendingLoginsPerSource   int // max_pending_logins_per_source; default 8
 	MaxPendingLoginsPerUser     int // max_pending_logins_per_user; default 2
