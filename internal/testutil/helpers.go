@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"errors"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -55,5 +56,18 @@ func Concurrently(t testing.TB, fns ...func() error) {
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// DiscardConns accepts connections on ln and closes each at once, until
+// ln is closed: a listener that is there, for a test (or a test's helper
+// process) that needs only a port or socket that answers.
+func DiscardConns(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
 	}
 }

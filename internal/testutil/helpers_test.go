@@ -1,7 +1,10 @@
 package testutil
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -94,4 +97,30 @@ func TestConcurrently(t *testing.T) {
 	if e.fatal != "" {
 		t.Fatalf("Concurrently failed a test whose functions all succeeded: %q", e.fatal)
 	}
+}
+
+// TestDiscardConns: each connection is accepted and closed (the dialler
+// reads EOF); DiscardConns returns once the listener is closed.
+func TestDiscardConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		DiscardConns(ln)
+	}()
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("read from a discarded connection = %v; want EOF", err)
+		}
+		c.Close()
+	}
+	ln.Close()
+	Recv(t, done, 10*time.Second, "DiscardConns did not return after the listener closed")
 }
