@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -69,5 +70,26 @@ func DiscardConns(ln net.Listener) {
 			return
 		}
 		c.Close()
+	}
+}
+
+// ClosesOnCancel calls cancel, which cancels the context of the stream ch,
+// and receives from ch, dropping what is left in it, until ch is closed:
+// the contract of the project's watch streams. If ch is not closed within
+// d, it fails t (without stopping it: it may run in a t.Cleanup).
+func ClosesOnCancel[T any](t testing.TB, cancel context.CancelFunc, ch <-chan T, d time.Duration) {
+	t.Helper()
+	cancel()
+	timeout := time.After(d)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Errorf("channel not closed %v after its context was cancelled", d)
+			return
+		}
 	}
 }

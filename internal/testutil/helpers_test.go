@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -124,3 +125,40 @@ func TestDiscardConns(t *testing.T) {
 	ln.Close()
 	Recv(t, done, 10*time.Second, "DiscardConns did not return after the listener closed")
 }
+
+// TestClosesOnCancel: a stream that closes once cancelled passes, what is
+// left in it dropped; one that stays open fails the test.
+func TestClosesOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan int)
+	go func() {
+		defer close(ch)
+		for i := 0; ; i++ {
+			select {
+			case ch <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	<-ch
+	ClosesOnCancel(t, cancel, ch, 10*time.Second)
+
+	rec := &errorRecorder{TB: t}
+	open := make(chan int, 1)
+	open <- 1
+	ClosesOnCancel(rec, func() {}, open, 10*time.Millisecond)
+	if !strings.HasPrefix(rec.msg, "channel not closed") {
+		t.Errorf("failure = %q; want the channel named not closed", rec.msg)
+	}
+}
+
+// errorRecorder records Errorf.
+type errorRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (e *errorRecorder) Helper() {}
+
+func (e *errorRecorder) Errorf(format string, args ...any) { e.msg = fmt.Sprintf(format, args...) }
