@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -92,4 +93,24 @@ func ClosesOnCancel[T any](t testing.TB, cancel context.CancelFunc, ch <-chan T,
 			return
 		}
 	}
+}
+
+// OneWinner checks the errors of concurrent attempts at something only one
+// may do (claim a key, consume a code): exactly one nil, every other one
+// errors.Is lost. It returns what is wrong, or nil.
+func OneWinner(errs []error, lost error) error {
+	won := 0
+	var wrong []error
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, lost):
+			wrong = append(wrong, fmt.Errorf("attempt %d: err = %w; want nil or %v", i, err, lost))
+		}
+	}
+	if won != 1 {
+		wrong = append(wrong, fmt.Errorf("%d of %d attempts succeeded; want 1", won, len(errs)))
+	}
+	return errors.Join(wrong...)
 }

@@ -162,3 +162,45 @@ type errorRecorder struct {
 func (e *errorRecorder) Helper() {}
 
 func (e *errorRecorder) Errorf(format string, args ...any) { e.msg = fmt.Sprintf(format, args...) }
+
+func TestOneWinner(t *testing.T) {
+	lost := errors.New("lost")
+	other := errors.New("broken")
+	tests := []struct {
+		name string
+		errs []error
+		want []string // in the error, in order; none: nil
+	}{
+		{"one winner", []error{lost, nil, fmt.Errorf("wrapped: %w", lost)}, nil},
+		{"alone", []error{nil}, nil},
+		{"no winner", []error{lost, lost}, []string{"0 of 2 attempts succeeded"}},
+		{"two winners", []error{nil, lost, nil}, []string{"2 of 3 attempts succeeded"}},
+		{"another error", []error{nil, other}, []string{"attempt 1: err = broken; want nil or lost"}},
+		{"another error, no winner", []error{other, lost}, []string{"attempt 0: err = broken", "0 of 2 attempts succeeded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := OneWinner(tt.errs, lost)
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("OneWinner = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("OneWinner = nil; want %q", tt.want)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				i := strings.Index(msg, w)
+				if i < 0 {
+					t.Fatalf("OneWinner = %q; want it to say %q", err, w)
+				}
+				msg = msg[i+len(w):]
+			}
+		})
+	}
+	if err := OneWinner([]error{nil, other}, lost); !errors.Is(err, other) {
+		t.Errorf("OneWinner = %v; want it to wrap the unexpected error", err)
+	}
+}
