@@ -11,16 +11,14 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 )
 
 // attach dials the gateway and redeems ticket for terminal; it returns the
 // connection after AttachOK, or the Error the gateway answered.
 func (e *env) attach(ticket []byte, terminal string) (*proto.Conn, *proto.Error) {
 	e.t.Helper()
-	cfg, err := proto.ClientTLSConfig("", e.pin, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	cfg := prototest.PinnedTLS(e.t, e.pin)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := proto.Dial(ctx, e.attachAddr, cfg, proto.WithReadTimeout(10*time.Second))

@@ -22,6 +22,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 	"github.com/hotdesk/hotdesk/tokens/soft"
@@ -294,10 +295,7 @@ func (e *env) dial(id string) *term {
 
 func dialTerm(t *testing.T, addr string, pin []byte, hello proto.Hello) *term {
 	t.Helper()
-	cfg, err := proto.ClientTLSConfig("", pin, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := prototest.PinnedTLS(t, pin)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := proto.Dial(ctx, addr, cfg)

@@ -440,26 +440,16 @@ func TestLocalResumeConfirmsClaim(t *testing.T) {
 				// Progress mark may still be on its way).
 				testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show its own claim in place", func() bool { return b1.claimHeld(tok) })
 			}
-			if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
-				t.Fatal(err)
-			}
-			t2 := b2.dial("term-2")
-			t2.present(tok, key)
-			if att := expectMsg[proto.Attached](t2); att.ServerID != "b2" || att.SessionID == sess {
-				t.Fatalf("insert at b2 with the claim gone: %+v; want a new session on b2", att)
-			}
+			b1.deleteClaim(t, tok)
+			b2.expectNewSession(t, tok, key, sess)
 			if watch {
 				testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
 			}
 			t1 := b1.dial("term-1")
 			t1.present(tok, key)
-			switch m := t1.next().(type) {
-			case *proto.Error:
-				if m.Code != proto.ErrStaleFence {
-					t.Fatalf("insert at b1: error %+v; want %s", m, proto.ErrStaleFence)
-				}
-			default:
-				t.Fatalf("insert at b1 after b2 took the token: %T %+v; want an error, not the old session attached", m, m)
+			// An error, not the old session attached.
+			if er := expectMsg[proto.Error](t1); er.Code != proto.ErrStaleFence {
+				t.Fatalf("insert at b1 after b2 took the token: error %+v; want %s", er, proto.ErrStaleFence)
 			}
 			for _, si := range b1.b.Sessions() {
 				if si.ID == sess && !si.Orphaned {
@@ -507,13 +497,9 @@ func TestLocalHotDeskStalledClaimStream(t *testing.T) {
 	}
 	tm := e.dial("term-2")
 	tm.present(tok, key)
-	switch m := tm.next().(type) {
-	case *proto.Error:
-		if m.Code != proto.ErrUnavailable {
-			t.Fatalf("hot-desk while cut off: error %+v; want %s", m, proto.ErrUnavailable)
-		}
-	default:
-		t.Fatalf("hot-desk while cut off, the key deleted: %T %+v; want an error, not the session attached without its key", m, m)
+	// An error, not the session attached without its key.
+	if er := expectMsg[proto.Error](tm); er.Code != proto.ErrUnavailable {
+		t.Fatalf("hot-desk while cut off, the key deleted: error %+v; want %s", er, proto.ErrUnavailable)
 	}
 }
 
@@ -541,15 +527,37 @@ func (e *env) claimHeld(tok string) bool {
 	return s != nil && e.b.claimHeld(s)
 }
 
-// countingLookups counts the registry's linearizable Lookups.
-type countingLookups struct {
-	Reclaimer
-	n atomic.Int32
+// deleteClaim deletes the claim of tok in etcd behind e's broker's back.
+func (e *env) deleteClaim(t *testing.T, tok string) {
+	t.Helper()
+	if _, err := e.cli.Delete(e.ctx, "/hotdesk/sessions/"+tok); err != nil {
+		t.Fatal(err)
+	}
 }
 
-func (c *countingLookups) Lookup(ctx context.Context, key string) (registry.Claim, error) {
-	c.n.Add(1)
-	return c.Reclaimer.Lookup(ctx, key)
+// expectNewSession inserts tok at a new terminal of e, which must attach
+// it to a session of its own, not sess: the claim of sess is gone.
+func (e *env) expectNewSession(t *testing.T, tok string, key ed25519.PrivateKey, sess string) {
+	t.Helper()
+	tm := e.dial("term-2")
+	tm.present(tok, key)
+	if att := expectMsg[proto.Attached](tm); att.ServerID != e.rec.ID || att.SessionID == sess {
+		t.Fatalf("insert at %s with the claim gone: %+v; want a new session on %s", e.rec.ID, att, e.rec.ID)
+	}
+}
+
+// hookedLookups calls before ahead of each of the registry's
+// linearizable Lookups; an error from it is the Lookup's.
+type hookedLookups struct {
+	Reclaimer
+	before func() error
+}
+
+func (h *hookedLookups) Lookup(ctx context.Context, key string) (registry.Claim, error) {
+	if err := h.before(); err != nil {
+		return registry.Claim{}, err
+	}
+	return h.Reclaimer.Lookup(ctx, key)
 }
 
 // TestLocalHotDeskWithoutRead: with the claim stream, hot-desks to a
@@ -562,9 +570,11 @@ func TestLocalHotDeskWithoutRead(t *testing.T) {
 	for _, watch := range []bool{true, false} {
 		t.Run(fmt.Sprintf("claim_watch=%v", watch), func(t *testing.T) {
 			t.Parallel()
-			var reads *countingLookups
+			var reads atomic.Int32 // the registry's linearizable Lookups
 			e := newEnvWith(t, "b1", envOptions{noClaimWatch: !watch,
-				wrap: func(r Registry) Registry { reads = &countingLookups{Reclaimer: r.(Reclaimer)}; return reads }})
+				wrap: func(r Registry) Registry {
+					return &hookedLookups{Reclaimer: r.(Reclaimer), before: func() error { reads.Add(1); return nil }}
+				}})
 			tok, key, t1, att := e.login("hal", "term-1")
 			// The attach's own record written (the claim's latest write).
 			testutil.WaitFor(t, 10*time.Second, "the session's record of term-1", func() bool {
@@ -574,7 +584,7 @@ func TestLocalHotDeskWithoutRead(t *testing.T) {
 			if watch {
 				testutil.WaitFor(t, 10*time.Second, "the claim stream to show the claim", func() bool { return e.claimHeld(tok) })
 			}
-			before := reads.n.Load()
+			before := reads.Load()
 			t2 := e.dial("term-2")
 			t2.present(tok, key) // a takeover
 			if a := expectMsg[proto.Attached](t2); a.SessionID != att.SessionID {
@@ -587,7 +597,7 @@ func TestLocalHotDeskWithoutRead(t *testing.T) {
 			if a := expectMsg[proto.Attached](t1); a.SessionID != att.SessionID {
 				t.Fatalf("resume attached %s; want %s", a.SessionID, att.SessionID)
 			}
-			got := reads.n.Load() - before
+			got := reads.Load() - before
 			switch {
 			case watch && got != 0:
 				// A write of our own can race the hot-desk (the stream
@@ -608,16 +618,14 @@ func TestLocalHotDeskWithoutRead(t *testing.T) {
 			// the key would re-claim it at once), the key goes.
 			e.waitSuspendedWritten(tok)
 			c := e.claim(t, tok)
-			if _, err := e.cli.Delete(e.ctx, "/hotdesk/sessions/"+tok); err != nil {
-				t.Fatal(err)
-			}
+			e.deleteClaim(t, tok)
 			testutil.WaitFor(t, 10*time.Second, "the claim stream to show the deletion", func() bool { return !e.claimHeld(tok) })
-			before = reads.n.Load()
+			before = reads.Load()
 			t1.present(tok, key)
 			if a := expectMsg[proto.Attached](t1); a.SessionID != att.SessionID {
 				t.Fatalf("resume after the deletion attached %s; want %s", a.SessionID, att.SessionID)
 			}
-			if reads.n.Load() == before {
+			if reads.Load() == before {
 				t.Fatal("a hot-desk after the key was deleted did not read the registry")
 			}
 			if nc := e.claim(t, tok); nc.Fence <= c.Fence || nc.Session.ID != att.SessionID {
@@ -625,20 +633,6 @@ func TestLocalHotDeskWithoutRead(t *testing.T) {
 			}
 		})
 	}
-}
-
-// failingLookups fails the registry's next n Lookups, as an etcd that
-// times out at start-up would.
-type failingLookups struct {
-	Reclaimer
-	n atomic.Int32
-}
-
-func (f *failingLookups) Lookup(ctx context.Context, key string) (registry.Claim, error) {
-	if f.n.Add(-1) >= 0 {
-		return registry.Claim{}, errors.New("injected: etcd timed out")
-	}
-	return f.Reclaimer.Lookup(ctx, key)
 }
 
 // TestAdoptedUnclaimedIsReclaimed: a desktop adopted at a restart whose
@@ -656,9 +650,16 @@ func TestAdoptedUnclaimedIsReclaimed(t *testing.T) {
 			b1 := newEnv(t, "b1", nil)
 			tok, _, sess := createAt(t, b1, "una")
 			before := b1.claim(t, tok)
-			fail := &failingLookups{}
-			fail.n.Store(1)
-			nb, reg := restartKeeping(t, b1, func(r *registry.Registry) Reclaimer { fail.Reclaimer = r; return fail })
+			// The next Lookup fails, as with an etcd that times out at start-up.
+			var fails atomic.Int32
+			fails.Store(1)
+			failNext := func() error {
+				if fails.Add(-1) >= 0 {
+					return errors.New("injected: etcd timed out")
+				}
+				return nil
+			}
+			nb, reg := restartKeeping(t, b1, func(r *registry.Registry) Reclaimer { return &hookedLookups{Reclaimer: r, before: failNext} })
 			if got := nb.Sessions(); len(got) != 1 || got[0].ID != sess || !got[0].Locked || nb.Unclaimed() != 1 {
 				t.Fatalf("adopted %+v, %d unclaimed; want session %s unclaimed and locked", got, nb.Unclaimed(), sess)
 			}
@@ -824,26 +825,16 @@ func TestReconfirmAfterLogin(t *testing.T) {
 			t1 := b1.dial("term-1")
 			t1.present(tok, key)
 			<-ga.entered // the claim is confirmed; the login waits
-			if _, err := b1.cli.Delete(b1.ctx, "/hotdesk/sessions/"+tok); err != nil {
-				t.Fatal(err)
-			}
-			t2 := b2.dial("term-2")
-			t2.present(tok, key)
-			if att := expectMsg[proto.Attached](t2); att.ServerID != "b2" || att.SessionID == sess {
-				t.Fatalf("insert at b2 with the claim gone: %+v; want a new session on b2", att)
-			}
+			b1.deleteClaim(t, tok)
+			b2.expectNewSession(t, tok, key, sess)
 			if watch { // the stream's delivery delay is the documented window
 				testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
 			}
 			b1.clk.Advance(3 * time.Second) // the person types their PIN
 			release()
-			switch m := t1.next().(type) {
-			case *proto.Error:
-				if m.Code != proto.ErrStaleFence {
-					t.Fatalf("login at b1 ended after b2 took the token: error %+v; want %s", m, proto.ErrStaleFence)
-				}
-			default:
-				t.Fatalf("login at b1 ended after b2 took the token: %T %+v; want an error, not the old session attached", m, m)
+			// An error, not the old session attached.
+			if er := expectMsg[proto.Error](t1); er.Code != proto.ErrStaleFence {
+				t.Fatalf("login at b1 ended after b2 took the token: error %+v; want %s", er, proto.ErrStaleFence)
 			}
 			if si := sessionInfo(t, b1.b, sess); !si.Orphaned {
 				t.Fatalf("b1's session %+v not orphaned", si)

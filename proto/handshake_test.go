@@ -10,6 +10,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 )
 
 type serverResult struct {
@@ -58,7 +59,7 @@ func recvResult(t *testing.T, results <-chan serverResult) serverResult {
 
 func TestHandshakeAndEveryMessageOverTLS(t *testing.T) {
 	s, results := startBroker(t)
-	c, err := dial(t, s.addr, pinConfig(t, s.pin))
+	c, err := dial(t, s.addr, prototest.PinnedTLS(t, s.pin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestHandshakeAndEveryMessageOverTLS(t *testing.T) {
 	}
 
 	// A second connection gets a different nonce.
-	c2, err := dial(t, s.addr, pinConfig(t, s.pin))
+	c2, err := dial(t, s.addr, prototest.PinnedTLS(t, s.pin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestServerHandshakeRefuses(t *testing.T) {
 	s, results := startBroker(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := dial(t, s.addr, pinConfig(t, s.pin))
+			c, err := dial(t, s.addr, prototest.PinnedTLS(t, s.pin))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,7 +190,7 @@ func TestServerHandshakeRefuses(t *testing.T) {
 // as a *ProtocolError with code ErrBadVersion.
 func TestClientHandshakeUnknownVersion(t *testing.T) {
 	s, results := startBroker(t)
-	c, err := dial(t, s.addr, pinConfig(t, s.pin))
+	c, err := dial(t, s.addr, prototest.PinnedTLS(t, s.pin))
 	if err != nil {
 		t.Fatal(err)
 	}

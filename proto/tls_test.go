@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 )
 
 // newCert makes a fresh self-signed certificate in a temporary directory.
@@ -113,20 +114,11 @@ func dial(t *testing.T, addr string, cfg *tls.Config) (*proto.Conn, error) {
 	return c, err
 }
 
-func pinConfig(t *testing.T, pin []byte) *tls.Config {
-	t.Helper()
-	cfg, err := proto.ClientTLSConfig("", pin, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 func TestPinnedTLS(t *testing.T) {
 	cert := newCert(t)
 	s := startServer(t, proto.ServerTLSConfig(cert), func(c *proto.Conn) { c.Recv() })
 
-	c, err := dial(t, s.addr, pinConfig(t, s.pin))
+	c, err := dial(t, s.addr, prototest.PinnedTLS(t, s.pin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +129,7 @@ func TestPinnedTLS(t *testing.T) {
 
 	// Any other certificate fails the handshake, on both sides.
 	other := newCert(t)
-	_, err = dial(t, s.addr, pinConfig(t, proto.Fingerprint(other.Certificate[0])))
+	_, err = dial(t, s.addr, prototest.PinnedTLS(t, proto.Fingerprint(other.Certificate[0])))
 	if !errors.Is(err, proto.ErrPinMismatch) {
 		t.Fatalf("dial with wrong pin: err = %v; want ErrPinMismatch", err)
 	}
@@ -276,7 +268,7 @@ func TestTLSPolicy(t *testing.T) {
 
 	// A server that does not speak ALPN hotdesk/1 is refused by the client.
 	plain := startServer(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, func(c *proto.Conn) { c.Recv() })
-	if _, err := dial(t, plain.addr, pinConfig(t, plain.pin)); !errors.Is(err, proto.ErrALPN) {
+	if _, err := dial(t, plain.addr, prototest.PinnedTLS(t, plain.pin)); !errors.Is(err, proto.ErrALPN) {
 		t.Fatalf("dial server without alpn: err = %v; want ErrALPN", err)
 	}
 }
@@ -288,7 +280,7 @@ func TestDialContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := proto.Dial(ctx, addr, pinConfig(t, make([]byte, 32)))
+		_, err := proto.Dial(ctx, addr, prototest.PinnedTLS(t, make([]byte, 32)))
 		errc <- err
 	}()
 	c := <-accepted

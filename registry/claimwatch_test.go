@@ -37,9 +37,8 @@ func nextClaimMark(t *testing.T, ch <-chan registry.ClaimChange) registry.ClaimC
 func TestWatchClaimsProgress(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	a := newReg(t, etcdtest.Client(t, eps), "pa")
+	ctx := tctx(t)
 	changes := a.WatchClaims(ctx)
 	first := nextClaimMark(t, changes)
 	if !first.Resync {
@@ -75,10 +74,9 @@ func TestWatchClaimsProgress(t *testing.T) {
 func TestWatchClaims(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	a := newReg(t, etcdtest.Client(t, eps), "ca")
 	b := newReg(t, etcdtest.Client(t, eps), "cb")
+	ctx := tctx(t)
 	wctx, wcancel := context.WithCancel(ctx)
 	changes := b.WatchClaims(wctx)
 	first := nextClaimChange(t, changes)
@@ -111,9 +109,7 @@ func TestWatchClaims(t *testing.T) {
 	if got.Key != "soft.w1" || !got.Deleted || got.Rev <= c2.ModRev {
 		t.Fatalf("release change = %+v; want soft.w1 deleted after %d", got, c2.ModRev)
 	}
-	wcancel()
-	for range changes { // closed after cancel
-	}
+	testutil.ClosesOnCancel(t, wcancel, changes, waitBound)
 }
 
 // TestWatchClaimsGap: a watch cut off while its history is compacted
@@ -121,9 +117,8 @@ func TestWatchClaims(t *testing.T) {
 // goes on reporting changes.
 func TestWatchClaimsGap(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	direct, proxy, a, b := cutOffPair(t, "ga", "gb")
+	ctx := tctx(t)
 	changes := b.WatchClaims(ctx)
 	if first := nextClaimChange(t, changes); !first.Resync {
 		t.Fatalf("first change = %+v; want a Resync mark", first)

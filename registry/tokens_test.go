@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -102,17 +103,8 @@ func TestPairingSingleUse(t *testing.T) {
 		together(consumers, func(j int) {
 			errs[j] = regs[j%2].ConsumePairing(ctx, id, modRev)
 		})
-		ok := 0
-		for _, err := range errs {
-			switch {
-			case err == nil:
-				ok++
-			case !errors.Is(err, registry.ErrNotFound):
-				t.Fatalf("round %d: ConsumePairing err = %v; want nil or ErrNotFound", i, err)
-			}
-		}
-		if ok != 1 {
-			t.Fatalf("round %d: successful consumes = %d; want 1", i, ok)
+		if err := testutil.OneWinner(errs, registry.ErrNotFound); err != nil {
+			t.Fatalf("round %d: concurrent ConsumePairing: %v", i, err)
 		}
 		if _, _, err := regs[0].Pairing(ctx, id); !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("round %d: Pairing after consume err = %v; want ErrNotFound", i, err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -12,8 +13,7 @@ import (
 func TestWatchTokens(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := tctx(t)
 	a, err := registry.New(ctx, etcdtest.Client(t, eps), registry.ServerRecord{ID: "wa"})
 	if err != nil {
 		t.Fatal(err)
@@ -52,18 +52,15 @@ func TestWatchTokens(t *testing.T) {
 			t.Fatalf("change %d never arrived", i)
 		}
 	}
-	wcancel()
-	for range changes { // closed after cancel
-	}
+	testutil.ClosesOnCancel(t, wcancel, changes, waitBound)
 }
 
 // TestWatchTokensGapDeletion: a token deleted while the watch is broken
 // (and its history compacted away) is reported deleted after the re-list.
 func TestWatchTokensGapDeletion(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	direct, proxy, a, b := cutOffPair(t, "wa", "wb")
+	ctx := tctx(t)
 	for _, id := range []string{"uid.01", "uid.02"} {
 		if err := a.EnrollToken(ctx, registry.TokenRecord{ID: id, Kind: "uid", User: "u"}); err != nil {
 			t.Fatal(err)

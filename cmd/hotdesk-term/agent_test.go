@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
@@ -570,15 +571,6 @@ func listenResume(t *testing.T, addr string) (*resumeServer, error) {
 
 func (s *resumeServer) close() { s.ln.close() }
 
-func mustPin(t *testing.T, fp []byte) *tls.Config {
-	t.Helper()
-	cfg, err := proto.ClientTLSConfig("", fp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 // TestAgentTLSResumptionKeepsPin: the agent resumes TLS sessions with a
 // broker it connected to before (no full handshake on a redirect or a
 // failover to it), and a resumed session never bypasses the pin: a dial
@@ -597,13 +589,13 @@ func TestAgentTLSResumptionKeepsPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := mustKeystore(t)
-	a, err := newAgent(Config{Server: srv.addr, TLS: mustPin(t, srv.fp), TerminalID: "term-r", Keystore: ks, Timeout: waitBound})
+	a, err := newAgent(Config{Server: srv.addr, TLS: prototest.PinnedTLS(t, srv.fp), TerminalID: "term-r", Keystore: ks, Timeout: waitBound})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
 	dial := func(pin []byte) (*link, error) {
-		return a.dialOne(ctx, target{addr: srv.addr, tls: mustPin(t, pin)})
+		return a.dialOne(ctx, target{addr: srv.addr, tls: prototest.PinnedTLS(t, pin)})
 	}
 	wantResumed := func(want bool) {
 		t.Helper()
@@ -650,7 +642,7 @@ func TestAgentTLSResumptionKeepsPin(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if _, err := a.dialOne(ctx, target{addr: addr, tls: mustPin(t, srv.fp)}); !errors.Is(err, proto.ErrPinMismatch) {
+	if _, err := a.dialOne(ctx, target{addr: addr, tls: prototest.PinnedTLS(t, srv.fp)}); !errors.Is(err, proto.ErrPinMismatch) {
 		t.Fatalf("dial of an impostor at a cached address = %v; want %v", err, proto.ErrPinMismatch)
 	}
 	select {

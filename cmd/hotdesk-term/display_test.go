@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 )
 
 // displayClientEnv makes the test binary act as a display client (see
@@ -64,12 +65,9 @@ type fakeGateway struct {
 func startGateway(t *testing.T) *fakeGateway {
 	t.Helper()
 	cert, fp := testCert(t)
-	ccfg, err := proto.ClientTLSConfig("", fp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &fakeGateway{t: t, tls: ccfg, ticket: []byte("ticket-1")}
+	g := &fakeGateway{t: t, tls: prototest.PinnedTLS(t, fp), ticket: []byte("ticket-1")}
 	scfg := proto.ServerTLSConfig(cert)
+	var err error
 	g.ln, err = listenFake(t, "", func(c net.Conn) { g.serve(tls.Server(c, scfg)) })
 	if err != nil {
 		t.Fatal(err)

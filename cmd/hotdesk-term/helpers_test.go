@@ -19,6 +19,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -364,10 +365,7 @@ func mustKeystore(t *testing.T) *soft.Keystore {
 func startAgent(t *testing.T, home *fakeBroker, edit func(*Config)) *testAgent {
 	t.Helper()
 	ks, key := newKeystore(t)
-	tcfg, err := proto.ClientTLSConfig("", home.fp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tcfg := prototest.PinnedTLS(t, home.fp)
 	out := newOutput(t)
 	cfg := Config{
 		Server: home.addr, TLS: tcfg, TerminalID: "term-1", Name: "Desk 1", Keystore: ks,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -90,10 +91,7 @@ func (b *groupBroker) pair(user string, key soft.Key) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	cfg, err := proto.ClientTLSConfig("", pin, nil)
-	if err != nil {
-		b.t.Fatal(err)
-	}
+	cfg := prototest.PinnedTLS(b.t, pin)
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	c, err := proto.Dial(ctx, b.addr, cfg, proto.WithReadTimeout(waitBound))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 )
 
 // runAttacks throws every attack of the suite at the daemon, one kind after
@@ -25,10 +26,7 @@ import (
 func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []byte, token, attachAddr string,
 	good *goodTerm, lastTicket *atomic.Pointer[proto.Attached], bin string) {
 	addr := e.addr
-	tlsCfg, err := proto.ClientTLSConfig("", pin, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tlsCfg := prototest.PinnedTLS(t, pin)
 	par := func(n int, f func(i int)) {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 64)

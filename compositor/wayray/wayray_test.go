@@ -180,15 +180,23 @@ func killOnCleanup(t *testing.T, pid int) {
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
 }
 
-func TestLifecycle(t *testing.T) {
-	dir := shortDir(t)
-	b := newTestBackend(t, "ok", dir)
-	ctx := context.Background()
-	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-1", User: "alice", Labels: map[string]string{"k": "v"}})
+// mustCreate creates the desktop spec on b; its compositor's process group
+// is killed when the test ends.
+func mustCreate(t *testing.T, ctx context.Context, b *Backend, spec compositor.Spec) compositor.Info {
+	t.Helper()
+	info, err := b.Create(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	killOnCleanup(t, info.PID)
+	return info
+}
+
+func TestLifecycle(t *testing.T) {
+	dir := shortDir(t)
+	b := newTestBackend(t, "ok", dir)
+	ctx := context.Background()
+	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-1", User: "alice", Labels: map[string]string{"k": "v"}})
 	if info.Endpoint != "rdp://127.0.0.1:3390" || info.Labels["k"] != "v" {
 		t.Fatalf("info = %+v; want the hello's endpoint and the labels", info)
 	}
@@ -234,11 +242,7 @@ func TestCrashIsReported(t *testing.T) {
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Debug})
 	})
 	ctx := context.Background()
-	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-c", User: "bob"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	killOnCleanup(t, info.PID)
+	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-c", User: "bob"})
 	if err := b.Suspend(ctx, "s-c"); err == nil {
 		t.Fatal("suspend of a crashing compositor succeeded")
 	}
@@ -256,11 +260,7 @@ func TestBadCompositorsRefused(t *testing.T) {
 			fake := clock.NewFake(time.Unix(1e9, 0))
 			b := newTestBackend(t, mode, shortDir(t), withClock(fake))
 			good := newTestBackend(t, "ok", shortDir(t))
-			ok, err := good.Create(context.Background(), compositor.Spec{SessionID: "s-ok", User: "u"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			killOnCleanup(t, ok.PID)
+			mustCreate(t, context.Background(), good, compositor.Spec{SessionID: "s-ok", User: "u"})
 			errc := make(chan error, 1)
 			go func() {
 				_, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-bad", User: "u"})
@@ -276,7 +276,7 @@ func TestBadCompositorsRefused(t *testing.T) {
 				})
 				fake.Advance(b.cfg.StartTimeout)
 			}
-			err = <-errc
+			err := <-errc
 			if !errors.Is(err, ErrStartFailed) {
 				t.Fatalf("create with a %s compositor = %v; want ErrStartFailed", mode, err)
 			}
@@ -316,19 +316,11 @@ func TestBrokenControlChannel(t *testing.T) {
 			fake := clock.NewFake(time.Unix(1e9, 0))
 			dir := shortDir(t)
 			b := newTestBackend(t, "ok", dir, withClock(fake))
-			good, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-ok", User: "u"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			killOnCleanup(t, good.PID)
+			mustCreate(t, context.Background(), b, compositor.Spec{SessionID: "s-ok", User: "u"})
 			// Same backend, same state dir, a misbehaving compositor.
 			b.cfg.Command = []string{"/usr/bin/env", "HOTDESK_TEST_COMPOSITOR=" + tc.mode, os.Args[0]}
-			bad, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-bad", User: "u"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			killOnCleanup(t, bad.PID)
-			err = tc.poke(b, fake)
+			bad := mustCreate(t, context.Background(), b, compositor.Spec{SessionID: "s-bad", User: "u"})
+			err := tc.poke(b, fake)
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("request to a broken compositor = %v; want %v", err, tc.want)
 			}
@@ -360,13 +352,9 @@ func TestBrokenControlChannel(t *testing.T) {
 
 func TestUnknownRequest(t *testing.T) {
 	b := newTestBackend(t, "ok", shortDir(t))
-	info, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-u", User: "u"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	killOnCleanup(t, info.PID)
+	mustCreate(t, context.Background(), b, compositor.Spec{SessionID: "s-u", User: "u"})
 	s, _ := b.get("s-u")
-	_, err = b.call(context.Background(), s, 77, nil)
+	_, err := b.call(context.Background(), s, 77, nil)
 	if !errors.Is(err, ErrRefused) {
 		t.Fatalf("unknown request = %v; want ErrRefused", err)
 	}
@@ -379,11 +367,7 @@ func TestAdoptAfterClose(t *testing.T) {
 	dir := shortDir(t)
 	b := newTestBackend(t, "ok", dir)
 	ctx := context.Background()
-	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-a", User: "carol"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	killOnCleanup(t, info.PID)
+	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-a", User: "carol"})
 	if err := b.Suspend(ctx, "s-a"); err != nil {
 		t.Fatal(err)
 	}
@@ -439,11 +423,7 @@ func TestAdoptKillsLeftovers(t *testing.T) {
 	dir := shortDir(t)
 	b := newTestBackend(t, "child", dir)
 	ctx := context.Background()
-	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-l", User: "dave"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	killOnCleanup(t, info.PID)
+	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-l", User: "dave"})
 	b.Close()
 	if err := syscall.Kill(info.PID, syscall.SIGKILL); err != nil { // the leader alone
 		t.Fatal(err)
@@ -474,11 +454,7 @@ func TestAdoptConcurrently(t *testing.T) {
 	ctx := context.Background()
 	var pids []int
 	for _, id := range []string{"s-h1", "s-h2"} {
-		info, err := b.Create(ctx, compositor.Spec{SessionID: id, User: "erin"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		killOnCleanup(t, info.PID)
+		info := mustCreate(t, ctx, b, compositor.Spec{SessionID: id, User: "erin"})
 		pids = append(pids, info.PID)
 	}
 	b.Close()
@@ -542,11 +518,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	dir := shortDir(t)
 	b := newTestBackend(t, "ok", dir, func(c *Config) { c.StopGrace = time.Hour })
 	ctx := context.Background()
-	info, err := b.Create(ctx, compositor.Spec{SessionID: "s-c", User: "carol"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	killOnCleanup(t, info.PID)
+	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-c", User: "carol"})
 	// Stop the compositor so it cannot exit on the Destroy request: only
 	// Close can end Destroy's wait.
 	if err := syscall.Kill(info.PID, syscall.SIGSTOP); err != nil {
@@ -579,11 +551,7 @@ func TestCloseEndsEverything(t *testing.T) {
 // broken control channel: the compositor, and the session, were killed.
 func TestCallAfterDeadline(t *testing.T) {
 	b := newTestBackend(t, "ok", shortDir(t))
-	info, err := b.Create(context.Background(), compositor.Spec{SessionID: "s-d", User: "u"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	killOnCleanup(t, info.PID)
+	mustCreate(t, context.Background(), b, compositor.Spec{SessionID: "s-d", User: "u"})
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
 	if _, err := b.Status(ctx, "s-d"); !errors.Is(err, context.DeadlineExceeded) {

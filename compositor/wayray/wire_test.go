@@ -55,17 +55,20 @@ func TestReadMsgAfterFreeze(t *testing.T) {
 	}
 }
 
-// lateConn reports its first read's deadline late, as after the process
-// was stopped while the read waited: it sleeps past the deadline first.
+// lateConn reports the deadline of its read number at (1 for the first)
+// late, as after the process was stopped while that read waited: it sleeps
+// past the deadline first. The other reads pass through. At 2 that is a
+// stop between a frame's header (the first read) and its body.
 type lateConn struct {
 	net.Conn
-	late time.Duration
-	once bool
+	late  time.Duration
+	at    int
+	reads int
 }
 
 func (c *lateConn) Read(p []byte) (int, error) {
-	if !c.once {
-		c.once = true
+	c.reads++
+	if c.reads == c.at {
 		time.Sleep(c.late)
 		return 0, os.ErrDeadlineExceeded
 	}
@@ -85,7 +88,7 @@ func TestReadMsgAfterLongFreeze(t *testing.T) {
 		time.Sleep(late + freezeGrace + 200*time.Millisecond) // after freezeGrace more, within a whole timeout more
 		_ = WriteMsg(b, 7, 43, nil)
 	}()
-	f, err := ReadMsg(&lateConn{Conn: a, late: late}, timeout)
+	f, err := ReadMsg(&lateConn{Conn: a, late: late, at: 1}, timeout)
 	if err != nil || f.Type != 7 || f.ID != 43 {
 		t.Fatalf("ReadMsg after a late deadline = %+v, %v; want type 7, id 43", f, err)
 	}
@@ -98,24 +101,6 @@ func TestReadMsgAfterLongFreeze(t *testing.T) {
 	}
 }
 
-// midFrameLateConn passes its first read (a frame's header) through and
-// reports its second read's deadline late, as when the process was stopped
-// between a frame's header and its body.
-type midFrameLateConn struct {
-	net.Conn
-	late  time.Duration
-	reads int
-}
-
-func (c *midFrameLateConn) Read(p []byte) (int, error) {
-	c.reads++
-	if c.reads == 2 {
-		time.Sleep(c.late)
-		return 0, os.ErrDeadlineExceeded
-	}
-	return c.Conn.Read(p)
-}
-
 // TestReadMsgFreezeMidFrame: a freeze between a frame's header and its body
 // (the body already waiting in the socket) is not a broken compositor
 // either: chaos (broker_sigstop) saw a desktop killed that way.
@@ -125,7 +110,7 @@ func TestReadMsgFreezeMidFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	const timeout = 100 * time.Millisecond
-	f, err := ReadMsg(&midFrameLateConn{Conn: c, late: timeout + 2*freezeGrace}, timeout)
+	f, err := ReadMsg(&lateConn{Conn: c, late: timeout + 2*freezeGrace, at: 2}, timeout)
 	if err != nil || f.Type != 7 || f.ID != 44 {
 		t.Fatalf("ReadMsg with a late deadline mid-frame = %+v, %v; want type 7, id 44", f, err)
 	}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 // helperEnv selects a fake compositor mode when the test binary is run as
@@ -77,15 +79,7 @@ func runHelper(mode string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go testutil.DiscardConns(l)
 	for {
 		time.Sleep(time.Hour)
 	}

@@ -79,15 +79,7 @@ func listen(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go testutil.DiscardConns(ln)
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -266,13 +258,9 @@ func TestErrors(t *testing.T) {
 func TestAddCounts(t *testing.T) {
 	requireNFT(t)
 	t.Parallel()
-	g := newGuard(t, Config{})
-	uid, gid := testutil.Nobody(t)
-	port := listen(t)
-	for range 2 {
-		if err := g.Add(ctx(t), port); err != nil {
-			t.Fatal(err)
-		}
+	g, port, uid, gid := guardedListener(t, Config{})
+	if err := g.Add(ctx(t), port); err != nil { // the second Add
+		t.Fatal(err)
 	}
 	if err := g.Remove(ctx(t), port); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,10 @@
 package testutil
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -56,4 +59,58 @@ func Concurrently(t testing.TB, fns ...func() error) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// DiscardConns accepts connections on ln and closes each at once, until
+// ln is closed: a listener that is there, for a test (or a test's helper
+// process) that needs only a port or socket that answers.
+func DiscardConns(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// ClosesOnCancel calls cancel, which cancels the context of the stream ch,
+// and receives from ch, dropping what is left in it, until ch is closed:
+// the contract of the project's watch streams. If ch is not closed within
+// d, it fails t (without stopping it: it may run in a t.Cleanup).
+func ClosesOnCancel[T any](t testing.TB, cancel context.CancelFunc, ch <-chan T, d time.Duration) {
+	t.Helper()
+	cancel()
+	timeout := time.After(d)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-timeout:
+			t.Errorf("channel not closed %v after its context was cancelled", d)
+			return
+		}
+	}
+}
+
+// OneWinner checks the errors of concurrent attempts at something only one
+// may do (claim a key, consume a code): exactly one nil, every other one
+// errors.Is lost. It returns what is wrong, or nil.
+func OneWinner(errs []error, lost error) error {
+	won := 0
+	var wrong []error
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, lost):
+			wrong = append(wrong, fmt.Errorf("attempt %d: err = %w; want nil or %v", i, err, lost))
+		}
+	}
+	if won != 1 {
+		wrong = append(wrong, fmt.Errorf("%d of %d attempts succeeded; want 1", won, len(errs)))
+	}
+	return errors.Join(wrong...)
 }

@@ -1,7 +1,11 @@
 package testutil
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -93,5 +97,110 @@ func TestConcurrently(t *testing.T) {
 	Concurrently(&e, func() error { return nil })
 	if e.fatal != "" {
 		t.Fatalf("Concurrently failed a test whose functions all succeeded: %q", e.fatal)
+	}
+}
+
+// TestDiscardConns: each connection is accepted and closed (the dialler
+// reads EOF); DiscardConns returns once the listener is closed.
+func TestDiscardConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		DiscardConns(ln)
+	}()
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("read from a discarded connection = %v; want EOF", err)
+		}
+		c.Close()
+	}
+	ln.Close()
+	Recv(t, done, 10*time.Second, "DiscardConns did not return after the listener closed")
+}
+
+// TestClosesOnCancel: a stream that closes once cancelled passes, what is
+// left in it dropped; one that stays open fails the test.
+func TestClosesOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan int)
+	go func() {
+		defer close(ch)
+		for i := 0; ; i++ {
+			select {
+			case ch <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	<-ch
+	ClosesOnCancel(t, cancel, ch, 10*time.Second)
+
+	rec := &errorRecorder{TB: t}
+	open := make(chan int, 1)
+	open <- 1
+	ClosesOnCancel(rec, func() {}, open, 10*time.Millisecond)
+	if !strings.HasPrefix(rec.msg, "channel not closed") {
+		t.Errorf("failure = %q; want the channel named not closed", rec.msg)
+	}
+}
+
+// errorRecorder records Errorf.
+type errorRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (e *errorRecorder) Helper() {}
+
+func (e *errorRecorder) Errorf(format string, args ...any) { e.msg = fmt.Sprintf(format, args...) }
+
+func TestOneWinner(t *testing.T) {
+	lost := errors.New("lost")
+	other := errors.New("broken")
+	tests := []struct {
+		name string
+		errs []error
+		want []string // in the error, in order; none: nil
+	}{
+		{"one winner", []error{lost, nil, fmt.Errorf("wrapped: %w", lost)}, nil},
+		{"alone", []error{nil}, nil},
+		{"no winner", []error{lost, lost}, []string{"0 of 2 attempts succeeded"}},
+		{"two winners", []error{nil, lost, nil}, []string{"2 of 3 attempts succeeded"}},
+		{"another error", []error{nil, other}, []string{"attempt 1: err = broken; want nil or lost"}},
+		{"another error, no winner", []error{other, lost}, []string{"attempt 0: err = broken", "0 of 2 attempts succeeded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := OneWinner(tt.errs, lost)
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("OneWinner = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("OneWinner = nil; want %q", tt.want)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				i := strings.Index(msg, w)
+				if i < 0 {
+					t.Fatalf("OneWinner = %q; want it to say %q", err, w)
+				}
+				msg = msg[i+len(w):]
+			}
+		})
+	}
+	if err := OneWinner([]error{nil, other}, lost); !errors.Is(err, other) {
+		t.Errorf("OneWinner = %v; want it to wrap the unexpected error", err)
 	}
 }

@@ -276,17 +276,8 @@ func TestPairing(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		ok := 0
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				ok++
-			case !errors.Is(err, pairing.ErrInvalidCode):
-				t.Errorf("redeem %d: err = %v; want nil or ErrInvalidCode", i, err)
-			}
-		}
-		if ok != 1 {
-			t.Errorf("successes = %d; want 1", ok)
+		if err := testutil.OneWinner(errs, pairing.ErrInvalidCode); err != nil {
+			t.Errorf("concurrent redeems: %v", err)
 		}
 	})
 

@@ -163,21 +163,7 @@ func startWatch(t testing.TB, p *Provider) *watch {
 		cancel()
 		t.Fatalf("Watch: %v", err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		timeout := time.After(wait)
-		for {
-			select {
-			case _, ok := <-ch:
-				if !ok {
-					return
-				}
-			case <-timeout:
-				t.Errorf("event channel not closed %v after cancel", wait)
-				return
-			}
-		}
-	})
+	t.Cleanup(func() { testutil.ClosesOnCancel(t, cancel, ch, wait) })
 	return &watch{t: t, ch: ch}
 }
 

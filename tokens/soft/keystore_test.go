@@ -11,6 +11,34 @@ import (
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
+// mustOpen opens the keystore at path or fails t.
+func mustOpen(t *testing.T, path string) *soft.Keystore {
+	t.Helper()
+	ks, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ks
+}
+
+// mustGenerate generates a key named name (no label) in ks or fails t.
+func mustGenerate(t *testing.T, ks *soft.Keystore, name string) soft.Key {
+	t.Helper()
+	k, err := ks.Generate(name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// mustSave saves ks or fails t.
+func mustSave(t *testing.T, ks *soft.Keystore) {
+	t.Helper()
+	if err := ks.Save(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestKeystoreRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "conf", "hotdesk", "tokens.json")
 	ks, err := soft.OpenKeystore(path)
@@ -33,13 +61,8 @@ func TestKeystoreRoundTrip(t *testing.T) {
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("file exists before Save (stat err %v)", err)
 	}
-	b, err := ks.Generate("badge-2", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.Save(); err != nil {
-		t.Fatal(err)
-	}
+	b := mustGenerate(t, ks, "badge-2")
+	mustSave(t, ks)
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -58,10 +81,7 @@ func TestKeystoreRoundTrip(t *testing.T) {
 		t.Errorf("directory holds %d entries; want only the keystore (no temp files)", len(ents))
 	}
 
-	ks2, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ks2 := mustOpen(t, path)
 	got := ks2.List()
 	if len(got) != 2 || got[0].Name != "default" || got[1].Name != "badge-2" ||
 		got[0].Token != a.Token || got[1].Token != b.Token || !got[0].Public.Equal(a.Public) || got[0].Label != a.Label {
@@ -98,10 +118,7 @@ func TestKeystoreRoundTrip(t *testing.T) {
 }
 
 func TestKeystoreGenerateValidation(t *testing.T) {
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "k.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ks := mustOpen(t, filepath.Join(t.TempDir(), "k.json"))
 	tests := []struct {
 		name, key, label string
 		wantErr          bool
@@ -130,16 +147,10 @@ func TestOpenKeystoreRefuses(t *testing.T) {
 	// A valid file to tamper with.
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.json")
-	ks, _ := soft.OpenKeystore(good)
-	if _, err := ks.Generate("a", ""); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ks.Generate("b", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.Save(); err != nil {
-		t.Fatal(err)
-	}
+	ks := mustOpen(t, good)
+	mustGenerate(t, ks, "a")
+	mustGenerate(t, ks, "b")
+	mustSave(t, ks)
 	raw, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -197,27 +208,12 @@ func TestOpenKeystoreRefuses(t *testing.T) {
 // is ErrNotFound.
 func TestKeystoreSeesKeysSavedByAnother(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys.json")
-	running, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := running.Generate("old", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := running.Save(); err != nil {
-		t.Fatal(err)
-	}
-	pairing, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	badge, err := pairing.Generate("badge", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pairing.Save(); err != nil {
-		t.Fatal(err)
-	}
+	running := mustOpen(t, path)
+	mustGenerate(t, running, "old")
+	mustSave(t, running)
+	pairing := mustOpen(t, path)
+	badge := mustGenerate(t, pairing, "badge")
+	mustSave(t, pairing)
 	got, err := running.Get("badge")
 	if err != nil || got.Token != badge.Token {
 		t.Fatalf("Get(badge) = %v, %v; want the key the other keystore saved (%s)", got.Token, err, badge.Token)
@@ -237,32 +233,12 @@ func TestKeystoreSeesKeysSavedByAnother(t *testing.T) {
 // enrolments at once) each save a new key; the file ends with both.
 func TestKeystoreSaveKeepsOthersKeys(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys.json")
-	a, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ks := range []struct {
-		k    *soft.Keystore
-		name string
-	}{{a, "phone"}, {b, "badge"}} {
-		if _, err := ks.k.Generate(ks.name, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.Save(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Save(); err != nil {
-		t.Fatal(err)
-	}
-	disk, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := mustOpen(t, path), mustOpen(t, path)
+	mustGenerate(t, a, "phone")
+	mustGenerate(t, b, "badge")
+	mustSave(t, a)
+	mustSave(t, b)
+	disk := mustOpen(t, path)
 	var names []string
 	for _, k := range disk.List() {
 		names = append(names, k.Name)

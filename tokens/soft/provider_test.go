@@ -31,12 +31,8 @@ func recvEvent(t *testing.T, ch <-chan tokens.Event) tokens.Event {
 }
 
 func TestProvider(t *testing.T) {
-	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "k.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := ks.Generate("a", "")
-	b, _ := ks.Generate("b", "")
+	ks := mustOpen(t, filepath.Join(t.TempDir(), "k.json"))
+	a, b := mustGenerate(t, ks, "a"), mustGenerate(t, ks, "b")
 	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	clk := clock.NewFake(start)
 	p := soft.NewProvider(ks, clk)
@@ -112,10 +108,8 @@ func TestProvider(t *testing.T) {
 
 // A watcher that does not read blocks Insert only until its context ends.
 func TestProviderFullWatcherCancelled(t *testing.T) {
-	ks, _ := soft.OpenKeystore(filepath.Join(t.TempDir(), "k.json"))
-	if _, err := ks.Generate("a", ""); err != nil {
-		t.Fatal(err)
-	}
+	ks := mustOpen(t, filepath.Join(t.TempDir(), "k.json"))
+	mustGenerate(t, ks, "a")
 	p := soft.NewProvider(ks, clock.Real{})
 	ctx, cancel := context.WithCancel(context.Background())
 	ch, err := p.Watch(ctx)
