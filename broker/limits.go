@@ -107,12 +107,15 @@ const logEvery = 10 * time.Second
 // The per-source caps refuse a newcomer whose own source holds its share.
 // At a listener-wide cap (MaxConnections, MaxUnauthenticated) a newcomer
 // is not simply refused: that would let a few sources holding slow
-// handshakes shut every terminal out. If some source holds more
-// unauthenticated connections than the newcomer's, the oldest
+// handshakes shut every terminal out. If some source holds at least two
+// more unauthenticated connections than the newcomer's, the oldest
 // unauthenticated connection of the source holding the most is closed
 // instead (an eviction) and the newcomer admitted. A well-behaved client
-// finishes its handshake in milliseconds, so it is almost never the oldest;
-// authenticated connections are never evicted.
+// finishes its handshake in milliseconds, so it is almost never the
+// oldest; authenticated connections are never evicted. Holdings within one
+// of each other never evict: in a reconnect storm (every terminal of a
+// site at once after a restart, one connection per address) newcomers are
+// refused and retry, rather than each killing a handshake in progress.
 type connGate struct {
 	lim  Limits
 	what string
@@ -218,13 +221,14 @@ func (g *connGate) admit(addr net.Addr, evict func()) *admitted {
 
 // victimLocked picks the connection to evict for a newcomer from src: the
 // oldest unauthenticated connection of the source holding the most of them,
-// if that is more than src holds; else nil.
+// if that is at least two more than src holds (so that the eviction leaves
+// the victim's source holding no fewer than src); else nil.
 func (g *connGate) victimLocked(src string) *admitted {
 	most := 0
 	for _, n := range g.unauthBySource {
 		most = max(most, n)
 	}
-	if most <= g.unauthBySource[src] {
+	if most < g.unauthBySource[src]+2 {
 		return nil
 	}
 	for e := g.unauthList.Front(); e != nil; e = e.Next() {

@@ -298,8 +298,9 @@ limits {
   # Connections still in the TLS handshake or before their first message:
   # in all, and per source address (an IPv6 /64 counts as one), so that a
   # few addresses cannot hold them all; and how long they may take for both.
-  # At either cap in all, a newcomer from a source holding fewer of them
-  # than another source closes that source's oldest instead of being refused.
+  # At either cap in all, a newcomer from a source holding at least two
+  # fewer of them than another source closes that source's oldest instead
+  # of being refused.
   max_unauthenticated            = 128
   max_unauthenticated_per_source = 16
   handshake_timeout              = "10s"

@@ -24,7 +24,7 @@ import (
 // runAttacks throws every attack of the suite at the daemon, one kind after
 // the other (some kinds in parallel), recording each in al.
 func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []byte, token, attachAddr string,
-	good *goodTerm, lastTicket *atomic.Pointer[proto.Attached], bin string) {
+	good *goodTerm, lastTicket *atomic.Pointer[proto.Attached], redeems *atomic.Int32, bin string) {
 	addr := e.addr
 	tlsCfg := prototest.PinnedTLS(t, pin)
 	par := func(n int, f func(i int)) {
@@ -156,6 +156,39 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 		}
 		al.try("slowloris", cut || closedByServer(c, 15*time.Second), "slow client never cut")
 	})
+
+	// The attach gateway held full of slow handshakes: advHogSources
+	// addresses, each at its max_unauthenticated_per_source, more than the
+	// gateway's connection budget. The good terminal must still attach
+	// meanwhile (a newcomer from a source holding none evicts the oldest
+	// handshake of a source holding the most), and every hog is cut.
+	var hogs sync.WaitGroup
+	hogDialed := make(chan struct{}, advHogSources*16)
+	for i := range advHogSources * 16 {
+		hogs.Add(1)
+		go func() {
+			defer hogs.Done()
+			c, err := dialFrom(ctx, src(130+i%advHogSources), attachAddr, nil)
+			hogDialed <- struct{}{}
+			if err != nil {
+				al.try("gateway_hog", true, "")
+				return
+			}
+			defer c.Close()
+			al.try("gateway_hog", closedByServer(c, 3*advHandshake), "slow handshake held past the handshake deadline")
+		}()
+	}
+	for range advHogSources * 16 {
+		<-hogDialed
+	}
+	from := redeems.Load()
+	hogDeadline := time.Now().Add(advHandshake)
+	for redeems.Load() < from+2 && time.Now().Before(hogDeadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	al.try("gateway_hog", redeems.Load() >= from+2,
+		fmt.Sprintf("the good terminal attached %d times while the gateway was full of slow handshakes; want 2", redeems.Load()-from))
+	hogs.Wait()
 
 	// 2,000 idle connections from 40 addresses, held for 3 s.
 	var idle []net.Conn
