@@ -432,7 +432,9 @@ func TestTokenEventRate(t *testing.T) {
 	defer term.conn.Close()
 	var mu sync.Mutex
 	var handled []string // what reached the worker's queue
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		for ev := range term.events {
 			mu.Lock()
 			handled = append(handled, fmt.Sprintf("%T %s", ev.msg, ev.token))
@@ -497,6 +499,10 @@ func TestTokenEventRate(t *testing.T) {
 	}
 	peer.Close()
 	<-done
+	// read has returned: nothing sends on events any more. The worker may
+	// still be behind (under -race it was, by 58 events).
+	close(term.events)
+	<-drained
 	mu.Lock()
 	defer mu.Unlock()
 	want := 40 + 20 + 1
