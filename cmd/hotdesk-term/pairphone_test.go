@@ -15,6 +15,7 @@ import (
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
+	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // fakeCards is a card reader provider that, like tokens/pcsc, allows one
@@ -25,12 +26,27 @@ type fakeCards struct {
 	watched chan struct{} // closed at the first Watch
 	once    sync.Once
 	keys    map[string]ed25519.PublicKey
-	// sign, if set, is what Sign does (the phone's side of SIGN).
+	privs   map[string]ed25519.PrivateKey
+	// sign, if set, is what Sign does (the phone's side of SIGN); if not,
+	// the phone signs with its key.
 	sign func(ctx context.Context, token string, msg []byte) ([]byte, error)
 }
 
 func newFakeCards() *fakeCards {
-	return &fakeCards{watched: make(chan struct{}), keys: map[string]ed25519.PublicKey{}}
+	return &fakeCards{watched: make(chan struct{}), keys: map[string]ed25519.PublicKey{}, privs: map[string]ed25519.PrivateKey{}}
+}
+
+// checkPairSig fails t unless pair's Signature is its key's signature of
+// the pairing transcript of p's connection (PROTOCOL.md §8.4).
+func checkPairSig(t *testing.T, p *peer, pair *proto.Pair) {
+	t.Helper()
+	msg, err := soft.PairMessage(p.hello.TerminalID, p.welcome.ServerID, p.welcome.Nonce, pair.Code, pair.Kind, pair.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := soft.Verify(pair.PublicKey, msg, pair.Signature); err != nil {
+		t.Fatalf("Pair signature: %v; want the key's signature of this connection's pairing transcript", err)
+	}
 }
 
 func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
@@ -56,7 +72,7 @@ func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
 // token id and key.
 func (f *fakeCards) insertPhone(t *testing.T) (string, ed25519.PublicKey) {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +80,7 @@ func (f *fakeCards) insertPhone(t *testing.T) (string, ed25519.PublicKey) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.keys[tok] = pub
+	f.privs[tok] = priv
 	if f.out == nil {
 		t.Fatal("fake cards: nobody watches")
 	}
@@ -89,7 +106,12 @@ func (f *fakeCards) Sign(ctx context.Context, token string, msg []byte) ([]byte,
 	if sign != nil {
 		return sign(ctx, token, msg)
 	}
-	return nil, errors.New("fake cards: no signing")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k, ok := f.privs[token]; ok {
+		return ed25519.Sign(k, msg), nil
+	}
+	return nil, errors.New("fake cards: not present")
 }
 
 func (f *fakeCards) PublicKey(_ context.Context, token string) ([]byte, error) {
@@ -176,6 +198,7 @@ func TestAgentPairPhoneWhileRunning(t *testing.T) {
 	if pair.Kind != "hce" || string(pair.PublicKey) != string(pub) || pair.Code != "abcd-efgh-jkmn" {
 		t.Fatalf("Pair = %+v; want kind hce with the phone's key and the code", pair)
 	}
+	checkPairSig(t, enroll, pair)
 	enroll.send(&proto.Paired{Token: tok, User: "alice"})
 	select {
 	case r := <-done:
