@@ -349,4 +349,20 @@ func TestVector(t *testing.T) {
 		"780b9e564c19abf6d0793425313701cfc3756a9614c752cc4603dd6306a9e70f 9000"); !bytes.Equal(got, want) {
 		t.Fatalf("SIGN = %x; want %x", got, want)
 	}
+	// The pairing transcript of PROTOCOL.md §8.5 as kind hce: one block.
+	msg, err = soft.PairMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), "ABCD-EFGH-JKMN", nfc.KindHCE, ph.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmds, err = nfc.SignCommands(msg); err != nil {
+		t.Fatal(err)
+	}
+	if len(msg) != 117 || len(cmds) != 1 || !bytes.HasPrefix(cmds[0], unhex(t, "8014 0000 75")) {
+		t.Fatalf("pair message of %d bytes, SIGN commands %x; want 117 bytes in one 80 14 00 00 75 … 00", len(msg), cmds)
+	}
+	got = ph.HandleAPDU(cmds[0])
+	if want := unhex(t, "c123027a5f64983998c67cefe662c8ed854261eab9a2f24f9ba3710676cf3b07"+
+		"ac6673c9822f8841ad150062f2fe6957038d83e6481b88a958080079f81e6b05 9000"); !bytes.Equal(got, want) {
+		t.Fatalf("SIGN(pair) = %x; want %x", got, want)
+	}
 }
