@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
@@ -389,4 +390,69 @@ func TestAgentPhoneSignErrorIsCardError(t *testing.T) {
 		t.Errorf("card event = %v; want a card error at r0 with the phone's status", ev)
 	}
 	p.ping(1) // and no Proof
+}
+
+// TestAgentPairPhonePingsWhileSigning: the phone signs the pairing
+// transcript on the broker connection the Pair goes on (its Welcome nonce
+// is signed), and a phone may take seconds (its user confirms): longer
+// than the broker waits for a frame (3 ping intervals). The agent pings
+// that connection meanwhile, every ping interval, and stops once the Pair
+// is sent; the Pair carries the phone's signature.
+func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	clk := clock.NewFake(time.Now())
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = ui
+		c.Clock = clk
+	})
+	home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	signing, release := make(chan struct{}), make(chan struct{})
+	fc.mu.Lock()
+	fc.sign = func(_ context.Context, token string, msg []byte) ([]byte, error) {
+		close(signing)
+		<-release
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		return ed25519.Sign(fc.privs[token], msg), nil
+	}
+	fc.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", waitBound)
+		done <- err
+	}()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	select {
+	case <-signing:
+	case <-time.After(waitBound):
+		t.Fatal("the phone was not asked to sign")
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		clk.Advance(time.Minute) // the broker's ping interval
+		if ping := expect[proto.Ping](enroll); ping.Seq != seq {
+			t.Fatalf("Ping %+v; want Seq %d", ping, seq)
+		}
+	}
+	close(release)
+	pair := expect[proto.Pair](enroll)
+	checkPairSig(t, enroll, pair)
+	// The pings stopped with the Pair: after another interval, the next
+	// frame is the Pong to the broker's own Ping, not a keep-alive Ping.
+	clk.Advance(time.Minute)
+	enroll.ping(7)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatalf("PairPhone = %v", err)
+	}
 }
