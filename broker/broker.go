@@ -41,6 +41,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/defaults"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/pairing"
 )
 
 // Registry is the part of the group registry the broker uses; *registry.Registry implements it.
@@ -73,7 +74,7 @@ type Reclaimer interface {
 
 // Pairer redeems one-time pairing codes; *pairing.Pairer implements it.
 type Pairer interface {
-	Redeem(ctx context.Context, source, code, kind string, pub []byte, label string) (registry.TokenRecord, error)
+	Redeem(ctx context.Context, source string, req pairing.Request) (registry.TokenRecord, error)
 }
 
 // Config holds what a Broker needs. Registry, Compositor and Auth are required.

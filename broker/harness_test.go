@@ -25,6 +25,7 @@ import (
 	"github.com/hotdesk/hotdesk/proto/prototest"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
+	"github.com/hotdesk/hotdesk/registry/pairing"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -95,6 +96,8 @@ type envOptions struct {
 	// noClaimWatch runs the broker without Config.Claims: every hot-desk
 	// to a local session confirms its claim with a read.
 	noClaimWatch bool
+	// pairing gives the broker a Pairer (pairing codes) on its registry.
+	pairing bool
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -161,10 +164,15 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	if o.noClaimWatch {
 		claims = nil
 	}
+	var pairer Pairer
+	if o.pairing {
+		// The registry runs on the real clock, so do its codes.
+		pairer = pairing.New(reg, pairing.WithLogger(logger.Named("pairing")))
+	}
 	b, err := New(Config{
 		ServerID: id, Registry: breg, Compositor: bcomp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
 		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
-		MaxSessions: o.max, Events: o.events, Claims: claims,
+		MaxSessions: o.max, Events: o.events, Claims: claims, Pairer: pairer,
 	})
 	if err != nil {
 		t.Fatal(err)

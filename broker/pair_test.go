@@ -1,23 +1,29 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/pairing"
+	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // fakePairer fails every Redeem with err.
 type fakePairer struct{ err error }
 
-func (f fakePairer) Redeem(context.Context, string, string, string, []byte, string) (registry.TokenRecord, error) {
+func (f fakePairer) Redeem(context.Context, string, pairing.Request) (registry.TokenRecord, error) {
 	return registry.TokenRecord{}, f.err
 }
 
@@ -34,6 +40,8 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 	}{
 		{"bad key", fmt.Errorf("pairing: redeem: %w: soft public key is a point of small order", pairing.ErrBadKey), "key"},
 		{"bad code", fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode), "pairing code invalid, expired or used"},
+		{"bad proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrBadProof), "proof of possession"},
+		{"no proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrNoProof), "signature"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,11 +59,14 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 			if !ok || e.Code != proto.ErrPairing {
 				t.Fatalf("got %+v; want Error{pairing}", m.Body)
 			}
-			if !strings.Contains(e.Message, tt.want) || tt.name == "bad key" && strings.Contains(e.Message, "code invalid") {
+			if !strings.Contains(e.Message, tt.want) || tt.name != "bad code" && strings.Contains(e.Message, "code invalid") {
 				t.Fatalf("message %q; want it to say %q", e.Message, tt.want)
 			}
 			if (e.Detail == proto.DetailKeyRefused) != (tt.name == "bad key") {
 				t.Fatalf("detail %q; want %q only for a refused key", e.Detail, proto.DetailKeyRefused)
+			}
+			if proof := tt.name == "bad proof" || tt.name == "no proof"; (e.Detail == proto.DetailProofRefused) != proof {
+				t.Fatalf("detail %q; want %q only for a missing or bad proof", e.Detail, proto.DetailProofRefused)
 			}
 		})
 	}
@@ -64,7 +75,7 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 // sourcePairer records the source of every Redeem and refuses it.
 type sourcePairer struct{ sources chan string }
 
-func (p sourcePairer) Redeem(_ context.Context, source, _, _ string, _ []byte, _ string) (registry.TokenRecord, error) {
+func (p sourcePairer) Redeem(_ context.Context, source string, _ pairing.Request) (registry.TokenRecord, error) {
 	p.sources <- source
 	return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode)
 }
@@ -99,5 +110,113 @@ func TestPairSourceIsTheLimitsSource(t *testing.T) {
 		}
 		term.conn.Close()
 		peer.Close()
+	}
+}
+
+// pairCode creates a pairing code for user on e's registry.
+func pairCode(t *testing.T, e *env, user string) string {
+	t.Helper()
+	code, _, err := e.b.cfg.Pairer.(*pairing.Pairer).Create(e.ctx, user, "", "test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// pairSig signs the Pair transcript (PROTOCOL.md §8.4) of tm's connection
+// for code, kind and pub with priv.
+func pairSig(t *testing.T, tm *term, priv ed25519.PrivateKey, code, kind string, pub []byte) []byte {
+	t.Helper()
+	msg, err := soft.PairMessage(tm.id, tm.welcome.ServerID, tm.welcome.Nonce, code, kind, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ed25519.Sign(priv, msg)
+}
+
+// expectPairRefused reads the answer to a Pair at tm and fails unless it is
+// Error{pairing} with Detail proof_refused.
+func expectPairRefused(t *testing.T, tm *term, what string) {
+	t.Helper()
+	switch m := tm.next().(type) {
+	case *proto.Error:
+		if m.Code != proto.ErrPairing || m.Detail != proto.DetailProofRefused {
+			t.Fatalf("%s: Error %+v; want pairing, detail %s", what, m, proto.DetailProofRefused)
+		}
+	default:
+		t.Fatalf("%s: got %T %+v; want Error{pairing, proof_refused}", what, m, m)
+	}
+}
+
+// TestPairProofOfPossession: through a real broker, a Pair enrols a key
+// only with a signature by that key over this connection's transcript.
+// Mallory, who holds a pairing code of her own, tries to enrol Victor's
+// public key (which she read somewhere) to her account: with her own
+// key's signature, with a pairing signature Victor made on his own
+// connection (another Welcome nonce), with a login proof of Victor's key,
+// and without any signature. Each is refused with Error{pairing,
+// proof_refused}; Victor's key stays unenrolled and her code unspent: she
+// then pairs her own key with it. Before proofs, the first attempt
+// enrolled Victor's key to Mallory: his token would have logged him in to
+// her account.
+func TestPairProofOfPossession(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, "b1", envOptions{pairing: true})
+	victorPub, victorPriv, _ := ed25519.GenerateKey(rand.Reader)
+	malloryPub, malloryPriv, _ := ed25519.GenerateKey(rand.Reader)
+	code := pairCode(t, e, "mallory")
+	mallory := e.dial("mallory-term")
+	victor := e.dial("victor-term")
+	if string(mallory.welcome.Nonce) == string(victor.welcome.Nonce) {
+		t.Fatal("two connections got the same Welcome nonce")
+	}
+	send := func(tm *term, p *proto.Pair) {
+		t.Helper()
+		if err := tm.conn.Send(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	login, err := soft.ChallengeMessage(mallory.id, mallory.welcome.ServerID, mallory.welcome.Nonce, bytes.Repeat([]byte{2}, 32), soft.TokenID(victorPub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := []struct {
+		name string
+		sig  []byte
+	}{
+		{"her own key's signature", pairSig(t, mallory, malloryPriv, code, soft.Kind, victorPub)},
+		{"Victor's signature from his connection", pairSig(t, victor, victorPriv, code, soft.Kind, victorPub)},
+		{"a login proof of Victor's key on her connection", ed25519.Sign(victorPriv, login)},
+		{"no signature", nil},
+	}
+	for _, a := range attempts {
+		send(mallory, &proto.Pair{Code: code, Kind: soft.Kind, PublicKey: victorPub, Signature: a.sig})
+		expectPairRefused(t, mallory, a.name)
+		if _, err := e.reg.Token(e.ctx, soft.TokenID(victorPub)); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("%s: Victor's token is enrolled (%v)", a.name, err)
+		}
+	}
+	// The code is unspent: Mallory pairs a key she holds with it.
+	send(mallory, &proto.Pair{Code: code, Kind: soft.Kind, PublicKey: malloryPub, Signature: pairSig(t, mallory, malloryPriv, code, soft.Kind, malloryPub)})
+	paired := expectMsg[proto.Paired](mallory)
+	if paired.Token != soft.TokenID(malloryPub) || paired.User != "mallory" {
+		t.Fatalf("Paired = %+v; want %s for mallory", paired, soft.TokenID(malloryPub))
+	}
+	// And a pairing proof is no login proof: Victor's own pairing signature
+	// does not answer a challenge. (His key enrolled, he presents it with
+	// the pairing signature as its proof.)
+	vcode := pairCode(t, e, "victor")
+	send(victor, &proto.Pair{Code: vcode, Kind: soft.Kind, PublicKey: victorPub, Signature: pairSig(t, victor, victorPriv, vcode, soft.Kind, victorPub)})
+	if p := expectMsg[proto.Paired](victor); p.Token != soft.TokenID(victorPub) {
+		t.Fatalf("Paired = %+v; want %s", p, soft.TokenID(victorPub))
+	}
+	victor.insert(soft.TokenID(victorPub))
+	ch := expectMsg[proto.Challenge](victor)
+	pairingSig := pairSig(t, victor, victorPriv, vcode, soft.Kind, victorPub)
+	if err := victor.conn.Send(&proto.Proof{ID: ch.ID, Token: ch.Token, Signature: pairingSig}); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := victor.next().(*proto.Error); !ok || m.Code != proto.ErrAuthFailed {
+		t.Fatalf("a pairing signature as a login proof: got %+v; want Error{auth_failed}", m)
 	}
 }

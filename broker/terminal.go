@@ -383,8 +383,13 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 	}
 	// Rate-limit by source (a terminal id is chosen by the peer), the one
 	// every per-source limit uses: an IPv6 /64 is one source, or a host
-	// holding one would get a failure budget per address.
-	rec, err := b.cfg.Pairer.Redeem(ctx, netsrc.Source(t.remote), m.Code, m.Kind, m.PublicKey, m.Label)
+	// holding one would get a failure budget per address. The proof of
+	// possession is verified against this connection's Hello and Welcome
+	// (PROTOCOL.md §8.4), before the code is looked at.
+	rec, err := b.cfg.Pairer.Redeem(ctx, netsrc.Source(t.remote), pairing.Request{
+		Code: m.Code, Kind: m.Kind, PublicKey: m.PublicKey, Label: m.Label,
+		Signature: m.Signature, TerminalID: t.id, ServerID: b.cfg.ServerID, Nonce: t.nonce,
+	})
 	switch {
 	case err == nil:
 		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)
@@ -398,6 +403,15 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		// The code is untouched: the key, kind or label is what to fix.
 		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused", Detail: proto.DetailKeyRefused})
+	case errors.Is(err, pairing.ErrNoProof):
+		// A terminal of before proofs of possession: the code is untouched.
+		b.log.Info("pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing needs a signature proving the key (update the terminal)", Detail: proto.DetailProofRefused})
+	case errors.Is(err, pairing.ErrBadProof):
+		// The key is not the sender's (or the signature is not for this
+		// connection and code): nothing enrolled, the code untouched.
+		b.log.Info("pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "proof of possession of the key failed", Detail: proto.DetailProofRefused})
 	default:
 		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"})

@@ -31,7 +31,7 @@ func samples() map[proto.Type]any {
 		proto.TypeError:         &proto.Error{Code: proto.ErrSessionLimited, Message: "too many", Token: "uid.01", Detail: proto.DetailLockedOut, RetryAfterMs: 27000},
 		proto.TypePing:          &proto.Ping{Seq: 1<<64 - 1},
 		proto.TypePong:          &proto.Pong{Seq: 42},
-		proto.TypePair:          &proto.Pair{Code: "123-456", Kind: "soft", PublicKey: b(32, 9), Label: "phone"},
+		proto.TypePair:          &proto.Pair{Code: "123-456", Kind: "soft", PublicKey: b(32, 9), Label: "phone", Signature: b(64, 0x5e)},
 		proto.TypePaired:        &proto.Paired{Token: "soft.abc", User: "bob"},
 		proto.TypeCardError:     &proto.CardError{Reader: "r0", Message: "no ATR"},
 		proto.TypeCancel:        &proto.Cancel{ID: 12},

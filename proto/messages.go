@@ -225,6 +225,7 @@ const (
 	DetailNoAnswer       = "no_answer"       // auth_failed: nothing was answered in time (not a wrong secret)
 	DetailDeclined       = "declined"        // auth_failed: the person declined a prompt at the terminal (Cancel)
 	DetailKeyRefused     = "key_refused"     // pairing: the key, kind or label was refused; the code is still valid
+	DetailProofRefused   = "proof_refused"   // pairing: the Pair's Signature is missing or does not prove the key; the code is still valid
 )
 
 // Ping asks the peer for a Pong with the same Seq.
@@ -240,10 +241,16 @@ type Pong struct {
 // Pair enrolls a token public key with a one-time pairing code.
 type Pair struct {
 	Code string `cbor:"1,keyasint"`
-	// Kind is the token type ("soft" for ed25519 software tokens).
+	// Kind is the token type ("soft" for ed25519 software tokens, "hce"
+	// for phones).
 	Kind      string `cbor:"2,keyasint"`
 	PublicKey []byte `cbor:"3,keyasint"`
 	Label     string `cbor:"4,keyasint,omitempty"`
+	// Signature proves possession of PublicKey's private key: its
+	// ed25519 signature of tokens/soft.PairMessage(TerminalID of the
+	// Hello, Welcome.ServerID, Welcome.Nonce, Code, Kind, PublicKey)
+	// (PROTOCOL.md §8.4). A Pair without one is refused.
+	Signature []byte `cbor:"5,keyasint"`
 }
 
 // Paired confirms an enrollment.

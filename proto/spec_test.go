@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // readSpec returns PROTOCOL.md.
@@ -93,5 +94,79 @@ func TestSpecSoftTokenVector(t *testing.T) {
 	sig := ed25519.Sign(priv, msg.Bytes())
 	if got, want := hex.EncodeToString(sig), sigHex[1]+sigHex[2]; got != want {
 		t.Fatalf("signature = %s; want %s", got, want)
+	}
+}
+
+// TestSpecPairVector recomputes the pairing test vector of PROTOCOL.md
+// §8.5 from the rules in §8.4, and checks that tokens/soft.PairMessage
+// (what terminals sign and brokers verify) builds the same bytes.
+func TestSpecPairVector(t *testing.T) {
+	spec := readSpec(t)
+	sigHex := regexp.MustCompile(`(?m)^pair signature\s+([0-9a-f]+)\n\s+([0-9a-f]+)$`).FindStringSubmatch(spec)
+	if sigHex == nil {
+		t.Fatal("pair signature not found in PROTOCOL.md §8.5")
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	pub := priv.Public().(ed25519.PublicKey)
+	lp := func(b *bytes.Buffer, x []byte) {
+		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(x))))
+		b.Write(x)
+	}
+	var msg bytes.Buffer
+	msg.WriteString("hotdesk-pair-v1")
+	msg.WriteByte(0)
+	lp(&msg, []byte("term-1"))
+	lp(&msg, []byte("b1"))
+	lp(&msg, bytes.Repeat([]byte{1}, 32))
+	lp(&msg, []byte("ABCD-EFGH-JKMN"))
+	lp(&msg, []byte("soft"))
+	lp(&msg, pub)
+	if got := msg.Len(); !strings.Contains(spec, "("+strconv.Itoa(got)+" bytes)\npair signature") {
+		t.Fatalf("pair message is %d bytes; PROTOCOL.md §8.5 says otherwise", got)
+	}
+	if !strings.Contains(spec, "pair message    "+hex.EncodeToString([]byte("hotdesk-pair-v1"))+" 00") {
+		t.Fatal("PROTOCOL.md §8.5 does not start the pair message with the domain of §8.4")
+	}
+	sig := ed25519.Sign(priv, msg.Bytes())
+	if got, want := hex.EncodeToString(sig), sigHex[1]+sigHex[2]; got != want {
+		t.Fatalf("pair signature = %s; want %s", got, want)
+	}
+	built, err := soft.PairMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), "ABCD-EFGH-JKMN", "soft", pub)
+	if err != nil || !bytes.Equal(built, msg.Bytes()) {
+		t.Fatalf("soft.PairMessage = %x, %v; want the §8.4 bytes %x", built, err, msg.Bytes())
+	}
+}
+
+// TestPairSignatureField: Pair.Signature is body key 5, a byte string
+// (PROTOCOL.md §5, message 15), and survives a round trip.
+func TestPairSignatureField(t *testing.T) {
+	sig := bytes.Repeat([]byte{0xab}, 64)
+	b, err := proto.Encode(proto.TypePair, &proto.Pair{Code: "c", Kind: "soft", PublicKey: []byte{1}, Signature: sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0x05 (key 5), 0x58 0x40 (bytes, 64): the signature follows.
+	if !bytes.Contains(b, append([]byte{0x05, 0x58, 0x40}, sig...)) {
+		t.Fatalf("encoded Pair %x has no key 5 with the signature", b)
+	}
+	m, err := proto.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := m.Body.(*proto.Pair); !ok || !bytes.Equal(p.Signature, sig) {
+		t.Fatalf("decoded %+v; want the signature back", m.Body)
+	}
+	// A Pair without key 5 decodes with no signature (the broker then
+	// refuses it, §7.4).
+	b, err = proto.Encode(proto.TypePair, &proto.Pair{Code: "c", Kind: "soft", PublicKey: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = proto.Decode(b); err != nil || len(m.Body.(*proto.Pair).Signature) != 0 {
+		t.Fatalf("decoded unsigned Pair = %+v, %v; want no signature", m.Body, err)
 	}
 }

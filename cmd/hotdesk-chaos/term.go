@@ -579,10 +579,16 @@ func pair(ctx context.Context, b brokerAddr, code string) (string, ed25519.Priva
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	if _, err := proto.ClientHandshake(c, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "chaos-enroll"}); err != nil {
+	w, err := proto.ClientHandshake(c, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "chaos-enroll"})
+	if err != nil {
 		return "", nil, err
 	}
-	if err := c.Send(&proto.Pair{Code: code, Kind: "soft", PublicKey: pub, Label: "chaos"}); err != nil {
+	// The proof of possession of the key, bound to this connection.
+	msg, err := soft.PairMessage("chaos-enroll", w.ServerID, w.Nonce, code, soft.Kind, pub)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := c.Send(&proto.Pair{Code: code, Kind: soft.Kind, PublicKey: pub, Label: "chaos", Signature: ed25519.Sign(key, msg)}); err != nil {
 		return "", nil, err
 	}
 	for {

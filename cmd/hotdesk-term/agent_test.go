@@ -343,6 +343,7 @@ func TestAgentPair(t *testing.T) {
 			if pair.Code != "abcd-efgh-jkmn" || pair.Kind != "soft" || len(pair.PublicKey) != 32 || pair.Label != "Alice's laptop" {
 				t.Errorf("pair = %+v; want the code, kind soft, a 32-byte key, the label", pair)
 			}
+			checkPairSig(t, p, pair)
 			p.send(tt.reply(pair.PublicKey))
 			var r result
 			select {

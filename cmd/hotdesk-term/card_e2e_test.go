@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/pcscdtest"
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
@@ -131,7 +132,8 @@ func waitEvent(t *testing.T, evs <-chan map[string]any, want string) map[string]
 // TestCardsE2E: a UID card and an NFC phone at thin-client terminals, through
 // real pcscd, the real agent and the real daemon: a session follows the card
 // from one reader's terminal to the other's; a phone enrolled by pairing
-// code logs in by signing the challenge; an unenrolled phone and an impostor
+// code (signing the pairing transcript) logs in by signing the challenge;
+// an impostor phone cannot pair another phone's key; an unenrolled phone and an impostor
 // (carol's token id, another key) are refused; a garbage card is a card
 // error and no session; a card back within the removal grace does not
 // suspend the session.
@@ -173,6 +175,32 @@ func TestCardsE2E(t *testing.T) {
 	pairCmd.Wait()
 	ins.Remove()
 	phoneOut := time.Now()
+
+	// An impostor phone pairing another phone's key (read from it, or
+	// anywhere) with a code: it cannot sign for that key, and the broker
+	// refuses the pairing (proof_refused) instead of enrolling the key to
+	// the code's user, whose session the other phone would then open.
+	_, victimKey, _ := ed25519.GenerateKey(rand.Reader)
+	_, forger, _ := ed25519.GenerateKey(rand.Reader)
+	if out, err = w.ctlOut("token", "pair", "-user", "carol", "-json"); err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(out, &pr)
+	pairCmd, pairEvs, _ = w.agent(ctx, t, "-id", "desk-0", "-pcsc", "-readers", reader0, "pair", pr.Code)
+	waitEvent(t, pairEvs, "waiting")
+	settledSince(phoneOut) // pcscd saw the genuine phone leave
+	if ins, err = vcard.Insert(ctx, w.pcscd.Port(0), vcard.ImpostorCard(&nfc.Phone{Key: victimKey}, forger)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := waitEvent(t, pairEvs, "error"); ev["name"] != "pairing" || ev["detail"] != proto.DetailProofRefused {
+		t.Fatalf("impostor phone paired: %v; want Error{pairing, proof_refused}", ev)
+	}
+	pairCmd.Wait()
+	ins.Remove()
+	if out, err := w.ctlOut("token", "list", "-json"); err != nil || strings.Contains(string(out), (&nfc.Phone{Key: victimKey}).TokenID()) {
+		t.Fatalf("token list after the impostor's pairing: %v %s; want no %s", err, out, (&nfc.Phone{Key: victimKey}).TokenID())
+	}
+	phoneOut = time.Now()
 
 	if out, err := w.ctlOut("token", "register", "uid.04a1b2c3", "-user", alice); err != nil {
 		t.Fatalf("register: %v %s", err, out)

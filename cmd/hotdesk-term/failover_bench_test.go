@@ -37,7 +37,7 @@ func BenchmarkFailover(b *testing.B) {
 	ba.Start()
 	bb.Start()
 	ks, key := newKeystore(b)
-	ba.pair("alice", key)
+	ba.pair("alice", ks, key)
 	_, evs := startGroupService(b, bin, ks, ba, bb)
 	owner, _ := evs.next("attached")["server"].(string)
 	if brokers[owner] == nil {

@@ -152,7 +152,7 @@ func TestGreeterE2E(t *testing.T) {
 	b.Start()
 
 	ks, key := newKeystore(t)
-	b.pair("pat", key)
+	b.pair("pat", ks, key)
 
 	stdin, evs := startGreeterAgent(t, bin, []string{"DISPLAY=" + disp}, "desk-g", b, "-keystore", ks.Path(), "run")
 	say := func(line string) {

@@ -201,6 +201,7 @@ func TestRunCommandLine(t *testing.T) {
 		t.Errorf("hello = %+v; want terminal term-9, name Desk 9", p.hello)
 	}
 	pair := expect[proto.Pair](p)
+	checkPairSig(t, p, pair)
 	token := soft.TokenID(pair.PublicKey)
 	p.send(&proto.Paired{Token: token, User: "alice"})
 	if err := <-errc; err != nil {

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
+	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -20,7 +23,8 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 	if err != nil {
 		return "", fmt.Errorf("pair: %w", err)
 	}
-	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token)
+	sign := func(_ context.Context, msg []byte) ([]byte, error) { return a.cfg.Keystore.Sign(key.Token, msg) }
+	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token, sign)
 	if err != nil {
 		return "", err
 	}
@@ -32,7 +36,9 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 
 // PairPhone waits (within wait) for a phone presented at the card readers,
 // reads its public key over NFC and enrolls it at the home broker with
-// code. The key stays on the phone; it returns the phone's token id. While
+// code, the phone proving its key by signing the pairing transcript while
+// it is still at the reader. The key stays on the phone; it returns the
+// phone's token id. While
 // Run watches the readers (the agent with its greeter), the phones come
 // from its loop and are not presented to the broker meanwhile.
 func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
@@ -68,7 +74,15 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 		if err != nil {
 			return "", fmt.Errorf("pair: reading the phone's key: %w", err)
 		}
-		return a.enroll(ctx, code, "hce", pub, label, ev.Token)
+		sign := func(ctx context.Context, msg []byte) ([]byte, error) {
+			sig, err := a.cfg.Cards.Sign(ctx, ev.Token, msg)
+			var se *nfc.StatusError
+			if errors.As(err, &se) && se.SW == nfc.SWWrongData {
+				return nil, fmt.Errorf("the phone's app does not sign pairing transcripts (update it): %w", err)
+			}
+			return sig, err
+		}
+		return a.enroll(ctx, code, nfc.KindHCE, pub, label, ev.Token, sign)
 	}
 }
 
@@ -117,8 +131,11 @@ func (a *agent) watchPhones(ctx context.Context) (<-chan tokens.Event, func(), e
 	}, nil
 }
 
-// enroll sends Pair to the home broker and waits for its answer.
-func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string) (string, error) {
+// enroll sends Pair to the home broker, signed with sign (the key of pub)
+// over the connection's pairing transcript (PROTOCOL.md §8.4), and waits
+// for its answer.
+func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string,
+	sign func(ctx context.Context, msg []byte) ([]byte, error)) (string, error) {
 	l, err := a.dial(ctx, a.home())
 	if err != nil {
 		return "", fmt.Errorf("pair: connect: %w", err)
@@ -130,7 +147,21 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	defer cancel()
 	stop := context.AfterFunc(wctx, func() { l.c.Close() })
 	defer stop()
-	if err := l.c.Send(&proto.Pair{Code: strings.TrimSpace(code), Kind: kind, PublicKey: pub, Label: label}); err != nil {
+	code = strings.TrimSpace(code)
+	msg, err := soft.PairMessage(a.cfg.TerminalID, l.welcome.ServerID, l.welcome.Nonce, code, kind, pub)
+	if err != nil {
+		return "", fmt.Errorf("pair: %w", err)
+	}
+	// A phone signs over NFC, and may ask its user to confirm: longer
+	// than the broker waits for a frame, so the connection is pinged
+	// meanwhile.
+	stopPings := a.keepAlive(l)
+	sig, err := sign(wctx, msg)
+	stopPings()
+	if err != nil {
+		return "", fmt.Errorf("pair: signing the pairing request: %w", err)
+	}
+	if err := l.c.Send(&proto.Pair{Code: code, Kind: kind, PublicKey: pub, Label: label, Signature: sig}); err != nil {
 		return "", fmt.Errorf("pair: %w", err)
 	}
 	for {
@@ -158,5 +189,32 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 		default:
 			a.log.Debug("ignoring message while pairing", "type", m.Type.String())
 		}
+	}
+}
+
+// keepAlive sends l a Ping every ping interval of its broker until the
+// returned function is called (and has returned).
+func (a *agent) keepAlive(l *link) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var seq uint64
+	var timer clock.Timer
+	var tick func()
+	tick = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		seq++
+		_ = l.c.Send(&proto.Ping{Seq: seq})
+		timer = a.clk.AfterFunc(l.welcome.PingEvery(), tick)
+	}
+	timer = a.clk.AfterFunc(l.welcome.PingEvery(), tick)
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
 	}
 }

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
+	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
 // fakeCards is a card reader provider that, like tokens/pcsc, allows one
@@ -25,12 +27,27 @@ type fakeCards struct {
 	watched chan struct{} // closed at the first Watch
 	once    sync.Once
 	keys    map[string]ed25519.PublicKey
-	// sign, if set, is what Sign does (the phone's side of SIGN).
+	privs   map[string]ed25519.PrivateKey
+	// sign, if set, is what Sign does (the phone's side of SIGN); if not,
+	// the phone signs with its key.
 	sign func(ctx context.Context, token string, msg []byte) ([]byte, error)
 }
 
 func newFakeCards() *fakeCards {
-	return &fakeCards{watched: make(chan struct{}), keys: map[string]ed25519.PublicKey{}}
+	return &fakeCards{watched: make(chan struct{}), keys: map[string]ed25519.PublicKey{}, privs: map[string]ed25519.PrivateKey{}}
+}
+
+// checkPairSig fails t unless pair's Signature is its key's signature of
+// the pairing transcript of p's connection (PROTOCOL.md §8.4).
+func checkPairSig(t *testing.T, p *peer, pair *proto.Pair) {
+	t.Helper()
+	msg, err := soft.PairMessage(p.hello.TerminalID, p.welcome.ServerID, p.welcome.Nonce, pair.Code, pair.Kind, pair.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := soft.Verify(pair.PublicKey, msg, pair.Signature); err != nil {
+		t.Fatalf("Pair signature: %v; want the key's signature of this connection's pairing transcript", err)
+	}
 }
 
 func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
@@ -56,7 +73,7 @@ func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
 // token id and key.
 func (f *fakeCards) insertPhone(t *testing.T) (string, ed25519.PublicKey) {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +81,7 @@ func (f *fakeCards) insertPhone(t *testing.T) (string, ed25519.PublicKey) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.keys[tok] = pub
+	f.privs[tok] = priv
 	if f.out == nil {
 		t.Fatal("fake cards: nobody watches")
 	}
@@ -89,7 +107,12 @@ func (f *fakeCards) Sign(ctx context.Context, token string, msg []byte) ([]byte,
 	if sign != nil {
 		return sign(ctx, token, msg)
 	}
-	return nil, errors.New("fake cards: no signing")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k, ok := f.privs[token]; ok {
+		return ed25519.Sign(k, msg), nil
+	}
+	return nil, errors.New("fake cards: not present")
 }
 
 func (f *fakeCards) PublicKey(_ context.Context, token string) ([]byte, error) {
@@ -176,6 +199,7 @@ func TestAgentPairPhoneWhileRunning(t *testing.T) {
 	if pair.Kind != "hce" || string(pair.PublicKey) != string(pub) || pair.Code != "abcd-efgh-jkmn" {
 		t.Fatalf("Pair = %+v; want kind hce with the phone's key and the code", pair)
 	}
+	checkPairSig(t, enroll, pair)
 	enroll.send(&proto.Paired{Token: tok, User: "alice"})
 	select {
 	case r := <-done:
@@ -366,4 +390,69 @@ func TestAgentPhoneSignErrorIsCardError(t *testing.T) {
 		t.Errorf("card event = %v; want a card error at r0 with the phone's status", ev)
 	}
 	p.ping(1) // and no Proof
+}
+
+// TestAgentPairPhonePingsWhileSigning: the phone signs the pairing
+// transcript on the broker connection the Pair goes on (its Welcome nonce
+// is signed), and a phone may take seconds (its user confirms): longer
+// than the broker waits for a frame (3 ping intervals). The agent pings
+// that connection meanwhile, every ping interval, and stops once the Pair
+// is sent; the Pair carries the phone's signature.
+func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	clk := clock.NewFake(time.Now())
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = ui
+		c.Clock = clk
+	})
+	home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	signing, release := make(chan struct{}), make(chan struct{})
+	fc.mu.Lock()
+	fc.sign = func(_ context.Context, token string, msg []byte) ([]byte, error) {
+		close(signing)
+		<-release
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		return ed25519.Sign(fc.privs[token], msg), nil
+	}
+	fc.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", waitBound)
+		done <- err
+	}()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	select {
+	case <-signing:
+	case <-time.After(waitBound):
+		t.Fatal("the phone was not asked to sign")
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		clk.Advance(time.Minute) // the broker's ping interval
+		if ping := expect[proto.Ping](enroll); ping.Seq != seq {
+			t.Fatalf("Ping %+v; want Seq %d", ping, seq)
+		}
+	}
+	close(release)
+	pair := expect[proto.Pair](enroll)
+	checkPairSig(t, enroll, pair)
+	// The pings stopped with the Pair: after another interval, the next
+	// frame is the Pong to the broker's own Ping, not a keep-alive Ping.
+	clk.Advance(time.Minute)
+	enroll.ping(7)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatalf("PairPhone = %v", err)
+	}
 }

@@ -78,9 +78,10 @@ func (b *groupBroker) compositorPIDs() []int {
 	return pids
 }
 
-// pair enrolls key for user at the broker through the terminal protocol,
-// as hotdesk-term pair does.
-func (b *groupBroker) pair(user string, key soft.Key) {
+// pair enrolls key (of keystore ks, which signs its proof of possession)
+// for user at the broker through the terminal protocol, as hotdesk-term
+// pair does.
+func (b *groupBroker) pair(user string, ks *soft.Keystore, key soft.Key) {
 	b.t.Helper()
 	out := b.MustCtl("token", "pair", "-user", user, "-json")
 	var pr struct{ Code string }
@@ -99,10 +100,19 @@ func (b *groupBroker) pair(user string, key soft.Key) {
 		b.t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := proto.ClientHandshake(c, proto.Hello{TerminalID: "enroll"}); err != nil {
+	w, err := proto.ClientHandshake(c, proto.Hello{TerminalID: "enroll"})
+	if err != nil {
 		b.t.Fatal(err)
 	}
-	if err := c.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: key.Public}); err != nil {
+	msg, err := soft.PairMessage("enroll", w.ServerID, w.Nonce, pr.Code, soft.Kind, key.Public)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	sig, err := ks.Sign(key.Token, msg)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := c.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: key.Public, Signature: sig}); err != nil {
 		b.t.Fatal(err)
 	}
 	for {
@@ -254,7 +264,7 @@ func TestServiceFailoverE2E(t *testing.T) {
 
 	// Broker b alone is not trusted: a's pin is the only anchor so far.
 	b.Start()
-	b.pair("alice", key)
+	b.pair("alice", ks, key)
 	for range 3 {
 		if ev := evs.next("connected", "reconnecting"); ev["event"] == "connected" {
 			t.Fatalf("connected to %v before any trusted broker was up", ev)

@@ -224,8 +224,11 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "pairing":
 		// The broker refuses a code, or (the code still valid) the key,
 		// kind or label offered with it.
-		if strField(ev, "detail") == proto.DetailKeyRefused {
+		switch strField(ev, "detail") {
+		case proto.DetailKeyRefused:
 			return idle("This phone cannot be paired: its key was refused. Ask your administrator.", true)
+		case proto.DetailProofRefused:
+			return idle("The phone could not prove its key; the code is still valid. Press F2 to try again.", true)
 		}
 		return idle("The pairing code is wrong, used or expired.", true)
 	case errPair:
@@ -319,6 +322,10 @@ func pairFailure(err error) string {
 		return "No phone was read. Press F2 and try again, holding the phone to the reader."
 	case strings.Contains(msg, "pair: connect"):
 		return "The server cannot be reached. Press F2 to try again later."
+	case strings.Contains(msg, "does not sign pairing transcripts"):
+		return "This phone's hotdesk app is too old to pair. Update it, then press F2 to try again."
+	case strings.Contains(msg, "pair: signing"):
+		return "The phone did not confirm the pairing. Press F2 and try again, holding the phone to the reader."
 	default:
 		return "The phone could not be read. Press F2 to try again."
 	}

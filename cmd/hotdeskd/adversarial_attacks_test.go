@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/binary"
@@ -44,15 +45,20 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	// greeted runs n attackers of kind: attacker i gets a connection past
 	// Hello, from source src(from(i)) as terminal name-i, and owns it; one
 	// refused before that counts as refused.
-	greeted := func(kind, name string, n int, from func(i int) int, attack func(i int, pc *proto.Conn)) {
+	// greetedW is greeted with the connection's Welcome.
+	greetedW := func(kind, name string, n int, from func(i int) int, attack func(i int, pc *proto.Conn, w proto.Welcome)) {
 		par(n, func(i int) {
-			pc, _, err := helloConn(ctx, src(from(i)), addr, pin, fmt.Sprintf("%s-%d", name, i))
+			id := fmt.Sprintf("%s-%d", name, i)
+			pc, w, err := helloConn(ctx, src(from(i)), addr, pin, id)
 			if err != nil {
 				al.try(kind, true, "")
 				return
 			}
-			attack(i, pc)
+			attack(i, pc, w)
 		})
+	}
+	greeted := func(kind, name string, n int, from func(i int) int, attack func(i int, pc *proto.Conn)) {
+		greetedW(kind, name, n, from, func(i int, pc *proto.Conn, _ proto.Welcome) { attack(i, pc) })
 	}
 	junk := func(n int) []byte {
 		b := make([]byte, n)
@@ -376,9 +382,17 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 	})
 
 	// Pairing codes guessed from one address lock out that address only.
-	greeted("pairing_guess", "pairguess", 30, func(int) int { return 220 }, func(i int, pc *proto.Conn) {
+	// The guesser proves its own key (so that the guess reaches the code)
+	// or not (a key it does not hold, a victim's).
+	greetedW("pairing_guess", "pairguess", 30, func(int) int { return 220 }, func(i int, pc *proto.Conn, w proto.Welcome) {
 		defer pc.Close()
-		pc.Send(&proto.Pair{Code: fmt.Sprintf("%04X-AAAA-BBBB", i), Kind: "soft", PublicKey: junk(32)})
+		code := fmt.Sprintf("%04X-AAAA-BBBB", i)
+		pub, key, _ := ed25519.GenerateKey(rand.Reader)
+		sig := pairSig(fmt.Sprintf("pairguess-%d", i), w, key, code)
+		if i%2 == 1 {
+			pub = junk(32)
+		}
+		pc.Send(&proto.Pair{Code: code, Kind: "soft", PublicKey: pub, Signature: sig})
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(15 * time.Second))
 		m, err := pc.Recv()
 		_, paired := m.Body.(*proto.Paired)

@@ -187,15 +187,16 @@ func (g *goodTerm) await(ctx context.Context) (any, error) {
 }
 
 // hotdesk presents token at g and waits for Attached.
-// pair enrols a software token with public key pub for user, as a
-// terminal does: a pairing code from admin, sent over g's connection. It
-// returns the token's id.
-func (g *goodTerm) pair(ctx context.Context, admin *adminapi.Client, user string, pub ed25519.PublicKey) (string, error) {
+// pair enrols a software token with key for user, as a terminal does: a
+// pairing code from admin, sent over g's connection with the proof of
+// possession of key bound to it. It returns the token's id.
+func (g *goodTerm) pair(ctx context.Context, admin *adminapi.Client, user string, key ed25519.PrivateKey) (string, error) {
 	pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: user})
 	if err != nil {
 		return "", err
 	}
-	if err := g.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub}); err != nil {
+	pub := key.Public().(ed25519.PublicKey)
+	if err := g.conn.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub, Signature: pairSig(g.id, g.welcome, key, pr.Code)}); err != nil {
 		return "", err
 	}
 	m, err := g.await(ctx)
@@ -207,6 +208,16 @@ func (g *goodTerm) pair(ctx context.Context, admin *adminapi.Client, user string
 		return "", fmt.Errorf("pair for %s: got %#v", user, m)
 	}
 	return p.Token, nil
+}
+
+// pairSig is key's proof of possession for a Pair of code (a soft token)
+// on the connection of terminal id that got Welcome w (PROTOCOL.md §8.4).
+func pairSig(id string, w proto.Welcome, key ed25519.PrivateKey, code string) []byte {
+	msg, err := soft.PairMessage(id, w.ServerID, w.Nonce, code, soft.Kind, key.Public().(ed25519.PublicKey))
+	if err != nil {
+		panic(err)
+	}
+	return ed25519.Sign(key, msg)
 }
 
 func (g *goodTerm) hotdesk(ctx context.Context, token string) (*proto.Attached, time.Duration, error) {
@@ -367,7 +378,44 @@ limits {
 	}
 	defer gA.conn.Close()
 	defer gB.conn.Close()
-	token, err := gA.pair(ctx, admin, "advgood", pub)
+	// An attacker holding a pairing code, who knows the good token's
+	// public key, tries to enrol it first (so that the good terminal's
+	// logins would land in the code's account): with its own key's
+	// signature, and with none. Refused, and the key stays free: it
+	// cannot prove the key. (Whose code it is does not matter: the proof
+	// is checked before the code is.)
+	evil, ew, err := helloConn(ctx, "127.0.0.77", e.addr, pin, "evil-pair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, evilKey, _ := ed25519.GenerateKey(rand.Reader)
+	for _, signed := range []bool{true, false} {
+		pr, err := admin.PairToken(ctx, adminapi.PairRequest{User: "advgood"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sig []byte
+		if signed {
+			msg, _ := soft.PairMessage("evil-pair", ew.ServerID, ew.Nonce, pr.Code, soft.Kind, pub)
+			sig = ed25519.Sign(evilKey, msg)
+		}
+		if err := evil.Send(&proto.Pair{Code: pr.Code, Kind: soft.Kind, PublicKey: pub, Signature: sig}); err != nil {
+			t.Fatal(err)
+		}
+		_ = evil.NetConn().SetReadDeadline(time.Now().Add(30 * time.Second))
+		m, err := evil.Recv()
+		for err == nil && (m.Type == proto.TypePing || m.Type == proto.TypePong) {
+			m, err = evil.Recv()
+		}
+		if err != nil {
+			t.Fatalf("pairing another's key (signed %v): %v", signed, err)
+		}
+		if e, ok := m.Body.(*proto.Error); !ok || e.Code != proto.ErrPairing || e.Detail != proto.DetailProofRefused {
+			t.Fatalf("pairing another's key (signed %v): %#v; want Error{pairing, proof_refused}", signed, m.Body)
+		}
+	}
+	evil.Close()
+	token, err := gA.pair(ctx, admin, "advgood", key)
 	if err != nil {
 		t.Fatalf("pair: %v", err)
 	}

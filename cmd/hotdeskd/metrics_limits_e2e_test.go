@@ -188,8 +188,8 @@ pairing {
 		key ed25519.PrivateKey
 	}
 	enroll := func(user string) tok {
-		pub, key, _ := ed25519.GenerateKey(rand.Reader)
-		id, err := enroller.pair(ctx, admin, user, pub)
+		_, key, _ := ed25519.GenerateKey(rand.Reader)
+		id, err := enroller.pair(ctx, admin, user, key)
 		if err != nil {
 			t.Fatalf("pair for %s: %v", user, err)
 		}
@@ -297,14 +297,16 @@ pairing {
 	wantErr("dan's session on a full server", present("t-dan", dan), proto.ErrUnavailable)
 
 	// Pairing: one malformed code locks the source out of pairing.
-	pc, _, err := helloConn(ctx, "127.0.0.9", e.addr, pin, "t-pair")
+	pc, pw, err := helloConn(ctx, "127.0.0.9", e.addr, pin, "t-pair")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	pub, pkey, _ := ed25519.GenerateKey(rand.Reader)
 	for range 2 {
-		if err := pc.Send(&proto.Pair{Code: "not-a-code", Kind: soft.Kind, PublicKey: pub}); err != nil {
+		// Signed: the code is what is wrong (an unsigned Pair is refused
+		// before its code is looked at, and not counted).
+		if err := pc.Send(&proto.Pair{Code: "not-a-code", Kind: soft.Kind, PublicKey: pub, Signature: pairSig("t-pair", pw, pkey, "not-a-code")}); err != nil {
 			t.Fatal(err)
 		}
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(30 * time.Second))

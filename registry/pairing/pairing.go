@@ -2,8 +2,11 @@
 //
 // An administrator asks for a code for a user (Create); the user types it
 // at a terminal, which sends it with a freshly generated token public key
-// (proto.Pair); the broker calls Redeem, which checks the code, consumes it
-// and enrolls the key as a token of that user.
+// and a signature with that key proving its possession (proto.Pair); the
+// broker calls Redeem, which checks the proof and the code, consumes the
+// code and enrolls the key as a token of that user. Without the proof,
+// whoever held a code could enrol anybody's public key to the code's user
+// (and that person's token would then log in to an account not theirs).
 //
 // A code reads "XXXX-XXXX-XXXX" in Crockford base32: the first group is the
 // code's id (20 bits, the registry key), the other eight characters its
@@ -53,7 +56,29 @@ var (
 	ErrRateLimited = errors.New("pairing: rate limited")
 	// ErrBadKey: the token kind is not supported or its key is malformed.
 	ErrBadKey = errors.New("pairing: bad token key")
+	// ErrNoProof: the request carries no proof of possession of its key
+	// (a terminal of before proofs); the code is untouched.
+	ErrNoProof = errors.New("pairing: no proof of possession")
+	// ErrBadProof: the request's proof of possession does not verify
+	// with its key; the code is untouched.
+	ErrBadProof = errors.New("pairing: bad proof of possession")
 )
+
+// Request is one redemption: a Pair message and the connection it came on.
+type Request struct {
+	Code      string
+	Kind      string // soft.Kind or nfc.KindHCE
+	PublicKey []byte
+	Label     string
+	// Signature proves possession of PublicKey's private key: its ed25519
+	// signature of soft.PairMessage(TerminalID, ServerID, Nonce, Code,
+	// Kind, PublicKey), where TerminalID is the Hello's, and ServerID and
+	// Nonce the broker's Welcome on the connection the Pair came on.
+	Signature  []byte
+	TerminalID string
+	ServerID   string
+	Nonce      []byte
+}
 
 // Defaults and limits.
 const (
@@ -226,21 +251,29 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 	return "", time.Time{}, fmt.Errorf("pairing: create: no free code id after %d attempts", createAttempts)
 }
 
-// Redeem checks code and, if it is valid, consumes it and enrolls pub as a
-// token of the code's user: ID soft.TokenID(pub) for kind "soft" (the only
-// kind so far; pub must be a 32-byte ed25519 key), Label the requested label
-// or else the code's, RegisteredBy "pairing:<createdBy>".
+// Redeem checks req and, if its code is valid and its key proven, consumes
+// the code and enrolls req.PublicKey as a token of the code's user: ID
+// soft.TokenID(pub) for kind "soft", nfc.HCETokenID(pub) for "hce" (pub a
+// 32-byte ed25519 key either way), Label the requested label or else the
+// code's, RegisteredBy "pairing:<createdBy>".
 //
 // source identifies the requester (terminal id and remote address) for rate
 // limiting, which is checked first: a locked-out source, or any source while
 // the global limit is hit, gets ErrRateLimited whatever the code. A bad kind,
-// key or label is ErrBadKey (the code is untouched). A malformed, unknown,
-// expired, used or wrong code is ErrInvalidCode and counts as a failure of
-// source; the secret is compared in constant time, and the code is burned
-// after MaxWrongSecrets wrong secrets. Registry failures are returned
-// wrapped; an already enrolled key wraps registry.ErrExists (its code is
-// consumed all the same).
-func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind string, pub []byte, label string) (registry.TokenRecord, error) {
+// key or label is ErrBadKey; a missing signature ErrNoProof (the code is
+// untouched by both). Then the proof of possession is verified, before the
+// code is looked at: a signature that does not verify (another key's, one
+// over another connection's nonce or another code, a login proof) is
+// ErrBadProof, counts as a failure of source like a wrong code, and
+// neither reads nor consumes the code, so a person who holds a code cannot
+// enrol a key they do not hold, and a forged proof does not burn the
+// code of the person it was meant for. A malformed, unknown, expired, used
+// or wrong code is ErrInvalidCode and counts as a failure of source; the
+// secret is compared in constant time (wrong secrets do not burn a code).
+// Registry failures are returned wrapped; an already enrolled key wraps
+// registry.ErrExists (its code is consumed all the same).
+func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (registry.TokenRecord, error) {
+	code, kind, pub, label := req.Code, req.Kind, req.PublicKey, req.Label
 	if len(source) > maxSourceLen {
 		source = source[:maxSourceLen]
 	}
@@ -254,6 +287,17 @@ func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind st
 	}
 	if len(label) > MaxLabelLen || !printable.String(label) {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
+	}
+	if len(req.Signature) == 0 {
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
+	}
+	if err := verifyProof(req); err != nil {
+		locked := p.lim.fail(source)
+		p.log.Info("pairing refused: no proof of possession", "source", source, "token_id", tokenID, "error", err)
+		if locked {
+			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
+		}
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 
 	refuse := func(reason string, codeID string) (registry.TokenRecord, error) {
@@ -311,6 +355,19 @@ func (p *Pairer) Redeem(ctx context.Context, source string, code string, kind st
 	}
 	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
 	return rec, nil
+}
+
+// verifyProof checks req.Signature over soft.PairMessage of req; any
+// failure is ErrBadProof.
+func verifyProof(req Request) error {
+	msg, err := soft.PairMessage(req.TerminalID, req.ServerID, req.Nonce, req.Code, req.Kind, req.PublicKey)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadProof, err)
+	}
+	if err := soft.Verify(req.PublicKey, msg, req.Signature); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadProof, err)
+	}
+	return nil
 }
 
 // maxKindLen bounds how much of an unsupported kind an error quotes (a

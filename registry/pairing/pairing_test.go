@@ -77,17 +77,45 @@ func (e *env) create(user string, ttl time.Duration) string {
 // redeem redeems code from src for a new soft key, without a label.
 func (e *env) redeem(src, code string) error {
 	e.t.Helper()
-	_, err := e.p.Redeem(e.ctx, src, code, "soft", newKey(e.t), "")
+	_, err := e.p.Redeem(e.ctx, src, signedReq(code, "soft", newKey(e.t), ""))
 	return err
 }
 
+// keys holds the private key of every public key newKey made.
+var keys sync.Map // string(public key) → ed25519.PrivateKey
+
 func newKey(t *testing.T) ed25519.PublicKey {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys.Store(string(pub), priv)
 	return pub
+}
+
+// The connection the test's pair requests come on.
+const (
+	testTerminal = "term-1"
+	testServer   = "b1"
+)
+
+var testNonce = bytes.Repeat([]byte{7}, 32)
+
+// signedReq returns the request to pair pub (of kind) with code, signed
+// for the test's connection with pub's private key if newKey made it,
+// else with a signature of 64 zero bytes.
+func signedReq(code, kind string, pub []byte, label string) pairing.Request {
+	r := pairing.Request{Code: code, Kind: kind, PublicKey: pub, Label: label,
+		TerminalID: testTerminal, ServerID: testServer, Nonce: testNonce, Signature: make([]byte, ed25519.SignatureSize)}
+	if priv, ok := keys.Load(string(pub)); ok {
+		msg, err := soft.PairMessage(r.TerminalID, r.ServerID, r.Nonce, code, kind, pub)
+		if err != nil {
+			panic(err)
+		}
+		r.Signature = ed25519.Sign(priv.(ed25519.PrivateKey), msg)
+	}
+	return r
 }
 
 // wrongSecret returns code with its last character changed.
@@ -124,13 +152,13 @@ func TestPairing(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("carol", 10*time.Minute)
 		pub := newKey(t)
-		rec, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", code, nfc.KindHCE, pub, "carol's phone")
+		rec, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", signedReq(code, nfc.KindHCE, pub, "carol's phone"))
 		checkErr(t, "Redeem hce", err, nil)
 		if rec.ID != nfc.HCETokenID(pub) || rec.Kind != nfc.KindHCE || rec.User != "carol" {
 			t.Errorf("token = %+v; want %s of kind hce for carol", rec, nfc.HCETokenID(pub))
 		}
 		code2 := e.create("carol", 10*time.Minute)
-		_, err = e.p.Redeem(e.ctx, "term1@127.0.0.1", code2, nfc.KindHCE, pub[:16], "")
+		_, err = e.p.Redeem(e.ctx, "term1@127.0.0.1", signedReq(code2, nfc.KindHCE, pub[:16], ""))
 		checkErr(t, "Redeem hce with a short key", err, pairing.ErrBadKey)
 	})
 
@@ -138,7 +166,7 @@ func TestPairing(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("alice", 10*time.Minute)
 		pub := newKey(t)
-		rec, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", code, "soft", pub, "")
+		rec, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", signedReq(code, "soft", pub, ""))
 		checkErr(t, "Redeem", err, nil)
 		want := registry.TokenRecord{ID: soft.TokenID(pub), Kind: "soft", PublicKey: pub, User: "alice", Label: "from admin",
 			RegisteredBy: "pairing:uid:0", RegisteredUnixMs: e.clk.Now().UnixMilli()}
@@ -152,7 +180,7 @@ func TestPairing(t *testing.T) {
 		}
 		// The terminal's label wins over the code's.
 		code2 := e.create("bob", time.Minute)
-		rec2, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", code2, "soft", newKey(t), "Bob's phone")
+		rec2, err := e.p.Redeem(e.ctx, "term1@127.0.0.1", signedReq(code2, "soft", newKey(t), "Bob's phone"))
 		checkErr(t, "Redeem with label", err, nil)
 		if rec2.Label != "Bob's phone" || rec2.User != "bob" {
 			t.Errorf("token = %+v; want label \"Bob's phone\", user bob", rec2)
@@ -209,16 +237,16 @@ func TestPairing(t *testing.T) {
 			wrongSecret(code),   // 2 of 3 wrong secrets; 5th failure: locked
 		}
 		for i, g := range guesses {
-			_, err := e.p.Redeem(e.ctx, src, g, "soft", pub, "")
+			_, err := e.p.Redeem(e.ctx, src, signedReq(g, "soft", pub, ""))
 			checkErr(t, fmt.Sprintf("guess %d", i), err, pairing.ErrInvalidCode)
 		}
-		_, err := e.p.Redeem(e.ctx, src, code, "soft", pub, "")
+		_, err := e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, ""))
 		checkErr(t, "right code while locked out", err, pairing.ErrRateLimited)
 		e.clk.Advance(pairing.DefaultLockout - time.Millisecond)
-		_, err = e.p.Redeem(e.ctx, src, code, "soft", pub, "")
+		_, err = e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, ""))
 		checkErr(t, "right code just before the lockout ends", err, pairing.ErrRateLimited)
 		e.clk.Advance(time.Millisecond)
-		_, err = e.p.Redeem(e.ctx, src, code, "soft", pub, "")
+		_, err = e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, ""))
 		checkErr(t, "right code after the lockout", err, nil)
 	})
 
@@ -312,7 +340,7 @@ func TestPairing(t *testing.T) {
 			{"control in label", "soft", newKey(t), "a\x00b"},
 		}
 		for _, tt := range tests {
-			_, err := e.p.Redeem(e.ctx, "t@h", code, tt.kind, tt.pub, tt.label)
+			_, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, tt.kind, tt.pub, tt.label))
 			if !errors.Is(err, pairing.ErrBadKey) {
 				t.Errorf("%s: err = %v; want ErrBadKey", tt.name, err)
 			}
@@ -322,7 +350,7 @@ func TestPairing(t *testing.T) {
 
 	t.Run("a huge kind is not quoted whole", func(t *testing.T) {
 		e := newEnv(t, cli)
-		_, err := e.p.Redeem(e.ctx, "t@h", e.create("lee", time.Hour), strings.Repeat("k", 60000), newKey(t), "")
+		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(e.create("lee", time.Hour), strings.Repeat("k", 60000), newKey(t), ""))
 		if !errors.Is(err, pairing.ErrBadKey) || len(err.Error()) > 200 {
 			t.Fatalf("err = %.300v (%d bytes); want ErrBadKey, short (the broker logs it)", err, len(err.Error()))
 		}
@@ -331,9 +359,9 @@ func TestPairing(t *testing.T) {
 	t.Run("key enrolled twice", func(t *testing.T) {
 		e := newEnv(t, cli)
 		pub := newKey(t)
-		_, err := e.p.Redeem(e.ctx, "t@h", e.create("mia", time.Hour), "soft", pub, "")
+		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(e.create("mia", time.Hour), "soft", pub, ""))
 		checkErr(t, "first", err, nil)
-		_, err = e.p.Redeem(e.ctx, "t@h", e.create("mallory", time.Hour), "soft", pub, "")
+		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(e.create("mallory", time.Hour), "soft", pub, ""))
 		checkErr(t, "same key again", err, registry.ErrExists)
 		rec, err := e.reg.Token(e.ctx, soft.TokenID(pub))
 		checkErr(t, "Token", err, nil)
@@ -359,5 +387,124 @@ func TestPairing(t *testing.T) {
 				t.Errorf("%s: Create = nil error; want error", tt.name)
 			}
 		}
+	})
+}
+
+// TestPairingProof: a pair request must prove possession of the key it
+// enrols, by a signature over soft.PairMessage bound to the connection
+// (terminal, broker, Welcome nonce) and to the code and kind. Whoever holds
+// a code but not the key (a victim's public key read from anywhere) enrols
+// nothing; the refusal neither reads nor consumes the code, so the victim
+// of a forged proof still pairs with it; it counts against the source like
+// a wrong code.
+func TestPairingProof(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+
+	// enrolled reports whether pub is enrolled (as a soft token).
+	enrolled := func(e *env, pub []byte) bool {
+		_, err := e.reg.Token(e.ctx, soft.TokenID(pub))
+		if err != nil && !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("Token = %v", err)
+		}
+		return err == nil
+	}
+	// signAs signs PairMessage of the given connection and request fields with priv.
+	signAs := func(priv ed25519.PrivateKey, term, server string, nonce []byte, code, kind string, pub []byte) []byte {
+		msg, err := soft.PairMessage(term, server, nonce, code, kind, pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ed25519.Sign(priv, msg)
+	}
+
+	t.Run("bad proofs refused, code kept", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("victim-of-none", time.Hour)
+		victim := newKey(t) // its private key is not the attacker's
+		v, _ := keys.Load(string(victim))
+		victimPriv := v.(ed25519.PrivateKey)
+		_, attacker, _ := ed25519.GenerateKey(rand.Reader)
+		login, err := soft.ChallengeMessage(testTerminal, testServer, testNonce, bytes.Repeat([]byte{2}, 32), soft.TokenID(victim))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name string
+			sig  []byte
+		}{
+			{"another key's signature", signAs(attacker, testTerminal, testServer, testNonce, code, soft.Kind, victim)},
+			{"another connection's nonce", signAs(victimPriv, testTerminal, testServer, bytes.Repeat([]byte{8}, 32), code, soft.Kind, victim)},
+			{"another broker", signAs(victimPriv, testTerminal, "b2", testNonce, code, soft.Kind, victim)},
+			{"another terminal", signAs(victimPriv, "term-2", testServer, testNonce, code, soft.Kind, victim)},
+			{"another code", signAs(victimPriv, testTerminal, testServer, testNonce, otherID(code, 1), soft.Kind, victim)},
+			{"another kind", signAs(victimPriv, testTerminal, testServer, testNonce, code, nfc.KindHCE, victim)},
+			{"a login proof of the key", ed25519.Sign(victimPriv, login)},
+			{"truncated", signAs(victimPriv, testTerminal, testServer, testNonce, code, soft.Kind, victim)[:63]},
+			{"garbage", bytes.Repeat([]byte{0xff}, 64)},
+		}
+		for i, tt := range tests {
+			req := signedReq(code, soft.Kind, victim, "")
+			req.Signature = tt.sig
+			// From a fresh source each: the lockout is another subtest's.
+			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("evil%d@h", i), req)
+			checkErr(t, tt.name, err, pairing.ErrBadProof)
+			if enrolled(e, victim) {
+				t.Fatalf("%s: the key was enrolled", tt.name)
+			}
+		}
+		// The code was neither consumed nor burned: its owner pairs with it.
+		rec, err := e.p.Redeem(e.ctx, "owner@h", signedReq(code, soft.Kind, victim, ""))
+		checkErr(t, "the key's holder, after the forged proofs", err, nil)
+		if rec.ID != soft.TokenID(victim) || !enrolled(e, victim) {
+			t.Fatalf("token = %+v; want %s enrolled", rec, soft.TokenID(victim))
+		}
+	})
+
+	t.Run("a phone's key is proven too", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("carol", time.Hour)
+		pub := newKey(t)
+		_, attacker, _ := ed25519.GenerateKey(rand.Reader)
+		req := signedReq(code, nfc.KindHCE, pub, "")
+		req.Signature = signAs(attacker, testTerminal, testServer, testNonce, code, nfc.KindHCE, pub)
+		_, err := e.p.Redeem(e.ctx, "t@h", req)
+		checkErr(t, "hce key with another key's signature", err, pairing.ErrBadProof)
+		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, nfc.KindHCE, pub, ""))
+		checkErr(t, "hce key with its own signature", err, nil)
+	})
+
+	t.Run("missing proof refused, not counted", func(t *testing.T) {
+		e := newEnv(t, cli, pairing.WithLimits(2, time.Minute, time.Hour))
+		code := e.create("dora", time.Hour)
+		pub := newKey(t)
+		for range 3 {
+			req := signedReq(code, soft.Kind, pub, "")
+			req.Signature = nil
+			_, err := e.p.Redeem(e.ctx, "old@h", req)
+			checkErr(t, "no signature", err, pairing.ErrNoProof)
+			if enrolled(e, pub) {
+				t.Fatal("a key was enrolled without a proof")
+			}
+		}
+		// An old terminal is not a guesser: the source is not locked out.
+		_, err := e.p.Redeem(e.ctx, "old@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "signed, from the same source", err, nil)
+	})
+
+	t.Run("bad proofs lock the source out", func(t *testing.T) {
+		e := newEnv(t, cli, pairing.WithLimits(2, time.Minute, time.Hour))
+		code := e.create("eve-target", time.Hour)
+		pub := newKey(t)
+		for range 2 {
+			req := signedReq(code, soft.Kind, pub, "")
+			req.Signature = bytes.Repeat([]byte{1}, 64)
+			_, err := e.p.Redeem(e.ctx, "evil@h", req)
+			checkErr(t, "bad proof", err, pairing.ErrBadProof)
+		}
+		_, err := e.p.Redeem(e.ctx, "evil@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "good proof from the locked-out source", err, pairing.ErrRateLimited)
+		_, err = e.p.Redeem(e.ctx, "owner@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "good proof from another source", err, nil)
 	})
 }

@@ -13,7 +13,9 @@
 // is derived from their Ed25519 public key exactly like a software token's
 // (HCETokenID), never from the UID, and the signature is over the same
 // challenge message (tokens/soft.ChallengeMessage), so the broker verifies a
-// phone like a software token with the key enrolled by pairing code.
+// phone like a software token with the key enrolled by pairing code. At
+// enrolment the phone proves its key the same way, over the pairing
+// transcript (tokens/soft.PairMessage); it signs nothing else.
 //
 // This package has builders and parsers for the terminal side and Phone, a
 // reference implementation of the phone side used by tests and as a model

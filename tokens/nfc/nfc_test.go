@@ -197,6 +197,19 @@ func TestPhoneExchange(t *testing.T) {
 			t.Fatalf("Verify = %v; want nil", err)
 		}
 	}
+	// Pairing (HCE.md §3.3): the phone signs the pair transcript for its
+	// own key, of kind hce.
+	msg, err := soft.PairMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), "ABCD-EFGH-JKMN", nfc.KindHCE, ph.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pub, sig, err := exchange(t, ph, msg)
+	if err != nil {
+		t.Fatalf("pair exchange: %v", err)
+	}
+	if err := soft.Verify(pub, msg, sig); err != nil {
+		t.Fatalf("Verify(pair transcript) = %v; want nil", err)
+	}
 }
 
 func TestPhoneRefuses(t *testing.T) {
@@ -206,6 +219,17 @@ func TestPhoneRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherToken, _ := soft.ChallengeMessage("term-1", "b1", []byte{1}, []byte{2}, "hce.other")
+	goodPair, err := soft.PairMessage("term-1", "b1", []byte{1}, "ABCD-EFGH-JKMN", nfc.KindHCE, ph.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := (&nfc.Phone{Key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, 32))}).Public()
+	otherKeyPair, _ := soft.PairMessage("term-1", "b1", []byte{1}, "ABCD-EFGH-JKMN", nfc.KindHCE, otherKey)
+	softPair, _ := soft.PairMessage("term-1", "b1", []byte{1}, "ABCD-EFGH-JKMN", soft.Kind, ph.Public())
+	// A pair transcript's domain with a challenge's fields (the token id
+	// last), and the reverse: neither is signed.
+	crossed := append([]byte("hotdesk-pair-v1\x00"), good[len("hotdesk-soft-token-v1\x00"):]...)
+	crossed2 := append([]byte("hotdesk-soft-token-v1\x00"), goodPair[len("hotdesk-pair-v1\x00"):]...)
 	sel := nfc.SelectCommand()
 	sign := func(msg []byte) []byte { c, _ := nfc.SignCommands(msg); return c[0] }
 	tests := []struct {
@@ -225,6 +249,12 @@ func TestPhoneRefuses(t *testing.T) {
 		{"sign trailing bytes", [][]byte{sel, sign(append(good, 0))}, nfc.SWWrongData},
 		{"chain aborted by another command", [][]byte{sel, unhex(t, "9014000003 686f74"), nfc.GetIDCommand(), unhex(t, "8014000001 00 00")}, nfc.SWWrongData},
 		{"good", [][]byte{sel, sign(good)}, nfc.SWOK},
+		{"pair for another key", [][]byte{sel, sign(otherKeyPair)}, nfc.SWWrongData},
+		{"pair as a soft token", [][]byte{sel, sign(softPair)}, nfc.SWWrongData},
+		{"pair trailing bytes", [][]byte{sel, sign(append(goodPair, 0))}, nfc.SWWrongData},
+		{"pair domain, challenge fields", [][]byte{sel, sign(crossed)}, nfc.SWWrongData},
+		{"challenge domain, pair fields", [][]byte{sel, sign(crossed2)}, nfc.SWWrongData},
+		{"good pair", [][]byte{sel, sign(goodPair)}, nfc.SWOK},
 	}
 	for _, tt := range tests {
 		ph.Deselect()
@@ -318,5 +348,21 @@ func TestVector(t *testing.T) {
 	if want := unhex(t, "61448120295028e315628612af9224af60034648d684a8cbfb84294cffc2670d"+
 		"780b9e564c19abf6d0793425313701cfc3756a9614c752cc4603dd6306a9e70f 9000"); !bytes.Equal(got, want) {
 		t.Fatalf("SIGN = %x; want %x", got, want)
+	}
+	// The pairing transcript of PROTOCOL.md §8.5 as kind hce: one block.
+	msg, err = soft.PairMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), "ABCD-EFGH-JKMN", nfc.KindHCE, ph.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmds, err = nfc.SignCommands(msg); err != nil {
+		t.Fatal(err)
+	}
+	if len(msg) != 117 || len(cmds) != 1 || !bytes.HasPrefix(cmds[0], unhex(t, "8014 0000 75")) {
+		t.Fatalf("pair message of %d bytes, SIGN commands %x; want 117 bytes in one 80 14 00 00 75 … 00", len(msg), cmds)
+	}
+	got = ph.HandleAPDU(cmds[0])
+	if want := unhex(t, "c123027a5f64983998c67cefe662c8ed854261eab9a2f24f9ba3710676cf3b07"+
+		"ac6673c9822f8841ad150062f2fe6957038d83e6481b88a958080079f81e6b05 9000"); !bytes.Equal(got, want) {
+		t.Fatalf("SIGN(pair) = %x; want %x", got, want)
 	}
 }

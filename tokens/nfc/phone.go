@@ -7,12 +7,20 @@ import (
 	"sync"
 )
 
-// signDomain is the prefix of every message a phone agrees to sign: the
-// domain of tokens/soft.ChallengeMessage.
-var signDomain = []byte("hotdesk-soft-token-v1\x00")
+// The two kinds of message a phone agrees to sign (proto/HCE.md §3.4):
+// login challenges (tokens/soft.ChallengeMessage: signDomain, then five
+// length-prefixed fields, the last its token id) and pairing transcripts
+// (tokens/soft.PairMessage: pairDomain, then six fields, the kind "hce"
+// and its public key last).
+var (
+	signDomain = []byte("hotdesk-soft-token-v1\x00")
+	pairDomain = []byte("hotdesk-pair-v1\x00")
+)
 
-// challengeFields is the number of length-prefixed fields after signDomain.
-const challengeFields = 5
+const (
+	challengeFields = 5
+	pairFields      = 6
+)
 
 // Phone is the reference implementation of the phone side of proto/HCE.md:
 // what a phone's HCE service does with each command APDU it receives. Key is
@@ -103,7 +111,7 @@ func (ph *Phone) sign(c Command) []byte {
 	}
 	msg := ph.chain
 	ph.chain = nil
-	if !challengeFor(msg, ph.TokenID()) {
+	if !challengeFor(msg, ph.TokenID()) && !pairFor(msg, ph.Public()) {
 		return sw(SWWrongData)
 	}
 	return Response{Data: ed25519.Sign(ph.Key, msg), SW: SWOK}.Bytes()
@@ -111,25 +119,40 @@ func (ph *Phone) sign(c Command) []byte {
 
 // challengeFor reports whether msg is a hotdesk challenge message (the
 // domain, then exactly five length-prefixed fields) whose last field, the
-// token, is token. A phone signs nothing else, so its key cannot be used to
-// sign data of another protocol.
+// token, is token. A phone signs nothing else but pairFor's messages, so
+// its key cannot be used to sign data of another protocol.
 func challengeFor(msg []byte, token string) bool {
-	rest, ok := bytes.CutPrefix(msg, signDomain)
+	f, ok := fields(msg, signDomain, challengeFields)
+	return ok && string(f[challengeFields-1]) == token
+}
+
+// pairFor reports whether msg is a hotdesk pairing transcript (the pairing
+// domain, then exactly six length-prefixed fields) for a phone with key
+// pub: its kind field is "hce" and its last field pub.
+func pairFor(msg []byte, pub []byte) bool {
+	f, ok := fields(msg, pairDomain, pairFields)
+	return ok && string(f[4]) == KindHCE && bytes.Equal(f[5], pub)
+}
+
+// fields splits msg, which must start with domain, into exactly n
+// length-prefixed fields (2-byte big-endian length, then the bytes).
+func fields(msg, domain []byte, n int) ([][]byte, bool) {
+	rest, ok := bytes.CutPrefix(msg, domain)
 	if !ok {
-		return false
+		return nil, false
 	}
-	var last []byte
-	for range challengeFields {
+	out := make([][]byte, 0, n)
+	for range n {
 		if len(rest) < 2 {
-			return false
+			return nil, false
 		}
-		n := int(binary.BigEndian.Uint16(rest))
-		if len(rest) < 2+n {
-			return false
+		l := int(binary.BigEndian.Uint16(rest))
+		if len(rest) < 2+l {
+			return nil, false
 		}
-		last, rest = rest[2:2+n], rest[2+n:]
+		out, rest = append(out, rest[2:2+l]), rest[2+l:]
 	}
-	return len(rest) == 0 && string(last) == token
+	return out, len(rest) == 0
 }
 
 func sw(s uint16) []byte { return []byte{byte(s >> 8), byte(s)} }

@@ -307,7 +307,8 @@ func (p *Provider) readerOf(token string) (string, error) {
 }
 
 // Sign has the phone token, which must be present in a reader, sign msg
-// (proto/HCE.md SIGN; msg is tokens/soft.ChallengeMessage for the token) and
+// (proto/HCE.md SIGN; msg is tokens/soft.ChallengeMessage for the token, or
+// tokens/soft.PairMessage for its key when it is paired) and
 // returns the 64-byte Ed25519 signature, unverified: the broker verifies it
 // with the enrolled key. ErrNotPresent if token is not a phone currently in
 // a reader (or another phone is there now). If ctx ends first, Sign returns
@@ -329,7 +330,8 @@ func (p *Provider) Sign(ctx context.Context, token string, msg []byte) ([]byte, 
 
 // PublicKey returns the Ed25519 public key of the phone token present in a
 // reader (GET-PUBKEY), for enrollment with a pairing code
-// (proto.Pair{Kind: "hce", PublicKey}). The key is checked to match token.
+// (proto.Pair{Kind: "hce", PublicKey}, whose Signature the phone then
+// makes with Sign). The key is checked to match token.
 func (p *Provider) PublicKey(ctx context.Context, token string) ([]byte, error) {
 	reader, err := p.readerOf(token)
 	if err != nil {

@@ -7,6 +7,8 @@
 // signing ChallengeMessage, which binds the terminal, the broker, the
 // connection (Welcome nonce), the challenge and the token together so that a
 // signature cannot be replayed on another connection, broker or terminal.
+// Enrolment with a pairing code is proven the same way over PairMessage,
+// in a domain of its own.
 //
 // The Keystore is the terminal-side file of named keys; the Provider turns
 // "insert"/"remove" commands into tokens.Events, like a card reader would.
@@ -31,9 +33,13 @@ const Kind = "soft"
 // idPrefix starts every software token id.
 const idPrefix = Kind + "."
 
-// challengeDomain separates software-token signatures from any other use of
+// challengeDomain and pairDomain separate the two things a token key signs
+// (login proofs, pairing proofs) from each other and from any other use of
 // the same key.
-const challengeDomain = "hotdesk-soft-token-v1"
+const (
+	challengeDomain = "hotdesk-soft-token-v1"
+	pairDomain      = "hotdesk-pair-v1"
+)
 
 // ErrBadProof reports a signature that does not verify, or a key or
 // signature of the wrong size.
@@ -58,17 +64,41 @@ func TokenID(pub ed25519.PublicKey) string {
 // where lp(x) is len(x) as a big-endian uint16 followed by x. It fails if any
 // part is longer than 65535 bytes; it never truncates.
 func ChallengeMessage(terminalID, serverID string, welcomeNonce, challengeNonce []byte, token string) ([]byte, error) {
-	parts := [][]byte{[]byte(terminalID), []byte(serverID), welcomeNonce, challengeNonce, []byte(token)}
-	names := [...]string{"terminal id", "server id", "welcome nonce", "challenge nonce", "token"}
-	n := len(challengeDomain) + 1
+	return message("challenge", challengeDomain,
+		[]string{"terminal id", "server id", "welcome nonce", "challenge nonce", "token"},
+		[]byte(terminalID), []byte(serverID), welcomeNonce, challengeNonce, []byte(token))
+}
+
+// PairMessage returns the bytes a terminal (or a phone) signs to prove, in
+// a Pair, possession of the private key of pub, which it asks to enrol as
+// a token of kind with code:
+//
+//	"hotdesk-pair-v1" || 0x00 || lp(terminalID) || lp(serverID) ||
+//	lp(welcomeNonce) || lp(code) || lp(kind) || lp(pub)
+//
+// with lp as in ChallengeMessage, code exactly as sent in the Pair. Its
+// domain differs from ChallengeMessage's (neither is a prefix of the
+// other), so a pairing signature is never a login proof and a login proof
+// never a pairing signature; the Welcome nonce binds it to one connection
+// and the server id to one broker, so it cannot be replayed elsewhere. It
+// fails if any part is longer than 65535 bytes; it never truncates.
+func PairMessage(terminalID, serverID string, welcomeNonce []byte, code, kind string, pub []byte) ([]byte, error) {
+	return message("pair", pairDomain,
+		[]string{"terminal id", "server id", "welcome nonce", "code", "kind", "public key"},
+		[]byte(terminalID), []byte(serverID), welcomeNonce, []byte(code), []byte(kind), pub)
+}
+
+// message returns domain || 0x00 || lp(part) for each part.
+func message(what, domain string, names []string, parts ...[]byte) ([]byte, error) {
+	n := len(domain) + 1
 	for i, p := range parts {
 		if len(p) > math.MaxUint16 {
-			return nil, fmt.Errorf("soft: challenge message: %s is %d bytes, limit %d", names[i], len(p), math.MaxUint16)
+			return nil, fmt.Errorf("soft: %s message: %s is %d bytes, limit %d", what, names[i], len(p), math.MaxUint16)
 		}
 		n += 2 + len(p)
 	}
 	msg := make([]byte, 0, n)
-	msg = append(msg, challengeDomain...)
+	msg = append(msg, domain...)
 	msg = append(msg, 0)
 	for _, p := range parts {
 		msg = binary.BigEndian.AppendUint16(msg, uint16(len(p)))

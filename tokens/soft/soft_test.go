@@ -75,6 +75,70 @@ func TestChallengeMessage(t *testing.T) {
 	}
 }
 
+func TestPairMessage(t *testing.T) {
+	got, err := soft.PairMessage("t1", "srv", []byte{0xaa, 0xbb}, "ABCD-EFGH-JKMN", "soft", []byte{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte("hotdesk-pair-v1\x00" +
+		"\x00\x02t1" + "\x00\x03srv" + "\x00\x02\xaa\xbb" + "\x00\x0eABCD-EFGH-JKMN" + "\x00\x04soft" + "\x00\x03\x01\x02\x03")
+	if !bytes.Equal(got, want) {
+		t.Errorf("PairMessage = %q; want %q", got, want)
+	}
+	a, _ := soft.PairMessage("t", "s", nil, "AB", "c", nil)
+	b, _ := soft.PairMessage("t", "s", nil, "A", "Bc", nil)
+	if bytes.Equal(a, b) {
+		t.Errorf("field boundaries are ambiguous: %q", a)
+	}
+	long := strings.Repeat("x", 1<<16)
+	for name, f := range map[string]func() ([]byte, error){
+		"terminal": func() ([]byte, error) { return soft.PairMessage(long, "s", nil, "c", "soft", nil) },
+		"server":   func() ([]byte, error) { return soft.PairMessage("t", long, nil, "c", "soft", nil) },
+		"nonce":    func() ([]byte, error) { return soft.PairMessage("t", "s", []byte(long), "c", "soft", nil) },
+		"code":     func() ([]byte, error) { return soft.PairMessage("t", "s", nil, long, "soft", nil) },
+		"kind":     func() ([]byte, error) { return soft.PairMessage("t", "s", nil, "c", long, nil) },
+		"key":      func() ([]byte, error) { return soft.PairMessage("t", "s", nil, "c", "soft", []byte(long)) },
+	} {
+		if _, err := f(); err == nil {
+			t.Errorf("PairMessage with a %s of 65536 bytes: no error", name)
+		}
+	}
+}
+
+// TestPairAndChallengeSeparate: a login proof (a signature over a
+// ChallengeMessage) never verifies as a pairing proof and the reverse,
+// whatever the fields: the two domains differ before the first field,
+// so no message of one kind is a message of the other. Without the
+// separation, a pairing signature obtained at one terminal could serve
+// as a login proof, or a login proof enrol a key.
+func TestPairAndChallengeSeparate(t *testing.T) {
+	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	pub := priv.Public().(ed25519.PublicKey)
+	nonce := bytes.Repeat([]byte{1}, 32)
+	login, err := soft.ChallengeMessage("term-1", "b1", nonce, bytes.Repeat([]byte{2}, 32), soft.TokenID(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := soft.PairMessage("term-1", "b1", nonce, "ABCD-EFGH-JKMN", soft.Kind, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := soft.Verify(pub, pair, ed25519.Sign(priv, login)); !errors.Is(err, soft.ErrBadProof) {
+		t.Errorf("login proof verified as a pairing proof: %v", err)
+	}
+	if err := soft.Verify(pub, login, ed25519.Sign(priv, pair)); !errors.Is(err, soft.ErrBadProof) {
+		t.Errorf("pairing proof verified as a login proof: %v", err)
+	}
+	// Whatever the fields, a message of one kind does not start with the
+	// other's domain.
+	empty, _ := soft.ChallengeMessage("", "", nil, nil, "")
+	emptyPair, _ := soft.PairMessage("", "", nil, "", "", nil)
+	loginDomain, pairDomain := empty[:len(empty)-5*2], emptyPair[:len(emptyPair)-6*2]
+	if bytes.HasPrefix(login, pairDomain) || bytes.HasPrefix(pair, loginDomain) {
+		t.Errorf("the domains overlap: %q, %q", loginDomain, pairDomain)
+	}
+}
+
 func TestVerify(t *testing.T) {
 	priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 	pub := priv.Public().(ed25519.PublicKey)
