@@ -30,7 +30,8 @@ func (f fakePairer) Redeem(context.Context, string, pairing.Request) (registry.T
 // TestPairRefusalSaysWhy: a Pair refused for its key, kind or label (the
 // code untouched, still valid) is not answered as if the code were bad, so
 // a phone or terminal can tell the person to fix the key rather than ask
-// for a new code; a bad code still gets the code's message.
+// for a new code (a key enrolled already is refused so too); a bad code
+// still gets the code's message.
 func TestPairRefusalSaysWhy(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -42,6 +43,7 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 		{"bad code", fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode), "pairing code invalid, expired or used"},
 		{"bad proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrBadProof), "proof of possession"},
 		{"no proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrNoProof), "signature"},
+		{"key enrolled", fmt.Errorf("pairing: redeem: token soft.x: %w", pairing.ErrKeyEnrolled), "already enrolled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +64,7 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 			if !strings.Contains(e.Message, tt.want) || tt.name != "bad code" && strings.Contains(e.Message, "code invalid") {
 				t.Fatalf("message %q; want it to say %q", e.Message, tt.want)
 			}
-			if (e.Detail == proto.DetailKeyRefused) != (tt.name == "bad key") {
+			if keyRefused := tt.name == "bad key" || tt.name == "key enrolled"; (e.Detail == proto.DetailKeyRefused) != keyRefused {
 				t.Fatalf("detail %q; want %q only for a refused key", e.Detail, proto.DetailKeyRefused)
 			}
 			if proof := tt.name == "bad proof" || tt.name == "no proof"; (e.Detail == proto.DetailProofRefused) != proof {

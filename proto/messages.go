@@ -238,6 +238,10 @@ type Pong struct {
 	Seq uint64 `cbor:"1,keyasint"`
 }
 
+// MaxPairCodeLen bounds Pair.Code: a longer code is never valid, and a
+// terminal does not send it (nor ask a phone to sign it).
+const MaxPairCodeLen = 64
+
 // Pair enrolls a token public key with a one-time pairing code.
 type Pair struct {
 	Code string `cbor:"1,keyasint"`

@@ -250,6 +250,54 @@ func (r *Store) ConsumePairing(ctx context.Context, id string, modRev int64) err
 	return nil
 }
 
+// RedeemPairing consumes code id and enrolls t in one transaction: iff the
+// code's mod revision is still modRev and no token with t's id is
+// enrolled, the code is deleted and t stored. Otherwise nothing changes:
+// ErrExists if t's id is enrolled (the code stays valid), else ErrNotFound
+// (the code is absent, expired, changed or consumed concurrently). A zero
+// RegisteredUnixMs is set to the clock's now. The code's lease is revoked
+// afterwards (best effort).
+func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t TokenRecord) error {
+	if err := validateKey(id); err != nil {
+		return fmt.Errorf("registry: redeem pairing: %w", err)
+	}
+	if err := validateKey(t.ID); err != nil {
+		return fmt.Errorf("registry: redeem pairing: %w", err)
+	}
+	if modRev <= 0 {
+		return fmt.Errorf("registry: redeem pairing %q: %w", id, ErrNotFound)
+	}
+	if t.RegisteredUnixMs == 0 {
+		t.RegisteredUnixMs = r.opts.clock.Now().UnixMilli()
+	}
+	v, err := json.Marshal(t)
+	if err != nil {
+		return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
+	}
+	pk, tk := r.pairingKey(id), r.tokenKey(t.ID)
+	cctx, cancel := r.callCtx(ctx)
+	resp, err := r.kv.Txn(cctx).
+		If(clientv3.Compare(clientv3.ModRevision(pk), "=", modRev), clientv3.Compare(clientv3.CreateRevision(tk), "=", 0)).
+		Then(clientv3.OpGet(pk), clientv3.OpDelete(pk), clientv3.OpPut(tk, string(v))).
+		Else(clientv3.OpGet(tk, clientv3.WithCountOnly())).
+		Commit()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
+	}
+	if !resp.Succeeded {
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return fmt.Errorf("registry: redeem pairing %q: token %q: %w", id, t.ID, ErrExists)
+		}
+		return fmt.Errorf("registry: redeem pairing %q: %w", id, ErrNotFound)
+	}
+	r.log.Info("token enrolled", "token_id", t.ID, "kind", t.Kind, "user", t.User, "pairing", id)
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].Lease != 0 {
+		r.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
+	}
+	return nil
+}
+
 // revokeLease revokes a pairing lease with a fresh bounded context, ignoring
 // failure: the lease expires by itself.
 func (r *Store) revokeLease(ctx context.Context, id clientv3.LeaseID) {

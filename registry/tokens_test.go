@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,5 +181,80 @@ func TestPairingExpiry(t *testing.T) {
 
 	if err := r.PutPairing(ctx, registry.Pairing{ID: "zero"}, 0); err == nil {
 		t.Error("PutPairing(ttl 0) err = nil; want an error")
+	}
+}
+
+// TestRedeemPairing: a code is consumed and a token enrolled in one
+// transaction. A token id enrolled already leaves the code in place
+// (ErrExists); a changed or consumed code enrolls nothing (ErrNotFound);
+// of concurrent redemptions of one code, exactly one enrolls.
+func TestRedeemPairing(t *testing.T) {
+	t.Parallel()
+	_, regs := newGroup(t, "s1", "s2")
+	a, b := regs[0], regs[1]
+	ctx := tctx(t)
+	put := func(id string) int64 {
+		t.Helper()
+		if err := a.PutPairing(ctx, registry.Pairing{ID: id, User: "u", SecretHash: []byte("h")}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		_, rev, err := a.Pairing(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	if err := a.EnrollToken(ctx, registry.TokenRecord{ID: "soft.taken", Kind: "soft", User: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	rev := put("rp1")
+	if err := b.RedeemPairing(ctx, "rp1", rev, registry.TokenRecord{ID: "soft.taken", Kind: "soft", User: "u"}); !errors.Is(err, registry.ErrExists) {
+		t.Fatalf("redeem for an enrolled id: %v; want ErrExists", err)
+	}
+	if _, _, err := a.Pairing(ctx, "rp1"); err != nil {
+		t.Fatalf("the code after a refused redemption: %v; want it still there", err)
+	}
+	if err := b.RedeemPairing(ctx, "rp1", rev+1000, registry.TokenRecord{ID: "soft.new", Kind: "soft", User: "u"}); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("redeem at a stale revision: %v; want ErrNotFound", err)
+	}
+	if _, err := a.Token(ctx, "soft.new"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("token after a stale redemption: %v; want none", err)
+	}
+	if err := b.RedeemPairing(ctx, "rp1", rev, registry.TokenRecord{ID: "soft.new", Kind: "soft", User: "u"}); err != nil {
+		t.Fatalf("redeem: %v", err)
+	}
+	if _, _, err := a.Pairing(ctx, "rp1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("the code after its redemption: %v; want gone", err)
+	}
+	if tok, err := a.Token(ctx, "soft.new"); err != nil || tok.User != "u" || tok.RegisteredUnixMs == 0 {
+		t.Fatalf("token after the redemption: %+v, %v; want u's, with its time", tok, err)
+	}
+	// Concurrent redemptions of one code for different ids: one wins.
+	for round := range 5 {
+		id := fmt.Sprintf("rp-race-%d", round)
+		rev := put(id)
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for j := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[j] = regs[j%2].RedeemPairing(ctx, id, rev,
+					registry.TokenRecord{ID: fmt.Sprintf("soft.race%d-%d", round, j), Kind: "soft", User: "u"})
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.Is(err, registry.ErrNotFound):
+				t.Fatalf("round %d: %v; want nil or ErrNotFound", round, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d redemptions of one code won; want 1", round, won)
+		}
 	}
 }

@@ -300,6 +300,40 @@ func TestAgentPingLoss(t *testing.T) {
 	ta.out.wait("connected")
 }
 
+// TestAgentPairCodeTooLong: a code longer than any valid one
+// (proto.MaxPairCodeLen) is refused before anything happens: no key
+// generated, no phone asked to sign, no connection to the broker (an
+// outside phone vendor saw such codes signed and sent, each costing the
+// terminal's address one of its pairing attempts).
+func TestAgentPairCodeTooLong(t *testing.T) {
+	t.Parallel()
+	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No broker listens at Server: a dial would fail with another error.
+	tcfg, err := proto.ClientTLSConfig("", bytes.Repeat([]byte{1}, 32), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag, err := newAgent(Config{Server: "127.0.0.1:1", TLS: tcfg, TerminalID: "term-1", Keystore: ks, Timeout: waitBound,
+		Logger: testLogger(t), Out: newOutput(t), JSON: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := strings.Repeat("A", proto.MaxPairCodeLen+1)
+	if _, err := ag.Pair(context.Background(), code, "laptop", ""); err == nil || !strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("Pair with a %d-byte code: %v; want refused for its length", len(code), err)
+	}
+	if keys := ks.List(); len(keys) != 0 {
+		t.Fatalf("keystore after a refused code: %v; want no key generated", keys)
+	}
+	ok := strings.Repeat("A", proto.MaxPairCodeLen)
+	if _, err := ag.Pair(context.Background(), ok, "laptop", ""); err == nil || strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("Pair with a %d-byte code: %v; want it tried (and the dial to fail)", len(ok), err)
+	}
+}
+
 func TestAgentPair(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

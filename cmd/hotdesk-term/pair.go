@@ -19,6 +19,9 @@ import (
 // home broker with code, and saves the keystore once the broker confirms.
 // It returns the new token id. A broker Error is printed and returned.
 func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string, error) {
+	if err := checkCode(code); err != nil {
+		return "", err
+	}
 	key, err := a.cfg.Keystore.Generate(tokenName, label)
 	if err != nil {
 		return "", fmt.Errorf("pair: %w", err)
@@ -44,6 +47,9 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
 	if a.cfg.Cards == nil {
 		return "", errors.New("pair: no card readers (-pcsc)")
+	}
+	if err := checkCode(code); err != nil {
+		return "", err
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -77,8 +83,13 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 		sign := func(ctx context.Context, msg []byte) ([]byte, error) {
 			sig, err := a.cfg.Cards.Sign(ctx, ev.Token, msg)
 			var se *nfc.StatusError
-			if errors.As(err, &se) && se.SW == nfc.SWWrongData {
+			switch {
+			case errors.As(err, &se) && se.SW == nfc.SWWrongData:
 				return nil, fmt.Errorf("the phone's app does not sign pairing transcripts (update it): %w", err)
+			case errors.As(err, &se) && se.SW == nfc.SWSecurityNotSatisfied:
+				return nil, fmt.Errorf("the pairing was declined on the phone: %w", err)
+			case errors.Is(err, context.DeadlineExceeded):
+				return nil, fmt.Errorf("the phone did not sign within %s (was the pairing confirmed on the phone?): %w", phoneSignWait, err)
 			}
 			return sig, err
 		}
@@ -131,9 +142,24 @@ func (a *agent) watchPhones(ctx context.Context) (<-chan tokens.Event, func(), e
 	}, nil
 }
 
+// phoneSignWait bounds how long a phone may take to sign a pairing
+// transcript: it may ask its user to confirm (HCE.md §3.3). The broker
+// connection is pinged meanwhile.
+const phoneSignWait = 30 * time.Second
+
+// checkCode refuses a pairing code no broker could accept (longer than
+// proto.MaxPairCodeLen): nothing is generated, signed or sent for it.
+func checkCode(code string) error {
+	if n := len(strings.TrimSpace(code)); n > proto.MaxPairCodeLen {
+		return fmt.Errorf("pair: the code is %d bytes; a pairing code is at most %d (as hotdeskctl token pair printed it)", n, proto.MaxPairCodeLen)
+	}
+	return nil
+}
+
 // enroll sends Pair to the home broker, signed with sign (the key of pub)
 // over the connection's pairing transcript (PROTOCOL.md §8.4), and waits
-// for its answer.
+// for its answer (within the agent's timeout; a phone's signature within
+// phoneSignWait more).
 func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string,
 	sign func(ctx context.Context, msg []byte) ([]byte, error)) (string, error) {
 	l, err := a.dial(ctx, a.home())
@@ -143,7 +169,11 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	defer l.close()
 	a.out.emit(connectedEvent(l.welcome.ServerID, l.addr))
 
-	wctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	wait := a.cfg.Timeout
+	if kind == nfc.KindHCE {
+		wait += phoneSignWait
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	stop := context.AfterFunc(wctx, func() { l.c.Close() })
 	defer stop()

@@ -62,6 +62,9 @@ var (
 	// ErrBadProof: the request's proof of possession does not verify
 	// with its key; the code is untouched.
 	ErrBadProof = errors.New("pairing: bad proof of possession")
+	// ErrKeyEnrolled: the proven key is already enrolled as a token; the
+	// code stays valid.
+	ErrKeyEnrolled = errors.New("pairing: key already enrolled")
 )
 
 // Request is one redemption: a Pair message and the connection it came on.
@@ -111,10 +114,11 @@ type Store interface {
 	PutPairing(ctx context.Context, p registry.Pairing, ttl time.Duration) error
 	// Pairing returns code id and its mod revision; registry.ErrNotFound if absent or expired.
 	Pairing(ctx context.Context, id string) (registry.Pairing, int64, error)
-	// ConsumePairing deletes code id iff unchanged since modRev; registry.ErrNotFound otherwise.
-	ConsumePairing(ctx context.Context, id string, modRev int64) error
-	// EnrollToken stores t; registry.ErrExists if its id is enrolled.
-	EnrollToken(ctx context.Context, t registry.TokenRecord) error
+	// RedeemPairing deletes code id and stores t at once, iff the code is
+	// unchanged since modRev and t's id is not enrolled; else nothing
+	// changes: registry.ErrExists if t's id is enrolled, registry.ErrNotFound
+	// otherwise.
+	RedeemPairing(ctx context.Context, id string, modRev int64, t registry.TokenRecord) error
 }
 
 var (
@@ -270,8 +274,9 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // code of the person it was meant for. A malformed, unknown, expired, used
 // or wrong code is ErrInvalidCode and counts as a failure of source; the
 // secret is compared in constant time (wrong secrets do not burn a code).
-// Registry failures are returned wrapped; an already enrolled key wraps
-// registry.ErrExists (its code is consumed all the same).
+// The code is consumed and the key enrolled in one registry transaction:
+// a key already enrolled (as a token of anyone) is ErrKeyEnrolled and
+// leaves the code valid. Registry failures are returned wrapped.
 func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (registry.TokenRecord, error) {
 	code, kind, pub, label := req.Code, req.Kind, req.PublicKey, req.Label
 	if len(source) > maxSourceLen {
@@ -293,7 +298,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 	if err := verifyProof(req); err != nil {
 		locked := p.lim.fail(source)
-		p.log.Info("pairing refused: no proof of possession", "source", source, "token_id", tokenID, "error", err)
+		p.log.Info("pairing refused: proof of possession failed", "source", source, "token_id", tokenID, "error", err)
 		if locked {
 			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
 		}
@@ -326,17 +331,6 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		}
 		return refuse("wrong secret", id)
 	}
-	if err := p.store.ConsumePairing(ctx, id, rev); err != nil {
-		if errors.Is(err, registry.ErrNotFound) {
-			// Lost a race with another redemption of the same code: not a
-			// guess, so not counted against source.
-			p.log.Info("pairing code refused", "source", source, "code_id", id, "reason", "consumed concurrently")
-			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
-		}
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: consume code: %w", err)
-	}
-	p.forgetWrong(id, rev)
-	p.lim.succeed(source)
 	if label == "" {
 		label = pr.Label
 	}
@@ -349,10 +343,24 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		RegisteredBy:     "pairing:" + pr.CreatedBy,
 		RegisteredUnixMs: p.clk.Now().UnixMilli(),
 	}
-	if err := p.store.EnrollToken(ctx, rec); err != nil {
-		p.log.Warn("pairing code consumed but token not enrolled", "code_id", id, "token_id", tokenID, "user", pr.User, "error", err)
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: enroll token %s: %w", tokenID, err)
+	// The code is consumed and the key enrolled in one transaction: a key
+	// already enrolled leaves the code valid.
+	switch err := p.store.RedeemPairing(ctx, id, rev, rec); {
+	case errors.Is(err, registry.ErrExists):
+		// The sender proved it holds the key: telling it the key is
+		// enrolled tells it nothing about anyone else's. Not a guess.
+		p.log.Info("pairing refused: key already enrolled", "source", source, "code_id", id, "token_id", tokenID)
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: token %s: %w", tokenID, ErrKeyEnrolled)
+	case errors.Is(err, registry.ErrNotFound):
+		// Lost a race with another redemption of the same code: not a
+		// guess, so not counted against source.
+		p.log.Info("pairing code refused", "source", source, "code_id", id, "reason", "consumed concurrently")
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+	case err != nil:
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
+	p.forgetWrong(id, rev)
+	p.lim.succeed(source)
 	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
 	return rec, nil
 }

@@ -356,17 +356,27 @@ func TestPairing(t *testing.T) {
 		}
 	})
 
+	// A key enrolled already is refused ErrKeyEnrolled, and the code used
+	// for it stays valid (before, it was consumed and nothing enrolled: an
+	// outside phone vendor re-pairing a phone lost the code).
 	t.Run("key enrolled twice", func(t *testing.T) {
 		e := newEnv(t, cli)
 		pub := newKey(t)
 		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(e.create("mia", time.Hour), "soft", pub, ""))
 		checkErr(t, "first", err, nil)
-		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(e.create("mallory", time.Hour), "soft", pub, ""))
-		checkErr(t, "same key again", err, registry.ErrExists)
+		code := e.create("mallory", time.Hour)
+		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, "soft", pub, ""))
+		checkErr(t, "same key again", err, pairing.ErrKeyEnrolled)
 		rec, err := e.reg.Token(e.ctx, soft.TokenID(pub))
 		checkErr(t, "Token", err, nil)
 		if rec.User != "mia" {
 			t.Errorf("user = %q; want mia (first enrolment kept)", rec.User)
+		}
+		other := newKey(t)
+		rec, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, "soft", other, ""))
+		checkErr(t, "the code again, another key", err, nil)
+		if rec.User != "mallory" || rec.ID != soft.TokenID(other) {
+			t.Errorf("enrolled %+v; want %s for mallory", rec, soft.TokenID(other))
 		}
 	})
 
