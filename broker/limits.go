@@ -155,7 +155,8 @@ func decr(m map[string]int, k string) {
 }
 
 // admitted is one admitted connection; done releases it (idempotent), and
-// authenticated moves it out of the unauthenticated count (idempotent).
+// authenticated moves it out of the unauthenticated count (idempotent;
+// false once the connection was evicted).
 type admitted struct {
 	g     *connGate
 	host  string // bySource's key
@@ -259,10 +260,15 @@ func (g *connGate) releaseLocked(a *admitted) {
 	decr(g.bySource, a.host)
 }
 
-func (a *admitted) authenticated() {
+// authenticated reports false if a was evicted: its connection is being
+// closed, and the caller must drop it rather than act on what it sent (an
+// attach ticket redeemed on it would be spent for nothing, a terminal
+// registered with it would connect and disconnect at once).
+func (a *admitted) authenticated() bool {
 	a.g.mu.Lock()
+	defer a.g.mu.Unlock()
 	a.g.authLocked(a)
-	a.g.mu.Unlock()
+	return !a.released
 }
 
 func (a *admitted) done() {

@@ -153,7 +153,13 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		conn.Close()
 		return
 	}
-	adm.authenticated()
+	if !adm.authenticated() {
+		// Evicted just after its Hello: it is being closed, and the
+		// terminal reconnects.
+		log.Debug("terminal connection evicted during its handshake", "terminal", logValue(hello.TerminalID))
+		conn.Close()
+		return
+	}
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
