@@ -46,7 +46,10 @@ type Limits struct {
 	// and benchmarks that hot-desk one connection as fast as it goes).
 	TokenEventsPerSecond int
 	// OnLimit, if set, is called once for every refusal a limit causes
-	// (metrics): limit is one of the Limit constants, listener "terminal"
+	// (metrics), and once for every connection evicted at
+	// LimitConnections or LimitUnauthenticated to admit a newcomer (one
+	// connection lost to the limit either way): limit is one of the Limit
+	// constants, listener "terminal"
 	// or "attach" for the connection limits, else "". It runs on the
 	// refusing goroutine, sometimes under a session's token lock: it must
 	// not block or call back into the broker.
