@@ -159,7 +159,13 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		conn.Close()
 		return
 	}
-	adm.authenticated()
+	if !adm.authenticated() {
+		// Evicted after its Attach was read: the ticket stays unspent for
+		// the terminal's next attempt.
+		log.Debug("attach: connection evicted before its ticket was redeemed", "terminal", logValue(req.TerminalID))
+		conn.Close()
+		return
+	}
 	s, err := b.redeem(req)
 	if err != nil {
 		b.blog.Warn("attach_refused", "attach refused", "remote", tc.RemoteAddr().String(), "terminal", logValue(req.TerminalID), "error", err)

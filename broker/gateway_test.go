@@ -2,14 +2,20 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/proto/prototest"
 )
@@ -165,5 +171,92 @@ func TestCheckListener(t *testing.T) {
 	}
 	if err := checkListener("wayland:/run/x/wayland-0", 0); err != nil {
 		t.Fatalf("a unix socket endpoint: %v", err)
+	}
+}
+
+// serveEvicted runs serve (serveConn or attachConn) for a connection that
+// its gate evicted while its first message was in flight: serve gets it
+// after the eviction, before the close lands (its evict func is nil). It
+// returns the client's end (TLS over a pipe) and a channel closed when
+// serve returns.
+func serveEvicted(t *testing.T, e *env, serve func(context.Context, *tls.Conn, *admitted)) (*proto.Conn, <-chan struct{}) {
+	t.Helper()
+	// A gate at its unauthenticated cap, 10.0.0.1 holding both: a
+	// newcomer from another source evicts 10.0.0.1's oldest, victim.
+	g := newConnGate("test", Limits{MaxUnauthenticated: 2}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
+	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
+	victim, other := g.admit(addr("10.0.0.1"), nil), g.admit(addr("10.0.0.1"), nil)
+	if victim == nil || other == nil || g.admit(addr("10.0.0.2"), nil) == nil {
+		t.Fatal("want two admitted, then the newcomer admitted by evicting the first")
+	}
+	dir := t.TempDir()
+	cert, err := proto.LoadOrCreateCert(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, cli := net.Pipe()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		serve(e.ctx, tls.Server(srv, proto.ServerTLSConfig(cert)), victim)
+	}()
+	c := proto.NewConn(tls.Client(cli, prototest.PinnedTLS(t, proto.Fingerprint(leaf.Raw))), proto.WithReadTimeout(10*time.Second))
+	t.Cleanup(func() { c.Close(); <-served })
+	return c, served
+}
+
+// TestAttachEvictedKeepsTicket: an attach connection the gateway's gate
+// evicts (limits.go) between reading its Attach and redeeming it is
+// dropped with its ticket unspent: it is being closed, and the terminal's
+// next attempt with the same ticket attaches. Before, the evicted
+// connection redeemed the ticket (and attached, until its close landed),
+// and the retry was refused.
+func TestAttachEvictedKeepsTicket(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, "b1", envOptions{gateway: true})
+	_, _, _, att := e.login("ivy", "term-1")
+	c, served := serveEvicted(t, e, e.b.attachConn)
+	if err := c.Send(&proto.Attach{Ticket: att.Ticket, TerminalID: "term-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Recv(); err == nil {
+		t.Fatalf("evicted connection answered %T; want it closed", m.Body)
+	}
+	c.Close()
+	<-served
+
+	// The terminal retries with its ticket.
+	if _, perr := e.attach(att.Ticket, "term-1"); perr != nil {
+		t.Fatalf("attach after the eviction: %+v; want attached with the unspent ticket", perr)
+	}
+}
+
+// TestTerminalEvictedAfterHello: a terminal connection the gate evicts
+// between its Hello and its registration is dropped, not registered (it
+// would connect, serve and disconnect on a connection being closed).
+func TestTerminalEvictedAfterHello(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	c, served := serveEvicted(t, e, e.b.serveConn)
+	if _, err := proto.ClientHandshake(c, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "term-ev"}); err != nil {
+		t.Fatalf("handshake: %v", err) // the Welcome went before the eviction was noticed
+	}
+	// A Ping: the pipe is synchronous, so the Send itself may find the
+	// connection closed.
+	if err := c.Send(&proto.Ping{Seq: 1}); err == nil {
+		if m, err := c.Recv(); err == nil {
+			t.Fatalf("evicted terminal connection answered %T; want it closed", m.Body)
+		}
+	}
+	<-served
+	e.b.mu.Lock()
+	n := len(e.b.terms)
+	e.b.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d terminals registered; want none", n)
 	}
 }

@@ -46,7 +46,10 @@ type Limits struct {
 	// and benchmarks that hot-desk one connection as fast as it goes).
 	TokenEventsPerSecond int
 	// OnLimit, if set, is called once for every refusal a limit causes
-	// (metrics): limit is one of the Limit constants, listener "terminal"
+	// (metrics), and once for every connection evicted at
+	// LimitConnections or LimitUnauthenticated to admit a newcomer (one
+	// connection lost to the limit either way): limit is one of the Limit
+	// constants, listener "terminal"
 	// or "attach" for the connection limits, else "". It runs on the
 	// refusing goroutine, sometimes under a session's token lock: it must
 	// not block or call back into the broker.
@@ -155,7 +158,8 @@ func decr(m map[string]int, k string) {
 }
 
 // admitted is one admitted connection; done releases it (idempotent), and
-// authenticated moves it out of the unauthenticated count (idempotent).
+// authenticated moves it out of the unauthenticated count (idempotent;
+// false once the connection was evicted).
 type admitted struct {
 	g     *connGate
 	host  string // bySource's key
@@ -259,10 +263,15 @@ func (g *connGate) releaseLocked(a *admitted) {
 	decr(g.bySource, a.host)
 }
 
-func (a *admitted) authenticated() {
+// authenticated reports false if a was evicted: its connection is being
+// closed, and the caller must drop it rather than act on what it sent (an
+// attach ticket redeemed on it would be spent for nothing, a terminal
+// registered with it would connect and disconnect at once).
+func (a *admitted) authenticated() bool {
 	a.g.mu.Lock()
+	defer a.g.mu.Unlock()
 	a.g.authLocked(a)
-	a.g.mu.Unlock()
+	return !a.released
 }
 
 func (a *admitted) done() {

@@ -577,3 +577,30 @@ func TestTokenEventRateBound(t *testing.T) {
 		t.Fatalf("a negative rate gave a bucket of %v/s, want no bound", r.Limit())
 	}
 }
+
+// TestConnGateEvictedNotAuthenticated: authenticated reports an evicted
+// connection (false), however late it comes, so that its caller drops it
+// instead of acting on its first message; a connection not evicted is
+// authenticated (true, again and again).
+func TestConnGateEvictedNotAuthenticated(t *testing.T) {
+	t.Parallel()
+	g := newConnGate("terminal", Limits{MaxUnauthenticated: 2}.withDefaults(), burstlog.New(hclog.NewNullLogger(), logEvery, nil))
+	addr := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1000} }
+	x1, x2 := g.admit(addr("10.0.0.1"), nil), g.admit(addr("10.0.0.1"), nil)
+	y := g.admit(addr("10.0.0.2"), nil) // evicts x1
+	if x1 == nil || x2 == nil || y == nil {
+		t.Fatal("want three admitted, the third by evicting the first")
+	}
+	if x1.authenticated() {
+		t.Fatal("evicted connection: authenticated() = true; want false")
+	}
+	if !x2.authenticated() || !x2.authenticated() || !y.authenticated() {
+		t.Fatal("connections not evicted: authenticated() = false; want true")
+	}
+	for _, a := range []*admitted{x1, x2, y} {
+		a.done()
+	}
+	if total, unauth := g.counts(); total != 0 || unauth != 0 {
+		t.Fatalf("after release: total %d unauth %d; want 0 0", total, unauth)
+	}
+}

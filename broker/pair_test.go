@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/internal/burstlog"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/pairing"
@@ -47,7 +49,7 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := &Broker{log: hclog.NewNullLogger(), cfg: Config{Pairer: fakePairer{tt.err}}}
+			b := &Broker{log: hclog.NewNullLogger(), blog: burstlog.New(hclog.NewNullLogger(), logEvery, nil), cfg: Config{Pairer: fakePairer{tt.err}}}
 			peer, mine := net.Pipe()
 			defer peer.Close()
 			term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine)}
@@ -220,5 +222,38 @@ func TestPairProofOfPossession(t *testing.T) {
 	}
 	if m, ok := victor.next().(*proto.Error); !ok || m.Code != proto.ErrAuthFailed {
 		t.Fatalf("a pairing signature as a login proof: got %+v; want Error{auth_failed}", m)
+	}
+}
+
+// TestPairUncountedRefusalsLogOncePerBurst: the Pair refusals that do not
+// count against the source (a refused key, kind or label; no proof of
+// possession), and so never end in a lockout, are logged once per burst
+// (internal/burstlog) with the number refused: a peer sending them as
+// fast as its token event rate lets it costs a line, not a line each.
+func TestPairUncountedRefusalsLogOncePerBurst(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{
+		fmt.Errorf("pairing: redeem: %w: unsupported token kind", pairing.ErrBadKey),
+		fmt.Errorf("pairing: redeem: %w", pairing.ErrNoProof),
+	} {
+		var out testutil.LockedBuffer
+		log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+		now := time.Unix(1000, 0)
+		b := &Broker{log: log, blog: burstlog.New(log, logEvery, func() time.Time { return now }), cfg: Config{Pairer: fakePairer{err}}}
+		peer, mine := net.Pipe()
+		term := &terminal{b: b, id: "t-1", remote: "192.0.2.7:4000", conn: proto.NewConn(mine)}
+		pc := proto.NewConn(peer)
+		const n = 30
+		for range n {
+			go term.pair(context.Background(), &proto.Pair{Code: "AAAA-BBBB-CCCC", Kind: "soft", PublicKey: make([]byte, 32)})
+			if _, err := pc.Recv(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		peer.Close()
+		mine.Close()
+		if lines := strings.Count(out.String(), "pairing refused"); lines != 1 {
+			t.Errorf("%v: %d refusals logged in %d lines; want 1\n%s", err, n, lines, out.String())
+		}
 	}
 }

@@ -153,7 +153,13 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		conn.Close()
 		return
 	}
-	adm.authenticated()
+	if !adm.authenticated() {
+		// Evicted just after its Hello: it is being closed, and the
+		// terminal reconnects.
+		log.Debug("terminal connection evicted during its handshake", "terminal", logValue(hello.TerminalID))
+		conn.Close()
+		return
+	}
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
@@ -401,7 +407,9 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many pairing attempts; try later"})
 	case errors.Is(err, pairing.ErrBadKey):
 		// The code is untouched: the key, kind or label is what to fix.
-		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
+		// Not counted against the source (no lockout ends a flood of
+		// them): logged once per burst.
+		b.blog.Info("pairing_key_refused", "pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused", Detail: proto.DetailKeyRefused})
 	case errors.Is(err, pairing.ErrKeyEnrolled):
 		// Proven, but the key is a token already: the code stays valid.
@@ -409,7 +417,8 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "this key is already enrolled; the pairing code is still valid", Detail: proto.DetailKeyRefused})
 	case errors.Is(err, pairing.ErrNoProof):
 		// A terminal of before proofs of possession: the code is untouched.
-		b.log.Info("pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
+		// Not counted either: logged once per burst.
+		b.blog.Info("pairing_no_proof", "pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing needs a signature proving the key (update the terminal)", Detail: proto.DetailProofRefused})
 	case errors.Is(err, pairing.ErrBadProof):
 		// The key is not the sender's (or the signature is not for this

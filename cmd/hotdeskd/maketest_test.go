@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -65,4 +68,74 @@ func isGoTest(l string) bool {
 		return true
 	}
 	return false
+}
+
+// TestGotestRepeatsWhatFailed: .ci/gotest repeats at the end of a failing
+// run what failed and why: a test's own messages, a data race the race
+// detector failed a test for, and a package's compile errors (a package
+// that does not build fails CI as surely as a test, and its errors come
+// first, where e2e logs push them out of a CI log's tail). Daemon log
+// lines a test message carries are left out, and the exit code is go
+// test's.
+func TestGotestRepeatsWhatFailed(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("bash"); err != nil {
+		testutil.SkipOrFail(t, "bash missing")
+	}
+	// A go that prints what a failing run of three packages prints.
+	fake := filepath.Join(t.TempDir(), "go")
+	script := `#!/bin/sh
+cat <<'OUT'
+# example.com/broken
+broken/a.go:3:2: undefined: foo
+FAIL	example.com/broken [build failed]
+==================
+WARNING: DATA RACE
+Write at 0x00c000012345 by goroutine 7:
+  example.com/racy.f()
+      /src/racy/racy.go:10 +0x44
+==================
+--- FAIL: TestRacy (0.00s)
+    testing.go:1490: race detected during execution of test
+FAIL	example.com/racy	0.1s
+=== RUN   TestE2E
+--- FAIL: TestE2E (1.00s)
+    e2e_test.go:42: login: EOF
+    e2e_test.go:43: 2026-12-02T10:00:00.000Z [INFO]  b1: terminal connected
+FAIL	example.com/e2e	1.0s
+FAIL
+OUT
+exit 3
+`
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("./.ci/gotest", "./...")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "GO="+fake)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf(".ci/gotest: %v; want exit status 3 (go test's)\n%s", err, out)
+	}
+	_, summary, ok := strings.Cut(string(out), "=== what failed")
+	if !ok {
+		t.Fatalf("no summary of what failed\n%s", out)
+	}
+	for _, want := range []string{
+		"broken/a.go:3:2: undefined: foo",
+		"FAIL\texample.com/broken [build failed]",
+		"WARNING: DATA RACE",
+		"--- FAIL: TestRacy",
+		"testing.go:1490: race detected during execution of test",
+		"--- FAIL: TestE2E",
+		"e2e_test.go:42: login: EOF",
+	} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary lacks %q\n%s", want, summary)
+		}
+	}
+	if strings.Contains(summary, "terminal connected") {
+		t.Errorf("summary repeats a daemon log line\n%s", summary)
+	}
 }

@@ -110,7 +110,7 @@ func newLimitCounters() *limitCounters {
 	l := &limitCounters{
 		broker: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hotdesk_broker_limit_refusals_total",
-			Help: "Refusals by the broker's limits: connections (limit max_connections, max_connections_per_source, max_unauthenticated, max_unauthenticated_per_source; listener terminal or attach), sessions (max_sessions on this server, max_sessions_per_user in the group), attach tickets revoked (max_tickets_per_session), pairing attempts (pairing_rate), token events of one terminal connection (token_events_per_second).",
+			Help: "Refusals by the broker's limits: connections (limit max_connections, max_connections_per_source, max_unauthenticated, max_unauthenticated_per_source; listener terminal or attach; at max_connections and max_unauthenticated also the connections evicted to admit a newcomer), sessions (max_sessions on this server, max_sessions_per_user in the group), attach tickets revoked (max_tickets_per_session), pairing attempts (pairing_rate), token events of one terminal connection (token_events_per_second).",
 		}, []string{"limit", "listener"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hotdesk_auth_limit_refusals_total",
