@@ -29,10 +29,10 @@
 //     comes only after a Reading. A Removed with a Token is about a token
 //     reported Inserted before.
 //   - Inserted and Error need not follow a Reading: a provider may not
-//     report Reading at all (tokens/soft, tokens/nfc do not), or not for
-//     every card (tokens/pcsc does not while a token's removal grace runs
-//     at the reader: the card may be that token coming back, which
-//     produces no event).
+//     report Reading at all (tokens/soft does not: a software key needs
+//     no reading), or not for every card (tokens/pcsc does not while a
+//     token's removal grace runs at the reader: the card may be that
+//     token coming back, which produces no event).
 //
 // Consumers must tolerate Reading: one that does not show progress ignores
 // Reading and Removed events with an empty Token.
