@@ -9,6 +9,33 @@
 // A Provider is a stream of Events. Watch returns a channel that is closed
 // when ctx is cancelled or the provider fails for good; a failure of one
 // device is an Event of kind Error on the stream, never a closed channel.
+//
+// Reading: a provider whose identification of a token takes noticeable
+// time (a smart card: tens of milliseconds, up to a timeout of seconds for
+// a mute card) may report the moment a token arrives with a Reading event,
+// so that a terminal shows "Reading card…" at once. The contract, per
+// reader:
+//
+//   - Reading has a Reader and no Token: a card is in that reader and is
+//     being identified. A second Reading at the reader never comes before
+//     the first has ended.
+//   - Every Reading is ended by exactly one later event at the same
+//     reader: Inserted (identified: Token set), Error (it could not be
+//     identified, or the reader became unavailable; Token empty), or
+//     Removed with an empty Token (the card left before it was
+//     identified) — or by the end of the stream. No other event at that
+//     reader comes in between.
+//   - A Removed with an empty Token ends a Reading and nothing else: it
+//     comes only after a Reading. A Removed with a Token is about a token
+//     reported Inserted before.
+//   - Inserted and Error need not follow a Reading: a provider may not
+//     report Reading at all (tokens/soft does not: a software key needs
+//     no reading), or not for every card (tokens/pcsc does not while a
+//     token's removal grace runs at the reader: the card may be that
+//     token coming back, which produces no event).
+//
+// Consumers must tolerate Reading: one that does not show progress ignores
+// Reading and Removed events with an empty Token.
 package tokens
 
 import (
@@ -22,9 +49,20 @@ import (
 type Kind uint8
 
 const (
-	Inserted Kind = iota + 1 // a token was presented
-	Removed                  // a token left the reader
-	Error                    // a device could not be read or identified ("card error")
+	// Inserted: a token was presented (and identified: Token is set).
+	Inserted Kind = iota + 1
+	// Removed: a token left the reader. Token is the token reported
+	// Inserted before; empty, it is a card that left the reader before it
+	// was identified, and ends a Reading (see the package documentation).
+	Removed
+	// Error: a device could not be read or identified ("card error"), or
+	// a reader or the whole provider became unavailable. It ends a Reading
+	// at its Reader.
+	Error
+	// Reading: a card is in Reader and is being identified; no Token yet.
+	// Ended by exactly one Inserted, Error or Removed with an empty Token
+	// at the same Reader (see the package documentation).
+	Reading
 )
 
 func (k Kind) String() string {
@@ -35,12 +73,15 @@ func (k Kind) String() string {
 		return "removed"
 	case Error:
 		return "error"
+	case Reading:
+		return "reading"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// Event is one token event. Token is empty for Error events whose token could
-// not be identified; Err is set only for Error events.
+// Event is one token event. Token is empty for Reading events, for Error
+// events whose token could not be identified and for Removed events that
+// end a Reading; Err is set only for Error events.
 type Event struct {
 	Kind   Kind
 	Token  string

@@ -173,19 +173,26 @@ func cardTrial(ctx context.Context, t *terminal, d *pcscdtest.Daemon, p *pcsc.Pr
 	return x, park(ctx, t, tok)
 }
 
+// nextCardEvent is the next card event other than Reading (the moment
+// pcscd showed the card; its Inserted, Error or removal follows).
 func nextCardEvent(ctx context.Context, evs <-chan tokens.Event) (tokens.Event, error) {
 	tm := time.NewTimer(cardEventTimeout)
 	defer tm.Stop()
-	select {
-	case ev, ok := <-evs:
-		if !ok {
-			return ev, errors.New("card events ended")
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				return ev, errors.New("card events ended")
+			}
+			if ev.Kind == tokens.Reading {
+				continue
+			}
+			return ev, nil
+		case <-tm.C:
+			return tokens.Event{}, fmt.Errorf("no card event in %v", cardEventTimeout)
+		case <-ctx.Done():
+			return tokens.Event{}, ctx.Err()
 		}
-		return ev, nil
-	case <-tm.C:
-		return tokens.Event{}, fmt.Errorf("no card event in %v", cardEventTimeout)
-	case <-ctx.Done():
-		return tokens.Event{}, ctx.Err()
 	}
 }
 

@@ -447,8 +447,15 @@ func (a *agent) send(m any) {
 }
 
 // cardEvent prints a card reader's event, remembers which cards are
-// present (to report them again after a reconnect) and forwards it.
+// present (to report them again after a reconnect) and forwards it. A
+// Reading, and the Removed without a token that ends one (the card left
+// before it was identified), are for the person at the terminal: printed,
+// not forwarded (the broker hears of a card once it is identified).
 func (a *agent) cardEvent(ev tokens.Event) {
+	if ev.Kind == tokens.Reading || ev.Kind == tokens.Removed && ev.Token == "" {
+		a.out.emit(cardEventOf(ev))
+		return
+	}
 	divert := false
 	switch ev.Kind {
 	case tokens.Inserted:

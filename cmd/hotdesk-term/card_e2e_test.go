@@ -213,12 +213,14 @@ func TestCardsE2E(t *testing.T) {
 	waitEvent(t, ev0, "connected")
 	waitEvent(t, ev1, "connected")
 
-	// The UID card at desk 0, then at desk 1: the same session.
+	// The UID card at desk 0, then at desk 1: the same session. The
+	// terminal says it reads the card before the card is identified.
 	uid := []byte{0x04, 0xa1, 0xb2, 0xc3}
 	card, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.UIDCard(uid))
 	if err != nil {
 		t.Fatal(err)
 	}
+	readThenInserted(t, ev0, "uid.04a1b2c3")
 	att := waitEvent(t, ev0, "attached")
 	if att["user"] != alice || att["token"] != "uid.04a1b2c3" {
 		t.Fatalf("card at desk 0: %v; want %s's session", att, alice)
@@ -295,6 +297,38 @@ func TestCardsE2E(t *testing.T) {
 			bad.Remove()
 			settle() // a quiet spell: no session after the error
 			quiet(t, ev0, "garbage card")
+
+			// A mute card (it never answers: identification would time
+			// out after 5 s) is reported as being read at once; pulled
+			// before its identification ends, that reading ends with a
+			// removal without a token, and no card error, no session.
+			mute, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.MuteCard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			awaitEvent(t, ev0, "card_reading of the mute card", func(ev map[string]any) bool {
+				if ev["event"] == "card" || ev["event"] == "attached" {
+					t.Fatalf("mute card: %v before card_reading", ev)
+				}
+				return ev["event"] == "card_reading" && strings.HasSuffix(fmt.Sprint(ev["reader"]), reader0)
+			})
+			select { // its identification has started: the card hangs it
+			case <-mute.Seen():
+			case <-ctx.Done():
+				t.Fatal("the agent never talked to the mute card")
+			}
+			mute.Remove()
+			awaitEvent(t, ev0, "the mute card's removal", func(ev map[string]any) bool {
+				if ev["event"] == "attached" || ev["event"] == "card" && ev["kind"] != "removed" {
+					t.Fatalf("mute card pulled: %v; want its removal without a token", ev)
+				}
+				if ev["event"] == "card" && ev["token"] != "" {
+					t.Fatalf("mute card pulled: %v; want no token", ev)
+				}
+				return ev["event"] == "card"
+			})
+			settle()
+			quiet(t, ev0, "mute card")
 		})
 	})
 	wg.Go(func() {
@@ -318,7 +352,7 @@ func TestCardsE2E(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			settle() // a quiet spell: the card back within the grace changes nothing
+			settle() // a quiet spell: the card back within the grace changes nothing, not even a card_reading
 			if got := debounced(ev2); len(got) != 0 {
 				t.Errorf("events after the card came back within the grace: %v; want none", got)
 			}
@@ -330,6 +364,26 @@ func TestCardsE2E(t *testing.T) {
 		})
 	})
 	wg.Wait()
+}
+
+// readThenInserted waits for the card events of one card: card_reading
+// first (no card or session event before it), then the card inserted as
+// token, with no other card event in between.
+func readThenInserted(t *testing.T, evs <-chan map[string]any, token string) {
+	t.Helper()
+	rd := awaitEvent(t, evs, "card_reading", func(ev map[string]any) bool {
+		if ev["event"] == "card" || ev["event"] == "attached" {
+			t.Fatalf("%v before card_reading", ev)
+		}
+		return ev["event"] == "card_reading"
+	})
+	awaitEvent(t, evs, "card inserted", func(ev map[string]any) bool {
+		if ev["event"] == "card_reading" || ev["event"] == "attached" ||
+			ev["event"] == "card" && (ev["kind"] != "inserted" || ev["token"] != token || ev["reader"] != rd["reader"]) {
+			t.Fatalf("after %v: %v; want %s inserted at its reader", rd, ev, token)
+		}
+		return ev["event"] == "card"
+	})
 }
 
 // waitRefused waits for the broker's error event; a session is a failure.
@@ -365,7 +419,7 @@ func debounced(evs <-chan map[string]any) []map[string]any {
 		select {
 		case ev := <-evs:
 			switch ev["event"] {
-			case "attached", "detached", "challenge", "card":
+			case "attached", "detached", "challenge", "card", "card_reading":
 				got = append(got, ev)
 			}
 		default:

@@ -33,7 +33,7 @@ In run mode it reads commands from standard input, one per line:
   status         print the connection and session state
   quit           disconnect and exit
 
-Events are printed on standard output, one line each (JSON lines with -json); logs go to standard error. Answers to prompts are never printed.
+Events are printed on standard output, one line each (JSON lines with -json); logs go to standard error. Answers to prompts are never printed. With -pcsc, a card entering a reader is a card_reading event at once ({"event":"card_reading","reader":…}; text "Reading card…"), before it is identified; exactly one card event at that reader ends it: kind inserted (identified), error (unreadable, or no answer within 5 s), or removed with an empty token (pulled before it was identified). A card back within the removal grace reports nothing, not even card_reading.
 
 -config FILE reads the settings from an HCL file (/etc/hotdesk/hotdesk-term.hcl documents every key); flags on the command line win.
 

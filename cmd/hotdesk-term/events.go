@@ -293,10 +293,23 @@ func writeJSON(b *bytes.Buffer, v any) {
 }
 
 // cardEventOf describes a card reader event:
-// {"event":"card","kind":"inserted|removed|error","token":…,"reader":…,"error":…}.
+// {"event":"card","kind":"inserted|removed|error","token":…,"reader":…,"error":…};
+// a removed event with an empty token is a card that left its reader
+// before it was identified (it ends a card_reading). A Reading is
+// {"event":"card_reading","reader":…}: a card is in the reader and being
+// identified (the terminal shows "Reading your card…" at once); one card
+// event at that reader follows it: inserted, error, or removed with an
+// empty token.
 func cardEventOf(ev tokens.Event) event {
+	if ev.Kind == tokens.Reading {
+		return event{name: "card_reading", fields: []field{{"reader", ev.Reader}},
+			text: fmt.Sprintf("Reading card… (reader %q)", clean(ev.Reader))}
+	}
 	f := []field{{"kind", ev.Kind.String()}, {"token", ev.Token}, {"reader", ev.Reader}}
 	text := fmt.Sprintf("card %s: %s at %q", ev.Kind, clean(ev.Token), clean(ev.Reader))
+	if ev.Kind == tokens.Removed && ev.Token == "" {
+		text = fmt.Sprintf("card removed at %q before it was identified", clean(ev.Reader))
+	}
 	if ev.Err != nil {
 		f = append(f, field{"error", ev.Err.Error()})
 		text = fmt.Sprintf("card error at %q: %s", clean(ev.Reader), clean(ev.Err.Error()))

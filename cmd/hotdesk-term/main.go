@@ -13,7 +13,10 @@
 // session (pinning the certificate fingerprint the redirect names, at most
 // proto.MaxHops hops), and reconnects with backoff when the connection
 // drops. Events are printed on stdout, one line each (JSON lines with
-// -json); logs go to stderr. Answers to prompts are never printed.
+// -json); logs go to stderr. Answers to prompts are never printed. With
+// -pcsc a card entering a reader is a "card_reading" event at once, ended
+// by one "card" event at that reader (inserted, error, or removed with an
+// empty token: pulled before it was identified); see cardEventOf.
 //
 // agent is run as a service: it never exits on its own (only on SIGINT or
 // SIGTERM); it waits for its brokers however long they are away, fails

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -116,6 +117,15 @@ func TestEventFormat(t *testing.T) {
 		{"status", statusEvent(status{Connected: true, Server: "b1", Addr: "h:1", Hops: 1, Session: "s1", Inserted: []string{"soft.a"}}),
 			`{"event":"status","connected":true,"server":"b1","addr":"h:1","hops":1,"session":"s1","inserted":["soft.a"]}`,
 			"status: connected to server b1 at h:1 (1 hops), tokens inserted: soft.a, session s1"},
+		{"card reading", cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "Virtual PCD 00 00"}),
+			`{"event":"card_reading","reader":"Virtual PCD 00 00"}`,
+			`Reading card… (reader "Virtual PCD 00 00")`},
+		{"card inserted", cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}),
+			`{"event":"card","kind":"inserted","token":"uid.01","reader":"r0"}`,
+			`card inserted: uid.01 at "r0"`},
+		{"card pulled while read", cardEventOf(tokens.Event{Kind: tokens.Removed, Reader: "r0"}),
+			`{"event":"card","kind":"removed","token":"","reader":"r0"}`,
+			`card removed at "r0" before it was identified`},
 		{"status idle", statusEvent(status{}),
 			`{"event":"status","connected":false,"server":"","addr":"","hops":0,"session":"","inserted":[]}`,
 			"status: not connected, no token inserted"},

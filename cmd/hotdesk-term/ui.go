@@ -21,6 +21,10 @@ const (
 	textUnavailable = "Server unavailable — reconnecting…"
 )
 
+// stateReading: a card is in a reader, being identified (card_reading) or
+// just identified (card inserted), until the broker answers.
+var stateReading = greeter.State{Screen: greeter.Busy, Title: "Reading your card…"}
+
 // screen is what the agent needs of a greeter (*greeter.Window).
 type screen interface {
 	Show(greeter.State)
@@ -37,7 +41,12 @@ type greeterUI struct {
 	session   string
 	cur       greeter.State
 	promptSeq uint32
-	clk       clock.Clock // for errorShown; nil: the real clock
+	// beforeReading is the state a card_reading replaced: shown again
+	// when the card leaves before it is identified (and no other reader
+	// reads one); reading holds the readers whose card is being read.
+	beforeReading greeter.State
+	reading       map[string]bool
+	clk           clock.Clock // for errorShown; nil: the real clock
 }
 
 func fieldOf(ev event, key string) any {
@@ -73,13 +82,32 @@ func (u *greeterUI) event(ev event) {
 		u.session = ""
 		next = greeter.State{Screen: greeter.Unavailable, Title: textUnavailable,
 			Message: "Your desktop keeps running on the server."}
+	case "card_reading":
+		// At once, before the card is identified: a slow or mute card
+		// takes seconds to become an inserted token or a card error.
+		if u.cur != stateReading {
+			u.beforeReading = u.cur
+		}
+		if u.reading == nil {
+			u.reading = map[string]bool{}
+		}
+		u.reading[strField(ev, "reader")] = true
+		next = stateReading
 	case "card":
+		delete(u.reading, strField(ev, "reader")) // its reading, if any, ended
 		switch strField(ev, "kind") {
 		case "inserted":
-			next = greeter.State{Screen: greeter.Busy, Title: "Reading your card…"}
+			next = stateReading
 		case "removed":
-			if u.session == "" {
+			unread := strField(ev, "token") == "" // pulled before it was identified
+			switch {
+			case unread && len(u.reading) > 0:
+				// Another reader's card is still being read.
+			case u.session == "":
 				next = idle("", false)
+			case unread && u.cur == stateReading:
+				// During a session: back to what was shown.
+				next = u.beforeReading
 			}
 		case "error":
 			next = idle("This card could not be read. Try again, or try another card.", true)

@@ -55,6 +55,10 @@ type reader struct {
 	identOp    uint64 // op of the running identification; 0 if none
 	detected   time.Time
 	identTimer clock.Timer
+	// reading: a Reading was reported for the card being identified and
+	// not yet ended (by Inserted, Error or Removed without a token). Only
+	// while identOp != 0, or until the event that ends it is emitted.
+	reading bool
 
 	// token is the token last reported Inserted here and not yet Removed.
 	// confirmed says the card in the reader is known to be it; when the
@@ -137,7 +141,9 @@ func (m *machine) emit(ev tokens.Event) {
 	case tokens.Inserted:
 		m.p.setPresent(ev.Token, ev.Reader)
 	case tokens.Removed:
-		m.p.setPresent(ev.Token, "")
+		if ev.Token != "" {
+			m.p.setPresent(ev.Token, "")
+		}
 	}
 	m.p.log.Debug("token event", "kind", ev.Kind.String(), "reader", ev.Reader, "token", ev.Token, "error", ev.Err)
 	select {
@@ -194,10 +200,12 @@ func (m *machine) snapshot(s snapshot) {
 	}
 }
 
-// cardLeft: the card in r left. Its identification is abandoned; its token
-// is removed now or after the grace.
+// cardLeft: the card in r left. Its identification is abandoned (a Reading
+// of it ends with a Removed without a token); its token is removed now or
+// after the grace.
 func (m *machine) cardLeft(r *reader) {
 	m.stopIdentify(r)
+	m.readingAbandoned(r)
 	if r.token == "" || r.grace != nil {
 		return // never identified, or already in grace
 	}
@@ -213,8 +221,11 @@ func (m *machine) cardLeft(r *reader) {
 	r.grace = m.p.clk.AfterFunc(m.p.cfg.RemoveGrace, func() { m.post(timerFired{reader: name, op: op, grace: true}) })
 }
 
-// cardArrived: a new card is in r; identify it. A grace running for r's
-// token is paused until the result says whether it is the same token.
+// cardArrived: a new card is in r; identify it, and report Reading unless
+// r holds a token (its grace runs, or the card was swapped for another
+// between two waits with a grace): the card may be that token back, which
+// reports nothing. A grace running for r's token is paused until the
+// result says whether it is the same token.
 func (m *machine) cardArrived(r *reader, at time.Time) {
 	m.stopGrace(r)
 	op := m.nextOp()
@@ -226,6 +237,20 @@ func (m *machine) cardArrived(r *reader, at time.Time) {
 		token, err := identify(name)
 		m.post(identified{reader: name, op: op, token: token, err: err, detected: at, identified: m.p.clk.Now()})
 	}()
+	if r.token == "" {
+		r.reading = true
+		m.emit(tokens.Event{Kind: tokens.Reading, Reader: name})
+	}
+}
+
+// readingAbandoned ends a Reading at r whose card left before it was
+// identified.
+func (m *machine) readingAbandoned(r *reader) {
+	if !r.reading {
+		return
+	}
+	r.reading = false
+	m.emit(tokens.Event{Kind: tokens.Removed, Reader: r.name})
 }
 
 func (m *machine) identified(res identified) {
@@ -235,7 +260,10 @@ func (m *machine) identified(res identified) {
 	}
 	m.stopIdentify(r)
 	if errors.Is(res.err, errCardGone) {
+		// pcscd reports the removal too; the Reading ends now all the
+		// same (should pcscd say nothing, it would never end).
 		m.p.log.Debug("card left during identification", "reader", r.name)
+		m.readingAbandoned(r)
 		return
 	}
 	if obs := m.p.cfg.Observe; obs != nil {
@@ -244,8 +272,11 @@ func (m *machine) identified(res identified) {
 	m.settle(r, res.token, res.err)
 }
 
-// settle reports the outcome of identifying the card now in r.
+// settle reports the outcome of identifying the card now in r: the
+// Inserted or Error it reports ends r's Reading, if any (there is none
+// when r holds a token: see cardArrived).
 func (m *machine) settle(r *reader, token string, err error) {
+	r.reading = false
 	if err == nil && token == r.token && r.token != "" {
 		r.confirmed = true // the same card came back within the grace
 		m.p.setPresent(token, r.name)
@@ -290,9 +321,13 @@ func (m *machine) removeToken(r *reader) {
 
 // readerGone: r was unplugged or became unavailable. Its token is removed
 // at once (its card state is unknown) and the reader reported unavailable.
+//
+// The Error ends r's Reading, if any: a reader with a Reading holds no
+// token, so no Removed comes before it.
 func (m *machine) readerGone(r *reader, err error) {
 	m.stopTimers(r)
 	r.identOp = 0
+	r.reading = false
 	delete(m.readers, r.name)
 	if r.token != "" {
 		m.removeToken(r)

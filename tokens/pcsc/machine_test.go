@@ -26,12 +26,13 @@ type identReply struct {
 }
 
 type machineHarness struct {
-	t      *testing.T
-	clk    *clock.Fake
-	m      *machine
-	out    chan tokens.Event
-	idents chan identReq
-	stash  map[string]chan identReply
+	t        *testing.T
+	clk      *clock.Fake
+	m        *machine
+	out      chan tokens.Event
+	idents   chan identReq
+	stash    map[string]chan identReply
+	contract readingContract // every event is checked against it
 }
 
 func newHarness(t *testing.T, grace time.Duration) *machineHarness {
@@ -131,10 +132,19 @@ func (h *machineHarness) eventually(what string, ok func() bool) {
 	}
 }
 
+// reading expects the Reading of a new card at reader.
+func (h *machineHarness) reading(reader string) {
+	h.t.Helper()
+	h.expect(tokens.Reading, "", reader)
+}
+
 func (h *machineHarness) expect(kind tokens.Kind, token, reader string) tokens.Event {
 	h.t.Helper()
 	select {
 	case ev := <-h.out:
+		if err := h.contract.check(ev); err != nil {
+			h.t.Fatalf("event %v %q at %q (%v) breaks the reading contract: %v", ev.Kind, ev.Token, ev.Reader, ev.Err, err)
+		}
 		if ev.Kind != kind || ev.Token != token || ev.Reader != reader {
 			h.t.Fatalf("event = %v %q at %q (%v); want %v %q at %q", ev.Kind, ev.Token, ev.Reader, ev.Err, kind, token, reader)
 		}
@@ -170,6 +180,7 @@ func TestMachineInsertRemove(t *testing.T) {
 	h := newHarness(t, 0)
 	h.snap(rs("r0", flags(empty, 0)), rs("r1", flags(empty, 0)))
 	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 0)))
+	h.reading("r0")
 	h.identify("r0", "uid.01020304")
 	// In use by someone else (same counter): nothing.
 	h.snap(rs("r0", flags(present|scard.StateInuse, 1)), rs("r1", flags(empty, 0)))
@@ -180,24 +191,31 @@ func TestMachineInsertRemove(t *testing.T) {
 func TestMachineSwapByCounter(t *testing.T) {
 	h := newHarness(t, 0)
 	h.snap(rs("r0", flags(present, 1)))
+	h.reading("r0")
 	h.identify("r0", "uid.0a0a0a0a")
 	h.snap(rs("r0", flags(present, 3))) // removed and inserted between two waits
 	h.expect(tokens.Removed, "uid.0a0a0a0a", "r0")
+	h.reading("r0")
 	h.identify("r0", "uid.0b0b0b0b")
 }
 
 func TestMachineCardError(t *testing.T) {
 	h := newHarness(t, 0)
 	h.snap(rs("r0", flags(present, 1)))
+	h.reading("r0")
 	h.answer("r0", "", ErrCardUnreadable)
 	ev := h.expect(tokens.Error, "", "r0")
 	if !errors.Is(ev.Err, ErrCardUnreadable) {
 		t.Fatalf("err = %v; want %v", ev.Err, ErrCardUnreadable)
 	}
-	// The card left during identification: nothing at all.
+	// The card left during identification: its Reading ends with a
+	// Removed without a token, and nothing else comes, not even when
+	// pcscd reports the removal.
 	h.snap(rs("r0", flags(empty, 2)))
 	h.snap(rs("r0", flags(present, 3)))
+	h.reading("r0")
 	h.answer("r0", "", errCardGone)
+	h.expect(tokens.Removed, "", "r0")
 	h.snap(rs("r0", flags(empty, 4)))
 	h.quiet()
 }
@@ -205,6 +223,7 @@ func TestMachineCardError(t *testing.T) {
 func TestMachineIdentifyTimeout(t *testing.T) {
 	h := newHarness(t, 0)
 	h.snap(rs("r0", flags(present, 1)))
+	h.reading("r0")
 	reply := h.takeIdent("r0")
 	h.clk.Advance(5 * time.Second)
 	ev := h.expect(tokens.Error, "", "r0")
@@ -213,11 +232,14 @@ func TestMachineIdentifyTimeout(t *testing.T) {
 	}
 	reply <- identReply{token: "uid.01020304"} // too late: ignored
 	h.quiet()
-	// Removal during identification abandons it.
+	// Removal during identification abandons it: its Reading ends with a
+	// Removed without a token.
 	h.snap(rs("r0", flags(empty, 2)))
 	h.snap(rs("r0", flags(present, 3)))
+	h.reading("r0")
 	reply = h.takeIdent("r0")
 	h.snap(rs("r0", flags(empty, 4)))
+	h.expect(tokens.Removed, "", "r0")
 	reply <- identReply{token: "uid.01020304"}
 	h.quiet()
 	if n := h.clk.Pending(); n != 0 {
@@ -229,12 +251,14 @@ func TestMachineGrace(t *testing.T) {
 	const grace = time.Second
 	h := newHarness(t, grace)
 	h.snap(rs("r0", flags(present, 1)))
+	h.reading("r0")
 	h.identify("r0", "hce.phone")
 	if _, err := h.m.p.readerOf("hce.phone"); err != nil {
 		t.Fatalf("readerOf = %v", err)
 	}
 
-	// Back within the grace as the same token: no event.
+	// Back within the grace as the same token: no event (no Reading
+	// either: quiet below).
 	h.snap(rs("r0", flags(empty, 2)))
 	h.sync()
 	if _, err := h.m.p.readerOf("hce.phone"); !errors.Is(err, ErrNotPresent) {
@@ -256,8 +280,10 @@ func TestMachineGrace(t *testing.T) {
 	h.clk.Advance(time.Millisecond)
 	h.expect(tokens.Removed, "hce.phone", "r0")
 
-	// Another card within the grace: Removed at once, then Inserted.
+	// Another card within the grace: Removed at once, then Inserted
+	// (without a Reading: it might have been the token back).
 	h.snap(rs("r0", flags(present, 5)))
+	h.reading("r0")
 	h.identify("r0", "uid.a")
 	h.snap(rs("r0", flags(empty, 6)))
 	h.snap(rs("r0", flags(present, 7)))
@@ -274,6 +300,7 @@ func TestMachineGrace(t *testing.T) {
 
 	// Back and out again during identification: the grace restarts.
 	h.snap(rs("r0", flags(present, 11)))
+	h.reading("r0")
 	h.identify("r0", "uid.c")
 	h.snap(rs("r0", flags(empty, 12)))
 	h.snap(rs("r0", flags(present, 13)))
@@ -287,6 +314,8 @@ func TestMachineGrace(t *testing.T) {
 func TestMachineUnavailable(t *testing.T) {
 	h := newHarness(t, time.Hour)
 	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(present, 1)))
+	h.reading("r0")
+	h.reading("r1")
 	h.identify("r0", "uid.a")
 	h.identify("r1", "uid.b")
 	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 2))) // r1's token in grace
@@ -307,6 +336,7 @@ func TestMachineUnavailable(t *testing.T) {
 
 	// Back: the card still in r0 is new.
 	h.snap(rs("r0", flags(present, 1)))
+	h.reading("r0")
 	h.identify("r0", "uid.a")
 
 	// A reader unplugged (missing from the snapshot or flagged unknown).
@@ -321,4 +351,120 @@ func TestMachineUnavailable(t *testing.T) {
 	// pcscd gone with no reader known: one Error without a reader.
 	h.m.post(unavailable{err: errors.New("no pcscd")})
 	h.expect(tokens.Error, "", "")
+}
+
+// TestMachineReadingAtOnce: a new card is reported Reading as soon as the
+// snapshot shows it, while its identification is still running, and the
+// Inserted ends it.
+func TestMachineReadingAtOnce(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(empty, 0)))
+	h.snap(rs("r0", flags(present, 1)))
+	reply := h.takeIdent("r0") // running, not answered
+	if ev := h.expect(tokens.Reading, "", "r0"); !ev.At.Equal(h.clk.Now()) || ev.Err != nil {
+		t.Fatalf("reading at %v (err %v); want at %v, no error", ev.At, ev.Err, h.clk.Now())
+	}
+	h.quiet()
+	reply <- identReply{token: "uid.01020304"}
+	h.expect(tokens.Inserted, "uid.01020304", "r0")
+	h.quiet()
+}
+
+// TestMachineReadingMute: a mute card is Reading at once and nothing more
+// until the identification timeout, which ends the Reading with an Error;
+// its removal later reports nothing.
+func TestMachineReadingMute(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(present, 1)))
+	h.takeIdent("r0") // never answered
+	h.reading("r0")
+	h.clk.Advance(5*time.Second - time.Millisecond)
+	h.quiet()
+	h.clk.Advance(time.Millisecond)
+	if ev := h.expect(tokens.Error, "", "r0"); !errors.Is(ev.Err, ErrCardUnreadable) {
+		t.Fatalf("err = %v; want %v", ev.Err, ErrCardUnreadable)
+	}
+	h.snap(rs("r0", flags(empty, 2)))
+	h.quiet()
+	if n := h.clk.Pending(); n != 0 {
+		t.Fatalf("pending timers = %d; want 0", n)
+	}
+}
+
+// TestMachineReadingEnds: a Reading the identification never finishes is
+// ended by exactly one event: a Removed without a token when the card
+// leaves (or is swapped for another, whose Reading follows), an Error
+// when the reader or pcscd goes away.
+func TestMachineReadingEnds(t *testing.T) {
+	h := newHarness(t, 0)
+	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 0)))
+	h.reading("r0")
+	reply := h.takeIdent("r0")
+	h.snap(rs("r0", flags(empty, 2)), rs("r1", flags(empty, 0)))
+	h.expect(tokens.Removed, "", "r0")
+	reply <- identReply{token: "uid.01020304"} // too late: ignored
+	h.clk.Advance(time.Minute)                 // its timeout was stopped
+	h.quiet()
+
+	// Swapped between two waits while being read.
+	h.snap(rs("r0", flags(present, 3)), rs("r1", flags(empty, 0)))
+	h.reading("r0")
+	reply = h.takeIdent("r0")
+	h.snap(rs("r0", flags(present, 5)), rs("r1", flags(empty, 0)))
+	h.expect(tokens.Removed, "", "r0")
+	h.reading("r0")
+	reply <- identReply{token: "uid.0a0a0a0a"} // the first card's: ignored
+	h.answer("r0", "uid.0b0b0b0b", nil)
+	h.expect(tokens.Inserted, "uid.0b0b0b0b", "r0")
+
+	// The reader unplugged while a card is read: one Error, no Removed.
+	h.snap(rs("r0", flags(present, 5)), rs("r1", flags(present, 1)))
+	h.reading("r1")
+	h.takeIdent("r1")
+	h.snap(rs("r0", flags(present, 5)))
+	if ev := h.expect(tokens.Error, "", "r1"); !errors.Is(ev.Err, ErrUnavailable) {
+		t.Fatalf("err = %v; want %v", ev.Err, ErrUnavailable)
+	}
+	h.quiet()
+
+	// pcscd gone while a card is read: the same.
+	h.snap(rs("r0", flags(present, 5)), rs("r1", flags(present, 2)))
+	h.reading("r1")
+	h.takeIdent("r1")
+	h.m.post(unavailable{err: errors.New("pcscd gone")})
+	h.expect(tokens.Removed, "uid.0b0b0b0b", "r0")
+	h.expect(tokens.Error, "", "r0")
+	h.expect(tokens.Error, "", "r1")
+	h.quiet()
+	if n := h.clk.Pending(); n != 0 {
+		t.Fatalf("pending timers = %d; want 0", n)
+	}
+}
+
+// TestMachineNoReadingInGrace: a card arriving while the reader's token is
+// in its removal grace is not reported Reading, not even while it is
+// identified: it may be the token coming back, which reports nothing.
+func TestMachineNoReadingInGrace(t *testing.T) {
+	const grace = time.Second
+	h := newHarness(t, grace)
+	h.snap(rs("r0", flags(present, 1)))
+	h.reading("r0")
+	h.identify("r0", "uid.a")
+	h.snap(rs("r0", flags(empty, 2)))
+	h.snap(rs("r0", flags(present, 3)))
+	reply := h.takeIdent("r0")
+	h.quiet() // identification running: no Reading
+	reply <- identReply{token: "uid.a"}
+	h.quiet()
+
+	// A mute card in the grace: no Reading, and at the timeout the old
+	// token's Removed and the Error.
+	h.snap(rs("r0", flags(empty, 4)))
+	h.snap(rs("r0", flags(present, 5)))
+	h.takeIdent("r0")
+	h.quiet()
+	h.clk.Advance(5 * time.Second)
+	h.expect(tokens.Removed, "uid.a", "r0")
+	h.expect(tokens.Error, "", "r0")
+	h.quiet()
 }

@@ -149,10 +149,52 @@ func benchPCSCD(b *testing.B) *pcscdtest.Daemon {
 	return benchDaemon.d
 }
 
-// watch is a running Watch.
+// readingContract checks a stream of events against the Reading contract
+// of package tokens: per reader, a Reading is ended by exactly one
+// Inserted, Error or Removed without a token, with no other event at the
+// reader in between, and a Removed without a token ends a Reading.
+type readingContract struct {
+	open map[string]bool // readers with a Reading not yet ended
+}
+
+func (c *readingContract) check(ev tokens.Event) error {
+	if c.open == nil {
+		c.open = map[string]bool{}
+	}
+	r := ev.Reader
+	switch ev.Kind {
+	case tokens.Reading:
+		if ev.Token != "" || r == "" {
+			return fmt.Errorf("reading with token %q at reader %q; want no token, a reader", ev.Token, r)
+		}
+		if c.open[r] {
+			return fmt.Errorf("second reading at %q before the first ended", r)
+		}
+		c.open[r] = true
+	case tokens.Inserted, tokens.Error:
+		delete(c.open, r)
+	case tokens.Removed:
+		switch {
+		case ev.Token == "" && !c.open[r]:
+			return fmt.Errorf("removed without a token at %q, no reading to end", r)
+		case ev.Token != "" && c.open[r]:
+			return fmt.Errorf("removed %q at %q while a reading is open there", ev.Token, r)
+		}
+		delete(c.open, r)
+	default:
+		return fmt.Errorf("unknown kind %v", ev.Kind)
+	}
+	return nil
+}
+
+// watch is a running Watch. It checks every event against the Reading
+// contract; next and expect pass over Reading events (recv does not), and
+// read says whether the event expect returned ended a Reading.
 type watch struct {
-	t  testing.TB
-	ch <-chan tokens.Event
+	t        testing.TB
+	ch       <-chan tokens.Event
+	contract readingContract
+	read     bool
 }
 
 func startWatch(t testing.TB, p *Provider) *watch {
@@ -167,14 +209,20 @@ func startWatch(t testing.TB, p *Provider) *watch {
 	return &watch{t: t, ch: ch}
 }
 
-// next returns the next event; it fails the test if none comes within wait.
-func (w *watch) next() tokens.Event {
+// recv returns the next event, Reading included, checked against the
+// Reading contract; it fails the test if none comes within wait.
+func (w *watch) recv() tokens.Event {
 	w.t.Helper()
 	select {
 	case ev, ok := <-w.ch:
 		if !ok {
 			w.t.Fatalf("event channel closed")
 		}
+		reading := w.contract.open[ev.Reader]
+		if err := w.contract.check(ev); err != nil {
+			w.t.Fatalf("event %v %q at %q (err %v) breaks the reading contract: %v", ev.Kind, ev.Token, ev.Reader, ev.Err, err)
+		}
+		w.read = reading && ev.Kind != tokens.Reading
 		return ev
 	case <-time.After(wait):
 		w.t.Fatalf("no event within %v", wait)
@@ -182,14 +230,67 @@ func (w *watch) next() tokens.Event {
 	panic("unreachable")
 }
 
-// expect checks the next event's kind, token and reader ("" token: any).
+// next returns the next event other than Reading.
+func (w *watch) next() tokens.Event {
+	w.t.Helper()
+	for {
+		if ev := w.recv(); ev.Kind != tokens.Reading {
+			return ev
+		}
+	}
+}
+
+// expect checks the next event's kind, token and reader ("" token: any),
+// Reading events passed over. An Inserted must end a Reading (use
+// expectUnannounced for one in a grace).
 func (w *watch) expect(kind tokens.Kind, token, reader string) tokens.Event {
+	w.t.Helper()
+	ev := w.expectUnannounced(kind, token, reader)
+	if kind == tokens.Inserted && !w.read {
+		w.t.Fatalf("inserted %q at %q without a reading before it", ev.Token, reader)
+	}
+	return ev
+}
+
+// expectUnannounced is expect without requiring a Reading before an
+// Inserted.
+func (w *watch) expectUnannounced(kind tokens.Kind, token, reader string) tokens.Event {
 	w.t.Helper()
 	ev := w.next()
 	if ev.Kind != kind || (token != "" && ev.Token != token) || ev.Reader != reader {
 		w.t.Fatalf("event = %v %q at %q (err %v); want %v %q at %q", ev.Kind, ev.Token, ev.Reader, ev.Err, kind, token, reader)
 	}
 	return ev
+}
+
+// none fails if an event is queued now.
+func (w *watch) none() {
+	w.t.Helper()
+	select {
+	case ev, ok := <-w.ch:
+		w.t.Fatalf("event %v %q at %q (err %v, open %v); want none", ev.Kind, ev.Token, ev.Reader, ev.Err, ok)
+	default:
+	}
+}
+
+// expectReading checks that the very next event is a Reading at reader.
+func (w *watch) expectReading(reader string) {
+	w.t.Helper()
+	if ev := w.recv(); ev.Kind != tokens.Reading || ev.Reader != reader {
+		w.t.Fatalf("event = %v %q at %q (err %v); want reading at %q", ev.Kind, ev.Token, ev.Reader, ev.Err, reader)
+	}
+}
+
+// expectUnread checks that the next event other than Reading is a Removed
+// without a token at reader, ending a Reading: the card left before it was
+// identified.
+func (w *watch) expectUnread(reader string) {
+	w.t.Helper()
+	ev := w.next()
+	if ev.Kind != tokens.Removed || ev.Token != "" || ev.Reader != reader || !w.read {
+		w.t.Fatalf("event = %v %q at %q (err %v, ended a reading: %v); want removed without a token at %q ending a reading",
+			ev.Kind, ev.Token, ev.Reader, ev.Err, w.read, reader)
+	}
 }
 
 // expectError checks that the next event is an Error at reader wrapping

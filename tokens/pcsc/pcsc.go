@@ -18,6 +18,15 @@
 // Config.IdentifyTimeout is abandoned.
 //
 // Events, in order per reader:
+//   - tokens.Reading{Reader} the moment pcscd reports a new card, before
+//     its identification starts, so that the terminal gives feedback at
+//     once (a mute card takes Config.IdentifyTimeout to fail). It is ended
+//     by exactly one of: Inserted, Error (card unreadable, timed out, or
+//     the reader unavailable) or Removed with an empty Token (the card left
+//     before it was identified). Not reported while the reader's token is
+//     in its removal grace (below): the card may be that token coming back,
+//     which reports nothing; another card then gives Removed of the old
+//     token and its own Inserted or Error, without a Reading.
 //   - tokens.Inserted{Token, Reader} when a card is identified;
 //   - tokens.Removed{Token, Reader} when it leaves the reader. With
 //     Config.RemoveGrace > 0 the removal is held back that long: a card that

@@ -239,10 +239,16 @@ func TestBadCards(t *testing.T) {
 			in := insert(t, d, 0, tt.card)
 			if tt.mute {
 				<-in.Seen()
+				// Reported at once, while the identification hangs (the
+				// fake clock has not run its timeout).
+				w.expectReading(reader0)
 				clk.Advance(time.Second) // identification timeout
 			}
 			ev := w.expectError(reader0, ErrCardUnreadable)
 			t.Logf("card error: %v", ev.Err)
+			if !w.read {
+				t.Fatalf("card error without a reading before it")
+			}
 			remove(t, in)
 			// vpcd hides a swap within one poll: let pcscd see the removal.
 			waitReader(t, reader0, false)
@@ -263,11 +269,14 @@ func TestRemovalDuringIdentification(t *testing.T) {
 	w := startWatch(t, newProvider(t, Config{Clock: clk}))
 	in := insert(t, d, 0, vcard.MuteCard())
 	<-in.Seen() // identification is waiting for the card
+	w.expectReading(reader0)
 	// The other reader keeps working meanwhile.
 	w.insertRemove(d, 1, vcard.UIDCard([]byte{1, 1, 1, 1}), "uid.01010101")
 	remove(t, in)
+	// The mute card's Reading ends with a Removed without a token, and
+	// nothing else: the next event is the next card's.
+	w.expectUnread(reader0)
 	waitReader(t, reader0, false)
-	// No event for the mute card: the next one is this card's.
 	w.insertRemove(d, 0, vcard.UIDCard([]byte{2, 2, 2, 2}), "uid.02020202")
 }
 
@@ -391,6 +400,9 @@ func TestDebounce(t *testing.T) {
 		t.Fatalf("identified %q; want %q", x.Token, token)
 	}
 	waitPending(t, clk, 0) // grace stopped
+	// Not even a Reading: it would have been queued before the
+	// identification ended.
+	w.none()
 	clk.Advance(2 * grace)
 
 	// Out for longer than the grace: Removed, and it is the next event.
@@ -403,14 +415,18 @@ func TestDebounce(t *testing.T) {
 	clk.Advance(time.Second)
 	w.expect(tokens.Removed, token, reader1)
 
-	// Another card within the grace: Removed at once, then Inserted.
+	// Another card within the grace: Removed at once, then Inserted, with
+	// no Reading (the card might have been the token coming back).
 	in = insert(t, d, 1, vcard.UIDCard(badge))
 	w.expect(tokens.Inserted, token, reader1)
 	remove(t, in)
 	waitPending(t, clk, 1)
 	insert(t, d, 1, vcard.UIDCard([]byte{1, 2, 3, 4}))
 	w.expect(tokens.Removed, token, reader1)
-	w.expect(tokens.Inserted, "uid.01020304", reader1)
+	w.expectUnannounced(tokens.Inserted, "uid.01020304", reader1)
+	if w.read {
+		t.Fatalf("a reading for a card inserted within the grace")
+	}
 }
 
 func TestPCSCDRestart(t *testing.T) {
