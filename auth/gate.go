@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -77,13 +76,6 @@ func NewGate(next ServiceAuthenticator, cfg GateConfig) *Gate {
 		bySource: map[string]int{}, byUser: map[string]int{}, byTerminal: map[string]int{},
 		refusals: burstlog.New(log, cfg.LogEvery, cfg.now),
 	}
-}
-
-func sourceHost(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
 }
 
 // ForService is next as an Authenticator that always uses PAM service

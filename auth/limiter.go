@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/netsrc"
 )
 
 // ErrLocked is returned (wrapped, together with ErrDenied) when a token, user
@@ -295,12 +296,13 @@ type guard struct {
 
 // terminalKey is the limiter's terminal key of req: the terminal id is
 // chosen by the peer, so it counts together with the peer's address (a
-// client naming another terminal must not lock that terminal out).
+// client naming another terminal must not lock that terminal out): its
+// netsrc.Host, an IPv4-mapped IPv6 address as IPv4, as Gate counts it.
 func terminalKey(req Request) string {
 	if req.TerminalID == "" || req.RemoteAddr == "" {
 		return req.TerminalID
 	}
-	return req.TerminalID + "@" + sourceHost(req.RemoteAddr)
+	return req.TerminalID + "@" + netsrc.Host(req.RemoteAddr)
 }
 
 func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation) (Result, error) {

@@ -286,3 +286,23 @@ func TestLimiterShared(t *testing.T) {
 		t.Fatalf("an ended lockout: err = %v, %d keys; want nil and only carol tracked", err, c.Len())
 	}
 }
+
+// TestGuardTerminalKeyUnmapsIPv4: a terminal's failures count under one
+// key whether its address arrives as IPv4 or IPv4-mapped IPv6 (a dual-stack
+// listener gives ::ffff:a.b.c.d): the terminal key is the peer's address,
+// netsrc.Host, as the gate's own per-terminal count has it.
+func TestGuardTerminalKeyUnmapsIPv4(t *testing.T) {
+	l := auth.NewLimiter(auth.LimiterConfig{MaxFailures: 2, Clock: clock.NewFake(time.Unix(1000, 0))})
+	for i, addr := range []string{"192.0.2.66:4000", "[::ffff:192.0.2.66]:4001"} {
+		req := auth.Request{Token: fmt.Sprintf("uid.%02x", i), TerminalID: "kiosk-1", RemoteAddr: addr}
+		if _, err := l.Guard(&fakeAuth{err: auth.ErrDenied}).Authenticate(t.Context(), req, nil); !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("failure %d from %s: err = %v; want denied", i, addr, err)
+		}
+	}
+	for _, addr := range []string{"192.0.2.66:4002", "[::ffff:192.0.2.66]:4003"} {
+		req := auth.Request{Token: "uid.cc", TerminalID: "kiosk-1", RemoteAddr: addr}
+		if _, err := l.Guard(&fakeAuth{}).Authenticate(t.Context(), req, nil); !errors.Is(err, auth.ErrLocked) {
+			t.Fatalf("kiosk-1 from %s after two failures from one address: err = %v; want locked", addr, err)
+		}
+	}
+}
