@@ -253,8 +253,9 @@ func (r *Store) ConsumePairing(ctx context.Context, id string, modRev int64) err
 // RedeemPairing consumes code id and enrolls t in one transaction: iff the
 // code's mod revision is still modRev and no token with t's id is
 // enrolled, the code is deleted and t stored. Otherwise nothing changes:
-// ErrExists if t's id is enrolled (the code stays valid), else ErrNotFound
-// (the code is absent, expired, changed or consumed concurrently). A zero
+// ErrNotFound if the code is absent, expired, changed or consumed
+// concurrently (whether or not t's id is enrolled), else ErrExists (t's id
+// is enrolled; the code stays valid). A zero
 // RegisteredUnixMs is set to the clock's now. The code's lease is revoked
 // afterwards (best effort).
 func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t TokenRecord) error {
@@ -279,14 +280,18 @@ func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t To
 	resp, err := r.kv.Txn(cctx).
 		If(clientv3.Compare(clientv3.ModRevision(pk), "=", modRev), clientv3.Compare(clientv3.CreateRevision(tk), "=", 0)).
 		Then(clientv3.OpGet(pk), clientv3.OpDelete(pk), clientv3.OpPut(tk, string(v))).
-		Else(clientv3.OpGet(tk, clientv3.WithCountOnly())).
+		Else(clientv3.OpGet(pk, clientv3.WithKeysOnly())).
 		Commit()
 	cancel()
 	if err != nil {
 		return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
 	}
 	if !resp.Succeeded {
-		if resp.Responses[0].GetResponseRange().Count > 0 {
+		// ErrExists only for a code still as it was read: it promises
+		// the code stays valid. A code gone or changed is ErrNotFound,
+		// whether or not the token is enrolled (a second redemption of
+		// one code for one key finds both).
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].ModRevision == modRev {
 			return fmt.Errorf("registry: redeem pairing %q: token %q: %w", id, t.ID, ErrExists)
 		}
 		return fmt.Errorf("registry: redeem pairing %q: %w", id, ErrNotFound)

@@ -258,3 +258,62 @@ func TestRedeemPairing(t *testing.T) {
 		}
 	}
 }
+
+// TestRedeemPairingCodeGoneAndTokenEnrolled: a redemption that finds both
+// its code gone and its token enrolled — a second Pair of one key with one
+// code, racing the first or retried after it — is ErrNotFound: ErrExists
+// promises that the code stays valid, and this code is spent.
+func TestRedeemPairingCodeGoneAndTokenEnrolled(t *testing.T) {
+	t.Parallel()
+	_, regs := newGroup(t, "s1")
+	r := regs[0]
+	ctx := tctx(t)
+	if err := r.PutPairing(ctx, registry.Pairing{ID: "rp2", User: "u", SecretHash: []byte("h")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := r.Pairing(ctx, "rp2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := registry.TokenRecord{ID: "soft.twice", Kind: "soft", User: "u"}
+	if err := r.RedeemPairing(ctx, "rp2", rev, tok); err != nil {
+		t.Fatalf("first redemption: %v", err)
+	}
+	if err := r.RedeemPairing(ctx, "rp2", rev, tok); !errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrExists) {
+		t.Fatalf("the same key and code again: %v; want ErrNotFound (the code is spent), not ErrExists", err)
+	}
+	// Concurrently, for one key: one enrolls, the others find the code spent.
+	for round := range 5 {
+		id := fmt.Sprintf("rp2-race-%d", round)
+		if err := r.PutPairing(ctx, registry.Pairing{ID: id, User: "u", SecretHash: []byte("h")}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		_, rev, err := r.Pairing(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := registry.TokenRecord{ID: fmt.Sprintf("soft.same%d", round), Kind: "soft", User: "u"}
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for j := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[j] = r.RedeemPairing(ctx, id, rev, tok)
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.Is(err, registry.ErrNotFound):
+				t.Fatalf("round %d: %v; want nil or ErrNotFound", round, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d redemptions won; want 1", round, won)
+		}
+	}
+}

@@ -116,8 +116,9 @@ type Store interface {
 	Pairing(ctx context.Context, id string) (registry.Pairing, int64, error)
 	// RedeemPairing deletes code id and stores t at once, iff the code is
 	// unchanged since modRev and t's id is not enrolled; else nothing
-	// changes: registry.ErrExists if t's id is enrolled, registry.ErrNotFound
-	// otherwise.
+	// changes: registry.ErrNotFound if the code is not as it was read
+	// (whether or not t's id is enrolled), registry.ErrExists otherwise
+	// (t's id is enrolled; the code stays valid).
 	RedeemPairing(ctx context.Context, id string, modRev int64, t registry.TokenRecord) error
 }
 
