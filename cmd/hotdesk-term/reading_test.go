@@ -96,3 +96,36 @@ func TestGreeterUIReading(t *testing.T) {
 		t.Fatalf("card pulled while read during a session: shown %+v; want %+v again", s, before)
 	}
 }
+
+// TestGreeterUIReadingKeepsPrompt: a card pulled before it was identified
+// reached no broker: a prompt it covered (a PIN asked for the card at
+// another reader, a password login) comes back with its input field, and
+// a prompt that arrived while the card was read stays. The greeter went to
+// the idle screen and the broker waited for an answer nobody could type.
+func TestGreeterUIReadingKeepsPrompt(t *testing.T) {
+	t.Parallel()
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec}
+	ui.event(connectedEvent("b1", "h:1"))
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+	prompt := rec.last()
+	if prompt.Screen != greeter.Prompt {
+		t.Fatalf("after the prompt: shown %+v; want the prompt", prompt)
+	}
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "r1"}))
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Removed, Reader: "r1"}))
+	if s := rec.last(); s != prompt {
+		t.Fatalf("a card read and pulled at r1 during the PIN prompt: shown %+v; want the prompt %+v again", s, prompt)
+	}
+
+	// The prompt arrives while another card is read: it stays.
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "r1"}))
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "PIN again:"}))
+	prompt = rec.last()
+	n := len(rec.shown)
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Removed, Reader: "r1"}))
+	if len(rec.shown) != n {
+		t.Fatalf("a card pulled before it was identified replaced the prompt %+v with %+v", prompt, rec.last())
+	}
+}

@@ -99,15 +99,17 @@ func (u *greeterUI) event(ev event) {
 		case "inserted":
 			next = stateReading
 		case "removed":
-			unread := strField(ev, "token") == "" // pulled before it was identified
 			switch {
-			case unread && len(u.reading) > 0:
-				// Another reader's card is still being read.
+			case strField(ev, "token") == "":
+				// Pulled before it was identified: no broker heard of
+				// it, so what it covered (a prompt for another card, a
+				// session's screen) comes back, unless another card is
+				// still being read or something replaced "reading".
+				if len(u.reading) == 0 && u.cur == stateReading {
+					next = u.afterReading(idle)
+				}
 			case u.session == "":
 				next = idle("", false)
-			case unread && u.cur == stateReading:
-				// During a session: back to what was shown.
-				next = u.beforeReading
 			}
 		case "error":
 			next = idle("This card could not be read. Try again, or try another card.", true)
@@ -178,6 +180,23 @@ func (u *greeterUI) event(ev event) {
 		u.scr.Show(next)
 		u.clearErrorLater(next)
 	}
+}
+
+// afterReading is the screen to go back to when the last card being read
+// left before it was identified: what the reading replaced, but the plain
+// idle screen for an idle one (an old error is not shown again) or for
+// "unavailable" once connected again. Caller holds u.mu.
+func (u *greeterUI) afterReading(idle func(string, bool) greeter.State) greeter.State {
+	s := u.beforeReading
+	switch {
+	case s.Screen == greeter.Unavailable && !u.connected:
+		return s
+	case s.Screen == greeter.Idle || s.Screen == greeter.Unavailable || s.Screen == "":
+		if u.session == "" {
+			return idle("", false)
+		}
+	}
+	return s
 }
 
 // errorShown is how long an error on the idle screen stays there (a card
