@@ -88,7 +88,7 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 				return nil, fmt.Errorf("the phone's app does not sign pairing transcripts (update it): %w", err)
 			case errors.As(err, &se) && se.SW == nfc.SWSecurityNotSatisfied:
 				return nil, fmt.Errorf("the pairing was declined on the phone: %w", err)
-			case errors.Is(err, context.DeadlineExceeded):
+			case err != nil && errors.Is(context.Cause(ctx), errPhoneSignWait):
 				return nil, fmt.Errorf("the phone did not sign within %s (was the pairing confirmed on the phone?): %w", phoneSignWait, err)
 			}
 			return sig, err
@@ -147,6 +147,26 @@ func (a *agent) watchPhones(ctx context.Context) (<-chan tokens.Event, func(), e
 // connection is pinged meanwhile.
 const phoneSignWait = 30 * time.Second
 
+// errPhoneSignWait is the cause of a phone's signing context cancelled
+// after phoneSignWait.
+var errPhoneSignWait = errors.New("pair: the phone's time to sign is up")
+
+// signContext is the context a key of kind signs a pairing transcript
+// within: a phone's ends phoneSignWait (on the agent's clock) from now,
+// its cause errPhoneSignWait; the rest of the exchange keeps the agent's
+// timeout (HCE.md §3.3). stop releases it.
+func (a *agent) signContext(ctx context.Context, kind string) (sctx context.Context, stop func()) {
+	if kind != nfc.KindHCE {
+		return ctx, func() {}
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	t := a.clk.AfterFunc(phoneSignWait, func() { cancel(errPhoneSignWait) })
+	return sctx, func() {
+		t.Stop()
+		cancel(nil)
+	}
+}
+
 // checkCode refuses a pairing code no broker could accept (longer than
 // proto.MaxPairCodeLen): nothing is generated, signed or sent for it.
 func checkCode(code string) error {
@@ -159,7 +179,7 @@ func checkCode(code string) error {
 // enroll sends Pair to the home broker, signed with sign (the key of pub)
 // over the connection's pairing transcript (PROTOCOL.md §8.4), and waits
 // for its answer (within the agent's timeout; a phone's signature within
-// phoneSignWait more).
+// phoneSignWait, before it).
 func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string,
 	sign func(ctx context.Context, msg []byte) ([]byte, error)) (string, error) {
 	l, err := a.dial(ctx, a.home())
@@ -186,7 +206,9 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	// than the broker waits for a frame, so the connection is pinged
 	// meanwhile.
 	stopPings := a.keepAlive(l)
-	sig, err := sign(wctx, msg)
+	sctx, stopSign := a.signContext(wctx, kind)
+	sig, err := sign(sctx, msg)
+	stopSign()
 	stopPings()
 	if err != nil {
 		return "", fmt.Errorf("pair: signing the pairing request: %w", err)

@@ -456,3 +456,67 @@ func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
 		t.Fatalf("PairPhone = %v", err)
 	}
 }
+
+// TestAgentPairPhoneSignWait: a phone gets phoneSignWait (on the agent's
+// clock) to sign the pairing transcript, as HCE.md §3.3 says, not that
+// and the agent's timeout: then the pairing ends saying the phone did not
+// sign in time, and no Pair is sent. The wait was the whole exchange's
+// (-timeout plus 30 s, on the wall clock), so a phone could take 39 s and
+// leave the broker 1 s to answer.
+func TestAgentPairPhoneSignWait(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	clk := clock.NewFake(time.Now())
+	home := startBroker(t, "broker-a", time.Hour)
+	fc := newFakeCards()
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = ui
+		c.Clock = clk
+	})
+	home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	signing := make(chan struct{})
+	fc.mu.Lock()
+	fc.sign = func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
+		close(signing)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	fc.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", time.Hour)
+		done <- err
+	}()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	fc.insertPhone(t)
+	enroll := home.accept()
+	select {
+	case <-signing:
+	case <-time.After(waitBound):
+		t.Fatal("the phone was not asked to sign")
+	}
+	clk.Advance(phoneSignWait - time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("PairPhone ended before the phone's time was up: %v", err)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "did not sign within 30s") {
+			t.Fatalf("PairPhone = %v; want the phone did not sign within 30s", err)
+		}
+	case <-time.After(waitBound):
+		t.Fatalf("PairPhone still waits for the phone %v after it was asked to sign", phoneSignWait)
+	}
+	if m, err := enroll.c.Recv(); err == nil {
+		t.Fatalf("broker got %T %+v after the phone did not sign; want the connection closed, no Pair", m.Body, m.Body)
+	}
+}
