@@ -291,8 +291,23 @@ func (m *machine) settle(r *reader, token string, err error) {
 		m.emit(tokens.Event{Kind: tokens.Error, Reader: r.name, Err: err})
 		return
 	}
+	m.moved(token, r)
 	r.token, r.confirmed = token, true
 	m.emit(tokens.Event{Kind: tokens.Inserted, Token: token, Reader: r.name})
+}
+
+// moved: token, identified at r, is r's now. Another reader that holds it
+// (in its removal grace: the token was moved from there to r) gives it up
+// without a Removed, which would report the token gone while it is at r.
+func (m *machine) moved(token string, r *reader) {
+	for _, o := range m.readers {
+		if o == r || o.token != token {
+			continue
+		}
+		m.stopGrace(o)
+		o.token, o.confirmed = "", false
+		m.p.log.Debug("token moved to another reader", "token", token, "from", o.name, "to", r.name)
+	}
 }
 
 func (m *machine) timerFired(t timerFired) {

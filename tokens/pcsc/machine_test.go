@@ -468,3 +468,40 @@ func TestMachineNoReadingInGrace(t *testing.T) {
 	h.expect(tokens.Error, "", "r0")
 	h.quiet()
 }
+
+// TestMachineTokenMovesReaderInGrace: a token taken from one reader and
+// presented at another within the first reader's grace (a phone moved to
+// the next pad) is the second reader's: its Inserted there ends the
+// Reading, and the first reader's grace no longer runs for it. It ran on
+// and reported the token Removed at the first reader while it was in the
+// second: the broker suspended the session of a token still presented,
+// and the phone, forgotten as present, could not sign.
+func TestMachineTokenMovesReaderInGrace(t *testing.T) {
+	const grace = time.Second
+	h := newHarness(t, grace)
+	h.snap(rs("r0", flags(present, 1)), rs("r1", flags(empty, 0)))
+	h.reading("r0")
+	h.identify("r0", "hce.phone")
+	h.snap(rs("r0", flags(empty, 2)), rs("r1", flags(empty, 0))) // r0's grace runs
+	h.snap(rs("r0", flags(empty, 2)), rs("r1", flags(present, 1)))
+	h.reading("r1")
+	h.identify("r1", "hce.phone")
+	h.clk.Advance(grace)
+	h.quiet()
+	if r, err := h.m.p.readerOf("hce.phone"); err != nil || r != "r1" {
+		t.Fatalf("readerOf after r0's grace = %q, %v; want r1", r, err)
+	}
+	if n := h.clk.Pending(); n != 0 {
+		t.Fatalf("pending timers = %d; want 0", n)
+	}
+	// A new card at r0 is Reading (r0 holds no token now).
+	h.snap(rs("r0", flags(present, 3)), rs("r1", flags(present, 1)))
+	h.reading("r0")
+	h.identify("r0", "uid.a")
+	// Its removal from r1 is reported there, after r1's grace.
+	h.snap(rs("r0", flags(present, 3)), rs("r1", flags(empty, 2)))
+	h.sync()
+	h.clk.Advance(grace)
+	h.expect(tokens.Removed, "hce.phone", "r1")
+	h.quiet()
+}

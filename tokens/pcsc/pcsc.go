@@ -31,7 +31,10 @@
 //   - tokens.Removed{Token, Reader} when it leaves the reader. With
 //     Config.RemoveGrace > 0 the removal is held back that long: a card that
 //     comes back (and is identified as the same token) within the grace
-//     produces no event at all. Insertion is never delayed.
+//     produces no event at all. Insertion is never delayed. A token
+//     identified at another reader within the grace (a phone moved to the
+//     next pad) is Inserted there, and no Removed follows at the reader it
+//     left: it is the new reader's, whose removal reports it.
 //   - tokens.Error{Reader, Err} with Err wrapping ErrCardUnreadable for a card
 //     no identifier recognises, that is mute or answers garbage (the terminal
 //     reports a card error; the provider keeps watching).
