@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
@@ -129,3 +131,30 @@ func TestGreeterUIReadingKeepsPrompt(t *testing.T) {
 		t.Fatalf("a card pulled before it was identified replaced the prompt %+v with %+v", prompt, rec.last())
 	}
 }
+
+// TestGreeterUICardErrorKeepsPrompt: a card that cannot be read at
+// another reader while a prompt waits (a badge brushed at the NFC pad
+// during the PIN entry) is said on the prompt, which stays: the idle
+// screen took the PIN field away while the broker waited for the answer.
+func TestGreeterUICardErrorKeepsPrompt(t *testing.T) {
+	t.Parallel()
+	for _, withReading := range []bool{true, false} {
+		rec := &recordScreen{}
+		ui := &greeterUI{scr: rec}
+		ui.event(connectedEvent("b1", "h:1"))
+		ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+		ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+		prompt := rec.last()
+		if withReading {
+			ui.event(cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "r1"}))
+		}
+		ui.event(cardEventOf(tokens.Event{Kind: tokens.Error, Reader: "r1", Err: errTestUnreadable}))
+		s := rec.last()
+		if s.Screen != greeter.Prompt || s.PromptID != prompt.PromptID || s.Label != prompt.Label || !s.Error || !strings.Contains(s.Message, "could not be read") {
+			t.Fatalf("card error at r1 during the PIN prompt (reading %v): shown %+v; want the prompt %+v with the card error", withReading, s, prompt)
+		}
+	}
+}
+
+// errTestUnreadable stands for a card error.
+var errTestUnreadable = errors.New("card unreadable")

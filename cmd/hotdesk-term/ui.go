@@ -41,9 +41,11 @@ type greeterUI struct {
 	session   string
 	cur       greeter.State
 	promptSeq uint32
-	// beforeReading is the state a card_reading replaced: shown again
-	// when the card leaves before it is identified (and no other reader
-	// reads one); reading holds the readers whose card is being read.
+	// beforeReading is the state a card_reading (or an inserted card
+	// without one) replaced: shown again when the card leaves before it
+	// is identified (and no other reader reads one), and a prompt in it
+	// keeps its field on another card's error; reading holds the readers
+	// whose card is being read.
 	beforeReading greeter.State
 	reading       map[string]bool
 	clk           clock.Clock // for errorShown; nil: the real clock
@@ -97,6 +99,9 @@ func (u *greeterUI) event(ev event) {
 		delete(u.reading, strField(ev, "reader")) // its reading, if any, ended
 		switch strField(ev, "kind") {
 		case "inserted":
+			if u.cur != stateReading { // no card_reading before it
+				u.beforeReading = u.cur
+			}
 			next = stateReading
 		case "removed":
 			switch {
@@ -112,7 +117,18 @@ func (u *greeterUI) event(ev event) {
 				next = idle("", false)
 			}
 		case "error":
-			next = idle("This card could not be read. Try again, or try another card.", true)
+			const msg = "This card could not be read. Try again, or try another card."
+			next = idle(msg, true)
+			covered := u.cur
+			if covered == stateReading {
+				covered = u.beforeReading
+			}
+			if covered.Screen == greeter.Prompt {
+				// A card at another reader: the prompt still waits
+				// for its answer, and says so on it.
+				covered.Message, covered.Error = msg, true
+				next = covered
+			}
 		}
 	case "challenge":
 		next = greeter.State{Screen: greeter.Busy, Title: "Checking your card…"}
