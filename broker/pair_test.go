@@ -66,7 +66,10 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 			if !strings.Contains(e.Message, tt.want) || tt.name != "bad code" && strings.Contains(e.Message, "code invalid") {
 				t.Fatalf("message %q; want it to say %q", e.Message, tt.want)
 			}
-			if keyRefused := tt.name == "bad key" || tt.name == "key enrolled"; (e.Detail == proto.DetailKeyRefused) != keyRefused {
+			if (e.Detail == proto.DetailKeyEnrolled) != (tt.name == "key enrolled") {
+				t.Fatalf("detail %q; want %q only for an enrolled key", e.Detail, proto.DetailKeyEnrolled)
+			}
+			if (e.Detail == proto.DetailKeyRefused) != (tt.name == "bad key") {
 				t.Fatalf("detail %q; want %q only for a refused key", e.Detail, proto.DetailKeyRefused)
 			}
 			if proof := tt.name == "bad proof" || tt.name == "no proof"; (e.Detail == proto.DetailProofRefused) != proof {

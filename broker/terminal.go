@@ -415,7 +415,7 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		// Proven, but the key is a token already: the code stays valid.
 		// Not counted (not a guess): logged once per burst.
 		b.blog.Info("pairing_key_enrolled", "pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
-		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "this key is already enrolled; the pairing code is still valid", Detail: proto.DetailKeyRefused})
+		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "this key is already enrolled; the pairing code is still valid", Detail: proto.DetailKeyEnrolled})
 	case errors.Is(err, pairing.ErrNoProof):
 		// A terminal of before proofs of possession: the code is untouched.
 		// Not counted either: logged once per burst.

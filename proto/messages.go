@@ -226,6 +226,7 @@ const (
 	DetailDeclined       = "declined"        // auth_failed: the person declined a prompt at the terminal (Cancel)
 	DetailKeyRefused     = "key_refused"     // pairing: the key, kind or label was refused; the code is still valid
 	DetailProofRefused   = "proof_refused"   // pairing: the Pair's Signature is missing or does not prove the key; the code is still valid
+	DetailKeyEnrolled    = "key_enrolled"    // pairing: the proven key is enrolled already (present the token); the code is still valid
 )
 
 // Ping asks the peer for a Pong with the same Seq.

@@ -292,6 +292,8 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 			return idle("This phone cannot be paired: its key was refused. Ask your administrator.", true)
 		case proto.DetailProofRefused:
 			return idle("The phone could not prove its key; the code is still valid. Press F2 to try again.", true)
+		case proto.DetailKeyEnrolled:
+			return idle("This phone is already paired: just present it. The code is still valid.", true)
 		}
 		return idle("The pairing code is wrong, used or expired.", true)
 	case errPair:

@@ -53,6 +53,7 @@ func TestGreeterUI(t *testing.T) {
 		{"too fast", protoErrorEvent(&proto.Error{Code: proto.ErrRateLimited, Message: "too many token events; present the token again shortly", Token: "uid.01"}), greeter.Idle, "Try again in a moment", false},
 		{"bad code", protoErrorEvent(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"}), greeter.Idle, "wrong, used or expired", false},
 		{"key refused", protoErrorEvent(&proto.Error{Code: proto.ErrPairing, Message: "token kind, public key or label refused", Detail: proto.DetailKeyRefused}), greeter.Idle, "key was refused", false},
+		{"key enrolled", protoErrorEvent(&proto.Error{Code: proto.ErrPairing, Message: "this key is already enrolled; the pairing code is still valid", Detail: proto.DetailKeyEnrolled}), greeter.Idle, "already paired", false},
 		{"proof refused", protoErrorEvent(&proto.Error{Code: proto.ErrPairing, Message: "proof of possession of the key failed", Detail: proto.DetailProofRefused}), greeter.Idle, "code is still valid", false},
 		{"user name", promptEvent(&proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOn, Text: "Login:"}), greeter.Prompt, "Login:", false},
 		{"attached", attachedEvent(&proto.Attached{SessionID: "s1", Token: "uid.01", User: "pat", ServerID: "b1"}), greeter.Busy, "Welcome, pat", false},
