@@ -183,6 +183,9 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 	// keep a suspended desktop for ever).
 	b.mu.Lock()
 	s.locked = cur.Session.Locked
+	if s.lastTerminal == "" && cur.Session.State == Suspended.String() {
+		s.lastTerminal = cur.Session.LastTerminal
+	}
 	if ms := cur.Session.SuspendedUnixMs; ms > 0 && cur.Session.State == Suspended.String() {
 		if at := time.UnixMilli(ms); at.Before(s.suspendedAt) {
 			s.suspendedAt = at

@@ -154,9 +154,11 @@ type Session struct {
 	info    compositor.Info
 	created time.Time
 	updated time.Time
-	// suspendedAt and timer are set while Suspended.
-	suspendedAt time.Time
-	timer       clock.Timer
+	// suspendedAt and timer are set while Suspended; lastTerminal is the
+	// terminal it was suspended from ("" if unknown).
+	suspendedAt  time.Time
+	timer        clock.Timer
+	lastTerminal string
 	// orphaned: another server claimed the token while this one had lost
 	// its lease; owner names it. An orphan stays suspended until killed or
 	// timed out and is no longer found by its token here.
@@ -221,9 +223,12 @@ type SessionInfo struct {
 	Updated     time.Time
 	SuspendedAt time.Time // zero unless suspended
 	ExpiresAt   time.Time // zero unless suspended
-	Orphaned    bool      // token owned by OrphanOwner now
-	OrphanOwner string
-	Locked      bool // locked by an administrator: its next resume logs in again
+	// LastTerminal is the terminal a suspended session was suspended from
+	// (recorded in its claim: it outlives a restart); "" if unknown.
+	LastTerminal string
+	Orphaned     bool // token owned by OrphanOwner now
+	OrphanOwner  string
+	Locked       bool // locked by an administrator: its next resume logs in again
 }
 
 // Errors returned by administrative calls.
@@ -405,6 +410,7 @@ func (b *Broker) infoLocked(s *Session) SessionInfo {
 	if s.state == Suspended {
 		si.SuspendedAt = s.suspendedAt
 		si.ExpiresAt = s.suspendedAt.Add(b.cfg.SuspendTimeout)
+		si.LastTerminal = s.lastTerminal
 	}
 	return si
 }

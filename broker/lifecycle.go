@@ -729,6 +729,9 @@ func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason prot
 	b.mu.Lock()
 	from := s.state
 	s.state = Suspended
+	if shownAt != nil {
+		s.lastTerminal = shownAt.id
+	}
 	s.suspendedAt = b.clk.Now()
 	s.updated = s.suspendedAt
 	if s.timer != nil {
@@ -839,6 +842,7 @@ func (b *Broker) recordLocked(s *Session, t *terminal) registry.Session {
 	}
 	if s.state == Suspended && !s.suspendedAt.IsZero() {
 		r.SuspendedUnixMs = s.suspendedAt.UnixMilli()
+		r.LastTerminal = s.lastTerminal
 	}
 	return r
 }

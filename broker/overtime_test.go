@@ -846,21 +846,26 @@ func TestReconfirmAfterLogin(t *testing.T) {
 // TestRestartKeepsSuspendDeadline: a suspended desktop's suspend timeout
 // counts from its suspension, across restarts of its broker; restarting
 // it used to start the timeout afresh, so a broker restarted more often
-// than the timeout kept suspended desktops for ever.
+// than the timeout kept suspended desktops for ever. The terminal it was
+// suspended from is kept too (administrators see it; it used to be lost
+// with the restart).
 func TestRestartKeepsSuspendDeadline(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "b1", nil)
 	tok, _, sess := createAt(t, e, "sue")
 	e.waitSuspendedWritten(tok)
 	suspended := e.clk.Now()
-	if c := e.claim(t, tok); c.Session.SuspendedUnixMs != suspended.UnixMilli() {
-		t.Fatalf("record of the suspension: %+v; want suspended_unix_ms %d", c.Session, suspended.UnixMilli())
+	if c := e.claim(t, tok); c.Session.SuspendedUnixMs != suspended.UnixMilli() || c.Session.LastTerminal != "term-create-sue" {
+		t.Fatalf("record of the suspension: %+v; want suspended_unix_ms %d, last terminal term-create-sue", c.Session, suspended.UnixMilli())
 	}
 	e.clk.Advance(20 * time.Hour) // of the 24 h suspend timeout
 	nb, _ := restartKeeping(t, e, nil)
 	adopted := nb.Sessions()
 	if len(adopted) != 1 || adopted[0].ID != sess || !adopted[0].ExpiresAt.Equal(suspended.Add(24*time.Hour)) {
 		t.Fatalf("adopted %+v; want %s expiring 24 h after its suspension (%v)", adopted, sess, suspended.Add(24*time.Hour))
+	}
+	if adopted[0].LastTerminal != "term-create-sue" {
+		t.Fatalf("adopted session's last terminal %q; want term-create-sue", adopted[0].LastTerminal)
 	}
 	e.clk.Advance(4*time.Hour + time.Second)
 	testutil.WaitFor(t, 20*time.Second, "the session to expire 24 h after its suspension", func() bool {

@@ -134,6 +134,9 @@ type Session struct {
 	// SuspendedUnixMs is when a suspended session was suspended (its
 	// suspend timeout counts from it, across restarts of its broker).
 	SuspendedUnixMs int64 `json:"suspended_unix_ms,omitempty"`
+	// LastTerminal is the terminal a suspended session was last shown at
+	// (kept across restarts of its broker, for administrators).
+	LastTerminal string `json:"last_terminal,omitempty"`
 }
 
 // Claim is a session key as read from etcd.

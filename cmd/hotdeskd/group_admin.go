@@ -48,8 +48,11 @@ func (a *adminBackend) localSessions(f adminapi.SessionFilter) []adminapi.Sessio
 			si.ExpiresAt = ptr(s.ExpiresAt)
 			si.IdleSince = ptr(s.SuspendedAt)
 		}
-		if s.Terminal == "" && a.d.presence != nil {
-			si.LastTerminal = a.d.presence.lastTerminal(s.ID)
+		if s.Terminal == "" {
+			si.LastTerminal = s.LastTerminal // from the claim: survives a restart
+			if si.LastTerminal == "" && a.d.presence != nil {
+				si.LastTerminal = a.d.presence.lastTerminal(s.ID)
+			}
 		}
 		if f.Match(si) {
 			out = append(out, si)
