@@ -167,8 +167,11 @@ auth {
   # when the desktop is destroyed.
   open_session = true
 
-  # Longest a login may take, prompts included.
-  timeout = "2m"
+  # Longest a login may take, prompts included, and the person's answer to
+  # one prompt (a PIN, a password): past it the login is refused ("no
+  # answer in time") and the terminal shows its greeter again.
+  timeout        = "2m"
+  prompt_timeout = "1m"
 
   # Ask again when a token resumes or takes over a session (hot-desking).
   reauth_on_hotdesk = true

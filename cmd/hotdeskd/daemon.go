@@ -354,12 +354,13 @@ func (d *daemon) startAuth(context.Context) error {
 		return fmt.Errorf("auth: %w", err)
 	}
 	pamAuth, err := pam.New(pam.Config{
-		Service:     cfg.Auth.PAMService,
-		ConfDir:     cfg.Auth.PAMDir,
-		Timeout:     cfg.Auth.Timeout,
-		OpenSession: cfg.Auth.OpenSession,
-		NoAudit:     true, // the limiter's guard audits every decision
-		Logger:      logger.Named("pam"),
+		Service:       cfg.Auth.PAMService,
+		ConfDir:       cfg.Auth.PAMDir,
+		Timeout:       cfg.Auth.Timeout,
+		PromptTimeout: cfg.Auth.PromptTimeout,
+		OpenSession:   cfg.Auth.OpenSession,
+		NoAudit:       true, // the limiter's guard audits every decision
+		Logger:        logger.Named("pam"),
 	})
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)

@@ -245,6 +245,7 @@ type Auth struct {
 	PAMDir             string        // pam_dir: PAM configuration directory; "" = the system's (/etc/pam.d)
 	OpenSession        bool          // open_session: PAM open/close session around the desktop; default true
 	Timeout            time.Duration // timeout of one login; default 2m
+	PromptTimeout      time.Duration // prompt_timeout: for the answer to one prompt; default 1m (Timeout if shorter), at most Timeout
 	ReauthOnHotdesk    bool          // reauth_on_hotdesk: ask again when a token resumes a session; default true
 	SelfRegister       bool          // self_register: unknown cards enroll on first login; default false
 	MaxSessionsPerUser int           // max_sessions_per_user; 0 = unlimited
@@ -383,6 +384,7 @@ func base() *Config {
 			PINService:      "hotdesk-pin",
 			OpenSession:     true,
 			Timeout:         2 * time.Minute,
+			PromptTimeout:   time.Minute,
 			ReauthOnHotdesk: true,
 			MaxFailures:     5,
 			FailureWindow:   15 * time.Minute,

@@ -96,7 +96,7 @@ func TestLoadGolden(t *testing.T) {
 				},
 				Auth: Auth{
 					PAMService: "hd-login", PINService: "hd-pin", PAMDir: "/etc/hotdesk/pam.d",
-					OpenSession: false, Timeout: 45 * time.Second, ReauthOnHotdesk: false, SelfRegister: true,
+					OpenSession: false, Timeout: 45 * time.Second, PromptTimeout: 45 * time.Second, ReauthOnHotdesk: false, SelfRegister: true,
 					MaxSessionsPerUser: 2, MaxFailures: 4, FailureWindow: 10 * time.Minute,
 					Lockout: time.Minute, MaxLockout: time.Hour,
 					Rules: []PolicyRule{
@@ -260,6 +260,8 @@ func TestParseErrors(t *testing.T) {
 			"hotdesk.hcl:2:10: ", "unknown compositor type"},
 		{"unknown backend", "compositor {\n  backend = \"drm\"\n}\n",
 			"hotdesk.hcl:2:13: ", "unknown compositor backend"},
+		{"prompt timeout over the login's", "auth {\n  timeout = \"30s\"\n  prompt_timeout = \"1m\"\n}\n",
+			"hotdesk.hcl:3:20: ", "auth.prompt_timeout: must be at most timeout (30s), got 1m0s"},
 		{"zero suspend timeout", "session {\n  suspend_timeout = \"0s\"\n}\n",
 			"hotdesk.hcl:2:21: ", "must be greater than zero"},
 		{"negative max sessions", "session {\n  max_sessions = -1\n}\n",

@@ -97,6 +97,7 @@ type rawAuth struct {
 	PAMDir             string          `hcl:"pam_dir,optional"`
 	OpenSession        bool            `hcl:"open_session,optional"`
 	Timeout            string          `hcl:"timeout,optional"`
+	PromptTimeout      string          `hcl:"prompt_timeout,optional"`
 	ReauthOnHotdesk    bool            `hcl:"reauth_on_hotdesk,optional"`
 	SelfRegister       bool            `hcl:"self_register,optional"`
 	MaxSessionsPerUser int             `hcl:"max_sessions_per_user,optional"`
@@ -211,7 +212,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			MaxSessions: d.Session.MaxSessions, Weight: d.Session.Weight},
 		Auth: &rawAuth{
 			PAMService: d.Auth.PAMService, PINService: d.Auth.PINService, OpenSession: d.Auth.OpenSession,
-			Timeout: d.Auth.Timeout.String(), ReauthOnHotdesk: d.Auth.ReauthOnHotdesk,
+			Timeout: d.Auth.Timeout.String(), PromptTimeout: d.Auth.PromptTimeout.String(), ReauthOnHotdesk: d.Auth.ReauthOnHotdesk,
 			MaxFailures: d.Auth.MaxFailures, FailureWindow: d.Auth.FailureWindow.String(),
 			Lockout: d.Auth.Lockout.String(), MaxLockout: d.Auth.MaxLockout.String(),
 		},
@@ -297,6 +298,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			PAMDir:             resolve(dir, raw.Auth.PAMDir),
 			OpenSession:        raw.Auth.OpenSession,
 			Timeout:            dur("auth.timeout", raw.Auth.Timeout),
+			PromptTimeout:      dur("auth.prompt_timeout", raw.Auth.PromptTimeout),
 			ReauthOnHotdesk:    raw.Auth.ReauthOnHotdesk,
 			SelfRegister:       raw.Auth.SelfRegister,
 			MaxSessionsPerUser: raw.Auth.MaxSessionsPerUser,
@@ -372,6 +374,11 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 	}
 	if len(c.Compositor.Args) == 0 {
 		c.Compositor.Args = nil
+	}
+	// prompt_timeout's default yields to a shorter login timeout; one set
+	// in the file must fit in it (validate).
+	if _, set := rg["auth.prompt_timeout"]; !set {
+		c.Auth.PromptTimeout = min(c.Auth.PromptTimeout, c.Auth.Timeout)
 	}
 	if c.DataDir != "" {
 		c.deriveDefaults()

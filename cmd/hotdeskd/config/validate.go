@@ -150,6 +150,10 @@ func (c *Config) validate(rg ranges) error {
 		bad("auth.pin_service", "Invalid PAM service", "%q is not a service name.", a.PINService)
 	}
 	positive("auth.timeout", a.Timeout)
+	positive("auth.prompt_timeout", a.PromptTimeout)
+	if a.PromptTimeout > a.Timeout {
+		bad("auth.prompt_timeout", "Invalid duration", "must be at most timeout (%s), got %s.", a.Timeout, a.PromptTimeout)
+	}
 	positive("auth.failure_window", a.FailureWindow)
 	positive("auth.lockout", a.Lockout)
 	if a.MaxLockout < a.Lockout {
