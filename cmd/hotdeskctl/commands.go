@@ -416,7 +416,8 @@ func pairCmd(c *cli) *cobra.Command {
 				return json.NewEncoder(c.out).Encode(resp)
 			}
 			fmt.Fprintf(c.out, "pairing code: %s (single use, expires %s)\n", resp.Code, resp.Expires.Local().Format(time.DateTime))
-			fmt.Fprintf(c.out, "on the terminal: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
+			fmt.Fprintf(c.out, "a software token: hotdesk-term -server ADDR -pin FINGERPRINT pair %s\n", resp.Code)
+			fmt.Fprintf(c.out, "a phone: F2 on the terminal's greeter, or hotdesk-term -server ADDR -pin FINGERPRINT -pcsc pair %s\n", resp.Code)
 			return nil
 		},
 	}
