@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -234,27 +233,12 @@ func TestRedeemPairing(t *testing.T) {
 		id := fmt.Sprintf("rp-race-%d", round)
 		rev := put(id)
 		errs := make([]error, 4)
-		var wg sync.WaitGroup
-		for j := range errs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[j] = regs[j%2].RedeemPairing(ctx, id, rev,
-					registry.TokenRecord{ID: fmt.Sprintf("soft.race%d-%d", round, j), Kind: "soft", User: "u"})
-			}()
-		}
-		wg.Wait()
-		won := 0
-		for _, err := range errs {
-			switch {
-			case err == nil:
-				won++
-			case !errors.Is(err, registry.ErrNotFound):
-				t.Fatalf("round %d: %v; want nil or ErrNotFound", round, err)
-			}
-		}
-		if won != 1 {
-			t.Fatalf("round %d: %d redemptions of one code won; want 1", round, won)
+		together(len(errs), func(j int) {
+			errs[j] = regs[j%2].RedeemPairing(ctx, id, rev,
+				registry.TokenRecord{ID: fmt.Sprintf("soft.race%d-%d", round, j), Kind: "soft", User: "u"})
+		})
+		if err := testutil.OneWinner(errs, registry.ErrNotFound); err != nil {
+			t.Fatalf("round %d, redemptions of one code: %v", round, err)
 		}
 	}
 }
@@ -294,26 +278,9 @@ func TestRedeemPairingCodeGoneAndTokenEnrolled(t *testing.T) {
 		}
 		tok := registry.TokenRecord{ID: fmt.Sprintf("soft.same%d", round), Kind: "soft", User: "u"}
 		errs := make([]error, 4)
-		var wg sync.WaitGroup
-		for j := range errs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[j] = r.RedeemPairing(ctx, id, rev, tok)
-			}()
-		}
-		wg.Wait()
-		won := 0
-		for _, err := range errs {
-			switch {
-			case err == nil:
-				won++
-			case !errors.Is(err, registry.ErrNotFound):
-				t.Fatalf("round %d: %v; want nil or ErrNotFound", round, err)
-			}
-		}
-		if won != 1 {
-			t.Fatalf("round %d: %d redemptions won; want 1", round, won)
+		together(len(errs), func(j int) { errs[j] = r.RedeemPairing(ctx, id, rev, tok) })
+		if err := testutil.OneWinner(errs, registry.ErrNotFound); err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
 	}
 }

@@ -400,21 +400,7 @@ func TestAgentPhoneSignErrorIsCardError(t *testing.T) {
 // is sent; the Pair carries the phone's signature.
 func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
 	t.Parallel()
-	ui, waiting := waitingUI()
-	clk := clock.NewFake(time.Now())
-	home := startBroker(t, "broker-a", time.Minute)
-	fc := newFakeCards()
-	ta := startAgent(t, home, func(c *Config) {
-		c.Cards = fc
-		c.UI = ui
-		c.Clock = clk
-	})
-	home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
+	waiting, clk, home, fc, ta := startPhoneAgent(t, time.Minute)
 	signing, release := make(chan struct{}), make(chan struct{})
 	fc.mu.Lock()
 	fc.sign = func(_ context.Context, token string, msg []byte) ([]byte, error) {
@@ -465,21 +451,7 @@ func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
 // leave the broker 1 s to answer.
 func TestAgentPairPhoneSignWait(t *testing.T) {
 	t.Parallel()
-	ui, waiting := waitingUI()
-	clk := clock.NewFake(time.Now())
-	home := startBroker(t, "broker-a", time.Hour)
-	fc := newFakeCards()
-	ta := startAgent(t, home, func(c *Config) {
-		c.Cards = fc
-		c.UI = ui
-		c.Clock = clk
-	})
-	home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
+	waiting, clk, home, fc, ta := startPhoneAgent(t, time.Hour)
 	signing := make(chan struct{})
 	fc.mu.Lock()
 	fc.sign = func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
@@ -519,4 +491,28 @@ func TestAgentPairPhoneSignWait(t *testing.T) {
 	if m, err := enroll.c.Recv(); err == nil {
 		t.Fatalf("broker got %T %+v after the phone did not sign; want the connection closed, no Pair", m.Body, m.Body)
 	}
+}
+
+// startPhoneAgent starts an agent on a fake clock with fake card readers,
+// connected to a fake home broker (pinging every pingInterval) and
+// watching the readers; waiting is signalled when its UI shows the
+// pairing's wait for a phone.
+func startPhoneAgent(t *testing.T, pingInterval time.Duration) (waiting <-chan struct{}, clk *clock.Fake, home *fakeBroker, fc *fakeCards, ta *testAgent) {
+	t.Helper()
+	ui, waiting := waitingUI()
+	clk = clock.NewFake(time.Now())
+	home = startBroker(t, "broker-a", pingInterval)
+	fc = newFakeCards()
+	ta = startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = ui
+		c.Clock = clk
+	})
+	home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	return waiting, clk, home, fc, ta
 }

@@ -106,15 +106,7 @@ func TestGreeterUIReading(t *testing.T) {
 // the idle screen and the broker waited for an answer nobody could type.
 func TestGreeterUIReadingKeepsPrompt(t *testing.T) {
 	t.Parallel()
-	rec := &recordScreen{}
-	ui := &greeterUI{scr: rec}
-	ui.event(connectedEvent("b1", "h:1"))
-	ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
-	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
-	prompt := rec.last()
-	if prompt.Screen != greeter.Prompt {
-		t.Fatalf("after the prompt: shown %+v; want the prompt", prompt)
-	}
+	rec, ui, prompt := pinPromptAtR0(t)
 	ui.event(cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "r1"}))
 	ui.event(cardEventOf(tokens.Event{Kind: tokens.Removed, Reader: "r1"}))
 	if s := rec.last(); s != prompt {
@@ -139,12 +131,7 @@ func TestGreeterUIReadingKeepsPrompt(t *testing.T) {
 func TestGreeterUICardErrorKeepsPrompt(t *testing.T) {
 	t.Parallel()
 	for _, withReading := range []bool{true, false} {
-		rec := &recordScreen{}
-		ui := &greeterUI{scr: rec}
-		ui.event(connectedEvent("b1", "h:1"))
-		ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
-		ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
-		prompt := rec.last()
+		rec, ui, prompt := pinPromptAtR0(t)
 		if withReading {
 			ui.event(cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "r1"}))
 		}
@@ -158,3 +145,19 @@ func TestGreeterUICardErrorKeepsPrompt(t *testing.T) {
 
 // errTestUnreadable stands for a card error.
 var errTestUnreadable = errors.New("card unreadable")
+
+// pinPromptAtR0 returns a greeter showing the PIN prompt of card uid.01
+// at reader r0, the screens it showed, and that prompt.
+func pinPromptAtR0(t *testing.T) (*recordScreen, *greeterUI, greeter.State) {
+	t.Helper()
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec}
+	ui.event(connectedEvent("b1", "h:1"))
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+	prompt := rec.last()
+	if prompt.Screen != greeter.Prompt {
+		t.Fatalf("after the prompt: shown %+v; want the prompt", prompt)
+	}
+	return rec, ui, prompt
+}
