@@ -68,6 +68,15 @@ type LimiterConfig struct {
 	// start (outside the limiter's lock; it must not block): a server
 	// group shares them, and every member Applies the others'.
 	OnLockout func(Lockout)
+	// OnFailure, if set, is called with every key a failure counted that
+	// did not start a lockout (that one is OnLockout's), and OnReset with
+	// every key whose failures a success cleared (only keys with failures
+	// counted: a success after none calls nothing). Both are called
+	// outside the limiter's lock and must not block: a server group
+	// counts failures together, and every member Observes the group's
+	// counts.
+	OnFailure func(key string)
+	OnReset   func(key string)
 }
 
 // Lockout is one key's lockout: until when, and how many lockouts of the
@@ -86,6 +95,13 @@ type Lockout struct {
 // Success clears the token's and the user's counters; a terminal's counter
 // is not cleared by a success (an attacker at a terminal could otherwise
 // interleave a login of their own), it decays after Window.
+//
+// In a server group the counts are the group's: OnFailure and OnReset
+// report this member's to a shared count, Observe merges the shared count
+// back (and starts the lockout when it reaches MaxFailures), Apply
+// imposes the lockouts other members start. The local count is the fast
+// path, and the only one when the group's count is out of reach: at most
+// MaxFailures failures at this member lock the key out in any case.
 type Limiter struct {
 	cfg LimiterConfig
 	clk clock.Clock
@@ -164,10 +180,12 @@ func (l *Limiter) Check(token, user, terminal string) error {
 // Failure records a failed attempt against every non-empty key.
 func (l *Limiter) Failure(token, user, terminal string) {
 	var started []Lockout
+	var counted []string
 	defer func() {
-		if f := l.cfg.OnLockout; f != nil {
-			for _, lo := range started {
-				f(lo)
+		l.report(started)
+		if f := l.cfg.OnFailure; f != nil {
+			for _, k := range counted {
+				f(k)
 			}
 		}
 	}()
@@ -182,17 +200,79 @@ func (l *Limiter) Failure(token, user, terminal string) {
 		e.failures++
 		e.last = now
 		if e.failures >= l.cfg.MaxFailures {
-			d := l.cfg.BaseLockout
-			for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
-				d *= 2
-			}
-			d = min(d, l.cfg.MaxLockout)
-			e.level++
-			e.failures, e.first = 0, now
-			e.lockedUntil = now.Add(d)
-			started = append(started, Lockout{Key: k, Until: e.lockedUntil, Level: e.level})
+			started = append(started, l.lock(e, now))
+		} else {
+			counted = append(counted, k)
 		}
 	}
+}
+
+// lock starts e's next lockout, backing off from its level, and forgets
+// its failures (the lockout consumed them). Caller holds l.mu.
+func (l *Limiter) lock(e *entry, now time.Time) Lockout {
+	d := l.cfg.BaseLockout
+	for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
+		d *= 2
+	}
+	d = min(d, l.cfg.MaxLockout)
+	e.level++
+	e.failures, e.first = 0, now
+	e.lockedUntil = now.Add(d)
+	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level}
+}
+
+// report calls OnLockout for each lockout started. Caller does not hold
+// l.mu.
+func (l *Limiter) report(started []Lockout) {
+	if f := l.cfg.OnLockout; f != nil {
+		for _, lo := range started {
+			f(lo)
+		}
+	}
+}
+
+// Observe merges the group's count of key's failures: n failures since
+// first, counted by every member (n = 0: the group's count ended — a
+// success, a lockout or an administrator cleared it, or its window
+// passed). The key's count here becomes the larger of the two, in the
+// group's window (n = 0 resets it; a count whose window is over is
+// ignored). If that reaches MaxFailures and the key is not locked out
+// already, a lockout starts here as Failure's would (OnLockout is called)
+// and Observe reports true.
+func (l *Limiter) Observe(key string, n int, first time.Time) bool {
+	if key == "" || n < 0 {
+		return false
+	}
+	now := l.clk.Now()
+	var started []Lockout
+	defer func() { l.report(started) }()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == 0 {
+		if el, ok := l.keys[key]; ok {
+			e := el.Value.(*entry)
+			e.failures, e.first = 0, now
+		}
+		return false
+	}
+	if now.Sub(first) > l.cfg.Window {
+		return false
+	}
+	e := l.get(key, now)
+	if n > e.failures || now.Sub(e.first) > l.cfg.Window {
+		e.failures, e.first = n, first
+	}
+	e.last = now
+	if e.failures >= l.cfg.MaxFailures && !now.Before(e.lockedUntil) {
+		started = append(started, l.lock(e, now))
+	}
+	return len(started) > 0
+}
+
+// Limits returns the failures that lock a key out and the window they
+// count in (the configured values or their defaults).
+func (l *Limiter) Limits() (maxFailures int, window time.Duration) {
+	return l.cfg.MaxFailures, l.cfg.Window
 }
 
 // Clear forgets key's failures, lockout and back-off level: an
@@ -208,7 +288,8 @@ func (l *Limiter) Clear(key string) {
 
 // Apply imposes a lockout that another member of the group started: the
 // key is refused until lo.Until (at most MaxLockout from now: the clocks
-// of a group may differ), and its next lockout here backs off from
+// of a group may differ), its failures here are forgotten (the lockout
+// consumed the group's), and its next lockout here backs off from
 // lo.Level. A lockout already longer, or a higher level, is kept. It
 // reports whether lo was still in force (an ended one imposes nothing).
 func (l *Limiter) Apply(lo Lockout) bool {
@@ -224,6 +305,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 	defer l.mu.Unlock()
 	e := l.get(lo.Key, now)
 	e.last = now
+	e.failures, e.first = 0, now
 	if until.After(e.lockedUntil) {
 		e.lockedUntil = until
 	}
@@ -232,12 +314,23 @@ func (l *Limiter) Apply(lo Lockout) bool {
 }
 
 // Success clears the counters and lockout level of token and user (see the
-// type's doc for terminals).
+// type's doc for terminals); OnReset hears of those that had failures.
 func (l *Limiter) Success(token, user string) {
+	var reset []string
+	defer func() {
+		if f := l.cfg.OnReset; f != nil {
+			for _, k := range reset {
+				f(k)
+			}
+		}
+	}()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, k := range keysOf(token, user, "") {
 		if el, ok := l.keys[k]; ok {
+			if el.Value.(*entry).failures > 0 {
+				reset = append(reset, k)
+			}
 			l.lru.Remove(el)
 			delete(l.keys, k)
 		}
