@@ -97,11 +97,12 @@ type Lockout struct {
 // interleave a login of their own), it decays after Window.
 //
 // In a server group the counts are the group's: OnFailure and OnReset
-// report this member's to a shared count, Observe merges the shared count
-// back (and starts the lockout when it reaches MaxFailures), Apply
-// imposes the lockouts other members start. The local count is the fast
-// path, and the only one when the group's count is out of reach: at most
-// MaxFailures failures at this member lock the key out in any case.
+// report this member's to a shared count, Observe hears the shared count
+// (and starts the lockout when it reaches MaxFailures), Apply imposes the
+// lockouts other members start. The count here, of this member's own
+// failures, is the fast path and the fallback when the group's count is
+// out of reach: MaxFailures failures at this member lock the key out in
+// any case.
 type Limiter struct {
 	cfg LimiterConfig
 	clk clock.Clock
@@ -114,8 +115,10 @@ type Limiter struct {
 
 type entry struct {
 	key         string
-	failures    int
+	failures    int       // here
 	first       time.Time // of the current counting window
+	group       int       // the group's count, as last Observed
+	groupFirst  time.Time // its window's first failure
 	last        time.Time // last failure or lockout
 	level       int       // lockouts so far (back-off exponent)
 	lockedUntil time.Time
@@ -216,7 +219,7 @@ func (l *Limiter) lock(e *entry, now time.Time) Lockout {
 	}
 	d = min(d, l.cfg.MaxLockout)
 	e.level++
-	e.failures, e.first = 0, now
+	e.failures, e.first, e.group = 0, now, 0
 	e.lockedUntil = now.Add(d)
 	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level}
 }
@@ -231,14 +234,17 @@ func (l *Limiter) report(started []Lockout) {
 	}
 }
 
-// Observe merges the group's count of key's failures: n failures since
+// Observe hears the group's count of key's failures: n failures since
 // first, counted by every member (n = 0: the group's count ended — a
 // success, a lockout or an administrator cleared it, or its window
-// passed). The key's count here becomes the larger of the two, in the
-// group's window (n = 0 resets it; a count whose window is over is
-// ignored). If that reaches MaxFailures and the key is not locked out
-// already, a lockout starts here as Failure's would (OnLockout is called)
-// and Observe reports true.
+// passed; a count whose window is over is ignored). When n reaches
+// MaxFailures and the key is not locked out already, a lockout starts
+// here as Failure's would (OnLockout is called) and Observe reports true:
+// with a count incremented atomically for the group, exactly one member
+// sees its failure reach the limit. The count is not added to this
+// member's own: a count heard late (a watch lags) would lock out early.
+// A key with failures in the group's count is reported by OnReset when a
+// success clears it here, even without failures of its own.
 func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	if key == "" || n < 0 {
 		return false
@@ -250,8 +256,7 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	defer l.mu.Unlock()
 	if n == 0 {
 		if el, ok := l.keys[key]; ok {
-			e := el.Value.(*entry)
-			e.failures, e.first = 0, now
+			el.Value.(*entry).group = 0
 		}
 		return false
 	}
@@ -259,11 +264,9 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 		return false
 	}
 	e := l.get(key, now)
-	if n > e.failures || now.Sub(e.first) > l.cfg.Window {
-		e.failures, e.first = n, first
-	}
+	e.group, e.groupFirst = n, first
 	e.last = now
-	if e.failures >= l.cfg.MaxFailures && !now.Before(e.lockedUntil) {
+	if n >= l.cfg.MaxFailures && !now.Before(e.lockedUntil) {
 		started = append(started, l.lock(e, now))
 	}
 	return len(started) > 0
@@ -305,7 +308,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 	defer l.mu.Unlock()
 	e := l.get(lo.Key, now)
 	e.last = now
-	e.failures, e.first = 0, now
+	e.failures, e.first, e.group = 0, now, 0
 	if until.After(e.lockedUntil) {
 		e.lockedUntil = until
 	}
@@ -314,7 +317,8 @@ func (l *Limiter) Apply(lo Lockout) bool {
 }
 
 // Success clears the counters and lockout level of token and user (see the
-// type's doc for terminals); OnReset hears of those that had failures.
+// type's doc for terminals); OnReset hears of those that had failures,
+// here or in the group's count (see Observe).
 func (l *Limiter) Success(token, user string) {
 	var reset []string
 	defer func() {
@@ -324,11 +328,12 @@ func (l *Limiter) Success(token, user string) {
 			}
 		}
 	}()
+	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, k := range keysOf(token, user, "") {
 		if el, ok := l.keys[k]; ok {
-			if el.Value.(*entry).failures > 0 {
+			if e := el.Value.(*entry); e.failures > 0 || e.group > 0 && now.Sub(e.groupFirst) <= l.cfg.Window {
 				reset = append(reset, k)
 			}
 			l.lru.Remove(el)

@@ -293,10 +293,12 @@ func TestLimiterShared(t *testing.T) {
 // count fed back by Observe, failures alternated between two members
 // lock the key out after MaxFailures in all, where each member alone
 // would allow MaxFailures of its own. Observe of a count at MaxFailures
-// starts one lockout (not another while it holds); a count of 0 resets
-// the key's; a count whose window is over is ignored. Apply forgets the
+// starts one lockout (not another while it holds); a count under it is
+// not added to the member's own (one failure after hearing of two is
+// not three: a count heard late must not lock early). Apply forgets the
 // key's failures (the lockout consumed them). Success reports the keys it
-// cleared that had failures, and nothing after none.
+// cleared that had failures here or in the group's count (not one whose
+// count ended, or whose window is over), and nothing after none.
 func TestLimiterGroupCounts(t *testing.T) {
 	group := map[string]int{}
 	var failed, reset []string
@@ -351,18 +353,11 @@ func TestLimiterGroupCounts(t *testing.T) {
 	if c.Observe("user:bob", 4, clk.Now()) || len(started) != 1 {
 		t.Fatalf("lockouts %+v after a second count during the lockout; want one", started)
 	}
-	// A count of 0 (the group's ended) resets the key's here.
+	// A count under the limit is not added to the member's own.
 	c.Observe("user:eve", 2, clk.Now())
-	c.Observe("user:eve", 0, time.Time{})
 	c.Failure("", "eve", "")
 	if err := c.Check("", "eve", ""); err != nil {
-		t.Fatalf("one failure after the group's count ended: %v; want nil", err)
-	}
-	// A count from a window already over counts nothing.
-	c.Observe("user:finn", 2, clk.Now().Add(-2*time.Minute))
-	c.Failure("", "finn", "")
-	if err := c.Check("", "finn", ""); err != nil {
-		t.Fatalf("a stale group count and one failure: %v; want nil", err)
+		t.Fatalf("one failure here after hearing of two in the group: %v; want nil", err)
 	}
 	// Apply forgets failures: after the lockout, one failure is one.
 	c.Failure("", "gina", "")
@@ -384,5 +379,16 @@ func TestLimiterGroupCounts(t *testing.T) {
 	c.Success("tokh", "hal")
 	if want := []string{"token:tokh", "user:hal"}; fmt.Sprint(reset) != fmt.Sprint(want) {
 		t.Fatalf("OnReset %v; want %v", reset, want)
+	}
+	reset = nil
+	c.Observe("user:ivy", 1, clk.Now())                     // failures elsewhere only
+	c.Observe("user:jo", 1, clk.Now())                      // ...
+	c.Observe("user:jo", 0, time.Time{})                    // ...then cleared
+	c.Observe("user:kim", 2, clk.Now().Add(-2*time.Minute)) // a window over
+	for _, u := range []string{"ivy", "jo", "kim"} {
+		c.Success("", u)
+	}
+	if want := []string{"user:ivy"}; fmt.Sprint(reset) != fmt.Sprint(want) {
+		t.Fatalf("OnReset %v after successes with group counts; want %v", reset, want)
 	}
 }
