@@ -91,13 +91,13 @@ func TestLockoutSharedE2E(t *testing.T) {
 	}
 }
 
-// TestFailuresSharedE2E: failures count for the group, not for the broker
+// TestLockoutGroupFailuresE2E: failures count for the group, not for the broker
 // where they happen. With max_failures = 3, wrong passwords alternated
 // between b1 and b2 (two at b1, one at b2) lock lou out at both brokers,
 // though neither saw three: the registry's count reached three, and
 // the broker whose failure reached it started the lockout. (Counting per
 // broker, an attacker would get three guesses at each.)
-func TestFailuresSharedE2E(t *testing.T) {
+func TestLockoutGroupFailuresE2E(t *testing.T) {
 	requireSecureE2E(t)
 	t.Parallel()
 	pamDir := testutil.MatrixServices(t, t.TempDir(), "lou:lou-pw:hotdesk\n", "", "hotdesk")
