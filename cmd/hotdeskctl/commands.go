@@ -596,7 +596,7 @@ func lockoutCmd(c *cli) *cobra.Command {
 			return []string{l.Key, l.Until.Local().Format(time.DateTime), time.Until(l.Until).Round(time.Second).String(),
 				fmt.Sprint(l.Level), l.Server}
 		})
-	clearCmd := actionCmd(c, "clear KEY", "End a lockout at every broker (the key as listed: user:NAME, token:ID or terminal:ID@ADDRESS)",
+	clearCmd := actionCmd(c, "clear KEY", "End a lockout, and the group's count of the key's failures, at every broker (the key as listed: user:NAME, token:ID or terminal:ID@ADDRESS)",
 		"a lockout's key (see hotdeskctl lockout list)", (*adminapi.Client).ClearLockout, "lockout of %s: cleared")
 	return groupCmd("lockout", "List and clear login lockouts (group-wide)", "list or clear", list, clearCmd)
 }

@@ -31,10 +31,11 @@ type shareOp struct {
 
 // lockoutShare makes the login failures and lockouts of the group
 // everyone's. A failure this broker's limiter counts is added to the
-// group's count of its key in the registry, and the count that reaches
-// max_failures (at whichever broker) starts the lockout there; every
-// broker's count is merged into this one's limiter, and a success here
-// clears the key's count if it had failures. A lockout this broker's
+// group's count of its key in the registry, and the failure that brings
+// the count to max_failures (at whichever broker) starts the lockout
+// there; every broker's counts are heard by this one's limiter, so that
+// a success here clears the key's count if it has failures anywhere (and
+// writes nothing if it has none). A lockout this broker's
 // limiter starts is published, and every broker's lockouts are imposed on
 // this one's limiter. Everything goes through one bounded queue, in
 // order; logins never wait for the registry. While the registry is out of
@@ -110,8 +111,8 @@ func (s *lockoutShare) run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			// Its own counts too (merging is idempotent): a broker
-			// restarted under the same id learns them back.
+			// Its own counts too (hearing one twice is harmless): a
+			// broker restarted under the same id learns them back.
 			if s.limiter.Observe(f.Key, f.Count, time.UnixMilli(f.FirstUnixMs)) {
 				s.log.Debug("the group's failures reached max_failures", "key", f.Key, "failures", f.Count, "server", f.Server)
 			}
