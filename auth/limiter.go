@@ -244,7 +244,9 @@ func (l *Limiter) report(started []Lockout) {
 // sees its failure reach the limit. The count is not added to this
 // member's own: a count heard late (a watch lags) would lock out early.
 // A key with failures in the group's count is reported by OnReset when a
-// success clears it here, even without failures of its own.
+// success clears it here, even without failures of its own. A count under
+// MaxFailures of a key not tracked here is not tracked when the limiter
+// is full: counts heard never evict this member's keys.
 func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	if key == "" || n < 0 {
 		return false
@@ -261,6 +263,9 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 		return false
 	}
 	if now.Sub(first) > l.cfg.Window {
+		return false
+	}
+	if _, ok := l.keys[key]; !ok && n < l.cfg.MaxFailures && len(l.keys) >= l.cfg.MaxKeys {
 		return false
 	}
 	e := l.get(key, now)

@@ -298,7 +298,8 @@ func TestLimiterShared(t *testing.T) {
 // not three: a count heard late must not lock early). Apply forgets the
 // key's failures (the lockout consumed them). Success reports the keys it
 // cleared that had failures here or in the group's count (not one whose
-// count ended, or whose window is over), and nothing after none.
+// count ended, or whose window is over), and nothing after none. A count
+// heard never evicts a key of the member's own.
 func TestLimiterGroupCounts(t *testing.T) {
 	group := map[string]int{}
 	var failed, reset []string
@@ -390,5 +391,15 @@ func TestLimiterGroupCounts(t *testing.T) {
 	}
 	if want := []string{"user:ivy"}; fmt.Sprint(reset) != fmt.Sprint(want) {
 		t.Fatalf("OnReset %v after successes with group counts; want %v", reset, want)
+	}
+
+	// Counts heard never evict a key of the member's own: full at one
+	// key, lee's failure still counts after hearing of mo's.
+	d, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, MaxKeys: 1})
+	d.Failure("", "lee", "")
+	d.Observe("user:mo", 1, time.Unix(1_000_000, 0))
+	d.Failure("", "lee", "")
+	if err := d.Check("", "lee", ""); !errors.Is(err, auth.ErrLocked) || d.Len() != 1 {
+		t.Fatalf("lee after 2 failures and a count heard of mo: %v, %d keys; want locked, 1 key", err, d.Len())
 	}
 }
