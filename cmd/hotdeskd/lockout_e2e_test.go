@@ -93,7 +93,8 @@ func TestLockoutSharedE2E(t *testing.T) {
 
 // TestLockoutGroupFailuresE2E: failures count for the group, not for the broker
 // where they happen. With max_failures = 3, wrong passwords alternated
-// between b1 and b2 (two at b1, one at b2) lock lou out at both brokers,
+// between b1 and b2 (two at b1, one at b2; after one at each,
+// `hotdeskctl lockout failures` shows two) lock lou out at both brokers,
 // though neither saw three: the registry's count reached three, and
 // the broker whose failure reached it started the lockout. (Counting per
 // broker, an attacker would get three guesses at each.)
@@ -133,6 +134,23 @@ func TestLockoutGroupFailuresE2E(t *testing.T) {
 		ev := at(b).present(fmt.Sprintf("t-guess%d", i), "user:lou", "not-her-pw")
 		if ev["event"] != "error" || ev["name"] != proto.ErrAuthFailed.String() {
 			t.Fatalf("wrong password %d at %s: %v; want auth_failed", i+1, b.id, ev)
+		}
+		if i == 1 {
+			// One failure at each: the group's count, as an administrator
+			// sees it, is two.
+			testutil.WaitFor(t, 20*time.Second, "the group's count of lou's failures at 2", func() bool {
+				var fs []struct {
+					Key   string
+					Count int
+				}
+				return json.Unmarshal([]byte(g.ctl(b1, "lockout", "failures", "--json")), &fs) == nil &&
+					slices.ContainsFunc(fs, func(f struct {
+						Key   string
+						Count int
+					}) bool {
+						return f.Key == "user:lou" && f.Count == 2
+					})
+			})
 		}
 	}
 	// The lockout starts at whichever broker first knew of three failures
