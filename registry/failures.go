@@ -33,7 +33,7 @@ var ErrContended = errors.New("registry: too many concurrent writers")
 // casTries bounds CountFailure's compare-and-swap: each failed try means
 // another broker's increment succeeded, so this is only reached by a
 // group counting that many failures of one key at the same instant.
-const casTries = 16
+const casTries = 32
 
 // failuresKey names key's counter; like a lockout's, its name is a hash of
 // the key, never the user or token.

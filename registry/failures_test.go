@@ -100,7 +100,11 @@ func TestFailureCountExpiry(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
 	clk := clock.NewFake(time.Now())
-	r := newReg(t, etcdtest.Client(t, eps), "fe", registry.WithClock(clk))
+	// A Store: no lease of its own for the fake clock to starve.
+	r, err := registry.NewStore(etcdtest.Client(t, eps), "fe", registry.WithClock(clk), registry.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
 	// By the stored time: the lease (an hour) still holds the record.

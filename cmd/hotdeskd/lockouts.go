@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -167,6 +168,9 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:
+	case errors.Is(err, registry.ErrContended):
+		// Reachable, but too many brokers counting this key at once.
+		s.log.Warn("failure not counted by the group", "key", op.key, "error", err)
 	case err != nil:
 		if !s.down {
 			s.log.Warn("failed logins not counted by the group: registry out of reach; counting here only", "key", op.key, "error", err)
