@@ -69,6 +69,15 @@ type LimiterConfig struct {
 	// start (outside the limiter's lock; it must not block): a server
 	// group shares them, and every member Applies the others'.
 	OnLockout func(Lockout)
+	// OnFailure, if set, is called with every key a failure counted that
+	// did not start a lockout (that one is OnLockout's), and OnReset with
+	// every key whose failures a success cleared (only keys with failures
+	// counted: a success after none calls nothing). Both are called
+	// outside the limiter's lock and must not block: a server group
+	// counts failures together, and every member Observes the group's
+	// counts.
+	OnFailure func(key string)
+	OnReset   func(key string)
 }
 
 // Lockout is one key's lockout: until when, and how many lockouts of the
@@ -87,6 +96,14 @@ type Lockout struct {
 // Success clears the token's and the user's counters; a terminal's counter
 // is not cleared by a success (an attacker at a terminal could otherwise
 // interleave a login of their own), it decays after Window.
+//
+// In a server group the counts are the group's: OnFailure and OnReset
+// report this member's to a shared count, Observe hears the shared count
+// (and starts the lockout when it reaches MaxFailures), Apply imposes the
+// lockouts other members start. The count here, of this member's own
+// failures, is the fast path and the fallback when the group's count is
+// out of reach: MaxFailures failures at this member lock the key out in
+// any case.
 type Limiter struct {
 	cfg LimiterConfig
 	clk clock.Clock
@@ -99,8 +116,10 @@ type Limiter struct {
 
 type entry struct {
 	key         string
-	failures    int
+	failures    int       // here
 	first       time.Time // of the current counting window
+	group       int       // the group's count, as last Observed
+	groupFirst  time.Time // its window's first failure
 	last        time.Time // last failure or lockout
 	level       int       // lockouts so far (back-off exponent)
 	lockedUntil time.Time
@@ -165,10 +184,12 @@ func (l *Limiter) Check(token, user, terminal string) error {
 // Failure records a failed attempt against every non-empty key.
 func (l *Limiter) Failure(token, user, terminal string) {
 	var started []Lockout
+	var counted []string
 	defer func() {
-		if f := l.cfg.OnLockout; f != nil {
-			for _, lo := range started {
-				f(lo)
+		l.report(started)
+		if f := l.cfg.OnFailure; f != nil {
+			for _, k := range counted {
+				f(k)
 			}
 		}
 	}()
@@ -183,17 +204,84 @@ func (l *Limiter) Failure(token, user, terminal string) {
 		e.failures++
 		e.last = now
 		if e.failures >= l.cfg.MaxFailures {
-			d := l.cfg.BaseLockout
-			for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
-				d *= 2
-			}
-			d = min(d, l.cfg.MaxLockout)
-			e.level++
-			e.failures, e.first = 0, now
-			e.lockedUntil = now.Add(d)
-			started = append(started, Lockout{Key: k, Until: e.lockedUntil, Level: e.level})
+			started = append(started, l.lock(e, now))
+		} else {
+			counted = append(counted, k)
 		}
 	}
+}
+
+// lock starts e's next lockout, backing off from its level, and forgets
+// its failures (the lockout consumed them). Caller holds l.mu.
+func (l *Limiter) lock(e *entry, now time.Time) Lockout {
+	d := l.cfg.BaseLockout
+	for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
+		d *= 2
+	}
+	d = min(d, l.cfg.MaxLockout)
+	e.level++
+	e.failures, e.first, e.group = 0, now, 0
+	e.lockedUntil = now.Add(d)
+	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level}
+}
+
+// report calls OnLockout for each lockout started. Caller does not hold
+// l.mu.
+func (l *Limiter) report(started []Lockout) {
+	if f := l.cfg.OnLockout; f != nil {
+		for _, lo := range started {
+			f(lo)
+		}
+	}
+}
+
+// Observe hears the group's count of key's failures: n failures since
+// first, counted by every member (n = 0: the group's count ended — a
+// success, a lockout or an administrator cleared it, or its window
+// passed; a count whose window is over is ignored). When n reaches
+// MaxFailures and the key is not locked out already, a lockout starts
+// here as Failure's would (OnLockout is called) and Observe reports true:
+// with a count incremented atomically for the group, exactly one member
+// sees its failure reach the limit. The count is not added to this
+// member's own: a count heard late (a watch lags) would lock out early.
+// A key with failures in the group's count is reported by OnReset when a
+// success clears it here, even without failures of its own. A count under
+// MaxFailures of a key not tracked here is not tracked when the limiter
+// is full: counts heard never evict this member's keys.
+func (l *Limiter) Observe(key string, n int, first time.Time) bool {
+	if key == "" || n < 0 {
+		return false
+	}
+	now := l.clk.Now()
+	var started []Lockout
+	defer func() { l.report(started) }()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == 0 {
+		if el, ok := l.keys[key]; ok {
+			el.Value.(*entry).group = 0
+		}
+		return false
+	}
+	if now.Sub(first) > l.cfg.Window {
+		return false
+	}
+	if _, ok := l.keys[key]; !ok && n < l.cfg.MaxFailures && len(l.keys) >= l.cfg.MaxKeys {
+		return false
+	}
+	e := l.get(key, now)
+	e.group, e.groupFirst = n, first
+	e.last = now
+	if n >= l.cfg.MaxFailures && !now.Before(e.lockedUntil) {
+		started = append(started, l.lock(e, now))
+	}
+	return len(started) > 0
+}
+
+// Limits returns the failures that lock a key out and the window they
+// count in (the configured values or their defaults).
+func (l *Limiter) Limits() (maxFailures int, window time.Duration) {
+	return l.cfg.MaxFailures, l.cfg.Window
 }
 
 // Clear forgets key's failures, lockout and back-off level: an
@@ -209,7 +297,8 @@ func (l *Limiter) Clear(key string) {
 
 // Apply imposes a lockout that another member of the group started: the
 // key is refused until lo.Until (at most MaxLockout from now: the clocks
-// of a group may differ), and its next lockout here backs off from
+// of a group may differ), its failures here are forgotten (the lockout
+// consumed the group's), and its next lockout here backs off from
 // lo.Level. A lockout already longer, or a higher level, is kept. It
 // reports whether lo was still in force (an ended one imposes nothing).
 func (l *Limiter) Apply(lo Lockout) bool {
@@ -225,6 +314,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 	defer l.mu.Unlock()
 	e := l.get(lo.Key, now)
 	e.last = now
+	e.failures, e.first, e.group = 0, now, 0
 	if until.After(e.lockedUntil) {
 		e.lockedUntil = until
 	}
@@ -233,12 +323,25 @@ func (l *Limiter) Apply(lo Lockout) bool {
 }
 
 // Success clears the counters and lockout level of token and user (see the
-// type's doc for terminals).
+// type's doc for terminals); OnReset hears of those that had failures,
+// here or in the group's count (see Observe).
 func (l *Limiter) Success(token, user string) {
+	var reset []string
+	defer func() {
+		if f := l.cfg.OnReset; f != nil {
+			for _, k := range reset {
+				f(k)
+			}
+		}
+	}()
+	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, k := range keysOf(token, user, "") {
 		if el, ok := l.keys[k]; ok {
+			if e := el.Value.(*entry); e.failures > 0 || e.group > 0 && now.Sub(e.groupFirst) <= l.cfg.Window {
+				reset = append(reset, k)
+			}
 			l.lru.Remove(el)
 			delete(l.keys, k)
 		}

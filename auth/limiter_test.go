@@ -306,3 +306,120 @@ func TestGuardTerminalKeyUnmapsIPv4(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterGroupCounts: the hooks and Observe let a group count
+// failures together. OnFailure reports every key a failure counted (not
+// the one that started a lockout: that is OnLockout's); with a shared
+// count fed back by Observe, failures alternated between two members
+// lock the key out after MaxFailures in all, where each member alone
+// would allow MaxFailures of its own. Observe of a count at MaxFailures
+// starts one lockout (not another while it holds); a count under it is
+// not added to the member's own (one failure after hearing of two is
+// not three: a count heard late must not lock early). Apply forgets the
+// key's failures (the lockout consumed them). Success reports the keys it
+// cleared that had failures here or in the group's count (not one whose
+// count ended, or whose window is over), and nothing after none. A count
+// heard never evicts a key of the member's own.
+func TestLimiterGroupCounts(t *testing.T) {
+	group := map[string]int{}
+	var failed, reset []string
+	var started []auth.Lockout
+	var a, b *auth.Limiter
+	member := func(self **auth.Limiter) auth.LimiterConfig {
+		return auth.LimiterConfig{MaxFailures: 3, Window: time.Minute, BaseLockout: 10 * time.Second,
+			OnFailure: func(k string) {
+				failed = append(failed, k)
+				group[k]++
+				(*self).Observe(k, group[k], time.Unix(1_000_000, 0))
+			},
+			OnReset:   func(k string) { reset = append(reset, k) },
+			OnLockout: func(lo auth.Lockout) { started = append(started, lo); delete(group, lo.Key) },
+		}
+	}
+	a, _ = newLimiter(member(&a))
+	b, _ = newLimiter(member(&b))
+
+	a.Failure("", "alice", "t1")
+	if want := []string{"user:alice", "terminal:t1"}; fmt.Sprint(failed) != fmt.Sprint(want) {
+		t.Fatalf("OnFailure keys %v; want %v", failed, want)
+	}
+	b.Failure("", "alice", "")
+	if err := a.Check("", "alice", ""); err != nil {
+		t.Fatalf("after 2 failures in the group: %v; want nil", err)
+	}
+	a.Failure("", "alice", "")
+	if err := a.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("after 3 failures in the group, 2 here: %v; want locked", err)
+	}
+	if len(started) != 1 || started[0].Key != "user:alice" || started[0].Level != 1 {
+		t.Fatalf("lockouts %+v; want user:alice at level 1", started)
+	}
+	if group["user:alice"] != 0 {
+		t.Fatalf("group count %d after the lockout; want 0 (consumed)", group["user:alice"])
+	}
+	// b learns of the lockout (Apply): its count is forgotten.
+	b.Apply(started[0])
+	failed, started = nil, nil
+
+	// Observe alone: a count at the limit starts one lockout, not another.
+	c, clk := newLimiter(auth.LimiterConfig{MaxFailures: 3, Window: time.Minute, BaseLockout: 10 * time.Second,
+		OnLockout: func(lo auth.Lockout) { started = append(started, lo) },
+		OnReset:   func(k string) { reset = append(reset, k) }})
+	if c.Observe("user:bob", 2, clk.Now()) || c.Check("", "bob", "") != nil {
+		t.Fatal("a group count under the limit locked bob out")
+	}
+	if !c.Observe("user:bob", 3, clk.Now()) || !errors.Is(c.Check("", "bob", ""), auth.ErrLocked) {
+		t.Fatal("a group count at the limit did not lock bob out")
+	}
+	if c.Observe("user:bob", 4, clk.Now()) || len(started) != 1 {
+		t.Fatalf("lockouts %+v after a second count during the lockout; want one", started)
+	}
+	// A count under the limit is not added to the member's own.
+	c.Observe("user:eve", 2, clk.Now())
+	c.Failure("", "eve", "")
+	if err := c.Check("", "eve", ""); err != nil {
+		t.Fatalf("one failure here after hearing of two in the group: %v; want nil", err)
+	}
+	// Apply forgets failures: after the lockout, one failure is one.
+	c.Failure("", "gina", "")
+	c.Failure("", "gina", "")
+	c.Apply(auth.Lockout{Key: "user:gina", Until: clk.Now().Add(time.Second), Level: 1})
+	clk.Advance(time.Second)
+	c.Failure("", "gina", "")
+	if err := c.Check("", "gina", ""); err != nil {
+		t.Fatalf("one failure after a group lockout of gina ended: %v; want nil", err)
+	}
+
+	// Success: reported for keys with failures only.
+	reset = nil
+	c.Success("tokh", "hal")
+	if len(reset) != 0 {
+		t.Fatalf("OnReset %v after a success without failures; want none", reset)
+	}
+	c.Failure("tokh", "hal", "")
+	c.Success("tokh", "hal")
+	if want := []string{"token:tokh", "user:hal"}; fmt.Sprint(reset) != fmt.Sprint(want) {
+		t.Fatalf("OnReset %v; want %v", reset, want)
+	}
+	reset = nil
+	c.Observe("user:ivy", 1, clk.Now())                     // failures elsewhere only
+	c.Observe("user:jo", 1, clk.Now())                      // ...
+	c.Observe("user:jo", 0, time.Time{})                    // ...then cleared
+	c.Observe("user:kim", 2, clk.Now().Add(-2*time.Minute)) // a window over
+	for _, u := range []string{"ivy", "jo", "kim"} {
+		c.Success("", u)
+	}
+	if want := []string{"user:ivy"}; fmt.Sprint(reset) != fmt.Sprint(want) {
+		t.Fatalf("OnReset %v after successes with group counts; want %v", reset, want)
+	}
+
+	// Counts heard never evict a key of the member's own: full at one
+	// key, lee's failure still counts after hearing of mo's.
+	d, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, MaxKeys: 1})
+	d.Failure("", "lee", "")
+	d.Observe("user:mo", 1, time.Unix(1_000_000, 0))
+	d.Failure("", "lee", "")
+	if err := d.Check("", "lee", ""); !errors.Is(err, auth.ErrLocked) || d.Len() != 1 {
+		t.Fatalf("lee after 2 failures and a count heard of mo: %v, %d keys; want locked, 1 key", err, d.Len())
+	}
+}

@@ -185,9 +185,13 @@ auth {
   # user at the same moment never exceed it together.
   max_sessions_per_user = 0
 
-  # Failed logins per token, user and terminal before a lockout; lockouts
-  # start at `lockout` and double up to `max_lockout`. A lockout holds at
-  # every broker of the group (shared through the registry).
+  # Failed logins per token, user and terminal within failure_window
+  # before a lockout; lockouts start at `lockout` and double up to
+  # `max_lockout`. Failures are counted for the whole group (in the
+  # registry: max_failures in all, wherever they happen; a success clears
+  # the count) and a lockout holds at every broker. Give every broker the
+  # same values. While the registry is out of reach a broker counts its
+  # own failures only.
   max_failures   = 5
   failure_window = "15m"
   lockout        = "30s"

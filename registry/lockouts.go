@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,14 +58,19 @@ func (r *Store) Lockouts(ctx context.Context) ([]Lockout, error) {
 }
 
 // ClearLockout ends the lockout of key ("user:alice", "token:…",
-// "terminal:…") in the whole group: a cleared record replaces it, and
-// every broker watching (WatchLockouts) forgets the key's failures and
-// lockout. ErrNotFound if no lockout of key is in force.
+// "terminal:…") in the whole group and deletes the group's count of its
+// failures: a cleared record replaces the lockout, and every broker
+// watching (WatchLockouts) forgets the key's failures and lockout.
+// ErrNotFound if no lockout of key is in force and no failures of it are
+// counted.
 func (r *Store) ClearLockout(ctx context.Context, key string) error {
 	kv, err := r.get(ctx, r.lockoutKey(key))
 	var lo Lockout
 	if err == nil && (json.Unmarshal(kv.Value, &lo) != nil || lo.Key != key || lo.Cleared || lo.UntilUnixMs <= r.opts.clock.Now().UnixMilli()) {
 		err = ErrNotFound
+	}
+	if errors.Is(err, ErrNotFound) {
+		_, err = r.get(ctx, r.failuresKey(key)) // failures only: clear those
 	}
 	if err != nil {
 		return fmt.Errorf("registry: clear lockout %q: %w", key, err)
@@ -77,7 +83,9 @@ func (r *Store) ClearLockout(ctx context.Context, key string) error {
 
 // PublishLockout stores lo for the group under a lease that ends with it
 // (etcd may keep it a little longer: receivers compare UntilUnixMs). A
-// later lockout of the same key replaces it.
+// later lockout of the same key replaces it. The group's count of the
+// key's failures is deleted with it (see CountFailure): the lockout
+// consumed them.
 func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 	if lo.Key == "" || len(lo.Key) > maxLockoutKey {
 		return fmt.Errorf("registry: publish lockout: key of %d bytes", len(lo.Key))
@@ -94,7 +102,8 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 }
 
 // putLockout writes lo under its key with a lease of its own that ends
-// after ttl (rounded up to whole seconds).
+// after ttl (rounded up to whole seconds), and deletes the key's failure
+// count in the same txn.
 func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) error {
 	v, err := json.Marshal(lo)
 	if err != nil {
@@ -106,7 +115,10 @@ func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) e
 	if err != nil {
 		return fmt.Errorf("grant lease: %w", err)
 	}
-	_, err = r.kv.Put(cctx, r.lockoutKey(lo.Key), string(v), clientv3.WithLease(grant.ID))
+	_, err = r.kv.Txn(cctx).Then(
+		clientv3.OpPut(r.lockoutKey(lo.Key), string(v), clientv3.WithLease(grant.ID)),
+		clientv3.OpDelete(r.failuresKey(lo.Key)),
+	).Commit()
 	return err
 }
 

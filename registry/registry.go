@@ -34,6 +34,24 @@
 //	lockouts/<hash> Lockout (a login lockout for the group, or its clearing),
 //	                under a lease that ends with it; <hash> names the key
 //	                without the user or token in it
+//	failures/<hash> Failures (the group's count of failed logins of a
+//	                limiter key in its window), under a lease of its own
+//	                that ends with the window; <hash> as for lockouts
+//
+// A failure count is one record per key, incremented by compare-and-swap:
+// Txn(If(ModRevision(k)==read)).Then(Put(k, count+1)), retried when
+// another broker's increment came first (CountFailure). The alternative, a
+// count per broker under that broker's lease with the sum read by watch,
+// needs no retries but gives no broker an exact total when failures
+// arrive at several brokers at once, and every broker would have to sum
+// (and start a lockout) on watch lag; with the txn the increment that
+// reaches max_failures is known to exactly one broker, which deletes the
+// count in that txn and starts the lockout. Failures are rare enough for
+// one read and one txn each (a key in a burst at once costs at most a
+// retry per concurrent writer). The count's lease is granted with its
+// first failure for the limiter's window, so counts expire as the
+// limiter's do and never outlive their use; a success, a lockout and an
+// administrator's clearing delete it.
 //
 // A claim is made with Txn(If(CreateRevision(k)==0)).Then(Put(k, WithLease))
 // .Else(Get(k)): exactly one claimant wins, the others see the winner's

@@ -597,7 +597,14 @@ func lockoutCmd(c *cli) *cobra.Command {
 			return []string{l.Key, l.Until.Local().Format(time.DateTime), time.Until(l.Until).Round(time.Second).String(),
 				fmt.Sprint(l.Level), l.Server}
 		})
-	clearCmd := actionCmd(c, "clear KEY", "End a lockout at every broker (the key as listed: user:NAME, token:ID or terminal:ID@ADDRESS)",
+	clearCmd := actionCmd(c, "clear KEY", "End a lockout, and the group's count of the key's failures, at every broker (the key as listed: user:NAME, token:ID or terminal:ID@ADDRESS)",
 		"a lockout's key (see hotdeskctl lockout list)", (*adminapi.Client).ClearLockout, "lockout of %s: cleared")
-	return groupCmd("lockout", "List and clear login lockouts (group-wide)", "list or clear", list, clearCmd)
+	failures := listCmd(c, &cobra.Command{
+		Use:   "failures",
+		Short: "List the group's counts of failed logins (max_failures of a key within failure_window lock it out)",
+	}, (*adminapi.Client).Failures, "KEY\tFAILURES\tSINCE\tLAST AT",
+		func(f adminapi.FailureInfo) []string {
+			return []string{f.Key, fmt.Sprint(f.Count), f.Since.Local().Format(time.DateTime), f.Server}
+		})
+	return groupCmd("lockout", "List and clear login lockouts and failure counts (group-wide)", "list, failures or clear", list, failures, clearCmd)
 }

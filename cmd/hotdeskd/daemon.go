@@ -370,6 +370,7 @@ func (d *daemon) startAuth(context.Context) error {
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
 		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
 		Logger: logger.Named("audit"), OnLockout: d.lockouts.started,
+		OnFailure: d.lockouts.failed, OnReset: d.lockouts.succeeded,
 	})
 	d.lockouts.limiter = limiter
 	// Logins in progress are bounded in all, per source, per user and per
@@ -621,7 +622,7 @@ func (d *daemon) startMetricsHTTP(context.Context) error {
 // startBackground starts the local terminal agents of this host's card
 // readers (one per seat), the lease supervisor (lease loss makes the broker
 // not ready until a new lease is held and the sessions are re-claimed), the
-// sharing of login lockouts with the group, and the token watch (a token
+// sharing of login failures and lockouts with the group, and the token watch (a token
 // disabled or deleted anywhere in the group locks its session here). Each
 // ends with the run context; stop waits for them.
 func (d *daemon) startBackground(context.Context) error {

@@ -342,6 +342,13 @@ func (a *adminBackend) Lockouts(ctx context.Context) ([]adminapi.LockoutInfo, er
 	})
 }
 
+func (a *adminBackend) Failures(ctx context.Context) ([]adminapi.FailureInfo, error) {
+	fs, err := a.d.store.FailureCounts(ctx)
+	return convertAll(fs, err, func(f registry.Failures) adminapi.FailureInfo {
+		return adminapi.FailureInfo{Key: f.Key, Count: f.Count, Since: time.UnixMilli(f.FirstUnixMs).UTC(), Server: f.Server}
+	})
+}
+
 // ClearLockout ends key's lockout; a user's ("user:NAME") together with
 // that of their password login's token ("token:user.NAME"), which the same
 // failures locked.

@@ -90,3 +90,98 @@ func TestLockoutSharedE2E(t *testing.T) {
 		t.Fatalf("right password at b2 after the clear: %v; want attached at b2", ev)
 	}
 }
+
+// TestLockoutGroupFailuresE2E: failures count for the group, not for the broker
+// where they happen. With max_failures = 3, wrong passwords alternated
+// between b1 and b2 (two at b1, one at b2; after one at each,
+// `hotdeskctl lockout failures` shows two) lock lou out at both brokers,
+// though neither saw three: the registry's count reached three, and
+// the broker whose failure reached it started the lockout. (Counting per
+// broker, an attacker would get three guesses at each.)
+func TestLockoutGroupFailuresE2E(t *testing.T) {
+	requireSecureE2E(t)
+	t.Parallel()
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "lou:lou-pw:hotdesk\n", "", "hotdesk")
+	g := startGroup(t, 2, fmt.Sprintf(`auth {
+  pam_dir      = %q
+  open_session = false
+  max_failures = 3
+  lockout      = "10m"
+  policy {
+    users = ["lou"]
+    auth  = "password"
+  }
+}`, pamDir))
+	b1, b2 := g.brokers[0], g.brokers[1]
+	at := func(b *groupBroker) *e2e {
+		return &e2e{t: t, d: b.Daemon, bin: g.bin, dir: b.Dir, addr: b.addr, pin: b.Pin, socket: b.Socket}
+	}
+	// place sends the next login to b (the other broker drains).
+	drained := ""
+	place := func(b, other *groupBroker) {
+		if drained != "" {
+			g.ctl(b, "server", "undrain", drained)
+		}
+		g.ctl(b, "server", "drain", other.id)
+		drained = other.id
+	}
+	for i, b := range []*groupBroker{b1, b2, b1} {
+		other := b2
+		if b == b2 {
+			other = b1
+		}
+		place(b, other)
+		ev := at(b).present(fmt.Sprintf("t-guess%d", i), "user:lou", "not-her-pw")
+		if ev["event"] != "error" || ev["name"] != proto.ErrAuthFailed.String() {
+			t.Fatalf("wrong password %d at %s: %v; want auth_failed", i+1, b.id, ev)
+		}
+		if i == 1 {
+			// One failure at each: the group's count, as an administrator
+			// sees it, is two.
+			testutil.WaitFor(t, 20*time.Second, "the group's count of lou's failures at 2", func() bool {
+				var fs []struct {
+					Key   string
+					Count int
+				}
+				return json.Unmarshal([]byte(g.ctl(b1, "lockout", "failures", "--json")), &fs) == nil &&
+					slices.ContainsFunc(fs, func(f struct {
+						Key   string
+						Count int
+					}) bool {
+						return f.Key == "user:lou" && f.Count == 2
+					})
+			})
+		}
+	}
+	// The lockout starts at whichever broker first knew of three failures
+	// (its own counted with the group's it had heard of, or the count its
+	// failure raised to three in the registry); the other imposes it.
+	for _, b := range g.brokers {
+		testutil.WaitFor(t, 20*time.Second, b.id+" to lock lou out", func() bool {
+			log, _ := os.ReadFile(b.LogPath())
+			return strings.Contains(string(log), "login lockout started") ||
+				strings.Contains(string(log), "login lockout imposed by another server")
+		})
+	}
+	for i, b := range []*groupBroker{b2, b1} {
+		other := b1
+		if b == b1 {
+			other = b2
+		}
+		place(b, other)
+		ev := at(b).present(fmt.Sprintf("t-lou%d", i), "user:lou", "lou-pw")
+		if ev["event"] != "error" || ev["name"] != proto.ErrRateLimited.String() || ev["detail"] != proto.DetailLockedOut {
+			t.Fatalf("right password at %s after 3 failures in the group: %v; want rate_limited, detail %s", b.id, ev, proto.DetailLockedOut)
+		}
+	}
+	var ls []struct{ Key string }
+	if err := json.Unmarshal([]byte(g.ctl(b1, "lockout", "list", "--json")), &ls); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ls, func(l struct{ Key string }) bool { return l.Key == "user:lou" }) {
+		t.Fatalf("hotdeskctl lockout list: %+v; want user:lou", ls)
+	}
+	if ss := g.sessions(b1, "-user", "lou"); len(ss) != 0 {
+		t.Fatalf("lou's sessions %+v; want none", ss)
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -10,50 +12,110 @@ import (
 	"github.com/hotdesk/hotdesk/registry"
 )
 
-// lockoutQueue bounds the lockouts waiting to be published: past it one
-// is dropped (and logged), never waited for.
-const lockoutQueue = 64
+// shareQueue bounds the lockouts, failures and successes waiting to be
+// shared: past it one is dropped (and logged), never waited for.
+const shareQueue = 256
 
-// lockoutShare makes the login lockouts of the group everyone's: a
-// lockout this broker's limiter starts is published in the registry, and
-// every broker's lockouts are imposed on this one's limiter. Failures are
-// counted where they happen; a lockout, once started anywhere, holds at
-// every broker, and the next one anywhere backs off from it.
+// shareRetry is how long, once the registry failed a failure count, the
+// next failures and successes are counted here only before the registry
+// is tried again: an outage costs one timeout per shareRetry, not one per
+// login.
+const shareRetry = 5 * time.Second
+
+// shareOp is one thing to share: a lockout started here, a failure of
+// key, or a success that cleared key's failures.
+type shareOp struct {
+	lockout *auth.Lockout
+	key     string
+	reset   bool
+}
+
+// lockoutShare makes the login failures and lockouts of the group
+// everyone's. A failure this broker's limiter counts is added to the
+// group's count of its key in the registry, and the failure that brings
+// the count to max_failures (at whichever broker) starts the lockout
+// there; every broker's counts are heard by this one's limiter, so that
+// a success here clears the key's count if it has failures anywhere (and
+// writes nothing if it has none). A lockout this broker's
+// limiter starts is published, and every broker's lockouts are imposed on
+// this one's limiter. Everything goes through one bounded queue, in
+// order; logins never wait for the registry. While the registry is out of
+// reach, failures are counted here only (logged once), so each broker
+// still locks a key out after max_failures of its own.
 type lockoutShare struct {
 	store   *registry.Store
 	server  string        // this broker's id
 	limiter *auth.Limiter // set once built, before run
-	queue   chan auth.Lockout
+	queue   chan shareOp
+	dropped atomic.Int64 // ops dropped since the last drop was logged
 	log     hclog.Logger
+
+	// run's own:
+	down      bool      // the registry failed the last count or clear
+	downSince time.Time // when it last failed (tried again after shareRetry)
 }
 
 func newLockoutShare(store *registry.Store, server string, log hclog.Logger) *lockoutShare {
-	return &lockoutShare{store: store, server: server, queue: make(chan auth.Lockout, lockoutQueue), log: log}
+	return &lockoutShare{store: store, server: server, queue: make(chan shareOp, shareQueue), log: log}
 }
 
-// started is the limiter's OnLockout: it queues lo without blocking.
+// started is the limiter's OnLockout: it logs lo and queues it without
+// blocking. The failures that started it may have been counted here or
+// anywhere in the group.
 func (s *lockoutShare) started(lo auth.Lockout) {
+	s.log.Info("login lockout started", "key", lo.Key, "level", lo.Level,
+		"remaining", time.Until(lo.Until).Round(time.Second))
+	s.enqueue(shareOp{lockout: &lo, key: lo.Key})
+}
+
+// failed is the limiter's OnFailure: it queues the key's failure for the
+// group's count without blocking.
+func (s *lockoutShare) failed(key string) { s.enqueue(shareOp{key: key}) }
+
+// succeeded is the limiter's OnReset: it queues the clearing of the
+// group's count of key without blocking.
+func (s *lockoutShare) succeeded(key string) { s.enqueue(shareOp{key: key, reset: true}) }
+
+func (s *lockoutShare) enqueue(op shareOp) {
 	select {
-	case s.queue <- lo:
+	case s.queue <- op:
 	default:
-		s.log.Warn("lockout not shared with the group: too many at once", "key", lo.Key)
+		// The first drop of a burst is logged, the rest counted (see run).
+		if s.dropped.Add(1) == 1 {
+			what := "failure not counted by the group"
+			switch {
+			case op.lockout != nil:
+				what = "lockout not shared with the group"
+			case op.reset:
+				what = "failures not cleared in the group"
+			}
+			s.log.Warn(what+": too many at once", "key", op.key)
+		}
 	}
 }
 
-// run publishes the queued lockouts and applies the group's, until ctx
-// ends.
+// run shares the queued ops and applies the group's lockouts and counts,
+// until ctx ends.
 func (s *lockoutShare) run(ctx context.Context) {
 	group := s.store.WatchLockouts(ctx)
+	counts := s.store.WatchFailures(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case lo := <-s.queue:
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(), Level: lo.Level})
-			cancel()
-			if err != nil {
-				s.log.Warn("lockout not shared with the group", "key", lo.Key, "error", err)
+		case op := <-s.queue:
+			s.share(ctx, op)
+			if n := s.dropped.Swap(0); n > 1 {
+				s.log.Warn("failures, successes or lockouts not shared with the group: too many at once", "dropped", n)
+			}
+		case f, ok := <-counts:
+			if !ok {
+				return
+			}
+			// Its own counts too (hearing one twice is harmless): a
+			// broker restarted under the same id learns them back.
+			if s.limiter.Observe(f.Key, f.Count, time.UnixMilli(f.FirstUnixMs)) {
+				s.log.Debug("the group's failures reached max_failures", "key", f.Key, "failures", f.Count, "server", f.Server)
 			}
 		case lo, ok := <-group:
 			if !ok {
@@ -73,5 +135,49 @@ func (s *lockoutShare) run(ctx context.Context) {
 					"remaining", time.Until(until).Round(time.Second))
 			}
 		}
+	}
+}
+
+// share does op in the registry, within a bounded time.
+func (s *lockoutShare) share(ctx context.Context, op shareOp) {
+	if op.lockout != nil {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		lo := op.lockout
+		err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(), Level: lo.Level})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("lockout not shared with the group", "key", lo.Key, "error", err)
+		}
+		return
+	}
+	if s.down && time.Since(s.downSince) < shareRetry {
+		return // counted here only, as logged
+	}
+	maxFailures, window := s.limiter.Limits()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var err error
+	if op.reset {
+		err = s.store.ClearFailures(pctx, op.key)
+	} else {
+		var f registry.Failures
+		f, err = s.store.CountFailure(pctx, op.key, window, maxFailures)
+		if err == nil && s.limiter.Observe(f.Key, f.Count, time.UnixMilli(f.FirstUnixMs)) {
+			s.log.Debug("the group's failures reached max_failures", "key", f.Key, "failures", f.Count)
+		}
+	}
+	switch {
+	case err != nil && ctx.Err() != nil:
+	case errors.Is(err, registry.ErrContended):
+		// Reachable, but too many brokers counting this key at once.
+		s.log.Warn("failure not counted by the group", "key", op.key, "error", err)
+	case err != nil:
+		if !s.down {
+			s.log.Warn("failed logins not counted by the group: registry out of reach; counting here only", "key", op.key, "error", err)
+		}
+		s.down, s.downSince = true, time.Now()
+	case s.down:
+		s.down = false
+		s.log.Info("failed logins counted by the group again")
 	}
 }

@@ -24,8 +24,11 @@
 //	POST   /v1/tokens/{id}/disable, /v1/tokens/{id}/enable → 204
 //	DELETE /v1/tokens/{id}    → 204
 //	GET    /v1/lockouts       → []LockoutInfo (login lockouts in force, group-wide)
-//	DELETE /v1/lockouts/{key} → 204 (the lockout ended at every broker; key
-//	                            as listed, e.g. user:alice); 404 if none
+//	DELETE /v1/lockouts/{key} → 204 (the lockout and the key's failure count
+//	                            ended at every broker; key as listed, e.g.
+//	                            user:alice); 404 if neither
+//	GET    /v1/failures       → []FailureInfo (the group's counts of failed
+//	                            logins, by key)
 //	GET    /v1/servers        → []ServerInfo (every member of the group)
 //	POST   /v1/servers/{id}/drain, /v1/servers/{id}/undrain → 204
 //	GET    /livez             → 200 {"status":"ok"} while the server answers
@@ -240,6 +243,16 @@ type LockoutInfo struct {
 	Level  int       `json:"level"` // lockouts of the key so far (each doubles the next)
 }
 
+// FailureInfo is the group's count of failed logins of one key (as in
+// LockoutInfo) in its failure window: at Count = max_failures the key is
+// locked out (and its count starts over).
+type FailureInfo struct {
+	Key    string    `json:"key"`
+	Count  int       `json:"count"`
+	Since  time.Time `json:"since"`  // the window's first failure
+	Server string    `json:"server"` // the broker that counted the last one
+}
+
 // TokenInfo is one token of the token registry.
 type TokenInfo struct {
 	ID           string    `json:"id"`
@@ -340,9 +353,12 @@ type Backend interface {
 	// DeleteToken removes a token from the registry.
 	DeleteToken(ctx context.Context, id string) error
 	// Lockouts lists the login lockouts in force in the group;
-	// ClearLockout ends one everywhere (ErrNotFound if none is in force).
+	// ClearLockout ends one and the key's failure count everywhere
+	// (ErrNotFound if neither is there); Failures lists the group's
+	// failure counts.
 	Lockouts(ctx context.Context) ([]LockoutInfo, error)
 	ClearLockout(ctx context.Context, key string) error
+	Failures(ctx context.Context) ([]FailureInfo, error)
 	// Servers lists the group's members.
 	Servers(ctx context.Context) ([]ServerInfo, error)
 	// SetDraining drains (no new sessions) or undrains server id ("" or

@@ -676,6 +676,22 @@ func TestLockoutRoutes(t *testing.T) {
 	}
 }
 
+// TestFailureRoutes: the group's failure counts are listed as the
+// backend has them, with the window's start.
+func TestFailureRoutes(t *testing.T) {
+	since := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	b := adminapitest.New(adminapitest.State{Failures: []adminapi.FailureInfo{
+		{Key: "user:alice", Count: 3, Since: since, Server: "b2"},
+	}})
+	ts := startServer(t, b, -1)
+	c := adminapi.NewClient(ts.path)
+	defer c.Close()
+	got, err := c.Failures(context.Background())
+	if err != nil || len(got) != 1 || got[0].Key != "user:alice" || got[0].Count != 3 || !got[0].Since.Equal(since) || got[0].Server != "b2" {
+		t.Fatalf("failures = %+v, %v; want user:alice at 3 since %v, last at b2", got, err, since)
+	}
+}
+
 // TestCheckIDAndUser: ids and user names share their length bound and the
 // printable-ASCII rule but not their forbidden characters.
 func TestCheckIDAndUser(t *testing.T) {

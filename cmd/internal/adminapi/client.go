@@ -325,8 +325,13 @@ func (c *Client) Lockouts(ctx context.Context) ([]LockoutInfo, error) {
 	return getList[LockoutInfo](ctx, c, "lockouts", "/v1/lockouts")
 }
 
-// ClearLockout ends the lockout of key (as Lockouts lists it) at every
-// broker.
+// Failures lists the group's counts of failed logins.
+func (c *Client) Failures(ctx context.Context) ([]FailureInfo, error) {
+	return getList[FailureInfo](ctx, c, "failures", "/v1/failures")
+}
+
+// ClearLockout ends the lockout of key (as Lockouts lists it) and its
+// failure count at every broker.
 func (c *Client) ClearLockout(ctx context.Context, key string) error {
 	return c.do(ctx, "clear lockout", http.MethodDelete, "/v1/lockouts/"+url.PathEscape(key), nil, nil)
 }

@@ -159,6 +159,7 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	mux.Handle("/v1/pairings/{id}", methods{
 		http.MethodDelete: s.action(b.RevokePairing, "pairing code revoked by admin", "pairing_id")})
 	mux.Handle("/v1/lockouts", methods{http.MethodGet: list(s, b.Lockouts)})
+	mux.Handle("/v1/failures", methods{http.MethodGet: list(s, b.Failures)})
 	mux.Handle("/v1/lockouts/{id}", methods{
 		http.MethodDelete: s.action(b.ClearLockout, "login lockout cleared by admin", "key")})
 	mux.Handle("/v1/tokens", methods{http.MethodGet: list(s, b.Tokens), http.MethodPost: s.registerToken})

@@ -34,6 +34,7 @@ type State struct {
 	Tokens    []adminapi.TokenInfo
 	Pairings  []adminapi.PairingInfo
 	Lockouts  []adminapi.LockoutInfo
+	Failures  []adminapi.FailureInfo
 	Servers   []adminapi.ServerInfo
 	// Events are the recent events, oldest first: Events(n) replays the
 	// last n of them.
@@ -86,6 +87,7 @@ func New(s State) *Backend {
 	s.Tokens = slices.Clone(s.Tokens)
 	s.Pairings = slices.Clone(s.Pairings)
 	s.Lockouts = slices.Clone(s.Lockouts)
+	s.Failures = slices.Clone(s.Failures)
 	s.Servers = slices.Clone(s.Servers)
 	s.Events = slices.Clone(s.Events)
 	s.Unanswered = slices.Clone(s.Unanswered)
@@ -238,6 +240,11 @@ func (b *Backend) RevokePairing(_ context.Context, id string) error {
 // Lockouts returns the State's lockouts.
 func (b *Backend) Lockouts(context.Context) ([]adminapi.LockoutInfo, error) {
 	return list(b, func(s *State) []adminapi.LockoutInfo { return s.Lockouts }), nil
+}
+
+// Failures returns the State's failure counts.
+func (b *Backend) Failures(context.Context) ([]adminapi.FailureInfo, error) {
+	return list(b, func(s *State) []adminapi.FailureInfo { return s.Failures }), nil
 }
 
 // ClearLockout removes the lockout of key.

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// lockedBuffer is a log sink safe for the share's goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// newShare builds a broker's lockoutShare on store with a limiter of
+// maxFailures wired to it, as startAuth does.
+func newShare(store *registry.Store, id string, maxFailures int, log hclog.Logger) (*lockoutShare, *auth.Limiter) {
+	s := newLockoutShare(store, id, log)
+	l := auth.NewLimiter(auth.LimiterConfig{MaxFailures: maxFailures, Window: time.Hour, BaseLockout: time.Hour,
+		OnLockout: s.started, OnFailure: s.failed, OnReset: s.succeeded})
+	s.limiter = l
+	return s, l
+}
+
+// runShare runs s until the test ends.
+func runShare(t *testing.T, s *lockoutShare) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// startShare is newShare and runShare.
+func startShare(t *testing.T, store *registry.Store, id string, maxFailures int, log hclog.Logger) (*lockoutShare, *auth.Limiter) {
+	s, l := newShare(store, id, maxFailures, log)
+	runShare(t, s)
+	return s, l
+}
+
+// TestLockoutShareCountsFailures: two brokers' shares on one etcd count
+// failures together: three failures alternated between them (two at a,
+// one at b) lock the user out at both with max_failures 3, though neither
+// saw three. A success at a broker that knew of failures clears the
+// group's count: two failures after it are two, not five (counted on,
+// the third would have reached the limit and ended the count).
+func TestLockoutShareCountsFailures(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	newStore := func(id string) *registry.Store {
+		s, err := registry.NewStore(etcdtest.Client(t, eps), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	storeA := newStore("a")
+	_, a := startShare(t, storeA, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	_, b := startShare(t, newStore("b"), "b", 3, testutil.Logger(t, "b", hclog.Info))
+	count := func(key string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fs, err := storeA.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(fs, func(f registry.Failures) bool { return f.Key == key }); i >= 0 {
+			return fs[i].Count
+		}
+		return 0
+	}
+
+	a.Failure("", "zed", "")
+	testutil.WaitFor(t, time.Minute, "zed's first failure counted", func() bool { return count("user:zed") == 1 })
+	b.Failure("", "zed", "")
+	testutil.WaitFor(t, time.Minute, "zed's second failure counted", func() bool { return count("user:zed") == 2 })
+	a.Failure("", "zed", "")
+	for name, l := range map[string]*auth.Limiter{"a": a, "b": b} {
+		testutil.WaitFor(t, time.Minute, "zed locked out at "+name, func() bool {
+			return errors.Is(l.Check("", "zed", ""), auth.ErrLocked)
+		})
+	}
+
+	a.Failure("", "yan", "")
+	a.Failure("", "yan", "")
+	testutil.WaitFor(t, time.Minute, "yan's failures counted", func() bool { return count("user:yan") == 2 })
+	a.Success("", "yan")
+	testutil.WaitFor(t, time.Minute, "yan's count cleared by the success", func() bool { return count("user:yan") == 0 })
+	a.Failure("", "yan", "")
+	b.Failure("", "yan", "")
+	testutil.WaitFor(t, time.Minute, "yan's count at 2 after the success", func() bool { return count("user:yan") == 2 })
+	if err := a.Check("", "yan", ""); err != nil {
+		t.Fatalf("yan at a after a success and two failures: %v; want nil", err)
+	}
+}
+
+// TestLockoutShareOutage: with the registry out of reach, failures do not
+// wait for it (a burst past the queue is dropped and logged, not
+// blocked on), the broker still locks a key out after max_failures of its
+// own, and the outage is logged once however many failures follow.
+func TestLockoutShareOutage(t *testing.T) {
+	t.Parallel()
+	store, err := registry.NewStore(etcdtest.Client(t, []string{testutil.FreeAddr(t)}), "lone",
+		registry.WithCallTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	s, l := newShare(store, "lone", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	// A burst with nothing sharing yet: twice the queue; the calls return
+	// (nothing waits), the excess is dropped, logged once for the burst.
+	for i := range 2 * shareQueue {
+		l.Failure("", fmt.Sprintf("u%d", i), "")
+	}
+	if n := strings.Count(out.String(), "too many at once"); n != 1 || len(s.queue) != shareQueue {
+		t.Fatalf("a burst of %d: drop logged %d times, %d queued; want once, %d:\n%s", 2*shareQueue, n, len(s.queue), shareQueue, out.String())
+	}
+	runShare(t, s)
+	for range 3 {
+		l.Failure("", "mal", "")
+	}
+	if err := l.Check("", "mal", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("after 3 failures here with the registry out of reach: %v; want locked", err)
+	}
+	testutil.WaitFor(t, time.Minute, "the outage logged and the queue drained", func() bool {
+		return strings.Contains(out.String(), "registry out of reach") && len(s.queue) == 0
+	})
+	log := out.String()
+	if n := strings.Count(log, "registry out of reach"); n != 1 {
+		t.Fatalf("outage logged %d times; want once:\n%s", n, log)
+	}
+	// Counted: the burst's excess, and any of mal's that found the queue
+	// still full.
+	m := regexp.MustCompile(`dropped=(\d+)`).FindStringSubmatch(log)
+	if len(m) != 2 {
+		t.Fatalf("the number dropped was not logged:\n%s", log)
+	}
+	if n, _ := strconv.Atoi(m[1]); n < shareQueue {
+		t.Fatalf("the number dropped was not logged (want at least %d):\n%s", shareQueue, log)
+	}
+}

@@ -1,0 +1,234 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Failures is the group's count of failed logins of one limiter key
+// ("token:…", "user:…", "terminal:…"; see auth.Limiter) in the current
+// failure window, which began at FirstUnixMs. It never holds a secret:
+// only the key, a count and times.
+type Failures struct {
+	Key         string `json:"key"`
+	Count       int    `json:"count"`
+	FirstUnixMs int64  `json:"first_unix_ms"` // the window's first failure
+	Server      string `json:"server"`        // the server that counted the last one
+}
+
+// ErrContended is returned (wrapped) by CountFailure when its
+// compare-and-swap lost to other writers every time it tried.
+var ErrContended = errors.New("registry: too many concurrent writers")
+
+// casTries bounds CountFailure's compare-and-swap: each failed try means
+// another broker's increment succeeded, so this is only reached by a
+// group counting that many failures of one key at the same instant.
+const casTries = 32
+
+// failuresKey names key's counter; like a lockout's, its name is a hash of
+// the key, never the user or token.
+func (r *Store) failuresKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return r.opts.prefix + "failures/" + hex.EncodeToString(sum[:16])
+}
+
+// CountFailure adds one failure of key to the group's count and returns
+// the count with it. A count lives for window after its first failure
+// (under a lease of its own, granted with the first; a count found older
+// than window starts over). The increment is atomic: a txn comparing the
+// counter's mod revision, retried when another broker's increment came
+// first, so concurrent failures at several brokers are all counted.
+//
+// When the count reaches limit (limit > 0), the counter is deleted in the
+// same txn and that count returned: the failures are consumed by the
+// lockout the caller then starts, and exactly one caller in the group
+// sees the limit reached. ErrContended after casTries lost races.
+func (r *Store) CountFailure(ctx context.Context, key string, window time.Duration, limit int) (Failures, error) {
+	if key == "" || len(key) > maxLockoutKey {
+		return Failures{}, fmt.Errorf("registry: count failure: key of %d bytes", len(key))
+	}
+	if window <= 0 {
+		return Failures{}, fmt.Errorf("registry: count failure: window %s", window)
+	}
+	k := r.failuresKey(key)
+	for range casTries {
+		f, ok, err := r.countOnce(ctx, k, key, window, limit)
+		if err != nil {
+			return Failures{}, fmt.Errorf("registry: count failure: %w", err)
+		}
+		if ok {
+			return f, nil
+		}
+	}
+	return Failures{}, fmt.Errorf("registry: count failure: %w", ErrContended)
+}
+
+// countOnce is one try of CountFailure: ok is false if another writer
+// changed the counter between the read and the txn.
+func (r *Store) countOnce(ctx context.Context, k, key string, window time.Duration, limit int) (Failures, bool, error) {
+	now := r.opts.clock.Now()
+	kv, err := r.get(ctx, k)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Failures{}, false, err
+	}
+	var f Failures
+	cmp := clientv3.Compare(clientv3.CreateRevision(k), "=", 0)
+	lease := clientv3.NoLease
+	if kv != nil {
+		cmp = clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)
+		// A record that does not decode, names another key (a hash
+		// collision), has no lease or outlived its window (the lease is
+		// rounded up to seconds) starts a new window.
+		if json.Unmarshal(kv.Value, &f) == nil && f.Key == key && kv.Lease != 0 &&
+			now.Sub(time.UnixMilli(f.FirstUnixMs)) <= window {
+			lease = clientv3.LeaseID(kv.Lease)
+		}
+	}
+	granted := false
+	if lease == clientv3.NoLease {
+		f = Failures{Key: key, FirstUnixMs: now.UnixMilli()}
+		cctx, cancel := r.callCtx(ctx)
+		grant, err := r.leases.Grant(cctx, int64((window+time.Second-1)/time.Second))
+		cancel()
+		if err != nil {
+			return Failures{}, false, fmt.Errorf("grant lease: %w", err)
+		}
+		lease, granted = grant.ID, true
+	}
+	f.Count++
+	f.Server = r.id
+	op := clientv3.OpDelete(k)
+	reached := limit > 0 && f.Count >= limit
+	if !reached {
+		v, err := json.Marshal(f)
+		if err != nil {
+			return Failures{}, false, err
+		}
+		op = clientv3.OpPut(k, string(v), clientv3.WithLease(lease))
+	}
+	cctx, cancel := r.callCtx(ctx)
+	resp, err := r.kv.Txn(cctx).If(cmp).Then(op).Commit()
+	cancel()
+	switch {
+	case err != nil:
+		// The outcome is unknown: the caller's failure is then counted
+		// locally only, and the lease expires by itself.
+		return Failures{}, false, err
+	case !resp.Succeeded:
+		if granted {
+			r.revokeLease(ctx, lease)
+		}
+		return Failures{}, false, nil
+	}
+	if reached {
+		r.revokeLease(ctx, lease) // its counter is gone
+	}
+	return f, true, nil
+}
+
+// ClearFailures deletes key's count (a login succeeded: the failures
+// before it no longer count). Deleting an absent count is not an error.
+func (r *Store) ClearFailures(ctx context.Context, key string) error {
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	resp, err := r.kv.Delete(cctx, r.failuresKey(key), clientv3.WithPrevKV())
+	if err != nil {
+		return fmt.Errorf("registry: clear failures: %w", err)
+	}
+	for _, kv := range resp.PrevKvs {
+		if kv.Lease != 0 {
+			r.revokeLease(ctx, clientv3.LeaseID(kv.Lease))
+		}
+	}
+	return nil
+}
+
+// FailureCounts lists the group's failure counts in their window, by key.
+func (r *Store) FailureCounts(ctx context.Context) ([]Failures, error) {
+	var out []Failures
+	err := r.list(ctx, r.opts.prefix+"failures/", func(_ string, kv *mvccpb.KeyValue) {
+		var f Failures
+		if json.Unmarshal(kv.Value, &f) == nil && f.Key != "" && f.Count > 0 {
+			out = append(out, f)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: failure counts: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Failures) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// WatchFailures streams the group's failure counts: those there when it
+// is called, then every change. A count that ended (a success cleared it,
+// a lockout consumed it, an administrator cleared it, its window expired)
+// comes as its last record with Count 0. After a watch failure it lists
+// them again (trying each second) and goes on from there, so a consumer
+// sees a count more than once and must treat each as the latest; a count
+// that ended during the failure is not reported. Undecodable values are
+// skipped. The channel is closed when ctx ends.
+func (r *Store) WatchFailures(ctx context.Context) <-chan Failures {
+	out := make(chan Failures, 16)
+	prefix := r.opts.prefix + "failures/"
+	send := func(val []byte, ended bool) bool {
+		var f Failures
+		if err := json.Unmarshal(val, &f); err != nil || f.Key == "" || len(f.Key) > maxLockoutKey {
+			r.log.Warn("skipping undecodable failure count", "bytes", len(val))
+			return true
+		}
+		if ended {
+			f.Count = 0
+		}
+		return sendCtx(ctx, out, f)
+	}
+	go func() {
+		defer close(out)
+		for {
+			resp, ok := r.listRetrying(ctx, prefix)
+			if !ok {
+				return
+			}
+			for _, kv := range resp.Kvs {
+				if !send(kv.Value, false) {
+					return
+				}
+			}
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			for wr := range r.watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1),
+				clientv3.WithPrevKV()) {
+				if err := wr.Err(); err != nil {
+					r.log.Warn("failure count watch failed; re-listing", "error", err)
+					break
+				}
+				for _, ev := range wr.Events {
+					val, ended := ev.Kv.Value, ev.Type == clientv3.EventTypeDelete
+					if ended {
+						if ev.PrevKv == nil {
+							continue // compacted away: nothing to name the key by
+						}
+						val = ev.PrevKv.Value
+					}
+					if !send(val, ended) {
+						cancel()
+						return
+					}
+				}
+			}
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
