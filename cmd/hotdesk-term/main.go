@@ -36,7 +36,8 @@
 // documents every key); flags given on the command line win.
 //
 // Exit status: 0 on quit, end of input or SIGINT/SIGTERM; 1 on failure
-// (including a refused pairing); 2 on a usage error.
+// (including a refused pairing, and a phone pairing stopped by SIGINT or
+// SIGTERM: "pair: pairing cancelled"); 2 on a usage error.
 package main
 
 import (

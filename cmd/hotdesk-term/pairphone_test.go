@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -518,5 +519,56 @@ func TestAgentPairPhoneSignWait(t *testing.T) {
 	}
 	if m, err := enroll.c.Recv(); err == nil {
 		t.Fatalf("broker got %T %+v after the phone did not sign; want the connection closed, no Pair", m.Body, m.Body)
+	}
+}
+
+// TestAgentPairPhoneCancelled: a pairing whose context is cancelled while
+// it waits for a phone (hotdesk-term -pcsc pair stopped by SIGTERM, the
+// greeter's Esc) says the pairing was cancelled and the code is still
+// valid, in an error that is not context.Canceled (the pair command
+// prints it and exits 1: nothing was paired); it said "no phone presented
+// within 1m0s" after 3 s. The wait elapsing still says that.
+func TestAgentPairPhoneCancelled(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		wait   time.Duration
+		cancel bool
+		want   string
+	}{
+		{"cancelled", time.Hour, true, "pair: pairing cancelled before a phone was read (the code is still valid)"},
+		{"wait elapsed", time.Millisecond, false, "pair: no phone presented within 1ms"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ui, waiting := waitingUI()
+			a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+				Cards: newFakeCards(), UI: ui, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := a.PairPhone(ctx, "abcd-efgh-jkmn", "", tt.wait)
+				done <- err
+			}()
+			awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+			if tt.cancel {
+				cancel()
+			}
+			select {
+			case err = <-done:
+			case <-time.After(waitBound):
+				t.Fatal("PairPhone did not return")
+			}
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("PairPhone = %v; want %q", err, tt.want)
+			}
+			if errors.Is(err, context.Canceled) {
+				t.Errorf("PairPhone = %v matches context.Canceled: the pair command would exit 0 without a word", err)
+			}
+		})
 	}
 }
