@@ -401,7 +401,7 @@ func pairFailure(err error) string {
 func frameEvent(f greeter.Frame) event {
 	return event{name: "greeter",
 		fields: []field{{"screen", string(f.Screen)}, {"title", f.Title}, {"message", f.Message},
-			{"label", f.Label}, {"input", f.Input}, {"width", f.Width}, {"height", f.Height}},
+			{"label", f.Label}, {"input", f.Input}, {"hint", f.Hint}, {"width", f.Width}, {"height", f.Height}},
 		text: fmt.Sprintf("greeter: %s: %s", f.Screen, clean(f.Title))}
 }
 
