@@ -81,8 +81,20 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 		case <-wctx.Done():
 			return "", noPhone(ctx, wait)
 		}
-		if ev.Kind != tokens.Inserted || !isPhone(ev.Token) {
+		if ev.Kind != tokens.Inserted {
 			continue
+		}
+		if !isPhone(ev.Token) {
+			// Only from a watch of the pairing's own: Run's loop
+			// answers these itself (cardEvent).
+			a.out.emit(notPhoneEvent(ev))
+			continue
+		}
+		// Said before the phone is read: a pairing cancelled by then
+		// (the greeter's Esc while it showed the wait) stops here.
+		a.out.emit(pairPhoneEvent(ev))
+		if ctx.Err() != nil {
+			return "", errNoPhoneCancelled
 		}
 		pub, err := a.cfg.Cards.PublicKey(wctx, ev.Token)
 		if err != nil {

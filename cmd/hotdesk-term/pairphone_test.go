@@ -572,3 +572,42 @@ func TestAgentPairPhoneCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentPairPhoneHoldsOtherCards: a card that is not a phone, presented
+// while a pairing waits for the phone (a badge, where the phone should
+// be), is not presented to the broker — no login starts under the
+// pairing's screen — but answered with a not_phone event; the pairing
+// still takes the phone that comes next. The card's removal is not
+// reported either; presented again after the pairing, it logs in. It was
+// presented: the greeter left the pairing's screen for the card's PIN
+// prompt while the pairing stayed armed.
+func TestAgentPairPhoneHoldsOtherCards(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	home, fc, ta, p := startCardAgent(t, ui)
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", waitBound)
+		done <- err
+	}()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	fc.insertCard(t, "uid.01020304", "r1")
+	if ev := ta.out.wait("not_phone"); ev["token"] != "uid.01020304" || ev["reader"] != "r1" {
+		t.Fatalf("not_phone = %v; want uid.01020304 at r1", ev)
+	}
+	p.ping(1) // not presented
+	tok, _ := fc.insertPhone(t)
+	if ev := ta.out.wait("pair_phone"); ev["token"] != tok {
+		t.Fatalf("pair_phone = %v; want %s", ev, tok)
+	}
+	enroll := home.accept()
+	expect[proto.Pair](enroll)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t, tokens.Event{Kind: tokens.Removed, Token: "uid.01020304", Reader: "r1", At: time.Now()})
+	p.ping(2) // its removal not reported
+	fc.insertCard(t, "uid.01020304", "r1")
+	p.inserted("uid.01020304")
+}
