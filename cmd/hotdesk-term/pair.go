@@ -56,6 +56,9 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 	if err := checkCode(code); err != nil {
 		return "", err
 	}
+	if ctx.Err() != nil {
+		return "", errNoPhoneCancelled
+	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	events, release, err := a.watchPhones(wctx)

@@ -611,3 +611,127 @@ func TestAgentPairPhoneHoldsOtherCards(t *testing.T) {
 	fc.insertCard(t, "uid.01020304", "r1")
 	p.inserted("uid.01020304")
 }
+
+// lockedScreen records the states shown, from any goroutine.
+type lockedScreen struct {
+	mu    sync.Mutex
+	shown []greeter.State
+}
+
+func (s *lockedScreen) Show(st greeter.State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shown = append(s.shown, st)
+}
+
+func (*lockedScreen) Close() {}
+
+// last is what was shown last (the zero State if nothing was).
+func (s *lockedScreen) last() greeter.State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.shown) == 0 {
+		return greeter.State{}
+	}
+	return s.shown[len(s.shown)-1]
+}
+
+// TestGreeterPairingArmedOnlyOnScreen: a phone pairing started on the
+// greeter (F2, a code, Enter) is armed only while its screen is shown.
+// A badge presented during it is not logged in but answered on that
+// screen, which stays; anything that takes the screen instead — the PIN
+// prompt of a badge that reached the broker as the pairing started, the
+// broker lost — or Esc cancels the pairing, and a phone tapped afterwards
+// at the screen that replaced it is presented as a login, not enrolled:
+// the broker gets no Pair. The pairing stayed armed, with nothing of it
+// on the screen, for the rest of its minute, and a different person's
+// phone tapped at the idle screen was enrolled to the code's user.
+func TestGreeterPairingArmedOnlyOnScreen(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		// leave takes the pairing's screen away (in holds busy while
+		// begun is false: the pairing does not have the readers yet)
+		// and returns the connection the agent's tokens now go to.
+		leave  func(t *testing.T, ta *testAgent, in *greeterInput, fc *fakeCards, home *fakeBroker, p *peer) *peer
+		begun  bool
+		screen greeter.Screen
+	}{
+		{"a badge's PIN prompt", func(t *testing.T, ta *testAgent, in *greeterInput, fc *fakeCards, _ *fakeBroker, p *peer) *peer {
+			// Presented as the code was entered, before the pairing
+			// took the readers: it reaches the broker, which asks for
+			// its PIN.
+			fc.insertCard(t, "uid.0a0b0c0d", "r1")
+			p.inserted("uid.0a0b0c0d")
+			p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: ", Token: "uid.0a0b0c0d"})
+			ta.out.wait("prompt")
+			in.busy.Unlock()
+			return p
+		}, false, greeter.Prompt},
+		{"broker lost", func(t *testing.T, ta *testAgent, _ *greeterInput, _ *fakeCards, home *fakeBroker, p *peer) *peer {
+			p.c.Close()
+			ta.out.wait("disconnected")
+			p2 := home.accept()
+			p2.ping(1) // the agent's connection now
+			return p2
+		}, true, greeter.Idle},
+		{"Esc", func(t *testing.T, _ *testAgent, in *greeterInput, _ *fakeCards, _ *fakeBroker, p *peer) *peer {
+			in.submit(greeter.Cancel, "")
+			return p
+		}, true, greeter.Idle},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			scr := &lockedScreen{}
+			ui := &greeterUI{scr: scr}
+			home, fc, ta, p := startCardAgent(t, ui.event)
+			ta.out.wait("connected")
+			ctx, cancel := context.WithCancel(context.Background())
+			in := &greeterInput{ctx: ctx, a: ta.agent, ui: ui, pairWait: time.Hour}
+			t.Cleanup(func() {
+				cancel()
+				in.wg.Wait()
+			})
+			if !tt.begun {
+				in.busy.Lock() // the pairing waits for the one before it
+			}
+			in.submit(greeter.PairCode, "abcd-efgh-jkmn")
+			if s := scr.last(); s.Screen != greeter.PairWait {
+				t.Fatalf("after the code: shown %+v; want the pairing's screen", s)
+			}
+			if tt.begun {
+				ta.out.wait("waiting")
+				// A badge where the phone should be: said on the
+				// pairing's screen, not logged in.
+				fc.insertCard(t, "uid.01020304", "r1")
+				ta.out.wait("not_phone")
+				p.ping(9)
+				if s := scr.last(); s.Screen != greeter.PairWait || !strings.Contains(s.Message, "not a phone") {
+					t.Fatalf("a badge during the pairing: shown %+v; want the pairing's screen saying it is not a phone", s)
+				}
+			}
+			p = tt.leave(t, ta, in, fc, home, p)
+			ended := make(chan struct{})
+			go func() {
+				in.wg.Wait()
+				close(ended)
+			}()
+			select {
+			case <-ended:
+			case <-time.After(waitBound):
+				t.Fatal("the pairing is still armed after its screen was left")
+			}
+			if s := scr.last(); s.Screen == greeter.PairWait || s.Screen != tt.screen {
+				t.Errorf("after the pairing's screen was left: shown %+v; want %s", s, tt.screen)
+			}
+			tok, _ := fc.insertPhone(t)
+			p.inserted(tok) // a login
+			select {
+			case c := <-home.peers:
+				m, err := c.c.Recv()
+				t.Fatalf("the broker got a connection after the pairing was cancelled (first message %v %v); want no Pair", m, err)
+			default:
+			}
+		})
+	}
+}
