@@ -28,7 +28,8 @@
 //
 // -greeter shows the full-screen greeter (package greeter) on $DISPLAY or
 // $WAYLAND_DISPLAY whenever no desktop is attached: prompts are answered
-// there (PINs masked), F2 enters a pairing code; what it draws is also
+// there (PINs masked), F2 enters a pairing code (the pairing waits for the
+// phone only while its screen is shown; Esc cancels it); what it draws is also
 // reported as "greeter" events. Without a display the agent runs on
 // without it.
 //
