@@ -148,8 +148,9 @@ type agent struct {
 	cardsWatched atomic.Bool
 	phoneReq     chan chan tokens.Event
 	// phoneWait, set by a pairing through phoneReq, receives the phones
-	// inserted meanwhile instead of the broker; diverted are those phones,
-	// whose removal is not reported either.
+	// inserted meanwhile instead of the broker; the other cards inserted
+	// meanwhile go to neither (a not_phone event says so). diverted are
+	// those cards, whose removal is not reported either.
 	phoneWait chan tokens.Event
 	diverted  map[string]bool
 	// retries are tokens answered "unavailable" (retry.go); represent
@@ -456,15 +457,22 @@ func (a *agent) cardEvent(ev tokens.Event) {
 		a.out.emit(cardEventOf(ev))
 		return
 	}
-	divert := false
+	divert, notPhone := false, false
 	switch ev.Kind {
 	case tokens.Inserted:
-		if a.phoneWait != nil && isPhone(ev.Token) {
+		if a.phoneWait != nil {
+			// A pairing waits: the card is not presented to the broker
+			// (a phone is the pairing's; any other card is not logged
+			// in but answered "not a phone" on the pairing's screen).
 			// Not in cards either: a later connection would present it
 			// (presentInserted), and its removal, diverted, would not
-			// be reported.
+			// be reported: to log in with it, it is presented again.
 			divert = true
 			a.diverted[ev.Token] = true
+			if !isPhone(ev.Token) {
+				notPhone = true
+				break
+			}
 			select {
 			case a.phoneWait <- ev:
 			default:
@@ -478,6 +486,9 @@ func (a *agent) cardEvent(ev tokens.Event) {
 		delete(a.diverted, ev.Token)
 	}
 	a.out.emit(cardEventOf(ev))
+	if notPhone {
+		a.out.emit(notPhoneEvent(ev))
+	}
 	if !divert {
 		a.tokenEvent(ev)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -469,4 +471,36 @@ func newLocalUser(t *testing.T, base string) string {
 	name := testutil.UniqueName(t, base, 4)
 	testutil.AddAccount(t, name)
 	return name
+}
+
+// TestPairPhoneSIGTERMSaysCancelled: hotdesk-term -pcsc pair stopped by
+// SIGTERM while it waits for a phone (real pcscd, no phone presented)
+// says the pairing was cancelled, not that no phone came within the
+// minute it had not waited, and exits 1: nothing was paired.
+func TestPairPhoneSIGTERMSaysCancelled(t *testing.T) {
+	t.Parallel()
+	d := startPCSCD(t)
+	bin := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// No broker: a pairing dials only once it has a phone.
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "hotdesk-term"), "-server", "127.0.0.1:1",
+		"-pin", proto.FormatFingerprint(make([]byte, 32)), "-json", "-keystore", filepath.Join(t.TempDir(), "none.json"),
+		"-pcsc", "pair", "ABCD-EFGH-JKMN")
+	cmd.Env = append(os.Environ(), pcscEnv(d))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	evs, _ := testutil.StartEvents(t, cmd, 64)
+	waitEvent(t, evs, "waiting")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("exit after SIGTERM: %v; want status 1", err)
+	}
+	if got := stderr.String(); !strings.Contains(got, "pair: pairing cancelled") || strings.Contains(got, "no phone presented") {
+		t.Errorf("stderr %q; want it to say the pairing was cancelled", got)
+	}
 }

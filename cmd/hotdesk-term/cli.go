@@ -39,7 +39,7 @@ Events are printed on standard output, one line each (JSON lines with -json); lo
 
 A hotdesk-term built without PC/SC (go build -tags nopcsc, as the Debian package's /usr/bin/hotdesk-term) does not load libpcsclite; given -pcsc it runs hotdesk-term-pcsc, the same agent built with PC/SC, installed next to it or in ../libexec/hotdesk.`,
 		Sections: []clidoc.Section{
-			{Title: "EXIT STATUS", Body: "0 on quit, end of input, SIGINT or SIGTERM, -version or -help; 1 on failure (including a refused pairing); 2 on a usage error."},
+			{Title: "EXIT STATUS", Body: "0 on quit, end of input, SIGINT or SIGTERM, -version or -help; 1 on failure (including a refused pairing, and a phone pairing stopped by SIGINT or SIGTERM: \"pair: pairing cancelled\"); 2 on a usage error."},
 			{Title: "EXAMPLE", Body: "  hotdesk-term -server broker:4500 -pin sha256:3f1c... pair 7K2M-QX4D-9HTR\n  hotdesk-term -server broker:4500 -pin sha256:3f1c... -pcsc run"},
 			{Title: "FILES", Body: "/etc/hotdesk/hotdesk-term.hcl: the service's configuration (-config).\n\n$XDG_CONFIG_HOME/hotdesk/tokens.json: the software token keystore (default of -keystore).\n\nmembers.json in the state directory (-state-dir, default the keystore's directory): the group's members learned from the last broker, kept so that the agent can reach them at boot while its configured brokers are down."},
 		},

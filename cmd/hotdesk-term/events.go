@@ -166,6 +166,21 @@ func pairedEvent(m *proto.Paired) event {
 	return event{name: "paired", fields: fields, text: text}
 }
 
+// pairPhoneEvent reports the phone a pairing took (at ev.Reader): its key
+// is read and it is asked to sign the pairing.
+func pairPhoneEvent(ev tokens.Event) event {
+	return event{name: "pair_phone", fields: []field{{"token", ev.Token}, {"reader", ev.Reader}},
+		text: fmt.Sprintf("pairing phone %s at %q", clean(ev.Token), clean(ev.Reader))}
+}
+
+// notPhoneEvent reports a card inserted while a phone pairing waits that
+// is not a phone: the pairing ignores it, and it is not presented to the
+// broker (not logged in).
+func notPhoneEvent(ev tokens.Event) event {
+	return event{name: "not_phone", fields: []field{{"token", ev.Token}, {"reader", ev.Reader}},
+		text: fmt.Sprintf("card %s at %q is not a phone: ignored while a phone pairing waits", clean(ev.Token), clean(ev.Reader))}
+}
+
 // groupEvent reports the members of the group learned from a Welcome.
 func groupEvent(ms []proto.Member) event {
 	ids := make([]string, len(ms))

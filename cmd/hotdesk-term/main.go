@@ -28,7 +28,8 @@
 //
 // -greeter shows the full-screen greeter (package greeter) on $DISPLAY or
 // $WAYLAND_DISPLAY whenever no desktop is attached: prompts are answered
-// there (PINs masked), F2 enters a pairing code; what it draws is also
+// there (PINs masked), F2 enters a pairing code (the pairing waits for the
+// phone only while its screen is shown; Esc cancels it); what it draws is also
 // reported as "greeter" events. Without a display the agent runs on
 // without it.
 //
@@ -36,7 +37,8 @@
 // documents every key); flags given on the command line win.
 //
 // Exit status: 0 on quit, end of input or SIGINT/SIGTERM; 1 on failure
-// (including a refused pairing); 2 on a usage error.
+// (including a refused pairing, and a phone pairing stopped by SIGINT or
+// SIGTERM: "pair: pairing cancelled"); 2 on a usage error.
 package main
 
 import (

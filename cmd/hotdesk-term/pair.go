@@ -44,6 +44,11 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 // phone's token id. While
 // Run watches the readers (the agent with its greeter), the phones come
 // from its loop and are not presented to the broker meanwhile.
+//
+// A pairing ended by ctx (a signal, the greeter's Esc) is errPairCancelled
+// — errNoPhoneCancelled before a phone was read, when nothing was sent and
+// the code is still valid — not "no phone presented", which is the wait
+// elapsed.
 func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Duration) (string, error) {
 	if a.cfg.Cards == nil {
 		return "", errors.New("pair: no card readers (-pcsc)")
@@ -51,10 +56,16 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 	if err := checkCode(code); err != nil {
 		return "", err
 	}
+	if ctx.Err() != nil {
+		return "", errNoPhoneCancelled
+	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	events, release, err := a.watchPhones(wctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return "", errNoPhoneCancelled
+		}
 		return "", fmt.Errorf("pair: card readers: %w", err)
 	}
 	defer func() {
@@ -67,17 +78,32 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 		select {
 		case e, ok := <-events:
 			if !ok {
-				return "", fmt.Errorf("pair: no phone presented within %s", wait)
+				return "", noPhone(ctx, wait)
 			}
 			ev = e
 		case <-wctx.Done():
-			return "", fmt.Errorf("pair: no phone presented within %s", wait)
+			return "", noPhone(ctx, wait)
 		}
-		if ev.Kind != tokens.Inserted || !isPhone(ev.Token) {
+		if ev.Kind != tokens.Inserted {
 			continue
+		}
+		if !isPhone(ev.Token) {
+			// Only from a watch of the pairing's own: Run's loop
+			// answers these itself (cardEvent).
+			a.out.emit(notPhoneEvent(ev))
+			continue
+		}
+		// Said before the phone is read: a pairing cancelled by then
+		// (the greeter's Esc while it showed the wait) stops here.
+		a.out.emit(pairPhoneEvent(ev))
+		if ctx.Err() != nil {
+			return "", errNoPhoneCancelled
 		}
 		pub, err := a.cfg.Cards.PublicKey(wctx, ev.Token)
 		if err != nil {
+			if ctx.Err() != nil {
+				return "", errNoPhoneCancelled
+			}
 			return "", fmt.Errorf("pair: reading the phone's key: %w", err)
 		}
 		sign := func(ctx context.Context, msg []byte) ([]byte, error) {
@@ -93,8 +119,32 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 			}
 			return sig, err
 		}
-		return a.enroll(ctx, code, nfc.KindHCE, pub, label, ev.Token, sign)
+		tok, err := a.enroll(ctx, code, nfc.KindHCE, pub, label, ev.Token, sign)
+		if err != nil && ctx.Err() != nil {
+			// Not wrapped: a cancelled context is not a clean end here.
+			return "", fmt.Errorf("%w while the phone was being enrolled: %v", errPairCancelled, err)
+		}
+		return tok, err
 	}
+}
+
+// errPairCancelled is a phone pairing ended by its caller's context (a
+// signal, the greeter's Esc), not by the wait for the phone. It does not
+// match context.Canceled: the pair command says so and exits 1, as
+// nothing was paired.
+var errPairCancelled = errors.New("pair: pairing cancelled")
+
+// errNoPhoneCancelled is a pairing cancelled before a phone was read:
+// nothing was sent, so the code is still valid.
+var errNoPhoneCancelled = fmt.Errorf("%w before a phone was read (the code is still valid)", errPairCancelled)
+
+// noPhone is why a wait of wait for a phone ended without one: ctx was
+// cancelled, or the wait elapsed.
+func noPhone(ctx context.Context, wait time.Duration) error {
+	if ctx.Err() != nil {
+		return errNoPhoneCancelled
+	}
+	return fmt.Errorf("pair: no phone presented within %s", wait)
 }
 
 // watchPhones returns the card events a pairing waits on and the function
@@ -212,6 +262,10 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	stopPings()
 	if err != nil {
 		return "", fmt.Errorf("pair: signing the pairing request: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		// Cancelled while the key signed: the code is not sent.
+		return "", fmt.Errorf("pair: %w", err)
 	}
 	if err := l.c.Send(&proto.Pair{Code: code, Kind: kind, PublicKey: pub, Label: label, Signature: sig}); err != nil {
 		return "", fmt.Errorf("pair: %w", err)

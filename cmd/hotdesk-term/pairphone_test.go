@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -515,4 +516,218 @@ func startPhoneAgent(t *testing.T, pingInterval time.Duration) (waiting <-chan s
 		t.Fatal("the agent does not watch the card readers")
 	}
 	return waiting, clk, home, fc, ta
+}
+
+// TestAgentPairPhoneCancelled: a pairing whose context is cancelled while
+// it waits for a phone (hotdesk-term -pcsc pair stopped by SIGTERM, the
+// greeter's Esc) says the pairing was cancelled and the code is still
+// valid, in an error that is not context.Canceled (the pair command
+// prints it and exits 1: nothing was paired); it said "no phone presented
+// within 1m0s" after 3 s. The wait elapsing still says that.
+func TestAgentPairPhoneCancelled(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name   string
+		wait   time.Duration
+		cancel bool
+		want   string
+	}{
+		{"cancelled", time.Hour, true, "pair: pairing cancelled before a phone was read (the code is still valid)"},
+		{"wait elapsed", time.Millisecond, false, "pair: no phone presented within 1ms"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ui, waiting := waitingUI()
+			a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+				Cards: newFakeCards(), UI: ui, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := a.PairPhone(ctx, "abcd-efgh-jkmn", "", tt.wait)
+				done <- err
+			}()
+			awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+			if tt.cancel {
+				cancel()
+			}
+			select {
+			case err = <-done:
+			case <-time.After(waitBound):
+				t.Fatal("PairPhone did not return")
+			}
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("PairPhone = %v; want %q", err, tt.want)
+			}
+			if errors.Is(err, context.Canceled) {
+				t.Errorf("PairPhone = %v matches context.Canceled: the pair command would exit 0 without a word", err)
+			}
+		})
+	}
+}
+
+// TestAgentPairPhoneHoldsOtherCards: a card that is not a phone, presented
+// while a pairing waits for the phone (a badge, where the phone should
+// be), is not presented to the broker — no login starts under the
+// pairing's screen — but answered with a not_phone event; the pairing
+// still takes the phone that comes next. The card's removal is not
+// reported either; presented again after the pairing, it logs in. It was
+// presented: the greeter left the pairing's screen for the card's PIN
+// prompt while the pairing stayed armed.
+func TestAgentPairPhoneHoldsOtherCards(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	home, fc, ta, p := startCardAgent(t, ui)
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", waitBound)
+		done <- err
+	}()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	fc.insertCard(t, "uid.01020304", "r1")
+	if ev := ta.out.wait("not_phone"); ev["token"] != "uid.01020304" || ev["reader"] != "r1" {
+		t.Fatalf("not_phone = %v; want uid.01020304 at r1", ev)
+	}
+	p.ping(1) // not presented
+	tok, _ := fc.insertPhone(t)
+	if ev := ta.out.wait("pair_phone"); ev["token"] != tok {
+		t.Fatalf("pair_phone = %v; want %s", ev, tok)
+	}
+	enroll := home.accept()
+	expect[proto.Pair](enroll)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fc.send(t, tokens.Event{Kind: tokens.Removed, Token: "uid.01020304", Reader: "r1", At: time.Now()})
+	p.ping(2) // its removal not reported
+	fc.insertCard(t, "uid.01020304", "r1")
+	p.inserted("uid.01020304")
+}
+
+// lockedScreen records the states shown, from any goroutine.
+type lockedScreen struct {
+	mu    sync.Mutex
+	shown []greeter.State
+}
+
+func (s *lockedScreen) Show(st greeter.State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shown = append(s.shown, st)
+}
+
+func (*lockedScreen) Close() {}
+
+// last is what was shown last (the zero State if nothing was).
+func (s *lockedScreen) last() greeter.State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.shown) == 0 {
+		return greeter.State{}
+	}
+	return s.shown[len(s.shown)-1]
+}
+
+// TestGreeterPairingArmedOnlyOnScreen: a phone pairing started on the
+// greeter (F2, a code, Enter) is armed only while its screen is shown.
+// A badge presented during it is not logged in but answered on that
+// screen, which stays; anything that takes the screen instead — the PIN
+// prompt of a badge that reached the broker as the pairing started, the
+// broker lost — or Esc cancels the pairing, and a phone tapped afterwards
+// at the screen that replaced it is presented as a login, not enrolled:
+// the broker gets no Pair. The pairing stayed armed, with nothing of it
+// on the screen, for the rest of its minute, and a different person's
+// phone tapped at the idle screen was enrolled to the code's user.
+func TestGreeterPairingArmedOnlyOnScreen(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		// leave takes the pairing's screen away (in holds busy while
+		// begun is false: the pairing does not have the readers yet)
+		// and returns the connection the agent's tokens now go to.
+		leave  func(t *testing.T, ta *testAgent, in *greeterInput, fc *fakeCards, home *fakeBroker, p *peer) *peer
+		begun  bool
+		screen greeter.Screen
+	}{
+		{"a badge's PIN prompt", func(t *testing.T, ta *testAgent, in *greeterInput, fc *fakeCards, _ *fakeBroker, p *peer) *peer {
+			// Presented as the code was entered, before the pairing
+			// took the readers: it reaches the broker, which asks for
+			// its PIN.
+			fc.insertCard(t, "uid.0a0b0c0d", "r1")
+			p.inserted("uid.0a0b0c0d")
+			p.send(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN: ", Token: "uid.0a0b0c0d"})
+			ta.out.wait("prompt")
+			in.busy.Unlock()
+			return p
+		}, false, greeter.Prompt},
+		{"broker lost", func(t *testing.T, ta *testAgent, _ *greeterInput, _ *fakeCards, home *fakeBroker, p *peer) *peer {
+			p.c.Close()
+			ta.out.wait("disconnected")
+			p2 := home.accept()
+			p2.ping(1) // the agent's connection now
+			return p2
+		}, true, greeter.Idle},
+		{"Esc", func(t *testing.T, _ *testAgent, in *greeterInput, _ *fakeCards, _ *fakeBroker, p *peer) *peer {
+			in.submit(greeter.Cancel, "")
+			return p
+		}, true, greeter.Idle},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			scr := &lockedScreen{}
+			ui := &greeterUI{scr: scr}
+			home, fc, ta, p := startCardAgent(t, ui.event)
+			ta.out.wait("connected")
+			ctx, cancel := context.WithCancel(context.Background())
+			in := &greeterInput{ctx: ctx, a: ta.agent, ui: ui, pairWait: time.Hour}
+			t.Cleanup(func() {
+				cancel()
+				in.wg.Wait()
+			})
+			if !tt.begun {
+				in.busy.Lock() // the pairing waits for the one before it
+			}
+			in.submit(greeter.PairCode, "abcd-efgh-jkmn")
+			if s := scr.last(); s.Screen != greeter.PairWait {
+				t.Fatalf("after the code: shown %+v; want the pairing's screen", s)
+			}
+			if tt.begun {
+				ta.out.wait("waiting")
+				// A badge where the phone should be: said on the
+				// pairing's screen, not logged in.
+				fc.insertCard(t, "uid.01020304", "r1")
+				ta.out.wait("not_phone")
+				p.ping(9)
+				if s := scr.last(); s.Screen != greeter.PairWait || !strings.Contains(s.Message, "not a phone") {
+					t.Fatalf("a badge during the pairing: shown %+v; want the pairing's screen saying it is not a phone", s)
+				}
+			}
+			p = tt.leave(t, ta, in, fc, home, p)
+			ended := make(chan struct{})
+			go func() {
+				in.wg.Wait()
+				close(ended)
+			}()
+			select {
+			case <-ended:
+			case <-time.After(waitBound):
+				t.Fatal("the pairing is still armed after its screen was left")
+			}
+			if s := scr.last(); s.Screen == greeter.PairWait || s.Screen != tt.screen {
+				t.Errorf("after the pairing's screen was left: shown %+v; want %s", s, tt.screen)
+			}
+			tok, _ := fc.insertPhone(t)
+			p.inserted(tok) // a login
+			select {
+			case c := <-home.peers:
+				m, err := c.c.Recv()
+				t.Fatalf("the broker got a connection after the pairing was cancelled (first message %v %v); want no Pair", m, err)
+			default:
+			}
+		})
+	}
 }

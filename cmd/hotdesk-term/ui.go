@@ -25,6 +25,37 @@ const (
 // just identified (card inserted), until the broker answers.
 var stateReading = greeter.State{Screen: greeter.Busy, Title: "Reading your card…"}
 
+// idleState is the idle screen with msg (an error if isErr).
+func idleState(msg string, isErr bool) greeter.State {
+	return greeter.State{Screen: greeter.Idle, Title: textInsert, Message: msg, Error: isErr}
+}
+
+// Screens of a phone pairing started on the greeter (F2): the wait for
+// the phone (Esc cancels it: the window's hint says so), then, once the
+// pairing has the phone, its enrolment.
+const textPairWait = "Hold the phone to the reader"
+
+var statePairingPhone = greeter.State{Screen: greeter.Busy, Title: "Pairing the phone…",
+	Message: "Keep it at the reader, and confirm on the phone if it asks."}
+
+func pairWaitState(msg string, isErr bool) greeter.State {
+	return greeter.State{Screen: greeter.PairWait, Title: textPairWait, Message: msg, Error: isErr}
+}
+
+// isPairScreen reports whether s is one of a pairing's screens.
+func isPairScreen(s greeter.State) bool {
+	return s.Screen == greeter.PairWait || s == statePairingPhone
+}
+
+// pairRun is a phone pairing started on the greeter, armed while its
+// screen is shown: leaving that screen cancels it (greeterUI.pair).
+type pairRun struct {
+	cancel context.CancelFunc
+	// phone: the pairing has its phone (pair_phone) and enrols it; Esc
+	// no longer cancels it.
+	phone bool
+}
+
 // screen is what the agent needs of a greeter (*greeter.Window).
 type screen interface {
 	Show(greeter.State)
@@ -49,6 +80,11 @@ type greeterUI struct {
 	beforeReading greeter.State
 	reading       map[string]bool
 	clk           clock.Clock // for errorShown; nil: the real clock
+	// pair is the phone pairing armed, if any: its screen is shown.
+	// Anything else the greeter shows instead (a login, a prompt, an
+	// error, the broker lost) cancels it: a phone presented later, at a
+	// screen saying nothing of a pairing, must not be paired.
+	pair *pairRun
 }
 
 func fieldOf(ev event, key string) any {
@@ -69,9 +105,13 @@ func strField(ev event, key string) string {
 func (u *greeterUI) event(ev event) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	idle := func(msg string, isErr bool) greeter.State {
-		return greeter.State{Screen: greeter.Idle, Title: textInsert, Message: msg, Error: isErr}
+	if u.pair != nil {
+		if next, ok := u.pairingEvent(ev); ok {
+			u.show(next)
+			return
+		}
 	}
+	idle := idleState
 	next := u.cur
 	switch ev.name {
 	case "connected":
@@ -187,14 +227,128 @@ func (u *greeterUI) event(ev event) {
 	case "paired":
 		next = idle("Paired. You can now log in with it.", false)
 	case "waiting":
-		next = greeter.State{Screen: greeter.Busy, Title: "Hold the phone to the reader"}
+		// A pairing's, shown since its code was entered (startPairing);
+		// without one armed, its screen was left: it is being cancelled.
+		return
 	default:
 		return
 	}
 	if next != u.cur {
-		u.cur = next
-		u.scr.Show(next)
-		u.clearErrorLater(next)
+		if u.pair != nil {
+			// Something else takes the pairing's screen: the pairing
+			// ends with it.
+			u.endPairingLocked()
+			if isPairScreen(next) { // its message changed (a prompt's text)
+				next = idle(next.Message, next.Error)
+			}
+		}
+		u.show(next)
+	}
+}
+
+// show makes s the screen. Caller holds u.mu.
+func (u *greeterUI) show(s greeter.State) {
+	if s == u.cur {
+		return
+	}
+	u.cur = s
+	u.scr.Show(s)
+	u.clearErrorLater(s)
+}
+
+// pairingEvent is the screen for ev while a pairing is armed, if ev
+// keeps the pairing's screen: the pairing's own progress, and the cards
+// at the readers — a card being read, a card that is not a phone (the
+// agent does not present it to the broker: not_phone), one that could
+// not be read — are said on it. Caller holds u.mu.
+func (u *greeterUI) pairingEvent(ev event) (greeter.State, bool) {
+	const (
+		msgReading  = "Reading… keep it at the reader."
+		msgNotPhone = "This is not a phone: hold the phone you want to pair, or press Esc."
+		msgCardErr  = "This card could not be read: hold the phone to the reader again, or press Esc."
+	)
+	switch ev.name {
+	case "waiting":
+		return u.cur, true
+	case "pair_phone":
+		u.pair.phone = true
+		return statePairingPhone, true
+	case "card_reading":
+		if u.reading == nil {
+			u.reading = map[string]bool{}
+		}
+		u.reading[strField(ev, "reader")] = true
+		if u.pair.phone {
+			return u.cur, true
+		}
+		return pairWaitState(msgReading, false), true
+	case "card":
+		delete(u.reading, strField(ev, "reader"))
+		switch {
+		case u.pair.phone:
+			return u.cur, true
+		case strField(ev, "kind") == "error":
+			return pairWaitState(msgCardErr, true), true
+		}
+		return pairWaitState("", false), true
+	case "not_phone":
+		if u.pair.phone {
+			return u.cur, true
+		}
+		return pairWaitState(msgNotPhone, true), true
+	}
+	return greeter.State{}, false
+}
+
+// startPairing arms a pairing (cancel ends it) and shows its screen at
+// once: the window draws it next, not the idle screen its code entry
+// leaves. It returns nil, arming nothing, if the screen is no longer idle
+// (something replaced it, and the code entry with it, as the code was
+// entered).
+func (u *greeterUI) startPairing(cancel context.CancelFunc) *pairRun {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cur.Screen != greeter.Idle {
+		return nil
+	}
+	u.endPairingLocked()
+	u.pair = &pairRun{cancel: cancel}
+	u.show(pairWaitState("", false))
+	return u.pair
+}
+
+// escape is Esc on the pairing's wait for the phone: the pairing is
+// cancelled, before anything was sent, so the code is still valid. Once
+// the pairing has the phone, Esc does nothing.
+func (u *greeterUI) escape() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pair == nil || u.pair.phone || u.cur.Screen != greeter.PairWait {
+		return
+	}
+	u.endPairingLocked()
+	u.show(idleState("Pairing cancelled. The code is still valid: press F2 to use it.", false))
+}
+
+// pairingDone is r ended (PairPhone returned, its outcome shown): if its
+// screen is still shown, the idle screen replaces it.
+func (u *greeterUI) pairingDone(r *pairRun) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if r == nil || u.pair != r {
+		return
+	}
+	u.endPairingLocked()
+	if isPairScreen(u.cur) {
+		u.show(idleState("", false))
+	}
+}
+
+// endPairingLocked cancels the pairing armed, if any. Caller holds u.mu.
+func (u *greeterUI) endPairingLocked() {
+	if u.pair != nil {
+		u.pair.cancel()
+		u.pair = nil
 	}
 }
 
@@ -323,7 +477,7 @@ func retryHint(ev event, capital bool) string {
 
 // greeterInput hands what the person typed on the greeter to the agent:
 // answers to its prompt loop, pairing codes to a pairing run (one at a
-// time, ended with ctx; wait waits for it).
+// time, ended with ctx, Esc, or ui leaving its screen; wg waits for it).
 type greeterInput struct {
 	ctx context.Context
 	a   *agent
@@ -347,27 +501,43 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 		case <-in.ctx.Done():
 		}
 	case greeter.PairCode:
-		if !in.busy.TryLock() {
+		if in.a.cfg.Cards == nil {
+			in.a.out.emit(errorEvent(0, errPair, "This terminal has no card reader to pair a phone with."))
 			return
+		}
+		// The pairing is armed while its screen is shown: the UI cancels
+		// it when anything else replaces that screen, or on Esc.
+		pctx, cancel := context.WithCancel(in.ctx)
+		var run *pairRun
+		if in.ui != nil {
+			if run = in.ui.startPairing(cancel); run == nil {
+				cancel()
+				in.a.log.Debug("a pairing code entered as the greeter's screen changed; dropped")
+				return
+			}
 		}
 		in.wg.Add(1)
 		go func() {
 			defer in.wg.Done()
+			defer cancel()
+			// One pairing at a time: an earlier one ends soon, cancelled
+			// when its screen was left.
+			in.busy.Lock()
 			defer in.busy.Unlock()
-			if in.a.cfg.Cards == nil {
-				in.a.out.emit(errorEvent(0, errPair, "This terminal has no card reader to pair a phone with."))
-				return
-			}
 			wait := in.pairWait
 			if wait <= 0 {
 				wait = time.Minute
 			}
 			// No label of ours: the phone is not this terminal, and the
 			// broker then keeps the one the administrator gave the code.
-			_, err := in.a.PairPhone(in.ctx, text, "", wait)
+			_, err := in.a.PairPhone(pctx, text, "", wait)
 			var refused *proto.ProtocolError
 			switch {
-			case err == nil, in.ctx.Err() != nil:
+			case err == nil:
+			case pctx.Err() != nil:
+				// Cancelled: Esc (the screen says so), another screen
+				// that replaced the pairing's, or the greeter stopping.
+				in.a.log.Info("pairing cancelled", "error", err)
 			case errors.As(err, &refused):
 				// The broker's Error is on the screen already.
 				in.a.log.Warn("pairing failed", "error", err)
@@ -375,7 +545,14 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 				in.a.log.Warn("pairing failed", "error", err)
 				in.a.out.emit(errorEvent(0, errPair, pairFailure(err)))
 			}
+			if in.ui != nil {
+				in.ui.pairingDone(run)
+			}
 		}()
+	case greeter.Cancel:
+		if in.ui != nil {
+			in.ui.escape()
+		}
 	}
 }
 
@@ -401,7 +578,7 @@ func pairFailure(err error) string {
 func frameEvent(f greeter.Frame) event {
 	return event{name: "greeter",
 		fields: []field{{"screen", string(f.Screen)}, {"title", f.Title}, {"message", f.Message},
-			{"label", f.Label}, {"input", f.Input}, {"width", f.Width}, {"height", f.Height}},
+			{"label", f.Label}, {"input", f.Input}, {"hint", f.Hint}, {"width", f.Width}, {"height", f.Height}},
 		text: fmt.Sprintf("greeter: %s: %s", f.Screen, clean(f.Title))}
 }
 

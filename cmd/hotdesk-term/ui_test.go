@@ -312,3 +312,106 @@ func TestGreeterErrorClears(t *testing.T) {
 		t.Fatalf("the old error's timer replaced %+v", s)
 	}
 }
+
+// TestGreeterUIPairing: a pairing started on the greeter is armed while
+// its screen is shown. Its code's Enter shows "Hold the phone…" at once
+// (the idle screen flashed between them); cards at the readers are said
+// on it — one being read, one that is not a phone, one that cannot be
+// read — and leave it armed; anything else the greeter shows instead (a
+// PIN prompt, a prompt's message, the broker lost) cancels it, and so does
+// Esc, saying the code is still valid. Once the pairing has the phone,
+// Esc does nothing. It stayed armed under a PIN prompt and the idle
+// screen, and a phone tapped there was paired.
+func TestGreeterUIPairing(t *testing.T) {
+	t.Parallel()
+	rec := &recordScreen{}
+	ui := &greeterUI{scr: rec}
+	ui.event(connectedEvent("b1", "h:1"))
+	cancelled := 0
+	start := func() *pairRun {
+		t.Helper()
+		cancelled = 0
+		r := ui.startPairing(func() { cancelled++ })
+		if r == nil {
+			t.Fatal("startPairing at the idle screen armed nothing")
+		}
+		if s := rec.last(); s.Screen != greeter.PairWait || s.Title != textPairWait {
+			t.Fatalf("after the code: shown %+v; want PairWait at once", s)
+		}
+		return r
+	}
+	armed := func(step string, screen greeter.Screen, text string, isErr bool) {
+		t.Helper()
+		s := rec.last()
+		if s.Screen != screen || !strings.Contains(s.Title+" | "+s.Message, text) || s.Error != isErr {
+			t.Errorf("%s: shown %+v; want %s with %q, error %v", step, s, screen, text, isErr)
+		}
+		if cancelled != 0 || ui.pair == nil {
+			t.Errorf("%s: the pairing was cancelled (%d) or disarmed; want it armed", step, cancelled)
+		}
+	}
+	ended := func(step string, screen greeter.Screen, text string) {
+		t.Helper()
+		s := rec.last()
+		if s.Screen != screen || !strings.Contains(s.Title+" | "+s.Message+" | "+s.Label, text) {
+			t.Errorf("%s: shown %+v; want %s with %q", step, s, screen, text)
+		}
+		if cancelled != 1 || ui.pair != nil {
+			t.Errorf("%s: pairing cancelled %d times, armed %v; want cancelled once", step, cancelled, ui.pair != nil)
+		}
+	}
+
+	start()
+	ui.event(event{name: "waiting"})
+	armed("waiting", greeter.PairWait, textPairWait, false)
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Reading, Reader: "r0"}))
+	armed("card read", greeter.PairWait, "Reading", false)
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+	ui.event(notPhoneEvent(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r0"}))
+	armed("a badge", greeter.PairWait, "not a phone: hold the phone you want to pair, or press Esc", true)
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Removed, Token: "uid.01", Reader: "r0"}))
+	armed("the badge pulled", greeter.PairWait, textPairWait, false)
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Error, Reader: "r0", Err: errors.New("mute")}))
+	armed("a card error", greeter.PairWait, "could not be read", true)
+	ui.event(errorEvent(0, errCommand, "not connected"))
+	armed("a command's error", greeter.PairWait, "could not be read", true)
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 1, Style: proto.PromptEchoOff, Text: "PIN:"}))
+	ended("a PIN prompt", greeter.Prompt, "PIN:")
+	if ui.startPairing(func() { t.Error("a pairing started on the prompt was cancelled") }) != nil {
+		t.Error("startPairing on a prompt armed a pairing; want the code dropped")
+	}
+	ui.event(event{name: "waiting"}) // a pairing's, being cancelled
+	if s := rec.last(); s.Screen != greeter.Prompt {
+		t.Errorf("waiting without a pairing armed: shown %+v; want the prompt kept", s)
+	}
+
+	ui.event(protoErrorEvent(&proto.Error{Code: proto.ErrCancelled, Token: "uid.01"}))
+	start()
+	ui.escape()
+	ended("Esc", greeter.Idle, "Pairing cancelled. The code is still valid")
+
+	start()
+	ui.event(promptEvent(&proto.AuthPrompt{ID: 2, Style: proto.PromptInfo, Text: "card locked"}))
+	ended("a prompt's message", greeter.Idle, "card locked")
+
+	start()
+	ui.event(disconnectedEvent(errors.New("EOF")))
+	ended("broker lost", greeter.Unavailable, "reconnecting")
+	ui.event(connectedEvent("b1", "h:1"))
+
+	start()
+	ui.event(pairPhoneEvent(tokens.Event{Kind: tokens.Inserted, Token: "hce.01", Reader: "r0"}))
+	armed("the phone", greeter.Busy, "Pairing the phone", false)
+	ui.escape()
+	armed("Esc while the phone is paired", greeter.Busy, "Pairing the phone", false)
+	ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r1"}))
+	ui.event(notPhoneEvent(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r1"}))
+	armed("a badge while the phone is paired", greeter.Busy, "Pairing the phone", false)
+	ui.event(pairedEvent(&proto.Paired{Token: "hce.01", User: "alice"}))
+	ended("paired", greeter.Idle, "Paired.")
+
+	// A pairing that ends with its screen still shown leaves it.
+	r := start()
+	ui.pairingDone(r)
+	ended("ended", greeter.Idle, textInsert)
+}

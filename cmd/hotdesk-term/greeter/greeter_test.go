@@ -114,3 +114,97 @@ func shot(t *testing.T, disp, name string) []byte {
 	os.WriteFile(filepath.Join(dir, name+".xwd"), out, 0o644)
 	return out
 }
+
+// TestGreeterPairWait: a pairing code's Enter, answered at once with
+// PairWait (as the agent's Submit does), goes from the code entry to
+// PairWait without drawing Idle between them (the idle screen flashed up
+// before "Hold the phone to the reader"); PairWait says Escape cancels,
+// and Escape there submits Cancel. Escape in the code entry only closes
+// it: nothing is submitted.
+func TestGreeterPairWait(t *testing.T) {
+	xvfb(t)
+	frames := make(chan Frame, 256)
+	subs := make(chan submission, 8)
+	wait := State{Screen: PairWait, Title: "Hold the phone to the reader"}
+	var g *Window
+	ready := make(chan struct{})
+	g, err := New(Options{
+		Submit: func(k InputKind, s string) {
+			<-ready
+			if k == PairCode {
+				g.Show(wait)
+			}
+			subs <- submission{k, s}
+		},
+		OnFrame: func(f Frame) { frames <- f },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	defer g.Close()
+	waitFrame := func(what string, ok func(Frame) bool) Frame {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case f := <-frames:
+				if ok(f) {
+					return f
+				}
+			case <-timeout:
+				t.Fatalf("no frame showing %s; last %+v", what, g.Last())
+			}
+		}
+	}
+	key := func(k string) {
+		t.Helper()
+		if out, err := exec.Command("xdotool", "key", k).CombinedOutput(); err != nil {
+			t.Fatalf("xdotool key %s: %v %s", k, err, out)
+		}
+	}
+	waitFrame("connecting", func(f Frame) bool { return f.Screen == Unavailable })
+	g.Show(State{Screen: Idle, Title: "Insert your card or tap your badge"})
+	waitFrame("idle", func(f Frame) bool { return f.Screen == Idle })
+	key("F2")
+	waitFrame("pairing", func(f Frame) bool { return f.Screen == Pairing })
+	if out, err := exec.Command("xdotool", "type", "--delay", "30", "ABCD").CombinedOutput(); err != nil {
+		t.Fatalf("xdotool: %v %s", err, out)
+	}
+	waitFrame("code", func(f Frame) bool { return f.Input == "ABCD" })
+	key("Return")
+	f := waitFrame("pair_wait or idle", func(f Frame) bool { return f.Screen != Pairing })
+	if f.Screen != PairWait {
+		t.Fatalf("after the code's Enter the greeter drew %+v; want PairWait, no idle screen before it", f)
+	}
+	if !strings.Contains(f.Hint, "Esc") {
+		t.Errorf("PairWait hint %q; want it to say Esc cancels", f.Hint)
+	}
+	if s := <-subs; s.kind != PairCode || s.text != "ABCD" {
+		t.Fatalf("submitted %+v; want the code", s)
+	}
+	key("Escape")
+	select {
+	case s := <-subs:
+		if s.kind != Cancel || s.text != "" {
+			t.Fatalf("Escape on PairWait submitted %+v; want Cancel", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Escape on PairWait submitted nothing")
+	}
+
+	// Escape in the code entry closes it and submits nothing.
+	g.Show(State{Screen: Idle, Title: "Insert your card or tap your badge"})
+	waitFrame("idle", func(f Frame) bool { return f.Screen == Idle })
+	key("F2")
+	waitFrame("pairing", func(f Frame) bool { return f.Screen == Pairing })
+	key("Escape")
+	waitFrame("idle", func(f Frame) bool { return f.Screen == Idle })
+	g.Show(State{Screen: Busy, Title: "Reading your card…"})
+	waitFrame("busy", func(f Frame) bool { return f.Screen == Busy }) // after any Submit of Escape's frame
+	select {
+	case s := <-subs:
+		t.Fatalf("Escape in the code entry submitted %+v; want nothing", s)
+	default:
+	}
+}

@@ -11,7 +11,8 @@
 // as shown, i.e. masked), which tests and the -json event stream use.
 // Close destroys the window and waits for its goroutine. The package uses
 // Gio (gioui.org) on X11 or Wayland; New fails when neither is reachable.
-// Keyboard only: F2 opens the pairing code entry, Escape closes it.
+// Keyboard only: F2 opens the pairing code entry, Escape closes it;
+// Escape on PairWait submits Cancel.
 package greeter
 
 // Screen is what the greeter shows.
@@ -28,6 +29,9 @@ const (
 	Unavailable Screen = "unavailable"
 	// Pairing asks for a pairing code (entered with F2 from Idle).
 	Pairing Screen = "pairing"
+	// PairWait waits for the phone to pair, the code entered: Escape
+	// cancels it (Submit gets Cancel). No input field.
+	PairWait Screen = "pair_wait"
 )
 
 // State is the whole content of the greeter.
@@ -55,6 +59,8 @@ const (
 	Answer InputKind = "answer"
 	// PairCode is a pairing code.
 	PairCode InputKind = "pair"
+	// Cancel is Escape pressed on PairWait (the text is empty).
+	Cancel InputKind = "cancel"
 )
 
 // Frame is what the last frame drew: the widget state.
@@ -65,6 +71,9 @@ type Frame struct {
 	Label   string
 	// Input is the input field as drawn: bullets for a secret.
 	Input string
+	// Hint is the key hint drawn at the bottom: "F2: pair a phone" on
+	// Idle, "Esc: cancel the pairing" on PairWait.
+	Hint string
 	// Width and Height are the window size in pixels.
 	Width, Height int
 }

@@ -178,7 +178,8 @@ func (g *Window) layout(gtx layout.Context) (Frame, *string, InputKind) {
 	var submitted *string
 	kind := Answer
 
-	// F2 opens the pairing code entry from Idle; Escape closes it.
+	// F2 opens the pairing code entry from Idle; Escape closes it, or
+	// cancels the wait for the phone (PairWait).
 	for {
 		ev, ok := gtx.Event(key.Filter{Name: key.NameF2}, key.Filter{Name: key.NameEscape})
 		if !ok {
@@ -189,6 +190,9 @@ func (g *Window) layout(gtx layout.Context) (Frame, *string, InputKind) {
 			case ke.Name == key.NameF2 && g.state.Screen == Idle:
 				g.pairing = true
 				g.ed.SetText("")
+			case ke.Name == key.NameEscape && g.state.Screen == PairWait:
+				empty := ""
+				submitted, kind = &empty, Cancel
 			case ke.Name == key.NameEscape:
 				g.pairing = false
 			}
@@ -226,6 +230,12 @@ func (g *Window) layout(gtx layout.Context) (Frame, *string, InputKind) {
 	paint.Fill(gtx.Ops, bg)
 	fr := Frame{Screen: s.Screen, Title: s.Title, Message: s.Message, Label: s.Label,
 		Width: gtx.Constraints.Max.X, Height: gtx.Constraints.Max.Y}
+	switch s.Screen {
+	case Idle:
+		fr.Hint = "F2: pair a phone"
+	case PairWait:
+		fr.Hint = "Esc: cancel the pairing"
+	}
 	if input {
 		fr.Input = g.ed.Text()
 		if g.ed.Mask != 0 {
@@ -267,9 +277,9 @@ func (g *Window) layout(gtx layout.Context) (Frame, *string, InputKind) {
 					return g.field(gtx)
 				}))
 		}
-		if s.Screen == Idle {
+		if fr.Hint != "" {
 			children = append(children, layout.Rigid(func(gtx layout.Context) layout.Dimensions {
-				l := material.Body1(g.th, "F2: pair a phone")
+				l := material.Body1(g.th, fr.Hint)
 				l.Alignment = text.Middle
 				l.Color = dim
 				return l.Layout(gtx)
