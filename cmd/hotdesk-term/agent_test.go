@@ -304,7 +304,8 @@ func TestAgentPingLoss(t *testing.T) {
 // (proto.MaxPairCodeLen) is refused before anything happens: no key
 // generated, no phone asked to sign, no connection to the broker (an
 // outside phone vendor saw such codes signed and sent, each costing the
-// terminal's address one of its pairing attempts).
+// terminal's address one of its pairing attempts). A pairing cancelled
+// says so (it exited 0 and silent on SIGTERM).
 func TestAgentPairCodeTooLong(t *testing.T) {
 	t.Parallel()
 	ks, err := soft.OpenKeystore(filepath.Join(t.TempDir(), "tokens.json"))
@@ -327,6 +328,13 @@ func TestAgentPairCodeTooLong(t *testing.T) {
 	}
 	if keys := ks.List(); len(keys) != 0 {
 		t.Fatalf("keystore after a refused code: %v; want no key generated", keys)
+	}
+	// Cancelled (a signal): an error saying so, not context.Canceled (the
+	// command would exit 0 and print nothing), and no key saved.
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := ag.Pair(cctx, "ABCD-EFGH-JKMN", "laptop", ""); err == nil || errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("Pair with a cancelled context: %v; want a pairing-cancelled error that is not context.Canceled", err)
 	}
 	ok := strings.Repeat("A", proto.MaxPairCodeLen)
 	if _, err := ag.Pair(context.Background(), ok, "laptop", ""); err == nil || strings.Contains(err.Error(), "at most 64") {

@@ -28,6 +28,11 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 	}
 	sign := func(_ context.Context, msg []byte) ([]byte, error) { return a.cfg.Keystore.Sign(key.Token, msg) }
 	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token, sign)
+	if err != nil && ctx.Err() != nil {
+		// Not wrapped: a cancelled context is not a clean end here (the
+		// command exits 1). The key is not saved.
+		return "", fmt.Errorf("%w (the key is not saved): %v", errPairCancelled, err)
+	}
 	if err != nil {
 		return "", err
 	}
