@@ -42,17 +42,7 @@ func TestGreeterStates(t *testing.T) {
 	defer g.Close()
 	waitFrame := func(what string, ok func(Frame) bool) Frame {
 		t.Helper()
-		timeout := time.After(20 * time.Second)
-		for {
-			select {
-			case f := <-frames:
-				if ok(f) {
-					return f
-				}
-			case <-timeout:
-				t.Fatalf("no frame showing %s; last %+v", what, g.Last())
-			}
-		}
+		return nextFrame(t, g, frames, what, ok)
 	}
 	// submitted waits for the submission Enter makes, which must be text
 	// of kind.
@@ -145,17 +135,7 @@ func TestGreeterPairWait(t *testing.T) {
 	defer g.Close()
 	waitFrame := func(what string, ok func(Frame) bool) Frame {
 		t.Helper()
-		timeout := time.After(20 * time.Second)
-		for {
-			select {
-			case f := <-frames:
-				if ok(f) {
-					return f
-				}
-			case <-timeout:
-				t.Fatalf("no frame showing %s; last %+v", what, g.Last())
-			}
-		}
+		return nextFrame(t, g, frames, what, ok)
 	}
 	key := func(k string) {
 		t.Helper()
@@ -206,5 +186,22 @@ func TestGreeterPairWait(t *testing.T) {
 	case s := <-subs:
 		t.Fatalf("Escape in the code entry submitted %+v; want nothing", s)
 	default:
+	}
+}
+
+// nextFrame returns the next frame of g (from frames, its OnFrame) for
+// which ok holds; the test fails after 20 s without one.
+func nextFrame(t *testing.T, g *Window, frames <-chan Frame, what string, ok func(Frame) bool) Frame {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case f := <-frames:
+			if ok(f) {
+				return f
+			}
+		case <-timeout:
+			t.Fatalf("no frame showing %s; last %+v", what, g.Last())
+		}
 	}
 }
