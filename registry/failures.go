@@ -30,6 +30,11 @@ type Failures struct {
 // compare-and-swap lost to other writers every time it tried.
 var ErrContended = errors.New("registry: too many concurrent writers")
 
+// ErrBadKey is returned (wrapped) by CountFailure for a key that is empty
+// or longer than a lockout's may be: the key, not the registry, is at
+// fault (a login name typed at a PAM prompt may be kilobytes long).
+var ErrBadKey = errors.New("registry: limiter key empty or too long")
+
 // casTries bounds CountFailure's compare-and-swap: each failed try means
 // another broker's increment succeeded, so this is only reached by a
 // group counting that many failures of one key at the same instant.
@@ -55,7 +60,7 @@ func (r *Store) failuresKey(key string) string {
 // sees the limit reached. ErrContended after casTries lost races.
 func (r *Store) CountFailure(ctx context.Context, key string, window time.Duration, limit int) (Failures, error) {
 	if key == "" || len(key) > maxLockoutKey {
-		return Failures{}, fmt.Errorf("registry: count failure: key of %d bytes", len(key))
+		return Failures{}, fmt.Errorf("registry: count failure: key of %d bytes: %w", len(key), ErrBadKey)
 	}
 	if window <= 0 {
 		return Failures{}, fmt.Errorf("registry: count failure: window %s", window)

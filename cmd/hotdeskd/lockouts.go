@@ -168,6 +168,11 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:
+	case errors.Is(err, registry.ErrBadKey):
+		// The key's fault, not the registry's: counted here only. Taken
+		// for an outage, a login name too long to store, typed every
+		// shareRetry, would stop the group counting anyone's failures.
+		s.log.Debug("failure not counted by the group: key too long", "bytes", len(op.key))
 	case errors.Is(err, registry.ErrContended):
 		// Reachable, but too many brokers counting this key at once.
 		s.log.Warn("failure not counted by the group", "key", op.key, "error", err)

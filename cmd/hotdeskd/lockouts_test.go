@@ -165,3 +165,34 @@ func TestLockoutShareOutage(t *testing.T) {
 		t.Fatalf("the number dropped was not logged (want at least %d):\n%s", shareQueue, log)
 	}
 }
+
+// TestLockoutShareLongKeyIsNoOutage: a failure whose key the registry
+// refuses (a login name longer than a lockout key may be, as a PAM
+// prompt takes from a card login) is counted here only; it is not taken
+// for a registry outage, which would stop the group counting every
+// other key's failures for shareRetry (an attacker typing a long name
+// every few seconds would have each broker count alone).
+func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	_, l := startShare(t, store, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	l.Failure("", strings.Repeat("x", 4096), "")
+	l.Failure("", "zed", "")
+	testutil.WaitFor(t, time.Minute, "zed's failure counted by the group after a long name's", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fs, err := store.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(fs, func(f registry.Failures) bool { return f.Key == "user:zed" && f.Count == 1 })
+	})
+	if strings.Contains(out.String(), "registry out of reach") {
+		t.Fatalf("a long key taken for an outage:\n%s", out.String())
+	}
+}
