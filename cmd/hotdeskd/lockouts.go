@@ -51,12 +51,14 @@ type lockoutShare struct {
 	log     hclog.Logger
 
 	// run's own:
-	down      bool      // the registry failed the last count or clear
-	downSince time.Time // when it last failed (tried again after shareRetry)
+	down      bool                // the registry failed the last count or clear
+	downSince time.Time           // when it last failed (tried again after shareRetry)
+	resets    map[string]struct{} // keys whose clearing the registry missed, retried first
 }
 
 func newLockoutShare(store *registry.Store, server string, log hclog.Logger) *lockoutShare {
-	return &lockoutShare{store: store, server: server, queue: make(chan shareOp, shareQueue), log: log}
+	return &lockoutShare{store: store, server: server, queue: make(chan shareOp, shareQueue), log: log,
+		resets: map[string]struct{}{}}
 }
 
 // started is the limiter's OnLockout: it logs lo and queues it without
@@ -151,15 +153,25 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		return
 	}
 	if s.down && time.Since(s.downSince) < shareRetry {
+		if op.reset {
+			s.missedReset(op.key)
+		}
 		return // counted here only, as logged
 	}
 	maxFailures, window := s.limiter.Limits()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var err error
-	if op.reset {
-		err = s.store.ClearFailures(pctx, op.key)
-	} else {
+	err := s.retryResets(pctx)
+	switch {
+	case err != nil:
+		if op.reset {
+			s.missedReset(op.key)
+		}
+	case op.reset:
+		if err = s.store.ClearFailures(pctx, op.key); err != nil {
+			s.missedReset(op.key)
+		}
+	default:
 		var f registry.Failures
 		f, err = s.store.CountFailure(pctx, op.key, window, maxFailures)
 		if err == nil && s.limiter.Observe(f.Key, f.Count, time.UnixMilli(f.FirstUnixMs)) {
@@ -185,4 +197,28 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		s.down = false
 		s.log.Info("failed logins counted by the group again")
 	}
+}
+
+// missedReset remembers that the group's count of key was not cleared
+// after a success (the registry was out of reach): left, the failures
+// before the success would count on with the next ones, and one typo
+// after the outage could lock the user out. At most shareQueue are kept.
+func (s *lockoutShare) missedReset(key string) {
+	if len(s.resets) < shareQueue {
+		s.resets[key] = struct{}{}
+	} else if _, ok := s.resets[key]; !ok {
+		s.log.Debug("failures not cleared in the group: too many missed", "key", key)
+	}
+}
+
+// retryResets clears the counts missedReset kept, before anything else
+// is counted; it stops at the first error.
+func (s *lockoutShare) retryResets(ctx context.Context) error {
+	for key := range s.resets {
+		if err := s.store.ClearFailures(ctx, key); err != nil {
+			return err
+		}
+		delete(s.resets, key)
+	}
+	return nil
 }

@@ -196,3 +196,54 @@ func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
 		t.Fatalf("a long key taken for an outage:\n%s", out.String())
 	}
 }
+
+// TestLockoutShareOutageKeepsResets: a success during a registry outage
+// clears the group's count of the user's failures once the registry is
+// back: left, the failures before the success would count on, and one
+// failure after the outage would lock the user out.
+func TestLockoutShareOutageKeepsResets(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	storeA, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
+		registry.WithCallTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := registry.NewStore(etcdtest.Client(t, eps), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(key string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fs, err := direct.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(fs, func(f registry.Failures) bool { return f.Key == key }); i >= 0 {
+			return fs[i].Count
+		}
+		return 0
+	}
+	var out lockedBuffer
+	_, a := startShare(t, storeA, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	a.Failure("", "yan", "")
+	a.Failure("", "yan", "")
+	testutil.WaitFor(t, time.Minute, "yan's failures counted", func() bool { return count("user:yan") == 2 })
+
+	proxy.Blackhole()
+	a.Success("", "yan")
+	testutil.WaitFor(t, time.Minute, "the outage noticed", func() bool {
+		return strings.Contains(out.String(), "registry out of reach")
+	})
+	proxy.CloseConns() // the clearing held by the partition is lost with it
+	proxy.Heal()
+	// Failures of others bring the share back to the registry.
+	n := 0
+	testutil.WaitFor(t, time.Minute, "yan's count cleared after the outage", func() bool {
+		n++
+		a.Failure("", fmt.Sprintf("probe%d", n), "")
+		return count("user:yan") == 0
+	})
+}
