@@ -247,3 +247,81 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 		return count("user:yan") == 0
 	})
 }
+
+// TestLockoutShareLockoutNotCrowdedOut: a lockout started while the
+// queue is full of failures (a spray of user names) is still published:
+// failures must not crowd lockouts out. The group's count that started
+// it is consumed, so a lockout dropped would hold at this broker only,
+// and every other broker would let the key's failures start over.
+func TestLockoutShareLockoutNotCrowdedOut(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	for i := range 2 * shareQueue {
+		l.Failure("", fmt.Sprintf("u%d", i), "")
+	}
+	for range 3 {
+		l.Failure("", "mal", "")
+	}
+	if err := l.Check("", "mal", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("mal after 3 failures: %v; want locked", err)
+	}
+	runShare(t, s)
+	testutil.WaitFor(t, time.Minute, "mal's lockout published", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		los, err := store.Lockouts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(los, func(lo registry.Lockout) bool { return lo.Key == "user:mal" })
+	})
+}
+
+// TestLockoutShareLockoutConsumesQueuedFailures: the failures of a key
+// still queued when its lockout is shared (lockouts have a queue of
+// their own, and may go first) are not counted by the group after it:
+// the lockout consumed them, and counted they would start the key's next
+// count at the group, so one failure after the lockout could lock it
+// out again. Ten keys, each locked out here with its failures queued.
+func TestLockoutShareLockoutConsumesQueuedFailures(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	const keys = 10
+	for i := range keys {
+		for range 3 {
+			l.Failure("", fmt.Sprintf("mal%d", i), "")
+		}
+	}
+	l.Failure("", "last", "") // queued after every failure of the mal*
+	runShare(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	testutil.WaitFor(t, time.Minute, "every lockout published and the last failure counted", func() bool {
+		los, err := store.Lockouts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs, err := store.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(los) == keys && slices.ContainsFunc(fs, func(f registry.Failures) bool { return f.Key == "user:last" })
+	})
+	fs, err := store.FailureCounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 1 {
+		t.Fatalf("counts after the lockouts: %+v; want user:last's only", fs)
+	}
+}
