@@ -198,7 +198,7 @@ func TestFailureCountClearAndWatch(t *testing.T) {
 // lease: a lease per key let a spray grow them by its rate times the
 // window). The shared lease is never revoked for one count: a success
 // clearing one key, a limit reached and a lockout published delete their
-// count only, the others stay.
+// count only, the others stay. A shared lease gone is replaced.
 func TestFailureCountLeasesBounded(t *testing.T) {
 	t.Parallel()
 	eps, regs := newGroup(t, "fs")
@@ -237,9 +237,20 @@ func TestFailureCountLeasesBounded(t *testing.T) {
 	if err := r.PublishLockout(ctx, registry.Lockout{Key: "user:u2", UntilUnixMs: until, Level: 1}); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range leases() {
+	m := leases()
+	for _, n := range m {
 		if n != keys-3 {
 			t.Fatalf("counts left after clearing three of %d: %d; want %d", keys, n, keys-3)
 		}
+	}
+	// A shared lease etcd no longer has (revoked here by hand) is given
+	// up for a new one, not an error.
+	for id := range m {
+		if _, err := cli.Revoke(ctx, clientv3.LeaseID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, err := r.CountFailure(ctx, "user:after", time.Hour, 2); err != nil || f.Count != 1 {
+		t.Fatalf("counting after the shared lease ended: %+v, %v; want count 1", f, err)
 	}
 }
