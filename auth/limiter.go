@@ -284,6 +284,16 @@ func (l *Limiter) Limits() (maxFailures int, window time.Duration) {
 	return l.cfg.MaxFailures, l.cfg.Window
 }
 
+// Locked reports whether key ("user:…", "token:…", "terminal:…") is
+// locked out here now.
+func (l *Limiter) Locked(key string) bool {
+	now := l.clk.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	el, ok := l.keys[key]
+	return ok && now.Before(el.Value.(*entry).lockedUntil)
+}
+
 // Clear forgets key's failures, lockout and back-off level: an
 // administrator ended its lockout.
 func (l *Limiter) Clear(key string) {

@@ -423,3 +423,22 @@ func TestLimiterGroupCounts(t *testing.T) {
 		t.Fatalf("lee after 2 failures and a count heard of mo: %v, %d keys; want locked, 1 key", err, d.Len())
 	}
 }
+
+// TestLimiterLocked: Locked reports a key locked out here, by its own
+// failures or by Apply, until the lockout ends.
+func TestLimiterLocked(t *testing.T) {
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 2, BaseLockout: 10 * time.Second})
+	l.Failure("", "amy", "")
+	if l.Locked("user:amy") || l.Locked("user:nobody") {
+		t.Fatal("locked before any lockout")
+	}
+	l.Failure("", "amy", "")
+	l.Apply(auth.Lockout{Key: "token:t1", Until: clk.Now().Add(5 * time.Second), Level: 1})
+	if !l.Locked("user:amy") || !l.Locked("token:t1") {
+		t.Fatal("not locked after a lockout here and one applied")
+	}
+	clk.Advance(10 * time.Second)
+	if l.Locked("user:amy") || l.Locked("token:t1") {
+		t.Fatal("still locked after the lockouts ended")
+	}
+}

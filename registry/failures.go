@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -30,10 +32,71 @@ type Failures struct {
 // compare-and-swap lost to other writers every time it tried.
 var ErrContended = errors.New("registry: too many concurrent writers")
 
+// ErrBadKey is returned (wrapped) by CountFailure for a key that is empty
+// or longer than a lockout's may be: the key, not the registry, is at
+// fault (a login name typed at a PAM prompt may be kilobytes long).
+var ErrBadKey = errors.New("registry: limiter key empty or too long")
+
 // casTries bounds CountFailure's compare-and-swap: each failed try means
 // another broker's increment succeeded, so this is only reached by a
 // group counting that many failures of one key at the same instant.
 const casTries = 32
+
+// failureLeases is the lease the failure counts of a Store share (see
+// failureLease).
+type failureLeases struct {
+	mu      sync.Mutex
+	id      clientv3.LeaseID
+	window  time.Duration // the window it was granted for
+	granted time.Time
+}
+
+// leaseReuse is how long after its grant a failure count lease takes new
+// counts: a tenth of the window, from a second to a minute. A count then
+// lives up to that much longer than its window (its stored time ends it
+// on time), and a broker holds at most window/leaseReuse+1 leases
+// however many keys fail.
+func leaseReuse(window time.Duration) time.Duration {
+	return min(max(window/10, time.Second), time.Minute)
+}
+
+// failureLease returns a lease for a count whose window starts now: the
+// one granted last for window if that was less than leaseReuse ago, else
+// a new one for window plus leaseReuse (so every count under it lives
+// its whole window). Counts share their leases, as the Kubernetes API
+// server's events do: a lease per count made a spray of failures of
+// many user names cost etcd a lease each (a raft write to grant, one to
+// revoke, and the lessor's memory and checkpoints) for the whole window.
+// A shared lease is never revoked for one count: a count ends by being
+// deleted, or with the lease.
+func (r *Store) failureLease(ctx context.Context, window time.Duration, now time.Time) (clientv3.LeaseID, error) {
+	p := r.failLeases
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	reuse := leaseReuse(window)
+	if d := now.Sub(p.granted); p.id != clientv3.NoLease && p.window == window && d >= 0 && d < reuse {
+		return p.id, nil
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	grant, err := r.leases.Grant(cctx, int64((window+reuse+time.Second-1)/time.Second))
+	if err != nil {
+		return clientv3.NoLease, fmt.Errorf("grant lease: %w", err)
+	}
+	p.id, p.window, p.granted = grant.ID, window, now
+	return p.id, nil
+}
+
+// forgetFailureLease stops failureLease handing out id (etcd no longer
+// has it).
+func (r *Store) forgetFailureLease(id clientv3.LeaseID) {
+	p := r.failLeases
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.id == id {
+		p.id = clientv3.NoLease
+	}
+}
 
 // failuresKey names key's counter; like a lockout's, its name is a hash of
 // the key, never the user or token.
@@ -44,8 +107,8 @@ func (r *Store) failuresKey(key string) string {
 
 // CountFailure adds one failure of key to the group's count and returns
 // the count with it. A count lives for window after its first failure
-// (under a lease of its own, granted with the first; a count found older
-// than window starts over). The increment is atomic: a txn comparing the
+// (under a lease shared with the counts begun about then, see
+// failureLease; a count found older than window starts over). The increment is atomic: a txn comparing the
 // counter's mod revision, retried when another broker's increment came
 // first, so concurrent failures at several brokers are all counted.
 //
@@ -55,7 +118,7 @@ func (r *Store) failuresKey(key string) string {
 // sees the limit reached. ErrContended after casTries lost races.
 func (r *Store) CountFailure(ctx context.Context, key string, window time.Duration, limit int) (Failures, error) {
 	if key == "" || len(key) > maxLockoutKey {
-		return Failures{}, fmt.Errorf("registry: count failure: key of %d bytes", len(key))
+		return Failures{}, fmt.Errorf("registry: count failure: key of %d bytes: %w", len(key), ErrBadKey)
 	}
 	if window <= 0 {
 		return Failures{}, fmt.Errorf("registry: count failure: window %s", window)
@@ -94,16 +157,11 @@ func (r *Store) countOnce(ctx context.Context, k, key string, window time.Durati
 			lease = clientv3.LeaseID(kv.Lease)
 		}
 	}
-	granted := false
 	if lease == clientv3.NoLease {
 		f = Failures{Key: key, FirstUnixMs: now.UnixMilli()}
-		cctx, cancel := r.callCtx(ctx)
-		grant, err := r.leases.Grant(cctx, int64((window+time.Second-1)/time.Second))
-		cancel()
-		if err != nil {
-			return Failures{}, false, fmt.Errorf("grant lease: %w", err)
+		if lease, err = r.failureLease(ctx, window, now); err != nil {
+			return Failures{}, false, err
 		}
-		lease, granted = grant.ID, true
 	}
 	f.Count++
 	f.Server = r.id
@@ -120,35 +178,27 @@ func (r *Store) countOnce(ctx context.Context, k, key string, window time.Durati
 	resp, err := r.kv.Txn(cctx).If(cmp).Then(op).Commit()
 	cancel()
 	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		// The lease ended (expired between the read and the txn, or
+		// etcd lost it): nothing was written; try again with another.
+		r.forgetFailureLease(lease)
+		return Failures{}, false, nil
 	case err != nil:
 		// The outcome is unknown: the caller's failure is then counted
-		// locally only, and the lease expires by itself.
+		// locally only.
 		return Failures{}, false, err
-	case !resp.Succeeded:
-		if granted {
-			r.revokeLease(ctx, lease)
-		}
-		return Failures{}, false, nil
 	}
-	if reached {
-		r.revokeLease(ctx, lease) // its counter is gone
-	}
-	return f, true, nil
+	return f, resp.Succeeded, nil
 }
 
 // ClearFailures deletes key's count (a login succeeded: the failures
 // before it no longer count). Deleting an absent count is not an error.
+// Its lease, shared with other counts, stays.
 func (r *Store) ClearFailures(ctx context.Context, key string) error {
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
-	resp, err := r.kv.Delete(cctx, r.failuresKey(key), clientv3.WithPrevKV())
-	if err != nil {
+	if _, err := r.kv.Delete(cctx, r.failuresKey(key)); err != nil {
 		return fmt.Errorf("registry: clear failures: %w", err)
-	}
-	for _, kv := range resp.PrevKvs {
-		if kv.Lease != 0 {
-			r.revokeLease(ctx, clientv3.LeaseID(kv.Lease))
-		}
 	}
 	return nil
 }

@@ -191,3 +191,66 @@ func TestFailureCountClearAndWatch(t *testing.T) {
 		t.Fatal("counting a 605-byte key succeeded")
 	}
 }
+
+// TestFailureCountLeasesBounded: counts share their leases: a spray of
+// failures of many keys (a user name each) in one reuse period costs one
+// lease, not one per key (etcd keeps, checkpoints and revokes every
+// lease: a lease per key let a spray grow them by its rate times the
+// window). The shared lease is never revoked for one count: a success
+// clearing one key, a limit reached and a lockout published delete their
+// count only, the others stay. A shared lease gone is replaced.
+func TestFailureCountLeasesBounded(t *testing.T) {
+	t.Parallel()
+	eps, regs := newGroup(t, "fs")
+	r := regs[0]
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	defer cancel()
+	const keys = 40
+	for i := range keys {
+		if _, err := r.CountFailure(ctx, fmt.Sprintf("user:u%d", i), time.Hour, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cli := etcdtest.Client(t, eps)
+	leases := func() map[int64]int {
+		t.Helper()
+		resp, err := cli.Get(ctx, "/hotdesk/failures/", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[int64]int{}
+		for _, kv := range resp.Kvs {
+			m[kv.Lease]++
+		}
+		return m
+	}
+	if m := leases(); len(m) != 1 || m[0] != 0 {
+		t.Fatalf("leases of %d counts: %v; want one lease for all", keys, m)
+	}
+	if err := r.ClearFailures(ctx, "user:u0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CountFailure(ctx, "user:u1", time.Hour, 2); err != nil { // the limit
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Minute).UnixMilli()
+	if err := r.PublishLockout(ctx, registry.Lockout{Key: "user:u2", UntilUnixMs: until, Level: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m := leases()
+	for _, n := range m {
+		if n != keys-3 {
+			t.Fatalf("counts left after clearing three of %d: %d; want %d", keys, n, keys-3)
+		}
+	}
+	// A shared lease etcd no longer has (revoked here by hand) is given
+	// up for a new one, not an error.
+	for id := range m {
+		if _, err := cli.Revoke(ctx, clientv3.LeaseID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, err := r.CountFailure(ctx, "user:after", time.Hour, 2); err != nil || f.Count != 1 {
+		t.Fatalf("counting after the shared lease ended: %+v, %v; want count 1", f, err)
+	}
+}

@@ -35,8 +35,8 @@
 //	                under a lease that ends with it; <hash> names the key
 //	                without the user or token in it
 //	failures/<hash> Failures (the group's count of failed logins of a
-//	                limiter key in its window), under a lease of its own
-//	                that ends with the window; <hash> as for lockouts
+//	                limiter key in its window), under a lease shared with
+//	                the counts begun about then; <hash> as for lockouts
 //
 // A failure count is one record per key, incremented by compare-and-swap:
 // Txn(If(ModRevision(k)==read)).Then(Put(k, count+1)), retried when
@@ -48,10 +48,13 @@
 // reaches max_failures is known to exactly one broker, which deletes the
 // count in that txn and starts the lockout. Failures are rare enough for
 // one read and one txn each (a key in a burst at once costs at most a
-// retry per concurrent writer). The count's lease is granted with its
-// first failure for the limiter's window, so counts expire as the
-// limiter's do and never outlive their use; a success, a lockout and an
-// administrator's clearing delete it.
+// retry per concurrent writer). The counts begun at about the same time
+// share a lease, of the limiter's window and a little more (a tenth, at
+// most a minute; see failureLease), so counts expire about as the
+// limiter's do (the stored time of the first failure ends a window on
+// time) and a spray of failures of many keys costs etcd a few leases,
+// not one per key; a success, a lockout and an administrator's clearing
+// delete a count, never its lease.
 //
 // A claim is made with Txn(If(CreateRevision(k)==0)).Then(Put(k, WithLease))
 // .Else(Get(k)): exactly one claimant wins, the others see the winner's

@@ -24,6 +24,8 @@ type Store struct {
 	opts    options
 	log     hclog.Logger
 	id      string // the server whose store this is (commands, events, drain flags)
+
+	failLeases *failureLeases // shared by the failure counts (CountFailure)
 }
 
 // NewStore returns server's lease-independent view of the registry on cli.
@@ -44,5 +46,6 @@ func NewStore(cli *clientv3.Client, server string, opts ...Option) (*Store, erro
 }
 
 func newStore(cli *clientv3.Client, server string, o options) *Store {
-	return &Store{kv: cli.KV, watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server}
+	return &Store{kv: cli.KV, watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server,
+		failLeases: &failureLeases{}}
 }

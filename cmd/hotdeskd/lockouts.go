@@ -12,9 +12,15 @@ import (
 	"github.com/hotdesk/hotdesk/registry"
 )
 
-// shareQueue bounds the lockouts, failures and successes waiting to be
-// shared: past it one is dropped (and logged), never waited for.
-const shareQueue = 256
+// shareQueue bounds the failures and successes waiting to be shared, and
+// lockoutQueue the lockouts, in a queue of their own (a spray of failures
+// must not crowd them out: the group's count that started a lockout is
+// consumed, so a lockout not shared would hold at this broker only): past
+// it one is dropped (and logged), never waited for.
+const (
+	shareQueue   = 256
+	lockoutQueue = 64
+)
 
 // shareRetry is how long, once the registry failed a failure count, the
 // next failures and successes are counted here only before the registry
@@ -38,8 +44,9 @@ type shareOp struct {
 // a success here clears the key's count if it has failures anywhere (and
 // writes nothing if it has none). A lockout this broker's
 // limiter starts is published, and every broker's lockouts are imposed on
-// this one's limiter. Everything goes through one bounded queue, in
-// order; logins never wait for the registry. While the registry is out of
+// this one's limiter. Failures and successes go through one bounded
+// queue, in order, lockouts through another; logins never wait for the
+// registry. While the registry is out of
 // reach, failures are counted here only (logged once), so each broker
 // still locks a key out after max_failures of its own.
 type lockoutShare struct {
@@ -47,16 +54,20 @@ type lockoutShare struct {
 	server  string        // this broker's id
 	limiter *auth.Limiter // set once built, before run
 	queue   chan shareOp
+	locks   chan shareOp // lockouts started here (lockoutQueue)
 	dropped atomic.Int64 // ops dropped since the last drop was logged
 	log     hclog.Logger
 
 	// run's own:
-	down      bool      // the registry failed the last count or clear
-	downSince time.Time // when it last failed (tried again after shareRetry)
+	down      bool                // the registry failed the last count or clear
+	downSince time.Time           // when it last failed (tried again after shareRetry)
+	resets    map[string]struct{} // keys whose clearing the registry missed, retried first
 }
 
 func newLockoutShare(store *registry.Store, server string, log hclog.Logger) *lockoutShare {
-	return &lockoutShare{store: store, server: server, queue: make(chan shareOp, shareQueue), log: log}
+	return &lockoutShare{store: store, server: server, queue: make(chan shareOp, shareQueue),
+		locks: make(chan shareOp, lockoutQueue), log: log,
+		resets: map[string]struct{}{}}
 }
 
 // started is the limiter's OnLockout: it logs lo and queues it without
@@ -77,8 +88,12 @@ func (s *lockoutShare) failed(key string) { s.enqueue(shareOp{key: key}) }
 func (s *lockoutShare) succeeded(key string) { s.enqueue(shareOp{key: key, reset: true}) }
 
 func (s *lockoutShare) enqueue(op shareOp) {
+	q := s.queue
+	if op.lockout != nil {
+		q = s.locks
+	}
 	select {
-	case s.queue <- op:
+	case q <- op:
 	default:
 		// The first drop of a burst is logged, the rest counted (see run).
 		if s.dropped.Add(1) == 1 {
@@ -103,11 +118,12 @@ func (s *lockoutShare) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case op := <-s.locks:
+			s.share(ctx, op)
+			s.logDropped()
 		case op := <-s.queue:
 			s.share(ctx, op)
-			if n := s.dropped.Swap(0); n > 1 {
-				s.log.Warn("failures, successes or lockouts not shared with the group: too many at once", "dropped", n)
-			}
+			s.logDropped()
 		case f, ok := <-counts:
 			if !ok {
 				return
@@ -138,6 +154,14 @@ func (s *lockoutShare) run(ctx context.Context) {
 	}
 }
 
+// logDropped logs how many ops were dropped since the last time, if more
+// than the one enqueue logged.
+func (s *lockoutShare) logDropped() {
+	if n := s.dropped.Swap(0); n > 1 {
+		s.log.Warn("failures, successes or lockouts not shared with the group: too many at once", "dropped", n)
+	}
+}
+
 // share does op in the registry, within a bounded time.
 func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	if op.lockout != nil {
@@ -151,15 +175,31 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		return
 	}
 	if s.down && time.Since(s.downSince) < shareRetry {
+		if op.reset {
+			s.missedReset(op.key)
+		}
 		return // counted here only, as logged
+	}
+	if !op.reset && s.limiter.Locked(op.key) {
+		// A failure queued before its key's lockout (shared ahead of
+		// it): the lockout consumed it, and counted now it would start
+		// the next window's count at the group.
+		return
 	}
 	maxFailures, window := s.limiter.Limits()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var err error
-	if op.reset {
-		err = s.store.ClearFailures(pctx, op.key)
-	} else {
+	err := s.retryResets(pctx)
+	switch {
+	case err != nil:
+		if op.reset {
+			s.missedReset(op.key)
+		}
+	case op.reset:
+		if err = s.store.ClearFailures(pctx, op.key); err != nil {
+			s.missedReset(op.key)
+		}
+	default:
 		var f registry.Failures
 		f, err = s.store.CountFailure(pctx, op.key, window, maxFailures)
 		if err == nil && s.limiter.Observe(f.Key, f.Count, time.UnixMilli(f.FirstUnixMs)) {
@@ -168,6 +208,11 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:
+	case errors.Is(err, registry.ErrBadKey):
+		// The key's fault, not the registry's: counted here only. Taken
+		// for an outage, a login name too long to store, typed every
+		// shareRetry, would stop the group counting anyone's failures.
+		s.log.Debug("failure not counted by the group: key too long", "bytes", len(op.key))
 	case errors.Is(err, registry.ErrContended):
 		// Reachable, but too many brokers counting this key at once.
 		s.log.Warn("failure not counted by the group", "key", op.key, "error", err)
@@ -180,4 +225,28 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		s.down = false
 		s.log.Info("failed logins counted by the group again")
 	}
+}
+
+// missedReset remembers that the group's count of key was not cleared
+// after a success (the registry was out of reach): left, the failures
+// before the success would count on with the next ones, and one typo
+// after the outage could lock the user out. At most shareQueue are kept.
+func (s *lockoutShare) missedReset(key string) {
+	if len(s.resets) < shareQueue {
+		s.resets[key] = struct{}{}
+	} else if _, ok := s.resets[key]; !ok {
+		s.log.Debug("failures not cleared in the group: too many missed", "key", key)
+	}
+}
+
+// retryResets clears the counts missedReset kept, before anything else
+// is counted; it stops at the first error.
+func (s *lockoutShare) retryResets(ctx context.Context) error {
+	for key := range s.resets {
+		if err := s.store.ClearFailures(ctx, key); err != nil {
+			return err
+		}
+		delete(s.resets, key)
+	}
+	return nil
 }

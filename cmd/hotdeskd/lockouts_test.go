@@ -165,3 +165,163 @@ func TestLockoutShareOutage(t *testing.T) {
 		t.Fatalf("the number dropped was not logged (want at least %d):\n%s", shareQueue, log)
 	}
 }
+
+// TestLockoutShareLongKeyIsNoOutage: a failure whose key the registry
+// refuses (a login name longer than a lockout key may be, as a PAM
+// prompt takes from a card login) is counted here only; it is not taken
+// for a registry outage, which would stop the group counting every
+// other key's failures for shareRetry (an attacker typing a long name
+// every few seconds would have each broker count alone).
+func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	_, l := startShare(t, store, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	l.Failure("", strings.Repeat("x", 4096), "")
+	l.Failure("", "zed", "")
+	testutil.WaitFor(t, time.Minute, "zed's failure counted by the group after a long name's", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fs, err := store.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(fs, func(f registry.Failures) bool { return f.Key == "user:zed" && f.Count == 1 })
+	})
+	if strings.Contains(out.String(), "registry out of reach") {
+		t.Fatalf("a long key taken for an outage:\n%s", out.String())
+	}
+}
+
+// TestLockoutShareOutageKeepsResets: a success during a registry outage
+// clears the group's count of the user's failures once the registry is
+// back: left, the failures before the success would count on, and one
+// failure after the outage would lock the user out.
+func TestLockoutShareOutageKeepsResets(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	storeA, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
+		registry.WithCallTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := registry.NewStore(etcdtest.Client(t, eps), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(key string) int {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fs, err := direct.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := slices.IndexFunc(fs, func(f registry.Failures) bool { return f.Key == key }); i >= 0 {
+			return fs[i].Count
+		}
+		return 0
+	}
+	var out lockedBuffer
+	_, a := startShare(t, storeA, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	a.Failure("", "yan", "")
+	a.Failure("", "yan", "")
+	testutil.WaitFor(t, time.Minute, "yan's failures counted", func() bool { return count("user:yan") == 2 })
+
+	proxy.Blackhole()
+	a.Success("", "yan")
+	testutil.WaitFor(t, time.Minute, "the outage noticed", func() bool {
+		return strings.Contains(out.String(), "registry out of reach")
+	})
+	proxy.CloseConns() // the clearing held by the partition is lost with it
+	proxy.Heal()
+	// Failures of others bring the share back to the registry.
+	n := 0
+	testutil.WaitFor(t, time.Minute, "yan's count cleared after the outage", func() bool {
+		n++
+		a.Failure("", fmt.Sprintf("probe%d", n), "")
+		return count("user:yan") == 0
+	})
+}
+
+// TestLockoutShareLockoutNotCrowdedOut: a lockout started while the
+// queue is full of failures (a spray of user names) is still published:
+// failures must not crowd lockouts out. The group's count that started
+// it is consumed, so a lockout dropped would hold at this broker only,
+// and every other broker would let the key's failures start over.
+func TestLockoutShareLockoutNotCrowdedOut(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	for i := range 2 * shareQueue {
+		l.Failure("", fmt.Sprintf("u%d", i), "")
+	}
+	for range 3 {
+		l.Failure("", "mal", "")
+	}
+	if err := l.Check("", "mal", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("mal after 3 failures: %v; want locked", err)
+	}
+	runShare(t, s)
+	testutil.WaitFor(t, time.Minute, "mal's lockout published", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		los, err := store.Lockouts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(los, func(lo registry.Lockout) bool { return lo.Key == "user:mal" })
+	})
+}
+
+// TestLockoutShareLockoutConsumesQueuedFailures: the failures of a key
+// still queued when its lockout is shared (lockouts have a queue of
+// their own, and may go first) are not counted by the group after it:
+// the lockout consumed them, and counted they would start the key's next
+// count at the group, so one failure after the lockout could lock it
+// out again. Ten keys, each locked out here with its failures queued.
+func TestLockoutShareLockoutConsumesQueuedFailures(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	const keys = 10
+	for i := range keys {
+		for range 3 {
+			l.Failure("", fmt.Sprintf("mal%d", i), "")
+		}
+	}
+	l.Failure("", "last", "") // queued after every failure of the mal*
+	runShare(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	testutil.WaitFor(t, time.Minute, "every lockout published and the last failure counted", func() bool {
+		los, err := store.Lockouts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs, err := store.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(los) == keys && slices.ContainsFunc(fs, func(f registry.Failures) bool { return f.Key == "user:last" })
+	})
+	fs, err := store.FailureCounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) != 1 {
+		t.Fatalf("counts after the lockouts: %+v; want user:last's only", fs)
+	}
+}
