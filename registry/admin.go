@@ -169,27 +169,14 @@ func (r *Store) ServeCommands(ctx context.Context, handle func(context.Context, 
 			r.answer(ctx, kv, handle)
 		}()
 	}
-	for {
-		resp, ok := r.listRetrying(ctx, dir)
-		if !ok {
-			return
-		}
-		for _, kv := range resp.Kvs {
-			run(kv)
-		}
-		wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for wr := range r.watcher.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
-			if wr.Err() != nil {
-				break
+	r.listWatch(ctx, dir, "admin command",
+		func(kv *mvccpb.KeyValue) bool { run(kv); return true },
+		func(ev *clientv3.Event) bool {
+			if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
+				run(ev.Kv)
 			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
-					run(ev.Kv)
-				}
-			}
-		}
-		wcancel()
-	}
+			return true
+		})
 }
 
 func (r *Store) answer(ctx context.Context, kv *mvccpb.KeyValue, handle func(context.Context, Command) CommandResult) {

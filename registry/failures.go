@@ -243,42 +243,17 @@ func (r *Store) WatchFailures(ctx context.Context) <-chan Failures {
 	}
 	go func() {
 		defer close(out)
-		for {
-			resp, ok := r.listRetrying(ctx, prefix)
-			if !ok {
-				return
-			}
-			for _, kv := range resp.Kvs {
-				if !send(kv.Value, false) {
-					return
+		r.listWatch(ctx, prefix, "failure count",
+			func(kv *mvccpb.KeyValue) bool { return send(kv.Value, false) },
+			func(ev *clientv3.Event) bool {
+				if ev.Type != clientv3.EventTypeDelete {
+					return send(ev.Kv.Value, false)
 				}
-			}
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for wr := range r.watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1),
-				clientv3.WithPrevKV()) {
-				if err := wr.Err(); err != nil {
-					r.log.Warn("failure count watch failed; re-listing", "error", err)
-					break
+				if ev.PrevKv == nil {
+					return true // compacted away: nothing to name the key by
 				}
-				for _, ev := range wr.Events {
-					val, ended := ev.Kv.Value, ev.Type == clientv3.EventTypeDelete
-					if ended {
-						if ev.PrevKv == nil {
-							continue // compacted away: nothing to name the key by
-						}
-						val = ev.PrevKv.Value
-					}
-					if !send(val, ended) {
-						cancel()
-						return
-					}
-				}
-			}
-			cancel()
-			if ctx.Err() != nil {
-				return
-			}
-		}
+				return send(ev.PrevKv.Value, true)
+			}, clientv3.WithPrevKV())
 	}()
 	return out
 }

@@ -140,35 +140,48 @@ func (r *Store) WatchLockouts(ctx context.Context) <-chan Lockout {
 	}
 	go func() {
 		defer close(out)
-		for {
-			resp, ok := r.listRetrying(ctx, prefix)
-			if !ok {
-				return
-			}
-			for _, kv := range resp.Kvs {
-				if !send(kv.Value) {
-					return
-				}
-			}
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			for wr := range r.watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1),
-				clientv3.WithFilterDelete()) {
-				if err := wr.Err(); err != nil {
-					r.log.Warn("lockout watch failed; re-listing", "error", err)
-					break
-				}
-				for _, ev := range wr.Events {
-					if !send(ev.Kv.Value) {
-						cancel()
-						return
-					}
-				}
-			}
-			cancel()
-			if ctx.Err() != nil {
+		r.listWatch(ctx, prefix, "lockout",
+			func(kv *mvccpb.KeyValue) bool { return send(kv.Value) },
+			func(ev *clientv3.Event) bool { return send(ev.Kv.Value) },
+			clientv3.WithFilterDelete())
+	}()
+	return out
+}
+
+// listWatch lists prefix, handing each record to onKV, then watches it
+// from the list's revision (with opts), handing each event to onEvent.
+// After a watch failure (logged, naming what) it lists again (trying
+// each second) and goes on from there. It returns when ctx ends or a
+// handler returns false.
+func (r *Store) listWatch(ctx context.Context, prefix, what string, onKV func(*mvccpb.KeyValue) bool,
+	onEvent func(*clientv3.Event) bool, opts ...clientv3.OpOption) {
+	for {
+		resp, ok := r.listRetrying(ctx, prefix)
+		if !ok {
+			return
+		}
+		for _, kv := range resp.Kvs {
+			if !onKV(kv) {
 				return
 			}
 		}
-	}()
-	return out
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wopts := append([]clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision + 1)}, opts...)
+		for wr := range r.watcher.Watch(wctx, prefix, wopts...) {
+			if err := wr.Err(); err != nil {
+				r.log.Warn(what+" watch failed; re-listing", "error", err)
+				break
+			}
+			for _, ev := range wr.Events {
+				if !onEvent(ev) {
+					cancel()
+					return
+				}
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+	}
 }
