@@ -22,21 +22,7 @@ import (
 func TestLockoutSharedE2E(t *testing.T) {
 	requireSecureE2E(t)
 	t.Parallel()
-	pamDir := testutil.MatrixServices(t, t.TempDir(), "lou:lou-pw:hotdesk\n", "", "hotdesk")
-	g := startGroup(t, 2, fmt.Sprintf(`auth {
-  pam_dir      = %q
-  open_session = false
-  max_failures = 2
-  lockout      = "10m"
-  policy {
-    users = ["lou"]
-    auth  = "password"
-  }
-}`, pamDir))
-	b1, b2 := g.brokers[0], g.brokers[1]
-	at := func(b *groupBroker) *e2e {
-		return &e2e{t: t, d: b.Daemon, bin: g.bin, dir: b.Dir, addr: b.addr, pin: b.Pin, socket: b.Socket}
-	}
+	g, b1, b2, at := louGroup(t, 2)
 	// Logins are placed at b1 while b2 drains.
 	g.ctl(b1, "server", "drain", "b2")
 	for i, want := range []string{"", proto.DetailLockoutStarted} {
@@ -101,21 +87,7 @@ func TestLockoutSharedE2E(t *testing.T) {
 func TestLockoutGroupFailuresE2E(t *testing.T) {
 	requireSecureE2E(t)
 	t.Parallel()
-	pamDir := testutil.MatrixServices(t, t.TempDir(), "lou:lou-pw:hotdesk\n", "", "hotdesk")
-	g := startGroup(t, 2, fmt.Sprintf(`auth {
-  pam_dir      = %q
-  open_session = false
-  max_failures = 3
-  lockout      = "10m"
-  policy {
-    users = ["lou"]
-    auth  = "password"
-  }
-}`, pamDir))
-	b1, b2 := g.brokers[0], g.brokers[1]
-	at := func(b *groupBroker) *e2e {
-		return &e2e{t: t, d: b.Daemon, bin: g.bin, dir: b.Dir, addr: b.addr, pin: b.Pin, socket: b.Socket}
-	}
+	g, b1, b2, at := louGroup(t, 3)
 	// place sends the next login to b (the other broker drains).
 	drained := ""
 	place := func(b, other *groupBroker) {
@@ -184,4 +156,26 @@ func TestLockoutGroupFailuresE2E(t *testing.T) {
 	if ss := g.sessions(b1, "-user", "lou"); len(ss) != 0 {
 		t.Fatalf("lou's sessions %+v; want none", ss)
 	}
+}
+
+// louGroup starts two brokers of one group where lou logs in by password
+// (lou-pw) with max_failures and a 10 m lockout; at gives a broker's e2e
+// handle.
+func louGroup(t *testing.T, maxFailures int) (g *testGroup, b1, b2 *groupBroker, at func(*groupBroker) *e2e) {
+	t.Helper()
+	pamDir := testutil.MatrixServices(t, t.TempDir(), "lou:lou-pw:hotdesk\n", "", "hotdesk")
+	g = startGroup(t, 2, fmt.Sprintf(`auth {
+  pam_dir      = %q
+  open_session = false
+  max_failures = %d
+  lockout      = "10m"
+  policy {
+    users = ["lou"]
+    auth  = "password"
+  }
+}`, pamDir, maxFailures))
+	at = func(b *groupBroker) *e2e {
+		return &e2e{t: t, d: b.Daemon, bin: g.bin, dir: b.Dir, addr: b.addr, pin: b.Pin, socket: b.Socket}
+	}
+	return g, g.brokers[0], g.brokers[1], at
 }

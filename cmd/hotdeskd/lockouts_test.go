@@ -83,18 +83,7 @@ func TestLockoutShareCountsFailures(t *testing.T) {
 	storeA := newStore("a")
 	_, a := startShare(t, storeA, "a", 3, testutil.Logger(t, "a", hclog.Info))
 	_, b := startShare(t, newStore("b"), "b", 3, testutil.Logger(t, "b", hclog.Info))
-	count := func(key string) int {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		fs, err := storeA.FailureCounts(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i := slices.IndexFunc(fs, func(f registry.Failures) bool { return f.Key == key }); i >= 0 {
-			return fs[i].Count
-		}
-		return 0
-	}
+	count := func(key string) int { return groupCount(t, storeA, key) }
 
 	a.Failure("", "zed", "")
 	testutil.WaitFor(t, time.Minute, "zed's first failure counted", func() bool { return count("user:zed") == 1 })
@@ -184,13 +173,7 @@ func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
 	l.Failure("", strings.Repeat("x", 4096), "")
 	l.Failure("", "zed", "")
 	testutil.WaitFor(t, time.Minute, "zed's failure counted by the group after a long name's", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		fs, err := store.FailureCounts(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return slices.ContainsFunc(fs, func(f registry.Failures) bool { return f.Key == "user:zed" && f.Count == 1 })
+		return groupCount(t, store, "user:zed") == 1
 	})
 	if strings.Contains(out.String(), "registry out of reach") {
 		t.Fatalf("a long key taken for an outage:\n%s", out.String())
@@ -214,18 +197,7 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := func(key string) int {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		fs, err := direct.FailureCounts(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i := slices.IndexFunc(fs, func(f registry.Failures) bool { return f.Key == key }); i >= 0 {
-			return fs[i].Count
-		}
-		return 0
-	}
+	count := func(key string) int { return groupCount(t, direct, key) }
 	var out lockedBuffer
 	_, a := startShare(t, storeA, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	a.Failure("", "yan", "")
@@ -324,4 +296,19 @@ func TestLockoutShareLockoutConsumesQueuedFailures(t *testing.T) {
 	if len(fs) != 1 {
 		t.Fatalf("counts after the lockouts: %+v; want user:last's only", fs)
 	}
+}
+
+// groupCount is the group's failure count of key, as store lists it.
+func groupCount(t *testing.T, store *registry.Store, key string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fs, err := store.FailureCounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(fs, func(f registry.Failures) bool { return f.Key == key }); i >= 0 {
+		return fs[i].Count
+	}
+	return 0
 }
