@@ -174,7 +174,11 @@ func cardTrial(ctx context.Context, t *terminal, d *pcscdtest.Daemon, p *pcsc.Pr
 }
 
 // nextCardEvent is the next card event other than Reading (the moment
-// pcscd showed the card; its Inserted, Error or removal follows).
+// pcscd showed the card; its Inserted, Error or removal follows) and the
+// empty-token Removed that ends a Reading without an identification (a
+// card that flickered in the reader as the virtual card connected: it is
+// read again). Both are progress, which the tokens contract tells
+// consumers that do not show it to pass over.
 func nextCardEvent(ctx context.Context, evs <-chan tokens.Event) (tokens.Event, error) {
 	tm := time.NewTimer(cardEventTimeout)
 	defer tm.Stop()
@@ -184,7 +188,7 @@ func nextCardEvent(ctx context.Context, evs <-chan tokens.Event) (tokens.Event, 
 			if !ok {
 				return ev, errors.New("card events ended")
 			}
-			if ev.Kind == tokens.Reading {
+			if ev.Kind == tokens.Reading || ev.Kind == tokens.Removed && ev.Token == "" {
 				continue
 			}
 			return ev, nil
