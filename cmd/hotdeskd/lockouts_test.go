@@ -73,13 +73,7 @@ func startShare(t *testing.T, store *registry.Store, id string, maxFailures int,
 func TestLockoutShareCountsFailures(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
-	newStore := func(id string) *registry.Store {
-		s, err := registry.NewStore(etcdtest.Client(t, eps), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	newStore := func(id string) *registry.Store { return newTestStore(t, eps, id) }
 	storeA := newStore("a")
 	_, a := startShare(t, storeA, "a", 3, testutil.Logger(t, "a", hclog.Info))
 	_, b := startShare(t, newStore("b"), "b", 3, testutil.Logger(t, "b", hclog.Info))
@@ -163,11 +157,7 @@ func TestLockoutShareOutage(t *testing.T) {
 // every few seconds would have each broker count alone).
 func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newTestStore(t, etcdtest.Start(t), "a")
 	var out lockedBuffer
 	_, l := startShare(t, store, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	l.Failure("", strings.Repeat("x", 4096), "")
@@ -193,10 +183,7 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	direct, err := registry.NewStore(etcdtest.Client(t, eps), "b")
-	if err != nil {
-		t.Fatal(err)
-	}
+	direct := newTestStore(t, eps, "b")
 	count := func(key string) int { return groupCount(t, direct, key) }
 	var out lockedBuffer
 	_, a := startShare(t, storeA, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
@@ -227,11 +214,7 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 // and every other broker would let the key's failures start over.
 func TestLockoutShareLockoutNotCrowdedOut(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newTestStore(t, etcdtest.Start(t), "a")
 	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
 	for i := range 2 * shareQueue {
 		l.Failure("", fmt.Sprintf("u%d", i), "")
@@ -262,11 +245,7 @@ func TestLockoutShareLockoutNotCrowdedOut(t *testing.T) {
 // out again. Ten keys, each locked out here with its failures queued.
 func TestLockoutShareLockoutConsumesQueuedFailures(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	store, err := registry.NewStore(etcdtest.Client(t, eps), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := newTestStore(t, etcdtest.Start(t), "a")
 	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
 	const keys = 10
 	for i := range keys {
@@ -311,4 +290,14 @@ func groupCount(t *testing.T, store *registry.Store, key string) int {
 		return fs[i].Count
 	}
 	return 0
+}
+
+// newTestStore is a registry store of server id on the etcd at eps.
+func newTestStore(t *testing.T, eps []string, id string) *registry.Store {
+	t.Helper()
+	s, err := registry.NewStore(etcdtest.Client(t, eps), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
