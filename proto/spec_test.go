@@ -76,18 +76,8 @@ func TestSpecSoftTokenVector(t *testing.T) {
 	if want := field("token id"); id != want {
 		t.Fatalf("token id = %s; want %s", id, want)
 	}
-	lp := func(b *bytes.Buffer, x []byte) {
-		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(x))))
-		b.Write(x)
-	}
-	var msg bytes.Buffer
-	msg.WriteString("hotdesk-soft-token-v1")
-	msg.WriteByte(0)
-	lp(&msg, []byte("term-1"))
-	lp(&msg, []byte("b1"))
-	lp(&msg, bytes.Repeat([]byte{1}, 32))
-	lp(&msg, bytes.Repeat([]byte{2}, 32))
-	lp(&msg, []byte(id))
+	msg := specMessage("hotdesk-soft-token-v1", []byte("term-1"), []byte("b1"),
+		bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), []byte(id))
 	if got := msg.Len(); !strings.Contains(spec, "("+strconv.Itoa(got)+" bytes)") {
 		t.Fatalf("signed message is %d bytes; PROTOCOL.md says otherwise", got)
 	}
@@ -112,19 +102,8 @@ func TestSpecPairVector(t *testing.T) {
 	}
 	priv := ed25519.NewKeyFromSeed(seed)
 	pub := priv.Public().(ed25519.PublicKey)
-	lp := func(b *bytes.Buffer, x []byte) {
-		b.Write(binary.BigEndian.AppendUint16(nil, uint16(len(x))))
-		b.Write(x)
-	}
-	var msg bytes.Buffer
-	msg.WriteString("hotdesk-pair-v1")
-	msg.WriteByte(0)
-	lp(&msg, []byte("term-1"))
-	lp(&msg, []byte("b1"))
-	lp(&msg, bytes.Repeat([]byte{1}, 32))
-	lp(&msg, []byte("ABCD-EFGH-JKMN"))
-	lp(&msg, []byte("soft"))
-	lp(&msg, pub)
+	msg := specMessage("hotdesk-pair-v1", []byte("term-1"), []byte("b1"),
+		bytes.Repeat([]byte{1}, 32), []byte("ABCD-EFGH-JKMN"), []byte("soft"), pub)
 	if got := msg.Len(); !strings.Contains(spec, "("+strconv.Itoa(got)+" bytes)\npair signature") {
 		t.Fatalf("pair message is %d bytes; PROTOCOL.md §8.5 says otherwise", got)
 	}
@@ -169,4 +148,18 @@ func TestPairSignatureField(t *testing.T) {
 	if m, err = proto.Decode(b); err != nil || len(m.Body.(*proto.Pair).Signature) != 0 {
 		t.Fatalf("decoded unsigned Pair = %+v, %v; want no signature", m.Body, err)
 	}
+}
+
+// specMessage builds a signed message as PROTOCOL.md §8.2 and §8.4 state
+// it, written here apart from tokens/soft: domain, a zero byte, then each
+// part with its 2-byte big-endian length.
+func specMessage(domain string, parts ...[]byte) *bytes.Buffer {
+	var msg bytes.Buffer
+	msg.WriteString(domain)
+	msg.WriteByte(0)
+	for _, p := range parts {
+		msg.Write(binary.BigEndian.AppendUint16(nil, uint16(len(p))))
+		msg.Write(p)
+	}
+	return &msg
 }
