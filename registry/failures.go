@@ -2,8 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,10 +98,7 @@ func (r *Store) forgetFailureLease(id clientv3.LeaseID) {
 
 // failuresKey names key's counter; like a lockout's, its name is a hash of
 // the key, never the user or token.
-func (r *Store) failuresKey(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return r.opts.prefix + "failures/" + hex.EncodeToString(sum[:16])
-}
+func (r *Store) failuresKey(key string) string { return r.hashedKey("failures/", key) }
 
 // CountFailure adds one failure of key to the group's count and returns
 // the count with it. A count lives for window after its first failure

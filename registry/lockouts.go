@@ -35,9 +35,13 @@ const clearedTTL = time.Minute
 // maxLockoutKey bounds a lockout's key: it names a token, user or terminal.
 const maxLockoutKey = 512
 
-func (r *Store) lockoutKey(key string) string {
+func (r *Store) lockoutKey(key string) string { return r.hashedKey("lockouts/", key) }
+
+// hashedKey names key's record under dir by a hash of key: the user or
+// token a limiter key names never appears in a key name.
+func (r *Store) hashedKey(dir, key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return r.opts.prefix + "lockouts/" + hex.EncodeToString(sum[:16])
+	return r.opts.prefix + dir + hex.EncodeToString(sum[:16])
 }
 
 // Lockouts lists the lockouts in force in the group, by key.
