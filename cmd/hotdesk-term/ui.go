@@ -130,10 +130,7 @@ func (u *greeterUI) event(ev event) {
 		if u.cur != stateReading {
 			u.beforeReading = u.cur
 		}
-		if u.reading == nil {
-			u.reading = map[string]bool{}
-		}
-		u.reading[strField(ev, "reader")] = true
+		u.markReading(ev)
 		next = stateReading
 	case "card":
 		delete(u.reading, strField(ev, "reader")) // its reading, if any, ended
@@ -246,6 +243,15 @@ func (u *greeterUI) event(ev event) {
 	}
 }
 
+// markReading notes that ev's reader reads a card (card_reading). Caller
+// holds u.mu.
+func (u *greeterUI) markReading(ev event) {
+	if u.reading == nil {
+		u.reading = map[string]bool{}
+	}
+	u.reading[strField(ev, "reader")] = true
+}
+
 // show makes s the screen. Caller holds u.mu.
 func (u *greeterUI) show(s greeter.State) {
 	if s == u.cur {
@@ -274,10 +280,7 @@ func (u *greeterUI) pairingEvent(ev event) (greeter.State, bool) {
 		u.pair.phone = true
 		return statePairingPhone, true
 	case "card_reading":
-		if u.reading == nil {
-			u.reading = map[string]bool{}
-		}
-		u.reading[strField(ev, "reader")] = true
+		u.markReading(ev)
 		if u.pair.phone {
 			return u.cur, true
 		}
