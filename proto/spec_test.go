@@ -46,6 +46,27 @@ func TestSpecFrameExample(t *testing.T) {
 	}
 }
 
+// specKey is the test vectors' Ed25519 key: the seed 00 01 … 1f.
+func specKey() (ed25519.PrivateKey, ed25519.PublicKey) {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	return priv, priv.Public().(ed25519.PublicKey)
+}
+
+// specSignature returns the hex signature PROTOCOL.md gives under label
+// (written on two lines).
+func specSignature(t *testing.T, spec, label, section string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + label + `\s+([0-9a-f]+)\n\s+([0-9a-f]+)$`).FindStringSubmatch(spec)
+	if m == nil {
+		t.Fatalf("%s not found in PROTOCOL.md %s", label, section)
+	}
+	return m[1] + m[2]
+}
+
 // TestSpecSoftTokenVector recomputes the software-token test vector of
 // PROTOCOL.md §8.3 from the rules in §8.1 and §8.2.
 func TestSpecSoftTokenVector(t *testing.T) {
@@ -57,17 +78,8 @@ func TestSpecSoftTokenVector(t *testing.T) {
 		}
 		return m[1]
 	}
-	sigHex := regexp.MustCompile(`(?m)^signature\s+([0-9a-f]+)\n\s+([0-9a-f]+)$`).FindStringSubmatch(spec)
-	if sigHex == nil {
-		t.Fatal("signature not found in PROTOCOL.md §8.3")
-	}
-
-	seed := make([]byte, ed25519.SeedSize)
-	for i := range seed {
-		seed[i] = byte(i)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	pub := priv.Public().(ed25519.PublicKey)
+	wantSig := specSignature(t, spec, "signature", "§8.3")
+	priv, pub := specKey()
 	if got, want := hex.EncodeToString(pub), field("public key"); got != want {
 		t.Fatalf("public key = %s; want %s", got, want)
 	}
@@ -82,8 +94,8 @@ func TestSpecSoftTokenVector(t *testing.T) {
 		t.Fatalf("signed message is %d bytes; PROTOCOL.md says otherwise", got)
 	}
 	sig := ed25519.Sign(priv, msg.Bytes())
-	if got, want := hex.EncodeToString(sig), sigHex[1]+sigHex[2]; got != want {
-		t.Fatalf("signature = %s; want %s", got, want)
+	if got := hex.EncodeToString(sig); got != wantSig {
+		t.Fatalf("signature = %s; want %s", got, wantSig)
 	}
 }
 
@@ -92,16 +104,8 @@ func TestSpecSoftTokenVector(t *testing.T) {
 // (what terminals sign and brokers verify) builds the same bytes.
 func TestSpecPairVector(t *testing.T) {
 	spec := readSpec(t)
-	sigHex := regexp.MustCompile(`(?m)^pair signature\s+([0-9a-f]+)\n\s+([0-9a-f]+)$`).FindStringSubmatch(spec)
-	if sigHex == nil {
-		t.Fatal("pair signature not found in PROTOCOL.md §8.5")
-	}
-	seed := make([]byte, ed25519.SeedSize)
-	for i := range seed {
-		seed[i] = byte(i)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	pub := priv.Public().(ed25519.PublicKey)
+	wantSig := specSignature(t, spec, "pair signature", "§8.5")
+	priv, pub := specKey()
 	msg := specMessage("hotdesk-pair-v1", []byte("term-1"), []byte("b1"),
 		bytes.Repeat([]byte{1}, 32), []byte("ABCD-EFGH-JKMN"), []byte("soft"), pub)
 	if got := msg.Len(); !strings.Contains(spec, "("+strconv.Itoa(got)+" bytes)\npair signature") {
@@ -111,8 +115,8 @@ func TestSpecPairVector(t *testing.T) {
 		t.Fatal("PROTOCOL.md §8.5 does not start the pair message with the domain of §8.4")
 	}
 	sig := ed25519.Sign(priv, msg.Bytes())
-	if got, want := hex.EncodeToString(sig), sigHex[1]+sigHex[2]; got != want {
-		t.Fatalf("pair signature = %s; want %s", got, want)
+	if got := hex.EncodeToString(sig); got != wantSig {
+		t.Fatalf("pair signature = %s; want %s", got, wantSig)
 	}
 	built, err := soft.PairMessage("term-1", "b1", bytes.Repeat([]byte{1}, 32), "ABCD-EFGH-JKMN", "soft", pub)
 	if err != nil || !bytes.Equal(built, msg.Bytes()) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +18,6 @@ import (
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
-
-// lockedBuffer is a log sink safe for the share's goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // newShare builds a broker's lockoutShare on store with a limiter of
 // maxFailures wired to it, as startAuth does.
@@ -114,7 +94,7 @@ func TestLockoutShareOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out testutil.LockedBuffer
 	s, l := newShare(store, "lone", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	// A burst with nothing sharing yet: twice the queue; the calls return
 	// (nothing waits), the excess is dropped, logged once for the burst.
@@ -158,7 +138,7 @@ func TestLockoutShareOutage(t *testing.T) {
 func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
 	t.Parallel()
 	store := newTestStore(t, etcdtest.Start(t), "a")
-	var out lockedBuffer
+	var out testutil.LockedBuffer
 	_, l := startShare(t, store, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	l.Failure("", strings.Repeat("x", 4096), "")
 	l.Failure("", "zed", "")
@@ -185,7 +165,7 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 	}
 	direct := newTestStore(t, eps, "b")
 	count := func(key string) int { return groupCount(t, direct, key) }
-	var out lockedBuffer
+	var out testutil.LockedBuffer
 	_, a := startShare(t, storeA, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	a.Failure("", "yan", "")
 	a.Failure("", "yan", "")
