@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+
+	"github.com/hotdesk/hotdesk/proto"
 )
 
 // alphabet is Crockford's base32: digits and upper-case letters without
@@ -17,8 +19,9 @@ const (
 	IDLen     = 4
 	SecretLen = 8
 	codeLen   = IDLen + SecretLen
-	// maxCodeInput bounds the raw input ParseCode looks at.
-	maxCodeInput = 64
+	// maxCodeInput bounds the raw input ParseCode looks at: the wire's
+	// bound, so a code a terminal may send is one ParseCode reads.
+	maxCodeInput = proto.MaxPairCodeLen
 )
 
 // decode maps an input byte to its 5-bit value, or -1. Lower case is
