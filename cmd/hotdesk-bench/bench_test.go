@@ -14,6 +14,10 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
+// cardChildEnv is set to "1" in the environment of TestCardScenario's
+// child test process.
+const cardChildEnv = "HOTDESK_BENCH_CARD_CHILD"
+
 // TestMain lets the test binary serve as the bench's etcd child process.
 // It runs the scenario tests all at once unless -test.parallel is given:
 // they wait on etcd, daemons and displays far more than they compute.
@@ -190,14 +194,20 @@ func TestStormRun(t *testing.T) {
 // TestCardScenario runs the card scenario against a real private pcscd with
 // the vpcd virtual readers: the reader's part and the broker's part come
 // out separately. Without pcscd it fails when CI=true and skips otherwise.
-// It must stay the only test of this process that starts a pcscd
-// (libpcsclite reads the daemon's socket once per process). It runs beside
-// the other scenarios: under their load libpcsclite 1.9 now and then
-// reported the watched reader unknown for one wait, which failed a card
-// move (3 runs in 4); tokens/pcsc now checks the reader list before it
-// counts a reader as gone (TestReaderReportedUnknown there).
+// Each run is a child process of its own (testutil.RunInChild):
+// libpcsclite reads the daemon's socket once per process, and the card
+// scenario starts a new pcscd, so a second run in one process (-count=2)
+// talked to the first run's socket, gone, and failed every trial. The
+// child runs beside the other scenarios: under their load libpcsclite 1.9
+// now and then reported the watched reader unknown for one wait, which
+// failed a card move (3 runs in 4); tokens/pcsc now checks the reader list
+// before it counts a reader as gone (TestReaderReportedUnknown there).
 func TestCardScenario(t *testing.T) {
 	t.Parallel()
+	if !testutil.InChild(cardChildEnv) {
+		testutil.RunInChild(t, cardChildEnv)
+		return
+	}
 	const trials = 3
 	r, raw := runScenario(t, 2*time.Minute, "card", "pcscd with vpcd unavailable", "-quick", "-n", "3", "-baseline", "20")
 	if r.N != trials || r.Errors != 0 || r.Truncated {

@@ -1,16 +1,11 @@
 package pcsc
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"regexp"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -71,9 +66,9 @@ func TestMain(m *testing.M) {
 // is "true") or skips t when pcscd with vpcd is not available.
 func needPCSCD(t *testing.T) *pcscdtest.Daemon {
 	t.Helper()
-	if os.Getenv(childEnv) != "1" {
+	if !testutil.InChild(childEnv) {
 		t.Parallel()
-		runInChild(t)
+		testutil.RunInChild(t, childEnv)
 		return nil
 	}
 	pcscdtest.Require(t, daemonErr)
@@ -81,51 +76,6 @@ func needPCSCD(t *testing.T) *pcscdtest.Daemon {
 		t.Fatalf("restart pcscd: %v", err)
 	}
 	return daemon
-}
-
-// runInChild runs the test t (its subtests as far as -test.run selects
-// them) in a child process and reports its result as t's.
-func runInChild(t *testing.T) {
-	t.Helper()
-	var elems []string
-	for _, e := range strings.Split(t.Name(), "/") {
-		elems = append(elems, "^"+regexp.QuoteMeta(e)+"$")
-	}
-	if f := flag.Lookup("test.run"); f != nil {
-		// Keep the selection of deeper subtests: -run TestX/a runs only
-		// TestX/a in TestX's child.
-		if sel := strings.Split(f.Value.String(), "/"); len(sel) > len(elems) {
-			elems = append(elems, sel[len(elems):]...)
-		}
-	}
-	args := []string{"-test.run=" + strings.Join(elems, "/"), "-test.count=1", "-test.v"}
-	if testing.Short() {
-		args = append(args, "-test.short")
-	}
-	ctx := context.Background()
-	if dl, ok := t.Deadline(); ok {
-		// The child's own timeout comes first and prints its goroutines.
-		if d := time.Until(dl.Add(-10 * time.Second)); d > 0 {
-			args = append(args, "-test.timeout="+d.String())
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-5*time.Second))
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	passed := bytes.Contains(out, []byte("--- PASS: "+t.Name()+" ("))
-	skipped := bytes.Contains(out, []byte("--- SKIP: "+t.Name()+" ("))
-	switch {
-	case err != nil || !(passed || skipped):
-		t.Fatalf("child test process: %v\n%s", err, out)
-	case skipped:
-		t.Skipf("child test process skipped:\n%s", out)
-	case testing.Verbose():
-		t.Logf("child test process:\n%s", out)
-	}
 }
 
 // benchDaemon is the private pcscd of the benchmarks, which run in the
