@@ -45,6 +45,7 @@ const stopTimeout = 20 * time.Second
 // here; packages get what they need through their constructors.
 type daemon struct {
 	cfg      *config.Config
+	clk      clock.Clock // every timer, wait and retry of the daemon and its subsystems
 	embedded *registry.Embedded
 	etcd     *clientv3.Client
 	// store is the registry's lease-independent storage (tokens, pairing
@@ -112,7 +113,7 @@ func (d *daemon) listenAddr() string {
 // below. If a step fails, what the steps before it started is stopped in
 // reverse order (d.stops).
 func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, fatal: make(chan error, 4), log: logger}
+	d := &daemon{cfg: cfg, clk: clock.Real{}, fatal: make(chan error, 4), log: logger}
 	defer func() {
 		if err != nil {
 			d.stop(logger)
@@ -365,11 +366,11 @@ func (d *daemon) startAuth(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
-	d.lockouts = newLockoutShare(d.store, cfg.ServerID, logger.Named("auth"))
+	d.lockouts = newLockoutShare(d.store, cfg.ServerID, d.clk, logger.Named("auth"))
 	limiter := auth.NewLimiter(auth.LimiterConfig{
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
 		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
-		Logger: logger.Named("audit"), OnLockout: d.lockouts.started,
+		Clock: d.clk, Logger: logger.Named("audit"), OnLockout: d.lockouts.started,
 		OnFailure: d.lockouts.failed, OnReset: d.lockouts.succeeded,
 	})
 	d.lockouts.limiter = limiter
@@ -468,7 +469,7 @@ func (d *daemon) startBroker(context.Context) error {
 		Auth:                   d.authn,
 		Pairer:                 d.pairer,
 		Claims:                 d.store,
-		Clock:                  clock.Real{},
+		Clock:                  d.clk,
 		Logger:                 logger.Named("broker"),
 		SuspendTimeout:         cfg.Session.SuspendTimeout,
 		PingInterval:           pingInterval(cfg.Etcd.LeaseTTL),
