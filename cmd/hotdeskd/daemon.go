@@ -432,9 +432,9 @@ func (d *daemon) startEvents(context.Context) error {
 // events (the broker's, this server's server_left) come after the run
 // context ends, and sites script reactions to them. Its stop step runs
 // after the bus's Close (it is registered before it), and waits for the
-// hook to run what is queued, for one event_hook_timeout at most (and
-// within the stop's bound); then a hook still running is killed and what
-// is left is dropped.
+// hook to run what is queued, for one event_hook_timeout on d.clk at most
+// (and within the stop's bound); then a hook still running is killed and
+// what is left is dropped.
 func (d *daemon) startHook() {
 	cfg, logger := d.cfg, d.log.Named("hook")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -444,11 +444,12 @@ func (d *daemon) startHook() {
 		runHook(ctx, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger)
 	}()
 	d.stops = append(d.stops, func(stopCtx context.Context) {
-		t := time.NewTimer(cfg.EventHookTimeout)
+		bound := make(chan struct{})
+		t := d.clk.AfterFunc(cfg.EventHookTimeout, func() { close(bound) })
 		defer t.Stop()
 		select {
 		case <-done:
-		case <-t.C:
+		case <-bound:
 		case <-stopCtx.Done():
 		}
 		cancel()

@@ -17,7 +17,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
@@ -155,5 +157,55 @@ func TestHookStoppedDropsTheRest(t *testing.T) {
 	log := logBuf.String()
 	if strings.Contains(log, "event hook failed") || strings.Count(log, "events not given to the event hook") != 1 || !strings.Contains(log, "events=3") {
 		t.Errorf("log %q; want one line counting 3 events not given to the hook", log)
+	}
+}
+
+// TestHookStopBoundOnClock: a stop waits for the hook to run what is
+// queued for one event_hook_timeout on the daemon's clock, not longer:
+// with a hook that hangs and a second event behind it, the stop step
+// still waits a moment before its bound and returns at it, having killed
+// the hook.
+func TestHookStopBoundOnClock(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho x >> "+ran+"\nexec sleep 300\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	d := &daemon{cfg: &config.Config{EventHook: hook, EventHookTimeout: time.Hour}, clk: clk,
+		log: testutil.Logger(t, "hook", hclog.Debug)}
+	bus := broker.NewBus(nil)
+	d.subs.hook = bus.Subscribe(4)
+	d.startHook()
+	for range 2 {
+		bus.Emit(event.Event{Kind: event.ServerLeft, Server: "s1", Time: clk.Now()})
+	}
+	bus.Close() // as the stop does before the hook's step
+	testutil.WaitFor(t, time.Minute, "the hook running", func() bool {
+		_, err := os.Stat(ran)
+		return err == nil
+	})
+	timers := clk.Pending()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		d.stops[len(d.stops)-1](t.Context())
+	}()
+	testutil.WaitFor(t, time.Minute, "the stop's bound set on the daemon's clock", func() bool {
+		return clk.Pending() == timers+1
+	})
+	clk.Advance(time.Hour - time.Millisecond)
+	select {
+	case <-stopped:
+		t.Fatal("the stop step returned before event_hook_timeout, with the hook still running")
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute):
+		t.Fatal("the stop step did not return at event_hook_timeout on the daemon's clock")
 	}
 }
