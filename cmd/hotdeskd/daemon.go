@@ -631,7 +631,7 @@ func (d *daemon) startBackground(context.Context) error {
 	run, logger := d.run, d.log
 	for _, seat := range d.cfg.Seats {
 		d.serve(func() error {
-			runSeat(run, d.cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(d.fingerprint), logger.Named("seat").With("seat", seat.Name))
+			runSeat(run, d.clk, d.cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(d.fingerprint), logger.Named("seat").With("seat", seat.Name))
 			return nil
 		}, "seat "+seat.Name)
 	}
