@@ -701,6 +701,7 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 			writeLeaseFile(d.cfg.DataDir, reg.LeaseID(), logger)
 		},
 		log:        logger,
+		clk:        d.clk,
 		minBackoff: 250 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
 	}
