@@ -17,6 +17,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/rdpwake"
 	"github.com/hotdesk/hotdesk/cmd/internal/splice"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -87,8 +88,11 @@ type displayConfig struct {
 	// Timeout bounds the gateway dial + handshake and the wait for the
 	// client's connection to the relay.
 	Timeout time.Duration
-	Logger  hclog.Logger
-	Emit    func(event)
+	// Clock times the backoff before an idle client that ended is
+	// started again (default clock.Real): the agent's.
+	Clock  clock.Clock
+	Logger hclog.Logger
+	Emit   func(event)
 }
 
 // displayPreload returns the LD_PRELOAD value for command's processes: the
@@ -131,7 +135,7 @@ type display struct {
 	mu      sync.Mutex
 	cur     *client // the client started last, nil if none runs
 	backoff time.Duration
-	retry   *time.Timer // pending restart of an idle client
+	retry   clock.Timer // pending restart of an idle client
 	closed  bool
 	// end of fields guarded by mu
 }
@@ -153,6 +157,9 @@ func newDisplay(cfg displayConfig) *display {
 	}
 	if cfg.Emit == nil {
 		cfg.Emit = func(event) {}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	return &display{cfg: cfg, backoff: displayMinBackoff, preload: displayPreload(cfg.Command, cfg.Logger)}
 }
@@ -189,7 +196,7 @@ func (d *display) scheduleLocked() {
 	}
 	wait := d.backoff
 	d.backoff = min(2*d.backoff, displayMaxBackoff)
-	d.retry = time.AfterFunc(wait, func() {
+	d.retry = d.cfg.Clock.AfterFunc(wait, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.retry = nil

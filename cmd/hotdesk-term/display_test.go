@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/proto/prototest"
 )
@@ -238,5 +240,37 @@ func TestDisplayHeldUntilTicket(t *testing.T) {
 	d.close()
 	if alive(third) {
 		t.Errorf("client %s still runs after close", third)
+	}
+}
+
+// TestDisplayRestartBackoffOnClock: a display client that ends while
+// waiting for a ticket is started again after a backoff on the agent's
+// clock (1 s, then 2 s), not a millisecond before. The client is a shell
+// counting its starts.
+func TestDisplayRestartBackoffOnClock(t *testing.T) {
+	t.Parallel()
+	startsFile := filepath.Join(t.TempDir(), "starts")
+	starts := func() int {
+		b, _ := os.ReadFile(startsFile)
+		return bytes.Count(b, []byte("x"))
+	}
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	d := newDisplay(displayConfig{Command: []string{"sh", "-c", "echo x >> " + startsFile}, Terminal: "t-disp",
+		Timeout: waitBound, Clock: clk, Logger: testLogger(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.start(ctx)
+	defer d.close()
+
+	for n, backoff := range []time.Duration{time.Second, 2 * time.Second} {
+		testutil.WaitFor(t, waitBound, "the client started and ended, its restart due on the clock", func() bool {
+			return starts() == n+1 && clk.Pending() == 1
+		})
+		clk.Advance(backoff - time.Millisecond)
+		if p := clk.Pending(); p != 1 {
+			t.Fatalf("start %d ended, %v later on the clock: %d timers pending; want the restart's still pending", n+1, backoff-time.Millisecond, p)
+		}
+		clk.Advance(time.Millisecond)
+		testutil.WaitFor(t, waitBound, "the client started again", func() bool { return starts() == n+2 })
 	}
 }
