@@ -441,7 +441,7 @@ func (d *daemon) startHook() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runHook(ctx, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger)
+		runHook(ctx, d.clk, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger)
 	}()
 	d.stops = append(d.stops, func(stopCtx context.Context) {
 		bound := make(chan struct{})
