@@ -249,7 +249,7 @@ func (a *adminBackend) Terminals(ctx context.Context) ([]adminapi.TerminalInfo, 
 	if err != nil {
 		return nil, err
 	}
-	return convertAll(currentTerminals(recs, time.Now().Add(-presenceStale)), nil, func(r registry.TerminalRecord) adminapi.TerminalInfo {
+	return convertAll(currentTerminals(recs, a.d.clk.Now().Add(-presenceStale)), nil, func(r registry.TerminalRecord) adminapi.TerminalInfo {
 		return adminapi.TerminalInfo{ID: r.ID, Name: r.Name, Addr: r.Addr, ServerID: r.ServerID, Tokens: r.Tokens,
 			Session: r.Session, User: r.User, Connected: time.UnixMilli(r.ConnectedUnixMs), LastSeen: time.UnixMilli(r.SeenUnixMs)}
 	})
