@@ -266,7 +266,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	}
 	d.serverRec = registry.ServerRecord{
 		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
-		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: time.Now().UnixMilli(),
+		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: d.clk.Now().UnixMilli(),
 		Version: version.String(),
 	}
 	// The lease of the previous run, if it kept its desktops: this run
@@ -584,9 +584,9 @@ func (d *daemon) startAdmin(context.Context) error {
 	d.serve(func() error { publishEvents(run, evlog, d.subs.publish, logger.Named("events")); return nil }, "event log")
 	// This server's own membership events: joined now; left at a stop,
 	// stored before its record goes (the publisher has stopped by then).
-	d.bus.Emit(event.Event{Kind: event.ServerJoined, Server: cfg.ServerID, Time: time.Now(), Reason: "version " + version.String()})
+	d.bus.Emit(event.Event{Kind: event.ServerJoined, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "version " + version.String()})
 	d.stops = append(d.stops, func(ctx context.Context) {
-		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: time.Now(), Reason: "stopped"}
+		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "stopped"}
 		d.bus.Emit(left) // its log line
 		if b, err := json.Marshal(left); err == nil {
 			if err := evlog.Append(ctx, b); err != nil {
