@@ -260,7 +260,8 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
 		}
 	}
-	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithLogger(logger.Named("registry")))
+	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithClock(d.clk),
+		registry.WithLogger(logger.Named("registry")))
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
@@ -272,7 +273,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
-	d.reg, err = newRegistry(ctx, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
+	d.reg, err = newRegistry(ctx, d.clk, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
 	if err != nil {
 		return etcdAccessHint(err, cfg) // "registry: ..." already
 	}
@@ -387,7 +388,7 @@ func (d *daemon) startAuth(context.Context) error {
 	d.policies = policies
 	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
 	d.pairer = pairing.New(d.store,
-		pairing.WithLogger(logger.Named("pairing")),
+		pairing.WithClock(d.clk), pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
 	return nil
 }
@@ -652,12 +653,13 @@ func (d *daemon) startBackground(context.Context) error {
 // etcd election timeout), so an id in use is retried for a while; an id
 // still held after that is another running broker's, and the error names
 // it (its address and start) and says to give each broker its own id.
-func newRegistry(ctx context.Context, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
+// The registry runs on clk; the wait is in real time, as the etcd lease's.
+func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
 	start := time.Now()
 	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
-			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
 		if !errors.Is(err, registry.ErrServerIDInUse) {
 			return reg, err
@@ -687,7 +689,7 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 	sup := &leaseSupervisor{
 		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
 			return registry.New(ctx, d.etcd, rec, registry.WithPrefix(d.cfg.Etcd.Prefix),
-				registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+				registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithClock(d.clk), registry.WithLogger(logger.Named("registry")),
 				registry.WithPreviousLease(prev))
 		},
 		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
