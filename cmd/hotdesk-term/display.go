@@ -85,11 +85,12 @@ func displayCommand(s string) []string {
 type displayConfig struct {
 	Command  []string // "{addr}" becomes the relay's address
 	Terminal string   // TerminalID, sent with the ticket
-	// Timeout bounds the gateway dial + handshake and the wait for the
-	// client's connection to the relay.
+	// Timeout bounds the gateway dial + handshake (in real time) and the
+	// wait for the client's connection to the relay (on Clock).
 	Timeout time.Duration
 	// Clock times the backoff before an idle client that ended is
-	// started again (default clock.Real): the agent's.
+	// started again, and the wait for a client handed a ticket to connect
+	// to the relay (default clock.Real): the agent's.
 	Clock  clock.Clock
 	Logger hclog.Logger
 	Emit   func(event)
@@ -393,14 +394,15 @@ func (c *client) stop() {
 func (d *display) relay(c *client, gw string, tlsCfg *tls.Config, ticket []byte, session string, attached time.Time) {
 	log := d.cfg.Logger
 	var conn net.Conn
-	wait := time.NewTimer(d.cfg.Timeout)
+	expired := make(chan struct{})
+	wait := d.cfg.Clock.AfterFunc(d.cfg.Timeout, func() { close(expired) })
 	select {
 	case conn = <-c.conn:
 		wait.Stop()
 	case <-c.ctx.Done():
 		wait.Stop()
 		return
-	case <-wait.C:
+	case <-expired:
 		log.Warn("display client never connected to the relay", "pid", c.cmd.Process.Pid)
 		c.cancel()
 		return

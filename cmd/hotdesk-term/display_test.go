@@ -274,3 +274,34 @@ func TestDisplayRestartBackoffOnClock(t *testing.T) {
 		testutil.WaitFor(t, waitBound, "the client started again", func() bool { return starts() == n+2 })
 	}
 }
+
+// TestDisplayConnectWaitOnClock: a client handed a ticket that never
+// connects to the relay is stopped once Timeout has passed on the agent's
+// clock, not before, and a fresh client waits for the next ticket. The
+// client is a shell counting its starts, then sleeping.
+func TestDisplayConnectWaitOnClock(t *testing.T) {
+	t.Parallel()
+	startsFile := filepath.Join(t.TempDir(), "starts")
+	starts := func() int {
+		b, _ := os.ReadFile(startsFile)
+		return bytes.Count(b, []byte("x"))
+	}
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	const timeout = time.Minute
+	d := newDisplay(displayConfig{Command: []string{"sh", "-c", "echo x >> " + startsFile + "; exec sleep 300"}, Terminal: "t-disp",
+		Timeout: timeout, Clock: clk, Logger: testLogger(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.start(ctx)
+	defer d.close()
+
+	testutil.WaitFor(t, waitBound, "a client waiting for a ticket", func() bool { return starts() == 1 })
+	d.attach("127.0.0.1:1", &tls.Config{}, []byte("ticket"), "s1")
+	testutil.WaitFor(t, waitBound, "the wait for its connection set on the clock", func() bool { return clk.Pending() == 1 })
+	clk.Advance(timeout - time.Millisecond)
+	if n := clk.Pending(); n != 1 {
+		t.Fatalf("a millisecond before Timeout: %d timers pending; want the wait's", n)
+	}
+	clk.Advance(time.Millisecond)
+	testutil.WaitFor(t, waitBound, "the client stopped at Timeout and a fresh one started", func() bool { return starts() == 2 })
+}
