@@ -240,7 +240,7 @@ func newAgent(cfg Config) (*agent, error) {
 	}
 	if len(cfg.Display) > 0 {
 		a.disp = newDisplay(displayConfig{Command: cfg.Display, Terminal: cfg.TerminalID, Timeout: cfg.Timeout,
-			Logger: cfg.Logger.Named("display"), Emit: a.out.emit})
+			Clock: cfg.Clock, Logger: cfg.Logger.Named("display"), Emit: a.out.emit})
 	}
 	return a, nil
 }

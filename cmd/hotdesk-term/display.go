@@ -17,6 +17,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/rdpwake"
 	"github.com/hotdesk/hotdesk/cmd/internal/splice"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -84,11 +85,15 @@ func displayCommand(s string) []string {
 type displayConfig struct {
 	Command  []string // "{addr}" becomes the relay's address
 	Terminal string   // TerminalID, sent with the ticket
-	// Timeout bounds the gateway dial + handshake and the wait for the
-	// client's connection to the relay.
+	// Timeout bounds the gateway dial + handshake (in real time) and the
+	// wait for the client's connection to the relay (on Clock).
 	Timeout time.Duration
-	Logger  hclog.Logger
-	Emit    func(event)
+	// Clock times the backoff before an idle client that ended is
+	// started again, and the wait for a client handed a ticket to connect
+	// to the relay (default clock.Real): the agent's.
+	Clock  clock.Clock
+	Logger hclog.Logger
+	Emit   func(event)
 }
 
 // displayPreload returns the LD_PRELOAD value for command's processes: the
@@ -131,7 +136,7 @@ type display struct {
 	mu      sync.Mutex
 	cur     *client // the client started last, nil if none runs
 	backoff time.Duration
-	retry   *time.Timer // pending restart of an idle client
+	retry   clock.Timer // pending restart of an idle client
 	closed  bool
 	// end of fields guarded by mu
 }
@@ -153,6 +158,9 @@ func newDisplay(cfg displayConfig) *display {
 	}
 	if cfg.Emit == nil {
 		cfg.Emit = func(event) {}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	return &display{cfg: cfg, backoff: displayMinBackoff, preload: displayPreload(cfg.Command, cfg.Logger)}
 }
@@ -189,7 +197,7 @@ func (d *display) scheduleLocked() {
 	}
 	wait := d.backoff
 	d.backoff = min(2*d.backoff, displayMaxBackoff)
-	d.retry = time.AfterFunc(wait, func() {
+	d.retry = d.cfg.Clock.AfterFunc(wait, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		d.retry = nil
@@ -386,14 +394,15 @@ func (c *client) stop() {
 func (d *display) relay(c *client, gw string, tlsCfg *tls.Config, ticket []byte, session string, attached time.Time) {
 	log := d.cfg.Logger
 	var conn net.Conn
-	wait := time.NewTimer(d.cfg.Timeout)
+	expired := make(chan struct{})
+	wait := d.cfg.Clock.AfterFunc(d.cfg.Timeout, func() { close(expired) })
 	select {
 	case conn = <-c.conn:
 		wait.Stop()
 	case <-c.ctx.Done():
 		wait.Stop()
 		return
-	case <-wait.C:
+	case <-expired:
 		log.Warn("display client never connected to the relay", "pid", c.cmd.Process.Pid)
 		c.cancel()
 		return

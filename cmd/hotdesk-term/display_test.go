@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/proto/prototest"
 )
@@ -239,4 +241,67 @@ func TestDisplayHeldUntilTicket(t *testing.T) {
 	if alive(third) {
 		t.Errorf("client %s still runs after close", third)
 	}
+}
+
+// TestDisplayRestartBackoffOnClock: a display client that ends while
+// waiting for a ticket is started again after a backoff on the agent's
+// clock (1 s, then 2 s), not a millisecond before. The client is a shell
+// counting its starts.
+func TestDisplayRestartBackoffOnClock(t *testing.T) {
+	t.Parallel()
+	startsFile := filepath.Join(t.TempDir(), "starts")
+	starts := func() int {
+		b, _ := os.ReadFile(startsFile)
+		return bytes.Count(b, []byte("x"))
+	}
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	d := newDisplay(displayConfig{Command: []string{"sh", "-c", "echo x >> " + startsFile}, Terminal: "t-disp",
+		Timeout: waitBound, Clock: clk, Logger: testLogger(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.start(ctx)
+	defer d.close()
+
+	for n, backoff := range []time.Duration{time.Second, 2 * time.Second} {
+		testutil.WaitFor(t, waitBound, "the client started and ended, its restart due on the clock", func() bool {
+			return starts() == n+1 && clk.Pending() == 1
+		})
+		clk.Advance(backoff - time.Millisecond)
+		if p := clk.Pending(); p != 1 {
+			t.Fatalf("start %d ended, %v later on the clock: %d timers pending; want the restart's still pending", n+1, backoff-time.Millisecond, p)
+		}
+		clk.Advance(time.Millisecond)
+		testutil.WaitFor(t, waitBound, "the client started again", func() bool { return starts() == n+2 })
+	}
+}
+
+// TestDisplayConnectWaitOnClock: a client handed a ticket that never
+// connects to the relay is stopped once Timeout has passed on the agent's
+// clock, not before, and a fresh client waits for the next ticket. The
+// client is a shell counting its starts, then sleeping.
+func TestDisplayConnectWaitOnClock(t *testing.T) {
+	t.Parallel()
+	startsFile := filepath.Join(t.TempDir(), "starts")
+	starts := func() int {
+		b, _ := os.ReadFile(startsFile)
+		return bytes.Count(b, []byte("x"))
+	}
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	const timeout = time.Minute
+	d := newDisplay(displayConfig{Command: []string{"sh", "-c", "echo x >> " + startsFile + "; exec sleep 300"}, Terminal: "t-disp",
+		Timeout: timeout, Clock: clk, Logger: testLogger(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.start(ctx)
+	defer d.close()
+
+	testutil.WaitFor(t, waitBound, "a client waiting for a ticket", func() bool { return starts() == 1 })
+	d.attach("127.0.0.1:1", &tls.Config{}, []byte("ticket"), "s1")
+	testutil.WaitFor(t, waitBound, "the wait for its connection set on the clock", func() bool { return clk.Pending() == 1 })
+	clk.Advance(timeout - time.Millisecond)
+	if n := clk.Pending(); n != 1 {
+		t.Fatalf("a millisecond before Timeout: %d timers pending; want the wait's", n)
+	}
+	clk.Advance(time.Millisecond)
+	testutil.WaitFor(t, waitBound, "the client stopped at Timeout and a fresh one started", func() bool { return starts() == 2 })
 }

@@ -42,11 +42,11 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 	return tok, nil
 }
 
-// PairPhone waits (within wait) for a phone presented at the card readers,
-// reads its public key over NFC and enrolls it at the home broker with
-// code, the phone proving its key by signing the pairing transcript while
-// it is still at the reader. The key stays on the phone; it returns the
-// phone's token id. While
+// PairPhone waits (within wait, on the agent's clock) for a phone
+// presented at the card readers, reads its public key over NFC and
+// enrolls it at the home broker with code, the phone proving its key by
+// signing the pairing transcript while it is still at the reader. The key
+// stays on the phone; it returns the phone's token id. While
 // Run watches the readers (the agent with its greeter), the phones come
 // from its loop and are not presented to the broker meanwhile.
 //
@@ -64,8 +64,10 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 	if ctx.Err() != nil {
 		return "", errNoPhoneCancelled
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	elapsed := a.clk.AfterFunc(wait, cancel) // the wait for a phone, on the agent's clock
+	defer elapsed.Stop()
 	events, release, err := a.watchPhones(wctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/hotdesk-term/greeter"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/tokens"
 	"github.com/hotdesk/hotdesk/tokens/nfc"
@@ -566,6 +567,45 @@ func TestAgentPairPhoneCancelled(t *testing.T) {
 				t.Errorf("PairPhone = %v matches context.Canceled: the pair command would exit 0 without a word", err)
 			}
 		})
+	}
+}
+
+// TestAgentPairPhoneWaitOnClock: the wait for a phone is on the agent's
+// clock: a millisecond before it is over the pairing still waits, at its
+// end it says no phone was presented.
+func TestAgentPairPhoneWaitOnClock(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	a, err := newAgent(Config{Server: "127.0.0.1:1", TLS: &tls.Config{}, TerminalID: "t", Keystore: mustKeystore(t),
+		Cards: newFakeCards(), UI: ui, Clock: clk, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.PairPhone(context.Background(), "abcd-efgh-jkmn", "", time.Hour)
+		done <- err
+	}()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	testutil.WaitFor(t, waitBound, "the wait for a phone set on the clock", func() bool { return clk.Pending() == 1 })
+	clk.Advance(time.Hour - time.Millisecond)
+	if n := clk.Pending(); n != 1 {
+		t.Fatalf("a millisecond before the wait's end: %d timers pending; want the wait's", n)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("PairPhone = %v a millisecond before the wait's end; want it still waiting", err)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case err = <-done:
+	case <-time.After(waitBound):
+		t.Fatal("PairPhone did not return at the wait's end on the clock")
+	}
+	if want := "pair: no phone presented within 1h0m0s"; err == nil || err.Error() != want {
+		t.Fatalf("PairPhone = %v; want %q", err, want)
 	}
 }
 

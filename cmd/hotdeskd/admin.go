@@ -99,7 +99,7 @@ func (a *adminBackend) SetDraining(ctx context.Context, id string, draining bool
 	if draining {
 		kind = event.ServerDraining
 	}
-	a.d.bus.Emit(event.Event{Kind: kind, Server: id, Time: time.Now()})
+	a.d.bus.Emit(event.Event{Kind: kind, Server: id, Time: a.d.clk.Now()})
 	return nil
 }
 
@@ -178,13 +178,13 @@ func (a *adminBackend) RegisterToken(ctx context.Context, by string, req adminap
 		return adminapi.TokenInfo{}, err
 	}
 	rec := registry.TokenRecord{ID: req.ID, Kind: kind, User: req.User, Label: req.Label,
-		RegisteredBy: by, RegisteredUnixMs: time.Now().UnixMilli()}
+		RegisteredBy: by, RegisteredUnixMs: a.d.clk.Now().UnixMilli()}
 	if err := a.d.registry().EnrollToken(ctx, rec); errors.Is(err, registry.ErrExists) {
 		return adminapi.TokenInfo{}, fmt.Errorf("%w: token %s is already registered", adminapi.ErrInvalid, req.ID)
 	} else if err != nil {
 		return adminapi.TokenInfo{}, err
 	}
-	a.d.bus.Emit(event.Event{Kind: event.TokenRegistered, Server: a.d.cfg.ServerID, Token: rec.ID, User: rec.User, Reason: "by " + by, Time: time.Now()})
+	a.d.bus.Emit(event.Event{Kind: event.TokenRegistered, Server: a.d.cfg.ServerID, Token: rec.ID, User: rec.User, Reason: "by " + by, Time: a.d.clk.Now()})
 	return tokenInfo(rec), nil
 }
 
@@ -215,7 +215,7 @@ func (a *adminBackend) SetTokenDisabled(ctx context.Context, id string, disabled
 	if disabled {
 		kind = event.TokenDisabled
 	}
-	a.d.bus.Emit(event.Event{Kind: kind, Server: a.d.cfg.ServerID, Token: id, User: user, Time: time.Now()})
+	a.d.bus.Emit(event.Event{Kind: kind, Server: a.d.cfg.ServerID, Token: id, User: user, Time: a.d.clk.Now()})
 	return nil
 }
 
@@ -226,7 +226,7 @@ func (a *adminBackend) DeleteToken(ctx context.Context, id string) error {
 	if err := a.d.registry().DeleteToken(ctx, id); err != nil {
 		return tokenError(id, err)
 	}
-	a.d.bus.Emit(event.Event{Kind: event.TokenDeleted, Server: a.d.cfg.ServerID, Token: id, User: t.User, Time: time.Now()})
+	a.d.bus.Emit(event.Event{Kind: event.TokenDeleted, Server: a.d.cfg.ServerID, Token: id, User: t.User, Time: a.d.clk.Now()})
 	return nil
 }
 

@@ -45,6 +45,7 @@ const stopTimeout = 20 * time.Second
 // here; packages get what they need through their constructors.
 type daemon struct {
 	cfg      *config.Config
+	clk      clock.Clock // every timer, wait and retry of the daemon and its subsystems
 	embedded *registry.Embedded
 	etcd     *clientv3.Client
 	// store is the registry's lease-independent storage (tokens, pairing
@@ -112,7 +113,7 @@ func (d *daemon) listenAddr() string {
 // below. If a step fails, what the steps before it started is stopped in
 // reverse order (d.stops).
 func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, fatal: make(chan error, 4), log: logger}
+	d := &daemon{cfg: cfg, clk: clock.Real{}, fatal: make(chan error, 4), log: logger}
 	defer func() {
 		if err != nil {
 			d.stop(logger)
@@ -259,19 +260,20 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
 		}
 	}
-	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithLogger(logger.Named("registry")))
+	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithClock(d.clk),
+		registry.WithLogger(logger.Named("registry")))
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
 	d.serverRec = registry.ServerRecord{
 		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
-		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: time.Now().UnixMilli(),
+		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: d.clk.Now().UnixMilli(),
 		Version: version.String(),
 	}
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
-	d.reg, err = newRegistry(ctx, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
+	d.reg, err = newRegistry(ctx, d.clk, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
 	if err != nil {
 		return etcdAccessHint(err, cfg) // "registry: ..." already
 	}
@@ -365,11 +367,11 @@ func (d *daemon) startAuth(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
-	d.lockouts = newLockoutShare(d.store, cfg.ServerID, logger.Named("auth"))
+	d.lockouts = newLockoutShare(d.store, cfg.ServerID, d.clk, logger.Named("auth"))
 	limiter := auth.NewLimiter(auth.LimiterConfig{
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
 		BaseLockout: cfg.Auth.Lockout, MaxLockout: cfg.Auth.MaxLockout,
-		Logger: logger.Named("audit"), OnLockout: d.lockouts.started,
+		Clock: d.clk, Logger: logger.Named("audit"), OnLockout: d.lockouts.started,
 		OnFailure: d.lockouts.failed, OnReset: d.lockouts.succeeded,
 	})
 	d.lockouts.limiter = limiter
@@ -386,7 +388,7 @@ func (d *daemon) startAuth(context.Context) error {
 	d.policies = policies
 	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
 	d.pairer = pairing.New(d.store,
-		pairing.WithLogger(logger.Named("pairing")),
+		pairing.WithClock(d.clk), pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
 	return nil
 }
@@ -431,23 +433,24 @@ func (d *daemon) startEvents(context.Context) error {
 // events (the broker's, this server's server_left) come after the run
 // context ends, and sites script reactions to them. Its stop step runs
 // after the bus's Close (it is registered before it), and waits for the
-// hook to run what is queued, for one event_hook_timeout at most (and
-// within the stop's bound); then a hook still running is killed and what
-// is left is dropped.
+// hook to run what is queued, for one event_hook_timeout on d.clk at most
+// (and within the stop's bound); then a hook still running is killed and
+// what is left is dropped.
 func (d *daemon) startHook() {
 	cfg, logger := d.cfg, d.log.Named("hook")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runHook(ctx, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger)
+		runHook(ctx, d.clk, cfg.EventHook, cfg.EventHookTimeout, d.subs.hook, logger)
 	}()
 	d.stops = append(d.stops, func(stopCtx context.Context) {
-		t := time.NewTimer(cfg.EventHookTimeout)
+		bound := make(chan struct{})
+		t := d.clk.AfterFunc(cfg.EventHookTimeout, func() { close(bound) })
 		defer t.Stop()
 		select {
 		case <-done:
-		case <-t.C:
+		case <-bound:
 		case <-stopCtx.Done():
 		}
 		cancel()
@@ -468,7 +471,7 @@ func (d *daemon) startBroker(context.Context) error {
 		Auth:                   d.authn,
 		Pairer:                 d.pairer,
 		Claims:                 d.store,
-		Clock:                  clock.Real{},
+		Clock:                  d.clk,
 		Logger:                 logger.Named("broker"),
 		SuspendTimeout:         cfg.Session.SuspendTimeout,
 		PingInterval:           pingInterval(cfg.Etcd.LeaseTTL),
@@ -582,9 +585,9 @@ func (d *daemon) startAdmin(context.Context) error {
 	d.serve(func() error { publishEvents(run, evlog, d.subs.publish, logger.Named("events")); return nil }, "event log")
 	// This server's own membership events: joined now; left at a stop,
 	// stored before its record goes (the publisher has stopped by then).
-	d.bus.Emit(event.Event{Kind: event.ServerJoined, Server: cfg.ServerID, Time: time.Now(), Reason: "version " + version.String()})
+	d.bus.Emit(event.Event{Kind: event.ServerJoined, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "version " + version.String()})
 	d.stops = append(d.stops, func(ctx context.Context) {
-		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: time.Now(), Reason: "stopped"}
+		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "stopped"}
 		d.bus.Emit(left) // its log line
 		if b, err := json.Marshal(left); err == nil {
 			if err := evlog.Append(ctx, b); err != nil {
@@ -629,7 +632,7 @@ func (d *daemon) startBackground(context.Context) error {
 	run, logger := d.run, d.log
 	for _, seat := range d.cfg.Seats {
 		d.serve(func() error {
-			runSeat(run, d.cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(d.fingerprint), logger.Named("seat").With("seat", seat.Name))
+			runSeat(run, d.clk, d.cfg, seat, d.termLn.Addr(), proto.FormatFingerprint(d.fingerprint), logger.Named("seat").With("seat", seat.Name))
 			return nil
 		}, "seat "+seat.Name)
 	}
@@ -650,12 +653,13 @@ func (d *daemon) startBackground(context.Context) error {
 // etcd election timeout), so an id in use is retried for a while; an id
 // still held after that is another running broker's, and the error names
 // it (its address and start) and says to give each broker its own id.
-func newRegistry(ctx context.Context, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
+// The registry runs on clk; the wait is in real time, as the etcd lease's.
+func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
 	start := time.Now()
 	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
-			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
 		if !errors.Is(err, registry.ErrServerIDInUse) {
 			return reg, err
@@ -685,7 +689,7 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 	sup := &leaseSupervisor{
 		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
 			return registry.New(ctx, d.etcd, rec, registry.WithPrefix(d.cfg.Etcd.Prefix),
-				registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithLogger(logger.Named("registry")),
+				registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithClock(d.clk), registry.WithLogger(logger.Named("registry")),
 				registry.WithPreviousLease(prev))
 		},
 		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
@@ -699,6 +703,7 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 			writeLeaseFile(d.cfg.DataDir, reg.LeaseID(), logger)
 		},
 		log:        logger,
+		clk:        d.clk,
 		minBackoff: 250 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
 	}

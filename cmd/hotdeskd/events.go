@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -46,8 +47,9 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 }
 
 // runHook runs the hook executable once per event of sub, one at a time,
-// with the event as JSON on stdin and timeout as its bound. Its output is
-// logged (bounded); a failure is logged and the next event goes on.
+// with the event as JSON on stdin and timeout (on clk) as its bound. Its
+// output is logged (bounded); a failure is logged and the next event goes
+// on.
 //
 // The hook runs in a process group of its own, and at the timeout the
 // whole group is killed: a script waiting for a command it started (curl,
@@ -58,7 +60,7 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 // It returns when sub closes and every event queued has been run, or when
 // ctx ends: that kills a hook still running, and the events still queued
 // are dropped, with one warn line saying how many.
-func runHook(ctx context.Context, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
+func runHook(ctx context.Context, clk clock.Clock, path string, timeout time.Duration, sub *broker.Subscription, logger hclog.Logger) {
 	dropped := 0
 	defer func() {
 		for {
@@ -82,7 +84,8 @@ func runHook(ctx context.Context, path string, timeout time.Duration, sub *broke
 			return
 		}
 		b, _ := json.Marshal(e)
-		hctx, cancel := context.WithTimeout(ctx, timeout)
+		hctx, cancel := context.WithCancelCause(ctx)
+		expired := clk.AfterFunc(timeout, func() { cancel(errHookTimedOut) })
 		cmd := exec.CommandContext(hctx, path, string(e.Kind))
 		cmd.Stdin = bytes.NewReader(append(b, '\n'))
 		var out boundedBuffer
@@ -92,10 +95,11 @@ func runHook(ctx context.Context, path string, timeout time.Duration, sub *broke
 		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second
 		err := cmd.Run()
-		if err != nil && errors.Is(hctx.Err(), context.DeadlineExceeded) {
+		expired.Stop()
+		if err != nil && errors.Is(context.Cause(hctx), errHookTimedOut) {
 			err = fmt.Errorf("timed out after %s (event_hook_timeout), killed with its children: %w", timeout, err)
 		}
-		cancel()
+		cancel(nil)
 		if err != nil {
 			logger.Warn("event hook failed", "hook", path, "kind", string(e.Kind), "error", err, "output", out.String())
 		} else if out.Len() > 0 {
@@ -103,6 +107,9 @@ func runHook(ctx context.Context, path string, timeout time.Duration, sub *broke
 		}
 	})
 }
+
+// errHookTimedOut ends a hook's context at event_hook_timeout.
+var errHookTimedOut = errors.New("event hook timed out")
 
 // boundedBuffer keeps the first max bytes written to it.
 type boundedBuffer struct {

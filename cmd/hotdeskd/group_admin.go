@@ -249,7 +249,7 @@ func (a *adminBackend) Terminals(ctx context.Context) ([]adminapi.TerminalInfo, 
 	if err != nil {
 		return nil, err
 	}
-	return convertAll(currentTerminals(recs, time.Now().Add(-presenceStale)), nil, func(r registry.TerminalRecord) adminapi.TerminalInfo {
+	return convertAll(currentTerminals(recs, a.d.clk.Now().Add(-presenceStale)), nil, func(r registry.TerminalRecord) adminapi.TerminalInfo {
 		return adminapi.TerminalInfo{ID: r.ID, Name: r.Name, Addr: r.Addr, ServerID: r.ServerID, Tokens: r.Tokens,
 			Session: r.Session, User: r.User, Connected: time.UnixMilli(r.ConnectedUnixMs), LastSeen: time.UnixMilli(r.SeenUnixMs)}
 	})
@@ -285,7 +285,7 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 	}
 	left := map[string]time.Time{} // servers whose own server_left was seen
 	for gc := range live {
-		e, ok := groupEvent(gc, left)
+		e, ok := groupEvent(gc, left, a.d.clk.Now())
 		if !ok {
 			continue
 		}
@@ -300,8 +300,10 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 // their own membership events (joined, draining, undrained, left at a
 // stop), so of the membership changes only a record that vanished without
 // its server saying so (its lease expired or was revoked: it died) makes
-// one here. left remembers the servers that said so.
-func groupEvent(gc registry.GroupChange, left map[string]time.Time) (event.Event, bool) {
+// one here. left remembers the servers that said so, and when (now, on
+// the daemon's clock): a record vanishing within a minute of its server's
+// server_left is that stop's.
+func groupEvent(gc registry.GroupChange, left map[string]time.Time, now time.Time) (event.Event, bool) {
 	var e event.Event
 	switch {
 	case gc.Event != nil:
@@ -312,11 +314,11 @@ func groupEvent(gc registry.GroupChange, left map[string]time.Time) (event.Event
 			if len(left) > 1024 {
 				clear(left) // bounded
 			}
-			left[e.Server] = time.Now()
+			left[e.Server] = now
 		}
 		return e, true
 	case gc.Left:
-		if at, ok := left[gc.ServerID]; ok && time.Since(at) < time.Minute {
+		if at, ok := left[gc.ServerID]; ok && now.Sub(at) < time.Minute {
 			return e, false // it said so itself
 		}
 		e.Kind, e.Reason = event.ServerLeft, "its record vanished: lease expired or revoked"

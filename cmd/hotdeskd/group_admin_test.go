@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -32,5 +34,31 @@ func TestCurrentTerminals(t *testing.T) {
 	}
 	if len(recs) != 5 || recs[2].ServerID != "b2" {
 		t.Error("the input was modified")
+	}
+}
+
+// TestGroupEventLeftOnce: a server's record vanishing within a minute of
+// its own server_left makes no second event; one vanishing a minute or
+// more after it (a later run that died) does.
+func TestGroupEventLeftOnce(t *testing.T) {
+	t.Parallel()
+	start := time.Unix(1_000_000, 0)
+	for _, tc := range []struct {
+		after time.Duration
+		want  bool
+	}{
+		{0, false},
+		{time.Minute - time.Millisecond, false},
+		{time.Minute, true},
+	} {
+		left := map[string]time.Time{}
+		said, _ := json.Marshal(event.Event{Kind: event.ServerLeft, Server: "b1", Reason: "stopped"})
+		if e, ok := groupEvent(registry.GroupChange{Event: said}, left, start); !ok || e.Kind != event.ServerLeft {
+			t.Fatalf("b1's own server_left: %+v, %v; want it passed on", e, ok)
+		}
+		e, ok := groupEvent(registry.GroupChange{ServerID: "b1", Left: true, At: start.Add(tc.after)}, left, start.Add(tc.after))
+		if ok != tc.want || ok && (e.Kind != event.ServerLeft || e.Server != "b1") {
+			t.Errorf("b1's record vanished %v after its server_left: %+v, %v; want an event %v", tc.after, e, ok, tc.want)
+		}
 	}
 }

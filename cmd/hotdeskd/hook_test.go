@@ -17,7 +17,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
@@ -26,7 +28,8 @@ import (
 // only the process hotdeskd started. A hook that hangs in a child (a shell
 // script waiting for curl, sleep, ...) must have that child killed at the
 // timeout too, and the log must say it timed out; before, only the shell
-// was killed and every timed-out event left its children running.
+// was killed and every timed-out event left its children running. The
+// timeout is on the daemon's clock: the hook runs on until it is over.
 func TestHookTimeoutKillsItsChildren(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
@@ -40,24 +43,42 @@ func TestHookTimeoutKillsItsChildren(t *testing.T) {
 	var logBuf bytes.Buffer
 	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug})
 
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	bus := broker.NewBus(nil)
 	sub := bus.Subscribe(4)
-	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: time.Now()})
+	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: clk.Now()})
 	sub.Close() // runHook returns once the buffered event is handled
-	runHook(context.Background(), hook, time.Second, sub, logger)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runHook(context.Background(), clk, hook, time.Second, sub, logger)
+	}()
 
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatalf("the hook did not start its child: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("child pid %q: %v", b, err)
-	}
+	pid := 0
+	testutil.WaitFor(t, time.Minute, "the hook's child started, the timeout set on the clock", func() bool {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid > 0 && clk.Pending() == 1
+	})
 	t.Cleanup(func() { _ = syscallKill(pid) })
-	if alive(pid) {
-		t.Errorf("the hook's child (pid %d) still runs after the hook timed out; want it killed with the hook", pid)
+	clk.Advance(time.Second - time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("the hook ended before event_hook_timeout on the clock")
+	default:
 	}
+	if !alive(pid) {
+		t.Fatalf("the hook's child (pid %d) killed before event_hook_timeout on the clock", pid)
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the hook still runs at event_hook_timeout on the clock")
+	}
+	// Killed, it may take a moment to exit (its pipe to the hook closes
+	// first).
+	testutil.WaitFor(t, time.Minute, "the hook's child killed with the hook", func() bool { return !alive(pid) })
 	if log := logBuf.String(); !strings.Contains(log, "event hook failed") || !strings.Contains(log, "timed out after 1s") {
 		t.Errorf("log %q; want an \"event hook failed\" line saying it timed out after 1s", log)
 	}
@@ -148,12 +169,62 @@ func TestHookStoppedDropsTheRest(t *testing.T) {
 	bus.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	runHook(ctx, hook, time.Second, sub, logger)
+	runHook(ctx, clock.NewFake(time.Unix(1_000_000, 0)), hook, time.Second, sub, logger)
 	if _, err := os.Stat(ran); err == nil {
 		t.Error("the hook ran after its context ended")
 	}
 	log := logBuf.String()
 	if strings.Contains(log, "event hook failed") || strings.Count(log, "events not given to the event hook") != 1 || !strings.Contains(log, "events=3") {
 		t.Errorf("log %q; want one line counting 3 events not given to the hook", log)
+	}
+}
+
+// TestHookStopBoundOnClock: a stop waits for the hook to run what is
+// queued for one event_hook_timeout on the daemon's clock, not longer:
+// with a hook that hangs and a second event behind it, the stop step
+// still waits a moment before its bound and returns at it, having killed
+// the hook.
+func TestHookStopBoundOnClock(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho x >> "+ran+"\nexec sleep 300\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	d := &daemon{cfg: &config.Config{EventHook: hook, EventHookTimeout: time.Hour}, clk: clk,
+		log: testutil.Logger(t, "hook", hclog.Debug)}
+	bus := broker.NewBus(nil)
+	d.subs.hook = bus.Subscribe(4)
+	d.startHook()
+	for range 2 {
+		bus.Emit(event.Event{Kind: event.ServerLeft, Server: "s1", Time: clk.Now()})
+	}
+	bus.Close() // as the stop does before the hook's step
+	testutil.WaitFor(t, time.Minute, "the hook running", func() bool {
+		_, err := os.Stat(ran)
+		return err == nil
+	})
+	timers := clk.Pending()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		d.stops[len(d.stops)-1](t.Context())
+	}()
+	testutil.WaitFor(t, time.Minute, "the stop's bound set on the daemon's clock", func() bool {
+		return clk.Pending() == timers+1
+	})
+	clk.Advance(time.Hour - time.Millisecond)
+	select {
+	case <-stopped:
+		t.Fatal("the stop step returned before event_hook_timeout, with the hook still running")
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute):
+		t.Fatal("the stop step did not return at event_hook_timeout on the daemon's clock")
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -31,6 +32,7 @@ type leaseSupervisor struct {
 	current     func() *registry.Registry
 	install     func(*registry.Registry)
 	log         hclog.Logger
+	clk         clock.Clock // the backoff between attempts runs on it
 	minBackoff  time.Duration
 	maxBackoff  time.Duration
 }
@@ -84,9 +86,12 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 			abandoned = append(abandoned, prev)
 		}
 		s.log.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
+		due := make(chan struct{})
+		t := s.clk.AfterFunc(backoff, func() { close(due) })
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+			t.Stop()
+		case <-due:
 		}
 		backoff = min(2*backoff, s.maxBackoff)
 	}

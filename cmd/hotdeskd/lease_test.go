@@ -11,6 +11,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -18,7 +20,8 @@ import (
 // TestLeaseSupervisorFlappingLink: the lease of the registry built to
 // recover dies while the sessions are being moved to it (the link flapped
 // again). The supervisor must build another one, not retry with the dead
-// one forever: it ends on a live lease.
+// one forever: after its backoff on its clock, not before, it ends on a
+// live lease.
 func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	t.Parallel() // its own etcd
 	cli := etcdtest.Client(t, etcdtest.Start(t))
@@ -36,6 +39,7 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	cur := first
 	all := []*registry.Registry{first}
 	attempts := 0
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	sup := &leaseSupervisor{
 		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
 			r, err := newReg(ctx, prev)
@@ -66,11 +70,11 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 				return nil, nil
 			}
 		},
-		current: func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
-		install: func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
-		log:     hclog.NewNullLogger(),
-		// Short backoff: the test needs only a few attempts.
-		minBackoff: 10 * time.Millisecond, maxBackoff: 50 * time.Millisecond,
+		current:    func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
+		install:    func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
+		log:        hclog.NewNullLogger(),
+		clk:        clk,
+		minBackoff: time.Second, maxBackoff: 10 * time.Second,
 	}
 	t.Cleanup(func() {
 		mu.Lock()
@@ -86,23 +90,24 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	if _, err := cli.Revoke(ctx, first.LeaseID()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.After(30 * time.Second)
-	for {
+	testutil.WaitFor(t, time.Minute, "the first attempt failed and the backoff set on the clock", func() bool {
+		return clk.Pending() == 1
+	})
+	clk.Advance(time.Second - time.Millisecond)
+	mu.Lock()
+	n := attempts
+	mu.Unlock()
+	if p := clk.Pending(); p != 1 || n != 1 || sup.current() != first {
+		t.Fatalf("just before the backoff: %d timers pending, %d attempts, new registry installed %v; want 1, 1, false",
+			p, n, sup.current() != first)
+	}
+	clk.Advance(time.Millisecond)
+	testutil.WaitFor(t, time.Minute, "the broker on a live lease", func() bool {
 		r := sup.current()
-		if r != first && r.Healthy() {
-			if _, err := cli.TimeToLive(ctx, r.LeaseID()); err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
-		select {
-		case <-deadline:
-			mu.Lock()
-			n := attempts
-			mu.Unlock()
-			t.Fatalf("broker still without a live lease after %d attempts", n)
-		case <-time.After(20 * time.Millisecond):
-		}
+		return r != first && r.Healthy()
+	})
+	if _, err := cli.TimeToLive(ctx, sup.current().LeaseID()); err != nil {
+		t.Fatal(err)
 	}
 }
 

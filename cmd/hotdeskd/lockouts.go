@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -53,6 +54,7 @@ type lockoutShare struct {
 	store   *registry.Store
 	server  string        // this broker's id
 	limiter *auth.Limiter // set once built, before run
+	clk     clock.Clock   // the limiter's: for shareRetry and lockouts' remaining time
 	queue   chan shareOp
 	locks   chan shareOp // lockouts started here (lockoutQueue)
 	dropped atomic.Int64 // ops dropped since the last drop was logged
@@ -60,12 +62,14 @@ type lockoutShare struct {
 
 	// run's own:
 	down      bool                // the registry failed the last count or clear
-	downSince time.Time           // when it last failed (tried again after shareRetry)
+	downSince time.Time           // when it last failed, on clk (tried again after shareRetry)
 	resets    map[string]struct{} // keys whose clearing the registry missed, retried first
 }
 
-func newLockoutShare(store *registry.Store, server string, log hclog.Logger) *lockoutShare {
-	return &lockoutShare{store: store, server: server, queue: make(chan shareOp, shareQueue),
+// newLockoutShare returns the share of server's failures and lockouts
+// through store; clk must be the clock of the limiter it is wired to.
+func newLockoutShare(store *registry.Store, server string, clk clock.Clock, log hclog.Logger) *lockoutShare {
+	return &lockoutShare{store: store, server: server, clk: clk, queue: make(chan shareOp, shareQueue),
 		locks: make(chan shareOp, lockoutQueue), log: log,
 		resets: map[string]struct{}{}}
 }
@@ -75,7 +79,7 @@ func newLockoutShare(store *registry.Store, server string, log hclog.Logger) *lo
 // anywhere in the group.
 func (s *lockoutShare) started(lo auth.Lockout) {
 	s.log.Info("login lockout started", "key", lo.Key, "level", lo.Level,
-		"remaining", time.Until(lo.Until).Round(time.Second))
+		"remaining", lo.Until.Sub(s.clk.Now()).Round(time.Second))
 	s.enqueue(shareOp{lockout: &lo, key: lo.Key})
 }
 
@@ -148,7 +152,7 @@ func (s *lockoutShare) run(ctx context.Context) {
 			until := time.UnixMilli(lo.UntilUnixMs)
 			if s.limiter.Apply(auth.Lockout{Key: lo.Key, Until: until, Level: lo.Level}) {
 				s.log.Info("login lockout imposed by another server", "key", lo.Key, "server", lo.Server,
-					"remaining", time.Until(until).Round(time.Second))
+					"remaining", until.Sub(s.clk.Now()).Round(time.Second))
 			}
 		}
 	}
@@ -174,7 +178,7 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		}
 		return
 	}
-	if s.down && time.Since(s.downSince) < shareRetry {
+	if s.down && s.clk.Now().Sub(s.downSince) < shareRetry {
 		if op.reset {
 			s.missedReset(op.key)
 		}
@@ -220,7 +224,7 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		if !s.down {
 			s.log.Warn("failed logins not counted by the group: registry out of reach; counting here only", "key", op.key, "error", err)
 		}
-		s.down, s.downSince = true, time.Now()
+		s.down, s.downSince = true, s.clk.Now()
 	case s.down:
 		s.down = false
 		s.log.Info("failed logins counted by the group again")

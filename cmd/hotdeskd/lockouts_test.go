@@ -14,17 +14,18 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 // newShare builds a broker's lockoutShare on store with a limiter of
-// maxFailures wired to it, as startAuth does.
-func newShare(store *registry.Store, id string, maxFailures int, log hclog.Logger) (*lockoutShare, *auth.Limiter) {
-	s := newLockoutShare(store, id, log)
+// maxFailures wired to it, both on clk, as startAuth does.
+func newShare(store *registry.Store, id string, maxFailures int, clk clock.Clock, log hclog.Logger) (*lockoutShare, *auth.Limiter) {
+	s := newLockoutShare(store, id, clk, log)
 	l := auth.NewLimiter(auth.LimiterConfig{MaxFailures: maxFailures, Window: time.Hour, BaseLockout: time.Hour,
-		OnLockout: s.started, OnFailure: s.failed, OnReset: s.succeeded})
+		Clock: clk, OnLockout: s.started, OnFailure: s.failed, OnReset: s.succeeded})
 	s.limiter = l
 	return s, l
 }
@@ -38,8 +39,8 @@ func runShare(t *testing.T, s *lockoutShare) {
 }
 
 // startShare is newShare and runShare.
-func startShare(t *testing.T, store *registry.Store, id string, maxFailures int, log hclog.Logger) (*lockoutShare, *auth.Limiter) {
-	s, l := newShare(store, id, maxFailures, log)
+func startShare(t *testing.T, store *registry.Store, id string, maxFailures int, clk clock.Clock, log hclog.Logger) (*lockoutShare, *auth.Limiter) {
+	s, l := newShare(store, id, maxFailures, clk, log)
 	runShare(t, s)
 	return s, l
 }
@@ -55,8 +56,8 @@ func TestLockoutShareCountsFailures(t *testing.T) {
 	eps := etcdtest.Start(t)
 	newStore := func(id string) *registry.Store { return newTestStore(t, eps, id) }
 	storeA := newStore("a")
-	_, a := startShare(t, storeA, "a", 3, testutil.Logger(t, "a", hclog.Info))
-	_, b := startShare(t, newStore("b"), "b", 3, testutil.Logger(t, "b", hclog.Info))
+	_, a := startShare(t, storeA, "a", 3, clock.Real{}, testutil.Logger(t, "a", hclog.Info))
+	_, b := startShare(t, newStore("b"), "b", 3, clock.Real{}, testutil.Logger(t, "b", hclog.Info))
 	count := func(key string) int { return groupCount(t, storeA, key) }
 
 	a.Failure("", "zed", "")
@@ -95,7 +96,7 @@ func TestLockoutShareOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out testutil.LockedBuffer
-	s, l := newShare(store, "lone", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	s, l := newShare(store, "lone", 3, clock.Real{}, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	// A burst with nothing sharing yet: twice the queue; the calls return
 	// (nothing waits), the excess is dropped, logged once for the burst.
 	for i := range 2 * shareQueue {
@@ -139,7 +140,7 @@ func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
 	t.Parallel()
 	store := newTestStore(t, etcdtest.Start(t), "a")
 	var out testutil.LockedBuffer
-	_, l := startShare(t, store, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	_, l := startShare(t, store, "a", 3, clock.Real{}, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	l.Failure("", strings.Repeat("x", 4096), "")
 	l.Failure("", "zed", "")
 	testutil.WaitFor(t, time.Minute, "zed's failure counted by the group after a long name's", func() bool {
@@ -158,15 +159,16 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
 	proxy := etcdtest.NewProxy(t, eps[0])
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	storeA, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
-		registry.WithCallTimeout(500*time.Millisecond))
+		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
 	direct := newTestStore(t, eps, "b")
 	count := func(key string) int { return groupCount(t, direct, key) }
 	var out testutil.LockedBuffer
-	_, a := startShare(t, storeA, "a", 3, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	_, a := startShare(t, storeA, "a", 3, clk, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
 	a.Failure("", "yan", "")
 	a.Failure("", "yan", "")
 	testutil.WaitFor(t, time.Minute, "yan's failures counted", func() bool { return count("user:yan") == 2 })
@@ -178,13 +180,66 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 	})
 	proxy.CloseConns() // the clearing held by the partition is lost with it
 	proxy.Heal()
-	// Failures of others bring the share back to the registry.
+	// Failures of others, each shareRetry after the last (an attempt
+	// while the client reconnects is an outage again), bring the share
+	// back to the registry.
 	n := 0
 	testutil.WaitFor(t, time.Minute, "yan's count cleared after the outage", func() bool {
 		n++
+		clk.Advance(shareRetry)
 		a.Failure("", fmt.Sprintf("probe%d", n), "")
 		return count("user:yan") == 0
 	})
+}
+
+// TestLockoutShareRetriesOnItsClock: once the registry failed a count,
+// the share counts here only until shareRetry has passed on its clock,
+// then goes to the registry again, the clearing it missed first. Failures
+// before that are not counted by the group, the first one after it is.
+// The ops are shared one by one, in the test's goroutine, as run would.
+func TestLockoutShareRetriesOnItsClock(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	store, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
+		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := newTestStore(t, eps, "b")
+	count := func(key string) int { return groupCount(t, direct, key) }
+	s, _ := newShare(store, "a", 3, clk, testutil.Logger(t, "a", hclog.Info))
+	ctx := t.Context()
+
+	s.share(ctx, shareOp{key: "user:yan"})
+	s.share(ctx, shareOp{key: "user:yan"})
+	if n := count("user:yan"); n != 2 {
+		t.Fatalf("yan's group count = %d; want 2", n)
+	}
+	proxy.Blackhole()
+	s.share(ctx, shareOp{key: "user:yan", reset: true})
+	if !s.down {
+		t.Fatal("a clearing the registry did not answer: the share is not down; want down")
+	}
+	proxy.CloseConns()
+	proxy.Heal()
+	testutil.WaitFor(t, time.Minute, "the registry reachable again", func() bool {
+		_, err := store.FailureCounts(ctx)
+		return err == nil
+	})
+
+	s.share(ctx, shareOp{key: "user:early"})
+	clk.Advance(shareRetry - time.Millisecond)
+	s.share(ctx, shareOp{key: "user:early"})
+	if early, yan := count("user:early"), count("user:yan"); early != 0 || yan != 2 {
+		t.Fatalf("before shareRetry: group counts early %d, yan %d; want 0 and 2 (counted here only)", early, yan)
+	}
+	clk.Advance(time.Millisecond)
+	s.share(ctx, shareOp{key: "user:late"})
+	if late, yan := count("user:late"), count("user:yan"); late != 1 || yan != 0 || s.down {
+		t.Fatalf("at shareRetry: group counts late %d, yan %d, down %v; want 1, 0 (cleared), false", late, yan, s.down)
+	}
 }
 
 // TestLockoutShareLockoutNotCrowdedOut: a lockout started while the
@@ -195,7 +250,7 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 func TestLockoutShareLockoutNotCrowdedOut(t *testing.T) {
 	t.Parallel()
 	store := newTestStore(t, etcdtest.Start(t), "a")
-	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	s, l := newShare(store, "a", 3, clock.Real{}, testutil.Logger(t, "a", hclog.Info))
 	for i := range 2 * shareQueue {
 		l.Failure("", fmt.Sprintf("u%d", i), "")
 	}
@@ -226,7 +281,7 @@ func TestLockoutShareLockoutNotCrowdedOut(t *testing.T) {
 func TestLockoutShareLockoutConsumesQueuedFailures(t *testing.T) {
 	t.Parallel()
 	store := newTestStore(t, etcdtest.Start(t), "a")
-	s, l := newShare(store, "a", 3, testutil.Logger(t, "a", hclog.Info))
+	s, l := newShare(store, "a", 3, clock.Real{}, testutil.Logger(t, "a", hclog.Info))
 	const keys = 10
 	for i := range keys {
 		for range 3 {

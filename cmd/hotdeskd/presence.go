@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -69,16 +70,29 @@ func (p *presence) connected() int {
 }
 
 // run consumes events until sub closes or ctx ends; it refreshes every
-// record on the heartbeat (which also re-creates them after the registry
-// lease was re-established).
+// record on the heartbeat, every presenceHeartbeat on the daemon's clock
+// (a beat that comes while a refresh runs is the next refresh; more are
+// dropped, as a ticker's): that also re-creates the records after the
+// registry lease was re-established. Records are stamped on that clock.
 func (p *presence) run(ctx context.Context, sub *broker.Subscription) {
-	tick := time.NewTicker(presenceHeartbeat)
-	defer tick.Stop()
+	beat := make(chan struct{}, 1)
+	var t clock.Timer
+	arm := func() {
+		t = p.d.clk.AfterFunc(presenceHeartbeat, func() {
+			select {
+			case beat <- struct{}{}:
+			default:
+			}
+		})
+	}
+	arm()
+	defer func() { t.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-beat:
+			arm()
 			p.refresh(ctx)
 		case e, ok := <-sub.C:
 			if !ok {
@@ -90,7 +104,7 @@ func (p *presence) run(ctx context.Context, sub *broker.Subscription) {
 }
 
 func (p *presence) apply(ctx context.Context, e event.Event) {
-	put, del := p.update(e, time.Now().UnixMilli())
+	put, del := p.update(e, p.d.clk.Now().UnixMilli())
 	reg := p.d.registry()
 	for _, r := range put {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -184,7 +198,7 @@ func (p *presence) update(e event.Event, now int64) (put []registry.TerminalReco
 }
 
 func (p *presence) refresh(ctx context.Context) {
-	now := time.Now().UnixMilli()
+	now := p.d.clk.Now().UnixMilli()
 	p.mu.Lock()
 	recs := make([]registry.TerminalRecord, 0, len(p.terms))
 	for _, en := range p.terms {

@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/broker"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 // TestPresenceSharedID: terminal ids are the peer's word. A second client
@@ -34,4 +41,51 @@ func TestPresenceSharedID(t *testing.T) {
 	if p.connected() != 0 {
 		t.Fatalf("%d terminals connected; want 0", p.connected())
 	}
+}
+
+// TestPresenceHeartbeatOnClock: terminal records are stamped on the
+// daemon's clock and refreshed every presenceHeartbeat on it, not before.
+func TestPresenceHeartbeatOnClock(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	// The registry's lease runs in real time: only presence is on clk.
+	reg, err := registry.New(t.Context(), cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	p := newPresence(&daemon{clk: clk, reg: reg}, testutil.Logger(t, "presence", hclog.Debug))
+	bus := broker.NewBus(nil)
+	sub := bus.Subscribe(16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx, sub) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	seen := func() int64 {
+		recs, err := reg.Terminals(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.ID == "term-1" {
+				return r.SeenUnixMs
+			}
+		}
+		return 0
+	}
+	start := clk.Now().UnixMilli()
+	bus.Emit(event.Event{Kind: event.TerminalConnected, Terminal: "term-1", Remote: "10.0.0.5:40000", TerminalName: "Desk 1"})
+	testutil.WaitFor(t, time.Minute, "term-1's record stamped on the clock, the heartbeat set on it", func() bool {
+		return seen() == start && clk.Pending() == 1
+	})
+	clk.Advance(presenceHeartbeat - time.Millisecond)
+	if n := clk.Pending(); n != 1 {
+		t.Fatalf("%v after the start on the clock: %d timers pending; want the heartbeat still pending", presenceHeartbeat-time.Millisecond, n)
+	}
+	clk.Advance(time.Millisecond)
+	testutil.WaitFor(t, time.Minute, "term-1's record refreshed at the heartbeat, the next one set", func() bool {
+		return seen() == start+presenceHeartbeat.Milliseconds() && clk.Pending() == 1
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 // seatAgent returns the terminal agent binary for seats: the configured
@@ -34,9 +35,10 @@ func seatAgent(cfg *config.Config) string {
 // runSeat keeps a local terminal agent running for seat: readers attached
 // to this host (a kiosk or a console) act as a terminal named
 // "seat-<name>" connected to this broker over loopback, pinned to its
-// certificate. The agent is restarted with backoff if it exits, until ctx
-// ends. Its events are logged.
-func runSeat(ctx context.Context, cfg *config.Config, seat config.Seat, listen net.Addr, pin string, logger hclog.Logger) {
+// certificate. The agent is restarted with backoff on clk if it exits
+// (1 s, doubled up to 30 s; back to 1 s after a run of a minute), until
+// ctx ends. Its events are logged.
+func runSeat(ctx context.Context, clk clock.Clock, cfg *config.Config, seat config.Seat, listen net.Addr, pin string, logger hclog.Logger) {
 	_, port, _ := net.SplitHostPort(listen.String())
 	args := []string{"-server", net.JoinHostPort("127.0.0.1", port), "-pin", pin, "-id", "seat-" + seat.Name,
 		"-name", seat.Name, "-keystore", filepath.Join(cfg.DataDir, "seats", seat.Name+".json"),
@@ -55,7 +57,7 @@ func runSeat(ctx context.Context, cfg *config.Config, seat config.Seat, listen n
 			logger.Error("seat agent", "error", err)
 			return
 		}
-		started := time.Now()
+		started := clk.Now()
 		if err := cmd.Start(); err != nil {
 			logger.Error("starting the seat agent", "agent", agent, "error", err)
 		} else {
@@ -74,13 +76,16 @@ func runSeat(ctx context.Context, cfg *config.Config, seat config.Seat, listen n
 			}
 			logger.Warn("seat agent exited", "error", err)
 		}
-		if time.Since(started) > time.Minute {
+		if clk.Now().Sub(started) > time.Minute {
 			backoff = time.Second
 		}
+		due := make(chan struct{})
+		t := clk.AfterFunc(backoff, func() { close(due) })
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(backoff):
+		case <-due:
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
