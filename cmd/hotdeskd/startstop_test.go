@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -48,5 +50,22 @@ func TestDaemonStopsDuringStart(t *testing.T) {
 	}
 	if err := d.ExitErr(); err != nil {
 		t.Fatalf("exit after a SIGTERM during the start: %v; want status 0", err)
+	}
+}
+
+// TestServeFailuresNeverBlock: goroutines serve started that fail after
+// the daemon's fatal queue is full (the daemon stopping already, its run
+// loop gone) end all the same: none waits for ever to report its error.
+func TestServeFailuresNeverBlock(t *testing.T) {
+	d := &daemon{fatal: make(chan error, 4), log: hclog.NewNullLogger()}
+	d.run, d.cancel = context.WithCancel(context.Background())
+	for i := range 2 * cap(d.fatal) {
+		d.serve(func() error { return fmt.Errorf("listener %d: accept: broken", i) }, "listener")
+	}
+	d.stop(d.log)
+	buf := make([]byte, 1<<20)
+	t.Log(string(buf[:runtime.Stack(buf, true)]))
+	if leaked := testutil.Leaked(5*time.Second, "hotdeskd.(*daemon).serve"); len(leaked) > 0 {
+		t.Fatalf("%d goroutines of serve still running:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	}
 }
