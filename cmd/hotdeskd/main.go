@@ -145,10 +145,10 @@ func run(args []string) error {
 // start's waits (etcd, a server id still held, adopting desktops); start
 // then rolls back what it started, and the daemon stops as for any stop
 // (nil error, no daemon). A second one exits at once. A SIGHUP during the
-// start is logged and dropped: the configuration being started is the one
-// just read. A start that succeeds though a signal came meanwhile is
-// stopped.
-func startInterruptible(ctx context.Context, cancel context.CancelFunc, sigs <-chan os.Signal,
+// start is put back on sigs once the start succeeded, for the running
+// daemon to reload. A start that succeeds though a stop was asked for
+// meanwhile is stopped.
+func startInterruptible(ctx context.Context, cancel context.CancelFunc, sigs chan os.Signal,
 	cfg *config.Config, logger hclog.Logger) (*daemon, error) {
 	type result struct {
 		d   *daemon
@@ -159,12 +159,18 @@ func startInterruptible(ctx context.Context, cancel context.CancelFunc, sigs <-c
 		d, err := start(ctx, cfg, logger)
 		res <- result{d, err}
 	}()
-	signalled := false
+	signalled, hup := false, false
 	for {
 		select {
 		case r := <-res:
 			switch {
 			case !signalled:
+				if hup && r.err == nil {
+					select {
+					case sigs <- syscall.SIGHUP:
+					default: // a signal is waiting already
+					}
+				}
 				return r.d, r.err
 			case r.err != nil:
 				logger.Info("start abandoned", "error", r.err)
@@ -175,7 +181,7 @@ func startInterruptible(ctx context.Context, cancel context.CancelFunc, sigs <-c
 		case sig := <-sigs:
 			switch {
 			case sig == syscall.SIGHUP:
-				logger.Info("reload: ignored while starting")
+				hup = true // reloaded once started
 			case signalled:
 				logger.Warn("second signal: exiting now")
 				os.Exit(1)
