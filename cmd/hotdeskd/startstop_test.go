@@ -69,3 +69,37 @@ func TestServeFailuresNeverBlock(t *testing.T) {
 		t.Fatalf("%d goroutines of serve still running:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	}
 }
+
+// TestDaemonReloadsAfterStart: a SIGHUP that arrives while the start
+// waits is not lost: the daemon reloads its configuration once it runs.
+func TestDaemonReloadsAfterStart(t *testing.T) {
+	t.Parallel() // its own etcd and daemon
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const id = "hup-in-start"
+	holder, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1"}, registry.WithLeaseTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+
+	dir := t.TempDir()
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, id, dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	testutil.WaitFor(t, 60*time.Second, "the start waiting for the server id", func() bool {
+		return strings.Contains(d.LogTail(1<<20), "server id in use; waiting")
+	})
+	if err := syscall.Kill(d.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Close(ctx); err != nil { // the server id is free: the start goes on
+		t.Fatal(err)
+	}
+	d.WaitReady()
+	testutil.WaitFor(t, 30*time.Second, "the configuration reloaded", func() bool {
+		return strings.Contains(d.LogTail(1<<20), "configuration reloaded")
+	})
+}
