@@ -540,7 +540,9 @@ func (b *Broker) compositorExited(ex compositor.Exit) {
 	unlock := b.keys.Lock(s.Token)
 	defer unlock()
 	if b.current(s) != nil {
+		b.mu.Lock()
 		s.info.PID = 0 // already gone: do not try to stop it again
+		b.mu.Unlock()
 		b.destroyTokenLocked(b.life, s, proto.DetachDestroyed, reason)
 	}
 }

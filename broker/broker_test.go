@@ -452,3 +452,39 @@ func TestShutdownDestroysSideBySide(t *testing.T) {
 		t.Fatalf("sessions after Shutdown: %+v", left)
 	}
 }
+
+// TestCompositorCrashWhileListed: compositors that die while an
+// administrator's listing (Sessions: hotdeskctl, the dashboard, metrics)
+// reads their sessions: the crash's bookkeeping and the listing do not
+// race (run with -race; the window is narrow, hence several crashes).
+func TestCompositorCrashWhileListed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_ = e.b.Sessions()
+				}
+			}
+		}()
+	}
+	for i := range 6 {
+		_, _, tm, att := e.login(fmt.Sprintf("crash%d", i), fmt.Sprintf("term-%d", i))
+		if err := syscall.Kill(sessionInfo(t, e.b, att.SessionID).PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if det := expectMsg[proto.Detached](tm); det.Reason != proto.DetachDestroyed {
+			t.Fatalf("detached = %+v; want destroyed", det)
+		}
+		e.waitTransition(att.SessionID, Destroyed)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -164,4 +165,21 @@ func TestSubscriptionEach(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	open.Each(ctx, func(event.Event) { t.Error("an event from an empty subscription") })
+}
+
+// TestTerminalConns: a terminal connection is listed by TerminalConns, by
+// its Hello's id and its address, from its TerminalConnected on, and no
+// longer once it ended (presence drops what it missed by this list).
+func TestTerminalConns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	tm := e.dial("term-conns")
+	want := TerminalConn{ID: "term-conns", Remote: tm.conn.NetConn().LocalAddr().String()}
+	testutil.WaitFor(t, 10*time.Second, "the connection listed", func() bool {
+		return slices.Contains(e.b.TerminalConns(), want)
+	})
+	tm.conn.Close()
+	testutil.WaitFor(t, 10*time.Second, "the connection gone from the list", func() bool {
+		return !slices.Contains(e.b.TerminalConns(), want)
+	})
 }

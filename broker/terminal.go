@@ -123,6 +123,25 @@ func (b *Broker) ConnCounts() (terminal, attach int) {
 	return terminal, attach
 }
 
+// TerminalConn is one terminal connection the broker holds: its Hello's
+// terminal id (the peer's word) and its remote address.
+type TerminalConn struct{ ID, Remote string }
+
+// TerminalConns returns the terminal connections the broker holds now:
+// those whose TerminalConnected event was emitted and whose
+// TerminalDisconnected was not yet (a connection leaves this list before
+// its TerminalDisconnected is emitted). A subscriber that may have lost
+// events (Bus) rebuilds what it keeps per connection from it.
+func (b *Broker) TerminalConns() []TerminalConn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]TerminalConn, 0, len(b.terms))
+	for t := range b.terms {
+		out = append(out, TerminalConn{ID: t.id, Remote: t.remote})
+	}
+	return out
+}
+
 // serveConn runs one terminal connection to its end.
 func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	remote := c.RemoteAddr().String()

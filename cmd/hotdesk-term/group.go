@@ -223,6 +223,10 @@ func (g *group) dialAny(ctx context.Context, cands []string, stagger time.Durati
 	var won *link
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// Once ctx ends the round only waits for the dials in flight: its
+	// Done, always ready from then on, must not be selected again (the
+	// loop would spin, adding ctx.Err() to errs on each turn).
+	cancelled := ctx.Done()
 	for won == nil && (next < len(cands) || pending > 0) {
 		var tick <-chan time.Time
 		if next < len(cands) {
@@ -245,9 +249,10 @@ func (g *group) dialAny(ctx context.Context, cands []string, stagger time.Durati
 				continue
 			}
 			won = r.l
-		case <-ctx.Done():
+		case <-cancelled:
 			errs = append(errs, ctx.Err())
 			next = len(cands)
+			cancelled = nil
 		}
 	}
 	cancel()

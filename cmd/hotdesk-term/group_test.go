@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -138,3 +139,36 @@ func TestGroupDialAny(t *testing.T) {
 }
 
 type tlsConfig = tls.Config
+
+// TestDialAnyCancelled: a dial round whose context ends while its dials
+// are still winding down waits for them without spinning on the ended
+// context: the cancellation is reported once, next to each dial's error.
+func TestDialAnyCancelled(t *testing.T) {
+	t.Parallel()
+	g, err := newGroup([]string{"a:1", "b:1"}, [][]byte{fp(1)}, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{}, 2)
+	dial := func(ctx context.Context, addr string, _ *tls.Config) (*link, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // closing its half-open connection
+		return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
+	}
+	go func() {
+		<-started
+		<-started
+		cancel()
+	}()
+	_, err = g.dialAny(ctx, []string{"a:1", "b:1"}, time.Millisecond, dial)
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) {
+		t.Fatalf("dialAny = %v; want the joined errors of the round", err)
+	}
+	if n := len(joined.Unwrap()); n != 3 {
+		t.Fatalf("dialAny returned %d errors; want 3 (the cancellation once, each dial's once)", n)
+	}
+}

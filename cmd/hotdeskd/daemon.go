@@ -710,15 +710,23 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 	sup.run(ctx)
 }
 
-// serve runs f in the background; an unexpected error is fatal.
+// serve runs f in the background; an unexpected error is fatal. The
+// first failures go to d.fatal (run stops the daemon on the first one it
+// reads); one that finds it full, the daemon stopping already, is logged:
+// never waited for, as nobody reads d.fatal once run has returned.
 func (d *daemon) serve(f func() error, what string) {
 	ch := make(chan error, 1)
 	d.done = append(d.done, ch)
 	go func() {
 		err := f()
 		ch <- err
-		if err != nil {
-			d.fatal <- fmt.Errorf("%s: %w", what, err)
+		if err == nil {
+			return
+		}
+		select {
+		case d.fatal <- fmt.Errorf("%s: %w", what, err):
+		default:
+			d.log.Error("subsystem failed", "subsystem", what, "error", err)
 		}
 	}()
 }

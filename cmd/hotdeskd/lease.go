@@ -54,17 +54,28 @@ func (s *leaseSupervisor) run(ctx context.Context) {
 	}
 }
 
-// recover replaces old (whose lease is lost) by a fresh registry.
+// recover replaces old (whose lease is lost) by a fresh registry. If ctx
+// ends first (the daemon stops) after an attempt built one, the last
+// such registry is installed, abandoned as it is: it holds the server
+// record (and the sessions re-claimed so far) now, so it is what the stop
+// must revoke, or leave to the next run in the lease file, not old.
 func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 	backoff := s.minBackoff
 	prev := old.LeaseID()
 	var abandoned []clientv3.LeaseID
+	var last *registry.Registry // the last registry built, abandoned
+	defer func() {
+		if ctx.Err() != nil && last != nil {
+			s.install(last)
+		}
+	}()
 	for ctx.Err() == nil {
 		fresh, err := s.newRegistry(ctx, prev)
 		if err == nil {
 			var orphans []broker.SessionInfo
 			orphans, err = s.reestablish(ctx, fresh)
 			if err == nil {
+				last = nil // fresh is installed, live
 				s.install(fresh)
 				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				_ = old.Close(rctx) // its lease, if still alive, holds nothing we run now
@@ -82,6 +93,7 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 			// holds (our record, sessions re-claimed so far) passes to the
 			// next registry, which takes the record over from its lease.
 			fresh.Abandon()
+			last = fresh
 			prev = fresh.LeaseID()
 			abandoned = append(abandoned, prev)
 		}

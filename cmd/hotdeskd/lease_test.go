@@ -123,3 +123,88 @@ func TestPingIntervalBound(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseSupervisorStopDuringRecovery: the daemon stops while the
+// supervisor moves the sessions to a new lease. That lease holds the
+// server record by then (taken over from the lost one): it must be the
+// one the stop acts on (revokes, or leaves to the next run in the lease
+// file), not the lost lease; else the stopped server stays a member of
+// the group, named by a lease nobody knows, until it expires.
+func TestLeaseSupervisorStopDuringRecovery(t *testing.T) {
+	t.Parallel() // its own etcd
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := registry.ServerRecord{ID: "b1", Addr: "127.0.0.1:1"}
+	newReg := func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+		return registry.New(ctx, cli, rec, registry.WithLeaseTTL(10*time.Second), registry.WithPreviousLease(prev))
+	}
+	first, err := newReg(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	cur := first
+	all := []*registry.Registry{first}
+	moving := make(chan struct{})
+	sup := &leaseSupervisor{
+		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+			r, err := newReg(ctx, prev)
+			if err == nil {
+				mu.Lock()
+				all = append(all, r)
+				mu.Unlock()
+			}
+			return r, err
+		},
+		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
+			close(moving)
+			<-ctx.Done() // the stop comes while the sessions are moved
+			return nil, ctx.Err()
+		},
+		current:    func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
+		install:    func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
+		log:        hclog.NewNullLogger(),
+		minBackoff: 10 * time.Millisecond, maxBackoff: 50 * time.Millisecond,
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range all {
+			r.Close(context.Background())
+		}
+	})
+	done := make(chan struct{})
+	go func() { defer close(done); sup.run(ctx) }()
+	// The lease is lost: its renewals fail (here: etcd revoked it) while
+	// the record it held stays readable to the next lease's take-over.
+	if _, err := cli.Revoke(ctx, first.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-moving:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the supervisor never built a new lease")
+	}
+	cancel() // the stop
+	<-done
+
+	bg := context.Background()
+	resp, err := cli.Get(bg, registry.DefaultPrefix+"servers/b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		t.Fatal("server record gone before the stop acted on it; want it under the new lease")
+	}
+	if got, want := clientv3.LeaseID(resp.Kvs[0].Lease), sup.current().LeaseID(); got != want {
+		t.Fatalf("server record held by lease %x; the stop acts on lease %x", int64(got), int64(want))
+	}
+	// The stop (keep_on_stop off) revokes that lease: the record goes.
+	if err := sup.current().Close(bg); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := cli.Get(bg, registry.DefaultPrefix+"servers/b1"); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("server record after the stop: %v, %v; want none", resp.Kvs, err)
+	}
+}

@@ -106,8 +106,8 @@ func run(args []string) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	d, err := start(ctx, cfg, logger)
-	if err != nil {
+	d, err := startInterruptible(ctx, stop, sigs, cfg, logger)
+	if d == nil {
 		return err
 	}
 	notify(logger, "READY=1")
@@ -136,6 +136,61 @@ func run(args []string) error {
 			}()
 			d.stop(logger)
 			return nil
+		}
+	}
+}
+
+// startInterruptible runs start while it listens to sigs: a SIGINT or
+// SIGTERM during the start cancels ctx (with cancel), which ends the
+// start's waits (etcd, a server id still held, adopting desktops); start
+// then rolls back what it started, and the daemon stops as for any stop
+// (nil error, no daemon). A second one exits at once. A SIGHUP during the
+// start is put back on sigs once the start succeeded, for the running
+// daemon to reload. A start that succeeds though a stop was asked for
+// meanwhile is stopped.
+func startInterruptible(ctx context.Context, cancel context.CancelFunc, sigs chan os.Signal,
+	cfg *config.Config, logger hclog.Logger) (*daemon, error) {
+	type result struct {
+		d   *daemon
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		d, err := start(ctx, cfg, logger)
+		res <- result{d, err}
+	}()
+	signalled, hup := false, false
+	for {
+		select {
+		case r := <-res:
+			switch {
+			case !signalled:
+				if hup && r.err == nil {
+					select {
+					case sigs <- syscall.SIGHUP:
+					default: // a signal is waiting already
+					}
+				}
+				return r.d, r.err
+			case r.err != nil:
+				logger.Info("start abandoned", "error", r.err)
+			default:
+				r.d.stop(logger)
+			}
+			return nil, nil
+		case sig := <-sigs:
+			switch {
+			case sig == syscall.SIGHUP:
+				hup = true // reloaded once started
+			case signalled:
+				logger.Warn("second signal: exiting now")
+				os.Exit(1)
+			default:
+				signalled = true
+				logger.Info("stopping during the start", "signal", sig.String())
+				notify(logger, "STOPPING=1")
+				cancel()
+			}
 		}
 	}
 }

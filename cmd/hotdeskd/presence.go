@@ -30,10 +30,17 @@ const (
 )
 
 // presence turns the broker's events into terminal records in the group
-// registry and remembers where each session was last shown.
+// registry and remembers where each session was last shown. Its
+// subscription drops events when it falls behind (the registry slow or out
+// of reach): every heartbeat drops the connections the broker no longer
+// holds (live), or a lost TerminalDisconnected would leave its terminal
+// listed, refreshed, for ever.
 type presence struct {
 	d   *daemon
 	log hclog.Logger
+	// live returns the broker's terminal connections; ok false while
+	// there is no broker to ask (nothing is dropped then).
+	live func() (conns []broker.TerminalConn, ok bool)
 
 	mu       sync.Mutex
 	terms    map[string]*presenceEntry // terminal id → entry; guarded by mu
@@ -52,7 +59,14 @@ type presenceEntry struct {
 type termConn struct{ addr, name string }
 
 func newPresence(d *daemon, logger hclog.Logger) *presence {
-	return &presence{d: d, log: logger, terms: map[string]*presenceEntry{}, lastTerm: map[string]string{}}
+	p := &presence{d: d, log: logger, terms: map[string]*presenceEntry{}, lastTerm: map[string]string{}}
+	p.live = func() ([]broker.TerminalConn, bool) {
+		if d == nil || d.broker == nil {
+			return nil, false
+		}
+		return d.broker.TerminalConns(), true
+	}
+	return p
 }
 
 // lastTerminal returns where session id was last shown ("" if unknown).
@@ -145,11 +159,8 @@ func (p *presence) update(e event.Event, now int64) (put []registry.TerminalReco
 		touch(e.Terminal)
 	case event.TerminalDisconnected:
 		if en := p.terms[e.Terminal]; en != nil {
-			i := slices.IndexFunc(en.conns, func(c termConn) bool { return c.addr == e.Remote })
-			if i < 0 {
-				i = 0
-			}
-			if len(en.conns) > 0 {
+			// Not found: dropped already (reconcile), or never seen.
+			if i := slices.IndexFunc(en.conns, func(c termConn) bool { return c.addr == e.Remote }); i >= 0 {
 				en.conns = slices.Delete(en.conns, i, i+1)
 			}
 			if len(en.conns) == 0 {
@@ -197,16 +208,53 @@ func (p *presence) update(e event.Event, now int64) (put []registry.TerminalReco
 	return put, del
 }
 
-func (p *presence) refresh(ctx context.Context) {
-	now := p.d.clk.Now().UnixMilli()
+// reconcile drops the connections not in live (the broker's, when ok;
+// nothing is dropped otherwise) and the terminals left without any, and
+// returns the records of the others stamped seen at now (ms) and the ids
+// of the terminals dropped.
+func (p *presence) reconcile(live []broker.TerminalConn, ok bool, now int64) (recs []registry.TerminalRecord, del []string) {
+	held := make(map[broker.TerminalConn]bool, len(live))
+	for _, c := range live {
+		held[c] = true
+	}
 	p.mu.Lock()
-	recs := make([]registry.TerminalRecord, 0, len(p.terms))
-	for _, en := range p.terms {
+	defer p.mu.Unlock()
+	recs = make([]registry.TerminalRecord, 0, len(p.terms))
+	for id, en := range p.terms {
+		if ok {
+			n := len(en.conns)
+			en.conns = slices.DeleteFunc(en.conns, func(c termConn) bool { return !held[broker.TerminalConn{ID: id, Remote: c.addr}] })
+			if len(en.conns) == 0 {
+				delete(p.terms, id)
+				del = append(del, id)
+				continue
+			}
+			if len(en.conns) < n {
+				last := en.conns[len(en.conns)-1]
+				en.rec.Name, en.rec.Addr = last.name, last.addr
+			}
+		}
 		en.rec.SeenUnixMs = now
 		recs = append(recs, en.rec)
 	}
-	p.mu.Unlock()
+	if len(del) > 0 {
+		p.log.Debug("terminals whose disconnection was missed dropped", "terminals", len(del))
+	}
+	return recs, del
+}
+
+func (p *presence) refresh(ctx context.Context) {
+	live, ok := p.live()
+	recs, del := p.reconcile(live, ok, p.d.clk.Now().UnixMilli())
 	reg := p.d.registry()
+	for _, id := range del {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := reg.DeleteTerminal(cctx, id)
+		cancel()
+		if err != nil {
+			p.log.Debug("terminal presence not deleted", "terminal", id, "error", err)
+		}
+	}
 	for _, r := range recs {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := reg.PutTerminal(cctx, r)

@@ -89,3 +89,60 @@ func TestPresenceHeartbeatOnClock(t *testing.T) {
 		return seen() == start+presenceHeartbeat.Milliseconds() && clk.Pending() == 1
 	})
 }
+
+// TestPresenceDropsMissedDisconnects: the presence subscription loses
+// events when it falls behind. A terminal whose TerminalDisconnected was
+// lost must leave the registry at the next heartbeat (before, it stayed
+// listed, refreshed, for ever), a lost disconnect of one of a terminal's
+// connections must not leave that connection's address in its record,
+// and the late disconnect of a connection dropped so must not take
+// another connection of the same id with it.
+func TestPresenceDropsMissedDisconnects(t *testing.T) {
+	t.Parallel() // its own etcd
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	p := newPresence(&daemon{clk: clock.Real{}, reg: reg}, hclog.NewNullLogger())
+	live := []broker.TerminalConn{{ID: "term-1", Remote: "10.0.0.5:40000"}}
+	p.live = func() ([]broker.TerminalConn, bool) { return live, true }
+	ev := func(kind event.Kind, id, remote string) event.Event {
+		return event.Event{Kind: kind, Terminal: id, Remote: remote, TerminalName: remote}
+	}
+	p.apply(ctx, ev(event.TerminalConnected, "term-1", "10.0.0.5:40000"))
+	p.apply(ctx, ev(event.TerminalConnected, "term-1", "10.0.0.66:50000"))
+	p.apply(ctx, ev(event.TerminalConnected, "term-2", "10.0.0.7:40000"))
+	// The disconnects of term-1's second connection and of term-2 are lost.
+	p.refresh(ctx)
+	listed := func() map[string]string {
+		t.Helper()
+		recs, err := reg.Terminals(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, r := range recs {
+			out[r.ID] = r.Addr
+		}
+		return out
+	}
+	if got := listed(); len(got) != 1 || got["term-1"] != "10.0.0.5:40000" {
+		t.Fatalf("after the heartbeat: terminals %v; want only term-1 at 10.0.0.5:40000", got)
+	}
+	if n := p.connected(); n != 1 {
+		t.Fatalf("%d terminals connected; want 1", n)
+	}
+	// The lost disconnect comes late after all: term-1 stays.
+	p.apply(ctx, ev(event.TerminalDisconnected, "term-1", "10.0.0.66:50000"))
+	if got := listed(); len(got) != 1 || got["term-1"] != "10.0.0.5:40000" {
+		t.Fatalf("after the late disconnect: terminals %v; want term-1 at 10.0.0.5:40000", got)
+	}
+	p.apply(ctx, ev(event.TerminalDisconnected, "term-1", "10.0.0.5:40000"))
+	if got := listed(); len(got) != 0 || p.connected() != 0 {
+		t.Fatalf("after term-1 left: terminals %v, %d connected; want none", got, p.connected())
+	}
+}

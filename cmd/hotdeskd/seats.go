@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -68,6 +69,12 @@ func runSeat(ctx context.Context, clk clock.Clock, cfg *config.Config, seat conf
 				if json.Unmarshal(sc.Bytes(), &ev) == nil {
 					logger.Debug("seat event", "event", ev["event"], "token", ev["token"], "session", ev["session"])
 				}
+			}
+			if err := sc.Err(); err != nil {
+				// A line too long: the rest is read and dropped, or the
+				// agent would block on a full pipe and Wait with it.
+				logger.Warn("seat agent output unreadable; dropping the rest", "error", err)
+				_, _ = io.Copy(io.Discard, stdout)
 			}
 			err = cmd.Wait()
 			stdin.Close()

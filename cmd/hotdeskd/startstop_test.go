@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
+)
+
+// TestDaemonStopsDuringStart: a SIGTERM that arrives while the start
+// waits (here for a server id another live lease holds, which it would
+// wait for up to 3 lease TTLs and 5 s) ends the start: what it started is
+// rolled back and the daemon exits 0 as for any stop, instead of the
+// signal going unheard until the start gives up by itself.
+func TestDaemonStopsDuringStart(t *testing.T) {
+	t.Parallel() // its own etcd and daemon
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const id = "stop-in-start"
+	holder, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1"}, registry.WithLeaseTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+
+	dir := t.TempDir()
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, id, dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	testutil.WaitFor(t, 60*time.Second, "the start waiting for the server id", func() bool {
+		return strings.Contains(d.LogTail(1<<20), "server id in use; waiting")
+	})
+	exited := d.Exited()
+	if err := syscall.Kill(d.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	if log := d.LogTail(1 << 20); strings.Contains(log, "another running broker has server_id") {
+		t.Fatalf("the start ran until it gave up, the SIGTERM unheard:\n%s", log)
+	}
+	if err := d.ExitErr(); err != nil {
+		t.Fatalf("exit after a SIGTERM during the start: %v; want status 0", err)
+	}
+}
+
+// TestServeFailuresNeverBlock: goroutines serve started that fail after
+// the daemon's fatal queue is full (the daemon stopping already, its run
+// loop gone) end all the same: none waits for ever to report its error.
+func TestServeFailuresNeverBlock(t *testing.T) {
+	d := &daemon{fatal: make(chan error, 4), log: hclog.NewNullLogger()}
+	d.run, d.cancel = context.WithCancel(context.Background())
+	for i := range 2 * cap(d.fatal) {
+		d.serve(func() error { return fmt.Errorf("listener %d: accept: broken", i) }, "listener")
+	}
+	d.stop(d.log)
+	buf := make([]byte, 1<<20)
+	t.Log(string(buf[:runtime.Stack(buf, true)]))
+	if leaked := testutil.Leaked(5*time.Second, "hotdeskd.(*daemon).serve"); len(leaked) > 0 {
+		t.Fatalf("%d goroutines of serve still running:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+	}
+}
+
+// TestDaemonReloadsAfterStart: a SIGHUP that arrives while the start
+// waits is not lost: the daemon reloads its configuration once it runs.
+func TestDaemonReloadsAfterStart(t *testing.T) {
+	t.Parallel() // its own etcd and daemon
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const id = "hup-in-start"
+	holder, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1"}, registry.WithLeaseTTL(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Close(context.Background()) })
+
+	dir := t.TempDir()
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, id, dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	testutil.WaitFor(t, 60*time.Second, "the start waiting for the server id", func() bool {
+		return strings.Contains(d.LogTail(1<<20), "server id in use; waiting")
+	})
+	if err := syscall.Kill(d.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Close(ctx); err != nil { // the server id is free: the start goes on
+		t.Fatal(err)
+	}
+	d.WaitReady()
+	testutil.WaitFor(t, 30*time.Second, "the configuration reloaded", func() bool {
+		return strings.Contains(d.LogTail(1<<20), "configuration reloaded")
+	})
+}
