@@ -164,6 +164,7 @@ func TestLeaseSupervisorStopDuringRecovery(t *testing.T) {
 		},
 		current:    func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
 		install:    func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
+		clk:        clock.Real{},
 		log:        hclog.NewNullLogger(),
 		minBackoff: 10 * time.Millisecond, maxBackoff: 50 * time.Millisecond,
 	}
