@@ -243,17 +243,23 @@ func TestDisplayHeldUntilTicket(t *testing.T) {
 	}
 }
 
+// startCounter returns a file a client script appends an "x" to at each
+// start (echo x >> file) and the count of starts so far.
+func startCounter(t *testing.T) (string, func() int) {
+	file := filepath.Join(t.TempDir(), "starts")
+	return file, func() int {
+		b, _ := os.ReadFile(file)
+		return bytes.Count(b, []byte("x"))
+	}
+}
+
 // TestDisplayRestartBackoffOnClock: a display client that ends while
 // waiting for a ticket is started again after a backoff on the agent's
 // clock (1 s, then 2 s), not a millisecond before. The client is a shell
 // counting its starts.
 func TestDisplayRestartBackoffOnClock(t *testing.T) {
 	t.Parallel()
-	startsFile := filepath.Join(t.TempDir(), "starts")
-	starts := func() int {
-		b, _ := os.ReadFile(startsFile)
-		return bytes.Count(b, []byte("x"))
-	}
+	startsFile, starts := startCounter(t)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	d := newDisplay(displayConfig{Command: []string{"sh", "-c", "echo x >> " + startsFile}, Terminal: "t-disp",
 		Timeout: waitBound, Clock: clk, Logger: testLogger(t)})
@@ -281,11 +287,7 @@ func TestDisplayRestartBackoffOnClock(t *testing.T) {
 // client is a shell counting its starts, then sleeping.
 func TestDisplayConnectWaitOnClock(t *testing.T) {
 	t.Parallel()
-	startsFile := filepath.Join(t.TempDir(), "starts")
-	starts := func() int {
-		b, _ := os.ReadFile(startsFile)
-		return bytes.Count(b, []byte("x"))
-	}
+	startsFile, starts := startCounter(t)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	const timeout = time.Minute
 	d := newDisplay(displayConfig{Command: []string{"sh", "-c", "echo x >> " + startsFile + "; exec sleep 300"}, Terminal: "t-disp",

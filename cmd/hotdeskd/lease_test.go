@@ -17,6 +17,57 @@ import (
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
+// supervisorRig is a leaseSupervisor for server b1 on its own etcd,
+// whose registries (every one it builds) close at the test's end.
+type supervisorRig struct {
+	cli   *clientv3.Client
+	first *registry.Registry
+	sup   *leaseSupervisor
+	mu    sync.Mutex
+	cur   *registry.Registry
+	all   []*registry.Registry
+}
+
+// newSupervisorRig builds the first registry (lease ttl) and a supervisor
+// that reestablishes with reestablish, backs off on clk from minBackoff.
+func newSupervisorRig(t *testing.T, ttl time.Duration, clk clock.Clock, minBackoff, maxBackoff time.Duration,
+	reestablish func(context.Context, *registry.Registry) ([]broker.SessionInfo, error)) *supervisorRig {
+	t.Helper()
+	rg := &supervisorRig{cli: etcdtest.Client(t, etcdtest.Start(t))}
+	rec := registry.ServerRecord{ID: "b1", Addr: "127.0.0.1:1"}
+	newReg := func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+		r, err := registry.New(ctx, rg.cli, rec, registry.WithLeaseTTL(ttl), registry.WithPreviousLease(prev))
+		if err == nil {
+			rg.mu.Lock()
+			rg.all = append(rg.all, r)
+			rg.mu.Unlock()
+		}
+		return r, err
+	}
+	first, err := newReg(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg.first, rg.cur = first, first
+	t.Cleanup(func() {
+		rg.mu.Lock()
+		defer rg.mu.Unlock()
+		for _, r := range rg.all {
+			r.Close(context.Background())
+		}
+	})
+	rg.sup = &leaseSupervisor{
+		newRegistry: newReg,
+		reestablish: reestablish,
+		current:     func() *registry.Registry { rg.mu.Lock(); defer rg.mu.Unlock(); return rg.cur },
+		install:     func(r *registry.Registry) { rg.mu.Lock(); rg.cur = r; rg.mu.Unlock() },
+		log:         hclog.NewNullLogger(),
+		clk:         clk,
+		minBackoff:  minBackoff, maxBackoff: maxBackoff,
+	}
+	return rg
+}
+
 // TestLeaseSupervisorFlappingLink: the lease of the registry built to
 // recover dies while the sessions are being moved to it (the link flapped
 // again). The supervisor must build another one, not retry with the dead
@@ -24,33 +75,14 @@ import (
 // live lease.
 func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	t.Parallel() // its own etcd
-	cli := etcdtest.Client(t, etcdtest.Start(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := registry.ServerRecord{ID: "b1", Addr: "127.0.0.1:1"}
-	newReg := func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
-		return registry.New(ctx, cli, rec, registry.WithLeaseTTL(2*time.Second), registry.WithPreviousLease(prev))
-	}
-	first, err := newReg(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
-	cur := first
-	all := []*registry.Registry{first}
 	attempts := 0
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
-	sup := &leaseSupervisor{
-		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
-			r, err := newReg(ctx, prev)
-			if err == nil {
-				mu.Lock()
-				all = append(all, r)
-				mu.Unlock()
-			}
-			return r, err
-		},
-		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
+	var cli *clientv3.Client
+	rg := newSupervisorRig(t, 2*time.Second, clk, time.Second, 10*time.Second,
+		func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
 			mu.Lock()
 			attempts++
 			n := attempts
@@ -69,20 +101,8 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 			default:
 				return nil, nil
 			}
-		},
-		current:    func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
-		install:    func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
-		log:        hclog.NewNullLogger(),
-		clk:        clk,
-		minBackoff: time.Second, maxBackoff: 10 * time.Second,
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, r := range all {
-			r.Close(context.Background())
-		}
-	})
+		})
+	cli, first, sup := rg.cli, rg.first, rg.sup
 	done := make(chan struct{})
 	go func() { defer close(done); sup.run(ctx) }()
 	defer func() { cancel(); <-done }()
@@ -132,49 +152,16 @@ func TestPingIntervalBound(t *testing.T) {
 // the group, named by a lease nobody knows, until it expires.
 func TestLeaseSupervisorStopDuringRecovery(t *testing.T) {
 	t.Parallel() // its own etcd
-	cli := etcdtest.Client(t, etcdtest.Start(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := registry.ServerRecord{ID: "b1", Addr: "127.0.0.1:1"}
-	newReg := func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
-		return registry.New(ctx, cli, rec, registry.WithLeaseTTL(10*time.Second), registry.WithPreviousLease(prev))
-	}
-	first, err := newReg(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	cur := first
-	all := []*registry.Registry{first}
 	moving := make(chan struct{})
-	sup := &leaseSupervisor{
-		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
-			r, err := newReg(ctx, prev)
-			if err == nil {
-				mu.Lock()
-				all = append(all, r)
-				mu.Unlock()
-			}
-			return r, err
-		},
-		reestablish: func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
+	rg := newSupervisorRig(t, 10*time.Second, clock.Real{}, 10*time.Millisecond, 50*time.Millisecond,
+		func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
 			close(moving)
 			<-ctx.Done() // the stop comes while the sessions are moved
 			return nil, ctx.Err()
-		},
-		current:    func() *registry.Registry { mu.Lock(); defer mu.Unlock(); return cur },
-		install:    func(r *registry.Registry) { mu.Lock(); cur = r; mu.Unlock() },
-		clk:        clock.Real{},
-		log:        hclog.NewNullLogger(),
-		minBackoff: 10 * time.Millisecond, maxBackoff: 50 * time.Millisecond,
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, r := range all {
-			r.Close(context.Background())
-		}
-	})
+		})
+	cli, first, sup := rg.cli, rg.first, rg.sup
 	done := make(chan struct{})
 	go func() { defer close(done); sup.run(ctx) }()
 	// The lease is lost: its renewals fail (here: etcd revoked it) while

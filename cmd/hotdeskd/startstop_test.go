@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,24 +14,19 @@ import (
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
-// TestDaemonStopsDuringStart: a SIGTERM that arrives while the start
-// waits (here for a server id another live lease holds, which it would
-// wait for up to 3 lease TTLs and 5 s) ends the start: what it started is
-// rolled back and the daemon exits 0 as for any stop, instead of the
-// signal going unheard until the start gives up by itself.
-func TestDaemonStopsDuringStart(t *testing.T) {
-	t.Parallel() // its own etcd and daemon
+// startWaitingForID launches hotdeskd with server id while another live
+// lease (returned; closing it frees the id) holds that id, and returns once
+// the daemon's start waits for it.
+func startWaitingForID(t *testing.T, id string) (*testutil.Daemon, *registry.Registry) {
+	t.Helper()
 	eps := etcdtest.Start(t)
-	cli := etcdtest.Client(t, eps)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	const id = "stop-in-start"
-	holder, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1"}, registry.WithLeaseTTL(10*time.Second))
+	holder, err := registry.New(ctx, etcdtest.Client(t, eps), registry.ServerRecord{ID: id, Addr: "127.0.0.1:1"}, registry.WithLeaseTTL(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { holder.Close(context.Background()) })
-
 	dir := t.TempDir()
 	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, id, dir, testutil.FreeAddr(t), etcd))
@@ -40,6 +34,17 @@ func TestDaemonStopsDuringStart(t *testing.T) {
 	testutil.WaitFor(t, 60*time.Second, "the start waiting for the server id", func() bool {
 		return strings.Contains(d.LogTail(1<<20), "server id in use; waiting")
 	})
+	return d, holder
+}
+
+// TestDaemonStopsDuringStart: a SIGTERM that arrives while the start
+// waits (here for a server id another live lease holds, which it would
+// wait for up to 3 lease TTLs and 5 s) ends the start: what it started is
+// rolled back and the daemon exits 0 as for any stop, instead of the
+// signal going unheard until the start gives up by itself.
+func TestDaemonStopsDuringStart(t *testing.T) {
+	t.Parallel() // its own etcd and daemon
+	d, _ := startWaitingForID(t, "stop-in-start")
 	exited := d.Exited()
 	if err := syscall.Kill(d.PID(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -63,8 +68,6 @@ func TestServeFailuresNeverBlock(t *testing.T) {
 		d.serve(func() error { return fmt.Errorf("listener %d: accept: broken", i) }, "listener")
 	}
 	d.stop(d.log)
-	buf := make([]byte, 1<<20)
-	t.Log(string(buf[:runtime.Stack(buf, true)]))
 	if leaked := testutil.Leaked(5*time.Second, "hotdeskd.(*daemon).serve"); len(leaked) > 0 {
 		t.Fatalf("%d goroutines of serve still running:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
 	}
@@ -74,24 +77,9 @@ func TestServeFailuresNeverBlock(t *testing.T) {
 // waits is not lost: the daemon reloads its configuration once it runs.
 func TestDaemonReloadsAfterStart(t *testing.T) {
 	t.Parallel() // its own etcd and daemon
-	eps := etcdtest.Start(t)
-	cli := etcdtest.Client(t, eps)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	const id = "hup-in-start"
-	holder, err := registry.New(ctx, cli, registry.ServerRecord{ID: id, Addr: "127.0.0.1:1"}, registry.WithLeaseTTL(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Close(context.Background()) })
-
-	dir := t.TempDir()
-	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"10s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
-	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, id, dir, testutil.FreeAddr(t), etcd))
-	d.Launch()
-	testutil.WaitFor(t, 60*time.Second, "the start waiting for the server id", func() bool {
-		return strings.Contains(d.LogTail(1<<20), "server id in use; waiting")
-	})
+	d, holder := startWaitingForID(t, "hup-in-start")
 	if err := syscall.Kill(d.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
