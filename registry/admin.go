@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -227,7 +228,11 @@ type EventLog struct {
 // outlive r's lease: events of a broker that died stay readable.
 func (r *Store) NewEventLog() *EventLog { return &EventLog{r: r} }
 
-// Append stores one event (a JSON value of at most MaxEventBytes).
+// Append stores one event (a JSON value of at most MaxEventBytes). The
+// events of one EventLog share a lease, granted again each EventTTL/2 (so
+// each event lives between EventTTL/2 and EventTTL); a lease that etcd no
+// longer knows is replaced and the event written again, any other failure
+// keeps it for the next event.
 func (l *EventLog) Append(ctx context.Context, event []byte) error {
 	if len(event) > MaxEventBytes {
 		return fmt.Errorf("registry: event: %d bytes over %d", len(event), MaxEventBytes)
@@ -236,24 +241,32 @@ func (l *EventLog) Append(ctx context.Context, event []byte) error {
 	now := r.opts.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lease == 0 || now.Sub(l.granted) > EventTTL/2 {
-		cctx, cancel := r.callCtx(ctx)
-		g, err := r.leases.Grant(cctx, int64(EventTTL/time.Second))
-		cancel()
-		if err != nil {
-			return fmt.Errorf("registry: event: grant lease: %w", err)
-		}
-		l.lease, l.granted = g.ID, now
-	}
 	l.seq++
 	key := fmt.Sprintf("%sevents/%019d.%s.%08d", r.opts.prefix, now.UnixNano(), r.id, l.seq)
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	if _, err := r.kv.Put(cctx, key, string(event), clientv3.WithLease(l.lease)); err != nil {
-		l.lease = 0 // granted again next time
+	for attempt := 0; ; attempt++ {
+		if l.lease == 0 || now.Sub(l.granted) > EventTTL/2 {
+			cctx, cancel := r.callCtx(ctx)
+			g, err := r.leases.Grant(cctx, int64(EventTTL/time.Second))
+			cancel()
+			if err != nil {
+				return fmt.Errorf("registry: event: grant lease: %w", err)
+			}
+			l.lease, l.granted = g.ID, now
+		}
+		cctx, cancel := r.callCtx(ctx)
+		_, err := r.kv.Put(cctx, key, string(event), clientv3.WithLease(l.lease))
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			l.lease = 0 // revoked or expired early: grant another
+			if attempt == 0 {
+				continue
+			}
+		}
 		return fmt.Errorf("registry: event: %w", err)
 	}
-	return nil
 }
 
 // GroupChange is one item of WatchGroup: a stored event, or a change of

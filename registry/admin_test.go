@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,5 +290,81 @@ func TestWatchGroupInOrder(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("change %d streamed as %q; want %q (streamed %q)", i, got[i], want[i], got[max(0, i-3):min(len(got), i+4)])
 		}
+	}
+}
+
+// failPutsKV fails the next n Puts with err before they reach etcd.
+type failPutsKV struct {
+	clientv3.KV
+	n   *atomic.Int32
+	err error
+}
+
+func (k failPutsKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	if k.n.Add(-1) >= 0 {
+		return nil, k.err
+	}
+	return k.KV.Put(ctx, key, val, opts...)
+}
+
+// grantCounter counts the leases granted.
+type grantCounter struct {
+	clientv3.Lease
+	n    *atomic.Int32
+	last *atomic.Int64
+}
+
+func (l grantCounter) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
+	g, err := l.Lease.Grant(ctx, ttl)
+	if err == nil {
+		l.n.Add(1)
+		l.last.Store(int64(g.ID))
+	}
+	return g, err
+}
+
+// TestEventLogLease: the events of a log share one lease. A failed write
+// keeps it (no lease per failure); a lease etcd no longer knows (revoked
+// or expired early) is replaced and the event written, not lost.
+func TestEventLogLease(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx := tctx(t)
+	s, err := registry.NewStore(etcdtest.Client(t, eps), "ev", registry.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fail, grants atomic.Int32
+	var last atomic.Int64
+	registry.InjectFaults(s,
+		func(kv clientv3.KV) clientv3.KV { return failPutsKV{kv, &fail, errors.New("etcd unreachable")} },
+		func(l clientv3.Lease) clientv3.Lease { return grantCounter{l, &grants, &last} })
+	log := s.NewEventLog()
+	if err := log.Append(ctx, []byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(1)
+	if err := log.Append(ctx, []byte(`{"n":2}`)); err == nil {
+		t.Fatal("Append with etcd failing succeeded")
+	}
+	if err := log.Append(ctx, []byte(`{"n":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := grants.Load(); n != 1 {
+		t.Errorf("leases granted for 3 events, one failed: %d; want 1", n)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(last.Load())); err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Append(ctx, []byte(`{"n":4}`)); err != nil {
+		t.Fatalf("Append after its lease was revoked = %v; want it written under a new lease", err)
+	}
+	if n := grants.Load(); n != 2 {
+		t.Errorf("leases granted after the revocation: %d; want 2", n)
+	}
+	recent, err := s.RecentEvents(ctx, 10)
+	if err != nil || len(recent) != 1 || string(recent[0]) != `{"n":4}` {
+		t.Errorf("RecentEvents = %q, %v; want the event written after the revocation only", recent, err)
 	}
 }

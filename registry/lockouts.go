@@ -107,7 +107,9 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 
 // putLockout writes lo under its key with a lease of its own that ends
 // after ttl (rounded up to whole seconds), and deletes the key's failure
-// count in the same txn.
+// count in the same txn. The lease of the record it replaces is revoked,
+// and so is the new one if the txn fails: a key locked out again and
+// again holds one lease, not one per lockout until each expires.
 func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) error {
 	v, err := json.Marshal(lo)
 	if err != nil {
@@ -119,11 +121,23 @@ func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) e
 	if err != nil {
 		return fmt.Errorf("grant lease: %w", err)
 	}
-	_, err = r.kv.Txn(cctx).Then(
-		clientv3.OpPut(r.lockoutKey(lo.Key), string(v), clientv3.WithLease(grant.ID)),
+	k := r.lockoutKey(lo.Key)
+	resp, err := r.kv.Txn(cctx).Then(
+		clientv3.OpGet(k), // the record replaced: its lease is revoked below
+		clientv3.OpPut(k, string(v), clientv3.WithLease(grant.ID)),
 		clientv3.OpDelete(r.failuresKey(lo.Key)),
 	).Commit()
-	return err
+	if err != nil {
+		// The txn may still have been applied (a timeout after etcd took
+		// it): revoking the lease then removes the record at once, which
+		// is what the error tells the caller anyway.
+		r.revokeLease(ctx, grant.ID)
+		return err
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].Lease != 0 && kvs[0].Lease != int64(grant.ID) {
+		r.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
+	}
+	return nil
 }
 
 // WatchLockouts streams the group's lockouts: those in force when it is

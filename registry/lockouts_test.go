@@ -70,3 +70,74 @@ func TestLockoutsShared(t *testing.T) {
 		t.Fatalf("clearing a key never locked = %v; want ErrNotFound", err)
 	}
 }
+
+// faultyTxnKV applies every txn but reports it failed, as a call that
+// timed out after etcd took it does.
+type faultyTxnKV struct{ clientv3.KV }
+
+func (k faultyTxnKV) Txn(ctx context.Context) clientv3.Txn { return faultyTxn{k.KV.Txn(ctx)} }
+
+type faultyTxn struct{ clientv3.Txn }
+
+func (t faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn { return faultyTxn{t.Txn.Then(ops...)} }
+
+func (t faultyTxn) Commit() (*clientv3.TxnResponse, error) {
+	if _, err := t.Txn.Commit(); err != nil {
+		return nil, err
+	}
+	return nil, context.DeadlineExceeded
+}
+
+// TestLockoutLeasesBounded: a key locked out again and again, and then
+// cleared, holds one lease in etcd, not one per lockout until each
+// expires; a lockout whose write fails leaves no lease (nor record) behind.
+func TestLockoutLeasesBounded(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx := tctx(t)
+	leases := func() int {
+		t.Helper()
+		resp, err := cli.Leases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Leases)
+	}
+	s, err := registry.NewStore(etcdtest.Client(t, eps), "lb", registry.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := leases()
+	for level := 1; level <= 4; level++ {
+		lo := registry.Lockout{Key: "user:alice", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: level}
+		if err := s.PublishLockout(ctx, lo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := leases(); got != before+1 {
+		t.Errorf("leases after 4 lockouts of one key: %d; want %d", got, before+1)
+	}
+	if err := s.ClearLockout(ctx, "user:alice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := leases(); got != before+1 {
+		t.Errorf("leases after the clear: %d; want %d", got, before+1)
+	}
+
+	f, err := registry.NewStore(etcdtest.Client(t, eps), "lf", registry.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	registry.InjectFaults(f, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv} }, nil)
+	lo := registry.Lockout{Key: "user:bob", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: 1}
+	if err := f.PublishLockout(ctx, lo); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("PublishLockout with its txn failing = %v; want the txn's error", err)
+	}
+	if got := leases(); got != before+1 {
+		t.Errorf("leases after a failed lockout: %d; want %d", got, before+1)
+	}
+	if ls, err := s.Lockouts(ctx); err != nil || len(ls) != 0 {
+		t.Errorf("Lockouts after a failed one = %+v, %v; want none (its lease revoked)", ls, err)
+	}
+}

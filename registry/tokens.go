@@ -303,12 +303,13 @@ func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t To
 	return nil
 }
 
-// revokeLease revokes a pairing lease with a fresh bounded context, ignoring
-// failure: the lease expires by itself.
+// revokeLease revokes a lease of the store's own records (a pairing code's,
+// a lockout's) with a fresh bounded context, ignoring failure: the lease
+// expires by itself.
 func (r *Store) revokeLease(ctx context.Context, id clientv3.LeaseID) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
 	defer cancel()
 	if _, err := r.leases.Revoke(rctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		r.log.Debug("revoke pairing lease failed; it expires by itself", "lease_id", fmt.Sprintf("%x", int64(id)), "error", err)
+		r.log.Debug("revoke lease failed; it expires by itself", "lease_id", fmt.Sprintf("%x", int64(id)), "error", err)
 	}
 }
