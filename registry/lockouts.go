@@ -108,8 +108,9 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 // putLockout writes lo under its key with a lease of its own that ends
 // after ttl (rounded up to whole seconds), and deletes the key's failure
 // count in the same txn. The lease of the record it replaces is revoked,
-// and so is the new one if the txn fails: a key locked out again and
-// again holds one lease, not one per lockout until each expires.
+// and so is the new one if the txn failed without writing: a key locked
+// out again and again holds one lease, not one per lockout until each
+// expires.
 func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) error {
 	v, err := json.Marshal(lo)
 	if err != nil {
@@ -128,16 +129,27 @@ func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) e
 		clientv3.OpDelete(r.failuresKey(lo.Key)),
 	).Commit()
 	if err != nil {
-		// The txn may still have been applied (a timeout after etcd took
-		// it): revoking the lease then removes the record at once, which
-		// is what the error tells the caller anyway.
-		r.revokeLease(ctx, grant.ID)
+		r.revokeIfUnused(ctx, grant.ID)
 		return err
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].Lease != 0 && kvs[0].Lease != int64(grant.ID) {
 		r.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
 	}
 	return nil
+}
+
+// revokeIfUnused revokes id if no key is attached to it: the lease of a
+// txn that failed. A txn whose outcome is unknown (a timeout after etcd
+// took it) may have written its record, which must then stay: a lockout
+// in force in the group; so may one whose lease cannot be read, and its
+// lease then expires by itself.
+func (r *Store) revokeIfUnused(ctx context.Context, id clientv3.LeaseID) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.callTimeout)
+	ttl, err := r.leases.TimeToLive(cctx, id, clientv3.WithAttachedKeys())
+	cancel()
+	if err == nil && len(ttl.Keys) == 0 {
+		r.revokeLease(ctx, id)
+	}
 }
 
 // WatchLockouts streams the group's lockouts: those in force when it is

@@ -71,19 +71,31 @@ func TestLockoutsShared(t *testing.T) {
 	}
 }
 
-// faultyTxnKV applies every txn but reports it failed, as a call that
-// timed out after etcd took it does.
-type faultyTxnKV struct{ clientv3.KV }
+// faultyTxnKV reports every txn failed: with apply, after applying it (a
+// call that timed out after etcd took it), else without sending it.
+type faultyTxnKV struct {
+	clientv3.KV
+	apply bool
+}
 
-func (k faultyTxnKV) Txn(ctx context.Context) clientv3.Txn { return faultyTxn{k.KV.Txn(ctx)} }
+func (k faultyTxnKV) Txn(ctx context.Context) clientv3.Txn {
+	return faultyTxn{k.KV.Txn(ctx), k.apply}
+}
 
-type faultyTxn struct{ clientv3.Txn }
+type faultyTxn struct {
+	clientv3.Txn
+	apply bool
+}
 
-func (t faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn { return faultyTxn{t.Txn.Then(ops...)} }
+func (t faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	return faultyTxn{t.Txn.Then(ops...), t.apply}
+}
 
 func (t faultyTxn) Commit() (*clientv3.TxnResponse, error) {
-	if _, err := t.Txn.Commit(); err != nil {
-		return nil, err
+	if t.apply {
+		if _, err := t.Txn.Commit(); err != nil {
+			return nil, err
+		}
 	}
 	return nil, context.DeadlineExceeded
 }
@@ -125,19 +137,27 @@ func TestLockoutLeasesBounded(t *testing.T) {
 		t.Errorf("leases after the clear: %d; want %d", got, before+1)
 	}
 
-	f, err := registry.NewStore(etcdtest.Client(t, eps), "lf", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	registry.InjectFaults(f, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv} }, nil)
-	lo := registry.Lockout{Key: "user:bob", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: 1}
-	if err := f.PublishLockout(ctx, lo); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("PublishLockout with its txn failing = %v; want the txn's error", err)
-	}
-	if got := leases(); got != before+1 {
-		t.Errorf("leases after a failed lockout: %d; want %d", got, before+1)
-	}
-	if ls, err := s.Lockouts(ctx); err != nil || len(ls) != 0 {
-		t.Errorf("Lockouts after a failed one = %+v, %v; want none (its lease revoked)", ls, err)
+	// A lockout whose txn fails leaves no lease; one whose txn was
+	// applied although the call failed stays in force, lease and all.
+	for _, apply := range []bool{false, true} {
+		f, err := registry.NewStore(etcdtest.Client(t, eps), "lf", registry.WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		registry.InjectFaults(f, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv, apply} }, nil)
+		lo := registry.Lockout{Key: "user:bob", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: 1}
+		if err := f.PublishLockout(ctx, lo); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("PublishLockout with its txn failing (applied %v) = %v; want the txn's error", apply, err)
+		}
+		want, wantLockouts := before+1, 0
+		if apply {
+			want, wantLockouts = before+2, 1
+		}
+		if got := leases(); got != want {
+			t.Errorf("leases after a failed lockout (applied %v): %d; want %d", apply, got, want)
+		}
+		if ls, err := s.Lockouts(ctx); err != nil || len(ls) != wantLockouts {
+			t.Errorf("Lockouts after a failed one (applied %v) = %+v, %v; want %d", apply, ls, err, wantLockouts)
+		}
 	}
 }
