@@ -30,9 +30,10 @@ type Failures struct {
 // compare-and-swap lost to other writers every time it tried.
 var ErrContended = errors.New("registry: too many concurrent writers")
 
-// ErrBadKey is returned (wrapped) by CountFailure for a key that is empty
-// or longer than a lockout's may be: the key, not the registry, is at
-// fault (a login name typed at a PAM prompt may be kilobytes long).
+// ErrBadKey is returned (wrapped) by CountFailure and PublishLockout for
+// a key that is empty or longer than a lockout's may be: the key, not the
+// registry, is at fault (a login name typed at a PAM prompt may be
+// kilobytes long).
 var ErrBadKey = errors.New("registry: limiter key empty or too long")
 
 // casTries bounds CountFailure's compare-and-swap: each failed try means

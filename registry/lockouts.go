@@ -92,7 +92,7 @@ func (r *Store) ClearLockout(ctx context.Context, key string) error {
 // consumed them.
 func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 	if lo.Key == "" || len(lo.Key) > maxLockoutKey {
-		return fmt.Errorf("registry: publish lockout: key of %d bytes", len(lo.Key))
+		return fmt.Errorf("registry: publish lockout: key of %d bytes: %w", len(lo.Key), ErrBadKey)
 	}
 	left := time.UnixMilli(lo.UntilUnixMs).Sub(r.opts.clock.Now())
 	if left <= 0 {

@@ -47,31 +47,35 @@ type shareOp struct {
 // limiter starts is published, and every broker's lockouts are imposed on
 // this one's limiter. Failures and successes go through one bounded
 // queue, in order, lockouts through another; logins never wait for the
-// registry. While the registry is out of
-// reach, failures are counted here only (logged once), so each broker
-// still locks a key out after max_failures of its own.
+// registry. While the registry is out of reach, failures are counted here
+// only (logged once), so each broker still locks a key out after
+// max_failures of its own, and the lockouts started here are kept and
+// published once it is back.
 type lockoutShare struct {
 	store   *registry.Store
 	server  string        // this broker's id
 	limiter *auth.Limiter // set once built, before run
 	clk     clock.Clock   // the limiter's: for shareRetry and lockouts' remaining time
 	queue   chan shareOp
-	locks   chan shareOp // lockouts started here (lockoutQueue)
-	dropped atomic.Int64 // ops dropped since the last drop was logged
+	locks   chan shareOp  // lockouts started here (lockoutQueue)
+	dropped atomic.Int64  // ops dropped since the last drop was logged
+	retry   chan struct{} // the lockout retry timer fired (buffered 1)
 	log     hclog.Logger
 
 	// run's own:
-	down      bool                // the registry failed the last count or clear
-	downSince time.Time           // when it last failed, on clk (tried again after shareRetry)
-	resets    map[string]struct{} // keys whose clearing the registry missed, retried first
+	down      bool                    // the registry failed the last count or clear
+	downSince time.Time               // when it last failed, on clk (tried again after shareRetry)
+	resets    map[string]struct{}     // keys whose clearing the registry missed, retried first
+	unshared  map[string]auth.Lockout // lockouts not yet published, by key (at most lockoutQueue)
+	retryArm  clock.Timer             // the lockout retry timer, while armed
 }
 
 // newLockoutShare returns the share of server's failures and lockouts
 // through store; clk must be the clock of the limiter it is wired to.
 func newLockoutShare(store *registry.Store, server string, clk clock.Clock, log hclog.Logger) *lockoutShare {
 	return &lockoutShare{store: store, server: server, clk: clk, queue: make(chan shareOp, shareQueue),
-		locks: make(chan shareOp, lockoutQueue), log: log,
-		resets: map[string]struct{}{}}
+		locks: make(chan shareOp, lockoutQueue), retry: make(chan struct{}, 1), log: log,
+		resets: map[string]struct{}{}, unshared: map[string]auth.Lockout{}}
 }
 
 // started is the limiter's OnLockout: it logs lo and queues it without
@@ -121,7 +125,13 @@ func (s *lockoutShare) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			if s.retryArm != nil {
+				s.retryArm.Stop()
+			}
 			return
+		case <-s.retry:
+			s.retryArm = nil
+			s.retryLockouts(ctx)
 		case op := <-s.locks:
 			s.share(ctx, op)
 			s.logDropped()
@@ -142,6 +152,7 @@ func (s *lockoutShare) run(ctx context.Context) {
 				return
 			}
 			if lo.Cleared {
+				delete(s.unshared, lo.Key) // cleared before it could be shared
 				s.limiter.Clear(lo.Key)
 				s.log.Info("login lockout cleared by an administrator", "key", lo.Key, "via", lo.Server)
 				continue
@@ -169,13 +180,7 @@ func (s *lockoutShare) logDropped() {
 // share does op in the registry, within a bounded time.
 func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	if op.lockout != nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		lo := op.lockout
-		err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(), Level: lo.Level})
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("lockout not shared with the group", "key", lo.Key, "error", err)
-		}
+		s.publish(ctx, *op.lockout)
 		return
 	}
 	if s.down && s.clk.Now().Sub(s.downSince) < shareRetry {
@@ -228,6 +233,58 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	case s.down:
 		s.down = false
 		s.log.Info("failed logins counted by the group again")
+	}
+}
+
+// publish shares lo with the group. One the registry failed is kept and
+// tried again each shareRetry until it is shared, ends, or is replaced or
+// cleared: the group's count of its failures may be consumed already, so
+// a lockout not shared would hold at this broker only.
+func (s *lockoutShare) publish(ctx context.Context, lo auth.Lockout) {
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(), Level: lo.Level})
+	cancel()
+	if err == nil || ctx.Err() != nil || errors.Is(err, registry.ErrBadKey) {
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug("lockout not shared with the group: key too long", "bytes", len(lo.Key))
+		}
+		delete(s.unshared, lo.Key)
+		return
+	}
+	_, again := s.unshared[lo.Key]
+	if !again {
+		s.log.Warn("lockout not shared with the group; trying again", "key", lo.Key, "error", err)
+	}
+	if again || len(s.unshared) < lockoutQueue {
+		s.unshared[lo.Key] = lo // a later lockout of the key replaces it
+	} else {
+		s.log.Warn("lockout not shared with the group: too many waiting", "key", lo.Key)
+	}
+	if len(s.unshared) > 0 && s.retryArm == nil {
+		s.retryArm = s.clk.AfterFunc(shareRetry, func() {
+			select {
+			case s.retry <- struct{}{}:
+			default:
+			}
+		})
+	}
+}
+
+// retryLockouts publishes the lockouts publish kept, dropping those over.
+// The first that fails ends the round (the registry is still out of
+// reach: one timeout per shareRetry, not one per lockout).
+func (s *lockoutShare) retryLockouts(ctx context.Context) {
+	now := s.clk.Now()
+	for key, lo := range s.unshared {
+		if !lo.Until.After(now) {
+			delete(s.unshared, key) // over: nothing left to share
+			continue
+		}
+		s.publish(ctx, lo)
+		if _, failed := s.unshared[key]; failed {
+			return // publish armed the next round
+		}
+		s.log.Info("lockout shared with the group", "key", key)
 	}
 }
 

@@ -336,3 +336,53 @@ func newTestStore(t *testing.T, eps []string, id string) *registry.Store {
 	}
 	return s
 }
+
+// TestLockoutShareRetriesLockouts: a lockout started while the registry
+// is out of reach is published once it is back (its group count may be
+// consumed already: unshared, it would hold at this broker only), on the
+// share's clock; a lockout over before the registry came back is not.
+func TestLockoutShareRetriesLockouts(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	clk := clock.NewFake(time.Now())
+	store, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
+		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := newTestStore(t, eps, "b")
+	s, _ := newShare(store, "a", 3, clk, testutil.Logger(t, "a", hclog.Info))
+	runShare(t, s)
+	proxy.Blackhole()
+	s.started(auth.Lockout{Key: "user:mal", Until: clk.Now().Add(time.Hour), Level: 1})
+	s.started(auth.Lockout{Key: "user:brief", Until: clk.Now().Add(shareRetry / 2), Level: 1})
+	testutil.WaitFor(t, time.Minute, "the retry armed", func() bool { return clk.Pending() > 0 })
+	proxy.CloseConns()
+	proxy.Heal()
+	testutil.WaitFor(t, time.Minute, "the registry reachable again", func() bool {
+		_, err := store.FailureCounts(t.Context())
+		return err == nil
+	})
+	lockouts := func() []string {
+		t.Helper()
+		los, err := direct.Lockouts(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, lo := range los {
+			keys = append(keys, lo.Key)
+		}
+		return keys
+	}
+	if keys := lockouts(); len(keys) != 0 {
+		t.Fatalf("lockouts before the retry: %q; want none (the registry was out of reach)", keys)
+	}
+	clk.Advance(shareRetry)
+	testutil.WaitFor(t, time.Minute, "mal's lockout published", func() bool { return len(lockouts()) > 0 })
+	if keys := lockouts(); !slices.Equal(keys, []string{"user:mal"}) {
+		t.Fatalf("lockouts after the retry: %q; want user:mal only (brief's was over)", keys)
+	}
+	testutil.WaitFor(t, time.Minute, "no retry armed once every lockout is shared", func() bool { return clk.Pending() == 0 })
+}
