@@ -71,11 +71,7 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 			b.mu.Lock()
 			s.locked = true // its lock is unknown until the claim is read: fail closed
 			b.mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				b.reclaimAdopted(s)
-			}()
+			b.goAttach(func() { b.reclaimAdopted(s) })
 		case won:
 			b.mu.Lock()
 			s.setClaimLocked(c)

@@ -251,10 +251,16 @@ type Broker struct {
 	// userLocks serialize the per-user session count with the claim.
 	userLocks keyLock
 
-	// wg counts every goroutine the broker starts; Shutdown waits for them.
-	wg      sync.WaitGroup
-	countCh chan struct{}
-	stop    chan struct{} // closed by Shutdown
+	// wg counts every goroutine the broker starts (goAttach); Shutdown
+	// waits for them. wgMu orders those starts with the wait: a start
+	// holds it shared and adds to wg only while stopping is unset, and
+	// Shutdown sets stopping under it, before it waits, so that no Add
+	// comes concurrently with or after the Wait (a misuse of WaitGroup).
+	wg       sync.WaitGroup
+	wgMu     sync.RWMutex
+	stopping bool // guarded by wgMu
+	countCh  chan struct{}
+	stop     chan struct{} // closed by Shutdown
 	// life is the broker's lifetime: the context of the transitions no
 	// caller waits for (timers, compositor exits, lease loss, token
 	// changes); Shutdown cancels it when it returns.
@@ -332,17 +338,33 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.life, b.endLife = context.WithCancel(context.Background())
 	b.blog = burstlog.New(b.log, logEvery, nil)
-	b.wg.Add(3)
-	go func() { defer b.wg.Done(); b.watchExits() }()
-	go func() { defer b.wg.Done(); b.publishCounts() }()
-	go func() { defer b.wg.Done(); b.superviseLease() }()
+	b.goAttach(b.watchExits)
+	b.goAttach(b.publishCounts)
+	b.goAttach(b.superviseLease)
 	if cfg.Claims != nil {
 		ctx, cancel := context.WithCancel(b.life)
 		changes := cfg.Claims.WatchClaims(ctx)
-		b.wg.Add(1)
-		go func() { defer b.wg.Done(); defer cancel(); b.followClaims(ctx, changes) }()
+		b.goAttach(func() { defer cancel(); b.followClaims(ctx, changes) })
 	}
 	return b, nil
+}
+
+// goAttach runs f on a goroutine of its own that Shutdown waits for, and
+// reports true; once Shutdown has begun waiting for the broker's
+// goroutines it runs nothing and reports false, and the caller undoes
+// what it prepared for f. Every goroutine the broker owns is started here.
+func (b *Broker) goAttach(f func()) bool {
+	b.wgMu.RLock()
+	defer b.wgMu.RUnlock()
+	if b.stopping {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // SetHooks installs observation hooks; call before serving.
@@ -450,9 +472,10 @@ const shutdownDestroyers = 8
 
 // Shutdown detaches every terminal, closes their connections and, unless
 // KeepSessionsOnShutdown, destroys every session (shutdownDestroyers at a
-// time). It returns when every
-// goroutine of the broker has ended or when ctx expires; either way the
-// broker's lifetime context is cancelled when it returns.
+// time). Then it starts no more goroutines (a connection accepted after
+// that is closed at once) and returns when every goroutine of the broker
+// has ended or when ctx expires; either way the broker's lifetime context
+// is cancelled when it returns.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
@@ -497,6 +520,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 	}
+	b.wgMu.Lock()
+	b.stopping = true
+	b.wgMu.Unlock()
 	done := make(chan struct{})
 	go func() { b.wg.Wait(); close(done) }()
 	select {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/proto/prototest"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -450,6 +451,61 @@ func TestShutdownDestroysSideBySide(t *testing.T) {
 	}
 	if left := e.b.Sessions(); len(left) != 0 {
 		t.Fatalf("sessions after Shutdown: %+v", left)
+	}
+}
+
+// TestShutdownStartsNothingAfter: Shutdown waits for the broker's
+// goroutines (a WaitGroup), and terminals keep dialling while it runs. A
+// connection accepted once Shutdown waits is closed at once, unserved, and
+// nothing else is started then. Before, such a connection's goroutine was
+// added to the WaitGroup concurrently with or after its Wait (a misuse
+// -race reports, or a panic), and a terminal dialling after Shutdown was
+// welcomed by a broker shut down.
+func TestShutdownStartsNothingAfter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	cfg := prototest.PinnedTLS(t, e.pin)
+	// welcomed dials a terminal and reports whether the broker welcomed it.
+	welcomed := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := proto.Dial(ctx, e.addr, cfg)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, err = proto.ClientHandshake(c, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "late"})
+		return err == nil
+	}
+	stop := make(chan struct{})
+	var dialers sync.WaitGroup
+	for range 4 {
+		dialers.Add(1)
+		go func() {
+			defer dialers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					welcomed()
+				}
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	err := e.b.Shutdown(ctx)
+	close(stop)
+	dialers.Wait()
+	if err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if welcomed() {
+		t.Fatal("a terminal dialling after Shutdown was welcomed; want its connection closed unserved")
+	}
+	if e.b.goAttach(func() { t.Error("a goroutine started after Shutdown ran") }) {
+		t.Fatal("goAttach after Shutdown = true; want false (nothing started)")
 	}
 }
 

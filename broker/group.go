@@ -296,9 +296,7 @@ func (b *Broker) TokenChanged(ch registry.TokenChange) {
 	if closed || (!ch.Deleted && !ch.Record.Disabled) {
 		return
 	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.goAttach(func() {
 		token := ch.ID
 		unlock := b.keys.Lock(token)
 		defer unlock()
@@ -310,5 +308,5 @@ func (b *Broker) TokenChanged(ch registry.TokenChange) {
 			b.log.Info("token disabled: locking its session", "token", token, "session", s.ID)
 			b.suspendTokenLocked(b.life, s, proto.DetachLocked, "token disabled by an administrator")
 		}
-	}()
+	})
 }

@@ -653,15 +653,13 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	// A terminal shows one session: whatever it showed before is suspended.
 	if prev := t.attached(); prev != nil && prev != s {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
+		b.goAttach(func() {
 			unlock := b.keys.Lock(prev.Token)
 			defer unlock()
 			if b.current(prev) != nil && prev.term == t {
 				b.suspendTokenLocked(b.life, prev, proto.DetachTokenRemoved, "another token was presented")
 			}
-		}()
+		})
 	}
 	b.mu.Lock()
 	from := s.state
@@ -865,11 +863,11 @@ func (b *Broker) publish(s *Session) {
 	}
 	s.pubRunning = true
 	b.mu.Unlock()
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		b.publisher(s)
-	}()
+	if !b.goAttach(func() { b.publisher(s) }) {
+		b.mu.Lock()
+		s.pubRunning = false // shut down: the record stays as it is
+		b.mu.Unlock()
+	}
 }
 
 // publisher writes s's record until it is up to date.

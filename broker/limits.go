@@ -312,7 +312,7 @@ func acceptRetryable(err error) bool {
 // "attach") until ctx is cancelled, as Serve documents. It publishes the
 // listener's connection gate in *gate (under b.mu; see ConnCounts), closes
 // the connections the gate refuses and runs serve for each admitted one on
-// a goroutine b.wg owns.
+// a goroutine of the broker (goAttach); after Shutdown, it closes them all.
 func (b *Broker) serveTLS(ctx context.Context, ln net.Listener, tlsCfg *tls.Config, what string, gate **connGate,
 	serve func(context.Context, *tls.Conn, *admitted)) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -327,12 +327,13 @@ func (b *Broker) serveTLS(ctx context.Context, ln net.Listener, tlsCfg *tls.Conf
 			c.Close()
 			return
 		}
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
+		if !b.goAttach(func() {
 			defer adm.done()
 			serve(ctx, tls.Server(c, tlsCfg), adm)
-		}()
+		}) {
+			adm.done() // shut down
+			c.Close()
+		}
 	})
 }
 

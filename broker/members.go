@@ -35,8 +35,8 @@ type memberCache struct {
 // background once it is memberTTL old, so a slow registry never delays a
 // handshake after the first. A failed read keeps the previous list
 // (possibly none) and is tried again memberRetry later. ctx bounds the read; it must outlive the call (the
-// Serve context). Callers run under b.wg (serveConn), so the refresh
-// goroutine is waited for by Shutdown.
+// Serve context). The refresh goroutine is the broker's (goAttach):
+// Shutdown waits for it, and none starts once Shutdown waits.
 func (b *Broker) groupMembers(ctx context.Context) []proto.Member {
 	c := &b.members
 	c.mu.Lock()
@@ -52,11 +52,11 @@ func (b *Broker) groupMembers(ctx context.Context) []proto.Member {
 	if first {
 		return b.refreshMembers(ctx)
 	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		b.refreshMembers(ctx)
-	}()
+	if !b.goAttach(func() { b.refreshMembers(ctx) }) {
+		c.mu.Lock()
+		c.fetching = false // shut down
+		c.mu.Unlock()
+	}
 	return list
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -34,13 +35,18 @@ const (
 // subscription drops events when it falls behind (the registry slow or out
 // of reach): every heartbeat drops the connections the broker no longer
 // holds (live), or a lost TerminalDisconnected would leave its terminal
-// listed, refreshed, for ever.
+// listed, refreshed, for ever, and forgets where the sessions the broker
+// no longer runs were shown (sessions), or a lost SessionDestroyed would
+// leave its entry in lastTerm for ever.
 type presence struct {
 	d   *daemon
 	log hclog.Logger
 	// live returns the broker's terminal connections; ok false while
 	// there is no broker to ask (nothing is dropped then).
 	live func() (conns []broker.TerminalConn, ok bool)
+	// sessions returns the ids of the sessions the broker runs; ok false
+	// while there is no broker to ask (nothing is forgotten then).
+	sessions func() (ids []string, ok bool)
 
 	mu       sync.Mutex
 	terms    map[string]*presenceEntry // terminal id → entry; guarded by mu
@@ -65,6 +71,17 @@ func newPresence(d *daemon, logger hclog.Logger) *presence {
 			return nil, false
 		}
 		return d.broker.TerminalConns(), true
+	}
+	p.sessions = func() ([]string, bool) {
+		if d == nil || d.broker == nil {
+			return nil, false
+		}
+		ss := d.broker.Sessions()
+		ids := make([]string, len(ss))
+		for i, s := range ss {
+			ids[i] = s.ID
+		}
+		return ids, true
 	}
 	return p
 }
@@ -243,7 +260,30 @@ func (p *presence) reconcile(live []broker.TerminalConn, ok bool, now int64) (re
 	return recs, del
 }
 
+// forgetGone forgets where the sessions not in ids were last shown (the
+// broker's sessions, when ok; nothing is forgotten otherwise). A session is
+// in the broker's listing before any event of it is emitted, so an entry
+// for a session missing from it is one whose SessionDestroyed was lost (or
+// is still queued: forgetting it first is harmless).
+func (p *presence) forgetGone(ids []string, ok bool) {
+	if !ok {
+		return
+	}
+	runs := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		runs[id] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.lastTerm)
+	maps.DeleteFunc(p.lastTerm, func(id, _ string) bool { return !runs[id] })
+	if gone := n - len(p.lastTerm); gone > 0 {
+		p.log.Debug("sessions whose destruction was missed forgotten", "sessions", gone)
+	}
+}
+
 func (p *presence) refresh(ctx context.Context) {
+	p.forgetGone(p.sessions())
 	live, ok := p.live()
 	recs, del := p.reconcile(live, ok, p.d.clk.Now().UnixMilli())
 	reg := p.d.registry()

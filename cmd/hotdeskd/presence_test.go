@@ -146,3 +146,54 @@ func TestPresenceDropsMissedDisconnects(t *testing.T) {
 		t.Fatalf("after term-1 left: terminals %v, %d connected; want none", got, p.connected())
 	}
 }
+
+// TestPresenceForgetsMissedDestroys: where a session was last shown is
+// kept until its SessionDestroyed. The presence subscription loses events
+// when it falls behind: a session whose SessionDestroyed was lost must be
+// forgotten at the next heartbeat (before, its entry stayed for ever),
+// while the sessions the broker still runs, and every session while there
+// is no broker to ask, are kept.
+func TestPresenceForgetsMissedDestroys(t *testing.T) {
+	t.Parallel() // its own etcd
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	p := newPresence(&daemon{clk: clock.Real{}, reg: reg}, hclog.NewNullLogger())
+	p.live = func() ([]broker.TerminalConn, bool) { return nil, false }
+	runs, asked := []string{"s-1"}, false
+	p.sessions = func() ([]string, bool) { return runs, asked }
+	for _, e := range []event.Event{
+		{Kind: event.SessionAttached, Session: "s-1", Terminal: "term-1"},
+		{Kind: event.SessionAttached, Session: "s-2", Terminal: "term-2"},
+		{Kind: event.SessionSuspended, Session: "s-2", Terminal: "term-2"},
+		// s-2's SessionDestroyed is lost.
+	} {
+		p.apply(ctx, e)
+	}
+	check := func(when, want1, want2 string) {
+		t.Helper()
+		if got1, got2 := p.lastTerminal("s-1"), p.lastTerminal("s-2"); got1 != want1 || got2 != want2 {
+			t.Fatalf("%s: s-1 last shown at %q, s-2 at %q; want %q, %q", when, got1, got2, want1, want2)
+		}
+	}
+	check("before the heartbeats", "term-1", "term-2")
+	p.refresh(ctx)
+	check("after a heartbeat without a broker to ask", "term-1", "term-2")
+	asked = true
+	p.refresh(ctx)
+	check("after a heartbeat with the broker running s-1 only", "term-1", "")
+	p.mu.Lock()
+	n := len(p.lastTerm)
+	p.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d sessions remembered; want 1 (s-1)", n)
+	}
+	// The lost SessionDestroyed comes late after all: nothing else goes.
+	p.apply(ctx, event.Event{Kind: event.SessionDestroyed, Session: "s-2"})
+	check("after the late destroy", "term-1", "")
+}
