@@ -140,8 +140,6 @@ func checkHello(h Hello) error {
 		return fmt.Errorf("%w: terminal name longer than %d bytes", ErrProtocol, MaxNameLen)
 	case !printable.String(h.Name):
 		return fmt.Errorf("%w: terminal name %q is not printable", ErrProtocol, h.Name)
-	case h.Hops > MaxHops:
-		return fmt.Errorf("%w: %d hops, limit %d", ErrTooManyHops, h.Hops, MaxHops)
 	case h.Fence < 0:
 		return fmt.Errorf("%w: negative fence %d", ErrProtocol, h.Fence)
 	}
@@ -149,6 +147,11 @@ func checkHello(h Hello) error {
 		if _, _, err := tokens.ParseID(h.Token); err != nil {
 			return fmt.Errorf("%w: hello token: %w", ErrProtocol, err)
 		}
+	}
+	// Last, as PROTOCOL.md §6 step 3 orders it: a malformed Hello is a
+	// protocol error however many hops it has come.
+	if h.Hops > MaxHops {
+		return fmt.Errorf("%w: %d hops, limit %d", ErrTooManyHops, h.Hops, MaxHops)
 	}
 	return nil
 }

@@ -136,6 +136,11 @@ func TestServerHandshakeRefuses(t *testing.T) {
 		{"newline in name", &proto.Hello{Versions: v1, TerminalID: "t", Name: "a\nb"}, nil, proto.ErrProtocol, proto.ErrProtocol},
 		{"negative fence", &proto.Hello{Versions: v1, TerminalID: "t", Fence: -1}, nil, proto.ErrProtocol, proto.ErrProtocol},
 		{"bad token", &proto.Hello{Versions: v1, TerminalID: "t", Token: "../etc"}, nil, proto.ErrProtocol, proto.ErrProtocol},
+		// Hops is checked last (PROTOCOL.md §6): a malformed Hello is a
+		// protocol error however many hops it has come.
+		{"too many hops, negative fence", &proto.Hello{Versions: v1, TerminalID: "t", Hops: 4, Fence: -1}, nil, proto.ErrProtocol, proto.ErrProtocol},
+		{"too many hops, bad token", &proto.Hello{Versions: v1, TerminalID: "t", Hops: 4, Token: "../etc"}, nil, proto.ErrProtocol, proto.ErrProtocol},
+		{"too many hops, bad name", &proto.Hello{Versions: v1, TerminalID: "t", Hops: 4, Name: "a\nb"}, nil, proto.ErrProtocol, proto.ErrProtocol},
 		{"not a hello", &proto.TokenInserted{Token: "uid.01"}, nil, proto.ErrProtocol, proto.ErrProtocol},
 		{"garbage", nil, append(header(3), 0xff, 0xfe, 0xfd), proto.ErrBadFrame, proto.ErrMalformed},
 		{"oversized", nil, header(proto.MaxFrame + 1), proto.ErrBadFrame, proto.ErrFrameTooLarge},
