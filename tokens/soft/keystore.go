@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/internal/printable"
@@ -204,8 +207,14 @@ func (key Key) clone() Key {
 // 0600 in the same directory, fsynced, then renamed over the old file. A
 // missing directory is created with mode 0700. Keys another process saved
 // to the file since it was read are kept (merged first): two enrolments at
-// once each keep their key.
+// once each keep their key: the read, merge and write hold an exclusive
+// flock on the keystore's directory.
 func (k *Keystore) Save() error {
+	unlock, err := k.lockFile()
+	if err != nil {
+		return fmt.Errorf("soft: save keystore: %w", err)
+	}
+	defer unlock()
 	if err := k.merge(); err != nil {
 		return fmt.Errorf("soft: save keystore: reading it first: %w", err)
 	}
@@ -223,6 +232,29 @@ func (k *Keystore) Save() error {
 		return fmt.Errorf("soft: save keystore: %w", err)
 	}
 	return nil
+}
+
+// lockFile takes the exclusive flock that orders the saves of every
+// process (and every Keystore) on k's file: a flock on its directory,
+// created (0700) if it is missing, so no lock file is left beside it. It
+// returns the release.
+func (k *Keystore) lockFile() (func(), error) {
+	dir := filepath.Dir(k.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
+		d.Close()
+	}, nil
 }
 
 // Get returns the key named name. A name this keystore does not hold is

@@ -3,6 +3,7 @@ package soft_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,5 +246,34 @@ func TestKeystoreSaveKeepsOthersKeys(t *testing.T) {
 	}
 	if len(names) != 2 {
 		t.Fatalf("the file holds %v; want phone and badge", names)
+	}
+}
+
+// TestKeystoreConcurrentSavesKeepBoth: two keystores on one file (two
+// hotdesk-term processes: the lock is per open file, as between
+// processes) saving at the same moment each keep their key, every time.
+func TestKeystoreConcurrentSavesKeepBoth(t *testing.T) {
+	lost := 0
+	const rounds = 100
+	for i := range rounds {
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("keys%d.json", i))
+		a, b := mustOpen(t, path), mustOpen(t, path)
+		mustGenerate(t, a, "phone")
+		mustGenerate(t, b, "badge")
+		errs := make(chan error, 2)
+		for _, ks := range []*soft.Keystore{a, b} {
+			go func() { errs <- ks.Save() }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := len(mustOpen(t, path).List()); n != 2 {
+			lost++
+		}
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d rounds of two saves at once lost a key", lost, rounds)
 	}
 }
