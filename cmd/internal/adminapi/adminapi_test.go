@@ -466,6 +466,47 @@ func TestListen(t *testing.T) {
 	}
 }
 
+// TestListenRefusesSharedDirs: the socket is never made in a directory
+// others may write to (where the socket could be swapped for a link to a
+// file the daemon would then chmod), nor in one of another user's; an
+// existing link there is left alone.
+func TestListenRefusesSharedDirs(t *testing.T) {
+	target := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(target, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	modes := []os.FileMode{0o777, 0o775, 0o757, 0o755 | os.ModeSticky, 0o777 | os.ModeSticky}
+	for _, mode := range modes {
+		dir := filepath.Join(t.TempDir(), "d")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err := adminapi.Listen(filepath.Join(dir, "admin.sock"), 0o666); err == nil {
+			ln.Close()
+			t.Errorf("Listen in a directory of mode %v: no error; want it refused", mode)
+		}
+	}
+	if os.Geteuid() == 0 {
+		dir := filepath.Join(t.TempDir(), "d")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err := adminapi.Listen(filepath.Join(dir, "admin.sock"), 0o666); err == nil {
+			ln.Close()
+			t.Error("Listen in a directory of another user's: no error; want it refused")
+		}
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("victim file: %v, %v; want mode 0600 untouched", fi.Mode(), err)
+	}
+}
+
 func TestShareWithGroup(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testutil.SkipOrFail(t, "chgrp to another group needs root")
@@ -507,7 +548,9 @@ func TestShareWithGroup(t *testing.T) {
 	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
-	ln2, err := adminapi.Listen(filepath.Join(shared, "admin.sock"), 0o660)
+	// Listen refuses such a directory (TestListenRefusesSharedDirs):
+	// a socket made there otherwise is refused too.
+	ln2, err := net.Listen("unix", filepath.Join(shared, "admin.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -36,8 +37,21 @@ var ErrInUse = errors.New("adminapi: socket in use")
 //
 // The socket exists with the umask's permissions for a moment before the
 // chmod; every request is checked against the peer's credentials anyway.
+// The directory must be writable by its owner only, and owned by root or
+// this process's user: in a directory others may write (/tmp), one could
+// swap the socket for a link between the listen and the chmod, and have
+// the daemon chmod any file it names.
 func Listen(path string, mode os.FileMode) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("adminapi: listen: %w", err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
+			return nil, fmt.Errorf("adminapi: listen: %w", err)
+		}
+	}
+	if err := checkOwnDir(dir); err != nil {
 		return nil, fmt.Errorf("adminapi: listen: %w", err)
 	}
 	if err := removeStale(path); err != nil {
@@ -52,6 +66,25 @@ func Listen(path string, mode os.FileMode) (net.Listener, error) {
 		return nil, fmt.Errorf("adminapi: listen: %w", err)
 	}
 	return ln, nil
+}
+
+// checkOwnDir refuses a directory that others than its owner may write
+// to, or whose owner is neither root nor this process's user.
+func checkOwnDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !ok:
+		return fmt.Errorf("%s: no owner to check", dir)
+	case fi.Mode()&(fs.ModeSticky|0o022) != 0:
+		return fmt.Errorf("%s (mode %v) may be written by others: put the socket in a directory of its own, such as /run/hotdesk", dir, fi.Mode())
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s belongs to uid %d: put the socket in a directory of root's or this user's own", dir, st.Uid)
+	}
+	return nil
 }
 
 func removeStale(path string) error {
