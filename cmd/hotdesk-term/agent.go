@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +107,9 @@ type agent struct {
 	log  hclog.Logger
 	out  *emitter
 	prov *soft.Provider
+	// wg counts the goroutines Run starts (goRun); Run returns after
+	// they have ended.
+	wg sync.WaitGroup
 
 	// Channels into the loop.
 	ctrl   chan command // answer, status, quit
@@ -259,14 +263,27 @@ func (a *agent) home() target {
 // cancelled (it returns ctx.Err()), a quit command, or the end of lines
 // (both return nil). The first connection must succeed; later losses are
 // reported and retried with backoff. lines are stdin commands (see
-// parseCommand); Run does not close it.
+// parseCommand); Run does not close it. Run returns once everything it
+// started has ended: its goroutines (goRun), the display client, and the
+// token streams it watched (drained until closed, as tokens.Provider asks).
 func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The token streams watched. Deferred first, this runs last: after
+	// the links are closed and a.stopped is.
+	var streams []<-chan tokens.Event
+	defer func() {
+		cancel()
+		for _, ch := range streams {
+			for range ch {
+			}
+		}
+		a.wg.Wait()
+	}()
 	events, err := a.prov.Watch(ctx)
 	if err != nil {
 		return err
 	}
+	streams = append(streams, events)
 	l, err := a.dial(ctx, a.home())
 	switch {
 	case err == nil:
@@ -294,13 +311,14 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 		}
 	}()
 
-	go a.readCommands(ctx, lines)
+	a.goRun(func() { a.readCommands(ctx, lines) })
 
 	var cardEvents <-chan tokens.Event
 	if a.cfg.Cards != nil {
 		if cardEvents, err = a.cfg.Cards.Watch(ctx); err != nil {
 			return fmt.Errorf("card readers: %w", err)
 		}
+		streams = append(streams, cardEvents)
 		a.cardsWatched.Store(true)
 		defer a.cardsWatched.Store(false)
 	}
@@ -352,6 +370,18 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			}
 		}
 	}
+}
+
+// goRun runs f on a goroutine of Run's own, which Run waits for before
+// it returns. Only Run's goroutine calls it. f must end once Run's context
+// is cancelled, a.stopped is closed or its link is closed (Run's exit
+// does all three).
+func (a *agent) goRun(f func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
 }
 
 // readCommands parses lines. insert and remove act on the provider here,
@@ -694,7 +724,7 @@ func (a *agent) challenge(ctx context.Context, l *link, ch *proto.Challenge) {
 		// Timeout. It runs outside the loop, which meanwhile answers the
 		// broker's pings (a loop blocked in it lost the connection to the
 		// broker's read timeout) and everything else.
-		go func() {
+		a.goRun(func() {
 			sctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 			sig, err := a.cfg.Cards.Sign(sctx, ch.Token, msg)
 			cancel()
@@ -702,7 +732,7 @@ func (a *agent) challenge(ctx context.Context, l *link, ch *proto.Challenge) {
 			case a.signed <- signed{l: l, ch: ch, sig: sig, err: err, phone: true}:
 			case <-a.stopped:
 			}
-		}()
+		})
 		return
 	}
 	sig, err := a.cfg.Keystore.Sign(ch.Token, msg)

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/tokens/nfc"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
 
@@ -951,5 +954,56 @@ func TestStatusInInputOrder(t *testing.T) {
 		}
 		ta.command(t, "insert default")
 		p.inserted(ta.key.Token)
+	}
+}
+
+// TestAgentRunLeavesNoGoroutine: Run waits for every goroutine it starts.
+// As it returns here, one waits for a phone signing a challenge, one reads
+// the connection a Redirect came on (kept while the redirect's dial runs),
+// one dials the redirect's target (which never answers the TLS handshake)
+// and one reads stdin; the soft tokens and the card readers stream from
+// goroutines of their own. The phone, like a card in the middle of an
+// APDU, ends the exchange only some time after it is cancelled: once Run
+// has returned, or after 3 leftGrace (a Run that waits for it has waited
+// then). Before, Run returned while these were still running, the phone's
+// until after the check (leftGrace).
+func TestAgentRunLeavesNoGoroutine(t *testing.T) {
+	t.Parallel()
+	a, fc, ta, p := startCardAgent(t, nil)
+	signing := make(chan struct{})
+	fc.mu.Lock()
+	fc.sign = func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
+		close(signing)
+		<-ctx.Done()
+		select { // the exchange in flight ends
+		case <-ta.done:
+		case <-time.After(3 * leftGrace):
+		}
+		return nil, ctx.Err()
+	}
+	fc.mu.Unlock()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.send(&proto.Challenge{ID: 1, Token: nfc.HCETokenID(pub), Nonce: nonce(t), ServerID: "broker-a"})
+	testutil.Recv(t, signing, waitBound, "the phone was not asked to sign")
+
+	silent, err := listenFake(t, "", func(c net.Conn) { io.Copy(io.Discard, c) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ta.command(t, "insert default")
+	p.inserted(ta.key.Token)
+	p.send(&proto.Redirect{Token: ta.key.Token, ServerID: "broker-b", Addr: silent.addr(), Fingerprint: a.fp, Fence: 1})
+	testutil.WaitFor(t, waitBound, "the redirect's dial connected to its silent target", func() bool { return silent.accepted() == 1 })
+
+	close(ta.lines) // end of input: quit
+	testutil.Recv(t, ta.done, waitBound, "agent did not quit at end of input")
+	if ta.err != nil {
+		t.Errorf("Run = %v; want nil at end of input", ta.err)
+	}
+	if len(ta.left) > 0 {
+		t.Fatalf("%d goroutines of Run still running after it returned:\n\n%s", len(ta.left), strings.Join(ta.left, "\n\n"))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -347,6 +348,35 @@ type testAgent struct {
 	lines chan string
 	done  chan struct{} // closed when Run returned
 	err   error         // Run's result, once done is closed
+	// left are the stacks of the goroutines Run started that were still
+	// running when it returned (startedBy), once done is closed.
+	left []string
+}
+
+// goroutineID returns the calling goroutine's id, as stacks show it.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)] // "goroutine 123 [running]:..."
+	return strings.Fields(string(buf))[1]
+}
+
+// leftGrace is how long a goroutine that has done its last observable
+// step (closed its channel, counted itself done) may take to exit: on a
+// loaded machine it may not have been scheduled again yet.
+const leftGrace = time.Second
+
+// startedBy returns the stacks of the goroutines that goroutine id started,
+// directly or in the functions it called, still running after leftGrace,
+// but for those a context's cancellation started for its AfterFunc (the
+// context's, which the canceller cannot wait for).
+func startedBy(id string) []string {
+	var out []string
+	for _, g := range testutil.Leaked(leftGrace, " in goroutine "+id+"\n") {
+		if !strings.Contains(g, "\ncreated by context.") {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // mustKeystore returns a new, empty keystore in the test's temporary
@@ -382,13 +412,19 @@ func startAgent(t *testing.T, home *fakeBroker, edit func(*Config)) *testAgent {
 	ta := &testAgent{agent: a, ks: ks, key: key, out: out, lines: make(chan string), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
+		id := goroutineID()
 		ta.err = a.Run(ctx, ta.lines)
+		ta.left = startedBy(id)
 		close(ta.done)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-ta.done:
+			// Every test's agent: Run waits for what it started.
+			if len(ta.left) > 0 {
+				t.Errorf("Run returned with %d of its goroutines still running:\n\n%s", len(ta.left), strings.Join(ta.left, "\n\n"))
+			}
 		case <-time.After(waitBound):
 			t.Errorf("agent did not stop after cancel")
 		}

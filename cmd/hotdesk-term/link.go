@@ -109,7 +109,7 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 		}
 	}
 	a.log.Info("connected", "server", l.welcome.ServerID, "addr", l.addr, "hops", l.hops)
-	go func() {
+	a.goRun(func() {
 		for {
 			m, err := l.c.Recv()
 			select {
@@ -121,7 +121,7 @@ func (a *agent) up(ctx context.Context, l *link, t target) {
 				return
 			}
 		}
-	}()
+	})
 	a.schedulePing(l)
 	a.presentInserted(slices.Concat(t.present, a.missed), t.all)
 }
@@ -246,7 +246,7 @@ func jitter(d, ceiling time.Duration) time.Duration {
 func (a *agent) startDial(ctx context.Context, t target) {
 	a.dialing = true
 	a.lastDial = a.clk.Now()
-	go func() {
+	a.goRun(func() {
 		l, err := a.dial(ctx, t)
 		select {
 		case a.dialed <- dialResult{t: t, l: l, err: err}:
@@ -255,7 +255,7 @@ func (a *agent) startDial(ctx context.Context, t target) {
 				l.close()
 			}
 		}
-	}()
+	})
 }
 
 func (a *agent) dialDone(ctx context.Context, r dialResult) {
