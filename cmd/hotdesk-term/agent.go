@@ -146,7 +146,8 @@ type agent struct {
 	// or a reconnect's dial running): presented on the next connection,
 	// whatever that dial was for. Removal takes a token off.
 	missed []string
-	// cardsWatched is set while Run watches cfg.Cards: a pairing
+	// cardsWatched is set while Run watches cfg.Cards (from before its
+	// Watch, which may take a while, on): a pairing
 	// (PairPhone, the greeter's F2) then takes the phones from Run's loop
 	// through phoneReq, as the readers allow one watch at a time.
 	cardsWatched atomic.Bool
@@ -315,12 +316,14 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 
 	var cardEvents <-chan tokens.Event
 	if a.cfg.Cards != nil {
+		// Set before the watch: a pairing begun while it takes the
+		// readers waits for this loop, not watching them a second time.
+		a.cardsWatched.Store(true)
+		defer a.cardsWatched.Store(false)
 		if cardEvents, err = a.cfg.Cards.Watch(ctx); err != nil {
 			return fmt.Errorf("card readers: %w", err)
 		}
 		streams = append(streams, cardEvents)
-		a.cardsWatched.Store(true)
-		defer a.cardsWatched.Store(false)
 	}
 
 	for {

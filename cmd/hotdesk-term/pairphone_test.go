@@ -27,7 +27,10 @@ type fakeCards struct {
 	mu      sync.Mutex
 	out     chan tokens.Event
 	watched chan struct{} // closed at the first Watch
-	once    sync.Once
+	// hold, if set, keeps Watch from returning (the readers are taken
+	// already) until it is closed, as PC/SC's setup takes a while.
+	hold chan struct{}
+	once sync.Once
 	keys    map[string]ed25519.PublicKey
 	privs   map[string]ed25519.PrivateKey
 	// sign, if set, is what Sign does (the phone's side of SIGN); if not,
@@ -54,13 +57,15 @@ func checkPairSig(t *testing.T, p *peer, pair *proto.Pair) {
 
 func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.out != nil {
+		f.mu.Unlock()
 		return nil, errors.New("fake cards: already watching")
 	}
 	ch := make(chan tokens.Event, 16)
 	f.out = ch
 	f.once.Do(func() { close(f.watched) })
+	hold := f.hold
+	f.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		f.mu.Lock()
@@ -68,6 +73,9 @@ func (f *fakeCards) Watch(ctx context.Context) (<-chan tokens.Event, error) {
 		close(ch)
 		f.out = nil
 	}()
+	if hold != nil {
+		<-hold
+	}
 	return ch, nil
 }
 
@@ -213,6 +221,50 @@ func TestAgentPairPhoneWhileRunning(t *testing.T) {
 	}
 	// The agent's broker connection saw nothing of the phone.
 	p.ping(1)
+}
+
+// TestAgentPairPhoneWhileStarting: a pairing begun while the agent is
+// still taking the readers (its Watch has them but has not returned) waits
+// for the agent's loop, and does not watch them a second time ("already
+// watching", as PC/SC answers).
+func TestAgentPairPhoneWhileStarting(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	home := startBroker(t, "broker-a", time.Minute)
+	fc := newFakeCards()
+	fc.hold = make(chan struct{})
+	ta := startAgent(t, home, func(c *Config) {
+		c.Cards = fc
+		c.UI = ui
+	})
+	release := sync.OnceFunc(func() { close(fc.hold) })
+	t.Cleanup(release) // before the agent's stop
+	p := home.accept()
+	select {
+	case <-fc.watched:
+	case <-time.After(waitBound):
+		t.Fatal("the agent does not watch the card readers")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "Desk 1", waitBound)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("PairPhone while the agent takes the readers = %v; want it to wait for the agent", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone once the agent runs")
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	expect[proto.Pair](enroll)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	p.ping(1) // the agent's connection saw nothing of the phone
 }
 
 // TestAgentPairedPhoneNotPresentedLater: a phone read for a pairing, left
