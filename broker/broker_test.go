@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/compositor"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/proto/prototest"
 	"github.com/hotdesk/hotdesk/registry"
@@ -542,5 +543,62 @@ func TestCompositorCrashWhileListed(t *testing.T) {
 			t.Fatalf("detached = %+v; want destroyed", det)
 		}
 		e.waitTransition(att.SessionID, Destroyed)
+	}
+}
+
+// gatedClaims holds the next Claim (after signalling entered) until
+// released: a login between its authentication and its desktop.
+type gatedClaims struct {
+	Registry
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedClaims) Claim(ctx context.Context, key string, rs registry.Session) (registry.Claim, bool, error) {
+	select {
+	case g.entered <- struct{}{}:
+		<-g.gate
+	default:
+	}
+	return g.Registry.Claim(ctx, key, rs)
+}
+
+// TestShutdownStartsNoDesktop: a login that Shutdown overtakes between
+// its authentication and its claim starts no desktop and claims nothing:
+// Shutdown listed the sessions to destroy before, so a desktop started
+// then would outlive the broker (which destroys its desktops when it
+// stops). The login's context ends with its connection, which Shutdown
+// closes.
+func TestShutdownStartsNoDesktop(t *testing.T) {
+	t.Parallel()
+	g := &gatedClaims{entered: make(chan struct{}), gate: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(g.gate) })
+	defer release()
+	e := newEnvWith(t, "b1", envOptions{wrap: func(r Registry) Registry { g.Registry = r; return g }})
+	tok, key := e.enroll("lea")
+	tm := e.dial("term-1")
+	tm.present(tok, key)
+	<-g.entered
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.b.Shutdown(ctx) }()
+	testutil.WaitFor(t, 20*time.Second, "Shutdown begun", func() bool {
+		e.b.mu.Lock()
+		defer e.b.mu.Unlock()
+		return e.b.closed
+	})
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if infos, err := e.comp.List(ctx); err != nil || len(infos) != 0 {
+		t.Fatalf("desktops after Shutdown: %+v, %v; want none", infos, err)
+	}
+	if left := e.b.Sessions(); len(left) != 0 {
+		t.Fatalf("sessions after Shutdown: %+v; want none", left)
+	}
+	if c, err := e.reg.Lookup(ctx, tok); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("the token's claim after Shutdown: %+v, %v; want none", c, err)
 	}
 }
