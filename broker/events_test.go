@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -182,4 +183,62 @@ func TestTerminalConns(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the connection gone from the list", func() bool {
 		return !slices.Contains(e.b.TerminalConns(), want)
 	})
+}
+
+// TestTokenRemovedOfRefused: a token whose insert emitted token_inserted
+// emits token_removed when the terminal reports it removed, even if it was
+// refused (before, nothing was emitted, and presence listed the refused
+// card at the terminal for ever). A connection that reports more than
+// maxReportedTokens without their removals has the oldest forgotten, its
+// token_removed emitted first; the removal of a token never reported
+// emits nothing.
+func TestTokenRemovedOfRefused(t *testing.T) {
+	t.Parallel()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	tm := e.dial("term-1")
+	tok := func(i int) string { return fmt.Sprintf("uid.0a0b0c%02d", i) }
+	refused := func(i int) {
+		t.Helper()
+		tm.insert(tok(i))
+		if er := expectMsg[proto.Error](tm); er.Code != proto.ErrUnknownToken || er.Token != tok(i) {
+			t.Fatalf("insert of %s answered %+v; want unknown_token", tok(i), er)
+		}
+	}
+	refused(0)
+	// The worker is done with tok(0) once tok(1) is answered: its removal
+	// is not one of a token being handled.
+	refused(1)
+	tm.remove(tok(0))
+	tm.remove(tok(99)) // never reported
+	want := []string{"+" + tok(0), "+" + tok(1), "-" + tok(0)}
+	for i := 2; i <= maxReportedTokens+1; i++ {
+		refused(i)
+		want = append(want, "+"+tok(i))
+	}
+	// The last insert forgets the first still held, before its own event.
+	want = slices.Insert(want, len(want)-1, "-"+tok(1))
+	var got []string
+	timeout := time.After(30 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev := <-sub.C:
+			switch ev.Kind {
+			case event.TokenInserted:
+				got = append(got, "+"+ev.Token)
+			case event.TokenRemoved:
+				got = append(got, "-"+ev.Token)
+			case event.TokenRefused:
+				if ev.Token == tok(maxReportedTokens+1) && len(got) < len(want) {
+					t.Fatalf("token events %q; want %q", got, want)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("token events %q; want %q", got, want)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("token events %q; want %q", got, want)
+	}
 }

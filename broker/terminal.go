@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,9 @@ const (
 	maxQueuedEvents   = 32 // token events waiting to be handled
 	handshakeTimeout  = 10 * time.Second
 	maxPendingAnswers = 4
+	// maxReportedTokens bounds the tokens a connection is remembered to
+	// hold (terminal.reported): a person presents one or two at a time.
+	maxReportedTokens = 8
 )
 
 // terminal is one connected terminal. Token events from it are handled
@@ -53,6 +57,11 @@ type terminal struct {
 	pending  map[uint32]chan any
 	nextID   uint32
 	inflight map[string]inflight // token → its queued or running insert
+	// reported are the tokens whose TokenInserted event was emitted and
+	// whose TokenRemoved event was not yet, oldest first, at most
+	// maxReportedTokens: the tokens the terminal holds, for whatever
+	// follows the events (presence).
+	reported []string
 	gen      uint64
 	closed   bool
 	// chainUsed: the Hello's redirect chain was consumed by its insert.
@@ -242,18 +251,21 @@ func (t *terminal) read(ctx context.Context) error {
 		case *proto.TokenRemoved:
 			// A removal cancels an insert of the same token still being
 			// handled (card pulled during the challenge or the prompt).
-			// One of a token that is neither being handled nor shown here
-			// changes nothing: it is dropped without a word (no event, no
-			// log line), so that removals cost an attacker's terminal as
-			// much as they cost the broker.
+			// One of a token that is neither being handled, nor shown,
+			// nor reported here changes nothing: it is dropped without a
+			// word (no event, no log line), so that removals cost an
+			// attacker's terminal as much as they cost the broker. One of
+			// a token only reported (refused, or its login failed) is
+			// handled for its TokenRemoved event alone.
 			t.mu.Lock()
 			in, handling := t.inflight[body.Token]
 			if handling {
 				in.cancel()
 			}
 			shown := t.session != nil && t.session.Token == body.Token
+			reported := slices.Contains(t.reported, body.Token)
 			t.mu.Unlock()
-			if !handling && !shown {
+			if !handling && !shown && !reported {
 				continue
 			}
 			if err := t.enqueue(ctx, body, body.Token); err != nil {
@@ -372,6 +384,10 @@ func (t *terminal) handle(ev tokenEvent) {
 	switch m := ev.msg.(type) {
 	case *proto.TokenInserted:
 		start := b.clk.Now()
+		if old := t.report(m.Token); old != "" {
+			b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: old,
+				Reason: fmt.Sprintf("forgotten: more than %d tokens reported at the terminal", maxReportedTokens)})
+		}
 		b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
 		err := b.insert(ev.ctx, t, m.Token)
 		t.chainDone(m.Token)
@@ -393,11 +409,44 @@ func (t *terminal) handle(ev tokenEvent) {
 		}
 		b.log.Debug("token handled", "token", logValue(m.Token), "terminal", logValue(t.id), "elapsed", b.clk.Now().Sub(start))
 	case *proto.TokenRemoved:
-		b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: m.Token})
+		if t.unreport(m.Token) {
+			b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: m.Token})
+		}
 		b.remove(ev.ctx, t, m.Token)
 	case *proto.Pair:
 		t.pair(ev.ctx, m)
 	}
+}
+
+// report records that the TokenInserted event of token is emitted: its
+// removal will emit TokenRemoved, whatever became of the insert. When the
+// connection holds maxReportedTokens already, the oldest (never the shown
+// session's) is forgotten and returned, for its TokenRemoved event to be
+// emitted first: what follows the events never keeps more than this.
+func (t *terminal) report(token string) (forgotten string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reported = slices.DeleteFunc(t.reported, func(s string) bool { return s == token })
+	if len(t.reported) >= maxReportedTokens {
+		shown := ""
+		if t.session != nil {
+			shown = t.session.Token
+		}
+		i := slices.IndexFunc(t.reported, func(s string) bool { return s != shown })
+		forgotten = t.reported[i]
+		t.reported = slices.Delete(t.reported, i, i+1)
+	}
+	t.reported = append(t.reported, token)
+	return forgotten
+}
+
+// unreport forgets token and reports whether it was reported (report).
+func (t *terminal) unreport(token string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.reported)
+	t.reported = slices.DeleteFunc(t.reported, func(s string) bool { return s == token })
+	return len(t.reported) < n
 }
 
 func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
