@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,5 +241,57 @@ func TestTokenRemovedOfRefused(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("token events %q; want %q", got, want)
+	}
+}
+
+// TestMalformedTokenNotEmitted: a token id that is not well formed (the
+// peer's text: escape sequences, control characters, kilobytes) is
+// answered unknown_token with the token as sent, as before, and recorded
+// as a token_refused event without it: no event carries it (before,
+// token_inserted carried it raw to the event log, the hook and presence),
+// and its removal records nothing.
+func TestMalformedTokenNotEmitted(t *testing.T) {
+	t.Parallel()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	tm := e.dial("term-1")
+	for _, bad := range []string{
+		"\x1b]52;c;aGVsbG8=\x07\x1b[2J" + strings.Repeat("A", 6000),
+		"uid.0a\x1b[31m0b",
+		"uid.0a0b 0c",
+	} {
+		tm.insert(bad)
+		if er := expectMsg[proto.Error](tm); er.Code != proto.ErrUnknownToken || er.Token != bad {
+			t.Fatalf("malformed insert answered %+v; want unknown_token with its token", er)
+		}
+		tm.remove(bad)
+	}
+	const barrier = "uid.0a0b0c0d" // well formed, not enrolled
+	tm.insert(barrier)
+	expectMsg[proto.Error](tm)
+	var refused int
+	timeout := time.After(30 * time.Second)
+	for {
+		var ev event.Event
+		select {
+		case ev = <-sub.C:
+		case <-timeout:
+			t.Fatalf("no token_refused of %s", barrier)
+		}
+		if ev.Kind == event.TokenRefused && ev.Token == barrier {
+			break
+		}
+		switch {
+		case ev.Kind == event.TokenRefused && ev.Token == "" && ev.Reason == "malformed token id":
+			refused++
+		case ev.Token != "" && ev.Token != barrier:
+			t.Errorf("%s event carries token %.40q; want no malformed token in any event", ev.Kind, ev.Token)
+		case ev.Kind == event.TokenRemoved:
+			t.Errorf("token_removed %+v; want none (nothing was reported)", ev)
+		}
+	}
+	if refused != 3 {
+		t.Errorf("%d token_refused events without a token; want 3, one per malformed insert", refused)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/netsrc"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/pairing"
+	"github.com/hotdesk/hotdesk/tokens"
 	"golang.org/x/time/rate"
 )
 
@@ -384,12 +385,21 @@ func (t *terminal) handle(ev tokenEvent) {
 	switch m := ev.msg.(type) {
 	case *proto.TokenInserted:
 		start := b.clk.Now()
-		if old := t.report(m.Token); old != "" {
-			b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: old,
-				Reason: fmt.Sprintf("forgotten: more than %d tokens reported at the terminal", maxReportedTokens)})
+		// The token id is the peer's word, up to a frame of any text: one
+		// that is not well formed is refused before it reaches an event,
+		// a presence record or the hook (the log has it sanitized).
+		var err error
+		_, _, perr := tokens.ParseID(m.Token)
+		if perr != nil {
+			err = fail(proto.ErrUnknownToken, "malformed token id", perr)
+		} else {
+			if old := t.report(m.Token); old != "" {
+				b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: old,
+					Reason: fmt.Sprintf("forgotten: more than %d tokens reported at the terminal", maxReportedTokens)})
+			}
+			b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
+			err = b.insert(ev.ctx, t, m.Token)
 		}
-		b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
-		err := b.insert(ev.ctx, t, m.Token)
 		t.chainDone(m.Token)
 		if err != nil {
 			var ie *insertError
@@ -403,7 +413,11 @@ func (t *terminal) handle(ev tokenEvent) {
 			} else {
 				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
 			}
-			b.emit(terminalEvent(event.TokenRefused, t, logValue(m.Token), ie.msg))
+			tok := m.Token
+			if perr != nil {
+				tok = "" // the refusal is recorded, the malformed id is not
+			}
+			b.emit(terminalEvent(event.TokenRefused, t, tok, ie.msg))
 			_ = t.send(ie.proto(m.Token))
 			return
 		}
