@@ -428,7 +428,7 @@ func TestTokenEventRate(t *testing.T) {
 	// Its queue holds every event the test sends: the limit under test is
 	// the rate, not the queue.
 	term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine), events: make(chan tokenEvent, 128),
-		pending: map[uint32]chan any{}, inflight: map[string]inflight{}, eventRate: rate.NewLimiter(20, 40)}
+		pending: map[uint32]chan any{}, inflight: map[string][]inflight{}, eventRate: rate.NewLimiter(20, 40)}
 	defer term.conn.Close()
 	var mu sync.Mutex
 	var handled []string // what reached the worker's queue

@@ -53,11 +53,14 @@ type terminal struct {
 	// may send (nil: unbounded); used by the reader only.
 	eventRate *rate.Limiter
 
-	mu       sync.Mutex
-	session  *Session // the session shown here, if any
-	pending  map[uint32]chan any
-	nextID   uint32
-	inflight map[string]inflight // token → its queued or running insert
+	mu      sync.Mutex
+	session *Session // the session shown here, if any
+	pending map[uint32]chan any
+	nextID  uint32
+	// inflight are each token's queued or running inserts, oldest first
+	// (a badge tapped again before its first insert is answered): a
+	// removal cancels them all. At most maxQueuedEvents+1 in all.
+	inflight map[string][]inflight
 	// reported are the tokens whose TokenInserted event was emitted and
 	// whose TokenRemoved event was not yet, oldest first, at most
 	// maxReportedTokens: the tokens the terminal holds, for whatever
@@ -194,7 +197,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
 		events:    make(chan tokenEvent, maxQueuedEvents),
 		pending:   make(map[uint32]chan any),
-		inflight:  make(map[string]inflight),
+		inflight:  make(map[string][]inflight),
 		eventRate: b.lim.eventRate(),
 	}
 	b.mu.Lock()
@@ -259,8 +262,9 @@ func (t *terminal) read(ctx context.Context) error {
 			// a token only reported (refused, or its login failed) is
 			// handled for its TokenRemoved event alone.
 			t.mu.Lock()
-			in, handling := t.inflight[body.Token]
-			if handling {
+			ins := t.inflight[body.Token]
+			handling := len(ins) > 0
+			for _, in := range ins {
 				in.cancel()
 			}
 			shown := t.session != nil && t.session.Token == body.Token
@@ -329,10 +333,9 @@ func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	t.mu.Lock()
 	t.gen++
 	gen := t.gen
-	prev, hadPrev := t.inflight[token]
 	_, isInsert := msg.(*proto.TokenInserted)
 	if isInsert {
-		t.inflight[token] = inflight{gen: gen, cancel: cancel}
+		t.inflight[token] = append(t.inflight[token], inflight{gen: gen, cancel: cancel})
 	}
 	t.mu.Unlock()
 	select {
@@ -342,15 +345,7 @@ func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	}
 	cancel()
 	if isInsert {
-		t.mu.Lock()
-		if in, ok := t.inflight[token]; ok && in.gen == gen {
-			if hadPrev {
-				t.inflight[token] = prev
-			} else {
-				delete(t.inflight, token)
-			}
-		}
-		t.mu.Unlock()
+		t.dropInflight(token, gen)
 	}
 	switch msg.(type) {
 	case *proto.TokenRemoved:
@@ -370,13 +365,23 @@ func (t *terminal) work(ctx context.Context) {
 		case ev := <-t.events:
 			t.handle(ev)
 			ev.done()
-			t.mu.Lock()
-			// Only drop our own entry; a newer insert may have replaced it.
-			if in, ok := t.inflight[ev.token]; ok && in.gen == ev.gen {
-				delete(t.inflight, ev.token)
+			if _, ok := ev.msg.(*proto.TokenInserted); ok {
+				t.dropInflight(ev.token, ev.gen)
 			}
-			t.mu.Unlock()
 		}
+	}
+}
+
+// dropInflight forgets the insert of token numbered gen (answered, or
+// never queued); the token's other inserts stay.
+func (t *terminal) dropInflight(token string, gen uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ins := slices.DeleteFunc(t.inflight[token], func(in inflight) bool { return in.gen == gen })
+	if len(ins) == 0 {
+		delete(t.inflight, token)
+	} else {
+		t.inflight[token] = ins
 	}
 }
 
@@ -398,7 +403,12 @@ func (t *terminal) handle(ev tokenEvent) {
 					Reason: fmt.Sprintf("forgotten: more than %d tokens reported at the terminal", maxReportedTokens)})
 			}
 			b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
-			err = b.insert(ev.ctx, t, m.Token)
+			if ev.ctx.Err() != nil {
+				// Removed while it waited in the queue (§7.2).
+				err = fail(proto.ErrCancelled, "token removed before its insert was handled", ev.ctx.Err())
+			} else {
+				err = b.insert(ev.ctx, t, m.Token)
+			}
 		}
 		t.chainDone(m.Token)
 		if err != nil {
