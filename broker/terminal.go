@@ -50,8 +50,9 @@ type terminal struct {
 
 	events chan tokenEvent
 	// eventRate bounds the TokenInserted and Pair messages the terminal
-	// may send (nil: unbounded); used by the reader only.
-	eventRate *rate.Limiter
+	// may send, cardErrRate its CardError messages, at the same rate (nil:
+	// unbounded); used by the reader only.
+	eventRate, cardErrRate *rate.Limiter
 
 	mu      sync.Mutex
 	session *Session // the session shown here, if any
@@ -195,10 +196,11 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
-		events:    make(chan tokenEvent, maxQueuedEvents),
-		pending:   make(map[uint32]chan any),
-		inflight:  make(map[string][]inflight),
-		eventRate: b.lim.eventRate(),
+		events:      make(chan tokenEvent, maxQueuedEvents),
+		pending:     make(map[uint32]chan any),
+		inflight:    make(map[string][]inflight),
+		eventRate:   b.lim.eventRate(),
+		cardErrRate: b.lim.eventRate(),
 	}
 	b.mu.Lock()
 	if b.closed {
@@ -297,7 +299,7 @@ func (t *terminal) read(ctx context.Context) error {
 			}
 		case *proto.Pong:
 		case *proto.CardError:
-			t.b.log.Info("card error at terminal", "terminal", logValue(t.id), "reader", logValue(body.Reader), "message", logValue(body.Message))
+			t.cardError(body)
 		default:
 			_ = t.conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: fmt.Sprintf("unexpected message type %d", m.Type)})
 			return fmt.Errorf("broker: unexpected message type %d from terminal", m.Type)
@@ -321,6 +323,23 @@ func (t *terminal) allowEvent(token string) bool {
 		"terminal", logValue(t.id), "remote", t.remote, "max_per_second", t.b.lim.TokenEventsPerSecond)
 	_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many token events; present the token again shortly", Token: token})
 	return false
+}
+
+// cardError logs a CardError (not answered, §5.17), one line per burst:
+// a terminal may send them as fast as it can. Beyond the token event rate
+// (Limits.TokenEventsPerSecond, a bucket of its own: a reader in trouble
+// does not hold up the cards) one is dropped, counted as a refusal of
+// that limit.
+func (t *terminal) cardError(m *proto.CardError) {
+	b := t.b
+	if t.cardErrRate != nil && !t.cardErrRate.AllowN(b.clk.Now(), 1) {
+		b.limitHit(LimitTokenEvents, "")
+		b.blog.Warn(string(LimitTokenEvents), "card error dropped: terminal over its rate",
+			"terminal", logValue(t.id), "remote", t.remote, "max_per_second", b.lim.TokenEventsPerSecond)
+		return
+	}
+	b.blog.Info("card_error", "card error at terminal", "terminal", logValue(t.id), "remote", t.remote,
+		"reader", logValue(m.Reader), "message", logValue(m.Message))
 }
 
 // enqueue queues a token event for the worker. When maxQueuedEvents are
