@@ -97,10 +97,14 @@ func NewBus(logger hclog.Logger) *Bus {
 }
 
 // floodKinds are the events a client can cause at will, as fast as it can
-// send (a refused token, a refused login): the Bus logs them one line per
-// kind per floodLogEvery, with the count ("burst", "count"), so an attack
-// costs a line, not a line per attempt. Subscribers still get every one.
-var floodKinds = map[event.Kind]bool{event.TokenRefused: true, event.LoginRefused: true}
+// send (a token presented, removed or refused, a refused login: up to the
+// token event rate per connection): the Bus logs them one line per kind
+// per floodLogEvery, with the count ("burst", "count"), so an attack costs
+// a line, not a line per attempt. Subscribers (the event log, the hook,
+// metrics, presence) still get every one.
+var floodKinds = map[event.Kind]bool{
+	event.TokenInserted: true, event.TokenRemoved: true, event.TokenRefused: true, event.LoginRefused: true,
+}
 
 const floodLogEvery = 10 * time.Second
 

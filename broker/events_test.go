@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,4 +184,114 @@ func TestTerminalConns(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the connection gone from the list", func() bool {
 		return !slices.Contains(e.b.TerminalConns(), want)
 	})
+}
+
+// TestTokenRemovedOfRefused: a token whose insert emitted token_inserted
+// emits token_removed when the terminal reports it removed, even if it was
+// refused (before, nothing was emitted, and presence listed the refused
+// card at the terminal for ever). A connection that reports more than
+// maxReportedTokens without their removals has the oldest forgotten, its
+// token_removed emitted first; the removal of a token never reported
+// emits nothing.
+func TestTokenRemovedOfRefused(t *testing.T) {
+	t.Parallel()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	tm := e.dial("term-1")
+	tok := func(i int) string { return fmt.Sprintf("uid.0a0b0c%02d", i) }
+	refused := func(i int) {
+		t.Helper()
+		tm.insert(tok(i))
+		if er := expectMsg[proto.Error](tm); er.Code != proto.ErrUnknownToken || er.Token != tok(i) {
+			t.Fatalf("insert of %s answered %+v; want unknown_token", tok(i), er)
+		}
+	}
+	refused(0)
+	// The worker is done with tok(0) once tok(1) is answered: its removal
+	// is not one of a token being handled.
+	refused(1)
+	tm.remove(tok(0))
+	tm.remove(tok(99)) // never reported
+	want := []string{"+" + tok(0), "+" + tok(1), "-" + tok(0)}
+	for i := 2; i <= maxReportedTokens+1; i++ {
+		refused(i)
+		want = append(want, "+"+tok(i))
+	}
+	// The last insert forgets the first still held, before its own event.
+	want = slices.Insert(want, len(want)-1, "-"+tok(1))
+	var got []string
+	timeout := time.After(30 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev := <-sub.C:
+			switch ev.Kind {
+			case event.TokenInserted:
+				got = append(got, "+"+ev.Token)
+			case event.TokenRemoved:
+				got = append(got, "-"+ev.Token)
+			case event.TokenRefused:
+				if ev.Token == tok(maxReportedTokens+1) && len(got) < len(want) {
+					t.Fatalf("token events %q; want %q", got, want)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("token events %q; want %q", got, want)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("token events %q; want %q", got, want)
+	}
+}
+
+// TestMalformedTokenNotEmitted: a token id that is not well formed (the
+// peer's text: escape sequences, control characters, kilobytes) is
+// answered unknown_token with the token as sent, as before, and recorded
+// as a token_refused event without it: no event carries it (before,
+// token_inserted carried it raw to the event log, the hook and presence),
+// and its removal records nothing.
+func TestMalformedTokenNotEmitted(t *testing.T) {
+	t.Parallel()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	tm := e.dial("term-1")
+	for _, bad := range []string{
+		"\x1b]52;c;aGVsbG8=\x07\x1b[2J" + strings.Repeat("A", 6000),
+		"uid.0a\x1b[31m0b",
+		"uid.0a0b 0c",
+	} {
+		tm.insert(bad)
+		if er := expectMsg[proto.Error](tm); er.Code != proto.ErrUnknownToken || er.Token != bad {
+			t.Fatalf("malformed insert answered %+v; want unknown_token with its token", er)
+		}
+		tm.remove(bad)
+	}
+	const barrier = "uid.0a0b0c0d" // well formed, not enrolled
+	tm.insert(barrier)
+	expectMsg[proto.Error](tm)
+	var refused int
+	timeout := time.After(30 * time.Second)
+	for {
+		var ev event.Event
+		select {
+		case ev = <-sub.C:
+		case <-timeout:
+			t.Fatalf("no token_refused of %s", barrier)
+		}
+		if ev.Kind == event.TokenRefused && ev.Token == barrier {
+			break
+		}
+		switch {
+		case ev.Kind == event.TokenRefused && ev.Token == "" && ev.Reason == "malformed token id":
+			refused++
+		case ev.Token != "" && ev.Token != barrier:
+			t.Errorf("%s event carries token %.40q; want no malformed token in any event", ev.Kind, ev.Token)
+		case ev.Kind == event.TokenRemoved:
+			t.Errorf("token_removed %+v; want none (nothing was reported)", ev)
+		}
+	}
+	if refused != 3 {
+		t.Errorf("%d token_refused events without a token; want 3, one per malformed insert", refused)
+	}
 }

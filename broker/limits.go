@@ -42,7 +42,8 @@ type Limits struct {
 	MaxTicketsPerSession int
 	// TokenEventsPerSecond bounds the TokenInserted and Pair messages one
 	// terminal connection may send, in bursts of twice as many; more are
-	// answered Error{rate_limited}. Default 50; negative: no bound (tests
+	// answered Error{rate_limited}. Its CardError messages are bounded
+	// alike, in a bucket of their own; more are dropped. Default 50; negative: no bound (tests
 	// and benchmarks that hot-desk one connection as fast as it goes).
 	TokenEventsPerSecond int
 	// OnLimit, if set, is called once for every refusal a limit causes

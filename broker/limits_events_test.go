@@ -44,3 +44,27 @@ func TestBusFloodOfRefusals(t *testing.T) {
 		t.Errorf("the hostile token reached the log verbatim:\n%.2000s", log)
 	}
 }
+
+// TestBusFloodOfTokenEvents: a terminal can present and remove tokens at
+// the token event rate, each a token_inserted and a token_removed event:
+// the log has one line per kind per burst (before, a line per event),
+// while subscribers (the event log, the hook, presence) get every one.
+func TestBusFloodOfTokenEvents(t *testing.T) {
+	t.Parallel()
+	var out testutil.LockedBuffer
+	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	sub := bus.Subscribe(1000)
+	defer sub.Close()
+	const n = 300
+	for range n {
+		bus.Emit(event.Event{Kind: event.TokenInserted, Token: "uid.0a0b0c0d", Terminal: "t-1"})
+		bus.Emit(event.Event{Kind: event.TokenRemoved, Token: "uid.0a0b0c0d", Terminal: "t-1"})
+	}
+	if got := len(sub.C); got != 2*n {
+		t.Fatalf("subscriber got %d events; want %d", got, 2*n)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "burst=token_inserted") || !strings.Contains(lines[1], "burst=token_removed") {
+		t.Fatalf("%d log lines for %d inserts and removals; want 2, one per kind:\n%.2000s", len(lines), 2*n, out.String())
+	}
+}

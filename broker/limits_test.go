@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -315,7 +316,8 @@ func TestLogValue(t *testing.T) {
 func TestCardErrorLogBounded(t *testing.T) {
 	t.Parallel()
 	var out testutil.LockedBuffer
-	b := &Broker{log: hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})}
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	b := &Broker{log: log, blog: burstlog.New(log, logEvery, nil)}
 	peer, mine := net.Pipe()
 	defer peer.Close()
 	term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine)}
@@ -328,12 +330,64 @@ func TestCardErrorLogBounded(t *testing.T) {
 	}
 	peer.Close()
 	<-done
-	log := out.String()
-	if !strings.Contains(log, "card error at terminal") {
-		t.Fatalf("no card error logged:\n%.500s", log)
+	logged := out.String()
+	if !strings.Contains(logged, "card error at terminal") {
+		t.Fatalf("no card error logged:\n%.500s", logged)
 	}
-	if len(log) > 1024 || strings.Contains(log, "\nFAKE") || !strings.Contains(log, "bytes)") {
-		t.Fatalf("card error logged as %d bytes; want the peer's reader and message cut short:\n%.500s", len(log), log)
+	if len(logged) > 1024 || strings.Contains(logged, "\nFAKE") || !strings.Contains(logged, "bytes)") {
+		t.Fatalf("card error logged as %d bytes; want the peer's reader and message cut short:\n%.500s", len(logged), logged)
+	}
+}
+
+// TestCardErrorFlood: CardError frames are not answered and cost the broker
+// a log line each: a terminal sending them as fast as it can costs one
+// line per burst (before, 500 frames were 500 info lines), and beyond the
+// token event rate (a bucket of twice the rate) they are dropped and
+// counted as refusals of token_events_per_second. The connection stays
+// open.
+func TestCardErrorFlood(t *testing.T) {
+	t.Parallel()
+	var out testutil.LockedBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	clk := clock.NewFake(time.Unix(1000, 0))
+	var refused atomic.Int64
+	lim := Limits{TokenEventsPerSecond: 20, OnLimit: func(l Limit, _ string) {
+		if l == LimitTokenEvents {
+			refused.Add(1)
+		}
+	}}.withDefaults()
+	b := &Broker{clk: clk, log: log, lim: lim, blog: burstlog.New(log, logEvery, clk.Now)}
+	peer, mine := net.Pipe()
+	defer peer.Close()
+	term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine), cardErrRate: lim.eventRate()}
+	defer term.conn.Close()
+	done := make(chan error, 1)
+	go func() { done <- term.read(context.Background()) }()
+	pc := proto.NewConn(peer)
+	const n = 500
+	for range n {
+		if err := pc.Send(&proto.CardError{Reader: "r", Message: "unreadable"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The Pong says the reader handled every frame before the Ping.
+	if err := pc.Send(&proto.Ping{Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := pc.Recv(); err != nil {
+		t.Fatalf("connection closed by a flood of card errors: %v", err)
+	} else if p, ok := m.Body.(*proto.Pong); !ok || p.Seq != 1 {
+		t.Fatalf("got %T %+v; want Pong{1}", m.Body, m.Body)
+	}
+	peer.Close()
+	<-done
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if got := strings.Count(out.String(), "card error at terminal"); got != 1 || len(lines) != 2 {
+		t.Errorf("%d card errors logged in %d lines (%d of them card errors); want 2 lines: one card error, one over the rate:\n%.2000s",
+			n, len(lines), got, out.String())
+	}
+	if got, want := refused.Load(), int64(n-2*20); got != want {
+		t.Errorf("%d card errors refused by token_events_per_second; want %d (beyond a burst of 40)", got, want)
 	}
 }
 
@@ -428,7 +482,7 @@ func TestTokenEventRate(t *testing.T) {
 	// Its queue holds every event the test sends: the limit under test is
 	// the rate, not the queue.
 	term := &terminal{b: b, id: "t-1", conn: proto.NewConn(mine), events: make(chan tokenEvent, 128),
-		pending: map[uint32]chan any{}, inflight: map[string]inflight{}, eventRate: rate.NewLimiter(20, 40)}
+		pending: map[uint32]chan any{}, inflight: map[string][]inflight{}, eventRate: rate.NewLimiter(20, 40)}
 	defer term.conn.Close()
 	var mu sync.Mutex
 	var handled []string // what reached the worker's queue

@@ -414,6 +414,37 @@ func TestCardPulledMidChallenge(t *testing.T) {
 	}
 }
 
+// TestCardTappedTwicePulledMidChallenge: a card presented again while its
+// first insert's challenge is outstanding (a badge tapped twice), then
+// pulled: the removal cancels both inserts, each answered Error{cancelled}
+// at once (before, it cancelled the second only: the first waited out its
+// proof timeout and was answered auth_failed, as a wrong key would be).
+func TestCardTappedTwicePulledMidChallenge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	tok, _ := e.enroll("cid")
+	tm := e.dial("term-1")
+	tm.insert(tok) // no key held: the challenge stays unanswered
+	ch := expectMsg[proto.Challenge](tm)
+	tm.insert(tok)
+	tm.remove(tok)
+	for answered := 0; answered < 2; {
+		switch m := tm.next().(type) {
+		case *proto.Cancel:
+			if m.ID != ch.ID {
+				t.Fatalf("Cancel{%d}; want only the first insert's challenge (%d) withdrawn", m.ID, ch.ID)
+			}
+		case *proto.Error:
+			if m.Code != proto.ErrCancelled || m.Token != tok {
+				t.Fatalf("insert %d of the card pulled mid-challenge answered %+v; want cancelled for %s", answered+1, m, tok)
+			}
+			answered++
+		default:
+			t.Fatalf("card tapped twice, pulled mid-challenge: %T %+v; want Error{cancelled} for each insert", m, m)
+		}
+	}
+}
+
 // TestLocalResumeConfirmsClaim: a broker whose claim of a suspended
 // session vanished without its knowing (its lease revoked, the renewals not
 // yet told; here the key is deleted) must not attach the session when the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/netsrc"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/pairing"
+	"github.com/hotdesk/hotdesk/tokens"
 	"golang.org/x/time/rate"
 )
 
@@ -23,6 +25,9 @@ const (
 	maxQueuedEvents   = 32 // token events waiting to be handled
 	handshakeTimeout  = 10 * time.Second
 	maxPendingAnswers = 4
+	// maxReportedTokens bounds the tokens a connection is remembered to
+	// hold (terminal.reported): a person presents one or two at a time.
+	maxReportedTokens = 8
 )
 
 // terminal is one connected terminal. Token events from it are handled
@@ -45,14 +50,23 @@ type terminal struct {
 
 	events chan tokenEvent
 	// eventRate bounds the TokenInserted and Pair messages the terminal
-	// may send (nil: unbounded); used by the reader only.
-	eventRate *rate.Limiter
+	// may send, cardErrRate its CardError messages, at the same rate (nil:
+	// unbounded); used by the reader only.
+	eventRate, cardErrRate *rate.Limiter
 
-	mu       sync.Mutex
-	session  *Session // the session shown here, if any
-	pending  map[uint32]chan any
-	nextID   uint32
-	inflight map[string]inflight // token → its queued or running insert
+	mu      sync.Mutex
+	session *Session // the session shown here, if any
+	pending map[uint32]chan any
+	nextID  uint32
+	// inflight are each token's queued or running inserts, oldest first
+	// (a badge tapped again before its first insert is answered): a
+	// removal cancels them all. At most maxQueuedEvents+1 in all.
+	inflight map[string][]inflight
+	// reported are the tokens whose TokenInserted event was emitted and
+	// whose TokenRemoved event was not yet, oldest first, at most
+	// maxReportedTokens: the tokens the terminal holds, for whatever
+	// follows the events (presence).
+	reported []string
 	gen      uint64
 	closed   bool
 	// chainUsed: the Hello's redirect chain was consumed by its insert.
@@ -182,10 +196,11 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	t := &terminal{
 		b: b, conn: conn, id: hello.TerminalID, name: hello.Name, remote: remote,
 		nonce: welcome.Nonce, hops: hello.Hops, fence: hello.Fence, fenceToken: hello.Token,
-		events:    make(chan tokenEvent, maxQueuedEvents),
-		pending:   make(map[uint32]chan any),
-		inflight:  make(map[string]inflight),
-		eventRate: b.lim.eventRate(),
+		events:      make(chan tokenEvent, maxQueuedEvents),
+		pending:     make(map[uint32]chan any),
+		inflight:    make(map[string][]inflight),
+		eventRate:   b.lim.eventRate(),
+		cardErrRate: b.lim.eventRate(),
 	}
 	b.mu.Lock()
 	if b.closed {
@@ -242,18 +257,22 @@ func (t *terminal) read(ctx context.Context) error {
 		case *proto.TokenRemoved:
 			// A removal cancels an insert of the same token still being
 			// handled (card pulled during the challenge or the prompt).
-			// One of a token that is neither being handled nor shown here
-			// changes nothing: it is dropped without a word (no event, no
-			// log line), so that removals cost an attacker's terminal as
-			// much as they cost the broker.
+			// One of a token that is neither being handled, nor shown,
+			// nor reported here changes nothing: it is dropped without a
+			// word (no event, no log line), so that removals cost an
+			// attacker's terminal as much as they cost the broker. One of
+			// a token only reported (refused, or its login failed) is
+			// handled for its TokenRemoved event alone.
 			t.mu.Lock()
-			in, handling := t.inflight[body.Token]
-			if handling {
+			ins := t.inflight[body.Token]
+			handling := len(ins) > 0
+			for _, in := range ins {
 				in.cancel()
 			}
 			shown := t.session != nil && t.session.Token == body.Token
+			reported := slices.Contains(t.reported, body.Token)
 			t.mu.Unlock()
-			if !handling && !shown {
+			if !handling && !shown && !reported {
 				continue
 			}
 			if err := t.enqueue(ctx, body, body.Token); err != nil {
@@ -280,7 +299,7 @@ func (t *terminal) read(ctx context.Context) error {
 			}
 		case *proto.Pong:
 		case *proto.CardError:
-			t.b.log.Info("card error at terminal", "terminal", logValue(t.id), "reader", logValue(body.Reader), "message", logValue(body.Message))
+			t.cardError(body)
 		default:
 			_ = t.conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: fmt.Sprintf("unexpected message type %d", m.Type)})
 			return fmt.Errorf("broker: unexpected message type %d from terminal", m.Type)
@@ -306,6 +325,23 @@ func (t *terminal) allowEvent(token string) bool {
 	return false
 }
 
+// cardError logs a CardError (not answered, §5.17), one line per burst:
+// a terminal may send them as fast as it can. Beyond the token event rate
+// (Limits.TokenEventsPerSecond, a bucket of its own: a reader in trouble
+// does not hold up the cards) one is dropped, counted as a refusal of
+// that limit.
+func (t *terminal) cardError(m *proto.CardError) {
+	b := t.b
+	if t.cardErrRate != nil && !t.cardErrRate.AllowN(b.clk.Now(), 1) {
+		b.limitHit(LimitTokenEvents, "")
+		b.blog.Warn(string(LimitTokenEvents), "card error dropped: terminal over its rate",
+			"terminal", logValue(t.id), "remote", t.remote, "max_per_second", b.lim.TokenEventsPerSecond)
+		return
+	}
+	b.blog.Info("card_error", "card error at terminal", "terminal", logValue(t.id), "remote", t.remote,
+		"reader", logValue(m.Reader), "message", logValue(m.Message))
+}
+
 // enqueue queues a token event for the worker. When maxQueuedEvents are
 // outstanding, an insert (or a pairing) is answered at once with
 // Error{rate_limited} carrying its token and the connection stays open;
@@ -316,10 +352,9 @@ func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	t.mu.Lock()
 	t.gen++
 	gen := t.gen
-	prev, hadPrev := t.inflight[token]
 	_, isInsert := msg.(*proto.TokenInserted)
 	if isInsert {
-		t.inflight[token] = inflight{gen: gen, cancel: cancel}
+		t.inflight[token] = append(t.inflight[token], inflight{gen: gen, cancel: cancel})
 	}
 	t.mu.Unlock()
 	select {
@@ -329,15 +364,7 @@ func (t *terminal) enqueue(ctx context.Context, msg any, token string) error {
 	}
 	cancel()
 	if isInsert {
-		t.mu.Lock()
-		if in, ok := t.inflight[token]; ok && in.gen == gen {
-			if hadPrev {
-				t.inflight[token] = prev
-			} else {
-				delete(t.inflight, token)
-			}
-		}
-		t.mu.Unlock()
+		t.dropInflight(token, gen)
 	}
 	switch msg.(type) {
 	case *proto.TokenRemoved:
@@ -357,13 +384,23 @@ func (t *terminal) work(ctx context.Context) {
 		case ev := <-t.events:
 			t.handle(ev)
 			ev.done()
-			t.mu.Lock()
-			// Only drop our own entry; a newer insert may have replaced it.
-			if in, ok := t.inflight[ev.token]; ok && in.gen == ev.gen {
-				delete(t.inflight, ev.token)
+			if _, ok := ev.msg.(*proto.TokenInserted); ok {
+				t.dropInflight(ev.token, ev.gen)
 			}
-			t.mu.Unlock()
 		}
+	}
+}
+
+// dropInflight forgets the insert of token numbered gen (answered, or
+// never queued); the token's other inserts stay.
+func (t *terminal) dropInflight(token string, gen uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ins := slices.DeleteFunc(t.inflight[token], func(in inflight) bool { return in.gen == gen })
+	if len(ins) == 0 {
+		delete(t.inflight, token)
+	} else {
+		t.inflight[token] = ins
 	}
 }
 
@@ -372,8 +409,26 @@ func (t *terminal) handle(ev tokenEvent) {
 	switch m := ev.msg.(type) {
 	case *proto.TokenInserted:
 		start := b.clk.Now()
-		b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
-		err := b.insert(ev.ctx, t, m.Token)
+		// The token id is the peer's word, up to a frame of any text: one
+		// that is not well formed is refused before it reaches an event,
+		// a presence record or the hook (the log has it sanitized).
+		var err error
+		_, _, perr := tokens.ParseID(m.Token)
+		if perr != nil {
+			err = fail(proto.ErrUnknownToken, "malformed token id", perr)
+		} else {
+			if old := t.report(m.Token); old != "" {
+				b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: old,
+					Reason: fmt.Sprintf("forgotten: more than %d tokens reported at the terminal", maxReportedTokens)})
+			}
+			b.emit(event.Event{Kind: event.TokenInserted, Time: start, Terminal: t.id, Token: m.Token, Hops: int(t.hops)})
+			if ev.ctx.Err() != nil {
+				// Removed while it waited in the queue (§7.2).
+				err = fail(proto.ErrCancelled, "token removed before its insert was handled", ev.ctx.Err())
+			} else {
+				err = b.insert(ev.ctx, t, m.Token)
+			}
+		}
 		t.chainDone(m.Token)
 		if err != nil {
 			var ie *insertError
@@ -387,17 +442,54 @@ func (t *terminal) handle(ev tokenEvent) {
 			} else {
 				b.log.Info("token refused", "token", logValue(m.Token), "terminal", logValue(t.id), "code", ie.code, "error", ie)
 			}
-			b.emit(terminalEvent(event.TokenRefused, t, logValue(m.Token), ie.msg))
+			tok := m.Token
+			if perr != nil {
+				tok = "" // the refusal is recorded, the malformed id is not
+			}
+			b.emit(terminalEvent(event.TokenRefused, t, tok, ie.msg))
 			_ = t.send(ie.proto(m.Token))
 			return
 		}
 		b.log.Debug("token handled", "token", logValue(m.Token), "terminal", logValue(t.id), "elapsed", b.clk.Now().Sub(start))
 	case *proto.TokenRemoved:
-		b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: m.Token})
+		if t.unreport(m.Token) {
+			b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: m.Token})
+		}
 		b.remove(ev.ctx, t, m.Token)
 	case *proto.Pair:
 		t.pair(ev.ctx, m)
 	}
+}
+
+// report records that the TokenInserted event of token is emitted: its
+// removal will emit TokenRemoved, whatever became of the insert. When the
+// connection holds maxReportedTokens already, the oldest (never the shown
+// session's) is forgotten and returned, for its TokenRemoved event to be
+// emitted first: what follows the events never keeps more than this.
+func (t *terminal) report(token string) (forgotten string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.reported = slices.DeleteFunc(t.reported, func(s string) bool { return s == token })
+	if len(t.reported) >= maxReportedTokens {
+		shown := ""
+		if t.session != nil {
+			shown = t.session.Token
+		}
+		i := slices.IndexFunc(t.reported, func(s string) bool { return s != shown })
+		forgotten = t.reported[i]
+		t.reported = slices.Delete(t.reported, i, i+1)
+	}
+	t.reported = append(t.reported, token)
+	return forgotten
+}
+
+// unreport forgets token and reports whether it was reported (report).
+func (t *terminal) unreport(token string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.reported)
+	t.reported = slices.DeleteFunc(t.reported, func(s string) bool { return s == token })
+	return len(t.reported) < n
 }
 
 func (t *terminal) pair(ctx context.Context, m *proto.Pair) {

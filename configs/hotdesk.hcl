@@ -327,8 +327,9 @@ limits {
   max_tickets_per_session = 4
   # Token insertions and pairings one terminal connection may send per
   # second, in bursts of twice as many; beyond, each is answered
-  # rate_limited (the connection stays open). A person presents a few a
-  # second at most; a terminal retrying several tokens, a few more.
+  # rate_limited (the connection stays open); as many CardError reports
+  # (beyond, dropped). A person presents a few a second at most; a
+  # terminal retrying several tokens, a few more.
   token_events_per_second = 50
 }
 

@@ -107,6 +107,8 @@ var (
 	ErrInvalidKey = errors.New("registry: invalid key")
 	// ErrCorrupt: a stored value could not be decoded.
 	ErrCorrupt = errors.New("registry: corrupt record")
+	// ErrTooLarge: a record is over its size bound (never sent to etcd).
+	ErrTooLarge = errors.New("registry: record too large")
 )
 
 const (

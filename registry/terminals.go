@@ -42,7 +42,10 @@ func (r *Store) terminalKey(server, id string) string {
 }
 
 // PutTerminal writes t (its ServerID forced to this server's) under this
-// server's lease. It is refused while the lease is lost or unhealthy.
+// server's lease. It is refused while the lease is lost or unhealthy, and
+// without a call to etcd when t's id is not a valid key (ErrInvalidKey) or
+// t is over MaxTerminalRecordBytes (ErrTooLarge): errors of that record
+// alone.
 func (r *Registry) PutTerminal(ctx context.Context, t TerminalRecord) error {
 	if err := validateKey(t.ID); err != nil {
 		return fmt.Errorf("registry: put terminal: %w", err)
@@ -56,7 +59,7 @@ func (r *Registry) PutTerminal(ctx context.Context, t TerminalRecord) error {
 		return fmt.Errorf("registry: put terminal %q: %w", t.ID, err)
 	}
 	if len(v) > MaxTerminalRecordBytes {
-		return fmt.Errorf("registry: put terminal %q: record of %d bytes over %d", t.ID, len(v), MaxTerminalRecordBytes)
+		return fmt.Errorf("registry: put terminal %q: %w: %d bytes, more than %d", t.ID, ErrTooLarge, len(v), MaxTerminalRecordBytes)
 	}
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()

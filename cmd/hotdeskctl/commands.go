@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -106,7 +109,7 @@ is still 0: the listing is complete for every member that answered.`,
 			}
 			term := dash(s.Terminal)
 			if s.Terminal == "" && s.LastTerminal != "" {
-				term = "(" + s.LastTerminal + ")"
+				term = "(" + safe(s.LastTerminal) + ")"
 			}
 			idle := "-"
 			if s.IdleSince != nil {
@@ -120,8 +123,8 @@ is still 0: the listing is complete for every member that answered.`,
 			if s.Partial {
 				state += " (partial)"
 			}
-			return []string{s.ID, state, dash(s.User), dash(s.Token), term,
-				s.ServerID, idle, dashUnset(s.PID), s.Created.Local().Format(time.DateTime), exp, orphan}
+			return []string{safe(s.ID), state, dash(s.User), dash(s.Token), term,
+				safe(s.ServerID), idle, dashUnset(s.PID), s.Created.Local().Format(time.DateTime), exp, orphan}
 		})
 	fl := cmd.Flags()
 	fl.StringVar(&f.User, "user", "", "only sessions of this user")
@@ -223,7 +226,14 @@ when a dead broker's lease expires.`,
 	}, (*adminapi.Client).Terminals,
 		"TERMINAL\tNAME\tADDRESS\tSERVER\tTOKENS\tSESSION\tUSER\tCONNECTED\tLAST SEEN",
 		func(t adminapi.TerminalInfo) []string {
-			return []string{t.ID, dash(t.Name), dash(t.Addr), t.ServerID, dash(strings.Join(t.Tokens, ",")), dash(t.Session),
+			toks := "-"
+			if len(t.Tokens) > 0 {
+				toks = safe(t.Tokens[0])
+				for _, tok := range t.Tokens[1:] {
+					toks += "," + safe(tok)
+				}
+			}
+			return []string{safe(t.ID), dash(t.Name), dash(t.Addr), safe(t.ServerID), toks, dash(t.Session),
 				dash(t.User), t.Connected.Local().Format(time.DateTime), ago(time.Now(), t.LastSeen) + " ago"}
 		})
 }
@@ -263,7 +273,9 @@ func readersCmd(c *cli) *cobra.Command {
 terminal and server. With --tap, wait for the next card or token presented at
 any terminal of the group and print its id (for "hotdeskctl token register").`,
 	}, readers, "TERMINAL\tSERVER\tTOKEN\tSESSION",
-		func(r reader) []string { return []string{r.Terminal, r.Server, r.Token, dash(r.Session)} })
+		func(r reader) []string {
+			return []string{safe(r.Terminal), safe(r.Server), safe(r.Token), dash(r.Session)}
+		})
 	var tap bool
 	list := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -291,7 +303,7 @@ func (c *cli) tap(cmd *cobra.Command) error {
 	err := c.client.Events(ctx, 0, true, func(e event.Event) error {
 		if (e.Kind == event.TokenInserted || e.Kind == event.TokenRefused) && e.Token != "" {
 			got = e.Token
-			fmt.Fprintf(c.out, "%s\t(at terminal %s, server %s)\n", e.Token, e.Terminal, e.Server)
+			fmt.Fprintf(c.out, "%s\t(at terminal %s, server %s)\n", safe(e.Token), safe(e.Terminal), safe(e.Server))
 			return errDone
 		}
 		return nil
@@ -352,7 +364,7 @@ func formatEvent(e event.Event) string {
 	for _, kv := range [][2]string{{"session", e.Session}, {"user", e.User}, {"terminal", e.Terminal},
 		{"token", e.Token}, {"target", e.Target}, {"reason", e.Reason}} {
 		if kv[1] != "" {
-			fmt.Fprintf(&b, " %s=%s", kv[0], quoteIfSpace(kv[1]))
+			fmt.Fprintf(&b, " %s=%s", kv[0], safe(kv[1]))
 		}
 	}
 	if e.Hops > 0 {
@@ -361,9 +373,17 @@ func formatEvent(e event.Event) string {
 	return b.String()
 }
 
-func quoteIfSpace(s string) string {
-	if strings.ContainsAny(s, " \t\"") {
-		return fmt.Sprintf("%q", s)
+// safe is how hotdeskctl prints every value that may come from a peer (a
+// terminal's id, name, address or tokens, a user name, a label, a lockout
+// key): as it is when plain, else quoted with strconv.Quote, so that
+// control characters and escape sequences reach the admin's screen as
+// text and a value never passes for another field, column or line. Plain
+// is printable UTF-8 without spaces, quotes or backslashes.
+func safe(s string) string {
+	for _, r := range s {
+		if r == ' ' || r == '"' || r == '\\' || r == utf8.RuneError || !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
 	}
 	return s
 }
@@ -431,7 +451,7 @@ func pairCmd(c *cli) *cobra.Command {
 		Short: "List pending pairing codes (their ids; the secret part is never shown again)",
 	}, (*adminapi.Client).Pairings, "CODE\tUSER\tLABEL\tCREATED BY\tEXPIRES",
 		func(p adminapi.PairingInfo) []string {
-			return []string{p.ID + "-…", p.User, dash(p.Label), dash(p.CreatedBy), p.Expires.Local().Format(time.DateTime)}
+			return []string{safe(p.ID) + "-…", safe(p.User), dash(p.Label), dash(p.CreatedBy), p.Expires.Local().Format(time.DateTime)}
 		})
 	revoke := &cobra.Command{
 		Use:   "revoke CODE",
@@ -458,7 +478,7 @@ func tokenListCmd(c *cli) *cobra.Command {
 			if t.Disabled {
 				state = "disabled"
 			}
-			return []string{t.ID, t.User, dash(t.Label), state, dash(t.RegisteredBy), t.Registered.Local().Format(time.DateTime)}
+			return []string{safe(t.ID), safe(t.User), dash(t.Label), state, dash(t.RegisteredBy), t.Registered.Local().Format(time.DateTime)}
 		})
 }
 
@@ -485,7 +505,7 @@ func registerCmd(c *cli, verb string) *cobra.Command {
 			if err != nil {
 				return c.explain(err)
 			}
-			fmt.Fprintf(c.out, "token %s registered to %s\n", ti.ID, ti.User)
+			fmt.Fprintf(c.out, "token %s registered to %s\n", safe(ti.ID), safe(ti.User))
 			return nil
 		},
 	}
@@ -510,11 +530,11 @@ func serverCmd(c *cli) *cobra.Command {
 			if s.Draining {
 				state = fmt.Sprintf("draining (%d remaining)", s.Sessions)
 			}
-			id := s.ID
+			id := safe(s.ID)
 			if s.Self {
 				id += " *"
 			}
-			return []string{id, s.Addr, fmt.Sprint(s.Sessions), dashUnset(s.Capacity), fmt.Sprint(s.Weight), state,
+			return []string{id, safe(s.Addr), fmt.Sprint(s.Sessions), dashUnset(s.Capacity), fmt.Sprint(s.Weight), state,
 				dash(s.Version), s.Started.Local().Format(time.DateTime)}
 		})
 	cmd := groupCmd("server", "List, drain and undrain the group's servers", "list, drain or undrain", list)
@@ -594,8 +614,8 @@ func lockoutCmd(c *cli) *cobra.Command {
 		Short: "List the login lockouts in force in the group (after too many failed logins)",
 	}, (*adminapi.Client).Lockouts, "KEY\tUNTIL\tLEFT\tLOCKOUTS\tSTARTED AT",
 		func(l adminapi.LockoutInfo) []string {
-			return []string{l.Key, l.Until.Local().Format(time.DateTime), time.Until(l.Until).Round(time.Second).String(),
-				fmt.Sprint(l.Level), l.Server}
+			return []string{safe(l.Key), l.Until.Local().Format(time.DateTime), time.Until(l.Until).Round(time.Second).String(),
+				fmt.Sprint(l.Level), safe(l.Server)}
 		})
 	clearCmd := actionCmd(c, "clear KEY", "End a lockout, and the group's count of the key's failures, at every broker (the key as listed: user:NAME, token:ID or terminal:ID@ADDRESS)",
 		"a lockout's key (see hotdeskctl lockout list)", (*adminapi.Client).ClearLockout, "lockout of %s: cleared")
@@ -604,7 +624,7 @@ func lockoutCmd(c *cli) *cobra.Command {
 		Short: "List the group's counts of failed logins (max_failures of a key within failure_window lock it out)",
 	}, (*adminapi.Client).Failures, "KEY\tFAILURES\tSINCE\tLAST AT",
 		func(f adminapi.FailureInfo) []string {
-			return []string{f.Key, fmt.Sprint(f.Count), f.Since.Local().Format(time.DateTime), f.Server}
+			return []string{safe(f.Key), fmt.Sprint(f.Count), f.Since.Local().Format(time.DateTime), safe(f.Server)}
 		})
 	return groupCmd("lockout", "List and clear login lockouts and failure counts (group-wide)", "list, failures or clear", list, failures, clearCmd)
 }

@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi/adminapitest"
+	"github.com/hotdesk/hotdesk/internal/event"
 )
 
 // serveAdmin serves b on an admin socket of the test's own and returns the
@@ -95,7 +97,7 @@ func TestListings(t *testing.T) {
 		}},
 		{[]string{"terminals"}, [][]string{
 			{"TERMINAL", "NAME", "ADDRESS", "SERVER", "TOKENS", "SESSION", "USER", "CONNECTED", "LAST SEEN"},
-			{"t-1", "desk 1", "-", "b1", "soft.a", "s-1", "alice", local, "1m ago"},
+			{"t-1", `"desk 1"`, "-", "b1", "soft.a", "s-1", "alice", local, "1m ago"},
 			{"t-2", "-", "-", "b2", "uid.1,uid.2", "-", "-", local, "1m ago"},
 		}},
 		{[]string{"readers"}, [][]string{
@@ -222,5 +224,68 @@ func TestSessionsUnanswered(t *testing.T) {
 	}
 	if help := strings.Join(strings.Fields(out.String()), " "); !strings.Contains(help, "named in a warning on stderr") || !strings.Contains(help, "The exit status is still 0") {
 		t.Errorf("sessions --help does not explain the warning and the exit status:\n%s", out.String())
+	}
+}
+
+// TestPeerValuesPrintedSafely: terminal ids, names and tokens, labels and
+// event fields are the peer's text. Each is printed as it is when plain,
+// else quoted (strconv.Quote): an escape sequence or a control character
+// never reaches the admin's screen raw, and a value with a space, a tab,
+// a newline or a quote never passes for another field, column or line.
+func TestPeerValuesPrintedSafely(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const (
+		esc   = "\x1b]52;c;aGVsbG8=\x07\x1b[2J"
+		badID = "t-1\x1b[31m"
+		name  = "desk\tFAKE  row"
+		tok   = "uid.1\nFAKE line"
+		label = `alice's "phone"` + esc
+		user  = "bob\u202egnp.exe"
+	)
+	b := adminapitest.New(adminapitest.State{
+		Terminals: []adminapi.TerminalInfo{{ID: badID, Name: name, Addr: "10.0.0.9:1", ServerID: "b1",
+			Tokens: []string{tok, "uid.2"}, Connected: at, LastSeen: at}},
+		Tokens: []adminapi.TokenInfo{{ID: "soft.a", User: user, Label: label, Registered: at}},
+		Events: []event.Event{{Kind: event.TokenRefused, Time: at, Server: "b1", Terminal: badID, Token: tok, Reason: "x=1 y" + esc}},
+	})
+	sock := serveAdmin(t, b)
+	for _, tc := range []struct {
+		args []string
+		want []string // in the output, in order
+	}{
+		{[]string{"terminals"}, []string{strconv.Quote(badID), strconv.Quote(name), "10.0.0.9:1", "b1", strconv.Quote(tok) + ",uid.2"}},
+		{[]string{"readers"}, []string{strconv.Quote(badID), "b1", strconv.Quote(tok), strconv.Quote(badID), "b1", "uid.2"}},
+		{[]string{"token", "list"}, []string{"soft.a", strconv.Quote(user), strconv.Quote(label)}},
+		{[]string{"events", "-n", "5"}, []string{"token_refused", "server=b1", "terminal=" + strconv.Quote(badID),
+			"token=" + strconv.Quote(tok), "reason=" + strconv.Quote("x=1 y"+esc)}},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), append([]string{"-socket", sock}, tc.args...), &out, &errOut); err != nil {
+			t.Errorf("%v: %v (%s)", tc.args, err, errOut.String())
+			continue
+		}
+		got := out.String()
+		if strings.ContainsAny(got, "\x1b\x07\t\u202e") {
+			t.Errorf("%v printed a control or format character raw: %q", tc.args, got)
+		}
+		wantLines := 2 // header and one row
+		switch tc.args[0] {
+		case "readers":
+			wantLines = 3
+		case "events":
+			wantLines = 1
+		}
+		if n := strings.Count(got, "\n"); n != wantLines {
+			t.Errorf("%v printed %d lines; want %d:\n%s", tc.args, n, wantLines, got)
+		}
+		rest := got
+		for _, w := range tc.want {
+			i := strings.Index(rest, w)
+			if i < 0 {
+				t.Errorf("%v printed %q; want %q in it (after the fields before it)", tc.args, got, w)
+				break
+			}
+			rest = rest[i+len(w):]
+		}
 	}
 }

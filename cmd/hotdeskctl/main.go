@@ -326,11 +326,12 @@ func socketGroup(path string) string {
 	return ""
 }
 
+// dash prints s as safe does, or "-" when it is empty.
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return safe(s)
 }
 
 // dashUnset formats n, or "-" when it is not set (not positive).

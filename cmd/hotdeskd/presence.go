@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
@@ -27,7 +28,7 @@ import (
 const (
 	presenceHeartbeat = 10 * time.Second
 	presenceStale     = 3 * presenceHeartbeat
-	maxTrackedTokens  = 8 // tokens per terminal kept in its record
+	maxTrackedTokens  = 8 // tokens per terminal kept in its record (the broker reports at most 8 held)
 )
 
 // presence turns the broker's events into terminal records in the group
@@ -60,6 +61,9 @@ type presenceEntry struct {
 	// takes the others' record with it.
 	conns []termConn
 	rec   registry.TerminalRecord
+	// refused: the registry refused this record for what it holds
+	// (badRecord); logged once per terminal.
+	refused bool
 }
 
 type termConn struct{ addr, name string }
@@ -138,11 +142,9 @@ func (p *presence) apply(ctx context.Context, e event.Event) {
 	put, del := p.update(e, p.d.clk.Now().UnixMilli())
 	reg := p.d.registry()
 	for _, r := range put {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := reg.PutTerminal(cctx, r); err != nil {
+		if err := p.put(ctx, reg, r); err != nil {
 			p.log.Debug("terminal presence not written", "terminal", r.ID, "error", err)
 		}
-		cancel()
 	}
 	for _, id := range del {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -296,12 +298,56 @@ func (p *presence) refresh(ctx context.Context) {
 		}
 	}
 	for _, r := range recs {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := reg.PutTerminal(cctx, r)
-		cancel()
-		if err != nil {
+		if err := p.put(ctx, reg, r); err != nil {
 			p.log.Debug("terminal presence not refreshed", "terminal", r.ID, "error", err)
 			return // the registry is unwell; the next heartbeat retries
 		}
 	}
+}
+
+// badRecord reports whether the registry refused a record for what it
+// holds, not for the registry's own state: the terminal's id is not a
+// valid key, or its record is over the registry's bound. The id, name,
+// address and tokens come from the peer.
+func badRecord(err error) bool {
+	return errors.Is(err, registry.ErrInvalidKey) || errors.Is(err, registry.ErrTooLarge)
+}
+
+// put writes r. A record over the registry's bound is written without
+// its tokens instead; one the registry refuses even so, or for its id
+// (badRecord), is skipped. Either is logged once per terminal and nil is
+// returned, so that one terminal's record never stops the others'
+// heartbeat. Any other error is returned.
+func (p *presence) put(ctx context.Context, reg *registry.Registry, r registry.TerminalRecord) error {
+	write := func(r registry.TerminalRecord) error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return reg.PutTerminal(cctx, r)
+	}
+	err := write(r)
+	if err == nil || !badRecord(err) {
+		return err
+	}
+	msg := "terminal presence refused by the registry; the terminal is not listed"
+	if errors.Is(err, registry.ErrTooLarge) {
+		trimmed := r
+		trimmed.Tokens = nil
+		switch terr := write(trimmed); {
+		case terr == nil:
+			msg = "terminal presence over the registry's bound; listed without its tokens"
+		case !badRecord(terr):
+			return terr
+		}
+	}
+	p.mu.Lock()
+	en := p.terms[r.ID]
+	first := en != nil && !en.refused
+	if en != nil {
+		en.refused = true
+	}
+	p.mu.Unlock()
+	if first {
+		p.log.Warn(msg, "terminal", r.ID, "addr", r.Addr, "tokens", len(r.Tokens), "error", err)
+	}
+	return nil
 }

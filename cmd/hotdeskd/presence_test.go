@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,4 +198,63 @@ func TestPresenceForgetsMissedDestroys(t *testing.T) {
 	// The lost SessionDestroyed comes late after all: nothing else goes.
 	p.apply(ctx, event.Event{Kind: event.SessionDestroyed, Session: "s-2"})
 	check("after the late destroy", "term-1", "")
+}
+
+// TestPresenceBadRecordKeepsHeartbeat: the registry refuses a terminal's
+// record for what it holds (the peer's word): an id that is no valid key
+// (that terminal is not listed), a record over
+// registry.MaxTerminalRecordBytes (that terminal is listed without its
+// tokens). Each is logged once, and every other terminal's record is
+// still refreshed on every heartbeat (before, the first refusal ended the
+// round: the terminals after it went stale, the big one kept its old
+// record).
+func TestPresenceBadRecordKeepsHeartbeat(t *testing.T) {
+	t.Parallel() // its own etcd
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	var out testutil.LockedBuffer
+	p := newPresence(&daemon{clk: clk, reg: reg}, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	live := []broker.TerminalConn{{ID: "big", Remote: "10.0.0.66:1"}, {ID: "bad id", Remote: "10.0.0.67:1"},
+		{ID: "good", Remote: "10.0.0.5:1"}}
+	p.live = func() ([]broker.TerminalConn, bool) { return live, true }
+	for _, c := range live {
+		p.apply(ctx, event.Event{Kind: event.TerminalConnected, Terminal: c.ID, Remote: c.Remote})
+	}
+	for _, c := range "ab" {
+		p.apply(ctx, event.Event{Kind: event.TokenInserted, Terminal: "big", Token: strings.Repeat(string(c), registry.MaxTerminalRecordBytes/2)})
+	}
+	// The round's order is the map's: random. Ten rounds put "good" after
+	// a refused record in one of them but for a chance of 1 in 2^10 or less.
+	for round := range 10 {
+		clk.Advance(presenceHeartbeat)
+		p.refresh(ctx)
+		recs, err := reg.Terminals(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range recs {
+			ids = append(ids, r.ID)
+			if r.SeenUnixMs != clk.Now().UnixMilli() || len(r.Tokens) != 0 {
+				t.Fatalf("heartbeat %d: %s seen at %d with %d tokens; want %d (refreshed), none", round, r.ID, r.SeenUnixMs, len(r.Tokens), clk.Now().UnixMilli())
+			}
+		}
+		slices.Sort(ids)
+		if !slices.Equal(ids, []string{"big", "good"}) {
+			t.Fatalf("heartbeat %d: terminals %v listed; want [big good]", round, ids)
+		}
+	}
+	log := out.String()
+	for _, id := range []string{"terminal=big", `terminal="bad id"`} {
+		if n := strings.Count(log, id); n != 1 {
+			t.Errorf("%s logged %d times in 10 heartbeats; want once:\n%s", id, n, log)
+		}
+	}
 }
