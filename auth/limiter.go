@@ -105,7 +105,9 @@ type Lockout struct {
 //
 // A terminal chooses its own id, so the terminal key alone would start
 // over with every new id: the source key bounds what one address (one
-// IPv6 /64) can try in all, at SourceMaxFailures.
+// IPv6 /64) can try in all, at SourceMaxFailures. User names are compared
+// case-insensitively (folded: "ALICE" and "alice" are one key), as PAM
+// and NSS compare them against a directory (sssd, Active Directory).
 //
 // Success clears the token's and the user's counters; a terminal's and a
 // source's counters are not cleared by a success (an attacker at a
@@ -189,7 +191,7 @@ func keysOf(token, user, terminal, source string) []string {
 		out = append(out, "token:"+token)
 	}
 	if user != "" {
-		out = append(out, "user:"+user)
+		out = append(out, UserKey(user))
 	}
 	if terminal != "" {
 		out = append(out, "terminal:"+terminal)
@@ -198,6 +200,21 @@ func keysOf(token, user, terminal, source string) []string {
 		out = append(out, "source:"+source)
 	}
 	return out
+}
+
+// UserKey is the limiter's key of user: "user:" and the name folded to
+// lower case (Unicode simple folding), so that the spellings a
+// case-insensitive directory accepts for one account count as one.
+func UserKey(user string) string {
+	return "user:" + strings.ToLower(user)
+}
+
+// normKey returns key with a user key folded (see UserKey).
+func normKey(key string) string {
+	if name, ok := strings.CutPrefix(key, "user:"); ok {
+		return UserKey(name)
+	}
+	return key
 }
 
 // Check reports whether an attempt by token, user and terminal may proceed.
@@ -365,6 +382,7 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	if key == "" || n < 0 {
 		return false
 	}
+	key = normKey(key)
 	now := l.clk.Now()
 	var started []Lockout
 	defer func() { l.report(started) }()
@@ -406,6 +424,7 @@ func (l *Limiter) LimitOf(key string) int { return l.maxFailures(key) }
 // Locked reports whether key ("user:…", "token:…", "terminal:…",
 // "source:…") is locked out here now.
 func (l *Limiter) Locked(key string) bool {
+	key = normKey(key)
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -416,6 +435,7 @@ func (l *Limiter) Locked(key string) bool {
 // Clear forgets key's failures, lockout and back-off level: an
 // administrator ended its lockout.
 func (l *Limiter) Clear(key string) {
+	key = normKey(key)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e, ok := l.keys[key]; ok {
@@ -434,7 +454,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 	if lo.Key == "" || !now.Before(lo.Until) {
 		return false
 	}
-	key := lo.Key
+	key := normKey(lo.Key)
 	until := lo.Until
 	if limit := now.Add(l.cfg.MaxLockout); until.After(limit) {
 		until = limit

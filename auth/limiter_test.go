@@ -532,3 +532,24 @@ func TestGuardSourceKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterUserFolded: user names count case-insensitively, as a
+// directory that ignores case (sssd, AD) accepts them: ALICE's failures
+// lock alice out, and clearing any spelling clears them.
+func TestLimiterUserFolded(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2})
+	l.Failure("", "ALICE", "")
+	l.Failure("", "Alice", "")
+	for _, u := range []string{"alice", "ALICE", "aLiCe"} {
+		if err := l.Check("", u, ""); !errors.Is(err, auth.ErrLocked) {
+			t.Errorf("%s after failures as ALICE and Alice: err = %v; want locked", u, err)
+		}
+	}
+	if !l.Locked("user:ALICE") || auth.UserKey("ALICE") != "user:alice" {
+		t.Errorf("Locked(user:ALICE) = false or UserKey(ALICE) = %q; want true, user:alice", auth.UserKey("ALICE"))
+	}
+	l.Clear("user:Alice")
+	if err := l.Check("", "alice", ""); err != nil {
+		t.Errorf("alice after Clear(user:Alice): err = %v; want nil", err)
+	}
+}
