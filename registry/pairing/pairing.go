@@ -17,7 +17,12 @@
 // Guessing is bounded per source: a source (the terminal's address; the
 // broker passes an IPv6 /64 as one, netsrc.Source) with
 // too many failures within a window is locked out, and only that source:
-// an attacker can lock out nobody but itself. A code's secret is 40 bits,
+// an attacker can lock out nobody but itself. An attempt counts from the
+// moment it is let through, so a source's concurrent attempts share its
+// budget (at most MaxFailures judged per window, not one per connection);
+// an attempt that is no guess (a bad key, no proof, a registry error)
+// gives its place back. A locked-out source is never forgotten to make
+// room for others. A code's secret is 40 bits,
 // so wrong secrets never burn the code (that would let anyone who learns a
 // code id deny its user the enrolment); a code that keeps getting wrong
 // secrets is logged (every MaxWrongSecrets). A global limit over all
@@ -263,8 +268,9 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // code's, RegisteredBy "pairing:<createdBy>".
 //
 // source identifies the requester (terminal id and remote address) for rate
-// limiting, which is checked first: a locked-out source, or any source while
-// the global limit is hit, gets ErrRateLimited whatever the code. A bad kind,
+// limiting, which is checked first: a locked-out source, one with as many
+// attempts in flight as it has failures left, or any source while the
+// global limit is hit, gets ErrRateLimited whatever the code. A bad kind,
 // key or label is ErrBadKey; a missing signature ErrNoProof (the code is
 // untouched by both). Then the proof of possession is verified, before the
 // code is looked at: a signature that does not verify (another key's, one
@@ -287,6 +293,15 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		p.log.Warn("pairing attempt rate limited", "source", source, "reason", r.String())
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
 	}
+	// The attempt is reserved (counted as a failure of source until it is
+	// judged): every return below fails it (a guess), succeeds, or
+	// releases it (no guess).
+	judged := false
+	defer func() {
+		if !judged {
+			p.lim.release(source)
+		}
+	}()
 	tokenID, err := keyID(kind, pub)
 	if err != nil {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
@@ -298,6 +313,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
 	}
 	if err := verifyProof(req); err != nil {
+		judged = true
 		locked := p.lim.fail(source)
 		p.log.Info("pairing refused: proof of possession failed", "source", source, "token_id", tokenID, "error", err)
 		if locked {
@@ -307,6 +323,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 
 	refuse := func(reason string, codeID string) (registry.TokenRecord, error) {
+		judged = true
 		locked := p.lim.fail(source)
 		p.log.Info("pairing code refused", "source", source, "code_id", codeID, "reason", reason)
 		if locked {
@@ -361,6 +378,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 	p.forgetWrong(id, rev)
+	judged = true
 	p.lim.succeed(source)
 	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
 	return rec, nil

@@ -518,3 +518,58 @@ func TestPairingProof(t *testing.T) {
 		checkErr(t, "good proof from another source", err, nil)
 	})
 }
+
+// TestPairingLimits: the per-source limit holds for attempts sent at
+// once (each reserved when let through: one source's 64 concurrent wrong
+// codes get MaxFailures judged, the rest refused), attempts that are no
+// guess give their place back.
+func TestPairingLimits(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+
+	t.Run("concurrent guesses", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("alice", time.Hour)
+		wrong := code[:5] + "0000-0000"
+		if wrong == code {
+			wrong = code[:5] + "1111-1111"
+		}
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				err := e.redeem("2001:db8::/64", wrong)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, pairing.ErrInvalidCode):
+					got["judged"]++
+				case errors.Is(err, pairing.ErrRateLimited):
+					got["refused"]++
+				default:
+					got[fmt.Sprint(err)]++
+				}
+			})
+		}
+		wg.Wait()
+		if want := map[string]int{"judged": pairing.DefaultMaxFailures, "refused": 64 - pairing.DefaultMaxFailures}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("64 concurrent wrong codes from one source: %v; want %v", got, want)
+		}
+		if err := e.redeem("2001:db8::/64", code); !errors.Is(err, pairing.ErrRateLimited) {
+			t.Errorf("the right code from the locked-out source: err = %v; want %v", err, pairing.ErrRateLimited)
+		}
+	})
+
+	t.Run("no guess gives its place back", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("bob", time.Hour)
+		for i := range 2 * pairing.DefaultMaxFailures {
+			_, err := e.p.Redeem(e.ctx, "192.0.2.1", signedReq(code, "soft", newKey(t)[:16], ""))
+			checkErr(t, fmt.Sprintf("bad key %d", i), err, pairing.ErrBadKey)
+		}
+		_, err := e.p.Redeem(e.ctx, "192.0.2.1", signedReq(code, "soft", newKey(t), ""))
+		checkErr(t, "the right code after bad keys", err, nil)
+	})
+
+}
