@@ -22,7 +22,7 @@
 // budget (at most MaxFailures judged per window, not one per connection);
 // an attempt that is no guess (a bad key, no proof, a registry error)
 // gives its place back. A locked-out source is never forgotten to make
-// room for others. A code's secret is 40 bits,
+// room for others, and its refused attempts are logged once per burst. A code's secret is 40 bits,
 // so wrong secrets never burn the code (that would let anyone who learns a
 // code id deny its user the enrolment); a code that keeps getting wrong
 // secrets is logged (every MaxWrongSecrets). A global limit over all
@@ -45,6 +45,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/printable"
 	"github.com/hotdesk/hotdesk/registry"
@@ -110,6 +111,9 @@ const (
 	defaultMaxCodes   = 10000
 	// createAttempts bounds retries when a new code's id is taken.
 	createAttempts = 8
+	// refusalLogEvery: at most one "pairing attempt rate limited" line
+	// per reason this often, with the count of refusals it stands for.
+	refusalLogEvery = 10 * time.Second
 )
 
 // Store is the part of the registry pairing needs; *registry.Registry
@@ -189,6 +193,7 @@ type Pairer struct {
 	log        hclog.Logger
 	lim        limiter
 	maxSources int
+	refusals   *burstlog.Logger // "pairing attempt rate limited", per reason
 
 	// wrong counts wrong secrets per code ("<id>@<modRev>"), under lim.mu.
 	wrong *lru[int]
@@ -215,6 +220,7 @@ func New(store Store, opts ...Option) *Pairer {
 	p.lim.clk = p.clk
 	p.lim.sources = newLRU[*sourceState](p.maxSources)
 	p.wrong = newLRU[int](defaultMaxCodes)
+	p.refusals = burstlog.New(p.log, refusalLogEvery, p.clk.Now)
 	return p
 }
 
@@ -270,7 +276,8 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // source identifies the requester (terminal id and remote address) for rate
 // limiting, which is checked first: a locked-out source, one with as many
 // attempts in flight as it has failures left, or any source while the
-// global limit is hit, gets ErrRateLimited whatever the code. A bad kind,
+// global limit is hit, gets ErrRateLimited whatever the code (logged once
+// per burst per reason). A bad kind,
 // key or label is ErrBadKey; a missing signature ErrNoProof (the code is
 // untouched by both). Then the proof of possession is verified, before the
 // code is looked at: a signature that does not verify (another key's, one
@@ -290,7 +297,9 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		source = source[:maxSourceLen]
 	}
 	if r := p.lim.allow(source); r != allowed {
-		p.log.Warn("pairing attempt rate limited", "source", source, "reason", r.String())
+		// Once per reason per refusalLogEvery, with the count: a
+		// locked-out source's flood costs a line, not a line each.
+		p.refusals.Warn(r.String(), "pairing attempt rate limited", "source", source)
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
 	}
 	// The attempt is reserved (counted as a failure of source until it is

@@ -522,7 +522,8 @@ func TestPairingProof(t *testing.T) {
 // TestPairingLimits: the per-source limit holds for attempts sent at
 // once (each reserved when let through: one source's 64 concurrent wrong
 // codes get MaxFailures judged, the rest refused), attempts that are no
-// guess give their place back.
+// guess give their place back, and a locked-out source's refusals are
+// one log line per burst, with their count.
 func TestPairingLimits(t *testing.T) {
 	t.Parallel()
 	cli := etcdtest.Client(t, etcdtest.Start(t))
@@ -572,4 +573,23 @@ func TestPairingLimits(t *testing.T) {
 		checkErr(t, "the right code after bad keys", err, nil)
 	})
 
+	t.Run("refusals logged once per burst", func(t *testing.T) {
+		e := newEnv(t, cli)
+		for range pairing.DefaultMaxFailures {
+			_ = e.redeem("10.0.0.9", "AAAA-BBBB-CCCC")
+		}
+		for range 200 {
+			if err := e.redeem("10.0.0.9", "AAAA-BBBB-CCCC"); !errors.Is(err, pairing.ErrRateLimited) {
+				t.Fatalf("err = %v; want %v", err, pairing.ErrRateLimited)
+			}
+		}
+		if n := strings.Count(e.logs.String(), "pairing attempt rate limited"); n != 1 {
+			t.Errorf("%d log lines for 200 refused attempts in a burst; want 1", n)
+		}
+		e.clk.Advance(time.Minute)
+		_ = e.redeem("10.0.0.9", "AAAA-BBBB-CCCC")
+		if logs := e.logs.String(); strings.Count(logs, "pairing attempt rate limited") != 2 || !strings.Contains(logs, "limit=source_locked_out count=200") {
+			t.Errorf("after the interval, the next refusal's line lacks the count of 200 (its own and the 199 unlogged):\n%s", logs)
+		}
+	})
 }
