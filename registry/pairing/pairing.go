@@ -10,8 +10,14 @@
 //
 // A code reads "XXXX-XXXX-XXXX" in Crockford base32: the first group is the
 // code's id (20 bits, the registry key), the other eight characters its
-// secret (40 bits). The registry stores only SHA-256 of the secret, under a
-// lease of the code's lifetime. Codes are single use: of any number of
+// secret (40 bits). The registry stores only a salted Argon2id hash of the
+// secret (a salt per code; tens of milliseconds per check, so that whoever
+// reads the registry cannot try the 2^40 secrets), under a lease of the
+// code's lifetime. Codes stored by an earlier version as plain SHA-256 are
+// accepted until they expire (minutes). The hashes run a few at a time
+// (half the CPUs), and only for attempts the per-source limit let through:
+// however many sources an attacker holds, checks use at most that share
+// of the CPU, and a person's check waits its turn. Codes are single use: of any number of
 // concurrent redemptions of one code exactly one succeeds.
 //
 // Guessing is bounded per source: a source (the terminal's address; the
@@ -36,10 +42,9 @@ package pairing
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -194,6 +199,10 @@ type Pairer struct {
 	lim        limiter
 	maxSources int
 	refusals   *burstlog.Logger // "pairing attempt rate limited", per reason
+	// hashSlots bounds the slow secret hashes running at once (see
+	// checkSecret): a check holds one while it hashes.
+	hashSlots chan struct{}
+	kdf       kdfParams // of the codes Create stores
 
 	// wrong counts wrong secrets per code ("<id>@<modRev>"), under lim.mu.
 	wrong *lru[int]
@@ -213,6 +222,7 @@ func New(store Store, opts ...Option) *Pairer {
 			globalWindow: DefaultGlobalWindow,
 		},
 		maxSources: defaultMaxSources,
+		kdf:        currentKDF,
 	}
 	for _, o := range opts {
 		o(p)
@@ -221,6 +231,7 @@ func New(store Store, opts ...Option) *Pairer {
 	p.lim.sources = newLRU[*sourceState](p.maxSources)
 	p.wrong = newLRU[int](defaultMaxCodes)
 	p.refusals = burstlog.New(p.log, refusalLogEvery, p.clk.Now)
+	p.hashSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 	return p
 }
 
@@ -245,11 +256,16 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 			return "", time.Time{}, fmt.Errorf("pairing: create: %w", err)
 		}
 		id, secret := canon[:IDLen], canon[IDLen:]
-		sum := sha256.Sum256([]byte(secret))
+		salt, sum, kdf, err := p.kdf.newHash(secret)
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("pairing: create: %w", err)
+		}
 		expires = p.clk.Now().Add(ttl)
 		err = p.store.PutPairing(ctx, registry.Pairing{
 			ID:            id,
-			SecretHash:    sum[:],
+			SecretHash:    sum,
+			SecretSalt:    salt,
+			SecretKDF:     kdf,
 			User:          user,
 			Label:         label,
 			CreatedBy:     createdBy,
@@ -287,7 +303,8 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // enrol a key they do not hold, and a forged proof does not burn the
 // code of the person it was meant for. A malformed, unknown, expired, used
 // or wrong code is ErrInvalidCode and counts as a failure of source; the
-// secret is compared in constant time (wrong secrets do not burn a code).
+// secret's hash is compared in constant time, and an unknown code costs a
+// hash too (wrong secrets do not burn a code).
 // The code is consumed and the key enrolled in one registry transaction:
 // a key already enrolled (as a token of anyone) is ErrKeyEnrolled and
 // leaves the code valid. Registry failures are returned wrapped.
@@ -346,13 +363,25 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 	pr, rev, err := p.store.Pairing(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) {
+		// As long as a wrong secret takes: the time of the answer
+		// does not tell which code ids are pending.
+		if _, err := p.checkSecret(ctx, secret, dummySalt, nil, p.kdf.String()); err != nil {
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		}
 		return refuse("unknown, expired or used", id)
 	}
 	if err != nil {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
-	sum := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(sum[:], pr.SecretHash) != 1 {
+	ok, err := p.checkSecret(ctx, secret, pr.SecretSalt, pr.SecretHash, pr.SecretKDF)
+	if errors.Is(err, errKDF) {
+		p.log.Warn("pairing code refused: its stored hash is of an unknown kind", "code_id", id, "error", err)
+		return refuse("unsupported secret hash", id)
+	}
+	if err != nil {
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+	}
+	if !ok {
 		if n := p.countWrong(id, rev); n%MaxWrongSecrets == 0 {
 			p.log.Warn("pairing code keeps getting wrong secrets", "code_id", id, "user", pr.User, "wrong_secrets", n)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +59,9 @@ func newEnv(t *testing.T, cli *clientv3.Client, opts ...pairing.Option) *env {
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	e.reg = reg
-	e.p = pairing.New(reg, append([]pairing.Option{pairing.WithClock(e.clk), pairing.WithLogger(log)}, opts...)...)
+	// Cheap hashes: tests try hundreds of codes (a test of the real
+	// parameters passes WithDefaultHash).
+	e.p = pairing.New(reg, append([]pairing.Option{pairing.WithClock(e.clk), pairing.WithLogger(log), pairing.WithCheapHash()}, opts...)...)
 	return e
 }
 
@@ -592,4 +595,49 @@ func TestPairingLimits(t *testing.T) {
 			t.Errorf("after the interval, the next refusal's line lacks the count of 200 (its own and the 199 unlogged):\n%s", logs)
 		}
 	})
+}
+
+// TestPairingStoredHash: the registry holds a salted Argon2id hash of a
+// code's secret (never SHA-256 of it: 40 bits are found in minutes from
+// that), with a fresh salt per code; a code stored by an earlier version
+// (plain SHA-256, no salt) is still redeemed until it expires, and one
+// whose hash names an unknown function is refused as invalid.
+func TestPairingStoredHash(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, etcdtest.Client(t, etcdtest.Start(t)), pairing.WithDefaultHash())
+	stored := func(code string) registry.Pairing {
+		t.Helper()
+		id, _, err := pairing.ParseCode(code)
+		checkErr(t, "ParseCode", err, nil)
+		pr, _, err := e.reg.Pairing(e.ctx, id)
+		checkErr(t, "Pairing", err, nil)
+		return pr
+	}
+	code1, code2 := e.create("alice", time.Hour), e.create("alice", time.Hour)
+	p1, p2 := stored(code1), stored(code2)
+	_, secret, _ := pairing.ParseCode(code1)
+	plain := sha256.Sum256([]byte(secret))
+	switch {
+	case p1.SecretKDF != "argon2id;t=2;m=19456;p=1" || p1.SecretKDF != pairing.DefaultKDF:
+		t.Errorf("SecretKDF = %q; want argon2id;t=2;m=19456;p=1", p1.SecretKDF)
+	case len(p1.SecretSalt) != 16 || bytes.Equal(p1.SecretSalt, p2.SecretSalt):
+		t.Errorf("salts %x and %x; want 16 random bytes per code", p1.SecretSalt, p2.SecretSalt)
+	case len(p1.SecretHash) != 32 || bytes.Equal(p1.SecretHash, plain[:]):
+		t.Errorf("SecretHash %x; want 32 bytes of Argon2id, not SHA-256", p1.SecretHash)
+	}
+	checkErr(t, "Redeem a salted code", e.redeem("192.0.2.1", code1), nil)
+
+	put := func(id, secret, kdf string) string {
+		t.Helper()
+		sum := sha256.Sum256([]byte(secret))
+		err := e.reg.PutPairing(e.ctx, registry.Pairing{ID: id, SecretHash: sum[:], SecretKDF: kdf, User: "bob",
+			ExpiresUnixMs: e.clk.Now().Add(time.Hour).UnixMilli()}, time.Hour)
+		checkErr(t, "PutPairing", err, nil)
+		return id + "-" + secret[:4] + "-" + secret[4:]
+	}
+	checkErr(t, "Redeem a code of before salted hashes", e.redeem("192.0.2.2", put("ZZZ0", "ABCDEFGH", "")), nil)
+	checkErr(t, "Redeem a code with an unknown hash", e.redeem("192.0.2.3", put("ZZZ1", "ABCDEFGH", "md5")), pairing.ErrInvalidCode)
+	if !strings.Contains(e.logs.String(), "its stored hash is of an unknown kind") {
+		t.Errorf("the unknown hash was not logged")
+	}
 }
