@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"container/heap"
 	"container/list"
 	"context"
 	"errors"
@@ -28,7 +29,7 @@ var ErrLocked = errors.New("auth: locked out")
 // was tried and failed, and says so), so that the person learns of the
 // lockout, and its length, on the attempt that caused it.
 type LockoutError struct {
-	Kind      string // the locked key's kind: token, user or terminal
+	Kind      string // the locked key's kind: token, user, terminal or source
 	Remaining time.Duration
 	Started   bool
 }
@@ -50,6 +51,12 @@ type LimiterConfig struct {
 	// MaxFailures is the number of failures within Window that locks a key
 	// (default 5).
 	MaxFailures int
+	// SourceMaxFailures is the number of failures within Window that locks
+	// a source out ("source:…", the peer's netsrc.Source: an IPv4 address
+	// or an IPv6 /64), whatever terminal ids, tokens and users its attempts
+	// name (default 4 × MaxFailures: the terminals of one office share a
+	// /64, and their users' typos must not lock the office out).
+	SourceMaxFailures int
 	// Window is how long a failure counts (default 15 minutes). A key whose
 	// last failure and lockout are older than Window is forgotten.
 	Window time.Duration
@@ -58,8 +65,10 @@ type LimiterConfig struct {
 	// 15 minutes).
 	BaseLockout time.Duration
 	MaxLockout  time.Duration
-	// MaxKeys bounds memory: at most this many keys are tracked (default
-	// 65536). When full, the least recently failed key is forgotten.
+	// MaxKeys bounds memory (default 65536): at most this many keys
+	// without a lockout in force are tracked (when full, the least
+	// recently failed is forgotten), and at most this many lockouts in
+	// force (never forgotten before they end; see Limiter).
 	MaxKeys int
 	// Clock is the time source (default clock.Real).
 	Clock clock.Clock
@@ -83,19 +92,40 @@ type LimiterConfig struct {
 // Lockout is one key's lockout: until when, and how many lockouts of the
 // key led to it (the back-off exponent).
 type Lockout struct {
-	Key   string // "token:…", "user:…" or "terminal:…"
+	Key   string // "token:…", "user:…", "terminal:…" or "source:…"
 	Until time.Time
 	Level int
 }
 
-// Limiter counts failed authentications per token, per user and per
+// Limiter counts failed authentications per token, per user, per
 // terminal (as Guard keys it: the terminal id at the peer's address) and
-// locks a key out with exponential back-off. It is safe for
-// concurrent use and its memory is bounded by MaxKeys.
+// per source (the peer's netsrc.Source, whatever terminal id it gives) and
+// locks a key out with exponential back-off. It is safe for concurrent use
+// and its memory is bounded by MaxKeys.
 //
-// Success clears the token's and the user's counters; a terminal's counter
-// is not cleared by a success (an attacker at a terminal could otherwise
-// interleave a login of their own), it decays after Window.
+// A terminal chooses its own id, so the terminal key alone would start
+// over with every new id: the source key bounds what one address (one
+// IPv6 /64) can try in all, at SourceMaxFailures. User names are compared
+// case-insensitively (folded: "ALICE" and "alice" are one key), as PAM
+// and NSS compare them against a directory (sssd, Active Directory).
+//
+// Success clears the token's and the user's counters; a terminal's and a
+// source's counters are not cleared by a success (an attacker at a
+// terminal could otherwise interleave a login of their own), they decay
+// after Window.
+//
+// Keys are the peer's choice (user names, token ids, terminal ids), so
+// memory is bounded in two parts of MaxKeys each. Keys with failures but
+// no lockout in force are forgotten least recently failed first when
+// their part is full. A lockout in force is never forgotten to make room
+// (a flood of new names must not end a lockout, nor reset its back-off):
+// it holds its place in the other part until it ends. When that part is
+// full too (MaxKeys lockouts in force at once, which takes failures from
+// many sources), a key reaching its limit is still refused for its
+// lockout, but held with the keys without one, where a flood of new keys
+// can push it out: the limiter then fails closed for every key it can
+// hold, and never refuses a key for lack of room, which would lock out
+// people who never failed.
 //
 // In a server group the counts are the group's: OnFailure and OnReset
 // report this member's to a shared count, Observe hears the shared count
@@ -110,18 +140,25 @@ type Limiter struct {
 	log hclog.Logger
 
 	mu   sync.Mutex
-	keys map[string]*list.Element // of *entry
-	lru  *list.List               // front = most recently failed
+	keys map[string]*entry
+	// lru holds the entries without a lockout held in locks; front = most
+	// recently failed; len ≤ MaxKeys.
+	lru *list.List // of *entry
+	// locks holds lockouts in force, soonest ending first; len ≤ MaxKeys.
+	// An entry is in exactly one of lru and locks.
+	locks lockHeap
 }
 
 type entry struct {
 	key         string
-	failures    int       // here
-	first       time.Time // of the current counting window
-	group       int       // the group's count, as last Observed
-	groupFirst  time.Time // its window's first failure
-	last        time.Time // last failure or lockout
-	level       int       // lockouts so far (back-off exponent)
+	el          *list.Element // in lru, or nil
+	hidx        int           // index in locks, or -1
+	failures    int           // here
+	first       time.Time     // of the current counting window
+	group       int           // the group's count, as last Observed
+	groupFirst  time.Time     // its window's first failure
+	last        time.Time     // last failure or lockout
+	level       int           // lockouts so far (back-off exponent)
 	lockedUntil time.Time
 }
 
@@ -134,8 +171,9 @@ func NewLimiter(cfg LimiterConfig) *Limiter {
 	if cfg.MaxLockout < cfg.BaseLockout {
 		cfg.MaxLockout = cfg.BaseLockout
 	}
+	defaults.Set(&cfg.SourceMaxFailures, 4*cfg.MaxFailures)
 	defaults.Set(&cfg.MaxKeys, 65536)
-	l := &Limiter{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, keys: make(map[string]*list.Element), lru: list.New()}
+	l := &Limiter{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, keys: make(map[string]*entry), lru: list.New()}
 	if l.clk == nil {
 		l.clk = clock.Real{}
 	}
@@ -146,33 +184,55 @@ func NewLimiter(cfg LimiterConfig) *Limiter {
 }
 
 // keysOf returns the limiter keys of an attempt; empty parts are skipped.
-func keysOf(token, user, terminal string) []string {
-	out := make([]string, 0, 3)
+// source is the peer's netsrc.Source.
+func keysOf(token, user, terminal, source string) []string {
+	out := make([]string, 0, 4)
 	if token != "" {
 		out = append(out, "token:"+token)
 	}
 	if user != "" {
-		out = append(out, "user:"+user)
+		out = append(out, UserKey(user))
 	}
 	if terminal != "" {
 		out = append(out, "terminal:"+terminal)
 	}
+	if source != "" {
+		out = append(out, "source:"+source)
+	}
 	return out
+}
+
+// UserKey is the limiter's key of user: "user:" and the name folded to
+// lower case (Unicode simple folding), so that the spellings a
+// case-insensitive directory accepts for one account count as one.
+func UserKey(user string) string {
+	return "user:" + strings.ToLower(user)
+}
+
+// normKey returns key with a user key folded (see UserKey).
+func normKey(key string) string {
+	if name, ok := strings.CutPrefix(key, "user:"); ok {
+		return UserKey(name)
+	}
+	return key
 }
 
 // Check reports whether an attempt by token, user and terminal may proceed.
 // It returns nil, or an error wrapping ErrDenied and ErrLocked that names
 // the locked key kind and the remaining lockout.
 func (l *Limiter) Check(token, user, terminal string) error {
+	return l.check(keysOf(token, user, terminal, ""))
+}
+
+func (l *Limiter) check(keys []string) error {
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range keysOf(token, user, terminal) {
-		el, ok := l.keys[k]
+	for _, k := range keys {
+		e, ok := l.keys[k]
 		if !ok {
 			continue
 		}
-		e := el.Value.(*entry)
 		if now.Before(e.lockedUntil) {
 			kind, _, _ := strings.Cut(k, ":")
 			return &LockoutError{Kind: kind, Remaining: e.lockedUntil.Sub(now)}
@@ -183,6 +243,10 @@ func (l *Limiter) Check(token, user, terminal string) error {
 
 // Failure records a failed attempt against every non-empty key.
 func (l *Limiter) Failure(token, user, terminal string) {
+	l.failure(keysOf(token, user, terminal, ""))
+}
+
+func (l *Limiter) failure(keys []string) {
 	var started []Lockout
 	var counted []string
 	defer func() {
@@ -196,19 +260,27 @@ func (l *Limiter) Failure(token, user, terminal string) {
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range keysOf(token, user, terminal) {
+	for _, k := range keys {
 		e := l.get(k, now)
 		if now.Sub(e.first) > l.cfg.Window {
 			e.failures, e.first = 0, now
 		}
 		e.failures++
 		e.last = now
-		if e.failures >= l.cfg.MaxFailures {
+		if e.failures >= l.maxFailures(k) {
 			started = append(started, l.lock(e, now))
 		} else {
 			counted = append(counted, k)
 		}
 	}
+}
+
+// maxFailures returns the failures within Window that lock key out.
+func (l *Limiter) maxFailures(key string) int {
+	if strings.HasPrefix(key, "source:") {
+		return l.cfg.SourceMaxFailures
+	}
+	return l.cfg.MaxFailures
 }
 
 // lock starts e's next lockout, backing off from its level, and forgets
@@ -222,7 +294,65 @@ func (l *Limiter) lock(e *entry, now time.Time) Lockout {
 	e.level++
 	e.failures, e.first, e.group = 0, now, 0
 	e.lockedUntil = now.Add(d)
+	l.hold(e)
 	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level}
+}
+
+// hold moves e, whose lockout is in force, from lru to locks, or updates
+// its place there; with locks full it stays in lru (see Limiter). Caller
+// holds l.mu.
+func (l *Limiter) hold(e *entry) {
+	switch {
+	case e.hidx >= 0:
+		heap.Fix(&l.locks, e.hidx)
+	case len(l.locks) < l.cfg.MaxKeys:
+		l.lru.Remove(e.el)
+		e.el = nil
+		heap.Push(&l.locks, e)
+	}
+}
+
+// release moves the entries of locks whose lockout ended to lru (as most
+// recently used: an ended lockout's back-off level still counts). Caller
+// holds l.mu.
+func (l *Limiter) release(now time.Time) {
+	for len(l.locks) > 0 && !now.Before(l.locks[0].lockedUntil) {
+		e := heap.Pop(&l.locks).(*entry)
+		e.el = l.lru.PushFront(e)
+	}
+}
+
+// forget removes e. Caller holds l.mu.
+func (l *Limiter) forget(e *entry) {
+	if e.hidx >= 0 {
+		heap.Remove(&l.locks, e.hidx)
+	} else {
+		l.lru.Remove(e.el)
+	}
+	delete(l.keys, e.key)
+}
+
+// lockHeap orders lockouts in force by their end, soonest first.
+type lockHeap []*entry
+
+func (h lockHeap) Len() int           { return len(h) }
+func (h lockHeap) Less(i, j int) bool { return h[i].lockedUntil.Before(h[j].lockedUntil) }
+func (h lockHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *lockHeap) Push(x any) {
+	e := x.(*entry)
+	e.hidx = len(*h)
+	*h = append(*h, e)
+}
+func (h *lockHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.hidx = -1
+	*h = old[:len(old)-1]
+	return e
 }
 
 // report calls OnLockout for each lockout started. Caller does not hold
@@ -252,56 +382,64 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	if key == "" || n < 0 {
 		return false
 	}
+	key = normKey(key)
 	now := l.clk.Now()
 	var started []Lockout
 	defer func() { l.report(started) }()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n == 0 {
-		if el, ok := l.keys[key]; ok {
-			el.Value.(*entry).group = 0
+		if e, ok := l.keys[key]; ok {
+			e.group = 0
 		}
 		return false
 	}
 	if now.Sub(first) > l.cfg.Window {
 		return false
 	}
-	if _, ok := l.keys[key]; !ok && n < l.cfg.MaxFailures && len(l.keys) >= l.cfg.MaxKeys {
+	l.release(now)
+	if _, ok := l.keys[key]; !ok && n < l.maxFailures(key) && l.lru.Len() >= l.cfg.MaxKeys {
 		return false
 	}
 	e := l.get(key, now)
 	e.group, e.groupFirst = n, first
 	e.last = now
-	if n >= l.cfg.MaxFailures && !now.Before(e.lockedUntil) {
+	if n >= l.maxFailures(key) && !now.Before(e.lockedUntil) {
 		started = append(started, l.lock(e, now))
 	}
 	return len(started) > 0
 }
 
 // Limits returns the failures that lock a key out and the window they
-// count in (the configured values or their defaults).
+// count in (the configured values or their defaults); a source key's
+// limit is SourceMaxFailures (see LimitOf).
 func (l *Limiter) Limits() (maxFailures int, window time.Duration) {
 	return l.cfg.MaxFailures, l.cfg.Window
 }
 
-// Locked reports whether key ("user:…", "token:…", "terminal:…") is
-// locked out here now.
+// LimitOf returns the failures within the window that lock key out:
+// SourceMaxFailures for a source key, MaxFailures for the others.
+func (l *Limiter) LimitOf(key string) int { return l.maxFailures(key) }
+
+// Locked reports whether key ("user:…", "token:…", "terminal:…",
+// "source:…") is locked out here now.
 func (l *Limiter) Locked(key string) bool {
+	key = normKey(key)
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	el, ok := l.keys[key]
-	return ok && now.Before(el.Value.(*entry).lockedUntil)
+	e, ok := l.keys[key]
+	return ok && now.Before(e.lockedUntil)
 }
 
 // Clear forgets key's failures, lockout and back-off level: an
 // administrator ended its lockout.
 func (l *Limiter) Clear(key string) {
+	key = normKey(key)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if el, ok := l.keys[key]; ok {
-		l.lru.Remove(el)
-		delete(l.keys, key)
+	if e, ok := l.keys[key]; ok {
+		l.forget(e)
 	}
 }
 
@@ -316,17 +454,19 @@ func (l *Limiter) Apply(lo Lockout) bool {
 	if lo.Key == "" || !now.Before(lo.Until) {
 		return false
 	}
+	key := normKey(lo.Key)
 	until := lo.Until
 	if limit := now.Add(l.cfg.MaxLockout); until.After(limit) {
 		until = limit
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e := l.get(lo.Key, now)
+	e := l.get(key, now)
 	e.last = now
 	e.failures, e.first, e.group = 0, now, 0
 	if until.After(e.lockedUntil) {
 		e.lockedUntil = until
+		l.hold(e)
 	}
 	e.level = max(e.level, lo.Level)
 	return true
@@ -347,13 +487,12 @@ func (l *Limiter) Success(token, user string) {
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range keysOf(token, user, "") {
-		if el, ok := l.keys[k]; ok {
-			if e := el.Value.(*entry); e.failures > 0 || e.group > 0 && now.Sub(e.groupFirst) <= l.cfg.Window {
+	for _, k := range keysOf(token, user, "", "") {
+		if e, ok := l.keys[k]; ok {
+			if e.failures > 0 || e.group > 0 && now.Sub(e.groupFirst) <= l.cfg.Window {
 				reset = append(reset, k)
 			}
-			l.lru.Remove(el)
-			delete(l.keys, k)
+			l.forget(e)
 		}
 	}
 }
@@ -365,30 +504,34 @@ func (l *Limiter) Len() int {
 	return len(l.keys)
 }
 
-// get returns k's entry, creating it (and evicting) as needed, and marks it
-// most recently used. Caller holds l.mu.
+// get returns k's entry, creating it as needed, and marks it most
+// recently used. To make room it forgets the least recently used entry
+// without a lockout in force, never one with (see Limiter). Caller holds
+// l.mu.
 func (l *Limiter) get(k string, now time.Time) *entry {
-	if el, ok := l.keys[k]; ok {
-		e := el.Value.(*entry)
+	l.release(now)
+	if e, ok := l.keys[k]; ok {
 		// A key quiet for a whole window starts over, back-off included.
 		if now.Sub(e.last) > l.cfg.Window && !now.Before(e.lockedUntil) {
-			*e = entry{key: k, first: now}
+			*e = entry{key: k, first: now, el: e.el, hidx: e.hidx}
 		}
-		l.lru.MoveToFront(el)
+		if e.el != nil {
+			l.lru.MoveToFront(e.el)
+		}
 		return e
 	}
-	for len(l.keys) >= l.cfg.MaxKeys {
-		el := l.lru.Back()
-		l.lru.Remove(el)
-		delete(l.keys, el.Value.(*entry).key)
+	for l.lru.Len() >= l.cfg.MaxKeys {
+		l.forget(l.lru.Back().Value.(*entry))
 	}
-	e := &entry{key: k, first: now}
-	l.keys[k] = l.lru.PushFront(e)
+	e := &entry{key: k, first: now, hidx: -1}
+	e.el = l.lru.PushFront(e)
+	l.keys[k] = e
 	return e
 }
 
-// Guard wraps next: every request is checked against the limiter before next
-// runs, failures that are denials (errors.Is(err, ErrDenied)) are counted,
+// Guard wraps next: every request is checked against the limiter (its
+// token, its user, its terminal id at the peer's address and the peer's
+// source) before next runs, failures that are denials (errors.Is(err, ErrDenied)) are counted,
 // and every decision is one audit line at info level:
 //
 //	"auth decision" token=… user=… terminal=… rhost=… outcome=granted|denied|locked|aborted|error reason=…
@@ -418,10 +561,19 @@ func terminalKey(req Request) string {
 	return req.TerminalID + "@" + netsrc.Host(req.RemoteAddr)
 }
 
+// sourceKey is the limiter's source key of req: the peer's netsrc.Source
+// (an IPv4 address or an IPv6 /64), whatever terminal id it gives.
+func sourceKey(req Request) string {
+	if req.RemoteAddr == "" {
+		return ""
+	}
+	return netsrc.Source(req.RemoteAddr)
+}
+
 func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation) (Result, error) {
 	l := g.l
-	term := terminalKey(req)
-	if err := l.Check(req.Token, req.User, term); err != nil {
+	term, src := terminalKey(req), sourceKey(req)
+	if err := l.check(keysOf(req.Token, req.User, term, src)); err != nil {
 		Audit(l.log, req, req.User, "locked", err.Error())
 		return Result{}, err
 	}
@@ -443,10 +595,11 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 		}
 	case err == nil:
 	case errors.Is(err, ErrDenied):
-		l.Failure(req.Token, user, term)
+		keys := keysOf(req.Token, user, term, src)
+		l.failure(keys)
 		Audit(l.log, req, user, "denied", err.Error())
 		var lo *LockoutError
-		if errors.As(l.Check(req.Token, user, term), &lo) {
+		if errors.As(l.check(keys), &lo) {
 			lo.Started = true
 			return Result{User: res.User}, fmt.Errorf("%w; %w", err, lo)
 		}

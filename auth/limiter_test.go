@@ -442,3 +442,114 @@ func TestLimiterLocked(t *testing.T) {
 		t.Fatal("still locked after the lockouts ended")
 	}
 }
+
+// TestLimiterKeepsLockouts: the peer chooses keys (user names, token and
+// terminal ids), so a flood of new keys must not end a lockout to make
+// room: a key locked out stays locked, and keeps its back-off level,
+// however many other keys fail once or are locked out in turn. When every
+// place for lockouts is taken, a key reaching its limit is still refused
+// (held with the keys without a lockout), and a key that never failed is
+// never refused for lack of room.
+func TestLimiterKeepsLockouts(t *testing.T) {
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 2, MaxKeys: 4, BaseLockout: 10 * time.Second, MaxLockout: time.Minute})
+	l.Failure("", "alice", "")
+	l.Failure("", "alice", "")
+	for i := range 100 {
+		l.Failure(fmt.Sprint("tok", i), fmt.Sprint("user", i), fmt.Sprint("term", i))
+	}
+	if err := l.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("alice after 300 other keys failed once: err = %v; want locked", err)
+	}
+	// Fill the lockouts' places (alice holds one of 4).
+	for _, u := range []string{"bob", "carl", "dora", "ed", "fay"} {
+		l.Failure("", u, "")
+		l.Failure("", u, "")
+	}
+	for _, u := range []string{"alice", "bob", "carl", "dora", "ed", "fay"} {
+		if err := l.Check("", u, ""); !errors.Is(err, auth.ErrLocked) {
+			t.Errorf("%s with every lockout place taken: err = %v; want locked", u, err)
+		}
+	}
+	if err := l.Check("tok-new", "gus", "term-new"); err != nil {
+		t.Errorf("gus, who never failed, with the limiter full: err = %v; want nil", err)
+	}
+	if n := l.Len(); n > 8 {
+		t.Errorf("keys = %d; want at most 2 × MaxKeys = 8", n)
+	}
+	// alice's lockout ends; her back-off level survived the flood: her
+	// next lockout is twice the first.
+	clk.Advance(10 * time.Second)
+	if err := l.Check("", "alice", ""); err != nil {
+		t.Fatalf("alice after her lockout: err = %v; want nil", err)
+	}
+	l.Failure("", "alice", "")
+	l.Failure("", "alice", "")
+	clk.Advance(19 * time.Second)
+	var lo *auth.LockoutError
+	if err := l.Check("", "alice", ""); !errors.As(err, &lo) || lo.Remaining != time.Second {
+		t.Fatalf("alice 19s into her second lockout: err = %v; want 1s left of 20s", err)
+	}
+}
+
+// TestGuardSourceKey: a terminal chooses its id, so failures are counted
+// by source too (the peer's address; an IPv6 address's /64): a new id
+// from the same source, or another address of the /64, does not start
+// over. SourceMaxFailures is larger than MaxFailures (an office shares a
+// /64), and another source is not affected.
+func TestGuardSourceKey(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, SourceMaxFailures: 4})
+	fail := func(i int, addr string) error {
+		req := auth.Request{Token: fmt.Sprintf("uid.%02x", i), TerminalID: fmt.Sprintf("t%d", i), RemoteAddr: addr}
+		_, err := l.Guard(&fakeAuth{err: auth.ErrDenied}).Authenticate(t.Context(), req, nil)
+		return err
+	}
+	for i, addr := range []string{"192.0.2.7:1", "192.0.2.7:2", "192.0.2.7:3", "192.0.2.7:4"} {
+		if err := fail(i, addr); !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("failure %d from %s: err = %v; want denied", i, addr, err)
+		}
+	}
+	for i, addr := range []string{"[2001:db8:1:2::a]:1", "[2001:db8:1:2::b]:1", "[2001:db8:1:2::c]:1", "[2001:db8:1:2::d]:1"} {
+		if err := fail(10+i, addr); !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("failure %d from %s: err = %v; want denied", i, addr, err)
+		}
+	}
+	tests := []struct {
+		addr string
+		want error
+	}{
+		{"192.0.2.7:9", auth.ErrLocked},
+		{"[::ffff:192.0.2.7]:9", auth.ErrLocked},
+		{"[2001:db8:1:2:ffff::1]:9", auth.ErrLocked},
+		{"192.0.2.8:9", nil},
+		{"[2001:db8:1:3::a]:9", nil},
+	}
+	for _, tt := range tests {
+		req := auth.Request{Token: "uid.ff", TerminalID: "t-new", RemoteAddr: tt.addr}
+		var lo *auth.LockoutError
+		_, err := l.Guard(&fakeAuth{}).Authenticate(t.Context(), req, nil)
+		if !errors.Is(err, tt.want) || tt.want != nil && (!errors.As(err, &lo) || lo.Kind != "source") {
+			t.Errorf("a new terminal id from %s: err = %v; want %v", tt.addr, err, tt.want)
+		}
+	}
+}
+
+// TestLimiterUserFolded: user names count case-insensitively, as a
+// directory that ignores case (sssd, AD) accepts them: ALICE's failures
+// lock alice out, and clearing any spelling clears them.
+func TestLimiterUserFolded(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2})
+	l.Failure("", "ALICE", "")
+	l.Failure("", "Alice", "")
+	for _, u := range []string{"alice", "ALICE", "aLiCe"} {
+		if err := l.Check("", u, ""); !errors.Is(err, auth.ErrLocked) {
+			t.Errorf("%s after failures as ALICE and Alice: err = %v; want locked", u, err)
+		}
+	}
+	if !l.Locked("user:ALICE") || auth.UserKey("ALICE") != "user:alice" {
+		t.Errorf("Locked(user:ALICE) = false or UserKey(ALICE) = %q; want true, user:alice", auth.UserKey("ALICE"))
+	}
+	l.Clear("user:Alice")
+	if err := l.Check("", "alice", ""); err != nil {
+		t.Errorf("alice after Clear(user:Alice): err = %v; want nil", err)
+	}
+}

@@ -112,6 +112,12 @@ type GroupPolicy struct {
 // the first entry of Groups the user is a member of, else Default. The zero
 // value applies the zero Default (which Validate refuses: set Default).
 // Policies must not be modified while in use.
+//
+// User names match case-insensitively (an exact match first): where PAM
+// and NSS ignore case (sssd, Active Directory) "ALICE" logs in as alice,
+// and must not escape alice's policy for the default. Validate refuses two
+// entries of Users that differ only in case. Group names match exactly, as
+// NSS returns them.
 type Policies struct {
 	Default Policy
 	Tokens  map[string]Policy
@@ -129,6 +135,11 @@ func (p *Policies) For(token, user string, groups []string) Policy {
 	if user != "" {
 		if pol, ok := p.Users[user]; ok {
 			return pol
+		}
+		for u, pol := range p.Users {
+			if strings.EqualFold(u, user) {
+				return pol
+			}
 		}
 	}
 	for _, gp := range p.Groups {
@@ -151,10 +162,15 @@ func (p *Policies) Validate() error {
 			return fmt.Errorf("auth: token %s: %w", k, err)
 		}
 	}
+	folded := make(map[string]string, len(p.Users))
 	for k, pol := range p.Users {
 		if err := pol.Validate(); err != nil {
 			return fmt.Errorf("auth: user %s: %w", k, err)
 		}
+		if other, dup := folded[strings.ToLower(k)]; dup {
+			return fmt.Errorf("auth: users %s and %s differ only in case (user names match case-insensitively)", min(k, other), max(k, other))
+		}
+		folded[strings.ToLower(k)] = k
 	}
 	for _, gp := range p.Groups {
 		if err := gp.Policy.Validate(); err != nil {

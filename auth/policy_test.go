@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/hotdesk/hotdesk/auth"
@@ -26,6 +27,8 @@ func TestPoliciesFor(t *testing.T) {
 	}{
 		{"uid.kiosk", "alice", []string{"staff"}, auth.KindKiosk},
 		{"uid.1", "alice", []string{"staff"}, auth.KindCardPIN},
+		{"uid.1", "ALICE", []string{"staff"}, auth.KindCardPIN},
+		{"uid.1", "Alice", nil, auth.KindCardPIN},
 		{"uid.1", "bob", []string{"guests", "staff"}, auth.KindCard},
 		{"uid.1", "bob", []string{"guests"}, auth.KindPassword},
 		{"uid.1", "bob", nil, auth.KindCardPassword},
@@ -42,6 +45,11 @@ func TestPoliciesFor(t *testing.T) {
 	bad := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}, Users: map[string]auth.Policy{"x": {Kind: "smoke-signals"}}}
 	if err := bad.Validate(); !errors.Is(err, auth.ErrUnknownKind) {
 		t.Errorf("validate bad: err = %v; want %v", err, auth.ErrUnknownKind)
+	}
+	twice := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard},
+		Users: map[string]auth.Policy{"bob": {Kind: auth.KindCard}, "Bob": {Kind: auth.KindPassword}}}
+	if err := twice.Validate(); err == nil || !strings.Contains(err.Error(), "Bob and bob differ only in case") {
+		t.Errorf("validate bob and Bob: err = %v; want differ only in case", err)
 	}
 }
 

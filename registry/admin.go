@@ -384,7 +384,7 @@ func (r *Store) Pairings(ctx context.Context) ([]Pairing, error) {
 			return
 		}
 		p.ID = name
-		p.SecretHash = nil
+		p.SecretHash, p.SecretSalt = nil, nil
 		out = append(out, p)
 	})
 	if err != nil {

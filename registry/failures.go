@@ -16,7 +16,7 @@ import (
 )
 
 // Failures is the group's count of failed logins of one limiter key
-// ("token:…", "user:…", "terminal:…"; see auth.Limiter) in the current
+// ("token:…", "user:…", "terminal:…", "source:…"; see auth.Limiter) in the current
 // failure window, which began at FirstUnixMs. It never holds a secret:
 // only the key, a count and times.
 type Failures struct {

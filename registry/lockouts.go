@@ -18,7 +18,7 @@ import (
 // Lockout is a login lockout one broker imposed after failed logins, shared
 // with the group so that every broker refuses the locked key until Until
 // (see auth.Limiter). Key is the limiter's key ("token:…", "user:…",
-// "terminal:…").
+// "terminal:…", "source:…").
 type Lockout struct {
 	Key         string `json:"key"`
 	UntilUnixMs int64  `json:"until_unix_ms"`

@@ -27,10 +27,15 @@ type TokenRecord struct {
 
 // Pairing is a one-time pairing code, stored under pairing/<ID> with a lease
 // of its own so that it vanishes by itself. Only a hash of the secret is
-// stored; it is never logged.
+// stored; it is never logged. SecretKDF names the hash and its parameters
+// (see package pairing), SecretSalt is its per-code random salt; a record
+// without SecretKDF (written before salted hashes) holds SHA-256 of the
+// secret.
 type Pairing struct {
 	ID            string `json:"id"`
 	SecretHash    []byte `json:"secret_hash"`
+	SecretSalt    []byte `json:"secret_salt,omitempty"`
+	SecretKDF     string `json:"secret_kdf,omitempty"`
 	User          string `json:"user,omitempty"`
 	Label         string `json:"label,omitempty"`
 	CreatedBy     string `json:"created_by,omitempty"`

@@ -13,6 +13,7 @@ import (
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/internal/dashboard"
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
+	"github.com/hotdesk/hotdesk/internal/netsrc"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -40,9 +41,12 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 	if err != nil {
 		return fmt.Errorf("dashboard: %w", err)
 	}
+	// A source (an IPv4 address, an IPv6 /64) gets the failures of one
+	// user: the dashboard's few administrators share no office /64 the
+	// way a floor of terminals does, and an address is cheap in a /64.
 	limiter := auth.NewLimiter(auth.LimiterConfig{
-		MaxFailures: d.cfg.Auth.MaxFailures, Window: d.cfg.Auth.FailureWindow,
-		BaseLockout: d.cfg.Auth.Lockout, MaxLockout: d.cfg.Auth.MaxLockout,
+		MaxFailures: d.cfg.Auth.MaxFailures, SourceMaxFailures: d.cfg.Auth.MaxFailures,
+		Window: d.cfg.Auth.FailureWindow, BaseLockout: d.cfg.Auth.Lockout, MaxLockout: d.cfg.Auth.MaxLockout,
 		Logger: logger.Named("audit"),
 	})
 	// Logins in progress are bounded as a terminal's are (a client that
@@ -50,8 +54,7 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 	gate := auth.NewGate(pamAuth, auth.GateConfig{Max: httpMaxConns / 4, PerSource: 4, PerUser: 2, PerTerminal: 4, Logger: logger.Named("gate")})
 	guarded := limiter.Guard(auth.ForService(gate, dc.PAMService))
 	login := func(ctx context.Context, user, password, remote string) error {
-		host, _, _ := net.SplitHostPort(remote)
-		res, err := guarded.Authenticate(ctx, auth.Request{User: user, TerminalID: "dashboard:" + host, RemoteAddr: remote},
+		res, err := guarded.Authenticate(ctx, auth.Request{User: user, TerminalID: "dashboard:" + netsrc.Source(remote), RemoteAddr: remote},
 			passwordConv{user: user, password: password})
 		if res.Session != nil {
 			_ = res.Session.Close(context.WithoutCancel(ctx))

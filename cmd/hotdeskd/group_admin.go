@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/internal/event"
@@ -351,12 +352,17 @@ func (a *adminBackend) Failures(ctx context.Context) ([]adminapi.FailureInfo, er
 	})
 }
 
-// ClearLockout ends key's lockout; a user's ("user:NAME") together with
-// that of their password login's token ("token:user.NAME"), which the same
+// ClearLockout ends key's lockout; a user's ("user:NAME", the name in
+// any case: the limiter folds it, auth.UserKey) together with that of
+// their password login's token ("token:user.NAME"), which the same
 // failures locked.
 func (a *adminBackend) ClearLockout(ctx context.Context, key string) error {
+	name, isUser := strings.CutPrefix(key, "user:")
+	if isUser {
+		key = auth.UserKey(name)
+	}
 	err := a.d.store.ClearLockout(ctx, key)
-	if name, ok := strings.CutPrefix(key, "user:"); ok {
+	if isUser {
 		terr := a.d.store.ClearLockout(ctx, "token:user."+name)
 		switch {
 		case terr == nil && errors.Is(err, registry.ErrNotFound):

@@ -195,7 +195,8 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		// the next window's count at the group.
 		return
 	}
-	maxFailures, window := s.limiter.Limits()
+	_, window := s.limiter.Limits()
+	maxFailures := s.limiter.LimitOf(op.key)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := s.retryResets(pctx)

@@ -386,3 +386,40 @@ func TestLockoutShareRetriesLockouts(t *testing.T) {
 	}
 	testutil.WaitFor(t, time.Minute, "no retry armed once every lockout is shared", func() bool { return clk.Pending() == 0 })
 }
+
+// denyAll is an authenticator that refuses every attempt as a wrong secret.
+type denyAll struct{}
+
+func (denyAll) Authenticate(context.Context, auth.Request, auth.Conversation) (auth.Result, error) {
+	return auth.Result{}, auth.ErrDenied
+}
+
+// TestLockoutShareSourceLimit: a source key ("source:…") is counted by the
+// group against its own limit (four times max_failures), not
+// max_failures: eight failures from one address under new terminal ids,
+// alternated between two brokers, lock the source out at both, where
+// neither saw more than four.
+func TestLockoutShareSourceLimit(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	storeA := newTestStore(t, eps, "a")
+	_, a := startShare(t, storeA, "a", 2, clock.Real{}, testutil.Logger(t, "a", hclog.Info))
+	_, b := startShare(t, newTestStore(t, eps, "b"), "b", 2, clock.Real{}, testutil.Logger(t, "b", hclog.Info))
+	const key = "source:192.0.2.9"
+	for i := range 8 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		req := auth.Request{Token: fmt.Sprintf("uid.%02x", i), TerminalID: fmt.Sprintf("t%d", i), RemoteAddr: "192.0.2.9:4000"}
+		if _, err := l.Guard(denyAll{}).Authenticate(t.Context(), req, nil); !errors.Is(err, auth.ErrDenied) {
+			t.Fatalf("failure %d: err = %v; want denied", i, err)
+		}
+		if i < 7 {
+			testutil.WaitFor(t, time.Minute, fmt.Sprintf("failure %d of the source counted", i), func() bool { return groupCount(t, storeA, key) == i+1 })
+		}
+	}
+	for name, l := range map[string]*auth.Limiter{"a": a, "b": b} {
+		testutil.WaitFor(t, time.Minute, "the source locked out at "+name, func() bool { return l.Locked(key) })
+	}
+}

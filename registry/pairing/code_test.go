@@ -2,6 +2,7 @@ package pairing
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -142,25 +143,79 @@ func TestLimiterGlobal(t *testing.T) {
 	}
 }
 
+// TestLimiterBounded: memory is bounded by maxSources sources without a
+// lockout plus maxSources locked out, and a locked-out source is never
+// evicted to make room: one failure each of 100 other sources (IPv6: the
+// /64s of one /48) leaves it locked out. With every lockout place taken, a
+// source reaching its limit is still refused.
 func TestLimiterBounded(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	l := &limiter{clk: clk, maxFailures: 2, window: time.Minute, lockout: time.Hour,
 		globalN: 1 << 20, globalWindow: time.Minute, sources: newLRU[*sourceState](10)}
-	l.fail("first")
-	l.fail("first") // locked
-	if r := l.allow("first"); r != sourceLocked {
+	l.fail("2001:db8:0:1::/64")
+	l.fail("2001:db8:0:1::/64") // locked
+	if r := l.allow("2001:db8:0:1::/64"); r != sourceLocked {
 		t.Fatalf("allow = %v; want %v", r, sourceLocked)
 	}
 	for i := range 100 {
-		l.fail("src-" + strings.Repeat("x", i))
+		l.fail(fmt.Sprintf("2001:db8:0:%x::/64", i+2))
 	}
 	if got := l.sources.len(); got != 10 {
 		t.Errorf("tracked sources = %d; want the bound 10", got)
 	}
-	// The oldest source was evicted.
-	if _, ok := l.sources.get("first"); ok {
-		t.Errorf("oldest source still tracked after 100 newer ones")
+	if r := l.allow("2001:db8:0:1::/64"); r != sourceLocked {
+		t.Errorf("locked-out source after 100 others failed once: allow = %v; want %v", r, sourceLocked)
+	}
+	for i := range 20 {
+		src := fmt.Sprintf("10.0.0.%d", i)
+		l.fail(src)
+		l.fail(src)
+		if r := l.allow(src); r != sourceLocked {
+			t.Errorf("%s, locked out with %d lockouts in force: allow = %v; want %v", src, i+1, r, sourceLocked)
+		}
+	}
+	if got := len(l.locked) + l.sources.len(); got > 20 {
+		t.Errorf("tracked sources = %d; want at most 2 × 10", got)
+	}
+	// Lockouts end: the places are free again.
+	clk.Advance(time.Hour)
+	if r := l.allow("2001:db8:0:1::/64"); r != allowed {
+		t.Errorf("after the lockout: allow = %v; want allowed", r)
+	}
+	if len(l.locked) != 0 {
+		t.Errorf("%d lockouts held after every one ended; want 0", len(l.locked))
+	}
+}
+
+// TestLimiterReserves: an attempt counts from the moment allow lets it
+// through, so a source cannot have more than maxFailures attempts in
+// flight and failed within the window; a release (no guess) gives the
+// place back, and the failures of the attempts in flight lock it out.
+func TestLimiterReserves(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	l := &limiter{clk: clk, maxFailures: 3, window: time.Minute, lockout: time.Hour, sources: newLRU[*sourceState](10)}
+	for i := range 3 {
+		if r := l.allow("a"); r != allowed {
+			t.Fatalf("attempt %d in flight: allow = %v; want allowed", i, r)
+		}
+	}
+	if r := l.allow("a"); r != sourceBusy {
+		t.Fatalf("a 4th attempt with 3 in flight: allow = %v; want %v", r, sourceBusy)
+	}
+	if r := l.allow("b"); r != allowed {
+		t.Fatalf("another source: allow = %v; want allowed", r)
+	}
+	l.release("a")
+	if r := l.allow("a"); r != allowed {
+		t.Fatalf("after a release: allow = %v; want allowed", r)
+	}
+	if l.fail("a") || l.fail("a") || !l.fail("a") {
+		t.Fatal("the 3 attempts in flight failing did not lock the source out at the 3rd")
+	}
+	if r := l.allow("a"); r != sourceLocked {
+		t.Fatalf("after 3 failures: allow = %v; want %v", r, sourceLocked)
 	}
 }
 

@@ -61,10 +61,21 @@ func (c *lru[V]) len() int { return c.order.Len() }
 
 // limiter tracks failed redemptions per source and all attempts globally.
 // A source with maxFailures failures within window is locked out for
-// lockout. At most globalN attempts (from all sources together) are let
-// through per globalWindow. Memory is bounded: at most maxSources sources
+// lockout. An attempt is reserved when allow lets it through and counts
+// as a failure until it is judged: a source gets at most maxFailures
+// attempts in flight and failed together within window, however many it
+// sends at once; release gives back the reservation of an attempt that
+// was no guess. At most globalN attempts (from all sources together) are
+// let through per globalWindow.
+//
+// Memory is bounded: at most maxSources sources without a lockout in force
 // (least recently seen evicted first), each with at most maxFailures
-// timestamps, and globalN timestamps.
+// timestamps, at most maxSources locked-out sources, and globalN
+// timestamps. A locked-out source is never evicted to make room (the
+// sources are the peer's choice: an IPv6 /48 holds 65536 /64s); with
+// maxSources lockouts in force, a source that reaches its limit is still
+// refused until its lockout ends, held with the sources without one,
+// where a flood of new sources can push it out.
 type limiter struct {
 	clk          clock.Clock
 	maxFailures  int
@@ -74,7 +85,11 @@ type limiter struct {
 	globalWindow time.Duration
 
 	mu      sync.Mutex
-	sources *lru[*sourceState]
+	sources *lru[*sourceState] // without a lockout held in locked
+	// locked holds locked-out sources (≤ sources.max) in locks, in the
+	// order their lockouts end (every lockout is as long).
+	locked map[string]*list.Element // of *lockedSource, in locks
+	locks  *list.List               // front = soonest ending
 	// global holds the times of the attempts let through in the last
 	// globalWindow, oldest first; len ≤ globalN.
 	global []time.Time
@@ -82,7 +97,13 @@ type limiter struct {
 
 type sourceState struct {
 	failures    []time.Time // within window, oldest first; len < maxFailures
+	pending     int         // attempts let through and not yet judged
 	lockedUntil time.Time
+}
+
+type lockedSource struct {
+	key string
+	s   *sourceState
 }
 
 // limitResult says why allow refused an attempt.
@@ -91,6 +112,7 @@ type limitResult int
 const (
 	allowed limitResult = iota
 	sourceLocked
+	sourceBusy
 	globalLimited
 )
 
@@ -98,6 +120,8 @@ func (r limitResult) String() string {
 	switch r {
 	case sourceLocked:
 		return "source_locked_out"
+	case sourceBusy:
+		return "source_attempts_in_flight"
 	case globalLimited:
 		return "global_limit"
 	}
@@ -105,54 +129,81 @@ func (r limitResult) String() string {
 }
 
 // allow decides whether source may attempt a redemption now and, if so,
-// counts the attempt against the global limit.
+// reserves the attempt (see limiter) and counts it against the global
+// limit. Every attempt allowed must end in exactly one of fail, release
+// and succeed.
 func (l *limiter) allow(source string) limitResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.clk.Now()
-	if s, ok := l.sources.get(source); ok && now.Before(s.lockedUntil) {
+	s := l.lookup(source, now)
+	if s != nil && now.Before(s.lockedUntil) {
 		return sourceLocked
 	}
-	if l.globalN <= 0 {
-		return allowed
+	if s != nil && len(l.prune(s, now))+s.pending >= l.maxFailures {
+		return sourceBusy
 	}
-	cut := now.Add(-l.globalWindow)
-	i := 0
-	for i < len(l.global) && !l.global[i].After(cut) {
-		i++
+	if l.globalN > 0 {
+		cut := now.Add(-l.globalWindow)
+		i := 0
+		for i < len(l.global) && !l.global[i].After(cut) {
+			i++
+		}
+		l.global = append(l.global[:0], l.global[i:]...)
+		if len(l.global) >= l.globalN {
+			return globalLimited
+		}
+		l.global = append(l.global, now)
 	}
-	l.global = append(l.global[:0], l.global[i:]...)
-	if len(l.global) >= l.globalN {
-		return globalLimited
+	if s == nil {
+		s = &sourceState{}
+		l.sources.put(source, s)
 	}
-	l.global = append(l.global, now)
+	s.pending++
 	return allowed
 }
 
-// fail records a failed attempt by source and reports whether it locked
-// the source out.
+// fail records a failed attempt by source (ending its reservation) and
+// reports whether it locked the source out.
 func (l *limiter) fail(source string) (locked bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.clk.Now()
-	s, ok := l.sources.get(source)
-	if !ok {
+	s := l.lookup(source, now)
+	if s == nil { // evicted while the attempt ran, or never allowed
 		s = &sourceState{}
 		l.sources.put(source, s)
 	}
-	cut := now.Add(-l.window)
-	i := 0
-	for i < len(s.failures) && !s.failures[i].After(cut) {
-		i++
+	if s.pending > 0 {
+		s.pending--
 	}
-	s.failures = append(s.failures[:0], s.failures[i:]...)
-	s.failures = append(s.failures, now)
-	if len(s.failures) >= l.maxFailures {
-		s.failures = s.failures[:0]
-		s.lockedUntil = now.Add(l.lockout)
-		return true
+	if now.Before(s.lockedUntil) {
+		return false // a lockout started by another attempt holds
 	}
-	return false
+	s.failures = append(l.prune(s, now), now)
+	if len(s.failures) < l.maxFailures {
+		return false
+	}
+	s.failures = s.failures[:0]
+	s.lockedUntil = now.Add(l.lockout)
+	if l.locked == nil {
+		l.locked, l.locks = make(map[string]*list.Element), list.New()
+	}
+	if len(l.locked) < l.sources.max {
+		l.sources.remove(source)
+		l.locked[source] = l.locks.PushBack(&lockedSource{key: source, s: s})
+	}
+	return true
+}
+
+// release ends the reservation of an attempt by source that was no guess
+// (a bad key, no proof, a registry error, a race lost): it is not counted.
+func (l *limiter) release(source string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.lookup(source, l.clk.Now()); s != nil && s.pending > 0 {
+		s.pending--
+	}
 }
 
 // succeed forgets source's failures after a successful redemption.
@@ -160,4 +211,39 @@ func (l *limiter) succeed(source string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sources.remove(source)
+	if el, ok := l.locked[source]; ok {
+		l.locks.Remove(el)
+		delete(l.locked, source)
+	}
+}
+
+// lookup returns source's state, or nil, after forgetting the lockouts
+// that ended by now (their failures were consumed: such a source starts
+// over). Caller holds l.mu.
+func (l *limiter) lookup(source string, now time.Time) *sourceState {
+	for l.locks != nil && l.locks.Len() > 0 {
+		front := l.locks.Front().Value.(*lockedSource)
+		if now.Before(front.s.lockedUntil) {
+			break
+		}
+		l.locks.Remove(l.locks.Front())
+		delete(l.locked, front.key)
+	}
+	if el, ok := l.locked[source]; ok {
+		return el.Value.(*lockedSource).s
+	}
+	s, _ := l.sources.get(source)
+	return s
+}
+
+// prune drops s's failures older than window and returns the rest.
+// Caller holds l.mu.
+func (l *limiter) prune(s *sourceState, now time.Time) []time.Time {
+	cut := now.Add(-l.window)
+	i := 0
+	for i < len(s.failures) && !s.failures[i].After(cut) {
+		i++
+	}
+	s.failures = append(s.failures[:0], s.failures[i:]...)
+	return s.failures
 }

@@ -10,14 +10,25 @@
 //
 // A code reads "XXXX-XXXX-XXXX" in Crockford base32: the first group is the
 // code's id (20 bits, the registry key), the other eight characters its
-// secret (40 bits). The registry stores only SHA-256 of the secret, under a
-// lease of the code's lifetime. Codes are single use: of any number of
+// secret (40 bits). The registry stores only a salted Argon2id hash of the
+// secret (a salt per code; tens of milliseconds per check, so that whoever
+// reads the registry cannot try the 2^40 secrets), under a lease of the
+// code's lifetime. Codes stored by an earlier version as plain SHA-256 are
+// accepted until they expire (minutes). The hashes run a few at a time
+// (half the CPUs), and only for attempts the per-source limit let through:
+// however many sources an attacker holds, checks use at most that share
+// of the CPU, and a person's check waits its turn. Codes are single use: of any number of
 // concurrent redemptions of one code exactly one succeeds.
 //
 // Guessing is bounded per source: a source (the terminal's address; the
 // broker passes an IPv6 /64 as one, netsrc.Source) with
 // too many failures within a window is locked out, and only that source:
-// an attacker can lock out nobody but itself. A code's secret is 40 bits,
+// an attacker can lock out nobody but itself. An attempt counts from the
+// moment it is let through, so a source's concurrent attempts share its
+// budget (at most MaxFailures judged per window, not one per connection);
+// an attempt that is no guess (a bad key, no proof, a registry error)
+// gives its place back. A locked-out source is never forgotten to make
+// room for others, and its refused attempts are logged once per burst. A code's secret is 40 bits,
 // so wrong secrets never burn the code (that would let anyone who learns a
 // code id deny its user the enrolment); a code that keeps getting wrong
 // secrets is logged (every MaxWrongSecrets). A global limit over all
@@ -31,15 +42,15 @@ package pairing
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/printable"
 	"github.com/hotdesk/hotdesk/registry"
@@ -105,6 +116,9 @@ const (
 	defaultMaxCodes   = 10000
 	// createAttempts bounds retries when a new code's id is taken.
 	createAttempts = 8
+	// refusalLogEvery: at most one "pairing attempt rate limited" line
+	// per reason this often, with the count of refusals it stands for.
+	refusalLogEvery = 10 * time.Second
 )
 
 // Store is the part of the registry pairing needs; *registry.Registry
@@ -184,6 +198,11 @@ type Pairer struct {
 	log        hclog.Logger
 	lim        limiter
 	maxSources int
+	refusals   *burstlog.Logger // "pairing attempt rate limited", per reason
+	// hashSlots bounds the slow secret hashes running at once (see
+	// checkSecret): a check holds one while it hashes.
+	hashSlots chan struct{}
+	kdf       kdfParams // of the codes Create stores
 
 	// wrong counts wrong secrets per code ("<id>@<modRev>"), under lim.mu.
 	wrong *lru[int]
@@ -203,6 +222,7 @@ func New(store Store, opts ...Option) *Pairer {
 			globalWindow: DefaultGlobalWindow,
 		},
 		maxSources: defaultMaxSources,
+		kdf:        currentKDF,
 	}
 	for _, o := range opts {
 		o(p)
@@ -210,6 +230,8 @@ func New(store Store, opts ...Option) *Pairer {
 	p.lim.clk = p.clk
 	p.lim.sources = newLRU[*sourceState](p.maxSources)
 	p.wrong = newLRU[int](defaultMaxCodes)
+	p.refusals = burstlog.New(p.log, refusalLogEvery, p.clk.Now)
+	p.hashSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 	return p
 }
 
@@ -234,11 +256,16 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 			return "", time.Time{}, fmt.Errorf("pairing: create: %w", err)
 		}
 		id, secret := canon[:IDLen], canon[IDLen:]
-		sum := sha256.Sum256([]byte(secret))
+		salt, sum, kdf, err := p.kdf.newHash(secret)
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("pairing: create: %w", err)
+		}
 		expires = p.clk.Now().Add(ttl)
 		err = p.store.PutPairing(ctx, registry.Pairing{
 			ID:            id,
-			SecretHash:    sum[:],
+			SecretHash:    sum,
+			SecretSalt:    salt,
+			SecretKDF:     kdf,
 			User:          user,
 			Label:         label,
 			CreatedBy:     createdBy,
@@ -263,8 +290,10 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // code's, RegisteredBy "pairing:<createdBy>".
 //
 // source identifies the requester (terminal id and remote address) for rate
-// limiting, which is checked first: a locked-out source, or any source while
-// the global limit is hit, gets ErrRateLimited whatever the code. A bad kind,
+// limiting, which is checked first: a locked-out source, one with as many
+// attempts in flight as it has failures left, or any source while the
+// global limit is hit, gets ErrRateLimited whatever the code (logged once
+// per burst per reason). A bad kind,
 // key or label is ErrBadKey; a missing signature ErrNoProof (the code is
 // untouched by both). Then the proof of possession is verified, before the
 // code is looked at: a signature that does not verify (another key's, one
@@ -274,7 +303,8 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // enrol a key they do not hold, and a forged proof does not burn the
 // code of the person it was meant for. A malformed, unknown, expired, used
 // or wrong code is ErrInvalidCode and counts as a failure of source; the
-// secret is compared in constant time (wrong secrets do not burn a code).
+// secret's hash is compared in constant time, and an unknown code costs a
+// hash too (wrong secrets do not burn a code).
 // The code is consumed and the key enrolled in one registry transaction:
 // a key already enrolled (as a token of anyone) is ErrKeyEnrolled and
 // leaves the code valid. Registry failures are returned wrapped.
@@ -284,9 +314,20 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		source = source[:maxSourceLen]
 	}
 	if r := p.lim.allow(source); r != allowed {
-		p.log.Warn("pairing attempt rate limited", "source", source, "reason", r.String())
+		// Once per reason per refusalLogEvery, with the count: a
+		// locked-out source's flood costs a line, not a line each.
+		p.refusals.Warn(r.String(), "pairing attempt rate limited", "source", source)
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
 	}
+	// The attempt is reserved (counted as a failure of source until it is
+	// judged): every return below fails it (a guess), succeeds, or
+	// releases it (no guess).
+	judged := false
+	defer func() {
+		if !judged {
+			p.lim.release(source)
+		}
+	}()
 	tokenID, err := keyID(kind, pub)
 	if err != nil {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
@@ -298,6 +339,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
 	}
 	if err := verifyProof(req); err != nil {
+		judged = true
 		locked := p.lim.fail(source)
 		p.log.Info("pairing refused: proof of possession failed", "source", source, "token_id", tokenID, "error", err)
 		if locked {
@@ -307,6 +349,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 
 	refuse := func(reason string, codeID string) (registry.TokenRecord, error) {
+		judged = true
 		locked := p.lim.fail(source)
 		p.log.Info("pairing code refused", "source", source, "code_id", codeID, "reason", reason)
 		if locked {
@@ -320,13 +363,25 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 	pr, rev, err := p.store.Pairing(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) {
+		// As long as a wrong secret takes: the time of the answer
+		// does not tell which code ids are pending.
+		if _, err := p.checkSecret(ctx, secret, dummySalt, nil, p.kdf.String()); err != nil {
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		}
 		return refuse("unknown, expired or used", id)
 	}
 	if err != nil {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
-	sum := sha256.Sum256([]byte(secret))
-	if subtle.ConstantTimeCompare(sum[:], pr.SecretHash) != 1 {
+	ok, err := p.checkSecret(ctx, secret, pr.SecretSalt, pr.SecretHash, pr.SecretKDF)
+	if errors.Is(err, errKDF) {
+		p.log.Warn("pairing code refused: its stored hash is of an unknown kind", "code_id", id, "error", err)
+		return refuse("unsupported secret hash", id)
+	}
+	if err != nil {
+		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+	}
+	if !ok {
 		if n := p.countWrong(id, rev); n%MaxWrongSecrets == 0 {
 			p.log.Warn("pairing code keeps getting wrong secrets", "code_id", id, "user", pr.User, "wrong_secrets", n)
 		}
@@ -361,6 +416,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 	p.forgetWrong(id, rev)
+	judged = true
 	p.lim.succeed(source)
 	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
 	return rec, nil

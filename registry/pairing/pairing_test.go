@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +59,9 @@ func newEnv(t *testing.T, cli *clientv3.Client, opts ...pairing.Option) *env {
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	e.reg = reg
-	e.p = pairing.New(reg, append([]pairing.Option{pairing.WithClock(e.clk), pairing.WithLogger(log)}, opts...)...)
+	// Cheap hashes: tests try hundreds of codes (a test of the real
+	// parameters passes WithDefaultHash).
+	e.p = pairing.New(reg, append([]pairing.Option{pairing.WithClock(e.clk), pairing.WithLogger(log), pairing.WithCheapHash()}, opts...)...)
 	return e
 }
 
@@ -517,4 +520,124 @@ func TestPairingProof(t *testing.T) {
 		_, err = e.p.Redeem(e.ctx, "owner@h", signedReq(code, soft.Kind, pub, ""))
 		checkErr(t, "good proof from another source", err, nil)
 	})
+}
+
+// TestPairingLimits: the per-source limit holds for attempts sent at
+// once (each reserved when let through: one source's 64 concurrent wrong
+// codes get MaxFailures judged, the rest refused), attempts that are no
+// guess give their place back, and a locked-out source's refusals are
+// one log line per burst, with their count.
+func TestPairingLimits(t *testing.T) {
+	t.Parallel()
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+
+	t.Run("concurrent guesses", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("alice", time.Hour)
+		wrong := code[:5] + "0000-0000"
+		if wrong == code {
+			wrong = code[:5] + "1111-1111"
+		}
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				err := e.redeem("2001:db8::/64", wrong)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, pairing.ErrInvalidCode):
+					got["judged"]++
+				case errors.Is(err, pairing.ErrRateLimited):
+					got["refused"]++
+				default:
+					got[fmt.Sprint(err)]++
+				}
+			})
+		}
+		wg.Wait()
+		if want := map[string]int{"judged": pairing.DefaultMaxFailures, "refused": 64 - pairing.DefaultMaxFailures}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("64 concurrent wrong codes from one source: %v; want %v", got, want)
+		}
+		if err := e.redeem("2001:db8::/64", code); !errors.Is(err, pairing.ErrRateLimited) {
+			t.Errorf("the right code from the locked-out source: err = %v; want %v", err, pairing.ErrRateLimited)
+		}
+	})
+
+	t.Run("no guess gives its place back", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("bob", time.Hour)
+		for i := range 2 * pairing.DefaultMaxFailures {
+			_, err := e.p.Redeem(e.ctx, "192.0.2.1", signedReq(code, "soft", newKey(t)[:16], ""))
+			checkErr(t, fmt.Sprintf("bad key %d", i), err, pairing.ErrBadKey)
+		}
+		_, err := e.p.Redeem(e.ctx, "192.0.2.1", signedReq(code, "soft", newKey(t), ""))
+		checkErr(t, "the right code after bad keys", err, nil)
+	})
+
+	t.Run("refusals logged once per burst", func(t *testing.T) {
+		e := newEnv(t, cli)
+		for range pairing.DefaultMaxFailures {
+			_ = e.redeem("10.0.0.9", "AAAA-BBBB-CCCC")
+		}
+		for range 200 {
+			if err := e.redeem("10.0.0.9", "AAAA-BBBB-CCCC"); !errors.Is(err, pairing.ErrRateLimited) {
+				t.Fatalf("err = %v; want %v", err, pairing.ErrRateLimited)
+			}
+		}
+		if n := strings.Count(e.logs.String(), "pairing attempt rate limited"); n != 1 {
+			t.Errorf("%d log lines for 200 refused attempts in a burst; want 1", n)
+		}
+		e.clk.Advance(time.Minute)
+		_ = e.redeem("10.0.0.9", "AAAA-BBBB-CCCC")
+		if logs := e.logs.String(); strings.Count(logs, "pairing attempt rate limited") != 2 || !strings.Contains(logs, "limit=source_locked_out count=200") {
+			t.Errorf("after the interval, the next refusal's line lacks the count of 200 (its own and the 199 unlogged):\n%s", logs)
+		}
+	})
+}
+
+// TestPairingStoredHash: the registry holds a salted Argon2id hash of a
+// code's secret (never SHA-256 of it: 40 bits are found in minutes from
+// that), with a fresh salt per code; a code stored by an earlier version
+// (plain SHA-256, no salt) is still redeemed until it expires, and one
+// whose hash names an unknown function is refused as invalid.
+func TestPairingStoredHash(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, etcdtest.Client(t, etcdtest.Start(t)), pairing.WithDefaultHash())
+	stored := func(code string) registry.Pairing {
+		t.Helper()
+		id, _, err := pairing.ParseCode(code)
+		checkErr(t, "ParseCode", err, nil)
+		pr, _, err := e.reg.Pairing(e.ctx, id)
+		checkErr(t, "Pairing", err, nil)
+		return pr
+	}
+	code1, code2 := e.create("alice", time.Hour), e.create("alice", time.Hour)
+	p1, p2 := stored(code1), stored(code2)
+	_, secret, _ := pairing.ParseCode(code1)
+	plain := sha256.Sum256([]byte(secret))
+	switch {
+	case p1.SecretKDF != "argon2id;t=2;m=19456;p=1" || p1.SecretKDF != pairing.DefaultKDF:
+		t.Errorf("SecretKDF = %q; want argon2id;t=2;m=19456;p=1", p1.SecretKDF)
+	case len(p1.SecretSalt) != 16 || bytes.Equal(p1.SecretSalt, p2.SecretSalt):
+		t.Errorf("salts %x and %x; want 16 random bytes per code", p1.SecretSalt, p2.SecretSalt)
+	case len(p1.SecretHash) != 32 || bytes.Equal(p1.SecretHash, plain[:]):
+		t.Errorf("SecretHash %x; want 32 bytes of Argon2id, not SHA-256", p1.SecretHash)
+	}
+	checkErr(t, "Redeem a salted code", e.redeem("192.0.2.1", code1), nil)
+
+	put := func(id, secret, kdf string) string {
+		t.Helper()
+		sum := sha256.Sum256([]byte(secret))
+		err := e.reg.PutPairing(e.ctx, registry.Pairing{ID: id, SecretHash: sum[:], SecretKDF: kdf, User: "bob",
+			ExpiresUnixMs: e.clk.Now().Add(time.Hour).UnixMilli()}, time.Hour)
+		checkErr(t, "PutPairing", err, nil)
+		return id + "-" + secret[:4] + "-" + secret[4:]
+	}
+	checkErr(t, "Redeem a code of before salted hashes", e.redeem("192.0.2.2", put("ZZZ0", "ABCDEFGH", "")), nil)
+	checkErr(t, "Redeem a code with an unknown hash", e.redeem("192.0.2.3", put("ZZZ1", "ABCDEFGH", "md5")), pairing.ErrInvalidCode)
+	if !strings.Contains(e.logs.String(), "its stored hash is of an unknown kind") {
+		t.Errorf("the unknown hash was not logged")
+	}
 }
