@@ -52,7 +52,10 @@ demo-card: deps build
 # The packages whose tests run under the race detector: the broker's state
 # machine, the registry, authentication and the daemon's wiring. `make test`
 # runs them only there (not twice): the plain run takes every other package.
-RACE_PKGS := ./broker/... ./registry/... ./auth/... ./cmd/hotdeskd
+# Longest first: go test starts the packages' runs in this order, two at a
+# time, and the daemon's end-to-end tests (the longest) started last made
+# the run wait for them alone at its end.
+RACE_PKGS := ./cmd/hotdeskd ./broker/... ./registry/... ./auth/...
 # How many packages' tests run at once in the plain run. Packages whose
 # tests wait raise -parallel themselves (testutil.RaiseParallel). 4 packages
 # at once ran the plain run ~20 s faster on 2 cores, but under that load the

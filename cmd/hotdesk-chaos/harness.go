@@ -586,6 +586,7 @@ func (h *harness) writeSummary(rows []Row) {
 // shutdown stops every process the run started.
 func (h *harness) shutdown(lifeline string) {
 	os.Remove(lifeline) // the compositors exit within a second
+	compositorsGone := time.Now().Add(1200 * time.Millisecond)
 	var wg sync.WaitGroup
 	for _, b := range h.brokers {
 		wg.Add(1)
@@ -601,10 +602,12 @@ func (h *harness) shutdown(lifeline string) {
 	if h.etcd != nil {
 		h.etcd.Close()
 	}
+	// One member at a time: a leader that stops hands its leadership to a
+	// peer that is up (at once), and the last member has none to hand it
+	// to. Stopped all at once, a leader waits for a transfer to members
+	// that are stopping too, until its request timeout (about 7 s).
 	for _, m := range h.members {
-		wg.Add(1)
-		go func() { defer wg.Done(); m.stop(syscall.SIGTERM, 10*time.Second) }()
+		m.stop(syscall.SIGTERM, 10*time.Second)
 	}
-	wg.Wait()
-	time.Sleep(1200 * time.Millisecond) // compositors notice the lifeline
+	time.Sleep(time.Until(compositorsGone)) // compositors notice the lifeline
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
@@ -47,14 +48,23 @@ func TryAccess(clientURL, peerURL, tlsDir string) []string {
 	insecure := &tls.Config{InsecureSkipVerify: true}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, TLS: insecure, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err = cli.Get(ctx, "/hotdesk/", clientv3.WithPrefix())
-		cancel()
-		note("grpc get", err)
-		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
-		_, err = cli.Put(ctx, "/hotdesk/tokens/soft.attacker", "x")
-		cancel()
-		note("grpc put", err)
+		// The Get and the Put at once, each within its own 2 s: a refused
+		// one takes them all (the client retries until its deadline).
+		var getErr, putErr error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, getErr = cli.Get(ctx, "/hotdesk/", clientv3.WithPrefix())
+		})
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, putErr = cli.Put(ctx, "/hotdesk/tokens/soft.attacker", "x")
+		})
+		wg.Wait()
+		note("grpc get", getErr)
+		note("grpc put", putErr)
 		cli.Close()
 	} else {
 		note("grpc get", err)
