@@ -29,10 +29,10 @@ type fakeCards struct {
 	watched chan struct{} // closed at the first Watch
 	// hold, if set, keeps Watch from returning (the readers are taken
 	// already) until it is closed, as PC/SC's setup takes a while.
-	hold chan struct{}
-	once sync.Once
-	keys    map[string]ed25519.PublicKey
-	privs   map[string]ed25519.PrivateKey
+	hold  chan struct{}
+	once  sync.Once
+	keys  map[string]ed25519.PublicKey
+	privs map[string]ed25519.PrivateKey
 	// sign, if set, is what Sign does (the phone's side of SIGN); if not,
 	// the phone signs with its key.
 	sign func(ctx context.Context, token string, msg []byte) ([]byte, error)
