@@ -33,19 +33,24 @@ func (f fakePairer) Redeem(context.Context, string, pairing.Request) (registry.T
 // code untouched, still valid) is not answered as if the code were bad, so
 // a phone or terminal can tell the person to fix the key rather than ask
 // for a new code (a key enrolled already is refused so too); a bad code
-// still gets the code's message.
+// still gets the code's message. A check that found the secret checks
+// busy, or a registry that failed, is `unavailable` (try again), not a bad
+// code: the person would otherwise ask for a new one.
 func TestPairRefusalSaysWhy(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
 		err  error
+		code proto.ErrorCode
 		want string
 	}{
-		{"bad key", fmt.Errorf("pairing: redeem: %w: soft public key is a point of small order", pairing.ErrBadKey), "key"},
-		{"bad code", fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode), "pairing code invalid, expired or used"},
-		{"bad proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrBadProof), "proof of possession"},
-		{"no proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrNoProof), "signature"},
-		{"key enrolled", fmt.Errorf("pairing: redeem: token soft.x: %w", pairing.ErrKeyEnrolled), "already enrolled"},
+		{"bad key", fmt.Errorf("pairing: redeem: %w: soft public key is a point of small order", pairing.ErrBadKey), proto.ErrPairing, "key"},
+		{"bad code", fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode), proto.ErrPairing, "pairing code invalid, expired or used"},
+		{"bad proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrBadProof), proto.ErrPairing, "proof of possession"},
+		{"no proof", fmt.Errorf("pairing: redeem: %w", pairing.ErrNoProof), proto.ErrPairing, "signature"},
+		{"key enrolled", fmt.Errorf("pairing: redeem: token soft.x: %w", pairing.ErrKeyEnrolled), proto.ErrPairing, "already enrolled"},
+		{"busy", fmt.Errorf("pairing: redeem: %w: every secret check slot stayed taken", pairing.ErrBusy), proto.ErrUnavailable, "busy"},
+		{"registry down", fmt.Errorf("pairing: redeem: registry: %w", context.DeadlineExceeded), proto.ErrUnavailable, "unavailable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,8 +65,8 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 				t.Fatal(err)
 			}
 			e, ok := m.Body.(*proto.Error)
-			if !ok || e.Code != proto.ErrPairing {
-				t.Fatalf("got %+v; want Error{pairing}", m.Body)
+			if !ok || e.Code != tt.code {
+				t.Fatalf("got %+v; want Error{%v}", m.Body, tt.code)
 			}
 			if !strings.Contains(e.Message, tt.want) || tt.name != "bad code" && strings.Contains(e.Message, "code invalid") {
 				t.Fatalf("message %q; want it to say %q", e.Message, tt.want)

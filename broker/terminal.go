@@ -537,9 +537,22 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		// connection and code): nothing enrolled, the code untouched.
 		b.log.Info("pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "proof of possession of the key failed", Detail: proto.DetailProofRefused})
-	default:
-		b.log.Info("pairing refused", "terminal", t.id, "remote", t.remote, "error", err)
+	case errors.Is(err, pairing.ErrBusy):
+		// Every secret check slot stayed taken (a flood of attempts from
+		// many sources): not judged, the code untouched.
+		b.blog.Warn("pairing_busy", "pairing refused: secret checks busy", "terminal", logValue(t.id), "remote", t.remote)
+		_ = t.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing busy; try again shortly"})
+	case errors.Is(err, pairing.ErrInvalidCode):
+		b.log.Info("pairing refused", "terminal", logValue(t.id), "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrPairing, Message: "pairing code invalid, expired or used"})
+	case ctx.Err() != nil:
+		// The connection ended (or the broker stops): nobody to answer.
+	default:
+		// The registry failed, not the code: telling the person it is
+		// invalid would send them for a new one. Not judged, the code
+		// untouched.
+		b.blog.Warn("pairing_unavailable", "pairing failed", "terminal", logValue(t.id), "remote", t.remote, "error", err)
+		_ = t.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"})
 	}
 }
 

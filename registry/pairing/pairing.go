@@ -76,6 +76,10 @@ var (
 	// ErrKeyEnrolled: the proven key is already enrolled as a token; the
 	// code stays valid.
 	ErrKeyEnrolled = errors.New("pairing: key already enrolled")
+	// ErrBusy: every secret check slot stayed taken for SlotWait (a flood
+	// of attempts from many sources); the attempt was not judged and the
+	// code is untouched: try again shortly.
+	ErrBusy = errors.New("pairing: busy")
 )
 
 // Request is one redemption: a Pair message and the connection it came on.

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -76,13 +77,21 @@ func (k kdfParams) newHash(secret string) (salt, sum []byte, kdf string, err err
 	return salt, k.hash(secret, salt), k.String(), nil
 }
 
+// SlotWait bounds how long a secret check waits for a hash slot (on the
+// Pairer's clock). Beyond it the attempt is refused with ErrBusy, unjudged:
+// a flood of checks from many sources delays a pairing, and whatever a
+// terminal sent after its Pair, by this much at most instead of for as
+// long as the flood lasts.
+const SlotWait = 5 * time.Second
+
 // checkSecret reports whether secret matches the stored hash, in constant
 // time. A record without kdf holds SHA-256 of the secret (written before
 // salted hashes; such codes expire within their TTL after an upgrade and
 // are accepted until then). The slow hash runs only with one of the
-// Pairer's hash slots held (waiting for it until ctx ends), so that what
-// attackers make it hash in all is bounded whatever their number of
-// sources. A kdf this version cannot check is errKDF.
+// Pairer's hash slots held (waiting for it until ctx ends or SlotWait
+// passes: ErrBusy), so that what attackers make it hash in all is bounded
+// whatever their number of sources. A kdf this version cannot check is
+// errKDF.
 func (p *Pairer) checkSecret(ctx context.Context, secret string, salt, sum []byte, kdf string) (bool, error) {
 	if kdf == "" {
 		h := sha256.Sum256([]byte(secret))
@@ -94,8 +103,17 @@ func (p *Pairer) checkSecret(ctx context.Context, secret string, salt, sum []byt
 	}
 	select {
 	case p.hashSlots <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
+	default:
+		expired := make(chan struct{})
+		t := p.clk.AfterFunc(SlotWait, func() { close(expired) })
+		defer t.Stop()
+		select {
+		case p.hashSlots <- struct{}{}:
+		case <-expired:
+			return false, fmt.Errorf("%w: every secret check slot stayed taken for %s", ErrBusy, SlotWait)
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
 	}
 	defer func() { <-p.hashSlots }()
 	return subtle.ConstantTimeCompare(k.hash(secret, salt), sum) == 1, nil

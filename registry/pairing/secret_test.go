@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 func TestParseKDF(t *testing.T) {
@@ -62,6 +65,56 @@ func TestCheckSecretWaitsForSlot(t *testing.T) {
 	}
 	if _, err := p.checkSecret(t.Context(), "ABCDEFGH", nil, make([]byte, 32), ""); err != nil {
 		t.Errorf("a legacy check with every slot taken: err = %v; want nil", err)
+	}
+}
+
+// TestCheckSecretBusy: a check that finds every slot taken waits
+// SlotWait at most (on the Pairer's clock), then is ErrBusy; one that gets
+// a slot within it is judged.
+func TestCheckSecretBusy(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	p := New(nil, WithClock(clk))
+	salt, sum, kdf, err := currentKDF.newHash("ABCDEFGH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(p.hashSlots) {
+		p.hashSlots <- struct{}{}
+	}
+	check := func() <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			ok, err := p.checkSecret(t.Context(), "ABCDEFGH", salt, sum, kdf)
+			if err == nil && !ok {
+				err = errors.New("the right secret did not match")
+			}
+			done <- err
+		}()
+		for clk.Pending() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		return done
+	}
+	done := check()
+	clk.Advance(SlotWait - time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("check returned %v before SlotWait passed", err)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	if err := <-done; !errors.Is(err, ErrBusy) {
+		t.Fatalf("check with every slot taken for SlotWait: err = %v; want %v", err, ErrBusy)
+	}
+
+	done = check()
+	<-p.hashSlots // a slot frees within SlotWait
+	if err := <-done; err != nil {
+		t.Fatalf("check that got a slot within SlotWait: %v", err)
+	}
+	if n := clk.Pending(); n != 0 {
+		t.Errorf("%d timers left after the check got its slot; want 0", n)
 	}
 }
 
