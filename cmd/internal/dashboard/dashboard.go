@@ -12,7 +12,11 @@
 //   - A login session is a random 256-bit id in a cookie (HttpOnly, Secure,
 //     SameSite=Strict, Path=/) mapped to server-side state; it ends after
 //     SessionTTL or at logout. At most MaxSessions are kept (the oldest is
-//     dropped first).
+//     dropped first). The user's groups are looked up again at every
+//     request (and every keepalive of an event stream): a login whose user
+//     no longer has the role it was made with (taken out of AdminGroup,
+//     the account gone) ends there, so revoking an administrator holds at
+//     once, not SessionTTL later. A role gained takes a new login.
 //   - Every state-changing request is a POST carrying the session's CSRF
 //     token (a second random value, compared in constant time) and, when the
 //     browser sends one, an Origin equal to the page's own; GETs change
@@ -123,11 +127,16 @@ type Server struct {
 	log     hclog.Logger
 	handler http.Handler
 
+	// keepalive is how often an event stream sends a keepalive and looks
+	// at its user's groups again (sseKeepaliveEvery; tests shorten it).
+	keepalive time.Duration
+
 	mu       sync.Mutex
 	sessions map[string]*login // guarded by mu
 }
 
 type login struct {
+	id      string // the cookie's value, the key in Server.sessions
 	user    string
 	role    Role
 	csrf    string
@@ -156,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: map[string]*login{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, keepalive: sseKeepaliveEvery, sessions: map[string]*login{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.loginPost)
@@ -262,6 +271,25 @@ func (s *Server) current(r *http.Request) (string, *login) {
 	return c.Value, l
 }
 
+// stillAllowed reports whether l's user still has the role l was made
+// with; if not, l ends (logged). The groups are looked up anew: an
+// administrator taken out of AdminGroup, or whose account is gone, loses
+// the dashboard at the next request.
+func (s *Server) stillAllowed(l *login, remote string) bool {
+	now := s.role(l.user)
+	if now >= l.role {
+		return true
+	}
+	s.mu.Lock()
+	if s.sessions[l.id] == l {
+		delete(s.sessions, l.id)
+	}
+	s.mu.Unlock()
+	s.log.Warn("dashboard login ended: the user's groups no longer give its role", "user", l.user,
+		"role", l.role.String(), "now", now.String(), "remote", remote)
+	return false
+}
+
 // sameOrigin refuses a request whose Origin (when sent) is not this host.
 func sameOrigin(r *http.Request) bool {
 	o := r.Header.Get("Origin")
@@ -279,6 +307,9 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, l *login)
 func (s *Server) authed(min Role, h handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		_, l := s.current(r)
+		if l != nil && !s.stillAllowed(l, r.RemoteAddr) {
+			l = nil
+		}
 		if l == nil {
 			if r.Method == http.MethodGet && r.URL.Path != "/events/stream" {
 				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -388,7 +419,7 @@ func (s *Server) loginPost(w http.ResponseWriter, r *http.Request) {
 		}
 		delete(s.sessions, oldest)
 	}
-	s.sessions[id] = &login{user: user, role: role, csrf: randomToken(), created: s.cfg.Now()}
+	s.sessions[id] = &login{id: id, user: user, role: role, csrf: randomToken(), created: s.cfg.Now()}
 	s.mu.Unlock()
 	s.log.Info("dashboard login", "user", user, "role", role.String(), "remote", r.RemoteAddr)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true, Secure: true,
@@ -705,14 +736,14 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) 
 	keepaliveDone := make(chan struct{})
 	go func() {
 		defer close(keepaliveDone)
-		t := time.NewTicker(sseKeepaliveEvery)
+		t := time.NewTicker(s.keepalive)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if write([]byte(": keepalive\n\n")) != nil {
+				if !s.stillAllowed(l, r.RemoteAddr) || write([]byte(": keepalive\n\n")) != nil {
 					cancel()
 					return
 				}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -267,5 +268,77 @@ func TestLockoutsOnTokensPage(t *testing.T) {
 	}
 	if strings.Contains(body, `data-lockout="terminal:t9@10.0.0.9"`) || !strings.Contains(body, `data-lockout="user:lou"`) {
 		t.Fatalf("after the clear: want only user:lou listed:\n%s", body)
+	}
+}
+
+// TestRevokedAdminLosesLogin: an administrator taken out of the admin
+// group loses the dashboard at the next request (their login ends: no
+// kill, no pairing code for anyone, and their live event stream closes),
+// not SessionTTL later; a read-only user keeps looking while still in the
+// read-only group, and is out once their account is gone.
+func TestRevokedAdminLosesLogin(t *testing.T) {
+	s, fb := newTestServer(t)
+	var mu sync.Mutex
+	groups := map[string][]string{"root": {"hdadmin"}, "viewer": {"helpdesk"}}
+	s.cfg.Groups = func(user string) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return groups[user]
+	}
+	setGroups := func(user string, g ...string) {
+		mu.Lock()
+		groups[user] = g
+		mu.Unlock()
+	}
+	s.keepalive = 10 * time.Millisecond
+	ts := httptest.NewTLSServer(s.Handler())
+	defer ts.Close()
+
+	admin := client(t, ts)
+	_, body := post(t, admin, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}, "next": {"/sessions"}}, ts.URL)
+	m := csrfRe.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("admin login: no csrf token:\n%s", body)
+	}
+	stream, err := admin.Get(ts.URL + "/events/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if stream.StatusCode != 200 {
+		t.Fatalf("event stream: %d", stream.StatusCode)
+	}
+
+	setGroups("root", "helpdesk") // demoted to read-only
+	if code, _ := post(t, admin, ts.URL+"/sessions/s-1/kill", url.Values{"csrf": {m[1]}}, ts.URL); code != http.StatusUnauthorized {
+		t.Errorf("kill after the admin was taken out of the admin group: %d; want 401", code)
+	}
+	if killed := fb.Killed(); len(killed) != 0 {
+		t.Errorf("killed %v after the admin lost the role", killed)
+	}
+	if _, body := get(t, admin, ts.URL+"/sessions"); !strings.Contains(body, "Log in") {
+		t.Errorf("the demoted admin's login still shows the sessions:\n%s", body)
+	}
+	// The stream ends at its next keepalive.
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(io.Discard, stream.Body); done <- err }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Error("the demoted admin's event stream is still open")
+	}
+
+	viewer := client(t, ts)
+	post(t, viewer, ts.URL+"/login", url.Values{"user": {"viewer"}, "password": {"v"}}, "")
+	if _, body := get(t, viewer, ts.URL+"/sessions"); !strings.Contains(body, "viewer (read-only)") {
+		t.Fatalf("read-only login:\n%s", body)
+	}
+	setGroups("viewer", "helpdesk", "hdadmin") // a role gained takes a new login
+	if _, body := get(t, viewer, ts.URL+"/sessions"); !strings.Contains(body, "viewer (read-only)") {
+		t.Errorf("a promoted read-only login: want it kept, read-only:\n%s", body)
+	}
+	setGroups("viewer") // the account is gone
+	if _, body := get(t, viewer, ts.URL+"/sessions"); !strings.Contains(body, "Log in") {
+		t.Errorf("the login of a user without groups still shows the sessions:\n%s", body)
 	}
 }
