@@ -172,6 +172,30 @@ func startPairPhone(ctx context.Context, a *agent, label string, wait time.Durat
 	return done
 }
 
+// stillPairing fails the test if the pairing whose error comes on done
+// (startPairPhone's) has ended; when says when it should not have.
+func stillPairing(t *testing.T, done <-chan error, when string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s: PairPhone = %v; want it still waiting", when, err)
+	default:
+	}
+}
+
+// awaitPairing waits for the error of the pairing whose error comes on
+// done (startPairPhone's); it fails the test with failure if none comes.
+func awaitPairing(t *testing.T, done <-chan error, failure string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(waitBound):
+		t.Fatal(failure)
+		return nil
+	}
+}
+
 // enrollPhone presents a new phone to a pairing that waits for one (its
 // error to come on done), answers the Pair on the connection it makes to
 // home, and waits for the pairing to succeed. It returns the phone's
@@ -529,19 +553,11 @@ func TestAgentPairPhoneSignWait(t *testing.T) {
 		t.Fatal("the phone was not asked to sign")
 	}
 	clk.Advance(phoneSignWait - time.Millisecond)
-	select {
-	case err := <-done:
-		t.Fatalf("PairPhone ended before the phone's time was up: %v", err)
-	default:
-	}
+	stillPairing(t, done, "before the phone's time was up")
 	clk.Advance(time.Millisecond)
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "did not sign within 30s") {
-			t.Fatalf("PairPhone = %v; want the phone did not sign within 30s", err)
-		}
-	case <-time.After(waitBound):
-		t.Fatalf("PairPhone still waits for the phone %v after it was asked to sign", phoneSignWait)
+	err := awaitPairing(t, done, fmt.Sprintf("PairPhone still waits for the phone %v after it was asked to sign", phoneSignWait))
+	if err == nil || !strings.Contains(err.Error(), "did not sign within 30s") {
+		t.Fatalf("PairPhone = %v; want the phone did not sign within 30s", err)
 	}
 	if m, err := enroll.c.Recv(); err == nil {
 		t.Fatalf("broker got %T %+v after the phone did not sign; want the connection closed, no Pair", m.Body, m.Body)
@@ -600,11 +616,7 @@ func TestAgentPairPhoneCancelled(t *testing.T) {
 			if tt.cancel {
 				cancel()
 			}
-			select {
-			case err = <-done:
-			case <-time.After(waitBound):
-				t.Fatal("PairPhone did not return")
-			}
+			err = awaitPairing(t, done, "PairPhone did not return")
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("PairPhone = %v; want %q", err, tt.want)
 			}
@@ -634,17 +646,9 @@ func TestAgentPairPhoneWaitOnClock(t *testing.T) {
 	if n := clk.Pending(); n != 1 {
 		t.Fatalf("a millisecond before the wait's end: %d timers pending; want the wait's", n)
 	}
-	select {
-	case err := <-done:
-		t.Fatalf("PairPhone = %v a millisecond before the wait's end; want it still waiting", err)
-	default:
-	}
+	stillPairing(t, done, "a millisecond before the wait's end")
 	clk.Advance(time.Millisecond)
-	select {
-	case err = <-done:
-	case <-time.After(waitBound):
-		t.Fatal("PairPhone did not return at the wait's end on the clock")
-	}
+	err = awaitPairing(t, done, "PairPhone did not return at the wait's end on the clock")
 	if want := "pair: no phone presented within 1h0m0s"; err == nil || err.Error() != want {
 		t.Fatalf("PairPhone = %v; want %q", err, want)
 	}
