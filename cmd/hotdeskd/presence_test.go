@@ -18,18 +18,19 @@ import (
 )
 
 // presenceRegistry starts an etcd of the test's own and a registry on it
-// (server p1), closed when the test ends.
-func presenceRegistry(t *testing.T) *registry.Registry {
+// (server p1), closed when the test ends. It returns the registry and a
+// context for the test's calls that ends after d.
+func presenceRegistry(t *testing.T, d time.Duration) (context.Context, *registry.Registry) {
 	t.Helper()
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
 	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
-	return reg
+	return ctx, reg
 }
 
 // TestPresenceSharedID: terminal ids are the peer's word. A second client
@@ -65,7 +66,7 @@ func TestPresenceSharedID(t *testing.T) {
 func TestPresenceHeartbeatOnClock(t *testing.T) {
 	t.Parallel()
 	// The registry's lease runs in real time: only presence is on clk.
-	reg := presenceRegistry(t)
+	_, reg := presenceRegistry(t, time.Minute)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	p := newPresence(&daemon{clk: clk, reg: reg}, testutil.Logger(t, "presence", hclog.Debug))
 	bus := broker.NewBus(nil)
@@ -111,9 +112,7 @@ func TestPresenceHeartbeatOnClock(t *testing.T) {
 // another connection of the same id with it.
 func TestPresenceDropsMissedDisconnects(t *testing.T) {
 	t.Parallel() // its own etcd
-	reg := presenceRegistry(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, reg := presenceRegistry(t, 30*time.Second)
 	p := newPresence(&daemon{clk: clock.Real{}, reg: reg}, hclog.NewNullLogger())
 	live := []broker.TerminalConn{{ID: "term-1", Remote: "10.0.0.5:40000"}}
 	p.live = func() ([]broker.TerminalConn, bool) { return live, true }
@@ -162,9 +161,7 @@ func TestPresenceDropsMissedDisconnects(t *testing.T) {
 // is no broker to ask, are kept.
 func TestPresenceForgetsMissedDestroys(t *testing.T) {
 	t.Parallel() // its own etcd
-	reg := presenceRegistry(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, reg := presenceRegistry(t, 30*time.Second)
 	p := newPresence(&daemon{clk: clock.Real{}, reg: reg}, hclog.NewNullLogger())
 	p.live = func() ([]broker.TerminalConn, bool) { return nil, false }
 	runs, asked := []string{"s-1"}, false
@@ -210,9 +207,7 @@ func TestPresenceForgetsMissedDestroys(t *testing.T) {
 // record).
 func TestPresenceBadRecordKeepsHeartbeat(t *testing.T) {
 	t.Parallel() // its own etcd
-	reg := presenceRegistry(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ctx, reg := presenceRegistry(t, 60*time.Second)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	var out testutil.LockedBuffer
 	p := newPresence(&daemon{clk: clk, reg: reg}, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
