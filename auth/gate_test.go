@@ -27,36 +27,72 @@ func (s *stallServices) AuthenticateService(ctx context.Context, service string,
 	}
 }
 
+// stalledGate is a Gate over stallServices: every login it admits stalls
+// until release, or until its context ends.
+type stalledGate struct {
+	svc     *stallServices
+	g       *auth.Gate
+	ctx     context.Context // the tests' bound
+	wg      sync.WaitGroup  // the logins
+	release func()          // ends the stalled logins; idempotent
+}
+
+// newStalledGate returns a stalledGate with cfg; its logins are released
+// and waited for when the test ends.
+func newStalledGate(t *testing.T, cfg auth.GateConfig) *stalledGate {
+	svc := &stallServices{started: make(chan struct{}, 100), release: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sg := &stalledGate{svc: svc, g: auth.NewGate(svc, cfg), ctx: ctx, release: sync.OnceFunc(func() { close(svc.release) })}
+	t.Cleanup(func() {
+		sg.release()
+		sg.wg.Wait()
+		cancel()
+	})
+	return sg
+}
+
+// login starts a login of req with ctx and returns nil once the gate has
+// admitted it (it stalls then), else the gate's refusal. The login's error
+// comes on done when it ends.
+func (sg *stalledGate) login(ctx context.Context, req auth.Request) (done <-chan error, err error) {
+	ch := make(chan error, 1)
+	sg.wg.Add(1)
+	go func() {
+		defer sg.wg.Done()
+		_, err := sg.g.AuthenticateService(ctx, "hotdesk", req, nil)
+		ch <- err
+	}()
+	select {
+	case <-sg.svc.started:
+		return ch, nil
+	case err := <-ch:
+		return ch, err
+	}
+}
+
 // TestGateBoundsStalledLogins: stalled logins use up the slots of their
 // source, user and terminal only; others still get in, and a refusal is
 // immediate.
 func TestGateBoundsStalledLogins(t *testing.T) {
-	svc := &stallServices{started: make(chan struct{}, 100), release: make(chan struct{})}
-	g := auth.NewGate(svc, auth.GateConfig{Max: 6, PerSource: 3, PerUser: 2, PerTerminal: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
+	sg := newStalledGate(t, auth.GateConfig{Max: 6, PerSource: 3, PerUser: 2, PerTerminal: 1})
+	g := sg.g
 	start := func(req auth.Request) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = g.AuthenticateService(ctx, "hotdesk", req, nil)
-		}()
-		<-svc.started
+		t.Helper()
+		if _, err := sg.login(sg.ctx, req); err != nil {
+			t.Fatalf("stalled login %+v: err = %v; want admitted", req, err)
+		}
 	}
+	// try reports whether req is admitted, and ends it if it is.
 	try := func(req auth.Request) error {
-		c, cancel := context.WithCancel(ctx)
+		c, cancel := context.WithCancel(sg.ctx)
 		defer cancel()
-		done := make(chan error, 1)
-		go func() { _, err := g.AuthenticateService(c, "hotdesk", req, nil); done <- err }()
-		select {
-		case <-svc.started:
-			cancel()
-			<-done
-			return nil
-		case err := <-done:
+		done, err := sg.login(c, req)
+		if err != nil {
 			return err
 		}
+		cancel()
+		<-done
+		return nil
 	}
 	// The attacker at 10.0.0.66: three stalled logins with random names.
 	start(auth.Request{User: "x1", TerminalID: "t1", RemoteAddr: "10.0.0.66:1000"})
@@ -94,8 +130,8 @@ func TestGateBoundsStalledLogins(t *testing.T) {
 	if err := try(auth.Request{User: "frank", TerminalID: "z", RemoteAddr: "10.0.3.1:1"}); !errors.Is(err, auth.ErrBusy) {
 		t.Errorf("login over the total: err = %v; want ErrBusy", err)
 	}
-	close(svc.release)
-	wg.Wait()
+	sg.release()
+	sg.wg.Wait()
 	if got := g.InProgress(); got != 0 {
 		t.Fatalf("in progress after release = %d; want 0", got)
 	}
@@ -109,27 +145,11 @@ func TestGateBoundsStalledLogins(t *testing.T) {
 // a /64 does not get a budget per address. Another /64 is another source;
 // a terminal's own slot stays keyed by its address, not its /64.
 func TestGateIPv6SourceIsA64(t *testing.T) {
-	svc := &stallServices{started: make(chan struct{}, 100), release: make(chan struct{})}
-	g := auth.NewGate(svc, auth.GateConfig{Max: 20, PerSource: 3, PerUser: 5, PerTerminal: 1})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(svc.release)
+	sg := newStalledGate(t, auth.GateConfig{Max: 20, PerSource: 3, PerUser: 5, PerTerminal: 1})
 	login := func(user, terminal, remote string) error {
-		done := make(chan error, 1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := g.AuthenticateService(ctx, "hotdesk", auth.Request{User: user, TerminalID: terminal, RemoteAddr: remote}, nil)
-			done <- err
-		}()
-		select {
-		case <-svc.started:
-			return nil // admitted: it stalls until the end
-		case err := <-done:
-			return err
-		}
+		// Admitted, it stalls until the end.
+		_, err := sg.login(sg.ctx, auth.Request{User: user, TerminalID: terminal, RemoteAddr: remote})
+		return err
 	}
 	// Three addresses of one /64: its whole budget.
 	for i, a := range []string{"[2001:db8:1:2::a]:1", "[2001:db8:1:2::b]:1", "[2001:db8:1:2:ffff::c]:1"} {

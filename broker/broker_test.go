@@ -478,27 +478,11 @@ func TestShutdownStartsNothingAfter(t *testing.T) {
 		_, err = proto.ClientHandshake(c, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: "late"})
 		return err == nil
 	}
-	stop := make(chan struct{})
-	var dialers sync.WaitGroup
-	for range 4 {
-		dialers.Add(1)
-		go func() {
-			defer dialers.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					welcomed()
-				}
-			}
-		}()
-	}
+	stopDialers := repeatConcurrently(4, func() { welcomed() })
 	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
 	defer cancel()
 	err := e.b.Shutdown(ctx)
-	close(stop)
-	dialers.Wait()
+	stopDialers()
 	if err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
@@ -510,6 +494,31 @@ func TestShutdownStartsNothingAfter(t *testing.T) {
 	}
 }
 
+// repeatConcurrently runs f over and over in n goroutines until the stop
+// it returns is called; stop returns when they have ended.
+func repeatConcurrently(n int, f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+					f()
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
 // TestCompositorCrashWhileListed: compositors that die while an
 // administrator's listing (Sessions: hotdeskctl, the dashboard, metrics)
 // reads their sessions: the crash's bookkeeping and the listing do not
@@ -517,23 +526,7 @@ func TestShutdownStartsNothingAfter(t *testing.T) {
 func TestCompositorCrashWhileListed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "b1", nil)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	defer func() { close(stop); wg.Wait() }()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-					_ = e.b.Sessions()
-				}
-			}
-		}()
-	}
+	defer repeatConcurrently(8, func() { _ = e.b.Sessions() })()
 	for i := range 6 {
 		_, _, tm, att := e.login(fmt.Sprintf("crash%d", i), fmt.Sprintf("term-%d", i))
 		if err := syscall.Kill(sessionInfo(t, e.b, att.SessionID).PID, syscall.SIGKILL); err != nil {

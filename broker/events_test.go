@@ -15,13 +15,20 @@ import (
 	"github.com/hotdesk/hotdesk/proto"
 )
 
+// newEventsEnv returns an env (broker b1) that emits its events on a bus,
+// and a subscription to that bus.
+func newEventsEnv(t *testing.T) (*env, *Subscription) {
+	t.Helper()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	return newEnvWith(t, "b1", envOptions{events: bus}), sub
+}
+
 // TestEventsOfLifecycle: every step of the lifecycle and every admin action
 // emits its event, with the session, user, token and terminal on it.
 func TestEventsOfLifecycle(t *testing.T) {
 	t.Parallel()
-	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
-	e := newEnvWith(t, "b1", envOptions{events: bus})
+	e, sub := newEventsEnv(t)
 	tok, key := e.enroll("alice")
 	t1, t2 := e.dial("term-1"), e.dial("term-2")
 	t1.hold(tok, key)
@@ -195,9 +202,7 @@ func TestTerminalConns(t *testing.T) {
 // emits nothing.
 func TestTokenRemovedOfRefused(t *testing.T) {
 	t.Parallel()
-	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
-	e := newEnvWith(t, "b1", envOptions{events: bus})
+	e, sub := newEventsEnv(t)
 	tm := e.dial("term-1")
 	tok := func(i int) string { return fmt.Sprintf("uid.0a0b0c%02d", i) }
 	refused := func(i int) {
@@ -252,9 +257,7 @@ func TestTokenRemovedOfRefused(t *testing.T) {
 // and its removal records nothing.
 func TestMalformedTokenNotEmitted(t *testing.T) {
 	t.Parallel()
-	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
-	e := newEnvWith(t, "b1", envOptions{events: bus})
+	e, sub := newEventsEnv(t)
 	tm := e.dial("term-1")
 	for _, bad := range []string{
 		"\x1b]52;c;aGVsbG8=\x07\x1b[2J" + strings.Repeat("A", 6000),

@@ -10,15 +10,22 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
+// newLoggedBus returns a bus that logs at info to out, and a subscription
+// to it (1000 deep) closed when the test ends.
+func newLoggedBus(t *testing.T) (bus *Bus, sub *Subscription, out *testutil.LockedBuffer) {
+	out = &testutil.LockedBuffer{}
+	bus = NewBus(hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info}))
+	sub = bus.Subscribe(1000)
+	t.Cleanup(sub.Close)
+	return bus, sub, out
+}
+
 // TestBusFloodOfRefusals: a flood of refused tokens (hostile ids: huge,
 // with newlines) costs the event log one line, bounded in size, while
 // subscribers still get every event and ordinary events are each logged.
 func TestBusFloodOfRefusals(t *testing.T) {
 	t.Parallel()
-	var out testutil.LockedBuffer
-	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
-	sub := bus.Subscribe(1000)
-	defer sub.Close()
+	bus, sub, out := newLoggedBus(t)
 	hostile := strings.Repeat("uid.41\nFAKE [ERROR] line ", 4000) // ~90 KB
 	const n = 500
 	for range n {
@@ -51,10 +58,7 @@ func TestBusFloodOfRefusals(t *testing.T) {
 // while subscribers (the event log, the hook, presence) get every one.
 func TestBusFloodOfTokenEvents(t *testing.T) {
 	t.Parallel()
-	var out testutil.LockedBuffer
-	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
-	sub := bus.Subscribe(1000)
-	defer sub.Close()
+	bus, sub, out := newLoggedBus(t)
 	const n = 300
 	for range n {
 		bus.Emit(event.Event{Kind: event.TokenInserted, Token: "uid.0a0b0c0d", Terminal: "t-1"})

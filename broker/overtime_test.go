@@ -388,16 +388,24 @@ func TestRestartTakesOverClaims(t *testing.T) {
 	}
 }
 
+// unansweredChallenge dials a terminal to a new broker and inserts an
+// enrolled token there whose key it does not hold: the token's challenge,
+// returned, stays unanswered.
+func unansweredChallenge(t *testing.T) (tm *term, tok string, ch *proto.Challenge) {
+	t.Helper()
+	e := newEnv(t, "b1", nil)
+	tok, _ = e.enroll("cid")
+	tm = e.dial("term-1")
+	tm.insert(tok)
+	return tm, tok, expectMsg[proto.Challenge](tm)
+}
+
 // TestCardPulledMidChallenge: a token removed while its challenge is
 // outstanding gets Error{cancelled}, distinct from a failed proof
 // (auth_failed), so a terminal can tell "card pulled" from "wrong key".
 func TestCardPulledMidChallenge(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, "b1", nil)
-	tok, _ := e.enroll("cid")
-	tm := e.dial("term-1")
-	tm.insert(tok) // no key held: the challenge stays unanswered
-	expectMsg[proto.Challenge](tm)
+	tm, tok, _ := unansweredChallenge(t)
 	tm.remove(tok)
 	for {
 		switch m := tm.next().(type) {
@@ -421,11 +429,7 @@ func TestCardPulledMidChallenge(t *testing.T) {
 // proof timeout and was answered auth_failed, as a wrong key would be).
 func TestCardTappedTwicePulledMidChallenge(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, "b1", nil)
-	tok, _ := e.enroll("cid")
-	tm := e.dial("term-1")
-	tm.insert(tok) // no key held: the challenge stays unanswered
-	ch := expectMsg[proto.Challenge](tm)
+	tm, tok, ch := unansweredChallenge(t)
 	tm.insert(tok)
 	tm.remove(tok)
 	for answered := 0; answered < 2; {

@@ -1,7 +1,6 @@
 package registry_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -24,8 +23,7 @@ import (
 func TestFailureCountConcurrent(t *testing.T) {
 	t.Parallel()
 	_, regs := newGroup(t, "fa", "fb")
-	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-	defer cancel()
+	ctx := tctx(t)
 	const each = 15
 	counts := make([][]int, len(regs))
 	var fns []func() error
@@ -63,8 +61,7 @@ func TestFailureCountLimit(t *testing.T) {
 	t.Parallel()
 	eps, regs := newGroup(t, "fl")
 	r := regs[0]
-	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-	defer cancel()
+	ctx := tctx(t)
 	for want := 1; want <= 3; want++ {
 		if f, err := r.CountFailure(ctx, "token:card1", time.Hour, 3); err != nil || f.Count != want || f.Server != "fl" {
 			t.Fatalf("failure %d: %+v, %v; want count %d by fl", want, f, err, want)
@@ -105,8 +102,7 @@ func TestFailureCountExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-	defer cancel()
+	ctx := tctx(t)
 	// By the stored time: the lease (an hour) still holds the record.
 	for range 2 {
 		if _, err := r.CountFailure(ctx, "user:bob", time.Hour, 0); err != nil {
@@ -141,8 +137,7 @@ func TestFailureCountClearAndWatch(t *testing.T) {
 	t.Parallel()
 	_, regs := newGroup(t, "fw1", "fw2")
 	a, b := regs[0], regs[1]
-	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-	defer cancel()
+	ctx := tctx(t)
 	if _, err := a.CountFailure(ctx, "user:dave", time.Hour, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +198,7 @@ func TestFailureCountLeasesBounded(t *testing.T) {
 	t.Parallel()
 	eps, regs := newGroup(t, "fs")
 	r := regs[0]
-	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-	defer cancel()
+	ctx := tctx(t)
 	const keys = 40
 	for i := range keys {
 		if _, err := r.CountFailure(ctx, fmt.Sprintf("user:u%d", i), time.Hour, 2); err != nil {

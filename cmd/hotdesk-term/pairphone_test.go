@@ -147,12 +147,69 @@ func startCardAgent(t *testing.T, ui func(event)) (*fakeBroker, *fakeCards, *tes
 		c.UI = ui
 	})
 	p := home.accept()
+	awaitWatched(t, fc)
+	return home, fc, ta, p
+}
+
+// awaitWatched waits for the agent to watch fc's readers.
+func awaitWatched(t *testing.T, fc *fakeCards) {
+	t.Helper()
 	select {
 	case <-fc.watched:
 	case <-time.After(waitBound):
 		t.Fatal("the agent does not watch the card readers")
 	}
-	return home, fc, ta, p
+}
+
+// startPairPhone runs a.PairPhone with the code abcd-efgh-jkmn in a
+// goroutine; its error comes on the returned channel.
+func startPairPhone(ctx context.Context, a *agent, label string, wait time.Duration) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.PairPhone(ctx, "abcd-efgh-jkmn", label, wait)
+		done <- err
+	}()
+	return done
+}
+
+// stillPairing fails the test if the pairing whose error comes on done
+// (startPairPhone's) has ended; when says when it should not have.
+func stillPairing(t *testing.T, done <-chan error, when string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s: PairPhone = %v; want it still waiting", when, err)
+	default:
+	}
+}
+
+// awaitPairing waits for the error of the pairing whose error comes on
+// done (startPairPhone's); it fails the test with failure if none comes.
+func awaitPairing(t *testing.T, done <-chan error, failure string) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(waitBound):
+		t.Fatal(failure)
+		return nil
+	}
+}
+
+// enrollPhone presents a new phone to a pairing that waits for one (its
+// error to come on done), answers the Pair on the connection it makes to
+// home, and waits for the pairing to succeed. It returns the phone's
+// token id.
+func enrollPhone(t *testing.T, fc *fakeCards, home *fakeBroker, done <-chan error) string {
+	t.Helper()
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	expect[proto.Pair](enroll)
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // waitingUI returns a UI that sends on the returned channel when the agent
@@ -240,16 +297,8 @@ func TestAgentPairPhoneWhileStarting(t *testing.T) {
 	release := sync.OnceFunc(func() { close(fc.hold) })
 	t.Cleanup(release) // before the agent's stop
 	p := home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "Desk 1", waitBound)
-		done <- err
-	}()
+	awaitWatched(t, fc)
+	done := startPairPhone(context.Background(), ta.agent, "Desk 1", waitBound)
 	select {
 	case err := <-done:
 		t.Fatalf("PairPhone while the agent takes the readers = %v; want it to wait for the agent", err)
@@ -257,13 +306,7 @@ func TestAgentPairPhoneWhileStarting(t *testing.T) {
 	}
 	release()
 	awaitWaiting(t, waiting, "PairPhone does not wait for a phone once the agent runs")
-	tok, _ := fc.insertPhone(t)
-	enroll := home.accept()
-	expect[proto.Pair](enroll)
-	enroll.send(&proto.Paired{Token: tok, User: "alice"})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	enrollPhone(t, fc, home, done)
 	p.ping(1) // the agent's connection saw nothing of the phone
 }
 
@@ -277,19 +320,9 @@ func TestAgentPairedPhoneNotPresentedLater(t *testing.T) {
 	t.Parallel()
 	ui, waiting := waitingUI()
 	home, fc, ta, p := startCardAgent(t, ui)
-	done := make(chan error, 1)
-	go func() {
-		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "Desk 1", waitBound)
-		done <- err
-	}()
+	done := startPairPhone(context.Background(), ta.agent, "Desk 1", waitBound)
 	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
-	tok, _ := fc.insertPhone(t)
-	enroll := home.accept()
-	expect[proto.Pair](enroll)
-	enroll.send(&proto.Paired{Token: tok, User: "alice"})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	tok := enrollPhone(t, fc, home, done)
 	p.ping(1)
 
 	// The broker connection is lost and made again, the phone still there.
@@ -465,11 +498,7 @@ func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
 		return ed25519.Sign(fc.privs[token], msg), nil
 	}
 	fc.mu.Unlock()
-	done := make(chan error, 1)
-	go func() {
-		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", waitBound)
-		done <- err
-	}()
+	done := startPairPhone(context.Background(), ta.agent, "", waitBound)
 	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
 	tok, _ := fc.insertPhone(t)
 	enroll := home.accept()
@@ -514,11 +543,7 @@ func TestAgentPairPhoneSignWait(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	fc.mu.Unlock()
-	done := make(chan error, 1)
-	go func() {
-		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", time.Hour)
-		done <- err
-	}()
+	done := startPairPhone(context.Background(), ta.agent, "", time.Hour)
 	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
 	fc.insertPhone(t)
 	enroll := home.accept()
@@ -528,19 +553,11 @@ func TestAgentPairPhoneSignWait(t *testing.T) {
 		t.Fatal("the phone was not asked to sign")
 	}
 	clk.Advance(phoneSignWait - time.Millisecond)
-	select {
-	case err := <-done:
-		t.Fatalf("PairPhone ended before the phone's time was up: %v", err)
-	default:
-	}
+	stillPairing(t, done, "before the phone's time was up")
 	clk.Advance(time.Millisecond)
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "did not sign within 30s") {
-			t.Fatalf("PairPhone = %v; want the phone did not sign within 30s", err)
-		}
-	case <-time.After(waitBound):
-		t.Fatalf("PairPhone still waits for the phone %v after it was asked to sign", phoneSignWait)
+	err := awaitPairing(t, done, fmt.Sprintf("PairPhone still waits for the phone %v after it was asked to sign", phoneSignWait))
+	if err == nil || !strings.Contains(err.Error(), "did not sign within 30s") {
+		t.Fatalf("PairPhone = %v; want the phone did not sign within 30s", err)
 	}
 	if m, err := enroll.c.Recv(); err == nil {
 		t.Fatalf("broker got %T %+v after the phone did not sign; want the connection closed, no Pair", m.Body, m.Body)
@@ -563,11 +580,7 @@ func startPhoneAgent(t *testing.T, pingInterval time.Duration) (waiting <-chan s
 		c.Clock = clk
 	})
 	home.accept()
-	select {
-	case <-fc.watched:
-	case <-time.After(waitBound):
-		t.Fatal("the agent does not watch the card readers")
-	}
+	awaitWatched(t, fc)
 	return waiting, clk, home, fc, ta
 }
 
@@ -598,20 +611,12 @@ func TestAgentPairPhoneCancelled(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			done := make(chan error, 1)
-			go func() {
-				_, err := a.PairPhone(ctx, "abcd-efgh-jkmn", "", tt.wait)
-				done <- err
-			}()
+			done := startPairPhone(ctx, a, "", tt.wait)
 			awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
 			if tt.cancel {
 				cancel()
 			}
-			select {
-			case err = <-done:
-			case <-time.After(waitBound):
-				t.Fatal("PairPhone did not return")
-			}
+			err = awaitPairing(t, done, "PairPhone did not return")
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("PairPhone = %v; want %q", err, tt.want)
 			}
@@ -634,28 +639,16 @@ func TestAgentPairPhoneWaitOnClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.PairPhone(context.Background(), "abcd-efgh-jkmn", "", time.Hour)
-		done <- err
-	}()
+	done := startPairPhone(context.Background(), a, "", time.Hour)
 	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
 	testutil.WaitFor(t, waitBound, "the wait for a phone set on the clock", func() bool { return clk.Pending() == 1 })
 	clk.Advance(time.Hour - time.Millisecond)
 	if n := clk.Pending(); n != 1 {
 		t.Fatalf("a millisecond before the wait's end: %d timers pending; want the wait's", n)
 	}
-	select {
-	case err := <-done:
-		t.Fatalf("PairPhone = %v a millisecond before the wait's end; want it still waiting", err)
-	default:
-	}
+	stillPairing(t, done, "a millisecond before the wait's end")
 	clk.Advance(time.Millisecond)
-	select {
-	case err = <-done:
-	case <-time.After(waitBound):
-		t.Fatal("PairPhone did not return at the wait's end on the clock")
-	}
+	err = awaitPairing(t, done, "PairPhone did not return at the wait's end on the clock")
 	if want := "pair: no phone presented within 1h0m0s"; err == nil || err.Error() != want {
 		t.Fatalf("PairPhone = %v; want %q", err, want)
 	}
@@ -673,11 +666,7 @@ func TestAgentPairPhoneHoldsOtherCards(t *testing.T) {
 	t.Parallel()
 	ui, waiting := waitingUI()
 	home, fc, ta, p := startCardAgent(t, ui)
-	done := make(chan error, 1)
-	go func() {
-		_, err := ta.PairPhone(context.Background(), "abcd-efgh-jkmn", "", waitBound)
-		done <- err
-	}()
+	done := startPairPhone(context.Background(), ta.agent, "", waitBound)
 	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
 	fc.insertCard(t, "uid.01020304", "r1")
 	if ev := ta.out.wait("not_phone"); ev["token"] != "uid.01020304" || ev["reader"] != "r1" {

@@ -678,13 +678,8 @@ func superviseGreeter(ctx context.Context, clk clock.Clock, log hclog.Logger, ui
 		why := w.Err()
 		for {
 			log.Warn("greeter window closed by the display; opening it again", "error", why, "in", wait)
-			due := make(chan struct{})
-			t := clk.AfterFunc(wait, func() { close(due) })
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !clock.Sleep(ctx, clk, wait) {
 				return
-			case <-due:
 			}
 			wait = min(2*wait, greeterRetryMax)
 			nw, err := open()

@@ -98,13 +98,7 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 			abandoned = append(abandoned, prev)
 		}
 		s.log.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
-		due := make(chan struct{})
-		t := s.clk.AfterFunc(backoff, func() { close(due) })
-		select {
-		case <-ctx.Done():
-			t.Stop()
-		case <-due:
-		}
+		clock.Sleep(ctx, s.clk, backoff)
 		backoff = min(2*backoff, s.maxBackoff)
 	}
 }

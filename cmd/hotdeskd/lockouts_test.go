@@ -157,15 +157,8 @@ func TestLockoutShareLongKeyIsNoOutage(t *testing.T) {
 // failure after the outage would lock the user out.
 func TestLockoutShareOutageKeepsResets(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	proxy := etcdtest.NewProxy(t, eps[0])
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
-	storeA, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
-		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct := newTestStore(t, eps, "b")
+	storeA, proxy, direct := proxiedStore(t, clk)
 	count := func(key string) int { return groupCount(t, direct, key) }
 	var out testutil.LockedBuffer
 	_, a := startShare(t, storeA, "a", 3, clk, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
@@ -199,15 +192,8 @@ func TestLockoutShareOutageKeepsResets(t *testing.T) {
 // The ops are shared one by one, in the test's goroutine, as run would.
 func TestLockoutShareRetriesOnItsClock(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	proxy := etcdtest.NewProxy(t, eps[0])
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
-	store, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
-		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct := newTestStore(t, eps, "b")
+	store, proxy, direct := proxiedStore(t, clk)
 	count := func(key string) int { return groupCount(t, direct, key) }
 	s, _ := newShare(store, "a", 3, clk, testutil.Logger(t, "a", hclog.Info))
 	ctx := t.Context()
@@ -222,12 +208,7 @@ func TestLockoutShareRetriesOnItsClock(t *testing.T) {
 	if !s.down {
 		t.Fatal("a clearing the registry did not answer: the share is not down; want down")
 	}
-	proxy.CloseConns()
-	proxy.Heal()
-	testutil.WaitFor(t, time.Minute, "the registry reachable again", func() bool {
-		_, err := store.FailureCounts(ctx)
-		return err == nil
-	})
+	healProxy(t, proxy, store)
 
 	s.share(ctx, shareOp{key: "user:early"})
 	clk.Advance(shareRetry - time.Millisecond)
@@ -327,6 +308,33 @@ func groupCount(t *testing.T, store *registry.Store, key string) int {
 	return 0
 }
 
+// proxiedStore starts an etcd and returns a store of server a that
+// reaches it through proxy (its calls time out after 500 ms, on clk), and
+// a store of server b that reaches it directly.
+func proxiedStore(t *testing.T, clk *clock.Fake) (store *registry.Store, proxy *etcdtest.Proxy, direct *registry.Store) {
+	t.Helper()
+	eps := etcdtest.Start(t)
+	proxy = etcdtest.NewProxy(t, eps[0])
+	store, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
+		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, proxy, newTestStore(t, eps, "b")
+}
+
+// healProxy ends proxy's partition, its connections with it, and waits
+// until store reaches the registry again.
+func healProxy(t *testing.T, proxy *etcdtest.Proxy, store *registry.Store) {
+	t.Helper()
+	proxy.CloseConns()
+	proxy.Heal()
+	testutil.WaitFor(t, time.Minute, "the registry reachable again", func() bool {
+		_, err := store.FailureCounts(t.Context())
+		return err == nil
+	})
+}
+
 // newTestStore is a registry store of server id on the etcd at eps.
 func newTestStore(t *testing.T, eps []string, id string) *registry.Store {
 	t.Helper()
@@ -343,27 +351,15 @@ func newTestStore(t *testing.T, eps []string, id string) *registry.Store {
 // share's clock; a lockout over before the registry came back is not.
 func TestLockoutShareRetriesLockouts(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	proxy := etcdtest.NewProxy(t, eps[0])
 	clk := clock.NewFake(time.Now())
-	store, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
-		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk))
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct := newTestStore(t, eps, "b")
+	store, proxy, direct := proxiedStore(t, clk)
 	s, _ := newShare(store, "a", 3, clk, testutil.Logger(t, "a", hclog.Info))
 	runShare(t, s)
 	proxy.Blackhole()
 	s.started(auth.Lockout{Key: "user:mal", Until: clk.Now().Add(time.Hour), Level: 1})
 	s.started(auth.Lockout{Key: "user:brief", Until: clk.Now().Add(shareRetry / 2), Level: 1})
 	testutil.WaitFor(t, time.Minute, "the retry armed", func() bool { return clk.Pending() > 0 })
-	proxy.CloseConns()
-	proxy.Heal()
-	testutil.WaitFor(t, time.Minute, "the registry reachable again", func() bool {
-		_, err := store.FailureCounts(t.Context())
-		return err == nil
-	})
+	healProxy(t, proxy, store)
 	lockouts := func() []string {
 		t.Helper()
 		los, err := direct.Lockouts(t.Context())

@@ -17,6 +17,22 @@ import (
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
+// presenceRegistry starts an etcd of the test's own and a registry on it
+// (server p1), closed when the test ends. It returns the registry and a
+// context for the test's calls that ends after d.
+func presenceRegistry(t *testing.T, d time.Duration) (context.Context, *registry.Registry) {
+	t.Helper()
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	return ctx, reg
+}
+
 // TestPresenceSharedID: terminal ids are the peer's word. A second client
 // naming a connected terminal's id (and leaving again) must neither take
 // the terminal's record with it nor leave its own address behind.
@@ -49,13 +65,8 @@ func TestPresenceSharedID(t *testing.T) {
 // daemon's clock and refreshed every presenceHeartbeat on it, not before.
 func TestPresenceHeartbeatOnClock(t *testing.T) {
 	t.Parallel()
-	cli := etcdtest.Client(t, etcdtest.Start(t))
 	// The registry's lease runs in real time: only presence is on clk.
-	reg, err := registry.New(t.Context(), cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
+	_, reg := presenceRegistry(t, time.Minute)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	p := newPresence(&daemon{clk: clk, reg: reg}, testutil.Logger(t, "presence", hclog.Debug))
 	bus := broker.NewBus(nil)
@@ -101,14 +112,7 @@ func TestPresenceHeartbeatOnClock(t *testing.T) {
 // another connection of the same id with it.
 func TestPresenceDropsMissedDisconnects(t *testing.T) {
 	t.Parallel() // its own etcd
-	cli := etcdtest.Client(t, etcdtest.Start(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
+	ctx, reg := presenceRegistry(t, 30*time.Second)
 	p := newPresence(&daemon{clk: clock.Real{}, reg: reg}, hclog.NewNullLogger())
 	live := []broker.TerminalConn{{ID: "term-1", Remote: "10.0.0.5:40000"}}
 	p.live = func() ([]broker.TerminalConn, bool) { return live, true }
@@ -157,14 +161,7 @@ func TestPresenceDropsMissedDisconnects(t *testing.T) {
 // is no broker to ask, are kept.
 func TestPresenceForgetsMissedDestroys(t *testing.T) {
 	t.Parallel() // its own etcd
-	cli := etcdtest.Client(t, etcdtest.Start(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
+	ctx, reg := presenceRegistry(t, 30*time.Second)
 	p := newPresence(&daemon{clk: clock.Real{}, reg: reg}, hclog.NewNullLogger())
 	p.live = func() ([]broker.TerminalConn, bool) { return nil, false }
 	runs, asked := []string{"s-1"}, false
@@ -210,14 +207,7 @@ func TestPresenceForgetsMissedDestroys(t *testing.T) {
 // record).
 func TestPresenceBadRecordKeepsHeartbeat(t *testing.T) {
 	t.Parallel() // its own etcd
-	cli := etcdtest.Client(t, etcdtest.Start(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	reg, err := registry.New(ctx, cli, registry.ServerRecord{ID: "p1", Addr: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close(context.Background()) })
+	ctx, reg := presenceRegistry(t, 60*time.Second)
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	var out testutil.LockedBuffer
 	p := newPresence(&daemon{clk: clk, reg: reg}, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))

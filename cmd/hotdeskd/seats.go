@@ -86,13 +86,8 @@ func runSeat(ctx context.Context, clk clock.Clock, cfg *config.Config, seat conf
 		if clk.Now().Sub(started) > time.Minute {
 			backoff = time.Second
 		}
-		due := make(chan struct{})
-		t := clk.AfterFunc(backoff, func() { close(due) })
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, clk, backoff) {
 			return
-		case <-due:
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}

@@ -4,6 +4,7 @@
 package clock
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +21,20 @@ type Clock interface {
 type Timer interface {
 	// Stop prevents the timer from firing; it reports whether it did.
 	Stop() bool
+}
+
+// Sleep waits d on c. It reports false, as soon as ctx ends, if ctx ends
+// first; the timer is then stopped.
+func Sleep(ctx context.Context, c Clock, d time.Duration) bool {
+	due := make(chan struct{})
+	t := c.AfterFunc(d, func() { close(due) })
+	select {
+	case <-due:
+		return true
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	}
 }
 
 // Real is the wall clock.

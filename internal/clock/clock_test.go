@@ -1,6 +1,7 @@
 package clock
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -30,5 +31,39 @@ func TestFakeFiresInOrderAndStops(t *testing.T) {
 	}
 	if want := time.Unix(0, 0).Add(5999 * time.Millisecond); !c.Now().Equal(want) {
 		t.Fatalf("now = %v; want %v", c.Now(), want)
+	}
+}
+
+// TestSleep: Sleep returns true once d has passed on the clock, not
+// before, and false as soon as its context ends, its timer stopped.
+func TestSleep(t *testing.T) {
+	c := NewFake(time.Unix(0, 0))
+	done := make(chan bool, 1)
+	go func() { done <- Sleep(context.Background(), c, time.Second) }()
+	for c.Pending() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Advance(999 * time.Millisecond)
+	select {
+	case ok := <-done:
+		t.Fatalf("Sleep = %v before its second passed; want it still sleeping", ok)
+	default:
+	}
+	c.Advance(time.Millisecond)
+	if ok := <-done; !ok {
+		t.Fatal("Sleep = false after its second; want true")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- Sleep(ctx, c, time.Second) }()
+	for c.Pending() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if ok := <-done; ok {
+		t.Fatal("Sleep = true after its context ended; want false")
+	}
+	if n := c.Pending(); n != 0 {
+		t.Fatalf("pending = %d after the cancelled Sleep; want 0 (its timer stopped)", n)
 	}
 }

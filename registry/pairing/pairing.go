@@ -332,6 +332,16 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 			p.lim.release(source)
 		}
 	}()
+	// guessed judges the attempt a failed guess of source and logs msg
+	// (with source and args) at info, the lockout it may cause at warn.
+	guessed := func(msg string, args ...any) {
+		judged = true
+		locked := p.lim.fail(source)
+		p.log.Info(msg, append([]any{"source", source}, args...)...)
+		if locked {
+			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
+		}
+	}
 	tokenID, err := keyID(kind, pub)
 	if err != nil {
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
@@ -343,22 +353,12 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
 	}
 	if err := verifyProof(req); err != nil {
-		judged = true
-		locked := p.lim.fail(source)
-		p.log.Info("pairing refused: proof of possession failed", "source", source, "token_id", tokenID, "error", err)
-		if locked {
-			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
-		}
+		guessed("pairing refused: proof of possession failed", "token_id", tokenID, "error", err)
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 
 	refuse := func(reason string, codeID string) (registry.TokenRecord, error) {
-		judged = true
-		locked := p.lim.fail(source)
-		p.log.Info("pairing code refused", "source", source, "code_id", codeID, "reason", reason)
-		if locked {
-			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
-		}
+		guessed("pairing code refused", "code_id", codeID, "reason", reason)
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
 	}
 	id, secret, err := ParseCode(code)

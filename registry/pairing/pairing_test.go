@@ -121,6 +121,14 @@ func signedReq(code, kind string, pub []byte, label string) pairing.Request {
 	return r
 }
 
+// forgedReq returns the request to pair pub (of kind) with code that
+// carries sig as its proof of possession.
+func forgedReq(code, kind string, pub, sig []byte) pairing.Request {
+	r := signedReq(code, kind, pub, "")
+	r.Signature = sig
+	return r
+}
+
 // wrongSecret returns code with its last character changed.
 func wrongSecret(code string) string {
 	last := code[len(code)-1]
@@ -457,10 +465,8 @@ func TestPairingProof(t *testing.T) {
 			{"garbage", bytes.Repeat([]byte{0xff}, 64)},
 		}
 		for i, tt := range tests {
-			req := signedReq(code, soft.Kind, victim, "")
-			req.Signature = tt.sig
 			// From a fresh source each: the lockout is another subtest's.
-			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("evil%d@h", i), req)
+			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("evil%d@h", i), forgedReq(code, soft.Kind, victim, tt.sig))
 			checkErr(t, tt.name, err, pairing.ErrBadProof)
 			if enrolled(e, victim) {
 				t.Fatalf("%s: the key was enrolled", tt.name)
@@ -479,9 +485,8 @@ func TestPairingProof(t *testing.T) {
 		code := e.create("carol", time.Hour)
 		pub := newKey(t)
 		_, attacker, _ := ed25519.GenerateKey(rand.Reader)
-		req := signedReq(code, nfc.KindHCE, pub, "")
-		req.Signature = signAs(attacker, testTerminal, testServer, testNonce, code, nfc.KindHCE, pub)
-		_, err := e.p.Redeem(e.ctx, "t@h", req)
+		forged := signAs(attacker, testTerminal, testServer, testNonce, code, nfc.KindHCE, pub)
+		_, err := e.p.Redeem(e.ctx, "t@h", forgedReq(code, nfc.KindHCE, pub, forged))
 		checkErr(t, "hce key with another key's signature", err, pairing.ErrBadProof)
 		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, nfc.KindHCE, pub, ""))
 		checkErr(t, "hce key with its own signature", err, nil)
@@ -492,9 +497,7 @@ func TestPairingProof(t *testing.T) {
 		code := e.create("dora", time.Hour)
 		pub := newKey(t)
 		for range 3 {
-			req := signedReq(code, soft.Kind, pub, "")
-			req.Signature = nil
-			_, err := e.p.Redeem(e.ctx, "old@h", req)
+			_, err := e.p.Redeem(e.ctx, "old@h", forgedReq(code, soft.Kind, pub, nil))
 			checkErr(t, "no signature", err, pairing.ErrNoProof)
 			if enrolled(e, pub) {
 				t.Fatal("a key was enrolled without a proof")
@@ -510,9 +513,7 @@ func TestPairingProof(t *testing.T) {
 		code := e.create("eve-target", time.Hour)
 		pub := newKey(t)
 		for range 2 {
-			req := signedReq(code, soft.Kind, pub, "")
-			req.Signature = bytes.Repeat([]byte{1}, 64)
-			_, err := e.p.Redeem(e.ctx, "evil@h", req)
+			_, err := e.p.Redeem(e.ctx, "evil@h", forgedReq(code, soft.Kind, pub, bytes.Repeat([]byte{1}, 64)))
 			checkErr(t, "bad proof", err, pairing.ErrBadProof)
 		}
 		_, err := e.p.Redeem(e.ctx, "evil@h", signedReq(code, soft.Kind, pub, ""))

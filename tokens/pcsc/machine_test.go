@@ -167,6 +167,14 @@ func (h *machineHarness) quiet() {
 	}
 }
 
+// noTimers checks that no timer of the machine is pending.
+func (h *machineHarness) noTimers() {
+	h.t.Helper()
+	if n := h.clk.Pending(); n != 0 {
+		h.t.Fatalf("pending timers = %d; want 0", n)
+	}
+}
+
 // sync returns after the machine has handled every message posted before.
 func (h *machineHarness) sync() {
 	done := make(chan struct{})
@@ -242,9 +250,7 @@ func TestMachineIdentifyTimeout(t *testing.T) {
 	h.expect(tokens.Removed, "", "r0")
 	reply <- identReply{token: "uid.01020304"}
 	h.quiet()
-	if n := h.clk.Pending(); n != 0 {
-		t.Fatalf("pending timers = %d; want 0", n)
-	}
+	h.noTimers()
 }
 
 func TestMachineGrace(t *testing.T) {
@@ -330,9 +336,7 @@ func TestMachineUnavailable(t *testing.T) {
 	h.expect(tokens.Removed, "uid.b", "r1")
 	h.expect(tokens.Error, "", "r1")
 	h.quiet()
-	if n := h.clk.Pending(); n != 0 {
-		t.Fatalf("pending timers = %d; want 0", n)
-	}
+	h.noTimers()
 
 	// Back: the card still in r0 is new.
 	h.snap(rs("r0", flags(present, 1)))
@@ -386,9 +390,7 @@ func TestMachineReadingMute(t *testing.T) {
 	}
 	h.snap(rs("r0", flags(empty, 2)))
 	h.quiet()
-	if n := h.clk.Pending(); n != 0 {
-		t.Fatalf("pending timers = %d; want 0", n)
-	}
+	h.noTimers()
 }
 
 // TestMachineReadingEnds: a Reading the identification never finishes is
@@ -436,9 +438,7 @@ func TestMachineReadingEnds(t *testing.T) {
 	h.expect(tokens.Error, "", "r0")
 	h.expect(tokens.Error, "", "r1")
 	h.quiet()
-	if n := h.clk.Pending(); n != 0 {
-		t.Fatalf("pending timers = %d; want 0", n)
-	}
+	h.noTimers()
 }
 
 // TestMachineNoReadingInGrace: a card arriving while the reader's token is
@@ -491,9 +491,7 @@ func TestMachineTokenMovesReaderInGrace(t *testing.T) {
 	if r, err := h.m.p.readerOf("hce.phone"); err != nil || r != "r1" {
 		t.Fatalf("readerOf after r0's grace = %q, %v; want r1", r, err)
 	}
-	if n := h.clk.Pending(); n != 0 {
-		t.Fatalf("pending timers = %d; want 0", n)
-	}
+	h.noTimers()
 	// A new card at r0 is Reading (r0 holds no token now).
 	h.snap(rs("r0", flags(present, 3)), rs("r1", flags(present, 1)))
 	h.reading("r0")

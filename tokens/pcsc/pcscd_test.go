@@ -336,16 +336,7 @@ func TestReaderReportedUnknown(t *testing.T) {
 	var armed atomic.Bool
 	var glitches atomic.Int32
 	glitches.Store(2)
-	p.hookAfterWait = func(states []scard.ReaderState) {
-		if !armed.Load() {
-			return
-		}
-		for i := range states {
-			if states[i].Reader == reader0 && glitches.Add(-1) >= 0 {
-				states[i].EventState = scard.StateUnknown | scard.StateUnavailable | scard.StateChanged
-			}
-		}
-	}
+	reportUnknown(p, reader0, &armed, &glitches)
 	w := startWatch(t, p)
 	in := insert(t, d, 0, vcard.UIDCard([]byte{0x0C, 1, 1, 1}))
 	w.expect(tokens.Inserted, "uid.0c010101", reader0)
@@ -530,18 +521,25 @@ func unplug(p *Provider, reader string, during bool) (arm func()) {
 		return slices.DeleteFunc(names, func(n string) bool { return n == reader })
 	}
 	if during {
-		p.hookAfterWait = func(states []scard.ReaderState) {
-			if !armed.Load() {
-				return
-			}
-			for i := range states {
-				if states[i].Reader == reader {
-					states[i].EventState = scard.StateUnknown | scard.StateUnavailable | scard.StateChanged
-				}
+		reportUnknown(p, reader, &armed, nil)
+	}
+	return func() { armed.Store(true) }
+}
+
+// reportUnknown makes p's poller's waits, while armed, report reader
+// unknown, as pcscd does for a reader unplugged while a wait runs. If left
+// is not nil, only its count of waits do (each counts it down).
+func reportUnknown(p *Provider, reader string, armed *atomic.Bool, left *atomic.Int32) {
+	p.hookAfterWait = func(states []scard.ReaderState) {
+		if !armed.Load() {
+			return
+		}
+		for i := range states {
+			if states[i].Reader == reader && (left == nil || left.Add(-1) >= 0) {
+				states[i].EventState = scard.StateUnknown | scard.StateUnavailable | scard.StateChanged
 			}
 		}
 	}
-	return func() { armed.Store(true) }
 }
 
 // TestReaderUnpluggedDuringWait: a reader unplugged while the poller waits

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ebfe/scard"
+
+	"github.com/hotdesk/hotdesk/internal/clock"
 )
 
 // pnpReader is pcsc-lite's pseudo reader that changes when readers are
@@ -74,7 +76,7 @@ func (po *poller) run(ctx context.Context) {
 			po.send(ctx, unavailable{err: err})
 			reported = true
 		}
-		if !po.sleep(ctx, backoff) {
+		if !clock.Sleep(ctx, po.p.clk, backoff) {
 			return
 		}
 		backoff = min(2*backoff, cfg.MaxBackoff)
@@ -266,19 +268,6 @@ func (po *poller) send(ctx context.Context, msg any) {
 	select {
 	case po.out <- msg:
 	case <-ctx.Done():
-	}
-}
-
-// sleep waits d on the provider's clock; false if ctx ended first.
-func (po *poller) sleep(ctx context.Context, d time.Duration) bool {
-	wake := make(chan struct{})
-	t := po.p.clk.AfterFunc(d, func() { close(wake) })
-	select {
-	case <-wake:
-		return true
-	case <-ctx.Done():
-		t.Stop()
-		return false
 	}
 }
 
