@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -202,11 +203,27 @@ func keysOf(token, user, terminal, source string) []string {
 	return out
 }
 
-// UserKey is the limiter's key of user: "user:" and the name folded to
-// lower case (Unicode simple folding), so that the spellings a
-// case-insensitive directory accepts for one account count as one.
+// UserKey is the limiter's key of user: "user:" and the name case-folded
+// (foldCase), so that the spellings a case-insensitive directory accepts
+// for one account count as one.
 func UserKey(user string) string {
-	return "user:" + strings.ToLower(user)
+	return "user:" + foldCase(user)
+}
+
+// foldCase maps every rune of s to the lower case of the least rune of
+// its Unicode simple case folding orbit, so that the names
+// strings.EqualFold takes for one ("SAM", "ſam", "sam") fold to one
+// ("sam"); strings.ToLower does not ("ſ" and "ς" are lower case
+// already). It joins a little more than EqualFold ("İ" folds as "i"):
+// for a limiter key, more spellings counting as one only fails closed.
+func foldCase(s string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return unicode.ToLower(least)
+	}, s)
 }
 
 // normKey returns key with a user key folded (see UserKey).

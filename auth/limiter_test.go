@@ -553,3 +553,28 @@ func TestLimiterUserFolded(t *testing.T) {
 		t.Errorf("alice after Clear(user:Alice): err = %v; want nil", err)
 	}
 }
+
+// TestLimiterUserFoldedUnicode: the spellings Unicode case folding makes
+// one name (what EqualFold, and a directory folding case, accept: "ſ" is
+// "s", the Kelvin sign "k", "ς" "σ") count as one user, not one budget of
+// failures per spelling.
+func TestLimiterUserFoldedUnicode(t *testing.T) {
+	for _, spellings := range [][]string{
+		{"sam", "ſam", "SAM", "ſAM"},
+		{"kim", "\u212aim", "KIM"},
+		{"ασ", "ας", "ΑΣ"},
+	} {
+		l, _ := newLimiter(auth.LimiterConfig{MaxFailures: len(spellings)})
+		for _, u := range spellings {
+			l.Failure("", u, "")
+		}
+		for _, u := range spellings {
+			if err := l.Check("", u, ""); !errors.Is(err, auth.ErrLocked) {
+				t.Errorf("%q after one failure as each of %q: err = %v; want locked", u, spellings, err)
+			}
+			if auth.UserKey(u) != auth.UserKey(spellings[0]) {
+				t.Errorf("UserKey(%q) = %q; want UserKey(%q) = %q", u, auth.UserKey(u), spellings[0], auth.UserKey(spellings[0]))
+			}
+		}
+	}
+}

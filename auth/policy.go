@@ -167,10 +167,10 @@ func (p *Policies) Validate() error {
 		if err := pol.Validate(); err != nil {
 			return fmt.Errorf("auth: user %s: %w", k, err)
 		}
-		if other, dup := folded[strings.ToLower(k)]; dup {
+		if other, dup := folded[foldCase(k)]; dup {
 			return fmt.Errorf("auth: users %s and %s differ only in case (user names match case-insensitively)", min(k, other), max(k, other))
 		}
-		folded[strings.ToLower(k)] = k
+		folded[foldCase(k)] = k
 	}
 	for _, gp := range p.Groups {
 		if err := gp.Policy.Validate(); err != nil {

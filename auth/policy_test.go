@@ -51,6 +51,13 @@ func TestPoliciesFor(t *testing.T) {
 	if err := twice.Validate(); err == nil || !strings.Contains(err.Error(), "Bob and bob differ only in case") {
 		t.Errorf("validate bob and Bob: err = %v; want differ only in case", err)
 	}
+	// "ſ" is "s" to For (strings.EqualFold), though not to strings.ToLower:
+	// with both, which one SAM gets would be up to map order.
+	longS := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard},
+		Users: map[string]auth.Policy{"sam": {Kind: auth.KindCard}, "ſam": {Kind: auth.KindPassword}}}
+	if err := longS.Validate(); err == nil || !strings.Contains(err.Error(), "differ only in case") {
+		t.Errorf("validate sam and ſam: err = %v; want differ only in case", err)
+	}
 }
 
 func TestPolicyDefaults(t *testing.T) {

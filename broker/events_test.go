@@ -298,3 +298,43 @@ func TestMalformedTokenNotEmitted(t *testing.T) {
 		t.Errorf("%d token_refused events without a token; want 3, one per malformed insert", refused)
 	}
 }
+
+// TestTokenRemovedAtDisconnect: the tokens a connection still held when it
+// ends are token_removed (reason "terminal disconnected") before its
+// terminal_disconnected: when another connection of the same terminal id
+// is open (the terminal reconnected before its old connection was seen
+// dead), presence keeps the terminal's record, and a token held only by
+// the old connection was listed there for as long as the new one lasted.
+func TestTokenRemovedAtDisconnect(t *testing.T) {
+	t.Parallel()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	old := e.dial("term-1")
+	const tok = "uid.0a0b0c01"
+	old.insert(tok)
+	if er := expectMsg[proto.Error](old); er.Code != proto.ErrUnknownToken {
+		t.Fatalf("insert answered %+v; want unknown_token", er)
+	}
+	e.dial("term-1") // the new connection, held open
+	old.conn.Close()
+	var got []string
+	timeout := time.After(30 * time.Second)
+	for {
+		var ev event.Event
+		select {
+		case ev = <-sub.C:
+		case <-timeout:
+			t.Fatalf("events %q; no terminal_disconnected", got)
+		}
+		switch ev.Kind {
+		case event.TokenRemoved:
+			got = append(got, "-"+ev.Token+" "+ev.Reason)
+		case event.TerminalDisconnected:
+			if want := []string{"-" + tok + " terminal disconnected"}; !slices.Equal(got, want) {
+				t.Fatalf("token_removed events before terminal_disconnected: %q; want %q", got, want)
+			}
+			return
+		}
+	}
+}

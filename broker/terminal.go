@@ -65,7 +65,8 @@ type terminal struct {
 	// reported are the tokens whose TokenInserted event was emitted and
 	// whose TokenRemoved event was not yet, oldest first, at most
 	// maxReportedTokens: the tokens the terminal holds, for whatever
-	// follows the events (presence).
+	// follows the events (presence). Those left when the connection ends
+	// are TokenRemoved then.
 	reported []string
 	gen      uint64
 	closed   bool
@@ -227,6 +228,16 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	b.mu.Lock()
 	delete(b.terms, t)
 	b.mu.Unlock()
+	// The tokens it held are held no more: their token_removed comes
+	// first, for whatever follows the events (presence keeps a
+	// terminal's record while another connection of its id is open).
+	t.mu.Lock()
+	held := t.reported
+	t.reported = nil
+	t.mu.Unlock()
+	for _, tok := range held {
+		b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: tok, Reason: "terminal disconnected"})
+	}
 	b.emit(terminalEvent(event.TerminalDisconnected, t, "", ""))
 	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
 		log.Info("terminal connection closed", "terminal", logValue(t.id), "error", err)

@@ -87,8 +87,11 @@ func (r *Store) ClearLockout(ctx context.Context, key string) error {
 
 // PublishLockout stores lo for the group under a lease that ends with it
 // (etcd may keep it a little longer: receivers compare UntilUnixMs). A
-// later lockout of the same key replaces it. The group's count of the
-// key's failures is deleted with it (see CountFailure): the lockout
+// later lockout of the same key replaces it; a lockout of the key in force
+// that ends no sooner than lo is kept (lo is a lockout published late, by
+// a broker that was cut off from the registry meanwhile: it must not
+// shorten the group's, nor lower its back-off level). The group's count of
+// the key's failures is deleted either way (see CountFailure): the lockout
 // consumed them.
 func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 	if lo.Key == "" || len(lo.Key) > maxLockoutKey {
@@ -107,35 +110,77 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 
 // putLockout writes lo under its key with a lease of its own that ends
 // after ttl (rounded up to whole seconds), and deletes the key's failure
-// count in the same txn. The lease of the record it replaces is revoked,
-// and so is the new one if the txn failed without writing: a key locked
-// out again and again holds one lease, not one per lockout until each
-// expires.
+// count in the same txn, fenced on the record it read: unless lo is a
+// lockout (not a clearing) and the record a lockout of the key ending no
+// later, which is then kept (and only the count deleted). The lease of
+// the record it replaces is revoked, and so is the new one if the txn
+// failed without writing: a key locked out again and again holds one
+// lease, not one per lockout until each expires. ErrContended after
+// casTries lost races.
 func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) error {
 	v, err := json.Marshal(lo)
 	if err != nil {
 		return err
 	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	grant, err := r.leases.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
-	if err != nil {
-		return fmt.Errorf("grant lease: %w", err)
-	}
 	k := r.lockoutKey(lo.Key)
-	resp, err := r.kv.Txn(cctx).Then(
-		clientv3.OpGet(k), // the record replaced: its lease is revoked below
-		clientv3.OpPut(k, string(v), clientv3.WithLease(grant.ID)),
-		clientv3.OpDelete(r.failuresKey(lo.Key)),
-	).Commit()
-	if err != nil {
-		r.revokeIfUnused(ctx, grant.ID)
-		return err
+	lease := clientv3.NoLease // granted at the first try that writes, kept for the next
+	for range casTries {
+		kv, err := r.get(ctx, k)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			r.revokeUnwritten(ctx, lease)
+			return err
+		}
+		cmp := clientv3.Compare(clientv3.CreateRevision(k), "=", 0)
+		if kv != nil {
+			cmp = clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(r.failuresKey(lo.Key))}
+		keep := kv != nil && !lo.Cleared && endsNoSooner(kv.Value, lo)
+		if !keep {
+			if lease == clientv3.NoLease {
+				cctx, cancel := r.callCtx(ctx)
+				grant, err := r.leases.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
+				cancel()
+				if err != nil {
+					return fmt.Errorf("grant lease: %w", err)
+				}
+				lease = grant.ID
+			}
+			ops = append(ops, clientv3.OpPut(k, string(v), clientv3.WithLease(lease)))
+		}
+		cctx, cancel := r.callCtx(ctx)
+		resp, err := r.kv.Txn(cctx).If(cmp).Then(ops...).Commit()
+		cancel()
+		switch {
+		case err != nil:
+			r.revokeUnwritten(ctx, lease)
+			return err
+		case !resp.Succeeded:
+			continue // another writer came first: read again
+		case keep:
+			r.revokeUnwritten(ctx, lease)
+		case kv != nil && kv.Lease != 0 && kv.Lease != int64(lease):
+			r.revokeLease(ctx, clientv3.LeaseID(kv.Lease))
+		}
+		return nil
 	}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].Lease != 0 && kvs[0].Lease != int64(grant.ID) {
-		r.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
+	r.revokeUnwritten(ctx, lease)
+	return ErrContended
+}
+
+// endsNoSooner reports whether val is a lockout of lo's key in force
+// until lo ends or later.
+func endsNoSooner(val []byte, lo Lockout) bool {
+	var cur Lockout
+	return json.Unmarshal(val, &cur) == nil && cur.Key == lo.Key && !cur.Cleared && cur.UntilUnixMs >= lo.UntilUnixMs
+}
+
+// revokeUnwritten revokes id, granted by putLockout, unless it is
+// NoLease or a key is attached to it (see revokeIfUnused).
+func (r *Store) revokeUnwritten(ctx context.Context, id clientv3.LeaseID) {
+	if id != clientv3.NoLease {
+		r.revokeIfUnused(ctx, id)
 	}
-	return nil
 }
 
 // revokeIfUnused revokes id if no key is attached to it: the lease of a

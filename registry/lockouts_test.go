@@ -87,6 +87,10 @@ type faultyTxn struct {
 	apply bool
 }
 
+func (t faultyTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	return faultyTxn{t.Txn.If(cs...), t.apply}
+}
+
 func (t faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 	return faultyTxn{t.Txn.Then(ops...), t.apply}
 }
@@ -159,5 +163,56 @@ func TestLockoutLeasesBounded(t *testing.T) {
 		if ls, err := s.Lockouts(ctx); err != nil || len(ls) != wantLockouts {
 			t.Errorf("Lockouts after a failed one (applied %v) = %+v, %v; want %d", apply, ls, err, wantLockouts)
 		}
+	}
+}
+
+// TestLockoutNotShortened: a lockout published late (by a broker that was
+// cut off from the registry and publishes what it started meanwhile) does
+// not replace a lockout of the key in force that ends later, nor take its
+// lease: the group keeps the longer one, and no lease is left behind.
+func TestLockoutNotShortened(t *testing.T) {
+	t.Parallel()
+	eps, regs := newGroup(t, "na", "nb")
+	a, b := regs[0], regs[1]
+	cli := etcdtest.Client(t, eps)
+	ctx := tctx(t)
+	leases := func() int {
+		t.Helper()
+		resp, err := cli.Leases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Leases)
+	}
+	long := time.Now().Add(10 * time.Minute).UnixMilli()
+	if err := a.PublishLockout(ctx, registry.Lockout{Key: "user:mal", UntilUnixMs: long, Level: 3}); err != nil {
+		t.Fatal(err)
+	}
+	before := leases()
+	if err := b.PublishLockout(ctx, registry.Lockout{Key: "user:mal", UntilUnixMs: time.Now().Add(time.Minute).UnixMilli(), Level: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := b.Lockouts(ctx); err != nil || len(ls) != 1 || ls[0].UntilUnixMs != long || ls[0].Level != 3 || ls[0].Server != "na" {
+		t.Fatalf("Lockouts after a shorter one was published = %+v, %v; want na's until %d at level 3", ls, err, long)
+	}
+	if got := leases(); got != before {
+		t.Errorf("leases after the shorter lockout: %d; want %d", got, before)
+	}
+	// A longer one replaces it, and a clear ends it, as ever.
+	longer := time.Now().Add(20 * time.Minute).UnixMilli()
+	if err := b.PublishLockout(ctx, registry.Lockout{Key: "user:mal", UntilUnixMs: longer, Level: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := a.Lockouts(ctx); err != nil || len(ls) != 1 || ls[0].UntilUnixMs != longer || ls[0].Server != "nb" {
+		t.Fatalf("Lockouts after a longer one = %+v, %v; want nb's until %d", ls, err, longer)
+	}
+	if got := leases(); got != before {
+		t.Errorf("leases after the longer lockout: %d; want %d", got, before)
+	}
+	if err := a.ClearLockout(ctx, "user:mal"); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := b.Lockouts(ctx); err != nil || len(ls) != 0 {
+		t.Fatalf("Lockouts after the clear = %+v, %v; want none", ls, err)
 	}
 }

@@ -208,7 +208,7 @@ func (key Key) clone() Key {
 // missing directory is created with mode 0700. Keys another process saved
 // to the file since it was read are kept (merged first): two enrolments at
 // once each keep their key: the read, merge and write hold an exclusive
-// flock on the keystore's directory.
+// flock on "<file>.lock" (see lockFile).
 func (k *Keystore) Save() error {
 	unlock, err := k.lockFile()
 	if err != nil {
@@ -235,25 +235,26 @@ func (k *Keystore) Save() error {
 }
 
 // lockFile takes the exclusive flock that orders the saves of every
-// process (and every Keystore) on k's file: a flock on its directory,
-// created (0700) if it is missing, so no lock file is left beside it. It
-// returns the release.
+// process (and every Keystore) on k's file: a flock on "<file>.lock"
+// beside it (mode 0600, created if missing, as is the directory, 0700),
+// which only the keystore's owner may open. Not on the directory: anyone
+// who may read it (one of mode 0755) could take that flock and hold every
+// save for as long as they like. It returns the release.
 func (k *Keystore) lockFile() (func(), error) {
-	dir := filepath.Dir(k.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
 		return nil, err
 	}
-	d, err := os.Open(dir)
+	f, err := os.OpenFile(k.path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
 	return func() {
-		_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
-		d.Close()
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
 	}, nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -78,8 +80,8 @@ func TestKeystoreRoundTrip(t *testing.T) {
 	if got := dst.Mode().Perm(); got != 0o700 {
 		t.Errorf("dir mode = %04o; want 0700", got)
 	}
-	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
-		t.Errorf("directory holds %d entries; want only the keystore (no temp files)", len(ents))
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 2 || ents[0].Name() != filepath.Base(path) || ents[1].Name() != filepath.Base(path)+".lock" {
+		t.Errorf("directory holds %v; want only the keystore and its lock file (no temp files)", ents)
 	}
 
 	ks2 := mustOpen(t, path)
@@ -275,5 +277,39 @@ func TestKeystoreConcurrentSavesKeepBoth(t *testing.T) {
 	}
 	if lost > 0 {
 		t.Errorf("%d of %d rounds of two saves at once lost a key", lost, rounds)
+	}
+}
+
+// TestKeystoreSaveNotHeldByOthers: a process that can only read the
+// keystore's directory (another user, where the directory is 0755) cannot
+// hold its saves: the lock they take is on a file only the keystore's
+// owner may open, not on the directory anyone may open and flock.
+func TestKeystoreSaveNotHeldByOthers(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ks := mustOpen(t, filepath.Join(dir, "keys.json"))
+	mustGenerate(t, ks, "phone")
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	saved := make(chan error, 1)
+	go func() { saved <- ks.Save() }()
+	select {
+	case err := <-saved:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Save still waiting after 30s for a flock another process holds on the keystore's directory")
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "keys.json.lock")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("lock file: %v, %v; want mode 0600", fi, err)
 	}
 }

@@ -507,6 +507,52 @@ func TestListenRefusesSharedDirs(t *testing.T) {
 	}
 }
 
+// TestListenRefusesSharedAncestors: a directory of the daemon's own is no
+// safer than its parent: in a parent others may write to (without the
+// sticky bit), or one of another user's, the directory can be renamed
+// away and a link or a directory of theirs put in its place between the
+// check and the chmod. Under a sticky directory of root's (/tmp) it may
+// be.
+func TestListenRefusesSharedAncestors(t *testing.T) {
+	parent := filepath.Join(t.TempDir(), "shared")
+	dir := filepath.Join(parent, "run")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o777, 0o775, 0o757} {
+		if err := os.Chmod(parent, mode); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err := adminapi.Listen(filepath.Join(dir, "admin.sock"), 0o660); err == nil {
+			ln.Close()
+			t.Errorf("Listen under a parent of mode %v: no error; want it refused", mode)
+		}
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(parent, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(parent, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err := adminapi.Listen(filepath.Join(dir, "admin.sock"), 0o660); err == nil {
+			ln.Close()
+			t.Error("Listen under a parent of another user's: no error; want it refused")
+		}
+		if err := os.Chown(parent, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(parent, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := adminapi.Listen(filepath.Join(dir, "admin.sock"), 0o660)
+	if err != nil {
+		t.Fatalf("Listen under a sticky parent of this user's: %v; want it accepted", err)
+	}
+	ln.Close()
+}
+
 func TestShareWithGroup(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testutil.SkipOrFail(t, "chgrp to another group needs root")

@@ -38,16 +38,17 @@ var ErrInUse = errors.New("adminapi: socket in use")
 // The socket exists with the umask's permissions for a moment before the
 // chmod; every request is checked against the peer's credentials anyway.
 // The directory must be writable by its owner only, and owned by root or
-// this process's user: in a directory others may write (/tmp), one could
-// swap the socket for a link between the listen and the chmod, and have
-// the daemon chmod any file it names.
+// this process's user, and so must its ancestors be (or have the sticky
+// bit, as /tmp): in a directory others may write, or may replace, one
+// could swap the socket for a link between the listen and the chmod, and
+// have the daemon chmod any file it names.
 func Listen(path string, mode os.FileMode) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("adminapi: listen: %w", err)
 		}
-		if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
+		if err := chmodOwnDir(dir, 0o755); err != nil { // whatever the umask
 			return nil, fmt.Errorf("adminapi: listen: %w", err)
 		}
 	}
@@ -68,8 +69,25 @@ func Listen(path string, mode os.FileMode) (net.Listener, error) {
 	return ln, nil
 }
 
+// chmodOwnDir sets the mode of dir, which Listen just made, through a
+// descriptor opened without following a link: where the directory's
+// parent is shared (/tmp), someone may have put a link to a directory of
+// theirs choosing there before MkdirAll, which took it for the directory.
+func chmodOwnDir(dir string, mode os.FileMode) error {
+	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Chmod(mode)
+}
+
 // checkOwnDir refuses a directory that others than its owner may write
-// to, or whose owner is neither root nor this process's user.
+// to, or whose owner is neither root nor this process's user; and one
+// with an ancestor (on its path as given, or once links are resolved)
+// whose owner is neither, or that others may write to without the sticky
+// bit: there, they could rename the directory away and put a link or a
+// directory of theirs in its place.
 func checkOwnDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -83,6 +101,34 @@ func checkOwnDir(dir string) error {
 		return fmt.Errorf("%s (mode %v) may be written by others: put the socket in a directory of its own, such as /run/hotdesk", dir, fi.Mode())
 	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
 		return fmt.Errorf("%s belongs to uid %d: put the socket in a directory of root's or this user's own", dir, st.Uid)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	resolved, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{abs, resolved} {
+		for a := filepath.Dir(p); ; a = filepath.Dir(a) {
+			fi, err := os.Stat(a)
+			if err != nil {
+				return err
+			}
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			switch {
+			case !ok:
+				return fmt.Errorf("%s: no owner to check", a)
+			case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+				return fmt.Errorf("%s, above %s, belongs to uid %d: put the socket in a directory such as /run/hotdesk", a, dir, st.Uid)
+			case fi.Mode()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0:
+				return fmt.Errorf("%s (mode %v), above %s, may be written by others: put the socket in a directory such as /run/hotdesk", a, fi.Mode(), dir)
+			}
+			if a == filepath.Dir(a) {
+				break
+			}
+		}
 	}
 	return nil
 }
