@@ -4,6 +4,8 @@ import (
 	"container/heap"
 	"container/list"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -203,11 +205,25 @@ func keysOf(token, user, terminal, source string) []string {
 	return out
 }
 
+// maxUserKeyName bounds the name in a user key. PAM may learn a name of
+// any length from the person at the terminal (a frame's worth), and the
+// limiter keeps up to MaxKeys keys: a longer name is kept as its first
+// bytes and a hash of the whole, still one key per name.
+const maxUserKeyName = 256
+
 // UserKey is the limiter's key of user: "user:" and the name case-folded
 // (foldCase), so that the spellings a case-insensitive directory accepts
-// for one account count as one.
+// for one account count as one; a name longer than maxUserKeyName bytes
+// is bounded (its first bytes, "#" and a hash). UserKey of the name in a
+// key it returned returns that key.
 func UserKey(user string) string {
-	return "user:" + foldCase(user)
+	name := foldCase(user)
+	if len(name) > maxUserKeyName {
+		sum := sha256.Sum256([]byte(name))
+		h := hex.EncodeToString(sum[:16])
+		name = strings.ToValidUTF8(name[:maxUserKeyName-len(h)-1], "") + "#" + h
+	}
+	return "user:" + name
 }
 
 // foldCase maps every rune of s to the lower case of the least rune of

@@ -554,6 +554,37 @@ func TestLimiterUserFolded(t *testing.T) {
 	}
 }
 
+// TestLimiterUserKeyBounded: a user name PAM learned from the terminal may
+// be a frame long; its key is bounded (65536 keys of 64 KiB would be
+// 4 GiB), still one key per name and per spelling, and the key an
+// administrator reads in the lockout list clears it.
+func TestLimiterUserKeyBounded(t *testing.T) {
+	long := strings.Repeat("a", 64<<10)
+	other := long[:len(long)-1] + "b"
+	k := auth.UserKey(long)
+	if len(k) > 300 {
+		t.Fatalf("UserKey of a 64 KiB name is %d bytes; want it bounded", len(k))
+	}
+	if auth.UserKey(other) == k || auth.UserKey(strings.ToUpper(long)) != k {
+		t.Errorf("long names: want one key per name, one for every spelling of it")
+	}
+	if again := auth.UserKey(strings.TrimPrefix(k, "user:")); again != k {
+		t.Errorf("UserKey of the name in %q = %q; want it unchanged", k, again)
+	}
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 1})
+	l.Failure("", long, "")
+	if err := l.Check("", strings.ToUpper(long), ""); !errors.Is(err, auth.ErrLocked) {
+		t.Errorf("the long name after its failure: err = %v; want locked", err)
+	}
+	if err := l.Check("", other, ""); err != nil {
+		t.Errorf("another long name: err = %v; want nil", err)
+	}
+	l.Clear(k)
+	if err := l.Check("", long, ""); err != nil {
+		t.Errorf("the long name after Clear(%.20s…): err = %v; want nil", k, err)
+	}
+}
+
 // TestLimiterUserFoldedUnicode: the spellings Unicode case folding makes
 // one name (what EqualFold, and a directory folding case, accept: "ſ" is
 // "s", the Kelvin sign "k", "ς" "σ") count as one user, not one budget of
