@@ -352,8 +352,7 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err := WriteMsg(s.conn, t, id, body); err != nil {
-		b.fail(s, err)
-		return Reply{}, fmt.Errorf("wayray: %s: %w", s.id, err)
+		return Reply{}, b.callFailed(s, err)
 	}
 	f, err := ReadMsg(s.conn, timeout)
 	if err == nil && (f.Type != MsgReply || f.ID != id) {
@@ -364,13 +363,27 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 		err = DecodeBody(f, &r)
 	}
 	if err != nil {
-		b.fail(s, err) // a broken control channel is a broken compositor
-		return Reply{}, fmt.Errorf("wayray: %s: %w", s.id, err)
+		return Reply{}, b.callFailed(s, err)
 	}
 	if !r.OK {
 		return r, fmt.Errorf("wayray: %s: %w (code %d): %q", s.id, ErrRefused, r.Code, r.Error)
 	}
 	return r, nil
+}
+
+// callFailed handles a control request of s whose channel failed: a
+// broken control channel is a broken compositor (fail), unless Close broke
+// it (it closes s.stop, then the channel): the compositor outlives this
+// process, for the next one to adopt, whatever request was under way (a
+// health ping, a Destroy racing with Close).
+func (b *Backend) callFailed(s *session, err error) error {
+	select {
+	case <-s.stop:
+		return fmt.Errorf("wayray: %s: %w", s.id, ErrClosed)
+	default:
+	}
+	b.fail(s, err)
+	return fmt.Errorf("wayray: %s: %w", s.id, err)
 }
 
 // fail kills a compositor whose control channel broke; supervise reports it.

@@ -516,23 +516,26 @@ func processAlive(pid int) bool {
 // returns (ErrClosed) instead of hanging on a session nobody supervises.
 func TestCloseEndsEverything(t *testing.T) {
 	dir := shortDir(t)
-	b := newTestBackend(t, "ok", dir, func(c *Config) { c.StopGrace = time.Hour })
+	b := newTestBackend(t, "ok", dir, func(c *Config) { c.StopGrace, c.CallTimeout = time.Hour, time.Hour })
 	ctx := context.Background()
 	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-c", User: "carol"})
-	// Stop the compositor so it cannot exit on the Destroy request: only
-	// Close can end Destroy's wait.
+	// Stop the compositor so it cannot answer or exit on the Destroy
+	// request, and give Destroy no deadline: only Close can end its wait
+	// (a deadline of its own let a loaded machine's late Close find the
+	// compositor killed by Destroy's escalation, and Destroy return nil).
 	if err := syscall.Kill(info.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	defer syscall.Kill(info.PID, syscall.SIGCONT)
-	dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
 	destroyed := make(chan error, 1)
-	go func() { destroyed <- b.Destroy(dctx, "s-c") }()
+	go func() { destroyed <- b.Destroy(ctx, "s-c") }()
 	time.Sleep(50 * time.Millisecond)
 	b.Close()
-	if err := testutil.Recv(t, destroyed, 30*time.Second, "Destroy hung after Close"); err == nil {
-		t.Fatal("Destroy racing with Close = nil; want an error (closed or context)")
+	if err := testutil.Recv(t, destroyed, 30*time.Second, "Destroy hung after Close"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Destroy racing with Close = %v; want %v", err, ErrClosed)
+	}
+	if !processAlive(info.PID) {
+		t.Error("the compositor was killed: Close must leave it for the next broker to adopt")
 	}
 	select {
 	case _, ok := <-b.Exits():
@@ -648,5 +651,37 @@ func TestRequestsCarryTheSpecsFields(t *testing.T) {
 		if !seen[typ] {
 			t.Errorf("request type %s never sent", typ)
 		}
+	}
+}
+
+// TestCloseDuringHealthPing: a broker that stops (a restart, an upgrade)
+// while a health ping waits for its answer leaves the compositor running
+// for the next one to adopt: the ping's channel, broken by Close, is not a
+// broken compositor. (It was killed: the user got an empty new desktop.)
+func TestCloseDuringHealthPing(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1e9, 0))
+	b := newTestBackend(t, "ok", shortDir(t), withClock(fake), func(c *Config) { c.CallTimeout = time.Hour })
+	info := mustCreate(t, context.Background(), b, compositor.Spec{SessionID: "s-h", User: "u"})
+	// Stopped, the compositor cannot answer: the ping waits for Close.
+	if err := syscall.Kill(info.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(info.PID, syscall.SIGCONT)
+	b.mu.Lock()
+	s := b.sessions["s-h"]
+	b.mu.Unlock()
+	pinged := make(chan struct{})
+	go func() { defer close(pinged); fake.Advance(b.cfg.HealthInterval) }()
+	testutil.WaitFor(t, 10*time.Second, "the health ping under way", func() bool {
+		if s.callMu.TryLock() {
+			s.callMu.Unlock()
+			return false
+		}
+		return true
+	})
+	b.Close()
+	<-pinged
+	if !processAlive(info.PID) {
+		t.Fatal("Close during a health ping killed the compositor; want it left running for the next broker")
 	}
 }
