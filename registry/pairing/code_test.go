@@ -219,6 +219,43 @@ func TestLimiterReserves(t *testing.T) {
 	}
 }
 
+// TestLimiterSucceedKeepsInFlight: a source's successful redemption
+// forgets its failures, but not its other attempts still in flight (one
+// good code sent alongside guesses does not open room for more guesses),
+// nor a lockout one of them started.
+func TestLimiterSucceedKeepsInFlight(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	l := &limiter{clk: clk, maxFailures: 3, window: time.Minute, lockout: time.Hour, sources: newLRU[*sourceState](10)}
+	l.fail("a") // an earlier wrong guess
+	for i := range 2 {
+		if r := l.allow("a"); r != allowed {
+			t.Fatalf("attempt %d: allow = %v; want allowed", i, r)
+		}
+	}
+	l.succeed("a") // one of the two was a good code: its failure is forgotten
+	if r := l.allow("a"); r != allowed {
+		t.Fatalf("after the success: allow = %v; want allowed", r)
+	}
+	if r := l.allow("a"); r != allowed {
+		t.Fatalf("after the success, 2nd: allow = %v; want allowed", r)
+	}
+	if r := l.allow("a"); r != sourceBusy {
+		t.Fatalf("3 attempts in flight after the success: allow = %v; want %v", r, sourceBusy)
+	}
+	if l.fail("a") || l.fail("a") || !l.fail("a") {
+		t.Fatal("the 3 attempts in flight failing did not lock the source out at the 3rd")
+	}
+	l.succeed("a") // a success that raced the lockout does not end it
+	if r := l.allow("a"); r != sourceLocked {
+		t.Fatalf("after a lockout and a late success: allow = %v; want %v", r, sourceLocked)
+	}
+	clk.Advance(time.Hour)
+	if r := l.allow("a"); r != allowed {
+		t.Fatalf("after the lockout: allow = %v; want allowed", r)
+	}
+}
+
 func TestLRU(t *testing.T) {
 	t.Parallel()
 	c := newLRU[int](2)

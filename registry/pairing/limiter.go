@@ -206,14 +206,24 @@ func (l *limiter) release(source string) {
 	}
 }
 
-// succeed forgets source's failures after a successful redemption.
+// succeed ends source's attempt and forgets its failures after a
+// successful redemption. Its other attempts still in flight stay counted,
+// and a lockout one of them started holds: one good code does not buy the
+// source a new budget for the guesses it sent alongside.
 func (l *limiter) succeed(source string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.sources.remove(source)
-	if el, ok := l.locked[source]; ok {
-		l.locks.Remove(el)
-		delete(l.locked, source)
+	now := l.clk.Now()
+	s := l.lookup(source, now)
+	if s == nil {
+		return
+	}
+	if s.pending > 0 {
+		s.pending--
+	}
+	s.failures = s.failures[:0]
+	if s.pending == 0 && !now.Before(s.lockedUntil) {
+		l.sources.remove(source)
 	}
 }
 
