@@ -261,6 +261,7 @@ func (l *Limiter) check(keys []string) error {
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.sweep(now)
 	for _, k := range keys {
 		e, ok := l.keys[k]
 		if !ok {
@@ -363,6 +364,32 @@ func (l *Limiter) forget(e *entry) {
 		l.lru.Remove(e.el)
 	}
 	delete(l.keys, e.key)
+}
+
+// sweep forgets the entries without a lockout in force that have been
+// quiet (no failure, lockout or group count) for more than a window: get
+// would start them over anyway, back-off included, so they hold nothing
+// but memory. Without it every key that ever failed (each mistyped user
+// name, each terminal id) stayed until MaxKeys others pushed it out. It
+// walks lru from its least recently failed end and stops at the first
+// entry quiet for less than a window, so its cost is that of the entries
+// it forgets (an ended lockout goes to the front when released, so an
+// entry may wait behind a younger one for one more window). Caller holds
+// l.mu.
+func (l *Limiter) sweep(now time.Time) {
+	for el := l.lru.Back(); el != nil; {
+		e := el.Value.(*entry)
+		prev := el.Prev()
+		switch {
+		case now.Sub(e.last) <= l.cfg.Window:
+			return
+		case now.Before(e.lockedUntil):
+			// A lockout held here because locks is full: kept.
+		default:
+			l.forget(e)
+		}
+		el = prev
+	}
 }
 
 // lockHeap orders lockouts in force by their end, soonest first.
@@ -543,6 +570,7 @@ func (l *Limiter) Len() int {
 // l.mu.
 func (l *Limiter) get(k string, now time.Time) *entry {
 	l.release(now)
+	l.sweep(now)
 	if e, ok := l.keys[k]; ok {
 		// A key quiet for a whole window starts over, back-off included.
 		if now.Sub(e.last) > l.cfg.Window && !now.Before(e.lockedUntil) {

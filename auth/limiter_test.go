@@ -104,6 +104,53 @@ func TestLimiterBounded(t *testing.T) {
 	}
 }
 
+// TestLimiterForgetsQuietKeys: a key whose last failure (and lockout) is
+// older than the window is forgotten, as LimiterConfig.Window says, not
+// kept until MaxKeys others push it out: every mistyped user name and
+// every terminal id that ever failed once stayed in memory before (the
+// soak test, TestSoak, saw the limiter grow by two keys per failed login).
+// A lockout in force, and the back-off of a key failing again within the
+// window, are kept.
+func TestLimiterForgetsQuietKeys(t *testing.T) {
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 2, Window: time.Minute, BaseLockout: 10 * time.Second, MaxLockout: 5 * time.Minute})
+	for i := range 100 {
+		l.Failure(fmt.Sprint("tok", i), fmt.Sprint("user", i), fmt.Sprint("term", i))
+	}
+	if got := l.Len(); got != 300 {
+		t.Fatalf("keys = %d; want 300", got)
+	}
+	clk.Advance(30 * time.Second)
+	l.Failure("", "bob", "")
+	l.Failure("", "bob", "") // locked out for 10 s, level 1
+	clk.Advance(31 * time.Second)
+	// The 300 failed more than a window ago; bob's lockout started
+	// within the window.
+	if err := l.Check("", "carl", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Len(); got != 1 {
+		t.Errorf("keys a window after 300 failed once = %d; want 1 (bob)", got)
+	}
+	// bob fails again within the window of his lockout: backed off.
+	l.Failure("", "bob", "")
+	l.Failure("", "bob", "")
+	var lo *auth.LockoutError
+	if err := l.Check("", "bob", ""); !errors.As(err, &lo) || lo.Remaining != 20*time.Second {
+		t.Fatalf("bob's second lockout: err = %v; want 20s left", err)
+	}
+	// Quiet for a window after it: forgotten, and starts over.
+	clk.Advance(61 * time.Second)
+	l.Failure("", "dora", "")
+	if got := l.Len(); got != 1 {
+		t.Errorf("keys = %d; want 1 (dora)", got)
+	}
+	l.Failure("", "bob", "")
+	l.Failure("", "bob", "")
+	if err := l.Check("", "bob", ""); !errors.As(err, &lo) || lo.Remaining != 10*time.Second {
+		t.Fatalf("bob a window after his last lockout: err = %v; want 10s left (started over)", err)
+	}
+}
+
 // fakeAuth is an Authenticator with a scripted outcome.
 type fakeAuth struct {
 	res   auth.Result

@@ -280,6 +280,9 @@ type Broker struct {
 	hooks   Hooks
 	// tokenCache holds token records read recently; see tokenRecord.
 	tokenCache map[string]cachedToken
+	// tokenCacheSwept is when expired records were last dropped from
+	// tokenCache (tokenRecord).
+	tokenCacheSwept time.Time
 	// tokenGen counts TokenChanged calls: a record read, or an insert
 	// verified, across a change is not trusted (see tokenRecord, insert).
 	tokenGen  uint64

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"time"
 
@@ -245,6 +246,15 @@ func (b *Broker) tokenRecord(ctx context.Context, token string) (registry.TokenR
 		// A change arrived while we read: this answer may predate it
 		// (a token just disabled would be served enabled for the TTL).
 		return rec, nil
+	}
+	if now.Sub(b.tokenCacheSwept) >= tokenCacheTTL || now.Before(b.tokenCacheSwept) {
+		// Expired records are never served again: forget them, at most
+		// once a TTL, so that the cache holds the tokens read within the
+		// last two TTLs, not every token ever read.
+		maps.DeleteFunc(b.tokenCache, func(_ string, c cachedToken) bool {
+			return now.Sub(c.at) >= tokenCacheTTL || c.at.After(now)
+		})
+		b.tokenCacheSwept = now
 	}
 	if len(b.tokenCache) >= maxCachedTokens {
 		clear(b.tokenCache) // bounded: start over rather than track ages

@@ -552,3 +552,36 @@ func (e *env) disableToken(tok string) registry.TokenRecord {
 	}
 	return rec
 }
+
+// TestTokenCacheForgetsExpired: the token cache drops records past their
+// TTL (never served again) instead of holding every token ever read until
+// it reaches maxCachedTokens: over a long day it holds the tokens read
+// within the last two TTLs.
+func TestTokenCacheForgetsExpired(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "tcache", nil)
+	read := func(tok string) {
+		t.Helper()
+		if _, err := e.b.tokenRecord(e.ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := func() int {
+		e.b.mu.Lock()
+		defer e.b.mu.Unlock()
+		return len(e.b.tokenCache)
+	}
+	for i := range 20 {
+		tok, _ := e.enroll(fmt.Sprint("tcuser", i))
+		read(tok)
+	}
+	if n := cached(); n != 20 {
+		t.Fatalf("cached records = %d; want 20", n)
+	}
+	e.clk.Advance(tokenCacheTTL)
+	fresh, _ := e.enroll("tcfresh")
+	read(fresh)
+	if n := cached(); n != 1 {
+		t.Errorf("cached records a TTL later = %d; want 1 (the one just read)", n)
+	}
+}

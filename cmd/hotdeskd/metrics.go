@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,6 +34,7 @@ type metrics struct {
 	limits     *limitCounters
 	pending    map[string]time.Time // terminal+token → token event time
 	maxPending int
+	pendingLen atomic.Int64 // len(pending), for hotdesk_internal_entries
 }
 
 // maxPendingInserts bounds the token events waiting for their attach.
@@ -62,6 +64,9 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		d.limits = newLimitCounters()
 	}
 	m.limits = d.limits
+	tables := prometheus.NewDesc("hotdesk_internal_entries",
+		"Entries in the daemon's in-memory tables, by table (a fixed set of names): each is bounded by what is live or by a cap of its own.",
+		[]string{"table"}, nil)
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
 	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
 		m.limits.broker, m.limits.auth,
@@ -74,6 +79,11 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			func() float64 { return float64(bus.Dropped()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_build_info", Help: "Always 1; the version is a label.",
 			ConstLabels: prometheus.Labels{"version": version.String()}}, func() float64 { return 1 }),
+		collectorFunc{desc: tables, collect: func(ch chan<- prometheus.Metric) {
+			for name, n := range d.tables(m) {
+				ch <- prometheus.MustNewConstMetric(tables, prometheus.GaugeValue, float64(n), name)
+			}
+		}},
 		collectorFunc{desc: sessions, collect: func(ch chan<- prometheus.Metric) {
 			counts := map[string]int{"creating": 0, "active": 0, "suspended": 0, "orphaned": 0}
 			for _, s := range d.broker.Sessions() {
@@ -169,6 +179,7 @@ func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
 
 // observe updates the metrics for one event. Called from one goroutine.
 func (m *metrics) observe(e event.Event) {
+	defer func() { m.pendingLen.Store(int64(len(m.pending))) }()
 	m.events.WithLabelValues(string(e.Kind)).Inc()
 	key := e.Terminal + "\x00" + e.Token
 	switch e.Kind {
@@ -245,4 +256,26 @@ func serveMetrics(ctx context.Context, ln net.Listener, h http.Handler, logger h
 		ErrorLog: logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	return httpserve.Serve(ctx, srv, ln, 2*time.Second)
+}
+
+// tables returns the entries of the daemon's in-memory tables by name
+// (hotdesk_internal_entries): the broker's (Broker.Tables), terminal
+// presence, the login failure limiter and the token events waiting for
+// their attach (m's own).
+func (d *daemon) tables(m *metrics) map[string]int {
+	out := map[string]int{}
+	if d.broker != nil {
+		out = d.broker.Tables()
+	}
+	if p := d.presence; p != nil {
+		p.mu.Lock()
+		out["presence_terminals"] = len(p.terms)
+		out["presence_last_terminal"] = len(p.lastTerm)
+		p.mu.Unlock()
+	}
+	if d.lockouts != nil && d.lockouts.limiter != nil {
+		out["auth_limiter_keys"] = d.lockouts.limiter.Len()
+	}
+	out["metrics_pending_inserts"] = int(m.pendingLen.Load())
+	return out
 }
