@@ -52,8 +52,10 @@ import (
 
 var (
 	// ErrAccountExpired: the account has expired (pam_acct_mgmt said
-	// PAM_ACCT_EXPIRED). Wrapped together with auth.ErrDenied.
-	ErrAccountExpired = errors.New("pam: account expired")
+	// PAM_ACCT_EXPIRED). Wrapped together with auth.ErrDenied. It is
+	// auth.ErrAccountExpired, which the broker can test without linking
+	// PAM.
+	ErrAccountExpired = auth.ErrAccountExpired
 	// ErrPasswordChange: a password change was required and did not succeed.
 	// Wrapped together with auth.ErrDenied.
 	ErrPasswordChange = errors.New("pam: password change failed")
@@ -128,6 +130,7 @@ type Authenticator struct {
 var (
 	_ auth.Authenticator        = (*Authenticator)(nil)
 	_ auth.ServiceAuthenticator = (*Authenticator)(nil)
+	_ auth.AccountChecker       = (*Authenticator)(nil)
 )
 
 // New validates cfg and returns an Authenticator.
@@ -179,7 +182,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req auth.Request, conv
 // a failed conversation wraps ErrConversation and the conversation's error.
 func (a *Authenticator) AuthenticateService(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
 	run := loginFunc(func(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
-		return a.login(ctx, service, req, conv)
+		return a.login(ctx, service, req, conv, false)
 	})
 	if a.cfg.Limiter != nil {
 		return a.cfg.Limiter.Guard(run).Authenticate(ctx, req, conv)
@@ -205,6 +208,47 @@ func (a *Authenticator) AuthenticateService(ctx context.Context, service string,
 	}
 	return res, err
 }
+
+// CheckAccount implements auth.AccountChecker: in a fresh helper, as a
+// login, pam_start(service, req.User), PAM_TTY and PAM_RHOST as for a
+// login, pam_acct_mgmt, pam_end — no pam_authenticate, no session. The
+// helper answers the account modules itself: messages (a password expiry
+// warning) are dropped, prompts refused with PAM_CONV_ERR; nothing
+// reaches the terminal. PAM_NEW_AUTHTOK_REQD (the password must be
+// changed) passes: the account is valid, and no password is asked here.
+//
+// A refusal wraps auth.ErrDenied and auth.ErrAccount, and the PAM status
+// (ErrAccountExpired for PAM_ACCT_EXPIRED; pam.ErrPermDenied,
+// pam.ErrUserUnknown, pam.ErrAuth for pam_nologin …); a check that could
+// not be made (helper failed, module missing, a module that insists on
+// prompting) wraps ErrSystem, ErrHelper or ErrConversation and is not a
+// denial. Helper slots, Timeout and audit lines (unless NoAudit) are as
+// for logins; Config.Limiter is not consulted (no secret is judged).
+func (a *Authenticator) CheckAccount(ctx context.Context, service string, req auth.Request) error {
+	if req.User == "" {
+		return fmt.Errorf("pam: account check: %w: no user", ErrSystem)
+	}
+	_, err := a.login(ctx, service, req, nil, true)
+	if !a.cfg.NoAudit {
+		switch {
+		case err == nil:
+			auth.Audit(a.log, req, req.User, "granted", "account check")
+		case errors.Is(err, auth.ErrDenied):
+			auth.Audit(a.log, req, req.User, "denied", err.Error())
+		case ctx.Err() != nil:
+			auth.Audit(a.log, req, req.User, "aborted", err.Error())
+		default:
+			auth.Audit(a.log, req, req.User, "error", err.Error())
+		}
+	}
+	return err
+}
+
+// accountError is a denial of an account check: auth.ErrAccount too.
+type accountError struct{ error }
+
+func (e accountError) Unwrap() error        { return e.error }
+func (e accountError) Is(target error) bool { return target == auth.ErrAccount }
 
 type loginFunc func(context.Context, auth.Request, auth.Conversation) (auth.Result, error)
 
@@ -364,8 +408,9 @@ func (a *Authenticator) spawn() (*helperProc, error) {
 	return p, nil
 }
 
-// login runs one transaction in a fresh helper.
-func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+// login runs one transaction in a fresh helper: a login, or with
+// accountOnly an account check (whose helper sends no prompt).
+func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation, accountOnly bool) (auth.Result, error) {
 	select {
 	case a.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -403,7 +448,8 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 
 	err = writeMsg(p.toH, &wireMsg{Start: &wireStart{
 		Service: service, ConfDir: a.cfg.ConfDir, User: req.User, TTY: pamTTY(req.TerminalID), RHost: hostOf(req.RemoteAddr),
-		OpenSession: a.cfg.OpenSession, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
+		OpenSession: a.cfg.OpenSession && !accountOnly, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
+		AccountOnly: accountOnly,
 	}})
 	if err != nil {
 		return abort(a.helperError(lctx, p, err))
@@ -415,6 +461,8 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 			return abort(a.helperError(lctx, p, err))
 		}
 		switch {
+		case m.Prompt != nil && accountOnly:
+			return abort(fmt.Errorf("pam: %w: a prompt during an account check", ErrProtocol))
 		case m.Prompt != nil:
 			prompts++
 			if prompts > maxPrompts {
@@ -436,7 +484,7 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 				return abort(a.helperError(lctx, p, err))
 			}
 		case m.Result != nil:
-			return a.finish(lctx, p, m.Result, log, cleanup, abort)
+			return a.finish(lctx, p, m.Result, accountOnly, log, cleanup, abort)
 		default:
 			return abort(fmt.Errorf("pam: %w: unexpected message", ErrProtocol))
 		}
@@ -473,9 +521,9 @@ func (a *Authenticator) ask(ctx context.Context, conv auth.Conversation, pr *wir
 }
 
 // finish turns the helper's result into the login's outcome.
-func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, log hclog.Logger,
+func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, accountOnly bool, log hclog.Logger,
 	cleanup func(), abort func(error) (auth.Result, error)) (auth.Result, error) {
-	if !res.OK || !a.cfg.OpenSession {
+	if !res.OK || !a.cfg.OpenSession || accountOnly {
 		// The helper ends the transaction and exits by itself.
 		p.toH.Close()
 		werr := p.wait()
@@ -483,6 +531,9 @@ func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireRes
 		cleanup()
 		if !res.OK {
 			err := resultError(res)
+			if accountOnly && errors.Is(err, auth.ErrDenied) {
+				err = accountError{err}
+			}
 			log.Debug("pam login failed", "stage", res.Stage, "error", err)
 			return auth.Result{User: res.User}, err
 		}

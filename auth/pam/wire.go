@@ -46,6 +46,10 @@ type wireStart struct {
 	OpenSession bool   `cbor:"6,keyasint,omitempty"`
 	// AllowNullAuthtok drops PAM_DISALLOW_NULL_AUTHTOK.
 	AllowNullAuthtok bool `cbor:"7,keyasint,omitempty"`
+	// AccountOnly runs pam_acct_mgmt alone (no pam_authenticate, no
+	// session): the helper answers every message itself, never sends a
+	// prompt, and sends the result.
+	AccountOnly bool `cbor:"8,keyasint,omitempty"`
 }
 
 type wirePrompt struct {

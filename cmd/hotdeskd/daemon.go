@@ -386,7 +386,11 @@ func (d *daemon) startAuth(context.Context) error {
 		OnRefused: d.limits.authRefused,
 	})
 	d.policies = policies
-	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
+	// Logins that ask no secret (card, a hot-desk without re-authentication)
+	// consult the account stack; a positive answer is reused for a minute
+	// at most, so hot-desking back and forth stays fast.
+	accounts := auth.NewAccountCache(gate, auth.AccountCacheConfig{Clock: d.clk})
+	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate, Accounts: accounts})
 	d.pairer = pairing.New(d.store,
 		pairing.WithClock(d.clk), pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))
