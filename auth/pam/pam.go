@@ -20,6 +20,13 @@
 // auth.Result.Session is closed (pam_close_session, pam_setcred(DELETE),
 // pam_end) or the daemon dies (its pipe closes and the helper cleans up).
 //
+// An account check (CheckAccount, auth.AccountChecker) is the same helper
+// running pam_start, PAM_TTY, PAM_RHOST, pam_acct_mgmt and pam_end only:
+// for logins that ask no secret (card policy, hot-desk without
+// re-authentication). The helper answers the account modules itself —
+// messages dropped, prompts refused with PAM_CONV_ERR — and sends no
+// prompt to the parent, which takes one as a protocol error.
+//
 // Secrets: answers travel as CBOR byte strings and every buffer holding one
 // is wiped after use, on both sides. The Conversation returns a Go string and
 // libpam needs one, and Go strings cannot be wiped: those copies live until

@@ -17,6 +17,8 @@ import (
 //	                 bind* (the desktop's pid), close
 //	helper → parent: prompt*, result, then (session only) closed
 //
+// An account check (start with AccountOnly) is start → result: no prompt.
+//
 // A session's helper whose parent goes without close (its end of the pipe
 // closed) closes the session at once, or, once bound, when the bound
 // process has ended.
