@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
@@ -148,4 +149,40 @@ func TestAccountCheckUnix(t *testing.T) {
 	if _, err := c.Authenticate(t.Context(), r, newScript("")); !errors.Is(err, pam.ErrAccountExpired) {
 		t.Errorf("new card session, expired account: err = %v; want %v", err, pam.ErrAccountExpired)
 	}
+}
+
+// TestAccountCheckSpare: with SpareHelper, an account check runs in a
+// helper started ahead (one process per check all the same), answers as
+// without it, and Close leaves no helper behind.
+func TestAccountCheckSpare(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	db := passdb(t, "alice:secret:hotdesk")
+	dir := confDir(t, map[string]string{
+		"hotdesk": "auth required pam_deny.so\naccount required " + testutil.MatrixModule + " passdb=" + db + "\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, SpareHelper: true})
+	for i := range 3 {
+		if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+			t.Fatalf("check %d, alice: err = %v; want nil", i, err)
+		}
+		if err := a.CheckAccount(t.Context(), "hotdesk", req("bob")); !errors.Is(err, auth.ErrAccount) {
+			t.Fatalf("check %d, bob: err = %v; want %v", i, err, auth.ErrAccount)
+		}
+	}
+	// The next check's helper waits, idle.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(processesWith(t, helperMarker(t))) != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := processesWith(t, helperMarker(t)); len(got) != 1 {
+		t.Fatalf("helpers after the checks = %v; want one spare", got)
+	}
+	a.Close()
+	noHelpers(t)
+	// Closed: checks still work, without a spare.
+	if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+		t.Fatalf("after Close: err = %v; want nil", err)
+	}
+	noHelpers(t)
 }

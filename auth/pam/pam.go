@@ -123,6 +123,12 @@ type Config struct {
 	Clock clock.Clock
 	// Logger receives debug and error lines (default: none). Never answers.
 	Logger hclog.Logger
+	// SpareHelper keeps one account-check helper started ahead, idle until
+	// a check needs it (then another is started in the background), so a
+	// check does not wait for a process to start: on a busy 2-core machine
+	// that is most of its time. Each check still runs in a process of its
+	// own, used once. Close stops the spare.
+	SpareHelper bool
 }
 
 // Authenticator authenticates with PAM through helper processes. It is safe
@@ -132,6 +138,14 @@ type Authenticator struct {
 	clk   clock.Clock
 	log   hclog.Logger
 	slots chan struct{}
+
+	spareMu sync.Mutex
+	// Guarded by spareMu:
+	spare     *helperProc // the idle spare, if any
+	refilling bool        // a spare is being started
+	closed    bool        // Close was called: no more spares
+	// End of fields guarded by spareMu.
+	spareWG sync.WaitGroup // the goroutine starting a spare
 }
 
 var (
@@ -415,6 +429,79 @@ func (a *Authenticator) spawn() (*helperProc, error) {
 	return p, nil
 }
 
+// Close stops the spare helper (Config.SpareHelper) and waits for one being
+// started. Logins, account checks and sessions in progress are not
+// affected; later account checks start their helper when they need it.
+func (a *Authenticator) Close() {
+	a.spareMu.Lock()
+	a.closed = true
+	p := a.spare
+	a.spare = nil
+	a.spareMu.Unlock()
+	if p != nil {
+		p.discard()
+	}
+	a.spareWG.Wait()
+}
+
+// discard ends a helper that was never given a transaction.
+func (p *helperProc) discard() {
+	p.kill()
+	_ = p.wait()
+	p.toH.Close()
+	p.fromH.Close()
+}
+
+// accountHelper returns the spare helper if there is a live one (and
+// starts the next in the background), else a new helper.
+func (a *Authenticator) accountHelper() (*helperProc, error) {
+	if !a.cfg.SpareHelper {
+		return a.spawn()
+	}
+	a.spareMu.Lock()
+	p := a.spare
+	a.spare = nil
+	a.spareMu.Unlock()
+	a.refillSpare()
+	if p != nil {
+		select {
+		case <-p.done: // it died idle (killed from outside)
+			p.discard()
+		default:
+			return p, nil
+		}
+	}
+	return a.spawn()
+}
+
+// refillSpare starts a spare helper in the background unless one is there
+// or being started, or the Authenticator is closed.
+func (a *Authenticator) refillSpare() {
+	a.spareMu.Lock()
+	defer a.spareMu.Unlock()
+	if a.closed || a.refilling || a.spare != nil {
+		return
+	}
+	a.refilling = true
+	a.spareWG.Add(1)
+	go func() {
+		defer a.spareWG.Done()
+		p, err := a.spawn()
+		a.spareMu.Lock()
+		a.refilling = false
+		keep := err == nil && !a.closed && a.spare == nil
+		if keep {
+			a.spare = p
+		}
+		a.spareMu.Unlock()
+		if err != nil {
+			a.log.Warn("pam: spare helper", "error", err)
+		} else if !keep {
+			p.discard()
+		}
+	}()
+}
+
 // login runs one transaction in a fresh helper: a login, or with
 // accountOnly an account check (whose helper sends no prompt).
 func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation, accountOnly bool) (auth.Result, error) {
@@ -427,7 +514,11 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 
 	lctx, cancel := context.WithCancelCause(ctx)
 	timer := a.clk.AfterFunc(a.cfg.Timeout, func() { cancel(ErrTimeout) })
-	p, err := a.spawn()
+	spawn := a.spawn
+	if accountOnly {
+		spawn = a.accountHelper
+	}
+	p, err := spawn()
 	if err != nil {
 		timer.Stop()
 		cancel(nil)

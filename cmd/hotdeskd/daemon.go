@@ -363,10 +363,14 @@ func (d *daemon) startAuth(context.Context) error {
 		OpenSession:   cfg.Auth.OpenSession,
 		NoAudit:       true, // the limiter's guard audits every decision
 		Logger:        logger.Named("pam"),
+		// Card logins and hot-desks check the account: do not make them
+		// wait for a helper process to start.
+		SpareHelper: true,
 	})
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	d.stops = append(d.stops, func(context.Context) { pamAuth.Close() })
 	d.lockouts = newLockoutShare(d.store, cfg.ServerID, d.clk, logger.Named("auth"))
 	limiter := auth.NewLimiter(auth.LimiterConfig{
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
