@@ -108,7 +108,9 @@ func (g *Gate) AuthenticateService(ctx context.Context, service string, req Requ
 
 // CheckAccount implements AccountChecker when the Gate's next does (it
 // runs a PAM helper too, so it counts as a login in progress); otherwise
-// it fails closed.
+// it fails closed. Give account checks a Gate of their own (hotdeskd
+// does): logins left waiting at a prompt, which anyone can start for any
+// user name, would otherwise hold up card logins.
 func (g *Gate) CheckAccount(ctx context.Context, service string, req Request) error {
 	ac, ok := g.next.(AccountChecker)
 	if !ok {
