@@ -5,6 +5,15 @@
 // Authenticate must return promptly when ctx is cancelled (card pulled,
 // terminal gone), must never log an answer, and must be safe for concurrent
 // use: one slow or failing login never holds up another.
+//
+// A token alone proves nothing about the account behind it: every grant
+// made without a secret (the card policy, a hot-desk that does not
+// authenticate again) is subject to the account stack of the policy's PAM
+// service, through an AccountChecker (Chooser). A refusal there wraps
+// ErrDenied and ErrAccount (and ErrAccountExpired when the account
+// expired); a check that could not be made refuses too. Only kiosk
+// policies grant without it. Positive answers may be reused for a short
+// bounded time (AccountCache), never refusals.
 package auth
 
 import (

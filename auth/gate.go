@@ -55,7 +55,10 @@ type Gate struct {
 	refusals   *burstlog.Logger // "limit reached" lines, one per limit per LogEvery
 }
 
-var _ ServiceAuthenticator = (*Gate)(nil)
+var (
+	_ ServiceAuthenticator = (*Gate)(nil)
+	_ AccountChecker       = (*Gate)(nil)
+)
 
 // NewGate returns a Gate in front of next.
 func NewGate(next ServiceAuthenticator, cfg GateConfig) *Gate {
@@ -95,6 +98,35 @@ func (s forService) Authenticate(ctx context.Context, req Request, conv Conversa
 
 // AuthenticateService implements ServiceAuthenticator.
 func (g *Gate) AuthenticateService(ctx context.Context, service string, req Request, conv Conversation) (Result, error) {
+	release, err := g.admit(req)
+	if err != nil {
+		return Result{}, err
+	}
+	defer release()
+	return g.next.AuthenticateService(ctx, service, req, conv)
+}
+
+// CheckAccount implements AccountChecker when the Gate's next does (it
+// runs a PAM helper too, so it counts as a login in progress); otherwise
+// it fails closed. Give account checks a Gate of their own (hotdeskd
+// does): logins left waiting at a prompt, which anyone can start for any
+// user name, would otherwise hold up card logins.
+func (g *Gate) CheckAccount(ctx context.Context, service string, req Request) error {
+	ac, ok := g.next.(AccountChecker)
+	if !ok {
+		return fmt.Errorf("auth: %w: %T cannot check accounts", ErrNoAccountCheck, g.next)
+	}
+	release, err := g.admit(req)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return ac.CheckAccount(ctx, service, req)
+}
+
+// admit counts req as a login in progress if every limit allows it; the
+// caller calls release when it has returned.
+func (g *Gate) admit(req Request) (release func(), err error) {
 	// The source every per-source limit uses: an IPv6 /64 is one, or a
 	// host holding one would multiply its budget.
 	src := netsrc.Source(req.RemoteAddr)
@@ -122,7 +154,7 @@ func (g *Gate) AuthenticateService(ctx context.Context, service string, req Requ
 			f(why)
 		}
 		g.refusals.Warn(why, "login refused: limit reached", "in_progress", total)
-		return Result{}, fmt.Errorf("%w (%s)", ErrBusy, why)
+		return nil, fmt.Errorf("%w (%s)", ErrBusy, why)
 	}
 	g.total++
 	g.bySource[src]++
@@ -131,7 +163,7 @@ func (g *Gate) AuthenticateService(ctx context.Context, service string, req Requ
 	}
 	g.byTerminal[term]++
 	g.mu.Unlock()
-	defer func() {
+	return func() {
 		g.mu.Lock()
 		g.total--
 		dec(g.bySource, src)
@@ -140,8 +172,7 @@ func (g *Gate) AuthenticateService(ctx context.Context, service string, req Requ
 		}
 		dec(g.byTerminal, term)
 		g.mu.Unlock()
-	}()
-	return g.next.AuthenticateService(ctx, service, req, conv)
+	}, nil
 }
 
 func dec(m map[string]int, k string) {

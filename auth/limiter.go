@@ -598,7 +598,8 @@ func (l *Limiter) get(k string, now time.Time) *entry {
 //	"auth decision" token=… user=… terminal=… rhost=… outcome=granted|denied|locked|aborted|error reason=…
 //
 // Answers never reach the log. Aborts (ctx cancelled, conversation failed)
-// are not counted as failures: no secret was judged. When next learns the
+// are not counted as failures: no secret was judged; nor are refusals of
+// the account stack (ErrAccount), an administrator's decision. When next learns the
 // user only during authentication (Result.User on a request without User),
 // that user's lockout is checked afterwards and a success is refused if the
 // user is locked (closing any Session that was opened).
@@ -655,6 +656,12 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 			return Result{}, lerr
 		}
 	case err == nil:
+	case errors.Is(err, ErrAccount):
+		// The account stack refused the account: an administrator's
+		// decision, no guess. Counting it would let a disabled user's card
+		// lock a shared terminal out.
+		Audit(l.log, req, user, "denied", err.Error())
+		return Result{User: res.User}, err
 	case errors.Is(err, ErrDenied):
 		keys := keysOf(req.Token, user, term, src)
 		l.failure(keys)

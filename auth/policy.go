@@ -85,6 +85,24 @@ func (p Policy) ServiceName() string {
 	return p.Service
 }
 
+// AccountService returns the PAM service whose account stack
+// (pam_acct_mgmt) is consulted when a login of this kind asks no secret:
+// a card login, or a hot-desk that does not authenticate again. It is the
+// policy's service, DefaultService for KindCard without one; "" for
+// KindKiosk, whose desktops are given to whoever presents a token.
+func (p Policy) AccountService() string {
+	switch p.Kind {
+	case KindKiosk:
+		return ""
+	case KindCard:
+		if p.Service == "" {
+			return DefaultService
+		}
+		return p.Service
+	}
+	return p.ServiceName()
+}
+
 // NeedsCard reports whether a session of this kind is located by a token.
 func (p Policy) NeedsCard() bool { return p.Kind != KindPassword }
 
@@ -191,12 +209,23 @@ type ServiceAuthenticator interface {
 // prompt (unknown tokens are denied), the others → Services with the
 // policy's PAM service, unless the request resumes an existing session and
 // the policy does not require re-authentication.
+//
+// Whenever it grants a user without asking a secret — a card login, or a
+// hot-desk that does not authenticate again — it first consults the
+// account stack of the policy's service (Policy.AccountService) through
+// Accounts: an account the administrator expired, locked or disabled (or
+// that pam_nologin or access.conf refuses) is denied there as it is at a
+// password login. Kiosk logins are not checked.
 type Chooser struct {
 	Policies *Policies
 	// Groups returns the groups of user (nil = no group policies apply).
 	Groups func(user string) []string
 	// Services runs PAM; required for kinds that prompt.
 	Services ServiceAuthenticator
+	// Accounts checks accounts on the paths that ask no secret (see
+	// above). Nil uses Services if it is an AccountChecker; if neither
+	// is, those logins are refused with ErrNoAccountCheck.
+	Accounts AccountChecker
 }
 
 var _ Authenticator = (*Chooser)(nil)
@@ -219,10 +248,10 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 		if req.User == "" {
 			return Result{}, fmt.Errorf("auth: card policy: %w: token not registered to a user", ErrDenied)
 		}
-		return Result{User: req.User}, nil
+		return c.grantWithoutSecret(ctx, pol, req)
 	case KindCardPIN, KindCardPassword, KindPassword:
 		if req.Existing && req.User != "" && !pol.ReauthRequired() && !req.Locked {
-			return Result{User: req.User}, nil
+			return c.grantWithoutSecret(ctx, pol, req)
 		}
 		if c.Services == nil {
 			return Result{}, fmt.Errorf("auth: %s policy: no PAM authenticator configured", pol.Kind)
@@ -233,6 +262,23 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 		return c.Services.AuthenticateService(ctx, pol.ServiceName(), req, conv)
 	}
 	return Result{}, fmt.Errorf("auth: %w: %q", ErrUnknownKind, pol.Kind)
+}
+
+// grantWithoutSecret grants req.User after the account check of pol's
+// service: the person proved nothing but the token, and only the account
+// stack can say the account was expired, locked or disabled since.
+func (c *Chooser) grantWithoutSecret(ctx context.Context, pol Policy, req Request) (Result, error) {
+	ac := c.Accounts
+	if ac == nil {
+		ac, _ = c.Services.(AccountChecker)
+	}
+	if ac == nil {
+		return Result{}, fmt.Errorf("auth: %s policy: %w", pol.Kind, ErrNoAccountCheck)
+	}
+	if err := ac.CheckAccount(ctx, pol.AccountService(), req); err != nil {
+		return Result{}, fmt.Errorf("auth: %s policy: account check: %w", pol.Kind, err)
+	}
+	return Result{User: req.User}, nil
 }
 
 // pinConversation shows PAM's generic password prompt ("Password: ", what

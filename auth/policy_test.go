@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -96,6 +97,23 @@ func (f *fakeServices) AuthenticateService(ctx context.Context, service string, 
 	return auth.Result{User: req.User}, nil
 }
 
+// fakeAccounts is an account stack refusing the users of refuse; it
+// records the service of the last check ("account:" and the name).
+type fakeAccounts struct {
+	fakeServices
+	refuse map[string]bool
+	checks int
+}
+
+func (f *fakeAccounts) CheckAccount(_ context.Context, service string, req auth.Request) error {
+	f.service = "account:" + service
+	f.checks++
+	if f.refuse[req.User] {
+		return fmt.Errorf("fake: %w: %w", auth.ErrDenied, auth.ErrAccount)
+	}
+	return nil
+}
+
 func TestChooser(t *testing.T) {
 	p := &auth.Policies{
 		Default: auth.Policy{Kind: auth.KindCardPassword},
@@ -104,6 +122,8 @@ func TestChooser(t *testing.T) {
 			"uid.card":  {Kind: auth.KindCard},
 			"uid.kt":    {Kind: auth.KindKiosk},
 			"uid.pin":   {Kind: auth.KindCardPIN, NoReauth: true},
+			"uid.cards": {Kind: auth.KindCard, Service: "cards"},
+			"uid.pw":    {Kind: auth.KindCardPassword, NoReauth: true},
 		},
 	}
 	tests := []struct {
@@ -116,15 +136,22 @@ func TestChooser(t *testing.T) {
 		{"kiosk", auth.Request{Token: "uid.kiosk", User: "alice"}, "guest", "", nil},
 		{"kiosk as the token's user", auth.Request{Token: "uid.kt", User: "alice"}, "alice", "", nil},
 		{"kiosk unregistered token", auth.Request{Token: "uid.kt"}, "kiosk", "", nil},
-		{"card registered", auth.Request{Token: "uid.card", User: "alice"}, "alice", "", nil},
+		{"card registered", auth.Request{Token: "uid.card", User: "alice"}, "alice", "account:" + auth.DefaultService, nil},
+		{"card own service", auth.Request{Token: "uid.cards", User: "alice"}, "alice", "account:cards", nil},
+		{"card account refused", auth.Request{Token: "uid.card", User: "mallory"}, "", "account:" + auth.DefaultService, auth.ErrAccount},
+		{"card resume account refused", auth.Request{Token: "uid.card", User: "mallory", Existing: true}, "", "account:" + auth.DefaultService, auth.ErrAccount},
 		{"card unregistered", auth.Request{Token: "uid.card"}, "", "", auth.ErrDenied},
 		{"pin new session", auth.Request{Token: "uid.pin", User: "alice"}, "alice", auth.DefaultPINService, nil},
-		{"pin hot-desk without reauth", auth.Request{Token: "uid.pin", User: "alice", Existing: true}, "alice", "", nil},
+		{"pin hot-desk without reauth", auth.Request{Token: "uid.pin", User: "alice", Existing: true}, "alice", "account:" + auth.DefaultPINService, nil},
+		{"pin hot-desk account refused", auth.Request{Token: "uid.pin", User: "mallory", Existing: true}, "", "account:" + auth.DefaultPINService, auth.ErrAccount},
+		{"password card hot-desk account refused", auth.Request{Token: "uid.pw", User: "mallory", Existing: true}, "", "account:" + auth.DefaultService, auth.ErrDenied},
+		{"pin locked session asks", auth.Request{Token: "uid.pin", User: "mallory", Existing: true, Locked: true}, "mallory", auth.DefaultPINService, nil},
 		{"password hot-desk reauth", auth.Request{Token: "uid.x", User: "bob", Existing: true}, "bob", auth.DefaultService, nil},
+		{"kiosk not checked", auth.Request{Token: "uid.kt", User: "mallory"}, "mallory", "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			svc := &fakeServices{}
+			svc := &fakeAccounts{refuse: map[string]bool{"mallory": true}}
 			c := &auth.Chooser{Policies: p, Services: svc}
 			res, err := c.Authenticate(t.Context(), tt.req, nil)
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
@@ -137,6 +164,30 @@ func TestChooser(t *testing.T) {
 				t.Errorf("service = %q; want %q", svc.service, tt.wantService)
 			}
 		})
+	}
+}
+
+// TestChooserNoAccountCheck: without a way to check accounts, the logins
+// that ask no secret are refused, not granted.
+func TestChooserNoAccountCheck(t *testing.T) {
+	p := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}, Tokens: map[string]auth.Policy{
+		"uid.pin": {Kind: auth.KindCardPIN, NoReauth: true},
+	}}
+	for _, req := range []auth.Request{
+		{Token: "uid.card", User: "alice"},
+		{Token: "uid.card", User: "alice", Existing: true},
+		{Token: "uid.pin", User: "alice", Existing: true},
+	} {
+		c := &auth.Chooser{Policies: p, Services: &fakeServices{}}
+		if res, err := c.Authenticate(t.Context(), req, nil); !errors.Is(err, auth.ErrNoAccountCheck) {
+			t.Errorf("%+v: user, err = %q, %v; want %v", req, res.User, err, auth.ErrNoAccountCheck)
+		}
+		// Accounts, when set, is used instead of Services.
+		acc := &fakeAccounts{}
+		c = &auth.Chooser{Policies: p, Services: &fakeServices{}, Accounts: acc}
+		if res, err := c.Authenticate(t.Context(), req, nil); err != nil || res.User != "alice" || acc.checks != 1 {
+			t.Errorf("%+v with Accounts: user, err, checks = %q, %v, %d; want alice, nil, 1", req, res.User, err, acc.checks)
+		}
 	}
 }
 

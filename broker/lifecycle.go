@@ -317,6 +317,15 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 	case err != nil:
 		b.log.Info("authentication failed", "token", token, "terminal", logValue(t.id), "error", err)
 		b.emit(event.Event{Kind: event.LoginRefused, Token: token, User: rec.User, Terminal: t.id})
+		switch {
+		case errors.Is(err, auth.ErrAccount) && errors.Is(err, auth.ErrAccountExpired):
+			// The account stack refused the account, no secret was
+			// judged: the person is told what only an administrator can
+			// change.
+			return res, fail(proto.ErrAuthFailed, "account expired: ask your administrator", err)
+		case errors.Is(err, auth.ErrAccount):
+			return res, fail(proto.ErrAuthFailed, "account disabled or not allowed to log in here: ask your administrator", err)
+		}
 		if errors.Is(err, auth.ErrNoAnswer) {
 			// Nothing was typed: the terminal tells it from a wrong secret.
 			return res, failDetail(proto.ErrAuthFailed, proto.DetailNoAnswer, "authentication failed: no answer in time", err)

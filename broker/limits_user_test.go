@@ -34,7 +34,7 @@ func TestUserLimitAcrossBrokers(t *testing.T) {
 	var bs []*env
 	for i := range 2 {
 		bs = append(bs, newEnvWith(t, fmt.Sprintf("b%d", i+1), envOptions{
-			eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol},
+			eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol, Accounts: validAccounts{}},
 			max:  maxTotal, // room for every session on either broker
 			wrap: func(r Registry) Registry { return slowClaims{r.(*registry.Registry)} },
 		}))
@@ -96,8 +96,8 @@ func TestUserLimitFreedByEnd(t *testing.T) {
 	t.Parallel()
 	pol := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard, MaxSessions: 1}}
 	eps := etcdtest.Start(t)
-	b1 := newEnvWith(t, "b1", envOptions{eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol}})
-	b2 := newEnvWith(t, "b2", envOptions{eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol}})
+	b1 := newEnvWith(t, "b1", envOptions{eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol, Accounts: validAccounts{}}})
+	b2 := newEnvWith(t, "b2", envOptions{eps: eps, policies: pol, authn: &auth.Chooser{Policies: pol, Accounts: validAccounts{}}})
 	b1.register("uid.0d0e0f01", "dave")
 	b1.register("uid.0d0e0f02", "dave")
 	t1 := b1.dial("term-1")
@@ -128,3 +128,10 @@ func TestUserLimitFreedByEnd(t *testing.T) {
 		t.Fatalf("after the first session ended: %+v; want attached", o)
 	}
 }
+
+// validAccounts is an account stack that admits every account: these
+// tests are about session limits (the account check runs through real PAM
+// in TestPolicyAccountDisabled).
+type validAccounts struct{}
+
+func (validAccounts) CheckAccount(context.Context, string, auth.Request) error { return nil }

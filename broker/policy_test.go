@@ -30,10 +30,23 @@ func TestMain(m *testing.M) {
 // file) under the given policies.
 func pamEnv(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) *env {
 	t.Helper()
+	e, _ := pamEnvDB(t, policies, lim)
+	return e
+}
+
+// pamUsers is the pam_matrix database of pamEnv: carol has no password
+// that works (card logins only).
+const pamUsers = "alice:alice-pw:hotdesk\nbob:bob-pw:hotdesk\ncarol:carol-pw:hotdesk\n"
+
+// pamEnvDB is pamEnv, also returning the pam_matrix database (pamUsers)
+// the test may rewrite: a user it no longer lists is refused by the
+// account stack as well.
+func pamEnvDB(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) (*env, string) {
+	t.Helper()
 	testutil.NeedMatrix(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "passdb")
-	if err := os.WriteFile(db, []byte("alice:alice-pw:hotdesk\nbob:bob-pw:hotdesk\n"), 0o600); err != nil {
+	if err := os.WriteFile(db, []byte(pamUsers), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// pam_succeed_if asks for the login name when PAM_USER is not set
@@ -51,7 +64,56 @@ func pamEnv(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) *env 
 		t.Fatal(err)
 	}
 	authn := auth.NewLimiter(lim).Guard(&auth.Chooser{Policies: policies, Services: pa})
-	return newEnvWith(t, "b1", envOptions{authn: authn, policies: policies})
+	return newEnvWith(t, "b1", envOptions{authn: authn, policies: policies}), db
+}
+
+// TestPolicyAccountDisabled: an account the administrator disabled (here:
+// removed from the account stack's database) stops its card. With the card
+// policy, the desktop it had is not resumed, and the terminal is told why;
+// with card+password and no re-authentication, neither. The limiter does
+// not count it: the terminal is not locked out.
+func TestPolicyAccountDisabled(t *testing.T) {
+	t.Parallel()
+	e, db := pamEnvDB(t, &auth.Policies{
+		Default: auth.Policy{Kind: auth.KindCard},
+		Tokens:  map[string]auth.Policy{"uid.0b0b0b0b": {Kind: auth.KindCardPassword, NoReauth: true}},
+	}, auth.LimiterConfig{MaxFailures: 1, BaseLockout: time.Hour})
+	e.register("uid.0c0c0c0c", "carol")
+	e.register("uid.0b0b0b0b", "bob")
+	t1 := e.dial("term-1")
+	t1.insert("uid.0c0c0c0c")
+	if att := expectMsg[proto.Attached](t1); att.User != "carol" {
+		t.Fatalf("card login: %+v; want attached as carol", att)
+	}
+	t1.remove("uid.0c0c0c0c")
+	expectMsg[proto.Detached](t1)
+	t1.insertAnswering("uid.0b0b0b0b", "bob-pw")
+	expectMsg[proto.Attached](t1)
+	t1.remove("uid.0b0b0b0b")
+	expectMsg[proto.Detached](t1)
+
+	// Off-boarding: both accounts disabled.
+	if err := os.WriteFile(db, []byte("alice:alice-pw:hotdesk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t2 := e.dial("term-2")
+	for range 2 { // twice: an account refusal starts no lockout
+		for _, tok := range []string{"uid.0c0c0c0c", "uid.0b0b0b0b"} {
+			t2.insert(tok)
+			er := expectMsg[proto.Error](t2)
+			if er.Code != proto.ErrAuthFailed || er.Token != tok || !strings.Contains(er.Message, "account disabled") {
+				t.Fatalf("%s after its account was disabled: %+v; want auth_failed, account disabled", tok, er)
+			}
+			if n := t2.promptCount(); n != 0 {
+				t.Fatalf("%s: %d prompts; want none", tok, n)
+			}
+		}
+	}
+	for _, s := range e.b.Sessions() {
+		if s.Terminal != "" {
+			t.Errorf("session %+v attached after its account was disabled", s)
+		}
+	}
 }
 
 func (e *env) register(id, user string) {

@@ -123,6 +123,10 @@ session {
   #                  can present any token id; use only for public kiosks.
   #   card           the registered card alone, no prompt. Card UIDs and
   #                  PIV CHUIDs can be copied: a copied UID is the session.
+  #                  Every login and hot-desk still asks the account stack
+  #                  of auth.pam_service (pam_acct_mgmt): an expired, locked
+  #                  or directory-disabled account, /etc/nologin or
+  #                  access.conf stops the card.
   #   card+pin       the card plus a PIN (PAM service auth.pin_service).
   #   card+password  the card plus the user's password (auth.pam_service).
   #   password       user name and password without a card; the user name
@@ -159,6 +163,11 @@ auth {
   # pam_dir ("" = the system's /etc/pam.d). configs/pam.d/hotdesk is one.
   # libpam reads `@include` files from /etc/pam.d whatever pam_dir says:
   # a stack in pam_dir that includes common-auth gets the system's.
+  # A login that asks no secret (the card policy; a hot-desk with
+  # reauth_on_hotdesk = false) runs the account stack of its policy's
+  # service alone (pam_service for card): off-boarding by expiring, locking
+  # or disabling the account stops the card too. A positive answer is
+  # reused for at most 60 s for the same user and terminal.
   pam_service = "hotdesk"
   pin_service = "hotdesk-pin"
   pam_dir     = ""
@@ -174,6 +183,8 @@ auth {
   prompt_timeout = "1m"
 
   # Ask again when a token resumes or takes over a session (hot-desking).
+  # false: the hot-desk asks nothing, but the account stack of the
+  # policy's service is still consulted.
   reauth_on_hotdesk = true
 
   # Let an unknown card enroll itself on first use: the person logs in with

@@ -95,6 +95,15 @@ func (h *helper) RespondPAM(style pam.Style, msg string) (string, error) {
 	if h.broken != nil {
 		return "", h.broken
 	}
+	if h.start.AccountOnly {
+		// An account check asks nobody: a message (pam_unix's "password
+		// expires in N days") is dropped, a prompt refused (the module
+		// gets PAM_CONV_ERR).
+		if style == pam.PromptEchoOff || style == pam.PromptEchoOn {
+			return "", errAccountPrompt
+		}
+		return "", nil
+	}
 	if len(msg) > maxText {
 		msg = msg[:maxText]
 	}
@@ -158,6 +167,9 @@ func (h *helper) run() int {
 	var flags pam.Flags
 	if !st.AllowNullAuthtok {
 		flags |= pam.DisallowNullAuthtok
+	}
+	if st.AccountOnly {
+		return h.account(tx, flags, fail, end)
 	}
 	if err := tx.Authenticate(flags); err != nil {
 		return fail("authenticate", err)
@@ -241,6 +253,25 @@ func (h *helper) run() int {
 		return helperProtocol
 	}
 	return helperOK
+}
+
+// errAccountPrompt is what an account check's conversation answers a
+// prompt with: libpam passes PAM_CONV_ERR to the module.
+var errAccountPrompt = errors.New("pam: an account check asks nothing")
+
+// account runs an account check: pam_acct_mgmt alone. A password that
+// must be changed (PAM_NEW_AUTHTOK_REQD) leaves the account valid: the
+// next login with a password changes it; no secret is asked here.
+func (h *helper) account(tx *pam.Transaction, flags pam.Flags, fail func(string, error) int, end func()) int {
+	if err := tx.AcctMgmt(flags); err != nil && !errors.Is(err, pam.ErrNewAuthtokReqd) {
+		return fail("account", err)
+	}
+	user, err := tx.GetItem(pam.User)
+	if err != nil {
+		return fail("get_item", err)
+	}
+	end()
+	return h.result(&wireResult{OK: true, User: user})
 }
 
 // result sends the transaction's result.

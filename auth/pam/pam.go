@@ -20,6 +20,13 @@
 // auth.Result.Session is closed (pam_close_session, pam_setcred(DELETE),
 // pam_end) or the daemon dies (its pipe closes and the helper cleans up).
 //
+// An account check (CheckAccount, auth.AccountChecker) is the same helper
+// running pam_start, PAM_TTY, PAM_RHOST, pam_acct_mgmt and pam_end only:
+// for logins that ask no secret (card policy, hot-desk without
+// re-authentication). The helper answers the account modules itself —
+// messages dropped, prompts refused with PAM_CONV_ERR — and sends no
+// prompt to the parent, which takes one as a protocol error.
+//
 // Secrets: answers travel as CBOR byte strings and every buffer holding one
 // is wiped after use, on both sides. The Conversation returns a Go string and
 // libpam needs one, and Go strings cannot be wiped: those copies live until
@@ -52,8 +59,10 @@ import (
 
 var (
 	// ErrAccountExpired: the account has expired (pam_acct_mgmt said
-	// PAM_ACCT_EXPIRED). Wrapped together with auth.ErrDenied.
-	ErrAccountExpired = errors.New("pam: account expired")
+	// PAM_ACCT_EXPIRED). Wrapped together with auth.ErrDenied. It is
+	// auth.ErrAccountExpired, which the broker can test without linking
+	// PAM.
+	ErrAccountExpired = auth.ErrAccountExpired
 	// ErrPasswordChange: a password change was required and did not succeed.
 	// Wrapped together with auth.ErrDenied.
 	ErrPasswordChange = errors.New("pam: password change failed")
@@ -114,6 +123,12 @@ type Config struct {
 	Clock clock.Clock
 	// Logger receives debug and error lines (default: none). Never answers.
 	Logger hclog.Logger
+	// SpareHelper keeps one account-check helper started ahead, idle until
+	// a check needs it (then another is started in the background), so a
+	// check does not wait for a process to start: on a busy 2-core machine
+	// that is most of its time. Each check still runs in a process of its
+	// own, used once. Close stops the spare.
+	SpareHelper bool
 }
 
 // Authenticator authenticates with PAM through helper processes. It is safe
@@ -123,11 +138,20 @@ type Authenticator struct {
 	clk   clock.Clock
 	log   hclog.Logger
 	slots chan struct{}
+
+	spareMu sync.Mutex
+	// Guarded by spareMu:
+	spare     *helperProc // the idle spare, if any
+	refilling bool        // a spare is being started
+	closed    bool        // Close was called: no more spares
+	// End of fields guarded by spareMu.
+	spareWG sync.WaitGroup // the goroutine starting a spare
 }
 
 var (
 	_ auth.Authenticator        = (*Authenticator)(nil)
 	_ auth.ServiceAuthenticator = (*Authenticator)(nil)
+	_ auth.AccountChecker       = (*Authenticator)(nil)
 )
 
 // New validates cfg and returns an Authenticator.
@@ -179,7 +203,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req auth.Request, conv
 // a failed conversation wraps ErrConversation and the conversation's error.
 func (a *Authenticator) AuthenticateService(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
 	run := loginFunc(func(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
-		return a.login(ctx, service, req, conv)
+		return a.login(ctx, service, req, conv, false)
 	})
 	if a.cfg.Limiter != nil {
 		return a.cfg.Limiter.Guard(run).Authenticate(ctx, req, conv)
@@ -205,6 +229,47 @@ func (a *Authenticator) AuthenticateService(ctx context.Context, service string,
 	}
 	return res, err
 }
+
+// CheckAccount implements auth.AccountChecker: in a fresh helper, as a
+// login, pam_start(service, req.User), PAM_TTY and PAM_RHOST as for a
+// login, pam_acct_mgmt, pam_end — no pam_authenticate, no session. The
+// helper answers the account modules itself: messages (a password expiry
+// warning) are dropped, prompts refused with PAM_CONV_ERR; nothing
+// reaches the terminal. PAM_NEW_AUTHTOK_REQD (the password must be
+// changed) passes: the account is valid, and no password is asked here.
+//
+// A refusal wraps auth.ErrDenied and auth.ErrAccount, and the PAM status
+// (ErrAccountExpired for PAM_ACCT_EXPIRED; pam.ErrPermDenied,
+// pam.ErrUserUnknown, pam.ErrAuth for pam_nologin …); a check that could
+// not be made (helper failed, module missing, a module that insists on
+// prompting) wraps ErrSystem, ErrHelper or ErrConversation and is not a
+// denial. Helper slots, Timeout and audit lines (unless NoAudit) are as
+// for logins; Config.Limiter is not consulted (no secret is judged).
+func (a *Authenticator) CheckAccount(ctx context.Context, service string, req auth.Request) error {
+	if req.User == "" {
+		return fmt.Errorf("pam: account check: %w: no user", ErrSystem)
+	}
+	_, err := a.login(ctx, service, req, nil, true)
+	if !a.cfg.NoAudit {
+		switch {
+		case err == nil:
+			auth.Audit(a.log, req, req.User, "granted", "account check")
+		case errors.Is(err, auth.ErrDenied):
+			auth.Audit(a.log, req, req.User, "denied", err.Error())
+		case ctx.Err() != nil:
+			auth.Audit(a.log, req, req.User, "aborted", err.Error())
+		default:
+			auth.Audit(a.log, req, req.User, "error", err.Error())
+		}
+	}
+	return err
+}
+
+// accountError is a denial of an account check: auth.ErrAccount too.
+type accountError struct{ error }
+
+func (e accountError) Unwrap() error        { return e.error }
+func (e accountError) Is(target error) bool { return target == auth.ErrAccount }
 
 type loginFunc func(context.Context, auth.Request, auth.Conversation) (auth.Result, error)
 
@@ -364,8 +429,82 @@ func (a *Authenticator) spawn() (*helperProc, error) {
 	return p, nil
 }
 
-// login runs one transaction in a fresh helper.
-func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+// Close stops the spare helper (Config.SpareHelper) and waits for one being
+// started. Logins, account checks and sessions in progress are not
+// affected; later account checks start their helper when they need it.
+func (a *Authenticator) Close() {
+	a.spareMu.Lock()
+	a.closed = true
+	p := a.spare
+	a.spare = nil
+	a.spareMu.Unlock()
+	if p != nil {
+		p.discard()
+	}
+	a.spareWG.Wait()
+}
+
+// discard ends a helper that was never given a transaction.
+func (p *helperProc) discard() {
+	p.kill()
+	_ = p.wait()
+	p.toH.Close()
+	p.fromH.Close()
+}
+
+// accountHelper returns the spare helper if there is a live one (and
+// starts the next in the background), else a new helper.
+func (a *Authenticator) accountHelper() (*helperProc, error) {
+	if !a.cfg.SpareHelper {
+		return a.spawn()
+	}
+	a.spareMu.Lock()
+	p := a.spare
+	a.spare = nil
+	a.spareMu.Unlock()
+	a.refillSpare()
+	if p != nil {
+		select {
+		case <-p.done: // it died idle (killed from outside)
+			p.discard()
+		default:
+			return p, nil
+		}
+	}
+	return a.spawn()
+}
+
+// refillSpare starts a spare helper in the background unless one is there
+// or being started, or the Authenticator is closed.
+func (a *Authenticator) refillSpare() {
+	a.spareMu.Lock()
+	defer a.spareMu.Unlock()
+	if a.closed || a.refilling || a.spare != nil {
+		return
+	}
+	a.refilling = true
+	a.spareWG.Add(1)
+	go func() {
+		defer a.spareWG.Done()
+		p, err := a.spawn()
+		a.spareMu.Lock()
+		a.refilling = false
+		keep := err == nil && !a.closed && a.spare == nil
+		if keep {
+			a.spare = p
+		}
+		a.spareMu.Unlock()
+		if err != nil {
+			a.log.Warn("pam: spare helper", "error", err)
+		} else if !keep {
+			p.discard()
+		}
+	}()
+}
+
+// login runs one transaction in a fresh helper: a login, or with
+// accountOnly an account check (whose helper sends no prompt).
+func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation, accountOnly bool) (auth.Result, error) {
 	select {
 	case a.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -375,7 +514,11 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 
 	lctx, cancel := context.WithCancelCause(ctx)
 	timer := a.clk.AfterFunc(a.cfg.Timeout, func() { cancel(ErrTimeout) })
-	p, err := a.spawn()
+	spawn := a.spawn
+	if accountOnly {
+		spawn = a.accountHelper
+	}
+	p, err := spawn()
 	if err != nil {
 		timer.Stop()
 		cancel(nil)
@@ -403,7 +546,8 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 
 	err = writeMsg(p.toH, &wireMsg{Start: &wireStart{
 		Service: service, ConfDir: a.cfg.ConfDir, User: req.User, TTY: pamTTY(req.TerminalID), RHost: hostOf(req.RemoteAddr),
-		OpenSession: a.cfg.OpenSession, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
+		OpenSession: a.cfg.OpenSession && !accountOnly, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
+		AccountOnly: accountOnly,
 	}})
 	if err != nil {
 		return abort(a.helperError(lctx, p, err))
@@ -415,6 +559,8 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 			return abort(a.helperError(lctx, p, err))
 		}
 		switch {
+		case m.Prompt != nil && accountOnly:
+			return abort(fmt.Errorf("pam: %w: a prompt during an account check", ErrProtocol))
 		case m.Prompt != nil:
 			prompts++
 			if prompts > maxPrompts {
@@ -436,7 +582,7 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 				return abort(a.helperError(lctx, p, err))
 			}
 		case m.Result != nil:
-			return a.finish(lctx, p, m.Result, log, cleanup, abort)
+			return a.finish(lctx, p, m.Result, accountOnly, log, cleanup, abort)
 		default:
 			return abort(fmt.Errorf("pam: %w: unexpected message", ErrProtocol))
 		}
@@ -473,9 +619,9 @@ func (a *Authenticator) ask(ctx context.Context, conv auth.Conversation, pr *wir
 }
 
 // finish turns the helper's result into the login's outcome.
-func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, log hclog.Logger,
+func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, accountOnly bool, log hclog.Logger,
 	cleanup func(), abort func(error) (auth.Result, error)) (auth.Result, error) {
-	if !res.OK || !a.cfg.OpenSession {
+	if !res.OK || !a.cfg.OpenSession || accountOnly {
 		// The helper ends the transaction and exits by itself.
 		p.toH.Close()
 		werr := p.wait()
@@ -483,6 +629,9 @@ func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireRes
 		cleanup()
 		if !res.OK {
 			err := resultError(res)
+			if accountOnly && errors.Is(err, auth.ErrDenied) {
+				err = accountError{err}
+			}
 			log.Debug("pam login failed", "stage", res.Stage, "error", err)
 			return auth.Result{User: res.User}, err
 		}

@@ -155,6 +155,16 @@ func TestShippedService(t *testing.T) {
 	if err := res.Session.Close(t.Context()); err != nil {
 		t.Errorf("close: %v", err)
 	}
+	// Its account stack alone (a card login): the user passes, an expired
+	// one does not. (Debian's common-account ends pam_unix's refusal in
+	// pam_deny: PAM_AUTH_ERR, not PAM_ACCT_EXPIRED.)
+	if err := a.CheckAccount(t.Context(), "hotdesk", req(u)); err != nil {
+		t.Errorf("account check: %v; want nil", err)
+	}
+	expired := unixUser(t, "Shipped-Pw-2", "-E", "0")
+	if err := a.CheckAccount(t.Context(), "hotdesk", req(expired)); !errors.Is(err, auth.ErrDenied) || !errors.Is(err, auth.ErrAccount) {
+		t.Errorf("account check, expired: %v; want %v", err, auth.ErrAccount)
+	}
 	noHelpers(t)
 }
 

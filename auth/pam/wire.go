@@ -17,6 +17,8 @@ import (
 //	                 bind* (the desktop's pid), close
 //	helper → parent: prompt*, result, then (session only) closed
 //
+// An account check (start with AccountOnly) is start → result: no prompt.
+//
 // A session's helper whose parent goes without close (its end of the pipe
 // closed) closes the session at once, or, once bound, when the bound
 // process has ended.
@@ -46,6 +48,10 @@ type wireStart struct {
 	OpenSession bool   `cbor:"6,keyasint,omitempty"`
 	// AllowNullAuthtok drops PAM_DISALLOW_NULL_AUTHTOK.
 	AllowNullAuthtok bool `cbor:"7,keyasint,omitempty"`
+	// AccountOnly runs pam_acct_mgmt alone (no pam_authenticate, no
+	// session): the helper answers every message itself, never sends a
+	// prompt, and sends the result.
+	AccountOnly bool `cbor:"8,keyasint,omitempty"`
 }
 
 type wirePrompt struct {

@@ -32,6 +32,8 @@ type groupConfig struct {
 	NoFsync bool // etcd UnsafeNoFsync
 	Inproc  bool // etcd members in this process instead of a child
 	Log     hclog.Logger
+	// Auth is the brokers' authenticator (nil: kiosk, user "bench").
+	Auth auth.Authenticator
 }
 
 // group is a running server group: an etcd cluster and one broker per
@@ -164,6 +166,10 @@ func startNodeWith(ctx context.Context, cfg groupConfig, id, endpoint string, o 
 		return fail(err)
 	}
 	log := cfg.Log.Named(id)
+	var authn auth.Authenticator = auth.Kiosk{User: "bench"}
+	if cfg.Auth != nil {
+		authn = cfg.Auth
+	}
 	// A member starved by other work on the machine can miss the lease
 	// grant's deadline while the group is healthy: try again (a broker
 	// under hotdeskd's supervisor does the same).
@@ -179,7 +185,7 @@ func startNodeWith(ctx context.Context, cfg groupConfig, id, endpoint string, o 
 		return fail(err)
 	}
 	n.b, err = broker.New(broker.Config{
-		ServerID: id, Registry: n.reg, Claims: n.reg, Compositor: n.comp, Auth: auth.Kiosk{User: "bench"}, Logger: log,
+		ServerID: id, Registry: n.reg, Claims: n.reg, Compositor: n.comp, Auth: authn, Logger: log,
 		// Nothing to keep with the null compositor, but Shutdown then skips
 		// releasing 10,000 claims one by one: revoking the lease drops them.
 		// Real desktops (the pixels node) are destroyed at Shutdown.

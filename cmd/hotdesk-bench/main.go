@@ -62,6 +62,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
 	"github.com/hotdesk/hotdesk/internal/version"
 )
@@ -79,6 +80,9 @@ const runTimeout = 15 * time.Minute
 func main() {
 	if dir := os.Getenv(childDirEnv); dir != "" {
 		os.Exit(etcdChildMain(dir))
+	}
+	if len(os.Args) == 2 && os.Args[1] == "pam-helper" { // -auth card
+		os.Exit(pam.HelperMain())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -111,6 +115,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pxWake := fs.Bool("pixels-rdpwake", true, "pixels: preload hotdesk-rdpwake into FreeRDP (built with cc), as an installed hotdesk-term does")
 	termBin := fs.String("term-bin", "", "pixels: the hotdesk-term binary (default: built from this module)")
 	resume := fs.Bool("tls-resume", true, "simulated terminals resume TLS 1.3 sessions with brokers seen before, as hotdesk-term does (false: a full handshake on every redirect)")
+	authKind := fs.String("auth", "kiosk", "brokers' login policy: kiosk (no check) or card (the card policy: each login and hot-desk consults a PAM account stack in a helper process, as hotdeskd does)")
+	spareHelper := fs.Bool("spare-helper", true, "-auth card: keep a PAM helper started ahead, as hotdeskd does")
+	accountTTL := fs.Duration("account-cache", time.Minute, "-auth card: how long a positive account check is reused (negative: never)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the scenarios (not the group's start) to `FILE` (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the scenarios to `FILE` (go tool trace)")
 	if err := exitcode.Parse(fs, args); err != nil {
@@ -185,7 +192,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "hotdesk-bench: starting 3 etcd members (fsync %v, %s) and 3 brokers in %s\n",
 		!*noFsync, map[bool]string{true: "in this process", false: "in a child process"}[*inproc], *dir)
 	t0 := time.Now()
-	g, err := startGroup(ctx, groupConfig{Dir: *dir, Brokers: 3, NoFsync: *noFsync, Inproc: *inproc, Log: log})
+	authn, err := brokerAuth(*authKind, *dir, *accountTTL, *spareHelper, log)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	g, err := startGroup(ctx, groupConfig{Dir: *dir, Brokers: 3, NoFsync: *noFsync, Inproc: *inproc, Log: log, Auth: authn})
 	if err != nil {
 		return err
 	}

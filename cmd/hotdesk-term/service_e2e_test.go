@@ -44,7 +44,10 @@ func newGroupBroker(t testing.TB, bin, id string, etcd []string) *groupBroker {
 // long one for a broker that must keep its lease on a loaded machine.
 func newGroupBrokerTTL(t testing.TB, bin, id string, etcd []string, ttl string) *groupBroker {
 	t.Helper()
-	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = %q\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\n", etcd[0], ttl))
+	// Its users are no accounts of this host: the card policy's account
+	// check admits every account.
+	return newBroker(t, bin, id, fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = %q\n}\nsession {\n  auth = \"card\"\n  keep_on_stop = false\n}\nauth {\n  pam_dir = %q\n}\n",
+		etcd[0], ttl, testutil.PermitAccountsDir(t, t.TempDir())))
 }
 
 // newBroker prepares a hotdeskd with the given configuration blocks (etcd,

@@ -49,7 +49,7 @@ On first start hotdeskd generates the terminal listener's TLS certificate; termi
 
 /run/hotdesk/admin.sock: the admin API used by hotdeskctl(8).
 
-/etc/pam.d/hotdesk, /etc/pam.d/hotdesk-pin, /etc/pam.d/hotdesk-admin: the PAM services for passwords, PINs and the dashboard's logins. A service the configuration uses without a file there is a warning of -check and of the start: libpam would use /etc/pam.d/other instead.`},
+/etc/pam.d/hotdesk, /etc/pam.d/hotdesk-pin, /etc/pam.d/hotdesk-admin: the PAM services for passwords (and the account checks of card logins), PINs and the dashboard's logins. A service the configuration uses without a file there is a warning of -check and of the start: libpam would use /etc/pam.d/other instead.`},
 		},
 		SeeAlso: []string{"hotdesk.hcl(5)", "hotdeskctl(8)", "hotdesk-term(1)", "systemd.service(5)", "pam(8)"},
 	}

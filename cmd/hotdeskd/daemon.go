@@ -363,10 +363,14 @@ func (d *daemon) startAuth(context.Context) error {
 		OpenSession:   cfg.Auth.OpenSession,
 		NoAudit:       true, // the limiter's guard audits every decision
 		Logger:        logger.Named("pam"),
+		// Card logins and hot-desks check the account: do not make them
+		// wait for a helper process to start.
+		SpareHelper: true,
 	})
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	d.stops = append(d.stops, func(context.Context) { pamAuth.Close() })
 	d.lockouts = newLockoutShare(d.store, cfg.ServerID, d.clk, logger.Named("auth"))
 	limiter := auth.NewLimiter(auth.LimiterConfig{
 		MaxFailures: cfg.Auth.MaxFailures, Window: cfg.Auth.FailureWindow,
@@ -379,14 +383,22 @@ func (d *daemon) startAuth(context.Context) error {
 	// terminal: clients that never answer a prompt cannot hold every PAM
 	// helper.
 	d.limits = newLimitCounters()
-	gate := auth.NewGate(pamAuth, auth.GateConfig{
+	gateCfg := auth.GateConfig{
 		Max: cfg.Limits.MaxPendingLogins, PerSource: cfg.Limits.MaxPendingLoginsPerSource,
 		PerUser: cfg.Limits.MaxPendingLoginsPerUser, PerTerminal: cfg.Limits.MaxPendingLoginsPerTerminal,
 		Logger:    logger.Named("auth"),
 		OnRefused: d.limits.authRefused,
-	})
+	}
+	gate := auth.NewGate(pamAuth, gateCfg)
 	d.policies = policies
-	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate})
+	// Logins that ask no secret (card, a hot-desk without re-authentication)
+	// consult the account stack; a positive answer is reused for a minute
+	// at most, so hot-desking back and forth stays fast. The checks have a
+	// gate of their own: logins left waiting at a prompt (anyone can start
+	// one for any user name) must not hold up card users, and a copied
+	// card presented from many terminal ids starts at most so many helpers.
+	accounts := auth.NewAccountCache(auth.NewGate(pamAuth, gateCfg), auth.AccountCacheConfig{Clock: d.clk})
+	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate, Accounts: accounts})
 	d.pairer = pairing.New(d.store,
 		pairing.WithClock(d.clk), pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))

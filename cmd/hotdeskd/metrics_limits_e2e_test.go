@@ -125,7 +125,10 @@ func TestLimitMetricsE2E(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports, kiosk accounts
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	pamDir := testutil.MatrixServices(t, dir, "pat:pat-pw:hotdesk\ncarl:carl-pw:hotdesk\n", "", "hotdesk")
+	// alice, bob and dan log in with the card alone: the account stack
+	// of "hotdesk" must know them.
+	pamDir := testutil.MatrixServices(t, dir,
+		"pat:pat-pw:hotdesk\ncarl:carl-pw:hotdesk\nalice:alice-pw:hotdesk\nbob:bob-pw:hotdesk\ndan:dan-pw:hotdesk\n", "", "hotdesk")
 	addr, metricsAddr, attachAddr := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := testutil.DaemonConfig(t, "lim", dir, addr, "") + fmt.Sprintf(`
 attach_listen = %q

@@ -569,3 +569,31 @@ func TestPAMSessionOutlivesRestart(t *testing.T) {
 		return readHook() == "open_session alice\nclose_session alice\n"
 	}, readHook)
 }
+
+// TestAccountDisabledE2E: off-boarding stops a card. Under the card policy
+// carl's card gets a desktop; the administrator then disables carl in the
+// account stack (here: drops him from pam_matrix's database, as an expired
+// or AD-disabled account is refused by pam_unix or pam_sss), and his card
+// no longer resumes the desktop: the terminal is told the account is
+// disabled.
+func TestAccountDisabledE2E(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	e := startE2E(t, "", "card")
+	carl := e.enroll("carl")
+	if ev := e.present("t-ad1", carl); ev["event"] != "attached" || ev["user"] != "carl" {
+		t.Fatalf("card login: %v; want attached as carl", ev)
+	}
+	db := filepath.Join(e.dir, "hotdesk.passdb")
+	if err := os.WriteFile(db, []byte("alice:alice-pw:hotdesk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ev := e.present("t-ad2", carl)
+	if ev["event"] != "error" || ev["name"] != "auth_failed" || !strings.Contains(fmt.Sprint(ev["message"]), "account disabled") {
+		t.Fatalf("card of a disabled account: %v; want auth_failed, account disabled", ev)
+	}
+	for _, s := range e.sessions() {
+		if s.State == "active" {
+			t.Errorf("session %+v active after its account was disabled", s)
+		}
+	}
+}

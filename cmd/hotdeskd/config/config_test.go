@@ -809,7 +809,8 @@ func TestHostWarningsEtcdKeyMode(t *testing.T) {
 // TestHostWarnings: a PAM service the configuration uses with no file in
 // the PAM directory is a warning naming the service and the missing file
 // (libpam would silently use "other"); services with a file, and the
-// policies that use no PAM, are not.
+// policies that use no PAM (kiosk), are not. The card policy uses the
+// account stack of pam_service.
 func TestHostWarnings(t *testing.T) {
 	t.Parallel()
 	pamDir := t.TempDir()
@@ -870,5 +871,10 @@ dashboard {
 	d.Session.Auth = "kiosk"
 	if w := d.HostWarnings(Host{PAMDirs: []string{empty}}); len(w) != 0 {
 		t.Errorf("kiosk warnings = %q; want none (no PAM)", w)
+	}
+	// The card policy consults the account stack of pam_service.
+	d.Session.Auth = "card"
+	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{empty}}), "\n"); !strings.Contains(w, `PAM service "hotdesk" (auth.pam_service, used by the card login policy`) {
+		t.Errorf("card warnings = %q; want one naming hotdesk", w)
 	}
 }

@@ -99,7 +99,8 @@ type PAMService struct {
 }
 
 // PAMServices returns the PAM services the configured login policies and
-// the dashboard use, each once (kiosk and card policies use none).
+// the dashboard use, each once (kiosk policies use none; card policies
+// consult the account stack of theirs, pam_service unless they name one).
 func (c *Config) PAMServices() []PAMService {
 	var out []PAMService
 	add := func(key, service, usedBy string) {
@@ -112,7 +113,7 @@ func (c *Config) PAMServices() []PAMService {
 	}
 	policy := func(kind, service, usedBy string) {
 		switch {
-		case kind == "kiosk" || kind == "card":
+		case kind == "kiosk":
 		case service != "":
 			add("auth.policy.service", service, usedBy)
 		case kind == "card+pin":

@@ -1,0 +1,91 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/auth"
+	"github.com/hotdesk/hotdesk/internal/clock"
+)
+
+// TestAccountCache: a positive answer is reused for TTL on the injected
+// clock, for the same service, user, address and terminal only; a refusal
+// is never kept; the entries are bounded.
+func TestAccountCache(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	next := &fakeAccounts{refuse: map[string]bool{}}
+	c := auth.NewAccountCache(next, auth.AccountCacheConfig{TTL: time.Minute, Max: 3, Clock: clk})
+	alice := auth.Request{User: "alice", TerminalID: "t1", RemoteAddr: "192.0.2.1:5000"}
+	check := func(service string, req auth.Request, wantChecks int, want error) {
+		t.Helper()
+		err := c.CheckAccount(t.Context(), service, req)
+		if !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Fatalf("%s %+v: err = %v; want %v", service, req, err, want)
+		}
+		if next.checks != wantChecks {
+			t.Fatalf("%s %+v: checks = %d; want %d", service, req, next.checks, wantChecks)
+		}
+	}
+	check("hotdesk", alice, 1, nil)
+	check("hotdesk", alice, 1, nil) // cached
+	other := alice
+	other.RemoteAddr = "192.0.2.1:5001" // same host, other port: same answer
+	check("hotdesk", other, 1, nil)
+	clk.Advance(time.Minute - time.Second)
+	check("hotdesk", alice, 1, nil)
+	// What the account stack sees differs: asked again.
+	check("hotdesk-pin", alice, 2, nil)
+	other.RemoteAddr = "192.0.2.2:5000"
+	check("hotdesk", other, 3, nil)
+	other = alice
+	other.TerminalID = "t2"
+	check("hotdesk", other, 4, nil)
+	// Expired: asked again; a refusal now is not kept, nor was it cached.
+	clk.Advance(time.Second)
+	next.refuse["alice"] = true
+	check("hotdesk", alice, 5, auth.ErrAccount)
+	check("hotdesk", alice, 6, auth.ErrAccount)
+	next.refuse["alice"] = false
+	check("hotdesk", alice, 7, nil)
+	if n := c.Len(); n > 3 {
+		t.Errorf("entries = %d; want ≤ 3 (Max)", n)
+	}
+	for i := range 10 {
+		check("hotdesk", auth.Request{User: fmt.Sprint("u", i)}, 8+i, nil)
+		if n := c.Len(); n > 3 {
+			t.Fatalf("entries = %d; want ≤ 3 (Max)", n)
+		}
+	}
+	c.Forget()
+	check("hotdesk", alice, 18, nil)
+}
+
+// TestLimiterIgnoresAccountRefusals: an account refused by the account
+// stack (ErrAccount) is audited but not counted as a failed login: a
+// disabled user's card tapped again and again must not lock the terminal
+// out for everyone else.
+func TestLimiterIgnoresAccountRefusals(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, Window: time.Hour, BaseLockout: time.Minute})
+	refuse := loginFunc(func(context.Context, auth.Request, auth.Conversation) (auth.Result, error) {
+		return auth.Result{}, fmt.Errorf("x: %w: %w", auth.ErrDenied, auth.ErrAccount)
+	})
+	g := l.Guard(refuse)
+	req := auth.Request{Token: "uid.01", User: "mallory", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
+	for range 5 {
+		if _, err := g.Authenticate(t.Context(), req, nil); !errors.Is(err, auth.ErrAccount) || errors.Is(err, auth.ErrLocked) {
+			t.Fatalf("err = %v; want %v, not locked", err, auth.ErrAccount)
+		}
+	}
+	if err := l.Check("uid.01", "mallory", "t1@192.0.2.1"); err != nil {
+		t.Errorf("after 5 account refusals: check = %v; want nil", err)
+	}
+}
+
+type loginFunc func(context.Context, auth.Request, auth.Conversation) (auth.Result, error)
+
+func (f loginFunc) Authenticate(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
+	return f(ctx, req, conv)
+}
