@@ -111,29 +111,31 @@ func newGoodTerm(ctx context.Context, addr string, pin []byte, id string, key ed
 	}
 	g := &goodTerm{id: id, conn: c, welcome: w, key: key, msgs: make(chan any, 64), done: make(chan struct{})}
 	go g.read()
-	// Ping as a real terminal does, at the interval the Welcome announces:
-	// the broker drops a connection silent for 3 of them, and the other
-	// terminal's hot-desk may keep this one silent that long on a loaded
-	// machine.
+	go keepPinging(c, w, g.done)
+	return g, nil
+}
+
+// keepPinging pings c as a real terminal does, at the interval its Welcome
+// w announces, until done closes or a send fails: the broker drops a
+// connection silent for 3 of them, and another terminal's hot-desk may
+// keep a test terminal silent that long on a loaded machine.
+func keepPinging(c *proto.Conn, w proto.Welcome, done <-chan struct{}) {
 	every := time.Duration(w.PingInterval) * time.Millisecond
 	if every <= 0 {
 		every = 3 * time.Second
 	}
-	go func() {
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for seq := uint64(1); ; seq++ {
-			select {
-			case <-tick.C:
-				if g.conn.Send(&proto.Ping{Seq: seq}) != nil {
-					return
-				}
-			case <-g.done:
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-tick.C:
+			if c.Send(&proto.Ping{Seq: seq}) != nil {
 				return
 			}
+		case <-done:
+			return
 		}
-	}()
-	return g, nil
+	}
 }
 
 func (g *goodTerm) read() {

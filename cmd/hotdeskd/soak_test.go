@@ -70,24 +70,7 @@ func dialSoakTerm(ctx context.Context, src, addr string, pin []byte, id string, 
 	}
 	st := &soakTerm{id: id, conn: c, welcome: w, keys: keys, msgs: make(chan any, 256), done: make(chan struct{})}
 	go st.read()
-	every := time.Duration(w.PingInterval) * time.Millisecond
-	if every <= 0 {
-		every = 3 * time.Second
-	}
-	go func() {
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for seq := uint64(1); ; seq++ {
-			select {
-			case <-tick.C:
-				if st.conn.Send(&proto.Ping{Seq: seq}) != nil {
-					return
-				}
-			case <-st.done:
-				return
-			}
-		}
-	}()
+	go keepPinging(c, w, st.done)
 	return st, nil
 }
 
