@@ -112,14 +112,7 @@ func TestLockoutLeasesBounded(t *testing.T) {
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
-	leases := func() int {
-		t.Helper()
-		resp, err := cli.Leases(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(resp.Leases)
-	}
+	leases := func() int { return leaseCount(t, ctx, cli) }
 	s, err := registry.NewStore(etcdtest.Client(t, eps), "lb", registry.WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
@@ -176,14 +169,7 @@ func TestLockoutNotShortened(t *testing.T) {
 	a, b := regs[0], regs[1]
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
-	leases := func() int {
-		t.Helper()
-		resp, err := cli.Leases(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(resp.Leases)
-	}
+	leases := func() int { return leaseCount(t, ctx, cli) }
 	long := time.Now().Add(10 * time.Minute).UnixMilli()
 	if err := a.PublishLockout(ctx, registry.Lockout{Key: "user:mal", UntilUnixMs: long, Level: 3}); err != nil {
 		t.Fatal(err)

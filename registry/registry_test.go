@@ -422,13 +422,7 @@ func TestServerIDCollision(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { first.Close(context.Background()) })
-	leases := func() int {
-		resp, err := cli.Leases(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(resp.Leases)
-	}
+	leases := func() int { return leaseCount(t, ctx, cli) }
 	before := leases()
 	_, err = registry.New(ctx, cli, registry.ServerRecord{ID: "s1", Addr: "b:1"})
 	if !errors.Is(err, registry.ErrServerIDInUse) {
@@ -547,4 +541,14 @@ func TestListings(t *testing.T) {
 	if _, err := a.Server(ctx, "hijack"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("Server(hijack) err = %v; want ErrNotFound", err)
 	}
+}
+
+// leaseCount returns how many leases etcd holds.
+func leaseCount(t *testing.T, ctx context.Context, cli *clientv3.Client) int {
+	t.Helper()
+	resp, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(resp.Leases)
 }
