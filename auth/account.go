@@ -17,7 +17,9 @@ import (
 // (PAM's pam_acct_mgmt: account expired or locked, pam_nologin,
 // access.conf, a directory's disabled account) refuses a user whom no
 // secret was asked of. Such a refusal is an administrator's decision, not
-// a guess: the Limiter does not count it as a failed login.
+// a guess: the Limiter counts it against the token alone (not the user,
+// terminal or source), so that a refused card presented again and again is
+// locked out rather than checked each time.
 var ErrAccount = errors.New("auth: account refused")
 
 // ErrAccountExpired is wrapped, together with ErrAccount or a login's
