@@ -63,6 +63,37 @@ func TestAccountCache(t *testing.T) {
 	check("hotdesk", alice, 18, nil)
 }
 
+// TestAccountCacheForgetDuringCheck: an answer to a check under way when
+// Forget is called is not kept: it may predate the administrator's change
+// that Forget was called for.
+func TestAccountCacheForgetDuringCheck(t *testing.T) {
+	var c *auth.AccountCache
+	checks := 0
+	next := accountFunc(func(context.Context, string, auth.Request) error {
+		checks++
+		if checks == 1 {
+			c.Forget() // the administrator, while PAM answers
+		}
+		return nil
+	})
+	c = auth.NewAccountCache(next, auth.AccountCacheConfig{Clock: clock.NewFake(time.Unix(1_000_000, 0))})
+	req := auth.Request{User: "alice", TerminalID: "t1", RemoteAddr: "192.0.2.1:5000"}
+	for range 2 {
+		if err := c.CheckAccount(t.Context(), "hotdesk", req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if checks != 2 {
+		t.Errorf("checks = %d; want 2 (the answer given across Forget not reused)", checks)
+	}
+}
+
+type accountFunc func(context.Context, string, auth.Request) error
+
+func (f accountFunc) CheckAccount(ctx context.Context, service string, req auth.Request) error {
+	return f(ctx, service, req)
+}
+
 // TestLimiterIgnoresAccountRefusals: an account refused by the account
 // stack (ErrAccount) is audited but not counted against the user, the
 // terminal or the source: a disabled user's card tapped again and again
