@@ -17,7 +17,9 @@ import (
 // (PAM's pam_acct_mgmt: account expired or locked, pam_nologin,
 // access.conf, a directory's disabled account) refuses a user whom no
 // secret was asked of. Such a refusal is an administrator's decision, not
-// a guess: the Limiter does not count it as a failed login.
+// a guess: the Limiter counts it against the token alone (not the user,
+// terminal or source), so that a refused card presented again and again is
+// locked out rather than checked each time.
 var ErrAccount = errors.New("auth: account refused")
 
 // ErrAccountExpired is wrapped, together with ErrAccount or a login's
@@ -71,6 +73,9 @@ type AccountCache struct {
 	mu sync.Mutex
 	// ok holds, by key, when each positive answer was given; guarded by mu.
 	ok map[string]time.Time
+	// gen counts Forget calls (guarded by mu): an answer to a check that
+	// started before one is not kept.
+	gen uint64
 }
 
 var _ AccountChecker = (*AccountCache)(nil)
@@ -97,12 +102,17 @@ func (c *AccountCache) CheckAccount(ctx context.Context, service string, req Req
 		return nil
 	}
 	delete(c.ok, key)
+	gen := c.gen
 	c.mu.Unlock()
 	if err := c.next.CheckAccount(ctx, service, req); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != gen {
+		// Forgotten meanwhile: this answer may predate why.
+		return nil
+	}
 	if len(c.ok) >= c.cfg.Max {
 		c.pruneLocked(c.clk.Now())
 	}
@@ -112,10 +122,12 @@ func (c *AccountCache) CheckAccount(ctx context.Context, service string, req Req
 }
 
 // Forget drops every remembered answer (e.g. after an administrator
-// disabled accounts and wants it to count at once).
+// disabled accounts and wants it to count at once); an answer to a check
+// under way is not kept either.
 func (c *AccountCache) Forget() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	clear(c.ok)
 }
 

@@ -63,24 +63,75 @@ func TestAccountCache(t *testing.T) {
 	check("hotdesk", alice, 18, nil)
 }
 
+// TestAccountCacheForgetDuringCheck: an answer to a check under way when
+// Forget is called is not kept: it may predate the administrator's change
+// that Forget was called for.
+func TestAccountCacheForgetDuringCheck(t *testing.T) {
+	var c *auth.AccountCache
+	checks := 0
+	next := accountFunc(func(context.Context, string, auth.Request) error {
+		checks++
+		if checks == 1 {
+			c.Forget() // the administrator, while PAM answers
+		}
+		return nil
+	})
+	c = auth.NewAccountCache(next, auth.AccountCacheConfig{Clock: clock.NewFake(time.Unix(1_000_000, 0))})
+	req := auth.Request{User: "alice", TerminalID: "t1", RemoteAddr: "192.0.2.1:5000"}
+	for range 2 {
+		if err := c.CheckAccount(t.Context(), "hotdesk", req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if checks != 2 {
+		t.Errorf("checks = %d; want 2 (the answer given across Forget not reused)", checks)
+	}
+}
+
+type accountFunc func(context.Context, string, auth.Request) error
+
+func (f accountFunc) CheckAccount(ctx context.Context, service string, req auth.Request) error {
+	return f(ctx, service, req)
+}
+
 // TestLimiterIgnoresAccountRefusals: an account refused by the account
-// stack (ErrAccount) is audited but not counted as a failed login: a
-// disabled user's card tapped again and again must not lock the terminal
-// out for everyone else.
+// stack (ErrAccount) is audited but not counted against the user, the
+// terminal or the source: a disabled user's card tapped again and again
+// must not lock the terminal out for everyone else. It is counted against
+// the token alone: a card whose account is refused, presented again and
+// again (from any number of terminal ids), is locked out like a guessed
+// one instead of starting a PAM account check each time.
 func TestLimiterIgnoresAccountRefusals(t *testing.T) {
 	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, Window: time.Hour, BaseLockout: time.Minute})
-	refuse := loginFunc(func(context.Context, auth.Request, auth.Conversation) (auth.Result, error) {
+	calls := 0
+	refuse := loginFunc(func(_ context.Context, req auth.Request, _ auth.Conversation) (auth.Result, error) {
+		calls++
+		if req.Token == "uid.02" {
+			return auth.Result{User: req.User}, nil
+		}
 		return auth.Result{}, fmt.Errorf("x: %w: %w", auth.ErrDenied, auth.ErrAccount)
 	})
 	g := l.Guard(refuse)
 	req := auth.Request{Token: "uid.01", User: "mallory", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
-	for range 5 {
-		if _, err := g.Authenticate(t.Context(), req, nil); !errors.Is(err, auth.ErrAccount) || errors.Is(err, auth.ErrLocked) {
-			t.Fatalf("err = %v; want %v, not locked", err, auth.ErrAccount)
+	for i := range 5 {
+		req.TerminalID = fmt.Sprint("t", i)
+		_, err := g.Authenticate(t.Context(), req, nil)
+		switch {
+		case i < 2 && (!errors.Is(err, auth.ErrAccount) || errors.Is(err, auth.ErrLocked)):
+			t.Fatalf("attempt %d: err = %v; want %v, not locked", i, err, auth.ErrAccount)
+		case i >= 2 && !errors.Is(err, auth.ErrLocked):
+			t.Fatalf("attempt %d: err = %v; want %v (the token)", i, err, auth.ErrLocked)
 		}
 	}
-	if err := l.Check("uid.01", "mallory", "t1@192.0.2.1"); err != nil {
-		t.Errorf("after 5 account refusals: check = %v; want nil", err)
+	if calls != 2 {
+		t.Errorf("account checks = %d; want 2 (then the token is locked out)", calls)
+	}
+	if err := l.Check("", "mallory", "t1@192.0.2.1"); err != nil {
+		t.Errorf("after 5 account refusals: user, terminal check = %v; want nil", err)
+	}
+	other := auth.Request{Token: "uid.02", User: "bob", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
+	if _, err := g.Authenticate(t.Context(), other, nil); err != nil {
+		t.Errorf("another card at the terminal: err = %v; want nil", err)
 	}
 }
 

@@ -598,8 +598,9 @@ func (l *Limiter) get(k string, now time.Time) *entry {
 //	"auth decision" token=… user=… terminal=… rhost=… outcome=granted|denied|locked|aborted|error reason=…
 //
 // Answers never reach the log. Aborts (ctx cancelled, conversation failed)
-// are not counted as failures: no secret was judged; nor are refusals of
-// the account stack (ErrAccount), an administrator's decision. When next learns the
+// are not counted as failures: no secret was judged; refusals of the
+// account stack (ErrAccount), an administrator's decision, are counted
+// against the token only (a card presented again and again). When next learns the
 // user only during authentication (Result.User on a request without User),
 // that user's lockout is checked afterwards and a success is refused if the
 // user is locked (closing any Session that was opened).
@@ -658,8 +659,16 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 	case err == nil:
 	case errors.Is(err, ErrAccount):
 		// The account stack refused the account: an administrator's
-		// decision, no guess. Counting it would let a disabled user's card
-		// lock a shared terminal out.
+		// decision, no guess. Counting it against the user, terminal or
+		// source would let a disabled user's card lock a shared terminal
+		// out. It is counted against the token alone: uncounted, a card
+		// whose account is refused (an off-boarded employee's) could be
+		// presented again and again, from any number of terminal ids
+		// (account refusals are never cached), each time starting a PAM
+		// account check.
+		if req.Token != "" {
+			l.failure(keysOf(req.Token, "", "", ""))
+		}
 		Audit(l.log, req, user, "denied", err.Error())
 		return Result{User: res.User}, err
 	case errors.Is(err, ErrDenied):

@@ -70,14 +70,15 @@ func pamEnvDB(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) (*e
 // TestPolicyAccountDisabled: an account the administrator disabled (here:
 // removed from the account stack's database) stops its card. With the card
 // policy, the desktop it had is not resumed, and the terminal is told why;
-// with card+password and no re-authentication, neither. The limiter does
-// not count it: the terminal is not locked out.
+// with card+password and no re-authentication, neither. The limiter
+// counts it against the token alone: the terminal is not locked out, the
+// card presented again and again is.
 func TestPolicyAccountDisabled(t *testing.T) {
 	t.Parallel()
 	e, db := pamEnvDB(t, &auth.Policies{
 		Default: auth.Policy{Kind: auth.KindCard},
 		Tokens:  map[string]auth.Policy{"uid.0b0b0b0b": {Kind: auth.KindCardPassword, NoReauth: true}},
-	}, auth.LimiterConfig{MaxFailures: 1, BaseLockout: time.Hour})
+	}, auth.LimiterConfig{MaxFailures: 2, BaseLockout: time.Hour})
 	e.register("uid.0c0c0c0c", "carol")
 	e.register("uid.0b0b0b0b", "bob")
 	t1 := e.dial("term-1")
@@ -97,7 +98,7 @@ func TestPolicyAccountDisabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	t2 := e.dial("term-2")
-	for range 2 { // twice: an account refusal starts no lockout
+	for range 2 { // twice, four refusals at term-2: the terminal is not locked out
 		for _, tok := range []string{"uid.0c0c0c0c", "uid.0b0b0b0b"} {
 			t2.insert(tok)
 			er := expectMsg[proto.Error](t2)
@@ -108,6 +109,11 @@ func TestPolicyAccountDisabled(t *testing.T) {
 				t.Fatalf("%s: %d prompts; want none", tok, n)
 			}
 		}
+	}
+	// Each card was refused twice: a third time it is locked out.
+	t2.insert("uid.0c0c0c0c")
+	if er := expectMsg[proto.Error](t2); er.Code != proto.ErrRateLimited || er.Detail != proto.DetailLockedOut {
+		t.Fatalf("a refused card presented a third time: %+v; want rate_limited, locked out", er)
 	}
 	for _, s := range e.b.Sessions() {
 		if s.Terminal != "" {

@@ -90,7 +90,8 @@ func (r *Store) ClearLockout(ctx context.Context, key string) error {
 // later lockout of the same key replaces it; a lockout of the key in force
 // that ends no sooner than lo is kept (lo is a lockout published late, by
 // a broker that was cut off from the registry meanwhile: it must not
-// shorten the group's, nor lower its back-off level). The group's count of
+// shorten the group's, nor lower its back-off level: the record holds
+// the higher level of the two either way). The group's count of
 // the key's failures is deleted either way (see CountFailure): the lockout
 // consumed them.
 func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
@@ -112,16 +113,14 @@ func (r *Store) PublishLockout(ctx context.Context, lo Lockout) error {
 // after ttl (rounded up to whole seconds), and deletes the key's failure
 // count in the same txn, fenced on the record it read: unless lo is a
 // lockout (not a clearing) and the record a lockout of the key ending no
-// later, which is then kept (and only the count deleted). The lease of
+// later, which is then kept (the count deleted, and the record's level
+// raised to lo's if lower; a lockout replacing one in force keeps the
+// higher level of the two too). The lease of
 // the record it replaces is revoked, and so is the new one if the txn
 // failed without writing: a key locked out again and again holds one
 // lease, not one per lockout until each expires. ErrContended after
 // casTries lost races.
 func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) error {
-	v, err := json.Marshal(lo)
-	if err != nil {
-		return err
-	}
 	k := r.lockoutKey(lo.Key)
 	lease := clientv3.NoLease // granted at the first try that writes, kept for the next
 	for range casTries {
@@ -135,8 +134,28 @@ func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) e
 			cmp = clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)
 		}
 		ops := []clientv3.Op{clientv3.OpDelete(r.failuresKey(lo.Key))}
-		keep := kv != nil && !lo.Cleared && endsNoSooner(kv.Value, lo)
+		cur, inForce := lockoutIn(kv, lo.Key)
+		keep := inForce && !lo.Cleared && cur.UntilUnixMs >= lo.UntilUnixMs
+		put := lo
+		if inForce && !lo.Cleared {
+			// The group's back-off level is the higher of the two.
+			put.Level = max(put.Level, cur.Level)
+		}
+		if keep && lo.Level > cur.Level {
+			// The record kept ends no sooner, under its own lease, but
+			// takes lo's higher level.
+			cur.Level = lo.Level
+			v, err := json.Marshal(cur)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, clientv3.OpPut(k, string(v), clientv3.WithIgnoreLease()))
+		}
 		if !keep {
+			v, err := json.Marshal(put)
+			if err != nil {
+				return err
+			}
 			if lease == clientv3.NoLease {
 				cctx, cancel := r.callCtx(ctx)
 				grant, err := r.leases.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
@@ -168,11 +187,14 @@ func (r *Store) putLockout(ctx context.Context, lo Lockout, ttl time.Duration) e
 	return ErrContended
 }
 
-// endsNoSooner reports whether val is a lockout of lo's key in force
-// until lo ends or later.
-func endsNoSooner(val []byte, lo Lockout) bool {
+// lockoutIn returns the lockout kv holds, and whether it is one of key
+// (not a clearing).
+func lockoutIn(kv *mvccpb.KeyValue, key string) (Lockout, bool) {
 	var cur Lockout
-	return json.Unmarshal(val, &cur) == nil && cur.Key == lo.Key && !cur.Cleared && cur.UntilUnixMs >= lo.UntilUnixMs
+	if kv == nil || json.Unmarshal(kv.Value, &cur) != nil {
+		return Lockout{}, false
+	}
+	return cur, cur.Key == key && !cur.Cleared
 }
 
 // revokeUnwritten revokes id, granted by putLockout, unless it is

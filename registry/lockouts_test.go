@@ -202,3 +202,50 @@ func TestLockoutNotShortened(t *testing.T) {
 		t.Fatalf("Lockouts after the clear = %+v, %v; want none", ls, err)
 	}
 }
+
+// TestLockoutLevelNotLowered: whichever lockout of a key ends later is
+// kept, and the group's record holds the higher back-off level of the two:
+// a late publish that ends sooner at a higher level raises it (its lease
+// unchanged), a longer one at a lower level does not lower it.
+func TestLockoutLevelNotLowered(t *testing.T) {
+	t.Parallel()
+	eps, regs := newGroup(t, "la", "lb")
+	a, b := regs[0], regs[1]
+	cli := etcdtest.Client(t, eps)
+	ctx := tctx(t)
+	leases := func() int {
+		t.Helper()
+		resp, err := cli.Leases(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Leases)
+	}
+	want := func(until int64, level int) {
+		t.Helper()
+		ls, err := b.Lockouts(ctx)
+		if err != nil || len(ls) != 1 || ls[0].UntilUnixMs != until || ls[0].Level != level {
+			t.Fatalf("Lockouts = %+v, %v; want until %d at level %d", ls, err, until, level)
+		}
+	}
+	long := time.Now().Add(10 * time.Minute).UnixMilli()
+	if err := a.PublishLockout(ctx, registry.Lockout{Key: "user:lev", UntilUnixMs: long, Level: 1}); err != nil {
+		t.Fatal(err)
+	}
+	before := leases()
+	if err := b.PublishLockout(ctx, registry.Lockout{Key: "user:lev", UntilUnixMs: time.Now().Add(time.Minute).UnixMilli(), Level: 5}); err != nil {
+		t.Fatal(err)
+	}
+	want(long, 5)
+	if got := leases(); got != before {
+		t.Errorf("leases after the shorter lockout: %d; want %d", got, before)
+	}
+	longer := time.Now().Add(20 * time.Minute).UnixMilli()
+	if err := a.PublishLockout(ctx, registry.Lockout{Key: "user:lev", UntilUnixMs: longer, Level: 2}); err != nil {
+		t.Fatal(err)
+	}
+	want(longer, 5)
+	if got := leases(); got != before {
+		t.Errorf("leases after the longer lockout: %d; want %d", got, before)
+	}
+}

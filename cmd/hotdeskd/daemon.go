@@ -366,6 +366,7 @@ func (d *daemon) startAuth(context.Context) error {
 		// Card logins and hot-desks check the account: do not make them
 		// wait for a helper process to start.
 		SpareHelper: true,
+		MaxHelpers:  pamHelpers(cfg),
 	})
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
@@ -844,6 +845,15 @@ func pingInterval(leaseTTL time.Duration) time.Duration {
 	return min(max(leaseTTL/6, 100*time.Millisecond), proto.DefaultPingInterval)
 }
 
+// pamHelpers is how many PAM helpers may run transactions at once: the
+// login gate's and the account gate's (max_pending_logins each). Fewer
+// helper slots than that and logins left waiting at a prompt (anyone can
+// start one for any user name) would take the slots card logins' account
+// checks wait for, their gate of their own notwithstanding.
+func pamHelpers(cfg *config.Config) int {
+	return 2 * cfg.Limits.MaxPendingLogins
+}
+
 // connectionBudget returns max_connections, lowered when the process's
 // RLIMIT_NOFILE could not hold both listeners' connections besides what
 // the rest of the daemon needs (etcd, PAM helpers, compositors): clients
@@ -854,8 +864,9 @@ func connectionBudget(cfg *config.Config, logger hclog.Logger) int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return want
 	}
-	reserve := 128 + 3*cfg.Limits.MaxPendingLogins + 4*cfg.Session.MaxSessions + 2*httpMaxConns // + dashboard, metrics
-	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2                                              // terminal listener and attach gateway
+	// 3 descriptors each PAM helper (the spare too).
+	reserve := 128 + 3*(pamHelpers(cfg)+1) + 4*cfg.Session.MaxSessions + 2*httpMaxConns // + dashboard, metrics
+	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2                                      // terminal listener and attach gateway
 	if per >= want {
 		return want
 	}
