@@ -172,7 +172,8 @@ func TestShippedService(t *testing.T) {
 // root whatever the password, as hotdesk-pin refuses root whatever the PIN
 // and sshd root's password by default: a root desktop never exists (it
 // would run as a pooled account), so the prompt would only let anyone who
-// reaches the terminal port guess root's password. Its common-auth is a
+// reaches the terminal port guess root's password; its account stack (a
+// card login) refuses root too. Its common-auth is a
 // pam_matrix stack here, which takes root's password as right.
 func TestShippedServiceRefusesRoot(t *testing.T) {
 	t.Parallel()
@@ -202,5 +203,12 @@ func TestShippedServiceRefusesRoot(t *testing.T) {
 	}
 	if res, err := a.Authenticate(t.Context(), req("root"), newScript("", "secret")); !errors.Is(err, auth.ErrDenied) {
 		t.Errorf("root with the right password: user, err = %q, %v; want denied", res.User, err)
+	}
+	// Its account stack alone (a card registered to root) refuses root too.
+	if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+		t.Errorf("alice's account check: %v; want nil", err)
+	}
+	if err := a.CheckAccount(t.Context(), "hotdesk", req("root")); !errors.Is(err, auth.ErrAccount) {
+		t.Errorf("root's account check: %v; want %v", err, auth.ErrAccount)
 	}
 }
