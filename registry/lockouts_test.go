@@ -213,14 +213,7 @@ func TestLockoutLevelNotLowered(t *testing.T) {
 	a, b := regs[0], regs[1]
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
-	leases := func() int {
-		t.Helper()
-		resp, err := cli.Leases(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(resp.Leases)
-	}
+	leases := func() int { return leaseCount(t, ctx, cli) }
 	want := func(until int64, level int) {
 		t.Helper()
 		ls, err := b.Lockouts(ctx)
