@@ -60,6 +60,12 @@ type Result struct {
 	// exactly once when the desktop session is destroyed, or when it decides
 	// not to create the session after all.
 	Session Session
+	// NoSecret: the grant asked no secret (a card login, a hot-desk
+	// without re-authentication, a kiosk). It proves the token, not the
+	// user's password: the Limiter's guard does not clear the user's
+	// failed logins for it, or the owner's card taps would wipe an
+	// attacker's guesses at the password from other terminals.
+	NoSecret bool
 }
 
 // Session is an open login session held by an authenticator (for PAM:
@@ -112,5 +118,5 @@ func (k Kiosk) Authenticate(ctx context.Context, req Request, _ Conversation) (R
 	if u == "" {
 		u = "kiosk"
 	}
-	return Result{User: u}, nil
+	return Result{User: u, NoSecret: true}, nil
 }

@@ -688,7 +688,13 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 		Audit(l.log, req, user, "error", err.Error())
 		return Result{User: res.User}, err
 	}
-	l.Success(req.Token, user)
+	if res.NoSecret {
+		// The token is proven, the user's password is not: the user's
+		// failures stand.
+		l.Success(req.Token, "")
+	} else {
+		l.Success(req.Token, user)
+	}
 	Audit(l.log, req, user, "granted", "")
 	return res, nil
 }

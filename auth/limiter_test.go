@@ -167,6 +167,49 @@ type fakeSession struct{ closed int }
 
 func (s *fakeSession) Close(context.Context) error { s.closed++; return nil }
 
+// TestGuardNoSecretKeepsUserFailures: a grant that asked no secret (the
+// owner's card tapped, a kiosk) clears its token's failures but not the
+// user's: failed guesses at alice's password from other terminals (under
+// spellings of her name a case-insensitive directory takes for one, each
+// a password login's token of its own) still add up to a lockout however
+// often alice taps her card; a login that checked her password does clear
+// them.
+func TestGuardNoSecretKeepsUserFailures(t *testing.T) {
+	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 3, SourceMaxFailures: 100})
+	guess := func(i int) error {
+		name := []string{"alice", "Alice", "ALICE"}[i]
+		req := auth.Request{Token: "user." + name, User: name, TerminalID: fmt.Sprintf("t%d", i), RemoteAddr: fmt.Sprintf("192.0.2.%d:1", i)}
+		_, err := l.Guard(&fakeAuth{err: auth.ErrDenied}).Authenticate(t.Context(), req, nil)
+		return err
+	}
+	tap := auth.Request{Token: "uid.0a", User: "alice", TerminalID: "desk", RemoteAddr: "192.0.2.200:1", Existing: true}
+	card := &fakeAuth{res: auth.Result{User: "alice", NoSecret: true}}
+	for i := range 2 {
+		if err := guess(i); !errors.Is(err, auth.ErrDenied) || errors.Is(err, auth.ErrLocked) {
+			t.Fatalf("guess %d: %v; want denied, not locked", i, err)
+		}
+		if _, err := l.Guard(card).Authenticate(t.Context(), tap, nil); err != nil {
+			t.Fatalf("alice's card after guess %d: %v", i, err)
+		}
+	}
+	var lo *auth.LockoutError
+	if err := guess(2); !errors.As(err, &lo) || lo.Kind != "user" {
+		t.Fatalf("third guess between card taps: %v; want the user locked out", err)
+	}
+
+	l, _ = newLimiter(auth.LimiterConfig{MaxFailures: 3, SourceMaxFailures: 100})
+	password := &fakeAuth{res: auth.Result{User: "alice"}}
+	for i := range 2 {
+		guess(i)
+	}
+	if _, err := l.Guard(password).Authenticate(t.Context(), auth.Request{Token: "user.alice", User: "alice", TerminalID: "desk", RemoteAddr: "192.0.2.200:1"}, nil); err != nil {
+		t.Fatalf("alice's password: %v", err)
+	}
+	if err := guess(2); errors.Is(err, auth.ErrLocked) {
+		t.Errorf("a guess after alice's password login: %v; want her failures cleared", err)
+	}
+}
+
 func TestGuard(t *testing.T) {
 	var logs strings.Builder
 	l, _ := newLimiter(auth.LimiterConfig{MaxFailures: 2, Logger: hclog.New(&hclog.LoggerOptions{Output: &logs})})

@@ -278,7 +278,7 @@ func (c *Chooser) grantWithoutSecret(ctx context.Context, pol Policy, req Reques
 	if err := ac.CheckAccount(ctx, pol.AccountService(), req); err != nil {
 		return Result{}, fmt.Errorf("auth: %s policy: account check: %w", pol.Kind, err)
 	}
-	return Result{User: req.User}, nil
+	return Result{User: req.User, NoSecret: true}, nil
 }
 
 // pinConversation shows PAM's generic password prompt ("Password: ", what
