@@ -76,6 +76,10 @@ type AccountCache struct {
 	// gen counts Forget calls (guarded by mu): an answer to a check that
 	// started before one is not kept.
 	gen uint64
+	// swept is when expired answers were last dropped (guarded by mu):
+	// once a TTL, so the cache holds the answers of the last two TTLs,
+	// not every terminal and user seen until Max of them are.
+	swept time.Time
 }
 
 var _ AccountChecker = (*AccountCache)(nil)
@@ -113,8 +117,9 @@ func (c *AccountCache) CheckAccount(ctx context.Context, service string, req Req
 		// Forgotten meanwhile: this answer may predate why.
 		return nil
 	}
-	if len(c.ok) >= c.cfg.Max {
-		c.pruneLocked(c.clk.Now())
+	if at := c.clk.Now(); len(c.ok) >= c.cfg.Max || at.Sub(c.swept) >= c.cfg.TTL || at.Before(c.swept) {
+		c.pruneLocked(at)
+		c.swept = at
 	}
 	// The time the check started: the answer is no newer than that.
 	c.ok[key] = now
@@ -138,7 +143,8 @@ func (c *AccountCache) Len() int {
 	return len(c.ok)
 }
 
-// pruneLocked drops expired answers and, while still full, the oldest.
+// pruneLocked drops expired answers and, while the cache is full, the
+// oldest.
 func (c *AccountCache) pruneLocked(now time.Time) {
 	for k, at := range c.ok {
 		if now.Sub(at) >= c.cfg.TTL || now.Before(at) {

@@ -88,6 +88,27 @@ func TestAccountCacheForgetDuringCheck(t *testing.T) {
 	}
 }
 
+// TestAccountCacheForgetsExpired: answers older than the TTL are dropped
+// as new ones come in (once a TTL), not kept until Max others push them
+// out: a long-running broker holds the answers of the last minutes, not
+// one for every user and terminal it has seen.
+func TestAccountCacheForgetsExpired(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	c := auth.NewAccountCache(accountFunc(func(context.Context, string, auth.Request) error { return nil }),
+		auth.AccountCacheConfig{TTL: time.Minute, Clock: clk})
+	for i := range 100 {
+		req := auth.Request{User: "alice", TerminalID: fmt.Sprint("t", i), RemoteAddr: "192.0.2.1:5000"}
+		if err := c.CheckAccount(t.Context(), "hotdesk", req); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(5 * time.Second)
+	}
+	// 100 terminals over 500 s, a TTL of 60 s: at most two TTLs' worth.
+	if n := c.Len(); n > 2*12+1 {
+		t.Errorf("entries = %d; want ≤ %d (the answers of the last two TTLs)", n, 2*12+1)
+	}
+}
+
 type accountFunc func(context.Context, string, auth.Request) error
 
 func (f accountFunc) CheckAccount(ctx context.Context, service string, req auth.Request) error {

@@ -62,8 +62,9 @@ type daemon struct {
 	bus      *broker.Bus // the broker's events (events.go)
 	presence *presence   // terminal presence in the registry
 	metrics  *metrics
-	limits   *limitCounters // refusals by limits, in metrics
-	lockouts *lockoutShare  // login lockouts shared with the group
+	limits   *limitCounters     // refusals by limits, in metrics
+	lockouts *lockoutShare      // login lockouts shared with the group
+	accounts *auth.AccountCache // account checks' answers, in metrics
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -398,8 +399,8 @@ func (d *daemon) startAuth(context.Context) error {
 	// gate of their own: logins left waiting at a prompt (anyone can start
 	// one for any user name) must not hold up card users, and a copied
 	// card presented from many terminal ids starts at most so many helpers.
-	accounts := auth.NewAccountCache(auth.NewGate(pamAuth, gateCfg), auth.AccountCacheConfig{Clock: d.clk})
-	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate, Accounts: accounts})
+	d.accounts = auth.NewAccountCache(auth.NewGate(pamAuth, gateCfg), auth.AccountCacheConfig{Clock: d.clk})
+	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate, Accounts: d.accounts})
 	d.pairer = pairing.New(d.store,
 		pairing.WithClock(d.clk), pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))

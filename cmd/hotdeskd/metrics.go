@@ -260,8 +260,8 @@ func serveMetrics(ctx context.Context, ln net.Listener, h http.Handler, logger h
 
 // tables returns the entries of the daemon's in-memory tables by name
 // (hotdesk_internal_entries): the broker's (Broker.Tables), terminal
-// presence, the login failure limiter and the token events waiting for
-// their attach (m's own).
+// presence, the login failure limiter, the account checks' answers and
+// the token events waiting for their attach (m's own).
 func (d *daemon) tables(m *metrics) map[string]int {
 	out := map[string]int{}
 	if d.broker != nil {
@@ -275,6 +275,9 @@ func (d *daemon) tables(m *metrics) map[string]int {
 	}
 	if d.lockouts != nil && d.lockouts.limiter != nil {
 		out["auth_limiter_keys"] = d.lockouts.limiter.Len()
+	}
+	if d.accounts != nil {
+		out["auth_account_cache"] = d.accounts.Len()
 	}
 	out["metrics_pending_inserts"] = int(m.pendingLen.Load())
 	return out

@@ -59,6 +59,7 @@ type soakTerm struct {
 	conn    *proto.Conn
 	welcome proto.Welcome
 	keys    *sync.Map // token → ed25519.PrivateKey
+	inserts *sync.Map // terminal id → when it last presented a token (an account check), if set
 	msgs    chan any
 	done    chan struct{}
 }
@@ -136,6 +137,9 @@ func (st *soakTerm) await(ctx context.Context, what string, match func(any) bool
 
 // insert presents token and returns the Attached (an Error is a failure).
 func (st *soakTerm) insert(ctx context.Context, token string) (*proto.Attached, error) {
+	if st.inserts != nil {
+		st.inserts.Store(st.id, time.Now())
+	}
 	if err := st.conn.Send(&proto.TokenInserted{Token: token, Reader: "soak"}); err != nil {
 		return nil, err
 	}
@@ -379,13 +383,14 @@ compositor {
 	admin := adminapi.NewClient(e.socket)
 	defer admin.Close()
 
-	keys := &sync.Map{}
+	keys, inserts := &sync.Map{}, &sync.Map{}
 	dial := func(src, id string) *soakTerm {
 		t.Helper()
 		st, err := dialSoakTerm(ctx, src, e.addr, pin, id, keys)
 		if err != nil {
 			t.Fatalf("terminal %s: %v", id, err)
 		}
+		st.inserts = inserts
 		return st
 	}
 	// a, b, c hot-desk; c is now and then replaced by a terminal never
@@ -631,7 +636,19 @@ compositor {
 			recent++
 		}
 	}
+	recentTerms := 0 // terminal ids that presented a token within two account cache TTLs (60 s)
+	inserts.Range(func(_, at any) bool {
+		if time.Since(at.(time.Time)) < 2*60*time.Second+5*time.Second {
+			recentTerms++
+		}
+		return true
+	})
 	for k, n := range end.Tables {
+		if k == "auth_account_cache" {
+			// The answers given within the last two TTLs: one per terminal id.
+			bounds = append(bounds, soakBound{"table " + k + " (terminal ids that presented a token in the last 125 s: " + strconv.Itoa(recentTerms) + ")", base.Tables[k], n, recentTerms + 2})
+			continue
+		}
 		if k == "broker_token_cache" {
 			// The records read within the last two TTLs.
 			bounds = append(bounds, soakBound{"table " + k + " (registered tokens presented in the last 65 s: " + strconv.Itoa(recent) + ")", base.Tables[k], n, recent + 2})
