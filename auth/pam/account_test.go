@@ -2,8 +2,12 @@ package pam_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -185,4 +189,111 @@ func TestAccountCheckSpare(t *testing.T) {
 		t.Fatalf("after Close: err = %v; want nil", err)
 	}
 	noHelpers(t)
+}
+
+// TestAccountHelperReused: with AccountHelperUses, one helper process runs
+// that many account checks, one after the other, each a PAM transaction
+// of its own (the items of one never reach the next); a denial does not
+// end it; an idle helper killed from outside is replaced at the next
+// check, which still answers; Close ends the idle ones.
+func TestAccountHelperReused(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	tmp := t.TempDir()
+	hookLog := filepath.Join(tmp, "hook.log")
+	hook := filepath.Join(tmp, "hook.sh")
+	// $PPID is the helper running the transaction (pam_exec's parent).
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PPID $PAM_USER $PAM_TTY $PAM_RHOST\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := passdb(t, "alice:secret:hotdesk")
+	dir := confDir(t, map[string]string{
+		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
+			"\naccount required " + testutil.MatrixModule + " passdb=" + db + "\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 3})
+	checks := []struct {
+		user, term string
+		denied     bool
+	}{
+		{"alice", "t1", false}, {"bob", "t2", true}, {"alice", "t3", false}, // helper 1: 3 uses
+		{"alice", "t4", false}, {"bob", "t5", true}, // helper 2, idle after
+	}
+	for i, c := range checks {
+		r := req(c.user)
+		r.TerminalID, r.RemoteAddr = c.term, fmt.Sprintf("192.0.2.%d:4000", i+1)
+		err := a.CheckAccount(t.Context(), "hotdesk", r)
+		if c.denied != errors.Is(err, auth.ErrAccount) || (!c.denied && err != nil) {
+			t.Fatalf("check %d (%s at %s): err = %v; want denied = %v", i, c.user, c.term, err, c.denied)
+		}
+	}
+	b, err := os.ReadFile(hookLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != len(checks) {
+		t.Fatalf("hook log = %q; want %d lines", lines, len(checks))
+	}
+	pids := make([]string, len(lines))
+	for i, l := range lines {
+		f := strings.Fields(l)
+		want := fmt.Sprintf("%s hotdesk/%s 192.0.2.%d", checks[i].user, checks[i].term, i+1)
+		if len(f) != 4 || strings.Join(f[1:], " ") != want {
+			t.Errorf("check %d saw %q; want its own items %q", i, l, want)
+		}
+		pids[i] = f[0]
+	}
+	if pids[0] != pids[1] || pids[1] != pids[2] || pids[3] != pids[4] || pids[2] == pids[3] {
+		t.Errorf("helper of each check = %v; want the first three in one process, the last two in another", pids)
+	}
+	idle := processesWith(t, helperMarker(t))
+	if len(idle) != 1 || idle[0] != pids[4] {
+		t.Fatalf("idle helpers = %v; want the last check's (%s)", idle, pids[4])
+	}
+	// Killed while idle: the next check is answered all the same.
+	pid, _ := strconv.Atoi(pids[4])
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+		t.Fatalf("check after the idle helper was killed: err = %v; want nil", err)
+	}
+	a.Close()
+	noHelpers(t)
+}
+
+// TestAccountHelperLeftover: an account check whose module leaves a
+// process behind (pam_exec running a command that forks into the
+// background) ends that process with its helper, which runs no other
+// check, AccountHelperUses notwithstanding.
+func TestAccountHelperLeftover(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	tmp := t.TempDir()
+	marker := fmt.Sprintf("%d.%d", 60+os.Getpid()%40, os.Getpid()) // a sleep's duration
+	hookLog := filepath.Join(tmp, "hook.log")
+	hook := filepath.Join(tmp, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho $PPID >> "+hookLog+"\n/bin/sleep "+marker+" </dev/null >/dev/null 2>&1 &\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := passdb(t, "alice:secret:hotdesk")
+	dir := confDir(t, map[string]string{
+		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
+			"\naccount required " + testutil.MatrixModule + " passdb=" + db + "\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 100})
+	for i := range 2 {
+		if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+			t.Fatalf("check %d: err = %v; want nil", i, err)
+		}
+		noHelpers(t, "sleep "+marker)
+	}
+	b, err := os.ReadFile(hookLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids := strings.Fields(string(b)); len(pids) != 2 || pids[0] == pids[1] {
+		t.Errorf("helper of each check = %v; want two processes", pids)
+	}
 }

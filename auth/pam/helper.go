@@ -79,7 +79,28 @@ func RunHelper(r io.Reader, w io.Writer) int {
 		return helperProtocol
 	}
 	h := &helper{r: r, w: w, start: m.Start}
-	return h.run()
+	code := h.run()
+	// After an account check the helper waits for the parent to close its
+	// end: living on, it keeps what a module left behind (its children,
+	// as a subreaper) where the parent can find and kill it. One that
+	// left nothing behind may be given another check instead
+	// (Config.AccountHelperUses).
+	for code == helperOK && h.start.AccountOnly {
+		m, err := readMsg(r)
+		if errors.Is(err, io.EOF) {
+			return helperOK
+		}
+		if err == nil && (m.Start == nil || !m.Start.AccountOnly || !h.reusable) {
+			err = fmt.Errorf("pam: %w: a helper takes another account check only after one that left no process behind", ErrProtocol)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pam-helper: %v\n", err)
+			return helperProtocol
+		}
+		h = &helper{r: r, w: w, start: m.Start}
+		code = h.run()
+	}
+	return code
 }
 
 type helper struct {
@@ -88,6 +109,9 @@ type helper struct {
 	start *wireStart
 	// broken is set once the parent is gone or spoke nonsense.
 	broken error
+	// reusable is set by an account check's result when no process a
+	// module started is left (childless): the helper may run another.
+	reusable bool
 }
 
 // RespondPAM relays one PAM message to the parent and waits for the answer.
@@ -274,10 +298,16 @@ func (h *helper) account(tx *pam.Transaction, flags pam.Flags, fail func(string,
 	return h.result(&wireResult{OK: true, User: user})
 }
 
-// result sends the transaction's result.
+// result sends the transaction's result. An account check's says
+// whether the helper is fit for another (Reusable): only if the
+// transaction has ended and no process a module started is left.
 func (h *helper) result(res *wireResult) int {
 	if h.broken != nil {
 		return helperProtocol
+	}
+	if h.start.AccountOnly {
+		h.reusable = childless()
+		res.Reusable = h.reusable
 	}
 	if err := writeMsg(h.w, &wireMsg{Result: res}); err != nil {
 		return helperProtocol
@@ -292,6 +322,24 @@ func code(err error) int {
 		return int(pe)
 	}
 	return 0
+}
+
+// childless reaps the helper's children that have exited and reports
+// whether none is left. The helper is a child subreaper, so a process a
+// module started (pam_exec's command, a daemon it double-forked) is its
+// child as long as it lives.
+func childless() bool {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		switch {
+		case errors.Is(err, unix.ECHILD):
+			return true
+		case errors.Is(err, unix.EINTR):
+		case err != nil, pid == 0:
+			return false // pid 0: a child is still running
+		}
+	}
 }
 
 // waitExit returns when the process of pidfd fd has ended.

@@ -25,7 +25,10 @@
 // for logins that ask no secret (card policy, hot-desk without
 // re-authentication). The helper answers the account modules itself —
 // messages dropped, prompts refused with PAM_CONV_ERR — and sends no
-// prompt to the parent, which takes one as a protocol error.
+// prompt to the parent, which takes one as a protocol error. With
+// Config.AccountHelperUses a helper runs several account checks, one
+// after the other, each its own PAM transaction (never a login's): one
+// that ends leaving no process behind waits for the next.
 //
 // Secrets: answers travel as CBOR byte strings and every buffer holding one
 // is wiped after use, on both sides. The Conversation returns a Go string and
@@ -127,9 +130,30 @@ type Config struct {
 	// a check needs it (then another is started in the background), so a
 	// check does not wait for a process to start: on a busy 2-core machine
 	// that is most of its time. Each check still runs in a process of its
-	// own, used once. Close stops the spare.
+	// own, used once unless AccountHelperUses says otherwise. Close stops
+	// the spare.
 	SpareHelper bool
+	// AccountHelperUses is how many account checks one helper process
+	// runs, one after the other, before it exits (default 1: a process
+	// per check). Above 1, a helper that answered a check cleanly — its
+	// transaction ended (pam_end), no process a module started left
+	// behind, the check's context not ended — waits idle for the next
+	// check instead of exiting (at most IdleHelpers wait, each for at most
+	// idleHelperAge), so a check costs one PAM transaction, not a process
+	// start: what dovecot's auth workers do (passdb pam max_requests). A
+	// crash, hang or timeout still harms one check, whose helper is
+	// killed. Logins (pam_authenticate, sessions) always run in a process
+	// of their own.
+	AccountHelperUses int
 }
+
+// IdleHelpers bounds the account-check helpers kept idle (the spare and
+// those waiting for another check); idleHelperAge is how long after its
+// start a helper may still be given a check.
+const (
+	IdleHelpers   = 2
+	idleHelperAge = 10 * time.Minute
+)
 
 // Authenticator authenticates with PAM through helper processes. It is safe
 // for concurrent use.
@@ -141,9 +165,9 @@ type Authenticator struct {
 
 	spareMu sync.Mutex
 	// Guarded by spareMu:
-	spare     *helperProc // the idle spare, if any
-	refilling bool        // a spare is being started
-	closed    bool        // Close was called: no more spares
+	idle      []*helperProc // account-check helpers waiting, the last used last
+	refilling bool          // a spare is being started
+	closed    bool          // Close was called: no more spares
 	// End of fields guarded by spareMu.
 	spareWG sync.WaitGroup // the goroutine starting a spare
 }
@@ -179,6 +203,7 @@ func New(cfg Config) (*Authenticator, error) {
 	defaults.Set(&cfg.Timeout, 2*time.Minute)
 	defaults.Set(&cfg.PromptTimeout, time.Minute)
 	defaults.Set(&cfg.MaxHelpers, 128)
+	defaults.Set(&cfg.AccountHelperUses, 1)
 	a := &Authenticator{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxHelpers)}
 	if a.clk == nil {
 		a.clk = clock.Real{}
@@ -230,8 +255,9 @@ func (a *Authenticator) AuthenticateService(ctx context.Context, service string,
 	return res, err
 }
 
-// CheckAccount implements auth.AccountChecker: in a fresh helper, as a
-// login, pam_start(service, req.User), PAM_TTY and PAM_RHOST as for a
+// CheckAccount implements auth.AccountChecker: in a helper of its own
+// (fresh, or with Config.AccountHelperUses one that answered earlier
+// checks and is idle), as a login, pam_start(service, req.User), PAM_TTY and PAM_RHOST as for a
 // login, pam_acct_mgmt, pam_end — no pam_authenticate, no session. The
 // helper answers the account modules itself: messages (a password expiry
 // warning) are dropped, prompts refused with PAM_CONV_ERR; nothing
@@ -250,6 +276,9 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 		return fmt.Errorf("pam: account check: %w: no user", ErrSystem)
 	}
 	_, err := a.login(ctx, service, req, nil, true)
+	if errors.Is(err, errIdleHelperGone) {
+		_, err = a.login(ctx, service, req, nil, true)
+	}
 	if !a.cfg.NoAudit {
 		switch {
 		case err == nil:
@@ -264,6 +293,10 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 	}
 	return err
 }
+
+// errIdleHelperGone marks a check whose helper, reused from the idle
+// ones, failed before answering: the check is made again, once.
+var errIdleHelperGone = errors.New("pam: idle helper gone")
 
 // accountError is a denial of an account check: auth.ErrAccount too.
 type accountError struct{ error }
@@ -283,6 +316,8 @@ type helperProc struct {
 	toH    *os.File // parent's write end
 	fromH  *os.File // parent's read end
 	stderr *boundedBuffer
+	born   time.Time // when it was started (on the Authenticator's clock)
+	uses   int       // account checks it has answered
 
 	mu   sync.Mutex
 	done chan struct{} // closed, under mu, once the helper is reaped
@@ -381,15 +416,15 @@ func (p *helperProc) wait() error {
 func (a *Authenticator) spawn() (*helperProc, error) {
 	hin, toH, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("pam: %w: pipe: %w", ErrHelper, err)
+		return nil, fmt.Errorf("%w: pipe: %w", ErrHelper, err)
 	}
 	fromH, hout, err := os.Pipe()
 	if err != nil {
 		hin.Close()
 		toH.Close()
-		return nil, fmt.Errorf("pam: %w: pipe: %w", ErrHelper, err)
+		return nil, fmt.Errorf("%w: pipe: %w", ErrHelper, err)
 	}
-	p := &helperProc{toH: toH, fromH: fromH, stderr: &boundedBuffer{max: 4096}, done: make(chan struct{})}
+	p := &helperProc{toH: toH, fromH: fromH, stderr: &boundedBuffer{max: 4096}, born: a.clk.Now(), done: make(chan struct{})}
 	cmd := exec.Command(a.cfg.HelperCommand[0], a.cfg.HelperCommand[1:]...)
 	cmd.Env = append(append(os.Environ(), a.cfg.HelperEnv...), helperMarkerEnv+"=1")
 	cmd.ExtraFiles = []*os.File{hin, hout} // fds 3 and 4
@@ -405,7 +440,7 @@ func (a *Authenticator) spawn() (*helperProc, error) {
 	if err != nil {
 		toH.Close()
 		fromH.Close()
-		return nil, fmt.Errorf("pam: %w: start: %w", ErrHelper, err)
+		return nil, fmt.Errorf("%w: start: %w", ErrHelper, err)
 	}
 	go func() {
 		pid := cmd.Process.Pid
@@ -429,22 +464,25 @@ func (a *Authenticator) spawn() (*helperProc, error) {
 	return p, nil
 }
 
-// Close stops the spare helper (Config.SpareHelper) and waits for one being
-// started. Logins, account checks and sessions in progress are not
-// affected; later account checks start their helper when they need it.
+// Close stops the idle helpers (the spare, Config.SpareHelper, and those
+// waiting for another check, Config.AccountHelperUses) and waits for one
+// being started. Logins, account checks and sessions in progress are not
+// affected; later account checks start their helper when they need it,
+// and it exits after the check.
 func (a *Authenticator) Close() {
 	a.spareMu.Lock()
 	a.closed = true
-	p := a.spare
-	a.spare = nil
+	idle := a.idle
+	a.idle = nil
 	a.spareMu.Unlock()
-	if p != nil {
+	for _, p := range idle {
 		p.discard()
 	}
 	a.spareWG.Wait()
 }
 
-// discard ends a helper that was never given a transaction.
+// discard ends an idle helper: one never given a transaction, or one
+// waiting for another account check.
 func (p *helperProc) discard() {
 	p.kill()
 	_ = p.wait()
@@ -452,34 +490,63 @@ func (p *helperProc) discard() {
 	p.fromH.Close()
 }
 
-// accountHelper returns the spare helper if there is a live one (and
-// starts the next in the background), else a new helper.
+// accountHelper returns the idle helper used last if there is a live one
+// young enough (with SpareHelper, starting the next spare in the
+// background once none is left), else a new helper.
 func (a *Authenticator) accountHelper() (*helperProc, error) {
-	if !a.cfg.SpareHelper {
-		return a.spawn()
-	}
+	var p *helperProc
+	var stale []*helperProc
 	a.spareMu.Lock()
-	p := a.spare
-	a.spare = nil
-	a.spareMu.Unlock()
-	a.refillSpare()
-	if p != nil {
+	for p == nil && len(a.idle) > 0 {
+		p = a.idle[len(a.idle)-1]
+		a.idle = a.idle[:len(a.idle)-1]
 		select {
 		case <-p.done: // it died idle (killed from outside)
-			p.discard()
 		default:
-			return p, nil
+			if a.clk.Now().Sub(p.born) < idleHelperAge {
+				continue
+			}
 		}
+		stale, p = append(stale, p), nil
+	}
+	a.spareMu.Unlock()
+	for _, s := range stale {
+		s.discard()
+	}
+	if a.cfg.SpareHelper {
+		a.refillSpare()
+	}
+	if p != nil {
+		return p, nil
 	}
 	return a.spawn()
 }
 
-// refillSpare starts a spare helper in the background unless one is there
-// or being started, or the Authenticator is closed.
+// keepIdle puts p, whose account check answered res, back among the idle
+// helpers for the next check, if it may run another: res says it is fit
+// (Reusable), it has run fewer than AccountHelperUses checks, the check's
+// context did not end (stopKiller stopped the kill in time) and there is
+// room. It reports whether it kept p; if not, the caller ends it.
+func (a *Authenticator) keepIdle(p *helperProc, res *wireResult, stopKiller func() bool) bool {
+	p.uses++
+	if !res.Reusable || p.uses >= a.cfg.AccountHelperUses || !stopKiller() {
+		return false
+	}
+	a.spareMu.Lock()
+	defer a.spareMu.Unlock()
+	if a.closed || len(a.idle) >= IdleHelpers {
+		return false
+	}
+	a.idle = append(a.idle, p)
+	return true
+}
+
+// refillSpare starts a spare helper in the background unless an idle one
+// is there or one is being started, or the Authenticator is closed.
 func (a *Authenticator) refillSpare() {
 	a.spareMu.Lock()
 	defer a.spareMu.Unlock()
-	if a.closed || a.refilling || a.spare != nil {
+	if a.closed || a.refilling || len(a.idle) > 0 {
 		return
 	}
 	a.refilling = true
@@ -489,9 +556,10 @@ func (a *Authenticator) refillSpare() {
 		p, err := a.spawn()
 		a.spareMu.Lock()
 		a.refilling = false
-		keep := err == nil && !a.closed && a.spare == nil
+		keep := err == nil && !a.closed && len(a.idle) < IdleHelpers
 		if keep {
-			a.spare = p
+			// Below the ones kept after a check: those are taken first.
+			a.idle = append([]*helperProc{p}, a.idle...)
 		}
 		a.spareMu.Unlock()
 		if err != nil {
@@ -502,8 +570,9 @@ func (a *Authenticator) refillSpare() {
 	}()
 }
 
-// login runs one transaction in a fresh helper: a login, or with
-// accountOnly an account check (whose helper sends no prompt).
+// login runs one transaction in a helper of its own: a login in a fresh
+// one, or with accountOnly an account check (whose helper sends no
+// prompt) in an idle one if there is one (accountHelper).
 func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation, accountOnly bool) (auth.Result, error) {
 	select {
 	case a.slots <- struct{}{}:
@@ -535,7 +604,13 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 		cancel(nil)
 		release()
 	}
+	reused := p.uses > 0
 	abort := func(err error) (auth.Result, error) {
+		if reused && errors.Is(err, ErrHelper) && lctx.Err() == nil {
+			// An idle helper that died (killed from outside) before or
+			// as it was given the check: CheckAccount tries once more.
+			err = fmt.Errorf("%w: %w", errIdleHelperGone, err)
+		}
 		p.kill()
 		_ = p.wait()
 		p.fromH.Close()
@@ -581,6 +656,10 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 			if err != nil {
 				return abort(a.helperError(lctx, p, err))
 			}
+		case m.Result != nil && accountOnly && a.keepIdle(p, m.Result, stopKiller):
+			// The helper waits for the next check.
+			cleanup()
+			return outcome(m.Result, accountOnly, log)
 		case m.Result != nil:
 			return a.finish(lctx, p, m.Result, accountOnly, log, cleanup, abort)
 		default:
@@ -622,28 +701,39 @@ func (a *Authenticator) ask(ctx context.Context, conv auth.Conversation, pr *wir
 func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, accountOnly bool, log hclog.Logger,
 	cleanup func(), abort func(error) (auth.Result, error)) (auth.Result, error) {
 	if !res.OK || !a.cfg.OpenSession || accountOnly {
-		// The helper ends the transaction and exits by itself.
+		if accountOnly && !res.Reusable {
+			// A process a module started is left: end it with the helper.
+			p.kill()
+		}
+		// The helper ends the transaction and exits by itself (an
+		// account check's once its end of the pipe closes).
 		p.toH.Close()
 		werr := p.wait()
 		p.fromH.Close()
 		cleanup()
-		if !res.OK {
-			err := resultError(res)
-			if accountOnly && errors.Is(err, auth.ErrDenied) {
-				err = accountError{err}
-			}
-			log.Debug("pam login failed", "stage", res.Stage, "error", err)
-			return auth.Result{User: res.User}, err
-		}
-		if werr != nil {
+		if werr != nil && res.OK && (res.Reusable || !accountOnly) {
 			log.Debug("pam helper exit", "error", werr)
 		}
-		return auth.Result{User: res.User}, nil
+		return outcome(res, accountOnly, log)
 	}
 	// The helper holds the session: it outlives this login's context.
 	cleanup()
 	s := &session{p: p, clk: a.clk, log: log}
 	return auth.Result{User: res.User, Env: res.Env, Session: s}, nil
+}
+
+// outcome is the login's or account check's outcome of a result that
+// opened no session.
+func outcome(res *wireResult, accountOnly bool, log hclog.Logger) (auth.Result, error) {
+	if res.OK {
+		return auth.Result{User: res.User}, nil
+	}
+	err := resultError(res)
+	if accountOnly && errors.Is(err, auth.ErrDenied) {
+		err = accountError{err}
+	}
+	log.Debug("pam login failed", "stage", res.Stage, "error", err)
+	return auth.Result{User: res.User}, err
 }
 
 // resultError maps a failed helper result to an error.
@@ -697,9 +787,9 @@ func (a *Authenticator) helperError(lctx context.Context, p *helperProc, err err
 	werr := p.wait()
 	msg := p.stderr.String()
 	if werr != nil {
-		return fmt.Errorf("pam: %w: %w (stderr: %q)", ErrHelper, werr, msg)
+		return fmt.Errorf("%w: %w (stderr: %q)", ErrHelper, werr, msg)
 	}
-	return fmt.Errorf("pam: %w: %w (stderr: %q)", ErrHelper, err, msg)
+	return fmt.Errorf("%w: %w (stderr: %q)", ErrHelper, err, msg)
 }
 
 // session is an open PAM session held by a helper.

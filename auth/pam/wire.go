@@ -18,6 +18,11 @@ import (
 //	helper → parent: prompt*, result, then (session only) closed
 //
 // An account check (start with AccountOnly) is start → result: no prompt.
+// After its result the helper waits for the parent to close its end, and
+// then exits (the parent first kills what a module left behind, while the
+// helper, a subreaper, still holds it); after a result with Reusable set
+// the parent may send the next account check's start instead (never a
+// login's).
 //
 // A session's helper whose parent goes without close (its end of the pipe
 // closed) closes the session at once, or, once bound, when the bound
@@ -71,6 +76,10 @@ type wireResult struct {
 	Code    int      `cbor:"4,keyasint,omitempty"`
 	Message string   `cbor:"5,keyasint,omitempty"`
 	Env     []string `cbor:"6,keyasint,omitempty"`
+	// Reusable (account checks only): the transaction has ended and no
+	// process a module started is left; the helper waits for another
+	// start, which the parent may send instead of closing its end.
+	Reusable bool `cbor:"7,keyasint,omitempty"`
 }
 
 type wireClose struct{}

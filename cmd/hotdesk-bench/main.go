@@ -118,6 +118,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	authKind := fs.String("auth", "kiosk", "brokers' login policy: kiosk (no check) or card (the card policy: each login and hot-desk consults a PAM account stack in a helper process, as hotdeskd does)")
 	spareHelper := fs.Bool("spare-helper", true, "-auth card: keep a PAM helper started ahead, as hotdeskd does")
 	accountTTL := fs.Duration("account-cache", time.Minute, "-auth card: how long a positive account check is reused (negative: never)")
+	helperUses := fs.Int("account-helper-uses", 100, "-auth card: account checks one PAM helper runs before it exits, as hotdeskd (1: a process per check)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the scenarios (not the group's start) to `FILE` (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the scenarios to `FILE` (go tool trace)")
 	if err := exitcode.Parse(fs, args); err != nil {
@@ -192,7 +193,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "hotdesk-bench: starting 3 etcd members (fsync %v, %s) and 3 brokers in %s\n",
 		!*noFsync, map[bool]string{true: "in this process", false: "in a child process"}[*inproc], *dir)
 	t0 := time.Now()
-	authn, err := brokerAuth(*authKind, *dir, *accountTTL, *spareHelper, log)
+	authn, err := brokerAuth(*authKind, *dir, *accountTTL, *spareHelper, *helperUses, log)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

@@ -367,7 +367,10 @@ func (d *daemon) startAuth(context.Context) error {
 		// Card logins and hot-desks check the account: do not make them
 		// wait for a helper process to start.
 		SpareHelper: true,
-		MaxHelpers:  pamHelpers(cfg),
+		// and a helper runs many checks, one after the other: a check
+		// then costs a PAM transaction, not a process start.
+		AccountHelperUses: accountHelperUses,
+		MaxHelpers:        pamHelpers(cfg),
 	})
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
@@ -855,6 +858,12 @@ func pamHelpers(cfg *config.Config) int {
 	return 2 * cfg.Limits.MaxPendingLogins
 }
 
+// accountHelperUses is how many account checks a PAM helper runs before
+// it exits (pam.Config.AccountHelperUses): dovecot's default for its PAM
+// workers, which bounds what a module leaking memory or descriptors at
+// each transaction can hold.
+const accountHelperUses = 100
+
 // connectionBudget returns max_connections, lowered when the process's
 // RLIMIT_NOFILE could not hold both listeners' connections besides what
 // the rest of the daemon needs (etcd, PAM helpers, compositors): clients
@@ -865,9 +874,9 @@ func connectionBudget(cfg *config.Config, logger hclog.Logger) int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return want
 	}
-	// 3 descriptors each PAM helper (the spare too).
-	reserve := 128 + 3*(pamHelpers(cfg)+1) + 4*cfg.Session.MaxSessions + 2*httpMaxConns // + dashboard, metrics
-	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2                                      // terminal listener and attach gateway
+	// 3 descriptors each PAM helper (the idle ones too).
+	reserve := 128 + 3*(pamHelpers(cfg)+pam.IdleHelpers) + 4*cfg.Session.MaxSessions + 2*httpMaxConns // + dashboard, metrics
+	per := (int(min(rl.Cur, 1<<30)) - reserve) / 2                                                    // terminal listener and attach gateway
 	if per >= want {
 		return want
 	}
