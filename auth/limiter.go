@@ -92,12 +92,17 @@ type LimiterConfig struct {
 	OnReset   func(key string)
 }
 
-// Lockout is one key's lockout: until when, and how many lockouts of the
-// key led to it (the back-off exponent).
+// Lockout is one key's lockout: since and until when, and how many
+// lockouts of the key led to it (the back-off exponent).
 type Lockout struct {
 	Key   string // "token:…", "user:…", "terminal:…" or "source:…"
 	Until time.Time
 	Level int
+	// Since is when it was imposed, by the clock of the member that
+	// imposed it (zero in one given to Apply: unknown, cleared by any
+	// ClearBefore); an administrator's clearing made after it does not
+	// clear it (see ClearBefore).
+	Since time.Time
 }
 
 // Limiter counts failed authentications per token, per user, per
@@ -163,6 +168,7 @@ type entry struct {
 	last        time.Time     // last failure or lockout
 	level       int           // lockouts so far (back-off exponent)
 	lockedUntil time.Time
+	lockedSince time.Time // when the lockout ending at lockedUntil was imposed (zero: unknown)
 }
 
 // NewLimiter returns a Limiter for cfg.
@@ -327,9 +333,9 @@ func (l *Limiter) lock(e *entry, now time.Time) Lockout {
 	d = min(d, l.cfg.MaxLockout)
 	e.level++
 	e.failures, e.first, e.group = 0, now, 0
-	e.lockedUntil = now.Add(d)
+	e.lockedUntil, e.lockedSince = now.Add(d), now
 	l.hold(e)
-	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level}
+	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level, Since: now}
 }
 
 // hold moves e, whose lockout is in force, from lru to locks, or updates
@@ -503,12 +509,54 @@ func (l *Limiter) Clear(key string) {
 	}
 }
 
+// ClearBefore is Clear for an administrator's clearing made at t, which
+// this member may hear late or again and again (a registry that lists
+// its clearings again after a watch failure): it forgets what key held
+// from before t and keeps what came after. A lockout imposed after t
+// (Lockout.Since; one Applied without it counts as imposed before) is
+// kept, its back-off level and the failures counted since with it.
+// Otherwise the lockout and back-off level are forgotten, and failures
+// are kept only if their counting window began after t (the failures of
+// a window that began before t cannot be told apart from those after,
+// and are forgotten with it), the group's count heard (Observe) likewise.
+// It reports whether it forgot anything.
+func (l *Limiter) ClearBefore(key string, t time.Time) bool {
+	key = normKey(key)
+	now := l.clk.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.keys[key]
+	if !ok || e.lockedSince.After(t) {
+		return false
+	}
+	locked := e.level > 0 || !e.lockedUntil.IsZero() // imposed before t, or at an unknown time
+	if !locked && (e.failures == 0 || e.first.After(t)) && (e.group == 0 || e.groupFirst.After(t)) {
+		return false // nothing from before t
+	}
+	kept := *e
+	l.forget(e)
+	if !kept.first.After(t) {
+		kept.failures = 0
+	}
+	if !kept.groupFirst.After(t) {
+		kept.group = 0
+	}
+	if kept.failures > 0 || kept.group > 0 {
+		ne := l.get(key, now)
+		ne.failures, ne.first, ne.last = kept.failures, kept.first, kept.last
+		ne.group, ne.groupFirst = kept.group, kept.groupFirst
+	}
+	return true
+}
+
 // Apply imposes a lockout that another member of the group started: the
 // key is refused until lo.Until (at most MaxLockout from now: the clocks
 // of a group may differ), its failures here are forgotten (the lockout
 // consumed the group's), and its next lockout here backs off from
-// lo.Level. A lockout already longer, or a higher level, is kept. It
-// reports whether lo was still in force (an ended one imposes nothing).
+// lo.Level. A lockout already longer, or a higher level, is kept (and
+// with it its imposition time, for ClearBefore; lo.Since is that of lo
+// when lo replaces it). It reports whether lo was still in force (an
+// ended one imposes nothing).
 func (l *Limiter) Apply(lo Lockout) bool {
 	now := l.clk.Now()
 	if lo.Key == "" || !now.Before(lo.Until) {
@@ -525,7 +573,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 	e.last = now
 	e.failures, e.first, e.group = 0, now, 0
 	if until.After(e.lockedUntil) {
-		e.lockedUntil = until
+		e.lockedUntil, e.lockedSince = until, lo.Since
 		l.hold(e)
 	}
 	e.level = max(e.level, lo.Level)

@@ -699,3 +699,76 @@ func TestLimiterUserFoldedUnicode(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterClearBefore: an administrator's clearing made at t, heard
+// late or again and again (a registry lists it as long as a lockout may
+// last), forgets what a key held from before t only: a lockout imposed
+// before t (here, or elsewhere and Applied) and its back-off level, and
+// failures counted before t; a lockout imposed after t, and failures
+// counted after it, are kept however often the clearing is heard. A
+// lockout Applied without its imposition time (an older broker's) is
+// cleared by any clearing.
+func TestLimiterClearBefore(t *testing.T) {
+	var started []auth.Lockout
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 2, Window: time.Hour, BaseLockout: 10 * time.Minute, MaxLockout: time.Hour,
+		OnLockout: func(lo auth.Lockout) { started = append(started, lo) }})
+	locked := func(user string) bool { return errors.Is(l.Check("", user, ""), auth.ErrLocked) }
+
+	// A lockout before the clearing: cleared, back-off and all.
+	l.Failure("", "alice", "")
+	l.Failure("", "alice", "")
+	if len(started) != 1 || !started[0].Since.Equal(clk.Now()) {
+		t.Fatalf("lockouts started = %+v; want one, since %v", started, clk.Now())
+	}
+	clk.Advance(time.Minute)
+	cut := clk.Now()
+	if !l.ClearBefore("user:ALICE", cut) || locked("alice") {
+		t.Fatalf("alice's lockout from before the clearing: still locked %v; want cleared", locked("alice"))
+	}
+	if l.ClearBefore("user:alice", cut) {
+		t.Error("the clearing heard again: ClearBefore = true; want false (nothing left from before it)")
+	}
+
+	// A lockout after it: kept, however often the clearing is heard.
+	clk.Advance(time.Minute)
+	started = nil
+	l.Failure("", "alice", "")
+	l.Failure("", "alice", "")
+	if len(started) != 1 || started[0].Level != 1 {
+		t.Fatalf("alice's lockout after the clearing: %+v; want one at level 1 (back-off reset)", started)
+	}
+	for range 3 {
+		if l.ClearBefore("user:alice", cut) || !locked("alice") {
+			t.Fatalf("alice's lockout imposed after the clearing: locked %v after the clearing was heard again; want locked", locked("alice"))
+		}
+	}
+
+	// Lockouts imposed elsewhere: before the clearing, cleared; after
+	// it, kept; at an unknown time (an older broker's), cleared.
+	until := clk.Now().Add(30 * time.Minute)
+	for user, since := range map[string]time.Time{"bob": cut.Add(-time.Second), "carol": cut.Add(time.Second), "dave": {}} {
+		if !l.Apply(auth.Lockout{Key: "user:" + user, Until: until, Level: 2, Since: since}) {
+			t.Fatalf("Apply(%s) = false; want true", user)
+		}
+		l.ClearBefore("user:"+user, cut)
+		if got, want := locked(user), user == "carol"; got != want {
+			t.Errorf("%s's lockout imposed elsewhere at %v, after the clearing at %v: locked %v; want %v", user, since, cut, got, want)
+		}
+	}
+
+	// Failures: erin's, counted before the clearing, are forgotten (one
+	// more does not lock her out); frank's, counted after it, are kept
+	// (one more does).
+	l.Failure("", "erin", "")
+	clk.Advance(time.Second)
+	cut2 := clk.Now()
+	clk.Advance(time.Second)
+	l.Failure("", "frank", "")
+	l.ClearBefore("user:erin", cut2)
+	l.ClearBefore("user:frank", cut2)
+	l.Failure("", "erin", "")
+	l.Failure("", "frank", "")
+	if locked("erin") || !locked("frank") {
+		t.Errorf("a failure before the clearing and one after: erin locked %v, frank locked %v; want false and true", locked("erin"), locked("frank"))
+	}
+}

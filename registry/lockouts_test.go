@@ -2,11 +2,16 @@ package registry_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -240,5 +245,164 @@ func TestLockoutLevelNotLowered(t *testing.T) {
 	want(longer, 5)
 	if got := leases(); got != before {
 		t.Errorf("leases after the longer lockout: %d; want %d", got, before)
+	}
+}
+
+// TestLockoutClearOutlivesLatePublish: an administrator's clearing is
+// kept as long as a lockout may last (max_lockout), not a minute: a
+// lockout imposed before it, published late by a broker that was cut off
+// from the registry meanwhile (here an hour later by the stores' clock,
+// long after a one-minute clearing would have expired), is refused with
+// ErrCleared, and the clearing stays, the group's count of failures
+// since the clearing too; so is one imposed within ClearSkew of it. A
+// lockout imposed after it replaces it, as ever, and carries its time, so
+// that the late one is refused still. etcd's leases run in real time:
+// the clearing's lease is checked to be max_lockout long, and the
+// injected clock stands for the time that passes.
+func TestLockoutClearOutlivesLatePublish(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx := tctx(t)
+	const maxLockout = 2 * time.Hour
+	clk := clock.NewFake(time.Now())
+	newStore := func(id string) *registry.Store {
+		s, err := registry.NewStore(etcdtest.Client(t, eps), id, registry.WithClock(clk),
+			registry.WithMaxLockout(maxLockout), registry.WithLogger(testLogger(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	cut, admin := newStore("cut"), newStore("adm")
+	const key = "user:amy"
+
+	// cut imposes a lockout while cut off (nothing published); another
+	// broker's lockout of the key is what the administrator sees.
+	late := registry.Lockout{Key: key, SinceUnixMs: clk.Now().UnixMilli(), UntilUnixMs: clk.Now().Add(maxLockout).UnixMilli(), Level: 4}
+	if err := admin.PublishLockout(ctx, registry.Lockout{Key: key, SinceUnixMs: clk.Now().UnixMilli(),
+		UntilUnixMs: clk.Now().Add(10 * time.Minute).UnixMilli(), Level: 1}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	clearedAt := clk.Now()
+	if err := admin.ClearLockout(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(key))
+	recKey := "/hotdesk/lockouts/" + hex.EncodeToString(sum[:16])
+	stored := func() (registry.Lockout, int64) {
+		t.Helper()
+		resp, err := cli.Get(ctx, recKey)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("the key's record: %v, %v; want one", resp, err)
+		}
+		var lo registry.Lockout
+		if err := json.Unmarshal(resp.Kvs[0].Value, &lo); err != nil {
+			t.Fatal(err)
+		}
+		return lo, resp.Kvs[0].Lease
+	}
+	rec, lease := stored()
+	if !rec.Cleared || rec.ClearedUnixMs != clearedAt.UnixMilli() {
+		t.Fatalf("the record after the clearing: %+v; want cleared at %d", rec, clearedAt.UnixMilli())
+	}
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(lease))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(maxLockout / time.Second); ttl.GrantedTTL < want || ttl.TTL < want-60 {
+		t.Fatalf("the clearing's lease: granted %d s, %d s left; want at least max_lockout (%d s)", ttl.GrantedTTL, ttl.TTL, want)
+	}
+
+	// A failure after the clearing, then cut's late publish, an hour on.
+	if _, err := admin.CountFailure(ctx, key, 3*time.Hour, 5); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	for _, lo := range []registry.Lockout{late, {Key: key, SinceUnixMs: clearedAt.Add(registry.ClearSkew).UnixMilli(),
+		UntilUnixMs: late.UntilUnixMs, Level: 1}} {
+		if err := cut.PublishLockout(ctx, lo); !errors.Is(err, registry.ErrCleared) {
+			t.Fatalf("a lockout imposed at %d (the clearing at %d), published an hour later = %v; want ErrCleared",
+				lo.SinceUnixMs, clearedAt.UnixMilli(), err)
+		}
+	}
+	if rec, _ := stored(); !rec.Cleared || rec.ClearedUnixMs != clearedAt.UnixMilli() {
+		t.Fatalf("the record after the late publish: %+v; want the clearing", rec)
+	}
+	if ls, err := admin.Lockouts(ctx); err != nil || len(ls) != 0 {
+		t.Fatalf("Lockouts after the late publish = %+v, %v; want none", ls, err)
+	}
+	if fs, err := admin.FailureCounts(ctx); err != nil || len(fs) != 1 || fs[0].Key != key || fs[0].Count != 1 {
+		t.Fatalf("failure counts after the late publish = %+v, %v; want the one since the clearing", fs, err)
+	}
+
+	// A lockout imposed after the clearing replaces it.
+	after := registry.Lockout{Key: key, SinceUnixMs: clearedAt.Add(registry.ClearSkew + time.Millisecond).UnixMilli(),
+		UntilUnixMs: late.UntilUnixMs, Level: 1}
+	if err := cut.PublishLockout(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := admin.Lockouts(ctx); err != nil || len(ls) != 1 || ls[0].Server != "cut" || ls[0].SinceUnixMs != after.SinceUnixMs {
+		t.Fatalf("Lockouts after a lockout imposed after the clearing = %+v, %v; want cut's, since %d", ls, err, after.SinceUnixMs)
+	}
+
+	// That lockout carries the clearing, under a lease as long as the
+	// clearing's would have been: the late one, ending later still at a
+	// higher level, neither replaces nor raises it.
+	rec, lease = stored()
+	if rec.Cleared || rec.ClearedUnixMs != clearedAt.UnixMilli() {
+		t.Fatalf("the lockout after the clearing: %+v; want it carrying the clearing's time %d", rec, clearedAt.UnixMilli())
+	}
+	if ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(lease)); err != nil || ttl.GrantedTTL < int64(time.Hour/time.Second) {
+		t.Fatalf("its lease: %+v, %v; want the clearing's remaining hour at least", ttl, err)
+	}
+	later := late
+	later.UntilUnixMs = after.UntilUnixMs + time.Minute.Milliseconds()
+	if err := cut.PublishLockout(ctx, later); !errors.Is(err, registry.ErrCleared) {
+		t.Fatalf("the late lockout, over the lockout that replaced the clearing = %v; want ErrCleared", err)
+	}
+	if ls, err := admin.Lockouts(ctx); err != nil || len(ls) != 1 || ls[0].UntilUnixMs != after.UntilUnixMs || ls[0].Level != 1 {
+		t.Fatalf("Lockouts after it = %+v, %v; want the one after the clearing, until %d at level 1", ls, err, after.UntilUnixMs)
+	}
+}
+
+// TestLockoutClearOlderRecords: records of brokers that do not stamp
+// clearings and lockouts with their time (a rolling upgrade) decode and
+// work as before: a clearing without its time is replaced by any lockout
+// published, and hides nothing it should not; a lockout without one is
+// listed, and a clearing ends it.
+func TestLockoutClearOlderRecords(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	ctx := tctx(t)
+	s, err := registry.NewStore(etcdtest.Client(t, eps), "new", registry.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key, val string) {
+		t.Helper()
+		sum := sha256.Sum256([]byte(key))
+		if _, err := cli.Put(ctx, "/hotdesk/lockouts/"+hex.EncodeToString(sum[:16]), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	until := time.Now().Add(time.Hour).UnixMilli()
+	put("user:old", `{"key":"user:old","until_unix_ms":0,"level":0,"server":"old","cleared":true}`)
+	since := time.Now().Add(-time.Hour).UnixMilli()
+	if err := s.PublishLockout(ctx, registry.Lockout{Key: "user:old", SinceUnixMs: since, UntilUnixMs: until, Level: 2}); err != nil {
+		t.Fatalf("a lockout over an older broker's clearing: %v; want it published", err)
+	}
+	put("user:ann", `{"key":"user:ann","until_unix_ms":`+strconv.FormatInt(until, 10)+`,"level":1,"server":"old"}`)
+	ls, err := s.Lockouts(ctx)
+	if err != nil || len(ls) != 2 || ls[0].Key != "user:ann" || ls[0].SinceUnixMs != 0 || ls[1].Key != "user:old" || ls[1].SinceUnixMs != since {
+		t.Fatalf("Lockouts = %+v, %v; want user:ann (no since) and user:old", ls, err)
+	}
+	if err := s.ClearLockout(ctx, "user:ann"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishLockout(ctx, registry.Lockout{Key: "user:ann", UntilUnixMs: until, Level: 2}); err != nil {
+		t.Fatalf("a lockout without its time over a clearing: %v; want it published, as before", err)
 	}
 }

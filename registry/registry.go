@@ -185,6 +185,7 @@ type options struct {
 	logger      hclog.Logger
 	clock       clock.Clock
 	prevLease   clientv3.LeaseID
+	maxLockout  time.Duration
 }
 
 func defaultOptions() options {
@@ -194,6 +195,7 @@ func defaultOptions() options {
 		callTimeout: DefaultCallTimeout,
 		logger:      hclog.NewNullLogger(),
 		clock:       clock.Real{},
+		maxLockout:  DefaultMaxLockout,
 	}
 }
 
@@ -276,6 +278,21 @@ func WithClock(c clock.Clock) Option {
 	return func(o *options) {
 		if c != nil {
 			o.clock = c
+		}
+	}
+}
+
+// WithMaxLockout sets the longest lockout the group's limiters impose
+// (auth.max_lockout; default DefaultMaxLockout). An administrator's
+// clearing (ClearLockout) is kept that long, and ClearSkew, so that a
+// lockout imposed before it and published late is refused, never
+// imposed again (see PublishLockout). The group's servers should share
+// the setting: a clearing made at a server with a shorter one may expire
+// before a lockout of a longer one ends. Zero keeps the default.
+func WithMaxLockout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.maxLockout = d
 		}
 	}
 }

@@ -261,8 +261,11 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 				"user", registry.EmbeddedClientUser, "prefix", cfg.Etcd.Prefix)
 		}
 	}
+	// An administrator's clearing of a lockout is kept as long as a
+	// lockout may last (max_lockout): a lockout imposed before it,
+	// published late, is refused until then.
 	d.store, err = registry.NewStore(d.etcd, cfg.ServerID, registry.WithPrefix(cfg.Etcd.Prefix), registry.WithClock(d.clk),
-		registry.WithLogger(logger.Named("registry")))
+		registry.WithLogger(logger.Named("registry")), registry.WithMaxLockout(cfg.Auth.MaxLockout))
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}

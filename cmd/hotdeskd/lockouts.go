@@ -50,7 +50,9 @@ type shareOp struct {
 // registry. While the registry is out of reach, failures are counted here
 // only (logged once), so each broker still locks a key out after
 // max_failures of its own, and the lockouts started here are kept and
-// published once it is back.
+// published once it is back, unless an administrator cleared the key
+// since they started (the registry refuses them then: registry.ErrCleared).
+// A clearing clears here only what predates it (see cleared).
 type lockoutShare struct {
 	store   *registry.Store
 	server  string        // this broker's id
@@ -151,22 +153,77 @@ func (s *lockoutShare) run(ctx context.Context) {
 			if !ok {
 				return
 			}
+			if lo.Cleared || lo.ClearedUnixMs != 0 {
+				// A clearing, or a lockout imposed after one that
+				// carries its time: this broker may not have heard of
+				// the clearing (it was replaced before a re-list).
+				s.cleared(lo)
+			}
 			if lo.Cleared {
-				delete(s.unshared, lo.Key) // cleared before it could be shared
-				s.limiter.Clear(lo.Key)
-				s.log.Info("login lockout cleared by an administrator", "key", lo.Key, "via", lo.Server)
 				continue
 			}
 			if lo.Server == s.server {
 				continue // this broker's own, in force here already
 			}
 			until := time.UnixMilli(lo.UntilUnixMs)
-			if s.limiter.Apply(auth.Lockout{Key: lo.Key, Until: until, Level: lo.Level}) {
+			if s.limiter.Apply(auth.Lockout{Key: lo.Key, Until: until, Level: lo.Level, Since: unixMsTime(lo.SinceUnixMs)}) {
 				s.log.Info("login lockout imposed by another server", "key", lo.Key, "server", lo.Server,
 					"remaining", until.Sub(s.clk.Now()).Round(time.Second))
 			}
 		}
 	}
+}
+
+// cleared applies an administrator's clearing of lo.Key (lo is the
+// clearing, or a lockout imposed after it that carries its time), as
+// often as the registry lists it (it stays there as long as a lockout
+// imposed before it may last): the limiter forgets the key's lockout and
+// failures from before the clearing, and a lockout of the key waiting to
+// be published is dropped if imposed before it (the registry would
+// refuse it anyway). A lockout imposed here after the clearing stays, in
+// force and waiting to be published: a broker that hears of the clearing
+// late (a re-list after a watch failure, or after an outage) must not
+// lose it. A clearing without its time (an older broker's) clears
+// everything, as those brokers do.
+func (s *lockoutShare) cleared(lo registry.Lockout) {
+	cut, stamped := lo.ClearCutoff()
+	forgot := false
+	if u, ok := s.unshared[lo.Key]; ok && (!stamped || !u.Since.After(cut)) {
+		delete(s.unshared, lo.Key) // cleared before it could be shared
+		forgot = true
+	}
+	if stamped {
+		forgot = s.limiter.ClearBefore(lo.Key, cut) || forgot
+	} else {
+		s.limiter.Clear(lo.Key)
+		forgot = true
+	}
+	args := []any{"key", lo.Key}
+	if lo.Cleared {
+		args = append(args, "via", lo.Server) // a lockout's Server imposed it
+	}
+	if forgot {
+		s.log.Info("login lockout cleared by an administrator", args...)
+	} else {
+		s.log.Debug("login lockout clearing heard again: nothing here from before it", args...)
+	}
+}
+
+// unixMsTime is the time of ms, a registry record's, or the zero time
+// for 0 (unknown).
+func unixMsTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// unixMs is the registry's form of t, 0 for the zero time.
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // logDropped logs how many ops were dropped since the last time, if more
@@ -180,7 +237,7 @@ func (s *lockoutShare) logDropped() {
 // share does op in the registry, within a bounded time.
 func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	if op.lockout != nil {
-		s.publish(ctx, *op.lockout)
+		_ = s.publish(ctx, *op.lockout)
 		return
 	}
 	if s.down && s.clk.Now().Sub(s.downSince) < shareRetry {
@@ -240,17 +297,26 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 // publish shares lo with the group. One the registry failed is kept and
 // tried again each shareRetry until it is shared, ends, or is replaced or
 // cleared: the group's count of its failures may be consumed already, so
-// a lockout not shared would hold at this broker only.
-func (s *lockoutShare) publish(ctx context.Context, lo auth.Lockout) {
+// a lockout not shared would hold at this broker only. One the registry
+// refuses as cleared by an administrator after it was imposed
+// (registry.ErrCleared) is done with: the clearing stands, and the
+// watch brings it here too (see cleared). It returns PublishLockout's
+// error.
+func (s *lockoutShare) publish(ctx context.Context, lo auth.Lockout) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(), Level: lo.Level})
+	err := s.store.PublishLockout(pctx, registry.Lockout{Key: lo.Key, UntilUnixMs: lo.Until.UnixMilli(),
+		SinceUnixMs: unixMs(lo.Since), Level: lo.Level})
 	cancel()
-	if err == nil || ctx.Err() != nil || errors.Is(err, registry.ErrBadKey) {
-		if err != nil && ctx.Err() == nil {
+	if err == nil || ctx.Err() != nil || errors.Is(err, registry.ErrBadKey) || errors.Is(err, registry.ErrCleared) {
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, registry.ErrCleared):
+			s.log.Info("lockout not shared with the group: an administrator cleared it since", "key", lo.Key)
+		default:
 			s.log.Debug("lockout not shared with the group: key too long", "bytes", len(lo.Key))
 		}
 		delete(s.unshared, lo.Key)
-		return
+		return err
 	}
 	_, again := s.unshared[lo.Key]
 	if !again {
@@ -269,6 +335,7 @@ func (s *lockoutShare) publish(ctx context.Context, lo auth.Lockout) {
 			}
 		})
 	}
+	return err
 }
 
 // retryLockouts publishes the lockouts publish kept, dropping those over.
@@ -281,11 +348,13 @@ func (s *lockoutShare) retryLockouts(ctx context.Context) {
 			delete(s.unshared, key) // over: nothing left to share
 			continue
 		}
-		s.publish(ctx, lo)
+		err := s.publish(ctx, lo)
 		if _, failed := s.unshared[key]; failed {
 			return // publish armed the next round
 		}
-		s.log.Info("lockout shared with the group", "key", key)
+		if err == nil {
+			s.log.Info("lockout shared with the group", "key", key)
+		}
 	}
 }
 

@@ -419,3 +419,108 @@ func TestLockoutShareSourceLimit(t *testing.T) {
 		testutil.WaitFor(t, time.Minute, "the source locked out at "+name, func() bool { return l.Locked(key) })
 	}
 }
+
+// TestLockoutShareRetryAfterClear: a lockout started while the registry
+// was out of reach, then cleared by an administrator elsewhere, is not
+// published when the registry is back, however long after (two minutes
+// here, by the clocks: a clearing used to expire after one, and the
+// retry locked the user out again): the registry refuses it and the
+// share drops it, nothing left to retry. The clearing, heard then (and
+// heard again on a re-list), clears the lockout here; a lockout started
+// here after the clearing is kept by it, and by its own record heard
+// back (which carries the clearing's time), and published. The ops are
+// shared one by one, in the test's goroutine, as run would.
+func TestLockoutShareRetryAfterClear(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Now())
+	eps := etcdtest.Start(t)
+	proxy := etcdtest.NewProxy(t, eps[0])
+	store, err := registry.NewStore(etcdtest.Client(t, []string{proxy.URL()}), "a",
+		registry.WithCallTimeout(500*time.Millisecond), registry.WithClock(clk), registry.WithMaxLockout(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := registry.NewStore(etcdtest.Client(t, eps), "b", registry.WithClock(clk), registry.WithMaxLockout(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, l := newShare(store, "a", 3, clk, testutil.Logger(t, "a", hclog.Info))
+	ctx := t.Context()
+	shareLockout := func() {
+		t.Helper()
+		select {
+		case op := <-s.locks:
+			s.share(ctx, op)
+		default:
+			t.Fatal("no lockout queued")
+		}
+	}
+	groupLockouts := func() []registry.Lockout {
+		t.Helper()
+		los, err := admin.Lockouts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return los
+	}
+
+	proxy.Blackhole()
+	for range 3 {
+		l.Failure("", "mal", "")
+	}
+	shareLockout()
+	if _, ok := s.unshared["user:mal"]; !ok {
+		t.Fatal("mal's lockout, the registry out of reach: not kept for a retry")
+	}
+	// At b, the group's count of mal's failures (b's own) and an
+	// administrator's clearing of it, a minute on.
+	if _, err := admin.CountFailure(ctx, "user:mal", time.Hour, 5); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	if err := admin.ClearLockout(ctx, "user:mal"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Minute)
+	healProxy(t, proxy, store)
+	s.retryLockouts(ctx)
+	if los := groupLockouts(); len(los) != 0 {
+		t.Fatalf("lockouts after the retry: %+v; want none (cleared after mal's started)", los)
+	}
+	if len(s.unshared) != 0 {
+		t.Fatalf("lockouts kept for a retry: %+v; want none", s.unshared)
+	}
+
+	// The clearing, as the watch lists it.
+	wctx, cancel := context.WithCancel(ctx)
+	clearing := testutil.Recv(t, admin.WatchLockouts(wctx), time.Minute, "the clearing")
+	cancel()
+	if !clearing.Cleared || clearing.Key != "user:mal" {
+		t.Fatalf("listed %+v; want mal's clearing", clearing)
+	}
+	s.cleared(clearing)
+	if l.Locked("user:mal") {
+		t.Fatal("mal locked out here after the clearing was heard; want cleared")
+	}
+
+	// A lockout after the clearing: heard again, the clearing keeps it,
+	// and the registry takes it.
+	clk.Advance(time.Minute)
+	for range 3 {
+		l.Failure("", "mal", "")
+	}
+	s.cleared(clearing)
+	if !l.Locked("user:mal") {
+		t.Fatal("mal's lockout started after the clearing: cleared by the clearing heard again; want locked")
+	}
+	shareLockout()
+	los := groupLockouts()
+	if len(los) != 1 || los[0].Key != "user:mal" || los[0].Server != "a" || los[0].ClearedUnixMs != clearing.ClearedUnixMs {
+		t.Fatalf("lockouts after one started after the clearing: %+v; want a's of user:mal, carrying the clearing", los)
+	}
+	// Heard back (a re-list), it keeps the lockout here too.
+	s.cleared(los[0])
+	if !l.Locked("user:mal") {
+		t.Fatal("mal's lockout started after the clearing: cleared by its own record heard back; want locked")
+	}
+}
