@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -697,5 +698,24 @@ func TestLimiterUserFoldedUnicode(t *testing.T) {
 				t.Errorf("UserKey(%q) = %q; want UserKey(%q) = %q", u, auth.UserKey(u), spellings[0], auth.UserKey(spellings[0]))
 			}
 		}
+	}
+}
+
+// TestObserveFullOfQuietKeys: a limiter whose room is taken by keys quiet
+// for more than a window (forgotten as soon as anything is tracked) still
+// tracks the group's count of a key it hears, so that a success here
+// resets the group's count (OnReset): quiet keys must not stand in for a
+// full limiter.
+func TestObserveFullOfQuietKeys(t *testing.T) {
+	var reset []string
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 5, Window: time.Minute, MaxKeys: 2,
+		OnReset: func(k string) { reset = append(reset, k) }})
+	l.Failure("", "a", "")
+	l.Failure("", "b", "")
+	clk.Advance(2 * time.Minute)
+	l.Observe("user:carol", 2, clk.Now())
+	l.Success("", "carol")
+	if want := []string{"user:carol"}; !slices.Equal(reset, want) {
+		t.Errorf("OnReset %v after carol's success with a group count; want %v (the quiet keys took the room)", reset, want)
 	}
 }
