@@ -464,6 +464,7 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 		return false
 	}
 	l.release(now)
+	l.sweep(now) // quiet keys do not count as room taken
 	if _, ok := l.keys[key]; !ok && n < l.maxFailures(key) && l.lru.Len() >= l.cfg.MaxKeys {
 		return false
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -770,5 +771,24 @@ func TestLimiterClearBefore(t *testing.T) {
 	l.Failure("", "frank", "")
 	if locked("erin") || !locked("frank") {
 		t.Errorf("a failure before the clearing and one after: erin locked %v, frank locked %v; want false and true", locked("erin"), locked("frank"))
+	}
+}
+
+// TestObserveFullOfQuietKeys: a limiter whose room is taken by keys quiet
+// for more than a window (forgotten as soon as anything is tracked) still
+// tracks the group's count of a key it hears, so that a success here
+// resets the group's count (OnReset): quiet keys must not stand in for a
+// full limiter.
+func TestObserveFullOfQuietKeys(t *testing.T) {
+	var reset []string
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 5, Window: time.Minute, MaxKeys: 2,
+		OnReset: func(k string) { reset = append(reset, k) }})
+	l.Failure("", "a", "")
+	l.Failure("", "b", "")
+	clk.Advance(2 * time.Minute)
+	l.Observe("user:carol", 2, clk.Now())
+	l.Success("", "carol")
+	if want := []string{"user:carol"}; !slices.Equal(reset, want) {
+		t.Errorf("OnReset %v after carol's success with a group count; want %v (the quiet keys took the room)", reset, want)
 	}
 }

@@ -338,3 +338,49 @@ func TestTokenRemovedAtDisconnect(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenHeldElsewhereNotRemovedAtDisconnect: a terminal that
+// reconnects before its old connection is seen dead reports the cards in
+// its readers again on the new connection; when the old one ends, a card
+// the new connection holds is not token_removed (presence, which keeps
+// one record per terminal id, would list the terminal without the card
+// still in its reader), while one only the old connection held is.
+func TestTokenHeldElsewhereNotRemovedAtDisconnect(t *testing.T) {
+	t.Parallel()
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{events: bus})
+	old := e.dial("term-1")
+	const kept, pulled = "uid.0a0b0c01", "uid.0a0b0c02"
+	for _, tok := range []string{kept, pulled} {
+		old.insert(tok)
+		if er := expectMsg[proto.Error](old); er.Code != proto.ErrUnknownToken {
+			t.Fatalf("insert %s answered %+v; want unknown_token", tok, er)
+		}
+	}
+	nw := e.dial("term-1") // the reconnection: the card still in is presented again
+	nw.insert(kept)
+	if er := expectMsg[proto.Error](nw); er.Code != proto.ErrUnknownToken {
+		t.Fatalf("insert on the new connection answered %+v; want unknown_token", er)
+	}
+	old.conn.Close()
+	var got []string
+	timeout := time.After(30 * time.Second)
+	for {
+		var ev event.Event
+		select {
+		case ev = <-sub.C:
+		case <-timeout:
+			t.Fatalf("events %q; no terminal_disconnected", got)
+		}
+		switch ev.Kind {
+		case event.TokenRemoved:
+			got = append(got, "-"+ev.Token+" "+ev.Reason)
+		case event.TerminalDisconnected:
+			if want := []string{"-" + pulled + " terminal disconnected"}; !slices.Equal(got, want) {
+				t.Fatalf("token_removed events before terminal_disconnected: %q; want %q", got, want)
+			}
+			return
+		}
+	}
+}

@@ -66,7 +66,8 @@ type terminal struct {
 	// whose TokenRemoved event was not yet, oldest first, at most
 	// maxReportedTokens: the tokens the terminal holds, for whatever
 	// follows the events (presence). Those left when the connection ends
-	// are TokenRemoved then.
+	// are TokenRemoved then, unless another connection of the terminal
+	// id reported them too.
 	reported []string
 	gen      uint64
 	closed   bool
@@ -231,12 +232,18 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	// The tokens it held are held no more: their token_removed comes
 	// first, for whatever follows the events (presence keeps a
 	// terminal's record while another connection of its id is open).
+	// Not those another connection of its id holds: a terminal that
+	// reconnected before this one was seen dead presented the cards
+	// still in its readers again there.
 	t.mu.Lock()
 	held := t.reported
 	t.reported = nil
 	t.mu.Unlock()
+	elsewhere := b.reportedElsewhere(t)
 	for _, tok := range held {
-		b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: tok, Reason: "terminal disconnected"})
+		if !elsewhere[tok] {
+			b.emit(event.Event{Kind: event.TokenRemoved, Terminal: t.id, Token: tok, Reason: "terminal disconnected"})
+		}
 	}
 	b.emit(terminalEvent(event.TerminalDisconnected, t, "", ""))
 	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
@@ -244,6 +251,28 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	} else {
 		log.Debug("terminal disconnected", "terminal", logValue(t.id))
 	}
+}
+
+// reportedElsewhere returns the tokens reported (report) on the other
+// connections of t's terminal id.
+func (b *Broker) reportedElsewhere(t *terminal) map[string]bool {
+	var others []*terminal
+	b.mu.Lock()
+	for o := range b.terms {
+		if o != t && o.id == t.id {
+			others = append(others, o)
+		}
+	}
+	b.mu.Unlock()
+	out := map[string]bool{}
+	for _, o := range others {
+		o.mu.Lock()
+		for _, tok := range o.reported {
+			out[tok] = true
+		}
+		o.mu.Unlock()
+	}
+	return out
 }
 
 // read is the connection's reader loop. It returns when the connection

@@ -529,7 +529,14 @@ func TestCloseEndsEverything(t *testing.T) {
 	defer syscall.Kill(info.PID, syscall.SIGCONT)
 	destroyed := make(chan error, 1)
 	go func() { destroyed <- b.Destroy(ctx, "s-c") }()
-	time.Sleep(50 * time.Millisecond)
+	// Close once Destroy has taken the session (a Close first leaves
+	// Destroy nothing to destroy: nil).
+	testutil.WaitFor(t, 10*time.Second, "Destroy under way", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		s := b.sessions["s-c"]
+		return s != nil && s.stopping
+	})
 	b.Close()
 	if err := testutil.Recv(t, destroyed, 30*time.Second, "Destroy hung after Close"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Destroy racing with Close = %v; want %v", err, ErrClosed)

@@ -553,6 +553,58 @@ func TestListenRefusesSharedAncestors(t *testing.T) {
 	ln.Close()
 }
 
+// TestListenRefusesOthersLinks: a link on the way to the socket's
+// directory is followed at every use of the path, and whoever owns it may
+// point it elsewhere at any time, even in a sticky directory (/tmp): one
+// of another user's (the directory itself, one above it, or one a link
+// of this user's leads through) is refused, or they could let the checks
+// see a directory of root's and then swap the link to a directory of
+// theirs before the listen and the chmod, and have the daemon chmod any
+// file they name.
+func TestListenRefusesOthersLinks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "a link of another user's needs root")
+	}
+	base := t.TempDir()
+	shared := filepath.Join(base, "tmp") // as /tmp: root's, sticky, everyone's
+	real := filepath.Join(base, "real")  // as /etc: root's, 0755
+	for _, d := range []string{shared, filepath.Join(real, "run")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	link := func(name, to string, uid int) string {
+		t.Helper()
+		p := filepath.Join(shared, name)
+		if err := os.Symlink(to, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for what, path := range map[string]string{
+		"the directory":                    filepath.Join(link("dir", filepath.Join(real, "run"), 65534), "admin.sock"),
+		"a directory above it":             filepath.Join(link("above", real, 65534), "run", "admin.sock"),
+		"a link a link of root's leads to": filepath.Join(link("mine", link("theirs", real, 65534), 0), "run", "admin.sock"),
+	} {
+		if ln, err := adminapi.Listen(path, 0o660); err == nil {
+			ln.Close()
+			t.Errorf("Listen with %s a link of another user's in a sticky directory: no error; want it refused", what)
+		}
+	}
+	// Links of root's there are fine: only root may replace them.
+	ln, err := adminapi.Listen(filepath.Join(link("ours", filepath.Join(real, "run"), 0), "admin.sock"), 0o660)
+	if err != nil {
+		t.Fatalf("Listen through a link of root's: %v; want it accepted", err)
+	}
+	ln.Close()
+}
+
 func TestShareWithGroup(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testutil.SkipOrFail(t, "chgrp to another group needs root")

@@ -39,7 +39,8 @@ var ErrInUse = errors.New("adminapi: socket in use")
 // chmod; every request is checked against the peer's credentials anyway.
 // The directory must be writable by its owner only, and owned by root or
 // this process's user, and so must its ancestors be (or have the sticky
-// bit, as /tmp): in a directory others may write, or may replace, one
+// bit, as /tmp), and every link on the way to it: in a directory others
+// may write, or may replace, or behind a link they may point elsewhere, one
 // could swap the socket for a link between the listen and the chmod, and
 // have the daemon chmod any file it names.
 func Listen(path string, mode os.FileMode) (net.Listener, error) {
@@ -87,7 +88,8 @@ func chmodOwnDir(dir string, mode os.FileMode) error {
 // with an ancestor (on its path as given, or once links are resolved)
 // whose owner is neither, or that others may write to without the sticky
 // bit: there, they could rename the directory away and put a link or a
-// directory of theirs in its place.
+// directory of theirs in its place; and one reached through a link of
+// another user's (checkLinks).
 func checkOwnDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -108,6 +110,9 @@ func checkOwnDir(dir string) error {
 	}
 	resolved, err := filepath.EvalSymlinks(abs)
 	if err != nil {
+		return err
+	}
+	if err := checkLinks(abs, 0); err != nil {
 		return err
 	}
 	for _, p := range []string{abs, resolved} {
@@ -131,6 +136,55 @@ func checkOwnDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+// maxLinkDepth bounds how deep checkLinks follows links to links.
+const maxLinkDepth = 40
+
+// checkLinks refuses a link on path (the directory itself or one above
+// it), or on the way one of them leads, that belongs to neither root nor
+// this process's user: whoever owns a link may point it elsewhere at any
+// time, in a sticky directory (/tmp) too, and every later use of the path
+// (the listen, the chmod) follows it anew. depth counts the links
+// followed to get to path.
+func checkLinks(path string, depth int) error {
+	for a := path; ; a = filepath.Dir(a) {
+		fi, err := os.Lstat(a)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			switch {
+			case !ok:
+				return fmt.Errorf("%s: no owner to check", a)
+			case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+				return fmt.Errorf("%s, a link on the way to %s, belongs to uid %d: put the socket in a directory such as /run/hotdesk", a, path, st.Uid)
+			case depth >= maxLinkDepth:
+				return fmt.Errorf("%s: too many levels of links", a)
+			}
+			to, err := os.Readlink(a)
+			if err != nil {
+				return err
+			}
+			if !filepath.IsAbs(to) {
+				// Relative to the directory the link is in, as the
+				// kernel resolves it (not lexically: its path may
+				// hold links, whose ".." differs).
+				in, err := filepath.EvalSymlinks(filepath.Dir(a))
+				if err != nil {
+					return err
+				}
+				to = filepath.Join(in, to)
+			}
+			if err := checkLinks(to, depth+1); err != nil {
+				return err
+			}
+		}
+		if a == filepath.Dir(a) {
+			return nil
+		}
+	}
 }
 
 func removeStale(path string) error {

@@ -16,7 +16,8 @@
 //     request (and every keepalive of an event stream): a login whose user
 //     no longer has the role it was made with (taken out of AdminGroup,
 //     the account gone) ends there, so revoking an administrator holds at
-//     once, not SessionTTL later. A role gained takes a new login.
+//     once, not SessionTTL later. A role gained takes a new login. An
+//     event stream ends at its next keepalive once its login ended.
 //   - Every state-changing request is a POST carrying the session's CSRF
 //     token (a second random value, compared in constant time) and, when the
 //     browser sends one, an Origin equal to the page's own; GETs change
@@ -269,6 +270,21 @@ func (s *Server) current(r *http.Request) (string, *login) {
 		return "", nil
 	}
 	return c.Value, l
+}
+
+// loggedIn reports whether l is still a login: not logged out, dropped
+// for room, or past SessionTTL (then it ends here, as in current).
+func (s *Server) loggedIn(l *login) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[l.id] != l {
+		return false
+	}
+	if s.cfg.Now().Sub(l.created) > s.cfg.SessionTTL {
+		delete(s.sessions, l.id)
+		return false
+	}
+	return true
 }
 
 // stillAllowed reports whether l's user still has the role l was made
@@ -743,7 +759,9 @@ func (s *Server) eventsStream(w http.ResponseWriter, r *http.Request, l *login) 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if !s.stillAllowed(l, r.RemoteAddr) || write([]byte(": keepalive\n\n")) != nil {
+				// The stream is the login's: it ends with it (a
+				// logout, SessionTTL, the user's groups).
+				if !s.loggedIn(l) || !s.stillAllowed(l, r.RemoteAddr) || write([]byte(": keepalive\n\n")) != nil {
 					cancel()
 					return
 				}

@@ -342,3 +342,77 @@ func TestRevokedAdminLosesLogin(t *testing.T) {
 		t.Errorf("the login of a user without groups still shows the sessions:\n%s", body)
 	}
 }
+
+// TestStreamEndsWithLogin: an event stream is the login's: it ends at
+// the next keepalive once its login ended, by a logout (a stolen cookie's
+// stream must not go on after its owner logged out) or by SessionTTL
+// (maxEventsStreamLife is longer), as it does when the user's groups no
+// longer give its role.
+func TestStreamEndsWithLogin(t *testing.T) {
+	s, _ := newTestServer(t)
+	var mu sync.Mutex
+	now := time.Now()
+	s.cfg.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s.keepalive = 10 * time.Millisecond
+	ts := httptest.NewTLSServer(s.Handler())
+	t.Cleanup(ts.Close) // after the streams' cancels
+
+	login := func() (*http.Client, string) {
+		t.Helper()
+		c := client(t, ts)
+		_, body := post(t, c, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}, "next": {"/sessions"}}, ts.URL)
+		m := csrfRe.FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("login: no csrf token:\n%s", body)
+		}
+		return c, m[1]
+	}
+	open := func(c *http.Client) <-chan error {
+		t.Helper()
+		// Ended by the test if the server does not end it: the
+		// server's Close waits for its handlers.
+		ctx, cancel := context.WithCancel(t.Context())
+		t.Cleanup(cancel)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/events/stream", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stream.StatusCode != 200 {
+			t.Fatalf("event stream: %d", stream.StatusCode)
+		}
+		done := make(chan error, 1)
+		go func() {
+			defer stream.Body.Close()
+			_, err := io.Copy(io.Discard, stream.Body)
+			done <- err
+		}()
+		return done
+	}
+	ended := func(what string, done <-chan error) {
+		t.Helper()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("the event stream is still open after %s", what)
+		}
+	}
+
+	c, csrf := login()
+	done := open(c)
+	post(t, c, ts.URL+"/logout", url.Values{"csrf": {csrf}}, ts.URL)
+	if _, body := get(t, c, ts.URL+"/sessions"); !strings.Contains(body, "Log in") {
+		t.Fatalf("after the logout: want the login page:\n%s", body)
+	}
+	ended("the logout", done)
+
+	c, _ = login()
+	done = open(c)
+	mu.Lock()
+	now = now.Add(s.cfg.SessionTTL + time.Second)
+	mu.Unlock()
+	ended("the login's SessionTTL", done)
+}
