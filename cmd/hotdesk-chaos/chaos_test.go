@@ -19,8 +19,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestChaosQuick runs `hotdesk-chaos -quick` against freshly built binaries:
-// a real group (3 etcd member processes, 3 hotdeskd, compositor processes),
-// the faults of quickFaults one at a time, the history checked. It fails on
+// a real group (3 etcd member processes, 3 hotdeskd, compositor processes,
+// PAM account checks of the card policy), the faults of quickFaults one at
+// a time, the history checked. It fails on
 // any violation the harness reports, or a missing row.
 //
 // Budget: about 40 s of run on 2 cores (setup ~6 s, a 4 s baseline, each

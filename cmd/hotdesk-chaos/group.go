@@ -176,6 +176,7 @@ type groupConfig struct {
 	cred                     *syscall.Credential // the brokers' user (nil: the harness's)
 	leaseTTL                 time.Duration
 	logLevel                 string
+	auth                     string // kiosk or card (see authConfig)
 }
 
 // newBroker writes a broker's config, proxies and certificate.
@@ -195,6 +196,10 @@ func newBroker(ctx context.Context, gc groupConfig, i int, ms []*member) (*hotde
 		b.proxies = append(b.proxies, p)
 		eps = append(eps, fmt.Sprintf("%q", "http://"+p.addr()))
 	}
+	session, authBlock, err := authConfig(gc)
+	if err != nil {
+		return nil, err
+	}
 	cfg := fmt.Sprintf(`server_id    = %q
 data_dir     = %q
 listen       = %q
@@ -208,13 +213,11 @@ etcd {
 }
 session {
   suspend_timeout = "1h"
-  auth            = "kiosk"
-  kiosk_user      = "chaos"
   keep_on_stop    = true
-}
+%s}
 auth {
   open_session = false
-}
+%s}
 compositor {
   type          = "wayray"
   binary        = %q
@@ -223,7 +226,7 @@ compositor {
   stop_grace    = "2s"
 }
 `, id, filepath.Join(gc.dir, id), b.addr, b.addr, b.socket, gc.logLevel, strings.Join(eps, ", "),
-		gc.leaseTTL.String(), gc.self, gc.lifeline)
+		gc.leaseTTL.String(), session, authBlock, gc.self, gc.lifeline)
 	cfgFile := filepath.Join(gc.dir, id+".hcl")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -246,6 +249,27 @@ compositor {
 	b.proc = proc{name: id, log: filepath.Join(gc.dir, id+".log"), args: []string{hd, "-config", cfgFile}, cred: gc.cred}
 	b.admin = adminapi.NewClient(b.socket)
 	return b, nil
+}
+
+// authConfig returns the lines of the brokers' session and auth blocks
+// for the login policy: kiosk (no PAM), or card, where every login and
+// every hot-desk consults the account stack of a PAM service in the
+// brokers' PAM helpers (pam_nologin, then pam_permit: the tokens' users
+// need not exist), with its 60 s cache per terminal, as a site's card
+// policies do.
+func authConfig(gc groupConfig) (session, auth string, err error) {
+	if gc.auth != "card" {
+		return "  auth            = \"kiosk\"\n  kiosk_user      = \"chaos\"\n", "", nil
+	}
+	dir := filepath.Join(gc.dir, "pam.d")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	stack := "auth required pam_deny.so\naccount requisite pam_nologin.so\naccount required pam_permit.so\n"
+	if err := os.WriteFile(filepath.Join(dir, "hotdesk"), []byte(stack), 0o644); err != nil {
+		return "", "", err
+	}
+	return "  auth            = \"card\"\n", fmt.Sprintf("  pam_dir      = %q\n", dir), nil
 }
 
 // ready reports whether the broker answers /readyz with ready.

@@ -105,7 +105,7 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	gc := groupConfig{bin: bbin, self: bself, cred: cred, dir: h.dir, lifeline: lifeline, leaseTTL: o.leaseTTL, logLevel: o.logLevel}
+	gc := groupConfig{bin: bbin, self: bself, cred: cred, dir: h.dir, lifeline: lifeline, leaseTTL: o.leaseTTL, logLevel: o.logLevel, auth: o.auth}
 	for i := range 3 {
 		b, err := newBroker(ctx, gc, i, h.members)
 		if err != nil {

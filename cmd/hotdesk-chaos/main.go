@@ -14,7 +14,8 @@
 // "wayray"), N terminals speaking the real protocol (package proto: TLS
 // pinned, challenges signed with soft token keys enrolled by pairing codes
 // from the admin API, redirects, reconnects) and M tokens inserted,
-// removed and taken over at random.
+// removed and taken over at random. Logins take the card policy (-auth):
+// each asks a PAM account stack in the brokers' PAM helpers.
 //
 // Faults (one at a time, each followed by a quiet period): broker_kill9,
 // broker_sigstop (2 × lease TTL), broker_restart (SIGTERM, start again),
@@ -63,6 +64,7 @@ type options struct {
 	failover       bool
 	returnHome     bool
 	logLevel       string
+	auth           string
 }
 
 var allFaults = []string{"broker_kill9", "broker_sigstop", "broker_restart", "lease_revoke",
@@ -104,6 +106,7 @@ func run() int {
 	flag.BoolVar(&o.failover, "failover", true, "terminals whose home broker is unreachable try the other brokers")
 	flag.BoolVar(&o.returnHome, "return-home", true, "an idle terminal that a redirect led to another broker goes back to its home broker (PROTOCOL.md §7.5 SHOULD), and presents every insert there")
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
+	flag.StringVar(&o.auth, "auth", "card", "brokers' login policy: card (each login and hot-desk asks a PAM account stack, pam_nologin + pam_permit, in the brokers' PAM helpers, as the card policies of a site do) or kiosk (no PAM)")
 	flag.Parse()
 	if o.quiet == 0 {
 		o.quiet = 8 * time.Second
@@ -124,6 +127,10 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "hotdesk-chaos: unknown fault %q (known: %s)\n", f, strings.Join(allFaults, ","))
 			return 2
 		}
+	}
+	if o.auth != "kiosk" && o.auth != "card" {
+		fmt.Fprintf(os.Stderr, "hotdesk-chaos: -auth %q: want kiosk or card\n", o.auth)
+		return 2
 	}
 	if o.tokens < 1 || o.terminals <= o.tokens {
 		fmt.Fprintln(os.Stderr, "hotdesk-chaos: need 1 ≤ tokens < terminals")
