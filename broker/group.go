@@ -247,12 +247,17 @@ func (b *Broker) tokenRecord(ctx context.Context, token string) (registry.TokenR
 		// (a token just disabled would be served enabled for the TTL).
 		return rec, nil
 	}
-	if now.Sub(b.tokenCacheSwept) >= tokenCacheTTL || now.Before(b.tokenCacheSwept) {
+	if d := now.Sub(b.tokenCacheSwept); d >= tokenCacheTTL || d <= -tokenCacheTTL {
 		// Expired records are never served again: forget them, at most
 		// once a TTL, so that the cache holds the tokens read within the
-		// last two TTLs, not every token ever read.
+		// last two TTLs, not every token ever read. now is when this
+		// read started: reads finishing out of order are up to a
+		// remoteTimeout apart, and neither sweeps again nor drops the
+		// fresher records of the other; only a clock set back by a TTL
+		// or more does (those records would never expire).
 		maps.DeleteFunc(b.tokenCache, func(_ string, c cachedToken) bool {
-			return now.Sub(c.at) >= tokenCacheTTL || c.at.After(now)
+			age := now.Sub(c.at)
+			return age >= tokenCacheTTL || age <= -tokenCacheTTL
 		})
 		b.tokenCacheSwept = now
 	}

@@ -585,3 +585,35 @@ func TestTokenCacheForgetsExpired(t *testing.T) {
 		t.Errorf("cached records a TTL later = %d; want 1 (the one just read)", n)
 	}
 }
+
+// TestTokenCacheReadsOutOfOrder: a read that started before another one
+// (whose start stamped the sweep and its record) and finishes after it
+// neither sweeps again nor drops that fresher record.
+func TestTokenCacheReadsOutOfOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "tcorder", nil)
+	early, _ := e.enroll("tcearly")
+	later, _ := e.enroll("tclater")
+	// The later read, started 2 s after the early one, finished first:
+	// its record and the sweep bear its start.
+	if _, err := e.b.tokenRecord(e.ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	e.b.mu.Lock()
+	rec := e.b.tokenCache[later]
+	rec.at = e.clk.Now().Add(2 * time.Second)
+	e.b.tokenCache[later] = rec
+	e.b.tokenCacheSwept = rec.at
+	e.b.mu.Unlock()
+	// The early read finishes: its start is now.
+	if _, err := e.b.tokenRecord(e.ctx, early); err != nil {
+		t.Fatal(err)
+	}
+	e.b.mu.Lock()
+	got, kept := e.b.tokenCache[later]
+	n := len(e.b.tokenCache)
+	e.b.mu.Unlock()
+	if !kept || got.at != rec.at || n != 2 {
+		t.Errorf("after the early read finished: the later record kept %v (at %v, want %v), %d records; want it kept and 2", kept, got.at, rec.at, n)
+	}
+}
