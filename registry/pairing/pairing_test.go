@@ -320,6 +320,30 @@ func TestPairing(t *testing.T) {
 		}
 	})
 
+	// A phone that sends its Pair twice (or again while the first is in
+	// flight) gets Paired each time: one redemption enrolls the key, the
+	// others find the code spent for that very key.
+	t.Run("the same Pair at once: all paired", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("judy", time.Hour)
+		pub := newKey(t)
+		const n = 8
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), signedReq(code, soft.Kind, pub, ""))
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			checkErr(t, fmt.Sprintf("Pair %d of %d", i, n), err, nil)
+		}
+		if n := strings.Count(e.logs.String(), "token enrolled by pairing code"); n != 1 {
+			t.Errorf("%d enrolments logged; want 1", n)
+		}
+	})
+
 	t.Run("global limit", func(t *testing.T) {
 		e := newEnv(t, cli, pairing.WithGlobalLimit(3, time.Minute))
 		code := e.create("kim", time.Hour)
