@@ -98,6 +98,9 @@ type envOptions struct {
 	noClaimWatch bool
 	// pairing gives the broker a Pairer (pairing codes) on its registry.
 	pairing bool
+	// pairKV, if set, gives the Pairer a registry Store of its own, on a
+	// client whose KV it wraps (fault injection for pairing alone).
+	pairKV func(clientv3.KV) clientv3.KV
 }
 
 func newEnvWith(t *testing.T, id string, o envOptions) *env {
@@ -167,7 +170,15 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	var pairer Pairer
 	if o.pairing {
 		// The registry runs on the real clock, so do its codes.
-		pairer = pairing.New(reg, pairing.WithLogger(logger.Named("pairing")))
+		var store pairing.Store = reg
+		if o.pairKV != nil {
+			pcli := etcdtest.Client(t, o.clientEps)
+			pcli.KV = o.pairKV(pcli.KV)
+			if store, err = registry.NewStore(pcli, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pairer = pairing.New(store, pairing.WithLogger(logger.Named("pairing")))
 	}
 	b, err := New(Config{
 		ServerID: id, Registry: breg, Compositor: bcomp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,

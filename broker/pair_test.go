@@ -13,11 +13,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/internal/burstlog"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
 	"github.com/hotdesk/hotdesk/registry/pairing"
 	"github.com/hotdesk/hotdesk/tokens/soft"
 )
@@ -263,5 +266,89 @@ func TestPairUncountedRefusalsLogOncePerBurst(t *testing.T) {
 		if lines := strings.Count(out.String(), "pairing refused"); lines != 1 {
 			t.Errorf("%v: %d refusals logged in %d lines; want 1\n%s", err, n, lines, out.String())
 		}
+	}
+}
+
+// TestPairOutcomeUnknown: through a real broker, a Pair whose redemption
+// etcd committed while the registry call timed out (etcdtest.FaultyKV) is
+// answered Paired, with its token_registered event, as any pairing is. If
+// reading back fails too, it is answered `unavailable`; the same Pair sent
+// again, on a new connection, is then answered Paired (with the event),
+// not "pairing code invalid"; another key is refused the spent code.
+func TestPairOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	var kv *etcdtest.FaultyKV
+	bus := NewBus(hclog.NewNullLogger())
+	sub := bus.Subscribe(256)
+	e := newEnvWith(t, "b1", envOptions{pairing: true, events: bus, pairKV: func(inner clientv3.KV) clientv3.KV {
+		kv = etcdtest.NewFaultyKV(inner)
+		return kv
+	}})
+	newKey := func() (ed25519.PublicKey, ed25519.PrivateKey) {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pub, priv
+	}
+	pair := func(tm *term, code string, pub ed25519.PublicKey, priv ed25519.PrivateKey) {
+		t.Helper()
+		if err := tm.conn.Send(&proto.Pair{Code: code, Kind: soft.Kind, PublicKey: pub, Signature: pairSig(t, tm, priv, code, soft.Kind, pub)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	paired := func(what string, tm *term, pub ed25519.PublicKey, user string) {
+		t.Helper()
+		if p := expectMsg[proto.Paired](tm); p.Token != soft.TokenID(pub) || p.User != user {
+			t.Fatalf("%s: Paired = %+v; want %s for %s", what, p, soft.TokenID(pub), user)
+		}
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case ev := <-sub.C:
+				if ev.Kind != event.TokenRegistered {
+					continue
+				}
+				if ev.Token != soft.TokenID(pub) || ev.User != user || ev.Terminal != tm.id {
+					t.Fatalf("%s: token_registered %+v; want %s for %s at %s", what, ev, soft.TokenID(pub), user, tm.id)
+				}
+				return
+			case <-timeout:
+				t.Fatalf("%s: no token_registered event", what)
+			}
+		}
+	}
+
+	// The redemption committed, the answer lost: read back.
+	pub, priv := newKey()
+	code := pairCode(t, e, "rita")
+	tm := e.dial("rita-term")
+	kv.ApplyThenFail(1, false)
+	pair(tm, code, pub, priv)
+	paired("a Pair read back", tm, pub, "rita")
+
+	// The registry out of reach for the read-back as well: unavailable,
+	// and the same Pair again is Paired.
+	pub, priv = newKey()
+	code = pairCode(t, e, "sam")
+	tm = e.dial("sam-term")
+	kv.ApplyThenFail(1, true)
+	pair(tm, code, pub, priv)
+	if m, ok := tm.next().(*proto.Error); !ok || m.Code != proto.ErrUnavailable {
+		t.Fatalf("a Pair of unknown outcome, not read back: got %+v; want Error{unavailable}", m)
+	}
+	kv.FailReads(false)
+	tm = e.dial("sam-term-2")
+	pair(tm, code, pub, priv)
+	paired("the same Pair again", tm, pub, "sam")
+
+	// The spent code enrols no other key.
+	other, otherPriv := newKey()
+	pair(tm, code, other, otherPriv)
+	if m, ok := tm.next().(*proto.Error); !ok || m.Code != proto.ErrPairing || !strings.Contains(m.Message, "invalid") {
+		t.Fatalf("another key with the spent code: got %+v; want Error{pairing} \"pairing code invalid, expired or used\"", m)
+	}
+	if _, err := e.reg.Token(e.ctx, soft.TokenID(other)); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("the other key after the spent code: %v; want not enrolled", err)
 	}
 }

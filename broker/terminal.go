@@ -589,8 +589,11 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		// The connection ended (or the broker stops): nobody to answer.
 	default:
 		// The registry failed, not the code: telling the person it is
-		// invalid would send them for a new one. Not judged, the code
-		// untouched.
+		// invalid would send them for a new one. Not judged. The code is
+		// untouched, unless the redemption's outcome stayed unknown (the
+		// Pairer could not read it back): then it may be consumed and
+		// the key enrolled, and the same Pair sent again (same code and
+		// key) is answered Paired, not refused (PROTOCOL.md §7.4).
 		b.blog.Warn("pairing_unavailable", "pairing failed", "terminal", logValue(t.id), "remote", t.remote, "error", err)
 		_ = t.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"})
 	}

@@ -303,9 +303,9 @@ func (r *Store) RecentEvents(ctx context.Context, limit int) ([][]byte, error) {
 // WatchGroup streams, from now on, every event stored by any server and
 // every change of membership (servers/) and drain flags (drain/), in the
 // order they were made: one watch over the keys from drain/ to servers/
-// (events/ lies between; pairing/ and results/, also there, are skipped),
-// so a server's server_left, stored before its record goes, always comes
-// before the record's deletion. The channel is closed when ctx ends. A
+// (events/ lies between; paired/, pairing/ and results/, also there, are
+// skipped), so a server's server_left, stored before its record goes,
+// always comes before the record's deletion. The channel is closed when ctx ends. A
 // watch that fails (compaction, lost leader) resumes from now: changes in
 // between are lost, which a live stream accepts. A slow consumer slows the
 // watch.

@@ -37,6 +37,7 @@ func (r *Store) serverKey(id string) string   { return r.opts.prefix + "servers/
 func (r *Store) sessionKey(key string) string { return r.opts.prefix + "sessions/" + key }
 func (r *Store) tokenKey(id string) string    { return r.opts.prefix + "tokens/" + id }
 func (r *Store) pairingKey(id string) string  { return r.opts.prefix + "pairing/" + id }
+func (r *Store) pairedKey(id string) string   { return r.opts.prefix + "paired/" + id }
 
 // get reads one key; ErrNotFound if it is absent.
 func (r *Store) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*mvccpb.KeyValue, error) {

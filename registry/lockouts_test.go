@@ -100,6 +100,10 @@ func (t faultyTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 	return faultyTxn{t.Txn.Then(ops...), t.apply}
 }
 
+func (t faultyTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	return faultyTxn{t.Txn.Else(ops...), t.apply}
+}
+
 func (t faultyTxn) Commit() (*clientv3.TxnResponse, error) {
 	if t.apply {
 		if _, err := t.Txn.Commit(); err != nil {

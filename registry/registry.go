@@ -30,6 +30,10 @@
 //	sessions/<key>  Session, under the owning server's lease
 //	tokens/<id>     TokenRecord, no lease (outlives servers)
 //	pairing/<id>    Pairing, under a lease of its own (expires by itself)
+//	paired/<id>     Pairing a redemption left (the code as it was and the
+//	                token it enrolled), under the code's lease: lets a
+//	                retried redemption of one key be recognised
+//	                (RedeemedPairing) for as long as the code was valid
 //	drain/<id>      drain flag of a server, no lease (survives restarts)
 //	lockouts/<hash> Lockout (a login lockout for the group, or its clearing),
 //	                under a lease that ends with it; <hash> names the key

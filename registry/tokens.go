@@ -30,7 +30,8 @@ type TokenRecord struct {
 // stored; it is never logged. SecretKDF names the hash and its parameters
 // (see package pairing), SecretSalt is its per-code random salt; a record
 // without SecretKDF (written before salted hashes) holds SHA-256 of the
-// secret.
+// secret. TokenID is set only in the record a redemption leaves under
+// paired/<ID> (RedeemedPairing): the token the code enrolled.
 type Pairing struct {
 	ID            string `json:"id"`
 	SecretHash    []byte `json:"secret_hash"`
@@ -40,6 +41,7 @@ type Pairing struct {
 	Label         string `json:"label,omitempty"`
 	CreatedBy     string `json:"created_by,omitempty"`
 	ExpiresUnixMs int64  `json:"expires_unix_ms"`
+	TokenID       string `json:"token_id,omitempty"`
 }
 
 // maxTokenUpdateRetries bounds UpdateToken's compare-and-swap loop.
@@ -162,9 +164,11 @@ func decodeToken(id string, val []byte) (TokenRecord, error) {
 // PutPairing stores p under a new lease of ttl (rounded up to whole seconds;
 // etcd may raise very short TTLs to its minimum, about 2 s), so the code
 // vanishes by itself. A zero ExpiresUnixMs is set to now+ttl; Pairing also
-// treats a code past ExpiresUnixMs as absent. ErrExists if the id is taken.
-// On any failure the new lease is revoked, so a code of unknown outcome is
-// never left behind usable.
+// treats a code past ExpiresUnixMs as absent. ErrExists if the id is taken,
+// by a pending code or by the trace of a redeemed one (RedeemedPairing): an
+// id is not reused while a retry of its last redemption may come. On any
+// failure the new lease is revoked, so a code of unknown outcome is never
+// left behind usable.
 func (r *Store) PutPairing(ctx context.Context, p Pairing, ttl time.Duration) error {
 	if err := validateKey(p.ID); err != nil {
 		return fmt.Errorf("registry: put pairing: %w", err)
@@ -189,7 +193,7 @@ func (r *Store) PutPairing(ctx context.Context, p Pairing, ttl time.Duration) er
 	k := r.pairingKey(p.ID)
 	cctx, cancel = r.callCtx(ctx)
 	resp, err := r.kv.Txn(cctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0), clientv3.Compare(clientv3.CreateRevision(r.pairedKey(p.ID)), "=", 0)).
 		Then(clientv3.OpPut(k, string(v), clientv3.WithLease(grant.ID))).
 		Commit()
 	cancel()
@@ -206,23 +210,62 @@ func (r *Store) PutPairing(ctx context.Context, p Pairing, ttl time.Duration) er
 // Pairing returns code id and its mod revision (to pass to ConsumePairing);
 // ErrNotFound if it is absent or past its ExpiresUnixMs.
 func (r *Store) Pairing(ctx context.Context, id string) (p Pairing, modRev int64, err error) {
-	if err := validateKey(id); err != nil {
-		return Pairing{}, 0, fmt.Errorf("registry: pairing: %w", err)
-	}
-	kv, err := r.get(ctx, r.pairingKey(id))
+	kv, err := r.pairingRecord(ctx, "pairing", r.pairingKey, id)
 	if err != nil {
-		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: %w", id, err)
+		return Pairing{}, 0, err
 	}
-	if err := json.Unmarshal(kv.Value, &p); err != nil {
-		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: %w: %v", id, ErrCorrupt, err)
-	}
-	if p.ID != id {
-		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: %w: id %q", id, ErrCorrupt, p.ID)
-	}
-	if p.ExpiresUnixMs != 0 && r.opts.clock.Now().UnixMilli() >= p.ExpiresUnixMs {
-		return Pairing{}, 0, fmt.Errorf("registry: pairing %q: expired: %w", id, ErrNotFound)
+	p, err = r.decodePairing("pairing", id, kv.Value)
+	if err != nil {
+		return Pairing{}, 0, err
 	}
 	return p, kv.ModRevision, nil
+}
+
+// RedeemedPairing returns the trace the redemption of code id left (see
+// RedeemPairing): the code as it was, with TokenID the token it enrolled.
+// ErrNotFound if there is none, or once the code would have expired: the
+// trace lives under the code's lease and is refused past its
+// ExpiresUnixMs, as the code was.
+func (r *Store) RedeemedPairing(ctx context.Context, id string) (Pairing, error) {
+	kv, err := r.pairingRecord(ctx, "redeemed pairing", r.pairedKey, id)
+	if err != nil {
+		return Pairing{}, err
+	}
+	p, err := r.decodePairing("redeemed pairing", id, kv.Value)
+	if err != nil {
+		return Pairing{}, err
+	}
+	if p.TokenID == "" {
+		return Pairing{}, fmt.Errorf("registry: redeemed pairing %q: %w: no token id", id, ErrCorrupt)
+	}
+	return p, nil
+}
+
+// pairingRecord reads key(id) for the call what (named in errors).
+func (r *Store) pairingRecord(ctx context.Context, what string, key func(string) string, id string) (*mvccpb.KeyValue, error) {
+	if err := validateKey(id); err != nil {
+		return nil, fmt.Errorf("registry: %s: %w", what, err)
+	}
+	kv, err := r.get(ctx, key(id))
+	if err != nil {
+		return nil, fmt.Errorf("registry: %s %q: %w", what, id, err)
+	}
+	return kv, nil
+}
+
+// decodePairing decodes code id's record for the call what (named in
+// errors); ErrNotFound if it is past its ExpiresUnixMs.
+func (r *Store) decodePairing(what, id string, val []byte) (p Pairing, err error) {
+	if err := json.Unmarshal(val, &p); err != nil {
+		return Pairing{}, fmt.Errorf("registry: %s %q: %w: %v", what, id, ErrCorrupt, err)
+	}
+	if p.ID != id {
+		return Pairing{}, fmt.Errorf("registry: %s %q: %w: id %q", what, id, ErrCorrupt, p.ID)
+	}
+	if p.ExpiresUnixMs != 0 && r.opts.clock.Now().UnixMilli() >= p.ExpiresUnixMs {
+		return Pairing{}, fmt.Errorf("registry: %s %q: expired: %w", what, id, ErrNotFound)
+	}
+	return p, nil
 }
 
 // ConsumePairing deletes code id iff its mod revision is still modRev, so of
@@ -260,9 +303,20 @@ func (r *Store) ConsumePairing(ctx context.Context, id string, modRev int64) err
 // enrolled, the code is deleted and t stored. Otherwise nothing changes:
 // ErrNotFound if the code is absent, expired, changed or consumed
 // concurrently (whether or not t's id is enrolled), else ErrExists (t's id
-// is enrolled; the code stays valid). A zero
-// RegisteredUnixMs is set to the clock's now. The code's lease is revoked
-// afterwards (best effort).
+// is enrolled; the code stays valid). A zero RegisteredUnixMs is set to
+// the clock's now.
+//
+// The same transaction leaves a trace of the redemption under the code's
+// lease, so that it lasts as long as the code would have: the code's
+// record with TokenID t.ID, which RedeemedPairing reads. A redemption
+// whose answer was lost (an error of unknown outcome, OutcomeUnknown, or a
+// retry after it) is thereby recognised: the trace names the token, and
+// the token record shows its key and user. (A code stored without a lease
+// leaves no trace: it would never go.)
+//
+// The code is read first, for its lease; a code not at modRev then is
+// ErrNotFound. Other errors are etcd's: of unknown outcome unless
+// OutcomeUnknown says otherwise.
 func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t TokenRecord) error {
 	if err := validateKey(id); err != nil {
 		return fmt.Errorf("registry: redeem pairing: %w", err)
@@ -281,13 +335,38 @@ func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t To
 		return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
 	}
 	pk, tk := r.pairingKey(id), r.tokenKey(t.ID)
+	code, err := r.get(ctx, pk)
+	if err == nil && code.ModRevision != modRev {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
+	}
+	then := []clientv3.Op{clientv3.OpDelete(pk), clientv3.OpPut(tk, string(v))}
+	if code.Lease != 0 {
+		var p Pairing
+		if err := json.Unmarshal(code.Value, &p); err != nil {
+			return fmt.Errorf("registry: redeem pairing %q: %w: %v", id, ErrCorrupt, err)
+		}
+		p.TokenID = t.ID
+		trace, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
+		}
+		then = append(then, clientv3.OpPut(r.pairedKey(id), string(trace), clientv3.WithLease(clientv3.LeaseID(code.Lease))))
+	}
 	cctx, cancel := r.callCtx(ctx)
 	resp, err := r.kv.Txn(cctx).
 		If(clientv3.Compare(clientv3.ModRevision(pk), "=", modRev), clientv3.Compare(clientv3.CreateRevision(tk), "=", 0)).
-		Then(clientv3.OpGet(pk), clientv3.OpDelete(pk), clientv3.OpPut(tk, string(v))).
+		Then(then...).
 		Else(clientv3.OpGet(pk, clientv3.WithKeysOnly())).
 		Commit()
 	cancel()
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The code's lease ended since it was read, and the code
+		// with it: nothing was written.
+		return fmt.Errorf("registry: redeem pairing %q: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("registry: redeem pairing %q: %w", id, err)
 	}
@@ -302,9 +381,6 @@ func (r *Store) RedeemPairing(ctx context.Context, id string, modRev int64, t To
 		return fmt.Errorf("registry: redeem pairing %q: %w", id, ErrNotFound)
 	}
 	r.log.Info("token enrolled", "token_id", t.ID, "kind", t.Kind, "user", t.User, "pairing", id)
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && kvs[0].Lease != 0 {
-		r.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
-	}
 	return nil
 }
 

@@ -1,11 +1,17 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/testutil"
@@ -281,6 +287,108 @@ func TestRedeemPairingCodeGoneAndTokenEnrolled(t *testing.T) {
 		together(len(errs), func(j int) { errs[j] = r.RedeemPairing(ctx, id, rev, tok) })
 		if err := testutil.OneWinner(errs, registry.ErrNotFound); err != nil {
 			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}
+
+// TestRedeemPairingOutcomeUnknown: a redemption whose transaction etcd
+// applied although the call failed (a timeout after the commit) returns an
+// error of unknown outcome (OutcomeUnknown), not a refusal, and leaves the
+// trace a read-back needs (RedeemedPairing): the code is gone, the token
+// enrolled, and the trace names that token and the code's user. One that
+// was never applied leaves the code, no token and no trace. The trace
+// keeps the code's id from being reused, and goes when the code would
+// have expired.
+func TestRedeemPairingOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	ctx := tctx(t)
+	clk := clock.NewFake(time.Now())
+	store := func(id string, apply *bool) *registry.Store {
+		t.Helper()
+		s, err := registry.NewStore(etcdtest.Client(t, eps), id, registry.WithLogger(testLogger(t)), registry.WithClock(clk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if apply != nil {
+			registry.InjectFaults(s, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv, *apply} }, nil)
+		}
+		return s
+	}
+	s := store("s1", nil)
+	for _, apply := range []bool{false, true} {
+		f := store("s1", &apply)
+		id := fmt.Sprintf("unsure-%v", apply)
+		code := registry.Pairing{ID: id, User: "u", SecretHash: []byte("hash"), SecretSalt: []byte("salt"), SecretKDF: "kdf"}
+		if err := s.PutPairing(ctx, code, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		_, rev, err := s.Pairing(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := registry.TokenRecord{ID: "soft." + id, Kind: "soft", PublicKey: []byte{1, 2}, User: "u"}
+		err = f.RedeemPairing(ctx, id, rev, tok)
+		if err == nil || !registry.OutcomeUnknown(err) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("redemption timing out (applied %v) = %v; want the timeout, of unknown outcome", apply, err)
+		}
+		_, _, codeErr := s.Pairing(ctx, id)
+		_, tokErr := s.Token(ctx, tok.ID)
+		used, usedErr := s.RedeemedPairing(ctx, id)
+		if !apply {
+			if codeErr != nil || !errors.Is(tokErr, registry.ErrNotFound) || !errors.Is(usedErr, registry.ErrNotFound) {
+				t.Fatalf("after a redemption never applied: code %v, token %v, trace %v; want the code only", codeErr, tokErr, usedErr)
+			}
+			continue
+		}
+		if !errors.Is(codeErr, registry.ErrNotFound) || tokErr != nil || usedErr != nil {
+			t.Fatalf("after a redemption applied: code %v, token %v, trace %v; want the token and the trace only", codeErr, tokErr, usedErr)
+		}
+		if used.TokenID != tok.ID || used.User != "u" || string(used.SecretSalt) != "salt" || string(used.SecretHash) != "hash" || used.SecretKDF != "kdf" {
+			t.Errorf("trace = %+v; want the code's record with token id %s", used, tok.ID)
+		}
+		if err := s.PutPairing(ctx, registry.Pairing{ID: id}, time.Hour); !errors.Is(err, registry.ErrExists) {
+			t.Errorf("a new code with the id of one just redeemed: %v; want ErrExists", err)
+		}
+		clk.Advance(time.Hour)
+		if _, err := s.RedeemedPairing(ctx, id); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("trace once the code would have expired: %v; want ErrNotFound", err)
+		}
+	}
+}
+
+// TestOutcomeUnknown: errors that may come after etcd applied a write are
+// of unknown outcome; refusals that say nothing was written are not.
+func TestOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"deadline", context.DeadlineExceeded, true},
+		{"cancelled", context.Canceled, true},
+		{"wrapped deadline", fmt.Errorf("registry: redeem pairing %q: %w", "x", context.DeadlineExceeded), true},
+		{"leader changed", rpctypes.ErrLeaderChanged, true},
+		{"server timeout", rpctypes.ErrTimeout, true},
+		{"no leader", rpctypes.ErrNoLeader, true},
+		{"grpc unavailable", status.Error(codes.Unavailable, "connection closed"), true},
+		{"grpc deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true},
+		{"unknown error", errors.New("something"), true},
+		{"not found", fmt.Errorf("registry: %w", registry.ErrNotFound), false},
+		{"exists", fmt.Errorf("registry: %w", registry.ErrExists), false},
+		{"invalid key", registry.ErrInvalidKey, false},
+		{"lease not found", fmt.Errorf("registry: %w", rpctypes.ErrLeaseNotFound), false},
+		{"permission denied", rpctypes.ErrPermissionDenied, false},
+		{"too many ops", rpctypes.ErrTooManyOps, false},
+		{"request too large", rpctypes.ErrRequestTooLarge, false},
+		{"invalid auth token", rpctypes.ErrInvalidAuthToken, false},
+		{"grpc invalid argument", status.Error(codes.InvalidArgument, "bad"), false},
+	}
+	for _, tt := range tests {
+		if got := registry.OutcomeUnknown(tt.err); got != tt.want {
+			t.Errorf("OutcomeUnknown(%s: %v) = %v; want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
 }

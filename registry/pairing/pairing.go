@@ -18,7 +18,14 @@
 // (half the CPUs), and only for attempts the per-source limit let through:
 // however many sources an attacker holds, checks use at most that share
 // of the CPU, and a person's check waits its turn. Codes are single use: of any number of
-// concurrent redemptions of one code exactly one succeeds.
+// concurrent redemptions of one code exactly one enrolls its key. A
+// redemption is idempotent for that key, though: the registry keeps a
+// trace of it (the code's record and the token it enrolled) for as long
+// as the code was valid, so a Pair whose answer was lost — a registry
+// error of unknown outcome after the transaction committed, or an answer
+// that never arrived — succeeds when sent again with the same code and
+// key, instead of finding the code used; Redeem also reads back itself
+// when a redemption's outcome is unknown.
 //
 // Guessing is bounded per source: a source (the terminal's address; the
 // broker passes an IPv6 /64 as one, netsrc.Source) with
@@ -41,6 +48,7 @@
 package pairing
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -123,6 +131,9 @@ const (
 	// refusalLogEvery: at most one "pairing attempt rate limited" line
 	// per reason this often, with the count of refusals it stands for.
 	refusalLogEvery = 10 * time.Second
+	// readBackTimeout bounds the reads that resolve a redemption of
+	// unknown outcome, made even if the request's context has ended.
+	readBackTimeout = 10 * time.Second
 )
 
 // Store is the part of the registry pairing needs; *registry.Registry
@@ -133,11 +144,19 @@ type Store interface {
 	// Pairing returns code id and its mod revision; registry.ErrNotFound if absent or expired.
 	Pairing(ctx context.Context, id string) (registry.Pairing, int64, error)
 	// RedeemPairing deletes code id and stores t at once, iff the code is
-	// unchanged since modRev and t's id is not enrolled; else nothing
-	// changes: registry.ErrNotFound if the code is not as it was read
-	// (whether or not t's id is enrolled), registry.ErrExists otherwise
-	// (t's id is enrolled; the code stays valid).
+	// unchanged since modRev and t's id is not enrolled, and leaves the
+	// trace RedeemedPairing reads; else nothing changes:
+	// registry.ErrNotFound if the code is not as it was read (whether or
+	// not t's id is enrolled), registry.ErrExists otherwise (t's id is
+	// enrolled; the code stays valid). Other errors may leave the outcome
+	// unknown (registry.OutcomeUnknown).
 	RedeemPairing(ctx context.Context, id string, modRev int64, t registry.TokenRecord) error
+	// RedeemedPairing returns the trace of code id's redemption (the code
+	// as it was, TokenID the token it enrolled) until the code would have
+	// expired; registry.ErrNotFound if there is none.
+	RedeemedPairing(ctx context.Context, id string) (registry.Pairing, error)
+	// Token returns the enrolled token id; registry.ErrNotFound if none.
+	Token(ctx context.Context, id string) (registry.TokenRecord, error)
 }
 
 var (
@@ -312,6 +331,20 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // The code is consumed and the key enrolled in one registry transaction:
 // a key already enrolled (as a token of anyone) is ErrKeyEnrolled and
 // leaves the code valid. Registry failures are returned wrapped.
+//
+// A redemption is idempotent for the key it enrolled. If the transaction's
+// outcome is unknown (a timeout or a leader change after etcd may have
+// committed it; registry.OutcomeUnknown), Redeem reads back, even if ctx
+// has ended: a redemption that was applied is a success like any other,
+// and one that was not, or that cannot be read back, is returned as the
+// registry failure it is (the code may or may not be consumed). A Pair
+// sent again with the same code and key then finds the code gone and
+// the trace its redemption left (kept as long as the code was valid):
+// with the code's secret, for the token of that key, enrolled with that
+// key for the code's user, it succeeds again, returning the token's
+// record, neither counted as a failure of source nor as a success (which
+// would forget its failures). Any other key, or the same key after the
+// code's validity, finds the code used (ErrInvalidCode, counted).
 func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (registry.TokenRecord, error) {
 	code, kind, pub, label := req.Code, req.Kind, req.PublicKey, req.Label
 	if len(source) > maxSourceLen {
@@ -367,10 +400,37 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 	pr, rev, err := p.store.Pairing(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) {
-		// As long as a wrong secret takes: the time of the answer
-		// does not tell which code ids are pending.
-		if _, err := p.checkSecret(ctx, secret, dummySalt, nil, p.kdf.String()); err != nil {
+		// Perhaps redeemed for this very key by a Pair whose answer was
+		// lost: the trace of the redemption holds the code's secret
+		// hash, checked as the code's would be. Without a trace, as long
+		// as a wrong secret takes: the time of the answer does not tell
+		// which code ids are pending.
+		used, err := p.store.RedeemedPairing(ctx, id)
+		salt, sum, kdf := dummySalt, []byte(nil), p.kdf.String()
+		switch {
+		case err == nil:
+			salt, sum, kdf = used.SecretSalt, used.SecretHash, used.SecretKDF
+		case !errors.Is(err, registry.ErrNotFound):
 			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		}
+		ok, err := p.checkSecret(ctx, secret, salt, sum, kdf)
+		if errors.Is(err, errKDF) {
+			return refuse("unsupported secret hash", id)
+		}
+		if err != nil {
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		}
+		if ok {
+			tok, again, err := p.enrolledBy(ctx, used, tokenID, kind, pub)
+			if err != nil {
+				return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+			}
+			if again {
+				// No guess, and no new success either: judged stays
+				// false, so the attempt is released.
+				p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
+				return tok, nil
+			}
 		}
 		return refuse("unknown, expired or used", id)
 	}
@@ -413,9 +473,35 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: token %s: %w", tokenID, ErrKeyEnrolled)
 	case errors.Is(err, registry.ErrNotFound):
 		// Lost a race with another redemption of the same code: not a
-		// guess, so not counted against source.
+		// guess, so not counted against source. If that one enrolled
+		// this very key (the Pair sent twice, or again while the first
+		// was in flight), this one succeeded as well.
+		tok, again, err := p.redeemedFor(ctx, pr, tokenID, kind, pub)
+		if err != nil {
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		}
+		if again {
+			p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
+			return tok, nil
+		}
 		p.log.Info("pairing code refused", "source", source, "code_id", id, "reason", "consumed concurrently")
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+	case registry.OutcomeUnknown(err):
+		// etcd may have committed the transaction: telling the terminal
+		// to try again would send it to a spent code. Read back, even
+		// if ctx has ended (the terminal left; the audit stays right).
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
+		tok, applied, rerr := p.redeemedFor(rctx, pr, tokenID, kind, pub)
+		cancel()
+		if rerr != nil {
+			p.log.Warn("pairing outcome unknown: the code may be consumed and the key enrolled", "source", source, "code_id", id, "token_id", tokenID, "error", err, "read_back_error", rerr)
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: outcome unknown (read back: %v): %w", rerr, err)
+		}
+		if !applied {
+			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: not applied: %w", err)
+		}
+		p.log.Info("pairing redemption of unknown outcome read back as applied", "code_id", id, "token_id", tokenID, "error", err)
+		rec = tok
 	case err != nil:
 		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
@@ -424,6 +510,40 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	p.lim.succeed(source)
 	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
 	return rec, nil
+}
+
+// redeemedFor reports whether code pr was redeemed for tokenID, of kind
+// with key pub, and the token is still enrolled so (enrolledBy); tok is
+// its record.
+func (p *Pairer) redeemedFor(ctx context.Context, pr registry.Pairing, tokenID, kind string, pub []byte) (tok registry.TokenRecord, ok bool, err error) {
+	used, err := p.store.RedeemedPairing(ctx, pr.ID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return registry.TokenRecord{}, false, nil
+	}
+	if err != nil {
+		return registry.TokenRecord{}, false, err
+	}
+	if !bytes.Equal(used.SecretSalt, pr.SecretSalt) || !bytes.Equal(used.SecretHash, pr.SecretHash) {
+		return registry.TokenRecord{}, false, nil // another code of that id
+	}
+	return p.enrolledBy(ctx, used, tokenID, kind, pub)
+}
+
+// enrolledBy reports whether the redemption that left the trace used
+// enrolled tokenID, and the token is still enrolled with kind and key pub
+// for the code's user; tok is its record.
+func (p *Pairer) enrolledBy(ctx context.Context, used registry.Pairing, tokenID, kind string, pub []byte) (tok registry.TokenRecord, ok bool, err error) {
+	if used.TokenID != tokenID {
+		return registry.TokenRecord{}, false, nil
+	}
+	tok, err = p.store.Token(ctx, tokenID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return registry.TokenRecord{}, false, nil // deleted since
+	}
+	if err != nil {
+		return registry.TokenRecord{}, false, err
+	}
+	return tok, tok.Kind == kind && bytes.Equal(tok.PublicKey, pub) && tok.User == used.User, nil
 }
 
 // verifyProof checks req.Signature over soft.PairMessage of req; any

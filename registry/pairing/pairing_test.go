@@ -320,6 +320,30 @@ func TestPairing(t *testing.T) {
 		}
 	})
 
+	// A phone that sends its Pair twice (or again while the first is in
+	// flight) gets Paired each time: one redemption enrolls the key, the
+	// others find the code spent for that very key.
+	t.Run("the same Pair at once: all paired", func(t *testing.T) {
+		e := newEnv(t, cli)
+		code := e.create("judy", time.Hour)
+		pub := newKey(t)
+		const n = 8
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				_, errs[i] = e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), signedReq(code, soft.Kind, pub, ""))
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			checkErr(t, fmt.Sprintf("Pair %d of %d", i, n), err, nil)
+		}
+		if n := strings.Count(e.logs.String(), "token enrolled by pairing code"); n != 1 {
+			t.Errorf("%d enrolments logged; want 1", n)
+		}
+	})
+
 	t.Run("global limit", func(t *testing.T) {
 		e := newEnv(t, cli, pairing.WithGlobalLimit(3, time.Minute))
 		code := e.create("kim", time.Hour)
@@ -641,4 +665,104 @@ func TestPairingStoredHash(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "its stored hash is of an unknown kind") {
 		t.Errorf("the unknown hash was not logged")
 	}
+}
+
+// TestPairingOutcomeUnknown: a redemption etcd committed while the
+// registry call failed (a timeout or a leader change after the commit,
+// made here by etcdtest.FaultyKV on a real etcd) is a success: the Pairer
+// reads back and finds the key enrolled, and says so as for any pairing.
+// If the read-back fails as well, Redeem returns the registry error (the
+// broker's `unavailable`), and the same Pair sent again succeeds, again
+// and again, instead of finding the code used, and is not counted against
+// the source. Any other key is refused the spent code, and so is the same
+// key once the code would have expired.
+func TestPairingOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	// newFaultyEnv is newEnv on a client of its own whose KV fails on cue;
+	// one counted failure locks a source out.
+	newFaultyEnv := func(t *testing.T) (*env, *etcdtest.FaultyKV) {
+		cli := etcdtest.Client(t, eps)
+		kv := etcdtest.NewFaultyKV(cli.KV)
+		cli.KV = kv
+		return newEnv(t, cli, pairing.WithLimits(1, time.Hour, time.Hour)), kv
+	}
+	wantToken := func(t *testing.T, what string, rec registry.TokenRecord, pub []byte, user string) {
+		t.Helper()
+		if rec.ID != soft.TokenID(pub) || rec.User != user || !bytes.Equal(rec.PublicKey, pub) {
+			t.Fatalf("%s: token %+v; want %s for %s", what, rec, soft.TokenID(pub), user)
+		}
+	}
+
+	t.Run("read back", func(t *testing.T) {
+		e, kv := newFaultyEnv(t)
+		code := e.create("olga", time.Hour)
+		pub := newKey(t)
+		kv.ApplyThenFail(1, false)
+		rec, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "Redeem, its transaction committed and then timing out", err, nil)
+		wantToken(t, "Redeem", rec, pub, "olga")
+		if logs := e.logs.String(); !strings.Contains(logs, "token enrolled by pairing code") {
+			t.Errorf("no \"token enrolled by pairing code\" line for the pairing read back:\n%s", logs)
+		}
+		// The same Pair again (the terminal never got the answer) is
+		// answered as the first was.
+		rec, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "the same Pair again", err, nil)
+		wantToken(t, "the same Pair again", rec, pub, "olga")
+	})
+
+	t.Run("read back fails", func(t *testing.T) {
+		e, kv := newFaultyEnv(t)
+		code := e.create("pavel", time.Hour)
+		pub := newKey(t)
+		kv.ApplyThenFail(1, true)
+		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+		kv.FailReads(false)
+		if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pairing.ErrInvalidCode) {
+			t.Fatalf("Redeem, its transaction committed, the read-back failing: %v; want the registry's error", err)
+		}
+		if _, err := e.reg.Token(e.ctx, soft.TokenID(pub)); err != nil {
+			t.Fatalf("the token after the redemption of unknown outcome: %v; want it enrolled (the transaction applied)", err)
+		}
+		for i := range 3 {
+			rec, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+			checkErr(t, fmt.Sprintf("the same Pair again (%d)", i), err, nil)
+			wantToken(t, "the same Pair again", rec, pub, "pavel")
+		}
+		// Not counted: one failure would have locked t@h out.
+		checkErr(t, "another code from the same source", e.redeem("t@h", e.create("pavel", time.Hour)), nil)
+
+		// The spent code enrols no other key, with its secret or not,
+		// and the same key only with its secret.
+		checkErr(t, "another key with the spent code", e.redeem("u@h", code), pairing.ErrInvalidCode)
+		_, err = e.p.Redeem(e.ctx, "w@h", signedReq(wrongSecret(code), soft.Kind, pub, ""))
+		checkErr(t, "the same key with a wrong secret", err, pairing.ErrInvalidCode)
+		_, err = e.p.Redeem(e.ctx, "u@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "the same key from u@h, locked out by its failure", err, pairing.ErrRateLimited)
+		// Nor as another kind (another token id).
+		_, err = e.p.Redeem(e.ctx, "x@h", signedReq(code, nfc.KindHCE, pub, ""))
+		checkErr(t, "the same key as a phone", err, pairing.ErrInvalidCode)
+		// Nor once the code would have expired.
+		e.clk.Advance(time.Hour)
+		_, err = e.p.Redeem(e.ctx, "y@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "the same Pair after the code's validity", err, pairing.ErrInvalidCode)
+	})
+
+	t.Run("token deleted since", func(t *testing.T) {
+		e, kv := newFaultyEnv(t)
+		code := e.create("quinn", time.Hour)
+		pub := newKey(t)
+		kv.ApplyThenFail(1, true)
+		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+		kv.FailReads(false)
+		if err == nil {
+			t.Fatal("Redeem with the read-back failing = nil; want an error")
+		}
+		if err := e.reg.DeleteToken(e.ctx, soft.TokenID(pub)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+		checkErr(t, "the same Pair after the token was deleted", err, pairing.ErrInvalidCode)
+	})
 }
