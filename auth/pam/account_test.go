@@ -297,3 +297,28 @@ func TestAccountHelperLeftover(t *testing.T) {
 		t.Errorf("helper of each check = %v; want two processes", pids)
 	}
 }
+
+// TestAccountHelperState: a helper whose account check left the process
+// changed (a module's setenv, umask) runs no other check: the next
+// user's check, in the same process, would run under what the previous
+// one left (an environment variable naming the previous user's
+// credentials cache, a umask), which a process per check never did.
+func TestAccountHelperState(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	mod := testModule(t)
+	for _, taint := range []string{"env", "umask"} {
+		t.Run(taint, func(t *testing.T) {
+			dir := confDir(t, map[string]string{
+				"hotdesk": "auth required pam_deny.so\naccount required " + mod + " acct_clean acct_taint=" + taint + "\n",
+			})
+			a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 10})
+			defer a.Close()
+			for i, user := range []string{"alice", "bob", "alice"} {
+				if err := a.CheckAccount(t.Context(), "hotdesk", req(user)); err != nil {
+					t.Fatalf("check %d (%s): err = %v; want nil (the process as a fresh helper's)", i, user, err)
+				}
+			}
+		})
+	}
+}

@@ -137,13 +137,15 @@ type Config struct {
 	// runs, one after the other, before it exits (default 1: a process
 	// per check). Above 1, a helper that answered a check cleanly — its
 	// transaction ended (pam_end), no process a module started left
-	// behind, the check's context not ended — waits idle for the next
-	// check instead of exiting (at most IdleHelpers wait, each for at most
-	// idleHelperAge), so a check costs one PAM transaction, not a process
-	// start: what dovecot's auth workers do (passdb pam max_requests). A
-	// crash, hang or timeout still harms one check, whose helper is
-	// killed. Logins (pam_authenticate, sessions) always run in a process
-	// of their own.
+	// behind, the process's credentials, environment, umask, directories,
+	// limits and signals as when it started, the check's context not
+	// ended — waits idle for the next check instead of exiting (at most
+	// IdleHelpers wait; one idleHelperAge old is given no more checks,
+	// and ends at the next check or Close), so a check costs one PAM
+	// transaction, not a process start: what dovecot's auth workers do
+	// (passdb pam max_requests). A crash, hang or timeout still harms one
+	// check, whose helper is killed. Logins (pam_authenticate, sessions)
+	// always run in a process of their own.
 	AccountHelperUses int
 }
 
