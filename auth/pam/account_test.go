@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -320,5 +321,42 @@ func TestAccountHelperState(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAccountHelperCrash: a reused helper whose module crashes during a
+// check fails that check (ErrHelper, not a denial), as a fresh helper's
+// crash does: the check is not made again, which would run the modules
+// a second time and hide a crash that the earlier checks' leftovers in
+// the process may have caused.
+func TestAccountHelperCrash(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	mod := testModule(t)
+	tmp := t.TempDir()
+	hookLog := filepath.Join(tmp, "hook.log")
+	hook := filepath.Join(tmp, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := confDir(t, map[string]string{
+		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
+			"\naccount required " + mod + " acct_crash=crasher\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 10})
+	defer a.Close()
+	if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+		t.Fatalf("alice: err = %v; want nil", err)
+	}
+	err := a.CheckAccount(t.Context(), "hotdesk", req("crasher"))
+	if !errors.Is(err, pam.ErrHelper) || errors.Is(err, auth.ErrDenied) {
+		t.Fatalf("crasher: err = %v; want %v, not a denial", err, pam.ErrHelper)
+	}
+	b, err := os.ReadFile(hookLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(string(b)); !slices.Equal(got, []string{"alice", "crasher"}) {
+		t.Errorf("checks the modules ran = %q; want alice's and crasher's, once each", got)
 	}
 }
