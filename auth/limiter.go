@@ -98,10 +98,12 @@ type Lockout struct {
 	Key   string // "token:…", "user:…", "terminal:…" or "source:…"
 	Until time.Time
 	Level int
-	// Since is when it was imposed, by the clock of the member that
-	// imposed it (zero in one given to Apply: unknown, cleared by any
-	// ClearBefore); an administrator's clearing made after it does not
-	// clear it (see ClearBefore).
+	// Since is when the failures that led to it began (the first of
+	// those it counted), by the clock of the member that imposed it (zero
+	// in one given to Apply: unknown, cleared by any ClearBefore); an
+	// administrator's clearing made after it does not clear it, one made
+	// before it does, even if the member imposed it before hearing of the
+	// clearing (see ClearBefore). It is "imposed" below.
 	Since time.Time
 }
 
@@ -163,12 +165,13 @@ type entry struct {
 	hidx        int           // index in locks, or -1
 	failures    int           // here
 	first       time.Time     // of the current counting window
+	failedSince time.Time     // when the first of failures came (zero: none)
 	group       int           // the group's count, as last Observed
 	groupFirst  time.Time     // its window's first failure
 	last        time.Time     // last failure or lockout
 	level       int           // lockouts so far (back-off exponent)
 	lockedUntil time.Time
-	lockedSince time.Time // when the lockout ending at lockedUntil was imposed (zero: unknown)
+	lockedSince time.Time // when the failures that led to the lockout ending at lockedUntil began (zero: unknown)
 }
 
 // NewLimiter returns a Limiter for cfg.
@@ -305,10 +308,13 @@ func (l *Limiter) failure(keys []string) {
 		if now.Sub(e.first) > l.cfg.Window {
 			e.failures, e.first = 0, now
 		}
+		if e.failures == 0 {
+			e.failedSince = now
+		}
 		e.failures++
 		e.last = now
 		if e.failures >= l.maxFailures(k) {
-			started = append(started, l.lock(e, now))
+			started = append(started, l.lock(e, now, e.failedSince))
 		} else {
 			counted = append(counted, k)
 		}
@@ -324,8 +330,14 @@ func (l *Limiter) maxFailures(key string) int {
 }
 
 // lock starts e's next lockout, backing off from its level, and forgets
-// its failures (the lockout consumed them). Caller holds l.mu.
-func (l *Limiter) lock(e *entry, now time.Time) Lockout {
+// its failures (the lockout consumed them). since is when the failures
+// that led to it began (the first of those counted here, or of the
+// group's count): its Since, which an administrator's clearing made
+// after it does not clear, one made before it does (see ClearBefore) —
+// a member that hears the clearing late (cut off from the group) must
+// not lock the key out on failures the clearing forgot. Caller holds
+// l.mu.
+func (l *Limiter) lock(e *entry, now, since time.Time) Lockout {
 	d := l.cfg.BaseLockout
 	for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
 		d *= 2
@@ -333,9 +345,12 @@ func (l *Limiter) lock(e *entry, now time.Time) Lockout {
 	d = min(d, l.cfg.MaxLockout)
 	e.level++
 	e.failures, e.first, e.group = 0, now, 0
-	e.lockedUntil, e.lockedSince = now.Add(d), now
+	if since.IsZero() || since.After(now) {
+		since = now
+	}
+	e.lockedUntil, e.lockedSince = now.Add(d), since
 	l.hold(e)
-	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level, Since: now}
+	return Lockout{Key: e.key, Until: e.lockedUntil, Level: e.level, Since: since}
 }
 
 // hold moves e, whose lockout is in force, from lru to locks, or updates
@@ -472,7 +487,7 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	e.group, e.groupFirst = n, first
 	e.last = now
 	if n >= l.maxFailures(key) && !now.Before(e.lockedUntil) {
-		started = append(started, l.lock(e, now))
+		started = append(started, l.lock(e, now, first))
 	}
 	return len(started) > 0
 }
@@ -514,7 +529,8 @@ func (l *Limiter) Clear(key string) {
 // this member may hear late or again and again (a registry that lists
 // its clearings again after a watch failure): it forgets what key held
 // from before t and keeps what came after. A lockout imposed after t
-// (Lockout.Since; one Applied without it counts as imposed before) is
+// (Lockout.Since: its failures began after t; one Applied without it
+// counts as imposed before) is
 // kept, its back-off level and the failures counted since with it.
 // Otherwise the lockout and back-off level are forgotten, and failures
 // are kept only if their counting window began after t (the failures of
@@ -544,7 +560,7 @@ func (l *Limiter) ClearBefore(key string, t time.Time) bool {
 	}
 	if kept.failures > 0 || kept.group > 0 {
 		ne := l.get(key, now)
-		ne.failures, ne.first, ne.last = kept.failures, kept.first, kept.last
+		ne.failures, ne.first, ne.last, ne.failedSince = kept.failures, kept.first, kept.last, kept.failedSince
 		ne.group, ne.groupFirst = kept.group, kept.groupFirst
 	}
 	return true

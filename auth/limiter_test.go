@@ -774,6 +774,51 @@ func TestLimiterClearBefore(t *testing.T) {
 	}
 }
 
+// TestLimiterClearHeardLate: a member cut off from the group when an
+// administrator cleared a key hears the clearing only once back, after
+// it has locked the key out. A lockout that counted failures from before
+// the clearing (here two of three) is the administrator's to clear, as
+// those failures would have been had the clearing been heard in time:
+// its Since (what the registry compares with the clearing, and
+// ClearBefore) is when those failures began, not when the last one came.
+// One whose failures all came after the clearing stands, even in a
+// window that began with an earlier lockout.
+func TestLimiterClearHeardLate(t *testing.T) {
+	var started []auth.Lockout
+	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 3, Window: time.Hour, BaseLockout: time.Minute, MaxLockout: time.Hour,
+		OnLockout: func(lo auth.Lockout) { started = append(started, lo) }})
+	locked := func(user string) bool { return errors.Is(l.Check("", user, ""), auth.ErrLocked) }
+
+	// alice: two failures before the clearing, one after.
+	l.Failure("", "alice", "")
+	l.Failure("", "alice", "")
+	first := clk.Now()
+	// bob: a lockout before the clearing, ended; three failures after
+	// it, in the window that lockout began.
+	l.Failure("", "bob", "")
+	l.Failure("", "bob", "")
+	l.Failure("", "bob", "")
+	clk.Advance(2 * time.Minute)
+	cut := clk.Now() // the clearing, not heard here
+	clk.Advance(time.Minute)
+	started = nil
+	l.Failure("", "alice", "")
+	for range 3 {
+		l.Failure("", "bob", "")
+	}
+	if len(started) != 2 || started[0].Key != "user:alice" || !started[0].Since.Equal(first) {
+		t.Fatalf("lockouts started = %+v; want alice's, since her first failure (%v), and bob's", started, first)
+	}
+	if !started[1].Since.After(cut) {
+		t.Errorf("bob's lockout since %v; want after the clearing (%v): its failures all came after it", started[1].Since, cut)
+	}
+	l.ClearBefore("user:alice", cut)
+	l.ClearBefore("user:bob", cut)
+	if locked("alice") || !locked("bob") {
+		t.Errorf("after the clearing heard late: alice locked %v, bob locked %v; want false and true", locked("alice"), locked("bob"))
+	}
+}
+
 // TestObserveFullOfQuietKeys: a limiter whose room is taken by keys quiet
 // for more than a window (forgotten as soon as anything is tracked) still
 // tracks the group's count of a key it hears, so that a success here

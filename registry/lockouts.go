@@ -22,9 +22,12 @@ import (
 type Lockout struct {
 	Key         string `json:"key"`
 	UntilUnixMs int64  `json:"until_unix_ms"`
-	// SinceUnixMs is when the lockout was imposed, by the clock of the
-	// server that imposed it; 0: unknown (a record of a broker that did
-	// not write it), which no clearing refuses (see PublishLockout).
+	// SinceUnixMs is when the lockout was imposed — when the failures
+	// that led to it began (auth.Lockout.Since), so that a lockout a
+	// broker imposed on failures an administrator cleared meanwhile is
+	// refused too — by the clock of the server that imposed it; 0:
+	// unknown (a record of a broker that did not write it), which no
+	// clearing refuses (see PublishLockout).
 	SinceUnixMs int64  `json:"since_unix_ms,omitempty"`
 	Level       int    `json:"level"`  // lockouts of the key so far (back-off exponent)
 	Server      string `json:"server"` // the server that imposed it (set by PublishLockout)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -295,5 +296,67 @@ func TestAccountHelperLeftover(t *testing.T) {
 	}
 	if pids := strings.Fields(string(b)); len(pids) != 2 || pids[0] == pids[1] {
 		t.Errorf("helper of each check = %v; want two processes", pids)
+	}
+}
+
+// TestAccountHelperState: a helper whose account check left the process
+// changed (a module's setenv, umask) runs no other check: the next
+// user's check, in the same process, would run under what the previous
+// one left (an environment variable naming the previous user's
+// credentials cache, a umask), which a process per check never did.
+func TestAccountHelperState(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	mod := testModule(t)
+	for _, taint := range []string{"env", "umask"} {
+		t.Run(taint, func(t *testing.T) {
+			dir := confDir(t, map[string]string{
+				"hotdesk": "auth required pam_deny.so\naccount required " + mod + " acct_clean acct_taint=" + taint + "\n",
+			})
+			a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 10})
+			defer a.Close()
+			for i, user := range []string{"alice", "bob", "alice"} {
+				if err := a.CheckAccount(t.Context(), "hotdesk", req(user)); err != nil {
+					t.Fatalf("check %d (%s): err = %v; want nil (the process as a fresh helper's)", i, user, err)
+				}
+			}
+		})
+	}
+}
+
+// TestAccountHelperCrash: a reused helper whose module crashes during a
+// check fails that check (ErrHelper, not a denial), as a fresh helper's
+// crash does: the check is not made again, which would run the modules
+// a second time and hide a crash that the earlier checks' leftovers in
+// the process may have caused.
+func TestAccountHelperCrash(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	mod := testModule(t)
+	tmp := t.TempDir()
+	hookLog := filepath.Join(tmp, "hook.log")
+	hook := filepath.Join(tmp, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := confDir(t, map[string]string{
+		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
+			"\naccount required " + mod + " acct_crash=crasher\n",
+	})
+	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 10})
+	defer a.Close()
+	if err := a.CheckAccount(t.Context(), "hotdesk", req("alice")); err != nil {
+		t.Fatalf("alice: err = %v; want nil", err)
+	}
+	err := a.CheckAccount(t.Context(), "hotdesk", req("crasher"))
+	if !errors.Is(err, pam.ErrHelper) || errors.Is(err, auth.ErrDenied) {
+		t.Fatalf("crasher: err = %v; want %v, not a denial", err, pam.ErrHelper)
+	}
+	b, err := os.ReadFile(hookLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Fields(string(b)); !slices.Equal(got, []string{"alice", "crasher"}) {
+		t.Errorf("checks the modules ran = %q; want alice's and crasher's, once each", got)
 	}
 }

@@ -59,7 +59,9 @@ func HelperMain() int {
 }
 
 // RunHelper runs one PAM transaction driven by the parent over r/w and
-// returns the process exit code. The whole transaction runs on one locked OS
+// returns the process exit code — or, for account checks, one after the
+// other as long as the parent sends them and each left the helper fit
+// for the next (wireResult.Reusable). The whole transaction runs on one locked OS
 // thread, and End is called on every path. If the transaction opened a
 // session, RunHelper keeps it until the parent sends close or r ends (the
 // parent died), then closes the session, deletes the credentials and ends.
@@ -78,7 +80,11 @@ func RunHelper(r io.Reader, w io.Writer) int {
 		fmt.Fprintf(os.Stderr, "pam-helper: %v\n", err)
 		return helperProtocol
 	}
-	h := &helper{r: r, w: w, start: m.Start}
+	var base string // the process as it started (procState), for account checks
+	if m.Start.AccountOnly {
+		base = procState()
+	}
+	h := &helper{r: r, w: w, start: m.Start, base: base}
 	code := h.run()
 	// After an account check the helper waits for the parent to close its
 	// end: living on, it keeps what a module left behind (its children,
@@ -97,7 +103,7 @@ func RunHelper(r io.Reader, w io.Writer) int {
 			fmt.Fprintf(os.Stderr, "pam-helper: %v\n", err)
 			return helperProtocol
 		}
-		h = &helper{r: r, w: w, start: m.Start}
+		h = &helper{r: r, w: w, start: m.Start, base: base}
 		code = h.run()
 	}
 	return code
@@ -110,8 +116,11 @@ type helper struct {
 	// broken is set once the parent is gone or spoke nonsense.
 	broken error
 	// reusable is set by an account check's result when no process a
-	// module started is left (childless): the helper may run another.
+	// module started is left (childless) and the process is as it started
+	// (base): the helper may run another.
 	reusable bool
+	// base is procState before the helper's first account check.
+	base string
 }
 
 // RespondPAM relays one PAM message to the parent and waits for the answer.
@@ -300,13 +309,16 @@ func (h *helper) account(tx *pam.Transaction, flags pam.Flags, fail func(string,
 
 // result sends the transaction's result. An account check's says
 // whether the helper is fit for another (Reusable): only if the
-// transaction has ended and no process a module started is left.
+// transaction has ended, no process a module started is left, and the
+// modules left the process as it was before the first check (procState:
+// its credentials, environment, umask, directories, limits and signals
+// would otherwise be the next user's check's).
 func (h *helper) result(res *wireResult) int {
 	if h.broken != nil {
 		return helperProtocol
 	}
 	if h.start.AccountOnly {
-		h.reusable = childless()
+		h.reusable = childless() && procState() == h.base
 		res.Reusable = h.reusable
 	}
 	if err := writeMsg(h.w, &wireMsg{Result: res}); err != nil {

@@ -137,13 +137,17 @@ type Config struct {
 	// runs, one after the other, before it exits (default 1: a process
 	// per check). Above 1, a helper that answered a check cleanly — its
 	// transaction ended (pam_end), no process a module started left
-	// behind, the check's context not ended — waits idle for the next
-	// check instead of exiting (at most IdleHelpers wait, each for at most
-	// idleHelperAge), so a check costs one PAM transaction, not a process
-	// start: what dovecot's auth workers do (passdb pam max_requests). A
-	// crash, hang or timeout still harms one check, whose helper is
-	// killed. Logins (pam_authenticate, sessions) always run in a process
-	// of their own.
+	// behind, the process's credentials, environment, umask, directories,
+	// limits and signals as when it started, the check's context not
+	// ended — waits idle for the next check instead of exiting (at most
+	// IdleHelpers wait; one idleHelperAge old is given no more checks,
+	// and ends at the next check or Close), so a check costs one PAM
+	// transaction, not a process start: what dovecot's auth workers do
+	// (passdb pam max_requests). A crash, hang or timeout still harms one
+	// check, whose helper is killed; the check is not made again, unless
+	// its idle helper was killed from outside (SIGKILL, SIGTERM) before it
+	// answered. Logins (pam_authenticate, sessions) always run in a
+	// process of their own.
 	AccountHelperUses int
 }
 
@@ -277,6 +281,7 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 	}
 	_, err := a.login(ctx, service, req, nil, true)
 	if errors.Is(err, errIdleHelperGone) {
+		a.log.Warn("pam: idle account-check helper killed; checking again in another", "terminal", req.TerminalID, "error", err)
 		_, err = a.login(ctx, service, req, nil, true)
 	}
 	if !a.cfg.NoAudit {
@@ -295,7 +300,8 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 }
 
 // errIdleHelperGone marks a check whose helper, reused from the idle
-// ones, failed before answering: the check is made again, once.
+// ones, was killed from outside before answering: the check is made
+// again, once.
 var errIdleHelperGone = errors.New("pam: idle helper gone")
 
 // accountError is a denial of an account check: auth.ErrAccount too.
@@ -481,6 +487,23 @@ func (a *Authenticator) Close() {
 	a.spareWG.Wait()
 }
 
+// killedFromOutside reports whether the helper, reaped, was ended by
+// SIGKILL or SIGTERM: sent from outside (an administrator, the OOM
+// killer), not a crash of its own, which the Go runtime reports with exit
+// status 2.
+func (p *helperProc) killedFromOutside() bool {
+	select {
+	case <-p.done:
+	default:
+		return false
+	}
+	if p.cmd.ProcessState == nil {
+		return false
+	}
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGKILL || ws.Signal() == syscall.SIGTERM)
+}
+
 // discard ends an idle helper: one never given a transaction, or one
 // waiting for another account check.
 func (p *helperProc) discard() {
@@ -606,9 +629,11 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 	}
 	reused := p.uses > 0
 	abort := func(err error) (auth.Result, error) {
-		if reused && errors.Is(err, ErrHelper) && lctx.Err() == nil {
-			// An idle helper that died (killed from outside) before or
-			// as it was given the check: CheckAccount tries once more.
+		if reused && errors.Is(err, ErrHelper) && lctx.Err() == nil && p.killedFromOutside() {
+			// An idle helper killed from outside before or as it was
+			// given the check: CheckAccount tries once more. Not one that
+			// crashed running it (a module's SIGSEGV or abort ends the
+			// helper with a status): that check is not made again.
 			err = fmt.Errorf("%w: %w", errIdleHelperGone, err)
 		}
 		p.kill()

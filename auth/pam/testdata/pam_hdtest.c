@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <security/pam_modules.h>
 #include <security/pam_ext.h>
 
@@ -53,6 +54,11 @@ int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
  *   acct_info=TEXT  send TEXT as an informational message
  *   acct_prompt     ask an echo-off question; PAM_SUCCESS only if answered
  *   acct=STATUS     return "expired", "perm_denied" or "new_authtok"
+ *   acct_crash=USER abort() when PAM_USER is USER
+ *   acct_taint=env  leave the process changed for whatever runs in it next:
+ *                   HDTEST_PREV_USER=PAM_USER in its environment (setenv)
+ *   acct_taint=umask  likewise: umask 077
+ *   acct_clean      PAM_PERM_DENIED if the process carries either change
  */
 int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
@@ -78,6 +84,23 @@ int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 			return PAM_PERM_DENIED;
 		} else if (strcmp(argv[i], "acct=new_authtok") == 0) {
 			return PAM_NEW_AUTHTOK_REQD;
+		} else if (strncmp(argv[i], "acct_crash=", 11) == 0) {
+			const char *user = NULL;
+			if (pam_get_item(pamh, PAM_USER, (const void **)&user) == PAM_SUCCESS &&
+			    user != NULL && strcmp(user, argv[i] + 11) == 0)
+				abort();
+		} else if (strcmp(argv[i], "acct_taint=env") == 0) {
+			const char *user = NULL;
+			if (pam_get_item(pamh, PAM_USER, (const void **)&user) != PAM_SUCCESS || user == NULL)
+				return PAM_SYSTEM_ERR;
+			setenv("HDTEST_PREV_USER", user, 1);
+		} else if (strcmp(argv[i], "acct_taint=umask") == 0) {
+			umask(077);
+		} else if (strcmp(argv[i], "acct_clean") == 0) {
+			mode_t m = umask(022);
+			umask(m);
+			if (getenv("HDTEST_PREV_USER") != NULL || m == 077)
+				return PAM_PERM_DENIED;
 		}
 	}
 	return PAM_SUCCESS;
