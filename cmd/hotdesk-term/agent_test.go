@@ -345,6 +345,71 @@ func TestAgentPairCodeTooLong(t *testing.T) {
 	}
 }
 
+// TestAgentPairRetriesSameKey: a pairing answered "unavailable", or whose
+// connection ended after the Pair was sent, is sent again with the same
+// key (re-signed on a new connection): the broker may have enrolled it
+// and answers the same Pair Paired; the key is then saved. A new key
+// would be refused as a used code, the enrolled one lost.
+func TestAgentPairRetriesSameKey(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, "broker-a", time.Minute)
+	tcfg, _ := proto.ClientTLSConfig("", a.fp, nil)
+	path := filepath.Join(t.TempDir(), "hotdesk", "tokens.json")
+	ks, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag, err := newAgent(Config{Server: a.addr, TLS: tcfg, TerminalID: "term-1", Keystore: ks, Timeout: waitBound,
+		Logger: testLogger(t), Out: newOutput(t), JSON: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		token string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tok, err := ag.Pair(context.Background(), "abcd-efgh-jkmn", "laptop", "")
+		done <- result{tok, err}
+	}()
+	var key []byte
+	for i, answer := range []string{"unavailable", "hang up", "paired"} {
+		p := a.accept()
+		pair := expect[proto.Pair](p)
+		checkPairSig(t, p, pair)
+		if key == nil {
+			key = pair.PublicKey
+		} else if !bytes.Equal(pair.PublicKey, key) {
+			t.Fatalf("attempt %d sent another key; want the first one again", i+1)
+		}
+		switch answer {
+		case "unavailable":
+			p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"})
+		case "hang up":
+			p.c.Close()
+		case "paired":
+			p.send(&proto.Paired{Token: soft.TokenID(pair.PublicKey), User: "alice"})
+		}
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(waitBound):
+		t.Fatal("Pair did not return")
+	}
+	if r.err != nil || r.token != soft.TokenID(key) {
+		t.Fatalf("Pair = %q, %v; want %s", r.token, r.err, soft.TokenID(key))
+	}
+	reopened, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := reopened.Get("laptop"); err != nil || !bytes.Equal(k.Public, key) {
+		t.Errorf("saved key = %+v, %v; want the key paired", k, err)
+	}
+}
+
 func TestAgentPair(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

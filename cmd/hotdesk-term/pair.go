@@ -18,6 +18,14 @@ import (
 // Pair generates a key named tokenName (label: label), enrolls it at the
 // home broker with code, and saves the keystore once the broker confirms.
 // It returns the new token id. A broker Error is printed and returned.
+//
+// A pairing whose outcome is not known — answered Error{unavailable}, or
+// whose connection ended after the Pair was sent — is sent again with the
+// same key, on a new connection, up to pairAttempts in all: the broker
+// may have enrolled the key (the registry took the redemption, its answer
+// was lost), and then answers the same Pair Paired (PROTOCOL.md §7.4).
+// A new key would be refused as a used code, and the first one, enrolled,
+// would never be saved.
 func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string, error) {
 	if err := checkCode(code); err != nil {
 		return "", err
@@ -27,7 +35,18 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 		return "", fmt.Errorf("pair: %w", err)
 	}
 	sign := func(_ context.Context, msg []byte) ([]byte, error) { return a.cfg.Keystore.Sign(key.Token, msg) }
-	tok, err := a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token, sign)
+	var tok string
+	for attempt := 1; ; attempt++ {
+		tok, err = a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token, sign)
+		if err == nil || ctx.Err() != nil || attempt == pairAttempts || !outcomeUnknown(err) {
+			break
+		}
+		wait := time.Duration(attempt) * pairRetryWait
+		a.out.emit(event{name: "waiting", text: fmt.Sprintf("pairing not confirmed (%v); sending it again with the same key in %s", err, wait)})
+		if !clock.Sleep(ctx, a.clk, wait) {
+			break
+		}
+	}
 	if err != nil && ctx.Err() != nil {
 		// Not wrapped: a cancelled context is not a clean end here (the
 		// command exits 1). The key is not saved.
@@ -283,7 +302,7 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 			if wctx.Err() != nil {
 				err = wctx.Err()
 			}
-			return "", fmt.Errorf("pair: waiting for the broker: %w", err)
+			return "", fmt.Errorf("pair: waiting for the broker: %w: %w", errUnanswered, err)
 		}
 		switch b := m.Body.(type) {
 		case *proto.Paired:
@@ -303,6 +322,25 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 			a.log.Debug("ignoring message while pairing", "type", m.Type.String())
 		}
 	}
+}
+
+// pairAttempts bounds how often Pair sends one soft token's pairing,
+// pairRetryWait the wait before the second (the third waits twice as
+// long).
+const (
+	pairAttempts  = 3
+	pairRetryWait = time.Second
+)
+
+// errUnanswered is a pairing whose connection ended after its Pair was
+// sent, before the broker's answer.
+var errUnanswered = errors.New("no answer after the pairing was sent")
+
+// outcomeUnknown reports whether err, from enroll, leaves it unknown
+// whether the broker enrolled the key: Error{unavailable}, or no answer.
+func outcomeUnknown(err error) bool {
+	var pe *proto.ProtocolError
+	return errors.Is(err, errUnanswered) || (errors.As(err, &pe) && pe.Code == proto.ErrUnavailable)
 }
 
 // keepAlive sends l a Ping every ping interval of its broker until the
