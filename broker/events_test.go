@@ -318,24 +318,8 @@ func TestTokenRemovedAtDisconnect(t *testing.T) {
 	}
 	e.dial("term-1") // the new connection, held open
 	old.conn.Close()
-	var got []string
-	timeout := time.After(30 * time.Second)
-	for {
-		var ev event.Event
-		select {
-		case ev = <-sub.C:
-		case <-timeout:
-			t.Fatalf("events %q; no terminal_disconnected", got)
-		}
-		switch ev.Kind {
-		case event.TokenRemoved:
-			got = append(got, "-"+ev.Token+" "+ev.Reason)
-		case event.TerminalDisconnected:
-			if want := []string{"-" + tok + " terminal disconnected"}; !slices.Equal(got, want) {
-				t.Fatalf("token_removed events before terminal_disconnected: %q; want %q", got, want)
-			}
-			return
-		}
+	if got, want := removedBeforeDisconnect(t, sub), []string{"-" + tok + " terminal disconnected"}; !slices.Equal(got, want) {
+		t.Fatalf("token_removed events before terminal_disconnected: %q; want %q", got, want)
 	}
 }
 
@@ -364,23 +348,28 @@ func TestTokenHeldElsewhereNotRemovedAtDisconnect(t *testing.T) {
 		t.Fatalf("insert on the new connection answered %+v; want unknown_token", er)
 	}
 	old.conn.Close()
+	if got, want := removedBeforeDisconnect(t, sub), []string{"-" + pulled + " terminal disconnected"}; !slices.Equal(got, want) {
+		t.Fatalf("token_removed events before terminal_disconnected: %q; want %q", got, want)
+	}
+}
+
+// removedBeforeDisconnect returns the token_removed events sub sees
+// ("-token reason") until the next terminal_disconnected.
+func removedBeforeDisconnect(t *testing.T, sub *Subscription) []string {
+	t.Helper()
 	var got []string
 	timeout := time.After(30 * time.Second)
 	for {
-		var ev event.Event
 		select {
-		case ev = <-sub.C:
+		case ev := <-sub.C:
+			switch ev.Kind {
+			case event.TokenRemoved:
+				got = append(got, "-"+ev.Token+" "+ev.Reason)
+			case event.TerminalDisconnected:
+				return got
+			}
 		case <-timeout:
 			t.Fatalf("events %q; no terminal_disconnected", got)
-		}
-		switch ev.Kind {
-		case event.TokenRemoved:
-			got = append(got, "-"+ev.Token+" "+ev.Reason)
-		case event.TerminalDisconnected:
-			if want := []string{"-" + pulled + " terminal disconnected"}; !slices.Equal(got, want) {
-				t.Fatalf("token_removed events before terminal_disconnected: %q; want %q", got, want)
-			}
-			return
 		}
 	}
 }

@@ -200,17 +200,11 @@ func TestAccountCheckSpare(t *testing.T) {
 func TestAccountHelperReused(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
-	tmp := t.TempDir()
-	hookLog := filepath.Join(tmp, "hook.log")
-	hook := filepath.Join(tmp, "hook.sh")
 	// $PPID is the helper running the transaction (pam_exec's parent).
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PPID $PAM_USER $PAM_TTY $PAM_RHOST\" >> "+hookLog+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook, readHook := accountHook(t, `echo "$PPID $PAM_USER $PAM_TTY $PAM_RHOST" >> "$LOG"`)
 	db := passdb(t, "alice:secret:hotdesk")
 	dir := confDir(t, map[string]string{
-		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
-			"\naccount required " + testutil.MatrixModule + " passdb=" + db + "\n",
+		"hotdesk": hook + "account required " + testutil.MatrixModule + " passdb=" + db + "\n",
 	})
 	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 3})
 	checks := []struct {
@@ -228,11 +222,7 @@ func TestAccountHelperReused(t *testing.T) {
 			t.Fatalf("check %d (%s at %s): err = %v; want denied = %v", i, c.user, c.term, err, c.denied)
 		}
 	}
-	b, err := os.ReadFile(hookLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	lines := strings.Split(strings.TrimSpace(readHook()), "\n")
 	if len(lines) != len(checks) {
 		t.Fatalf("hook log = %q; want %d lines", lines, len(checks))
 	}
@@ -271,17 +261,11 @@ func TestAccountHelperReused(t *testing.T) {
 func TestAccountHelperLeftover(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
-	tmp := t.TempDir()
 	marker := fmt.Sprintf("%d.%d", 60+os.Getpid()%40, os.Getpid()) // a sleep's duration
-	hookLog := filepath.Join(tmp, "hook.log")
-	hook := filepath.Join(tmp, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho $PPID >> "+hookLog+"\n/bin/sleep "+marker+" </dev/null >/dev/null 2>&1 &\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook, readHook := accountHook(t, `echo $PPID >> "$LOG"`+"\n/bin/sleep "+marker+" </dev/null >/dev/null 2>&1 &")
 	db := passdb(t, "alice:secret:hotdesk")
 	dir := confDir(t, map[string]string{
-		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
-			"\naccount required " + testutil.MatrixModule + " passdb=" + db + "\n",
+		"hotdesk": hook + "account required " + testutil.MatrixModule + " passdb=" + db + "\n",
 	})
 	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 100})
 	for i := range 2 {
@@ -290,11 +274,7 @@ func TestAccountHelperLeftover(t *testing.T) {
 		}
 		noHelpers(t, "sleep "+marker)
 	}
-	b, err := os.ReadFile(hookLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pids := strings.Fields(string(b)); len(pids) != 2 || pids[0] == pids[1] {
+	if pids := strings.Fields(readHook()); len(pids) != 2 || pids[0] == pids[1] {
 		t.Errorf("helper of each check = %v; want two processes", pids)
 	}
 }
@@ -333,15 +313,9 @@ func TestAccountHelperCrash(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
 	mod := testModule(t)
-	tmp := t.TempDir()
-	hookLog := filepath.Join(tmp, "hook.log")
-	hook := filepath.Join(tmp, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook, readHook := accountHook(t, `echo "$PAM_USER" >> "$LOG"`)
 	dir := confDir(t, map[string]string{
-		"hotdesk": "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook +
-			"\naccount required " + mod + " acct_crash=crasher\n",
+		"hotdesk": hook + "account required " + mod + " acct_crash=crasher\n",
 	})
 	a := newAuth(t, pam.Config{ConfDir: dir, AccountHelperUses: 10})
 	defer a.Close()
@@ -352,11 +326,28 @@ func TestAccountHelperCrash(t *testing.T) {
 	if !errors.Is(err, pam.ErrHelper) || errors.Is(err, auth.ErrDenied) {
 		t.Fatalf("crasher: err = %v; want %v, not a denial", err, pam.ErrHelper)
 	}
-	b, err := os.ReadFile(hookLog)
-	if err != nil {
+	if got := strings.Fields(readHook()); !slices.Equal(got, []string{"alice", "crasher"}) {
+		t.Errorf("checks the modules ran = %q; want alice's and crasher's, once each", got)
+	}
+}
+
+// accountHook writes a pam_exec hook running body (a shell script, in
+// which $LOG names its log file) and returns the start of a service that
+// denies pam_authenticate and runs the hook first in its account stack
+// (the caller adds the account modules that decide), and a function
+// reading the hook's log.
+func accountHook(t *testing.T, body string) (service string, readHook func() string) {
+	t.Helper()
+	dir := t.TempDir()
+	hookLog, hook := filepath.Join(dir, "hook.log"), filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\nLOG="+hookLog+"\n"+body+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Fields(string(b)); !slices.Equal(got, []string{"alice", "crasher"}) {
-		t.Errorf("checks the modules ran = %q; want alice's and crasher's, once each", got)
+	return "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook + "\n", func() string {
+		b, err := os.ReadFile(hookLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
 	}
 }

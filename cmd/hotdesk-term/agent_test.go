@@ -353,26 +353,7 @@ func TestAgentPairCodeTooLong(t *testing.T) {
 func TestAgentPairRetriesSameKey(t *testing.T) {
 	t.Parallel()
 	a := startBroker(t, "broker-a", time.Minute)
-	tcfg, _ := proto.ClientTLSConfig("", a.fp, nil)
-	path := filepath.Join(t.TempDir(), "hotdesk", "tokens.json")
-	ks, err := soft.OpenKeystore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag, err := newAgent(Config{Server: a.addr, TLS: tcfg, TerminalID: "term-1", Keystore: ks, Timeout: waitBound,
-		Logger: testLogger(t), Out: newOutput(t), JSON: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		token string
-		err   error
-	}
-	done := make(chan result, 1)
-	go func() {
-		tok, err := ag.Pair(context.Background(), "abcd-efgh-jkmn", "laptop", "")
-		done <- result{tok, err}
-	}()
+	path, done := startPair(t, a, newOutput(t), "abcd-efgh-jkmn", "")
 	var key []byte
 	for i, answer := range []string{"unavailable", "hang up", "paired"} {
 		p := a.accept()
@@ -392,7 +373,7 @@ func TestAgentPairRetriesSameKey(t *testing.T) {
 			p.send(&proto.Paired{Token: soft.TokenID(pair.PublicKey), User: "alice"})
 		}
 	}
-	var r result
+	var r pairResult
 	select {
 	case r = <-done:
 	case <-time.After(waitBound):
@@ -427,27 +408,8 @@ func TestAgentPair(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := startBroker(t, "broker-a", time.Minute)
-			tcfg, _ := proto.ClientTLSConfig("", a.fp, nil)
-			path := filepath.Join(t.TempDir(), "hotdesk", "tokens.json")
-			ks, err := soft.OpenKeystore(path)
-			if err != nil {
-				t.Fatal(err)
-			}
 			out := newOutput(t)
-			ag, err := newAgent(Config{Server: a.addr, TLS: tcfg, TerminalID: "term-1", Keystore: ks, Timeout: waitBound,
-				Logger: testLogger(t), Out: out, JSON: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			type result struct {
-				token string
-				err   error
-			}
-			done := make(chan result, 1)
-			go func() {
-				tok, err := ag.Pair(context.Background(), " abcd-efgh-jkmn ", "laptop", "Alice's laptop")
-				done <- result{tok, err}
-			}()
+			path, done := startPair(t, a, out, " abcd-efgh-jkmn ", "Alice's laptop")
 			p := a.accept()
 			pair := expect[proto.Pair](p)
 			if pair.Code != "abcd-efgh-jkmn" || pair.Kind != "soft" || len(pair.PublicKey) != 32 || pair.Label != "Alice's laptop" {
@@ -455,7 +417,7 @@ func TestAgentPair(t *testing.T) {
 			}
 			checkPairSig(t, p, pair)
 			p.send(tt.reply(pair.PublicKey))
-			var r result
+			var r pairResult
 			select {
 			case r = <-done:
 			case <-time.After(waitBound):
@@ -489,6 +451,35 @@ func TestAgentPair(t *testing.T) {
 			}
 		})
 	}
+}
+
+type pairResult struct {
+	token string
+	err   error
+}
+
+// startPair starts an agent with a new keystore (at path) that pairs a
+// soft token "laptop" (label) with code at broker a; its result comes on
+// done.
+func startPair(t *testing.T, a *fakeBroker, out *output, code, label string) (path string, done <-chan pairResult) {
+	t.Helper()
+	tcfg, _ := proto.ClientTLSConfig("", a.fp, nil)
+	path = filepath.Join(t.TempDir(), "hotdesk", "tokens.json")
+	ks, err := soft.OpenKeystore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag, err := newAgent(Config{Server: a.addr, TLS: tcfg, TerminalID: "term-1", Keystore: ks, Timeout: waitBound,
+		Logger: testLogger(t), Out: out, JSON: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan pairResult, 1)
+	go func() {
+		tok, err := ag.Pair(context.Background(), code, "laptop", label)
+		ch <- pairResult{tok, err}
+	}()
+	return path, ch
 }
 
 // TestAgentRedirectToDeadOwnerRetried: a redirect to a broker that does not
