@@ -1439,3 +1439,36 @@ func TestAccountLockFilesRemoved(t *testing.T) {
 		t.Errorf("lock file of %s left after its release", u.Username)
 	}
 }
+
+// TestOwnSession: a desktop runs in a session of its own, without a
+// controlling terminal. In hotdeskd's session it would share the daemon's
+// controlling terminal (a root shell's, when an administrator runs
+// `sudo hotdeskd` or hotdeskd from a root shell), and any program of the
+// desktop's user could open /dev/tty and push commands into that root
+// shell's input (TIOCSTI); it could also move its processes into another
+// desktop's process group (setpgid works within a session, whatever the
+// uid), which that desktop's end then waits for and kills.
+func TestOwnSession(t *testing.T) {
+	b, _ := newBackend(t, helperConfig(t))
+	info := create(t, b, helperSpec("sess", "listen"))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", info.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pid (comm) state ppid pgrp session tty_nr ...; comm may hold spaces.
+	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+	if len(f) < 5 {
+		t.Fatalf("/proc/%d/stat: %q", info.PID, st)
+	}
+	pgrp, sid, tty := f[2], f[3], f[4]
+	if want := strconv.Itoa(info.PID); sid != want || pgrp != want {
+		t.Fatalf("compositor pid %d: process group %s, session %s; want both its own, not hotdeskd's", info.PID, pgrp, sid)
+	}
+	if tty != "0" {
+		t.Fatalf("compositor pid %d has controlling terminal %s; want none", info.PID, tty)
+	}
+	if err := destroy(t, b, "sess"); err != nil {
+		t.Fatal(err)
+	}
+	groupGone(t, info.PID) // the group (= session) is still what Destroy kills
+}
