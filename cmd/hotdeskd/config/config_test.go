@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/pki"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 func mustHostname(t *testing.T) string {
@@ -876,5 +877,80 @@ dashboard {
 	d.Session.Auth = "card"
 	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{empty}}), "\n"); !strings.Contains(w, `PAM service "hotdesk" (auth.pam_service, used by the card login policy`) {
 		t.Errorf("card warnings = %q; want one naming hotdesk", w)
+	}
+}
+
+// TestCheckHostUntrustedPaths: an event hook, a seat agent, a PAM
+// configuration directory or a compositor binary that another user may
+// change (their file, their directory above it, their link on the way) is
+// an error at its key: hotdeskd runs the hook and the agent as root, libpam
+// runs what the stacks name as root, and the compositor runs as every
+// desktop's user. As the admin socket's directory, they get root's.
+func TestCheckHostUntrustedPaths(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	const other = 65534
+	dir := t.TempDir()
+	theirs := filepath.Join(dir, "theirs")
+	if err := os.Mkdir(theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hook := filepath.Join(theirs, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.Mkdir(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte("auth required pam_permit.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A link of theirs to a directory of root's.
+	if err := os.Symlink(pamDir, filepath.Join(dir, "pamlink")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{theirs, filepath.Join(dir, "pamlink")} {
+		if err := os.Lchown(p, other, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "h.hcl")
+	src := fmt.Sprintf("event_hook = %q\nauth {\n  pam_dir = %q\n  open_session = false\n}\nsession {\n  auth = \"card+password\"\n}\n", hook, filepath.Join(dir, "pamlink"))
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, pos, err := LoadWithPositions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckHost(pos, Host{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CheckHost = %v; want an *Error", err)
+	}
+	for _, want := range []string{
+		path + `:1:14: path others may change: event_hook: ` + theirs + ` belongs to uid 65534`,
+		path + `:3:13: path others may change: auth.pam_dir: a link on the way to`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
+		}
+	}
+	// Root's own: accepted.
+	if err := os.Lchown(theirs, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Auth.PAMDir = pamDir
+	if err := c.CheckHost(pos, Host{}); err != nil {
+		t.Errorf("CheckHost with root's hook and PAM directory = %v; want nil", err)
+	}
+	// Their PAM service file in root's directory.
+	if err := os.Lchown(filepath.Join(pamDir, "hotdesk"), other, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(pos, Host{}); err == nil || !strings.Contains(err.Error(), "hotdesk belongs to uid 65534") {
+		t.Errorf("CheckHost with their PAM service file = %v; want refused", err)
 	}
 }
