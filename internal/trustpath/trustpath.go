@@ -150,3 +150,37 @@ func checkLinks(path string, depth int) error {
 		}
 	}
 }
+
+// CheckDir is Check for a directory that may not exist yet, which the
+// caller creates with its missing parents (os.MkdirAll, which takes an
+// existing directory as it is): the deepest existing directory on its
+// path must pass Check and, if anything below it is missing, be writable
+// by neither group nor others, sticky or not (in /tmp anyone could create
+// the missing directory first, and it would be theirs).
+func CheckDir(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	a := abs
+	for {
+		_, err := os.Lstat(a)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) || a == filepath.Dir(a) {
+			return err
+		}
+		a = filepath.Dir(a)
+	}
+	if a == abs {
+		return Check(abs)
+	}
+	// The first missing directory: Check refuses it in a directory others
+	// may write, sticky or not.
+	next := abs
+	for filepath.Dir(next) != a {
+		next = filepath.Dir(next)
+	}
+	return Check(next)
+}

@@ -109,3 +109,43 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check(%s) = %v; want refused (its directory is group-writable)", inGW, err)
 	}
 }
+
+// TestCheckDir: a directory to be created (with its parents) passes below
+// a directory only root may write; below /tmp-like sticky directories, or
+// another user's, it does not: they could create it first.
+func TestCheckDir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	sticky := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(sticky, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(sticky, "hotdesk")
+	if err := os.Mkdir(theirs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(theirs, other, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{dir, filepath.Join(dir, "data"), filepath.Join(dir, "data", "sessions")} {
+		if err := CheckDir(ok); err != nil {
+			t.Errorf("CheckDir(%s) = %v; want nil", ok, err)
+		}
+	}
+	for _, c := range []struct{ path, want string }{
+		{filepath.Join(sticky, "data"), "may be written by others"},
+		{filepath.Join(sticky, "data", "sessions"), "may be written by others"},
+		{theirs, "belongs to uid 65534"}, // created first by them
+		{filepath.Join(theirs, "sessions"), "belongs to uid 65534"},
+	} {
+		if err := CheckDir(c.path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("CheckDir(%s) = %v; want an error containing %q", c.path, err, c.want)
+		}
+	}
+}

@@ -954,3 +954,42 @@ func TestCheckHostUntrustedPaths(t *testing.T) {
 		t.Errorf("CheckHost with their PAM service file = %v; want refused", err)
 	}
 }
+
+// TestCheckHostDataDirInTmp: a data_dir (or compositor.state_dir) that
+// does not exist yet in a directory anyone may write (/tmp) is refused:
+// another user could create it first, and hotdeskd (MkdirAll) would write
+// its TLS key there and chmod what they put in it; so is one they created.
+func TestCheckHostDataDirInTmp(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	c.DataDir, c.Compositor.StateDir = filepath.Join(tmp, "hotdesk"), filepath.Join(dir, "sessions")
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "data_dir: "+tmp) {
+		t.Errorf("CheckHost with data_dir in a sticky world-writable directory = %v; want refused", err)
+	}
+	their := filepath.Join(tmp, "theirs")
+	if err := os.Mkdir(their, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(their, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), filepath.Join(their, "sessions")
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.state_dir: "+their+" belongs to uid 65534") {
+		t.Errorf("CheckHost with state_dir in another user's directory = %v; want refused", err)
+	}
+	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
+	if err := c.CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost with root's directories = %v; want nil", err)
+	}
+}

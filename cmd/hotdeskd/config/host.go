@@ -41,7 +41,8 @@ func (h Host) lookupGroup(name string) error {
 // etcd.ca_file must hold a PEM certificate and etcd.cert_file and key_file
 // must be a readable, matching key pair, and what the daemon runs or reads
 // its PAM stacks from (event_hook, seat_agent, auth.pam_dir and its
-// services, the weston binary of desktops run as their users) must be
+// services, the weston binary of desktops run as their users) and where it
+// keeps keys and desktops (data_dir, compositor.state_dir) must be
 // changeable by root and the daemon's user alone (trustpath.Check). Its error is an *Error whose
 // problems carry the offending key's position when pos (from
 // LoadWithPositions) knows it.
@@ -89,6 +90,16 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
 				Detail:  fmt.Sprintf("%s: %v: %s, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", key, err, use),
 				Subject: rg.ptr(key)})
+		}
+	}
+	// Where it keeps its keys and the desktops' directories, which it
+	// creates, chmods and chowns (a directory that does not exist yet
+	// included: in one others may write, they could create it first).
+	for _, d := range []struct{ key, path string }{{"data_dir", c.DataDir}, {"compositor.state_dir", c.Compositor.StateDir}} {
+		if err := trustpath.CheckDir(d.path); err != nil {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
+				Detail:  fmt.Sprintf("%s: %v: hotdeskd keeps keys and desktops there, as root, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", d.key, err),
+				Subject: rg.ptr(d.key)})
 		}
 	}
 	if c.EventHook != "" {
