@@ -1472,3 +1472,39 @@ func TestOwnSession(t *testing.T) {
 	}
 	groupGone(t, info.PID) // the group (= session) is still what Destroy kills
 }
+
+// TestPooledAccountLeavesNoCrontab: a pooled account serves one person's
+// session after another's, and cron runs an account's table whether or
+// not a session of it runs: a job a session left (crontab from a terminal
+// of the desktop) would run, as the account, during the account's next
+// session, someone else's: their fresh home and their desktop's socket are
+// the account's. The table goes with the session.
+func TestPooledAccountLeavesNoCrontab(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	crontab, err := exec.LookPath("crontab")
+	if err != nil {
+		testutil.SkipOrFail(t, "crontab missing (Debian package cron)")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.SkipOrFail(t, "setpriv missing")
+	}
+	b, uid, acct := pooledKioskSession(t)
+	t.Cleanup(func() { exec.Command(crontab, "-u", acct.Username, "-r").Run() })
+	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", crontab, "-")
+	cmd.Stdin = strings.NewReader("* * * * * cat /proc/[0-9]*/environ > /dev/null\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("crontab as %s: %v: %s", acct.Username, err, out)
+	}
+	if out, err := exec.Command(crontab, "-u", acct.Username, "-l").CombinedOutput(); err != nil {
+		t.Fatalf("the session's crontab is not there: %v: %s", err, out)
+	}
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(crontab, "-u", acct.Username, "-l").CombinedOutput(); err == nil {
+		t.Fatalf("%s's crontab after its session ended:\n%s\nwant none", acct.Username, out)
+	}
+}
