@@ -993,3 +993,45 @@ func TestCheckHostDataDirInTmp(t *testing.T) {
 		t.Errorf("CheckHost with root's directories = %v; want nil", err)
 	}
 }
+
+// TestCheckHostUntrustedKeys: a TLS key another user may replace (their
+// file, or their directory where hotdeskd would create it) is refused:
+// terminals would talk to whoever knows that key.
+func TestCheckHostUntrustedKeys(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	their := filepath.Join(dir, "theirs")
+	if err := os.Mkdir(their, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(their, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	c.DataDir = filepath.Join(dir, "data")
+	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
+	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(dir, "tls", "server.crt"), filepath.Join(their, "server.key")
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+their+" belongs to uid 65534") {
+		t.Errorf("CheckHost with tls.key_file to be created in their directory = %v; want refused", err)
+	}
+	key := filepath.Join(dir, "server.key")
+	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(key, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c.TLS.KeyFile = key
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+key+" belongs to uid 65534") {
+		t.Errorf("CheckHost with their tls.key_file = %v; want refused", err)
+	}
+	if err := os.Chown(key, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost with root's key = %v; want nil", err)
+	}
+}

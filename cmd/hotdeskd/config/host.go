@@ -42,7 +42,8 @@ func (h Host) lookupGroup(name string) error {
 // must be a readable, matching key pair, and what the daemon runs or reads
 // its PAM stacks from (event_hook, seat_agent, auth.pam_dir and its
 // services, the weston binary of desktops run as their users) and where it
-// keeps keys and desktops (data_dir, compositor.state_dir) must be
+// keeps keys and desktops (data_dir, compositor.state_dir, the TLS, etcd
+// and dashboard key pairs and CA) must be
 // changeable by root and the daemon's user alone (trustpath.Check). Its error is an *Error whose
 // problems carry the offending key's position when pos (from
 // LoadWithPositions) knows it.
@@ -100,6 +101,27 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
 				Detail:  fmt.Sprintf("%s: %v: hotdeskd keeps keys and desktops there, as root, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", d.key, err),
 				Subject: rg.ptr(d.key)})
+		}
+	}
+	// Keys and certificates: whoever may replace one has hotdeskd use
+	// their key (terminals, the dashboard's browsers and etcd then talk to
+	// them) or trust their CA. One that does not exist yet (the broker's
+	// own, created at the first start) may not be created by them first.
+	for _, f := range []struct{ key, path string }{
+		{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile},
+		{"dashboard.cert_file", c.Dashboard.CertFile}, {"dashboard.key_file", c.Dashboard.KeyFile},
+		{"etcd.ca_file", c.Etcd.CAFile}, {"etcd.cert_file", c.Etcd.CertFile}, {"etcd.key_file", c.Etcd.KeyFile},
+	} {
+		switch {
+		case f.path == "":
+		case fileExists(f.path):
+			trusted(f.key, f.path, "hotdeskd trusts what it holds")
+		default:
+			if err := trustpath.CheckDir(filepath.Dir(f.path)); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
+					Detail:  fmt.Sprintf("%s: %v: hotdeskd creates its key there, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", f.key, err),
+					Subject: rg.ptr(f.key)})
+			}
 		}
 	}
 	if c.EventHook != "" {
