@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hotdesk/hotdesk/internal/procnet"
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -179,6 +181,9 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 	display, err := dialEndpoint(ctx, endpoint)
 	if err == nil {
 		err = checkListener(endpoint, pid)
+		if err == nil {
+			err = checkPeer(display, pid)
+		}
 		if err != nil {
 			display.Close()
 		}
@@ -236,8 +241,8 @@ func (b *Broker) cutStream(s *Session, cs ...io.Closer) {
 // (rdp:// or tcp://), that the port's listener is the session's compositor
 // (pid): any local user may bind a loopback port, and one that took the
 // port of a compositor that died would otherwise get the terminal's display
-// stream, keystrokes and all. (A unix socket endpoint lives in the session's
-// private directory.)
+// stream, keystrokes and all. For a unix socket endpoint (display, the
+// connection dialEndpoint made) the peer must be pid, see dialUnix.
 func checkListener(endpoint string, pid int) error {
 	hostport, ok := strings.CutPrefix(endpoint, "rdp://")
 	if !ok {
@@ -265,12 +270,66 @@ func dialEndpoint(ctx context.Context, endpoint string) (net.Conn, error) {
 	defer cancel()
 	switch {
 	case strings.HasPrefix(endpoint, "wayland:"):
-		return d.DialContext(dctx, "unix", strings.TrimPrefix(endpoint, "wayland:"))
+		return dialUnix(dctx, &d, strings.TrimPrefix(endpoint, "wayland:"))
 	case strings.HasPrefix(endpoint, "rdp://"), strings.HasPrefix(endpoint, "tcp://"):
 		_, hostport, _ := strings.Cut(endpoint, "://")
 		return d.DialContext(dctx, "tcp", hostport)
 	}
 	return nil, fmt.Errorf("broker: unsupported compositor endpoint %q", endpoint)
+}
+
+// dialUnix connects to the unix socket at path without following a link
+// there. A desktop's socket is in its run directory (its XDG_RUNTIME_DIR),
+// which belongs to the desktop's user: they may replace the socket with a
+// link to any socket of the host, and the gateway, root, would connect to
+// it and splice the terminal to it: the system bus or hotdeskd's own admin
+// socket, where a root peer may do anything, or another user's desktop.
+// So the path is opened without following a link (O_PATH|O_NOFOLLOW),
+// must be a socket, and is connected to through that descriptor.
+func dialUnix(ctx context.Context, d *net.Dialer, path string) (net.Conn, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("broker: open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("broker: stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, fmt.Errorf("broker: %s is not a socket (mode %#o)", path, st.Mode)
+	}
+	return d.DialContext(ctx, "unix", "/proc/self/fd/"+strconv.Itoa(fd))
+}
+
+// checkPeer makes sure that the unix socket display is connected to was
+// made by the session's compositor (pid; SO_PEERCRED): the desktop's user
+// may also remove the compositor's socket and listen there themselves, or
+// a compositor that died may have left its path to anyone. A connection of
+// another kind passes.
+func checkPeer(display net.Conn, pid int) error {
+	uc, ok := display.(*net.UnixConn)
+	if !ok {
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("broker: peer of the display socket: %w", cerr)
+	}
+	if pid <= 0 || int(cred.Pid) != pid {
+		return fmt.Errorf("broker: the display socket is served by pid %d, not the session's compositor (pid %d)", cred.Pid, pid)
+	}
+	return nil
 }
 
 // maxDownBuffer bounds what the gateway holds of a compositor's output

@@ -260,3 +260,92 @@ func TestTerminalEvictedAfterHello(t *testing.T) {
 		t.Fatalf("%d terminals registered; want none", n)
 	}
 }
+
+// TestAttachRefusesForeignSocket: a desktop's wayland: endpoint is a
+// socket in its run directory, which belongs to the desktop's user (its
+// XDG_RUNTIME_DIR). That user may replace the socket with a link, or with
+// a socket of their own: the gateway, dialling as root, must then connect
+// nowhere else (the system bus, hotdeskd's admin socket, another user's
+// desktop, where a root peer is trusted) and splice nothing.
+func TestAttachRefusesForeignSocket(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, "b1", envOptions{gateway: true})
+	tok, _, t1, att := e.login("ivy", "term-1")
+	infos, err := e.comp.List(e.ctx)
+	if err != nil || len(infos) != 1 || !strings.HasPrefix(infos[0].Endpoint, "wayland:") {
+		t.Fatalf("sessions %+v, %v; want one with a wayland: endpoint", infos, err)
+	}
+	sock := strings.TrimPrefix(infos[0].Endpoint, "wayland:")
+
+	// The decoy: a socket elsewhere, which counts the connections it gets.
+	decoy := filepath.Join(t.TempDir(), "decoy.sock")
+	dln, err := net.Listen("unix", decoy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dln.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := dln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	// connectedTo reports whether the gateway connected to the decoy: the
+	// test's own connection, made now, is accepted after any earlier one.
+	connectedTo := func() bool {
+		t.Helper()
+		own, err := net.Dial("unix", decoy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer own.Close()
+		first := <-accepted
+		defer first.Close()
+		return !sameConn(t, first, own)
+	}
+
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(decoy, sock); err != nil {
+		t.Fatal(err)
+	}
+	if _, perr := e.attach(att.Ticket, "term-1"); perr == nil {
+		t.Fatal("a link in the session's run directory: the gateway spliced the terminal to the socket it names")
+	}
+	if connectedTo() {
+		t.Fatal("a link in the session's run directory: the gateway connected to the socket it names")
+	}
+
+	// A socket of another process at the endpoint's path.
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	t1.insert(tok)
+	att2 := expectMsg[proto.Attached](t1)
+	if _, perr := e.attach(att2.Ticket, "term-1"); perr == nil || perr.Code != proto.ErrCompositor {
+		t.Fatalf("a socket of another process at the endpoint: %+v; want refused as unreachable", perr)
+	}
+}
+
+// sameConn reports whether the accepted unix connection a is the peer of
+// the dialled connection d: a byte written on d arrives on a.
+func sameConn(t *testing.T, a, d net.Conn) bool {
+	t.Helper()
+	if _, err := d.Write([]byte{42}); err != nil {
+		t.Fatal(err)
+	}
+	a.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 1)
+	n, err := a.Read(b)
+	return err == nil && n == 1 && b[0] == 42
+}

@@ -217,15 +217,21 @@ func (p *accountPool) markUsed(account, id string) {
 	p.inUse[account] = lf
 }
 
-// release kills whatever still runs as account, removes what it left in
-// the shared temporary directories (tmpRoots) and its System V IPC objects,
-// and frees it.
+// release kills whatever still runs as account, removes its cron table,
+// what it left in the shared temporary directories (tmpRoots) and its
+// System V IPC objects, and frees it.
 func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
 			gid, _ := strconv.Atoi(u.Gid)
 			if err := killAllAs(uid, gid); err != nil {
 				p.log.Warn("cannot kill the processes of a kiosk account at once", "account", account, "error", err)
+			}
+			// Before the last kill: a job cron started meanwhile dies.
+			if removed, err := removeCrontab(account); err != nil {
+				p.log.Warn("cannot remove the cron table of a kiosk account", "account", account, "error", err)
+			} else if removed {
+				p.log.Info("removed the cron table a kiosk session left", "account", account)
 			}
 			if n := killUID(procRoot, uid); n > 0 {
 				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
@@ -315,6 +321,26 @@ func removeOwned(roots []string, uid int) (int, error) {
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// removeCrontab removes account's cron table, if it has one, and reports
+// whether it did. cron runs a table whether or not a session of its
+// account runs: a job a session left would run during the account's next
+// session, someone else's, as that session's user (its home, its
+// desktop's socket). Without crontab (no cron installed) there is none.
+func removeCrontab(account string) (bool, error) {
+	crontab, err := exec.LookPath("crontab")
+	if err != nil {
+		return false, nil
+	}
+	// -r of an account without a table fails with no more than a message.
+	if exec.Command(crontab, "-u", account, "-l").Run() != nil {
+		return false, nil
+	}
+	if out, err := exec.Command(crontab, "-u", account, "-r").CombinedOutput(); err != nil {
+		return false, fmt.Errorf("crontab -u %s -r: %w: %s", account, err, strings.TrimSpace(string(out)))
+	}
+	return true, nil
 }
 
 // removeIPC removes the System V shared memory segments, message queues

@@ -586,7 +586,12 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 	cmd.Dir = s.runDir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	// A session of its own (and so a process group of its own, whose id
+	// is the pid), without a controlling terminal: in hotdeskd's session
+	// the desktop's user could open the daemon's terminal (a root shell's
+	// when hotdeskd was started from one) and type into it with TIOCSTI,
+	// and move processes into other desktops' process groups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
 	s.started = b.clock.Now()
 	err = cmd.Start()
 	logf.Close() // the child has its own copy

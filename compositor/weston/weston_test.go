@@ -1439,3 +1439,72 @@ func TestAccountLockFilesRemoved(t *testing.T) {
 		t.Errorf("lock file of %s left after its release", u.Username)
 	}
 }
+
+// TestOwnSession: a desktop runs in a session of its own, without a
+// controlling terminal. In hotdeskd's session it would share the daemon's
+// controlling terminal (a root shell's, when an administrator runs
+// `sudo hotdeskd` or hotdeskd from a root shell), and any program of the
+// desktop's user could open /dev/tty and push commands into that root
+// shell's input (TIOCSTI); it could also move its processes into another
+// desktop's process group (setpgid works within a session, whatever the
+// uid), which that desktop's end then waits for and kills.
+func TestOwnSession(t *testing.T) {
+	b, _ := newBackend(t, helperConfig(t))
+	info := create(t, b, helperSpec("sess", "listen"))
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", info.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pid (comm) state ppid pgrp session tty_nr ...; comm may hold spaces.
+	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+	if len(f) < 5 {
+		t.Fatalf("/proc/%d/stat: %q", info.PID, st)
+	}
+	pgrp, sid, tty := f[2], f[3], f[4]
+	if want := strconv.Itoa(info.PID); sid != want || pgrp != want {
+		t.Fatalf("compositor pid %d: process group %s, session %s; want both its own, not hotdeskd's", info.PID, pgrp, sid)
+	}
+	if tty != "0" {
+		t.Fatalf("compositor pid %d has controlling terminal %s; want none", info.PID, tty)
+	}
+	if err := destroy(t, b, "sess"); err != nil {
+		t.Fatal(err)
+	}
+	groupGone(t, info.PID) // the group (= session) is still what Destroy kills
+}
+
+// TestPooledAccountLeavesNoCrontab: a pooled account serves one person's
+// session after another's, and cron runs an account's table whether or
+// not a session of it runs: a job a session left (crontab from a terminal
+// of the desktop) would run, as the account, during the account's next
+// session, someone else's: their fresh home and their desktop's socket are
+// the account's. The table goes with the session.
+func TestPooledAccountLeavesNoCrontab(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	crontab, err := exec.LookPath("crontab")
+	if err != nil {
+		testutil.SkipOrFail(t, "crontab missing (Debian package cron)")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.SkipOrFail(t, "setpriv missing")
+	}
+	b, uid, acct := pooledKioskSession(t)
+	t.Cleanup(func() { exec.Command(crontab, "-u", acct.Username, "-r").Run() })
+	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", crontab, "-")
+	cmd.Stdin = strings.NewReader("* * * * * cat /proc/[0-9]*/environ > /dev/null\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("crontab as %s: %v: %s", acct.Username, err, out)
+	}
+	if out, err := exec.Command(crontab, "-u", acct.Username, "-l").CombinedOutput(); err != nil {
+		t.Fatalf("the session's crontab is not there: %v: %s", err, out)
+	}
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(crontab, "-u", acct.Username, "-l").CombinedOutput(); err == nil {
+		t.Fatalf("%s's crontab after its session ended:\n%s\nwant none", acct.Username, out)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/pki"
+	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
 func mustHostname(t *testing.T) string {
@@ -876,5 +877,161 @@ dashboard {
 	d.Session.Auth = "card"
 	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{empty}}), "\n"); !strings.Contains(w, `PAM service "hotdesk" (auth.pam_service, used by the card login policy`) {
 		t.Errorf("card warnings = %q; want one naming hotdesk", w)
+	}
+}
+
+// TestCheckHostUntrustedPaths: an event hook, a seat agent, a PAM
+// configuration directory or a compositor binary that another user may
+// change (their file, their directory above it, their link on the way) is
+// an error at its key: hotdeskd runs the hook and the agent as root, libpam
+// runs what the stacks name as root, and the compositor runs as every
+// desktop's user. As the admin socket's directory, they get root's.
+func TestCheckHostUntrustedPaths(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	const other = 65534
+	dir := t.TempDir()
+	theirs := filepath.Join(dir, "theirs")
+	if err := os.Mkdir(theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hook := filepath.Join(theirs, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pamDir := filepath.Join(dir, "pam.d")
+	if err := os.Mkdir(pamDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte("auth required pam_permit.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A link of theirs to a directory of root's.
+	if err := os.Symlink(pamDir, filepath.Join(dir, "pamlink")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{theirs, filepath.Join(dir, "pamlink")} {
+		if err := os.Lchown(p, other, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "h.hcl")
+	src := fmt.Sprintf("event_hook = %q\nauth {\n  pam_dir = %q\n  open_session = false\n}\nsession {\n  auth = \"card+password\"\n}\n", hook, filepath.Join(dir, "pamlink"))
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, pos, err := LoadWithPositions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckHost(pos, Host{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CheckHost = %v; want an *Error", err)
+	}
+	for _, want := range []string{
+		path + `:1:14: path others may change: event_hook: ` + theirs + ` belongs to uid 65534`,
+		path + `:3:13: path others may change: auth.pam_dir: a link on the way to`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
+		}
+	}
+	// Root's own: accepted.
+	if err := os.Lchown(theirs, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Auth.PAMDir = pamDir
+	if err := c.CheckHost(pos, Host{}); err != nil {
+		t.Errorf("CheckHost with root's hook and PAM directory = %v; want nil", err)
+	}
+	// Their PAM service file in root's directory.
+	if err := os.Lchown(filepath.Join(pamDir, "hotdesk"), other, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(pos, Host{}); err == nil || !strings.Contains(err.Error(), "hotdesk belongs to uid 65534") {
+		t.Errorf("CheckHost with their PAM service file = %v; want refused", err)
+	}
+}
+
+// TestCheckHostDataDirInTmp: a data_dir (or compositor.state_dir) that
+// does not exist yet in a directory anyone may write (/tmp) is refused:
+// another user could create it first, and hotdeskd (MkdirAll) would write
+// its TLS key there and chmod what they put in it; so is one they created.
+func TestCheckHostDataDirInTmp(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(tmp, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	c.DataDir, c.Compositor.StateDir = filepath.Join(tmp, "hotdesk"), filepath.Join(dir, "sessions")
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "data_dir: "+tmp) {
+		t.Errorf("CheckHost with data_dir in a sticky world-writable directory = %v; want refused", err)
+	}
+	their := filepath.Join(tmp, "theirs")
+	if err := os.Mkdir(their, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(their, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), filepath.Join(their, "sessions")
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.state_dir: "+their+" belongs to uid 65534") {
+		t.Errorf("CheckHost with state_dir in another user's directory = %v; want refused", err)
+	}
+	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
+	if err := c.CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost with root's directories = %v; want nil", err)
+	}
+}
+
+// TestCheckHostUntrustedKeys: a TLS key another user may replace (their
+// file, or their directory where hotdeskd would create it) is refused:
+// terminals would talk to whoever knows that key.
+func TestCheckHostUntrustedKeys(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	their := filepath.Join(dir, "theirs")
+	if err := os.Mkdir(their, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(their, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	c.DataDir = filepath.Join(dir, "data")
+	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
+	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(dir, "tls", "server.crt"), filepath.Join(their, "server.key")
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+their+" belongs to uid 65534") {
+		t.Errorf("CheckHost with tls.key_file to be created in their directory = %v; want refused", err)
+	}
+	key := filepath.Join(dir, "server.key")
+	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(key, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	c.TLS.KeyFile = key
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+key+" belongs to uid 65534") {
+		t.Errorf("CheckHost with their tls.key_file = %v; want refused", err)
+	}
+	if err := os.Chown(key, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost with root's key = %v; want nil", err)
 	}
 }

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/hotdesk/hotdesk/internal/trustpath"
 )
 
 // Host is what CheckHost asks of the machine the daemon runs on. A nil
@@ -35,7 +39,12 @@ func (h Host) lookupGroup(name string) error {
 // hotdeskd -check (and a start, before anything is started) refuses what
 // would fail later: admin_group and dashboard.readonly_group must exist,
 // etcd.ca_file must hold a PEM certificate and etcd.cert_file and key_file
-// must be a readable, matching key pair. Its error is an *Error whose
+// must be a readable, matching key pair, and what the daemon runs or reads
+// its PAM stacks from (event_hook, seat_agent, auth.pam_dir and its
+// services, the weston binary of desktops run as their users) and where it
+// keeps keys and desktops (data_dir, compositor.state_dir, the TLS, etcd
+// and dashboard key pairs and CA) must be
+// changeable by root and the daemon's user alone (trustpath.Check). Its error is an *Error whose
 // problems carry the offending key's position when pos (from
 // LoadWithPositions) knows it.
 func (c *Config) CheckHost(pos *Positions, h Host) error {
@@ -73,10 +82,76 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 			}
 		}
 	}
+	// What hotdeskd runs as root, or reads its PAM stacks from, or starts
+	// as every desktop's user: whoever else may change such a file (or a
+	// directory above it, or a link on the way) gets root, or every
+	// user's desktop.
+	trusted := func(key, path, use string) {
+		if err := trustpath.Check(path); err != nil {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
+				Detail:  fmt.Sprintf("%s: %v: %s, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", key, err, use),
+				Subject: rg.ptr(key)})
+		}
+	}
+	// Where it keeps its keys and the desktops' directories, which it
+	// creates, chmods and chowns (a directory that does not exist yet
+	// included: in one others may write, they could create it first).
+	for _, d := range []struct{ key, path string }{{"data_dir", c.DataDir}, {"compositor.state_dir", c.Compositor.StateDir}} {
+		if err := trustpath.CheckDir(d.path); err != nil {
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
+				Detail:  fmt.Sprintf("%s: %v: hotdeskd keeps keys and desktops there, as root, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", d.key, err),
+				Subject: rg.ptr(d.key)})
+		}
+	}
+	// Keys and certificates: whoever may replace one has hotdeskd use
+	// their key (terminals, the dashboard's browsers and etcd then talk to
+	// them) or trust their CA. One that does not exist yet (the broker's
+	// own, created at the first start) may not be created by them first.
+	for _, f := range []struct{ key, path string }{
+		{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile},
+		{"dashboard.cert_file", c.Dashboard.CertFile}, {"dashboard.key_file", c.Dashboard.KeyFile},
+		{"etcd.ca_file", c.Etcd.CAFile}, {"etcd.cert_file", c.Etcd.CertFile}, {"etcd.key_file", c.Etcd.KeyFile},
+	} {
+		switch {
+		case f.path == "":
+		case fileExists(f.path):
+			trusted(f.key, f.path, "hotdeskd trusts what it holds")
+		default:
+			if err := trustpath.CheckDir(filepath.Dir(f.path)); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
+					Detail:  fmt.Sprintf("%s: %v: hotdeskd creates its key there, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", f.key, err),
+					Subject: rg.ptr(f.key)})
+			}
+		}
+	}
+	if c.EventHook != "" {
+		trusted("event_hook", c.EventHook, "hotdeskd runs it for every event, as its own user (root)")
+	}
+	if len(c.Seats) > 0 && strings.Contains(c.SeatAgent, "/") {
+		trusted("seat_agent", c.SeatAgent, "hotdeskd runs it for every seat, as its own user (root)")
+	}
+	if d := c.Auth.PAMDir; d != "" {
+		trusted("auth.pam_dir", d, "libpam reads the login stacks from it (pam_exec runs what they name, as root)")
+		for _, s := range c.PAMServices() {
+			if p := filepath.Join(d, s.Service); fileExists(p) {
+				trusted("auth.pam_dir", p, "libpam reads the "+s.Service+" stack from it")
+			}
+		}
+	}
+	if c.Compositor.Type == "weston" && c.Compositor.RunAsUser {
+		if bin, err := exec.LookPath(c.Compositor.Binary); err == nil {
+			trusted("compositor.binary", bin, "every desktop runs it, as the desktop's user")
+		}
+	}
 	if diags.HasErrors() {
 		return &Error{Diagnostics: diags}
 	}
 	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // checkCAFile reads a CA file as the daemon's etcd client does: it must

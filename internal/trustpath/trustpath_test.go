@@ -1,0 +1,151 @@
+package trustpath
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
+)
+
+// other is a uid that is neither root nor the test's (nobody).
+const other = 65534
+
+// TestCheck: what root and this user alone can change passes; a file,
+// directory or link another user owns or may write, anywhere on the way,
+// is refused.
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	mk := func(rel string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		var err error
+		if strings.HasSuffix(rel, "/") {
+			err = os.Mkdir(p, mode)
+		} else {
+			err = os.WriteFile(p, []byte("#!/bin/sh\n"), mode)
+		}
+		if err == nil {
+			err = os.Chmod(p, mode) // whatever the umask
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Clean(p)
+	}
+	chown := func(p string) {
+		t.Helper()
+		if err := os.Lchown(p, other, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(to, rel string) string {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.Symlink(to, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	good := mk("hook", 0o755)
+	mk("bin/", 0o755)
+	for _, ok := range []string{
+		good,
+		link(good, "rootlink"),        // root's link
+		filepath.Join(dir, "missing"), // nobody else may create it
+		mk("bin/tool", 0o700),         // below a directory of root's
+		link("bin/tool", "rellink"),   // relative link of root's
+		filepath.Join(mk("sticky/", os.ModeSticky|0o777), "../hook"), // lexical .. through a sticky dir
+	} {
+		if err := Check(ok); err != nil {
+			t.Errorf("Check(%s) = %v; want nil", ok, err)
+		}
+	}
+	// A root file in a sticky world-writable directory cannot be replaced
+	// by others; a missing one there can be created by anyone.
+	if err := Check(mk("sticky/roots", 0o755)); err != nil {
+		t.Errorf("root's file in a sticky directory: %v; want nil", err)
+	}
+
+	theirFile := mk("theirs", 0o755)
+	chown(theirFile)
+	theirDir := mk("theirdir/", 0o755)
+	inTheirDir := mk("theirdir/hook", 0o755)
+	chown(theirDir)
+	theirLink := link(good, "theirlink")
+	chown(theirLink)
+	theirLinkDir := link(filepath.Join(dir, "bin"), "theirlinkdir")
+	chown(theirLinkDir)
+	for _, c := range []struct{ path, want string }{
+		{theirFile, "belongs to uid 65534"},
+		{inTheirDir, "belongs to uid 65534"},
+		{theirLink, "a link on the way"},
+		{filepath.Join(theirLinkDir, "tool"), "a link on the way"},
+		{link(theirLink, "roottotheirs"), "a link on the way"}, // root's link to their link
+		{mk("groupw", 0o775), "may be written by others"},
+		{mk("worldw", 0o757), "may be written by others"},
+		{mk("gwdir/", 0o775) + "/../hook", ""}, // lexically clean: dir/hook, fine
+		{filepath.Join(mk("gwdir2/", 0o775), "x"), "may be written by others"},
+		{filepath.Join(dir, "sticky", "missing"), "may be written by others"},
+		{filepath.Join(dir, "nosuchdir", "hook"), "no such file"},
+	} {
+		err := Check(c.path)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("Check(%s) = %v; want nil", c.path, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("Check(%s) = %v; want an error containing %q", c.path, err, c.want)
+		}
+	}
+	// A file in a group-writable directory, once mk made it.
+	inGW := mk("gwdir/hook", 0o755)
+	if err := Check(inGW); err == nil || !strings.Contains(err.Error(), "may be written by others") {
+		t.Errorf("Check(%s) = %v; want refused (its directory is group-writable)", inGW, err)
+	}
+}
+
+// TestCheckDir: a directory to be created (with its parents) passes below
+// a directory only root may write; below /tmp-like sticky directories, or
+// another user's, it does not: they could create it first.
+func TestCheckDir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	sticky := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(sticky, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(sticky, "hotdesk")
+	if err := os.Mkdir(theirs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(theirs, other, other); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{dir, filepath.Join(dir, "data"), filepath.Join(dir, "data", "sessions")} {
+		if err := CheckDir(ok); err != nil {
+			t.Errorf("CheckDir(%s) = %v; want nil", ok, err)
+		}
+	}
+	for _, c := range []struct{ path, want string }{
+		{filepath.Join(sticky, "data"), "may be written by others"},
+		{filepath.Join(sticky, "data", "sessions"), "may be written by others"},
+		{theirs, "belongs to uid 65534"}, // created first by them
+		{filepath.Join(theirs, "sessions"), "belongs to uid 65534"},
+	} {
+		if err := CheckDir(c.path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("CheckDir(%s) = %v; want an error containing %q", c.path, err, c.want)
+		}
+	}
+}
