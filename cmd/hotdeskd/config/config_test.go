@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -1033,5 +1034,47 @@ func TestCheckHostUntrustedKeys(t *testing.T) {
 	}
 	if err := c.CheckHost(nil, Host{}); err != nil {
 		t.Errorf("CheckHost with root's key = %v; want nil", err)
+	}
+}
+
+// TestHostWarningsSharedKioskUser: a kiosk policy whose sessions would
+// all run as one regular local account (kiosk_user, or "kiosk" when a
+// real account has that name) is a warning: different people's desktops
+// would be one uid. A system account (or none) gets pooled accounts, and
+// no warning.
+func TestHostWarningsSharedKioskUser(t *testing.T) {
+	t.Parallel()
+	users := map[string]string{"alice": "1001", "kiosk": "1002", "svc": "998"}
+	h := Host{PAMDirs: []string{t.TempDir()}, LookupUser: func(name string) (*user.User, error) {
+		if uid, ok := users[name]; ok {
+			return &user.User{Username: name, Uid: uid, Gid: uid}, nil
+		}
+		return nil, user.UnknownUserError(name)
+	}}
+	tests := []struct {
+		name, session string
+		want          string // "" = no warning
+	}{
+		{"kiosk_user regular", "auth = \"kiosk\"\n  kiosk_user = \"alice\"", "alice"},
+		{"default kiosk account regular", "auth = \"kiosk\"", "kiosk"},
+		{"kiosk_user system account", "auth = \"kiosk\"\n  kiosk_user = \"svc\"", ""},
+		{"kiosk_user unknown", "auth = \"kiosk\"\n  kiosk_user = \"ghost\"", ""},
+		{"no kiosk policy", "auth = \"card\"\n  kiosk_user = \"alice\"", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte("session {\n  "+tt.session+"\n}\n"), "h.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := strings.Join(c.HostWarnings(h), "\n")
+			got := strings.Contains(w, "kiosk sessions run as the local account")
+			if tt.want == "" && got {
+				t.Errorf("warnings = %q; want none about a shared kiosk account", w)
+			}
+			if tt.want != "" && !strings.Contains(w, "kiosk sessions run as the local account "+tt.want+" ") {
+				t.Errorf("warnings = %q; want one saying kiosk sessions run as %s", w, tt.want)
+			}
+		})
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -25,7 +27,22 @@ type Host struct {
 	// PAMDirs are where libpam looks for a service's file when auth.pam_dir
 	// is not set; default DefaultPAMDirs.
 	PAMDirs []string
+	// LookupUser returns a local account; default os/user.Lookup (NSS),
+	// as the compositor backend resolves a session's user.
+	LookupUser func(name string) (*user.User, error)
 }
+
+func (h Host) lookupUser(name string) (*user.User, error) {
+	if h.LookupUser != nil {
+		return h.LookupUser(name)
+	}
+	return user.Lookup(name)
+}
+
+// regularMinUID is compositor/weston.DefaultMinUID: a session's user
+// with a uid at least this (not nobody) runs its desktop as itself, any
+// other a pooled kiosk account of its own.
+const regularMinUID = 1000
 
 func (h Host) lookupGroup(name string) error {
 	if h.LookupGroup != nil {
@@ -227,6 +244,10 @@ func (c *Config) HostWarnings(h Host) []string {
 				k, fi.Mode().Perm(), k))
 		}
 	}
+	if u := c.sharedKioskUser(h); u != nil {
+		w = append(w, fmt.Sprintf("kiosk sessions run as the local account %s (uid %s, session.kiosk_user or the default \"kiosk\"): every kiosk desktop, whoever uses it, is that one user, and one person's session can read another's files and reach their desktop; unset kiosk_user (or name no regular account) for a pooled account per session (compositor.kiosk_accounts)",
+			u.Username, u.Uid))
+	}
 	for _, s := range c.PAMServices() {
 		found := false
 		for _, d := range dirs {
@@ -241,4 +262,33 @@ func (c *Config) HostWarnings(h Host) []string {
 		}
 	}
 	return w
+}
+
+// sharedKioskUser returns the regular local account every kiosk session
+// runs as, if a kiosk policy is configured and weston runs desktops as
+// their users: kiosk_user when set (else "kiosk", what a token registered
+// to nobody gets) names an account with a uid of at least regularMinUID,
+// so the backend runs each such session as it instead of a pooled
+// account of the session's own. Nil otherwise.
+func (c *Config) sharedKioskUser(h Host) *user.User {
+	kinds := []string{c.Session.Auth}
+	for _, r := range c.Auth.Rules {
+		kinds = append(kinds, r.Auth)
+	}
+	if !slices.Contains(kinds, "kiosk") || c.Compositor.Type != "weston" || !c.Compositor.RunAsUser {
+		return nil
+	}
+	name := c.Session.KioskUser
+	if name == "" {
+		name = "kiosk"
+	}
+	u, err := h.lookupUser(name)
+	if err != nil {
+		return nil
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil || uid < regularMinUID || uid == 65534 {
+		return nil
+	}
+	return u
 }
