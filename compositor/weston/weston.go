@@ -701,7 +701,19 @@ func (b *Backend) prepareDir(s *session, uid, gid int) (*os.File, error) {
 			}
 		}
 	}
-	return os.OpenFile(s.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(s.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil || uid < 0 {
+		return f, err
+	}
+	// weston.log is the desktop's: whatever it writes there counts against
+	// its user's quota, and a root-owned file would let it fill the disk
+	// into the blocks reserved for root (etcd's data) between two
+	// rotations. The user cannot replace it (the directory is root's).
+	if err := f.Chown(uid, gid); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // waitReady polls the socket with short, growing sleeps until it accepts a

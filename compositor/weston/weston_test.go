@@ -1059,6 +1059,11 @@ func TestRunAsUser(t *testing.T) {
 		if fi, err := os.Stat(home); err != nil || fi.Sys().(*syscall.Stat_t).Uid != mustAtoi(t, r) {
 			t.Fatalf("%s: home %s: %v; want owned by the account", who, home, err)
 		}
+		// Its log counts against the account's quota, not root's reserve.
+		logPath := filepath.Join(b.cfg.StateDir, id, logName)
+		if fi, err := os.Stat(logPath); err != nil || fi.Sys().(*syscall.Stat_t).Uid != mustAtoi(t, r) || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %s: %v, %v; want mode 0600, owned by the account", who, logPath, fi, err)
+		}
 	}
 	for id := range map[string]bool{"p-root": true, "p-nobody": true, "p-nosuchuserhd": true} {
 		if err := destroy(t, b, id); err != nil {
