@@ -278,6 +278,12 @@ compositor {
   kiosk_account_prefix = "hdkiosk"
   kiosk_accounts       = 256
 
+  # The tasks (processes and threads) the user of a desktop may have in
+  # all (RLIMIT_NPROC, set on each desktop run as its user): every desktop
+  # is in hotdeskd's service, and without a bound one user's fork bomb
+  # takes all of its tasks. 0: no limit.
+  max_user_tasks = 4096
+
   # Tests with fake compositors only: with run_as_user = false, let
   # desktops run as root. -check warns.
   insecure_allow_root = false

@@ -322,6 +322,7 @@ func (d *daemon) startCompositor(context.Context) error {
 			MaxSessions:        cfg.Session.MaxSessions,
 			KioskAccountPrefix: cfg.Compositor.KioskAccountPrefix,
 			MaxKioskAccounts:   cfg.Compositor.KioskAccounts,
+			MaxUserTasks:       cfg.Compositor.MaxUserTasks,
 			AllowRoot:          cfg.Compositor.InsecureAllowRoot,
 			// RDPGuard nil: weston guards RDP ports with portguard's
 			// default table (see -check's checkRDPGuard).

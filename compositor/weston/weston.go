@@ -54,6 +54,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,6 +193,16 @@ type Config struct {
 	KioskAccountPrefix string
 	MaxKioskAccounts   int
 	MinUID             int
+	// MaxUserTasks, if positive, is the RLIMIT_NPROC of a desktop run as
+	// its user (RunAsUser): the tasks (processes and threads) of that uid
+	// it may have in all, its programs' included. All desktops are in
+	// hotdeskd's service, whose task limit they share: without it, one
+	// user's fork bomb takes every task the unit may have, and hotdeskd
+	// can start no PAM helper or desktop and the others' desktops no
+	// program. Set by prlimit(1) (util-linux), which weston is started
+	// through: already the user, it lowers its own limit, then execs
+	// weston (the same process), before anything of the user's runs.
+	MaxUserTasks int
 	// AllowRoot lets a desktop run as the daemon's own user when that is
 	// root (RunAsUser false). Never in production: tests with a fake
 	// compositor only. Without it Create refuses with ErrRootDesktop.
@@ -213,10 +224,13 @@ type Config struct {
 type Backend struct {
 	cfg    Config
 	binary string // resolved path
-	log    hclog.Logger
-	clock  clock.Clock
-	bootID string
-	lock   *procsup.FileLock
+	// prlimit is prlimit(1)'s resolved path when desktops run as their
+	// users with MaxUserTasks; "" otherwise.
+	prlimit string
+	log     hclog.Logger
+	clock   clock.Clock
+	bootID  string
+	lock    *procsup.FileLock
 
 	accounts *accountPool // RunAsUser: pooled kiosk accounts
 
@@ -373,6 +387,12 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("weston: new: %w", err)
 	}
+	var prlimit string
+	if cfg.RunAsUser && cfg.MaxUserTasks > 0 {
+		if prlimit, err = exec.LookPath("prlimit"); err != nil {
+			return nil, fmt.Errorf("weston: new: a task limit for desktops (max_user_tasks) needs prlimit (util-linux): %w", err)
+		}
+	}
 	if len(filepath.Join(cfg.StateDir, "x", "run", socketName)) > maxSocketPath {
 		return nil, fmt.Errorf("weston: new: state dir %q too long for a unix socket path", cfg.StateDir)
 	}
@@ -407,6 +427,7 @@ func New(cfg Config) (*Backend, error) {
 	b := &Backend{
 		cfg:      cfg,
 		binary:   bin,
+		prlimit:  prlimit,
 		log:      cfg.Logger,
 		clock:    cfg.Clock,
 		bootID:   bootID,
@@ -582,6 +603,10 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 	}
 	args = append(args, b.cfg.ExtraArgs...)
 	cmd := exec.Command(b.binary, args...)
+	if b.prlimit != "" && uid >= 0 {
+		n := strconv.Itoa(b.cfg.MaxUserTasks)
+		cmd = exec.Command(b.prlimit, append([]string{"--nproc=" + n + ":" + n, "--", b.binary}, args...)...)
+	}
 	cmd.Env = buildEnv(home, s.user, s.runDir, extraEnv)
 	cmd.Dir = s.runDir
 	cmd.Stdout = logf

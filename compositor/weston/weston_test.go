@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -1021,7 +1022,7 @@ func TestRunAsUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := testutil.KioskAccountPrefix(t) // its accounts removed after the backend closes
-	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 8})
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 8, MaxUserTasks: 777})
 	info := create(t, b, compositor.Spec{SessionID: "u", User: regular})
 	dial(t, info.Endpoint)
 	if r, e := procUID(t, info.PID); r != u.Uid || e != u.Uid {
@@ -1058,6 +1059,10 @@ func TestRunAsUser(t *testing.T) {
 		home := filepath.Join(b.cfg.StateDir, id, "home")
 		if fi, err := os.Stat(home); err != nil || fi.Sys().(*syscall.Stat_t).Uid != mustAtoi(t, r) {
 			t.Fatalf("%s: home %s: %v; want owned by the account", who, home, err)
+		}
+		// Its tasks are bounded (RLIMIT_NPROC), not hotdeskd's service's.
+		if lim, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", info.PID)); err != nil || !regexp.MustCompile(`(?m)^Max processes\s+777\s+777\s`).Match(lim) {
+			t.Fatalf("%s: weston's limits %s, %v; want Max processes 777", who, lim, err)
 		}
 		// Its log counts against the account's quota, not root's reserve.
 		logPath := filepath.Join(b.cfg.StateDir, id, logName)

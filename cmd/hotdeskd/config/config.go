@@ -227,6 +227,11 @@ type Compositor struct {
 	// unprivileged accounts (<prefix>1..N, created on demand).
 	KioskAccountPrefix string // kiosk_account_prefix; default "hdkiosk"
 	KioskAccounts      int    // kiosk_accounts; default 256
+	// MaxUserTasks is the RLIMIT_NPROC of each desktop run as its user:
+	// the tasks (processes and threads) that user may have in all; 0: no
+	// limit. One user's fork bomb then cannot take every task of
+	// hotdeskd's service, which all desktops share.
+	MaxUserTasks int // max_user_tasks; default 4096
 	// InsecureAllowRoot lets run_as_user = false start desktops as root.
 	// Tests with fake compositors only; -check warns.
 	InsecureAllowRoot bool // insecure_allow_root
@@ -401,6 +406,7 @@ func base() *Config {
 
 			KioskAccountPrefix: "hdkiosk",
 			KioskAccounts:      256,
+			MaxUserTasks:       4096,
 		},
 		Limits: DefaultLimits(),
 		Pairing: Pairing{

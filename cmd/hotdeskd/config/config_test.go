@@ -88,6 +88,7 @@ func TestLoadGolden(t *testing.T) {
 
 					KioskAccountPrefix: "hdkiosk",
 					KioskAccounts:      256,
+					MaxUserTasks:       4096,
 				},
 				Limits: DefaultLimits(),
 				Pairing: Pairing{
@@ -400,6 +401,8 @@ func TestValidate(t *testing.T) {
 		{"state dir", func(c *Config) { c.Compositor.StateDir = "" }, "missing compositor state directory"},
 		{"start timeout", func(c *Config) { c.Compositor.StartTimeout = 0 }, "compositor.start_timeout"},
 		{"stop grace", func(c *Config) { c.Compositor.StopGrace = -1 }, "must not be negative"},
+		{"max user tasks", func(c *Config) { c.Compositor.MaxUserTasks = 10 }, "invalid task limit"},
+		{"no task limit", func(c *Config) { c.Compositor.MaxUserTasks = 0 }, ""},
 		{"code ttl", func(c *Config) { c.Pairing.CodeTTL = 0 }, "pairing.code_ttl"},
 		{"max failures", func(c *Config) { c.Pairing.MaxFailures = 0 }, "invalid failure limit"},
 		{"failure window", func(c *Config) { c.Pairing.FailureWindow = 0 }, "pairing.failure_window"},

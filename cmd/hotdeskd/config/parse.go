@@ -136,6 +136,7 @@ type rawCompositor struct {
 
 	KioskAccountPrefix string `hcl:"kiosk_account_prefix,optional"`
 	KioskAccounts      int    `hcl:"kiosk_accounts,optional"`
+	MaxUserTasks       int    `hcl:"max_user_tasks,optional"`
 	InsecureAllowRoot  bool   `hcl:"insecure_allow_root,optional"`
 
 	InsecureUnguardedRDP bool `hcl:"insecure_unguarded_rdp,optional"`
@@ -220,7 +221,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			Type: d.Compositor.Type, Binary: d.Compositor.Binary, Backend: d.Compositor.Backend,
 			StartTimeout: d.Compositor.StartTimeout.String(), StopGrace: d.Compositor.StopGrace.String(),
 			RunAsUser: d.Compositor.RunAsUser, KioskAccountPrefix: d.Compositor.KioskAccountPrefix,
-			KioskAccounts: d.Compositor.KioskAccounts,
+			KioskAccounts: d.Compositor.KioskAccounts, MaxUserTasks: d.Compositor.MaxUserTasks,
 		},
 		Limits: &rawLimits{
 			MaxConnections: d.Limits.MaxConnections, MaxConnectionsPerSource: d.Limits.MaxConnectionsPerSource,
@@ -319,6 +320,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 
 			KioskAccountPrefix: raw.Compositor.KioskAccountPrefix,
 			KioskAccounts:      raw.Compositor.KioskAccounts,
+			MaxUserTasks:       raw.Compositor.MaxUserTasks,
 			InsecureAllowRoot:  raw.Compositor.InsecureAllowRoot,
 
 			InsecureUnguardedRDP: raw.Compositor.InsecureUnguardedRDP,

@@ -204,6 +204,9 @@ func (c *Config) validate(rg ranges) error {
 	if c.Compositor.KioskAccounts < 1 {
 		bad("compositor.kiosk_accounts", "Invalid account pool", "must be at least 1, got %d.", c.Compositor.KioskAccounts)
 	}
+	if n := c.Compositor.MaxUserTasks; n != 0 && n < 64 {
+		bad("compositor.max_user_tasks", "Invalid task limit", "must be 0 (no limit) or at least 64 (a desktop alone runs dozens of threads), got %d.", n)
+	}
 	if !kioskPrefixRe.MatchString(c.Compositor.KioskAccountPrefix) {
 		bad("compositor.kiosk_account_prefix", "Invalid account prefix", "%q must be 1-20 lower-case letters, digits, '_' or '-', starting with a letter.", c.Compositor.KioskAccountPrefix)
 	}
