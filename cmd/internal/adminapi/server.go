@@ -24,6 +24,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/internal/httpserve"
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/internal/trustpath"
 )
 
 // ErrInUse is returned by Listen when another process answers on the socket.
@@ -83,108 +84,22 @@ func chmodOwnDir(dir string, mode os.FileMode) error {
 	return d.Chmod(mode)
 }
 
-// checkOwnDir refuses a directory that others than its owner may write
-// to, or whose owner is neither root nor this process's user; and one
-// with an ancestor (on its path as given, or once links are resolved)
-// whose owner is neither, or that others may write to without the sticky
-// bit: there, they could rename the directory away and put a link or a
-// directory of theirs in its place; and one reached through a link of
-// another user's (checkLinks).
+// checkOwnDir refuses a directory that only root and this process's user
+// may not change (trustpath.Check): one others may write to (sticky or
+// not), or whose owner is neither; one with an ancestor (on its path as
+// given, or once links are resolved) whose owner is neither, or that
+// others may write to without the sticky bit: there, they could rename
+// the directory away and put a link or a directory of theirs in its
+// place; and one reached through a link of another user's.
 func checkOwnDir(dir string) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
+	if fi, err := os.Stat(dir); err == nil && fi.Mode()&fs.ModeSticky != 0 {
+		// Sticky: made to be shared.
+		return fmt.Errorf("%s (mode %v) is a shared directory: put the socket in a directory of its own, such as /run/hotdesk", dir, fi.Mode())
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	switch {
-	case !ok:
-		return fmt.Errorf("%s: no owner to check", dir)
-	case fi.Mode()&(fs.ModeSticky|0o022) != 0:
-		return fmt.Errorf("%s (mode %v) may be written by others: put the socket in a directory of its own, such as /run/hotdesk", dir, fi.Mode())
-	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("%s belongs to uid %d: put the socket in a directory of root's or this user's own", dir, st.Uid)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	resolved, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return err
-	}
-	if err := checkLinks(abs, 0); err != nil {
-		return err
-	}
-	for _, p := range []string{abs, resolved} {
-		for a := filepath.Dir(p); ; a = filepath.Dir(a) {
-			fi, err := os.Stat(a)
-			if err != nil {
-				return err
-			}
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			switch {
-			case !ok:
-				return fmt.Errorf("%s: no owner to check", a)
-			case st.Uid != 0 && int(st.Uid) != os.Geteuid():
-				return fmt.Errorf("%s, above %s, belongs to uid %d: put the socket in a directory such as /run/hotdesk", a, dir, st.Uid)
-			case fi.Mode()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0:
-				return fmt.Errorf("%s (mode %v), above %s, may be written by others: put the socket in a directory such as /run/hotdesk", a, fi.Mode(), dir)
-			}
-			if a == filepath.Dir(a) {
-				break
-			}
-		}
+	if err := trustpath.Check(dir); err != nil {
+		return fmt.Errorf("%w: put the socket in a directory of its own, such as /run/hotdesk", err)
 	}
 	return nil
-}
-
-// maxLinkDepth bounds how deep checkLinks follows links to links.
-const maxLinkDepth = 40
-
-// checkLinks refuses a link on path (the directory itself or one above
-// it), or on the way one of them leads, that belongs to neither root nor
-// this process's user: whoever owns a link may point it elsewhere at any
-// time, in a sticky directory (/tmp) too, and every later use of the path
-// (the listen, the chmod) follows it anew. depth counts the links
-// followed to get to path.
-func checkLinks(path string, depth int) error {
-	for a := path; ; a = filepath.Dir(a) {
-		fi, err := os.Lstat(a)
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			st, ok := fi.Sys().(*syscall.Stat_t)
-			switch {
-			case !ok:
-				return fmt.Errorf("%s: no owner to check", a)
-			case st.Uid != 0 && int(st.Uid) != os.Geteuid():
-				return fmt.Errorf("%s, a link on the way to %s, belongs to uid %d: put the socket in a directory such as /run/hotdesk", a, path, st.Uid)
-			case depth >= maxLinkDepth:
-				return fmt.Errorf("%s: too many levels of links", a)
-			}
-			to, err := os.Readlink(a)
-			if err != nil {
-				return err
-			}
-			if !filepath.IsAbs(to) {
-				// Relative to the directory the link is in, as the
-				// kernel resolves it (not lexically: its path may
-				// hold links, whose ".." differs).
-				in, err := filepath.EvalSymlinks(filepath.Dir(a))
-				if err != nil {
-					return err
-				}
-				to = filepath.Join(in, to)
-			}
-			if err := checkLinks(to, depth+1); err != nil {
-				return err
-			}
-		}
-		if a == filepath.Dir(a) {
-			return nil
-		}
-	}
 }
 
 func removeStale(path string) error {
