@@ -315,6 +315,7 @@ var soakKeySlack = map[string]int{
 	"failures":     2,
 	"lockouts":     2,
 	"pairing":      2,
+	"paired":       2, // and the pairings of the last code TTL (added below)
 	"commands":     2,
 	"results":      2,
 	"drain":        0,
@@ -424,6 +425,7 @@ compositor {
 		kept                    int                      // old tokens left registered
 		lastUsed                = map[string]time.Time{} // token → last presented
 		deleted                 = map[string]bool{}      // tokens deleted
+		paired                  []time.Time              // when each token of the cycles was paired
 	)
 	sample := func() soakFigures {
 		t.Helper()
@@ -534,6 +536,7 @@ compositor {
 			live = append(live[1:], tok)
 			tokensSeen++
 			ops["pair"]++
+			paired = append(paired, time.Now())
 			// Its session ends; every other old token is deleted, the
 			// others stay registered, unused, as a phone replaced by a
 			// new one.
@@ -576,6 +579,13 @@ compositor {
 	// lease: wait for that, within a bound.
 	keySlack := maps.Clone(soakKeySlack)
 	keySlack["tokens"] += kept
+	// A redemption's record (paired/) lives as long as its code would
+	// have (pairing.code_ttl, 10 min): the pairings of the last code TTL.
+	for _, at := range paired {
+		if time.Since(at) < 10*time.Minute+5*time.Second {
+			keySlack["paired"]++
+		}
+	}
 	var end soakFigures
 	settled := func() bool {
 		end = sample()
