@@ -17,8 +17,9 @@ import (
 // login gets — account stack, then pam_setcred and pam_open_session,
 // never pam_authenticate (whose stack denies everyone here) — held by
 // its helper until Result.Session is closed; a card resuming its desktop
-// has its account checked only. Real PAM: pam_matrix, pam_env, pam_exec
-// hooks logging every call.
+// has its account checked only. The session's helper is a fresh one,
+// never an account check's kept for the next (AccountHelperUses). Real
+// PAM: pam_matrix, pam_env, pam_exec hooks logging every call.
 func TestCardSession(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
@@ -38,11 +39,32 @@ func TestCardSession(t *testing.T) {
 		"account required " + testutil.MatrixModule + " passdb=" + db + "\n" +
 		"session required pam_env.so readenv=1 user_readenv=0 conffile=" + emptyConf + " envfile=" + envFile + "\n" +
 		"session required pam_exec.so quiet " + hook + "\n"})
-	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
+	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true, AccountHelperUses: 10})
 	c := &auth.Chooser{Policies: &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}}, Services: a, Sessions: a}
 	const at = " alice hotdesk/term-1 192.0.2.7\n"
 
+	// A resume: the account is checked, no session opened; the check's
+	// helper waits for the next check.
 	conv := newScript("", "never asked")
+	resume := func() {
+		t.Helper()
+		r := req("alice")
+		r.Existing = true
+		res, err := c.Authenticate(t.Context(), r, conv)
+		if err != nil || res.User != "alice" || res.Session != nil {
+			t.Fatalf("card resume: user, session, err = %q, %v, %v; want alice, none, nil", res.User, res.Session, err)
+		}
+	}
+	resume()
+	want := "account" + at
+	if got := readHook(); got != want {
+		t.Errorf("hook log after a resume = %q; want %q", got, want)
+	}
+	if got := processesWith(t, helperMarker(t)); len(got) != 1 {
+		t.Fatalf("helpers = %v; want the idle one", got)
+	}
+
+	// A new desktop: account, then the session, in a helper of its own.
 	res, err := c.Authenticate(t.Context(), req("alice"), conv)
 	if err != nil || res.User != "alice" || res.Session == nil {
 		t.Fatalf("new card login: user, session, err = %q, %v, %v; want alice, a session, nil", res.User, res.Session, err)
@@ -56,21 +78,16 @@ func TestCardSession(t *testing.T) {
 	if _, ok := res.Session.(auth.DesktopBinder); !ok {
 		t.Errorf("session %T is no DesktopBinder; want one bound to its desktop as a login's", res.Session)
 	}
-	want := "account" + at + "open_session" + at
+	want += "account" + at + "open_session" + at
 	if got := readHook(); got != want {
 		t.Errorf("hook log = %q; want %q (no auth)", got, want)
 	}
-	if got := processesWith(t, helperMarker(t)); len(got) != 1 {
-		t.Errorf("helpers = %v; want one holding the session", got)
+	if got := processesWith(t, helperMarker(t)); len(got) != 2 {
+		t.Errorf("helpers = %v; want the idle one and one holding the session", got)
 	}
 
-	// A resume of that desktop: the account is checked, no session opened.
-	r := req("alice")
-	r.Existing = true
-	res2, err := c.Authenticate(t.Context(), r, conv)
-	if err != nil || res2.User != "alice" || res2.Session != nil {
-		t.Fatalf("card resume: user, session, err = %q, %v, %v; want alice, none, nil", res2.User, res2.Session, err)
-	}
+	// A resume of that desktop: the account checked again, no session.
+	resume()
 	want += "account" + at
 	if got := readHook(); got != want {
 		t.Errorf("hook log after the resume = %q; want %q", got, want)
@@ -86,6 +103,7 @@ func TestCardSession(t *testing.T) {
 	if got := conv.prompts(); len(got) != 0 {
 		t.Errorf("prompts at the terminal = %q; want none", got)
 	}
+	a.Close()
 	noHelpers(t)
 }
 

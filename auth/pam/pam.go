@@ -35,8 +35,9 @@
 // smartcard login, su from root or systemd's PAMName= run account and
 // session without authenticate): in a fresh helper (never one that ran
 // account checks) pam_start, PAM_TTY, PAM_RHOST, pam_acct_mgmt (refusals
-// as an account check's), pam_setcred(ESTABLISH) and pam_open_session,
-// no pam_authenticate; the helper answers the modules itself as in an
+// as an account check's), pam_setcred(ESTABLISH) (a failure ignored, as
+// systemd does: without pam_authenticate the auth modules have nothing
+// to establish) and pam_open_session, no pam_authenticate; the helper answers the modules itself as in an
 // account check, and then holds the session exactly as a login's
 // (auth.Result.Session, BindDesktop, Env). A card resuming its desktop
 // has its account checked only: the desktop holds its session.
@@ -306,7 +307,10 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 // account checks), pam_start(service, req.User), PAM_TTY and PAM_RHOST
 // as for a login, pam_acct_mgmt (refusals as CheckAccount's: auth.ErrDenied
 // and auth.ErrAccount; PAM_NEW_AUTHTOK_REQD passes), then
-// pam_setcred(ESTABLISH) and pam_open_session — no pam_authenticate. As
+// pam_setcred(ESTABLISH) — a failure ignored (and no DELETE at the
+// close), as systemd's PAMName= does: the auth modules never ran, and
+// a card-only service's auth stack may be pam_deny — and
+// pam_open_session — no pam_authenticate. As
 // in an account check the helper answers the modules itself (messages
 // dropped, prompts refused with PAM_CONV_ERR); nothing reaches the
 // terminal. The session is held as a login's, whatever Config.OpenSession
