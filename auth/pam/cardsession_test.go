@@ -12,7 +12,7 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
-// TestCardSession: with auth.Chooser.Sessions (hotdeskd's open_session), a
+// TestCardSessionOpen: with auth.Chooser.Sessions (hotdeskd's open_session), a
 // card login that starts a new desktop gets the PAM session a password
 // login gets — account stack, then pam_setcred and pam_open_session,
 // never pam_authenticate (whose stack denies everyone here) — held by
@@ -20,7 +20,9 @@ import (
 // has its account checked only. The session's helper is a fresh one,
 // never an account check's kept for the next (AccountHelperUses). Real
 // PAM: pam_matrix, pam_env, pam_exec hooks logging every call.
-func TestCardSession(t *testing.T) {
+//
+// Its name is a prefix of no other test's: helpers are found by it.
+func TestCardSessionOpen(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
 	tmp := t.TempDir()
