@@ -44,6 +44,19 @@ type AccountChecker interface {
 	CheckAccount(ctx context.Context, service string, req Request) error
 }
 
+// SessionOpener opens the login session of a user granted without a
+// secret (a card login that starts a new desktop), as a password login
+// opens one after authenticating: pam_acct_mgmt (with PAM_TTY and
+// PAM_RHOST as for a login; refusals as AccountChecker's), then
+// pam_setcred(ESTABLISH) and pam_open_session — no pam_authenticate, and
+// like an account check it never prompts the person at the terminal. The
+// Result carries the Session (and Env) the caller owns as a login's; an
+// error means no session is open. It must be safe for concurrent use and
+// return promptly when ctx ends. auth/pam's Authenticator implements it.
+type SessionOpener interface {
+	OpenSessionWithoutSecret(ctx context.Context, service string, req Request) (Result, error)
+}
+
 // AccountCacheConfig configures an AccountCache. Zero fields take the
 // defaults.
 type AccountCacheConfig struct {

@@ -9,7 +9,9 @@
 // A token alone proves nothing about the account behind it: every grant
 // made without a secret (the card policy, a hot-desk that does not
 // authenticate again) is subject to the account stack of the policy's PAM
-// service, through an AccountChecker (Chooser). A refusal there wraps
+// service, through an AccountChecker (Chooser), or through a
+// SessionOpener that checks the account and opens the PAM session of a
+// card login's new desktop in one transaction. A refusal there wraps
 // ErrDenied and ErrAccount (and ErrAccountExpired when the account
 // expired); a check that could not be made refuses too. Only kiosk
 // policies grant without it. Positive answers may be reused for a short

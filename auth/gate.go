@@ -58,6 +58,7 @@ type Gate struct {
 var (
 	_ ServiceAuthenticator = (*Gate)(nil)
 	_ AccountChecker       = (*Gate)(nil)
+	_ SessionOpener        = (*Gate)(nil)
 )
 
 // NewGate returns a Gate in front of next.
@@ -122,6 +123,23 @@ func (g *Gate) CheckAccount(ctx context.Context, service string, req Request) er
 	}
 	defer release()
 	return ac.CheckAccount(ctx, service, req)
+}
+
+// OpenSessionWithoutSecret implements SessionOpener when the Gate's next
+// does (its helper counts as a login in progress until the session is
+// open, not while it is held); otherwise it fails closed. hotdeskd gives
+// card logins the account checks' gate.
+func (g *Gate) OpenSessionWithoutSecret(ctx context.Context, service string, req Request) (Result, error) {
+	so, ok := g.next.(SessionOpener)
+	if !ok {
+		return Result{}, fmt.Errorf("auth: %w: %T cannot open sessions without a secret", ErrNoAccountCheck, g.next)
+	}
+	release, err := g.admit(req)
+	if err != nil {
+		return Result{}, err
+	}
+	defer release()
+	return so.OpenSessionWithoutSecret(ctx, service, req)
 }
 
 // admit counts req as a login in progress if every limit allows it; the

@@ -167,3 +167,49 @@ func TestGateIPv6SourceIsA64(t *testing.T) {
 		t.Errorf("terminal t at another address of that /64: err = %v; want admitted (its own slot)", err)
 	}
 }
+
+// gateOpener is a ServiceAuthenticator and SessionOpener that reports
+// how many logins its gate counts in progress while it opens a session.
+type gateOpener struct {
+	fakeServices
+	g        *auth.Gate
+	inFlight int
+	// nest: open another session through the gate while this one is
+	// being opened; its error goes to nested.
+	nest   bool
+	nested error
+}
+
+func (o *gateOpener) OpenSessionWithoutSecret(ctx context.Context, service string, req auth.Request) (auth.Result, error) {
+	o.inFlight = o.g.InProgress()
+	if o.nest {
+		o.nest = false
+		_, o.nested = o.g.OpenSessionWithoutSecret(ctx, service, req)
+	}
+	return auth.Result{User: req.User}, nil
+}
+
+// TestGateSessionOpener: a card login's session counts as a login in
+// progress while it is opened, refused like a login when a limit is
+// reached; a Gate whose next cannot open sessions fails closed.
+func TestGateSessionOpener(t *testing.T) {
+	o := &gateOpener{}
+	o.g = auth.NewGate(o, auth.GateConfig{})
+	r := auth.Request{Token: "uid.1", User: "alice", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
+	if res, err := o.g.OpenSessionWithoutSecret(t.Context(), "hotdesk", r); err != nil || res.User != "alice" || o.inFlight != 1 {
+		t.Errorf("user, err, in progress = %q, %v, %d; want alice, nil, 1", res.User, err, o.inFlight)
+	}
+	if n := o.g.InProgress(); n != 0 {
+		t.Errorf("in progress after = %d; want 0", n)
+	}
+	// A next that opens no session: the gate fails closed.
+	g := auth.NewGate(&fakeServices{}, auth.GateConfig{})
+	if _, err := g.OpenSessionWithoutSecret(t.Context(), "hotdesk", r); !errors.Is(err, auth.ErrNoAccountCheck) {
+		t.Errorf("next without sessions: err = %v; want %v", err, auth.ErrNoAccountCheck)
+	}
+	// One in progress from terminal t1: a second from there is refused.
+	o.nest = true
+	if _, err := o.g.OpenSessionWithoutSecret(t.Context(), "hotdesk", r); err != nil || !errors.Is(o.nested, auth.ErrBusy) {
+		t.Errorf("err, nested err = %v, %v; want nil, %v", err, o.nested, auth.ErrBusy)
+	}
+}

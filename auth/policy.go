@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -216,6 +217,13 @@ type ServiceAuthenticator interface {
 // Accounts: an account the administrator expired, locked or disabled (or
 // that pam_nologin or access.conf refuses) is denied there as it is at a
 // password login. Kiosk logins are not checked.
+//
+// With Sessions set, a card login that starts a new desktop
+// (!Request.Existing) gets the PAM session a password login gets
+// (pam_mkhomedir, pam_mount, pam_limits, pam_systemd …): Sessions runs
+// the account check and opens the session in one transaction, and the
+// Result carries it. A card resuming a desktop only has its account
+// checked: the desktop holds its session already.
 type Chooser struct {
 	Policies *Policies
 	// Groups returns the groups of user (nil = no group policies apply).
@@ -226,6 +234,11 @@ type Chooser struct {
 	// above). Nil uses Services if it is an AccountChecker; if neither
 	// is, those logins are refused with ErrNoAccountCheck.
 	Accounts AccountChecker
+	// Sessions, if set, opens the PAM session of a card login that
+	// starts a new desktop (see above; hotdeskd sets it with
+	// auth.open_session). Nil: such logins have their account checked
+	// and get no session.
+	Sessions SessionOpener
 }
 
 var _ Authenticator = (*Chooser)(nil)
@@ -247,6 +260,9 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 	case KindCard:
 		if req.User == "" {
 			return Result{}, fmt.Errorf("auth: card policy: %w: token not registered to a user", ErrDenied)
+		}
+		if c.Sessions != nil && !req.Existing {
+			return c.openWithoutSecret(ctx, pol, req)
 		}
 		return c.grantWithoutSecret(ctx, pol, req)
 	case KindCardPIN, KindCardPassword, KindPassword:
@@ -279,6 +295,28 @@ func (c *Chooser) grantWithoutSecret(ctx context.Context, pol Policy, req Reques
 		return Result{}, fmt.Errorf("auth: %s policy: account check: %w", pol.Kind, err)
 	}
 	return Result{User: req.User, NoSecret: true}, nil
+}
+
+// openWithoutSecret grants req.User a new desktop with its PAM session
+// opened by Sessions after the account check of pol's service, in one
+// transaction. The session is req.User's: one a module opened for
+// another PAM_USER is closed and the login refused (resumes, which only
+// check the account, compare the desktop's user with req.User).
+func (c *Chooser) openWithoutSecret(ctx context.Context, pol Policy, req Request) (Result, error) {
+	res, err := c.Sessions.OpenSessionWithoutSecret(ctx, pol.AccountService(), req)
+	if err != nil {
+		return Result{}, fmt.Errorf("auth: %s policy: account check and session: %w", pol.Kind, err)
+	}
+	if res.User != req.User {
+		if res.Session != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			_ = res.Session.Close(cctx)
+			cancel()
+		}
+		return Result{}, fmt.Errorf("auth: %s policy: session opened for %q, not the token's user %q", pol.Kind, res.User, req.User)
+	}
+	res.NoSecret = true
+	return res, nil
 }
 
 // pinConversation shows PAM's generic password prompt ("Password: ", what

@@ -245,3 +245,78 @@ func TestChooserPINPrompt(t *testing.T) {
 		}
 	}
 }
+
+// fakeOpener opens sessions for user (as PAM_USER; "" = the request's),
+// recording the service and the requests.
+type fakeOpener struct {
+	user    string
+	service string
+	opened  int
+	closed  int
+}
+
+func (f *fakeOpener) OpenSessionWithoutSecret(_ context.Context, service string, req auth.Request) (auth.Result, error) {
+	f.service = service
+	f.opened++
+	if req.User == "mallory" {
+		return auth.Result{}, fmt.Errorf("fake: %w: %w", auth.ErrDenied, auth.ErrAccount)
+	}
+	user := f.user
+	if user == "" {
+		user = req.User
+	}
+	return auth.Result{User: user, Env: []string{"A=b"}, Session: closeFunc(func() { f.closed++ })}, nil
+}
+
+type closeFunc func()
+
+func (f closeFunc) Close(context.Context) error { f(); return nil }
+
+// TestChooserCardSession: with Sessions, a card login that starts a new
+// desktop gets its session (and NoSecret) from Sessions, with the
+// policy's account service; a resume, and the other kinds' hot-desks,
+// have their account checked only; a session opened for another user
+// than the token's is closed and the login refused.
+func TestChooserCardSession(t *testing.T) {
+	p := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}, Tokens: map[string]auth.Policy{
+		"uid.cards": {Kind: auth.KindCard, Service: "cards"},
+		"uid.pin":   {Kind: auth.KindCardPIN, NoReauth: true},
+	}}
+	for _, tt := range []struct {
+		name             string
+		req              auth.Request
+		opened, checks   int
+		service, wantErr string
+	}{
+		{"new", auth.Request{Token: "uid.card", User: "alice"}, 1, 0, auth.DefaultService, ""},
+		{"new own service", auth.Request{Token: "uid.cards", User: "alice"}, 1, 0, "cards", ""},
+		{"new refused", auth.Request{Token: "uid.card", User: "mallory"}, 1, 0, auth.DefaultService, "account"},
+		{"resume", auth.Request{Token: "uid.card", User: "alice", Existing: true}, 0, 1, "", ""},
+		{"pin hot-desk", auth.Request{Token: "uid.pin", User: "alice", Existing: true}, 0, 1, "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			so, acc := &fakeOpener{}, &fakeAccounts{}
+			c := &auth.Chooser{Policies: p, Services: &fakeServices{}, Accounts: acc, Sessions: so}
+			res, err := c.Authenticate(t.Context(), tt.req, nil)
+			if so.opened != tt.opened || acc.checks != tt.checks || so.service != tt.service {
+				t.Errorf("sessions opened, account checks, service = %d, %d, %q; want %d, %d, %q", so.opened, acc.checks, so.service, tt.opened, tt.checks, tt.service)
+			}
+			switch {
+			case tt.wantErr != "":
+				if !errors.Is(err, auth.ErrAccount) || res.Session != nil {
+					t.Errorf("session, err = %v, %v; want none, %v", res.Session, err, auth.ErrAccount)
+				}
+			case err != nil || res.User != "alice" || !res.NoSecret:
+				t.Errorf("user, NoSecret, err = %q, %v, %v; want alice, true, nil", res.User, res.NoSecret, err)
+			case (res.Session != nil) != (tt.opened == 1):
+				t.Errorf("session = %v; want one iff opened", res.Session)
+			}
+		})
+	}
+	// PAM_USER rewritten by a module: that session is not the token's user's.
+	so := &fakeOpener{user: "bob"}
+	c := &auth.Chooser{Policies: p, Services: &fakeServices{}, Accounts: &fakeAccounts{}, Sessions: so}
+	if res, err := c.Authenticate(t.Context(), auth.Request{Token: "uid.card", User: "alice"}, nil); err == nil || res.Session != nil || so.closed != 1 {
+		t.Errorf("session for another user: session, err, closed = %v, %v, %d; want none, an error, 1", res.Session, err, so.closed)
+	}
+}

@@ -128,10 +128,10 @@ func (h *helper) RespondPAM(style pam.Style, msg string) (string, error) {
 	if h.broken != nil {
 		return "", h.broken
 	}
-	if h.start.AccountOnly {
-		// An account check asks nobody: a message (pam_unix's "password
-		// expires in N days") is dropped, a prompt refused (the module
-		// gets PAM_CONV_ERR).
+	if h.start.AccountOnly || h.start.NoSecret {
+		// An account check, or a card login's session, asks nobody: a
+		// message (pam_unix's "password expires in N days") is dropped,
+		// a prompt refused (the module gets PAM_CONV_ERR).
 		if style == pam.PromptEchoOff || style == pam.PromptEchoOn {
 			return "", errAccountPrompt
 		}
@@ -204,15 +204,23 @@ func (h *helper) run() int {
 	if st.AccountOnly {
 		return h.account(tx, flags, fail, end)
 	}
-	if err := tx.Authenticate(flags); err != nil {
-		return fail("authenticate", err)
-	}
-	if err := tx.AcctMgmt(flags); err != nil {
-		if !errors.Is(err, pam.ErrNewAuthtokReqd) {
+	if st.NoSecret {
+		// A card login: the account stack as in an account check (a
+		// password that must be changed passes), then the session.
+		if err := tx.AcctMgmt(flags); err != nil && !errors.Is(err, pam.ErrNewAuthtokReqd) {
 			return fail("account", err)
 		}
-		if err := tx.ChangeAuthTok(pam.ChangeExpiredAuthtok); err != nil {
-			return fail("chauthtok", err)
+	} else {
+		if err := tx.Authenticate(flags); err != nil {
+			return fail("authenticate", err)
+		}
+		if err := tx.AcctMgmt(flags); err != nil {
+			if !errors.Is(err, pam.ErrNewAuthtokReqd) {
+				return fail("account", err)
+			}
+			if err := tx.ChangeAuthTok(pam.ChangeExpiredAuthtok); err != nil {
+				return fail("chauthtok", err)
+			}
 		}
 	}
 	user, err := tx.GetItem(pam.User)
@@ -223,11 +231,26 @@ func (h *helper) run() int {
 		end()
 		return h.result(&wireResult{OK: true, User: user})
 	}
+	// creds: pam_setcred(ESTABLISH) succeeded, and DELETE is due.
+	creds := true
 	if err := tx.SetCred(pam.EstablishCred); err != nil {
-		return fail("setcred", err)
+		if !st.NoSecret {
+			return fail("setcred", err)
+		}
+		// Without pam_authenticate the auth modules have nothing to
+		// establish, and some refuse (pam_deny, the stack of a service
+		// whose logins never ask a secret): as systemd's PAMName= does,
+		// the session opens all the same. The account stack decided.
+		creds = false
+	}
+	deleteCreds := func() error {
+		if !creds {
+			return nil
+		}
+		return tx.SetCred(pam.DeleteCred)
 	}
 	if err := tx.OpenSession(0); err != nil {
-		_ = tx.SetCred(pam.DeleteCred)
+		_ = deleteCreds()
 		return fail("open_session", err)
 	}
 	envMap, _ := tx.GetEnvList()
@@ -242,7 +265,7 @@ func (h *helper) run() int {
 	if code := h.result(&wireResult{OK: true, User: user, Env: env}); code != helperOK {
 		// The parent is gone: nobody owns the session; close it now.
 		_ = tx.CloseSession(0)
-		_ = tx.SetCred(pam.DeleteCred)
+		_ = deleteCreds()
 		return code
 	}
 	// Hold the session until told to close it, or until the parent is
@@ -272,7 +295,7 @@ func (h *helper) run() int {
 	if err := tx.CloseSession(0); err != nil {
 		closed = &wireClosed{Stage: "close_session", Code: code(err), Message: err.Error()}
 	}
-	if err := tx.SetCred(pam.DeleteCred); err != nil && closed.Stage == "" {
+	if err := deleteCreds(); err != nil && closed.Stage == "" {
 		closed = &wireClosed{Stage: "setcred", Code: code(err), Message: err.Error()}
 	}
 	if err := tx.End(); err != nil && closed.Stage == "" {

@@ -30,6 +30,18 @@
 // after the other, each its own PAM transaction (never a login's): one
 // that ends leaving no process behind waits for the next.
 //
+// A card login that starts a new desktop gets the session a password
+// login gets (OpenSessionWithoutSecret, auth.SessionOpener — as gdm's
+// smartcard login, su from root or systemd's PAMName= run account and
+// session without authenticate): in a fresh helper (never one that ran
+// account checks) pam_start, PAM_TTY, PAM_RHOST, pam_acct_mgmt (refusals
+// as an account check's), pam_setcred(ESTABLISH) (a failure ignored, as
+// systemd does: without pam_authenticate the auth modules have nothing
+// to establish) and pam_open_session, no pam_authenticate; the helper answers the modules itself as in an
+// account check, and then holds the session exactly as a login's
+// (auth.Result.Session, BindDesktop, Env). A card resuming its desktop
+// has its account checked only: the desktop holds its session.
+//
 // Secrets: answers travel as CBOR byte strings and every buffer holding one
 // is wiped after use, on both sides. The Conversation returns a Go string and
 // libpam needs one, and Go strings cannot be wiped: those copies live until
@@ -107,6 +119,7 @@ type Config struct {
 	PromptTimeout time.Duration
 	// OpenSession opens a PAM session and establishes credentials after a
 	// successful login; the Result then carries Session and Env.
+	// (OpenSessionWithoutSecret opens one whatever this says.)
 	OpenSession bool
 	// AllowNullAuthtok lets accounts with an empty password in (default:
 	// PAM_DISALLOW_NULL_AUTHTOK is passed).
@@ -180,6 +193,7 @@ var (
 	_ auth.Authenticator        = (*Authenticator)(nil)
 	_ auth.ServiceAuthenticator = (*Authenticator)(nil)
 	_ auth.AccountChecker       = (*Authenticator)(nil)
+	_ auth.SessionOpener        = (*Authenticator)(nil)
 )
 
 // New validates cfg and returns an Authenticator.
@@ -232,7 +246,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req auth.Request, conv
 // a failed conversation wraps ErrConversation and the conversation's error.
 func (a *Authenticator) AuthenticateService(ctx context.Context, service string, req auth.Request, conv auth.Conversation) (auth.Result, error) {
 	run := loginFunc(func(ctx context.Context, req auth.Request, conv auth.Conversation) (auth.Result, error) {
-		return a.login(ctx, service, req, conv, false)
+		return a.login(ctx, service, req, conv, txLogin)
 	})
 	if a.cfg.Limiter != nil {
 		return a.cfg.Limiter.Guard(run).Authenticate(ctx, req, conv)
@@ -279,24 +293,62 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 	if req.User == "" {
 		return fmt.Errorf("pam: account check: %w: no user", ErrSystem)
 	}
-	_, err := a.login(ctx, service, req, nil, true)
+	_, err := a.login(ctx, service, req, nil, txAccount)
 	if errors.Is(err, errIdleHelperGone) {
 		a.log.Warn("pam: idle account-check helper killed; checking again in another", "terminal", req.TerminalID, "error", err)
-		_, err = a.login(ctx, service, req, nil, true)
+		_, err = a.login(ctx, service, req, nil, txAccount)
 	}
-	if !a.cfg.NoAudit {
-		switch {
-		case err == nil:
-			auth.Audit(a.log, req, req.User, "granted", "account check")
-		case errors.Is(err, auth.ErrDenied):
-			auth.Audit(a.log, req, req.User, "denied", err.Error())
-		case ctx.Err() != nil:
-			auth.Audit(a.log, req, req.User, "aborted", err.Error())
-		default:
-			auth.Audit(a.log, req, req.User, "error", err.Error())
-		}
-	}
+	a.auditNoSecret(ctx, req, err, "account check")
 	return err
+}
+
+// OpenSessionWithoutSecret implements auth.SessionOpener, for a card
+// login that starts a new desktop: in a fresh helper (never one that ran
+// account checks), pam_start(service, req.User), PAM_TTY and PAM_RHOST
+// as for a login, pam_acct_mgmt (refusals as CheckAccount's: auth.ErrDenied
+// and auth.ErrAccount; PAM_NEW_AUTHTOK_REQD passes), then
+// pam_setcred(ESTABLISH) — a failure ignored (and no DELETE at the
+// close), as systemd's PAMName= does: the auth modules never ran, and
+// a card-only service's auth stack may be pam_deny — and
+// pam_open_session — no pam_authenticate. As
+// in an account check the helper answers the modules itself (messages
+// dropped, prompts refused with PAM_CONV_ERR); nothing reaches the
+// terminal. The session is held as a login's, whatever Config.OpenSession
+// says (the caller asked for it): Result.Session (an auth.DesktopBinder),
+// Result.Env from the PAM environment, Result.NoSecret set. A denial at
+// any stage wraps auth.ErrAccount (no secret was judged); a session that
+// could not be opened wraps ErrSystem. Helper slots, Timeout and audit
+// lines (unless NoAudit) are as for logins; Config.Limiter is not
+// consulted.
+func (a *Authenticator) OpenSessionWithoutSecret(ctx context.Context, service string, req auth.Request) (auth.Result, error) {
+	if req.User == "" {
+		return auth.Result{}, fmt.Errorf("pam: card session: %w: no user", ErrSystem)
+	}
+	res, err := a.login(ctx, service, req, nil, txCardSession)
+	a.auditNoSecret(ctx, req, err, "account check, session opened")
+	if err != nil {
+		return auth.Result{User: res.User}, err
+	}
+	res.NoSecret = true
+	return res, nil
+}
+
+// auditNoSecret writes the audit line of a transaction that asked no
+// secret, unless NoAudit.
+func (a *Authenticator) auditNoSecret(ctx context.Context, req auth.Request, err error, granted string) {
+	if a.cfg.NoAudit {
+		return
+	}
+	switch {
+	case err == nil:
+		auth.Audit(a.log, req, req.User, "granted", granted)
+	case errors.Is(err, auth.ErrDenied):
+		auth.Audit(a.log, req, req.User, "denied", err.Error())
+	case ctx.Err() != nil:
+		auth.Audit(a.log, req, req.User, "aborted", err.Error())
+	default:
+		auth.Audit(a.log, req, req.User, "error", err.Error())
+	}
 }
 
 // errIdleHelperGone marks a check whose helper, reused from the idle
@@ -593,10 +645,25 @@ func (a *Authenticator) refillSpare() {
 	}()
 }
 
-// login runs one transaction in a helper of its own: a login in a fresh
-// one, or with accountOnly an account check (whose helper sends no
-// prompt) in an idle one if there is one (accountHelper).
-func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation, accountOnly bool) (auth.Result, error) {
+// txKind is what a helper's transaction does.
+type txKind int
+
+const (
+	// txLogin: pam_authenticate, pam_acct_mgmt, and with
+	// Config.OpenSession the session; prompts relayed.
+	txLogin txKind = iota
+	// txAccount: pam_acct_mgmt alone (CheckAccount); no prompt.
+	txAccount
+	// txCardSession: pam_acct_mgmt, then the session, held as a login's
+	// (OpenSessionWithoutSecret); no prompt.
+	txCardSession
+)
+
+// login runs one transaction of kind in a helper of its own: a login or
+// a card session in a fresh one, an account check in an idle one if
+// there is one (accountHelper). Only a login's helper sends prompts.
+func (a *Authenticator) login(ctx context.Context, service string, req auth.Request, conv auth.Conversation, kind txKind) (auth.Result, error) {
+	accountOnly := kind == txAccount
 	select {
 	case a.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -646,8 +713,8 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 
 	err = writeMsg(p.toH, &wireMsg{Start: &wireStart{
 		Service: service, ConfDir: a.cfg.ConfDir, User: req.User, TTY: pamTTY(req.TerminalID), RHost: hostOf(req.RemoteAddr),
-		OpenSession: a.cfg.OpenSession && !accountOnly, AllowNullAuthtok: a.cfg.AllowNullAuthtok,
-		AccountOnly: accountOnly,
+		OpenSession: kind == txCardSession || (kind == txLogin && a.cfg.OpenSession), AllowNullAuthtok: a.cfg.AllowNullAuthtok,
+		AccountOnly: accountOnly, NoSecret: kind == txCardSession,
 	}})
 	if err != nil {
 		return abort(a.helperError(lctx, p, err))
@@ -659,8 +726,8 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 			return abort(a.helperError(lctx, p, err))
 		}
 		switch {
-		case m.Prompt != nil && accountOnly:
-			return abort(fmt.Errorf("pam: %w: a prompt during an account check", ErrProtocol))
+		case m.Prompt != nil && kind != txLogin:
+			return abort(fmt.Errorf("pam: %w: a prompt from a transaction that asks nobody", ErrProtocol))
 		case m.Prompt != nil:
 			prompts++
 			if prompts > maxPrompts {
@@ -684,9 +751,9 @@ func (a *Authenticator) login(ctx context.Context, service string, req auth.Requ
 		case m.Result != nil && accountOnly && a.keepIdle(p, m.Result, stopKiller):
 			// The helper waits for the next check.
 			cleanup()
-			return outcome(m.Result, accountOnly, log)
+			return outcome(m.Result, kind, log)
 		case m.Result != nil:
-			return a.finish(lctx, p, m.Result, accountOnly, log, cleanup, abort)
+			return a.finish(lctx, p, m.Result, kind, log, cleanup, abort)
 		default:
 			return abort(fmt.Errorf("pam: %w: unexpected message", ErrProtocol))
 		}
@@ -723,9 +790,10 @@ func (a *Authenticator) ask(ctx context.Context, conv auth.Conversation, pr *wir
 }
 
 // finish turns the helper's result into the login's outcome.
-func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, accountOnly bool, log hclog.Logger,
+func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireResult, kind txKind, log hclog.Logger,
 	cleanup func(), abort func(error) (auth.Result, error)) (auth.Result, error) {
-	if !res.OK || !a.cfg.OpenSession || accountOnly {
+	accountOnly := kind == txAccount
+	if !res.OK || accountOnly || (kind == txLogin && !a.cfg.OpenSession) {
 		if accountOnly && !res.Reusable {
 			// A process a module started is left: end it with the helper.
 			p.kill()
@@ -739,7 +807,7 @@ func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireRes
 		if werr != nil && res.OK && (res.Reusable || !accountOnly) {
 			log.Debug("pam helper exit", "error", werr)
 		}
-		return outcome(res, accountOnly, log)
+		return outcome(res, kind, log)
 	}
 	// The helper holds the session: it outlives this login's context.
 	cleanup()
@@ -749,12 +817,14 @@ func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireRes
 
 // outcome is the login's or account check's outcome of a result that
 // opened no session.
-func outcome(res *wireResult, accountOnly bool, log hclog.Logger) (auth.Result, error) {
+func outcome(res *wireResult, kind txKind, log hclog.Logger) (auth.Result, error) {
 	if res.OK {
 		return auth.Result{User: res.User}, nil
 	}
 	err := resultError(res)
-	if accountOnly && errors.Is(err, auth.ErrDenied) {
+	if kind != txLogin && errors.Is(err, auth.ErrDenied) {
+		// No secret was judged: whatever stage refused, it is the
+		// account's refusal.
 		err = accountError{err}
 	}
 	log.Debug("pam login failed", "stage", res.Stage, "error", err)

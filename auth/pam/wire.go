@@ -18,6 +18,8 @@ import (
 //	helper → parent: prompt*, result, then (session only) closed
 //
 // An account check (start with AccountOnly) is start → result: no prompt.
+// A card login's session (start with NoSecret and OpenSession) sends no
+// prompt either, and is then held as a login's: bind*, close → closed.
 // After its result the helper waits for the parent to close its end, and
 // then exits (the parent first kills what a module left behind, while the
 // helper, a subreaper, still holds it); after a result with Reusable set
@@ -57,6 +59,12 @@ type wireStart struct {
 	// session): the helper answers every message itself, never sends a
 	// prompt, and sends the result.
 	AccountOnly bool `cbor:"8,keyasint,omitempty"`
+	// NoSecret runs pam_acct_mgmt instead of pam_authenticate (a card
+	// login's session: PAM_NEW_AUTHTOK_REQD passes, no pam_chauthtok),
+	// then with OpenSession the session, held as a login's. As in an
+	// account check the helper answers every message itself and never
+	// sends a prompt. Never sent to a helper that ran account checks.
+	NoSecret bool `cbor:"9,keyasint,omitempty"`
 }
 
 type wirePrompt struct {

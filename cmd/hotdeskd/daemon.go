@@ -406,8 +406,17 @@ func (d *daemon) startAuth(context.Context) error {
 	// gate of their own: logins left waiting at a prompt (anyone can start
 	// one for any user name) must not hold up card users, and a copied
 	// card presented from many terminal ids starts at most so many helpers.
-	d.accounts = auth.NewAccountCache(auth.NewGate(pamAuth, gateCfg), auth.AccountCacheConfig{Clock: d.clk})
-	d.authn = limiter.Guard(&auth.Chooser{Policies: policies, Groups: userGroups, Services: gate, Accounts: d.accounts})
+	accountGate := auth.NewGate(pamAuth, gateCfg)
+	d.accounts = auth.NewAccountCache(accountGate, auth.AccountCacheConfig{Clock: d.clk})
+	chooser := &auth.Chooser{Policies: policies, Groups: userGroups, Services: gate, Accounts: d.accounts}
+	if cfg.Auth.OpenSession {
+		// A card login's new desktop gets the PAM session a password
+		// login's gets (home mounted, limits, logind …): its account
+		// check and session in one fresh helper, through the account
+		// checks' gate (card users are not held up by prompts).
+		chooser.Sessions = accountGate
+	}
+	d.authn = limiter.Guard(chooser)
 	d.pairer = pairing.New(d.store,
 		pairing.WithClock(d.clk), pairing.WithLogger(logger.Named("pairing")),
 		pairing.WithLimits(cfg.Pairing.MaxFailures, cfg.Pairing.FailureWindow, cfg.Pairing.Lockout))

@@ -516,31 +516,7 @@ func TestDisplayThroughGateway(t *testing.T) {
 func TestPAMSessionOutlivesRestart(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
 	e := startE2EWith(t, "", "password", true, "")
-	// Open PAM sessions, logged by a pam_exec hook (configuration set
-	// while stopped: the harness starts without).
-	e.stop()
-	hookLog := filepath.Join(e.dir, "pam-hook.log")
-	hook := filepath.Join(e.dir, "pam-hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	stack := filepath.Join(e.dir, "pam.d", "hotdesk")
-	b, err := os.ReadFile(stack)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(stack, append(b, []byte("session required pam_exec.so quiet "+hook+"\n")...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := os.ReadFile(e.d.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.d.Config, []byte(strings.Replace(string(cfg), "open_session = false", "open_session = true", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.start()
-	readHook := func() string { b, _ := os.ReadFile(hookLog); return string(b) }
+	readHook := e.openSessions("session")
 
 	ev := e.present("t-1", "user:alice", "alice-pw")
 	if ev["event"] != "attached" {
@@ -567,6 +543,72 @@ func TestPAMSessionOutlivesRestart(t *testing.T) {
 	e.d.MustCtl("session", "kill", sid)
 	waitUntil(t, "the PAM session closed with its desktop", func() bool {
 		return readHook() == "open_session alice\nclose_session alice\n"
+	}, readHook)
+}
+
+// openSessions restarts the daemon with open_session and a pam_exec hook
+// in the PAM stacks of types (of service hotdesk) logging "TYPE USER" of
+// each call, and returns a function reading the log (configuration set
+// while stopped: the harness starts without).
+func (e *e2e) openSessions(types ...string) (readHook func() string) {
+	t := e.t
+	t.Helper()
+	e.stop()
+	hookLog := filepath.Join(e.dir, "pam-hook.log")
+	hook := filepath.Join(e.dir, "pam-hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER\" >> "+hookLog+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stack := filepath.Join(e.dir, "pam.d", "hotdesk")
+	b, err := os.ReadFile(stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range types {
+		// First in its stack, so it runs whatever the others decide
+		// (it succeeds: it decides nothing).
+		b = append([]byte(typ+" required pam_exec.so quiet "+hook+"\n"), b...)
+	}
+	if err := os.WriteFile(stack, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(e.d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.d.Config, []byte(strings.Replace(string(cfg), "open_session = false", "open_session = true", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	return func() string { b, _ := os.ReadFile(hookLog); return string(b) }
+}
+
+// TestCardPAMSession: with open_session a card login's new desktop gets
+// its PAM session, as a password login's does (account, then
+// open_session; never auth), the card resuming it elsewhere has its
+// account checked only, and the session closes when the desktop ends.
+func TestCardPAMSession(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	e := startE2E(t, "", "card")
+	readHook := e.openSessions("auth", "account", "session")
+	carl := e.enroll("carl")
+	ev := e.present("t-cs1", carl)
+	if ev["event"] != "attached" || ev["user"] != "carl" {
+		t.Fatalf("card login: %v; want attached as carl", ev)
+	}
+	sid := fmt.Sprint(ev["session"])
+	if got := readHook(); got != "account carl\nopen_session carl\n" {
+		t.Fatalf("PAM hook after the card login: %q; want the account checked and the session opened", got)
+	}
+	if ev := e.present("t-cs2", carl); ev["event"] != "attached" || fmt.Sprint(ev["session"]) != sid {
+		t.Fatalf("card resume: %v; want attached to %s", ev, sid)
+	}
+	if got := readHook(); got != "account carl\nopen_session carl\naccount carl\n" {
+		t.Fatalf("PAM hook after the resume: %q; want the account checked, no session opened", got)
+	}
+	e.d.MustCtl("session", "kill", sid)
+	waitUntil(t, "the card desktop's PAM session closed with it", func() bool {
+		return readHook() == "account carl\nopen_session carl\naccount carl\nclose_session carl\n"
 	}, readHook)
 }
 

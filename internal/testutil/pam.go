@@ -49,17 +49,19 @@ func MatrixServices(t testing.TB, dir, entries, extra string, services ...string
 }
 
 // PermitAccountsDir writes, in dir/pam.d, a "hotdesk" service that
-// authenticates nobody and admits every account (pam_permit), and returns
-// that directory, as hotdeskd's auth.pam_dir takes it: for a test daemon
-// whose card-policy users are not accounts of this host (the card policy
-// consults the account stack of its service).
+// authenticates nobody, admits every account and opens every session
+// (pam_permit), and returns that directory, as hotdeskd's auth.pam_dir
+// takes it: for a test daemon whose card-policy users are not accounts
+// of this host (the card policy consults the account stack of its
+// service and, with open_session, the default, opens a new desktop's
+// session through it: an empty session stack refuses every login).
 func PermitAccountsDir(t testing.TB, dir string) string {
 	t.Helper()
 	pamDir := filepath.Join(dir, "pam.d")
 	if err := os.MkdirAll(pamDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	stack := "auth required pam_deny.so\naccount required pam_permit.so\n"
+	stack := "auth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n"
 	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte(stack), 0o644); err != nil {
 		t.Fatal(err)
 	}

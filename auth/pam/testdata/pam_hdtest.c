@@ -105,3 +105,36 @@ int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 	}
 	return PAM_SUCCESS;
 }
+
+/*
+ * Session options:
+ *   sess_info=TEXT  send TEXT as an informational message
+ *   sess_prompt     ask an echo-off question; PAM_SUCCESS only if answered
+ */
+int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	char *resp = NULL;
+	int i, rc;
+
+	for (i = 0; i < argc; i++) {
+		if (strncmp(argv[i], "sess_info=", 10) == 0) {
+			rc = pam_info(pamh, "%s", argv[i] + 10);
+			if (rc != PAM_SUCCESS)
+				return rc;
+		} else if (strcmp(argv[i], "sess_prompt") == 0) {
+			rc = pam_prompt(pamh, PAM_PROMPT_ECHO_OFF, &resp, "Session PIN: ");
+			if (resp != NULL) {
+				memset(resp, 0, strlen(resp));
+				free(resp);
+			}
+			if (rc != PAM_SUCCESS)
+				return rc;
+		}
+	}
+	return PAM_SUCCESS;
+}
+
+int pam_sm_close_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	return PAM_SUCCESS;
+}
