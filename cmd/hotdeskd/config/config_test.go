@@ -819,7 +819,8 @@ func TestHostWarningsEtcdKeyMode(t *testing.T) {
 func TestHostWarnings(t *testing.T) {
 	t.Parallel()
 	pamDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+	const stack = "auth required pam_deny.so\nsession required pam_permit.so\n"
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk"), []byte(stack), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	src := fmt.Sprintf(`admin_group = "root"
@@ -857,13 +858,32 @@ dashboard {
 		t.Errorf("warnings = %q; want none about hotdesk, whose file exists", w)
 	}
 	for _, name := range []string{"hotdesk-pin", "hd-strict", "hotdesk-admin"} {
-		if err := os.WriteFile(filepath.Join(pamDir, name), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(pamDir, name), []byte(stack), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if w := c.HostWarnings(Host{}); len(w) != 0 {
 		t.Errorf("warnings with every file = %q; want none", w)
 	}
+	// With open_session (the default) a login service needs session
+	// rules (or an @include that may give them); the dashboard's does not.
+	for name, text := range map[string]string{
+		"hd-strict":     "auth required pam_deny.so\naccount required pam_permit.so\n",
+		"hotdesk-pin":   "auth required pam_deny.so\n@include common-session\n",
+		"hotdesk-admin": "auth required pam_deny.so\n",
+	} {
+		if err := os.WriteFile(filepath.Join(pamDir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := c.HostWarnings(Host{}); len(w) != 1 || !strings.Contains(w[0], `PAM service "hd-strict" (auth.policy.service, used by an auth.policy block (card+password)) has no session rules in `+filepath.Join(pamDir, "hd-strict")) {
+		t.Errorf("warnings with hd-strict lacking session rules = %q; want one, about hd-strict", w)
+	}
+	c.Auth.OpenSession = false
+	if w := c.HostWarnings(Host{}); len(w) != 0 {
+		t.Errorf("warnings without open_session = %q; want none", w)
+	}
+	c.Auth.OpenSession = true
 	// Without pam_dir: the system's directories (here the test's own).
 	d := Default()
 	if w := strings.Join(d.HostWarnings(Host{PAMDirs: []string{t.TempDir(), pamDir}}), "\n"); w != "" {

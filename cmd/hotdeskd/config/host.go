@@ -249,19 +249,40 @@ func (c *Config) HostWarnings(h Host) []string {
 			u.Username, u.Uid))
 	}
 	for _, s := range c.PAMServices() {
-		found := false
+		file := ""
 		for _, d := range dirs {
 			if _, err := os.Stat(filepath.Join(d, s.Service)); err == nil {
-				found = true
+				file = filepath.Join(d, s.Service)
 				break
 			}
 		}
-		if !found {
+		switch {
+		case file == "":
 			w = append(w, fmt.Sprintf("PAM service %q (%s, used by %s) has no file %s: libpam falls back to %s (on Debian the Unix password); install %s (hotdesk ships one) or name an existing service",
 				s.Service, s.Key, s.UsedBy, filepath.Join(dirs[0], s.Service), filepath.Join(dirs[0], "other"), filepath.Join(dirs[0], s.Service)))
+		case c.Auth.OpenSession && s.Key != "dashboard.pam_service" && !mayHaveSessionStack(file):
+			w = append(w, fmt.Sprintf("PAM service %q (%s, used by %s) has no session rules in %s: with auth.open_session every login of it (a card's too) opens a PAM session, which libpam refuses without one, and the terminal is told the account is disabled; add \"session required pam_permit.so\" or the site's session modules",
+				s.Service, s.Key, s.UsedBy, file))
 		}
 	}
 	return w
+}
+
+// mayHaveSessionStack reports whether the PAM service file may give its
+// service session rules: a "session" (or "-session") line, or an
+// @include, whose file is not looked into. An unreadable file may.
+func mayHaveSessionStack(file string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return true
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 0 && (f[0] == "session" || f[0] == "-session" || f[0] == "@include") {
+			return true
+		}
+	}
+	return false
 }
 
 // sharedKioskUser returns the regular local account every kiosk session
