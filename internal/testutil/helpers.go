@@ -114,3 +114,20 @@ func OneWinner(errs []error, lost error) error {
 	}
 	return errors.Join(wrong...)
 }
+
+// NobodysDir makes the directory path, mode mode whatever the umask,
+// owned by nobody (uid and gid 65534): a directory of another user's, for
+// tests of what root must not trust. It needs root, and returns path.
+func NobodysDir(t testing.TB, path string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.Mkdir(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -126,13 +126,7 @@ func TestCheckDir(t *testing.T) {
 	if err := os.Chmod(sticky, os.ModeSticky|0o777); err != nil {
 		t.Fatal(err)
 	}
-	theirs := filepath.Join(sticky, "hotdesk")
-	if err := os.Mkdir(theirs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(theirs, other, other); err != nil {
-		t.Fatal(err)
-	}
+	theirs := testutil.NobodysDir(t, filepath.Join(sticky, "hotdesk"), 0o700)
 	for _, ok := range []string{dir, filepath.Join(dir, "data"), filepath.Join(dir, "data", "sessions")} {
 		if err := CheckDir(ok); err != nil {
 			t.Errorf("CheckDir(%s) = %v; want nil", ok, err)

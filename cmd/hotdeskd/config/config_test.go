@@ -1001,13 +1001,7 @@ func TestCheckHostDataDirInTmp(t *testing.T) {
 	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "data_dir: "+tmp) {
 		t.Errorf("CheckHost with data_dir in a sticky world-writable directory = %v; want refused", err)
 	}
-	their := filepath.Join(tmp, "theirs")
-	if err := os.Mkdir(their, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(their, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
+	their := testutil.NobodysDir(t, filepath.Join(tmp, "theirs"), 0o700)
 	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), filepath.Join(their, "sessions")
 	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.state_dir: "+their+" belongs to uid 65534") {
 		t.Errorf("CheckHost with state_dir in another user's directory = %v; want refused", err)
@@ -1027,13 +1021,7 @@ func TestCheckHostUntrustedKeys(t *testing.T) {
 		testutil.SkipOrFail(t, "needs root (files of another uid)")
 	}
 	dir := t.TempDir()
-	their := filepath.Join(dir, "theirs")
-	if err := os.Mkdir(their, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(their, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
+	their := testutil.NobodysDir(t, filepath.Join(dir, "theirs"), 0o755)
 	c := Default()
 	c.DataDir = filepath.Join(dir, "data")
 	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")

@@ -490,13 +490,7 @@ func TestListenRefusesSharedDirs(t *testing.T) {
 		}
 	}
 	if os.Geteuid() == 0 {
-		dir := filepath.Join(t.TempDir(), "d")
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(dir, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
+		dir := testutil.NobodysDir(t, filepath.Join(t.TempDir(), "d"), 0o755)
 		if ln, err := adminapi.Listen(filepath.Join(dir, "admin.sock"), 0o666); err == nil {
 			ln.Close()
 			t.Error("Listen in a directory of another user's: no error; want it refused")
