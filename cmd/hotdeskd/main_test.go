@@ -175,7 +175,7 @@ func TestCheckWarnsMissingPAMService(t *testing.T) {
 	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, path+": ok") {
 		t.Fatalf("hotdeskd -check: exit %d, output:\n%s\nwant exit 0, %q and ok", code, out, want)
 	}
-	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-pin"), []byte("auth required pam_deny.so\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(pamDir, "hotdesk-pin"), []byte("auth required pam_deny.so\nsession required pam_permit.so\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, code := testutil.Exec(t, filepath.Join(bin, "hotdeskd"), "-config", path, "-check"); code != 0 || strings.Contains(out, "WARNING") {
