@@ -29,7 +29,9 @@ const maxLinkDepth = 40
 //     does not exist, its directory has no such exception (anyone could
 //     create it there);
 //   - every link on the way, and on the way where one leads, belongs to
-//     root or this process's user (its owner may point it elsewhere).
+//     root or this process's user (its owner may point it elsewhere), and
+//     so does every directory above it, writable by neither group nor
+//     others but for a sticky one (they may replace a link there).
 func Check(path string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -124,6 +126,12 @@ func checkLinks(path string, depth int) error {
 			if err := owned(a, fi); err != nil {
 				return fmt.Errorf("a link on the way to %s: %w", path, err)
 			}
+			// Whoever may write the directory holding the link may
+			// replace it, root's or not; that directory need not be
+			// above path or what it resolves to.
+			if err := checkDirs(filepath.Dir(a)); err != nil {
+				return fmt.Errorf("a link on the way to %s, %s: %w", path, a, err)
+			}
 			if depth >= maxLinkDepth {
 				return fmt.Errorf("%s: too many levels of links", a)
 			}
@@ -144,6 +152,27 @@ func checkLinks(path string, depth int) error {
 			if err := checkLinks(to, depth+1); err != nil {
 				return err
 			}
+		}
+		if a == filepath.Dir(a) {
+			return nil
+		}
+	}
+}
+
+// checkDirs refuses dir, or a directory above it, that belongs to
+// another user or that others may write (but for a sticky one: an entry
+// there that exists and is not theirs is not theirs to replace).
+func checkDirs(dir string) error {
+	for a := dir; ; a = filepath.Dir(a) {
+		fi, err := os.Stat(a)
+		if err != nil {
+			return err
+		}
+		if err := owned(a, fi); err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+			return fmt.Errorf("%s (mode %v) may be written by others than its owner", a, fi.Mode())
 		}
 		if a == filepath.Dir(a) {
 			return nil
