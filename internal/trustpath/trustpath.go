@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -33,7 +35,11 @@ const maxLinkDepth = 40
 //     so does every directory above it, writable by neither group nor
 //     others but for a sticky one (they may replace a link there).
 func Check(path string) error {
-	abs, err := filepath.Abs(path)
+	phys, err := physical(path)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(phys)
 	if err != nil {
 		return err
 	}
@@ -159,6 +165,46 @@ func checkLinks(path string, depth int) error {
 	}
 }
 
+// physical returns path with each ".." resolved as the kernel does:
+// against where the path before it leads once its links are followed,
+// not lexically (filepath.Abs, Clean): "/opt/link/../hook" is the hook
+// next to where link points. What comes before a ".." is checked as a
+// path on the way: its links (checkLinks) and the directories above it.
+func physical(path string) (string, error) {
+	elems := strings.Split(filepath.ToSlash(path), "/")
+	if !slices.Contains(elems, "..") {
+		return path, nil
+	}
+	cur := "/"
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", err
+		}
+		cur = wd
+	}
+	for _, e := range elems {
+		switch e {
+		case "", ".":
+		case "..":
+			if err := checkLinks(cur, 0); err != nil {
+				return "", err
+			}
+			if err := checkDirs(filepath.Dir(cur)); err != nil {
+				return "", fmt.Errorf("above %s, on the way to %s: %w", cur, path, err)
+			}
+			r, err := filepath.EvalSymlinks(cur)
+			if err != nil {
+				return "", err
+			}
+			cur = filepath.Dir(r)
+		default:
+			cur = filepath.Join(cur, e)
+		}
+	}
+	return cur, nil
+}
+
 // checkDirs refuses dir, or a directory above it, that belongs to
 // another user or that others may write (but for a sticky one: an entry
 // there that exists and is not theirs is not theirs to replace).
@@ -187,7 +233,11 @@ func checkDirs(dir string) error {
 // by neither group nor others, sticky or not (in /tmp anyone could create
 // the missing directory first, and it would be theirs).
 func CheckDir(path string) error {
-	abs, err := filepath.Abs(path)
+	phys, err := physical(path)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(phys)
 	if err != nil {
 		return err
 	}

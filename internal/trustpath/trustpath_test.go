@@ -203,3 +203,61 @@ func TestCheckLinkInTheirDir(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckDotDotAfterLink: the kernel resolves "link/.." as the parent
+// of where the link leads, not lexically: with their link on the way
+// (/opt/theirs/../hook), what is run is wherever they point it, below
+// their directory, though the path lexically names root's hook.
+func TestCheckDotDotAfterLink(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hook"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "theirlink")
+	if err := os.Symlink(sub, theirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(theirs, other, other); err != nil {
+		t.Fatal(err)
+	}
+	roots := filepath.Join(dir, "rootlink")
+	if err := os.Symlink(sub, roots); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(theirs + "/../hook"); err == nil || !strings.Contains(err.Error(), "a link on the way") {
+		t.Errorf("Check(%s/../hook) = %v; want refused (their link on the way)", theirs, err)
+	}
+	// root's link to a directory of theirs: its .. is where they say.
+	their := filepath.Join(dir, "their")
+	if err := os.Mkdir(their, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(their, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(their, "a", "hook"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(their, other, other); err != nil {
+		t.Fatal(err)
+	}
+	deep := filepath.Join(dir, "deeplink")
+	if err := os.Symlink(filepath.Join(their, "a", "b"), deep); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(deep + "/../hook"); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+		t.Errorf("Check(%s/../hook) = %v; want refused (resolves below their directory)", deep, err)
+	}
+	// root's link to root's directory: fine.
+	if err := Check(roots + "/../hook"); err != nil {
+		t.Errorf("Check(%s/../hook) = %v; want nil", roots, err)
+	}
+}
