@@ -218,8 +218,8 @@ func (p *accountPool) markUsed(account, id string) {
 }
 
 // release kills whatever still runs as account, removes its cron table,
-// what it left in the shared temporary directories (tmpRoots) and its
-// System V IPC objects, and frees it.
+// its at jobs, what it left in the shared temporary directories
+// (tmpRoots) and its System V IPC objects, and frees it.
 func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
@@ -232,6 +232,11 @@ func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 				p.log.Warn("cannot remove the cron table of a kiosk account", "account", account, "error", err)
 			} else if removed {
 				p.log.Info("removed the cron table a kiosk session left", "account", account)
+			}
+			if n, err := removeAtJobs(account); err != nil {
+				p.log.Warn("cannot remove the at jobs of a kiosk account", "account", account, "error", err)
+			} else if n > 0 {
+				p.log.Info("removed at jobs a kiosk session left", "account", account, "jobs", n)
 			}
 			if n := killUID(procRoot, uid); n > 0 {
 				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
@@ -341,6 +346,40 @@ func removeCrontab(account string) (bool, error) {
 		return false, fmt.Errorf("crontab -u %s -r: %w: %s", account, err, strings.TrimSpace(string(out)))
 	}
 	return true, nil
+}
+
+// removeAtJobs removes the jobs account queued with at(1) or batch(1),
+// and returns how many: as a cron table's, they run as the account when
+// due, during its next session, someone else's. Without atq (at not
+// installed) there are none. One atd already started is killed as the
+// account's processes are.
+func removeAtJobs(account string) (int, error) {
+	atq, err := exec.LookPath("atq")
+	if err != nil {
+		return 0, nil
+	}
+	// As root, atq lists every user's jobs: "ID<tab>date queue user".
+	out, err := exec.Command(atq).Output()
+	if err != nil {
+		return 0, fmt.Errorf("atq: %w", err)
+	}
+	var ids []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[len(f)-1] == account {
+			ids = append(ids, f[0])
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	atrm, err := exec.LookPath("atrm")
+	if err != nil {
+		return 0, err
+	}
+	if out, err := exec.Command(atrm, ids...).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("atrm %s: %w: %s", strings.Join(ids, " "), err, strings.TrimSpace(string(out)))
+	}
+	return len(ids), nil
 }
 
 // removeIPC removes the System V shared memory segments, message queues
