@@ -233,7 +233,7 @@ func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 			} else if removed {
 				p.log.Info("removed the cron table a kiosk session left", "account", account)
 			}
-			if n, err := removeAtJobs(account); err != nil {
+			if n, err := removeAtJobs(account, uid, gid); err != nil {
 				p.log.Warn("cannot remove the at jobs of a kiosk account", "account", account, "error", err)
 			} else if n > 0 {
 				p.log.Info("removed at jobs a kiosk session left", "account", account, "jobs", n)
@@ -348,24 +348,32 @@ func removeCrontab(account string) (bool, error) {
 	return true, nil
 }
 
-// removeAtJobs removes the jobs account queued with at(1) or batch(1),
-// and returns how many: as a cron table's, they run as the account when
-// due, during its next session, someone else's. Without atq (at not
-// installed) there are none. One atd already started is killed as the
-// account's processes are.
-func removeAtJobs(account string) (int, error) {
+// removeAtJobs removes the jobs account (uid, gid) queued with at(1) or
+// batch(1), and returns how many: as a cron table's, they run as the
+// account when due, during its next session, someone else's. atq and
+// atrm run as the account, which lists and removes its own jobs (at is
+// setuid daemon on Debian: not run as root). Without atq (at not
+// installed) there are none. A job atd already started is killed as the
+// account's other processes are.
+func removeAtJobs(account string, uid, gid int) (int, error) {
 	atq, err := exec.LookPath("atq")
 	if err != nil {
 		return 0, nil
 	}
-	// As root, atq lists every user's jobs: "ID<tab>date queue user".
-	out, err := exec.Command(atq).Output()
+	asAccount := func(cmd *exec.Cmd) *exec.Cmd {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "LOGNAME=" + account, "USER=" + account}
+		cmd.Dir = "/"
+		return cmd
+	}
+	// "ID<tab>date queue user", one line a job.
+	out, err := asAccount(exec.Command(atq)).Output()
 	if err != nil {
-		return 0, fmt.Errorf("atq: %w", err)
+		return 0, fmt.Errorf("atq as %s: %w", account, err)
 	}
 	var ids []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) > 1 && f[len(f)-1] == account {
+		if f := strings.Fields(l); len(f) > 1 {
 			ids = append(ids, f[0])
 		}
 	}
@@ -376,8 +384,8 @@ func removeAtJobs(account string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if out, err := exec.Command(atrm, ids...).CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("atrm %s: %w: %s", strings.Join(ids, " "), err, strings.TrimSpace(string(out)))
+	if out, err := asAccount(exec.Command(atrm, ids...)).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("atrm %s as %s: %w: %s", strings.Join(ids, " "), account, err, strings.TrimSpace(string(out)))
 	}
 	return len(ids), nil
 }
