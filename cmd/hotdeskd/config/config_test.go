@@ -1142,4 +1142,11 @@ func TestCheckHostUntrustedPrlimit(t *testing.T) {
 	if err := c.CheckHost(nil, Host{}); err != nil {
 		t.Errorf("CheckHost without a task limit = %v; want nil (prlimit is not run)", err)
 	}
+	// What it runs as root from the PATH for the pooled accounts.
+	if err := os.WriteFile(filepath.Join(bin, "crontab"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
+		t.Errorf("CheckHost with crontab in another user's directory = %v; want refused", err)
+	}
 }

@@ -167,6 +167,14 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 				trusted("compositor.max_user_tasks", bin, "every desktop starts as prlimit (util-linux), as the desktop's user")
 			}
 		}
+		// What the weston backend runs as root, found in the PATH, for
+		// the pooled kiosk accounts: creating one, and clearing what a
+		// session of one left (its cron table, IPC objects).
+		for _, name := range []string{"useradd", "crontab", "ipcrm"} {
+			if bin, err := exec.LookPath(name); err == nil {
+				trusted("compositor.run_as_user", bin, "hotdeskd runs "+name+" as root for the desktops' pooled accounts")
+			}
+		}
 	}
 	if diags.HasErrors() {
 		return &Error{Diagnostics: diags}
