@@ -24,8 +24,8 @@ endif
 # the generated completion).
 DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wrapper freerdp2-x11 xvfb x11-apps imagemagick libwayland-dev libxkbcommon-x11-dev libgles2-mesa-dev libegl1-mesa-dev libx11-xcb-dev libxcursor-dev libxfixes-dev libvulkan-dev pkg-config xdotool chromium
 DEB_PKGS += lintian man-db zsh db-util nftables binutils
-# cron: a pooled kiosk account's cron table goes with its session (weston tests).
-DEB_PKGS += cron
+# cron, at: a pooled kiosk account's cron table and at jobs go with its session (weston tests).
+DEB_PKGS += cron at
 
 .PHONY: all build deps demo demo-card test test-short vet fuzz chaos clean deb stage install package-test race
 

@@ -217,3 +217,37 @@ func TestCardSessionNoPrompt(t *testing.T) {
 	}
 	noHelpers(t)
 }
+
+// TestCardCredDelete: a card login's pam_setcred(ESTABLISH) may fail as a
+// whole (pam_deny in the auth stack of a service whose logins never ask a
+// secret) after a module before it established its credentials: the
+// session opens all the same, as with systemd's PAMName=, and as systemd
+// does, pam_setcred(DELETE) is called at the close, so that such a module
+// removes what it established (tickets, tokens, keys).
+//
+// Its name is a prefix of no other test's: helpers are found by it.
+func TestCardCredDelete(t *testing.T) {
+	t.Parallel()
+	mod := testModule(t)
+	credLog := filepath.Join(t.TempDir(), "cred.log")
+	dir := confDir(t, map[string]string{"hotdesk": "auth optional " + mod + " cred_log=" + credLog + "\nauth required pam_deny.so\n" +
+		"account required pam_permit.so\nsession required pam_permit.so\n"})
+	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
+	c := &auth.Chooser{Policies: &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}}, Services: a, Sessions: a}
+	res, err := c.Authenticate(t.Context(), req("alice"), newScript(""))
+	if err != nil || res.Session == nil {
+		t.Fatalf("card login: session, err = %v, %v; want a session, nil", res.Session, err)
+	}
+	if err := res.Session.Close(t.Context()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	b, err := os.ReadFile(credLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(b); got != "establish\ndelete\n" {
+		t.Errorf("setcred calls = %q; want establish, then delete at the close", got)
+	}
+	a.Close()
+	noHelpers(t)
+}

@@ -231,7 +231,8 @@ func (h *helper) run() int {
 		end()
 		return h.result(&wireResult{OK: true, User: user})
 	}
-	// creds: pam_setcred(ESTABLISH) succeeded, and DELETE is due.
+	// creds: pam_setcred(ESTABLISH) succeeded, so a failed DELETE is
+	// one to report.
 	creds := true
 	if err := tx.SetCred(pam.EstablishCred); err != nil {
 		if !st.NoSecret {
@@ -243,11 +244,16 @@ func (h *helper) run() int {
 		// the session opens all the same. The account stack decided.
 		creds = false
 	}
+	// DELETE is due whether or not ESTABLISH succeeded as a whole, as
+	// systemd calls it: a module before the one that refused may have
+	// established credentials (tickets, tokens, keys) it must remove. A
+	// stack that refused ESTABLISH may refuse DELETE too: not reported.
 	deleteCreds := func() error {
+		err := tx.SetCred(pam.DeleteCred)
 		if !creds {
 			return nil
 		}
-		return tx.SetCred(pam.DeleteCred)
+		return err
 	}
 	if err := tx.OpenSession(0); err != nil {
 		_ = deleteCreds()

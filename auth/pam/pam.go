@@ -307,8 +307,9 @@ func (a *Authenticator) CheckAccount(ctx context.Context, service string, req au
 // account checks), pam_start(service, req.User), PAM_TTY and PAM_RHOST
 // as for a login, pam_acct_mgmt (refusals as CheckAccount's: auth.ErrDenied
 // and auth.ErrAccount; PAM_NEW_AUTHTOK_REQD passes), then
-// pam_setcred(ESTABLISH) — a failure ignored (and no DELETE at the
-// close), as systemd's PAMName= does: the auth modules never ran, and
+// pam_setcred(ESTABLISH) — a failure ignored (DELETE is still called at
+// the close, its failure then unreported), as systemd's PAMName= does:
+// the auth modules never ran, and
 // a card-only service's auth stack may be pam_deny — and
 // pam_open_session — no pam_authenticate. As
 // in an account check the helper answers the modules itself (messages

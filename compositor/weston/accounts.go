@@ -218,8 +218,8 @@ func (p *accountPool) markUsed(account, id string) {
 }
 
 // release kills whatever still runs as account, removes its cron table,
-// what it left in the shared temporary directories (tmpRoots) and its
-// System V IPC objects, and frees it.
+// its at jobs, what it left in the shared temporary directories
+// (tmpRoots) and its System V IPC objects, and frees it.
 func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 	if u, err := user.Lookup(account); err == nil {
 		if uid, err := strconv.Atoi(u.Uid); err == nil && uid != 0 && uid != os.Geteuid() {
@@ -232,6 +232,11 @@ func (p *accountPool) release(account, procRoot string, tmpRoots []string) {
 				p.log.Warn("cannot remove the cron table of a kiosk account", "account", account, "error", err)
 			} else if removed {
 				p.log.Info("removed the cron table a kiosk session left", "account", account)
+			}
+			if n, err := removeAtJobs(account, uid, gid); err != nil {
+				p.log.Warn("cannot remove the at jobs of a kiosk account", "account", account, "error", err)
+			} else if n > 0 {
+				p.log.Info("removed at jobs a kiosk session left", "account", account, "jobs", n)
 			}
 			if n := killUID(procRoot, uid); n > 0 {
 				p.log.Info("killed processes left by a kiosk session", "account", account, "processes", n)
@@ -341,6 +346,48 @@ func removeCrontab(account string) (bool, error) {
 		return false, fmt.Errorf("crontab -u %s -r: %w: %s", account, err, strings.TrimSpace(string(out)))
 	}
 	return true, nil
+}
+
+// removeAtJobs removes the jobs account (uid, gid) queued with at(1) or
+// batch(1), and returns how many: as a cron table's, they run as the
+// account when due, during its next session, someone else's. atq and
+// atrm run as the account, which lists and removes its own jobs (at is
+// setuid daemon on Debian: not run as root). Without atq (at not
+// installed) there are none. A job atd already started is killed as the
+// account's other processes are.
+func removeAtJobs(account string, uid, gid int) (int, error) {
+	atq, err := exec.LookPath("atq")
+	if err != nil {
+		return 0, nil
+	}
+	asAccount := func(cmd *exec.Cmd) *exec.Cmd {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "LOGNAME=" + account, "USER=" + account}
+		cmd.Dir = "/"
+		return cmd
+	}
+	// "ID<tab>date queue user", one line a job.
+	out, err := asAccount(exec.Command(atq)).Output()
+	if err != nil {
+		return 0, fmt.Errorf("atq as %s: %w", account, err)
+	}
+	var ids []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			ids = append(ids, f[0])
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	atrm, err := exec.LookPath("atrm")
+	if err != nil {
+		return 0, err
+	}
+	if out, err := asAccount(exec.Command(atrm, ids...)).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("atrm %s as %s: %w: %s", strings.Join(ids, " "), account, err, strings.TrimSpace(string(out)))
+	}
+	return len(ids), nil
 }
 
 // removeIPC removes the System V shared memory segments, message queues

@@ -1518,3 +1518,55 @@ func TestPooledAccountLeavesNoCrontab(t *testing.T) {
 		t.Fatalf("%s's crontab after its session ended:\n%s\nwant none", acct.Username, out)
 	}
 }
+
+// TestPooledAccountLeavesNoAtJob: as with a cron table, a job a session
+// queued with at(1) (or batch) runs as the account whenever it is due,
+// during the account's next session, someone else's. It goes with the
+// session.
+func TestPooledAccountLeavesNoAtJob(t *testing.T) {
+	requireWeston(t)
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root")
+	}
+	at, err := exec.LookPath("at")
+	if err != nil {
+		testutil.SkipOrFail(t, "at missing (Debian package at)")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		testutil.SkipOrFail(t, "setpriv missing")
+	}
+	b, uid, acct := pooledKioskSession(t)
+	jobs := func() []string {
+		t.Helper()
+		out, err := exec.Command("atq").CombinedOutput()
+		if err != nil {
+			t.Fatalf("atq: %v: %s", err, out)
+		}
+		var ids []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[len(f)-1] == acct.Username {
+				ids = append(ids, f[0])
+			}
+		}
+		return ids
+	}
+	t.Cleanup(func() {
+		if ids := jobs(); len(ids) > 0 {
+			exec.Command("atrm", ids...).Run()
+		}
+	})
+	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", at, "now", "+", "1", "hour")
+	cmd.Stdin = strings.NewReader("cat /proc/[0-9]*/environ > /dev/null\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("at as %s: %v: %s", acct.Username, err, out)
+	}
+	if len(jobs()) != 1 {
+		t.Fatalf("the session's at job is not queued")
+	}
+	if err := destroy(t, b, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if ids := jobs(); len(ids) > 0 {
+		t.Fatalf("%s's at jobs %v after its session ended; want none", acct.Username, ids)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -29,9 +31,15 @@ const maxLinkDepth = 40
 //     does not exist, its directory has no such exception (anyone could
 //     create it there);
 //   - every link on the way, and on the way where one leads, belongs to
-//     root or this process's user (its owner may point it elsewhere).
+//     root or this process's user (its owner may point it elsewhere), and
+//     so does every directory above it, writable by neither group nor
+//     others but for a sticky one (they may replace a link there).
 func Check(path string) error {
-	abs, err := filepath.Abs(path)
+	phys, err := physical(path)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(phys)
 	if err != nil {
 		return err
 	}
@@ -124,6 +132,12 @@ func checkLinks(path string, depth int) error {
 			if err := owned(a, fi); err != nil {
 				return fmt.Errorf("a link on the way to %s: %w", path, err)
 			}
+			// Whoever may write the directory holding the link may
+			// replace it, root's or not; that directory need not be
+			// above path or what it resolves to.
+			if err := checkDirs(filepath.Dir(a)); err != nil {
+				return fmt.Errorf("a link on the way to %s, %s: %w", path, a, err)
+			}
 			if depth >= maxLinkDepth {
 				return fmt.Errorf("%s: too many levels of links", a)
 			}
@@ -151,6 +165,67 @@ func checkLinks(path string, depth int) error {
 	}
 }
 
+// physical returns path with each ".." resolved as the kernel does:
+// against where the path before it leads once its links are followed,
+// not lexically (filepath.Abs, Clean): "/opt/link/../hook" is the hook
+// next to where link points. What comes before a ".." is checked as a
+// path on the way: its links (checkLinks) and the directories above it.
+func physical(path string) (string, error) {
+	elems := strings.Split(filepath.ToSlash(path), "/")
+	if !slices.Contains(elems, "..") {
+		return path, nil
+	}
+	cur := "/"
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", err
+		}
+		cur = wd
+	}
+	for _, e := range elems {
+		switch e {
+		case "", ".":
+		case "..":
+			if err := checkLinks(cur, 0); err != nil {
+				return "", err
+			}
+			if err := checkDirs(filepath.Dir(cur)); err != nil {
+				return "", fmt.Errorf("above %s, on the way to %s: %w", cur, path, err)
+			}
+			r, err := filepath.EvalSymlinks(cur)
+			if err != nil {
+				return "", err
+			}
+			cur = filepath.Dir(r)
+		default:
+			cur = filepath.Join(cur, e)
+		}
+	}
+	return cur, nil
+}
+
+// checkDirs refuses dir, or a directory above it, that belongs to
+// another user or that others may write (but for a sticky one: an entry
+// there that exists and is not theirs is not theirs to replace).
+func checkDirs(dir string) error {
+	for a := dir; ; a = filepath.Dir(a) {
+		fi, err := os.Stat(a)
+		if err != nil {
+			return err
+		}
+		if err := owned(a, fi); err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+			return fmt.Errorf("%s (mode %v) may be written by others than its owner", a, fi.Mode())
+		}
+		if a == filepath.Dir(a) {
+			return nil
+		}
+	}
+}
+
 // CheckDir is Check for a directory that may not exist yet, which the
 // caller creates with its missing parents (os.MkdirAll, which takes an
 // existing directory as it is): the deepest existing directory on its
@@ -158,7 +233,11 @@ func checkLinks(path string, depth int) error {
 // by neither group nor others, sticky or not (in /tmp anyone could create
 // the missing directory first, and it would be theirs).
 func CheckDir(path string) error {
-	abs, err := filepath.Abs(path)
+	phys, err := physical(path)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(phys)
 	if err != nil {
 		return err
 	}

@@ -143,3 +143,115 @@ func TestCheckDir(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckLinkInTheirDir: a link of root's on the way, in a directory
+// another user may write, is theirs to replace: root's hook, reached
+// through root's link in their directory, runs whatever they link there
+// next. The directory holding the link is neither above the path nor above
+// what it resolves to, and must be checked too.
+func TestCheckLinkInTheirDir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "hook")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		mode os.FileMode
+		uid  int
+		want string
+	}{
+		{"theirs", 0o755, other, "belongs to uid 65534"},
+		{"shared", 0o775, 0, "may be written by others"},
+		{"roots", 0o755, 0, ""},
+		{"sticky", os.ModeSticky | 0o777, 0, ""}, // root's link there is root's to replace
+	} {
+		mid := filepath.Join(dir, c.name)
+		if err := os.Mkdir(mid, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(mid, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(mid, c.uid, c.uid); err != nil {
+			t.Fatal(err)
+		}
+		// root's links: <name>-entry -> <name>/link -> hook
+		if err := os.Symlink(hook, filepath.Join(mid, "link")); err != nil {
+			t.Fatal(err)
+		}
+		entry := filepath.Join(dir, c.name+"-entry")
+		if err := os.Symlink(filepath.Join(mid, "link"), entry); err != nil {
+			t.Fatal(err)
+		}
+		err := Check(entry)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: Check(%s) = %v; want nil", c.name, entry, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: Check(%s) = %v; want an error containing %q", c.name, entry, err, c.want)
+		}
+	}
+}
+
+// TestCheckDotDotAfterLink: the kernel resolves "link/.." as the parent
+// of where the link leads, not lexically: with their link on the way
+// (/opt/theirs/../hook), what is run is wherever they point it, below
+// their directory, though the path lexically names root's hook.
+func TestCheckDotDotAfterLink(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hook"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(dir, "theirlink")
+	if err := os.Symlink(sub, theirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(theirs, other, other); err != nil {
+		t.Fatal(err)
+	}
+	roots := filepath.Join(dir, "rootlink")
+	if err := os.Symlink(sub, roots); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(theirs + "/../hook"); err == nil || !strings.Contains(err.Error(), "a link on the way") {
+		t.Errorf("Check(%s/../hook) = %v; want refused (their link on the way)", theirs, err)
+	}
+	// root's link to a directory of theirs: its .. is where they say.
+	their := filepath.Join(dir, "their")
+	if err := os.Mkdir(their, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(their, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(their, "a", "hook"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(their, other, other); err != nil {
+		t.Fatal(err)
+	}
+	deep := filepath.Join(dir, "deeplink")
+	if err := os.Symlink(filepath.Join(their, "a", "b"), deep); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(deep + "/../hook"); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534") {
+		t.Errorf("Check(%s/../hook) = %v; want refused (resolves below their directory)", deep, err)
+	}
+	// root's link to root's directory: fine.
+	if err := Check(roots + "/../hook"); err != nil {
+		t.Errorf("Check(%s/../hook) = %v; want nil", roots, err)
+	}
+}

@@ -6,6 +6,7 @@
  *   info=TEXT     send TEXT as an informational message first
  *   crash         abort() inside pam_sm_authenticate
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -44,8 +45,28 @@ int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **ar
 	return rc;
 }
 
+/*
+ * Credential options:
+ *   cred_log=PATH  append "establish" or "delete" to PATH for each call,
+ *                  and succeed (as without it)
+ */
 int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
+	const char *path = NULL;
+	FILE *f;
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (strncmp(argv[i], "cred_log=", 9) == 0)
+			path = argv[i] + 9;
+	}
+	if (path == NULL)
+		return PAM_SUCCESS;
+	f = fopen(path, "a");
+	if (f == NULL)
+		return PAM_CRED_ERR;
+	fprintf(f, "%s\n", (flags & PAM_DELETE_CRED) ? "delete" : "establish");
+	fclose(f);
 	return PAM_SUCCESS;
 }
 
@@ -138,3 +159,4 @@ int pam_sm_close_session(pam_handle_t *pamh, int flags, int argc, const char **a
 {
 	return PAM_SUCCESS;
 }
+

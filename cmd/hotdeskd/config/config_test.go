@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
@@ -1087,5 +1088,53 @@ func TestHostWarningsSharedKioskUser(t *testing.T) {
 				t.Errorf("warnings = %q; want one saying kiosk sessions run as %s", w, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckHostUntrustedPrlimit: with max_user_tasks, every desktop run as
+// its user starts as prlimit(1), found in hotdeskd's PATH, which then execs
+// weston: one another user may replace (theirs, in a directory of theirs)
+// runs as every desktop's user, as an untrusted compositor binary would.
+// Not parallel: it sets PATH.
+func TestCheckHostUntrustedPrlimit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	if _, err := exec.LookPath("weston"); err != nil {
+		testutil.SkipOrFail(t, "needs weston")
+	}
+	const other = 65534
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "prlimit"), []byte("#!/bin/sh\nexec /usr/bin/prlimit \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	c := Default()
+	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), state
+	c.Compositor.Type, c.Compositor.RunAsUser, c.Compositor.MaxUserTasks = "weston", true, 4096
+	if err := c.CheckHost(nil, Host{}); err != nil {
+		t.Fatalf("CheckHost with root's prlimit = %v; want nil", err)
+	}
+	if err := os.Chown(bin, other, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.max_user_tasks: "+bin+" belongs to uid 65534") {
+		t.Errorf("CheckHost with prlimit in another user's directory = %v; want refused", err)
+	}
+	c.Compositor.MaxUserTasks = 0 // not run
+	if err := c.CheckHost(nil, Host{}); err != nil {
+		t.Errorf("CheckHost without a task limit = %v; want nil (prlimit is not run)", err)
+	}
+	// What it runs as root from the PATH for the pooled accounts.
+	if err := os.WriteFile(filepath.Join(bin, "crontab"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
+		t.Errorf("CheckHost with crontab in another user's directory = %v; want refused", err)
 	}
 }

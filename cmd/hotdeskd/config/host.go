@@ -58,7 +58,8 @@ func (h Host) lookupGroup(name string) error {
 // etcd.ca_file must hold a PEM certificate and etcd.cert_file and key_file
 // must be a readable, matching key pair, and what the daemon runs or reads
 // its PAM stacks from (event_hook, seat_agent, auth.pam_dir and its
-// services, the weston binary of desktops run as their users) and where it
+// services, the weston binary of desktops run as their users and the
+// prlimit they start through) and where it
 // keeps keys and desktops (data_dir, compositor.state_dir, the TLS, etcd
 // and dashboard key pairs and CA) must be
 // changeable by root and the daemon's user alone (trustpath.Check). Its error is an *Error whose
@@ -158,6 +159,21 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 	if c.Compositor.Type == "weston" && c.Compositor.RunAsUser {
 		if bin, err := exec.LookPath(c.Compositor.Binary); err == nil {
 			trusted("compositor.binary", bin, "every desktop runs it, as the desktop's user")
+		}
+		// weston is started through prlimit(1), found in the PATH as the
+		// weston backend does, which runs as the desktop's user first.
+		if c.Compositor.MaxUserTasks > 0 {
+			if bin, err := exec.LookPath("prlimit"); err == nil {
+				trusted("compositor.max_user_tasks", bin, "every desktop starts as prlimit (util-linux), as the desktop's user")
+			}
+		}
+		// What the weston backend runs as root, found in the PATH, for
+		// the pooled kiosk accounts: creating one, and clearing what a
+		// session of one left (its cron table, IPC objects).
+		for _, name := range []string{"useradd", "crontab", "ipcrm"} {
+			if bin, err := exec.LookPath(name); err == nil {
+				trusted("compositor.run_as_user", bin, "hotdeskd runs "+name+" as root for the desktops' pooled accounts")
+			}
 		}
 	}
 	if diags.HasErrors() {
