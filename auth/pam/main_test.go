@@ -116,8 +116,10 @@ func newAuth(t *testing.T, cfg pam.Config) *pam.Authenticator {
 	return a
 }
 
-// helperMarker is the argument that tags t's helper processes.
-func helperMarker(t *testing.T) string { return "hdmark=" + t.Name() }
+// helperMarker is the argument that tags t's helper processes: this test
+// process's pid too, or a run of the same test beside it (another
+// checkout's, CI's) would count its helpers as ours.
+func helperMarker(t *testing.T) string { return fmt.Sprintf("hdmark=%d/%s", os.Getpid(), t.Name()) }
 
 // noHelpers fails if a helper process of t (or a process with marker) is alive.
 func noHelpers(t *testing.T, markers ...string) {
