@@ -35,11 +35,7 @@ const maxLinkDepth = 40
 //     so does every directory above it, writable by neither group nor
 //     others but for a sticky one (they may replace a link there).
 func Check(path string) error {
-	phys, err := physical(path)
-	if err != nil {
-		return err
-	}
-	abs, err := filepath.Abs(phys)
+	abs, err := physical(path)
 	if err != nil {
 		return err
 	}
@@ -165,7 +161,7 @@ func checkLinks(path string, depth int) error {
 	}
 }
 
-// physical returns path with each ".." resolved as the kernel does:
+// physical returns path, absolute, with each ".." resolved as the kernel does:
 // against where the path before it leads once its links are followed,
 // not lexically (filepath.Abs, Clean): "/opt/link/../hook" is the hook
 // next to where link points. What comes before a ".." is checked as a
@@ -173,7 +169,7 @@ func checkLinks(path string, depth int) error {
 func physical(path string) (string, error) {
 	elems := strings.Split(filepath.ToSlash(path), "/")
 	if !slices.Contains(elems, "..") {
-		return path, nil
+		return filepath.Abs(path)
 	}
 	cur := "/"
 	if !filepath.IsAbs(path) {
@@ -233,11 +229,7 @@ func checkDirs(dir string) error {
 // by neither group nor others, sticky or not (in /tmp anyone could create
 // the missing directory first, and it would be theirs).
 func CheckDir(path string) error {
-	phys, err := physical(path)
-	if err != nil {
-		return err
-	}
-	abs, err := filepath.Abs(phys)
+	abs, err := physical(path)
 	if err != nil {
 		return err
 	}
