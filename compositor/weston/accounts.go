@@ -66,6 +66,7 @@ type accountPool struct {
 const AccountLockDir = "/run/hotdesk-accounts"
 
 func newAccountPool(prefix string, max int, log hclog.Logger) *accountPool {
+	tools() // found now, at start, as hotdeskd -check found them
 	dir := AccountLockDir
 	if os.Geteuid() != 0 {
 		// Only root creates accounts; this serves tests and unprivileged
@@ -178,7 +179,11 @@ func (p *accountPool) ensure(name string) (*user.User, error) {
 			var cerr error
 			var out []byte
 			for attempt := 1; attempt <= 5; attempt++ {
-				out, cerr = exec.Command("useradd", "--system", "--user-group", "--no-create-home",
+				useradd, terr := tool("useradd")
+				if terr != nil {
+					return nil, terr
+				}
+				out, cerr = exec.Command(useradd, "--system", "--user-group", "--no-create-home",
 					"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
 					"--comment", "hotdesk kiosk desktop", name).CombinedOutput()
 				if u, err = user.Lookup(name); err == nil {
@@ -334,7 +339,7 @@ func removeOwned(roots []string, uid int) (int, error) {
 // session, someone else's, as that session's user (its home, its
 // desktop's socket). Without crontab (no cron installed) there is none.
 func removeCrontab(account string) (bool, error) {
-	crontab, err := exec.LookPath("crontab")
+	crontab, err := tool("crontab")
 	if err != nil {
 		return false, nil
 	}
@@ -356,7 +361,7 @@ func removeCrontab(account string) (bool, error) {
 // installed) there are none. A job atd already started is killed as the
 // account's other processes are.
 func removeAtJobs(account string, uid, gid int) (int, error) {
-	atq, err := exec.LookPath("atq")
+	atq, err := tool("atq")
 	if err != nil {
 		return 0, nil
 	}
@@ -380,7 +385,7 @@ func removeAtJobs(account string, uid, gid int) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	atrm, err := exec.LookPath("atrm")
+	atrm, err := tool("atrm")
 	if err != nil {
 		return 0, err
 	}
@@ -430,10 +435,42 @@ func removeIPC(sysvipcRoot string, uid int) (int, error) {
 	if len(args) == 0 {
 		return 0, errors.Join(errs...)
 	}
-	if out, err := exec.Command("ipcrm", args...).CombinedOutput(); err != nil {
+	ipcrm, err := tool("ipcrm")
+	if err != nil {
+		return 0, errors.Join(append(errs, err)...)
+	}
+	if out, err := exec.Command(ipcrm, args...).CombinedOutput(); err != nil {
 		errs = append(errs, fmt.Errorf("ipcrm: %w: %s", err, strings.TrimSpace(string(out))))
 	}
 	return len(args) / 2, errors.Join(errs...)
+}
+
+// accountTools are the system tools the pool runs (as root, or as a
+// pooled account).
+var accountTools = []string{"useradd", "crontab", "atq", "atrm", "ipcrm"}
+
+// tools returns where accountTools are, as PATH found them the first time
+// it was called (newAccountPool calls it: at start, when hotdeskd -check
+// looked at them too). A tool put later in a directory of PATH ahead of
+// the one found, by whoever may write there, is never run: as root, or as
+// every pooled account.
+var tools = sync.OnceValue(func() map[string]string {
+	m := map[string]string{}
+	for _, name := range accountTools {
+		if p, err := exec.LookPath(name); err == nil {
+			m[name] = p
+		}
+	}
+	return m
+})
+
+// tool returns where tool name is (see tools), or an error wrapping
+// exec.ErrNotFound if PATH had none at start.
+func tool(name string) (string, error) {
+	if p, ok := tools()[name]; ok {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s: %w in PATH at start", name, exec.ErrNotFound)
 }
 
 // killAllAs kills every process of uid at once: a shell running as uid

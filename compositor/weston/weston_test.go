@@ -1570,3 +1570,26 @@ func TestPooledAccountLeavesNoAtJob(t *testing.T) {
 		t.Fatalf("%s's at jobs %v after its session ended; want none", acct.Username, ids)
 	}
 }
+
+// TestAccountToolsFoundAtStart: the tools the account pool runs as root
+// (or as a pooled account) are the ones PATH held when it started: one
+// put later in a directory of PATH ahead of them is never run. Not
+// parallel: it sets PATH.
+func TestAccountToolsFoundAtStart(t *testing.T) {
+	newAccountPoolIn(t.TempDir(), "hdtools", 1, hclog.NewNullLogger()) // a start
+	want, err := tool("ipcrm")
+	if err != nil {
+		t.Fatal(err) // util-linux: always there
+	}
+	planted := t.TempDir()
+	if err := os.WriteFile(filepath.Join(planted, "ipcrm"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", planted+":"+os.Getenv("PATH"))
+	if got, err := tool("ipcrm"); err != nil || got != want {
+		t.Errorf("ipcrm after one was planted ahead in PATH: %q, %v; want %q, found at start", got, err, want)
+	}
+	if _, err := tool("no-such-tool"); !errors.Is(err, exec.ErrNotFound) {
+		t.Errorf("a tool not found: err = %v; want %v", err, exec.ErrNotFound)
+	}
+}
