@@ -329,7 +329,9 @@ func RemoveStaleLocks(dir, pattern string) (int, error) {
 // newlines and tabs become '?'), or "" if there is none: what a crash
 // report quotes before the session's directory, and the log with it, goes.
 func LogTail(path string, n int64) string {
-	f, err := os.Open(path)
+	// Without waiting: a lease its owner holds on it would hold this
+	// open up for the lease break time (see weston's rotateLog).
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return ""
 	}

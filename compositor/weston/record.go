@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/hotdesk/hotdesk/compositor/procsup"
@@ -89,6 +90,13 @@ func logTail(path string) string { return procsup.LogTail(path, logTailSize) }
 // last max bytes are copied to path+".1" and path is truncated to zero.
 // Weston holds the log open with O_APPEND, so its next write lands at the
 // new end of file. Lines written during the copy may be lost.
+//
+// The log is the desktop user's file: they may hold a lease on it
+// (F_SETLEASE), which makes an open by anyone else wait for the lease
+// break time (45 s), holding up every session's tick. It is opened
+// without waiting (O_NONBLOCK): a leased log is busy this time
+// (EWOULDBLOCK), rotated at a later tick. It is truncated through that
+// descriptor, not by name (truncate(2) would wait too).
 func rotateLog(path string, max int64) (bool, error) {
 	fi, err := os.Stat(path)
 	if err != nil || fi.Size() <= max {
@@ -97,11 +105,14 @@ func rotateLog(path string, max int64) (bool, error) {
 		}
 		return false, err
 	}
-	src, err := os.Open(path)
+	src, err := os.OpenFile(path, os.O_RDWR|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, err
 	}
 	defer src.Close()
+	if fi, err = src.Stat(); err != nil || fi.Size() <= max {
+		return false, err
+	}
 	dst, err := os.OpenFile(path+".1", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return false, err
@@ -113,5 +124,5 @@ func rotateLog(path string, max int64) (bool, error) {
 	if cerr != nil {
 		return false, cerr
 	}
-	return true, os.Truncate(path, 0)
+	return true, src.Truncate(0)
 }

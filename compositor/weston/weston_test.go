@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/hotdesk/hotdesk/compositor"
 	"github.com/hotdesk/hotdesk/compositor/procsup"
@@ -1591,5 +1592,36 @@ func TestAccountToolsFoundAtStart(t *testing.T) {
 	}
 	if _, err := tool("no-such-tool"); !errors.Is(err, exec.ErrNotFound) {
 		t.Errorf("a tool not found: err = %v; want %v", err, exec.ErrNotFound)
+	}
+}
+
+// TestRotateLogLeased: a log its owner holds a lease on (F_SETLEASE: an
+// open by anyone else then waits for the lease break time, 45 s, and every
+// session's tick with it) is not waited for: busy this time (EWOULDBLOCK;
+// the kernel tells the holder to give the lease up), rotated at a later
+// tick.
+func TestRotateLogLeased(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), logName)
+	if err := os.WriteFile(path, bytes.Repeat([]byte("x"), 100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0) // the file's only descriptor, as a lease needs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_WRLCK); err != nil {
+		t.Fatalf("F_SETLEASE: %v", err)
+	}
+	rotated, err := rotateLog(path, 10)
+	if rotated || !errors.Is(err, syscall.EWOULDBLOCK) {
+		t.Errorf("rotateLog of a leased log = %v, %v; want not rotated, %v", rotated, err, syscall.EWOULDBLOCK)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_SETLEASE, unix.F_UNLCK); err != nil {
+		t.Fatal(err)
+	}
+	if rotated, err := rotateLog(path, 10); !rotated || err != nil {
+		t.Errorf("rotateLog once the lease is gone = %v, %v; want rotated", rotated, err)
 	}
 }
