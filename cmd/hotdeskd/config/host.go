@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -308,11 +307,7 @@ func mayHaveSessionStack(file string) bool {
 // so the backend runs each such session as it instead of a pooled
 // account of the session's own. Nil otherwise.
 func (c *Config) sharedKioskUser(h Host) *user.User {
-	kinds := []string{c.Session.Auth}
-	for _, r := range c.Auth.Rules {
-		kinds = append(kinds, r.Auth)
-	}
-	if !slices.Contains(kinds, "kiosk") || c.Compositor.Type != "weston" || !c.Compositor.RunAsUser {
+	if !c.usesKiosk() || c.Compositor.Type != "weston" || !c.Compositor.RunAsUser {
 		return nil
 	}
 	name := c.Session.KioskUser

@@ -403,15 +403,20 @@ func (c *Config) Warnings() []string {
 	if c.Compositor.Type == "weston" && c.Compositor.Backend == "rdp" && c.Compositor.InsecureUnguardedRDP {
 		w = append(w, "compositor.insecure_unguarded_rdp = true: every desktop's RDP port is open to every local user, and weston asks an RDP client for no password: any local user can use any desktop; remove it and install nftables")
 	}
-	kinds := []string{c.Session.Auth}
-	for _, r := range c.Auth.Rules {
-		kinds = append(kinds, r.Auth)
-	}
-	if slices.Contains(kinds, "kiosk") {
+	if c.usesKiosk() {
 		w = append(w, "a kiosk policy is configured: every token it covers gets a desktop without a login (as the token's registered user, kiosk_user, or a pooled kiosk account)")
 	}
 	if c.Session.MaxSessions == 0 {
 		w = append(w, "session.max_sessions = 0: no cap on desktops; every token can start one")
 	}
 	return w
+}
+
+// usesKiosk reports whether session.auth or an auth.policy block is the
+// kiosk policy.
+func (c *Config) usesKiosk() bool {
+	if c.Session.Auth == "kiosk" {
+		return true
+	}
+	return slices.ContainsFunc(c.Auth.Rules, func(r PolicyRule) bool { return r.Auth == "kiosk" })
 }
