@@ -216,7 +216,6 @@ session {
   keep_on_stop    = true
 %s}
 auth {
-  open_session = false
 %s}
 compositor {
   type          = "wayray"
@@ -255,21 +254,22 @@ compositor {
 // for the login policy: kiosk (no PAM), or card, where every login and
 // every hot-desk consults the account stack of a PAM service in the
 // brokers' PAM helpers (pam_nologin, then pam_permit: the tokens' users
-// need not exist), with its 60 s cache per terminal, as a site's card
-// policies do.
+// need not exist), with its 60 s cache per terminal, and a new desktop's
+// login opens a PAM session (pam_permit) that a helper holds for the
+// desktop's life, as a site's card policies do.
 func authConfig(gc groupConfig) (session, auth string, err error) {
 	if gc.auth != "card" {
-		return "  auth            = \"kiosk\"\n  kiosk_user      = \"chaos\"\n", "", nil
+		return "  auth            = \"kiosk\"\n  kiosk_user      = \"chaos\"\n", "  open_session = false\n", nil
 	}
 	dir := filepath.Join(gc.dir, "pam.d")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", err
 	}
-	stack := "auth required pam_deny.so\naccount requisite pam_nologin.so\naccount required pam_permit.so\n"
+	stack := "auth required pam_deny.so\naccount requisite pam_nologin.so\naccount required pam_permit.so\nsession required pam_permit.so\n"
 	if err := os.WriteFile(filepath.Join(dir, "hotdesk"), []byte(stack), 0o644); err != nil {
 		return "", "", err
 	}
-	return "  auth            = \"card\"\n", fmt.Sprintf("  pam_dir      = %q\n", dir), nil
+	return "  auth            = \"card\"\n", fmt.Sprintf("  open_session = true\n  pam_dir      = %q\n", dir), nil
 }
 
 // ready reports whether the broker answers /readyz with ready.
