@@ -97,6 +97,17 @@ func resolve(path string) (string, error) {
 	return r, err
 }
 
+// OwnerError is the error of a path (or a directory above it, or a link
+// on the way) that belongs to neither root nor this process's user.
+type OwnerError struct {
+	Path string
+	UID  uint32 // its owner
+}
+
+func (e *OwnerError) Error() string {
+	return fmt.Sprintf("%s belongs to uid %d, neither root nor this process's user", e.Path, e.UID)
+}
+
 // owned refuses fi (at path) unless it belongs to root or this process's
 // user.
 func owned(path string, fi fs.FileInfo) error {
@@ -105,7 +116,7 @@ func owned(path string, fi fs.FileInfo) error {
 	case !ok:
 		return fmt.Errorf("%s: no owner to check", path)
 	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("%s belongs to uid %d, neither root nor this process's user", path, st.Uid)
+		return &OwnerError{Path: path, UID: st.Uid}
 	}
 	return nil
 }

@@ -1013,6 +1013,33 @@ func TestCheckHostDataDirInTmp(t *testing.T) {
 	}
 }
 
+// TestCheckHostServiceUsersDataDir: checked as root, a data_dir that
+// belongs to another user is refused (a root hotdeskd must not keep keys
+// where they may change them), and the refusal says how to check the
+// layout of a daemon that runs as that user (the unprivileged drop-in's
+// /var/lib/hotdesk, owned by hotdesk): as that user.
+func TestCheckHostServiceUsersDataDir(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "needs root (files of another uid)")
+	}
+	dir := t.TempDir()
+	theirs := testutil.NobodysDir(t, filepath.Join(dir, "hotdesk"), 0o700)
+	c := Default()
+	c.DataDir, c.Compositor.StateDir = theirs, filepath.Join(dir, "sessions")
+	err := c.CheckHost(nil, Host{})
+	if err == nil || !strings.Contains(err.Error(), "data_dir: "+theirs+" belongs to uid 65534") {
+		t.Fatalf("CheckHost with data_dir of uid 65534 = %v; want refused", err)
+	}
+	name := "65534"
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+	}
+	if want := "runuser -u " + name + " -- hotdeskd -check"; !strings.Contains(err.Error(), want) {
+		t.Errorf("CheckHost refusal = %v; want it to say %q", err, want)
+	}
+}
+
 // TestCheckHostUntrustedKeys: a TLS key another user may replace (their
 // file, or their directory where hotdeskd would create it) is refused:
 // terminals would talk to whoever knows that key.

@@ -106,7 +106,7 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 	trusted := func(key, path, use string) {
 		if err := trustpath.Check(path); err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
-				Detail:  fmt.Sprintf("%s: %v: %s, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", key, err, use),
+				Detail:  fmt.Sprintf("%s: %v: %s, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.%s", key, err, use, ownerHint(err)),
 				Subject: rg.ptr(key)})
 		}
 	}
@@ -116,7 +116,7 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 	for _, d := range []struct{ key, path string }{{"data_dir", c.DataDir}, {"compositor.state_dir", c.Compositor.StateDir}} {
 		if err := trustpath.CheckDir(d.path); err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
-				Detail:  fmt.Sprintf("%s: %v: hotdeskd keeps keys and desktops there, as root, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", d.key, err),
+				Detail:  fmt.Sprintf("%s: %v: hotdeskd keeps keys and desktops there, as root, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.%s", d.key, err, ownerHint(err)),
 				Subject: rg.ptr(d.key)})
 		}
 	}
@@ -136,7 +136,7 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 		default:
 			if err := trustpath.CheckDir(filepath.Dir(f.path)); err != nil {
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
-					Detail:  fmt.Sprintf("%s: %v: hotdeskd creates its key there, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", f.key, err),
+					Detail:  fmt.Sprintf("%s: %v: hotdeskd creates its key there, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.%s", f.key, err, ownerHint(err)),
 					Subject: rg.ptr(f.key)})
 			}
 		}
@@ -323,4 +323,20 @@ func (c *Config) sharedKioskUser(h Host) *user.User {
 		return nil
 	}
 	return u
+}
+
+// ownerHint completes the refusal of a path that belongs to another user,
+// made by a check run as root: hotdeskd may run as that very user (the
+// packaged unprivileged drop-in runs it as hotdesk), whose check would
+// accept it, and an administrator checking as root must be told so.
+func ownerHint(err error) string {
+	var oe *trustpath.OwnerError
+	if os.Geteuid() != 0 || !errors.As(err, &oe) {
+		return ""
+	}
+	name := strconv.FormatUint(uint64(oe.UID), 10)
+	if u, err := user.LookupId(name); err == nil {
+		name = u.Username
+	}
+	return fmt.Sprintf(" If hotdeskd runs as %[1]s (as the unprivileged drop-in runs it as hotdesk), check as that user: runuser -u %[1]s -- hotdeskd -check; otherwise a root hotdeskd must not trust it: chown it to root.", name)
 }
