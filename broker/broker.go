@@ -74,7 +74,7 @@ type Reclaimer interface {
 
 // Pairer redeems one-time pairing codes; *pairing.Pairer implements it.
 type Pairer interface {
-	Redeem(ctx context.Context, source string, req pairing.Request) (registry.TokenRecord, error)
+	Redeem(ctx context.Context, source string, req pairing.Request) (pairing.Enrolment, error)
 }
 
 // Config holds what a Broker needs. Registry, Compositor and Auth are required.

@@ -28,8 +28,8 @@ import (
 // fakePairer fails every Redeem with err.
 type fakePairer struct{ err error }
 
-func (f fakePairer) Redeem(context.Context, string, pairing.Request) (registry.TokenRecord, error) {
-	return registry.TokenRecord{}, f.err
+func (f fakePairer) Redeem(context.Context, string, pairing.Request) (pairing.Enrolment, error) {
+	return pairing.Enrolment{}, f.err
 }
 
 // TestPairRefusalSaysWhy: a Pair refused for its key, kind or label (the
@@ -90,9 +90,9 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 // sourcePairer records the source of every Redeem and refuses it.
 type sourcePairer struct{ sources chan string }
 
-func (p sourcePairer) Redeem(_ context.Context, source string, _ pairing.Request) (registry.TokenRecord, error) {
+func (p sourcePairer) Redeem(_ context.Context, source string, _ pairing.Request) (pairing.Enrolment, error) {
 	p.sources <- source
-	return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode)
+	return pairing.Enrolment{}, fmt.Errorf("pairing: redeem: %w", pairing.ErrInvalidCode)
 }
 
 // TestPairSourceIsTheLimitsSource: pairing attempts are rate-limited by the
@@ -297,7 +297,7 @@ func TestPairOutcomeUnknown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	paired := func(what string, tm *term, pub ed25519.PublicKey, user string) {
+	paired := func(what string, tm *term, pub ed25519.PublicKey, user, reason string) {
 		t.Helper()
 		if p := expectMsg[proto.Paired](tm); p.Token != soft.TokenID(pub) || p.User != user {
 			t.Fatalf("%s: Paired = %+v; want %s for %s", what, p, soft.TokenID(pub), user)
@@ -309,8 +309,8 @@ func TestPairOutcomeUnknown(t *testing.T) {
 				if ev.Kind != event.TokenRegistered {
 					continue
 				}
-				if ev.Token != soft.TokenID(pub) || ev.User != user || ev.Terminal != tm.id {
-					t.Fatalf("%s: token_registered %+v; want %s for %s at %s", what, ev, soft.TokenID(pub), user, tm.id)
+				if ev.Token != soft.TokenID(pub) || ev.User != user || ev.Terminal != tm.id || ev.Reason != reason {
+					t.Fatalf("%s: token_registered %+v; want %s for %s at %s, reason %q", what, ev, soft.TokenID(pub), user, tm.id, reason)
 				}
 				return
 			case <-timeout:
@@ -325,7 +325,7 @@ func TestPairOutcomeUnknown(t *testing.T) {
 	tm := e.dial("rita-term")
 	kv.ApplyThenFail(1, false)
 	pair(tm, code, pub, priv)
-	paired("a Pair read back", tm, pub, "rita")
+	paired("a Pair read back", tm, pub, "rita", "pairing code")
 
 	// The registry out of reach for the read-back as well: unavailable,
 	// and the same Pair again is Paired.
@@ -340,7 +340,9 @@ func TestPairOutcomeUnknown(t *testing.T) {
 	kv.FailReads(false)
 	tm = e.dial("sam-term-2")
 	pair(tm, code, pub, priv)
-	paired("the same Pair again", tm, pub, "sam")
+	// The first enrolment was never reported (its outcome unknown): this
+	// event is its report, and says it may be a repeat.
+	paired("the same Pair again", tm, pub, "sam", "pairing code, again")
 
 	// The spent code enrols no other key.
 	other, otherPriv := newKey()

@@ -549,8 +549,16 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 	})
 	switch {
 	case err == nil:
-		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id)
-		b.emit(event.Event{Kind: event.TokenRegistered, Token: rec.ID, User: rec.User, Terminal: t.id, Reason: "pairing code"})
+		// A Pair sent again after its answer was lost is answered Paired
+		// again; its event says so (reason "pairing code, again"): the
+		// first was emitted if the broker that committed it saw the
+		// commit, which it may not have (its outcome unknown).
+		reason := "pairing code"
+		if rec.Again {
+			reason = "pairing code, again"
+		}
+		b.log.Info("token paired", "token", rec.ID, "user", rec.User, "terminal", t.id, "again", rec.Again)
+		b.emit(event.Event{Kind: event.TokenRegistered, Token: rec.ID, User: rec.User, Terminal: t.id, Reason: reason})
 		_ = t.send(&proto.Paired{Token: rec.ID, User: rec.User})
 	case errors.Is(err, pairing.ErrRateLimited):
 		b.limitHit(LimitPairing, "")

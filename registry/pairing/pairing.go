@@ -306,6 +306,16 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 	return "", time.Time{}, fmt.Errorf("pairing: create: no free code id after %d attempts", createAttempts)
 }
 
+// Enrolment is what a successful Redeem enrolled.
+type Enrolment struct {
+	registry.TokenRecord
+	// Again is set when an earlier redemption enrolled the token (this
+	// Pair, sent again after its answer was lost, or the same Pair
+	// racing it): the enrolment was already reported once, if its
+	// answer reached the broker.
+	Again bool
+}
+
 // Redeem checks req and, if its code is valid and its key proven, consumes
 // the code and enrolls req.PublicKey as a token of the code's user: ID
 // soft.TokenID(pub) for kind "soft", nfc.HCETokenID(pub) for "hce" (pub a
@@ -342,10 +352,10 @@ func (p *Pairer) Create(ctx context.Context, user, label, createdBy string, ttl 
 // the trace its redemption left (kept as long as the code was valid):
 // with the code's secret, for the token of that key, enrolled with that
 // key for the code's user, it succeeds again, returning the token's
-// record, neither counted as a failure of source nor as a success (which
-// would forget its failures). Any other key, or the same key after the
+// record (Enrolment.Again), neither counted as a failure of source nor as
+// a success (which would forget its failures). Any other key, or the same key after the
 // code's validity, finds the code used (ErrInvalidCode, counted).
-func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (registry.TokenRecord, error) {
+func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (Enrolment, error) {
 	code, kind, pub, label := req.Code, req.Kind, req.PublicKey, req.Label
 	if len(source) > maxSourceLen {
 		source = source[:maxSourceLen]
@@ -354,7 +364,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		// Once per reason per refusalLogEvery, with the count: a
 		// locked-out source's flood costs a line, not a line each.
 		p.refusals.Warn(r.String(), "pairing attempt rate limited", "source", source)
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
 	}
 	// The attempt is reserved (counted as a failure of source until it is
 	// judged): every return below fails it (a guess), succeeds, or
@@ -377,22 +387,22 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 	}
 	tokenID, err := keyID(kind, pub)
 	if err != nil {
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 	if len(label) > MaxLabelLen || !printable.String(label) {
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
 	}
 	if len(req.Signature) == 0 {
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
 	}
 	if err := verifyProof(req); err != nil {
 		guessed("pairing refused: proof of possession failed", "token_id", tokenID, "error", err)
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 
-	refuse := func(reason string, codeID string) (registry.TokenRecord, error) {
+	refuse := func(reason string, codeID string) (Enrolment, error) {
 		guessed("pairing code refused", "code_id", codeID, "reason", reason)
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
 	}
 	id, secret, err := ParseCode(code)
 	if err != nil {
@@ -411,31 +421,31 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		case err == nil:
 			salt, sum, kdf = used.SecretSalt, used.SecretHash, used.SecretKDF
 		case !errors.Is(err, registry.ErrNotFound):
-			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+			return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 		}
 		ok, err := p.checkSecret(ctx, secret, salt, sum, kdf)
 		if errors.Is(err, errKDF) {
 			return refuse("unsupported secret hash", id)
 		}
 		if err != nil {
-			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+			return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 		}
 		if ok {
 			tok, again, err := p.enrolledBy(ctx, used, tokenID, kind, pub)
 			if err != nil {
-				return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+				return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 			}
 			if again {
 				// No guess, and no new success either: judged stays
 				// false, so the attempt is released.
 				p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
-				return tok, nil
+				return Enrolment{TokenRecord: tok, Again: true}, nil
 			}
 		}
 		return refuse("unknown, expired or used", id)
 	}
 	if err != nil {
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 	ok, err := p.checkSecret(ctx, secret, pr.SecretSalt, pr.SecretHash, pr.SecretKDF)
 	if errors.Is(err, errKDF) {
@@ -443,7 +453,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		return refuse("unsupported secret hash", id)
 	}
 	if err != nil {
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 	if !ok {
 		if n := p.countWrong(id, rev); n%MaxWrongSecrets == 0 {
@@ -470,7 +480,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		// The sender proved it holds the key: telling it the key is
 		// enrolled tells it nothing about anyone else's. Not a guess.
 		p.log.Info("pairing refused: key already enrolled", "source", source, "code_id", id, "token_id", tokenID)
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: token %s: %w", tokenID, ErrKeyEnrolled)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: token %s: %w", tokenID, ErrKeyEnrolled)
 	case errors.Is(err, registry.ErrNotFound):
 		// Lost a race with another redemption of the same code: not a
 		// guess, so not counted against source. If that one enrolled
@@ -478,14 +488,14 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		// was in flight), this one succeeded as well.
 		tok, again, err := p.redeemedFor(ctx, pr, tokenID, kind, pub)
 		if err != nil {
-			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+			return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 		}
 		if again {
 			p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
-			return tok, nil
+			return Enrolment{TokenRecord: tok, Again: true}, nil
 		}
 		p.log.Info("pairing code refused", "source", source, "code_id", id, "reason", "consumed concurrently")
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
 	case registry.OutcomeUnknown(err):
 		// etcd may have committed the transaction: telling the terminal
 		// to try again would send it to a spent code. Read back, even
@@ -495,21 +505,21 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (regist
 		cancel()
 		if rerr != nil {
 			p.log.Warn("pairing outcome unknown: the code may be consumed and the key enrolled", "source", source, "code_id", id, "token_id", tokenID, "error", err, "read_back_error", rerr)
-			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: outcome unknown (read back: %v): %w", rerr, err)
+			return Enrolment{}, fmt.Errorf("pairing: redeem: outcome unknown (read back: %v): %w", rerr, err)
 		}
 		if !applied {
-			return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: not applied: %w", err)
+			return Enrolment{}, fmt.Errorf("pairing: redeem: not applied: %w", err)
 		}
 		p.log.Info("pairing redemption of unknown outcome read back as applied", "code_id", id, "token_id", tokenID, "error", err)
 		rec = tok
 	case err != nil:
-		return registry.TokenRecord{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
 	p.forgetWrong(id, rev)
 	judged = true
 	p.lim.succeed(source)
 	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
-	return rec, nil
+	return Enrolment{TokenRecord: rec}, nil
 }
 
 // redeemedFor reports whether code pr was redeemed for tokenID, of kind

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -183,7 +184,7 @@ func TestPairing(t *testing.T) {
 			RegisteredBy: "pairing:uid:0", RegisteredUnixMs: e.clk.Now().UnixMilli()}
 		got, err := e.reg.Token(e.ctx, rec.ID)
 		checkErr(t, "Token", err, nil)
-		for _, r := range []registry.TokenRecord{rec, got} {
+		for _, r := range []registry.TokenRecord{rec.TokenRecord, got} {
 			if r.ID != want.ID || r.Kind != want.Kind || !bytes.Equal(r.PublicKey, want.PublicKey) || r.User != want.User ||
 				r.Label != want.Label || r.RegisteredBy != want.RegisteredBy || r.RegisteredUnixMs != want.RegisteredUnixMs || r.Disabled {
 				t.Errorf("token = %+v; want %+v", r, want)
@@ -330,14 +331,20 @@ func TestPairing(t *testing.T) {
 		const n = 8
 		var wg sync.WaitGroup
 		errs := make([]error, n)
+		again := make([]bool, n)
 		for i := range n {
 			wg.Go(func() {
-				_, errs[i] = e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), signedReq(code, soft.Kind, pub, ""))
+				var enr pairing.Enrolment
+				enr, errs[i] = e.p.Redeem(e.ctx, fmt.Sprintf("t%d@h", i), signedReq(code, soft.Kind, pub, ""))
+				again[i] = enr.Again
 			})
 		}
 		wg.Wait()
 		for i, err := range errs {
 			checkErr(t, fmt.Sprintf("Pair %d of %d", i, n), err, nil)
+		}
+		if first := slices.Index(again, false); first < 0 || slices.Contains(again[first+1:], false) {
+			t.Errorf("Enrolment.Again of the %d Pairs: %v; want one first enrolment, the others again", n, again)
 		}
 		if n := strings.Count(e.logs.String(), "token enrolled by pairing code"); n != 1 {
 			t.Errorf("%d enrolments logged; want 1", n)
@@ -408,10 +415,10 @@ func TestPairing(t *testing.T) {
 			t.Errorf("user = %q; want mia (first enrolment kept)", rec.User)
 		}
 		other := newKey(t)
-		rec, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, "soft", other, ""))
+		enr, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, "soft", other, ""))
 		checkErr(t, "the code again, another key", err, nil)
-		if rec.User != "mallory" || rec.ID != soft.TokenID(other) {
-			t.Errorf("enrolled %+v; want %s for mallory", rec, soft.TokenID(other))
+		if enr.User != "mallory" || enr.ID != soft.TokenID(other) || enr.Again {
+			t.Errorf("enrolled %+v; want %s for mallory, first time", enr, soft.TokenID(other))
 		}
 	})
 
@@ -687,10 +694,10 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		cli.KV = kv
 		return newEnv(t, cli, pairing.WithLimits(1, time.Hour, time.Hour)), kv
 	}
-	wantToken := func(t *testing.T, what string, rec registry.TokenRecord, pub []byte, user string) {
+	wantToken := func(t *testing.T, what string, rec pairing.Enrolment, pub []byte, user string, again bool) {
 		t.Helper()
-		if rec.ID != soft.TokenID(pub) || rec.User != user || !bytes.Equal(rec.PublicKey, pub) {
-			t.Fatalf("%s: token %+v; want %s for %s", what, rec, soft.TokenID(pub), user)
+		if rec.ID != soft.TokenID(pub) || rec.User != user || !bytes.Equal(rec.PublicKey, pub) || rec.Again != again {
+			t.Fatalf("%s: token %+v; want %s for %s (again: %v)", what, rec, soft.TokenID(pub), user, again)
 		}
 	}
 
@@ -701,7 +708,7 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		kv.ApplyThenFail(1, false)
 		rec, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
 		checkErr(t, "Redeem, its transaction committed and then timing out", err, nil)
-		wantToken(t, "Redeem", rec, pub, "olga")
+		wantToken(t, "Redeem", rec, pub, "olga", false)
 		if logs := e.logs.String(); !strings.Contains(logs, "token enrolled by pairing code") {
 			t.Errorf("no \"token enrolled by pairing code\" line for the pairing read back:\n%s", logs)
 		}
@@ -709,7 +716,7 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		// answered as the first was.
 		rec, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
 		checkErr(t, "the same Pair again", err, nil)
-		wantToken(t, "the same Pair again", rec, pub, "olga")
+		wantToken(t, "the same Pair again", rec, pub, "olga", true)
 	})
 
 	t.Run("read back fails", func(t *testing.T) {
@@ -728,7 +735,7 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		for i := range 3 {
 			rec, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
 			checkErr(t, fmt.Sprintf("the same Pair again (%d)", i), err, nil)
-			wantToken(t, "the same Pair again", rec, pub, "pavel")
+			wantToken(t, "the same Pair again", rec, pub, "pavel", true)
 		}
 		// Not counted: one failure would have locked t@h out.
 		checkErr(t, "another code from the same source", e.redeem("t@h", e.create("pavel", time.Hour)), nil)
