@@ -201,7 +201,7 @@ auth {
   # `max_lockout`. Failures are counted for the whole group (in the
   # registry: max_failures in all, wherever they happen; a success clears
   # the count) and a lockout holds at every broker. Give every broker the
-  # same values. While the registry is out of reach a broker counts its
+  # same values (`hotdeskctl server list` names a broker whose differ). While the registry is out of reach a broker counts its
   # own failures only. An administrator's clearing (hotdeskctl lockout
   # clear) stays in the registry for max_lockout: a lockout started before
   # it, published late by a broker that was cut off, is refused.

@@ -144,6 +144,10 @@ type ServerRecord struct {
 	Draining      bool   `json:"draining,omitempty"`
 	StartedUnixMs int64  `json:"started_unix_ms"`
 	Version       string `json:"version,omitempty"` // hotdeskd's version
+	// Settings are the settings every member must share, by name, as
+	// the member runs with them (hotdeskd's group settings); members
+	// compare them and warn where they differ. Opaque here.
+	Settings map[string]string `json:"settings,omitempty"`
 }
 
 // Session is the registry's view of one desktop session, stored under

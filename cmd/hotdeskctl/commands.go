@@ -522,9 +522,30 @@ func registerCmd(c *cli, verb string) *cobra.Command {
 	return cmd
 }
 
+// settingsCell says which group-wide settings a member runs with other
+// values than the server answering ("-": none that it knows of).
+func settingsCell(diffs []adminapi.SettingDiff) string {
+	if len(diffs) == 0 {
+		return "-"
+	}
+	s := make([]string, len(diffs))
+	for i, d := range diffs {
+		s[i] = fmt.Sprintf("%s = %s (here: %s)", safe(d.Key), quoteEmpty(d.Theirs), quoteEmpty(d.Ours))
+	}
+	return "differ: " + strings.Join(s, ", ")
+}
+
+// quoteEmpty is safe, with "" for an empty value.
+func quoteEmpty(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return safe(s)
+}
+
 func serverCmd(c *cli) *cobra.Command {
 	list := listCmd(c, &cobra.Command{Use: "list", Short: "List the members of the group"}, (*adminapi.Client).Servers,
-		"SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tVERSION\tSTARTED",
+		"SERVER\tADDRESS\tSESSIONS\tCAPACITY\tWEIGHT\tSTATE\tVERSION\tSTARTED\tSETTINGS",
 		func(s adminapi.ServerInfo) []string {
 			state := "active"
 			if s.Draining {
@@ -535,7 +556,7 @@ func serverCmd(c *cli) *cobra.Command {
 				id += " *"
 			}
 			return []string{id, safe(s.Addr), fmt.Sprint(s.Sessions), dashUnset(s.Capacity), fmt.Sprint(s.Weight), state,
-				dash(s.Version), s.Started.Local().Format(time.DateTime)}
+				dash(s.Version), s.Started.Local().Format(time.DateTime), settingsCell(s.SettingsDiffer)}
 		})
 	cmd := groupCmd("server", "List, drain and undrain the group's servers", "list, drain or undrain", list)
 	for _, verb := range []string{"drain", "undrain"} {

@@ -78,7 +78,8 @@ func TestListings(t *testing.T) {
 		Pairings: []adminapi.PairingInfo{{ID: "ABC", User: "carl", CreatedBy: "uid:0", Expires: at}},
 		Servers: []adminapi.ServerInfo{
 			{ID: "b1", Addr: "10.0.0.1:7400", Sessions: 1, Weight: 1, Self: true, Version: "v1", Started: at},
-			{ID: "b2", Addr: "10.0.0.2:7400", Sessions: 3, Capacity: 10, Weight: 2, Draining: true, Started: at},
+			{ID: "b2", Addr: "10.0.0.2:7400", Sessions: 3, Capacity: 10, Weight: 2, Draining: true, Started: at,
+				SettingsDiffer: []adminapi.SettingDiff{{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "k\x1b[2J", Ours: ""}}},
 		},
 	})
 	sock := serveAdmin(t, b)
@@ -116,9 +117,10 @@ func TestListings(t *testing.T) {
 			{"ABC-…", "carl", "-", "uid:0", local},
 		}},
 		{[]string{"server", "list"}, [][]string{
-			{"SERVER", "ADDRESS", "SESSIONS", "CAPACITY", "WEIGHT", "STATE", "VERSION", "STARTED"},
-			{"b1 *", "10.0.0.1:7400", "1", "-", "1", "active", "v1", local},
-			{"b2", "10.0.0.2:7400", "3", "10", "2", "draining (3 remaining)", "-", local},
+			{"SERVER", "ADDRESS", "SESSIONS", "CAPACITY", "WEIGHT", "STATE", "VERSION", "STARTED", "SETTINGS"},
+			{"b1 *", "10.0.0.1:7400", "1", "-", "1", "active", "v1", local, "-"},
+			{"b2", "10.0.0.2:7400", "3", "10", "2", "draining (3 remaining)", "-", local,
+				`differ: auth.max_lockout = 1h0m0s (here: 15m0s), session.kiosk_user = "k\x1b[2J" (here: "")`},
 		}},
 	} {
 		var out, errOut bytes.Buffer

@@ -53,11 +53,16 @@ func (a *adminBackend) Ready() error { return a.d.broker.Ready() }
 func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, error) {
 	recs, err := a.d.registry().Servers(ctx)
 	return convertAll(recs, err, func(r registry.ServerRecord) adminapi.ServerInfo {
-		return adminapi.ServerInfo{
+		self := r.ID == a.d.cfg.ServerID
+		si := adminapi.ServerInfo{
 			ID: r.ID, Addr: r.Addr, Fingerprint: proto.FormatFingerprint(r.Fingerprint),
 			Sessions: r.Sessions, Capacity: r.Capacity, Weight: r.Weight, Draining: r.Draining,
-			Started: time.UnixMilli(r.StartedUnixMs), Self: r.ID == a.d.cfg.ServerID, Version: r.Version,
+			Started: time.UnixMilli(r.StartedUnixMs), Self: self, Version: r.Version,
 		}
+		if !self {
+			si.SettingsDiffer = differingSettings(a.d.serverRec.Settings, r.Settings)
+		}
+		return si
 	})
 }
 

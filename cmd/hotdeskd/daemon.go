@@ -65,6 +65,7 @@ type daemon struct {
 	limits   *limitCounters     // refusals by limits, in metrics
 	lockouts *lockoutShare      // login lockouts shared with the group
 	accounts *auth.AccountCache // account checks' answers, in metrics
+	settings *settingsWatch     // the group's settings compared with ours
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -272,8 +273,9 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	d.serverRec = registry.ServerRecord{
 		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: d.clk.Now().UnixMilli(),
-		Version: version.String(),
+		Version: version.String(), Settings: cfg.GroupSettings(),
 	}
+	d.settings = newSettingsWatch(logger.Named("group"), cfg.ServerID, d.serverRec.Settings)
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
@@ -627,6 +629,7 @@ func (d *daemon) startAdmin(context.Context) error {
 	})
 	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
 	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")
+	d.serve(func() error { d.settings.run(run, d.clk, d.store.Servers); return nil }, "group settings")
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -60,5 +62,46 @@ func TestGroupEventLeftOnce(t *testing.T) {
 		if ok != tc.want || ok && (e.Kind != event.ServerLeft || e.Server != "b1") {
 			t.Errorf("b1's record vanished %v after its server_left: %+v, %v; want an event %v", tc.after, e, ok, tc.want)
 		}
+	}
+}
+
+// TestSettingsWatch: a member whose group-wide settings differ is warned
+// about once (again when the differences change), said to agree when they
+// do again, and counted; a member that publishes no settings (an older
+// version), or a setting only one side has, is no difference.
+func TestSettingsWatch(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	w := newSettingsWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", map[string]string{"auth.lockout": "30s", "etcd.lease_ttl": "5s"})
+	rec := func(id string, settings map[string]string) registry.ServerRecord {
+		return registry.ServerRecord{ID: id, Settings: settings}
+	}
+	steps := []struct {
+		servers []registry.ServerRecord
+		differ  int
+		warns   int // warnings so far
+		agrees  int // "same settings again" lines so far
+	}{
+		{[]registry.ServerRecord{rec("b1", nil), rec("b2", map[string]string{"auth.lockout": "30s", "etcd.lease_ttl": "5s", "new.key": "x"}), rec("old", nil)}, 0, 0, 0},
+		{[]registry.ServerRecord{rec("b2", map[string]string{"auth.lockout": "1m0s", "etcd.lease_ttl": "5s"})}, 1, 1, 0},
+		{[]registry.ServerRecord{rec("b2", map[string]string{"auth.lockout": "1m0s", "etcd.lease_ttl": "5s"})}, 1, 1, 0},
+		{[]registry.ServerRecord{rec("b2", map[string]string{"auth.lockout": "1m0s", "etcd.lease_ttl": "1s"})}, 1, 2, 0},
+		{[]registry.ServerRecord{rec("b2", map[string]string{"auth.lockout": "30s", "etcd.lease_ttl": "5s"})}, 0, 2, 1},
+		{[]registry.ServerRecord{rec("b2", map[string]string{"auth.lockout": "1m0s"}), rec("b3", map[string]string{"etcd.lease_ttl": "2s"})}, 2, 4, 1},
+		{[]registry.ServerRecord{}, 0, 4, 1}, // they left: no "agree" line
+	}
+	for i, st := range steps {
+		w.check(st.servers)
+		warns, agrees := strings.Count(logs.String(), "other group-wide settings"), strings.Count(logs.String(), "same group-wide settings again")
+		if w.differing() != st.differ || warns != st.warns || agrees != st.agrees {
+			t.Fatalf("step %d: differing %d, %d warnings, %d agree lines; want %d, %d, %d\n%s", i, w.differing(), warns, agrees, st.differ, st.warns, st.agrees, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), `differences="auth.lockout = 1m0s (here: 30s), etcd.lease_ttl = 1s (here: 5s)"`) {
+		t.Errorf("the warnings do not name both values:\n%s", logs.String())
+	}
+	long := differingSettings(map[string]string{"k": "a"}, map[string]string{"k": strings.Repeat("x", 10000)})
+	if len(long) != 1 || len(long[0].Theirs) > maxSettingLen+len("…") {
+		t.Errorf("a long value of another member: %d bytes shown; want at most %d", len(long[0].Theirs), maxSettingLen)
 	}
 }

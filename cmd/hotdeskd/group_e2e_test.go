@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -45,6 +47,12 @@ type testGroup struct {
 // with {{ID}} replaced by the broker's id.
 func startGroup(t *testing.T, n int, extra string) *testGroup {
 	t.Helper()
+	return startGroupEach(t, n, func(id string) string { return strings.ReplaceAll(extra, "{{ID}}", id) })
+}
+
+// startGroupEach starts n brokers; extra(id) is added to broker id's config.
+func startGroupEach(t *testing.T, n int, extra func(id string) string) *testGroup {
+	t.Helper()
 	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
 	eps := etcdtest.Start(t)
@@ -62,7 +70,7 @@ session {
   keep_on_stop = false
 }
 %s
-`, metrics, strings.ReplaceAll(extra, "{{ID}}", id))
+`, metrics, extra(id))
 		b := &groupBroker{Daemon: testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), cfg), id: id, addr: addr, metrics: metrics}
 		b.Name = id
 		b.Launch()
@@ -226,6 +234,44 @@ func metric(t *testing.T, b *groupBroker, name string) float64 {
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	return v
+}
+
+// TestGroupSettingsDiffer: members of one group that run with other
+// group-wide settings (here max_lockout, which must match for a clearing
+// to outlast every lockout) are told apart: hotdeskctl server list names
+// the difference and both values, the metric counts the members that
+// differ, the log warns. A member with the same settings is not listed.
+func TestGroupSettingsDiffer(t *testing.T) {
+	t.Parallel()
+	g := startGroupEach(t, 3, func(id string) string {
+		if id == "b3" {
+			return "auth {\n  max_lockout = \"1h\"\n}"
+		}
+		return ""
+	})
+	b1, b3 := g.brokers[0], g.brokers[2]
+	var servers []adminapi.ServerInfo
+	if err := json.Unmarshal([]byte(g.ctl(b1, "server", "list", "--json")), &servers); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]adminapi.SettingDiff{"b3": {{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}}}
+	for _, s := range servers {
+		if !reflect.DeepEqual(s.SettingsDiffer, want[s.ID]) {
+			t.Errorf("server list at b1: %s's settings_differ = %+v; want %+v", s.ID, s.SettingsDiffer, want[s.ID])
+		}
+	}
+	if len(servers) != 3 {
+		t.Fatalf("server list at b1: %d members; want 3", len(servers))
+	}
+	if out := g.ctl(b3, "server", "list"); !strings.Contains(out, "differ: auth.max_lockout = 15m0s (here: 1h0m0s)") {
+		t.Errorf("server list at b3 does not show b1's and b2's max_lockout:\n%s", out)
+	}
+	testutil.WaitFor(t, 45*time.Second, "the settings metrics", func() bool {
+		return metric(t, b1, "hotdesk_group_settings_differ") == 1 && metric(t, b3, "hotdesk_group_settings_differ") == 2
+	})
+	if log := b1.LogTail(400); !strings.Contains(log, "other group-wide settings") || !strings.Contains(log, "member=b3") {
+		t.Errorf("b1's log has no warning about b3's settings:\n%s", log)
+	}
 }
 
 // TestGroupAdminE2E is the issue's done-when on a real 3-broker group:

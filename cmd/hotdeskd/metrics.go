@@ -77,6 +77,13 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			func() float64 { return boolf(d.broker.Ready() == nil) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hotdesk_broker_events_dropped_total", Help: "Events subscribers (registry, presence, metrics, hook) lost by falling behind."},
 			func() float64 { return float64(bus.Dropped()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_group_settings_differ", Help: "Members of the group whose group-wide settings (lease_ttl, login policies, lockout limits…) differ from this broker's, at the last comparison (every 15 s)."},
+			func() float64 {
+				if d.settings == nil {
+					return 0
+				}
+				return float64(d.settings.differing())
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_build_info", Help: "Always 1; the version is a label.",
 			ConstLabels: prometheus.Labels{"version": version.String()}}, func() float64 { return 1 }),
 		collectorFunc{desc: tables, collect: func(ch chan<- prometheus.Metric) {

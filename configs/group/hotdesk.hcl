@@ -2,7 +2,9 @@
 # points at the same etcd cluster, over mutual TLS. Copy it to
 # /etc/hotdesk/hotdesk.hcl on each broker and change server_id and
 # advertise; everything not set here keeps its default (configs/hotdesk.hcl,
-# hotdesk.hcl(5)).
+# hotdesk.hcl(5)). The settings every broker must share (lease_ttl, the
+# login policies, lockout limits…) are compared across the group:
+# `hotdeskctl server list` names a broker whose values differ.
 #
 # The etcd cluster's CA signs a client certificate per broker (CN = the
 # server_id is a good habit). Key files must be readable by hotdeskd only

@@ -1165,3 +1165,40 @@ func TestCheckHostUntrustedPrlimit(t *testing.T) {
 		t.Errorf("CheckHost with crontab in another user's directory = %v; want refused", err)
 	}
 }
+
+// TestGroupSettings: the settings every member must share are published
+// as canonical text: a duration however it is written, host-specific
+// settings not at all, and the policy blocks as a digest that changes
+// with any block's settings or their order (the first match applies).
+func TestGroupSettings(t *testing.T) {
+	t.Parallel()
+	parse := func(src string) map[string]string {
+		t.Helper()
+		c, err := Parse([]byte(src), "g.hcl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.GroupSettings()
+	}
+	const carol = "  policy {\n    users = [\"carol\"]\n    auth = \"password\"\n  }\n"
+	const dave = "  policy {\n    users = [\"dave\"]\n    auth = \"card\"\n  }\n"
+	base := parse("auth {\n  max_lockout = \"15m\"\n" + carol + dave + "}\n")
+	if got := parse("listen = \"127.0.0.1:1\"\ndata_dir = \"/srv/hd\"\nauth {\n  max_lockout = \"900s\"\n" + carol + dave + "}\n"); !reflect.DeepEqual(got, base) {
+		t.Errorf("the same group settings written otherwise, other host settings: %v; want %v", got, base)
+	}
+	if base["auth.max_lockout"] != "15m0s" || base["etcd.lease_ttl"] != "5s" || base["session.auth"] != "card+pin" {
+		t.Errorf("group settings %v; want max_lockout 15m0s, lease_ttl 5s, auth card+pin", base)
+	}
+	for name, src := range map[string]string{
+		"blocks in another order": "auth {\n" + dave + carol + "}\n",
+		"a block changed":         "auth {\n" + carol + strings.Replace(dave, `"card"`, `"card+pin"`, 1) + "}\n",
+		"a block fewer":           "auth {\n" + carol + "}\n",
+	} {
+		if got := parse(src)["auth.policy"]; got == base["auth.policy"] || !strings.HasPrefix(got, "sha256:") {
+			t.Errorf("%s: auth.policy = %q; want another digest than %q", name, got, base["auth.policy"])
+		}
+	}
+	if got := parse("")["auth.policy"]; got != "none" {
+		t.Errorf("no policy blocks: auth.policy = %q; want none", got)
+	}
+}

@@ -290,6 +290,21 @@ type ServerInfo struct {
 	Started     time.Time `json:"started"`
 	Self        bool      `json:"self"` // the daemon answering
 	Version     string    `json:"version,omitempty"`
+	// SettingsDiffer lists the group-wide settings this member runs
+	// with other values than the answering daemon (proto/ADMIN.md).
+	SettingsDiffer []SettingDiff `json:"settings_differ,omitempty"`
+}
+
+// SettingDiff is one group-wide setting on which a member differs from
+// the answering daemon.
+type SettingDiff struct {
+	Key    string `json:"key"`    // as in hotdesk.hcl, e.g. "auth.max_lockout"
+	Theirs string `json:"theirs"` // the member's value
+	Ours   string `json:"ours"`   // the answering daemon's
+}
+
+func (d SettingDiff) String() string {
+	return fmt.Sprintf("%s = %s (here: %s)", d.Key, d.Theirs, d.Ours)
 }
 
 // PairRequest asks for a pairing code that registers the next token

@@ -26,7 +26,8 @@ func newTestServer(t *testing.T) (*Server, *adminapitest.Backend) {
 	t.Helper()
 	fb := adminapitest.New(adminapitest.State{
 		Sessions: []adminapi.SessionInfo{{ID: "s-1", User: "alice", State: "active", ServerID: "b1"}},
-		Servers:  []adminapi.ServerInfo{{ID: "b1", Version: "v9"}},
+		Servers: []adminapi.ServerInfo{{ID: "b1", Version: "v9"}, {ID: "b2", SettingsDiffer: []adminapi.SettingDiff{
+			{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "<b>k</b>"}}}},
 	})
 	s, err := New(Config{
 		Backend: fb,
@@ -50,13 +51,13 @@ func newTestServer(t *testing.T) (*Server, *adminapitest.Backend) {
 	return s, fb
 }
 
-// client is a browser-like client: a cookie jar, no redirects followed
-// automatically beyond what the test wants.
+// client is a browser-like client: a cookie jar of its own, no redirects
+// followed automatically beyond what the test wants. (ts.Client() is one
+// client per server: setting its jar would make every "browser" the last
+// one made.)
 func client(t *testing.T, ts *httptest.Server) *http.Client {
 	jar, _ := cookiejar.New(nil)
-	c := ts.Client()
-	c.Jar = jar
-	return c
+	return &http.Client{Transport: ts.Client().Transport, Jar: jar}
 }
 
 func get(t *testing.T, c *http.Client, u string) (int, string) {
@@ -154,6 +155,11 @@ func TestLoginRolesAndCSRF(t *testing.T) {
 		t.Error("the pairing code is shown a second time")
 	}
 
+	// A member's settings that differ, another member's values escaped.
+	if _, body := get(t, admin, ts.URL+"/servers"); !strings.Contains(body, "auth.max_lockout = 1h0m0s (here: 15m0s), session.kiosk_user = &lt;b&gt;k&lt;/b&gt; (here: )") {
+		t.Errorf("servers page without b2's settings that differ:\n%s", body)
+	}
+
 	viewer := client(t, ts)
 	_, body = post(t, viewer, ts.URL+"/login", url.Values{"user": {"viewer"}, "password": {"v"}}, "")
 	if !strings.Contains(body, "viewer (read-only)") || strings.Contains(body, "/kill") {
@@ -167,6 +173,9 @@ func TestLoginRolesAndCSRF(t *testing.T) {
 	post(t, viewer, ts.URL+"/logout", url.Values{"csrf": {vm[1]}}, "")
 	if _, body := get(t, viewer, ts.URL+"/servers"); !strings.Contains(body, "Log in") {
 		t.Error("still logged in after logout")
+	}
+	if _, body := get(t, admin, ts.URL+"/servers"); strings.Contains(body, "Log in") {
+		t.Error("the admin was logged out by the viewer's logout")
 	}
 	// Headers.
 	resp, err := admin.Get(ts.URL + "/servers")

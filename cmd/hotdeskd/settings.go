@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Group settings: every member publishes, in its server record, the
+// settings all members must share (config.GroupSettings: lease_ttl, the
+// login policies, lockout limits…). Each member compares the others' with
+// its own: it warns in its log when a member's differ (again when the
+// differences change, and says when they agree again), exports how many
+// members differ (hotdesk_group_settings_differ), and GET /v1/servers
+// (hotdeskctl servers) lists the differences. A member that publishes no
+// settings (an older version) is not compared.
+
+// settingsCheckInterval is how often the group's records are compared
+// (a read of a few keys: a member that joins with other settings is
+// noticed within it).
+const settingsCheckInterval = 15 * time.Second
+
+// maxSettingLen bounds a value of another member's shown in a log line or
+// a listing.
+const maxSettingLen = 256
+
+// differingSettings lists, by key, the settings theirs has with another
+// value than ours. A key only one of them has is not a difference: a
+// member of another version may publish more, or fewer.
+func differingSettings(ours, theirs map[string]string) []adminapi.SettingDiff {
+	var out []adminapi.SettingDiff
+	for _, k := range slices.Sorted(maps.Keys(ours)) {
+		if v, ok := theirs[k]; ok && v != ours[k] {
+			if len(v) > maxSettingLen {
+				v = v[:maxSettingLen] + "…"
+			}
+			out = append(out, adminapi.SettingDiff{Key: k, Theirs: v, Ours: ours[k]})
+		}
+	}
+	return out
+}
+
+// settingsWatch compares the group's settings with this member's.
+type settingsWatch struct {
+	log  hclog.Logger
+	self string
+	ours map[string]string
+
+	mu     sync.Mutex
+	said   map[string]string // member → its differences last logged
+	differ int               // members whose settings differ, at the last check
+}
+
+func newSettingsWatch(log hclog.Logger, self string, ours map[string]string) *settingsWatch {
+	return &settingsWatch{log: log, self: self, ours: ours, said: map[string]string{}}
+}
+
+// check compares the members' records with this member's settings and
+// logs what changed since the last check.
+func (w *settingsWatch) check(servers []registry.ServerRecord) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := make(map[string]bool, len(servers))
+	n := 0
+	for _, s := range servers {
+		if s.ID == w.self {
+			continue
+		}
+		seen[s.ID] = true
+		diffs := differingSettings(w.ours, s.Settings)
+		text := formatDiffs(diffs)
+		if len(diffs) > 0 {
+			n++
+		}
+		switch prev := w.said[s.ID]; {
+		case text == prev:
+		case text != "":
+			w.log.Warn("a member of the group runs with other group-wide settings; give every broker the same values (hotdeskctl servers lists them)",
+				"member", s.ID, "differences", text)
+			w.said[s.ID] = text
+		default:
+			w.log.Info("a member of the group runs with the same group-wide settings again", "member", s.ID)
+			delete(w.said, s.ID)
+		}
+	}
+	for id := range w.said {
+		if !seen[id] {
+			delete(w.said, id) // left the group
+		}
+	}
+	w.differ = n
+}
+
+// differing reports how many members differed at the last check.
+func (w *settingsWatch) differing() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.differ
+}
+
+// run checks the group's records at once and every settingsCheckInterval
+// until ctx ends. A listing that fails is tried at the next interval.
+func (w *settingsWatch) run(ctx context.Context, clk clock.Clock, list func(context.Context) ([]registry.ServerRecord, error)) {
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		servers, err := list(lctx)
+		cancel()
+		if err == nil {
+			w.check(servers)
+		} else if ctx.Err() == nil {
+			w.log.Debug("group settings not compared: the registry did not answer", "error", err)
+		}
+		if !clock.Sleep(ctx, clk, settingsCheckInterval) {
+			return
+		}
+	}
+}
+
+// formatDiffs joins diffs for a log line.
+func formatDiffs(diffs []adminapi.SettingDiff) string {
+	s := make([]string, len(diffs))
+	for i, d := range diffs {
+		s[i] = d.String()
+	}
+	return strings.Join(s, ", ")
+}
