@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -57,6 +58,10 @@ type Result struct {
 	// session ("NAME=value", e.g. from pam_env), for the compositor. Nil when
 	// there is none.
 	Env []string
+	// Limits are the resource limits the login session set (pam_limits,
+	// from limits.conf), for the desktop's processes; nil when it set
+	// none.
+	Limits []rlimit.Limit
 	// Session, when non-nil, holds resources opened for the desktop session
 	// (a PAM session and credentials). The caller owns it and must Close it
 	// exactly once when the desktop session is destroyed, or when it decides

@@ -500,7 +500,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 	b.countChanged()
 	b.transitioned(s, 0, Creating)
 
-	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env,
+	info, err := b.cfg.Compositor.Create(ctx, compositor.Spec{SessionID: s.ID, User: s.User, Env: res.Env, Limits: res.Limits,
 		Labels: map[string]string{labelToken: token, labelCreated: strconv.FormatInt(now.UnixMilli(), 10)}})
 	if err != nil {
 		full := errors.Is(err, compositor.ErrFull)

@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 )
 
 // ErrNotFound is returned for an unknown session id.
@@ -29,6 +31,10 @@ type Spec struct {
 	User      string // local user the session belongs to
 	// Env is extra environment (KEY=VALUE) for the compositor, e.g. from PAM.
 	Env []string
+	// Limits are resource limits for the compositor and what it starts,
+	// e.g. from the PAM session (pam_limits); a backend that runs
+	// desktops as their users applies them, within its own hard limits.
+	Limits []rlimit.Limit
 	// Labels are the broker's own small facts about the session (its
 	// token, creation time), kept with the compositor's state so that a
 	// restarted broker re-adopting it knows what it is. Bounded by the

@@ -281,7 +281,9 @@ compositor {
   # The tasks (processes and threads) the user of a desktop may have in
   # all (RLIMIT_NPROC, set on each desktop run as its user): every desktop
   # is in hotdeskd's service, and without a bound one user's fork bomb
-  # takes all of its tasks. 0: no limit.
+  # takes all of its tasks. 0: no limit. The other limits of a desktop
+  # (and this one, if lower) are what its PAM session sets (pam_limits:
+  # /etc/security/limits.conf), with auth.open_session.
   max_user_tasks = 4096
 
   # Tests with fake compositors only: with run_as_user = false, let

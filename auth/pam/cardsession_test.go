@@ -9,6 +9,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -250,4 +251,34 @@ func TestCardCredDelete(t *testing.T) {
 	}
 	a.Close()
 	noHelpers(t)
+}
+
+// TestLimitsOfSession: what pam_limits sets when the session opens (from
+// its limits.conf, as for an ssh login) is the Result's Limits, for the
+// desktop; a limit it leaves as it was is not there. A real account
+// (pam_limits looks the user up).
+func TestLimitsOfSession(t *testing.T) {
+	t.Parallel()
+	needMatrix(t)
+	const user = "hdlimits"
+	testutil.AddAccount(t, user)
+	conf := filepath.Join(t.TempDir(), "limits.conf")
+	if err := os.WriteFile(conf, []byte(user+" soft nofile 900\n"+user+" hard nofile 1000\n@nosuchgroup hard nproc 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db := passdb(t, user+":secret:hotdesk")
+	dir := confDir(t, map[string]string{"hotdesk": "auth required pam_deny.so\n" +
+		"account required " + testutil.MatrixModule + " passdb=" + db + "\n" +
+		"session required pam_limits.so conf=" + conf + "\n"})
+	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
+	c := &auth.Chooser{Policies: &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}}, Services: a, Sessions: a}
+	res, err := c.Authenticate(t.Context(), req(user), newScript("", "never asked"))
+	if err != nil || res.Session == nil {
+		t.Fatalf("card login with pam_limits: session, err = %v, %v; want a session", res.Session, err)
+	}
+	t.Cleanup(func() { _ = res.Session.Close(t.Context()) })
+	want := []rlimit.Limit{{Resource: "nofile", Soft: 900, Hard: 1000}}
+	if !slices.Equal(res.Limits, want) {
+		t.Errorf("Limits = %+v; want %+v (nofile only: nproc's rule is another group's)", res.Limits, want)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sort"
 
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 	"github.com/msteinert/pam/v2"
 	"golang.org/x/sys/unix"
 )
@@ -255,9 +256,16 @@ func (h *helper) run() int {
 		}
 		return err
 	}
+	// What the session's modules change of the helper's resource limits
+	// (pam_limits: limits.conf) is the desktop's to have.
+	before, lerr := rlimit.Current()
 	if err := tx.OpenSession(0); err != nil {
 		_ = deleteCreds()
 		return fail("open_session", err)
+	}
+	var limits []rlimit.Limit
+	if after, err := rlimit.Current(); err == nil && lerr == nil {
+		limits = rlimit.Changed(before, after)
 	}
 	envMap, _ := tx.GetEnvList()
 	env := make([]string, 0, len(envMap))
@@ -268,7 +276,7 @@ func (h *helper) run() int {
 	if len(env) > maxEnv {
 		env = env[:maxEnv]
 	}
-	if code := h.result(&wireResult{OK: true, User: user, Env: env}); code != helperOK {
+	if code := h.result(&wireResult{OK: true, User: user, Env: env, Limits: limits}); code != helperOK {
 		// The parent is gone: nobody owns the session; close it now.
 		_ = tx.CloseSession(0)
 		_ = deleteCreds()

@@ -56,6 +56,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,7 @@ import (
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -813,7 +815,8 @@ func (a *Authenticator) finish(lctx context.Context, p *helperProc, res *wireRes
 	// The helper holds the session: it outlives this login's context.
 	cleanup()
 	s := &session{p: p, clk: a.clk, log: log}
-	return auth.Result{User: res.User, Env: res.Env, Session: s}, nil
+	limits := slices.DeleteFunc(res.Limits, func(l rlimit.Limit) bool { return !rlimit.Known(l.Resource) })
+	return auth.Result{User: res.User, Env: res.Env, Limits: limits, Session: s}, nil
 }
 
 // outcome is the login's or account check's outcome of a result that

@@ -6,6 +6,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -88,6 +89,9 @@ type wireResult struct {
 	// process a module started is left; the helper waits for another
 	// start, which the parent may send instead of closing its end.
 	Reusable bool `cbor:"7,keyasint,omitempty"`
+	// Limits (a session opened) are the resource limits the session's
+	// modules changed in the helper (pam_limits): the desktop's.
+	Limits []rlimit.Limit `cbor:"8,keyasint,omitempty"`
 }
 
 type wireClose struct{}

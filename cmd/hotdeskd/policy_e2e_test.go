@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -610,6 +611,58 @@ func TestCardPAMSession(t *testing.T) {
 	waitUntil(t, "the card desktop's PAM session closed with it", func() bool {
 		return readHook() == "account carl\nopen_session carl\naccount carl\nclose_session carl\n"
 	}, readHook)
+}
+
+// TestDesktopLimitsE2E: /etc/security/limits.conf applies to a hotdesk
+// desktop as to an ssh login: pam_limits in the login's session stack
+// sets the limits in the PAM helper, and the desktop (weston, as the
+// user) starts with them. Before, they stayed in the helper: desktops ran
+// with hotdeskd's own limits whatever limits.conf said.
+func TestDesktopLimitsE2E(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	const user = "hdlime2e"
+	testutil.AddAccount(t, user)
+	e := startE2E(t, "", "card")
+	e.openSessions("session")
+	conf := filepath.Join(e.dir, "limits.conf")
+	if err := os.WriteFile(conf, []byte(user+" soft nofile 777\n"+user+" hard nofile 888\n"+user+" hard nproc 300\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// libpam reads the stack at each login: no restart.
+	stack := filepath.Join(e.dir, "pam.d", "hotdesk")
+	b, err := os.ReadFile(stack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stack, append(b, "session required pam_limits.so conf="+conf+"\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(e.dir, "hotdesk.passdb")
+	if b, err = os.ReadFile(db); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(db, append(b, user+":pw:hotdesk\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ev := e.present("t-lim1", e.enroll(user))
+	if ev["event"] != "attached" || ev["user"] != user {
+		t.Fatalf("card login: %v; want attached as %s", ev, user)
+	}
+	var pid int
+	for _, s := range e.sessions() {
+		if s.ID == fmt.Sprint(ev["session"]) {
+			pid = s.PID
+		}
+	}
+	lim, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatalf("desktop of session %v (pid %d): %v", ev["session"], pid, err)
+	}
+	for _, want := range []string{`(?m)^Max open files\s+777\s+888\s`, `(?m)^Max processes\s+300\s+300\s`} {
+		if !regexp.MustCompile(want).Match(lim) {
+			t.Errorf("the desktop's limits:\n%s\nwant %s (limits.conf)", lim, want)
+		}
+	}
 }
 
 // TestAccountDisabledE2E: off-boarding stops a card. Under the card policy

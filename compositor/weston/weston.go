@@ -54,7 +54,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,6 +65,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/defaults"
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 )
 
 var _ compositor.Backend = (*Backend)(nil)
@@ -225,12 +225,16 @@ type Backend struct {
 	cfg    Config
 	binary string // resolved path
 	// prlimit is prlimit(1)'s resolved path when desktops run as their
-	// users with MaxUserTasks; "" otherwise.
+	// users; "" otherwise.
 	prlimit string
-	log     hclog.Logger
-	clock   clock.Clock
-	bootID  string
-	lock    *procsup.FileLock
+	// ownLimits are the daemon's resource limits when desktops run as
+	// their users, by resource: a desktop's hard limits stay within
+	// these (it is started unprivileged).
+	ownLimits map[string]rlimit.Limit
+	log       hclog.Logger
+	clock     clock.Clock
+	bootID    string
+	lock      *procsup.FileLock
 
 	accounts *accountPool // RunAsUser: pooled kiosk accounts
 
@@ -388,9 +392,18 @@ func New(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("weston: new: %w", err)
 	}
 	var prlimit string
-	if cfg.RunAsUser && cfg.MaxUserTasks > 0 {
+	var own map[string]rlimit.Limit
+	if cfg.RunAsUser {
 		if prlimit, err = exec.LookPath("prlimit"); err != nil {
-			return nil, fmt.Errorf("weston: new: a task limit for desktops (max_user_tasks) needs prlimit (util-linux): %w", err)
+			return nil, fmt.Errorf("weston: new: desktops run as their users get their resource limits (max_user_tasks, the PAM session's) from prlimit (util-linux): %w", err)
+		}
+		cur, err := rlimit.Current()
+		if err != nil {
+			return nil, fmt.Errorf("weston: new: %w", err)
+		}
+		own = make(map[string]rlimit.Limit, len(cur))
+		for _, l := range cur {
+			own[l.Resource] = l
 		}
 	}
 	if len(filepath.Join(cfg.StateDir, "x", "run", socketName)) > maxSocketPath {
@@ -425,17 +438,18 @@ func New(cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("weston: new: %w", err)
 	}
 	b := &Backend{
-		cfg:      cfg,
-		binary:   bin,
-		prlimit:  prlimit,
-		log:      cfg.Logger,
-		clock:    cfg.Clock,
-		bootID:   bootID,
-		lock:     lock,
-		exits:    make(chan compositor.Exit, exitsBuffer),
-		done:     make(chan struct{}),
-		sessions: make(map[string]*session),
-		accounts: newAccountPool(cfg.KioskAccountPrefix, cfg.MaxKioskAccounts, cfg.Logger.Named("accounts")),
+		cfg:       cfg,
+		binary:    bin,
+		prlimit:   prlimit,
+		ownLimits: own,
+		log:       cfg.Logger,
+		clock:     cfg.Clock,
+		bootID:    bootID,
+		lock:      lock,
+		exits:     make(chan compositor.Exit, exitsBuffer),
+		done:      make(chan struct{}),
+		sessions:  make(map[string]*session),
+		accounts:  newAccountPool(cfg.KioskAccountPrefix, cfg.MaxKioskAccounts, cfg.Logger.Named("accounts")),
 	}
 	if cfg.Backend == "rdp" && !cfg.InsecureUnguardedRDP {
 		b.guard = cfg.RDPGuard
@@ -536,7 +550,7 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 		s.logger.Info("desktop account", "account", s.account, "pooled", s.pooled, "uid", uid)
 	}
 
-	info, err := b.start(ctx, s, spec.Env, home, cred, uid, gid)
+	info, err := b.start(ctx, s, spec.Env, spec.Limits, home, cred, uid, gid)
 	if err != nil {
 		return compositor.Info{}, fmt.Errorf("weston: create %s: %w", spec.SessionID, err)
 	}
@@ -544,9 +558,36 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 	return info, nil
 }
 
+// desktopLimits are the resource limits a desktop run as its user starts
+// with: the session's (spec.Limits: pam_limits) within the daemon's own
+// hard limits (the desktop is started unprivileged: it can lower its
+// hard limits, not raise them), and a task limit of MaxUserTasks at most.
+// Resources neither sets keep the daemon's.
+func (b *Backend) desktopLimits(session []rlimit.Limit) []rlimit.Limit {
+	var out []rlimit.Limit
+	nproc := false
+	for _, l := range session {
+		ceiling, ok := b.ownLimits[l.Resource]
+		if !ok {
+			continue
+		}
+		l = rlimit.Within(l, ceiling)
+		if l.Resource == "nproc" && b.cfg.MaxUserTasks > 0 {
+			n := uint64(b.cfg.MaxUserTasks)
+			l.Soft, l.Hard, nproc = min(l.Soft, n), min(l.Hard, n), true
+		}
+		out = append(out, l)
+	}
+	if !nproc && b.cfg.MaxUserTasks > 0 {
+		n := uint64(b.cfg.MaxUserTasks)
+		out = append(out, rlimit.Within(rlimit.Limit{Resource: "nproc", Soft: n, Hard: n}, b.ownLimits["nproc"]))
+	}
+	return out
+}
+
 // start runs weston for the reserved session s and waits until it is ready;
 // on error it undoes everything, reservation included.
-func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home string, cred *syscall.Credential, uid, gid int) (compositor.Info, error) {
+func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limits []rlimit.Limit, home string, cred *syscall.Credential, uid, gid int) (compositor.Info, error) {
 	unreserve := func() {
 		b.mu.Lock()
 		if b.sessions[s.id] == s {
@@ -603,9 +644,17 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, home
 	}
 	args = append(args, b.cfg.ExtraArgs...)
 	cmd := exec.Command(b.binary, args...)
+	var lim []rlimit.Limit
 	if b.prlimit != "" && uid >= 0 {
-		n := strconv.Itoa(b.cfg.MaxUserTasks)
-		cmd = exec.Command(b.prlimit, append([]string{"--nproc=" + n + ":" + n, "--", b.binary}, args...)...)
+		lim = b.desktopLimits(limits)
+	}
+	if len(lim) > 0 {
+		pargs := make([]string, 0, len(lim)+2+len(args))
+		for _, l := range lim {
+			pargs = append(pargs, rlimit.Arg(l))
+		}
+		cmd = exec.Command(b.prlimit, append(append(pargs, "--", b.binary), args...)...)
+		s.logger.Debug("desktop resource limits", "limits", strings.Join(pargs, " "))
 	}
 	cmd.Env = buildEnv(home, s.user, s.runDir, extraEnv)
 	cmd.Dir = s.runDir

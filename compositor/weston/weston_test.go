@@ -29,6 +29,7 @@ import (
 	"github.com/hotdesk/hotdesk/compositor/procsup"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/portguard"
+	"github.com/hotdesk/hotdesk/internal/rlimit"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
@@ -1024,10 +1025,27 @@ func TestRunAsUser(t *testing.T) {
 	}
 	pool := testutil.KioskAccountPrefix(t) // its accounts removed after the backend closes
 	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 8, MaxUserTasks: 777})
-	info := create(t, b, compositor.Spec{SessionID: "u", User: regular})
+	// The PAM session's limits (pam_limits): applied, within the daemon's
+	// own hard limits (nofile's "unlimited"), the task limit the lower
+	// of the session's and MaxUserTasks.
+	var own unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &own); err != nil {
+		t.Fatal(err)
+	}
+	info := create(t, b, compositor.Spec{SessionID: "u", User: regular, Limits: []rlimit.Limit{
+		{Resource: "nofile", Soft: 900, Hard: rlimit.Infinity}, {Resource: "nproc", Soft: 500, Hard: 1000}, {Resource: "bogus", Soft: 1, Hard: 1}}})
 	dial(t, info.Endpoint)
 	if r, e := procUID(t, info.PID); r != u.Uid || e != u.Uid {
 		t.Fatalf("weston uid %s/%s; want %s", r, e, u.Uid)
+	}
+	lim, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", info.PID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{fmt.Sprintf(`(?m)^Max open files\s+900\s+%d\s`, own.Max), `(?m)^Max processes\s+500\s+777\s`} {
+		if !regexp.MustCompile(want).Match(lim) {
+			t.Errorf("weston's limits with the session's:\n%s\nwant %s", lim, want)
+		}
 	}
 	sdir := filepath.Join(b.cfg.StateDir, "u")
 	if got := perm(t, sdir); got != 0o710 {

@@ -1150,12 +1150,20 @@ func TestCheckHostUntrustedPrlimit(t *testing.T) {
 	if err := os.Chown(bin, other, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.max_user_tasks: "+bin+" belongs to uid 65534") {
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
 		t.Errorf("CheckHost with prlimit in another user's directory = %v; want refused", err)
 	}
-	c.Compositor.MaxUserTasks = 0 // not run
+	c.Compositor.MaxUserTasks = 0 // prlimit still applies the PAM session's limits
+	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
+		t.Errorf("CheckHost with prlimit in another user's directory, no task limit = %v; want refused", err)
+	}
+	c.Compositor.RunAsUser = false // not run
 	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost without a task limit = %v; want nil (prlimit is not run)", err)
+		t.Errorf("CheckHost with desktops run as the daemon's user = %v; want nil (prlimit is not run)", err)
+	}
+	c.Compositor.RunAsUser = true
+	if err := os.Remove(filepath.Join(bin, "prlimit")); err != nil {
+		t.Fatal(err)
 	}
 	// What it runs as root from the PATH for the pooled accounts.
 	if err := os.WriteFile(filepath.Join(bin, "crontab"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {

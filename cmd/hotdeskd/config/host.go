@@ -159,12 +159,11 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 		if bin, err := exec.LookPath(c.Compositor.Binary); err == nil {
 			trusted("compositor.binary", bin, "every desktop runs it, as the desktop's user")
 		}
-		// weston is started through prlimit(1), found in the PATH as the
-		// weston backend does, which runs as the desktop's user first.
-		if c.Compositor.MaxUserTasks > 0 {
-			if bin, err := exec.LookPath("prlimit"); err == nil {
-				trusted("compositor.max_user_tasks", bin, "every desktop starts as prlimit (util-linux), as the desktop's user")
-			}
+		// weston is started through prlimit(1) (max_user_tasks, the PAM
+		// session's limits), found in the PATH as the weston backend
+		// does, which runs as the desktop's user first.
+		if bin, err := exec.LookPath("prlimit"); err == nil {
+			trusted("compositor.run_as_user", bin, "every desktop starts as prlimit (util-linux), as the desktop's user")
 		}
 		// What the weston backend runs as root, found in the PATH, for
 		// the pooled kiosk accounts: creating one, and clearing what a
