@@ -42,11 +42,7 @@ var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // and weston is missing, and skips it otherwise.
 func requireWeston(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("weston")
-	if err != nil {
-		testutil.SkipOrFail(t, "weston not installed: %v", err)
-	}
-	return p
+	return testutil.NeedTool(t, "weston")
 }
 
 // stateDir is a short state directory (unix socket paths are limited).
@@ -592,9 +588,7 @@ func rdpGuard(t *testing.T) *portguard.Guard {
 	if _, err := portguard.LookNFT(""); err != nil {
 		testutil.SkipOrFail(t, "nft: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "the RDP guard needs root")
-	}
+	testutil.NeedRoot(t, "the RDP guard needs root")
 	table := fmt.Sprintf("hdtest_w%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -1003,9 +997,7 @@ func procUID(t *testing.T, pid int) (string, string) {
 // account with a fresh home; nothing ever runs as uid 0.
 func TestRunAsUser(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
+	testutil.NeedRoot(t, "needs root")
 	const regular = "hdwestonuser"
 	if _, err := user.Lookup(regular); err != nil {
 		testutil.RemoveAccountAfter(t, regular)
@@ -1099,12 +1091,8 @@ func TestRunAsUser(t *testing.T) {
 // removed, never followed.
 func TestPooledAccountLeavesNoFiles(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv missing")
-	}
+	testutil.NeedRoot(t, "needs root")
+	testutil.NeedTool(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 
 	// What the session leaves, written as its account.
@@ -1152,13 +1140,9 @@ func TestPooledAccountLeavesNoFiles(t *testing.T) {
 // (a window's pixels). Other users' objects stay.
 func TestPooledAccountLeavesNoIPC(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
+	testutil.NeedRoot(t, "needs root")
 	for _, bin := range []string{"setpriv", "ipcmk", "ipcrm"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testutil.SkipOrFail(t, "%s missing", bin)
-		}
+		testutil.NeedTool(t, bin)
 	}
 	b, uid, acct := pooledKioskSession(t)
 	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
@@ -1237,13 +1221,9 @@ int main(void) {
 // check: its output stops growing once the session is destroyed.
 func TestPooledAccountKillsHoppingProcess(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
+	testutil.NeedRoot(t, "needs root")
 	for _, bin := range []string{"setpriv", "cc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testutil.SkipOrFail(t, "%s missing", bin)
-		}
+		testutil.NeedTool(t, bin)
 	}
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -1435,9 +1415,7 @@ func TestAccountLockFilesRemoved(t *testing.T) {
 		t.Errorf("lock file of %s left after its release", acct)
 	}
 
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "acquiring a pooled account needs root (useradd)")
-	}
+	testutil.NeedRoot(t, "acquiring a pooled account needs root (useradd)")
 	u, err := p.acquire("s2")
 	if err != nil {
 		t.Fatal(err)
@@ -1492,16 +1470,9 @@ func TestOwnSession(t *testing.T) {
 // the account's. The table goes with the session.
 func TestPooledAccountLeavesNoCrontab(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	crontab, err := exec.LookPath("crontab")
-	if err != nil {
-		testutil.SkipOrFail(t, "crontab missing (Debian package cron)")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv missing")
-	}
+	testutil.NeedRoot(t, "needs root")
+	crontab := testutil.NeedTool(t, "crontab") // Debian package cron
+	testutil.NeedTool(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 	t.Cleanup(func() { exec.Command(crontab, "-u", acct.Username, "-r").Run() })
 	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", crontab, "-")
@@ -1526,16 +1497,9 @@ func TestPooledAccountLeavesNoCrontab(t *testing.T) {
 // session.
 func TestPooledAccountLeavesNoAtJob(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	at, err := exec.LookPath("at")
-	if err != nil {
-		testutil.SkipOrFail(t, "at missing (Debian package at)")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv missing")
-	}
+	testutil.NeedRoot(t, "needs root")
+	at := testutil.NeedTool(t, "at") // Debian package at
+	testutil.NeedTool(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 	jobs := func() []string {
 		t.Helper()

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -16,4 +17,24 @@ func SkipOrFail(t testing.TB, format string, args ...any) {
 	} else {
 		t.Skipf(format, args...)
 	}
+}
+
+// NeedRoot ends t as SkipOrFail does, with the message
+// fmt.Sprintf(format, args...), unless the test runs as root.
+func NeedRoot(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, format, args...)
+	}
+}
+
+// NeedTool returns the path of the command name found in PATH, or ends t
+// as SkipOrFail does ("name missing: …") when there is none.
+func NeedTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		SkipOrFail(t, "%s missing: %v", name, err)
+	}
+	return p
 }

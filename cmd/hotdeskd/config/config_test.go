@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
@@ -913,9 +912,7 @@ dashboard {
 // desktop's user. As the admin socket's directory, they get root's.
 func TestCheckHostUntrustedPaths(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	const other = 65534
 	dir := t.TempDir()
 	theirs := filepath.Join(dir, "theirs")
@@ -986,9 +983,7 @@ func TestCheckHostUntrustedPaths(t *testing.T) {
 // its TLS key there and chmod what they put in it; so is one they created.
 func TestCheckHostDataDirInTmp(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o755); err != nil {
@@ -1018,9 +1013,7 @@ func TestCheckHostDataDirInTmp(t *testing.T) {
 // terminals would talk to whoever knows that key.
 func TestCheckHostUntrustedKeys(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
 	their := testutil.NobodysDir(t, filepath.Join(dir, "theirs"), 0o755)
 	c := Default()
@@ -1097,12 +1090,8 @@ func TestHostWarningsSharedKioskUser(t *testing.T) {
 // runs as every desktop's user, as an untrusted compositor binary would.
 // Not parallel: it sets PATH.
 func TestCheckHostUntrustedPrlimit(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
-	if _, err := exec.LookPath("weston"); err != nil {
-		testutil.SkipOrFail(t, "needs weston")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
+	testutil.NeedTool(t, "weston")
 	const other = 65534
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
