@@ -115,13 +115,7 @@ func TestCheckDir(t *testing.T) {
 	t.Parallel()
 	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
-	sticky := filepath.Join(dir, "tmp")
-	if err := os.Mkdir(sticky, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(sticky, os.ModeSticky|0o777); err != nil {
-		t.Fatal(err)
-	}
+	sticky := testutil.StickyDir(t, filepath.Join(dir, "tmp"))
 	theirs := testutil.NobodysDir(t, filepath.Join(sticky, "hotdesk"), 0o700)
 	for _, ok := range []string{dir, filepath.Join(dir, "data"), filepath.Join(dir, "data", "sessions")} {
 		if err := CheckDir(ok); err != nil {

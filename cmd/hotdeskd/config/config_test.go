@@ -725,12 +725,8 @@ func TestCheckHost(t *testing.T) {
 	}
 	// Groups every Debian host has; none at all.
 	c.AdminGroup, c.Dashboard.ReadOnlyGroup = "root", "bin"
-	if err := c.CheckHost(pos, Host{}); err != nil {
-		t.Errorf("CheckHost with root and bin = %v; want nil", err)
-	}
-	if err := Default().CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost of the defaults = %v; want nil", err)
-	}
+	checkHost(t, c, pos, "root and bin", "")
+	checkHost(t, Default(), nil, "the defaults", "")
 }
 
 // TestCheckHostEtcdTLSFiles: an etcd CA file or client key pair the daemon
@@ -904,6 +900,19 @@ dashboard {
 	}
 }
 
+// checkHost checks c.CheckHost(pos, Host{}): it must be nil when want is
+// "", else an error that contains want. what names the case.
+func checkHost(t *testing.T, c *Config, pos *Positions, what, want string) {
+	t.Helper()
+	err := c.CheckHost(pos, Host{})
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("CheckHost with %s = %v; want nil", what, err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("CheckHost with %s = %v; want refused (%q)", what, err, want)
+	}
+}
+
 // TestCheckHostUntrustedPaths: an event hook, a seat agent, a PAM
 // configuration directory or a compositor binary that another user may
 // change (their file, their directory above it, their link on the way) is
@@ -965,16 +974,12 @@ func TestCheckHostUntrustedPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Auth.PAMDir = pamDir
-	if err := c.CheckHost(pos, Host{}); err != nil {
-		t.Errorf("CheckHost with root's hook and PAM directory = %v; want nil", err)
-	}
+	checkHost(t, c, pos, "root's hook and PAM directory", "")
 	// Their PAM service file in root's directory.
 	if err := os.Lchown(filepath.Join(pamDir, "hotdesk"), other, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(pos, Host{}); err == nil || !strings.Contains(err.Error(), "hotdesk belongs to uid 65534") {
-		t.Errorf("CheckHost with their PAM service file = %v; want refused", err)
-	}
+	checkHost(t, c, pos, "their PAM service file", "hotdesk belongs to uid 65534")
 }
 
 // TestCheckHostDataDirInTmp: a data_dir (or compositor.state_dir) that
@@ -985,27 +990,15 @@ func TestCheckHostDataDirInTmp(t *testing.T) {
 	t.Parallel()
 	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(tmp, os.ModeSticky|0o777); err != nil {
-		t.Fatal(err)
-	}
+	tmp := testutil.StickyDir(t, filepath.Join(dir, "tmp"))
 	c := Default()
 	c.DataDir, c.Compositor.StateDir = filepath.Join(tmp, "hotdesk"), filepath.Join(dir, "sessions")
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "data_dir: "+tmp) {
-		t.Errorf("CheckHost with data_dir in a sticky world-writable directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "data_dir in a sticky world-writable directory", "data_dir: "+tmp)
 	their := testutil.NobodysDir(t, filepath.Join(tmp, "theirs"), 0o700)
 	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), filepath.Join(their, "sessions")
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.state_dir: "+their+" belongs to uid 65534") {
-		t.Errorf("CheckHost with state_dir in another user's directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "state_dir in another user's directory", "compositor.state_dir: "+their+" belongs to uid 65534")
 	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost with root's directories = %v; want nil", err)
-	}
+	checkHost(t, c, nil, "root's directories", "")
 }
 
 // TestCheckHostUntrustedKeys: a TLS key another user may replace (their
@@ -1020,9 +1013,7 @@ func TestCheckHostUntrustedKeys(t *testing.T) {
 	c.DataDir = filepath.Join(dir, "data")
 	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
 	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(dir, "tls", "server.crt"), filepath.Join(their, "server.key")
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+their+" belongs to uid 65534") {
-		t.Errorf("CheckHost with tls.key_file to be created in their directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "tls.key_file to be created in their directory", "tls.key_file: "+their+" belongs to uid 65534")
 	key := filepath.Join(dir, "server.key")
 	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
 		t.Fatal(err)
@@ -1031,15 +1022,11 @@ func TestCheckHostUntrustedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.TLS.KeyFile = key
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+key+" belongs to uid 65534") {
-		t.Errorf("CheckHost with their tls.key_file = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "their tls.key_file", "tls.key_file: "+key+" belongs to uid 65534")
 	if err := os.Chown(key, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost with root's key = %v; want nil", err)
-	}
+	checkHost(t, c, nil, "root's key", "")
 }
 
 // TestHostWarningsSharedKioskUser: a kiosk policy whose sessions would
@@ -1106,24 +1093,16 @@ func TestCheckHostUntrustedPrlimit(t *testing.T) {
 	c := Default()
 	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), state
 	c.Compositor.Type, c.Compositor.RunAsUser, c.Compositor.MaxUserTasks = "weston", true, 4096
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Fatalf("CheckHost with root's prlimit = %v; want nil", err)
-	}
+	checkHost(t, c, nil, "root's prlimit", "")
 	if err := os.Chown(bin, other, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.max_user_tasks: "+bin+" belongs to uid 65534") {
-		t.Errorf("CheckHost with prlimit in another user's directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "prlimit in another user's directory", "compositor.max_user_tasks: "+bin+" belongs to uid 65534")
 	c.Compositor.MaxUserTasks = 0 // not run
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost without a task limit = %v; want nil (prlimit is not run)", err)
-	}
+	checkHost(t, c, nil, "no task limit (prlimit is not run)", "")
 	// What it runs as root from the PATH for the pooled accounts.
 	if err := os.WriteFile(filepath.Join(bin, "crontab"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
-		t.Errorf("CheckHost with crontab in another user's directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "crontab in another user's directory", "compositor.run_as_user: "+bin+" belongs to uid 65534")
 }

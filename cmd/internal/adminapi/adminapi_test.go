@@ -629,13 +629,7 @@ func TestShareWithGroup(t *testing.T) {
 		t.Errorf("dir mode got = %v; want 0750", fi.Mode().Perm())
 	}
 
-	shared := filepath.Join(t.TempDir(), "tmp")
-	if err := os.Mkdir(shared, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
-		t.Fatal(err)
-	}
+	shared := testutil.StickyDir(t, filepath.Join(t.TempDir(), "tmp"))
 	// Listen refuses such a directory (TestListenRefusesSharedDirs):
 	// a socket made there otherwise is refused too.
 	ln2, err := net.Listen("unix", filepath.Join(shared, "admin.sock"))
