@@ -20,7 +20,7 @@ import (
 func TestEmbeddedClosedToOtherUsers(t *testing.T) {
 	t.Parallel()
 	testutil.NeedRoot(t, "needs root to run a helper as another uid")
-	testutil.NeedTool(t, "setpriv") // util-linux
+	testutil.NeedTools(t, "setpriv") // util-linux
 	base := t.TempDir()
 	tlsDir := filepath.Join(base, "etcd-tls")
 	ctx := tctx(t)

@@ -40,9 +40,7 @@ func needMatrix(t *testing.T) {
 func needRoot(t *testing.T) {
 	t.Helper()
 	testutil.NeedRoot(t, "needs root for real users and pam_unix")
-	for _, tool := range []string{"useradd", "userdel", "chpasswd", "chage"} {
-		testutil.NeedTool(t, tool)
-	}
+	testutil.NeedTools(t, "useradd", "userdel", "chpasswd", "chage")
 }
 
 // confDir writes PAM service files (name → content) into a fresh directory.
@@ -81,7 +79,7 @@ func testModule(t *testing.T) string {
 	if cc == "" {
 		cc = "gcc"
 	}
-	testutil.NeedTool(t, cc)
+	testutil.NeedTools(t, cc)
 	out := filepath.Join(t.TempDir(), "pam_hdtest.so")
 	if b, err := exec.Command(cc, "-shared", "-fPIC", "-Wall", "-o", out, "testdata/pam_hdtest.c", "-lpam").CombinedOutput(); err != nil {
 		t.Fatalf("build pam_hdtest: %v\n%s", err, b)

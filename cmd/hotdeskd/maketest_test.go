@@ -17,7 +17,7 @@ import (
 // in `make test` skips it, so it runs once.
 func TestMakeTestShowsAdversarialFigures(t *testing.T) {
 	t.Parallel()
-	testutil.NeedTool(t, "make")
+	testutil.NeedTools(t, "make")
 	cmd := exec.Command("make", "-n", "--no-print-directory", "GO=go", "test")
 	cmd.Dir = "../.."
 	out, err := cmd.CombinedOutput()
@@ -77,7 +77,7 @@ func isGoTest(l string) bool {
 // test's.
 func TestGotestRepeatsWhatFailed(t *testing.T) {
 	t.Parallel()
-	testutil.NeedTool(t, "bash")
+	testutil.NeedTools(t, "bash")
 	// A go that prints what a failing run of three packages prints.
 	fake := filepath.Join(t.TempDir(), "go")
 	script := `#!/bin/sh

@@ -1092,7 +1092,7 @@ func TestRunAsUser(t *testing.T) {
 func TestPooledAccountLeavesNoFiles(t *testing.T) {
 	requireWeston(t)
 	testutil.NeedRoot(t, "needs root")
-	testutil.NeedTool(t, "setpriv")
+	testutil.NeedTools(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 
 	// What the session leaves, written as its account.
@@ -1141,9 +1141,7 @@ func TestPooledAccountLeavesNoFiles(t *testing.T) {
 func TestPooledAccountLeavesNoIPC(t *testing.T) {
 	requireWeston(t)
 	testutil.NeedRoot(t, "needs root")
-	for _, bin := range []string{"setpriv", "ipcmk", "ipcrm"} {
-		testutil.NeedTool(t, bin)
-	}
+	testutil.NeedTools(t, "setpriv", "ipcmk", "ipcrm")
 	b, uid, acct := pooledKioskSession(t)
 	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
 	mk := func(as []string, flags ...string) string {
@@ -1222,9 +1220,7 @@ int main(void) {
 func TestPooledAccountKillsHoppingProcess(t *testing.T) {
 	requireWeston(t)
 	testutil.NeedRoot(t, "needs root")
-	for _, bin := range []string{"setpriv", "cc"} {
-		testutil.NeedTool(t, bin)
-	}
+	testutil.NeedTools(t, "setpriv", "cc")
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -1472,7 +1468,7 @@ func TestPooledAccountLeavesNoCrontab(t *testing.T) {
 	requireWeston(t)
 	testutil.NeedRoot(t, "needs root")
 	crontab := testutil.NeedTool(t, "crontab") // Debian package cron
-	testutil.NeedTool(t, "setpriv")
+	testutil.NeedTools(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 	t.Cleanup(func() { exec.Command(crontab, "-u", acct.Username, "-r").Run() })
 	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", crontab, "-")
@@ -1499,7 +1495,7 @@ func TestPooledAccountLeavesNoAtJob(t *testing.T) {
 	requireWeston(t)
 	testutil.NeedRoot(t, "needs root")
 	at := testutil.NeedTool(t, "at") // Debian package at
-	testutil.NeedTool(t, "setpriv")
+	testutil.NeedTools(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 	jobs := func() []string {
 		t.Helper()

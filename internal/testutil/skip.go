@@ -28,13 +28,22 @@ func NeedRoot(t testing.TB, format string, args ...any) {
 	}
 }
 
-// NeedTool returns the path of the command name found in PATH, or ends t
-// as SkipOrFail does ("name missing: …") when there is none.
+// NeedTools ends t as SkipOrFail does when one of tools is not on $PATH:
+// CI must never pass by skipping what it cannot run.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		NeedTool(t, tool)
+	}
+}
+
+// NeedTool returns the path of the command name found in $PATH, or ends t
+// as SkipOrFail does when there is none.
 func NeedTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		SkipOrFail(t, "%s missing: %v", name, err)
+		SkipOrFail(t, "%s not installed: %v", name, err)
 	}
 	return p
 }

@@ -48,7 +48,7 @@ func TestNeedTool(t *testing.T) {
 		t.Errorf("NeedTool(sh) = %q; failed %q, skipped %q; want its path", p, e.fatal, e.skip)
 	}
 	e = endTB{}
-	if p := NeedTool(&e, "hotdesk-no-such-tool"); p != "" || !strings.HasPrefix(e.fatal, "hotdesk-no-such-tool missing: ") {
+	if p := NeedTool(&e, "hotdesk-no-such-tool"); p != "" || !strings.HasPrefix(e.fatal, "hotdesk-no-such-tool not installed: ") {
 		t.Errorf("NeedTool of a missing tool = %q; failed %q; want it failed as missing", p, e.fatal)
 	}
 }

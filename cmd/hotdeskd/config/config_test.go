@@ -1078,7 +1078,7 @@ func TestHostWarningsSharedKioskUser(t *testing.T) {
 // Not parallel: it sets PATH.
 func TestCheckHostUntrustedPrlimit(t *testing.T) {
 	testutil.NeedRoot(t, "needs root (files of another uid)")
-	testutil.NeedTool(t, "weston")
+	testutil.NeedTools(t, "weston")
 	const other = 65534
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
