@@ -161,10 +161,7 @@ pairing {
 }
 `, attachAddr, metricsAddr, pamDir)
 	e := newE2E(t, bin, dir, addr, cfg) // its own kiosk accounts, removed after the daemon stops
-	pin, err := proto.ParseFingerprint(e.pin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pin := e.fingerprint()
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
