@@ -702,27 +702,10 @@ func TestListenerConflicts(t *testing.T) {
 func TestCheckHost(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "h.hcl")
-	src := "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n"
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, pos, err := LoadWithPositions(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.CheckHost(pos, Host{})
-	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("CheckHost = %v; want an *Error", err)
-	}
-	for _, want := range []string{
-		path + `:2:15: unknown group: admin_group: group "nosuchgroup-hd7" does not exist on this host`,
-		path + `:5:20: unknown group: dashboard.readonly_group: group "nosuchgrp-hd7" does not exist on this host`,
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
-		}
-	}
+	c, pos, path := loadFile(t, dir, "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n")
+	checkHostErrors(t, c, pos,
+		path+`:2:15: unknown group: admin_group: group "nosuchgroup-hd7" does not exist on this host`,
+		path+`:5:20: unknown group: dashboard.readonly_group: group "nosuchgrp-hd7" does not exist on this host`)
 	// Groups every Debian host has; none at all.
 	c.AdminGroup, c.Dashboard.ReadOnlyGroup = "root", "bin"
 	checkHost(t, c, pos, "root and bin", "")
@@ -759,11 +742,7 @@ func TestCheckHostEtcdTLSFiles(t *testing.T) {
 	missing := filepath.Join(dir, "missing.crt")
 	check := func(ca, cert, key string) error {
 		t.Helper()
-		path := write("h.hcl", []byte(fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, cert, key)))
-		c, pos, err := LoadWithPositions(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, pos, _ := loadFile(t, dir, fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, cert, key))
 		return c.CheckHost(pos, Host{})
 	}
 	if err := check(caFile, crt1, key1); err != nil {
@@ -900,6 +879,35 @@ dashboard {
 	}
 }
 
+// loadFile writes src to dir/h.hcl and loads it with its positions.
+func loadFile(t *testing.T, dir, src string) (c *Config, pos *Positions, path string) {
+	t.Helper()
+	path = filepath.Join(dir, "h.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, pos, err := LoadWithPositions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, pos, path
+}
+
+// checkHostErrors checks that c.CheckHost(pos, Host{}) is an *Error that
+// contains each of wants.
+func checkHostErrors(t *testing.T, c *Config, pos *Positions, wants ...string) {
+	t.Helper()
+	err := c.CheckHost(pos, Host{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CheckHost = %v; want an *Error", err)
+	}
+	for _, want := range wants {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
+		}
+	}
+}
+
 // checkHost checks c.CheckHost(pos, Host{}): it must be nil when want is
 // "", else an error that contains want. what names the case.
 func checkHost(t *testing.T, c *Config, pos *Positions, what, want string) {
@@ -948,27 +956,10 @@ func TestCheckHostUntrustedPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(dir, "h.hcl")
-	src := fmt.Sprintf("event_hook = %q\nauth {\n  pam_dir = %q\n  open_session = false\n}\nsession {\n  auth = \"card+password\"\n}\n", hook, filepath.Join(dir, "pamlink"))
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, pos, err := LoadWithPositions(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.CheckHost(pos, Host{})
-	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("CheckHost = %v; want an *Error", err)
-	}
-	for _, want := range []string{
-		path + `:1:14: path others may change: event_hook: ` + theirs + ` belongs to uid 65534`,
-		path + `:3:13: path others may change: auth.pam_dir: a link on the way to`,
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
-		}
-	}
+	c, pos, path := loadFile(t, dir, fmt.Sprintf("event_hook = %q\nauth {\n  pam_dir = %q\n  open_session = false\n}\nsession {\n  auth = \"card+password\"\n}\n", hook, filepath.Join(dir, "pamlink")))
+	checkHostErrors(t, c, pos,
+		path+`:1:14: path others may change: event_hook: `+theirs+` belongs to uid 65534`,
+		path+`:3:13: path others may change: auth.pam_dir: a link on the way to`)
 	// Root's own: accepted.
 	if err := os.Lchown(theirs, 0, 0); err != nil {
 		t.Fatal(err)
