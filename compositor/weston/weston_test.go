@@ -1090,9 +1090,7 @@ func TestRunAsUser(t *testing.T) {
 // planted for it. Only the account's own entries go; a link it left is
 // removed, never followed.
 func TestPooledAccountLeavesNoFiles(t *testing.T) {
-	requireWeston(t)
-	testutil.NeedRoot(t, "needs root")
-	testutil.NeedTools(t, "setpriv")
+	needPooledAccounts(t)
 	b, uid, acct := pooledKioskSession(t)
 
 	// What the session leaves, written as its account.
@@ -1139,9 +1137,8 @@ func TestPooledAccountLeavesNoFiles(t *testing.T) {
 // so the account's next session cannot attach a segment the last one left
 // (a window's pixels). Other users' objects stay.
 func TestPooledAccountLeavesNoIPC(t *testing.T) {
-	requireWeston(t)
-	testutil.NeedRoot(t, "needs root")
-	testutil.NeedTools(t, "setpriv", "ipcmk", "ipcrm")
+	needPooledAccounts(t)
+	testutil.NeedTools(t, "ipcmk", "ipcrm")
 	b, uid, acct := pooledKioskSession(t)
 	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
 	mk := func(as []string, flags ...string) string {
@@ -1218,9 +1215,8 @@ int main(void) {
 // account's next session, someone else's, whose desktop it may use). The
 // check: its output stops growing once the session is destroyed.
 func TestPooledAccountKillsHoppingProcess(t *testing.T) {
-	requireWeston(t)
-	testutil.NeedRoot(t, "needs root")
-	testutil.NeedTools(t, "setpriv", "cc")
+	needPooledAccounts(t)
+	testutil.NeedTools(t, "cc")
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -1346,6 +1342,16 @@ func deadProcess(t *testing.T) (pid int, startTicks uint64) {
 	return dead.Process.Pid, st.StartTicks
 }
 
+// needPooledAccounts ends t (testutil.SkipOrFail) unless it can run
+// pooledKioskSession and act as its account: weston, root (useradd) and
+// setpriv.
+func needPooledAccounts(t *testing.T) {
+	t.Helper()
+	requireWeston(t)
+	testutil.NeedRoot(t, "needs root")
+	testutil.NeedTools(t, "setpriv")
+}
+
 // pooledKioskSession starts session "k" of a backend with a pool of two
 // kiosk accounts (removed afterwards), as a kiosk login of nobody gets one,
 // and returns the backend and the pooled account weston runs as.
@@ -1465,10 +1471,8 @@ func TestOwnSession(t *testing.T) {
 // session, someone else's: their fresh home and their desktop's socket are
 // the account's. The table goes with the session.
 func TestPooledAccountLeavesNoCrontab(t *testing.T) {
-	requireWeston(t)
-	testutil.NeedRoot(t, "needs root")
+	needPooledAccounts(t)
 	crontab := testutil.NeedTool(t, "crontab") // Debian package cron
-	testutil.NeedTools(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 	t.Cleanup(func() { exec.Command(crontab, "-u", acct.Username, "-r").Run() })
 	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", crontab, "-")
@@ -1492,10 +1496,8 @@ func TestPooledAccountLeavesNoCrontab(t *testing.T) {
 // during the account's next session, someone else's. It goes with the
 // session.
 func TestPooledAccountLeavesNoAtJob(t *testing.T) {
-	requireWeston(t)
-	testutil.NeedRoot(t, "needs root")
+	needPooledAccounts(t)
 	at := testutil.NeedTool(t, "at") // Debian package at
-	testutil.NeedTools(t, "setpriv")
 	b, uid, acct := pooledKioskSession(t)
 	jobs := func() []string {
 		t.Helper()
