@@ -293,12 +293,8 @@ func (l *Limiter) failure(keys []string) {
 	var started []Lockout
 	var counted []string
 	defer func() {
-		l.report(started)
-		if f := l.cfg.OnFailure; f != nil {
-			for _, k := range counted {
-				f(k)
-			}
-		}
+		notify(l.cfg.OnLockout, started)
+		notify(l.cfg.OnFailure, counted)
 	}()
 	now := l.clk.Now()
 	l.mu.Lock()
@@ -436,13 +432,14 @@ func (h *lockHeap) Pop() any {
 	return e
 }
 
-// report calls OnLockout for each lockout started. Caller does not hold
-// l.mu.
-func (l *Limiter) report(started []Lockout) {
-	if f := l.cfg.OnLockout; f != nil {
-		for _, lo := range started {
-			f(lo)
-		}
+// notify calls the hook f (OnLockout, OnFailure, OnReset), when set, with
+// each of xs in turn. Callers do not hold l.mu.
+func notify[T any](f func(T), xs []T) {
+	if f == nil {
+		return
+	}
+	for _, x := range xs {
+		f(x)
 	}
 }
 
@@ -466,7 +463,7 @@ func (l *Limiter) Observe(key string, n int, first time.Time) bool {
 	key = normKey(key)
 	now := l.clk.Now()
 	var started []Lockout
-	defer func() { l.report(started) }()
+	defer func() { notify(l.cfg.OnLockout, started) }()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n == 0 {
@@ -602,13 +599,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 // here or in the group's count (see Observe).
 func (l *Limiter) Success(token, user string) {
 	var reset []string
-	defer func() {
-		if f := l.cfg.OnReset; f != nil {
-			for _, k := range reset {
-				f(k)
-			}
-		}
-	}()
+	defer func() { notify(l.cfg.OnReset, reset) }()
 	now := l.clk.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -25,21 +25,15 @@ func TestLimiterBackoff(t *testing.T) {
 	l, clk := newLimiter(auth.LimiterConfig{MaxFailures: 2, Window: time.Hour, BaseLockout: 10 * time.Second, MaxLockout: 35 * time.Second})
 	for _, lockout := range []time.Duration{10 * time.Second, 20 * time.Second, 35 * time.Second, 35 * time.Second} {
 		l.Failure("", "alice", "")
-		if err := l.Check("", "alice", ""); err != nil {
-			t.Fatalf("after one failure: err = %v; want nil", err)
-		}
+		checkAllowed(t, l, "after one failure", "", "alice", "")
 		l.Failure("", "alice", "")
 		if err := l.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) || !errors.Is(err, auth.ErrDenied) {
 			t.Fatalf("after two failures: err = %v; want %v", err, auth.ErrLocked)
 		}
 		clk.Advance(lockout - time.Second)
-		if err := l.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
-			t.Fatalf("1s before the end of a %s lockout: err = %v; want %v", lockout, err, auth.ErrLocked)
-		}
+		checkLocked(t, l, fmt.Sprintf("1s before the end of a %s lockout", lockout), "", "alice", "")
 		clk.Advance(time.Second)
-		if err := l.Check("", "alice", ""); err != nil {
-			t.Fatalf("at the end of a %s lockout: err = %v; want nil", lockout, err)
-		}
+		checkAllowed(t, l, fmt.Sprintf("at the end of a %s lockout", lockout), "", "alice", "")
 	}
 }
 
@@ -126,9 +120,7 @@ func TestLimiterForgetsQuietKeys(t *testing.T) {
 	clk.Advance(31 * time.Second)
 	// The 300 failed more than a window ago; bob's lockout started
 	// within the window.
-	if err := l.Check("", "carl", ""); err != nil {
-		t.Fatal(err)
-	}
+	checkAllowed(t, l, "carl", "", "carl", "")
 	if got := l.Len(); got != 1 {
 		t.Errorf("keys a window after 300 failed once = %d; want 1 (bob)", got)
 	}
@@ -333,36 +325,24 @@ func TestLimiterShared(t *testing.T) {
 			t.Fatalf("Apply(%+v) = false; want true (in force)", lo)
 		}
 	}
-	if err := b.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
-		t.Fatalf("user locked out elsewhere: err = %v; want %v", err, auth.ErrLocked)
-	}
-	if err := b.Check("", "bob", "t9"); err != nil {
-		t.Fatalf("another user: err = %v; want nil", err)
-	}
+	checkLocked(t, b, "user locked out elsewhere", "", "alice", "")
+	checkAllowed(t, b, "another user", "", "bob", "t9")
 	clkB.Advance(10 * time.Second)
-	if err := b.Check("tok", "alice", ""); err != nil {
-		t.Fatalf("after the shared lockout: err = %v; want nil", err)
-	}
+	checkAllowed(t, b, "after the shared lockout", "tok", "alice", "")
 	// The next lockout here is the group's second for alice: 20 s.
 	b.Failure("", "alice", "")
 	b.Failure("", "alice", "")
 	clkB.Advance(15 * time.Second)
-	if err := b.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
-		t.Fatalf("15 s into the second lockout: err = %v; want locked (20 s)", err)
-	}
+	checkLocked(t, b, "15 s into the second lockout (20 s)", "", "alice", "")
 
 	// An administrator clears alice's lockout: refused no more, and her
 	// next lockout starts from the base again (10 s, not 40 s).
 	b.Clear("user:alice")
-	if err := b.Check("", "alice", ""); err != nil {
-		t.Fatalf("after Clear: err = %v; want nil", err)
-	}
+	checkAllowed(t, b, "after Clear", "", "alice", "")
 	b.Failure("", "alice", "")
 	b.Failure("", "alice", "")
 	clkB.Advance(10 * time.Second)
-	if err := b.Check("", "alice", ""); err != nil {
-		t.Fatalf("10 s into the first lockout after Clear: err = %v; want nil (back-off reset)", err)
-	}
+	checkAllowed(t, b, "10 s into the first lockout after Clear (back-off reset)", "", "alice", "")
 
 	c, clkC := newLimiter(auth.LimiterConfig{MaxLockout: time.Minute})
 	c.Apply(auth.Lockout{Key: "user:carol", Until: clkC.Now().Add(24 * time.Hour), Level: 3})
@@ -435,13 +415,9 @@ func TestLimiterGroupCounts(t *testing.T) {
 		t.Fatalf("OnFailure keys %v; want %v", failed, want)
 	}
 	b.Failure("", "alice", "")
-	if err := a.Check("", "alice", ""); err != nil {
-		t.Fatalf("after 2 failures in the group: %v; want nil", err)
-	}
+	checkAllowed(t, a, "after 2 failures in the group", "", "alice", "")
 	a.Failure("", "alice", "")
-	if err := a.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
-		t.Fatalf("after 3 failures in the group, 2 here: %v; want locked", err)
-	}
+	checkLocked(t, a, "after 3 failures in the group, 2 here", "", "alice", "")
 	if len(started) != 1 || started[0].Key != "user:alice" || started[0].Level != 1 {
 		t.Fatalf("lockouts %+v; want user:alice at level 1", started)
 	}
@@ -468,18 +444,14 @@ func TestLimiterGroupCounts(t *testing.T) {
 	// A count under the limit is not added to the member's own.
 	c.Observe("user:eve", 2, clk.Now())
 	c.Failure("", "eve", "")
-	if err := c.Check("", "eve", ""); err != nil {
-		t.Fatalf("one failure here after hearing of two in the group: %v; want nil", err)
-	}
+	checkAllowed(t, c, "one failure here after hearing of two in the group", "", "eve", "")
 	// Apply forgets failures: after the lockout, one failure is one.
 	c.Failure("", "gina", "")
 	c.Failure("", "gina", "")
 	c.Apply(auth.Lockout{Key: "user:gina", Until: clk.Now().Add(time.Second), Level: 1})
 	clk.Advance(time.Second)
 	c.Failure("", "gina", "")
-	if err := c.Check("", "gina", ""); err != nil {
-		t.Fatalf("one failure after a group lockout of gina ended: %v; want nil", err)
-	}
+	checkAllowed(t, c, "one failure after a group lockout of gina ended", "", "gina", "")
 
 	// Success: reported for keys with failures only.
 	reset = nil
@@ -548,9 +520,7 @@ func TestLimiterKeepsLockouts(t *testing.T) {
 	for i := range 100 {
 		l.Failure(fmt.Sprint("tok", i), fmt.Sprint("user", i), fmt.Sprint("term", i))
 	}
-	if err := l.Check("", "alice", ""); !errors.Is(err, auth.ErrLocked) {
-		t.Fatalf("alice after 300 other keys failed once: err = %v; want locked", err)
-	}
+	checkLocked(t, l, "alice after 300 other keys failed once", "", "alice", "")
 	// Fill the lockouts' places (alice holds one of 4).
 	for _, u := range []string{"bob", "carl", "dora", "ed", "fay"} {
 		l.Failure("", u, "")
@@ -570,9 +540,7 @@ func TestLimiterKeepsLockouts(t *testing.T) {
 	// alice's lockout ends; her back-off level survived the flood: her
 	// next lockout is twice the first.
 	clk.Advance(10 * time.Second)
-	if err := l.Check("", "alice", ""); err != nil {
-		t.Fatalf("alice after her lockout: err = %v; want nil", err)
-	}
+	checkAllowed(t, l, "alice after her lockout", "", "alice", "")
 	l.Failure("", "alice", "")
 	l.Failure("", "alice", "")
 	clk.Advance(19 * time.Second)
@@ -835,5 +803,23 @@ func TestObserveFullOfQuietKeys(t *testing.T) {
 	l.Success("", "carol")
 	if want := []string{"user:carol"}; !slices.Equal(reset, want) {
 		t.Errorf("OnReset %v after carol's success with a group count; want %v (the quiet keys took the room)", reset, want)
+	}
+}
+
+// checkAllowed checks that l lets an attempt by token, user and terminal
+// proceed; what names the case.
+func checkAllowed(t *testing.T, l *auth.Limiter, what, token, user, terminal string) {
+	t.Helper()
+	if err := l.Check(token, user, terminal); err != nil {
+		t.Fatalf("%s: err = %v; want nil", what, err)
+	}
+}
+
+// checkLocked checks that l refuses an attempt by token, user and
+// terminal as locked out; what names the case.
+func checkLocked(t *testing.T, l *auth.Limiter, what, token, user, terminal string) {
+	t.Helper()
+	if err := l.Check(token, user, terminal); !errors.Is(err, auth.ErrLocked) {
+		t.Fatalf("%s: err = %v; want %v", what, err, auth.ErrLocked)
 	}
 }

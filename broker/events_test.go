@@ -307,9 +307,7 @@ func TestMalformedTokenNotEmitted(t *testing.T) {
 // the old connection was listed there for as long as the new one lasted.
 func TestTokenRemovedAtDisconnect(t *testing.T) {
 	t.Parallel()
-	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
-	e := newEnvWith(t, "b1", envOptions{events: bus})
+	e, sub := newEventsEnv(t)
 	old := e.dial("term-1")
 	const tok = "uid.0a0b0c01"
 	old.insert(tok)
@@ -331,9 +329,7 @@ func TestTokenRemovedAtDisconnect(t *testing.T) {
 // still in its reader), while one only the old connection held is.
 func TestTokenHeldElsewhereNotRemovedAtDisconnect(t *testing.T) {
 	t.Parallel()
-	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
-	e := newEnvWith(t, "b1", envOptions{events: bus})
+	e, sub := newEventsEnv(t)
 	old := e.dial("term-1")
 	const kept, pulled = "uid.0a0b0c01", "uid.0a0b0c02"
 	for _, tok := range []string{kept, pulled} {

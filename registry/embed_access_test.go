@@ -3,7 +3,6 @@ package registry_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,12 +19,8 @@ import (
 // HTTP gateway or the peer port.
 func TestEmbeddedClosedToOtherUsers(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root to run a helper as another uid")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv (util-linux) not installed")
-	}
+	testutil.NeedRoot(t, "needs root to run a helper as another uid")
+	testutil.NeedTools(t, "setpriv") // util-linux
 	base := t.TempDir()
 	tlsDir := filepath.Join(base, "etcd-tls")
 	ctx := tctx(t)

@@ -28,19 +28,11 @@ func TestCardSessionOpen(t *testing.T) {
 	needMatrix(t)
 	tmp := t.TempDir()
 	hook, readHook := pamHook(t, tmp)
-	envFile := filepath.Join(tmp, "env")
-	if err := os.WriteFile(envFile, []byte("HOTDESK_TEST=card\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	emptyConf := filepath.Join(tmp, "pam_env.conf")
-	if err := os.WriteFile(emptyConf, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	db := passdb(t, "alice:secret:hotdesk")
 	dir := confDir(t, map[string]string{"hotdesk": "auth optional pam_exec.so quiet " + hook + "\nauth required pam_deny.so\n" +
 		"account optional pam_exec.so quiet " + hook + "\n" +
 		"account required " + testutil.MatrixModule + " passdb=" + db + "\n" +
-		"session required pam_env.so readenv=1 user_readenv=0 conffile=" + emptyConf + " envfile=" + envFile + "\n" +
+		pamEnvSession(t, tmp, "HOTDESK_TEST=card\n") +
 		"session required pam_exec.so quiet " + hook + "\n"})
 	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true, AccountHelperUses: 10})
 	c := &auth.Chooser{Policies: &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}}, Services: a, Sessions: a}

@@ -39,14 +39,8 @@ func needMatrix(t *testing.T) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root for real users and pam_unix")
-	}
-	for _, tool := range []string{"useradd", "userdel", "chpasswd", "chage"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testutil.SkipOrFail(t, "%s missing: %v", tool, err)
-		}
-	}
+	testutil.NeedRoot(t, "needs root for real users and pam_unix")
+	testutil.NeedTools(t, "useradd", "userdel", "chpasswd", "chage")
 }
 
 // confDir writes PAM service files (name → content) into a fresh directory.
@@ -85,9 +79,7 @@ func testModule(t *testing.T) string {
 	if cc == "" {
 		cc = "gcc"
 	}
-	if _, err := exec.LookPath(cc); err != nil {
-		testutil.SkipOrFail(t, "C compiler %s missing: %v", cc, err)
-	}
+	testutil.NeedTools(t, cc)
 	out := filepath.Join(t.TempDir(), "pam_hdtest.so")
 	if b, err := exec.Command(cc, "-shared", "-fPIC", "-Wall", "-o", out, "testdata/pam_hdtest.c", "-lpam").CombinedOutput(); err != nil {
 		t.Fatalf("build pam_hdtest: %v\n%s", err, b)

@@ -428,6 +428,21 @@ func pamHook(t *testing.T, dir string) (hook string, readHook func() string) {
 	}
 }
 
+// pamEnvSession returns the session line of pam_env setting env (lines
+// NAME=value) from an envfile written in dir, with an empty conffile.
+func pamEnvSession(t *testing.T, dir, env string) string {
+	t.Helper()
+	envFile := filepath.Join(dir, "env")
+	if err := os.WriteFile(envFile, []byte(env), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	emptyConf := filepath.Join(dir, "pam_env.conf")
+	if err := os.WriteFile(emptyConf, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "session required pam_env.so readenv=1 user_readenv=0 conffile=" + emptyConf + " envfile=" + envFile + "\n"
+}
+
 // TestOpenSession: with OpenSession the helper holds the PAM session (PAM_TTY
 // and PAM_RHOST set, env from pam_env) until Result.Session is closed.
 func TestOpenSession(t *testing.T) {
@@ -436,17 +451,9 @@ func TestOpenSession(t *testing.T) {
 	tmp := t.TempDir()
 	db := passdb(t, "alice:secret:hotdesk")
 	hook, readHook := pamHook(t, tmp)
-	envFile := filepath.Join(tmp, "env")
-	if err := os.WriteFile(envFile, []byte("HOTDESK_TEST=yes\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	emptyConf := filepath.Join(tmp, "pam_env.conf")
-	if err := os.WriteFile(emptyConf, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	dir := confDir(t, map[string]string{"hotdesk": matrixService(db) +
 		"auth optional pam_exec.so quiet " + hook + "\n" +
-		"session required pam_env.so readenv=1 user_readenv=0 conffile=" + emptyConf + " envfile=" + envFile + "\n" +
+		pamEnvSession(t, tmp, "HOTDESK_TEST=yes\n") +
 		"session required pam_exec.so quiet " + hook + "\n"})
 	a := newAuth(t, pam.Config{ConfDir: dir, OpenSession: true})
 
@@ -496,9 +503,8 @@ func TestOpenSession(t *testing.T) {
 func TestTTYNamesNoDevice(t *testing.T) {
 	t.Parallel()
 	needMatrix(t)
-	tmp := t.TempDir()
 	db := passdb(t, "alice:secret:hotdesk")
-	hook, readHook := pamHook(t, tmp)
+	hook, readHook := pamHook(t, t.TempDir())
 	dir := confDir(t, map[string]string{"hotdesk": matrixService(db) +
 		"auth optional pam_exec.so quiet " + hook + "\n"})
 	a := newAuth(t, pam.Config{ConfDir: dir})

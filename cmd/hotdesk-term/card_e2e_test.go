@@ -24,6 +24,16 @@ import (
 	"github.com/hotdesk/hotdesk/tokens/pcsc/vcard"
 )
 
+// insertCard inserts c into reader i of d (vpcd's port), or fails t.
+func insertCard(ctx context.Context, t *testing.T, d *pcscdtest.Daemon, i int, c vcard.Card) *vcard.Inserted {
+	t.Helper()
+	in, err := vcard.Insert(ctx, d.Port(i), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
 // cardWorld is a real hotdeskd and a private pcscd with the two vpcd
 // readers: terminal agents run with -pcsc, each on one reader, as thin
 // clients with a card reader do.
@@ -170,10 +180,7 @@ func TestCardsE2E(t *testing.T) {
 	json.Unmarshal(out, &pr)
 	pairCmd, pairEvs, _ := w.agent(ctx, t, "-id", "desk-0", "-pcsc", "-readers", reader0, "pair", pr.Code)
 	waitEvent(t, pairEvs, "waiting")
-	ins, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ins := insertCard(ctx, t, w.pcscd, 0, vcard.PhoneCard(phone))
 	paired := waitEvent(t, pairEvs, "paired")
 	if paired["token"] != phone.TokenID() {
 		t.Fatalf("paired %v; want %s", paired["token"], phone.TokenID())
@@ -195,9 +202,7 @@ func TestCardsE2E(t *testing.T) {
 	pairCmd, pairEvs, _ = w.agent(ctx, t, "-id", "desk-0", "-pcsc", "-readers", reader0, "pair", pr.Code)
 	waitEvent(t, pairEvs, "waiting")
 	settledSince(phoneOut) // pcscd saw the genuine phone leave
-	if ins, err = vcard.Insert(ctx, w.pcscd.Port(0), vcard.ImpostorCard(&nfc.Phone{Key: victimKey}, forger)); err != nil {
-		t.Fatal(err)
-	}
+	ins = insertCard(ctx, t, w.pcscd, 0, vcard.ImpostorCard(&nfc.Phone{Key: victimKey}, forger))
 	if ev := waitEvent(t, pairEvs, "error"); ev["name"] != "pairing" || ev["detail"] != proto.DetailProofRefused {
 		t.Fatalf("impostor phone paired: %v; want Error{pairing, proof_refused}", ev)
 	}
@@ -222,10 +227,7 @@ func TestCardsE2E(t *testing.T) {
 	// The UID card at desk 0, then at desk 1: the same session. The
 	// terminal says it reads the card before the card is identified.
 	uid := []byte{0x04, 0xa1, 0xb2, 0xc3}
-	card, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.UIDCard(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	card := insertCard(ctx, t, w.pcscd, 0, vcard.UIDCard(uid))
 	readThenInserted(t, ev0, "uid.04a1b2c3")
 	att := waitEvent(t, ev0, "attached")
 	if att["user"] != alice || att["token"] != "uid.04a1b2c3" {
@@ -235,10 +237,7 @@ func TestCardsE2E(t *testing.T) {
 	if det := waitEvent(t, ev0, "detached"); det["reason"] != "token_removed" {
 		t.Fatalf("card pulled: %v; want token_removed", det)
 	}
-	card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	card = insertCard(ctx, t, w.pcscd, 1, vcard.UIDCard(uid))
 	att1 := waitEvent(t, ev1, "attached")
 	if att1["session"] != att["session"] || att1["resumed"] != true {
 		t.Fatalf("card at desk 1: %v; want session %v resumed", att1, att["session"])
@@ -254,10 +253,7 @@ func TestCardsE2E(t *testing.T) {
 	wg.Go(func() {
 		t.Run("desk0", func(t *testing.T) {
 			// The phone at desk 0 proves its key and gets carol's session.
-			ins, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.PhoneCard(phone))
-			if err != nil {
-				t.Fatal(err)
-			}
+			ins := insertCard(ctx, t, w.pcscd, 0, vcard.PhoneCard(phone))
 			waitEvent(t, ev0, "challenge")
 			if a := waitEvent(t, ev0, "attached"); a["user"] != "carol" || a["token"] != phone.TokenID() {
 				t.Fatalf("phone: %v; want carol's session", a)
@@ -277,10 +273,7 @@ func TestCardsE2E(t *testing.T) {
 				{"unenrolled phone", vcard.PhoneCard(&nfc.Phone{Key: stranger}), "unknown_token"},
 				{"impostor phone", vcard.ImpostorCard(phone, forger), "auth_failed"},
 			} {
-				ins, err := vcard.Insert(ctx, w.pcscd.Port(0), c.card)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ins := insertCard(ctx, t, w.pcscd, 0, c.card)
 				if ev := waitRefused(t, ev0); ev["name"] != c.wantError {
 					t.Errorf("%s: got %v; want error %s", c.name, ev, c.wantError)
 				}
@@ -290,10 +283,7 @@ func TestCardsE2E(t *testing.T) {
 			}
 
 			// A card that answers nothing sensible: a card error, no session.
-			bad, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.GarbageCard())
-			if err != nil {
-				t.Fatal(err)
-			}
+			bad := insertCard(ctx, t, w.pcscd, 0, vcard.GarbageCard())
 			awaitEvent(t, ev0, "card error", func(ev map[string]any) bool {
 				if ev["event"] == "attached" || ev["kind"] == "inserted" {
 					t.Fatalf("garbage card: %v; want no session", ev)
@@ -308,10 +298,7 @@ func TestCardsE2E(t *testing.T) {
 			// out after 5 s) is reported as being read at once; pulled
 			// before its identification ends, that reading ends with a
 			// removal without a token, and no card error, no session.
-			mute, err := vcard.Insert(ctx, w.pcscd.Port(0), vcard.MuteCard())
-			if err != nil {
-				t.Fatal(err)
-			}
+			mute := insertCard(ctx, t, w.pcscd, 0, vcard.MuteCard())
 			awaitEvent(t, ev0, "card_reading of the mute card", func(ev map[string]any) bool {
 				if ev["event"] == "card" || ev["event"] == "attached" {
 					t.Fatalf("mute card: %v before card_reading", ev)
@@ -345,19 +332,13 @@ func TestCardsE2E(t *testing.T) {
 			cmd1.Process.Kill()
 			_, ev2, _ := w.agent(ctx, t, "-id", "desk-2", "-pcsc", "-readers", reader1, "-remove-grace", "4s", "run")
 			waitEvent(t, ev2, "connected")
-			card, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
-			if err != nil {
-				t.Fatal(err)
-			}
+			card := insertCard(ctx, t, w.pcscd, 1, vcard.UIDCard(uid))
 			if a := waitEvent(t, ev2, "attached"); a["session"] != att["session"] {
 				t.Fatalf("card at desk 2: %v; want session %v", a, att["session"])
 			}
 			card.Remove()
 			settle() // pcscd has seen the removal (the provider holds it back)
-			card, err = vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard(uid))
-			if err != nil {
-				t.Fatal(err)
-			}
+			card = insertCard(ctx, t, w.pcscd, 1, vcard.UIDCard(uid))
 			settle() // a quiet spell: the card back within the grace changes nothing, not even a card_reading
 			if got := debounced(ev2); len(got) != 0 {
 				t.Errorf("events after the card came back within the grace: %v; want none", got)
@@ -455,10 +436,7 @@ func TestSeatE2E(t *testing.T) {
 	if out, err := w.ctlOut("token", "register", "uid.0a0b0c0d", "-user", dan); err != nil {
 		t.Fatalf("register: %v %s", err, out)
 	}
-	card, err := vcard.Insert(ctx, w.pcscd.Port(1), vcard.UIDCard([]byte{0x0a, 0x0b, 0x0c, 0x0d}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	card := insertCard(ctx, t, w.pcscd, 1, vcard.UIDCard([]byte{0x0a, 0x0b, 0x0c, 0x0d}))
 	defer card.Remove()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -156,10 +156,7 @@ func TestWalkE2E(t *testing.T) {
 	uid := []byte{0x04, 0xa1, 0xb2, 0xc3}
 
 	// Terminal 1: card, PIN on the greeter, the desktop.
-	card, err := vcard.Insert(ctx, pcscd.Port(0), vcard.UIDCard(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	card := insertCard(ctx, t, pcscd, 0, vcard.UIDCard(uid))
 	t1.greeter("prompt", "")
 	t1.typePIN("2468")
 	att := t1.evs.next("attached")
@@ -198,10 +195,7 @@ func TestWalkE2E(t *testing.T) {
 	t1.until("the greeter back at terminal 1", func(img image.Image) bool { return greeterShare(img) > 0.5 })
 	// No pause: the card goes into the other reader, and terminal 1's
 	// agent saw it leave through pcscd.
-	card, err = vcard.Insert(ctx, pcscd.Port(1), vcard.UIDCard(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
+	card = insertCard(ctx, t, pcscd, 1, vcard.UIDCard(uid))
 	defer card.Remove()
 	for {
 		ev := t2.evs.next("attached", "prompt", "redirect")

@@ -134,9 +134,7 @@ func TestSocketFromEnvironment(t *testing.T) {
 // the admin socket: it says so and names the group the socket is shared
 // with, instead of asking whether hotdeskd runs.
 func TestPermissionDenied(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root to run hotdeskctl as another user")
-	}
+	testutil.NeedRoot(t, "needs root to run hotdeskctl as another user")
 	// hotdeskctl of the end-to-end tests' build (one link per run, shared
 	// through the link cache), not a link of its own.
 	bin := testutil.BuildHotdesk(t)

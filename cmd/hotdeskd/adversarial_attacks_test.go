@@ -319,18 +319,7 @@ func runAttacks(ctx context.Context, t *testing.T, al *attackLog, e *e2e, pin []
 		pingers.Add(1)
 		go func() { // ends at stopPings or when pc is closed
 			defer pingers.Done()
-			tick := time.NewTicker(good.welcome.PingEvery())
-			defer tick.Stop()
-			for seq := uint64(1); ; seq++ {
-				select {
-				case <-tick.C:
-					if pc.Send(&proto.Ping{Seq: seq}) != nil {
-						return
-					}
-				case <-stopPings:
-					return
-				}
-			}
+			keepPinging(pc, good.welcome, stopPings)
 		}()
 		pc.Send(&proto.TokenInserted{Token: fmt.Sprintf("user.stall%d", i)})
 		_ = pc.NetConn().SetReadDeadline(time.Now().Add(15 * time.Second))

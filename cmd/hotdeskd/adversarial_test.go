@@ -354,10 +354,7 @@ limits {
 }
 `, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
 	e := newE2E(t, bin, dir, addr, cfg)
-	pin, err := proto.ParseFingerprint(e.pin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pin := e.fingerprint()
 	logPath := e.d.LogPath()
 	// The daemon runs with few descriptors (prlimit execs it: same pid).
 	e.d.Wrap = []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", advNoFile, advNoFile)}

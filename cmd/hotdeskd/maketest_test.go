@@ -17,9 +17,7 @@ import (
 // in `make test` skips it, so it runs once.
 func TestMakeTestShowsAdversarialFigures(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("make"); err != nil {
-		testutil.SkipOrFail(t, "make missing")
-	}
+	testutil.NeedTools(t, "make")
 	cmd := exec.Command("make", "-n", "--no-print-directory", "GO=go", "test")
 	cmd.Dir = "../.."
 	out, err := cmd.CombinedOutput()
@@ -79,9 +77,7 @@ func isGoTest(l string) bool {
 // test's.
 func TestGotestRepeatsWhatFailed(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("bash"); err != nil {
-		testutil.SkipOrFail(t, "bash missing")
-	}
+	testutil.NeedTools(t, "bash")
 	// A go that prints what a failing run of three packages prints.
 	fake := filepath.Join(t.TempDir(), "go")
 	script := `#!/bin/sh

@@ -161,10 +161,7 @@ pairing {
 }
 `, attachAddr, metricsAddr, pamDir)
 	e := newE2E(t, bin, dir, addr, cfg) // its own kiosk accounts, removed after the daemon stops
-	pin, err := proto.ParseFingerprint(e.pin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pin := e.fingerprint()
 	e.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -349,10 +346,12 @@ pairing {
 		dial("127.0.0.30", attachAddr)
 	}
 
-	want := []struct {
+	// series is one limit counter: its metric name and labels.
+	type series struct {
 		name   string
 		labels map[string]string
-	}{
+	}
+	want := []series{
 		{refusals, map[string]string{"limit": "max_connections_per_source", "listener": "terminal"}},
 		{refusals, map[string]string{"limit": "max_unauthenticated", "listener": "terminal"}},
 		{refusals, map[string]string{"limit": "max_connections_per_source", "listener": "attach"}},
@@ -384,10 +383,7 @@ pairing {
 		t.Logf("%s%v = %v", w.name, w.labels, sample(body, w.name, w.labels))
 	}
 	// Nothing unprovoked moved.
-	for _, w := range []struct {
-		name   string
-		labels map[string]string
-	}{
+	for _, w := range []series{
 		{refusals, map[string]string{"limit": "max_connections", "listener": "terminal"}},
 		{refusals, map[string]string{"limit": "max_unauthenticated", "listener": "attach"}},
 		{refusals, map[string]string{"limit": "max_unauthenticated_per_source", "listener": "terminal"}},

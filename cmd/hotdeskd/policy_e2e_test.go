@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/internal/testutil"
+	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -38,6 +39,17 @@ func newE2E(t *testing.T, bin, dir, addr, cfg string) *e2e {
 	t.Helper()
 	d := testutil.NewDaemon(t, bin, dir, testutil.AdminSocket(dir), cfg)
 	return &e2e{t: t, d: d, bin: bin, dir: dir, addr: addr, pin: d.Pin, socket: d.Socket}
+}
+
+// fingerprint returns the daemon's certificate fingerprint (pin) as the
+// bytes a terminal pins.
+func (e *e2e) fingerprint() []byte {
+	e.t.Helper()
+	pin, err := proto.ParseFingerprint(e.pin)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pin
 }
 
 func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {

@@ -372,10 +372,7 @@ compositor {
 }
 `, metrics, pamDir, soakFailureWindow.String(), comp, lifeline)
 	e := newE2E(t, bin, dir, addr, cfg)
-	pin, err := proto.ParseFingerprint(e.pin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pin := e.fingerprint()
 	e.start()
 	pid := e.d.PID()
 	metricsURL := "http://" + metrics + "/metrics"

@@ -43,11 +43,7 @@ var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 // and weston is missing, and skips it otherwise.
 func requireWeston(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("weston")
-	if err != nil {
-		testutil.SkipOrFail(t, "weston not installed: %v", err)
-	}
-	return p
+	return testutil.NeedTool(t, "weston")
 }
 
 // stateDir is a short state directory (unix socket paths are limited).
@@ -593,9 +589,7 @@ func rdpGuard(t *testing.T) *portguard.Guard {
 	if _, err := portguard.LookNFT(""); err != nil {
 		testutil.SkipOrFail(t, "nft: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "the RDP guard needs root")
-	}
+	testutil.NeedRoot(t, "the RDP guard needs root")
 	table := fmt.Sprintf("hdtest_w%d_%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -1004,9 +998,7 @@ func procUID(t *testing.T, pid int) (string, string) {
 // account with a fresh home; nothing ever runs as uid 0.
 func TestRunAsUser(t *testing.T) {
 	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
+	testutil.NeedRoot(t, "needs root")
 	const regular = "hdwestonuser"
 	if _, err := user.Lookup(regular); err != nil {
 		testutil.RemoveAccountAfter(t, regular)
@@ -1116,13 +1108,7 @@ func TestRunAsUser(t *testing.T) {
 // planted for it. Only the account's own entries go; a link it left is
 // removed, never followed.
 func TestPooledAccountLeavesNoFiles(t *testing.T) {
-	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv missing")
-	}
+	needPooledAccounts(t)
 	b, uid, acct := pooledKioskSession(t)
 
 	// What the session leaves, written as its account.
@@ -1169,15 +1155,8 @@ func TestPooledAccountLeavesNoFiles(t *testing.T) {
 // so the account's next session cannot attach a segment the last one left
 // (a window's pixels). Other users' objects stay.
 func TestPooledAccountLeavesNoIPC(t *testing.T) {
-	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	for _, bin := range []string{"setpriv", "ipcmk", "ipcrm"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testutil.SkipOrFail(t, "%s missing", bin)
-		}
-	}
+	needPooledAccounts(t)
+	testutil.NeedTools(t, "ipcmk", "ipcrm")
 	b, uid, acct := pooledKioskSession(t)
 	// ipcmk prints "Shared memory id: N" (and the like); N is the object.
 	mk := func(as []string, flags ...string) string {
@@ -1254,15 +1233,8 @@ int main(void) {
 // account's next session, someone else's, whose desktop it may use). The
 // check: its output stops growing once the session is destroyed.
 func TestPooledAccountKillsHoppingProcess(t *testing.T) {
-	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	for _, bin := range []string{"setpriv", "cc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testutil.SkipOrFail(t, "%s missing", bin)
-		}
-	}
+	needPooledAccounts(t)
+	testutil.NeedTools(t, "cc")
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -1388,6 +1360,16 @@ func deadProcess(t *testing.T) (pid int, startTicks uint64) {
 	return dead.Process.Pid, st.StartTicks
 }
 
+// needPooledAccounts ends t (testutil.SkipOrFail) unless it can run
+// pooledKioskSession and act as its account: weston, root (useradd) and
+// setpriv.
+func needPooledAccounts(t *testing.T) {
+	t.Helper()
+	requireWeston(t)
+	testutil.NeedRoot(t, "needs root")
+	testutil.NeedTools(t, "setpriv")
+}
+
 // pooledKioskSession starts session "k" of a backend with a pool of two
 // kiosk accounts (removed afterwards), as a kiosk login of nobody gets one,
 // and returns the backend and the pooled account weston runs as.
@@ -1453,9 +1435,7 @@ func TestAccountLockFilesRemoved(t *testing.T) {
 		t.Errorf("lock file of %s left after its release", acct)
 	}
 
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "acquiring a pooled account needs root (useradd)")
-	}
+	testutil.NeedRoot(t, "acquiring a pooled account needs root (useradd)")
 	u, err := p.acquire("s2")
 	if err != nil {
 		t.Fatal(err)
@@ -1509,17 +1489,8 @@ func TestOwnSession(t *testing.T) {
 // session, someone else's: their fresh home and their desktop's socket are
 // the account's. The table goes with the session.
 func TestPooledAccountLeavesNoCrontab(t *testing.T) {
-	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	crontab, err := exec.LookPath("crontab")
-	if err != nil {
-		testutil.SkipOrFail(t, "crontab missing (Debian package cron)")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv missing")
-	}
+	needPooledAccounts(t)
+	crontab := testutil.NeedTool(t, "crontab") // Debian package cron
 	b, uid, acct := pooledKioskSession(t)
 	t.Cleanup(func() { exec.Command(crontab, "-u", acct.Username, "-r").Run() })
 	cmd := exec.Command("setpriv", "--reuid="+uid, "--regid="+acct.Gid, "--clear-groups", crontab, "-")
@@ -1543,17 +1514,8 @@ func TestPooledAccountLeavesNoCrontab(t *testing.T) {
 // during the account's next session, someone else's. It goes with the
 // session.
 func TestPooledAccountLeavesNoAtJob(t *testing.T) {
-	requireWeston(t)
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root")
-	}
-	at, err := exec.LookPath("at")
-	if err != nil {
-		testutil.SkipOrFail(t, "at missing (Debian package at)")
-	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		testutil.SkipOrFail(t, "setpriv missing")
-	}
+	needPooledAccounts(t)
+	at := testutil.NeedTool(t, "at") // Debian package at
 	b, uid, acct := pooledKioskSession(t)
 	jobs := func() []string {
 		t.Helper()

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,9 +29,7 @@ func requireNFT(t *testing.T) {
 	if _, err := LookNFT(""); err != nil {
 		testutil.SkipOrFail(t, "nft: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "portguard tests need root (nftables and a child as nobody)")
-	}
+	testutil.NeedRoot(t, "portguard tests need root (nftables and a child as nobody)")
 }
 
 // testTable is a table name of this test alone, deleted at cleanup.

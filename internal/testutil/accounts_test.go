@@ -1,7 +1,6 @@
 package testutil
 
 import (
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -36,9 +35,7 @@ func TestWithOwnKioskAccounts(t *testing.T) {
 // TestRemoveAccountAfter: an account a test creates is gone after it, one
 // that existed before the test stays.
 func TestRemoveAccountAfter(t *testing.T) {
-	if os.Geteuid() != 0 {
-		SkipOrFail(t, "needs root (useradd)")
-	}
+	NeedRoot(t, "needs root (useradd)")
 	name := KioskAccountPrefix(t) + "x" // a fresh name
 	t.Run("creates", func(t *testing.T) {
 		RemoveAccountAfter(t, name)

@@ -120,14 +120,28 @@ func OneWinner(errs []error, lost error) error {
 // tests of what root must not trust. It needs root, and returns path.
 func NobodysDir(t testing.TB, path string, mode os.FileMode) string {
 	t.Helper()
+	mkdirMode(t, path, mode)
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// StickyDir makes the directory path like /tmp: mode 1777 (sticky, anyone
+// may write) whatever the umask. It returns path.
+func StickyDir(t testing.TB, path string) string {
+	t.Helper()
+	mkdirMode(t, path, os.ModeSticky|0o777)
+	return path
+}
+
+// mkdirMode makes the directory path with mode mode whatever the umask.
+func mkdirMode(t testing.TB, path string, mode os.FileMode) {
+	t.Helper()
 	if err := os.Mkdir(path, mode); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(path, mode); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(path, 65534, 65534); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -16,4 +17,33 @@ func SkipOrFail(t testing.TB, format string, args ...any) {
 	} else {
 		t.Skipf(format, args...)
 	}
+}
+
+// NeedRoot ends t as SkipOrFail does, with the message
+// fmt.Sprintf(format, args...), unless the test runs as root.
+func NeedRoot(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, format, args...)
+	}
+}
+
+// NeedTools ends t as SkipOrFail does when one of tools is not on $PATH:
+// CI must never pass by skipping what it cannot run.
+func NeedTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		NeedTool(t, tool)
+	}
+}
+
+// NeedTool returns the path of the command name found in $PATH, or ends t
+// as SkipOrFail does when there is none.
+func NeedTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		SkipOrFail(t, "%s not installed: %v", name, err)
+	}
+	return p
 }

@@ -2,6 +2,8 @@ package testutil
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -27,5 +29,26 @@ func TestSkipOrFail(t *testing.T) {
 		if ci != "true" && (e.skip != "needs root" || e.fatal != "") {
 			t.Errorf("CI=%q: failed %q, skipped %q; want skipped %q", ci, e.fatal, e.skip, "needs root")
 		}
+	}
+}
+
+func TestNeedRoot(t *testing.T) {
+	t.Setenv("CI", "true")
+	var e endTB
+	NeedRoot(&e, "needs %s", "root")
+	if root := os.Geteuid() == 0; root != (e.fatal == "") || (!root && e.fatal != "needs root") || e.skip != "" {
+		t.Errorf("as uid %d: failed %q, skipped %q", os.Geteuid(), e.fatal, e.skip)
+	}
+}
+
+func TestNeedTool(t *testing.T) {
+	t.Setenv("CI", "true")
+	var e endTB
+	if p := NeedTool(&e, "sh"); p == "" || e.fatal != "" || e.skip != "" {
+		t.Errorf("NeedTool(sh) = %q; failed %q, skipped %q; want its path", p, e.fatal, e.skip)
+	}
+	e = endTB{}
+	if p := NeedTool(&e, "hotdesk-no-such-tool"); p != "" || !strings.HasPrefix(e.fatal, "hotdesk-no-such-tool not installed: ") {
+		t.Errorf("NeedTool of a missing tool = %q; failed %q; want it failed as missing", p, e.fatal)
 	}
 }

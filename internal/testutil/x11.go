@@ -15,18 +15,6 @@ import (
 	"github.com/hotdesk/hotdesk/internal/xvfb"
 )
 
-// NeedTools fails the test under CI=true, and skips it otherwise, when one
-// of tools is not on $PATH: CI must never pass by skipping what it cannot
-// run.
-func NeedTools(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			SkipOrFail(t, "%s not installed: %v", tool, err)
-		}
-	}
-}
-
 // StartXvfb starts a virtual X screen of 1024x768x24 on a free display
 // number and returns its name (":N"); it is stopped when the test ends.
 // Xvfb picks the number itself (-displayfd), under its lock file: a

@@ -17,9 +17,7 @@ const other = 65534
 // is refused.
 func TestCheck(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
 	mk := func(rel string, mode os.FileMode) string {
 		t.Helper()
@@ -115,17 +113,9 @@ func TestCheck(t *testing.T) {
 // another user's, it does not: they could create it first.
 func TestCheckDir(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
-	sticky := filepath.Join(dir, "tmp")
-	if err := os.Mkdir(sticky, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(sticky, os.ModeSticky|0o777); err != nil {
-		t.Fatal(err)
-	}
+	sticky := testutil.StickyDir(t, filepath.Join(dir, "tmp"))
 	theirs := testutil.NobodysDir(t, filepath.Join(sticky, "hotdesk"), 0o700)
 	for _, ok := range []string{dir, filepath.Join(dir, "data"), filepath.Join(dir, "data", "sessions")} {
 		if err := CheckDir(ok); err != nil {
@@ -151,9 +141,7 @@ func TestCheckDir(t *testing.T) {
 // what it resolves to, and must be checked too.
 func TestCheckLinkInTheirDir(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
 	hook := filepath.Join(dir, "hook")
 	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
@@ -204,9 +192,7 @@ func TestCheckLinkInTheirDir(t *testing.T) {
 // their directory, though the path lexically names root's hook.
 func TestCheckDotDotAfterLink(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "hook"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)

@@ -156,6 +156,14 @@ func checkErr(t *testing.T, what string, err, want error) {
 	}
 }
 
+// redeemErr redeems req from source with e's Pairer and checks the
+// error as checkErr does.
+func redeemErr(t *testing.T, e *env, what, source string, req pairing.Request, want error) {
+	t.Helper()
+	_, err := e.p.Redeem(e.ctx, source, req)
+	checkErr(t, what, err, want)
+}
+
 func TestPairing(t *testing.T) {
 	t.Parallel()
 	cli := etcdtest.Client(t, etcdtest.Start(t))
@@ -170,8 +178,7 @@ func TestPairing(t *testing.T) {
 			t.Errorf("token = %+v; want %s of kind hce for carol", rec, nfc.HCETokenID(pub))
 		}
 		code2 := e.create("carol", 10*time.Minute)
-		_, err = e.p.Redeem(e.ctx, "term1@127.0.0.1", signedReq(code2, nfc.KindHCE, pub[:16], ""))
-		checkErr(t, "Redeem hce with a short key", err, pairing.ErrBadKey)
+		redeemErr(t, e, "Redeem hce with a short key", "term1@127.0.0.1", signedReq(code2, nfc.KindHCE, pub[:16], ""), pairing.ErrBadKey)
 	})
 
 	t.Run("redeem enrolls the token", func(t *testing.T) {
@@ -249,17 +256,13 @@ func TestPairing(t *testing.T) {
 			wrongSecret(code),   // 2 of 3 wrong secrets; 5th failure: locked
 		}
 		for i, g := range guesses {
-			_, err := e.p.Redeem(e.ctx, src, signedReq(g, "soft", pub, ""))
-			checkErr(t, fmt.Sprintf("guess %d", i), err, pairing.ErrInvalidCode)
+			redeemErr(t, e, fmt.Sprintf("guess %d", i), src, signedReq(g, "soft", pub, ""), pairing.ErrInvalidCode)
 		}
-		_, err := e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, ""))
-		checkErr(t, "right code while locked out", err, pairing.ErrRateLimited)
+		redeemErr(t, e, "right code while locked out", src, signedReq(code, "soft", pub, ""), pairing.ErrRateLimited)
 		e.clk.Advance(pairing.DefaultLockout - time.Millisecond)
-		_, err = e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, ""))
-		checkErr(t, "right code just before the lockout ends", err, pairing.ErrRateLimited)
+		redeemErr(t, e, "right code just before the lockout ends", src, signedReq(code, "soft", pub, ""), pairing.ErrRateLimited)
 		e.clk.Advance(time.Millisecond)
-		_, err = e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, ""))
-		checkErr(t, "right code after the lockout", err, nil)
+		redeemErr(t, e, "right code after the lockout", src, signedReq(code, "soft", pub, ""), nil)
 	})
 
 	t.Run("other sources are not locked out", func(t *testing.T) {
@@ -404,11 +407,9 @@ func TestPairing(t *testing.T) {
 	t.Run("key enrolled twice", func(t *testing.T) {
 		e := newEnv(t, cli)
 		pub := newKey(t)
-		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(e.create("mia", time.Hour), "soft", pub, ""))
-		checkErr(t, "first", err, nil)
+		redeemErr(t, e, "first", "t@h", signedReq(e.create("mia", time.Hour), "soft", pub, ""), nil)
 		code := e.create("mallory", time.Hour)
-		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, "soft", pub, ""))
-		checkErr(t, "same key again", err, pairing.ErrKeyEnrolled)
+		redeemErr(t, e, "same key again", "t@h", signedReq(code, "soft", pub, ""), pairing.ErrKeyEnrolled)
 		rec, err := e.reg.Token(e.ctx, soft.TokenID(pub))
 		checkErr(t, "Token", err, nil)
 		if rec.User != "mia" {
@@ -497,8 +498,7 @@ func TestPairingProof(t *testing.T) {
 		}
 		for i, tt := range tests {
 			// From a fresh source each: the lockout is another subtest's.
-			_, err := e.p.Redeem(e.ctx, fmt.Sprintf("evil%d@h", i), forgedReq(code, soft.Kind, victim, tt.sig))
-			checkErr(t, tt.name, err, pairing.ErrBadProof)
+			redeemErr(t, e, tt.name, fmt.Sprintf("evil%d@h", i), forgedReq(code, soft.Kind, victim, tt.sig), pairing.ErrBadProof)
 			if enrolled(e, victim) {
 				t.Fatalf("%s: the key was enrolled", tt.name)
 			}
@@ -517,10 +517,8 @@ func TestPairingProof(t *testing.T) {
 		pub := newKey(t)
 		_, attacker, _ := ed25519.GenerateKey(rand.Reader)
 		forged := signAs(attacker, testTerminal, testServer, testNonce, code, nfc.KindHCE, pub)
-		_, err := e.p.Redeem(e.ctx, "t@h", forgedReq(code, nfc.KindHCE, pub, forged))
-		checkErr(t, "hce key with another key's signature", err, pairing.ErrBadProof)
-		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, nfc.KindHCE, pub, ""))
-		checkErr(t, "hce key with its own signature", err, nil)
+		redeemErr(t, e, "hce key with another key's signature", "t@h", forgedReq(code, nfc.KindHCE, pub, forged), pairing.ErrBadProof)
+		redeemErr(t, e, "hce key with its own signature", "t@h", signedReq(code, nfc.KindHCE, pub, ""), nil)
 	})
 
 	t.Run("missing proof refused, not counted", func(t *testing.T) {
@@ -528,15 +526,13 @@ func TestPairingProof(t *testing.T) {
 		code := e.create("dora", time.Hour)
 		pub := newKey(t)
 		for range 3 {
-			_, err := e.p.Redeem(e.ctx, "old@h", forgedReq(code, soft.Kind, pub, nil))
-			checkErr(t, "no signature", err, pairing.ErrNoProof)
+			redeemErr(t, e, "no signature", "old@h", forgedReq(code, soft.Kind, pub, nil), pairing.ErrNoProof)
 			if enrolled(e, pub) {
 				t.Fatal("a key was enrolled without a proof")
 			}
 		}
 		// An old terminal is not a guesser: the source is not locked out.
-		_, err := e.p.Redeem(e.ctx, "old@h", signedReq(code, soft.Kind, pub, ""))
-		checkErr(t, "signed, from the same source", err, nil)
+		redeemErr(t, e, "signed, from the same source", "old@h", signedReq(code, soft.Kind, pub, ""), nil)
 	})
 
 	t.Run("bad proofs lock the source out", func(t *testing.T) {
@@ -544,13 +540,10 @@ func TestPairingProof(t *testing.T) {
 		code := e.create("eve-target", time.Hour)
 		pub := newKey(t)
 		for range 2 {
-			_, err := e.p.Redeem(e.ctx, "evil@h", forgedReq(code, soft.Kind, pub, bytes.Repeat([]byte{1}, 64)))
-			checkErr(t, "bad proof", err, pairing.ErrBadProof)
+			redeemErr(t, e, "bad proof", "evil@h", forgedReq(code, soft.Kind, pub, bytes.Repeat([]byte{1}, 64)), pairing.ErrBadProof)
 		}
-		_, err := e.p.Redeem(e.ctx, "evil@h", signedReq(code, soft.Kind, pub, ""))
-		checkErr(t, "good proof from the locked-out source", err, pairing.ErrRateLimited)
-		_, err = e.p.Redeem(e.ctx, "owner@h", signedReq(code, soft.Kind, pub, ""))
-		checkErr(t, "good proof from another source", err, nil)
+		redeemErr(t, e, "good proof from the locked-out source", "evil@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrRateLimited)
+		redeemErr(t, e, "good proof from another source", "owner@h", signedReq(code, soft.Kind, pub, ""), nil)
 	})
 }
 
@@ -601,11 +594,9 @@ func TestPairingLimits(t *testing.T) {
 		e := newEnv(t, cli)
 		code := e.create("bob", time.Hour)
 		for i := range 2 * pairing.DefaultMaxFailures {
-			_, err := e.p.Redeem(e.ctx, "192.0.2.1", signedReq(code, "soft", newKey(t)[:16], ""))
-			checkErr(t, fmt.Sprintf("bad key %d", i), err, pairing.ErrBadKey)
+			redeemErr(t, e, fmt.Sprintf("bad key %d", i), "192.0.2.1", signedReq(code, "soft", newKey(t)[:16], ""), pairing.ErrBadKey)
 		}
-		_, err := e.p.Redeem(e.ctx, "192.0.2.1", signedReq(code, "soft", newKey(t), ""))
-		checkErr(t, "the right code after bad keys", err, nil)
+		redeemErr(t, e, "the right code after bad keys", "192.0.2.1", signedReq(code, "soft", newKey(t), ""), nil)
 	})
 
 	t.Run("refusals logged once per burst", func(t *testing.T) {
@@ -743,17 +734,13 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		// The spent code enrols no other key, with its secret or not,
 		// and the same key only with its secret.
 		checkErr(t, "another key with the spent code", e.redeem("u@h", code), pairing.ErrInvalidCode)
-		_, err = e.p.Redeem(e.ctx, "w@h", signedReq(wrongSecret(code), soft.Kind, pub, ""))
-		checkErr(t, "the same key with a wrong secret", err, pairing.ErrInvalidCode)
-		_, err = e.p.Redeem(e.ctx, "u@h", signedReq(code, soft.Kind, pub, ""))
-		checkErr(t, "the same key from u@h, locked out by its failure", err, pairing.ErrRateLimited)
+		redeemErr(t, e, "the same key with a wrong secret", "w@h", signedReq(wrongSecret(code), soft.Kind, pub, ""), pairing.ErrInvalidCode)
+		redeemErr(t, e, "the same key from u@h, locked out by its failure", "u@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrRateLimited)
 		// Nor as another kind (another token id).
-		_, err = e.p.Redeem(e.ctx, "x@h", signedReq(code, nfc.KindHCE, pub, ""))
-		checkErr(t, "the same key as a phone", err, pairing.ErrInvalidCode)
+		redeemErr(t, e, "the same key as a phone", "x@h", signedReq(code, nfc.KindHCE, pub, ""), pairing.ErrInvalidCode)
 		// Nor once the code would have expired.
 		e.clk.Advance(time.Hour)
-		_, err = e.p.Redeem(e.ctx, "y@h", signedReq(code, soft.Kind, pub, ""))
-		checkErr(t, "the same Pair after the code's validity", err, pairing.ErrInvalidCode)
+		redeemErr(t, e, "the same Pair after the code's validity", "y@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrInvalidCode)
 	})
 
 	t.Run("token deleted since", func(t *testing.T) {
@@ -769,7 +756,6 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		if err := e.reg.DeleteToken(e.ctx, soft.TokenID(pub)); err != nil {
 			t.Fatal(err)
 		}
-		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
-		checkErr(t, "the same Pair after the token was deleted", err, pairing.ErrInvalidCode)
+		redeemErr(t, e, "the same Pair after the token was deleted", "t@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrInvalidCode)
 	})
 }

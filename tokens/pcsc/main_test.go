@@ -280,14 +280,28 @@ func remove(t testing.TB, in *vcard.Inserted) {
 	}
 }
 
+// insertCard inserts c into reader i (as insert does): the watch must
+// report it Inserted with token.
+func (w *watch) insertCard(d *pcscdtest.Daemon, i int, c vcard.Card, token string) *vcard.Inserted {
+	w.t.Helper()
+	in := insert(w.t, d, i, c)
+	w.expect(tokens.Inserted, token, pcscdtest.Readers[i])
+	return in
+}
+
+// removeCard removes in from reader i: the watch must report token
+// Removed.
+func (w *watch) removeCard(in *vcard.Inserted, i int, token string) {
+	w.t.Helper()
+	remove(w.t, in)
+	w.expect(tokens.Removed, token, pcscdtest.Readers[i])
+}
+
 // insertRemove inserts c into reader i and removes it: the watch must
 // report it Inserted and then Removed, with token.
 func (w *watch) insertRemove(d *pcscdtest.Daemon, i int, c vcard.Card, token string) {
 	w.t.Helper()
-	in := insert(w.t, d, i, c)
-	w.expect(tokens.Inserted, token, pcscdtest.Readers[i])
-	remove(w.t, in)
-	w.expect(tokens.Removed, token, pcscdtest.Readers[i])
+	w.removeCard(w.insertCard(d, i, c, token), i, token)
 }
 
 // waitReader waits, with a PC/SC context of its own, until pcscd reports

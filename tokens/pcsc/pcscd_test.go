@@ -105,8 +105,7 @@ func TestPhone(t *testing.T) {
 	if _, err := p.Sign(ctx, token, challenge(t, token)); !errors.Is(err, ErrNotPresent) {
 		t.Fatalf("Sign before insertion error = %v; want %v", err, ErrNotPresent)
 	}
-	in := insert(t, d, 0, vcard.PhoneCard(ph))
-	w.expect(tokens.Inserted, token, reader0)
+	in := w.insertCard(d, 0, vcard.PhoneCard(ph), token)
 
 	pub, err := p.PublicKey(ctx, token)
 	if err != nil {
@@ -133,8 +132,7 @@ func TestPhone(t *testing.T) {
 	if _, err := p.Sign(ctx, other, challenge(t, other)); !errors.Is(err, ErrNotPresent) {
 		t.Fatalf("Sign of another phone error = %v; want %v", err, ErrNotPresent)
 	}
-	remove(t, in)
-	w.expect(tokens.Removed, token, reader0)
+	w.removeCard(in, 0, token)
 	if _, err := p.Sign(ctx, token, challenge(t, token)); !errors.Is(err, ErrNotPresent) {
 		t.Fatalf("Sign after removal error = %v; want %v", err, ErrNotPresent)
 	}
@@ -149,8 +147,7 @@ func TestPhoneWrongKey(t *testing.T) {
 	w := startWatch(t, p)
 	enrolled := newPhone(t)
 	token := enrolled.TokenID()
-	insert(t, d, 1, vcard.ImpostorCard(enrolled, newPhone(t).Key))
-	w.expect(tokens.Inserted, token, reader1)
+	w.insertCard(d, 1, vcard.ImpostorCard(enrolled, newPhone(t).Key), token)
 	msg := challenge(t, token)
 	sig, err := p.Sign(context.Background(), token, msg)
 	if err != nil {
@@ -180,13 +177,11 @@ func TestPhoneMalformed(t *testing.T) {
 		}
 		return resp
 	}
-	in := insert(t, d, 0, card)
-	w.expect(tokens.Inserted, ph.TokenID(), reader0)
+	in := w.insertCard(d, 0, card, ph.TokenID())
 	if _, err := p.Sign(context.Background(), ph.TokenID(), challenge(t, ph.TokenID())); !errors.Is(err, nfc.ErrMalformed) {
 		t.Fatalf("Sign error = %v; want %v", err, nfc.ErrMalformed)
 	}
-	remove(t, in)
-	w.expect(tokens.Removed, ph.TokenID(), reader0)
+	w.removeCard(in, 0, ph.TokenID())
 
 	// A phone answering GET-ID with garbage: a card error.
 	card = vcard.PhoneCard(ph)
@@ -297,8 +292,7 @@ func TestFastSwap(t *testing.T) {
 		}
 	}
 	w := startWatch(t, p)
-	a := insert(t, d, 0, vcard.UIDCard([]byte{0xA, 0xA, 0xA, 0xA}))
-	w.expect(tokens.Inserted, "uid.0a0a0a0a", reader0)
+	a := w.insertCard(d, 0, vcard.UIDCard([]byte{0xA, 0xA, 0xA, 0xA}), "uid.0a0a0a0a")
 
 	// Hold the watcher out of GetStatusChange while card A is swapped for
 	// card B: pcscd sees both movements, the watcher only the event
@@ -338,18 +332,15 @@ func TestReaderReportedUnknown(t *testing.T) {
 	glitches.Store(2)
 	reportUnknown(p, reader0, &armed, &glitches)
 	w := startWatch(t, p)
-	in := insert(t, d, 0, vcard.UIDCard([]byte{0x0C, 1, 1, 1}))
-	w.expect(tokens.Inserted, "uid.0c010101", reader0)
+	in := w.insertCard(d, 0, vcard.UIDCard([]byte{0x0C, 1, 1, 1}), "uid.0c010101")
 	armed.Store(true)
 	// A card in reader 1 ends the poller's wait: the next waits report
 	// reader 0 unknown.
-	insert(t, d, 1, vcard.UIDCard([]byte{0x0C, 2, 2, 2}))
-	w.expect(tokens.Inserted, "uid.0c020202", reader1)
+	w.insertCard(d, 1, vcard.UIDCard([]byte{0x0C, 2, 2, 2}), "uid.0c020202")
 	if n := glitches.Load(); n > 0 {
 		t.Fatalf("%d of 2 waits reported reader 0 unknown; want both", 2-n)
 	}
-	remove(t, in)
-	w.expect(tokens.Removed, "uid.0c010101", reader0)
+	w.removeCard(in, 0, "uid.0c010101")
 }
 
 // waitPending waits until clk has n pending timers.
@@ -377,8 +368,7 @@ func TestDebounce(t *testing.T) {
 	badge := []byte{0xBA, 0xD6, 0xE0, 0x01}
 	const token = "uid.bad6e001"
 
-	in := insert(t, d, 1, vcard.UIDCard(badge))
-	w.expect(tokens.Inserted, token, reader1) // insertion is not delayed
+	in := w.insertCard(d, 1, vcard.UIDCard(badge), token) // insertion is not delayed
 	det.next(t)
 	waitPending(t, clk, 0)
 
@@ -408,8 +398,7 @@ func TestDebounce(t *testing.T) {
 
 	// Another card within the grace: Removed at once, then Inserted, with
 	// no Reading (the card might have been the token coming back).
-	in = insert(t, d, 1, vcard.UIDCard(badge))
-	w.expect(tokens.Inserted, token, reader1)
+	in = w.insertCard(d, 1, vcard.UIDCard(badge), token)
 	remove(t, in)
 	waitPending(t, clk, 1)
 	insert(t, d, 1, vcard.UIDCard([]byte{1, 2, 3, 4}))
@@ -427,8 +416,7 @@ func TestPCSCDRestart(t *testing.T) {
 	}
 	p := newProvider(t, Config{MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	w := startWatch(t, p)
-	in := insert(t, d, 0, vcard.UIDCard([]byte{7, 7, 7, 7}))
-	w.expect(tokens.Inserted, "uid.07070707", reader0)
+	in := w.insertCard(d, 0, vcard.UIDCard([]byte{7, 7, 7, 7}), "uid.07070707")
 
 	if err := d.Kill(); err != nil {
 		t.Fatalf("kill pcscd: %v", err)
@@ -442,8 +430,7 @@ func TestPCSCDRestart(t *testing.T) {
 	if err := d.Restart(); err != nil {
 		t.Fatalf("restart pcscd: %v", err)
 	}
-	insert(t, d, 1, vcard.UIDCard([]byte{0x88, 8, 8, 8}))
-	w.expect(tokens.Inserted, "uid.88080808", reader1)
+	w.insertCard(d, 1, vcard.UIDCard([]byte{0x88, 8, 8, 8}), "uid.88080808")
 }
 
 func TestWatchWithoutPCSCD(t *testing.T) {
@@ -460,8 +447,7 @@ func TestWatchWithoutPCSCD(t *testing.T) {
 	if err := d.Restart(); err != nil {
 		t.Fatalf("restart pcscd: %v", err)
 	}
-	insert(t, d, 0, vcard.UIDCard([]byte{9, 9, 9, 9}))
-	w.expect(tokens.Inserted, "uid.09090909", reader0)
+	w.insertCard(d, 0, vcard.UIDCard([]byte{9, 9, 9, 9}), "uid.09090909")
 }
 
 // BenchmarkDetection measures, per card insertion, pcscd's detection delay
@@ -554,13 +540,11 @@ func TestReaderUnpluggedDuringWait(t *testing.T) {
 	p := newProvider(t, Config{Readers: []string{reader0}})
 	arm := unplug(p, reader0, true)
 	w := startWatch(t, p)
-	in := insert(t, d, 0, vcard.UIDCard([]byte{0x0D, 1, 1, 1}))
-	w.expect(tokens.Inserted, "uid.0d010101", reader0)
+	in := w.insertCard(d, 0, vcard.UIDCard([]byte{0x0D, 1, 1, 1}), "uid.0d010101")
 	arm()
 	// The card leaving ends the poller's wait, which reports reader 0
 	// unknown.
-	remove(t, in)
-	w.expect(tokens.Removed, "uid.0d010101", reader0)
+	w.removeCard(in, 0, "uid.0d010101")
 	w.expectError(reader0, ErrUnavailable)
 }
 
@@ -575,8 +559,7 @@ func TestReaderUnpluggedBetweenWaits(t *testing.T) {
 	p := newProvider(t, Config{})
 	arm := unplug(p, reader0, false)
 	w := startWatch(t, p)
-	insert(t, d, 0, vcard.UIDCard([]byte{0x0D, 3, 3, 3}))
-	w.expect(tokens.Inserted, "uid.0d030303", reader0)
+	w.insertCard(d, 0, vcard.UIDCard([]byte{0x0D, 3, 3, 3}), "uid.0d030303")
 	arm()
 	w.expect(tokens.Removed, "uid.0d030303", reader0)
 	w.expectError(reader0, ErrUnavailable)

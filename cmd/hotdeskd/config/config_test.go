@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
@@ -703,35 +702,14 @@ func TestListenerConflicts(t *testing.T) {
 func TestCheckHost(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "h.hcl")
-	src := "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n"
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, pos, err := LoadWithPositions(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.CheckHost(pos, Host{})
-	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("CheckHost = %v; want an *Error", err)
-	}
-	for _, want := range []string{
-		path + `:2:15: unknown group: admin_group: group "nosuchgroup-hd7" does not exist on this host`,
-		path + `:5:20: unknown group: dashboard.readonly_group: group "nosuchgrp-hd7" does not exist on this host`,
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
-		}
-	}
+	c, pos, path := loadFile(t, dir, "log_level = \"info\"\nadmin_group = \"nosuchgroup-hd7\"\ndashboard {\n  listen = \"127.0.0.1:0\"\n  readonly_group = \"nosuchgrp-hd7\"\n}\n")
+	checkHostErrors(t, c, pos,
+		path+`:2:15: unknown group: admin_group: group "nosuchgroup-hd7" does not exist on this host`,
+		path+`:5:20: unknown group: dashboard.readonly_group: group "nosuchgrp-hd7" does not exist on this host`)
 	// Groups every Debian host has; none at all.
 	c.AdminGroup, c.Dashboard.ReadOnlyGroup = "root", "bin"
-	if err := c.CheckHost(pos, Host{}); err != nil {
-		t.Errorf("CheckHost with root and bin = %v; want nil", err)
-	}
-	if err := Default().CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost of the defaults = %v; want nil", err)
-	}
+	checkHost(t, c, pos, "root and bin", "")
+	checkHost(t, Default(), nil, "the defaults", "")
 }
 
 // TestCheckHostEtcdTLSFiles: an etcd CA file or client key pair the daemon
@@ -764,11 +742,7 @@ func TestCheckHostEtcdTLSFiles(t *testing.T) {
 	missing := filepath.Join(dir, "missing.crt")
 	check := func(ca, cert, key string) error {
 		t.Helper()
-		path := write("h.hcl", []byte(fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, cert, key)))
-		c, pos, err := LoadWithPositions(path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, pos, _ := loadFile(t, dir, fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, cert, key))
 		return c.CheckHost(pos, Host{})
 	}
 	if err := check(caFile, crt1, key1); err != nil {
@@ -905,6 +879,48 @@ dashboard {
 	}
 }
 
+// loadFile writes src to dir/h.hcl and loads it with its positions.
+func loadFile(t *testing.T, dir, src string) (c *Config, pos *Positions, path string) {
+	t.Helper()
+	path = filepath.Join(dir, "h.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, pos, err := LoadWithPositions(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, pos, path
+}
+
+// checkHostErrors checks that c.CheckHost(pos, Host{}) is an *Error that
+// contains each of wants.
+func checkHostErrors(t *testing.T, c *Config, pos *Positions, wants ...string) {
+	t.Helper()
+	err := c.CheckHost(pos, Host{})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("CheckHost = %v; want an *Error", err)
+	}
+	for _, want := range wants {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
+		}
+	}
+}
+
+// checkHost checks c.CheckHost(pos, Host{}): it must be nil when want is
+// "", else an error that contains want. what names the case.
+func checkHost(t *testing.T, c *Config, pos *Positions, what, want string) {
+	t.Helper()
+	err := c.CheckHost(pos, Host{})
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("CheckHost with %s = %v; want nil", what, err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("CheckHost with %s = %v; want refused (%q)", what, err, want)
+	}
+}
+
 // TestCheckHostUntrustedPaths: an event hook, a seat agent, a PAM
 // configuration directory or a compositor binary that another user may
 // change (their file, their directory above it, their link on the way) is
@@ -913,9 +929,7 @@ dashboard {
 // desktop's user. As the admin socket's directory, they get root's.
 func TestCheckHostUntrustedPaths(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	const other = 65534
 	dir := t.TempDir()
 	theirs := filepath.Join(dir, "theirs")
@@ -942,42 +956,21 @@ func TestCheckHostUntrustedPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(dir, "h.hcl")
-	src := fmt.Sprintf("event_hook = %q\nauth {\n  pam_dir = %q\n  open_session = false\n}\nsession {\n  auth = \"card+password\"\n}\n", hook, filepath.Join(dir, "pamlink"))
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, pos, err := LoadWithPositions(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = c.CheckHost(pos, Host{})
-	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("CheckHost = %v; want an *Error", err)
-	}
-	for _, want := range []string{
-		path + `:1:14: path others may change: event_hook: ` + theirs + ` belongs to uid 65534`,
-		path + `:3:13: path others may change: auth.pam_dir: a link on the way to`,
-	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("CheckHost = %v; want it to contain %q", err, want)
-		}
-	}
+	c, pos, path := loadFile(t, dir, fmt.Sprintf("event_hook = %q\nauth {\n  pam_dir = %q\n  open_session = false\n}\nsession {\n  auth = \"card+password\"\n}\n", hook, filepath.Join(dir, "pamlink")))
+	checkHostErrors(t, c, pos,
+		path+`:1:14: path others may change: event_hook: `+theirs+` belongs to uid 65534`,
+		path+`:3:13: path others may change: auth.pam_dir: a link on the way to`)
 	// Root's own: accepted.
 	if err := os.Lchown(theirs, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	c.Auth.PAMDir = pamDir
-	if err := c.CheckHost(pos, Host{}); err != nil {
-		t.Errorf("CheckHost with root's hook and PAM directory = %v; want nil", err)
-	}
+	checkHost(t, c, pos, "root's hook and PAM directory", "")
 	// Their PAM service file in root's directory.
 	if err := os.Lchown(filepath.Join(pamDir, "hotdesk"), other, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(pos, Host{}); err == nil || !strings.Contains(err.Error(), "hotdesk belongs to uid 65534") {
-		t.Errorf("CheckHost with their PAM service file = %v; want refused", err)
-	}
+	checkHost(t, c, pos, "their PAM service file", "hotdesk belongs to uid 65534")
 }
 
 // TestCheckHostDataDirInTmp: a data_dir (or compositor.state_dir) that
@@ -986,31 +979,17 @@ func TestCheckHostUntrustedPaths(t *testing.T) {
 // its TLS key there and chmod what they put in it; so is one they created.
 func TestCheckHostDataDirInTmp(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.Mkdir(tmp, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(tmp, os.ModeSticky|0o777); err != nil {
-		t.Fatal(err)
-	}
+	tmp := testutil.StickyDir(t, filepath.Join(dir, "tmp"))
 	c := Default()
 	c.DataDir, c.Compositor.StateDir = filepath.Join(tmp, "hotdesk"), filepath.Join(dir, "sessions")
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "data_dir: "+tmp) {
-		t.Errorf("CheckHost with data_dir in a sticky world-writable directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "data_dir in a sticky world-writable directory", "data_dir: "+tmp)
 	their := testutil.NobodysDir(t, filepath.Join(tmp, "theirs"), 0o700)
 	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), filepath.Join(their, "sessions")
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.state_dir: "+their+" belongs to uid 65534") {
-		t.Errorf("CheckHost with state_dir in another user's directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "state_dir in another user's directory", "compositor.state_dir: "+their+" belongs to uid 65534")
 	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost with root's directories = %v; want nil", err)
-	}
+	checkHost(t, c, nil, "root's directories", "")
 }
 
 // TestCheckHostServiceUsersDataDir: checked as root, a data_dir that
@@ -1045,18 +1024,14 @@ func TestCheckHostServiceUsersDataDir(t *testing.T) {
 // terminals would talk to whoever knows that key.
 func TestCheckHostUntrustedKeys(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
 	dir := t.TempDir()
 	their := testutil.NobodysDir(t, filepath.Join(dir, "theirs"), 0o755)
 	c := Default()
 	c.DataDir = filepath.Join(dir, "data")
 	c.Compositor.StateDir = filepath.Join(dir, "data", "sessions")
 	c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(dir, "tls", "server.crt"), filepath.Join(their, "server.key")
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+their+" belongs to uid 65534") {
-		t.Errorf("CheckHost with tls.key_file to be created in their directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "tls.key_file to be created in their directory", "tls.key_file: "+their+" belongs to uid 65534")
 	key := filepath.Join(dir, "server.key")
 	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
 		t.Fatal(err)
@@ -1065,15 +1040,11 @@ func TestCheckHostUntrustedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.TLS.KeyFile = key
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "tls.key_file: "+key+" belongs to uid 65534") {
-		t.Errorf("CheckHost with their tls.key_file = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "their tls.key_file", "tls.key_file: "+key+" belongs to uid 65534")
 	if err := os.Chown(key, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost with root's key = %v; want nil", err)
-	}
+	checkHost(t, c, nil, "root's key", "")
 }
 
 // TestHostWarningsSharedKioskUser: a kiosk policy whose sessions would
@@ -1118,18 +1089,14 @@ func TestHostWarningsSharedKioskUser(t *testing.T) {
 	}
 }
 
-// TestCheckHostUntrustedPrlimit: with max_user_tasks, every desktop run as
-// its user starts as prlimit(1), found in hotdeskd's PATH, which then execs
+// TestCheckHostUntrustedPrlimit: every desktop run as its user starts as
+// prlimit(1) (max_user_tasks, the PAM session's limits), found in hotdeskd's PATH, which then execs
 // weston: one another user may replace (theirs, in a directory of theirs)
 // runs as every desktop's user, as an untrusted compositor binary would.
 // Not parallel: it sets PATH.
 func TestCheckHostUntrustedPrlimit(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
-	if _, err := exec.LookPath("weston"); err != nil {
-		testutil.SkipOrFail(t, "needs weston")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
+	testutil.NeedTools(t, "weston")
 	const other = 65534
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
@@ -1144,23 +1111,15 @@ func TestCheckHostUntrustedPrlimit(t *testing.T) {
 	c := Default()
 	c.DataDir, c.Compositor.StateDir = filepath.Join(dir, "data"), state
 	c.Compositor.Type, c.Compositor.RunAsUser, c.Compositor.MaxUserTasks = "weston", true, 4096
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Fatalf("CheckHost with root's prlimit = %v; want nil", err)
-	}
+	checkHost(t, c, nil, "root's prlimit", "")
 	if err := os.Chown(bin, other, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
-		t.Errorf("CheckHost with prlimit in another user's directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "prlimit in another user's directory", "compositor.run_as_user: "+bin+" belongs to uid 65534")
 	c.Compositor.MaxUserTasks = 0 // prlimit still applies the PAM session's limits
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
-		t.Errorf("CheckHost with prlimit in another user's directory, no task limit = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "prlimit in another user's directory, no task limit", "compositor.run_as_user: "+bin+" belongs to uid 65534")
 	c.Compositor.RunAsUser = false // not run
-	if err := c.CheckHost(nil, Host{}); err != nil {
-		t.Errorf("CheckHost with desktops run as the daemon's user = %v; want nil (prlimit is not run)", err)
-	}
+	checkHost(t, c, nil, "desktops run as the daemon's user (prlimit is not run)", "")
 	c.Compositor.RunAsUser = true
 	if err := os.Remove(filepath.Join(bin, "prlimit")); err != nil {
 		t.Fatal(err)
@@ -1169,9 +1128,7 @@ func TestCheckHostUntrustedPrlimit(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "crontab"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CheckHost(nil, Host{}); err == nil || !strings.Contains(err.Error(), "compositor.run_as_user: "+bin+" belongs to uid 65534") {
-		t.Errorf("CheckHost with crontab in another user's directory = %v; want refused", err)
-	}
+	checkHost(t, c, nil, "crontab in another user's directory", "compositor.run_as_user: "+bin+" belongs to uid 65534")
 }
 
 // TestGroupSettings: the settings every member must share are published

@@ -556,9 +556,7 @@ func TestListenRefusesSharedAncestors(t *testing.T) {
 // theirs before the listen and the chmod, and have the daemon chmod any
 // file they name.
 func TestListenRefusesOthersLinks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "a link of another user's needs root")
-	}
+	testutil.NeedRoot(t, "a link of another user's needs root")
 	base := t.TempDir()
 	shared := filepath.Join(base, "tmp") // as /tmp: root's, sticky, everyone's
 	real := filepath.Join(base, "real")  // as /etc: root's, 0755
@@ -600,9 +598,7 @@ func TestListenRefusesOthersLinks(t *testing.T) {
 }
 
 func TestShareWithGroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "chgrp to another group needs root")
-	}
+	testutil.NeedRoot(t, "chgrp to another group needs root")
 	const gid = 65534
 	dir := filepath.Join(t.TempDir(), "run")
 	if err := os.Mkdir(dir, 0o750); err != nil {
@@ -633,13 +629,7 @@ func TestShareWithGroup(t *testing.T) {
 		t.Errorf("dir mode got = %v; want 0750", fi.Mode().Perm())
 	}
 
-	shared := filepath.Join(t.TempDir(), "tmp")
-	if err := os.Mkdir(shared, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
-		t.Fatal(err)
-	}
+	shared := testutil.StickyDir(t, filepath.Join(t.TempDir(), "tmp"))
 	// Listen refuses such a directory (TestListenRefusesSharedDirs):
 	// a socket made there otherwise is refused too.
 	ln2, err := net.Listen("unix", filepath.Join(shared, "admin.sock"))

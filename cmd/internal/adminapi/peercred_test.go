@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strings"
 	"syscall"
@@ -74,9 +73,7 @@ func get(t *testing.T, c net.Conn, path string) (int, string) {
 // Real connections: root is accepted; another uid is refused with 403 and
 // a log line unless its gid is the admin group.
 func TestRealPeerCredentials(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "connecting as another uid needs root")
-	}
+	testutil.NeedRoot(t, "connecting as another uid needs root")
 	const nobody = 65534
 	tests := []struct {
 		name       string
