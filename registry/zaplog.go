@@ -2,6 +2,7 @@ package registry
 
 import (
 	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
@@ -65,7 +66,7 @@ func (c *hclogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		args = append(args, k, enc.Fields[k])
 	}
 	switch {
-	case c.quiet.Load():
+	case c.quiet.Load() || benign(e.Message, enc.Fields):
 		c.lg.Debug(e.Message, args...)
 	case e.Level >= zapcore.ErrorLevel:
 		c.lg.Error(e.Message, args...)
@@ -80,3 +81,17 @@ func (c *hclogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 }
 
 func (c *hclogCore) Sync() error { return nil }
+
+// benign reports whether an error the member logs is a known one that
+// needs no one's attention: an administrator reading "[ERROR]" in a fresh
+// install's log would look for a fault that is not there.
+//   - "failed to update storage version … missing term information": a
+//     new member's storage version monitor runs before the first term is
+//     written; it tries again and succeeds once the member has a leader.
+func benign(msg string, fields map[string]any) bool {
+	if msg == "failed to update storage version" {
+		err, _ := fields["error"].(string)
+		return strings.Contains(err, "missing term information")
+	}
+	return false
+}
