@@ -131,6 +131,8 @@ func TestEventLogAndWatchGroup(t *testing.T) {
 }
 
 // TestTerminals: records live under the writer's lease and leave with it.
+// Any terminal id has its record, one that is no valid key name too
+// (PROTOCOL.md §5 allows "desk 5"), and no two ids share one.
 func TestTerminals(t *testing.T) {
 	t.Parallel()
 	_, regs := newGroup(t, "a", "b")
@@ -140,18 +142,30 @@ func TestTerminals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.PutTerminal(tctx(t), registry.TerminalRecord{ID: "bad/id"}); !errors.Is(err, registry.ErrInvalidKey) {
-		t.Errorf("bad id: %v", err)
+	odd := []string{"room 4/desk 2", "desk 5", "..", "%", "a%b"}
+	for _, id := range odd {
+		if err := a.PutTerminal(tctx(t), registry.TerminalRecord{ID: id}); err != nil {
+			t.Errorf("terminal %q: %v", id, err)
+		}
+	}
+	if err := a.PutTerminal(tctx(t), registry.TerminalRecord{}); !errors.Is(err, registry.ErrInvalidKey) {
+		t.Errorf("no id: %v; want ErrInvalidKey", err)
 	}
 	ts, err := a.Terminals(tctx(t))
-	if err != nil || len(ts) != 2 || ts[0].ServerID != "a" || ts[1].ID != "t-b" || ts[1].ServerID != "b" {
-		t.Fatalf("terminals = %+v, %v", ts, err)
+	ids := map[string]string{}
+	for _, tr := range ts {
+		ids[tr.ID] = tr.ServerID
+	}
+	if err != nil || len(ts) != 2+len(odd) || ids["t-a"] != "a" || ids["t-b"] != "b" || ids["desk 5"] != "a" || ids["room 4/desk 2"] != "a" || ids["a%b"] != "a" {
+		t.Fatalf("terminals = %+v, %v; want t-a, t-b and %q", ts, err, odd)
 	}
 	if err := b.Close(tctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.DeleteTerminal(tctx(t), "t-a"); err != nil {
-		t.Fatal(err)
+	for _, id := range append(odd, "t-a") {
+		if err := a.DeleteTerminal(tctx(t), id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if ts, err := a.Terminals(tctx(t)); err != nil || len(ts) != 0 {
 		t.Fatalf("after close and delete: %+v, %v", ts, err)

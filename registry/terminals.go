@@ -2,8 +2,11 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,18 +40,27 @@ type TerminalRecord struct {
 // MaxTerminalRecordBytes bounds one stored terminal record.
 const MaxTerminalRecordBytes = 8 << 10
 
+// terminalKey names terminal id's record of server. An id that is a valid
+// key without a "%" is its own name; any other (a terminal may name itself
+// "desk 5" or "room 4/desk 2", PROTOCOL.md §5) is named by a hash of it
+// behind a "%", which no name of the first kind has: the id itself is in
+// the record.
 func (r *Store) terminalKey(server, id string) string {
-	return r.opts.prefix + "terminals/" + server + "/" + id
+	name := id
+	if validateKey(id) != nil || strings.Contains(id, "%") {
+		sum := sha256.Sum256([]byte(id))
+		name = "%" + hex.EncodeToString(sum[:16])
+	}
+	return r.opts.prefix + "terminals/" + server + "/" + name
 }
 
 // PutTerminal writes t (its ServerID forced to this server's) under this
 // server's lease. It is refused while the lease is lost or unhealthy, and
-// without a call to etcd when t's id is not a valid key (ErrInvalidKey) or
-// t is over MaxTerminalRecordBytes (ErrTooLarge): errors of that record
-// alone.
+// without a call to etcd when t has no id (ErrInvalidKey) or is over
+// MaxTerminalRecordBytes (ErrTooLarge): errors of that record alone.
 func (r *Registry) PutTerminal(ctx context.Context, t TerminalRecord) error {
-	if err := validateKey(t.ID); err != nil {
-		return fmt.Errorf("registry: put terminal: %w", err)
+	if t.ID == "" {
+		return fmt.Errorf("registry: put terminal: %w: empty id", ErrInvalidKey)
 	}
 	if err := r.writable(); err != nil {
 		return fmt.Errorf("registry: put terminal %q: %w", t.ID, err)
@@ -72,8 +84,8 @@ func (r *Registry) PutTerminal(ctx context.Context, t TerminalRecord) error {
 // DeleteTerminal removes this server's record of terminal id; an absent
 // record is not an error.
 func (r *Registry) DeleteTerminal(ctx context.Context, id string) error {
-	if err := validateKey(id); err != nil {
-		return fmt.Errorf("registry: delete terminal: %w", err)
+	if id == "" {
+		return fmt.Errorf("registry: delete terminal: %w: empty id", ErrInvalidKey)
 	}
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
