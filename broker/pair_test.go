@@ -54,6 +54,8 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 		{"key enrolled", fmt.Errorf("pairing: redeem: token soft.x: %w", pairing.ErrKeyEnrolled), proto.ErrPairing, "already enrolled"},
 		{"busy", fmt.Errorf("pairing: redeem: %w: every secret check slot stayed taken", pairing.ErrBusy), proto.ErrUnavailable, "busy"},
 		{"registry down", fmt.Errorf("pairing: redeem: registry: %w", context.DeadlineExceeded), proto.ErrUnavailable, "unavailable"},
+		{"rate limited", fmt.Errorf("pairing: redeem: %w", pairing.ErrRateLimited), proto.ErrRateLimited, "try later"},
+		{"locked out", fmt.Errorf("pairing: redeem: %w", &pairing.LockoutError{Remaining: 14*time.Minute + 1500*time.Millisecond}), proto.ErrRateLimited, "try again in 842 s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +84,11 @@ func TestPairRefusalSaysWhy(t *testing.T) {
 			}
 			if proof := tt.name == "bad proof" || tt.name == "no proof"; (e.Detail == proto.DetailProofRefused) != proof {
 				t.Fatalf("detail %q; want %q only for a missing or bad proof", e.Detail, proto.DetailProofRefused)
+			}
+			// A lockout is no transient refusal (PROTOCOL.md §7.5): it
+			// says so, and when it ends.
+			if locked := tt.name == "locked out"; (e.Detail == proto.DetailLockedOut) != locked || locked != (e.RetryAfterMs == 841500) {
+				t.Fatalf("detail %q, retry after %d ms; want %q and 841500 only for a lockout", e.Detail, e.RetryAfterMs, proto.DetailLockedOut)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"slices"
 	"sync"
@@ -563,6 +564,15 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 	case errors.Is(err, pairing.ErrRateLimited):
 		b.limitHit(LimitPairing, "")
 		b.blog.Warn(string(LimitPairing), "pairing rate limited", "terminal", logValue(t.id), "remote", t.remote)
+		// A lockout says so, and for how long (PROTOCOL.md §7.5: not a
+		// transient refusal to present again after a back-off).
+		var lo *pairing.LockoutError
+		if errors.As(err, &lo) {
+			s := int64((lo.Remaining + time.Second - 1) / time.Second)
+			_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: fmt.Sprintf("too many pairing attempts; try again in %d s", s),
+				Detail: proto.DetailLockedOut, RetryAfterMs: uint32(min(lo.Remaining.Milliseconds(), math.MaxUint32))})
+			return
+		}
 		_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many pairing attempts; try later"})
 	case errors.Is(err, pairing.ErrBadKey):
 		// The code is untouched: the key, kind or label is what to fix.

@@ -128,6 +128,17 @@ func (r limitResult) String() string {
 	return "allowed"
 }
 
+// lockedFor returns how long source stays locked out (0: it is not).
+func (l *limiter) lockedFor(source string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clk.Now()
+	if s := l.lookup(source, now); s != nil && now.Before(s.lockedUntil) {
+		return s.lockedUntil.Sub(now)
+	}
+	return 0
+}
+
 // allow decides whether source may attempt a redemption now and, if so,
 // reserves the attempt (see limiter) and counts it against the global
 // limit. Every attempt allowed must end in exactly one of fail, release

@@ -90,6 +90,19 @@ var (
 	ErrBusy = errors.New("pairing: busy")
 )
 
+// LockoutError is the ErrRateLimited of a source locked out after too many
+// failed attempts: Remaining is how long it stays locked out (a terminal
+// can tell the person when to try again, PROTOCOL.md §7.4).
+type LockoutError struct {
+	Remaining time.Duration
+}
+
+func (e *LockoutError) Error() string {
+	return fmt.Sprintf("pairing: source locked out for %v", e.Remaining.Round(time.Second))
+}
+
+func (e *LockoutError) Unwrap() error { return ErrRateLimited }
+
 // Request is one redemption: a Pair message and the connection it came on.
 type Request struct {
 	Code      string
@@ -364,6 +377,11 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (Enrolm
 		// Once per reason per refusalLogEvery, with the count: a
 		// locked-out source's flood costs a line, not a line each.
 		p.refusals.Warn(r.String(), "pairing attempt rate limited", "source", source)
+		if r == sourceLocked {
+			if d := p.lim.lockedFor(source); d > 0 {
+				return Enrolment{}, fmt.Errorf("pairing: redeem: %w", &LockoutError{Remaining: d})
+			}
+		}
 		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", ErrRateLimited)
 	}
 	// The attempt is reserved (counted as a failure of source until it is

@@ -259,6 +259,10 @@ func TestPairing(t *testing.T) {
 			redeemErr(t, e, fmt.Sprintf("guess %d", i), src, signedReq(g, "soft", pub, ""), pairing.ErrInvalidCode)
 		}
 		redeemErr(t, e, "right code while locked out", src, signedReq(code, "soft", pub, ""), pairing.ErrRateLimited)
+		var lo *pairing.LockoutError
+		if _, err := e.p.Redeem(e.ctx, src, signedReq(code, "soft", pub, "")); !errors.As(err, &lo) || lo.Remaining != pairing.DefaultLockout {
+			t.Fatalf("Redeem while locked out: %v; want a LockoutError of %v", err, pairing.DefaultLockout)
+		}
 		e.clk.Advance(pairing.DefaultLockout - time.Millisecond)
 		redeemErr(t, e, "right code just before the lockout ends", src, signedReq(code, "soft", pub, ""), pairing.ErrRateLimited)
 		e.clk.Advance(time.Millisecond)
