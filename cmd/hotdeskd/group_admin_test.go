@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotdesk/hotdesk/internal/event"
@@ -103,5 +104,29 @@ func TestSettingsWatch(t *testing.T) {
 	long := differingSettings(map[string]string{"k": "a"}, map[string]string{"k": strings.Repeat("x", 10000)})
 	if len(long) != 1 || len(long[0].Theirs) > maxSettingLen+len("…") {
 		t.Errorf("a long value of another member: %d bytes shown; want at most %d", len(long[0].Theirs), maxSettingLen)
+	}
+}
+
+// TestSettingsWatchHostileValue: another member's values reach this
+// member's log, its listing and the dashboard as printable text: a
+// value with a line break and terminal escapes (ESC, BEL) forges no log
+// line and sends no escape to whoever reads the log in a terminal.
+func TestSettingsWatchHostileValue(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	w := newSettingsWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", map[string]string{"auth.lockout": "30s"})
+	evil := "1m\n[WARN]  hotdeskd: forged line\x1b]0;owned\x07\x1b[2J"
+	w.check([]registry.ServerRecord{{ID: "b2", Settings: map[string]string{"auth.lockout": evil}}})
+	if w.differing() != 1 {
+		t.Fatalf("differing = %d; want 1", w.differing())
+	}
+	out := logs.String()
+	if strings.ContainsAny(out, "\x1b\x07") || strings.Count(out, "\n") != 1 {
+		t.Errorf("another member's value reached the log raw:\n%q", out)
+	}
+	for _, d := range differingSettings(w.ours, map[string]string{"auth.lockout": evil + strings.Repeat("é", 200)}) {
+		if !utf8.ValidString(d.Theirs) || strings.ContainsAny(d.Theirs, "\n\x1b\x07") {
+			t.Errorf("listed value %q: want printable, valid UTF-8", d.Theirs)
+		}
 	}
 }

@@ -4,14 +4,17 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/printable"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -40,13 +43,28 @@ func differingSettings(ours, theirs map[string]string) []adminapi.SettingDiff {
 	var out []adminapi.SettingDiff
 	for _, k := range slices.Sorted(maps.Keys(ours)) {
 		if v, ok := theirs[k]; ok && v != ours[k] {
-			if len(v) > maxSettingLen {
-				v = v[:maxSettingLen] + "…"
-			}
-			out = append(out, adminapi.SettingDiff{Key: k, Theirs: v, Ours: ours[k]})
+			out = append(out, adminapi.SettingDiff{Key: k, Theirs: shownSetting(v), Ours: ours[k]})
 		}
 	}
 	return out
+}
+
+// shownSetting is another member's value v as this member shows it (its
+// log, GET /v1/servers, the dashboard): printable (quoted, Go syntax,
+// when it is not: a line break would start another log line) and at most
+// maxSettingLen bytes, cut between characters.
+func shownSetting(v string) string {
+	if !printable.String(v) {
+		v = strconv.Quote(v)
+	}
+	if len(v) <= maxSettingLen {
+		return v
+	}
+	n := maxSettingLen
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n] + "…"
 }
 
 // settingsWatch compares the group's settings with this member's.

@@ -225,7 +225,8 @@ type Backend struct {
 	cfg    Config
 	binary string // resolved path
 	// prlimit is prlimit(1)'s resolved path when desktops run as their
-	// users; "" otherwise.
+	// users (and it was found: without a task limit it may be missing);
+	// "" otherwise.
 	prlimit string
 	// ownLimits are the daemon's resource limits when desktops run as
 	// their users, by resource: a desktop's hard limits stay within
@@ -395,7 +396,13 @@ func New(cfg Config) (*Backend, error) {
 	var own map[string]rlimit.Limit
 	if cfg.RunAsUser {
 		if prlimit, err = exec.LookPath("prlimit"); err != nil {
-			return nil, fmt.Errorf("weston: new: desktops run as their users get their resource limits (max_user_tasks, the PAM session's) from prlimit (util-linux): %w", err)
+			if cfg.MaxUserTasks > 0 {
+				return nil, fmt.Errorf("weston: new: a task limit for desktops (max_user_tasks) needs prlimit (util-linux): %w", err)
+			}
+			// As before the PAM session's limits were applied: a
+			// desktop starts without them rather than not at all.
+			prlimit = ""
+			cfg.Logger.Warn("prlimit (util-linux) not found: desktops start without the resource limits of their PAM session (pam_limits)", "error", err)
 		}
 		cur, err := rlimit.Current()
 		if err != nil {
@@ -647,6 +654,9 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limi
 	var lim []rlimit.Limit
 	if b.prlimit != "" && uid >= 0 {
 		lim = b.desktopLimits(limits)
+	}
+	if b.prlimit == "" && uid >= 0 && len(limits) > 0 {
+		s.logger.Warn("the PAM session's resource limits are not applied: prlimit (util-linux) not found at start", "limits", len(limits))
 	}
 	if len(lim) > 0 {
 		pargs := make([]string, 0, len(lim)+2+len(args))

@@ -1605,3 +1605,26 @@ func TestRotateLogLeased(t *testing.T) {
 		t.Errorf("rotateLog once the lease is gone = %v, %v; want rotated", rotated, err)
 	}
 }
+
+// TestRunAsUserWithoutPrlimit: without prlimit(1) in the PATH, desktops
+// run as their users without a task limit (max_user_tasks = 0) start as
+// they did before the PAM session's limits were applied: New succeeds
+// (the session's limits are then not applied, and said so); with a task
+// limit New refuses, as before.
+func TestRunAsUserWithoutPrlimit(t *testing.T) {
+	testutil.NeedRoot(t, "run_as_user needs root")
+	cfg := helperConfig(t)
+	cfg.RunAsUser = true
+	t.Setenv("PATH", t.TempDir()) // no prlimit; the binary is a path
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New without prlimit, max_user_tasks 0: %v; want a backend (desktops start without the session's limits)", err)
+	}
+	b.Close()
+	cfg.StateDir = stateDir(t)
+	cfg.MaxUserTasks = 10
+	if b, err := New(cfg); err == nil {
+		b.Close()
+		t.Fatal("New without prlimit, max_user_tasks 10: err = nil; want the task limit's error")
+	}
+}
