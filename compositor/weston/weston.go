@@ -570,15 +570,19 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 // hard limits (the desktop is started unprivileged: it can lower its
 // hard limits, not raise them), and a task limit of MaxUserTasks at most.
 // Resources neither sets keep the daemon's.
-func (b *Backend) desktopLimits(session []rlimit.Limit) []rlimit.Limit {
-	var out []rlimit.Limit
+// clamped lists the session's limits kept lower than it asked (their
+// prlimit options as it asked them), for the log.
+func (b *Backend) desktopLimits(session []rlimit.Limit) (out []rlimit.Limit, clamped []string) {
 	nproc := false
 	for _, l := range session {
 		ceiling, ok := b.ownLimits[l.Resource]
 		if !ok {
 			continue
 		}
-		l = rlimit.Within(l, ceiling)
+		if w := rlimit.Within(l, ceiling); w != l {
+			clamped = append(clamped, rlimit.Arg(l))
+			l = w
+		}
 		if l.Resource == "nproc" && b.cfg.MaxUserTasks > 0 {
 			n := uint64(b.cfg.MaxUserTasks)
 			l.Soft, l.Hard, nproc = min(l.Soft, n), min(l.Hard, n), true
@@ -589,7 +593,7 @@ func (b *Backend) desktopLimits(session []rlimit.Limit) []rlimit.Limit {
 		n := uint64(b.cfg.MaxUserTasks)
 		out = append(out, rlimit.Within(rlimit.Limit{Resource: "nproc", Soft: n, Hard: n}, b.ownLimits["nproc"]))
 	}
-	return out
+	return out, clamped
 }
 
 // start runs weston for the reserved session s and waits until it is ready;
@@ -653,7 +657,12 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limi
 	cmd := exec.Command(b.binary, args...)
 	var lim []rlimit.Limit
 	if b.prlimit != "" && uid >= 0 {
-		lim = b.desktopLimits(limits)
+		var clamped []string
+		lim, clamped = b.desktopLimits(limits)
+		if len(clamped) > 0 {
+			s.logger.Warn("the PAM session asks limits above hotdeskd's own hard limits; the desktop has hotdeskd's (raise the service's, e.g. LimitNOFILE=)",
+				"asked", strings.Join(clamped, " "))
+		}
 	}
 	if b.prlimit == "" && uid >= 0 && len(limits) > 0 {
 		s.logger.Warn("the PAM session's resource limits are not applied: prlimit (util-linux) not found at start", "limits", len(limits))
@@ -664,7 +673,13 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limi
 			pargs = append(pargs, rlimit.Arg(l))
 		}
 		cmd = exec.Command(b.prlimit, append(append(pargs, "--", b.binary), args...)...)
-		s.logger.Debug("desktop resource limits", "limits", strings.Join(pargs, " "))
+		if len(limits) > 0 {
+			// The session's (limits.conf): what a desktop may do
+			// depends on them; an administrator looks for them here.
+			s.logger.Info("desktop resource limits from its PAM session", "limits", strings.Join(pargs, " "))
+		} else {
+			s.logger.Debug("desktop resource limits", "limits", strings.Join(pargs, " "))
+		}
 	}
 	cmd.Env = buildEnv(home, s.user, s.runDir, extraEnv)
 	cmd.Dir = s.runDir

@@ -1016,7 +1016,9 @@ func TestRunAsUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := testutil.KioskAccountPrefix(t) // its accounts removed after the backend closes
-	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 8, MaxUserTasks: 777})
+	var logs testutil.LockedBuffer
+	b, _ := newBackend(t, Config{StateDir: filepath.Join(parent, "sessions"), RunAsUser: true, KioskAccountPrefix: pool, MaxKioskAccounts: 8, MaxUserTasks: 777,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})})
 	// The PAM session's limits (pam_limits): applied, within the daemon's
 	// own hard limits (nofile's "unlimited"), the task limit the lower
 	// of the session's and MaxUserTasks.
@@ -1038,6 +1040,11 @@ func TestRunAsUser(t *testing.T) {
 		if !regexp.MustCompile(want).Match(lim) {
 			t.Errorf("weston's limits with the session's:\n%s\nwant %s", lim, want)
 		}
+	}
+	// Said at info, and what was kept lower than asked at warn.
+	if l := logs.String(); !strings.Contains(l, "[INFO]  desktop resource limits from its PAM session") ||
+		!strings.Contains(l, "asked=--nofile=900:unlimited") {
+		t.Errorf("the log does not say the desktop's limits and the one kept lower:\n%s", l)
 	}
 	sdir := filepath.Join(b.cfg.StateDir, "u")
 	if got := perm(t, sdir); got != 0o710 {
