@@ -1163,6 +1163,16 @@ func TestGroupSettings(t *testing.T) {
 			t.Errorf("%s: auth.policy = %q; want another digest than %q", name, got, base["auth.policy"])
 		}
 	}
+	// What decides the same is the same: a list in another order, a
+	// block's reauth_on_hotdesk spelt out as the auth block's.
+	carolTwice := "  policy {\n    users = [\"carol\", \"cara\"]\n    auth = \"password\"\n  }\n"
+	same := parse("auth {\n" + carolTwice + dave + "}\n")["auth.policy"]
+	if got := parse("auth {\n" + strings.Replace(carolTwice, `"carol", "cara"`, `"cara", "carol"`, 1) + strings.Replace(dave, "auth =", "reauth_on_hotdesk = true\n    auth =", 1) + "}\n")["auth.policy"]; got != same {
+		t.Errorf("the same policies written otherwise: auth.policy = %q; want %q", got, same)
+	}
+	if got := parse("auth {\n  reauth_on_hotdesk = false\n" + carolTwice + dave + "}\n")["auth.policy"]; got == same {
+		t.Errorf("blocks that inherit another reauth_on_hotdesk: auth.policy = %q; want another digest", got)
+	}
 	if got := parse("")["auth.policy"]; got != "none" {
 		t.Errorf("no policy blocks: auth.policy = %q; want none", got)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 )
 
@@ -17,7 +18,10 @@ import (
 // server record; members compare theirs.
 //
 // Host-specific settings (paths, listeners, PAM service files' contents,
-// the compositor) are not among them. The policy blocks are one entry,
+// the compositor) are not among them. A value's text never changes form
+// from one version to the next (members of two versions would differ
+// on it): a setting rendered otherwise gets a new key (say
+// "auth.policy.v2"). The policy blocks are one entry,
 // a digest of their canonical form (file order included: the first
 // matching block applies).
 func (c *Config) GroupSettings() map[string]string {
@@ -29,6 +33,7 @@ func (c *Config) GroupSettings() map[string]string {
 		"session.suspend_timeout":    c.Session.SuspendTimeout.String(),
 		"auth.pam_service":           a.PAMService,
 		"auth.pin_service":           a.PINService,
+		"auth.open_session":          strconv.FormatBool(a.OpenSession),
 		"auth.reauth_on_hotdesk":     strconv.FormatBool(a.ReauthOnHotdesk),
 		"auth.self_register":         strconv.FormatBool(a.SelfRegister),
 		"auth.max_sessions_per_user": strconv.Itoa(a.MaxSessionsPerUser),
@@ -36,24 +41,27 @@ func (c *Config) GroupSettings() map[string]string {
 		"auth.failure_window":        a.FailureWindow.String(),
 		"auth.lockout":               a.Lockout.String(),
 		"auth.max_lockout":           a.MaxLockout.String(),
-		"auth.policy":                policyDigest(a.Rules),
+		"auth.policy":                policyDigest(a.Rules, a.ReauthOnHotdesk),
 	}
 }
 
-// policyDigest names the policy blocks by a digest of their settings, in
-// order ("none" without blocks).
-func policyDigest(rules []PolicyRule) string {
+// policyDigest names the policy blocks by a digest of what they decide, in
+// order ("none" without blocks): a block's lists sorted (their order
+// decides nothing) and its reauth_on_hotdesk as it applies (reauth, the
+// auth block's, when the block sets none).
+func policyDigest(rules []PolicyRule, reauth bool) string {
 	if len(rules) == 0 {
 		return "none"
 	}
 	h := sha256.New()
 	for _, r := range rules {
-		reauth := "default"
+		re := reauth
 		if r.ReauthOnHotdesk != nil {
-			reauth = strconv.FormatBool(*r.ReauthOnHotdesk)
+			re = *r.ReauthOnHotdesk
 		}
 		// Quoted lists: no value can run into the next.
-		fmt.Fprintf(h, "%q %q %q %q %q %s %d\n", r.Tokens, r.Users, r.Groups, r.Auth, r.Service, reauth, r.MaxSessions)
+		fmt.Fprintf(h, "%q %q %q %q %q %v %d\n", slices.Sorted(slices.Values(r.Tokens)), slices.Sorted(slices.Values(r.Users)),
+			slices.Sorted(slices.Values(r.Groups)), r.Auth, r.Service, re, r.MaxSessions)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
 }
