@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -996,26 +997,43 @@ func TestCheckHostDataDirInTmp(t *testing.T) {
 // belongs to another user is refused (a root hotdeskd must not keep keys
 // where they may change them), and the refusal says how to check the
 // layout of a daemon that runs as that user (the unprivileged drop-in's
-// /var/lib/hotdesk, owned by hotdesk): as that user.
+// /var/lib/hotdesk, owned by hotdesk): as that user — a system account
+// only (no daemon runs as a person's account).
 func TestCheckHostServiceUsersDataDir(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testutil.SkipOrFail(t, "needs root (files of another uid)")
-	}
+	testutil.NeedRoot(t, "needs root (files of another uid)")
+	const regular = "hdregchk"
+	testutil.AddAccount(t, regular)
 	dir := t.TempDir()
-	theirs := testutil.NobodysDir(t, filepath.Join(dir, "hotdesk"), 0o700)
-	c := Default()
-	c.DataDir, c.Compositor.StateDir = theirs, filepath.Join(dir, "sessions")
-	err := c.CheckHost(nil, Host{})
-	if err == nil || !strings.Contains(err.Error(), "data_dir: "+theirs+" belongs to uid 65534") {
-		t.Fatalf("CheckHost with data_dir of uid 65534 = %v; want refused", err)
-	}
-	name := "65534"
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
-	}
-	if want := "runuser -u " + name + " -- hotdeskd -check"; !strings.Contains(err.Error(), want) {
-		t.Errorf("CheckHost refusal = %v; want it to say %q", err, want)
+	for _, tc := range []struct {
+		owner string
+		hint  bool
+	}{
+		{"daemon", true}, // a system account, as the packaged hotdesk user is
+		{regular, false}, // a person's: no daemon runs as it
+	} {
+		u, err := user.Lookup(tc.owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs := filepath.Join(dir, tc.owner)
+		if err := os.Mkdir(theirs, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(theirs, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		c := Default()
+		c.DataDir, c.Compositor.StateDir = theirs, filepath.Join(dir, "sessions")
+		err = c.CheckHost(nil, Host{})
+		if err == nil || !strings.Contains(err.Error(), "data_dir: "+theirs+" belongs to uid "+u.Uid) {
+			t.Fatalf("CheckHost with data_dir of %s = %v; want refused", tc.owner, err)
+		}
+		if want := "runuser -u " + tc.owner + " -- hotdeskd -check"; strings.Contains(err.Error(), want) != tc.hint {
+			t.Errorf("CheckHost refusal for %s's data_dir = %v; want %q in it: %v", tc.owner, err, want, tc.hint)
+		}
 	}
 }
 

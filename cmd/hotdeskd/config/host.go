@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -106,7 +107,7 @@ func (c *Config) CheckHost(pos *Positions, h Host) error {
 	trusted := func(key, path, use string) {
 		if err := trustpath.Check(path); err != nil {
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Path others may change",
-				Detail:  fmt.Sprintf("%s: %v: %s, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.%s", key, err, use, ownerHint(err)),
+				Detail:  fmt.Sprintf("%s: %v: %s, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way.", key, err, use),
 				Subject: rg.ptr(key)})
 		}
 	}
@@ -328,14 +329,22 @@ func (c *Config) sharedKioskUser(h Host) *user.User {
 // made by a check run as root: hotdeskd may run as that very user (the
 // packaged unprivileged drop-in runs it as hotdesk), whose check would
 // accept it, and an administrator checking as root must be told so.
+//
+// Only for where such a daemon keeps its state and keys (data_dir,
+// state_dir, where it creates a key), only for a system account (a
+// service runs as one; a person's account is no daemon's), and only for
+// a name that is safe to paste into a shell.
 func ownerHint(err error) string {
 	var oe *trustpath.OwnerError
-	if os.Geteuid() != 0 || !errors.As(err, &oe) {
+	if os.Geteuid() != 0 || !errors.As(err, &oe) || oe.UID >= 1000 {
 		return ""
 	}
-	name := strconv.FormatUint(uint64(oe.UID), 10)
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
+	u, lerr := user.LookupId(strconv.FormatUint(uint64(oe.UID), 10))
+	if lerr != nil || !safeName.MatchString(u.Username) {
+		return ""
 	}
-	return fmt.Sprintf(" If hotdeskd runs as %[1]s (as the unprivileged drop-in runs it as hotdesk), check as that user: runuser -u %[1]s -- hotdeskd -check; otherwise a root hotdeskd must not trust it: chown it to root.", name)
+	return fmt.Sprintf(" If hotdeskd runs as %[1]s (as the unprivileged drop-in runs it as hotdesk), check as that user: runuser -u %[1]s -- hotdeskd -check; otherwise a root hotdeskd must not trust it: chown it to root.", u.Username)
 }
+
+// safeName is a user name that needs no quoting in a shell.
+var safeName = regexp.MustCompile(`^[a-z_][a-z0-9_-]*$`)
