@@ -130,6 +130,12 @@ const (
 	// MaxWrongSecrets: every this many wrong secrets for one code, a
 	// warning is logged (the code stays valid for its user).
 	MaxWrongSecrets = 3
+	// MaxAgain bounds the Pairs answered Paired again for one spent code
+	// (a terminal sending its Pair again after the answer was lost; the
+	// reference terminal tries 3 times): each costs a secret check and a
+	// token_registered event, so a terminal that keeps sending it gets
+	// the used code's refusal after these, counted as a guess.
+	MaxAgain = 5
 	// MaxLabelLen and MaxUserLen bound labels and user names, in bytes.
 	MaxLabelLen = 128
 	MaxUserLen  = 256
@@ -240,7 +246,8 @@ type Pairer struct {
 	hashSlots chan struct{}
 	kdf       kdfParams // of the codes Create stores
 
-	// wrong counts wrong secrets per code ("<id>@<modRev>"), under lim.mu.
+	// wrong counts wrong secrets per code ("<id>@<modRev>") and Pairs
+	// answered again per spent code ("again:<id>"), under lim.mu.
 	wrong *lru[int]
 }
 
@@ -453,7 +460,7 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (Enrolm
 			if err != nil {
 				return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 			}
-			if again {
+			if again && p.countAgain(id) <= MaxAgain {
 				// No guess, and no new success either: judged stays
 				// false, so the attempt is released.
 				p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
@@ -621,6 +628,18 @@ func keyID(kind string, pub []byte) (string, error) {
 // returns the count.
 func (p *Pairer) countWrong(id string, rev int64) int {
 	k := id + "@" + strconv.FormatInt(rev, 10)
+	p.lim.mu.Lock()
+	defer p.lim.mu.Unlock()
+	n, _ := p.wrong.get(k)
+	n++
+	p.wrong.put(k, n)
+	return n
+}
+
+// countAgain counts one more Pair answered again for spent code id and
+// returns how many there were.
+func (p *Pairer) countAgain(id string) int {
+	k := "again:" + id
 	p.lim.mu.Lock()
 	defer p.lim.mu.Unlock()
 	n, _ := p.wrong.get(k)

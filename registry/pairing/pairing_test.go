@@ -742,6 +742,12 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		redeemErr(t, e, "the same key from u@h, locked out by its failure", "u@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrRateLimited)
 		// Nor as another kind (another token id).
 		redeemErr(t, e, "the same key as a phone", "x@h", signedReq(code, nfc.KindHCE, pub, ""), pairing.ErrInvalidCode)
+		// Answered again MaxAgain times in all, then refused as the
+		// used code it is (a terminal that never stops sending it).
+		for i := 3; i < pairing.MaxAgain; i++ {
+			redeemErr(t, e, fmt.Sprintf("the same Pair again (%d)", i), "z@h", signedReq(code, soft.Kind, pub, ""), nil)
+		}
+		redeemErr(t, e, "the same Pair once more than MaxAgain", "z@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrInvalidCode)
 		// Nor once the code would have expired.
 		e.clk.Advance(time.Hour)
 		redeemErr(t, e, "the same Pair after the code's validity", "y@h", signedReq(code, soft.Kind, pub, ""), pairing.ErrInvalidCode)
