@@ -24,7 +24,7 @@ import (
 // its own: it warns in its log when a member's differ (again when the
 // differences change, and says when they agree again), exports how many
 // members differ (hotdesk_group_settings_differ), and GET /v1/servers
-// (hotdeskctl servers) lists the differences. A member that publishes no
+// (hotdeskctl server list) lists the differences. A member that publishes no
 // settings (an older version) is not compared.
 
 // settingsCheckInterval is how often the group's records are compared
@@ -102,7 +102,7 @@ func (w *settingsWatch) check(servers []registry.ServerRecord) {
 		switch prev := w.said[s.ID]; {
 		case text == prev:
 		case text != "":
-			w.log.Warn("a member of the group runs with other group-wide settings; give every broker the same values (hotdeskctl servers lists them)",
+			w.log.Warn("a member of the group runs with other group-wide settings; give every broker the same values (hotdeskctl server list shows them)",
 				"member", s.ID, "differences", text)
 			w.said[s.ID] = text
 		default:
