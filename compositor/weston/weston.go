@@ -569,9 +569,8 @@ func (b *Backend) Create(ctx context.Context, spec compositor.Spec) (compositor.
 // with: the session's (spec.Limits: pam_limits) within the daemon's own
 // hard limits (the desktop is started unprivileged: it can lower its
 // hard limits, not raise them), and a task limit of MaxUserTasks at most.
-// Resources neither sets keep the daemon's.
-// clamped lists the session's limits kept lower than it asked (their
-// prlimit options as it asked them), for the log.
+// Resources neither sets keep the daemon's. clamped lists the session's
+// limits kept lower than it asked (as prlimit options), for the log.
 func (b *Backend) desktopLimits(session []rlimit.Limit) (out []rlimit.Limit, clamped []string) {
 	nproc := false
 	for _, l := range session {
