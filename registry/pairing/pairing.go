@@ -627,19 +627,15 @@ func keyID(kind string, pub []byte) (string, error) {
 // countWrong counts one more wrong secret for code id at revision rev and
 // returns the count.
 func (p *Pairer) countWrong(id string, rev int64) int {
-	k := id + "@" + strconv.FormatInt(rev, 10)
-	p.lim.mu.Lock()
-	defer p.lim.mu.Unlock()
-	n, _ := p.wrong.get(k)
-	n++
-	p.wrong.put(k, n)
-	return n
+	return p.count(id + "@" + strconv.FormatInt(rev, 10))
 }
 
 // countAgain counts one more Pair answered again for spent code id and
 // returns how many there were.
-func (p *Pairer) countAgain(id string) int {
-	k := "again:" + id
+func (p *Pairer) countAgain(id string) int { return p.count("again:" + id) }
+
+// count adds one to the count of k (p.wrong) and returns it.
+func (p *Pairer) count(k string) int {
 	p.lim.mu.Lock()
 	defer p.lim.mu.Unlock()
 	n, _ := p.wrong.get(k)
