@@ -26,6 +26,9 @@ DEB_PKGS := weston pcscd libpcsclite-dev vsmartcard-vpcd libpam0g-dev libpam-wra
 DEB_PKGS += lintian man-db zsh db-util nftables binutils
 # cron, at: a pooled kiosk account's cron table and at jobs go with its session (weston tests).
 DEB_PKGS += cron at
+# python3: proto/conformance, the independent terminal TestConformance runs (openssl: its
+# certificate checks).
+DEB_PKGS += python3 openssl
 
 .PHONY: all build deps demo demo-card test test-short vet fuzz chaos clean deb stage install package-test race
 
