@@ -131,6 +131,16 @@ def after_hello(payload, timeout=5, source=None):
         c.close()
 
 
+
+def recv_until_quiet(c, timeout):
+    """The messages c receives until none comes within timeout (or it closes)."""
+    got = []
+    while True:
+        m = c.recv(timeout)
+        if not isinstance(m, Msg):
+            return got
+        got.append(m)
+
 def is_err(m, code):
     return isinstance(m, Msg) and m.type == 12 and m["Code"] == P.ERRC[code]
 
@@ -1415,12 +1425,7 @@ def g_extra():
     t.c.sendm("TokenInserted", Token=KB.token)
     time.sleep(0.2)
     t.c.sendm("TokenRemoved", Token=KB.token)
-    got = []
-    while True:
-        x = t.c.recv(3)
-        if not isinstance(x, Msg):
-            break
-        got.append(x)
+    got = recv_until_quiet(t.c, 3)
     errs = [x for x in got if x.type == 12]
     check(len(errs) == 2 and all(is_err(e, "cancelled") for e in errs) and any(x.type == 18 for x in got), "7.2",
           "token presented twice then removed: the handled insert gets Cancel{ID}+Error{cancelled}, the queued one Error{cancelled} without a Challenge",
@@ -1435,12 +1440,7 @@ def g_extra():
     check(is_err(x, "rate_limited") and x.get("Token") == "uid.%08x" % (0x100 + 32), "7.1",
           "33rd insert waiting behind an unanswered challenge -> Error{rate_limited, Token} at once (queue of 32)", desc(x))
     t.c.sendm("TokenRemoved", Token="uid.%08x" % 0x101)
-    got = []
-    while True:
-        y = t.c.recv(3)
-        if not isinstance(y, Msg):
-            break
-        got.append(y)
+    got = recv_until_quiet(t.c, 3)
     errs = [z for z in got if z.type == 12]
     check(errs and is_err(errs[0], "rate_limited") and errs[0].get("Token") == "uid.%08x" % 0x101 and len(errs) == 1
           and t.c.closed is not None, "7.1",
