@@ -1,4 +1,6 @@
-package main
+// Package conformance_test runs proto/conformance, the independent terminal
+// written in Python from PROTOCOL.md alone, against real brokers.
+package conformance_test
 
 import (
 	"bufio"
@@ -59,7 +61,7 @@ func TestConformance(t *testing.T) {
 	t.Parallel() // its own brokers, etcd, data dirs and ports
 	testutil.NeedTools(t, "python3", "weston")
 	testutil.NeedMatrix(t)
-	bin := buildBinaries(t)
+	bin := testutil.BuildHotdesk(t)
 	eps := etcdtest.Start(t)
 	// pam_matrix services, a password file each (pam_matrix takes a
 	// user's first line): hdc the password (and the card policy's
@@ -133,7 +135,7 @@ session {
 
 	ctx, cancel := context.WithTimeout(context.Background(), conformBound)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "python3", "-u", filepath.Join("..", "..", "proto", "conformance", "conform.py"),
+	cmd := exec.CommandContext(ctx, "python3", "-u", "conform.py",
 		"--addr", b1.addr, "--attach", b1.attach, "--socket", b1.Socket, "--pin", b1.Pin, "--id", "conf-b1",
 		"--addr2", b2.addr, "--pin2", b2.Pin, "--id2", "conf-b2", "--pid2", strconv.Itoa(b2.PID()),
 		"--ctl", filepath.Join(bin, "hotdeskctl"),
