@@ -59,6 +59,7 @@ import (
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/internal/printable"
 )
 
 // Sentinel errors, matched with errors.Is.
@@ -180,6 +181,21 @@ const MaxIDLen = 256
 // object (session, token, pairing code, server): 1 to MaxIDLen printable
 // ASCII characters other than "/", backslash and space.
 func CheckID(id string) error { return checkName("id", id, `/\`) }
+
+// MaxLockoutKeyLen bounds a lockout key in a request.
+const MaxLockoutKeyLen = 512
+
+// CheckLockoutKey returns an error wrapping ErrInvalid unless key may be
+// a lockout's key as Lockouts lists it: 1 to MaxLockoutKeyLen bytes of
+// printable UTF-8. Unlike an id it may hold "/" (an IPv6 source,
+// "source:2001:db8:1:2::/64"), spaces and any letter (a terminal's id,
+// "terminal:desk 5@10.0.0.7"): it travels path-escaped.
+func CheckLockoutKey(key string) error {
+	if key == "" || len(key) > MaxLockoutKeyLen || !printable.String(key) {
+		return fmt.Errorf("%w: invalid lockout key %q: 1 to %d printable characters", ErrInvalid, key, MaxLockoutKeyLen)
+	}
+	return nil
+}
 
 // CheckUser returns an error wrapping ErrInvalid unless name may be a
 // local user name: 1 to MaxIDLen printable ASCII characters other than

@@ -778,11 +778,23 @@ func TestLockoutRoutes(t *testing.T) {
 	b := adminapitest.New(adminapitest.State{Lockouts: []adminapi.LockoutInfo{
 		{Key: "user:alice", Server: "b1", Until: until, Level: 2},
 		{Key: "terminal:t1@2001:db8::1", Server: "b2", Until: until, Level: 1},
+		// Keys with what an id may not hold: an IPv6 source's "/", a
+		// terminal id's space and letters (PROTOCOL.md §5).
+		{Key: "source:2001:db8:1:2::/64", Server: "b1", Until: until, Level: 1},
+		{Key: "terminal:desk 5 ✓@10.0.0.7", Server: "b1", Until: until, Level: 1},
 	}})
 	ts := startServer(t, b, -1)
 	c := adminapi.NewClient(ts.path)
 	defer c.Close()
 	ctx := context.Background()
+	for _, key := range []string{"source:2001:db8:1:2::/64", "terminal:desk 5 ✓@10.0.0.7"} {
+		if err := c.ClearLockout(ctx, key); err != nil {
+			t.Errorf("clear %q: %v", key, err)
+		}
+	}
+	if err := c.ClearLockout(ctx, "terminal:\x1b[2J"); !errors.Is(err, adminapi.ErrInvalid) {
+		t.Errorf("clear of a key with an escape = %v; want ErrInvalid", err)
+	}
 	got, err := c.Lockouts(ctx)
 	if err != nil || len(got) != 2 || got[0].Key != "user:alice" || !got[0].Until.Equal(until) || got[0].Level != 2 || got[0].Server != "b1" {
 		t.Fatalf("lockouts = %+v, %v; want user:alice (b1, level 2, until %v) and a terminal", got, err, until)

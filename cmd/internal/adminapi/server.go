@@ -209,7 +209,7 @@ func NewServer(b Backend, logger hclog.Logger, adminGID int) *Server {
 	mux.Handle("/v1/lockouts", methods{http.MethodGet: list(s, b.Lockouts)})
 	mux.Handle("/v1/failures", methods{http.MethodGet: list(s, b.Failures)})
 	mux.Handle("/v1/lockouts/{id}", methods{
-		http.MethodDelete: s.action(b.ClearLockout, "login lockout cleared by admin", "key")})
+		http.MethodDelete: s.actionOn(CheckLockoutKey, b.ClearLockout, "login lockout cleared by admin", "key")})
 	mux.Handle("/v1/tokens", methods{http.MethodGet: list(s, b.Tokens), http.MethodPost: s.registerToken})
 	mux.Handle("/v1/tokens/{id}/alias", methods{http.MethodPost: s.aliasToken})
 	mux.Handle("/v1/tokens/{id}/disable", methods{
@@ -395,10 +395,15 @@ func formatUnanswered(ids []string) string {
 // acts on it and, once done, msg is logged with the object's id under
 // idKey, kv and the peer, and the answer is 204 No Content.
 func (s *Server) action(do func(ctx context.Context, id string) error, msg, idKey string, kv ...any) http.HandlerFunc {
+	return s.actionOn(CheckID, do, msg, idKey, kv...)
+}
+
+// actionOn is action for an object whose {id} check refuses (ErrInvalid).
+func (s *Server) actionOn(check func(string) error, do func(ctx context.Context, id string) error, msg, idKey string, kv ...any) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		p := r.Context().Value(peerKey{}).(*peer)
-		if err := CheckID(id); err != nil {
+		if err := check(id); err != nil {
 			s.backendError(w, r, err)
 			return
 		}

@@ -816,7 +816,10 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 	"join": strings.Join,
 	"list": func(s ...string) []string { return s },
-	"ms":   eventTime,
+	// seg escapes s as one path segment: a lockout's key may hold "/"
+	// (an IPv6 source's /64) and spaces.
+	"seg": url.PathEscape,
+	"ms":  eventTime,
 }).Parse(templatesHTML))
 
 // eventTime is an event's time on the events page, for the rows the page

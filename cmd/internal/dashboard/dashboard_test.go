@@ -240,14 +240,15 @@ func TestSessionsPageUnanswered(t *testing.T) {
 
 // TestLockoutsOnTokensPage: the Tokens page lists the group's login
 // lockouts; an administrator clears one (its key, with ':' and '@', makes
-// it through the form's path), a read-only login sees them without the
-// button and cannot clear.
+// it through the form's path, and so does an IPv6 source's with its "/"),
+// a read-only login sees them without the button and cannot clear.
 func TestLockoutsOnTokensPage(t *testing.T) {
 	s, fb := newTestServer(t)
 	fb.Update(func(st *adminapitest.State) {
 		st.Lockouts = []adminapi.LockoutInfo{
 			{Key: "user:lou", Server: "b1", Until: time.Now().Add(10 * time.Minute), Level: 1},
 			{Key: "terminal:t9@10.0.0.9", Server: "b2", Until: time.Now().Add(time.Minute), Level: 2},
+			{Key: "source:2001:db8:1:2::/64", Server: "b2", Until: time.Now().Add(time.Minute), Level: 1},
 		}
 	})
 	ts := httptest.NewTLSServer(s.Handler())
@@ -276,7 +277,15 @@ func TestLockoutsOnTokensPage(t *testing.T) {
 		t.Fatalf("clear: %d\n%s", code, body)
 	}
 	if strings.Contains(body, `data-lockout="terminal:t9@10.0.0.9"`) || !strings.Contains(body, `data-lockout="user:lou"`) {
-		t.Fatalf("after the clear: want only user:lou listed:\n%s", body)
+		t.Fatalf("after the clear: want user:lou still listed, the terminal's gone:\n%s", body)
+	}
+	m = regexp.MustCompile(`action="(/lockouts/source[^"]*/clear)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("admin tokens page has no clear form for the IPv6 source's lockout:\n%s", body)
+	}
+	cm = csrfRe.FindStringSubmatch(body)
+	if code, body := post(t, admin, ts.URL+html.UnescapeString(m[1]), url.Values{"csrf": {cm[1]}}, ts.URL); code != 200 || !strings.Contains(body, "lockout source:2001:db8:1:2::/64 cleared at every server") {
+		t.Fatalf("clear of the IPv6 source: %d\n%s", code, body)
 	}
 }
 
