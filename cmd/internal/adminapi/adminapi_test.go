@@ -984,3 +984,33 @@ func TestBusySocketAnswers503(t *testing.T) {
 	defer c2.Close()
 	testutil.WaitFor(t, 10*time.Second, "a slot free again", func() bool { return c2.Live(context.Background()) == nil })
 }
+
+// TestEventsFailed: a history the daemon cannot read (the registry out of
+// reach) is no empty history: the stream breaks (its 200 is sent already),
+// and the client reports an error, not nil nor ErrStreamEnded. And n: one
+// of any size is taken as the bound, an empty one is 400.
+func TestEventsFailed(t *testing.T) {
+	t.Parallel()
+	b := adminapitest.New(adminapitest.State{Events: []event.Event{{Kind: "attached", Session: "s-1"}},
+		EventsErr: errors.New("registry: context deadline exceeded")})
+	ts := startServer(t, b, -1)
+	c := adminapi.NewClient(ts.path)
+	defer c.Close()
+	var got []event.Event
+	err := c.Events(context.Background(), 5, false, func(e event.Event) error { got = append(got, e); return nil })
+	if err == nil || errors.Is(err, adminapi.ErrStreamEnded) || len(got) != 1 {
+		t.Fatalf("Events with the history unreadable after one event = %v, %d events; want a broken stream after 1", err, len(got))
+	}
+	raw := rawClient(t, ts.path)
+	b.Update(func(st *adminapitest.State) { st.EventsErr = nil })
+	for q, want := range map[string]int{"n=99999999999999999999": 200, "n=": 400, "n=-1": 400, "n=5000": 200} {
+		resp, err := raw.Get("http://hotdesk/v1/events?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /v1/events?%s: %d; want %d", q, resp.StatusCode, want)
+		}
+	}
+}

@@ -422,14 +422,19 @@ const maxEventHistory = 1000
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n := 0
-	if v := q.Get("n"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+	if q.Has("n") {
+		// More than maxEventHistory is taken as that, however many
+		// digits it has; anything but digits (nothing included) is 400.
+		switch u, err := strconv.ParseUint(q.Get("n"), 10, 64); {
+		case errors.Is(err, strconv.ErrRange):
+			n = maxEventHistory
+		case err != nil:
 			writeError(w, http.StatusBadRequest, "n must be a non-negative number")
 			return
+		default:
+			n = int(min(u, maxEventHistory))
 		}
 	}
-	n = min(n, maxEventHistory)
 	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
@@ -453,8 +458,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	})
-	if err != nil && r.Context().Err() == nil {
-		s.logger.Debug("event stream ended", "error", err)
+	if err != nil && r.Context().Err() == nil && ctx.Err() == nil {
+		// The events could not be read (the registry out of reach):
+		// the 200 is sent already, so the stream ends without its last
+		// chunk. The client sees a broken stream, not an empty history
+		// or a stream that ended as a stopping daemon's does.
+		s.logger.Warn("event stream failed", "error", err)
+		panic(http.ErrAbortHandler)
 	}
 }
 

@@ -52,6 +52,9 @@ type State struct {
 	// fail with.
 	SessionsErr error
 	PairErr     error
+	// EventsErr, when set, is what Events fails with after replaying the
+	// history (the registry lost mid-stream).
+	EventsErr error
 
 	// SessionsEntered, when set, receives a value each time Sessions is
 	// called, before it does anything else.
@@ -205,6 +208,12 @@ func (b *Backend) Events(ctx context.Context, n int, follow bool, emit func(even
 		if err := emit(e); err != nil {
 			return err
 		}
+	}
+	b.mu.Lock()
+	failed := b.state.EventsErr
+	b.mu.Unlock()
+	if failed != nil {
+		return failed
 	}
 	if follow {
 		b.mu.Lock()
