@@ -96,8 +96,16 @@ func runHook(ctx context.Context, clk clock.Clock, path string, timeout time.Dur
 		cmd.WaitDelay = time.Second
 		err := cmd.Run()
 		expired.Stop()
-		if err != nil && errors.Is(context.Cause(hctx), errHookTimedOut) {
+		switch {
+		case err != nil && errors.Is(context.Cause(hctx), errHookTimedOut):
 			err = fmt.Errorf("timed out after %s (event_hook_timeout), killed with its children: %w", timeout, err)
+		case errors.Is(err, exec.ErrWaitDelay):
+			// The hook exited, but a process it started still held its
+			// output a second later (a job put in the background
+			// without redirecting it): one left for every event would
+			// pile up. It is killed with the hook's process group.
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			err = errors.New("it exited, leaving a process that held its output; that process was killed with the hook's process group (redirect the output of what a hook leaves running)")
 		}
 		cancel(nil)
 		if err != nil {

@@ -84,6 +84,37 @@ func TestHookTimeoutKillsItsChildren(t *testing.T) {
 	}
 }
 
+// TestHookLeftChildKilled: a hook that exits leaving a process that holds
+// its output (a job put in the background) has that process killed a
+// second later, and the log says what happened in words (before, the
+// process stayed, one per event, and the log said "exec: WaitDelay
+// expired before I/O complete").
+func TestHookLeftChildKilled(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf testutil.LockedBuffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug})
+	bus := broker.NewBus(nil)
+	sub := bus.Subscribe(4)
+	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: time.Unix(1_000_000, 0)})
+	sub.Close() // runHook returns once the buffered event is handled
+	runHook(context.Background(), clock.Real{}, hook, time.Minute, sub, logger)
+	b, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 0 {
+		t.Fatalf("the hook's child pid %q", b)
+	}
+	t.Cleanup(func() { _ = syscallKill(pid) })
+	testutil.WaitFor(t, time.Minute, "the child the hook left killed", func() bool { return !alive(pid) })
+	if log := logBuf.String(); !strings.Contains(log, "leaving a process that held its output") {
+		t.Errorf("log %q; want it to say the hook left a process holding its output", log)
+	}
+}
+
 // alive reports whether pid is a process that has not exited (a zombie has).
 func alive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
