@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -33,15 +32,10 @@ import (
 func TestHookTimeoutKillsItsChildren(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
-	hook := filepath.Join(dir, "hook.sh")
 	// The child keeps the hook's stdout open, as any command it waits
 	// for does.
-	script := "#!/bin/sh\nsleep 300 &\necho $! > " + pidFile + "\nwait\n"
-	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var logBuf bytes.Buffer
-	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug})
+	hook := writeHook(t, dir, "#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nwait\n")
+	logBuf, logger := hookLogger()
 
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	bus := broker.NewBus(nil)
@@ -92,12 +86,8 @@ func TestHookTimeoutKillsItsChildren(t *testing.T) {
 func TestHookLeftChildKilled(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
-	hook := filepath.Join(dir, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nexit 0\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var logBuf testutil.LockedBuffer
-	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug})
+	hook := writeHook(t, dir, "#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nexit 0\n")
+	logBuf, logger := hookLogger()
 	bus := broker.NewBus(nil)
 	sub := bus.Subscribe(4)
 	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: time.Unix(1_000_000, 0)})
@@ -113,6 +103,22 @@ func TestHookLeftChildKilled(t *testing.T) {
 	if log := logBuf.String(); !strings.Contains(log, "leaving a process that held its output") {
 		t.Errorf("log %q; want it to say the hook left a process holding its output", log)
 	}
+}
+
+// hookLogger returns a debug logger into the buffer it returns.
+func hookLogger() (*testutil.LockedBuffer, hclog.Logger) {
+	var b testutil.LockedBuffer
+	return &b, hclog.New(&hclog.LoggerOptions{Output: &b, Level: hclog.Debug})
+}
+
+// writeHook writes script as the executable dir/hook.sh and returns its path.
+func writeHook(t *testing.T, dir, script string) string {
+	t.Helper()
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return hook
 }
 
 // alive reports whether pid is a process that has not exited (a zombie has).
@@ -144,10 +150,7 @@ func TestHookGetsServerLeft(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and hook
 	dir := t.TempDir()
 	got := filepath.Join(dir, "events.jsonl")
-	hook := filepath.Join(dir, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\ncat >> "+got+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook := writeHook(t, dir, "#!/bin/sh\ncat >> "+got+"\n")
 	cfg := testutil.DaemonConfig(t, "hook-left", dir, testutil.FreeAddr(t), "") + fmt.Sprintf("event_hook = %q\n", hook)
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), cfg)
 	d.Start()
@@ -186,12 +189,8 @@ func TestHookGetsServerLeft(t *testing.T) {
 func TestHookStoppedDropsTheRest(t *testing.T) {
 	dir := t.TempDir()
 	ran := filepath.Join(dir, "ran")
-	hook := filepath.Join(dir, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho x >> "+ran+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var logBuf bytes.Buffer
-	logger := hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Debug})
+	hook := writeHook(t, dir, "#!/bin/sh\necho x >> "+ran+"\n")
+	logBuf, logger := hookLogger()
 	bus := broker.NewBus(nil)
 	sub := bus.Subscribe(8)
 	for range 3 {
@@ -219,10 +218,7 @@ func TestHookStopBoundOnClock(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ran := filepath.Join(dir, "ran")
-	hook := filepath.Join(dir, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho x >> "+ran+"\nexec sleep 300\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	hook := writeHook(t, dir, "#!/bin/sh\necho x >> "+ran+"\nexec sleep 300\n")
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	d := &daemon{cfg: &config.Config{EventHook: hook, EventHookTimeout: time.Hour}, clk: clk,
 		log: testutil.Logger(t, "hook", hclog.Debug)}
