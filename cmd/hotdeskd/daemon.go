@@ -619,6 +619,15 @@ func (d *daemon) startAdmin(context.Context) error {
 	// stored before its record goes (the publisher has stopped by then).
 	d.bus.Emit(event.Event{Kind: event.ServerJoined, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "version " + version.String()})
 	d.stops = append(d.stops, func(ctx context.Context) {
+		// The broker's shutdown first (a later step would otherwise run
+		// it): the events of the stop itself (sessions suspended,
+		// destroyed without keep_on_stop) are then stored with what the
+		// publisher had not stored when the run ended, and server_left
+		// is this member's last word in the group's history.
+		if err := d.broker.Shutdown(ctx); err != nil {
+			logger.Warn("broker shutdown", "error", err)
+		}
+		storePending(ctx, evlog, d.subs.publish, logger.Named("events"))
 		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "stopped"}
 		d.bus.Emit(left) // its log line
 		if b, err := json.Marshal(left); err == nil {

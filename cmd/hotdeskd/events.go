@@ -46,6 +46,28 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 	})
 }
 
+// storePending stores the events sub holds now, without waiting for more
+// (at a stop, once the publisher's run has ended), each within ctx.
+func storePending(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
+	for ctx.Err() == nil {
+		select {
+		case e, ok := <-sub.C:
+			if !ok {
+				return
+			}
+			b, err := json.Marshal(e)
+			if err != nil {
+				continue
+			}
+			if err := log.Append(ctx, b); err != nil {
+				logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
+			}
+		default:
+			return
+		}
+	}
+}
+
 // runHook runs the hook executable once per event of sub, one at a time,
 // with the event as JSON on stdin and timeout (on clk) as its bound. Its
 // output is logged (bounded); a failure is logged and the next event goes
@@ -55,7 +77,8 @@ func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subs
 // whole group is killed: a script waiting for a command it started (curl,
 // sleep, ...) must not leave that command running once hotdeskd has given
 // up on it. Children a hook leaves behind when it exits in time are its
-// own business.
+// own business, unless they hold its output: those are killed with its
+// process group a second after it exits.
 //
 // It returns when sub closes and every event queued has been run, or when
 // ctx ends: that kills a hook still running, and the events still queued

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -271,6 +272,37 @@ func TestGroupSettingsDiffer(t *testing.T) {
 	})
 	if log := b1.LogTail(400); !strings.Contains(log, "other group-wide settings") || !strings.Contains(log, "member=b3") {
 		t.Errorf("b1's log has no warning about b3's settings:\n%s", log)
+	}
+}
+
+// TestStopEventsStored: a member stopping cleanly without keep_on_stop
+// ends its desktops; those ends are in the group's history, before the
+// member's server_left, its last word (before, they came after it, once
+// the publisher had stopped, and no other member ever heard of them).
+func TestStopEventsStored(t *testing.T) {
+	t.Parallel()
+	g := startGroup(t, 2, "")
+	b1, b2 := g.brokers[0], g.brokers[1]
+	ks := g.enroll(b1, b2, "sam")
+	tm := g.terminal("t-stop", b2, ks)
+	tm.send("insert default")
+	sid := fmt.Sprint(next(t, tm.evs, "attached")["session"])
+	b2.Stop(os.Interrupt)
+	var kinds []string
+	waitUntil(t, "b2's server_left in b1's history", func() bool {
+		var evs []map[string]any
+		kinds = nil
+		for _, line := range strings.Split(strings.TrimSpace(g.ctl(b1, "events", "-n", "1000", "--json")), "\n") {
+			var ev map[string]any
+			if json.Unmarshal([]byte(line), &ev) == nil && (ev["session"] == sid || ev["kind"] == "server_left") {
+				evs = append(evs, ev)
+				kinds = append(kinds, fmt.Sprint(ev["kind"]))
+			}
+		}
+		return len(evs) > 0 && evs[len(evs)-1]["kind"] == "server_left"
+	}, func() string { return strings.Join(kinds, " ") })
+	if i := slices.Index(kinds, "destroyed"); i < 0 || i > slices.Index(kinds, "server_left") {
+		t.Errorf("the session's events and b2's server_left in b1's history: %v; want destroyed, then server_left", kinds)
 	}
 }
 
