@@ -131,11 +131,12 @@ const (
 	// warning is logged (the code stays valid for its user).
 	MaxWrongSecrets = 3
 	// MaxAgain bounds the Pairs answered Paired again for one spent code
-	// (a terminal sending its Pair again after the answer was lost; the
-	// reference terminal tries 3 times): each costs a secret check and a
-	// token_registered event, so a terminal that keeps sending it gets
-	// the used code's refusal after these, counted as a guess.
-	MaxAgain = 5
+	// (a terminal sending its Pair again after the answer was lost, the
+	// reference terminal up to 3 times; a phone tapped several times at
+	// once): each costs a secret check and a token_registered event, so a
+	// terminal that keeps sending it gets the used code's refusal after
+	// these, counted as a guess.
+	MaxAgain = 16
 	// MaxLabelLen and MaxUserLen bound labels and user names, in bytes.
 	MaxLabelLen = 128
 	MaxUserLen  = 256
