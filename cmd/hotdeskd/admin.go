@@ -179,7 +179,8 @@ func (a *adminBackend) RegisterToken(ctx context.Context, by string, req adminap
 	if err != nil {
 		return adminapi.TokenInfo{}, err
 	}
-	if err := checkUser(req.User); err != nil {
+	// The dashboard's form comes here without the API's checks.
+	if err := errors.Join(checkUser(req.User), adminapi.CheckLabel(req.Label)); err != nil {
 		return adminapi.TokenInfo{}, err
 	}
 	rec := registry.TokenRecord{ID: req.ID, Kind: kind, User: req.User, Label: req.Label,

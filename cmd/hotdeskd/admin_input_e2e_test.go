@@ -44,6 +44,7 @@ func TestAdminBadInput(t *testing.T) {
 		{[]string{"token", "delete", "uid.nothere"}, 1, "not found"},
 		{[]string{"token", "pair", "--user", "ev\x1b"}, 1, `invalid user "ev\x1b"`},
 		{[]string{"token", "register", "uid.04a1b2c3", "--user", "nosuchuser-hd7"}, 1, `user "nosuchuser-hd7" is not known on this host`},
+		{[]string{"token", "register", "uid.04a1b2c3", "--user", "root", "--label", strings.Repeat("l", 60000)}, 1, "invalid label"},
 		{[]string{"token", "delete", ""}, 2, "not an empty argument"},
 		{[]string{"sessions", "--state", "bogus"}, 2, "one of creating, active, suspended, orphaned"},
 	} {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -127,6 +129,21 @@ func TestSettingsWatchHostileValue(t *testing.T) {
 	for _, d := range differingSettings(w.ours, map[string]string{"auth.lockout": evil + strings.Repeat("é", 200)}) {
 		if !utf8.ValidString(d.Theirs) || strings.ContainsAny(d.Theirs, "\n\x1b\x07") {
 			t.Errorf("listed value %q: want printable, valid UTF-8", d.Theirs)
+		}
+	}
+}
+
+// TestRegisterLabelChecked: the daemon's own RegisterToken bounds a label
+// (the dashboard's form reaches it without the admin API's checks): a
+// 60 KB label would have gone into the token's record, every listing and
+// page.
+func TestRegisterLabelChecked(t *testing.T) {
+	t.Parallel()
+	a := &adminBackend{d: &daemon{}}
+	for _, label := range []string{strings.Repeat("l", 60000), "desk\x1b[2J"} {
+		_, err := a.RegisterToken(t.Context(), "dashboard:root", adminapi.RegisterRequest{ID: "uid.04a1b2c3", User: "root", Label: label})
+		if !errors.Is(err, adminapi.ErrInvalid) || !strings.Contains(err.Error(), "invalid label") {
+			t.Errorf("RegisterToken with label of %d bytes: %v; want ErrInvalid, invalid label", len(label), err)
 		}
 	}
 }

@@ -182,6 +182,19 @@ const MaxIDLen = 256
 // ASCII characters other than "/", backslash and space.
 func CheckID(id string) error { return checkName("id", id, `/\`) }
 
+// MaxLabelLen bounds a token's or pairing code's label, in bytes (as
+// registry/pairing's MaxLabelLen bounds one a terminal sends).
+const MaxLabelLen = 128
+
+// CheckLabel returns an error wrapping ErrInvalid unless label is at most
+// MaxLabelLen bytes of printable UTF-8 (empty: no label).
+func CheckLabel(label string) error {
+	if len(label) > MaxLabelLen || !printable.String(label) {
+		return fmt.Errorf("%w: invalid label: at most %d bytes of printable characters", ErrInvalid, MaxLabelLen)
+	}
+	return nil
+}
+
 // MaxLockoutKeyLen bounds a lockout key in a request.
 const MaxLockoutKeyLen = 512
 

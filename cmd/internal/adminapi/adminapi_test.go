@@ -342,10 +342,11 @@ func TestRequestLimits(t *testing.T) {
 	ts := startServer(t, b, -1)
 	hc := rawClient(t, ts.path)
 
-	// A valid body of exactly MaxBodyBytes.
-	prefix, suffix := `{"user":"a","label":"`, `"}`
-	exact := prefix + strings.Repeat("x", adminapi.MaxBodyBytes-len(prefix)-len(suffix)) + suffix
-	over := prefix + strings.Repeat("x", adminapi.MaxBodyBytes) + suffix
+	// A valid body of exactly MaxBodyBytes (white space inside the
+	// object: a label is bounded far below).
+	prefix, suffix := `{"user":"a",`, `"label":"x"}`
+	exact := prefix + strings.Repeat(" ", adminapi.MaxBodyBytes-len(prefix)-len(suffix)) + suffix
+	over := prefix + strings.Repeat(" ", adminapi.MaxBodyBytes) + suffix
 
 	tests := []struct {
 		name       string
@@ -887,6 +888,20 @@ func TestInvalidInputIs400(t *testing.T) {
 		{"kill an escape", func() error { return c.KillSession(ctx, "s-\x1b[2J") }, `invalid id "s-\x1b[2J"`},
 		{"long id", func() error { return c.SetTokenDisabled(ctx, strings.Repeat("x", adminapi.MaxIDLen+1), true) }, "invalid id"},
 		{"pair escape user", func() error { _, err := c.PairToken(ctx, adminapi.PairRequest{User: "ev\x1b"}); return err }, `invalid user "ev\x1b"`},
+		// A label is what listings, the dashboard and every token record
+		// carry: bounded as a terminal's is, printable.
+		{"register long label", func() error {
+			_, err := c.RegisterToken(ctx, adminapi.RegisterRequest{ID: "uid.04a1b2c4", User: "alice", Label: strings.Repeat("l", 60000)})
+			return err
+		}, "invalid label"},
+		{"pair escape label", func() error {
+			_, err := c.PairToken(ctx, adminapi.PairRequest{User: "alice", Label: "phone\x1b[2J"})
+			return err
+		}, "invalid label"},
+		{"alias long label", func() error {
+			_, err := c.AliasToken(ctx, "uid.04a1b2c4", adminapi.AliasRequest{Of: "uid.04a1b2c3", Label: strings.Repeat("l", adminapi.MaxLabelLen+1)})
+			return err
+		}, "invalid label"},
 		{"register colon user", func() error {
 			_, err := c.RegisterToken(ctx, adminapi.RegisterRequest{ID: "uid.04a1b2c4", User: "a:b"})
 			return err

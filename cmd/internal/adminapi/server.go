@@ -482,7 +482,7 @@ func (s *Server) pairToken(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, "ttl_seconds must not be negative")
 		return
 	}
-	if err := CheckUser(req.User); err != nil {
+	if err := errors.Join(CheckUser(req.User), CheckLabel(req.Label)); err != nil {
 		s.backendError(w, r, err)
 		return
 	}
@@ -507,7 +507,7 @@ func (s *Server) registerToken(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, "id and user are required")
 		return
 	}
-	if err := errors.Join(CheckID(req.ID), CheckUser(req.User)); err != nil {
+	if err := errors.Join(CheckID(req.ID), CheckUser(req.User), CheckLabel(req.Label)); err != nil {
 		s.backendError(w, r, err)
 		return
 	}
@@ -530,7 +530,7 @@ func (s *Server) aliasToken(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, "of is required")
 		return
 	}
-	if err := errors.Join(CheckID(r.PathValue("id")), CheckID(req.Of)); err != nil {
+	if err := errors.Join(CheckID(r.PathValue("id")), CheckID(req.Of), CheckLabel(req.Label)); err != nil {
 		s.backendError(w, r, err)
 		return
 	}
