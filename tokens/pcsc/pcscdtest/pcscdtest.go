@@ -28,12 +28,14 @@ package pcscdtest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -164,6 +166,17 @@ func (d *Daemon) Log() string {
 	return string(b)
 }
 
+// logSince reports whether the daemon's log from offset on holds text.
+func (d *Daemon) logSince(offset int64, text string) bool {
+	f, err := os.Open(filepath.Join(d.dir, "pcscd.log"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(f, offset, 1<<20))
+	return strings.Contains(string(b), text)
+}
+
 // Running reports whether the daemon process is running.
 func (d *Daemon) Running() bool {
 	d.mu.Lock()
@@ -222,6 +235,7 @@ func (d *Daemon) startLocked(deadline time.Time) error {
 		return fmt.Errorf("pcscdtest: %w", err)
 	}
 	defer logf.Close()
+	logStart, _ := logf.Seek(0, io.SeekEnd) // this run's lines follow
 	args := []string{"-m", "--propagation", "private"}
 	if os.Geteuid() != 0 {
 		args = append([]string{"-r"}, args...)
@@ -255,7 +269,7 @@ func (d *Daemon) startLocked(deadline time.Time) error {
 		return fmt.Errorf("%w: start pcscd: %w", ErrMissing, err)
 	}
 	d.cmd, d.done = cmd, done
-	if err := d.waitReady(cmd.Process.Pid, done, deadline); err != nil {
+	if err := d.waitReady(cmd.Process.Pid, done, deadline, logStart); err != nil {
 		cmd.Process.Kill()
 		<-done
 		if errors.Is(err, errPortTaken) {
@@ -268,8 +282,12 @@ func (d *Daemon) startLocked(deadline time.Time) error {
 
 // waitReady waits until the socket accepts connections and the process pid
 // (pcscd: unshare and sh exec it) listens on both vpcd ports. It does not
-// connect to the vpcd ports: that would insert a card.
-func (d *Daemon) waitReady(pid int, done <-chan struct{}, deadline time.Time) error {
+// connect to the vpcd ports: that would insert a card. A vpcd whose bind
+// failed (its log since logStart says the address was in use: another
+// process held the port a moment, a port probe of another test) is
+// errPortTaken too, though nobody listens there any more: pcscd does not
+// try the bind again.
+func (d *Daemon) waitReady(pid int, done <-chan struct{}, deadline time.Time, logStart int64) error {
 	for {
 		select {
 		case <-done:
@@ -289,6 +307,9 @@ func (d *Daemon) waitReady(pid int, done <-chan struct{}, deadline time.Time) er
 			}
 			if ready {
 				return nil
+			}
+			if d.logSince(logStart, "Address already in use") {
+				return fmt.Errorf("%w: vpcd's bind failed", errPortTaken)
 			}
 		}
 		if time.Now().After(deadline) {

@@ -52,6 +52,44 @@ func TestRestartMovesTakenPorts(t *testing.T) {
 	}
 }
 
+// TestRestartAfterFailedBind: a port held only a moment by another process
+// (a free-port probe of another test) while vpcd binds makes vpcd's bind
+// fail for good, though nobody listens there by the time the daemon is
+// checked: the daemon starts again on other ports instead of waiting for a
+// listener that never comes (a CI run failed so: "pcscd not ready").
+func TestRestartAfterFailedBind(t *testing.T) {
+	t.Parallel()
+	d, err := Start()
+	Require(t, err)
+	defer d.Close()
+	if err := d.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	taken := d.Port(0)
+	l, err := net.Listen("tcp", ":"+strconv.Itoa(taken))
+	if err != nil {
+		t.Fatalf("listen on the daemon's port: %v", err)
+	}
+	logStart := int64(len(d.Log()))
+	released := make(chan struct{})
+	go func() { // let go as soon as vpcd has failed to bind
+		defer close(released)
+		defer l.Close()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if d.logSince(logStart, "Address already in use") {
+				return
+			}
+		}
+	}()
+	if err := d.Restart(); err != nil {
+		t.Fatalf("Restart: %v\n%s", err, d.Log())
+	}
+	<-released
+	if d.Port(0) == taken {
+		t.Fatalf("port %d after Restart; want another than the one vpcd failed to bind", d.Port(0))
+	}
+}
+
 // TestStartTwice: two daemons started at once get readers of their own.
 func TestStartTwice(t *testing.T) {
 	t.Parallel()
