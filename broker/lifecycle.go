@@ -346,10 +346,19 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 // "try again later" when err does not say.
 func tryAgainIn(err error) string {
 	var lo *auth.LockoutError
-	if !errors.As(err, &lo) || lo.Remaining <= 0 {
+	if !errors.As(err, &lo) {
 		return "try again later"
 	}
-	return fmt.Sprintf("try again in %d s", int((lo.Remaining+time.Second-1)/time.Second))
+	return retryIn(lo.Remaining)
+}
+
+// retryIn says when a lockout of d more ends ("try again in 30 s", whole
+// seconds rounded up), or "try again later" for none.
+func retryIn(d time.Duration) string {
+	if d <= 0 {
+		return "try again later"
+	}
+	return fmt.Sprintf("try again in %d s", int((d+time.Second-1)/time.Second))
 }
 
 // policy resolves the login policy of token and user (zero Policy if the

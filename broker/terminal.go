@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"slices"
 	"sync"
@@ -568,9 +567,9 @@ func (t *terminal) pair(ctx context.Context, m *proto.Pair) {
 		// transient refusal to present again after a back-off).
 		var lo *pairing.LockoutError
 		if errors.As(err, &lo) {
-			s := int64((lo.Remaining + time.Second - 1) / time.Second)
-			_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: fmt.Sprintf("too many pairing attempts; try again in %d s", s),
-				Detail: proto.DetailLockedOut, RetryAfterMs: uint32(min(lo.Remaining.Milliseconds(), math.MaxUint32))})
+			ie := &insertError{code: proto.ErrRateLimited, msg: "too many pairing attempts; " + retryIn(lo.Remaining),
+				detail: proto.DetailLockedOut, retryAfter: lo.Remaining, err: err}
+			_ = t.send(ie.proto(""))
 			return
 		}
 		_ = t.send(&proto.Error{Code: proto.ErrRateLimited, Message: "too many pairing attempts; try later"})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -630,11 +629,7 @@ func (d *daemon) startAdmin(context.Context) error {
 		storePending(ctx, evlog, d.subs.publish, logger.Named("events"))
 		left := event.Event{Kind: event.ServerLeft, Server: cfg.ServerID, Time: d.clk.Now(), Reason: "stopped"}
 		d.bus.Emit(left) // its log line
-		if b, err := json.Marshal(left); err == nil {
-			if err := evlog.Append(ctx, b); err != nil {
-				logger.Debug("server_left not stored", "error", err)
-			}
-		}
+		storeEvent(ctx, evlog, left, logger.Named("events"))
 	})
 	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
 	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")

@@ -33,17 +33,21 @@ const (
 // sub closes or ctx ends. Storage failures are logged at debug level: the
 // stream is best effort, the log line is the record.
 func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
-	sub.Each(ctx, func(e event.Event) {
-		b, err := json.Marshal(e)
-		if err != nil {
-			return
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := log.Append(cctx, b); err != nil {
-			logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
-		}
-		cancel()
-	})
+	sub.Each(ctx, func(e event.Event) { storeEvent(ctx, log, e, logger) })
+}
+
+// storeEvent appends e to the group's event log, within 5 s of ctx; a
+// failure is logged at debug (the log line of the event is its record).
+func storeEvent(ctx context.Context, log *registry.EventLog, e event.Event, logger hclog.Logger) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := log.Append(cctx, b); err != nil {
+		logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
+	}
 }
 
 // storePending stores the events sub holds now, without waiting for more
@@ -55,13 +59,7 @@ func storePending(ctx context.Context, log *registry.EventLog, sub *broker.Subsc
 			if !ok {
 				return
 			}
-			b, err := json.Marshal(e)
-			if err != nil {
-				continue
-			}
-			if err := log.Append(ctx, b); err != nil {
-				logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
-			}
+			storeEvent(ctx, log, e, logger)
 		default:
 			return
 		}
