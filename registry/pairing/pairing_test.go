@@ -696,6 +696,17 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 		}
 	}
 
+	// lostRedeem redeems a new code of user with a new key, its
+	// transaction committed, the answer and the read-back lost.
+	lostRedeem := func(t *testing.T, user string) (e *env, code string, pub []byte, err error) {
+		e, kv := newFaultyEnv(t)
+		code, pub = e.create(user, time.Hour), newKey(t)
+		kv.ApplyThenFail(1, true)
+		_, err = e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
+		kv.FailReads(false)
+		return e, code, pub, err
+	}
+
 	t.Run("read back", func(t *testing.T) {
 		e, kv := newFaultyEnv(t)
 		code := e.create("olga", time.Hour)
@@ -715,12 +726,7 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 	})
 
 	t.Run("read back fails", func(t *testing.T) {
-		e, kv := newFaultyEnv(t)
-		code := e.create("pavel", time.Hour)
-		pub := newKey(t)
-		kv.ApplyThenFail(1, true)
-		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
-		kv.FailReads(false)
+		e, code, pub, err := lostRedeem(t, "pavel")
 		if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, pairing.ErrInvalidCode) {
 			t.Fatalf("Redeem, its transaction committed, the read-back failing: %v; want the registry's error", err)
 		}
@@ -754,12 +760,7 @@ func TestPairingOutcomeUnknown(t *testing.T) {
 	})
 
 	t.Run("token deleted since", func(t *testing.T) {
-		e, kv := newFaultyEnv(t)
-		code := e.create("quinn", time.Hour)
-		pub := newKey(t)
-		kv.ApplyThenFail(1, true)
-		_, err := e.p.Redeem(e.ctx, "t@h", signedReq(code, soft.Kind, pub, ""))
-		kv.FailReads(false)
+		e, code, pub, err := lostRedeem(t, "quinn")
 		if err == nil {
 			t.Fatal("Redeem with the read-back failing = nil; want an error")
 		}

@@ -21,17 +21,7 @@ import (
 // other ports that it listens on itself.
 func TestRestartMovesTakenPorts(t *testing.T) {
 	t.Parallel()
-	d, err := Start()
-	Require(t, err)
-	defer d.Close()
-	if err := d.Kill(); err != nil {
-		t.Fatalf("Kill: %v", err)
-	}
-	taken := d.Port(1)
-	l, err := net.Listen("tcp", ":"+strconv.Itoa(taken))
-	if err != nil {
-		t.Fatalf("listen on the daemon's port: %v", err)
-	}
+	d, taken, l := killedPortTaken(t, 1)
 	defer l.Close()
 	if err := d.Restart(); err != nil {
 		t.Fatalf("Restart: %v\n%s", err, d.Log())
@@ -59,17 +49,7 @@ func TestRestartMovesTakenPorts(t *testing.T) {
 // listener that never comes (a CI run failed so: "pcscd not ready").
 func TestRestartAfterFailedBind(t *testing.T) {
 	t.Parallel()
-	d, err := Start()
-	Require(t, err)
-	defer d.Close()
-	if err := d.Kill(); err != nil {
-		t.Fatalf("Kill: %v", err)
-	}
-	taken := d.Port(0)
-	l, err := net.Listen("tcp", ":"+strconv.Itoa(taken))
-	if err != nil {
-		t.Fatalf("listen on the daemon's port: %v", err)
-	}
+	d, taken, l := killedPortTaken(t, 0)
 	logStart := int64(len(d.Log()))
 	released := make(chan struct{})
 	go func() { // let go as soon as vpcd has failed to bind
@@ -88,6 +68,23 @@ func TestRestartAfterFailedBind(t *testing.T) {
 	if d.Port(0) == taken {
 		t.Fatalf("port %d after Restart; want another than the one vpcd failed to bind", d.Port(0))
 	}
+}
+
+// killedPortTaken starts a daemon (closed when t ends), kills it, and
+// listens on the port of its reader i, as another process would.
+func killedPortTaken(t *testing.T, i int) (d *Daemon, taken int, l net.Listener) {
+	t.Helper()
+	d, err := Start()
+	Require(t, err)
+	t.Cleanup(func() { d.Close() })
+	if err := d.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	taken = d.Port(i)
+	if l, err = net.Listen("tcp", ":"+strconv.Itoa(taken)); err != nil {
+		t.Fatalf("listen on the daemon's port: %v", err)
+	}
+	return d, taken, l
 }
 
 // TestStartTwice: two daemons started at once get readers of their own.
