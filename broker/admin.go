@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 )
 
@@ -46,6 +47,7 @@ func (b *Broker) adminSuspend(ctx context.Context, id, op string, reason proto.D
 		b.suspendTokenLocked(ctx, s, reason, msg)
 	} else if lock {
 		b.publish(s) // the lock outlives a restart: it is in the session's record
+		b.emit(sessionEvent(event.SessionLocked, s, nil, msg))
 	}
 	return nil
 }

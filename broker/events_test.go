@@ -97,6 +97,13 @@ func TestEventsOfLifecycle(t *testing.T) {
 	if err := e.b.Disconnect(ctx, sid); err != nil {
 		t.Fatal(err)
 	}
+	// Locking a suspended one is told: its next resume asks a login.
+	if err := e.b.Lock(ctx, sid); err != nil {
+		t.Fatal(err)
+	}
+	if ev := want(event.SessionLocked); ev.Session != sid || ev.Reason != "session locked by an administrator" || ev.Terminal != "" {
+		t.Errorf("lock of a suspended session: %+v; want locked, with the reason, at no terminal", ev)
+	}
 	if err := e.b.Kill(ctx, sid); err != nil {
 		t.Fatal(err)
 	}
