@@ -303,7 +303,8 @@ func (a *adminBackend) Events(ctx context.Context, n int, follow bool, emit func
 // its server saying so (its lease expired or was revoked: it died) makes
 // one here. left remembers the servers that said so, and when (now, on
 // the daemon's clock): a record vanishing within a minute of its server's
-// server_left is that stop's.
+// server_left is that stop's, unless the server came back in between (its
+// record appeared again, or its server_joined was seen).
 func groupEvent(gc registry.GroupChange, left map[string]time.Time, now time.Time) (event.Event, bool) {
 	var e event.Event
 	switch {
@@ -311,13 +312,19 @@ func groupEvent(gc registry.GroupChange, left map[string]time.Time, now time.Tim
 		if json.Unmarshal(gc.Event, &e) != nil {
 			return e, false
 		}
-		if e.Kind == event.ServerLeft {
+		switch e.Kind {
+		case event.ServerLeft:
 			if len(left) > 1024 {
 				clear(left) // bounded
 			}
 			left[e.Server] = now
+		case event.ServerJoined:
+			delete(left, e.Server) // back: its next vanishing is its own
 		}
 		return e, true
+	case gc.Joined:
+		delete(left, gc.ServerID)
+		return e, false // it says so itself (server_joined)
 	case gc.Left:
 		if at, ok := left[gc.ServerID]; ok && now.Sub(at) < time.Minute {
 			return e, false // it said so itself

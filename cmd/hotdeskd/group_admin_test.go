@@ -68,6 +68,32 @@ func TestGroupEventLeftOnce(t *testing.T) {
 	}
 }
 
+// TestGroupEventRejoinedThenDied: a member that stopped cleanly (its own
+// server_left), came back and then died within the minute is told dead:
+// its return forgets its earlier stop, whether the follower saw its record
+// come back or its server_joined first.
+func TestGroupEventRejoinedThenDied(t *testing.T) {
+	t.Parallel()
+	start := time.Unix(1_000_000, 0)
+	said, _ := json.Marshal(event.Event{Kind: event.ServerLeft, Server: "b1", Reason: "stopped"})
+	joined, _ := json.Marshal(event.Event{Kind: event.ServerJoined, Server: "b1"})
+	for name, back := range map[string]registry.GroupChange{
+		"record":        {ServerID: "b1", Joined: true, At: start.Add(time.Second)},
+		"server_joined": {Event: joined},
+	} {
+		left := map[string]time.Time{}
+		groupEvent(registry.GroupChange{Event: said}, left, start)
+		if _, ok := groupEvent(registry.GroupChange{ServerID: "b1", Left: true, At: start}, left, start); ok {
+			t.Fatalf("%s: the clean stop's vanishing record made an event", name)
+		}
+		groupEvent(back, left, start.Add(time.Second))
+		e, ok := groupEvent(registry.GroupChange{ServerID: "b1", Left: true, At: start.Add(2 * time.Second)}, left, start.Add(2*time.Second))
+		if !ok || e.Kind != event.ServerLeft || e.Server != "b1" || !strings.Contains(e.Reason, "lease expired") {
+			t.Errorf("%s: b1 back, then its record vanished: %+v, %v; want server_left, lease expired", name, e, ok)
+		}
+	}
+}
+
 // TestSettingsWatch: a member whose group-wide settings differ is warned
 // about once (again when the differences change), said to agree when they
 // do again, and counted; a member that publishes no settings (an older
