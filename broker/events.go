@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,9 +82,10 @@ type Bus struct {
 	flood   *burstlog.Logger // lines of floodKinds: one per kind per floodLogEvery
 	dropped atomic.Uint64
 
-	mu     sync.Mutex
-	subs   map[*Subscription]struct{} // guarded by mu
-	closed bool                       // guarded by mu
+	mu        sync.Mutex
+	subs      map[*Subscription]struct{} // guarded by mu
+	droppedBy map[string]uint64          // by subscriber name; guarded by mu
+	closed    bool                       // guarded by mu
 }
 
 var _ EventSink = (*Bus)(nil)
@@ -93,7 +95,8 @@ func NewBus(logger hclog.Logger) *Bus {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Bus{log: logger, flood: burstlog.New(logger, floodLogEvery, nil), subs: make(map[*Subscription]struct{})}
+	return &Bus{log: logger, flood: burstlog.New(logger, floodLogEvery, nil), subs: make(map[*Subscription]struct{}),
+		droppedBy: make(map[string]uint64)}
 }
 
 // floodKinds are the events a client can cause at will, as fast as it can
@@ -111,9 +114,10 @@ const floodLogEvery = 10 * time.Second
 // Subscription receives events on C until Close (or the Bus's Close), which
 // closes C.
 type Subscription struct {
-	C   <-chan event.Event
-	c   chan event.Event
-	bus *Bus
+	C    <-chan event.Event
+	c    chan event.Event
+	bus  *Bus
+	name string
 }
 
 // Each calls fn with every event of s, in order, until C closes or ctx
@@ -134,11 +138,14 @@ func (s *Subscription) Each(ctx context.Context, fn func(event.Event)) {
 }
 
 // Subscribe returns a subscription buffering up to buf events (at least 1).
-func (b *Bus) Subscribe(buf int) *Subscription {
+// name says who reads it (a fixed name, e.g. "hook"): the events it loses
+// are counted under it (DroppedBy) and logged with it.
+func (b *Bus) Subscribe(name string, buf int) *Subscription {
 	c := make(chan event.Event, max(buf, 1))
-	s := &Subscription{C: c, c: c, bus: b}
+	s := &Subscription{C: c, c: c, bus: b, name: name}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.droppedBy[name] += 0 // listed from now on, at 0 until it loses one
 	if b.closed {
 		close(c)
 		return s
@@ -172,19 +179,33 @@ func (b *Bus) Emit(e event.Event) {
 	} else {
 		b.log.Info("event", args...)
 	}
+	var behind []string
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	for s := range b.subs {
 		select {
 		case s.c <- e:
 		default:
 			b.dropped.Add(1)
+			b.droppedBy[s.name]++
+			behind = append(behind, s.name)
 		}
+	}
+	b.mu.Unlock()
+	for _, name := range behind {
+		b.flood.Warn("events dropped for "+name, "event subscriber fell behind: events dropped", "subscriber", name)
 	}
 }
 
 // Dropped is the number of events subscribers lost by falling behind.
 func (b *Bus) Dropped() uint64 { return b.dropped.Load() }
+
+// DroppedBy is Dropped by subscriber name, every name subscribed so far
+// listed (closed subscriptions' included).
+func (b *Bus) DroppedBy() map[string]uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.droppedBy)
+}
 
 // Close closes every subscription; later Emits only log.
 func (b *Bus) Close() {

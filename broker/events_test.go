@@ -20,7 +20,7 @@ import (
 func newEventsEnv(t *testing.T) (*env, *Subscription) {
 	t.Helper()
 	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
+	sub := bus.Subscribe("test", 256)
 	return newEnvWith(t, "b1", envOptions{events: bus}), sub
 }
 
@@ -136,13 +136,21 @@ func TestEventsOfLifecycle(t *testing.T) {
 // while the others get them; Close ends every subscription.
 func TestBusDropsForSlowSubscribers(t *testing.T) {
 	t.Parallel()
-	bus := NewBus(nil)
-	slow, fast := bus.Subscribe(1), bus.Subscribe(10)
+	var logs strings.Builder
+	bus := NewBus(hclog.New(&hclog.LoggerOptions{Output: &logs}))
+	slow, fast := bus.Subscribe("slow", 1), bus.Subscribe("fast", 10)
 	for i := 0; i < 5; i++ {
 		bus.Emit(event.Event{Kind: event.TokenInserted})
 	}
 	if len(fast.C) != 5 || len(slow.C) != 1 || bus.Dropped() != 4 {
 		t.Fatalf("fast %d, slow %d, dropped %d; want 5, 1, 4", len(fast.C), len(slow.C), bus.Dropped())
+	}
+	// Whose they were is told: counted by name, logged once for the burst.
+	if by := bus.DroppedBy(); len(by) != 2 || by["slow"] != 4 || by["fast"] != 0 {
+		t.Errorf("dropped by subscriber: %v; want slow 4, fast 0", by)
+	}
+	if n := strings.Count(logs.String(), "event subscriber fell behind"); n != 1 || !strings.Contains(logs.String(), "subscriber=slow") {
+		t.Errorf("%d lines about the drops, want 1 naming slow:\n%s", n, logs.String())
 	}
 	slow.Close()
 	slow.Close() // idempotent
@@ -155,7 +163,10 @@ func TestBusDropsForSlowSubscribers(t *testing.T) {
 	if n != 6 {
 		t.Errorf("fast got %d events; want 6", n)
 	}
-	if _, ok := <-bus.Subscribe(1).C; ok {
+	if by := bus.DroppedBy(); by["slow"] != 4 {
+		t.Errorf("a closed subscriber's drops were forgotten: %v", by)
+	}
+	if _, ok := <-bus.Subscribe("test", 1).C; ok {
 		t.Error("a subscription after Close is open")
 	}
 }
@@ -165,7 +176,7 @@ func TestBusDropsForSlowSubscribers(t *testing.T) {
 func TestSubscriptionEach(t *testing.T) {
 	t.Parallel()
 	bus := NewBus(nil)
-	sub := bus.Subscribe(8)
+	sub := bus.Subscribe("test", 8)
 	for _, k := range []event.Kind{event.SessionAttached, event.SessionSuspended, event.SessionResumed} {
 		bus.Emit(event.Event{Kind: k})
 	}
@@ -176,7 +187,7 @@ func TestSubscriptionEach(t *testing.T) {
 		t.Fatalf("Each saw %v; want %v", got, want)
 	}
 
-	open := bus.Subscribe(1)
+	open := bus.Subscribe("test", 1)
 	defer open.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

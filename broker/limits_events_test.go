@@ -15,7 +15,7 @@ import (
 func newLoggedBus(t *testing.T) (bus *Bus, sub *Subscription, out *testutil.LockedBuffer) {
 	out = &testutil.LockedBuffer{}
 	bus = NewBus(hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info}))
-	sub = bus.Subscribe(1000)
+	sub = bus.Subscribe("test", 1000)
 	t.Cleanup(sub.Close)
 	return bus, sub, out
 }

@@ -286,7 +286,7 @@ func TestPairOutcomeUnknown(t *testing.T) {
 	t.Parallel()
 	var kv *etcdtest.FaultyKV
 	bus := NewBus(hclog.NewNullLogger())
-	sub := bus.Subscribe(256)
+	sub := bus.Subscribe("test", 256)
 	e := newEnvWith(t, "b1", envOptions{pairing: true, events: bus, pairKV: func(inner clientv3.KV) clientv3.KV {
 		kv = etcdtest.NewFaultyKV(inner)
 		return kv

@@ -450,9 +450,9 @@ func (d *daemon) startEvents(context.Context) error {
 	d.bus = broker.NewBus(d.log.Named("events"))
 	d.presence = newPresence(d, d.log.Named("presence"))
 	d.metrics = newMetrics(d, d.bus)
-	d.subs.presence, d.subs.publish, d.subs.metrics = d.bus.Subscribe(4096), d.bus.Subscribe(publishBuffer), d.bus.Subscribe(4096)
+	d.subs.presence, d.subs.publish, d.subs.metrics = d.bus.Subscribe("presence", 4096), d.bus.Subscribe("registry", publishBuffer), d.bus.Subscribe("metrics", 4096)
 	if d.cfg.EventHook != "" {
-		d.subs.hook = d.bus.Subscribe(hookBuffer)
+		d.subs.hook = d.bus.Subscribe("hook", hookBuffer)
 		d.startHook()
 	}
 	d.stops = append(d.stops, func(context.Context) { d.bus.Close() })

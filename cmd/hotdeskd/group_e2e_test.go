@@ -443,6 +443,11 @@ func TestGroupAdminE2E(t *testing.T) {
 	if v := metric(t, b1, `hotdesk_broker_events_total{kind="destroyed"}`); v != 1 {
 		t.Errorf("destroyed events counted on b1 = %v; want 1", v)
 	}
+	for _, sub := range []string{"registry", "presence", "metrics"} {
+		if v := metric(t, b1, `hotdesk_broker_events_dropped_total{subscriber="`+sub+`"}`); v != 0 {
+			t.Errorf("b1's events dropped for %s = %v; want 0, listed", sub, v)
+		}
+	}
 	// b1's hook saw its events as JSON on stdin (b2 and b3 have no hook
 	// script: their failures are only logged).
 	waitUntil(t, "b1's hook got the destroyed event", func() bool {

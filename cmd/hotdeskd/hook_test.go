@@ -39,7 +39,7 @@ func TestHookTimeoutKillsItsChildren(t *testing.T) {
 
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	bus := broker.NewBus(nil)
-	sub := bus.Subscribe(4)
+	sub := bus.Subscribe("test", 4)
 	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: clk.Now()})
 	sub.Close() // runHook returns once the buffered event is handled
 	done := make(chan struct{})
@@ -89,7 +89,7 @@ func TestHookLeftChildKilled(t *testing.T) {
 	hook := writeHook(t, dir, "#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nexit 0\n")
 	logBuf, logger := hookLogger()
 	bus := broker.NewBus(nil)
-	sub := bus.Subscribe(4)
+	sub := bus.Subscribe("test", 4)
 	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: time.Unix(1_000_000, 0)})
 	sub.Close() // runHook returns once the buffered event is handled
 	runHook(context.Background(), clock.Real{}, hook, time.Minute, sub, logger)
@@ -192,7 +192,7 @@ func TestHookStoppedDropsTheRest(t *testing.T) {
 	hook := writeHook(t, dir, "#!/bin/sh\necho x >> "+ran+"\n")
 	logBuf, logger := hookLogger()
 	bus := broker.NewBus(nil)
-	sub := bus.Subscribe(8)
+	sub := bus.Subscribe("test", 8)
 	for range 3 {
 		bus.Emit(event.Event{Kind: event.ServerLeft, Server: "s1", Time: time.Now()})
 	}
@@ -223,7 +223,7 @@ func TestHookStopBoundOnClock(t *testing.T) {
 	d := &daemon{cfg: &config.Config{EventHook: hook, EventHookTimeout: time.Hour}, clk: clk,
 		log: testutil.Logger(t, "hook", hclog.Debug)}
 	bus := broker.NewBus(nil)
-	d.subs.hook = bus.Subscribe(4)
+	d.subs.hook = bus.Subscribe("hook", 4)
 	d.startHook()
 	for range 2 {
 		bus.Emit(event.Event{Kind: event.ServerLeft, Server: "s1", Time: clk.Now()})

@@ -67,6 +67,9 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 	tables := prometheus.NewDesc("hotdesk_internal_entries",
 		"Entries in the daemon's in-memory tables, by table (a fixed set of names): each is bounded by what is live or by a cap of its own.",
 		[]string{"table"}, nil)
+	dropped := prometheus.NewDesc("hotdesk_broker_events_dropped_total",
+		"Events a subscriber of this broker's events lost by falling behind, by subscriber (registry: the group's event log, presence, metrics, hook).",
+		[]string{"subscriber"}, nil)
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
 	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
 		m.limits.broker, m.limits.auth,
@@ -75,8 +78,11 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			func() float64 { return float64(d.presence.connected()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_registry_lease_healthy", Help: "1 while the registry lease is held and renewed in time."},
 			func() float64 { return boolf(d.broker.Ready() == nil) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hotdesk_broker_events_dropped_total", Help: "Events subscribers (registry, presence, metrics, hook) lost by falling behind."},
-			func() float64 { return float64(bus.Dropped()) }),
+		collectorFunc{desc: dropped, collect: func(ch chan<- prometheus.Metric) {
+			for name, n := range bus.DroppedBy() {
+				ch <- prometheus.MustNewConstMetric(dropped, prometheus.CounterValue, float64(n), name)
+			}
+		}},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_group_settings_differ", Help: "Members of the group whose group-wide settings (lease_ttl, login policies, lockout limits…) differ from this broker's, at the last comparison (every 15 s)."},
 			func() float64 {
 				if d.settings == nil {

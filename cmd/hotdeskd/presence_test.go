@@ -70,7 +70,7 @@ func TestPresenceHeartbeatOnClock(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	p := newPresence(&daemon{clk: clk, reg: reg}, testutil.Logger(t, "presence", hclog.Debug))
 	bus := broker.NewBus(nil)
-	sub := bus.Subscribe(16)
+	sub := bus.Subscribe("test", 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.run(ctx, sub) }()
