@@ -361,6 +361,13 @@ func TestRequestLimits(t *testing.T) {
 		{"oversized body after a valid object", "POST", "/v1/tokens/pair", `{"user":"a"}` + strings.Repeat(" ", adminapi.MaxBodyBytes), 413, "over"},
 		{"unknown field", "POST", "/v1/tokens/pair", `{"user":"a","admin":true}`, 400, `unknown field \"admin\"`},
 		{"trailing data", "POST", "/v1/tokens/pair", `{"user":"a"}{"user":"b"}`, 400, "unexpected data"},
+		// Names to the letter, each once: a tool reading the body
+		// case-sensitively, or the first of two, sees what the daemon does.
+		{"name in another case", "POST", "/v1/tokens/pair", `{"USER":"a"}`, 400, `unknown field \"USER\"`},
+		{"name twice", "POST", "/v1/tokens/pair", `{"user":"a","user":"b"}`, 400, `field \"user\" given twice`},
+		{"name twice in two cases", "POST", "/v1/tokens", `{"id":"uid.04a1b2c9","user":"bob","User":"eve"}`, 400, `unknown field \"User\"`},
+		{"null body", "POST", "/v1/tokens/pair", `null`, 400, "want a JSON object"},
+		{"list body", "POST", "/v1/tokens/pair", `[{"user":"a"}]`, 400, "want a JSON object"},
 		{"not json", "POST", "/v1/tokens/pair", `user=a`, 400, "invalid request body"},
 		{"empty body", "POST", "/v1/tokens/pair", ``, 400, "invalid request body"},
 		{"wrong type", "POST", "/v1/tokens/pair", `{"user":"a","ttl_seconds":"10"}`, 400, "invalid request body"},

@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -584,9 +586,15 @@ func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error)
 // refused; on failure it has written the error response.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	data, err := io.ReadAll(r.Body)
+	if err == nil {
+		err = checkKeys(data, v)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	if err == nil {
+		err = dec.Decode(v)
+	}
 	if err == nil {
 		// Exactly one JSON value.
 		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
@@ -605,6 +613,67 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	writeError(w, http.StatusBadRequest, "invalid request body: "+err.Error())
 	return false
+}
+
+// checkKeys requires data to be a JSON object whose member names are
+// among the JSON names of struct v's fields, to the letter and each once:
+// Go's decoder matches names in any case and keeps the last of a repeated
+// one, so {"user":"bob","USER":"eve"} would register eve where a tool
+// reading the same body case-sensitively, or the first of two, saw bob.
+// A value that is not an object (null, a list) is refused rather than read
+// as an empty request. Anything else (types, values) is the decoder's.
+func checkKeys(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("want a JSON object, not %v", tok)
+	}
+	names := jsonNames(reflect.TypeOf(v))
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		switch {
+		case !names[key]:
+			return fmt.Errorf("unknown field %q", key)
+		case seen[key]:
+			return fmt.Errorf("field %q given twice", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jsonNames returns the JSON member names of the fields of t (a struct or
+// a pointer to one), as encoding/json names them.
+func jsonNames(t reflect.Type) map[string]bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	names := map[string]bool{}
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = f.Name
+		}
+		names[name] = true
+	}
+	return names
 }
 
 func isTooLarge(err error) bool {
