@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	osuser "os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/hotdesk/hotdesk/internal/testutil"
+)
+
+// TestDesktopCycles is the soak of what ships. TestSoak runs many cycles
+// on cheap desktops started as the daemon's own user; this one runs fewer
+// on the default path, where each new desktop costs the most: a card login
+// whose PAM session (open_session) a helper holds for the desktop's life,
+// weston started as the user with the session's limits, and at the kill
+// the session closed and the user's processes ended. Each cycle creates a
+// desktop, hot-desks it to a second terminal and kills it. After the
+// cycles the daemon must hold no more descriptors, threads or child
+// processes than after the first one, and no process of the user may be
+// left: a pipe, a helper or a weston kept per desktop shows here.
+func TestDesktopCycles(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	const cycles, user = 5, "hdcycle"
+	testutil.AddAccount(t, user) // a local account: desktops run as it
+	e := startE2E(t, "", "card")
+	db := filepath.Join(e.dir, "hotdesk.passdb")
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(db, append(b, user+":pw:hotdesk\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	readHook := e.openSessions("session")
+	ks := e.enroll(user)
+	pid := e.d.PID()
+	u, err := osuser.Lookup(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	closes := 0
+	cycle := func(i int) {
+		t.Helper()
+		ev := e.present(fmt.Sprintf("t-dc%da", i), ks)
+		if ev["event"] != "attached" || ev["user"] != user {
+			t.Fatalf("cycle %d: card login: %v; want attached as %s", i, ev, user)
+		}
+		sid := fmt.Sprint(ev["session"])
+		if ev := e.present(fmt.Sprintf("t-dc%db", i), ks); ev["event"] != "attached" || fmt.Sprint(ev["session"]) != sid {
+			t.Fatalf("cycle %d: hot-desk: %v; want attached to %s", i, ev, sid)
+		}
+		e.d.MustCtl("session", "kill", sid)
+		closes++
+		waitUntil(t, fmt.Sprintf("cycle %d: the desktop, its PAM session and %s's processes ended", i, user), func() bool {
+			return len(e.sessions()) == 0 && strings.Count(readHook(), "close_session "+user) == closes &&
+				len(processesOf(uid)) == 0
+		}, readHook, func() string { return fmt.Sprint(user, "'s processes: ", processesOf(uid)) })
+	}
+	cycle(0) // warm-up: the first desktop starts what stays (helpers kept for reuse, caches)
+	base, err := readProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseKids := childrenOf(pid)
+	for i := 1; i <= cycles; i++ {
+		cycle(i)
+	}
+	var now procFigures
+	var kids []int
+	// Bounds well below one thing a cycle: a leak per desktop is
+	// `cycles` more at least.
+	waitUntil(t, "the daemon back at its figures after the first desktop", func() bool {
+		now, err = readProc(pid)
+		kids = childrenOf(pid)
+		return err == nil && now.FDs <= base.FDs+2 && now.Threads <= base.Threads+4 && len(kids) <= len(baseKids)
+	}, func() string {
+		return fmt.Sprintf("after %d more desktops: %d descriptors (%d after the first), %d threads (%d), children %v (%v)",
+			cycles, now.FDs, base.FDs, now.Threads, base.Threads, kids, baseKids)
+	})
+	t.Logf("after %d desktops: %d descriptors (%d after the first), %d threads (%d), %d children (%d)",
+		cycles+1, now.FDs, base.FDs, now.Threads, base.Threads, len(kids), len(baseKids))
+}
+
+// processesOf returns the pids of the processes whose real uid is uid.
+func processesOf(uid int) []int {
+	return scanProc(func(status map[string][]string) bool {
+		u := status["Uid:"]
+		return len(u) > 0 && u[0] == strconv.Itoa(uid)
+	})
+}
+
+// childrenOf returns the pids of ppid's child processes.
+func childrenOf(ppid int) []int {
+	return scanProc(func(status map[string][]string) bool {
+		p := status["PPid:"]
+		return len(p) > 0 && p[0] == strconv.Itoa(ppid)
+	})
+}
+
+// scanProc returns the pids of the processes whose /proc/PID/status
+// (fields by their name, colon included) match says yes to.
+func scanProc(match func(map[string][]string) bool) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		status := map[string][]string{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if fs := strings.Fields(l); len(fs) > 1 {
+				status[fs[0]] = fs[1:]
+			}
+		}
+		if match(status) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
