@@ -524,15 +524,22 @@ func registerCmd(c *cli, verb string) *cobra.Command {
 
 // settingsCell says which group-wide settings a member runs with other
 // values than the server answering ("-": none that it knows of).
-func settingsCell(diffs []adminapi.SettingDiff) string {
-	if len(diffs) == 0 {
+func settingsCell(si adminapi.ServerInfo) string {
+	var cells []string
+	if clk := si.ClockOutOfStep(); clk != "" {
+		cells = append(cells, "clock "+clk)
+	}
+	if len(si.SettingsDiffer) > 0 {
+		s := make([]string, len(si.SettingsDiffer))
+		for i, d := range si.SettingsDiffer {
+			s[i] = fmt.Sprintf("%s = %s (here: %s)", safe(d.Key), quoteEmpty(d.Theirs), quoteEmpty(d.Ours))
+		}
+		cells = append(cells, "differ: "+strings.Join(s, ", "))
+	}
+	if len(cells) == 0 {
 		return "-"
 	}
-	s := make([]string, len(diffs))
-	for i, d := range diffs {
-		s[i] = fmt.Sprintf("%s = %s (here: %s)", safe(d.Key), quoteEmpty(d.Theirs), quoteEmpty(d.Ours))
-	}
-	return "differ: " + strings.Join(s, ", ")
+	return strings.Join(cells, "; ")
 }
 
 // quoteEmpty is safe, with "" for an empty value.
@@ -556,7 +563,7 @@ func serverCmd(c *cli) *cobra.Command {
 				id += " *"
 			}
 			return []string{id, safe(s.Addr), fmt.Sprint(s.Sessions), dashUnset(s.Capacity), fmt.Sprint(s.Weight), state,
-				dash(s.Version), s.Started.Local().Format(time.DateTime), settingsCell(s.SettingsDiffer)}
+				dash(s.Version), s.Started.Local().Format(time.DateTime), settingsCell(s)}
 		})
 	cmd := groupCmd("server", "List, drain and undrain the group's servers", "list, drain or undrain", list)
 	for _, verb := range []string{"drain", "undrain"} {

@@ -79,7 +79,9 @@ func TestListings(t *testing.T) {
 		Servers: []adminapi.ServerInfo{
 			{ID: "b1", Addr: "10.0.0.1:7400", Sessions: 1, Weight: 1, Self: true, Version: "v1", Started: at},
 			{ID: "b2", Addr: "10.0.0.2:7400", Sessions: 3, Capacity: 10, Weight: 2, Draining: true, Started: at,
-				SettingsDiffer: []adminapi.SettingDiff{{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "k\x1b[2J", Ours: ""}}},
+				SettingsDiffer: []adminapi.SettingDiff{{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "k\x1b[2J", Ours: ""}},
+				ClockOffsetMs: new(int64(-42_300))},
+			{ID: "b3", Addr: "10.0.0.3:7400", Weight: 1, Started: at, ClockOffsetMs: new(int64(900))},
 		},
 	})
 	sock := serveAdmin(t, b)
@@ -120,7 +122,8 @@ func TestListings(t *testing.T) {
 			{"SERVER", "ADDRESS", "SESSIONS", "CAPACITY", "WEIGHT", "STATE", "VERSION", "STARTED", "SETTINGS"},
 			{"b1 *", "10.0.0.1:7400", "1", "-", "1", "active", "v1", local, "-"},
 			{"b2", "10.0.0.2:7400", "3", "10", "2", "draining (3 remaining)", "-", local,
-				`differ: auth.max_lockout = 1h0m0s (here: 15m0s), session.kiosk_user = "k\x1b[2J" (here: "")`},
+				`clock 42.3s behind; differ: auth.max_lockout = 1h0m0s (here: 15m0s), session.kiosk_user = "k\x1b[2J" (here: "")`},
+			{"b3", "10.0.0.3:7400", "0", "-", "1", "active", "-", local, "-"}, // its clock within a second
 		}},
 	} {
 		var out, errOut bytes.Buffer

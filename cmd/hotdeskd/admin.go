@@ -52,6 +52,7 @@ func (a *adminBackend) Ready() error { return a.d.broker.Ready() }
 
 func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, error) {
 	recs, err := a.d.registry().Servers(ctx)
+	offsets := a.d.clocks.offsets()
 	return convertAll(recs, err, func(r registry.ServerRecord) adminapi.ServerInfo {
 		self := r.ID == a.d.cfg.ServerID
 		si := adminapi.ServerInfo{
@@ -61,6 +62,9 @@ func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, erro
 		}
 		if !self {
 			si.SettingsDiffer = differingSettings(a.d.serverRec.Settings, r.Settings)
+		}
+		if off, ok := offsets[r.ID]; ok && !self {
+			si.ClockOffsetMs = ptr(off.Milliseconds())
 		}
 		return si
 	})

@@ -65,6 +65,7 @@ type daemon struct {
 	lockouts *lockoutShare      // login lockouts shared with the group
 	accounts *auth.AccountCache // account checks' answers, in metrics
 	settings *settingsWatch     // the group's settings compared with ours
+	clocks   *clockWatch        // the group's clocks compared with ours
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -275,6 +276,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 		Version: version.String(), Settings: cfg.GroupSettings(),
 	}
 	d.settings = newSettingsWatch(logger.Named("group"), cfg.ServerID, d.serverRec.Settings)
+	d.clocks = newClockWatch(logger.Named("group"), cfg.ServerID)
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
@@ -634,6 +636,10 @@ func (d *daemon) startAdmin(context.Context) error {
 	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
 	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")
 	d.serve(func() error { d.settings.run(run, d.clk, d.store.Servers); return nil }, "group settings")
+	d.serve(func() error {
+		d.clocks.run(run, d.clk, func(ctx context.Context) error { return d.registry().PutClock(ctx) }, d.store.WatchClocks(run))
+		return nil
+	}, "group clocks")
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 

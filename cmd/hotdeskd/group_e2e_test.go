@@ -273,6 +273,25 @@ func TestGroupSettingsDiffer(t *testing.T) {
 	if log := b1.LogTail(400); !strings.Contains(log, "other group-wide settings") || !strings.Contains(log, "member=b3") {
 		t.Errorf("b1's log has no warning about b3's settings:\n%s", log)
 	}
+	// The members' clocks, read by b1 (the same machine's: in step).
+	testutil.WaitFor(t, 45*time.Second, "b1 reading b2's and b3's clocks", func() bool {
+		if err := json.Unmarshal([]byte(g.ctl(b1, "server", "list", "--json")), &servers); err != nil {
+			t.Fatal(err)
+		}
+		read := 0
+		for _, s := range servers {
+			if s.ClockOffsetMs != nil {
+				read++
+				if s.ID == "b1" || s.ClockOutOfStep() != "" {
+					t.Fatalf("server list at b1: %s's clock_offset_ms = %d; want b2's and b3's, in step", s.ID, *s.ClockOffsetMs)
+				}
+			}
+		}
+		return read == 2
+	})
+	if v := metric(t, b1, `hotdesk_group_clock_offset_seconds{server="b2"}`); v == -1 || v > 1 || v < -1 {
+		t.Errorf("b1's hotdesk_group_clock_offset_seconds for b2 = %v; want it, in step", v)
+	}
 }
 
 // TestStopEventsStored: a member stopping cleanly without keep_on_stop

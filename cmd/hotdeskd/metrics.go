@@ -70,6 +70,9 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 	dropped := prometheus.NewDesc("hotdesk_broker_events_dropped_total",
 		"Events a subscriber of this broker's events lost by falling behind, by subscriber (registry: the group's event log, presence, metrics, hook).",
 		[]string{"subscriber"}, nil)
+	clocks := prometheus.NewDesc("hotdesk_group_clock_offset_seconds",
+		"How far each other member's clock is ahead of this broker's (negative: behind), from its last readings (every 15 s); beyond 1 s either way the group's lockouts, pairing codes and terminal listings go wrong.",
+		[]string{"server"}, nil)
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
 	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
 		m.limits.broker, m.limits.auth,
@@ -78,6 +81,14 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			func() float64 { return float64(d.presence.connected()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_registry_lease_healthy", Help: "1 while the registry lease is held and renewed in time."},
 			func() float64 { return boolf(d.broker.Ready() == nil) }),
+		collectorFunc{desc: clocks, collect: func(ch chan<- prometheus.Metric) {
+			if d.clocks == nil {
+				return
+			}
+			for id, off := range d.clocks.offsets() {
+				ch <- prometheus.MustNewConstMetric(clocks, prometheus.GaugeValue, off.Seconds(), id)
+			}
+		}},
 		collectorFunc{desc: dropped, collect: func(ch chan<- prometheus.Metric) {
 			for name, n := range bus.DroppedBy() {
 				ch <- prometheus.MustNewConstMetric(dropped, prometheus.CounterValue, float64(n), name)

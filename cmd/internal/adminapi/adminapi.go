@@ -322,6 +322,41 @@ type ServerInfo struct {
 	// SettingsDiffer lists the group-wide settings this member runs
 	// with other values than the answering daemon (proto/ADMIN.md).
 	SettingsDiffer []SettingDiff `json:"settings_differ,omitempty"`
+	// ClockOffsetMs is how far this member's clock is ahead of the
+	// answering daemon's (negative: behind), from its last readings; nil
+	// for the answering daemon and for a member not read yet.
+	ClockOffsetMs *int64 `json:"clock_offset_ms,omitempty"`
+}
+
+// ClockAllowance is how far apart the clocks of a group's members may be
+// (registry.ClearSkew): a member whose ClockOffsetMs is beyond it either
+// way is out of step.
+const ClockAllowance = time.Second
+
+// ClockOutOfStep says how far s's clock is from the answering daemon's
+// (DescribeOffset), or "" when it is within ClockAllowance or not known.
+func (s ServerInfo) ClockOutOfStep() string {
+	if s.ClockOffsetMs == nil {
+		return ""
+	}
+	d := time.Duration(*s.ClockOffsetMs) * time.Millisecond
+	if d >= -ClockAllowance && d <= ClockAllowance {
+		return ""
+	}
+	return DescribeOffset(d)
+}
+
+// DescribeOffset says a clock's offset in words, to a tenth of a second:
+// "3.2s ahead", "1m0s behind", "in step".
+func DescribeOffset(d time.Duration) string {
+	d = d.Round(100 * time.Millisecond)
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%v ahead", d)
+	case d < 0:
+		return fmt.Sprintf("%v behind", -d)
+	}
+	return "in step"
 }
 
 // SettingDiff is one group-wide setting on which a member differs from

@@ -24,10 +24,11 @@ import (
 // real backend is exercised by hotdeskd's end-to-end test in Chromium.
 func newTestServer(t *testing.T) (*Server, *adminapitest.Backend) {
 	t.Helper()
+	clockAhead := int64(3210)
 	fb := adminapitest.New(adminapitest.State{
 		Sessions: []adminapi.SessionInfo{{ID: "s-1", User: "alice", State: "active", ServerID: "b1"}},
 		Servers: []adminapi.ServerInfo{{ID: "b1", Version: "v9"}, {ID: "b2", SettingsDiffer: []adminapi.SettingDiff{
-			{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "<b>k</b>"}}}},
+			{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "<b>k</b>"}}, ClockOffsetMs: &clockAhead}},
 	})
 	s, err := New(Config{
 		Backend: fb,
@@ -158,6 +159,8 @@ func TestLoginRolesAndCSRF(t *testing.T) {
 	// A member's settings that differ, another member's values escaped.
 	if _, body := get(t, admin, ts.URL+"/servers"); !strings.Contains(body, "auth.max_lockout = 1h0m0s (here: 15m0s), session.kiosk_user = &lt;b&gt;k&lt;/b&gt; (here: )") {
 		t.Errorf("servers page without b2's settings that differ:\n%s", body)
+	} else if !strings.Contains(body, "clock 3.2s ahead") {
+		t.Errorf("servers page without b2's clock out of step:\n%s", body)
 	}
 
 	viewer := client(t, ts)

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Group clocks: the members compare times they wrote by their own clocks
+// (lockouts, pairing codes' expiry, terminal records' refreshes), which
+// holds only while the clocks agree to registry.ClearSkew
+// (adminapi.ClockAllowance). Every member
+// puts its clock's reading every clockInterval (registry.PutClock) and
+// reads the others' as they come (registry.WatchClocks). A reading
+// received late makes its writer look further behind than it is, never
+// ahead, so a member's offset is the greatest of its last clockReadings
+// readings. Beyond clockAllowance either way a member is warned about in
+// the log (again when it is back in step), counted in
+// hotdesk_group_clock_offset_seconds and shown by GET /v1/servers
+// (hotdeskctl server list).
+
+const (
+	// clockInterval is how often a member puts its clock.
+	clockInterval = 15 * time.Second
+	// clockReadings is how many of a member's readings make its offset.
+	clockReadings = 4
+	// clockAllowance is how far a member's clock may be from ours.
+	clockAllowance = adminapi.ClockAllowance
+)
+
+// clockWatch keeps the offsets of the group's clocks from this member's.
+type clockWatch struct {
+	log  hclog.Logger
+	self string
+
+	mu      sync.Mutex
+	members map[string]*memberClock // guarded by mu
+}
+
+// memberClock is what is known of one member's clock.
+type memberClock struct {
+	offsets []time.Duration // its last readings' offsets (theirs − ours), oldest first
+	last    time.Time       // when the last reading came, by our clock
+	warned  bool            // beyond clockAllowance, logged
+}
+
+func newClockWatch(log hclog.Logger, self string) *clockWatch {
+	return &clockWatch{log: log, self: self, members: map[string]*memberClock{}}
+}
+
+// offset is m's clock's offset from ours: the greatest of its readings'.
+func (m *memberClock) offset() time.Duration { return slices.Max(m.offsets) }
+
+// observe takes one reading, and forgets members without one for
+// clockReadings intervals (they left the group).
+func (w *clockWatch) observe(c registry.ClockReading) {
+	if c.ServerID == w.self {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, m := range w.members {
+		if c.Received.Sub(m.last) > clockReadings*clockInterval {
+			delete(w.members, id)
+		}
+	}
+	m := w.members[c.ServerID]
+	if m == nil {
+		if len(w.members) >= 1024 {
+			return // bounded: a group has far fewer members
+		}
+		m = &memberClock{}
+		w.members[c.ServerID] = m
+	}
+	m.offsets = append(m.offsets, time.UnixMilli(c.UnixMs).Sub(c.Received))
+	if len(m.offsets) > clockReadings {
+		m.offsets = m.offsets[1:]
+	}
+	m.last = c.Received
+	off := m.offset()
+	switch beyond := off > clockAllowance || off < -clockAllowance; {
+	case beyond && !m.warned:
+		w.log.Warn("a member's clock is not in step with this server's: lockouts, pairing codes and terminal listings go wrong; keep every server's clock synchronised (NTP)",
+			"member", c.ServerID, "offset", adminapi.DescribeOffset(off))
+		m.warned = true
+	case !beyond && m.warned:
+		w.log.Info("a member's clock is in step with this server's again", "member", c.ServerID, "offset", adminapi.DescribeOffset(off))
+		m.warned = false
+	}
+}
+
+// offsets returns the known members' clock offsets from ours.
+func (w *clockWatch) offsets() map[string]time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]time.Duration, len(w.members))
+	for id, m := range w.members {
+		out[id] = m.offset()
+	}
+	return out
+}
+
+// outOfStep returns the members whose clocks are beyond clockAllowance,
+// sorted.
+func (w *clockWatch) outOfStep() []string {
+	offs := w.offsets()
+	var ids []string
+	for _, id := range slices.Sorted(maps.Keys(offs)) {
+		if off := offs[id]; off > clockAllowance || off < -clockAllowance {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// run puts this member's clock every clockInterval (put) and takes the
+// readings of the group (readings) until ctx ends.
+func (w *clockWatch) run(ctx context.Context, clk clock.Clock, put func(context.Context) error, readings <-chan registry.ClockReading) {
+	tick := make(chan struct{}, 1)
+	tick <- struct{}{}
+	var timer clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-readings:
+			if !ok {
+				return
+			}
+			w.observe(c)
+		case <-tick:
+			if err := put(ctx); err != nil && ctx.Err() == nil {
+				w.log.Debug("clock not put: the registry did not take it", "error", err)
+			}
+			timer = clk.AfterFunc(clockInterval, func() { tick <- struct{}{} })
+		}
+	}
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// TestClockWatch: a member's clock offset is the greatest of its last
+// readings' (a late reading makes it look behind, never ahead); one out of
+// step is warned about once, and said to be back in step once; this
+// member's own readings are not compared, and a member not heard from for
+// clockReadings intervals is forgotten.
+func TestClockWatch(t *testing.T) {
+	t.Parallel()
+	if clockAllowance != registry.ClearSkew {
+		t.Fatalf("clock allowance %v; want the registry's ClearSkew, %v", clockAllowance, registry.ClearSkew)
+	}
+	var logs strings.Builder
+	w := newClockWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1")
+	at := time.Unix(1_000_000, 0)
+	read := func(id string, ahead time.Duration) {
+		t.Helper()
+		at = at.Add(clockInterval)
+		w.observe(registry.ClockReading{ServerID: id, UnixMs: at.Add(ahead).UnixMilli(), Received: at})
+	}
+	read("b1", time.Hour) // ours: not compared
+	read("b2", 100*time.Millisecond)
+	read("b2", -3*time.Second) // came late
+	if off := w.offsets(); len(off) != 1 || off["b2"] != 100*time.Millisecond {
+		t.Fatalf("offsets %v; want b2's 100ms, the greatest of its readings", off)
+	}
+	if logs.Len() != 0 || len(w.outOfStep()) != 0 {
+		t.Fatalf("in step, yet: %v\n%s", w.outOfStep(), logs.String())
+	}
+	for range clockReadings {
+		read("b2", 3*time.Second)
+	}
+	if got := w.outOfStep(); len(got) != 1 || got[0] != "b2" {
+		t.Fatalf("out of step: %v; want b2", got)
+	}
+	if n := strings.Count(logs.String(), "not in step"); n != 1 || !strings.Contains(logs.String(), "offset=\"3s ahead\"") {
+		t.Errorf("%d warnings; want one, saying 3s ahead:\n%s", n, logs.String())
+	}
+	// Behind: its readings' greatest is still 3 s behind.
+	for range clockReadings {
+		read("b2", -3*time.Second)
+	}
+	if off := w.offsets()["b2"]; off != -3*time.Second || strings.Count(logs.String(), "not in step") != 1 {
+		t.Errorf("b2 %v behind; want 3s, still one warning:\n%s", off, logs.String())
+	}
+	for range clockReadings {
+		read("b2", 0)
+	}
+	if n := strings.Count(logs.String(), "in step with this server's again"); n != 1 || len(w.outOfStep()) != 0 {
+		t.Errorf("back in step: %d lines saying so, out of step %v; want one and none:\n%s", n, w.outOfStep(), logs.String())
+	}
+	// b2 leaves: forgotten once b3's readings show it silent for long.
+	for range clockReadings + 1 {
+		read("b3", 0)
+	}
+	if off := w.offsets(); len(off) != 1 || off["b3"] != 0 {
+		t.Errorf("offsets %v; want b3's only (b2 silent)", off)
+	}
+	// Described as the listing and the log say it.
+	for d, want := range map[time.Duration]string{3200 * time.Millisecond: "3.2s ahead", -time.Minute: "1m0s behind", 40 * time.Millisecond: "in step"} {
+		if got := adminapi.DescribeOffset(d); got != want {
+			t.Errorf("DescribeOffset(%v) = %q; want %q", d, got, want)
+		}
+	}
+	ms := int64(1500)
+	if got := (adminapi.ServerInfo{ClockOffsetMs: &ms}).ClockOutOfStep(); got != "1.5s ahead" {
+		t.Errorf("ClockOutOfStep(1500 ms) = %q; want 1.5s ahead", got)
+	}
+	ms = -900
+	if got := (adminapi.ServerInfo{ClockOffsetMs: &ms}).ClockOutOfStep(); got != "" {
+		t.Errorf("ClockOutOfStep(-900 ms) = %q; want none (within a second)", got)
+	}
+}
