@@ -80,7 +80,7 @@ func TestListings(t *testing.T) {
 			{ID: "b1", Addr: "10.0.0.1:7400", Sessions: 1, Weight: 1, Self: true, Version: "v1", Started: at},
 			{ID: "b2", Addr: "10.0.0.2:7400", Sessions: 3, Capacity: 10, Weight: 2, Draining: true, Started: at,
 				SettingsDiffer: []adminapi.SettingDiff{{Key: "auth.max_lockout", Theirs: "1h0m0s", Ours: "15m0s"}, {Key: "session.kiosk_user", Theirs: "k\x1b[2J", Ours: ""}},
-				ClockOffsetMs: new(int64(-42_300))},
+				ClockOffsetMs:  new(int64(-42_300))},
 			{ID: "b3", Addr: "10.0.0.3:7400", Weight: 1, Started: at, ClockOffsetMs: new(int64(900))},
 		},
 	})
