@@ -98,10 +98,7 @@ func TestFailureCountExpiry(t *testing.T) {
 	eps := etcdtest.Start(t)
 	clk := clock.NewFake(time.Now())
 	// A Store: no lease of its own for the fake clock to starve.
-	r, err := registry.NewStore(etcdtest.Client(t, eps), "fe", registry.WithClock(clk), registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newStore(t, etcdtest.Client(t, eps), "fe", registry.WithClock(clk))
 	ctx := tctx(t)
 	// By the stored time: the lease (an hour) still holds the record.
 	for range 2 {

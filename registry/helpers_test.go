@@ -43,6 +43,17 @@ func newReg(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Opti
 	return r
 }
 
+// newStore returns server id's Store on cli, logging to the test; opts
+// come after the logger.
+func newStore(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Option) *registry.Store {
+	t.Helper()
+	s, err := registry.NewStore(cli, id, append([]registry.Option{registry.WithLogger(testLogger(t))}, opts...)...)
+	if err != nil {
+		t.Fatalf("NewStore(%q) = %v", id, err)
+	}
+	return s
+}
+
 // newGroup starts an etcd member and registers a server for each id on it,
 // each with its own client, as separate brokers would; eps are the
 // member's endpoints.

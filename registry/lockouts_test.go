@@ -122,10 +122,7 @@ func TestLockoutLeasesBounded(t *testing.T) {
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
 	leases := func() int { return leaseCount(t, ctx, cli) }
-	s, err := registry.NewStore(etcdtest.Client(t, eps), "lb", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, etcdtest.Client(t, eps), "lb")
 	before := leases()
 	for level := 1; level <= 4; level++ {
 		lo := registry.Lockout{Key: "user:alice", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: level}
@@ -146,10 +143,7 @@ func TestLockoutLeasesBounded(t *testing.T) {
 	// A lockout whose txn fails leaves no lease; one whose txn was
 	// applied although the call failed stays in force, lease and all.
 	for _, apply := range []bool{false, true} {
-		f, err := registry.NewStore(etcdtest.Client(t, eps), "lf", registry.WithLogger(testLogger(t)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := newStore(t, etcdtest.Client(t, eps), "lf")
 		registry.InjectFaults(f, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv, apply} }, nil)
 		lo := registry.Lockout{Key: "user:bob", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: 1}
 		if err := f.PublishLockout(ctx, lo); !errors.Is(err, context.DeadlineExceeded) {
@@ -270,15 +264,10 @@ func TestLockoutClearOutlivesLatePublish(t *testing.T) {
 	ctx := tctx(t)
 	const maxLockout = 2 * time.Hour
 	clk := clock.NewFake(time.Now())
-	newStore := func(id string) *registry.Store {
-		s, err := registry.NewStore(etcdtest.Client(t, eps), id, registry.WithClock(clk),
-			registry.WithMaxLockout(maxLockout), registry.WithLogger(testLogger(t)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
+	store := func(id string) *registry.Store {
+		return newStore(t, etcdtest.Client(t, eps), id, registry.WithClock(clk), registry.WithMaxLockout(maxLockout))
 	}
-	cut, admin := newStore("cut"), newStore("adm")
+	cut, admin := store("cut"), store("adm")
 	const key = "user:amy"
 
 	// cut imposes a lockout while cut off (nothing published); another
@@ -381,10 +370,7 @@ func TestLockoutClearOlderRecords(t *testing.T) {
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
-	s, err := registry.NewStore(etcdtest.Client(t, eps), "new", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, etcdtest.Client(t, eps), "new")
 	put := func(key, val string) {
 		t.Helper()
 		sum := sha256.Sum256([]byte(key))
