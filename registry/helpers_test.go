@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +53,19 @@ func newStore(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Op
 		t.Fatalf("NewStore(%q) = %v", id, err)
 	}
 	return s
+}
+
+// oneLeasedKey checks that dir holds one key, stored under a lease, whose
+// name does not contain secret (the user or token it counts or locks out).
+func oneLeasedKey(t testing.TB, ctx context.Context, cli *clientv3.Client, dir, secret string) {
+	t.Helper()
+	resp, err := cli.Get(ctx, dir, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Key), secret) || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("stored under %s: %v; want one key, under a lease, its name not naming %q", dir, resp.Kvs, secret)
+	}
 }
 
 // newGroup starts an etcd member and registers a server for each id on it,
