@@ -345,10 +345,7 @@ func TestEventLogLease(t *testing.T) {
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
-	s, err := registry.NewStore(etcdtest.Client(t, eps), "ev", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, etcdtest.Client(t, eps), "ev")
 	var fail, grants atomic.Int32
 	var last atomic.Int64
 	registry.InjectFaults(s,

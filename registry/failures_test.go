@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -74,13 +73,7 @@ func TestFailureCountLimit(t *testing.T) {
 		t.Fatalf("after the limit: %+v, %v; want count 1", f, err)
 	}
 	// Stored under a lease, the key's name not naming the token.
-	resp, err := etcdtest.Client(t, eps).Get(ctx, "/hotdesk/failures/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Key), "card1") || resp.Kvs[0].Lease == 0 {
-		t.Fatalf("stored counts %v; want one, under a lease, its key not naming the token", resp.Kvs)
-	}
+	oneLeasedKey(t, ctx, etcdtest.Client(t, eps), "/hotdesk/failures/", "card1")
 	until := time.Now().Add(time.Minute).UnixMilli()
 	if err := r.PublishLockout(ctx, registry.Lockout{Key: "token:card1", UntilUnixMs: until, Level: 1}); err != nil {
 		t.Fatal(err)
@@ -98,10 +91,7 @@ func TestFailureCountExpiry(t *testing.T) {
 	eps := etcdtest.Start(t)
 	clk := clock.NewFake(time.Now())
 	// A Store: no lease of its own for the fake clock to starve.
-	r, err := registry.NewStore(etcdtest.Client(t, eps), "fe", registry.WithClock(clk), registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newStore(t, etcdtest.Client(t, eps), "fe", registry.WithClock(clk))
 	ctx := tctx(t)
 	// By the stored time: the lease (an hour) still holds the record.
 	for range 2 {

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,30 @@ func newReg(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Opti
 	}
 	t.Cleanup(func() { r.Close(context.Background()) })
 	return r
+}
+
+// newStore returns server id's Store on cli, logging to the test; opts
+// come after the logger.
+func newStore(t testing.TB, cli *clientv3.Client, id string, opts ...registry.Option) *registry.Store {
+	t.Helper()
+	s, err := registry.NewStore(cli, id, append([]registry.Option{registry.WithLogger(testLogger(t))}, opts...)...)
+	if err != nil {
+		t.Fatalf("NewStore(%q) = %v", id, err)
+	}
+	return s
+}
+
+// oneLeasedKey checks that dir holds one key, stored under a lease, whose
+// name does not contain secret (the user or token it counts or locks out).
+func oneLeasedKey(t testing.TB, ctx context.Context, cli *clientv3.Client, dir, secret string) {
+	t.Helper()
+	resp, err := cli.Get(ctx, dir, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Key), secret) || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("stored under %s: %v; want one key, under a lease, its name not naming %q", dir, resp.Kvs, secret)
+	}
 }
 
 // newGroup starts an etcd member and registers a server for each id on it,

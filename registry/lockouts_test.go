@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,13 +50,7 @@ func TestLockoutsShared(t *testing.T) {
 	if ls, err := b.Lockouts(ctx); err != nil || len(ls) != 1 || ls[0].Key != "user:alice" || ls[0].Level != 2 {
 		t.Fatalf("Lockouts = %+v, %v; want user:alice at level 2 only", ls, err)
 	}
-	resp, err := etcdtest.Client(t, eps).Get(ctx, "/hotdesk/lockouts/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != 1 || strings.Contains(string(resp.Kvs[0].Key), "alice") || resp.Kvs[0].Lease == 0 {
-		t.Fatalf("stored lockouts %v; want one, under a lease, its key not naming the user", resp.Kvs)
-	}
+	oneLeasedKey(t, ctx, etcdtest.Client(t, eps), "/hotdesk/lockouts/", "alice")
 	// An administrator clears it: every watcher hears, the listing empties.
 	if err := b.ClearLockout(ctx, "user:alice"); err != nil {
 		t.Fatal(err)
@@ -122,10 +115,7 @@ func TestLockoutLeasesBounded(t *testing.T) {
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
 	leases := func() int { return leaseCount(t, ctx, cli) }
-	s, err := registry.NewStore(etcdtest.Client(t, eps), "lb", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, etcdtest.Client(t, eps), "lb")
 	before := leases()
 	for level := 1; level <= 4; level++ {
 		lo := registry.Lockout{Key: "user:alice", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: level}
@@ -146,10 +136,7 @@ func TestLockoutLeasesBounded(t *testing.T) {
 	// A lockout whose txn fails leaves no lease; one whose txn was
 	// applied although the call failed stays in force, lease and all.
 	for _, apply := range []bool{false, true} {
-		f, err := registry.NewStore(etcdtest.Client(t, eps), "lf", registry.WithLogger(testLogger(t)))
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := newStore(t, etcdtest.Client(t, eps), "lf")
 		registry.InjectFaults(f, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv, apply} }, nil)
 		lo := registry.Lockout{Key: "user:bob", UntilUnixMs: time.Now().Add(time.Hour).UnixMilli(), Level: 1}
 		if err := f.PublishLockout(ctx, lo); !errors.Is(err, context.DeadlineExceeded) {
@@ -270,15 +257,10 @@ func TestLockoutClearOutlivesLatePublish(t *testing.T) {
 	ctx := tctx(t)
 	const maxLockout = 2 * time.Hour
 	clk := clock.NewFake(time.Now())
-	newStore := func(id string) *registry.Store {
-		s, err := registry.NewStore(etcdtest.Client(t, eps), id, registry.WithClock(clk),
-			registry.WithMaxLockout(maxLockout), registry.WithLogger(testLogger(t)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
+	store := func(id string) *registry.Store {
+		return newStore(t, etcdtest.Client(t, eps), id, registry.WithClock(clk), registry.WithMaxLockout(maxLockout))
 	}
-	cut, admin := newStore("cut"), newStore("adm")
+	cut, admin := store("cut"), store("adm")
 	const key = "user:amy"
 
 	// cut imposes a lockout while cut off (nothing published); another
@@ -381,10 +363,7 @@ func TestLockoutClearOlderRecords(t *testing.T) {
 	eps := etcdtest.Start(t)
 	cli := etcdtest.Client(t, eps)
 	ctx := tctx(t)
-	s, err := registry.NewStore(etcdtest.Client(t, eps), "new", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, etcdtest.Client(t, eps), "new")
 	put := func(key, val string) {
 		t.Helper()
 		sum := sha256.Sum256([]byte(key))

@@ -24,10 +24,7 @@ func TestStoreOutlivesLease(t *testing.T) {
 	if _, err := registry.NewStore(nil, "s1"); err == nil {
 		t.Fatal("NewStore(nil client) succeeded; want an error")
 	}
-	st, err := registry.NewStore(cli, "s1", registry.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := newStore(t, cli, "s1")
 	first := newReg(t, cli, "s1")
 	changes := st.WatchTokens(ctx)
 	if err := first.Close(ctx); err != nil {

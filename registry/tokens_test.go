@@ -306,10 +306,7 @@ func TestRedeemPairingOutcomeUnknown(t *testing.T) {
 	clk := clock.NewFake(time.Now())
 	store := func(id string, apply *bool) *registry.Store {
 		t.Helper()
-		s, err := registry.NewStore(etcdtest.Client(t, eps), id, registry.WithLogger(testLogger(t)), registry.WithClock(clk))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newStore(t, etcdtest.Client(t, eps), id, registry.WithClock(clk))
 		if apply != nil {
 			registry.InjectFaults(s, func(kv clientv3.KV) clientv3.KV { return faultyTxnKV{kv, *apply} }, nil)
 		}

@@ -331,23 +331,12 @@ func TestAccountHelperCrash(t *testing.T) {
 	}
 }
 
-// accountHook writes a pam_exec hook running body (a shell script, in
-// which $LOG names its log file) and returns the start of a service that
-// denies pam_authenticate and runs the hook first in its account stack
-// (the caller adds the account modules that decide), and a function
-// reading the hook's log.
+// accountHook writes a pam_exec hook running body (as logHook) and returns
+// the start of a service that denies pam_authenticate and runs the hook
+// first in its account stack (the caller adds the account modules that
+// decide), and a function reading the hook's log.
 func accountHook(t *testing.T, body string) (service string, readHook func() string) {
 	t.Helper()
-	dir := t.TempDir()
-	hookLog, hook := filepath.Join(dir, "hook.log"), filepath.Join(dir, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\nLOG="+hookLog+"\n"+body+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook + "\n", func() string {
-		b, err := os.ReadFile(hookLog)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
+	hook, readHook := logHook(t, t.TempDir(), body)
+	return "auth required pam_deny.so\naccount optional pam_exec.so quiet " + hook + "\n", readHook
 }

@@ -414,9 +414,17 @@ func TestConcurrentLogins(t *testing.T) {
 // of every call; readHook returns the log so far.
 func pamHook(t *testing.T, dir string) (hook string, readHook func() string) {
 	t.Helper()
+	return logHook(t, dir, `echo "$PAM_TYPE $PAM_USER $PAM_TTY $PAM_RHOST" >> "$LOG"`)
+}
+
+// logHook writes the pam_exec hook dir/hook.sh running body (a shell
+// script, in which $LOG names the hook's log file, dir/hook.log);
+// readHook returns the log so far, "" before the hook first writes it.
+func logHook(t *testing.T, dir, body string) (hook string, readHook func() string) {
+	t.Helper()
 	hookLog := filepath.Join(dir, "hook.log")
 	hook = filepath.Join(dir, "hook.sh")
-	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$PAM_TYPE $PAM_USER $PAM_TTY $PAM_RHOST\" >> "+hookLog+"\n"), 0o755); err != nil {
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\nLOG="+hookLog+"\n"+body+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return hook, func() string {

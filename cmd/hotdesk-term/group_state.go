@@ -115,8 +115,8 @@ func readMembers(path, anchors string) ([]proto.Member, error) {
 	return ms, nil
 }
 
-// save writes the learned members to the state file (atomically, 0600),
-// if persist was called.
+// save writes the learned members to the state file (atomically, 0600,
+// with atomicfile.WriteJSON), if persist was called.
 func (g *group) save() error {
 	g.mu.Lock()
 	path, anchors := g.statePath, g.anchors
@@ -129,11 +129,7 @@ func (g *group) save() error {
 	if path == "" {
 		return nil
 	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("group: members file: %w", err)
-	}
-	if err := atomicfile.Write(path, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteJSON(path, st, 0o600); err != nil {
 		return fmt.Errorf("group: members file: %w", err)
 	}
 	return nil

@@ -172,6 +172,16 @@ func startPairPhone(ctx context.Context, a *agent, label string, wait time.Durat
 	return done
 }
 
+// pairPhoneWaiting is startPairPhone, returning once the pairing waits for
+// a phone (a send on waiting, waitingUI's); it fails the test if it does
+// not.
+func pairPhoneWaiting(t *testing.T, ctx context.Context, a *agent, waiting <-chan struct{}, label string, wait time.Duration) <-chan error {
+	t.Helper()
+	done := startPairPhone(ctx, a, label, wait)
+	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	return done
+}
+
 // stillPairing fails the test if the pairing whose error comes on done
 // (startPairPhone's) has ended; when says when it should not have.
 func stillPairing(t *testing.T, done <-chan error, when string) {
@@ -320,8 +330,7 @@ func TestAgentPairedPhoneNotPresentedLater(t *testing.T) {
 	t.Parallel()
 	ui, waiting := waitingUI()
 	home, fc, ta, p := startCardAgent(t, ui)
-	done := startPairPhone(context.Background(), ta.agent, "Desk 1", waitBound)
-	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "Desk 1", waitBound)
 	tok := enrollPhone(t, fc, home, done)
 	p.ping(1)
 
@@ -498,8 +507,7 @@ func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
 		return ed25519.Sign(fc.privs[token], msg), nil
 	}
 	fc.mu.Unlock()
-	done := startPairPhone(context.Background(), ta.agent, "", waitBound)
-	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "", waitBound)
 	tok, _ := fc.insertPhone(t)
 	enroll := home.accept()
 	select {
@@ -543,8 +551,7 @@ func TestAgentPairPhoneSignWait(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	fc.mu.Unlock()
-	done := startPairPhone(context.Background(), ta.agent, "", time.Hour)
-	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "", time.Hour)
 	fc.insertPhone(t)
 	enroll := home.accept()
 	select {
@@ -611,8 +618,7 @@ func TestAgentPairPhoneCancelled(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			done := startPairPhone(ctx, a, "", tt.wait)
-			awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+			done := pairPhoneWaiting(t, ctx, a, waiting, "", tt.wait)
 			if tt.cancel {
 				cancel()
 			}
@@ -639,8 +645,7 @@ func TestAgentPairPhoneWaitOnClock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := startPairPhone(context.Background(), a, "", time.Hour)
-	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	done := pairPhoneWaiting(t, context.Background(), a, waiting, "", time.Hour)
 	testutil.WaitFor(t, waitBound, "the wait for a phone set on the clock", func() bool { return clk.Pending() == 1 })
 	clk.Advance(time.Hour - time.Millisecond)
 	if n := clk.Pending(); n != 1 {
@@ -666,8 +671,7 @@ func TestAgentPairPhoneHoldsOtherCards(t *testing.T) {
 	t.Parallel()
 	ui, waiting := waitingUI()
 	home, fc, ta, p := startCardAgent(t, ui)
-	done := startPairPhone(context.Background(), ta.agent, "", waitBound)
-	awaitWaiting(t, waiting, "PairPhone does not wait for a phone")
+	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "", waitBound)
 	fc.insertCard(t, "uid.01020304", "r1")
 	if ev := ta.out.wait("not_phone"); ev["token"] != "uid.01020304" || ev["reader"] != "r1" {
 		t.Fatalf("not_phone = %v; want uid.01020304 at r1", ev)

@@ -324,15 +324,13 @@ func frame(payload []byte) []byte {
 // src returns attacker source address n (127.0.0.2 and up).
 func src(n int) string { return fmt.Sprintf("127.0.%d.%d", 1+n/250, 2+n%250) }
 
-func TestAdversarial(t *testing.T) {
-	t.Parallel() // its own daemon, data dir, ports and source addresses
-	requireSecureE2E(t)
-	testutil.NeedTools(t, "prlimit")
-	bin := buildBinaries(t)
-	dir := t.TempDir()
-	pamDir := testutil.MatrixServices(t, dir, "advgood:pw:hotdesk\n", "", "hotdesk")
-	addr := testutil.FreeAddr(t)
-	cfg := testutil.DaemonConfig(t, "adv", dir, addr, "") + fmt.Sprintf(`
+// cardUserConfig returns the session and auth blocks of a daemon whose
+// logins are passwords that PAM in pamDir checks (no PAM session, at most
+// 30 s), but whose user logs in by card alone, without a prompt at a
+// hot-desk: the adversarial test's and the soak's. authExtra is more of the
+// auth block, lines ending in a newline.
+func cardUserConfig(pamDir, user, authExtra string) string {
+	return fmt.Sprintf(`
 session {
   auth         = "password"
   keep_on_stop = false
@@ -341,18 +339,29 @@ auth {
   pam_dir      = %q
   open_session = false
   timeout      = "30s"
-  policy {
-    users             = ["advgood"]
+%s  policy {
+    users             = [%q]
     auth              = "card"
     reauth_on_hotdesk = false
   }
 }
-limits {
+`, pamDir, authExtra, user)
+}
+
+func TestAdversarial(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and source addresses
+	requireSecureE2E(t)
+	testutil.NeedTools(t, "prlimit")
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	pamDir := testutil.MatrixServices(t, dir, "advgood:pw:hotdesk\n", "", "hotdesk")
+	addr := testutil.FreeAddr(t)
+	cfg := testutil.DaemonConfig(t, "adv", dir, addr, "") + cardUserConfig(pamDir, "advgood", "") + fmt.Sprintf(`limits {
   handshake_timeout          = %q
   max_connections_per_source = %d
   max_unauthenticated        = %d
 }
-`, pamDir, advHandshake.String(), advPerSource, advUnauthLimit)
+`, advHandshake.String(), advPerSource, advUnauthLimit)
 	e := newE2E(t, bin, dir, addr, cfg)
 	pin := e.fingerprint()
 	logPath := e.d.LogPath()

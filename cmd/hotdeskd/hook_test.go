@@ -38,10 +38,7 @@ func TestHookTimeoutKillsItsChildren(t *testing.T) {
 	logBuf, logger := hookLogger()
 
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
-	bus := broker.NewBus(nil)
-	sub := bus.Subscribe("test", 4)
-	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: clk.Now()})
-	sub.Close() // runHook returns once the buffered event is handled
+	sub := queuedEvents(event.ServerDraining, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -88,11 +85,7 @@ func TestHookLeftChildKilled(t *testing.T) {
 	pidFile := filepath.Join(dir, "child.pid")
 	hook := writeHook(t, dir, "#!/bin/sh\nsleep 300 &\necho $! > "+pidFile+"\nexit 0\n")
 	logBuf, logger := hookLogger()
-	bus := broker.NewBus(nil)
-	sub := bus.Subscribe("test", 4)
-	bus.Emit(event.Event{Kind: event.ServerDraining, Server: "s1", Time: time.Unix(1_000_000, 0)})
-	sub.Close() // runHook returns once the buffered event is handled
-	runHook(context.Background(), clock.Real{}, hook, time.Minute, sub, logger)
+	runHook(context.Background(), clock.Real{}, hook, time.Minute, queuedEvents(event.ServerDraining, 1), logger)
 	b, _ := os.ReadFile(pidFile)
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	if pid <= 0 {
@@ -103,6 +96,18 @@ func TestHookLeftChildKilled(t *testing.T) {
 	if log := logBuf.String(); !strings.Contains(log, "leaving a process that held its output") {
 		t.Errorf("log %q; want it to say the hook left a process holding its output", log)
 	}
+}
+
+// queuedEvents returns a closed subscription holding n events of kind from
+// server s1: runHook returns once it has handled them.
+func queuedEvents(kind event.Kind, n int) *broker.Subscription {
+	bus := broker.NewBus(nil)
+	sub := bus.Subscribe("hook", n)
+	for range n {
+		bus.Emit(event.Event{Kind: kind, Server: "s1", Time: time.Unix(1_000_000, 0)})
+	}
+	sub.Close()
+	return sub
 }
 
 // hookLogger returns a debug logger into the buffer it returns.
@@ -191,15 +196,9 @@ func TestHookStoppedDropsTheRest(t *testing.T) {
 	ran := filepath.Join(dir, "ran")
 	hook := writeHook(t, dir, "#!/bin/sh\necho x >> "+ran+"\n")
 	logBuf, logger := hookLogger()
-	bus := broker.NewBus(nil)
-	sub := bus.Subscribe("test", 8)
-	for range 3 {
-		bus.Emit(event.Event{Kind: event.ServerLeft, Server: "s1", Time: time.Now()})
-	}
-	bus.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	runHook(ctx, clock.NewFake(time.Unix(1_000_000, 0)), hook, time.Second, sub, logger)
+	runHook(ctx, clock.NewFake(time.Unix(1_000_000, 0)), hook, time.Second, queuedEvents(event.ServerLeft, 3), logger)
 	if _, err := os.Stat(ran); err == nil {
 		t.Error("the hook ran after its context ended")
 	}

@@ -343,26 +343,10 @@ func TestSoak(t *testing.T) {
 	pamDir := testutil.MatrixServices(t, dir, "soakuser:pw:hotdesk\n", "", "hotdesk")
 	addr := testutil.FreeAddr(t)
 	metrics := testutil.FreeAddr(t)
-	cfg := testutil.DaemonConfig(t, "soak", dir, addr, fmt.Sprintf("etcd {\n  endpoints = [%q]\n}\n", eps[0])) + fmt.Sprintf(`
-metrics_listen = %q
-session {
-  auth         = "password"
-  keep_on_stop = false
-}
-auth {
-  pam_dir        = %q
-  open_session   = false
-  timeout        = "30s"
-  failure_window = %q
-  lockout        = "1s"
-  max_lockout    = "2s"
-  policy {
-    users             = ["soakuser"]
-    auth              = "card"
-    reauth_on_hotdesk = false
-  }
-}
-compositor {
+	cfg := testutil.DaemonConfig(t, "soak", dir, addr, fmt.Sprintf("etcd {\n  endpoints = [%q]\n}\n", eps[0])) +
+		fmt.Sprintf("metrics_listen = %q\n", metrics) +
+		cardUserConfig(pamDir, "soakuser", fmt.Sprintf("  failure_window = %q\n  lockout        = \"1s\"\n  max_lockout    = \"2s\"\n", soakFailureWindow.String())) +
+		fmt.Sprintf(`compositor {
   type          = "wayray"
   binary        = %q
   args          = ["compositor", "-lifeline", %q]
@@ -370,7 +354,7 @@ compositor {
   stop_grace    = "2s"
   insecure_allow_root = true
 }
-`, metrics, pamDir, soakFailureWindow.String(), comp, lifeline)
+`, comp, lifeline)
 	e := newE2E(t, bin, dir, addr, cfg)
 	pin := e.fingerprint()
 	e.start()

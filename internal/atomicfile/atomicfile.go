@@ -4,6 +4,7 @@
 package atomicfile
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,4 +60,15 @@ func WriteMkdir(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("atomicfile: %w", err)
 	}
 	return Write(path, data, perm)
+}
+
+// WriteJSON is WriteMkdir of v as indented JSON (two spaces) ending in a
+// newline: the private state files a person may read (keystores, learned
+// members). An error marshalling v leaves path unchanged.
+func WriteJSON(path string, v any, perm os.FileMode) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("atomicfile: %s: %w", path, err)
+	}
+	return WriteMkdir(path, append(data, '\n'), perm)
 }

@@ -60,3 +60,24 @@ func TestWriteMkdir(t *testing.T) {
 		t.Fatal("write below a regular file = nil error")
 	}
 }
+
+func TestWriteJSON(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state", "members.json")
+	if err := WriteJSON(p, map[string]int{"format": 1}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := "{\n  \"format\": 1\n}\n"
+	if got, err := os.ReadFile(p); err != nil || string(got) != want {
+		t.Fatalf("read back %q, %v; want %q", got, err, want)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	// A value JSON cannot hold is an error and leaves the file as it was.
+	if err := WriteJSON(p, func() {}, 0o600); err == nil {
+		t.Fatal("write of a func = nil error")
+	}
+	if got, err := os.ReadFile(p); err != nil || string(got) != want {
+		t.Fatalf("after a failed write: %q, %v; want %q kept", got, err, want)
+	}
+}

@@ -224,11 +224,7 @@ func (k *Keystore) Save() error {
 		ff.Keys = append(ff.Keys, fileEntry{Name: e.Name, Token: e.Token, Label: e.Label, Public: e.Public, Seed: e.priv.Seed()})
 	}
 	k.mu.Unlock()
-	data, err := json.MarshalIndent(ff, "", "  ")
-	if err != nil {
-		return fmt.Errorf("soft: save keystore: %w", err)
-	}
-	if err := atomicfile.WriteMkdir(k.path, append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteJSON(k.path, ff, 0o600); err != nil {
 		return fmt.Errorf("soft: save keystore: %w", err)
 	}
 	return nil

@@ -13,6 +13,39 @@
 #include <security/pam_modules.h>
 #include <security/pam_ext.h>
 
+/* wipe clears and frees an answer (NULL: none). */
+static void wipe(char *resp)
+{
+	if (resp != NULL) {
+		memset(resp, 0, strlen(resp));
+		free(resp);
+	}
+}
+
+/*
+ * converse handles arg if it is one of a stage's conversation options,
+ * "<stage>_info=TEXT" (send TEXT as an informational message) or
+ * "<stage>_prompt" (ask question echo-off; PAM_SUCCESS only if answered),
+ * its result in *rc; it returns 0 if arg is neither.
+ */
+static int converse(pam_handle_t *pamh, const char *arg, const char *stage, const char *question, int *rc)
+{
+	size_t n = strlen(stage);
+	char *resp = NULL;
+
+	if (strncmp(arg, stage, n) != 0)
+		return 0;
+	if (strncmp(arg + n, "_info=", 6) == 0) {
+		*rc = pam_info(pamh, "%s", arg + n + 6);
+		return 1;
+	}
+	if (strcmp(arg + n, "_prompt") != 0)
+		return 0;
+	*rc = pam_prompt(pamh, PAM_PROMPT_ECHO_OFF, &resp, "%s", question);
+	wipe(resp);
+	return 1;
+}
+
 int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
 	const char *prompt = "PIN:", *secret = NULL, *info = NULL;
@@ -38,10 +71,7 @@ int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **ar
 	if (rc != PAM_SUCCESS)
 		return rc;
 	rc = (resp != NULL && secret != NULL && strcmp(resp, secret) == 0) ? PAM_SUCCESS : PAM_AUTH_ERR;
-	if (resp != NULL) {
-		memset(resp, 0, strlen(resp));
-		free(resp);
-	}
+	wipe(resp);
 	return rc;
 }
 
@@ -83,20 +113,10 @@ int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
  */
 int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
-	char *resp = NULL;
 	int i, rc;
 
 	for (i = 0; i < argc; i++) {
-		if (strncmp(argv[i], "acct_info=", 10) == 0) {
-			rc = pam_info(pamh, "%s", argv[i] + 10);
-			if (rc != PAM_SUCCESS)
-				return rc;
-		} else if (strcmp(argv[i], "acct_prompt") == 0) {
-			rc = pam_prompt(pamh, PAM_PROMPT_ECHO_OFF, &resp, "Account PIN: ");
-			if (resp != NULL) {
-				memset(resp, 0, strlen(resp));
-				free(resp);
-			}
+		if (converse(pamh, argv[i], "acct", "Account PIN: ", &rc)) {
 			if (rc != PAM_SUCCESS)
 				return rc;
 		} else if (strcmp(argv[i], "acct=expired") == 0) {
@@ -134,23 +154,11 @@ int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
  */
 int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
-	char *resp = NULL;
 	int i, rc;
 
 	for (i = 0; i < argc; i++) {
-		if (strncmp(argv[i], "sess_info=", 10) == 0) {
-			rc = pam_info(pamh, "%s", argv[i] + 10);
-			if (rc != PAM_SUCCESS)
-				return rc;
-		} else if (strcmp(argv[i], "sess_prompt") == 0) {
-			rc = pam_prompt(pamh, PAM_PROMPT_ECHO_OFF, &resp, "Session PIN: ");
-			if (resp != NULL) {
-				memset(resp, 0, strlen(resp));
-				free(resp);
-			}
-			if (rc != PAM_SUCCESS)
-				return rc;
-		}
+		if (converse(pamh, argv[i], "sess", "Session PIN: ", &rc) && rc != PAM_SUCCESS)
+			return rc;
 	}
 	return PAM_SUCCESS;
 }

@@ -203,14 +203,8 @@ func TestDefault(t *testing.T) {
 // Two files with the same settings in a different layout give equal configs.
 func TestLayoutIndependent(t *testing.T) {
 	t.Parallel()
-	a, err := Parse([]byte("listen = \"127.0.0.1:1\"\netcd {\n  lease_ttl = \"3s\"\n}\n"), "a.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := Parse([]byte("# comment\n\n\netcd { lease_ttl = \"3000ms\" }\n  listen =   \"127.0.0.1:1\"\n"), "b.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustParse(t, "listen = \"127.0.0.1:1\"\netcd {\n  lease_ttl = \"3s\"\n}\n", "a.hcl")
+	b := mustParse(t, "# comment\n\n\netcd { lease_ttl = \"3000ms\" }\n  listen =   \"127.0.0.1:1\"\n", "b.hcl")
 	if !reflect.DeepEqual(a, b) {
 		t.Errorf("got = %+v; want %+v", b, a)
 	}
@@ -479,10 +473,7 @@ func TestUsesEmbeddedEtcd(t *testing.T) {
 		{"etcd {\n  endpoints = [\"127.0.0.1:2379\"]\n}\n", false},
 	}
 	for _, tt := range tests {
-		c, err := Parse([]byte(tt.src), "t.hcl")
-		if err != nil {
-			t.Fatalf("Parse(%q): %v", tt.src, err)
-		}
+		c := mustParse(t, tt.src, "t.hcl")
 		if got := c.UsesEmbeddedEtcd(); got != tt.want {
 			t.Errorf("UsesEmbeddedEtcd() for %q: got = %v; want %v", tt.src, got, tt.want)
 		}
@@ -572,26 +563,34 @@ func ptrBool(b bool) *bool { return &b }
 
 func TestSeats(t *testing.T) {
 	t.Parallel()
-	c, err := Parse([]byte(`
+	c := mustParse(t, `
 seat_agent = "/opt/hotdesk/hotdesk-term"
 seat "console" {
   readers      = ["Virtual PCD 00 01"]
   remove_grace = "500ms"
 }
 seat "kiosk-2" {}
-`), "/etc/hotdesk/seats.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
+`, "/etc/hotdesk/seats.hcl")
 	want := []Seat{{Name: "console", Readers: []string{"Virtual PCD 00 01"}, RemoveGrace: 500 * time.Millisecond},
 		{Name: "kiosk-2", RemoveGrace: time.Second}}
 	if !reflect.DeepEqual(c.Seats, want) || c.SeatAgent != "/opt/hotdesk/hotdesk-term" {
 		t.Fatalf("seats = %+v, agent %q; want %+v", c.Seats, c.SeatAgent, want)
 	}
-	_, err = Parse([]byte("seat \"a b\" {}\n"), "bad.hcl")
+	_, err := Parse([]byte("seat \"a b\" {}\n"), "bad.hcl")
 	if err == nil || !strings.HasPrefix(err.Error(), "bad.hcl:1:") {
 		t.Fatalf("bad seat name: %v; want an error at bad.hcl:1", err)
 	}
+}
+
+// mustParse parses src as the file filename (relative paths in it are
+// relative to filename's directory) and fails the test on an error.
+func mustParse(t *testing.T, src, filename string) *Config {
+	t.Helper()
+	c, err := Parse([]byte(src), filename)
+	if err != nil {
+		t.Fatalf("Parse(%q, %s): %v", src, filename, err)
+	}
+	return c
 }
 
 // parseErrorCase is a configuration, src, that Parse refuses with an error
@@ -647,19 +646,13 @@ func TestSecureDefaults(t *testing.T) {
 	}
 	for _, tt := range warn {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Parse([]byte(tt.src), "h.hcl")
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := mustParse(t, tt.src, "h.hcl")
 			if w := strings.Join(c.Warnings(), "\n"); !strings.Contains(w, tt.want) {
 				t.Fatalf("warnings = %q; want one containing %q", w, tt.want)
 			}
 		})
 	}
-	c, err := Parse([]byte("limits {\n  max_connections_per_source = 3\n  handshake_timeout = \"2s\"\n}\n"), "h.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = mustParse(t, "limits {\n  max_connections_per_source = 3\n  handshake_timeout = \"2s\"\n}\n", "h.hcl")
 	if c.Limits.MaxConnectionsPerSource != 3 || c.Limits.HandshakeTimeout != 2*time.Second || c.Limits.MaxConnections != 1024 {
 		t.Fatalf("limits = %+v; want per source 3, handshake 2s, the rest defaults", c.Limits)
 	}
@@ -771,10 +764,7 @@ func TestHostWarningsEtcdKeyMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  cert_file = \"/x.crt\"\n  key_file = %q\n}\n", key)
-	c, err := Parse([]byte(src), "h.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustParse(t, src, "h.hcl")
 	want := fmt.Sprintf("etcd.key_file %s is readable or writable by others than its owner (mode 0644): whoever reads it is this broker to etcd; chmod 600 %s", key, key)
 	if w := strings.Join(c.HostWarnings(Host{}), "\n"); !strings.Contains(w, want) {
 		t.Errorf("warnings = %q; want one containing %q", w, want)
@@ -816,10 +806,7 @@ dashboard {
   listen = "127.0.0.1:0"
 }
 `, pamDir)
-	c, err := Parse([]byte(src), "h.hcl")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustParse(t, src, "h.hcl")
 	w := strings.Join(c.HostWarnings(Host{}), "\n")
 	for _, want := range []string{
 		`PAM service "hotdesk-pin" (auth.pin_service, used by the card+pin login policy (session.auth)) has no file ` + filepath.Join(pamDir, "hotdesk-pin") + ": libpam falls back to " + filepath.Join(pamDir, "other"),
@@ -1091,10 +1078,7 @@ func TestHostWarningsSharedKioskUser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Parse([]byte("session {\n  "+tt.session+"\n}\n"), "h.hcl")
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := mustParse(t, "session {\n  "+tt.session+"\n}\n", "h.hcl")
 			w := strings.Join(c.HostWarnings(h), "\n")
 			got := strings.Contains(w, "kiosk sessions run as the local account")
 			if tt.want == "" && got {
@@ -1157,10 +1141,7 @@ func TestGroupSettings(t *testing.T) {
 	t.Parallel()
 	parse := func(src string) map[string]string {
 		t.Helper()
-		c, err := Parse([]byte(src), "g.hcl")
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := mustParse(t, src, "g.hcl")
 		return c.GroupSettings()
 	}
 	const carol = "  policy {\n    users = [\"carol\"]\n    auth = \"password\"\n  }\n"
