@@ -35,8 +35,8 @@ const (
 	SessionResumed       Kind = "resumed"               // a suspended session shown again
 	SessionTakeover      Kind = "takeover"              // an active session moved to another terminal (Target: the terminal it left)
 	SessionSuspended     Kind = "suspended"             // a session no longer shown, still running (Reason says why)
-	SessionLocked        Kind = "locked"                // an administrator locked a session already suspended: its next resume asks a login (a shown one is suspended instead)
 	SessionDestroyed     Kind = "destroyed"             // a session ended (Reason says why)
+	SessionLocked        Kind = "locked"                // an administrator locked a session already suspended: its next resume asks a login (a shown one is suspended instead)
 	SessionOrphaned      Kind = "orphaned"              // a session's token is claimed by another server's session (Target: that server)
 	TerminalRedirected   Kind = "redirect"              // a terminal was sent to the server owning its token (Target: that server)
 	LoginGranted         Kind = "login_granted"         // a user authenticated at a terminal
