@@ -777,6 +777,29 @@ func TestHostWarningsEtcdKeyMode(t *testing.T) {
 	}
 }
 
+// TestHostWarningsClock: a broker of a group (etcd endpoints) on a host
+// whose clock no NTP client keeps is warned: the group compares times its
+// brokers' clocks wrote. A single server (the embedded etcd) is not.
+func TestHostWarningsClock(t *testing.T) {
+	t.Parallel()
+	group := mustParse(t, "etcd {\n  endpoints = [\"http://etcd-1:2379\"]\n}\n", "g.hcl")
+	single := mustParse(t, "", "s.hcl")
+	for _, tc := range []struct {
+		c        *Config
+		unsynced bool
+		want     bool
+	}{
+		{group, true, true},
+		{group, false, false},
+		{single, true, false},
+	} {
+		w := strings.Join(tc.c.HostWarnings(Host{ClockUnsynced: func() bool { return tc.unsynced }}), "\n")
+		if got := strings.Contains(w, "clock is not synchronised"); got != tc.want {
+			t.Errorf("group %v, clock unsynchronised %v: warnings %q; want the clock's %v", len(tc.c.Etcd.Endpoints) > 0, tc.unsynced, w, tc.want)
+		}
+	}
+}
+
 // TestHostWarnings: a PAM service the configuration uses with no file in
 // the PAM directory is a warning naming the service and the missing file
 // (libpam would silently use "other"); services with a file, and the

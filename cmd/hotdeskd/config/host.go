@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/hotdesk/hotdesk/internal/trustpath"
 )
@@ -30,6 +31,27 @@ type Host struct {
 	// LookupUser returns a local account; default os/user.Lookup (NSS),
 	// as the compositor backend resolves a session's user.
 	LookupUser func(name string) (*user.User, error)
+	// ClockUnsynced reports whether the host's clock is known not to be
+	// kept synchronised; default clockUnsynced (the kernel's adjtimex
+	// status, which an NTP client clears while it keeps the clock in step).
+	ClockUnsynced func() bool
+}
+
+func (h Host) clockUnsynced() bool {
+	if h.ClockUnsynced != nil {
+		return h.ClockUnsynced()
+	}
+	return clockUnsynced()
+}
+
+// clockUnsynced reports whether the kernel says the clock is not
+// synchronised: adjtimex (read only, any user may) answers TIME_ERROR,
+// which it does until an NTP client (systemd-timesyncd, chrony, ntpd)
+// has set the clock and while none keeps it. A failed call says nothing.
+func clockUnsynced() bool {
+	var tx unix.Timex
+	state, err := unix.Adjtimex(&tx)
+	return err == nil && state == unix.TIME_ERROR
 }
 
 func (h Host) lookupUser(name string) (*user.User, error) {
@@ -258,6 +280,9 @@ func (c *Config) HostWarnings(h Host) []string {
 			w = append(w, fmt.Sprintf("etcd.key_file %s is readable or writable by others than its owner (mode %04o): whoever reads it is this broker to etcd; chmod 600 %s",
 				k, fi.Mode().Perm(), k))
 		}
+	}
+	if len(c.Etcd.Endpoints) > 0 && h.clockUnsynced() {
+		w = append(w, "this host's clock is not synchronised (the kernel's adjtimex reports TIME_ERROR: no NTP client keeps it): the brokers of a group compare times written by each other's clocks (lockouts, pairing codes' expiry, terminal listings), which go wrong once the clocks are a second apart; run one (systemd-timesyncd, chrony) on every broker")
 	}
 	if u := c.sharedKioskUser(h); u != nil {
 		w = append(w, fmt.Sprintf("kiosk sessions run as the local account %s (uid %s, session.kiosk_user or the default \"kiosk\"): every kiosk desktop, whoever uses it, is that one user, and one person's session can read another's files and reach their desktop; unset kiosk_user (or name no regular account) for a pooled account per session (compositor.kiosk_accounts)",
