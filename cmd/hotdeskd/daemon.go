@@ -66,6 +66,7 @@ type daemon struct {
 	accounts *auth.AccountCache // account checks' answers, in metrics
 	settings *settingsWatch     // the group's settings compared with ours
 	clocks   *clockWatch        // the group's clocks compared with ours
+	history  *historyWatch      // whether etcd compacts its history
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -277,6 +278,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	}
 	d.settings = newSettingsWatch(logger.Named("group"), cfg.ServerID, d.serverRec.Settings)
 	d.clocks = newClockWatch(logger.Named("group"), cfg.ServerID)
+	d.history = newHistoryWatch(logger.Named("registry"))
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
@@ -640,6 +642,7 @@ func (d *daemon) startAdmin(context.Context) error {
 		d.clocks.run(run, d.clk, func(ctx context.Context) error { return d.registry().PutClock(ctx) }, d.store.WatchClocks(run))
 		return nil
 	}, "group clocks")
+	d.serve(func() error { d.history.run(run, d.clk, d.store); return nil }, "etcd history")
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 

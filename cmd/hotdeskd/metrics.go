@@ -94,6 +94,13 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 				ch <- prometheus.MustNewConstMetric(dropped, prometheus.CounterValue, float64(n), name)
 			}
 		}},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_registry_history_revisions", Help: "Revisions etcd still keeps past the oldest one this broker noted (checked every 10 min; reset when etcd compacts its history): one that only grows is a cluster that never compacts, and stops taking writes at its quota."},
+			func() float64 {
+				if d.history == nil {
+					return 0
+				}
+				return float64(d.history.revisions())
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_group_settings_differ", Help: "Members of the group whose group-wide settings (lease_ttl, login policies, lockout limits…) differ from this broker's, at the last comparison (every 15 s)."},
 			func() float64 {
 				if d.settings == nil {

@@ -41,7 +41,15 @@
 #   etcd --name etcd-1 ... --client-cert-auth --trusted-ca-file ca.crt \
 #     --cert-file etcd-1.crt --key-file etcd-1.key \
 #     --peer-client-cert-auth --peer-trusted-ca-file ca.crt \
-#     --peer-cert-file etcd-1.crt --peer-key-file etcd-1.key
+#     --peer-cert-file etcd-1.crt --peer-key-file etcd-1.key \
+#     --auto-compaction-mode=periodic --auto-compaction-retention=1h
+#
+# The compaction is not optional: etcd keeps every revision until it
+# compacts, and a group writes steadily even when nobody hot-desks (each
+# terminal's record every 10 s), so without it the database grows until
+# its quota (2 GiB) and etcd then refuses every write: no login, no
+# hot-desk. A broker that finds the history kept for a day (or a million
+# revisions) says so in its log; hotdesk_registry_history_revisions counts.
 #
 # etcd authorization (once per cluster, by its administrator). mTLS says
 # who may connect; etcd's RBAC bounds what a broker's certificate may do, as
