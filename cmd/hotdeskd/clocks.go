@@ -40,6 +40,7 @@ const (
 type clockWatch struct {
 	log  hclog.Logger
 	self string
+	clk  clock.Clock // the daemon's: what readings are stamped with
 
 	mu      sync.Mutex
 	members map[string]*memberClock // guarded by mu
@@ -52,26 +53,32 @@ type memberClock struct {
 	warned  bool            // beyond clockAllowance, logged
 }
 
-func newClockWatch(log hclog.Logger, self string) *clockWatch {
-	return &clockWatch{log: log, self: self, members: map[string]*memberClock{}}
+func newClockWatch(log hclog.Logger, self string, clk clock.Clock) *clockWatch {
+	return &clockWatch{log: log, self: self, clk: clk, members: map[string]*memberClock{}}
+}
+
+// forget drops the members without a reading for clockReadings intervals
+// before now (they left the group). Caller holds w.mu.
+func (w *clockWatch) forget(now time.Time) {
+	for id, m := range w.members {
+		if now.Sub(m.last) > clockReadings*clockInterval {
+			delete(w.members, id)
+		}
+	}
 }
 
 // offset is m's clock's offset from ours: the greatest of its readings'.
 func (m *memberClock) offset() time.Duration { return slices.Max(m.offsets) }
 
-// observe takes one reading, and forgets members without one for
-// clockReadings intervals (they left the group).
+// observe takes one reading (stamped by the daemon's clock, the one
+// offsets are read on).
 func (w *clockWatch) observe(c registry.ClockReading) {
 	if c.ServerID == w.self {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for id, m := range w.members {
-		if c.Received.Sub(m.last) > clockReadings*clockInterval {
-			delete(w.members, id)
-		}
-	}
+	w.forget(c.Received)
 	m := w.members[c.ServerID]
 	if m == nil {
 		if len(w.members) >= 1024 {
@@ -97,10 +104,11 @@ func (w *clockWatch) observe(c registry.ClockReading) {
 	}
 }
 
-// offsets returns the known members' clock offsets from ours.
+// offsets returns the clock offsets from ours of the members read lately.
 func (w *clockWatch) offsets() map[string]time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.forget(w.clk.Now())
 	out := make(map[string]time.Duration, len(w.members))
 	for id, m := range w.members {
 		out[id] = m.offset()

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/registry"
 )
 
@@ -22,11 +23,12 @@ func TestClockWatch(t *testing.T) {
 		t.Fatalf("clock allowance %v; want the registry's ClearSkew, %v", clockAllowance, registry.ClearSkew)
 	}
 	var logs strings.Builder
-	w := newClockWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1")
-	at := time.Unix(1_000_000, 0)
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	w := newClockWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", clk)
 	read := func(id string, ahead time.Duration) {
 		t.Helper()
-		at = at.Add(clockInterval)
+		clk.Advance(clockInterval)
+		at := clk.Now()
 		w.observe(registry.ClockReading{ServerID: id, UnixMs: at.Add(ahead).UnixMilli(), Received: at})
 	}
 	read("b1", time.Hour) // ours: not compared
@@ -66,6 +68,11 @@ func TestClockWatch(t *testing.T) {
 	}
 	if off := w.offsets(); len(off) != 1 || off["b3"] != 0 {
 		t.Errorf("offsets %v; want b3's only (b2 silent)", off)
+	}
+	// The last member leaves: nothing is read after it, yet it is gone.
+	clk.Advance(clockReadings*clockInterval + time.Second)
+	if off := w.offsets(); len(off) != 0 || len(w.outOfStep()) != 0 {
+		t.Errorf("offsets %v a minute after the last reading; want none", off)
 	}
 	// Described as the listing and the log say it.
 	for d, want := range map[time.Duration]string{3200 * time.Millisecond: "3.2s ahead", -time.Minute: "1m0s behind", 40 * time.Millisecond: "in step"} {

@@ -277,7 +277,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 		Version: version.String(), Settings: cfg.GroupSettings(),
 	}
 	d.settings = newSettingsWatch(logger.Named("group"), cfg.ServerID, d.serverRec.Settings)
-	d.clocks = newClockWatch(logger.Named("group"), cfg.ServerID)
+	d.clocks = newClockWatch(logger.Named("group"), cfg.ServerID, d.clk)
 	d.history = newHistoryWatch(logger.Named("registry"))
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
