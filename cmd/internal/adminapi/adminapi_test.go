@@ -1,6 +1,7 @@
 package adminapi_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -408,6 +409,30 @@ func TestRequestLimits(t *testing.T) {
 	}
 	if calls := b.PairCalls(); len(calls) != 1 {
 		t.Errorf("backend pair calls got = %d; want 1 (only the valid body)", len(calls))
+	}
+}
+
+// TestOversizedBodyRefusedFirst: a request whose Content-Length is over
+// the limit is answered 413 before its body is read, so a client that
+// waits for "100 Continue" reads the refusal and never sends the body
+// (before, the daemon asked for it, read 64 KiB and closed the connection
+// on a client still writing: EPIPE instead of an answer).
+func TestOversizedBodyRefusedFirst(t *testing.T) {
+	ts := startServer(t, adminapitest.New(adminapitest.State{}), -1)
+	c, err := net.Dial("unix", ts.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/tokens/pair HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", 10*adminapi.MaxBodyBytes)
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "request body over 65536 bytes") {
+		t.Errorf("answer %s %s; want 413 first, not 100 Continue", resp.Status, body)
 	}
 }
 

@@ -585,6 +585,13 @@ func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error)
 // decodeBody decodes a bounded JSON body into v with unknown fields
 // refused; on failure it has written the error response.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.ContentLength > MaxBodyBytes {
+		// Refused before a byte of it is read: a client that asked
+		// "Expect: 100-continue" (curl does for large bodies) reads the
+		// 413 instead of sending the body into a closing connection.
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBodyBytes))
+		return false
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	data, err := io.ReadAll(r.Body)
 	if err == nil {
