@@ -88,43 +88,16 @@ func TestDesktopCycles(t *testing.T) {
 
 // processesOf returns the pids of the processes whose real uid is uid.
 func processesOf(uid int) []int {
-	return scanProc(func(status map[string][]string) bool {
-		u := status["Uid:"]
-		return len(u) > 0 && u[0] == strconv.Itoa(uid)
+	return testutil.Pids(func(pid int) bool {
+		u, err := procStatus(pid, "Uid:")
+		return err == nil && len(u) > 0 && u[0] == strconv.Itoa(uid)
 	})
 }
 
 // childrenOf returns the pids of ppid's child processes.
 func childrenOf(ppid int) []int {
-	return scanProc(func(status map[string][]string) bool {
-		p := status["PPid:"]
-		return len(p) > 0 && p[0] == strconv.Itoa(ppid)
+	return testutil.Pids(func(pid int) bool {
+		p, err := procStatus(pid, "PPid:")
+		return err == nil && len(p) > 0 && p[0] == strconv.Itoa(ppid)
 	})
-}
-
-// scanProc returns the pids of the processes whose /proc/PID/status
-// (fields by their name, colon included) match says yes to.
-func scanProc(match func(map[string][]string) bool) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, ent := range entries {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "status"))
-		if err != nil {
-			continue
-		}
-		status := map[string][]string{}
-		for _, l := range strings.Split(string(b), "\n") {
-			if fs := strings.Fields(l); len(fs) > 1 {
-				status[fs[0]] = fs[1:]
-			}
-		}
-		if match(status) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }

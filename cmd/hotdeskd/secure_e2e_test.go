@@ -70,35 +70,27 @@ func shippedConfig(t *testing.T, dataDir, listen, socket, clientURL, peerURL, me
 	return s
 }
 
-// procStatusUIDs returns the Uid line fields (real, effective, saved, fs)
-// of pid.
-func procStatusUIDs(pid int) ([]string, error) {
+// procStatus returns the fields of pid's /proc/PID/status line named
+// name (colon included, e.g. "Uid:": real, effective, saved, fs).
+func procStatus(pid int, name string) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "Uid:"); ok {
+		if rest, ok := strings.CutPrefix(l, name); ok {
 			return strings.Fields(rest), nil
 		}
 	}
-	return nil, fmt.Errorf("pid %d: no Uid line", pid)
+	return nil, fmt.Errorf("pid %d: no %s line", pid, name)
 }
 
 // groupMembers returns the pids of process group pgid.
 func groupMembers(pgid int) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if g, err := syscall.Getpgid(pid); err == nil && g == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testutil.Pids(func(pid int) bool {
+		g, err := syscall.Getpgid(pid)
+		return err == nil && g == pgid
+	})
 }
 
 // TestShippedConfigNoRootDesktops runs hotdeskd with configs/hotdesk.hcl as
@@ -183,7 +175,7 @@ func TestShippedConfigNoRootDesktops(t *testing.T) {
 			t.Fatalf("session %s has no compositor pid", s.ID)
 		}
 		for _, pid := range groupMembers(s.PID) {
-			uids, err := procStatusUIDs(pid)
+			uids, err := procStatus(pid, "Uid:")
 			if err != nil {
 				continue // exited meanwhile
 			}

@@ -128,16 +128,10 @@ func RemoveAccounts(t testing.TB, names ...string) {
 func killUID(uid int) {
 	for range 5 {
 		hit := 0
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
+		for _, pid := range Pids(func(pid int) bool {
 			var st syscall.Stat_t
-			if syscall.Stat(filepath.Join("/proc", e.Name()), &st) != nil || int(st.Uid) != uid {
-				continue
-			}
+			return syscall.Stat(filepath.Join("/proc", strconv.Itoa(pid)), &st) == nil && int(st.Uid) == uid
+		}) {
 			if syscall.Kill(pid, syscall.SIGKILL) == nil {
 				hit++
 			}
@@ -147,6 +141,18 @@ func killUID(uid int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Pids returns the pids of the running processes match says yes to.
+func Pids(match func(pid int) bool) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && match(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // WithOwnKioskAccounts returns the hotdeskd configuration cfg with a kiosk
