@@ -45,6 +45,11 @@ type Request struct {
 	// Locked is true when that session was locked (by an administrator):
 	// a policy that skips authentication on a hot-desk asks all the same.
 	Locked bool
+	// Reconnect is true when the request resumes that session at the
+	// terminal that showed it when its connection was lost, within the
+	// broker's grace: no secret is asked, as for a hot-desk under a policy
+	// that skips it (Locked overrides it).
+	Reconnect bool
 }
 
 // Result is a successful authentication.

@@ -266,7 +266,7 @@ func (c *Chooser) Authenticate(ctx context.Context, req Request, conv Conversati
 		}
 		return c.grantWithoutSecret(ctx, pol, req)
 	case KindCardPIN, KindCardPassword, KindPassword:
-		if req.Existing && req.User != "" && !pol.ReauthRequired() && !req.Locked {
+		if req.Existing && req.User != "" && (!pol.ReauthRequired() || req.Reconnect) && !req.Locked {
 			return c.grantWithoutSecret(ctx, pol, req)
 		}
 		if c.Services == nil {

@@ -96,6 +96,14 @@ type Config struct {
 	// ProofTimeout bounds a token challenge; AuthTimeout one authentication.
 	ProofTimeout time.Duration // default 10s
 	AuthTimeout  time.Duration // default 2m
+	// ReconnectGrace (0: none) is how long after a terminal's connection
+	// was lost while it showed a session that the same terminal (its id,
+	// from the same IP address), connected again, resumes it with the token
+	// alone, as a hot-desk under reauth_on_hotdesk = false does: the link
+	// dropped or the terminal restarted under a person who never left
+	// (their token stayed in; whoever is at that terminal saw the desktop
+	// until then anyway). Only the account is checked again.
+	ReconnectGrace time.Duration
 	// KeepSessionsOnShutdown leaves compositors running at Shutdown.
 	KeepSessionsOnShutdown bool
 	// MaxSessions caps the sessions this server runs (0: no cap); a full
@@ -168,6 +176,9 @@ type Session struct {
 	// authenticates whatever the policy says of hot-desks (a card or kiosk
 	// policy has nothing more to ask than the token).
 	locked bool
+	// lost is set when the connection of the terminal showing the session
+	// ended (Config.ReconnectGrace); cleared when it is shown again.
+	lost lostTerminal
 	// login is the PAM session opened for the desktop (nil if none); it is
 	// closed when the session is destroyed.
 	login auth.Session

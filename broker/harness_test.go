@@ -98,6 +98,8 @@ type envOptions struct {
 	noClaimWatch bool
 	// pairing gives the broker a Pairer (pairing codes) on its registry.
 	pairing bool
+	// reconnectGrace is Config.ReconnectGrace.
+	reconnectGrace time.Duration
 	// pairKV, if set, gives the Pairer a registry Store of its own, on a
 	// client whose KV it wraps (fault injection for pairing alone).
 	pairKV func(clientv3.KV) clientv3.KV
@@ -182,7 +184,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}
 	b, err := New(Config{
 		ServerID: id, Registry: breg, Compositor: bcomp, Auth: authn, Policies: o.policies, AttachAddr: attachAddr,
-		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second,
+		Clock: clk, Logger: logger, SuspendTimeout: 24 * time.Hour, PingInterval: 5 * time.Second, ReconnectGrace: o.reconnectGrace,
 		MaxSessions: o.max, Events: o.events, Claims: claims, Pairer: pairer,
 	})
 	if err != nil {

@@ -262,9 +262,9 @@ func (b *Broker) challenge(ctx context.Context, t *terminal, token string, pub [
 	return nil
 }
 
-func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked bool) (auth.Result, error) {
+func (b *Broker) authenticate(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked, reconnect bool) (auth.Result, error) {
 	gen := b.tokenGeneration()
-	res, err := b.login(ctx, t, token, rec, existing, locked)
+	res, err := b.login(ctx, t, token, rec, existing, locked, reconnect)
 	if err != nil {
 		return res, err
 	}
@@ -297,11 +297,12 @@ func (b *Broker) recheckIfChanged(ctx context.Context, token string, rec registr
 
 // login runs the authenticator for token at t, mapping its errors to the
 // terminal's.
-func (b *Broker) login(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked bool) (auth.Result, error) {
+func (b *Broker) login(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, existing, locked, reconnect bool) (auth.Result, error) {
 	actx, cancel := context.WithTimeout(ctx, b.cfg.AuthTimeout)
 	defer cancel()
 	res, err := b.cfg.Auth.Authenticate(actx, auth.Request{
 		Token: token, User: rec.User, TerminalID: t.id, RemoteAddr: t.remote, Existing: existing, Locked: locked,
+		Reconnect: reconnect,
 	}, loginConversation{t: t, token: token})
 	switch {
 	case errors.Is(err, auth.ErrLocked):
@@ -338,7 +339,11 @@ func (b *Broker) login(ctx context.Context, t *terminal, token string, rec regis
 		}
 		return res, fail(proto.ErrAuthFailed, "authentication failed", err)
 	}
-	b.emit(event.Event{Kind: event.LoginGranted, Token: token, User: res.User, Terminal: t.id})
+	granted := event.Event{Kind: event.LoginGranted, Token: token, User: res.User, Terminal: t.id}
+	if reconnect && res.NoSecret {
+		granted.Reason = "reconnected: the same terminal within session.reconnect_grace"
+	}
+	b.emit(granted)
 	return res, nil
 }
 
@@ -460,7 +465,7 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 
 // create starts a new session for token at t. Caller holds the token lock.
 func (b *Broker) create(ctx context.Context, t *terminal, token string, rec registry.TokenRecord, hops uint8) error {
-	res, err := b.authenticate(ctx, t, token, rec, false, false)
+	res, err := b.authenticate(ctx, t, token, rec, false, false, false)
 	if err != nil {
 		return err
 	}
@@ -554,9 +559,10 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	b.mu.Lock()
 	locked := s.locked
+	reconnect := rec.Kind != "user" && b.reconnecting(s, t, old) // a password login proves no token
 	b.mu.Unlock()
 	loginStart := b.clk.Now()
-	res, err := b.authenticate(ctx, t, s.Token, rec, true, locked)
+	res, err := b.authenticate(ctx, t, s.Token, rec, true, locked, reconnect)
 	if err != nil {
 		return err
 	}
@@ -688,6 +694,7 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	s.state = Active
 	s.term = t
 	s.locked = false // whoever resumed it logged in as the policy asked
+	s.lost = lostTerminal{}
 	s.suspendedAt = time.Time{}
 	s.updated = b.clk.Now()
 	b.mu.Unlock()

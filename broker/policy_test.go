@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/auth/pam/pamtest"
+	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -43,6 +45,13 @@ const pamUsers = "alice:alice-pw:hotdesk\nbob:bob-pw:hotdesk\ncarol:carol-pw:hot
 // account stack as well.
 func pamEnvDB(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) (*env, string) {
 	t.Helper()
+	return pamEnvWith(t, policies, lim, envOptions{})
+}
+
+// pamEnvWith is pamEnvDB with more of the broker's options (o's authn and
+// policies are pamEnvDB's).
+func pamEnvWith(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig, o envOptions) (*env, string) {
+	t.Helper()
 	testutil.NeedMatrix(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "passdb")
@@ -63,8 +72,8 @@ func pamEnvDB(t *testing.T, policies *auth.Policies, lim auth.LimiterConfig) (*e
 	if err := policies.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	authn := auth.NewLimiter(lim).Guard(&auth.Chooser{Policies: policies, Services: pa})
-	return newEnvWith(t, "b1", envOptions{authn: authn, policies: policies}), db
+	o.authn, o.policies = auth.NewLimiter(lim).Guard(&auth.Chooser{Policies: policies, Services: pa}), policies
+	return newEnvWith(t, "b1", o), db
 }
 
 // TestPolicyAccountDisabled: an account the administrator disabled (here:
@@ -389,4 +398,96 @@ func TestPromptUnanswered(t *testing.T) {
 	if er.Code != proto.ErrAuthFailed || er.Token != tok || !strings.Contains(er.Message, "no answer") || er.Detail != proto.DetailNoAnswer {
 		t.Fatalf("refusal %+v; want auth_failed, no_answer, for %s saying no answer came", er, tok)
 	}
+}
+
+// TestReconnectGrace: under a policy that asks the password at every
+// hot-desk, a terminal whose connection dropped under its user (or that
+// reconnected before the old connection was seen to end) resumes the
+// session with the token alone within session.reconnect_grace, the
+// account checked and the login event saying why; another terminal, the
+// same one after the grace, and a password login without a token are
+// asked as the policy says.
+func TestReconnectGrace(t *testing.T) {
+	t.Parallel()
+	var events recordedEvents
+	e, _ := pamEnvWith(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword},
+		Users: map[string]auth.Policy{"alice": {Kind: auth.KindPassword}}}, auth.LimiterConfig{},
+		envOptions{reconnectGrace: 30 * time.Second, events: &events})
+	tok := "uid.0a0b0c2d"
+	e.register(tok, "bob")
+	t1 := e.dial("term-1")
+	t1.insertAnswering(tok, "bob-pw")
+	sid := expectMsg[proto.Attached](t1).SessionID
+	drop := func(tm *term) {
+		t.Helper()
+		tm.conn.Close()
+		testutil.WaitFor(t, time.Minute, "the session suspended with its terminal's connection", func() bool {
+			return sessionInfo(t, e.b, sid).State == Suspended
+		})
+	}
+	drop(t1)
+	t1 = e.dial("term-1")
+	t1.insert(tok)
+	if a := expectMsg[proto.Attached](t1); a.SessionID != sid || t1.promptCount() != 0 {
+		t.Fatalf("the terminal back after a drop: %+v after %d prompts; want %s, no prompt", a, t1.promptCount(), sid)
+	}
+	if ev := events.last(event.LoginGranted); !strings.Contains(ev.Reason, "reconnect") {
+		t.Errorf("login_granted of the reconnect: %+v; want its reason", ev)
+	}
+	// Back before its old connection was seen to end: the same.
+	t1b := e.dial("term-1")
+	t1b.insert(tok)
+	if a := expectMsg[proto.Attached](t1b); a.SessionID != sid || t1b.promptCount() != 0 {
+		t.Fatalf("the terminal back on a second connection: %+v after %d prompts; want %s, no prompt", a, t1b.promptCount(), sid)
+	}
+	expectMsg[proto.Detached](t1)
+	// Another terminal is a hot-desk: the password.
+	t2 := e.dial("term-2")
+	t2.insert(tok)
+	if p := expectMsg[proto.AuthPrompt](t2); p.Token != tok {
+		t.Fatalf("hot-desk to term-2: prompt %+v; want the password asked", p)
+	}
+	t2.conn.Close()
+	// The grace over: the password.
+	drop(t1b)
+	e.clk.Advance(30 * time.Second)
+	t1 = e.dial("term-1")
+	t1.insert(tok)
+	expectMsg[proto.AuthPrompt](t1)
+	t1.conn.Close()
+	// A password login proves no token: asked again, even at once.
+	t3 := e.dial("term-3")
+	t3.insertAnswering("user.alice", "alice-pw")
+	aid := expectMsg[proto.Attached](t3).SessionID
+	t3.conn.Close()
+	testutil.WaitFor(t, time.Minute, "alice's session suspended", func() bool {
+		return sessionInfo(t, e.b, aid).State == Suspended
+	})
+	t3 = e.dial("term-3")
+	t3.insert("user.alice")
+	expectMsg[proto.AuthPrompt](t3)
+}
+
+// recordedEvents is an EventSink that keeps every event.
+type recordedEvents struct {
+	mu  sync.Mutex
+	evs []event.Event
+}
+
+func (r *recordedEvents) Emit(e event.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evs = append(r.evs, e)
+}
+
+// last returns the last event of kind kind (zero if none).
+func (r *recordedEvents) last(kind event.Kind) event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.evs) - 1; i >= 0; i-- {
+		if r.evs[i].Kind == kind {
+			return r.evs[i]
+		}
+	}
+	return event.Event{}
 }

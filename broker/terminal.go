@@ -721,6 +721,11 @@ func (t *terminal) detachAll(reason proto.DetachReason, msg string) {
 	b.mu.Unlock()
 	if here && b.current(s) != nil {
 		b.suspendTokenLocked(b.life, s, reason, msg)
+		if reason == proto.DetachTokenRemoved { // the connection ended, not the server
+			b.mu.Lock()
+			b.markLost(s, t)
+			b.mu.Unlock()
+		}
 	}
 }
 

@@ -509,6 +509,7 @@ func (d *daemon) startBroker(context.Context) error {
 		Clock:                  d.clk,
 		Logger:                 logger.Named("broker"),
 		SuspendTimeout:         cfg.Session.SuspendTimeout,
+		ReconnectGrace:         cfg.Session.ReconnectGrace,
 		PingInterval:           pingInterval(cfg.Etcd.LeaseTTL),
 		AuthTimeout:            cfg.Auth.Timeout,
 		MaxSessions:            cfg.Session.MaxSessions,

@@ -78,6 +78,14 @@ const (
 // default capacity): every session is a desktop with its processes.
 const DefaultMaxSessions = 50
 
+// DefaultReconnectGrace is session.reconnect_grace by default: a link
+// that drops, a terminal that restarts, comes back well within it.
+// MaxReconnectGrace bounds it.
+const (
+	DefaultReconnectGrace = 30 * time.Second
+	MaxReconnectGrace     = 10 * time.Minute
+)
+
 var (
 	logLevels       = []string{"trace", "debug", "info", "warn", "error"}
 	authPolicies    = []string{"kiosk", "card", "card+pin", "card+password", "password"}
@@ -195,9 +203,14 @@ type EmbeddedEtcd struct {
 // Session is the session policy.
 type Session struct {
 	SuspendTimeout time.Duration // suspend_timeout; default 24h
-	Auth           string        // auth: default login policy: kiosk|card|card+pin|card+password|password
-	KioskUser      string        // kiosk_user: local user of kiosk sessions; "" = the token's user
-	MaxSessions    int           // max_sessions on this server; 0 = unlimited
+	// ReconnectGrace (reconnect_grace; default 30s, "0s": none) is how
+	// long a terminal whose connection was lost while it showed a session
+	// may come back (its id, from the same IP address) and resume it with
+	// the token alone, whatever reauth_on_hotdesk says.
+	ReconnectGrace time.Duration
+	Auth           string // auth: default login policy: kiosk|card|card+pin|card+password|password
+	KioskUser      string // kiosk_user: local user of kiosk sessions; "" = the token's user
+	MaxSessions    int    // max_sessions on this server; 0 = unlimited
 	// Weight is this server's share of new sessions in its group: the
 	// group places a new session on the member with the fewest sessions
 	// per unit of weight (a server of weight 2 takes twice as many as one
@@ -379,6 +392,7 @@ func base() *Config {
 		},
 		Session: Session{
 			SuspendTimeout: 24 * time.Hour,
+			ReconnectGrace: DefaultReconnectGrace,
 			Auth:           "card+pin",
 			MaxSessions:    DefaultMaxSessions,
 			Weight:         1,

@@ -71,6 +71,7 @@ func TestLoadGolden(t *testing.T) {
 				},
 				Session: Session{
 					SuspendTimeout: 8*time.Hour + 30*time.Minute,
+					ReconnectGrace: 2 * time.Minute,
 					Auth:           "kiosk",
 					KioskUser:      "guest",
 					MaxSessions:    50,
@@ -185,6 +186,7 @@ func TestDefault(t *testing.T) {
 		{"compositor.state_dir", c.Compositor.StateDir, "/var/lib/hotdesk/sessions"},
 		{"etcd.lease_ttl", c.Etcd.LeaseTTL, 5 * time.Second},
 		{"session.suspend_timeout", c.Session.SuspendTimeout, 24 * time.Hour},
+		{"session.reconnect_grace", c.Session.ReconnectGrace, 30 * time.Second},
 		{"pairing.code_ttl", c.Pairing.CodeTTL, 10 * time.Minute},
 		{"embedded", c.UsesEmbeddedEtcd(), true},
 	}
@@ -387,6 +389,8 @@ func TestValidate(t *testing.T) {
 		}, ""},
 		{"embedded client url", func(c *Config) { c.Etcd.Embedded.ClientURL = "" }, "invalid embedded etcd URL"},
 		{"suspend timeout", func(c *Config) { c.Session.SuspendTimeout = -time.Second }, "session.suspend_timeout"},
+		{"negative reconnect grace", func(c *Config) { c.Session.ReconnectGrace = -time.Second }, "session.reconnect_grace"},
+		{"long reconnect grace", func(c *Config) { c.Session.ReconnectGrace = time.Hour }, "session.reconnect_grace"},
 		{"auth", func(c *Config) { c.Session.Auth = "" }, "unknown auth policy"},
 		{"max sessions", func(c *Config) { c.Session.MaxSessions = -5 }, "invalid session limit"},
 		{"compositor type", func(c *Config) { c.Compositor.Type = "mutter" }, "unknown compositor type"},

@@ -31,6 +31,7 @@ func (c *Config) GroupSettings() map[string]string {
 		"session.auth":               c.Session.Auth,
 		"session.kiosk_user":         c.Session.KioskUser,
 		"session.suspend_timeout":    c.Session.SuspendTimeout.String(),
+		"session.reconnect_grace":    c.Session.ReconnectGrace.String(),
 		"auth.pam_service":           a.PAMService,
 		"auth.pin_service":           a.PINService,
 		"auth.open_session":          strconv.FormatBool(a.OpenSession),

@@ -84,6 +84,7 @@ type rawEmbedded struct {
 
 type rawSession struct {
 	SuspendTimeout string `hcl:"suspend_timeout,optional"`
+	ReconnectGrace string `hcl:"reconnect_grace,optional"`
 	Auth           string `hcl:"auth,optional"`
 	KioskUser      string `hcl:"kiosk_user,optional"`
 	MaxSessions    int    `hcl:"max_sessions,optional"`
@@ -209,7 +210,8 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 			Prefix:   d.Etcd.Prefix,
 			Embedded: &rawEmbedded{ClientURL: d.Etcd.Embedded.ClientURL, PeerURL: d.Etcd.Embedded.PeerURL},
 		},
-		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), Auth: d.Session.Auth, KeepOnStop: d.Session.KeepOnStop,
+		Session: &rawSession{SuspendTimeout: d.Session.SuspendTimeout.String(), ReconnectGrace: d.Session.ReconnectGrace.String(),
+			Auth: d.Session.Auth, KeepOnStop: d.Session.KeepOnStop,
 			MaxSessions: d.Session.MaxSessions, Weight: d.Session.Weight},
 		Auth: &rawAuth{
 			PAMService: d.Auth.PAMService, PINService: d.Auth.PINService, OpenSession: d.Auth.OpenSession,
@@ -287,6 +289,7 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 		},
 		Session: Session{
 			SuspendTimeout: dur("session.suspend_timeout", raw.Session.SuspendTimeout),
+			ReconnectGrace: dur("session.reconnect_grace", raw.Session.ReconnectGrace),
 			Auth:           raw.Session.Auth,
 			KioskUser:      raw.Session.KioskUser,
 			MaxSessions:    raw.Session.MaxSessions,

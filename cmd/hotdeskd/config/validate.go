@@ -134,6 +134,9 @@ func (c *Config) validate(rg ranges) error {
 	}
 
 	positive("session.suspend_timeout", c.Session.SuspendTimeout)
+	if g := c.Session.ReconnectGrace; g < 0 || g > MaxReconnectGrace {
+		bad("session.reconnect_grace", "Invalid reconnect grace", "must be between 0s (none) and %v, got %v.", MaxReconnectGrace, g)
+	}
 	oneOf("session.auth", "Unknown auth policy", c.Session.Auth, authPolicies)
 	if c.Session.MaxSessions < 0 {
 		bad("session.max_sessions", "Invalid session limit", "must be 0 (unlimited) or more, got %d.", c.Session.MaxSessions)

@@ -40,6 +40,7 @@ etcd {
 
 session {
   suspend_timeout = "8h30m"
+  reconnect_grace = "2m"
   auth            = "kiosk"
   kiosk_user      = "guest"
   max_sessions    = 50
