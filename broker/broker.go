@@ -178,7 +178,9 @@ type Session struct {
 	locked bool
 	// lost is set when the connection of the terminal showing the session
 	// ended (Config.ReconnectGrace); cleared when it is shown again.
-	lost lostTerminal
+	// resumeKey is the ResumeKey of its last Attached (reconnect.go).
+	lost      lostTerminal
+	resumeKey []byte
 	// login is the PAM session opened for the desktop (nil if none); it is
 	// closed when the session is destroyed.
 	login auth.Session

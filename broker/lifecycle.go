@@ -62,7 +62,7 @@ func (e *insertError) proto(token string) *proto.Error {
 
 // insert handles a token presented at terminal t: locate or create the
 // session and attach it there, or redirect t to the session's owner.
-func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
+func (b *Broker) insert(ctx context.Context, t *terminal, token string, resume []byte) error {
 	if _, _, err := tokens.ParseID(token); err != nil {
 		return fail(proto.ErrUnknownToken, "malformed token id", err)
 	}
@@ -133,7 +133,7 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string) error {
 				return err
 			}
 		}
-		return b.resumeTokenLocked(ctx, t, s, rec)
+		return b.resumeTokenLocked(ctx, t, s, rec, resume)
 	}
 
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
@@ -550,7 +550,7 @@ func (b *Broker) create(ctx context.Context, t *terminal, token string, rec regi
 
 // resumeTokenLocked attaches existing session s at t: a resume of a suspended
 // session or a takeover from another terminal. Caller holds the token lock.
-func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord) error {
+func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session, rec registry.TokenRecord, resume []byte) error {
 	b.mu.Lock()
 	st, old := s.state, s.term
 	b.mu.Unlock()
@@ -559,7 +559,7 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 	}
 	b.mu.Lock()
 	locked := s.locked
-	reconnect := rec.Kind != "user" && b.reconnecting(s, t, old) // a password login proves no token
+	reconnect := rec.Kind != "user" && b.reconnecting(s, t, old, resume) // a password login proves no token
 	b.mu.Unlock()
 	loginStart := b.clk.Now()
 	res, err := b.authenticate(ctx, t, s.Token, rec, true, locked, reconnect)
@@ -695,6 +695,7 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	s.term = t
 	s.locked = false // whoever resumed it logged in as the policy asked
 	s.lost = lostTerminal{}
+	s.resumeKey = newResumeKey()
 	s.suspendedAt = time.Time{}
 	s.updated = b.clk.Now()
 	b.mu.Unlock()
@@ -721,7 +722,7 @@ func (b *Broker) attachedMsg(s *Session, resumed bool) *proto.Attached {
 	defer b.mu.Unlock()
 	return &proto.Attached{
 		SessionID: s.ID, Token: s.Token, User: s.User, Endpoint: s.info.Endpoint,
-		Resumed: resumed, ServerID: b.cfg.ServerID,
+		Resumed: resumed, ServerID: b.cfg.ServerID, ResumeKey: s.resumeKey,
 	}
 }
 

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -403,10 +404,11 @@ func TestPromptUnanswered(t *testing.T) {
 // TestReconnectGrace: under a policy that asks the password at every
 // hot-desk, a terminal whose connection dropped under its user (or that
 // reconnected before the old connection was seen to end) resumes the
-// session with the token alone within session.reconnect_grace, the
-// account checked and the login event saying why; another terminal, the
-// same one after the grace, and a password login without a token are
-// asked as the policy says.
+// session with the token and the resume key of its last Attached, within
+// session.reconnect_grace, the account checked and the login event saying
+// why; the same terminal without the key (a terminal id is anyone's to
+// claim), another terminal, the same one after the grace, and a password
+// login without a token are asked as the policy says.
 func TestReconnectGrace(t *testing.T) {
 	t.Parallel()
 	var events recordedEvents
@@ -417,7 +419,17 @@ func TestReconnectGrace(t *testing.T) {
 	e.register(tok, "bob")
 	t1 := e.dial("term-1")
 	t1.insertAnswering(tok, "bob-pw")
-	sid := expectMsg[proto.Attached](t1).SessionID
+	att := expectMsg[proto.Attached](t1)
+	sid, key := att.SessionID, att.ResumeKey
+	if len(key) != proto.ResumeKeyLen {
+		t.Fatalf("Attached without a resume key: %+v", att)
+	}
+	resume := func(tm *term, key []byte) {
+		t.Helper()
+		if err := tm.conn.Send(&proto.TokenInserted{Token: tok, Reader: "soft", Resume: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	drop := func(tm *term) {
 		t.Helper()
 		tm.conn.Close()
@@ -426,24 +438,32 @@ func TestReconnectGrace(t *testing.T) {
 		})
 	}
 	drop(t1)
+	// Claiming the terminal's id is not enough: the key.
+	impostor := e.dial("term-1")
+	impostor.insert(tok)
+	expectMsg[proto.AuthPrompt](impostor)
+	impostor.conn.Close()
 	t1 = e.dial("term-1")
-	t1.insert(tok)
-	if a := expectMsg[proto.Attached](t1); a.SessionID != sid || t1.promptCount() != 0 {
-		t.Fatalf("the terminal back after a drop: %+v after %d prompts; want %s, no prompt", a, t1.promptCount(), sid)
+	resume(t1, key)
+	a := expectMsg[proto.Attached](t1)
+	if a.SessionID != sid || t1.promptCount() != 0 || bytes.Equal(a.ResumeKey, key) {
+		t.Fatalf("the terminal back after a drop: %+v after %d prompts; want %s, no prompt, a new key", a, t1.promptCount(), sid)
 	}
+	key = a.ResumeKey
 	if ev := events.last(event.LoginGranted); !strings.Contains(ev.Reason, "reconnect") {
 		t.Errorf("login_granted of the reconnect: %+v; want its reason", ev)
 	}
 	// Back before its old connection was seen to end: the same.
 	t1b := e.dial("term-1")
-	t1b.insert(tok)
-	if a := expectMsg[proto.Attached](t1b); a.SessionID != sid || t1b.promptCount() != 0 {
+	resume(t1b, key)
+	if a = expectMsg[proto.Attached](t1b); a.SessionID != sid || t1b.promptCount() != 0 {
 		t.Fatalf("the terminal back on a second connection: %+v after %d prompts; want %s, no prompt", a, t1b.promptCount(), sid)
 	}
+	key = a.ResumeKey
 	expectMsg[proto.Detached](t1)
 	// Another terminal is a hot-desk: the password.
 	t2 := e.dial("term-2")
-	t2.insert(tok)
+	resume(t2, key)
 	if p := expectMsg[proto.AuthPrompt](t2); p.Token != tok {
 		t.Fatalf("hot-desk to term-2: prompt %+v; want the password asked", p)
 	}
@@ -452,19 +472,21 @@ func TestReconnectGrace(t *testing.T) {
 	drop(t1b)
 	e.clk.Advance(30 * time.Second)
 	t1 = e.dial("term-1")
-	t1.insert(tok)
+	resume(t1, key)
 	expectMsg[proto.AuthPrompt](t1)
 	t1.conn.Close()
 	// A password login proves no token: asked again, even at once.
 	t3 := e.dial("term-3")
 	t3.insertAnswering("user.alice", "alice-pw")
-	aid := expectMsg[proto.Attached](t3).SessionID
+	aatt := expectMsg[proto.Attached](t3)
 	t3.conn.Close()
 	testutil.WaitFor(t, time.Minute, "alice's session suspended", func() bool {
-		return sessionInfo(t, e.b, aid).State == Suspended
+		return sessionInfo(t, e.b, aatt.SessionID).State == Suspended
 	})
 	t3 = e.dial("term-3")
-	t3.insert("user.alice")
+	if err := t3.conn.Send(&proto.TokenInserted{Token: "user.alice", Reader: "login", Resume: aatt.ResumeKey}); err != nil {
+		t.Fatal(err)
+	}
 	expectMsg[proto.AuthPrompt](t3)
 }
 

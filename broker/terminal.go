@@ -466,7 +466,7 @@ func (t *terminal) handle(ev tokenEvent) {
 				// Removed while it waited in the queue (§7.2).
 				err = fail(proto.ErrCancelled, "token removed before its insert was handled", ev.ctx.Err())
 			} else {
-				err = b.insert(ev.ctx, t, m.Token)
+				err = b.insert(ev.ctx, t, m.Token, m.Resume)
 			}
 		}
 		t.chainDone(m.Token)

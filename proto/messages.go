@@ -83,7 +83,15 @@ type TokenInserted struct {
 	Token string `cbor:"1,keyasint"`
 	// Reader names the reader or provider slot where it was presented.
 	Reader string `cbor:"2,keyasint,omitempty"`
+	// Resume is the ResumeKey of the last Attached for this token, sent
+	// when presenting it again on a new connection after the one that
+	// showed its session was lost (the token never left): within the
+	// broker's grace the session is resumed without a login prompt.
+	Resume []byte `cbor:"3,keyasint,omitempty"`
 }
+
+// ResumeKeyLen is the length of Attached.ResumeKey.
+const ResumeKeyLen = 32
 
 // TokenRemoved reports that a token left the terminal.
 type TokenRemoved struct {
@@ -148,6 +156,11 @@ type Attached struct {
 	Resumed bool `cbor:"6,keyasint,omitempty"`
 	// ServerID names the broker that owns the session.
 	ServerID string `cbor:"7,keyasint"`
+	// ResumeKey (ResumeKeyLen random bytes, new at each Attached) is what
+	// the terminal sends back in TokenInserted.Resume if its connection is
+	// lost while it shows the session: proof that it is the terminal that
+	// showed it.
+	ResumeKey []byte `cbor:"8,keyasint,omitempty"`
 }
 
 // DetachReason says why a terminal lost its session.

@@ -134,6 +134,12 @@ type agent struct {
 	// insert (a wrong PIN then presents the card again: retry.go).
 	answered bool
 	session  string
+	// resume holds, per token, the ResumeKey of the last Attached for it
+	// (and its session), while the token stays inserted and no Detached
+	// came: presented again on a new connection, it carries the key, and
+	// the broker resumes the session without a login within its grace
+	// (PROTOCOL.md §10). A secret of the connection: never logged.
+	resume   map[string]resumeKey
 	lastAddr string // the broker whose connection was lost last
 	// redirFails counts redirects in a row whose target did not answer.
 	redirFails int
@@ -454,18 +460,34 @@ func (a *agent) readCommands(ctx context.Context, lines <-chan string) {
 	}
 }
 
+// resumeKey is an Attached's ResumeKey for the token of its session.
+type resumeKey struct {
+	session string
+	key     []byte
+}
+
+// insertMsg is the TokenInserted presenting tok at reader, with the
+// resume key of its session if the terminal holds one.
+func (a *agent) insertMsg(tok, reader string) *proto.TokenInserted {
+	m := &proto.TokenInserted{Token: tok, Reader: reader}
+	if rk, ok := a.resume[tok]; ok {
+		m.Resume = rk.key
+	}
+	return m
+}
+
 // presentInserted reports to the current connection the tokens still
 // inserted among want (all: every inserted token), and clears missed.
 func (a *agent) presentInserted(want []string, all bool) {
 	a.missed = nil
 	for _, tok := range a.prov.Inserted() {
 		if all || slices.Contains(want, tok) {
-			a.send(&proto.TokenInserted{Token: tok, Reader: soft.Reader})
+			a.send(a.insertMsg(tok, soft.Reader))
 		}
 	}
 	for tok, reader := range a.cards {
 		if all || slices.Contains(want, tok) {
-			a.send(&proto.TokenInserted{Token: tok, Reader: reader})
+			a.send(a.insertMsg(tok, reader))
 		}
 	}
 }
@@ -559,9 +581,10 @@ func (a *agent) tokenEvent(ev tokens.Event) {
 			a.missed = append(a.missed, ev.Token)
 			a.reconnectNow()
 		}
-		a.send(&proto.TokenInserted{Token: ev.Token, Reader: ev.Reader})
+		a.send(a.insertMsg(ev.Token, ev.Reader))
 	case tokens.Removed:
 		a.insertDone(ev.Token)
+		delete(a.resume, ev.Token) // gone from the reader: a new presentation logs in
 		a.missed = slices.DeleteFunc(a.missed, func(s string) bool { return s == ev.Token })
 		if a.conn == nil && a.parked != nil {
 			// Whatever the parked connection shows for this token must
@@ -669,9 +692,22 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		a.redirFails, a.answered = 0, false
 		a.insertDone(m.Token)
 		a.session = m.SessionID
+		if len(m.ResumeKey) == proto.ResumeKeyLen {
+			if a.resume == nil {
+				a.resume = map[string]resumeKey{}
+			}
+			a.resume[m.Token] = resumeKey{session: m.SessionID, key: m.ResumeKey}
+		} else {
+			delete(a.resume, m.Token)
+		}
 		a.out.emit(attachedEvent(m))
 		a.startDisplay(l, m)
 	case *proto.Detached:
+		for tok, rk := range a.resume {
+			if rk.session == m.SessionID {
+				delete(a.resume, tok) // said on a live connection: no reconnect
+			}
+		}
 		if a.session == m.SessionID {
 			a.session = ""
 			a.stopDisplay()

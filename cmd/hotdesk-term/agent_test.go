@@ -259,6 +259,32 @@ func TestAgentReconnect(t *testing.T) {
 	ta.out.wait("connected")
 }
 
+// TestAgentReconnectResumeKey: the token whose session the terminal
+// showed is presented again on the new connection with the ResumeKey of
+// its last Attached (the broker resumes it without a login within its
+// grace); a Detached, or the token leaving the reader, forgets the key.
+func TestAgentReconnectResumeKey(t *testing.T) {
+	t.Parallel()
+	a := startBroker(t, "broker-a", time.Minute)
+	ta, p := startInserted(t, a)
+	key := bytes.Repeat([]byte{7}, proto.ResumeKeyLen)
+	p.send(&proto.Attached{SessionID: "s-1", Token: ta.key.Token, Endpoint: "wayland:/nonexistent", ServerID: "broker-a", ResumeKey: key})
+	ta.out.wait("attached")
+	p.c.Close()
+	p = a.accept()
+	if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token || !bytes.Equal(ins.Resume, key) {
+		t.Fatalf("presented again as %+v; want %s with the resume key", ins, ta.key.Token)
+	}
+	// Detached on a live connection: the key is spent.
+	p.send(&proto.Detached{SessionID: "s-1", Reason: proto.DetachTakeover})
+	ta.out.wait("detached")
+	p.c.Close()
+	p = a.accept()
+	if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token || ins.Resume != nil {
+		t.Fatalf("presented again after a Detached as %+v; want no resume key", ins)
+	}
+}
+
 // The agent pings at the broker's interval and gives up after 3 missed
 // pongs, then reconnects; all driven by a fake clock.
 func TestAgentPingLoss(t *testing.T) {

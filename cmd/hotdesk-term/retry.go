@@ -157,7 +157,7 @@ func (a *agent) representDue(due representation) {
 	if r, ok := a.cards[tok]; ok {
 		reader = r
 	}
-	a.send(&proto.TokenInserted{Token: tok, Reader: reader})
+	a.send(a.insertMsg(tok, reader))
 }
 
 // insertDone forgets the retries of tok (attached, or removed).
