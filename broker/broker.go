@@ -97,12 +97,12 @@ type Config struct {
 	ProofTimeout time.Duration // default 10s
 	AuthTimeout  time.Duration // default 2m
 	// ReconnectGrace (0: none) is how long after a terminal's connection
-	// was lost while it showed a session that the same terminal (its id,
-	// from the same IP address), connected again, resumes it with the token
-	// alone, as a hot-desk under reauth_on_hotdesk = false does: the link
-	// dropped or the terminal restarted under a person who never left
-	// (their token stayed in; whoever is at that terminal saw the desktop
-	// until then anyway). Only the account is checked again.
+	// was lost while it showed a session that the same terminal (its id
+	// and the session's resume key, reconnect.go), connected again,
+	// resumes it with the token alone, as a hot-desk under
+	// reauth_on_hotdesk = false does: the link dropped under a person who
+	// never left (their token stayed in; whoever is at that terminal saw
+	// the desktop until then anyway). Only the account is checked again.
 	ReconnectGrace time.Duration
 	// KeepSessionsOnShutdown leaves compositors running at Shutdown.
 	KeepSessionsOnShutdown bool

@@ -117,11 +117,12 @@ session {
   suspend_timeout = "24h"
 
   # A terminal whose connection is lost while it shows a session (its link
-  # dropped, it restarted) and that comes back within this, with the same
-  # terminal id and IP address, resumes the session with the token alone:
-  # no PIN or password again for a blip, whatever reauth_on_hotdesk says
-  # (the account is checked; a session an administrator locked, and a
-  # password login without a card, are asked as usual). "0s": never.
+  # dropped) and that comes back within this, with the same terminal id and
+  # the session's resume key (a secret of its last connection), resumes the
+  # session with the token alone: no PIN or password again for a blip,
+  # whatever reauth_on_hotdesk says (the account is checked; a session an
+  # administrator locked, and a password login without a card, are asked
+  # as usual). "0s": never.
   reconnect_grace = "30s"
 
   # Default login policy (see the auth block for per-token, per-user and

@@ -205,8 +205,8 @@ type Session struct {
 	SuspendTimeout time.Duration // suspend_timeout; default 24h
 	// ReconnectGrace (reconnect_grace; default 30s, "0s": none) is how
 	// long a terminal whose connection was lost while it showed a session
-	// may come back (its id, from the same IP address) and resume it with
-	// the token alone, whatever reauth_on_hotdesk says.
+	// may come back (its id and the session's resume key) and resume it
+	// with the token alone, whatever reauth_on_hotdesk says.
 	ReconnectGrace time.Duration
 	Auth           string // auth: default login policy: kiosk|card|card+pin|card+password|password
 	KioskUser      string // kiosk_user: local user of kiosk sessions; "" = the token's user
