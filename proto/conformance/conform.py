@@ -690,10 +690,13 @@ def g_pair():
     t.close()
 
 
-def login(t, k, answers=(), tok=None, timeout=10, on_prompt=None):
-    """Insert k's token, answer challenges and prompts; return (final message, list of all seen)."""
+def login(t, k, answers=(), tok=None, timeout=10, on_prompt=None, resume=None):
+    """Insert k's token (with Resume, if given), answer challenges and prompts; return (final message, list of all seen)."""
     tok = tok or k.token
-    t.c.sendm("TokenInserted", Token=tok)
+    if resume is not None:
+        t.c.sendm("TokenInserted", Token=tok, Resume=resume)
+    else:
+        t.c.sendm("TokenInserted", Token=tok)
     seen = []
     ans = list(answers)
     while True:
@@ -833,6 +836,23 @@ def g_login():
     check(det and det[-1]["Reason"] == 1 and det[-1].get("Message") == "another token was presented", "5",
           "token switch: Detached{previous session, Reason 1, 'another token was presented'}", repr(det))
     sa = m["SessionID"] if isinstance(m, Msg) and m.type == 9 else None
+    # §10: the connection lost under the shown card+pin session. The same terminal on a new
+    # connection: without the Attached's ResumeKey the PIN is asked; with it, none.
+    if sa:
+        key = m.get("ResumeKey")
+        check(isinstance(key, bytes) and len(key) == 32, "9", "Attached.ResumeKey: 32 bytes", desc(m))
+        t2.close()
+        t2 = P.Terminal(ADDR, PIN, "conf-t2", log=log)
+        m, seen = login(t2, KA, on_prompt=lambda p: "stop")
+        check(isinstance(m, Msg) and m.type == 7, "10", "the same TerminalID again, no Resume: the PIN is asked", desc(m))
+        t2.close()
+        t2 = P.Terminal(ADDR, PIN, "conf-t2", log=log)
+        m, seen = login(t2, KA, resume=key)
+        check(isinstance(m, Msg) and m.type == 9 and m["SessionID"] == sa and m.get("Resumed") is True
+              and not any(isinstance(x, Msg) and x.type == 7 for x in seen)
+              and any(isinstance(x, Msg) and x.type == 5 for x in seen), "10",
+              "reconnected with Resume=ResumeKey: a Challenge, then Attached{same session}, no PIN", desc(m) + " ; seen " + repr(seen[:-1]))
+        check(m.get("ResumeKey") != key, "9", "a new Attached carries a new ResumeKey")
     # wrong PIN
     t2.c.sendm("TokenRemoved", Token=KA.token)
     t2.c.recv(3)
@@ -1351,7 +1371,7 @@ def g_shutdown():
 def g_frames_seen():
     """Every broker frame seen in this run: known type, Error has Message, deterministic encoding, field types."""
     types = {2: {1: int, 2: str, 3: bytes, 4: int, 5: list}, 5: {1: int, 2: str, 3: bytes, 4: str},
-             7: {1: int, 2: int, 3: str, 4: str}, 9: {1: str, 2: str, 3: str, 4: str, 5: bytes, 6: bool, 7: str},
+             7: {1: int, 2: int, 3: str, 4: str}, 9: {1: str, 2: str, 3: str, 4: str, 5: bytes, 6: bool, 7: str, 8: bytes},
              10: {1: str, 2: int, 3: str, 4: str}, 11: {1: str, 2: str, 3: str, 4: bytes, 5: int},
              12: {1: int, 2: str, 3: str, 4: str, 5: int}, 14: {1: int}, 16: {1: str, 2: str}, 18: {1: int}, 20: {1: str}}
     bad_det, bad_type, no_msg, unknown, n = [], [], [], [], 0

@@ -181,10 +181,10 @@ TNAME = {v: k for k, v in T.items()}
 FIELDS = {
     1: ["Versions", "TerminalID", "Name", "Hops", "Fence", "Token"],
     2: ["Version", "ServerID", "Nonce", "PingInterval", "Members"],
-    3: ["Token", "Reader"], 4: ["Token", "Reader"],
+    3: ["Token", "Reader", "Resume"], 4: ["Token", "Reader"],
     5: ["ID", "Token", "Nonce", "ServerID"], 6: ["ID", "Token", "Signature"],
     7: ["ID", "Style", "Text", "Token"], 8: ["ID", "Text"],
-    9: ["SessionID", "Token", "User", "Endpoint", "Ticket", "Resumed", "ServerID"],
+    9: ["SessionID", "Token", "User", "Endpoint", "Ticket", "Resumed", "ServerID", "ResumeKey"],
     10: ["SessionID", "Reason", "Message", "Terminal"],
     11: ["Token", "ServerID", "Addr", "Fingerprint", "Fence"],
     12: ["Code", "Message", "Token", "Detail", "RetryAfterMs"],
