@@ -1,0 +1,103 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/hotdesk/hotdesk/internal/clock"
+)
+
+// FuzzDecodeRecords: a record another member of the group (or anyone with
+// write access to etcd) stored under a token's, a server's, a session's or
+// a pairing code's key decodes to a record of that key or fails with
+// ErrCorrupt (ErrNotFound for an expired code): never a panic. What
+// decodes encodes and decodes again to the same record.
+func FuzzDecodeRecords(f *testing.F) {
+	add := func(id string, v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(id, b)
+	}
+	add("soft.abc", TokenRecord{ID: "soft.abc", Kind: "soft", PublicKey: make([]byte, 32), User: "alice", Label: "laptop", RegisteredUnixMs: 1})
+	add("srv-1", ServerRecord{ID: "srv-1", Addr: "127.0.0.1:4500", Fingerprint: []byte{1, 2}, Capacity: 50, Settings: map[string]string{"a": "b"}})
+	add("soft.abc", Session{ID: "s1", Key: "soft.abc", ServerID: "srv-1", User: "alice", State: "active"})
+	add("ABCD", Pairing{ID: "ABCD", SecretHash: make([]byte, 32), SecretSalt: make([]byte, 16), SecretKDF: "argon2id;t=2;m=19456;p=1", ExpiresUnixMs: 2e12})
+	f.Add("x", []byte(`{"id":"y"}`))
+	f.Add("x", []byte(`{"id":1}`))
+	f.Add("x", []byte(`null`))
+	f.Add("x", []byte(`{"settings":{"a":null},"fingerprint":"!!"}`))
+	f.Add("x", []byte(`{"expires_unix_ms":1e400}`))
+	s := &Store{opts: options{clock: clock.NewFake(time.UnixMilli(1_700_000_000_000))}}
+	f.Fuzz(func(t *testing.T, id string, val []byte) {
+		roundTrip := func(what string, rec any, again func([]byte) (any, error)) {
+			t.Helper()
+			b, err := json.Marshal(rec)
+			if err != nil {
+				t.Fatalf("%s: encode %+v: %v", what, rec, err)
+			}
+			rec2, err := again(b)
+			if err != nil {
+				t.Fatalf("%s: decode %s: %v", what, b, err)
+			}
+			b2, _ := json.Marshal(rec2)
+			if !bytes.Equal(b, b2) {
+				t.Fatalf("%s: %s decodes and encodes as %s", what, b, b2)
+			}
+		}
+		corrupt := func(what string, err error, ok ...error) {
+			t.Helper()
+			if errors.Is(err, ErrCorrupt) {
+				return
+			}
+			for _, e := range ok {
+				if errors.Is(err, e) {
+					return
+				}
+			}
+			t.Fatalf("%s: error %v is not ErrCorrupt", what, err)
+		}
+		if tok, err := decodeToken(id, val); err != nil {
+			corrupt("token", err)
+		} else {
+			if tok.ID != id {
+				t.Fatalf("token %q under key %q", tok.ID, id)
+			}
+			roundTrip("token", tok, func(b []byte) (any, error) { return decodeToken(id, b) })
+		}
+		if srv, err := decodeServer(id, val); err != nil {
+			corrupt("server", err)
+		} else {
+			if srv.ID != id {
+				t.Fatalf("server %q under key %q", srv.ID, id)
+			}
+			roundTrip("server", srv, func(b []byte) (any, error) { return decodeServer(id, b) })
+		}
+		kv := &mvccpb.KeyValue{Key: []byte("/hotdesk/sessions/" + id), Value: val, CreateRevision: 7, ModRevision: 9}
+		if c, err := decodeClaim(id, kv); err != nil {
+			corrupt("session", err)
+		} else {
+			if c.Key != id || c.Session.Key != id || c.Fence != 7 || c.ModRev != 9 {
+				t.Fatalf("claim %+v under key %q", c, id)
+			}
+			roundTrip("session", c.Session, func(b []byte) (any, error) {
+				c, err := decodeClaim(id, &mvccpb.KeyValue{Value: b})
+				return c.Session, err
+			})
+		}
+		if p, err := s.decodePairing("pairing", id, val); err != nil {
+			corrupt("pairing", err, ErrNotFound)
+		} else {
+			if p.ID != id {
+				t.Fatalf("pairing %q under key %q", p.ID, id)
+			}
+			roundTrip("pairing", p, func(b []byte) (any, error) { return s.decodePairing("pairing", id, b) })
+		}
+	})
+}
