@@ -14,7 +14,8 @@ import (
 
 // FuzzDecodeRecords: a record another member of the group (or anyone with
 // write access to etcd) stored under a token's, a server's, a session's or
-// a pairing code's key decodes to a record of that key or fails with
+// a pairing code's key, or as a lockout, a failure count or a terminal's
+// presence, decodes to a record of that key or fails with
 // ErrCorrupt (ErrNotFound for an expired code): never a panic. What
 // decodes encodes and decodes again to the same record.
 func FuzzDecodeRecords(f *testing.F) {
@@ -29,6 +30,10 @@ func FuzzDecodeRecords(f *testing.F) {
 	add("srv-1", ServerRecord{ID: "srv-1", Addr: "127.0.0.1:4500", Fingerprint: []byte{1, 2}, Capacity: 50, Settings: map[string]string{"a": "b"}})
 	add("soft.abc", Session{ID: "s1", Key: "soft.abc", ServerID: "srv-1", User: "alice", State: "active"})
 	add("ABCD", Pairing{ID: "ABCD", SecretHash: make([]byte, 32), SecretSalt: make([]byte, 16), SecretKDF: "argon2id;t=2;m=19456;p=1", ExpiresUnixMs: 2e12})
+	add("", Lockout{Key: "token:soft.abc", UntilUnixMs: 2e12, SinceUnixMs: 1e12, Level: 3, Server: "srv-1", ClearedUnixMs: 5})
+	add("", Failures{Key: "source:2001:db8::/64", Count: 4, FirstUnixMs: 1e12, Server: "srv-1"})
+	add("", TerminalRecord{ID: "desk 5@10.0.0.7", Name: "Room 3", ServerID: "srv-1", Tokens: []string{"soft.abc"}, SeenUnixMs: 1})
+	f.Add("x", []byte(`{"key":"","count":1}`))
 	f.Add("x", []byte(`{"id":"y"}`))
 	f.Add("x", []byte(`{"id":1}`))
 	f.Add("x", []byte(`null`))
@@ -36,6 +41,9 @@ func FuzzDecodeRecords(f *testing.F) {
 	f.Add("x", []byte(`{"expires_unix_ms":1e400}`))
 	s := &Store{opts: options{clock: clock.NewFake(time.UnixMilli(1_700_000_000_000))}}
 	f.Fuzz(func(t *testing.T, id string, val []byte) {
+		if validateKey(id) != nil {
+			return // list and get read only valid keys
+		}
 		roundTrip := func(what string, rec any, again func([]byte) (any, error)) {
 			t.Helper()
 			b, err := json.Marshal(rec)
@@ -90,6 +98,30 @@ func FuzzDecodeRecords(f *testing.F) {
 				c, err := decodeClaim(id, &mvccpb.KeyValue{Value: b})
 				return c.Session, err
 			})
+		}
+		if lo, err := decodeLockout(val); err != nil {
+			corrupt("lockout", err)
+		} else {
+			if lo.Key == "" || len(lo.Key) > maxLockoutKey {
+				t.Fatalf("lockout of key %q", lo.Key)
+			}
+			roundTrip("lockout", lo, func(b []byte) (any, error) { return decodeLockout(b) })
+		}
+		if fc, err := decodeFailures(val); err != nil {
+			corrupt("failure count", err)
+		} else {
+			if fc.Key == "" || len(fc.Key) > maxLockoutKey {
+				t.Fatalf("failure count of key %q", fc.Key)
+			}
+			roundTrip("failure count", fc, func(b []byte) (any, error) { return decodeFailures(b) })
+		}
+		if tr, err := decodeTerminal(val); err != nil {
+			corrupt("terminal", err)
+		} else {
+			if tr.ID == "" {
+				t.Fatal("terminal record without an id")
+			}
+			roundTrip("terminal", tr, func(b []byte) (any, error) { return decodeTerminal(b) })
 		}
 		if p, err := s.decodePairing("pairing", id, val); err != nil {
 			corrupt("pairing", err, ErrNotFound)
