@@ -21,12 +21,14 @@ import (
 type scriptTx struct {
 	script []byte
 	sent   int
+	cmds   [][]byte // the commands sent
 }
 
 var errScriptSpent = errors.New("card removed")
 
 func (s *scriptTx) Transmit(cmd []byte) ([]byte, error) {
 	s.sent++
+	s.cmds = append(s.cmds, bytes.Clone(cmd))
 	if len(s.script) < 2 {
 		return nil, errScriptSpent
 	}
@@ -147,14 +149,56 @@ func FuzzPhoneExchange(f *testing.F) {
 		f.Fatal(err)
 	}
 	long := append(bytes.Clone(msg), bytes.Repeat([]byte{1}, 600)...)
-	f.Add(false, script(vcard.PhoneCard(ph), func(tx transmitter) { signHCE(tx, token, msg) }))
-	f.Add(false, script(vcard.PhoneCard(ph), func(tx transmitter) { signHCE(tx, token, long) }))
-	f.Add(true, script(vcard.PhoneCard(ph), func(tx transmitter) { publicKeyHCE(tx, token) }))
+	f.Add(false, false, script(vcard.PhoneCard(ph), func(tx transmitter) { signHCE(tx, token, msg) }))
+	f.Add(false, true, script(vcard.PhoneCard(ph), func(tx transmitter) { signHCE(tx, token, long) }))
+	f.Add(true, false, script(vcard.PhoneCard(ph), func(tx transmitter) { publicKeyHCE(tx, token) }))
 	other := &nfc.Phone{Key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32))}
-	f.Add(true, script(vcard.PhoneCard(other), func(tx transmitter) { publicKeyHCE(tx, token) }))
-	f.Add(false, script(vcard.UIDCard([]byte{8, 1, 2, 3}), func(tx transmitter) { signHCE(tx, token, msg) }))
-	f.Fuzz(func(t *testing.T, pubkey bool, s []byte) {
+	f.Add(true, false, script(vcard.PhoneCard(other), func(tx transmitter) { publicKeyHCE(tx, token) }))
+	f.Add(false, false, script(vcard.UIDCard([]byte{8, 1, 2, 3}), func(tx transmitter) { signHCE(tx, token, msg) }))
+	// A phone answering the first, chained SIGN block (no Le) with 6C 77:
+	// the block was sent again with its last data byte replaced.
+	chained := script(vcard.PhoneCard(ph), func(tx transmitter) { selectPhone(tx, token) })
+	chained = append(chained, 0, 2, 0x6C, 0x77)
+	f.Add(false, true, chained)
+	// Every command sent is one of the exchange's, at most with another Le,
+	// or a GET RESPONSE.
+	known := func(m []byte) [][]byte {
+		k := [][]byte{nfc.SelectCommand(), nfc.GetIDCommand(), nfc.GetPublicKeyCommand()}
+		signs, err := nfc.SignCommands(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return append(k, signs...)
+	}
+	sameButLe := func(a, b []byte) bool {
+		ca, erra := nfc.ParseCommand(a)
+		cb, errb := nfc.ParseCommand(b)
+		return erra == nil && errb == nil && ca.CLA == cb.CLA && ca.INS == cb.INS && ca.P1 == cb.P1 && ca.P2 == cb.P2 &&
+			bytes.Equal(ca.Data, cb.Data) && (ca.Le == nfc.NoLe) == (cb.Le == nfc.NoLe)
+	}
+	checkSent := func(t *testing.T, tx *scriptTx, m []byte) {
+		t.Helper()
+		cmds := known(m)
+	next:
+		for _, c := range tx.cmds {
+			if len(c) == 5 && bytes.Equal(c[:4], []byte{0x00, 0xC0, 0x00, 0x00}) {
+				continue
+			}
+			for _, k := range cmds {
+				if sameButLe(c, k) {
+					continue next
+				}
+			}
+			t.Fatalf("sent % X, no command of the exchange", c)
+		}
+	}
+	f.Fuzz(func(t *testing.T, pubkey, longMsg bool, s []byte) {
+		m := msg
+		if longMsg {
+			m = long
+		}
 		tx := &scriptTx{script: s}
+		defer checkSent(t, tx, m)
 		if pubkey {
 			pub, err := publicKeyHCE(tx, token)
 			if tx.sent > 3*(2+maxGetResponse+1) {
@@ -164,10 +208,6 @@ func FuzzPhoneExchange(f *testing.F) {
 				t.Fatalf("key %x is not %s's", pub, token)
 			}
 			return
-		}
-		m := msg
-		if len(s) > 0 && s[0]&1 == 1 {
-			m = long
 		}
 		sig, err := signHCE(tx, token, m)
 		if tx.sent > 5*(2+maxGetResponse+1) {
