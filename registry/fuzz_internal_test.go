@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,6 +131,30 @@ func FuzzDecodeRecords(f *testing.F) {
 				t.Fatalf("pairing %q under key %q", p.ID, id)
 			}
 			roundTrip("pairing", p, func(b []byte) (any, error) { return s.decodePairing("pairing", id, b) })
+		}
+	})
+}
+
+// FuzzTerminalKey: a terminal's id (its Hello's: any text a terminal
+// chooses) names one key directly under its server's terminals, a valid
+// key, and two ids never share one.
+func FuzzTerminalKey(f *testing.F) {
+	for _, p := range [][2]string{{"desk-5", "desk 5"}, {"room 4/desk 2", "room 4%2Fdesk 2"}, {"%abc", "abc"}, {".", ".."},
+		{"ünïcode", "\xff"}, {strings.Repeat("k", MaxKeyLen), strings.Repeat("k", MaxKeyLen+1)}} {
+		f.Add(p[0], p[1])
+	}
+	s := &Store{opts: options{prefix: "/hotdesk/"}}
+	dir := "/hotdesk/terminals/srv-1/"
+	f.Fuzz(func(t *testing.T, a, b string) {
+		ka, kb := s.terminalKey("srv-1", a), s.terminalKey("srv-1", b)
+		for _, k := range []string{ka, kb} {
+			name, ok := strings.CutPrefix(k, dir)
+			if !ok || validateKey(name) != nil {
+				t.Fatalf("key %q is not one valid name under %q", k, dir)
+			}
+		}
+		if a != b && ka == kb {
+			t.Fatalf("ids %q and %q share key %q", a, b, ka)
 		}
 	})
 }
