@@ -101,8 +101,9 @@ const maxMemberAddr = 261
 // memberOf returns the group member server record s describes, or false if
 // it cannot be one: a member that published no address or fingerprint
 // (yet), or a corrupted or hostile record. One such record must not break
-// the Welcome of every terminal: an address that is not UTF-8 made it a
-// frame the terminal refuses, one of 70 KB a frame too large to send.
+// the Welcome of every terminal: an address of 70 KB made it a frame too
+// large to send (and one that is not UTF-8, which a JSON record cannot
+// carry, a frame the terminal refuses).
 func memberOf(s registry.ServerRecord) (proto.Member, bool) {
 	if len(s.Fingerprint) != sha256.Size || s.Addr == "" || len(s.Addr) > maxMemberAddr ||
 		!utf8.ValidString(s.Addr) || s.ID == "" || len(s.ID) > registry.MaxKeyLen || !utf8.ValidString(s.ID) {
