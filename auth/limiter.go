@@ -325,6 +325,11 @@ func (l *Limiter) maxFailures(key string) int {
 	return l.cfg.MaxFailures
 }
 
+// maxLevel bounds the back-off level another member's lockout brings
+// (Apply): 2^63 times any lockout is past every duration, and a level from
+// the registry is anyone's who may write there.
+const maxLevel = 64
+
 // lock starts e's next lockout, backing off from its level, and forgets
 // its failures (the lockout consumed them). since is when the failures
 // that led to it began (the first of those counted here, or of the
@@ -336,6 +341,12 @@ func (l *Limiter) maxFailures(key string) int {
 func (l *Limiter) lock(e *entry, now, since time.Time) Lockout {
 	d := l.cfg.BaseLockout
 	for i := 0; i < e.level && d < l.cfg.MaxLockout; i++ {
+		if d > l.cfg.MaxLockout/2 {
+			// Doubling reaches MaxLockout (and might overflow, to zero
+			// after a few more, and go on for level times).
+			d = l.cfg.MaxLockout
+			break
+		}
 		d *= 2
 	}
 	d = min(d, l.cfg.MaxLockout)
@@ -590,7 +601,7 @@ func (l *Limiter) Apply(lo Lockout) bool {
 		e.lockedUntil, e.lockedSince = until, lo.Since
 		l.hold(e)
 	}
-	e.level = max(e.level, lo.Level)
+	e.level = max(e.level, min(lo.Level, maxLevel))
 	return true
 }
 

@@ -453,8 +453,8 @@ func (b *Broker) redirectTo(t *terminal, token string, srv registry.ServerRecord
 	if hops >= proto.MaxHops {
 		return fail(proto.ErrTooManyHops, "too many redirects", nil)
 	}
-	if srv.Addr == "" || len(srv.Fingerprint) == 0 {
-		return fail(proto.ErrUnavailable, "session owner has no published address", nil)
+	if _, ok := memberOf(srv); !ok {
+		return fail(proto.ErrUnavailable, "session owner has no usable published address", nil)
 	}
 	b.log.Debug("redirecting terminal", "terminal", t.id, "token", token, "server", srv.ID, "fence", fence)
 	b.emit(event.Event{Kind: event.TerminalRedirected, Terminal: t.id, Token: token, Target: srv.ID, Hops: int(t.hops)})

@@ -2,10 +2,14 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"net"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
 )
 
 // memberTTL is how long the group member list sent in Welcome is served
@@ -80,11 +84,33 @@ func (b *Broker) refreshMembers(ctx context.Context) []proto.Member {
 	}
 	list := make([]proto.Member, 0, min(len(servers), proto.MaxMembers))
 	for _, s := range servers {
-		if len(s.Fingerprint) == 0 || s.Addr == "" || len(list) == proto.MaxMembers {
+		m, ok := memberOf(s)
+		if !ok || len(list) == proto.MaxMembers {
 			continue
 		}
-		list = append(list, proto.Member{ServerID: s.ID, Addr: s.Addr, Fingerprint: s.Fingerprint, Draining: s.Draining})
+		list = append(list, m)
 	}
 	c.list, c.at = list, b.clk.Now()
 	return list
+}
+
+// maxMemberAddr bounds a member's address (a host name of at most 253
+// bytes, ":" and a port): MaxMembers of them must fit one Welcome.
+const maxMemberAddr = 261
+
+// memberOf returns the group member server record s describes, or false if
+// it cannot be one: a member that published no address or fingerprint
+// (yet), or a corrupted or hostile record. One such record must not break
+// the Welcome of every terminal: an address of 70 KB made it a frame too
+// large to send (and one that is not UTF-8, which a JSON record cannot
+// carry, a frame the terminal refuses).
+func memberOf(s registry.ServerRecord) (proto.Member, bool) {
+	if len(s.Fingerprint) != sha256.Size || s.Addr == "" || len(s.Addr) > maxMemberAddr ||
+		!utf8.ValidString(s.Addr) || s.ID == "" || len(s.ID) > registry.MaxKeyLen || !utf8.ValidString(s.ID) {
+		return proto.Member{}, false
+	}
+	if _, _, err := net.SplitHostPort(s.Addr); err != nil {
+		return proto.Member{}, false
+	}
+	return proto.Member{ServerID: s.ID, Addr: s.Addr, Fingerprint: s.Fingerprint, Draining: s.Draining}, true
 }

@@ -117,3 +117,31 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseFingerprint: a pin (a terminal's config, a command line) is 32
+// bytes or an error, and its canonical form parses back to the same bytes.
+func FuzzParseFingerprint(f *testing.F) {
+	fp := proto.Fingerprint([]byte("cert"))
+	f.Add(proto.FormatFingerprint(fp))
+	f.Add(strings.ToUpper(hex.EncodeToString(fp)))
+	f.Add(" SHA256:" + strings.Repeat("ab:", 31) + "ab ")
+	f.Add("sha256:")
+	f.Add("sha256:0")
+	f.Add("sha256:" + strings.Repeat("0", 66))
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := proto.ParseFingerprint(s)
+		if err != nil {
+			if b != nil {
+				t.Fatalf("%q: %x with error %v", s, b, err)
+			}
+			return
+		}
+		if len(b) != 32 {
+			t.Fatalf("%q: %d bytes", s, len(b))
+		}
+		again, err := proto.ParseFingerprint(proto.FormatFingerprint(b))
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("%q: %x reads back as %x (%v)", s, b, again, err)
+		}
+	})
+}

@@ -227,9 +227,9 @@ func (r *Store) WatchFailures(ctx context.Context) <-chan Failures {
 	out := make(chan Failures, 16)
 	prefix := r.opts.prefix + "failures/"
 	send := func(val []byte, ended bool) bool {
-		var f Failures
-		if err := json.Unmarshal(val, &f); err != nil || f.Key == "" || len(f.Key) > maxLockoutKey {
-			r.log.Warn("skipping undecodable failure count", "bytes", len(val))
+		f, err := decodeFailures(val)
+		if err != nil {
+			r.log.Warn("skipping undecodable failure count", "bytes", len(val), "error", err)
 			return true
 		}
 		if ended {
@@ -252,4 +252,17 @@ func (r *Store) WatchFailures(ctx context.Context) <-chan Failures {
 			}, clientv3.WithPrevKV())
 	}()
 	return out
+}
+
+// decodeFailures decodes a failure count as WatchFailures hands it on:
+// ErrCorrupt unless it is JSON naming a key of 1 to maxLockoutKey bytes.
+func decodeFailures(val []byte) (Failures, error) {
+	var f Failures
+	if err := json.Unmarshal(val, &f); err != nil {
+		return Failures{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if f.Key == "" || len(f.Key) > maxLockoutKey {
+		return Failures{}, fmt.Errorf("%w: failure count key of %d bytes", ErrCorrupt, len(f.Key))
+	}
+	return f, nil
 }

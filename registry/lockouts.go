@@ -349,9 +349,9 @@ func (r *Store) WatchLockouts(ctx context.Context) <-chan Lockout {
 	out := make(chan Lockout, 16)
 	prefix := r.opts.prefix + "lockouts/"
 	send := func(val []byte) bool {
-		var lo Lockout
-		if err := json.Unmarshal(val, &lo); err != nil || lo.Key == "" || len(lo.Key) > maxLockoutKey {
-			r.log.Warn("skipping undecodable lockout record", "bytes", len(val))
+		lo, err := decodeLockout(val)
+		if err != nil {
+			r.log.Warn("skipping undecodable lockout record", "bytes", len(val), "error", err)
 			return true
 		}
 		return sendCtx(ctx, out, lo)
@@ -402,4 +402,17 @@ func (r *Store) listWatch(ctx context.Context, prefix, what string, onKV func(*m
 			return
 		}
 	}
+}
+
+// decodeLockout decodes a lockout record as WatchLockouts hands it on:
+// ErrCorrupt unless it is JSON naming a key of 1 to maxLockoutKey bytes.
+func decodeLockout(val []byte) (Lockout, error) {
+	var lo Lockout
+	if err := json.Unmarshal(val, &lo); err != nil {
+		return Lockout{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if lo.Key == "" || len(lo.Key) > maxLockoutKey {
+		return Lockout{}, fmt.Errorf("%w: lockout key of %d bytes", ErrCorrupt, len(lo.Key))
+	}
+	return lo, nil
 }

@@ -100,9 +100,9 @@ func (r *Registry) DeleteTerminal(ctx context.Context, id string) error {
 func (r *Store) Terminals(ctx context.Context) ([]TerminalRecord, error) {
 	var out []TerminalRecord
 	err := r.scan(ctx, r.opts.prefix+"terminals/", func(key string, kv *mvccpb.KeyValue) {
-		var t TerminalRecord
-		if err := json.Unmarshal(kv.Value, &t); err != nil || t.ID == "" {
-			r.log.Warn("skipping undecodable terminal record", "key", key)
+		t, err := decodeTerminal(kv.Value)
+		if err != nil {
+			r.log.Warn("skipping undecodable terminal record", "key", key, "error", err)
 			return
 		}
 		out = append(out, t)
@@ -111,4 +111,17 @@ func (r *Store) Terminals(ctx context.Context) ([]TerminalRecord, error) {
 		return nil, fmt.Errorf("registry: terminals: %w", err)
 	}
 	return out, nil
+}
+
+// decodeTerminal decodes a terminal record: ErrCorrupt unless it is JSON
+// naming the terminal.
+func decodeTerminal(val []byte) (TerminalRecord, error) {
+	var t TerminalRecord
+	if err := json.Unmarshal(val, &t); err != nil {
+		return TerminalRecord{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if t.ID == "" {
+		return TerminalRecord{}, fmt.Errorf("%w: terminal record without an id", ErrCorrupt)
+	}
+	return t, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -56,16 +57,19 @@ type duration struct {
 // loadConfigFile parses path. Errors name file:line:column.
 func loadConfigFile(path string) (fileConfig, error) {
 	var fc fileConfig
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return fc, fmt.Errorf("config: %w", err)
 	}
-	if st.Size() > maxConfigSize {
-		return fc, fmt.Errorf("config: %s is %d bytes; limit %d", path, st.Size(), maxConfigSize)
-	}
-	src, err := os.ReadFile(path)
+	defer f.Close()
+	// Bounded as read, not by its size: a pipe or a device has none
+	// (-config /dev/zero read until memory ran out), a file may grow.
+	src, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return fc, fmt.Errorf("config: %w", err)
+	}
+	if len(src) > maxConfigSize {
+		return fc, fmt.Errorf("config: %s is larger than %d bytes", path, maxConfigSize)
 	}
 	return parseConfig(src, path)
 }

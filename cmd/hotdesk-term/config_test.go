@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -76,4 +79,31 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := loadConfigFile(filepath.Join(t.TempDir(), "absent.hcl")); err == nil {
 		t.Error("loadConfigFile(absent) = nil; want an error")
 	}
+}
+
+// TestConfigFromPipe: a config that is no regular file (a pipe, a device:
+// no size to check beforehand) is read only up to the limit.
+func TestConfigFromPipe(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pipe.hcl")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		w, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			done <- err
+			return
+		}
+		// Comments only: parsed, they would be a valid, empty config.
+		_, err = w.Write(bytes.Repeat([]byte("#"), maxConfigSize+2))
+		w.Close()
+		done <- err
+	}()
+	_, err := loadConfigFile(path)
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("loadConfigFile(a pipe of %d bytes) = %v; want an error naming the limit", maxConfigSize+2, err)
+	}
+	<-done // the write fails once the reader has gone (EPIPE), or completes
 }

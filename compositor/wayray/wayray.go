@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -122,6 +123,41 @@ type record struct {
 }
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+
+// maxRecordSize bounds what Adopt reads of a session.json.
+const maxRecordSize = 64 << 10
+
+// readRecord reads and checks dir/session.json, session id's record. An
+// endpoint the record names that the session could not announce (see
+// validEndpoint) is dropped: the compositor's hello must name one.
+func readRecord(dir, id string) (record, error) {
+	f, err := os.Open(filepath.Join(dir, "session.json"))
+	if err != nil {
+		return record{}, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
+	if err != nil {
+		return record{}, err
+	}
+	if len(data) > maxRecordSize {
+		return record{}, fmt.Errorf("record larger than %d bytes", maxRecordSize)
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return record{}, err
+	}
+	switch {
+	case r.SessionID != id:
+		return r, errors.New("record names another session")
+	case r.PID <= 1:
+		return r, fmt.Errorf("record names pid %d", r.PID)
+	}
+	if r.Endpoint != "" && !(&session{dir: dir}).validEndpoint(r.Endpoint) {
+		r.Endpoint = ""
+	}
+	return r, nil
+}
 
 // Errors.
 var (
@@ -727,17 +763,9 @@ func (b *Backend) Adopt(ctx context.Context) ([]compositor.Info, []compositor.Ex
 			continue
 		}
 		dir := filepath.Join(b.cfg.StateDir, e.Name())
-		var r record
-		data, err := os.ReadFile(filepath.Join(dir, "session.json"))
-		if err == nil {
-			err = json.Unmarshal(data, &r)
-		}
+		r, err := readRecord(dir, e.Name())
 		switch {
 		case err != nil:
-		case r.SessionID != e.Name():
-			err = errors.New("record names another session")
-		case r.PID <= 1:
-			err = fmt.Errorf("record names pid %d", r.PID)
 		case r.BootID != b.bootID:
 			// A record from an earlier boot: its pid names some other process now.
 			err = errors.New("record is from another boot")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -78,6 +79,9 @@ func readRecord(dir, wantID string) (record, error) {
 		return r, fmt.Errorf("%w: pid %d", ErrBadRecord, r.PID)
 	case r.BootID == "":
 		return r, fmt.Errorf("%w: no boot id", ErrBadRecord)
+	case strings.HasPrefix(r.Endpoint, "rdp://") && (rdpPortOf(r.Endpoint) < 1 || rdpPortOf(r.Endpoint) > 65535):
+		// Adopt would guard and hand out a port that is none.
+		return r, fmt.Errorf("%w: endpoint %q", ErrBadRecord, r.Endpoint)
 	}
 	return r, nil
 }

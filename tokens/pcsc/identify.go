@@ -51,7 +51,7 @@ func transmit(tx transmitter, cmd []byte) ([]byte, error) {
 	if err != nil {
 		return nil, &transportError{err}
 	}
-	if len(resp) >= 2 && resp[len(resp)-2] == 0x6C && len(cmd) >= 5 {
+	if len(resp) >= 2 && resp[len(resp)-2] == 0x6C && hasLe(cmd) {
 		retry := bytes.Clone(cmd)
 		retry[len(retry)-1] = resp[len(resp)-1]
 		if resp, err = tx.Transmit(retry); err != nil {
@@ -75,6 +75,14 @@ func transmit(tx transmitter, cmd []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: response longer than %d bytes", nfc.ErrMalformed, maxResponse)
 	}
 	return resp, nil
+}
+
+// hasLe reports whether cmd, a short command APDU, ends with an Le (cases
+// 2 and 4): only such a command is repeated with the Le a 6C xx asks for.
+// Repeating another (a chained SIGN block) replaced its last data byte.
+func hasLe(cmd []byte) bool {
+	c, err := nfc.ParseCommand(cmd)
+	return err == nil && c.Le != nfc.NoLe
 }
 
 // identify runs the identifiers of order on the card until one succeeds and

@@ -378,9 +378,13 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, "login", nil, map[string]any{"Next": safeNext(r.URL.Query().Get("next"))})
 }
 
-// safeNext keeps a post-login redirect on this site.
+// safeNext keeps a post-login redirect on this site: a path of printable
+// ASCII (non-ASCII is escaped) that does not start with "//". A browser
+// drops tabs and newlines from the Location it follows, so "/<TAB>/evil"
+// would have been "//evil", another site.
 func safeNext(n string) string {
-	if n == "" || !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.Contains(n, "\\") {
+	if n == "" || !strings.HasPrefix(n, "/") || strings.HasPrefix(n, "//") || strings.Contains(n, "\\") ||
+		strings.ContainsFunc(n, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return "/servers"
 	}
 	return n
