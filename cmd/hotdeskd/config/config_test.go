@@ -391,6 +391,7 @@ func TestValidate(t *testing.T) {
 		{"suspend timeout", func(c *Config) { c.Session.SuspendTimeout = -time.Second }, "session.suspend_timeout"},
 		{"negative reconnect grace", func(c *Config) { c.Session.ReconnectGrace = -time.Second }, "session.reconnect_grace"},
 		{"long reconnect grace", func(c *Config) { c.Session.ReconnectGrace = time.Hour }, "session.reconnect_grace"},
+		{"max lockout over a month", func(c *Config) { c.Auth.MaxLockout = 31 * 24 * time.Hour }, "auth.max_lockout"},
 		{"auth", func(c *Config) { c.Session.Auth = "" }, "unknown auth policy"},
 		{"max sessions", func(c *Config) { c.Session.MaxSessions = -5 }, "invalid session limit"},
 		{"compositor type", func(c *Config) { c.Compositor.Type = "mutter" }, "unknown compositor type"},

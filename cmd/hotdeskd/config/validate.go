@@ -161,6 +161,8 @@ func (c *Config) validate(rg ranges) error {
 	positive("auth.lockout", a.Lockout)
 	if a.MaxLockout < a.Lockout {
 		bad("auth.max_lockout", "Invalid duration", "must be at least lockout (%s), got %s.", a.Lockout, a.MaxLockout)
+	} else if a.MaxLockout > MaxLockoutBound {
+		bad("auth.max_lockout", "Invalid duration", "must be at most %s (a longer lockout is an account disabled: do that in the account stack), got %s.", MaxLockoutBound, a.MaxLockout)
 	}
 	if a.MaxFailures < 1 {
 		bad("auth.max_failures", "Invalid failure limit", "must be at least 1, got %d.", a.MaxFailures)
