@@ -659,9 +659,16 @@ func (s *Server) pairPost(w http.ResponseWriter, r *http.Request, l *login) {
 		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
 		return
 	}
+	label := r.PostForm.Get("label")
+	// The admin API's checks: the backend takes what they let through.
+	if err := errors.Join(adminapi.CheckUser(user), adminapi.CheckLabel(label)); err != nil {
+		s.setFlash(l, "pair failed: "+err.Error())
+		http.Redirect(w, r, "/tokens", http.StatusSeeOther)
+		return
+	}
 	ctx, cancel := s.callCtx(r)
 	defer cancel()
-	resp, err := s.cfg.Backend.PairToken(ctx, "dashboard:"+l.user, adminapi.PairRequest{User: user, Label: r.PostForm.Get("label")})
+	resp, err := s.cfg.Backend.PairToken(ctx, "dashboard:"+l.user, adminapi.PairRequest{User: user, Label: label})
 	if err != nil {
 		s.backendError(w, l, err)
 		return
@@ -681,9 +688,15 @@ func (s *Server) pairPost(w http.ResponseWriter, r *http.Request, l *login) {
 
 func (s *Server) registerPost(w http.ResponseWriter, r *http.Request, l *login) {
 	id, user := strings.TrimSpace(r.PostForm.Get("id")), strings.TrimSpace(r.PostForm.Get("user"))
-	ctx, cancel := s.callCtx(r)
-	defer cancel()
-	ti, err := s.cfg.Backend.RegisterToken(ctx, "dashboard:"+l.user, adminapi.RegisterRequest{ID: id, User: user, Label: r.PostForm.Get("label")})
+	label := r.PostForm.Get("label")
+	var ti adminapi.TokenInfo
+	// The admin API's checks: the backend takes what they let through.
+	err := errors.Join(adminapi.CheckID(id), adminapi.CheckUser(user), adminapi.CheckLabel(label))
+	if err == nil {
+		ctx, cancel := s.callCtx(r)
+		ti, err = s.cfg.Backend.RegisterToken(ctx, "dashboard:"+l.user, adminapi.RegisterRequest{ID: id, User: user, Label: label})
+		cancel()
+	}
 	if err != nil {
 		s.setFlash(l, "register failed: "+err.Error())
 	} else {

@@ -155,6 +155,23 @@ func TestLoginRolesAndCSRF(t *testing.T) {
 	if _, body := get(t, admin, ts.URL+"/tokens"); strings.Contains(body, adminapitest.PairCode) {
 		t.Error("the pairing code is shown a second time")
 	}
+	// The admin API's input checks hold here too: the backend never sees
+	// a user with a space, a label with a control character, an id with a
+	// slash (the form went straight to it).
+	for _, f := range []url.Values{
+		{"csrf": {m[1]}, "user": {"a b"}},
+		{"csrf": {m[1]}, "user": {"bob"}, "label": {"phone\x1b[2J"}},
+	} {
+		if _, body := post(t, admin, ts.URL+"/tokens/pair", f, ""); !strings.Contains(body, "pair failed: ") || !strings.Contains(body, "invalid ") {
+			t.Errorf("pair %v: no refusal in the page:\n%s", f, body)
+		}
+	}
+	if _, body := post(t, admin, ts.URL+"/tokens/register", url.Values{"csrf": {m[1]}, "id": {"a/b"}, "user": {"bob"}}, ""); !strings.Contains(body, "register failed: ") || !strings.Contains(body, "invalid id") {
+		t.Errorf("register of a/b: no refusal in the page:\n%s", body)
+	}
+	if calls := fb.PairCalls(); len(calls) != 1 {
+		t.Errorf("pair calls reaching the backend: %+v; want the valid one only", calls)
+	}
 
 	// A member's settings that differ, another member's values escaped.
 	if _, body := get(t, admin, ts.URL+"/servers"); !strings.Contains(body, "auth.max_lockout = 1h0m0s (here: 15m0s), session.kiosk_user = &lt;b&gt;k&lt;/b&gt; (here: )") {
