@@ -104,8 +104,12 @@ func (w *clockWatch) observe(c registry.ClockReading) {
 	}
 }
 
-// offsets returns the clock offsets from ours of the members read lately.
+// offsets returns the clock offsets from ours of the members read lately
+// (none on a nil watch: a daemon without a registry).
 func (w *clockWatch) offsets() map[string]time.Duration {
+	if w == nil {
+		return nil
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.forget(w.clk.Now())

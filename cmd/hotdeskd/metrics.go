@@ -82,9 +82,6 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_registry_lease_healthy", Help: "1 while the registry lease is held and renewed in time."},
 			func() float64 { return boolf(d.broker.Ready() == nil) }),
 		collectorFunc{desc: clocks, collect: func(ch chan<- prometheus.Metric) {
-			if d.clocks == nil {
-				return
-			}
 			for id, off := range d.clocks.offsets() {
 				ch <- prometheus.MustNewConstMetric(clocks, prometheus.GaugeValue, off.Seconds(), id)
 			}
