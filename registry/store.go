@@ -26,6 +26,7 @@ type Store struct {
 	id      string // the server whose store this is (commands, events, drain flags)
 
 	failLeases *failureLeases // shared by the failure counts (CountFailure)
+	rw         *rewinds       // the client's, shared by its stores (see rewind.go)
 }
 
 // NewStore returns server's lease-independent view of the registry on cli.
@@ -47,5 +48,5 @@ func NewStore(cli *clientv3.Client, server string, opts ...Option) (*Store, erro
 
 func newStore(cli *clientv3.Client, server string, o options) *Store {
 	return &Store{kv: cli.KV, watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server,
-		failLeases: &failureLeases{}}
+		failLeases: &failureLeases{}, rw: rewindsOf(cli)}
 }
