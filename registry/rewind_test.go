@@ -145,3 +145,40 @@ func drain[T any](ch <-chan T) {
 		}
 	}
 }
+
+// TestReclaimRestoredFence: etcd restored from a snapshot taken before a
+// broker's session key was last re-created (a lease lost and re-claimed
+// since) holds the key with its fence of then, under the broker's lease of
+// then: the broker's Reclaim, with the fence it holds now, must take it as
+// its own, not report its own session orphaned (whose token its next
+// insert would give a new desktop).
+func TestReclaimRestoredFence(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	ctx := tctx(t)
+	r1 := newReg(t, etcdtest.Client(t, eps), "s1")
+	snap, _, err := r1.Claim(ctx, "soft.t", registry.Session{ID: "sess", User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the broker holds: the claim it re-created after the snapshot
+	// (a later create revision), which the restore took away.
+	held := snap
+	held.Fence, held.ModRev = snap.Fence+7, snap.Fence+7
+	r2 := newReg(t, etcdtest.Client(t, eps), "s1", registry.WithPreviousLease(r1.LeaseID()))
+	c, ok, err := r2.Reclaim(ctx, held, registry.Session{ID: "sess", User: "alice"})
+	if err != nil || !ok || c.Fence != snap.Fence || c.Session.ServerID != "s1" {
+		t.Fatalf("Reclaim = %+v, %v, %v; want ok, the restored key's fence %d", c, ok, err, snap.Fence)
+	}
+	got, err := r2.Lookup(ctx, "soft.t")
+	if err != nil || got.Fence != snap.Fence || got.Session.ID != "sess" {
+		t.Fatalf("Lookup = %+v, %v; want session sess, fence %d", got, err, snap.Fence)
+	}
+	// Under the new lease: revoking the previous one leaves it.
+	if err := r2.RevokeLease(ctx, r1.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Lookup(ctx, "soft.t"); err != nil {
+		t.Fatalf("Lookup after the previous lease was revoked = %v; want the key kept", err)
+	}
+}
