@@ -43,25 +43,34 @@ type rewinds struct {
 
 func newRewinds() *rewinds { return &rewinds{ch: make(chan struct{})} }
 
-// rewindsByClient holds each live client's rewinds, shared by every store
-// and registry built on it; an entry goes when its client is closed.
-var rewindsByClient sync.Map // *clientv3.Client → *rewinds
+// clientState is what every store and registry built on one etcd client
+// shares: its rewinds and its space (space.go).
+type clientState struct {
+	rw    *rewinds
+	space *space
+}
 
-func rewindsOf(cli *clientv3.Client) *rewinds {
+func newClientState() *clientState { return &clientState{rw: newRewinds(), space: &space{}} }
+
+// clientStates holds each live client's state; an entry goes when its
+// client is closed.
+var clientStates sync.Map // *clientv3.Client → *clientState
+
+func clientStateOf(cli *clientv3.Client) *clientState {
 	if cli == nil {
-		return newRewinds()
+		return newClientState()
 	}
-	if v, ok := rewindsByClient.Load(cli); ok {
-		return v.(*rewinds)
+	if v, ok := clientStates.Load(cli); ok {
+		return v.(*clientState)
 	}
-	v, loaded := rewindsByClient.LoadOrStore(cli, newRewinds())
+	v, loaded := clientStates.LoadOrStore(cli, newClientState())
 	if !loaded {
 		go func() {
 			<-cli.Ctx().Done()
-			rewindsByClient.Delete(cli)
+			clientStates.Delete(cli)
 		}()
 	}
-	return v.(*rewinds)
+	return v.(*clientState)
 }
 
 // revMark is what was known before a read was sent.

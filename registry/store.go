@@ -27,6 +27,7 @@ type Store struct {
 
 	failLeases *failureLeases // shared by the failure counts (CountFailure)
 	rw         *rewinds       // the client's, shared by its stores (see rewind.go)
+	cs         *clientState
 }
 
 // NewStore returns server's lease-independent view of the registry on cli.
@@ -47,6 +48,9 @@ func NewStore(cli *clientv3.Client, server string, opts ...Option) (*Store, erro
 }
 
 func newStore(cli *clientv3.Client, server string, o options) *Store {
-	return &Store{kv: cli.KV, watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server,
-		failLeases: &failureLeases{}, rw: rewindsOf(cli)}
+	cs := clientStateOf(cli)
+	s := &Store{watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server,
+		failLeases: &failureLeases{}, rw: cs.rw, cs: cs}
+	s.kv = spaceKV{KV: cli.KV, note: func(err error) { cs.space.note(err, s.log) }}
+	return s
 }
