@@ -341,7 +341,7 @@ func (r *Store) WatchGroup(ctx context.Context) <-chan GroupChange {
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wctx, cancel := r.watchCtx(ctx, r.rw.next(), "group")
 			// [drain/, servers0): "0" is the byte after "/".
 			for wr := range r.watcher.Watch(wctx, drain, clientv3.WithRange(r.opts.prefix+"servers0"), clientv3.WithPrevKV()) {
 				if wr.Err() != nil {

@@ -214,10 +214,13 @@ func (r *Registry) Update(ctx context.Context, c Claim, s Session) (Claim, error
 //     ok=true, c.Fence == old.Fence.
 //   - key already held by our lease with our server id and s.ID (a repeated
 //     Reclaim): ok=true, c is the current claim, nothing is written.
-//   - old.Fence 0 (the caller never learnt its claim: a desktop adopted
-//     while etcd did not answer): a key held by our server id and s.ID is
-//     ours whatever its fence (session ids are unique) and moved as above,
-//     keeping that fence.
+//   - key present with another create revision, our server id and s.ID:
+//     it is ours all the same (session ids are unique; only this server
+//     writes its sessions' keys) and moved as above, keeping that fence.
+//     The caller never learnt its claim (old.Fence 0: a desktop adopted
+//     while etcd did not answer), or etcd was restored from a snapshot
+//     taken before the key was last re-created: the key is back with its
+//     fence of then.
 //   - anything else (another owner took the key): ok=false and c is the
 //     current owner's claim. Nothing is written: the caller keeps the
 //     session suspended and reports it orphaned; it must never destroy it
@@ -264,7 +267,7 @@ func (r *Registry) Reclaim(ctx context.Context, old Claim, s Session) (c Claim, 
 		switch {
 		case mine && clientv3.LeaseID(kv.Lease) == r.lease:
 			return cur, true, nil
-		case !mine || (old.Fence != 0 && cur.Fence != old.Fence):
+		case !mine:
 			return cur, false, nil
 		}
 		rev, _, err = r.putUnderLease(ctx, k, v, []clientv3.Cmp{createdAt(k, cur.Fence)})

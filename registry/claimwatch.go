@@ -57,6 +57,7 @@ func (r *Store) WatchClaims(ctx context.Context) <-chan ClaimChange {
 	go func() {
 		defer close(out)
 		for {
+			back := r.rw.next()
 			rev, ok := r.revisionRetrying(ctx, prefix)
 			if !ok || !send(ClaimChange{Resync: true, Rev: rev + 1}) {
 				return
@@ -65,7 +66,7 @@ func (r *Store) WatchClaims(ctx context.Context) <-chan ClaimChange {
 			// are older than what the Resync promises, and harmless), and
 			// etcd answers a progress request only for watches that do
 			// not start in the future.
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wctx, cancel := r.watchCtx(ctx, back, "session keys")
 			wch := r.watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 			more := r.relayClaims(ctx, wctx, wch, prefix, send)
 			cancel()
@@ -152,10 +153,12 @@ func (r *Store) relayResponse(wr clientv3.WatchResponse, prefix string, send fun
 // ok is false if ctx ended first.
 func (r *Store) revisionRetrying(ctx context.Context, dir string) (rev int64, ok bool) {
 	for {
+		m := r.rw.mark()
 		lctx, cancel := r.callCtx(ctx)
 		resp, err := r.kv.Get(lctx, dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		cancel()
 		if err == nil {
+			r.rw.answered(m, resp.Header.Revision)
 			return resp.Header.Revision, true
 		}
 		select {

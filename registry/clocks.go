@@ -59,7 +59,7 @@ func (r *Store) WatchClocks(ctx context.Context) <-chan ClockReading {
 	go func() {
 		defer close(out)
 		for ctx.Err() == nil {
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wctx, cancel := r.watchCtx(ctx, r.rw.next(), "clocks")
 			for wr := range r.watcher.Watch(wctx, prefix, clientv3.WithPrefix()) {
 				if err := wr.Err(); err != nil {
 					r.log.Debug("clock watch failed; watching again", "error", err)

@@ -46,7 +46,10 @@ type EmbedConfig struct {
 	// nor write a key. ClientTLS returns what the client needs. "" = plain
 	// http on loopback, for in-process tests and benchmarks only.
 	TLSDir string
-	Logger hclog.Logger
+	// QuotaBackendBytes is the member's database quota (0: etcd's 2 GiB);
+	// past it etcd raises the NOSPACE alarm and refuses every write.
+	QuotaBackendBytes int64
+	Logger            hclog.Logger
 }
 
 // Embedded is a running in-process etcd member. It is the registry's default
@@ -177,6 +180,9 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig, serving func()) (*E
 		ec.ClientTLSInfo.ClientKeyFile = filepath.Join(cfg.TLSDir, embedClientKey)
 	}
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	if cfg.QuotaBackendBytes > 0 {
+		ec.QuotaBackendBytes = cfg.QuotaBackendBytes
+	}
 	if ms := uint(cfg.ElectionTimeout.Milliseconds()); ms > 0 {
 		ec.ElectionMs = ms
 		ec.TickMs = max(ms/10, 1)

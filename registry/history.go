@@ -21,12 +21,14 @@ import (
 // Revision returns etcd's current revision (the header of a read of this
 // group's server records).
 func (r *Store) Revision(ctx context.Context) (int64, error) {
+	m := r.rw.mark()
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
 	resp, err := r.kv.Get(cctx, r.opts.prefix+"servers/", clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
 	if err != nil {
 		return 0, fmt.Errorf("registry: revision: %w", err)
 	}
+	r.rw.answered(m, resp.Header.Revision)
 	return resp.Header.Revision, nil
 }
 

@@ -374,6 +374,7 @@ func (r *Store) WatchLockouts(ctx context.Context) <-chan Lockout {
 func (r *Store) listWatch(ctx context.Context, prefix, what string, onKV func(*mvccpb.KeyValue) bool,
 	onEvent func(*clientv3.Event) bool, opts ...clientv3.OpOption) {
 	for {
+		back := r.rw.next()
 		resp, ok := r.listRetrying(ctx, prefix)
 		if !ok {
 			return
@@ -383,7 +384,7 @@ func (r *Store) listWatch(ctx context.Context, prefix, what string, onKV func(*m
 				return
 			}
 		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wctx, cancel := r.watchCtx(ctx, back, what)
 		wopts := append([]clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision + 1)}, opts...)
 		for wr := range r.watcher.Watch(wctx, prefix, wopts...) {
 			if err := wr.Err(); err != nil {

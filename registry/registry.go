@@ -319,6 +319,9 @@ type Registry struct {
 
 	mu     sync.Mutex
 	server ServerRecord // last record written
+	// recordRev is the revision of the last write of the server record:
+	// one read older than it is a restored etcd (see rewind.go).
+	recordRev atomic.Int64
 
 	hmu         sync.Mutex
 	lastRenewal time.Time   // by opts.clock; guarded by hmu
@@ -409,7 +412,16 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	r.renewed(granted)
 	go r.keepAlive(kctx, grantedReal)
 
-	if _, err := r.register(ctx, server); err != nil {
+	m := r.rw.mark()
+	rev, err := r.register(ctx, server)
+	if err == nil {
+		// A restored etcd (rewind.go) is noticed by the first write on
+		// it: this registry is made on what it holds now, the watches
+		// start again from it.
+		r.rw.answered(m, rev)
+	}
+	back := r.rw.next() // a rewind from now on ends the lease (watchRecord)
+	if err != nil {
 		close(r.closing) // not a lost lease: keepAlive need not report it
 		close(r.watchDone)
 		kcancel()
@@ -420,7 +432,8 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	}
 	// A revoked lease (etcdctl lease revoke, an administrator) deletes our
 	// record at once; the keepalive would only notice at its next round.
-	go r.watchRecord(kctx)
+	r.recordRev.Store(rev)
+	go r.watchRecord(kctx, back)
 	r.log.Info("registered server", "server_id", r.id, "lease_id", fmt.Sprintf("%x", int64(r.lease)),
 		"ttl_s", int64(r.ttl/time.Second), "safe_window_ms", r.window.Milliseconds())
 	return r, nil
@@ -741,9 +754,15 @@ const recordPollInterval = 500 * time.Millisecond
 // long-lived watch stream per broker would hold etcd members' graceful
 // stops): if it is gone (the lease was revoked or expired) or held by
 // another lease, the lease is lost and the keepalive is cancelled, which
-// closes Done. A failed read is ignored: an unreachable etcd is what the
-// safe window (Healthy) is for. It returns when ctx (the keepalive's) ends.
-func (r *Registry) watchRecord(ctx context.Context) {
+// closes Done. So it is when etcd went back in time (a restore from a
+// snapshot, see rewind.go: noticed by this read or by any other store of
+// the client after back was taken, or the record read is older than the
+// last one written): the claims made since the snapshot are gone, those
+// released since are back, and only a new lease and a Reclaim of every
+// session put the registry right. A failed read is ignored: an
+// unreachable etcd is what the safe window (Healthy) is for. It returns
+// when ctx (the keepalive's) ends.
+func (r *Registry) watchRecord(ctx context.Context, back <-chan struct{}) {
 	defer close(r.watchDone)
 	k := r.serverKey(r.id)
 	t := time.NewTicker(recordPollInterval)
@@ -752,8 +771,12 @@ func (r *Registry) watchRecord(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-back:
+			r.loseLease("etcd went back in time (restored from a snapshot?)")
+			return
 		case <-t.C:
 		}
+		wrote, m := r.recordRev.Load(), r.rw.mark()
 		gctx, cancel := r.callCtx(ctx)
 		resp, err := r.kv.Get(gctx, k)
 		cancel()
@@ -761,15 +784,22 @@ func (r *Registry) watchRecord(ctx context.Context) {
 			continue
 		}
 		why := ""
+		if before, rewound := r.rw.answered(m, resp.Header.Revision); rewound {
+			why = fmt.Sprintf("etcd's revision went back from %d to %d (restored from a snapshot?)", before, resp.Header.Revision)
+		}
 		switch {
+		case why != "":
 		case len(resp.Kvs) == 0:
-			why = "deleted"
+			why = "server record deleted"
 		case clientv3.LeaseID(resp.Kvs[0].Lease) != r.lease:
-			why = "taken by another lease"
+			why = "server record taken by another lease"
+		case resp.Kvs[0].ModRevision < wrote:
+			why = fmt.Sprintf("server record went back from revision %d to %d (etcd restored from a snapshot?)", wrote, resp.Kvs[0].ModRevision)
+			r.rw.rewound(resp.Header.Revision)
 		default:
 			continue
 		}
-		r.loseLease("server record " + why)
+		r.loseLease(why)
 		return
 	}
 }
@@ -825,6 +855,7 @@ func (r *Registry) UpdateServer(ctx context.Context, f func(*ServerRecord)) erro
 	case rev == 0:
 		return fmt.Errorf("registry: update server: %w", ErrServerIDInUse)
 	}
+	r.recordRev.Store(rev)
 	r.server = rec
 	return nil
 }

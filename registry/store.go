@@ -26,6 +26,8 @@ type Store struct {
 	id      string // the server whose store this is (commands, events, drain flags)
 
 	failLeases *failureLeases // shared by the failure counts (CountFailure)
+	rw         *rewinds       // the client's, shared by its stores (see rewind.go)
+	cs         *clientState
 }
 
 // NewStore returns server's lease-independent view of the registry on cli.
@@ -46,6 +48,9 @@ func NewStore(cli *clientv3.Client, server string, opts ...Option) (*Store, erro
 }
 
 func newStore(cli *clientv3.Client, server string, o options) *Store {
-	return &Store{kv: cli.KV, watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server,
-		failLeases: &failureLeases{}}
+	cs := clientStateOf(cli)
+	s := &Store{watcher: cli.Watcher, leases: cli.Lease, opts: o, log: o.logger, id: server,
+		failLeases: &failureLeases{}, rw: cs.rw, cs: cs}
+	s.kv = spaceKV{KV: cli.KV, note: func(err error) { cs.space.note(err, s.log) }}
+	return s
 }

@@ -31,8 +31,11 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 	// Changes count from the revision current when WatchTokens is called.
 	rev := int64(0)
 	known := map[string]bool{}
+	back := r.rw.next()
+	m := r.rw.mark()
 	gctx, gcancel := r.callCtx(ctx)
 	if resp, err := r.kv.Get(gctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()); err == nil {
+		r.rw.answered(m, resp.Header.Revision)
 		rev = resp.Header.Revision + 1
 		for _, kv := range resp.Kvs {
 			known[strings.TrimPrefix(string(kv.Key), prefix)] = true
@@ -46,7 +49,7 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 			if rev > 0 {
 				opts = append(opts, clientv3.WithRev(rev))
 			}
-			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wctx, cancel := r.watchCtx(ctx, back, "tokens")
 			for wr := range r.watcher.Watch(wctx, prefix, opts...) {
 				if err := wr.Err(); err != nil {
 					r.log.Warn("token watch failed; re-listing", "error", err)
@@ -78,6 +81,7 @@ func (r *Store) WatchTokens(ctx context.Context) <-chan TokenChange {
 				return
 			}
 			// Re-list: report the current state of every token, then watch on.
+			back = r.rw.next()
 			resp, ok := r.listRetrying(ctx, prefix)
 			if !ok {
 				return
@@ -125,10 +129,12 @@ func sendCtx[T any](ctx context.Context, out chan<- T, v T) bool {
 // succeeds; ok is false if ctx ended first.
 func (r *Store) listRetrying(ctx context.Context, dir string) (resp *clientv3.GetResponse, ok bool) {
 	for {
+		m := r.rw.mark()
 		lctx, cancel := r.callCtx(ctx)
 		resp, err := r.kv.Get(lctx, dir, clientv3.WithPrefix())
 		cancel()
 		if err == nil {
+			r.rw.answered(m, resp.Header.Revision)
 			return resp, true
 		}
 		select {

@@ -242,6 +242,7 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	d.etcd, err = clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: cfg.Etcd.DialTimeout,
+		DialOptions: registry.DialOptions(cfg.Etcd.DialTimeout),
 		TLS:         etcdTLS,
 		Logger:      zap.NewNop(),
 	})

@@ -98,6 +98,14 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 				}
 				return float64(d.history.revisions())
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_registry_etcd_full", Help: "1 while etcd refuses this broker's writes for want of space (its NOSPACE alarm: the database reached --quota-backend-bytes): no session can be created or moved until an administrator compacts, defragments and disarms it."},
+			func() float64 {
+				if d.store == nil {
+					return 0
+				}
+				_, full := d.store.SpaceRefused()
+				return boolf(full)
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_group_settings_differ", Help: "Members of the group whose group-wide settings (lease_ttl, login policies, lockout limits…) differ from this broker's, at the last comparison (every 15 s)."},
 			func() float64 {
 				if d.settings == nil {

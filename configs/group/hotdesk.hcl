@@ -51,6 +51,13 @@
 # hot-desk. A broker that finds the history kept for a day (or a million
 # revisions) says so in its log; hotdesk_registry_history_revisions counts.
 #
+# Backups: etcdctl snapshot save. A restore (etcdutl snapshot restore, a
+# new data directory on every member) takes the group back to the
+# snapshot; the running brokers notice and re-claim their sessions by
+# themselves (README, "Restoring etcd from a snapshot"). Restore without
+# --bump-revision, or restart every hotdeskd after a restore with it; then
+# redo the token changes and pairing codes made since the snapshot.
+#
 # etcd authorization (once per cluster, by its administrator). mTLS says
 # who may connect; etcd's RBAC bounds what a broker's certificate may do, as
 # the embedded etcd of a single server does by itself. With etcd started
