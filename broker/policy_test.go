@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -491,25 +490,12 @@ func TestReconnectGrace(t *testing.T) {
 }
 
 // recordedEvents is an EventSink that keeps every event.
-type recordedEvents struct {
-	mu  sync.Mutex
-	evs []event.Event
-}
+type recordedEvents struct{ testutil.Recorded[event.Event] }
 
-func (r *recordedEvents) Emit(e event.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs = append(r.evs, e)
-}
+func (r *recordedEvents) Emit(e event.Event) { r.Add(e) }
 
 // last returns the last event of kind kind (zero if none).
 func (r *recordedEvents) last(kind event.Kind) event.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := len(r.evs) - 1; i >= 0; i-- {
-		if r.evs[i].Kind == kind {
-			return r.evs[i]
-		}
-	}
-	return event.Event{}
+	e, _ := r.Last(func(e event.Event) bool { return e.Kind == kind })
+	return e
 }

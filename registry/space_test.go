@@ -1,10 +1,8 @@
 package registry_test
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,27 +10,10 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
-
-// syncBuffer is a log output tests read while the registry writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestEtcdOutOfSpace: the group's etcd reaches its quota (the NOSPACE
 // alarm): every write is refused while the lease is renewed as before, so
@@ -51,7 +32,7 @@ func TestEtcdOutOfSpace(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	cli := etcdtest.Client(t, m.Endpoints())
-	var out syncBuffer
+	var out testutil.LockedBuffer
 	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
 	reg := newReg(t, cli, "s1", registry.WithLogger(log))
 

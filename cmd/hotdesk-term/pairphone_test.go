@@ -695,26 +695,17 @@ func TestAgentPairPhoneHoldsOtherCards(t *testing.T) {
 
 // lockedScreen records the states shown, from any goroutine.
 type lockedScreen struct {
-	mu    sync.Mutex
-	shown []greeter.State
+	testutil.Recorded[greeter.State]
 }
 
-func (s *lockedScreen) Show(st greeter.State) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.shown = append(s.shown, st)
-}
+func (s *lockedScreen) Show(st greeter.State) { s.Add(st) }
 
 func (*lockedScreen) Close() {}
 
 // last is what was shown last (the zero State if nothing was).
 func (s *lockedScreen) last() greeter.State {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.shown) == 0 {
-		return greeter.State{}
-	}
-	return s.shown[len(s.shown)-1]
+	st, _ := s.Last(nil)
+	return st
 }
 
 // TestGreeterPairingArmedOnlyOnScreen: a phone pairing started on the
