@@ -60,8 +60,10 @@ func (w *historyWatch) check(ctx context.Context, now time.Time, store historySt
 	if err != nil {
 		return
 	}
-	if w.baseRev == 0 {
-		w.baseRev, w.baseAt = cur, now
+	if w.baseRev == 0 || cur < w.baseRev {
+		// The first check, or etcd went back in time (restored from a
+		// snapshot): a revision it holds is the base.
+		w.baseRev, w.baseAt, w.kept = cur, now, 0
 		return
 	}
 	compacted, err := store.Compacted(ctx, w.baseRev)

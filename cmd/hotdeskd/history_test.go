@@ -68,3 +68,33 @@ func TestHistoryWatch(t *testing.T) {
 		t.Errorf("20 revisions (the bound) in 10 minutes: %d warnings, %d revisions; want a second warning, 20", n, w.revisions())
 	}
 }
+
+// fakeHistory is a historyStore whose revision the test sets.
+type fakeHistory struct{ rev int64 }
+
+func (f *fakeHistory) Revision(context.Context) (int64, error)        { return f.rev, nil }
+func (f *fakeHistory) Compacted(context.Context, int64) (bool, error) { return false, nil }
+
+// TestHistoryWatchRestored: etcd restored from a snapshot (its revision
+// back below the base) starts the count again from what it holds; the
+// base stayed in the future before, and the count was negative until
+// etcd's revisions caught up.
+func TestHistoryWatchRestored(t *testing.T) {
+	t.Parallel()
+	w := newHistoryWatch(hclog.NewNullLogger())
+	at := time.Unix(1_000_000, 0)
+	store := &fakeHistory{rev: 1000}
+	w.check(context.Background(), at, store)
+	store.rev = 1500
+	w.check(context.Background(), at.Add(historyCheckInterval), store)
+	if w.revisions() != 500 {
+		t.Fatalf("%d revisions kept; want 500", w.revisions())
+	}
+	store.rev = 700 // restored
+	w.check(context.Background(), at.Add(2*historyCheckInterval), store)
+	store.rev = 760
+	w.check(context.Background(), at.Add(3*historyCheckInterval), store)
+	if w.revisions() != 60 {
+		t.Errorf("after a restore: %d revisions kept; want 60, counted from the restored revision", w.revisions())
+	}
+}
