@@ -409,20 +409,31 @@ func (d *display) relay(c *client, gw string, tlsCfg *tls.Config, ticket []byte,
 	}
 	defer conn.Close()
 	accepted := time.Now()
-	dctx, cancel := context.WithTimeout(c.ctx, d.cfg.Timeout)
-	gc, err := proto.Dial(dctx, gw, tlsCfg, proto.WithReadTimeout(d.cfg.Timeout))
-	cancel()
-	if err != nil {
-		log.Warn("attach gateway unreachable", "addr", gw, "error", err)
-		c.cancel()
-		return
+	var gc *proto.Conn
+	var err error
+	// A gateway that answers nothing (its connection cut at accept or
+	// before it read the ticket: evicted by a flood of slow handshakes, a
+	// blip) has not spent the ticket: one more try. A ticket it refused,
+	// or spent and then lost the connection, is refused again.
+	for attempt := 1; ; attempt++ {
+		dctx, cancel := context.WithTimeout(c.ctx, d.cfg.Timeout)
+		gc, err = proto.Dial(dctx, gw, tlsCfg, proto.WithReadTimeout(d.cfg.Timeout))
+		cancel()
+		if err == nil {
+			if err = redeem(gc, ticket, d.cfg.Terminal); err == nil {
+				break
+			}
+			gc.Close()
+		}
+		var refused *redeemRefused
+		if errors.As(err, &refused) || c.ctx.Err() != nil || attempt == 2 {
+			log.Warn("attach gateway", "addr", gw, "error", err)
+			c.cancel()
+			return
+		}
+		log.Info("attach gateway gave no answer; trying once more", "addr", gw, "error", err)
 	}
 	defer gc.Close()
-	if err := redeem(gc, ticket, d.cfg.Terminal); err != nil {
-		log.Warn("attach gateway", "error", err)
-		c.cancel()
-		return
-	}
 	gwConn := gc.NetConn()
 	_ = gwConn.SetDeadline(time.Time{})
 	d.mu.Lock()
@@ -450,7 +461,13 @@ func redeem(c *proto.Conn, ticket []byte, terminal string) error {
 	case *proto.AttachOK:
 		return nil
 	case *proto.Error:
-		return fmt.Errorf("refused: %s: %s", b.Code, b.Message)
+		return &redeemRefused{fmt.Sprintf("refused: %s: %s", b.Code, b.Message)}
 	}
-	return errors.New("unexpected answer " + m.Type.String())
+	return &redeemRefused{"unexpected answer " + m.Type.String()}
 }
+
+// redeemRefused is a gateway's answer other than AttachOK: the ticket was
+// read (and spent, or refused); trying it again is pointless.
+type redeemRefused struct{ msg string }
+
+func (e *redeemRefused) Error() string { return e.msg }

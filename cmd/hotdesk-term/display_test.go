@@ -60,6 +60,7 @@ type fakeGateway struct {
 	ln     *fakeListener
 
 	mu       sync.Mutex
+	cutFirst int      // connections still to close unanswered (an evicted handshake)
 	attaches int      // Attach messages received
 	lines    []string // first line of each spliced stream
 }
@@ -81,6 +82,15 @@ func startGateway(t *testing.T) *fakeGateway {
 func (g *fakeGateway) serve(tc *tls.Conn) {
 	c := proto.NewConn(tc, proto.WithReadTimeout(waitBound))
 	defer c.Close()
+	g.mu.Lock()
+	cut := g.cutFirst > 0
+	if cut {
+		g.cutFirst--
+	}
+	g.mu.Unlock()
+	if cut {
+		return
+	}
 	m, err := c.Recv()
 	if err != nil {
 		return
@@ -250,6 +260,31 @@ func startCounter(t *testing.T) (string, func() int) {
 	return file, func() int {
 		b, _ := os.ReadFile(file)
 		return bytes.Count(b, []byte("x"))
+	}
+}
+
+// TestDisplayGatewayCutRetried: a gateway connection cut before any
+// answer (the gateway evicted it under a flood of slow handshakes: the
+// ticket unread, unspent) is tried once more, and the session shown; a
+// refused ticket is not (TestDisplayHeldUntilTicket).
+func TestDisplayGatewayCutRetried(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	gw := startGateway(t)
+	gw.cutFirst = 1
+	events := newOutput(t)
+	d := newTestDisplay(t, dir, events)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.start(ctx)
+	defer d.close()
+	first := waitFile(t, dir, ".up", map[string]bool{})
+	d.attach(gw.addr, gw.tls, []byte("ticket-1"), "s-1")
+	if pid := waitFile(t, dir, ".shown", map[string]bool{}); pid != first {
+		t.Fatalf("session shown by client %s; want the waiting client %s", pid, first)
+	}
+	if n, lines := gw.counts(); gw.ln.accepted() != 2 || n != 1 || len(lines) != 1 {
+		t.Errorf("gateway: %d connections, %d attaches, %d streams; want 2, 1 (the second), 1", gw.ln.accepted(), n, len(lines))
 	}
 }
 
