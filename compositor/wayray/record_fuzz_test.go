@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/compositor/procsup"
 )
 
 // FuzzReadRecord: a session.json Adopt finds after a restart (written by
@@ -31,7 +33,7 @@ func FuzzReadRecord(f *testing.F) {
 		Endpoint: "rdp://127.0.0.1:3390", Started: time.Unix(1_700_000_000, 0).UTC(), Labels: map[string]string{"a": "b"}}
 	b := add(good)
 	// A valid record after 64 KiB of blanks: too large to read.
-	f.Add(append(bytes.Repeat([]byte(" "), maxRecordSize), b...))
+	f.Add(append(bytes.Repeat([]byte(" "), procsup.MaxRecordSize), b...))
 	r := good
 	r.Endpoint = "wayland:" + filepath.Join(dir, "wayland-0")
 	add(r)
@@ -49,7 +51,7 @@ func FuzzReadRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(b) > maxRecordSize {
+		if len(b) > procsup.MaxRecordSize {
 			t.Fatalf("record of %d bytes read", len(b))
 		}
 		if r.SessionID != "s1" || r.PID <= 1 {

@@ -21,7 +21,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"os"
@@ -124,27 +123,12 @@ type record struct {
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 
-// maxRecordSize bounds what Adopt reads of a session.json.
-const maxRecordSize = 64 << 10
-
 // readRecord reads and checks dir/session.json, session id's record. An
 // endpoint the record names that the session could not announce (see
 // validEndpoint) is dropped: the compositor's hello must name one.
 func readRecord(dir, id string) (record, error) {
-	f, err := os.Open(filepath.Join(dir, "session.json"))
-	if err != nil {
-		return record{}, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
-	if err != nil {
-		return record{}, err
-	}
-	if len(data) > maxRecordSize {
-		return record{}, fmt.Errorf("record larger than %d bytes", maxRecordSize)
-	}
 	var r record
-	if err := json.Unmarshal(data, &r); err != nil {
+	if err := procsup.ReadRecord(filepath.Join(dir, "session.json"), &r); err != nil {
 		return record{}, err
 	}
 	switch {

@@ -18,8 +18,6 @@ import (
 const (
 	recordName    = "session.json"
 	recordVersion = 1
-	// maxRecordSize bounds what Adopt reads from a session.json.
-	maxRecordSize = 64 << 10
 	// logTailSize is how much of weston.log goes into errors and logs.
 	logTailSize = 2 << 10
 )
@@ -54,21 +52,12 @@ func writeRecord(dir string, r record) error {
 // readRecord reads and checks dir/session.json. The error wraps
 // os.ErrNotExist when there is no record, ErrBadRecord when it is invalid.
 func readRecord(dir, wantID string) (record, error) {
-	f, err := os.Open(filepath.Join(dir, recordName))
-	if err != nil {
-		return record{}, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
-	if err != nil {
-		return record{}, err
-	}
-	if len(b) > maxRecordSize {
-		return record{}, fmt.Errorf("%w: larger than %d bytes", ErrBadRecord, maxRecordSize)
-	}
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return record{}, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	if err := procsup.ReadRecord(filepath.Join(dir, recordName), &r); err != nil {
+		if errors.Is(err, procsup.ErrBadRecord) {
+			return record{}, fmt.Errorf("%w: %v", ErrBadRecord, err)
+		}
+		return record{}, err
 	}
 	switch {
 	case r.Version != recordVersion:
