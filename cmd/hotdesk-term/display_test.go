@@ -188,6 +188,22 @@ func newTestDisplay(t *testing.T, dir string, events *output) *display {
 	})
 }
 
+// startTestDisplay starts a display (newTestDisplay, its clients' files in
+// dir) and a fake gateway that cuts its first cut connections unanswered;
+// the test's cleanup closes the display.
+func startTestDisplay(t *testing.T, cut int) (dir string, gw *fakeGateway, events *output, d *display) {
+	t.Helper()
+	dir = t.TempDir()
+	gw = startGateway(t)
+	gw.cutFirst = cut
+	events = newOutput(t)
+	d = newTestDisplay(t, dir, events)
+	ctx, cancel := context.WithCancel(context.Background())
+	d.start(ctx)
+	t.Cleanup(func() { d.close(); cancel() })
+	return dir, gw, events, d
+}
+
 // TestDisplayHeldUntilTicket: the display client is started before any
 // session and connects at once, but nothing leaves the terminal until a
 // ticket comes; then its held connection (with what it already sent) is
@@ -195,14 +211,7 @@ func newTestDisplay(t *testing.T, dir string, events *output) *display {
 // waits; a refused ticket shows nothing and leaves a fresh client waiting.
 func TestDisplayHeldUntilTicket(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	gw := startGateway(t)
-	events := newOutput(t)
-	d := newTestDisplay(t, dir, events)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	d.start(ctx)
-	defer d.close()
+	dir, gw, events, d := startTestDisplay(t, 0)
 
 	up := map[string]bool{}
 	shown := map[string]bool{}
@@ -269,15 +278,7 @@ func startCounter(t *testing.T) (string, func() int) {
 // refused ticket is not (TestDisplayHeldUntilTicket).
 func TestDisplayGatewayCutRetried(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	gw := startGateway(t)
-	gw.cutFirst = 1
-	events := newOutput(t)
-	d := newTestDisplay(t, dir, events)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	d.start(ctx)
-	defer d.close()
+	dir, gw, _, d := startTestDisplay(t, 1)
 	first := waitFile(t, dir, ".up", map[string]bool{})
 	d.attach(gw.addr, gw.tls, []byte("ticket-1"), "s-1")
 	if pid := waitFile(t, dir, ".shown", map[string]bool{}); pid != first {
