@@ -34,7 +34,9 @@
 //
 // Suspend and Resume only record the Suspended flag (in memory and in
 // session.json): the headless backend has no display stream to cut, and
-// the compositor is never stopped, so applications keep running.
+// the compositor is never stopped, so applications keep running. A record
+// that cannot be written (a full disk) is logged and written again at the
+// next change; it fails neither.
 //
 // Destroy sends SIGTERM to the process group, SIGKILL after
 // Config.StopGrace, waits for the exit and removes the state directory.
@@ -281,6 +283,7 @@ type session struct {
 	ready     bool          // Create (or Adopt) completed
 	stopping  bool          // Destroy (or a failing Create) is stopping it
 	suspended bool          // last Suspend/Resume
+	stale     bool          // session.json's Suspended flag could not be written (fileMu)
 	readyCh   chan struct{} // closed when Create or Adopt is finished with it
 
 	fileMu sync.Mutex // serializes session.json writes
@@ -903,18 +906,21 @@ func (b *Backend) setSuspended(id string, v bool) (compositor.Info, error) {
 	s.suspended = v
 	rec := b.recordOf(s, v)
 	b.mu.Unlock()
-	if old == v {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return s.info(), nil
-	}
-	if err := writeRecord(s.dir, rec); err != nil {
-		b.mu.Lock()
-		if s.suspended == v {
-			s.suspended = old
+	if old != v || s.stale {
+		// The flag is all that changes in the record, and nothing reads it
+		// back but a listing: the broker's state is what counts, and a
+		// restart adopts every desktop as suspended. A record that cannot
+		// be written (a full disk) must not keep a person from their
+		// desktop: it is written again at the next change.
+		if err := writeRecord(s.dir, rec); err != nil {
+			if !s.stale {
+				b.log.Warn("session record not updated (is the disk full?); the session goes on",
+					"session_id", id, "suspended", v, "error", err)
+			}
+			s.stale = true
+		} else {
+			s.stale = false
 		}
-		b.mu.Unlock()
-		return compositor.Info{}, fmt.Errorf("write session record: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

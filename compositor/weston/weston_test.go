@@ -1635,3 +1635,44 @@ func TestRunAsUserWithoutPrlimit(t *testing.T) {
 		t.Fatal("New without prlimit, max_user_tasks 10: err = nil; want the task limit's error")
 	}
 }
+
+// TestSuspendRecordUnwritable: a session record that cannot be written (a
+// full disk) does not fail a hot-desk. The flag is the only change Suspend
+// and Resume make to it, and the broker's own state is what counts: the
+// session goes on, and the record is written again at the next change.
+func TestSuspendRecordUnwritable(t *testing.T) {
+	requireWeston(t)
+	dir := stateDir(t)
+	b, _ := newBackend(t, Config{StateDir: dir})
+	ctx := context.Background()
+	info := create(t, b, compositor.Spec{SessionID: "s-1", User: "root"})
+	t.Cleanup(func() { _ = destroy(t, b, "s-1") })
+	rec := filepath.Join(dir, "s-1", recordName)
+	// A directory where the record is: its rename fails as a write to a
+	// full disk does.
+	if err := os.Remove(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(rec, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Suspend(ctx, "s-1"); err != nil {
+		t.Fatalf("Suspend with the record unwritable: %v; want the session suspended", err)
+	}
+	got, err := b.Resume(ctx, "s-1")
+	if err != nil || got.PID != info.PID || got.Suspended {
+		t.Fatalf("Resume with the record unwritable = %+v, %v; want the session resumed", got, err)
+	}
+	if err := os.RemoveAll(rec); err != nil {
+		t.Fatal(err)
+	}
+	// The disk has room again: the next Resume (no change of the flag)
+	// writes the record it could not write before.
+	if _, err := b.Resume(ctx, "s-1"); err != nil {
+		t.Fatalf("Resume: %v", err)
+	}
+	if r := readRec(t, filepath.Join(dir, "s-1")); r.PID != info.PID || r.Suspended {
+		t.Fatalf("session.json = %+v; want pid %d, not suspended", r, info.PID)
+	}
+	noExit(t, b)
+}
