@@ -67,6 +67,7 @@ type daemon struct {
 	settings *settingsWatch     // the group's settings compared with ours
 	clocks   *clockWatch        // the group's clocks compared with ours
 	history  *historyWatch      // whether etcd compacts its history
+	disk     *diskWatch         // room left for data_dir and the desktops' state
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -175,6 +176,10 @@ func (d *daemon) prepare(context.Context) error {
 	for _, w := range d.cfg.Warnings() {
 		d.log.Warn("insecure configuration: " + w)
 	}
+	// Before the embedded etcd starts: on a full disk its first write
+	// stops the daemon, with etcd's words only.
+	d.disk = newDiskWatch(d.log.Named("disk"), d.cfg)
+	d.disk.check()
 	return nil
 }
 
@@ -645,6 +650,7 @@ func (d *daemon) startAdmin(context.Context) error {
 		return nil
 	}, "group clocks")
 	d.serve(func() error { d.history.run(run, d.clk, d.store); return nil }, "etcd history")
+	d.serve(func() error { d.disk.run(run, d.clk); return nil }, "disk space")
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 

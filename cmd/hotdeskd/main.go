@@ -80,6 +80,7 @@ func run(args []string) error {
 			return fmt.Errorf("%s: %w", displayPath(path), err)
 		}
 		warnings := append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...)
+		warnings = append(warnings, newDiskWatch(hclog.NewNullLogger(), cfg).warnings()...)
 		for _, w := range append(warnings, guardWarnings...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}

@@ -73,6 +73,9 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 	clocks := prometheus.NewDesc("hotdesk_group_clock_offset_seconds",
 		"How far each other member's clock is ahead of this broker's (negative: behind), from its last readings (every 15 s); beyond 1 s either way the group's lockouts, pairing codes and terminal listings go wrong.",
 		[]string{"server"}, nil)
+	disk := prometheus.NewDesc("hotdesk_disk_free_bytes",
+		"Bytes left on the filesystem of each of the daemon's directories (data_dir, compositor.state_dir), checked every 10 s: when data_dir's is full no desktop can start, and the embedded etcd stops the daemon.",
+		[]string{"dir"}, nil)
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
 	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
 		m.limits.broker, m.limits.auth,
@@ -84,6 +87,14 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		collectorFunc{desc: clocks, collect: func(ch chan<- prometheus.Metric) {
 			for id, off := range d.clocks.offsets() {
 				ch <- prometheus.MustNewConstMetric(clocks, prometheus.GaugeValue, off.Seconds(), id)
+			}
+		}},
+		collectorFunc{desc: disk, collect: func(ch chan<- prometheus.Metric) {
+			if d.disk == nil {
+				return
+			}
+			for dir, n := range d.disk.freeBytes() {
+				ch <- prometheus.MustNewConstMetric(disk, prometheus.GaugeValue, float64(n), dir)
 			}
 		}},
 		collectorFunc{desc: dropped, collect: func(ch chan<- prometheus.Metric) {

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/diskspace"
+)
+
+// Room on the disks of data_dir and compositor.state_dir: a full one
+// refuses every new desktop and, with the embedded etcd in data_dir, stops
+// the daemon at etcd's first write (internal/diskspace). The daemon checks
+// at start and every diskCheckInterval; a filesystem under diskspace.Low
+// is a warn line, under diskspace.Critical an error line (each once, and
+// an info line when there is room again), and hotdesk_disk_free_bytes
+// exports what is left.
+
+const diskCheckInterval = 10 * time.Second
+
+// diskDir is one directory whose filesystem is watched.
+type diskDir struct {
+	key, path string // the configuration key naming it, and its path
+}
+
+// diskWatch tells when the daemon's directories run out of room.
+type diskWatch struct {
+	log      hclog.Logger
+	dirs     []diskDir
+	embedded bool // the embedded etcd writes into data_dir
+	free     func(path string) (free, dev uint64, err error) // of path, or of existing(path)
+
+	mu    sync.Mutex
+	left  map[string]uint64          // key → bytes free at the last check
+	level map[uint64]diskspace.Level // device → level last told
+}
+
+func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
+	return &diskWatch{
+		log:      log,
+		dirs:     []diskDir{{"data_dir", cfg.DataDir}, {"compositor.state_dir", cfg.Compositor.StateDir}},
+		embedded: cfg.UsesEmbeddedEtcd(),
+		free:     func(p string) (uint64, uint64, error) { return diskspace.Free(existing(p)) },
+		left:     map[string]uint64{},
+		level:    map[uint64]diskspace.Level{},
+	}
+}
+
+// check reads the room left for each directory (the nearest existing one
+// above it, before it is made) and tells a change of level, once per
+// filesystem; a directory that cannot be read is left for the next check.
+func (w *diskWatch) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	told := map[uint64]bool{}
+	for _, d := range w.dirs {
+		free, dev, err := w.free(d.path)
+		if err != nil {
+			continue
+		}
+		w.left[d.key] = free
+		if told[dev] {
+			continue
+		}
+		told[dev] = true
+		lv, was := diskspace.LevelOf(free), w.level[dev]
+		w.level[dev] = lv
+		if lv == was {
+			continue
+		}
+		args := []any{"dir", d.key, "path", d.path, "free", diskspace.Format(free)}
+		switch {
+		case lv == diskspace.Full:
+			w.log.Error(w.warning(d.key, lv), args...)
+		case lv == diskspace.LowSpace && was == diskspace.OK:
+			w.log.Warn(w.warning(d.key, lv), args...)
+		case lv == diskspace.OK:
+			w.log.Info("the disk has room again", args...)
+		}
+	}
+}
+
+// warning says what a filesystem at lv (not OK) holding the directory of
+// key means, and what to do.
+func (w *diskWatch) warning(key string, lv diskspace.Level) string {
+	what := "no desktop can start there once it is full"
+	if key == "data_dir" && w.embedded {
+		what = "once it is full no desktop can start, and the embedded etcd (in data_dir) stops hotdeskd at its next write (desktops are kept and adopted when it starts again)"
+	}
+	if lv == diskspace.Full {
+		return "the disk is full or nearly: " + what + "; free space there"
+	}
+	return "the disk is running out of room: " + what + "; free space there"
+}
+
+// warnings checks now and returns a line for each filesystem under
+// diskspace.Low, for hotdeskd -check.
+func (w *diskWatch) warnings() []string {
+	var out []string
+	seen := map[uint64]bool{}
+	for _, d := range w.dirs {
+		free, dev, err := w.free(d.path)
+		if err != nil || seen[dev] {
+			continue
+		}
+		seen[dev] = true
+		if lv := diskspace.LevelOf(free); lv != diskspace.OK {
+			out = append(out, fmt.Sprintf("%s %s: %s free: %s", d.key, d.path, diskspace.Format(free), w.warning(d.key, lv)))
+		}
+	}
+	return out
+}
+
+// existing returns path or the nearest directory above it that exists.
+func existing(path string) string {
+	for p := path; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+			return p
+		}
+	}
+}
+
+// freeBytes returns the bytes left for each directory's configuration key
+// at the last check.
+func (w *diskWatch) freeBytes() map[string]uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.left)
+}
+
+// run checks every diskCheckInterval until ctx ends.
+func (w *diskWatch) run(ctx context.Context, clk clock.Clock) {
+	for clock.Sleep(ctx, clk, diskCheckInterval) {
+		w.check()
+	}
+}
