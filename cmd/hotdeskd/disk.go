@@ -35,7 +35,7 @@ type diskDir struct {
 type diskWatch struct {
 	log      hclog.Logger
 	dirs     []diskDir
-	embedded bool // the embedded etcd writes into data_dir
+	embedded bool                                            // the embedded etcd writes into data_dir
 	free     func(path string) (free, dev uint64, err error) // of path, or of existing(path)
 
 	mu    sync.Mutex

@@ -63,7 +63,7 @@ func TestDiskWatch(t *testing.T) {
 	}
 	step(1<<30, 1<<30)
 	step(200<<20, 200<<20, "[WARN]  the disk is running out of room") // one filesystem: one line
-	step(190<<20, 190<<20)                                             // told already
+	step(190<<20, 190<<20)                                            // told already
 	step(10<<20, 10<<20, "[ERROR] the disk is full or nearly: no desktop can start there…free=\"10 MiB\"")
 	step(20<<20, 20<<20)
 	step(100<<20, 100<<20) // from full to low: nothing new to do
