@@ -94,3 +94,32 @@ func TestZapBridge(t *testing.T) {
 		t.Errorf("log = %q; want no warning below error level", out)
 	}
 }
+
+// TestZapFatal: a fatal entry of the embedded member (a commit that found
+// the disk full) is followed by the daemon's own line saying what it
+// means, then exit(1).
+func TestZapFatal(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	lg := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: &buf})
+	code := -1
+	var quiet atomic.Bool
+	z := zap.New(&hclogCore{lg: lg, min: zapcore.ErrorLevel, quiet: &quiet},
+		zap.WithFatalHook(fatalHook{lg: lg, exit: func(c int) { code = c }})).With(zap.String("member", "m0"))
+	z.Fatal("failed to commit tx", zap.Error(errors.New("write /var/lib/hotdesk/etcd/member/snap/db: no space left on device")))
+	out := buf.String()
+	for _, want := range []string{`[ERROR] failed to commit tx: error="write /var/lib/hotdesk/etcd/member/snap/db: no space left on device" member=m0`,
+		`[ERROR] the embedded etcd stopped: the disk of data_dir is full (above); hotdeskd exits now`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log = %q; want it to contain %q", out, want)
+		}
+	}
+	if code != 1 {
+		t.Fatalf("exit code = %d; want 1", code)
+	}
+	buf.Reset()
+	z.Fatal("failed to open database", zap.Error(errors.New("invalid database")))
+	if out := buf.String(); !strings.Contains(out, "the embedded etcd stopped on an error of its storage (above)") {
+		t.Fatalf("log = %q; want the daemon's words", out)
+	}
+}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"os"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -15,8 +16,32 @@ import (
 // hclog tree instead of its own stderr writer. Once quiet is set (the member
 // is being closed, when etcd reports its listeners closing as errors),
 // entries are logged at debug level only.
+//
+// etcd stops the process with a fatal entry when its storage fails (a
+// commit that finds the disk full, a corrupt database): zap exits at once,
+// after etcd's own words. The member's last entry is followed by the
+// daemon's: what it means and what to do, then exit(1).
 func newZapLogger(lg hclog.Logger, min zapcore.Level, quiet *atomic.Bool) *zap.Logger {
-	return zap.New(&hclogCore{lg: lg, min: min, quiet: quiet})
+	return zap.New(&hclogCore{lg: lg, min: min, quiet: quiet}, zap.WithFatalHook(fatalHook{lg: lg, exit: os.Exit}))
+}
+
+// fatalHook ends the process after a fatal entry of the member.
+type fatalHook struct {
+	lg   hclog.Logger
+	exit func(code int)
+}
+
+func (h fatalHook) OnWrite(e *zapcore.CheckedEntry, fields []zapcore.Field) {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	msg := "the embedded etcd stopped on an error of its storage (above): hotdeskd exits now; desktops are kept and adopted at the next start"
+	if err, _ := enc.Fields["error"].(string); strings.Contains(err, "no space left on device") {
+		msg = "the embedded etcd stopped: the disk of data_dir is full (above); hotdeskd exits now and cannot run until there is room there again; desktops are kept and adopted at the next start"
+	}
+	h.lg.Error(msg, "etcd_error", e.Message)
+	h.exit(1)
 }
 
 // hclogCore is a zapcore.Core writing to an hclog.Logger. Fields are
