@@ -455,7 +455,8 @@ func (b *Backend) Suspend(ctx context.Context, id string) error {
 	b.mu.Lock()
 	s.suspended = true
 	b.mu.Unlock()
-	return b.save(s)
+	b.saveLogged(s)
+	return nil
 }
 
 // Resume asks the compositor to render for a new client.
@@ -479,8 +480,18 @@ func (b *Backend) Resume(ctx context.Context, id string) (compositor.Info, error
 		s.endpoint = r.Endpoint
 	}
 	b.mu.Unlock()
-	_ = b.save(s)
+	b.saveLogged(s)
 	return b.info(s), nil
+}
+
+// saveLogged saves s's record after a change the compositor has made: a
+// record that cannot be written (a full disk) fails neither Suspend nor
+// Resume (nothing reads its flag or endpoint back but an adoption, which
+// resumes the session again before use); it is written at the next change.
+func (b *Backend) saveLogged(s *session) {
+	if err := b.save(s); err != nil {
+		b.log.Warn("state record not updated (is the disk full?); the session goes on", "session_id", s.id, "error", err)
+	}
 }
 
 // Status returns the compositor's own view of the session.

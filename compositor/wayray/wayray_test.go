@@ -692,3 +692,42 @@ func TestCloseDuringHealthPing(t *testing.T) {
 		t.Fatal("Close during a health ping killed the compositor; want it left running for the next broker")
 	}
 }
+
+// TestSuspendRecordUnwritable: once the compositor has suspended or
+// resumed, a record that cannot be written (a full disk) fails neither
+// call; it is written at the next change.
+func TestSuspendRecordUnwritable(t *testing.T) {
+	dir := shortDir(t)
+	b := newTestBackend(t, "ok", dir)
+	ctx := context.Background()
+	mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-1", User: "alice"})
+	rec := filepath.Join(dir, "s-1", "session.json")
+	// A directory where the record is: its rename fails as a write to a
+	// full disk does.
+	if err := os.Remove(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(rec, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Suspend(ctx, "s-1"); err != nil {
+		t.Fatalf("Suspend with the record unwritable: %v; want nil", err)
+	}
+	if st, err := b.Status(ctx, "s-1"); err != nil || st.Rendering {
+		t.Fatalf("status after suspend = %+v, %v; want not rendering", st, err)
+	}
+	if err := os.RemoveAll(rec); err != nil {
+		t.Fatal(err)
+	}
+	ri, err := b.Resume(ctx, "s-1")
+	if err != nil || ri.Suspended {
+		t.Fatalf("Resume = %+v, %v", ri, err)
+	}
+	data, err := os.ReadFile(rec)
+	if err != nil || !strings.Contains(string(data), ri.Endpoint) {
+		t.Fatalf("session.json = %s, %v; want it written again with endpoint %s", data, err, ri.Endpoint)
+	}
+	if err := b.Destroy(ctx, "s-1"); err != nil {
+		t.Fatal(err)
+	}
+}
