@@ -702,23 +702,14 @@ func TestSuspendRecordUnwritable(t *testing.T) {
 	ctx := context.Background()
 	mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-1", User: "alice"})
 	rec := filepath.Join(dir, "s-1", "session.json")
-	// A directory where the record is: its rename fails as a write to a
-	// full disk does.
-	if err := os.Remove(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(rec, "x"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	unblock := testutil.BlockFile(t, rec)
 	if err := b.Suspend(ctx, "s-1"); err != nil {
 		t.Fatalf("Suspend with the record unwritable: %v; want nil", err)
 	}
 	if st, err := b.Status(ctx, "s-1"); err != nil || st.Rendering {
 		t.Fatalf("status after suspend = %+v, %v; want not rendering", st, err)
 	}
-	if err := os.RemoveAll(rec); err != nil {
-		t.Fatal(err)
-	}
+	unblock()
 	ri, err := b.Resume(ctx, "s-1")
 	if err != nil || ri.Suspended {
 		t.Fatalf("Resume = %+v, %v", ri, err)

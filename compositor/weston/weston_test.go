@@ -1648,14 +1648,7 @@ func TestSuspendRecordUnwritable(t *testing.T) {
 	info := create(t, b, compositor.Spec{SessionID: "s-1", User: "root"})
 	t.Cleanup(func() { _ = destroy(t, b, "s-1") })
 	rec := filepath.Join(dir, "s-1", recordName)
-	// A directory where the record is: its rename fails as a write to a
-	// full disk does.
-	if err := os.Remove(rec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(rec, "x"), 0o700); err != nil {
-		t.Fatal(err)
-	}
+	unblock := testutil.BlockFile(t, rec)
 	if err := b.Suspend(ctx, "s-1"); err != nil {
 		t.Fatalf("Suspend with the record unwritable: %v; want the session suspended", err)
 	}
@@ -1663,9 +1656,7 @@ func TestSuspendRecordUnwritable(t *testing.T) {
 	if err != nil || got.PID != info.PID || got.Suspended {
 		t.Fatalf("Resume with the record unwritable = %+v, %v; want the session resumed", got, err)
 	}
-	if err := os.RemoveAll(rec); err != nil {
-		t.Fatal(err)
-	}
+	unblock()
 	// The disk has room again: the next Resume (no change of the flag)
 	// writes the record it could not write before.
 	if _, err := b.Resume(ctx, "s-1"); err != nil {

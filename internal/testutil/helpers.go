@@ -145,3 +145,22 @@ func mkdirMode(t testing.TB, path string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// BlockFile replaces the file at path with a directory that is not empty,
+// so that a write of it by rename (internal/atomicfile) fails as a write to
+// a full disk does, without one; unblock gives path back (absent).
+func BlockFile(t testing.TB, path string) (unblock func()) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(path+"/x", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := os.RemoveAll(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
