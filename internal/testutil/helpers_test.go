@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 )
 
 func TestShortTempDir(t *testing.T) {
@@ -202,5 +204,21 @@ func TestOneWinner(t *testing.T) {
 	}
 	if err := OneWinner([]error{nil, other}, lost); !errors.Is(err, other) {
 		t.Errorf("OneWinner = %v; want it to wrap the unexpected error", err)
+	}
+}
+
+func TestBlockFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "rec.json")
+	if err := atomicfile.Write(path, []byte("1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unblock := BlockFile(t, path)
+	if err := atomicfile.Write(path, []byte("2"), 0o600); err == nil {
+		t.Fatal("write of a blocked file: no error")
+	}
+	unblock()
+	if err := atomicfile.Write(path, []byte("3"), 0o600); err != nil {
+		t.Fatalf("write after unblock: %v", err)
 	}
 }
