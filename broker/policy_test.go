@@ -499,3 +499,66 @@ func (r *recordedEvents) last(kind event.Kind) event.Event {
 	e, _ := r.Last(func(e event.Event) bool { return e.Kind == kind })
 	return e
 }
+
+// TestReconnectStaleKeys: a resume key proves only the terminal that was
+// shown the session last. A key replayed after the session was shown
+// elsewhere (a hot-desk raced against the drop: the old terminal's key),
+// a key replayed under another connection claiming the id of the terminal
+// the session was lost at, and the last key after its token was removed
+// at that terminal (the person left: a copied card and a key read from
+// the terminal's memory later) are each asked the password.
+func TestReconnectStaleKeys(t *testing.T) {
+	t.Parallel()
+	e, _ := pamEnvWith(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{},
+		envOptions{reconnectGrace: 30 * time.Second})
+	tok := "uid.0a0b0c2e"
+	e.register(tok, "bob")
+	t1 := e.dial("rs-1")
+	t1.insertAnswering(tok, "bob-pw")
+	att := expectMsg[proto.Attached](t1)
+	sid, k1 := att.SessionID, att.ResumeKey
+	resume := func(tm *term, key []byte) {
+		t.Helper()
+		if err := tm.conn.Send(&proto.TokenInserted{Token: tok, Reader: "soft", Resume: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// rs-1's link drops unseen; meanwhile bob hot-desks to rs-2.
+	t2 := e.dial("rs-2")
+	t2.insertAnswering(tok, "bob-pw")
+	k2 := expectMsg[proto.Attached](t2).ResumeKey
+	expectMsg[proto.Detached](t1)
+	t1.conn.Close()
+	// rs-1 comes back with the key it held: the session is rs-2's now.
+	t1 = e.dial("rs-1")
+	resume(t1, k1)
+	if p := expectMsg[proto.AuthPrompt](t1); p.Token != tok {
+		t.Fatalf("rs-1 back with its old key: %+v; want the password asked", p)
+	}
+	t1.conn.Close()
+	// rs-2's connection is lost: another connection claiming rs-2 with
+	// rs-1's old key is asked.
+	t2.conn.Close()
+	testutil.WaitFor(t, time.Minute, "the session suspended with rs-2's connection", func() bool {
+		return sessionInfo(t, e.b, sid).State == Suspended
+	})
+	imp := e.dial("rs-2")
+	resume(imp, k1)
+	expectMsg[proto.AuthPrompt](imp)
+	imp.conn.Close()
+	// rs-2 itself, with its key: resumed without the password.
+	t2 = e.dial("rs-2")
+	resume(t2, k2)
+	a := expectMsg[proto.Attached](t2)
+	if a.SessionID != sid || t2.promptCount() != 0 {
+		t.Fatalf("rs-2 back with its key: %+v after %d prompts; want %s without one", a, t2.promptCount(), sid)
+	}
+	// bob takes the card out at rs-2, which then goes away: its last key
+	// resumes nothing.
+	t2.remove(tok)
+	expectMsg[proto.Detached](t2)
+	t2.conn.Close()
+	t2b := e.dial("rs-2")
+	resume(t2b, a.ResumeKey)
+	expectMsg[proto.AuthPrompt](t2b)
+}

@@ -52,7 +52,10 @@ func (r *Registry) PutClock(ctx context.Context) error {
 // it (Received), until
 // ctx ends (the channel is then closed). A watch that fails is started
 // again a second later, from then on: a reading is of use only at once. A
-// reading whose key does not name its server is skipped.
+// reading whose key does not name its server, or whose server id no member
+// could have (validateKey: a member's id is one), is skipped: anyone who
+// may write to etcd can put one, and an id of hundreds of kilobytes would
+// be kept, logged and exported by every broker.
 func (r *Store) WatchClocks(ctx context.Context) <-chan ClockReading {
 	out := make(chan ClockReading, 16)
 	prefix := r.opts.prefix + "clocks/"
@@ -69,8 +72,9 @@ func (r *Store) WatchClocks(ctx context.Context) <-chan ClockReading {
 					if ev.Type != clientv3.EventTypePut {
 						continue
 					}
+					id := strings.TrimPrefix(string(ev.Kv.Key), prefix)
 					var c ClockReading
-					if json.Unmarshal(ev.Kv.Value, &c) != nil || c.ServerID != strings.TrimPrefix(string(ev.Kv.Key), prefix) {
+					if validateKey(id) != nil || json.Unmarshal(ev.Kv.Value, &c) != nil || c.ServerID != id {
 						continue
 					}
 					c.Received = r.opts.clock.Now()

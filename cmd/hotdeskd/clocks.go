@@ -25,7 +25,11 @@ import (
 // readings. Beyond clockAllowance either way a member is warned about in
 // the log (again when it is back in step), counted in
 // hotdesk_group_clock_offset_seconds and shown by GET /v1/servers
-// (hotdeskctl server list).
+// (hotdeskctl server list). Only the members' clocks are compared: the
+// readings of ids without a server record at the last listing
+// (settingsWatch's, listed) are dropped; anyone who may write to etcd can
+// put readings under ids of their choosing (a warning line each, at every
+// broker, and a table full of them that no member joining could enter).
 
 const (
 	// clockInterval is how often a member puts its clock.
@@ -44,6 +48,9 @@ type clockWatch struct {
 
 	mu      sync.Mutex
 	members map[string]*memberClock // guarded by mu
+	// group is the ids of the group's server records at the last
+	// listing (nil before it): only their readings are taken.
+	group map[string]bool // guarded by mu
 }
 
 // memberClock is what is known of one member's clock.
@@ -67,6 +74,24 @@ func (w *clockWatch) forget(now time.Time) {
 	}
 }
 
+// listed takes a listing of the group's server records: the readings of
+// their ids are taken from now on, and the members no longer listed (they
+// left the group) are forgotten.
+func (w *clockWatch) listed(servers []registry.ServerRecord) {
+	group := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		group[s.ID] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.group = group
+	for id := range w.members {
+		if !group[id] {
+			delete(w.members, id)
+		}
+	}
+}
+
 // offset is m's clock's offset from ours: the greatest of its readings'.
 func (m *memberClock) offset() time.Duration { return slices.Max(m.offsets) }
 
@@ -78,6 +103,9 @@ func (w *clockWatch) observe(c registry.ClockReading) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if !w.group[c.ServerID] {
+		return // no member's (or one not listed yet: its next reading)
+	}
 	w.forget(c.Received)
 	m := w.members[c.ServerID]
 	if m == nil {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ func TestClockWatch(t *testing.T) {
 	var logs strings.Builder
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	w := newClockWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", clk)
+	w.listed([]registry.ServerRecord{{ID: "b1"}, {ID: "b2"}, {ID: "b3"}})
 	read := func(id string, ahead time.Duration) {
 		t.Helper()
 		clk.Advance(clockInterval)
@@ -75,7 +78,10 @@ func TestClockWatch(t *testing.T) {
 		t.Errorf("offsets %v a minute after the last reading; want none", off)
 	}
 	// Described as the listing and the log say it.
-	for d, want := range map[time.Duration]string{3200 * time.Millisecond: "3.2s ahead", -time.Minute: "1m0s behind", 40 * time.Millisecond: "in step"} {
+	for d, want := range map[time.Duration]string{3200 * time.Millisecond: "3.2s ahead", -time.Minute: "1m0s behind", 40 * time.Millisecond: "in step",
+		// A reading of the earliest or latest time (anyone who may
+		// write to etcd can put one); the earliest was "-2562047h… behind".
+		math.MinInt64: "2562047h47m16.854775807s behind", math.MaxInt64: "2562047h47m16.854775807s ahead"} {
 		if got := adminapi.DescribeOffset(d); got != want {
 			t.Errorf("DescribeOffset(%v) = %q; want %q", d, got, want)
 		}
@@ -87,5 +93,48 @@ func TestClockWatch(t *testing.T) {
 	ms = -900
 	if got := (adminapi.ServerInfo{ClockOffsetMs: &ms}).ClockOutOfStep(); got != "" {
 		t.Errorf("ClockOutOfStep(-900 ms) = %q; want none (within a second)", got)
+	}
+}
+
+// TestClockWatchMembersOnly: only the clocks of the group's members (its
+// server records, listed every settingsCheckInterval) are compared.
+// Anyone who may write to etcd can put clocks/<id> readings under ids of
+// their choosing: new ids each minute, each an hour off, made a warning
+// line per id at every broker (1024 a minute, for ever), and 1024 of them
+// kept fresh filled the table, so that a member (re)joining was never
+// compared.
+func TestClockWatchMembersOnly(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	w := newClockWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", clk)
+	read := func(id string, ahead time.Duration) {
+		at := clk.Now()
+		w.observe(registry.ClockReading{ServerID: id, UnixMs: at.Add(ahead).UnixMilli(), Received: at})
+	}
+	w.listed([]registry.ServerRecord{{ID: "b1"}, {ID: "b2"}})
+	for round := range 3 {
+		for i := range 1100 {
+			read(fmt.Sprintf("fake-%d-%d", round, i), time.Hour)
+		}
+		read("b2", 0)
+		clk.Advance(clockInterval)
+	}
+	if n := strings.Count(logs.String(), "not in step"); n != 0 {
+		t.Errorf("%d warnings about readings of no member; want none:\n%.2000s", n, logs.String())
+	}
+	if off := w.offsets(); len(off) != 1 || off["b2"] != 0 {
+		t.Errorf("offsets of %d members; want b2's only", len(off))
+	}
+	// b3 joins (listed): its clock is compared.
+	w.listed([]registry.ServerRecord{{ID: "b1"}, {ID: "b2"}, {ID: "b3"}})
+	read("b3", 5*time.Second)
+	if got := w.outOfStep(); len(got) != 1 || got[0] != "b3" {
+		t.Errorf("out of step %.200v (%d); want b3", got, len(got))
+	}
+	// b3 leaves (no longer listed): forgotten at once.
+	w.listed([]registry.ServerRecord{{ID: "b1"}, {ID: "b2"}})
+	if off := w.offsets(); len(off) != 1 {
+		t.Errorf("offsets of %d members after b3 left; want b2's only", len(off))
 	}
 }

@@ -644,7 +644,16 @@ func (d *daemon) startAdmin(context.Context) error {
 	})
 	d.serve(func() error { d.presence.run(run, d.subs.presence); return nil }, "terminal presence")
 	d.serve(func() error { d.metrics.run(run, d.subs.metrics); return nil }, "metrics")
-	d.serve(func() error { d.settings.run(run, d.clk, d.store.Servers); return nil }, "group settings")
+	// The settings' listing of the group is the clocks' too: only the
+	// members' readings are compared.
+	listServers := func(ctx context.Context) ([]registry.ServerRecord, error) {
+		recs, err := d.store.Servers(ctx)
+		if err == nil {
+			d.clocks.listed(recs)
+		}
+		return recs, err
+	}
+	d.serve(func() error { d.settings.run(run, d.clk, listServers); return nil }, "group settings")
 	d.serve(func() error {
 		d.clocks.run(run, d.clk, func(ctx context.Context) error { return d.registry().PutClock(ctx) }, d.store.WatchClocks(run))
 		return nil

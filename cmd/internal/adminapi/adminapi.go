@@ -55,6 +55,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -354,7 +355,9 @@ func DescribeOffset(d time.Duration) string {
 	case d > 0:
 		return fmt.Sprintf("%v ahead", d)
 	case d < 0:
-		return fmt.Sprintf("%v behind", -d)
+		// -d of the least Duration is itself: a reading of the
+		// earliest time (anyone who may write to etcd can put one).
+		return fmt.Sprintf("%v behind", -max(d, -math.MaxInt64))
 	}
 	return "in step"
 }
