@@ -68,6 +68,7 @@ type daemon struct {
 	clocks   *clockWatch        // the group's clocks compared with ours
 	history  *historyWatch      // whether etcd compacts its history
 	disk     *diskWatch         // room left for data_dir and the desktops' state
+	certs    *certWatch         // the configured certificates' expiry
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
@@ -180,6 +181,10 @@ func (d *daemon) prepare(context.Context) error {
 	// stops the daemon, with etcd's words only.
 	d.disk = newDiskWatch(d.log.Named("disk"), d.cfg)
 	d.disk.check()
+	// As the steps below load them (an expired etcd certificate is said
+	// before the registry fails to answer).
+	d.certs = newCertWatch(d.log.Named("tls"), certFiles(d.cfg))
+	d.certs.check(d.clk.Now())
 	return nil
 }
 
@@ -660,6 +665,7 @@ func (d *daemon) startAdmin(context.Context) error {
 	}, "group clocks")
 	d.serve(func() error { d.history.run(run, d.clk, d.store); return nil }, "etcd history")
 	d.serve(func() error { d.disk.run(run, d.clk); return nil }, "disk space")
+	d.serve(func() error { d.certs.run(run, d.clk); return nil }, "certificate expiry")
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 

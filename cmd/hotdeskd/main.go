@@ -26,6 +26,7 @@ import (
 	"reflect"
 	"strings"
 	"syscall"
+	"time"
 	"unicode"
 
 	"github.com/hashicorp/go-hclog"
@@ -81,6 +82,7 @@ func run(args []string) error {
 		}
 		warnings := append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...)
 		warnings = append(warnings, newDiskWatch(hclog.NewNullLogger(), cfg).warnings()...)
+		warnings = append(warnings, newCertWatch(hclog.NewNullLogger(), certFiles(cfg)).warnings(time.Now())...)
 		for _, w := range append(warnings, guardWarnings...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)
 		}

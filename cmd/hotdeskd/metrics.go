@@ -76,6 +76,9 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 	disk := prometheus.NewDesc("hotdesk_disk_free_bytes",
 		"Bytes left on the filesystem of each of the daemon's directories (data_dir, compositor.state_dir), checked every 10 s: when data_dir's is full no desktop can start, and the embedded etcd stops the daemon.",
 		[]string{"dir"}, nil)
+	certs := prometheus.NewDesc("hotdesk_certificate_expiry_timestamp_seconds",
+		"When each certificate the daemon loaded at start expires (Unix time; of a CA bundle, its first to expire), by configuration key (tls.cert_file, dashboard.cert_file, etcd.cert_file, etcd.ca_file).",
+		[]string{"cert"}, nil)
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
 	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
 		m.limits.broker, m.limits.auth,
@@ -95,6 +98,14 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			}
 			for dir, n := range d.disk.freeBytes() {
 				ch <- prometheus.MustNewConstMetric(disk, prometheus.GaugeValue, float64(n), dir)
+			}
+		}},
+		collectorFunc{desc: certs, collect: func(ch chan<- prometheus.Metric) {
+			if d.certs == nil {
+				return
+			}
+			for key, at := range d.certs.expiries() {
+				ch <- prometheus.MustNewConstMetric(certs, prometheus.GaugeValue, float64(at.Unix()), key)
 			}
 		}},
 		collectorFunc{desc: dropped, collect: func(ch chan<- prometheus.Metric) {
