@@ -191,6 +191,10 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 			s.timer = b.clk.AfterFunc(max(b.cfg.SuspendTimeout-b.clk.Now().Sub(at), 0), func() { b.expire(s) })
 		}
 	}
+	// So does the resume key's hash, and with it the grace of the
+	// terminal that showed the session (reconnect.go): this claim is our
+	// own of this very session, so the key is one this server gave.
+	b.restoreResumeLocked(s, cur.Session)
 	b.mu.Unlock()
 	rc, ok := reg.(Reclaimer)
 	if !ok {

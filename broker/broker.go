@@ -23,6 +23,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -177,10 +178,16 @@ type Session struct {
 	// policy has nothing more to ask than the token).
 	locked bool
 	// lost is set when the connection of the terminal showing the session
-	// ended (Config.ReconnectGrace); cleared when it is shown again.
-	// resumeKey is the ResumeKey of its last Attached (reconnect.go).
-	lost      lostTerminal
-	resumeKey []byte
+	// ended (Config.ReconnectGrace), or its broker stopped keeping it;
+	// cleared when it is shown again. resumeKey is the ResumeKey of its
+	// last Attached, resumeHash its SHA-256 and resumeTerm the terminal
+	// it was given to (reconnect.go): the hash and the terminal are in
+	// the session's claim and outlive a restart of the broker; the key
+	// does not (nil in a session adopted from the previous run).
+	lost       lostTerminal
+	resumeKey  []byte
+	resumeHash [sha256.Size]byte
+	resumeTerm string
 	// login is the PAM session opened for the desktop (nil if none); it is
 	// closed when the session is destroyed.
 	login auth.Session

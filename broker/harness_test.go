@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
@@ -49,6 +50,7 @@ type env struct {
 	ttl           time.Duration
 	stateDir      string // the weston backend's state directory
 	logger        hclog.Logger
+	cert          tls.Certificate // the terminal listener's
 }
 
 type transition struct {
@@ -192,7 +194,7 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}
 	e := &env{t: t, b: b, reg: reg, clk: clk, addr: ln.Addr().String(), pin: pin, comp: comp, ctx: ctx,
 		trans: make(chan transition, 4096), etcdEndpoints: eps, cli: cli, rec: rec, ttl: o.ttl,
-		stateDir: filepath.Join(dir, "sessions"), logger: logger}
+		stateDir: filepath.Join(dir, "sessions"), logger: logger, cert: cert}
 	b.SetHooks(Hooks{OnTransition: func(id string, from, to State) {
 		select {
 		case e.trans <- transition{id, from, to}:
@@ -228,6 +230,25 @@ func (e *env) reopenRegistry(t *testing.T, ttl time.Duration, prev clientv3.Leas
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	return reg
+}
+
+// serve serves the terminals of nb (e's broker restarted) on a new
+// loopback listener with e's certificate until t ends, and returns a
+// dialer of terminals to it.
+func (e *env) serve(t *testing.T, nb *Broker) (dial func(id string) *term) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	served := make(chan struct{})
+	go func() { defer close(served); nb.Serve(ctx, ln, proto.ServerTLSConfig(e.cert)) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return func(id string) *term {
+		t.Helper()
+		return dialTerm(t, ln.Addr().String(), e.pin, proto.Hello{Versions: []uint16{proto.Version}, TerminalID: id})
+	}
 }
 
 // claim returns e's registry's claim of key, failing t if it cannot be read.

@@ -695,7 +695,7 @@ func (b *Broker) attachTokenLocked(ctx context.Context, t *terminal, s *Session,
 	s.term = t
 	s.locked = false // whoever resumed it logged in as the policy asked
 	s.lost = lostTerminal{}
-	s.resumeKey = newResumeKey()
+	s.setResumeKeyLocked(newResumeKey(), t.id)
 	s.suspendedAt = time.Time{}
 	s.updated = b.clk.Now()
 	b.mu.Unlock()
@@ -868,6 +868,7 @@ func (b *Broker) recordLocked(s *Session, t *terminal) registry.Session {
 		r.SuspendedUnixMs = s.suspendedAt.UnixMilli()
 		r.LastTerminal = s.lastTerminal
 	}
+	r.ResumeTerminal, r.ResumeKeySHA256 = b.resumeRecordLocked(s)
 	return r
 }
 

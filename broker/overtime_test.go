@@ -336,7 +336,8 @@ func restartKeeping(t *testing.T, e *env, wrap func(*registry.Registry) Reclaime
 	if wrap != nil {
 		breg = wrap(reg)
 	}
-	nb, err := New(Config{ServerID: e.rec.ID, Registry: breg, Compositor: comp, Auth: e.b.cfg.Auth, Clock: e.clk, Logger: e.logger})
+	nb, err := New(Config{ServerID: e.rec.ID, Registry: breg, Compositor: comp, Auth: e.b.cfg.Auth, Policies: e.b.cfg.Policies,
+		ReconnectGrace: e.b.cfg.ReconnectGrace, Clock: e.clk, Logger: e.logger})
 	if err != nil {
 		t.Fatal(err)
 	}

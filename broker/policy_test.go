@@ -3,12 +3,15 @@ package broker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
@@ -487,6 +490,145 @@ func TestReconnectGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectMsg[proto.AuthPrompt](t3)
+}
+
+// TestRestartReconnect: the reconnect grace across a restart of the broker
+// that keeps its desktops. The terminal that showed the session comes
+// back to the next run with the resume key of its last Attached and is
+// let in without the password, once (the key is new at each Attached);
+// another terminal, the same one without the key, or after the grace is
+// asked. So is a session whose token was removed before the restart, one
+// an administrator locked, one whose claim expired meanwhile (another
+// broker may have given the token a new one: the key is no longer this
+// session's), and one whose record was written before the hash existed
+// (adopted all the same).
+func TestRestartReconnect(t *testing.T) {
+	t.Parallel()
+	const tok = "uid.0a0b0c3e"
+	pol := &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}
+	// start logs bob in at term-1 on a new broker, does before, restarts
+	// the broker keeping its desktops and returns the session, the key
+	// and a dialer of the restarted broker.
+	start := func(t *testing.T, before func(e *env, t1 *term, sid string), stopped func(e *env)) (e *env, sid string, key []byte, nb *Broker, dial func(string) *term) {
+		t.Helper()
+		e, _ = pamEnvWith(t, pol, auth.LimiterConfig{}, envOptions{reconnectGrace: 30 * time.Second})
+		e.register(tok, "bob")
+		t1 := e.dial("term-1")
+		t1.insertAnswering(tok, "bob-pw")
+		att := expectMsg[proto.Attached](t1)
+		if before != nil {
+			before(e, t1, att.SessionID)
+		}
+		nb, _ = restartKeeping(t, e, func(reg *registry.Registry) Reclaimer {
+			if stopped != nil {
+				stopped(e)
+			}
+			return reg
+		})
+		if ss := nb.Sessions(); len(ss) != 1 || ss[0].ID != att.SessionID || ss[0].State != Suspended {
+			t.Fatalf("adopted %+v; want %s suspended", ss, att.SessionID)
+		}
+		return e, att.SessionID, att.ResumeKey, nb, e.serve(t, nb)
+	}
+	resume := func(t *testing.T, tm *term, key []byte) {
+		t.Helper()
+		if err := tm.conn.Send(&proto.TokenInserted{Token: tok, Reader: "uid", Resume: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asked := func(t *testing.T, tm *term, key []byte) {
+		t.Helper()
+		resume(t, tm, key)
+		if p := expectMsg[proto.AuthPrompt](tm); p.Token != tok {
+			t.Fatalf("prompt %+v; want the password for %s", p, tok)
+		}
+		tm.conn.Close()
+	}
+
+	t.Run("back", func(t *testing.T) {
+		t.Parallel()
+		e, sid, key, nb, dial := start(t, nil, nil)
+		asked(t, dial("term-2"), key) // a hot-desk
+		asked(t, dial("term-1"), nil) // a terminal id is anyone's
+		asked(t, dial("term-1"), newResumeKey())
+		e.clk.Advance(29 * time.Second) // the grace counts from the restart
+		t1 := dial("term-1")
+		resume(t, t1, key)
+		a := expectMsg[proto.Attached](t1)
+		if a.SessionID != sid || t1.promptCount() != 0 || bytes.Equal(a.ResumeKey, key) {
+			t.Fatalf("term-1 back after the restart: %+v after %d prompts; want %s, no prompt, a new key", a, t1.promptCount(), sid)
+		}
+		if st := sessionInfo(t, nb, sid).State; st != Active {
+			t.Fatalf("session %s %v; want active", sid, st)
+		}
+		// The old key is spent.
+		t1.conn.Close()
+		testutil.WaitFor(t, time.Minute, "the session suspended with term-1's connection", func() bool {
+			return sessionInfo(t, nb, sid).State == Suspended
+		})
+		asked(t, dial("term-1"), key)
+	})
+	t.Run("grace over", func(t *testing.T) {
+		t.Parallel()
+		e, _, key, _, dial := start(t, nil, nil)
+		e.clk.Advance(30 * time.Second)
+		asked(t, dial("term-1"), key)
+	})
+	t.Run("removed", func(t *testing.T) {
+		t.Parallel()
+		_, _, key, _, dial := start(t, func(e *env, t1 *term, sid string) {
+			t1.remove(tok)
+			expectMsg[proto.Detached](t1)
+			testutil.WaitFor(t, time.Minute, "the removal in the record", func() bool {
+				c, err := e.reg.Lookup(e.ctx, tok)
+				return err == nil && c.Session.State == Suspended.String() && c.Session.ResumeKeySHA256 == ""
+			})
+		}, nil)
+		asked(t, dial("term-1"), key)
+	})
+	t.Run("locked", func(t *testing.T) {
+		t.Parallel()
+		_, _, key, _, dial := start(t, func(e *env, t1 *term, sid string) {
+			if err := e.b.Lock(e.ctx, sid); err != nil {
+				t.Fatal(err)
+			}
+		}, nil)
+		asked(t, dial("term-1"), key)
+	})
+	t.Run("claim expired", func(t *testing.T) {
+		t.Parallel()
+		_, _, key, _, dial := start(t, func(e *env, t1 *term, sid string) {
+			// Its lease gone before the next run: the claim with it.
+			testutil.WaitFor(t, time.Minute, "the resume key's hash in the record", func() bool {
+				c, err := e.reg.Lookup(e.ctx, tok)
+				return err == nil && c.Session.ResumeKeySHA256 != ""
+			})
+			if _, err := e.cli.Revoke(e.ctx, e.reg.LeaseID()); err != nil {
+				t.Fatal(err)
+			}
+		}, nil)
+		asked(t, dial("term-1"), key)
+	})
+	t.Run("record of before", func(t *testing.T) {
+		t.Parallel()
+		_, _, key, _, dial := start(t, nil, func(e *env) {
+			// The record as a broker of before left it at its stop.
+			c, err := e.reg.Lookup(e.ctx, tok)
+			if err != nil || c.Session.ResumeKeySHA256 == "" {
+				t.Fatalf("record at the stop: %+v, %v; want the resume key's hash", c.Session, err)
+			}
+			old := c.Session
+			old.ResumeTerminal, old.ResumeKeySHA256 = "", ""
+			v, err := json.Marshal(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.cli.Put(e.ctx, "/hotdesk/sessions/"+tok, string(v), clientv3.WithIgnoreLease()); err != nil {
+				t.Fatal(err)
+			}
+		})
+		asked(t, dial("term-1"), key)
+	})
 }
 
 // recordedEvents is an EventSink that keeps every event.

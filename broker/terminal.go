@@ -720,12 +720,16 @@ func (t *terminal) detachAll(reason proto.DetachReason, msg string) {
 	here := s.term == t
 	b.mu.Unlock()
 	if here && b.current(s) != nil {
-		b.suspendTokenLocked(b.life, s, reason, msg)
-		if reason == proto.DetachTokenRemoved { // the connection ended, not the server
+		// The connection ended, or the server stops keeping the desktop
+		// for its next run: t may come back without logging in again
+		// within the grace (reconnect.go). Marked before the suspension,
+		// so that the record it writes says so (what outlives a restart).
+		if reason == proto.DetachTokenRemoved || (reason == proto.DetachShutdown && b.cfg.KeepSessionsOnShutdown) {
 			b.mu.Lock()
 			b.markLost(s, t)
 			b.mu.Unlock()
 		}
+		b.suspendTokenLocked(b.life, s, reason, msg)
 	}
 }
 

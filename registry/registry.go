@@ -168,6 +168,19 @@ type Session struct {
 	// LastTerminal is the terminal a suspended session was last shown at
 	// (kept across restarts of its broker, for administrators).
 	LastTerminal string `json:"last_terminal,omitempty"`
+	// ResumeTerminal and ResumeKeySHA256 are the terminal the session's
+	// last Attached.ResumeKey was given to and the SHA-256 of that key
+	// (hex; never the key itself, which every member of the group could
+	// read here), while that terminal may come back within
+	// session.reconnect_grace without logging in again: set while the
+	// session is shown there, and while it is suspended because that
+	// terminal's connection, or its broker, ended; absent otherwise (the
+	// token removed, the session detached, taken over or locked). Its
+	// broker restarted restores them only from its own claim of the same
+	// session, so a key never opens a session at a broker that did not
+	// give it. Records written before they existed have neither.
+	ResumeTerminal  string `json:"resume_terminal,omitempty"`
+	ResumeKeySHA256 string `json:"resume_key_sha256,omitempty"`
 }
 
 // Claim is a session key as read from etcd.

@@ -703,9 +703,14 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		a.out.emit(attachedEvent(m))
 		a.startDisplay(l, m)
 	case *proto.Detached:
-		for tok, rk := range a.resume {
-			if rk.session == m.SessionID {
-				delete(a.resume, tok) // said on a live connection: no reconnect
+		// Said on a live connection: no reconnect, unless the broker is
+		// stopping: one that keeps its desktops across the restart lets
+		// this terminal back in with the key as after a lost connection.
+		if m.Reason != proto.DetachShutdown {
+			for tok, rk := range a.resume {
+				if rk.session == m.SessionID {
+					delete(a.resume, tok)
+				}
 			}
 		}
 		if a.session == m.SessionID {

@@ -262,7 +262,9 @@ func TestAgentReconnect(t *testing.T) {
 // TestAgentReconnectResumeKey: the token whose session the terminal
 // showed is presented again on the new connection with the ResumeKey of
 // its last Attached (the broker resumes it without a login within its
-// grace); a Detached, or the token leaving the reader, forgets the key.
+// grace), after a Detached of a broker shutting down too (one that keeps
+// its desktops lets the key in after its restart); any other Detached, or
+// the token leaving the reader, forgets the key.
 func TestAgentReconnectResumeKey(t *testing.T) {
 	t.Parallel()
 	a := startBroker(t, "broker-a", time.Minute)
@@ -274,6 +276,14 @@ func TestAgentReconnectResumeKey(t *testing.T) {
 	p = a.accept()
 	if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token || !bytes.Equal(ins.Resume, key) {
 		t.Fatalf("presented again as %+v; want %s with the resume key", ins, ta.key.Token)
+	}
+	// The broker stopping: the key is kept for its next run.
+	p.send(&proto.Detached{SessionID: "s-1", Reason: proto.DetachShutdown})
+	ta.out.wait("detached")
+	p.c.Close()
+	p = a.accept()
+	if ins := expect[proto.TokenInserted](p); ins.Token != ta.key.Token || !bytes.Equal(ins.Resume, key) {
+		t.Fatalf("presented again after the broker's shutdown as %+v; want %s with the resume key", ins, ta.key.Token)
 	}
 	// Detached on a live connection: the key is spent.
 	p.send(&proto.Detached{SessionID: "s-1", Reason: proto.DetachTakeover})
