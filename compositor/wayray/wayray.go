@@ -395,12 +395,20 @@ func (b *Backend) call(ctx context.Context, s *session, t uint16, body any) (Rep
 // broken control channel is a broken compositor (fail), unless Close broke
 // it (it closes s.stop, then the channel): the compositor outlives this
 // process, for the next one to adopt, whatever request was under way (a
-// health ping, a Destroy racing with Close).
+// health ping, a Destroy racing with Close), or the session is being
+// destroyed: a compositor told to end may end before it answers, and
+// Destroy sees to the rest.
 func (b *Backend) callFailed(s *session, err error) error {
 	select {
 	case <-s.stop:
 		return fmt.Errorf("wayray: %s: %w", s.id, ErrClosed)
 	default:
+	}
+	b.mu.Lock()
+	stopping := s.stopping
+	b.mu.Unlock()
+	if stopping {
+		return fmt.Errorf("wayray: %s: %w", s.id, err)
 	}
 	b.fail(s, err)
 	return fmt.Errorf("wayray: %s: %w", s.id, err)

@@ -118,7 +118,9 @@ func testCompositor(mode string) int {
 				}
 			case MsgPing:
 			case MsgDestroy:
-				WriteMsg(c, MsgReply, f.ID, r)
+				if mode != "exit-on-destroy" {
+					WriteMsg(c, MsgReply, f.ID, r)
+				}
 				os.Exit(0)
 			default:
 				r = Reply{Code: CodeUnknownRequest, Error: "unknown request"}
@@ -720,5 +722,27 @@ func TestSuspendRecordUnwritable(t *testing.T) {
 	}
 	if err := b.Destroy(ctx, "s-1"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDestroyQuietWhenItEnds: a compositor told to end that ends before
+// it answers (or as it answers: the channel closes under the reply) did
+// what it was told. A Destroy, an administrator killing a session, said
+// "control channel broken; stopping the compositor" at error level.
+func TestDestroyQuietWhenItEnds(t *testing.T) {
+	var logs testutil.LockedBuffer
+	b := newTestBackend(t, "exit-on-destroy", shortDir(t), func(c *Config) {
+		c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	})
+	ctx := context.Background()
+	info := mustCreate(t, ctx, b, compositor.Spec{SessionID: "s-1", User: "alice"})
+	if err := b.Destroy(ctx, "s-1"); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if processAlive(info.PID) {
+		t.Fatalf("compositor %d alive after destroy", info.PID)
+	}
+	if out := logs.String(); strings.Contains(out, "[ERROR]") || strings.Contains(out, "[WARN]") {
+		t.Fatalf("a destroy that ended the compositor logged:\n%s", out)
 	}
 }
