@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,12 +37,18 @@ func TestDemoScript(t *testing.T) {
 	t.Parallel()
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	d := &demo{bin: bin, dir: dir}
+	// With -v's copy of the daemons' logs (it once killed the daemon at
+	// its first line after the start: the copy's file closed under it).
+	var logs testutil.LockedBuffer
+	d := &demo{bin: bin, dir: dir, verbose: &logs}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	defer d.stopAll()
 	if err := d.script(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\nthe daemons' logs:\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "hotdeskd ready") {
+		t.Fatalf("-v copied none of the daemons' logs:\n%s", logs.String())
 	}
 }
 

@@ -35,7 +35,7 @@ type demo struct {
 	bin     string
 	dir     string
 	start   time.Time
-	verbose bool
+	verbose io.Writer // with -v, where the daemons' logs go as well (nil: none)
 	nodes   []*node
 	// etcdURL is the embedded etcd of the first broker; later brokers join it.
 	etcdURL string
@@ -83,7 +83,10 @@ func run() error {
 	if !*keep {
 		defer os.RemoveAll(dir)
 	}
-	d := &demo{bin: *bin, dir: dir, verbose: *verbose}
+	d := &demo{bin: *bin, dir: dir}
+	if *verbose {
+		d.verbose = os.Stderr
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	defer d.removeUser() // after the desktops running as the user are gone
@@ -423,18 +426,21 @@ func (d *demo) launch(ctx context.Context, n *node) error {
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	if d.verbose {
-		n.cmd.Stderr = io.MultiWriter(logf, os.Stderr)
+	if d.verbose != nil {
+		// A pipe, copied to both while the daemon runs: logf stays open
+		// until it has exited (closed earlier, the copy ends, and the
+		// daemon's next log line meets a closed pipe: SIGPIPE kills it).
+		n.cmd.Stderr = io.MultiWriter(logf, d.verbose)
 	} else {
 		n.cmd.Stderr = logf
 	}
 	if err := n.cmd.Start(); err != nil {
+		logf.Close()
 		return fmt.Errorf("start hotdeskd %s: %w", n.name, err)
 	}
 	exited := make(chan struct{})
 	n.exited = exited
-	go func() { _ = n.cmd.Wait(); close(exited) }()
+	go func() { _ = n.cmd.Wait(); logf.Close(); close(exited) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
