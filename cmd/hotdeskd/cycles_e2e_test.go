@@ -84,6 +84,11 @@ func TestDesktopCycles(t *testing.T) {
 	})
 	t.Logf("after %d desktops: %d descriptors (%d after the first), %d threads (%d), %d children (%d)",
 		cycles+1, now.FDs, base.FDs, now.Threads, base.Threads, len(kids), len(baseKids))
+	// Desktops made, moved and ended as people do: nothing for an
+	// administrator to look into.
+	if errs := e.d.LogLines("ERROR"); len(errs) > 0 {
+		t.Errorf("the cycles logged %d error lines:\n%s", len(errs), strings.Join(errs, "\n"))
+	}
 }
 
 // processesOf returns the pids of the processes whose real uid is uid.

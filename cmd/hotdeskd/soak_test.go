@@ -607,19 +607,12 @@ func TestSoak(t *testing.T) {
 	// into: no error line (an administrator's kill said "control channel
 	// broken" at error level); warn lines other than the start's
 	// configuration warnings are printed with the figures.
-	dayLog, err := os.ReadFile(filepath.Join(dir, "hotdeskd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var errLines []string
-	for _, l := range strings.Split(string(dayLog), "\n") {
-		switch {
-		case strings.Contains(l, "[ERROR]"):
-			errLines = append(errLines, l)
-		case strings.Contains(l, "[WARN]") && !strings.Contains(l, "configuration: "):
+	for _, l := range e.d.LogLines("WARN") {
+		if !strings.Contains(l, "configuration: ") {
 			fmt.Printf("soak: warn line: %s\n", l)
 		}
 	}
+	errLines := e.d.LogLines("ERROR")
 	if len(errLines) > 0 {
 		t.Errorf("an ordinary day logged %d error lines:\n%s", len(errLines), strings.Join(errLines, "\n"))
 	}

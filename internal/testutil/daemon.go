@@ -174,6 +174,19 @@ func (d *Daemon) LogTail(n int) string {
 	return string(b)
 }
 
+// LogLines returns the lines of the daemon's log at level ("ERROR",
+// "WARN", …) so far.
+func (d *Daemon) LogLines(level string) []string {
+	b, _ := os.ReadFile(d.LogPath())
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "["+level+"]") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // Start runs hotdeskd and waits until it reports ready (hotdeskctl ready),
 // failing the test after ReadyBound.
 func (d *Daemon) Start() {
