@@ -32,6 +32,8 @@ func faultFunc(name string) faultFn {
 		return brokerPartition
 	case "broker_flap":
 		return brokerFlap
+	case "broker_upgrade":
+		return brokerUpgrade
 	}
 	return nil
 }

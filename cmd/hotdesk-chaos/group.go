@@ -167,12 +167,16 @@ type hotdeskd struct {
 	pin     []byte
 	proxies []*proxy
 	admin   *adminapi.Client
+	// next is the hotdeskd broker_upgrade restarts it with ("": it runs
+	// that one already).
+	next string
 }
 
 func (b *hotdeskd) brokerAddr() brokerAddr { return brokerAddr{id: b.id, addr: b.addr, pin: b.pin} }
 
 type groupConfig struct {
 	bin, self, dir, lifeline string
+	from                     string              // the previous release's bin directory ("": none, see options.from)
 	cred                     *syscall.Credential // the brokers' user (nil: the harness's)
 	leaseTTL                 time.Duration
 	logLevel                 string
@@ -236,6 +240,9 @@ compositor {
 		}
 	}
 	hd := filepath.Join(gc.bin, "hotdeskd")
+	if gc.from != "" {
+		b.next, hd = hd, filepath.Join(gc.from, "hotdeskd")
+	}
 	fpCmd := exec.CommandContext(ctx, hd, "-config", cfgFile, "-fingerprint")
 	fpCmd.SysProcAttr = &syscall.SysProcAttr{Credential: gc.cred}
 	out, err := fpCmd.Output()

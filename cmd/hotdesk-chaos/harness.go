@@ -46,6 +46,8 @@ type harness struct {
 	busyT  map[*terminal]bool
 	busyK  map[string]bool
 	paused bool
+
+	groupChecks []groupCheck // guarded by mu (upgrade.go)
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -106,6 +108,11 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 		return nil, err
 	}
 	gc := groupConfig{bin: bbin, self: bself, cred: cred, dir: h.dir, lifeline: lifeline, leaseTTL: o.leaseTTL, logLevel: o.logLevel, auth: o.auth}
+	if o.from != "" {
+		if gc.from, err = previousRelease(h.dir, absBin(o.from), cred); err != nil {
+			return nil, err
+		}
+	}
 	for i := range 3 {
 		b, err := newBroker(ctx, gc, i, h.members)
 		if err != nil {
@@ -208,6 +215,7 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 		return check(h.rec.history(), h.checkConfig()), ctx.Err()
 	}
 	rows := check(h.rec.history(), h.checkConfig())
+	h.addGroupViolations(rows)
 	h.writeSummary(rows)
 	return rows, nil
 }
@@ -250,6 +258,9 @@ func (h *harness) inject(ctx context.Context, name string) {
 	}
 	h.rec.fault(f)
 	h.sleep(ctx, h.opts.quiet)
+	if h.opts.from != "" {
+		h.checkGroupView(ctx, f)
+	}
 	h.sweep(ctx)
 }
 

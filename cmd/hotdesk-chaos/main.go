@@ -65,10 +65,18 @@ type options struct {
 	returnHome     bool
 	logLevel       string
 	auth           string
+	// from is the bin directory of the previous release (-from): the
+	// brokers start from its hotdeskd and the broker_upgrade fault moves
+	// them, one at a time, to bin's.
+	from string
 }
 
 var allFaults = []string{"broker_kill9", "broker_sigstop", "broker_restart", "lease_revoke",
 	"etcd_leader_kill", "etcd_quorum_loss", "broker_partition", "broker_flap"}
+
+// upgradeFaults is what -from runs by default: a rolling upgrade of the
+// group, one broker after the other.
+var upgradeFaults = []string{"broker_upgrade", "broker_upgrade", "broker_upgrade"}
 
 // quickFaults is the bounded set of `make test` (TestChaosQuick): one fault
 // of each kind that ends a broker's hold on its sessions (crash, freeze past
@@ -106,6 +114,7 @@ func run() int {
 	flag.BoolVar(&o.failover, "failover", true, "terminals whose home broker is unreachable try the other brokers")
 	flag.BoolVar(&o.returnHome, "return-home", true, "an idle terminal that a redirect led to another broker goes back to its home broker (PROTOCOL.md §7.5 SHOULD), and presents every insert there")
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
+	flag.StringVar(&o.from, "from", "", "directory holding the previous release's hotdeskd: the brokers start from it and broker_upgrade (the default faults: one per broker) restarts them, one at a time, with -bin's (a rolling upgrade under the workload); each upgrade is also checked for group-wide settings and clocks told different (hotdeskctl server list) at any broker")
 	flag.StringVar(&o.auth, "auth", "card", "brokers' login policy: card (each login and hot-desk asks a PAM account stack, pam_nologin + pam_permit, in the brokers' PAM helpers, as the card policies of a site do) or kiosk (no PAM)")
 	flag.Parse()
 	if o.quiet == 0 {
@@ -117,14 +126,20 @@ func run() int {
 	switch {
 	case faults != "":
 		o.faults = strings.Split(faults, ",")
+	case o.from != "":
+		o.faults = upgradeFaults
 	case o.quick:
 		o.faults = quickFaults
 	default:
 		o.faults = allFaults
 	}
 	for _, f := range o.faults {
+		if f == "broker_upgrade" && o.from == "" {
+			fmt.Fprintln(os.Stderr, "hotdesk-chaos: broker_upgrade needs -from (the previous release's bin directory)")
+			return 2
+		}
 		if faultFunc(f) == nil {
-			fmt.Fprintf(os.Stderr, "hotdesk-chaos: unknown fault %q (known: %s)\n", f, strings.Join(allFaults, ","))
+			fmt.Fprintf(os.Stderr, "hotdesk-chaos: unknown fault %q (known: %s)\n", f, strings.Join(append(allFaults, "broker_upgrade"), ","))
 			return 2
 		}
 	}
