@@ -34,6 +34,8 @@ func faultFunc(name string) faultFn {
 		return brokerFlap
 	case "broker_upgrade":
 		return brokerUpgrade
+	case "broker_downgrade":
+		return brokerDowngrade
 	}
 	return nil
 }

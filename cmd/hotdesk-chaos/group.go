@@ -167,9 +167,10 @@ type hotdeskd struct {
 	pin     []byte
 	proxies []*proxy
 	admin   *adminapi.Client
-	// next is the hotdeskd broker_upgrade restarts it with ("": it runs
-	// that one already).
-	next string
+	// prev and next are the previous release's hotdeskd and this one's,
+	// which broker_downgrade and broker_upgrade restart it with ("": no
+	// -from).
+	prev, next string
 }
 
 func (b *hotdeskd) brokerAddr() brokerAddr { return brokerAddr{id: b.id, addr: b.addr, pin: b.pin} }
@@ -241,7 +242,8 @@ compositor {
 	}
 	hd := filepath.Join(gc.bin, "hotdeskd")
 	if gc.from != "" {
-		b.next, hd = hd, filepath.Join(gc.from, "hotdeskd")
+		b.prev, b.next = filepath.Join(gc.from, "hotdeskd"), hd
+		hd = b.prev
 	}
 	fpCmd := exec.CommandContext(ctx, hd, "-config", cfgFile, "-fingerprint")
 	fpCmd.SysProcAttr = &syscall.SysProcAttr{Credential: gc.cred}

@@ -114,7 +114,7 @@ func run() int {
 	flag.BoolVar(&o.failover, "failover", true, "terminals whose home broker is unreachable try the other brokers")
 	flag.BoolVar(&o.returnHome, "return-home", true, "an idle terminal that a redirect led to another broker goes back to its home broker (PROTOCOL.md §7.5 SHOULD), and presents every insert there")
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
-	flag.StringVar(&o.from, "from", "", "directory holding the previous release's hotdeskd: the brokers start from it and broker_upgrade (the default faults: one per broker) restarts them, one at a time, with -bin's (a rolling upgrade under the workload); each upgrade is also checked for group-wide settings and clocks told different (hotdeskctl server list) at any broker")
+	flag.StringVar(&o.from, "from", "", "directory holding the previous release's hotdeskd: the brokers start from it and broker_upgrade (the default faults: one per broker) restarts them, one at a time, with -bin's (a rolling upgrade under the workload; broker_downgrade takes the last upgraded one back); each upgrade is also checked for group-wide settings and clocks told different (hotdeskctl server list) at any broker")
 	flag.StringVar(&o.auth, "auth", "card", "brokers' login policy: card (each login and hot-desk asks a PAM account stack, pam_nologin + pam_permit, in the brokers' PAM helpers, as the card policies of a site do) or kiosk (no PAM)")
 	flag.Parse()
 	if o.quiet == 0 {
@@ -134,12 +134,12 @@ func run() int {
 		o.faults = allFaults
 	}
 	for _, f := range o.faults {
-		if f == "broker_upgrade" && o.from == "" {
-			fmt.Fprintln(os.Stderr, "hotdesk-chaos: broker_upgrade needs -from (the previous release's bin directory)")
+		if (f == "broker_upgrade" || f == "broker_downgrade") && o.from == "" {
+			fmt.Fprintf(os.Stderr, "hotdesk-chaos: %s needs -from (the previous release's bin directory)\n", f)
 			return 2
 		}
 		if faultFunc(f) == nil {
-			fmt.Fprintf(os.Stderr, "hotdesk-chaos: unknown fault %q (known: %s)\n", f, strings.Join(append(allFaults, "broker_upgrade"), ","))
+			fmt.Fprintf(os.Stderr, "hotdesk-chaos: unknown fault %q (known: %s)\n", f, strings.Join(append(allFaults, "broker_upgrade", "broker_downgrade"), ","))
 			return 2
 		}
 	}

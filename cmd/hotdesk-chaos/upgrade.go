@@ -42,20 +42,38 @@ func previousRelease(dir, from string, cred *syscall.Credential) (string, error)
 // brokerUpgrade stops the first broker still running the previous release
 // (SIGTERM: its desktops are kept, session.keep_on_stop) and starts this
 // release's hotdeskd in its place.
-func brokerUpgrade(ctx context.Context, h *harness, f *Fault) string {
+func brokerUpgrade(ctx context.Context, h *harness, _ *Fault) string {
 	for _, b := range h.brokers {
-		if b.next == "" {
-			continue
+		if b.args[0] == b.prev {
+			h.restartWith(b, b.next)
+			return b.id
 		}
-		b.stop(syscall.SIGTERM, 25*time.Second)
-		b.args[0], b.next = b.next, ""
-		if err := b.start(); err != nil {
-			h.logf("upgrade %s: %v", b.id, err)
-		}
-		return b.id
 	}
 	h.logf("broker_upgrade: every broker runs this release already")
 	return "none"
+}
+
+// brokerDowngrade is the way back: the last broker running this release
+// is stopped and the previous release's hotdeskd started in its place.
+func brokerDowngrade(ctx context.Context, h *harness, _ *Fault) string {
+	for i := len(h.brokers) - 1; i >= 0; i-- {
+		if b := h.brokers[i]; b.args[0] == b.next {
+			h.restartWith(b, b.prev)
+			return b.id
+		}
+	}
+	h.logf("broker_downgrade: every broker runs the previous release already")
+	return "none"
+}
+
+// restartWith stops b (SIGTERM) and starts hotdeskd binary hd on its
+// config.
+func (h *harness) restartWith(b *hotdeskd, hd string) {
+	b.stop(syscall.SIGTERM, 25*time.Second)
+	b.args[0] = hd
+	if err := b.start(); err != nil {
+		h.logf("%s: start %s: %v", b.id, hd, err)
+	}
 }
 
 // groupCheck is a finding of the look at the group after a fault.
