@@ -4,6 +4,7 @@
 #   make test   install what is missing (Debian), build, run every test against real components
 #   make race   the tests of RACE_PKGS under the race detector (part of make test)
 #   make chaos  build, run the fault-injecting group harness (all faults), one JSON row per fault
+#   make upgrade-check FROM=DIR   the upgrade from the previous release built in DIR (in place, rolling)
 #   make deb    build/hotdesk_<version>_amd64.deb and build/hotdesk-term_<version>_amd64.deb
 #   make install PREFIX=/usr/local [DESTDIR=…]   install without a package manager
 
@@ -30,7 +31,7 @@ DEB_PKGS += cron at
 # certificate checks).
 DEB_PKGS += python3 openssl
 
-.PHONY: all build deps demo demo-card test test-short vet fuzz chaos clean deb stage install package-test race
+.PHONY: all build deps demo demo-card test test-short vet fuzz chaos upgrade-check clean deb stage install package-test race
 
 all: build
 
@@ -92,6 +93,19 @@ package-test: deb
 # at a time; exits non-zero on any violation. CHAOS_FLAGS e.g. "-duration 10m -seed 7".
 chaos: build
 	./$(BIN)/hotdesk-chaos -bin $(BIN) $(CHAOS_FLAGS)
+
+# The upgrade from the previous release (not part of `make test`: it needs
+# that release built, FROM=its bin directory; README "Upgrading"): the demo
+# with demo-1 upgraded in place under its desktops and terminals of both
+# releases, then a rolling upgrade of a 3-broker group under the chaos
+# harness's workload, one broker taken back down and up again.
+#   git worktree add --detach ../hotdesk-prev <previous tag> && make -C ../hotdesk-prev build
+#   make upgrade-check FROM=../hotdesk-prev/bin
+upgrade-check: build
+	@test -n "$(FROM)" || { echo "make upgrade-check FROM=<the previous release's bin directory>" >&2; exit 2; }
+	./$(BIN)/hotdesk-demo -bin $(BIN) -from $(FROM)
+	./$(BIN)/hotdesk-chaos -bin $(BIN) -from $(FROM) -quick -terminals 4 -tokens 2 \
+	  -faults broker_upgrade,broker_upgrade,broker_downgrade,broker_upgrade,broker_upgrade
 
 # Every fuzz target of the tree, one after the other, FUZZTIME each (not
 # part of `make test`, whose plain run replays their seeds and the inputs

@@ -32,7 +32,11 @@ func main() {
 }
 
 type demo struct {
-	bin     string
+	bin string
+	// from is the previous release's bin directory (-from): demo-1 starts
+	// from its hotdeskd and is upgraded to bin's at the restart, demo-2
+	// joins running it, and terminals 1 and 3 run its hotdesk-term.
+	from    string
 	dir     string
 	start   time.Time
 	verbose io.Writer // with -v, where the daemons' logs go as well (nil: none)
@@ -50,6 +54,7 @@ type demo struct {
 // node is one running hotdeskd.
 type node struct {
 	name   string
+	bin    string // the directory of the hotdeskd it runs
 	cfg    string
 	addr   string
 	socket string
@@ -64,6 +69,7 @@ func run() error {
 	keep := flag.Bool("keep", false, "keep the demo directory")
 	verbose := flag.Bool("v", false, "show the daemon's log")
 	cards := flag.Bool("cards", false, "the smart-card demo: a virtual card moved between two virtual readers (private pcscd + vpcd)")
+	from := flag.String("from", "", "the upgrade demo: the previous release's bin directory; demo-1 runs its hotdeskd until the restart, which upgrades it to -bin's, demo-2 joins running it (a group of two releases), terminals 1 and 3 run its hotdesk-term")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse() // exits 2 on a bad flag, 0 on -help
 	if flag.NArg() > 0 {
@@ -75,6 +81,10 @@ func run() error {
 		fmt.Println("hotdesk-demo", version.String())
 		return nil
 	}
+	if *from != "" && *cards {
+		fmt.Fprintln(os.Stderr, "hotdesk-demo: -from is the software-token demo's; not with -cards")
+		os.Exit(2)
+	}
 
 	dir, err := os.MkdirTemp("", "hotdesk-demo-")
 	if err != nil {
@@ -83,7 +93,7 @@ func run() error {
 	if !*keep {
 		defer os.RemoveAll(dir)
 	}
-	d := &demo{bin: *bin, dir: dir}
+	d := &demo{bin: *bin, from: *from, dir: dir}
 	if *verbose {
 		d.verbose = os.Stderr
 	}
@@ -103,13 +113,16 @@ func (d *demo) step(format string, args ...any) {
 
 func (d *demo) script(ctx context.Context) error {
 	fmt.Println("hotdesk demo: brokers on the embedded etcd, terminals, one software token")
+	if d.from != "" {
+		fmt.Printf("upgrade: from %s (%s) to %s (%s)\n", d.from, d.release(d.from), d.bin, d.release(d.bin))
+	}
 	fmt.Println()
 	d.start = time.Now()
 	n1, err := d.startFirst(ctx)
 	if err != nil {
 		return err
 	}
-	d.step("hotdeskd demo-1 ready on %s (embedded etcd, weston backend)", n1.addr)
+	d.step("hotdeskd demo-1 %sready on %s (embedded etcd, weston backend)", d.runs(n1.bin), n1.addr)
 
 	var pr struct{ Code string }
 	if err := d.ctlJSON(ctx, n1, &pr, "token", "pair", "-user", "demo", "-label", "demo token", "-json"); err != nil {
@@ -139,7 +152,7 @@ func (d *demo) script(ctx context.Context) error {
 	if err := connected(ctx, t1, t2); err != nil {
 		return err
 	}
-	d.step("terminals term-1 and term-2 connected to demo-1 (TLS 1.3, pinned %s…)", n1.pin[:19])
+	d.step("terminals term-1 %sand term-2 %sconnected to demo-1 (TLS 1.3, pinned %s…)", d.runs(d.termBin("term-1")), d.runs(d.termBin("term-2")), n1.pin[:19])
 
 	// 1. Insert at terminal 1: a new session.
 	t0 := time.Now()
@@ -228,11 +241,13 @@ func (d *demo) script(ctx context.Context) error {
 
 	// 6. hotdeskd restarts (an upgrade): the desktops keep running, the new
 	// process re-adopts them, and the terminals reconnect by themselves.
+	// With -from, the new process is this release's.
 	t0 = time.Now()
 	n1.stop()
 	if !alive(pid) {
 		return fmt.Errorf("weston %d did not survive the broker's stop", pid)
 	}
+	n1.bin = d.bin
 	if err := d.launch(ctx, n1); err != nil {
 		return err
 	}
@@ -247,10 +262,10 @@ func (d *demo) script(ctx context.Context) error {
 	if att["session"] != session || pidR != pid {
 		return fmt.Errorf("after restart: session %v pid %d; want %s pid %d", att["session"], pidR, session, pid)
 	}
-	d.step("hotdeskd demo-1 restarted → session %s re-adopted (weston pid %d unchanged), term-1 reconnected and resumed it, %s  [%s]", session, pidR, stateR, ms(t0))
+	d.step("hotdeskd demo-1 restarted %s→ session %s re-adopted (weston pid %d unchanged), term-1 reconnected and resumed it, %s  [%s]", d.runs(n1.bin), session, pidR, stateR, ms(t0))
 
 	// 7. A second broker joins the group; a terminal on it finds the session on demo-1.
-	n2, err := d.startNode(ctx, "demo-2")
+	n2, err := d.startNode(ctx, "demo-2", d.oldOr(d.bin))
 	if err != nil {
 		return err
 	}
@@ -261,7 +276,7 @@ func (d *demo) script(ctx context.Context) error {
 	if err := d.ctlJSON(ctx, n2, &servers, "server", "list", "-json"); err != nil {
 		return err
 	}
-	d.step("hotdeskd demo-2 joined the group (demo-1's etcd) on %s; hotdeskctl server list shows %d servers", n2.addr, len(servers))
+	d.step("hotdeskd demo-2 %sjoined the group (demo-1's etcd) on %s; hotdeskctl server list shows %d servers", d.runs(n2.bin), n2.addr, len(servers))
 	t3, err := d.carriedTo(ctx, "term-3", ks1, n2)
 	if err != nil {
 		return err
@@ -287,7 +302,7 @@ func (d *demo) script(ctx context.Context) error {
 	if att["session"] != session || att["server"] != "demo-1" || red["server"] != "demo-1" {
 		return fmt.Errorf("cross-server: redirect %v, attached %v on %v; want session %s on demo-1", red["server"], att["session"], att["server"], session)
 	}
-	d.step("token inserted at term-3 on demo-2 → redirected to demo-1 (fence %v) → session %s resumed there  [%s]", red["fence"], session, took)
+	d.step("token inserted at term-3 %son demo-2 → redirected to demo-1 (fence %v) → session %s resumed there  [%s]", d.runs(d.termBin("term-3")), red["fence"], session, took)
 
 	pid4, _, err := d.sessionPID(ctx, n1, session)
 	if err != nil {
@@ -354,17 +369,58 @@ func (d *demo) startFirst(ctx context.Context) (*node, error) {
 	if err := d.writePAM(); err != nil {
 		return nil, err
 	}
-	return d.startNode(ctx, "demo-1")
+	return d.startNode(ctx, "demo-1", d.oldOr(d.bin))
+}
+
+// oldOr returns the previous release's bin directory with -from, else bin.
+func (d *demo) oldOr(bin string) string {
+	if d.from != "" {
+		return d.from
+	}
+	return bin
+}
+
+// termBin is the bin directory of terminal id's hotdesk-term: with -from,
+// terminals 1 and 3 run the previous release's (an old terminal at an
+// upgraded broker), terminal 2 this one's (a new terminal at a broker not
+// upgraded yet).
+func (d *demo) termBin(id string) string {
+	if id == "term-2" {
+		return d.bin
+	}
+	return d.oldOr(d.bin)
+}
+
+// runs says, with -from, which release bin is ("(f477c10) "), for a step's
+// line; "" otherwise.
+func (d *demo) runs(bin string) string {
+	if d.from == "" {
+		return ""
+	}
+	return "(" + d.release(bin) + ") "
+}
+
+// release is the version bin's hotdeskd reports.
+func (d *demo) release(bin string) string {
+	out, err := exec.Command(filepath.Join(bin, "hotdeskd"), "-version").Output()
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[len(f)-1]
 }
 
 // startNode writes a config for a new broker, starts it and waits until it
 // is ready. The first broker runs the embedded etcd; later ones join it.
-func (d *demo) startNode(ctx context.Context, name string) (*node, error) {
+func (d *demo) startNode(ctx context.Context, name, bin string) (*node, error) {
 	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}
-	n := &node{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port),
+	n := &node{name: name, bin: bin, addr: fmt.Sprintf("127.0.0.1:%d", port),
 		socket: filepath.Join(d.dir, name+".sock"), cfg: filepath.Join(d.dir, name+".hcl"),
 		log: filepath.Join(d.dir, name+".log")}
 	var etcd string
@@ -407,7 +463,7 @@ auth {
 	if err := os.WriteFile(n.cfg, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	fp, err := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdeskd"), "-config", n.cfg, "-fingerprint").Output()
+	fp, err := exec.CommandContext(ctx, filepath.Join(n.bin, "hotdeskd"), "-config", n.cfg, "-fingerprint").Output()
 	if err != nil {
 		return nil, fmt.Errorf("hotdeskd -fingerprint: %w", err)
 	}
@@ -421,7 +477,7 @@ auth {
 
 // launch starts n's hotdeskd and waits until it is ready.
 func (d *demo) launch(ctx context.Context, n *node) error {
-	n.cmd = exec.Command(filepath.Join(d.bin, "hotdeskd"), "-config", n.cfg)
+	n.cmd = exec.Command(filepath.Join(n.bin, "hotdeskd"), "-config", n.cfg)
 	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -567,7 +623,7 @@ type term struct {
 
 func (d *demo) terminal(ctx context.Context, id, keystore string, n *node, extra ...string) (*term, error) {
 	args := append([]string{"-server", n.addr, "-pin", n.pin, "-id", id, "-keystore", keystore, "-json"}, extra...)
-	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "hotdesk-term"), append(args, "run")...)
+	cmd := exec.CommandContext(ctx, filepath.Join(d.termBin(id), "hotdesk-term"), append(args, "run")...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
