@@ -127,6 +127,10 @@ type Config struct {
 	Etcd    Etcd
 	Session Session
 	Auth    Auth
+	// notes are the values of the file taken otherwise than written, so
+	// that a configuration of an earlier release still loads
+	// (boundLockouts); HostWarnings says them.
+	notes []string
 	// Dashboard is the web admin dashboard (off unless listen is set).
 	Dashboard Dashboard
 	// Seats are card readers attached to this host (kiosk or console

@@ -1204,3 +1204,42 @@ func TestGroupSettings(t *testing.T) {
 		t.Errorf("no policy blocks: auth.policy = %q; want none", got)
 	}
 }
+
+// TestPreviousReleaseLockouts: a configuration the previous release
+// (f477c10) accepts still loads after an upgrade (a daemon that refused
+// it would not start again, its desktops left without a broker): an
+// auth.max_lockout over MaxLockoutBound, which that release allowed, is
+// taken as the bound, and so is an auth.lockout over it; each is said
+// (hotdeskd -check and the start's log), naming the line. Set in code
+// (validate) it is still refused.
+func TestPreviousReleaseLockouts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		file              string
+		lockout, max      time.Duration
+		wantLines, noLine []string
+	}{
+		{"long-lockout.hcl", time.Hour, MaxLockoutBound, []string{"line 5: auth.max_lockout = 8760h0m0s"}, []string{"auth.lockout"}},
+		{"long-base-lockout.hcl", MaxLockoutBound, MaxLockoutBound, []string{"line 5: auth.lockout = 1000h0m0s", "line 6: auth.max_lockout = 2000h0m0s"}, nil},
+	} {
+		c, err := Load(filepath.Join("testdata/f477c10", tc.file))
+		if err != nil {
+			t.Errorf("%s: Load = %v; want it loaded as the previous release did", tc.file, err)
+			continue
+		}
+		if c.Auth.Lockout != tc.lockout || c.Auth.MaxLockout != tc.max {
+			t.Errorf("%s: lockout %v, max_lockout %v; want %v, %v", tc.file, c.Auth.Lockout, c.Auth.MaxLockout, tc.lockout, tc.max)
+		}
+		w := strings.Join(c.HostWarnings(Host{}), "\n")
+		for _, want := range append(tc.wantLines, "auth.max_lockout", MaxLockoutBound.String()) {
+			if !strings.Contains(w, want) {
+				t.Errorf("%s: warnings %q; want %q in them", tc.file, w, want)
+			}
+		}
+		for _, not := range tc.noLine {
+			if strings.Contains(w, not) {
+				t.Errorf("%s: warnings %q; want no %q", tc.file, w, not)
+			}
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -264,8 +265,9 @@ func (c *Config) PAMServices() []PAMService {
 // HostWarnings returns what this host lacks for the configuration to work
 // as meant: an etcd key file others may read, a PAM service without a
 // file, which libpam silently replaces with the "other" service (on Debian
-// the Unix password: a "PIN" would be the user's password). hotdeskd -check
-// prints them and hotdeskd logs them at start.
+// the Unix password: a "PIN" would be the user's password), and the values
+// of the file taken otherwise than written (a configuration of an earlier
+// release). hotdeskd -check prints them and hotdeskd logs them at start.
 func (c *Config) HostWarnings(h Host) []string {
 	dirs := h.PAMDirs
 	if dirs == nil {
@@ -274,7 +276,7 @@ func (c *Config) HostWarnings(h Host) []string {
 	if c.Auth.PAMDir != "" {
 		dirs = []string{c.Auth.PAMDir} // pam_start_confdir reads only it
 	}
-	var w []string
+	w := slices.Clone(c.notes)
 	if k := c.Etcd.KeyFile; len(c.Etcd.Endpoints) > 0 && k != "" {
 		if fi, err := os.Stat(k); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			w = append(w, fmt.Sprintf("etcd.key_file %s is readable or writable by others than its owner (mode %04o): whoever reads it is this broker to etcd; chmod 600 %s",

@@ -388,10 +388,35 @@ func parse(src []byte, filename, dir string) (*Config, ranges, error) {
 	if c.DataDir != "" {
 		c.deriveDefaults()
 	}
+	c.boundLockouts(rg)
 	if err := c.validate(rg); err != nil {
 		return nil, nil, err
 	}
 	return c, rg, nil
+}
+
+// boundLockouts takes an auth.max_lockout (and an auth.lockout) over
+// MaxLockoutBound as the bound, and notes it for HostWarnings: releases
+// before the bound accepted any, and a configuration an earlier release
+// ran with must not stop an upgraded daemon from starting (its desktops
+// would be left without a broker). validate refuses such a value set in
+// code.
+func (c *Config) boundLockouts(rg ranges) {
+	for _, f := range []struct {
+		key string
+		v   *time.Duration
+	}{{"auth.lockout", &c.Auth.Lockout}, {"auth.max_lockout", &c.Auth.MaxLockout}} {
+		if *f.v <= MaxLockoutBound {
+			continue
+		}
+		at := ""
+		if r := rg.ptr(f.key); r != nil {
+			at = fmt.Sprintf("line %d: ", r.Start.Line)
+		}
+		c.notes = append(c.notes, fmt.Sprintf("%s%s = %s is taken as %s, the longest lockout there is (a longer one is an account disabled: do that in the account stack); set it to at most %s",
+			at, f.key, *f.v, MaxLockoutBound, MaxLockoutBound))
+		*f.v = MaxLockoutBound
+	}
 }
 
 func nilIfEmpty(s []string) []string {
