@@ -194,6 +194,9 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		conn.Close()
 		return
 	}
+	if strings.HasPrefix(endpoint, "rdp://") {
+		display = newSettleConn(display, rdpSettle)
+	}
 	// Register the stream unless the session was cut meanwhile. A session
 	// has one display stream: a new one (its terminal's display client
 	// reconnecting) replaces the one before, so that each holds at most

@@ -89,6 +89,9 @@ type envOptions struct {
 	authn     auth.Authenticator
 	policies  *auth.Policies
 	gateway   bool // run the attach gateway
+	// rdp runs the desktops with weston's RDP backend (unguarded: the
+	// tests' own loopback) instead of headless.
+	rdp bool
 	// wrap, if set, wraps the registry the broker uses (fault injection
 	// behind the broker's own Registry interface).
 	wrap func(Registry) Registry
@@ -141,8 +144,12 @@ func newEnvWith(t *testing.T, id string, o envOptions) *env {
 	}
 	t.Cleanup(func() { reg.Close(context.Background()) })
 	logger := testutil.Logger(t, id, testLogLevel())
-	comp, err := weston.New(weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"), StartTimeout: westonStartTimeout,
-		AllowRoot: true /* the broker tests run as root; desktops as users are compositor/weston tests */})
+	wcfg := weston.Config{StateDir: filepath.Join(dir, "sessions"), Logger: logger.Named("weston"), StartTimeout: westonStartTimeout,
+		AllowRoot: true /* the broker tests run as root; desktops as users are compositor/weston tests */}
+	if o.rdp {
+		wcfg.Backend, wcfg.InsecureUnguardedRDP = "rdp", true
+	}
+	comp, err := weston.New(wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

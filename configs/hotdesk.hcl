@@ -259,7 +259,10 @@ compositor {
   # headless (local display clients) | rdp (served over RDP on loopback)
   backend = "headless"
 
-  # Extra arguments for every compositor.
+  # Extra arguments for every compositor. Without -c/--config here, each
+  # weston gets a weston.ini of its session (weston's defaults without the
+  # on-screen keyboard, weston-keyboard); with it, that file is used as it
+  # is (add "[input-method]" and "path=" to it to keep the keyboard off).
   args = []
 
   # Per-session state (sockets, pid files) so that a restarted hotdeskd

@@ -271,9 +271,10 @@ func (b *bench) startPixels(ctx context.Context, dir string, cfg pixelsConfig) (
 	}
 	ini := filepath.Join(dir, "weston.ini")
 	// A desktop with texture and an application; no panel (its clock
-	// would change the frame every minute).
+	// would change the frame every minute); no on-screen keyboard, as
+	// hotdeskd's own desktops (compositor/weston's session weston.ini).
 	if err := os.WriteFile(ini, []byte("[core]\nidle-time=0\n[shell]\npanel-position=none\n"+
-		"background-image=/usr/share/weston/pattern.png\nbackground-type=tile\n"), 0o644); err != nil {
+		"background-image=/usr/share/weston/pattern.png\nbackground-type=tile\n[input-method]\npath=\n"), 0o644); err != nil {
 		return px, err
 	}
 	comp, err := weston.New(weston.Config{
@@ -854,7 +855,9 @@ func (px *pixelsRig) direct(ctx context.Context, t *pixelTerm, endpoint string, 
 	// would: weston 10 gives each RDP peer a seat and destroys its global
 	// at once on disconnect, and a client still binding it (the desktop
 	// shell, an application) dies of "invalid global wl_seat"; a shell
-	// dying within 30 s of weston's start ends weston.
+	// dying within 30 s of weston's start ends weston. (Through the
+	// attach gateway, rdpSettle in package broker sees to it; this
+	// connection bypasses the gateway.)
 	if err := px.stable(ctx, t, fr); err != nil {
 		return x, err
 	}

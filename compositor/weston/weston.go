@@ -3,7 +3,8 @@
 //
 // Layout. Every session gets <StateDir>/<id>/ (0700, root-owned) holding
 // session.json (the record Adopt uses), weston.log (weston's stdout and
-// stderr; rotated to weston.log.1 when it grows past Config.LogMaxBytes) and
+// stderr; rotated to weston.log.1 when it grows past Config.LogMaxBytes),
+// weston.ini (unless Config.ExtraArgs name a configuration) and
 // run/ (0700), the session's private XDG_RUNTIME_DIR. Weston listens on
 // run/wayland-hd; Info.Endpoint is "wayland:" + that absolute path. The
 // backend holds an exclusive flock on <StateDir>/.lock from New to Close, so
@@ -113,6 +114,7 @@ var (
 const (
 	socketName = "wayland-hd"
 	logName    = "weston.log"
+	iniName    = "weston.ini"
 	lockName   = ".lock"
 	// maxSocketPath is the longest unix socket path (sun_path minus NUL).
 	maxSocketPath = 107
@@ -165,7 +167,9 @@ type Config struct {
 	// socket path (107 bytes).
 	StateDir string
 	// ExtraArgs are appended to weston's command line. Unless they contain
-	// -c/--config, weston gets --no-config.
+	// -c/--config (the administrator's own weston.ini, used as it is),
+	// weston gets the session's weston.ini (see sessionIni): weston's
+	// defaults without the on-screen keyboard.
 	ExtraArgs []string
 	// StartTimeout bounds Create's wait for the socket; default 10s.
 	StartTimeout time.Duration
@@ -653,7 +657,12 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limi
 		args = append(args, rdpArgs...)
 	}
 	if !hasConfigFlag(b.cfg.ExtraArgs) {
-		args = append(args, "--no-config")
+		ini, err := writeIni(s, uid, gid)
+		if err != nil {
+			cleanDir()
+			return compositor.Info{}, err
+		}
+		args = append(args, "--config="+ini)
 	}
 	args = append(args, b.cfg.ExtraArgs...)
 	cmd := exec.Command(b.binary, args...)

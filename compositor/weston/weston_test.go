@@ -1087,6 +1087,11 @@ func TestRunAsUser(t *testing.T) {
 		if fi, err := os.Stat(logPath); err != nil || fi.Sys().(*syscall.Stat_t).Uid != mustAtoi(t, r) || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %s: %v, %v; want mode 0600, owned by the account", who, logPath, fi, err)
 		}
+		// Its weston.ini too: weston reads it as the account.
+		iniPath := filepath.Join(b.cfg.StateDir, id, iniName)
+		if fi, err := os.Stat(iniPath); err != nil || fi.Sys().(*syscall.Stat_t).Uid != mustAtoi(t, r) || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %s: %v, %v; want mode 0600, owned by the account", who, iniPath, fi, err)
+		}
 	}
 	for id := range map[string]bool{"p-root": true, "p-nobody": true, "p-nosuchuserhd": true} {
 		if err := destroy(t, b, id); err != nil {
@@ -1666,4 +1671,85 @@ func TestSuspendRecordUnwritable(t *testing.T) {
 		t.Fatalf("session.json = %+v; want pid %d, not suspended", r, info.PID)
 	}
 	noExit(t, b)
+}
+
+// groupCommands returns the command names (argv[0]'s base) of the live
+// processes of process group pgid, sorted.
+func groupCommands(pgid int) []string {
+	var names []string
+	for _, pid := range liveInGroup(pgid) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil {
+			continue
+		}
+		arg0, _, _ := strings.Cut(string(b), "\x00")
+		names = append(names, filepath.Base(arg0))
+	}
+	slices.Sort(names)
+	return names
+}
+
+// waitShell waits until weston (pid) has started its desktop shell (the
+// helper it launches last) and returns the commands of its process group.
+func waitShell(t *testing.T, pid int) []string {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		names := groupCommands(pid)
+		if slices.Contains(names, "weston-desktop-shell") {
+			return names
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("weston (pid %d) started no weston-desktop-shell: its group runs %q", pid, names)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHelperClients: a desktop runs weston and its desktop shell, not the
+// on-screen keyboard (weston-keyboard, the input method weston starts by
+// default): thin clients have keyboards, and each helper is a process per
+// desktop and one more client weston 10's RDP backend can kill (it dies of
+// "invalid global wl_seat" when an RDP peer leaves right after it came).
+// The session's weston.ini says so; an administrator's own -c/--config is
+// used as it is, and no weston.ini is written.
+func TestHelperClients(t *testing.T) {
+	requireWeston(t)
+	b, _ := newBackend(t, Config{StateDir: stateDir(t)})
+	info := create(t, b, compositor.Spec{SessionID: "hc", User: "root"})
+	sdir := filepath.Join(b.cfg.StateDir, "hc")
+	if got, want := waitShell(t, info.PID), []string{"weston", "weston-desktop-shell"}; !slices.Equal(got, want) {
+		t.Errorf("the desktop runs %q; want %q", got, want)
+	}
+	ini := filepath.Join(sdir, iniName)
+	if got := perm(t, ini); got != 0o600 {
+		t.Errorf("%s mode = %v; want 0600", ini, got)
+	}
+	if log, _ := os.ReadFile(filepath.Join(sdir, logName)); !bytes.Contains(log, []byte("Using config file '"+ini+"'")) {
+		t.Errorf("weston.log does not show %s used:\n%s", ini, log)
+	}
+	if err := destroy(t, b, "hc"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The administrator's configuration: theirs, as it is.
+	admin := filepath.Join(t.TempDir(), "admin.ini")
+	if err := os.WriteFile(admin, []byte("[shell]\npanel-position=none\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := newBackend(t, Config{StateDir: stateDir(t), ExtraArgs: []string{"--config=" + admin}})
+	info = create(t, ab, compositor.Spec{SessionID: "ha", User: "root"})
+	sdir = filepath.Join(ab.cfg.StateDir, "ha")
+	if got, want := waitShell(t, info.PID), []string{"weston", "weston-desktop-shell", "weston-keyboard"}; !slices.Equal(got, want) {
+		t.Errorf("with the admin's config the desktop runs %q; want %q (weston's defaults)", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(sdir, iniName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("with the admin's config: %s: %v; want none written", iniName, err)
+	}
+	if log, _ := os.ReadFile(filepath.Join(sdir, logName)); !bytes.Contains(log, []byte("Using config file '"+admin+"'")) {
+		t.Errorf("weston.log does not show %s used:\n%s", admin, log)
+	}
+	if err := destroy(t, ab, "ha"); err != nil {
+		t.Fatal(err)
+	}
 }
