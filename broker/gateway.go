@@ -195,7 +195,7 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		return
 	}
 	if strings.HasPrefix(endpoint, "rdp://") {
-		display = newSettleConn(display, rdpSettle)
+		display = newSettleConn(display, rdpSettle, b.goAttach, b.stop)
 	}
 	// Register the stream unless the session was cut meanwhile. A session
 	// has one display stream: a new one (its terminal's display client

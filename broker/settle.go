@@ -33,18 +33,25 @@ import (
 const rdpSettle = 5 * time.Second
 
 // settleConn is the compositor's side of an RDP stream; Close ends it no
-// sooner than until.
+// sooner than until. Its times are the wall clock's: they are network
+// deadlines.
 type settleConn struct {
 	net.Conn
 	until time.Time
+	// spawn runs the drain on a goroutine its owner waits for (the
+	// broker's goAttach), or reports false (the owner is stopping: the
+	// connection is closed at once); stop, closed when the owner stops,
+	// ends a drain under way.
+	spawn func(func()) bool
+	stop  <-chan struct{}
 
 	mu      sync.Mutex
 	closed  bool
 	readers sync.WaitGroup // Reads in progress; none starts once closed
 }
 
-func newSettleConn(c net.Conn, settle time.Duration) *settleConn {
-	return &settleConn{Conn: c, until: time.Now().Add(settle)}
+func newSettleConn(c net.Conn, settle time.Duration, spawn func(func()) bool, stop <-chan struct{}) *settleConn {
+	return &settleConn{Conn: c, until: time.Now().Add(settle), spawn: spawn, stop: stop}
 }
 
 func (c *settleConn) Read(p []byte) (int, error) {
@@ -71,8 +78,10 @@ func (c *settleConn) Write(p []byte) (int, error) {
 
 // Close returns at once. To its callers the connection is closed: a Read
 // in progress ends, later Reads and Writes fail. Before until, the
-// connection itself is drained in the background and closed at until (or
-// when the compositor closes it).
+// connection itself is drained in the background and closed at until,
+// when the compositor closes it, or when the owner stops (a daemon
+// stopping does not wait for its streams: a stop longer than the lease
+// costs every desktop its claim).
 func (c *settleConn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -85,11 +94,26 @@ func (c *settleConn) Close() error {
 		return c.Conn.Close()
 	}
 	_ = c.Conn.SetReadDeadline(time.Now()) // ends the splice's Read
-	go func() {
-		c.readers.Wait()
-		_ = c.Conn.SetReadDeadline(c.until)
-		_, _ = io.Copy(io.Discard, c.Conn)
-		c.Conn.Close()
-	}()
+	if !c.spawn(c.drain) {
+		return c.Conn.Close()
+	}
 	return nil
+}
+
+// drain reads and drops what the compositor sends until c.until, the
+// compositor's close or the owner's stop, then closes the connection.
+func (c *settleConn) drain() {
+	c.readers.Wait()
+	_ = c.Conn.SetReadDeadline(c.until)
+	drained := make(chan struct{})
+	go func() { // bounded by drained: ends with the drain
+		select {
+		case <-c.stop:
+			_ = c.Conn.SetReadDeadline(time.Now())
+		case <-drained:
+		}
+	}()
+	_, _ = io.Copy(io.Discard, c.Conn)
+	close(drained)
+	c.Conn.Close()
 }
