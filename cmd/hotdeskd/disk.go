@@ -20,7 +20,8 @@ import (
 // refuses every new desktop and, with the embedded etcd in data_dir, stops
 // the daemon at etcd's first write (internal/diskspace). The daemon checks
 // at start and every diskCheckInterval; a filesystem under diskspace.Low
-// is a warn line, under diskspace.Critical an error line (each once, and
+// (or LowFiles: one out of inodes refuses new files with bytes to spare)
+// is a warn line, under Critical (CriticalFiles) an error line (each once, and
 // an info line when there is room again), and hotdesk_disk_free_bytes
 // exports what is left.
 
@@ -35,8 +36,8 @@ type diskDir struct {
 type diskWatch struct {
 	log      hclog.Logger
 	dirs     []diskDir
-	embedded bool                                            // the embedded etcd writes into data_dir
-	free     func(path string) (free, dev uint64, err error) // of path, or of existing(path)
+	embedded bool                                                           // the embedded etcd writes into data_dir
+	free     func(path string) (room diskspace.Room, dev uint64, err error) // of path, or of existing(path)
 
 	mu    sync.Mutex
 	left  map[string]uint64          // key → bytes free at the last check
@@ -48,7 +49,7 @@ func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
 		log:      log,
 		dirs:     []diskDir{{"data_dir", cfg.DataDir}, {"compositor.state_dir", cfg.Compositor.StateDir}},
 		embedded: cfg.UsesEmbeddedEtcd(),
-		free:     func(p string) (uint64, uint64, error) { return diskspace.Free(existing(p)) },
+		free:     func(p string) (diskspace.Room, uint64, error) { return diskspace.Free(existing(p)) },
 		left:     map[string]uint64{},
 		level:    map[uint64]diskspace.Level{},
 	}
@@ -62,21 +63,21 @@ func (w *diskWatch) check() {
 	defer w.mu.Unlock()
 	told := map[uint64]bool{}
 	for _, d := range w.dirs {
-		free, dev, err := w.free(d.path)
+		room, dev, err := w.free(d.path)
 		if err != nil {
 			continue
 		}
-		w.left[d.key] = free
+		w.left[d.key] = room.Bytes
 		if told[dev] {
 			continue
 		}
 		told[dev] = true
-		lv, was := diskspace.LevelOf(free), w.level[dev]
+		lv, was := room.Level(), w.level[dev]
 		w.level[dev] = lv
 		if lv == was {
 			continue
 		}
-		args := []any{"dir", d.key, "path", d.path, "free", diskspace.Format(free)}
+		args := []any{"dir", d.key, "path", d.path, "free", room.String()}
 		switch {
 		case lv == diskspace.Full:
 			w.log.Error(w.warning(d.key, lv), args...)
@@ -107,13 +108,13 @@ func (w *diskWatch) warnings() []string {
 	var out []string
 	seen := map[uint64]bool{}
 	for _, d := range w.dirs {
-		free, dev, err := w.free(d.path)
+		room, dev, err := w.free(d.path)
 		if err != nil || seen[dev] {
 			continue
 		}
 		seen[dev] = true
-		if lv := diskspace.LevelOf(free); lv != diskspace.OK {
-			out = append(out, fmt.Sprintf("%s %s: %s free: %s", d.key, d.path, diskspace.Format(free), w.warning(d.key, lv)))
+		if lv := room.Level(); lv != diskspace.OK {
+			out = append(out, fmt.Sprintf("%s %s: %s free: %s", d.key, d.path, room, w.warning(d.key, lv)))
 		}
 	}
 	return out

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/internal/diskspace"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -31,11 +32,12 @@ func TestDiskWatch(t *testing.T) {
 	w := newDiskWatch(log, cfg)
 	free := map[string]uint64{"/data": 1 << 30, "/data/sessions": 1 << 30}
 	dev := map[string]uint64{"/data": 1, "/data/sessions": 1}
-	w.free = func(p string) (uint64, uint64, error) {
+	files := diskspace.NoFileLimit
+	w.free = func(p string) (diskspace.Room, uint64, error) {
 		if _, ok := free[p]; !ok {
-			return 0, 0, errors.New("no such directory")
+			return diskspace.Room{}, 0, errors.New("no such directory")
 		}
-		return free[p], dev[p], nil
+		return diskspace.Room{Bytes: free[p], Files: files}, dev[p], nil
 	}
 	lines := func() []string {
 		out := strings.Split(strings.TrimSpace(buf.String()), "\n")
@@ -67,6 +69,11 @@ func TestDiskWatch(t *testing.T) {
 	step(10<<20, 10<<20, "[ERROR] the disk is full or nearly: no desktop can start there…free=\"10 MiB\"")
 	step(20<<20, 20<<20)
 	step(100<<20, 100<<20) // from full to low: nothing new to do
+	step(1<<30, 1<<30, "[INFO]  the disk has room again")
+	// Out of files (inodes) with bytes to spare: as full.
+	files = 500
+	step(1<<30, 1<<30, "[ERROR] the disk is full or nearly…free=\"1.0 GiB, 500 files\"")
+	files = 1 << 20
 	step(1<<30, 1<<30, "[INFO]  the disk has room again")
 	if got := w.freeBytes(); got["data_dir"] != 1<<30 || got["compositor.state_dir"] != 1<<30 {
 		t.Fatalf("freeBytes = %v", got)

@@ -21,42 +21,77 @@ const (
 	// Critical is the free space under which the next etcd write may
 	// find no room: etcd preallocates each 64 MiB segment of its log.
 	Critical = 64 << 20
+	// LowFiles and CriticalFiles are the same for the files (inodes) a
+	// filesystem can still make: one out of them refuses every new file,
+	// a desktop's directory and record too, with bytes to spare.
+	LowFiles      = 10000
+	CriticalFiles = 1000
 )
 
 // Level is how close to full a filesystem is.
 type Level int
 
 const (
-	OK       Level = iota // at least Low free
-	LowSpace              // under Low
-	Full                  // under Critical
+	OK       Level = iota // at least Low free (and LowFiles)
+	LowSpace              // under Low (or LowFiles)
+	Full                  // under Critical (or CriticalFiles)
 )
 
-// LevelOf returns the level of a filesystem with free bytes available.
-func LevelOf(free uint64) Level {
+// Room is what a filesystem has left for the daemon.
+type Room struct {
+	Bytes uint64
+	// Files is how many more files (inodes) it can make; NoFileLimit
+	// for a filesystem that makes them as it needs (btrfs reports none).
+	Files uint64
+}
+
+// NoFileLimit is Room.Files of a filesystem without a fixed number of
+// files.
+const NoFileLimit = ^uint64(0)
+
+// Level returns how close to full r is.
+func (r Room) Level() Level {
 	switch {
-	case free < Critical:
+	case r.Bytes < Critical || r.Files < CriticalFiles:
 		return Full
-	case free < Low:
+	case r.Bytes < Low || r.Files < LowFiles:
 		return LowSpace
 	}
 	return OK
 }
 
-// Free returns the bytes available to the daemon (not counting the blocks
-// a filesystem reserves for root, which an unprivileged daemon cannot use
-// and a root one should not count on) on the filesystem holding path, and
-// that filesystem's device number (two paths with the same one share it).
-func Free(path string) (free, dev uint64, err error) {
+// String renders r for a person: "12 MiB", or "12 MiB, 800 files" when
+// the files are what runs short.
+func (r Room) String() string {
+	if r.Files < LowFiles {
+		return fmt.Sprintf("%s, %d files", Format(r.Bytes), r.Files)
+	}
+	return Format(r.Bytes)
+}
+
+// LevelOf returns the level of a filesystem with free bytes available
+// and no shortage of files.
+func LevelOf(free uint64) Level { return Room{Bytes: free, Files: NoFileLimit}.Level() }
+
+// Free returns the room left to the daemon (not counting the blocks a
+// filesystem reserves for root, which an unprivileged daemon
+// cannot use and a root one should not count on) on the filesystem
+// holding path, and that filesystem's device number (two paths with the
+// same one share it).
+func Free(path string) (room Room, dev uint64, err error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return 0, 0, fmt.Errorf("diskspace: %w", err)
+		return Room{}, 0, fmt.Errorf("diskspace: %w", err)
 	}
 	var fs unix.Statfs_t
 	if err := unix.Statfs(path, &fs); err != nil {
-		return 0, 0, fmt.Errorf("diskspace: statfs %s: %w", path, err)
+		return Room{}, 0, fmt.Errorf("diskspace: statfs %s: %w", path, err)
 	}
-	return fs.Bavail * uint64(fs.Bsize), st.Dev, nil
+	room = Room{Bytes: fs.Bavail * uint64(fs.Bsize), Files: fs.Ffree}
+	if fs.Files == 0 {
+		room.Files = NoFileLimit
+	}
+	return room, st.Dev, nil
 }
 
 // Format renders n bytes for a person: "0 B", "12 MiB", "3.4 GiB".

@@ -18,6 +18,28 @@ func TestLevelOf(t *testing.T) {
 	}
 }
 
+func TestRoomLevel(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		room Room
+		want Level
+		text string
+	}{
+		{Room{Bytes: 1 << 30, Files: NoFileLimit}, OK, "1.0 GiB"},
+		{Room{Bytes: 1 << 30, Files: LowFiles}, OK, "1.0 GiB"},
+		{Room{Bytes: 1 << 30, Files: LowFiles - 1}, LowSpace, "1.0 GiB, 9999 files"},
+		{Room{Bytes: 1 << 30, Files: 0}, Full, "1.0 GiB, 0 files"},
+		{Room{Bytes: Critical - 1, Files: 1 << 20}, Full, "63 MiB"},
+	} {
+		if got := c.room.Level(); got != c.want {
+			t.Errorf("%+v.Level() = %v; want %v", c.room, got, c.want)
+		}
+		if got := c.room.String(); got != c.text {
+			t.Errorf("%+v.String() = %q; want %q", c.room, got, c.text)
+		}
+	}
+}
+
 func TestFormat(t *testing.T) {
 	t.Parallel()
 	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 4 << 10: "4 KiB", 12<<20 + 5: "12 MiB", 3<<30 + 1<<29: "3.5 GiB", 12 << 30: "12 GiB"} {
@@ -32,9 +54,9 @@ func TestFormat(t *testing.T) {
 func TestFree(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	free, dev, err := Free(dir)
-	if err != nil || free == 0 {
-		t.Fatalf("Free = %d, %v; want the room left", free, err)
+	room, dev, err := Free(dir)
+	if err != nil || room.Bytes == 0 || room.Files == 0 {
+		t.Fatalf("Free = %+v, %v; want the room left", room, err)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
