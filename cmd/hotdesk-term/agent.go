@@ -30,6 +30,12 @@ const (
 	missedPongs = 3
 	// maxQueuedAnswers bounds answers typed ahead of their prompts.
 	maxQueuedAnswers = 16
+	// answerTypeAhead is how long an answer typed while no prompt is
+	// pending waits for one: long enough for a script that answers before
+	// the broker asks, short of the next person's login (an answer typed
+	// for the last person's card must not go to the next one's prompt).
+	// Scripted answers (Config.Answers) wait however long.
+	answerTypeAhead = time.Minute
 	// inboxSize bounds messages read but not yet handled.
 	inboxSize = 16
 	// tlsSessions bounds the TLS sessions kept for resumption: one per
@@ -127,7 +133,7 @@ type agent struct {
 	lastDial  time.Time // when the last dial started
 	retrying  clock.Timer
 	backoff   time.Duration
-	answers   []string
+	answers   []queuedAnswer
 	prompt    uint32 // id of the prompt waiting for an answer command, if hasPrompt
 	hasPrompt bool
 	// answered: the person answered a prompt since the last answer to an
@@ -246,7 +252,7 @@ func newAgent(cfg Config) (*agent, error) {
 		represent: make(chan representation),
 		stopped:   make(chan struct{}),
 		backoff:   cfg.MinBackoff,
-		answers:   slices.Clone(cfg.Answers),
+		answers:   scriptedAnswers(cfg.Answers),
 		tlsCache:  tls.NewLRUClientSessionCache(tlsSessions),
 	}
 	if len(cfg.Display) > 0 {
@@ -460,6 +466,36 @@ func (a *agent) readCommands(ctx context.Context, lines <-chan string) {
 	}
 }
 
+// queuedAnswer is an answer waiting for a prompt: scripted (at zero) or
+// typed while none was pending.
+type queuedAnswer struct {
+	text string
+	at   time.Time // when typed; zero: scripted, no expiry
+}
+
+func scriptedAnswers(texts []string) []queuedAnswer {
+	out := make([]queuedAnswer, len(texts))
+	for i, t := range texts {
+		out[i] = queuedAnswer{text: t}
+	}
+	return out
+}
+
+// nextAnswer takes the first queued answer still waiting for a prompt,
+// dropping those typed more than answerTypeAhead ago.
+func (a *agent) nextAnswer() (string, bool) {
+	now := a.clk.Now()
+	for len(a.answers) > 0 {
+		q := a.answers[0]
+		a.answers = a.answers[1:]
+		if q.at.IsZero() || now.Sub(q.at) <= answerTypeAhead {
+			return q.text, true
+		}
+		a.log.Debug("an answer typed ahead of any prompt was not used in time; dropped")
+	}
+	return "", false
+}
+
 // resumeKey is an Attached's ResumeKey for the token of its session.
 type resumeKey struct {
 	session string
@@ -630,7 +666,7 @@ func (a *agent) command(c command) {
 			a.out.emit(errorEvent(0, errCommand, "too many answers waiting for prompts"))
 			return
 		}
-		a.answers = append(a.answers, c.arg)
+		a.answers = append(a.answers, queuedAnswer{text: c.arg, at: a.clk.Now()})
 	case opCancel:
 		// The person declines the prompt on screen: the broker fails
 		// that login (PROTOCOL.md §5 AuthPrompt).
@@ -676,9 +712,7 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 		if m.Style != proto.PromptEchoOff && m.Style != proto.PromptEchoOn {
 			return
 		}
-		if len(a.answers) > 0 {
-			text := a.answers[0]
-			a.answers = a.answers[1:]
+		if text, ok := a.nextAnswer(); ok {
 			a.answered = true
 			a.send(&proto.AuthAnswer{ID: m.ID, Text: text})
 			return

@@ -1099,3 +1099,37 @@ func TestAgentRunLeavesNoGoroutine(t *testing.T) {
 		t.Fatalf("%d goroutines of Run still running after it returned:\n\n%s", len(ta.left), strings.Join(ta.left, "\n\n"))
 	}
 }
+
+// TestTypedAheadAnswerExpires: an answer typed on stdin while no prompt
+// is pending waits for the next prompt a minute at most (answerTypeAhead):
+// one typed long before, perhaps for the last person's card, is not sent
+// to a prompt that comes minutes later, perhaps for the next person's. A
+// scripted answer (-answer) waits for its prompt however long.
+func TestTypedAheadAnswerExpires(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1000, 0))
+	b := startBroker(t, "broker-a", time.Hour) // no ping while the clock is advanced
+	ta := startAgent(t, b, func(c *Config) { c.Clock = clk; c.Answers = []string{"scripted"} })
+	p := b.accept()
+	ta.out.wait("connected")
+	ta.command(t, "answer typed-long-ago")
+	p.ping(1) // the agent has queued it
+	clk.Advance(answerTypeAhead + time.Second)
+	ta.promptPIN(t, p, 1)
+	if ans := expect[proto.AuthAnswer](p); ans.ID != 1 || ans.Text != "scripted" {
+		t.Fatalf("answer = %+v; want the scripted answer", ans)
+	}
+	p.send(&proto.AuthPrompt{ID: 2, Style: proto.PromptEchoOff, Text: "PIN: "})
+	ta.out.wait("prompt")
+	ta.command(t, "answer mine")
+	if ans := expect[proto.AuthAnswer](p); ans.ID != 2 || ans.Text != "mine" {
+		t.Fatalf("answer = %+v; want id 2, the answer typed for it (not one typed long before)", ans)
+	}
+	// Typed ahead just before its prompt: sent.
+	ta.command(t, "answer ahead")
+	p.ping(2)
+	p.send(&proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOff, Text: "PIN: "})
+	if ans := expect[proto.AuthAnswer](p); ans.ID != 3 || ans.Text != "ahead" {
+		t.Fatalf("answer = %+v; want id 3, the answer typed ahead", ans)
+	}
+}
