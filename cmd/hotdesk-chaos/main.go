@@ -46,6 +46,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/version"
 )
 
 type options struct {
@@ -116,7 +118,18 @@ func run() int {
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
 	flag.StringVar(&o.from, "from", "", "directory holding the previous release's hotdeskd: the brokers start from it and broker_upgrade (the default faults: one per broker) restarts them, one at a time, with -bin's (a rolling upgrade under the workload; broker_downgrade takes the last upgraded one back); each upgrade is also checked for group-wide settings and clocks told different (hotdeskctl server list) at any broker")
 	flag.StringVar(&o.auth, "auth", "card", "brokers' login policy: card (each login and hot-desk asks a PAM account stack, pam_nologin + pam_permit, in the brokers' PAM helpers, as the card policies of a site do) or kiosk (no PAM)")
-	flag.Parse()
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse() // exits 2 on a bad flag, 0 on -help
+	if flag.NArg() > 0 {
+		// A stray word would otherwise start a whole group under faults.
+		fmt.Fprintf(os.Stderr, "hotdesk-chaos: unexpected argument %q\n", flag.Arg(0))
+		flag.Usage()
+		return 2
+	}
+	if *showVersion {
+		fmt.Println("hotdesk-chaos", version.String())
+		return 0
+	}
 	if o.quiet == 0 {
 		o.quiet = 8 * time.Second
 		if o.quick {
