@@ -3,7 +3,8 @@
 // and the etcd history, checks the history and prints ONE JSON OBJECT PER
 // FAULT on stdout (progress, violations in words, on stderr):
 //
-//	hotdesk-chaos [-bin bin] [-quick] [-faults a,b] [-duration 5m] [-seed N] [-keep]
+//	hotdesk-chaos [-bin bin] [-quick] [-faults a,b] [-duration 5m] [-seed N] [-keep] [-auth card|kiosk]
+//	hotdesk-chaos -from PREVIOUS-BIN [-bin bin] [-faults broker_upgrade,broker_downgrade,…]
 //
 // The group: a 3-member etcd cluster (each member this binary re-executed
 // as `hotdesk-chaos etcd-member`, go.etcd.io/etcd/server/v3/embed), 3
@@ -23,7 +24,11 @@
 // etcd_leader_kill (kill -9 of the raft leader, restarted after one TTL),
 // etcd_quorum_loss (2 of 3 members stopped for 2 × TTL, then restarted),
 // broker_partition (the broker's proxies cut for 2 × TTL), broker_flap (its
-// link cut and restored at random for 4 × TTL).
+// link cut and restored at random for 4 × TTL). With -from (the previous
+// release's bin directory) the brokers start on its hotdeskd and the faults
+// are broker_upgrade (SIGTERM, started again on -bin's) and
+// broker_downgrade (the last upgraded one back), each followed by a look at
+// every member's server list.
 //
 // Checks (check.go): (a) no token or session shown at two terminals for
 // longer than the takeover window; (b) no session replaced by a new one
