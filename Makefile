@@ -31,7 +31,7 @@ DEB_PKGS += cron at
 # certificate checks).
 DEB_PKGS += python3 openssl
 
-.PHONY: all build deps demo demo-card test test-short vet fuzz chaos upgrade-check clean deb stage install package-test race
+.PHONY: all build deps demo demo-card test fuzz chaos upgrade-check clean deb stage install package-test race
 
 all: build
 

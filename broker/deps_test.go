@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -111,3 +113,97 @@ func TestLayering(t *testing.T) {
 		t.Fatalf("checked only %d packages; go list output:\n%s", checked, out)
 	}
 }
+
+// TestLayeringAsREADME holds the README's Code layout table to the code:
+// a package of a folder the table lists imports, of this module, only its
+// own folder and what the "may import" column names (`x`: that package,
+// `x/`: anything under it; "everything above": the rows above); of
+// internal/, the outside packages the column names besides the standard
+// library; internal/ is every layer's.
+func TestLayeringAsREADME(t *testing.T) {
+	t.Parallel()
+	const mod = "github.com/hotdesk/hotdesk/"
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "| folder | role | may import |")
+	if !ok {
+		t.Fatal("README.md: no Code layout table")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	type layer struct {
+		folder string
+		may    []string
+	}
+	var layers []layer
+	tick := regexp.MustCompile("`([^`]+)`")
+	for _, row := range strings.Split(table, "\n") {
+		cells := strings.Split(row, "|")
+		if len(cells) < 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		folder := strings.TrimSuffix(tick.FindStringSubmatch(cells[1])[1], "/")
+		l := layer{folder: folder}
+		may := parenthesized.ReplaceAllString(cells[3], "")
+		if strings.Contains(may, "everything") {
+			for _, above := range layers {
+				l.may = append(l.may, above.folder+"/")
+			}
+			if strings.TrimSpace(may) == "everything" {
+				l.may = append(l.may, "")
+			}
+		}
+		for _, m := range tick.FindAllStringSubmatch(may, -1) {
+			l.may = append(l.may, m[1])
+		}
+		layers = append(layers, l)
+	}
+	if len(layers) < 6 {
+		t.Fatalf("README.md Code layout: %d rows read", len(layers))
+	}
+	allowed := func(l layer, dep string) bool {
+		// internal/: "leaf utilities every layer may use".
+		if dep == l.folder || strings.HasPrefix(dep, l.folder+"/") || strings.HasPrefix(dep, "internal/") {
+			return true
+		}
+		for _, m := range l.may {
+			if dep == m || strings.HasSuffix(m, "/") && (strings.HasPrefix(dep, m) || dep+"/" == m) || m == "" {
+				return true
+			}
+		}
+		return false
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", mod+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imports, _ := strings.Cut(line, ": ")
+		rel := strings.TrimPrefix(pkg, mod)
+		for _, l := range layers {
+			if rel != l.folder && !strings.HasPrefix(rel, l.folder+"/") {
+				continue
+			}
+			checked++
+			for _, dep := range strings.Fields(imports) {
+				switch {
+				case strings.HasPrefix(dep, mod):
+					if d := strings.TrimPrefix(dep, mod); !allowed(l, d) {
+						t.Errorf("%s imports %s: README.md's Code layout lets %s/ import %q", rel, d, l.folder, l.may)
+					}
+				case l.folder == "internal" && strings.Contains(strings.SplitN(dep, "/", 2)[0], "."):
+					if !allowed(l, dep) {
+						t.Errorf("%s imports %s: README.md's Code layout lets internal/ import %q", rel, dep, l.may)
+					}
+				}
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d packages", checked)
+	}
+}
+
+var parenthesized = regexp.MustCompile(`\([^)]*\)`)

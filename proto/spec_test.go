@@ -8,7 +8,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -166,4 +168,117 @@ func specMessage(domain string, parts ...[]byte) *bytes.Buffer {
 		msg.Write(p)
 	}
 	return &msg
+}
+
+// specField is one row of a field table of PROTOCOL.md.
+type specField struct {
+	name string
+	opt  bool
+}
+
+// specFieldTables returns the rows of PROTOCOL.md's field tables by the
+// message (or map) they describe: the tables under "### N Name" headings
+// of §5 (both messages of "### 13 Ping, 14 Pong"), and those a paragraph
+// introduces elsewhere ("`Welcome` has one more optional field:", "Member
+// is a map:"). types maps each heading's message name to its number.
+func specFieldTables(t *testing.T, spec string) (tables map[string]map[uint64]specField, types map[string]uint64) {
+	t.Helper()
+	heading := regexp.MustCompile(`^### (\d+) (\w+)(?:, (\d+) (\w+))?[ (:]`)
+	intro := regexp.MustCompile("^(?:`(\\w+)` has .*field|(\\w+) is a map)")
+	row := regexp.MustCompile(`^\| (\d+) \| (\w+) \| ([^|]+) \|`)
+	tables, types = map[string]map[uint64]specField{}, map[string]uint64{}
+	var owners []string
+	for _, line := range strings.Split(spec, "\n") {
+		switch m := heading.FindStringSubmatch(line); {
+		case m != nil:
+			owners = nil
+			for i := 1; i+1 < len(m) && m[i] != ""; i += 2 {
+				n, _ := strconv.ParseUint(m[i], 10, 16)
+				types[m[i+1]] = n
+				owners = append(owners, m[i+1])
+			}
+			continue
+		case strings.HasPrefix(line, "#"):
+			owners = nil
+			continue
+		}
+		if m := intro.FindStringSubmatch(line); m != nil {
+			owners = []string{m[1] + m[2]}
+			continue
+		}
+		m := row.FindStringSubmatch(line)
+		if m == nil || owners == nil {
+			continue
+		}
+		key, _ := strconv.ParseUint(m[1], 10, 64)
+		f := specField{name: m[2], opt: strings.Contains(m[3], "opt")}
+		for _, o := range owners {
+			if tables[o] == nil {
+				tables[o] = map[uint64]specField{}
+			}
+			if _, dup := tables[o][key]; dup {
+				t.Errorf("PROTOCOL.md: %s has two rows for key %d", o, key)
+			}
+			tables[o][key] = f
+		}
+	}
+	return tables, types
+}
+
+// TestSpecMessageFields keeps PROTOCOL.md's message tables (§5, and the
+// fields added in later sections) in step with messages.go: every message
+// type has its number, every field its key, name and optionality
+// (omitempty: "opt"), and the document lists no field the code lacks.
+func TestSpecMessageFields(t *testing.T) {
+	tables, types := specFieldTables(t, readSpec(t))
+	structs := map[string]reflect.Type{"Member": reflect.TypeFor[proto.Member]()}
+	for _, typ := range proto.Types() {
+		body, err := proto.NewBody(typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := reflect.TypeOf(body).Elem()
+		structs[rt.Name()] = rt
+		if n, ok := types[rt.Name()]; !ok {
+			t.Errorf("PROTOCOL.md §5 has no heading for %s", rt.Name())
+		} else if n != uint64(typ) {
+			t.Errorf("PROTOCOL.md §5 numbers %s %d; messages.go %d", rt.Name(), n, typ)
+		}
+	}
+	for name := range types {
+		if structs[name] == nil {
+			t.Errorf("PROTOCOL.md §5 has a message %s that messages.go lacks", name)
+		}
+	}
+	for name, rt := range structs {
+		want := tables[name]
+		got := map[uint64]specField{}
+		for f := range rt.Fields() {
+			tag := strings.Split(f.Tag.Get("cbor"), ",")
+			if tag[0] == "-" || tag[0] == "" {
+				continue
+			}
+			key, err := strconv.ParseUint(tag[0], 10, 64)
+			if err != nil {
+				t.Fatalf("%s.%s: cbor tag %q", name, f.Name, f.Tag.Get("cbor"))
+			}
+			got[key] = specField{name: f.Name, opt: slices.Contains(tag[1:], "omitempty")}
+		}
+		for key, g := range got {
+			w, ok := want[key]
+			switch {
+			case !ok:
+				t.Errorf("PROTOCOL.md: %s has no row for key %d (%s)", name, key, g.name)
+			case w.name != g.name:
+				t.Errorf("PROTOCOL.md: %s key %d is %s; messages.go %s", name, key, w.name, g.name)
+			case w.opt != g.opt:
+				t.Errorf("PROTOCOL.md: %s.%s optional = %v; messages.go omitempty = %v", name, g.name, w.opt, g.opt)
+			}
+		}
+		for key, w := range want {
+			if _, ok := got[key]; !ok {
+				t.Errorf("PROTOCOL.md: %s key %d (%s) is not in messages.go", name, key, w.name)
+			}
+		}
+	}
 }

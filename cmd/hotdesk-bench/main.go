@@ -19,7 +19,10 @@
 //
 // THE COMPOSITOR IS A NULL BACKEND that starts no process: what is measured
 // is the broker's part of the path; 10,000 westons cannot run on 2 cores.
-// Every row says so in "notes". Authentication is auth.Kiosk (no prompt).
+// Every row says so in "notes". Authentication is the kiosk policy (no
+// prompt, no check) unless -auth card: then every login and hot-desk asks
+// a PAM account stack in a helper process, as hotdeskd's card policy does
+// (-account-cache, -account-helper-uses, -spare-helper as hotdeskd's).
 //
 // Rows: first "etcd_txn", the claim-if-absent txn baseline measured in the
 // same run; then each scenario with "n", "p50_ms", "p99_ms",

@@ -71,3 +71,27 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestCommandLine: as every binary of the tree (README, Install),
+// --version prints the stamp, --help exits 0 and a stray word is a usage
+// error with exit status 2 that starts nothing (it started a whole group
+// under faults).
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	bin := testutil.BuildStamped(t, testutil.Stamp, "github.com/hotdesk/hotdesk/cmd/hotdesk-chaos") + "/hotdesk-chaos"
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--version"}, 0, "hotdesk-chaos " + testutil.Stamp + "\n"},
+		{[]string{"--help"}, 0, "-faults"},
+		{[]string{"-quick", "stray"}, 2, `unexpected argument "stray"`},
+		{[]string{"-no-such-flag"}, 2, "flag provided but not defined"},
+	} {
+		out, code := testutil.Exec(t, bin, c.args...)
+		if code != c.code || !strings.Contains(out, c.want) {
+			t.Errorf("hotdesk-chaos %q: exit %d, %.300q; want exit %d and %q", c.args, code, out, c.code, c.want)
+		}
+	}
+}

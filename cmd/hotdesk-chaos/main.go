@@ -3,7 +3,8 @@
 // and the etcd history, checks the history and prints ONE JSON OBJECT PER
 // FAULT on stdout (progress, violations in words, on stderr):
 //
-//	hotdesk-chaos [-bin bin] [-quick] [-faults a,b] [-duration 5m] [-seed N] [-keep]
+//	hotdesk-chaos [-bin bin] [-quick] [-faults a,b] [-duration 5m] [-seed N] [-keep] [-auth card|kiosk]
+//	hotdesk-chaos -from PREVIOUS-BIN [-bin bin] [-faults broker_upgrade,broker_downgrade,…]
 //
 // The group: a 3-member etcd cluster (each member this binary re-executed
 // as `hotdesk-chaos etcd-member`, go.etcd.io/etcd/server/v3/embed), 3
@@ -23,7 +24,11 @@
 // etcd_leader_kill (kill -9 of the raft leader, restarted after one TTL),
 // etcd_quorum_loss (2 of 3 members stopped for 2 × TTL, then restarted),
 // broker_partition (the broker's proxies cut for 2 × TTL), broker_flap (its
-// link cut and restored at random for 4 × TTL).
+// link cut and restored at random for 4 × TTL). With -from (the previous
+// release's bin directory) the brokers start on its hotdeskd and the faults
+// are broker_upgrade (SIGTERM, started again on -bin's) and
+// broker_downgrade (the last upgraded one back), each followed by a look at
+// every member's server list.
 //
 // Checks (check.go): (a) no token or session shown at two terminals for
 // longer than the takeover window; (b) no session replaced by a new one
@@ -46,6 +51,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hotdesk/hotdesk/internal/version"
 )
 
 type options struct {
@@ -116,7 +123,18 @@ func run() int {
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
 	flag.StringVar(&o.from, "from", "", "directory holding the previous release's hotdeskd: the brokers start from it and broker_upgrade (the default faults: one per broker) restarts them, one at a time, with -bin's (a rolling upgrade under the workload; broker_downgrade takes the last upgraded one back); each upgrade is also checked for group-wide settings and clocks told different (hotdeskctl server list) at any broker")
 	flag.StringVar(&o.auth, "auth", "card", "brokers' login policy: card (each login and hot-desk asks a PAM account stack, pam_nologin + pam_permit, in the brokers' PAM helpers, as the card policies of a site do) or kiosk (no PAM)")
-	flag.Parse()
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse() // exits 2 on a bad flag, 0 on -help
+	if flag.NArg() > 0 {
+		// A stray word would otherwise start a whole group under faults.
+		fmt.Fprintf(os.Stderr, "hotdesk-chaos: unexpected argument %q\n", flag.Arg(0))
+		flag.Usage()
+		return 2
+	}
+	if *showVersion {
+		fmt.Println("hotdesk-chaos", version.String())
+		return 0
+	}
 	if o.quiet == 0 {
 		o.quiet = 8 * time.Second
 		if o.quick {

@@ -1,8 +1,12 @@
 // Command hotdesk-demo runs the scripted hot-desk of `make demo` against the
-// real binaries: one hotdeskd on the embedded etcd, two hotdesk-term
-// terminals, a software token enrolled by pairing code and moved between
-// them. It prints a timeline in milliseconds and exits non-zero if any step
-// does not happen as the product promises.
+// real binaries: a hotdeskd on the embedded etcd, hotdesk-term terminals, a
+// software token enrolled by pairing code and moved between them (created,
+// suspended, resumed, taken over), a password login, a restart of hotdeskd
+// that keeps the desktop, and a second hotdeskd joining the group, to which
+// a terminal presents the token and is redirected. -cards is the smart-card
+// version (virtual readers and cards), -from the same demo as an upgrade
+// from the previous release. It prints a timeline in milliseconds and exits
+// non-zero if any step does not happen as the product promises.
 package main
 
 import (

@@ -121,11 +121,11 @@ func certWarning(c certFile, now time.Time) (msg string, expired bool) {
 // certWatch tells, once a day, of the certificates read at start that
 // expire soon or have.
 type certWatch struct {
-	log   hclog.Logger
-	files []certFile
+	log hclog.Logger
 
-	mu   sync.Mutex
-	told map[string]time.Time // key → when last told
+	mu    sync.Mutex
+	files []certFile
+	told  map[string]time.Time // key → when last told
 }
 
 func newCertWatch(log hclog.Logger, files []certFile) *certWatch {
@@ -152,8 +152,25 @@ func (w *certWatch) check(now time.Time) {
 	}
 }
 
+// loaded adds the certificate the daemon loaded for key from path if the
+// start's reading had none: the terminal listener's, generated on the
+// first start after that reading (its series and lines would otherwise
+// wait for the next start).
+func (w *certWatch) loaded(key, path string, leaf *x509.Certificate) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range w.files {
+		if c.key == key {
+			return
+		}
+	}
+	w.files = append(w.files, certFile{key: key, path: path, notAfter: leaf.NotAfter, subject: leaf.Subject.String()})
+}
+
 // expiries returns each certificate's expiry, by configuration key.
 func (w *certWatch) expiries() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	out := make(map[string]time.Time, len(w.files))
 	for _, c := range w.files {
 		out[c.key] = c.notAfter
@@ -164,6 +181,8 @@ func (w *certWatch) expiries() map[string]time.Time {
 // warnings returns a line for each certificate that expires soon or has,
 // for hotdeskd -check.
 func (w *certWatch) warnings(now time.Time) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var out []string
 	for _, c := range w.files {
 		if msg, _ := certWarning(c, now); msg != "" {

@@ -128,3 +128,37 @@ func TestCheckCertExpiry(t *testing.T) {
 		t.Fatalf("hotdeskd -check: %v\n%s", err, out)
 	}
 }
+
+// TestCertWatchGenerated: the terminal listener's certificate, generated
+// on the first start after the start read the configured files (none
+// there yet), is watched from that start, not from the next one; one
+// read at start is kept.
+func TestCertWatchGenerated(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	cfg := &config.Config{}
+	cfg.TLS.CertFile, cfg.TLS.KeyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	w := newCertWatch(hclog.NewNullLogger(), certFiles(cfg))
+	if exp := w.expiries(); len(exp) != 0 {
+		t.Fatalf("expiries before the certificate exists = %v", exp)
+	}
+	gen := func(notAfter time.Time) *x509.Certificate {
+		c, _ := certPEM(t, "broker.example", notAfter)
+		b, _ := pem.Decode(c)
+		x, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	first := now.Add(10 * 365 * 24 * time.Hour).Truncate(time.Second)
+	w.loaded("tls.cert_file", cfg.TLS.CertFile, gen(first))
+	w.loaded("tls.cert_file", cfg.TLS.CertFile, gen(now.Add(time.Hour)))
+	if exp := w.expiries(); len(exp) != 1 || !exp["tls.cert_file"].Equal(first) {
+		t.Fatalf("expiries = %v; want tls.cert_file at %v", exp, first)
+	}
+	if warns := w.warnings(now); len(warns) != 0 {
+		t.Fatalf("warnings = %q", warns)
+	}
+}

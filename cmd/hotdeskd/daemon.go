@@ -201,6 +201,9 @@ func (d *daemon) listenTerminals(context.Context) error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	d.cert = cert
+	if d.certs != nil { // generated just now on a first start
+		d.certs.loaded("tls.cert_file", cfg.TLS.CertFile, leaf)
+	}
 	d.termLn, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("terminal listener: %w", err)

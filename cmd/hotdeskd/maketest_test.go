@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -133,5 +134,32 @@ exit 3
 	}
 	if strings.Contains(summary, "terminal connected") {
 		t.Errorf("summary repeats a daemon log line\n%s", summary)
+	}
+}
+
+// TestREADMEMakeTargets: every make target the README shows (`make X`, or
+// a command line "make X") is a target of the Makefile.
+func TestREADMEMakeTargets(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	makefile, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^([a-z][a-z-]*):`).FindAllStringSubmatch(string(makefile), -1) {
+		targets[m[1]] = true
+	}
+	shown := regexp.MustCompile("(?m)(?:`|^)make ([a-z][a-z-]*)").FindAllStringSubmatch(string(readme), -1)
+	if len(shown) < 5 {
+		t.Fatalf("README.md: only %d make command lines found", len(shown))
+	}
+	for _, m := range shown {
+		if !targets[m[1]] {
+			t.Errorf("README.md shows `make %s`; the Makefile has no target %s", m[1], m[1])
+		}
 	}
 }

@@ -126,3 +126,35 @@ func TestJSONOmitsEmpty(t *testing.T) {
 		t.Errorf("decoded %+v, %v; want %+v", back, err, e)
 	}
 }
+
+// TestREADMEListsKinds: the README's list of events (Administering a
+// group: **Events** (…)) names every Kind constant and no other
+// (`terminal_connected`/`_disconnected` is two).
+func TestREADMEListsKinds(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, list, ok := strings.Cut(string(b), "**Events** (")
+	if !ok {
+		t.Fatal("README.md: no **Events** list")
+	}
+	list, _, _ = strings.Cut(list, ")")
+	var got []string
+	base := ""
+	for _, m := range regexp.MustCompile("`(_?[a-z_]+)`").FindAllStringSubmatch(list, -1) {
+		name := m[1]
+		if strings.HasPrefix(name, "_") {
+			name = base + name
+		} else {
+			base, _, _ = strings.Cut(name, "_")
+		}
+		got = append(got, name)
+	}
+	want := kindValues(t)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("README.md lists the events %v; event.go declares %v", got, want)
+	}
+}
