@@ -176,7 +176,7 @@ auth {
   # reauth_on_hotdesk = false) runs the account stack of its policy's
   # service alone (pam_service for card): off-boarding by expiring, locking
   # or disabling the account stops the card too. A positive answer is
-  # reused for at most 60 s for the same user and terminal.
+  # reused for at most 60 s for the same service, user, terminal and address.
   pam_service = "hotdesk"
   pin_service = "hotdesk-pin"
   pam_dir     = ""
