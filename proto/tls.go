@@ -277,3 +277,8 @@ func Dial(ctx context.Context, addr string, cfg *tls.Config, opts ...ConnOption)
 	}
 	return NewConn(tc, opts...), nil
 }
+
+// MaxRetransmit is the longest a terminal or attach connection waits
+// before sending a lost segment again (BoundRetransmits): 1 s, the least
+// Linux allows.
+const MaxRetransmit = time.Second

@@ -237,3 +237,55 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration) {
 		up.Packets, up.Dropped, down.Packets, down.Dropped)
 	fmt.Fprintln(in, "quit")
 }
+
+// TestOutageKeeps: a terminal on Wi-Fi (25 ms each way) whose link drops
+// every packet for 1.5 s, three times, keeps its connection to hotdeskd
+// (default 5 s lease: Pings every 833 ms) and its desktop attached: TCP
+// sends the first Ping lost in an outage again after about 0.25, 0.75
+// and 1.75 s, so the broker hears nothing for 1.75 s plus the interval
+// before it (≈ 2.6 s) although the link was down for 1.5; the terminal
+// itself gives the broker 3 to 4 intervals from its Ping. Budget ≈ 30 s.
+func TestOutageKeeps(t *testing.T) {
+	t.Parallel()
+	needRootNetns(t)
+	p := linkemu.Profile{Delay: 25 * time.Millisecond}
+	l := newBadLink(t, p)
+	e := startE2EAt(t, freePortOn(t, l.HostAddr), "", "kiosk", false, "")
+	ks := e.enroll("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := l.Command(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", "t-1",
+		"-keystore", ks, "-json", "run")
+	evs, in := testutil.StartEvents(t, cmd, 64)
+	next(t, evs, "connected")
+	fmt.Fprintln(in, "insert default")
+	next(t, evs, "attached")
+	down := p
+	down.Loss = 1
+	for i := range 3 {
+		time.Sleep(2 * time.Second) // a few Pings answered
+		l.SetProfiles(down, down)
+		time.Sleep(1500 * time.Millisecond)
+		l.SetProfiles(p, p)
+		// The Pings sent again after the outage are answered.
+		deadline := time.After(5 * time.Second)
+	drain:
+		for {
+			select {
+			case ev, ok := <-evs:
+				if !ok {
+					t.Fatal("hotdesk-term ended")
+				}
+				if ev["event"] == "disconnected" {
+					t.Fatalf("outage %d of 1.5 s: the terminal lost its broker: %v", i+1, ev)
+				}
+			case <-deadline:
+				break drain
+			}
+		}
+	}
+	if log := e.d.LogTail(1 << 20); strings.Contains(log, "terminal connection closed") {
+		t.Errorf("the broker dropped the terminal:\n%s", log)
+	}
+	fmt.Fprintln(in, "quit")
+}
