@@ -23,11 +23,13 @@ import (
 // terminal meets them: the round trip is split evenly between the two
 // directions, the loss applies to each direction.
 var badLinks = map[string]linkemu.Profile{
-	"rtt50-loss0.5":  {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.005},
-	"rtt150-loss2":   {Delay: 75 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.02},
-	"rtt300-loss5":   {Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.05},
-	"rtt50-out1s/20": {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 20 * time.Second, Outage: time.Second},
-	"rtt50-out5s/30": {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 30 * time.Second, Outage: 5 * time.Second},
+	"rtt0":             {}, // the link's own cost: the baseline
+	"rtt50-loss0.5":    {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.005},
+	"rtt150-loss2":     {Delay: 75 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.02},
+	"rtt300-loss5":     {Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.05},
+	"rtt50-out1s/20":   {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 20 * time.Second, Outage: time.Second},
+	"rtt50-out1.5s/15": {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 15 * time.Second, Outage: 1500 * time.Millisecond},
+	"rtt50-out5s/30":   {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 30 * time.Second, Outage: 5 * time.Second},
 }
 
 // needRootNetns fails (CI) or skips the test without root and ip(8).
