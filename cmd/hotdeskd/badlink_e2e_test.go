@@ -132,7 +132,7 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration) {
 		cycles                         []cycle
 		lost, resumed, repin, connects int
 		errs                           []string
-		inserted                       bool // the card is in: a reconnect should resume it
+		shown                          bool // the card is in and was attached: a reconnect should resume it
 		reconnecting                   bool
 	)
 	evTime := func(ev map[string]any) time.Time {
@@ -150,7 +150,7 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration) {
 			connects++
 		case "disconnected":
 			lost++
-			reconnecting = inserted
+			reconnecting = shown
 			t.Logf("%s: lost: %v", evTime(ev).Format("15:04:05.000"), ev["error"])
 		case "prompt":
 			if reconnecting {
@@ -158,6 +158,7 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration) {
 			}
 			fmt.Fprintln(in, "answer 2468")
 		case "attached":
+			shown = true
 			if reconnecting {
 				if ev["resumed"] == true {
 					resumed++
@@ -194,7 +195,6 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration) {
 	for time.Now().Before(end) {
 		start := time.Now()
 		fmt.Fprintln(in, "insert default")
-		inserted = true
 		var c cycle
 		if ev, ok := await("attached", time.Minute); ok {
 			c.attached = evTime(ev).Sub(start)
@@ -215,9 +215,9 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration) {
 		cycles = append(cycles, c)
 		t.Logf("cycle %d: attached %v, stream %v, pixels %v", len(cycles), c.attached.Round(time.Millisecond),
 			c.stream.Round(time.Millisecond), c.pixels.Round(time.Millisecond))
-		drain(20 * time.Second)
+		drain(17 * time.Second) // not a whole outage period: cycles and outages drift apart
 		fmt.Fprintln(in, "remove default")
-		inserted = false
+		shown = false
 		await("detached", 30*time.Second)
 		drain(3 * time.Second)
 	}
