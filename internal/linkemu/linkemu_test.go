@@ -28,7 +28,7 @@ func TestLinkCarriesTCP(t *testing.T) {
 		t.Skip("needs root")
 	}
 	p := Profile{Delay: 20 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.05}
-	l, err := New(fmt.Sprintf("lt%d", os.Getpid()%100000), "10.213.7", p, p)
+	l, err := New(fmt.Sprintf("lt%d", os.Getpid()%100000), fmt.Sprintf("10.213.%d", os.Getpid()%250), p, p)
 	if err != nil {
 		t.Fatal(err)
 	}
