@@ -30,6 +30,8 @@ DEB_PKGS += cron at
 # python3: proto/conformance, the independent terminal TestConformance runs (openssl: its
 # certificate checks).
 DEB_PKGS += python3 openssl
+# iproute2: ip netns, TUN links (internal/linkemu) between a terminal's namespace and its broker.
+DEB_PKGS += iproute2
 
 .PHONY: all build deps demo demo-card test fuzz chaos upgrade-check clean deb stage install package-test race
 

@@ -93,7 +93,7 @@ type Config struct {
 	Clock          clock.Clock
 	Logger         hclog.Logger
 	SuspendTimeout time.Duration // default 24h
-	PingInterval   time.Duration // default 15s; a silent terminal is dropped after 3 intervals
+	PingInterval   time.Duration // default 15s; a silent terminal is dropped after SilentIntervals
 	// ProofTimeout bounds a token challenge; AuthTimeout one authentication.
 	ProofTimeout time.Duration // default 10s
 	AuthTimeout  time.Duration // default 2m

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hotdesk/hotdesk/proto"
+
 	"github.com/hotdesk/hotdesk/internal/burstlog"
 	"github.com/hotdesk/hotdesk/internal/defaults"
 	"github.com/hotdesk/hotdesk/internal/netsrc"
@@ -328,6 +330,9 @@ func (b *Broker) serveTLS(ctx context.Context, ln net.Listener, tlsCfg *tls.Conf
 			c.Close()
 			return
 		}
+		// A terminal's link back after an outage is used within a
+		// second, not after TCP's doubled timeouts (proto.BoundRetransmits).
+		proto.BoundRetransmits(c)
 		if !b.goAttach(func() {
 			defer adm.done()
 			serve(ctx, tls.Server(c, tlsCfg), adm)

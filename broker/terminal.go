@@ -158,6 +158,18 @@ func (b *Broker) TerminalConns() []TerminalConn {
 	return out
 }
 
+// SilentIntervals is how many Ping intervals a terminal may stay silent
+// (no frame arrives) before the broker drops it. A terminal pings every
+// interval and gives the broker 3 to 4 intervals from the Ping that went
+// unanswered; the broker gives it as long, counted from the last frame it
+// heard: 4. With 3, a Ping lost at the start of a 1.5 s radio outage, sent
+// again by TCP after 0.25, 0.75 and 1.75 s (its backoff), arrived 2.6 s
+// after the frame before it and the broker cut a terminal that had not
+// given up on it (TestOutageKeeps). The terminal's side, not this one,
+// bounds how long a session may stay on screen without its broker (2/3
+// of the lease TTL, PROTOCOL.md §10).
+const SilentIntervals = 4
+
 // serveConn runs one terminal connection to its end.
 func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	remote := c.RemoteAddr().String()
@@ -177,7 +189,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 	if tc, ok := c.NetConn().(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true) // small request/answer frames: never wait for Nagle
 	}
-	conn := proto.NewConn(c, proto.WithReadTimeout(3*b.cfg.PingInterval))
+	conn := proto.NewConn(c, proto.WithReadTimeout(SilentIntervals*b.cfg.PingInterval))
 	hello, welcome, err := proto.ServerHandshake(conn, b.cfg.ServerID, b.cfg.PingInterval,
 		func() []proto.Member { return b.groupMembers(ctx) })
 	if !expired.Stop() && err == nil {

@@ -254,7 +254,8 @@ func checkALPN(cs tls.ConnectionState) error {
 
 // Dial connects to addr over TCP and completes the TLS handshake with cfg,
 // both bounded by ctx, and returns the Conn. If cfg has no ServerName and
-// does not skip verification, the host part of addr is used.
+// does not skip verification, the host part of addr is used. The TCP
+// connection's retransmission timeout is capped (BoundRetransmits).
 func Dial(ctx context.Context, addr string, cfg *tls.Config, opts ...ConnOption) (*Conn, error) {
 	if cfg == nil {
 		return nil, errors.New("proto: dial: nil tls config")
@@ -264,6 +265,7 @@ func Dial(ctx context.Context, addr string, cfg *tls.Config, opts ...ConnOption)
 	if err != nil {
 		return nil, fmt.Errorf("proto: dial %s: %w", addr, err)
 	}
+	BoundRetransmits(raw)
 	cfg = cfg.Clone()
 	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
 		if host, _, err := net.SplitHostPort(addr); err == nil {
@@ -277,3 +279,8 @@ func Dial(ctx context.Context, addr string, cfg *tls.Config, opts ...ConnOption)
 	}
 	return NewConn(tc, opts...), nil
 }
+
+// MaxRetransmit is the longest a terminal or attach connection waits
+// before sending a lost segment again (BoundRetransmits): 1 s, the least
+// Linux allows.
+const MaxRetransmit = time.Second

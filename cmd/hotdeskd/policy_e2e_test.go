@@ -60,6 +60,13 @@ func startE2E(t *testing.T, authBlock, defaultPolicy string) *e2e {
 // ("" keeps it).
 func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcdBlock string, extra ...string) *e2e {
 	t.Helper()
+	return startE2EAt(t, "", authBlock, defaultPolicy, keep, etcdBlock, extra...)
+}
+
+// startE2EAt is startE2EWith with the terminal listener on addr ("": a
+// free loopback port).
+func startE2EAt(t *testing.T, addr, authBlock, defaultPolicy string, keep bool, etcdBlock string, extra ...string) *e2e {
+	t.Helper()
 	testutil.NeedMatrix(t)
 	testutil.NeedTools(t, "weston")
 	bin := buildBinaries(t)
@@ -84,7 +91,9 @@ func startE2EWith(t *testing.T, authBlock, defaultPolicy string, keep bool, etcd
 			t.Fatal(err)
 		}
 	}
-	addr := testutil.FreeAddr(t)
+	if addr == "" {
+		addr = testutil.FreeAddr(t)
+	}
 	cfg := testutil.DaemonConfig(t, "e2e", dir, addr, etcdBlock) + fmt.Sprintf(`
 %s
 session {

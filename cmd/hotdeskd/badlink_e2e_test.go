@@ -1,0 +1,308 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hotdesk/hotdesk/internal/linkemu"
+	"github.com/hotdesk/hotdesk/internal/testutil"
+)
+
+// badLinks are the links TestBadLinkSoak measures, as a person at a
+// terminal meets them: the round trip is split evenly between the two
+// directions, the loss applies to each direction.
+var badLinks = map[string]linkemu.Profile{
+	"rtt0":             {}, // the link's own cost: the baseline
+	"rtt50-loss0.5":    {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.005},
+	"rtt150-loss2":     {Delay: 75 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.02},
+	"rtt300-loss5":     {Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.05},
+	"rtt50-out1s/20":   {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 20 * time.Second, Outage: time.Second},
+	"rtt50-out1.5s/15": {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 15 * time.Second, Outage: 1500 * time.Millisecond},
+	"rtt50-out5s/30":   {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 30 * time.Second, Outage: 5 * time.Second},
+}
+
+// needRootNetns fails (CI) or skips the test without root and ip(8).
+func needRootNetns(t *testing.T) {
+	t.Helper()
+	testutil.NeedTools(t, linkemu.Tools...)
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root: network namespaces and TUN devices")
+		}
+		t.Skip("needs root: network namespaces and TUN devices")
+	}
+}
+
+var linkSeq atomic.Int32
+
+// newBadLink is a namespace of the test's own behind a link with profile p
+// each way; the cleanup removes it.
+func newBadLink(t *testing.T, p linkemu.Profile) *linkemu.Link {
+	t.Helper()
+	n := int(linkSeq.Add(1))
+	l, err := linkemu.New(fmt.Sprintf("hdl%d-%d", os.Getpid()%10000, n), fmt.Sprintf("10.%d.%d", 200+os.Getpid()%50, n), p, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return l
+}
+
+// freePortOn returns a free TCP address on host.
+func freePortOn(t *testing.T, host string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestBadLinkSoak measures what a person at a terminal behind a bad link
+// sees: hotdeskd (card+pin, weston RDP desktops) on the host, hotdesk-term
+// with FreeRDP (under Xvfb) in a namespace behind the link. For each
+// profile of HOTDESK_BADLINK (comma-separated names of badLinks, "all")
+// for HOTDESK_BADLINK_SECS (default 150) each: hot-desk cycles (insert,
+// PIN, attached, display stream spliced, desktop pixels on screen, 20 s
+// held, removed) and, meanwhile, every connection the terminal lost and
+// whether the session came back without the PIN. A measurement, run by
+// hand:
+//
+//	HOTDESK_BADLINK=all go test -run TestBadLinkSoak -v -timeout 60m ./cmd/hotdeskd
+//
+// Without HOTDESK_BADLINK, a check of an ordinary bad Wi-Fi (150 ms round
+// trip, 2 % loss each way) for one cycle: the desktop comes up on the
+// terminal's screen and the terminal never loses its broker. Budget
+// ≈ 50 s.
+func TestBadLinkSoak(t *testing.T) {
+	which := os.Getenv("HOTDESK_BADLINK")
+	check := which == ""
+	secs := 150
+	if check {
+		t.Parallel() // its own daemon, namespace and display
+		which, secs = "rtt150-loss2", 1
+	}
+	needRootNetns(t)
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd")
+	if s := os.Getenv("HOTDESK_BADLINK_SECS"); s != "" {
+		secs, _ = strconv.Atoi(s)
+	}
+	var names []string
+	if which == "all" {
+		for n := range badLinks {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+	} else {
+		names = strings.Split(which, ",")
+	}
+	for _, name := range names {
+		p, ok := badLinks[name]
+		if !ok {
+			t.Fatalf("no profile %q", name)
+		}
+		t.Run(name, func(t *testing.T) { soakLink(t, p, time.Duration(secs)*time.Second, check) })
+	}
+}
+
+// soakLink runs hot-desk cycles for d behind a link p; check: fail the
+// test for a lost connection or a desktop that never showed.
+func soakLink(t *testing.T, p linkemu.Profile, d time.Duration, check bool) {
+	l := newBadLink(t, p)
+	e := startE2EAt(t, freePortOn(t, l.HostAddr), "", "card+pin", false, "", "compositor {\n  backend = \"rdp\"\n}")
+	ks := e.enroll("pat")
+	disp := testutil.StartXvfbs(t, 1)[0]
+	blank := testutil.Screenshot(t, disp)
+	ctx, cancel := context.WithTimeout(context.Background(), d+3*time.Minute)
+	defer cancel()
+	cmd := l.Command(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", "t-1",
+		"-keystore", ks, "-json", "-display", "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24", "run")
+	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
+	evs, in := testutil.StartEvents(t, cmd, 256)
+
+	type cycle struct{ attached, stream, pixels time.Duration }
+	var (
+		cycles                         []cycle
+		lost, resumed, repin, connects int
+		errs                           []string
+		shown                          bool // the card is in and was attached: a reconnect should resume it
+		reconnecting                   bool
+	)
+	evTime := func(ev map[string]any) time.Time {
+		if s, ok := ev["time"].(string); ok {
+			if tm, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				return tm
+			}
+		}
+		return time.Now()
+	}
+	// handle books an event; it returns it for the caller's wait.
+	handle := func(ev map[string]any) {
+		switch ev["event"] {
+		case "connected":
+			connects++
+		case "disconnected":
+			lost++
+			reconnecting = shown
+			t.Logf("%s: lost: %v", evTime(ev).Format("15:04:05.000"), ev["error"])
+		case "prompt":
+			if reconnecting {
+				repin++
+			}
+			fmt.Fprintln(in, "answer 2468")
+		case "attached":
+			shown = true
+			if reconnecting {
+				if ev["resumed"] == true {
+					resumed++
+				}
+				reconnecting = false
+			}
+		case "error":
+			errs = append(errs, fmt.Sprint(ev["name"], ": ", ev["message"]))
+		}
+	}
+	await := func(want string, within time.Duration) (map[string]any, bool) {
+		timeout := time.After(within)
+		for {
+			select {
+			case ev, ok := <-evs:
+				if !ok {
+					t.Fatal("hotdesk-term ended")
+				}
+				handle(ev)
+				if ev["event"] == want {
+					return ev, true
+				}
+			case <-timeout:
+				return nil, false
+			}
+		}
+	}
+	// drain handles the events of the next d.
+	drain := func(d time.Duration) { await("", d) }
+	if _, ok := await("connected", time.Minute); !ok {
+		t.Fatal("never connected")
+	}
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		start := time.Now()
+		fmt.Fprintln(in, "insert default")
+		var c cycle
+		if ev, ok := await("attached", time.Minute); ok {
+			c.attached = evTime(ev).Sub(start)
+		} else {
+			t.Errorf("cycle %d: not attached within a minute", len(cycles))
+		}
+		if ev, ok := await("stream", time.Minute); ok {
+			c.stream = evTime(ev).Sub(start)
+		}
+		// The desktop's pixels on the terminal's screen.
+		for time.Since(start) < time.Minute {
+			drain(200 * time.Millisecond)
+			if changed(testutil.Screenshot(t, disp), blank) >= desktopVisible {
+				c.pixels = time.Since(start)
+				break
+			}
+		}
+		if check && c.pixels == 0 {
+			t.Errorf("cycle %d: the desktop never showed on the terminal's screen", len(cycles)+1)
+		}
+		cycles = append(cycles, c)
+		t.Logf("cycle %d: attached %v, stream %v, pixels %v", len(cycles), c.attached.Round(time.Millisecond),
+			c.stream.Round(time.Millisecond), c.pixels.Round(time.Millisecond))
+		drain(17 * time.Second) // not a whole outage period: cycles and outages drift apart
+		fmt.Fprintln(in, "remove default")
+		shown = false
+		await("detached", 30*time.Second)
+		drain(3 * time.Second)
+	}
+	up, down := l.Stats()
+	med := func(f func(cycle) time.Duration) string {
+		var ds []time.Duration
+		for _, c := range cycles {
+			ds = append(ds, f(c))
+		}
+		slices.Sort(ds)
+		if len(ds) == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%v/%v", ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
+	}
+	t.Logf("RESULT %s: cycles %d; insert→attached p50/max %s; →stream %s; →pixels %s; lost %d (resumed without PIN %d, PIN asked again %d), connects %d; errors %q; packets up %d (dropped %d) down %d (dropped %d)",
+		t.Name(), len(cycles), med(func(c cycle) time.Duration { return c.attached }), med(func(c cycle) time.Duration { return c.stream }),
+		med(func(c cycle) time.Duration { return c.pixels }), lost, resumed, repin, connects, errs,
+		up.Packets, up.Dropped, down.Packets, down.Dropped)
+	if check && (lost > 0 || len(errs) > 0) {
+		t.Errorf("the terminal lost its broker %d times (errors %q); want never", lost, errs)
+	}
+	fmt.Fprintln(in, "quit")
+}
+
+// TestOutageKeeps: a terminal on Wi-Fi (25 ms each way) whose link drops
+// every packet for 1.5 s, three times, keeps its connection to hotdeskd
+// (default 5 s lease: Pings every 833 ms) and its desktop attached: TCP
+// sends the first Ping lost in an outage again after about 0.25, 0.75
+// and 1.75 s, so the broker hears nothing for 1.75 s plus the interval
+// before it (≈ 2.6 s) although the link was down for 1.5; the terminal
+// itself gives the broker 3 to 4 intervals from its Ping. Budget ≈ 30 s.
+func TestOutageKeeps(t *testing.T) {
+	t.Parallel()
+	needRootNetns(t)
+	p := linkemu.Profile{Delay: 25 * time.Millisecond}
+	l := newBadLink(t, p)
+	e := startE2EAt(t, freePortOn(t, l.HostAddr), "", "kiosk", false, "")
+	ks := e.enroll("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := l.Command(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", "t-1",
+		"-keystore", ks, "-json", "run")
+	evs, in := testutil.StartEvents(t, cmd, 64)
+	next(t, evs, "connected")
+	fmt.Fprintln(in, "insert default")
+	next(t, evs, "attached")
+	down := p
+	down.Loss = 1
+	for i := range 3 {
+		time.Sleep(2 * time.Second) // a few Pings answered
+		l.SetProfiles(down, down)
+		time.Sleep(1500 * time.Millisecond)
+		l.SetProfiles(p, p)
+		// The Pings sent again after the outage are answered.
+		deadline := time.After(5 * time.Second)
+	drain:
+		for {
+			select {
+			case ev, ok := <-evs:
+				if !ok {
+					t.Fatal("hotdesk-term ended")
+				}
+				if ev["event"] == "disconnected" {
+					t.Fatalf("outage %d of 1.5 s: the terminal lost its broker: %v", i+1, ev)
+				}
+			case <-deadline:
+				break drain
+			}
+		}
+	}
+	if log := e.d.LogTail(1 << 20); strings.Contains(log, "terminal connection closed") {
+		t.Errorf("the broker dropped the terminal:\n%s", log)
+	}
+	fmt.Fprintln(in, "quit")
+}
