@@ -20,8 +20,8 @@ import (
 //   - a terminal whose connection ends leaves the registry as soon as this
 //     broker handles the disconnect event (one etcd delete);
 //   - a terminal that goes silent is dropped when the broker's read
-//     timeout closes its connection (3 × the ping interval, a sixth of the
-//     lease TTL: 2.5 s with the default 5 s lease);
+//     timeout closes its connection (4 × the ping interval, a sixth of the
+//     lease TTL: 3.3 s with the default 5 s lease);
 //   - the terminals of a broker that dies leave with its lease (lease TTL);
 //   - a record not refreshed for presenceStale (a broker that holds its
 //     lease but stopped refreshing) is hidden from listings.
