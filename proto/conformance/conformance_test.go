@@ -24,7 +24,7 @@ import (
 
 // conformLease is the brokers' lease TTL in TestConformance: long enough
 // to hold on a loaded machine. The client's read-timeout checks scale with
-// it (PingInterval is a sixth of it, the broker's read timeout three
+// it (PingInterval is a sixth of it, the broker's read timeout four
 // PingIntervals).
 const conformLease = 10 * time.Second
 
