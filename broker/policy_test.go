@@ -141,6 +141,16 @@ func (e *env) register(id, user string) {
 	}
 }
 
+// bobAt registers tok for bob, logs him in with his password at a new
+// terminal id and returns the terminal and its Attached.
+func (e *env) bobAt(tok, id string) (*term, *proto.Attached) {
+	e.t.Helper()
+	e.register(tok, "bob")
+	tm := e.dial(id)
+	tm.insertAnswering(tok, "bob-pw")
+	return tm, expectMsg[proto.Attached](tm)
+}
+
 // insertRefused inserts token at the terminal, which answers the login's
 // prompts with answers, and fails unless the login is refused with code.
 func (tm *term) insertRefused(token string, code proto.ErrorCode, answers ...string) {
@@ -339,10 +349,7 @@ func TestPolicyAdminLock(t *testing.T) {
 	t.Parallel()
 	e := pamEnv(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword, NoReauth: true}}, auth.LimiterConfig{})
 	tok := "uid.0a0b0c1d"
-	e.register(tok, "bob")
-	t1 := e.dial("term-1")
-	t1.insertAnswering(tok, "bob-pw")
-	att := expectMsg[proto.Attached](t1)
+	t1, att := e.bobAt(tok, "term-1")
 	for i, active := range []bool{false, true} {
 		tm := e.dial(fmt.Sprintf("term-lock-%d", i))
 		if !active {
@@ -418,10 +425,7 @@ func TestReconnectGrace(t *testing.T) {
 		Users: map[string]auth.Policy{"alice": {Kind: auth.KindPassword}}}, auth.LimiterConfig{},
 		envOptions{reconnectGrace: 30 * time.Second, events: &events})
 	tok := "uid.0a0b0c2d"
-	e.register(tok, "bob")
-	t1 := e.dial("term-1")
-	t1.insertAnswering(tok, "bob-pw")
-	att := expectMsg[proto.Attached](t1)
+	t1, att := e.bobAt(tok, "term-1")
 	sid, key := att.SessionID, att.ResumeKey
 	if len(key) != proto.ResumeKeyLen {
 		t.Fatalf("Attached without a resume key: %+v", att)
@@ -512,10 +516,7 @@ func TestRestartReconnect(t *testing.T) {
 	start := func(t *testing.T, before func(e *env, t1 *term, sid string), stopped func(e *env)) (e *env, sid string, key []byte, nb *Broker, dial func(string) *term) {
 		t.Helper()
 		e, _ = pamEnvWith(t, pol, auth.LimiterConfig{}, envOptions{reconnectGrace: 30 * time.Second})
-		e.register(tok, "bob")
-		t1 := e.dial("term-1")
-		t1.insertAnswering(tok, "bob-pw")
-		att := expectMsg[proto.Attached](t1)
+		t1, att := e.bobAt(tok, "term-1")
 		if before != nil {
 			before(e, t1, att.SessionID)
 		}
@@ -654,10 +655,7 @@ func TestReconnectStaleKeys(t *testing.T) {
 	e, _ := pamEnvWith(t, &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}, auth.LimiterConfig{},
 		envOptions{reconnectGrace: 30 * time.Second})
 	tok := "uid.0a0b0c2e"
-	e.register(tok, "bob")
-	t1 := e.dial("rs-1")
-	t1.insertAnswering(tok, "bob-pw")
-	att := expectMsg[proto.Attached](t1)
+	t1, att := e.bobAt(tok, "rs-1")
 	sid, k1 := att.SessionID, att.ResumeKey
 	resume := func(tm *term, key []byte) {
 		t.Helper()
