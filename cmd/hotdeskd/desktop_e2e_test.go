@@ -9,6 +9,7 @@ import (
 	"image"
 	"image/draw"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -81,13 +82,46 @@ func (e *e2e) runTerm(ctx context.Context, id, ks, disp string) (<-chan map[stri
 	return e.runTermWith(ctx, id, ks, disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:800x600 /bpp:24")
 }
 
-// runTermWith is runTerm with the display command display.
+// runTermWith is runTerm with the display command display. When the test
+// fails, the terminal's debug log (its display client's starts, relay and
+// exits) and the desktops' weston.log are logged.
 func (e *e2e) runTermWith(ctx context.Context, id, ks, disp, display string) (<-chan map[string]any, io.WriteCloser) {
 	e.t.Helper()
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "hotdesk-term"), "-server", e.addr, "-pin", e.pin, "-id", id,
-		"-keystore", ks, "-json", "-display", display, "run")
+		"-keystore", ks, "-json", "-display", display, "-log-level", "debug", "run")
 	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	return testutil.StartEvents(e.t, cmd, 64)
+	var log testutil.LockedBuffer
+	cmd.Stderr = &log
+	evs, in := testutil.StartEvents(e.t, cmd, 64)
+	// Registered after StartEvents: runs before the terminal is stopped.
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.t.Logf("hotdesk-term %s log (tail):\n%s", id, lastBytes(log.String(), 8<<10))
+		}
+	})
+	e.westonLogs.Do(func() {
+		e.t.Cleanup(func() {
+			if !e.t.Failed() {
+				return
+			}
+			filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.Name() == "weston.log" {
+					b, _ := os.ReadFile(p)
+					e.t.Logf("%s (tail):\n%s", p, lastBytes(string(b), 8<<10))
+				}
+				return nil
+			})
+		})
+	})
+	return evs, in
+}
+
+// lastBytes is the end of s, at most n bytes of it.
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
 }
 
 // next is the terminal's next event want (testutil.NextEvent), within 30 s.

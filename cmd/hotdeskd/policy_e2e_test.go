@@ -31,6 +31,8 @@ type e2e struct {
 	addr   string // the terminal listener
 	pin    string // d.Pin
 	socket string // d.Socket
+
+	westonLogs sync.Once // runTermWith's failure log of the desktops
 }
 
 // newE2E prepares a daemon in dir listening on addr, with cfg as its

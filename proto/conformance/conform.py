@@ -19,6 +19,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -59,14 +60,47 @@ def log(s):
         print("    " + s, flush=True)
 
 
+_out = threading.Lock()  # background checks report from their own threads
+
+
 def res(status, sec, what, detail=""):
-    RESULTS.append((status, sec, what, detail))
-    print("%-4s §%-5s %s%s" % (status, sec, what, ("\n       " + detail) if detail else ""), flush=True)
+    with _out:
+        RESULTS.append((status, sec, what, detail))
+        print("%-4s §%-5s %s%s" % (status, sec, what, ("\n       " + detail) if detail else ""), flush=True)
 
 
 def check(cond, sec, what, detail=""):
     res("PASS" if cond else "FAIL", sec, what, detail)
     return cond
+
+
+BACKGROUND = []  # (name, thread) of the checks running beside the groups
+BACKGROUND_BOUND = 120  # seconds a background check may still take once the groups are done
+
+
+def background(name, fn, *args):
+    """Run a check that only waits for one of the broker's timeouts (a read timeout, the
+    gateway's handshake timeout) in a thread of its own while the next checks go on: the run
+    takes the longest wait instead of their sum. fn must use connections, terminal ids and a
+    source address no other check uses; wait_background() collects it."""
+    def run():
+        try:
+            fn(*args)
+        except Exception:  # noqa
+            res("ERR", "-", "background check %s crashed" % name, traceback.format_exc())
+    th = threading.Thread(target=run, name=name, daemon=True)
+    th.start()
+    BACKGROUND.append((name, th))
+
+
+def wait_background():
+    """Wait for every background check (before the groups that need the broker to itself)."""
+    deadline = time.monotonic() + BACKGROUND_BOUND
+    while BACKGROUND:
+        name, th = BACKGROUND.pop(0)
+        th.join(max(deadline - time.monotonic(), 0))
+        if th.is_alive():
+            res("ERR", "-", "background check %s still running %d s after the groups" % (name, BACKGROUND_BOUND))
 
 
 def key(n):
@@ -353,41 +387,11 @@ def g_frames():
     pl = envelope(1, b)
     m, closed, _ = first_reply(pl)
     check(is_err(m, "bad_frame") and closed, sec, "frame of 65537 bytes with payload -> bad_frame", "%d bytes: %s" % (len(pl), desc(m, closed)))
-    # truncated frame then close: nothing observable except no crash; trickled partial frame hits the read timeout
-    c = rawconn()
-    c.send(1, hello_body("conf-trunc"))
-    w = c.recv(3)
-    c.keepalive(0.3)  # keeps the broker's reader busy?  No: only the header arrives below.
-    c.keepalive_stop.set()
-    t0 = time.monotonic()
-    c.send_bytes(b"\x00\x00\x00\x0b\xa2\x01")  # header + 2 of 11 bytes
-    m = c.recv(2 * read_timeout() + 10)
-    dt = time.monotonic() - t0
-    closed = c.wait_closed(2)
-    check(is_err(m, "protocol_error") and "timeout" in (m.get("Message") or "") and closed, "10",
-          "partial frame left hanging -> Error{protocol_error, 'read timeout'} and close (~4×PingInterval=%.1f s)" % read_timeout(),
-          "%s after %.2f s" % (desc(m, closed), dt))
-    c.close()
-    # trickle: one byte every 0.5 s, total well beyond the read timeout -> cut off even though data keeps coming
-    c = rawconn()
-    c.send(1, hello_body("conf-trickle"))
-    c.recv(3)
-    f = frame(envelope(13, {1: 7, 99: "x" * 20}))
-    t0 = time.monotonic()
-    got = None
-    for i in range(len(f)):
-        try:
-            c.send_bytes(f[i:i + 1])
-        except (OSError, P.Closed):
-            break
-        if not c.q.empty():
-            break
-        time.sleep(0.5)
-    m = c.recv(1)
-    dt = time.monotonic() - t0
-    check(is_err(m, "protocol_error"), "10", "frame trickled 1 byte/0.5 s is cut off (timeout not extended by partial data)",
-          "%s after %.1f s" % (desc(m, c.wait_closed(2)), dt))
-    c.close()
+    # The read timeout: a partial frame left hanging, a frame trickled, no Hello at all (each
+    # waits ~4×PingInterval: in the background).
+    background("frames: partial frame", frames_partial, fresh_source())
+    background("frames: trickle", frames_trickle, fresh_source())
+    background("frames: no Hello", frames_no_hello, fresh_source())
     # truncated frame: half-close (TCP FIN) inside a frame, keep reading
     for name, part in [("inside the header", b"\x00\x00"), ("inside the payload", frame(envelope(13, {1: 1}))[:-2])]:
         c = rawconn()
@@ -411,8 +415,49 @@ def g_frames():
     m = c.recv(3)
     check(m is None, "9", "stream ends between frames (clean close) -> no Error", desc(m, c.wait_closed(2)))
     c.close()
-    # no Hello at all: read timeout applies to the Hello too
-    c = rawconn()
+
+
+def frames_partial(src):
+    """A truncated frame left hanging hits the read timeout."""
+    c = rawconn(src)
+    c.send(1, hello_body("conf-trunc"))
+    c.recv(3)
+    t0 = time.monotonic()
+    c.send_bytes(b"\x00\x00\x00\x0b\xa2\x01")  # header + 2 of 11 bytes
+    m = c.recv(2 * read_timeout() + 10)
+    dt = time.monotonic() - t0
+    closed = c.wait_closed(2)
+    check(is_err(m, "protocol_error") and "timeout" in (m.get("Message") or "") and closed, "10",
+          "partial frame left hanging -> Error{protocol_error, 'read timeout'} and close (~4×PingInterval=%.1f s)" % read_timeout(),
+          "%s after %.2f s" % (desc(m, closed), dt))
+    c.close()
+
+
+def frames_trickle(src):
+    """One byte every 0.5 s, in all well beyond the read timeout: cut off although data keeps coming."""
+    c = rawconn(src)
+    c.send(1, hello_body("conf-trickle"))
+    c.recv(3)
+    f = frame(envelope(13, {1: 7, 99: "x" * 20}))
+    t0 = time.monotonic()
+    for i in range(len(f)):
+        try:
+            c.send_bytes(f[i:i + 1])
+        except (OSError, P.Closed):
+            break
+        if not c.q.empty():
+            break
+        time.sleep(0.5)
+    m = c.recv(1)
+    dt = time.monotonic() - t0
+    check(is_err(m, "protocol_error"), "10", "frame trickled 1 byte/0.5 s is cut off (timeout not extended by partial data)",
+          "%s after %.1f s" % (desc(m, c.wait_closed(2)), dt))
+    c.close()
+
+
+def frames_no_hello(src):
+    """The read timeout applies to the Hello too."""
+    c = rawconn(src)
     t0 = time.monotonic()
     m = c.recv(2 * read_timeout() + 10)
     dt = time.monotonic() - t0
@@ -543,7 +588,7 @@ def g_cbor():
 
 
 def g_ping():
-    t = P.Terminal(ADDR, PIN, "conf-ping", log=log, keepalive=False)
+    t = P.Terminal(ADDR, PIN, "conf-ping", log=log, keepalive=False, source=fresh_source())
     c = t.c
     for seq in (5, 0, 2**64 - 1):
         c.send(13, {1: seq} if seq else {})
@@ -562,7 +607,15 @@ def g_ping():
     c.send(13, {1: 43})
     m = c.recv(3, skip_pings=False)
     check(isinstance(m, Msg) and m.type == 14 and m["Seq"] == 43, "10", "an unsolicited Pong is ignored (connection stays)", desc(m))
-    # Does the broker send its own Pings while the terminal is idle?  Then idle close time.
+    # The waits (the read timeout, 6 s of keepalives, 2 s idle) run in the background.
+    background("ping: idle close", ping_idle, t)
+    background("ping: keepalive", ping_keepalive, fresh_source())
+    background("ping: no broker Pings", ping_none, fresh_source())
+
+
+def ping_idle(t):
+    """Does the broker send its own Pings while the terminal is idle?  Then idle close time."""
+    c = t.c
     t0 = time.monotonic()
     got = []
     while True:
@@ -576,14 +629,20 @@ def g_ping():
     check(c.closed is not None, "10", "broker closes a connection silent for 4×PingInterval (%.1f s)" % read_timeout(), "closed after %.2f s" % dt)
     check(not any(x[1].startswith("Ping{") for x in got), "10", "the hotdesk broker sends no Pings of its own (the terminal MUST ping)", "frames: %s" % got[:6])
     c.close()
-    # keepalive every PingInterval keeps it open
-    t = P.Terminal(ADDR, PIN, "conf-ping2", log=log, keepalive=False)
+
+
+def ping_keepalive(src):
+    """A Ping every 800 ms keeps the connection open."""
+    t = P.Terminal(ADDR, PIN, "conf-ping2", log=log, keepalive=False, source=src)
     t.c.keepalive(0.8)
     m = t.c.recv(6)
     check(m == "timeout" and t.c.closed is None, "10", "Ping every 800 ms keeps the connection open for 6 s", desc(m))
     t.close()
-    # Does the broker send Pings of its own to an idle terminal? (§10: the hotdesk broker sends none)
-    t = P.Terminal(ADDR, PIN, "conf-ping3", log=log, keepalive=False)
+
+
+def ping_none(src):
+    """Does the broker send Pings of its own to an idle terminal? (§10: the hotdesk broker sends none)"""
+    t = P.Terminal(ADDR, PIN, "conf-ping3", log=log, keepalive=False, source=src)
     time.sleep(2.0)
     bp = [m for m in t.c.all if m.type == 13]
     check(not bp, "10", "broker-initiated Pings within 2 s idle: %d (the hotdesk broker sends none)" % len(bp), repr(bp[:3]))
@@ -1332,19 +1391,24 @@ def g_caps():
     b = c.recv(3, skip_pings=False)
     res("INFO", "6", "Hello and Ping pipelined in one write (before Welcome) ->", "%s ; %s" % (desc(a), desc(b, c.closed)))
     c.close()
-    # attach gateway: connection that sends nothing
-    c = P.Conn(P.dial(ATTACH_ADDR, PIN), log=log, label="gw")
-    t0 = time.monotonic()
-    m = c.recv(40)
-    check(m is None, "7.6", "attach gateway connection that sends no Attach -> closed without an Error (handshake timeout, 10 s)",
-          "%s after %.1f s (closed=%s)" % (desc(m), time.monotonic() - t0, c.wait_closed(1)))
-    c.close()
+    # attach gateway: a connection that sends nothing waits out the handshake timeout (10 s)
+    background("caps: gateway handshake timeout", gateway_silent, fresh_source())
     # attach gateway: oversize frame header
     c = P.Conn(P.dial(ATTACH_ADDR, PIN), log=log, label="gw")
     c.send_bytes(b"\x00\x01\x00\x01")
     m = c.recv(5)
     closed = c.wait_closed(3)
     check(is_err(m, "bad_frame") and closed is not None, "7.6", "attach gateway, frame length 65537 -> Error{bad_frame} + close", desc(m, closed))
+    c.close()
+
+
+def gateway_silent(src):
+    """An attach gateway connection that sends no Attach is closed without an Error."""
+    c = P.Conn(P.dial(ATTACH_ADDR, PIN, source=src), log=log, label="gw")
+    t0 = time.monotonic()
+    m = c.recv(40)
+    check(m is None, "7.6", "attach gateway connection that sends no Attach -> closed without an Error (handshake timeout, 10 s)",
+          "%s after %.1f s (closed=%s)" % (desc(m), time.monotonic() - t0, c.wait_closed(1)))
     c.close()
 
 
@@ -1587,11 +1651,16 @@ def main():
     for name, fn in GROUPS + [("slow", g_slow)]:
         if (only and name not in only) or (not only and name == "slow"):
             continue
+        if name in ("shutdown", "frames_seen"):
+            wait_background()  # every frame seen, broker 2 still up
         print("== %s" % name, flush=True)
+        began = time.monotonic()
         try:
             fn()
         except Exception:
             res("ERR", "-", "group %s crashed" % name, traceback.format_exc())
+        print("== %s took %.1f s" % (name, time.monotonic() - began), flush=True)
+    wait_background()
     n = {}
     for r in RESULTS:
         n[r[0]] = n.get(r[0], 0) + 1
