@@ -140,6 +140,13 @@ type agent struct {
 	// insert (a wrong PIN then presents the card again: retry.go).
 	answered bool
 	session  string
+	// sessionToken is the token of the last Attached (of session while
+	// it is shown); displayLost carries the display's reports of a client
+	// that ended while showing a session, displayLosses their times for
+	// the session shown (display_lost.go).
+	sessionToken  string
+	displayLost   chan string
+	displayLosses []time.Time
 	// resume holds, per token, the ResumeKey of the last Attached for it
 	// (and its session), while the token stays inserted and no Detached
 	// came: presented again on a new connection, it carries the key, and
@@ -250,14 +257,16 @@ func newAgent(cfg Config) (*agent, error) {
 		dialed:    make(chan dialResult),
 		retry:     make(chan struct{}, 1),
 		represent: make(chan representation),
-		stopped:   make(chan struct{}),
-		backoff:   cfg.MinBackoff,
-		answers:   scriptedAnswers(cfg.Answers),
-		tlsCache:  tls.NewLRUClientSessionCache(tlsSessions),
+		// Buffered: the display reports without waiting on the loop.
+		displayLost: make(chan string, 4),
+		stopped:     make(chan struct{}),
+		backoff:     cfg.MinBackoff,
+		answers:     scriptedAnswers(cfg.Answers),
+		tlsCache:    tls.NewLRUClientSessionCache(tlsSessions),
 	}
 	if len(cfg.Display) > 0 {
 		a.disp = newDisplay(displayConfig{Command: cfg.Display, Terminal: cfg.TerminalID, Timeout: cfg.Timeout,
-			Clock: cfg.Clock, Logger: cfg.Logger.Named("display"), Emit: a.out.emit})
+			Clock: cfg.Clock, Logger: cfg.Logger.Named("display"), Emit: a.out.emit, Lost: a.reportDisplayLost})
 	}
 	return a, nil
 }
@@ -376,6 +385,8 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 			a.dialDone(ctx, r)
 		case due := <-a.represent:
 			a.representDue(due)
+		case session := <-a.displayLost:
+			a.displayEnded(session)
 		case <-a.retry:
 			a.retrying = nil
 			if a.conn == nil && !a.dialing {
@@ -725,7 +736,10 @@ func (a *agent) message(ctx context.Context, in inMsg) {
 	case *proto.Attached:
 		a.redirFails, a.answered = 0, false
 		a.insertDone(m.Token)
-		a.session = m.SessionID
+		if a.session != m.SessionID {
+			a.displayLosses = nil
+		}
+		a.session, a.sessionToken = m.SessionID, m.Token
 		if len(m.ResumeKey) == proto.ResumeKeyLen {
 			if a.resume == nil {
 				a.resume = map[string]resumeKey{}

@@ -94,6 +94,12 @@ type displayConfig struct {
 	Clock  clock.Clock
 	Logger hclog.Logger
 	Emit   func(event)
+	// Lost, if set, is called (from a goroutine of the display's) when
+	// the client showing session ended by itself: no detach or newer
+	// attach stopped it (FreeRDP failed, or the compositor dropped its
+	// connection). The session is still shown at the terminal; only a new
+	// ticket brings the picture back.
+	Lost func(session string)
 }
 
 // displayPreload returns the LD_PRELOAD value for command's processes: the
@@ -150,6 +156,9 @@ type client struct {
 	conn   chan net.Conn // its connection to the relay, once (held until taken)
 	exited chan struct{} // closed when the process has ended
 	shown  bool          // handed a ticket; guarded by display.mu
+	// session is the session of the ticket it was handed (set with
+	// shown).
+	session string
 }
 
 func newDisplay(cfg displayConfig) *display {
@@ -273,20 +282,29 @@ func acceptOwn(ln net.Listener, log hclog.Logger) (net.Conn, error) {
 }
 
 // ended: c's process is gone. A client that showed a session is replaced
-// at once; one that ended while waiting is restarted after the backoff.
+// at once (and, if nothing stopped it, reported Lost); one that ended
+// while waiting is restarted after the backoff.
 func (d *display) ended(c *client) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.cur != c {
+		d.mu.Unlock()
 		return
 	}
 	d.cur = nil
-	if c.shown {
-		d.warmLocked()
+	if !c.shown {
+		d.cfg.Logger.Warn("display client ended while waiting", "pid", c.cmd.Process.Pid, "state", c.cmd.ProcessState.String())
+		d.scheduleLocked()
+		d.mu.Unlock()
 		return
 	}
-	d.cfg.Logger.Warn("display client ended while waiting", "pid", c.cmd.Process.Pid, "state", c.cmd.ProcessState.String())
-	d.scheduleLocked()
+	d.cfg.Logger.Warn("display client ended while showing a session", "pid", c.cmd.Process.Pid,
+		"session", c.session, "state", c.cmd.ProcessState.String())
+	d.warmLocked()
+	lost := d.cfg.Lost != nil && !d.closed
+	d.mu.Unlock()
+	if lost {
+		d.cfg.Lost(c.session)
+	}
 }
 
 // attach hands the ticket of session to the waiting client (or, if none
@@ -320,7 +338,7 @@ func (d *display) attach(gw string, tlsCfg *tls.Config, ticket []byte, session s
 		}
 		d.cur = c
 	}
-	c.shown = true
+	c.shown, c.session = true, session
 	d.mu.Unlock()
 	d.cfg.Emit(event{name: "display", fields: []field{{"pid", c.cmd.Process.Pid}, {"addr", c.addr}, {"warm", warm}},
 		text: fmt.Sprintf("display client %s (pid %d, started %s)", clean(c.cmd.Path), c.cmd.Process.Pid, map[bool]string{true: "ahead", false: "now"}[warm])})

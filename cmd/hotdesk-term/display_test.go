@@ -68,6 +68,13 @@ type fakeGateway struct {
 func startGateway(t *testing.T) *fakeGateway {
 	t.Helper()
 	cert, fp := testCert(t)
+	return startGatewayWith(t, cert, fp)
+}
+
+// startGatewayWith is startGateway with the certificate cert (a broker's:
+// an agent reaches its broker's gateway with the broker's pin).
+func startGatewayWith(t *testing.T, cert tls.Certificate, fp []byte) *fakeGateway {
+	t.Helper()
 	g := &fakeGateway{t: t, tls: prototest.PinnedTLS(t, fp), ticket: []byte("ticket-1")}
 	scfg := proto.ServerTLSConfig(cert)
 	var err error
@@ -143,6 +150,13 @@ func readLine(r io.Reader) (string, error) {
 	return "", fmt.Errorf("line too long")
 }
 
+// allow makes ticket the one ticket the gateway takes (once).
+func (g *fakeGateway) allow(ticket string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ticket = []byte(ticket)
+}
+
 func (g *fakeGateway) counts() (attaches int, lines []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -195,7 +209,9 @@ func startTestDisplay(t *testing.T, cut int) (dir string, gw *fakeGateway, event
 	t.Helper()
 	dir = t.TempDir()
 	gw = startGateway(t)
+	gw.mu.Lock() // the gateway serves already
 	gw.cutFirst = cut
+	gw.mu.Unlock()
 	events = newOutput(t)
 	d = newTestDisplay(t, dir, events)
 	ctx, cancel := context.WithCancel(context.Background())

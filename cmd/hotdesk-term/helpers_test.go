@@ -138,6 +138,7 @@ type fakeBroker struct {
 	t     *testing.T
 	id    string
 	addr  string
+	cert  tls.Certificate // its certificate (a gateway of it has the same)
 	fp    []byte
 	peers chan *peer
 	// accepted counts completed handshakes; tlsFailures failed TLS handshakes.
@@ -156,7 +157,7 @@ type peer struct {
 func startBroker(t *testing.T, id string, pingInterval time.Duration) *fakeBroker {
 	t.Helper()
 	cert, fp := testCert(t)
-	b := &fakeBroker{t: t, id: id, fp: fp, peers: make(chan *peer, 16), quit: make(chan struct{})}
+	b := &fakeBroker{t: t, id: id, cert: cert, fp: fp, peers: make(chan *peer, 16), quit: make(chan struct{})}
 	tcfg := proto.ServerTLSConfig(cert)
 	l, err := listenFake(t, "", func(raw net.Conn) { b.serve(raw, tcfg, pingInterval) })
 	if err != nil {

@@ -55,15 +55,22 @@ type retryState struct {
 }
 
 // representation is a due presentation of a token, from a timer of
-// generation gen.
+// generation gen; with a session, only while that session is shown here.
 type representation struct {
-	tok string
-	gen uint64
+	tok     string
+	gen     uint64
+	session string
 }
 
 // scheduleRepresent presents tok again after d, replacing any presentation
 // of tok already scheduled.
 func (a *agent) scheduleRepresent(tok string, d time.Duration) {
+	a.scheduleRepresentFor(tok, "", d)
+}
+
+// scheduleRepresentFor is scheduleRepresent for a token whose session,
+// if not "", must still be shown here when it is due (no Detached came).
+func (a *agent) scheduleRepresentFor(tok, session string, d time.Duration) {
 	r := &a.retries
 	if r.attempts == nil {
 		r.attempts = map[string]int{}
@@ -76,7 +83,7 @@ func (a *agent) scheduleRepresent(tok string, d time.Duration) {
 		t.Stop()
 	}
 	r.gen[tok]++
-	due := representation{tok: tok, gen: r.gen[tok]}
+	due := representation{tok: tok, gen: r.gen[tok], session: session}
 	r.timers[tok] = a.clk.AfterFunc(d, func() {
 		select {
 		case a.represent <- due:
@@ -150,7 +157,7 @@ func (a *agent) representDue(due representation) {
 		return // replaced, or its token pulled since: not this timer's turn
 	}
 	delete(a.retries.timers, tok)
-	if a.conn == nil || !a.inserted(tok) {
+	if a.conn == nil || !a.inserted(tok) || (due.session != "" && a.session != due.session) {
 		return
 	}
 	reader := soft.Reader
