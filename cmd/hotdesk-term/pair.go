@@ -278,14 +278,15 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	if err != nil {
 		return "", fmt.Errorf("pair: %w", err)
 	}
-	// A phone signs over NFC, and may ask its user to confirm: longer
-	// than the broker waits for a frame, so the connection is pinged
-	// meanwhile.
+	// A phone signs over NFC, and may ask its user to confirm; the broker
+	// may answer the Pair late (its pairings queue behind one another, a
+	// loaded server): both longer than the broker waits for a frame, so
+	// the connection is pinged until the answer.
 	stopPings := a.keepAlive(l)
+	defer stopPings()
 	sctx, stopSign := a.signContext(wctx, kind)
 	sig, err := sign(sctx, msg)
 	stopSign()
-	stopPings()
 	if err != nil {
 		return "", fmt.Errorf("pair: signing the pairing request: %w", err)
 	}
