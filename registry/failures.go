@@ -257,12 +257,5 @@ func (r *Store) WatchFailures(ctx context.Context) <-chan Failures {
 // decodeFailures decodes a failure count as WatchFailures hands it on:
 // ErrCorrupt unless it is JSON naming a key of 1 to maxLockoutKey bytes.
 func decodeFailures(val []byte) (Failures, error) {
-	var f Failures
-	if err := json.Unmarshal(val, &f); err != nil {
-		return Failures{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	if f.Key == "" || len(f.Key) > maxLockoutKey {
-		return Failures{}, fmt.Errorf("%w: failure count key of %d bytes", ErrCorrupt, len(f.Key))
-	}
-	return f, nil
+	return decodeKeyed[Failures](val, "failure count", func(f *Failures) string { return f.Key })
 }

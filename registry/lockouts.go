@@ -408,12 +408,19 @@ func (r *Store) listWatch(ctx context.Context, prefix, what string, onKV func(*m
 // decodeLockout decodes a lockout record as WatchLockouts hands it on:
 // ErrCorrupt unless it is JSON naming a key of 1 to maxLockoutKey bytes.
 func decodeLockout(val []byte) (Lockout, error) {
-	var lo Lockout
-	if err := json.Unmarshal(val, &lo); err != nil {
-		return Lockout{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	return decodeKeyed[Lockout](val, "lockout", func(lo *Lockout) string { return lo.Key })
+}
+
+// decodeKeyed decodes a record of the group's authentication limits (a
+// lockout, a failure count, what): ErrCorrupt unless it is JSON naming a
+// key (key reads it) of 1 to maxLockoutKey bytes.
+func decodeKeyed[T any](val []byte, what string, key func(*T) string) (T, error) {
+	var rec, zero T
+	if err := json.Unmarshal(val, &rec); err != nil {
+		return zero, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	if lo.Key == "" || len(lo.Key) > maxLockoutKey {
-		return Lockout{}, fmt.Errorf("%w: lockout key of %d bytes", ErrCorrupt, len(lo.Key))
+	if k := key(&rec); k == "" || len(k) > maxLockoutKey {
+		return zero, fmt.Errorf("%w: %s key of %d bytes", ErrCorrupt, what, len(k))
 	}
-	return lo, nil
+	return rec, nil
 }
