@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,43 @@ func TestSettingsWatch(t *testing.T) {
 	long := differingSettings(map[string]string{"k": "a"}, map[string]string{"k": strings.Repeat("x", 10000)})
 	if len(long) != 1 || len(long[0].Theirs) > maxSettingLen+len("…") {
 		t.Errorf("a long value of another member: %d bytes shown; want at most %d", len(long[0].Theirs), maxSettingLen)
+	}
+}
+
+// TestSettingsWatchBounded: server records by the hundred, each with
+// other settings at every check (written by someone with etcd access),
+// make at most maxSettingsLines member lines and one summary per check;
+// the members not logged are logged in later checks, all counted.
+func TestSettingsWatchBounded(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	w := newSettingsWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", map[string]string{"auth.lockout": "30s"})
+	forged := func(value string) []registry.ServerRecord {
+		recs := make([]registry.ServerRecord, 300)
+		for i := range recs {
+			recs[i] = registry.ServerRecord{ID: fmt.Sprintf("f%03d", i), Settings: map[string]string{"auth.lockout": value}}
+		}
+		return recs
+	}
+	for i, value := range []string{"1m0s", "2m0s", "3m0s"} {
+		logs.Reset()
+		w.check(forged(value))
+		out := logs.String()
+		if got := strings.Count(out, "\n"); got != maxSettingsLines+1 {
+			t.Errorf("check %d: %d lines; want %d member lines and a summary:\n%s", i, got, maxSettingsLines+1, out)
+		}
+		if !strings.Contains(out, fmt.Sprintf("not_logged=%d members_differing=300", 300-maxSettingsLines)) {
+			t.Errorf("check %d: no summary of the %d members not logged:\n%s", i, 300-maxSettingsLines, out)
+		}
+		if w.differing() != 300 {
+			t.Errorf("check %d: differing = %d; want 300", i, w.differing())
+		}
+	}
+	// A handful of brokers: every change logged, no summary.
+	logs.Reset()
+	w.check([]registry.ServerRecord{{ID: "b2", Settings: map[string]string{"auth.lockout": "1m0s"}}})
+	if out := logs.String(); strings.Count(out, "other group-wide settings") != 1 || strings.Contains(out, "not_logged") {
+		t.Errorf("one member differing after the forged ones left:\n%s", out)
 	}
 }
 
