@@ -395,16 +395,11 @@ func waitRefused(t *testing.T, evs <-chan map[string]any) map[string]any {
 // quiet fails if evs holds a session event now.
 func quiet(t *testing.T, evs <-chan map[string]any, what string) {
 	t.Helper()
-	for {
-		select {
-		case ev := <-evs:
-			if ev["event"] == "attached" {
-				t.Fatalf("%s: %v; want no session", what, ev)
-			}
-		default:
-			return
+	testutil.Drain(evs, func(ev map[string]any) {
+		if ev["event"] == "attached" {
+			t.Fatalf("%s: %v; want no session", what, ev)
 		}
-	}
+	})
 }
 
 // debounced returns the session and card events already received.

@@ -310,16 +310,11 @@ func TestDesktopTakesTerminalSize(t *testing.T) {
 // received so far (a display client that weston dropped, shown again by
 // the terminal), and lets the others go.
 func logDisplayLost(t *testing.T, name string, ev <-chan map[string]any) {
-	for {
-		select {
-		case e := <-ev:
-			if e["event"] == "display_lost" {
-				t.Logf("%s terminal: %v", name, e)
-			}
-		default:
-			return
+	testutil.Drain(ev, func(e map[string]any) {
+		if e["event"] == "display_lost" {
+			t.Logf("%s terminal: %v", name, e)
 		}
-	}
+	})
 }
 
 // fills measures how a desktop fills the screen img: the share of sampled

@@ -377,6 +377,21 @@ func NextEvent(t testing.TB, evs <-chan map[string]any, want string, d time.Dura
 	})
 }
 
+// Drain hands each event evs holds now to f, without waiting for more.
+func Drain(evs <-chan map[string]any, f func(ev map[string]any)) {
+	for {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				return
+			}
+			f(ev)
+		default:
+			return
+		}
+	}
+}
+
 // AwaitEvent returns the first event of evs that match accepts, passing
 // over the others (match may fail the test on an event that must not
 // come). It fails the test when evs closes (the process has exited) or

@@ -95,3 +95,18 @@ func TestAwaitEvent(t *testing.T) {
 		t.Fatalf("failure = %q; want %q", msg, "no a refusal in 10ms")
 	}
 }
+
+// TestDrain: Drain hands over the events held now and returns without
+// waiting for more, or at once when the stream has closed.
+func TestDrain(t *testing.T) {
+	evs := make(chan map[string]any, 4)
+	evs <- map[string]any{"event": "a"}
+	evs <- map[string]any{"event": "b"}
+	var got []any
+	Drain(evs, func(ev map[string]any) { got = append(got, ev["event"]) })
+	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Errorf("Drain handed %v; want [a b]", got)
+	}
+	close(evs)
+	Drain(evs, func(ev map[string]any) { t.Errorf("Drain of a closed stream handed %v", ev) })
+}
