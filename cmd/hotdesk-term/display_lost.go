@@ -55,7 +55,11 @@ func (a *agent) displayEnded(session string) {
 	d := displayLossDelay << len(kept)
 	a.displayLosses = append(a.displayLosses, now)
 	a.scheduleRepresentFor(tok, session, d)
-	a.out.emit(event{name: "display_lost",
-		fields: []field{{"session", session}, {"attempt", len(a.displayLosses)}},
-		text:   fmt.Sprintf("display of session %s lost; presenting the token again in %s", clean(session), d)})
+	a.out.emit(displayLostEvent(session, len(a.displayLosses), d))
+}
+
+func displayLostEvent(session string, attempt int, again time.Duration) event {
+	return event{name: "display_lost",
+		fields: []field{{"session", session}, {"attempt", attempt}},
+		text:   fmt.Sprintf("display of session %s lost; presenting the token again in %s", clean(session), again)}
 }

@@ -196,6 +196,10 @@ func (u *greeterUI) event(ev event) {
 			title = fmt.Sprintf("Welcome, %s — starting your desktop…", user)
 		}
 		next = greeter.State{Screen: greeter.Busy, Title: title}
+	case "display_lost":
+		// The display client ended under the session (display_lost.go):
+		// the token is presented again for a new one.
+		next = greeter.State{Screen: greeter.Busy, Title: "Reconnecting your desktop…"}
 	case "detached":
 		if strField(ev, "session") != u.session && u.session != "" {
 			return // an older session's detach
@@ -455,6 +459,8 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 		return idle("The pairing code is wrong, used or expired.", true)
 	case errPair:
 		return idle(strField(ev, "message"), true)
+	case errDisplay:
+		return idle("Your desktop could not be shown. Remove your card and insert it again.", true)
 	case errCommand, errNoKey:
 		return u.cur
 	}
