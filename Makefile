@@ -65,12 +65,12 @@ demo-card: deps build
 # the run wait for them alone at its end.
 RACE_PKGS := ./cmd/hotdeskd ./broker/... ./registry/... ./auth/...
 # How many packages' tests run at once in the plain run. Packages whose
-# tests wait raise -parallel themselves (testutil.RaiseParallel). 4 packages
-# at once ran the plain run ~20 s faster on 2 cores, but under that load the
-# chaos harness's quick run (TestChaosQuick) lost a desktop after
-# broker_sigstop once in two runs (wayray gave a compositor starved with the
-# broker only 250 ms to answer; fixed). 2, go test's default here, until
-# more runs at 4 show it holds.
+# tests wait raise -parallel themselves (testutil.RaiseParallel). With the
+# race run beside it (its own 2), four packages run at once: the load that
+# once made the chaos harness's quick run (TestChaosQuick) lose a desktop
+# after broker_sigstop (wayray gave a compositor starved with the broker
+# only 250 ms to answer; fixed), and that showed a terminal's black screen
+# and a pairing cut off (both fixed); it has held since.
 TEST_P ?= 2
 # The plain run's longest packages, started first (they wait on daemons
 # and timeouts far more than they compute; started last, the run waited a
