@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -276,23 +277,8 @@ func TestDesktopTakesTerminalSize(t *testing.T) {
 		} else if a["session"] != session {
 			t.Fatalf("%s attached %v; want %s", name, a["session"], session)
 		}
-		var last string
-		deadline := time.Now().Add(40 * time.Second)
-		for {
-			img := testutil.Screenshot(t, disp)
-			lit, clock := fills(img)
-			if lit >= 0.99 && clock >= 20 {
-				logDisplayLost(t, name, ev)
-				return
-			}
-			b := img.Bounds()
-			last = fmt.Sprintf("%dx%d screen: %.1f%% of it lit, %d bright points where the panel's clock is", b.Dx(), b.Dy(), 100*lit, clock)
-			if time.Now().After(deadline) {
-				testutil.KeepShots(map[string]image.Image{"size-" + name: img})
-				t.Fatalf("the desktop does not fill the %s terminal's screen: %s", name, last)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
+		waitFilled(t, name, disp)
+		logDisplayLost(t, name, ev)
 	}
 	hide := func(ev <-chan map[string]any, in io.Writer) {
 		t.Helper()
@@ -304,6 +290,63 @@ func TestDesktopTakesTerminalSize(t *testing.T) {
 	show("large", evL, inL, large)
 	hide(evL, inL)
 	show("small again", evS, inS, small)
+}
+
+// waitFilled waits (40 s at most) until the desktop fills the screen of
+// display disp, the terminal name's: lit all over, weston's panel clock
+// in its top-right corner.
+func waitFilled(t *testing.T, name, disp string) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		img := testutil.Screenshot(t, disp)
+		lit, clock := fills(img)
+		if lit >= 0.99 && clock >= 20 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b := img.Bounds()
+			testutil.KeepShots(map[string]image.Image{"size-" + name: img})
+			t.Fatalf("the desktop does not fill the %s terminal's screen: %dx%d screen: %.1f%% of it lit, %d bright points where the panel's clock is",
+				name, b.Dx(), b.Dy(), 100*lit, clock)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestDesktopBackAfterDisplayClientDies: the display client (FreeRDP)
+// showing a real weston desktop dies — killed here; weston 10 dropping
+// its RDP peer on a loaded server ended it the same way and left the
+// screen black with the session attached — and the terminal, its token
+// still in, brings the same session back on its own with a new client.
+func TestDesktopBackAfterDisplayClientDies(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminal
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "nft")
+	disp := testutil.StartXvfbSizes(t, "1024x768x24")[0]
+	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
+	ks := e.enroll("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ev, in := e.runTermWith(ctx, "t-die", ks, disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /f /bpp:24")
+	next(t, ev, "connected")
+	fmt.Fprintln(in, "insert default")
+	session := next(t, ev, "attached")["session"]
+	client := next(t, ev, "display")["pid"].(float64)
+	waitFilled(t, "first", disp)
+
+	if err := syscall.Kill(int(client), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if lost := next(t, ev, "display_lost"); lost["session"] != session {
+		t.Fatalf("display_lost %v; want session %v", lost, session)
+	}
+	if a := next(t, ev, "attached"); a["session"] != session || a["resumed"] != true {
+		t.Fatalf("attached %v after the loss; want session %v again", a, session)
+	}
+	if again := next(t, ev, "display")["pid"].(float64); again == client {
+		t.Fatalf("the session shown again by the killed client %v", client)
+	}
+	waitFilled(t, "shown again", disp)
 }
 
 // logDisplayLost logs the display_lost events among the terminal's events
