@@ -7,8 +7,9 @@ import (
 
 // A display client that ends by itself while its session is shown leaves
 // the screen empty with the session still attached here: FreeRDP failed,
-// or the compositor dropped the connection (weston 10 drops an RDP peer
-// whose TLS handshake it reads too early, more often on a loaded server).
+// or the compositor dropped the connection (weston 10 ended a peer that
+// way about a second after activating it, on a loaded server, while it
+// resized its output for the new terminal).
 // The terminal then presents the session's token again, if it is still
 // inserted: the broker answers the same terminal's token with Attached
 // again and a new ticket (PROTOCOL.md §7.1; no PIN is asked), and a new
