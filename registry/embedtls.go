@@ -110,12 +110,15 @@ func ensureEmbedPKI(dir string) error {
 	return nil
 }
 
+// MaxCAFile bounds the read of a CA bundle (a few hundred certificates).
+const MaxCAFile = 1 << 20
+
 // ClientTLSFromFiles loads a client TLS configuration for etcd: ca verifies
 // the members, cert and key (both or neither) are the client's certificate.
 func ClientTLSFromFiles(ca, cert, key string) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if ca != "" {
-		b, err := os.ReadFile(ca)
+		b, err := atomicfile.ReadLimited(ca, MaxCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("registry: etcd ca: %w", err)
 		}

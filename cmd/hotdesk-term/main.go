@@ -61,6 +61,7 @@ import (
 
 	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
 	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
@@ -155,6 +156,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // vanished without closing the connection is noticed within about 2 s.
 const defaultServiceKeepalive = 500 * time.Millisecond
 
+// maxCAFile bounds the read of -ca (a bundle of a few hundred
+// certificates; /dev/zero by mistake is an error, not an endless read).
+const maxCAFile = 1 << 20
+
 // groupOf builds the terminal's group (addresses and trust anchors) from
 // -server, -srv and -pin or -ca; anchors identifies the trust anchors
 // (anchorsID).
@@ -170,7 +175,7 @@ func groupOf(o options) (g *group, anchors string, err error) {
 		pins = append(pins, pin)
 	}
 	if o.ca != "" {
-		if caPEM, err = os.ReadFile(o.ca); err != nil {
+		if caPEM, err = atomicfile.ReadLimited(o.ca, maxCAFile); err != nil {
 			return nil, "", fmt.Errorf("-ca: %w", err)
 		}
 		roots = x509.NewCertPool()

@@ -861,30 +861,14 @@ func etcdAccessHint(err error, cfg *config.Config) error {
 		err, cfg.Etcd.CertFile, cn, prefix, cn, cn, prefix)
 }
 
+// etcdClientTLS is the TLS of the daemon's etcd client: none without
+// etcd.ca_file and etcd.cert_file (plain http endpoints).
 func etcdClientTLS(cfg *config.Config) (*tls.Config, error) {
 	e := cfg.Etcd
 	if e.CAFile == "" && e.CertFile == "" {
 		return nil, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if e.CAFile != "" {
-		pem, err := os.ReadFile(e.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd ca: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, errors.New("etcd ca: no certificate found")
-		}
-	}
-	if e.CertFile != "" {
-		c, err := tls.LoadX509KeyPair(e.CertFile, e.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcd client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return tc, nil
+	return registry.ClientTLSFromFiles(e.CAFile, e.CertFile, e.KeyFile)
 }
 
 func notify(logger hclog.Logger, state string) {

@@ -42,6 +42,14 @@ func ReadPrivate(path string, limit int64, forbidden fs.FileMode, ownOnly bool) 
 	return data, nil
 }
 
+// ReadLimited reads a file an administrator names (a CA bundle, a PAM
+// service file): a regular file of at most limit bytes. A path to
+// /dev/zero, a FIFO or a huge file by mistake is an error saying so, not
+// a read that never ends or fills the memory.
+func ReadLimited(path string, limit int64) ([]byte, error) {
+	return ReadPrivate(path, limit, 0, false)
+}
+
 func access(bits fs.FileMode) string {
 	switch {
 	case bits&0o022 != 0 && bits&0o044 != 0:

@@ -49,3 +49,25 @@ func TestReadPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestReadLimited: a file an administrator names is read whole up to the
+// limit; a larger one, a device or a directory is refused with its name.
+func TestReadLimited(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(p, []byte("12345"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadLimited(p, 5); err != nil || string(b) != "12345" {
+		t.Errorf("ReadLimited(5 bytes, limit 5) = %q, %v; want the file", b, err)
+	}
+	for path, want := range map[string]string{
+		p:           p + " is larger than 4 bytes",
+		"/dev/zero": "/dev/zero is not a regular file",
+		dir:         dir + " is not a regular file",
+	} {
+		if _, err := ReadLimited(path, 4); err == nil || err.Error() != want {
+			t.Errorf("ReadLimited(%s, 4) = %v; want %q", path, err, want)
+		}
+	}
+}

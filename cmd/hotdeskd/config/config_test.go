@@ -2,6 +2,7 @@ package config
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -739,6 +740,7 @@ func TestCheckHostEtcdTLSFiles(t *testing.T) {
 	caFile, crt1, key1 := write("ca.crt", ca.CertPEM), write("b1.crt", b1.CertPEM), write("b1.key", b1.KeyPEM)
 	key2, notPEM := write("b2.key", b2.KeyPEM), write("empty.crt", []byte("not a certificate\n"))
 	missing := filepath.Join(dir, "missing.crt")
+	huge := write("huge.crt", bytes.Repeat(ca.CertPEM, (1<<20)/len(ca.CertPEM)+1))
 	check := func(ca, cert, key string) error {
 		t.Helper()
 		c, pos, _ := loadFile(t, dir, fmt.Sprintf("etcd {\n  endpoints = [\"https://etcd-1:2379\"]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\n", ca, cert, key))
@@ -750,6 +752,9 @@ func TestCheckHostEtcdTLSFiles(t *testing.T) {
 	for _, tt := range []struct{ name, ca, cert, key, want string }{
 		{"missing CA", missing, crt1, key1, ":3:13: unusable etcd CA file: etcd.ca_file: open " + missing},
 		{"CA without a certificate", notPEM, crt1, key1, ":3:13: unusable etcd CA file: etcd.ca_file: " + notPEM + " holds no PEM certificate"},
+		// Named by mistake: a clear error, not a read that never ends.
+		{"CA a device", "/dev/zero", crt1, key1, ":3:13: unusable etcd CA file: etcd.ca_file: /dev/zero is not a regular file"},
+		{"CA too large", huge, crt1, key1, ":3:13: unusable etcd CA file: etcd.ca_file: " + huge + " is larger than 1048576 bytes"},
 		{"missing key", caFile, crt1, missing, ":4:15: unusable etcd client certificate: etcd.cert_file and key_file"},
 		{"key of another certificate", caFile, crt1, key2, "private key does not match public key"},
 	} {

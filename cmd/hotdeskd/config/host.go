@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/hotdesk/hotdesk/internal/atomicfile"
 	"github.com/hotdesk/hotdesk/internal/trustpath"
 )
 
@@ -209,10 +210,17 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
+// Bounds of the reads of files the configuration names: a CA file (as
+// the daemon's, registry.MaxCAFile) and a PAM service file.
+const (
+	maxCAFile  = 1 << 20
+	maxPAMFile = 1 << 20
+)
+
 // checkCAFile reads a CA file as the daemon's etcd client does: it must
 // hold at least one PEM certificate.
 func checkCAFile(path string) error {
-	pem, err := os.ReadFile(path)
+	pem, err := atomicfile.ReadLimited(path, maxCAFile)
 	if err != nil {
 		return err
 	}
@@ -314,7 +322,7 @@ func (c *Config) HostWarnings(h Host) []string {
 // service session rules: a "session" (or "-session") line, or an
 // @include, whose file is not looked into. An unreadable file may.
 func mayHaveSessionStack(file string) bool {
-	b, err := os.ReadFile(file)
+	b, err := atomicfile.ReadLimited(file, maxPAMFile)
 	if err != nil {
 		return true
 	}
