@@ -3,14 +3,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,17 +23,61 @@ import (
 	"github.com/hotdesk/hotdesk/internal/testutil"
 )
 
+// badLink is one link TestBadLinkSoak measures: each direction's profile
+// (up: terminal → server) and whether an application in the session
+// redraws its window without pause meanwhile (weston-simple-shm), so that
+// the display stream fills what the link carries.
+type badLink struct {
+	up, down linkemu.Profile
+	busy     bool
+	// download: bulk TCP downloads (four connections, as a browser or an
+	// updater opens) from the server's side to the terminal's run all
+	// along (someone behind the same router fetching a file): they keep
+	// the bottleneck's queue full.
+	download bool
+}
+
+// each is a link whose two directions have the same profile.
+func each(p linkemu.Profile) badLink { return badLink{up: p, down: p} }
+
 // badLinks are the links TestBadLinkSoak measures, as a person at a
 // terminal meets them: the round trip is split evenly between the two
-// directions, the loss applies to each direction.
-var badLinks = map[string]linkemu.Profile{
-	"rtt0":             {}, // the link's own cost: the baseline
-	"rtt50-loss0.5":    {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.005},
-	"rtt150-loss2":     {Delay: 75 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.02},
-	"rtt300-loss5":     {Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.05},
-	"rtt50-out1s/20":   {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 20 * time.Second, Outage: time.Second},
-	"rtt50-out1.5s/15": {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 15 * time.Second, Outage: 1500 * time.Millisecond},
-	"rtt50-out5s/30":   {Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 30 * time.Second, Outage: 5 * time.Second},
+// directions, the loss applies to each direction. The "dsl" and "slow"
+// links are bottlenecks with a router's queue in front (the queue's depth
+// as a time at the rate: how late a packet that finds it full arrives),
+// filled by a desktop that keeps changing.
+var badLinks = map[string]badLink{
+	"rtt0":             each(linkemu.Profile{}), // the link's own cost: the baseline
+	"rtt50-loss0.5":    each(linkemu.Profile{Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.005}),
+	"rtt150-loss2":     each(linkemu.Profile{Delay: 75 * time.Millisecond, Jitter: 10 * time.Millisecond, Loss: 0.02}),
+	"rtt300-loss5":     each(linkemu.Profile{Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Loss: 0.05}),
+	"rtt50-out1s/20":   each(linkemu.Profile{Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 20 * time.Second, Outage: time.Second}),
+	"rtt50-out1.5s/15": each(linkemu.Profile{Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 15 * time.Second, Outage: 1500 * time.Millisecond}),
+	"rtt50-out5s/30":   each(linkemu.Profile{Delay: 25 * time.Millisecond, Jitter: 5 * time.Millisecond, Period: 30 * time.Second, Outage: 5 * time.Second}),
+	// 4 Mbit/s down with a 0.5 s queue, 1 Mbit/s up with a 1 s queue.
+	"dsl4m-busy": {
+		up:   linkemu.Profile{Delay: 15 * time.Millisecond, Rate: 125_000, Buffer: 125_000},
+		down: linkemu.Profile{Delay: 15 * time.Millisecond, Rate: 500_000, Buffer: 250_000},
+		busy: true,
+	},
+	// 1 Mbit/s down, 512 kbit/s up, 1 s queues each way.
+	"slow1m-busy": {
+		up:   linkemu.Profile{Delay: 25 * time.Millisecond, Rate: 64_000, Buffer: 64_000},
+		down: linkemu.Profile{Delay: 25 * time.Millisecond, Rate: 125_000, Buffer: 125_000},
+		busy: true,
+	},
+	"dsl4m-download": {
+		up:       linkemu.Profile{Delay: 15 * time.Millisecond, Rate: 125_000, Buffer: 125_000},
+		down:     linkemu.Profile{Delay: 15 * time.Millisecond, Rate: 500_000, Buffer: 250_000},
+		busy:     true,
+		download: true,
+	},
+	"slow1m-download": {
+		up:       linkemu.Profile{Delay: 25 * time.Millisecond, Rate: 64_000, Buffer: 64_000},
+		down:     linkemu.Profile{Delay: 25 * time.Millisecond, Rate: 125_000, Buffer: 125_000},
+		busy:     true,
+		download: true,
+	},
 }
 
 // needRootNetns fails (CI) or skips the test without root and ip(8).
@@ -46,12 +94,12 @@ func needRootNetns(t *testing.T) {
 
 var linkSeq atomic.Int32
 
-// newBadLink is a namespace of the test's own behind a link with profile p
-// each way; the cleanup removes it.
-func newBadLink(t *testing.T, p linkemu.Profile) *linkemu.Link {
+// newBadLink is a namespace of the test's own behind link b; the cleanup
+// removes it.
+func newBadLink(t *testing.T, b badLink) *linkemu.Link {
 	t.Helper()
 	n := int(linkSeq.Add(1))
-	l, err := linkemu.New(fmt.Sprintf("hdl%d-%d", os.Getpid()%10000, n), fmt.Sprintf("10.%d.%d", 200+os.Getpid()%50, n), p, p)
+	l, err := linkemu.New(fmt.Sprintf("hdl%d-%d", os.Getpid()%10000, n), fmt.Sprintf("10.%d.%d", 200+os.Getpid()%50, n), b.up, b.down)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +169,17 @@ func TestBadLinkSoak(t *testing.T) {
 	}
 }
 
-// soakLink runs hot-desk cycles for d behind a link p; check: fail the
+// soakLink runs hot-desk cycles for d behind link b; check: fail the
 // test for a lost connection or a desktop that never showed.
-func soakLink(t *testing.T, p linkemu.Profile, d time.Duration, check bool) {
-	l := newBadLink(t, p)
+func soakLink(t *testing.T, b badLink, d time.Duration, check bool) {
+	if b.busy {
+		testutil.NeedTools(t, "weston-simple-shm")
+	}
+	l := newBadLink(t, b)
+	linkUp := time.Now()
+	if b.download {
+		startDownload(t, l)
+	}
 	e := startE2EAt(t, freePortOn(t, l.HostAddr), "", "card+pin", false, "", "compositor {\n  backend = \"rdp\"\n}")
 	ks := e.enroll("pat")
 	disp := testutil.StartXvfbs(t, 1)[0]
@@ -143,6 +198,7 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration, check bool) {
 		errs                           []string
 		shown                          bool // the card is in and was attached: a reconnect should resume it
 		reconnecting                   bool
+		busy                           bool // the busy application runs
 	)
 	evTime := func(ev map[string]any) time.Time {
 		if s, ok := ev["time"].(string); ok {
@@ -207,6 +263,10 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration, check bool) {
 		var c cycle
 		if ev, ok := await("attached", time.Minute); ok {
 			c.attached = evTime(ev).Sub(start)
+			if b.busy && !busy {
+				busy = true
+				startBusyApp(t, e, ev["session"])
+			}
 		} else {
 			t.Errorf("cycle %d: not attached within a minute", len(cycles))
 		}
@@ -245,14 +305,111 @@ func soakLink(t *testing.T, p linkemu.Profile, d time.Duration, check bool) {
 		}
 		return fmt.Sprintf("%v/%v", ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
 	}
-	t.Logf("RESULT %s: cycles %d; insert→attached p50/max %s; →stream %s; →pixels %s; lost %d (resumed without PIN %d, PIN asked again %d), connects %d; errors %q; packets up %d (dropped %d) down %d (dropped %d)",
+	t.Logf("RESULT %s: cycles %d; insert→attached p50/max %s; →stream %s; →pixels %s; lost %d (resumed without PIN %d, PIN asked again %d), connects %d; errors %q; packets up %d (dropped %d) down %d (dropped %d); down %.0f KB/s, most queued up %v down %v",
 		t.Name(), len(cycles), med(func(c cycle) time.Duration { return c.attached }), med(func(c cycle) time.Duration { return c.stream }),
 		med(func(c cycle) time.Duration { return c.pixels }), lost, resumed, repin, connects, errs,
-		up.Packets, up.Dropped, down.Packets, down.Dropped)
+		up.Packets, up.Dropped, down.Packets, down.Dropped, float64(down.Bytes)/time.Since(linkUp).Seconds()/1000,
+		queued(b.up, up), queued(b.down, down))
 	if check && (lost > 0 || len(errs) > 0) {
 		t.Errorf("the terminal lost its broker %d times (errors %q); want never", lost, errs)
 	}
 	fmt.Fprintln(in, "quit")
+}
+
+// queued is the most that waited at p's bottleneck, as a delay ("-"
+// without one).
+func queued(p linkemu.Profile, s linkemu.Stats) string {
+	if p.Rate == 0 {
+		return "-"
+	}
+	return (time.Duration(s.MaxQueued) * time.Second / time.Duration(p.Rate)).Round(time.Millisecond).String()
+}
+
+// startBusyApp runs weston-simple-shm, which redraws its window at every
+// frame, in the session's desktop until the test ends.
+func startBusyApp(t *testing.T, e *e2e, session any) {
+	t.Helper()
+	id, _ := session.(string)
+	app := exec.Command("weston-simple-shm")
+	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+filepath.Join(e.dir, "data", "sessions", id, "run"), "WAYLAND_DISPLAY=wayland-hd")
+	var out bytes.Buffer
+	app.Stdout, app.Stderr = &out, &out
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- app.Wait() }()
+	t.Cleanup(func() {
+		app.Process.Kill()
+		if err := <-done; err != nil && !strings.Contains(err.Error(), "killed") {
+			t.Errorf("weston-simple-shm: %v: %s", err, out.String())
+		}
+	})
+}
+
+// startDownload runs four bulk downloads across l, from a sender on the
+// host to readers in the namespace, until the test ends.
+func startDownload(t *testing.T, l *linkemu.Link) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(l.HostAddr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		senders sync.WaitGroup
+		mu      sync.Mutex
+		conns   []net.Conn
+	)
+	senders.Add(1)
+	go func() {
+		defer senders.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			senders.Add(1)
+			go func() {
+				defer senders.Done()
+				io.Copy(c, zeros{})
+			}()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	var readers []*exec.Cmd
+	t.Cleanup(func() {
+		cancel()
+		for _, c := range readers {
+			c.Wait()
+		}
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		senders.Wait()
+	})
+	for range 4 {
+		// ip netns exec and bash's exec leave the reader itself as the
+		// process the context kills.
+		c := l.Command(ctx, "bash", "-c", fmt.Sprintf("exec cat </dev/tcp/%s/%d >/dev/null", l.HostAddr, ln.Addr().(*net.TCPAddr).Port))
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		readers = append(readers, c)
+	}
+}
+
+// zeros is an endless reader of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // TestOutageKeeps: a terminal on Wi-Fi (25 ms each way) whose link drops
@@ -266,7 +423,7 @@ func TestOutageKeeps(t *testing.T) {
 	t.Parallel()
 	needRootNetns(t)
 	p := linkemu.Profile{Delay: 25 * time.Millisecond}
-	l := newBadLink(t, p)
+	l := newBadLink(t, each(p))
 	e := startE2EAt(t, freePortOn(t, l.HostAddr), "", "kiosk", false, "")
 	ks := e.enroll("alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

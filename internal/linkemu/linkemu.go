@@ -7,7 +7,11 @@
 // qdisc, so the link is emulated in user space: two TUN devices, one in
 // the host namespace and one in the test's namespace, and a goroutine per
 // direction that reads each IP packet from one and writes it to the other
-// after the profile's delay, unless the profile drops it.
+// after the profile's delay, unless the profile drops it. A direction may
+// also be a bottleneck of limited rate with a queue of its own (a DSL or
+// Wi-Fi uplink, a VPN): packets leave it one after the other at that rate,
+// wait in its queue meanwhile, and are dropped when the queue is full, as
+// a router's FIFO does.
 //
 // Only the link's own /30 is routed through it: nothing else on the host
 // sees any change. Close removes the namespace and both devices.
@@ -39,11 +43,32 @@ type Profile struct {
 	// Every Period, the link is down (every packet dropped) for Outage,
 	// starting Period after the link is set up. Period 0: no outages.
 	Period, Outage time.Duration
+	// Rate is the bottleneck's rate in bytes per second (0: none). A
+	// packet leaves it after the packets queued before it have and its
+	// own bytes have been sent; Delay is added after that.
+	Rate int
+	// Buffer is how many bytes may wait in the bottleneck's queue; a
+	// packet arriving at a fuller queue is dropped (a tail drop). 0: only
+	// the pump's bound of 4096 packets. Only with Rate.
+	Buffer int
+}
+
+// QueueDelay is how long a full Buffer takes to drain at Rate (0 without
+// a bottleneck): the most the bottleneck adds to a packet's delay.
+func (p Profile) QueueDelay() time.Duration {
+	if p.Rate <= 0 {
+		return 0
+	}
+	return time.Duration(p.Buffer) * time.Second / time.Duration(p.Rate)
 }
 
 // Stats counts one direction's packets.
 type Stats struct {
 	Packets, Dropped uint64
+	// Bytes is the size of the packets not dropped.
+	Bytes uint64
+	// MaxQueued is the most bytes that waited at the bottleneck at once.
+	MaxQueued uint64
 }
 
 // Link is a namespace joined to the host by an emulated link.
@@ -62,7 +87,7 @@ type Link struct {
 	mu       sync.Mutex
 	up, down Profile // up: namespace → host; down: host → namespace
 	// counters, per direction
-	upStats, downStats [2]atomic.Uint64
+	upStats, downStats [4]atomic.Uint64
 }
 
 // Tools are the commands New needs.
@@ -133,7 +158,8 @@ func (l *Link) SetProfiles(up, down Profile) {
 // Stats returns the counters of the up (namespace → host) and down
 // directions.
 func (l *Link) Stats() (up, down Stats) {
-	return Stats{l.upStats[0].Load(), l.upStats[1].Load()}, Stats{l.downStats[0].Load(), l.downStats[1].Load()}
+	load := func(c *[4]atomic.Uint64) Stats { return Stats{c[0].Load(), c[1].Load(), c[2].Load(), c[3].Load()} }
+	return load(&l.upStats), load(&l.downStats)
 }
 
 // Command returns cmd run inside the namespace (ip netns exec).
@@ -193,6 +219,7 @@ func (l *Link) pump(ctx context.Context, in, out *os.File, up bool) {
 	}()
 	defer func() { close(q); <-done }()
 	var last time.Time
+	var busy time.Time // when the bottleneck has sent what it holds
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for {
 		buf := make([]byte, 65536)
@@ -218,17 +245,35 @@ func (l *Link) pump(ctx context.Context, in, out *os.File, up bool) {
 			stats[1].Add(1)
 			continue
 		}
+		leave := now // when the packet has left the bottleneck
+		if p.Rate > 0 {
+			queued := 0 // bytes waiting at the bottleneck
+			if busy.After(now) {
+				queued = int(busy.Sub(now).Seconds() * float64(p.Rate))
+				leave = busy
+			}
+			if p.Buffer > 0 && queued+n > p.Buffer {
+				stats[1].Add(1)
+				continue
+			}
+			if q := uint64(queued + n); q > stats[3].Load() {
+				stats[3].Store(q) // one writer: this pump
+			}
+			busy = leave.Add(time.Duration(n) * time.Second / time.Duration(p.Rate))
+			leave = busy
+		}
 		d := p.Delay
 		if p.Jitter > 0 {
 			d += time.Duration(rng.Int64N(int64(2*p.Jitter))) - p.Jitter
 		}
-		at := now.Add(max(d, 0))
+		at := leave.Add(max(d, 0))
 		if at.Before(last) {
 			at = last
 		}
 		last = at
 		select {
 		case q <- packet{at: at, buf: buf[:n]}:
+			stats[2].Add(uint64(n))
 		default: // the queue is full: a tail drop
 			stats[1].Add(1)
 		}
