@@ -38,7 +38,7 @@ func (h fatalHook) OnWrite(e *zapcore.CheckedEntry, fields []zapcore.Field) {
 	}
 	msg := "the embedded etcd stopped on an error of its storage (above): hotdeskd exits now; desktops are kept and adopted at the next start"
 	if err, _ := enc.Fields["error"].(string); strings.Contains(err, "no space left on device") {
-		msg = "the embedded etcd stopped: the disk of data_dir is full (above); hotdeskd exits now and cannot run until there is room there again; desktops are kept and adopted at the next start"
+		msg = "the embedded etcd stopped: the disk of data_dir is full (above); hotdeskd exits now; its next start gives the etcd the room set aside for it (data_dir/reserve) if it still has it, else it cannot run until there is room there again; desktops are kept and adopted at the next start"
 	}
 	h.lg.Error(msg, "etcd_error", e.Message)
 	h.exit(1)

@@ -24,8 +24,25 @@ import (
 // is a warn line, under Critical (CriticalFiles) an error line (each once, and
 // an info line when there is room again), and hotdesk_disk_free_bytes
 // exports what is left.
+//
+// With the embedded etcd, the daemon also sets diskspace.ReserveSize aside
+// in data_dir/reserve while the disk has room to spare (at least
+// diskspace.Low left after it), and gives it back as soon as it finds that
+// filesystem full, the check at start (before etcd starts) included: the
+// etcd's next writes find room, so the daemon goes on, or starts again, on
+// a disk that filled up, while the administrator frees space. A disk that
+// filled between two checks can still stop it at etcd's next write; the
+// checks come every diskCheckNear once a filesystem runs low, and the
+// next start gives the room back first.
 
-const diskCheckInterval = 10 * time.Second
+const (
+	diskCheckInterval = 2 * time.Second
+	// diskCheckNear is the interval while a filesystem is under
+	// diskspace.Low: from there a copy fills it in a second.
+	diskCheckNear = 250 * time.Millisecond
+	// reserveName is the reserve's file in data_dir.
+	reserveName = "reserve"
+)
 
 // diskDir is one directory whose filesystem is watched.
 type diskDir struct {
@@ -38,6 +55,11 @@ type diskWatch struct {
 	dirs     []diskDir
 	embedded bool                                                           // the embedded etcd writes into data_dir
 	free     func(path string) (room diskspace.Room, dev uint64, err error) // of path, or of existing(path)
+	reserve  *diskspace.Reserve                                             // in data_dir, for the embedded etcd; nil without it
+	// released: the reserve was given back and is not set aside again;
+	// data_dir's filesystem counts as full meanwhile (the room it has is
+	// the etcd's).
+	released bool
 
 	mu    sync.Mutex
 	left  map[string]uint64          // key → bytes free at the last check
@@ -45,7 +67,7 @@ type diskWatch struct {
 }
 
 func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
-	return &diskWatch{
+	w := &diskWatch{
 		log:      log,
 		dirs:     []diskDir{{"data_dir", cfg.DataDir}, {"compositor.state_dir", cfg.Compositor.StateDir}},
 		embedded: cfg.UsesEmbeddedEtcd(),
@@ -53,6 +75,10 @@ func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
 		left:     map[string]uint64{},
 		level:    map[uint64]diskspace.Level{},
 	}
+	if w.embedded {
+		w.reserve = &diskspace.Reserve{Path: filepath.Join(cfg.DataDir, reserveName), Size: diskspace.ReserveSize}
+	}
+	return w
 }
 
 // check reads the room left for each directory (the nearest existing one
@@ -67,12 +93,18 @@ func (w *diskWatch) check() {
 		if err != nil {
 			continue
 		}
+		if d.key == "data_dir" && w.reserve != nil {
+			room = w.keepReserve(d, room)
+		}
 		w.left[d.key] = room.Bytes
 		if told[dev] {
 			continue
 		}
 		told[dev] = true
 		lv, was := room.Level(), w.level[dev]
+		if d.key == "data_dir" && w.released {
+			lv = diskspace.Full
+		}
 		w.level[dev] = lv
 		if lv == was {
 			continue
@@ -89,12 +121,59 @@ func (w *diskWatch) check() {
 	}
 }
 
+// keepReserve gives the reserve back when d's filesystem, with room left,
+// is full, and sets it aside when it has room to spare; it returns the
+// room left after that.
+func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
+	size := uint64(w.reserve.Size)
+	switch {
+	case room.Level() == diskspace.Full:
+		held, err := w.reserve.Release()
+		if err != nil {
+			w.log.Error("could not give back the room set aside for the embedded etcd", "path", w.reserve.Path, "error", err)
+			return room
+		}
+		if !held {
+			return room
+		}
+		w.released = true
+		w.log.Error(fmt.Sprintf("the disk is full: gave back the %s set aside for the embedded etcd, which goes on writing there meanwhile; free space there", diskspace.Format(size)),
+			"dir", d.key, "path", w.reserve.Path, "free_before", room.String())
+	case room.Bytes >= diskspace.Low+size && room.Level() == diskspace.OK && !w.reserve.Held():
+		if err := w.reserve.Hold(); err != nil {
+			w.log.Warn("could not set room aside for the embedded etcd", "error", err)
+			return room
+		}
+		w.released = false
+		w.log.Info(fmt.Sprintf("set %s aside for the embedded etcd, given back if the disk fills", diskspace.Format(size)), "path", w.reserve.Path)
+	default:
+		return room
+	}
+	if r, _, err := w.free(d.path); err == nil {
+		return r
+	}
+	return room
+}
+
+// near reports whether a filesystem was under diskspace.Low at the last
+// check.
+func (w *diskWatch) near() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, lv := range w.level {
+		if lv != diskspace.OK {
+			return true
+		}
+	}
+	return false
+}
+
 // warning says what a filesystem at lv (not OK) holding the directory of
 // key means, and what to do.
 func (w *diskWatch) warning(key string, lv diskspace.Level) string {
 	what := "no desktop can start there once it is full"
 	if key == "data_dir" && w.embedded {
-		what = "once it is full no desktop can start, and the embedded etcd (in data_dir) stops hotdeskd at its next write (desktops are kept and adopted when it starts again)"
+		what = "once it is full no desktop can start, and the embedded etcd (in data_dir) stops hotdeskd at its first write that finds no room, once the room set aside for it (data_dir/reserve) is used up (desktops are kept and adopted when it starts again)"
 	}
 	if lv == diskspace.Full {
 		return "the disk is full or nearly: " + what + "; free space there"
@@ -137,9 +216,17 @@ func (w *diskWatch) freeBytes() map[string]uint64 {
 	return maps.Clone(w.left)
 }
 
-// run checks every diskCheckInterval until ctx ends.
+// run checks every diskCheckInterval, every diskCheckNear while a
+// filesystem is under diskspace.Low, until ctx ends.
 func (w *diskWatch) run(ctx context.Context, clk clock.Clock) {
-	for clock.Sleep(ctx, clk, diskCheckInterval) {
+	for {
+		d := diskCheckInterval
+		if w.near() {
+			d = diskCheckNear
+		}
+		if !clock.Sleep(ctx, clk, d) {
+			return
+		}
 		w.check()
 	}
 }

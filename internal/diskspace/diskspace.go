@@ -4,8 +4,10 @@
 // A full data_dir is not a slow degradation: a desktop cannot start (its
 // state directory and record are written first), and the embedded etcd,
 // whose writes go there too, stops the whole daemon at the first write
-// that finds the disk full (etcd treats a failed commit as fatal). Warning
-// before that is the only help an administrator gets.
+// that finds the disk full (etcd treats a failed commit as fatal). The
+// package tells how close to full a filesystem is (Free, Level), so that
+// an administrator is warned before, and keeps room aside to give back
+// when it is full (Reserve).
 package diskspace
 
 import (
