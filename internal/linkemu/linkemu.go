@@ -24,6 +24,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,39 @@ type Link struct {
 	upStats, downStats [4]atomic.Uint64
 }
 
+// hostLock is the file whose lock orders the changes Links make to the
+// host's network (a device and its address made in New, removed in Close)
+// against the tests that must see none: a browser fails the page it is
+// loading with net::ERR_NETWORK_CHANGED when an address of the host comes
+// or goes (TestDashboardInChromium did, beside TestLinkRate). New and
+// Close hold it shared, QuietHost exclusive.
+var hostLock = filepath.Join(os.TempDir(), "hotdesk-linkemu-host.lock")
+
+// lockHost takes hostLock (unix.LOCK_SH or LOCK_EX), waiting for it;
+// release gives it back.
+func lockHost(how int) (release func(), err error) {
+	f, err := os.OpenFile(hostLock, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("linkemu: %w", err)
+	}
+	for {
+		if err = unix.Flock(int(f.Fd()), how); err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("linkemu: lock %s: %w", hostLock, err)
+	}
+	return func() { f.Close() }, nil // the lock goes with the descriptor
+}
+
+// QuietHost waits until no Link of any process is being made or removed,
+// then keeps any from being made or removed until release is called: for
+// a test that a host address coming or going would disturb. The Links
+// already up stay up and carry their packets meanwhile.
+func QuietHost() (release func(), err error) { return lockHost(unix.LOCK_EX) }
+
 // Tools are the commands New needs.
 var Tools = []string{"ip"}
 
@@ -98,6 +132,11 @@ var Tools = []string{"ip"}
 // 10.<n>.<m>.2 for subnet "10.<n>.<m>". up and down are the profiles of
 // each direction; SetProfiles changes them.
 func New(name, subnet string, up, down Profile) (*Link, error) {
+	release, err := lockHost(unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	l := &Link{NS: name, HostAddr: subnet + ".1", NSAddr: subnet + ".2", up: up, down: down,
 		hostDev: short("le" + name + "h"), nsDev: short("le" + name + "n")}
 	ok := false
@@ -112,7 +151,6 @@ func New(name, subnet string, up, down Profile) (*Link, error) {
 	if err := ip("-n", name, "link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}
-	var err error
 	if l.hostTun, err = openTun(l.hostDev); err != nil {
 		return nil, err
 	}
@@ -122,6 +160,11 @@ func New(name, subnet string, up, down Profile) (*Link, error) {
 	for _, args := range [][]string{
 		{"link", "set", l.nsDev, "netns", name},
 		{"addr", "add", l.HostAddr, "peer", l.NSAddr, "dev", l.hostDev},
+		// No IPv6 link-local address: made by the kernel a second or
+		// two after the device is up (once its duplicate detection is
+		// over), it would change the host's addresses after New, out of
+		// hostLock's order.
+		{"link", "set", l.hostDev, "addrgenmode", "none"},
 		{"link", "set", l.hostDev, "up"},
 		{"-n", name, "addr", "add", l.NSAddr, "peer", l.HostAddr, "dev", l.nsDev},
 		{"-n", name, "link", "set", l.nsDev, "up"},
@@ -175,6 +218,11 @@ func (l *Link) Close() error {
 		l.cancel()
 	}
 	var errs []error
+	if release, err := lockHost(unix.LOCK_SH); err != nil {
+		errs = append(errs, err) // removed all the same
+	} else {
+		defer release()
+	}
 	for _, f := range []*os.File{l.hostTun, l.nsTun} {
 		if f != nil {
 			f.Close()

@@ -144,3 +144,42 @@ func TestLinkRate(t *testing.T) {
 	}
 	t.Logf("%d bytes in %v (%.0f KB/s); up %+v down %+v", n, r.elapsed.Round(time.Millisecond), float64(n)/r.elapsed.Seconds()/1000, us, ds)
 }
+
+// TestQuietHost: while QuietHost is held, a new Link waits (its device
+// and address would show on the host); released, it is made. A Link
+// already up does not keep QuietHost waiting.
+func TestQuietHost(t *testing.T) {
+	up := newLink(t, "lq", 215, Profile{}, Profile{}) // root and ip(8) checked; up before the quiet
+	release, err := QuietHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type made struct {
+		l   *Link
+		err error
+	}
+	done := make(chan made, 1)
+	pid := os.Getpid()
+	go func() {
+		l, err := New(fmt.Sprintf("lw%d", pid%100000), fmt.Sprintf("10.216.%d", pid%250), Profile{}, Profile{})
+		done <- made{l, err}
+	}()
+	select {
+	case m := <-done:
+		release() // before Close, which waits for it
+		if m.l != nil {
+			m.l.Close()
+		}
+		t.Fatalf("a Link was made while the host was kept quiet (%v)", m.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	release()
+	m := <-done
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	if err := m.l.Close(); err != nil {
+		t.Error(err)
+	}
+	_ = up // closed by newLink's cleanup
+}
