@@ -351,6 +351,57 @@ func TestDesktopBackAfterDisplayClientDies(t *testing.T) {
 	waitFilled(t, "shown again", disp)
 }
 
+// TestDesktopBackAfterBrokerCrash: hotdeskd killed (kill -9) while a
+// terminal shows a real weston desktop through FreeRDP. The terminal,
+// having lost its broker, takes the desktop off its screen (another
+// broker may attach the session elsewhere once the lease is gone); when
+// hotdeskd is back, the terminal, its token still in, reconnects and the
+// same desktop (the same weston, adopted) fills its screen again, the
+// person doing nothing.
+func TestDesktopBackAfterBrokerCrash(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminal
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "nft")
+	disp := testutil.StartXvfbSizes(t, "1024x768x24")[0]
+	e := startE2EWith(t, "", "kiosk", true, "", "compositor {\n  backend = \"rdp\"\n}")
+	ks := e.enroll("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ev, in := e.runTermWith(ctx, "t-crash", ks, disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /f /bpp:24")
+	next(t, ev, "connected")
+	fmt.Fprintln(in, "insert default")
+	session := next(t, ev, "attached")["session"]
+	next(t, ev, "display")
+	waitFilled(t, "before the crash", disp)
+	before := e.sessions()
+	if len(before) != 1 {
+		t.Fatalf("sessions %+v; want one", before)
+	}
+
+	e.d.Stop(syscall.SIGKILL)
+	next(t, ev, "disconnected")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lit, _ := fills(testutil.Screenshot(t, disp))
+		if lit < 0.01 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the desktop stays on the screen of a terminal without its broker: %.1f%% lit", 100*lit)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	e.start()
+	if a := next(t, ev, "attached"); a["session"] != session || a["resumed"] != true {
+		t.Fatalf("attached %v after the restart; want session %v resumed", a, session)
+	}
+	next(t, ev, "display")
+	waitFilled(t, "after the restart", disp)
+	if after := e.sessions(); len(after) != 1 || after[0].ID != before[0].ID || after[0].PID != before[0].PID {
+		t.Fatalf("sessions after the restart %+v; want %+v, its compositor adopted", after, before)
+	}
+}
+
 // logDisplayLost logs the display_lost events among the terminal's events
 // received so far (a display client that weston dropped, shown again by
 // the terminal), and lets the others go.
