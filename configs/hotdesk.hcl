@@ -13,7 +13,9 @@
 # server_id = "broker-1"
 
 # Where hotdeskd keeps its state: the TLS key pair, the embedded etcd
-# member (<data_dir>/etcd), session state (<data_dir>/sessions).
+# member (<data_dir>/etcd), session state (<data_dir>/sessions), and with
+# the embedded etcd 128 MiB of room set aside for it (<data_dir>/reserve,
+# given back when the disk fills).
 data_dir = "/var/lib/hotdesk"
 
 # Terminal listener (TLS), host:port. "0.0.0.0" or "[::]" listens on every

@@ -316,6 +316,37 @@ func waitFilled(t *testing.T, name, disp string) {
 	}
 }
 
+// shown is a weston RDP desktop shown full screen by FreeRDP (under Xvfb)
+// at hotdesk-term t-1, its token in: showDesktop's.
+type shown struct {
+	e       *e2e
+	ev      <-chan map[string]any // the terminal's events
+	disp    string                // its X display
+	session any                   // the session attached
+	client  float64               // the display client's pid
+}
+
+// showDesktop starts hotdeskd (kiosk logins, weston RDP desktops; keep:
+// session.keep_on_stop) and a terminal, inserts its token and waits until
+// the desktop fills the terminal's screen.
+func showDesktop(t *testing.T, keep bool) shown {
+	t.Helper()
+	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "nft")
+	sh := shown{disp: testutil.StartXvfbSizes(t, "1024x768x24")[0]}
+	sh.e = startE2EWith(t, "", "kiosk", keep, "", "compositor {\n  backend = \"rdp\"\n}")
+	ks := sh.e.enroll("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	var in io.Writer
+	sh.ev, in = sh.e.runTermWith(ctx, "t-1", ks, sh.disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /f /bpp:24")
+	next(t, sh.ev, "connected")
+	fmt.Fprintln(in, "insert default")
+	sh.session = next(t, sh.ev, "attached")["session"]
+	sh.client = next(t, sh.ev, "display")["pid"].(float64)
+	waitFilled(t, "first", sh.disp)
+	return sh
+}
+
 // TestDesktopBackAfterDisplayClientDies: the display client (FreeRDP)
 // showing a real weston desktop dies — killed here; weston 10 dropping
 // its RDP peer on a loaded server ended it the same way and left the
@@ -323,18 +354,8 @@ func waitFilled(t *testing.T, name, disp string) {
 // still in, brings the same session back on its own with a new client.
 func TestDesktopBackAfterDisplayClientDies(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminal
-	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "nft")
-	disp := testutil.StartXvfbSizes(t, "1024x768x24")[0]
-	e := startE2EWith(t, "", "kiosk", false, "", "compositor {\n  backend = \"rdp\"\n}")
-	ks := e.enroll("alice")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ev, in := e.runTermWith(ctx, "t-die", ks, disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /f /bpp:24")
-	next(t, ev, "connected")
-	fmt.Fprintln(in, "insert default")
-	session := next(t, ev, "attached")["session"]
-	client := next(t, ev, "display")["pid"].(float64)
-	waitFilled(t, "first", disp)
+	sh := showDesktop(t, false)
+	ev, disp, session, client := sh.ev, sh.disp, sh.session, sh.client
 
 	if err := syscall.Kill(int(client), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -360,18 +381,8 @@ func TestDesktopBackAfterDisplayClientDies(t *testing.T) {
 // person doing nothing.
 func TestDesktopBackAfterBrokerCrash(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminal
-	testutil.NeedTools(t, "xfreerdp", "Xvfb", "xwd", "nft")
-	disp := testutil.StartXvfbSizes(t, "1024x768x24")[0]
-	e := startE2EWith(t, "", "kiosk", true, "", "compositor {\n  backend = \"rdp\"\n}")
-	ks := e.enroll("alice")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ev, in := e.runTermWith(ctx, "t-crash", ks, disp, "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /f /bpp:24")
-	next(t, ev, "connected")
-	fmt.Fprintln(in, "insert default")
-	session := next(t, ev, "attached")["session"]
-	next(t, ev, "display")
-	waitFilled(t, "before the crash", disp)
+	sh := showDesktop(t, true)
+	e, ev, disp, session := sh.e, sh.ev, sh.disp, sh.session
 	before := e.sessions()
 	if len(before) != 1 {
 		t.Fatalf("sessions %+v; want one", before)

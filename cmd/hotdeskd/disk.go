@@ -28,7 +28,8 @@ import (
 // With the embedded etcd, the daemon also sets diskspace.ReserveSize aside
 // in data_dir/reserve while the disk has room to spare (at least
 // diskspace.Low left after it), and gives it back as soon as it finds that
-// filesystem full, the check at start (before etcd starts) included: the
+// filesystem out of room (releaseBelow), the check at start (before etcd
+// starts) included: the
 // etcd's next writes find room, so the daemon goes on, or starts again, on
 // a disk that filled up, while the administrator frees space. A disk that
 // filled between two checks can still stop it at etcd's next write; the
@@ -42,6 +43,11 @@ const (
 	diskCheckNear = 250 * time.Millisecond
 	// reserveName is the reserve's file in data_dir.
 	reserveName = "reserve"
+	// releaseBelow is the room under which the reserve is given back:
+	// what is left once a copy that filled the disk has failed. Given back
+	// sooner (at diskspace.Critical), it went to the copy still running
+	// (TestDiskFullEmbeddedEtcd, on a loaded machine).
+	releaseBelow = 4 << 20
 )
 
 // diskDir is one directory whose filesystem is watched.
@@ -122,12 +128,12 @@ func (w *diskWatch) check() {
 }
 
 // keepReserve gives the reserve back when d's filesystem, with room left,
-// is full, and sets it aside when it has room to spare; it returns the
-// room left after that.
+// has no room (under releaseBelow, or its last file), and sets it aside
+// when it has room to spare; it returns the room left after that.
 func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 	size := uint64(w.reserve.Size)
 	switch {
-	case room.Level() == diskspace.Full:
+	case room.Bytes < releaseBelow || room.Files < 2:
 		held, err := w.reserve.Release()
 		if err != nil {
 			w.log.Error("could not give back the room set aside for the embedded etcd", "path", w.reserve.Path, "error", err)
