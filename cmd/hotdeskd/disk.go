@@ -29,12 +29,11 @@ import (
 // in data_dir/reserve while the disk has room to spare (at least
 // diskspace.Low left after it), and gives it back as soon as it finds that
 // filesystem out of room (releaseBelow), the check at start (before etcd
-// starts) included: the
-// etcd's next writes find room, so the daemon goes on, or starts again, on
-// a disk that filled up, while the administrator frees space. A disk that
-// filled between two checks can still stop it at etcd's next write; the
-// checks come every diskCheckNear once a filesystem runs low, and the
-// next start gives the room back first.
+// starts) included: the etcd's next writes find room, so the daemon goes
+// on, or starts again, on a disk that filled up, while the administrator
+// frees space. A disk that filled between two checks can still stop it at
+// etcd's next write; the checks come every diskCheckNear once a
+// filesystem runs low, and the next start gives the room back first.
 
 const (
 	diskCheckInterval = 2 * time.Second
@@ -62,14 +61,17 @@ type diskWatch struct {
 	embedded bool                                                           // the embedded etcd writes into data_dir
 	free     func(path string) (room diskspace.Room, dev uint64, err error) // of path, or of existing(path)
 	reserve  *diskspace.Reserve                                             // in data_dir, for the embedded etcd; nil without it
-	// released: the reserve was given back and is not set aside again;
-	// data_dir's filesystem counts as full meanwhile (the room it has is
-	// the etcd's).
-	released bool
 
 	mu    sync.Mutex
 	left  map[string]uint64          // key → bytes free at the last check
 	level map[uint64]diskspace.Level // device → level last told
+	// released: the reserve was given back and is not set aside again;
+	// data_dir's filesystem counts as full meanwhile (the room it has is
+	// the etcd's).
+	released bool
+	// reserveErr is the last failure to give the reserve back or set it
+	// aside, logged once (until one succeeds).
+	reserveErr string
 }
 
 func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
@@ -136,9 +138,10 @@ func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 	case room.Bytes < releaseBelow || room.Files < 2:
 		held, err := w.reserve.Release()
 		if err != nil {
-			w.log.Error("could not give back the room set aside for the embedded etcd", "path", w.reserve.Path, "error", err)
+			w.reserveFailed("could not give back the room set aside for the embedded etcd", err)
 			return room
 		}
+		w.reserveErr = ""
 		if !held {
 			return room
 		}
@@ -147,10 +150,12 @@ func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 			"dir", d.key, "path", w.reserve.Path, "free_before", room.String())
 	case room.Bytes >= diskspace.Low+size && room.Level() == diskspace.OK && !w.reserve.Held():
 		if err := w.reserve.Hold(); err != nil {
-			w.log.Warn("could not set room aside for the embedded etcd", "error", err)
+			// The room is there all the same: not counted full for it.
+			w.released = false
+			w.reserveFailed("could not set room aside for the embedded etcd", err)
 			return room
 		}
-		w.released = false
+		w.released, w.reserveErr = false, ""
 		w.log.Info(fmt.Sprintf("set %s aside for the embedded etcd, given back if the disk fills", diskspace.Format(size)), "path", w.reserve.Path)
 	default:
 		return room
@@ -159,6 +164,15 @@ func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 		return r
 	}
 	return room
+}
+
+// reserveFailed logs msg and err at error level unless it is the failure
+// logged last.
+func (w *diskWatch) reserveFailed(msg string, err error) {
+	if line := msg + ": " + err.Error(); line != w.reserveErr {
+		w.reserveErr = line
+		w.log.Error(msg, "path", w.reserve.Path, "error", err)
+	}
 }
 
 // near reports whether a filesystem was under diskspace.Low at the last

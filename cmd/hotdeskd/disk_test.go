@@ -152,6 +152,14 @@ func TestDiskWatchReserve(t *testing.T) {
 	if !w.near() {
 		t.Error("near() = false on a full disk; want the checks every diskCheckNear")
 	}
+	// Room again, but the reserve cannot be set aside: said once, not at
+	// every check, and the room counts as room.
+	w.reserve.Path = filepath.Join(cfg.DataDir, "missing", reserveName)
+	step(1<<30, false, "[ERROR] could not set room aside for the embedded etcd", "[INFO]  the disk has room again")
+	step(1<<30, false)
+	if w.near() {
+		t.Error("near() = true with room again")
+	}
 }
 
 // TestDiskWatchExisting: a directory not made yet is measured on the
