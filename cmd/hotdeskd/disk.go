@@ -72,6 +72,8 @@ type diskWatch struct {
 	// reserveErr is the last failure to give the reserve back or set it
 	// aside, logged once (until one succeeds).
 	reserveErr string
+	// reserveHeld: the reserve was set aside at the last check.
+	reserveHeld bool
 }
 
 func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
@@ -103,6 +105,7 @@ func (w *diskWatch) check() {
 		}
 		if d.key == "data_dir" && w.reserve != nil {
 			room = w.keepReserve(d, room)
+			w.reserveHeld = w.reserve.Held()
 		}
 		w.left[d.key] = room.Bytes
 		if told[dev] {
@@ -226,6 +229,21 @@ func existing(path string) string {
 			return p
 		}
 	}
+}
+
+// reserveBytes returns the room set aside for the embedded etcd at the
+// last check (0: given back, or not set aside for want of room); ok is
+// false without the embedded etcd.
+func (w *diskWatch) reserveBytes() (n uint64, ok bool) {
+	if w.reserve == nil {
+		return 0, false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.reserveHeld {
+		return uint64(w.reserve.Size), true
+	}
+	return 0, true
 }
 
 // freeBytes returns the bytes left for each directory's configuration key

@@ -88,6 +88,9 @@ func TestDiskWatch(t *testing.T) {
 	if len(warns) != 1 || !strings.HasPrefix(warns[0], "compositor.state_dir /data/sessions: 1 MiB free: the disk is full") {
 		t.Fatalf("warnings = %q", warns)
 	}
+	if _, ok := w.reserveBytes(); ok {
+		t.Error("reserveBytes reported with an etcd cluster")
+	}
 	// With the embedded etcd in data_dir, a full data_dir stops the daemon.
 	w.embedded = true
 	free["/data"] = 100 << 20
@@ -136,6 +139,13 @@ func TestDiskWatchReserve(t *testing.T) {
 		}
 		if w.reserve.Held() != held {
 			t.Fatalf("free %d: reserve held %v; want %v", f, !held, held)
+		}
+		wantBytes := uint64(0)
+		if held {
+			wantBytes = uint64(w.reserve.Size)
+		}
+		if n, ok := w.reserveBytes(); n != wantBytes || !ok { // hotdesk_disk_reserve_bytes
+			t.Fatalf("free %d: reserveBytes = %d, %v; want %d", f, n, ok, wantBytes)
 		}
 	}
 	step(1<<30, true, "[INFO]  set 1 MiB aside for the embedded etcd")

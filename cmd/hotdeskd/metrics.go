@@ -74,8 +74,11 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		"How far each other member's clock is ahead of this broker's (negative: behind), from its last readings (every 15 s); beyond 1 s either way the group's lockouts, pairing codes and terminal listings go wrong.",
 		[]string{"server"}, nil)
 	disk := prometheus.NewDesc("hotdesk_disk_free_bytes",
-		"Bytes left on the filesystem of each of the daemon's directories (data_dir, compositor.state_dir), checked every 10 s: when data_dir's is full no desktop can start, and the embedded etcd stops the daemon.",
+		"Bytes left on the filesystem of each of the daemon's directories (data_dir, compositor.state_dir), checked every 2 s: when data_dir's is full no desktop can start, and the embedded etcd stops the daemon once the room set aside for it is used up.",
 		[]string{"dir"}, nil)
+	reserve := prometheus.NewDesc("hotdesk_disk_reserve_bytes",
+		"Room set aside for the embedded etcd in data_dir/reserve (128 MiB; 0 once given back because the disk filled, or while the disk has not the room to spare); absent with an etcd cluster.",
+		nil, nil)
 	certs := prometheus.NewDesc("hotdesk_certificate_expiry_timestamp_seconds",
 		"When each certificate the daemon loaded at start expires (Unix time; of a CA bundle, its first to expire), by configuration key (tls.cert_file, dashboard.cert_file, etcd.cert_file, etcd.ca_file).",
 		[]string{"cert"}, nil)
@@ -98,6 +101,14 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 			}
 			for dir, n := range d.disk.freeBytes() {
 				ch <- prometheus.MustNewConstMetric(disk, prometheus.GaugeValue, float64(n), dir)
+			}
+		}},
+		collectorFunc{desc: reserve, collect: func(ch chan<- prometheus.Metric) {
+			if d.disk == nil {
+				return
+			}
+			if n, ok := d.disk.reserveBytes(); ok {
+				ch <- prometheus.MustNewConstMetric(reserve, prometheus.GaugeValue, float64(n))
 			}
 		}},
 		collectorFunc{desc: certs, collect: func(ch chan<- prometheus.Metric) {
