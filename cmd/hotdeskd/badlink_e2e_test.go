@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -264,8 +263,9 @@ func soakLink(t *testing.T, b badLink, d time.Duration, check bool) {
 		if ev, ok := await("attached", time.Minute); ok {
 			c.attached = evTime(ev).Sub(start)
 			if b.busy && !busy {
+				// Redraws its window at every frame.
 				busy = true
-				startBusyApp(t, e, ev["session"])
+				e.runInSession(fmt.Sprint(ev["session"]), "weston-simple-shm")
 			}
 		} else {
 			t.Errorf("cycle %d: not attached within a minute", len(cycles))
@@ -323,28 +323,6 @@ func queued(p linkemu.Profile, s linkemu.Stats) string {
 		return "-"
 	}
 	return (time.Duration(s.MaxQueued) * time.Second / time.Duration(p.Rate)).Round(time.Millisecond).String()
-}
-
-// startBusyApp runs weston-simple-shm, which redraws its window at every
-// frame, in the session's desktop until the test ends.
-func startBusyApp(t *testing.T, e *e2e, session any) {
-	t.Helper()
-	id, _ := session.(string)
-	app := exec.Command("weston-simple-shm")
-	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+filepath.Join(e.dir, "data", "sessions", id, "run"), "WAYLAND_DISPLAY=wayland-hd")
-	var out bytes.Buffer
-	app.Stdout, app.Stderr = &out, &out
-	if err := app.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- app.Wait() }()
-	t.Cleanup(func() {
-		app.Process.Kill()
-		if err := <-done; err != nil && !strings.Contains(err.Error(), "killed") {
-			t.Errorf("weston-simple-shm: %v: %s", err, out.String())
-		}
-	})
 }
 
 // startDownload runs four bulk downloads across l, from a sender on the

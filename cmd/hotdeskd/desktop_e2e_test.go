@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -199,23 +198,7 @@ func TestDesktopFollowsToken(t *testing.T) {
 	rdpRefusesNobody(t, filepath.Join(e.dir, "data", "sessions", session, "session.json"))
 
 	// An application in the session.
-	run := filepath.Join(e.dir, "data", "sessions", session, "run")
-	app := exec.Command("weston-flower")
-	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+run, "WAYLAND_DISPLAY=wayland-hd")
-	var appOut bytes.Buffer
-	app.Stdout, app.Stderr = &appOut, &appOut
-	if err := app.Start(); err != nil {
-		t.Fatal(err)
-	}
-	appDone := make(chan error, 1)
-	go func() { appDone <- app.Wait() }()
-	t.Cleanup(func() {
-		app.Process.Kill()
-		<-appDone
-		if t.Failed() {
-			t.Logf("weston-flower output: %q", appOut.String())
-		}
-	})
+	appDone := e.runInSession(session, "weston-flower")
 	waitFor("the application visible at terminal 1", func() bool {
 		withApp = settled(d1)
 		n := changed(withApp, before)
@@ -247,6 +230,36 @@ func TestDesktopFollowsToken(t *testing.T) {
 		t.Fatalf("the application ended: %v", err)
 	default:
 	}
+}
+
+// runInSession runs the Wayland client name in session's desktop until
+// the test ends (then it is killed; its output is logged if the test
+// failed); done reports its end.
+func (e *e2e) runInSession(session, name string) (done <-chan error) {
+	t := e.t
+	t.Helper()
+	app := exec.Command(name)
+	app.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+filepath.Join(e.dir, "data", "sessions", session, "run"), "WAYLAND_DISPLAY=wayland-hd")
+	var out testutil.LockedBuffer
+	app.Stdout, app.Stderr = &out, &out
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	waited := make(chan struct{})
+	go func() {
+		err := app.Wait()
+		ended <- err
+		close(waited)
+	}()
+	t.Cleanup(func() {
+		app.Process.Kill()
+		<-waited
+		if t.Failed() {
+			t.Logf("%s output: %q", name, out.String())
+		}
+	})
+	return ended
 }
 
 // TestDesktopTakesTerminalSize: terminals' screens differ in size and the

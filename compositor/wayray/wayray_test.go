@@ -1,6 +1,7 @@
 package wayray
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -177,6 +178,33 @@ func withClock(c clock.Clock) func(*Config) { return func(cfg *Config) { cfg.Clo
 
 // shortDir is a short state directory (unix socket paths are limited).
 func shortDir(t *testing.T) string { return testutil.ShortTempDir(t, "wr") }
+
+// stopProcess stops pid (SIGSTOP) and waits until every thread of it is
+// stopped: the signal only asks, and a loaded machine let a compositor
+// answer a health ping sent after kill(2) had returned
+// (TestCloseDuringHealthPing failed about once in 30 runs beside two
+// CPU hogs).
+func stopProcess(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("process %d stopped", pid), func() bool {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(tasks) == 0 {
+			return false
+		}
+		for _, p := range tasks {
+			b, err := os.ReadFile(p)
+			// The state follows the command, in parentheses.
+			i := bytes.LastIndexByte(b, ')')
+			if err != nil || i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+				return false
+			}
+		}
+		return true
+	})
+}
 
 func killOnCleanup(t *testing.T, pid int) {
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
@@ -461,9 +489,7 @@ func TestAdoptConcurrently(t *testing.T) {
 	}
 	b.Close()
 	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+		stopProcess(t, pid)
 	}
 	fake := clock.NewFake(time.Unix(1e9, 0))
 	// The start timeout runs on the fake clock only (its wall-clock
@@ -525,9 +551,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	// request, and give Destroy no deadline: only Close can end its wait
 	// (a deadline of its own let a loaded machine's late Close find the
 	// compositor killed by Destroy's escalation, and Destroy return nil).
-	if err := syscall.Kill(info.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProcess(t, info.PID)
 	defer syscall.Kill(info.PID, syscall.SIGCONT)
 	destroyed := make(chan error, 1)
 	go func() { destroyed <- b.Destroy(ctx, "s-c") }()
@@ -672,9 +696,7 @@ func TestCloseDuringHealthPing(t *testing.T) {
 	b := newTestBackend(t, "ok", shortDir(t), withClock(fake), func(c *Config) { c.CallTimeout = time.Hour })
 	info := mustCreate(t, context.Background(), b, compositor.Spec{SessionID: "s-h", User: "u"})
 	// Stopped, the compositor cannot answer: the ping waits for Close.
-	if err := syscall.Kill(info.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProcess(t, info.PID)
 	defer syscall.Kill(info.PID, syscall.SIGCONT)
 	b.mu.Lock()
 	s := b.sessions["s-h"]
