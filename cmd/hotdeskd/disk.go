@@ -69,8 +69,9 @@ type diskWatch struct {
 	// data_dir's filesystem counts as full meanwhile (the room it has is
 	// the etcd's).
 	released bool
-	// reserveErr is the last failure to give the reserve back or set it
-	// aside, logged once (until one succeeds).
+	// reserveErr is the reserve's trouble logged last (a failure to give
+	// it back or set it aside, no room for it), logged once until the
+	// reserve is set aside or given back.
 	reserveErr string
 	// reserveHeld: the reserve was set aside at the last check.
 	reserveHeld bool
@@ -141,7 +142,7 @@ func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 	case room.Bytes < releaseBelow || room.Files < 2:
 		held, err := w.reserve.Release()
 		if err != nil {
-			w.reserveFailed("could not give back the room set aside for the embedded etcd", err)
+			w.reserveSay(hclog.Error, "could not give back the room set aside for the embedded etcd", "path", w.reserve.Path, "error", err)
 			return room
 		}
 		w.reserveErr = ""
@@ -155,11 +156,15 @@ func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 		if err := w.reserve.Hold(); err != nil {
 			// The room is there all the same: not counted full for it.
 			w.released = false
-			w.reserveFailed("could not set room aside for the embedded etcd", err)
+			w.reserveSay(hclog.Error, "could not set room aside for the embedded etcd", "path", w.reserve.Path, "error", err)
 			return room
 		}
 		w.released, w.reserveErr = false, ""
 		w.log.Info(fmt.Sprintf("set %s aside for the embedded etcd, given back if the disk fills", diskspace.Format(size)), "path", w.reserve.Path)
+	case room.Level() == diskspace.OK && !w.released && !w.reserve.Held():
+		// Between Low and Low+size: no room to spare for it.
+		w.reserveSay(hclog.Warn, w.noRoomForReserve(), "path", w.reserve.Path, "free", room.String())
+		return room
 	default:
 		return room
 	}
@@ -169,13 +174,20 @@ func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
 	return room
 }
 
-// reserveFailed logs msg and err at error level unless it is the failure
-// logged last.
-func (w *diskWatch) reserveFailed(msg string, err error) {
-	if line := msg + ": " + err.Error(); line != w.reserveErr {
-		w.reserveErr = line
-		w.log.Error(msg, "path", w.reserve.Path, "error", err)
+// reserveSay logs msg at lvl unless it is the reserve's trouble logged
+// last (until the reserve is set aside or given back).
+func (w *diskWatch) reserveSay(lvl hclog.Level, msg string, args ...any) {
+	if msg != w.reserveErr {
+		w.reserveErr = msg
+		w.log.Log(lvl, msg, args...)
 	}
+}
+
+// noRoomForReserve says that data_dir's disk has not the room to spare
+// for the reserve, and what that means.
+func (w *diskWatch) noRoomForReserve() string {
+	return fmt.Sprintf("not enough room on the disk of data_dir to set %s aside for the embedded etcd (it needs %s free): should the disk fill, the etcd's next write stops hotdeskd; free space there",
+		diskspace.Format(uint64(w.reserve.Size)), diskspace.Format(diskspace.Low+uint64(w.reserve.Size)))
 }
 
 // near reports whether a filesystem was under diskspace.Low at the last
@@ -217,6 +229,8 @@ func (w *diskWatch) warnings() []string {
 		seen[dev] = true
 		if lv := room.Level(); lv != diskspace.OK {
 			out = append(out, fmt.Sprintf("%s %s: %s free: %s", d.key, d.path, room, w.warning(d.key, lv)))
+		} else if d.key == "data_dir" && w.reserve != nil && room.Bytes < diskspace.Low+uint64(w.reserve.Size) && !w.reserve.Held() {
+			out = append(out, fmt.Sprintf("%s %s: %s free: %s", d.key, d.path, room, w.noRoomForReserve()))
 		}
 	}
 	return out

@@ -170,6 +170,17 @@ func TestDiskWatchReserve(t *testing.T) {
 	if w.near() {
 		t.Error("near() = true with room again")
 	}
+	// Room, but not to spare for the reserve: said once (and by -check).
+	w.reserve.Path = filepath.Join(cfg.DataDir, reserveName)
+	step(diskspace.Low+1<<19, false, "[WARN]  not enough room on the disk of data_dir to set 1 MiB aside for the embedded etcd (it needs 257 MiB free)")
+	step(diskspace.Low+1<<19, false)
+	if warns := w.warnings(); len(warns) != 1 || !strings.Contains(warns[0], "not enough room on the disk of data_dir to set 1 MiB aside") {
+		t.Errorf("warnings = %q; want the reserve's lack of room", warns)
+	}
+	step(diskspace.Low+2<<20, true, "[INFO]  set 1 MiB aside")
+	if warns := w.warnings(); len(warns) != 0 {
+		t.Errorf("warnings = %q with the reserve set aside; want none", warns)
+	}
 }
 
 // TestDiskWatchExisting: a directory not made yet is measured on the
