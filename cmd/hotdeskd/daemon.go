@@ -179,7 +179,7 @@ func (d *daemon) prepare(context.Context) error {
 	}
 	// Before the embedded etcd starts: on a full disk its first write
 	// stops the daemon, with etcd's words only.
-	d.disk = newDiskWatch(d.log.Named("disk"), d.cfg)
+	d.disk = newDiskWatch(d.log.Named("disk"), d.cfg, d.clk)
 	d.disk.check()
 	// As the steps below load them (an expired etcd certificate is said
 	// before the registry fails to answer).
@@ -667,7 +667,7 @@ func (d *daemon) startAdmin(context.Context) error {
 		return nil
 	}, "group clocks")
 	d.serve(func() error { d.history.run(run, d.clk, d.store); return nil }, "etcd history")
-	d.serve(func() error { d.disk.run(run, d.clk); return nil }, "disk space")
+	d.serve(func() error { d.disk.run(run); return nil }, "disk space")
 	d.serve(func() error { d.certs.run(run, d.clk); return nil }, "certificate expiry")
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }

@@ -42,6 +42,10 @@ const (
 	diskCheckNear = 250 * time.Millisecond
 	// reserveName is the reserve's file in data_dir.
 	reserveName = "reserve"
+	// holdRetry is how long after a failure to set the reserve aside the
+	// next try waits: on a filesystem that keeps no room for it each try
+	// writes its 128 MiB again.
+	holdRetry = 10 * time.Minute
 	// releaseBelow is the room under which the reserve is given back:
 	// what is left once a copy that filled the disk has failed. Given back
 	// sooner (at diskspace.Critical), it went to the copy still running
@@ -60,7 +64,8 @@ type diskWatch struct {
 	dirs     []diskDir
 	embedded bool                                                           // the embedded etcd writes into data_dir
 	free     func(path string) (room diskspace.Room, dev uint64, err error) // of path, or of existing(path)
-	reserve  *diskspace.Reserve                                             // in data_dir, for the embedded etcd; nil without it
+	clk      clock.Clock
+	reserve  *diskspace.Reserve // in data_dir, for the embedded etcd; nil without it
 
 	mu    sync.Mutex
 	left  map[string]uint64          // key → bytes free at the last check
@@ -75,11 +80,14 @@ type diskWatch struct {
 	reserveErr string
 	// reserveHeld: the reserve was set aside at the last check.
 	reserveHeld bool
+	// nextHold: no try to set the reserve aside before (after a failure).
+	nextHold time.Time
 }
 
-func newDiskWatch(log hclog.Logger, cfg *config.Config) *diskWatch {
+func newDiskWatch(log hclog.Logger, cfg *config.Config, clk clock.Clock) *diskWatch {
 	w := &diskWatch{
 		log:      log,
+		clk:      clk,
 		dirs:     []diskDir{{"data_dir", cfg.DataDir}, {"compositor.state_dir", cfg.Compositor.StateDir}},
 		embedded: cfg.UsesEmbeddedEtcd(),
 		free:     func(p string) (diskspace.Room, uint64, error) { return diskspace.Free(existing(p)) },
@@ -105,8 +113,7 @@ func (w *diskWatch) check() {
 			continue
 		}
 		if d.key == "data_dir" && w.reserve != nil {
-			room = w.keepReserve(d, room)
-			w.reserveHeld = w.reserve.Held()
+			room, w.reserveHeld = w.keepReserve(d, room)
 		}
 		w.left[d.key] = room.Bytes
 		if told[dev] {
@@ -135,43 +142,47 @@ func (w *diskWatch) check() {
 
 // keepReserve gives the reserve back when d's filesystem, with room left,
 // has no room (under releaseBelow, or its last file), and sets it aside
-// when it has room to spare; it returns the room left after that.
-func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) diskspace.Room {
+// when it has room to spare; it returns the room left after that, and
+// whether the reserve is set aside.
+func (w *diskWatch) keepReserve(d diskDir, room diskspace.Room) (diskspace.Room, bool) {
 	size := uint64(w.reserve.Size)
+	held := w.reserve.Held()
 	switch {
 	case room.Bytes < releaseBelow || room.Files < 2:
-		held, err := w.reserve.Release()
-		if err != nil {
-			w.reserveSay(hclog.Error, "could not give back the room set aside for the embedded etcd", "path", w.reserve.Path, "error", err)
-			return room
-		}
-		w.reserveErr = ""
 		if !held {
-			return room
+			return room, false
 		}
-		w.released = true
+		if _, err := w.reserve.Release(); err != nil {
+			w.reserveSay(hclog.Error, "could not give back the room set aside for the embedded etcd", "path", w.reserve.Path, "error", err)
+			return room, w.reserve.Held()
+		}
+		w.released, w.reserveErr, held = true, "", false
 		w.log.Error(fmt.Sprintf("the disk is full: gave back the %s set aside for the embedded etcd, which goes on writing there meanwhile; free space there", diskspace.Format(size)),
 			"dir", d.key, "path", w.reserve.Path, "free_before", room.String())
-	case room.Bytes >= diskspace.Low+size && room.Level() == diskspace.OK && !w.reserve.Held():
+	case held || room.Level() != diskspace.OK:
+		return room, held
+	case room.Bytes < diskspace.Low+size:
+		if !w.released {
+			// Between Low and Low+size: no room to spare for it.
+			w.reserveSay(hclog.Warn, w.noRoomForReserve(), "path", w.reserve.Path, "free", room.String())
+		}
+		return room, false
+	case w.clk.Now().Before(w.nextHold):
+		return room, false
+	default:
 		if err := w.reserve.Hold(); err != nil {
 			// The room is there all the same: not counted full for it.
-			w.released = false
+			w.released, w.nextHold = false, w.clk.Now().Add(holdRetry)
 			w.reserveSay(hclog.Error, "could not set room aside for the embedded etcd", "path", w.reserve.Path, "error", err)
-			return room
+			return room, false
 		}
-		w.released, w.reserveErr = false, ""
+		w.released, w.reserveErr, held = false, "", true
 		w.log.Info(fmt.Sprintf("set %s aside for the embedded etcd, given back if the disk fills", diskspace.Format(size)), "path", w.reserve.Path)
-	case room.Level() == diskspace.OK && !w.released && !w.reserve.Held():
-		// Between Low and Low+size: no room to spare for it.
-		w.reserveSay(hclog.Warn, w.noRoomForReserve(), "path", w.reserve.Path, "free", room.String())
-		return room
-	default:
-		return room
 	}
 	if r, _, err := w.free(d.path); err == nil {
-		return r
+		return r, held
 	}
-	return room
+	return room, held
 }
 
 // reserveSay logs msg at lvl unless it is the reserve's trouble logged
@@ -270,13 +281,13 @@ func (w *diskWatch) freeBytes() map[string]uint64 {
 
 // run checks every diskCheckInterval, every diskCheckNear while a
 // filesystem is under diskspace.Low, until ctx ends.
-func (w *diskWatch) run(ctx context.Context, clk clock.Clock) {
+func (w *diskWatch) run(ctx context.Context) {
 	for {
 		d := diskCheckInterval
 		if w.near() {
 			d = diskCheckNear
 		}
-		if !clock.Sleep(ctx, clk, d) {
+		if !clock.Sleep(ctx, w.clk, d) {
 			return
 		}
 		w.check()

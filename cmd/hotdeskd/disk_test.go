@@ -10,10 +10,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/diskspace"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -30,7 +32,7 @@ func TestDiskWatch(t *testing.T) {
 	cfg := &config.Config{DataDir: "/data"}
 	cfg.Etcd.Endpoints = []string{"https://etcd:2379"} // not the embedded etcd
 	cfg.Compositor.StateDir = "/data/sessions"
-	w := newDiskWatch(log, cfg)
+	w := newDiskWatch(log, cfg, clock.NewFake(time.Unix(1e9, 0)))
 	free := map[string]uint64{"/data": 1 << 30, "/data/sessions": 1 << 30}
 	dev := map[string]uint64{"/data": 1, "/data/sessions": 1}
 	files := diskspace.NoFileLimit
@@ -111,7 +113,8 @@ func TestDiskWatchReserve(t *testing.T) {
 	log := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info})
 	cfg := &config.Config{DataDir: t.TempDir()} // no etcd endpoints: the embedded etcd
 	cfg.Compositor.StateDir = filepath.Join(cfg.DataDir, "sessions")
-	w := newDiskWatch(log, cfg)
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	w := newDiskWatch(log, cfg, clk)
 	if w.reserve == nil || w.reserve.Path != filepath.Join(cfg.DataDir, reserveName) {
 		t.Fatalf("reserve = %+v; want one in data_dir", w.reserve)
 	}
@@ -163,15 +166,24 @@ func TestDiskWatchReserve(t *testing.T) {
 		t.Error("near() = false on a full disk; want the checks every diskCheckNear")
 	}
 	// Room again, but the reserve cannot be set aside: said once, not at
-	// every check, and the room counts as room.
+	// every check, and the room counts as room. It is tried again only
+	// holdRetry later (on a filesystem that keeps no room for it, each
+	// try writes it whole).
 	w.reserve.Path = filepath.Join(cfg.DataDir, "missing", reserveName)
 	step(1<<30, false, "[ERROR] could not set room aside for the embedded etcd", "[INFO]  the disk has room again")
 	step(1<<30, false)
 	if w.near() {
 		t.Error("near() = true with room again")
 	}
+	w.reserve.Path = filepath.Join(cfg.DataDir, reserveName) // it could be now
+	clk.Advance(holdRetry - time.Second)
+	step(1<<30, false)
+	clk.Advance(time.Second)
+	step(1<<30, true, "[INFO]  set 1 MiB aside")
 	// Room, but not to spare for the reserve: said once (and by -check).
-	w.reserve.Path = filepath.Join(cfg.DataDir, reserveName)
+	if _, err := w.reserve.Release(); err != nil {
+		t.Fatal(err)
+	}
 	step(diskspace.Low+1<<19, false, "[WARN]  not enough room on the disk of data_dir to set 1 MiB aside for the embedded etcd (it needs 257 MiB free)")
 	step(diskspace.Low+1<<19, false)
 	if warns := w.warnings(); len(warns) != 1 || !strings.Contains(warns[0], "not enough room on the disk of data_dir to set 1 MiB aside") {

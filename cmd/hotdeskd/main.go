@@ -35,6 +35,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
 	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
 	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
+	"github.com/hotdesk/hotdesk/internal/clock"
 	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -81,7 +82,7 @@ func run(args []string) error {
 			return fmt.Errorf("%s: %w", displayPath(path), err)
 		}
 		warnings := append(cfg.Warnings(), cfg.HostWarnings(config.Host{})...)
-		warnings = append(warnings, newDiskWatch(hclog.NewNullLogger(), cfg).warnings()...)
+		warnings = append(warnings, newDiskWatch(hclog.NewNullLogger(), cfg, clock.Real{}).warnings()...)
 		warnings = append(warnings, newCertWatch(hclog.NewNullLogger(), certFiles(cfg)).warnings(time.Now())...)
 		for _, w := range append(warnings, guardWarnings...) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s: %s\n", displayPath(path), w)

@@ -28,9 +28,14 @@ type Reserve struct {
 	Size int64
 }
 
+// ErrNotAllocated: the filesystem took the reserve's bytes without keeping
+// room for them.
+var ErrNotAllocated = errors.New("diskspace: the filesystem keeps no room for the reserve (compressed or thin)")
+
 // Hold sets the room aside: the file is made with Size bytes allocated
 // (fallocate; zeros written on a filesystem without it). On a filesystem
-// without the room it leaves no file behind and returns an error.
+// without the room, or one that does not keep it (ErrNotAllocated), it
+// leaves no file behind and returns an error.
 func (r Reserve) Hold() error {
 	if r.Held() {
 		return nil
@@ -48,6 +53,12 @@ func (r Reserve) Hold() error {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && !r.Held() {
+		// Written, yet not allocated: a filesystem that compresses or
+		// deduplicates (ZFS, btrfs with compression) keeps no room for
+		// zeros, so there is nothing to give back.
+		err = ErrNotAllocated
 	}
 	if err != nil {
 		os.Remove(r.Path)

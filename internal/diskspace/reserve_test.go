@@ -94,3 +94,28 @@ func TestReserveNoFollow(t *testing.T) {
 		t.Errorf("the link's target: %q, %v; want it untouched", b, err)
 	}
 }
+
+// TestReserveSparse: a file of the reserve's size whose blocks are not
+// allocated (sparse, as a filesystem that keeps no room for zeros leaves
+// it) holds no room; Hold allocates them.
+func TestReserveSparse(t *testing.T) {
+	t.Parallel()
+	r := Reserve{Path: filepath.Join(t.TempDir(), "reserve"), Size: 1 << 20}
+	f, err := os.Create(r.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(r.Size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if r.Held() {
+		t.Fatal("a sparse file counted as the reserve")
+	}
+	if err := r.Hold(); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Held() {
+		t.Fatal("not Held after Hold")
+	}
+}
