@@ -85,10 +85,19 @@ type Link struct {
 	cancel         context.CancelFunc
 	wg             sync.WaitGroup
 
-	mu       sync.Mutex
-	up, down Profile // up: namespace → host; down: host → namespace
-	// counters, per direction
-	upStats, downStats [4]atomic.Uint64
+	mu                 sync.Mutex
+	up, down           Profile // up: namespace → host; down: host → namespace
+	upStats, downStats counters
+}
+
+// counters are one direction's Stats as its pump counts them.
+type counters struct {
+	packets, dropped, bytes atomic.Uint64
+	maxQueued               atomic.Uint64 // one writer: the pump
+}
+
+func (c *counters) load() Stats {
+	return Stats{Packets: c.packets.Load(), Dropped: c.dropped.Load(), Bytes: c.bytes.Load(), MaxQueued: c.maxQueued.Load()}
 }
 
 // hostLock is the file whose lock orders the changes Links make to the
@@ -201,8 +210,7 @@ func (l *Link) SetProfiles(up, down Profile) {
 // Stats returns the counters of the up (namespace → host) and down
 // directions.
 func (l *Link) Stats() (up, down Stats) {
-	load := func(c *[4]atomic.Uint64) Stats { return Stats{c[0].Load(), c[1].Load(), c[2].Load(), c[3].Load()} }
-	return load(&l.upStats), load(&l.downStats)
+	return l.upStats.load(), l.downStats.load()
 }
 
 // Command returns cmd run inside the namespace (ip netns exec).
@@ -282,15 +290,15 @@ func (l *Link) pump(ctx context.Context, in, out *os.File, up bool) {
 			p = l.up
 		}
 		l.mu.Unlock()
-		stats[0].Add(1)
+		stats.packets.Add(1)
 		if p.Period > 0 && p.Outage > 0 {
 			if since := now.Sub(l.start); since >= p.Period && since%p.Period < p.Outage {
-				stats[1].Add(1)
+				stats.dropped.Add(1)
 				continue
 			}
 		}
 		if p.Loss > 0 && rng.Float64() < p.Loss {
-			stats[1].Add(1)
+			stats.dropped.Add(1)
 			continue
 		}
 		leave := now // when the packet has left the bottleneck
@@ -301,11 +309,11 @@ func (l *Link) pump(ctx context.Context, in, out *os.File, up bool) {
 				leave = busy
 			}
 			if p.Buffer > 0 && queued+n > p.Buffer {
-				stats[1].Add(1)
+				stats.dropped.Add(1)
 				continue
 			}
-			if q := uint64(queued + n); q > stats[3].Load() {
-				stats[3].Store(q) // one writer: this pump
+			if q := uint64(queued + n); q > stats.maxQueued.Load() {
+				stats.maxQueued.Store(q)
 			}
 			busy = leave.Add(time.Duration(n) * time.Second / time.Duration(p.Rate))
 			leave = busy
@@ -321,9 +329,9 @@ func (l *Link) pump(ctx context.Context, in, out *os.File, up bool) {
 		last = at
 		select {
 		case q <- packet{at: at, buf: buf[:n]}:
-			stats[2].Add(uint64(n))
+			stats.bytes.Add(uint64(n))
 		default: // the queue is full: a tail drop
-			stats[1].Add(1)
+			stats.dropped.Add(1)
 		}
 	}
 }
