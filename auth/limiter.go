@@ -266,8 +266,10 @@ func (l *Limiter) Check(token, user, terminal string) error {
 	return l.check(keysOf(token, user, terminal, ""))
 }
 
-func (l *Limiter) check(keys []string) error {
-	now := l.clk.Now()
+func (l *Limiter) check(keys []string) error { return l.checkAt(keys, l.clk.Now()) }
+
+// checkAt is check at the time now.
+func (l *Limiter) checkAt(keys []string, now time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweep(now)
@@ -289,7 +291,9 @@ func (l *Limiter) Failure(token, user, terminal string) {
 	l.failure(keysOf(token, user, terminal, ""))
 }
 
-func (l *Limiter) failure(keys []string) {
+// failure counts a failed attempt against keys, locking out those at
+// their limit; it returns the time it counted it at.
+func (l *Limiter) failure(keys []string) time.Time {
 	var started []Lockout
 	var counted []string
 	defer func() {
@@ -315,6 +319,7 @@ func (l *Limiter) failure(keys []string) {
 			counted = append(counted, k)
 		}
 	}
+	return now
 }
 
 // maxFailures returns the failures within Window that lock key out.
@@ -740,10 +745,12 @@ func (g *guard) Authenticate(ctx context.Context, req Request, conv Conversation
 		return Result{User: res.User}, err
 	case errors.Is(err, ErrDenied):
 		keys := keysOf(req.Token, user, term, src)
-		l.failure(keys)
+		at := l.failure(keys)
 		Audit(l.log, req, user, "denied", err.Error())
+		// At the failure's time: the lockout it started is told whole
+		// (read later, a loaded machine told 3599999 ms of an hour).
 		var lo *LockoutError
-		if errors.As(l.check(keys), &lo) {
+		if errors.As(l.checkAt(keys, at), &lo) {
 			lo.Started = true
 			return Result{User: res.User}, fmt.Errorf("%w; %w", err, lo)
 		}

@@ -299,6 +299,28 @@ func TestGuardSaysLockoutStarted(t *testing.T) {
 	}
 }
 
+// ticking is a clock whose every reading is a millisecond after the one
+// before: time passing between two steps, as on a loaded machine.
+type ticking struct{ *clock.Fake }
+
+func (c ticking) Now() time.Time {
+	c.Advance(time.Millisecond)
+	return c.Fake.Now()
+}
+
+// TestGuardSaysWholeLockout: the lockout a failure started is told whole,
+// however long the failure took to count (it said 3599999 ms of an hour
+// under -race on a loaded machine: the time left was read after).
+func TestGuardSaysWholeLockout(t *testing.T) {
+	l := auth.NewLimiter(auth.LimiterConfig{MaxFailures: 1, BaseLockout: time.Hour, Clock: ticking{clock.NewFake(time.Unix(1e9, 0))}})
+	req := auth.Request{Token: "uid.01", User: "eve", TerminalID: "t1", RemoteAddr: "192.0.2.1:1"}
+	_, err := l.Guard(&fakeAuth{err: auth.ErrDenied}).Authenticate(t.Context(), req, nil)
+	var lo *auth.LockoutError
+	if !errors.As(err, &lo) || !lo.Started || lo.Remaining != time.Hour {
+		t.Fatalf("the failure: %v (%+v); want a started lockout of 1h", err, lo)
+	}
+}
+
 // TestLimiterShared: a lockout that failures start is reported through
 // OnLockout (once per locked key, with its end and level); another
 // member's limiter that Applies it refuses the key until then, backs off
