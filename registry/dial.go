@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"context"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 )
 
 // ReconnectEvery is the longest a broker's etcd client waits between two
@@ -29,4 +32,26 @@ func DialOptions(dialTimeout time.Duration) []grpc.DialOption {
 		},
 		MinConnectTimeout: dialTimeout,
 	})}
+}
+
+// Reconnected blocks until cli's connection to etcd comes back, that is
+// becomes ready after it was not (when it is ready at the call, after it
+// has stopped being ready first), and reports true; or until ctx ends
+// (false). With several endpoints the connection is ready while any member
+// is reachable: a member that is back but has no quorum wakes the caller
+// too, whose next request then fails as before.
+func Reconnected(ctx context.Context, cli *clientv3.Client) bool {
+	conn := cli.ActiveConnection()
+	for st := conn.GetState(); ; {
+		if st == connectivity.Idle {
+			conn.Connect() // an idle connection dials only when asked
+		}
+		// Ready after a change is a comeback: it was not ready before.
+		if !conn.WaitForStateChange(ctx, st) {
+			return false
+		}
+		if st = conn.GetState(); st == connectivity.Ready {
+			return true
+		}
+	}
 }

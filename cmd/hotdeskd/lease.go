@@ -35,6 +35,12 @@ type leaseSupervisor struct {
 	clk         clock.Clock // the backoff between attempts runs on it
 	minBackoff  time.Duration
 	maxBackoff  time.Duration
+	// etcdBack, if set, blocks until the connection to etcd comes back
+	// (becomes ready after it was not) and reports true, or until ctx
+	// ends (false). A pause between attempts ends then, not at the end of
+	// its backoff: a broker is ready again as soon as etcd is, not up to
+	// maxBackoff later.
+	etcdBack func(ctx context.Context) bool
 }
 
 // run supervises until ctx ends.
@@ -98,9 +104,32 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 			abandoned = append(abandoned, prev)
 		}
 		s.log.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
-		clock.Sleep(ctx, s.clk, backoff)
+		if s.pause(ctx, backoff) {
+			s.log.Info("etcd reachable again: re-establishing the registry lease now")
+		}
 		backoff = min(2*backoff, s.maxBackoff)
 	}
+}
+
+// pause waits d on s.clk, or until etcd comes back (it then reports true),
+// or until ctx ends. What it starts has ended when it returns.
+func (s *leaseSupervisor) pause(ctx context.Context, d time.Duration) (back bool) {
+	if s.etcdBack == nil {
+		clock.Sleep(ctx, s.clk, d)
+		return false
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	watched := make(chan bool, 1)
+	go func() {
+		b := s.etcdBack(wctx)
+		if b {
+			cancel() // ends the sleep
+		}
+		watched <- b
+	}()
+	clock.Sleep(wctx, s.clk, d)
+	cancel()
+	return <-watched && ctx.Err() == nil
 }
 
 // leaseFile names the file in the data directory holding the lease in use,

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -28,12 +30,16 @@ type supervisorRig struct {
 	all   []*registry.Registry
 }
 
-// newSupervisorRig builds the first registry (lease ttl) and a supervisor
-// that reestablishes with reestablish, backs off on clk from minBackoff.
-func newSupervisorRig(t *testing.T, ttl time.Duration, clk clock.Clock, minBackoff, maxBackoff time.Duration,
+// newSupervisorRig builds the first registry (lease ttl) on cli (nil: an
+// etcd of its own) and a supervisor that reestablishes with reestablish,
+// backs off on clk from minBackoff.
+func newSupervisorRig(t *testing.T, cli *clientv3.Client, ttl time.Duration, clk clock.Clock, minBackoff, maxBackoff time.Duration,
 	reestablish func(context.Context, *registry.Registry) ([]broker.SessionInfo, error)) *supervisorRig {
 	t.Helper()
-	rg := &supervisorRig{cli: etcdtest.Client(t, etcdtest.Start(t))}
+	if cli == nil {
+		cli = etcdtest.Client(t, etcdtest.Start(t))
+	}
+	rg := &supervisorRig{cli: cli}
 	rec := registry.ServerRecord{ID: "b1", Addr: "127.0.0.1:1"}
 	newReg := func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
 		r, err := registry.New(ctx, rg.cli, rec, registry.WithLeaseTTL(ttl), registry.WithPreviousLease(prev))
@@ -81,7 +87,7 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	attempts := 0
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	var cli *clientv3.Client
-	rg := newSupervisorRig(t, 2*time.Second, clk, time.Second, 10*time.Second,
+	rg := newSupervisorRig(t, nil, 2*time.Second, clk, time.Second, 10*time.Second,
 		func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
 			mu.Lock()
 			attempts++
@@ -131,6 +137,61 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	}
 }
 
+// TestLeaseSupervisorEtcdBack: etcd was down longer than the lease, and the
+// supervisor's attempts failed into a long backoff. When etcd is back the
+// broker must be on a live lease again at once, not at the end of that
+// backoff: here the backoff is an hour on a clock that never moves, and
+// only etcd coming back can end it (before, a broker stayed not ready, its
+// terminals told "unavailable", up to 10 s after etcd was back).
+func TestLeaseSupervisorEtcdBack(t *testing.T) {
+	t.Parallel() // its own etcd
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	endpoints, members := etcdtest.StartCluster(t, 1)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second,
+		DialOptions: registry.DialOptions(2 * time.Second), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	var attempts atomic.Int32
+	rg := newSupervisorRig(t, cli, 2*time.Second, clk, time.Hour, time.Hour,
+		func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
+			attempts.Add(1)
+			return nil, nil
+		})
+	first, sup := rg.first, rg.sup
+	sup.etcdBack = func(ctx context.Context) bool { return registry.Reconnected(ctx, cli) }
+	done := make(chan struct{})
+	go func() { defer close(done); sup.run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	etcdtest.StopMember(t, members[0])
+	select {
+	case <-first.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("the lease was not lost with etcd down")
+	}
+	testutil.WaitFor(t, time.Minute, "an attempt failed and the backoff set on the clock", func() bool {
+		return clk.Pending() == 1
+	})
+	if sup.current() != first || attempts.Load() != 0 {
+		t.Fatalf("with etcd down: new registry installed %v, %d sessions moved; want none", sup.current() != first, attempts.Load())
+	}
+	etcdtest.RestartMember(t, members[0])
+	testutil.WaitFor(t, time.Minute, "the broker on a live lease, the clock not moved", func() bool {
+		r := sup.current()
+		return r != first && r.Healthy()
+	})
+	if attempts.Load() != 1 {
+		t.Fatalf("sessions moved %d times; want once", attempts.Load())
+	}
+	if _, err := cli.TimeToLive(ctx, sup.current().LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPingIntervalBound: terminals drop a silent (stopped) broker after 3
 // unanswered pings, within 4 ping intervals; that must happen before the
 // broker's lease can expire (2/3 of the TTL), for every accepted TTL.
@@ -155,7 +216,7 @@ func TestLeaseSupervisorStopDuringRecovery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	moving := make(chan struct{})
-	rg := newSupervisorRig(t, 10*time.Second, clock.Real{}, 10*time.Millisecond, 50*time.Millisecond,
+	rg := newSupervisorRig(t, nil, 10*time.Second, clock.Real{}, 10*time.Millisecond, 50*time.Millisecond,
 		func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
 			close(moving)
 			<-ctx.Done() // the stop comes while the sessions are moved
