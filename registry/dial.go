@@ -34,6 +34,11 @@ func DialOptions(dialTimeout time.Duration) []grpc.DialOption {
 	})}
 }
 
+// Connected reports whether cli's connection to etcd is ready now.
+func Connected(cli *clientv3.Client) bool {
+	return cli.ActiveConnection().GetState() == connectivity.Ready
+}
+
 // Reconnected blocks until cli's connection to etcd comes back, that is
 // becomes ready after it was not (when it is ready at the call, after it
 // has stopped being ready first), and reports true; or until ctx ends

@@ -75,12 +75,7 @@ func TestReconnectsWhileEtcdDown(t *testing.T) {
 func TestReconnected(t *testing.T) {
 	t.Parallel()
 	endpoints, members := etcdtest.StartCluster(t, 1)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second,
-		DialOptions: registry.DialOptions(2 * time.Second), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.BrokerClient(t, endpoints)
 	if _, err := cli.Get(t.Context(), "x"); err != nil {
 		t.Fatal(err)
 	}

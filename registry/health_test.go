@@ -341,3 +341,47 @@ func TestTakeOverLiveLease(t *testing.T) {
 		t.Errorf("after revoke: Server = %+v, %v, healthy %v; want registered and healthy", rec, err, r2.Healthy())
 	}
 }
+
+// TestNewLeaseNotLost: New, called while etcd is down, must not return a
+// lease granted so late that it counts as lost at once (its request waited
+// for etcd to come back longer than the TTL, and a grant is reckoned from
+// when it was asked for): the broker would move its sessions to it in vain,
+// and log the lease lost right after it said it re-established. New fails
+// instead once a TTL has passed, and the caller tries again.
+func TestNewLeaseNotLost(t *testing.T) {
+	t.Parallel()
+	endpoints, members := etcdtest.StartCluster(t, 1)
+	cli := etcdtest.BrokerClient(t, endpoints)
+	etcdtest.StopMember(t, members[0])
+	type made struct {
+		r   *registry.Registry
+		err error
+	}
+	ch := make(chan made, 1)
+	go func() {
+		// A 3 s lease; each call may wait a minute.
+		r, err := registry.New(context.Background(), cli, registry.ServerRecord{ID: "s1", Addr: "127.0.0.1:1"},
+			registry.WithLeaseTTL(3*time.Second), registry.WithCallTimeout(time.Minute), registry.WithLogger(testLogger(t)))
+		ch <- made{r, err}
+	}()
+	time.Sleep(3500 * time.Millisecond) // longer than the TTL
+	etcdtest.RestartMember(t, members[0])
+	m := <-ch
+	if m.err == nil {
+		defer m.r.Close(context.Background())
+		testutil.WaitFor(t, 10*time.Second, "the lease New returned healthy", func() bool {
+			return m.r.Healthy() || !isOpen(m.r.Done())
+		})
+		if !isOpen(m.r.Done()) {
+			t.Fatal("New returned a registry whose lease was lost from the start")
+		}
+		return
+	}
+	if !errors.Is(m.err, context.DeadlineExceeded) {
+		t.Fatalf("New with etcd down: %v; want a deadline exceeded", m.err)
+	}
+	// The caller's next try, etcd up, has its healthy lease.
+	if r := newReg(t, cli, "s1"); !r.Healthy() {
+		t.Fatal("New with etcd back: lease not healthy")
+	}
+}

@@ -398,9 +398,12 @@ func New(ctx context.Context, cli *clientv3.Client, server ServerRecord, opts ..
 	}
 	r.window = min(r.window, r.ttl)
 
-	// The lease's clock starts when etcd grants it, after this moment.
+	// The lease's clock starts when etcd grants it, after this moment. A
+	// grant answered a TTL or more after it (a request that waited for etcd
+	// to come back) would be a lease counted lost at once: the wait is
+	// bounded by the TTL, and the caller tries again.
 	granted, grantedReal := o.clock.Now(), time.Now()
-	cctx, cancel := r.callCtx(ctx)
+	cctx, cancel := context.WithTimeout(ctx, min(o.callTimeout, r.ttl))
 	grant, err := r.leases.Grant(cctx, ttl)
 	cancel()
 	if err != nil {

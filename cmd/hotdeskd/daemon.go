@@ -778,7 +778,7 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 		clk:        d.clk,
 		minBackoff: 250 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
-		etcdBack:   func(ctx context.Context) bool { return registry.Reconnected(ctx, d.etcd) },
+		etcd:       etcdClient{d.etcd},
 	}
 	sup.run(ctx)
 }

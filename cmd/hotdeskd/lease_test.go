@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -137,59 +136,101 @@ func TestLeaseSupervisorFlappingLink(t *testing.T) {
 	}
 }
 
-// TestLeaseSupervisorEtcdBack: etcd was down longer than the lease, and the
-// supervisor's attempts failed into a long backoff. When etcd is back the
-// broker must be on a live lease again at once, not at the end of that
-// backoff: here the backoff is an hour on a clock that never moves, and
-// only etcd coming back can end it (before, a broker stayed not ready, its
-// terminals told "unavailable", up to 10 s after etcd was back).
-func TestLeaseSupervisorEtcdBack(t *testing.T) {
-	t.Parallel() // its own etcd
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// etcdBackRig is a supervisor rig on a one-member etcd cluster (members)
+// reached as a broker reaches it, backing off an hour on a clock that never
+// moves: only etcd coming back can end a pause. moved counts the sessions
+// moved to a new registry.
+func etcdBackRig(t *testing.T) (rg *supervisorRig, members []*registry.Embedded, moved *atomic.Int32) {
+	t.Helper()
 	endpoints, members := etcdtest.StartCluster(t, 1)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second,
-		DialOptions: registry.DialOptions(2 * time.Second), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	clk := clock.NewFake(time.Unix(1_000_000, 0))
-	var attempts atomic.Int32
-	rg := newSupervisorRig(t, cli, 2*time.Second, clk, time.Hour, time.Hour,
+	cli := etcdtest.BrokerClient(t, endpoints)
+	moved = new(atomic.Int32)
+	rg = newSupervisorRig(t, cli, 2*time.Second, clock.NewFake(time.Unix(1_000_000, 0)), time.Hour, time.Hour,
 		func(ctx context.Context, reg *registry.Registry) ([]broker.SessionInfo, error) {
-			attempts.Add(1)
+			moved.Add(1)
 			return nil, nil
 		})
-	first, sup := rg.first, rg.sup
-	sup.etcdBack = func(ctx context.Context) bool { return registry.Reconnected(ctx, cli) }
-	done := make(chan struct{})
-	go func() { defer close(done); sup.run(ctx) }()
-	defer func() { cancel(); <-done }()
+	rg.sup.etcd = etcdClient{cli}
+	return rg, members, moved
+}
 
+// runUntilLive runs rg's supervisor until the test ends, stops etcd
+// (members[0]) until the lease is lost, calls whileDown, starts etcd again
+// and wants the broker on a live lease, its sessions moved once, the clock
+// never moved.
+func runUntilLive(t *testing.T, rg *supervisorRig, members []*registry.Embedded, moved *atomic.Int32, whileDown func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rg.sup.run(ctx) }()
+	defer func() { cancel(); <-done }()
 	etcdtest.StopMember(t, members[0])
 	select {
-	case <-first.Done():
+	case <-rg.first.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("the lease was not lost with etcd down")
 	}
-	testutil.WaitFor(t, time.Minute, "an attempt failed and the backoff set on the clock", func() bool {
-		return clk.Pending() == 1
-	})
-	if sup.current() != first || attempts.Load() != 0 {
-		t.Fatalf("with etcd down: new registry installed %v, %d sessions moved; want none", sup.current() != first, attempts.Load())
+	whileDown()
+	if rg.sup.current() != rg.first || moved.Load() != 0 {
+		t.Fatalf("with etcd down: new registry installed %v, sessions moved %d times; want none", rg.sup.current() != rg.first, moved.Load())
 	}
 	etcdtest.RestartMember(t, members[0])
 	testutil.WaitFor(t, time.Minute, "the broker on a live lease, the clock not moved", func() bool {
-		r := sup.current()
-		return r != first && r.Healthy()
+		r := rg.sup.current()
+		return r != rg.first && r.Healthy()
 	})
-	if attempts.Load() != 1 {
-		t.Fatalf("sessions moved %d times; want once", attempts.Load())
+	if n := moved.Load(); n != 1 {
+		t.Fatalf("sessions moved %d times; want once", n)
 	}
-	if _, err := cli.TimeToLive(ctx, sup.current().LeaseID()); err != nil {
+	if _, err := rg.cli.TimeToLive(ctx, rg.sup.current().LeaseID()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLeaseSupervisorEtcdBack: etcd was down longer than the lease, and the
+// supervisor's attempts failed into a long backoff. When etcd is back the
+// broker must be on a live lease again at once, not at the end of that
+// backoff (before, a broker stayed not ready, its terminals told
+// "unavailable", up to 10 s after etcd was back).
+func TestLeaseSupervisorEtcdBack(t *testing.T) {
+	t.Parallel() // its own etcd
+	rg, members, moved := etcdBackRig(t)
+	clk := rg.sup.clk.(*clock.Fake)
+	runUntilLive(t, rg, members, moved, func() {
+		testutil.WaitFor(t, time.Minute, "an attempt failed and the backoff set on the clock", func() bool {
+			return clk.Pending() == 1
+		})
+	})
+}
+
+// TestLeaseSupervisorEtcdBackDuringAttempt: etcd comes back while an
+// attempt waits for it, and the attempt fails all the same (its grant timed
+// out as etcd came). The connection is back before the pause starts, so
+// no comeback ends it: the supervisor must try again at once.
+func TestLeaseSupervisorEtcdBackDuringAttempt(t *testing.T) {
+	t.Parallel() // its own etcd
+	rg, members, moved := etcdBackRig(t)
+	var attempts atomic.Int32
+	waiting, back := make(chan struct{}), make(chan struct{})
+	build := rg.sup.newRegistry
+	rg.sup.newRegistry = func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+		if attempts.Add(1) == 1 {
+			close(waiting)
+			<-back
+			return nil, errors.New("registry: new: grant lease: context deadline exceeded")
+		}
+		return build(ctx, prev)
+	}
+	runUntilLive(t, rg, members, moved, func() {
+		<-waiting
+		go func() {
+			// The first attempt ends once the connection is back.
+			for !registry.Connected(rg.cli) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			close(back)
+		}()
+	})
 }
 
 // TestPingIntervalBound: terminals drop a silent (stopped) broker after 3

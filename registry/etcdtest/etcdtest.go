@@ -60,6 +60,24 @@ func Client(t testing.TB, endpoints []string) *clientv3.Client {
 	return cli
 }
 
+// BrokerClient returns a clientv3 client for endpoints that dials as a
+// broker's does (registry.DialOptions: a lost member is dialled again every
+// second), closed by t.Cleanup.
+func BrokerClient(t testing.TB, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 2 * time.Second,
+		DialOptions: registry.DialOptions(2 * time.Second),
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcdtest: client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
 // StartCluster starts n members forming one cluster on free loopback ports
 // (each in its own t.TempDir()), waits until all are ready, and returns all
 // client endpoints and the members (to stop one in a test: Close is
