@@ -2,12 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/connectivity"
 )
 
 // ReconnectEvery is the longest a broker's etcd client waits between two
@@ -34,28 +34,39 @@ func DialOptions(dialTimeout time.Duration) []grpc.DialOption {
 	})}
 }
 
-// Connected reports whether cli's connection to etcd is ready now.
-func Connected(cli *clientv3.Client) bool {
-	return cli.ActiveConnection().GetState() == connectivity.Ready
+// Unanswered reports whether err is a request etcd did not answer: its
+// deadline passed, or etcd timed it out or had no leader. etcd may be
+// unreachable or without a quorum; WaitAnswering tells when it is back.
+func Unanswered(err error) bool {
+	for _, e := range []error{context.DeadlineExceeded, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrNoLeader} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
-// Reconnected blocks until cli's connection to etcd comes back, that is
-// becomes ready after it was not (when it is ready at the call, after it
-// has stopped being ready first), and reports true; or until ctx ends
-// (false). With several endpoints the connection is ready while any member
-// is reachable: a member that is back but has no quorum wakes the caller
-// too, whose next request then fails as before.
-func Reconnected(ctx context.Context, cli *clientv3.Client) bool {
-	conn := cli.ActiveConnection()
-	for st := conn.GetState(); ; {
-		if st == connectivity.Idle {
-			conn.Connect() // an idle connection dials only when asked
-		}
-		// Ready after a change is a comeback: it was not ready before.
-		if !conn.WaitForStateChange(ctx, st) {
+// WaitAnswering blocks until etcd answers a read that needs its quorum (the
+// group's revision), and reports true; or until ctx ends (false). It asks at
+// once and then about every ReconnectEvery (real time, as the client's
+// dialling): a broker whose lease could not be renewed or granted learns
+// that etcd is back within a second, whether it was unreachable or without
+// a quorum.
+func (r *Store) WaitAnswering(ctx context.Context) bool {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
 			return false
+		case <-t.C:
 		}
-		if st = conn.GetState(); st == connectivity.Ready {
+		t.Reset(ReconnectEvery)
+		pctx, cancel := context.WithTimeout(ctx, ReconnectEvery)
+		_, err := r.Revision(pctx)
+		cancel()
+		if err == nil {
 			return true
 		}
 	}

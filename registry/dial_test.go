@@ -2,13 +2,15 @@ package registry_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc/connectivity"
 
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -67,52 +69,54 @@ func TestReconnectsWhileEtcdDown(t *testing.T) {
 	}
 }
 
-// TestReconnected: registry.Reconnected reports a connection that comes
-// back, and only that: called while etcd is reachable it waits for the
-// connection to be lost and come back (a caller whose request failed on a
-// healthy etcd must not be woken at once, over and over); called while
-// etcd is down it returns when etcd is back.
-func TestReconnected(t *testing.T) {
+// TestWaitAnswering: Store.WaitAnswering returns at once while etcd
+// answers, waits while it is down, and returns when it is back.
+func TestWaitAnswering(t *testing.T) {
 	t.Parallel()
 	endpoints, members := etcdtest.StartCluster(t, 1)
-	cli := etcdtest.BrokerClient(t, endpoints)
-	if _, err := cli.Get(t.Context(), "x"); err != nil {
+	store, err := registry.NewStore(etcdtest.BrokerClient(t, endpoints), "s1")
+	if err != nil {
 		t.Fatal(err)
 	}
-	back := func() chan bool {
-		ch := make(chan bool, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-			defer cancel()
-			ch <- registry.Reconnected(ctx, cli)
-		}()
-		return ch
-	}
-	// etcd up all along: no return while its context lasts.
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	if registry.Reconnected(ctx, cli) {
-		t.Fatal("Reconnected reported true with etcd up all along")
+	if !store.WaitAnswering(ctx) {
+		t.Fatal("WaitAnswering false with etcd up")
 	}
-	// Called while etcd is up; etcd goes down and comes back.
-	whileUp := back()
 	etcdtest.StopMember(t, members[0])
-	// Called while etcd is down.
-	for cli.ActiveConnection().GetState() == connectivity.Ready {
-		time.Sleep(10 * time.Millisecond)
-	}
-	whileDown := back()
+	back := make(chan bool, 1)
+	go func() { back <- store.WaitAnswering(ctx) }()
 	select {
-	case got := <-whileUp:
-		t.Fatalf("called with etcd up: returned %v with etcd down; want it to wait", got)
-	case got := <-whileDown:
-		t.Fatalf("called with etcd down: returned %v with etcd still down", got)
-	case <-time.After(2 * time.Second):
+	case got := <-back:
+		t.Fatalf("WaitAnswering returned %v with etcd down", got)
+	case <-time.After(3 * registry.ReconnectEvery):
 	}
-	members[0] = etcdtest.RestartMember(t, members[0])
-	for name, ch := range map[string]chan bool{"called with etcd up": whileUp, "called with etcd down": whileDown} {
-		if !<-ch {
-			t.Errorf("%s: Reconnected false with etcd back; want true", name)
+	etcdtest.RestartMember(t, members[0])
+	if !<-back {
+		t.Fatal("WaitAnswering false with etcd back")
+	}
+}
+
+// TestUnanswered: the errors of a request etcd did not answer, wrapped as
+// the registry wraps them, and only those.
+func TestUnanswered(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("registry: new: grant lease: %w", context.DeadlineExceeded), true},
+		{fmt.Errorf("registry: claim: %w", rpctypes.ErrTimeout), true},
+		{rpctypes.ErrTimeoutDueToLeaderFail, true},
+		{rpctypes.ErrNoLeader, true},
+		{fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse), false},
+		{context.Canceled, false},
+		{rpctypes.ErrNoSpace, false},
+		{errors.New("etcd refused"), false},
+		{nil, false},
+	} {
+		if got := registry.Unanswered(c.err); got != c.want {
+			t.Errorf("Unanswered(%v) = %v; want %v", c.err, got, c.want)
 		}
 	}
 }

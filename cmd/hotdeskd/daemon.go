@@ -778,7 +778,7 @@ func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, 
 		clk:        d.clk,
 		minBackoff: 250 * time.Millisecond,
 		maxBackoff: 10 * time.Second,
-		etcd:       etcdClient{d.etcd},
+		etcd:       d.store,
 	}
 	sup.run(ctx)
 }

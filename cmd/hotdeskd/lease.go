@@ -35,21 +35,13 @@ type leaseSupervisor struct {
 	clk         clock.Clock // the backoff between attempts runs on it
 	minBackoff  time.Duration
 	maxBackoff  time.Duration
-	// etcd, if set, tells the state of the connection to etcd: an attempt
-	// starts as soon as it comes back, not at the end of its backoff (a
-	// broker is ready again as soon as etcd is, not up to maxBackoff
-	// later).
-	etcd etcdConn
-}
-
-// etcdConn is the state of a connection to etcd (registry.Connected and
-// registry.Reconnected on the daemon's client).
-type etcdConn interface {
-	// Connected reports whether the connection is ready.
-	Connected() bool
-	// Reconnected blocks until the connection comes back (becomes ready
-	// after it was not) and reports true, or until ctx ends (false).
-	Reconnected(ctx context.Context) bool
+	// etcd, if set, tells when etcd answers again (registry.Store's
+	// WaitAnswering): after an attempt etcd did not answer, the next starts
+	// as soon as it does, not at the end of its backoff (a broker is ready
+	// again as soon as etcd is, not up to maxBackoff later).
+	etcd interface {
+		WaitAnswering(ctx context.Context) bool
+	}
 }
 
 // run supervises until ctx ends.
@@ -85,7 +77,6 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 		}
 	}()
 	for ctx.Err() == nil {
-		wasConnected := s.etcd == nil || s.etcd.Connected()
 		fresh, err := s.newRegistry(ctx, prev)
 		if err == nil {
 			var orphans []broker.SessionInfo
@@ -113,39 +104,36 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 			prev = fresh.LeaseID()
 			abandoned = append(abandoned, prev)
 		}
-		if !wasConnected && s.etcd.Connected() {
-			// etcd came back during the attempt (that waited for it and
-			// timed out as it came): no pause.
-			s.log.Warn("re-establishing registry lease: etcd reachable again, trying again now", "error", err)
-			continue
-		}
 		s.log.Warn("re-establishing registry lease", "error", err, "retry_in", backoff)
-		if s.pause(ctx, backoff) {
-			s.log.Info("etcd reachable again: re-establishing the registry lease now")
+		if s.pause(ctx, backoff, registry.Unanswered(err)) {
+			s.log.Info("etcd answers again: re-establishing the registry lease now")
 		}
 		backoff = min(2*backoff, s.maxBackoff)
 	}
 }
 
-// pause waits d on s.clk, or until etcd comes back (it then reports true),
-// or until ctx ends. What it starts has ended when it returns.
-func (s *leaseSupervisor) pause(ctx context.Context, d time.Duration) (back bool) {
-	if s.etcd == nil {
+// pause waits d on s.clk; after an attempt etcd did not answer
+// (unanswered), only until etcd answers again (it then reports true). It
+// returns when ctx ends, and what it starts has ended when it returns. An
+// attempt refused by an etcd that answers (a server id in use) waits its
+// whole backoff.
+func (s *leaseSupervisor) pause(ctx context.Context, d time.Duration, unanswered bool) (answers bool) {
+	if s.etcd == nil || !unanswered {
 		clock.Sleep(ctx, s.clk, d)
 		return false
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	watched := make(chan bool, 1)
+	probed := make(chan bool, 1)
 	go func() {
-		b := s.etcd.Reconnected(wctx)
+		b := s.etcd.WaitAnswering(wctx)
 		if b {
 			cancel() // ends the sleep
 		}
-		watched <- b
+		probed <- b
 	}()
 	clock.Sleep(wctx, s.clk, d)
 	cancel()
-	return <-watched && ctx.Err() == nil
+	return <-probed && ctx.Err() == nil
 }
 
 // leaseFile names the file in the data directory holding the lease in use,
@@ -171,9 +159,3 @@ func writeLeaseFile(dir string, id clientv3.LeaseID, logger hclog.Logger) {
 		logger.Warn("recording the registry lease", "error", err)
 	}
 }
-
-// etcdClient is the etcdConn of an etcd client.
-type etcdClient struct{ cli *clientv3.Client }
-
-func (c etcdClient) Connected() bool                      { return registry.Connected(c.cli) }
-func (c etcdClient) Reconnected(ctx context.Context) bool { return registry.Reconnected(ctx, c.cli) }

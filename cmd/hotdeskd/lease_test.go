@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,7 +151,11 @@ func etcdBackRig(t *testing.T) (rg *supervisorRig, members []*registry.Embedded,
 			moved.Add(1)
 			return nil, nil
 		})
-	rg.sup.etcd = etcdClient{cli}
+	store, err := registry.NewStore(cli, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg.sup.etcd = store
 	return rg, members, moved
 }
 
@@ -205,8 +210,8 @@ func TestLeaseSupervisorEtcdBack(t *testing.T) {
 
 // TestLeaseSupervisorEtcdBackDuringAttempt: etcd comes back while an
 // attempt waits for it, and the attempt fails all the same (its grant timed
-// out as etcd came). The connection is back before the pause starts, so
-// no comeback ends it: the supervisor must try again at once.
+// out as etcd came). etcd answers before the pause starts: the supervisor
+// must try again at once.
 func TestLeaseSupervisorEtcdBackDuringAttempt(t *testing.T) {
 	t.Parallel() // its own etcd
 	rg, members, moved := etcdBackRig(t)
@@ -217,20 +222,53 @@ func TestLeaseSupervisorEtcdBackDuringAttempt(t *testing.T) {
 		if attempts.Add(1) == 1 {
 			close(waiting)
 			<-back
-			return nil, errors.New("registry: new: grant lease: context deadline exceeded")
+			return nil, fmt.Errorf("registry: new: grant lease: %w", context.DeadlineExceeded)
 		}
 		return build(ctx, prev)
 	}
 	runUntilLive(t, rg, members, moved, func() {
 		<-waiting
 		go func() {
-			// The first attempt ends once the connection is back.
-			for !registry.Connected(rg.cli) {
-				time.Sleep(10 * time.Millisecond)
+			// The first attempt ends once etcd answers.
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, err := rg.cli.Get(ctx, "x")
+				cancel()
+				if err == nil {
+					break
+				}
 			}
 			close(back)
 		}()
 	})
+}
+
+// TestLeaseSupervisorRefusedWaitsBackoff: an attempt that etcd answered
+// and refused (here: the server id held by another lease) is not tried
+// again until its backoff has passed, however well etcd answers.
+func TestLeaseSupervisorRefusedWaitsBackoff(t *testing.T) {
+	t.Parallel() // its own etcd
+	rg, _, moved := etcdBackRig(t)
+	var attempts atomic.Int32
+	rg.sup.newRegistry = func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
+		attempts.Add(1)
+		return nil, fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rg.sup.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, err := rg.cli.Revoke(ctx, rg.first.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	clk := rg.sup.clk.(*clock.Fake)
+	testutil.WaitFor(t, time.Minute, "an attempt refused and the backoff set on the clock", func() bool {
+		return clk.Pending() == 1
+	})
+	time.Sleep(2 * registry.ReconnectEvery) // two probes' time, were etcd probed
+	if n := attempts.Load(); n != 1 || moved.Load() != 0 {
+		t.Fatalf("%d attempts, sessions moved %d times, the clock not moved; want 1 and none", n, moved.Load())
+	}
 }
 
 // TestPingIntervalBound: terminals drop a silent (stopped) broker after 3
