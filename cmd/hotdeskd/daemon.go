@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -725,6 +726,9 @@ func (d *daemon) startBackground(context.Context) error {
 // etcd election timeout), so an id in use is retried for a while; an id
 // still held after that is another running broker's, and the error names
 // it (its address and start) and says to give each broker its own id.
+// An etcd that does not answer (a site powered up with its brokers
+// before its etcd members, a quorum lost) is waited for, as long as it
+// takes, rather than the start failing into a loop of restarts.
 // The registry runs on clk; the wait is in real time, as the etcd lease's.
 func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
 	start := time.Now()
@@ -733,6 +737,13 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
+		if registry.Unanswered(err) && ctx.Err() == nil {
+			if !waitForEtcd(ctx, store, cfg, logger, err) {
+				return nil, ctx.Err()
+			}
+			deadline = time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
+			continue
+		}
 		if !errors.Is(err, registry.ErrServerIDInUse) {
 			return reg, err
 		}
@@ -750,6 +761,37 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// waitForEtcd waits, at the start, until etcd answers (store's
+// WaitAnswering) and reports true; false if ctx ends first. It says so in
+// the log (a warning, again every minute) and to systemd: its status line,
+// and the start's timeout extended while it waits (EXTEND_TIMEOUT_USEC),
+// else systemd would kill a start that waits longer than TimeoutStartSec.
+func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config, logger hclog.Logger, cause error) bool {
+	const every = 10 * time.Second
+	notify(logger, "STATUS=waiting for etcd to answer")
+	begin := time.Now()
+	var said time.Time
+	for {
+		if time.Since(said) >= time.Minute {
+			said = time.Now()
+			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it",
+				"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second), "error", cause)
+		}
+		notify(logger, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (3*every).Microseconds()))
+		wctx, cancel := context.WithTimeout(ctx, every)
+		answers := store.WaitAnswering(wctx)
+		cancel()
+		if answers {
+			logger.Info("etcd answers: taking the registry lease", "waited", time.Since(begin).Round(time.Millisecond))
+			notify(logger, "STATUS=")
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
 		}
 	}
 }

@@ -91,3 +91,36 @@ func TestDaemonReloadsAfterStart(t *testing.T) {
 		return strings.Contains(d.LogTail(1<<20), "configuration reloaded")
 	})
 }
+
+// TestDaemonWaitsForEtcd: a broker started while its etcd does not answer
+// (a site powered up with the brokers first) waits for it, saying so, and
+// is ready once etcd is, without a restart. Before, its start failed after
+// one call timeout, and systemd restarted it in a loop.
+func TestDaemonWaitsForEtcd(t *testing.T) {
+	t.Parallel() // its own etcd and daemon
+	eps, members := etcdtest.StartCluster(t, 1)
+	etcdtest.StopMember(t, members[0])
+	dir := t.TempDir()
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "waits-for-etcd", dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	testutil.WaitFor(t, time.Minute, "the start waiting for etcd", func() bool {
+		select {
+		case <-d.Exited():
+			return true // told below
+		default:
+		}
+		return strings.Contains(d.LogTail(1<<20), "etcd does not answer")
+	})
+	// Several grant timeouts (the lease TTL, 2 s) later it still waits.
+	select {
+	case <-d.Exited():
+		t.Fatalf("hotdeskd exited while etcd was down: %v", d.ExitErr())
+	case <-time.After(5 * time.Second):
+	}
+	etcdtest.RestartMember(t, members[0])
+	d.WaitReady()
+	if log := d.LogTail(1 << 20); !strings.Contains(log, "etcd answers: taking the registry lease") {
+		t.Fatalf("no line saying etcd answers:\n%s", log)
+	}
+}
