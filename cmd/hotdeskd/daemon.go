@@ -127,8 +127,9 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	}()
 	for _, step := range []func(context.Context) error{
 		d.prepare,          // data dir, configuration warnings
+		d.openEtcd,         // embedded etcd or a cluster, the etcd client; waits until etcd answers
 		d.listenTerminals,  // terminal listener: its address goes into the server record
-		d.openRegistry,     // embedded etcd or a cluster, the etcd client, this server's lease
+		d.takeLease,        // this server's record and lease
 		d.startCompositor,  // weston or a WayRay compositor
 		d.startAuth,        // policies, PAM, the failure limiter, the pairer
 		d.listenAttach,     // the attach gateway's listener
@@ -221,9 +222,9 @@ func (d *daemon) listenTerminals(context.Context) error {
 	return nil
 }
 
-// openRegistry starts the embedded etcd (the default) or reaches the
-// configured cluster, and takes this server's lease.
-func (d *daemon) openRegistry(ctx context.Context) error {
+// openEtcd starts the embedded etcd (the default) or reaches the
+// configured cluster, and waits until it answers.
+func (d *daemon) openEtcd(ctx context.Context) error {
 	cfg, logger := d.cfg, d.log
 	endpoints := cfg.Etcd.Endpoints
 	var err error
@@ -286,6 +287,17 @@ func (d *daemon) openRegistry(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
+	// Until etcd answers, terminals are refused (no listener yet) and
+	// turn to the group's other brokers at once; they would otherwise
+	// wait out their handshake timeout on a broker that cannot serve them.
+	return waitForEtcd(ctx, d.store, cfg, logger)
+}
+
+// takeLease publishes this server's record under a new lease (the previous
+// run's taken over).
+func (d *daemon) takeLease(ctx context.Context) error {
+	cfg, logger := d.cfg, d.log
+	var err error
 	d.serverRec = registry.ServerRecord{
 		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: d.clk.Now().UnixMilli(),
@@ -738,8 +750,8 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
 		if registry.Unanswered(err) && ctx.Err() == nil {
-			if !waitForEtcd(ctx, store, cfg, logger, err) {
-				return nil, ctx.Err()
+			if err := waitForEtcd(ctx, store, cfg, logger); err != nil {
+				return nil, err
 			}
 			deadline = time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 			continue
@@ -765,34 +777,38 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 	}
 }
 
-// waitForEtcd waits, at the start, until etcd answers (store's
-// WaitAnswering) and reports true; false if ctx ends first. It says so in
-// the log (a warning, again every minute) and to systemd: its status line,
-// and the start's timeout extended while it waits (EXTEND_TIMEOUT_USEC),
+// waitForEtcd returns once etcd answers (store's WaitAnswering), or
+// ctx's error if it ends first: a start waits for etcd as long as it takes
+// (a site powered up with its brokers before its etcd members, a quorum
+// lost) rather than failing into a loop of restarts. While it waits it
+// says so in the log (a warning, again every minute) and to systemd: its
+// status line, and the start's timeout extended (EXTEND_TIMEOUT_USEC),
 // else systemd would kill a start that waits longer than TimeoutStartSec.
-func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config, logger hclog.Logger, cause error) bool {
-	const every = 10 * time.Second
-	notify(logger, "STATUS=waiting for etcd to answer")
+func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config, logger hclog.Logger) error {
+	const every = 5 * time.Second
 	begin := time.Now()
 	var said time.Time
 	for {
-		if time.Since(said) >= time.Minute {
-			said = time.Now()
-			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it",
-				"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second), "error", cause)
-		}
-		notify(logger, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (3*every).Microseconds()))
 		wctx, cancel := context.WithTimeout(ctx, every)
 		answers := store.WaitAnswering(wctx)
 		cancel()
-		if answers {
-			logger.Info("etcd answers: taking the registry lease", "waited", time.Since(begin).Round(time.Millisecond))
+		switch {
+		case answers && said.IsZero():
+			return nil
+		case answers:
+			logger.Info("etcd answers", "waited", time.Since(begin).Round(time.Millisecond))
 			notify(logger, "STATUS=")
-			return true
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
 		}
-		if ctx.Err() != nil {
-			return false
+		if time.Since(said) >= time.Minute {
+			said = time.Now()
+			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it",
+				"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second))
 		}
+		notify(logger, "STATUS=waiting for etcd to answer")
+		notify(logger, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (3*every).Microseconds()))
 	}
 }
 

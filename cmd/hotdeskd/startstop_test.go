@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,7 +103,8 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	etcdtest.StopMember(t, members[0])
 	dir := t.TempDir()
 	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
-	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "waits-for-etcd", dir, testutil.FreeAddr(t), etcd))
+	addr := testutil.FreeAddr(t)
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "waits-for-etcd", dir, addr, etcd))
 	d.Launch()
 	testutil.WaitFor(t, time.Minute, "the start waiting for etcd", func() bool {
 		select {
@@ -118,9 +120,16 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 		t.Fatalf("hotdeskd exited while etcd was down: %v", d.ExitErr())
 	case <-time.After(5 * time.Second):
 	}
+	// Meanwhile terminals are refused, and turn to other brokers at once
+	// (a listener that never answered would hold each for its handshake
+	// timeout).
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("the terminal listener %s accepts while the broker waits for etcd", addr)
+	}
 	etcdtest.RestartMember(t, members[0])
 	d.WaitReady()
-	if log := d.LogTail(1 << 20); !strings.Contains(log, "etcd answers: taking the registry lease") {
+	if log := d.LogTail(1 << 20); !strings.Contains(log, "etcd answers") {
 		t.Fatalf("no line saying etcd answers:\n%s", log)
 	}
 }
