@@ -288,8 +288,9 @@ func (d *daemon) openEtcd(ctx context.Context) error {
 		return fmt.Errorf("registry: %w", err)
 	}
 	// Until etcd answers, terminals are refused (no listener yet) and
-	// turn to the group's other brokers at once; they would otherwise
-	// wait out their handshake timeout on a broker that cannot serve them.
+	// turn to the group's other brokers at once; on a listener nobody
+	// serves, a dial waits its stagger (PROTOCOL.md §11) before the next
+	// broker and hangs until its handshake timeout.
 	return waitForEtcd(ctx, d.store, cfg, logger)
 }
 
