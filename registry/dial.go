@@ -2,12 +2,17 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"net"
+	"net/url"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ReconnectEvery is the longest a broker's etcd client waits between two
@@ -35,21 +40,31 @@ func DialOptions(dialTimeout time.Duration) []grpc.DialOption {
 }
 
 // Unanswered reports whether err is a request etcd did not answer: its
-// deadline passed, or etcd timed it out or had no leader. etcd may be
-// unreachable or without a quorum; WaitAnswering tells when it is back.
+// deadline passed, the connection failed under it, or etcd timed it out or
+// had no leader. etcd may be unreachable or without a quorum;
+// WaitAnswering tells when it is back.
 func Unanswered(err error) bool {
+	if err == nil {
+		return false
+	}
 	for _, e := range []error{context.DeadlineExceeded, rpctypes.ErrTimeout, rpctypes.ErrTimeoutDueToLeaderFail,
 		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrNoLeader} {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
 	return false
 }
 
 // WaitAnswering blocks until etcd answers a read that needs its quorum (the
-// group's revision), and reports true; or until ctx ends (false). It asks at
-// once and then about every ReconnectEvery (real time, as the client's
+// group's revision), and reports true; or until ctx ends (false). An
+// answer that is an error of etcd's own (permission denied, say) is an
+// answer: the caller's next request meets that error and says it. It asks
+// at once and then about every ReconnectEvery (real time, as the client's
 // dialling): a broker whose lease could not be renewed or granted learns
 // that etcd is back within a second, whether it was unreachable or without
 // a quorum.
@@ -66,8 +81,54 @@ func (r *Store) WaitAnswering(ctx context.Context) bool {
 		pctx, cancel := context.WithTimeout(ctx, ReconnectEvery)
 		_, err := r.Revision(pctx)
 		cancel()
-		if err == nil {
+		if !Unanswered(err) && ctx.Err() == nil {
 			return true
 		}
 	}
+}
+
+// Reach tries each endpoint as the etcd client reaches it: a TCP
+// connection, then for an https:// endpoint a TLS handshake with tlsCfg,
+// each bounded by timeout. It returns one line an endpoint, "ENDPOINT: ok"
+// or "ENDPOINT: " and what failed (connection refused, a certificate the
+// CA file does not vouch for…): what a broker that etcd does not answer
+// tells its administrator. An endpoint reached is not proof that etcd
+// answers (it may have no quorum).
+func Reach(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout time.Duration) []string {
+	out := make([]string, 0, len(endpoints))
+	for _, ep := range endpoints {
+		out = append(out, ep+": "+reach(ctx, ep, tlsCfg, timeout))
+	}
+	return out
+}
+
+func reach(ctx context.Context, endpoint string, tlsCfg *tls.Config, timeout time.Duration) string {
+	hostport, secure := endpoint, false
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		hostport, secure = u.Host, u.Scheme == "https" || u.Scheme == "unixs"
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", hostport)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	if !secure {
+		return "ok"
+	}
+	cfg := &tls.Config{}
+	if tlsCfg != nil {
+		cfg = tlsCfg.Clone()
+	}
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(hostport); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	if err := tls.Client(conn, cfg).HandshakeContext(dctx); err != nil {
+		return "TLS: " + err.Error()
+	}
+	return "ok"
 }

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -109,7 +112,9 @@ func TestUnanswered(t *testing.T) {
 		{fmt.Errorf("registry: claim: %w", rpctypes.ErrTimeout), true},
 		{rpctypes.ErrTimeoutDueToLeaderFail, true},
 		{rpctypes.ErrNoLeader, true},
+		{fmt.Errorf("registry: revision: %w", status.Error(codes.Unavailable, "connection refused")), true},
 		{fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse), false},
+		{fmt.Errorf("registry: revision: %w", rpctypes.ErrPermissionDenied), false},
 		{context.Canceled, false},
 		{rpctypes.ErrNoSpace, false},
 		{errors.New("etcd refused"), false},
@@ -118,5 +123,22 @@ func TestUnanswered(t *testing.T) {
 		if got := registry.Unanswered(c.err); got != c.want {
 			t.Errorf("Unanswered(%v) = %v; want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// TestReach: an endpoint that takes connections is "ok", one that refuses
+// them says so; each line names its endpoint.
+func TestReach(t *testing.T) {
+	t.Parallel()
+	up := etcdtest.Start(t)[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + ln.Addr().String()
+	ln.Close()
+	got := registry.Reach(t.Context(), []string{up, down}, nil, 2*time.Second)
+	if len(got) != 2 || got[0] != up+": ok" || !strings.HasPrefix(got[1], down+": dial tcp") || !strings.Contains(got[1], "connection refused") {
+		t.Fatalf("Reach = %q; want %q ok and %q refused", got, up, down)
 	}
 }

@@ -291,7 +291,9 @@ func (d *daemon) openEtcd(ctx context.Context) error {
 	// turn to the group's other brokers at once; on a listener nobody
 	// serves, a dial waits its stagger (PROTOCOL.md §11) before the next
 	// broker and hangs until its handshake timeout.
-	return waitForEtcd(ctx, d.store, cfg, logger)
+	return waitForEtcd(ctx, d.store, cfg, logger, func(ctx context.Context) string {
+		return strings.Join(registry.Reach(ctx, endpoints, etcdTLS, 2*time.Second), "; ")
+	})
 }
 
 // takeLease publishes this server's record under a new lease (the previous
@@ -751,7 +753,7 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
 		if registry.Unanswered(err) && ctx.Err() == nil {
-			if err := waitForEtcd(ctx, store, cfg, logger); err != nil {
+			if err := waitForEtcd(ctx, store, cfg, logger, nil); err != nil {
 				return nil, err
 			}
 			deadline = time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
@@ -785,7 +787,9 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 // says so in the log (a warning, again every minute) and to systemd: its
 // status line, and the start's timeout extended (EXTEND_TIMEOUT_USEC),
 // else systemd would kill a start that waits longer than TimeoutStartSec.
-func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config, logger hclog.Logger) error {
+// reach, if set, tells how each endpoint is reached (registry.Reach), for
+// the warning.
+func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config, logger hclog.Logger, reach func(context.Context) string) error {
 	const every = 5 * time.Second
 	begin := time.Now()
 	var said time.Time
@@ -805,8 +809,11 @@ func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config,
 		}
 		if time.Since(said) >= time.Minute {
 			said = time.Now()
-			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it",
-				"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second))
+			args := []any{"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second)}
+			if reach != nil {
+				args = append(args, "reach", reach(ctx))
+			}
+			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it", args...)
 		}
 		notify(logger, "STATUS=waiting for etcd to answer")
 		notify(logger, fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (3*every).Microseconds()))

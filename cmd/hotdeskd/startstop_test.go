@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,6 +121,9 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 		t.Fatalf("hotdeskd exited while etcd was down: %v", d.ExitErr())
 	case <-time.After(5 * time.Second):
 	}
+	if log := d.LogTail(1 << 20); !strings.Contains(log, `reach="`+eps[0]+": dial tcp") || !strings.Contains(log, "connection refused") {
+		t.Errorf("the warning does not say the endpoint refused the connection:\n%s", log)
+	}
 	// Meanwhile terminals are refused, and turn to other brokers at once
 	// (a listener that never answered would hold each for its handshake
 	// timeout).
@@ -131,5 +135,47 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	d.WaitReady()
 	if log := d.LogTail(1 << 20); !strings.Contains(log, "etcd answers") {
 		t.Fatalf("no line saying etcd answers:\n%s", log)
+	}
+}
+
+// TestDaemonWaitsForEtcdSaysWhy: a broker that etcd does not answer because
+// the etcd CA it was given does not vouch for etcd's certificate (a
+// misconfiguration, not an outage) waits all the same, but its warning
+// says what failed, in words an administrator can act on.
+func TestDaemonWaitsForEtcdSaysWhy(t *testing.T) {
+	t.Parallel() // its own etcd and daemon
+	ctx := context.Background()
+	served, other := filepath.Join(t.TempDir(), "etcd-tls"), filepath.Join(t.TempDir(), "etcd-tls")
+	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), TLSDir: served, UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	// Another etcd's PKI: its CA vouches for nothing e serves.
+	o, err := registry.StartEmbedded(ctx, registry.EmbedConfig{Dir: t.TempDir(), TLSDir: other, UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatalf("etcd: %v", err)
+	}
+	o.Close()
+	wrongCA, _, _ := registry.EmbedTLSFiles(other)
+	_, cert, key := registry.EmbedTLSFiles(served)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  ca_file = %q\n  cert_file = %q\n  key_file = %q\n}\nmetrics_listen = \"off\"\n",
+		e.Endpoints()[0], wrongCA, cert, key)
+	dir := t.TempDir()
+	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "wrong-ca", dir, testutil.FreeAddr(t), etcd))
+	d.Launch()
+	want := `reach="` + e.Endpoints()[0] + ": TLS: tls: failed to verify certificate: x509: certificate signed by unknown authority"
+	testutil.WaitFor(t, time.Minute, "the warning saying why etcd does not answer", func() bool {
+		select {
+		case <-d.Exited():
+			return true // told below
+		default:
+		}
+		return strings.Contains(d.LogTail(1<<20), want)
+	})
+	select {
+	case <-d.Exited():
+		t.Fatalf("hotdeskd exited: %v", d.ExitErr())
+	default:
 	}
 }
