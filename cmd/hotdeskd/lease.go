@@ -42,6 +42,10 @@ type leaseSupervisor struct {
 	etcd interface {
 		WaitAnswering(ctx context.Context) bool
 	}
+	// cutAt is when etcd's answer last cut a pause short (on clk): at
+	// most one a maxBackoff, so that attempts that keep failing fast as
+	// unanswered while etcd answers reads cannot run without a pause.
+	cutAt time.Time
 }
 
 // run supervises until ctx ends.
@@ -113,12 +117,12 @@ func (s *leaseSupervisor) recover(ctx context.Context, old *registry.Registry) {
 }
 
 // pause waits d on s.clk; after an attempt etcd did not answer
-// (unanswered), only until etcd answers again (it then reports true). It
-// returns when ctx ends, and what it starts has ended when it returns. An
-// attempt refused by an etcd that answers (a server id in use) waits its
-// whole backoff.
+// (unanswered), only until etcd answers again (it then reports true), at
+// most once a maxBackoff. It returns when ctx ends, and what it starts has
+// ended when it returns. An attempt refused by an etcd that answers (a
+// server id in use) waits its whole backoff.
 func (s *leaseSupervisor) pause(ctx context.Context, d time.Duration, unanswered bool) (answers bool) {
-	if s.etcd == nil || !unanswered {
+	if s.etcd == nil || !unanswered || (!s.cutAt.IsZero() && s.clk.Now().Sub(s.cutAt) < s.maxBackoff) {
 		clock.Sleep(ctx, s.clk, d)
 		return false
 	}
@@ -133,7 +137,10 @@ func (s *leaseSupervisor) pause(ctx context.Context, d time.Duration, unanswered
 	}()
 	clock.Sleep(wctx, s.clk, d)
 	cancel()
-	return <-probed && ctx.Err() == nil
+	if answers = <-probed && ctx.Err() == nil; answers {
+		s.cutAt = s.clk.Now()
+	}
+	return answers
 }
 
 // leaseFile names the file in the data directory holding the lease in use,

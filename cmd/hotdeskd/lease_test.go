@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hotdesk/hotdesk/broker"
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -243,16 +245,17 @@ func TestLeaseSupervisorEtcdBackDuringAttempt(t *testing.T) {
 	})
 }
 
-// TestLeaseSupervisorRefusedWaitsBackoff: an attempt that etcd answered
-// and refused (here: the server id held by another lease) is not tried
-// again until its backoff has passed, however well etcd answers.
-func TestLeaseSupervisorRefusedWaitsBackoff(t *testing.T) {
-	t.Parallel() // its own etcd
+// failingAttempts runs a supervisor on a healthy etcd whose every attempt
+// fails with err, its backoff an hour on a clock that never moves, and
+// returns how many attempts it made once its pause has lasted two probes'
+// time.
+func failingAttempts(t *testing.T, err error) int32 {
+	t.Helper()
 	rg, _, moved := etcdBackRig(t)
 	var attempts atomic.Int32
 	rg.sup.newRegistry = func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
 		attempts.Add(1)
-		return nil, fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -262,12 +265,34 @@ func TestLeaseSupervisorRefusedWaitsBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := rg.sup.clk.(*clock.Fake)
-	testutil.WaitFor(t, time.Minute, "an attempt refused and the backoff set on the clock", func() bool {
+	testutil.WaitFor(t, time.Minute, "an attempt failed and the backoff set on the clock", func() bool {
 		return clk.Pending() == 1
 	})
-	time.Sleep(2 * registry.ReconnectEvery) // two probes' time, were etcd probed
-	if n := attempts.Load(); n != 1 || moved.Load() != 0 {
-		t.Fatalf("%d attempts, sessions moved %d times, the clock not moved; want 1 and none", n, moved.Load())
+	time.Sleep(2 * registry.ReconnectEvery) // two probes' time
+	if moved.Load() != 0 {
+		t.Fatalf("sessions moved %d times; want none", moved.Load())
+	}
+	return attempts.Load()
+}
+
+// TestLeaseSupervisorRefusedWaitsBackoff: an attempt that etcd answered
+// and refused (here: the server id held by another lease) is not tried
+// again until its backoff has passed, however well etcd answers.
+func TestLeaseSupervisorRefusedWaitsBackoff(t *testing.T) {
+	t.Parallel() // its own etcd
+	if n := failingAttempts(t, fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse)); n != 1 {
+		t.Fatalf("%d attempts, the clock not moved; want 1", n)
+	}
+}
+
+// TestLeaseSupervisorCutsOncePerBackoff: attempts that fail at once as
+// unanswered (a connection error) while etcd answers reads get one pause
+// cut short by etcd's answer, then wait their backoff: they cannot run
+// without a pause.
+func TestLeaseSupervisorCutsOncePerBackoff(t *testing.T) {
+	t.Parallel() // its own etcd
+	if n := failingAttempts(t, fmt.Errorf("registry: new: grant lease: %w", status.Error(codes.Unavailable, "leader changed"))); n != 2 {
+		t.Fatalf("%d attempts, the clock not moved; want 2 (one pause cut short)", n)
 	}
 }
 
