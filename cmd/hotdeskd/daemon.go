@@ -749,12 +749,20 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 	start := time.Now()
 	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
+		tried := time.Now()
 		reg, err := registry.New(ctx, cli, rec, registry.WithPrefix(cfg.Etcd.Prefix),
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
 		if registry.Unanswered(err) && ctx.Err() == nil {
 			if err := waitForEtcd(ctx, store, cfg, logger, nil); err != nil {
 				return nil, err
+			}
+			// An attempt that failed at once (a connection error) while
+			// etcd answers reads is not tried again at once.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Until(tried.Add(registry.ReconnectEvery))):
 			}
 			deadline = time.Now().Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 			continue
