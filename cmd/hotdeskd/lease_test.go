@@ -247,9 +247,9 @@ func TestLeaseSupervisorEtcdBackDuringAttempt(t *testing.T) {
 
 // failingAttempts runs a supervisor on a healthy etcd whose every attempt
 // fails with err, its backoff an hour on a clock that never moves, and
-// returns how many attempts it made once its pause has lasted two probes'
-// time.
-func failingAttempts(t *testing.T, err error) int32 {
+// returns how many attempts it made once it has made want and its pause
+// has lasted two probes' time since.
+func failingAttempts(t *testing.T, err error, want int32) int32 {
 	t.Helper()
 	rg, _, moved := etcdBackRig(t)
 	var attempts atomic.Int32
@@ -265,8 +265,8 @@ func failingAttempts(t *testing.T, err error) int32 {
 		t.Fatal(err)
 	}
 	clk := rg.sup.clk.(*clock.Fake)
-	testutil.WaitFor(t, time.Minute, "an attempt failed and the backoff set on the clock", func() bool {
-		return clk.Pending() == 1
+	testutil.WaitFor(t, time.Minute, fmt.Sprintf("%d attempts failed and the backoff set on the clock", want), func() bool {
+		return attempts.Load() >= want && clk.Pending() == 1
 	})
 	time.Sleep(2 * registry.ReconnectEvery) // two probes' time
 	if moved.Load() != 0 {
@@ -280,7 +280,7 @@ func failingAttempts(t *testing.T, err error) int32 {
 // again until its backoff has passed, however well etcd answers.
 func TestLeaseSupervisorRefusedWaitsBackoff(t *testing.T) {
 	t.Parallel() // its own etcd
-	if n := failingAttempts(t, fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse)); n != 1 {
+	if n := failingAttempts(t, fmt.Errorf("registry: new: %w", registry.ErrServerIDInUse), 1); n != 1 {
 		t.Fatalf("%d attempts, the clock not moved; want 1", n)
 	}
 }
@@ -291,7 +291,7 @@ func TestLeaseSupervisorRefusedWaitsBackoff(t *testing.T) {
 // without a pause.
 func TestLeaseSupervisorCutsOncePerBackoff(t *testing.T) {
 	t.Parallel() // its own etcd
-	if n := failingAttempts(t, fmt.Errorf("registry: new: grant lease: %w", status.Error(codes.Unavailable, "leader changed"))); n != 2 {
+	if n := failingAttempts(t, fmt.Errorf("registry: new: grant lease: %w", status.Error(codes.Unavailable, "leader changed")), 2); n != 2 {
 		t.Fatalf("%d attempts, the clock not moved; want 2 (one pause cut short)", n)
 	}
 }
