@@ -43,7 +43,7 @@ type leaseSupervisor struct {
 		WaitAnswering(ctx context.Context) bool
 	}
 	// cutAt is when etcd's answer last cut a pause short (on clk): at
-	// most one a maxBackoff, so that attempts that keep failing fast as
+	// most once a maxBackoff, so that attempts that keep failing fast as
 	// unanswered while etcd answers reads cannot run without a pause.
 	cutAt time.Time
 }
