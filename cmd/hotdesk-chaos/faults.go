@@ -28,6 +28,8 @@ func faultFunc(name string) faultFn {
 		return etcdLeaderKill
 	case "etcd_quorum_loss":
 		return etcdQuorumLoss
+	case "etcd_outage":
+		return etcdOutage
 	case "broker_partition":
 		return brokerPartition
 	case "broker_flap":
@@ -158,6 +160,27 @@ func etcdQuorumLoss(ctx context.Context, h *harness, _ *Fault) string {
 		}
 	}
 	return h.members[i].name + "+" + h.members[j].name
+}
+
+// etcdOutage stops every etcd member at once for 10 × TTL, then starts
+// them all again: a whole cluster down (a power cut, an upgrade gone wrong)
+// long enough that every broker's lease is lost and its attempts to take a
+// new one have backed off, and every lease etcd kept across its restart
+// comes back with its TTL renewed.
+func etcdOutage(ctx context.Context, h *harness, _ *Fault) string {
+	var wg sync.WaitGroup
+	for _, m := range h.members {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.stop(syscall.SIGTERM, 3*time.Second) }()
+	}
+	wg.Wait()
+	h.sleep(ctx, 10*h.opts.leaseTTL)
+	for _, m := range h.members {
+		if err := m.start(); err != nil {
+			h.logf("restart %s: %v", m.name, err)
+		}
+	}
+	return "every member"
 }
 
 // brokerPartition cuts one broker from every etcd member for twice the TTL.

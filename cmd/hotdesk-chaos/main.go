@@ -23,6 +23,7 @@
 // lease_revoke (LeaseRevoke of the lease in the broker's server record),
 // etcd_leader_kill (kill -9 of the raft leader, restarted after one TTL),
 // etcd_quorum_loss (2 of 3 members stopped for 2 × TTL, then restarted),
+// etcd_outage (every member stopped for 10 × TTL, then restarted),
 // broker_partition (the broker's proxies cut for 2 × TTL), broker_flap (its
 // link cut and restored at random for 4 × TTL). With -from (the previous
 // release's bin directory) the brokers start on its hotdeskd and the faults
@@ -79,7 +80,7 @@ type options struct {
 }
 
 var allFaults = []string{"broker_kill9", "broker_sigstop", "broker_restart", "lease_revoke",
-	"etcd_leader_kill", "etcd_quorum_loss", "broker_partition", "broker_flap"}
+	"etcd_leader_kill", "etcd_quorum_loss", "etcd_outage", "broker_partition", "broker_flap"}
 
 // upgradeFaults is what -from runs by default: a rolling upgrade of the
 // group, one broker after the other.
