@@ -103,14 +103,19 @@ func Reach(ctx context.Context, endpoints []string, tlsCfg *tls.Config, timeout 
 }
 
 func reach(ctx context.Context, endpoint string, tlsCfg *tls.Config, timeout time.Duration) string {
-	hostport, secure := endpoint, false
-	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
-		hostport, secure = u.Host, u.Scheme == "https" || u.Scheme == "unixs"
+	network, hostport, secure := "tcp", endpoint, false
+	if u, err := url.Parse(endpoint); err == nil {
+		switch u.Scheme {
+		case "http", "https":
+			hostport, secure = u.Host, u.Scheme == "https"
+		case "unix", "unixs":
+			network, hostport, secure = "unix", u.Host+u.Path, u.Scheme == "unixs"
+		}
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", hostport)
+	conn, err := d.DialContext(dctx, network, hostport)
 	if err != nil {
 		return err.Error()
 	}

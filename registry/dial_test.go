@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -137,8 +138,16 @@ func TestReach(t *testing.T) {
 	}
 	down := "http://" + ln.Addr().String()
 	ln.Close()
-	got := registry.Reach(t.Context(), []string{up, down}, nil, 2*time.Second)
-	if len(got) != 2 || got[0] != up+": ok" || !strings.HasPrefix(got[1], down+": dial tcp") || !strings.Contains(got[1], "connection refused") {
-		t.Fatalf("Reach = %q; want %q ok and %q refused", got, up, down)
+	sock := filepath.Join(t.TempDir(), "etcd.sock")
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	unix := "unix://" + sock
+	got := registry.Reach(t.Context(), []string{up, down, unix}, nil, 2*time.Second)
+	if len(got) != 3 || got[0] != up+": ok" || !strings.HasPrefix(got[1], down+": dial tcp") || !strings.Contains(got[1], "connection refused") ||
+		got[2] != unix+": ok" {
+		t.Fatalf("Reach = %q; want %q ok, %q refused and %q ok", got, up, down, unix)
 	}
 }
