@@ -145,20 +145,7 @@ func etcdQuorumLoss(ctx context.Context, h *harness, _ *Fault) string {
 		i = 0
 	}
 	j := (i + 1 + h.intn(2)) % len(h.members)
-	// Both at once: a member stopping after quorum is gone cannot stop
-	// cleanly (it is killed after 3 s).
-	var wg sync.WaitGroup
-	for _, k := range []int{i, j} {
-		wg.Add(1)
-		go func() { defer wg.Done(); h.members[k].stop(syscall.SIGTERM, 3*time.Second) }()
-	}
-	wg.Wait()
-	h.sleep(ctx, 2*h.opts.leaseTTL)
-	for _, k := range []int{i, j} {
-		if err := h.members[k].start(); err != nil {
-			h.logf("restart %s: %v", h.members[k].name, err)
-		}
-	}
+	stopMembers(ctx, h, []*member{h.members[i], h.members[j]}, 2*h.opts.leaseTTL)
 	return h.members[i].name + "+" + h.members[j].name
 }
 
@@ -168,19 +155,26 @@ func etcdQuorumLoss(ctx context.Context, h *harness, _ *Fault) string {
 // new one have backed off, and every lease etcd kept across its restart
 // comes back with its TTL renewed.
 func etcdOutage(ctx context.Context, h *harness, _ *Fault) string {
+	stopMembers(ctx, h, h.members, 10*h.opts.leaseTTL)
+	return "every member"
+}
+
+// stopMembers stops ms all at once (a member stopping after the quorum is
+// gone cannot stop cleanly: it is killed after 3 s), holds them stopped for
+// hold, then starts them again.
+func stopMembers(ctx context.Context, h *harness, ms []*member, hold time.Duration) {
 	var wg sync.WaitGroup
-	for _, m := range h.members {
+	for _, m := range ms {
 		wg.Add(1)
 		go func() { defer wg.Done(); m.stop(syscall.SIGTERM, 3*time.Second) }()
 	}
 	wg.Wait()
-	h.sleep(ctx, 10*h.opts.leaseTTL)
-	for _, m := range h.members {
+	h.sleep(ctx, hold)
+	for _, m := range ms {
 		if err := m.start(); err != nil {
 			h.logf("restart %s: %v", m.name, err)
 		}
 	}
-	return "every member"
 }
 
 // brokerPartition cuts one broker from every etcd member for twice the TTL.

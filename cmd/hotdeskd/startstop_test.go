@@ -107,14 +107,7 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	addr := testutil.FreeAddr(t)
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "waits-for-etcd", dir, addr, etcd))
 	d.Launch()
-	testutil.WaitFor(t, time.Minute, "the start waiting for etcd", func() bool {
-		select {
-		case <-d.Exited():
-			return true // told below
-		default:
-		}
-		return strings.Contains(d.LogTail(1<<20), "etcd does not answer")
-	})
+	waitLogged(t, d, "the start waiting for etcd", "etcd does not answer")
 	// Several grant timeouts (the lease TTL, 2 s) later it still waits.
 	select {
 	case <-d.Exited():
@@ -165,7 +158,14 @@ func TestDaemonWaitsForEtcdSaysWhy(t *testing.T) {
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "wrong-ca", dir, testutil.FreeAddr(t), etcd))
 	d.Launch()
 	want := `reach="` + e.Endpoints()[0] + ": TLS: tls: failed to verify certificate: x509: certificate signed by unknown authority"
-	testutil.WaitFor(t, time.Minute, "the warning saying why etcd does not answer", func() bool {
+	waitLogged(t, d, "the warning saying why etcd does not answer", want)
+}
+
+// waitLogged waits until d's log holds want, failing the test if d exits
+// first or after a minute.
+func waitLogged(t *testing.T, d *testutil.Daemon, what, want string) {
+	t.Helper()
+	testutil.WaitFor(t, time.Minute, what, func() bool {
 		select {
 		case <-d.Exited():
 			return true // told below
@@ -175,7 +175,7 @@ func TestDaemonWaitsForEtcdSaysWhy(t *testing.T) {
 	})
 	select {
 	case <-d.Exited():
-		t.Fatalf("hotdeskd exited: %v", d.ExitErr())
+		t.Fatalf("hotdeskd exited waiting for %s: %v", what, d.ExitErr())
 	default:
 	}
 }

@@ -48,16 +48,7 @@ func Start(t testing.TB) []string {
 // Client returns a clientv3 client for endpoints, closed by t.Cleanup.
 func Client(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		t.Fatalf("etcdtest: client: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return newClient(t, clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 }
 
 // BrokerClient returns a clientv3 client for endpoints that dials as a
@@ -65,12 +56,14 @@ func Client(t testing.TB, endpoints []string) *clientv3.Client {
 // second), closed by t.Cleanup.
 func BrokerClient(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 2 * time.Second,
-		DialOptions: registry.DialOptions(2 * time.Second),
-		Logger:      zap.NewNop(),
-	})
+	return newClient(t, clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second,
+		DialOptions: registry.DialOptions(2 * time.Second)})
+}
+
+func newClient(t testing.TB, cfg clientv3.Config) *clientv3.Client {
+	t.Helper()
+	cfg.Logger = zap.NewNop()
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatalf("etcdtest: client: %v", err)
 	}
