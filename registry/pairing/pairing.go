@@ -377,7 +377,6 @@ type Enrolment struct {
 // a success (which would forget its failures). Any other key, or the same key after the
 // code's validity, finds the code used (ErrInvalidCode, counted).
 func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (Enrolment, error) {
-	code, kind, pub, label := req.Code, req.Kind, req.PublicKey, req.Label
 	if len(source) > maxSourceLen {
 		source = source[:maxSourceLen]
 	}
@@ -395,156 +394,196 @@ func (p *Pairer) Redeem(ctx context.Context, source string, req Request) (Enrolm
 	// The attempt is reserved (counted as a failure of source until it is
 	// judged): every return below fails it (a guess), succeeds, or
 	// releases it (no guess).
-	judged := false
-	defer func() {
-		if !judged {
-			p.lim.release(source)
-		}
-	}()
-	// guessed judges the attempt a failed guess of source and logs msg
-	// (with source and args) at info, the lockout it may cause at warn.
-	guessed := func(msg string, args ...any) {
-		judged = true
-		locked := p.lim.fail(source)
-		p.log.Info(msg, append([]any{"source", source}, args...)...)
-		if locked {
-			p.log.Warn("pairing source locked out", "source", source, "lockout", p.lim.lockout)
-		}
-	}
-	tokenID, err := keyID(kind, pub)
+	a := &attempt{p: p, source: source}
+	defer a.releaseUnjudged()
+	enr, err := p.redeem(ctx, a, req)
 	if err != nil {
 		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
 	}
-	if len(label) > MaxLabelLen || !printable.String(label) {
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
+	return enr, nil
+}
+
+// attempt is one redemption, reserved in the limiter for its source until
+// it is judged a failed guess or a success; one judged neither (no guess:
+// a bad request, a registry failure, a redemption answered again) is
+// released when Redeem returns.
+type attempt struct {
+	p      *Pairer
+	source string
+	judged bool
+}
+
+// guessed judges the attempt a failed guess of its source and logs msg
+// (with the source and args) at info, the lockout it may cause at warn.
+func (a *attempt) guessed(msg string, args ...any) {
+	a.judged = true
+	locked := a.p.lim.fail(a.source)
+	a.p.log.Info(msg, append([]any{"source", a.source}, args...)...)
+	if locked {
+		a.p.log.Warn("pairing source locked out", "source", a.source, "lockout", a.p.lim.lockout)
+	}
+}
+
+// refuse judges the attempt a failed guess of the code codeID (for the
+// reason given) and returns ErrInvalidCode.
+func (a *attempt) refuse(reason, codeID string) (Enrolment, error) {
+	a.guessed("pairing code refused", "code_id", codeID, "reason", reason)
+	return Enrolment{}, ErrInvalidCode
+}
+
+func (a *attempt) succeed() {
+	a.judged = true
+	a.p.lim.succeed(a.source)
+}
+
+func (a *attempt) releaseUnjudged() {
+	if !a.judged {
+		a.p.lim.release(a.source)
+	}
+}
+
+// redeem is Redeem once the attempt is reserved: the request is checked,
+// its proof verified, its code looked up and its secret checked; errors
+// are returned without Redeem's prefix.
+func (p *Pairer) redeem(ctx context.Context, a *attempt, req Request) (Enrolment, error) {
+	tokenID, err := keyID(req.Kind, req.PublicKey)
+	if err != nil {
+		return Enrolment{}, err
+	}
+	if len(req.Label) > MaxLabelLen || !printable.String(req.Label) {
+		return Enrolment{}, fmt.Errorf("%w: label must be at most %d printable bytes", ErrBadKey, MaxLabelLen)
 	}
 	if len(req.Signature) == 0 {
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w: the pair request has no signature", ErrNoProof)
+		return Enrolment{}, fmt.Errorf("%w: the pair request has no signature", ErrNoProof)
 	}
 	if err := verifyProof(req); err != nil {
-		guessed("pairing refused: proof of possession failed", "token_id", tokenID, "error", err)
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
+		a.guessed("pairing refused: proof of possession failed", "token_id", tokenID, "error", err)
+		return Enrolment{}, err
 	}
-
-	refuse := func(reason string, codeID string) (Enrolment, error) {
-		guessed("pairing code refused", "code_id", codeID, "reason", reason)
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
-	}
-	id, secret, err := ParseCode(code)
+	id, secret, err := ParseCode(req.Code)
 	if err != nil {
-		return refuse("malformed", "")
+		return a.refuse("malformed", "")
 	}
 	pr, rev, err := p.store.Pairing(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) {
-		// Perhaps redeemed for this very key by a Pair whose answer was
-		// lost: the trace of the redemption holds the code's secret
-		// hash, checked as the code's would be. Without a trace, as long
-		// as a wrong secret takes: the time of the answer does not tell
-		// which code ids are pending.
-		used, err := p.store.RedeemedPairing(ctx, id)
-		salt, sum, kdf := dummySalt, []byte(nil), p.kdf.String()
-		switch {
-		case err == nil:
-			salt, sum, kdf = used.SecretSalt, used.SecretHash, used.SecretKDF
-		case !errors.Is(err, registry.ErrNotFound):
-			return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
-		}
-		ok, err := p.checkSecret(ctx, secret, salt, sum, kdf)
-		if errors.Is(err, errKDF) {
-			return refuse("unsupported secret hash", id)
-		}
-		if err != nil {
-			return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
-		}
-		if ok {
-			tok, again, err := p.enrolledBy(ctx, used, tokenID, kind, pub)
-			if err != nil {
-				return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
-			}
-			if again && p.countAgain(id) <= MaxAgain {
-				// No guess, and no new success either: judged stays
-				// false, so the attempt is released.
-				p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
-				return Enrolment{TokenRecord: tok, Again: true}, nil
-			}
-		}
-		return refuse("unknown, expired or used", id)
+		return p.redeemGone(ctx, a, id, secret, tokenID, req)
 	}
 	if err != nil {
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, err
 	}
 	ok, err := p.checkSecret(ctx, secret, pr.SecretSalt, pr.SecretHash, pr.SecretKDF)
 	if errors.Is(err, errKDF) {
 		p.log.Warn("pairing code refused: its stored hash is of an unknown kind", "code_id", id, "error", err)
-		return refuse("unsupported secret hash", id)
+		return a.refuse("unsupported secret hash", id)
 	}
 	if err != nil {
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, err
 	}
 	if !ok {
 		if n := p.countWrong(id, rev); n%MaxWrongSecrets == 0 {
 			p.log.Warn("pairing code keeps getting wrong secrets", "code_id", id, "user", pr.User, "wrong_secrets", n)
 		}
-		return refuse("wrong secret", id)
+		return a.refuse("wrong secret", id)
 	}
+	return p.enrol(ctx, a, pr, rev, tokenID, req)
+}
+
+// redeemGone answers a code id that names no pending code. Perhaps it was
+// redeemed for this very key by a Pair whose answer was lost: the trace of
+// the redemption holds the code's secret hash, checked as the code's would
+// be. Without a trace, as long as a wrong secret takes: the time of the
+// answer does not tell which code ids are pending.
+func (p *Pairer) redeemGone(ctx context.Context, a *attempt, id, secret, tokenID string, req Request) (Enrolment, error) {
+	used, err := p.store.RedeemedPairing(ctx, id)
+	salt, sum, kdf := dummySalt, []byte(nil), p.kdf.String()
+	switch {
+	case err == nil:
+		salt, sum, kdf = used.SecretSalt, used.SecretHash, used.SecretKDF
+	case !errors.Is(err, registry.ErrNotFound):
+		return Enrolment{}, err
+	}
+	ok, err := p.checkSecret(ctx, secret, salt, sum, kdf)
+	if errors.Is(err, errKDF) {
+		return a.refuse("unsupported secret hash", id)
+	}
+	if err != nil {
+		return Enrolment{}, err
+	}
+	if ok {
+		tok, again, err := p.enrolledBy(ctx, used, tokenID, req.Kind, req.PublicKey)
+		if err != nil {
+			return Enrolment{}, err
+		}
+		if again && p.countAgain(id) <= MaxAgain {
+			// No guess, and no new success either: the attempt is
+			// released.
+			p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", a.source)
+			return Enrolment{TokenRecord: tok, Again: true}, nil
+		}
+	}
+	return a.refuse("unknown, expired or used", id)
+}
+
+// enrol consumes the pending code pr (at revision rev) and enrolls the
+// request's key as tokenID, in one transaction: a key already enrolled
+// leaves the code valid.
+func (p *Pairer) enrol(ctx context.Context, a *attempt, pr registry.Pairing, rev int64, tokenID string, req Request) (Enrolment, error) {
+	label := req.Label
 	if label == "" {
 		label = pr.Label
 	}
 	rec := registry.TokenRecord{
 		ID:               tokenID,
-		Kind:             kind,
-		PublicKey:        append([]byte(nil), pub...),
+		Kind:             req.Kind,
+		PublicKey:        append([]byte(nil), req.PublicKey...),
 		User:             pr.User,
 		Label:            label,
 		RegisteredBy:     "pairing:" + pr.CreatedBy,
 		RegisteredUnixMs: p.clk.Now().UnixMilli(),
 	}
-	// The code is consumed and the key enrolled in one transaction: a key
-	// already enrolled leaves the code valid.
-	switch err := p.store.RedeemPairing(ctx, id, rev, rec); {
+	switch err := p.store.RedeemPairing(ctx, pr.ID, rev, rec); {
 	case errors.Is(err, registry.ErrExists):
 		// The sender proved it holds the key: telling it the key is
 		// enrolled tells it nothing about anyone else's. Not a guess.
-		p.log.Info("pairing refused: key already enrolled", "source", source, "code_id", id, "token_id", tokenID)
-		return Enrolment{}, fmt.Errorf("pairing: redeem: token %s: %w", tokenID, ErrKeyEnrolled)
+		p.log.Info("pairing refused: key already enrolled", "source", a.source, "code_id", pr.ID, "token_id", tokenID)
+		return Enrolment{}, fmt.Errorf("token %s: %w", tokenID, ErrKeyEnrolled)
 	case errors.Is(err, registry.ErrNotFound):
 		// Lost a race with another redemption of the same code: not a
 		// guess, so not counted against source. If that one enrolled
 		// this very key (the Pair sent twice, or again while the first
 		// was in flight), this one succeeded as well.
-		tok, again, err := p.redeemedFor(ctx, pr, tokenID, kind, pub)
+		tok, again, err := p.redeemedFor(ctx, pr, tokenID, req.Kind, req.PublicKey)
 		if err != nil {
-			return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
+			return Enrolment{}, err
 		}
 		if again {
-			p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", id, "token_id", tokenID, "user", tok.User, "source", source)
+			p.log.Info("pairing code redeemed again by the key it enrolled", "code_id", pr.ID, "token_id", tokenID, "user", tok.User, "source", a.source)
 			return Enrolment{TokenRecord: tok, Again: true}, nil
 		}
-		p.log.Info("pairing code refused", "source", source, "code_id", id, "reason", "consumed concurrently")
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", ErrInvalidCode)
+		p.log.Info("pairing code refused", "source", a.source, "code_id", pr.ID, "reason", "consumed concurrently")
+		return Enrolment{}, ErrInvalidCode
 	case registry.OutcomeUnknown(err):
 		// etcd may have committed the transaction: telling the terminal
 		// to try again would send it to a spent code. Read back, even
 		// if ctx has ended (the terminal left; the audit stays right).
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
-		tok, applied, rerr := p.redeemedFor(rctx, pr, tokenID, kind, pub)
+		tok, applied, rerr := p.redeemedFor(rctx, pr, tokenID, req.Kind, req.PublicKey)
 		cancel()
 		if rerr != nil {
-			p.log.Warn("pairing outcome unknown: the code may be consumed and the key enrolled", "source", source, "code_id", id, "token_id", tokenID, "error", err, "read_back_error", rerr)
-			return Enrolment{}, fmt.Errorf("pairing: redeem: outcome unknown (read back: %v): %w", rerr, err)
+			p.log.Warn("pairing outcome unknown: the code may be consumed and the key enrolled", "source", a.source, "code_id", pr.ID, "token_id", tokenID, "error", err, "read_back_error", rerr)
+			return Enrolment{}, fmt.Errorf("outcome unknown (read back: %v): %w", rerr, err)
 		}
 		if !applied {
-			return Enrolment{}, fmt.Errorf("pairing: redeem: not applied: %w", err)
+			return Enrolment{}, fmt.Errorf("not applied: %w", err)
 		}
-		p.log.Info("pairing redemption of unknown outcome read back as applied", "code_id", id, "token_id", tokenID, "error", err)
+		p.log.Info("pairing redemption of unknown outcome read back as applied", "code_id", pr.ID, "token_id", tokenID, "error", err)
 		rec = tok
 	case err != nil:
-		return Enrolment{}, fmt.Errorf("pairing: redeem: %w", err)
+		return Enrolment{}, err
 	}
-	p.forgetWrong(id, rev)
-	judged = true
-	p.lim.succeed(source)
-	p.log.Info("token enrolled by pairing code", "code_id", id, "token_id", tokenID, "user", pr.User, "source", source)
+	p.forgetWrong(pr.ID, rev)
+	a.succeed()
+	p.log.Info("token enrolled by pairing code", "code_id", pr.ID, "token_id", tokenID, "user", pr.User, "source", a.source)
 	return Enrolment{TokenRecord: rec}, nil
 }
 
