@@ -635,63 +635,13 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limi
 		return compositor.Info{}, err
 	}
 
-	args := []string{
-		"--backend=" + b.cfg.Backend + "-backend.so",
-		"--socket=" + socketName,
-		"--idle-time=0",
+	args, err := b.westonArgs(ctx, s, uid, gid)
+	if err != nil {
+		logf.Close()
+		cleanDir()
+		return compositor.Info{}, err
 	}
-	if b.cfg.Backend == "rdp" {
-		rdpArgs, port, err := prepareRDP(s, uid, gid)
-		if err != nil {
-			cleanDir()
-			return compositor.Info{}, err
-		}
-		b.mu.Lock() // Adopt reads the ports of the sessions in b.sessions
-		s.rdpPort = port
-		b.mu.Unlock()
-		// Guarded before weston listens, never after.
-		if err := b.guardPort(ctx, s); err != nil {
-			cleanDir()
-			return compositor.Info{}, err
-		}
-		args = append(args, rdpArgs...)
-	}
-	if !hasConfigFlag(b.cfg.ExtraArgs) {
-		ini, err := writeIni(s, uid, gid)
-		if err != nil {
-			cleanDir()
-			return compositor.Info{}, err
-		}
-		args = append(args, "--config="+ini)
-	}
-	args = append(args, b.cfg.ExtraArgs...)
-	cmd := exec.Command(b.binary, args...)
-	var lim []rlimit.Limit
-	if b.prlimit != "" && uid >= 0 {
-		var clamped []string
-		lim, clamped = b.desktopLimits(limits)
-		if len(clamped) > 0 {
-			s.logger.Warn("the PAM session asks limits above hotdeskd's own hard limits; the desktop has hotdeskd's (raise the service's, e.g. LimitNOFILE=)",
-				"asked", strings.Join(clamped, " "))
-		}
-	}
-	if b.prlimit == "" && uid >= 0 && len(limits) > 0 {
-		s.logger.Warn("the PAM session's resource limits are not applied: prlimit (util-linux) not found at start", "limits", len(limits))
-	}
-	if len(lim) > 0 {
-		pargs := make([]string, 0, len(lim)+2+len(args))
-		for _, l := range lim {
-			pargs = append(pargs, rlimit.Arg(l))
-		}
-		cmd = exec.Command(b.prlimit, append(append(pargs, "--", b.binary), args...)...)
-		if len(limits) > 0 {
-			// The session's (limits.conf): what a desktop may do
-			// depends on them; an administrator looks for them here.
-			s.logger.Info("desktop resource limits from its PAM session", "limits", strings.Join(pargs, " "))
-		} else {
-			s.logger.Debug("desktop resource limits", "limits", strings.Join(pargs, " "))
-		}
-	}
+	cmd := b.westonCmd(s, args, limits, uid)
 	cmd.Env = buildEnv(home, s.user, s.runDir, extraEnv)
 	cmd.Dir = s.runDir
 	cmd.Stdout = logf
@@ -775,6 +725,72 @@ func (b *Backend) start(ctx context.Context, s *session, extraEnv []string, limi
 	info := s.info()
 	b.mu.Unlock()
 	return info, nil
+}
+
+// westonArgs returns weston's arguments for session s: its backend, the
+// RDP listener's (the port guarded before weston listens, never after)
+// and its weston.ini unless the configuration's extra arguments name one.
+func (b *Backend) westonArgs(ctx context.Context, s *session, uid, gid int) ([]string, error) {
+	args := []string{
+		"--backend=" + b.cfg.Backend + "-backend.so",
+		"--socket=" + socketName,
+		"--idle-time=0",
+	}
+	if b.cfg.Backend == "rdp" {
+		rdpArgs, port, err := prepareRDP(s, uid, gid)
+		if err != nil {
+			return nil, err
+		}
+		b.mu.Lock() // Adopt reads the ports of the sessions in b.sessions
+		s.rdpPort = port
+		b.mu.Unlock()
+		if err := b.guardPort(ctx, s); err != nil {
+			return nil, err
+		}
+		args = append(args, rdpArgs...)
+	}
+	if !hasConfigFlag(b.cfg.ExtraArgs) {
+		ini, err := writeIni(s, uid, gid)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--config="+ini)
+	}
+	return append(args, b.cfg.ExtraArgs...), nil
+}
+
+// westonCmd returns the command that runs weston with args for session s:
+// under prlimit with the PAM session's resource limits (clamped to
+// hotdeskd's own) and the configured task limit when the desktop runs as
+// a user (uid >= 0) and prlimit was found at start.
+func (b *Backend) westonCmd(s *session, args []string, limits []rlimit.Limit, uid int) *exec.Cmd {
+	var lim []rlimit.Limit
+	if b.prlimit != "" && uid >= 0 {
+		var clamped []string
+		lim, clamped = b.desktopLimits(limits)
+		if len(clamped) > 0 {
+			s.logger.Warn("the PAM session asks limits above hotdeskd's own hard limits; the desktop has hotdeskd's (raise the service's, e.g. LimitNOFILE=)",
+				"asked", strings.Join(clamped, " "))
+		}
+	}
+	if b.prlimit == "" && uid >= 0 && len(limits) > 0 {
+		s.logger.Warn("the PAM session's resource limits are not applied: prlimit (util-linux) not found at start", "limits", len(limits))
+	}
+	if len(lim) == 0 {
+		return exec.Command(b.binary, args...)
+	}
+	pargs := make([]string, 0, len(lim)+2+len(args))
+	for _, l := range lim {
+		pargs = append(pargs, rlimit.Arg(l))
+	}
+	if len(limits) > 0 {
+		// The session's (limits.conf): what a desktop may do depends on
+		// them; an administrator looks for them here.
+		s.logger.Info("desktop resource limits from its PAM session", "limits", strings.Join(pargs, " "))
+	} else {
+		s.logger.Debug("desktop resource limits", "limits", strings.Join(pargs, " "))
+	}
+	return exec.Command(b.prlimit, append(append(pargs, "--", b.binary), args...)...)
 }
 
 // prepareDir finishes the session directory and opens weston.log.
