@@ -267,6 +267,27 @@ func (h *helper) run() int {
 	if after, err := rlimit.Current(); err == nil && lerr == nil {
 		limits = rlimit.Changed(before, after)
 	}
+	if code := h.result(&wireResult{OK: true, User: user, Env: sessionEnv(tx), Limits: limits}); code != helperOK {
+		// The parent is gone: nobody owns the session; close it now.
+		_ = tx.CloseSession(0)
+		_ = deleteCreds()
+		return code
+	}
+	m, rerr := h.hold()
+	closed := closeSession(tx, deleteCreds)
+	ended = true
+	if rerr != nil || m.Close == nil {
+		return helperProtocol
+	}
+	if err := writeMsg(h.w, &wireMsg{Closed: closed}); err != nil {
+		return helperProtocol
+	}
+	return helperOK
+}
+
+// sessionEnv returns the PAM session's environment as sorted KEY=value
+// strings, at most maxEnv of them.
+func sessionEnv(tx *pam.Transaction) []string {
 	envMap, _ := tx.GetEnvList()
 	env := make([]string, 0, len(envMap))
 	for k, v := range envMap {
@@ -276,17 +297,14 @@ func (h *helper) run() int {
 	if len(env) > maxEnv {
 		env = env[:maxEnv]
 	}
-	if code := h.result(&wireResult{OK: true, User: user, Env: env, Limits: limits}); code != helperOK {
-		// The parent is gone: nobody owns the session; close it now.
-		_ = tx.CloseSession(0)
-		_ = deleteCreds()
-		return code
-	}
-	// Hold the session until told to close it, or until the parent is
-	// gone: then, if it named the desktop the session belongs to, until
-	// that desktop ends (hotdeskd restarts without ending desktops).
-	var m *wireMsg
-	var rerr error
+	return env
+}
+
+// hold holds the open session until the parent's next message that is not
+// a bind (returned: a close, or anything else), or until the parent is gone
+// (rerr): then, if it bound the session to a desktop, until that desktop
+// ends (hotdeskd restarts without ending desktops).
+func (h *helper) hold() (m *wireMsg, rerr error) {
 	desktop := -1 // pidfd of the bound desktop
 	for {
 		m, rerr = readMsg(h.r)
@@ -305,6 +323,12 @@ func (h *helper) run() int {
 	if desktop >= 0 {
 		unix.Close(desktop)
 	}
+	return m, rerr
+}
+
+// closeSession closes the session, deletes its credentials and ends tx,
+// reporting the first stage that failed.
+func closeSession(tx *pam.Transaction, deleteCreds func() error) *wireClosed {
 	closed := &wireClosed{}
 	if err := tx.CloseSession(0); err != nil {
 		closed = &wireClosed{Stage: "close_session", Code: code(err), Message: err.Error()}
@@ -315,14 +339,7 @@ func (h *helper) run() int {
 	if err := tx.End(); err != nil && closed.Stage == "" {
 		closed = &wireClosed{Stage: "end", Code: code(err), Message: err.Error()}
 	}
-	ended = true
-	if rerr != nil || m.Close == nil {
-		return helperProtocol
-	}
-	if err := writeMsg(h.w, &wireMsg{Closed: closed}); err != nil {
-		return helperProtocol
-	}
-	return helperOK
+	return closed
 }
 
 // errAccountPrompt is what an account check's conversation answers a
