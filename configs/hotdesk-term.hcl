@@ -80,8 +80,9 @@ timeout = "10s"
 keepalive = "500ms"
 
 # Reconnect delays: the first wait after a failed round over all brokers,
-# doubling (with ±20% jitter) up to the longest. Flags: -min-backoff,
-# -max-backoff.
+# doubling (with ±20% jitter) up to the longest; while every broker refuses
+# the connection (hotdeskd restarting, or waiting for etcd), at most 4 s.
+# Flags: -min-backoff, -max-backoff.
 min_backoff = "500ms"
 max_backoff = "30s"
 

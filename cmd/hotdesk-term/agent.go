@@ -64,7 +64,9 @@ type Config struct {
 	// Timeout bounds each dial + handshake (default 10 s), and the wait for
 	// the broker's answer to Pair.
 	Timeout time.Duration
-	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 0.5 s, 30 s).
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 0.5 s,
+	// 30 s); while every broker refuses the connection, refusedMaxBackoff
+	// bounds it too.
 	MinBackoff, MaxBackoff time.Duration
 	Clock                  clock.Clock  // default clock.Real
 	Logger                 hclog.Logger // default: none
@@ -313,7 +315,7 @@ func (a *agent) Run(ctx context.Context, lines <-chan string) error {
 	case a.cfg.Service:
 		// A service waits for its brokers, however long it takes.
 		a.out.emit(errorEvent(0, errConnect, err.Error()))
-		a.scheduleRetry()
+		a.scheduleRetryAfter(err)
 	default:
 		return fmt.Errorf("connect: %w", err)
 	}

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1135,5 +1137,77 @@ func TestTypedAheadAnswerExpires(t *testing.T) {
 	p.send(&proto.AuthPrompt{ID: 3, Style: proto.PromptEchoOff, Text: "PIN: "})
 	if ans := expect[proto.AuthAnswer](p); ans.ID != 3 || ans.Text != "ahead" {
 		t.Fatalf("answer = %+v; want id 3, the answer typed ahead", ans)
+	}
+}
+
+// TestAgentRefusedRetriesSoon: while its broker refuses the connection
+// (hotdeskd restarting, or waiting for etcd before it listens after a
+// site's power cut) the agent tries again within refusedMaxBackoff, however
+// long max_backoff is: it waited up to max_backoff (30 s) after its broker
+// was serving again. A broker that does not answer at all (a host down)
+// is tried again after the backoff as before. The fake clock never moves by
+// itself.
+func TestAgentRefusedRetriesSoon(t *testing.T) {
+	t.Parallel()
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := gone.Addr().String()
+	gone.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: the handshake times out
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+
+	b := startBroker(t, "broker-a", time.Minute)
+	start := func(addr string) (*clock.Fake, func() time.Duration) {
+		clk := clock.NewFake(time.Now())
+		ta := startAgent(t, b, func(c *Config) {
+			c.Clock, c.Service, c.Server = clk, true, addr
+			c.Timeout, c.MinBackoff, c.MaxBackoff = 200*time.Millisecond, 30*time.Second, 30*time.Second
+		})
+		return clk, func() time.Duration {
+			t.Helper()
+			ev := ta.out.wait("reconnecting")
+			return time.Duration(ev["in_ms"].(float64)) * time.Millisecond
+		}
+	}
+	bound := refusedMaxBackoff * 12 / 10 // ±20% jitter
+	clk, in := start(refused)
+	for round := range 3 {
+		if d := in(); d > bound {
+			t.Fatalf("round %d: refused, reconnecting in %v; want at most %v", round, d, bound)
+		}
+		clk.Advance(bound)
+	}
+	_, in = start(silent.Addr().String())
+	if d := in(); d < 24*time.Second {
+		t.Fatalf("unanswered, reconnecting in %v; want the 30 s backoff (±20%%, at most 30 s)", d)
+	}
+}
+
+// TestAllRefused: a group's dial error (one per broker tried, joined) is
+// "refused" only if every broker refused.
+func TestAllRefused(t *testing.T) {
+	t.Parallel()
+	refused := fmt.Errorf("proto: dial a:1: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+	timeout := fmt.Errorf("handshake with b:1: %w", context.DeadlineExceeded)
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{refused, true},
+		{errors.Join(refused, refused), true},
+		{errors.Join(refused, timeout), false},
+		{errors.Join(), false},
+		{timeout, false},
+		{errNoCandidates, false},
+		{nil, false},
+	} {
+		if got := allRefused(c.err); got != c.want {
+			t.Errorf("allRefused(%v) = %v; want %v", c.err, got, c.want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/hotdesk/hotdesk/internal/clock"
@@ -198,6 +199,46 @@ func (a *agent) scheduleRetry() {
 	a.scheduleRetryIn(d)
 }
 
+// refusedMaxBackoff bounds the reconnect delay while every broker tried
+// refused the connection: their hosts are up and nothing listens (hotdeskd
+// restarting, or waiting for etcd before it listens after a site's power
+// cut). A refusal costs a broker's host a reset, not a handshake, so the
+// terminal keeps trying every few seconds and is back within about that
+// of its broker, not up to MaxBackoff later; an unanswered dial (a host
+// down, a link cut) still backs off to MaxBackoff.
+const refusedMaxBackoff = 4 * time.Second
+
+// scheduleRetryAfter schedules the reconnect after the dial that failed
+// with err: bounded by refusedMaxBackoff if every broker refused it.
+func (a *agent) scheduleRetryAfter(err error) {
+	if allRefused(err) {
+		a.backoff = min(a.backoff, refusedMaxBackoff)
+		d := a.backoff
+		a.backoff = min(2*a.backoff, a.cfg.MaxBackoff, refusedMaxBackoff)
+		a.scheduleRetryIn(d)
+		return
+	}
+	a.scheduleRetry()
+}
+
+// allRefused reports whether err (errors.Join'd by a group's dial, one
+// error per broker tried) is a refused connection, every one of them.
+func allRefused(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := j.Unwrap()
+		if len(errs) == 0 {
+			return false
+		}
+		for _, e := range errs {
+			if !allRefused(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // reconnectNow starts the reconnect that is waiting for its backoff now:
 // a token was inserted, so someone is at the terminal and the broker may be
 // back. A failed attempt backs off as before.
@@ -267,7 +308,7 @@ func (a *agent) dialDone(ctx context.Context, r dialResult) {
 	}
 	if r.t.hops == 0 {
 		a.log.Warn("reconnect failed", "addr", r.t.addr, "error", r.err)
-		a.scheduleRetry()
+		a.scheduleRetryAfter(r.err)
 		return
 	}
 	// A target that answered and refused (or is not who the group says)
