@@ -41,7 +41,7 @@ On first start hotdeskd generates the terminal listener's TLS certificate; termi
 
   hotdeskd -config /etc/hotdesk/hotdesk.hcl -fingerprint`,
 		Sections: []clidoc.Section{
-			{Title: "SIGNALS", Body: `SIGINT and SIGTERM stop hotdeskd gracefully; a second signal forces exit. SIGHUP re-reads the configuration: the log level applies at once, other changes after a restart; a file with an error is logged and the running configuration kept. Under systemd (Type=notify) hotdeskd reports READY, RELOADING and STOPPING; a start that waits for etcd to answer (its members down or without a quorum) says so in its STATUS and keeps extending its start timeout until etcd answers.`},
+			{Title: "SIGNALS", Body: `SIGINT and SIGTERM stop hotdeskd gracefully; a second signal forces exit. SIGHUP re-reads the configuration: the log level applies at once, other changes after a restart; a file with an error is logged and the running configuration kept. Under systemd (Type=notify) hotdeskd reports READY, RELOADING and STOPPING; a start that waits for etcd to answer (its members down or without a quorum) says so in its STATUS and keeps extending its start timeout until etcd answers. The admin socket is served from early in the start: until the start is done, hotdeskctl ready (and every other command) is answered with what it is doing, e.g. "hotdeskd is starting: waiting for etcd to answer: " and how each endpoint is reached.`},
 			{Title: "EXIT STATUS", Body: `0 after a clean stop, -check of a valid file, -fingerprint, -version or -help; 1 on a failure (a configuration error names file:line:column); 2 on a usage error (an unknown flag or any argument).`},
 			{Title: "FILES", Body: `/etc/hotdesk/hotdesk.hcl: the configuration (hotdesk.hcl(5)).
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,8 +93,12 @@ type daemon struct {
 	fatal  chan error
 	stops  []func(context.Context) // rollback/stop steps, run in reverse
 	// started: every step of start succeeded, so stop is a stop, not the
-	// rollback of a failed start.
+	// rollback of a failed start. running is the same, read by the admin
+	// API's goroutines, which answer with phase (what the start is doing)
+	// until then.
 	started bool
+	running atomic.Bool
+	phase   atomic.Pointer[string]
 }
 
 // holdsDesktops reports whether the broker runs any session (desktops this
@@ -125,29 +130,47 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			d.stop(logger)
 		}
 	}()
-	for _, step := range []func(context.Context) error{
-		d.prepare,          // data dir, configuration warnings
-		d.openEtcd,         // embedded etcd or a cluster, the etcd client; waits until etcd answers
-		d.listenTerminals,  // terminal listener: its address goes into the server record
-		d.takeLease,        // this server's record and lease
-		d.startCompositor,  // weston or a WayRay compositor
-		d.startAuth,        // policies, PAM, the failure limiter, the pairer
-		d.listenAttach,     // the attach gateway's listener
-		d.startEvents,      // the event bus, subscribed before the broker can emit
-		d.startBroker,      // the session broker
-		d.adoptDesktops,    // desktops a previous run left behind
-		d.serveTerminals,   // the terminal listener and the attach gateway
-		d.startAdmin,       // admin API, group commands, event log, presence, metrics, hook, dashboard
-		d.startMetricsHTTP, // the metrics listener
-		d.startBackground,  // seats, the lease supervisor, the token watch
+	for _, step := range []struct {
+		run  func(context.Context) error
+		what string // what the admin API says the start is doing meanwhile
+	}{
+		{d.prepare, "preparing its data dir"},                                // data dir, configuration warnings
+		{d.listenAdmin, "opening its admin socket"},                          // the admin API, answering "starting" until the end
+		{d.openEtcd, "opening etcd"},                                         // embedded etcd or a cluster, the etcd client; waits until etcd answers
+		{d.listenTerminals, "opening its terminal listener"},                 // its address goes into the server record
+		{d.takeLease, "taking its lease"},                                    // this server's record and lease
+		{d.startCompositor, "starting its compositor backend"},               // weston or a WayRay compositor
+		{d.startAuth, "loading its policies"},                                // policies, PAM, the failure limiter, the pairer
+		{d.listenAttach, "opening its attach gateway"},                       // the attach gateway's listener
+		{d.startEvents, "starting its event bus"},                            // subscribed before the broker can emit
+		{d.startBroker, "starting its broker"},                               // the session broker
+		{d.adoptDesktops, "adopting the desktops its previous run left"},     // claims taken over
+		{d.serveTerminals, "serving terminals"},                              // the terminal listener and the attach gateway
+		{d.startAdmin, "starting the group's administration"},                // group commands, event log, presence, metrics, hook, dashboard
+		{d.startMetricsHTTP, "opening its metrics listener"},                 // /metrics, /livez, /readyz
+		{d.startBackground, "starting seats, lease supervisor, token watch"}, // and the sharing of lockouts
 	} {
-		if err := step(ctx); err != nil {
+		d.phase.Store(&step.what)
+		if err := step.run(ctx); err != nil {
 			return nil, err
 		}
 	}
 	d.started = true
+	d.running.Store(true)
 	return d, nil
 }
+
+// starting is the admin API's answer until the start is done (nil then):
+// what the start is doing.
+func (d *daemon) starting() error {
+	if d.running.Load() {
+		return nil
+	}
+	return fmt.Errorf("hotdeskd is starting: %s", *d.phase.Load())
+}
+
+// setPhase says what the start waits for now, for the admin API.
+func (d *daemon) setPhase(what string) { d.phase.Store(&what) }
 
 // dataDirLock is the file in the data directory whose flock a running
 // hotdeskd holds (see prepare).
@@ -291,7 +314,7 @@ func (d *daemon) openEtcd(ctx context.Context) error {
 	// turn to the group's other brokers at once; on a listener nobody
 	// serves, a dial waits its stagger (PROTOCOL.md §11) before the next
 	// broker and hangs until its handshake timeout.
-	return waitForEtcd(ctx, d.store, cfg, logger, func(ctx context.Context) string {
+	return d.waitForEtcd(ctx, func(ctx context.Context) string {
 		return strings.Join(registry.Reach(ctx, endpoints, etcdTLS, 2*time.Second), "; ")
 	})
 }
@@ -312,7 +335,7 @@ func (d *daemon) takeLease(ctx context.Context) error {
 	// The lease of the previous run, if it kept its desktops: this run
 	// takes its server record and claims over (adoptDesktops).
 	d.prevLease = readLeaseFile(cfg.DataDir)
-	d.reg, err = newRegistry(ctx, d.clk, d.etcd, d.store, cfg, d.serverRec, logger, d.prevLease)
+	d.reg, err = d.newRegistry(ctx)
 	if err != nil {
 		return etcdAccessHint(err, cfg) // "registry: ..." already
 	}
@@ -605,10 +628,9 @@ func (d *daemon) adoptDesktops(ctx context.Context) error {
 	return nil
 }
 
-// serveTerminals starts the daemon's run context (cancelled first by stop)
-// and serves the terminal listener and the attach gateway in it.
-func (d *daemon) serveTerminals(ctx context.Context) error {
-	d.run, d.cancel = context.WithCancel(ctx)
+// serveTerminals serves the terminal listener and the attach gateway in
+// the daemon's run context.
+func (d *daemon) serveTerminals(context.Context) error {
 	d.serve(func() error {
 		return d.broker.Serve(d.run, d.termLn, proto.ServerTLSConfig(d.cert))
 	}, "terminal listener")
@@ -618,12 +640,16 @@ func (d *daemon) serveTerminals(ctx context.Context) error {
 	return nil
 }
 
-// startAdmin serves the admin API on its unix socket, then what the group's
-// administration needs: commands other members forward here, events stored
-// for the group's stream, terminal presence, metrics and the dashboard
-// (the event hook runs from startEvents on).
-func (d *daemon) startAdmin(context.Context) error {
-	cfg, logger, run := d.cfg, d.log, d.run
+// listenAdmin starts the daemon's run context (cancelled first by stop) and
+// serves the admin API on its unix socket. Until the start is done every
+// request but /livez is answered 503 with what the start is doing
+// ("hotdeskd is starting: waiting for etcd to answer: …"), so that
+// `hotdeskctl ready` and the rest say why during a long start rather than
+// find no socket; and a socket another hotdeskd serves is found before
+// anything else is started.
+func (d *daemon) listenAdmin(ctx context.Context) error {
+	cfg, logger := d.cfg, d.log
+	d.run, d.cancel = context.WithCancel(ctx)
 	var err error
 	d.adminLn, err = adminapi.Listen(cfg.AdminSocket, 0o660)
 	if errors.Is(err, adminapi.ErrInUse) {
@@ -642,10 +668,19 @@ func (d *daemon) startAdmin(context.Context) error {
 			return fmt.Errorf("admin socket: %w", err)
 		}
 	}
-	backend := &adminBackend{d: d}
-	admin := adminapi.NewServer(backend, logger.Named("admin"), gid)
-	d.serve(func() error { return admin.Serve(run, d.adminLn) }, "admin api")
+	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
+	admin.Starting(d.starting)
+	d.serve(func() error { return admin.Serve(d.run, d.adminLn) }, "admin api")
+	return nil
+}
 
+// startAdmin serves what the group's administration needs besides the
+// admin API (listenAdmin): commands other members forward here, events stored
+// for the group's stream, terminal presence, metrics and the dashboard
+// (the event hook runs from startEvents on).
+func (d *daemon) startAdmin(context.Context) error {
+	cfg, logger, run := d.cfg, d.log, d.run
+	backend := &adminBackend{d: d}
 	d.serve(func() error { d.store.ServeCommands(run, backend.handleCommand); return nil }, "admin commands")
 	evlog := d.store.NewEventLog()
 	d.serve(func() error { publishEvents(run, evlog, d.subs.publish, logger.Named("events")); return nil }, "event log")
@@ -744,8 +779,10 @@ func (d *daemon) startBackground(context.Context) error {
 // An etcd that does not answer (a site powered up with its brokers
 // before its etcd members, a quorum lost) is waited for, as long as it
 // takes, rather than the start failing into a loop of restarts.
-// The registry runs on clk; the wait is in real time, as the etcd lease's.
-func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, store *registry.Store, cfg *config.Config, rec registry.ServerRecord, logger hclog.Logger, prev clientv3.LeaseID) (*registry.Registry, error) {
+// The registry runs on d.clk; the wait is in real time, as the etcd lease's.
+func (d *daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
+	clk, cli, store, cfg, rec, logger, prev := d.clk, d.etcd, d.store, d.cfg, d.serverRec, d.log, d.prevLease
+	defer d.phase.Store(d.phase.Load())
 	start := time.Now()
 	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
 	for {
@@ -754,7 +791,7 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 			registry.WithLeaseTTL(cfg.Etcd.LeaseTTL), registry.WithClock(clk), registry.WithLogger(logger.Named("registry")),
 			registry.WithPreviousLease(prev))
 		if registry.Unanswered(err) && ctx.Err() == nil {
-			if err := waitForEtcd(ctx, store, cfg, logger, nil); err != nil {
+			if err := d.waitForEtcd(ctx, nil); err != nil {
 				return nil, err
 			}
 			// An attempt that failed at once (a connection error) while
@@ -780,6 +817,7 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 		}
 		logger.Warn("server id in use; waiting for its lease to expire (this server's previous run) or giving up (another broker with this server_id)",
 			"server_id", rec.ID, "holder", holder)
+		d.setPhase(fmt.Sprintf("waiting for server id %q to be free (held by %s)", rec.ID, holder))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -797,7 +835,12 @@ func newRegistry(ctx context.Context, clk clock.Clock, cli *clientv3.Client, sto
 // else systemd would kill a start that waits longer than TimeoutStartSec.
 // reach, if set, tells how each endpoint is reached (registry.Reach), for
 // the warning.
-func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config, logger hclog.Logger, reach func(context.Context) string) error {
+//
+// Meanwhile the admin API says the start is "waiting for etcd to answer",
+// with how each endpoint is reached once that is known.
+func (d *daemon) waitForEtcd(ctx context.Context, reach func(context.Context) string) error {
+	store, cfg, logger := d.store, d.cfg, d.log
+	defer d.phase.Store(d.phase.Load())
 	const every = 5 * time.Second
 	begin := time.Now()
 	var said time.Time
@@ -818,9 +861,13 @@ func waitForEtcd(ctx context.Context, store *registry.Store, cfg *config.Config,
 		if time.Since(said) >= time.Minute {
 			said = time.Now()
 			args := []any{"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second)}
+			phase := "waiting for etcd to answer"
 			if reach != nil {
-				args = append(args, "reach", reach(ctx))
+				r := reach(ctx)
+				args = append(args, "reach", r)
+				phase += ": " + r
 			}
+			d.setPhase(phase)
 			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it", args...)
 		}
 		notify(logger, "STATUS=waiting for etcd to answer")

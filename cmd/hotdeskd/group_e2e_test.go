@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -825,11 +826,13 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 }
 
 // TestFailedStartLeavesNoMember: a broker whose start fails after it has
-// registered (here: another hotdeskd answers on its admin socket, which it
-// says, and what to do), with keep_on_stop (the default) and no desktop,
-// leaves the group at once. Before, its record stayed for the lease TTL: a
-// member that new sessions were placed on and terminals redirected to,
-// with nothing answering (QA).
+// registered (here: its metrics listener's address is taken), with
+// keep_on_stop (the default) and no desktop, leaves the group at once.
+// Before, its record stayed for the lease TTL: a member that new sessions
+// were placed on and terminals redirected to, with nothing answering (QA).
+// A broker whose admin socket another hotdeskd answers on fails before it
+// registers (the socket is opened early in the start), saying so and what
+// to do.
 func TestFailedStartLeavesNoMember(t *testing.T) {
 	t.Parallel()
 	// A long lease: the record would outlive the checks below.
@@ -846,13 +849,30 @@ func TestFailedStartLeavesNoMember(t *testing.T) {
 	if second.ExitErr() == nil || !strings.Contains(log, want) {
 		t.Fatalf("the second hotdeskd on a taken admin socket: %v; log:\n%s\nwant a failure saying %q", second.ExitErr(), log, want)
 	}
-	if !strings.Contains(log, "registered server") {
-		t.Fatalf("the second hotdeskd failed before it registered; the test no longer covers a rollback after registering:\n%s", log)
+	if strings.Contains(log, "registered server") {
+		t.Errorf("the second hotdeskd registered before it found its admin socket taken:\n%s", log)
 	}
-	if out := string(first.MustCtl("server", "list")); strings.Contains(out, "fs-2") {
-		t.Errorf("server list after fs-2's failed start:\n%s\nwant no fs-2", out)
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir3 := t.TempDir()
+	etcd3 := strings.Replace(etcd, `metrics_listen = "off"`, fmt.Sprintf("metrics_listen = %q", taken.Addr().String()), 1)
+	third := testutil.NewDaemon(t, bin, dir3, testutil.AdminSocket(dir3), testutil.DaemonConfig(t, "fs-3", dir3, testutil.FreeAddr(t), etcd3))
+	third.Name = "fs-3"
+	log = launchToFail(t, third, "the third hotdeskd to fail")
+	if third.ExitErr() == nil || !strings.Contains(log, "metrics listener") {
+		t.Fatalf("the third hotdeskd on a taken metrics address: %v; log:\n%s\nwant a failure of its metrics listener", third.ExitErr(), log)
+	}
+	if !strings.Contains(log, "registered server") {
+		t.Fatalf("the third hotdeskd failed before it registered; the test no longer covers a rollback after registering:\n%s", log)
+	}
+	if out := string(first.MustCtl("server", "list")); strings.Contains(out, "fs-2") || strings.Contains(out, "fs-3") {
+		t.Errorf("server list after the failed starts:\n%s\nwant no fs-2, no fs-3", out)
 	}
 	if _, err := first.Ctl("ready"); err != nil {
-		t.Errorf("fs-1 after fs-2's failed start: %v; want it ready", err)
+		t.Errorf("fs-1 after the failed starts: %v; want it ready", err)
 	}
 }

@@ -117,6 +117,14 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	if log := d.LogTail(1 << 20); !strings.Contains(log, `reach="`+eps[0]+": dial tcp") || !strings.Contains(log, "connection refused") {
 		t.Errorf("the warning does not say the endpoint refused the connection:\n%s", log)
 	}
+	// The admin API says why the broker is not ready (it had no socket
+	// until the start was done).
+	if _, err := d.Ctl("ready"); err == nil || !strings.Contains(err.Error(), "hotdeskd is starting: waiting for etcd to answer: "+eps[0]+": dial tcp") {
+		t.Errorf("hotdeskctl ready while the start waits for etcd: %v; want it to say the start waits for etcd, and why", err)
+	}
+	if _, err := d.Ctl("sessions"); err == nil || !strings.Contains(err.Error(), "hotdeskd is starting") {
+		t.Errorf("hotdeskctl sessions while the start waits for etcd: %v; want it to say the start is not done", err)
+	}
 	// Meanwhile terminals are refused, and turn to other brokers at once
 	// (a listener that never answered would hold each for its handshake
 	// timeout).

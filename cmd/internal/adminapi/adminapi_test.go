@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1059,5 +1060,47 @@ func TestEventsFailed(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("GET /v1/events?%s: %d; want %d", q, resp.StatusCode, want)
 		}
+	}
+}
+
+// TestStarting: while the daemon's start runs, every request but /livez is
+// answered 503 with what the start is doing, and the backend is not asked
+// (it cannot answer yet); once the start is done, requests reach it.
+func TestStarting(t *testing.T) {
+	b := adminapitest.New(adminapitest.State{})
+	var started atomic.Bool
+	ts := startServer(t, b, -1, func(s *adminapi.Server) {
+		s.Starting(func() error {
+			if started.Load() {
+				return nil
+			}
+			return errors.New("hotdeskd is starting: waiting for etcd to answer")
+		})
+	})
+	c := adminapi.NewClient(ts.path)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Live(ctx); err != nil {
+		t.Errorf("Live while starting = %v; want nil", err)
+	}
+	for name, call := range map[string]func() error{
+		"ready":    func() error { return c.Ready(ctx) },
+		"sessions": func() error { _, err := c.Sessions(ctx); return err },
+		"pair":     func() error { _, err := c.PairToken(ctx, adminapi.PairRequest{User: "a"}); return err },
+	} {
+		err := call()
+		if !errors.Is(err, adminapi.ErrNotReady) || !strings.Contains(err.Error(), "hotdeskd is starting: waiting for etcd to answer") {
+			t.Errorf("%s while starting = %v; want not ready, saying what the start waits for", name, err)
+		}
+	}
+	if calls := b.PairCalls(); len(calls) != 0 {
+		t.Errorf("the backend was asked to pair %d times while starting", len(calls))
+	}
+	started.Store(true)
+	if err := c.Ready(ctx); err != nil {
+		t.Errorf("Ready once started = %v; want nil", err)
+	}
+	if _, err := c.PairToken(ctx, adminapi.PairRequest{User: "a"}); err != nil {
+		t.Errorf("PairToken once started = %v", err)
 	}
 }

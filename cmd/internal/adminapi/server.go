@@ -169,7 +169,19 @@ type Server struct {
 	shutdownTimeout time.Duration
 
 	refusals *burstlog.Logger // refused peers: a line a second, with the count
+
+	// starting, if set, answers for the backend while it returns an
+	// error (see Starting).
+	starting func() error
 }
+
+// Starting has every request but /livez answered 503 with the error
+// starting returns, for as long as it returns one: a daemon serves its
+// socket from early in its start, before its backend can answer, so that
+// a client is told what the start waits for (etcd, say) instead of
+// finding no socket. Peers are checked first as always. Call it before
+// Serve.
+func (s *Server) Starting(starting func() error) { s.starting = starting }
 
 // NewServer returns a Server for b. adminGID is the group whose members may
 // use the API besides root and the daemon's uid; -1 for none. logger may be
@@ -329,6 +341,12 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			writeError(w, http.StatusForbidden, fmt.Sprintf(
 				"uid %d may not use the admin API: it is not root, the daemon's user or in the admin group", p.UID))
 			return
+		}
+		if s.starting != nil && r.URL.Path != "/livez" {
+			if err := s.starting(); err != nil {
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
