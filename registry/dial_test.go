@@ -145,9 +145,17 @@ func TestReach(t *testing.T) {
 	}
 	defer uln.Close()
 	unix := "unix://" + sock
-	got := registry.Reach(t.Context(), []string{up, down, unix}, nil, 2*time.Second)
-	if len(got) != 3 || got[0] != up+": ok" || !strings.HasPrefix(got[1], down+": dial tcp") || !strings.Contains(got[1], "connection refused") ||
-		got[2] != unix+": ok" {
-		t.Fatalf("Reach = %q; want %q ok, %q refused and %q ok", got, up, down, unix)
+	// An etcd serving TLS only, named http:// (its TCP connection
+	// succeeds: before, "ok").
+	e, err := registry.StartEmbedded(t.Context(), registry.EmbedConfig{Dir: t.TempDir(), TLSDir: filepath.Join(t.TempDir(), "tls"), UnsafeNoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	plain := strings.Replace(e.Endpoints()[0], "https://", "http://", 1)
+	got := registry.Reach(t.Context(), []string{up, down, unix, plain}, nil, 2*time.Second)
+	if len(got) != 4 || got[0] != up+": ok" || !strings.HasPrefix(got[1], down+": dial tcp") || !strings.Contains(got[1], "connection refused") ||
+		got[2] != unix+": ok" || got[3] != plain+": TLS: the endpoint serves TLS only: name it https:// (with etcd.ca_file)" {
+		t.Fatalf("Reach = %q; want %q ok, %q refused, %q ok and %q TLS only", got, up, down, unix, plain)
 	}
 }
