@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,7 +99,10 @@ type daemon struct {
 	// until then.
 	started bool
 	running atomic.Bool
-	phase   atomic.Pointer[string]
+	phase   atomic.Pointer[startPhase]
+	// metricsHTTP serves the metrics listener once the metrics are
+	// started (see listenMetrics).
+	metricsHTTP atomic.Pointer[http.Handler]
 }
 
 // holdsDesktops reports whether the broker runs any session (desktops this
@@ -136,6 +140,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	}{
 		{d.prepare, "preparing its data dir"},                                // data dir, configuration warnings
 		{d.listenAdmin, "opening its admin socket"},                          // the admin API, answering "starting" until the end
+		{d.listenMetrics, "opening its metrics listener"},                    // /livez, /readyz, answering "starting" until startMetrics
 		{d.openEtcd, "opening etcd"},                                         // embedded etcd or a cluster, the etcd client; waits until etcd answers
 		{d.listenTerminals, "opening its terminal listener"},                 // its address goes into the server record
 		{d.takeLease, "taking its lease"},                                    // this server's record and lease
@@ -147,10 +152,10 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		{d.adoptDesktops, "adopting the desktops its previous run left"},     // claims taken over
 		{d.serveTerminals, "serving terminals"},                              // the terminal listener and the attach gateway
 		{d.startAdmin, "starting the group's administration"},                // group commands, event log, presence, metrics, hook, dashboard
-		{d.startMetricsHTTP, "opening its metrics listener"},                 // /metrics, /livez, /readyz
+		{d.startMetrics, "serving its metrics"},                              // /metrics, and /readyz the broker's readiness
 		{d.startBackground, "starting seats, lease supervisor, token watch"}, // and the sharing of lockouts
 	} {
-		d.phase.Store(&step.what)
+		d.setPhase(step.what, "")
 		if err := step.run(ctx); err != nil {
 			return nil, err
 		}
@@ -160,17 +165,26 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	return d, nil
 }
 
+// startPhase is what the start is doing: what, for anyone who reaches the
+// metrics listener, and a detail (how each etcd endpoint is reached) for
+// the admin API's users only.
+type startPhase struct{ what, detail string }
+
 // starting is the admin API's answer until the start is done (nil then):
-// what the start is doing.
+// what the start is doing, with its detail.
 func (d *daemon) starting() error {
 	if d.running.Load() {
 		return nil
 	}
-	return fmt.Errorf("hotdeskd is starting: %s", *d.phase.Load())
+	p := d.phase.Load()
+	if p.detail != "" {
+		return fmt.Errorf("hotdeskd is starting: %s: %s", p.what, p.detail)
+	}
+	return fmt.Errorf("hotdeskd is starting: %s", p.what)
 }
 
-// setPhase says what the start waits for now, for the admin API.
-func (d *daemon) setPhase(what string) { d.phase.Store(&what) }
+// setPhase says what the start does or waits for now.
+func (d *daemon) setPhase(what, detail string) { d.phase.Store(&startPhase{what, detail}) }
 
 // dataDirLock is the file in the data directory whose flock a running
 // hotdeskd holds (see prepare).
@@ -723,9 +737,13 @@ func (d *daemon) startAdmin(context.Context) error {
 	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
 }
 
-// startMetricsHTTP serves /metrics, /livez and /readyz unless metrics_listen
-// is "off"; the default address being taken is only a warning.
-func (d *daemon) startMetricsHTTP(context.Context) error {
+// listenMetrics serves /metrics, /livez and /readyz unless metrics_listen
+// is "off"; the default address being taken is only a warning. It is
+// served from early in the start, as the admin API is: until
+// serveMetricsHTTP, /livez answers ok and the rest 503 with what the start
+// is doing, so that a load balancer or a monitor polling /readyz is told
+// "starting: waiting for etcd to answer", not refused.
+func (d *daemon) listenMetrics(context.Context) error {
 	cfg, logger := d.cfg, d.log
 	if cfg.MetricsListen == "off" {
 		return nil
@@ -739,9 +757,34 @@ func (d *daemon) startMetricsHTTP(context.Context) error {
 	default:
 		logger.Info("metrics listener", "addr", mln.Addr().String())
 		mln = httpserve.Limit(mln, httpMaxConns, httpMaxPerSource)
-		h := d.metrics.handler(d.broker.Ready)
-		d.serve(func() error { return serveMetrics(d.run, mln, h, logger.Named("metrics")) }, "metrics listener")
+		d.serve(func() error {
+			return serveMetrics(d.run, mln, http.HandlerFunc(d.serveMetricsHTTP), logger.Named("metrics"))
+		}, "metrics listener")
 	}
+	return nil
+}
+
+// serveMetricsHTTP answers the metrics listener: with the metrics' handler
+// once startMetrics has set it, else as a start in progress.
+func (d *daemon) serveMetricsHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := d.metricsHTTP.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	if r.URL.Path == "/livez" {
+		writeHealth(w, http.StatusOK, "ok", "")
+		return
+	}
+	// What the start does, without the admin API's detail: the port is
+	// open to every local user.
+	writeHealth(w, http.StatusServiceUnavailable, "not ready", "hotdeskd is starting: "+d.phase.Load().what)
+}
+
+// startMetrics has the metrics listener (listenMetrics) serve the metrics
+// and the broker's readiness.
+func (d *daemon) startMetrics(context.Context) error {
+	h := d.metrics.handler(d.broker.Ready)
+	d.metricsHTTP.Store(&h)
 	return nil
 }
 
@@ -817,7 +860,7 @@ func (d *daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 		}
 		logger.Warn("server id in use; waiting for its lease to expire (this server's previous run) or giving up (another broker with this server_id)",
 			"server_id", rec.ID, "holder", holder)
-		d.setPhase(fmt.Sprintf("waiting for server id %q to be free (held by %s)", rec.ID, holder))
+		d.setPhase(fmt.Sprintf("waiting for server id %q to be free", rec.ID), "held by "+holder)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -861,13 +904,12 @@ func (d *daemon) waitForEtcd(ctx context.Context, reach func(context.Context) st
 		if time.Since(said) >= time.Minute {
 			said = time.Now()
 			args := []any{"endpoints", strings.Join(cfg.Etcd.Endpoints, ","), "waited", time.Since(begin).Round(time.Second)}
-			phase := "waiting for etcd to answer"
+			detail := ""
 			if reach != nil {
-				r := reach(ctx)
-				args = append(args, "reach", r)
-				phase += ": " + r
+				detail = reach(ctx)
+				args = append(args, "reach", detail)
 			}
-			d.setPhase(phase)
+			d.setPhase("waiting for etcd to answer", detail)
 			logger.Warn("etcd does not answer (its members down or unreachable, or without a quorum): waiting for it", args...)
 		}
 		notify(logger, "STATUS=waiting for etcd to answer")

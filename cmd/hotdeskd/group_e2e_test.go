@@ -826,7 +826,7 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 }
 
 // TestFailedStartLeavesNoMember: a broker whose start fails after it has
-// registered (here: its metrics listener's address is taken), with
+// registered (here: its attach gateway's address is taken), with
 // keep_on_stop (the default) and no desktop, leaves the group at once.
 // Before, its record stayed for the lease TTL: a member that new sessions
 // were placed on and terminals redirected to, with nothing answering (QA).
@@ -859,12 +859,12 @@ func TestFailedStartLeavesNoMember(t *testing.T) {
 	}
 	defer taken.Close()
 	dir3 := t.TempDir()
-	etcd3 := strings.Replace(etcd, `metrics_listen = "off"`, fmt.Sprintf("metrics_listen = %q", taken.Addr().String()), 1)
+	etcd3 := etcd + fmt.Sprintf("attach_listen = %q\n", taken.Addr().String())
 	third := testutil.NewDaemon(t, bin, dir3, testutil.AdminSocket(dir3), testutil.DaemonConfig(t, "fs-3", dir3, testutil.FreeAddr(t), etcd3))
 	third.Name = "fs-3"
 	log = launchToFail(t, third, "the third hotdeskd to fail")
-	if third.ExitErr() == nil || !strings.Contains(log, "metrics listener") {
-		t.Fatalf("the third hotdeskd on a taken metrics address: %v; log:\n%s\nwant a failure of its metrics listener", third.ExitErr(), log)
+	if third.ExitErr() == nil || !strings.Contains(log, "address already in use") {
+		t.Fatalf("the third hotdeskd on a taken attach address: %v; log:\n%s\nwant a failure of its attach listener", third.ExitErr(), log)
 	}
 	if !strings.Contains(log, "registered server") {
 		t.Fatalf("the third hotdeskd failed before it registered; the test no longer covers a rollback after registering:\n%s", log)

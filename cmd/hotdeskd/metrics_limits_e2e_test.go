@@ -23,16 +23,24 @@ import (
 // scrape returns /metrics of the daemon at addr.
 func scrape(t *testing.T, addr string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	return body
+}
+
+// httpGet returns the status and body (its first 4 MiB) of a GET of url,
+// failing the test if there is no answer.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
 	if err != nil {
-		t.Fatalf("scrape: %v", err)
+		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		t.Fatalf("scrape: %v", err)
+		t.Fatalf("GET %s: %v", url, err)
 	}
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // sample is the value of metric name with exactly the given labels (an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -103,7 +104,8 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	eps, members := etcdtest.StartCluster(t, 1)
 	etcdtest.StopMember(t, members[0])
 	dir := t.TempDir()
-	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nmetrics_listen = \"off\"\n", eps[0])
+	metrics := testutil.FreeAddr(t)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nmetrics_listen = %q\n", eps[0], metrics)
 	addr := testutil.FreeAddr(t)
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "waits-for-etcd", dir, addr, etcd))
 	d.Launch()
@@ -125,6 +127,16 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	if _, err := d.Ctl("sessions"); err == nil || !strings.Contains(err.Error(), "hotdeskd is starting") {
 		t.Errorf("hotdeskctl sessions while the start waits for etcd: %v; want it to say the start is not done", err)
 	}
+	// So does the metrics listener's /readyz, for a load balancer or a
+	// monitor, without the detail (every local user reaches it); /livez
+	// answers.
+	if code, body := httpGet(t, "http://"+metrics+"/readyz"); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "hotdeskd is starting: waiting for etcd to answer") || strings.Contains(body, "dial tcp") {
+		t.Errorf("/readyz while the start waits for etcd: %d %s; want 503 saying the start waits for etcd, not how etcd is reached", code, body)
+	}
+	if code, body := httpGet(t, "http://"+metrics+"/livez"); code != http.StatusOK {
+		t.Errorf("/livez while the start waits for etcd: %d %s; want 200", code, body)
+	}
 	// Meanwhile terminals are refused, and turn to other brokers at once
 	// (a listener that never answered would hold each for its handshake
 	// timeout).
@@ -134,6 +146,12 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	}
 	etcdtest.RestartMember(t, members[0])
 	d.WaitReady()
+	if code, body := httpGet(t, "http://"+metrics+"/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz once started: %d %s; want 200", code, body)
+	}
+	if code, body := httpGet(t, "http://"+metrics+"/metrics"); code != http.StatusOK || !strings.Contains(body, "hotdesk_") {
+		t.Errorf("/metrics once started: %d; want 200 and the metrics:\n%.300s", code, body)
+	}
 	if log := d.LogTail(1 << 20); !strings.Contains(log, "etcd answers") {
 		t.Fatalf("no line saying etcd answers:\n%s", log)
 	}
