@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -1149,12 +1147,7 @@ func TestTypedAheadAnswerExpires(t *testing.T) {
 // itself.
 func TestAgentRefusedRetriesSoon(t *testing.T) {
 	t.Parallel()
-	gone, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := gone.Addr().String()
-	gone.Close()
+	refused := testutil.FreeAddr(t) // nothing listens there
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: the handshake times out
 	if err != nil {
 		t.Fatal(err)
@@ -1192,7 +1185,9 @@ func TestAgentRefusedRetriesSoon(t *testing.T) {
 // "refused" only if every broker refused.
 func TestAllRefused(t *testing.T) {
 	t.Parallel()
-	refused := fmt.Errorf("proto: dial a:1: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+	addr := testutil.FreeAddr(t)
+	_, err := net.Dial("tcp", addr) // nothing listens: refused
+	refused := fmt.Errorf("proto: dial %s: %w", addr, err)
 	timeout := fmt.Errorf("handshake with b:1: %w", context.DeadlineExceeded)
 	for _, c := range []struct {
 		err  error
