@@ -264,14 +264,16 @@ func (a *agent) scheduleRetryIn(d time.Duration) {
 		return
 	}
 	d = jitter(d, a.cfg.MaxBackoff)
-	a.log.Debug("reconnecting", "in", d)
-	a.out.emit(reconnectingEvent(d))
 	a.retrying = a.clk.AfterFunc(d, func() {
 		select {
 		case a.retry <- struct{}{}:
 		default:
 		}
 	})
+	// Said once it is scheduled: whoever reads it (a test on a fake
+	// clock) may count on the timer.
+	a.log.Debug("reconnecting", "in", d)
+	a.out.emit(reconnectingEvent(d))
 }
 
 // jitter returns d ±20% at random, at most ceiling (0: no ceiling).
