@@ -133,32 +133,8 @@ func (b *Broker) ServeAttach(ctx context.Context, ln net.Listener, tlsCfg *tls.C
 
 func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 	log := b.log.With("remote", tc.RemoteAddr().String())
-	// The TLS handshake and the Attach together get HandshakeTimeout.
-	expired := time.AfterFunc(b.lim.HandshakeTimeout, func() { tc.Close() })
-	defer expired.Stop()
-	hctx, cancel := context.WithTimeout(ctx, b.lim.HandshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		tc.Close()
-		return
-	}
-	conn := proto.NewConn(tc, proto.WithReadTimeout(b.lim.HandshakeTimeout))
-	m, err := conn.Recv()
-	if err == nil && !expired.Stop() {
-		err = errors.New("broker: attach: first message timed out")
-	}
-	if err != nil {
-		if perr := proto.ErrorFor(err); perr != nil {
-			_ = conn.Send(perr)
-		}
-		conn.Close()
-		return
-	}
-	req, ok := m.Body.(*proto.Attach)
-	if !ok {
-		_ = conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: "expected attach"})
-		conn.Close()
+	conn, req := b.readAttach(ctx, tc)
+	if req == nil {
 		return
 	}
 	if !adm.authenticated() {
@@ -175,27 +151,12 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 		conn.Close()
 		return
 	}
-	b.mu.Lock()
-	endpoint, pid := s.info.Endpoint, s.info.PID
-	b.mu.Unlock()
-	display, err := dialEndpoint(ctx, endpoint)
-	if err == nil {
-		err = checkListener(endpoint, pid)
-		if err == nil {
-			err = checkPeer(display, pid)
-		}
-		if err != nil {
-			display.Close()
-		}
-	}
+	display, err := b.dialDisplay(ctx, s)
 	if err != nil {
 		log.Warn("attach: compositor unreachable", "session", s.ID, "error", err)
 		_ = conn.Send(&proto.Error{Code: proto.ErrCompositor, Message: "session display unreachable"})
 		conn.Close()
 		return
-	}
-	if strings.HasPrefix(endpoint, "rdp://") {
-		display = newSettleConn(display, rdpSettle, b.goAttach, b.stop)
 	}
 	// Register the stream unless the session was cut meanwhile. A session
 	// has one display stream: a new one (its terminal's display client
@@ -226,6 +187,65 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 	log.Debug("display stream attached", "session", s.ID, "terminal", req.TerminalID)
 	splice(tc, display)
 	b.cutStream(s, tc, display)
+}
+
+// readAttach completes tc's TLS handshake and reads its Attach, the two
+// within HandshakeTimeout. On failure it has answered (a protocol error)
+// and closed tc, and req is nil.
+func (b *Broker) readAttach(ctx context.Context, tc *tls.Conn) (conn *proto.Conn, req *proto.Attach) {
+	expired := time.AfterFunc(b.lim.HandshakeTimeout, func() { tc.Close() })
+	defer expired.Stop()
+	hctx, cancel := context.WithTimeout(ctx, b.lim.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		tc.Close()
+		return nil, nil
+	}
+	conn = proto.NewConn(tc, proto.WithReadTimeout(b.lim.HandshakeTimeout))
+	m, err := conn.Recv()
+	if err == nil && !expired.Stop() {
+		err = errors.New("broker: attach: first message timed out")
+	}
+	if err != nil {
+		if perr := proto.ErrorFor(err); perr != nil {
+			_ = conn.Send(perr)
+		}
+		conn.Close()
+		return nil, nil
+	}
+	req, ok := m.Body.(*proto.Attach)
+	if !ok {
+		_ = conn.Send(&proto.Error{Code: proto.ErrProtocol, Message: "expected attach"})
+		conn.Close()
+		return nil, nil
+	}
+	return conn, req
+}
+
+// dialDisplay connects to s's display endpoint and checks that the
+// compositor of s (its pid) listens there and is the peer; an RDP
+// connection is wrapped to settle its first output (newSettleConn).
+func (b *Broker) dialDisplay(ctx context.Context, s *Session) (net.Conn, error) {
+	b.mu.Lock()
+	endpoint, pid := s.info.Endpoint, s.info.PID
+	b.mu.Unlock()
+	display, err := dialEndpoint(ctx, endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkListener(endpoint, pid); err != nil {
+		display.Close()
+		return nil, err
+	}
+	if err := checkPeer(display, pid); err != nil {
+		display.Close()
+		return nil, err
+	}
+	if strings.HasPrefix(endpoint, "rdp://") {
+		display = newSettleConn(display, rdpSettle, b.goAttach, b.stop)
+	}
+	return display, nil
 }
 
 // cutStream closes one stream of s and forgets it.
