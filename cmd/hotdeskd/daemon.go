@@ -136,7 +136,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 	}()
 	for _, step := range []struct {
 		run  func(context.Context) error
-		what string // what the admin API says the start is doing meanwhile
+		what string // what the admin API and /readyz say the start is doing meanwhile
 	}{
 		{d.prepare, "preparing its data dir"},                                // data dir, configuration warnings
 		{d.listenAdmin, "opening its admin socket"},                          // the admin API, answering "starting" until the end
@@ -740,8 +740,8 @@ func (d *daemon) startAdmin(context.Context) error {
 // listenMetrics serves /metrics, /livez and /readyz unless metrics_listen
 // is "off"; the default address being taken is only a warning. It is
 // served from early in the start, as the admin API is: until
-// serveMetricsHTTP, /livez answers ok and the rest 503 with what the start
-// is doing, so that a load balancer or a monitor polling /readyz is told
+// startMetrics, /livez answers ok and the rest 503 with what the start is
+// doing, so that a load balancer or a monitor polling /readyz is told
 // "starting: waiting for etcd to answer", not refused.
 func (d *daemon) listenMetrics(context.Context) error {
 	cfg, logger := d.cfg, d.log
