@@ -648,7 +648,7 @@ func TestConnGateEvictedNotAuthenticated(t *testing.T) {
 	if x1.authenticated() {
 		t.Fatal("evicted connection: authenticated() = true; want false")
 	}
-	if !x2.authenticated() || !x2.authenticated() || !y.authenticated() {
+	if !x2.authenticated() || !y.authenticated() {
 		t.Fatal("connections not evicted: authenticated() = false; want true")
 	}
 	for _, a := range []*admitted{x1, x2, y} {

@@ -258,7 +258,7 @@ func (b *Broker) serveConn(ctx context.Context, c *tls.Conn, adm *admitted) {
 		}
 	}
 	b.emit(terminalEvent(event.TerminalDisconnected, t, "", ""))
-	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+	if !errors.Is(err, io.EOF) && ctx.Err() == nil { // read returns only on an error
 		log.Info("terminal connection closed", "terminal", logValue(t.id), "error", err)
 	} else {
 		log.Debug("terminal disconnected", "terminal", logValue(t.id))

@@ -88,11 +88,6 @@ const (
 	pixelsFreeRDP        = "xfreerdp /v:{addr} /cert:ignore /sec:tls /bpp:24 -compression /audio-mode:2 -clipboard /f"
 )
 
-// pixelsOldDisplay is the command of the first measurements (the
-// end-to-end desktop test's): hotdesk-bench -pixels-display with it
-// measures the display path as it was.
-const pixelsOldDisplay = "xfreerdp /v:{addr} /cert:ignore /u:x /p:x /size:{size} /bpp:24"
-
 // pixelsConfig sizes the scenario (flags of hotdesk-bench).
 type pixelsConfig struct {
 	rounds        int    // token moves measured (≥ 1); baseline rounds as many

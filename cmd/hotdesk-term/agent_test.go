@@ -1147,7 +1147,7 @@ func TestTypedAheadAnswerExpires(t *testing.T) {
 // itself.
 func TestAgentRefusedRetriesSoon(t *testing.T) {
 	t.Parallel()
-	refused := testutil.FreeAddr(t) // nothing listens there
+	refused := testutil.FreeAddr(t)                 // nothing listens there
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: the handshake times out
 	if err != nil {
 		t.Fatal(err)

@@ -96,11 +96,6 @@ func startPCSCD(t *testing.T) *pcscdtest.Daemon {
 // (hotdesk-term -pcsc, hotdeskd with seats) at the private pcscd d.
 func pcscEnv(d *pcscdtest.Daemon) string { return pcscdtest.SocketEnv + "=" + d.Socket() }
 
-func (w *cardWorld) ctl(args ...string) error {
-	_, err := w.Ctl(args...)
-	return err
-}
-
 func (w *cardWorld) ctlOut(args ...string) ([]byte, error) { return w.Ctl(args...) }
 
 // agent runs hotdesk-term with extra args and returns its JSON events. It

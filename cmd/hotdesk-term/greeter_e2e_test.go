@@ -216,7 +216,7 @@ func TestGreeterE2E(t *testing.T) {
 	say("insert default")
 	drawn("PIN prompt", screenIs("prompt"))
 	xdo("type", "--delay", "40", "1357")
-	fr = drawn("masked PIN", func(ev map[string]any) bool { return ev["screen"] == "prompt" && ev["input"] == "••••" })
+	drawn("masked PIN", func(ev map[string]any) bool { return ev["screen"] == "prompt" && ev["input"] == "••••" })
 	snap("2-pin-masked")
 
 	// 3. A wrong PIN.

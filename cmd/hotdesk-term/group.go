@@ -38,7 +38,6 @@ type group struct {
 	roots   *x509.CertPool // CA roots instead of pins
 	srv     string         // DNS SRV name listing brokers, optional
 	lookup  srvLookupFunc  // resolves srv; net.DefaultResolver.LookupSRV
-	tlsBase func() *tls.Config
 
 	mu      sync.Mutex
 	members []proto.Member // learned from the last Welcome

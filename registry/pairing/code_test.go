@@ -111,11 +111,11 @@ func TestLimiterSource(t *testing.T) {
 		t.Errorf("allow(after lockout) = %v; want allowed", r)
 	}
 	// The counter starts afresh after a lockout.
-	if l.fail("a") || l.fail("a") {
+	if first, second := l.fail("a"), l.fail("a"); first || second {
 		t.Error("locked again before maxFailures new failures")
 	}
 	l.succeed("a")
-	if l.fail("a") || l.fail("a") {
+	if first, second := l.fail("a"), l.fail("a"); first || second {
 		t.Error("failures survived a success")
 	}
 }
@@ -211,7 +211,7 @@ func TestLimiterReserves(t *testing.T) {
 	if r := l.allow("a"); r != allowed {
 		t.Fatalf("after a release: allow = %v; want allowed", r)
 	}
-	if l.fail("a") || l.fail("a") || !l.fail("a") {
+	if first, second, third := l.fail("a"), l.fail("a"), l.fail("a"); first || second || !third {
 		t.Fatal("the 3 attempts in flight failing did not lock the source out at the 3rd")
 	}
 	if r := l.allow("a"); r != sourceLocked {
@@ -243,7 +243,7 @@ func TestLimiterSucceedKeepsInFlight(t *testing.T) {
 	if r := l.allow("a"); r != sourceBusy {
 		t.Fatalf("3 attempts in flight after the success: allow = %v; want %v", r, sourceBusy)
 	}
-	if l.fail("a") || l.fail("a") || !l.fail("a") {
+	if first, second, third := l.fail("a"), l.fail("a"), l.fail("a"); first || second || !third {
 		t.Fatal("the 3 attempts in flight failing did not lock the source out at the 3rd")
 	}
 	l.succeed("a") // a success that raced the lockout does not end it

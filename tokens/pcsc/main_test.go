@@ -348,7 +348,6 @@ func newProvider(t testing.TB, cfg Config) *Provider {
 
 // detections collects Observe calls.
 type detections struct {
-	mu sync.Mutex
 	ch chan Detection
 }
 

@@ -115,8 +115,8 @@ func (in *Inserted) Err() error {
 
 func (in *Inserted) serve(c Card) {
 	defer close(in.done)
-	err := in.loop(c)
-	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+	err := in.loop(c) // returns only on an error
+	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		in.mu.Lock()
 		in.err = err
 		in.mu.Unlock()
