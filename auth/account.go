@@ -27,7 +27,7 @@ var ErrAccount = errors.New("auth: account refused")
 // terminal to be told so.
 var ErrAccountExpired = errors.New("auth: account expired")
 
-// ErrNoAccountCheck: a login needs an account check and none is
+// ErrNoAccountCheck is returned when a login needs an account check and none is
 // configured (Chooser.Accounts unset and its Services cannot check
 // accounts). The login is refused: a disabled account must not get in for
 // want of a checker.

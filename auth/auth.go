@@ -29,7 +29,7 @@ import (
 // ErrDenied is returned (wrapped) when authentication fails.
 var ErrDenied = errors.New("auth: denied")
 
-// ErrNoAnswer: the person at the terminal did not answer a prompt in time
+// ErrNoAnswer means the person at the terminal did not answer a prompt in time
 // (auth/pam's prompt timeout wraps it). Nothing was typed: not a wrong
 // secret.
 var ErrNoAnswer = errors.New("auth: no answer from the terminal in time")

@@ -112,7 +112,7 @@ type inflight struct {
 
 var _ auth.Conversation = loginConversation{}
 
-// ErrPromptCancelled: the terminal answered a prompt with Cancel.
+// ErrPromptCancelled means the terminal answered a prompt with Cancel.
 var ErrPromptCancelled = errors.New("broker: prompt cancelled at the terminal")
 
 // Serve accepts terminal connections on ln (a TCP listener; Serve wraps it

@@ -41,7 +41,7 @@ const (
 	maxConcurrentCommands = 8
 )
 
-// ErrNoAnswer: the target server did not answer a command in time.
+// ErrNoAnswer means the target server did not answer a command in time.
 var ErrNoAnswer = errors.New("registry: command: no answer from the server")
 
 // Command is an administrative action for one server.

@@ -177,7 +177,7 @@ func WaitGroupGone(procRoot string, pgid int, d time.Duration, done <-chan struc
 	return true
 }
 
-// ErrLocked: another process, or another holder in this one, has the lock.
+// ErrLocked means another process, or another holder in this one, has the lock.
 var ErrLocked = errors.New("locked")
 
 // FileLock is an exclusive flock held on a file: a backend's hold on its

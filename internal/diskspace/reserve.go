@@ -28,7 +28,7 @@ type Reserve struct {
 	Size int64
 }
 
-// ErrNotAllocated: the filesystem took the reserve's bytes without keeping
+// ErrNotAllocated means the filesystem took the reserve's bytes without keeping
 // room for them.
 var ErrNotAllocated = errors.New("diskspace: the filesystem keeps no room for the reserve (compressed or thin)")
 

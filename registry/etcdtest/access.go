@@ -19,9 +19,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// Access attempts, for tests proving that a registry is closed to other
-// local users: AccessEnv names the environment variable that carries
-// "clientURL,peerURL,tlsDir" to the helper process.
+// AccessEnv names the environment variable that carries
+// "clientURL,peerURL,tlsDir" to the helper process of access attempts, for
+// tests proving that a registry is closed to other local users.
 const AccessEnv = "HOTDESK_TEST_ETCD_ACCESS"
 
 // AccessAttempts is how many attempts TryAccess makes.

@@ -14,7 +14,7 @@ import (
 // Reader is the reader name of software-token events.
 const Reader = "soft"
 
-// ErrNotInserted: Remove of a token that is not inserted.
+// ErrNotInserted is returned by Remove for a token that is not inserted.
 var ErrNotInserted = errors.New("soft: token not inserted")
 
 // watchBuffer is the capacity of each Watch channel.

@@ -22,9 +22,10 @@ import (
 // Name is the library's file name.
 const Name = "hotdesk-rdpwake.so"
 
-// EnvPath, when set, names the library to preload ("off" preloads none);
-// when unset, Find looks next to the executable, in ../lib/hotdesk from
-// it (make install PREFIX=…) and in SystemDir.
+// EnvPath is the environment variable that, when set, names the library
+// to preload ("off" preloads none); when unset, Find looks next to the
+// executable, in ../lib/hotdesk from it (make install PREFIX=…) and in
+// SystemDir.
 const EnvPath = "HOTDESK_RDPWAKE"
 
 // SystemDir is where packages install the library.
@@ -35,7 +36,7 @@ const SystemDir = "/usr/lib/hotdesk"
 //go:embed hotdesk-rdpwake.c
 var Source []byte
 
-// ErrUnsafe: the file could be changed by another user, so it is not
+// ErrUnsafe means the file could be changed by another user, so it is not
 // loaded into a process of this one.
 var ErrUnsafe = errors.New("rdpwake: library writable by group or others, or owned by another user")
 

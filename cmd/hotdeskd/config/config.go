@@ -78,13 +78,13 @@ const (
 // default capacity): every session is a desktop with its processes.
 const DefaultMaxSessions = 50
 
-// DefaultReconnectGrace is session.reconnect_grace by default: a link
-// that drops, a terminal that restarts, comes back well within it.
-// MaxReconnectGrace bounds it.
 // MaxLockoutBound bounds auth.max_lockout: lockouts are stored under
 // leases that long, and the back-off doubles up to it.
 const MaxLockoutBound = 30 * 24 * time.Hour
 
+// DefaultReconnectGrace is session.reconnect_grace by default: a link
+// that drops, a terminal that restarts, comes back well within it.
+// MaxReconnectGrace bounds it.
 const (
 	DefaultReconnectGrace = 30 * time.Second
 	MaxReconnectGrace     = 10 * time.Minute

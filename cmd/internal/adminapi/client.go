@@ -384,6 +384,6 @@ func (c *Client) Events(ctx context.Context, n int, follow bool, fn func(event.E
 	return nil
 }
 
-// ErrStreamEnded: a followed event stream was ended by hotdeskd (it is
+// ErrStreamEnded means a followed event stream was ended by hotdeskd (it is
 // stopping), not by the client.
 var ErrStreamEnded = errors.New("adminapi: events: hotdeskd ended the stream (it is stopping)")

@@ -50,10 +50,10 @@ const VPCDDriver = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 // SocketEnv is the libpcsclite variable naming the daemon's socket.
 const SocketEnv = "PCSCLITE_CSOCK_NAME"
 
-// ErrMissing: pcscd, vpcd or the means to run a private daemon are missing.
+// ErrMissing means pcscd, vpcd or the means to run a private daemon are missing.
 var ErrMissing = errors.New("pcscdtest: private pcscd with vpcd not available")
 
-// Reader names of the two vpcd readers.
+// Readers are the names of the two vpcd readers.
 var Readers = [2]string{"Virtual PCD 00 00", "Virtual PCD 00 01"}
 
 // Daemon is a private pcscd.
