@@ -37,8 +37,9 @@
 // Errors are an ErrorResponse with status 400 (bad request: an {id} or a
 // user that CheckID or CheckUser refuses, a state not in SessionStates, or
 // the backend returned ErrInvalid), 403 (peer refused), 404, 405, 413 (body
-// over MaxBodyBytes), 500 or 503 (not ready, or every connection slot
-// taken: the answer to a new connection then, at once). Only 500 is logged
+// over MaxBodyBytes), 500 or 503 (not ready; any path but /livez while
+// the daemon's start is not done, see Server.Starting; or every
+// connection slot taken: the answer to a new connection then, at once). Only 500 is logged
 // as an error; the client's mistakes (400, 404) are logged at debug level.
 // proto/ADMIN.md §4 is this API's reference for clients.
 //
