@@ -19,6 +19,9 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // embedReadyTimeout bounds how long StartEmbedded waits for the member to
@@ -62,8 +65,9 @@ type Embedded struct {
 	peerURL   string
 	tlsDir    string
 
-	closeOnce sync.Once
-	closing   *atomic.Bool // demotes etcd's shutdown noise to debug
+	closeOnce   sync.Once
+	closing     *atomic.Bool // demotes etcd's shutdown noise to debug
+	stopStreams context.CancelFunc
 }
 
 // StartEmbedded starts an etcd member with cfg and waits until it is ready
@@ -193,9 +197,12 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig, serving func()) (*E
 	ec.LogLevel = "error"
 	closing := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(cfg.Logger, zapcore.ErrorLevel, closing))
+	stopping, stopStreams := context.WithCancel(context.Background())
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(endStreams(stopping))}
 
 	e, err := embed.StartEtcd(ec) // closes itself on error
 	if err != nil {
+		stopStreams()
 		return nil, fmt.Errorf("registry: embedded etcd: start: %w", err)
 	}
 	if serving != nil {
@@ -203,6 +210,7 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig, serving func()) (*E
 	}
 	abort := func() {
 		closing.Store(true)
+		stopStreams()
 		// embed.Etcd.Close waits for the client servers, which only start
 		// (or give up) once the member is ready or stopping: stop the
 		// member first, or Close blocks forever.
@@ -219,8 +227,41 @@ func startEmbeddedOnce(ctx context.Context, cfg EmbedConfig, serving func()) (*E
 		return nil, fmt.Errorf("registry: embedded etcd: waiting for ready: %w", ctx.Err())
 	}
 	cfg.Logger.Info("embedded etcd ready", "name", cfg.Name, "client_url", clientURL, "peer_url", peerURL)
-	return &Embedded{etcd: e, name: cfg.Name, clientURL: clientURL, peerURL: peerURL, tlsDir: cfg.TLSDir, closing: closing}, nil
+	return &Embedded{etcd: e, name: cfg.Name, clientURL: clientURL, peerURL: peerURL, tlsDir: cfg.TLSDir, closing: closing, stopStreams: stopStreams}, nil
 }
+
+// errMemberStopping ends the streams of a member that stops (endStreams).
+var errMemberStopping = status.Error(codes.Unavailable, "registry: embedded etcd member stopping")
+
+// endStreams is a stream interceptor that ends every stream the member
+// serves (watches, lease keep-alives) once stopping is done, answering
+// errMemberStopping: Unavailable, what a lost connection looks like to an
+// etcd client, which tries again (elsewhere if it can) rather than giving
+// the watch up. Without it embed.Etcd.Close waited for the streams of
+// other processes' clients (brokers using this broker's member, the demo's
+// layout) until its request timeout, about 7 s: its HTTP server's shutdown
+// waits for every stream to end, and a watch ends only when its client
+// or its context does. A stream opened after stopping ends at once.
+func endStreams(stopping context.Context) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		defer context.AfterFunc(stopping, cancel)()
+		err := handler(srv, ctxStream{ServerStream: ss, ctx: ctx})
+		if stopping.Err() != nil && ss.Context().Err() == nil {
+			return errMemberStopping
+		}
+		return err
+	}
+}
+
+// ctxStream is a server stream with a context of its own.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
 
 // httpsURL turns an http URL into https (the scheme of a TLS member).
 func httpsURL(s string) string {
@@ -258,6 +299,7 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 func (e *Embedded) Close() error {
 	e.closeOnce.Do(func() {
 		e.closing.Store(true)
+		e.stopStreams()
 		e.etcd.Close()
 	})
 	return nil
@@ -271,6 +313,7 @@ func (e *Embedded) Kill() {
 	e.closeOnce.Do(func() {
 		e.closing.Store(true)
 		e.etcd.Server.HardStop()
+		e.stopStreams() // a crash ends them at once too
 		e.etcd.Close()
 	})
 }

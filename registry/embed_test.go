@@ -4,7 +4,15 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
@@ -142,4 +150,52 @@ func TestCluster(t *testing.T) {
 	if err != nil || won || got.Fence != c.Fence || got.Session.ServerID != "s1" {
 		t.Errorf("b.Claim = %+v, %v, %v; want s1's claim, not won", got, won, err)
 	}
+}
+
+// TestEmbeddedCloseEndsStreams: closing a member ends the streams other
+// processes' clients hold on it (a broker's watch on the demo's broker
+// that runs the group's etcd) at once, as Unavailable, which an etcd
+// client tries again rather than giving its watch up. Before, Close waited
+// for them until etcd's request timeout (about 7 s) and then cut the
+// connections: the stream ended as a transport error, not with this
+// message.
+func TestEmbeddedCloseEndsStreams(t *testing.T) {
+	t.Parallel()
+	ctx := tctx(t)
+	e, err := registry.StartEmbedded(ctx, registry.EmbedConfig{
+		Dir: t.TempDir(), TLSDir: filepath.Join(t.TempDir(), "tls"), UnsafeNoFsync: true, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	tlsCfg, err := e.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ws, err := pb.NewWatchClient(cli.ActiveConnection()).Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("/hotdesk/")}}}
+	if err := ws.Send(create); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := ws.Recv(); err != nil || !resp.Created {
+		t.Fatalf("watch created: %v, %v", resp, err)
+	}
+	begin := time.Now()
+	closed := make(chan struct{})
+	go func() { e.Close(); close(closed) }()
+	_, err = ws.Recv()
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "embedded etcd member stopping") {
+		t.Errorf("the watch stream at Close ended with %v; want Unavailable, the member stopping", err)
+	}
+	<-closed
+	t.Logf("Close with another client's watch open: %v", time.Since(begin))
 }
