@@ -42,11 +42,7 @@ func TestEmbeddedClosedToOtherUsers(t *testing.T) {
 	}
 
 	// The owner gets in with the generated client certificate.
-	tc, err := e.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := tlsClient(t, e.Endpoints(), tc)
+	cli := etcdtest.EmbeddedClient(t, e)
 	if _, err := cli.Put(ctx, "/hotdesk/tokens/soft.victim", "victim"); err != nil {
 		t.Fatalf("owner put: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 // TestEmbeddedAuth: with etcd auth enabled on a TLS member, the daemon's
@@ -37,11 +38,7 @@ func TestEmbeddedAuth(t *testing.T) {
 		}
 		t.Cleanup(func() { e.Close() })
 		cfg.ClientURL, cfg.PeerURL = e.Endpoints()[0], e.PeerURL() // the same ports after a restart
-		tc, err := e.ClientTLS()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e, tlsClient(t, e.Endpoints(), tc)
+		return e, etcdtest.EmbeddedClient(t, e)
 	}
 	e, cli := start()
 	const prefix = "/hotdesk/"

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/internal/testutil"
@@ -796,15 +795,7 @@ func TestEtcdPermissionDeniedSaysWhy(t *testing.T) {
 		t.Fatalf("etcd: %v", err)
 	}
 	t.Cleanup(func() { e.Close() })
-	ctls, err := e.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: ctls, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.EmbeddedClient(t, e)
 	// The certificate's user may use /other-group/ only.
 	if _, err := registry.EnableEmbeddedAuth(ctx, cli, tlsDir, "/other-group/"); err != nil {
 		t.Fatalf("etcd auth: %v", err)

@@ -60,6 +60,17 @@ func BrokerClient(t testing.TB, endpoints []string) *clientv3.Client {
 		DialOptions: registry.DialOptions(2 * time.Second)})
 }
 
+// EmbeddedClient returns a clientv3 client of the member e, with the client
+// certificate it generated when it serves TLS, closed by t.Cleanup.
+func EmbeddedClient(t testing.TB, e *registry.Embedded) *clientv3.Client {
+	t.Helper()
+	tc, err := e.ClientTLS()
+	if err != nil {
+		t.Fatalf("etcdtest: client TLS: %v", err)
+	}
+	return newClient(t, clientv3.Config{Endpoints: e.Endpoints(), TLS: tc, DialTimeout: 5 * time.Second})
+}
+
 func newClient(t testing.TB, cfg clientv3.Config) *clientv3.Client {
 	t.Helper()
 	cfg.Logger = zap.NewNop()
