@@ -90,8 +90,9 @@ func (r *Store) WaitAnswering(ctx context.Context) bool {
 // Reach tries each endpoint as the etcd client reaches it: a TCP
 // connection, then for an https:// endpoint a TLS handshake with tlsCfg,
 // for a plain one whether it serves TLS only (a plain http:// endpoint of
-// such an etcd connects, and is never answered), each bounded by timeout. It returns one line an endpoint, "ENDPOINT: ok"
-// or "ENDPOINT: " and what failed (connection refused, a certificate the
+// such an etcd connects, and is never answered), each bounded by timeout.
+// It returns one line an endpoint, "ENDPOINT: ok" or "ENDPOINT: " and what
+// failed (connection refused, a certificate the
 // CA file does not vouch for…): what a broker that etcd does not answer
 // tells its administrator. An endpoint reached is not proof that etcd
 // answers (it may have no quorum).
@@ -122,7 +123,7 @@ func reach(ctx context.Context, endpoint string, tlsCfg *tls.Config, timeout tim
 	}
 	defer conn.Close()
 	if !secure {
-		if servesTLS(dctx, network, hostport, timeout) {
+		if servesTLS(dctx, conn, timeout) {
 			return "TLS: the endpoint serves TLS only: name it https:// (with etcd.ca_file)"
 		}
 		return "ok"
@@ -142,23 +143,17 @@ func reach(ctx context.Context, endpoint string, tlsCfg *tls.Config, timeout tim
 	return "ok"
 }
 
-// servesTLS reports whether the endpoint at hostport completes a TLS
-// handshake, within timeout and at most a second: a TLS server answers a
-// ClientHello at once, a plain etcd with an HTTP 400. Its certificate is
-// not checked (nothing is sent over the connection: the question is only
-// whether the endpoint speaks TLS); an alert (a client certificate
-// required) is an answer in TLS too.
-func servesTLS(ctx context.Context, network, hostport string, timeout time.Duration) bool {
+// servesTLS reports whether the endpoint conn reached completes a TLS
+// handshake over it, within timeout and at most a second: a TLS server
+// answers a ClientHello at once, a plain etcd with an HTTP 400. Its
+// certificate is not checked (nothing is sent over the connection: the
+// question is only whether the endpoint speaks TLS); an alert (a client
+// certificate required) is an answer in TLS too.
+func servesTLS(ctx context.Context, conn net.Conn, timeout time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, min(timeout, time.Second))
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, hostport)
-	if err != nil {
-		return false
-	}
-	defer conn.Close()
 	cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} // a probe: see above
-	err = tls.Client(conn, cfg).HandshakeContext(ctx)
+	err := tls.Client(conn, cfg).HandshakeContext(ctx)
 	var alert tls.AlertError
 	return err == nil || errors.As(err, &alert)
 }
