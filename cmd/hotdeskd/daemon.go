@@ -858,9 +858,9 @@ func (d *daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 			return nil, fmt.Errorf("%w: %s has kept it for %s: another running broker has server_id %q; give each broker of the group its own server_id",
 				err, holder, time.Since(start).Round(time.Second), rec.ID)
 		}
+		d.setPhase(fmt.Sprintf("waiting for server id %q to be free", rec.ID), "held by "+holder)
 		logger.Warn("server id in use; waiting for its lease to expire (this server's previous run) or giving up (another broker with this server_id)",
 			"server_id", rec.ID, "holder", holder)
-		d.setPhase(fmt.Sprintf("waiting for server id %q to be free", rec.ID), "held by "+holder)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

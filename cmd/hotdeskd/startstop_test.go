@@ -83,6 +83,10 @@ func TestDaemonReloadsAfterStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, holder := startWaitingForID(t, "hup-in-start")
+	// Meanwhile the admin API says what the start waits for.
+	if _, err := d.Ctl("ready"); err == nil || !strings.Contains(err.Error(), `hotdeskd is starting: waiting for server id "hup-in-start" to be free: held by the broker at 127.0.0.1:1`) {
+		t.Errorf("hotdeskctl ready while the start waits for its server id: %v; want it to say so, and who holds the id", err)
+	}
 	if err := syscall.Kill(d.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
