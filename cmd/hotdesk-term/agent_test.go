@@ -1205,4 +1205,32 @@ func TestAllRefused(t *testing.T) {
 			t.Errorf("allRefused(%v) = %v; want %v", c.err, got, c.want)
 		}
 	}
+
+	// A real group's dial: two brokers that refuse; then one that
+	// refuses and one that never answers.
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // never accepts
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	for _, c := range []struct {
+		servers []string
+		want    bool
+	}{
+		{[]string{testutil.FreeAddr(t), testutil.FreeAddr(t)}, true},
+		{[]string{testutil.FreeAddr(t), silent.Addr().String()}, false},
+	} {
+		g, err := newGroup(c.servers, [][]byte{bytes.Repeat([]byte{1}, 32)}, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := newAgent(Config{Group: g, TerminalID: "t", Keystore: mustKeystore(t), Timeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = a.dial(t.Context(), target{})
+		if got := allRefused(err); err == nil || got != c.want {
+			t.Errorf("group %v: dial = %v, allRefused %v; want %v", c.servers, err, got, c.want)
+		}
+	}
 }
