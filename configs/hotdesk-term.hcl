@@ -81,7 +81,7 @@ keepalive = "500ms"
 
 # Reconnect delays: the first wait after a failed round over all brokers,
 # doubling (with ±20% jitter) up to the longest; while every broker refuses
-# the connection (hotdeskd restarting, or waiting for etcd), at most 4 s.
+# the connection (hotdeskd restarting, or waiting for etcd), at most 1s.
 # Flags: -min-backoff, -max-backoff.
 min_backoff = "500ms"
 max_backoff = "30s"

@@ -201,12 +201,16 @@ func (a *agent) scheduleRetry() {
 
 // refusedMaxBackoff bounds the reconnect delay while every broker tried
 // refused the connection: their hosts are up and nothing listens (hotdeskd
-// restarting, or waiting for etcd before it listens after a site's power
-// cut). A refusal costs a broker's host a reset, not a handshake, so the
-// terminal keeps trying every few seconds and is back within about that
-// of its broker, not up to MaxBackoff later; an unanswered dial (a host
-// down, a link cut) still backs off to MaxBackoff.
-const refusedMaxBackoff = 4 * time.Second
+// restarting, an upgrade of a one-server site, or waiting for etcd before
+// it listens after a site's power cut). A refusal costs a broker's host a
+// reset, not a handshake, and someone may be waiting at the terminal, so
+// it tries again about every second and is back within about a second of
+// its broker, not up to MaxBackoff later (with 4 s, a restart of 1.6 s
+// was found at 3.5 s: 0.5 + 1 + 2); an unanswered dial (a host down, a
+// link cut) still backs off to MaxBackoff. When the listener opens, the
+// terminals' ±20% jitter spreads their handshakes over 0.4 s, and the
+// broker's limits on unauthenticated connections bound the rest.
+const refusedMaxBackoff = time.Second
 
 // scheduleRetryAfter schedules the reconnect after the dial that failed
 // with err: bounded by refusedMaxBackoff if every broker refused it.

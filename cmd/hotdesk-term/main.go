@@ -200,7 +200,7 @@ func newFlagSet(o *options, answers, servers, pins *stringList, stderr io.Writer
 	fs.StringVar(&o.config, "config", "", "read settings from the HCL config `FILE` (flags win)")
 	fs.DurationVar(&o.keepalive, "keepalive", 0, "ping the broker this often; 3 unanswered pings mean it is gone (default: the broker's interval; agent: 500ms)")
 	fs.DurationVar(&o.minBackoff, "min-backoff", defaultMinBackoff, "first reconnect delay")
-	fs.DurationVar(&o.maxBackoff, "max-backoff", defaultMaxBackoff, "longest reconnect delay (at most 4 s while the brokers refuse connections)")
+	fs.DurationVar(&o.maxBackoff, "max-backoff", defaultMaxBackoff, "longest reconnect delay (at most 1s while the brokers refuse connections)")
 	fs.BoolVar(&o.greeter, "greeter", false, "show the full-screen greeter on $DISPLAY / $WAYLAND_DISPLAY while no desktop is attached")
 	fs.StringVar(&o.ca, "ca", "", "verify the broker certificate against the CA certificates in `FILE` (PEM)")
 	fs.StringVar(&o.id, "id", "", "terminal id (default: the host name)")
