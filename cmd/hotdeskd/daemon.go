@@ -94,11 +94,10 @@ type daemon struct {
 	fatal  chan error
 	stops  []func(context.Context) // rollback/stop steps, run in reverse
 	// started: every step of start succeeded, so stop is a stop, not the
-	// rollback of a failed start. running is the same, read by the admin
-	// API's goroutines, which answer with phase (what the start is doing)
-	// until then.
-	started bool
-	running atomic.Bool
+	// rollback of a failed start. Until then the admin API and the metrics
+	// listener, from their goroutines, answer with phase (what the start is
+	// doing).
+	started atomic.Bool
 	phase   atomic.Pointer[startPhase]
 	// metricsHTTP serves the metrics listener once the metrics are
 	// started (see listenMetrics).
@@ -160,8 +159,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 			return nil, err
 		}
 	}
-	d.started = true
-	d.running.Store(true)
+	d.started.Store(true)
 	return d, nil
 }
 
@@ -170,17 +168,21 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 // the admin API's users only.
 type startPhase struct{ what, detail string }
 
+// text says what the start is doing, with the detail or without it.
+func (p *startPhase) text(detail bool) string {
+	if detail && p.detail != "" {
+		return "hotdeskd is starting: " + p.what + ": " + p.detail
+	}
+	return "hotdeskd is starting: " + p.what
+}
+
 // starting is the admin API's answer until the start is done (nil then):
 // what the start is doing, with its detail.
 func (d *daemon) starting() error {
-	if d.running.Load() {
+	if d.started.Load() {
 		return nil
 	}
-	p := d.phase.Load()
-	if p.detail != "" {
-		return fmt.Errorf("hotdeskd is starting: %s: %s", p.what, p.detail)
-	}
-	return fmt.Errorf("hotdeskd is starting: %s", p.what)
+	return errors.New(d.phase.Load().text(true))
 }
 
 // setPhase says what the start does or waits for now.
@@ -355,7 +357,7 @@ func (d *daemon) takeLease(ctx context.Context) error {
 	}
 	writeLeaseFile(cfg.DataDir, d.reg.LeaseID(), logger)
 	d.stops = append(d.stops, func(ctx context.Context) {
-		if cfg.Session.KeepOnStop && (d.started || d.holdsDesktops()) {
+		if cfg.Session.KeepOnStop && (d.started.Load() || d.holdsDesktops()) {
 			// The desktops keep running: so do their claims, until the
 			// lease expires or the next run takes them over, so that no
 			// broker replaces a desktop that still exists.
@@ -777,7 +779,7 @@ func (d *daemon) serveMetricsHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// What the start does, without the admin API's detail: the port is
 	// open to every local user.
-	writeHealth(w, http.StatusServiceUnavailable, "not ready", "hotdeskd is starting: "+d.phase.Load().what)
+	writeHealth(w, http.StatusServiceUnavailable, "not ready", d.phase.Load().text(false))
 }
 
 // startMetrics has the metrics listener (listenMetrics) serve the metrics
