@@ -280,8 +280,9 @@ func TestPairUncountedRefusalsLogOncePerBurst(t *testing.T) {
 // etcd committed while the registry call timed out (etcdtest.FaultyKV) is
 // answered Paired, with its token_registered event, as any pairing is. If
 // reading back fails too, it is answered `unavailable`; the same Pair sent
-// again, on a new connection, is then answered Paired (with the event),
-// not "pairing code invalid"; another key is refused the spent code.
+// again, on a new connection or on its own, is then answered Paired (with
+// the event), not "pairing code invalid"; another key is refused the
+// spent code.
 func TestPairOutcomeUnknown(t *testing.T) {
 	t.Parallel()
 	var kv *etcdtest.FaultyKV
@@ -360,4 +361,23 @@ func TestPairOutcomeUnknown(t *testing.T) {
 	if _, err := e.reg.Token(e.ctx, soft.TokenID(other)); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("the other key after the spent code: %v; want not enrolled", err)
 	}
+
+	// The same Pair, signature and all, sent again on its own connection
+	// (what hotdesk-term sends, so that a phone signs once): Paired.
+	pub, priv = newKey()
+	code = pairCode(t, e, "tess")
+	tm = e.dial("tess-term")
+	first := &proto.Pair{Code: code, Kind: soft.Kind, PublicKey: pub, Signature: pairSig(t, tm, priv, code, soft.Kind, pub)}
+	kv.ApplyThenFail(1, true)
+	if err := tm.conn.Send(first); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := tm.next().(*proto.Error); !ok || m.Code != proto.ErrUnavailable {
+		t.Fatalf("a Pair of unknown outcome, not read back: got %+v; want Error{unavailable}", m)
+	}
+	kv.FailReads(false)
+	if err := tm.conn.Send(first); err != nil {
+		t.Fatal(err)
+	}
+	paired("the same Pair again on its connection", tm, pub, "tess", "pairing code, again")
 }

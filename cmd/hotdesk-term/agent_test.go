@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -385,34 +386,37 @@ func TestAgentPairCodeTooLong(t *testing.T) {
 	}
 }
 
-// TestAgentPairRetriesSameKey: a pairing answered "unavailable", or whose
-// connection ended after the Pair was sent, is sent again with the same
-// key (re-signed on a new connection): the broker may have enrolled it
-// and answers the same Pair Paired; the key is then saved. A new key
-// would be refused as a used code, the enrolled one lost.
+// TestAgentPairRetriesSameKey: a pairing answered "unavailable" is sent
+// again on its connection (the same Pair: its signature is good for the
+// connection), one whose connection ended after the Pair was sent is sent
+// again with the same key, re-signed, on a new connection: the broker may
+// have enrolled it and answers the same Pair Paired; the key is then
+// saved. A new key would be refused as a used code, the enrolled one
+// lost.
 func TestAgentPairRetriesSameKey(t *testing.T) {
 	t.Parallel()
 	a := startBroker(t, "broker-a", time.Minute)
-	path, done := startPair(t, a, newOutput(t), "abcd-efgh-jkmn", "")
-	var key []byte
-	for i, answer := range []string{"unavailable", "hang up", "paired"} {
-		p := a.accept()
-		pair := expect[proto.Pair](p)
-		checkPairSig(t, p, pair)
-		if key == nil {
-			key = pair.PublicKey
-		} else if !bytes.Equal(pair.PublicKey, key) {
-			t.Fatalf("attempt %d sent another key; want the first one again", i+1)
-		}
-		switch answer {
-		case "unavailable":
-			p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"})
-		case "hang up":
-			p.c.Close()
-		case "paired":
-			p.send(&proto.Paired{Token: soft.TokenID(pair.PublicKey), User: "alice"})
-		}
+	out := newOutput(t)
+	path, done := startPair(t, a, out, "abcd-efgh-jkmn", "")
+	p := a.accept()
+	first := expect[proto.Pair](p)
+	checkPairSig(t, p, first)
+	key := first.PublicKey
+	p.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"})
+	if ev := out.wait("waiting"); ev["in_ms"] != float64(1000) || !strings.Contains(ev["reason"].(string), "registry out of reach") {
+		t.Errorf("waiting event %v; want the Pair sent again in 1 s, the broker's answer the reason", ev)
 	}
+	if again := expect[proto.Pair](p); !reflect.DeepEqual(again, first) {
+		t.Fatalf("Pair sent again on its connection = %+v; want the first one, %+v", again, first)
+	}
+	p.c.Close()
+	p = a.accept()
+	last := expect[proto.Pair](p)
+	checkPairSig(t, p, last)
+	if !bytes.Equal(last.PublicKey, key) {
+		t.Fatalf("Pair on a new connection sent another key; want the first one again")
+	}
+	p.send(&proto.Paired{Token: soft.TokenID(key), User: "alice"})
 	var r pairResult
 	select {
 	case r = <-done:

@@ -200,6 +200,15 @@ func reconnectingEvent(in time.Duration) event {
 		text:   fmt.Sprintf("reconnecting in %s", in.Round(time.Millisecond))}
 }
 
+// pairAgainEvent announces a pairing's Pair sent again in in, why saying
+// why its outcome is not known (the broker's unavailable, a connection
+// ended).
+func pairAgainEvent(why string, in time.Duration) event {
+	return event{name: "waiting",
+		fields: []field{{"reason", why}, {"in_ms", in.Milliseconds()}},
+		text:   fmt.Sprintf("pairing not confirmed (%s); sending it again with the same key in %s", clean(why), in)}
+}
+
 func disconnectedEvent(err error) event {
 	msg := "connection closed"
 	if err != nil {

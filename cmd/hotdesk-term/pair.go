@@ -19,13 +19,13 @@ import (
 // home broker with code, and saves the keystore once the broker confirms.
 // It returns the new token id. A broker Error is printed and returned.
 //
-// A pairing whose outcome is not known — answered Error{unavailable}, or
-// whose connection ended after the Pair was sent — is sent again with the
-// same key, on a new connection, up to pairAttempts in all: the broker
-// may have enrolled the key (the registry took the redemption, its answer
-// was lost), and then answers the same Pair Paired (PROTOCOL.md §7.4).
-// A new key would be refused as a used code, and the first one, enrolled,
-// would never be saved.
+// A pairing whose outcome is not known is sent again with the same key,
+// up to pairAttempts in all: answered Error{unavailable}, on the same
+// connection (enroll); its connection ended after the Pair was sent, on a
+// new one, signed again. The broker may have enrolled the key (the
+// registry took the redemption, its answer was lost), and then answers
+// the same Pair Paired (PROTOCOL.md §7.4). A new key would be refused as
+// a used code, and the first one, enrolled, would never be saved.
 func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string, error) {
 	if err := checkCode(code); err != nil {
 		return "", err
@@ -36,13 +36,14 @@ func (a *agent) Pair(ctx context.Context, code, tokenName, label string) (string
 	}
 	sign := func(_ context.Context, msg []byte) ([]byte, error) { return a.cfg.Keystore.Sign(key.Token, msg) }
 	var tok string
-	for attempt := 1; ; attempt++ {
-		tok, err = a.enroll(ctx, code, soft.Kind, key.Public, label, key.Token, sign)
-		if err == nil || ctx.Err() != nil || attempt == pairAttempts || !outcomeUnknown(err) {
+	tries := &pairTries{}
+	for {
+		tok, err = a.enroll(ctx, tries, code, soft.Kind, key.Public, label, key.Token, sign)
+		if err == nil || ctx.Err() != nil || !tries.left() || !errors.Is(err, errUnanswered) {
 			break
 		}
-		wait := time.Duration(attempt) * pairRetryWait
-		a.out.emit(event{name: "waiting", text: fmt.Sprintf("pairing not confirmed (%v); sending it again with the same key in %s", err, wait)})
+		wait := tries.wait()
+		a.out.emit(pairAgainEvent(err.Error(), wait))
 		if !clock.Sleep(ctx, a.clk, wait) {
 			break
 		}
@@ -145,7 +146,11 @@ func (a *agent) PairPhone(ctx context.Context, code, label string, wait time.Dur
 			}
 			return sig, err
 		}
-		tok, err := a.enroll(ctx, code, nfc.KindHCE, pub, label, ev.Token, sign)
+		// Answered Error{unavailable}, the same Pair is sent again on its
+		// connection (enroll): the phone need not sign again, nor be
+		// held to the reader meanwhile. A connection that ends first
+		// ends the pairing: a new one needs a new signature.
+		tok, err := a.enroll(ctx, &pairTries{}, code, nfc.KindHCE, pub, label, ev.Token, sign)
 		if err != nil && ctx.Err() != nil {
 			// Not wrapped: a cancelled context is not a clean end here.
 			return "", fmt.Errorf("%w while the phone was being enrolled: %v", errPairCancelled, err)
@@ -255,8 +260,11 @@ func checkCode(code string) error {
 // enroll sends Pair to the home broker, signed with sign (the key of pub)
 // over the connection's pairing transcript (PROTOCOL.md §8.4), and waits
 // for its answer (within the agent's timeout; a phone's signature within
-// phoneSignWait, before it).
-func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label, want string,
+// phoneSignWait, before it). A Pair answered Error{unavailable} (not
+// judged: §7.4) is sent again on the same connection, its signature still
+// good for it, after tries.wait() and while tries.left(); each send has
+// the agent's timeout for its answer.
+func (a *agent) enroll(ctx context.Context, tries *pairTries, code, kind string, pub []byte, label, want string,
 	sign func(ctx context.Context, msg []byte) ([]byte, error)) (string, error) {
 	l, err := a.dial(ctx, a.home())
 	if err != nil {
@@ -269,8 +277,10 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	if kind == nfc.KindHCE {
 		wait += phoneSignWait
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	deadline := time.AfterFunc(wait, func() { cancel(context.DeadlineExceeded) })
+	defer deadline.Stop()
 	stop := context.AfterFunc(wctx, func() { l.c.Close() })
 	defer stop()
 	code = strings.TrimSpace(code)
@@ -294,14 +304,22 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 		// Cancelled while the key signed: the code is not sent.
 		return "", fmt.Errorf("pair: %w", err)
 	}
-	if err := l.c.Send(&proto.Pair{Code: code, Kind: kind, PublicKey: pub, Label: label, Signature: sig}); err != nil {
+	pair := &proto.Pair{Code: code, Kind: kind, PublicKey: pub, Label: label, Signature: sig}
+	tries.sent++
+	if err := l.c.Send(pair); err != nil {
 		return "", fmt.Errorf("pair: %w", err)
 	}
+	var again clock.Timer // the same Pair, sent again
+	defer func() {
+		if again != nil {
+			again.Stop()
+		}
+	}()
 	for {
 		m, err := l.c.Recv()
 		if err != nil {
-			if wctx.Err() != nil {
-				err = wctx.Err()
+			if cause := context.Cause(wctx); cause != nil {
+				err = cause
 			}
 			return "", fmt.Errorf("pair: waiting for the broker: %w: %w", errUnanswered, err)
 		}
@@ -313,8 +331,23 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 			a.out.emit(pairedEvent(b))
 			return b.Token, nil
 		case *proto.Error:
-			a.out.emit(protoErrorEvent(b))
-			return "", fmt.Errorf("pair: broker refused: %w", &proto.ProtocolError{Code: b.Code, Message: b.Message})
+			if b.Code != proto.ErrUnavailable || !tries.left() {
+				a.out.emit(protoErrorEvent(b))
+				return "", fmt.Errorf("pair: broker refused: %w", &proto.ProtocolError{Code: b.Code, Message: b.Message})
+			}
+			// Not an error yet: the event says it is sent again (a
+			// greeter that saw an error would leave the pairing).
+			after := tries.wait()
+			tries.sent++
+			a.out.emit(pairAgainEvent(b.Message, after))
+			deadline.Reset(after + a.cfg.Timeout)
+			// Pinged meanwhile (keepAlive); a Pair that cannot be sent
+			// ends the connection, and its Recv.
+			again = a.clk.AfterFunc(after, func() {
+				if l.c.Send(pair) != nil {
+					l.c.Close()
+				}
+			})
 		case *proto.Ping:
 			if err := l.c.Send(&proto.Pong{Seq: b.Seq}); err != nil {
 				return "", fmt.Errorf("pair: %w", err)
@@ -325,24 +358,26 @@ func (a *agent) enroll(ctx context.Context, code, kind string, pub []byte, label
 	}
 }
 
-// pairAttempts bounds how often Pair sends one soft token's pairing,
-// pairRetryWait the wait before the second (the third waits twice as
-// long).
+// pairAttempts bounds how often a pairing sends its Pair (on one
+// connection or several), pairRetryWait the wait before the second (the
+// third waits twice as long).
 const (
 	pairAttempts  = 3
 	pairRetryWait = time.Second
 )
 
+// pairTries counts the Pairs a pairing has sent.
+type pairTries struct{ sent int }
+
+// left reports whether the pairing may send its Pair again.
+func (p *pairTries) left() bool { return p.sent < pairAttempts }
+
+// wait is how long to wait before sending it again.
+func (p *pairTries) wait() time.Duration { return time.Duration(p.sent) * pairRetryWait }
+
 // errUnanswered is a pairing whose connection ended after its Pair was
 // sent, before the broker's answer.
 var errUnanswered = errors.New("no answer after the pairing was sent")
-
-// outcomeUnknown reports whether err, from enroll, leaves it unknown
-// whether the broker enrolled the key: Error{unavailable}, or no answer.
-func outcomeUnknown(err error) bool {
-	var pe *proto.ProtocolError
-	return errors.Is(err, errUnanswered) || (errors.As(err, &pe) && pe.Code == proto.ErrUnavailable)
-}
 
 // keepAlive sends l a Ping every ping interval of its broker until the
 // returned function is called (and has returned).

@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -288,6 +290,45 @@ func TestAgentPairPhoneWhileRunning(t *testing.T) {
 	}
 	// The agent's broker connection saw nothing of the phone.
 	p.ping(1)
+}
+
+// TestAgentPairPhoneSentAgain: a phone pairing answered "unavailable"
+// (the broker could not judge it: its registry out of reach) is sent again
+// on its connection, the same Pair with the phone's signature of that
+// connection: the phone signs once and need not be held to the reader
+// again. It used to end with the broker's error, the person told to try
+// again with the phone.
+func TestAgentPairPhoneSentAgain(t *testing.T) {
+	t.Parallel()
+	ui, waiting := waitingUI()
+	home, fc, ta, _ := startCardAgent(t, ui)
+	var signs atomic.Int32
+	fc.mu.Lock()
+	fc.sign = func(_ context.Context, tok string, msg []byte) ([]byte, error) {
+		signs.Add(1)
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		return ed25519.Sign(fc.privs[tok], msg), nil
+	}
+	fc.mu.Unlock()
+	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "Desk 1", waitBound)
+	tok, _ := fc.insertPhone(t)
+	enroll := home.accept()
+	first := expect[proto.Pair](enroll)
+	checkPairSig(t, enroll, first)
+	enroll.send(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"})
+	awaitWaiting(t, waiting, "the agent does not say it sends the Pair again")
+	again := expect[proto.Pair](enroll)
+	if !reflect.DeepEqual(again, first) {
+		t.Fatalf("Pair sent again = %+v; want the first one, %+v", again, first)
+	}
+	enroll.send(&proto.Paired{Token: tok, User: "alice"})
+	if err := awaitPairing(t, done, "PairPhone did not return"); err != nil {
+		t.Fatalf("PairPhone = %v; want the phone paired", err)
+	}
+	if n := signs.Load(); n != 1 {
+		t.Errorf("the phone signed %d times; want once", n)
+	}
 }
 
 // TestAgentPairPhoneWhileStarting: a pairing begun while the agent is

@@ -38,13 +38,18 @@ const textPairWait = "Hold the phone to the reader"
 var statePairingPhone = greeter.State{Screen: greeter.Busy, Title: "Pairing the phone…",
 	Message: "Keep it at the reader, and confirm on the phone if it asks."}
 
+// statePairingAgain: the broker could not judge the pairing yet; the agent
+// sends it again without the phone (enroll).
+var statePairingAgain = greeter.State{Screen: greeter.Busy, Title: "Pairing the phone…",
+	Message: "The server could not answer yet; trying again…"}
+
 func pairWaitState(msg string, isErr bool) greeter.State {
 	return greeter.State{Screen: greeter.PairWait, Title: textPairWait, Message: msg, Error: isErr}
 }
 
 // isPairScreen reports whether s is one of a pairing's screens.
 func isPairScreen(s greeter.State) bool {
-	return s.Screen == greeter.PairWait || s == statePairingPhone
+	return s.Screen == greeter.PairWait || s == statePairingPhone || s == statePairingAgain
 }
 
 // pairRun is a phone pairing started on the greeter, armed while its
@@ -279,6 +284,9 @@ func (u *greeterUI) pairingEvent(ev event) (greeter.State, bool) {
 	)
 	switch ev.name {
 	case "waiting":
+		if u.pair.phone && strField(ev, "reason") != "" {
+			return statePairingAgain, true // pairAgainEvent
+		}
 		return u.cur, true
 	case "pair_phone":
 		u.pair.phone = true

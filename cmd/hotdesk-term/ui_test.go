@@ -410,6 +410,8 @@ func TestGreeterUIPairing(t *testing.T) {
 	ui.event(cardEventOf(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r1"}))
 	ui.event(notPhoneEvent(tokens.Event{Kind: tokens.Inserted, Token: "uid.01", Reader: "r1"}))
 	armed("a badge while the phone is paired", greeter.Busy, "Pairing the phone", false)
+	ui.event(pairAgainEvent("pairing unavailable (registry out of reach); try again", time.Second))
+	armed("the pairing sent again", greeter.Busy, "Pairing the phone… | The server could not answer yet; trying again", false)
 	ui.event(pairedEvent(&proto.Paired{Token: "hce.01", User: "alice"}))
 	ended("paired", greeter.Idle, "Paired.")
 
