@@ -140,6 +140,8 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		{d.prepare, "preparing its data dir"},                                // data dir, configuration warnings
 		{d.listenAdmin, "opening its admin socket"},                          // the admin API, answering "starting" until the end
 		{d.listenMetrics, "opening its metrics listener"},                    // /livez, /readyz, answering "starting" until startMetrics
+		{d.loadCert, "loading its TLS certificate"},                          // or creating it on a first start
+		{d.listenDashboard, "opening its dashboard"},                         // if configured, answering "starting" until the end
 		{d.openEtcd, "opening etcd"},                                         // embedded etcd or a cluster, the etcd client; waits until etcd answers
 		{d.listenTerminals, "opening its terminal listener"},                 // its address goes into the server record
 		{d.takeLease, "taking its lease"},                                    // this server's record and lease
@@ -150,7 +152,7 @@ func start(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *dae
 		{d.startBroker, "starting its broker"},                               // the session broker
 		{d.adoptDesktops, "adopting the desktops its previous run left"},     // claims taken over
 		{d.serveTerminals, "serving terminals"},                              // the terminal listener and the attach gateway
-		{d.startAdmin, "starting the group's administration"},                // group commands, event log, presence, metrics, hook, dashboard
+		{d.startAdmin, "starting the group's administration"},                // group commands, event log, presence, metrics
 		{d.startMetrics, "serving its metrics"},                              // /metrics, and /readyz the broker's readiness
 		{d.startBackground, "starting seats, lease supervisor, token watch"}, // and the sharing of lockouts
 	} {
@@ -176,13 +178,14 @@ func (p *startPhase) text(detail bool) string {
 	return "hotdeskd is starting: " + p.what
 }
 
-// starting is the admin API's answer until the start is done (nil then):
-// what the start is doing, with its detail.
-func (d *daemon) starting() error {
+// starting is nil once the start is done, and until then an error saying
+// what the start is doing: with its detail for the admin API's users, or
+// without it for whoever reaches the dashboard.
+func (d *daemon) starting(detail bool) error {
 	if d.started.Load() {
 		return nil
 	}
-	return errors.New(d.phase.Load().text(true))
+	return errors.New(d.phase.Load().text(detail))
 }
 
 // setPhase says what the start does or waits for now.
@@ -229,9 +232,10 @@ func (d *daemon) prepare(context.Context) error {
 	return nil
 }
 
-// listenTerminals loads (or creates) the TLS certificate and opens the
-// terminal listener, whose address is published in the server record.
-func (d *daemon) listenTerminals(context.Context) error {
+// loadCert loads (or creates) the broker's TLS certificate: the terminal
+// listener's, the attach gateway's and, unless it has its own, the
+// dashboard's.
+func (d *daemon) loadCert(context.Context) error {
 	cfg := d.cfg
 	cert, err := proto.LoadOrCreateCert(cfg.TLS.CertFile, cfg.TLS.KeyFile, certHosts(cfg))
 	if err != nil {
@@ -242,9 +246,18 @@ func (d *daemon) listenTerminals(context.Context) error {
 		return fmt.Errorf("tls: %w", err)
 	}
 	d.cert = cert
+	d.fingerprint = proto.Fingerprint(leaf.Raw)
 	if d.certs != nil { // generated just now on a first start
 		d.certs.loaded("tls.cert_file", cfg.TLS.CertFile, leaf)
 	}
+	return nil
+}
+
+// listenTerminals opens the terminal listener, whose address is published
+// in the server record.
+func (d *daemon) listenTerminals(context.Context) error {
+	cfg := d.cfg
+	var err error
 	d.termLn, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("terminal listener: %w", err)
@@ -255,7 +268,6 @@ func (d *daemon) listenTerminals(context.Context) error {
 		_, realPort, _ := net.SplitHostPort(d.termLn.Addr().String())
 		d.advertise = net.JoinHostPort(host, realPort)
 	}
-	d.fingerprint = proto.Fingerprint(leaf.Raw)
 	d.log.Info("terminal listener", "addr", d.termLn.Addr().String(), "advertise", d.advertise,
 		"fingerprint", proto.FormatFingerprint(d.fingerprint))
 	return nil
@@ -685,15 +697,15 @@ func (d *daemon) listenAdmin(ctx context.Context) error {
 		}
 	}
 	admin := adminapi.NewServer(&adminBackend{d: d}, logger.Named("admin"), gid)
-	admin.Starting(d.starting)
+	admin.Starting(func() error { return d.starting(true) })
 	d.serve(func() error { return admin.Serve(d.run, d.adminLn) }, "admin api")
 	return nil
 }
 
 // startAdmin serves what the group's administration needs besides the
-// admin API (listenAdmin): commands other members forward here, events stored
-// for the group's stream, terminal presence, metrics and the dashboard
-// (the event hook runs from startEvents on).
+// admin API (listenAdmin) and the dashboard (listenDashboard): commands
+// other members forward here, events stored for the group's stream,
+// terminal presence and metrics (the event hook runs from startEvents on).
 func (d *daemon) startAdmin(context.Context) error {
 	cfg, logger, run := d.cfg, d.log, d.run
 	backend := &adminBackend{d: d}
@@ -736,7 +748,7 @@ func (d *daemon) startAdmin(context.Context) error {
 	d.serve(func() error { d.history.run(run, d.clk, d.store); return nil }, "etcd history")
 	d.serve(func() error { d.disk.run(run); return nil }, "disk space")
 	d.serve(func() error { d.certs.run(run, d.clk); return nil }, "certificate expiry")
-	return d.startDashboard(run, backend, d.cert, logger.Named("dashboard"))
+	return nil
 }
 
 // listenMetrics serves /metrics, /livez and /readyz unless metrics_listen

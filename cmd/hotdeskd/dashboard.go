@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/auth/pam"
 	"github.com/hotdesk/hotdesk/cmd/internal/dashboard"
@@ -17,16 +15,18 @@ import (
 	"github.com/hotdesk/hotdesk/proto"
 )
 
-// startDashboard serves the web dashboard when dashboard.listen is set:
+// listenDashboard serves the web dashboard when dashboard.listen is set:
 // HTTPS with the broker's certificate (or the dashboard's own), logins by
 // PAM (service dashboard.pam_service, never opening a PAM session) behind
 // a failure limiter, roles from admin_group and dashboard.readonly_group.
-func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brokerCert tls.Certificate, logger hclog.Logger) error {
-	dc := d.cfg.Dashboard
+// It is served from early in the start: until the start is done every
+// page says what it is doing (503).
+func (d *daemon) listenDashboard(context.Context) error {
+	dc, logger := d.cfg.Dashboard, d.log.Named("dashboard")
 	if dc.Listen == "" {
 		return nil
 	}
-	cert := brokerCert
+	cert := d.cert
 	if dc.CertFile != "" {
 		c, err := tls.LoadX509KeyPair(dc.CertFile, dc.KeyFile)
 		if err != nil {
@@ -71,9 +71,12 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 		return nil
 	}
 	srv, err := dashboard.New(dashboard.Config{
-		Backend: backend, Login: login, Groups: userGroups,
+		Backend: &adminBackend{d: d}, Login: login, Groups: userGroups,
 		AdminGroup: d.cfg.AdminGroup, ReadOnlyGroup: dc.ReadOnlyGroup,
 		SessionTTL: dc.SessionTTL, Logger: logger,
+		// Without the admin API's detail (how etcd is reached):
+		// whoever reaches the port reads it.
+		Starting: func() error { return d.starting(false) },
 	})
 	if err != nil {
 		return err
@@ -85,7 +88,7 @@ func (d *daemon) startDashboard(ctx context.Context, backend *adminBackend, brok
 	ln = httpserve.Limit(ln, httpMaxConns, httpMaxPerSource)
 	logger.Info("dashboard listener", "addr", ln.Addr().String(), "admin_group", d.cfg.AdminGroup, "readonly_group", dc.ReadOnlyGroup)
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	d.serve(func() error { return srv.Serve(ctx, ln, tlsCfg) }, "dashboard")
+	d.serve(func() error { return srv.Serve(d.run, ln, tlsCfg) }, "dashboard")
 	return nil
 }
 

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -108,8 +110,8 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	eps, members := etcdtest.StartCluster(t, 1)
 	etcdtest.StopMember(t, members[0])
 	dir := t.TempDir()
-	metrics := testutil.FreeAddr(t)
-	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nmetrics_listen = %q\n", eps[0], metrics)
+	metrics, dash := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	etcd := fmt.Sprintf("etcd {\n  endpoints = [%q]\n  lease_ttl = \"2s\"\n}\nmetrics_listen = %q\nadmin_group = \"daemon\"\ndashboard {\n  listen = %q\n}\n", eps[0], metrics, dash)
 	addr := testutil.FreeAddr(t)
 	d := testutil.NewDaemon(t, buildBinaries(t), dir, testutil.AdminSocket(dir), testutil.DaemonConfig(t, "waits-for-etcd", dir, addr, etcd))
 	d.Launch()
@@ -141,6 +143,24 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	if code, body := httpGet(t, "http://"+metrics+"/livez"); code != http.StatusOK {
 		t.Errorf("/livez while the start waits for etcd: %d %s; want 200", code, body)
 	}
+	// And the dashboard's every page (it refused connections until the
+	// start was done).
+	dashGet := func(path string) (int, string) {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the broker's self-signed certificate
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("https://" + dash + path)
+		if err != nil {
+			t.Fatalf("dashboard %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := dashGet("/login"); code != http.StatusServiceUnavailable ||
+		!strings.Contains(body, "hotdeskd is starting: waiting for etcd to answer") || strings.Contains(body, "dial tcp") {
+		t.Errorf("the dashboard while the start waits for etcd: %d %s; want 503 saying the start waits for etcd, not how etcd is reached", code, body)
+	}
 	// Meanwhile terminals are refused, and turn to other brokers at once
 	// (a listener that never answered would hold each for its handshake
 	// timeout).
@@ -155,6 +175,9 @@ func TestDaemonWaitsForEtcd(t *testing.T) {
 	}
 	if code, body := httpGet(t, "http://"+metrics+"/metrics"); code != http.StatusOK || !strings.Contains(body, "hotdesk_") {
 		t.Errorf("/metrics once started: %d; want 200 and the metrics:\n%.300s", code, body)
+	}
+	if code, body := dashGet("/login"); code != http.StatusOK || !strings.Contains(body, `id="login-form"`) {
+		t.Errorf("the dashboard once started: %d; want 200 and its login form:\n%.300s", code, body)
 	}
 	if log := d.LogTail(1 << 20); !strings.Contains(log, "etcd answers") {
 		t.Fatalf("no line saying etcd answers:\n%s", log)

@@ -120,6 +120,12 @@ type Config struct {
 	SessionTTL    time.Duration
 	MaxSessions   int
 	Now           func() time.Time
+	// Starting, if set, is asked at every request: while it returns an
+	// error (a daemon's start in progress), every page but the static
+	// files is answered 503 with a page saying it (refreshed every 5 s),
+	// the login form's POST included: the Backend is not asked, Login is
+	// not run. Its text is shown to whoever reaches the listener.
+	Starting func() error
 }
 
 // Server is the dashboard.
@@ -186,8 +192,26 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /lockouts/{id}/{action}", s.authed(RoleAdmin, s.lockoutAction))
 	mux.HandleFunc("GET /events", s.authed(RoleReadOnly, s.eventsPage))
 	mux.HandleFunc("GET /events/stream", s.authed(RoleReadOnly, s.eventsStream))
-	s.handler = s.headers(mux)
+	s.handler = s.headers(s.whileStarting(mux))
 	return s, nil
+}
+
+// whileStarting answers for next while Config.Starting returns an error.
+func (s *Server) whileStarting(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		if s.cfg.Starting != nil && !strings.HasPrefix(r.URL.Path, "/static/") {
+			err = s.cfg.Starting()
+		}
+		if err == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		s.render(w, "starting", nil, map[string]any{"Error": err.Error()})
+	})
 }
 
 // Handler is the dashboard's HTTP handler (for tests and embedding).

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,6 +222,54 @@ func TestSafeNext(t *testing.T) {
 // TestSessionsPageUnanswered: the sessions page names the members that did
 // not answer the listing and says what their rows mean; it shows no
 // warning when every member answered.
+// TestStarting: while the daemon starts, every page says so (503, the
+// start's words, looked at again every 5 s), the login form's POST too:
+// no login is made and the backend is not asked. The static files are
+// served. Once started, the dashboard is itself.
+func TestStarting(t *testing.T) {
+	s, _ := newTestServer(t)
+	var starting atomic.Pointer[string]
+	phase := "hotdeskd is starting: waiting for etcd to answer"
+	starting.Store(&phase)
+	s.cfg.Starting = func() error {
+		if p := starting.Load(); p != nil {
+			return errors.New(*p)
+		}
+		return nil
+	}
+	ts := httptest.NewTLSServer(s.Handler())
+	defer ts.Close()
+	admin := client(t, ts)
+	for _, path := range []string{"/login", "/servers", "/sessions", "/events/stream", "/nowhere"} {
+		resp, err := admin.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `<p class="error" id="starting">`+phase) ||
+			!strings.Contains(string(body), `http-equiv="refresh" content="5"`) || resp.Header.Get("Retry-After") != "5" ||
+			resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || resp.Header.Get("X-Frame-Options") != "DENY" ||
+			strings.Contains(string(body), "v9") {
+			t.Errorf("GET %s while starting: %d %v\n%s\nwant 503 with the start's words, refreshed, and the usual headers", path, resp.StatusCode, resp.Header, body)
+		}
+	}
+	if code, body := post(t, admin, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}}, ""); code != http.StatusServiceUnavailable || !strings.Contains(body, phase) {
+		t.Errorf("login while starting: %d\n%s\nwant 503 with the start's words", code, body)
+	}
+	if code, _ := get(t, admin, ts.URL+"/static/style.css"); code != http.StatusOK {
+		t.Errorf("style sheet while starting: %d; want 200", code)
+	}
+
+	starting.Store(nil)
+	if code, body := get(t, admin, ts.URL+"/servers"); code != http.StatusOK || !strings.Contains(body, `id="login-form"`) {
+		t.Errorf("once started, /servers without a login: %d\n%s\nwant the login form (the POST made none)", code, body)
+	}
+	if code, body := post(t, admin, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}}, ""); code != http.StatusOK || !strings.Contains(body, "b1") {
+		t.Errorf("login once started: %d\n%s\nwant the servers page", code, body)
+	}
+}
+
 func TestSessionsPageUnanswered(t *testing.T) {
 	s, fb := newTestServer(t)
 	ts := httptest.NewTLSServer(s.Handler())
