@@ -127,6 +127,18 @@ func (f *fakeCards) Sign(ctx context.Context, token string, msg []byte) ([]byte,
 	return nil, errors.New("fake cards: not present")
 }
 
+// onSign has the phone call before at each Sign, then sign with its key.
+func (f *fakeCards) onSign(before func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sign = func(_ context.Context, token string, msg []byte) ([]byte, error) {
+		before()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return ed25519.Sign(f.privs[token], msg), nil
+	}
+}
+
 func (f *fakeCards) PublicKey(_ context.Context, token string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -303,14 +315,7 @@ func TestAgentPairPhoneSentAgain(t *testing.T) {
 	ui, waiting := waitingUI()
 	home, fc, ta, _ := startCardAgent(t, ui)
 	var signs atomic.Int32
-	fc.mu.Lock()
-	fc.sign = func(_ context.Context, tok string, msg []byte) ([]byte, error) {
-		signs.Add(1)
-		fc.mu.Lock()
-		defer fc.mu.Unlock()
-		return ed25519.Sign(fc.privs[tok], msg), nil
-	}
-	fc.mu.Unlock()
+	fc.onSign(func() { signs.Add(1) })
 	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "Desk 1", waitBound)
 	tok, _ := fc.insertPhone(t)
 	enroll := home.accept()
@@ -539,15 +544,10 @@ func TestAgentPairPhonePingsWhileSigning(t *testing.T) {
 	t.Parallel()
 	waiting, clk, home, fc, ta := startPhoneAgent(t, time.Minute)
 	signing, release := make(chan struct{}), make(chan struct{})
-	fc.mu.Lock()
-	fc.sign = func(_ context.Context, token string, msg []byte) ([]byte, error) {
+	fc.onSign(func() {
 		close(signing)
 		<-release
-		fc.mu.Lock()
-		defer fc.mu.Unlock()
-		return ed25519.Sign(fc.privs[token], msg), nil
-	}
-	fc.mu.Unlock()
+	})
 	done := pairPhoneWaiting(t, context.Background(), ta.agent, waiting, "", waitBound)
 	tok, _ := fc.insertPhone(t)
 	enroll := home.accept()
