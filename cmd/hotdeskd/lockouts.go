@@ -49,7 +49,8 @@ type shareOp struct {
 // queue, in order, lockouts through another; logins never wait for the
 // registry. While the registry is out of reach, failures are counted here
 // only (logged once), so each broker still locks a key out after
-// max_failures of its own, and the lockouts started here are kept and
+// max_failures of its own; they are added to the group's count once it is
+// back (see missedFailure), and the lockouts started here are kept and
 // published once it is back, unless an administrator cleared the key
 // since they started (the registry refuses them then: registry.ErrCleared).
 // A clearing clears here only what predates it (see cleared).
@@ -61,15 +62,16 @@ type lockoutShare struct {
 	queue   chan shareOp
 	locks   chan shareOp  // lockouts started here (lockoutQueue)
 	dropped atomic.Int64  // ops dropped since the last drop was logged
-	retry   chan struct{} // the lockout retry timer fired (buffered 1)
+	retry   chan struct{} // the retry timer fired (buffered 1)
 	log     hclog.Logger
 
 	// run's own:
 	down      bool                    // the registry failed the last count or clear
 	downSince time.Time               // when it last failed, on clk (tried again after shareRetry)
 	resets    map[string]struct{}     // keys whose clearing the registry missed, retried first
+	missed    map[string]*missedCount // failures the registry missed, by key, counted next
 	unshared  map[string]auth.Lockout // lockouts not yet published, by key (at most lockoutQueue)
-	retryArm  clock.Timer             // the lockout retry timer, while armed
+	retryArm  clock.Timer             // the retry timer (armRetry), while armed
 }
 
 // newLockoutShare returns the share of server's failures and lockouts
@@ -77,7 +79,7 @@ type lockoutShare struct {
 func newLockoutShare(store *registry.Store, server string, clk clock.Clock, log hclog.Logger) *lockoutShare {
 	return &lockoutShare{store: store, server: server, clk: clk, queue: make(chan shareOp, shareQueue),
 		locks: make(chan shareOp, lockoutQueue), retry: make(chan struct{}, 1), log: log,
-		resets: map[string]struct{}{}, unshared: map[string]auth.Lockout{}}
+		resets: map[string]struct{}{}, missed: map[string]*missedCount{}, unshared: map[string]auth.Lockout{}}
 }
 
 // started is the limiter's OnLockout: it logs lo and queues it without
@@ -134,6 +136,7 @@ func (s *lockoutShare) run(ctx context.Context) {
 		case <-s.retry:
 			s.retryArm = nil
 			s.retryLockouts(ctx)
+			s.retryCounts(ctx)
 		case op := <-s.locks:
 			s.share(ctx, op)
 			s.logDropped()
@@ -243,8 +246,10 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	if s.down && s.clk.Now().Sub(s.downSince) < shareRetry {
 		if op.reset {
 			s.missedReset(op.key)
+		} else {
+			s.missedFailure(op.key)
 		}
-		return // counted here only, as logged
+		return // counted here only, as logged; the group's count later
 	}
 	if !op.reset && s.limiter.Locked(op.key) {
 		// A failure queued before its key's lockout (shared ahead of
@@ -257,6 +262,9 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := s.retryResets(pctx)
+	if err == nil {
+		err = s.retryFailures(pctx)
+	}
 	switch {
 	case err != nil:
 		if op.reset {
@@ -284,6 +292,9 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 		// Reachable, but too many brokers counting this key at once.
 		s.log.Warn("failure not counted by the group", "key", op.key, "error", err)
 	case err != nil:
+		if !op.reset {
+			s.missedFailure(op.key)
+		}
 		if !s.down {
 			s.log.Warn("failed logins not counted by the group: registry out of reach; counting here only", "key", op.key, "error", err)
 		}
@@ -327,15 +338,48 @@ func (s *lockoutShare) publish(ctx context.Context, lo auth.Lockout) error {
 	} else {
 		s.log.Warn("lockout not shared with the group: too many waiting", "key", lo.Key)
 	}
-	if len(s.unshared) > 0 && s.retryArm == nil {
-		s.retryArm = s.clk.AfterFunc(shareRetry, func() {
-			select {
-			case s.retry <- struct{}{}:
-			default:
-			}
-		})
+	if len(s.unshared) > 0 {
+		s.armRetry()
 	}
 	return err
+}
+
+// armRetry has run try again, shareRetry from now, what the registry
+// missed (lockouts, clearings, failures), unless that is armed already.
+func (s *lockoutShare) armRetry() {
+	if s.retryArm != nil {
+		return
+	}
+	s.retryArm = s.clk.AfterFunc(shareRetry, func() {
+		select {
+		case s.retry <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// retryCounts does the clearings and counts of failures the registry
+// missed, when the retry timer fires: no other failure or success may
+// come to carry them (see share). Still out of reach, it tries again
+// shareRetry later.
+func (s *lockoutShare) retryCounts(ctx context.Context) {
+	if len(s.resets) == 0 && len(s.missed) == 0 {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := s.retryResets(pctx)
+	if err == nil {
+		err = s.retryFailures(pctx)
+	}
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.down, s.downSince = true, s.clk.Now()
+		s.armRetry()
+	case err == nil && s.down:
+		s.down = false
+		s.log.Info("failed logins counted by the group again")
+	}
 }
 
 // retryLockouts publishes the lockouts publish kept, dropping those over.
@@ -363,11 +407,70 @@ func (s *lockoutShare) retryLockouts(ctx context.Context) {
 // before the success would count on with the next ones, and one typo
 // after the outage could lock the user out. At most shareQueue are kept.
 func (s *lockoutShare) missedReset(key string) {
+	delete(s.missed, key) // the success ends them here too
 	if len(s.resets) < shareQueue {
 		s.resets[key] = struct{}{}
+		s.armRetry()
 	} else if _, ok := s.resets[key]; !ok {
 		s.log.Debug("failures not cleared in the group: too many missed", "key", key)
 	}
+}
+
+// missedCount is a key's failures the group's count missed: how many,
+// and when the first was (on the share's clock).
+type missedCount struct {
+	n     int
+	first time.Time
+}
+
+// missedFailure remembers a failure of key that the group did not count
+// (the registry out of reach), to be added to the group's count once the
+// registry is back (retryFailures): without it, what a broker cut off from
+// etcd saw would not count at the group afterwards, and each broker of a
+// group that lost its etcd would give a guesser max_failures of its own
+// again after the outage. At most shareQueue keys are kept. A failure
+// whose count's outcome was unknown (the registry may have committed it)
+// may so count twice: the lockout then comes one failure early.
+func (s *lockoutShare) missedFailure(key string) {
+	m, ok := s.missed[key]
+	if !ok {
+		if len(s.missed) >= shareQueue {
+			s.log.Debug("failure not counted by the group: too many missed", "key", key)
+			return
+		}
+		m = &missedCount{first: s.clk.Now()}
+		s.missed[key] = m
+	}
+	m.n++
+	s.armRetry()
+}
+
+// retryFailures adds the failures missedFailure kept to the group's
+// counts, after the clearings (retryResets) and before anything else is
+// counted. Those of a key locked out here since (its lockout consumed
+// them; it is published itself) or whose window has passed are dropped,
+// and so are a key's the registry refuses (too long, or contended). It
+// stops at the first other error, keeping what is left.
+func (s *lockoutShare) retryFailures(ctx context.Context) error {
+	_, window := s.limiter.Limits()
+	now := s.clk.Now()
+	for key, m := range s.missed {
+		for m.n > 0 && !s.limiter.Locked(key) && now.Sub(m.first) <= window {
+			f, err := s.store.CountFailure(ctx, key, window, s.limiter.LimitOf(key))
+			if errors.Is(err, registry.ErrBadKey) || errors.Is(err, registry.ErrContended) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			m.n--
+			if s.limiter.Observe(f.Key, f.Count, time.UnixMilli(f.FirstUnixMs)) {
+				s.log.Debug("the group's failures reached max_failures", "key", f.Key, "failures", f.Count)
+			}
+		}
+		delete(s.missed, key)
+	}
+	return nil
 }
 
 // retryResets clears the counts missedReset kept, before anything else

@@ -383,6 +383,58 @@ func TestLockoutShareRetriesLockouts(t *testing.T) {
 	testutil.WaitFor(t, time.Minute, "no retry armed once every lockout is shared", func() bool { return clk.Pending() == 0 })
 }
 
+// TestLockoutShareOutageCountsLater: failures a broker counted alone
+// while the registry was out of reach are added to the group's count once
+// it is back, by the retry timer on the share's clock (no other login
+// comes to carry them): two failures at a during its outage and one at b
+// after it lock the user out at both with max_failures 3. Before, the
+// group's count started from nothing after the outage, and a guesser had
+// max_failures again at every broker. Failures a success at a ended
+// (before the registry was back) are not added.
+func TestLockoutShareOutageCountsLater(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Now())
+	storeA, proxy, direct := proxiedStore(t, clk)
+	count := func(key string) int { return groupCount(t, direct, key) }
+	var out testutil.LockedBuffer
+	_, a := startShare(t, storeA, "a", 3, clk, hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info}))
+	_, b := startShare(t, direct, "b", 3, clk, testutil.Logger(t, "b", hclog.Info))
+
+	proxy.Blackhole()
+	a.Failure("", "mal", "")
+	testutil.WaitFor(t, time.Minute, "the outage noticed", func() bool {
+		return strings.Contains(out.String(), "registry out of reach")
+	})
+	a.Failure("", "mal", "")
+	a.Failure("", "yan", "")
+	a.Success("", "yan")
+	if err := a.Check("", "mal", ""); err != nil {
+		t.Fatalf("mal at a after two failures: %v; want nil", err)
+	}
+	healProxy(t, proxy, storeA)
+	if n := count("user:mal"); n != 0 {
+		t.Fatalf("mal's group count before the retry = %d; want 0", n)
+	}
+	// The share's queue has drained (the outage was noticed, the next
+	// failures counted here at once): only the timer can carry them.
+	testutil.WaitFor(t, time.Minute, "mal's failures added to the group's count", func() bool {
+		clk.Advance(shareRetry)
+		return count("user:mal") == 2
+	})
+	testutil.WaitFor(t, time.Minute, "the share back", func() bool {
+		return strings.Contains(out.String(), "failed logins counted by the group again")
+	})
+	if n := count("user:yan"); n != 0 {
+		t.Errorf("yan's group count = %d; want 0 (a success ended the failure here)", n)
+	}
+	b.Failure("", "mal", "")
+	for name, l := range map[string]*auth.Limiter{"a": a, "b": b} {
+		testutil.WaitFor(t, time.Minute, "mal locked out at "+name, func() bool {
+			return errors.Is(l.Check("", "mal", ""), auth.ErrLocked)
+		})
+	}
+}
+
 // denyAll is an authenticator that refuses every attempt as a wrong secret.
 type denyAll struct{}
 
