@@ -447,17 +447,26 @@ func (s *lockoutShare) missedFailure(key string) {
 
 // retryFailures adds the failures missedFailure kept to the group's
 // counts, after the clearings (retryResets) and before anything else is
-// counted. Those of a key locked out here since (its lockout consumed
-// them; it is published itself) or whose window has passed are dropped,
-// and so are a key's the registry refuses (too long, or contended). It
-// stops at the first other error, keeping what is left.
+// counted: at most replayBatch at a time (the rest at the next op or
+// retry), so that a backlog of many keys does not overrun the call's
+// bound and pass for an outage. Those of a key locked out here since (its
+// lockout consumed them; it is published itself) or whose window has
+// passed are dropped, and so are a key's the registry refuses (too long,
+// or contended). It stops at the first other error, keeping what is left.
 func (s *lockoutShare) retryFailures(ctx context.Context) error {
 	_, window := s.limiter.Limits()
 	now := s.clk.Now()
+	budget := replayBatch
 	for key, m := range s.missed {
-		for m.n > 0 && !s.limiter.Locked(key) && now.Sub(m.first) <= window {
+		if budget == 0 {
+			s.armRetry()
+			return nil
+		}
+		for m.n > 0 && budget > 0 && !s.limiter.Locked(key) && now.Sub(m.first) <= window {
+			budget--
 			f, err := s.store.CountFailure(ctx, key, window, s.limiter.LimitOf(key))
 			if errors.Is(err, registry.ErrBadKey) || errors.Is(err, registry.ErrContended) {
+				m.n = 0 // dropped
 				break
 			}
 			if err != nil {
@@ -468,10 +477,17 @@ func (s *lockoutShare) retryFailures(ctx context.Context) error {
 				s.log.Debug("the group's failures reached max_failures", "key", f.Key, "failures", f.Count)
 			}
 		}
+		if m.n > 0 && budget == 0 && !s.limiter.Locked(key) && now.Sub(m.first) <= window {
+			s.armRetry() // the rest of this key's next time
+			return nil
+		}
 		delete(s.missed, key)
 	}
 	return nil
 }
+
+// replayBatch bounds the failures retryFailures counts at a time.
+const replayBatch = 64
 
 // retryResets clears the counts missedReset kept, before anything else
 // is counted; it stops at the first error.

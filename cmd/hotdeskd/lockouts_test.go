@@ -435,6 +435,45 @@ func TestLockoutShareOutageCountsLater(t *testing.T) {
 	}
 }
 
+// TestLockoutShareReplayInBatches: a backlog of failures counted alone
+// (a spray of user names during an outage) is added to the group's counts
+// replayBatch at a time, each retry going on where the last stopped: one
+// round for all would overrun the call's bound and pass for an outage
+// again. The ops are shared one by one, in the test's goroutine.
+func TestLockoutShareReplayInBatches(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	store, proxy, direct := proxiedStore(t, clk)
+	s, _ := newShare(store, "a", 3, clk, testutil.Logger(t, "a", hclog.Info))
+	ctx := t.Context()
+	const n = replayBatch + replayBatch/2
+	proxy.Blackhole()
+	for i := range n {
+		s.share(ctx, shareOp{key: fmt.Sprintf("user:u%d", i)})
+	}
+	if !s.down || len(s.missed) != n {
+		t.Fatalf("during the outage: down %v, %d keys missed; want down, %d", s.down, len(s.missed), n)
+	}
+	healProxy(t, proxy, store)
+	counted := func() int {
+		fs, err := direct.FailureCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(fs)
+	}
+	clk.Advance(shareRetry)
+	s.retryCounts(ctx)
+	if c := counted(); c != replayBatch || s.down || s.retryArm == nil {
+		t.Fatalf("after the first retry: %d keys counted by the group, down %v, retry armed %v; want %d, false, true", c, s.down, s.retryArm != nil, replayBatch)
+	}
+	s.retryArm = nil // as run does when it fires
+	s.retryCounts(ctx)
+	if c := counted(); c != n || len(s.missed) != 0 {
+		t.Fatalf("after the second retry: %d keys counted by the group, %d missed; want %d, 0", c, len(s.missed), n)
+	}
+}
+
 // denyAll is an authenticator that refuses every attempt as a wrong secret.
 type denyAll struct{}
 
