@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -169,6 +171,57 @@ func TestTerminals(t *testing.T) {
 	}
 	if ts, err := a.Terminals(tctx(t)); err != nil || len(ts) != 0 {
 		t.Fatalf("after close and delete: %+v, %v", ts, err)
+	}
+}
+
+// TestPutTerminals: a heartbeat's records are written 64 to a
+// transaction: 150 records cost 3 etcd revisions, not 150, and are all
+// listed, under the writer's id and lease. A record PutTerminal refuses for
+// itself (no id, too large) is returned, not written, and writes the rest.
+func TestPutTerminals(t *testing.T) {
+	t.Parallel()
+	eps, regs := newGroup(t, "a")
+	a := regs[0]
+	cli := etcdtest.Client(t, eps)
+	revision := func() int64 {
+		resp, err := cli.Get(tctx(t), "nothing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	var recs []registry.TerminalRecord
+	for i := range 150 {
+		recs = append(recs, registry.TerminalRecord{ID: fmt.Sprintf("desk %d", i), ServerID: "forged", SeenUnixMs: int64(i)})
+	}
+	tooLarge := registry.TerminalRecord{ID: "big", Name: strings.Repeat("x", registry.MaxTerminalRecordBytes)}
+	withBad := append(slices.Clone(recs[:100]), registry.TerminalRecord{}, tooLarge)
+	withBad = append(withBad, recs[100:]...)
+	before := revision()
+	bad, err := a.PutTerminals(tctx(t), withBad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 2 || bad[0].ID != "" || bad[1].ID != "big" {
+		t.Errorf("bad = %+v; want the record without an id and the one too large", bad)
+	}
+	if n := revision() - before; n != 3 {
+		t.Errorf("150 records took %d revisions; want 3 (64 to a transaction)", n)
+	}
+	ts, err := a.Terminals(tctx(t))
+	if err != nil || len(ts) != len(recs) {
+		t.Fatalf("terminals: %d, %v; want %d", len(ts), err, len(recs))
+	}
+	for _, tr := range ts {
+		if tr.ServerID != "a" || !strings.HasPrefix(tr.ID, "desk ") {
+			t.Fatalf("record %+v; want a desk of server a", tr)
+		}
+	}
+	if err := a.Close(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ts, err := regs[0].Terminals(tctx(t)); err != nil || len(ts) != 0 {
+		t.Fatalf("after the writer closed (its lease revoked): %d records, %v; want none", len(ts), err)
 	}
 }
 

@@ -65,20 +65,74 @@ func (r *Registry) PutTerminal(ctx context.Context, t TerminalRecord) error {
 	if err := r.writable(); err != nil {
 		return fmt.Errorf("registry: put terminal %q: %w", t.ID, err)
 	}
-	t.ServerID = r.id
-	v, err := json.Marshal(t)
+	put, err := r.putTerminalOp(t)
 	if err != nil {
 		return fmt.Errorf("registry: put terminal %q: %w", t.ID, err)
 	}
-	if len(v) > MaxTerminalRecordBytes {
-		return fmt.Errorf("registry: put terminal %q: %w: %d bytes, more than %d", t.ID, ErrTooLarge, len(v), MaxTerminalRecordBytes)
-	}
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
-	if _, err := r.kv.Put(cctx, r.terminalKey(r.id, t.ID), string(v), clientv3.WithLease(r.lease)); err != nil {
+	if _, err := r.kv.Do(cctx, put); err != nil {
 		return fmt.Errorf("registry: put terminal %q: %w", t.ID, r.leaseErr(err))
 	}
 	return nil
+}
+
+// PutTerminals writes ts as PutTerminal writes each, in transactions of at
+// most terminalsPerTxn records: one etcd revision and one disk write per
+// transaction, not per record (a broker's presence heartbeat refreshes
+// every terminal connected to it). A record PutTerminal would refuse for
+// itself (no id, too large) is not written and is returned in bad, for
+// the caller to handle alone; err is the first other error, after which
+// nothing more is written.
+func (r *Registry) PutTerminals(ctx context.Context, ts []TerminalRecord) (bad []TerminalRecord, err error) {
+	if err := r.writable(); err != nil {
+		return nil, fmt.Errorf("registry: put terminals: %w", err)
+	}
+	ops := make([]clientv3.Op, 0, min(len(ts), terminalsPerTxn))
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		cctx, cancel := r.callCtx(ctx)
+		defer cancel()
+		if _, err := r.kv.Txn(cctx).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("registry: put terminals: %w", r.leaseErr(err))
+		}
+		ops = ops[:0]
+		return nil
+	}
+	for _, t := range ts {
+		op, err := r.putTerminalOp(t)
+		if err != nil || t.ID == "" {
+			bad = append(bad, t)
+			continue
+		}
+		if ops = append(ops, op); len(ops) == terminalsPerTxn {
+			if err := flush(); err != nil {
+				return bad, err
+			}
+		}
+	}
+	return bad, flush()
+}
+
+// terminalsPerTxn bounds the records of one PutTerminals transaction: etcd
+// refuses more than --max-txn-ops (default 128) operations in one, and
+// 64 records at their bound are 512 KiB, within its request limit.
+const terminalsPerTxn = 64
+
+// putTerminalOp is the put of t (its ServerID forced to this server's)
+// under this server's lease; ErrTooLarge over MaxTerminalRecordBytes.
+func (r *Registry) putTerminalOp(t TerminalRecord) (clientv3.Op, error) {
+	t.ServerID = r.id
+	v, err := json.Marshal(t)
+	if err != nil {
+		return clientv3.Op{}, err
+	}
+	if len(v) > MaxTerminalRecordBytes {
+		return clientv3.Op{}, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(v), MaxTerminalRecordBytes)
+	}
+	return clientv3.OpPut(r.terminalKey(r.id, t.ID), string(v), clientv3.WithLease(r.lease)), nil
 }
 
 // DeleteTerminal removes this server's record of terminal id; an absent

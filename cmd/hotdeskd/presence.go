@@ -297,10 +297,20 @@ func (p *presence) refresh(ctx context.Context) {
 			p.log.Debug("terminal presence not deleted", "terminal", id, "error", err)
 		}
 	}
-	for _, r := range recs {
+	// Every record in a few transactions (one etcd write each, not one
+	// per terminal); one the registry refuses for itself goes alone
+	// (put: without its tokens, or skipped).
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	bad, err := reg.PutTerminals(cctx, recs)
+	cancel()
+	if err != nil {
+		p.log.Debug("terminal presence not refreshed", "terminals", len(recs), "error", err)
+		return // the registry is unwell; the next heartbeat retries
+	}
+	for _, r := range bad {
 		if err := p.put(ctx, reg, r); err != nil {
 			p.log.Debug("terminal presence not refreshed", "terminal", r.ID, "error", err)
-			return // the registry is unwell; the next heartbeat retries
+			return
 		}
 	}
 }
