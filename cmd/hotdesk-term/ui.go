@@ -452,6 +452,11 @@ func (u *greeterUI) errorState(ev event, idle func(string, bool) greeter.State) 
 	case "unknown_token":
 		return idle("This card is not registered: ask your administrator to register it, or press F2 to pair a phone.", true)
 	case "unavailable", "too_many_hops", errRedirect:
+		if strField(ev, "name") == "unavailable" && u.pair != nil {
+			// A pairing's, sent again and still not judged (enroll):
+			// the same code pairs the same phone (PROTOCOL.md §7.4).
+			return idle("The server could not answer the pairing. Press F2 to try again with the same code.", true)
+		}
 		return greeter.State{Screen: greeter.Busy, Title: "Finding your desktop…", Message: "The server is busy; trying again."}
 	case "pairing":
 		// The broker refuses a code, or (the code still valid) the key,

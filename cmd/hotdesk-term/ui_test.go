@@ -415,6 +415,13 @@ func TestGreeterUIPairing(t *testing.T) {
 	ui.event(pairedEvent(&proto.Paired{Token: "hce.01", User: "alice"}))
 	ended("paired", greeter.Idle, "Paired.")
 
+	// Not judged after the Pair was sent again: the pairing ends, saying
+	// so (not "Finding your desktop…", a login's words).
+	start()
+	ui.event(pairPhoneEvent(tokens.Event{Kind: tokens.Inserted, Token: "hce.01", Reader: "r0"}))
+	ui.event(protoErrorEvent(&proto.Error{Code: proto.ErrUnavailable, Message: "pairing unavailable (registry out of reach); try again"}))
+	ended("a pairing not judged", greeter.Idle, "The server could not answer the pairing. Press F2 to try again with the same code.")
+
 	// A pairing that ends with its screen still shown leaves it.
 	r := start()
 	ui.pairingDone(r)
