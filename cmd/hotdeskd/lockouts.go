@@ -262,9 +262,6 @@ func (s *lockoutShare) share(ctx context.Context, op shareOp) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := s.retryResets(pctx)
-	if err == nil {
-		err = s.retryFailures(pctx)
-	}
 	switch {
 	case err != nil:
 		if op.reset {
@@ -446,10 +443,11 @@ func (s *lockoutShare) missedFailure(key string) {
 }
 
 // retryFailures adds the failures missedFailure kept to the group's
-// counts, after the clearings (retryResets) and before anything else is
-// counted: at most replayBatch at a time (the rest at the next op or
-// retry), so that a backlog of many keys does not overrun the call's
-// bound and pass for an outage. Those of a key locked out here since (its
+// counts, after the clearings (retryResets), on the retry timer only (a
+// login's failure is not held up by them; the order of failures does not
+// matter to a count, a clearing's does): at most replayBatch at a time,
+// the rest at the next retry, so that a backlog of many keys does not
+// overrun the call's bound and pass for an outage. Those of a key locked out here since (its
 // lockout consumed them; it is published itself) or whose window has
 // passed are dropped, and so are a key's the registry refuses (too long,
 // or contended). It stops at the first other error, keeping what is left.
