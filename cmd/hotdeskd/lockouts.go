@@ -447,10 +447,11 @@ func (s *lockoutShare) missedFailure(key string) {
 // login's failure is not held up by them; the order of failures does not
 // matter to a count, a clearing's does): at most replayBatch at a time,
 // the rest at the next retry, so that a backlog of many keys does not
-// overrun the call's bound and pass for an outage. Those of a key locked out here since (its
-// lockout consumed them; it is published itself) or whose window has
-// passed are dropped, and so are a key's the registry refuses (too long,
-// or contended). It stops at the first other error, keeping what is left.
+// overrun the call's bound and pass for an outage. Those of a key locked
+// out here since (its lockout consumed them; it is published itself) or
+// whose window has passed are dropped, and so are a key's the registry
+// refuses (too long, or contended). It stops at the first other error,
+// keeping what is left.
 func (s *lockoutShare) retryFailures(ctx context.Context) error {
 	_, window := s.limiter.Limits()
 	now := s.clk.Now()
