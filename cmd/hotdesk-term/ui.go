@@ -582,6 +582,10 @@ func (in *greeterInput) submit(kind greeter.InputKind, text string) {
 // answer.
 func pairFailure(err error) string {
 	switch msg := err.Error(); {
+	case errors.Is(err, errUnanswered):
+		// Sent, and the connection ended before the answer: the broker
+		// may have paired the phone; the same code pairs it again.
+		return "The server did not answer the pairing. Press F2 to try again with the same code."
 	case strings.Contains(msg, "no phone presented"):
 		return "No phone was read. Press F2 and try again, holding the phone to the reader."
 	case strings.Contains(msg, "pair: connect"):

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -426,4 +428,25 @@ func TestGreeterUIPairing(t *testing.T) {
 	r := start()
 	ui.pairingDone(r)
 	ended("ended", greeter.Idle, textInsert)
+}
+
+// TestPairFailure: a phone pairing that ended without the broker's answer
+// says why in the person's words: a pairing sent and never answered is
+// the server's doing, not a phone that "could not be read".
+func TestPairFailure(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("pair: waiting for the broker: %w: %w", errUnanswered, io.EOF), "The server did not answer the pairing. Press F2 to try again with the same code."},
+		{errors.New("pair: no phone presented within 1m0s"), "No phone was read."},
+		{errors.New("pair: connect: dial tcp: connection refused"), "The server cannot be reached."},
+		{errors.New("pair: signing the pairing request: the pairing was declined on the phone"), "The phone did not confirm the pairing."},
+		{errors.New("pair: reading the phone's key: card removed"), "The phone could not be read."},
+	} {
+		if got := pairFailure(tt.err); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("pairFailure(%v) = %q; want %q…", tt.err, got, tt.want)
+		}
+	}
 }
