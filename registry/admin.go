@@ -228,21 +228,50 @@ type EventLog struct {
 // outlive r's lease: events of a broker that died stay readable.
 func (r *Store) NewEventLog() *EventLog { return &EventLog{r: r} }
 
-// Append stores one event (a JSON value of at most MaxEventBytes). The
-// events of one EventLog share a lease, granted again each EventTTL/2 (so
-// each event lives between EventTTL/2 and EventTTL); a lease that etcd no
-// longer knows is replaced and the event written again, any other failure
-// keeps it for the next event.
-func (l *EventLog) Append(ctx context.Context, event []byte) error {
-	if len(event) > MaxEventBytes {
-		return fmt.Errorf("registry: event: %d bytes over %d", len(event), MaxEventBytes)
+// Append stores events (JSON values of at most MaxEventBytes each), in
+// their order, eventsPerTxn to a transaction: one etcd write, not one per
+// event (a stop, or a hundred terminals connecting, emits dozens at
+// once). The events of one EventLog share a lease, granted again each
+// EventTTL/2 (so each event lives between EventTTL/2 and EventTTL); a
+// lease that etcd no longer knows is replaced and the transaction written
+// again, any other failure keeps it for the next events. An event over
+// MaxEventBytes is not stored; the others are, and the error says so.
+func (l *EventLog) Append(ctx context.Context, events ...[]byte) error {
+	var errs []error
+	ok := make([][]byte, 0, len(events))
+	for _, e := range events {
+		if len(e) > MaxEventBytes {
+			errs = append(errs, fmt.Errorf("registry: event: %d bytes over %d", len(e), MaxEventBytes))
+			continue
+		}
+		ok = append(ok, e)
 	}
+	for len(ok) > 0 {
+		n := min(len(ok), eventsPerTxn)
+		if err := l.appendTxn(ctx, ok[:n]); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		ok = ok[n:]
+	}
+	return errors.Join(errs...)
+}
+
+// eventsPerTxn bounds the events of one transaction of Append: etcd
+// refuses more than --max-txn-ops (default 128) operations in one, and
+// 64 events at their bound are 512 KiB, within its request limit.
+const eventsPerTxn = 64
+
+// appendTxn stores events in one transaction (see Append).
+func (l *EventLog) appendTxn(ctx context.Context, events [][]byte) error {
 	r := l.r
 	now := r.opts.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.seq++
-	key := fmt.Sprintf("%sevents/%019d.%s.%08d", r.opts.prefix, now.UnixNano(), r.id, l.seq)
+	keys := make([]string, len(events))
+	for i := range events {
+		l.seq++
+		keys[i] = fmt.Sprintf("%sevents/%019d.%s.%08d", r.opts.prefix, now.UnixNano(), r.id, l.seq)
+	}
 	for attempt := 0; ; attempt++ {
 		if l.lease == 0 || now.Sub(l.granted) > EventTTL/2 {
 			cctx, cancel := r.callCtx(ctx)
@@ -253,8 +282,12 @@ func (l *EventLog) Append(ctx context.Context, event []byte) error {
 			}
 			l.lease, l.granted = g.ID, now
 		}
+		ops := make([]clientv3.Op, len(events))
+		for i, e := range events {
+			ops[i] = clientv3.OpPut(keys[i], string(e), clientv3.WithLease(l.lease))
+		}
 		cctx, cancel := r.callCtx(ctx)
-		_, err := r.kv.Put(cctx, key, string(event), clientv3.WithLease(l.lease))
+		_, err := r.kv.Txn(cctx).Then(ops...).Commit()
 		cancel()
 		switch {
 		case err == nil:

@@ -225,6 +225,47 @@ func TestPutTerminals(t *testing.T) {
 	}
 }
 
+// TestEventLogAppendBatch: events appended together are written 64 to a
+// transaction (150 cost 3 etcd revisions, not 150) and read back in
+// their order; one over MaxEventBytes is not stored, the others are, and
+// the error says so.
+func TestEventLogAppendBatch(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	cli := etcdtest.Client(t, eps)
+	s := newStore(t, etcdtest.Client(t, eps), "ev")
+	ctx := tctx(t)
+	revision := func() int64 {
+		resp, err := cli.Get(ctx, "nothing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	var events [][]byte
+	for i := range 150 {
+		events = append(events, fmt.Appendf(nil, `{"n":%d}`, i))
+	}
+	big := []byte(`"` + strings.Repeat("x", registry.MaxEventBytes) + `"`)
+	before := revision()
+	err := s.NewEventLog().Append(ctx, append(slices.Clone(events[:70]), append([][]byte{big}, events[70:]...)...)...)
+	if err == nil || !strings.Contains(err.Error(), "bytes over") {
+		t.Errorf("Append with an event over the bound = %v; want it said", err)
+	}
+	if n := revision() - before; n != 3 {
+		t.Errorf("150 events took %d revisions; want 3 (64 to a transaction)", n)
+	}
+	recent, err := s.RecentEvents(ctx, 200)
+	if err != nil || len(recent) != len(events) {
+		t.Fatalf("RecentEvents = %d events, %v; want %d", len(recent), err, len(events))
+	}
+	for i, e := range recent {
+		if string(e) != string(events[i]) {
+			t.Fatalf("event %d = %s; want %s (in their order)", i, e, events[i])
+		}
+	}
+}
+
 // probeEvent is the event awaitWatch stores.
 const probeEvent = `{"kind":"probe"}`
 
@@ -372,6 +413,26 @@ func (k failPutsKV) Put(ctx context.Context, key, val string, opts ...clientv3.O
 		return nil, k.err
 	}
 	return k.KV.Put(ctx, key, val, opts...)
+}
+
+// Txn fails the transaction's Commit as Put fails (the event log writes
+// its events in transactions).
+func (k failPutsKV) Txn(ctx context.Context) clientv3.Txn { return failTxn{k.KV.Txn(ctx), k} }
+
+type failTxn struct {
+	clientv3.Txn
+	k failPutsKV
+}
+
+func (t failTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { return failTxn{t.Txn.If(cs...), t.k} }
+func (t failTxn) Then(ops ...clientv3.Op) clientv3.Txn { return failTxn{t.Txn.Then(ops...), t.k} }
+func (t failTxn) Else(ops ...clientv3.Op) clientv3.Txn { return failTxn{t.Txn.Else(ops...), t.k} }
+
+func (t failTxn) Commit() (*clientv3.TxnResponse, error) {
+	if t.k.n.Add(-1) >= 0 {
+		return nil, t.k.err
+	}
+	return t.Txn.Commit()
 }
 
 // grantCounter counts the leases granted.

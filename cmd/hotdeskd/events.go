@@ -30,28 +30,59 @@ const (
 )
 
 // publishEvents stores every event of sub in the group's event log until
-// sub closes or ctx ends. Storage failures are logged at debug level: the
-// stream is best effort, the log line is the record.
+// sub closes or ctx ends: with the events queued behind it, up to
+// registry's transaction bound, in one etcd write. Storage failures are
+// logged at debug level: the stream is best effort, the log line is the
+// record.
 func publishEvents(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
-	sub.Each(ctx, func(e event.Event) { storeEvent(ctx, log, e, logger) })
+	sub.Each(ctx, func(e event.Event) { storeEvents(ctx, log, queuedAfter(sub, e), logger) })
 }
 
-// storeEvent appends e to the group's event log, within 5 s of ctx; a
-// failure is logged at debug (the log line of the event is its record).
+// storeEvent stores e in the group's event log (see storeEvents).
 func storeEvent(ctx context.Context, log *registry.EventLog, e event.Event, logger hclog.Logger) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return
+	storeEvents(ctx, log, []event.Event{e}, logger)
+}
+
+// storeEvents appends es to the group's event log, within 5 s of ctx; a
+// failure is logged at debug (the log line of each event is its record).
+func storeEvents(ctx context.Context, log *registry.EventLog, es []event.Event, logger hclog.Logger) {
+	bs := make([][]byte, 0, len(es))
+	for _, e := range es {
+		if b, err := json.Marshal(e); err == nil {
+			bs = append(bs, b)
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := log.Append(cctx, b); err != nil {
-		logger.Debug("event not stored in the registry", "kind", string(e.Kind), "error", err)
+	if err := log.Append(cctx, bs...); err != nil {
+		logger.Debug("events not stored in the registry", "events", len(bs), "first", string(es[0].Kind), "error", err)
 	}
 }
 
+// storeBatch is how many events storeEvents is given at most at once.
+const storeBatch = 64
+
+// queuedAfter returns first and the events sub holds now behind it,
+// without waiting for more, storeBatch at most.
+func queuedAfter(sub *broker.Subscription, first event.Event) []event.Event {
+	es := []event.Event{first}
+	for len(es) < storeBatch {
+		select {
+		case e, ok := <-sub.C:
+			if !ok {
+				return es
+			}
+			es = append(es, e)
+		default:
+			return es
+		}
+	}
+	return es
+}
+
 // storePending stores the events sub holds now, without waiting for more
-// (at a stop, once the publisher's run has ended), each within ctx.
+// (at a stop, once the publisher's run has ended), a batch at a time, each
+// within ctx.
 func storePending(ctx context.Context, log *registry.EventLog, sub *broker.Subscription, logger hclog.Logger) {
 	for ctx.Err() == nil {
 		select {
@@ -59,7 +90,7 @@ func storePending(ctx context.Context, log *registry.EventLog, sub *broker.Subsc
 			if !ok {
 				return
 			}
-			storeEvent(ctx, log, e, logger)
+			storeEvents(ctx, log, queuedAfter(sub, e), logger)
 		default:
 			return
 		}
