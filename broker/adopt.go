@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hotdesk/hotdesk/compositor"
@@ -30,63 +31,101 @@ const (
 // kept as an orphan; one without a token label is reported lost and left
 // to the caller. Call before serving terminals.
 func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []SessionInfo, lost []compositor.Exit) {
+	// Side by side, a few at a time: each takes two etcd round trips (its
+	// claim read, then moved), and a server restarted with a hundred
+	// desktops would otherwise wait for them one after another before it
+	// serves a terminal.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, adoptWorkers)
+	first := make(map[string]string, len(infos)) // token label → the session adopted for it
 	for _, info := range infos {
+		// The first desktop of a token is its session, as one after
+		// another; another is reported, before any is adopted.
 		token := info.Labels[labelToken]
-		if _, _, err := tokens.ParseID(token); err != nil {
+		if id, dup := first[token]; dup && token != "" {
 			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
-				Err: fmt.Errorf("broker: adopt: no valid token label: %w", err)})
+				Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, id)})
 			continue
 		}
-		created := info.Started
-		if ms, err := strconv.ParseInt(info.Labels[labelCreated], 10, 64); err == nil {
-			created = time.UnixMilli(ms)
-		}
-		now := b.clk.Now()
-		// The claim's key is known before the claim itself: if etcd does
-		// not answer now, a later Reclaim still knows which key is ours.
-		s := &Session{ID: info.SessionID, Token: token, User: info.User, state: Suspended, info: info,
-			created: created, updated: now, suspendedAt: now, claim: registry.Claim{Key: token}}
-		unlock := b.keys.Lock(token)
-		b.mu.Lock()
-		if prev := b.byToken[token]; prev != nil {
-			b.mu.Unlock()
-			unlock()
-			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
-				Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, prev.ID)})
-			continue
-		}
-		b.byID[s.ID] = s
-		b.byToken[token] = s
-		s.timer = b.clk.AfterFunc(b.cfg.SuspendTimeout, func() { b.expire(s) })
-		b.mu.Unlock()
-		if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil {
-			b.log.Warn("adopted compositor could not be marked suspended", "session", s.ID, "error", err)
-		}
-		c, won, err := b.adoptClaim(ctx, s)
-		switch {
-		case err != nil:
-			// Kept, unclaimed (fence 0), and claimed in the background
-			// as soon as the registry answers (reclaimAdopted).
-			b.log.Warn("adopted session not claimed yet; retrying", "session", s.ID, "error", err)
-			b.mu.Lock()
-			s.locked = true // its lock is unknown until the claim is read: fail closed
-			b.mu.Unlock()
-			b.goAttach(func() { b.reclaimAdopted(s) })
-		case won:
-			b.mu.Lock()
-			s.setClaimLocked(c)
-			b.mu.Unlock()
-		default:
-			b.orphanTokenLocked(s, c.Session.ServerID)
-		}
-		unlock()
-		b.mu.Lock()
-		adopted = append(adopted, b.infoLocked(s))
-		b.mu.Unlock()
-		b.log.Info("session adopted", "session", s.ID, "token", token, "pid", info.PID, "orphaned", s.orphaned)
+		first[token] = info.SessionID
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			si, ex := b.adoptOne(ctx, info)
+			mu.Lock()
+			defer mu.Unlock()
+			if si != nil {
+				adopted = append(adopted, *si)
+			}
+			if ex != nil {
+				lost = append(lost, *ex)
+			}
+		})
 	}
+	wg.Wait()
 	b.countChanged()
 	return adopted, lost
+}
+
+// adoptWorkers bounds the desktops Adopt takes over at once.
+const adoptWorkers = 8
+
+// adoptOne takes over one desktop for Adopt: its session, or why it was
+// not adopted.
+func (b *Broker) adoptOne(ctx context.Context, info compositor.Info) (*SessionInfo, *compositor.Exit) {
+	token := info.Labels[labelToken]
+	if _, _, err := tokens.ParseID(token); err != nil {
+		return nil, &compositor.Exit{SessionID: info.SessionID, PID: info.PID,
+			Err: fmt.Errorf("broker: adopt: no valid token label: %w", err)}
+	}
+	created := info.Started
+	if ms, err := strconv.ParseInt(info.Labels[labelCreated], 10, 64); err == nil {
+		created = time.UnixMilli(ms)
+	}
+	now := b.clk.Now()
+	// The claim's key is known before the claim itself: if etcd does
+	// not answer now, a later Reclaim still knows which key is ours.
+	s := &Session{ID: info.SessionID, Token: token, User: info.User, state: Suspended, info: info,
+		created: created, updated: now, suspendedAt: now, claim: registry.Claim{Key: token}}
+	unlock := b.keys.Lock(token)
+	b.mu.Lock()
+	if prev := b.byToken[token]; prev != nil {
+		b.mu.Unlock()
+		unlock()
+		return nil, &compositor.Exit{SessionID: info.SessionID, PID: info.PID,
+			Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, prev.ID)}
+	}
+	b.byID[s.ID] = s
+	b.byToken[token] = s
+	s.timer = b.clk.AfterFunc(b.cfg.SuspendTimeout, func() { b.expire(s) })
+	b.mu.Unlock()
+	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil {
+		b.log.Warn("adopted compositor could not be marked suspended", "session", s.ID, "error", err)
+	}
+	c, won, err := b.adoptClaim(ctx, s)
+	switch {
+	case err != nil:
+		// Kept, unclaimed (fence 0), and claimed in the background
+		// as soon as the registry answers (reclaimAdopted).
+		b.log.Warn("adopted session not claimed yet; retrying", "session", s.ID, "error", err)
+		b.mu.Lock()
+		s.locked = true // its lock is unknown until the claim is read: fail closed
+		b.mu.Unlock()
+		b.goAttach(func() { b.reclaimAdopted(s) })
+	case won:
+		b.mu.Lock()
+		s.setClaimLocked(c)
+		b.mu.Unlock()
+	default:
+		b.orphanTokenLocked(s, c.Session.ServerID)
+	}
+	unlock()
+	b.mu.Lock()
+	si := b.infoLocked(s)
+	b.mu.Unlock()
+	b.log.Info("session adopted", "session", s.ID, "token", token, "pid", info.PID, "orphaned", s.orphaned)
+	return &si, nil
 }
 
 // reclaimAdopted claims adopted session s whose claim failed at Adopt,
