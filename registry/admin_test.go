@@ -183,13 +183,6 @@ func TestPutTerminals(t *testing.T) {
 	eps, regs := newGroup(t, "a")
 	a := regs[0]
 	cli := etcdtest.Client(t, eps)
-	revision := func() int64 {
-		resp, err := cli.Get(tctx(t), "nothing")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Header.Revision
-	}
 	var recs []registry.TerminalRecord
 	for i := range 150 {
 		recs = append(recs, registry.TerminalRecord{ID: fmt.Sprintf("desk %d", i), ServerID: "forged", SeenUnixMs: int64(i)})
@@ -197,7 +190,7 @@ func TestPutTerminals(t *testing.T) {
 	tooLarge := registry.TerminalRecord{ID: "big", Name: strings.Repeat("x", registry.MaxTerminalRecordBytes)}
 	withBad := append(slices.Clone(recs[:100]), registry.TerminalRecord{}, tooLarge)
 	withBad = append(withBad, recs[100:]...)
-	before := revision()
+	before := currentRevision(t, cli)
 	bad, err := a.PutTerminals(tctx(t), withBad)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +198,7 @@ func TestPutTerminals(t *testing.T) {
 	if len(bad) != 2 || bad[0].ID != "" || bad[1].ID != "big" {
 		t.Errorf("bad = %+v; want the record without an id and the one too large", bad)
 	}
-	if n := revision() - before; n != 3 {
+	if n := currentRevision(t, cli) - before; n != 3 {
 		t.Errorf("150 records took %d revisions; want 3 (64 to a transaction)", n)
 	}
 	ts, err := a.Terminals(tctx(t))
@@ -235,24 +228,17 @@ func TestEventLogAppendBatch(t *testing.T) {
 	cli := etcdtest.Client(t, eps)
 	s := newStore(t, etcdtest.Client(t, eps), "ev")
 	ctx := tctx(t)
-	revision := func() int64 {
-		resp, err := cli.Get(ctx, "nothing")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Header.Revision
-	}
 	var events [][]byte
 	for i := range 150 {
 		events = append(events, fmt.Appendf(nil, `{"n":%d}`, i))
 	}
 	big := []byte(`"` + strings.Repeat("x", registry.MaxEventBytes) + `"`)
-	before := revision()
+	before := currentRevision(t, cli)
 	err := s.NewEventLog().Append(ctx, append(slices.Clone(events[:70]), append([][]byte{big}, events[70:]...)...)...)
 	if err == nil || !strings.Contains(err.Error(), "bytes over") {
 		t.Errorf("Append with an event over the bound = %v; want it said", err)
 	}
-	if n := revision() - before; n != 3 {
+	if n := currentRevision(t, cli) - before; n != 3 {
 		t.Errorf("150 events took %d revisions; want 3 (64 to a transaction)", n)
 	}
 	recent, err := s.RecentEvents(ctx, 200)
