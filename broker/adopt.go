@@ -43,7 +43,7 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 		// The first desktop of a token is its session, as one after
 		// another; another is reported, before any is adopted.
 		token := info.Labels[labelToken]
-		if id, dup := first[token]; dup && token != "" {
+		if id, dup := first[token]; dup && validToken(token) {
 			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
 				Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, id)})
 			continue
@@ -66,6 +66,12 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 	wg.Wait()
 	b.countChanged()
 	return adopted, lost
+}
+
+// validToken reports whether token is a token id (a desktop's label).
+func validToken(token string) bool {
+	_, _, err := tokens.ParseID(token)
+	return err == nil
 }
 
 // adoptWorkers bounds the desktops Adopt takes over at once.
