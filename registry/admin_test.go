@@ -190,7 +190,7 @@ func TestPutTerminals(t *testing.T) {
 	tooLarge := registry.TerminalRecord{ID: "big", Name: strings.Repeat("x", registry.MaxTerminalRecordBytes)}
 	withBad := append(slices.Clone(recs[:100]), registry.TerminalRecord{}, tooLarge)
 	withBad = append(withBad, recs[100:]...)
-	before := currentRevision(t, cli)
+	before := etcdtest.Revision(t, cli)
 	bad, err := a.PutTerminals(tctx(t), withBad)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func TestPutTerminals(t *testing.T) {
 	if len(bad) != 2 || bad[0].ID != "" || bad[1].ID != "big" {
 		t.Errorf("bad = %+v; want the record without an id and the one too large", bad)
 	}
-	if n := currentRevision(t, cli) - before; n != 3 {
+	if n := etcdtest.Revision(t, cli) - before; n != 3 {
 		t.Errorf("150 records took %d revisions; want 3 (64 to a transaction)", n)
 	}
 	ts, err := a.Terminals(tctx(t))
@@ -233,12 +233,12 @@ func TestEventLogAppendBatch(t *testing.T) {
 		events = append(events, fmt.Appendf(nil, `{"n":%d}`, i))
 	}
 	big := []byte(`"` + strings.Repeat("x", registry.MaxEventBytes) + `"`)
-	before := currentRevision(t, cli)
+	before := etcdtest.Revision(t, cli)
 	err := s.NewEventLog().Append(ctx, append(slices.Clone(events[:70]), append([][]byte{big}, events[70:]...)...)...)
 	if err == nil || !strings.Contains(err.Error(), "bytes over") {
 		t.Errorf("Append with an event over the bound = %v; want it said", err)
 	}
-	if n := currentRevision(t, cli) - before; n != 3 {
+	if n := etcdtest.Revision(t, cli) - before; n != 3 {
 		t.Errorf("150 events took %d revisions; want 3 (64 to a transaction)", n)
 	}
 	recent, err := s.RecentEvents(ctx, 200)

@@ -126,13 +126,3 @@ func tctx(t testing.TB) context.Context {
 func errorsIsCtx(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
-
-// currentRevision is etcd's revision now, as cli reads it.
-func currentRevision(t testing.TB, cli *clientv3.Client) int64 {
-	t.Helper()
-	resp, err := cli.Get(context.Background(), "nothing")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.Header.Revision
-}

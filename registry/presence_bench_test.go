@@ -33,7 +33,7 @@ func BenchmarkPresenceHeartbeat(b *testing.B) {
 	}
 	for _, mode := range []string{"one_by_one", "batched"} {
 		b.Run(mode, func(b *testing.B) {
-			before := currentRevision(b, cli)
+			before := etcdtest.Revision(b, cli)
 			for range b.N {
 				if mode == "batched" {
 					if _, err := reg.PutTerminals(ctx, recs); err != nil {
@@ -47,7 +47,7 @@ func BenchmarkPresenceHeartbeat(b *testing.B) {
 					}
 				}
 			}
-			b.ReportMetric(float64(currentRevision(b, cli)-before)/float64(b.N), "revisions/op")
+			b.ReportMetric(float64(etcdtest.Revision(b, cli)-before)/float64(b.N), "revisions/op")
 		})
 	}
 }

@@ -28,16 +28,9 @@ func TestStorePendingInBatches(t *testing.T) {
 		bus.Emit(event.Event{Kind: event.TerminalDisconnected, Terminal: fmt.Sprintf("desk-%03d", i)})
 	}
 	ctx := context.Background()
-	rev := func() int64 {
-		resp, err := cli.Get(ctx, "nothing")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.Header.Revision
-	}
-	before := rev()
+	before := etcdtest.Revision(t, cli)
 	storePending(ctx, store.NewEventLog(), sub, hclog.NewNullLogger())
-	if n := rev() - before; n != 3 {
+	if n := etcdtest.Revision(t, cli) - before; n != 3 {
 		t.Errorf("150 events stored in %d revisions; want 3 (64 to a transaction)", n)
 	}
 	stored, err := store.RecentEvents(ctx, 200)

@@ -71,6 +71,17 @@ func EmbeddedClient(t testing.TB, e *registry.Embedded) *clientv3.Client {
 	return newClient(t, clientv3.Config{Endpoints: e.Endpoints(), TLS: tc, DialTimeout: 5 * time.Second})
 }
 
+// Revision is etcd's revision now, as cli reads it: a test counts the
+// writes (transactions) a step made by it.
+func Revision(t testing.TB, cli *clientv3.Client) int64 {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "nothing")
+	if err != nil {
+		t.Fatalf("etcdtest: revision: %v", err)
+	}
+	return resp.Header.Revision
+}
+
 func newClient(t testing.TB, cfg clientv3.Config) *clientv3.Client {
 	t.Helper()
 	cfg.Logger = zap.NewNop()
