@@ -283,12 +283,15 @@ func (h *harness) heal(ctx context.Context) {
 }
 
 // recovered waits until every broker is ready and has its server record in
-// etcd, every terminal is connected and a probe hot-desk (insert, remove) through each broker succeeds, at
-// most bound. It returns when that was first seen.
+// etcd, every terminal is connected (or has connected since the wait
+// began: with many terminals, one is always between two connections of a
+// redirect) and a probe hot-desk (insert, remove) through each broker
+// succeeds, at most bound. It returns when that was first seen.
 func (h *harness) recovered(ctx context.Context, bound time.Duration) (time.Duration, bool) {
 	deadline := time.Now().Add(bound)
+	since := h.rec.now()
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		if h.allUp(ctx) && h.probe(ctx) {
+		if h.allUp(ctx, since) && h.probe(ctx) {
 			return h.rec.now(), true
 		}
 		h.sleep(ctx, 200*time.Millisecond)
@@ -296,7 +299,9 @@ func (h *harness) recovered(ctx context.Context, bound time.Duration) (time.Dura
 	return 0, false
 }
 
-func (h *harness) allUp(ctx context.Context) bool {
+// allUp reports whether every broker is ready with its server record, and
+// every terminal connected now or since since.
+func (h *harness) allUp(ctx context.Context, since time.Duration) bool {
 	for _, b := range h.brokers {
 		if !b.ready(ctx) {
 			return false
@@ -311,7 +316,7 @@ func (h *harness) allUp(ctx context.Context) bool {
 		return false
 	}
 	for _, t := range append(append([]*terminal(nil), h.terms...), h.probes...) {
-		if !t.up.Load() {
+		if !t.up.Load() && time.Duration(t.upAt.Load()) < since {
 			return false
 		}
 	}

@@ -88,7 +88,8 @@ type terminal struct {
 	inbox   chan inMsg
 	dialed  chan dialResult
 	answers chan Event
-	up      atomic.Bool // a current connection exists
+	up      atomic.Bool  // a current connection exists
+	upAt    atomic.Int64 // when it last connected, on the recorder's clock (ns)
 	done    chan struct{}
 	serials *atomic.Int64
 
@@ -459,6 +460,7 @@ func (t *terminal) dialDone(ctx context.Context, r dialResult) {
 	l := r.l
 	t.cur, t.attempt, t.backoff, t.presentAt = l, 0, minBackoff, time.Time{}
 	t.up.Store(true)
+	t.upAt.Store(int64(t.rec.now()))
 	t.record(Event{Kind: KindConnected, Conn: l.serial, Server: l.w.ServerID, Detail: fmt.Sprintf("hops %d", l.hops)})
 	// The token still in the reader is presented again (after a redirect:
 	// the redirected token, if it is still there).
