@@ -40,12 +40,14 @@ func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []
 	sem := make(chan struct{}, adoptWorkers)
 	first := make(map[string]string, len(infos)) // token label → the session adopted for it
 	for _, info := range infos {
-		// The first desktop of a token is its session, as one after
-		// another; another is reported, before any is adopted.
+		// The first desktop of a token in infos is its session, as when
+		// they were adopted one after another; another is reported.
 		token := info.Labels[labelToken]
 		if id, dup := first[token]; dup && validToken(token) {
+			mu.Lock()
 			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
 				Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, id)})
+			mu.Unlock()
 			continue
 		}
 		first[token] = info.SessionID
