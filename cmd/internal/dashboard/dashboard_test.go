@@ -230,7 +230,6 @@ func TestStarting(t *testing.T) {
 	s, _ := newTestServer(t)
 	var starting atomic.Pointer[string]
 	phase := "hotdeskd is starting: waiting for etcd to answer"
-	starting.Store(&phase)
 	s.cfg.Starting = func() error {
 		if p := starting.Load(); p != nil {
 			return errors.New(*p)
@@ -239,9 +238,16 @@ func TestStarting(t *testing.T) {
 	}
 	ts := httptest.NewTLSServer(s.Handler())
 	defer ts.Close()
-	admin := client(t, ts)
+	// A login made before (the gate does not depend on one): its pages
+	// would show the backend's servers (b1, v9).
+	viewer := client(t, ts)
+	viewer.Timeout = 10 * time.Second // a live event stream served in the gate's stead ends as a failure
+	if code, body := post(t, viewer, ts.URL+"/login", url.Values{"user": {"viewer"}, "password": {"v"}}, ""); code != http.StatusOK || !strings.Contains(body, "v9") {
+		t.Fatalf("login: %d\n%s\nwant the servers page", code, body)
+	}
+	starting.Store(&phase)
 	for _, path := range []string{"/login", "/servers", "/sessions", "/events/stream", "/nowhere"} {
-		resp, err := admin.Get(ts.URL + path)
+		resp, err := viewer.Get(ts.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,9 +257,10 @@ func TestStarting(t *testing.T) {
 			!strings.Contains(string(body), `http-equiv="refresh" content="5"`) || resp.Header.Get("Retry-After") != "5" ||
 			resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || resp.Header.Get("X-Frame-Options") != "DENY" ||
 			strings.Contains(string(body), "v9") {
-			t.Errorf("GET %s while starting: %d %v\n%s\nwant 503 with the start's words, refreshed, and the usual headers", path, resp.StatusCode, resp.Header, body)
+			t.Errorf("GET %s while starting: %d %v\n%s\nwant 503 with the start's words, refreshed, and the usual headers, not the backend's data", path, resp.StatusCode, resp.Header, body)
 		}
 	}
+	admin := client(t, ts)
 	if code, body := post(t, admin, ts.URL+"/login", url.Values{"user": {"root"}, "password": {"r"}}, ""); code != http.StatusServiceUnavailable || !strings.Contains(body, phase) {
 		t.Errorf("login while starting: %d\n%s\nwant 503 with the start's words", code, body)
 	}
