@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -30,44 +31,75 @@ const (
 // terminals redirected before the restart are still welcome. A desktop whose token another server claimed meanwhile is
 // kept as an orphan; one without a token label is reported lost and left
 // to the caller. Call before serving terminals.
+//
+// A token may have several desktops here: an orphan the previous process
+// kept (its token was claimed elsewhere while it had lost its lease) and
+// the session it later created for the token when it came back. They are
+// taken one after another, newest first: the one the token's claim names
+// is its session, and where the claim names none of them (it expired) the
+// newest is (an orphan is always older than a session created for its
+// token after it). The others are kept as orphans again, never stopped:
+// they hold someone's work.
 func (b *Broker) Adopt(ctx context.Context, infos []compositor.Info) (adopted []SessionInfo, lost []compositor.Exit) {
 	// Side by side, a few at a time: each takes two etcd round trips (its
 	// claim read, then moved), and a server restarted with a hundred
 	// desktops would otherwise wait for them one after another before it
-	// serves a terminal.
+	// serves a terminal. A token's desktops go one after another, newest
+	// first, in one worker.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, adoptWorkers)
-	first := make(map[string]string, len(infos)) // token label → the session adopted for it
-	for _, info := range infos {
-		// The first desktop of a token in infos is its session, as when
-		// they were adopted one after another; another is reported.
-		token := info.Labels[labelToken]
-		if id, dup := first[token]; dup && validToken(token) {
-			mu.Lock()
-			lost = append(lost, compositor.Exit{SessionID: info.SessionID, PID: info.PID,
-				Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, id)})
-			mu.Unlock()
-			continue
-		}
-		first[token] = info.SessionID
+	for _, group := range byToken(infos) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			si, ex := b.adoptOne(ctx, info)
-			mu.Lock()
-			defer mu.Unlock()
-			if si != nil {
-				adopted = append(adopted, *si)
-			}
-			if ex != nil {
-				lost = append(lost, *ex)
+			for _, info := range group {
+				si, ex := b.adoptOne(ctx, info)
+				mu.Lock()
+				if si != nil {
+					adopted = append(adopted, *si)
+				}
+				if ex != nil {
+					lost = append(lost, *ex)
+				}
+				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
 	b.countChanged()
 	return adopted, lost
+}
+
+// byToken groups desktops by their token label, in the order of infos;
+// within a group the newest (the creation its label records) comes first.
+// A desktop without a valid label is a group of its own.
+func byToken(infos []compositor.Info) [][]compositor.Info {
+	var groups [][]compositor.Info
+	at := map[string]int{}
+	for _, info := range infos {
+		token := info.Labels[labelToken]
+		i, ok := at[token]
+		if !ok || !validToken(token) {
+			at[token] = len(groups)
+			groups = append(groups, []compositor.Info{info})
+			continue
+		}
+		groups[i] = append(groups[i], info)
+	}
+	for _, g := range groups {
+		sort.SliceStable(g, func(i, j int) bool { return createdAt(g[i]).After(createdAt(g[j])) })
+	}
+	return groups
+}
+
+// createdAt is when a desktop's session was created: its label, else the
+// process's start.
+func createdAt(info compositor.Info) time.Time {
+	if ms, err := strconv.ParseInt(info.Labels[labelCreated], 10, 64); err == nil {
+		return time.UnixMilli(ms)
+	}
+	return info.Started
 }
 
 // validToken reports whether token is a token id (a desktop's label).
@@ -87,31 +119,33 @@ func (b *Broker) adoptOne(ctx context.Context, info compositor.Info) (*SessionIn
 		return nil, &compositor.Exit{SessionID: info.SessionID, PID: info.PID,
 			Err: fmt.Errorf("broker: adopt: no valid token label: %w", err)}
 	}
-	created := info.Started
-	if ms, err := strconv.ParseInt(info.Labels[labelCreated], 10, 64); err == nil {
-		created = time.UnixMilli(ms)
-	}
 	now := b.clk.Now()
 	// The claim's key is known before the claim itself: if etcd does
 	// not answer now, a later Reclaim still knows which key is ours.
 	s := &Session{ID: info.SessionID, Token: token, User: info.User, state: Suspended, info: info,
-		created: created, updated: now, suspendedAt: now, claim: registry.Claim{Key: token}}
+		created: createdAt(info), updated: now, suspendedAt: now, claim: registry.Claim{Key: token}}
 	unlock := b.keys.Lock(token)
 	b.mu.Lock()
-	if prev := b.byToken[token]; prev != nil {
-		b.mu.Unlock()
-		unlock()
-		return nil, &compositor.Exit{SessionID: info.SessionID, PID: info.PID,
-			Err: fmt.Errorf("broker: adopt: token %s already has session %s", token, prev.ID)}
-	}
+	prev := b.byToken[token]
 	b.byID[s.ID] = s
-	b.byToken[token] = s
+	if prev == nil {
+		b.byToken[token] = s
+	}
 	s.timer = b.clk.AfterFunc(b.cfg.SuspendTimeout, func() { b.expire(s) })
 	b.mu.Unlock()
 	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil {
 		b.log.Warn("adopted compositor could not be marked suspended", "session", s.ID, "error", err)
 	}
-	c, won, err := b.adoptClaim(ctx, s)
+	var c registry.Claim
+	var won bool
+	var err error
+	if prev == nil {
+		c, won, err = b.adoptClaim(ctx, s)
+	} else {
+		// An older desktop of a token whose session was adopted just
+		// before: the orphan it was.
+		c.Session.ServerID = b.cfg.ServerID
+	}
 	switch {
 	case err != nil:
 		// Kept, unclaimed (fence 0), and claimed in the background

@@ -31,7 +31,8 @@ func (c *countingLookups) Lookup(ctx context.Context, key string) (registry.Clai
 // previous run left a few at a time, not one after another (each is two
 // etcd round trips: a server with a hundred desktops waited for them in a
 // row before it served a terminal), and at most adoptWorkers at once. A
-// second desktop of one token is reported, the first adopted, as before.
+// second desktop of one token (of the same age) is kept as an orphan, the
+// first adopted as its session.
 func TestAdoptSideBySide(t *testing.T) {
 	t.Parallel()
 	c := &countingLookups{}
@@ -42,8 +43,8 @@ func TestAdoptSideBySide(t *testing.T) {
 			Labels: map[string]string{labelToken: fmt.Sprintf("uid.%08x", i+1)}})
 	}
 	// The duplicate comes while the others are being adopted, just after
-	// a desktop without a token label (a race detector's case: both are
-	// noted lost at once).
+	// a desktop without a token label (a race detector's case: noted lost
+	// while the others are adopted).
 	dup := compositor.Info{SessionID: "s-adoptdup", User: "kiosk", Labels: map[string]string{labelToken: "uid.00000001"}}
 	unlabelled := compositor.Info{SessionID: "s-adoptnolabel", User: "kiosk"}
 	all := append(append(append([]compositor.Info{}, infos[:2*adoptWorkers]...), unlabelled, dup), infos[2*adoptWorkers:]...)
@@ -52,8 +53,13 @@ func TestAdoptSideBySide(t *testing.T) {
 	for _, l := range lost {
 		lostIDs[l.SessionID] = true
 	}
-	if len(adopted) != len(infos) || len(lost) != 2 || !lostIDs[dup.SessionID] || !lostIDs[unlabelled.SessionID] {
-		t.Fatalf("adopted %d, lost %+v; want %d adopted, %s and %s lost (the token's first desktop adopted)", len(adopted), lost, len(infos), dup.SessionID, unlabelled.SessionID)
+	if len(adopted) != len(infos)+1 || len(lost) != 1 || !lostIDs[unlabelled.SessionID] {
+		t.Fatalf("adopted %d, lost %+v; want %d adopted, %s lost", len(adopted), lost, len(infos)+1, unlabelled.SessionID)
+	}
+	for _, si := range adopted {
+		if orphan := si.ID == dup.SessionID; si.Orphaned != orphan {
+			t.Fatalf("adopted %+v; want only %s orphaned (the token's first desktop its session)", si, dup.SessionID)
+		}
 	}
 	for _, in := range infos {
 		cl, err := e.reg.Lookup(e.ctx, in.Labels[labelToken])
@@ -63,5 +69,44 @@ func TestAdoptSideBySide(t *testing.T) {
 	}
 	if p := c.peak.Load(); p < 2 || p > adoptWorkers {
 		t.Errorf("at most %d claims looked up at once; want between 2 and %d", p, adoptWorkers)
+	}
+}
+
+// TestAdoptOrphanBesideSession: a broker that kept an orphan (its token
+// claimed elsewhere while it had lost its lease) and later created a new
+// session for the token when it came back has two desktops of the token
+// when it restarts. Both are kept: the newer is the token's session
+// (claimed, not orphaned), the older an orphan again, whatever order the
+// backend lists them in. The chaos harness found the newer one stopped
+// ("belongs to no token") and the user given an empty desktop.
+func TestAdoptOrphanBesideSession(t *testing.T) {
+	t.Parallel()
+	for _, olderFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("older_first=%v", olderFirst), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, "b1", nil)
+			const tok = "uid.0000beef"
+			desktop := func(id string, created int64) compositor.Info {
+				return compositor.Info{SessionID: id, User: "kiosk", Labels: map[string]string{
+					labelToken: tok, labelCreated: fmt.Sprint(created)}}
+			}
+			older, newer := desktop("s-orphan", 1_000), desktop("s-current", 2_000)
+			infos := []compositor.Info{newer, older}
+			if olderFirst {
+				infos = []compositor.Info{older, newer}
+			}
+			adopted, lost := e.b.Adopt(e.ctx, infos)
+			if len(lost) != 0 || len(adopted) != 2 {
+				t.Fatalf("adopted %+v, lost %+v; want both adopted, none lost", adopted, lost)
+			}
+			for _, si := range adopted {
+				if orphan := si.ID == older.SessionID; si.Orphaned != orphan || si.State != Suspended {
+					t.Fatalf("adopted %+v; want %s its session, %s an orphan, both suspended", si, newer.SessionID, older.SessionID)
+				}
+			}
+			if c := e.claim(t, tok); c.Session.ID != newer.SessionID || c.Session.ServerID != "b1" {
+				t.Fatalf("claim %+v; want session %s of b1", c, newer.SessionID)
+			}
+		})
 	}
 }

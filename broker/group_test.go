@@ -410,8 +410,9 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	waitGone(t, b2.reg, taken)
 	tb := b2.dial("term-b2")
 	tb.present(taken, takenKey)
-	if o := follow(t, tb, taken, takenKey); o.server != "b2" {
-		t.Fatalf("taken token at b2: %+v; want a session on b2", o)
+	atB2 := follow(t, tb, taken, takenKey)
+	if atB2.server != "b2" {
+		t.Fatalf("taken token at b2: %+v; want a session on b2", atB2)
 	}
 
 	proxy.Heal()
@@ -449,6 +450,45 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	tk.present(kept, keptKey)
 	if o := follow(t, tk, kept, keptKey); o.session != sess[kept] || o.server != "b1" {
 		t.Fatalf("kept token after healing: %+v; want session %s on b1", o, sess[kept])
+	}
+
+	// Later b2's session of the taken token ends and the token comes back
+	// to b1 (b2 drained), which creates a new session for it beside the
+	// orphan; then b1 restarts keeping its desktops. Both are kept: the
+	// new one is the token's session, the orphan stays one (the chaos
+	// harness found the new one stopped as "belonging to no token" and the
+	// user given an empty desktop).
+	if err := b2.b.Kill(b2.ctx, atB2.session); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.SetDraining(b1.ctx, "b2", true); err != nil {
+		t.Fatal(err)
+	}
+	tn := b1.dial("term-new")
+	tn.present(taken, takenKey)
+	again := follow(t, tn, taken, takenKey)
+	if again.server != "b1" || again.session == "" || again.session == sess[taken] {
+		t.Fatalf("taken token back at b1: %+v; want a new session on b1 (the orphan is %s)", again, sess[taken])
+	}
+	tn = again.term
+	tn.remove(taken)
+	expectMsg[proto.Detached](tn)
+	b1.reg = fresh // the registry b1 runs on since it was healed
+	nb, _ := restartKeeping(t, b1, nil)
+	want := map[string]bool{sess[kept]: false, sess[taken]: true, again.session: false} // session → orphaned
+	got := nb.Sessions()
+	for _, si := range got {
+		if orphan, ok := want[si.ID]; !ok || si.Orphaned != orphan || !pidAlive(si.PID) {
+			t.Fatalf("after the restart: %+v; want %v (session → orphaned), each with its compositor", got, want)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("after the restart: %+v; want %v (session → orphaned)", got, want)
+	}
+	tr := b1.serve(t, nb)("term-after")
+	tr.present(taken, takenKey)
+	if o := follow(t, tr, taken, takenKey); o.session != again.session || o.server != "b1" {
+		t.Fatalf("taken token after the restart: %+v; want its new session %s on b1", o, again.session)
 	}
 }
 
