@@ -33,8 +33,12 @@ type Row struct {
 	SessionsOrphaned int `json:"sessions_orphaned"`
 	// AttachedUnclaimed: Attached messages from a broker that did not hold
 	// the token's claim in etcd around that time (± ClaimGrace).
-	AttachedUnclaimed int      `json:"attached_unclaimed"`
-	Violations        []string `json:"violations,omitempty"`
+	AttachedUnclaimed int `json:"attached_unclaimed"`
+	// AdminViolations: an administrator's action not honoured (checkAdmin):
+	// a killed session shown again, a disconnected or locked one still
+	// shown, a new session placed on a drained server.
+	AdminViolations int      `json:"admin_violations"`
+	Violations      []string `json:"violations,omitempty"`
 }
 
 // Violated reports whether the row breaks an invariant.
@@ -49,6 +53,10 @@ type checkConfig struct {
 	// ClaimGrace allows for the delay of the harness's etcd watch when an
 	// Attached is matched with the claim history.
 	ClaimGrace time.Duration
+	// DrainGrace is how long after a drain's answer a new session may
+	// still be placed on the drained server (the other brokers learn of it
+	// through their watch of the registry).
+	DrainGrace time.Duration
 }
 
 // interval is one stretch of a terminal showing a session: from Attached
@@ -127,8 +135,12 @@ func check(h History, cfg checkConfig) []Row {
 		}
 		if !inWindow {
 			p.row.FailedOpsOutsideFault++
+			what := o.Token
+			if what == "" {
+				what = o.Server // a drain or undrain
+			}
 			p.row.Violations = append(p.row.Violations, fmt.Sprintf("failed %s of %s at %s outside a fault window (%.2f–%.2fs): %s; the terminal saw: %s",
-				o.Kind, o.Token, o.Term, secs(o.Start), secs(o.End), o.Err, seen(events, o.Term, o.Start, o.End)))
+				o.Kind, what, o.Term, secs(o.Start), secs(o.End), o.Err, seen(events, o.Term, o.Start, o.End)))
 		}
 	}
 
@@ -184,6 +196,11 @@ func check(h History, cfg checkConfig) []Row {
 			ended[e.Session] = true
 		}
 	}
+	for _, o := range h.Ops {
+		if o.Kind == "kill" {
+			ended[o.Session] = true // a failed kill may have ended it too
+		}
+	}
 	orphaned := map[string]Orphan{}
 	for _, o := range h.Orphans {
 		orphaned[o.Session] = o
@@ -233,6 +250,12 @@ func check(h History, cfg checkConfig) []Row {
 				e.Server, e.Term, e.Session, secs(e.At), e.Server, cfg.ClaimGrace.Milliseconds(),
 				claimStory(claims[e.Token], e.At-5*time.Second, e.At+cfg.ClaimGrace)))
 		}
+	}
+
+	for _, v := range checkAdmin(h.Ops, events, ivs, cfg) {
+		p := at(v.at)
+		p.row.AdminViolations++
+		p.row.Violations = append(p.row.Violations, v.what)
 	}
 
 	rows := make([]Row, len(periods))

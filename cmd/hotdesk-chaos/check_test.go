@@ -260,3 +260,100 @@ func TestCheckClaimsFromALaggingWatch(t *testing.T) {
 		t.Fatalf("attached_unclaimed = %d; want 0 (%v)", b.AttachedUnclaimed+f.AttachedUnclaimed, f.Violations)
 	}
 }
+
+// TestCheckAdmin: an administrator's kill, disconnect or lock must be
+// honoured (the session no longer shown a window after the answer; a
+// killed one never again) and a drained server takes no new session; the
+// same actions honoured, and a session created before the drain or after
+// the undrain, are not violations.
+func TestCheckAdmin(t *testing.T) {
+	admin := func(kind, token, session string, from, to float64) Op {
+		o := op(kind, "admin@b2", token, from, to, true)
+		o.Session = session
+		return o
+	}
+	drain := func(kind, server string, from, to float64) Op {
+		o := op(kind, "admin@b3", "", from, to, true)
+		o.Server = server
+		return o
+	}
+	ins := func(term, token, session string, from, to float64) Op {
+		o := op("insert", term, token, from, to, true)
+		o.Session = session
+		return o
+	}
+	for _, c := range []struct {
+		name   string
+		events []Event
+		ops    []Op
+		want   string // "" for no violation
+	}{
+		{"kill honoured", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+			detached(3.1, "term-1", 1, "s-1", "destroyed"),
+			attached(5, "term-1", 1, "soft.a", "s-2", "b1"),
+		}, []Op{ins("term-1", "soft.a", "s-1", 1.9, 2), admin("kill", "soft.a", "s-1", 3, 3.2), ins("term-1", "soft.a", "s-2", 4.9, 5)}, ""},
+		{"killed session attached again", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+			detached(3.1, "term-1", 1, "s-1", "destroyed"),
+			attached(5, "term-2", 2, "soft.a", "s-1", "b1"),
+		}, []Op{admin("kill", "soft.a", "s-1", 3, 3.2)}, "killed (admin@b2, answered at 3.20s) attached again at term-2"},
+		{"kill not shown to the terminal", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+			detached(6, "term-1", 1, "s-1", "destroyed"),
+		}, []Op{admin("kill", "soft.a", "s-1", 3, 3.2)}, "still shown at term-1 until 6.00s after the administrator's kill"},
+		{"disconnect honoured, then resumed", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+			detached(3.5, "term-1", 1, "s-1", "admin"),
+			attached(5, "term-2", 2, "soft.a", "s-1", "b1"),
+		}, []Op{admin("disconnect", "soft.a", "s-1", 3, 3.2)}, ""},
+		{"lock ignored", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+		}, []Op{admin("lock", "soft.a", "s-1", 3, 3.2)}, "still shown at term-1 until 30.00s after the administrator's lock"},
+		{"drain honoured", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b2"), // before the drain
+			detached(2.5, "term-1", 1, "s-1", "token_removed"),
+			attached(6, "term-2", 2, "soft.b", "s-2", "b1"), // placed elsewhere
+			attached(7, "term-3", 3, "soft.a", "s-1", "b2"), // resumed on the drained server
+			attached(9, "term-4", 4, "soft.c", "s-3", "b2"), // after the undrain
+		}, []Op{ins("term-1", "soft.a", "s-1", 1.9, 2), drain("drain", "b2", 3, 3.1),
+			ins("term-2", "soft.b", "s-2", 5.9, 6), ins("term-3", "soft.a", "s-1", 6.9, 7),
+			drain("undrain", "b2", 8, 8.1), ins("term-4", "soft.c", "s-3", 8.9, 9)}, ""},
+		{"new session on a drained server", []Event{
+			attached(6, "term-2", 2, "soft.b", "s-2", "b2"),
+		}, []Op{drain("drain", "b2", 3, 3.1), ins("term-2", "soft.b", "s-2", 5.9, 6), drain("undrain", "b2", 8, 8.1)},
+			"new session s-2 of soft.b placed on b2, attached at term-2 6.00s (insert begun at 5.90s), while b2 was drained (from 3.10s)"},
+		{"an insert that outlasted the drain", []Event{
+			attached(8.5, "term-2", 2, "soft.b", "s-2", "b2"),
+		}, []Op{drain("drain", "b2", 3, 3.1), ins("term-2", "soft.b", "s-2", 5.9, 8.5), drain("undrain", "b2", 8, 8.1)}, ""},
+		{"a drain never undone", []Event{
+			attached(6, "term-2", 2, "soft.b", "s-2", "b2"),
+		}, []Op{drain("drain", "b2", 3, 3.1), drain("undrain", "b1", 4, 4.1), ins("term-2", "soft.b", "s-2", 5.9, 6)},
+			"placed on b2"},
+		{"a failed drain", []Event{
+			attached(6, "term-2", 2, "soft.b", "s-2", "b2"),
+		}, []Op{op("drain", "admin@b1", "", 3, 3.1, false), ins("term-2", "soft.b", "s-2", 5.9, 6)}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// A fault window (2.5–4 s): the failed drain's.
+			h := History{Begin: s(1), End: s(30), Events: c.events, Ops: c.ops,
+				Faults: []Fault{{Name: "broker_partition", Target: "b1", Start: s(2.5), Healed: s(3.5), Recovered: s(4)}}}
+			rows := check(h, cfg)
+			var got []string
+			admin := 0
+			for _, r := range rows {
+				got = append(got, r.Violations...)
+				admin += r.AdminViolations
+			}
+			if c.want == "" {
+				if len(got) > 0 {
+					t.Fatalf("violations %q; want none", got)
+				}
+				return
+			}
+			if len(got) != 1 || !strings.Contains(got[0], c.want) || admin != 1 {
+				t.Fatalf("violations %q (%d counted as the administrator's); want one saying %q", got, admin, c.want)
+			}
+		})
+	}
+}

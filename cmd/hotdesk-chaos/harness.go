@@ -193,6 +193,10 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 		wwg.Add(1)
 		go func() { defer wwg.Done(); h.worker(wlctx, int64(i)) }()
 	}
+	if o.admin {
+		wwg.Add(1)
+		go func() { defer wwg.Done(); h.drainer(wlctx) }()
+	}
 	stopWorkload := func() { wlcancel(); wwg.Wait() }
 	defer stopWorkload()
 
@@ -221,7 +225,7 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 }
 
 func (h *harness) checkConfig() checkConfig {
-	return checkConfig{TakeoverWindow: h.opts.takeoverWindow, ClaimGrace: 2 * time.Second}
+	return checkConfig{TakeoverWindow: h.opts.takeoverWindow, ClaimGrace: 2 * time.Second, DrainGrace: time.Second}
 }
 
 // targets lists the brokers for a terminal at home: home first.
@@ -353,7 +357,7 @@ func (h *harness) probe(ctx context.Context) bool {
 
 // opPlan is one workload operation.
 type opPlan struct {
-	kind     string // insert, takeover, remove
+	kind     string // insert, takeover, remove; kill, disconnect, lock (admin.go)
 	token    string
 	from, to *terminal
 }
@@ -395,7 +399,12 @@ func (h *harness) pick() *opPlan {
 		}
 	}
 	p := &opPlan{token: k}
-	if at := h.holder[k]; at != nil {
+	if at := h.holder[k]; h.opts.admin && h.intn(adminEvery) == 0 {
+		if at != nil && h.busyT[at] {
+			return nil
+		}
+		p.kind = adminKinds[h.intn(len(adminKinds))]
+	} else if at != nil {
 		if h.busyT[at] {
 			return nil
 		}
@@ -433,6 +442,10 @@ func (h *harness) release(p *opPlan) {
 // perform runs p and records it. A failed insert or takeover is cleaned
 // up as a person would: the token is pulled at both terminals.
 func (h *harness) perform(ctx context.Context, p *opPlan) {
+	if p.from == nil && p.to == nil {
+		h.performAdmin(ctx, p)
+		return
+	}
 	o := Op{Kind: p.kind, Token: p.token, Start: h.rec.now()}
 	var err error
 	switch p.kind {

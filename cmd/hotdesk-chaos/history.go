@@ -37,15 +37,17 @@ type Event struct {
 
 // Op is one operation of the workload (or a probe): its start and end, and
 // whether it did what the person asked (insert → Attached at that terminal,
-// remove → Detached token_removed or no longer shown).
+// remove → Detached token_removed or no longer shown) or the administrator
+// asked (admin.go: the admin API's answer was a success).
 type Op struct {
-	Kind    string        `json:"op"` // insert, takeover, remove, probe
-	Term    string        `json:"term"`
+	Kind    string        `json:"op"`   // insert, takeover, remove, probe; kill, disconnect, lock, drain, undrain
+	Term    string        `json:"term"` // the terminal; for an administrator's action "admin@" and the broker asked
 	Token   string        `json:"token"`
 	Start   time.Duration `json:"start"`
 	End     time.Duration `json:"end"`
 	OK      bool          `json:"ok"`
-	Session string        `json:"session,omitempty"`
+	Session string        `json:"session,omitempty"` // the session attached; for kill, disconnect and lock the one acted on
+	Server  string        `json:"server,omitempty"`  // drain, undrain: the server named
 	Err     string        `json:"error,omitempty"`
 	// Probe marks the harness's own recovery probes; they do not count as
 	// workload operations.

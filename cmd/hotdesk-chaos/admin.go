@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// The administrator's part of the workload (-admin, on by default): while
+// people hot-desk and faults come and go, an administrator ends,
+// disconnects and locks sessions through any broker's admin socket (the
+// group forwards the action to the session's owner), and drains one broker
+// at a time for a while, then undrains it. Each action is an operation of
+// the history (Op.Term "admin@" and the broker asked); checkAdmin
+// (check.go) says what the terminals and the group must show after it.
+
+// adminEvery: one pick in adminEvery, of a token whose session is known,
+// is an administrator's action on that session rather than a hot-desk.
+const adminEvery = 10
+
+// adminKinds are the actions on one session, chosen at random.
+var adminKinds = []string{"kill", "disconnect", "lock"}
+
+// anyBroker returns a broker chosen at random among those running (a
+// stopped one cannot answer; a frozen one is asked and fails, inside its
+// fault's window).
+func (h *harness) anyBroker() *hotdeskd {
+	var up []*hotdeskd
+	for _, b := range h.brokers {
+		if b.running() {
+			up = append(up, b)
+		}
+	}
+	if len(up) == 0 {
+		return h.brokers[h.intn(len(h.brokers))]
+	}
+	return up[h.intn(len(up))]
+}
+
+// performAdmin runs an administrator's action on p.token's session as an
+// administrator would: the group's listing first (through the broker
+// asked), then the action on the session it shows for the token. A
+// session the listing does not show (ended, orphaned, its owner not
+// answering) is left alone and nothing is recorded: the checks of the
+// hot-desks judge whether it should have been there.
+func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
+	b := h.anyBroker()
+	o := Op{Kind: p.kind, Term: "admin@" + b.id, Token: p.token, Start: h.rec.now()}
+	actx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	ss, err := b.admin.Sessions(actx)
+	if err == nil {
+		for _, s := range ss {
+			if s.Token == p.token && !s.Orphaned && !s.Partial {
+				o.Session = s.ID
+			}
+		}
+		if o.Session == "" {
+			return
+		}
+		switch p.kind {
+		case "kill":
+			err = b.admin.KillSession(actx, o.Session)
+		case "disconnect":
+			err = b.admin.DisconnectSession(actx, o.Session)
+		case "lock":
+			err = b.admin.LockSession(actx, o.Session)
+		default:
+			err = fmt.Errorf("chaos: unknown action %q", p.kind)
+		}
+	}
+	o.End, o.OK = h.rec.now(), err == nil
+	if err != nil {
+		o.Err = err.Error()
+	}
+	if ctx.Err() != nil {
+		return // the workload stopped: not an outcome
+	}
+	h.rec.op(o)
+}
+
+// drainer drains one broker at a time (through any broker's admin
+// socket), holds the drain 5–15 s, then undrains it, asking again every
+// second until that works (at once after a drain that failed: its outcome
+// is unknown); 5–20 s between drains. It returns when ctx ends.
+func (h *harness) drainer(ctx context.Context) {
+	for ctx.Err() == nil {
+		h.sleep(ctx, h.jitter(5*time.Second, 20*time.Second))
+		target := h.brokers[h.intn(len(h.brokers))].id
+		if h.setDraining(ctx, target, true) {
+			h.sleep(ctx, h.jitter(5*time.Second, 15*time.Second))
+		} // else the drain may have been made all the same: undone now
+		for ctx.Err() == nil && !h.setDraining(ctx, target, false) {
+			h.sleep(ctx, time.Second)
+		}
+	}
+}
+
+// setDraining drains (or undrains) server through a broker chosen at
+// random and records the operation; it reports whether it was done.
+func (h *harness) setDraining(ctx context.Context, server string, draining bool) bool {
+	b := h.anyBroker()
+	kind := "undrain"
+	if draining {
+		kind = "drain"
+	}
+	o := Op{Kind: kind, Term: "admin@" + b.id, Server: server, Start: h.rec.now()}
+	actx, cancel := context.WithTimeout(ctx, opTimeout)
+	err := b.admin.SetDraining(actx, server, draining)
+	cancel()
+	o.End, o.OK = h.rec.now(), err == nil
+	if err != nil {
+		o.Err = err.Error()
+	}
+	if ctx.Err() != nil {
+		return false // the workload stopped: not an outcome
+	}
+	h.rec.op(o)
+	if err == nil {
+		h.logf("%s %s through %s", kind, server, b.id)
+	}
+	return err == nil
+}
+
+// adminViolation is an administrator's action the history shows not
+// honoured, and when.
+type adminViolation struct {
+	at   time.Duration
+	what string
+}
+
+// checkAdmin judges the administrator's actions in ops, with the
+// terminals' events (in time order) and the intervals they showed
+// sessions (ivs):
+//   - a session whose kill was answered is never attached again;
+//   - a session shown when its kill, disconnect or lock was answered is
+//     shown no longer than cfg.TakeoverWindow after it, at any terminal;
+//   - no insert made while a server was drained (begun from cfg.DrainGrace
+//     after the drain's answer, attached before its undrain was asked:
+//     one that waited out a fault may have been placed after the undrain)
+//     created a session there.
+func checkAdmin(ops []Op, events []Event, ivs []interval, cfg checkConfig) []adminViolation {
+	var out []adminViolation
+	add := func(at time.Duration, format string, args ...any) {
+		out = append(out, adminViolation{at: at, what: fmt.Sprintf(format, args...)})
+	}
+	for _, o := range ops {
+		if !o.OK || o.Session == "" || (o.Kind != "kill" && o.Kind != "disconnect" && o.Kind != "lock") {
+			continue
+		}
+		for _, iv := range ivs {
+			if iv.session == o.Session && iv.from < o.End && iv.to > o.End+cfg.TakeoverWindow {
+				add(o.End, "session %s of %s still shown at %s until %.2fs after the administrator's %s (%s) was answered at %.2fs; %s saw: %s",
+					o.Session, o.Token, iv.term, secs(iv.to), o.Kind, o.Term, secs(o.End), iv.term, seen(events, iv.term, o.Start, iv.to))
+			}
+		}
+		if o.Kind != "kill" {
+			continue
+		}
+		for _, e := range events {
+			if e.Kind == KindAttached && e.Session == o.Session && e.At > o.End {
+				add(e.At, "session %s of %s killed (%s, answered at %.2fs) attached again at %s via %s at %.2fs",
+					o.Session, o.Token, o.Term, secs(o.End), e.Term, e.Server, secs(e.At))
+				break
+			}
+		}
+	}
+
+	// The drains' windows, per server.
+	type window struct {
+		server   string
+		from, to time.Duration
+	}
+	sorted := append([]Op(nil), ops...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Start < sorted[j].Start })
+	var windows []window
+	drained := map[string]*window{}
+	for _, o := range sorted {
+		switch {
+		case o.Kind == "drain" && o.OK && drained[o.Server] == nil:
+			drained[o.Server] = &window{server: o.Server, from: o.End + cfg.DrainGrace, to: math.MaxInt64}
+		case o.Kind == "undrain" && drained[o.Server] != nil:
+			w := drained[o.Server]
+			w.to = o.Start // a failed undrain may have been made
+			windows = append(windows, *w)
+			delete(drained, o.Server)
+		}
+	}
+	for _, w := range drained {
+		windows = append(windows, *w)
+	}
+	first := map[string]Event{} // session → its first Attached
+	for _, e := range events {
+		if _, ok := first[e.Session]; e.Kind == KindAttached && e.Session != "" && !ok {
+			first[e.Session] = e
+		}
+	}
+	for _, o := range ops {
+		if !o.OK || o.Session == "" || (o.Kind != "insert" && o.Kind != "takeover" && o.Kind != "probe") {
+			continue
+		}
+		f, ok := first[o.Session]
+		if !ok || f.At < o.Start {
+			continue // not a session this insert created
+		}
+		for _, w := range windows {
+			if f.Server == w.server && o.Start >= w.from && f.At <= w.to {
+				add(f.At, "new session %s of %s placed on %s, attached at %s %.2fs (%s begun at %.2fs), while %s was drained (from %.2fs)",
+					o.Session, o.Token, f.Server, f.Term, secs(f.At), o.Kind, secs(o.Start), w.server, secs(w.from-cfg.DrainGrace))
+			}
+		}
+	}
+	return out
+}
