@@ -5,23 +5,36 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 )
 
 // The administrator's part of the workload (-admin, on by default): while
 // people hot-desk and faults come and go, an administrator ends,
 // disconnects and locks sessions through any broker's admin socket (the
-// group forwards the action to the session's owner), and drains one broker
-// at a time for a while, then undrains it. Each action is an operation of
+// group forwards the action to the session's owner), disables a token for
+// a while (its owner tries it meanwhile), and drains one broker at a time
+// for a while, then undrains it. Each action is an operation of
 // the history (Op.Term "admin@" and the broker asked); checkAdmin
 // (check.go) says what the terminals and the group must show after it.
 
-// adminEvery: one pick in adminEvery, of a token whose session is known,
-// is an administrator's action on that session rather than a hot-desk.
+// adminEvery: one pick in adminEvery of a token is an administrator's
+// action on its session or on it rather than a hot-desk.
 const adminEvery = 10
 
-// adminKinds are the actions on one session, chosen at random.
-var adminKinds = []string{"kill", "disconnect", "lock"}
+// adminKinds are the actions on one token's session or the token,
+// chosen at random.
+var adminKinds = []string{"kill", "disconnect", "lock", "disable"}
+
+// isAdmin reports whether an operation's kind is an administrator's.
+func isAdmin(kind string) bool {
+	for _, k := range adminKinds {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
 
 // anyBroker returns a broker chosen at random among those running (a
 // stopped one cannot answer; a frozen one is asked and fails, inside its
@@ -46,6 +59,10 @@ func (h *harness) anyBroker() *hotdeskd {
 // answering) is left alone and nothing is recorded: the checks of the
 // hot-desks judge whether it should have been there.
 func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
+	if p.kind == "disable" {
+		h.disableToken(ctx, p)
+		return
+	}
 	b := h.anyBroker()
 	o := Op{Kind: p.kind, Term: "admin@" + b.id, Token: p.token, Start: h.rec.now()}
 	actx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -79,6 +96,62 @@ func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
 		return // the workload stopped: not an outcome
 	}
 	h.rec.op(o)
+}
+
+// disableToken disables p.token through a broker chosen at random; after
+// the grace the group has to learn of it (checkConfig.DisableGrace) the
+// person presents it at terminal p.to, where it must be refused
+// (token_disabled: the "refused" operation); then, 0–3 s later, it is
+// enabled again, asked until that is done (after a failed disable too: its
+// outcome is unknown).
+func (h *harness) disableToken(ctx context.Context, p *opPlan) {
+	if h.setTokenDisabled(ctx, p.token, true) {
+		h.sleep(ctx, h.checkConfig().DisableGrace)
+		o := Op{Kind: "refused", Term: p.to.id, Token: p.token, Start: h.rec.now()}
+		session, err := p.to.insert(ctx, p.token)
+		switch {
+		case err == nil:
+			err = fmt.Errorf("attached session %s although the token is disabled", session)
+		case strings.HasPrefix(err.Error(), "token_disabled:"):
+			err = nil
+		}
+		o.End, o.OK = h.rec.now(), err == nil
+		if err != nil {
+			o.Err = err.Error()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		h.rec.op(o)
+		_ = p.to.remove(ctx, p.token)
+		h.sleep(ctx, h.jitter(0, 3*time.Second))
+	}
+	for ctx.Err() == nil && !h.setTokenDisabled(ctx, p.token, false) {
+		h.sleep(ctx, time.Second)
+	}
+}
+
+// setTokenDisabled disables (or enables) token through a broker chosen at
+// random and records the operation; it reports whether it was done.
+func (h *harness) setTokenDisabled(ctx context.Context, token string, disabled bool) bool {
+	b := h.anyBroker()
+	kind := "enable"
+	if disabled {
+		kind = "disable"
+	}
+	o := Op{Kind: kind, Term: "admin@" + b.id, Token: token, Start: h.rec.now()}
+	actx, cancel := context.WithTimeout(ctx, opTimeout)
+	err := b.admin.SetTokenDisabled(actx, token, disabled)
+	cancel()
+	o.End, o.OK = h.rec.now(), err == nil
+	if err != nil {
+		o.Err = err.Error()
+	}
+	if ctx.Err() != nil {
+		return false // the workload stopped: not an outcome
+	}
+	h.rec.op(o)
+	return err == nil
 }
 
 // drainer drains one broker at a time (through any broker's admin
@@ -137,6 +210,8 @@ type adminViolation struct {
 //   - a session whose kill was answered is never attached again;
 //   - a session shown when its kill, disconnect or lock was answered is
 //     shown no longer than cfg.TakeoverWindow after it, at any terminal;
+//   - a disabled token is not attached, nor shown, from cfg.DisableGrace
+//     after the disable's answer until its enable was asked;
 //   - no insert made while a server was drained (begun from cfg.DrainGrace
 //     after the drain's answer, attached before its undrain was asked:
 //     one that waited out a fault may have been placed after the undrain)
@@ -168,16 +243,55 @@ func checkAdmin(ops []Op, events []Event, ivs []interval, cfg checkConfig) []adm
 		}
 	}
 
+	// The disables' windows, per token: from DisableGrace after the
+	// disable's answer until its enable was asked.
+	type span struct{ from, to time.Duration }
+	disabled := map[string][]span{}
+	since := map[string]time.Duration{}
+	for _, o := range sortedByStart(ops) {
+		switch {
+		case o.Kind == "disable" && o.OK:
+			if _, ok := since[o.Token]; !ok {
+				since[o.Token] = o.End + cfg.DisableGrace
+			}
+		case o.Kind == "enable":
+			if from, ok := since[o.Token]; ok {
+				disabled[o.Token] = append(disabled[o.Token], span{from, o.Start}) // a failed enable may have been made
+				delete(since, o.Token)
+			}
+		}
+	}
+	for tok, from := range since {
+		disabled[tok] = append(disabled[tok], span{from, math.MaxInt64})
+	}
+	for _, e := range events {
+		if e.Kind != KindAttached {
+			continue
+		}
+		for _, w := range disabled[e.Token] {
+			if e.At >= w.from && e.At <= w.to {
+				add(e.At, "disabled token %s attached at %s via %s at %.2fs (session %s; disabled from %.2fs)",
+					e.Token, e.Term, e.Server, secs(e.At), e.Session, secs(w.from-cfg.DisableGrace))
+			}
+		}
+	}
+	for _, iv := range ivs {
+		for _, w := range disabled[iv.token] {
+			if iv.from < w.from && iv.to > w.from {
+				add(w.from, "disabled token %s still shown at %s until %.2fs (session %s via %s; disabled from %.2fs, %v allowed)",
+					iv.token, iv.term, secs(iv.to), iv.session, iv.server, secs(w.from-cfg.DisableGrace), cfg.DisableGrace)
+			}
+		}
+	}
+
 	// The drains' windows, per server.
 	type window struct {
 		server   string
 		from, to time.Duration
 	}
-	sorted := append([]Op(nil), ops...)
-	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Start < sorted[j].Start })
 	var windows []window
 	drained := map[string]*window{}
-	for _, o := range sorted {
+	for _, o := range sortedByStart(ops) {
 		switch {
 		case o.Kind == "drain" && o.OK && drained[o.Server] == nil:
 			drained[o.Server] = &window{server: o.Server, from: o.End + cfg.DrainGrace, to: math.MaxInt64}
@@ -213,4 +327,11 @@ func checkAdmin(ops []Op, events []Event, ivs []interval, cfg checkConfig) []adm
 		}
 	}
 	return out
+}
+
+// sortedByStart returns a copy of ops in the order they began.
+func sortedByStart(ops []Op) []Op {
+	sorted := append([]Op(nil), ops...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Start < sorted[j].Start })
+	return sorted
 }

@@ -57,6 +57,11 @@ type checkConfig struct {
 	// still be placed on the drained server (the other brokers learn of it
 	// through their watch of the registry).
 	DrainGrace time.Duration
+	// DisableGrace is how long after a token's disable was answered its
+	// session may still be shown or attached: the brokers learn of it
+	// through their watch of the registry, and one cut off from etcd
+	// stops showing sessions when its lease's safe window ends.
+	DisableGrace time.Duration
 }
 
 // interval is one stretch of a terminal showing a session: from Attached

@@ -330,6 +330,21 @@ func TestCheckAdmin(t *testing.T) {
 			attached(6, "term-2", 2, "soft.b", "s-2", "b2"),
 		}, []Op{drain("drain", "b2", 3, 3.1), drain("undrain", "b1", 4, 4.1), ins("term-2", "soft.b", "s-2", 5.9, 6)},
 			"placed on b2"},
+		{"disable honoured", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+			detached(3.05, "term-1", 1, "s-1", "locked"),
+			attached(9, "term-2", 2, "soft.a", "s-1", "b1"), // after the enable
+		}, []Op{admin("disable", "soft.a", "", 2.9, 3), op("refused", "term-2", "soft.a", 4, 4.2, true), admin("enable", "soft.a", "", 8, 8.1)}, ""},
+		{"disabled token attached", []Event{
+			attached(5, "term-2", 2, "soft.a", "s-1", "b1"),
+			detached(5.5, "term-2", 2, "s-1", "token_removed"),
+		}, []Op{admin("disable", "soft.a", "", 2.9, 3), admin("enable", "soft.a", "", 8, 8.1)},
+			"disabled token soft.a attached at term-2 via b1 at 5.00s (session s-1; disabled from 3.00s)"},
+		{"disabled token still shown", []Event{
+			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+			detached(6, "term-1", 1, "s-1", "locked"),
+		}, []Op{admin("disable", "soft.a", "", 2.9, 3), admin("enable", "soft.a", "", 8, 8.1)},
+			"disabled token soft.a still shown at term-1 until 6.00s"},
 		{"a failed drain", []Event{
 			attached(6, "term-2", 2, "soft.b", "s-2", "b2"),
 		}, []Op{op("drain", "admin@b1", "", 3, 3.1, false), ins("term-2", "soft.b", "s-2", 5.9, 6)}, ""},
@@ -338,7 +353,9 @@ func TestCheckAdmin(t *testing.T) {
 			// A fault window (2.5–4 s): the failed drain's.
 			h := History{Begin: s(1), End: s(30), Events: c.events, Ops: c.ops,
 				Faults: []Fault{{Name: "broker_partition", Target: "b1", Start: s(2.5), Healed: s(3.5), Recovered: s(4)}}}
-			rows := check(h, cfg)
+			acfg := cfg
+			acfg.DisableGrace = time.Second
+			rows := check(h, acfg)
 			var got []string
 			admin := 0
 			for _, r := range rows {

@@ -225,7 +225,8 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 }
 
 func (h *harness) checkConfig() checkConfig {
-	return checkConfig{TakeoverWindow: h.opts.takeoverWindow, ClaimGrace: 2 * time.Second, DrainGrace: time.Second}
+	return checkConfig{TakeoverWindow: h.opts.takeoverWindow, ClaimGrace: 2 * time.Second, DrainGrace: time.Second,
+		DisableGrace: h.opts.leaseTTL + time.Second}
 }
 
 // targets lists the brokers for a terminal at home: home first.
@@ -357,7 +358,7 @@ func (h *harness) probe(ctx context.Context) bool {
 
 // opPlan is one workload operation.
 type opPlan struct {
-	kind     string // insert, takeover, remove; kill, disconnect, lock (admin.go)
+	kind     string // insert, takeover, remove; kill, disconnect, lock, disable (admin.go)
 	token    string
 	from, to *terminal
 }
@@ -404,6 +405,12 @@ func (h *harness) pick() *opPlan {
 			return nil
 		}
 		p.kind = adminKinds[h.intn(len(adminKinds))]
+		if p.kind == "disable" {
+			if len(idle) == 0 {
+				return nil
+			}
+			p.to = idle[h.intn(len(idle))] // where the person tries it meanwhile
+		}
 	} else if at != nil {
 		if h.busyT[at] {
 			return nil
@@ -442,7 +449,7 @@ func (h *harness) release(p *opPlan) {
 // perform runs p and records it. A failed insert or takeover is cleaned
 // up as a person would: the token is pulled at both terminals.
 func (h *harness) perform(ctx context.Context, p *opPlan) {
-	if p.from == nil && p.to == nil {
+	if isAdmin(p.kind) {
 		h.performAdmin(ctx, p)
 		return
 	}
