@@ -44,7 +44,7 @@ type harness struct {
 	holder map[string]*terminal
 	holds  map[*terminal]string
 	busyT  map[*terminal]bool
-	busyK  map[string]bool
+	busyK  map[string]string // token → the kind of the operation on it
 	paused bool
 
 	groupChecks []groupCheck // guarded by mu (upgrade.go)
@@ -179,7 +179,7 @@ func (h *harness) run(ctx context.Context) ([]Row, error) {
 		startTerm(t)
 	}
 	h.holder, h.holds = map[string]*terminal{}, map[*terminal]string{}
-	h.busyT, h.busyK = map[*terminal]bool{}, map[string]bool{}
+	h.busyT, h.busyK = map[*terminal]bool{}, map[string]string{}
 	if _, ok := h.recovered(ctx, 30*time.Second); !ok {
 		return nil, fmt.Errorf("chaos: the group did not start working (terminals, probes)")
 	}
@@ -385,7 +385,7 @@ func (h *harness) pick() *opPlan {
 	}
 	var free []string
 	for _, k := range h.tokens {
-		if !h.busyK[k] {
+		if h.busyK[k] == "" {
 			free = append(free, k)
 		}
 	}
@@ -426,7 +426,7 @@ func (h *harness) pick() *opPlan {
 		}
 		p.kind, p.to = "insert", idle[h.intn(len(idle))]
 	}
-	h.busyK[k] = true
+	h.busyK[k] = p.kind
 	for _, t := range []*terminal{p.from, p.to} {
 		if t != nil {
 			h.busyT[t] = true
@@ -502,7 +502,9 @@ func (h *harness) setHolder(k string, t *terminal) {
 
 // sweep pauses the workload and presents every token once more (pulled
 // first where it is shown), so that every session's continuity is
-// checked after every fault; admin listings record orphans.
+// checked after every fault; admin listings record orphans. A token an
+// administrator's action is busy with (a disable holds its token for
+// seconds) is left to it, with the terminal it uses.
 func (h *harness) sweep(ctx context.Context) {
 	h.mu.Lock()
 	h.paused = true
@@ -514,7 +516,12 @@ func (h *harness) sweep(ctx context.Context) {
 	}()
 	for ctx.Err() == nil {
 		h.mu.Lock()
-		busy := len(h.busyK)
+		busy := 0
+		for _, kind := range h.busyK {
+			if !isAdmin(kind) {
+				busy++
+			}
+		}
 		h.mu.Unlock()
 		if busy == 0 {
 			break
@@ -524,10 +531,14 @@ func (h *harness) sweep(ctx context.Context) {
 	h.listOrphans(ctx)
 	for _, k := range h.tokens {
 		h.mu.Lock()
+		if h.busyK[k] != "" {
+			h.mu.Unlock()
+			continue
+		}
 		at := h.holder[k]
 		var idle []*terminal
 		for _, t := range h.terms {
-			if h.holds[t] == "" && t != at {
+			if h.holds[t] == "" && t != at && !h.busyT[t] {
 				idle = append(idle, t)
 			}
 		}
