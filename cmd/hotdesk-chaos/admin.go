@@ -88,14 +88,7 @@ func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
 			err = fmt.Errorf("chaos: unknown action %q", p.kind)
 		}
 	}
-	o.End, o.OK = h.rec.now(), err == nil
-	if err != nil {
-		o.Err = err.Error()
-	}
-	if ctx.Err() != nil {
-		return // the workload stopped: not an outcome
-	}
-	h.rec.op(o)
+	h.done(ctx, o, err)
 }
 
 // disableToken disables p.token through a broker chosen at random; after
@@ -115,14 +108,9 @@ func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 		case strings.HasPrefix(err.Error(), "token_disabled:"):
 			err = nil
 		}
-		o.End, o.OK = h.rec.now(), err == nil
-		if err != nil {
-			o.Err = err.Error()
-		}
-		if ctx.Err() != nil {
+		if !h.done(ctx, o, err) {
 			return
 		}
-		h.rec.op(o)
 		_ = p.to.remove(ctx, p.token)
 		h.sleep(ctx, h.jitter(0, 3*time.Second))
 	}
@@ -134,24 +122,31 @@ func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 // setTokenDisabled disables (or enables) token through a broker chosen at
 // random and records the operation; it reports whether it was done.
 func (h *harness) setTokenDisabled(ctx context.Context, token string, disabled bool) bool {
+	return h.adminCall(ctx, Op{Kind: either(disabled, "disable", "enable"), Token: token}, func(ctx context.Context, b *hotdeskd) error {
+		return b.admin.SetTokenDisabled(ctx, token, disabled)
+	})
+}
+
+// either returns yes if cond holds, else no.
+func either(cond bool, yes, no string) string {
+	if cond {
+		return yes
+	}
+	return no
+}
+
+// adminCall makes call, an administrator's action o, through a broker
+// chosen at random, and records it; it reports whether it was done.
+func (h *harness) adminCall(ctx context.Context, o Op, call func(context.Context, *hotdeskd) error) bool {
 	b := h.anyBroker()
-	kind := "enable"
-	if disabled {
-		kind = "disable"
-	}
-	o := Op{Kind: kind, Term: "admin@" + b.id, Token: token, Start: h.rec.now()}
+	o.Term, o.Start = "admin@"+b.id, h.rec.now()
 	actx, cancel := context.WithTimeout(ctx, opTimeout)
-	err := b.admin.SetTokenDisabled(actx, token, disabled)
+	err := call(actx, b)
 	cancel()
-	o.End, o.OK = h.rec.now(), err == nil
-	if err != nil {
-		o.Err = err.Error()
+	if h.done(ctx, o, err) && err == nil && o.Server != "" {
+		h.logf("%s %s through %s", o.Kind, o.Server, b.id)
 	}
-	if ctx.Err() != nil {
-		return false // the workload stopped: not an outcome
-	}
-	h.rec.op(o)
-	return err == nil
+	return err == nil && ctx.Err() == nil
 }
 
 // drainer drains one broker at a time (through any broker's admin
@@ -174,27 +169,9 @@ func (h *harness) drainer(ctx context.Context) {
 // setDraining drains (or undrains) server through a broker chosen at
 // random and records the operation; it reports whether it was done.
 func (h *harness) setDraining(ctx context.Context, server string, draining bool) bool {
-	b := h.anyBroker()
-	kind := "undrain"
-	if draining {
-		kind = "drain"
-	}
-	o := Op{Kind: kind, Term: "admin@" + b.id, Server: server, Start: h.rec.now()}
-	actx, cancel := context.WithTimeout(ctx, opTimeout)
-	err := b.admin.SetDraining(actx, server, draining)
-	cancel()
-	o.End, o.OK = h.rec.now(), err == nil
-	if err != nil {
-		o.Err = err.Error()
-	}
-	if ctx.Err() != nil {
-		return false // the workload stopped: not an outcome
-	}
-	h.rec.op(o)
-	if err == nil {
-		h.logf("%s %s through %s", kind, server, b.id)
-	}
-	return err == nil
+	return h.adminCall(ctx, Op{Kind: either(draining, "drain", "undrain"), Server: server}, func(ctx context.Context, b *hotdeskd) error {
+		return b.admin.SetDraining(ctx, server, draining)
+	})
 }
 
 // adminViolation is an administrator's action the history shows not

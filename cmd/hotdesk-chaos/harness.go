@@ -471,14 +471,9 @@ func (h *harness) perform(ctx context.Context, p *opPlan) {
 			h.setHolder(p.token, p.to)
 		}
 	}
-	o.End, o.OK = h.rec.now(), err == nil
-	if err != nil {
-		o.Err = err.Error()
+	if !h.done(ctx, o, err) {
+		return
 	}
-	if ctx.Err() != nil {
-		return // the workload stopped: not an outcome
-	}
-	h.rec.op(o)
 	if err != nil && p.kind != "remove" {
 		for _, t := range []*terminal{p.from, p.to} {
 			if t != nil {
@@ -486,6 +481,21 @@ func (h *harness) perform(ctx context.Context, p *opPlan) {
 			}
 		}
 	}
+}
+
+// done records operation o, which ended now with err, unless ctx ended
+// (the workload stopped: not an outcome); it reports whether o was
+// recorded.
+func (h *harness) done(ctx context.Context, o Op, err error) bool {
+	o.End, o.OK = h.rec.now(), err == nil
+	if err != nil {
+		o.Err = err.Error()
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	h.rec.op(o)
+	return true
 }
 
 func (h *harness) setHolder(k string, t *terminal) {
