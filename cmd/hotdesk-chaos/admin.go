@@ -54,8 +54,9 @@ func (h *harness) anyBroker() *hotdeskd {
 
 // performAdmin runs an administrator's action on p.token's session as an
 // administrator would: the group's listing first (through the broker
-// asked), then the action on the session it shows for the token. A
-// session the listing does not show (ended, orphaned, its owner not
+// asked), then the action on a session it shows for the token (its
+// session or one of its orphans, at random: an administrator cleans
+// orphans up). A session the listing does not show (ended, its owner not
 // answering) is left alone and nothing is recorded: the checks of the
 // hot-desks judge whether it should have been there.
 func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
@@ -69,14 +70,16 @@ func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
 	defer cancel()
 	ss, err := b.admin.Sessions(actx)
 	if err == nil {
+		var ids []string // the token's session and its orphans
 		for _, s := range ss {
-			if s.Token == p.token && !s.Orphaned && !s.Partial {
-				o.Session = s.ID
+			if s.Token == p.token && !s.Partial {
+				ids = append(ids, s.ID)
 			}
 		}
-		if o.Session == "" {
+		if len(ids) == 0 {
 			return
 		}
+		o.Session = ids[h.intn(len(ids))]
 		switch p.kind {
 		case "kill":
 			err = b.admin.KillSession(actx, o.Session)
