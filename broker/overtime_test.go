@@ -347,7 +347,10 @@ func restartKeeping(t *testing.T, e *env, wrap func(*registry.Registry) Reclaime
 		nb.Shutdown(ctx)
 		comp.Close()
 	})
-	nb.Adopt(e.ctx, running)
+	_, unknown := nb.Adopt(e.ctx, running)
+	for _, l := range unknown {
+		_ = comp.Destroy(e.ctx, l.SessionID) // as the daemon does: no weston outlives the test
+	}
 	return nb, reg
 }
 
