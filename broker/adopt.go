@@ -136,16 +136,27 @@ func (b *Broker) adoptOne(ctx context.Context, info compositor.Info) (*SessionIn
 	if err := b.cfg.Compositor.Suspend(ctx, s.ID); err != nil {
 		b.log.Warn("adopted compositor could not be marked suspended", "session", s.ID, "error", err)
 	}
-	var c registry.Claim
-	var won bool
-	var err error
-	if prev == nil {
-		c, won, err = b.adoptClaim(ctx, s)
-	} else {
+	if prev != nil {
 		// An older desktop of a token whose session was adopted just
-		// before: the orphan it was.
-		c.Session.ServerID = b.cfg.ServerID
+		// before: the orphan it was, again.
+		b.orphanTokenLocked(s, b.cfg.ServerID)
+	} else {
+		b.claimAdopted(ctx, s)
 	}
+	unlock()
+	b.mu.Lock()
+	si := b.infoLocked(s)
+	b.mu.Unlock()
+	b.log.Info("session adopted", "session", s.ID, "token", token, "pid", info.PID, "orphaned", s.orphaned)
+	return &si, nil
+}
+
+// claimAdopted claims adopted session s's token (adoptClaim): s is its
+// session, or an orphan if another holds the claim, or kept unclaimed and
+// claimed in the background if the registry does not answer. Caller holds
+// the token lock.
+func (b *Broker) claimAdopted(ctx context.Context, s *Session) {
+	c, won, err := b.adoptClaim(ctx, s)
 	switch {
 	case err != nil:
 		// Kept, unclaimed (fence 0), and claimed in the background
@@ -162,12 +173,6 @@ func (b *Broker) adoptOne(ctx context.Context, info compositor.Info) (*SessionIn
 	default:
 		b.orphanTokenLocked(s, c.Session.ServerID)
 	}
-	unlock()
-	b.mu.Lock()
-	si := b.infoLocked(s)
-	b.mu.Unlock()
-	b.log.Info("session adopted", "session", s.ID, "token", token, "pid", info.PID, "orphaned", s.orphaned)
-	return &si, nil
 }
 
 // reclaimAdopted claims adopted session s whose claim failed at Adopt,

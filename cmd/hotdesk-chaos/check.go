@@ -35,8 +35,9 @@ type Row struct {
 	// the token's claim in etcd around that time (± ClaimGrace).
 	AttachedUnclaimed int `json:"attached_unclaimed"`
 	// AdminViolations: an administrator's action not honoured (checkAdmin):
-	// a killed session shown again, a disconnected or locked one still
-	// shown, a new session placed on a drained server.
+	// a killed session shown again, a killed, disconnected or locked one
+	// still shown, a disabled token attached or still shown, a new session
+	// placed on a drained server.
 	AdminViolations int      `json:"admin_violations"`
 	Violations      []string `json:"violations,omitempty"`
 }
