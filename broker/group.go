@@ -9,7 +9,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
 )
@@ -188,30 +187,6 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 	b.countChanged()
 	b.log.Info("registry lease re-established", "sessions", len(sessions)-len(orphans), "orphans", len(orphans))
 	return orphans, nil
-}
-
-// orphanTokenLocked marks s as orphaned: another server owns its token now. The
-// session is suspended (its terminal told why) and no longer located by its
-// token here. Caller holds the token lock.
-func (b *Broker) orphanTokenLocked(s *Session, owner string) {
-	b.log.Warn("session orphaned: its token is owned by another session now", "session", s.ID, "owner", owner)
-	b.emit(event.Event{Kind: event.SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
-	b.mu.Lock()
-	s.orphaned = true
-	s.owner = owner
-	if b.byToken[s.Token] == s {
-		delete(b.byToken, s.Token)
-	}
-	active := s.state == Active
-	b.mu.Unlock()
-	if active {
-		msg := "session locked: its token belongs to another session now"
-		if owner != "" && owner != b.cfg.ServerID {
-			msg = "session locked: its token moved to server " + owner
-		}
-		b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg)
-	}
-	b.countChanged()
 }
 
 // tokenCacheTTL bounds how long a token record is served from memory

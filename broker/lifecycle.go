@@ -155,6 +155,11 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string, resume [
 	case !errors.Is(err, registry.ErrNotFound):
 		return fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
+	if o := b.orphanFor(token); o != nil {
+		if done, err := b.restoreTokenLocked(ctx, t, o, rec, hops); done {
+			return err
+		}
+	}
 	target, err := b.place(ctx, hops)
 	if errors.Is(err, errNoCapacity) {
 		b.limitHit(LimitSessions, "")
@@ -588,24 +593,34 @@ func (b *Broker) resumeTokenLocked(ctx context.Context, t *terminal, s *Session,
 		b.detachTokenLocked(s, proto.DetachTakeover, "session taken over at terminal "+t.id, t.id)
 	}
 	if st == Suspended {
-		info, err := b.cfg.Compositor.Resume(ctx, s.ID)
-		if errors.Is(err, compositor.ErrNotFound) {
-			b.log.Error("compositor resume failed: the desktop is gone", "session", s.ID, "error", err)
-			b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
-			return fail(proto.ErrCompositor, "could not resume the session", err)
+		if err := b.resumeDesktopTokenLocked(ctx, s); err != nil {
+			return err
 		}
-		if err != nil {
-			// The desktop still runs (a full disk refused its record, its
-			// compositor answered late): it stays suspended, with whatever
-			// its user had open, for the next try.
-			b.log.Error("compositor resume failed; the session stays suspended", "session", s.ID, "error", err)
-			return fail(proto.ErrCompositor, "could not resume the session now; present the token again", err)
-		}
-		b.mu.Lock()
-		s.info = info
-		b.mu.Unlock()
 	}
 	return b.attachTokenLocked(ctx, t, s, true, old)
+}
+
+// resumeDesktopTokenLocked resumes suspended s's desktop. A desktop that is
+// gone ends s; one that could not be resumed now leaves s suspended, with
+// whatever its user had open, for the next try. Caller holds the token
+// lock.
+func (b *Broker) resumeDesktopTokenLocked(ctx context.Context, s *Session) error {
+	info, err := b.cfg.Compositor.Resume(ctx, s.ID)
+	if errors.Is(err, compositor.ErrNotFound) {
+		b.log.Error("compositor resume failed: the desktop is gone", "session", s.ID, "error", err)
+		b.destroyTokenLocked(ctx, s, proto.DetachDestroyed, "could not resume the session")
+		return fail(proto.ErrCompositor, "could not resume the session", err)
+	}
+	if err != nil {
+		// The desktop still runs (a full disk refused its record, its
+		// compositor answered late).
+		b.log.Error("compositor resume failed; the session stays suspended", "session", s.ID, "error", err)
+		return fail(proto.ErrCompositor, "could not resume the session now; present the token again", err)
+	}
+	b.mu.Lock()
+	s.info = info
+	b.mu.Unlock()
+	return nil
 }
 
 // reconfirmAfter is how long a resume's login may take before the

@@ -38,6 +38,7 @@ const (
 	SessionDestroyed     Kind = "destroyed"             // a session ended (Reason says why)
 	SessionLocked        Kind = "locked"                // an administrator locked a session already suspended: its next resume asks a login (a shown one is suspended instead)
 	SessionOrphaned      Kind = "orphaned"              // a session's token is claimed by another server's session (Target: that server)
+	SessionRestored      Kind = "restored"              // an orphan given back to its token, which had no session any more (a resumed follows)
 	TerminalRedirected   Kind = "redirect"              // a terminal was sent to the server owning its token (Target: that server)
 	LoginGranted         Kind = "login_granted"         // a user authenticated at a terminal
 	LoginRefused         Kind = "login_refused"         // an authentication at a terminal failed

@@ -1,0 +1,119 @@
+package broker
+
+import (
+	"context"
+
+	"github.com/hotdesk/hotdesk/internal/event"
+	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
+)
+
+// Orphans. A session whose token another session claimed while this
+// broker was cut off (or frozen, or restarting past the lease's TTL) is
+// kept, suspended, as an orphan: it is listed, never destroyed silently
+// (PROTOCOL.md §12). When its token has no session anywhere again (the
+// other one ended), the token's next presentation gives the orphan back
+// (restoreTokenLocked) rather than an empty new desktop: the person finds
+// the work they left there.
+
+// orphanTokenLocked marks s as orphaned: another server owns its token now. The
+// session is suspended (its terminal told why) and no longer located by its
+// token here. Caller holds the token lock.
+func (b *Broker) orphanTokenLocked(s *Session, owner string) {
+	b.log.Warn("session orphaned: its token is owned by another session now", "session", s.ID, "owner", owner)
+	b.emit(event.Event{Kind: event.SessionOrphaned, Session: s.ID, User: s.User, Token: s.Token, Target: owner})
+	b.mu.Lock()
+	s.orphaned = true
+	s.owner = owner
+	if b.byToken[s.Token] == s {
+		delete(b.byToken, s.Token)
+	}
+	active := s.state == Active
+	b.mu.Unlock()
+	if active {
+		msg := "session locked: its token belongs to another session now"
+		if owner != "" && owner != b.cfg.ServerID {
+			msg = "session locked: its token moved to server " + owner
+		}
+		b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg)
+	}
+	b.countChanged()
+}
+
+// orphanFor returns the orphan of token this broker would give back at the
+// token's next presentation: the newest suspended one, nil if none.
+func (b *Broker) orphanFor(token string) *Session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var best *Session
+	for _, s := range b.byID {
+		if !s.orphaned || s.Token != token || s.state != Suspended {
+			continue
+		}
+		if best == nil || s.created.After(best.created) || (s.created.Equal(best.created) && s.ID > best.ID) {
+			best = s
+		}
+	}
+	return best
+}
+
+// restoreTokenLocked gives orphan o back to its token, presented at t when
+// the token has no session in the group: after a login as for a new
+// session (an orphan is resumed as a locked session is), o claims the
+// token's key as a new session would (the user's session limit counted);
+// won, it is the token's session again, resumed at t. Lost to another
+// broker's claim meanwhile, o stays an orphan and t goes to the winner.
+// A login that resolves to another user than o's (the token enrolled
+// for someone else since) leaves o as it is: done is false and the
+// insert goes on to a new session. Caller holds the token lock.
+func (b *Broker) restoreTokenLocked(ctx context.Context, t *terminal, o *Session, rec registry.TokenRecord, hops uint8) (done bool, err error) {
+	res, err := b.authenticate(ctx, t, o.Token, rec, true, true, false)
+	if err != nil {
+		return true, err
+	}
+	b.closeLogin(res.Session) // the desktop keeps the PAM session it was created with
+	if res.User != o.User {
+		b.log.Warn("orphan not restored: its token resolves to another user now", "session", o.ID, "user", res.User)
+		return false, nil
+	}
+	maxUser := b.userLimit(o.Token, o.User)
+	unlockUser := b.lockUserLimit(o.Token, o.User)
+	b.mu.Lock()
+	o.locked = true // until attached: a failed resume below leaves it asking a login
+	b.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	c, won, err := b.claimNew(cctx, o.Token, b.record(o, nil), maxUser)
+	cancel()
+	unlockUser()
+	if err != nil {
+		return true, err
+	}
+	if !won {
+		if c.Session.ServerID == b.cfg.ServerID {
+			return true, fail(proto.ErrInternal, "claim held by this server without a session", nil)
+		}
+		return true, b.redirect(ctx, t, c, hops)
+	}
+	b.mu.Lock()
+	alive := b.byID[o.ID] == o && o.state == Suspended && o.orphaned
+	if alive {
+		o.orphaned, o.owner = false, ""
+		o.setClaimLocked(c)
+		b.byToken[o.Token] = o
+	}
+	b.mu.Unlock()
+	if !alive {
+		// Killed or timed out during the login: the key goes back.
+		rctx, cancel := context.WithTimeout(b.life, remoteTimeout)
+		_ = b.registry().Release(rctx, c)
+		cancel()
+		return true, fail(proto.ErrUnavailable, "session ended; present the token again", nil)
+	}
+	b.log.Info("orphan restored to its token", "session", o.ID, "user", o.User, "terminal", t.id, "fence", c.Fence)
+	b.emit(sessionEvent(event.SessionRestored, o, t, "its token had no session"))
+	b.countChanged()
+	if err := b.resumeDesktopTokenLocked(ctx, o); err != nil {
+		return true, err
+	}
+	return true, b.attachTokenLocked(ctx, t, o, true, nil)
+}
