@@ -280,6 +280,9 @@ type Broker struct {
 	wgMu     sync.RWMutex
 	stopping bool // guarded by wgMu
 	countCh  chan struct{}
+	// orphanCh asks indexOrphans to bring the registry's orphan index
+	// in line with this broker's orphans.
+	orphanCh chan struct{}
 	stop     chan struct{} // closed by Shutdown
 	// life is the broker's lifetime: the context of the transitions no
 	// caller waits for (timers, compositor exits, lease loss, token
@@ -353,6 +356,7 @@ func New(cfg Config) (*Broker, error) {
 		byToken:    make(map[string]*Session),
 		terms:      make(map[*terminal]struct{}),
 		countCh:    make(chan struct{}, 1),
+		orphanCh:   make(chan struct{}, 1),
 		tokenCache: make(map[string]cachedToken),
 		tickets:    make(map[string]ticket),
 		stop:       make(chan struct{}),
@@ -363,6 +367,7 @@ func New(cfg Config) (*Broker, error) {
 	b.blog = burstlog.New(b.log, logEvery, nil)
 	b.goAttach(b.watchExits)
 	b.goAttach(b.publishCounts)
+	b.goAttach(b.indexOrphans)
 	b.goAttach(b.superviseLease)
 	if cfg.Claims != nil {
 		ctx, cancel := context.WithCancel(b.life)

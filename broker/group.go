@@ -185,6 +185,7 @@ func (b *Broker) Reestablish(ctx context.Context, reg Reclaimer) ([]SessionInfo,
 	default:
 	}
 	b.countChanged()
+	b.orphansChanged() // the old lease's records went with it
 	b.log.Info("registry lease re-established", "sessions", len(sessions)-len(orphans), "orphans", len(orphans))
 	return orphans, nil
 }

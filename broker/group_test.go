@@ -433,6 +433,11 @@ func TestGroupCutOffAndHealed(t *testing.T) {
 	if b1.b.Ready() != nil {
 		t.Fatalf("b1 not ready after re-establishing: %v", b1.b.Ready())
 	}
+	// Its record in the orphan index, written under the new lease.
+	testutil.WaitFor(t, 10*time.Second, "the orphan's record under b1's new lease", func() bool {
+		os, err := b2.reg.Orphans(b2.ctx, taken)
+		return err == nil && len(os) == 1 && os[0].SessionID == sess[taken] && os[0].ServerID == "b1"
+	})
 	// Nothing was destroyed: both compositors still run; the orphan is suspended.
 	for _, si := range b1.b.Sessions() {
 		if !pidAlive(si.PID) || si.State != Suspended {

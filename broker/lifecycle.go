@@ -159,6 +159,8 @@ func (b *Broker) insert(ctx context.Context, t *terminal, token string, resume [
 		if done, err := b.restoreTokenLocked(ctx, t, o, rec, hops); done {
 			return err
 		}
+	} else if srv, ok := b.orphanElsewhere(ctx, token); ok {
+		return b.redirectTo(t, token, srv, 0, hops)
 	}
 	target, err := b.place(ctx, hops)
 	if errors.Is(err, errNoCapacity) {
@@ -862,6 +864,9 @@ func (b *Broker) forget(s *Session) {
 		delete(b.byToken, s.Token)
 	}
 	b.countChanged()
+	if s.orphaned {
+		b.orphansChanged()
+	}
 }
 
 // record is the registry view of s.

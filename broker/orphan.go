@@ -1,7 +1,10 @@
 package broker
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"time"
 
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
@@ -14,7 +17,143 @@ import (
 // (PROTOCOL.md §12). When its token has no session anywhere again (the
 // other one ended), the token's next presentation gives the orphan back
 // (restoreTokenLocked) rather than an empty new desktop: the person finds
-// the work they left there.
+// the work they left there. Presented at another broker, the token is
+// sent here: each broker writes where its orphans are in the registry
+// (OrphanIndex, indexOrphans), and a broker about to start a new session
+// for a token looks there first (orphanElsewhere).
+
+// OrphanIndex is an optional capability of a Registry (*registry.Registry
+// has it): where the group's orphans are, each broker's records under its
+// lease.
+type OrphanIndex interface {
+	PutOrphan(ctx context.Context, o registry.OrphanRecord) error
+	DeleteOrphan(ctx context.Context, token, session string) error
+	Orphans(ctx context.Context, token string) ([]registry.OrphanRecord, error)
+}
+
+// orphanRetry is how long after a failed write of the orphan index it is
+// tried again.
+const orphanRetry = 5 * time.Second
+
+// orphansChanged asks indexOrphans to write the orphan index again;
+// bursts of changes are coalesced.
+func (b *Broker) orphansChanged() {
+	select {
+	case b.orphanCh <- struct{}{}:
+	default:
+	}
+}
+
+// indexOrphans keeps the registry's orphan index in line with this
+// broker's orphans until Shutdown: it writes the record of each orphan
+// and deletes those of sessions that are orphans no more, when asked
+// (orphansChanged) and orphanRetry after a failure. A new registry (a
+// new lease, Reestablish) starts with no record: the old lease's went
+// with it.
+func (b *Broker) indexOrphans() {
+	var (
+		reg     Registry
+		written = map[string]string{} // session → token, written under reg
+	)
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-b.orphanCh:
+		}
+		cur := b.registry()
+		idx, ok := cur.(OrphanIndex)
+		if !ok {
+			continue
+		}
+		if cur != reg {
+			reg, written = cur, map[string]string{}
+		}
+		want := b.orphanRecords()
+		failed := false
+		for id, o := range want {
+			if _, ok := written[id]; ok {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
+			err := idx.PutOrphan(ctx, o)
+			cancel()
+			if err != nil {
+				b.log.Warn("writing an orphan's record failed", "session", id, "error", err)
+				failed = true
+				continue
+			}
+			written[id] = o.Token
+		}
+		for id, token := range written {
+			if _, ok := want[id]; ok {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(b.life, remoteTimeout)
+			err := idx.DeleteOrphan(ctx, token, id)
+			cancel()
+			if err != nil {
+				b.log.Warn("deleting an orphan's record failed", "session", id, "error", err)
+				failed = true
+				continue
+			}
+			delete(written, id)
+		}
+		if failed {
+			b.clk.AfterFunc(orphanRetry, b.orphansChanged)
+		}
+	}
+}
+
+// orphanRecords are the index records of this broker's suspended orphans,
+// by session id.
+func (b *Broker) orphanRecords() map[string]registry.OrphanRecord {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]registry.OrphanRecord{}
+	for _, s := range b.byID {
+		if !s.orphaned || s.state != Suspended {
+			continue
+		}
+		o := registry.OrphanRecord{Token: s.Token, SessionID: s.ID, ServerID: b.cfg.ServerID, User: s.User,
+			CreatedUnixMs: s.created.UnixMilli()}
+		if !s.suspendedAt.IsZero() {
+			o.SuspendedUnixMs = s.suspendedAt.UnixMilli()
+		}
+		out[s.ID] = o
+	}
+	return out
+}
+
+// orphanElsewhere returns the group member that holds the newest orphan of
+// token, if another does: a token without a session is sent there to get
+// it back. Any failure to read the index or to find the member is "none":
+// the token then gets a new session, as it would without the index.
+func (b *Broker) orphanElsewhere(ctx context.Context, token string) (registry.ServerRecord, bool) {
+	idx, ok := b.registry().(OrphanIndex)
+	if !ok {
+		return registry.ServerRecord{}, false
+	}
+	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	defer cancel()
+	os, err := idx.Orphans(lctx, token)
+	if err != nil {
+		b.log.Warn("reading the orphan index failed; a new session instead", "token", token, "error", err)
+		return registry.ServerRecord{}, false
+	}
+	slices.SortFunc(os, func(a, c registry.OrphanRecord) int { return cmp.Compare(c.CreatedUnixMs, a.CreatedUnixMs) })
+	for _, o := range os {
+		if o.ServerID == b.cfg.ServerID {
+			continue // a record of ours the index writer has not deleted yet
+		}
+		srv, err := b.registry().ServerLocal(lctx, o.ServerID)
+		if err != nil {
+			continue // its lease gone or going: its records go with it
+		}
+		return srv, true
+	}
+	return registry.ServerRecord{}, false
+}
 
 // orphanTokenLocked marks s as orphaned: another server owns its token now. The
 // session is suspended (its terminal told why) and no longer located by its
@@ -30,6 +169,7 @@ func (b *Broker) orphanTokenLocked(s *Session, owner string) {
 	}
 	active := s.state == Active
 	b.mu.Unlock()
+	defer b.orphansChanged() // once suspended
 	if active {
 		msg := "session locked: its token belongs to another session now"
 		if owner != "" && owner != b.cfg.ServerID {
@@ -112,6 +252,7 @@ func (b *Broker) restoreTokenLocked(ctx context.Context, t *terminal, o *Session
 	b.log.Info("orphan restored to its token", "session", o.ID, "user", o.User, "terminal", t.id, "fence", c.Fence)
 	b.emit(sessionEvent(event.SessionRestored, o, t, "its token had no session"))
 	b.countChanged()
+	b.orphansChanged()
 	if err := b.resumeDesktopTokenLocked(ctx, o); err != nil {
 		return true, err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/testutil"
 	"github.com/hotdesk/hotdesk/proto"
+	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
@@ -34,66 +35,85 @@ func (r *recordingAuth) last() auth.Request {
 
 // TestOrphanRestored: b1's session of a token is orphaned (b2 gave the
 // token a session while b1's claim was gone); once b2's session has
-// ended, the token presented at b1 gets the orphan back — the desktop
-// its person left, not an empty new one — after a login as a locked
-// session asks, and it is the token's session again: claimed, found by
-// the token, resumed at the next hot-desk.
+// ended, the token presented at b1 — or at b2, which finds the orphan in
+// the registry's index and sends it to b1 — gets the orphan back (the
+// desktop its person left, not an empty new one) after a login as a
+// locked session asks, and it is the token's session again: claimed,
+// found by the token, resumed at the next hot-desk, out of the index.
 func TestOrphanRestored(t *testing.T) {
 	t.Parallel()
-	eps := etcdtest.Start(t)
-	ra := &recordingAuth{Kiosk: auth.Kiosk{User: "kiosk"}}
-	b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ra})
-	b2 := newEnvWith(t, "b2", envOptions{eps: eps})
-	tok, key, sess := createAt(t, b1, "ora")
-	b1.waitSuspendedWritten(tok)
-	testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show its own claim in place", func() bool { return b1.claimHeld(tok) })
-	b1.deleteClaim(t, tok)
-	tb := b2.dial("term-b2")
-	tb.present(tok, key)
-	newer := expectMsg[proto.Attached](tb)
-	if newer.ServerID != "b2" || newer.SessionID == sess {
-		t.Fatalf("insert at b2 with b1's claim gone: %+v; want a new session on b2", newer)
-	}
-	testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
-	t1 := b1.dial("term-1")
-	t1.present(tok, key)
-	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrStaleFence {
-		t.Fatalf("insert at b1 after b2 took the token: %+v; want %s", er, proto.ErrStaleFence)
-	}
-	orphan := sessionInfo(t, b1.b, sess)
-	if !orphan.Orphaned || orphan.State != Suspended {
-		t.Fatalf("b1's session %+v; want an orphan, suspended", orphan)
-	}
+	for _, at := range []string{"b1", "b2"} {
+		t.Run("presented_at_"+at, func(t *testing.T) {
+			t.Parallel()
+			eps := etcdtest.Start(t)
+			ra := &recordingAuth{Kiosk: auth.Kiosk{User: "kiosk"}}
+			b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ra})
+			b2 := newEnvWith(t, "b2", envOptions{eps: eps})
+			tok, key, sess := createAt(t, b1, "ora")
+			b1.waitSuspendedWritten(tok)
+			testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show its own claim in place", func() bool { return b1.claimHeld(tok) })
+			b1.deleteClaim(t, tok)
+			tb := b2.dial("term-b2")
+			tb.present(tok, key)
+			newer := expectMsg[proto.Attached](tb)
+			if newer.ServerID != "b2" || newer.SessionID == sess {
+				t.Fatalf("insert at b2 with b1's claim gone: %+v; want a new session on b2", newer)
+			}
+			testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
+			t1 := b1.dial("term-1")
+			t1.present(tok, key)
+			if er := expectMsg[proto.Error](t1); er.Code != proto.ErrStaleFence {
+				t.Fatalf("insert at b1 after b2 took the token: %+v; want %s", er, proto.ErrStaleFence)
+			}
+			orphan := sessionInfo(t, b1.b, sess)
+			if !orphan.Orphaned || orphan.State != Suspended {
+				t.Fatalf("b1's session %+v; want an orphan, suspended", orphan)
+			}
+			indexed := func() []registry.OrphanRecord {
+				os, err := b2.reg.Orphans(b2.ctx, tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return os
+			}
+			testutil.WaitFor(t, 10*time.Second, "the orphan in the registry's index", func() bool {
+				os := indexed()
+				return len(os) == 1 && os[0].SessionID == sess && os[0].ServerID == "b1"
+			})
 
-	// While b2's session lives, the token goes there, the orphan untouched.
-	t1.present(tok, key)
-	if r := expectMsg[proto.Redirect](t1); r.ServerID != "b2" {
-		t.Fatalf("insert at b1 while b2's session lives: %+v; want a redirect to b2", r)
-	}
-	if err := b2.b.Kill(b2.ctx, newer.SessionID); err != nil {
-		t.Fatal(err)
-	}
-	expectMsg[proto.Detached](tb)
-	t1.present(tok, key)
-	att := expectMsg[proto.Attached](t1)
-	if att.SessionID != sess || att.ServerID != "b1" || !att.Resumed {
-		t.Fatalf("insert at b1 once the token had no session: %+v; want its orphan %s resumed", att, sess)
-	}
-	if req := ra.last(); !req.Existing || !req.Locked {
-		t.Fatalf("restore's login: %+v; want an existing session's, locked (a login as for a new session)", req)
-	}
-	if si := sessionInfo(t, b1.b, sess); si.Orphaned || si.State != Active || si.PID != orphan.PID || si.Locked {
-		t.Fatalf("restored session %+v; want active, no longer an orphan, its desktop (pid %d) the same", si, orphan.PID)
-	}
-	if c := b1.claim(t, tok); c.Session.ID != sess || c.Session.ServerID != "b1" {
-		t.Fatalf("claim after the restore: %+v; want session %s of b1", c, sess)
-	}
-	// The token's session again: a hot-desk resumes it.
-	t1.remove(tok)
-	expectMsg[proto.Detached](t1)
-	t3 := b2.dial("term-3")
-	t3.present(tok, key)
-	if o := follow(t, t3, tok, key); o.session != sess || o.server != "b1" {
-		t.Fatalf("hot-desk after the restore: %+v; want session %s on b1", o, sess)
+			// While b2's session lives, the token goes there, the orphan untouched.
+			t1.present(tok, key)
+			if r := expectMsg[proto.Redirect](t1); r.ServerID != "b2" {
+				t.Fatalf("insert at b1 while b2's session lives: %+v; want a redirect to b2", r)
+			}
+			if err := b2.b.Kill(b2.ctx, newer.SessionID); err != nil {
+				t.Fatal(err)
+			}
+			expectMsg[proto.Detached](tb)
+			tm := map[string]*term{"b1": t1, "b2": tb}[at]
+			tm.present(tok, key)
+			o := follow(t, tm, tok, key)
+			if o.session != sess || o.server != "b1" || o.hops != map[string]int{"b1": 0, "b2": 1}[at] {
+				t.Fatalf("insert at %s once the token had no session: %+v; want its orphan %s on b1", at, o, sess)
+			}
+			if req := ra.last(); !req.Existing || !req.Locked {
+				t.Fatalf("restore's login: %+v; want an existing session's, locked (a login as for a new session)", req)
+			}
+			if si := sessionInfo(t, b1.b, sess); si.Orphaned || si.State != Active || si.PID != orphan.PID || si.Locked {
+				t.Fatalf("restored session %+v; want active, no longer an orphan, its desktop (pid %d) the same", si, orphan.PID)
+			}
+			if c := b1.claim(t, tok); c.Session.ID != sess || c.Session.ServerID != "b1" {
+				t.Fatalf("claim after the restore: %+v; want session %s of b1", c, sess)
+			}
+			testutil.WaitFor(t, 10*time.Second, "the orphan's record gone from the index", func() bool { return len(indexed()) == 0 })
+			// The token's session again: a hot-desk resumes it.
+			o.term.remove(tok)
+			expectMsg[proto.Detached](o.term)
+			t3 := b2.dial("term-3")
+			t3.present(tok, key)
+			if o := follow(t, t3, tok, key); o.session != sess || o.server != "b1" {
+				t.Fatalf("hot-desk after the restore: %+v; want session %s on b1", o, sess)
+			}
+		})
 	}
 }

@@ -30,6 +30,7 @@ type metrics struct {
 	lockouts   prometheus.Counter
 	redirects  prometheus.Counter
 	orphans    prometheus.Counter
+	restored   prometheus.Counter
 	events     *prometheus.CounterVec
 	limits     *limitCounters
 	pending    map[string]time.Time // terminal+token → token event time
@@ -54,6 +55,7 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		lockouts:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hotdesk_auth_lockouts_total", Help: "Logins refused because the token, user or terminal was locked out."}),
 		redirects: prometheus.NewCounter(prometheus.CounterOpts{Name: "hotdesk_broker_redirects_total", Help: "Terminals redirected to another member of the group."}),
 		orphans:   prometheus.NewCounter(prometheus.CounterOpts{Name: "hotdesk_broker_orphans_total", Help: "Sessions orphaned (their token taken by another server while this one had lost its lease)."}),
+		restored:  prometheus.NewCounter(prometheus.CounterOpts{Name: "hotdesk_broker_orphans_restored_total", Help: "Orphans given back to their token once it had no session any more."}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hotdesk_broker_events_total", Help: "Broker events by kind.",
 		}, []string{"kind"}),
@@ -83,7 +85,7 @@ func newMetrics(d *daemon, bus *broker.Bus) *metrics {
 		"When each certificate the daemon loaded at start expires (Unix time; of a CA bundle, its first to expire), by configuration key (tls.cert_file, dashboard.cert_file, etcd.cert_file, etcd.ca_file).",
 		[]string{"cert"}, nil)
 	sessions := prometheus.NewDesc("hotdesk_broker_sessions", "Sessions this broker runs, by state (orphaned counted apart).", []string{"state"}, nil)
-	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.events,
+	m.reg.MustRegister(m.hotdesk, m.logins, m.lockouts, m.redirects, m.orphans, m.restored, m.events,
 		m.limits.broker, m.limits.auth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "hotdesk_broker_terminals_connected", Help: "Terminals connected to this broker."},
@@ -281,6 +283,8 @@ func (m *metrics) observe(e event.Event) {
 		m.limits.auth.WithLabelValues(limitLockout).Inc()
 	case event.SessionOrphaned:
 		m.orphans.Inc()
+	case event.SessionRestored:
+		m.restored.Inc()
 	}
 }
 
