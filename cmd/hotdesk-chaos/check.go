@@ -31,6 +31,10 @@ type Row struct {
 	// orphaned.
 	SessionsLost     int `json:"sessions_lost"`
 	SessionsOrphaned int `json:"sessions_orphaned"`
+	// OrphansRestored: sessions an admin listing had shown as orphaned
+	// that their token later led back to (given back once it had no
+	// session any more).
+	OrphansRestored int `json:"orphans_restored"`
 	// AttachedUnclaimed: Attached messages from a broker that did not hold
 	// the token's claim in etcd around that time (± ClaimGrace).
 	AttachedUnclaimed int `json:"attached_unclaimed"`
@@ -209,7 +213,9 @@ func check(h History, cfg checkConfig) []Row {
 	}
 	orphaned := map[string]Orphan{}
 	for _, o := range h.Orphans {
-		orphaned[o.Session] = o
+		if _, ok := orphaned[o.Session]; !ok {
+			orphaned[o.Session] = o // its first listing
+		}
 	}
 	last := map[string]Event{} // token → its last Attached
 	judged := map[string]bool{}
@@ -219,7 +225,13 @@ func check(h History, cfg checkConfig) []Row {
 		}
 		prev, ok := last[e.Token]
 		last[e.Token] = e
-		if !ok || prev.Session == e.Session || judged[prev.Session] {
+		if !ok || prev.Session == e.Session {
+			continue
+		}
+		if o := orphaned[e.Session]; o.Session != "" && o.At < e.At {
+			at(e.At).row.OrphansRestored++
+		}
+		if judged[prev.Session] {
 			continue
 		}
 		judged[prev.Session] = true

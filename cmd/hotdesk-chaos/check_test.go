@@ -125,6 +125,34 @@ func TestCheckAttachmentEndsWithItsConnection(t *testing.T) {
 	}
 }
 
+// TestCheckOrphanRestored: a token led back to a session listed as its
+// orphan (given back once its newer session ended) is a restore, not a
+// loss; one led back before any listing showed it orphaned is not
+// counted as one.
+func TestCheckOrphanRestored(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		listedAt time.Duration
+		restored int
+	}{{"listed before", s(18), 1}, {"listed after", s(25), 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := oneFault()
+			h.Events = []Event{
+				attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
+				detached(3, "term-1", 1, "s-1", "token_removed"),
+				attached(16, "term-2", 2, "soft.a", "s-2", "b2"),
+				detached(20, "term-2", 2, "s-2", "destroyed"),
+				attached(22, "term-3", 3, "soft.a", "s-1", "b1"),
+			}
+			h.Orphans = []Orphan{{At: tc.listedAt, Server: "b1", Session: "s-1", Token: "soft.a", Owner: "b2"}}
+			_, f := rowsByFault(t, check(h, cfg))
+			if f.OrphansRestored != tc.restored || f.SessionsLost != 0 || f.Violated() {
+				t.Errorf("restored %d lost %d; want %d 0 (%v)", f.OrphansRestored, f.SessionsLost, tc.restored, f.Violations)
+			}
+		})
+	}
+}
+
 func TestCheckLostSession(t *testing.T) {
 	base := []Event{
 		attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
