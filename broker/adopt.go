@@ -24,8 +24,8 @@ const (
 // Adopt takes over desktops a previous broker process left running (the
 // backend's Adopt found and verified them): each becomes a suspended
 // session again, its token re-claimed in the registry, its suspend timer
-// counting from the suspension its previous claim recorded (from now if
-// none). A claim the previous process still holds for the same
+// counting from the suspension its previous claim recorded (an orphan's:
+// its record in the orphan index; from now if none). A claim the previous process still holds for the same
 // session (its lease kept alive across a restart, or not yet expired after
 // a crash) is moved to this process's lease keeping its fence, so
 // terminals redirected before the restart are still welcome. A desktop whose token another server claimed meanwhile is
@@ -139,7 +139,7 @@ func (b *Broker) adoptOne(ctx context.Context, info compositor.Info) (*SessionIn
 	if prev != nil {
 		// An older desktop of a token whose session was adopted just
 		// before: the orphan it was, again.
-		b.orphanTokenLocked(s, b.cfg.ServerID)
+		b.adoptOrphanTokenLocked(ctx, s, b.cfg.ServerID)
 	} else {
 		b.claimAdopted(ctx, s)
 	}
@@ -171,7 +171,7 @@ func (b *Broker) claimAdopted(ctx context.Context, s *Session) {
 		s.setClaimLocked(c)
 		b.mu.Unlock()
 	default:
-		b.orphanTokenLocked(s, c.Session.ServerID)
+		b.adoptOrphanTokenLocked(ctx, s, c.Session.ServerID)
 	}
 }
 
@@ -212,7 +212,7 @@ func (b *Broker) reclaimAdopted(s *Session) {
 			b.mu.Unlock()
 			b.log.Info("adopted session claimed", "session", s.ID, "fence", c.Fence)
 		default:
-			b.orphanTokenLocked(s, c.Session.ServerID)
+			b.adoptOrphanTokenLocked(b.life, s, c.Session.ServerID)
 		}
 		unlock()
 		if err == nil {
@@ -269,13 +269,7 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 		s.lastTerminal = cur.Session.LastTerminal
 	}
 	if ms := cur.Session.SuspendedUnixMs; ms > 0 && cur.Session.State == Suspended.String() {
-		if at := time.UnixMilli(ms); at.Before(s.suspendedAt) {
-			s.suspendedAt = at
-			if s.timer != nil {
-				s.timer.Stop()
-			}
-			s.timer = b.clk.AfterFunc(max(b.cfg.SuspendTimeout-b.clk.Now().Sub(at), 0), func() { b.expire(s) })
-		}
+		b.suspendedSinceLocked(s, time.UnixMilli(ms))
 	}
 	// So does the resume key's hash, and with it the grace of the
 	// terminal that showed the session (reconnect.go): this claim is our
@@ -287,4 +281,43 @@ func (b *Broker) adoptClaim(ctx context.Context, s *Session) (c registry.Claim, 
 		return cur, true, nil
 	}
 	return rc.Reclaim(lctx, cur, b.record(s, nil))
+}
+
+// suspendedSinceLocked moves the start of adopted s's suspension back to
+// at, if that is earlier, its suspend timer counting from it. Caller holds
+// b.mu.
+func (b *Broker) suspendedSinceLocked(s *Session, at time.Time) {
+	if !at.Before(s.suspendedAt) {
+		return
+	}
+	s.suspendedAt = at
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timer = b.clk.AfterFunc(max(b.cfg.SuspendTimeout-b.clk.Now().Sub(at), 0), func() { b.expire(s) })
+}
+
+// adoptOrphanTokenLocked keeps adopted s as an orphan (owner holds its
+// token's claim). Its suspension's start is read from the record the
+// previous process wrote in the orphan index, still there under its lease
+// after a restart within the lease's TTL: an orphan's suspend timeout then
+// counts from its suspension, not from the restart. Caller holds the
+// token lock.
+func (b *Broker) adoptOrphanTokenLocked(ctx context.Context, s *Session, owner string) {
+	if idx, ok := b.registry().(OrphanIndex); ok {
+		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+		os, err := idx.Orphans(lctx, s.Token)
+		cancel()
+		for _, o := range os {
+			if o.ServerID == b.cfg.ServerID && o.SessionID == s.ID && o.SuspendedUnixMs > 0 {
+				b.mu.Lock()
+				b.suspendedSinceLocked(s, time.UnixMilli(o.SuspendedUnixMs))
+				b.mu.Unlock()
+			}
+		}
+		if err != nil {
+			b.log.Debug("orphan index not read: the orphan's suspension counts from now", "session", s.ID, "error", err)
+		}
+	}
+	b.orphanTokenLocked(s, owner)
 }

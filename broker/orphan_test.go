@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/ed25519"
 	"sync"
 	"testing"
 	"time"
@@ -49,37 +50,9 @@ func TestOrphanRestored(t *testing.T) {
 			ra := &recordingAuth{Kiosk: auth.Kiosk{User: "kiosk"}}
 			b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ra})
 			b2 := newEnvWith(t, "b2", envOptions{eps: eps})
-			tok, key, sess := createAt(t, b1, "ora")
-			b1.waitSuspendedWritten(tok)
-			testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show its own claim in place", func() bool { return b1.claimHeld(tok) })
-			b1.deleteClaim(t, tok)
-			tb := b2.dial("term-b2")
-			tb.present(tok, key)
-			newer := expectMsg[proto.Attached](tb)
-			if newer.ServerID != "b2" || newer.SessionID == sess {
-				t.Fatalf("insert at b2 with b1's claim gone: %+v; want a new session on b2", newer)
-			}
-			testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
-			t1 := b1.dial("term-1")
-			t1.present(tok, key)
-			if er := expectMsg[proto.Error](t1); er.Code != proto.ErrStaleFence {
-				t.Fatalf("insert at b1 after b2 took the token: %+v; want %s", er, proto.ErrStaleFence)
-			}
-			orphan := sessionInfo(t, b1.b, sess)
-			if !orphan.Orphaned || orphan.State != Suspended {
-				t.Fatalf("b1's session %+v; want an orphan, suspended", orphan)
-			}
-			indexed := func() []registry.OrphanRecord {
-				os, err := b2.reg.Orphans(b2.ctx, tok)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return os
-			}
-			testutil.WaitFor(t, 10*time.Second, "the orphan in the registry's index", func() bool {
-				os := indexed()
-				return len(os) == 1 && os[0].SessionID == sess && os[0].ServerID == "b1"
-			})
+			oc := makeOrphan(t, b1, b2)
+			tok, key, sess, t1, tb, newer, orphan := oc.tok, oc.key, oc.sess, oc.t1, oc.tb, oc.newer, oc.info
+			indexed := func() []registry.OrphanRecord { return oc.indexed(t, b2) }
 
 			// While b2's session lives, the token goes there, the orphan untouched.
 			t1.present(tok, key)
@@ -115,5 +88,93 @@ func TestOrphanRestored(t *testing.T) {
 				t.Fatalf("hot-desk after the restore: %+v; want session %s on b1", o, sess)
 			}
 		})
+	}
+}
+
+// orphanCase is an orphan made by makeOrphan.
+type orphanCase struct {
+	tok   string
+	key   ed25519.PrivateKey
+	sess  string          // the orphan, on b1
+	info  SessionInfo     // as b1 listed it once orphaned
+	t1    *term           // b1's terminal that found it orphaned
+	tb    *term           // b2's terminal that shows the token's new session
+	newer *proto.Attached // that session
+}
+
+// makeOrphan gives a token a session on b1, then (b1's claim gone behind
+// its back) a new session on b2; the token presented at b1 finds its
+// session there orphaned. It returns once the orphan is in the registry's
+// index.
+func makeOrphan(t *testing.T, b1, b2 *env) orphanCase {
+	t.Helper()
+	tok, key, sess := createAt(t, b1, "ora")
+	b1.waitSuspendedWritten(tok)
+	testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show its own claim in place", func() bool { return b1.claimHeld(tok) })
+	b1.deleteClaim(t, tok)
+	tb := b2.dial("term-b2")
+	tb.present(tok, key)
+	newer := expectMsg[proto.Attached](tb)
+	if newer.ServerID != "b2" || newer.SessionID == sess {
+		t.Fatalf("insert at b2 with b1's claim gone: %+v; want a new session on b2", newer)
+	}
+	testutil.WaitFor(t, 10*time.Second, "b1's claim stream to show the change", func() bool { return !b1.claimHeld(tok) })
+	t1 := b1.dial("term-1")
+	t1.present(tok, key)
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrStaleFence {
+		t.Fatalf("insert at b1 after b2 took the token: %+v; want %s", er, proto.ErrStaleFence)
+	}
+	info := sessionInfo(t, b1.b, sess)
+	if !info.Orphaned || info.State != Suspended {
+		t.Fatalf("b1's session %+v; want an orphan, suspended", info)
+	}
+	oc := orphanCase{tok: tok, key: key, sess: sess, info: info, t1: t1, tb: tb, newer: newer}
+	testutil.WaitFor(t, 10*time.Second, "the orphan in the registry's index", func() bool {
+		os := oc.indexed(t, b2)
+		return len(os) == 1 && os[0].SessionID == sess && os[0].ServerID == "b1"
+	})
+	return oc
+}
+
+// indexed lists the orphan index's records of the case's token, as e reads them.
+func (oc orphanCase) indexed(t *testing.T, e *env) []registry.OrphanRecord {
+	t.Helper()
+	os, err := e.reg.Orphans(e.ctx, oc.tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os
+}
+
+// TestOrphanSuspensionSurvivesRestart: an orphan's suspend timeout
+// counts from its suspension across a restart of its broker (within the
+// lease's TTL), as a claimed session's does: the new process reads it
+// from the orphan index the previous one wrote. It used to count from
+// each restart, so an orphan on a server restarted more often than the
+// timeout was kept for ever.
+func TestOrphanSuspensionSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	b1 := newEnvWith(t, "b1", envOptions{eps: eps})
+	b2 := newEnvWith(t, "b2", envOptions{eps: eps})
+	oc := makeOrphan(t, b1, b2)
+	b1.clk.Advance(3 * time.Hour)
+	nb, _ := restartKeeping(t, b1, nil)
+	si := sessionInfo(t, nb, oc.sess)
+	if !si.Orphaned || !si.SuspendedAt.Equal(oc.info.SuspendedAt.Truncate(time.Millisecond)) || !si.ExpiresAt.Equal(si.SuspendedAt.Add(24*time.Hour)) {
+		t.Fatalf("orphan after the restart: %+v; want orphaned, suspended since %v (not the restart, %v)", si, oc.info.SuspendedAt, b1.clk.Now())
+	}
+	// The timeout ends it then, not 24 h after the restart.
+	b1.clk.Advance(21*time.Hour + time.Second)
+	testutil.WaitFor(t, 10*time.Second, "the orphan ended at its suspend timeout", func() bool {
+		for _, s := range nb.Sessions() {
+			if s.ID == oc.sess {
+				return false
+			}
+		}
+		return true
+	})
+	if pidAlive(oc.info.PID) {
+		t.Fatalf("orphan's compositor (pid %d) still running after its timeout", oc.info.PID)
 	}
 }
