@@ -27,12 +27,12 @@ type Row struct {
 	DoubleAttached int   `json:"double_attached"`
 	MaxDoubleMs    int64 `json:"max_double_ms"`
 	// SessionsLost: sessions whose token led to a new session while they
-	// were neither ended with a reason (Detached destroyed) nor listed as
-	// orphaned.
+	// were neither ended with a reason (Detached destroyed), nor listed as
+	// orphaned, nor shown again later (an orphan given back).
 	SessionsLost     int `json:"sessions_lost"`
 	SessionsOrphaned int `json:"sessions_orphaned"`
-	// OrphansRestored: sessions an admin listing had shown as orphaned
-	// that their token later led back to (given back once it had no
+	// OrphansRestored: sessions another one had replaced that their
+	// token later led back to (orphans given back once the token had no
 	// session any more).
 	OrphansRestored int `json:"orphans_restored"`
 	// AttachedUnclaimed: Attached messages from a broker that did not hold
@@ -211,14 +211,18 @@ func check(h History, cfg checkConfig) []Row {
 			ended[o.Session] = true // a failed kill may have ended it too
 		}
 	}
-	orphaned := map[string]Orphan{}
+	orphaned := map[string]bool{}
 	for _, o := range h.Orphans {
-		if _, ok := orphaned[o.Session]; !ok {
-			orphaned[o.Session] = o // its first listing
+		orphaned[o.Session] = true
+	}
+	lastShown := map[string]time.Duration{} // session → its last Attached
+	for _, e := range events {
+		if e.Kind == KindAttached && e.Session != "" {
+			lastShown[e.Session] = e.At
 		}
 	}
 	last := map[string]Event{} // token → its last Attached
-	judged := map[string]bool{}
+	judged, replaced := map[string]bool{}, map[string]bool{}
 	for _, e := range events {
 		if e.Kind != KindAttached || e.Session == "" {
 			continue
@@ -228,9 +232,12 @@ func check(h History, cfg checkConfig) []Row {
 		if !ok || prev.Session == e.Session {
 			continue
 		}
-		if o := orphaned[e.Session]; o.Session != "" && o.At < e.At {
+		if replaced[e.Session] {
+			// The token back at a session another one replaced: an
+			// orphan given back.
 			at(e.At).row.OrphansRestored++
 		}
+		replaced[prev.Session] = true
 		if judged[prev.Session] {
 			continue
 		}
@@ -238,7 +245,9 @@ func check(h History, cfg checkConfig) []Row {
 		p := at(e.At)
 		switch {
 		case ended[prev.Session]:
-		case orphaned[prev.Session].Session != "":
+		case orphaned[prev.Session] || lastShown[prev.Session] > e.At:
+			// Kept: listed as an orphan, or shown again later (given
+			// back before any listing saw it orphaned).
 			p.row.SessionsOrphaned++
 		default:
 			p.row.SessionsLost++
