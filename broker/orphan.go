@@ -69,6 +69,12 @@ func (b *Broker) indexOrphans() {
 		if cur != reg {
 			reg, written = cur, map[string]string{}
 		}
+		if !cur.Healthy() {
+			// Lost or overdue: Reestablish asks again with the next
+			// lease; an overdue one may come back by itself.
+			b.clk.AfterFunc(orphanRetry, b.orphansChanged)
+			continue
+		}
 		want := b.orphanRecords()
 		failed := false
 		for id, o := range want {
