@@ -190,8 +190,8 @@ func (b *Broker) attachConn(ctx context.Context, tc *tls.Conn, adm *admitted) {
 }
 
 // readAttach completes tc's TLS handshake and reads its Attach, the two
-// within HandshakeTimeout. On failure it has answered (a protocol error)
-// and closed tc, and req is nil.
+// within HandshakeTimeout. On failure it has answered (a protocol error;
+// nothing when the time ran out) and closed tc, and req is nil.
 func (b *Broker) readAttach(ctx context.Context, tc *tls.Conn) (conn *proto.Conn, req *proto.Attach) {
 	expired := time.AfterFunc(b.lim.HandshakeTimeout, func() { tc.Close() })
 	defer expired.Stop()
@@ -202,7 +202,11 @@ func (b *Broker) readAttach(ctx context.Context, tc *tls.Conn) (conn *proto.Conn
 		tc.Close()
 		return nil, nil
 	}
-	conn = proto.NewConn(tc, proto.WithReadTimeout(b.lim.HandshakeTimeout))
+	// One bound for the whole: expired closes tc, and a silent peer is
+	// closed without an Error (PROTOCOL.md §7.6). A read timeout of the
+	// conn's own, started later, could fire first on a loaded machine
+	// (expired's goroutine not run yet) and answer protocol_error.
+	conn = proto.NewConn(tc, proto.WithReadTimeout(0))
 	m, err := conn.Recv()
 	if err == nil && !expired.Stop() {
 		err = errors.New("broker: attach: first message timed out")
