@@ -25,12 +25,13 @@ const (
 // backend's Adopt found and verified them): each becomes a suspended
 // session again, its token re-claimed in the registry, its suspend timer
 // counting from the suspension its previous claim recorded (an orphan's:
-// its record in the orphan index; from now if none). A claim the previous process still holds for the same
-// session (its lease kept alive across a restart, or not yet expired after
-// a crash) is moved to this process's lease keeping its fence, so
-// terminals redirected before the restart are still welcome. A desktop whose token another server claimed meanwhile is
-// kept as an orphan; one without a token label is reported lost and left
-// to the caller. Call before serving terminals.
+// its record in the orphan index; from now if none). A claim the previous
+// process still holds for the same session (its lease kept alive across a
+// restart, or not yet expired after a crash) is moved to this process's
+// lease keeping its fence, so terminals redirected before the restart are
+// still welcome. A desktop whose token another server claimed meanwhile
+// is kept as an orphan; one without a token label is reported lost and
+// left to the caller. Call before serving terminals.
 //
 // A token may have several desktops here: an orphan the previous process
 // kept (its token was claimed elsewhere while it had lost its lease) and
@@ -306,9 +307,9 @@ func (b *Broker) suspendedSinceLocked(s *Session, at time.Time) {
 func (b *Broker) adoptOrphanTokenLocked(ctx context.Context, s *Session, owner string) {
 	if idx, ok := b.registry().(OrphanIndex); ok {
 		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		os, err := idx.Orphans(lctx, s.Token)
+		recs, err := idx.Orphans(lctx, s.Token)
 		cancel()
-		for _, o := range os {
+		for _, o := range recs {
 			if o.ServerID == b.cfg.ServerID && o.SessionID == s.ID && o.SuspendedUnixMs > 0 {
 				b.mu.Lock()
 				b.suspendedSinceLocked(s, time.UnixMilli(o.SuspendedUnixMs))

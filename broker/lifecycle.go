@@ -61,7 +61,9 @@ func (e *insertError) proto(token string) *proto.Error {
 }
 
 // insert handles a token presented at terminal t: locate or create the
-// session and attach it there, or redirect t to the session's owner.
+// session and attach it there, or redirect t to the session's owner. A
+// token without a session gets its orphan back, here or at the server
+// that holds it (orphan.go), before a new desktop is started.
 func (b *Broker) insert(ctx context.Context, t *terminal, token string, resume []byte) error {
 	if _, _, err := tokens.ParseID(token); err != nil {
 		return fail(proto.ErrUnknownToken, "malformed token id", err)

@@ -142,13 +142,13 @@ func (b *Broker) orphanElsewhere(ctx context.Context, token string) (registry.Se
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	defer cancel()
-	os, err := idx.Orphans(lctx, token)
+	recs, err := idx.Orphans(lctx, token)
 	if err != nil {
 		b.log.Warn("reading the orphan index failed; a new session instead", "token", token, "error", err)
 		return registry.ServerRecord{}, false
 	}
-	slices.SortFunc(os, func(a, c registry.OrphanRecord) int { return cmp.Compare(c.CreatedUnixMs, a.CreatedUnixMs) })
-	for _, o := range os {
+	slices.SortFunc(recs, func(a, c registry.OrphanRecord) int { return cmp.Compare(c.CreatedUnixMs, a.CreatedUnixMs) })
+	for _, o := range recs {
 		if o.ServerID == b.cfg.ServerID {
 			continue // a record of ours the index writer has not deleted yet
 		}
