@@ -178,3 +178,37 @@ func TestOrphanSuspensionSurvivesRestart(t *testing.T) {
 		t.Fatalf("orphan's compositor (pid %d) still running after its timeout", oc.info.PID)
 	}
 }
+
+// TestOrphanOfAnotherUserKept: a token enrolled for someone else since its
+// orphan was made is not given the old user's orphan: the new user gets a
+// new desktop, and the orphan stays one, listed, its desktop running.
+func TestOrphanOfAnotherUserKept(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: auth.Kiosk{}}) // the token's user logs in
+	b2 := newEnvWith(t, "b2", envOptions{eps: eps})
+	oc := makeOrphan(t, b1, b2)
+	if oc.info.User != "ora" {
+		t.Fatalf("orphan %+v; want ora's", oc.info)
+	}
+	if err := b1.reg.UpdateToken(b1.ctx, oc.tok, func(r *registry.TokenRecord) { r.User = "pia" }); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := b1.reg.Token(b1.ctx, oc.tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1.b.TokenChanged(registry.TokenChange{ID: oc.tok, Record: rec}) // as the token watch would
+	if err := b2.b.Kill(b2.ctx, oc.newer.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	expectMsg[proto.Detached](oc.tb)
+	oc.t1.present(oc.tok, oc.key)
+	att := expectMsg[proto.Attached](oc.t1)
+	if att.SessionID == oc.sess || att.User != "pia" || att.Resumed {
+		t.Fatalf("insert of the token enrolled for pia: %+v; want a new session of pia's, not ora's orphan %s", att, oc.sess)
+	}
+	if si := sessionInfo(t, b1.b, oc.sess); !si.Orphaned || si.State != Suspended || !pidAlive(si.PID) {
+		t.Fatalf("ora's orphan after pia's login: %+v; want kept, an orphan, its desktop running", si)
+	}
+}
