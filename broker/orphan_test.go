@@ -212,3 +212,39 @@ func TestOrphanOfAnotherUserKept(t *testing.T) {
 		t.Fatalf("ora's orphan after pia's login: %+v; want kept, an orphan, its desktop running", si)
 	}
 }
+
+// TestOrphanRestoreLosesRace: another broker claims the token while the
+// orphan's login runs (the person at another terminal was quicker): the
+// restore loses the claim, the terminal is sent to the winner, and the
+// orphan stays one, suspended, its desktop running.
+func TestOrphanRestoreLosesRace(t *testing.T) {
+	t.Parallel()
+	eps := etcdtest.Start(t)
+	ga := &gatedAuth{Kiosk: auth.Kiosk{User: "kiosk"}, entered: make(chan struct{}, 1)}
+	b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ga})
+	b2 := newEnvWith(t, "b2", envOptions{eps: eps})
+	oc := makeOrphan(t, b1, b2)
+	if err := b2.b.Kill(b2.ctx, oc.newer.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	expectMsg[proto.Detached](oc.tb)
+	release := ga.hold()
+	defer release()
+	oc.t1.present(oc.tok, oc.key)
+	<-ga.entered // the restore's login waits; b2 claims the token meanwhile
+	now := b2.clk.Now().UnixMilli()
+	if _, won, err := b2.reg.Claim(b2.ctx, oc.tok, registry.Session{ID: "s-rival", ServerID: "b2", User: "kiosk",
+		State: "active", CreatedUnixMs: now, UpdatedUnixMs: now}); err != nil || !won {
+		t.Fatalf("b2's claim: won %v, %v", won, err)
+	}
+	release()
+	if r := expectMsg[proto.Redirect](oc.t1); r.ServerID != "b2" || r.Fence == 0 {
+		t.Fatalf("restore that lost the claim: %+v; want a redirect to b2's session", r)
+	}
+	if si := sessionInfo(t, b1.b, oc.sess); !si.Orphaned || si.State != Suspended || !pidAlive(si.PID) {
+		t.Fatalf("orphan after losing the claim: %+v; want still an orphan, suspended, its desktop running", si)
+	}
+	if c := b1.claim(t, oc.tok); c.Session.ID != "s-rival" {
+		t.Fatalf("claim %+v; want b2's s-rival", c)
+	}
+}
