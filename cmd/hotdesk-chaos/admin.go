@@ -7,14 +7,16 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 )
 
 // The administrator's part of the workload (-admin, on by default): while
 // people hot-desk and faults come and go, an administrator ends,
 // disconnects and locks sessions through any broker's admin socket (the
 // group forwards the action to the session's owner), disables a token for
-// a while (its owner tries it meanwhile), and drains one broker at a time
-// for a while, then undrains it. Each action is an operation of
+// a while (its owner tries it meanwhile), pairs new tokens (tried at once),
+// and drains one broker at a time for a while, then undrains it. Each action is an operation of
 // the history (Op.Term "admin@" and the broker asked); checkAdmin
 // (check.go) says what the terminals and the group must show after it.
 
@@ -22,9 +24,9 @@ import (
 // action on its session or on it rather than a hot-desk.
 const adminEvery = 10
 
-// adminKinds are the actions on one token's session or the token,
-// chosen at random.
-var adminKinds = []string{"kill", "disconnect", "lock", "disable"}
+// adminKinds are the actions on one token's session or the token, or
+// (pair) on a new token, chosen at random.
+var adminKinds = []string{"kill", "disconnect", "lock", "disable", "pair"}
 
 // isAdmin reports whether an operation's kind is an administrator's.
 func isAdmin(kind string) bool {
@@ -60,8 +62,12 @@ func (h *harness) anyBroker() *hotdeskd {
 // answering) is left alone and nothing is recorded: the checks of the
 // hot-desks judge whether it should have been there.
 func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
-	if p.kind == "disable" {
+	switch p.kind {
+	case "disable":
 		h.disableToken(ctx, p)
+		return
+	case "pair":
+		h.pairToken(ctx, p)
 		return
 	}
 	b := h.anyBroker()
@@ -120,6 +126,45 @@ func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 	for ctx.Err() == nil && !h.setTokenDisabled(ctx, p.token, false) {
 		h.sleep(ctx, time.Second)
 	}
+}
+
+// pairToken: the administrator makes a pairing code for a new user
+// through a broker chosen at random (the "code" operation); the person
+// pairs a new software token with it through another broker chosen at
+// random ("pair": the code is the group's, redeemed wherever it is
+// presented), presents the token at terminal p.to, where it must get a new
+// desktop ("insert"), and pulls it; then the administrator ends that
+// desktop ("kill"), so that the group's session count stays bounded. A
+// code whose pairing failed (inside a fault window) is left to expire.
+func (h *harness) pairToken(ctx context.Context, p *opPlan) {
+	user := fmt.Sprintf("paired%d", h.paired.Add(1))
+	var code string
+	if !h.adminCall(ctx, Op{Kind: "code"}, func(ctx context.Context, b *hotdeskd) error {
+		pr, err := b.admin.PairToken(ctx, adminapi.PairRequest{User: user, Label: "chaos " + user})
+		code = pr.Code
+		return err
+	}) {
+		return
+	}
+	b := h.anyBroker()
+	o := Op{Kind: "pair", Term: "pair@" + b.id, Start: h.rec.now()}
+	tok, key, err := pair(ctx, b.brokerAddr(), code)
+	o.Token = tok
+	if !h.done(ctx, o, err) || err != nil {
+		return
+	}
+	h.keys.add(tok, key)
+	o = Op{Kind: "insert", Term: p.to.id, Token: tok, Start: h.rec.now()}
+	session, err := p.to.insert(ctx, tok)
+	o.Session = session
+	done := h.done(ctx, o, err)
+	_ = p.to.remove(ctx, tok)
+	if !done || err != nil {
+		return
+	}
+	h.adminCall(ctx, Op{Kind: "kill", Token: tok, Session: session}, func(ctx context.Context, b *hotdeskd) error {
+		return b.admin.KillSession(ctx, session)
+	})
 }
 
 // setTokenDisabled disables (or enables) token through a broker chosen at

@@ -31,6 +31,7 @@ type harness struct {
 	etcd    *clientv3.Client
 	keys    keyring
 	serials atomic.Int64
+	paired  atomic.Int64 // tokens the administrator had paired (admin.go)
 
 	tokens      []string
 	terms       []*terminal
@@ -358,7 +359,7 @@ func (h *harness) probe(ctx context.Context) bool {
 
 // opPlan is one workload operation.
 type opPlan struct {
-	kind     string // insert, takeover, remove; kill, disconnect, lock, disable (admin.go)
+	kind     string // insert, takeover, remove; kill, disconnect, lock, disable, pair (admin.go)
 	token    string
 	from, to *terminal
 }
@@ -405,11 +406,11 @@ func (h *harness) pick() *opPlan {
 			return nil
 		}
 		p.kind = adminKinds[h.intn(len(adminKinds))]
-		if p.kind == "disable" {
+		if p.kind == "disable" || p.kind == "pair" {
 			if len(idle) == 0 {
 				return nil
 			}
-			p.to = idle[h.intn(len(idle))] // where the person tries it meanwhile
+			p.to = idle[h.intn(len(idle))] // where the person tries it
 		}
 	} else if at != nil {
 		if h.busyT[at] {
