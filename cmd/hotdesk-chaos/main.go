@@ -18,8 +18,8 @@
 // removed and taken over at random. Logins take the card policy (-auth):
 // each asks a PAM account stack in the brokers' PAM helpers. An
 // administrator works beside them (-admin, admin.go): sessions killed,
-// disconnected and locked, tokens disabled, through any broker's admin
-// socket, one broker at a time drained for a while.
+// disconnected and locked, tokens disabled, new tokens paired, through any
+// broker's admin socket, one broker at a time drained for a while.
 //
 // Faults (one at a time, each followed by a quiet period): broker_kill9,
 // broker_sigstop (2 × lease TTL), broker_restart (SIGTERM, start again),
@@ -78,7 +78,8 @@ type options struct {
 	logLevel       string
 	auth           string
 	// admin adds an administrator to the workload (admin.go): sessions
-	// killed, disconnected and locked, brokers drained for a while.
+	// killed, disconnected and locked, tokens disabled, new tokens
+	// paired, brokers drained for a while.
 	admin bool
 	// from is the bin directory of the previous release (-from): the
 	// brokers start from its hotdeskd and the broker_upgrade fault moves
@@ -131,7 +132,7 @@ func run() int {
 	flag.StringVar(&o.logLevel, "log-level", "info", "hotdeskd log level")
 	flag.StringVar(&o.from, "from", "", "directory holding the previous release's hotdeskd: the brokers start from it and broker_upgrade (the default faults: one per broker) restarts them, one at a time, with -bin's (a rolling upgrade under the workload; broker_downgrade takes the last upgraded one back); each upgrade is also checked for group-wide settings and clocks told different (hotdeskctl server list) at any broker")
 	flag.StringVar(&o.auth, "auth", "card", "brokers' login policy: card (each login and hot-desk asks a PAM account stack, pam_nologin + pam_permit, in the brokers' PAM helpers, as the card policies of a site do) or kiosk (no PAM)")
-	flag.BoolVar(&o.admin, "admin", true, "an administrator at work beside the hot-desks: sessions killed, disconnected and locked, tokens disabled (and tried at a terminal) and enabled, through any broker's admin socket, one broker at a time drained for 5–15 s (checked: a killed session never shown again, a disconnected or locked one no longer shown, a disabled token refused, no new session placed on a drained server)")
+	flag.BoolVar(&o.admin, "admin", true, "an administrator at work beside the hot-desks: sessions killed, disconnected and locked, tokens disabled (and tried at a terminal) and enabled, new tokens paired (and tried at a terminal), through any broker's admin socket, one broker at a time drained for 5–15 s (checked: a killed session never shown again, a disconnected or locked one no longer shown, a disabled token refused, no new session placed on a drained server)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse() // exits 2 on a bad flag, 0 on -help
 	if flag.NArg() > 0 {
