@@ -599,6 +599,12 @@ func pair(ctx context.Context, b brokerAddr, code string) (string, ed25519.Priva
 			return "", nil, err
 		}
 		switch v := m.Body.(type) {
+		case *proto.Ping:
+			// The pairing's code check is slow on purpose (argon2id): a
+			// loaded broker may ping before it answers (PROTOCOL.md §10).
+			if err := c.Send(&proto.Pong{Seq: v.Seq}); err != nil {
+				return "", nil, err
+			}
 		case *proto.Paired:
 			if v.Token != soft.TokenID(pub) {
 				return "", nil, fmt.Errorf("paired as %s; want %s", v.Token, soft.TokenID(pub))
