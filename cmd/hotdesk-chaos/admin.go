@@ -105,7 +105,7 @@ func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
 // person presents it at terminal p.to, where it must be refused
 // (token_disabled: the "refused" operation); then, 0–3 s later, it is
 // enabled again, asked until that is done (after a failed disable too: its
-// outcome is unknown), and left alone for the same grace.
+// outcome is unknown).
 func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 	if h.setTokenDisabled(ctx, p.token, true) {
 		h.sleep(ctx, h.checkConfig().DisableGrace)
@@ -126,11 +126,6 @@ func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 	for ctx.Err() == nil && !h.setTokenDisabled(ctx, p.token, false) {
 		h.sleep(ctx, time.Second)
 	}
-	// The other brokers learn of the enable through their watch, as of
-	// the disable: the token is used again once they may have (a
-	// takeover 5 ms after the enable's answer was refused token_disabled
-	// at a broker whose watch had not delivered it yet).
-	h.sleep(ctx, h.checkConfig().DisableGrace)
 }
 
 // pairToken: the administrator makes a pairing code for a new user
