@@ -657,3 +657,29 @@ func TestTokenCacheReadsOutOfOrder(t *testing.T) {
 		t.Errorf("after the early read finished: the later record kept %v (at %v, want %v), %d records; want it kept and 2", kept, got.at, rec.at, n)
 	}
 }
+
+// TestEnableEffectiveAtOnce: a token enabled again through another broker
+// works at this one at once, before its watch has told it (the chaos
+// harness saw a takeover 5 ms after the enable's answer refused
+// token_disabled from the token cache): a disabled record is confirmed
+// with the registry before the token is refused.
+func TestEnableEffectiveAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	tok, key := e.enroll("ena")
+	rec := e.disableToken(tok)
+	e.b.TokenChanged(registry.TokenChange{ID: tok, Record: rec}) // as the token watch would
+	t1 := e.dial("term-1")
+	t1.present(tok, key)
+	if er := expectMsg[proto.Error](t1); er.Code != proto.ErrTokenDisabled {
+		t.Fatalf("disabled token: %+v; want %s", er, proto.ErrTokenDisabled)
+	}
+	// Enabled elsewhere; this broker's watch has not told it yet.
+	if err := e.reg.UpdateToken(e.ctx, tok, func(r *registry.TokenRecord) { r.Disabled = false }); err != nil {
+		t.Fatal(err)
+	}
+	t1.present(tok, key)
+	if att := expectMsg[proto.Attached](t1); att.Token != tok {
+		t.Fatalf("token enabled again: %+v; want it attached", att)
+	}
+}
