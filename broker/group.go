@@ -200,14 +200,17 @@ type cachedToken struct {
 }
 
 // tokenRecord returns token's registry record, from the cache when fresh:
-// a resume on the same server then needs no etcd read.
+// a resume on the same server then needs no etcd read. A disabled record
+// is never served from the cache: a token is refused on the registry's
+// word, so that an enable made through another broker a moment ago works
+// here before this broker's watch has told it (within milliseconds).
 func (b *Broker) tokenRecord(ctx context.Context, token string) (registry.TokenRecord, error) {
 	now := b.clk.Now()
 	b.mu.Lock()
 	c, ok := b.tokenCache[token]
 	gen := b.tokenGen
 	b.mu.Unlock()
-	if ok && now.Sub(c.at) < tokenCacheTTL && !c.at.After(now) {
+	if ok && now.Sub(c.at) < tokenCacheTTL && !c.at.After(now) && !c.rec.Disabled {
 		return c.rec, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, remoteTimeout)

@@ -205,19 +205,7 @@ func (b *Broker) verifyToken(ctx context.Context, t *terminal, token string) (re
 		return rec, fail(proto.ErrUnavailable, "registry unavailable", err)
 	}
 	if rec.Disabled {
-		// Refused on the registry's word, not the cache's: an enable made
-		// through another broker a moment ago may not have reached this
-		// one yet (its watch delivers it within milliseconds), and the
-		// person was told the card works again.
-		lctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-		fresh, err := b.registry().Token(lctx, token)
-		cancel()
-		if err == nil {
-			rec = fresh
-		}
-		if err != nil || rec.Disabled {
-			return rec, fail(proto.ErrTokenDisabled, "token disabled", nil)
-		}
+		return rec, fail(proto.ErrTokenDisabled, "token disabled", nil)
 	}
 	if rec.Kind != typ {
 		return rec, fail(proto.ErrUnknownToken, "token kind does not match its id", nil)

@@ -175,7 +175,6 @@ func (b *Broker) orphanTokenLocked(s *Session, owner string) {
 	}
 	active := s.state == Active
 	b.mu.Unlock()
-	defer b.orphansChanged() // once suspended
 	if active {
 		msg := "session locked: its token belongs to another session now"
 		if owner != "" && owner != b.cfg.ServerID {
@@ -184,6 +183,7 @@ func (b *Broker) orphanTokenLocked(s *Session, owner string) {
 		b.suspendTokenLocked(b.life, s, proto.DetachLocked, msg)
 	}
 	b.countChanged()
+	b.orphansChanged() // suspended now: indexed
 }
 
 // orphanFor returns the orphan of token this broker would give back at the

@@ -34,6 +34,11 @@ func (r *Store) orphanDir(token string) string {
 	return r.opts.prefix + "orphans/" + token + "/"
 }
 
+// orphanKey names this server's record of orphan session of token.
+func (r *Registry) orphanKey(token, session string) string {
+	return r.orphanDir(token) + r.id + "/" + session
+}
+
 // PutOrphan writes o (its ServerID forced to this server's) under this
 // server's lease. It is refused while the lease is lost or unhealthy, and
 // without a call to etcd when o's token or session id is not a valid key
@@ -52,7 +57,7 @@ func (r *Registry) PutOrphan(ctx context.Context, o OrphanRecord) error {
 	}
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
-	if _, err := r.kv.Put(cctx, r.orphanDir(o.Token)+r.id+"/"+o.SessionID, string(v), clientv3.WithLease(r.lease)); err != nil {
+	if _, err := r.kv.Put(cctx, r.orphanKey(o.Token, o.SessionID), string(v), clientv3.WithLease(r.lease)); err != nil {
 		return fmt.Errorf("registry: put orphan %s: %w", o.SessionID, r.leaseErr(err))
 	}
 	return nil
@@ -66,7 +71,7 @@ func (r *Registry) DeleteOrphan(ctx context.Context, token, session string) erro
 	}
 	cctx, cancel := r.callCtx(ctx)
 	defer cancel()
-	if _, err := r.kv.Delete(cctx, r.orphanDir(token)+r.id+"/"+session); err != nil {
+	if _, err := r.kv.Delete(cctx, r.orphanKey(token, session)); err != nil {
 		return fmt.Errorf("registry: delete orphan %s: %w", session, err)
 	}
 	return nil
