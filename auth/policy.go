@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hotdesk/hotdesk/proto"
@@ -144,6 +145,50 @@ type Policies struct {
 	Groups  []GroupPolicy // in priority order
 }
 
+// PolicySource resolves the Policy of a request. *Policies is one, fixed;
+// *LivePolicies is one whose Policies a configuration reload replaces.
+type PolicySource interface {
+	For(token, user string, groups []string) Policy
+}
+
+var (
+	_ PolicySource = (*Policies)(nil)
+	_ PolicySource = (*LivePolicies)(nil)
+)
+
+// LivePolicies is a PolicySource whose Policies can be replaced while in
+// use (hotdeskd's SIGHUP reload): each request is resolved by the
+// Policies set when it is resolved. A login already past its policy's
+// choice (waiting at a prompt) finishes under the policy it was given.
+type LivePolicies struct {
+	cur atomic.Pointer[Policies]
+}
+
+// NewLivePolicies returns a LivePolicies resolving by p (validated).
+func NewLivePolicies(p *Policies) (*LivePolicies, error) {
+	l := &LivePolicies{}
+	if err := l.Set(p); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Set makes p the Policies of every request resolved from now on, if it
+// is valid; an invalid p is refused (the previous Policies stay). p must
+// not be modified afterwards.
+func (l *LivePolicies) Set(p *Policies) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	l.cur.Store(p)
+	return nil
+}
+
+// For implements PolicySource.
+func (l *LivePolicies) For(token, user string, groups []string) Policy {
+	return l.cur.Load().For(token, user, groups)
+}
+
 // For returns the policy for token, user and the user's groups.
 func (p *Policies) For(token, user string, groups []string) Policy {
 	if token != "" {
@@ -225,7 +270,7 @@ type ServiceAuthenticator interface {
 // Result carries it. A card resuming a desktop only has its account
 // checked: the desktop holds its session already.
 type Chooser struct {
-	Policies *Policies
+	Policies PolicySource
 	// Groups returns the groups of user (nil = no group policies apply).
 	Groups func(user string) []string
 	// Services runs PAM; required for kinds that prompt.

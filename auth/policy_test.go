@@ -11,6 +11,53 @@ import (
 	"github.com/hotdesk/hotdesk/proto"
 )
 
+// TestLivePolicies: a Set applies to the next request resolved, an
+// invalid one is refused and changes nothing, and requests resolved while
+// Sets happen get one Policies' answer or the other's (run under -race).
+func TestLivePolicies(t *testing.T) {
+	card := &auth.Policies{Default: auth.Policy{Kind: auth.KindCard}}
+	strict := &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword},
+		Users: map[string]auth.Policy{"carl": {Kind: auth.KindCard}}}
+	if _, err := auth.NewLivePolicies(&auth.Policies{}); !errors.Is(err, auth.ErrUnknownKind) {
+		t.Fatalf("NewLivePolicies(no default) err = %v; want %v", err, auth.ErrUnknownKind)
+	}
+	l, err := auth.NewLivePolicies(card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := func() (alice, carl auth.Kind) {
+		return l.For("uid.1", "alice", nil).Kind, l.For("uid.2", "carl", nil).Kind
+	}
+	if a, c := kinds(); a != auth.KindCard || c != auth.KindCard {
+		t.Fatalf("before the Set: alice %s, carl %s; want card, card", a, c)
+	}
+	if err := l.Set(strict); err != nil {
+		t.Fatal(err)
+	}
+	if a, c := kinds(); a != auth.KindCardPassword || c != auth.KindCard {
+		t.Fatalf("after the Set: alice %s, carl %s; want card+password, card", a, c)
+	}
+	if err := l.Set(&auth.Policies{Default: auth.Policy{Kind: "smoke-signals"}}); !errors.Is(err, auth.ErrUnknownKind) {
+		t.Fatalf("Set(invalid) err = %v; want %v", err, auth.ErrUnknownKind)
+	}
+	if a, _ := kinds(); a != auth.KindCardPassword {
+		t.Fatalf("after an invalid Set: alice %s; want card+password (kept)", a)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			l.Set([]*auth.Policies{card, strict}[i%2])
+		}
+	}()
+	for range 1000 {
+		if a := l.For("uid.1", "alice", nil).Kind; a != auth.KindCard && a != auth.KindCardPassword {
+			t.Fatalf("during Sets: alice %s; want card or card+password", a)
+		}
+	}
+	<-done
+}
+
 func TestPoliciesFor(t *testing.T) {
 	p := &auth.Policies{
 		Default: auth.Policy{Kind: auth.KindCardPassword},

@@ -114,7 +114,7 @@ type Config struct {
 	// itself: password logins without a card (tokens "user.<name>"),
 	// self-registration of unknown cards, and per-user session limits.
 	// Groups returns a user's groups for policy resolution.
-	Policies *auth.Policies
+	Policies auth.PolicySource
 	Groups   func(user string) []string
 	// AttachAddr, if set, is the advertised address of the attach gateway
 	// (ServeAttach): Attached then carries "hotdesk-attach://AttachAddr" and

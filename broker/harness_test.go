@@ -87,7 +87,7 @@ type envOptions struct {
 	ttl       time.Duration // lease TTL (default defaultTestTTL)
 	max       int           // MaxSessions
 	authn     auth.Authenticator
-	policies  *auth.Policies
+	policies  auth.PolicySource
 	gateway   bool // run the attach gateway
 	// rdp runs the desktops with weston's RDP backend (unguarded: the
 	// tests' own loopback) instead of headless.

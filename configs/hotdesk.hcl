@@ -4,8 +4,12 @@
 # default; a file with only the lines you change works the same. Unknown
 # settings are an error. Durations are Go durations: "500ms", "10s", "24h".
 # Relative paths are resolved against the directory of this file.
-# SIGHUP re-reads the file (log_level applies at once; other changes on the
-# next restart). A file with an error is reported and the running
+# SIGHUP (systemctl reload hotdeskd) re-reads the file: log_level and the
+# login policies (session.auth and kiosk_user; auth's pam_service,
+# pin_service, reauth_on_hotdesk, self_register, max_sessions_per_user and
+# its policy blocks) apply at once, to every login decided from then on;
+# other changes on the next restart (which keeps the desktops), and the log
+# names them. A file with an error is reported and the running
 # configuration is kept.
 
 # Name of this server in the server group; unique per group.

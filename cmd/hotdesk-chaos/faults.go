@@ -34,6 +34,8 @@ func faultFunc(name string) faultFn {
 		return brokerPartition
 	case "broker_flap":
 		return brokerFlap
+	case "policy_reload":
+		return policyReload
 	case "broker_upgrade":
 		return brokerUpgrade
 	case "broker_downgrade":

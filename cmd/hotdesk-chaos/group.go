@@ -170,6 +170,7 @@ type hotdeskd struct {
 	id      string
 	addr    string
 	socket  string
+	cfgFile string
 	pin     []byte
 	proxies []*proxy
 	admin   *adminapi.Client
@@ -262,6 +263,7 @@ compositor {
 	}
 	b.proc = proc{name: id, log: filepath.Join(gc.dir, id+".log"), args: []string{hd, "-config", cfgFile}, cred: gc.cred}
 	b.admin = adminapi.NewClient(b.socket)
+	b.cfgFile = cfgFile
 	return b, nil
 }
 

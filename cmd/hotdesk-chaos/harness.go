@@ -49,6 +49,8 @@ type harness struct {
 	paused bool
 
 	groupChecks []groupCheck // guarded by mu (upgrade.go)
+
+	reloads int // policy_reload's so far (the fault loop's)
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -264,7 +266,7 @@ func (h *harness) inject(ctx context.Context, name string) {
 	}
 	h.rec.fault(f)
 	h.sleep(ctx, h.opts.quiet)
-	if h.opts.from != "" {
+	if h.opts.from != "" || name == "policy_reload" {
 		h.checkGroupView(ctx, f)
 	}
 	h.sweep(ctx)

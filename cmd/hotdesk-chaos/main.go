@@ -28,7 +28,9 @@
 // etcd_quorum_loss (2 of 3 members stopped for 2 × TTL, then restarted),
 // etcd_outage (every member stopped for 10 × TTL, then restarted),
 // broker_partition (the broker's proxies cut for 2 × TTL), broker_flap (its
-// link cut and restored at random for 4 × TTL). With -from (the previous
+// link cut and restored at random for 4 × TTL), policy_reload (every
+// broker's login policies changed and reloaded, SIGHUP, one after the
+// other, then a look at every member's server list). With -from (the previous
 // release's bin directory) the brokers start on its hotdeskd and the faults
 // are broker_upgrade (SIGTERM, started again on -bin's) and
 // broker_downgrade (the last upgraded one back), each followed by a look at
@@ -88,7 +90,7 @@ type options struct {
 }
 
 var allFaults = []string{"broker_kill9", "broker_sigstop", "broker_restart", "lease_revoke",
-	"etcd_leader_kill", "etcd_quorum_loss", "etcd_outage", "broker_partition", "broker_flap"}
+	"etcd_leader_kill", "etcd_quorum_loss", "etcd_outage", "broker_partition", "broker_flap", "policy_reload"}
 
 // upgradeFaults is what -from runs by default: a rolling upgrade of the
 // group, one broker after the other.
@@ -96,9 +98,10 @@ var upgradeFaults = []string{"broker_upgrade", "broker_upgrade", "broker_upgrade
 
 // quickFaults is the bounded set of `make test` (TestChaosQuick): one fault
 // of each kind that ends a broker's hold on its sessions (crash, freeze past
-// the lease TTL, restart, revoked lease) and the etcd faults. The
-// partitions (broker_partition, broker_flap) run in `make chaos`.
-var quickFaults = []string{"broker_kill9", "broker_sigstop", "broker_restart", "lease_revoke", "etcd_leader_kill", "etcd_quorum_loss"}
+// the lease TTL, restart, revoked lease), the etcd faults and a reload of
+// the login policies. The partitions (broker_partition, broker_flap) run
+// in `make chaos`.
+var quickFaults = []string{"broker_kill9", "broker_sigstop", "broker_restart", "lease_revoke", "etcd_leader_kill", "etcd_quorum_loss", "policy_reload"}
 
 func main() {
 	if len(os.Args) > 1 {

@@ -61,7 +61,7 @@ func (a *adminBackend) Servers(ctx context.Context) ([]adminapi.ServerInfo, erro
 			Started: time.UnixMilli(r.StartedUnixMs), Self: self, Version: r.Version,
 		}
 		if !self {
-			si.SettingsDiffer = differingSettings(a.d.serverRec.Settings, r.Settings)
+			si.SettingsDiffer = differingSettings(a.d.settings.ourSettings(), r.Settings)
 		}
 		if off, ok := offsets[r.ID]; ok && !self {
 			si.ClockOffsetMs = ptr(off.Milliseconds())

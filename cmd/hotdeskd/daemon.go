@@ -78,8 +78,8 @@ type daemon struct {
 	fingerprint []byte // of cert
 	advertise   string // the terminal listener's address for the group
 	serverRec   registry.ServerRecord
-	prevLease   clientv3.LeaseID // the previous run's lease, from the data dir
-	policies    *auth.Policies
+	prevLease   clientv3.LeaseID   // the previous run's lease, from the data dir
+	policies    *auth.LivePolicies // a reload replaces them
 	authn       auth.Authenticator
 	attachLn    net.Listener
 	attachAddr  string // the attach gateway's address for terminals
@@ -442,7 +442,7 @@ func (d *daemon) startCompositor(context.Context) error {
 // the failure limiter with its audit lines around both, and the pairer.
 func (d *daemon) startAuth(context.Context) error {
 	cfg, logger := d.cfg, d.log
-	policies, err := buildPolicies(cfg)
+	policies, err := auth.NewLivePolicies(buildPolicies(cfg))
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
@@ -740,7 +740,7 @@ func (d *daemon) startAdmin(context.Context) error {
 		}
 		return recs, err
 	}
-	d.serve(func() error { d.settings.run(run, d.clk, listServers); return nil }, "group settings")
+	d.serve(func() error { d.settings.run(run, d.clk, listServers, d.publishSettings); return nil }, "group settings")
 	d.serve(func() error {
 		d.clocks.run(run, d.clk, func(ctx context.Context) error { return d.registry().PutClock(ctx) }, d.store.WatchClocks(run))
 		return nil
@@ -816,7 +816,7 @@ func (d *daemon) startBackground(context.Context) error {
 			return nil
 		}, "seat "+seat.Name)
 	}
-	d.serve(func() error { d.superviseLease(run, d.serverRec, logger); return nil }, "lease supervisor")
+	d.serve(func() error { d.superviseLease(run, logger); return nil }, "lease supervisor")
 	d.serve(func() error { d.lockouts.run(run); return nil }, "lockout sharing")
 	tokens := d.store.WatchTokens(run)
 	d.serve(func() error {
@@ -931,13 +931,28 @@ func (d *daemon) waitForEtcd(ctx context.Context, reach func(context.Context) st
 	}
 }
 
+// record is this server's record as a new lease publishes it: with the
+// group settings in effect (a reload changes them).
+func (d *daemon) record() registry.ServerRecord {
+	rec := d.serverRec
+	rec.Settings = d.settings.ourSettings()
+	return rec
+}
+
+// publishSettings writes the group settings in effect in this server's
+// record (members compare theirs with them).
+func (d *daemon) publishSettings(ctx context.Context) error {
+	ours := d.settings.ourSettings()
+	return d.registry().UpdateServer(ctx, func(r *registry.ServerRecord) { r.Settings = ours })
+}
+
 // superviseLease waits for the registry lease to be lost, then builds a new
 // registry (new lease) with backoff and moves the broker's sessions to it.
 // Until then the broker is not ready: it attaches and claims nothing.
-func (d *daemon) superviseLease(ctx context.Context, rec registry.ServerRecord, logger hclog.Logger) {
+func (d *daemon) superviseLease(ctx context.Context, logger hclog.Logger) {
 	sup := &leaseSupervisor{
 		newRegistry: func(ctx context.Context, prev clientv3.LeaseID) (*registry.Registry, error) {
-			return registry.New(ctx, d.etcd, rec, registry.WithPrefix(d.cfg.Etcd.Prefix),
+			return registry.New(ctx, d.etcd, d.record(), registry.WithPrefix(d.cfg.Etcd.Prefix),
 				registry.WithLeaseTTL(d.cfg.Etcd.LeaseTTL), registry.WithClock(d.clk), registry.WithLogger(logger.Named("registry")),
 				registry.WithPreviousLease(prev))
 		},

@@ -173,6 +173,32 @@ func TestSettingsWatchBounded(t *testing.T) {
 	}
 }
 
+// TestSettingsWatchReload: after a reload changed this member's settings
+// (setOurs), the members are compared with the new ones, and this
+// member's own record is reported stale until it shows them (the settings
+// watch then publishes them again: a reload's publication that failed, or
+// a lease re-established with the earlier record meanwhile).
+func TestSettingsWatchReload(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	before := map[string]string{"session.auth": "card"}
+	after := map[string]string{"session.auth": "card+password"}
+	w := newSettingsWatch(hclog.New(&hclog.LoggerOptions{Output: &logs}), "b1", before)
+	if stale := w.check([]registry.ServerRecord{{ID: "b1", Settings: before}, {ID: "b2", Settings: before}}); stale || w.differing() != 0 {
+		t.Fatalf("before the reload: stale %v, differing %d; want false, 0", stale, w.differing())
+	}
+	w.setOurs(after)
+	if stale := w.check([]registry.ServerRecord{{ID: "b1", Settings: before}, {ID: "b2", Settings: before}}); !stale || w.differing() != 1 {
+		t.Fatalf("after the reload, the record not yet published: stale %v, differing %d; want true, 1 (b2 not reloaded yet)", stale, w.differing())
+	}
+	if stale := w.check([]registry.ServerRecord{{ID: "b1", Settings: after}, {ID: "b2", Settings: after}}); stale || w.differing() != 0 {
+		t.Fatalf("both published: stale %v, differing %d; want false, 0", stale, w.differing())
+	}
+	if out := logs.String(); !strings.Contains(out, "same group-wide settings again") {
+		t.Errorf("b2's reload not logged as agreeing again:\n%s", out)
+	}
+}
+
 // TestSettingsWatchHostileValue: another member's values reach this
 // member's log, its listing and the dashboard as printable text: a
 // value with a line break and terminal escapes (ESC, BEL) forges no log

@@ -23,11 +23,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"reflect"
-	"strings"
 	"syscall"
 	"time"
-	"unicode"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -118,6 +115,7 @@ func run(args []string) error {
 	logger.Info("hotdeskd ready", "server_id", cfg.ServerID, "version", version.String(), "listen", d.listenAddr(), "admin_socket", cfg.AdminSocket,
 		"embedded_etcd", cfg.UsesEmbeddedEtcd())
 
+	running := *cfg // the configuration in effect, which a reload changes
 	for {
 		select {
 		case err := <-d.fatal:
@@ -127,7 +125,7 @@ func run(args []string) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				notify(logger, "RELOADING=1")
-				reload(logger, path, cfg)
+				reload(logger, path, &running, d.applyReload)
 				notify(logger, "READY=1")
 				continue
 			}
@@ -238,81 +236,6 @@ func newLogger(cfg *config.Config) hclog.InterceptLogger {
 		JSONFormat: cfg.LogJSON,
 		Output:     os.Stderr,
 	})
-}
-
-// reload re-reads the configuration on SIGHUP. Settings that can change at
-// run time (log level) are applied; a bad file is reported and ignored.
-func reload(logger hclog.InterceptLogger, path string, cur *config.Config) {
-	if path == "" {
-		logger.Info("reload: running on defaults, nothing to reload")
-		return
-	}
-	next, pos, err := config.LoadWithPositions(path)
-	if err == nil {
-		err = next.CheckHost(pos, config.Host{})
-	}
-	if err != nil {
-		logger.Error("reload: keeping the running configuration", "error", err)
-		return
-	}
-	if next.LogLevel != cur.LogLevel {
-		logger.SetLevel(hclog.LevelFromString(next.LogLevel))
-		cur.LogLevel = next.LogLevel
-	}
-	if changed := restartNeeded(cur, next); len(changed) > 0 {
-		logger.Warn("reload: changed settings take effect only after a restart", "settings", strings.Join(changed, ", "))
-	}
-	logger.Info("configuration reloaded", "log_level", cur.LogLevel)
-}
-
-// restartNeeded names the settings in which next differs from cur, but for
-// those a reload applies at once (the log level): "session.suspend_timeout",
-// or a whole block or list ("seats"). It compares values, not their printed
-// form: pointers (a policy's *bool) are followed.
-func restartNeeded(cur, next *config.Config) []string {
-	a, b := *cur, *next
-	a.LogLevel, b.LogLevel = "", ""
-	return changedFields(reflect.ValueOf(a), reflect.ValueOf(b), "", 2)
-}
-
-// changedFields lists the fields of structs a and b that differ, as
-// snake_case paths below prefix, looking depth levels down.
-func changedFields(a, b reflect.Value, prefix string, depth int) []string {
-	var out []string
-	for i := range a.NumField() {
-		f := a.Type().Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		x, y := a.Field(i), b.Field(i)
-		if reflect.DeepEqual(x.Interface(), y.Interface()) {
-			continue
-		}
-		name := prefix + snake(f.Name)
-		if x.Kind() == reflect.Struct && depth > 1 && x.NumField() > 0 && f.Type.PkgPath() != "time" {
-			if sub := changedFields(x, y, name+".", depth-1); len(sub) > 0 {
-				out = append(out, sub...)
-				continue
-			}
-		}
-		out = append(out, name)
-	}
-	return out
-}
-
-// snake turns a Go field name into the config's key style: SuspendTimeout
-// → suspend_timeout, PAMService → pam_service, ServerID → server_id.
-func snake(s string) string {
-	var b strings.Builder
-	rs := []rune(s)
-	for i, r := range rs {
-		upper := unicode.IsUpper(r)
-		if upper && i > 0 && (unicode.IsLower(rs[i-1]) || (i+1 < len(rs) && unicode.IsLower(rs[i+1]))) {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToLower(r))
-	}
-	return b.String()
 }
 
 // countTrue is how many of bs are true.

@@ -8,8 +8,9 @@ import (
 )
 
 // buildPolicies turns the session.auth default and the auth.policy blocks
-// into auth.Policies.
-func buildPolicies(cfg *config.Config) (*auth.Policies, error) {
+// into auth.Policies (validated where they are put to use:
+// auth.LivePolicies.Set).
+func buildPolicies(cfg *config.Config) *auth.Policies {
 	a := cfg.Auth
 	mk := func(kind, service string, reauth *bool, maxSessions int) auth.Policy {
 		p := auth.Policy{
@@ -55,10 +56,7 @@ func buildPolicies(cfg *config.Config) (*auth.Policies, error) {
 			ps.Groups = append(ps.Groups, auth.GroupPolicy{Group: g, Policy: p})
 		}
 	}
-	if err := ps.Validate(); err != nil {
-		return nil, err
-	}
-	return ps, nil
+	return ps
 }
 
 // userGroups returns the names of the local groups of name (nil if the

@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/registry"
+	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
 
 // A reload of an unchanged file must not report "restart needed", also when
@@ -39,5 +47,82 @@ func TestRestartNeededComparesValues(t *testing.T) {
 	c.MetricsListen = "127.0.0.1:1"
 	if got := restartNeeded(a, c); !slices.Equal(got, []string{"metrics_listen", "session.suspend_timeout"}) {
 		t.Fatalf("restartNeeded = %q; want the two changed settings named", got)
+	}
+}
+
+// TestReloadAppliesLoginPolicies: a SIGHUP with other login policies
+// applies them to the next login, the running desktops kept: a card that
+// logged in alone is asked its password at its next hot-desk (a wrong one
+// refused, the right one resuming the same desktop), a policy block added
+// applies to its user, the server's record in etcd publishes the new
+// group settings (members compare theirs with them), and a changed setting
+// a reload cannot apply is named as waiting for a restart. Before, a
+// reload applied only the log level and named the policies as waiting.
+func TestReloadAppliesLoginPolicies(t *testing.T) {
+	t.Parallel() // its own daemon, data dir, ports and terminals
+	eps := etcdtest.Start(t)
+	e := startE2EWith(t, "", "card", false, fmt.Sprintf("etcd {\n  endpoints = [%q]\n}", eps[0]))
+	kss := e.enrollAll("alice", "carl")
+	alice, carl := kss[0], kss[1]
+	first := e.present("t-1", alice)
+	if first["event"] != "attached" || first["user"] != "alice" {
+		t.Fatalf("card login: %v; want attached as alice without a prompt", first)
+	}
+	settings := func() map[string]string {
+		t.Helper()
+		resp, err := etcdtest.Client(t, eps).Get(context.Background(), registry.DefaultPrefix+"servers/e2e")
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("server record: %v (%d keys)", err, len(resp.Kvs))
+		}
+		var rec registry.ServerRecord
+		if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Settings
+	}
+	if got := settings()["session.auth"]; got != "card" {
+		t.Fatalf("published session.auth = %q before the reload; want card", got)
+	}
+
+	src, err := os.ReadFile(e.d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(string(src), "  auth = \"card\"\n", "  auth = \"card+password\"\n  suspend_timeout = \"2h\"\n", 1)
+	next = strings.Replace(next, "  open_session = false\n", "  open_session = false\n  policy {\n    users = [\"carl\"]\n    auth  = \"card\"\n  }\n", 1)
+	if next == string(src) || strings.Count(next, "policy {") != 1 {
+		t.Fatalf("the configuration was not changed as the test expects:\n%s", src)
+	}
+	if err := os.WriteFile(e.d.Config, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(e.d.PID(), syscall.SIGHUP)
+	waitUntil(t, "the reload's log lines", func() bool {
+		return strings.Contains(e.d.LogTail(1<<20), "configuration reloaded")
+	})
+	log := e.d.LogTail(1 << 20)
+	if !regexp.MustCompile(`login policies applied:? .*settings="session.auth, auth.policy"`).MatchString(log) {
+		t.Errorf("no log line naming the login policies applied:\n%s", log)
+	}
+	if !regexp.MustCompile(`take effect only after a restart:? .*settings=session.suspend_timeout\b`).MatchString(log) {
+		t.Errorf("no warning naming session.suspend_timeout as waiting for a restart:\n%s", log)
+	}
+
+	if ev := e.present("t-2", alice, "nope"); ev["event"] != "error" || ev["name"] != "auth_failed" {
+		t.Fatalf("hot-desk with a wrong password after the reload: %v; want auth_failed (card+password asks it)", ev)
+	}
+	again := e.present("t-2", alice, "alice-pw")
+	if again["event"] != "attached" || again["session"] != first["session"] {
+		t.Fatalf("hot-desk with the password: %v; want attached to %v (the desktop kept)", again, first["session"])
+	}
+	if ev := e.present("t-3", carl); ev["event"] != "attached" || ev["user"] != "carl" {
+		t.Fatalf("carl's card after the reload: %v; want attached as carl without a prompt (the new policy block)", ev)
+	}
+	waitUntil(t, "the new group settings in the server's record", func() bool {
+		s := settings()
+		return s["session.auth"] == "card+password" && s["auth.policy"] != "none"
+	})
+	if got := settings()["session.suspend_timeout"]; got != "24h0m0s" {
+		t.Errorf("published session.suspend_timeout = %q; want 24h0m0s (not applied until a restart)", got)
 	}
 }

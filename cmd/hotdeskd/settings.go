@@ -77,9 +77,9 @@ const maxSettingsLines = 8
 type settingsWatch struct {
 	log  hclog.Logger
 	self string
-	ours map[string]string
 
 	mu     sync.Mutex
+	ours   map[string]string // this member's settings in effect (a reload changes them)
 	said   map[string]string // member → its differences last logged
 	differ int               // members whose settings differ, at the last check
 }
@@ -88,15 +88,35 @@ func newSettingsWatch(log hclog.Logger, self string, ours map[string]string) *se
 	return &settingsWatch{log: log, self: self, ours: ours, said: map[string]string{}}
 }
 
+// ourSettings returns this member's settings in effect (not to be
+// modified).
+func (w *settingsWatch) ourSettings() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ours
+}
+
+// setOurs makes ours this member's settings in effect (a reload changed
+// some): the next check compares the members' with them.
+func (w *settingsWatch) setOurs(ours map[string]string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ours = ours
+}
+
 // check compares the members' records with this member's settings and
-// logs what changed since the last check.
-func (w *settingsWatch) check(servers []registry.ServerRecord) {
+// logs what changed since the last check. It reports whether this
+// member's own record, among servers, shows other settings than those in
+// effect (a reload's publication failed, or a lease re-established
+// meanwhile published the earlier ones).
+func (w *settingsWatch) check(servers []registry.ServerRecord) (stale bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen := make(map[string]bool, len(servers))
 	n, lines, unsaid := 0, 0, 0
 	for _, s := range servers {
 		if s.ID == w.self {
+			stale = !maps.Equal(s.Settings, w.ours)
 			continue
 		}
 		seen[s.ID] = true
@@ -136,6 +156,7 @@ func (w *settingsWatch) check(servers []registry.ServerRecord) {
 		}
 	}
 	w.differ = n
+	return stale
 }
 
 // differing reports how many members differed at the last check.
@@ -147,16 +168,21 @@ func (w *settingsWatch) differing() int {
 
 // run checks the group's records at once and every settingsCheckInterval
 // until ctx ends. A listing that fails is tried at the next interval.
-func (w *settingsWatch) run(ctx context.Context, clk clock.Clock, list func(context.Context) ([]registry.ServerRecord, error)) {
+// Where this member's record shows other settings than those in effect,
+// publish writes them there again.
+func (w *settingsWatch) run(ctx context.Context, clk clock.Clock, list func(context.Context) ([]registry.ServerRecord, error),
+	publish func(context.Context) error) {
 	for {
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		servers, err := list(lctx)
-		cancel()
-		if err == nil {
-			w.check(servers)
-		} else if ctx.Err() == nil {
+		if err == nil && w.check(servers) {
+			if err := publish(lctx); err != nil && ctx.Err() == nil {
+				w.log.Warn("this server's group settings not published again; tried at the next check", "error", err)
+			}
+		} else if err != nil && ctx.Err() == nil {
 			w.log.Debug("group settings not compared: the registry did not answer", "error", err)
 		}
+		cancel()
 		if !clock.Sleep(ctx, clk, settingsCheckInterval) {
 			return
 		}

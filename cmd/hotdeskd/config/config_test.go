@@ -257,6 +257,8 @@ func TestParseErrors(t *testing.T) {
 			"hotdesk.hcl:2:15: ", "must be between 1s and 10m0s"},
 		{"unknown auth policy", "session {\n  auth = \"pam\"\n}\n",
 			"hotdesk.hcl:2:10: ", "unknown auth policy"},
+		{"user names differing in case", "auth {\n  policy {\n    users = [\"alice\"]\n    auth = \"card\"\n  }\n  policy {\n    users = [\"Alice\"]\n    auth = \"card+pin\"\n  }\n}\n",
+			"hotdesk.hcl:7:13: ", `ambiguous user names: auth.policy.users: "alice" and "Alice" differ only in case`},
 		{"unknown compositor type", "compositor {\n  type = \"sway\"\n}\n",
 			"hotdesk.hcl:2:10: ", "unknown compositor type"},
 		{"unknown backend", "compositor {\n  backend = \"drm\"\n}\n",

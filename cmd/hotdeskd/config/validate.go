@@ -179,6 +179,9 @@ func (c *Config) validate(rg ranges) error {
 			bad("auth.policy.max_sessions", "Invalid session limit", "must be 0 or more, got %d.", r.MaxSessions)
 		}
 	}
+	if a, b, ok := namesDifferingInCase(a.Rules); ok {
+		bad("auth.policy.users", "Ambiguous user names", "%q and %q differ only in case, and user names match case-insensitively: write one spelling.", a, b)
+	}
 
 	seen := map[string]bool{}
 	for _, st := range c.Seats {
@@ -424,4 +427,22 @@ func (c *Config) usesKiosk() bool {
 		return true
 	}
 	return slices.ContainsFunc(c.Auth.Rules, func(r PolicyRule) bool { return r.Auth == "kiosk" })
+}
+
+// namesDifferingInCase returns two user names of the policy blocks that
+// differ only in case (a user logs in with either spelling, so which
+// block applies would be left to chance), if there are.
+func namesDifferingInCase(rules []PolicyRule) (a, b string, ok bool) {
+	var names []string
+	for _, r := range rules {
+		for _, u := range r.Users {
+			for _, v := range names {
+				if u != v && strings.EqualFold(u, v) {
+					return v, u, true
+				}
+			}
+			names = append(names, u)
+		}
+	}
+	return "", "", false
 }
