@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/hotdesk/hotdesk/auth"
 	"github.com/hotdesk/hotdesk/internal/event"
 	"github.com/hotdesk/hotdesk/proto"
 	"github.com/hotdesk/hotdesk/registry"
@@ -213,6 +215,15 @@ func (b *Broker) orphanFor(token string) *Session {
 // for someone else since) leaves o as it is: done is false and the
 // insert goes on to a new session. Caller holds the token lock.
 func (b *Broker) restoreTokenLocked(ctx context.Context, t *terminal, o *Session, rec registry.TokenRecord, hops uint8) (done bool, err error) {
+	// A token enrolled for another user since the orphan was made asks no
+	// login for a desktop it would not get, where the policy says whose
+	// the session is before the login (every kind but kiosk: the token's
+	// user; names match case-insensitively). The check after the login
+	// decides in every case.
+	if pol := b.policy(o.Token, rec.User); pol.Kind != "" && pol.Kind != auth.KindKiosk && !strings.EqualFold(rec.User, o.User) {
+		b.log.Warn("orphan not restored: its token is enrolled for another user now", "session", o.ID, "user", rec.User)
+		return false, nil
+	}
 	res, err := b.authenticate(ctx, t, o.Token, rec, true, true, false)
 	if err != nil {
 		return true, err

@@ -28,6 +28,12 @@ func (r *recordingAuth) Authenticate(ctx context.Context, req auth.Request, conv
 	return r.Kiosk.Authenticate(ctx, req, conv)
 }
 
+func (r *recordingAuth) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reqs)
+}
+
 func (r *recordingAuth) last() auth.Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -181,11 +187,17 @@ func TestOrphanSuspensionSurvivesRestart(t *testing.T) {
 
 // TestOrphanOfAnotherUserKept: a token enrolled for someone else since its
 // orphan was made is not given the old user's orphan: the new user gets a
-// new desktop, and the orphan stays one, listed, its desktop running.
+// new desktop after one login (none asked for the orphan she would not
+// get: the policy says the session is the token's user's), and the orphan
+// stays one, listed, its desktop running.
 func TestOrphanOfAnotherUserKept(t *testing.T) {
 	t.Parallel()
 	eps := etcdtest.Start(t)
-	b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: auth.Kiosk{}}) // the token's user logs in
+	// The token's user logs in, asked a password as card+password asks it
+	// (the login recorded: the kiosk authenticator stands for PAM).
+	ra := &recordingAuth{}
+	b1 := newEnvWith(t, "b1", envOptions{eps: eps, authn: ra,
+		policies: &auth.Policies{Default: auth.Policy{Kind: auth.KindCardPassword}}})
 	b2 := newEnvWith(t, "b2", envOptions{eps: eps})
 	oc := makeOrphan(t, b1, b2)
 	if oc.info.User != "ora" {
@@ -203,10 +215,14 @@ func TestOrphanOfAnotherUserKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectMsg[proto.Detached](oc.tb)
+	logins := ra.count()
 	oc.t1.present(oc.tok, oc.key)
 	att := expectMsg[proto.Attached](oc.t1)
 	if att.SessionID == oc.sess || att.User != "pia" || att.Resumed {
 		t.Fatalf("insert of the token enrolled for pia: %+v; want a new session of pia's, not ora's orphan %s", att, oc.sess)
+	}
+	if n := ra.count() - logins; n != 1 {
+		t.Fatalf("pia logged in %d times for one presentation; want once (none for ora's orphan, which she would not get)", n)
 	}
 	if si := sessionInfo(t, b1.b, oc.sess); !si.Orphaned || si.State != Suspended || !pidAlive(si.PID) {
 		t.Fatalf("ora's orphan after pia's login: %+v; want kept, an orphan, its desktop running", si)

@@ -15,8 +15,9 @@ import (
 // people hot-desk and faults come and go, an administrator ends,
 // disconnects and locks sessions through any broker's admin socket (the
 // group forwards the action to the session's owner), disables a token for
-// a while (its owner tries it meanwhile), pairs new tokens (tried at once),
-// and drains one broker at a time for a while, then undrains it. Each action is an operation of
+// a while (its owner tries it meanwhile), pairs new tokens (tried at once,
+// one in two then lost while shown and deleted), and drains one broker at
+// a time for a while, then undrains it. Each action is an operation of
 // the history (Op.Term "admin@" and the broker asked); checkAdmin
 // (check.go) says what the terminals and the group must show after it.
 
@@ -134,7 +135,8 @@ func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 // random ("pair": the code is the group's, redeemed wherever it is
 // presented), presents the token at terminal p.to, where it must get a new
 // desktop ("insert"), and pulls it; then the administrator ends that
-// desktop ("kill"), so that the group's session count stays bounded. A
+// desktop ("kill"), so that the group's session count stays bounded. One
+// token in two is lost before it is pulled, and deleted (retireToken). A
 // code whose pairing failed (inside a fault window) is left to expire.
 func (h *harness) pairToken(ctx context.Context, p *opPlan) {
 	user := fmt.Sprintf("paired%d", h.paired.Add(1))
@@ -158,6 +160,9 @@ func (h *harness) pairToken(ctx context.Context, p *opPlan) {
 	session, err := p.to.insert(ctx, tok)
 	o.Session = session
 	done := h.done(ctx, o, err)
+	if done && err == nil && h.intn(2) == 0 {
+		h.retireToken(ctx, p.to, tok)
+	}
 	_ = p.to.remove(ctx, tok)
 	if !done || err != nil {
 		return
@@ -165,6 +170,31 @@ func (h *harness) pairToken(ctx context.Context, p *opPlan) {
 	h.adminCall(ctx, Op{Kind: "kill", Token: tok, Session: session}, func(ctx context.Context, b *hotdeskd) error {
 		return b.admin.KillSession(ctx, session)
 	})
+}
+
+// retireToken: the token shown at terminal t is lost, and the
+// administrator deletes it through a broker chosen at random ("delete").
+// Its desktop must be locked (shown no longer than
+// checkConfig.DisableGrace after the delete's answer: checkAdmin) and the
+// token refused from then on at every broker: presented again at t after
+// the grace, it must be refused as unknown ("refused").
+func (h *harness) retireToken(ctx context.Context, t *terminal, tok string) {
+	if !h.adminCall(ctx, Op{Kind: "delete", Token: tok}, func(ctx context.Context, b *hotdeskd) error {
+		return b.admin.DeleteToken(ctx, tok)
+	}) {
+		return
+	}
+	h.sleep(ctx, h.checkConfig().DisableGrace)
+	_ = t.remove(ctx, tok)
+	o := Op{Kind: "refused", Term: t.id, Token: tok, Start: h.rec.now()}
+	session, err := t.insert(ctx, tok)
+	switch {
+	case err == nil:
+		err = fmt.Errorf("attached session %s although the token is deleted", session)
+	case strings.HasPrefix(err.Error(), "unknown_token:"):
+		err = nil
+	}
+	h.done(ctx, o, err)
 }
 
 // setTokenDisabled disables (or enables) token through a broker chosen at
@@ -236,7 +266,8 @@ type adminViolation struct {
 //   - a session shown when its kill, disconnect or lock was answered is
 //     shown no longer than cfg.TakeoverWindow after it, at any terminal;
 //   - a disabled token is not attached, nor shown, from cfg.DisableGrace
-//     after the disable's answer until its enable was asked;
+//     after the disable's answer until its enable was asked, nor a deleted
+//     one from cfg.DisableGrace after the delete's answer;
 //   - no insert made while a server was drained (begun from cfg.DrainGrace
 //     after the drain's answer, attached before its undrain was asked:
 //     one that waited out a fault may have been placed after the undrain)
@@ -275,7 +306,7 @@ func checkAdmin(ops []Op, events []Event, ivs []interval, cfg checkConfig) []adm
 	since := map[string]time.Duration{}
 	for _, o := range sortedByStart(ops) {
 		switch {
-		case o.Kind == "disable" && o.OK:
+		case (o.Kind == "disable" || o.Kind == "delete") && o.OK:
 			if _, ok := since[o.Token]; !ok {
 				since[o.Token] = o.End + cfg.DisableGrace
 			}
@@ -295,7 +326,7 @@ func checkAdmin(ops []Op, events []Event, ivs []interval, cfg checkConfig) []adm
 		}
 		for _, w := range disabled[e.Token] {
 			if e.At >= w.from && e.At <= w.to {
-				add(e.At, "disabled token %s attached at %s via %s at %.2fs (session %s; disabled from %.2fs)",
+				add(e.At, "disabled (or deleted) token %s attached at %s via %s at %.2fs (session %s; from %.2fs)",
 					e.Token, e.Term, e.Server, secs(e.At), e.Session, secs(w.from-cfg.DisableGrace))
 			}
 		}
@@ -303,7 +334,7 @@ func checkAdmin(ops []Op, events []Event, ivs []interval, cfg checkConfig) []adm
 	for _, iv := range ivs {
 		for _, w := range disabled[iv.token] {
 			if iv.from < w.from && iv.to > w.from {
-				add(w.from, "disabled token %s still shown at %s until %.2fs (session %s via %s; disabled from %.2fs, %v allowed)",
+				add(w.from, "disabled (or deleted) token %s still shown at %s until %.2fs (session %s via %s; from %.2fs, %v allowed)",
 					iv.token, iv.term, secs(iv.to), iv.session, iv.server, secs(w.from-cfg.DisableGrace), cfg.DisableGrace)
 			}
 		}

@@ -369,12 +369,25 @@ func TestCheckAdmin(t *testing.T) {
 			attached(5, "term-2", 2, "soft.a", "s-1", "b1"),
 			detached(5.5, "term-2", 2, "s-1", "token_removed"),
 		}, []Op{admin("disable", "soft.a", "", 2.9, 3), admin("enable", "soft.a", "", 8, 8.1)},
-			"disabled token soft.a attached at term-2 via b1 at 5.00s (session s-1; disabled from 3.00s)"},
+			"disabled (or deleted) token soft.a attached at term-2 via b1 at 5.00s (session s-1; from 3.00s)"},
 		{"disabled token still shown", []Event{
 			attached(2, "term-1", 1, "soft.a", "s-1", "b1"),
 			detached(6, "term-1", 1, "s-1", "locked"),
 		}, []Op{admin("disable", "soft.a", "", 2.9, 3), admin("enable", "soft.a", "", 8, 8.1)},
-			"disabled token soft.a still shown at term-1 until 6.00s"},
+			"disabled (or deleted) token soft.a still shown at term-1 until 6.00s"},
+		{"delete honoured", []Event{
+			attached(2, "term-1", 1, "soft.p", "s-1", "b1"),
+			detached(3.05, "term-1", 1, "s-1", "locked"),
+		}, []Op{admin("delete", "soft.p", "", 2.9, 3), op("refused", "term-1", "soft.p", 4.1, 4.2, true)}, ""},
+		{"deleted token still shown", []Event{
+			attached(2, "term-1", 1, "soft.p", "s-1", "b1"),
+			detached(4.5, "term-1", 1, "s-1", "token_removed"),
+		}, []Op{admin("delete", "soft.p", "", 2.9, 3)},
+			"disabled (or deleted) token soft.p still shown at term-1 until 4.50s"},
+		{"deleted token attached again", []Event{
+			attached(20, "term-2", 2, "soft.p", "s-2", "b2"),
+		}, []Op{admin("delete", "soft.p", "", 2.9, 3)},
+			"disabled (or deleted) token soft.p attached at term-2 via b2 at 20.00s"},
 		{"a failed drain", []Event{
 			attached(6, "term-2", 2, "soft.b", "s-2", "b2"),
 		}, []Op{op("drain", "admin@b1", "", 3, 3.1, false), ins("term-2", "soft.b", "s-2", 5.9, 6)}, ""},

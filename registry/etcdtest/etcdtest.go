@@ -7,8 +7,10 @@ package etcdtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,6 +198,13 @@ func RestartMember(t testing.TB, m *registry.Embedded) *registry.Embedded {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	n, err := registry.StartEmbedded(ctx, cfg)
+	for errors.Is(err, syscall.EADDRINUSE) && ctx.Err() == nil {
+		// Its port, free while it was down, is some other socket's now
+		// (most often an outgoing connection's, given it as its local
+		// port by the kernel: short-lived): tried again until the bound.
+		time.Sleep(200 * time.Millisecond)
+		n, err = registry.StartEmbedded(ctx, cfg)
+	}
 	if err != nil {
 		t.Fatalf("etcdtest: restart member %s: %v", m.Name(), err)
 	}
