@@ -110,15 +110,7 @@ func (h *harness) performAdmin(ctx context.Context, p *opPlan) {
 func (h *harness) disableToken(ctx context.Context, p *opPlan) {
 	if h.setTokenDisabled(ctx, p.token, true) {
 		h.sleep(ctx, h.checkConfig().DisableGrace)
-		o := Op{Kind: "refused", Term: p.to.id, Token: p.token, Start: h.rec.now()}
-		session, err := p.to.insert(ctx, p.token)
-		switch {
-		case err == nil:
-			err = fmt.Errorf("attached session %s although the token is disabled", session)
-		case strings.HasPrefix(err.Error(), "token_disabled:"):
-			err = nil
-		}
-		if !h.done(ctx, o, err) {
+		if !h.presentRefused(ctx, p.to, p.token, "token_disabled", "disabled") {
 			return
 		}
 		_ = p.to.remove(ctx, p.token)
@@ -186,15 +178,23 @@ func (h *harness) retireToken(ctx context.Context, t *terminal, tok string) {
 	}
 	h.sleep(ctx, h.checkConfig().DisableGrace)
 	_ = t.remove(ctx, tok)
+	h.presentRefused(ctx, t, tok, "unknown_token", "deleted")
+}
+
+// presentRefused presents tok at terminal t, where it must be refused
+// with the error code ("refused": a desktop attached fails it, why says
+// what the token is); it reports whether the operation was done (see
+// done).
+func (h *harness) presentRefused(ctx context.Context, t *terminal, tok, code, why string) bool {
 	o := Op{Kind: "refused", Term: t.id, Token: tok, Start: h.rec.now()}
 	session, err := t.insert(ctx, tok)
 	switch {
 	case err == nil:
-		err = fmt.Errorf("attached session %s although the token is deleted", session)
-	case strings.HasPrefix(err.Error(), "unknown_token:"):
+		err = fmt.Errorf("attached session %s although the token is %s", session, why)
+	case strings.HasPrefix(err.Error(), code+":"):
 		err = nil
 	}
-	h.done(ctx, o, err)
+	return h.done(ctx, o, err)
 }
 
 // setTokenDisabled disables (or enables) token through a broker chosen at
