@@ -10,7 +10,9 @@
 # its policy blocks) apply at once, to every login decided from then on;
 # other changes on the next restart (which keeps the desktops), and the log
 # names them. A file with an error is reported and the running
-# configuration is kept.
+# configuration is kept. Only root (or hotdeskd's user) may be able to
+# change this file and the directories above it: hotdeskd refuses it
+# otherwise.
 
 # Name of this server in the server group; unique per group.
 # Letters, digits, ".", "_" and "-". Default: the hostname.

@@ -33,6 +33,7 @@ import (
 	"github.com/hotdesk/hotdesk/cmd/internal/clidoc"
 	"github.com/hotdesk/hotdesk/cmd/internal/exitcode"
 	"github.com/hotdesk/hotdesk/internal/clock"
+	"github.com/hotdesk/hotdesk/internal/trustpath"
 	"github.com/hotdesk/hotdesk/internal/version"
 	"github.com/hotdesk/hotdesk/proto"
 )
@@ -211,15 +212,28 @@ func loadConfig(path string) (*config.Config, string, error) {
 		}
 		return cfg, "", cfg.CheckHost(nil, config.Host{})
 	}
+	cfg, err := readConfig(path)
+	return cfg, path, err
+}
+
+// readConfig reads the configuration file at path and checks what it
+// names on this host (groups, paths), before anything starts, as a start
+// and a reload do. A file others may change is refused: hotdeskd takes
+// from it the commands it runs as root, the PAM stacks it trusts, the
+// desktops' users and the login policies (which a reload applies at
+// once).
+func readConfig(path string) (*config.Config, error) {
+	if err := trustpath.Check(path); err != nil {
+		return nil, fmt.Errorf("%s: path others may change: %w: hotdeskd takes from it what it runs as root, the PAM stacks it trusts and the login policies, so only root (or hotdeskd's user) may be able to change it, a directory above it or a link on the way", path, err)
+	}
 	cfg, pos, err := config.LoadWithPositions(path)
 	if err != nil {
-		return nil, path, err
+		return nil, err
 	}
-	// What the file names on this host (groups), before anything starts.
 	if err := cfg.CheckHost(pos, config.Host{}); err != nil {
-		return nil, path, err
+		return nil, err
 	}
-	return cfg, path, nil
+	return cfg, nil
 }
 
 func displayPath(p string) string {

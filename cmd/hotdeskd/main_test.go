@@ -108,6 +108,10 @@ func TestDaemonSignals(t *testing.T) {
 	}
 
 	// A broken config on SIGHUP is reported and the daemon keeps running.
+	good, err := os.ReadFile(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(d.Config, []byte("bogus = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +119,19 @@ func TestDaemonSignals(t *testing.T) {
 	waitLine("keeping the running configuration")
 	if err := c.Ready(context.Background()); err != nil {
 		t.Fatalf("ready after bad reload: %v", err)
+	}
+	// So is a good one that others may change (they would choose the
+	// login policies a reload applies).
+	if err := os.WriteFile(d.Config, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d.Config, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(d.PID(), syscall.SIGHUP)
+	waitLine("path others may change")
+	if strings.Contains(d.LogTail(1<<20), "configuration reloaded") {
+		t.Fatalf("a configuration others may write was reloaded:\n%s", d.LogTail(4096))
 	}
 
 	exited := d.Exited()
@@ -150,6 +167,43 @@ func TestCheckRefusesWhatStartWouldRefuse(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), path+tt.want) {
 			t.Errorf("%s: run -check = %v; want an error containing %q", tt.name, err, path+tt.want)
 		}
+	}
+}
+
+// TestCheckRefusesConfigOthersMayChange: -check (and so a start and a
+// reload, which read the file the same way) refuses a configuration file
+// others may write, or one in a directory they may write: they would
+// choose what hotdeskd runs as root and the login policies.
+func TestCheckRefusesConfigOthersMayChange(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "hotdesk.hcl")
+	if err := os.WriteFile(path, []byte("log_level = \"info\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check := func() error {
+		_, err := captureStdout(func() error { return run([]string{"-config", path, "-check"}) })
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("-check of a file only its owner may write: %v", err)
+	}
+	for _, tt := range []struct {
+		what     string
+		file, in os.FileMode
+	}{{"the file others may write", 0o666, 0o755}, {"its directory others may write", 0o644, 0o777}} {
+		if err := os.Chmod(path, tt.file); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, tt.in); err != nil {
+			t.Fatal(err)
+		}
+		if err := check(); err == nil || !strings.Contains(err.Error(), path+": path others may change") {
+			t.Errorf("%s: -check = %v; want %q", tt.what, err, path+": path others may change")
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -26,10 +26,7 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config, apply
 		logger.Info("reload: running on defaults, nothing to reload")
 		return
 	}
-	next, pos, err := config.LoadWithPositions(path)
-	if err == nil {
-		err = next.CheckHost(pos, config.Host{})
-	}
+	next, err := readConfig(path)
 	if err != nil {
 		logger.Error("reload: keeping the running configuration", "error", err)
 		return
