@@ -92,7 +92,7 @@ type Config struct {
 	Claims         ClaimWatcher
 	Clock          clock.Clock
 	Logger         hclog.Logger
-	SuspendTimeout time.Duration // default 24h
+	SuspendTimeout time.Duration // default 24h; SetSuspendTimeout changes it
 	PingInterval   time.Duration // default 15s; a silent terminal is dropped after SilentIntervals
 	// ProofTimeout bounds a token challenge; AuthTimeout one authentication.
 	ProofTimeout time.Duration // default 10s

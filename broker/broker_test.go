@@ -111,6 +111,40 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
+// TestSetSuspendTimeout: a suspend timeout changed while sessions are
+// suspended (a reload) reschedules them from their suspension: with a new
+// timeout of 2 h, ben's, suspended 1 h ago, ends 1 h later (not 24 h after
+// its suspension, nor 2 h after the change), and its listing says so;
+// ann's, suspended 3 h ago, longer than the new timeout, ends at once.
+func TestSetSuspendTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "b1", nil)
+	tokA, _, ta, attA := e.login("ann", "term-1")
+	tokB, _, tb, attB := e.login("ben", "term-2")
+	ta.remove(tokA)
+	expectMsg[proto.Detached](ta)
+	e.waitTransition(attA.SessionID, Suspended)
+	e.clk.Advance(2 * time.Hour)
+	tb.remove(tokB)
+	expectMsg[proto.Detached](tb)
+	e.waitTransition(attB.SessionID, Suspended)
+	e.clk.Advance(time.Hour) // ann suspended 3 h ago, ben 1 h ago
+
+	e.b.SetSuspendTimeout(2 * time.Hour)
+	e.clk.Advance(0)                            // the fake clock runs the timers due when it is advanced
+	e.waitTransition(attA.SessionID, Destroyed) // 3 h > 2 h: at once
+	si := sessionInfo(t, e.b, attB.SessionID)
+	if si.State != Suspended || !si.ExpiresAt.Equal(si.SuspendedAt.Add(2*time.Hour)) {
+		t.Fatalf("ben's session after the change: %+v; want suspended, expiring 2 h after its suspension", si)
+	}
+	e.clk.Advance(time.Hour - time.Second)
+	if si := sessionInfo(t, e.b, attB.SessionID); si.State != Suspended {
+		t.Fatalf("ben's session a second before its new deadline: %v; want suspended", si.State)
+	}
+	e.clk.Advance(time.Second)
+	e.waitTransition(attB.SessionID, Destroyed)
+}
+
 // TestSuspendTimeout checks the suspend timer with the injected clock: a
 // resume before the deadline cancels it; after the deadline the session is
 // destroyed, its compositor stopped and its claim released.

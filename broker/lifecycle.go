@@ -788,6 +788,24 @@ func (b *Broker) suspendTokenLocked(ctx context.Context, s *Session, reason prot
 	b.publish(s)
 }
 
+// SetSuspendTimeout makes d the suspend timeout (a configuration reload;
+// d > 0): every session suspended now ends d after its suspension (one
+// suspended longer ends at once), and the suspensions to come count d.
+func (b *Broker) SetSuspendTimeout(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.SuspendTimeout = d
+	for _, s := range b.byID {
+		if s.state == Suspended && s.timer != nil {
+			s.timer.Stop()
+			s.timer = b.clk.AfterFunc(max(d-b.clk.Now().Sub(s.suspendedAt), 0), func() { b.expire(s) })
+		}
+	}
+}
+
 // expire destroys s if it is still suspended when its timer fires and the
 // broker is not shut down (a session kept on shutdown is the next run's).
 func (b *Broker) expire(s *Session) {

@@ -4,10 +4,12 @@
 # default; a file with only the lines you change works the same. Unknown
 # settings are an error. Durations are Go durations: "500ms", "10s", "24h".
 # Relative paths are resolved against the directory of this file.
-# SIGHUP (systemctl reload hotdeskd) re-reads the file: log_level and the
+# SIGHUP (systemctl reload hotdeskd) re-reads the file: log_level, the
 # login policies (session.auth and kiosk_user; auth's pam_service,
 # pin_service, reauth_on_hotdesk, self_register, max_sessions_per_user and
-# its policy blocks) apply at once, to every login decided from then on;
+# its policy blocks) and session.suspend_timeout apply at once (the
+# policies to every login decided from then on, the timeout to every
+# suspended desktop, from its suspension);
 # other changes on the next restart (which keeps the desktops), and the log
 # names them. A file with an error is reported and the running
 # configuration is kept. Only root (or hotdeskd's user) may be able to

@@ -29,8 +29,9 @@
 // etcd_outage (every member stopped for 10 × TTL, then restarted),
 // broker_partition (the broker's proxies cut for 2 × TTL), broker_flap (its
 // link cut and restored at random for 4 × TTL), policy_reload (every
-// broker's login policies changed and reloaded, SIGHUP, one after the
-// other, then a look at every member's server list). With -from (the previous
+// broker's login policies and suspend timeout changed and reloaded,
+// SIGHUP, one after the other, then a look at every member's server
+// list). With -from (the previous
 // release's bin directory) the brokers start on its hotdeskd and the faults
 // are broker_upgrade (SIGTERM, started again on -bin's) and
 // broker_downgrade (the last upgraded one back), each followed by a look at

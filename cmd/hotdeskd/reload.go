@@ -14,13 +14,14 @@ import (
 
 // reload re-reads the configuration on SIGHUP; a bad file is reported and
 // the running configuration kept. cur is the configuration in effect: it
-// takes what the reload applies. Two kinds of settings apply at once: the
-// log level, and the login policies (setLoginPolicy's settings: each login
-// decided from then on is decided by the new ones, a login waiting at a
-// prompt ends under the policy it started with), through apply, which
-// refuses policies it cannot build (the running ones stay). Every other
-// changed setting is named in a warning: it takes effect at the next
-// restart (which keeps the desktops).
+// takes what the reload applies. The log level applies at once, and so,
+// through apply, the login policies and the suspend timeout (setLive's
+// settings: each login decided from then on is decided by the new
+// policies, a login waiting at a prompt ends under the one it started
+// with; every suspended session ends the new timeout after its
+// suspension); apply refuses policies it cannot build (the running ones
+// stay). Every other changed setting is named in a warning: it takes
+// effect at the next restart (which keeps the desktops).
 func reload(logger hclog.InterceptLogger, path string, cur *config.Config, apply func(*config.Config) error) {
 	if path == "" {
 		logger.Info("reload: running on defaults, nothing to reload")
@@ -35,14 +36,14 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config, apply
 		logger.SetLevel(hclog.LevelFromString(next.LogLevel))
 		cur.LogLevel = next.LogLevel
 	}
-	withPolicy := *cur
-	setLoginPolicy(&withPolicy, next)
-	if changed := restartNeeded(cur, &withPolicy); len(changed) > 0 {
-		if err := apply(&withPolicy); err != nil {
-			logger.Error("reload: keeping the running login policies", "error", err)
+	live := *cur
+	setLive(&live, next)
+	if changed := restartNeeded(cur, &live); len(changed) > 0 {
+		if err := apply(&live); err != nil {
+			logger.Error("reload: keeping the running login policies and suspend timeout", "error", err)
 		} else {
-			*cur = withPolicy
-			logger.Info("reload: login policies applied", "settings", strings.Join(changed, ", "))
+			*cur = live
+			logger.Info("reload: applied at once", "settings", strings.Join(changed, ", "))
 		}
 	}
 	if changed := restartNeeded(cur, next); len(changed) > 0 {
@@ -51,13 +52,15 @@ func reload(logger hclog.InterceptLogger, path string, cur *config.Config, apply
 	logger.Info("configuration reloaded", "log_level", cur.LogLevel)
 }
 
-// applyReload makes cfg's login policies the running ones, then publishes
-// the group settings in effect in this server's record; a publication
-// that fails is done again by the settings watch's next check.
+// applyReload makes cfg's login policies and suspend timeout the running
+// ones, then publishes the group settings in effect in this server's
+// record; a publication that fails is done again by the settings watch's
+// next check.
 func (d *daemon) applyReload(cfg *config.Config) error {
 	if err := d.policies.Set(buildPolicies(cfg)); err != nil {
 		return err
 	}
+	d.broker.SetSuspendTimeout(cfg.Session.SuspendTimeout)
 	d.settings.setOurs(cfg.GroupSettings())
 	ctx, cancel := context.WithTimeout(d.run, 5*time.Second)
 	defer cancel()
@@ -67,13 +70,14 @@ func (d *daemon) applyReload(cfg *config.Config) error {
 	return nil
 }
 
-// setLoginPolicy copies into dst the settings of src the login policies
-// are built of (buildPolicies): the default policy (session.auth,
-// session.kiosk_user), the auth block's pam_service, pin_service,
-// reauth_on_hotdesk, self_register and max_sessions_per_user, and its
-// policy blocks. A reload applies them at once.
-func setLoginPolicy(dst, src *config.Config) {
+// setLive copies into dst the settings of src a reload applies at once:
+// those the login policies are built of (buildPolicies: the default
+// policy, session.auth and kiosk_user; the auth block's pam_service,
+// pin_service, reauth_on_hotdesk, self_register and max_sessions_per_user,
+// and its policy blocks), and session.suspend_timeout.
+func setLive(dst, src *config.Config) {
 	dst.Session.Auth, dst.Session.KioskUser = src.Session.Auth, src.Session.KioskUser
+	dst.Session.SuspendTimeout = src.Session.SuspendTimeout
 	d, s := &dst.Auth, &src.Auth
 	d.PAMService, d.PINService = s.PAMService, s.PINService
 	d.ReauthOnHotdesk, d.SelfRegister, d.MaxSessionsPerUser = s.ReauthOnHotdesk, s.SelfRegister, s.MaxSessionsPerUser

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hotdesk/hotdesk/cmd/hotdeskd/config"
+	"github.com/hotdesk/hotdesk/cmd/internal/adminapi"
 	"github.com/hotdesk/hotdesk/registry"
 	"github.com/hotdesk/hotdesk/registry/etcdtest"
 )
@@ -54,10 +56,11 @@ func TestRestartNeededComparesValues(t *testing.T) {
 // applies them to the next login, the running desktops kept: a card that
 // logged in alone is asked its password at its next hot-desk (a wrong one
 // refused, the right one resuming the same desktop), a policy block added
-// applies to its user, the server's record in etcd publishes the new
-// group settings (members compare theirs with them), and a changed setting
-// a reload cannot apply is named as waiting for a restart. Before, a
-// reload applied only the log level and named the policies as waiting.
+// applies to its user; a shorter suspend timeout applies to the desktop
+// suspended already; the server's record in etcd publishes the new group
+// settings (members compare theirs with them), and a changed setting a
+// reload cannot apply is named as waiting for a restart. Before, a reload
+// applied only the log level and named the others as waiting.
 func TestReloadAppliesLoginPolicies(t *testing.T) {
 	t.Parallel() // its own daemon, data dir, ports and terminals
 	eps := etcdtest.Start(t)
@@ -88,7 +91,7 @@ func TestReloadAppliesLoginPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := strings.Replace(string(src), "  auth = \"card\"\n", "  auth = \"card+password\"\n  suspend_timeout = \"2h\"\n", 1)
+	next := strings.Replace(string(src), "  auth = \"card\"\n", "  auth = \"card+password\"\n  suspend_timeout = \"2h\"\n  reconnect_grace = \"1m\"\n", 1)
 	next = strings.Replace(next, "  open_session = false\n", "  open_session = false\n  policy {\n    users = [\"carl\"]\n    auth  = \"card\"\n  }\n", 1)
 	if next == string(src) || strings.Count(next, "policy {") != 1 {
 		t.Fatalf("the configuration was not changed as the test expects:\n%s", src)
@@ -101,11 +104,19 @@ func TestReloadAppliesLoginPolicies(t *testing.T) {
 		return strings.Contains(e.d.LogTail(1<<20), "configuration reloaded")
 	})
 	log := e.d.LogTail(1 << 20)
-	if !regexp.MustCompile(`login policies applied:? .*settings="session.auth, auth.policy"`).MatchString(log) {
-		t.Errorf("no log line naming the login policies applied:\n%s", log)
+	if !regexp.MustCompile(`applied at once:? .*settings="session.suspend_timeout, session.auth, auth.policy"`).MatchString(log) {
+		t.Errorf("no log line naming the settings applied:\n%s", log)
 	}
-	if !regexp.MustCompile(`take effect only after a restart:? .*settings=session.suspend_timeout\b`).MatchString(log) {
-		t.Errorf("no warning naming session.suspend_timeout as waiting for a restart:\n%s", log)
+	if !regexp.MustCompile(`take effect only after a restart:? .*settings=session.reconnect_grace\b`).MatchString(log) {
+		t.Errorf("no warning naming session.reconnect_grace as waiting for a restart:\n%s", log)
+	}
+	var listed []adminapi.SessionInfo
+	if err := json.Unmarshal(e.d.MustCtl("sessions", "-json"), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0].SuspendedAt == nil || listed[0].ExpiresAt == nil ||
+		!listed[0].ExpiresAt.Equal(listed[0].SuspendedAt.Add(2*time.Hour)) {
+		t.Errorf("alice's desktop after the reload: %+v; want suspended, ending 2 h after its suspension", listed)
 	}
 
 	if ev := e.present("t-2", alice, "nope"); ev["event"] != "error" || ev["name"] != "auth_failed" {
@@ -122,7 +133,10 @@ func TestReloadAppliesLoginPolicies(t *testing.T) {
 		s := settings()
 		return s["session.auth"] == "card+password" && s["auth.policy"] != "none"
 	})
-	if got := settings()["session.suspend_timeout"]; got != "24h0m0s" {
-		t.Errorf("published session.suspend_timeout = %q; want 24h0m0s (not applied until a restart)", got)
+	if got := settings()["session.reconnect_grace"]; got != "30s" {
+		t.Errorf("published session.reconnect_grace = %q; want 30s (not applied until a restart)", got)
+	}
+	if got := settings()["session.suspend_timeout"]; got != "2h0m0s" {
+		t.Errorf("published session.suspend_timeout = %q; want 2h0m0s", got)
 	}
 }
