@@ -32,17 +32,9 @@ type ClockReading struct {
 // PutClock puts this server's clock reading (the registry's clock now).
 // It is refused while the lease is lost or unhealthy.
 func (r *Registry) PutClock(ctx context.Context) error {
-	if err := r.writable(); err != nil {
+	reading := ClockReading{ServerID: r.id, UnixMs: r.opts.clock.Now().UnixMilli()}
+	if err := r.putLeased(ctx, r.opts.prefix+"clocks/"+r.id, reading); err != nil {
 		return fmt.Errorf("registry: put clock: %w", err)
-	}
-	v, err := json.Marshal(ClockReading{ServerID: r.id, UnixMs: r.opts.clock.Now().UnixMilli()})
-	if err != nil {
-		return fmt.Errorf("registry: put clock: %w", err)
-	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	if _, err := r.kv.Put(cctx, r.opts.prefix+"clocks/"+r.id, string(v), clientv3.WithLease(r.lease)); err != nil {
-		return fmt.Errorf("registry: put clock: %w", r.leaseErr(err))
 	}
 	return nil
 }

@@ -48,17 +48,8 @@ func (r *Registry) PutOrphan(ctx context.Context, o OrphanRecord) error {
 	if err := validateOrphanKey(o.Token, o.SessionID); err != nil {
 		return fmt.Errorf("registry: put orphan: %w", err)
 	}
-	if err := r.writable(); err != nil {
+	if err := r.putLeased(ctx, r.orphanKey(o.Token, o.SessionID), o); err != nil {
 		return fmt.Errorf("registry: put orphan %s: %w", o.SessionID, err)
-	}
-	v, err := json.Marshal(o)
-	if err != nil {
-		return fmt.Errorf("registry: put orphan %s: %w", o.SessionID, err)
-	}
-	cctx, cancel := r.callCtx(ctx)
-	defer cancel()
-	if _, err := r.kv.Put(cctx, r.orphanKey(o.Token, o.SessionID), string(v), clientv3.WithLease(r.lease)); err != nil {
-		return fmt.Errorf("registry: put orphan %s: %w", o.SessionID, r.leaseErr(err))
 	}
 	return nil
 }

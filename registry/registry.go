@@ -684,6 +684,25 @@ func (r *Registry) writable() error {
 	return nil
 }
 
+// putLeased writes v, as JSON, at key k under this server's lease: refused
+// while the lease is lost or unhealthy (writable), a failure because the
+// lease is gone told as ErrLeaseLost (leaseErr).
+func (r *Registry) putLeased(ctx context.Context, k string, v any) error {
+	if err := r.writable(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := r.callCtx(ctx)
+	defer cancel()
+	if _, err := r.kv.Put(cctx, k, string(b), clientv3.WithLease(r.lease)); err != nil {
+		return r.leaseErr(err)
+	}
+	return nil
+}
+
 // revokeDetached revokes our lease with a fresh bounded context: used on
 // failure paths where the caller's ctx may already be done.
 func (r *Registry) revokeDetached(ctx context.Context) {

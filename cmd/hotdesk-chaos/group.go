@@ -224,7 +224,7 @@ etcd {
   dial_timeout = "2s"
 }
 session {
-  suspend_timeout = "1h"
+  %s
   keep_on_stop    = true
 %s}
 auth {
@@ -237,7 +237,7 @@ compositor {
   stop_grace    = "2s"
 }
 `, id, filepath.Join(gc.dir, id), b.addr, b.addr, b.socket, gc.logLevel, strings.Join(eps, ", "),
-		gc.leaseTTL.String(), session, authBlock, gc.self, gc.lifeline)
+		gc.leaseTTL.String(), suspendTimeout, session, authBlock, gc.self, gc.lifeline)
 	cfgFile := filepath.Join(gc.dir, id+".hcl")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return nil, err

@@ -53,7 +53,7 @@ func policyReload(ctx context.Context, h *harness, _ *Fault) string {
 const (
 	reloadLimit    = "  max_sessions_per_user = 8\n"
 	reloadPolicy   = "  policy {\n    users = [\"chaos-reload\"]\n    auth  = \"card\"\n  }\n"
-	suspendTimeout = "suspend_timeout = \"1h\""
+	suspendTimeout = "suspend_timeout = \"1h\"" // the brokers' (newBroker)
 	reloadTimeout  = "suspend_timeout = \"59m\""
 )
 

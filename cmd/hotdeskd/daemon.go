@@ -75,11 +75,11 @@ type daemon struct {
 
 	// What start's steps hand to the steps after them.
 	cert        tls.Certificate
-	fingerprint []byte // of cert
-	advertise   string // the terminal listener's address for the group
-	serverRec   registry.ServerRecord
-	prevLease   clientv3.LeaseID   // the previous run's lease, from the data dir
-	policies    *auth.LivePolicies // a reload replaces them
+	fingerprint []byte                // of cert
+	advertise   string                // the terminal listener's address for the group
+	serverRec   registry.ServerRecord // without its settings: record() adds those in effect
+	prevLease   clientv3.LeaseID      // the previous run's lease, from the data dir
+	policies    *auth.LivePolicies    // a reload replaces them
 	authn       auth.Authenticator
 	attachLn    net.Listener
 	attachAddr  string // the attach gateway's address for terminals
@@ -355,9 +355,9 @@ func (d *daemon) takeLease(ctx context.Context) error {
 	d.serverRec = registry.ServerRecord{
 		ID: cfg.ServerID, Addr: d.advertise, Fingerprint: d.fingerprint,
 		Capacity: cfg.Session.MaxSessions, Weight: cfg.Session.Weight, StartedUnixMs: d.clk.Now().UnixMilli(),
-		Version: version.String(), Settings: cfg.GroupSettings(),
+		Version: version.String(),
 	}
-	d.settings = newSettingsWatch(logger.Named("group"), cfg.ServerID, d.serverRec.Settings)
+	d.settings = newSettingsWatch(logger.Named("group"), cfg.ServerID, cfg.GroupSettings())
 	d.clocks = newClockWatch(logger.Named("group"), cfg.ServerID, d.clk)
 	d.history = newHistoryWatch(logger.Named("registry"))
 	// The lease of the previous run, if it kept its desktops: this run
@@ -838,7 +838,7 @@ func (d *daemon) startBackground(context.Context) error {
 // takes, rather than the start failing into a loop of restarts.
 // The registry runs on d.clk; the wait is in real time, as the etcd lease's.
 func (d *daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
-	clk, cli, store, cfg, rec, logger, prev := d.clk, d.etcd, d.store, d.cfg, d.serverRec, d.log, d.prevLease
+	clk, cli, store, cfg, rec, logger, prev := d.clk, d.etcd, d.store, d.cfg, d.record(), d.log, d.prevLease
 	defer d.phase.Store(d.phase.Load())
 	start := time.Now()
 	deadline := start.Add(3*cfg.Etcd.LeaseTTL + 5*time.Second)
@@ -932,7 +932,8 @@ func (d *daemon) waitForEtcd(ctx context.Context, reach func(context.Context) st
 }
 
 // record is this server's record as a new lease publishes it: with the
-// group settings in effect (a reload changes them).
+// group settings in effect (a reload changes them), which only the
+// settings watch holds.
 func (d *daemon) record() registry.ServerRecord {
 	rec := d.serverRec
 	rec.Settings = d.settings.ourSettings()
